@@ -1,0 +1,428 @@
+"""Prometheus view of :class:`agent.stats.ServerStats`, rendered at scrape time.
+
+A custom collector turns the plain numbers into metric families only when
+someone asks (a scrape, or the end of a replay), so the per-line cost stays
+that of updating a few ints.  Every series carries a ``server`` label; stats
+series add ``engine``.  Names use the ``kvwatch_`` prefix so they never clash
+with vLLM's ``vllm:`` or LMCache's ``lmcache:`` series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from agent.stats import ServerStats
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    name: str
+    type: str  # counter | gauge | histogram
+    labels: tuple[str, ...]
+    help: str
+
+
+def _s(name: str, type_: str, labels: str, help_: str) -> Spec:
+    return Spec(name, type_, tuple(labels.split()) if labels else (), help_)
+
+
+_SERVER = "server"
+_ENGINE = "server engine"
+
+CATALOGUE: tuple[Spec, ...] = (
+    # LMCache
+    _s(
+        "kvwatch_lmcache_lookups_total",
+        "counter",
+        _SERVER,
+        "LMCache lookup lines (a request is looked up again after a preemption or a retry).",
+    ),
+    _s("kvwatch_lmcache_lookup_tokens_total", "counter", _SERVER, "Tokens looked up (Total tokens of each lookup)."),
+    _s("kvwatch_lmcache_hit_tokens_total", "counter", _SERVER, "Tokens LMCache found (LMCache hit tokens)."),
+    _s(
+        "kvwatch_lmcache_need_to_load_tokens_total",
+        "counter",
+        _SERVER,
+        "Positive need-to-load values of lookups that were not skipped by min_retrieve.",
+    ),
+    _s(
+        "kvwatch_lmcache_engine_computed_tokens_total",
+        "counter",
+        _SERVER,
+        "Tokens vLLM already had in its own prefix cache at lookup (Inference Engine computed tokens).",
+    ),
+    _s(
+        "kvwatch_lmcache_lookups_pending_total",
+        "counter",
+        _SERVER,
+        "Lookups reported with hit tokens None (asynchronous lookup not finished).",
+    ),
+    _s(
+        "kvwatch_lmcache_lookups_below_min_retrieve_total",
+        "counter",
+        _SERVER,
+        "Lookups whose hit was below min_retrieve_tokens, so nothing was loaded.",
+    ),
+    _s(
+        "kvwatch_lmcache_lookup_hit_ratio",
+        "histogram",
+        _SERVER,
+        "Hit tokens / total tokens of each lookup with total > 0.",
+    ),
+    _s("kvwatch_lmcache_lookup_timeouts_total", "counter", _SERVER, "Lookup RPC timeouts (no hit reported)."),
+    _s("kvwatch_lmcache_stores_total", "counter", _SERVER, "Store lines (one per tensor-parallel rank)."),
+    _s("kvwatch_lmcache_stored_tokens_total", "counter", _SERVER, "Tokens stored."),
+    _s("kvwatch_lmcache_stored_bytes_total", "counter", _SERVER, "Bytes of KV cache stored (LMCache's GB = 2^30)."),
+    _s("kvwatch_lmcache_store_duration_seconds", "histogram", _SERVER, "Time of each store (LMCache's cost)."),
+    _s("kvwatch_lmcache_store_starts_total", "counter", _SERVER, "Store operations issued (Storing KV cache for ...)."),
+    _s("kvwatch_lmcache_store_start_tokens_total", "counter", _SERVER, "Tokens selected for storing when issued."),
+    _s("kvwatch_lmcache_retrieves_total", "counter", _SERVER, "Retrieve lines (one per tensor-parallel rank)."),
+    _s("kvwatch_lmcache_retrieved_tokens_total", "counter", _SERVER, "Tokens retrieved."),
+    _s(
+        "kvwatch_lmcache_retrieve_requested_tokens_total",
+        "counter",
+        _SERVER,
+        "Tokens asked for by retrieves (required tokens).",
+    ),
+    _s("kvwatch_lmcache_retrieved_bytes_total", "counter", _SERVER, "Bytes of KV cache retrieved."),
+    _s("kvwatch_lmcache_retrieve_duration_seconds", "histogram", _SERVER, "Time of each retrieve."),
+    _s(
+        "kvwatch_lmcache_degraded",
+        "gauge",
+        _SERVER,
+        "1 after LMCache reported it could not start its engine (degraded, recompute only) since the last start.",
+    ),
+    _s(
+        "kvwatch_lmcache_info",
+        "gauge",
+        "server version vllm_version",
+        "LMCache version as its start-up line prints it.",
+    ),
+    # vLLM engine stats
+    _s("kvwatch_vllm_stats_lines_total", "counter", _ENGINE, "Periodic stats lines."),
+    _s(
+        "kvwatch_vllm_stats_last_seen_timestamp_seconds",
+        "gauge",
+        _ENGINE,
+        "Log time of the last stats line; vLLM stops printing stats when idle, so the gauges freeze.",
+    ),
+    _s(
+        "kvwatch_vllm_prompt_throughput_tokens_per_second",
+        "gauge",
+        _ENGINE,
+        "Avg prompt throughput of the last stats line.",
+    ),
+    _s(
+        "kvwatch_vllm_generation_throughput_tokens_per_second",
+        "gauge",
+        _ENGINE,
+        "Avg generation throughput of the last stats line.",
+    ),
+    _s("kvwatch_vllm_throughput_tokens_per_second", "gauge", _ENGINE, "Throughput of the 2023 (v0.1) stats line."),
+    _s("kvwatch_vllm_requests_running", "gauge", _ENGINE, "Running requests."),
+    _s("kvwatch_vllm_requests_waiting", "gauge", _ENGINE, "Waiting (V0: pending) requests."),
+    _s("kvwatch_vllm_requests_swapped", "gauge", _ENGINE, "Swapped requests (V0 engine only)."),
+    _s("kvwatch_vllm_requests_deferred", "gauge", _ENGINE, "Waiting requests deferred by transient constraints."),
+    _s(
+        "kvwatch_vllm_requests_kv_fetch",
+        "gauge",
+        "server engine stage",
+        "Waiting requests by asynchronous KV load stage (waiting_to_start, in_progress, completed_waiting).",
+    ),
+    _s(
+        "kvwatch_vllm_kv_cache_usage_ratio",
+        "gauge",
+        _ENGINE,
+        "KV cache usage of the engine's own pool (GPU, CPU, XPU ...).",
+    ),
+    _s("kvwatch_vllm_cpu_kv_cache_usage_ratio", "gauge", _ENGINE, "CPU swap-space KV usage (V0 engine only)."),
+    _s(
+        "kvwatch_vllm_prefix_cache_hit_ratio",
+        "gauge",
+        _ENGINE,
+        "vLLM's prefix cache hit rate (last 1000 requests in V1, cumulative in V0).",
+    ),
+    _s("kvwatch_vllm_cpu_prefix_cache_hit_ratio", "gauge", _ENGINE, "V0's CPU prefix cache hit rate."),
+    _s(
+        "kvwatch_vllm_external_prefix_cache_hit_ratio",
+        "gauge",
+        _ENGINE,
+        "Hit rate of the KV connector (LMCache) as vLLM reports it.",
+    ),
+    _s("kvwatch_vllm_mm_cache_hit_ratio", "gauge", _ENGINE, "Multimodal processor cache hit rate."),
+    _s("kvwatch_vllm_preemptions_total", "counter", _ENGINE, "Preemptions (sum of each interval's Preemptions)."),
+    _s("kvwatch_vllm_corrupted_requests_total", "counter", _ENGINE, "Requests with NaN logits (Corrupted)."),
+    _s("kvwatch_vllm_spec_decode_accepted_tokens_total", "counter", _ENGINE, "Speculative tokens accepted."),
+    _s("kvwatch_vllm_spec_decode_drafted_tokens_total", "counter", _ENGINE, "Speculative tokens drafted."),
+    _s("kvwatch_vllm_spec_decode_mean_acceptance_length", "gauge", _ENGINE, "Mean acceptance length, last interval."),
+    _s("kvwatch_vllm_spec_decode_draft_acceptance_ratio", "gauge", _ENGINE, "Draft acceptance rate, last interval."),
+    # requests
+    _s("kvwatch_vllm_requests_received_total", "counter", _SERVER, "Received request lines (front end)."),
+    _s("kvwatch_vllm_requests_added_total", "counter", _SERVER, "Added request lines (engine)."),
+    _s("kvwatch_vllm_requests_finished_total", "counter", _SERVER, "Finished request lines (V0 engine)."),
+    _s("kvwatch_vllm_requests_aborted_total", "counter", _SERVER, "Aborted requests (one per id of an abort line)."),
+    _s("kvwatch_vllm_requests_cancelled_total", "counter", _SERVER, "Requests whose client went away."),
+    _s(
+        "kvwatch_vllm_request_failures_total",
+        "counter",
+        "server reason",
+        "Requests that failed (engine_dead, bad_request, input_error).",
+    ),
+    _s(
+        "kvwatch_http_responses_total",
+        "counter",
+        "server method path status",
+        'HTTP responses from uvicorn\'s access log; unknown paths are counted as path="other".',
+    ),
+    # server lifecycle
+    _s("kvwatch_vllm_server_starts_total", "counter", _SERVER, "Server starts seen in the log."),
+    _s("kvwatch_vllm_server_shutdowns_total", "counter", _SERVER, "Server shutdowns seen in the log."),
+    _s(
+        "kvwatch_vllm_server_ready",
+        "gauge",
+        _SERVER,
+        "1 once the log says the server is ready, 0 after a start or shutdown.",
+    ),
+    _s("kvwatch_vllm_info", "gauge", "server version model", "vLLM version and model from the start-up lines."),
+    _s("kvwatch_vllm_model_load_seconds", "gauge", _SERVER, "Model loading time of the last start."),
+    _s("kvwatch_vllm_model_memory_bytes", "gauge", _SERVER, "Memory the model weights took at the last start."),
+    _s(
+        "kvwatch_vllm_engine_init_seconds", "gauge", _SERVER, "Engine initialisation time (profile, KV cache, warm-up)."
+    ),
+    _s("kvwatch_vllm_kv_cache_capacity_tokens", "gauge", _SERVER, "KV cache size in tokens."),
+    _s(
+        "kvwatch_vllm_kv_cache_max_concurrency",
+        "gauge",
+        _SERVER,
+        "Maximum concurrency for max-model-len requests the KV cache allows.",
+    ),
+    _s("kvwatch_vllm_kv_cache_blocks", "gauge", "server device", "KV cache blocks (device gpu or cpu)."),
+    _s(
+        "kvwatch_vllm_errors_total",
+        "counter",
+        "server error",
+        "Fatal error lines by kind: oom, engine_dead, cuda_error, kv_cache_too_small, other.",
+    ),
+    # vllm bench
+    _s("kvwatch_bench_requests_per_second", "gauge", "server benchmark", "Last benchmark request throughput."),
+    _s(
+        "kvwatch_bench_tokens_per_second",
+        "gauge",
+        "server benchmark tokens",
+        "Last benchmark token throughput (tokens total or output).",
+    ),
+    _s(
+        "kvwatch_bench_tokens",
+        "gauge",
+        "server benchmark tokens",
+        "Tokens processed by the last benchmark (prompt, output).",
+    ),
+    _s(
+        "kvwatch_bench_latency_seconds",
+        "gauge",
+        "server benchmark measure statistic",
+        "Last benchmark latency statistics (mean, median, std, pN) of a measure (batch, ttft, tpot, itl, e2el).",
+    ),
+    _s("kvwatch_bench_duration_seconds", "gauge", "server benchmark", "Duration of the last benchmark run."),
+    _s(
+        "kvwatch_bench_requests",
+        "gauge",
+        "server benchmark outcome",
+        "Requests of the last benchmark (completed, failed).",
+    ),
+    # kvwatch itself
+    _s("kvwatch_lines_total", "counter", _SERVER, "Lines read."),
+    _s("kvwatch_lines_unparsed_total", "counter", _SERVER, "Lines read that gave no event (suspicious ones included)."),
+    _s(
+        "kvwatch_lines_suspicious_total",
+        "counter",
+        "server family",
+        "Lines with an intact vLLM/LMCache header that start like a known family but did not parse.",
+    ),
+    _s(
+        "kvwatch_lines_skipped_total",
+        "counter",
+        "server reason",
+        "Lines not parsed: invalid_utf8, nul, too_long, partial (an unterminated last line), split_too_long.",
+    ),
+)
+SPECS: dict[str, Spec] = {spec.name: spec for spec in CATALOGUE}
+
+_FAMILY_TYPES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
+
+_ENGINE_GAUGES = (
+    ("kvwatch_vllm_prompt_throughput_tokens_per_second", "prompt_throughput"),
+    ("kvwatch_vllm_generation_throughput_tokens_per_second", "generation_throughput"),
+    ("kvwatch_vllm_throughput_tokens_per_second", "throughput"),
+    ("kvwatch_vllm_requests_running", "running"),
+    ("kvwatch_vllm_requests_waiting", "waiting"),
+    ("kvwatch_vllm_requests_swapped", "swapped"),
+    ("kvwatch_vllm_requests_deferred", "deferred"),
+    ("kvwatch_vllm_kv_cache_usage_ratio", "kv_cache_usage"),
+    ("kvwatch_vllm_cpu_kv_cache_usage_ratio", "cpu_kv_cache_usage"),
+    ("kvwatch_vllm_prefix_cache_hit_ratio", "prefix_cache_hit_rate"),
+    ("kvwatch_vllm_cpu_prefix_cache_hit_ratio", "cpu_prefix_cache_hit_rate"),
+    ("kvwatch_vllm_external_prefix_cache_hit_ratio", "external_prefix_cache_hit_rate"),
+    ("kvwatch_vllm_mm_cache_hit_ratio", "mm_cache_hit_rate"),
+)
+_KV_FETCH_STAGES = (
+    ("waiting_to_start", "kv_fetch_waiting"),
+    ("in_progress", "kv_fetch_in_progress"),
+    ("completed_waiting", "kv_fetch_completed"),
+)
+_SERVER_COUNTERS = (
+    ("kvwatch_lmcache_lookups_total", "lookups"),
+    ("kvwatch_lmcache_lookup_tokens_total", "lookup_tokens"),
+    ("kvwatch_lmcache_hit_tokens_total", "hit_tokens"),
+    ("kvwatch_lmcache_need_to_load_tokens_total", "need_to_load_tokens"),
+    ("kvwatch_lmcache_engine_computed_tokens_total", "engine_computed_tokens"),
+    ("kvwatch_lmcache_lookups_pending_total", "lookups_pending"),
+    ("kvwatch_lmcache_lookups_below_min_retrieve_total", "lookups_below_min_retrieve"),
+    ("kvwatch_lmcache_lookup_timeouts_total", "lookup_timeouts"),
+    ("kvwatch_lmcache_stores_total", "stores"),
+    ("kvwatch_lmcache_stored_tokens_total", "stored_tokens"),
+    ("kvwatch_lmcache_stored_bytes_total", "stored_bytes"),
+    ("kvwatch_lmcache_store_starts_total", "store_starts"),
+    ("kvwatch_lmcache_store_start_tokens_total", "store_start_tokens"),
+    ("kvwatch_lmcache_retrieves_total", "retrieves"),
+    ("kvwatch_lmcache_retrieved_tokens_total", "retrieved_tokens"),
+    ("kvwatch_lmcache_retrieve_requested_tokens_total", "retrieve_requested_tokens"),
+    ("kvwatch_lmcache_retrieved_bytes_total", "retrieved_bytes"),
+    ("kvwatch_vllm_requests_received_total", "received"),
+    ("kvwatch_vllm_requests_added_total", "added"),
+    ("kvwatch_vllm_requests_finished_total", "finished"),
+    ("kvwatch_vllm_requests_aborted_total", "aborted"),
+    ("kvwatch_vllm_requests_cancelled_total", "cancelled"),
+    ("kvwatch_vllm_server_starts_total", "starts"),
+    ("kvwatch_vllm_server_shutdowns_total", "shutdowns"),
+    ("kvwatch_lines_total", "lines"),
+    ("kvwatch_lines_unparsed_total", "unparsed_lines"),
+)
+_SERVER_GAUGES = (
+    ("kvwatch_lmcache_degraded", "lmcache_degraded"),
+    ("kvwatch_vllm_server_ready", "ready"),
+    ("kvwatch_vllm_model_load_seconds", "model_load_seconds"),
+    ("kvwatch_vllm_model_memory_bytes", "model_memory_bytes"),
+    ("kvwatch_vllm_engine_init_seconds", "engine_init_seconds"),
+    ("kvwatch_vllm_kv_cache_capacity_tokens", "kv_capacity_tokens"),
+    ("kvwatch_vllm_kv_cache_max_concurrency", "kv_max_concurrency"),
+)
+_SERVER_DICTS = (
+    # metric, attribute, label of the dict key
+    ("kvwatch_vllm_request_failures_total", "failures", "reason"),
+    ("kvwatch_vllm_kv_cache_blocks", "kv_blocks", "device"),
+    ("kvwatch_vllm_errors_total", "errors", "error"),
+    ("kvwatch_lines_suspicious_total", "suspicious", "family"),
+    ("kvwatch_lines_skipped_total", "skipped", "reason"),
+)
+
+
+def _family(name: str) -> Metric:
+    spec = SPECS[name]
+    if spec.type == "histogram":
+        return HistogramMetricFamily(name, spec.help, labels=spec.labels)
+    return _FAMILY_TYPES[spec.type](name, spec.help, labels=spec.labels)
+
+
+def _histogram(family: HistogramMetricFamily, labels: list[str], histogram) -> None:
+    cumulative = histogram.cumulative()
+    buckets = [(_le(bound), count) for bound, count in zip(histogram.bounds, cumulative, strict=False)]
+    buckets.append(("+Inf", cumulative[-1]))
+    family.add_metric(labels, buckets, histogram.sum)
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def collect_families(servers: Iterable[ServerStats]) -> Iterator[Metric]:
+    """Every family of :data:`CATALOGUE` that has samples for these servers."""
+    servers = list(servers)
+    families: dict[str, Metric] = {}
+
+    def family(name: str) -> Metric:
+        fam = families.get(name)
+        if fam is None:
+            fam = families[name] = _family(name)
+        return fam
+
+    for s in servers:
+        server = s.server
+        for name, attribute in _SERVER_COUNTERS:
+            family(name).add_metric([server], getattr(s, attribute))
+        for name, attribute in _SERVER_GAUGES:
+            value = getattr(s, attribute)
+            if value is not None:
+                family(name).add_metric([server], value)
+        for name, attribute, _label in _SERVER_DICTS:
+            for key, value in sorted(getattr(s, attribute).items()):
+                family(name).add_metric([server, key], value)
+        for (method, path, status), value in sorted(s.http.items()):
+            family("kvwatch_http_responses_total").add_metric([server, method, path, status], value)
+        _histogram(family("kvwatch_lmcache_lookup_hit_ratio"), [server], s.hit_ratio)
+        _histogram(family("kvwatch_lmcache_store_duration_seconds"), [server], s.store_duration)
+        _histogram(family("kvwatch_lmcache_retrieve_duration_seconds"), [server], s.retrieve_duration)
+        if s.version or s.model:
+            family("kvwatch_vllm_info").add_metric([server, s.version or "", s.model or ""], 1)
+        if s.lmcache_info is not None:
+            family("kvwatch_lmcache_info").add_metric([server, *s.lmcache_info], 1)
+        for engine, state in sorted(s.engines.items()):
+            labels = [server, engine]
+            if state.lines:
+                family("kvwatch_vllm_stats_lines_total").add_metric(labels, state.lines)
+                family("kvwatch_vllm_preemptions_total").add_metric(labels, state.preemptions)
+                family("kvwatch_vllm_corrupted_requests_total").add_metric(labels, state.corrupted)
+            if state.last_seen is not None:
+                family("kvwatch_vllm_stats_last_seen_timestamp_seconds").add_metric(labels, state.last_seen)
+            for name, key in _ENGINE_GAUGES:
+                value = state.gauges.get(key)
+                if value is not None:
+                    family(name).add_metric(labels, value)
+            for stage, key in _KV_FETCH_STAGES:
+                value = state.gauges.get(key)
+                if value is not None:
+                    family("kvwatch_vllm_requests_kv_fetch").add_metric([server, engine, stage], value)
+            if state.spec_accepted or state.spec_drafted or state.spec_gauges:
+                family("kvwatch_vllm_spec_decode_accepted_tokens_total").add_metric(labels, state.spec_accepted)
+                family("kvwatch_vllm_spec_decode_drafted_tokens_total").add_metric(labels, state.spec_drafted)
+            for key, name in (
+                ("mean_acceptance_length", "kvwatch_vllm_spec_decode_mean_acceptance_length"),
+                ("draft_acceptance_rate", "kvwatch_vllm_spec_decode_draft_acceptance_ratio"),
+            ):
+                if key in state.spec_gauges:
+                    family(name).add_metric(labels, state.spec_gauges[key])
+        for (kind, labels), value in sorted(s.bench.items()):
+            fam = family("kvwatch_bench_" + kind)
+            by_name = dict(labels)
+            fam.add_metric([server] + [by_name[label] for label in SPECS["kvwatch_bench_" + kind].labels[1:]], value)
+    for spec in CATALOGUE:
+        if spec.name in families:
+            yield families[spec.name]
+
+
+class StatsCollector(Collector):
+    """A prometheus-client collector over whatever servers ``source`` returns at scrape time."""
+
+    def __init__(self, source: Callable[[], Iterable[ServerStats]]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on what the log held; nothing to check in advance
+
+    def collect(self) -> Iterator[Metric]:
+        return collect_families(self._source())
+
+
+def registry_for(source: Callable[[], Iterable[ServerStats]]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(source))
+    return registry

@@ -1,0 +1,159 @@
+"""Bytes to lines: files, gzip files and stdin, read in large blocks.
+
+A line is what ends in ``\\n`` (a bare ``\\r`` does not end one).  Lines that
+cannot be parsed safely are counted and skipped, never raised: invalid UTF-8,
+NUL bytes, lines longer than the limit (a 10 MB line is read past without
+being held in memory), and a last line without its newline (a writer cut off
+mid-line).  Skipped lines still take their number, so the numbers of the
+lines that follow stay true.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+BLOCK = 1 << 20
+DEFAULT_MAX_LINE = 4 * 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class InputError(Exception):
+    """A one-line, user-facing reason an input cannot be read."""
+
+
+class Input:
+    """An opened input: its display name, byte stream and reference time for year-less stamps.
+
+    ``path`` is set for a plain (uncompressed) regular file, which can be read in slices.
+    """
+
+    def __init__(self, name: str, stream: BinaryIO, modified: datetime, closer=None, path: str | None = None) -> None:
+        self.name = name
+        self.stream = stream
+        self.modified = modified
+        self._closer = closer
+        self.path = path
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer()
+
+
+def open_input(name: str) -> Input:
+    """Open a path (plain or gzip, recognised by content) or ``-`` for stdin."""
+    if name == "-":
+        stdin = sys.stdin.buffer
+        now = datetime.now(UTC)
+        if hasattr(stdin, "peek") and stdin.peek(2)[:2] == GZIP_MAGIC:
+            return Input("-", gzip.GzipFile(fileobj=stdin), now)
+        return Input("-", stdin, now)
+    try:
+        if os.path.isdir(name):
+            raise InputError(f"{name}: is a directory")
+        raw = open(name, "rb")  # noqa: SIM115 - closed by Input.close
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{name}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot open: {exc.strerror or exc}") from None
+    modified = datetime.fromtimestamp(os.fstat(raw.fileno()).st_mtime, UTC)
+    if raw.peek(2)[:2] == GZIP_MAGIC:
+        stream = gzip.GzipFile(fileobj=raw)
+        return Input(name, stream, modified, lambda: (stream.close(), raw.close()))
+    plain = os.path.isfile(name)
+    return Input(name, raw, modified, raw.close, name if plain else None)
+
+
+class LineReader:
+    """Splits a byte stream into lines; ``None`` stands for a skipped line."""
+
+    def __init__(self, stream: BinaryIO, max_line: int = DEFAULT_MAX_LINE, limit: int | None = None) -> None:
+        self._stream = stream
+        self.max_line = max_line
+        self._left = limit  # bytes still to read, for a slice of a file
+        self.lines = 0
+        self.skipped: dict[str, int] = {}
+        self.error: str | None = None
+
+    def _skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def batches(self) -> Iterator[list[str | None]]:
+        """Lists of consecutive lines (without their ``\\n``), in order."""
+        read = self._stream.read
+        limit = self.max_line
+        rest = b""
+        skipping = False  # inside a line longer than the limit
+        while True:
+            size = BLOCK if self._left is None else min(BLOCK, self._left)
+            try:
+                chunk = read(size) if size else b""
+            except (OSError, EOFError) as exc:  # e.g. a truncated gzip member
+                self.error = str(exc) or exc.__class__.__name__
+                break
+            if not chunk:
+                break
+            if self._left is not None:
+                self._left -= len(chunk)
+            if skipping:
+                newline = chunk.find(b"\n")
+                if newline == -1:
+                    continue
+                skipping = False
+                self.lines += 1
+                self._skip("too_long")
+                yield [None]
+                chunk = chunk[newline + 1 :]
+            data = rest + chunk if rest else chunk
+            end = data.rfind(b"\n")
+            if end == -1:
+                rest = data
+            else:
+                rest = data[end + 1 :]
+                batch = self._decode(data[:end])
+                self.lines += len(batch)
+                yield batch
+            if len(rest) > limit:
+                skipping = True
+                rest = b""
+        if skipping:
+            self.lines += 1
+            self._skip("too_long")
+            yield [None]
+        elif rest:
+            # A last line without its newline: possibly cut mid-write.
+            self.lines += 1
+            self._skip("partial")
+
+    def _decode(self, block: bytes) -> list[str | None]:
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError:
+            return [self._decode_one(raw) for raw in block.split(b"\n")]
+        lines: list[str | None] = text.split("\n")
+        if "\x00" in text or len(block) > self.max_line:
+            lines = [self._check(line) for line in lines]
+        return lines
+
+    def _decode_one(self, raw: bytes) -> str | None:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._skip("invalid_utf8")
+            return None
+        return self._check(line)
+
+    def _check(self, line: str) -> str | None:
+        if "\x00" in line:
+            self._skip("nul")
+            return None
+        if len(line) > self.max_line:
+            self._skip("too_long")
+            return None
+        return line

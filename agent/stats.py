@@ -1,0 +1,647 @@
+"""The numbers kvwatch keeps per server, fed one event at a time.
+
+Plain Python ints, floats and dicts: updating them costs a few attribute
+operations per event, which keeps replay near the speed of a bare regex loop.
+Views render them on demand -- :mod:`agent.metrics` as Prometheus families at
+scrape time, :mod:`agent.summary` as a human report.  Nothing here knows of
+regexes or of Prometheus.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+from datetime import datetime
+from typing import ClassVar
+
+from parsers import events as ev
+from parsers.events import SERVER_ERRORS
+from parsers.timestamps import Clock
+
+# Bucket upper bounds.  A hit ratio of exactly 0 (a miss) gets its own bucket.
+HIT_RATIO_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+TRANSFER_SECONDS_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+GIB = 1 << 30  # LMCache's "GB" and vLLM's "GiB" are both 2**30 bytes
+
+# Routes vLLM serves; any other path is reported as "other" so that a scanner
+# probing random URLs cannot grow the label set.
+KNOWN_ROUTES = frozenset(
+    (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/audio/transcriptions",
+        "/v1/audio/translations",
+        "/v1/score",
+        "/v1/rerank",
+        "/v2/rerank",
+        "/rerank",
+        "/score",
+        "/classify",
+        "/pooling",
+        "/invocations",
+        "/health",
+        "/metrics",
+        "/ping",
+        "/version",
+        "/load",
+        "/tokenize",
+        "/detokenize",
+        "/is_sleeping",
+        "/sleep",
+        "/wake_up",
+        "/reset_prefix_cache",
+        "/generative_scoring",
+        "/v1/chat/completions/batch",
+        "/v1/chat/completions/render",
+        "/v1/completions/render",
+        "/inference/v1/generate",
+        "/inference/v1/abort_requests",
+        "/server_info",
+        "/collective_rpc",
+        "/scale_elastic_ep",
+        "/is_scaling_elastic_ep",
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+        "/get_tokenizer_info",
+    )
+)
+_ROUTE_PREFIXES = (("/v1/responses/", "/v1/responses/{response_id}"),)
+KNOWN_METHODS = frozenset(("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"))
+
+
+def route_of(path: str) -> str:
+    if path in KNOWN_ROUTES:
+        return path
+    for prefix, route in _ROUTE_PREFIXES:
+        if path.startswith(prefix):
+            return route
+    return "other"
+
+
+class Histogram:
+    """Counts per bucket (not cumulative), a sum and a count."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def merge(self, other: Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.sum += other.sum
+        self.count += other.count
+
+    def cumulative(self) -> list[int]:
+        out, running = [], 0
+        for n in self.counts:
+            running += n
+            out.append(running)
+        return out
+
+
+class EngineStatsState:
+    """The last values of one engine's stats line, and what accumulates from it."""
+
+    __slots__ = (
+        "corrupted",
+        "gauges",
+        "last_seen",
+        "lines",
+        "peaks",
+        "preemptions",
+        "spec_accepted",
+        "spec_drafted",
+        "spec_gauges",
+    )
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.last_seen: float | None = None
+        self.gauges: dict[str, float] = {}
+        self.preemptions = 0
+        self.corrupted = 0
+        self.spec_accepted = 0
+        self.spec_drafted = 0
+        self.spec_gauges: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}
+
+    def merge(self, later: EngineStatsState) -> None:
+        self.lines += later.lines
+        self.preemptions += later.preemptions
+        self.corrupted += later.corrupted
+        self.spec_accepted += later.spec_accepted
+        self.spec_drafted += later.spec_drafted
+        self.gauges.update(later.gauges)
+        self.spec_gauges.update(later.spec_gauges)
+        if later.last_seen is not None:
+            self.last_seen = later.last_seen
+        for key, value in later.peaks.items():
+            if value > self.peaks.get(key, -1.0):
+                self.peaks[key] = value
+
+
+# EngineStats field -> gauge kept for it.  The conditional V1 parts (printed
+# only when > 0) read as 0 when a line of that generation omits them.
+STATS_GAUGES = (
+    "prompt_throughput",
+    "generation_throughput",
+    "throughput",
+    "running",
+    "waiting",
+    "swapped",
+    "deferred",
+    "kv_cache_usage",
+    "cpu_kv_cache_usage",
+    "prefix_cache_hit_rate",
+    "cpu_prefix_cache_hit_rate",
+    "external_prefix_cache_hit_rate",
+    "mm_cache_hit_rate",
+    "kv_fetch_waiting",
+    "kv_fetch_in_progress",
+    "kv_fetch_completed",
+)
+_ZERO_WHEN_ABSENT = ("deferred", "kv_fetch_waiting", "kv_fetch_in_progress", "kv_fetch_completed")
+_PEAKS = ("prompt_throughput", "generation_throughput", "running", "waiting", "kv_cache_usage")
+
+
+class ServerStats:
+    """Everything kvwatch counts for one server (the ``server`` label)."""
+
+    def __init__(self, server: str, clock: Clock | None = None, now: Callable[[], float] | None = None) -> None:
+        self.server = server
+        self.clock = clock
+        self._now = now
+        # lines (maintained by the reading loop)
+        self.lines = 0
+        self.parsed_lines = 0
+        self.skipped: dict[str, int] = {}
+        self.suspicious: dict[str, int] = {}
+        self.first_time: datetime | None = None
+        self.last_time: datetime | None = None
+        # LMCache
+        self.lookups = 0
+        self.lookup_tokens = 0
+        self.hit_tokens = 0
+        self.need_to_load_tokens = 0
+        self.engine_computed_tokens = 0
+        self.lookups_pending = 0
+        self.lookups_below_min_retrieve = 0
+        self.hit_ratio = Histogram(HIT_RATIO_BUCKETS)
+        self.stores = 0
+        self.stored_tokens = 0
+        self.stored_bytes = 0.0
+        self.store_duration = Histogram(TRANSFER_SECONDS_BUCKETS)
+        self.store_starts = 0
+        self.store_start_tokens = 0
+        self.retrieves = 0
+        self.retrieved_tokens = 0
+        self.retrieve_requested_tokens = 0
+        self.retrieved_bytes = 0.0
+        self.retrieve_duration = Histogram(TRANSFER_SECONDS_BUCKETS)
+        self.lookup_timeouts = 0
+        self.lmcache_degraded = 0
+        self.lmcache_info: tuple[str, str] | None = None  # (version, vllm version)
+        # vLLM engine
+        self.engines: dict[str, EngineStatsState] = {}
+        # requests
+        self.received = 0
+        self.added = 0
+        self.finished = 0
+        self.aborted = 0
+        self.cancelled = 0
+        self.failures: dict[str, int] = {}
+        self.http: dict[tuple[str, str, str], int] = {}
+        # server lifecycle
+        self.state = "unknown"
+        # The lifecycle transitions seen, in order (repeats folded): merging parts
+        # of one log read in parallel replays them to count starts exactly.
+        self.lifecycle: list[str] = []
+        self.starts = 0
+        self.shutdowns = 0
+        self.ready = 0
+        self.version: str | None = None
+        self.model: str | None = None
+        self.model_load_seconds: float | None = None
+        self.model_memory_bytes: float | None = None
+        self.engine_init_seconds: float | None = None
+        self.kv_capacity_tokens: int | None = None
+        self.kv_max_concurrency: float | None = None
+        self.kv_blocks: dict[str, int] = {}
+        self.errors: dict[str, int] = dict.fromkeys(SERVER_ERRORS, 0)
+        # vllm bench: (family, labels) -> value
+        self.bench: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._handlers: dict[type, Callable] = {
+            ev.LmcacheLookup: self._lookup,
+            ev.HttpAccess: self._http,
+            ev.RequestAdded: self._added,
+            ev.LmcacheStore: self._store,
+            ev.LmcacheRetrieve: self._retrieve,
+            ev.EngineStats: self._engine_stats,
+            ev.SpecDecodeStats: self._spec_decode,
+            ev.LmcacheLookupPending: self._lookup_pending,
+            ev.LmcacheStoreStart: self._store_start,
+            ev.LmcacheInitialized: self._lmcache_initialized,
+            ev.LmcacheDegraded: self._lmcache_degraded,
+            ev.LmcacheLookupTimeout: self._lookup_timeout,
+            ev.RequestReceived: self._received,
+            ev.RequestFinished: self._finished,
+            ev.RequestAborted: self._aborted,
+            ev.RequestCancelled: self._cancelled,
+            ev.RequestFailed: self._failed,
+            ev.ServerStarting: self._starting,
+            ev.EngineStarting: self._engine_starting,
+            ev.ServerReady: self._ready,
+            ev.ServerShutdown: self._shutdown,
+            ev.ModelLoaded: self._model_loaded,
+            ev.EngineInitialized: self._engine_initialized,
+            ev.KvCacheCapacity: self._kv_capacity,
+            ev.ServerError: self._error,
+            ev.BenchThroughput: self._bench_throughput,
+            ev.BenchTokens: self._bench_tokens,
+            ev.BenchLatency: self._bench_latency,
+            ev.BenchServe: self._bench_serve,
+            ev.SuspiciousLine: self._suspicious,
+        }
+
+    # -- entry point ------------------------------------------------------------------
+
+    def observe(self, event: ev.Event) -> None:
+        handler = self._handlers.get(event.__class__)
+        if handler is not None:
+            handler(event)
+
+    @property
+    def unparsed_lines(self) -> int:
+        """Lines read and decoded that gave no event (suspicious lines included)."""
+        skipped = sum(self.skipped.values())
+        return self.lines - skipped - self.parsed_lines + sum(self.suspicious.values())
+
+    def note_time(self, stamp: str | None) -> datetime | None:
+        """Resolve a stamp and widen the span of log time seen; None if it cannot be resolved."""
+        when = self.clock.resolve(stamp) if (self.clock is not None and stamp) else None
+        if when is not None:
+            if self.first_time is None or when < self.first_time:
+                self.first_time = when
+            if self.last_time is None or when > self.last_time:
+                self.last_time = when
+        return when
+
+    # -- LMCache ---------------------------------------------------------------------
+
+    def _lookup(self, e: ev.LmcacheLookup) -> None:
+        self.lookups += 1
+        total = e.total_tokens
+        self.lookup_tokens += total
+        self.hit_tokens += e.hit_tokens
+        if e.min_retrieve_tokens is not None:
+            self.lookups_below_min_retrieve += 1
+        elif e.need_to_load is not None and e.need_to_load > 0:
+            self.need_to_load_tokens += e.need_to_load
+        if e.engine_computed_tokens:
+            self.engine_computed_tokens += e.engine_computed_tokens
+        if total > 0:
+            self.hit_ratio.observe(e.hit_tokens / total)
+
+    def _lookup_pending(self, e: ev.LmcacheLookupPending) -> None:
+        self.lookups_pending += 1
+
+    def _store(self, e: ev.LmcacheStore) -> None:
+        self.stores += 1
+        self.stored_tokens += e.stored_tokens
+        if e.size_gb is not None:
+            self.stored_bytes += e.size_gb * GIB
+        if e.cost_ms is not None:
+            self.store_duration.observe(e.cost_ms / 1000.0)
+
+    def _retrieve(self, e: ev.LmcacheRetrieve) -> None:
+        self.retrieves += 1
+        self.retrieved_tokens += e.retrieved_tokens
+        if e.required_tokens is not None:
+            self.retrieve_requested_tokens += e.required_tokens
+        if e.size_gb is not None:
+            self.retrieved_bytes += e.size_gb * GIB
+        if e.cost_ms is not None:
+            self.retrieve_duration.observe(e.cost_ms / 1000.0)
+
+    def _store_start(self, e: ev.LmcacheStoreStart) -> None:
+        self.store_starts += 1
+        self.store_start_tokens += e.tokens
+
+    def _lmcache_initialized(self, e: ev.LmcacheInitialized) -> None:
+        if e.version:
+            self.lmcache_info = (e.version, e.vllm_version or "")
+
+    def _lmcache_degraded(self, e: ev.LmcacheDegraded) -> None:
+        self._transition("degraded")
+
+    def _lookup_timeout(self, e: ev.LmcacheLookupTimeout) -> None:
+        self.lookup_timeouts += 1
+
+    # -- vLLM engine stats ----------------------------------------------------------
+
+    def engine(self, e: ev.EngineStats | ev.SpecDecodeStats) -> EngineStatsState:
+        if e.engine is not None:
+            label = str(e.engine)
+        elif getattr(e, "engines", None) is not None:
+            label = "all"
+        else:
+            label = "0"
+        state = self.engines.get(label)
+        if state is None:
+            state = self.engines[label] = EngineStatsState()
+        return state
+
+    def _engine_stats(self, e: ev.EngineStats) -> None:
+        state = self.engine(e)
+        state.lines += 1
+        when = self.note_time(e.stamp)
+        if when is not None:
+            state.last_seen = when.timestamp()
+        elif self._now is not None:
+            state.last_seen = self._now()
+        gauges = state.gauges
+        is_v1 = e.running is not None and e.swapped is None
+        for name in STATS_GAUGES:
+            value = getattr(e, name)
+            if value is None and is_v1 and name in _ZERO_WHEN_ABSENT:
+                value = 0
+            if value is not None:
+                gauges[name] = value
+                if name in _PEAKS and value > state.peaks.get(name, -1.0):
+                    state.peaks[name] = value
+        if e.preempted:
+            state.preemptions += e.preempted
+        if e.corrupted:
+            state.corrupted += e.corrupted
+
+    def _spec_decode(self, e: ev.SpecDecodeStats) -> None:
+        state = self.engine(e)
+        if e.accepted_tokens:
+            state.spec_accepted += e.accepted_tokens
+        if e.drafted_tokens:
+            state.spec_drafted += e.drafted_tokens
+        if e.mean_acceptance_length is not None:
+            state.spec_gauges["mean_acceptance_length"] = e.mean_acceptance_length
+        if e.draft_acceptance_rate is not None:
+            state.spec_gauges["draft_acceptance_rate"] = e.draft_acceptance_rate
+
+    # -- requests ---------------------------------------------------------------------
+
+    def _received(self, e: ev.RequestReceived) -> None:
+        self.received += 1
+
+    def _added(self, e: ev.RequestAdded) -> None:
+        self.added += 1
+
+    def _finished(self, e: ev.RequestFinished) -> None:
+        self.finished += 1
+
+    def _aborted(self, e: ev.RequestAborted) -> None:
+        self.aborted += 1
+
+    def _cancelled(self, e: ev.RequestCancelled) -> None:
+        self.cancelled += 1
+
+    def _failed(self, e: ev.RequestFailed) -> None:
+        self.failures[e.reason] = self.failures.get(e.reason, 0) + 1
+
+    def _http(self, e: ev.HttpAccess) -> None:
+        method = e.method if e.method in KNOWN_METHODS else "OTHER"
+        key = (method, route_of(e.path), str(e.status))
+        self.http[key] = self.http.get(key, 0) + 1
+
+    # -- lifecycle ---------------------------------------------------------------------
+    # One start logs several "starting" and "ready" lines (version banner, engine
+    # init, uvicorn), so starts, readiness and shutdowns follow state changes.
+
+    def _transition(self, token: str) -> None:
+        if not self.lifecycle or self.lifecycle[-1] != token:
+            self.lifecycle.append(token)
+        self._apply(token)
+
+    def _apply(self, token: str) -> None:
+        if token == "starting":
+            if self.state != "starting":
+                self.starts += 1
+                self.ready = 0
+                self.lmcache_degraded = 0
+            self.state = "starting"
+        elif token == "ready":
+            self.state = "ready"
+            self.ready = 1
+        elif token == "stopped":
+            if self.state != "stopped":
+                self.shutdowns += 1
+            self.state = "stopped"
+            self.ready = 0
+        elif token == "degraded":
+            self.lmcache_degraded = 1
+
+    def _starting(self, e: ev.ServerStarting) -> None:
+        self.note_time(e.stamp)
+        self._transition("starting")
+        if e.version:
+            self.version = e.version
+        if e.model:
+            self.model = e.model
+
+    def _engine_starting(self, e: ev.EngineStarting) -> None:
+        if e.version:
+            self.version = e.version
+        if e.model:
+            self.model = e.model
+
+    def _ready(self, e: ev.ServerReady) -> None:
+        self._transition("ready")
+
+    def _shutdown(self, e: ev.ServerShutdown) -> None:
+        self._transition("stopped")
+
+    def _model_loaded(self, e: ev.ModelLoaded) -> None:
+        if e.seconds is not None:
+            self.model_load_seconds = e.seconds
+        if e.memory_gib is not None:
+            self.model_memory_bytes = e.memory_gib * GIB
+
+    def _engine_initialized(self, e: ev.EngineInitialized) -> None:
+        self.engine_init_seconds = e.seconds
+
+    def _kv_capacity(self, e: ev.KvCacheCapacity) -> None:
+        if e.tokens is not None:
+            self.kv_capacity_tokens = e.tokens
+        if e.max_concurrency is not None:
+            self.kv_max_concurrency = e.max_concurrency
+        if e.gpu_blocks is not None:
+            self.kv_blocks["gpu"] = e.gpu_blocks
+        if e.cpu_blocks is not None:
+            self.kv_blocks["cpu"] = e.cpu_blocks
+
+    def _error(self, e: ev.ServerError) -> None:
+        self.note_time(e.stamp)
+        self.errors[e.error] = self.errors.get(e.error, 0) + 1
+
+    # -- vllm bench --------------------------------------------------------------------
+
+    def _set_bench(self, family: str, value: float, **labels: str) -> None:
+        self.bench[(family, tuple(sorted(labels.items())))] = value
+
+    def _bench_throughput(self, e: ev.BenchThroughput) -> None:
+        self._set_bench("requests_per_second", e.requests_per_second, benchmark="throughput")
+        if e.total_tokens_per_second is not None:
+            self._set_bench("tokens_per_second", e.total_tokens_per_second, benchmark="throughput", tokens="total")
+        if e.output_tokens_per_second is not None:
+            self._set_bench("tokens_per_second", e.output_tokens_per_second, benchmark="throughput", tokens="output")
+
+    def _bench_tokens(self, e: ev.BenchTokens) -> None:
+        if e.prompt_tokens is not None:
+            self._set_bench("tokens", e.prompt_tokens, benchmark="throughput", tokens="prompt")
+        if e.output_tokens is not None:
+            self._set_bench("tokens", e.output_tokens, benchmark="throughput", tokens="output")
+
+    def _bench_latency(self, e: ev.BenchLatency) -> None:
+        if e.avg_seconds is not None:
+            self._set_bench("latency_seconds", e.avg_seconds, benchmark="latency", measure="batch", statistic="mean")
+        elif e.percentile is not None and e.seconds is not None:
+            self._set_bench(
+                "latency_seconds", e.seconds, benchmark="latency", measure="batch", statistic=f"p{e.percentile:g}"
+            )
+
+    _SERVE_GAUGES: ClassVar[dict[str, tuple[str, dict[str, str]]]] = {
+        "request_throughput": ("requests_per_second", {}),
+        "output_throughput": ("tokens_per_second", {"tokens": "output"}),
+        "total_token_throughput": ("tokens_per_second", {"tokens": "total"}),
+        "total_input_tokens": ("tokens", {"tokens": "prompt"}),
+        "total_output_tokens": ("tokens", {"tokens": "output"}),
+        "duration": ("duration_seconds", {}),
+        "completed": ("requests", {"outcome": "completed"}),
+        "failed": ("requests", {"outcome": "failed"}),
+    }
+
+    def _bench_serve(self, e: ev.BenchServe) -> None:
+        known = self._SERVE_GAUGES.get(e.name)
+        if known is not None:
+            self._set_bench(known[0], e.value, benchmark="serve", **known[1])
+            return
+        statistic, _, rest = e.name.partition("_")
+        measure, _, unit = rest.partition("_")
+        if unit == "ms" and measure in ("ttft", "tpot", "itl", "e2el"):
+            self._set_bench(
+                "latency_seconds", e.value / 1000.0, benchmark="serve", measure=measure, statistic=statistic
+            )
+
+    def _suspicious(self, e: ev.SuspiciousLine) -> None:
+        self.suspicious[e.family] = self.suspicious.get(e.family, 0) + 1
+
+    # -- combining parts of one log read in parallel ---------------------------------
+
+    _SUMMED = (
+        "lines",
+        "parsed_lines",
+        "lookups",
+        "lookup_tokens",
+        "hit_tokens",
+        "need_to_load_tokens",
+        "engine_computed_tokens",
+        "lookups_pending",
+        "lookups_below_min_retrieve",
+        "stores",
+        "stored_tokens",
+        "stored_bytes",
+        "store_starts",
+        "store_start_tokens",
+        "retrieves",
+        "retrieved_tokens",
+        "retrieve_requested_tokens",
+        "retrieved_bytes",
+        "lookup_timeouts",
+        "received",
+        "added",
+        "finished",
+        "aborted",
+        "cancelled",
+    )
+    _SUMMED_DICTS = ("skipped", "suspicious", "failures", "http", "errors")
+    _LAST_VALUES = (
+        "version",
+        "model",
+        "model_load_seconds",
+        "model_memory_bytes",
+        "engine_init_seconds",
+        "kv_capacity_tokens",
+        "kv_max_concurrency",
+        "lmcache_info",
+    )
+
+    def merge(self, later: ServerStats) -> None:
+        """Add the stats of the part of the same log that follows this one."""
+        for name in self._SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        for name in self._SUMMED_DICTS:
+            mine = getattr(self, name)
+            for key, value in getattr(later, name).items():
+                mine[key] = mine.get(key, 0) + value
+        for name in ("hit_ratio", "store_duration", "retrieve_duration"):
+            getattr(self, name).merge(getattr(later, name))
+        for name in self._LAST_VALUES:
+            value = getattr(later, name)
+            if value is not None:
+                setattr(self, name, value)
+        self.kv_blocks.update(later.kv_blocks)
+        self.bench.update(later.bench)
+        for label, state in later.engines.items():
+            if label in self.engines:
+                self.engines[label].merge(state)
+            else:
+                self.engines[label] = state
+        if later.first_time is not None and (self.first_time is None or later.first_time < self.first_time):
+            self.first_time = later.first_time
+        if later.last_time is not None and (self.last_time is None or later.last_time > self.last_time):
+            self.last_time = later.last_time
+        # Lifecycle counts follow state changes, and the later part began in an
+        # unknown state: replay both parts' transitions as one sequence.
+        sequence = self.lifecycle + later.lifecycle
+        self.lifecycle = []
+        self.state, self.starts, self.shutdowns, self.ready, self.lmcache_degraded = "unknown", 0, 0, 0, 0
+        for token in sequence:
+            self._transition(token)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for name in ("_handlers", "clock", "_now"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["server"])  # handlers bound to this instance
+        self.__dict__.update(state)

@@ -1,0 +1,96 @@
+"""Result lines of ``vllm bench throughput``, ``latency`` and ``serve`` (plain ``print`` output).
+
+These lines have no log header, so each pattern is anchored to the whole line
+and ``serve`` labels are taken only from the fixed list vLLM prints.  vLLM's
+2023 engine stats line also starts with ``Throughput:``, but it carries a log
+header and ``tokens/s, Running:``; it never reaches this module.
+"""
+
+from __future__ import annotations
+
+import re
+
+from parsers.events import BenchLatency, BenchServe, BenchThroughput, BenchTokens, Event
+
+_THROUGHPUT = re.compile(
+    r"Throughput: ([\d.]+) requests/s, ([\d.]+) (?:total )?tokens/s(?:, ([\d.]+) output tokens/s)?\s*$"
+)
+_TOTAL_TOKENS = re.compile(r"Total num (prompt|output) tokens: +(\d+)\s*$")
+_AVG_LATENCY = re.compile(r"Avg latency: ([\d.eE+-]+) seconds\s*$")
+_PERCENTILE_LATENCY = re.compile(r"([\d.]+)% percentile latency: ([\d.eE+-]+) seconds\s*$")
+_SERVE_LINE = re.compile(r"([A-Z][A-Za-z0-9 ()/.%-]*?): +(-?[\d.]+|inf|nan)\s*$")
+_SERVE_STAT = re.compile(r"(Mean|Median|Std|P[\d.]+) (TTFT|TPOT|ITL|E2EL) \(ms\)")
+
+# vLLM's printed label -> the key it writes in its own result JSON.
+_SERVE_KEYS = {
+    "Successful requests": "completed",
+    "Failed requests": "failed",
+    "Maximum request concurrency": "max_concurrency",
+    "Request rate configured (RPS)": "request_rate",
+    "Benchmark duration (s)": "duration",
+    "Total input tokens": "total_input_tokens",
+    "Total generated tokens": "total_output_tokens",
+    "Request throughput (req/s)": "request_throughput",
+    "Request goodput (req/s)": "request_goodput",
+    "Output token throughput (tok/s)": "output_throughput",
+    "Peak output token throughput (tok/s)": "max_output_tokens_per_s",
+    "Peak concurrent requests": "max_concurrent_requests",
+    "Total Token throughput (tok/s)": "total_token_throughput",
+    "Total token throughput (tok/s)": "total_token_throughput",
+    "Input throughput (inputs/s)": "input_throughput",
+    "Acceptance rate (%)": "spec_decode_acceptance_rate",
+    "Acceptance length": "spec_decode_acceptance_length",
+}
+
+
+def parse_throughput(line: str, start: int) -> tuple[Event, ...]:
+    m = _THROUGHPUT.match(line, start)
+    if m is None:
+        return ()
+    output = m.group(3)
+    return (BenchThroughput(None, float(m.group(1)), float(m.group(2)), float(output) if output else None),)
+
+
+def parse_total(line: str, start: int) -> tuple[Event, ...]:
+    m = _TOTAL_TOKENS.match(line, start)
+    if m is not None:
+        count = int(m.group(2))
+        if m.group(1) == "prompt":
+            return (BenchTokens(None, prompt_tokens=count),)
+        return (BenchTokens(None, output_tokens=count),)
+    return parse_serve(line, start)
+
+
+def parse_avg_latency(line: str, start: int) -> tuple[Event, ...]:
+    m = _AVG_LATENCY.match(line, start)
+    return (BenchLatency(None, avg_seconds=float(m.group(1))),) if m else ()
+
+
+def parse_percentile_latency(line: str, start: int) -> tuple[Event, ...]:
+    m = _PERCENTILE_LATENCY.match(line, start)
+    if m is None:
+        return ()
+    percentile = float(m.group(1))
+    return (
+        BenchLatency(
+            None,
+            percentile=int(percentile) if percentile.is_integer() else percentile,
+            seconds=float(m.group(2)),
+        ),
+    )
+
+
+def parse_serve(line: str, start: int) -> tuple[Event, ...]:
+    m = _SERVE_LINE.match(line, start)
+    if m is None:
+        return ()
+    label, value = m.group(1), float(m.group(2))
+    key = _SERVE_KEYS.get(label)
+    if key is None:
+        stat = _SERVE_STAT.fullmatch(label)
+        if stat is None:
+            return ()
+        key = f"{stat.group(1).lower()}_{stat.group(2).lower()}_ms"
+    if value != value:
+        return ()
+    return (BenchServe(None, key, value),)

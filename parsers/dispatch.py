@@ -1,0 +1,396 @@
+"""One line in, its events out: find the header, then the family, then parse.
+
+The hot path is a few string tests: the first character says which header a
+line can have, one anchored regex confirms it, and the first word of the
+message picks at most one family parser from a table.  Most lines match
+nothing and cost little.  A family parser returns a tuple of events, an empty
+tuple for a message it knows and ignores, or None when the message starts
+like the family but does not parse -- that becomes a ``suspicious_line``
+event, the sign that a release changed a format.
+
+Messages are only read where a header shows who wrote them (vLLM, LMCache,
+uvicorn, or a JSON record naming its logger); text quoted inside a message
+(a prompt, an exception) never starts a message, so it is never parsed.
+Header-less lines are ``vllm bench`` results and traceback final lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from parsers import bench, lifecycle, lmcache, requests, vllm_stats
+from parsers.envelope import (
+    COMPOSE_PREFIX,
+    CRI_RECORD,
+    ISO_PREFIX,
+    JOURNAL_SHORT,
+    LMCACHE_HEADER,
+    LMCACHE_OLD_HEADER,
+    LMCACHE_OLD_STAMP,
+    PROCESS_TAG,
+    STDLIB_HEADER,
+    UVICORN_HEADER,
+    VLLM_HEADER,
+    VLLM_HEADER_ANYWHERE,
+    is_vllm_process,
+    rank_of,
+    strip_ansi,
+    unwrap_json,
+)
+from parsers.envelope import (
+    has_residue as _has_residue,
+)
+from parsers.events import Event, SuspiciousLine
+from parsers.shapes import LineMatcher
+
+Events = tuple[Event, ...]
+NOTHING: Events = ()
+# Wrappers inside wrappers (a JSON record in a compose stream ...) are peeled at most this deep.
+_MAX_DEPTH = 4
+# An exception's final traceback line: ``torch.OutOfMemoryError: ...``.
+_EXCEPTION_WORD_ENDS = ("Error:", "Exception:", "Error")
+
+
+def _stats(line: str, start: int, stamp: str | None) -> Events | None:
+    return vllm_stats.parse_stats(line, start, stamp)
+
+
+def _avg(line: str, start: int, stamp: str | None) -> Events | None:
+    if line.startswith("Avg prompt throughput", start):
+        return vllm_stats.parse_stats(line, start, stamp)
+    return NOTHING
+
+
+def _engine(line: str, start: int, stamp: str | None) -> Events | None:
+    if line.startswith("Engine core proc", start):
+        return lifecycle.parse_died(line, start, stamp)
+    return vllm_stats.parse_engine_prefixed(line, start, stamp)
+
+
+def _throughput(line: str, start: int, stamp: str | None) -> Events | None:
+    return vllm_stats.parse_stats(line, start, stamp)
+
+
+def _prefix(line: str, start: int, stamp: str | None) -> Events | None:
+    if line.startswith("Prefix cache hit rate: GPU:", start):
+        return vllm_stats.parse_v0_prefix_rates(line, start, stamp)
+    return NOTHING
+
+
+def _spec_v1(line: str, start: int, stamp: str | None) -> Events | None:
+    if line.startswith("SpecDecoding metrics: ", start):
+        return vllm_stats.parse_spec_decode(line, start + 22, stamp)
+    return NOTHING
+
+
+def _spec_v0(line: str, start: int, stamp: str | None) -> Events | None:
+    if line.startswith("Speculative metrics: ", start):
+        return vllm_stats.parse_spec_decode(line, start + 21, stamp)
+    return NOTHING
+
+
+def _kv_size(line: str, start: int, stamp: str | None) -> Events | None:
+    return lifecycle.parse_kv_size(line, start, stamp)
+
+
+VllmHandler = Callable[[str, int, "str | None"], "Events | None"]
+
+# First word of a vLLM message -> (parser, family named when it fails).
+_VLLM_FAMILIES: dict[str, tuple[VllmHandler, str]] = {
+    "Engine": (_engine, "engine_stats"),
+    "Avg": (_avg, "engine_stats"),
+    "Throughput:": (_throughput, "engine_stats"),
+    "Running:": (_stats, "engine_stats"),
+    "RUNNING:": (_stats, "engine_stats"),
+    "Prefix": (_prefix, "engine_stats"),
+    "SpecDecoding": (_spec_v1, "spec_decode_stats"),
+    "Speculative": (_spec_v0, "spec_decode_stats"),
+    "Received": (requests.parse_received, "request_received"),
+    "Added": (requests.parse_added, "request_added"),
+    "Finished": (requests.parse_finished, "request_finished"),
+    "Aborted": (requests.parse_aborted, "request_aborted"),
+    "Request": (requests.parse_request_outcome, "request_failed"),
+    "vLLM": (lifecycle.parse_vllm_version, "server_starting"),
+    "": (lifecycle.parse_logo, "server_starting"),
+    "Starting": (lifecycle.parse_starting, "server_ready"),
+    "Initializing": (lifecycle.parse_engine_init, "engine_starting"),
+    "init": (lifecycle.parse_init_engine, "engine_initialized"),
+    "Model": (lifecycle.parse_model_loading, "model_loaded"),
+    "Loading": (lifecycle.parse_model_loading, "model_loaded"),
+    "Maximum": (lifecycle.parse_max_concurrency, "kv_cache_capacity"),
+    "#": (lifecycle.parse_blocks, "kv_cache_capacity"),
+    "EngineCore": (lifecycle.parse_engine_core, "server_error"),
+    "Worker": (lifecycle.parse_died, "server_error"),
+    "RayWorkerProc": (lifecycle.parse_died, "server_error"),
+    "[shutdown]": (lifecycle.parse_shutdown, "server_shutdown"),
+}
+# ``<DEV> KV cache size: N tokens``: the device label is the first word.
+for _device in ("GPU", "CPU", "XPU", "NPU", "HPU", "TPU", "MPS", "CUDA", "ROCM"):
+    _VLLM_FAMILIES[_device] = (_kv_size, "kv_cache_capacity")
+
+
+def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = None) -> Events:
+    """A vLLM logger message beginning at ``start``."""
+    space = line.find(" ", start)
+    word = line[start:space] if space != -1 else line[start:]
+    entry = _VLLM_FAMILIES.get(word)
+    if entry is None:
+        if word.endswith(_EXCEPTION_WORD_ENDS):
+            return lifecycle.parse_exception(line, start, stamp)
+        if word.isdigit():
+            entry = (vllm_stats.parse_aggregated, "engine_stats")
+        else:
+            return NOTHING
+    result = entry[0](line, start, stamp)
+    if result is None:
+        return (SuspiciousLine(stamp, entry[1]),)
+    return result
+
+
+LmcacheHandler = Callable[[str, int, "str | None", "int | None"], "Events | None"]
+
+_LMCACHE_FAMILIES: dict[str, tuple[LmcacheHandler, str]] = {
+    "Reqid:": (lmcache.parse_lookup, "lmcache_lookup"),
+    "Stored": (lmcache.parse_stored, "lmcache_store"),
+    "Store": (lmcache.parse_store_old, "lmcache_store"),
+    "Retrieved": (lmcache.parse_retrieved, "lmcache_retrieve"),
+    "Storing": (lmcache.parse_storing, "lmcache_store_start"),
+    "LMCache": (lmcache.parse_initialized, "lmcache_initialized"),
+    "Failed": (lmcache.parse_failed, "lmcache_degraded"),
+    "Timeout": (lmcache.parse_timeout, "lmcache_lookup_timeout"),
+}
+
+
+def lmcache_message(line: str, start: int, stamp: str | None, rank: int | None) -> Events:
+    """An LMCache logger message beginning at ``start``."""
+    space = line.find(" ", start)
+    word = line[start:space] if space != -1 else line[start:]
+    entry = _LMCACHE_FAMILIES.get(word)
+    if entry is None:
+        if word.startswith("[req_id="):
+            result = lmcache.parse_request_tagged(line, start, stamp, rank)
+            if result is None:
+                return (SuspiciousLine(stamp, "lmcache_store"),)
+            return result
+        return NOTHING
+    result = entry[0](line, start, stamp, rank)
+    if result is None:
+        return (SuspiciousLine(stamp, entry[1]),)
+    return result
+
+
+def uvicorn_message(line: str, start: int, stamp: str | None, rank: int | None = None) -> Events:
+    result = requests.parse_uvicorn(line, start, stamp)
+    if result is None:
+        return (SuspiciousLine(stamp, "http_access"),)
+    return result
+
+
+# Header-less lines: ``vllm bench`` output and exception lines, keyed by first word.
+BareHandler = Callable[[str, int], Events]
+_BARE: dict[str, BareHandler] = {
+    "Throughput:": bench.parse_throughput,
+    "Total": bench.parse_total,
+    "Avg": bench.parse_avg_latency,
+}
+for _word in (
+    "Successful",
+    "Failed",
+    "Maximum",
+    "Request",
+    "Benchmark",
+    "Output",
+    "Peak",
+    "Mean",
+    "Median",
+    "Std",
+    "Input",
+    "Acceptance",
+):
+    _BARE[_word] = bench.parse_serve
+
+
+def bare_line(line: str, start: int) -> Events:
+    space = line.find(" ", start)
+    word = line[start:space] if space != -1 else line[start:]
+    handler = _BARE.get(word)
+    if handler is not None:
+        return handler(line, start)
+    if word.endswith("%"):
+        return bench.parse_percentile_latency(line, start)
+    if word[:1] == "P" and word[1:2].isdigit():
+        return bench.parse_serve(line, start)
+    if word.endswith(_EXCEPTION_WORD_ENDS):
+        return lifecycle.parse_exception(line, start, None)
+    return NOTHING
+
+
+def _restamp(events: Events, stamp: str | None) -> Events:
+    """A wrapper's full timestamp (year, time zone, sub-seconds) beats the inner line's."""
+    if stamp:
+        for event in events:
+            event.stamp = stamp
+    return events
+
+
+def parse_line(line: str) -> Events:
+    """Every event one physical log line holds (usually none or one)."""
+    return _parse(line, 0, None)
+
+
+def parse_wrapped(text: str, stamp: str | None) -> Events:
+    """The events of a line taken out of a wrapper that gave it ``stamp``."""
+    return _restamp(_parse(text, 1, None), stamp)
+
+
+# One regex per header type: the header, then the commonest messages, else the first word.
+_lmcache_line = LineMatcher(LMCACHE_HEADER, (lmcache.LOOKUP, lmcache.STORED, lmcache.RETRIEVED), lmcache_message).parse
+_vllm_line = LineMatcher(VLLM_HEADER, (requests.ADDED,), vllm_message).parse
+_uvicorn_line = LineMatcher(UVICORN_HEADER, (requests.ACCESS,), uvicorn_message).parse
+_LEVEL_INITIALS = frozenset("IDWECT")
+
+# Process tags seen so far -> (written by vLLM?, tensor-parallel rank), or
+# (None, None) for text that is no process tag.  Tags repeat on every line of a
+# process, so each is parsed once.
+_TAGS: dict[str, tuple[bool | None, int | None]] = {}
+_TAGS_MAX = 4096
+
+
+def _tag(tag: str) -> tuple[bool | None, int | None]:
+    known = _TAGS.get(tag)
+    if known is None:
+        m = PROCESS_TAG.fullmatch(tag)
+        known = (None, None) if m is None else (is_vllm_process(m.group(1)), rank_of(m.group(1)))
+        if len(_TAGS) >= _TAGS_MAX:
+            _TAGS.clear()
+        _TAGS[tag] = known
+    return known
+
+
+def _parse(line: str, depth: int, rank: int | None) -> Events:
+    if not line:
+        return NOTHING
+    if line[-1] == "\r":
+        line = line.rstrip("\r")
+        if not line:
+            return NOTHING
+    if "\x1b" in line:
+        if line[0] == "\x1b":
+            # LMCache colours its header; its matcher takes the codes as they are.
+            events = _lmcache_line(line, rank)
+            if events is not None:
+                return events
+        line = strip_ansi(line)
+        if not line:
+            return NOTHING
+    return _dispatch(line, 0, depth, rank)
+
+
+def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:
+    """The line from ``pos`` on (after a process tag, ``pos`` > 0: no copy is made)."""
+    first = line[pos]
+    if first == "[":
+        events = _lmcache_line(line, rank, pos)
+        if events is not None:
+            return events
+    elif first in _LEVEL_INITIALS:
+        events = _vllm_line(line, rank, pos)
+        if events is not None:
+            return events
+        events = _uvicorn_line(line, rank, pos)
+        if events is not None:
+            return events
+    elif first == "(":
+        close = line.find(") ", pos)
+        if close != -1:
+            is_vllm, tag_rank = _tag(line[pos : close + 1])
+            if is_vllm:
+                return _dispatch(line, close + 2, depth, tag_rank) if close + 2 < len(line) else NOTHING
+            if is_vllm is False:
+                return NOTHING  # another server's process (SGLang, ...) logs look-alikes
+    # The rarer shapes below work on their own copy of the rest of the line.
+    if pos:
+        line = line[pos:]
+    if first in _LEVEL_INITIALS:
+        m = LMCACHE_OLD_HEADER.match(line)
+        if m is not None:
+            return _old_lmcache(line, m.end(), rank)
+    elif first == "{":
+        return _json(line, depth, rank)
+    elif first.isdigit() and line[10:11] == " ":
+        m = STDLIB_HEADER.match(line)
+        if m is not None:
+            return _by_logger(m.group(2), line, m.end(), m.group(1), rank)
+    return _headerless(line, depth, rank)
+
+
+def _headerless(line: str, depth: int, rank: int | None) -> Events:
+    """No header at the start: colour residue, a wrapper, a bench result or an exception line."""
+    if depth < _MAX_DEPTH and _has_residue(line):
+        cleaned = strip_ansi(line)
+        if cleaned != line:
+            return _parse(cleaned, depth + 1, rank)
+    if line[0] != "[":
+        result = bare_line(line, 0)
+        if result:
+            return result
+    if depth < _MAX_DEPTH:
+        return _unwrap(line, depth, rank)
+    return NOTHING
+
+
+def _by_logger(logger: str, line: str, start: int, stamp: str | None, rank: int | None) -> Events:
+    if logger.startswith("lmcache"):
+        return lmcache_message(line, start, stamp, rank)
+    if logger.startswith("uvicorn"):
+        return uvicorn_message(line, start, stamp)
+    return vllm_message(line, start, stamp)
+
+
+def _json(line: str, depth: int, rank: int | None) -> Events:
+    record = unwrap_json(line) if depth < _MAX_DEPTH else None
+    if record is None:
+        return NOTHING
+    text = record.text.rstrip("\r")
+    if record.logger is not None:
+        # A logging library's record: a bare message; the logger name says whose.
+        if not record.logger.startswith(("vllm", "lmcache", "uvicorn")):
+            return NOTHING
+        if "\x1b" in text:
+            text = strip_ansi(text)
+        return _by_logger(record.logger, text, 0, record.stamp, rank)
+    return _restamp(_parse(text, depth + 1, rank), record.stamp)
+
+
+_PREFIXES = (ISO_PREFIX, CRI_RECORD, JOURNAL_SHORT, COMPOSE_PREFIX)
+# Wrappers whose time is complete (year, offset, sub-seconds) and replaces the inner one.
+_STAMPING = (ISO_PREFIX, CRI_RECORD)
+
+
+def _unwrap(line: str, depth: int, rank: int | None) -> Events:
+    """Lines framed by another program, or carrying a VLLM_LOGGING_PREFIX before vLLM's header."""
+    for pattern in _PREFIXES:
+        m = pattern.match(line)
+        if m is not None:
+            events = _parse(line[m.end() :], depth + 1, rank)
+            if pattern in _STAMPING:
+                return _restamp(events, m.group(1))
+            return events
+    m = _LOGGING_PREFIX.match(line)
+    if m is not None:
+        return vllm_message(line, m.end(), m.group(1))
+    return NOTHING
+
+
+def _old_lmcache(line: str, start: int, rank: int | None) -> Events:
+    """LMCache 0.1.x: ``INFO LMCache: <message> [2024-10-24 12:00:00,123.123]``."""
+    m = LMCACHE_OLD_STAMP.search(line, start)
+    if m is None:
+        return lmcache_message(line, start, None, rank)
+    return lmcache_message(line[: m.start()], start, f"{m.group(1)},{m.group(2)}", rank)
+
+
+# A short VLLM_LOGGING_PREFIX (one word, not ending in a colon like an
+# exception's name) before vLLM's header, with or without a >= 0.31 process tag.
+_LOGGING_PREFIX = re.compile(r"[^\s:](?:\S{0,38}[^\s:])? ?" + VLLM_HEADER_ANYWHERE.pattern)

@@ -1,0 +1,187 @@
+"""Server lifecycle: versions, readiness, model load, KV capacity, fatal errors, shutdown.
+
+Fatal errors come from vLLM's own messages (``EngineCore encountered a fatal
+error.``, ``Engine core proc ... died unexpectedly``) and from the final line
+of a traceback -- ``torch.OutOfMemoryError: HIP out of memory. ...``,
+``vllm.v1.engine.exceptions.EngineDeadError: ...`` -- but only when that line
+starts the message: an exception text quoted inside another line is not an
+error of this server.  Exception lines that name no known fatal condition
+(a bad request's ``ValueError``) produce nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from parsers.events import (
+    EngineInitialized,
+    EngineStarting,
+    Event,
+    KvCacheCapacity,
+    ModelLoaded,
+    ServerError,
+    ServerReady,
+    ServerShutdown,
+    ServerStarting,
+)
+
+_API_SERVER_VERSION = re.compile(r"vLLM API server version (\S+)")
+_SERVER_VERSION = re.compile(r"vLLM server version (\S+?),? serving model (.+)$")
+# The start-up logo (0.2x+): " ▄▄ ▄█ █     █     █ ▀▄▀ █  version 0.32.0"
+_LOGO_VERSION = re.compile(r"[ █▄▀▐▌]+ version (\S+)\s*$")
+_ENGINE_INIT = re.compile(
+    r"Initializing an? (?:V1 )?LLM engine(?: \(v?([^)\s]+)\))? with config: model=(?:'([^']*)'|([^,]*))"
+)
+_TP_SIZE = re.compile(r"tensor_parallel_size=(\d+)")
+_MODEL_LOADING = re.compile(
+    r"(?:Model loading|Loading model weights) took ([\d.]+) Gi?B(?: memory)?(?: and ([\d.]+) s(?:econds)?)?"
+)
+_ENGINE_INIT_TIME = re.compile(r"init engine \([^)]*\) took ([\d.]+) s(?:econds)?")
+_KV_SIZE = re.compile(
+    r"(\w+) KV cache size: ([\d,]+) tokens(?:, Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x)?"
+)
+_MAX_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
+_BLOCKS = re.compile(r"# (\w+) blocks: (\d+)(?:, # CPU blocks: (\d+))?")
+_DIED = re.compile(r"(?:Engine core proc|Worker proc|RayWorkerProc) \S+ died unexpectedly")
+_EXCEPTION = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception))(?:: (.*))?$")
+
+
+def parse_vllm_version(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    m = _API_SERVER_VERSION.match(line, start)
+    if m is not None:
+        return (ServerStarting(stamp, m.group(1)),)
+    m = _SERVER_VERSION.match(line, start)
+    if m is not None:
+        return (ServerStarting(stamp, m.group(1), m.group(2).strip()),)
+    return ()
+
+
+def parse_logo(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    m = _LOGO_VERSION.match(line, start)
+    return (ServerStarting(stamp, m.group(1)),) if m else ()
+
+
+def parse_starting(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    if line.startswith("Starting vLLM server on ", start) or line.startswith("Starting vLLM API server", start):
+        return (ServerReady(stamp),)
+    return ()
+
+
+def parse_engine_init(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    m = _ENGINE_INIT.match(line, start)
+    if m is None:
+        return ()
+    tp = _TP_SIZE.search(line, m.end())
+    model = m.group(2) if m.group(2) is not None else m.group(3)
+    return (EngineStarting(stamp, m.group(1), model, int(tp.group(1)) if tp else None),)
+
+
+def parse_model_loading(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = _MODEL_LOADING.match(line, start)
+    if m is None:
+        if line.startswith("Model loading took", start):
+            return None
+        return ()
+    seconds = m.group(2)
+    return (ModelLoaded(stamp, float(m.group(1)), float(seconds) if seconds else None),)
+
+
+def parse_init_engine(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    m = _ENGINE_INIT_TIME.match(line, start)
+    return (EngineInitialized(stamp, float(m.group(1))),) if m else ()
+
+
+def _int(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def parse_kv_size(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """``GPU KV cache size: 251,920 tokens`` (any device label), with or without the concurrency part."""
+    m = _KV_SIZE.match(line, start)
+    if m is None:
+        return None if " KV cache size:" in line[start : start + 24] else ()
+    per_request = m.group(3)
+    return (
+        KvCacheCapacity(
+            stamp,
+            tokens=_int(m.group(2)),
+            tokens_per_request=_int(per_request) if per_request else None,
+            max_concurrency=float(m.group(4)) if m.group(4) else None,
+            device=m.group(1),
+        ),
+    )
+
+
+def parse_max_concurrency(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = _MAX_CONCURRENCY.match(line, start)
+    if m is None:
+        return None if line.startswith("Maximum concurrency for", start) else ()
+    return (KvCacheCapacity(stamp, tokens_per_request=_int(m.group(1)), max_concurrency=float(m.group(2))),)
+
+
+def parse_blocks(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = _BLOCKS.match(line, start)
+    if m is None:
+        return None
+    device = m.group(1).upper()
+    first = int(m.group(2))
+    if device == "CPU" and m.group(3) is None:
+        return (KvCacheCapacity(stamp, cpu_blocks=first, device="CPU"),)
+    cpu = m.group(3)
+    return (KvCacheCapacity(stamp, gpu_blocks=first, cpu_blocks=int(cpu) if cpu else None, device=device),)
+
+
+def parse_engine_core(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    if line.startswith("EngineCore encountered a fatal error", start):
+        return (ServerError(stamp, "engine_dead"),)
+    return ()
+
+
+def parse_died(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    if _DIED.match(line, start):
+        return (ServerError(stamp, "engine_dead"),)
+    return ()
+
+
+def parse_shutdown(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    if line.startswith("[shutdown] API server: shutdown triggered", start):
+        return (ServerShutdown(stamp),)
+    return ()
+
+
+# --- exception lines ------------------------------------------------------------------
+
+_OOM_TEXT = ("CUDA out of memory", "HIP out of memory", "XPU out of memory")
+_GPU_ERROR_TEXT = ("CUDA error", "HIP error", "CUDA driver error", "NCCL error", "RCCL error")
+_KV_TOO_SMALL_TEXT = (
+    "KV cache is needed, which is larger than the available KV cache memory",
+    "is larger than the maximum number of tokens that can be stored in KV cache",
+    "No available memory for the cache blocks",
+)
+_FAILED_START_TEXT = ("Engine core initialization failed", "Engine process failed to start")
+
+
+def classify_exception(exception: str, message: str) -> str | None:
+    """The server error a traceback's last line names, or None when it names no fatal one."""
+    if exception.endswith("OutOfMemoryError") or message.startswith(_OOM_TEXT):
+        return "oom"
+    if exception.endswith("EngineDeadError"):
+        return "engine_dead"
+    if message.startswith(_GPU_ERROR_TEXT) or exception.endswith("AcceleratorError"):
+        return "cuda_error"
+    for text in _KV_TOO_SMALL_TEXT:
+        if text in message:
+            return "kv_cache_too_small"
+    if message.startswith(_FAILED_START_TEXT):
+        return "other"
+    return None
+
+
+def parse_exception(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    m = _EXCEPTION.match(line, start)
+    if m is None:
+        return ()
+    error = classify_exception(m.group(1), m.group(2) or "")
+    if error is None:
+        return ()
+    return (ServerError(stamp, error, m.group(1).rsplit(".", 1)[-1]),)

@@ -1,0 +1,249 @@
+"""LMCache's cache lines: lookups, store/retrieve (in-process engine and MP server), lifecycle.
+
+Only messages under LMCache's own log header reach these functions, so an
+exception text such as ``RuntimeError: Stored 12 out of total 40 tokens`` or
+the Mooncake connector's ``Reqid: ..., kvpool hit tokens`` (vLLM's header) is
+never read as a cache event.
+"""
+
+from __future__ import annotations
+
+import re
+
+from parsers.events import (
+    Event,
+    LmcacheDegraded,
+    LmcacheInitialized,
+    LmcacheLookup,
+    LmcacheLookupPending,
+    LmcacheLookupTimeout,
+    LmcacheRetrieve,
+    LmcacheStore,
+    LmcacheStoreStart,
+)
+from parsers.shapes import Shape
+
+
+# Builders run once per matching line: conversions are written inline (no helper calls).
+def _build_lookup(stamp: str | None, rank: int | None, g: tuple) -> LmcacheLookup:
+    computed, min_retrieve = g[2], g[5]
+    return LmcacheLookup(
+        stamp,
+        g[0],
+        int(g[1]),
+        int(g[3]),
+        int(g[4]),
+        int(computed) if computed is not None else None,
+        int(min_retrieve) if min_retrieve is not None else None,
+    )
+
+
+# The lookup line of 0.3.0-0.3.13 and >= 0.3.14 (computed tokens, the min_retrieve skip) in one pass.
+LOOKUP = Shape(
+    r"Reqid: ([^, ]+), Total tokens (\d+), (?:Inference Engine computed tokens: (\d+), )?"
+    r"LMCache hit tokens: (\d+), (?:but )?need to load: (-?\d+)(?: < min_retrieve (\d+))?",
+    _build_lookup,
+)
+
+
+def _request_id(text: str | None) -> str | None:
+    return text if text != "unspecified" else None
+
+
+def _build_stored(stamp: str | None, rank: int | None, g: tuple) -> LmcacheStore:
+    request_id, size, cost, rate, offload, put = g[0], g[3], g[4], g[5], g[6], g[7]
+    return LmcacheStore(
+        stamp,
+        request_id if request_id != "unspecified" else None,
+        int(g[1]),
+        int(g[2]),
+        float(size) if size is not None else None,
+        float(cost) if cost is not None else None,
+        float(rate) if rate is not None else None,
+        float(offload) if offload is not None else None,
+        float(put) if put is not None else None,
+        rank,
+    )
+
+
+# cache_engine's store line, with LMCache >= 0.3.15's request tag; size/cost parts optional (0.3.0 DEBUG).
+STORED = Shape(
+    r"(?:\[req_id=([^\]]*)\] )?Stored (\d+) out of total (\d+) tokens\.?(?: size: ([\d.]+) [gG][bB], "
+    r"cost ([\d.]+) ms, throughput: ([\d.]+) GB/s(?:; offload_time: ([\d.]+) ms, put_time: ([\d.]+) ms)?)?",
+    _build_stored,
+)
+
+
+def _build_retrieved(stamp: str | None, rank: int | None, g: tuple) -> LmcacheRetrieve:
+    request_id, required, total, size, cost, rate = g[0], g[2], g[3], g[6], g[7], g[8]
+    if required is None:
+        required, total = g[4], g[5]
+    return LmcacheRetrieve(
+        stamp,
+        request_id if request_id != "unspecified" else None,
+        int(g[1]),
+        int(required),
+        int(total),
+        float(size) if size is not None else None,
+        float(cost) if cost is not None else None,
+        float(rate) if rate is not None else None,
+        rank,
+    )
+
+
+# ``Retrieved R out of Q required tokens (from T total tokens)`` (0.3.7+) and the older
+# ``Retrieved R out of [total] Q out of total T tokens``.
+RETRIEVED = Shape(
+    r"(?:\[req_id=([^\]]*)\] )?Retrieved (\d+) out of (?:(\d+) required tokens \(from (\d+) total tokens\)|"
+    r"(?:total )?(\d+) out of total (\d+) tokens)\.?"
+    r"(?: size: ([\d.]+) [gG][bB], cost ([\d.]+) ms, throughput: ([\d.]+) GB/s)?",
+    _build_retrieved,
+)
+
+_REQID = re.compile(r"Reqid: ([^,\s]+), ")
+_LOOKUP_PART = re.compile(
+    r"(Total tokens|Inference Engine computed tokens|LMCache hit tokens|(?:but )?need to load)"
+    r":? (-?\d+|None)(?: < min_retrieve (\d+))?"
+)
+_STORED_MP = re.compile(r"(?:\[req_id=([^\]]*)\] )?Stored (\d+) tokens in ([\d.]+) seconds")
+_STORED_OTHER = re.compile(r"(?:\[req_id=[^\]]*\] )?Stored \d+ Q tokens")
+_STORE_OLD = re.compile(r"Store (\d+) tokens takes: ([\d.]+) ms, throughput: ([\d.]+) GB/s")
+_RETRIEVED_MP = re.compile(r"(?:\[req_id=([^\]]*)\] )?Retrieved (\d+) tokens in ([\d.]+) seconds")
+# Layer-wise mode: the total after the last layer; LMCache's "(file:line:logger)" trailer may follow.
+_RETRIEVED_LAYERWISE = re.compile(r"(?:\[req_id=([^\]]*)\] )?Retrieved (\d+) tokens(?: \(| \x1b|$)")
+_STORING = re.compile(
+    r"Storing KV cache for (\d+) out of (\d+) tokens \(skip_leading_tokens=(\d+)\)(?: for request (\S+))?"
+)
+_INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
+_TIMEOUT = re.compile(r"Timeout occurred for rank (\d+)")
+
+
+def parse_lookup(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    event = LOOKUP.parse(line, start, stamp, rank)
+    if event is not None:
+        return (event,)
+    return _parse_lookup_parts(line, start, stamp)
+
+
+def _parse_lookup_parts(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """Any other arrangement of the same fields (variants such as a hybrid lookup), read part by part."""
+    m = _REQID.match(line, start)
+    if m is None:
+        return None
+    request_id = m.group(1)
+    rest = line[m.end() :]
+    if rest.startswith("Chunked KV loading"):
+        return ()  # DEBUG: a load capped by max_tokens_per_load; the lookup line came before
+    values: dict[str, str] = {}
+    min_retrieve = None
+    for part in _LOOKUP_PART.finditer(rest):
+        label = part.group(1)
+        values[label.removeprefix("but ")] = part.group(2)
+        if part.group(3) is not None:
+            min_retrieve = int(part.group(3))
+    total, hit = values.get("Total tokens"), values.get("LMCache hit tokens")
+    if total is None or total == "None" or hit is None:
+        return None
+    computed = values.get("Inference Engine computed tokens")
+    computed_tokens = int(computed) if computed not in (None, "None") else None
+    if hit == "None":
+        return (LmcacheLookupPending(stamp, request_id, int(total), computed_tokens),)
+    need = values.get("need to load")
+    return (
+        LmcacheLookup(
+            stamp,
+            request_id,
+            int(total),
+            int(hit),
+            int(need) if need not in (None, "None") else None,
+            computed_tokens,
+            min_retrieve,
+        ),
+    )
+
+
+def parse_stored(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """A store line, with or without ``[req_id=...]``: cache engine, MP server, LMCache 0.3.0."""
+    event = STORED.parse(line, start, stamp, rank)
+    if event is not None:
+        return (event,)
+    m = _STORED_MP.match(line, start)
+    if m is not None:
+        return (
+            LmcacheStore(
+                stamp, _request_id(m.group(1)), int(m.group(2)), cost_ms=float(m.group(3)) * 1000.0, rank=rank
+            ),
+        )
+    m = _STORE_OLD.match(line, start)
+    if m is not None:
+        return (
+            LmcacheStore(
+                stamp, None, int(m.group(1)), cost_ms=float(m.group(2)), throughput_gbps=float(m.group(3)), rank=rank
+            ),
+        )
+    if _STORED_OTHER.match(line, start):
+        return ()
+    return None
+
+
+def parse_store_old(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """LMCache 0.3.0's ``Store N tokens takes: X ms, throughput: Y GB/s; ...``."""
+    return parse_stored(line, start, stamp, rank) or ()
+
+
+def parse_retrieved(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """A retrieve line, with or without ``[req_id=...]``: cache engine, MP server, layer-wise mode."""
+    event = RETRIEVED.parse(line, start, stamp, rank)
+    if event is not None:
+        return (event,)
+    m = _RETRIEVED_MP.match(line, start)
+    if m is not None:
+        return (
+            LmcacheRetrieve(
+                stamp, _request_id(m.group(1)), int(m.group(2)), cost_ms=float(m.group(3)) * 1000.0, rank=rank
+            ),
+        )
+    m = _RETRIEVED_LAYERWISE.match(line, start)
+    if m is not None:
+        return (LmcacheRetrieve(stamp, _request_id(m.group(1)), int(m.group(2)), rank=rank),)
+    return None
+
+
+def parse_request_tagged(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """``[req_id=<id>] Stored ...`` / ``[req_id=<id>] Retrieved ...`` (LMCache >= 0.3.15)."""
+    end = line.find("] ", start)
+    if end == -1:
+        return None
+    if line.startswith("Stored ", end + 2):
+        return parse_stored(line, start, stamp, rank)
+    if line.startswith("Retrieved ", end + 2):
+        return parse_retrieved(line, start, stamp, rank)
+    return ()
+
+
+def parse_storing(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    m = _STORING.match(line, start)
+    if m is None:
+        return None if line.startswith("Storing KV cache", start) else ()
+    return (LmcacheStoreStart(stamp, m.group(4) or "", int(m.group(1)), int(m.group(2)), int(m.group(3)), rank),)
+
+
+def parse_initialized(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    m = _INITIALIZED.match(line, start)
+    if m is None:
+        return ()
+    role = m.group(1).rsplit(".", 1)[-1].lower()
+    return (LmcacheInitialized(stamp, role, m.group(2), m.group(3)),)
+
+
+def parse_failed(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    if line.startswith("Failed to initialize LMCacheManager components", start):
+        return (LmcacheDegraded(stamp),)
+    return ()
+
+
+def parse_timeout(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    m = _TIMEOUT.match(line, start)
+    if m is None:
+        return ()
+    return (LmcacheLookupTimeout(stamp, int(m.group(1))),)

@@ -1,0 +1,145 @@
+"""Request lifecycle lines of vLLM's front end and engine, and uvicorn's access lines.
+
+``Received request`` lines may carry the whole prompt (request logging was on
+by default up to v0.10.0).  Only the request id, ``max_tokens`` and the number
+of prompt token ids are read; the prompt text is skipped without being
+looked at, so nothing quoted inside it can be mistaken for a field.
+"""
+
+from __future__ import annotations
+
+import re
+
+from parsers.events import (
+    Event,
+    HttpAccess,
+    RequestAborted,
+    RequestAdded,
+    RequestCancelled,
+    RequestFailed,
+    RequestFinished,
+    RequestReceived,
+    ServerError,
+    ServerReady,
+    ServerShutdown,
+)
+from parsers.shapes import Shape
+
+_RECEIVED = re.compile(r"Received request (\S+?): ")
+# A Python repr string literal, or the other things vLLM prints as a prompt.
+_PROMPT_VALUE = re.compile(
+    r"prompt: (?:'[^'\\]*(?:\\.[^'\\]*)*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\"|None|\[[^\]]*\]), ",
+    re.DOTALL,
+)
+_QUOTED = re.compile(r"'[^'\\]*(?:\\.[^'\\]*)*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\"")
+_MAX_TOKENS = re.compile(r"\bmax_tokens=(\d+)")
+_TOKEN_IDS = re.compile(r"prompt[_ ]token[_ ]ids: (?:\[([^\]]*)\]|None)")
+
+
+def _build_added(stamp: str | None, rank: int | None, g: tuple) -> RequestAdded:
+    return RequestAdded(stamp, g[0])
+
+
+ADDED = Shape(r"Added request ([^ ]+)\.$", _build_added)
+_FINISHED = re.compile(r"Finished request (\S+)\.$")
+_ABORTED = re.compile(r"Aborted request(?:\(s\))? (\S+)\.$")
+_REQUEST_OUTCOME = re.compile(r"Request (\S+) (aborted\.$|failed \((engine dead|bad request|input error)\))")
+_FAIL_REASONS = {"engine dead": "engine_dead", "bad request": "bad_request", "input error": "input_error"}
+
+
+def parse_received(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    if not line.startswith("Received request ", start):
+        return ()  # e.g. "Received KeyboardInterrupt"
+    m = _RECEIVED.match(line, start)
+    if m is None:
+        return None
+    request_id = m.group(1)
+    pos = m.end()
+    if line.startswith("prompt: ", pos):
+        prompt = _PROMPT_VALUE.match(line, pos)
+        if prompt is None:  # cut short (split or truncated line): only the id is certain
+            return (RequestReceived(stamp, request_id),)
+        pos = prompt.end()
+    # Parameters may quote user text too (stop strings, schemas): search with
+    # every quoted string blanked out, and not past a quote left open by a cut.
+    rest = _QUOTED.sub("_", line[pos:])
+    open_quotes = [i for i in (rest.find("'"), rest.find('"')) if i != -1]
+    if open_quotes:
+        rest = rest[: min(open_quotes)]
+    max_tokens = _MAX_TOKENS.search(rest)
+    ids = _TOKEN_IDS.search(rest)
+    prompt_tokens = None
+    if ids is not None and ids.group(1) is not None:
+        listed = ids.group(1).strip()
+        prompt_tokens = listed.count(",") + 1 if listed else 0
+    return (
+        RequestReceived(
+            stamp,
+            request_id,
+            int(max_tokens.group(1)) if max_tokens else None,
+            prompt_tokens,
+        ),
+    )
+
+
+def parse_added(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    event = ADDED.parse(line, start, stamp)
+    if event is None:
+        return None if line.startswith("Added request ", start) else ()
+    return (event,)
+
+
+def parse_finished(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = _FINISHED.match(line, start)
+    if m is None:
+        return None if line.startswith("Finished request ", start) else ()
+    return (RequestFinished(stamp, m.group(1)),)
+
+
+def parse_aborted(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = _ABORTED.match(line, start)
+    if m is None:
+        return None if line.startswith("Aborted request", start) else ()
+    return tuple(RequestAborted(stamp, rid) for rid in m.group(1).split(",") if rid)
+
+
+def parse_request_outcome(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    """``Request X aborted.`` / ``Request X failed (engine dead|bad request|input error)...``."""
+    m = _REQUEST_OUTCOME.match(line, start)
+    if m is None:
+        return ()  # "Request X details: ..." and other known lines
+    if m.group(3) is None:
+        return (RequestCancelled(stamp, m.group(1)),)
+    return (RequestFailed(stamp, m.group(1), _FAIL_REASONS[m.group(3)]),)
+
+
+# --- uvicorn --------------------------------------------------------------------------
+
+
+def _build_access(stamp: str | None, rank: int | None, g: tuple) -> HttpAccess:
+    path = g[2]
+    query = path.find("?")
+    if query != -1:
+        path = path[:query]  # a query string can carry keys or user data
+    return HttpAccess(stamp, g[0], g[1], path, int(g[3]))
+
+
+ACCESS = Shape(r'([^ ]+) - "([A-Z]+) ([^ ]+) HTTP/[\d.]+" (\d\d\d)(?: |$)', _build_access)
+
+
+def parse_uvicorn(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """A uvicorn message (after ``INFO:     ``): an access line or server lifecycle."""
+    event = ACCESS.parse(line, start, stamp)
+    if event is not None:
+        return (event,)
+    return None if ' - "' in line else _uvicorn_lifecycle(line, start, stamp)
+
+
+def _uvicorn_lifecycle(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    if line.startswith(("Application startup complete.", "Uvicorn running on "), start):
+        return (ServerReady(stamp),)
+    if line.startswith("Shutting down", start):
+        return (ServerShutdown(stamp),)
+    if line.startswith("[Errno ", start) and "error while attempting to bind" in line:
+        return (ServerError(stamp, "other", "OSError"),)
+    return ()

@@ -1,0 +1,71 @@
+"""Message shapes, and one regex per header type that tries the commonest ones at once.
+
+A :class:`Shape` is a family's message regex with a function that builds the
+event from its groups.  Family parsers use their shapes on a message; the
+dispatcher also joins a header pattern with the hottest shapes and a catch-all
+first word into one :class:`LineMatcher`, so that a typical line costs one
+regex call: either a shape matches and its event is built, or the first word
+of the message comes back for the table-driven family lookup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from parsers.events import Event
+
+Build = Callable[[str | None, "int | None", tuple], Event]
+
+
+class Shape:
+    """A message regex (compiled with ASCII classes: fields are ASCII, and faster so) and its event builder."""
+
+    __slots__ = ("build", "groups", "pattern", "regex")
+
+    def __init__(self, pattern: str, build: Build) -> None:
+        self.pattern = pattern
+        self.regex = re.compile(pattern, re.ASCII)
+        self.groups = self.regex.groups
+        self.build = build
+
+    def parse(self, line: str, start: int, stamp: str | None, rank: int | None = None) -> Event | None:
+        m = self.regex.match(line, start)
+        return self.build(stamp, rank, m.groups()) if m is not None else None
+
+
+Fallback = Callable[[str, int, "str | None", "int | None"], tuple]
+
+
+class LineMatcher:
+    """``header`` (whose one group is the stamp) followed by one of ``shapes`` or any first word.
+
+    ``parse`` returns the events of a line whose header matches -- from a shape,
+    or from ``fallback(line, message start, stamp, rank)`` -- and None otherwise.
+    """
+
+    __slots__ = ("_by_last", "_fallback", "_match", "_word")
+
+    def __init__(self, header: str, shapes: Sequence[Shape], fallback: Fallback) -> None:
+        alternatives = [shape.pattern for shape in shapes] + [r"([^ ]*)"]
+        # ASCII classes: the fields are ASCII, and ``re`` tests them faster than Unicode ones.
+        self._match = re.compile(header + "(?:" + "|".join(alternatives) + ")", re.ASCII).match
+        # The last group a match sets tells which alternative matched.
+        self._by_last: dict[int, tuple[int, int, Build]] = {}
+        first = re.compile(header).groups + 1
+        for shape in shapes:
+            for index in range(first, first + shape.groups):
+                self._by_last[index] = (first - 1, first - 1 + shape.groups, shape.build)
+            first += shape.groups
+        self._word = first
+        self._fallback = fallback
+
+    def parse(self, line: str, rank: int | None = None, pos: int = 0) -> tuple | None:
+        m = self._match(line, pos)
+        if m is None:
+            return None
+        groups = m.groups()
+        entry = self._by_last.get(m.lastindex)
+        if entry is not None:
+            return (entry[2](groups[0], rank, groups[entry[0] : entry[1]]),)
+        return self._fallback(line, m.start(self._word), groups[0] or None, rank)

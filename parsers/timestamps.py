@@ -1,0 +1,105 @@
+"""Turn the timestamp text a line printed into an aware datetime.
+
+Shapes seen in the field:
+
+==========================================  =====================================
+``12-14 16:18:29``                          vLLM: no year, no sub-seconds, the
+                                            server's local time
+``2025-12-14 16:18:24,320``                 LMCache, Python's default ``asctime``
+``2025-12-14T16:18:24.320123456Z``          docker, CRI, ``docker logs -t``,
+                                            journalctl short-iso (offset optional)
+``@1702570704320123``                       journald's ``__REALTIME_TIMESTAMP`` (µs)
+==========================================  =====================================
+
+Local times are read in the time zone the caller names (the server's).  A
+vLLM stamp's year comes from context: the nearest earlier full date seen by
+the same :class:`Clock` (LMCache lines and wrappers carry one), and before any,
+from a reference instant the caller supplies (a file's modification time, or
+now for a stream), taking the latest year that does not put the line after
+that reference.  After that each year-less stamp takes the year that puts it
+closest to the previous resolved time, which follows a log across New Year.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, tzinfo
+
+# A line written just before the reference may carry a clock a little ahead of
+# it (time zone or clock skew); this much is still "not after".
+_SKEW = timedelta(days=1)
+
+
+class Clock:
+    """Resolves one source's stamps, in order; keeps the year context between calls."""
+
+    __slots__ = ("_previous", "_reference", "tz")
+
+    def __init__(self, tz: tzinfo, reference: datetime) -> None:
+        if reference.tzinfo is None:
+            reference = reference.replace(tzinfo=tz)
+        self.tz = tz
+        self._reference = reference
+        self._previous: datetime | None = None
+
+    def resolve(self, stamp: str | None) -> datetime | None:
+        """The instant a stamp names, or None for text that is not a timestamp."""
+        if not stamp:
+            return None
+        try:
+            if len(stamp) == 14 and stamp[2] == "-":
+                when = self._without_year(stamp)
+            elif stamp[0] == "@":
+                when = datetime.fromtimestamp(int(stamp[1:]) / 1e6, UTC)
+            else:
+                when = self._full(stamp)
+        except (ValueError, OverflowError, IndexError):
+            return None
+        if when is not None:
+            self._previous = when
+        return when
+
+    def _full(self, stamp: str) -> datetime | None:
+        text = stamp.replace(",", ".")
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        # fromisoformat takes at most six fractional digits; docker prints nine.
+        dot = text.find(".")
+        if dot != -1:
+            end = dot + 1
+            while end < len(text) and text[end].isdigit():
+                end += 1
+            text = text[: dot + 1] + text[dot + 1 : end][:6].ljust(6, "0") + text[end:]
+        when = datetime.fromisoformat(text)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=self.tz)
+        return when
+
+    def _without_year(self, stamp: str) -> datetime:
+        month, day = int(stamp[0:2]), int(stamp[3:5])
+        hour, minute, second = int(stamp[6:8]), int(stamp[9:11]), int(stamp[12:14])
+        anchor = self._previous
+        first = anchor is None
+        if first:
+            anchor = self._reference
+        candidates = []
+        for year in (anchor.year - 1, anchor.year, anchor.year + 1):
+            try:
+                candidates.append(datetime(year, month, day, hour, minute, second, tzinfo=self.tz))
+            except ValueError:  # 02-29 in a common year
+                continue
+        if not candidates:
+            raise ValueError(stamp)
+        if first:
+            not_after = [c for c in candidates if c <= anchor + _SKEW]
+            if not_after:
+                return max(not_after)
+        return min(candidates, key=lambda c: abs(c - anchor))
+
+
+def isoformat(when: datetime) -> str:
+    """ISO 8601 with the precision the stamp had (seconds, milliseconds or microseconds)."""
+    if when.microsecond == 0:
+        return when.isoformat(timespec="seconds")
+    if when.microsecond % 1000 == 0:
+        return when.isoformat(timespec="milliseconds")
+    return when.isoformat(timespec="microseconds")

@@ -1,0 +1,218 @@
+"""vLLM's periodic statistics lines, every generation.
+
+The message is a list of ``label: value`` parts joined by ``", "`` whose
+members come and go between releases (V0 2023 ``Throughput``/``Swapped``/
+``Pending``; V1 ``Running``/``Waiting`` with optional ``Deferred``,
+``KV fetch``, ``Preemptions``, ``<DEV> KV cache usage``, prefix, external and
+multimodal hit rates, ``Corrupted``).  So the parts are read one by one by
+label, unknown labels are skipped, and a known label with an unreadable value
+makes the whole line suspicious (returns None) rather than half-parsed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from parsers.events import EngineStats, Event, KvCacheCapacity, SpecDecodeStats
+
+ENGINE_PREFIX = re.compile(r"Engine (\d+): ")
+AGGREGATED_PREFIX = re.compile(r"(\d+) Engines Aggregated: ")
+# What a stats message starts with, after any engine prefix.
+STATS_STARTS = ("Avg prompt throughput", "Running: ", "RUNNING: ", "Throughput: ")
+_CACHE_CONFIG = re.compile(r"vllm cache_config_info with initialization after num_gpu_blocks is: (\d+)")
+_AGGREGATED_CACHE_CONFIG = re.compile(
+    r"(\d+) Engines: vllm cache_config_info with initialization after num_gpu_blocks is: (\d+)"
+)
+_V0_PREFIX_RATES = re.compile(r"Prefix cache hit rate: GPU: (-?[\d.]+)%, CPU: (-?[\d.]+)%")
+_KV_FETCH = re.compile(r"(\d+) waiting to start, (\d+) in progress, (\d+) completed waiting")
+
+
+def _percent(value: str) -> float | None:
+    if not value.endswith("%"):
+        raise ValueError(value)
+    number = float(value[:-1])
+    if number != number:  # nan: the window had nothing to divide; no value to report
+        return None
+    return round(number / 100.0, 6)
+
+
+def _rate(value: str) -> float:
+    number, _, unit = value.partition(" ")
+    if unit not in ("tokens/s", ""):
+        raise ValueError(value)
+    return float(number)
+
+
+def _count(value: str) -> int:
+    number, _, unit = value.partition(" ")
+    if unit not in ("reqs", "", "tokens"):
+        raise ValueError(value)
+    return int(number)
+
+
+# label -> (field, converter)
+_FIELDS = {
+    "Avg prompt throughput": ("prompt_throughput", _rate),
+    "Avg generation throughput": ("generation_throughput", _rate),
+    "Throughput": ("throughput", _rate),
+    "Running": ("running", _count),
+    "RUNNING": ("running", _count),
+    "Waiting": ("waiting", _count),
+    "WAITING": ("waiting", _count),
+    "Pending": ("waiting", _count),
+    "Swapped": ("swapped", _count),
+    "Deferred": ("deferred", _count),
+    "Preemptions": ("preempted", _count),
+    "Corrupted": ("corrupted", _count),
+    "Prefix cache hit rate": ("prefix_cache_hit_rate", _percent),
+    "External prefix cache hit rate": ("external_prefix_cache_hit_rate", _percent),
+    "MM cache hit rate": ("mm_cache_hit_rate", _percent),
+}
+_KV_USAGE = " KV cache usage"
+
+
+def _parts(text: str) -> list[tuple[str, str]]:
+    """``a: 1, b: 2, 3`` -> [(a, 1), (b, "2, 3")]: a part without a label continues the previous one."""
+    out: list[tuple[str, str]] = []
+    for part in text.split(", "):
+        label, sep, value = part.partition(": ")
+        if sep:
+            out.append((label, value))
+        elif out:
+            out[-1] = (out[-1][0], out[-1][1] + ", " + part)
+    return out
+
+
+def parse_stats(
+    line: str, start: int, stamp: str | None, engine: int | None = None, engines: int | None = None
+) -> tuple[Event, ...] | None:
+    """The stats message starting at ``start`` (after any ``Engine NNN:`` prefix)."""
+    text = line[start:].rstrip(" .")
+    # v0.7.1-0.7.2 printed "Waiting: 0 reqs GPU KV cache usage: 7.9%" without a comma.
+    text = text.replace(" reqs GPU KV", " reqs, GPU KV").replace(" | ", ", ")
+    values: dict[str, object] = {}
+    usage: dict[str, float] = {}
+    try:
+        for label, value in _parts(text):
+            known = _FIELDS.get(label)
+            if known is not None:
+                converted = known[1](value.strip())
+                if converted is not None:
+                    values[known[0]] = converted
+            elif label.endswith(_KV_USAGE):
+                ratio = _percent(value.strip())
+                if ratio is not None:
+                    usage[label[: -len(_KV_USAGE)]] = ratio
+            elif label == "KV fetch":
+                m = _KV_FETCH.fullmatch(value)
+                if m is None:
+                    raise ValueError(value)
+                values["kv_fetch_waiting"] = int(m.group(1))
+                values["kv_fetch_in_progress"] = int(m.group(2))
+                values["kv_fetch_completed"] = int(m.group(3))
+    except ValueError:
+        return None
+    if not values and not usage:
+        return None
+    if "GPU" in usage:
+        values["kv_cache_usage"] = usage["GPU"]
+        values["kv_cache_device"] = "GPU"
+        if "CPU" in usage:
+            values["cpu_kv_cache_usage"] = usage["CPU"]
+    elif usage:
+        device, ratio = next(iter(usage.items()))
+        values["kv_cache_usage"] = ratio
+        values["kv_cache_device"] = device
+    return (EngineStats(stamp, engine=engine, engines=engines, **values),)
+
+
+def parse_v0_prefix_rates(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """V0's separate ``Prefix cache hit rate: GPU: x%, CPU: y%`` (negative = caching off)."""
+    m = _V0_PREFIX_RATES.match(line, start)
+    if m is None:
+        return None
+    gpu, cpu = float(m.group(1)), float(m.group(2))
+    return (
+        EngineStats(
+            stamp,
+            prefix_cache_hit_rate=round(gpu / 100.0, 6) if gpu >= 0 else None,
+            cpu_prefix_cache_hit_rate=round(cpu / 100.0, 6) if cpu >= 0 else None,
+        ),
+    )
+
+
+_SPEC_FIELDS = {
+    "Mean acceptance length": ("mean_acceptance_length", float),
+    "Accepted throughput": ("accepted_throughput", _rate),
+    "Drafted throughput": ("drafted_throughput", _rate),
+    "Accepted": ("accepted_tokens", _count),
+    "Drafted": ("drafted_tokens", _count),
+    "Number of accepted tokens": ("accepted_tokens", int),
+    "Number of draft tokens": ("drafted_tokens", int),
+    "Number of draft tokens tokens": ("drafted_tokens", int),
+    "Number of emitted tokens": ("emitted_tokens", int),
+    "Number of emitted tokens tokens": ("emitted_tokens", int),
+    "System efficiency": ("system_efficiency", float),
+}
+
+
+def _acceptance(value: str) -> float | None:
+    # V1 prints a percentage, V0 a ratio with three decimals.
+    return _percent(value) if value.endswith("%") else float(value)
+
+
+def parse_spec_decode(line: str, start: int, stamp: str | None, engine: int | None = None) -> tuple[Event, ...] | None:
+    """``SpecDecoding metrics: ...`` (V1) or ``Speculative metrics: ...`` (V0), from after the colon."""
+    values: dict[str, object] = {}
+    try:
+        for label, value in _parts(line[start:].rstrip(" .")):
+            known = _SPEC_FIELDS.get(label)
+            if known is not None:
+                values[known[0]] = known[1](value.strip())
+            elif label in ("Draft acceptance rate", "Avg Draft acceptance rate"):
+                rate = _acceptance(value.strip())
+                if rate is not None:
+                    values["draft_acceptance_rate"] = rate
+            elif label == "Per-position acceptance rate":
+                values["per_position_acceptance_rate"] = [float(v) for v in value.split(", ")]
+    except ValueError:
+        return None
+    if not values:
+        return None
+    return (SpecDecodeStats(stamp, engine=engine, **values),)
+
+
+def parse_cache_config(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    """``vllm cache_config_info with initialization after num_gpu_blocks is: N``."""
+    m = _CACHE_CONFIG.match(line, start)
+    if m is None:
+        return ()
+    return (KvCacheCapacity(stamp, gpu_blocks=int(m.group(1))),)
+
+
+def parse_engine_prefixed(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """Messages starting ``Engine NNN: ``: stats, spec decoding, cache config; others are known and ignored."""
+    m = ENGINE_PREFIX.match(line, start)
+    if m is None:
+        return ()
+    engine = int(m.group(1))
+    pos = m.end()
+    if line.startswith(STATS_STARTS, pos):
+        return parse_stats(line, pos, stamp, engine=engine)
+    if line.startswith("SpecDecoding metrics: ", pos):
+        return parse_spec_decode(line, pos + 22, stamp, engine=engine)
+    if line.startswith("vllm cache_config_info", pos):
+        return parse_cache_config(line, pos, stamp)
+    # Iteration details, CUDA graph and MFU summaries share the prefix; not parsed.
+    return ()
+
+
+def parse_aggregated(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """``N Engines Aggregated: <stats>`` or ``N Engines: vllm cache_config_info ...``."""
+    m = AGGREGATED_PREFIX.match(line, start)
+    if m is not None:
+        return parse_stats(line, m.end(), stamp, engines=int(m.group(1)))
+    m = _AGGREGATED_CACHE_CONFIG.match(line, start)
+    if m is not None:
+        return (KvCacheCapacity(stamp, gpu_blocks=int(m.group(2))),)
+    return ()
