@@ -10,9 +10,9 @@ lines that follow stay true.
 
 from __future__ import annotations
 
-import gzip
 import os
 import sys
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -20,6 +20,53 @@ from typing import BinaryIO
 BLOCK = 1 << 20
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
+
+
+class GzipStream:
+    """Inflates gzip members as they arrive, so a file cut off mid-member still yields all it holds.
+
+    (``gzip.GzipFile.read`` drops the data of a call that meets a truncated
+    end.)  Concatenated members -- rotated logs joined with ``cat`` -- are read
+    one after the other.  A problem is kept in ``error`` rather than raised.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._in_member = False
+        self.error: str | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        while self.error is None:
+            chunk = self._raw.read(BLOCK)
+            if not chunk:
+                if self._in_member:
+                    self.error = "gzip data cut short (the end of the file is missing)"
+                    return self._inflate.flush()
+                return b""
+            try:
+                data = self._member(chunk)
+            except zlib.error as exc:
+                self.error = f"not valid gzip data: {exc}"
+                return b""
+            if data:
+                return data
+        return b""
+
+    def _member(self, chunk: bytes) -> bytes:
+        if self._inflate.eof:  # the previous member ended: a new one begins
+            self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._in_member = True
+        data = self._inflate.decompress(chunk)
+        while self._inflate.eof:
+            self._in_member = False
+            rest = self._inflate.unused_data
+            if not rest:
+                break
+            self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+            self._in_member = True
+            data += self._inflate.decompress(rest)
+        return data
 
 
 class InputError(Exception):
@@ -50,7 +97,7 @@ def open_input(name: str) -> Input:
         stdin = sys.stdin.buffer
         now = datetime.now(UTC)
         if hasattr(stdin, "peek") and stdin.peek(2)[:2] == GZIP_MAGIC:
-            return Input("-", gzip.GzipFile(fileobj=stdin), now)
+            return Input("-", GzipStream(stdin), now)
         return Input("-", stdin, now)
     try:
         if os.path.isdir(name):
@@ -64,8 +111,7 @@ def open_input(name: str) -> Input:
         raise InputError(f"{name}: cannot open: {exc.strerror or exc}") from None
     modified = datetime.fromtimestamp(os.fstat(raw.fileno()).st_mtime, UTC)
     if raw.peek(2)[:2] == GZIP_MAGIC:
-        stream = gzip.GzipFile(fileobj=raw)
-        return Input(name, stream, modified, lambda: (stream.close(), raw.close()))
+        return Input(name, GzipStream(raw), modified, raw.close)
     plain = os.path.isfile(name)
     return Input(name, raw, modified, raw.close, name if plain else None)
 
@@ -122,6 +168,7 @@ class LineReader:
             if len(rest) > limit:
                 skipping = True
                 rest = b""
+        self.error = self.error or getattr(self._stream, "error", None)
         if skipping:
             self.lines += 1
             self._skip("too_long")

@@ -24,6 +24,7 @@ from parsers.envelope import (
     COMPOSE_PREFIX,
     CRI_RECORD,
     ISO_PREFIX,
+    JOURNAL_ISO,
     JOURNAL_SHORT,
     LMCACHE_HEADER,
     LMCACHE_OLD_HEADER,
@@ -171,7 +172,8 @@ def lmcache_message(line: str, start: int, stamp: str | None, rank: int | None) 
         if word.startswith("[req_id="):
             result = lmcache.parse_request_tagged(line, start, stamp, rank)
             if result is None:
-                return (SuspiciousLine(stamp, "lmcache_store"),)
+                family = "lmcache_retrieve" if "] Retrieved " in line[start : start + 200] else "lmcache_store"
+                return (SuspiciousLine(stamp, family),)
             return result
         return NOTHING
     result = entry[0](line, start, stamp, rank)
@@ -363,9 +365,10 @@ def _json(line: str, depth: int, rank: int | None) -> Events:
     return _restamp(_parse(text, depth + 1, rank), record.stamp)
 
 
-_PREFIXES = (ISO_PREFIX, CRI_RECORD, JOURNAL_SHORT, COMPOSE_PREFIX)
+# Most specific first: a CRI record and a journal line also start with an ISO time.
+_PREFIXES = (CRI_RECORD, JOURNAL_ISO, ISO_PREFIX, JOURNAL_SHORT, COMPOSE_PREFIX)
 # Wrappers whose time is complete (year, offset, sub-seconds) and replaces the inner one.
-_STAMPING = (ISO_PREFIX, CRI_RECORD)
+_STAMPING = (CRI_RECORD, JOURNAL_ISO, ISO_PREFIX)
 
 
 def _unwrap(line: str, depth: int, rank: int | None) -> Events:

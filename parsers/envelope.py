@@ -16,8 +16,8 @@ import re
 
 # ESC [ params m, plus the residue tools leave when they drop or escape the ESC
 # byte: caret notation (``^[[32m``), a literal ``ESC[`` or ``\x1b[``/``\033[``,
-# and a bare ``[32;20m`` whose ESC was removed.
-_ANSI = re.compile(r"(?:\x1b|\^\[|ESC|\\x1b|\\033|\\e|\\u001b)?\[[0-9;]*m")
+# rsyslog's ``#033[``, and a bare ``[32;20m`` whose ESC was removed.
+_ANSI = re.compile(r"(?:\x1b|\^\[|ESC|#033|\\x1b|\\033|\\e|\\u001b)?\[[0-9;]*m")
 _ANSI_ESC_ONLY = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Every coloured span ends with a reset; its presence is the cheap trigger for
 # the residue forms.
@@ -42,12 +42,13 @@ def has_residue(line: str) -> bool:
 
 # ``(APIServer pid=8076) ``, ``(EngineCore_DP0 pid=9)``, ``(VllmWorker rank=4 engine_index=0 pid=31778)``,
 # ``(Worker_PP0_TP1 pid=7)``.  Ray actors that run vLLM workers print the same shape.
-PROCESS_TAG = re.compile(r"\(([A-Za-z][\w.:-]*(?: [\w.=:-]+)*) pid=(\d+)\) ?")
-# Names vLLM (and Ray running vLLM) give its processes; anything else, such as
-# SGLang's ``SGLangEngine``, is another server whose look-alike lines are ignored.
+PROCESS_TAG = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*) pid=(\d+)\) ?")
+# Names vLLM gives its processes, and Ray actors that run vLLM (``_AsyncLLMEngine``,
+# ``RayWorkerWrapper``); anything else, such as SGLang's ``SGLangEngine``, is
+# another server whose look-alike lines are ignored.
 _VLLM_PROCESS = re.compile(
-    r"(?:APIServer|ApiServer|EngineCore|VllmWorker|Worker|MainProcess|DPCoordinator|"
-    r"RayWorkerWrapper|RayWorkerProc|ray::RayWorkerWrapper|LLMEngine|MQLLMEngine|VLLM)"
+    r"(?:_?(?:Async)?LLMEngine|MQLLMEngine|LLMRayActor|APIServer|ApiServer|EngineCore|VllmWorker|Worker"
+    r"|RayWorker|MainProcess|DPCoordinator|ray::RayWorker)|.*[Vv][Ll][Ll][Mm]"
 )
 _RANK = re.compile(r"(?:TP|rank=)(\d+)")
 
@@ -93,6 +94,10 @@ UVICORN_HEADER = r"[A-Z]+(): +"
 ISO_PREFIX = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
 # containerd / CRI-O log files: ``<RFC3339Nano> stdout F <line>`` (``P`` = partial).
 CRI_RECORD = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) (?:stdout|stderr) ([FP]) ")
+# journalctl -o short-iso(-precise): ``2025-12-14T16:18:24+0800 host unit[123]: ``.
+JOURNAL_ISO = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)) [^\s\[]+ [^\s\[:]+(?:\[\d+\])?: "
+)
 # journalctl -o short(-precise): ``Dec 14 16:18:24 host unit[123]: `` -- month names in
 # any locale (``déc.``, ``Dez``, ``12月``), so any non-blank word.
 JOURNAL_SHORT = re.compile(r"\S{1,12} {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)? \S+ [^\s\[:]+(?:\[\d+\])?: ")

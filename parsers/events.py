@@ -102,7 +102,7 @@ class LmcacheLookupPending(Event):
 @dataclass(slots=True)
 class LmcacheStoreStart(Event):
     kind: ClassVar[str] = "lmcache_store_start"
-    request_id: str = ""
+    request_id: str | None = None
     tokens: int = 0
     total_tokens: int = 0
     skip_leading_tokens: int = 0

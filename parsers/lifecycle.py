@@ -120,15 +120,16 @@ def parse_max_concurrency(line: str, start: int, stamp: str | None) -> tuple[Eve
 
 
 def parse_blocks(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """``# GPU blocks: N, # CPU blocks: M`` (V0); the CPU backend prints ``# cpu blocks: N, # CPU blocks: 0``.
+
+    ``gpu_blocks`` is the engine's own pool, on the device the first label names; the
+    second count is V0's CPU swap space."""
     m = _BLOCKS.match(line, start)
     if m is None:
         return None
     device = m.group(1).upper()
-    first = int(m.group(2))
-    if device == "CPU" and m.group(3) is None:
-        return (KvCacheCapacity(stamp, cpu_blocks=first, device="CPU"),)
-    cpu = m.group(3)
-    return (KvCacheCapacity(stamp, gpu_blocks=first, cpu_blocks=int(cpu) if cpu else None, device=device),)
+    swap = m.group(3)
+    return (KvCacheCapacity(stamp, gpu_blocks=int(m.group(2)), cpu_blocks=int(swap) if swap else None, device=device),)
 
 
 def parse_engine_core(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:

@@ -225,7 +225,7 @@ def parse_storing(line: str, start: int, stamp: str | None, rank: int | None) ->
     m = _STORING.match(line, start)
     if m is None:
         return None if line.startswith("Storing KV cache", start) else ()
-    return (LmcacheStoreStart(stamp, m.group(4) or "", int(m.group(1)), int(m.group(2)), int(m.group(3)), rank),)
+    return (LmcacheStoreStart(stamp, m.group(4), int(m.group(1)), int(m.group(2)), int(m.group(3)), rank),)
 
 
 def parse_initialized(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:

@@ -66,6 +66,7 @@ class LineMatcher:
             return None
         groups = m.groups()
         entry = self._by_last.get(m.lastindex)
+        stamp = groups[0] or None  # "" for a header without a time (uvicorn)
         if entry is not None:
-            return (entry[2](groups[0], rank, groups[entry[0] : entry[1]]),)
-        return self._fallback(line, m.start(self._word), groups[0] or None, rank)
+            return (entry[2](stamp, rank, groups[entry[0] : entry[1]]),)
+        return self._fallback(line, m.start(self._word), stamp, rank)

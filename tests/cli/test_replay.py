@@ -1,0 +1,266 @@
+"""``kvwatch replay`` run as a real process on real files, stdin, gzip and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from tests.benchmarks.gen_log import generate
+from tests.conftest import SAMPLES
+
+ROOT = Path(__file__).parents[2]
+SCHEMA = json.loads((ROOT / "parsers" / "schema" / "events.schema.json").read_text())
+LMCACHE_LOG = SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6.log"
+
+
+def kvwatch(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd or ROOT,
+        timeout=300,
+        env={**os.environ, "TZ": "UTC"},
+    )
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        m = re.match(rf"^{name}(?:{{([^}}]*)}})? (\S+)$", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+            found = True
+    assert found, f"{name} {labels} not in output"
+    return total
+
+
+@pytest.fixture
+def lmcache_copy(tmp_path: Path) -> Path:
+    """The LMCache sample with a known modification time (the reference for year-less stamps)."""
+    path = tmp_path / "vllm.log"
+    shutil.copy(LMCACHE_LOG, path)
+    stamp = datetime(2026, 11, 26, tzinfo=UTC).timestamp()
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_summary_is_the_default(lmcache_copy: Path) -> None:
+    result = kvwatch("replay", str(lmcache_copy))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert "server vllm" in text
+    assert "5 lookups, 1,024 of 2,465 tokens hit (41.5%)" in text
+    assert "vLLM 0.32.0, LMCache 0.5.6-g3e11e108" in text
+    assert "prefix cache hit 62.3%" in text
+
+
+def test_prometheus_format(lmcache_copy: Path) -> None:
+    result = kvwatch("replay", "--format", "prometheus", str(lmcache_copy))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert metric(text, "kvwatch_lmcache_hit_tokens_total", server="vllm") == 1024
+    assert metric(text, "kvwatch_lmcache_lookup_tokens_total") == 2465
+    assert metric(text, "kvwatch_vllm_requests_added_total") == 5
+    assert metric(text, "kvwatch_http_responses_total", path="/v1/chat/completions", status="200") == 5
+    assert metric(text, "kvwatch_vllm_prefix_cache_hit_ratio", engine="0") == 0.623
+    assert metric(text, "kvwatch_lines_total") == 278
+    # The last stats line's log time: 11-25 05:41:15, year from the LMCache lines, UTC.
+    assert (
+        metric(text, "kvwatch_vllm_stats_last_seen_timestamp_seconds")
+        == datetime(2026, 11, 25, 5, 41, 15, tzinfo=UTC).timestamp()
+    )
+
+
+def test_events_format_follows_the_schema_with_true_line_numbers(lmcache_copy: Path) -> None:
+    result = kvwatch("replay", "--format", "events", "--timezone", "Asia/Taipei", str(lmcache_copy))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    raw = lmcache_copy.read_text(encoding="utf-8").split("\n")
+    for record in records:
+        jsonschema.validate(record, SCHEMA)
+        assert record["file"] == str(lmcache_copy)
+        if "request_id" in record:
+            assert record["request_id"] in raw[record["line"] - 1]
+    lookups = [r for r in records if r["kind"] == "lmcache_lookup"]
+    assert [r["hit_tokens"] for r in lookups] == [0, 256, 256, 256, 256]
+    assert lookups[0]["time"] == "2026-11-25T05:40:55.453+08:00"
+    first = records[0]
+    assert (first["kind"], first["time"], first["version"]) == (
+        "server_starting",
+        "2026-11-25T05:40:26+08:00",
+        "0.32.0",
+    )
+    assert all("prompt" not in r for r in records)
+
+
+def test_stdin_and_gzip_give_the_same_numbers(lmcache_copy: Path, tmp_path: Path) -> None:
+    packed = tmp_path / "vllm.log.1.gz"
+    packed.write_bytes(gzip.compress(lmcache_copy.read_bytes()))
+    plain = kvwatch("replay", "-f", "prometheus", str(lmcache_copy)).stdout.decode()
+    from_gzip = kvwatch("replay", "-f", "prometheus", str(packed)).stdout.decode()
+    from_stdin = kvwatch("replay", "-f", "prometheus", "-", stdin=lmcache_copy.read_bytes()).stdout.decode()
+    zipped_stdin = kvwatch("replay", "-f", "prometheus", "-", stdin=packed.read_bytes()).stdout.decode()
+    assert from_gzip == plain  # the file's server label is "vllm" in both
+    assert from_stdin.replace('server="stdin"', 'server="vllm"') == plain
+    assert zipped_stdin == from_stdin
+    events = kvwatch("replay", "-f", "events", "-", stdin=lmcache_copy.read_bytes()).stdout.decode()
+    assert json.loads(events.splitlines()[0])["file"] == "-"
+
+
+def test_several_files_one_server(tmp_path: Path) -> None:
+    result = kvwatch("replay", "-f", "prometheus", "--server", "gpu0", str(LMCACHE_LOG), str(LMCACHE_LOG))
+    assert metric(result.stdout.decode(), "kvwatch_lmcache_lookups_total", server="gpu0") == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("missing.log", "no such file"), (".", "is a directory")],
+)
+def test_unreadable_inputs_exit_2_with_one_line(tmp_path: Path, name: str, message: str) -> None:
+    result = kvwatch("replay", str(LMCACHE_LOG), name, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == b""
+    assert result.stderr.decode() == f"kvwatch: {name}: {message}\n"
+
+
+def test_permission_denied_exits_2(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.log"
+    shutil.copy(LMCACHE_LOG, secret)
+    secret.chmod(0)
+    if os.geteuid() != 0:
+        argv = [sys.executable, "-m", "agent", "replay", str(secret)]
+    elif shutil.which("setpriv"):
+        tmp_path.chmod(0o755)
+        argv = [
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "agent",
+            "replay",
+            str(secret),
+        ]
+    else:
+        pytest.skip("running as root without setpriv: cannot lose the right to read the file")
+    result = subprocess.run(argv, capture_output=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.decode() == f"kvwatch: {secret}: permission denied\n"
+
+
+def test_bad_timezone_exits_2() -> None:
+    result = kvwatch("replay", "--timezone", "Mars/Olympus", str(LMCACHE_LOG))
+    assert result.returncode == 2
+    assert b"Mars/Olympus" in result.stderr
+
+
+def test_junk_is_counted_and_skipped_never_raised(tmp_path: Path) -> None:
+    good = b"INFO 12-14 16:18:24 [async_llm.py:270] Added request chatcmpl-%d.\n"
+    path = tmp_path / "junk.log"
+    path.write_bytes(
+        good % 1
+        + bytes(range(256)).replace(b"\n", b"")
+        + b"\n"  # binary junk: invalid UTF-8
+        + b"INFO 12-14 16:18:24 [x.py:1] Added request bad\x00id.\n"  # NUL byte
+        + b"\xff\xfe\xfa invalid utf-8\n"
+        + b"A" * (10 * 1024 * 1024)
+        + b"\n"  # a 10 MB line
+        + b"a line\rwith a bare CR inside "
+        + good % 2  # one line: \r does not end it
+        + good % 3
+        + b"INFO 12-14 16:18:24 [async_llm.py:270] Added request cut-off-mid-wr"  # no newline at the end
+    )
+    result = kvwatch("replay", "-f", "prometheus", str(path))
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr
+    text = result.stdout.decode()
+    assert metric(text, "kvwatch_lines_total") == 8
+    assert metric(text, "kvwatch_vllm_requests_added_total") == 2  # 1 and 3; 2 is behind text on its line
+    assert metric(text, "kvwatch_lines_skipped_total", reason="invalid_utf8") == 2
+    assert metric(text, "kvwatch_lines_skipped_total", reason="nul") == 1
+    assert metric(text, "kvwatch_lines_skipped_total", reason="too_long") == 1
+    assert metric(text, "kvwatch_lines_skipped_total", reason="partial") == 1
+    events = [json.loads(x) for x in kvwatch("replay", "-f", "events", str(path)).stdout.decode().splitlines()]
+    assert [(e["line"], e["request_id"]) for e in events] == [(1, "chatcmpl-1"), (7, "chatcmpl-3")]
+
+
+def test_a_line_longer_than_the_limit_is_skipped_at_any_size(tmp_path: Path) -> None:
+    path = tmp_path / "long.log"
+    path.write_bytes(b"x" * 3000 + b"\nINFO 12-14 16:18:24 [async_llm.py:270] Added request r.\n")
+    text = kvwatch("replay", "-f", "prometheus", "--max-line-length", "1000", str(path)).stdout.decode()
+    assert metric(text, "kvwatch_lines_skipped_total", reason="too_long") == 1
+    assert metric(text, "kvwatch_vllm_requests_added_total") == 1
+
+
+def test_truncated_gzip_keeps_every_line_it_holds(tmp_path: Path) -> None:
+    packed = gzip.compress(LMCACHE_LOG.read_bytes())
+    cut = packed[: len(packed) // 2]
+    path = tmp_path / "cut.log.gz"
+    path.write_bytes(cut)
+    held = zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(cut)  # what the cut file still holds
+    result = kvwatch("replay", "-f", "prometheus", str(path))
+    assert result.returncode == 0
+    assert "read stopped early: gzip data cut short" in result.stderr.decode()
+    text = result.stdout.decode()
+    assert metric(text, "kvwatch_lines_total") == held.count(b"\n") + 1  # + the cut last line
+    assert metric(text, "kvwatch_lines_skipped_total", reason="partial") == 1
+
+
+def test_concatenated_gzip_members_are_all_read(tmp_path: Path) -> None:
+    path = tmp_path / "two.log.gz"
+    path.write_bytes(gzip.compress(LMCACHE_LOG.read_bytes()) * 2)
+    assert (
+        metric(kvwatch("replay", "-f", "prometheus", str(path)).stdout.decode(), "kvwatch_lmcache_lookups_total") == 10
+    )
+
+
+def test_parallel_slices_give_the_numbers_of_one_pass(tmp_path: Path) -> None:
+    log = tmp_path / "big.log"
+    generate(log, 150_000, style="current")
+    assert log.stat().st_size > 16 << 20  # large enough to be read in slices
+    one = kvwatch("replay", "-f", "prometheus", "--jobs", "1", str(log)).stdout.decode()
+    three = kvwatch("replay", "-f", "prometheus", "--jobs", "3", str(log)).stdout.decode()
+    a, b = (
+        dict(pair(line) for line in one.splitlines() if line[0] != "#"),
+        dict(pair(line) for line in three.splitlines() if line[0] != "#"),
+    )
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        assert b[key] == pytest.approx(value, rel=1e-12), key
+    truth = json.loads(Path(str(log) + ".truth.json").read_text())
+    assert a['kvwatch_lmcache_hit_tokens_total{server="big"}'] == truth["lmcache_hit_tokens"]
+
+
+def pair(line: str) -> tuple[str, float]:
+    name, value = line.rsplit(" ", 1)
+    return name, float(value)
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    proc = subprocess.Popen(
+        f"{sys.executable} -m agent replay -f events {LMCACHE_LOG} {LMCACHE_LOG} | head -n 1",
+        shell=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert len(out.splitlines()) == 1
+    assert b"Traceback" not in err and b"BrokenPipe" not in err

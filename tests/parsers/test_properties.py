@@ -1,0 +1,123 @@
+"""Property-based checks: no input raises, events always fit the schema, quoted text is never parsed."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.replay import event_record
+from parsers import Clock, LogStream, parse_line
+from parsers.events import Event
+from tests.conftest import line_cases
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "parsers" / "schema" / "events.schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+CLOCK = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
+REAL = [
+    c["line"]
+    for fam in ("vllm_stats", "lmcache", "requests", "lifecycle", "bench", "wrappers")
+    for c in line_cases(fam)
+]
+ALPHABET = st.characters(codec="utf-8", categories=None)
+NOISE = st.sampled_from(
+    [
+        "\x1b[0m",
+        "\x1b[32;20m",
+        "[0m",
+        "^[[",
+        "\r",
+        "\x00",
+        "{",
+        "}",
+        '"',
+        "'",
+        ": ",
+        ", ",
+        "] ",
+        "(",
+        ")",
+        " pid=",
+        "INFO ",
+        "INFO:     ",
+        "LMCache INFO: ",
+        "Engine 000: ",
+        "Reqid: ",
+        "Stored ",
+        "Retrieved ",
+        "%",
+        "\\",
+        "12-14 ",
+        "[2025-12-14 16:18:24,320] ",
+        "Throughput: ",
+        "Total tokens ",
+        "\t",
+        "…",
+        "é",
+        "\ud7ff",
+    ]
+)
+
+
+def check(events: tuple[Event, ...]) -> None:
+    assert isinstance(events, tuple)
+    for event in events:
+        assert isinstance(event, Event)
+        VALIDATOR.validate(event_record(event, "f", 1, CLOCK))
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=ALPHABET, max_size=300))
+def test_random_text_never_raises(text: str) -> None:
+    check(parse_line(text))
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(REAL),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 20), st.one_of(NOISE, st.text(max_size=5))), max_size=6),
+)
+def test_mutated_real_lines_never_raise(line: str, edits: list[tuple[int, int, str]]) -> None:
+    for position, length, insert in edits:
+        position %= len(line) + 1
+        line = line[:position] + insert + line[position + length :]
+    check(parse_line(line))
+    stream = LogStream()
+    check(stream.feed(line))
+    check(stream.close())
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(REAL), st.integers(0, 10_000))
+def test_truncated_real_lines_never_raise(line: str, cut: int) -> None:
+    check(parse_line(line[: cut % (len(line) + 1)]))
+
+
+@settings(max_examples=200)
+@given(st.sampled_from(REAL))
+def test_a_line_quoted_in_a_prompt_gives_only_the_request(line: str) -> None:
+    quoted = (
+        "INFO 12-14 16:18:24 [logger.py:43] Received request chatcmpl-q: prompt: "
+        + repr("see this: " + line)
+        + ", params: SamplingParams(n=1, max_tokens=8), prompt_token_ids: [5, 6], lora_request: None."
+    )
+    assert [(e.kind, e.request_id, e.max_tokens, e.prompt_tokens) for e in parse_line(quoted)] == [
+        ("request_received", "chatcmpl-q", 8, 2)
+    ]
+
+
+@settings(max_examples=100)
+@given(st.sampled_from(REAL))
+def test_parsing_is_pure(line: str) -> None:
+    assert parse_line(line) == parse_line(line)
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=200))
+def test_arbitrary_decoded_bytes_never_raise(data: bytes) -> None:
+    check(parse_line(data.decode("utf-8", errors="replace")))
+    check(parse_line(data.decode("latin-1")))

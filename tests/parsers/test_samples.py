@@ -1,0 +1,94 @@
+"""Whole real logs through the parser and stats, checked against independent counts of the raw text.
+
+The witnesses are plain substring counts and simple regexes over the file (the
+samples hold no echoed prompts), and for the LMCache run vLLM's own /metrics
+scraped at the end of that run.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agent.stats import ServerStats
+from parsers import Clock, LogStream
+from tests.conftest import SAMPLES
+
+LOGS = sorted(p.name for p in SAMPLES.glob("*.log"))
+
+
+def replay(path: Path) -> ServerStats:
+    stats = ServerStats(path.stem, Clock(UTC, datetime(2026, 11, 30, tzinfo=UTC)))
+    stream = LogStream()
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            for event in stream.feed(line.rstrip("\n")):
+                stats.observe(event)
+    return stats
+
+
+def native_metric(name: str) -> float:
+    text = (SAMPLES / "vllm-0.32.0-cpu-lmcache-native-metrics.txt").read_text()
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+@pytest.mark.parametrize("name", LOGS)
+def test_counts_match_the_raw_text(name: str) -> None:
+    text = (SAMPLES / name).read_text(encoding="utf-8")
+    stats = replay(SAMPLES / name)
+    assert stats.lookups == text.count("LMCache hit tokens:")
+    assert stats.hit_tokens == sum(int(n) for n in re.findall(r"LMCache hit tokens: (\d+)", text))
+    assert stats.lookup_tokens == sum(int(n) for n in re.findall(r"Total tokens (\d+)", text))
+    assert stats.stores == text.count("] Stored ")
+    assert stats.stored_tokens == sum(int(n) for n in re.findall(r"\] Stored (\d+) out of", text))
+    assert stats.retrieves == text.count("] Retrieved ")
+    assert stats.retrieved_tokens == sum(int(n) for n in re.findall(r"\] Retrieved (\d+) out of", text))
+    assert stats.added == text.count("] Added request ")
+    assert stats.received == text.count("] Received request ")
+    assert sum(stats.http.values()) == len(re.findall(r'^INFO: +\S+ - "', text, re.M))
+    assert sum(s.lines for s in stats.engines.values()) == text.count("Avg prompt throughput")
+    assert sum(stats.errors.values()) == 0
+    assert stats.suspicious == {}
+
+
+def test_lmcache_run_agrees_with_vllms_own_metrics() -> None:
+    stats = replay(SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6.log")
+    # Every request was looked up once: LMCache's total tokens are vLLM's prompt tokens.
+    assert stats.lookup_tokens == native_metric("vllm:prompt_tokens_total") == 2465
+    # vLLM counts as external hits exactly what LMCache said it would load.
+    assert stats.need_to_load_tokens == native_metric("vllm:external_prefix_cache_hits_total") == 0
+    assert stats.added == native_metric("vllm:request_success_total") == 5
+    assert (stats.version, stats.lmcache_info) == ("0.32.0", ("0.5.6-g3e11e108", "0.32.0"))
+    assert stats.hit_tokens == 4 * 256  # hits from the second identical request on
+    assert (stats.starts, stats.ready, stats.shutdowns) == (1, 0, 1)
+
+
+def test_degraded_lmcache_is_visible() -> None:
+    stats = replay(SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6-degraded.log")
+    assert stats.lmcache_degraded == 1
+    assert stats.lookup_timeouts == 5
+    assert stats.hit_tokens == 0
+
+
+def test_no_prefix_caching_run_loads_from_lmcache() -> None:
+    stats = replay(SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6-no-prefix-caching.log")
+    assert stats.need_to_load_tokens == stats.retrieved_tokens == 4 * 256
+    gauges = stats.engines["0"].gauges
+    assert gauges["external_prefix_cache_hit_rate"] == 0.415
+    assert "prefix_cache_hit_rate" not in gauges  # the part is absent when prefix caching is off
+
+
+def test_seed_benchmark_figures() -> None:
+    stats = replay(SAMPLES / "seed-rocm-mi325x.log")
+    bench = {
+        (kind, dict(labels).get("statistic"), dict(labels).get("tokens")): v
+        for (kind, labels), v in stats.bench.items()
+    }
+    assert bench[("requests_per_second", None, None)] == 34.14
+    assert bench[("tokens_per_second", None, "output")] == 8739.16
+    assert bench[("tokens", None, "prompt")] == 255648
+    assert bench[("latency_seconds", "p99", None)] == pytest.approx(1.5062954947334948)
+    assert stats.need_to_load_tokens == 0  # the seed's -240 is not a load

@@ -1,0 +1,81 @@
+"""Lines that Docker and containerd split into pieces are joined before parsing."""
+
+from __future__ import annotations
+
+import json
+
+from parsers import LogStream
+from tests.conftest import event_dict
+
+PROMPT = "x" * 40_000 + " max_tokens=5 Throughput: 9.00 requests/s, 1.00 tokens/s"
+LONG = (
+    "INFO 12-14 16:18:24 [logger.py:43] Received request chatcmpl-long: prompt: '" + PROMPT + "', params: "
+    "SamplingParams(n=1, max_tokens=77), prompt_token_ids: [1, 2, 3, 4], lora_request: None."
+)
+
+
+def docker_records(line: str, piece: int = 16384) -> list[str]:
+    """What Docker's json-file driver writes for one long line: 16 KiB pieces, the last with its newline."""
+    parts = [line[i : i + piece] for i in range(0, len(line), piece)]
+    parts[-1] += "\n"
+    return [json.dumps({"log": p, "stream": "stdout", "time": "2025-12-14T08:18:24.000000001Z"}) for p in parts]
+
+
+def feed_all(stream: LogStream, lines: list[str]) -> list[dict]:
+    events = []
+    for line in lines:
+        events.extend(stream.feed(line))
+    events.extend(stream.close())
+    return [event_dict(e) for e in events]
+
+
+def test_docker_pieces_are_joined_into_one_request() -> None:
+    records = docker_records(LONG)
+    assert len(records) == 3
+    assert feed_all(LogStream(), records) == [
+        {
+            "kind": "request_received",
+            "stamp": "2025-12-14T08:18:24.000000001Z",
+            "request_id": "chatcmpl-long",
+            "max_tokens": 77,
+            "prompt_tokens": 4,
+        }
+    ]
+
+
+def test_a_piece_alone_would_have_misread_the_prompt() -> None:
+    # Without joining, the second piece starts with prompt text; the stream never parses it alone.
+    records = docker_records(LONG)
+    stream = LogStream()
+    assert [stream.feed(r) for r in records[:-1]] == [(), ()]
+
+
+def test_cri_partial_records_are_joined() -> None:
+    head = "2025-12-14T08:18:24.1Z stdout P INFO 12-14 16:18:24 [async_llm.py:270] Added "
+    tail = "2025-12-14T08:18:24.2Z stdout F request chatcmpl-77."
+    assert feed_all(LogStream(), [head, tail]) == [
+        {"kind": "request_added", "stamp": "2025-12-14T08:18:24.1Z", "request_id": "chatcmpl-77"}
+    ]
+
+
+def test_a_split_line_that_never_ends_is_parsed_before_the_next_line() -> None:
+    first = json.dumps(
+        {"log": "INFO 12-14 16:18:24 [async_llm.py:270] Added request a.", "time": "2025-12-14T08:00:00Z"}
+    )
+    second = "INFO 12-14 16:18:25 [async_llm.py:270] Added request b."
+    assert [e["request_id"] for e in feed_all(LogStream(), [first, second])] == ["a", "b"]
+
+
+def test_an_oversized_split_line_is_dropped_and_counted_then_parsing_resumes() -> None:
+    stream = LogStream(max_joined=30_000)
+    after = "INFO 12-14 16:18:25 [async_llm.py:270] Added request after."
+    events = feed_all(stream, [*docker_records(LONG), after])
+    assert stream.dropped == 1
+    assert [e["request_id"] for e in events] == ["after"]
+
+
+def test_whole_json_records_pass_straight_through() -> None:
+    record = json.dumps(
+        {"log": "INFO 12-14 16:18:24 [async_llm.py:270] Added request c.\n", "time": "2025-12-14T08:00:00Z"}
+    )
+    assert [e["request_id"] for e in feed_all(LogStream(), [record, record])] == ["c", "c"]

@@ -1,0 +1,78 @@
+"""The Prometheus exposition: names, labels, Prometheus' own lint, and the README's metrics table."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from prometheus_client.exposition import generate_latest
+
+from agent.metrics import CATALOGUE, SPECS, registry_for
+from tests.sinks.test_stats import all_fixture_lines, feed, fresh
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def exposition() -> str:
+    stats = feed(fresh("demo"), all_fixture_lines())
+    stats.lines = 1000
+    stats.skipped = {"invalid_utf8": 1}
+    return generate_latest(registry_for(lambda: [stats])).decode()
+
+
+def families(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+
+
+def test_every_catalogued_metric_is_exported_with_its_type(exposition: str) -> None:
+    exported = families(exposition)
+    for spec in CATALOGUE:
+        assert exported.get(spec.name) == spec.type, spec.name
+
+
+def test_names_labels_and_values(exposition: str) -> None:
+    for line in exposition.splitlines():
+        if line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0]
+        assert name.startswith("kvwatch_"), line
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', line.split("}", 1)[0]))
+        assert labels.get("server") == "demo", line
+        base = re.sub(r"_(bucket|sum|count|total)$", "", name)
+        spec = SPECS.get(base) or SPECS.get(base + "_total") or SPECS.get(name)
+        assert spec is not None, line
+        assert set(labels) - {"le"} == set(spec.labels), line
+        # Request ids, prompts and paths outside the known routes never become labels.
+        assert not any(v.startswith(("chatcmpl-", "cmpl-")) for v in labels.values()), line
+
+
+def test_stats_series_carry_the_engine(exposition: str) -> None:
+    assert 'kvwatch_vllm_requests_waiting{engine="1",server="demo"} 7.0' in exposition
+    assert 'kvwatch_vllm_kv_cache_usage_ratio{engine="all",server="demo"} 0.612' in exposition
+
+
+def test_errors_are_always_present_for_alerting(exposition: str) -> None:
+    empty = generate_latest(registry_for(lambda: [fresh("idle")])).decode()
+    for error in ("oom", "engine_dead", "cuda_error", "kv_cache_too_small", "other"):
+        assert f'kvwatch_vllm_errors_total{{error="{error}",server="idle"}} 0.0' in empty
+
+
+def test_promtool_accepts_the_exposition(exposition: str, tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus; `make test` installs it)")
+    result = subprocess.run([promtool, "check", "metrics"], input=exposition, text=True, capture_output=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_metrics_table_matches_the_catalogue() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Metrics reference", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(kvwatch_[a-z_]+)` \| (\w+) \| ([^|]*) \|", section, re.M)
+    documented = {name: (kind, labels.strip()) for name, kind, labels in rows}
+    expected = {s.name: (s.type, ", ".join(f"`{label}`" for label in s.labels)) for s in CATALOGUE}
+    assert documented == expected

@@ -1,0 +1,158 @@
+"""What ServerStats counts from events, and that parts of a log merge into the same numbers."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime
+
+import pytest
+
+from agent.metrics import collect_families
+from agent.stats import ServerStats, route_of
+from parsers import Clock, LogStream, parse_line
+from parsers import events as ev
+from tests.conftest import SAMPLES, line_cases
+
+
+def feed(stats: ServerStats, lines: list[str]) -> ServerStats:
+    stream = LogStream()
+    for line in lines:
+        for event in stream.feed(line):
+            stats.observe(event)
+    for event in stream.close():
+        stats.observe(event)
+    return stats
+
+
+def fresh(name: str = "s") -> ServerStats:
+    return ServerStats(name, Clock(UTC, datetime(2026, 11, 30, tzinfo=UTC)))
+
+
+def test_lookup_semantics() -> None:
+    s = fresh()
+    s.observe(ev.LmcacheLookup(None, "a", 497, 256, -240))  # negative: vLLM already had more; nothing to load
+    s.observe(ev.LmcacheLookup(None, "b", 600, 576, 64, 512, 256))  # below min_retrieve: skipped
+    s.observe(ev.LmcacheLookup(None, "c", 493, 256, 256, 0))
+    s.observe(ev.LmcacheLookup(None, "d", 0, 0, 0))  # empty request: no ratio
+    s.observe(ev.LmcacheLookup(None, "e", 100, 0, 0))  # a miss
+    assert (s.lookups, s.lookup_tokens, s.hit_tokens) == (5, 1690, 1088)
+    assert s.need_to_load_tokens == 256
+    assert s.lookups_below_min_retrieve == 1
+    assert s.engine_computed_tokens == 512
+    assert s.hit_ratio.count == 4
+    assert s.hit_ratio.counts[0] == 1  # le="0": the miss
+
+
+def test_store_and_retrieve_sizes_use_lmcache_gb() -> None:
+    s = fresh()
+    s.observe(ev.LmcacheStore(None, "a", 256, 256, 0.5, 2.0, 0.25))
+    s.observe(ev.LmcacheRetrieve(None, "a", 128, 128, 256, 0.25, 4.0, 0.0625))
+    assert s.stored_bytes == 0.5 * 2**30 and s.retrieved_bytes == 0.25 * 2**30
+    assert s.store_duration.sum == pytest.approx(0.002) and s.retrieve_duration.sum == pytest.approx(0.004)
+
+
+def test_one_start_with_many_start_lines_counts_once() -> None:
+    s = fresh()
+    for kind in ("server_starting", "engine_starting", "server_starting", "server_ready", "server_ready"):
+        s.observe(ev.EVENT_KINDS[kind](None))
+    assert (s.starts, s.ready) == (1, 1)
+    for kind in ("server_shutdown", "server_shutdown", "server_starting", "lmcache_degraded", "server_ready"):
+        s.observe(ev.EVENT_KINDS[kind](None))
+    assert (s.starts, s.shutdowns, s.ready, s.lmcache_degraded) == (2, 1, 1, 1)
+    s.observe(ev.ServerStarting(None, "0.33.0"))
+    assert (s.starts, s.ready, s.lmcache_degraded, s.version) == (3, 0, 0, "0.33.0")
+
+
+def test_http_labels_stay_bounded() -> None:
+    assert route_of("/v1/chat/completions") == "/v1/chat/completions"
+    assert route_of("/v1/responses/resp_123") == "/v1/responses/{response_id}"
+    assert route_of("/wp-admin/setup.php") == "other"
+    s = fresh()
+    for method, path in (("GET", "/etc/passwd"), ("PROPFIND", "/"), ("POST", "/v1/completions")):
+        s.observe(ev.HttpAccess(None, "1.2.3.4:5", method, path, 404))
+    assert set(s.http) == {("GET", "other", "404"), ("OTHER", "other", "404"), ("POST", "/v1/completions", "404")}
+
+
+def test_v1_parts_printed_only_when_nonzero_read_as_zero() -> None:
+    s = fresh()
+    feed(s, [c["line"] for c in line_cases("vllm_stats") if "Engine 001" in c["line"]])
+    assert s.engines["1"].gauges["deferred"] == 2
+    feed(
+        s,
+        [
+            "INFO 11-20 09:15:10 [loggers.py:335] Engine 001: Avg prompt throughput: 1.0 tokens/s, Avg generation "
+            "throughput: 1.0 tokens/s, Running: 1 reqs, Waiting: 0 reqs, GPU KV cache usage: 1.0%"
+        ],
+    )
+    gauges = s.engines["1"].gauges
+    assert gauges["deferred"] == 0 and gauges["kv_fetch_in_progress"] == 0
+    assert gauges["prefix_cache_hit_rate"] == 0.4  # a hit rate keeps its last value
+    assert s.engines["1"].preemptions == 4 and s.engines["1"].lines == 2
+
+
+def test_engine_labels() -> None:
+    s = fresh()
+    feed(s, [c["line"] for c in line_cases("vllm_stats")])
+    assert set(s.engines) == {"0", "1", "all"}
+
+
+def all_fixture_lines() -> list[str]:
+    lines = []
+    for path in sorted(SAMPLES.glob("*.log")):
+        lines += path.read_text(encoding="utf-8").split("\n")
+    for family in ("vllm_stats", "lmcache", "requests", "lifecycle", "bench", "wrappers", "suspicious"):
+        lines += [c["line"] for c in line_cases(family)]
+    return lines
+
+
+def exposition(stats: ServerStats) -> dict:
+    samples = {}
+    for family in collect_families([stats]):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+@pytest.mark.parametrize(
+    ("corpus", "parts"),
+    [("mixed", 2), ("mixed", 3), ("mixed", 7), ("mixed", 50), ("one log", 2), ("one log", 9)],
+)
+def test_parts_merged_in_order_equal_one_pass(corpus: str, parts: int) -> None:
+    if corpus == "one log":
+        lines = (SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6.log").read_text(encoding="utf-8").split("\n")
+    else:
+        lines = all_fixture_lines()
+    whole = feed(fresh(), lines)
+    whole.lines = len(lines)
+    merged = fresh()
+    size = len(lines) // parts + 1
+    for i in range(0, len(lines), size):
+        part = feed(fresh(), lines[i : i + size])
+        part.lines = len(lines[i : i + size])
+        merged.merge(pickle.loads(pickle.dumps(part)))  # as it comes back from a worker process
+    a, b = exposition(whole), exposition(merged)
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if corpus == "mixed" and key[0].endswith("_timestamp_seconds"):
+            # The mixed corpus jumps between years; a part starts without the
+            # year context of the lines before it (see README: Timestamps).
+            continue
+        assert b[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_unparsed_lines_are_what_gave_no_event() -> None:
+    s = fresh()
+    lines = [
+        "noise",
+        "INFO 12-14 16:18:24 [async_llm.py:270] Added request a.",
+        "",
+        "INFO 12-14 16:18:24 [async_llm.py:270] Added request b and c",
+    ]  # the last is suspicious
+    for line in lines:
+        events = parse_line(line)
+        if events:
+            s.parsed_lines += 1
+        for event in events:
+            s.observe(event)
+    s.lines = len(lines)
+    assert s.unparsed_lines == 3 and s.suspicious == {"request_added": 1}

@@ -1,0 +1,88 @@
+"""The benchmark's own parts are right: its generator's truth, kvwatch and the mtail program agree.
+
+The timing runs are not part of the suite (see tests/benchmarks/); this checks,
+on a small log of each style, that the numbers the benchmark compares are exact.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks.gen_log import generate
+from tests.benchmarks.run_replay_bench import check
+
+HERE = Path(__file__).parent / "benchmarks"
+
+
+@pytest.fixture(scope="module", params=["classic", "current"])
+def generated(request, tmp_path_factory) -> tuple[Path, dict]:
+    log = tmp_path_factory.mktemp("bench") / f"{request.param}.log"
+    truth = generate(log, 30_000, seed=7, style=request.param)
+    return log, truth
+
+
+def test_generator_is_deterministic(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    assert generate(a, 5000, seed=3, style="current") == generate(b, 5000, seed=3, style="current")
+    assert a.read_bytes() == b.read_bytes()
+    assert len(a.read_bytes().splitlines()) == 5000
+
+
+def test_kvwatch_matches_the_ground_truth(generated: tuple[Path, dict]) -> None:
+    log, truth = generated
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "replay", "-f", "prometheus", str(log)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert check(result.stdout, truth, mtail=False) == []
+    assert truth["lmcache_lookups"] > truth["requests_added"] > 1000  # preempted requests are looked up twice
+    assert truth["substring_lines"] > truth["lmcache_lookups"]  # echoed prompts quote the lookup text
+
+
+def test_the_checker_catches_a_wrong_number(generated: tuple[Path, dict]) -> None:
+    log, truth = generated
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "replay", "-f", "prometheus", str(log)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wrong = result.stdout.replace("kvwatch_lmcache_hit_tokens_total{", "kvwatch_lmcache_hit_tokens_totalX{")
+    assert any("kvwatch_lmcache_hit_tokens_total" in p for p in check(wrong, truth, mtail=False))
+
+
+def test_mtail_program_matches_the_ground_truth(generated: tuple[Path, dict], tmp_path: Path) -> None:
+    if shutil.which("mtail") is None:
+        pytest.skip("mtail not installed (Debian package mtail; `make test` installs it)")
+    log, truth = generated
+    progs = tmp_path / "progs"
+    progs.mkdir()
+    shutil.copy(HERE / "kvwatch.mtail", progs)
+    result = subprocess.run(
+        [
+            "mtail",
+            "--one_shot",
+            "--one_shot_format=prometheus",
+            "--progs",
+            str(progs),
+            "--logs",
+            str(log),
+            "--logtostderr",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert check(result.stdout, truth, mtail=True) == []
