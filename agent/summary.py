@@ -90,10 +90,30 @@ def render(servers: Iterable[ServerStats]) -> str:
                 f"KV usage {_ratio(p.get('kv_cache_usage'))}"
             )
         out.append(f"  errors       {_counted(s.errors)}")
-        if s.bench:
-            parts = []
-            for (kind, labels), value in sorted(s.bench.items()):
-                label_text = ",".join(f"{k}={v}" for k, v in labels)
-                parts.append(f"{kind}{{{label_text}}}={value:g}")
-            out.append("  benchmarks   " + "; ".join(parts))
+        for line in _bench_lines(s.bench):
+            out.append("  " + line)
     return "\n".join(out) + "\n"
+
+
+_BENCH_UNITS = {
+    "requests_per_second": "req/s",
+    "tokens_per_second": "tok/s",
+    "tokens": "tokens",
+    "latency_seconds": "s",
+    "duration_seconds": "s",
+    "requests": "requests",
+}
+
+
+def _bench_lines(bench: dict) -> list[str]:
+    """One line per benchmark kind: ``bench latency  batch mean 1.475 s, batch p10 1.470 s, ...``."""
+    by_benchmark: dict[str, list[str]] = {}
+    for (kind, labels), value in sorted(bench.items()):
+        named = dict(labels)
+        benchmark = named.pop("benchmark", "")
+        qualifier = " ".join(named[k] for k in sorted(named))
+        text = f"{value:,.4g}" if kind == "latency_seconds" else f"{value:,.2f}".rstrip("0").rstrip(".")
+        by_benchmark.setdefault(benchmark, []).append(
+            f"{qualifier + ' ' if qualifier else ''}{text} {_BENCH_UNITS[kind]}"
+        )
+    return [f"bench {name:<7} " + ", ".join(parts) for name, parts in by_benchmark.items()]
