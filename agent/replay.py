@@ -55,7 +55,6 @@ class Replay:
     timezone: tzinfo
     max_line: int = DEFAULT_MAX_LINE
     servers: dict[str, ServerStats] = field(default_factory=dict)
-    results: list[InputResult] = field(default_factory=list)
 
     def stats_for(self, server: str) -> ServerStats:
         stats = self.servers.get(server)
@@ -79,14 +78,10 @@ class Replay:
             parts = slices_of(source, jobs)
             if len(parts) > 1:
                 lines, error = self._run_parallel(source, server, parts, track_time)
-                result = InputResult(source.name, server, lines, error)
-                self.results.append(result)
-                return result
+                return InputResult(source.name, server, lines, error)
         stats.clock = Clock(self.timezone, source.modified)
         lines, error = read_into(stats, source.stream, self.max_line, on_event=on_event, track_time=track_time)
-        result = InputResult(source.name, server, lines, error)
-        self.results.append(result)
-        return result
+        return InputResult(source.name, server, lines, error)
 
     def _run_parallel(
         self, source: Input, server: str, parts: list[tuple[int, int]], track_time: bool

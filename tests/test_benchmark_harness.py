@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.benchmarks.gen_log import generate
-from tests.benchmarks.run_replay_bench import check
+from tests.benchmarks.run_replay_bench import check, mtail_command
 
 HERE = Path(__file__).parent / "benchmarks"
 
@@ -24,6 +24,12 @@ def generated(request, tmp_path_factory) -> tuple[Path, dict]:
     log = tmp_path_factory.mktemp("bench") / f"{request.param}.log"
     truth = generate(log, 30_000, seed=7, style=request.param)
     return log, truth
+
+
+@pytest.fixture(scope="module")
+def replayed(generated: tuple[Path, dict]) -> str:
+    command = [sys.executable, "-m", "agent", "replay", "-f", "prometheus", str(generated[0])]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
@@ -65,24 +71,6 @@ def test_mtail_program_matches_the_ground_truth(generated: tuple[Path, dict], tm
     progs = tmp_path / "progs"
     progs.mkdir()
     shutil.copy(HERE / "kvwatch.mtail", progs)
-    result = subprocess.run(
-        [
-            "mtail",
-            "--one_shot",
-            "--one_shot_format=prometheus",
-            "--progs",
-            str(progs),
-            "--logs",
-            str(log),
-            "--logtostderr",
-            "--address",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = subprocess.run(mtail_command(log, progs), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert check(result.stdout, truth, mtail=True) == []

@@ -131,24 +131,19 @@ def timed(argv: list[str], out: Path) -> tuple[float, float, int]:
     return wall, float(user) + float(system), int(rss)
 
 
+def mtail_command(log: Path, progs: Path) -> list[str]:
+    # --port 0 / --address: even one-shot mtail starts its HTTP server (default [::]:3903).
+    return [
+        "mtail", "--one_shot", "--one_shot_format=prometheus", "--progs", str(progs), "--logs", str(log),
+        "--logtostderr", "--address", "127.0.0.1", "--port", "0",
+    ]  # fmt: skip
+
+
 def commands(log: Path, mtail_progs: Path) -> dict[str, list[str]]:
     kvwatch = str(Path(sys.executable).with_name("kvwatch"))
     return {
         "kvwatch replay": [kvwatch, "replay", "--format", "prometheus", str(log)],
-        "mtail --one_shot": [
-            "mtail",
-            "--one_shot",
-            "--one_shot_format=prometheus",
-            "--progs",
-            str(mtail_progs),
-            "--logs",
-            str(log),
-            "--logtostderr",
-            "--address",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
+        "mtail --one_shot": mtail_command(log, mtail_progs),
         "wc -l": ["wc", "-l", str(log)],
         "python regex loop": [sys.executable, str(HERE / "baselines" / "regex_loop.py"), str(log)],
     }
