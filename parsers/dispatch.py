@@ -69,10 +69,6 @@ def _engine(line: str, start: int, stamp: str | None) -> Events | None:
     return vllm_stats.parse_engine_prefixed(line, start, stamp)
 
 
-def _throughput(line: str, start: int, stamp: str | None) -> Events | None:
-    return vllm_stats.parse_stats(line, start, stamp)
-
-
 def _prefix(line: str, start: int, stamp: str | None) -> Events | None:
     if line.startswith("Prefix cache hit rate: GPU:", start):
         return vllm_stats.parse_v0_prefix_rates(line, start, stamp)
@@ -91,17 +87,13 @@ def _spec_v0(line: str, start: int, stamp: str | None) -> Events | None:
     return NOTHING
 
 
-def _kv_size(line: str, start: int, stamp: str | None) -> Events | None:
-    return lifecycle.parse_kv_size(line, start, stamp)
-
-
 VllmHandler = Callable[[str, int, "str | None"], "Events | None"]
 
 # First word of a vLLM message -> (parser, family named when it fails).
 _VLLM_FAMILIES: dict[str, tuple[VllmHandler, str]] = {
     "Engine": (_engine, "engine_stats"),
     "Avg": (_avg, "engine_stats"),
-    "Throughput:": (_throughput, "engine_stats"),
+    "Throughput:": (_stats, "engine_stats"),
     "Running:": (_stats, "engine_stats"),
     "RUNNING:": (_stats, "engine_stats"),
     "Prefix": (_prefix, "engine_stats"),
@@ -128,7 +120,7 @@ _VLLM_FAMILIES: dict[str, tuple[VllmHandler, str]] = {
 }
 # ``<DEV> KV cache size: N tokens``: the device label is the first word.
 for _device in ("GPU", "CPU", "XPU", "NPU", "HPU", "TPU", "MPS", "CUDA", "ROCM"):
-    _VLLM_FAMILIES[_device] = (_kv_size, "kv_cache_capacity")
+    _VLLM_FAMILIES[_device] = (lifecycle.parse_kv_size, "kv_cache_capacity")
 
 
 def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = None) -> Events:
@@ -238,12 +230,12 @@ def _restamp(events: Events, stamp: str | None) -> Events:
 
 def parse_line(line: str) -> Events:
     """Every event one physical log line holds (usually none or one)."""
-    return _parse(line, 0, None)
+    return parse_nested(line, 0, None)
 
 
 def parse_wrapped(text: str, stamp: str | None) -> Events:
     """The events of a line taken out of a wrapper that gave it ``stamp``."""
-    return _restamp(_parse(text, 1, None), stamp)
+    return _restamp(parse_nested(text, 1, None), stamp)
 
 
 # One regex per header type: the header, then the commonest messages, else the first word.
@@ -270,7 +262,8 @@ def _tag(tag: str) -> tuple[bool | None, int | None]:
     return known
 
 
-def _parse(line: str, depth: int, rank: int | None) -> Events:
+def parse_nested(line: str, depth: int, rank: int | None) -> Events:
+    """``parse_line`` for a line found ``depth`` wrappers deep, behind a process tag of ``rank``."""
     if not line:
         return NOTHING
     if line[-1] == "\r":
@@ -332,7 +325,7 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
     if depth < _MAX_DEPTH and _has_residue(line):
         cleaned = strip_ansi(line)
         if cleaned != line:
-            return _parse(cleaned, depth + 1, rank)
+            return parse_nested(cleaned, depth + 1, rank)
     if line[0] != "[":
         result = bare_line(line, 0)
         if result:
@@ -362,7 +355,7 @@ def _json(line: str, depth: int, rank: int | None) -> Events:
         if "\x1b" in text:
             text = strip_ansi(text)
         return _by_logger(record.logger, text, 0, record.stamp, rank)
-    return _restamp(_parse(text, depth + 1, rank), record.stamp)
+    return _restamp(parse_nested(text, depth + 1, rank), record.stamp)
 
 
 # Most specific first: a CRI record and a journal line also start with an ISO time.
@@ -376,7 +369,7 @@ def _unwrap(line: str, depth: int, rank: int | None) -> Events:
     for pattern in _PREFIXES:
         m = pattern.match(line)
         if m is not None:
-            events = _parse(line[m.end() :], depth + 1, rank)
+            events = parse_nested(line[m.end() :], depth + 1, rank)
             if pattern in _STAMPING:
                 return _restamp(events, m.group(1))
             return events

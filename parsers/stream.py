@@ -10,7 +10,7 @@ parsing.  It holds no I/O; one instance per source.
 
 from __future__ import annotations
 
-from parsers.dispatch import Events, _parse, parse_line, parse_wrapped
+from parsers.dispatch import Events, parse_line, parse_nested, parse_wrapped
 from parsers.envelope import CRI_RECORD, unwrap_json
 
 # A joined line longer than this is dropped (and counted by the caller through
@@ -35,7 +35,7 @@ class LogStream:
         """The events of one physical line (none while a split line is still incomplete)."""
         first = line[:1]
         if first not in _MAYBE_SPLIT and not self._pieces and not self._skipping:
-            return _parse(line, 0, None)
+            return parse_nested(line, 0, None)
         if first == "{" and '"log"' in line:
             record = unwrap_json(line)
             if record is not None and record.logger is None and (record.partial or self._pieces or self._skipping):
