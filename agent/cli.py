@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    # Imported here so that --help and --version do not load prometheus_client and the parsers.
     from agent import metrics, summary
     from agent.replay import Replay, event_writer, server_name_for
     from agent.timezones import resolve_timezone

@@ -133,14 +133,14 @@ class LineReader:
     def batches(self) -> Iterator[list[str | None]]:
         """Lists of consecutive lines (without their ``\\n``), in order."""
         read = self._stream.read
-        limit = self.max_line
+        max_line = self.max_line
         rest = b""
         skipping = False  # inside a line longer than the limit
         while True:
             size = BLOCK if self._left is None else min(BLOCK, self._left)
             try:
                 chunk = read(size) if size else b""
-            except (OSError, EOFError) as exc:  # e.g. a truncated gzip member
+            except (OSError, EOFError) as exc:  # a failing disk or network filesystem
                 self.error = str(exc) or exc.__class__.__name__
                 break
             if not chunk:
@@ -165,7 +165,7 @@ class LineReader:
                 batch = self._decode(data[:end])
                 self.lines += len(batch)
                 yield batch
-            if len(rest) > limit:
+            if len(rest) > max_line:
                 skipping = True
                 rest = b""
         self.error = self.error or getattr(self._stream, "error", None)

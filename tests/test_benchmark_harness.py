@@ -39,28 +39,16 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     assert len(a.read_bytes().splitlines()) == 5000
 
 
-def test_kvwatch_matches_the_ground_truth(generated: tuple[Path, dict]) -> None:
-    log, truth = generated
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "replay", "-f", "prometheus", str(log)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert check(result.stdout, truth, mtail=False) == []
+def test_kvwatch_matches_the_ground_truth(generated: tuple[Path, dict], replayed: str) -> None:
+    truth = generated[1]
+    assert check(replayed, truth, mtail=False) == []
     assert truth["lmcache_lookups"] > truth["requests_added"] > 1000  # preempted requests are looked up twice
     assert truth["substring_lines"] > truth["lmcache_lookups"]  # echoed prompts quote the lookup text
 
 
-def test_the_checker_catches_a_wrong_number(generated: tuple[Path, dict]) -> None:
-    log, truth = generated
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "replay", "-f", "prometheus", str(log)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    wrong = result.stdout.replace("kvwatch_lmcache_hit_tokens_total{", "kvwatch_lmcache_hit_tokens_totalX{")
+def test_the_checker_catches_a_wrong_number(generated: tuple[Path, dict], replayed: str) -> None:
+    truth = generated[1]
+    wrong = replayed.replace("kvwatch_lmcache_hit_tokens_total{", "kvwatch_lmcache_hit_tokens_totalX{")
     assert any("kvwatch_lmcache_hit_tokens_total" in p for p in check(wrong, truth, mtail=False))
 
 

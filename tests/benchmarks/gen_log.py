@@ -111,6 +111,10 @@ class Simulation:
             return f"{COLOURS[level]}{stamp} LMCache {level}:\x1b[0m {message} \x1b[3m({where})\x1b[0m"
         return f"{stamp} LMCache {level}: {message} ({where})"
 
+    def tagged(self, request: dict, message: str) -> str:
+        """LMCache >= 0.3.15 tags store and retrieve lines with the request id."""
+        return f"[req_id={request['id']}] {message}" if self.style == "current" else message
+
     def emit(self, line: str, counts: str | None = None) -> bool:
         if self.count >= self.limit:
             return False
@@ -200,9 +204,7 @@ class Simulation:
                 f"Retrieved {got} out of {got} required tokens (from {request['total']} total tokens). "
                 f"size: {size:.4f} gb, cost {size * 40:.4f} ms, throughput: {25.0:.4f} GB/s;"
             )
-            if self.style == "current":
-                message = f"[req_id={request['id']}] {message}"
-            if self.emit(self.lmcache("INFO", message, ENGINE), "lmcache_retrieves"):
+            if self.emit(self.lmcache("INFO", self.tagged(request, message), ENGINE), "lmcache_retrieves"):
                 truth["lmcache_retrieved_tokens"] += got
         elif step == 3:
             store = request["total"] - request["hit"]
@@ -226,9 +228,7 @@ class Simulation:
                     f"cost {size * 60:.4f} ms, throughput: {16.6667:.4f} GB/s; "
                     f"offload_time: {size * 50:.4f} ms, put_time: {size * 10:.4f} ms"
                 )
-                if self.style == "current":
-                    message = f"[req_id={request['id']}] {message}"
-                if self.emit(self.lmcache("INFO", message, ENGINE), "lmcache_stores"):
+                if self.emit(self.lmcache("INFO", self.tagged(request, message), ENGINE), "lmcache_stores"):
                     truth["lmcache_stored_tokens"] += store
         else:
             self.window["generated"] += request["generate"]
