@@ -83,7 +83,74 @@ def build_parser() -> argparse.ArgumentParser:
         "summary formats (default: the CPUs available, at most 8)",
     )
     replay.set_defaults(handler=_replay)
+
+    from agent.config import DEFAULT_PATH
+
+    run = commands.add_parser(
+        "run",
+        help="supervise the configured servers, follow logs, serve /metrics",
+        description="Run the agent: start (or adopt) every [[server]], follow every [[follow]], serve /metrics. "
+        "SIGTERM/SIGINT stop the servers and exit; SIGHUP reloads the configuration; SIGUSR2 exits "
+        "leaving the servers running for the next kvwatch to adopt.",
+    )
+    run.add_argument("--config", "-c", default=DEFAULT_PATH, metavar="FILE", help=f"default {DEFAULT_PATH}")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser(
+        "check",
+        help="validate a configuration and show what each server will be started with",
+        description="Validate the configuration; print it resolved, with each server's exact command line and "
+        "environment (secrets named, never shown).  Exit 2 on any problem.",
+    )
+    check.add_argument("--config", "-c", default=DEFAULT_PATH, metavar="FILE", help=f"default {DEFAULT_PATH}")
+    check.set_defaults(handler=_check)
     return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from agent import config
+
+    try:
+        loaded = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"kvwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(config.render(loaded))
+    return EXIT_OK
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+
+    # Under systemd the journal adds time and unit; elsewhere the time helps.
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if os.environ.get("JOURNAL_STREAM")
+        else ("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent import config
+    from agent.daemon import Daemon
+
+    try:
+        loaded = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"kvwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _setup_logging(loaded.agent.log_level)
+    try:
+        daemon = Daemon(loaded)
+    except config.ConfigError as exc:
+        print(f"kvwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        where = f"{loaded.metrics.address or '*'}:{loaded.metrics.port}"
+        print(f"kvwatch: cannot serve metrics on {where} or use {loaded.agent.state_dir}: {exc}", file=sys.stderr)
+        return 1
+    return daemon.run()
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -255,7 +255,73 @@ CATALOGUE: tuple[Spec, ...] = (
         "Lines not parsed: invalid_utf8, nul, too_long, partial (an unterminated last line), split_too_long.",
     ),
 )
-SPECS: dict[str, Spec] = {spec.name: spec for spec in CATALOGUE}
+
+# Series only the running agent has (supervision, tailing, the host): not in replay.
+AGENT_CATALOGUE: tuple[Spec, ...] = (
+    _s("kvwatch_build_info", "gauge", "version python_version", "Always 1; kvwatch's version."),
+    _s(
+        "kvwatch_server_info",
+        "gauge",
+        "server vllm_version lmcache_version model",
+        "Always 1; versions from the log or the server's installed packages, and the model.",
+    ),
+    _s("kvwatch_server_up", "gauge", _SERVER, "1 while the supervised server's process runs."),
+    _s(
+        "kvwatch_server_state",
+        "gauge",
+        "server state",
+        "1 for the supervised server's current state: starting, running, unhealthy, stalled, backoff, "
+        "crash_loop, stopping, stopped, exited.",
+    ),
+    _s("kvwatch_server_restarts_total", "counter", _SERVER, "Times kvwatch started the server again."),
+    _s("kvwatch_server_last_exit_code", "gauge", _SERVER, "Exit code of the server's last exit (not by a signal)."),
+    _s("kvwatch_server_last_exit_signal", "gauge", _SERVER, "Signal that ended the server's last run."),
+    _s("kvwatch_server_uptime_seconds", "gauge", _SERVER, "Seconds since the running server process started."),
+    _s("kvwatch_server_health_up", "gauge", _SERVER, "1 when the last health probe got a 2xx answer."),
+    _s(
+        "kvwatch_server_health_probe_duration_seconds",
+        "gauge",
+        _SERVER,
+        "Duration of the last health probe.",
+    ),
+    _s(
+        "kvwatch_server_progress_age_seconds",
+        "gauge",
+        _SERVER,
+        "Seconds since the log last showed inference moving (throughput, a request, an access line).",
+    ),
+    _s(
+        "kvwatch_server_log_rotations_total",
+        "counter",
+        _SERVER,
+        "Rotations of the server's raw log done by kvwatch.",
+    ),
+    _s("kvwatch_gpus", "gauge", "vendor", "GPUs the host exposes, by vendor (vendor=none: 0 when none is seen)."),
+    _s("kvwatch_gpus_expected", "gauge", "", "GPUs the host should expose (agent.expected_gpus)."),
+    _s("kvwatch_tail_offset_bytes", "gauge", "server path", "Bytes of the followed file read so far."),
+    _s("kvwatch_tail_size_bytes", "gauge", "server path", "Size of the followed file."),
+    _s(
+        "kvwatch_tail_rotations_total",
+        "counter",
+        "server path",
+        "Times the path began naming another file (rename, delete, symlink switch).",
+    ),
+    _s("kvwatch_tail_truncations_total", "counter", "server path", "Times the followed file was truncated."),
+    _s(
+        "kvwatch_tail_lag_seconds",
+        "gauge",
+        "server path",
+        "Time from the file's last modification to kvwatch reading it, at the last read.",
+    ),
+    _s(
+        "kvwatch_tail_read_error",
+        "gauge",
+        "server path reason",
+        "1 while a followed file cannot be read (permission_denied, read_error); retried.",
+    ),
+    _s("kvwatch_journal_up", "gauge", _SERVER, "1 while journalctl follows the unit's journal."),
+)
+SPECS: dict[str, Spec] = {spec.name: spec for spec in CATALOGUE + AGENT_CATALOGUE}
 
 _FAMILY_TYPES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 

@@ -116,67 +116,71 @@ def open_input(name: str) -> Input:
     return Input(name, raw, modified, raw.close, name if plain else None)
 
 
-class LineReader:
-    """Splits a byte stream into lines; ``None`` stands for a skipped line."""
+class LineSplitter:
+    """Turns byte chunks into decoded lines, keeping an unfinished last line for the next chunk.
 
-    def __init__(self, stream: BinaryIO, max_line: int = DEFAULT_MAX_LINE, limit: int | None = None) -> None:
-        self._stream = stream
+    ``None`` stands for a skipped line (counted in ``skipped`` by reason).  The
+    replay reader and the live tailer share it, so both skip the same lines.
+    """
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
         self.max_line = max_line
-        self._left = limit  # bytes still to read, for a slice of a file
         self.lines = 0
         self.skipped: dict[str, int] = {}
-        self.error: str | None = None
+        self.rest = b""
+        self._skipping = False  # inside a line longer than the limit
 
     def _skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
-    def batches(self) -> Iterator[list[str | None]]:
-        """Lists of consecutive lines (without their ``\\n``), in order."""
-        read = self._stream.read
-        max_line = self.max_line
-        rest = b""
-        skipping = False  # inside a line longer than the limit
-        while True:
-            size = BLOCK if self._left is None else min(BLOCK, self._left)
-            try:
-                chunk = read(size) if size else b""
-            except (OSError, EOFError) as exc:  # a failing disk or network filesystem
-                self.error = str(exc) or exc.__class__.__name__
-                break
-            if not chunk:
-                break
-            if self._left is not None:
-                self._left -= len(chunk)
-            if skipping:
-                newline = chunk.find(b"\n")
-                if newline == -1:
-                    continue
-                skipping = False
-                self.lines += 1
-                self._skip("too_long")
-                yield [None]
-                chunk = chunk[newline + 1 :]
-            data = rest + chunk if rest else chunk
-            end = data.rfind(b"\n")
-            if end == -1:
-                rest = data
-            else:
-                rest = data[end + 1 :]
-                batch = self._decode(data[:end])
-                self.lines += len(batch)
-                yield batch
-            if len(rest) > max_line:
-                skipping = True
-                rest = b""
-        self.error = self.error or getattr(self._stream, "error", None)
-        if skipping:
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished line held back."""
+        return len(self.rest)
+
+    def feed(self, chunk: bytes) -> list[str | None]:
+        """The complete lines ``chunk`` finishes, in order (without their ``\\n``)."""
+        out: list[str | None] = []
+        if self._skipping:
+            newline = chunk.find(b"\n")
+            if newline == -1:
+                return out
+            self._skipping = False
             self.lines += 1
             self._skip("too_long")
-            yield [None]
-        elif rest:
-            # A last line without its newline: possibly cut mid-write.
+            out.append(None)
+            chunk = chunk[newline + 1 :]
+        rest = self.rest
+        data = rest + chunk if rest else chunk
+        end = data.rfind(b"\n")
+        if end == -1:
+            self.rest = data
+        else:
+            self.rest = data[end + 1 :]
+            batch = self._decode(data[:end])
+            self.lines += len(batch)
+            if out:
+                out.extend(batch)
+            else:
+                out = batch
+        if len(self.rest) > self.max_line:
+            self._skipping = True
+            self.rest = b""
+        return out
+
+    def finish(self) -> list[str | None]:
+        """End of input: a line cut off mid-write is counted and skipped, never guessed at."""
+        out: list[str | None] = []
+        if self._skipping:
+            self._skipping = False
+            self.lines += 1
+            self._skip("too_long")
+            out.append(None)
+        elif self.rest:
             self.lines += 1
             self._skip("partial")
+        self.rest = b""
+        return out
 
     def _decode(self, block: bytes) -> list[str | None]:
         try:
@@ -204,3 +208,44 @@ class LineReader:
             self._skip("too_long")
             return None
         return line
+
+
+class LineReader:
+    """Splits a whole byte stream into lines; ``None`` stands for a skipped line."""
+
+    def __init__(self, stream: BinaryIO, max_line: int = DEFAULT_MAX_LINE, limit: int | None = None) -> None:
+        self._stream = stream
+        self._splitter = LineSplitter(max_line)
+        self._left = limit  # bytes still to read, for a slice of a file
+        self.error: str | None = None
+
+    @property
+    def lines(self) -> int:
+        return self._splitter.lines
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        return self._splitter.skipped
+
+    def batches(self) -> Iterator[list[str | None]]:
+        """Lists of consecutive lines (without their ``\\n``), in order."""
+        read = self._stream.read
+        feed = self._splitter.feed
+        while True:
+            size = BLOCK if self._left is None else min(BLOCK, self._left)
+            try:
+                chunk = read(size) if size else b""
+            except (OSError, EOFError) as exc:  # a failing disk or network filesystem
+                self.error = str(exc) or exc.__class__.__name__
+                break
+            if not chunk:
+                break
+            if self._left is not None:
+                self._left -= len(chunk)
+            batch = feed(chunk)
+            if batch:
+                yield batch
+        self.error = self.error or getattr(self._stream, "error", None)
+        last = self._splitter.finish()
+        if last:
+            yield last

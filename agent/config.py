@@ -1,0 +1,717 @@
+"""``kvwatch.toml``: read, validate and resolve the agent's configuration.
+
+Every table and key is declared here with its type and default; anything
+else is an error that names the file, the key and the reason -- a misspelt
+key silently ignored is how a monitoring agent ends up watching nothing.
+Relative paths are taken from the configuration file's directory, so a
+config can travel with the files it names.
+
+Secrets (the vLLM API key, environment variables such as ``HF_TOKEN``,
+basic-auth passwords) are never written in the file itself: they name an
+environment variable or a file (systemd's ``LoadCredential=`` puts them under
+``$CREDENTIALS_DIRECTORY``) and are read only when a server starts or a
+request is checked; ``kvwatch check`` shows where they come from, never what
+they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.timezones import resolve_timezone
+
+DEFAULT_PATH = "/etc/kvwatch/kvwatch.toml"
+# The Prometheus default-port registry's exporter range (9100-9999) is full;
+# kvwatch takes a port above it that no registered exporter uses.
+DEFAULT_PORT = 10067
+DEFAULT_STATE_DIR = "/var/lib/kvwatch"
+DEFAULT_LOG_DIR = "/var/log/kvwatch"
+VLLM_ENTRYPOINT = "vllm.entrypoints.openai.api_server"
+RESTART_POLICIES = ("on-failure", "always", "never")
+START_POSITIONS = ("end", "beginning")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variables systemd hands to kvwatch itself; a child that inherited them
+# could ping kvwatch's watchdog or claim its sockets.
+PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+class ConfigError(Exception):
+    """A configuration problem: ``file: key: reason``."""
+
+    def __init__(self, path: str, key: str, reason: str) -> None:
+        self.path, self.key, self.reason = path, key, reason
+        super().__init__(f"{path}: {key}: {reason}" if key else f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Where a secret value comes from: ``env`` (a variable of kvwatch's environment) or ``file``."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    def describe(self) -> str:
+        return f"<secret from ${self.env}>" if self.env else f"<secret from file {self.file}>"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def read(self) -> str:
+        """The value; raises ``OSError``/``KeyError`` with a message that names the source, not the value."""
+        if self.env:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise KeyError(f"environment variable {self.env} is not set")
+            return value
+        assert self.file is not None
+        return self.file.read_text(encoding="utf-8").strip("\r\n")
+
+
+@dataclass(frozen=True)
+class LmcacheConfig:
+    enabled: bool = False
+    connector: str = "LMCacheConnectorV1"
+    role: str = "kv_both"
+    config_file: Path | None = None
+    settings: Mapping[str, str] = field(default_factory=dict)  # LMCACHE_<KEY> environment
+
+    def environment(self) -> dict[str, str]:
+        if not self.enabled:
+            return {}
+        env = {f"LMCACHE_{key.upper()}": value for key, value in self.settings.items()}
+        if self.config_file is not None:
+            env["LMCACHE_CONFIG_FILE"] = str(self.config_file)
+        return env
+
+    def transfer_config(self) -> str:
+        return json.dumps({"kv_connector": self.connector, "kv_role": self.role}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One vLLM (+ LMCache) server kvwatch starts and watches."""
+
+    name: str
+    command: tuple[str, ...] | None = None
+    python: str = "python3"
+    model: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tensor_parallel_size: int = 1
+    args: tuple[str, ...] = ()
+    api_key: Secret | None = None
+    lmcache: LmcacheConfig = field(default_factory=LmcacheConfig)
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, Secret] = field(default_factory=dict)
+    working_dir: Path | None = None
+    log_file: Path = Path(DEFAULT_LOG_DIR) / "server.log"
+    log_max_bytes: int = 100 << 20
+    log_backups: int = 5
+    timezone: str | None = None
+    restart: str = "on-failure"
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    crash_loop_starts: int = 5
+    crash_loop_window: float = 600.0
+    stop_timeout: float = 60.0
+    health_url: str | None = None
+    health_interval: float = 10.0
+    health_timeout: float = 5.0
+    stall_after: float = 300.0
+    stall_restart: bool = False
+
+    def argv(self) -> list[str]:
+        """The exact command line the server is started with."""
+        if self.command is not None:
+            return list(self.command)
+        argv = [self.python, "-m", VLLM_ENTRYPOINT, "--model", str(self.model), "--host", self.host]
+        argv += ["--port", str(self.port)]
+        if self.tensor_parallel_size != 1:
+            argv += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
+        if self.lmcache.enabled:
+            argv += ["--kv-transfer-config", self.lmcache.transfer_config()]
+        return argv + list(self.args)
+
+    def added_environment(self) -> dict[str, str | Secret]:
+        """What kvwatch adds to its own environment for this server (secrets unread)."""
+        env: dict[str, str | Secret] = {"PYTHONUNBUFFERED": "1"}
+        env.update(self.lmcache.environment())
+        env.update(self.env)
+        if self.api_key is not None:
+            env["VLLM_API_KEY"] = self.api_key  # vLLM reads it; a command-line key shows in ps
+        env.update(self.secret_env)
+        return env
+
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The full environment of the child, secrets read (raises if one cannot be)."""
+        env = {k: v for k, v in (os.environ if base is None else base).items() if k not in PRIVATE_ENV}
+        for key, value in self.added_environment().items():
+            env[key] = value.read() if isinstance(value, Secret) else value
+        return env
+
+    def probe_url(self) -> str | None:
+        if self.health_url is not None:
+            return self.health_url or None  # "" turns probing off
+        host = self.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/health"
+
+
+@dataclass(frozen=True)
+class FollowConfig:
+    """Logs of a server kvwatch did not start: files/globs, or a systemd unit's journal."""
+
+    name: str
+    paths: tuple[str, ...] = ()
+    journal_unit: str | None = None
+    timezone: str | None = None
+    start_at: str = "end"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    address: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    tls: TlsConfig | None = None
+    basic_auth: Mapping[str, Secret] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    log_dir: Path = Path(DEFAULT_LOG_DIR)
+    log_level: str = "info"
+    expected_gpus: int | None = None
+    poll_interval: float = 1.0
+    max_line_length: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    servers: tuple[ServerConfig, ...] = ()
+    follows: tuple[FollowConfig, ...] = ()
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike) -> Config:
+    """Read and validate a configuration file; raises :class:`ConfigError`."""
+    path = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(path, "", "no such file") from None
+    except PermissionError:
+        raise ConfigError(path, "", "permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "", "is a directory") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "", "not valid UTF-8") from None
+    return parse(data, path)
+
+
+def parse(data: Mapping[str, Any], path: str = "<config>") -> Config:
+    reader = _Reader(path, Path(path).resolve().parent if path != "<config>" else Path.cwd())
+    return reader.config(data)
+
+
+def _parse_duration(value: Any) -> float:
+    """Seconds from a number or text such as ``"90s"``, ``"5m"``, ``"1h30m"``, ``"250ms"``."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", value.strip())
+    if not parts or "".join(n + u for n, u in parts) != value.strip().replace(" ", ""):
+        raise ValueError
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def _parse_size(value: Any) -> int:
+    """Bytes from a whole number or text such as ``"100MiB"`` or ``"1GB"``."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        raise ValueError
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+    if not match or match.group(2).upper() not in _SIZE_UNITS:
+        raise ValueError
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+class _Reader:
+    """Walks the TOML tables, converting each value and naming the key of any error."""
+
+    def __init__(self, path: str, base: Path) -> None:
+        self.path = path
+        self.base = base
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.path, key, reason)
+
+    # -- value converters -----------------------------------------------------------
+
+    def table(self, value: Any, where: str, known: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"must be a table, got {_kind(value)}")
+        for key in value:
+            if key not in known:
+                hint = _closest(key, known)
+                raise self.fail(
+                    f"{where}.{key}" if where else key,
+                    "unknown key" + (f" (did you mean {hint!r}?)" if hint else f"; known keys: {', '.join(known)}"),
+                )
+        return value
+
+    def string(self, value: Any, key: str, choices: tuple[str, ...] = (), empty: bool = False) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"must be a string, got {_kind(value)}")
+        if not empty and not value.strip():
+            raise self.fail(key, "must not be empty")
+        if choices and value not in choices:
+            raise self.fail(key, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def integer(self, value: Any, key: str, low: int, high: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"must be a whole number, got {_kind(value)}")
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise self.fail(key, f"must be {bounds}, got {value}")
+        return value
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, got {_kind(value)}")
+        return value
+
+    def duration(self, value: Any, key: str, minimum: float = 0.0) -> float:
+        try:
+            seconds = _parse_duration(value)
+        except ValueError:
+            raise self.fail(key, f'must be seconds or a duration such as "30s", "5m", got {value!r}') from None
+        if seconds < minimum:
+            raise self.fail(key, f"must be at least {minimum:g} s, got {value!r}")
+        return seconds
+
+    def size(self, value: Any, key: str) -> int:
+        try:
+            size = _parse_size(value)
+        except ValueError:
+            raise self.fail(key, f'must be bytes or a size such as "100MiB", got {value!r}') from None
+        if size < 4096:
+            raise self.fail(key, f"must be at least 4096 bytes, got {value!r}")
+        return size
+
+    def strings(self, value: Any, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.fail(key, f"must be a list of strings, got {_kind(value)}")
+        return tuple(value)
+
+    def file_path(self, value: Any, key: str) -> Path:
+        text = self.string(value, key)
+        path = Path(os.path.expanduser(text))
+        return path if path.is_absolute() else (self.base / path)
+
+    def program(self, value: Any, key: str) -> str:
+        """A program: a bare name is looked up on PATH; ``./x`` and ``../x`` are relative to the config."""
+        text = self.string(value, key)
+        if text.startswith(("./", "../")):
+            return os.path.normpath(self.base / text)
+        return os.path.expanduser(text)
+
+    def secret(self, value: Any, key: str) -> Secret:
+        if isinstance(value, str):
+            raise self.fail(key, 'secrets are not written in the file: use { env = "NAME" } or { file = "PATH" }')
+        spec = self.table(value, key, ("env", "file"))
+        if len(spec) != 1:
+            raise self.fail(key, 'give exactly one of env or file, e.g. { file = "/run/credentials/kvwatch/key" }')
+        if "env" in spec:
+            name = self.string(spec["env"], f"{key}.env")
+            if not _ENV_NAME.match(name):
+                raise self.fail(f"{key}.env", f"not an environment variable name: {name!r}")
+            return Secret(env=name)
+        text = self.string(spec["file"], f"{key}.file")
+        text = text.replace("$CREDENTIALS_DIRECTORY", os.environ.get("CREDENTIALS_DIRECTORY", "$CREDENTIALS_DIRECTORY"))
+        return Secret(file=self.file_path(text, f"{key}.file"))
+
+    def timezone(self, value: Any, key: str) -> str:
+        name = self.string(value, key)
+        try:
+            resolve_timezone(name)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+        return name
+
+    def name(self, value: Any, key: str) -> str:
+        text = self.string(value, key)
+        if not _NAME.match(text):
+            raise self.fail(key, f"must be letters, digits, '_', '.' or '-' (at most 63), got {text!r}")
+        return text
+
+    def environment(self, value: Any, key: str) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f'must be a table of NAME = "value", got {_kind(value)}')
+        env = {}
+        for name, item in value.items():
+            if not _ENV_NAME.match(name):
+                raise self.fail(f"{key}.{name}", "not an environment variable name")
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                raise self.fail(f"{key}.{name}", f"must be a string or number, got {_kind(item)}")
+            env[name] = str(item)
+        return env
+
+    # -- tables ---------------------------------------------------------------------
+
+    def config(self, data: Mapping[str, Any]) -> Config:
+        self.table(dict(data), "", ("agent", "metrics", "server", "follow"))
+        agent = self.agent(data.get("agent", {}))
+        metrics = self.metrics(data.get("metrics", {}))
+        servers = tuple(self.server(item, f"server[{i}]", agent) for i, item in enumerate(self.array(data, "server")))
+        follows = tuple(self.follow(item, f"follow[{i}]") for i, item in enumerate(self.array(data, "follow")))
+        self.check_unique(servers, follows)
+        return Config(self.path, agent, metrics, servers, follows)
+
+    def array(self, data: Mapping[str, Any], key: str) -> list[Any]:
+        value = data.get(key, [])
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be an array of tables ([[{key}]]), got {_kind(value)}")
+        return value
+
+    def agent(self, value: Any) -> AgentConfig:
+        t = self.table(
+            value,
+            "agent",
+            ("state_dir", "log_dir", "log_level", "expected_gpus", "poll_interval", "max_line_length"),
+        )
+        d = AgentConfig()
+        return AgentConfig(
+            state_dir=self.file_path(t["state_dir"], "agent.state_dir") if "state_dir" in t else d.state_dir,
+            log_dir=self.file_path(t["log_dir"], "agent.log_dir") if "log_dir" in t else d.log_dir,
+            log_level=self.string(t.get("log_level", d.log_level), "agent.log_level", ("debug", "info", "warning")),
+            expected_gpus=self.integer(t["expected_gpus"], "agent.expected_gpus", 0) if "expected_gpus" in t else None,
+            poll_interval=self.duration(t.get("poll_interval", d.poll_interval), "agent.poll_interval", 0.01),
+            max_line_length=self.integer(t.get("max_line_length", d.max_line_length), "agent.max_line_length", 1024),
+        )
+
+    def metrics(self, value: Any) -> MetricsConfig:
+        t = self.table(value, "metrics", ("address", "port", "tls", "basic_auth"))
+        d = MetricsConfig()
+        tls = None
+        if "tls" in t:
+            spec = self.table(t["tls"], "metrics.tls", ("cert_file", "key_file", "client_ca_file"))
+            for needed in ("cert_file", "key_file"):
+                if needed not in spec:
+                    raise self.fail(f"metrics.tls.{needed}", "missing (TLS needs both cert_file and key_file)")
+            tls = TlsConfig(
+                self.file_path(spec["cert_file"], "metrics.tls.cert_file"),
+                self.file_path(spec["key_file"], "metrics.tls.key_file"),
+                self.file_path(spec["client_ca_file"], "metrics.tls.client_ca_file")
+                if "client_ca_file" in spec
+                else None,
+            )
+        users = {}
+        if "basic_auth" in t:
+            if not isinstance(t["basic_auth"], dict) or not t["basic_auth"]:
+                raise self.fail("metrics.basic_auth", 'must be a table of user = { file = "..." } or { env = "..." }')
+            for user, spec in t["basic_auth"].items():
+                users[user] = self.secret(spec, f"metrics.basic_auth.{user}")
+        return MetricsConfig(
+            address=self.string(t.get("address", d.address), "metrics.address", empty=True),
+            port=self.integer(t.get("port", d.port), "metrics.port", 0, 65535),
+            tls=tls,
+            basic_auth=users,
+        )
+
+    _SERVER_KEYS = (
+        "name",
+        "command",
+        "python",
+        "model",
+        "host",
+        "port",
+        "tensor_parallel_size",
+        "args",
+        "api_key",
+        "lmcache",
+        "env",
+        "secret_env",
+        "working_dir",
+        "log_file",
+        "log_max_bytes",
+        "log_backups",
+        "timezone",
+        "restart",
+        "backoff_initial",
+        "backoff_max",
+        "crash_loop_starts",
+        "crash_loop_window",
+        "stop_timeout",
+        "health_url",
+        "health_interval",
+        "health_timeout",
+        "stall_after",
+        "stall_restart",
+    )
+
+    def server(self, value: Any, where: str, agent: AgentConfig) -> ServerConfig:
+        t = self.table(value, where, self._SERVER_KEYS)
+        if "name" not in t:
+            raise self.fail(f"{where}.name", "missing (every server needs a name: it is the server label)")
+        name = self.name(t["name"], f"{where}.name")
+        d = ServerConfig(name)
+        k = lambda key: f"{where}.{key}"  # noqa: E731 - a short local helper
+        command = self.strings(t["command"], k("command")) if "command" in t else None
+        if command is not None:
+            if not command:
+                raise self.fail(k("command"), "must not be empty")
+            for structured in ("model", "python", "tensor_parallel_size", "args", "lmcache"):
+                if structured in t and not (structured == "lmcache" and not self._lmcache_on(t[structured])):
+                    raise self.fail(
+                        k(structured), "cannot be combined with command (put it in the command, or drop command)"
+                    )
+            command = (self.program(command[0], k("command[0]")), *command[1:])
+        elif "model" not in t:
+            raise self.fail(k("model"), "missing (give model, or a literal command)")
+        lmcache = self.lmcache(t.get("lmcache", {}), k("lmcache"), t)
+        args = self.strings(t.get("args", []), k("args"))
+        if lmcache.enabled and any(a.split("=")[0] == "--kv-transfer-config" for a in args):
+            raise self.fail(k("args"), "--kv-transfer-config is set by [server.lmcache]; remove one of the two")
+        if "--api-key" in args or (command is not None and "--api-key" in command):
+            raise self.fail(
+                k("command" if command is not None else "args"),
+                '--api-key on the command line shows in ps and logs; use api_key = { file = "..." } instead',
+            )
+        model = t.get("model")
+        if model is not None:
+            model = self.string(model, k("model"))
+            if model.startswith(("./", "../")):
+                model = os.path.normpath(self.base / model)
+        backoff_initial = self.duration(t.get("backoff_initial", d.backoff_initial), k("backoff_initial"), 0.01)
+        backoff_max = self.duration(t.get("backoff_max", d.backoff_max), k("backoff_max"), 0.01)
+        if backoff_max < backoff_initial:
+            raise self.fail(k("backoff_max"), f"must be at least backoff_initial ({backoff_initial:g} s)")
+        secret_env = {}
+        if "secret_env" in t:
+            if not isinstance(t["secret_env"], dict):
+                raise self.fail(k("secret_env"), f"must be a table, got {_kind(t['secret_env'])}")
+            for var, spec in t["secret_env"].items():
+                if not _ENV_NAME.match(var):
+                    raise self.fail(f"{k('secret_env')}.{var}", "not an environment variable name")
+                secret_env[var] = self.secret(spec, f"{k('secret_env')}.{var}")
+        health_url = t.get("health_url")
+        if health_url is not None:
+            health_url = self.string(health_url, k("health_url"), empty=True)
+            if health_url and not health_url.startswith(("http://", "https://")):
+                raise self.fail(
+                    k("health_url"), f'must be an http(s) URL, or "" to turn probing off; got {health_url!r}'
+                )
+        return ServerConfig(
+            name=name,
+            command=command,
+            python=self.program(t["python"], k("python")) if "python" in t else d.python,
+            model=model,
+            host=self.string(t.get("host", d.host), k("host")),
+            port=self.integer(t.get("port", d.port), k("port"), 1, 65535),
+            tensor_parallel_size=self.integer(t.get("tensor_parallel_size", 1), k("tensor_parallel_size"), 1, 1024),
+            args=args,
+            api_key=self.secret(t["api_key"], k("api_key")) if "api_key" in t else None,
+            lmcache=lmcache,
+            env=self.environment(t.get("env", {}), k("env")),
+            secret_env=secret_env,
+            working_dir=self.file_path(t["working_dir"], k("working_dir")) if "working_dir" in t else None,
+            log_file=self.file_path(t["log_file"], k("log_file")) if "log_file" in t else agent.log_dir / f"{name}.log",
+            log_max_bytes=self.size(t.get("log_max_bytes", d.log_max_bytes), k("log_max_bytes")),
+            log_backups=self.integer(t.get("log_backups", d.log_backups), k("log_backups"), 0, 1000),
+            timezone=self.timezone(t["timezone"], k("timezone")) if "timezone" in t else None,
+            restart=self.string(t.get("restart", d.restart), k("restart"), RESTART_POLICIES),
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            crash_loop_starts=self.integer(t.get("crash_loop_starts", d.crash_loop_starts), k("crash_loop_starts"), 2),
+            crash_loop_window=self.duration(t.get("crash_loop_window", d.crash_loop_window), k("crash_loop_window"), 1),
+            stop_timeout=self.duration(t.get("stop_timeout", d.stop_timeout), k("stop_timeout"), 0.1),
+            health_url=health_url,
+            health_interval=self.duration(t.get("health_interval", d.health_interval), k("health_interval"), 0.1),
+            health_timeout=self.duration(t.get("health_timeout", d.health_timeout), k("health_timeout"), 0.1),
+            stall_after=self.duration(t.get("stall_after", d.stall_after), k("stall_after"), 1),
+            stall_restart=self.boolean(t.get("stall_restart", d.stall_restart), k("stall_restart")),
+        )
+
+    @staticmethod
+    def _lmcache_on(value: Any) -> bool:
+        return isinstance(value, dict) and value.get("enabled", True) is True
+
+    def lmcache(self, value: Any, where: str, server: Mapping[str, Any]) -> LmcacheConfig:
+        t = self.table(value, where, ("enabled", "connector", "role", "config_file", "settings"))
+        d = LmcacheConfig()
+        # A [server.lmcache] table turns the connector on unless it says enabled = false.
+        enabled = self.boolean(t.get("enabled", bool(t) and "lmcache" in server), f"{where}.enabled")
+        settings = {}
+        if "settings" in t:
+            if not isinstance(t["settings"], dict):
+                raise self.fail(f"{where}.settings", f"must be a table, got {_kind(t['settings'])}")
+            for key, item in t["settings"].items():
+                label = f"{where}.settings.{key}"
+                if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key) or key.upper().startswith("LMCACHE_"):
+                    raise self.fail(label, "write the setting without its LMCACHE_ prefix, e.g. chunk_size = 256")
+                if isinstance(item, bool):
+                    settings[key] = "True" if item else "False"
+                elif isinstance(item, str | int | float):
+                    settings[key] = str(item)
+                else:
+                    raise self.fail(label, f"must be a string, number or boolean, got {_kind(item)}")
+        return LmcacheConfig(
+            enabled=enabled,
+            connector=self.string(t.get("connector", d.connector), f"{where}.connector"),
+            role=self.string(t.get("role", d.role), f"{where}.role", ("kv_both", "kv_producer", "kv_consumer")),
+            config_file=self.file_path(t["config_file"], f"{where}.config_file") if "config_file" in t else None,
+            settings=settings,
+        )
+
+    def follow(self, value: Any, where: str) -> FollowConfig:
+        t = self.table(value, where, ("name", "paths", "journal_unit", "timezone", "start_at"))
+        if "name" not in t:
+            raise self.fail(f"{where}.name", "missing (every follow needs a name: it is the server label)")
+        name = self.name(t["name"], f"{where}.name")
+        paths = self.strings(t["paths"], f"{where}.paths") if "paths" in t else ()
+        unit = self.string(t["journal_unit"], f"{where}.journal_unit") if "journal_unit" in t else None
+        if bool(paths) == bool(unit):
+            raise self.fail(where, "give either paths (files or globs) or journal_unit, not both or neither")
+        resolved = []
+        for i, pattern in enumerate(paths):
+            self.string(pattern, f"{where}.paths[{i}]")
+            expanded = os.path.expanduser(pattern)
+            resolved.append(expanded if os.path.isabs(expanded) else str(self.base / expanded))
+        return FollowConfig(
+            name=name,
+            paths=tuple(resolved),
+            journal_unit=unit,
+            timezone=self.timezone(t["timezone"], f"{where}.timezone") if "timezone" in t else None,
+            start_at=self.string(t.get("start_at", "end"), f"{where}.start_at", START_POSITIONS),
+        )
+
+    def check_unique(self, servers: tuple[ServerConfig, ...], follows: tuple[FollowConfig, ...]) -> None:
+        seen: dict[str, str] = {}
+        for kind, items in (("server", servers), ("follow", follows)):
+            for i, item in enumerate(items):
+                if item.name in seen:
+                    raise self.fail(
+                        f"{kind}[{i}].name",
+                        f"{item.name!r} is already the name of {seen[item.name]} (names are labels)",
+                    )
+                seen[item.name] = f"{kind}[{i}]"
+        ports: dict[int, int] = {}
+        logs: dict[Path, int] = {}
+        for i, server in enumerate(servers):
+            if server.command is None:
+                if server.port in ports:
+                    raise self.fail(
+                        f"server[{i}].port", f"{server.port} is also the port of server[{ports[server.port]}]"
+                    )
+                ports[server.port] = i
+            if server.log_file in logs:
+                raise self.fail(
+                    f"server[{i}].log_file", f"{server.log_file} is also the log of server[{logs[server.log_file]}]"
+                )
+            logs[server.log_file] = i
+
+
+def _kind(value: Any) -> str:
+    names: dict[type, str] = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    names.update({list: "an array", dict: "a table"})
+    return names.get(type(value), type(value).__name__)
+
+
+def _closest(key: str, known: tuple[str, ...]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+# -- showing ----------------------------------------------------------------------------
+
+
+def render(config: Config, mask: Callable[[str], str] | None = None) -> str:
+    """The resolved configuration, as ``kvwatch check`` prints it: secrets named, never read."""
+    lines = [f"# {config.path}: valid", "", "[agent]"]
+    a = config.agent
+    lines += [
+        f"state_dir = {_q(a.state_dir)}",
+        f"log_dir = {_q(a.log_dir)}",
+        f"log_level = {_q(a.log_level)}",
+        f"expected_gpus = {a.expected_gpus}" if a.expected_gpus is not None else "# expected_gpus: not set",
+        f"poll_interval = {a.poll_interval:g}",
+        f"max_line_length = {a.max_line_length}",
+        "",
+        "[metrics]",
+        f"address = {_q(config.metrics.address)}",
+        f"port = {config.metrics.port}",
+        f"tls = {'on (' + str(config.metrics.tls.cert_file) + ')' if config.metrics.tls else 'off'}",
+        f"basic_auth = {', '.join(f'{u}: {s.describe()}' for u, s in config.metrics.basic_auth.items()) or 'off'}",
+    ]
+    for server in config.servers:
+        lines += ["", "[[server]]", f"name = {_q(server.name)}"]
+        lines.append(f"command = {json.dumps(server.argv())}")
+        lines.append("environment (added to kvwatch's own, without " + ", ".join(PRIVATE_ENV) + "):")
+        for key, value in sorted(server.added_environment().items()):
+            shown = value.describe() if isinstance(value, Secret) else value
+            lines.append(f"  {key}={shown}")
+        lines += [
+            f"working_dir = {_q(server.working_dir or Path.cwd())}",
+            f"log_file = {_q(server.log_file)}  (mode 0640, rotated at {server.log_max_bytes} bytes, "
+            f"{server.log_backups} kept)",
+            f"timezone = {_q(server.timezone or 'host')}",
+            f"restart = {_q(server.restart)}  (backoff {server.backoff_initial:g}-{server.backoff_max:g} s; "
+            f"crash loop: {server.crash_loop_starts} exits in {server.crash_loop_window:g} s)",
+            f"stop_timeout = {server.stop_timeout:g}",
+            f"health = {_q(server.probe_url() or 'off')} every {server.health_interval:g} s, "
+            f"timeout {server.health_timeout:g} s",
+            f"stall_after = {server.stall_after:g}  (restart on stall: {'yes' if server.stall_restart else 'no'})",
+        ]
+    for follow in config.follows:
+        lines += ["", "[[follow]]", f"name = {_q(follow.name)}"]
+        if follow.journal_unit:
+            lines.append(f"journal_unit = {_q(follow.journal_unit)}")
+        else:
+            lines.append(f"paths = {json.dumps(list(follow.paths))}")
+        lines.append(f"timezone = {_q(follow.timezone or 'host')}")
+        lines.append(f"start_at = {_q(follow.start_at)}")
+    return "\n".join(lines) + "\n"
+
+
+def _q(value: object) -> str:
+    return json.dumps(str(value))

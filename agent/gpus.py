@@ -1,0 +1,52 @@
+"""Count the GPUs this host exposes, so a host that boots with 4 of its 8 is flagged.
+
+NVIDIA's driver lists one directory per GPU in ``/proc/driver/nvidia/gpus``.
+AMD's ``amdgpu`` exposes the KFD topology: every node under
+``/sys/class/kfd/kfd/topology/nodes`` with a non-zero ``simd_count`` is a GPU
+(CPU nodes have none); without KFD, render nodes in ``/dev/dri`` are counted.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def count_gpus(root: str = "/") -> dict[str, int]:
+    """GPUs by vendor (``nvidia``, ``amd``); a vendor with none is left out."""
+    found: dict[str, int] = {}
+    nvidia = _count_entries(os.path.join(root, "proc/driver/nvidia/gpus"))
+    if nvidia:
+        found["nvidia"] = nvidia
+    amd = _count_kfd(os.path.join(root, "sys/class/kfd/kfd/topology/nodes"))
+    if amd is None:  # no KFD: fall back to render nodes not already NVIDIA's
+        renders = _count_entries(os.path.join(root, "dev/dri"), prefix="renderD")
+        amd = max(0, renders - nvidia) if renders else 0
+    if amd:
+        found["amd"] = amd
+    return found
+
+
+def _count_entries(path: str, prefix: str = "") -> int:
+    try:
+        return sum(1 for name in os.listdir(path) if name.startswith(prefix))
+    except OSError:
+        return 0
+
+
+def _count_kfd(path: str) -> int | None:
+    try:
+        nodes = os.listdir(path)
+    except OSError:
+        return None
+    gpus = 0
+    for node in nodes:
+        try:
+            with open(os.path.join(path, node, "properties"), encoding="ascii", errors="replace") as handle:
+                for line in handle:
+                    key, _, value = line.partition(" ")
+                    if key == "simd_count":
+                        gpus += int(value.strip() or 0) > 0
+                        break
+        except (OSError, ValueError):
+            continue
+    return gpus

@@ -1,0 +1,103 @@
+"""Follow a systemd unit's journal through ``journalctl --follow -o json``.
+
+journalctl keeps its place in a cursor file in the state directory, so a
+restarted kvwatch goes on after the last entry it was given.  Its output is
+kvwatch's own child's pipe (not a server's), read line by line into the same
+pipeline as a file; the JSON records are unwrapped by the parsers.  If
+journalctl exits, it is started again after a pause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.config import FollowConfig
+from agent.reading import LineSplitter
+
+log = logging.getLogger("kvwatch.journal")
+RESTART_PAUSE = 5.0
+
+
+class JournalSource:
+    def __init__(
+        self,
+        follow: FollowConfig,
+        state_dir: Path,
+        max_line: int,
+        skipped: dict[str, int],
+        deliver: Callable[[str, list], None],
+        lock: threading.Lock,
+        journalctl: str = "journalctl",
+    ) -> None:
+        self.follow = follow
+        self.cursor_file = state_dir / f"journal-{follow.name}.cursor"
+        self.max_line = max_line
+        self.skipped = skipped
+        self.deliver = deliver
+        self.lock = lock
+        self.journalctl = os.environ.get("KVWATCH_JOURNALCTL", journalctl)
+        self.process: subprocess.Popen | None = None
+        self.running = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"kvwatch-journal {follow.name}", daemon=True)
+
+    def command(self) -> list[str]:
+        argv = [self.journalctl, "--follow", "--output=json", f"--unit={self.follow.journal_unit}"]
+        argv.append(f"--cursor-file={self.cursor_file}")
+        if not self.cursor_file.exists():
+            argv.append("--lines=0" if self.follow.start_at == "end" else "--lines=all")
+        return argv
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()  # journalctl writes its cursor file as it exits
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.process = subprocess.Popen(
+                    self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+                )
+            except OSError as exc:
+                log.warning("cannot run journalctl for %s: %s", self.follow.journal_unit, exc.strerror or exc)
+                self._stop.wait(RESTART_PAUSE)
+                continue
+            self.running = True
+            splitter = LineSplitter(self.max_line)
+            splitter.skipped = self.skipped
+            assert self.process.stdout is not None
+            for chunk in iter(lambda: self.process.stdout.read1(1 << 16), b""):
+                lines = splitter.feed(chunk)
+                if lines:
+                    with self.lock:
+                        self.deliver(self.follow.name, lines)
+            self.running = False
+            code = self.process.wait()
+            if not self._stop.is_set():
+                error = (
+                    (self.process.stderr.read() or b"").decode("utf-8", "replace").strip()
+                    if self.process.stderr
+                    else ""
+                )
+                log.warning(
+                    "journalctl for %s exited with %s%s; starting it again in %.0f s",
+                    self.follow.journal_unit,
+                    code,
+                    f": {error}" if error else "",
+                    RESTART_PAUSE,
+                )
+                self._stop.wait(RESTART_PAUSE)

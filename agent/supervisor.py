@@ -1,0 +1,493 @@
+"""Start, adopt, watch, restart and stop the vLLM servers of ``[[server]]``.
+
+A model load takes minutes, so the rule above all others: nothing that
+happens to kvwatch restarts a healthy server.  Each server runs in its own
+session (its own process group), writes straight into its raw log file --
+no pipe to kvwatch that could fill up or break -- and is recorded (pid and
+the kernel's start time of that pid) in the state directory.  A kvwatch that
+starts finds the record, checks ``/proc/PID/stat`` still shows the same start
+time (a recycled pid does not), and adopts the server instead of starting a
+second one.  systemd's ``KillMode=process`` keeps the servers alive when
+kvwatch itself is stopped by a crash, a watchdog kill or an upgrade.
+
+What the supervisor learns about a server's insides (errors such as an OOM,
+readiness, whether requests are moving) comes from the events of its log,
+fed by the daemon; it never reads the log itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from agent.config import ServerConfig
+from agent.tail import LOG_MODE
+from parsers import events as ev
+
+log = logging.getLogger("kvwatch.supervisor")
+
+# The states a server can be in (the ``state`` label of kvwatch_server_state).
+STATES = ("starting", "running", "unhealthy", "stalled", "backoff", "crash_loop", "stopping", "stopped", "exited")
+# Requests that say nothing about whether inference moves.
+PROBE_PATHS = frozenset(("/health", "/ping", "/metrics", "/version", "/v1/models", "/load", "/is_sleeping"))
+UNHEALTHY_AFTER = 3  # failed probes in a row before a running server counts as unhealthy
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        if fields[0] == b"Z":  # a zombie has exited
+            return None
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def config_digest(server: ServerConfig) -> str:
+    """A digest of the settings that shape the running process: a change means a restart."""
+    shaped = {
+        "argv": server.argv(),
+        "env": {k: v.describe() if hasattr(v, "describe") else v for k, v in server.added_environment().items()},
+        "working_dir": str(server.working_dir),
+        "log_file": str(server.log_file),
+    }
+    return hashlib.sha256(json.dumps(shaped, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def open_raw_log(path: Path) -> int:
+    """The server's stdout/stderr: appended to, created ``0640`` (it may hold prompts)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_MODE)
+    with contextlib.suppress(OSError):  # a file created before, under another umask
+        os.fchmod(fd, LOG_MODE)
+    return fd
+
+
+class HealthProbe:
+    """GETs the server's health URL every interval in its own thread; keeps the last result."""
+
+    def __init__(self, url: str, interval: float, timeout: float) -> None:
+        self.url = url
+        self.interval = interval
+        self.timeout = timeout
+        self.ok: bool | None = None
+        self.status: int | None = None
+        self.duration: float | None = None
+        self.failures = 0  # in a row
+        self.checked_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"kvwatch-probe {url}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.check()
+            self._stop.wait(self.interval)
+
+    def check(self) -> None:
+        began = time.monotonic()
+        status = None
+        try:
+            with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (OSError, ValueError):
+            status = None
+        self.duration = time.monotonic() - began
+        self.status = status
+        self.ok = status is not None and 200 <= status < 300
+        self.failures = 0 if self.ok else self.failures + 1
+        self.checked_at = time.time()
+
+
+class Supervised:
+    """One ``[[server]]``: its process, state and history."""
+
+    def __init__(self, config: ServerConfig, state_dir: Path, now: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.name = config.name
+        self.digest = config_digest(config)
+        self.record_path = state_dir / "servers" / f"{config.name}.json"
+        self._now = now
+        self.state = "stopped"
+        self.process: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.pid_start: int | None = None
+        self.adopted = False
+        self.started_at: float | None = None  # wall clock
+        self.started_mono: float | None = None
+        self.restarts = 0
+        self.last_exit_code: int | None = None
+        self.last_exit_signal: int | None = None
+        self.last_error: str | None = None
+        self.exits: deque[float] = deque()
+        self.next_start: float | None = None
+        self.stop_deadline: float | None = None
+        self.stopping_for: str | None = None  # "restart" | "stop" | "remove"
+        self.probe: HealthProbe | None = None
+        self.ready_seen = False
+        self.last_progress: float | None = None
+        self.pending_requests = 0
+        self.stall_reported = False
+        self.spawn_error: str | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        if self.pid is None:
+            return False
+        if self.process is not None:
+            return self.process.poll() is None
+        return proc_start_time(self.pid) == self.pid_start
+
+    def adopt(self) -> bool:
+        """Take over a server a previous kvwatch started, if its record shows one still running."""
+        try:
+            record = json.loads(self.record_path.read_text(encoding="utf-8"))
+            pid, start = int(record["pid"]), int(record["start_time"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if proc_start_time(pid) != start:
+            log.info("server %s: recorded pid %d is gone (or now another process)", self.name, pid)
+            self._forget()
+            return False
+        self.pid, self.pid_start, self.adopted = pid, start, True
+        self.started_at = float(record.get("started_at", time.time()))
+        self.started_mono = self._now() - max(0.0, time.time() - self.started_at)
+        self.restarts = int(record.get("restarts", 0))
+        self.state = "starting"
+        self.last_progress = self._now()
+        self._start_probe()
+        if record.get("digest") != self.digest:
+            log.warning(
+                "server %s (pid %d): its settings changed while kvwatch was away; restarting it", self.name, pid
+            )
+            self.stop(reason="restart")
+        else:
+            log.info("server %s: adopted running pid %d", self.name, pid)
+        return True
+
+    def start(self) -> None:
+        config = self.config
+        self.next_start = None
+        self.ready_seen = False
+        self.stall_reported = False
+        try:
+            env = config.environment()
+        except (OSError, KeyError) as exc:
+            self._start_failed(f"cannot read a secret: {exc}")
+            return
+        try:
+            log_fd = open_raw_log(config.log_file)
+        except OSError as exc:
+            self._start_failed(f"cannot open its log {config.log_file}: {exc.strerror or exc}")
+            return
+        try:
+            self.process = subprocess.Popen(
+                config.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                cwd=str(config.working_dir) if config.working_dir else None,
+                env=env,
+                start_new_session=True,  # its own process group: stopped as a whole, never by our signals
+                close_fds=True,
+            )
+        except OSError as exc:
+            self._start_failed(f"cannot start {config.argv()[0]}: {exc.strerror or exc}")
+            return
+        finally:
+            os.close(log_fd)
+        self.spawn_error = None
+        self.pid = self.process.pid
+        self.pid_start = proc_start_time(self.pid)
+        self.adopted = False
+        self.started_at = time.time()
+        self.started_mono = self._now()
+        self.last_progress = self._now()
+        self.state = "starting"
+        self._save_record()
+        self._start_probe()
+        log.info("server %s: started pid %d: %s", self.name, self.pid, " ".join(config.argv()))
+
+    def _start_failed(self, reason: str) -> None:
+        log.error("server %s: %s", self.name, reason)
+        self.spawn_error = reason
+        self.last_error = "start_failed"
+        self._exited(None, None)
+
+    def _start_probe(self) -> None:
+        self._stop_probe()
+        url = self.config.probe_url()
+        if url:
+            self.probe = HealthProbe(url, self.config.health_interval, self.config.health_timeout)
+            self.probe.start()
+
+    def _stop_probe(self) -> None:
+        if self.probe is not None:
+            self.probe.stop()
+            self.probe = None
+
+    def stop(self, reason: str = "stop") -> None:
+        """Begin a graceful stop: SIGTERM to the whole group; ``tick`` sends SIGKILL after the timeout."""
+        self.stopping_for = reason
+        self.next_start = None
+        if not self.alive:
+            self._finish_stop()
+            return
+        self.state = "stopping"
+        self.stop_deadline = self._now() + self.config.stop_timeout
+        self._signal_group(signal.SIGTERM)
+
+    def _signal_group(self, sig: int) -> None:
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, sig)  # the server leads its own session, so its pgid is its pid
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def _finish_stop(self) -> None:
+        self._reap()
+        self._stop_probe()
+        self.state = "stopped"
+        self.pid = None
+        self.process = None
+        self.stop_deadline = None
+        self._forget()
+
+    def _reap(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self.process.wait(timeout=0.1)
+                self._note_exit_status(code)
+
+    def _note_exit_status(self, code: int | None) -> None:
+        if code is None:
+            self.last_exit_code, self.last_exit_signal = None, None
+        elif code < 0:
+            self.last_exit_code, self.last_exit_signal = None, -code
+        else:
+            self.last_exit_code, self.last_exit_signal = code, None
+
+    def hand_over(self) -> None:
+        """Leave the server running for the next kvwatch (its record stays)."""
+        self._stop_probe()
+        if self.process is not None:
+            # Popen would reap it on garbage collection otherwise; the next kvwatch adopts it.
+            self.process.returncode = 0
+        self.process = None
+
+    # -- the periodic check -------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self._now()
+        if self.state == "stopping":
+            if not self.alive:
+                self._finish_stop_or_restart()
+            elif self.stop_deadline is not None and now >= self.stop_deadline:
+                log.warning(
+                    "server %s: still running %.0f s after SIGTERM; sending SIGKILL",
+                    self.name,
+                    self.config.stop_timeout,
+                )
+                self._signal_group(signal.SIGKILL)
+                self.stop_deadline = now + 5.0
+            return
+        if self.state in ("backoff", "crash_loop"):
+            if self.next_start is not None and now >= self.next_start:
+                self.restarts += 1
+                self.start()
+            return
+        if self.state in ("stopped", "exited"):
+            return
+        if not self.alive:
+            code = None
+            if self.process is not None:
+                code = self.process.poll()
+            self._note_exit_status(code)
+            self._stop_probe()
+            self._exited(self.last_exit_code, self.last_exit_signal)
+            return
+        self._update_health(now)
+
+    def _finish_stop_or_restart(self) -> None:
+        reason = self.stopping_for
+        self._finish_stop()
+        if reason == "restart":
+            self.restarts += 1
+            self.start()
+
+    def _update_health(self, now: float) -> None:
+        probe = self.probe
+        healthy: bool | None = probe.ok if probe is not None else (True if self.ready_seen else None)
+        if healthy:
+            self.ready_seen = True
+        stalled = (
+            self.pending_requests > 0
+            and self.last_progress is not None
+            and now - self.last_progress >= self.config.stall_after
+        )
+        if stalled:
+            if not self.stall_reported:
+                log.warning(
+                    "server %s: %d requests waiting or running and no progress for %.0f s: engine stalled",
+                    self.name,
+                    self.pending_requests,
+                    now - self.last_progress,
+                )
+                self.stall_reported = True
+                self.last_error = "stalled"
+            self.state = "stalled"
+            if self.config.stall_restart:
+                log.warning("server %s: restarting the stalled engine (stall_restart = true)", self.name)
+                self.stop(reason="restart")
+            return
+        self.stall_reported = False
+        if healthy:
+            self.state = "running"
+        elif probe is not None and self.ready_seen and probe.failures >= UNHEALTHY_AFTER:
+            self.state = "unhealthy"
+        elif not self.ready_seen:
+            self.state = "starting"
+
+    def _exited(self, code: int | None, sig: int | None) -> None:
+        now = self._now()
+        self.pid = None
+        self.process = None
+        self._forget()
+        ran = now - self.started_mono if self.started_mono is not None else 0.0
+        how = f"signal {sig}" if sig else (f"code {code}" if code is not None else "an unknown status (adopted)")
+        if self.spawn_error is None:
+            log.warning(
+                "server %s: exited with %s after %.0f s%s",
+                self.name,
+                how,
+                ran,
+                f" (last error in its log: {self.last_error})" if self.last_error else "",
+            )
+        policy = self.config.restart
+        failed = sig is not None or code != 0
+        if policy == "never" or (policy == "on-failure" and not failed):
+            self.state = "exited"
+            return
+        window = self.config.crash_loop_window
+        self.exits.append(now)
+        while self.exits and now - self.exits[0] > window:
+            self.exits.popleft()
+        recent = len(self.exits)
+        delay = min(self.config.backoff_max, self.config.backoff_initial * (2 ** max(0, recent - 1)))
+        delay *= random.uniform(0.5, 1.0)  # jitter: servers that failed together do not restart together
+        self.next_start = now + delay
+        if recent >= self.config.crash_loop_starts:
+            if self.state != "crash_loop":
+                log.error(
+                    "server %s: crash loop: %d exits in %.0f s (last: %s%s); next start in %.0f s",
+                    self.name,
+                    recent,
+                    window,
+                    how,
+                    f", last error {self.last_error}" if self.last_error else "",
+                    delay,
+                )
+            self.state = "crash_loop"
+        else:
+            self.state = "backoff"
+            log.info("server %s: restarting in %.1f s", self.name, delay)
+
+    # -- what the log says --------------------------------------------------------------
+
+    def observe(self, event: ev.Event) -> None:
+        """Events from this server's log: errors, readiness, progress."""
+        kind = type(event)
+        if kind is ev.ServerError:
+            self.last_error = event.error
+        elif kind is ev.ServerReady:
+            self.ready_seen = True
+        elif kind is ev.EngineStats:
+            running = event.running or 0
+            waiting = event.waiting or 0
+            self.pending_requests = running + waiting
+            moving = (event.prompt_throughput, event.generation_throughput, event.throughput)
+            if any(value for value in moving):
+                self.last_progress = self._now()
+        elif kind is ev.HttpAccess:
+            if event.path not in PROBE_PATHS:  # kvwatch's own probes say nothing of the engine
+                self.last_progress = self._now()
+        elif kind in (ev.RequestFinished, ev.RequestAdded, ev.RequestAborted):
+            self.last_progress = self._now()
+
+    # -- the state record -----------------------------------------------------------------
+
+    def _save_record(self) -> None:
+        record = {
+            "pid": self.pid,
+            "start_time": self.pid_start,
+            "started_at": self.started_at,
+            "digest": self.digest,
+            "restarts": self.restarts,
+            "command": self.config.argv()[0],
+        }
+        try:
+            self.record_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.record_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record), encoding="utf-8")
+            os.replace(tmp, self.record_path)
+        except OSError as exc:
+            log.warning("server %s: cannot record its pid in %s: %s", self.name, self.record_path, exc)
+
+    def _forget(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.record_path.unlink()
+
+    # -- views ---------------------------------------------------------------------------
+
+    def uptime(self) -> float | None:
+        if self.pid is None or self.started_mono is None:
+            return None
+        return max(0.0, self._now() - self.started_mono)
+
+    def progress_age(self) -> float | None:
+        if self.last_progress is None or self.pid is None:
+            return None
+        return max(0.0, self._now() - self.last_progress)
+
+    def status_text(self) -> str:
+        text = f"{self.name} {self.state}"
+        if self.state in ("backoff", "crash_loop") and self.last_error:
+            text += f" ({self.last_error})"
+        return text
+
+    def describe(self) -> dict:
+        return {"name": self.name, "state": self.state, "pid": self.pid, "config": asdict(self.config)}

@@ -1,0 +1,708 @@
+"""Follow log files as they grow: rotation, truncation, deletion, symlink switches, new files.
+
+One thread reads every followed file.  inotify (through ``watchdog``) wakes it
+the moment a watched directory changes; a poll every ``poll_interval`` covers
+what inotify cannot see (network filesystems, a watch that could not be set,
+a directory that does not exist yet).  Each cycle reads every open file to
+its end, then looks at what its path names now:
+
+* the same file, shorter than what was read  -> truncated (copytruncate): read again from 0
+* another file (rename rotation, symlink switch, delete-and-recreate)
+                                             -> keep reading the old one for ``ROTATE_WAIT``
+                                                seconds (its writer may not have reopened
+                                                yet), then close it; read the new one from 0
+* nothing                                    -> deleted or renamed away: finish the old one
+                                                the same way; a file that reappears is read from 0
+
+A file is known by its device and inode plus a fingerprint of its first
+bytes (an inode number is reused once a file is deleted).  Read positions are
+saved in the state directory after every cycle that read something, so a
+restarted kvwatch resumes where the last one stopped -- including in the
+renamed file it had not finished when it stopped.
+
+Supervised servers' raw logs are rotated here too, because only the reader
+knows what has been read: see :meth:`TailedPath.rotate`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import glob
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.reading import LineSplitter
+
+log = logging.getLogger("kvwatch.tail")
+
+READ_BLOCK = 1 << 20
+MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file cannot starve the rest
+ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
+FINGERPRINT_BYTES = 256
+LOG_MODE = 0o640  # raw logs hold prompts whenever vLLM logs them
+
+Deliver = Callable[[str, list], None]  # (source name, lines) -- None stands for a skipped line
+
+
+def _glob_magic(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def fingerprint(fd: int, length: int = FINGERPRINT_BYTES) -> tuple[int, str]:
+    head = os.pread(fd, length, 0)
+    return len(head), hashlib.sha1(head).hexdigest()
+
+
+def _matches_fingerprint(fd: int, fp_len: int, fp: str) -> bool:
+    head = os.pread(fd, fp_len, 0)
+    return len(head) == fp_len and hashlib.sha1(head).hexdigest() == fp
+
+
+class _Open:
+    """One open file being read: its identity, read offset and unfinished line."""
+
+    __slots__ = ("dev", "fd", "ino", "offset", "splitter")
+
+    def __init__(self, fd: int, offset: int, splitter: LineSplitter) -> None:
+        st = os.fstat(fd)
+        self.fd = fd
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.offset = offset
+        self.splitter = splitter
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+@dataclass
+class TailStats:
+    """What the tailer tells about one path, for the self-metrics."""
+
+    offset: int = 0
+    size: int = 0
+    rotations: int = 0
+    truncations: int = 0
+    log_rotations: int = 0  # raw-log rotations kvwatch did itself
+    lag_seconds: float | None = None
+
+
+class TailedPath:
+    """A path followed for one source: the file it names now, and older ones being finished."""
+
+    def __init__(
+        self,
+        source: str,
+        path: str,
+        max_line: int,
+        skipped: dict[str, int],
+        rotate_bytes: int | None = None,
+        backups: int = 0,
+    ) -> None:
+        self.source = source
+        self.path = path
+        self.max_line = max_line
+        self.skipped = skipped  # shared with the source's stats
+        self.rotate_bytes = rotate_bytes
+        self.backups = backups
+        self.current: _Open | None = None
+        self.draining: list[tuple[_Open, float]] = []
+        self.stats = TailStats()
+        self.error: str | None = None
+        self.error_reason = "read_error"
+        self.saved: dict | None = None  # a saved position not yet applied
+        # The position the file will have once a rotation's collapse is done,
+        # saved beside the current one so that a kill mid-rotation loses nothing.
+        self.after_rotation: dict | None = None
+        self.save_hook: Callable[[], None] | None = None
+
+    def _splitter(self) -> LineSplitter:
+        splitter = LineSplitter(self.max_line)
+        splitter.skipped = self.skipped
+        return splitter
+
+    # -- opening ------------------------------------------------------------------
+
+    def open(self, start_at_end: bool) -> None:
+        """Open the path (if it exists) at its saved position, or at its start or end."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._report(exc)
+            return
+        self.error = None
+        st = os.fstat(fd)
+        offset = st.st_size if start_at_end else 0
+        saved, self.saved = self.saved, None
+        if saved is not None:
+            offset = self._resume(fd, st, saved)
+        self.current = _Open(fd, offset, self._splitter())
+
+    def _resume(self, fd: int, st: os.stat_result, saved: dict) -> int:
+        """Where to start in ``fd`` given a saved position, finishing a rotated-away file first."""
+        candidates = [saved, *saved.get("alternatives", [])]
+        if (st.st_dev, st.st_ino) == (saved["dev"], saved["ino"]):
+            for position in candidates:
+                if _matches_fingerprint(fd, position["fp_len"], position["fp"]):
+                    return position["offset"] if position["offset"] <= st.st_size else 0
+            return 0  # same inode, other content: rewritten or a reused inode
+        old = self._find_rotated(saved)
+        if old is not None:
+            self.draining.append((old, time.monotonic() + ROTATE_WAIT))
+            self.stats.rotations += 1
+        return 0
+
+    def _find_rotated(self, saved: dict) -> _Open | None:
+        """The file the saved position was in, if it was renamed within the same directory."""
+        directory = os.path.dirname(self.path) or "."
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return None
+        for name in names:
+            candidate = os.path.join(directory, name)
+            try:
+                st = os.stat(candidate)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) != (saved["dev"], saved["ino"]):
+                continue
+            try:
+                fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+            if _matches_fingerprint(fd, saved["fp_len"], saved["fp"]) and saved["offset"] <= st.st_size:
+                return _Open(fd, saved["offset"], self._splitter())
+            os.close(fd)
+        return None
+
+    def _report(self, exc: OSError) -> None:
+        reason = "permission_denied" if isinstance(exc, PermissionError) else "read_error"
+        message = f"{self.path}: {exc.strerror or exc}"
+        if self.error != message:  # once per new problem, not once per cycle
+            log.warning("cannot read %s (will retry): %s", self.path, exc.strerror or exc)
+        self.error = message
+        self.error_reason = reason
+
+    # -- reading ------------------------------------------------------------------
+
+    def poll(self, deliver: Deliver, now: float) -> int:
+        """Read what is new; follow rotation and truncation.  Returns the bytes read."""
+        total = 0
+        for opened, _deadline in self.draining:
+            total += self._read(opened, deliver)
+        if self.draining:
+            keep = []
+            for opened, deadline in self.draining:
+                if now >= deadline:
+                    self._finish(opened, deliver)
+                else:
+                    keep.append((opened, deadline))
+            self.draining = keep
+        if self.current is None:
+            self.open(start_at_end=False)  # appeared (again) since: all of it is new
+            if self.current is None:
+                return total
+        total += self._read(self.current, deliver)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._retire(now)
+            return total
+        except OSError as exc:
+            self._report(exc)
+            return total
+        current = self.current
+        if (st.st_dev, st.st_ino) != (current.dev, current.ino):
+            self._retire(now)
+            self.open(start_at_end=False)
+            if self.current is not None:
+                total += self._read(self.current, deliver)
+        elif st.st_size < current.offset:
+            self.stats.truncations += 1
+            log.info("%s was truncated; reading it again from the start", self.path)
+            current.offset = 0
+            current.splitter.rest = b""
+            total += self._read(current, deliver)
+        if self.current is not None:
+            self.stats.offset = self.current.offset
+            self.stats.size = max(st.st_size, self.current.offset)
+            if total:
+                self.stats.lag_seconds = max(0.0, time.time() - st.st_mtime)
+            if self.rotate_bytes is not None and self.current.offset >= self.rotate_bytes:
+                self.rotate(deliver)
+        return total
+
+    def _read(self, opened: _Open, deliver: Deliver) -> int:
+        total = 0
+        while total < MAX_READ_PER_CYCLE:
+            try:
+                chunk = os.pread(opened.fd, READ_BLOCK, opened.offset)
+            except OSError as exc:
+                self._report(exc)
+                break
+            if not chunk:
+                break
+            opened.offset += len(chunk)
+            total += len(chunk)
+            lines = opened.splitter.feed(chunk)
+            if lines:
+                deliver(self.source, lines)
+        return total
+
+    def _retire(self, now: float) -> None:
+        """The path no longer names the open file: finish it over the next few seconds."""
+        if self.current is not None:
+            self.stats.rotations += 1
+            self.draining.append((self.current, now + ROTATE_WAIT))
+            self.current = None
+
+    def _finish(self, opened: _Open, deliver: Deliver) -> None:
+        self._read(opened, deliver)
+        last = opened.splitter.finish()  # a line its writer never ended
+        if last:
+            deliver(self.source, last)
+        opened.close()
+
+    def close(self) -> None:
+        for opened, _deadline in self.draining:
+            opened.close()
+        self.draining = []
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+    # -- positions ----------------------------------------------------------------
+
+    def position(self) -> dict | None:
+        current = self.current
+        if current is None:
+            return None
+        fp_len, fp = fingerprint(current.fd)
+        if current.offset < fp_len:  # only the part read so far identifies the file
+            fp_len, fp = fingerprint(current.fd, current.offset)
+        position = {"dev": current.dev, "ino": current.ino, "offset": current.offset, "fp_len": fp_len, "fp": fp}
+        if self.after_rotation is not None:
+            position["alternatives"] = [self.after_rotation]
+        return position
+
+    # -- rotating a supervised server's raw log -----------------------------------
+
+    def rotate(self, deliver: Deliver) -> None:
+        """Move what has been read of the raw log into ``path.1`` (older copies shift up).
+
+        The server keeps its file descriptor, so the log cannot be renamed
+        away under it.  Instead the read prefix is copied out and then removed
+        from the front of the live file with ``fallocate(FALLOC_FL_COLLAPSE_RANGE)``,
+        which the kernel does atomically against the server's appends (ext4,
+        xfs): no line is lost and the server never notices.  The range must be
+        whole filesystem blocks, so a line may be split between ``.1`` and the
+        live file.  Where the filesystem cannot collapse, the copy is followed by
+        a truncation, and a line written in the instant between the last read
+        and the truncation is lost (the warning says so).
+        """
+        current = self.current
+        if current is None:
+            return
+        self._read(current, deliver)  # everything up to now is read before anything moves
+        try:
+            block = os.statvfs(self.path).f_bsize or 4096
+            cut = (current.offset // block) * block
+            if cut == 0:
+                return
+            self._shift_backups()
+            if self.backups > 0:
+                self._copy_prefix(current.fd, cut, f"{self.path}.1")
+            head = os.pread(current.fd, min(FINGERPRINT_BYTES, current.offset - cut), cut)
+            self.after_rotation = {
+                "dev": current.dev,
+                "ino": current.ino,
+                "offset": current.offset - cut,
+                "fp_len": len(head),
+                "fp": hashlib.sha1(head).hexdigest(),
+            }
+            if self.save_hook is not None:
+                self.save_hook()
+            writer = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                if _collapse(writer, cut):
+                    current.offset -= cut
+                else:
+                    # No collapse here: copy the rest read since the cut, then truncate.
+                    self._read(current, deliver)
+                    if self.backups > 0 and current.offset > cut:
+                        self._append_range(current.fd, cut, current.offset, f"{self.path}.1")
+                    os.ftruncate(writer, 0)
+                    current.offset = 0
+                    log.warning(
+                        "%s: this filesystem cannot collapse a file range; rotated by truncation, "
+                        "which can lose a line written during it",
+                        self.path,
+                    )
+            finally:
+                os.close(writer)
+        except OSError as exc:
+            log.warning("cannot rotate %s: %s", self.path, exc.strerror or exc)
+            return
+        finally:
+            self.after_rotation = None
+        self.stats.log_rotations += 1
+        self.stats.offset = current.offset
+
+    def _shift_backups(self) -> None:
+        if self.backups <= 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self.path}.{self.backups}")
+        for number in range(self.backups - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f"{self.path}.{number}", f"{self.path}.{number + 1}")
+
+    @staticmethod
+    def _copy_prefix(fd: int, length: int, target: str) -> None:
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, LOG_MODE)
+        try:
+            offset = 0
+            while offset < length:
+                chunk = os.pread(fd, min(READ_BLOCK, length - offset), offset)
+                if not chunk:
+                    break
+                os.write(out, chunk)
+                offset += len(chunk)
+        finally:
+            os.close(out)
+
+    @staticmethod
+    def _append_range(fd: int, start: int, end: int, target: str) -> None:
+        out = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(out, os.pread(fd, end - start, start))
+        finally:
+            os.close(out)
+
+
+_FALLOC_FL_COLLAPSE_RANGE = 0x08
+_libc = None
+
+
+def _collapse(fd: int, length: int) -> bool:
+    """Remove the first ``length`` bytes of a file in place; False where unsupported."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    result = _libc.fallocate(fd, _FALLOC_FL_COLLAPSE_RANGE, ctypes.c_long(0), ctypes.c_long(length))
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code))
+
+
+# -- positions on disk -----------------------------------------------------------------
+
+
+class PositionStore:
+    """Read positions by source and path, in one JSON file replaced atomically."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.positions: dict[str, dict[str, dict]] = {}
+        if path:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    data = json.load(handle)
+                if isinstance(data, dict) and isinstance(data.get("positions"), dict):
+                    self.positions = data["positions"]
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError) as exc:
+                log.warning("ignoring unreadable positions file %s: %s", path, exc)
+        self._last: str | None = None
+
+    def get(self, source: str, path: str) -> dict | None:
+        return self.positions.get(source, {}).get(path)
+
+    def save(self, positions: dict[str, dict[str, dict]]) -> None:
+        if not self.path:
+            return
+        text = json.dumps({"version": 1, "positions": positions}, sort_keys=True)
+        if text == self._last:
+            return
+        tmp = f"{self.path}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("cannot save read positions to %s: %s", self.path, exc)
+            return
+        self._last = text
+        self.positions = positions
+
+
+# -- the tailer -------------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """A set of paths (or globs) read as one source, the ``server`` label of its lines."""
+
+    name: str
+    patterns: tuple[str, ...]
+    skipped: dict[str, int]
+    start_at_end: bool = True
+    rotate_bytes: int | None = None
+    backups: int = 0
+    paths: dict[str, TailedPath] = field(default_factory=dict)
+
+
+class Tailer:
+    """Reads every source's files in one thread and hands their lines to ``deliver``."""
+
+    def __init__(
+        self,
+        deliver: Deliver,
+        positions: PositionStore,
+        poll_interval: float = 1.0,
+        max_line: int = 4 * 1024 * 1024,
+        use_inotify: bool = True,
+        lock: threading.Lock | None = None,
+    ) -> None:
+        self.deliver = deliver
+        self.store = positions
+        self.poll_interval = poll_interval
+        self.max_line = max_line
+        self.use_inotify = use_inotify
+        self.lock = lock or threading.Lock()  # held while lines are delivered
+        self.sources: dict[str, Source] = {}
+        self.wake = threading.Event()
+        self.rescan = True
+        self.cycles = 0
+        self.last_cycle = time.monotonic()
+        self.inotify_ok = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer = None
+        self._watched: set[str] = set()
+        self._requests: list[Callable[[], None]] = []
+
+    # -- configuration (any thread) -------------------------------------------------
+
+    def add(self, source: Source) -> None:
+        self._call(lambda: self._add(source))
+
+    def remove(self, name: str) -> None:
+        self._call(lambda: self._remove(name))
+
+    def _call(self, request: Callable[[], None]) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            request()
+        else:
+            with self.lock:
+                self._requests.append(request)
+            self.wake.set()
+
+    def _add(self, source: Source) -> None:
+        self._remove(source.name)
+        self.sources[source.name] = source
+        self._expand(source, first=True)
+        self._watch(source)
+
+    def _remove(self, name: str) -> None:
+        source = self.sources.pop(name, None)
+        if source is not None:
+            for tailed in source.paths.values():
+                tailed.close()
+
+    # -- the loop -------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.use_inotify:
+            self._start_observer()
+        self._thread = threading.Thread(target=self._run, name="kvwatch-tail", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._observer is not None:
+            with contextlib.suppress(Exception):
+                self._observer.stop()
+                self._observer.join(timeout=5)
+        self.save_positions()
+        for source in self.sources.values():
+            for tailed in source.paths.values():
+                tailed.close()
+
+    def _run(self) -> None:
+        next_scan = 0.0
+        while not self._stop.is_set():
+            self.wake.wait(self.poll_interval)
+            self.wake.clear()
+            now = time.monotonic()
+            if now >= next_scan:
+                self.rescan = True
+                next_scan = now + self.poll_interval
+            try:
+                busy = self.cycle()
+            except Exception:  # a bug here must not stop the reading for good
+                log.exception("tail cycle failed")
+                busy = False
+            self.last_cycle = time.monotonic()
+            if busy:
+                self.wake.set()  # more to read right away
+
+    def cycle(self) -> bool:
+        """Read every source once; True when a file had more than one cycle's worth."""
+        with self.lock:
+            requests, self._requests = self._requests, []
+        for request in requests:
+            request()
+        rescan, self.rescan = self.rescan, False
+        busy = False
+        now = time.monotonic()
+        read = 0
+        for source in list(self.sources.values()):
+            if rescan:
+                self._expand(source, first=False)
+                if not self.inotify_ok or source.name not in self._watched:
+                    self._watch(source)
+            for tailed in list(source.paths.values()):
+                with self.lock:
+                    got = tailed.poll(self.deliver, now)
+                read += got
+                busy = busy or got >= MAX_READ_PER_CYCLE
+        self.cycles += 1
+        if read:
+            self.save_positions()
+        return busy
+
+    def _expand(self, source: Source, first: bool) -> None:
+        for pattern in source.patterns:
+            names = sorted(glob.glob(pattern)) if _glob_magic(pattern) else [pattern]
+            for name in names:
+                if name in source.paths or (os.path.isdir(name)):
+                    continue
+                if _glob_magic(pattern) and _is_rotated_copy(name, source.patterns):
+                    continue
+                tailed = TailedPath(
+                    source.name, name, self.max_line, source.skipped, source.rotate_bytes, source.backups
+                )
+                tailed.saved = self.store.get(source.name, name)
+                tailed.save_hook = self.save_positions
+                source.paths[name] = tailed
+                # Files present at the first look start at the end (their past is
+                # history) unless a position was saved; files that appear later are new.
+                tailed.open(start_at_end=first and source.start_at_end)
+
+    def save_positions(self) -> None:
+        positions: dict[str, dict[str, dict]] = {}
+        for source in self.sources.values():
+            entries = {}
+            for path, tailed in source.paths.items():
+                try:
+                    position = tailed.position()
+                except OSError:
+                    position = None
+                if position is not None:
+                    entries[path] = position
+                elif tailed.saved is not None:
+                    entries[path] = tailed.saved
+            if entries:
+                positions[source.name] = entries
+        self.store.save(positions)
+
+    # -- inotify --------------------------------------------------------------------
+
+    def _start_observer(self) -> None:
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # pragma: no cover - watchdog is a dependency
+            log.warning("watchdog is not installed; polling every %.1f s", self.poll_interval)
+            return
+        tailer = self
+
+        class Wake(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                if event.event_type in ("created", "moved", "deleted"):
+                    tailer.rescan = True
+                tailer.wake.set()
+
+        self._handler = Wake()
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._observer.start()
+        self.inotify_ok = True
+
+    def _watch(self, source: Source) -> None:
+        if self._observer is None:
+            return
+        ok = True
+        for pattern in source.patterns:
+            directory, recursive = _watch_root(pattern)
+            key = f"{directory}\0{recursive}"
+            if key in self._watched:
+                continue
+            if not os.path.isdir(directory):
+                ok = False
+                continue
+            try:
+                self._observer.schedule(self._handler, directory, recursive=recursive)
+                self._watched.add(key)
+            except OSError as exc:
+                ok = False
+                log.warning("cannot watch %s with inotify (%s); polling it", directory, exc)
+        if ok:
+            self._watched.add(source.name)
+
+    # -- views ------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, dict[str, TailStats]]:
+        return {
+            name: {path: tailed.stats for path, tailed in source.paths.items()} for name, source in self.sources.items()
+        }
+
+    def errors(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for name, source in self.sources.items():
+            for path, tailed in source.paths.items():
+                if tailed.error:
+                    out.setdefault(name, {})[path] = tailed.error_reason
+        return out
+
+
+def _watch_root(pattern: str) -> tuple[str, bool]:
+    """The directory to watch for a path or glob, and whether to watch below it."""
+    directory = os.path.dirname(pattern) or "."
+    if not _glob_magic(directory):
+        return directory, False
+    parts = directory.split(os.sep)
+    fixed = []
+    for part in parts:
+        if _glob_magic(part):
+            break
+        fixed.append(part)
+    return (os.sep.join(fixed) or os.sep), True
+
+
+def _is_rotated_copy(name: str, patterns: tuple[str, ...]) -> bool:
+    """``app.log.1`` or ``app.log.2.gz`` beside a followed ``app.log``: already read as ``app.log``."""
+    base, _, suffix = name.rpartition(".")
+    if suffix == "gz":
+        base, _, suffix = base.rpartition(".")
+    return suffix.isdigit() and os.path.exists(base) and not any(name == p for p in patterns)
