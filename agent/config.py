@@ -40,6 +40,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables systemd hands to kvwatch itself; a child that inherited them
 # could ping kvwatch's watchdog or claim its sockets.
+CREDENTIALS = "$CREDENTIALS_DIRECTORY"
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
@@ -72,7 +73,14 @@ class Secret:
                 raise KeyError(f"environment variable {self.env} is not set")
             return value
         assert self.file is not None
-        return self.file.read_text(encoding="utf-8").strip("\r\n")
+        path = str(self.file)
+        if path.startswith(CREDENTIALS):
+            directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not directory:
+                raise KeyError(f"{path}: $CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit sets it)")
+            path = directory + path[len(CREDENTIALS) :]
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip("\r\n")
 
 
 @dataclass(frozen=True)
@@ -365,7 +373,8 @@ class _Reader:
                 raise self.fail(f"{key}.env", f"not an environment variable name: {name!r}")
             return Secret(env=name)
         text = self.string(spec["file"], f"{key}.file")
-        text = text.replace("$CREDENTIALS_DIRECTORY", os.environ.get("CREDENTIALS_DIRECTORY", "$CREDENTIALS_DIRECTORY"))
+        if text.startswith(CREDENTIALS):  # resolved when read: systemd sets it for the running unit
+            return Secret(file=Path(text))
         return Secret(file=self.file_path(text, f"{key}.file"))
 
     def timezone(self, value: Any, key: str) -> str:

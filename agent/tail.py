@@ -531,6 +531,9 @@ class Tailer:
     def start(self) -> None:
         if self.use_inotify:
             self._start_observer()
+            for source in self.sources.values():
+                self._watch(source)
+        self.wake.set()  # a first cycle at once
         self._thread = threading.Thread(target=self._run, name="kvwatch-tail", daemon=True)
         self._thread.start()
 

@@ -1,0 +1,207 @@
+"""The configuration: what a good file resolves to, and how a bad one is reported (file, key, reason)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent import config
+from agent.config import ConfigError
+
+REPO = Path(__file__).parents[2]
+EXAMPLES = sorted((REPO / "examples").rglob("*.toml"))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "kvwatch.toml"
+    path.write_text(text)
+    return path
+
+
+def kvwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, cwd=REPO, env=env)
+
+
+MINIMAL = """
+[[server]]
+name = "qwen"
+model = "Qwen/Qwen3-8B"
+"""
+
+
+def test_defaults_of_a_minimal_server(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, MINIMAL))
+    (server,) = loaded.servers
+    assert server.argv() == [
+        "python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "Qwen/Qwen3-8B",
+        "--host", "127.0.0.1", "--port", "8000",
+    ]  # fmt: skip
+    assert server.log_file == Path("/var/log/kvwatch/qwen.log")
+    assert loaded.metrics.port == config.DEFAULT_PORT
+    assert server.probe_url() == "http://127.0.0.1:8000/health"
+
+
+def test_structured_server_with_lmcache(tmp_path: Path) -> None:
+    text = """
+[[server]]
+name = "gpu3"
+python = "./venv/bin/python"
+model = "Qwen/Qwen3-8B"
+host = "0.0.0.0"
+port = 8003
+tensor_parallel_size = 2
+args = ["--max-model-len", "8192"]
+env = { HIP_VISIBLE_DEVICES = "6,7" }
+log_file = "logs/gpu3.log"
+
+[server.lmcache]
+settings = { chunk_size = 256, local_cpu = true, max_local_cpu_size = 5.0 }
+"""
+    loaded = config.load(write(tmp_path, text))
+    (server,) = loaded.servers
+    argv = server.argv()
+    assert argv[0] == str(tmp_path / "venv" / "bin" / "python")
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+    transfer = json.loads(argv[argv.index("--kv-transfer-config") + 1])
+    assert transfer == {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
+    assert argv[-2:] == ["--max-model-len", "8192"]
+    env = server.added_environment()
+    assert env["LMCACHE_CHUNK_SIZE"] == "256"
+    assert env["LMCACHE_LOCAL_CPU"] == "True"
+    assert env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "5.0"
+    assert env["HIP_VISIBLE_DEVICES"] == "6,7"
+    assert server.log_file == tmp_path / "logs" / "gpu3.log"
+    assert server.probe_url() == "http://127.0.0.1:8003/health"
+
+
+def test_lmcache_can_be_switched_off_explicitly(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, MINIMAL + "[server.lmcache]\nenabled = false\n"))
+    assert "--kv-transfer-config" not in loaded.servers[0].argv()
+
+
+def test_literal_command_and_follows(tmp_path: Path) -> None:
+    text = """
+[[server]]
+name = "custom"
+command = ["/opt/vllm/bin/vllm", "serve", "m", "--port", "9000"]
+health_url = "http://127.0.0.1:9000/health"
+
+[[follow]]
+name = "docker"
+paths = ["/var/lib/docker/containers/*/*-json.log"]
+timezone = "Asia/Taipei"
+
+[[follow]]
+name = "unit"
+journal_unit = "vllm.service"
+start_at = "beginning"
+"""
+    loaded = config.load(write(tmp_path, text))
+    assert loaded.servers[0].argv() == ["/opt/vllm/bin/vllm", "serve", "m", "--port", "9000"]
+    assert loaded.follows[0].timezone == "Asia/Taipei"
+    assert loaded.follows[1].journal_unit == "vllm.service"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("[metrics]\nprot = 1\n", "metrics.prot", "unknown key (did you mean 'port'?)"),
+        ("colour = 1\n", "colour", "unknown key"),
+        ("[metrics]\nport = 70000\n", "metrics.port", "must be between 0 and 65535, got 70000"),
+        ("[metrics]\nport = \"80\"\n", "metrics.port", "must be a whole number, got a string"),
+        ("[agent]\npoll_interval = \"soon\"\n", "agent.poll_interval", "must be seconds or a duration"),
+        (MINIMAL + "restart = \"sometimes\"\n", "server[0].restart", "must be one of on-failure, always, never"),
+        (MINIMAL + "api_key = \"plain\"\n", "server[0].api_key", "secrets are not written in the file"),
+        (MINIMAL + "api_key = { env = \"A\", file = \"b\" }\n", "server[0].api_key", "give exactly one of env or file"),
+        (MINIMAL + "args = [\"--api-key\", \"x\"]\n", "server[0].args", "--api-key on the command line"),
+        (MINIMAL + "timezone = \"Mars/Olympus\"\n", "server[0].timezone", "unknown time zone 'Mars/Olympus'"),
+        (MINIMAL + "log_max_bytes = \"lots\"\n", "server[0].log_max_bytes", "must be bytes or a size"),
+        (MINIMAL + "backoff_initial = 10\nbackoff_max = 1\n", "server[0].backoff_max", "must be at least"),
+        ("[[server]]\nmodel = \"m\"\n", "server[0].name", "missing"),
+        ("[[server]]\nname = \"a b\"\nmodel = \"m\"\n", "server[0].name", "must be letters, digits"),
+        ("[[server]]\nname = \"a\"\n", "server[0].model", "missing (give model, or a literal command)"),
+        (
+            "[[server]]\nname = \"a\"\ncommand = [\"x\"]\nmodel = \"m\"\n",
+            "server[0].model",
+            "cannot be combined with command",
+        ),
+        (MINIMAL + MINIMAL, "server[1].name", "'qwen' is already the name of server[0]"),
+        (MINIMAL + "[[server]]\nname = \"b\"\nmodel = \"m\"\n", "server[1].port", "8000 is also the port of server[0]"),
+        ("[[follow]]\nname = \"f\"\n", "follow[0]", "give either paths"),
+        (MINIMAL + "[server.lmcache]\nsettings = { LMCACHE_CHUNK_SIZE = 256 }\n", "server[0].lmcache.settings.LMCACHE_CHUNK_SIZE", "without its LMCACHE_ prefix"),
+        (
+            MINIMAL + "args = [\"--kv-transfer-config\", \"{}\"]\n[server.lmcache]\nenabled = true\n",
+            "server[0].args",
+            "--kv-transfer-config is set by [server.lmcache]",
+        ),
+        ("[metrics.tls]\ncert_file = \"c.pem\"\n", "metrics.tls.key_file", "missing"),
+        ("server = 3\n", "server", "must be an array of tables"),
+    ],
+)
+def test_bad_configuration_names_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert caught.value.path == str(path)
+    assert caught.value.key == key
+    assert reason in caught.value.reason
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "[agent\n"))
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_check_prints_the_resolved_command_and_masks_secrets(tmp_path: Path, monkeypatch) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text("sk-very-secret\n")
+    text = MINIMAL + f"""api_key = {{ file = "{key_file}" }}
+secret_env = {{ HF_TOKEN = {{ env = "KVWATCH_TEST_TOKEN" }} }}
+
+[metrics.basic_auth]
+prometheus = {{ file = "{key_file}" }}
+"""
+    path = write(tmp_path, text)
+    env = {"KVWATCH_TEST_TOKEN": "hf_also_secret", "PATH": "/usr/bin:/bin"}
+    result = kvwatch("check", "--config", str(path), env=env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "sk-very-secret" not in out and "hf_also_secret" not in out
+    assert f"VLLM_API_KEY=<secret from file {key_file}>" in out
+    assert "HF_TOKEN=<secret from $KVWATCH_TEST_TOKEN>" in out
+    assert '"--model", "Qwen/Qwen3-8B"' in out
+
+
+def test_check_exits_2_with_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "[metrics]\nport = -1\n")
+    result = kvwatch("check", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"kvwatch: {path}: metrics.port: must be between 0 and 65535, got -1"
+
+
+def test_run_refuses_a_bad_configuration_before_starting_anything(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "stall_restart = \"yes\"\n")
+    result = kvwatch("run", "--config", str(path))
+    assert result.returncode == 2
+    assert "server[0].stall_restart: must be true or false" in result.stderr
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_shipped_examples_are_valid(example: Path) -> None:
+    config.load(example)
+
+
+def test_durations_and_sizes() -> None:
+    assert config._parse_duration("1h30m") == 5400
+    assert config._parse_duration("250ms") == 0.25
+    assert config._parse_size("100MiB") == 100 << 20
+    assert config._parse_size("1GB") == 10**9
+    for bad in ("5 parsecs", "", "m5"):
+        with pytest.raises(ValueError):
+            config._parse_duration(bad)

@@ -1,0 +1,100 @@
+"""A stand-in for a vLLM server in supervision tests: a real process that behaves as told.
+
+    python fakeserver.py [--port P] [--lines N] [--rate R] [--exit-after S] [--exit-code C]
+                         [--ignore-term] [--stall] [--oom] [--term-delay S]
+
+It prints vLLM-format lines to stdout (the supervisor points it at the raw
+log): a start-up line, one stats line per tick, an access line per request,
+and serves ``/health`` on ``--port`` when given.  ``--stall`` keeps reporting
+waiting requests with zero throughput (an engine alive but not moving).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import os
+import signal
+import sys
+import threading
+import time
+
+
+def stamp() -> str:
+    return time.strftime("%m-%d %H:%M:%S")
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--lines", type=int, default=0, help="stats lines to print (0: until stopped)")
+    parser.add_argument("--rate", type=float, default=20.0, help="stats lines per second")
+    parser.add_argument("--exit-after", type=float)
+    parser.add_argument("--exit-code", type=int, default=1)
+    parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--term-delay", type=float, default=0.0)
+    parser.add_argument("--stall", action="store_true")
+    parser.add_argument("--oom", action="store_true", help="log a CUDA OOM before exiting")
+    args = parser.parse_args()
+
+    stopping = threading.Event()
+
+    def on_term(_signum, _frame) -> None:
+        if args.ignore_term:
+            say(f"INFO {stamp()} [fake.py:1] ignoring SIGTERM")
+            return
+        time.sleep(args.term_delay)
+        say(f"INFO {stamp()} [launcher.py:1] Shutting down FastAPI HTTP server.")
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    say(f"INFO {stamp()} [api_server.py:1] vLLM API server version 0.32.0")
+    say(f"(APIServer pid={os.getpid()}) INFO {stamp()} [api_server.py:2] args: fake")
+    if args.port:
+        class Health(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200 if self.path == "/health" else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a) -> None:
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Health)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    say("INFO:     Application startup complete.")
+    began = time.monotonic()
+    printed = 0
+    while not stopping.is_set():
+        if args.exit_after is not None and time.monotonic() - began >= args.exit_after:
+            if args.oom:
+                say(f"ERROR {stamp()} [core.py:1] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+            return args.exit_code
+        if args.lines and printed >= args.lines:
+            stopping.wait(0.05)
+            continue
+        if args.stall:
+            line = (
+                f"INFO {stamp()} [loggers.py:1] Engine 000: Avg prompt throughput: 0.0 tokens/s, Avg generation "
+                "throughput: 0.0 tokens/s, Running: 0 reqs, Waiting: 3 reqs, GPU KV cache usage: 0.0%, "
+                "Prefix cache hit rate: 0.0%"
+            )
+        else:
+            line = (
+                f"INFO {stamp()} [loggers.py:1] Engine 000: Avg prompt throughput: 10.0 tokens/s, Avg generation "
+                f"throughput: 5.0 tokens/s, Running: 1 reqs, Waiting: 0 reqs, GPU KV cache usage: 1.0%, "
+                f"Prefix cache hit rate: 50.0%"
+            )
+        say(line)
+        printed += 1
+        stopping.wait(1.0 / args.rate)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""The supervisor with real child processes (tests/fakeserver.py): start, crash, back off, stop, adopt."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.config import ServerConfig
+from agent.supervisor import Supervised, proc_start_time
+from parsers import events as ev
+
+FAKE = str(Path(__file__).parents[1] / "fakeserver.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server(tmp_path: Path, *args: str, **kw) -> ServerConfig:
+    defaults = dict(
+        name="fake",
+        command=(sys.executable, FAKE, *args),
+        log_file=tmp_path / "logs" / "fake.log",
+        health_url="",
+        backoff_initial=0.05,
+        backoff_max=0.2,
+        stop_timeout=2.0,
+    )
+    defaults.update(kw)
+    return ServerConfig(**defaults)
+
+
+def wait_for(check: Callable[[], bool], supervised: Supervised | None = None, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if supervised is not None:
+            supervised.tick()
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out; state {supervised.state if supervised else '?'}")
+
+
+@pytest.fixture
+def cleanup():
+    started: list[Supervised] = []
+    yield started
+    for s in started:
+        if s.pid is not None:
+            try:
+                os.killpg(s.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_start_writes_straight_to_a_0640_log_in_its_own_session(tmp_path: Path, cleanup) -> None:
+    s = Supervised(server(tmp_path, "--rate", "50"), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    log = tmp_path / "logs" / "fake.log"
+    wait_for(lambda: log.exists() and "Engine 000" in log.read_text(), s)
+    assert (log.stat().st_mode & 0o777) == 0o640
+    assert os.getpgid(s.pid) == s.pid and os.getsid(s.pid) == s.pid
+    # stdout and stderr are the file itself, not a pipe to kvwatch.
+    assert os.readlink(f"/proc/{s.pid}/fd/1") == str(log)
+    assert os.readlink(f"/proc/{s.pid}/fd/2") == str(log)
+    record = json.loads((tmp_path / "state" / "servers" / "fake.json").read_text())
+    assert record["pid"] == s.pid and record["start_time"] == proc_start_time(s.pid)
+
+
+def test_the_child_gets_kvwatch_environment_minus_systemd_sockets(tmp_path: Path, cleanup, monkeypatch) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("TOKEN_SOURCE", "s3cr3t")
+    from agent.config import Secret
+
+    config = server(
+        tmp_path, "--rate", "5", env={"CUDA_VISIBLE_DEVICES": "3"}, secret_env={"HF_TOKEN": Secret(env="TOKEN_SOURCE")}
+    )
+    s = Supervised(config, tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    environ = Path(f"/proc/{s.pid}/environ").read_bytes().split(b"\0")
+    assert b"CUDA_VISIBLE_DEVICES=3" in environ
+    assert b"HF_TOKEN=s3cr3t" in environ
+    assert b"PYTHONUNBUFFERED=1" in environ
+    assert not any(item.startswith(b"NOTIFY_SOCKET=") for item in environ)
+
+
+def test_a_crash_is_restarted_with_backoff_and_the_exit_is_recorded(tmp_path: Path, cleanup) -> None:
+    s = Supervised(server(tmp_path, "--exit-after", "0.2", "--exit-code", "3"), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    first = s.pid
+    wait_for(lambda: s.state == "backoff", s)
+    assert s.last_exit_code == 3 and s.last_exit_signal is None
+    wait_for(lambda: s.restarts >= 1 and s.pid not in (None, first), s)
+
+
+def test_a_crash_loop_is_detected_and_named_with_the_last_error(tmp_path: Path, cleanup) -> None:
+    config = server(tmp_path, "--exit-after", "0.05", "--oom", crash_loop_starts=3, crash_loop_window=60.0)
+    s = Supervised(config, tmp_path / "state")
+    cleanup.append(s)
+    # The daemon feeds the supervisor the events of the server's log; here they come from the log by hand.
+    s.start()
+    wait_for(lambda: s.state == "backoff", s)
+    s.observe(ev.ServerError(None, error="oom"))
+    wait_for(lambda: s.state == "crash_loop", s)
+    assert s.last_error == "oom"
+    assert "oom" in s.status_text()
+
+
+def test_clean_exit_is_not_restarted_on_failure_policy(tmp_path: Path, cleanup) -> None:
+    s = Supervised(server(tmp_path, "--exit-after", "0.1", "--exit-code", "0"), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    wait_for(lambda: s.state == "exited", s)
+    assert s.restarts == 0 and s.last_exit_code == 0
+
+
+def test_restart_always_restarts_a_clean_exit(tmp_path: Path, cleanup) -> None:
+    s = Supervised(server(tmp_path, "--exit-after", "0.1", "--exit-code", "0", restart="always"), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    wait_for(lambda: s.restarts >= 1, s)
+
+
+def test_stop_is_graceful(tmp_path: Path, cleanup) -> None:
+    s = Supervised(server(tmp_path, "--rate", "20"), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    pid = s.pid
+    time.sleep(0.3)
+    s.stop()
+    wait_for(lambda: s.state == "stopped", s)
+    assert s.last_exit_code == 0 and s.last_exit_signal is None
+    assert proc_start_time(pid) is None
+    assert "Shutting down" in (tmp_path / "logs" / "fake.log").read_text()
+    assert not (tmp_path / "state" / "servers" / "fake.json").exists()
+
+
+def test_a_server_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Path, cleanup) -> None:
+    s = Supervised(server(tmp_path, "--ignore-term", stop_timeout=0.5), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    time.sleep(0.3)
+    began = time.monotonic()
+    s.stop()
+    wait_for(lambda: s.state == "stopped", s)
+    assert time.monotonic() - began >= 0.5
+    assert s.last_exit_signal == signal.SIGKILL
+
+
+def live_members(group: int) -> list[int]:
+    """Processes of a process group that have not exited (zombies waiting for a reaper do not count)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            data = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        if int(fields[2]) == group and fields[0] != b"Z":
+            members.append(int(entry))
+    return members
+
+
+def test_the_whole_process_group_is_stopped(tmp_path: Path, cleanup) -> None:
+    """vLLM forks engine and worker processes: they go with it."""
+    script = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "time.sleep(60)\n"
+    )
+    s = Supervised(server(tmp_path, command=(sys.executable, "-c", script)), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    group = s.pid
+    wait_for(lambda: len(live_members(group)) == 2)
+    s.stop()
+    wait_for(lambda: s.state == "stopped", s)
+    wait_for(lambda: live_members(group) == [], timeout=5)
+
+
+def test_adoption_of_a_running_server(tmp_path: Path, cleanup) -> None:
+    config = server(tmp_path, "--rate", "20")
+    first = Supervised(config, tmp_path / "state")
+    cleanup.append(first)
+    first.start()
+    pid = first.pid
+    first.hand_over()  # the old kvwatch exits, leaving it running
+    second = Supervised(config, tmp_path / "state")
+    cleanup.append(second)
+    assert second.adopt()
+    assert second.pid == pid and second.adopted and second.alive
+    second.tick()
+    assert second.state in ("starting", "running")
+    # An adopted server is not our child: its exit is still seen, and it is restarted.
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: second.restarts == 1 and second.pid not in (None, pid), second)
+    assert second.last_exit_code is None  # unknowable for a process that is not our child
+
+
+def test_a_recycled_pid_is_not_adopted(tmp_path: Path) -> None:
+    record = tmp_path / "state" / "servers" / "fake.json"
+    record.parent.mkdir(parents=True)
+    # Our own pid, with a start time that is not ours: a pid reused by another process.
+    record.write_text(json.dumps({"pid": os.getpid(), "start_time": proc_start_time(os.getpid()) - 1}))
+    s = Supervised(server(tmp_path), tmp_path / "state")
+    assert not s.adopt()
+    assert not record.exists()
+
+
+def test_changed_settings_restart_an_adopted_server(tmp_path: Path, cleanup) -> None:
+    first = Supervised(server(tmp_path, "--rate", "20"), tmp_path / "state")
+    cleanup.append(first)
+    first.start()
+    pid = first.pid
+    first.hand_over()
+    second = Supervised(server(tmp_path, "--rate", "30"), tmp_path / "state")
+    cleanup.append(second)
+    assert second.adopt()
+    wait_for(lambda: second.pid not in (None, pid) and second.state in ("starting", "running"), second)
+    assert proc_start_time(pid) is None
+
+
+def test_health_probe_makes_a_server_running_and_its_loss_unhealthy(tmp_path: Path, cleanup) -> None:
+    port = free_port()
+    config = server(
+        tmp_path, "--port", str(port), health_url=f"http://127.0.0.1:{port}/health", health_interval=0.1
+    )
+    s = Supervised(config, tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    wait_for(lambda: s.state == "running", s)
+    assert s.probe is not None and s.probe.status == 200 and s.probe.duration is not None
+    s.probe.url = f"http://127.0.0.1:{port}/missing"  # the server now answers 404
+    wait_for(lambda: s.state == "unhealthy", s)
+
+
+def test_a_stalled_engine_is_reported_and_not_restarted_by_default(tmp_path: Path, cleanup) -> None:
+    s = Supervised(server(tmp_path, "--stall", stall_after=1.0), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    s.observe(ev.ServerReady(None))
+    s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
+    s.observe(ev.HttpAccess(None, method="GET", path="/health", status=200))  # probes are not progress
+    wait_for(lambda: s.state == "stalled", s, timeout=5)
+    assert s.last_error == "stalled" and s.restarts == 0
+    s.observe(ev.EngineStats(None, prompt_throughput=5.0, generation_throughput=1.0, running=1, waiting=0))
+    wait_for(lambda: s.state == "running", s)
+
+
+def test_a_stalled_engine_is_restarted_when_configured(tmp_path: Path, cleanup) -> None:
+    s = Supervised(server(tmp_path, "--stall", stall_after=0.5, stall_restart=True), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    first = s.pid
+    s.observe(ev.ServerReady(None))
+    s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
+    wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
+
+
+def test_a_missing_program_backs_off_instead_of_crashing(tmp_path: Path) -> None:
+    s = Supervised(server(tmp_path, command=("/nonexistent/vllm",)), tmp_path / "state")
+    s.start()
+    assert s.state == "backoff"
+    assert "cannot start /nonexistent/vllm" in (s.spawn_error or "")
+
+
+def test_an_unreadable_secret_is_a_start_failure_that_names_its_source(tmp_path: Path, monkeypatch) -> None:
+    from agent.config import Secret
+
+    monkeypatch.delenv("NO_SUCH_VAR", raising=False)
+    s = Supervised(server(tmp_path, api_key=Secret(env="NO_SUCH_VAR")), tmp_path / "state")
+    s.start()
+    assert s.state == "backoff" and "NO_SUCH_VAR" in (s.spawn_error or "")
