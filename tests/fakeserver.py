@@ -56,8 +56,9 @@ def main() -> int:
     say(f"INFO {stamp()} [api_server.py:1] vLLM API server version 0.32.0")
     say(f"(APIServer pid={os.getpid()}) INFO {stamp()} [api_server.py:2] args: fake")
     if args.port:
+
         class Health(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self.send_response(200 if self.path == "/health" else 404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -73,7 +74,8 @@ def main() -> int:
     while not stopping.is_set():
         if args.exit_after is not None and time.monotonic() - began >= args.exit_after:
             if args.oom:
-                say(f"ERROR {stamp()} [core.py:1] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+                oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+                say(f"ERROR {stamp()} [core.py:1] {oom}")
             return args.exit_code
         if args.lines and printed >= args.lines:
             stopping.wait(0.05)

@@ -112,33 +112,37 @@ start_at = "beginning"
         ("[metrics]\nprot = 1\n", "metrics.prot", "unknown key (did you mean 'port'?)"),
         ("colour = 1\n", "colour", "unknown key"),
         ("[metrics]\nport = 70000\n", "metrics.port", "must be between 0 and 65535, got 70000"),
-        ("[metrics]\nport = \"80\"\n", "metrics.port", "must be a whole number, got a string"),
-        ("[agent]\npoll_interval = \"soon\"\n", "agent.poll_interval", "must be seconds or a duration"),
-        (MINIMAL + "restart = \"sometimes\"\n", "server[0].restart", "must be one of on-failure, always, never"),
-        (MINIMAL + "api_key = \"plain\"\n", "server[0].api_key", "secrets are not written in the file"),
-        (MINIMAL + "api_key = { env = \"A\", file = \"b\" }\n", "server[0].api_key", "give exactly one of env or file"),
-        (MINIMAL + "args = [\"--api-key\", \"x\"]\n", "server[0].args", "--api-key on the command line"),
-        (MINIMAL + "timezone = \"Mars/Olympus\"\n", "server[0].timezone", "unknown time zone 'Mars/Olympus'"),
-        (MINIMAL + "log_max_bytes = \"lots\"\n", "server[0].log_max_bytes", "must be bytes or a size"),
+        ('[metrics]\nport = "80"\n', "metrics.port", "must be a whole number, got a string"),
+        ('[agent]\npoll_interval = "soon"\n', "agent.poll_interval", "must be seconds or a duration"),
+        (MINIMAL + 'restart = "sometimes"\n', "server[0].restart", "must be one of on-failure, always, never"),
+        (MINIMAL + 'api_key = "plain"\n', "server[0].api_key", "secrets are not written in the file"),
+        (MINIMAL + 'api_key = { env = "A", file = "b" }\n', "server[0].api_key", "give exactly one of env or file"),
+        (MINIMAL + 'args = ["--api-key", "x"]\n', "server[0].args", "--api-key on the command line"),
+        (MINIMAL + 'timezone = "Mars/Olympus"\n', "server[0].timezone", "unknown time zone 'Mars/Olympus'"),
+        (MINIMAL + 'log_max_bytes = "lots"\n', "server[0].log_max_bytes", "must be bytes or a size"),
         (MINIMAL + "backoff_initial = 10\nbackoff_max = 1\n", "server[0].backoff_max", "must be at least"),
-        ("[[server]]\nmodel = \"m\"\n", "server[0].name", "missing"),
-        ("[[server]]\nname = \"a b\"\nmodel = \"m\"\n", "server[0].name", "must be letters, digits"),
-        ("[[server]]\nname = \"a\"\n", "server[0].model", "missing (give model, or a literal command)"),
+        ('[[server]]\nmodel = "m"\n', "server[0].name", "missing"),
+        ('[[server]]\nname = "a b"\nmodel = "m"\n', "server[0].name", "must be letters, digits"),
+        ('[[server]]\nname = "a"\n', "server[0].model", "missing (give model, or a literal command)"),
         (
-            "[[server]]\nname = \"a\"\ncommand = [\"x\"]\nmodel = \"m\"\n",
+            '[[server]]\nname = "a"\ncommand = ["x"]\nmodel = "m"\n',
             "server[0].model",
             "cannot be combined with command",
         ),
         (MINIMAL + MINIMAL, "server[1].name", "'qwen' is already the name of server[0]"),
-        (MINIMAL + "[[server]]\nname = \"b\"\nmodel = \"m\"\n", "server[1].port", "8000 is also the port of server[0]"),
-        ("[[follow]]\nname = \"f\"\n", "follow[0]", "give either paths"),
-        (MINIMAL + "[server.lmcache]\nsettings = { LMCACHE_CHUNK_SIZE = 256 }\n", "server[0].lmcache.settings.LMCACHE_CHUNK_SIZE", "without its LMCACHE_ prefix"),
+        (MINIMAL + '[[server]]\nname = "b"\nmodel = "m"\n', "server[1].port", "8000 is also the port of server[0]"),
+        ('[[follow]]\nname = "f"\n', "follow[0]", "give either paths"),
         (
-            MINIMAL + "args = [\"--kv-transfer-config\", \"{}\"]\n[server.lmcache]\nenabled = true\n",
+            MINIMAL + "[server.lmcache]\nsettings = { LMCACHE_CHUNK_SIZE = 256 }\n",
+            "server[0].lmcache.settings.LMCACHE_CHUNK_SIZE",
+            "without its LMCACHE_ prefix",
+        ),
+        (
+            MINIMAL + 'args = ["--kv-transfer-config", "{}"]\n[server.lmcache]\nenabled = true\n',
             "server[0].args",
             "--kv-transfer-config is set by [server.lmcache]",
         ),
-        ("[metrics.tls]\ncert_file = \"c.pem\"\n", "metrics.tls.key_file", "missing"),
+        ('[metrics.tls]\ncert_file = "c.pem"\n', "metrics.tls.key_file", "missing"),
         ("server = 3\n", "server", "must be an array of tables"),
     ],
 )
@@ -161,12 +165,15 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 def test_check_prints_the_resolved_command_and_masks_secrets(tmp_path: Path, monkeypatch) -> None:
     key_file = tmp_path / "api-key"
     key_file.write_text("sk-very-secret\n")
-    text = MINIMAL + f"""api_key = {{ file = "{key_file}" }}
+    text = (
+        MINIMAL
+        + f"""api_key = {{ file = "{key_file}" }}
 secret_env = {{ HF_TOKEN = {{ env = "KVWATCH_TEST_TOKEN" }} }}
 
 [metrics.basic_auth]
 prometheus = {{ file = "{key_file}" }}
 """
+    )
     path = write(tmp_path, text)
     env = {"KVWATCH_TEST_TOKEN": "hf_also_secret", "PATH": "/usr/bin:/bin"}
     result = kvwatch("check", "--config", str(path), env=env)
@@ -186,7 +193,7 @@ def test_check_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_run_refuses_a_bad_configuration_before_starting_anything(tmp_path: Path) -> None:
-    path = write(tmp_path, MINIMAL + "stall_restart = \"yes\"\n")
+    path = write(tmp_path, MINIMAL + 'stall_restart = "yes"\n')
     result = kvwatch("run", "--config", str(path))
     assert result.returncode == 2
     assert "server[0].stall_restart: must be true or false" in result.stderr

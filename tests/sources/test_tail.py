@@ -212,7 +212,7 @@ def test_restart_resumes_at_the_saved_position(tmp_path: Path) -> None:
 def test_restart_finishes_a_file_rotated_while_down(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_text(lines("x", 3))
-    tailer, got = make_tailer(tmp_path, str(log))
+    tailer, _got = make_tailer(tmp_path, str(log))
     tailer.cycle()
     append(log, "unread before rotation\n")
     os.rename(log, tmp_path / "a.log.1")

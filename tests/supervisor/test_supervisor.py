@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -57,10 +58,8 @@ def cleanup():
     yield started
     for s in started:
         if s.pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(s.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def test_start_writes_straight_to_a_0640_log_in_its_own_session(tmp_path: Path, cleanup) -> None:
@@ -237,9 +236,7 @@ def test_changed_settings_restart_an_adopted_server(tmp_path: Path, cleanup) -> 
 
 def test_health_probe_makes_a_server_running_and_its_loss_unhealthy(tmp_path: Path, cleanup) -> None:
     port = free_port()
-    config = server(
-        tmp_path, "--port", str(port), health_url=f"http://127.0.0.1:{port}/health", health_interval=0.1
-    )
+    config = server(tmp_path, "--port", str(port), health_url=f"http://127.0.0.1:{port}/health", health_interval=0.1)
     s = Supervised(config, tmp_path / "state")
     cleanup.append(s)
     s.start()
