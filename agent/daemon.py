@@ -140,14 +140,16 @@ class Daemon:
     # -- the main loop -------------------------------------------------------------
 
     def run(self) -> int:
+        # Handlers first: a signal that arrives while servers are being started
+        # is queued for the loop, never the default action (SIGHUP would kill us).
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
+            signal.signal(sig, self._on_signal)
         self.http.start()  # bound in __init__: a taken port fails before any server starts
         for server in self.config.servers:
             self.add_server(server)
         for follow in self.config.follows:
             self.add_follow(follow)
         self.tailer.start()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
-            signal.signal(sig, self._on_signal)
         log.info(
             "kvwatch %s: serving metrics on %s:%d; %d servers, %d follows",
             __version__,

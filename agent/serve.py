@@ -25,6 +25,8 @@ from agent.config import MetricsConfig
 
 log = logging.getLogger("kvwatch.http")
 
+CONNECTION_TIMEOUT = 30.0  # seconds a connection may sit idle (Prometheus' scrape timeout is 10 s)
+
 LANDING = """<!doctype html>
 <html><head><title>kvwatch</title></head>
 <body><h1>kvwatch {version}</h1>
@@ -46,8 +48,7 @@ class MetricsServer:
     ) -> None:
         self.config = config
         handler = _handler(registry, health, passwords or {})
-        self.httpd = ThreadingHTTPServer((config.address, config.port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((config.address, config.port), handler)
         if config.tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -55,7 +56,7 @@ class MetricsServer:
             if config.tls.client_ca_file is not None:
                 context.load_verify_locations(cafile=str(config.tls.client_ca_file))
                 context.verify_mode = ssl.CERT_REQUIRED
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.httpd.tls = context
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="kvwatch-http", daemon=True)
 
     @property
@@ -70,9 +71,37 @@ class MetricsServer:
         self.httpd.server_close()
 
 
+class _Server(ThreadingHTTPServer):
+    """One thread per connection; with TLS, the handshake happens in that thread.
+
+    Wrapping the listening socket instead would run every handshake in the
+    accept loop, where one client that connects and sends nothing would
+    stall every scrape.
+    """
+
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(CONNECTION_TIMEOUT)
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(wrapped, client_address)
+        finally:
+            wrapped.close()
+
+
 def _handler(registry: CollectorRegistry, health: Callable[[], tuple[bool, str]], passwords: dict[str, str]):
     class Handler(BaseHTTPRequestHandler):
         server_version = f"kvwatch/{__version__}"
+        timeout = CONNECTION_TIMEOUT  # an idle connection does not hold its thread for ever
 
         def log_message(self, format: str, *args) -> None:
             log.debug("%s %s", self.address_string(), format % args)

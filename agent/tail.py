@@ -70,7 +70,7 @@ def _matches_fingerprint(fd: int, fp_len: int, fp: str) -> bool:
 class _Open:
     """One open file being read: its identity, read offset and unfinished line."""
 
-    __slots__ = ("dev", "fd", "ino", "offset", "splitter")
+    __slots__ = ("dev", "fd", "head", "ino", "offset", "splitter")
 
     def __init__(self, fd: int, offset: int, splitter: LineSplitter) -> None:
         st = os.fstat(fd)
@@ -78,6 +78,27 @@ class _Open:
         self.dev, self.ino = st.st_dev, st.st_ino
         self.offset = offset
         self.splitter = splitter
+        self.head = b""
+        self.note_head()
+
+    def note_head(self) -> None:
+        """Remember the first bytes read so far: a copytruncate rewrite changes them."""
+        if len(self.head) < FINGERPRINT_BYTES and self.offset > len(self.head):
+            self.head = os.pread(self.fd, min(self.offset, FINGERPRINT_BYTES), 0)
+
+    def rewritten(self) -> bool:
+        """True when the file was truncated since it was read, even if it has grown past our offset again."""
+        if os.fstat(self.fd).st_size < self.offset:
+            return True
+        return bool(self.head) and os.pread(self.fd, len(self.head), 0) != self.head
+
+    def restart(self, offset: int = 0, keep_partial: bool = False) -> None:
+        """Read on from ``offset`` of content that moved; a partial line is kept when its writer goes on with it."""
+        self.offset = offset
+        if not keep_partial:
+            self.splitter.rest = b""
+        self.head = b""
+        self.note_head()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -214,6 +235,17 @@ class TailedPath:
             self.open(start_at_end=False)  # appeared (again) since: all of it is new
             if self.current is None:
                 return total
+        # Before reading on: a copytruncate may have been followed by enough
+        # new lines to pass our offset, so the size alone cannot tell.
+        try:
+            rewritten = self.current.rewritten()
+        except OSError as exc:
+            self._report(exc)
+            return total
+        if rewritten:
+            self.stats.truncations += 1
+            log.info("%s was truncated; reading it again from the start", self.path)
+            self.current.restart()
         total += self._read(self.current, deliver)
         try:
             st = os.stat(self.path)
@@ -229,12 +261,6 @@ class TailedPath:
             self.open(start_at_end=False)
             if self.current is not None:
                 total += self._read(self.current, deliver)
-        elif st.st_size < current.offset:
-            self.stats.truncations += 1
-            log.info("%s was truncated; reading it again from the start", self.path)
-            current.offset = 0
-            current.splitter.rest = b""
-            total += self._read(current, deliver)
         if self.current is not None:
             self.stats.offset = self.current.offset
             self.stats.size = max(st.st_size, self.current.offset)
@@ -256,6 +282,8 @@ class TailedPath:
                 break
             opened.offset += len(chunk)
             total += len(chunk)
+            if len(opened.head) < FINGERPRINT_BYTES:
+                opened.note_head()
             lines = opened.splitter.feed(chunk)
             if lines:
                 deliver(self.source, lines)
@@ -337,14 +365,14 @@ class TailedPath:
             writer = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
             try:
                 if _collapse(writer, cut):
-                    current.offset -= cut
+                    current.restart(current.offset - cut, keep_partial=True)
                 else:
                     # No collapse here: copy the rest read since the cut, then truncate.
                     self._read(current, deliver)
                     if self.backups > 0 and current.offset > cut:
                         self._append_range(current.fd, cut, current.offset, f"{self.path}.1")
                     os.ftruncate(writer, 0)
-                    current.offset = 0
+                    current.restart(keep_partial=True)
                     log.warning(
                         "%s: this filesystem cannot collapse a file range; rotated by truncation, "
                         "which can lose a line written during it",

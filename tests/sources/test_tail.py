@@ -116,6 +116,25 @@ def test_copytruncate(tmp_path: Path) -> None:
     assert tailer.snapshot()["s"][str(log)].truncations == 1
 
 
+def test_copytruncate_then_growth_past_the_old_offset_before_the_next_read(tmp_path: Path) -> None:
+    """The size alone cannot tell: the rewritten file is already longer than what was read."""
+    log = tmp_path / "a.log"
+    log.write_text("")
+    tailer, got = make_tailer(tmp_path, str(log))
+    append(log, lines("a", 3))
+    tailer.cycle()
+    with open(log, "r+") as handle:
+        handle.truncate(0)
+    append(log, lines("b", 9))
+    tailer.cycle()
+    assert got.text == [*(f"a {i}" for i in range(3)), *(f"b {i}" for i in range(9))]
+    assert tailer.snapshot()["s"][str(log)].truncations == 1
+    append(log, lines("c", 2))
+    tailer.cycle()
+    assert got.text[-2:] == ["c 0", "c 1"]
+    assert tailer.snapshot()["s"][str(log)].truncations == 1
+
+
 def test_delete_and_recreate(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_text("")

@@ -1,0 +1,146 @@
+"""``kvwatch run`` as a real process: start it on a config, scrape it, signal it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).parents[2]
+FAKE = str(REPO / "tests" / "fakeserver.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (OSError, KeyError, AssertionError) as exc:
+            last_error = exc
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+class Agent:
+    """One kvwatch process on a config written into ``directory``."""
+
+    def __init__(self, directory: Path, body: str, env: dict | None = None, prefix: list[str] | None = None) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.config = directory / "kvwatch.toml"
+        self.config.write_text(
+            f'[agent]\nstate_dir = "state"\nlog_dir = "logs"\npoll_interval = "200ms"\n\n'
+            f'[metrics]\naddress = "127.0.0.1"\nport = {self.port}\n\n{body}'
+        )
+        self.env = {**os.environ, **(env or {})}
+        self.prefix = prefix or []
+        self.process: subprocess.Popen | None = None
+        self.stderr = directory / "kvwatch.err"
+
+    def start(self, wait: bool = True) -> Agent:
+        err = open(self.stderr, "ab")  # noqa: SIM115 - kept open by the child
+        self.process = subprocess.Popen(
+            [*self.prefix, sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        err.close()
+        if wait:
+            wait_for(lambda: self.get("/healthz")[0] == 200, what="kvwatch to serve /healthz")
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        status, text = self.get("/metrics")
+        assert status == 200
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.metrics().get((name, tuple(sorted(labels.items()))))
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    started: list[Agent] = []
+
+    def make(body: str, directory: Path | None = None, **kw) -> Agent:
+        agent = Agent(directory or tmp_path, body, **kw)
+        started.append(agent)
+        return agent
+
+    yield make
+    for agent in started:
+        agent.kill()
+    # Servers a test left behind (hand-over tests leave them on purpose).
+    for record in tmp_path.rglob("servers/*.json"):
+        try:
+            import json
+
+            pid = json.loads(record.read_text())["pid"]
+            os.killpg(pid, signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            pass
+
+
+def fake_server(name: str, *args: str, port: int | None = None, **settings: str) -> str:
+    """A [[server]] table running tests/fakeserver.py."""
+    argv = [sys.executable, FAKE, *args]
+    extra = ""
+    if port is not None:
+        argv += ["--port", str(port)]
+        extra += f'health_url = "http://127.0.0.1:{port}/health"\nhealth_interval = "200ms"\n'
+    else:
+        extra += 'health_url = ""\n'
+    for key, value in settings.items():
+        extra += f"{key} = {value}\n"
+    command = ", ".join(f'"{a}"' for a in argv)
+    return f'[[server]]\nname = "{name}"\ncommand = [{command}]\nbackoff_initial = 0.1\nbackoff_max = 0.5\n{extra}\n'

@@ -1,0 +1,345 @@
+"""``kvwatch run`` end to end with real processes, files and signals (the servers are tests/fakeserver.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from agent.supervisor import proc_start_time
+from tests.agent.conftest import FAKE, fake_server, free_port, wait_for
+
+STATS = (
+    "INFO 11-25 10:00:00 [loggers.py:1] Engine 000: Avg prompt throughput: 10.0 tokens/s, Avg generation throughput: "
+    "5.0 tokens/s, Running: 1 reqs, Waiting: 0 reqs, GPU KV cache usage: 1.0%, Prefix cache hit rate: 50.0%\n"
+)
+
+
+def stats_lines(agent, server: str) -> float:
+    return agent.value("kvwatch_vllm_stats_lines_total", server=server, engine="0") or 0.0
+
+
+def test_supervised_server_metrics_health_and_landing_page(agents) -> None:
+    port = free_port()
+    agent = agents(fake_server("fake", "--lines", "40", "--rate", "100", port=port)).start()
+    wait_for(lambda: stats_lines(agent, "fake") == 40, what="40 stats lines")
+    wait_for(lambda: agent.value("kvwatch_server_state", server="fake", state="running") == 1, what="running")
+    assert agent.value("kvwatch_server_up", server="fake") == 1
+    assert agent.value("kvwatch_server_health_up", server="fake") == 1
+    assert agent.value("kvwatch_vllm_prefix_cache_hit_ratio", server="fake", engine="0") == 0.5
+    info = [k for k in agent.metrics() if k[0] == "kvwatch_server_info"]
+    assert dict(info[0][1])["vllm_version"] == "0.32.0"
+    assert any(k[0] == "kvwatch_build_info" for k in agent.metrics())
+    assert agent.get("/healthz") == (200, "ok\n")
+    status, page = agent.get("/")
+    assert status == 200 and 'href="metrics"' in page
+    assert agent.get("/nope")[0] == 404
+    log = agent.directory / "logs" / "fake.log"
+    assert (log.stat().st_mode & 0o777) == 0o640
+
+
+def test_followed_file_every_event_counted_exactly(agents, tmp_path: Path) -> None:
+    """Rotation by rename, copytruncate, delete-and-recreate and a symlink switch under a running agent."""
+    logs = tmp_path / "followed"
+    logs.mkdir()
+    current = logs / "vllm.log"
+    current.write_text("")
+    link = tmp_path / "link.log"
+    agent = agents(
+        f'[[follow]]\nname = "f"\npaths = ["{current}"]\n\n[[follow]]\nname = "l"\npaths = ["{link}"]\n'
+    ).start()
+    written = 0
+
+    def write(path: Path, n: int) -> None:
+        # Numbered lines, as real logs differ line to line (their time stamps):
+        # a copytruncate is told from growth by the changed head of the file.
+        nonlocal written
+        with open(path, "a") as handle:
+            for i in range(written, written + n):
+                handle.write(STATS.replace("10.0 tokens/s", f"{i}.0 tokens/s"))
+                handle.flush()
+        written += n
+
+    write(current, 50)
+    wait_for(lambda: stats_lines(agent, "f") == written, what="first lines")
+    # rename rotation: the writer finishes the old file after the rename
+    os.rename(current, logs / "vllm.log.1")
+    write(logs / "vllm.log.1", 7)
+    write(current, 11)
+    wait_for(lambda: stats_lines(agent, "f") == written, what="lines across a rename")
+    # copytruncate
+    with open(current, "r+") as handle:
+        handle.truncate(0)
+    write(current, 13)
+    wait_for(lambda: stats_lines(agent, "f") == written, what="lines after a truncation")
+    # delete and recreate
+    current.unlink()
+    time.sleep(0.5)
+    write(current, 17)
+    wait_for(lambda: stats_lines(agent, "f") == written, what="lines after delete-and-recreate")
+    # partial line written in pieces
+    with open(current, "a") as handle:
+        for piece in (STATS[:30], STATS[30:90], STATS[90:]):
+            handle.write(piece)
+            handle.flush()
+            time.sleep(0.1)
+    written += 1
+    wait_for(lambda: stats_lines(agent, "f") == written, what="a line written in pieces")
+    assert agent.value("kvwatch_tail_rotations_total", server="f", path=str(current)) == 2
+    assert agent.value("kvwatch_tail_truncations_total", server="f", path=str(current)) == 1
+    assert agent.value("kvwatch_lines_skipped_total", server="f", reason="partial") is None
+    # a symlink that appears after start, then switches target
+    first, second = tmp_path / "run1.log", tmp_path / "run2.log"
+    first.write_text(STATS * 3)
+    link.symlink_to(first)
+    wait_for(lambda: stats_lines(agent, "l") == 3, what="a file appearing after start")
+    second.write_text(STATS * 4)
+    tmp_link = tmp_path / "tmp.link"
+    tmp_link.symlink_to(second)
+    os.replace(tmp_link, link)
+    wait_for(lambda: stats_lines(agent, "l") == 7, what="lines after a symlink switch")
+
+
+def test_sigkill_mid_file_then_restart_resumes_exactly(agents, tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("")
+    body = f'[[follow]]\nname = "f"\npaths = ["{log}"]\n'
+    agent = agents(body).start()
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            f"line = {STATS!r}\n"
+            f"with open({str(log)!r}, 'a') as f:\n"
+            "    for i in range(3000):\n"
+            "        f.write(line); f.flush()\n"
+            "        if i % 50 == 0: time.sleep(0.01)\n",
+        ]
+    )
+    wait_for(lambda: stats_lines(agent, "f") > 300, what="reading under way")
+    agent.process.kill()  # SIGKILL, mid-file
+    agent.process.wait()
+    saved = json.loads((tmp_path / "state" / "positions.json").read_text())["positions"]["f"][str(log)]
+    writer.wait(timeout=60)
+    with open(log, "rb") as handle:
+        before = handle.read(saved["offset"]).count(b"\n")
+        after = handle.read().count(b"\n")
+    assert before + after == 3000 and after > 0
+    again = agents(body).start()
+    wait_for(lambda: stats_lines(again, "f") == after, what=f"the {after} lines after the saved position")
+    time.sleep(0.5)
+    assert stats_lines(again, "f") == after
+
+
+def test_sigterm_stops_every_server_gracefully_and_exits_0(agents) -> None:
+    agent = agents(fake_server("a", "--rate", "5") + fake_server("b", "--ignore-term", stop_timeout=0.5)).start()
+    # Both have installed their signal handlers once they print.
+    wait_for(lambda: stats_lines(agent, "a") > 0 and stats_lines(agent, "b") > 0, what="both servers printing")
+    pids = {n: json.loads((agent.directory / "state" / "servers" / f"{n}.json").read_text())["pid"] for n in "ab"}
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0
+    for pid in pids.values():
+        assert proc_start_time(pid) is None
+    assert "Shutting down" in (agent.directory / "logs" / "a.log").read_text()
+    assert "sending SIGKILL" in agent.log()
+
+
+def test_hand_over_leaves_servers_running_and_the_next_kvwatch_adopts_them(agents) -> None:
+    body = fake_server("fake", "--rate", "20")
+    agent = agents(body).start()
+    wait_for(lambda: stats_lines(agent, "fake") > 5, what="the server's lines")
+    record = json.loads((agent.directory / "state" / "servers" / "fake.json").read_text())
+    agent.signal(signal.SIGUSR2)
+    assert agent.wait() == 0
+    assert proc_start_time(record["pid"]) == record["start_time"], "the server must outlive the hand-over"
+    time.sleep(0.5)
+    again = agents(body).start()
+    assert "adopted running pid" in again.log()
+    wait_for(lambda: stats_lines(again, "fake") > 0, what="lines read again after adoption")
+    assert again.value("kvwatch_server_restarts_total", server="fake") == 0
+    assert json.loads((again.directory / "state" / "servers" / "fake.json").read_text())["pid"] == record["pid"]
+    # Neither does a crash of kvwatch (SIGKILL) touch the server.
+    again.kill()
+    assert proc_start_time(record["pid"]) == record["start_time"]
+
+
+def test_sighup_restarts_only_changed_servers_and_drops_removed_series(agents) -> None:
+    keep, change, drop = (fake_server(n, "--rate", "10") for n in ("keep", "change", "drop"))
+    agent = agents(keep + change + drop).start()
+    wait_for(lambda: all(agent.value("kvwatch_server_up", server=n) == 1 for n in ("keep", "change", "drop")))
+    state = agent.directory / "state" / "servers"
+    pid_of = {n: json.loads((state / f"{n}.json").read_text())["pid"] for n in ("keep", "change", "drop")}
+    config = agent.config.read_text()
+    config = config.replace(drop, "").replace(change, fake_server("change", "--rate", "11"))
+    config += fake_server("new", "--rate", "10")
+    agent.config.write_text(config)
+    agent.signal(signal.SIGHUP)
+    wait_for(lambda: agent.value("kvwatch_server_up", server="new") == 1, what="the added server")
+    wait_for(lambda: agent.value("kvwatch_server_up", server="drop") is None, what="the removed server's series")
+    wait_for(lambda: json.loads((state / "change.json").read_text())["pid"] != pid_of["change"], what="restart")
+    assert json.loads((state / "keep.json").read_text())["pid"] == pid_of["keep"]
+    assert proc_start_time(pid_of["drop"]) is None
+    assert not any(dict(k[1]).get("server") == "drop" for k in agent.metrics())
+
+
+def test_a_bad_reload_keeps_the_running_configuration(agents) -> None:
+    agent = agents(fake_server("fake", "--rate", "10")).start()
+    agent.config.write_text(agent.config.read_text() + "\nbogus = 1\n")
+    agent.signal(signal.SIGHUP)
+    wait_for(lambda: "keeping the running configuration" in agent.log(), what="the reload error")
+    assert "bogus: unknown key" in agent.log()
+    assert agent.value("kvwatch_server_up", server="fake") == 1
+
+
+def test_crash_loop_is_visible_on_metrics(agents) -> None:
+    agent = agents(fake_server("bad", "--exit-after", "0.05", "--oom", crash_loop_starts=3)).start()
+    wait_for(lambda: agent.value("kvwatch_server_state", server="bad", state="crash_loop") == 1, what="crash loop")
+    assert agent.value("kvwatch_server_last_exit_code", server="bad") == 1
+    assert agent.value("kvwatch_vllm_errors_total", server="bad", error="oom") >= 1
+    assert "crash loop" in agent.log() and "last error oom" in agent.log()
+
+
+def test_a_taken_port_fails_before_any_server_starts(agents, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        agent = agents(fake_server("fake", "--rate", "10"))
+        agent.config.write_text(
+            agent.config.read_text().replace(f"port = {agent.port}", f"port = {taken.getsockname()[1]}")
+        )
+        agent.start(wait=False)
+        assert agent.wait() == 1
+    assert "cannot serve metrics" in agent.log()
+    assert not (tmp_path / "logs" / "fake.log").exists()
+
+
+def test_sd_notify_ready_status_watchdog_stopping(agents, tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(10)
+    agent = agents(fake_server("fake", "--rate", "10"), env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"})
+    agent.start(wait=False)
+    messages: list[str] = []
+
+    def receive_until(predicate) -> None:
+        while not any(predicate(m) for m in messages):
+            messages.append(sock.recv(4096).decode())
+
+    receive_until(lambda m: "READY=1" in m)
+    ready = next(m for m in messages if "READY=1" in m)
+    assert "STATUS=" in ready
+    receive_until(lambda m: m == "WATCHDOG=1")
+    receive_until(lambda m: m.startswith("STATUS=") and "fake running" in m)
+    agent.signal(signal.SIGTERM)
+    receive_until(lambda m: "STOPPING=1" in m)
+    assert agent.wait() == 0
+    sock.close()
+
+
+def test_basic_auth_and_tls(agents, tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    password = tmp_path / "password"
+    password.write_text("hunter2\n")
+    agent = agents(
+        f'[metrics.tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+        f'[metrics.basic_auth]\nprom = {{ file = "{password}" }}\n'
+    )
+    text = agent.config.read_text().replace("[metrics]\n", "[metrics]\n", 1)
+    # the [metrics] keys come first in the file; the sub-tables above follow it
+    agent.config.write_text(text)
+    agent.start(wait=False)
+    context = ssl.create_default_context(cafile=str(cert))
+    url = f"https://127.0.0.1:{agent.port}/metrics"
+
+    def fetch(user: str | None, secret: str | None) -> int:
+        request = urllib.request.Request(url)
+        if user is not None:
+            import base64
+
+            token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    wait_for(lambda: fetch("prom", "hunter2") == 200, what="an authorised TLS scrape")
+    assert fetch(None, None) == 401
+    assert fetch("prom", "wrong") == 401
+    assert fetch("other", "hunter2") == 401
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/metrics", timeout=5)
+    # A client that connects and never starts its handshake holds up nobody else.
+    with socket.create_connection(("127.0.0.1", agent.port)):
+        assert fetch("prom", "hunter2") == 200
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_permission_denied_is_reported_and_retried_by_an_unprivileged_kvwatch(agents, request) -> None:
+    # pytest's own temporary root is 0700; this kvwatch runs as nobody and must reach its config.
+    tmp_path = Path(tempfile.mkdtemp(prefix="kvwatch-perm-"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
+    tmp_path.chmod(0o777)
+    log = tmp_path / "secret.log"
+    log.write_text(STATS * 2)
+    log.chmod(0o600)
+    (tmp_path / "state").mkdir(mode=0o777)
+    (tmp_path / "logs").mkdir(mode=0o777)
+    agent = agents(
+        f'[[follow]]\nname = "f"\npaths = ["{log}"]\nstart_at = "beginning"\n',
+        directory=tmp_path,
+        prefix=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+    )
+    agent.config.chmod(0o644)
+    agent.start()
+    wait_for(
+        lambda: agent.value("kvwatch_tail_read_error", server="f", path=str(log), reason="permission_denied") == 1,
+        what="the permission error on /metrics",
+    )
+    assert "cannot read" in agent.log() and "will retry" in agent.log()
+    log.chmod(0o644)
+    wait_for(lambda: stats_lines(agent, "f") == 2, what="the lines once readable")
+    assert agent.value("kvwatch_tail_read_error", server="f", path=str(log), reason="permission_denied") is None
+
+
+def test_journal_follow_runs_journalctl_with_a_cursor_file(agents, tmp_path: Path) -> None:
+    """No journald runs here, so a stand-in journalctl prints journal JSON records and its arguments."""
+    stand_in = tmp_path / "journalctl"
+    record = json.dumps({"MESSAGE": STATS.strip(), "_SYSTEMD_UNIT": "vllm.service", "__REALTIME_TIMESTAMP": "1"})
+    stand_in.write_text(
+        f"#!{sys.executable}\nimport sys, time\n"
+        f"open({str(tmp_path / 'args')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
+        f"for _ in range(5): print({record!r}, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    stand_in.chmod(0o755)
+    agent = agents('[[follow]]\nname = "j"\njournal_unit = "vllm.service"\n', env={"KVWATCH_JOURNALCTL": str(stand_in)})
+    agent.start()
+    wait_for(lambda: stats_lines(agent, "j") == 5, what="the journal's records")
+    assert agent.value("kvwatch_journal_up", server="j") == 1
+    args = (tmp_path / "args").read_text()
+    assert "--follow" in args and "--output=json" in args and "--unit=vllm.service" in args
+    assert f"--cursor-file={tmp_path / 'state' / 'journal-j.cursor'}" in args and "--lines=0" in args
+
+
+def test_fake_server_is_importable() -> None:
+    assert Path(FAKE).exists()
