@@ -21,12 +21,14 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-# promtool (package prometheus), mtail and GNU time, when missing.
+# promtool (package prometheus), mtail, GNU time, systemd-analyze and openssl, when missing.
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v mtail >/dev/null || missing="$$missing mtail"; \
 	[ -x /usr/bin/time ] || missing="$$missing time"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; \

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="supervise the configured servers, follow logs, serve /metrics",
         description="Run the agent: start (or adopt) every [[server]], follow every [[follow]], serve /metrics. "
-        "SIGTERM/SIGINT stop the servers and exit; SIGHUP reloads the configuration; SIGUSR2 exits "
+        "SIGTERM/SIGINT stop the servers and exit; SIGHUP reloads the configuration; SIGUSR2 exits (status 75) "
         "leaving the servers running for the next kvwatch to adopt.",
     )
     run.add_argument("--config", "-c", default=DEFAULT_PATH, metavar="FILE", help=f"default {DEFAULT_PATH}")

@@ -44,6 +44,9 @@ log = logging.getLogger("kvwatch")
 
 TICK = 0.5
 GPU_REFRESH = 60.0
+# Exit status of a hand-over (EX_TEMPFAIL): the unit's RestartForceExitStatus=
+# starts the next kvwatch at once, and it adopts the servers left running.
+EXIT_HANDED_OVER = 75
 
 
 class Daemon:
@@ -277,7 +280,7 @@ class Daemon:
             supervised.hand_over()
         self._close()
         log.info("handed over: %d servers left running for the next kvwatch to adopt", len(self.servers))
-        return 0
+        return EXIT_HANDED_OVER
 
     def _close(self) -> None:
         self.tailer.stop()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.daemon import EXIT_HANDED_OVER
 from agent.supervisor import proc_start_time
 from tests.agent.conftest import FAKE, fake_server, free_port, wait_for
 
@@ -162,7 +163,7 @@ def test_hand_over_leaves_servers_running_and_the_next_kvwatch_adopts_them(agent
     wait_for(lambda: stats_lines(agent, "fake") > 5, what="the server's lines")
     record = json.loads((agent.directory / "state" / "servers" / "fake.json").read_text())
     agent.signal(signal.SIGUSR2)
-    assert agent.wait() == 0
+    assert agent.wait() == EXIT_HANDED_OVER
     assert proc_start_time(record["pid"]) == record["start_time"], "the server must outlive the hand-over"
     time.sleep(0.5)
     again = agents(body).start()
