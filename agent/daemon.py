@@ -60,6 +60,7 @@ class Daemon:
         self.server_versions: dict[str, dict[str, str]] = {}
         self.gpus: dict[str, int] = {}
         self.gpus_checked = 0.0
+        self.gpus_reported_missing: int | None = None
         self.notifier = Notifier()
         self.last_tick = time.monotonic()
         self.handing_over = False
@@ -203,10 +204,19 @@ class Daemon:
         if now - self.gpus_checked >= GPU_REFRESH or not self.gpus_checked:
             self.gpus = count_gpus(self.gpu_root)
             self.gpus_checked = now
-            expected = self.config.agent.expected_gpus
-            if expected is not None and sum(self.gpus.values()) < expected:
-                log.warning("only %d of the %d expected GPUs are visible", sum(self.gpus.values()), expected)
+            missing = self.gpus_missing()
+            if missing and missing != self.gpus_reported_missing:  # once per change, not every minute
+                log.warning(
+                    "only %d of the %d expected GPUs are visible",
+                    sum(self.gpus.values()),
+                    missing + sum(self.gpus.values()),
+                )
+            self.gpus_reported_missing = missing
         self.last_tick = now
+
+    def gpus_missing(self) -> int | None:
+        expected = self.config.agent.expected_gpus
+        return None if expected is None else max(0, expected - sum(self.gpus.values()))
 
     def loops_alive(self) -> bool:
         """True while the tail loop and the supervision loop both move: the watchdog's condition."""
@@ -341,6 +351,7 @@ class _DaemonCollector(Collector):
             fam("kvwatch_gpus").add_metric(["none"], 0)
         if d.config.agent.expected_gpus is not None:
             fam("kvwatch_gpus_expected").add_metric([], d.config.agent.expected_gpus)
+            fam("kvwatch_gpus_missing").add_metric([], d.gpus_missing() or 0)
         for name, s in d.servers.items():
             fam("kvwatch_server_up").add_metric([name], 1 if s.pid is not None and s.alive else 0)
             for state in STATES:

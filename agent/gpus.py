@@ -3,7 +3,9 @@
 NVIDIA's driver lists one directory per GPU in ``/proc/driver/nvidia/gpus``.
 AMD's ``amdgpu`` exposes the KFD topology: every node under
 ``/sys/class/kfd/kfd/topology/nodes`` with a non-zero ``simd_count`` is a GPU
-(CPU nodes have none); without KFD, render nodes in ``/dev/dri`` are counted.
+(CPU nodes have none); without KFD, render nodes in ``/dev/dri`` are counted,
+only those whose PCI vendor in ``/sys/class/drm`` is AMD's where sysfs tells
+(an Intel iGPU or an NVIDIA card also has a render node).
 """
 
 from __future__ import annotations
@@ -18,17 +20,35 @@ def count_gpus(root: str = "/") -> dict[str, int]:
     if nvidia:
         found["nvidia"] = nvidia
     amd = _count_kfd(os.path.join(root, "sys/class/kfd/kfd/topology/nodes"))
-    if amd is None:  # no KFD: fall back to render nodes not already NVIDIA's
-        renders = _count_entries(os.path.join(root, "dev/dri"), prefix="renderD")
-        amd = max(0, renders - nvidia) if renders else 0
+    if amd is None:  # no KFD: fall back to the render nodes
+        amd = _count_amd_render_nodes(root, nvidia)
     if amd:
         found["amd"] = amd
     return found
 
 
-def _count_entries(path: str, prefix: str = "") -> int:
+AMD_PCI_VENDOR = "0x1002"
+
+
+def _count_amd_render_nodes(root: str, nvidia: int) -> int:
     try:
-        return sum(1 for name in os.listdir(path) if name.startswith(prefix))
+        renders = [name for name in os.listdir(os.path.join(root, "dev/dri")) if name.startswith("renderD")]
+    except OSError:
+        return 0
+    amd = unknown = 0
+    for name in renders:
+        try:
+            with open(os.path.join(root, "sys/class/drm", name, "device/vendor"), encoding="ascii") as handle:
+                amd += handle.read().strip().lower() == AMD_PCI_VENDOR
+        except OSError:
+            unknown += 1
+    # Without sysfs, every render node not already counted as NVIDIA's is taken for AMD's.
+    return amd + max(0, unknown - nvidia)
+
+
+def _count_entries(path: str) -> int:
+    try:
+        return len(os.listdir(path))
     except OSError:
         return 0
 

@@ -298,6 +298,7 @@ AGENT_CATALOGUE: tuple[Spec, ...] = (
     ),
     _s("kvwatch_gpus", "gauge", "vendor", "GPUs the host exposes, by vendor (vendor=none: 0 when none is seen)."),
     _s("kvwatch_gpus_expected", "gauge", "", "GPUs the host should expose (agent.expected_gpus)."),
+    _s("kvwatch_gpus_missing", "gauge", "", "Expected GPUs the host does not expose (0 when all are visible)."),
     _s("kvwatch_tail_offset_bytes", "gauge", "server path", "Bytes of the followed file read so far."),
     _s("kvwatch_tail_size_bytes", "gauge", "server path", "Size of the followed file."),
     _s(
