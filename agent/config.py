@@ -352,7 +352,7 @@ class _Reader:
     def file_path(self, value: Any, key: str) -> Path:
         text = self.string(value, key)
         path = Path(os.path.expanduser(text))
-        return path if path.is_absolute() else (self.base / path)
+        return Path(os.path.normpath(path if path.is_absolute() else self.base / path))
 
     def program(self, value: Any, key: str) -> str:
         """A program: a bare name is looked up on PATH; ``./x`` and ``../x`` are relative to the config."""
@@ -623,7 +623,7 @@ class _Reader:
         for i, pattern in enumerate(paths):
             self.string(pattern, f"{where}.paths[{i}]")
             expanded = os.path.expanduser(pattern)
-            resolved.append(expanded if os.path.isabs(expanded) else str(self.base / expanded))
+            resolved.append(os.path.normpath(expanded if os.path.isabs(expanded) else self.base / expanded))
         return FollowConfig(
             name=name,
             paths=tuple(resolved),

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -17,14 +16,9 @@ import pytest
 from agent.config import ServerConfig
 from agent.supervisor import Supervised, proc_start_time
 from parsers import events as ev
+from tests.harness import free_port
 
 FAKE = str(Path(__file__).parents[1] / "fakeserver.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server(tmp_path: Path, *args: str, **kw) -> ServerConfig:

