@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run test bench lint system-deps demo-server clean
+.PHONY: run test bench bench-replay bench-live lint system-deps demo-server clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,8 +56,13 @@ run: $(INSTALLED) demo-server
 	@echo "kvwatch: Ctrl-C stops kvwatch and the server."
 	$(VENV)/bin/kvwatch run --config examples/cpu-demo/kvwatch.toml
 
-bench: $(INSTALLED) system-deps
+bench: bench-replay bench-live
+
+bench-replay: $(INSTALLED) system-deps
 	$(PY) tests/benchmarks/run_replay_bench.py
+
+bench-live: $(INSTALLED) system-deps
+	$(PY) tests/benchmarks/run_live_bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

@@ -210,6 +210,7 @@ class AgentConfig:
     expected_gpus: int | None = None
     poll_interval: float = 1.0
     max_line_length: int = 4 * 1024 * 1024
+    reader_nice: int = 10
 
 
 @dataclass(frozen=True)
@@ -424,7 +425,15 @@ class _Reader:
         t = self.table(
             value,
             "agent",
-            ("state_dir", "log_dir", "log_level", "expected_gpus", "poll_interval", "max_line_length"),
+            (
+                "state_dir",
+                "log_dir",
+                "log_level",
+                "expected_gpus",
+                "poll_interval",
+                "max_line_length",
+                "reader_nice",
+            ),
         )
         d = AgentConfig()
         return AgentConfig(
@@ -434,6 +443,7 @@ class _Reader:
             expected_gpus=self.integer(t["expected_gpus"], "agent.expected_gpus", 0) if "expected_gpus" in t else None,
             poll_interval=self.duration(t.get("poll_interval", d.poll_interval), "agent.poll_interval", 0.01),
             max_line_length=self.integer(t.get("max_line_length", d.max_line_length), "agent.max_line_length", 1024),
+            reader_nice=self.integer(t.get("reader_nice", d.reader_nice), "agent.reader_nice", 0, 19),
         )
 
     def metrics(self, value: Any) -> MetricsConfig:
@@ -685,6 +695,7 @@ def render(config: Config, mask: Callable[[str], str] | None = None) -> str:
         f"expected_gpus = {a.expected_gpus}" if a.expected_gpus is not None else "# expected_gpus: not set",
         f"poll_interval = {a.poll_interval:g}",
         f"max_line_length = {a.max_line_length}",
+        f"reader_nice = {a.reader_nice}",
         "",
         "[metrics]",
         f"address = {_q(config.metrics.address)}",

@@ -72,6 +72,7 @@ class Daemon:
             self._deliver,
             PositionStore(str(state_dir / "positions.json")),
             poll_interval=config.agent.poll_interval,
+            nice=config.agent.reader_nice,
             max_line=config.agent.max_line_length,
             lock=self.lock,
         )
@@ -122,6 +123,7 @@ class Daemon:
                 pipeline.stats.skipped,
                 self._deliver,
                 self.lock,
+                nice=self.config.agent.reader_nice,
             )
             self.journals[follow.name] = journal
             journal.start()
@@ -361,6 +363,8 @@ class _DaemonCollector(Collector):
                 fam("kvwatch_server_last_exit_code").add_metric([name], s.last_exit_code)
             if s.last_exit_signal is not None:
                 fam("kvwatch_server_last_exit_signal").add_metric([name], s.last_exit_signal)
+            if s.last_error is not None:
+                fam("kvwatch_server_last_error").add_metric([name, s.last_error], 1)
             uptime = s.uptime()
             if uptime is not None:
                 fam("kvwatch_server_uptime_seconds").add_metric([name], uptime)

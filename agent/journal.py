@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agent.config import FollowConfig
 from agent.reading import LineSplitter
+from agent.tail import lower_thread_priority
 
 log = logging.getLogger("kvwatch.journal")
 RESTART_PAUSE = 5.0
@@ -34,6 +35,7 @@ class JournalSource:
         deliver: Callable[[str, list], None],
         lock: threading.Lock,
         journalctl: str = "journalctl",
+        nice: int = 0,
     ) -> None:
         self.follow = follow
         self.cursor_file = state_dir / f"journal-{follow.name}.cursor"
@@ -42,6 +44,7 @@ class JournalSource:
         self.deliver = deliver
         self.lock = lock
         self.journalctl = os.environ.get("KVWATCH_JOURNALCTL", journalctl)
+        self.nice = nice
         self.process: subprocess.Popen | None = None
         self.running = False
         self._stop = threading.Event()
@@ -67,6 +70,7 @@ class JournalSource:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        lower_thread_priority(self.nice)  # journalctl, started from here, inherits it too
         while not self._stop.is_set():
             try:
                 self.process = subprocess.Popen(

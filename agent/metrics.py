@@ -276,6 +276,12 @@ AGENT_CATALOGUE: tuple[Spec, ...] = (
     _s("kvwatch_server_restarts_total", "counter", _SERVER, "Times kvwatch started the server again."),
     _s("kvwatch_server_last_exit_code", "gauge", _SERVER, "Exit code of the server's last exit (not by a signal)."),
     _s("kvwatch_server_last_exit_signal", "gauge", _SERVER, "Signal that ended the server's last run."),
+    _s(
+        "kvwatch_server_last_error",
+        "gauge",
+        "server error",
+        "Always 1; the last error seen: an error kind of its log (oom, engine_dead ...), stalled or start_failed.",
+    ),
     _s("kvwatch_server_uptime_seconds", "gauge", _SERVER, "Seconds since the running server process started."),
     _s("kvwatch_server_health_up", "gauge", _SERVER, "1 when the last health probe got a 2xx answer."),
     _s(

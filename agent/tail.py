@@ -1,6 +1,6 @@
 """Follow log files as they grow: rotation, truncation, deletion, symlink switches, new files.
 
-One thread reads every followed file.  inotify (through ``watchdog``) wakes it
+One thread reads every followed file.  inotify (:mod:`agent.watch`) wakes it
 the moment a watched directory changes; a poll every ``poll_interval`` covers
 what inotify cannot see (network filesystems, a watch that could not be set,
 a directory that does not exist yet).  Each cycle reads every open file to
@@ -16,9 +16,11 @@ its end, then looks at what its path names now:
 
 A file is known by its device and inode plus a fingerprint of its first
 bytes (an inode number is reused once a file is deleted).  Read positions are
-saved in the state directory after every cycle that read something, so a
-restarted kvwatch resumes where the last one stopped -- including in the
-renamed file it had not finished when it stopped.
+saved in the state directory whenever reading pauses, every ``SAVE_INTERVAL``
+while it goes on, and at a stop, so a restarted kvwatch resumes where the last
+one stopped -- including in the renamed file it had not finished.  (After a
+SIGKILL under a steady stream, the lines of the last quarter second are read
+again.)
 
 Supervised servers' raw logs are rotated here too, because only the reader
 knows what has been read: see :meth:`TailedPath.rotate`.
@@ -41,16 +43,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.reading import LineSplitter
+from agent.watch import DirectoryWatcher
 
 log = logging.getLogger("kvwatch.tail")
 
 READ_BLOCK = 1 << 20
 MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file cannot starve the rest
 ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
+BUSY_PAUSE = 0.002  # seconds between cycles while lines keep coming
+SAVE_INTERVAL = 0.25  # seconds between saves of the read positions while lines keep coming
 FINGERPRINT_BYTES = 256
 LOG_MODE = 0o640  # raw logs hold prompts whenever vLLM logs them
 
 Deliver = Callable[[str, list], None]  # (source name, lines) -- None stands for a skipped line
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Run the calling thread at ``nice``: reading logs must yield the CPU to the servers.
+
+    Linux keeps a nice value per thread, so only this thread is lowered; the
+    servers are started from the main thread and keep the priority kvwatch
+    itself was given.
+    """
+    if nice <= 0:
+        return
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(current, nice))
+    except OSError as exc:
+        log.debug("cannot lower the reading thread's priority: %s", exc)
 
 
 def _glob_magic(text: str) -> bool:
@@ -507,10 +528,12 @@ class Tailer:
         max_line: int = 4 * 1024 * 1024,
         use_inotify: bool = True,
         lock: threading.Lock | None = None,
+        nice: int = 0,
     ) -> None:
         self.deliver = deliver
         self.store = positions
         self.poll_interval = poll_interval
+        self.nice = nice
         self.max_line = max_line
         self.use_inotify = use_inotify
         self.lock = lock or threading.Lock()  # held while lines are delivered
@@ -522,8 +545,9 @@ class Tailer:
         self.inotify_ok = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._observer = None
-        self._watched: set[str] = set()
+        self._watcher: DirectoryWatcher | None = None
+        self._unsaved = False
+        self._saved_at = 0.0
         self._requests: list[Callable[[], None]] = []
 
     # -- configuration (any thread) -------------------------------------------------
@@ -546,7 +570,7 @@ class Tailer:
         self._remove(source.name)
         self.sources[source.name] = source
         self._expand(source, first=True)
-        self._watch(source)
+        self._watch_all()
 
     def _remove(self, name: str) -> None:
         source = self.sources.pop(name, None)
@@ -558,9 +582,8 @@ class Tailer:
 
     def start(self) -> None:
         if self.use_inotify:
-            self._start_observer()
-            for source in self.sources.values():
-                self._watch(source)
+            self._start_watcher()
+            self._watch_all()
         self.wake.set()  # a first cycle at once
         self._thread = threading.Thread(target=self._run, name="kvwatch-tail", daemon=True)
         self._thread.start()
@@ -570,16 +593,15 @@ class Tailer:
         self.wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self._observer is not None:
-            with contextlib.suppress(Exception):
-                self._observer.stop()
-                self._observer.join(timeout=5)
+        if self._watcher is not None:
+            self._watcher.stop()
         self.save_positions()
         for source in self.sources.values():
             for tailed in source.paths.values():
                 tailed.close()
 
     def _run(self) -> None:
+        lower_thread_priority(self.nice)
         next_scan = 0.0
         while not self._stop.is_set():
             self.wake.wait(self.poll_interval)
@@ -589,38 +611,46 @@ class Tailer:
                 self.rescan = True
                 next_scan = now + self.poll_interval
             try:
-                busy = self.cycle()
+                read = self.cycle()
             except Exception:  # a bug here must not stop the reading for good
                 log.exception("tail cycle failed")
-                busy = False
+                read = 0
             self.last_cycle = time.monotonic()
-            if busy:
-                self.wake.set()  # more to read right away
+            watcher = self._watcher
+            if read:
+                # Lines are flowing and the watcher has gone quiet (see agent.watch):
+                # look again soon, after a pause that lets a few writes gather.
+                if read < MAX_READ_PER_CYCLE:
+                    self._stop.wait(BUSY_PAUSE)
+                self.wake.set()
+            elif watcher is not None and not watcher.armed:
+                watcher.arm()
+                self.wake.set()  # and one more look, for what came between the last read and the arming
 
-    def cycle(self) -> bool:
-        """Read every source once; True when a file had more than one cycle's worth."""
+    def cycle(self) -> int:
+        """Read every source once; returns the bytes read."""
         with self.lock:
             requests, self._requests = self._requests, []
         for request in requests:
             request()
         rescan, self.rescan = self.rescan, False
-        busy = False
         now = time.monotonic()
         read = 0
-        for source in list(self.sources.values()):
-            if rescan:
+        if rescan:
+            for source in self.sources.values():
                 self._expand(source, first=False)
-                if not self.inotify_ok or source.name not in self._watched:
-                    self._watch(source)
+            self._watch_all()
+        for source in list(self.sources.values()):
             for tailed in list(source.paths.values()):
                 with self.lock:
-                    got = tailed.poll(self.deliver, now)
-                read += got
-                busy = busy or got >= MAX_READ_PER_CYCLE
+                    read += tailed.poll(self.deliver, now)
         self.cycles += 1
         if read:
+            self._unsaved = True
+        # Positions are saved when the reading pauses, and every SAVE_INTERVAL while it goes on.
+        if self._unsaved and (not read or now - self._saved_at >= SAVE_INTERVAL):
             self.save_positions()
-        return busy
+        return read
 
     def _expand(self, source: Source, first: bool) -> None:
         for pattern in source.patterns:
@@ -641,6 +671,8 @@ class Tailer:
                 tailed.open(start_at_end=first and source.start_at_end)
 
     def save_positions(self) -> None:
+        self._unsaved = False
+        self._saved_at = time.monotonic()
         positions: dict[str, dict[str, dict]] = {}
         for source in self.sources.values():
             entries = {}
@@ -659,47 +691,39 @@ class Tailer:
 
     # -- inotify --------------------------------------------------------------------
 
-    def _start_observer(self) -> None:
+    def _start_watcher(self) -> None:
         try:
-            from watchdog.events import FileSystemEventHandler
-            from watchdog.observers import Observer
-        except ImportError:  # pragma: no cover - watchdog is a dependency
-            log.warning("watchdog is not installed; polling every %.1f s", self.poll_interval)
+            self._watcher = DirectoryWatcher(self._woken)
+        except OSError as exc:  # no inotify here, or its instance limit reached
+            log.warning("inotify is not available (%s); polling every %.1f s", exc, self.poll_interval)
             return
-        tailer = self
-
-        class Wake(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:
-                if event.event_type in ("created", "moved", "deleted"):
-                    tailer.rescan = True
-                tailer.wake.set()
-
-        self._handler = Wake()
-        self._observer = Observer()
-        self._observer.daemon = True
-        self._observer.start()
+        self._watcher.start()
         self.inotify_ok = True
 
-    def _watch(self, source: Source) -> None:
-        if self._observer is None:
+    def _woken(self, rescan: bool) -> None:
+        if rescan:
+            self.rescan = True
+        self.wake.set()
+
+    def _watch_all(self) -> None:
+        """Watch every directory a followed path or glob can change in, including symlink targets'."""
+        watcher = self._watcher
+        if watcher is None:
             return
-        ok = True
-        for pattern in source.patterns:
-            directory, recursive = _watch_root(pattern)
-            key = f"{directory}\0{recursive}"
-            if key in self._watched:
-                continue
-            if not os.path.isdir(directory):
-                ok = False
-                continue
-            try:
-                self._observer.schedule(self._handler, directory, recursive=recursive)
-                self._watched.add(key)
-            except OSError as exc:
-                ok = False
-                log.warning("cannot watch %s with inotify (%s); polling it", directory, exc)
-        if ok:
-            self._watched.add(source.name)
+        watcher.forget_missing()
+        for source in self.sources.values():
+            directories = set()
+            for pattern in source.patterns:
+                directory = os.path.dirname(pattern) or "."
+                if _glob_magic(directory):
+                    directories.add(_fixed_prefix(directory))  # new subdirectories appear here
+                    directories.update(d for d in glob.glob(directory) if os.path.isdir(d))
+                else:
+                    directories.add(directory)
+            for path in source.paths:
+                directories.add(os.path.dirname(os.path.realpath(path)))
+            for directory in directories:
+                watcher.watch(directory)
 
     # -- views ------------------------------------------------------------------------
 
@@ -717,18 +741,14 @@ class Tailer:
         return out
 
 
-def _watch_root(pattern: str) -> tuple[str, bool]:
-    """The directory to watch for a path or glob, and whether to watch below it."""
-    directory = os.path.dirname(pattern) or "."
-    if not _glob_magic(directory):
-        return directory, False
-    parts = directory.split(os.sep)
+def _fixed_prefix(directory: str) -> str:
+    """The part of a directory glob before its first wildcard: ``/a/*/b`` -> ``/a``."""
     fixed = []
-    for part in parts:
+    for part in directory.split(os.sep):
         if _glob_magic(part):
             break
         fixed.append(part)
-    return (os.sep.join(fixed) or os.sep), True
+    return os.sep.join(fixed) or os.sep
 
 
 def _is_rotated_copy(name: str, patterns: tuple[str, ...]) -> bool:

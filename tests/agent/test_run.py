@@ -209,6 +209,7 @@ def test_crash_loop_is_visible_on_metrics(agents) -> None:
     wait_for(lambda: agent.value("kvwatch_server_state", server="bad", state="crash_loop") == 1, what="crash loop")
     assert agent.value("kvwatch_server_last_exit_code", server="bad") == 1
     assert agent.value("kvwatch_vllm_errors_total", server="bad", error="oom") >= 1
+    assert agent.value("kvwatch_server_last_error", server="bad", error="oom") == 1
     assert "crash loop" in agent.log() and "last error oom" in agent.log()
 
 

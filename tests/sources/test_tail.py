@@ -367,3 +367,67 @@ def test_inotify_wakes_the_tailer_at_once(tmp_path: Path) -> None:
         assert got.text == ["woken"]
     finally:
         tailer.stop()
+
+
+def test_inotify_goes_quiet_while_lines_flow_and_rearms_once_caught_up(tmp_path: Path) -> None:
+    """Bursts of writes with gaps between them: every line arrives, through inotify alone."""
+    log = tmp_path / "a.log"
+    log.write_text("")
+    got = Collected()
+    tailer = Tailer(got, PositionStore(None), poll_interval=60.0, use_inotify=True)
+    tailer.add(Source("s", (str(log),), {}, start_at_end=True))
+    tailer.start()
+    watcher = tailer._watcher
+    assert watcher is not None and watcher.armed
+    written = 0
+    try:
+        with open(log, "a", encoding="utf-8") as handle:
+            for burst in range(20):
+                for _ in range(200):
+                    handle.write(f"line {written}\n")
+                    handle.flush()
+                    written += 1
+                time.sleep(0.001 * (burst % 4))  # gaps of 0-3 ms: some shorter than a re-arm takes
+        deadline = time.monotonic() + 10
+        while len(got.text) < written and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got.text == [f"line {i}" for i in range(written)]
+        # Caught up and idle again: the watch asks for writes once more, and the next one arrives.
+        deadline = time.monotonic() + 5
+        while not watcher.armed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert watcher.armed
+        append(log, "after a pause\n")
+        deadline = time.monotonic() + 5
+        while got.text[-1] != "after a pause" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got.text[-1] == "after a pause"
+    finally:
+        tailer.stop()
+
+
+def test_a_file_in_a_symlinked_directory_elsewhere_is_watched_too(tmp_path: Path) -> None:
+    """The link lives in one directory, the file it names in another: writes there must wake the tailer."""
+    real = tmp_path / "releases"
+    real.mkdir()
+    (real / "run.log").write_text("")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "current.log").symlink_to(real / "run.log")
+    got = Collected()
+    arrived = threading.Event()
+
+    def deliver(source: str, batch: list) -> None:
+        got(source, batch)
+        arrived.set()
+
+    tailer = Tailer(deliver, PositionStore(None), poll_interval=60.0, use_inotify=True)
+    tailer.add(Source("s", (str(links / "current.log"),), {}, start_at_end=True))
+    tailer.start()
+    try:
+        time.sleep(0.2)
+        append(real / "run.log", "through the link\n")
+        assert arrived.wait(5.0)
+        assert got.text == ["through the link"]
+    finally:
+        tailer.stop()
