@@ -9,9 +9,11 @@ environment variables.  Passwords are compared in constant time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hmac
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -48,7 +50,8 @@ class MetricsServer:
     ) -> None:
         self.config = config
         handler = _handler(registry, health, passwords or {})
-        self.httpd = _Server((config.address, config.port), handler)
+        server_class = _Server6 if ":" in config.address else _Server
+        self.httpd = server_class((config.address, config.port), handler)
         if config.tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -96,6 +99,17 @@ class _Server(ThreadingHTTPServer):
             super().finish_request(wrapped, client_address)
         finally:
             wrapped.close()
+
+
+class _Server6(_Server):
+    """An IPv6 address; ``::`` also accepts IPv4 clients (dual stack) where the host allows."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 
 
 def _handler(registry: CollectorRegistry, health: Callable[[], tuple[bool, str]], passwords: dict[str, str]):

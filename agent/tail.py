@@ -52,6 +52,10 @@ MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file c
 ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
 BUSY_PAUSE = 0.002  # seconds between cycles while lines keep coming
 SAVE_INTERVAL = 0.25  # seconds between saves of the read positions while lines keep coming
+# A raw log past its size limit is rotated once at most this much of it is unread ...
+ROTATE_MAX_UNREAD = 4 << 20
+# ... or, if the reader cannot catch up, once it is this many times its limit.
+ROTATE_FORCE_FACTOR = 8
 FINGERPRINT_BYTES = 256
 LOG_MODE = 0o640  # raw logs hold prompts whenever vLLM logs them
 
@@ -166,6 +170,7 @@ class TailedPath:
         # saved beside the current one so that a kill mid-rotation loses nothing.
         self.after_rotation: dict | None = None
         self.save_hook: Callable[[], None] | None = None
+        self.forced_rotation_reported = False
 
     def _splitter(self) -> LineSplitter:
         splitter = LineSplitter(self.max_line)
@@ -287,9 +292,30 @@ class TailedPath:
             self.stats.size = max(st.st_size, self.current.offset)
             if total:
                 self.stats.lag_seconds = max(0.0, time.time() - st.st_mtime)
-            if self.rotate_bytes is not None and self.current.offset >= self.rotate_bytes:
+            if self.rotate_bytes is not None and self._time_to_rotate(st.st_size):
                 self.rotate(deliver)
         return total
+
+    def _time_to_rotate(self, size: int) -> bool:
+        """Past the size limit, once caught up: see :meth:`rotate` for why the reader must be close behind."""
+        assert self.rotate_bytes is not None and self.current is not None
+        read = self.current.offset
+        if read < self.rotate_bytes:
+            return False
+        if size - read <= ROTATE_MAX_UNREAD:
+            return True
+        if size >= ROTATE_FORCE_FACTOR * self.rotate_bytes:
+            if not self.forced_rotation_reported:
+                log.warning(
+                    "%s: %d bytes not read yet, the log is %d times its size limit: rotating anyway "
+                    "(the server waits while the unread part is written to disk)",
+                    self.path,
+                    size - read,
+                    ROTATE_FORCE_FACTOR,
+                )
+                self.forced_rotation_reported = True
+            return True
+        return False
 
     def _read(self, opened: _Open, deliver: Deliver) -> int:
         total = 0
@@ -355,7 +381,12 @@ class TailedPath:
         away under it.  Instead the read prefix is copied out and then removed
         from the front of the live file with ``fallocate(FALLOC_FL_COLLAPSE_RANGE)``,
         which the kernel does atomically against the server's appends (ext4,
-        xfs): no line is lost and the server never notices.  The range must be
+        xfs): no line is lost and the server never notices.  The kernel first
+        writes what follows the cut to disk, holding the file's lock -- the
+        server's next write waits for it -- so a rotation happens only once the
+        reader is close behind the writer (``ROTATE_MAX_UNREAD``), when that
+        part is small; during a flood the log grows past its limit instead, up
+        to ``ROTATE_FORCE_FACTOR`` times it.  The range must be
         whole filesystem blocks, so a line may be split between ``.1`` and the
         live file.  Where the filesystem cannot collapse, the copy is followed by
         a truncation, and a line written in the instant between the last read

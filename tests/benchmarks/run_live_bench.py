@@ -84,9 +84,11 @@ def rss_kib(pid: int, key: str = "VmRSS") -> int:
 
 
 class Mtail:
-    """mtail following files, on a free port (the peer baseline)."""
+    """mtail following a new empty file, ``log``, on a free port (the peer baseline)."""
 
-    def __init__(self, log: Path, directory: Path) -> None:
+    def __init__(self, directory: Path) -> None:
+        self.log = log = directory / "mtail.log"
+        log.write_text("")
         self.port = free_port()
         progs = directory / "progs"
         progs.mkdir(exist_ok=True)
@@ -125,12 +127,17 @@ def measure_freshness(log: Path, port: int, pattern: str, lines: int) -> list[fl
     return latencies
 
 
-def freshness(args: argparse.Namespace, work: Path) -> dict:
-    log = work / "fresh.log"
+def following_kvwatch(work: Path) -> tuple[Path, Agent]:
+    """An empty log file, and a kvwatch following it as server ``f``."""
+    log = work / "kvwatch.log"
     log.write_text("")
     directory = work / "kvwatch"
     directory.mkdir()
-    agent = Agent(directory, f'[[follow]]\nname = "f"\npaths = ["{log}"]\n').start()
+    return log, Agent(directory, f'[[follow]]\nname = "f"\npaths = ["{log}"]\n').start()
+
+
+def freshness(args: argparse.Namespace, work: Path) -> dict:
+    log, agent = following_kvwatch(work)
     try:
         kvwatch = measure_freshness(
             log, agent.port, r'kvwatch_vllm_requests_running\{engine="0",server="f"\} (\S+)', args.lines
@@ -142,11 +149,9 @@ def freshness(args: argparse.Namespace, work: Path) -> dict:
             floor.append(time.perf_counter() - began)
     finally:
         agent.kill()
-    mtail_log = work / "fresh-mtail.log"
-    mtail_log.write_text("")
-    mtail = Mtail(mtail_log, work)
+    mtail = Mtail(work)
     try:
-        peer = measure_freshness(mtail_log, mtail.port, r"\nrequests_running\{[^}]*\} (\S+)", args.mtail_lines)
+        peer = measure_freshness(mtail.log, mtail.port, r"\nrequests_running\{[^}]*\} (\S+)", args.mtail_lines)
     finally:
         mtail.stop()
     rows = {"kvwatch run": kvwatch, "mtail (250 ms poll)": peer, "scrape alone": floor}
@@ -313,23 +318,17 @@ def follow_under_load(pid: int, port: int, pattern: re.Pattern, log: Path, sourc
 
 def footprint(args: argparse.Namespace, work: Path) -> dict:
     source, _truth = source_log(20_000)
-    log = work / "follow.log"
-    log.write_text("")
-    directory = work / "footprint"
-    directory.mkdir()
-    agent = Agent(directory, f'[[follow]]\nname = "f"\npaths = ["{log}"]\n').start()
+    log, agent = following_kvwatch(work)
     try:
         kvwatch = follow_under_load(
             agent.process.pid, agent.port, re.compile(r'kvwatch_lines_total\{server="f"\} (\S+)'), log, source, args
         )
     finally:
         agent.kill()
-    mtail_log = work / "follow-mtail.log"
-    mtail_log.write_text("")
-    mtail = Mtail(mtail_log, work)
+    mtail = Mtail(work)
     try:
         peer = follow_under_load(
-            mtail.process.pid, mtail.port, re.compile(r"\nmtail_lines_total (\S+)"), mtail_log, source, args
+            mtail.process.pid, mtail.port, re.compile(r"\nmtail_lines_total (\S+)"), mtail.log, source, args
         )
     finally:
         mtail.stop()

@@ -16,14 +16,19 @@ import pytest
 
 from agent import tail as tail_module
 from agent.tail import PositionStore, Source, Tailer
+from tests.harness import wait_for
 
 
 class Collected:
+    """The tailer's deliveries; ``arrived`` is set at each."""
+
     def __init__(self) -> None:
         self.lines: list[str | None] = []
+        self.arrived = threading.Event()
 
     def __call__(self, source: str, lines: list) -> None:
         self.lines.extend(lines)
+        self.arrived.set()
 
     @property
     def text(self) -> list[str]:
@@ -307,6 +312,33 @@ def test_raw_log_rotation_keeps_every_line_while_the_writer_appends(tmp_path: Pa
     assert text.endswith(f"line {total - 1:08d} {'p' * 40}\n".encode())
 
 
+def test_raw_log_rotation_waits_for_the_reader_to_catch_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rotating makes the kernel write the unread part to disk while the server waits: not while far behind."""
+    monkeypatch.setattr(tail_module, "READ_BLOCK", 4096)
+    monkeypatch.setattr(tail_module, "MAX_READ_PER_CYCLE", 8192)  # a reader that lags
+    monkeypatch.setattr(tail_module, "ROTATE_MAX_UNREAD", 4096)
+    log = tmp_path / "server.log"
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    tailer, got = make_tailer(tmp_path, str(log), rotate_bytes=16384, backups=2)
+    line = "x" * 99 + "\n"
+    os.write(fd, (line * 1000).encode())  # 100,000 bytes: behind, yet under 8 x the limit
+    rotations = []
+    for _ in range(14):
+        tailer.cycle()
+        rotations.append(tailer.snapshot()["s"][str(log)].log_rotations)
+    assert len(got.text) == 1000
+    assert rotations[-1] == 1 and rotations.count(0) >= 10, "one rotation, once caught up"
+    # A flood the reader cannot catch up with: past 8 x the limit it rotates anyway.
+    os.write(fd, (line * 2000).encode())
+    rotated_while_behind = False
+    while len(got.text) < 3000:
+        tailer.cycle()
+        rotated_while_behind |= tailer.snapshot()["s"][str(log)].log_rotations == 2 and len(got.text) < 2900
+    os.close(fd)
+    assert got.text == [line[:-1]] * 3000
+    assert rotated_while_behind
+
+
 def test_raw_log_rotation_falls_back_to_truncation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Filesystems without FALLOC_FL_COLLAPSE_RANGE (tmpfs, NFS): simulated here, since this disk has it."""
     monkeypatch.setattr(tail_module, "_collapse", lambda fd, length: False)
@@ -346,24 +378,23 @@ def test_a_kill_during_rotation_resumes_without_rereading(tmp_path: Path) -> Non
     assert got_again.text == ["after the kill"]
 
 
+def inotify_tailer(got: Collected, path: Path) -> Tailer:
+    """A running tailer polling once a minute: within a test, only inotify can wake it."""
+    tailer = Tailer(got, PositionStore(None), poll_interval=60.0, use_inotify=True)
+    tailer.add(Source("s", (str(path),), {}, start_at_end=True))
+    tailer.start()
+    time.sleep(0.2)
+    return tailer
+
+
 def test_inotify_wakes_the_tailer_at_once(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_text("")
     got = Collected()
-    arrived = threading.Event()
-
-    def deliver(source: str, batch: list) -> None:
-        got(source, batch)
-        arrived.set()
-
-    # A poll interval of a minute: only inotify can deliver within the test.
-    tailer = Tailer(deliver, PositionStore(None), poll_interval=60.0, use_inotify=True)
-    tailer.add(Source("s", (str(log),), {}, start_at_end=True))
-    tailer.start()
+    tailer = inotify_tailer(got, log)
     try:
-        time.sleep(0.2)
         append(log, "woken\n")
-        assert arrived.wait(5.0)
+        assert got.arrived.wait(5.0)
         assert got.text == ["woken"]
     finally:
         tailer.stop()
@@ -374,9 +405,7 @@ def test_inotify_goes_quiet_while_lines_flow_and_rearms_once_caught_up(tmp_path:
     log = tmp_path / "a.log"
     log.write_text("")
     got = Collected()
-    tailer = Tailer(got, PositionStore(None), poll_interval=60.0, use_inotify=True)
-    tailer.add(Source("s", (str(log),), {}, start_at_end=True))
-    tailer.start()
+    tailer = inotify_tailer(got, log)
     watcher = tailer._watcher
     assert watcher is not None and watcher.armed
     written = 0
@@ -388,20 +417,12 @@ def test_inotify_goes_quiet_while_lines_flow_and_rearms_once_caught_up(tmp_path:
                     handle.flush()
                     written += 1
                 time.sleep(0.001 * (burst % 4))  # gaps of 0-3 ms: some shorter than a re-arm takes
-        deadline = time.monotonic() + 10
-        while len(got.text) < written and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(got.text) >= written, what="every line")
         assert got.text == [f"line {i}" for i in range(written)]
         # Caught up and idle again: the watch asks for writes once more, and the next one arrives.
-        deadline = time.monotonic() + 5
-        while not watcher.armed and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert watcher.armed
+        wait_for(lambda: watcher.armed, what="the watch armed again")
         append(log, "after a pause\n")
-        deadline = time.monotonic() + 5
-        while got.text[-1] != "after a pause" and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert got.text[-1] == "after a pause"
+        wait_for(lambda: got.text[-1] == "after a pause", what="the line after the pause")
     finally:
         tailer.stop()
 
@@ -415,19 +436,10 @@ def test_a_file_in_a_symlinked_directory_elsewhere_is_watched_too(tmp_path: Path
     links.mkdir()
     (links / "current.log").symlink_to(real / "run.log")
     got = Collected()
-    arrived = threading.Event()
-
-    def deliver(source: str, batch: list) -> None:
-        got(source, batch)
-        arrived.set()
-
-    tailer = Tailer(deliver, PositionStore(None), poll_interval=60.0, use_inotify=True)
-    tailer.add(Source("s", (str(links / "current.log"),), {}, start_at_end=True))
-    tailer.start()
+    tailer = inotify_tailer(got, links / "current.log")
     try:
-        time.sleep(0.2)
         append(real / "run.log", "through the link\n")
-        assert arrived.wait(5.0)
+        assert got.arrived.wait(5.0)
         assert got.text == ["through the link"]
     finally:
         tailer.stop()
