@@ -63,7 +63,6 @@ class Daemon:
         self.gpus_reported_missing: int | None = None
         self.notifier = Notifier()
         self.last_tick = time.monotonic()
-        self.handing_over = False
         self._signals: list[int] = []
         self._wake = threading.Event()
         state_dir = config.agent.state_dir
@@ -208,11 +207,8 @@ class Daemon:
             self.gpus_checked = now
             missing = self.gpus_missing()
             if missing and missing != self.gpus_reported_missing:  # once per change, not every minute
-                log.warning(
-                    "only %d of the %d expected GPUs are visible",
-                    sum(self.gpus.values()),
-                    missing + sum(self.gpus.values()),
-                )
+                visible = sum(self.gpus.values())
+                log.warning("only %d of the %d expected GPUs are visible", visible, self.config.agent.expected_gpus)
             self.gpus_reported_missing = missing
         self.last_tick = now
 
@@ -259,8 +255,7 @@ class Daemon:
             elif server != old_servers[name] and name in self.servers:
                 log.info("reload: server %s changed; restarting it", name)
                 supervised = self.servers[name]
-                supervised.config = server
-                supervised.digest = _digest(server)
+                supervised.reconfigure(server)
                 supervised.stop(reason="restart")
         old_follows = {f.name: f for f in self.config.follows}
         new_follows = {f.name: f for f in new.follows}
@@ -300,12 +295,6 @@ class Daemon:
             journal.stop()
         self.http.stop()
         self.notifier.close()
-
-
-def _digest(server: ServerConfig) -> str:
-    from agent.supervisor import config_digest
-
-    return config_digest(server)
 
 
 def _read_passwords(config: Config) -> dict[str, str]:

@@ -158,6 +158,11 @@ class Supervised:
         self.stall_reported = False
         self.spawn_error: str | None = None
 
+    def reconfigure(self, config: ServerConfig) -> None:
+        """New settings, used from the next start (a reload stops the server for it)."""
+        self.config = config
+        self.digest = config_digest(config)
+
     # -- life cycle -------------------------------------------------------------------
 
     @property
