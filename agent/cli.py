@@ -82,6 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes reading slices of a large plain file in parallel for the prometheus and "
         "summary formats (default: the CPUs available, at most 8)",
     )
+    traces = replay.add_argument_group(
+        "traces",
+        "one OpenTelemetry trace per request; the exporter also reads the standard OTEL_EXPORTER_OTLP_* "
+        "variables (endpoint, headers, protocol)",
+    )
+    traces.add_argument("--traces", action="store_true", help="export every request's trace over OTLP")
+    traces.add_argument(
+        "--traces-endpoint", metavar="URL", help="OTLP endpoint (implies --traces; default from OTEL_*, else localhost)"
+    )
+    traces.add_argument("--traces-protocol", choices=("http/protobuf", "grpc"), help="OTLP protocol (implies --traces)")
+    traces.add_argument(
+        "--traces-file",
+        metavar="FILE",
+        help="write the traces to FILE as OTLP JSON, one export request per line, instead of sending them",
+    )
     replay.set_defaults(handler=_replay)
 
     from agent.config import DEFAULT_PATH
@@ -178,23 +193,53 @@ def _replay(args: argparse.Namespace) -> int:
         print("kvwatch: stdin (-) given more than once", file=sys.stderr)
         return EXIT_USAGE
 
+    tracing = None
+    if args.traces or args.traces_endpoint or args.traces_protocol or args.traces_file:
+        try:
+            tracing = _replay_tracing(args)
+        except (ValueError, OSError) as exc:
+            for source in opened:
+                source.close()
+            print(f"kvwatch: traces: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
     replay = Replay(tz, args.max_line_length)
     out = sys.stdout
+    builders = []
     for source in opened:
         server = args.server or server_name_for(source.name)
         on_event = event_writer(out, source.name) if args.format == "events" else None
+        if tracing is not None:
+            builder = _trace_builder(tracing, replay.stats_for(server), tz)
+            builders.append(builder)
+            on_event = _traced(builder, on_event)
         try:
             result = replay.run(
                 source,
                 server,
                 on_event,
                 track_time=args.format == "summary",
-                jobs=args.jobs if args.format != "events" else 1,
+                jobs=args.jobs if on_event is None else 1,
             )
         finally:
             source.close()
         if result.error:
             print(f"kvwatch: {source.name}: read stopped early: {result.error}", file=sys.stderr)
+
+    status = EXIT_OK
+    if tracing is not None:
+        for builder in builders:
+            builder.close("log_ended")
+        tracing.shutdown(timeout=60.0)
+        lost = sum(tracing.dropped.values())
+        print(
+            f"kvwatch: traces: {sum(sum(b.ended_by.values()) for b in builders)} requests, "
+            f"{tracing.counts['exported']} spans sent, {lost} lost"
+            + (f" ({', '.join(f'{k}: {v}' for k, v in tracing.dropped.items() if v)})" if lost else ""),
+            file=sys.stderr,
+        )
+        if lost:
+            status = 1
 
     servers = list(replay.servers.values())
     if args.format == "prometheus":
@@ -204,7 +249,41 @@ def _replay(args: argparse.Namespace) -> int:
     elif args.format == "summary":
         out.write(summary.render(servers))
     out.flush()
-    return EXIT_OK
+    return status
+
+
+def _replay_tracing(args: argparse.Namespace):
+    from agent import otel
+
+    if args.traces_file:
+        exporter = otel.OtlpJsonFileExporter(open(args.traces_file, "w", encoding="utf-8"))  # noqa: SIM115
+    else:
+        exporter = otel.make_exporter(args.traces_protocol, args.traces_endpoint)
+    # A replay has all the time it needs: it waits for the exporter rather than drop spans.
+    return otel.Tracing(exporter, wait_when_full=True)
+
+
+def _trace_builder(tracing, stats, tz):
+    from datetime import UTC, datetime
+
+    from agent.traces import TraceBuilder
+    from parsers import Clock
+
+    # The replay gives each input its clock; the first event hands it over.
+    return TraceBuilder(
+        stats, Clock(tz, datetime.now(UTC)), tracing.writer(stats.server, lambda: stats.model), sampled=tracing.sampled
+    )
+
+
+def _traced(builder, then):
+    def on_event(event, line, clock):
+        if builder.clock is not clock:
+            builder.clock = clock
+        builder.observe(event)
+        if then is not None:
+            then(event, line, clock)
+
+    return on_event
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -213,6 +213,38 @@ class AgentConfig:
     reader_nice: int = 10
 
 
+TRACE_PROTOCOLS = ("http/protobuf", "grpc")
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """``[tracing]``: one OpenTelemetry trace per request, over OTLP.  What is unset comes from ``OTEL_*``."""
+
+    enabled: bool = False
+    protocol: str | None = None
+    endpoint: str | None = None
+    headers: Mapping[str, str | Secret] = field(default_factory=dict)
+    timeout: float | None = None
+    sampling_ratio: float | None = None
+    max_open_requests: int = 20_000
+    idle_timeout: float = 900.0
+    max_queue_size: int = 2048
+
+    def resolved_headers(self) -> dict[str, str]:
+        """Header values, secrets read (raises ``OSError``/``KeyError`` naming the source)."""
+        return {k: v.read() if isinstance(v, Secret) else v for k, v in self.headers.items()}
+
+    def resolved_sampling_ratio(self) -> float:
+        if self.sampling_ratio is not None:
+            return self.sampling_ratio
+        if os.environ.get("OTEL_TRACES_SAMPLER", "") in ("traceidratio", "parentbased_traceidratio"):
+            try:
+                return min(1.0, max(0.0, float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1"))))
+            except ValueError:
+                return 1.0
+        return 1.0
+
+
 @dataclass(frozen=True)
 class Config:
     path: str
@@ -220,6 +252,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     servers: tuple[ServerConfig, ...] = ()
     follows: tuple[FollowConfig, ...] = ()
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -407,13 +440,63 @@ class _Reader:
     # -- tables ---------------------------------------------------------------------
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        self.table(dict(data), "", ("agent", "metrics", "server", "follow"))
+        self.table(dict(data), "", ("agent", "metrics", "server", "follow", "tracing"))
         agent = self.agent(data.get("agent", {}))
         metrics = self.metrics(data.get("metrics", {}))
         servers = tuple(self.server(item, f"server[{i}]", agent) for i, item in enumerate(self.array(data, "server")))
         follows = tuple(self.follow(item, f"follow[{i}]") for i, item in enumerate(self.array(data, "follow")))
         self.check_unique(servers, follows)
-        return Config(self.path, agent, metrics, servers, follows)
+        tracing = self.tracing(data.get("tracing", {}))
+        return Config(self.path, agent, metrics, servers, follows, tracing)
+
+    def tracing(self, value: Any) -> TracingConfig:
+        t = self.table(
+            value,
+            "tracing",
+            (
+                "enabled",
+                "protocol",
+                "endpoint",
+                "headers",
+                "timeout",
+                "sampling_ratio",
+                "max_open_requests",
+                "idle_timeout",
+                "max_queue_size",
+            ),
+        )
+        d = TracingConfig()
+        headers: dict[str, str | Secret] = {}
+        if "headers" in t:
+            if not isinstance(t["headers"], dict):
+                raise self.fail("tracing.headers", f'must be a table of name = "value", got {_kind(t["headers"])}')
+            for name, item in t["headers"].items():
+                key = f"tracing.headers.{name}"
+                headers[name] = self.secret(item, key) if isinstance(item, dict) else self.string(item, key)
+        endpoint = None
+        if "endpoint" in t:
+            endpoint = self.string(t["endpoint"], "tracing.endpoint")
+            if not endpoint.startswith(("http://", "https://")):
+                raise self.fail("tracing.endpoint", f"must be an http:// or https:// URL, got {endpoint!r}")
+        ratio = None
+        if "sampling_ratio" in t:
+            ratio = t["sampling_ratio"]
+            if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 <= ratio <= 1.0:
+                raise self.fail("tracing.sampling_ratio", f"must be a number from 0 to 1, got {ratio!r}")
+            ratio = float(ratio)
+        return TracingConfig(
+            enabled=self.boolean(t.get("enabled", d.enabled), "tracing.enabled"),
+            protocol=self.string(t["protocol"], "tracing.protocol", TRACE_PROTOCOLS) if "protocol" in t else None,
+            endpoint=endpoint,
+            headers=headers,
+            timeout=self.duration(t["timeout"], "tracing.timeout", 0.1) if "timeout" in t else None,
+            sampling_ratio=ratio,
+            max_open_requests=self.integer(
+                t.get("max_open_requests", d.max_open_requests), "tracing.max_open_requests", 1
+            ),
+            idle_timeout=self.duration(t.get("idle_timeout", d.idle_timeout), "tracing.idle_timeout", 1.0),
+            max_queue_size=self.integer(t.get("max_queue_size", d.max_queue_size), "tracing.max_queue_size", 16),
+        )
 
     def array(self, data: Mapping[str, Any], key: str) -> list[Any]:
         value = data.get(key, [])
@@ -721,6 +804,25 @@ def render(config: Config, mask: Callable[[str], str] | None = None) -> str:
             f"health = {_q(server.probe_url() or 'off')} every {server.health_interval:g} s, "
             f"timeout {server.health_timeout:g} s",
             f"stall_after = {server.stall_after:g}  (restart on stall: {'yes' if server.stall_restart else 'no'})",
+        ]
+    tr = config.tracing
+    lines += ["", "[tracing]", f"enabled = {'true' if tr.enabled else 'false'}"]
+    if tr.enabled:
+        lines += [
+            f"protocol = {_q(tr.protocol or 'from OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else http/protobuf')}",
+            f"endpoint = {_q(tr.endpoint or 'from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, else localhost')}",
+            "headers = "
+            + (
+                ", ".join(
+                    f"{k}: {v.describe() if isinstance(v, Secret) else '<value in the file>'}"
+                    for k, v in tr.headers.items()
+                )
+                or "none"
+            ),
+            f"sampling_ratio = {tr.resolved_sampling_ratio():g}",
+            f"max_open_requests = {tr.max_open_requests}",
+            f"idle_timeout = {tr.idle_timeout:g}",
+            f"max_queue_size = {tr.max_queue_size}",
         ]
     for follow in config.follows:
         lines += ["", "[[follow]]", f"name = {_q(follow.name)}"]

@@ -31,13 +31,14 @@ from agent import config as configuration
 from agent.config import Config, ConfigError, FollowConfig, ServerConfig
 from agent.gpus import count_gpus
 from agent.journal import JournalSource
-from agent.metrics import SPECS, collect_families
+from agent.metrics import SPECS, collect_families, trace_families
 from agent.pipeline import SourcePipeline
 from agent.sdnotify import Notifier
 from agent.serve import MetricsServer
 from agent.supervisor import STATES, Supervised
 from agent.tail import PositionStore, Source, Tailer
 from agent.timezones import resolve_timezone
+from agent.traces import TraceBuilder
 from agent.versions import installed_versions
 
 log = logging.getLogger("kvwatch")
@@ -57,6 +58,8 @@ class Daemon:
         self.pipelines: dict[str, SourcePipeline] = {}
         self.servers: dict[str, Supervised] = {}
         self.journals: dict[str, JournalSource] = {}
+        self.traces: dict[str, TraceBuilder] = {}
+        self.tracing = self._tracing(config)
         self.server_versions: dict[str, dict[str, str]] = {}
         self.gpus: dict[str, int] = {}
         self.gpus_checked = 0.0
@@ -87,13 +90,38 @@ class Daemon:
         if pipeline is not None:
             pipeline.feed(lines)
 
-    def _pipeline(self, name: str, timezone: str | None) -> SourcePipeline:
+    @staticmethod
+    def _tracing(config: Config):
+        if not config.tracing.enabled:
+            return None
+        from agent import otel
+
+        try:
+            return otel.from_config(config.tracing)
+        except (ValueError, OSError, KeyError) as exc:
+            reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise ConfigError(config.path, "tracing", f"cannot set up the trace exporter: {reason}") from None
+
+    def _pipeline(self, name: str, timezone: str | None, model: str | None = None) -> SourcePipeline:
         pipeline = SourcePipeline(name, resolve_timezone(timezone), self.config.agent.max_line_length)
         self.pipelines[name] = pipeline
+        if self.tracing is not None:
+            stats = pipeline.stats
+            builder = TraceBuilder(
+                stats,
+                stats.clock,
+                self.tracing.writer(name, lambda: stats.model or model),
+                now=time.time,
+                sampled=self.tracing.sampled,
+                max_open=self.config.tracing.max_open_requests,
+                idle_timeout=self.config.tracing.idle_timeout,
+            )
+            pipeline.listeners.append(builder.observe)
+            self.traces[name] = builder
         return pipeline
 
     def add_server(self, server: ServerConfig, start: bool = True) -> Supervised:
-        pipeline = self._pipeline(server.name, server.timezone)
+        pipeline = self._pipeline(server.name, server.timezone, server.model)
         supervised = Supervised(server, self.config.agent.state_dir)
         pipeline.listeners.append(supervised.observe)
         self.servers[server.name] = supervised
@@ -141,6 +169,9 @@ class Daemon:
             self.pipelines.pop(name, None)
             self.servers.pop(name, None)
             self.server_versions.pop(name, None)
+            builder = self.traces.pop(name, None)
+            if builder is not None:
+                builder.close("agent_stopped")
 
     # -- the main loop -------------------------------------------------------------
 
@@ -201,6 +232,11 @@ class Daemon:
         for name, supervised in list(self.servers.items()):
             if supervised.state == "stopped" and supervised.stopping_for == "remove":
                 self.remove_source(name)
+        if self.traces:
+            wall = time.time()
+            with self.lock:
+                for builder in self.traces.values():
+                    builder.expire(wall)
         now = time.monotonic()
         if now - self.gpus_checked >= GPU_REFRESH or not self.gpus_checked:
             self.gpus = count_gpus(self.gpu_root)
@@ -293,6 +329,11 @@ class Daemon:
         self.tailer.stop()
         for journal in self.journals.values():
             journal.stop()
+        if self.tracing is not None:
+            with self.lock:
+                for builder in self.traces.values():
+                    builder.close("agent_stopped")
+            self.tracing.shutdown()
         self.http.stop()
         self.notifier.close()
 
@@ -322,6 +363,8 @@ class _DaemonCollector(Collector):
             stats = [p.stats for p in daemon.pipelines.values()]
             families = list(collect_families(stats))
             families += list(self._agent_families(stats))
+            if daemon.tracing is not None:
+                families += list(trace_families(daemon.tracing, daemon.traces.values()))
         return iter(families)
 
     def _agent_families(self, stats) -> Iterator[Metric]:

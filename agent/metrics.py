@@ -19,6 +19,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.samples import Exemplar
 
 from agent.stats import ServerStats
 
@@ -328,7 +329,38 @@ AGENT_CATALOGUE: tuple[Spec, ...] = (
     ),
     _s("kvwatch_journal_up", "gauge", _SERVER, "1 while journalctl follows the unit's journal."),
 )
-SPECS: dict[str, Spec] = {spec.name: spec for spec in CATALOGUE + AGENT_CATALOGUE}
+# Series of the trace builder and exporter: present while tracing is on (run, or replay --traces).
+TRACE_CATALOGUE: tuple[Spec, ...] = (
+    _s("kvwatch_trace_open_requests", "gauge", _SERVER, "Requests begun and not yet ended in the open-request table."),
+    _s(
+        "kvwatch_trace_requests_total",
+        "counter",
+        "server outcome",
+        "Requests ended into a trace: finished, aborted, cancelled, failed (by their id), responded (by an "
+        "access line), evicted (end never seen).",
+    ),
+    _s(
+        "kvwatch_trace_requests_evicted_total",
+        "counter",
+        "server reason",
+        "Requests ended without their end: idle_timeout, table_full, server_restart, server_stopped, log_ended, "
+        "agent_stopped.",
+    ),
+    _s(
+        "kvwatch_trace_unmatched_ends_total",
+        "counter",
+        _SERVER,
+        "End lines naming a request never seen (it began before kvwatch followed the log).",
+    ),
+    _s("kvwatch_trace_spans_exported_total", "counter", "", "Spans the exporter delivered."),
+    _s(
+        "kvwatch_trace_spans_dropped_total",
+        "counter",
+        "reason",
+        "Spans lost: queue_full (the collector was slower than the log), export_failed (it refused or was down).",
+    ),
+)
+SPECS: dict[str, Spec] = {spec.name: spec for spec in CATALOGUE + AGENT_CATALOGUE + TRACE_CATALOGUE}
 
 _FAMILY_TYPES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
@@ -408,8 +440,16 @@ def _family(name: str) -> Metric:
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], histogram) -> None:
     cumulative = histogram.cumulative()
-    buckets = [(_le(bound), count) for bound, count in zip(histogram.bounds, cumulative, strict=False)]
-    buckets.append(("+Inf", cumulative[-1]))
+    bounds = [_le(bound) for bound in histogram.bounds] + ["+Inf"]
+    exemplars = histogram.exemplars
+    if exemplars is None:
+        buckets = list(zip(bounds, cumulative, strict=True))
+    else:
+        # Shown in the OpenMetrics exposition only; Grafana links the trace id to the trace.
+        buckets = [
+            (le, count) if mark is None else (le, count, Exemplar({"trace_id": mark[0]}, mark[1], mark[2]))
+            for le, count, mark in zip(bounds, cumulative, exemplars, strict=True)
+        ]
     family.add_metric(labels, buckets, histogram.sum)
 
 
@@ -480,6 +520,23 @@ def collect_families(servers: Iterable[ServerStats]) -> Iterator[Metric]:
     for spec in CATALOGUE:
         if spec.name in families:
             yield families[spec.name]
+
+
+def trace_families(tracing, builders: Iterable) -> Iterator[Metric]:
+    """The :data:`TRACE_CATALOGUE` families of a :class:`agent.otel.Tracing` and its trace builders."""
+    fams = {spec.name: _family(spec.name) for spec in TRACE_CATALOGUE}
+    for builder in builders:
+        server = builder.stats.server
+        fams["kvwatch_trace_open_requests"].add_metric([server], builder.open_requests)
+        for outcome, count in sorted(builder.ended_by.items()):
+            fams["kvwatch_trace_requests_total"].add_metric([server, outcome], count)
+        for reason, count in sorted(builder.evicted.items()):
+            fams["kvwatch_trace_requests_evicted_total"].add_metric([server, reason], count)
+        fams["kvwatch_trace_unmatched_ends_total"].add_metric([server], builder.unmatched_ends)
+    fams["kvwatch_trace_spans_exported_total"].add_metric([], tracing.counts["exported"])
+    for reason, count in sorted(tracing.dropped.items()):
+        fams["kvwatch_trace_spans_dropped_total"].add_metric([reason], count)
+    yield from fams.values()
 
 
 class StatsCollector(Collector):

@@ -102,15 +102,23 @@ def route_of(path: str) -> str:
 
 
 class Histogram:
-    """Counts per bucket (not cumulative), a sum and a count."""
+    """Counts per bucket (not cumulative), a sum and a count; optionally an exemplar per bucket."""
 
-    __slots__ = ("bounds", "count", "counts", "sum")
+    __slots__ = ("bounds", "count", "counts", "exemplars", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self.sum = 0.0
         self.count = 0
+        # (trace id, value, unix time) of the latest traced observation per bucket
+        self.exemplars: list[tuple[str, float, float] | None] | None = None
+
+    def mark(self, value: float, trace_id: str, when: float) -> None:
+        """Name a trace as the exemplar of the bucket ``value`` falls in (observed separately)."""
+        if self.exemplars is None:
+            self.exemplars = [None] * len(self.counts)
+        self.exemplars[bisect_left(self.bounds, value)] = (trace_id, value, when)
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
@@ -121,6 +129,9 @@ class Histogram:
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.sum += other.sum
         self.count += other.count
+        if other.exemplars is not None:
+            mine = self.exemplars or [None] * len(self.counts)
+            self.exemplars = [b if b is not None else a for a, b in zip(mine, other.exemplars, strict=True)]
 
     def cumulative(self) -> list[int]:
         out, running = [], 0

@@ -1,0 +1,408 @@
+"""One trace per inference request, built from the event stream: the open-request table.
+
+vLLM's front end, its engine and LMCache each log a piece of a request under
+one of two ids (the client's, and from vLLM 0.14.0 the engine's, which adds
+``-<8 hex>``).  :class:`TraceBuilder` keeps a small record per open request,
+joins the pieces, and hands each request to a writer once it ends: by its id
+(``Finished request``, ``Aborted request``, ``Request X failed``), or by the
+uvicorn access line of its route, which carries no id.
+
+Times.  Every piece keeps the time its line printed, resolved by the source's
+:class:`parsers.Clock` in the server's time zone: vLLM's stamps have whole
+seconds and no year (the clock supplies the year), LMCache's milliseconds.
+A line without a stamp (uvicorn's access line) takes the time it was read when
+following a live log, and the latest time the log showed so far in a replay.
+Ends are never before the request's start or a child's end; LMCache transfers
+end at their line and begin ``cost`` earlier.
+
+Memory is bounded: at most ``max_open`` requests are kept, and a request with
+no line for ``idle_timeout`` seconds is ended unfinished (the writer marks it
+so); both evictions are counted.  Nothing here imports OpenTelemetry: the
+writer (:mod:`agent.otel`) turns records into spans.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Callable
+
+from agent.stats import ServerStats
+from parsers import events as ev
+from parsers.requests import external_request_id, request_operation
+from parsers.timestamps import Clock
+
+DEFAULT_MAX_OPEN = 20_000
+DEFAULT_IDLE_TIMEOUT = 900.0  # longer than a long generation: stats lines do not touch a request
+# Ended ids remembered so that their late lines ("Request X aborted." after
+# "Aborted request X", a store logged after the access line) start nothing new.
+RECENTLY_ENDED = 4096
+# How often (in events) a replay looks for idle requests; live agents do it per tick.
+EXPIRE_EVERY = 1024
+
+# Why a request was ended without its end being seen (the writer's attribute value).
+EVICTION_REASONS = ("idle_timeout", "table_full", "server_restart", "server_stopped", "log_ended", "agent_stopped")
+
+
+class OpenRequest:
+    """What the log has said of one request so far.  Tuples, not objects, for the pieces."""
+
+    __slots__ = (
+        "access",
+        "end",
+        "end_matched",
+        "error_type",
+        "failure",
+        "first_kind",
+        "id",
+        "ids",
+        "last_activity",
+        "lookups",
+        "max_tokens",
+        "operation",
+        "outcome",
+        "pending_lookups",
+        "prompt_tokens",
+        "retrieves",
+        "route",
+        "sampled",
+        "start",
+        "store_starts",
+        "stores",
+        "trace_id",
+    )
+
+    def __init__(self, request_id: str, trace_id: int, sampled: bool, start: float, first_kind: str) -> None:
+        self.id = request_id
+        self.ids = [request_id]
+        self.trace_id = trace_id
+        self.sampled = sampled
+        self.start = start
+        self.first_kind = first_kind
+        self.last_activity = start
+        known = request_operation(request_id)
+        self.operation, self.route = known if known is not None else (None, None)
+        self.max_tokens: int | None = None
+        self.prompt_tokens: int | None = None
+        # (time, total, hit, need_to_load, engine_computed, min_retrieve)
+        self.lookups: list[tuple] = []
+        self.pending_lookups = 0
+        # (end, cost_seconds, stored, total, size_gb, gbps, offload_ms, put_ms, rank, store_start or None)
+        self.stores: list[tuple] = []
+        # (time, tokens, total, skip_leading, rank) not yet paired with a store
+        self.store_starts: list[tuple] = []
+        # (end, cost_seconds, retrieved, required, total, size_gb, gbps, rank)
+        self.retrieves: list[tuple] = []
+        self.end: float | None = None
+        self.outcome: str | None = None  # finished, aborted, cancelled, failed, responded, evicted
+        self.end_matched: str | None = None  # "id" or "access" (matched by route, first in first out)
+        self.failure: str | None = None
+        self.error_type: str | None = None
+        self.access: tuple[str, str, int, str] | None = None  # (method, path, status, client)
+
+    @property
+    def trace_id_hex(self) -> str:
+        return f"{self.trace_id:032x}"
+
+    @property
+    def started_in_view(self) -> bool:
+        """False when the first line seen was not the request's first (it began before kvwatch looked)."""
+        return self.first_kind in ("request_received", "request_added", "lmcache_lookup", "lmcache_lookup_pending")
+
+
+Writer = Callable[[OpenRequest], None]
+
+
+class TraceBuilder:
+    """Joins one source's events into requests and hands finished ones to ``write``.
+
+    ``now`` is the wall clock when following a live log (stamp-less lines take
+    it; idle time is measured on it), None in a replay (log time throughout).
+    ``sampled`` decides from a trace id whether the writer will keep the trace:
+    only sampled traces lend their id to exemplars."""
+
+    def __init__(
+        self,
+        stats: ServerStats,
+        clock: Clock,
+        write: Writer,
+        now: Callable[[], float] | None = None,
+        sampled: Callable[[int], bool] = lambda trace_id: True,
+        max_open: int = DEFAULT_MAX_OPEN,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
+        self.stats = stats
+        self.clock = clock
+        self.write = write
+        self.now = now
+        self.sampled = sampled
+        self.max_open = max_open
+        self.idle_timeout = idle_timeout
+        self.by_id: dict[str, OpenRequest] = {}  # every id a request has shown
+        self.open: OrderedDict[str, OpenRequest] = OrderedDict()  # by first id, least recently active first
+        self.ended: OrderedDict[str, None] = OrderedDict()
+        # Requests ended by their id whose access line has yet to come, per route:
+        # that line is theirs, not the next open request's.
+        self.awaiting_access: dict[str, int] = {}
+        self.by_route: dict[str, OrderedDict[str, OpenRequest]] = {}  # open requests per route, first seen first
+        self.latest: float | None = None  # latest log time seen
+        self.evicted: dict[str, int] = dict.fromkeys(EVICTION_REASONS, 0)
+        self.ended_by: dict[str, int] = {}
+        self.unmatched_ends = 0
+        self._countdown = EXPIRE_EVERY
+        self._rand = random.Random()
+        self._handlers: dict[type, Callable] = {
+            ev.RequestReceived: self._received,
+            ev.RequestAdded: self._added,
+            ev.LmcacheLookup: self._lookup,
+            ev.LmcacheLookupPending: self._lookup_pending,
+            ev.LmcacheStoreStart: self._store_start,
+            ev.LmcacheStore: self._store,
+            ev.LmcacheRetrieve: self._retrieve,
+            ev.RequestFinished: self._finished,
+            ev.RequestAborted: self._aborted,
+            ev.RequestCancelled: self._cancelled,
+            ev.RequestFailed: self._failed,
+            ev.HttpAccess: self._access,
+            ev.ServerStarting: self._server_starting,
+            ev.ServerShutdown: self._server_shutdown,
+        }
+
+    # -- entry points ---------------------------------------------------------------
+
+    def observe(self, event: ev.Event) -> None:
+        handler = self._handlers.get(event.__class__)
+        if handler is not None:
+            handler(event, self._time(event.stamp))
+        if self.now is None:
+            self._countdown -= 1
+            if self._countdown <= 0:
+                self._countdown = EXPIRE_EVERY
+                if self.latest is not None:
+                    self.expire(self.latest)
+
+    def expire(self, now: float) -> int:
+        """End requests idle for longer than the timeout; returns how many."""
+        cutoff = now - self.idle_timeout
+        evicted = 0
+        while self.open:
+            request = next(iter(self.open.values()))
+            if request.last_activity >= cutoff:
+                break
+            self._evict(request, "idle_timeout", request.last_activity)
+            evicted += 1
+        return evicted
+
+    def close(self, reason: str = "log_ended") -> None:
+        """End every open request (the log ended, or kvwatch stops)."""
+        when = self._clock_now()
+        for request in list(self.open.values()):
+            self._evict(request, reason, when)
+
+    @property
+    def open_requests(self) -> int:
+        return len(self.open)
+
+    # -- time -----------------------------------------------------------------------
+
+    def _time(self, stamp: str | None) -> float:
+        if stamp:
+            when = self.clock.resolve(stamp)
+            if when is not None:
+                t = when.timestamp()
+                if self.latest is None or t > self.latest:
+                    self.latest = t
+                return t
+        return self._clock_now()
+
+    def _clock_now(self) -> float:
+        if self.now is not None:
+            return self.now()
+        return self.latest if self.latest is not None else 0.0
+
+    def _activity(self, when: float) -> float:
+        return self.now() if self.now is not None else when
+
+    # -- the table ------------------------------------------------------------------
+
+    def _find(self, request_id: str) -> OpenRequest | None:
+        request = self.by_id.get(request_id)
+        if request is None:
+            external = external_request_id(request_id)
+            if external is not None:
+                request = self.by_id.get(external)
+                if request is not None:
+                    self.by_id[request_id] = request
+                    request.ids.append(request_id)
+        return request
+
+    def _request(self, request_id: str | None, when: float, kind: str) -> OpenRequest | None:
+        """The open request of an id, opened now if new; None for ids already ended."""
+        if not request_id:
+            return None
+        request = self._find(request_id)
+        if request is None:
+            if request_id in self.ended or (external_request_id(request_id) or "") in self.ended:
+                return None
+            if len(self.open) >= self.max_open:
+                oldest = next(iter(self.open.values()))
+                self._evict(oldest, "table_full", self._clock_now())
+            trace_id = self._rand.getrandbits(128) or 1
+            request = OpenRequest(request_id, trace_id, self.sampled(trace_id), when, kind)
+            request.last_activity = self._activity(when)
+            self.by_id[request_id] = request
+            self.open[request_id] = request
+            if request.route is not None:
+                self.by_route.setdefault(request.route, OrderedDict())[request_id] = request
+            return request
+        request.last_activity = self._activity(when)
+        self.open.move_to_end(request.id)
+        if when < request.start:
+            request.start = when
+        return request
+
+    def _end(self, request: OpenRequest, when: float, outcome: str, matched: str | None) -> None:
+        request.outcome = outcome
+        request.end_matched = matched
+        latest_child = max(
+            [s[0] for s in request.stores] + [r[0] for r in request.retrieves] + [lk[0] for lk in request.lookups],
+            default=request.start,
+        )
+        request.end = max(when, request.start, latest_child)
+        for request_id in request.ids:
+            self.by_id.pop(request_id, None)
+        self.open.pop(request.id, None)
+        if request.route is not None:
+            self.by_route[request.route].pop(request.id, None)
+        for request_id in request.ids:
+            self.ended[request_id] = None
+            external = external_request_id(request_id)
+            if external is not None:
+                self.ended[external] = None  # "Request X aborted." names the client's id
+        while len(self.ended) > RECENTLY_ENDED:
+            self.ended.popitem(last=False)
+        self.ended_by[outcome] = self.ended_by.get(outcome, 0) + 1
+        self.write(request)
+
+    def _evict(self, request: OpenRequest, reason: str, when: float) -> None:
+        self.evicted[reason] = self.evicted.get(reason, 0) + 1
+        request.failure = reason
+        self._end(request, when, "evicted", None)
+
+    def _end_by_id(self, request_id: str, when: float, outcome: str, error_type: str | None = None) -> None:
+        request = self._find(request_id)
+        if request is None:
+            if request_id not in self.ended and (external_request_id(request_id) or "") not in self.ended:
+                self.unmatched_ends += 1
+            return
+        if error_type is not None:
+            request.error_type = error_type
+        if request.route is not None:
+            self.awaiting_access[request.route] = min(self.awaiting_access.get(request.route, 0) + 1, self.max_open)
+        self._end(request, when, outcome, "id")
+
+    # -- handlers ---------------------------------------------------------------------
+
+    def _received(self, e: ev.RequestReceived, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is not None:
+            if e.max_tokens is not None:
+                request.max_tokens = e.max_tokens
+            if e.prompt_tokens is not None:
+                request.prompt_tokens = e.prompt_tokens
+
+    def _added(self, e: ev.RequestAdded, when: float) -> None:
+        self._request(e.request_id, when, e.kind)
+
+    def _lookup(self, e: ev.LmcacheLookup, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is None:
+            return
+        request.lookups.append(
+            (when, e.total_tokens, e.hit_tokens, e.need_to_load, e.engine_computed_tokens, e.min_retrieve_tokens)
+        )
+        if request.sampled and e.total_tokens > 0:
+            # The stats already counted this lookup; give its bucket this trace as exemplar.
+            self.stats.hit_ratio.mark(e.hit_tokens / e.total_tokens, request.trace_id_hex, when)
+
+    def _lookup_pending(self, e: ev.LmcacheLookupPending, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is not None:
+            request.pending_lookups += 1
+
+    def _store_start(self, e: ev.LmcacheStoreStart, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is not None:
+            request.store_starts.append((when, e.tokens, e.total_tokens, e.skip_leading_tokens, e.rank))
+
+    def _store(self, e: ev.LmcacheStore, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is None:
+            return
+        cost = e.cost_ms / 1000.0 if e.cost_ms is not None else 0.0
+        start = None
+        for i, pending in enumerate(request.store_starts):  # the oldest of the same rank
+            if pending[4] == e.rank:
+                start = request.store_starts.pop(i)
+                break
+        request.stores.append(
+            (
+                when,
+                cost,
+                e.stored_tokens,
+                e.total_tokens,
+                e.size_gb,
+                e.throughput_gbps,
+                e.offload_ms,
+                e.put_ms,
+                e.rank,
+                start,
+            )
+        )
+
+    def _retrieve(self, e: ev.LmcacheRetrieve, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is None:
+            return
+        cost = e.cost_ms / 1000.0 if e.cost_ms is not None else 0.0
+        request.retrieves.append(
+            (when, cost, e.retrieved_tokens, e.required_tokens, e.total_tokens, e.size_gb, e.throughput_gbps, e.rank)
+        )
+
+    def _finished(self, e: ev.RequestFinished, when: float) -> None:
+        self._end_by_id(e.request_id, when, "finished")
+
+    def _aborted(self, e: ev.RequestAborted, when: float) -> None:
+        self._end_by_id(e.request_id, when, "aborted", "aborted")
+
+    def _cancelled(self, e: ev.RequestCancelled, when: float) -> None:
+        self._end_by_id(e.request_id, when, "cancelled", "cancelled")
+
+    def _failed(self, e: ev.RequestFailed, when: float) -> None:
+        self._end_by_id(e.request_id, when, "failed", e.reason)
+
+    def _access(self, e: ev.HttpAccess, when: float) -> None:
+        route = e.path
+        waiting = self.awaiting_access.get(route, 0)
+        if waiting:
+            self.awaiting_access[route] = waiting - 1
+            return
+        queue = self.by_route.get(route)
+        if not queue:
+            return
+        oldest = next(iter(queue.values()))  # first seen, first answered: the line names no request
+        oldest.access = (e.method, e.path, e.status, e.client)
+        if e.status >= 500:
+            oldest.error_type = str(e.status)
+        self._end(oldest, when, "responded", "access")
+
+    def _server_starting(self, e: ev.ServerStarting, when: float) -> None:
+        # Requests of the previous run will never end.
+        for request in list(self.open.values()):
+            self._evict(request, "server_restart", when)
+        self.awaiting_access.clear()
+
+    def _server_shutdown(self, e: ev.ServerShutdown, when: float) -> None:
+        for request in list(self.open.values()):
+            self._evict(request, "server_stopped", when)
+        self.awaiting_access.clear()

@@ -1,0 +1,329 @@
+"""Traces built from real log sequences, collected by the SDK's in-memory exporter."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+
+from agent.metrics import registry_for
+from agent.otel import Tracing
+from agent.stats import ServerStats
+from agent.traces import TraceBuilder
+from parsers import Clock, LogStream
+
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
+REFERENCE = datetime(2026, 11, 30, tzinfo=UTC)
+
+
+class Run:
+    """Lines -> stream -> stats and trace builder -> SDK spans, as the agent wires them."""
+
+    def __init__(self, tz=UTC, ratio: float = 1.0, now=None, **limits) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.tracing = Tracing(self.exporter, sampling_ratio=ratio, wait_when_full=True)
+        self.clock = Clock(tz, REFERENCE)
+        self.stats = ServerStats("demo", self.clock)
+        self.builder = TraceBuilder(
+            self.stats,
+            self.clock,
+            self.tracing.writer("demo", lambda: self.stats.model or "tiny"),
+            now=now,
+            sampled=self.tracing.sampled,
+            **limits,
+        )
+        self.stream = LogStream()
+
+    def feed(self, lines) -> Run:
+        for line in lines:
+            for event in self.stream.feed(line.rstrip("\n")):
+                self.stats.observe(event)
+                self.builder.observe(event)
+        return self
+
+    def spans(self) -> list[ReadableSpan]:
+        self.tracing.flush()
+        return list(self.exporter.get_finished_spans())
+
+    def roots(self) -> list[ReadableSpan]:
+        return [s for s in self.spans() if s.name == "vllm.request"]
+
+    def children(self, root: ReadableSpan) -> list[ReadableSpan]:
+        return [s for s in self.spans() if s.parent is not None and s.parent.span_id == root.context.span_id]
+
+
+def sample_lines() -> list[str]:
+    return (SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6.log").read_text(encoding="utf-8").splitlines()
+
+
+def ns(text: str, tz=UTC) -> int:
+    when = datetime.fromisoformat(text)
+    return int(when.replace(tzinfo=when.tzinfo or tz).timestamp() * 1_000_000) * 1000
+
+
+def test_real_vllm_lmcache_log_gives_one_trace_per_request() -> None:
+    run = Run().feed(sample_lines())
+    roots = run.roots()
+    assert len(roots) == 5
+    assert len({r.context.trace_id for r in roots}) == 5
+    first = roots[0]
+    assert first.kind is SpanKind.SERVER
+    a = first.attributes
+    # Received request logs the client's id, Added request and LMCache the engine's suffixed one.
+    assert a["gen_ai.response.id"] == "chatcmpl-9769c3ba5336ea52"
+    assert a["vllm.request.id"] == "chatcmpl-9769c3ba5336ea52-bb72d9b8"
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.provider.name"] == "vllm"
+    assert a["gen_ai.request.model"] == "/srv/models/tiny-llama"
+    assert a["gen_ai.request.max_tokens"] == 10
+    assert a["gen_ai.usage.input_tokens"] == 493
+    assert a["gen_ai.usage.cache_read.input_tokens"] == 0
+    assert a["http.response.status_code"] == 200 and a["http.route"] == "/v1/chat/completions"
+    assert a["kvwatch.end_matched"] == "access" and a["kvwatch.start_seen"] is True
+    # The log's own times: Received at 05:40:55 (whole seconds), the store at 05:40:55,464.
+    assert first.start_time == ns("2026-11-25T05:40:55")
+    children = {s.name: s for s in run.children(first)}
+    assert set(children) == {"lmcache.lookup", "lmcache.store"}
+    assert children["lmcache.lookup"].start_time == ns("2026-11-25T05:40:55.453")
+    store = children["lmcache.store"]
+    assert store.end_time == ns("2026-11-25T05:40:55.464")
+    assert store.end_time - store.start_time == 270_800  # cost 0.2708 ms
+    assert store.attributes["lmcache.stored_tokens"] == 256
+    assert first.end_time >= store.end_time
+    second = roots[1].attributes
+    assert second["gen_ai.usage.cache_read.input_tokens"] == 256
+    assert second["vllm.prefix_cache.hit_tokens"] == 384
+    assert pytest.approx(second["lmcache.hit_ratio"]) == 256 / 493
+    resource = first.resource.attributes
+    assert resource["service.name"] == "kvwatch"
+    assert resource["kvwatch.server"] == "demo"
+    assert resource["vllm.model"] == "/srv/models/tiny-llama"
+    assert resource["host.name"]
+
+
+def test_no_prompt_text_reaches_a_span() -> None:
+    secret = "the user's private question about invoices"
+    lines = [
+        f"INFO 05-22 02:20:59 async_llm_engine.py:524] Received request cmpl-77: prompt: {secret!r}, "
+        "params: SamplingParams(n=1, max_tokens=16), prompt_token_ids: [1, 2, 3, 4], lora_request: None.",
+        "INFO 05-22 02:20:59 async_llm_engine.py:211] Added request cmpl-77.",
+        "INFO 05-22 02:21:01 async_llm_engine.py:120] Finished request cmpl-77.",
+    ]
+    run = Run().feed(lines)
+    (root,) = run.roots()
+    assert root.attributes["gen_ai.usage.input_tokens"] == 4
+    assert root.attributes["gen_ai.request.max_tokens"] == 16
+    dumped = json.dumps([dict(s.attributes) for s in run.spans()] + [dict(root.resource.attributes)])
+    assert "invoices" not in dumped and "private" not in dumped
+
+
+def lookup(stamp: str, rid: str, total: int, hit: int, need: int = 0, computed: int = 0) -> str:
+    return (
+        f"[{stamp}] LMCache INFO: Reqid: {rid}, Total tokens {total}, Inference Engine computed tokens: {computed}, "
+        f"LMCache hit tokens: {hit}, need to load: {need} (vllm_v1_adapter.py:1476:lmcache.integration.vllm.x)"
+    )
+
+
+def test_interleaved_concurrent_requests_are_kept_apart() -> None:
+    # V0 style: every request ends by its id, in another order than it began.
+    lines = [
+        "INFO 10-02 10:00:00 [logger.py:39] Received request cmpl-a-0: params: SamplingParams(max_tokens=5).",
+        "INFO 10-02 10:00:00 [logger.py:39] Received request cmpl-b-0: params: SamplingParams(max_tokens=7).",
+        "INFO 10-02 10:00:00 [async_llm_engine.py:211] Added request cmpl-a-0.",
+        "INFO 10-02 10:00:00 [async_llm_engine.py:211] Added request cmpl-b-0.",
+        lookup("2025-10-02 10:00:00,100", "cmpl-b-0", 300, 256, 256),
+        lookup("2025-10-02 10:00:00,120", "cmpl-a-0", 900, 0),
+        "[2025-10-02 10:00:00,300] LMCache INFO: [req_id=cmpl-b-0] Retrieved 256 out of 256 required tokens "
+        "(from 300 total tokens). size: 0.0312 gb, cost 2.0000 ms, throughput: 15.6000 GB/s;",
+        "INFO 10-02 10:00:01 [async_llm_engine.py:120] Finished request cmpl-b-0.",
+        'INFO:     127.0.0.1:5000 - "POST /v1/completions HTTP/1.1" 200 OK',
+        "INFO 10-02 10:00:04 [async_llm_engine.py:120] Finished request cmpl-a-0.",
+        'INFO:     127.0.0.1:5001 - "POST /v1/completions HTTP/1.1" 200 OK',
+    ]
+    run = Run().feed(lines)
+    roots = {r.attributes["gen_ai.response.id"]: r for r in run.roots()}
+    assert set(roots) == {"cmpl-a-0", "cmpl-b-0"}
+    a, b = roots["cmpl-a-0"], roots["cmpl-b-0"]
+    assert a.attributes["gen_ai.request.max_tokens"] == 5 and b.attributes["gen_ai.request.max_tokens"] == 7
+    assert a.attributes["lmcache.hit_tokens"] == 0 and b.attributes["lmcache.hit_tokens"] == 256
+    assert [s.name for s in run.children(b)] == ["lmcache.lookup", "lmcache.retrieve"]
+    assert [s.name for s in run.children(a)] == ["lmcache.lookup"]
+    assert b.end_time == ns("2025-10-02T10:00:01") and a.end_time == ns("2025-10-02T10:00:04")
+    assert a.attributes["kvwatch.end_matched"] == b.attributes["kvwatch.end_matched"] == "id"
+    assert b.attributes["lmcache.retrieved_tokens"] == 256
+    # The access lines belonged to the requests already ended by id: nothing else was closed by them.
+    assert run.builder.open_requests == 0 and run.builder.awaiting_access == {"/v1/completions": 0}
+
+
+def test_v1_requests_end_at_their_access_lines_first_in_first_out() -> None:
+    lines = [
+        "(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request chatcmpl-aaa-11111111.",
+        "(APIServer pid=1) INFO 11-25 05:40:56 [async_llm.py:578] Added request chatcmpl-bbb-22222222.",
+        lookup("2026-11-25 05:40:56,500", "chatcmpl-aaa-11111111", 100, 0),
+        'INFO:     127.0.0.1:1 - "GET /health HTTP/1.1" 200 OK',
+        lookup("2026-11-25 05:40:57,000", "chatcmpl-bbb-22222222", 100, 0),
+        'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+        lookup("2026-11-25 05:40:58,000", "chatcmpl-ccc-33333333", 100, 0),
+        'INFO:     127.0.0.1:3 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error',
+    ]
+    run = Run().feed(lines)
+    roots = {r.attributes["vllm.request.id"]: r for r in run.roots()}
+    assert set(roots) == {"chatcmpl-aaa-11111111", "chatcmpl-bbb-22222222"}
+    first, second = roots["chatcmpl-aaa-11111111"], roots["chatcmpl-bbb-22222222"]
+    assert first.attributes["client.port"] == 2 and first.status.status_code is StatusCode.UNSET
+    # A replay has no clock but the log's: the stamp-less access line takes the latest time seen.
+    assert first.end_time == ns("2026-11-25T05:40:57")
+    assert second.attributes["http.response.status_code"] == 500
+    assert second.status.status_code is StatusCode.ERROR and second.attributes["error.type"] == "500"
+    # Only the engine's id was seen: the client's id is derived from it.
+    assert second.attributes["gen_ai.response.id"] == "chatcmpl-bbb"
+    assert run.builder.open_requests == 1  # ccc has had no access line yet
+
+
+def test_a_preempted_request_looked_up_twice_keeps_both_lookups() -> None:
+    rid = "chatcmpl-p-0123abcd"
+    lines = [
+        lookup("2026-10-01 12:00:01,000", rid, 600, 0),
+        lookup("2026-10-01 12:00:03,000", rid, 610, 512, 512),
+        "(APIServer pid=1) INFO 10-01 12:00:04 [async_llm.py:922] Aborted request(s) " + rid + ".",
+        "(APIServer pid=1) INFO 10-01 12:00:04 [async_llm.py:783] Request chatcmpl-p aborted.",
+    ]
+    run = Run().feed(lines)
+    (root,) = run.roots()
+    lookups = sorted(run.children(root), key=lambda s: s.start_time)
+    assert [s.attributes["lmcache.attempt"] for s in lookups] == [1, 2]
+    assert [s.attributes["lmcache.hit_tokens"] for s in lookups] == [0, 512]
+    assert root.attributes["lmcache.lookups"] == 2
+    assert root.attributes["gen_ai.usage.cache_read.input_tokens"] == 0  # the first lookup decided the prefill
+    assert root.status.status_code is StatusCode.ERROR
+    assert root.attributes["error.type"] == "aborted" and root.attributes["vllm.outcome"] == "aborted"
+    # "Request chatcmpl-p aborted." came after the engine's abort: it starts no second trace.
+    assert len(run.roots()) == 1 and run.builder.unmatched_ends == 0
+
+
+def test_failed_requests_are_errors_with_their_reason() -> None:
+    lines = [
+        "(APIServer pid=1) INFO 11-20 09:00:00 [request_logger.py:65] Received request chatcmpl-f: "
+        "params: SamplingParams(max_tokens=4), lora_request: None.",
+        "(APIServer pid=1) INFO 11-20 09:00:01 [async_llm.py:789] Request chatcmpl-f failed (engine dead).",
+    ]
+    (root,) = Run().feed(lines).roots()
+    assert root.status.status_code is StatusCode.ERROR and root.attributes["error.type"] == "engine_dead"
+
+
+def test_a_request_begun_before_kvwatch_looked_is_marked() -> None:
+    lines = [
+        # Its Received, Added and lookup lines came before the part of the log we read.
+        "[2026-11-25 05:40:55,464] LMCache INFO: [req_id=chatcmpl-old-bb72d9b8] Stored 256 out of total 256 "
+        "tokens. size: 0.0002 GB, cost 0.2708 ms, throughput: 0.9017 GB/s; "
+        "offload_time: 0.2031 ms, put_time: 0.0351 ms",
+        'INFO:     127.0.0.1:56058 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+        "INFO 10-02 10:00:00 async_llm_engine.py:120] Finished request cmpl-never-seen-0.",
+    ]
+    run = Run().feed(lines)
+    (root,) = run.roots()
+    assert root.attributes["kvwatch.start_seen"] is False
+    assert root.start_time == ns("2026-11-25T05:40:55.464") - 270_800
+    assert run.builder.unmatched_ends == 1
+
+
+def test_store_start_is_an_event_of_its_store() -> None:
+    rid = "chatcmpl-s-0a0b0c0d"
+    lines = [
+        lookup("2026-01-01 00:00:00,000", rid, 512, 0),
+        f"[2026-01-01 00:00:00,010] LMCache INFO: Storing KV cache for 512 out of 512 tokens "
+        f"(skip_leading_tokens=0) for request {rid} (vllm_v1_adapter.py:1059:lmcache.integration.vllm.x)",
+        f"[2026-01-01 00:00:00,020] LMCache INFO: [req_id={rid}] Stored 512 out of total 512 tokens. size: 0.0004 GB,"
+        " cost 1.0000 ms, throughput: 0.4 GB/s; offload_time: 0.5 ms, put_time: 0.1 ms",
+    ]
+    run = Run().feed(lines)
+    run.builder.close()
+    (root,) = run.roots()
+    (store,) = [s for s in run.children(root) if s.name == "lmcache.store"]
+    (event,) = store.events
+    assert event.name == "lmcache.store_start" and event.attributes["lmcache.tokens"] == 512
+    assert store.start_time == ns("2026-01-01T00:00:00.010")
+    # The log ended before the request did: ended unfinished, status UNSET, and why.
+    assert root.status.status_code is StatusCode.UNSET
+    assert root.attributes["kvwatch.incomplete"] == "log_ended"
+    assert run.builder.evicted["log_ended"] == 1
+
+
+def test_open_table_is_capped_and_idle_requests_expire() -> None:
+    clock = [1000.0]
+    run = Run(now=lambda: clock[0], max_open=3, idle_timeout=60)
+    run.feed(lookup(f"2026-01-01 00:00:0{i},000", f"chatcmpl-r{i}-0000000{i}", 10, 0) for i in range(5))
+    assert run.builder.open_requests == 3
+    assert run.builder.evicted["table_full"] == 2
+    evicted = {r.attributes["vllm.request.id"]: r for r in run.roots()}
+    assert set(evicted) == {"chatcmpl-r0-00000000", "chatcmpl-r1-00000001"}
+    assert all(r.attributes["kvwatch.incomplete"] == "table_full" for r in evicted.values())
+    assert run.builder.expire(1059.0) == 0
+    clock[0] = 1100.0
+    assert run.builder.expire(1100.0) == 3
+    assert run.builder.open_requests == 0 and run.builder.evicted["idle_timeout"] == 3
+
+
+def test_a_server_restart_ends_the_previous_runs_requests() -> None:
+    lines = [
+        lookup("2026-01-01 00:00:00,000", "chatcmpl-x-12345678", 10, 0),
+        "INFO 01-01 00:05:00 [api_server.py:1] vLLM API server version 0.32.0",
+    ]
+    run = Run().feed(lines)
+    (root,) = run.roots()
+    assert root.attributes["kvwatch.incomplete"] == "server_restart"
+
+
+def test_server_time_zone_is_applied_to_year_less_stamps() -> None:
+    tz = ZoneInfo("America/New_York")
+    lines = [
+        "INFO 07-04 09:30:00 [async_llm_engine.py:211] Added request cmpl-tz-0.",
+        "INFO 07-04 09:30:02 [async_llm_engine.py:120] Finished request cmpl-tz-0.",
+    ]
+    (root,) = Run(tz=tz).feed(lines).roots()
+    assert root.start_time == ns("2026-07-04T13:30:00+00:00")
+    assert root.end_time - root.start_time == 2_000_000_000
+
+
+def test_tensor_parallel_ranks_count_tokens_once() -> None:
+    lines = [
+        f"(Worker_TP{rank} pid=81{rank}) [2025-11-02 08:00:00,100] LMCache INFO: [req_id=cmpl-77-0] Retrieved 512 "
+        "out of 512 required tokens (from 700 total tokens). size: 0.0625 gb, cost 3.1000 ms, throughput: 20.16 GB/s;"
+        for rank in (0, 1)
+    ] + ["INFO 11-02 08:00:01 async_llm_engine.py:120] Finished request cmpl-77-0."]
+    run = Run().feed(lines)
+    (root,) = run.roots()
+    assert root.attributes["lmcache.retrieved_tokens"] == 512
+    assert sorted(s.attributes["lmcache.rank"] for s in run.children(root)) == [0, 1]
+
+
+def test_hit_ratio_buckets_carry_sampled_trace_ids_as_exemplars() -> None:
+    run = Run().feed(sample_lines())
+    trace_ids = {f"{r.context.trace_id:032x}" for r in run.roots()}
+    text = openmetrics(registry_for(lambda: [run.stats])).decode()
+    marked = [
+        line for line in text.splitlines() if line.startswith("kvwatch_lmcache_lookup_hit_ratio_bucket") and "#" in line
+    ]
+    assert len(marked) == 2  # the misses' bucket (0) and the hits' (256 of 493)
+    for line in marked:
+        assert line.split('trace_id="', 1)[1][:32] in trace_ids
+    unsampled = Run(ratio=0.0).feed(sample_lines())
+    assert unsampled.roots() == []
+    assert unsampled.stats.hit_ratio.exemplars is None  # no exemplar may point at a trace never sent
+
+
+def test_gen_ai_names_exist_in_the_pinned_semantic_conventions() -> None:
+    run = Run().feed(sample_lines())
+    known = {v for k, v in vars(gen_ai_attributes).items() if k.startswith("GEN_AI_") and isinstance(v, str)}
+    used = {k for s in run.spans() for k in s.attributes if k.startswith("gen_ai.")}
+    assert used and used <= known, used - known
+    # The current names, not the older ones vLLM's own span still uses.
+    assert "gen_ai.usage.prompt_tokens" not in used
