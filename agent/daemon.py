@@ -276,8 +276,8 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload: keeping the running configuration: %s", exc)
             return
-        if new.metrics != self.config.metrics or new.agent != self.config.agent:
-            log.warning("reload: [agent] and [metrics] changes take effect at the next start of kvwatch")
+        if new.metrics != self.config.metrics or new.agent != self.config.agent or new.tracing != self.config.tracing:
+            log.warning("reload: [agent], [metrics] and [tracing] changes take effect at the next start of kvwatch")
         old_servers = {s.name: s for s in self.config.servers}
         new_servers = {s.name: s for s in new.servers}
         for name in old_servers:
@@ -301,7 +301,9 @@ class Daemon:
         for name, follow in new_follows.items():
             if old_follows.get(name) != follow:
                 self.add_follow(follow)
-        self.config = Config(self.config.path, self.config.agent, self.config.metrics, new.servers, new.follows)
+        self.config = Config(
+            self.config.path, self.config.agent, self.config.metrics, new.servers, new.follows, self.config.tracing
+        )
         log.info("reload: done")
 
     def shutdown(self) -> int:

@@ -310,6 +310,9 @@ def request_attributes(request: OpenRequest, model: str | None) -> dict:
         _put(a, "lmcache.need_to_load", need)
         _put(a, "vllm.prefix_cache.hit_tokens", computed)
         a["lmcache.lookups"] = len(request.lookups)
+    _put(a, gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, request.output_tokens)
+    if request.finish_reason is not None:
+        a[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] = (request.finish_reason,)
     if request.pending_lookups:
         a["lmcache.lookups_pending"] = request.pending_lookups
     if request.retrieves:

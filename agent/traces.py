@@ -39,6 +39,9 @@ DEFAULT_IDLE_TIMEOUT = 900.0  # longer than a long generation: stats lines do no
 RECENTLY_ENDED = 4096
 # How often (in events) a replay looks for idle requests; live agents do it per tick.
 EXPIRE_EVERY = 1024
+# How long a request ended by its id waits for its access line (which follows at once
+# when there is one) before it is written without an HTTP status.
+HOLD = 2.0
 
 # Why a request was ended without its end being seen (the writer's attribute value).
 EVICTION_REASONS = ("idle_timeout", "table_full", "server_restart", "server_stopped", "log_ended", "agent_stopped")
@@ -53,7 +56,9 @@ class OpenRequest:
         "end_matched",
         "error_type",
         "failure",
+        "finish_reason",
         "first_kind",
+        "held_since",
         "id",
         "ids",
         "last_activity",
@@ -61,6 +66,7 @@ class OpenRequest:
         "max_tokens",
         "operation",
         "outcome",
+        "output_tokens",
         "pending_lookups",
         "prompt_tokens",
         "retrieves",
@@ -99,6 +105,9 @@ class OpenRequest:
         self.failure: str | None = None
         self.error_type: str | None = None
         self.access: tuple[str, str, int, str] | None = None  # (method, path, status, client)
+        self.finish_reason: str | None = None
+        self.output_tokens: int | None = None
+        self.held_since: float | None = None
 
     @property
     def trace_id_hex(self) -> str:
@@ -108,6 +117,12 @@ class OpenRequest:
     def started_in_view(self) -> bool:
         """False when the first line seen was not the request's first (it began before kvwatch looked)."""
         return self.first_kind in ("request_received", "request_added", "lmcache_lookup", "lmcache_lookup_pending")
+
+    def add_output(self, tokens: int | None, finish_reason: str | None) -> None:
+        if tokens is not None:
+            self.output_tokens = (self.output_tokens or 0) + tokens
+        if finish_reason is not None:
+            self.finish_reason = finish_reason
 
 
 Writer = Callable[[OpenRequest], None]
@@ -141,10 +156,16 @@ class TraceBuilder:
         self.by_id: dict[str, OpenRequest] = {}  # every id a request has shown
         self.open: OrderedDict[str, OpenRequest] = OrderedDict()  # by first id, least recently active first
         self.ended: OrderedDict[str, None] = OrderedDict()
-        # Requests ended by their id whose access line has yet to come, per route:
-        # that line is theirs, not the next open request's.
-        self.awaiting_access: dict[str, int] = {}
+        # Requests ended by their id whose access line has yet to come, per route: that
+        # line is theirs, not the next open request's.  Held back from the writer for
+        # up to HOLD seconds so that it can lend them its status.
+        self.held: dict[str, OrderedDict[str, OpenRequest]] = {}
+        self.held_count = 0
         self.by_route: dict[str, OrderedDict[str, OpenRequest]] = {}  # open requests per route, first seen first
+        # Set once the log ends requests by their id (V0's Finished request, or logged
+        # outputs): access lines then only lend their status, since a streamed
+        # response's access line comes when its headers go out, not at its end.
+        self.ids_end_requests = False
         self.latest: float | None = None  # latest log time seen
         self.evicted: dict[str, int] = dict.fromkeys(EVICTION_REASONS, 0)
         self.ended_by: dict[str, int] = {}
@@ -160,6 +181,7 @@ class TraceBuilder:
             ev.LmcacheStore: self._store,
             ev.LmcacheRetrieve: self._retrieve,
             ev.RequestFinished: self._finished,
+            ev.ResponseGenerated: self._generated,
             ev.RequestAborted: self._aborted,
             ev.RequestCancelled: self._cancelled,
             ev.RequestFailed: self._failed,
@@ -174,6 +196,8 @@ class TraceBuilder:
         handler = self._handlers.get(event.__class__)
         if handler is not None:
             handler(event, self._time(event.stamp))
+        if self.held_count and self.now is None and self.latest is not None:
+            self.release_held(self.latest)
         if self.now is None:
             self._countdown -= 1
             if self._countdown <= 0:
@@ -181,8 +205,24 @@ class TraceBuilder:
                 if self.latest is not None:
                     self.expire(self.latest)
 
+    def release_held(self, now: float, everything: bool = False) -> None:
+        """Write the requests whose access line did not come within :data:`HOLD`."""
+        for queue in self.held.values():
+            while queue:
+                request = next(iter(queue.values()))
+                if not everything and (request.held_since or 0.0) + HOLD > now:
+                    break
+                self._write_held(request)
+
+    def _write_held(self, request: OpenRequest) -> None:
+        self.held[request.route].pop(request.id, None)
+        self.held_count -= 1
+        self.write(request)
+
     def expire(self, now: float) -> int:
         """End requests idle for longer than the timeout; returns how many."""
+        if self.held_count:
+            self.release_held(now)
         cutoff = now - self.idle_timeout
         evicted = 0
         while self.open:
@@ -198,6 +238,7 @@ class TraceBuilder:
         when = self._clock_now()
         for request in list(self.open.values()):
             self._evict(request, reason, when)
+        self.release_held(when, everything=True)
 
     @property
     def open_requests(self) -> int:
@@ -261,7 +302,7 @@ class TraceBuilder:
             request.start = when
         return request
 
-    def _end(self, request: OpenRequest, when: float, outcome: str, matched: str | None) -> None:
+    def _end(self, request: OpenRequest, when: float, outcome: str, matched: str | None, hold: bool = False) -> None:
         request.outcome = outcome
         request.end_matched = matched
         latest_child = max(
@@ -282,7 +323,12 @@ class TraceBuilder:
         while len(self.ended) > RECENTLY_ENDED:
             self.ended.popitem(last=False)
         self.ended_by[outcome] = self.ended_by.get(outcome, 0) + 1
-        self.write(request)
+        if hold and request.route is not None:
+            request.held_since = self._activity(when)
+            self.held.setdefault(request.route, OrderedDict())[request.id] = request
+            self.held_count += 1
+        else:
+            self.write(request)
 
     def _evict(self, request: OpenRequest, reason: str, when: float) -> None:
         self.evicted[reason] = self.evicted.get(reason, 0) + 1
@@ -297,9 +343,7 @@ class TraceBuilder:
             return
         if error_type is not None:
             request.error_type = error_type
-        if request.route is not None:
-            self.awaiting_access[request.route] = min(self.awaiting_access.get(request.route, 0) + 1, self.max_open)
-        self._end(request, when, outcome, "id")
+        self._end(request, when, outcome, "id", hold=request.access is None)
 
     # -- handlers ---------------------------------------------------------------------
 
@@ -370,6 +414,19 @@ class TraceBuilder:
         )
 
     def _finished(self, e: ev.RequestFinished, when: float) -> None:
+        self.ids_end_requests = True
+        self._end_by_id(e.request_id, when, "finished")
+
+    def _generated(self, e: ev.ResponseGenerated, when: float) -> None:
+        if e.stream == "delta":  # one streamed piece: the request goes on
+            request = self._request(e.request_id, when, e.kind)
+            if request is not None:
+                request.add_output(e.output_tokens, e.finish_reason)
+            return
+        request = self._find(e.request_id)
+        if request is not None:
+            request.add_output(e.output_tokens, e.finish_reason)
+        self.ids_end_requests = True
         self._end_by_id(e.request_id, when, "finished")
 
     def _aborted(self, e: ev.RequestAborted, when: float) -> None:
@@ -383,26 +440,36 @@ class TraceBuilder:
 
     def _access(self, e: ev.HttpAccess, when: float) -> None:
         route = e.path
-        waiting = self.awaiting_access.get(route, 0)
-        if waiting:
-            self.awaiting_access[route] = waiting - 1
+        held = self.held.get(route)
+        if held:
+            request = next(iter(held.values()))
+            self._attach(request, e)
+            self._write_held(request)
             return
         queue = self.by_route.get(route)
         if not queue:
             return
+        if self.ids_end_requests:
+            for request in queue.values():
+                if request.access is None:
+                    self._attach(request, e)
+                    return
+            return
         oldest = next(iter(queue.values()))  # first seen, first answered: the line names no request
-        oldest.access = (e.method, e.path, e.status, e.client)
-        if e.status >= 500:
-            oldest.error_type = str(e.status)
+        self._attach(oldest, e)
         self._end(oldest, when, "responded", "access")
+
+    @staticmethod
+    def _attach(request: OpenRequest, e: ev.HttpAccess) -> None:
+        request.access = (e.method, e.path, e.status, e.client)
+        if e.status >= 500 and request.error_type is None:
+            request.error_type = str(e.status)
 
     def _server_starting(self, e: ev.ServerStarting, when: float) -> None:
         # Requests of the previous run will never end.
         for request in list(self.open.values()):
             self._evict(request, "server_restart", when)
-        self.awaiting_access.clear()
 
     def _server_shutdown(self, e: ev.ServerShutdown, when: float) -> None:
         for request in list(self.open.values()):
             self._evict(request, "server_stopped", when)
-        self.awaiting_access.clear()

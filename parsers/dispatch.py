@@ -102,6 +102,7 @@ _VLLM_FAMILIES: dict[str, tuple[VllmHandler, str]] = {
     "Received": (requests.parse_received, "request_received"),
     "Added": (requests.parse_added, "request_added"),
     "Finished": (requests.parse_finished, "request_finished"),
+    "Generated": (requests.parse_generated, "response_generated"),
     "Aborted": (requests.parse_aborted, "request_aborted"),
     "Request": (requests.parse_request_outcome, "request_failed"),
     "vLLM": (lifecycle.parse_vllm_version, "server_starting"),

@@ -189,6 +189,21 @@ class RequestFinished(Event):
 
 
 @dataclass(slots=True)
+class ResponseGenerated(Event):
+    """``Generated response X: output: ..., finish_reason: R`` (``--enable-log-outputs``).
+
+    The output text is never read.  ``stream`` is ``delta`` for one streamed
+    piece, ``complete`` for a stream's last line, None for a whole response;
+    ``output_tokens`` counts the listed token ids (lines from 0.28 list none)."""
+
+    kind: ClassVar[str] = "response_generated"
+    request_id: str = ""
+    stream: str | None = None
+    finish_reason: str | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(slots=True)
 class RequestAborted(Event):
     kind: ClassVar[str] = "request_aborted"
     request_id: str = ""
@@ -355,6 +370,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RequestReceived,
     RequestAdded,
     RequestFinished,
+    ResponseGenerated,
     RequestAborted,
     RequestCancelled,
     RequestFailed,

@@ -19,6 +19,7 @@ from parsers.events import (
     RequestFailed,
     RequestFinished,
     RequestReceived,
+    ResponseGenerated,
     ServerError,
     ServerReady,
     ServerShutdown,
@@ -94,6 +95,45 @@ def parse_finished(line: str, start: int, stamp: str | None) -> tuple[Event, ...
     if m is None:
         return None if line.startswith("Finished request ", start) else ()
     return (RequestFinished(stamp, m.group(1)),)
+
+
+_FINISH = ", finish_reason: "
+_OUTPUT_IDS = ", output_token_ids: "
+
+
+def parse_generated(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """The front end's output line.  Only the id, the finish reason and the count of token ids are
+    read, the last two from the line's end, so nothing in the quoted output can pose as a field."""
+    if not line.startswith("Generated response ", start):
+        return ()
+    begin = end = start + 19
+    while end < len(line) and line[end] not in " :":
+        end += 1
+    request_id, stream = line[begin:end], None
+    if line.startswith(" (streaming delta)", end):
+        stream, end = "delta", end + 18
+    elif line.startswith(" (streaming complete)", end):
+        stream, end = "complete", end + 21
+    if line.startswith(" details: ", end):
+        return ()  # the DEBUG companion line: token ids only
+    if not request_id or not line.startswith(": output: ", end):
+        return None
+    finish = line.rfind(_FINISH)
+    reason = None
+    if finish != -1 and line[finish + len(_FINISH) :].replace("_", "").isalnum():
+        reason = line[finish + len(_FINISH) :]
+        if reason in ("None", "streaming_complete"):
+            reason = None
+    else:
+        finish = len(line)  # cut short: the fields at its end are lost
+    tokens = None
+    ids = line.rfind(_OUTPUT_IDS, 0, finish)
+    if ids != -1:
+        listed = line[ids + len(_OUTPUT_IDS) : finish]
+        if listed.startswith("[") and listed.endswith("]"):
+            inner = listed[1:-1].strip()
+            tokens = inner.count(",") + 1 if inner else 0
+    return (ResponseGenerated(stamp, request_id, stream, reason, tokens),)
 
 
 def parse_aborted(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:

@@ -50,6 +50,8 @@ class Run:
         return self
 
     def spans(self) -> list[ReadableSpan]:
+        # Requests ended by id wait a moment for their access line; the log has ended.
+        self.builder.release_held(0.0, everything=True)
         self.tracing.flush()
         return list(self.exporter.get_finished_spans())
 
@@ -139,9 +141,9 @@ def test_interleaved_concurrent_requests_are_kept_apart() -> None:
         "INFO 10-02 10:00:00 [logger.py:39] Received request cmpl-b-0: params: SamplingParams(max_tokens=7).",
         "INFO 10-02 10:00:00 [async_llm_engine.py:211] Added request cmpl-a-0.",
         "INFO 10-02 10:00:00 [async_llm_engine.py:211] Added request cmpl-b-0.",
-        lookup("2025-10-02 10:00:00,100", "cmpl-b-0", 300, 256, 256),
-        lookup("2025-10-02 10:00:00,120", "cmpl-a-0", 900, 0),
-        "[2025-10-02 10:00:00,300] LMCache INFO: [req_id=cmpl-b-0] Retrieved 256 out of 256 required tokens "
+        lookup("2026-10-02 10:00:00,100", "cmpl-b-0", 300, 256, 256),
+        lookup("2026-10-02 10:00:00,120", "cmpl-a-0", 900, 0),
+        "[2026-10-02 10:00:00,300] LMCache INFO: [req_id=cmpl-b-0] Retrieved 256 out of 256 required tokens "
         "(from 300 total tokens). size: 0.0312 gb, cost 2.0000 ms, throughput: 15.6000 GB/s;",
         "INFO 10-02 10:00:01 [async_llm_engine.py:120] Finished request cmpl-b-0.",
         'INFO:     127.0.0.1:5000 - "POST /v1/completions HTTP/1.1" 200 OK',
@@ -156,11 +158,12 @@ def test_interleaved_concurrent_requests_are_kept_apart() -> None:
     assert a.attributes["lmcache.hit_tokens"] == 0 and b.attributes["lmcache.hit_tokens"] == 256
     assert [s.name for s in run.children(b)] == ["lmcache.lookup", "lmcache.retrieve"]
     assert [s.name for s in run.children(a)] == ["lmcache.lookup"]
-    assert b.end_time == ns("2025-10-02T10:00:01") and a.end_time == ns("2025-10-02T10:00:04")
+    assert b.end_time == ns("2026-10-02T10:00:01") and a.end_time == ns("2026-10-02T10:00:04")
     assert a.attributes["kvwatch.end_matched"] == b.attributes["kvwatch.end_matched"] == "id"
     assert b.attributes["lmcache.retrieved_tokens"] == 256
-    # The access lines belonged to the requests already ended by id: nothing else was closed by them.
-    assert run.builder.open_requests == 0 and run.builder.awaiting_access == {"/v1/completions": 0}
+    # The access lines belonged to the requests already ended by id, and lent them their status.
+    assert a.attributes["client.port"] == 5001 and b.attributes["client.port"] == 5000
+    assert run.builder.open_requests == 0 and run.builder.held_count == 0
 
 
 def test_v1_requests_end_at_their_access_lines_first_in_first_out() -> None:
@@ -327,3 +330,60 @@ def test_gen_ai_names_exist_in_the_pinned_semantic_conventions() -> None:
     assert used and used <= known, used - known
     # The current names, not the older ones vLLM's own span still uses.
     assert "gen_ai.usage.prompt_tokens" not in used
+
+
+def test_logged_outputs_end_requests_by_id_streamed_or_not() -> None:
+    h = "(APIServer pid=1) INFO 11-25 05:41:{:02d} [request_logger.py:80] "
+    lines = [
+        h.format(0) + "Received request chatcmpl-w: params: SamplingParams(max_tokens=8), lora_request: None.",
+        h.format(0) + "Generated response chatcmpl-w: output: 'ok', output_token_ids: [7], finish_reason: stop",
+        'INFO:     127.0.0.1:7000 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+        # From here on the log is known to end requests by id.
+        h.format(0) + "Received request chatcmpl-s: params: SamplingParams(max_tokens=8), lora_request: None.",
+        h.format(0) + "Added request chatcmpl-s-aaaaaaaa.",
+        # A stream's access line comes when its headers go out, long before its end.
+        'INFO:     127.0.0.1:7001 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+        h.format(1) + "Received request chatcmpl-n: params: SamplingParams(max_tokens=8), lora_request: None.",
+        h.format(1) + "Added request chatcmpl-n-bbbbbbbb.",
+        h.format(2) + "Generated response chatcmpl-s (streaming delta): output: 'A', output_token_ids: [11], "
+        "finish_reason: None",
+        h.format(3)
+        + "Generated response chatcmpl-n: output: 'done', output_token_ids: [1, 2, 3], finish_reason: length",
+        'INFO:     127.0.0.1:7002 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+        h.format(5) + "Generated response chatcmpl-s (streaming delta): output: 'B', output_token_ids: [12, 13], "
+        "finish_reason: stop",
+        h.format(6) + "Generated response chatcmpl-s (streaming complete): output: 'AB', output_token_ids: None, "
+        "finish_reason: streaming_complete",
+    ]
+    run = Run().feed(lines)
+    roots = {r.attributes["gen_ai.response.id"]: r for r in run.roots()}
+    assert roots["chatcmpl-w"].attributes["client.port"] == 7000
+    streamed, whole = roots["chatcmpl-s"], roots["chatcmpl-n"]
+    assert streamed.end_time == ns("2026-11-25T05:41:06") and whole.end_time == ns("2026-11-25T05:41:03")
+    assert streamed.attributes["gen_ai.usage.output_tokens"] == 3
+    assert streamed.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert whole.attributes["gen_ai.usage.output_tokens"] == 3
+    assert whole.attributes["gen_ai.response.finish_reasons"] == ("length",)
+    assert streamed.attributes["client.port"] == 7001 and whole.attributes["client.port"] == 7002
+    assert streamed.attributes["kvwatch.end_matched"] == whole.attributes["kvwatch.end_matched"] == "id"
+    assert run.builder.open_requests == 0
+
+
+def test_without_access_lines_a_request_ended_by_id_is_written_after_a_moment() -> None:
+    clock = [5000.0]
+    run = Run(now=lambda: clock[0])
+    run.feed(
+        [
+            "INFO 10-02 10:00:00 async_llm_engine.py:211] Added request cmpl-q-0.",
+            "INFO 10-02 10:00:03 async_llm_engine.py:120] Finished request cmpl-q-0.",
+        ]
+    )
+    run.tracing.flush()
+    assert len(run.exporter.get_finished_spans()) == 0
+    assert run.builder.held_count == 1  # waiting for an access line that may follow
+    clock[0] += 3.0
+    run.builder.expire(clock[0])
+    run.tracing.flush()
+    (root,) = [s for s in run.exporter.get_finished_spans() if s.name == "vllm.request"]
+    assert "http.response.status_code" not in root.attributes
+    assert root.end_time - root.start_time == 3_000_000_000

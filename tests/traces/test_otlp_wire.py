@@ -157,6 +157,7 @@ def _feed(tracing: Tracing, lines) -> TraceBuilder:
     for line in lines:
         for event in stream.feed(line):
             builder.observe(event)
+    builder.close()  # the log ended: requests waiting for an access line go now
     return builder
 
 
