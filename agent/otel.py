@@ -1,11 +1,12 @@
 """Request records to OpenTelemetry spans, exported over OTLP (or written as OTLP JSON).
 
-One exporter and one batch span processor serve every source; each
-(server, model) pair gets a tracer provider of its own, because the server
-name and the model are resource attributes, and the OTLP encoder groups spans
-by resource.  The span's trace id is the one :class:`agent.traces.TraceBuilder`
-drew when the request was first seen (exemplars point at it before the
-request ends), handed to the SDK through a one-shot id generator.
+One exporter and one batch span processor serve every source.  A request's
+spans are built finished, as the SDK's ``ReadableSpan`` (their times come
+from the log, not from a clock running while they were open), with the trace
+id :class:`agent.traces.TraceBuilder` drew when the request was first seen --
+exemplars point at it before the request ends -- and handed to the processor.
+Each (server, model) pair has its resource, since the server name and the
+model are resource attributes; the OTLP encoder groups spans by them.
 
 Attribute names follow the OpenTelemetry GenAI semantic conventions of the
 pinned ``opentelemetry-semantic-conventions`` where one fits; LMCache's
@@ -22,23 +23,22 @@ traces arrive.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
-from google.protobuf.json_format import MessageToDict
-from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from agent import __version__
 from agent.config import TracingConfig
@@ -55,24 +55,18 @@ ROOT_SPAN = "vllm.request"
 
 
 class OtlpJsonFileExporter(SpanExporter):
-    """Writes each batch as one OTLP/JSON ``ExportTraceServiceRequest`` per line.
+    """Writes each batch as one OTLP/JSON ``ExportTraceServiceRequest`` per line (JSON Lines).
 
-    The JSON mapping of OTLP differs from protobuf's default in two ways this
-    applies: trace and span ids are hex, not base64, and enums are numbers."""
+    Encoded here rather than through protobuf's JSON mapping, which is several
+    times slower and differs from OTLP/JSON: there, trace and span ids are hex
+    (not base64), enums are numbers and 64-bit integers are decimal strings."""
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        document = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
-        for resource_spans in document.get("resourceSpans", ()):
-            for scope_spans in resource_spans.get("scopeSpans", ()):
-                for span in scope_spans.get("spans", ()):
-                    for key in ("traceId", "spanId", "parentSpanId"):
-                        if span.get(key):
-                            span[key] = _b64_to_hex(span[key])
-        line = json.dumps(document, separators=(",", ":"))
+        line = json.dumps(otlp_json(spans), separators=(",", ":"))
         try:
             with self._lock:
                 self.out.write(line + "\n")
@@ -82,13 +76,74 @@ class OtlpJsonFileExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
-        pass
+        with contextlib.suppress(OSError):  # a full disk was already reported by export
+            self.out.close()
 
 
-def _b64_to_hex(text: str) -> str:
-    import base64
+def otlp_json(spans: Sequence[ReadableSpan]) -> dict:
+    """One ``ExportTraceServiceRequest`` in OTLP/JSON, spans grouped by resource and scope."""
+    groups: dict[int, tuple[Resource, dict[tuple, list]]] = {}
+    for span in spans:
+        resource = span.resource
+        entry = groups.setdefault(id(resource), (resource, {}))
+        scope = span.instrumentation_scope
+        key = (scope.name, scope.version) if scope is not None else ("", None)
+        entry[1].setdefault(key, []).append(_json_span(span))
+    resource_spans = []
+    for resource, scopes in groups.values():
+        resource_spans.append(
+            {
+                "resource": {"attributes": _json_attributes(resource.attributes)},
+                "scopeSpans": [
+                    {"scope": {"name": name, **({"version": version} if version else {})}, "spans": items}
+                    for (name, version), items in scopes.items()
+                ],
+            }
+        )
+    return {"resourceSpans": resource_spans}
 
-    return base64.b64decode(text).hex()
+
+def _json_span(span: ReadableSpan) -> dict:
+    context = span.context
+    status = span.status
+    out = {
+        "traceId": f"{context.trace_id:032x}",
+        "spanId": f"{context.span_id:016x}",
+        "name": span.name,
+        "kind": span.kind.value + 1,  # OTLP counts from SPAN_KIND_UNSPECIFIED = 0
+        "startTimeUnixNano": str(span.start_time),
+        "endTimeUnixNano": str(span.end_time),
+        "attributes": _json_attributes(span.attributes),
+        "status": {"code": status.status_code.value}
+        if status.description is None
+        else {"code": status.status_code.value, "message": status.description},
+    }
+    # Span flags: "is_remote is known" (0x100), and set (0x200) for a parent in another process.
+    out["flags"] = 0x300 if span.parent is not None and span.parent.is_remote else 0x100
+    if span.parent is not None:
+        out["parentSpanId"] = f"{span.parent.span_id:016x}"
+    if span.events:
+        out["events"] = [
+            {"timeUnixNano": str(e.timestamp), "name": e.name, "attributes": _json_attributes(e.attributes)}
+            for e in span.events
+        ]
+    return out
+
+
+def _json_attributes(attributes) -> list[dict]:
+    return [{"key": key, "value": _json_value(value)} for key, value in (attributes or {}).items()]
+
+
+def _json_value(value) -> dict:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    return {"arrayValue": {"values": [_json_value(item) for item in value]}}
 
 
 def make_exporter(
@@ -156,21 +211,6 @@ class _CountingBatchProcessor(BatchSpanProcessor):
         super().on_end(span)
 
 
-class _PresetTraceId(IdGenerator):
-    """Gives the next root span the trace id it is told; span ids stay random."""
-
-    def __init__(self) -> None:
-        self._random = RandomIdGenerator()
-        self.next_trace_id: int | None = None
-
-    def generate_span_id(self) -> int:
-        return self._random.generate_span_id()
-
-    def generate_trace_id(self) -> int:
-        trace_id, self.next_trace_id = self.next_trace_id, None
-        return trace_id if trace_id is not None else self._random.generate_trace_id()
-
-
 # -- the tracing pipeline ------------------------------------------------------------------
 
 
@@ -199,7 +239,8 @@ class Tracing:
         self.sampler = TraceIdRatioBased(sampling_ratio)
         self.sampling_ratio = sampling_ratio
         self.wait_when_full = wait_when_full
-        self._providers: dict[tuple[str, str], tuple[trace.Tracer, _PresetTraceId]] = {}
+        self._resources: dict[tuple[str, str], Resource] = {}
+        self.scope = InstrumentationScope("kvwatch", __version__)
         self._lock = threading.Lock()
         self.host = socket.gethostname()
         self.service_name = os.environ.get("OTEL_SERVICE_NAME") or "kvwatch"
@@ -207,9 +248,9 @@ class Tracing:
     def sampled(self, trace_id: int) -> bool:
         return self.sampler.should_sample(None, trace_id, ROOT_SPAN).decision is Decision.RECORD_AND_SAMPLE
 
-    def _tracer(self, server: str, model: str) -> tuple[trace.Tracer, _PresetTraceId]:
+    def resource(self, server: str, model: str) -> Resource:
         key = (server, model)
-        found = self._providers.get(key)
+        found = self._resources.get(key)
         if found is None:
             attributes = {
                 "service.name": self.service_name,
@@ -220,10 +261,7 @@ class Tracing:
             if model:
                 attributes["vllm.model"] = model
             # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES; ours win over it.
-            ids = _PresetTraceId()
-            provider = TracerProvider(resource=Resource.create(attributes), sampler=self.sampler, id_generator=ids)
-            provider.add_span_processor(self.processor)
-            found = self._providers[key] = (provider.get_tracer("kvwatch", __version__), ids)
+            found = self._resources[key] = Resource.create(attributes)
         return found
 
     def writer(self, server: str, model: Callable[[], str | None]) -> Callable[[OpenRequest], None]:
@@ -232,9 +270,10 @@ class Tracing:
         def write(request: OpenRequest) -> None:
             if not request.sampled:
                 return
+            name = model() or ""
             with self._lock:
-                tracer, ids = self._tracer(server, model() or "")
-                emit_request(tracer, ids, request, model() or None)
+                for span in request_spans(request, self.resource(server, name), self.scope, name or None):
+                    self.processor.on_end(span)
                 if self.wait_when_full and self.processor.queue_length() >= self.processor.max_queue // 2:
                     self.processor.force_flush()
 
@@ -349,25 +388,43 @@ def _status(request: OpenRequest) -> Status:
     return Status(StatusCode.UNSET)
 
 
-def emit_request(tracer: trace.Tracer, ids: _PresetTraceId, request: OpenRequest, model: str | None) -> None:
-    """Start and end the root span and its children, with the times the log gave."""
-    end = request.end if request.end is not None else request.start
-    ids.next_trace_id = request.trace_id
-    root = tracer.start_span(
-        ROOT_SPAN,
-        kind=SpanKind.SERVER,
-        start_time=_start_ns(request),
-        attributes=request_attributes(request, model),
-    )
-    ids.next_trace_id = None
-    context = trace.set_span_in_context(root)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_span_ids = random.Random()
+
+
+def _context(trace_id: int) -> SpanContext:
+    return SpanContext(trace_id, _span_ids.getrandbits(64) or 1, is_remote=False, trace_flags=_SAMPLED)
+
+
+def request_spans(
+    request: OpenRequest, resource: Resource, scope: InstrumentationScope, model: str | None
+) -> list[ReadableSpan]:
+    """The root span and its children, finished, with the times the log gave."""
+    trace_id = request.trace_id
+    root_context = _context(trace_id)
+    spans: list[ReadableSpan] = []
+
+    def child(name: str, start: int, end: int, attributes: dict, events: tuple = ()) -> None:
+        spans.append(
+            ReadableSpan(
+                name,
+                _context(trace_id),
+                root_context,
+                resource,
+                attributes,
+                events,
+                start_time=start,
+                end_time=end,
+                instrumentation_scope=scope,
+            )
+        )
+
     for attempt, (when, total, hit, need, computed, min_retrieve) in enumerate(request.lookups, 1):
         attributes = {"lmcache.total_tokens": total, "lmcache.hit_tokens": hit, "lmcache.attempt": attempt}
         _put(attributes, "lmcache.need_to_load", need)
         _put(attributes, "vllm.prefix_cache.hit_tokens", computed)
         _put(attributes, "lmcache.min_retrieve_tokens", min_retrieve)
-        span = tracer.start_span("lmcache.lookup", context=context, start_time=_ns(when), attributes=attributes)
-        span.end(end_time=_ns(when))
+        child("lmcache.lookup", _ns(when), _ns(when), attributes)
     for when, cost, retrieved, required, total, size_gb, gbps, rank in request.retrieves:
         attributes = {"lmcache.retrieved_tokens": retrieved}
         _put(attributes, "lmcache.required_tokens", required)
@@ -375,10 +432,8 @@ def emit_request(tracer: trace.Tracer, ids: _PresetTraceId, request: OpenRequest
         _put(attributes, "lmcache.size_bytes", int(size_gb * GIB) if size_gb is not None else None)
         _put(attributes, "lmcache.throughput_gb_per_second", gbps)
         _put(attributes, "lmcache.rank", rank)
-        span = tracer.start_span(
-            "lmcache.retrieve", context=context, start_time=_ns(when) - round(cost * 1e9), attributes=attributes
-        )
-        span.end(end_time=_ns(when))
+        end = _ns(when)
+        child("lmcache.retrieve", end - round(cost * 1e9), end, attributes)  # the cost is finer than the stamps
     for when, cost, stored, total, size_gb, gbps, offload_ms, put_ms, rank, started in request.stores:
         attributes = {"lmcache.stored_tokens": stored}
         _put(attributes, "lmcache.total_tokens", total)
@@ -387,29 +442,38 @@ def emit_request(tracer: trace.Tracer, ids: _PresetTraceId, request: OpenRequest
         _put(attributes, "lmcache.offload_ms", offload_ms)
         _put(attributes, "lmcache.put_ms", put_ms)
         _put(attributes, "lmcache.rank", rank)
-        begin = _ns(when) - round(cost * 1e9)  # the cost is finer than the stamps
+        end = _ns(when)
+        begin = end - round(cost * 1e9)
+        events: tuple = ()
         if started is not None:
             begin = min(begin, _ns(started[0]))
-        span = tracer.start_span("lmcache.store", context=context, start_time=begin, attributes=attributes)
-        if started is not None:
-            span.add_event("lmcache.store_start", _store_start_attributes(started), timestamp=_ns(started[0]))
-        span.end(end_time=_ns(when))
-    for started in request.store_starts:  # announced, never reported stored
-        root.add_event("lmcache.store_start", _store_start_attributes(started), timestamp=_ns(started[0]))
-    root.set_status(_status(request))
-    root.end(end_time=_ns(end))
-
-
-def _start_ns(request: OpenRequest) -> int:
-    """The root's start: its first sighting, or a transfer's start if one began earlier."""
+            events = (_store_start_event(started),)
+        child("lmcache.store", begin, end, attributes, events)
     start = _ns(request.start)
-    for piece in request.stores + request.retrieves:
-        start = min(start, _ns(piece[0]) - round(piece[1] * 1e9))
-    return start
+    end = _ns(request.end if request.end is not None else request.start)
+    for span in spans:  # a transfer that began before the first line, or a stamp cut to whole seconds
+        start = min(start, span.start_time)
+        end = max(end, span.end_time)
+    spans.append(
+        ReadableSpan(
+            ROOT_SPAN,
+            root_context,
+            None,
+            resource,
+            request_attributes(request, model),
+            tuple(_store_start_event(started) for started in request.store_starts),  # announced, never stored
+            kind=SpanKind.SERVER,
+            status=_status(request),
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=scope,
+        )
+    )
+    return spans
 
 
-def _store_start_attributes(started: tuple) -> dict:
+def _store_start_event(started: tuple) -> Event:
     _when, tokens, total, skip, rank = started
     attributes = {"lmcache.tokens": tokens, "lmcache.total_tokens": total, "lmcache.skip_leading_tokens": skip}
     _put(attributes, "lmcache.rank", rank)
-    return attributes
+    return Event("lmcache.store_start", attributes, _ns(_when))

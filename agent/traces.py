@@ -72,6 +72,7 @@ class OpenRequest:
         "retrieves",
         "route",
         "sampled",
+        "scheduled",
         "start",
         "store_starts",
         "stores",
@@ -108,6 +109,7 @@ class OpenRequest:
         self.finish_reason: str | None = None
         self.output_tokens: int | None = None
         self.held_since: float | None = None
+        self.scheduled = False  # LMCache looked it up or moved its KV: the engine has it
 
     @property
     def trace_id_hex(self) -> str:
@@ -162,6 +164,10 @@ class TraceBuilder:
         self.held: dict[str, OrderedDict[str, OpenRequest]] = {}
         self.held_count = 0
         self.by_route: dict[str, OrderedDict[str, OpenRequest]] = {}  # open requests per route, first seen first
+        # ... and those the engine has scheduled (LMCache looked them up or moved their KV):
+        # on a server with LMCache, only those can have been answered.
+        self.scheduled_by_route: dict[str, OrderedDict[str, OpenRequest]] = {}
+        self.lmcache_seen = False
         # Set once the log ends requests by their id (V0's Finished request, or logged
         # outputs): access lines then only lend their status, since a streamed
         # response's access line comes when its headers go out, not at its end.
@@ -315,6 +321,9 @@ class TraceBuilder:
         self.open.pop(request.id, None)
         if request.route is not None:
             self.by_route[request.route].pop(request.id, None)
+            scheduled = self.scheduled_by_route.get(request.route)
+            if scheduled:
+                scheduled.pop(request.id, None)
         for request_id in request.ids:
             self.ended[request_id] = None
             external = external_request_id(request_id)
@@ -345,6 +354,14 @@ class TraceBuilder:
             request.error_type = error_type
         self._end(request, when, outcome, "id", hold=request.access is None)
 
+    def _scheduled(self, request: OpenRequest) -> None:
+        self.lmcache_seen = True
+        if request.scheduled:
+            return
+        request.scheduled = True
+        if request.route is not None:
+            self.scheduled_by_route.setdefault(request.route, OrderedDict())[request.id] = request
+
     # -- handlers ---------------------------------------------------------------------
 
     def _received(self, e: ev.RequestReceived, when: float) -> None:
@@ -362,6 +379,7 @@ class TraceBuilder:
         request = self._request(e.request_id, when, e.kind)
         if request is None:
             return
+        self._scheduled(request)
         request.lookups.append(
             (when, e.total_tokens, e.hit_tokens, e.need_to_load, e.engine_computed_tokens, e.min_retrieve_tokens)
         )
@@ -377,12 +395,14 @@ class TraceBuilder:
     def _store_start(self, e: ev.LmcacheStoreStart, when: float) -> None:
         request = self._request(e.request_id, when, e.kind)
         if request is not None:
+            self._scheduled(request)
             request.store_starts.append((when, e.tokens, e.total_tokens, e.skip_leading_tokens, e.rank))
 
     def _store(self, e: ev.LmcacheStore, when: float) -> None:
         request = self._request(e.request_id, when, e.kind)
         if request is None:
             return
+        self._scheduled(request)
         cost = e.cost_ms / 1000.0 if e.cost_ms is not None else 0.0
         start = None
         for i, pending in enumerate(request.store_starts):  # the oldest of the same rank
@@ -408,6 +428,7 @@ class TraceBuilder:
         request = self._request(e.request_id, when, e.kind)
         if request is None:
             return
+        self._scheduled(request)
         cost = e.cost_ms / 1000.0 if e.cost_ms is not None else 0.0
         request.retrieves.append(
             (when, cost, e.retrieved_tokens, e.required_tokens, e.total_tokens, e.size_gb, e.throughput_gbps, e.rank)
@@ -447,7 +468,9 @@ class TraceBuilder:
             self._write_held(request)
             return
         queue = self.by_route.get(route)
-        if not queue:
+        if not queue or 400 <= e.status < 500:
+            # A 4xx is nearly always a request refused before the engine saw it, so
+            # not one of ours unless it ended by its id (held, above).
             return
         if self.ids_end_requests:
             for request in queue.values():
@@ -455,6 +478,10 @@ class TraceBuilder:
                     self._attach(request, e)
                     return
             return
+        if self.lmcache_seen:
+            queue = self.scheduled_by_route.get(route)
+            if not queue:
+                return  # nothing of ours has run yet: it answers a request begun before we looked
         oldest = next(iter(queue.values()))  # first seen, first answered: the line names no request
         self._attach(oldest, e)
         self._end(oldest, when, "responded", "access")

@@ -387,3 +387,45 @@ def test_without_access_lines_a_request_ended_by_id_is_written_after_a_moment() 
     (root,) = [s for s in run.exporter.get_finished_spans() if s.name == "vllm.request"]
     assert "http.response.status_code" not in root.attributes
     assert root.end_time - root.start_time == 3_000_000_000
+
+
+def test_with_lmcache_an_access_line_closes_only_a_request_the_engine_has_run() -> None:
+    lines = [
+        "(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request chatcmpl-q1-11111111.",
+        lookup("2026-11-25 05:40:55,100", "chatcmpl-q1-11111111", 100, 0),
+        "(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request chatcmpl-q2-22222222.",
+        # q2 has not been scheduled yet: this answer is q1's.
+        'INFO:     127.0.0.1:1 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+        # A refusal: not one of the requests the engine took.
+        'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 400 Bad Request',
+        lookup("2026-11-25 05:40:56,000", "chatcmpl-q2-22222222", 100, 0),
+        'INFO:     127.0.0.1:3 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+    ]
+    run = Run().feed(lines)
+    roots = {r.attributes["vllm.request.id"]: r for r in run.roots()}
+    assert roots["chatcmpl-q1-11111111"].attributes["client.port"] == 1
+    assert roots["chatcmpl-q2-22222222"].attributes["client.port"] == 3
+    # q2's lookup came after the first answer, yet it belongs to q2's trace.
+    assert len(run.children(roots["chatcmpl-q2-22222222"])) == 1
+
+
+def test_otlp_json_encoding_matches_the_sdks_protobuf_encoding() -> None:
+    import base64
+
+    from google.protobuf.json_format import Parse
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from agent.otel import otlp_json
+
+    spans = Run().feed(sample_lines()).spans()
+    document = otlp_json(spans)
+    # OTLP/JSON writes ids in hex; protobuf's own JSON mapping wants base64.
+    for resource_spans in document["resourceSpans"]:
+        for scope_spans in resource_spans["scopeSpans"]:
+            for span in scope_spans["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    parsed = Parse(json.dumps(document), ExportTraceServiceRequest())
+    assert parsed == encode_spans(spans)
