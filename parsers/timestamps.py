@@ -32,7 +32,7 @@ _SKEW = timedelta(days=1)
 class Clock:
     """Resolves one source's stamps, in order; keeps the year context between calls."""
 
-    __slots__ = ("_previous", "_reference", "tz")
+    __slots__ = ("_last", "_previous", "_reference", "_second", "tz")
 
     def __init__(self, tz: tzinfo, reference: datetime) -> None:
         if reference.tzinfo is None:
@@ -40,11 +40,25 @@ class Clock:
         self.tz = tz
         self._reference = reference
         self._previous: datetime | None = None
+        # Lines come in bursts with the same stamp, or the same second: the last
+        # stamp resolved, and the last full-date second (``YYYY-MM-DD HH:MM:SS``).
+        self._last: tuple[str, datetime] | None = None
+        self._second: tuple[str, datetime] | None = None
 
     def resolve(self, stamp: str | None) -> datetime | None:
         """The instant a stamp names, or None for text that is not a timestamp."""
         if not stamp:
             return None
+        last = self._last
+        if last is not None and last[0] == stamp:
+            self._previous = last[1]
+            return last[1]
+        when = self._resolve(stamp)
+        if when is not None:
+            self._last = (stamp, when)
+        return when
+
+    def _resolve(self, stamp: str) -> datetime | None:
         try:
             if len(stamp) == 14 and stamp[2] == "-":
                 when = self._without_year(stamp)
@@ -59,6 +73,11 @@ class Clock:
         return when
 
     def _full(self, stamp: str) -> datetime | None:
+        if len(stamp) == 23 and stamp[19] == "," and stamp[20:].isdigit():  # LMCache's asctime
+            second = self._second
+            if second is None or second[0] != stamp[:19]:
+                second = self._second = (stamp[:19], self._full(stamp[:19]))
+            return second[1] + timedelta(milliseconds=int(stamp[20:]))
         text = stamp.replace(",", ".")
         if text.endswith("Z"):
             text = text[:-1] + "+00:00"

@@ -62,3 +62,13 @@ def test_mtail_program_matches_the_ground_truth(generated: tuple[Path, dict], tm
     result = subprocess.run(mtail_command(log, progs), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert check(result.stdout, truth, mtail=True) == []
+
+
+def test_trace_bench_memory_measure_counts_the_open_table() -> None:
+    sys.path.insert(0, str(HERE))
+    from tests.benchmarks.run_trace_bench import memory
+
+    result = memory(2000)
+    assert result["requests"] == 2000
+    # The table holds ids, times and lookups: well above the ids alone, and below the documented bound.
+    assert result["baseline_bytes_per_request"] < result["bytes_per_request"] <= result["bound_bytes_per_request"]

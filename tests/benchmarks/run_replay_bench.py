@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -111,17 +112,17 @@ def check(text: str, truth: dict, mtail: bool) -> list[str]:
 GNU_TIME = shutil.which("time") and Path("/usr/bin/time")
 
 
-def timed(argv: list[str], out: Path) -> tuple[float, float, int]:
+def timed(argv: list[str], out: Path, err: Path | None = None) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds, peak RSS KiB) of one whole process and its children.
 
     Wall time is taken here; CPU and peak memory come from GNU time (Debian
     package ``time``), which reports the command itself rather than this forked
-    interpreter; without it they read 0."""
+    interpreter; without it they read 0.  Standard error goes to ``err`` if given."""
     report = out.with_suffix(".time")
     wrapped = [str(GNU_TIME), "-f", "%U %S %M", "-o", str(report), *argv] if GNU_TIME else argv
     start = time.perf_counter()
-    with out.open("wb") as stdout:
-        result = subprocess.run(wrapped, stdout=stdout, stderr=subprocess.DEVNULL)
+    with out.open("wb") as stdout, err.open("wb") if err else open(os.devnull, "wb") as stderr:
+        result = subprocess.run(wrapped, stdout=stdout, stderr=stderr)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed with status {result.returncode}")

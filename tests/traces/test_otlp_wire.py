@@ -237,6 +237,45 @@ def test_the_agent_traces_a_followed_log_and_links_exemplars(tmp_path: Path) -> 
         receiver.close()
 
 
+def test_prometheus_stores_the_exemplars_and_they_name_sent_traces(tmp_path: Path) -> None:
+    from tests.prometheus import Prometheus, prometheus_binary
+
+    prometheus_binary()  # skip (or fail under CI) before starting anything
+    receiver = HttpReceiver()
+    log = tmp_path / "vllm.log"
+    log.write_text("")
+    agent = Agent(
+        tmp_path,
+        f'[[follow]]\nname = "gpu0"\npaths = ["{log}"]\ntimezone = "UTC"\n\n'
+        f'[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n',
+        env={**{k: "" for k in os.environ if k.startswith("OTEL_")}, "OTEL_BSP_SCHEDULE_DELAY": "100"},
+    )
+    prometheus = None
+    try:
+        agent.start()
+        prometheus = Prometheus(tmp_path, [f"127.0.0.1:{agent.port}"], features=("exemplar-storage",))
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(SAMPLE.read_text(encoding="utf-8"))
+        wait_for(lambda: len(receiver.spans()) == 11, what="11 spans at the receiver")
+        found = wait_for(
+            # An exemplar carries its lookup's time: the sample log's, 2026-11-25.
+            lambda: prometheus.exemplars('kvwatch_lmcache_lookup_hit_ratio_bucket{server="gpu0"}', 1795500000),
+            timeout=30,
+            what="exemplars in Prometheus",
+        )
+        sent = {s.trace_id.hex() for _, s in receiver.spans()}
+        stored = {e["labels"]["trace_id"] for series in found for e in series["exemplars"]}
+        assert stored and stored <= sent
+        # The same scrape carried the trace series.
+        result = prometheus.query('kvwatch_trace_requests_total{server="gpu0",outcome="responded"}')
+        assert result and float(result[0]["value"][1]) == 5
+    finally:
+        if prometheus is not None:
+            prometheus.close()
+        agent.kill()
+        receiver.close()
+
+
 @pytest.mark.parametrize("body, reason", [('protocol = "zipkin"', "must be one of"), ("sampling_ratio = 2", "0 to 1")])
 def test_bad_tracing_settings_are_named(tmp_path: Path, body: str, reason: str) -> None:
     config = tmp_path / "k.toml"
