@@ -245,7 +245,8 @@ def _replay(args: argparse.Namespace) -> int:
     if args.format == "prometheus":
         from prometheus_client.exposition import generate_latest
 
-        out.write(generate_latest(metrics.registry_for(lambda: servers)).decode("utf-8"))
+        extra = [metrics.TraceCollector(tracing, builders)] if tracing is not None else []
+        out.write(generate_latest(metrics.registry_for(lambda: servers, *extra)).decode("utf-8"))
     elif args.format == "summary":
         out.write(summary.render(servers))
     out.flush()

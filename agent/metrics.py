@@ -552,7 +552,23 @@ class StatsCollector(Collector):
         return collect_families(self._source())
 
 
-def registry_for(source: Callable[[], Iterable[ServerStats]]) -> CollectorRegistry:
+class TraceCollector(Collector):
+    """The :data:`TRACE_CATALOGUE` families of a tracing pipeline and its builders (replay --traces)."""
+
+    def __init__(self, tracing, builders: Iterable) -> None:
+        self._tracing = tracing
+        self._builders = builders
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        return trace_families(self._tracing, self._builders)
+
+
+def registry_for(source: Callable[[], Iterable[ServerStats]], *extra: Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(source))
+    for collector in extra:
+        registry.register(collector)
     return registry

@@ -119,6 +119,10 @@ def test_traces_file_is_otlp_json(tmp_path: Path) -> None:
     result = replay("--traces-file", str(out), "--format", "prometheus", str(SAMPLE))
     assert result.returncode == 0, result.stderr
     assert "kvwatch_lmcache_lookups_total" in result.stdout
+    assert (
+        'kvwatch_trace_requests_total{outcome="responded",server="vllm-0.32.0-cpu-lmcache-0.5.6"} 5.0' in result.stdout
+    )
+    assert "kvwatch_trace_spans_exported_total 11.0" in result.stdout
     spans = []
     for line in out.read_text().splitlines():
         for resource_spans in json.loads(line)["resourceSpans"]:
