@@ -28,7 +28,14 @@ def prometheus_binary() -> str:
 class Prometheus:
     """Scrapes ``targets`` every ``interval``; ``features`` go to ``--enable-feature``."""
 
-    def __init__(self, directory: Path, targets: list[str], interval: str = "1s", features: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        directory: Path,
+        targets: list[str],
+        interval: str = "1s",
+        features: tuple[str, ...] = (),
+        rule_files: list[Path] | None = None,
+    ):
         self.directory = directory
         self.port = free_port()
         config = directory / "prometheus.yml"
@@ -36,7 +43,8 @@ class Prometheus:
             "global:\n"
             f"  scrape_interval: {interval}\n"
             f"  evaluation_interval: {interval}\n"
-            "scrape_configs:\n"
+            + (f"rule_files: {json.dumps([str(p) for p in rule_files])}\n" if rule_files else "")
+            + "scrape_configs:\n"
             "  - job_name: kvwatch\n"
             "    static_configs:\n"
             f"      - targets: {json.dumps(targets)}\n"

@@ -1,0 +1,616 @@
+"""Generate the Grafana dashboards from Grafana's own typed models (grafana-foundation-sdk).
+
+    python -m dashboards.build            # rewrite dashboards/*.json
+    python -m dashboards.build --check    # exit 1 if the JSON in the tree is not what this builds
+
+The JSON files are what ships (in the repository and the installed package);
+this module is how they are made, so a panel is changed here, never by hand.
+``tests/dashboards`` runs ``--check``.  The SDK is needed only to build: it is
+a test dependency, not a runtime one.
+
+Conventions every panel follows: the datasource is the ``datasource``
+template variable (no datasource uid, no ``${DS_...}`` input), every query is
+filtered by ``instance`` and ``server`` (and ``engine`` for stats series),
+rates use ``$__rate_interval``, every panel has a unit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+HERE = Path(__file__).resolve().parent
+OVERVIEW_UID = "kvwatch-overview"
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+
+S = 'instance=~"$instance", server=~"$server"'  # the selector every query carries
+E = S + ', engine=~"$engine"'  # ... and stats series
+TOKENS_PER_SECOND = "suffix: tok/s"  # a Grafana custom unit
+
+
+def q(expr: str, legend: str = "{{server}}", exemplar: bool = False, ref: str = "A") -> prometheus.Dataquery:
+    query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)
+    if exemplar:
+        query = query.exemplar(True)
+    return query
+
+
+def _targets(panel, queries):
+    for i, query in enumerate(queries):
+        panel = panel.with_target(query.ref_id(chr(ord("A") + i)))
+    return panel
+
+
+def series(title: str, unit: str, *queries: prometheus.Dataquery, description: str = "", width: int = 8):
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .datasource(DATASOURCE)
+        .span(width)
+        .height(8)
+        .fill_opacity(10)
+        .legend(
+            common_builders.VizLegendOptions()
+            .show_legend(True)
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM)
+        )
+    )
+    return _targets(panel, queries)
+
+
+def single(title: str, unit: str, *queries: prometheus.Dataquery, description: str = "", width: int = 4):
+    panel = (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .datasource(DATASOURCE)
+        .span(width)
+        .height(4)
+        .color_mode(common.BigValueColorMode.VALUE)
+        .graph_mode(common.BigValueGraphMode.AREA)
+    )
+    return _targets(panel, queries)
+
+
+def listing(title: str, unit: str, *queries: prometheus.Dataquery, description: str = "", width: int = 12):
+    panel = table.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE).span(width).height(8)
+    return _targets(panel, [query.instant().format(PromQueryFormat.TABLE) for query in queries])
+
+
+def rate(metric: str, selector: str = S, by: str = "server") -> str:
+    return f"sum by ({by}) (rate({metric}{{{selector}}}[$__rate_interval]))"
+
+
+def variables() -> list:
+    def label(name: str, query: str, title: str):
+        return (
+            db.QueryVariable(name)
+            .label(title)
+            .query(query)
+            .datasource(DATASOURCE)
+            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(model.VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+            .current(model.VariableOption(selected=True, text="All", value="$__all"))
+        )
+
+    return [
+        db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        label("instance", "label_values(kvwatch_lines_total, instance)", "Host"),
+        label("server", 'label_values(kvwatch_lines_total{instance=~"$instance"}, server)', "Server"),
+        label("engine", f"label_values(kvwatch_vllm_stats_lines_total{{{S}}}, engine)", "Engine"),
+    ]
+
+
+def overview() -> db.Dashboard:
+    d = (
+        db.Dashboard("kvwatch / vLLM + LMCache")
+        .uid(OVERVIEW_UID)
+        .description("What vLLM and LMCache do on each host, read from their logs by kvwatch.")
+        .tags(["kvwatch", "vllm", "lmcache"])
+        .editable()
+        .time("now-6h", "now")
+        .refresh("30s")
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .timezone("browser")
+        .variables(variables())
+    )
+
+    d = d.with_row(db.Row("Health"))
+    d = d.with_panel(
+        single(
+            "Servers up", "short", q(f"sum(kvwatch_server_up{{{S}}})", "up"), description="Supervised servers running."
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Servers ready",
+            "short",
+            q(f"sum(kvwatch_vllm_server_ready{{{S}}})", "ready"),
+            description="Servers whose log says they serve (supervised or followed).",
+        )
+    )
+    d = d.with_panel(
+        single(
+            "GPUs visible / expected",
+            "short",
+            q('sum by (instance) (kvwatch_gpus{instance=~"$instance"})', "{{instance}} visible"),
+            q('sum by (instance) (kvwatch_gpus_expected{instance=~"$instance"})', "{{instance}} expected"),
+            width=6,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Restarts in range",
+            "short",
+            q(f"sum by (server) (increase(kvwatch_server_restarts_total{{{S}}}[$__range]))"),
+            width=5,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Errors in range",
+            "short",
+            q(f"sum by (error) (increase(kvwatch_vllm_errors_total{{{S}}}[$__range])) > 0", "{{error}}"),
+            description="OOM, engine dead, CUDA errors ... seen in the logs.",
+            width=5,
+        )
+    )
+    d = d.with_panel(
+        listing(
+            "Server state",
+            "short",
+            q(f"kvwatch_server_state{{{S}}} == 1", "{{server}} {{state}}"),
+            description="starting, running, unhealthy, stalled, backoff, crash_loop, stopping, stopped, exited.",
+        )
+    )
+    d = d.with_panel(
+        listing(
+            "Servers",
+            "short",
+            q(f"kvwatch_server_info{{{S}}}", "{{server}} {{vllm_version}} {{lmcache_version}} {{model}}"),
+            q(f"kvwatch_vllm_info{{{S}}}", "{{server}} vLLM {{version}} {{model}}"),
+            q(f"kvwatch_lmcache_info{{{S}}}", "{{server}} LMCache {{version}}"),
+            q(f"kvwatch_server_uptime_seconds{{{S}}}", "{{server}} uptime s"),
+            q(f"kvwatch_server_health_up{{{S}}}", "{{server}} healthy"),
+            q(f"kvwatch_server_last_exit_code{{{S}}}", "{{server}} last exit code"),
+            q(f"kvwatch_server_last_exit_signal{{{S}}}", "{{server}} last exit signal"),
+            q(f"kvwatch_server_last_error{{{S}}}", "{{server}} last error {{error}}"),
+            description="Versions and model (from the log, else the server's packages), uptime, how the last run "
+            "ended.",
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Health-probe latency",
+            "s",
+            q(f"kvwatch_server_health_probe_duration_seconds{{{S}}}"),
+            description="Duration of the last /health probe.",
+            width=6,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Seconds since inference moved",
+            "s",
+            q(f"kvwatch_server_progress_age_seconds{{{S}}}"),
+            description="A stall shows as a line that keeps rising while requests wait.",
+            width=6,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Starts and shutdowns",
+            "short",
+            q(
+                f"sum by (server) (increase(kvwatch_vllm_server_starts_total{{{S}}}[$__rate_interval]))",
+                "{{server}} starts",
+            ),
+            q(
+                f"sum by (server) (increase(kvwatch_vllm_server_shutdowns_total{{{S}}}[$__rate_interval]))",
+                "{{server}} shutdowns",
+            ),
+            description="Start banners and shutdowns the logs show (any supervisor's restarts, not only kvwatch's).",
+            width=12,
+        )
+    )
+
+    d = d.with_row(db.Row("LMCache"))
+    d = d.with_panel(
+        series(
+            "Hit tokens vs looked-up tokens",
+            TOKENS_PER_SECOND,
+            q(rate("kvwatch_lmcache_hit_tokens_total"), "{{server}} hit"),
+            q(rate("kvwatch_lmcache_lookup_tokens_total"), "{{server}} looked up"),
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Hit ratio",
+            "percentunit",
+            q(
+                f"{rate('kvwatch_lmcache_hit_tokens_total')} / {rate('kvwatch_lmcache_lookup_tokens_total')}",
+                exemplar=True,
+            ),
+            description="Hit tokens over looked-up tokens.",
+        )
+    )
+    d = d.with_panel(
+        heatmap.Panel()
+        .title("Per-request hit ratio")
+        .description("Lookups by hit ratio (0 is a miss); the dots are exemplars linking to the request's trace.")
+        .unit("percentunit")
+        .datasource(DATASOURCE)
+        .span(8)
+        .height(8)
+        .calculate(False)
+        .with_target(
+            q(
+                f"sum by (le) (increase(kvwatch_lmcache_lookup_hit_ratio_bucket{{{S}}}[$__rate_interval]))",
+                "{{le}}",
+                exemplar=True,
+            ).format(PromQueryFormat.HEATMAP)
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Need-to-load tokens",
+            TOKENS_PER_SECOND,
+            q(rate("kvwatch_lmcache_need_to_load_tokens_total")),
+            q(rate("kvwatch_lmcache_engine_computed_tokens_total"), "{{server}} in vLLM's prefix cache"),
+            description="Tokens LMCache had to load into vLLM, beside those vLLM already held.",
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Tokens stored and retrieved",
+            TOKENS_PER_SECOND,
+            q(rate("kvwatch_lmcache_stored_tokens_total"), "{{server}} stored"),
+            q(rate("kvwatch_lmcache_store_start_tokens_total"), "{{server}} stores begun"),
+            q(rate("kvwatch_lmcache_retrieved_tokens_total"), "{{server}} retrieved"),
+            q(rate("kvwatch_lmcache_retrieve_requested_tokens_total"), "{{server}} retrieves asked for"),
+            description="Per tensor-parallel rank: each rank logs its own share.",
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Store and retrieve throughput",
+            "Bps",
+            q(rate("kvwatch_lmcache_stored_bytes_total"), "{{server}} stored"),
+            q(rate("kvwatch_lmcache_retrieved_bytes_total"), "{{server}} retrieved"),
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Store and retrieve latency (p50, p99)",
+            "s",
+            *[
+                q(
+                    f"histogram_quantile({p}, sum by (le, server) "
+                    f"(rate(kvwatch_lmcache_{kind}_duration_seconds_bucket{{{S}}}[$__rate_interval])))",
+                    f"{{{{server}}}} {kind} p{int(p * 100)}",
+                )
+                for kind in ("store", "retrieve")
+                for p in (0.5, 0.99)
+            ],
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Lookups, timeouts, degraded",
+            "short",
+            q(rate("kvwatch_lmcache_lookups_total"), "{{server}} lookups/s"),
+            q(rate("kvwatch_lmcache_lookup_timeouts_total"), "{{server}} timeouts/s"),
+            q(rate("kvwatch_lmcache_lookups_pending_total"), "{{server}} pending/s"),
+            q(rate("kvwatch_lmcache_lookups_below_min_retrieve_total"), "{{server}} below min_retrieve/s"),
+            q(f"max by (server) (kvwatch_lmcache_degraded{{{S}}})", "{{server}} degraded"),
+            description="Degraded is 1 while LMCache runs without its engine (every lookup a miss).",
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Stores begun and transfers",
+            "ops",
+            q(rate("kvwatch_lmcache_stores_total"), "{{server}} stores/s"),
+            q(rate("kvwatch_lmcache_store_starts_total"), "{{server}} stores begun/s"),
+            q(rate("kvwatch_lmcache_retrieves_total"), "{{server}} retrieves/s"),
+            width=12,
+        )
+    )
+
+    d = d.with_row(db.Row("vLLM engine"))
+    d = d.with_panel(
+        series(
+            "Prompt and generation throughput",
+            TOKENS_PER_SECOND,
+            q(f"kvwatch_vllm_prompt_throughput_tokens_per_second{{{E}}}", "{{server}}/{{engine}} prompt"),
+            q(f"kvwatch_vllm_generation_throughput_tokens_per_second{{{E}}}", "{{server}}/{{engine}} generation"),
+            q(f"kvwatch_vllm_throughput_tokens_per_second{{{E}}}", "{{server}}/{{engine}} (2023 line)"),
+            description="vLLM's own averages over its stats interval.",
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Requests running and waiting",
+            "short",
+            q(f"kvwatch_vllm_requests_running{{{E}}}", "{{server}}/{{engine}} running"),
+            q(f"kvwatch_vllm_requests_waiting{{{E}}}", "{{server}}/{{engine}} waiting"),
+            q(f"kvwatch_vllm_requests_swapped{{{E}}}", "{{server}}/{{engine}} swapped (V0)"),
+            q(f"kvwatch_vllm_requests_deferred{{{E}}}", "{{server}}/{{engine}} deferred"),
+            q(f"kvwatch_vllm_requests_kv_fetch{{{E}}}", "{{server}}/{{engine}} KV fetch {{stage}}"),
+        )
+    )
+    d = d.with_panel(
+        series(
+            "KV-cache usage",
+            "percentunit",
+            q(f"kvwatch_vllm_kv_cache_usage_ratio{{{E}}}", "{{server}}/{{engine}}"),
+            q(f"kvwatch_vllm_cpu_kv_cache_usage_ratio{{{E}}}", "{{server}}/{{engine}} CPU swap (V0)"),
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Prefix-cache hit ratios",
+            "percentunit",
+            q(f"kvwatch_vllm_prefix_cache_hit_ratio{{{E}}}", "{{server}}/{{engine}} prefix cache"),
+            q(f"kvwatch_vllm_external_prefix_cache_hit_ratio{{{E}}}", "{{server}}/{{engine}} external (LMCache)"),
+            q(f"kvwatch_vllm_cpu_prefix_cache_hit_ratio{{{E}}}", "{{server}}/{{engine}} CPU (V0)"),
+            q(f"kvwatch_vllm_mm_cache_hit_ratio{{{E}}}", "{{server}}/{{engine}} multimodal"),
+            description="vLLM's windowed rates; external is the connector's (LMCache's) share.",
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Preemptions",
+            "ops",
+            q(f"sum by (server) (rate(kvwatch_vllm_preemptions_total{{{E}}}[$__rate_interval]))"),
+            width=6,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Stats lines",
+            "ops",
+            q(f"sum by (server) (rate(kvwatch_vllm_stats_lines_total{{{E}}}[$__rate_interval]))"),
+            q(f"time() - max by (server) (kvwatch_vllm_stats_last_seen_timestamp_seconds{{{E}}})", "{{server}} age s"),
+            description="vLLM prints none while idle: a gap here is an idle engine, not a broken kvwatch.",
+            width=6,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Corrupted requests",
+            "ops",
+            q(f"sum by (server) (rate(kvwatch_vllm_corrupted_requests_total{{{E}}}[$__rate_interval]))"),
+            description="Requests vLLM reported corrupted (NaN logits).",
+            width=6,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Speculative decoding",
+            "percentunit",
+            q(f"kvwatch_vllm_spec_decode_draft_acceptance_ratio{{{E}}}", "{{server}}/{{engine}} acceptance"),
+            description="Drafted tokens accepted; the mean acceptance length is in the table beside.",
+            width=6,
+        )
+    )
+    d = d.with_panel(
+        listing(
+            "Model, KV capacity, speculative decoding",
+            "short",
+            q(f"kvwatch_vllm_model_load_seconds{{{S}}}", "{{server}} model load s"),
+            q(f"kvwatch_vllm_model_memory_bytes{{{S}}}", "{{server}} model bytes"),
+            q(f"kvwatch_vllm_engine_init_seconds{{{S}}}", "{{server}} engine init s"),
+            q(f"kvwatch_vllm_kv_cache_capacity_tokens{{{S}}}", "{{server}} KV tokens"),
+            q(f"kvwatch_vllm_kv_cache_max_concurrency{{{S}}}", "{{server}} max concurrency"),
+            q(f"kvwatch_vllm_kv_cache_blocks{{{S}}}", "{{server}} {{device}} blocks"),
+            q(f"kvwatch_vllm_spec_decode_mean_acceptance_length{{{E}}}", "{{server}} mean acceptance length"),
+            q(
+                f"sum by (server) (increase(kvwatch_vllm_spec_decode_accepted_tokens_total{{{E}}}[$__range]))",
+                "{{server}} accepted tokens",
+            ),
+            q(
+                f"sum by (server) (increase(kvwatch_vllm_spec_decode_drafted_tokens_total{{{E}}}[$__range]))",
+                "{{server}} drafted tokens",
+            ),
+            description="What the start-up lines said, and speculative decoding's totals over the range.",
+            width=24,
+        )
+    )
+
+    d = d.with_row(db.Row("Requests"))
+    d = d.with_panel(
+        series(
+            "HTTP responses by status",
+            "reqps",
+            q(
+                f'sum by (status) (rate(kvwatch_http_responses_total{{{S}, path!~"/health|/metrics|/ping"}}'
+                "[$__rate_interval]))",
+                "{{status}}",
+            ),
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Request rate",
+            "reqps",
+            q(rate("kvwatch_vllm_requests_added_total"), "{{server}} added"),
+            q(rate("kvwatch_vllm_requests_received_total"), "{{server}} received"),
+            q(rate("kvwatch_vllm_requests_finished_total"), "{{server}} finished"),
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Aborted and failed",
+            "reqps",
+            q(rate("kvwatch_vllm_requests_aborted_total"), "{{server}} aborted"),
+            q(rate("kvwatch_vllm_requests_cancelled_total"), "{{server}} cancelled (client gone)"),
+            q(rate("kvwatch_vllm_request_failures_total", by="server, reason"), "{{server}} failed: {{reason}}"),
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Errors by kind",
+            "short",
+            q(f"sum by (error) (increase(kvwatch_vllm_errors_total{{{S}}}[$__rate_interval]))", "{{error}}"),
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Traced requests",
+            "short",
+            q(f"sum by (server) (kvwatch_trace_open_requests{{{S}}})", "{{server}} open"),
+            q(rate("kvwatch_trace_requests_total", by="server, outcome"), "{{server}} ended/s: {{outcome}}"),
+            q(rate("kvwatch_trace_unmatched_ends_total"), "{{server}} ends of unseen requests/s"),
+            q(rate("kvwatch_trace_requests_evicted_total", by="server, reason"), "{{server}} evicted/s: {{reason}}"),
+            description="Requests in the trace builder's table; evictions end a trace without its end.",
+            width=12,
+        )
+    )
+
+    d = d.with_row(db.Row("Benchmarks"))
+    d = d.with_panel(
+        listing(
+            "Last vllm bench throughput",
+            "short",
+            q(f"kvwatch_bench_requests_per_second{{{S}}}", "{{server}} {{benchmark}} req/s"),
+            q(f"kvwatch_bench_tokens_per_second{{{S}}}", "{{server}} {{benchmark}} {{tokens}} tok/s"),
+            q(f"kvwatch_bench_tokens{{{S}}}", "{{server}} {{benchmark}} {{tokens}} tokens"),
+            q(f"kvwatch_bench_requests{{{S}}}", "{{server}} {{benchmark}} {{outcome}} requests"),
+            q(f"kvwatch_bench_duration_seconds{{{S}}}", "{{server}} {{benchmark}} duration s"),
+        )
+    )
+    d = d.with_panel(
+        listing(
+            "Last vllm bench latencies",
+            "s",
+            q(f"kvwatch_bench_latency_seconds{{{S}}}", "{{benchmark}} {{measure}} {{statistic}}"),
+        )
+    )
+
+    d = d.with_row(db.Row("kvwatch itself"))
+    d = d.with_panel(series("Lines read", "ops", q(rate("kvwatch_lines_total"))))
+    d = d.with_panel(
+        series(
+            "Unparsed, suspicious and skipped lines",
+            "ops",
+            q(rate("kvwatch_lines_suspicious_total", by="server, family"), "{{server}} suspicious: {{family}}"),
+            q(rate("kvwatch_lines_skipped_total", by="server, reason"), "{{server}} skipped: {{reason}}"),
+            q(rate("kvwatch_lines_unparsed_total"), "{{server}} without an event"),
+            description="Suspicious lines look like a known family but do not parse: a format change after an upgrade.",
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Parse lag and unread bytes",
+            "s",
+            q(f"max by (server) (kvwatch_tail_lag_seconds{{{S}}})", "{{server}} lag"),
+            description="Time from a followed file's last write to kvwatch having parsed it.",
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Unread bytes of followed files",
+            "bytes",
+            q(
+                f"sum by (server) (kvwatch_tail_size_bytes{{{S}}} - kvwatch_tail_offset_bytes{{{S}}})",
+                "{{server}}",
+            ),
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Rotations, truncations, journal",
+            "short",
+            q(
+                f"sum by (server) (increase(kvwatch_tail_rotations_total{{{S}}}[$__rate_interval]))",
+                "{{server}} rotations",
+            ),
+            q(
+                f"sum by (server) (increase(kvwatch_tail_truncations_total{{{S}}}[$__rate_interval]))",
+                "{{server}} truncations",
+            ),
+            q(
+                f"sum by (server) (increase(kvwatch_server_log_rotations_total{{{S}}}[$__rate_interval]))",
+                "{{server}} raw-log rotations by kvwatch",
+            ),
+            q(f"kvwatch_journal_up{{{S}}}", "{{server}} journalctl up"),
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        listing(
+            "kvwatch build",
+            "short",
+            q('kvwatch_build_info{instance=~"$instance"}', "{{instance}} {{version}} {{python_version}}"),
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Spans exported and lost",
+            "ops",
+            q(
+                'sum by (instance) (rate(kvwatch_trace_spans_exported_total{instance=~"$instance"}[$__rate_interval]))',
+                "{{instance}} exported",
+            ),
+            q(
+                'sum by (instance, reason) (rate(kvwatch_trace_spans_dropped_total{instance=~"$instance"}'
+                "[$__rate_interval]))",
+                "{{instance}} lost: {{reason}}",
+            ),
+            width=12,
+        )
+    )
+    return d
+
+
+DASHBOARDS = {"kvwatch-overview.json": overview}
+
+
+def render(builder: db.Dashboard) -> str:
+    return json.dumps(builder.build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="compare with the files instead of writing them")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, make in DASHBOARDS.items():
+        text = render(make())
+        path = HERE / name
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print(f"out of date (run python -m dashboards.build): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
