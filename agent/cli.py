@@ -119,7 +119,106 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", "-c", default=DEFAULT_PATH, metavar="FILE", help=f"default {DEFAULT_PATH}")
     check.set_defaults(handler=_check)
+
+    boards = commands.add_parser(
+        "dashboards",
+        help="export the Grafana dashboards and Prometheus rules, or push them to Grafana",
+        description="The Grafana dashboards, the Prometheus rule file and the provisioning files kvwatch ships.",
+    )
+    actions = boards.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="name the shipped files")
+    listing.set_defaults(handler=_dashboards_list)
+    exporting = actions.add_parser(
+        "export",
+        help="write the dashboards, alerts.yml and provisioning files into DIR",
+        description="Write the dashboards (for file provisioning or manual import), alerts.yml and the "
+        "provisioning files into DIR.",
+    )
+    exporting.add_argument("directory", metavar="DIR")
+    exporting.add_argument(
+        "--datasource",
+        metavar="UID",
+        help="preset the dashboards' datasource variable to this Prometheus datasource uid (for a manual import)",
+    )
+    exporting.set_defaults(handler=_dashboards_export)
+    pushing = actions.add_parser(
+        "push",
+        help="upload the dashboards to Grafana through its HTTP API (idempotent)",
+        description="Create the folder if needed and save every dashboard under its fixed uid, overwriting the "
+        "previous version.  The token is read from --token-file or $GRAFANA_TOKEN (a service-account token with "
+        "the Editor role); user:password in the URL works too.",
+    )
+    pushing.add_argument("--grafana-url", required=True, metavar="URL", help="e.g. https://grafana.example:3000")
+    pushing.add_argument("--token-file", metavar="FILE", help="file holding the Grafana API token")
+    pushing.add_argument("--folder", default="kvwatch", metavar="TITLE", help="dashboard folder (default kvwatch)")
+    pushing.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="also create or update the 'kvwatch Prometheus' datasource for this URL and preset the dashboards to it",
+    )
+    pushing.add_argument(
+        "--trace-datasource",
+        metavar="UID",
+        help="with --prometheus-url: link exemplars (trace_id) to this Tempo or Jaeger datasource",
+    )
+    pushing.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default 10)")
+    pushing.set_defaults(handler=_dashboards_push)
     return parser
+
+
+def _dashboards_list(args: argparse.Namespace) -> int:
+    from agent import grafana
+
+    for name, dashboard in grafana.dashboards():
+        print(f"{name}\t{dashboard['uid']}\t{dashboard['title']}")
+    print("alerts.yml\tPrometheus recording and alerting rules")
+    print("provisioning/dashboards.yaml, provisioning/datasources.yaml\tGrafana provisioning")
+    return EXIT_OK
+
+
+def _dashboards_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent import grafana
+
+    try:
+        written = grafana.export(Path(args.directory), args.datasource)
+    except OSError as exc:
+        print(f"kvwatch: cannot write {args.directory}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+def _dashboards_push(args: argparse.Namespace) -> int:
+    from agent import grafana
+
+    token = os.environ.get("GRAFANA_TOKEN") or None
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            print(f"kvwatch: --token-file {args.token_file}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if not token:
+            print(f"kvwatch: --token-file {args.token_file} is empty", file=sys.stderr)
+            return EXIT_USAGE
+    if not args.grafana_url.startswith(("http://", "https://")):
+        print(f"kvwatch: --grafana-url must be an http:// or https:// URL, got {args.grafana_url!r}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        done = grafana.push(
+            args.grafana_url, token, args.folder, args.prometheus_url, args.trace_datasource, timeout=args.timeout
+        )
+    except grafana.PushError as exc:
+        print(f"kvwatch: {exc}", file=sys.stderr)
+        return 1
+    for line in done:
+        print(line)
+    return EXIT_OK
 
 
 def _check(args: argparse.Namespace) -> int:
