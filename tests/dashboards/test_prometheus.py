@@ -173,3 +173,17 @@ def test_the_alert_meant_to_fire_is_firing_in_prometheus(prometheus: Prometheus)
         what="the alerts this input sets off (pending or firing)",
     )
     assert {a["labels"]["alertname"] for a in firing} == set(FIRING)
+
+
+def test_every_template_variable_finds_values(prometheus: Prometheus) -> None:
+    from tests.dashboards.test_dashboards import dashboards
+
+    for dashboard in dashboards().values():
+        for variable in dashboard["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            # label_values(SELECTOR, LABEL): what Grafana asks Prometheus' label-values API.
+            m = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"])
+            assert m, variable["query"]
+            values = prometheus.api(f"label/{m.group(2)}/values", **{"match[]": substitute(m.group(1))})
+            assert values, variable["name"]
