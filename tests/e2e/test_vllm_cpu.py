@@ -41,13 +41,14 @@ if not (PYTHON.exists() and (MODEL / ".built").exists()):
 pytestmark = pytest.mark.slow
 
 
-def chat(port: int, content: str, max_tokens: int = 8) -> dict:
+def chat(port: int, content: str, max_tokens: int = 8, request_id: str | None = None) -> dict:
     body = json.dumps(
         {"model": "tiny-llama", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens}
     ).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/chat/completions", body, {"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id  # vLLM names the request chatcmpl-<this>
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body, headers)
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 

@@ -1,0 +1,73 @@
+"""CPU demo only: let LMCache run its bookkeeping on a machine without a GPU.
+
+LMCache has no connector for a CPU device: its ``CreateGPUConnector`` raises
+``No supported cpu connector found.`` and LMCache then runs degraded (every
+lookup a miss, a 3-second lookup timeout per request).  The same module ships
+``MockGPUConnector``, which LMCache's own tests use: it moves no KV bytes but
+lets lookups, stores and retrieves happen and be logged as they would on a
+GPU.  This start-up hook makes ``CreateGPUConnector`` return it **only when
+LMCache's device is the CPU**; on any other device the original runs.
+
+It is loaded because ``examples/cpu-demo/kvwatch.toml`` puts this directory on
+the server's ``PYTHONPATH`` (Python imports ``sitecustomize`` at start-up in
+every process, vLLM's workers included).  Never put it on a GPU host.  The
+demo also sets ``PYTHONHASHSEED=0``: LMCache hashes token chunks with Python's
+``hash`` in the scheduler and in the worker processes, which must agree.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+
+TARGET = "lmcache.v1.gpu_connector"
+
+
+def _patch(module) -> None:
+    original = module.CreateGPUConnector
+
+    def create_gpu_connector(config, metadata, engine, layout_hints=None):
+        if getattr(module, "torch_device_type", None) == "cpu":
+            return module.MockGPUConnector(kv_shape=metadata.kv_shape)
+        return original(config, metadata, engine, layout_hints)
+
+    module.CreateGPUConnector = create_gpu_connector
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Finds ``lmcache.v1.gpu_connector`` the usual way and patches it once it has run."""
+
+    def find_spec(self, name, path, target=None):
+        if name != TARGET:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _PatchAfterImport())
+
+
+def _chain() -> None:
+    """Run the sitecustomize this one shadows (Debian's), as Python would have."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for directory in sys.path:
+        candidate = os.path.join(directory or os.getcwd(), "sitecustomize.py")
+        if os.path.abspath(directory or os.getcwd()) != here and os.path.isfile(candidate):
+            with open(candidate, encoding="utf-8") as handle:
+                code = compile(handle.read(), candidate, "exec")
+            exec(code, {"__name__": "sitecustomize", "__file__": candidate})
+            return
+
+
+_chain()

