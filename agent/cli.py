@@ -120,6 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", default=DEFAULT_PATH, metavar="FILE", help=f"default {DEFAULT_PATH}")
     check.set_defaults(handler=_check)
 
+    canary = commands.add_parser(
+        "canary",
+        help="send the same long prompt N times and check that LMCache finds it from the second on",
+        description="Send a long prompt N times (request ids kvwatch-canary-...), read each request's LMCache "
+        "lookup from the server's log, and report prompt tokens, LMCache hit tokens, vLLM prefix-cache hit and "
+        "latency.  Exit 0 when every request from the second on hits, 1 with the likely reason otherwise, 2 when "
+        "the canary cannot run.",
+    )
+    canary.add_argument("--config", "-c", metavar="FILE", help="take URL, log, API key and chunk size from here")
+    canary.add_argument("--server", metavar="NAME", help="the [[server]] of --config (default: the only one)")
+    canary.add_argument("--url", metavar="URL", help="the server's base URL, e.g. http://127.0.0.1:8000")
+    canary.add_argument("--log", metavar="FILE", help="the server's log file (its raw log under kvwatch)")
+    canary.add_argument("--requests", "-n", type=_positive_int, default=3, metavar="N", help="default 3")
+    canary.add_argument("--prompt-file", metavar="FILE", help="the prompt (default: a built-in one of ~400 tokens)")
+    canary.add_argument("--model", metavar="NAME", help="default: the first model the server lists")
+    canary.add_argument("--api-key-file", metavar="FILE", help="the server's API key (default: $VLLM_API_KEY)")
+    canary.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
+    canary.add_argument("--chunk-size", type=_positive_int, metavar="TOKENS", help="LMCache's chunk size (default 256)")
+    canary.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="per request (default 120)")
+    canary.set_defaults(handler=_canary)
+
     boards = commands.add_parser(
         "dashboards",
         help="export the Grafana dashboards and Prometheus rules, or push them to Grafana",
@@ -165,6 +186,63 @@ def build_parser() -> argparse.ArgumentParser:
     pushing.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default 10)")
     pushing.set_defaults(handler=_dashboards_push)
     return parser
+
+
+def _canary(args: argparse.Namespace) -> int:
+    from agent import canary, config
+
+    url, log_path, chunk, api_key = args.url, args.log, args.chunk_size, os.environ.get("VLLM_API_KEY")
+    if args.config:
+        try:
+            loaded = config.load(args.config)
+        except config.ConfigError as exc:
+            print(f"kvwatch: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        servers = [s for s in loaded.servers if args.server in (None, s.name)]
+        if len(servers) != 1:
+            names = ", ".join(s.name for s in loaded.servers) or "none"
+            print(f"kvwatch: name one --server of {args.config} (servers: {names})", file=sys.stderr)
+            return EXIT_USAGE
+        server = servers[0]
+        url = url or server.base_url()
+        log_path = log_path or str(server.log_file)
+        chunk = chunk or server.chunk_size()
+        if server.api_key is not None:
+            try:
+                api_key = server.api_key.read()
+            except (OSError, KeyError) as exc:
+                print(f"kvwatch: api_key of {server.name}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+    if not url or not log_path:
+        print("kvwatch: canary needs --url and --log, or --config (and --server)", file=sys.stderr)
+        return EXIT_USAGE
+    prompt = canary.DEFAULT_PROMPT
+    try:
+        if args.prompt_file:
+            prompt = open(args.prompt_file, encoding="utf-8").read()  # noqa: SIM115
+        if args.api_key_file:
+            api_key = open(args.api_key_file, encoding="utf-8").read().strip()  # noqa: SIM115
+    except OSError as exc:
+        print(f"kvwatch: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = canary.run(
+            url,
+            log_path,
+            requests=args.requests,
+            prompt=prompt,
+            model=args.model,
+            api_key=api_key,
+            endpoint=args.endpoint,
+            chunk_size=chunk or canary.DEFAULT_CHUNK,
+            timeout=args.timeout,
+        )
+    except canary.CanaryError as exc:
+        print(f"kvwatch: canary: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(result.table())
+    print(("ok: " if result.ok else "FAILED: ") + result.verdict)
+    return EXIT_OK if result.ok else 1
 
 
 def _dashboards_list(args: argparse.Namespace) -> int:

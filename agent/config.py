@@ -135,6 +135,8 @@ class ServerConfig:
     health_timeout: float = 5.0
     stall_after: float = 300.0
     stall_restart: bool = False
+    canary_interval: float | None = None  # periodic `kvwatch canary` while running; None: off
+    canary_requests: int = 3
 
     def argv(self) -> list[str]:
         """The exact command line the server is started with."""
@@ -165,15 +167,24 @@ class ServerConfig:
             env[key] = value.read() if isinstance(value, Secret) else value
         return env
 
-    def probe_url(self) -> str | None:
-        if self.health_url is not None:
-            return self.health_url or None  # "" turns probing off
+    def base_url(self) -> str:
+        """Where the server's OpenAI-compatible API answers (for the canary)."""
         host = self.host
         if host in ("0.0.0.0", "", "::"):
             host = "127.0.0.1"
         elif ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}/health"
+        return f"http://{host}:{self.port}"
+
+    def chunk_size(self) -> int:
+        """LMCache's chunk size as this server is configured (LMCache's default 256 otherwise)."""
+        value = self.lmcache.settings.get("chunk_size") or self.env.get("LMCACHE_CHUNK_SIZE")
+        return int(value) if value and str(value).isdigit() else 256
+
+    def probe_url(self) -> str | None:
+        if self.health_url is not None:
+            return self.health_url or None  # "" turns probing off
+        return f"{self.base_url()}/health"
 
 
 @dataclass(frozen=True)
@@ -587,6 +598,8 @@ class _Reader:
         "health_timeout",
         "stall_after",
         "stall_restart",
+        "canary_interval",
+        "canary_requests",
     )
 
     def server(self, value: Any, where: str, agent: AgentConfig) -> ServerConfig:
@@ -670,6 +683,10 @@ class _Reader:
             health_timeout=self.duration(t.get("health_timeout", d.health_timeout), k("health_timeout"), 0.1),
             stall_after=self.duration(t.get("stall_after", d.stall_after), k("stall_after"), 1),
             stall_restart=self.boolean(t.get("stall_restart", d.stall_restart), k("stall_restart")),
+            canary_interval=self.duration(t["canary_interval"], k("canary_interval"), 10)
+            if "canary_interval" in t
+            else None,
+            canary_requests=self.integer(t.get("canary_requests", d.canary_requests), k("canary_requests"), 2, 100),
         )
 
     @staticmethod
@@ -804,6 +821,9 @@ def render(config: Config, mask: Callable[[str], str] | None = None) -> str:
             f"health = {_q(server.probe_url() or 'off')} every {server.health_interval:g} s, "
             f"timeout {server.health_timeout:g} s",
             f"stall_after = {server.stall_after:g}  (restart on stall: {'yes' if server.stall_restart else 'no'})",
+            f"canary = every {server.canary_interval:g} s, {server.canary_requests} requests"
+            if server.canary_interval
+            else "canary = off",
         ]
     tr = config.tracing
     lines += ["", "[tracing]", f"enabled = {'true' if tr.enabled else 'false'}"]

@@ -48,6 +48,20 @@ CATALOGUE: tuple[Spec, ...] = (
         "LMCache lookup lines (a request is looked up again after a preemption or a retry).",
     ),
     _s("kvwatch_lmcache_lookup_tokens_total", "counter", _SERVER, "Tokens looked up (Total tokens of each lookup)."),
+    _s(
+        "kvwatch_canary_requests_total",
+        "counter",
+        _SERVER,
+        "kvwatch canary requests the engine added (kept out of the request counters).",
+    ),
+    _s(
+        "kvwatch_canary_lookups_total",
+        "counter",
+        _SERVER,
+        "LMCache lookups of kvwatch canary requests (kept out of the lookup counters and hit ratio).",
+    ),
+    _s("kvwatch_canary_lookup_tokens_total", "counter", _SERVER, "Tokens looked up for kvwatch canary requests."),
+    _s("kvwatch_canary_hit_tokens_total", "counter", _SERVER, "LMCache hit tokens of kvwatch canary requests."),
     _s("kvwatch_lmcache_hit_tokens_total", "counter", _SERVER, "Tokens LMCache found (LMCache hit tokens)."),
     _s(
         "kvwatch_lmcache_need_to_load_tokens_total",
@@ -387,6 +401,10 @@ _KV_FETCH_STAGES = (
 _SERVER_COUNTERS = (
     ("kvwatch_lmcache_lookups_total", "lookups"),
     ("kvwatch_lmcache_lookup_tokens_total", "lookup_tokens"),
+    ("kvwatch_canary_requests_total", "canary_requests"),
+    ("kvwatch_canary_lookups_total", "canary_lookups"),
+    ("kvwatch_canary_lookup_tokens_total", "canary_lookup_tokens"),
+    ("kvwatch_canary_hit_tokens_total", "canary_hit_tokens"),
     ("kvwatch_lmcache_hit_tokens_total", "hit_tokens"),
     ("kvwatch_lmcache_need_to_load_tokens_total", "need_to_load_tokens"),
     ("kvwatch_lmcache_engine_computed_tokens_total", "engine_computed_tokens"),

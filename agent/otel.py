@@ -42,7 +42,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from agent import __version__
 from agent.config import TracingConfig
-from agent.stats import GIB
+from agent.stats import CANARY_MARK, GIB
 from agent.traces import OpenRequest
 from parsers.requests import external_request_id
 
@@ -368,6 +368,8 @@ def request_attributes(request: OpenRequest, model: str | None) -> dict:
             a["client.address"] = host.strip("[]")
             if port.isdigit():
                 a["client.port"] = int(port)
+    if CANARY_MARK in request.id:
+        a["kvwatch.canary"] = True  # kvwatch canary's own request
     a["vllm.outcome"] = request.outcome or "unknown"
     _put(a, "error.type", request.error_type)
     _put(a, "kvwatch.end_matched", request.end_matched)

@@ -18,6 +18,9 @@ from parsers import events as ev
 from parsers.events import SERVER_ERRORS
 from parsers.timestamps import Clock
 
+# The request-id mark of ``kvwatch canary`` (agent/canary.py sends it).
+CANARY_MARK = "kvwatch-canary-"
+
 # Bucket upper bounds.  A hit ratio of exactly 0 (a miss) gets its own bucket.
 HIT_RATIO_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 TRANSFER_SECONDS_BUCKETS = (
@@ -243,6 +246,11 @@ class ServerStats:
         self.lookup_timeouts = 0
         self.lmcache_degraded = 0
         self.lmcache_info: tuple[str, str] | None = None  # (version, vllm version)
+        # kvwatch canary requests: kept out of the numbers above, counted here.
+        self.canary_requests = 0
+        self.canary_lookups = 0
+        self.canary_lookup_tokens = 0
+        self.canary_hit_tokens = 0
         # vLLM engine
         self.engines: dict[str, EngineStatsState] = {}
         # requests
@@ -331,6 +339,11 @@ class ServerStats:
     # -- LMCache ---------------------------------------------------------------------
 
     def _lookup(self, e: ev.LmcacheLookup) -> None:
+        if CANARY_MARK in e.request_id:
+            self.canary_lookups += 1
+            self.canary_lookup_tokens += e.total_tokens
+            self.canary_hit_tokens += e.hit_tokens
+            return
         self.lookups += 1
         total = e.total_tokens
         self.lookup_tokens += total
@@ -345,9 +358,13 @@ class ServerStats:
             self.hit_ratio.observe(e.hit_tokens / total)
 
     def _lookup_pending(self, e: ev.LmcacheLookupPending) -> None:
+        if CANARY_MARK in e.request_id:
+            return
         self.lookups_pending += 1
 
     def _store(self, e: ev.LmcacheStore) -> None:
+        if e.request_id is not None and CANARY_MARK in e.request_id:
+            return
         self.stores += 1
         self.stored_tokens += e.stored_tokens
         if e.size_gb is not None:
@@ -356,6 +373,8 @@ class ServerStats:
             self.store_duration.observe(e.cost_ms / 1000.0)
 
     def _retrieve(self, e: ev.LmcacheRetrieve) -> None:
+        if e.request_id is not None and CANARY_MARK in e.request_id:
+            return
         self.retrieves += 1
         self.retrieved_tokens += e.retrieved_tokens
         if e.required_tokens is not None:
@@ -366,6 +385,8 @@ class ServerStats:
             self.retrieve_duration.observe(e.cost_ms / 1000.0)
 
     def _store_start(self, e: ev.LmcacheStoreStart) -> None:
+        if e.request_id is not None and CANARY_MARK in e.request_id:
+            return
         self.store_starts += 1
         self.store_start_tokens += e.tokens
 
@@ -430,9 +451,14 @@ class ServerStats:
     # -- requests ---------------------------------------------------------------------
 
     def _received(self, e: ev.RequestReceived) -> None:
+        if CANARY_MARK in e.request_id:
+            return
         self.received += 1
 
     def _added(self, e: ev.RequestAdded) -> None:
+        if CANARY_MARK in e.request_id:
+            self.canary_requests += 1
+            return
         self.added += 1
 
     def _finished(self, e: ev.RequestFinished) -> None:
@@ -601,6 +627,10 @@ class ServerStats:
         "finished",
         "aborted",
         "cancelled",
+        "canary_requests",
+        "canary_lookups",
+        "canary_lookup_tokens",
+        "canary_hit_tokens",
     )
     _SUMMED_DICTS = ("skipped", "suspicious", "failures", "http", "errors")
     _LAST_VALUES = (

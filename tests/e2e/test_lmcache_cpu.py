@@ -13,6 +13,8 @@ Skipped only where the server environment is not installed and CI is not set.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,16 @@ if not any(LMCACHE_READY):
     pytest.skip(message, allow_module_level=True)
 
 pytestmark = pytest.mark.slow
+
+
+def canary(config: Path, server: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "canary", "--config", str(config), "--server", server],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def lmcache_server(port: int) -> str:
@@ -115,5 +127,17 @@ def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Pat
             assert {"lmcache.lookup", "lmcache.retrieve"} <= children
         first = roots[answers[0]["id"]]
         assert "lmcache.store" in {s.name for _, s in spans if s.parent_span_id == first.span_id}
+
+        # kvwatch canary on the same server passes, and its traffic stays out of the main numbers.
+        result = canary(agent.config, "tiny-lmcache")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "ok: the cache works" in result.stdout
+        wait_for(
+            lambda: agent.value("kvwatch_canary_lookups_total", server="tiny-lmcache") == 3,
+            what="the canary's lookups, counted apart",
+        )
+        assert agent.value("kvwatch_lmcache_lookups_total", server="tiny-lmcache") == sent
+        assert agent.value("kvwatch_lmcache_hit_tokens_total", server="tiny-lmcache") == hits
+        assert agent.value("kvwatch_canary_hit_tokens_total", server="tiny-lmcache") >= 256 * 2
     finally:
         receiver.close()

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -156,6 +157,17 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
         what=f"the {stats_in_log} stats lines of the raw log",
     )
     assert (raw_log.stat().st_mode & 0o777) == 0o640
+
+    # Without the LMCache connector the canary fails, and says why.
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "canary", "--config", str(agent.config), "--server", "tiny", "-n", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the LMCache connector is not loaded" in result.stdout
 
     # Hand over: kvwatch leaves, the server stays up and keeps serving.
     agent.signal(signal.SIGUSR2)

@@ -1,0 +1,232 @@
+"""``kvwatch canary``: prove the KV cache works by sending the same long prompt again and again.
+
+The user's own check, automated: N identical requests through the server's
+OpenAI-compatible API, each with a request id kvwatch recognises
+(``X-Request-Id: kvwatch-canary-<run>-<n>``; vLLM names the request
+``chatcmpl-kvwatch-canary-<run>-<n>``), then the server's log is read from
+where it stood before the first request, and each request's LMCache lookup
+(hit tokens, and vLLM's own prefix-cache hit, ``Inference Engine computed
+tokens``) is matched to its response.  The cache works when every request
+from the second on hits; otherwise the verdict says the likeliest reason.
+
+Canary requests are kept out of a server's main LMCache numbers (see
+:func:`is_canary`): they are counted under ``kvwatch_canary_*`` instead, so an
+alert on the hit ratio sees real traffic only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+from agent.stats import CANARY_MARK
+from parsers import LogStream
+from parsers import events as ev
+
+DEFAULT_PROMPT = (
+    "You are checking whether a key-value cache is working. Repeat this sentence back. "
+    "The cache should find this prompt again on the second request and on every one after it. "
+) * 12
+DEFAULT_CHUNK = 256  # LMCache's default chunk_size
+
+
+def is_canary(request_id: str | None) -> bool:
+    return request_id is not None and CANARY_MARK in request_id
+
+
+def canary_key(request_id: str) -> str:
+    """``kvwatch-canary-<run>-<n>`` from any form vLLM and LMCache log it in
+    (``chatcmpl-`` or ``cmpl-`` before it; a prompt index and the engine's suffix after)."""
+    rest = request_id[request_id.index(CANARY_MARK) + len(CANARY_MARK) :].split("-")
+    return f"{CANARY_MARK}{rest[0]}-{rest[1]}" if len(rest) > 1 else request_id
+
+
+@dataclass
+class CanaryRequest:
+    request_id: str
+    latency: float | None = None
+    prompt_tokens: int | None = None
+    error: str | None = None
+    lookups: list[ev.LmcacheLookup] = field(default_factory=list)
+    stored_tokens: int = 0
+
+    @property
+    def hit_tokens(self) -> int | None:
+        return self.lookups[0].hit_tokens if self.lookups else None
+
+    @property
+    def prefix_cache_tokens(self) -> int | None:
+        return self.lookups[0].engine_computed_tokens if self.lookups else None
+
+
+@dataclass
+class CanaryResult:
+    requests: list[CanaryRequest]
+    ok: bool
+    verdict: str
+    degraded: bool = False
+
+    def table(self) -> str:
+        rows = [f"{'request':44} {'prompt':>7} {'LMCache hit':>12} {'vLLM prefix':>12} {'latency':>9}"]
+        for r in self.requests:
+
+            def show(value) -> str:
+                return "-" if value is None else str(value)
+
+            latency = f"{r.latency * 1000:.0f} ms" if r.latency is not None else (r.error or "-")
+            rows.append(
+                f"{r.request_id:44} {show(r.prompt_tokens):>7} {show(r.hit_tokens):>12} "
+                f"{show(r.prefix_cache_tokens):>12} {latency:>9}"
+            )
+        return "\n".join(rows)
+
+
+class CanaryError(Exception):
+    """The canary could not run at all (no server, no log); the message says which."""
+
+
+def _post(url: str, body: dict, headers: dict, timeout: float) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json", **headers})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _get(url: str, headers: dict, timeout: float) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def served_model(base_url: str, headers: dict, timeout: float) -> str:
+    try:
+        models = _get(f"{base_url}/v1/models", headers, timeout)["data"]
+    except urllib.error.HTTPError as exc:
+        hint = " (API key?)" if exc.code == 401 else ""
+        raise CanaryError(f"{base_url}/v1/models answered {exc.code}{hint}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise CanaryError(f"cannot reach the server at {base_url}: {exc}") from None
+    if not models:
+        raise CanaryError(f"{base_url} serves no model")
+    return models[0]["id"]
+
+
+def run(
+    base_url: str,
+    log_path: str,
+    requests: int = 3,
+    prompt: str = DEFAULT_PROMPT,
+    model: str | None = None,
+    api_key: str | None = None,
+    endpoint: str = "chat",
+    chunk_size: int = DEFAULT_CHUNK,
+    timeout: float = 120.0,
+    settle: float = 10.0,
+) -> CanaryResult:
+    """Send the canary and judge it from the log at ``log_path`` (the server's raw log)."""
+    base_url = base_url.rstrip("/")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        start = os.path.getsize(log_path)
+    except OSError as exc:
+        raise CanaryError(f"cannot read the server's log {log_path}: {exc.strerror or exc}") from None
+    model = model or served_model(base_url, headers, timeout)
+    run_id = secrets.token_hex(4)
+    sent: list[CanaryRequest] = []
+    for n in range(1, requests + 1):
+        canary = CanaryRequest(f"{CANARY_MARK}{run_id}-{n}")
+        if endpoint == "chat":
+            url = f"{base_url}/v1/chat/completions"
+            body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 4}
+        else:
+            url = f"{base_url}/v1/completions"
+            body = {"model": model, "prompt": prompt, "max_tokens": 4}
+        began = time.monotonic()
+        try:
+            answer = _post(url, body, {**headers, "X-Request-Id": canary.request_id}, timeout)
+            canary.latency = time.monotonic() - began
+            canary.prompt_tokens = (answer.get("usage") or {}).get("prompt_tokens")
+        except urllib.error.HTTPError as exc:
+            canary.error = f"HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            canary.error = str(exc)
+        sent.append(canary)
+    degraded = _read_log(log_path, start, sent, requests, settle)
+    ok, verdict = judge(sent, degraded, chunk_size)
+    return CanaryResult(sent, ok, verdict, degraded)
+
+
+def _read_log(path: str, start: int, sent: list[CanaryRequest], expected: int, settle: float) -> bool:
+    """Attach each request's lookup and store lines; True if LMCache said it runs degraded."""
+    by_id = {c.request_id: c for c in sent}
+    degraded = False
+    deadline = time.monotonic() + settle
+    offset = start
+    stream = LogStream()
+    pending = b""
+    while True:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+        offset += len(data)
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            for event in stream.feed(raw.decode("utf-8", "replace")):
+                if isinstance(event, ev.LmcacheDegraded | ev.LmcacheLookupTimeout):
+                    degraded = True
+                request_id = getattr(event, "request_id", None)
+                if not is_canary(request_id):
+                    continue
+                canary = by_id.get(canary_key(request_id))
+                if canary is None:
+                    continue
+                if isinstance(event, ev.LmcacheLookup):
+                    canary.lookups.append(event)
+                elif isinstance(event, ev.LmcacheStore):
+                    canary.stored_tokens += event.stored_tokens
+        answered = [c for c in sent if c.error is None]
+        if all(c.lookups for c in answered) or time.monotonic() >= deadline:
+            return degraded
+        time.sleep(0.2)
+
+
+def judge(sent: list[CanaryRequest], degraded: bool, chunk_size: int) -> tuple[bool, str]:
+    """(ok, the verdict in one or two sentences)."""
+    answered = [c for c in sent if c.error is None]
+    if len(sent) < 2:
+        return False, "send at least two requests: the first one fills the cache, the next ones find it"
+    if not answered:
+        return False, f"the server answered none of the canary's requests ({sent[0].error})"
+    looked_up = [c for c in answered if c.lookups]
+    if degraded and not any(c.hit_tokens for c in looked_up):
+        return False, (
+            "LMCache runs degraded: it could not start its connector (its log says so, e.g. 'No supported ... "
+            "connector found', and lookups time out), so every lookup is a miss"
+        )
+    if not looked_up:
+        return False, (
+            "the LMCache connector is not loaded: no LMCache lookup line names the canary's requests (start vLLM "
+            'with --kv-transfer-config \'{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}\', and '
+            "keep LMCache's log level at INFO)"
+        )
+    later = answered[1:]
+    if all(c.hit_tokens for c in later):
+        hits = ", ".join(str(c.hit_tokens) for c in later)
+        return True, f"the cache works: LMCache found {hits} tokens of the repeated prompt from the second request on"
+    tokens = next((c.lookups[0].total_tokens for c in looked_up), None) or answered[0].prompt_tokens or 0
+    if tokens and tokens < chunk_size:
+        return False, (
+            f"the prompt ({tokens} tokens) is shorter than LMCache's chunk size ({chunk_size}): nothing is stored "
+            "whole, so nothing can hit; use a longer prompt (--prompt-file) or a smaller LMCACHE_CHUNK_SIZE"
+        )
+    if answered[0].stored_tokens and not any(c.hit_tokens for c in later):
+        return False, (
+            "LMCache stored the first request but later lookups found nothing: the scheduler and the workers hash "
+            "tokens differently (start the server with PYTHONHASHSEED=0), or the cache was evicted at once "
+            "(max_local_cpu_size too small)"
+        )
+    return False, "LMCache looked the requests up but found nothing of the repeated prompt (was anything stored?)"
