@@ -1,0 +1,171 @@
+"""``kvwatch canary``'s verdicts, against a stand-in OpenAI server that logs what LMCache would.
+
+The real vLLM + LMCache cases (the cache works; no connector) run in
+tests/e2e; here a small HTTP server plays the API and appends, per request,
+the LMCache lines of each failure mode to a log file, so that every verdict is
+reached for real through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO, free_port
+
+STAMP = "2026-12-01 10:00:00,000"
+
+
+def lookup(rid: str, total: int, hit: int) -> str:
+    return (
+        f"[{STAMP}] LMCache INFO: Reqid: {rid}, Total tokens {total}, Inference Engine computed tokens: 0, "
+        f"LMCache hit tokens: {hit}, need to load: {hit} (vllm_v1_adapter.py:1476:lmcache.integration.vllm.x)"
+    )
+
+
+def stored(rid: str, tokens: int) -> str:
+    return (
+        f"[{STAMP}] LMCache INFO: [req_id={rid}] Stored {tokens} out of total {tokens} tokens. size: 0.0002 GB, "
+        "cost 0.2 ms, throughput: 1.0 GB/s; offload_time: 0.1 ms, put_time: 0.02 ms"
+    )
+
+
+class StandIn:
+    """/v1/models and /v1/chat/completions; ``behave(n, rid)`` gives the log lines of request n."""
+
+    def __init__(self, log: Path, behave, api_key: str | None = None) -> None:
+        self.log = log
+        self.behave = behave
+        self.api_key = api_key
+        self.seen: list[dict] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _authorised(self) -> bool:
+                return stand_in.api_key is None or self.headers.get("Authorization") == f"Bearer {stand_in.api_key}"
+
+            def do_GET(self) -> None:
+                if not self._authorised():
+                    return self._reply(401, {"error": "unauthorised"})
+                self._reply(200, {"data": [{"id": "tiny-llama"}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if not self._authorised():
+                    return self._reply(401, {"error": "unauthorised"})
+                stand_in.seen.append({"headers": dict(self.headers), "body": body})
+                external = "chatcmpl-" + self.headers["X-Request-Id"]
+                lines = stand_in.behave(len(stand_in.seen), f"{external}-0a1b2c3d")
+                with open(stand_in.log, "a", encoding="utf-8") as out:
+                    out.write("".join(line + "\n" for line in lines))
+                self._reply(200, {"id": external, "usage": {"prompt_tokens": 480}, "choices": [{"index": 0}]})
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def run_canary(tmp_path: Path, behave, *extra: str, api_key: str | None = None) -> subprocess.CompletedProcess:
+    log = tmp_path / "server.log"
+    log.write_text(lookup("chatcmpl-older-request-11111111", 480, 0) + "\n")  # before the canary: ignored
+    stand_in = StandIn(log, behave, api_key)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "agent", "canary", "--url", stand_in.url, "--log", str(log), *extra],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        stand_in.close()
+
+
+def works(n: int, rid: str) -> list[str]:
+    return [lookup(rid, 480, 0 if n == 1 else 256)] + ([stored(rid, 256)] if n == 1 else [])
+
+
+def test_a_working_cache_passes_with_a_row_per_request(tmp_path: Path) -> None:
+    result = run_canary(tmp_path, works, "-n", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("kvwatch-canary-")]
+    assert len(rows) == 3
+    assert [row.split()[2] for row in rows] == ["0", "256", "256"]  # LMCache hit tokens per request
+    assert [row.split()[1] for row in rows] == ["480"] * 3  # prompt tokens from the API's usage
+    assert "ok: the cache works" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "behave, explanation",
+    [
+        (lambda n, rid: [], "the LMCache connector is not loaded"),
+        (
+            lambda n, rid: [
+                f"[{STAMP}] LMCache ERROR: Timeout occurred for rank 0, recreating all sockets. Error: Resource "
+                "temporarily unavailable (zmq_transport.py:121:lmcache.v1.rpc.zmq_transport)",
+                lookup(rid, 480, 0),
+            ],
+            "LMCache runs degraded",
+        ),
+        (lambda n, rid: [lookup(rid, 120, 0)], "shorter than LMCache's chunk size (256)"),
+        (
+            lambda n, rid: [lookup(rid, 480, 0)] + ([stored(rid, 256)] if n == 1 else []),
+            "hash tokens differently (start the server with PYTHONHASHSEED=0)",
+        ),
+    ],
+    ids=["no-connector", "degraded", "prompt-under-chunk", "hash-seed"],
+)
+def test_each_failure_is_explained(tmp_path: Path, behave, explanation: str) -> None:
+    result = run_canary(tmp_path, behave, "-n", "2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED: " in result.stdout and explanation in result.stdout
+
+
+def test_the_api_key_is_sent(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sk-canary\n")
+    assert run_canary(tmp_path, works, "--api-key-file", str(key), api_key="sk-canary").returncode == 0
+    result = run_canary(tmp_path, works, api_key="sk-canary")
+    assert result.returncode == 2 and "answered 401 (API key?)" in result.stderr
+
+
+def test_an_unreachable_server_cannot_run_the_canary(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "canary", "--url", f"http://127.0.0.1:{free_port()}", "--log", str(log)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "cannot reach the server" in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_canary_needs_a_server_and_its_log(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "agent", "canary"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "needs --url and --log" in result.stderr
