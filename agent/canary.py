@@ -69,7 +69,19 @@ class CanaryResult:
     requests: list[CanaryRequest]
     ok: bool
     verdict: str
+    reason: str = "works"  # a short code for metrics: see :func:`judge`
     degraded: bool = False
+
+    @property
+    def hit_tokens(self) -> int:
+        """The least LMCache found for a request after the first (0 if any missed)."""
+        later = [r.hit_tokens or 0 for r in self.requests[1:]]
+        return min(later) if later else 0
+
+    @property
+    def latency(self) -> float | None:
+        times = [r.latency for r in self.requests if r.latency is not None]
+        return sum(times) / len(times) if times else None
 
     def table(self) -> str:
         rows = [f"{'request':44} {'prompt':>7} {'LMCache hit':>12} {'vLLM prefix':>12} {'latency':>9}"]
@@ -155,8 +167,8 @@ def run(
             canary.error = str(exc)
         sent.append(canary)
     degraded = _read_log(log_path, start, sent, requests, settle)
-    ok, verdict = judge(sent, degraded, chunk_size)
-    return CanaryResult(sent, ok, verdict, degraded)
+    ok, reason, verdict = judge(sent, degraded, chunk_size)
+    return CanaryResult(sent, ok, verdict, reason, degraded)
 
 
 def _read_log(path: str, start: int, sent: list[CanaryRequest], expected: int, settle: float) -> bool:
@@ -194,39 +206,124 @@ def _read_log(path: str, start: int, sent: list[CanaryRequest], expected: int, s
         time.sleep(0.2)
 
 
-def judge(sent: list[CanaryRequest], degraded: bool, chunk_size: int) -> tuple[bool, str]:
-    """(ok, the verdict in one or two sentences)."""
+REASONS = ("works", "too_few", "no_answer", "degraded", "not_loaded", "short_prompt", "hash_seed", "no_hits")
+
+
+def judge(sent: list[CanaryRequest], degraded: bool, chunk_size: int) -> tuple[bool, str, str]:
+    """(ok, a reason of :data:`REASONS`, the verdict in one or two sentences)."""
     answered = [c for c in sent if c.error is None]
     if len(sent) < 2:
-        return False, "send at least two requests: the first one fills the cache, the next ones find it"
+        return False, "too_few", "send at least two requests: the first one fills the cache, the next ones find it"
     if not answered:
-        return False, f"the server answered none of the canary's requests ({sent[0].error})"
+        return False, "no_answer", f"the server answered none of the canary's requests ({sent[0].error})"
     looked_up = [c for c in answered if c.lookups]
     if degraded and not any(c.hit_tokens for c in looked_up):
-        return False, (
-            "LMCache runs degraded: it could not start its connector (its log says so, e.g. 'No supported ... "
-            "connector found', and lookups time out), so every lookup is a miss"
+        return (
+            False,
+            "degraded",
+            (
+                "LMCache runs degraded: it could not start its connector (its log says so, e.g. 'No supported ... "
+                "connector found', and lookups time out), so every lookup is a miss"
+            ),
         )
     if not looked_up:
-        return False, (
-            "the LMCache connector is not loaded: no LMCache lookup line names the canary's requests (start vLLM "
-            'with --kv-transfer-config \'{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}\', and '
-            "keep LMCache's log level at INFO)"
+        return (
+            False,
+            "not_loaded",
+            (
+                "the LMCache connector is not loaded: no LMCache lookup line names the canary's requests (start vLLM "
+                'with --kv-transfer-config \'{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}\', and '
+                "keep LMCache's log level at INFO)"
+            ),
         )
     later = answered[1:]
     if all(c.hit_tokens for c in later):
         hits = ", ".join(str(c.hit_tokens) for c in later)
-        return True, f"the cache works: LMCache found {hits} tokens of the repeated prompt from the second request on"
+        return (
+            True,
+            "works",
+            f"the cache works: LMCache found {hits} tokens of the repeated prompt from the second request on",
+        )
     tokens = next((c.lookups[0].total_tokens for c in looked_up), None) or answered[0].prompt_tokens or 0
     if tokens and tokens < chunk_size:
-        return False, (
-            f"the prompt ({tokens} tokens) is shorter than LMCache's chunk size ({chunk_size}): nothing is stored "
-            "whole, so nothing can hit; use a longer prompt (--prompt-file) or a smaller LMCACHE_CHUNK_SIZE"
+        return (
+            False,
+            "short_prompt",
+            (
+                f"the prompt ({tokens} tokens) is shorter than LMCache's chunk size ({chunk_size}): nothing is stored "
+                "whole, so nothing can hit; use a longer prompt (--prompt-file) or a smaller LMCACHE_CHUNK_SIZE"
+            ),
         )
     if answered[0].stored_tokens and not any(c.hit_tokens for c in later):
-        return False, (
-            "LMCache stored the first request but later lookups found nothing: the scheduler and the workers hash "
-            "tokens differently (start the server with PYTHONHASHSEED=0), or the cache was evicted at once "
-            "(max_local_cpu_size too small)"
+        return (
+            False,
+            "hash_seed",
+            (
+                "LMCache stored the first request but later lookups found nothing: the scheduler and the workers hash "
+                "tokens differently (start the server with PYTHONHASHSEED=0), or the cache was evicted at once "
+                "(max_local_cpu_size too small)"
+            ),
         )
-    return False, "LMCache looked the requests up but found nothing of the repeated prompt (was anything stored?)"
+    return (
+        False,
+        "no_hits",
+        "LMCache looked the requests up but found nothing of the repeated prompt (was anything stored?)",
+    )
+
+
+class PeriodicCanary:
+    """``kvwatch run``'s canary for one server: every ``interval`` while the server is running.
+
+    Runs in its own thread, so a slow server never holds up supervision; the
+    first run comes as soon as the server is running.  ``last`` and the run
+    counts feed the ``kvwatch_canary_*`` series."""
+
+    def __init__(self, name: str, settings, running) -> None:
+        import threading
+
+        self.name = name
+        self.settings = settings  # the server's ServerConfig
+        self.running = running  # () -> bool
+        self.last: CanaryResult | None = None
+        self.last_time: float | None = None
+        self.runs = dict.fromkeys(("ok", "failed", "error"), 0)
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"canary-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        import logging
+
+        log = logging.getLogger("kvwatch")
+        while not self._stop.is_set():
+            if not self.running():
+                self._stop.wait(1.0)
+                continue
+            server = self.settings
+            try:
+                api_key = server.api_key.read() if server.api_key is not None else None
+                result = run(
+                    server.base_url(),
+                    str(server.log_file),
+                    requests=server.canary_requests,
+                    api_key=api_key,
+                    chunk_size=server.chunk_size(),
+                )
+            except (CanaryError, OSError, KeyError) as exc:
+                self.runs["error"] += 1
+                self.error = str(exc)
+                self.last = None
+                log.warning("canary of %s could not run: %s", self.name, exc)
+            else:
+                self.runs["ok" if result.ok else "failed"] += 1
+                self.last, self.error = result, None
+                if not result.ok:
+                    log.warning("canary of %s failed: %s", self.name, result.verdict)
+            self.last_time = time.time()
+            self._stop.wait(server.canary_interval)

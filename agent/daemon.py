@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from agent import __version__
 from agent import config as configuration
+from agent.canary import PeriodicCanary
 from agent.config import Config, ConfigError, FollowConfig, ServerConfig
 from agent.gpus import count_gpus
 from agent.journal import JournalSource
@@ -59,6 +60,7 @@ class Daemon:
         self.servers: dict[str, Supervised] = {}
         self.journals: dict[str, JournalSource] = {}
         self.traces: dict[str, TraceBuilder] = {}
+        self.canaries: dict[str, PeriodicCanary] = {}
         self.tracing = self._tracing(config)
         self.server_versions: dict[str, dict[str, str]] = {}
         self.gpus: dict[str, int] = {}
@@ -138,7 +140,17 @@ class Daemon:
         )
         if start and not supervised.adopt():
             supervised.start()
+        self._start_canary(server, supervised)
         return supervised
+
+    def _start_canary(self, server: ServerConfig, supervised: Supervised) -> None:
+        old = self.canaries.pop(server.name, None)
+        if old is not None:
+            old.stop()
+        if server.canary_interval:
+            canary = PeriodicCanary(server.name, server, lambda: supervised.state == "running")
+            self.canaries[server.name] = canary
+            canary.start()
 
     def add_follow(self, follow: FollowConfig) -> None:
         pipeline = self._pipeline(follow.name, follow.timezone)
@@ -165,6 +177,9 @@ class Daemon:
         journal = self.journals.pop(name, None)
         if journal is not None:
             journal.stop()
+        canary = self.canaries.pop(name, None)
+        if canary is not None:
+            canary.stop()
         with self.lock:
             self.pipelines.pop(name, None)
             self.servers.pop(name, None)
@@ -293,6 +308,7 @@ class Daemon:
                 supervised = self.servers[name]
                 supervised.reconfigure(server)
                 supervised.stop(reason="restart")
+                self._start_canary(server, supervised)
         old_follows = {f.name: f for f in self.config.follows}
         new_follows = {f.name: f for f in new.follows}
         for name, follow in old_follows.items():
@@ -328,6 +344,8 @@ class Daemon:
         return EXIT_HANDED_OVER
 
     def _close(self) -> None:
+        for canary in self.canaries.values():
+            canary.stop()
         self.tailer.stop()
         for journal in self.journals.values():
             journal.stop()
@@ -430,6 +448,19 @@ class _DaemonCollector(Collector):
                 fam("kvwatch_tail_read_error").add_metric([source, path, reason], 1)
         for name, journal in d.journals.items():
             fam("kvwatch_journal_up").add_metric([name], 1 if journal.running else 0)
+        for name, canary in d.canaries.items():
+            for result, count in canary.runs.items():
+                fam("kvwatch_canary_runs_total").add_metric([name, result], count)
+            if canary.last_time is None:
+                continue
+            fam("kvwatch_canary_last_run_timestamp_seconds").add_metric([name], canary.last_time)
+            last = canary.last
+            reason = last.reason if last is not None else "error"
+            fam("kvwatch_canary_ok").add_metric([name, reason], 1 if last is not None and last.ok else 0)
+            if last is not None:
+                fam("kvwatch_canary_last_hit_tokens").add_metric([name], last.hit_tokens)
+                if last.latency is not None:
+                    fam("kvwatch_canary_last_latency_seconds").add_metric([name], last.latency)
         yield from fams.values()
 
 

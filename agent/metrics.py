@@ -342,6 +342,27 @@ AGENT_CATALOGUE: tuple[Spec, ...] = (
         "1 while a followed file cannot be read (permission_denied, read_error); retried.",
     ),
     _s("kvwatch_journal_up", "gauge", _SERVER, "1 while journalctl follows the unit's journal."),
+    _s(
+        "kvwatch_canary_ok",
+        "gauge",
+        "server reason",
+        "1 when the last periodic canary found the repeated prompt from the second request on; reason: works, "
+        "not_loaded, degraded, short_prompt, hash_seed, no_hits, no_answer, error.",
+    ),
+    _s(
+        "kvwatch_canary_runs_total",
+        "counter",
+        "server result",
+        "Periodic canary runs: ok, failed (the cache did not hit), error (it could not run).",
+    ),
+    _s("kvwatch_canary_last_run_timestamp_seconds", "gauge", _SERVER, "When the last periodic canary ran."),
+    _s(
+        "kvwatch_canary_last_hit_tokens",
+        "gauge",
+        _SERVER,
+        "LMCache hit tokens of the last canary: the least of any request after the first.",
+    ),
+    _s("kvwatch_canary_last_latency_seconds", "gauge", _SERVER, "Mean latency of the last canary's requests."),
 )
 # Series of the trace builder and exporter: present while tracing is on (run, or replay --traces).
 TRACE_CATALOGUE: tuple[Spec, ...] = (

@@ -335,6 +335,35 @@ def overview() -> db.Dashboard:
         )
     )
 
+    d = d.with_panel(
+        series(
+            "Canary",
+            "short",
+            q(f"kvwatch_canary_ok{{{S}}}", "{{server}} ok ({{reason}})"),
+            q(f"kvwatch_canary_last_hit_tokens{{{S}}}", "{{server}} hit tokens, last run"),
+            q(f"kvwatch_canary_last_latency_seconds{{{S}}}", "{{server}} latency s, last run"),
+            q(f"time() - kvwatch_canary_last_run_timestamp_seconds{{{S}}}", "{{server}} s since the last run"),
+            q(
+                f"sum by (server, result) (increase(kvwatch_canary_runs_total{{{S}}}[$__rate_interval]))",
+                "{{server}} runs: {{result}}",
+            ),
+            description="kvwatch's canary: the same long prompt sent again and again (canary_interval); its "
+            "requests are counted apart from the server's own.",
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Canary traffic",
+            TOKENS_PER_SECOND,
+            q(rate("kvwatch_canary_hit_tokens_total"), "{{server}} hit"),
+            q(rate("kvwatch_canary_lookup_tokens_total"), "{{server}} looked up"),
+            q(rate("kvwatch_canary_lookups_total"), "{{server}} lookups/s"),
+            q(rate("kvwatch_canary_requests_total"), "{{server}} requests/s"),
+            width=12,
+        )
+    )
+
     d = d.with_row(db.Row("vLLM engine"))
     d = d.with_panel(
         series(

@@ -55,12 +55,15 @@ EMPTY_ON_THIS_INPUT = {
     "kvwatch_server_last_error": "no error in the stand-in's log",
     "kvwatch_journal_up": "no journal_unit is followed",
     "kvwatch_tail_read_error": "every followed file is readable",
+    "kvwatch_canary_last_hit_tokens": "the stand-in has no OpenAI API: its canary cannot run",
+    "kvwatch_canary_last_latency_seconds": "the stand-in has no OpenAI API: its canary cannot run",
 }
 # Alerts that must fire on this input, and the rest (quiet, hence empty).
 FIRING = {
     "KvwatchGpusMissing": "agent.expected_gpus = 1 on a host without GPUs",
     "KvwatchOutOfMemory": "the fixture lines hold a CUDA out-of-memory error",
     "KvwatchSuspiciousLines": "the fixture lines hold a stats line of a changed format",
+    "KvwatchCanaryFailing": "the stand-in's canary cannot run (it has no OpenAI API)",
 }
 
 SUBSTITUTIONS = {
@@ -94,7 +97,7 @@ def prometheus(tmp_path_factory) -> Prometheus:
     followed.write_text("")
     port = free_port()
     body = (
-        fake_server("standin", "--rate", "2", port=port)
+        fake_server("standin", "--rate", "2", port=port, canary_interval='"10s"')
         + f'[[follow]]\nname = "gpu0"\npaths = ["{followed}"]\ntimezone = "UTC"\nstart_at = "beginning"\n\n'
         + f'[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
     )
@@ -119,6 +122,7 @@ def prometheus(tmp_path_factory) -> Prometheus:
         with open(followed, "ab") as raw:
             raw.write(b"INFO 12-14 16:18:29 [loggers.py:118] \xff\xfe not UTF-8\n")
         wait_for(lambda: prom.query('kvwatch_lmcache_lookups_total{server="gpu0"} > 0'), what="the scraped lookups")
+        wait_for(lambda: prom.query("kvwatch_canary_ok"), what="the stand-in's first canary run")
         time.sleep(3)
         yield prom
     finally:
