@@ -59,6 +59,7 @@ args = ["--enforce-eager", "--max-model-len", "2048", "--served-model-name", "ti
         "--no-enable-prefix-caching"]
 health_interval = "1s"
 stop_timeout = "30s"
+canary_interval = "1h"          # one periodic canary, as soon as the server runs
 
 [server.env]
 HF_HUB_OFFLINE = "1"
@@ -84,6 +85,18 @@ def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Pat
             timeout=240,
             what="vLLM with LMCache to load and answer /health",
         )
+        # kvwatch run's own canary passes first.
+        wait_for(
+            lambda: agent.value("kvwatch_canary_ok", server="tiny-lmcache", reason="works") == 1,
+            timeout=120,
+            what="the periodic canary to pass",
+        )
+        assert agent.value("kvwatch_canary_last_hit_tokens", server="tiny-lmcache") >= 256
+        canary_hits = agent.value("kvwatch_canary_hit_tokens_total", server="tiny-lmcache")
+        canary_tokens = agent.value("kvwatch_canary_lookup_tokens_total", server="tiny-lmcache")
+        canary_requests = agent.value("kvwatch_canary_requests_total", server="tiny-lmcache")
+        assert canary_requests == 3 and canary_hits == 256 * 2
+
         sent = 4
         answers = [chat(port, LONG_PROMPT, request_id=f"kvwatch-e2e-{i}") for i in range(sent)]
         assert [a["id"] for a in answers] == [f"chatcmpl-kvwatch-e2e-{i}" for i in range(sent)]
@@ -95,30 +108,31 @@ def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Pat
         native = vllm_metrics(port)
         hits = agent.value("kvwatch_lmcache_hit_tokens_total", server="tiny-lmcache")
         assert hits == 256 * (sent - 1)  # one 256-token chunk, found from the second request on
-        # The witness: what vLLM loaded through the connector, and what it was asked.
-        assert hits == native["vllm:external_prefix_cache_hits_total"]
-        assert (
-            agent.value("kvwatch_lmcache_lookup_tokens_total", server="tiny-lmcache")
-            == native["vllm:prompt_tokens_total"]
-        )
+        # The witness: what vLLM loaded through the connector, and what it was asked -- the
+        # server's own traffic and the canary's, which kvwatch keeps apart, add up to vLLM's totals.
+        assert hits + canary_hits == native["vllm:external_prefix_cache_hits_total"]
+        lookup_tokens = agent.value("kvwatch_lmcache_lookup_tokens_total", server="tiny-lmcache")
+        assert lookup_tokens + canary_tokens == native["vllm:prompt_tokens_total"]
         assert agent.value("kvwatch_lmcache_retrieved_tokens_total", server="tiny-lmcache") == hits
         wait_for(
-            lambda: (
-                agent.value("kvwatch_vllm_requests_added_total", server="tiny-lmcache")
-                == native["vllm:request_success_total"]
-                == sent
-            ),
+            lambda: agent.value("kvwatch_vllm_requests_added_total", server="tiny-lmcache") == sent,
             what="every request added",
         )
+        assert sent + canary_requests == native["vllm:request_success_total"]
 
         # One trace per request, its cache read from the second on, with the lookup and transfers as children.
-        wait_for(
-            lambda: len([s for _, s in receiver.spans() if s.name == "vllm.request"]) == sent,
-            what="a trace per request",
-        )
+        def traces(canary: bool) -> dict:
+            return {
+                attributes(s.attributes)["gen_ai.response.id"]: s
+                for _, s in receiver.spans()
+                if s.name == "vllm.request" and bool(attributes(s.attributes).get("kvwatch.canary")) == canary
+            }
+
+        wait_for(lambda: len(traces(False)) == sent, what="a trace per request")
         spans = receiver.spans()
-        roots = {attributes(s.attributes)["gen_ai.response.id"]: s for _, s in spans if s.name == "vllm.request"}
+        roots = traces(False)
         assert set(roots) == {a["id"] for a in answers}
+        assert len(traces(True)) == 3  # the periodic canary's, marked
         reads = [attributes(roots[a["id"]].attributes)["gen_ai.usage.cache_read.input_tokens"] for a in answers]
         assert reads == [0] + [256] * (sent - 1)
         for answer in answers[1:]:
@@ -133,11 +147,12 @@ def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Pat
         assert result.returncode == 0, result.stdout + result.stderr
         assert "ok: the cache works" in result.stdout
         wait_for(
-            lambda: agent.value("kvwatch_canary_lookups_total", server="tiny-lmcache") == 3,
+            lambda: agent.value("kvwatch_canary_lookups_total", server="tiny-lmcache") == 6,
             what="the canary's lookups, counted apart",
         )
         assert agent.value("kvwatch_lmcache_lookups_total", server="tiny-lmcache") == sent
         assert agent.value("kvwatch_lmcache_hit_tokens_total", server="tiny-lmcache") == hits
-        assert agent.value("kvwatch_canary_hit_tokens_total", server="tiny-lmcache") >= 256 * 2
+        # The periodic canary sent the same prompt before: this time even the first request hits.
+        assert agent.value("kvwatch_canary_hit_tokens_total", server="tiny-lmcache") == canary_hits + 256 * 3
     finally:
         receiver.close()
