@@ -141,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="per request (default 120)")
     canary.set_defaults(handler=_canary)
 
+    bench = commands.add_parser(
+        "bench",
+        help="run a vllm bench command, record its results, compare with earlier runs",
+        description="Run `vllm bench throughput|latency|serve ...` (after --), stream its output, and append its "
+        "results and parameters to the history in the state directory, where a running kvwatch shows the last "
+        "run of each parameter set on /metrics.  --history prints the history, newest first.",
+        usage="kvwatch bench [options] -- vllm bench MODE [ARGS...]\n       kvwatch bench --history [options]",
+    )
+    bench.add_argument("--history", action="store_true", help="print the recorded runs instead of running one")
+    bench.add_argument("--config", "-c", metavar="FILE", help="use this configuration's agent.state_dir")
+    bench.add_argument("--history-file", metavar="FILE", help=f"default: STATE_DIR/{'bench-history.jsonl'}")
+    bench.add_argument("--grafana-url", metavar="URL", help="also mark the run as a Grafana annotation")
+    bench.add_argument("--token-file", metavar="FILE", help="Grafana API token (default $GRAFANA_TOKEN)")
+    bench.add_argument("command", nargs=argparse.REMAINDER, help="the benchmark command, after --")
+    bench.set_defaults(handler=_bench)
+
     boards = commands.add_parser(
         "dashboards",
         help="export the Grafana dashboards and Prometheus rules, or push them to Grafana",
@@ -245,6 +261,71 @@ def _canary(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent import bench, config
+
+    history = Path(args.history_file) if args.history_file else None
+    if history is None:
+        state_dir = Path(config.DEFAULT_STATE_DIR)
+        if args.config:
+            try:
+                state_dir = config.load(args.config).agent.state_dir
+            except config.ConfigError as exc:
+                print(f"kvwatch: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+        history = state_dir / bench.HISTORY
+    if args.history:
+        print(bench.history_table(bench.read_history(history)))
+        return EXIT_OK
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("kvwatch: bench needs a command after --, e.g. kvwatch bench -- vllm bench latency ...", file=sys.stderr)
+        return EXIT_USAGE
+    token = _grafana_token(args.token_file) if args.grafana_url else None
+    if token is False:
+        return EXIT_USAGE
+    try:
+        code, entry = bench.run(command, history)
+    except bench.BenchError as exc:
+        print(f"kvwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"kvwatch: cannot record the run in {history}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"kvwatch: recorded {entry['mode'] or 'benchmark'} run in {history}: {len(entry['results'])} results")
+    if args.grafana_url:
+        from agent import grafana
+
+        text = f"vllm bench {entry['mode']} {entry['model']} ({bench.params_key(entry['params'])}): " + ", ".join(
+            f"{k} {v:g}" for k, v in sorted(entry["results"].items())[:6]
+        )
+        try:
+            grafana.annotate(
+                args.grafana_url, token, text, ["kvwatch", "bench", entry["mode"] or "bench"], entry["time"]
+            )
+        except grafana.PushError as exc:
+            print(f"kvwatch: annotation: {exc}", file=sys.stderr)
+    return code
+
+
+def _grafana_token(path: str | None):
+    """The Grafana token from ``path`` or $GRAFANA_TOKEN; False (reported) when the file cannot be read."""
+    token = os.environ.get("GRAFANA_TOKEN") or None
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            print(f"kvwatch: --token-file {path}: {exc.strerror or exc}", file=sys.stderr)
+            return False
+        if not token:
+            print(f"kvwatch: --token-file {path} is empty", file=sys.stderr)
+            return False
+    return token
+
+
 def _dashboards_list(args: argparse.Namespace) -> int:
     from agent import grafana
 
@@ -273,17 +354,9 @@ def _dashboards_export(args: argparse.Namespace) -> int:
 def _dashboards_push(args: argparse.Namespace) -> int:
     from agent import grafana
 
-    token = os.environ.get("GRAFANA_TOKEN") or None
-    if args.token_file:
-        try:
-            with open(args.token_file, encoding="utf-8") as handle:
-                token = handle.read().strip()
-        except OSError as exc:
-            print(f"kvwatch: --token-file {args.token_file}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_USAGE
-        if not token:
-            print(f"kvwatch: --token-file {args.token_file} is empty", file=sys.stderr)
-            return EXIT_USAGE
+    token = _grafana_token(args.token_file)
+    if token is False:
+        return EXIT_USAGE
     if not args.grafana_url.startswith(("http://", "https://")):
         print(f"kvwatch: --grafana-url must be an http:// or https:// URL, got {args.grafana_url!r}", file=sys.stderr)
         return EXIT_USAGE

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from agent import __version__
+from agent import bench as bench_history
 from agent import config as configuration
 from agent.canary import PeriodicCanary
 from agent.config import Config, ConfigError, FollowConfig, ServerConfig
@@ -61,6 +62,7 @@ class Daemon:
         self.journals: dict[str, JournalSource] = {}
         self.traces: dict[str, TraceBuilder] = {}
         self.canaries: dict[str, PeriodicCanary] = {}
+        self._bench: tuple[tuple[float, int], dict] | None = None  # ((mtime, size), last runs)
         self.tracing = self._tracing(config)
         self.server_versions: dict[str, dict[str, str]] = {}
         self.gpus: dict[str, int] = {}
@@ -263,6 +265,18 @@ class Daemon:
             self.gpus_reported_missing = missing
         self.last_tick = now
 
+    def bench_runs(self) -> dict:
+        """The last ``kvwatch bench`` run per parameter set, from the state directory (re-read when it changes)."""
+        path = self.config.agent.state_dir / bench_history.HISTORY
+        try:
+            stat = path.stat()
+        except OSError:
+            return {}
+        key = (stat.st_mtime, stat.st_size)
+        if self._bench is None or self._bench[0] != key:
+            self._bench = (key, bench_history.last_per_parameter_set(bench_history.read_history(path)))
+        return self._bench[1]
+
     def gpus_missing(self) -> int | None:
         expected = self.config.agent.expected_gpus
         return None if expected is None else max(0, expected - sum(self.gpus.values()))
@@ -448,6 +462,11 @@ class _DaemonCollector(Collector):
                 fam("kvwatch_tail_read_error").add_metric([source, path, reason], 1)
         for name, journal in d.journals.items():
             fam("kvwatch_journal_up").add_metric([name], 1 if journal.running else 0)
+        for (mode, model, params), entry in d.bench_runs().items():
+            labels = [mode, model, params]
+            fam("kvwatch_bench_last_run_timestamp_seconds").add_metric(labels, entry["time"])
+            for result, value in sorted(entry["results"].items()):
+                fam("kvwatch_bench_last_result").add_metric([*labels, result], value)
         for name, canary in d.canaries.items():
             for result, count in canary.runs.items():
                 fam("kvwatch_canary_runs_total").add_metric([name, result], count)

@@ -9,6 +9,7 @@ the optional Prometheus datasource is updated in place when it exists.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
@@ -99,13 +100,11 @@ def push(
     timeout: float = 10.0,
 ) -> list[str]:
     """Upload every dashboard (and optionally the datasource); returns what was done, one line each."""
-    import niquests
     from grafana_client import GrafanaApi
-    from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
 
     api = GrafanaApi.from_url(grafana_url, credential=token, timeout=timeout)
     done = []
-    try:
+    with _translated_errors(grafana_url, folder):
         folder_uid = _ensure_folder(api, folder)
         done.append(f"folder {folder!r} ({folder_uid})")
         datasource_uid = None
@@ -124,13 +123,24 @@ def push(
                 }
             )
             done.append(f"dashboard {body['uid']} ({name}): {result.get('status', 'saved')}")
+    return done
+
+
+@contextlib.contextmanager
+def _translated_errors(grafana_url: str, folder: str | None = None):
+    """grafana-client's and niquests' errors as :class:`PushError` lines an operator can act on."""
+    import niquests
+    from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
+
+    try:
+        yield
     except GrafanaUnauthorizedError:
         raise PushError(f"{grafana_url}: Grafana refused the credentials (401): check the token") from None
     except GrafanaClientError as exc:
         if exc.status_code == 403:
+            where = f", or edit permission on folder {folder!r}" if folder else ""
             raise PushError(
-                f"{grafana_url}: the token may not write here (403): it needs the Editor role, or edit permission "
-                f"on folder {folder!r}"
+                f"{grafana_url}: the token may not write here (403): it needs the Editor role{where}"
             ) from None
         raise PushError(f"{grafana_url}: Grafana answered {exc.status_code}: {exc.message}") from None
     except GrafanaException as exc:
@@ -145,7 +155,15 @@ def push(
         if isinstance(root, OSError) and root.strerror:
             reason = root.strerror
         raise PushError(f"cannot reach Grafana at {grafana_url}: {reason}") from None
-    return done
+
+
+def annotate(grafana_url: str, token: str | None, text: str, tags: list[str], when: float, timeout: float = 10.0):
+    """One Grafana annotation (organisation-wide, shown on dashboards that display annotations by tag)."""
+    from grafana_client import GrafanaApi
+
+    api = GrafanaApi.from_url(grafana_url, credential=token, timeout=timeout)
+    with _translated_errors(grafana_url):
+        return api.annotations.add_annotation(time_from=int(when * 1000), tags=tags, text=text)
 
 
 def _ensure_folder(api, title: str) -> str:

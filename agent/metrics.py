@@ -363,6 +363,19 @@ AGENT_CATALOGUE: tuple[Spec, ...] = (
         "LMCache hit tokens of the last canary: the least of any request after the first.",
     ),
     _s("kvwatch_canary_last_latency_seconds", "gauge", _SERVER, "Mean latency of the last canary's requests."),
+    _s(
+        "kvwatch_bench_last_result",
+        "gauge",
+        "benchmark model params result",
+        "The last `kvwatch bench` run of each parameter set: one series per result (requests_per_second, "
+        "avg_latency_seconds, mean_ttft_ms ...).",
+    ),
+    _s(
+        "kvwatch_bench_last_run_timestamp_seconds",
+        "gauge",
+        "benchmark model params",
+        "When the last `kvwatch bench` run of each parameter set began.",
+    ),
 )
 # Series of the trace builder and exporter: present while tracing is on (run, or replay --traces).
 TRACE_CATALOGUE: tuple[Spec, ...] = (

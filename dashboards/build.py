@@ -537,6 +537,23 @@ def overview() -> db.Dashboard:
         )
     )
 
+    d = d.with_panel(
+        listing(
+            "Recorded runs (kvwatch bench), last per parameter set",
+            "short",
+            q(
+                'kvwatch_bench_last_result{instance=~"$instance"}',
+                "{{benchmark}} {{model}} {{params}} {{result}}",
+            ),
+            q(
+                'kvwatch_bench_last_run_timestamp_seconds{instance=~"$instance"} * 1000',
+                "{{benchmark}} {{model}} {{params}} when",
+            ),
+            description="kvwatch bench -- vllm bench ... records each run; kvwatch bench --history compares them.",
+            width=24,
+        )
+    )
+
     d = d.with_row(db.Row("kvwatch itself"))
     d = d.with_panel(series("Lines read", "ops", q(rate("kvwatch_lines_total"))))
     d = d.with_panel(

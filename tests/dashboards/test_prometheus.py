@@ -105,6 +105,21 @@ def prometheus(tmp_path_factory) -> Prometheus:
     agent = Agent(directory, body, env=env)
     agent.config.write_text(agent.config.read_text().replace("[agent]\n", "[agent]\nexpected_gpus = 1\n", 1))
     (directory / "rules.yml").write_text((REPO / "dashboards" / "alerts.yml").read_text())
+    # One recorded `kvwatch bench` run in the state directory, as kvwatch bench writes it.
+    (directory / "state").mkdir(exist_ok=True)
+    (directory / "state" / "bench-history.jsonl").write_text(
+        json.dumps(
+            {
+                "time": time.time(),
+                "mode": "latency",
+                "model": "tiny-llama",
+                "params": {"batch_size": "8", "input_len": "32", "output_len": "128"},
+                "exit_code": 0,
+                "results": {"avg_latency_seconds": 1.47, "p99_latency_seconds": 1.5},
+            }
+        )
+        + "\n"
+    )
     agent.start()
     prom = None
     try:

@@ -100,6 +100,8 @@ class FakeGrafana:
             if method == "PUT":
                 self.datasources[uid] = body
                 return 200, {"message": "Datasource updated", "datasource": body}
+        if (method, path) == ("POST", "/api/annotations"):
+            return 200, {"id": 1, "message": "Annotation added"}
         if (method, path) == ("POST", "/api/datasources"):
             self.datasources[body["uid"]] = body
             return 200, {"message": "Datasource added", "datasource": body}

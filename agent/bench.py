@@ -1,0 +1,206 @@
+"""``kvwatch bench -- vllm bench ...``: run a benchmark, keep its results, compare with the last run.
+
+The benchmark runs as a child with its output streamed through; the result
+lines (``vllm bench throughput``, ``latency`` and ``serve``) are parsed by
+the same parsers as any log into ``bench_*`` events.  Each run is appended to
+a JSON-lines history file with the parameters read from its command line, so
+that runs of the same parameter set can be compared; a running ``kvwatch
+run`` with the same state directory exposes the last result of each parameter
+set on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from parsers import LogStream
+from parsers import events as ev
+
+HISTORY = "bench-history.jsonl"
+MODES = ("throughput", "latency", "serve")
+
+# Command-line flags of `vllm bench` that define a parameter set -> the name it is kept under.
+PARAMETERS = {
+    "--model": "model",
+    "--tensor-parallel-size": "tensor_parallel_size",
+    "-tp": "tensor_parallel_size",
+    "--input-len": "input_len",
+    "--output-len": "output_len",
+    "--random-input-len": "input_len",
+    "--random-output-len": "output_len",
+    "--batch-size": "batch_size",
+    "--num-prompts": "num_prompts",
+    "--max-num-seqs": "max_num_seqs",
+    "--max-concurrency": "max_concurrency",
+    "--request-rate": "request_rate",
+    "--dataset-name": "dataset",
+    "--num-iters": "num_iters",
+    "--dtype": "dtype",
+    "--max-model-len": "max_model_len",
+    "--kv-transfer-config": "kv_transfer_config",
+}
+
+
+def parse_command(argv: Sequence[str]) -> tuple[str | None, dict[str, str]]:
+    """The benchmark mode (``vllm bench MODE`` or ``benchmark_MODE.py``) and its parameters."""
+    mode = None
+    for i, arg in enumerate(argv):
+        if arg == "bench" and i + 1 < len(argv) and argv[i + 1] in MODES:
+            mode = argv[i + 1]
+            break
+        for name in MODES:
+            if arg.endswith(f"benchmark_{name}.py"):
+                mode = name
+    params: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, _, inline = arg.partition("=")
+        if flag in PARAMETERS:
+            value = inline if inline else (argv[i + 1] if i + 1 < len(argv) else "")
+            params[PARAMETERS[flag]] = value
+            i += 1 if inline else 2
+            continue
+        i += 1
+    if "kv_transfer_config" in params:  # a JSON blob: keep its connector only
+        try:
+            params["kv_connector"] = json.loads(params.pop("kv_transfer_config")).get("kv_connector", "")
+        except (ValueError, AttributeError):
+            params.pop("kv_transfer_config", None)
+    return mode, params
+
+
+def results_of(events: Iterable[ev.Event]) -> dict[str, float]:
+    """A flat name -> value of the result lines: vLLM's own key names where it has them."""
+    out: dict[str, float] = {}
+    for e in events:
+        if isinstance(e, ev.BenchThroughput):
+            out["requests_per_second"] = e.requests_per_second
+            if e.total_tokens_per_second is not None:
+                out["total_tokens_per_second"] = e.total_tokens_per_second
+            if e.output_tokens_per_second is not None:
+                out["output_tokens_per_second"] = e.output_tokens_per_second
+        elif isinstance(e, ev.BenchTokens):
+            if e.prompt_tokens is not None:
+                out["prompt_tokens"] = e.prompt_tokens
+            if e.output_tokens is not None:
+                out["output_tokens"] = e.output_tokens
+        elif isinstance(e, ev.BenchLatency):
+            if e.avg_seconds is not None:
+                out["avg_latency_seconds"] = e.avg_seconds
+            elif e.percentile is not None and e.seconds is not None:
+                out[f"p{e.percentile:g}_latency_seconds"] = e.seconds
+        elif isinstance(e, ev.BenchServe):
+            out[e.name] = e.value
+    return out
+
+
+def params_key(params: dict[str, str]) -> str:
+    """The parameter set as one stable string (the ``params`` label)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "model")
+
+
+def run(argv: Sequence[str], history: Path, out: TextIO = sys.stdout) -> tuple[int, dict]:
+    """Run the benchmark, stream its output to ``out``, append the run to ``history``."""
+    mode, params = parse_command(argv)
+    started = time.time()
+    stream = LogStream()
+    events: list[ev.Event] = []
+    try:
+        child = subprocess.Popen(
+            list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
+        )
+    except OSError as exc:
+        raise BenchError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    previous = signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGINT))  # Ctrl-C: the child stops
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            out.write(line)
+            out.flush()
+            events.extend(stream.feed(line.rstrip("\n")))
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    events.extend(stream.close())
+    entry = {
+        "time": round(started, 3),
+        "duration_seconds": round(time.time() - started, 3),
+        "mode": mode,
+        "model": params.get("model", ""),
+        "params": {k: v for k, v in params.items() if k != "model"},
+        "command": [os.path.basename(argv[0]), *argv[1:]],
+        "exit_code": code,
+        "results": results_of(events),
+    }
+    history.parent.mkdir(parents=True, exist_ok=True)
+    with open(history, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, sort_keys=True) + "\n")
+    return code, entry
+
+
+class BenchError(Exception):
+    pass
+
+
+def read_history(path: Path) -> list[dict]:
+    """Every recorded run, oldest first; lines that are not JSON are skipped."""
+    entries = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("results"), dict):
+                    entries.append(entry)
+    except FileNotFoundError:
+        return []
+    return entries
+
+
+def last_per_parameter_set(entries: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """(mode, model, params) -> the newest successful run."""
+    last: dict[tuple[str, str, str], dict] = {}
+    for entry in entries:
+        if entry.get("exit_code") == 0 and entry["results"]:
+            last[(entry.get("mode") or "", entry.get("model") or "", params_key(entry.get("params") or {}))] = entry
+    return last
+
+
+# The figure a table shows per mode, and whether more is better.
+HEADLINE = {
+    "throughput": ("requests_per_second", True),
+    "latency": ("avg_latency_seconds", False),
+    "serve": ("request_throughput", True),
+}
+
+
+def history_table(entries: list[dict]) -> str:
+    """Newest first, with the change against the previous run of the same parameter set."""
+    rows = [f"{'when':19} {'mode':10} {'model':24} {'result':>26} {'change':>8}  parameters"]
+    previous: dict[tuple[str, str, str], dict] = {}
+    lines = []
+    for entry in entries:
+        key = (entry.get("mode") or "", entry.get("model") or "", params_key(entry.get("params") or {}))
+        name, _higher = HEADLINE.get(key[0], ("", True))
+        value = entry["results"].get(name)
+        before = previous.get(key)
+        change = ""
+        if value is not None and before is not None and before["results"].get(name):
+            change = f"{(value / before['results'][name] - 1) * 100:+.1f}%"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.get("time", 0)))
+        shown = f"{name} {value:g}" if value is not None else f"exit {entry.get('exit_code')}, no result"
+        lines.append(f"{when:19} {key[0]:10} {key[1][-24:]:24} {shown:>26} {change:>8}  {key[2]}")
+        if value is not None and entry.get("exit_code") == 0:
+            previous[key] = entry
+    return "\n".join(rows + lines[::-1])

