@@ -16,7 +16,10 @@ import pathlib
 import sys
 import sysconfig
 
-VOCAB_SIZE = 4096
+VOCAB_SIZE = 4096  # learned by the BPE trainer
+# The tokenizer and model are padded with unused tokens up to this size: `vllm bench
+# latency` draws dummy prompt token ids below 10,000, which must exist.
+PADDED_VOCAB = 10240
 # The CPU attention backend accepts only some head sizes; 64 is one of them.
 HIDDEN_SIZE = 128
 HEADS = 2
@@ -51,6 +54,7 @@ def build(out: pathlib.Path) -> None:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )
+    fast.add_tokens([f"<unused_{i}>" for i in range(PADDED_VOCAB - len(fast))], special_tokens=True)
     fast.chat_template = CHAT_TEMPLATE
     fast.model_max_length = CONTEXT
     fast.save_pretrained(out)

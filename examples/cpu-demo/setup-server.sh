@@ -39,10 +39,11 @@ if [ ! -f "$venv/.installed-lmcache-$lmcache_version" ]; then
     touch "$venv/.installed-lmcache-$lmcache_version"
 fi
 
-if [ ! -f "$model/.built" ]; then
+# .built-2: the vocabulary padded for `vllm bench latency` (build_tiny_model.py).
+if [ ! -f "$model/.built-2" ]; then
     echo "setup-server: building the tiny model in $model"
     rm -rf "$model"
     "$venv/bin/python" "$here/build_tiny_model.py" "$model"
-    touch "$model/.built"
+    touch "$model/.built" "$model/.built-2"
 fi
 echo "setup-server: ready ($venv, $model)"

