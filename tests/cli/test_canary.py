@@ -68,8 +68,9 @@ class StandIn:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if not self._authorised():
                     return self._reply(401, {"error": "unauthorised"})
-                stand_in.seen.append({"headers": dict(self.headers), "body": body})
-                external = "chatcmpl-" + self.headers["X-Request-Id"]
+                stand_in.seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                prefix = "chatcmpl-" if self.path == "/v1/chat/completions" else "cmpl-"
+                external = prefix + self.headers["X-Request-Id"] + ("" if prefix == "chatcmpl-" else "-0")
                 lines = stand_in.behave(len(stand_in.seen), f"{external}-0a1b2c3d")
                 with open(stand_in.log, "a", encoding="utf-8") as out:
                     out.write("".join(line + "\n" for line in lines))
@@ -87,10 +88,14 @@ class StandIn:
         self.server.server_close()
 
 
-def run_canary(tmp_path: Path, behave, *extra: str, api_key: str | None = None) -> subprocess.CompletedProcess:
+def run_canary(
+    tmp_path: Path, behave, *extra: str, api_key: str | None = None, seen: list | None = None
+) -> subprocess.CompletedProcess:
     log = tmp_path / "server.log"
     log.write_text(lookup("chatcmpl-older-request-11111111", 480, 0) + "\n")  # before the canary: ignored
     stand_in = StandIn(log, behave, api_key)
+    if seen is not None:
+        stand_in.seen = seen
     try:
         return subprocess.run(
             [sys.executable, "-m", "agent", "canary", "--url", stand_in.url, "--log", str(log), *extra],
@@ -169,3 +174,11 @@ def test_an_unreachable_server_cannot_run_the_canary(tmp_path: Path) -> None:
 def test_canary_needs_a_server_and_its_log(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "agent", "canary"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "needs --url and --log" in result.stderr
+
+
+def test_the_completions_endpoint_works_too(tmp_path: Path) -> None:
+    seen: list = []
+    result = run_canary(tmp_path, works, "--endpoint", "completions", "--model", "tiny-llama", seen=seen)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {request["path"] for request in seen} == {"/v1/completions"}
+    assert all("prompt" in request["body"] and "messages" not in request["body"] for request in seen)
