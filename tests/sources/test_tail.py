@@ -443,3 +443,45 @@ def test_a_file_in_a_symlinked_directory_elsewhere_is_watched_too(tmp_path: Path
         assert got.text == ["through the link"]
     finally:
         tailer.stop()
+
+
+def _watches(watcher) -> int:
+    """The watches the kernel holds for the watcher's inotify instance (one fdinfo line each)."""
+    with open(f"/proc/self/fdinfo/{watcher._fd}", encoding="utf-8") as info:
+        return sum(1 for line in info if line.startswith("inotify wd:"))
+
+
+def test_while_lines_flow_no_inotify_watch_is_left(tmp_path: Path) -> None:
+    from agent.watch import DirectoryWatcher
+
+    wakes: list[bool] = []
+    woke = threading.Event()
+
+    def wake(rescan: bool) -> None:
+        wakes.append(rescan)
+        woke.set()
+
+    watcher = DirectoryWatcher(wake)
+    watcher.start()
+    try:
+        assert watcher.watch(str(tmp_path))
+        assert _watches(watcher) == 1 and watcher.armed
+        log = tmp_path / "a.log"
+        log.write_text("first\n")  # created (a rescan), then written (growth)
+        woke.wait(5)
+        wait_for(lambda: not watcher.armed, what="the first write to disarm the watcher")
+        time.sleep(0.2)
+        first = len(wakes)
+        # Removed, not made quiet: a watch of any mask slows every write of the writer.
+        assert _watches(watcher) == 0
+        for _ in range(100):
+            append(log, "more\n")  # no watch: nothing to report
+        time.sleep(0.3)
+        calls = len(wakes)
+        assert calls == first, "with no watch the writes wake nothing, and our own removal is no news"
+        watcher.arm()
+        assert _watches(watcher) == 1 and watcher.armed
+        append(log, "again\n")
+        wait_for(lambda: len(wakes) > calls, what="the next write to wake the tailer")
+    finally:
+        watcher.stop()
