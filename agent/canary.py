@@ -17,8 +17,10 @@ alert on the hit ratio sees real traffic only.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +29,8 @@ from dataclasses import dataclass, field
 from agent.stats import CANARY_MARK
 from parsers import LogStream
 from parsers import events as ev
+
+log = logging.getLogger("kvwatch")
 
 DEFAULT_PROMPT = (
     "You are checking whether a key-value cache is working. Repeat this sentence back. "
@@ -279,8 +283,6 @@ class PeriodicCanary:
     counts feed the ``kvwatch_canary_*`` series."""
 
     def __init__(self, name: str, settings, running) -> None:
-        import threading
-
         self.name = name
         self.settings = settings  # the server's ServerConfig
         self.running = running  # () -> bool
@@ -298,9 +300,6 @@ class PeriodicCanary:
         self._stop.set()
 
     def _loop(self) -> None:
-        import logging
-
-        log = logging.getLogger("kvwatch")
         while not self._stop.is_set():
             if not self.running():
                 self._stop.wait(1.0)

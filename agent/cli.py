@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _canary(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from agent import canary, config
 
     url, log_path, chunk, api_key = args.url, args.log, args.chunk_size, os.environ.get("VLLM_API_KEY")
@@ -235,9 +237,9 @@ def _canary(args: argparse.Namespace) -> int:
     prompt = canary.DEFAULT_PROMPT
     try:
         if args.prompt_file:
-            prompt = open(args.prompt_file, encoding="utf-8").read()  # noqa: SIM115
+            prompt = Path(args.prompt_file).read_text(encoding="utf-8")
         if args.api_key_file:
-            api_key = open(args.api_key_file, encoding="utf-8").read().strip()  # noqa: SIM115
+            api_key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
     except OSError as exc:
         print(f"kvwatch: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import REPO, free_port
+from tests.otlp_receiver import json_reply
 
 STAMP = "2026-12-01 10:00:00,000"
 
@@ -48,13 +49,8 @@ class StandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
-            def _reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def _reply(self, status: int, body) -> None:
+                json_reply(self, status, body)
 
             def _authorised(self) -> bool:
                 return stand_in.api_key is None or self.headers.get("Authorization") == f"Bearer {stand_in.api_key}"

@@ -13,7 +13,6 @@ input.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 
@@ -21,7 +20,7 @@ import pytest
 
 from tests.dashboards.test_dashboards import panel_exprs, rules
 from tests.harness import REPO, Agent, fake_server, free_port, wait_for
-from tests.otlp_receiver import HttpReceiver
+from tests.otlp_receiver import HttpReceiver, tracing_env
 from tests.prometheus import Prometheus, prometheus_binary
 
 SAMPLES = REPO / "tests" / "fixtures" / "samples"
@@ -101,7 +100,7 @@ def prometheus(tmp_path_factory) -> Prometheus:
         + f'[[follow]]\nname = "gpu0"\npaths = ["{followed}"]\ntimezone = "UTC"\nstart_at = "beginning"\n\n'
         + f'[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
     )
-    env = {**{k: "" for k in os.environ if k.startswith("OTEL_")}, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    env = tracing_env()
     agent = Agent(directory, body, env=env)
     agent.config.write_text(agent.config.read_text().replace("[agent]\n", "[agent]\nexpected_gpus = 1\n", 1))
     (directory / "rules.yml").write_text((REPO / "dashboards" / "alerts.yml").read_text())

@@ -20,6 +20,7 @@ import pytest
 
 from agent import __version__
 from tests.harness import REPO, free_port
+from tests.otlp_receiver import json_reply
 
 TOKEN = "glsa_test_token"
 
@@ -37,12 +38,7 @@ class FakeGrafana:
 
         class Handler(BaseHTTPRequestHandler):
             def _reply(self, status: int, body) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                json_reply(self, status, body)
 
             def _handle(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length", 0))

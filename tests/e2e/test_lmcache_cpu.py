@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.test_vllm_cpu import CACHE, MODEL, PYTHON, chat, vllm_metrics
 from tests.harness import REPO, free_port, wait_for
-from tests.otlp_receiver import HttpReceiver, attributes
+from tests.otlp_receiver import HttpReceiver, attributes, tracing_env
 
 HOOK = REPO / "examples" / "cpu-demo" / "lmcache-cpu-hook"
 LMCACHE_READY = (CACHE / "vllm-cpu-venv").glob(".installed-lmcache-*")
@@ -77,7 +77,7 @@ def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Pat
     port = free_port()
     receiver = HttpReceiver()
     body = lmcache_server(port) + f'\n[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
-    env = {**{k: "" for k in os.environ if k.startswith("OTEL_")}, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    env = tracing_env(200)
     try:
         agent = agents(body, env=env).start()
         wait_for(

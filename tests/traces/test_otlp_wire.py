@@ -20,7 +20,7 @@ from agent.stats import ServerStats
 from agent.traces import TraceBuilder
 from parsers import Clock, LogStream
 from tests.harness import REPO, Agent, wait_for
-from tests.otlp_receiver import GrpcReceiver, HttpReceiver, attributes
+from tests.otlp_receiver import GrpcReceiver, HttpReceiver, attributes, tracing_env
 
 SAMPLE = REPO / "tests" / "fixtures" / "samples" / "vllm-0.32.0-cpu-lmcache-0.5.6.log"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -205,16 +205,20 @@ def test_a_replay_waits_rather_than_drop() -> None:
     assert Slow.exported == tracing.counts["exported"] == 200
 
 
-def test_the_agent_traces_a_followed_log_and_links_exemplars(tmp_path: Path) -> None:
-    receiver = HttpReceiver()
+def traced_follow(tmp_path: Path, receiver: HttpReceiver) -> tuple[Agent, Path]:
+    """A kvwatch (not started) following an empty log as server gpu0, its traces sent to ``receiver``."""
     log = tmp_path / "vllm.log"
     log.write_text("")
-    agent = Agent(
-        tmp_path,
+    body = (
         f'[[follow]]\nname = "gpu0"\npaths = ["{log}"]\ntimezone = "UTC"\n\n'
-        f'[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n',
-        env={**{k: "" for k in os.environ if k.startswith("OTEL_")}, "OTEL_BSP_SCHEDULE_DELAY": "100"},
+        f'[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
     )
+    return Agent(tmp_path, body, env=tracing_env()), log
+
+
+def test_the_agent_traces_a_followed_log_and_links_exemplars(tmp_path: Path) -> None:
+    receiver = HttpReceiver()
+    agent, log = traced_follow(tmp_path, receiver)
     try:
         agent.start()
         with open(log, "a", encoding="utf-8") as out:
@@ -246,14 +250,7 @@ def test_prometheus_stores_the_exemplars_and_they_name_sent_traces(tmp_path: Pat
 
     prometheus_binary()  # skip (or fail under CI) before starting anything
     receiver = HttpReceiver()
-    log = tmp_path / "vllm.log"
-    log.write_text("")
-    agent = Agent(
-        tmp_path,
-        f'[[follow]]\nname = "gpu0"\npaths = ["{log}"]\ntimezone = "UTC"\n\n'
-        f'[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n',
-        env={**{k: "" for k in os.environ if k.startswith("OTEL_")}, "OTEL_BSP_SCHEDULE_DELAY": "100"},
-    )
+    agent, log = traced_follow(tmp_path, receiver)
     prometheus = None
     try:
         agent.start()
