@@ -122,6 +122,57 @@ CATALOGUE: tuple[Spec, ...] = (
         "server version vllm_version",
         "LMCache version as its start-up line prints it.",
     ),
+    # LMCache's multiprocess server
+    _s(
+        "kvwatch_lmcache_prefetches_total",
+        "counter",
+        _SERVER,
+        "Prefetches the multiprocess server completed with a hit (it logs none when nothing hit).",
+    ),
+    _s(
+        "kvwatch_lmcache_prefetch_requested_keys_total",
+        "counter",
+        _SERVER,
+        "Cache keys those prefetches asked for (keys are chunks per KV group and rank, not tokens).",
+    ),
+    _s(
+        "kvwatch_lmcache_prefetch_hit_keys_total",
+        "counter",
+        "server tier",
+        "Cache keys found, by tier: l1 (memory), l2 (loaded from storage), unknown (a release that prints no split).",
+    ),
+    _s("kvwatch_lmcache_prefetch_duration_seconds", "histogram", _SERVER, "Time of each completed prefetch."),
+    _s("kvwatch_lmcache_l1_used_bytes", "gauge", _SERVER, "L1 memory in use (multiprocess server, extra logging)."),
+    _s("kvwatch_lmcache_l1_capacity_bytes", "gauge", _SERVER, "L1 memory size (multiprocess server, extra logging)."),
+    _s("kvwatch_lmcache_server_starts_total", "counter", _SERVER, "Starts of the multiprocess server's HTTP server."),
+    # KV connectors
+    _s(
+        "kvwatch_kv_transfer_lines_total",
+        "counter",
+        _SERVER,
+        "KV Transfer metrics lines (one per logging interval in which the connector moved data).",
+    ),
+    _s(
+        "kvwatch_kv_transfer_bytes_total",
+        "counter",
+        "server direction",
+        "Bytes a KV connector moved: load (into the GPU), store (out of it), transfer (NIXL, between instances).",
+    ),
+    _s(
+        "kvwatch_kv_transfer_seconds_total",
+        "counter",
+        "server direction",
+        "Time spent moving them (direction lookup: LMCache MP lookup latency, summed).",
+    ),
+    _s("kvwatch_kv_transfer_operations_total", "counter", "server direction", "Transfers (load, store, transfer)."),
+    _s("kvwatch_kv_transfer_failures_total", "counter", "server direction", "Failed transfers (NIXL)."),
+    _s("kvwatch_kv_transfer_lookups_total", "counter", _SERVER, "Lookups LMCache's MP connector reported."),
+    _s(
+        "kvwatch_kv_transfer_unknown_keys_total",
+        "counter",
+        _SERVER,
+        "Keys of KV Transfer metrics lines kvwatch does not know (a new connector or release); not exported as labels.",
+    ),
     # vLLM engine stats
     _s("kvwatch_vllm_stats_lines_total", "counter", _ENGINE, "Periodic stats lines."),
     _s(
@@ -212,6 +263,18 @@ CATALOGUE: tuple[Spec, ...] = (
     _s("kvwatch_vllm_model_memory_bytes", "gauge", _SERVER, "Memory the model weights took at the last start."),
     _s(
         "kvwatch_vllm_engine_init_seconds", "gauge", _SERVER, "Engine initialisation time (profile, KV cache, warm-up)."
+    ),
+    _s(
+        "kvwatch_vllm_startup_phase_seconds",
+        "gauge",
+        "server phase",
+        "Time of a start-up step of the last start: weights_loading, torch_compile, graph_capture, engine_init.",
+    ),
+    _s(
+        "kvwatch_vllm_kv_cache_memory_bytes",
+        "gauge",
+        _SERVER,
+        "Memory left for the KV cache at the last start (Available KV cache memory; negative: none).",
     ),
     _s("kvwatch_vllm_kv_cache_capacity_tokens", "gauge", _SERVER, "KV cache size in tokens."),
     _s(
@@ -461,6 +524,9 @@ _SERVER_COUNTERS = (
     ("kvwatch_vllm_requests_cancelled_total", "cancelled"),
     ("kvwatch_vllm_server_starts_total", "starts"),
     ("kvwatch_vllm_server_shutdowns_total", "shutdowns"),
+    ("kvwatch_lmcache_prefetches_total", "prefetches"),
+    ("kvwatch_lmcache_prefetch_requested_keys_total", "prefetch_requested_keys"),
+    ("kvwatch_lmcache_server_starts_total", "lmcache_server_starts"),
     ("kvwatch_lines_total", "lines"),
     ("kvwatch_lines_unparsed_total", "unparsed_lines"),
 )
@@ -472,6 +538,9 @@ _SERVER_GAUGES = (
     ("kvwatch_vllm_engine_init_seconds", "engine_init_seconds"),
     ("kvwatch_vllm_kv_cache_capacity_tokens", "kv_capacity_tokens"),
     ("kvwatch_vllm_kv_cache_max_concurrency", "kv_max_concurrency"),
+    ("kvwatch_vllm_kv_cache_memory_bytes", "kv_cache_memory_bytes"),
+    ("kvwatch_lmcache_l1_used_bytes", "l1_used_bytes"),
+    ("kvwatch_lmcache_l1_capacity_bytes", "l1_capacity_bytes"),
 )
 _SERVER_DICTS = (
     # metric, attribute, label of the dict key
@@ -480,7 +549,16 @@ _SERVER_DICTS = (
     ("kvwatch_vllm_errors_total", "errors", "error"),
     ("kvwatch_lines_suspicious_total", "suspicious", "family"),
     ("kvwatch_lines_skipped_total", "skipped", "reason"),
+    ("kvwatch_lmcache_prefetch_hit_keys_total", "prefetch_hit_keys", "tier"),
+    ("kvwatch_vllm_startup_phase_seconds", "startup_phases", "phase"),
 )
+# KvTransferTotals quantity -> family (by direction).
+_KV_TRANSFER_FAMILIES = {
+    "bytes": "kvwatch_kv_transfer_bytes_total",
+    "seconds": "kvwatch_kv_transfer_seconds_total",
+    "transfers": "kvwatch_kv_transfer_operations_total",
+    "failures": "kvwatch_kv_transfer_failures_total",
+}
 
 
 def _family(name: str) -> Metric:
@@ -536,6 +614,9 @@ def collect_families(servers: Iterable[ServerStats]) -> Iterator[Metric]:
         _histogram(family("kvwatch_lmcache_lookup_hit_ratio"), [server], s.hit_ratio)
         _histogram(family("kvwatch_lmcache_store_duration_seconds"), [server], s.store_duration)
         _histogram(family("kvwatch_lmcache_retrieve_duration_seconds"), [server], s.retrieve_duration)
+        if s.prefetches:
+            _histogram(family("kvwatch_lmcache_prefetch_duration_seconds"), [server], s.prefetch_duration)
+        _kv_transfer_samples(family, server, s.kv_transfer)
         if s.version or s.model:
             family("kvwatch_vllm_info").add_metric([server, s.version or "", s.model or ""], 1)
         if s.lmcache_info is not None:
@@ -572,6 +653,18 @@ def collect_families(servers: Iterable[ServerStats]) -> Iterator[Metric]:
     for spec in CATALOGUE:
         if spec.name in families:
             yield families[spec.name]
+
+
+def _kv_transfer_samples(family: Callable[[str], Metric], server: str, totals) -> None:
+    if not totals.lines:
+        return
+    family("kvwatch_kv_transfer_lines_total").add_metric([server], totals.lines)
+    family("kvwatch_kv_transfer_unknown_keys_total").add_metric([server], totals.unknown_keys)
+    for (quantity, direction), value in sorted(totals.totals.items()):
+        if quantity == "lookups":
+            family("kvwatch_kv_transfer_lookups_total").add_metric([server], value)
+        else:
+            family(_KV_TRANSFER_FAMILIES[quantity]).add_metric([server, direction], value)
 
 
 def trace_families(tracing, builders: Iterable) -> Iterator[Metric]:

@@ -101,7 +101,89 @@ def route_of(path: str) -> str:
     for prefix, route in _ROUTE_PREFIXES:
         if path.startswith(prefix):
             return route
+    # OpenAI routes mounted under a platform's prefix (``/openai/v1/chat/completions``).
+    mounted = path.find("/v1/", 1)
+    if mounted != -1 and path[mounted:] in KNOWN_ROUTES:
+        return path[mounted:]
     return "other"
+
+
+MIB = 1 << 20
+# The counts an interval's averages stand for: NIXL's transfers, LMCache MP's lookups.
+_TRANSFERS = ("num successful transfers", "num_successful_transfers")
+_LOOKUPS = ("lmcache mp lookup count",)
+# What the keys of a ``KV Transfer metrics`` line add to: key (lower case, vLLM's
+# ``vllm:kv_offload_`` prefix removed) -> (quantity, direction, scale, the count an
+# average is multiplied by, or None for a plain amount).
+KV_TRANSFER_KEYS: dict[str, tuple[str, str, float, tuple[str, ...] | None]] = {
+    # NIXL
+    "num successful transfers": ("transfers", "transfer", 1.0, None),
+    "num_successful_transfers": ("transfers", "transfer", 1.0, None),
+    "num failed transfers": ("failures", "transfer", 1.0, None),
+    "num_failed_transfers": ("failures", "transfer", 1.0, None),
+    "avg mb per transfer": ("bytes", "transfer", MIB, _TRANSFERS),
+    "avg xfer time (ms)": ("seconds", "transfer", 0.001, _TRANSFERS),
+    # vLLM's offloading connector (two generations of key names)
+    "cpu_to_gpu_total_bytes": ("bytes", "load", 1.0, None),
+    "cpu_to_gpu_total_time": ("seconds", "load", 1.0, None),
+    "gpu_to_cpu_total_bytes": ("bytes", "store", 1.0, None),
+    "gpu_to_cpu_total_time": ("seconds", "store", 1.0, None),
+    "load_bytes": ("bytes", "load", 1.0, None),
+    "load_time": ("seconds", "load", 1.0, None),
+    "load_size_count": ("transfers", "load", 1.0, None),
+    "store_bytes": ("bytes", "store", 1.0, None),
+    "store_time": ("seconds", "store", 1.0, None),
+    "store_size_count": ("transfers", "store", 1.0, None),
+    # LMCache's MP connector
+    "lmcache mp lookup count": ("lookups", "lookup", 1.0, None),
+    "lmcache mp lookup avg latency (ms)": ("seconds", "lookup", 0.001, _LOOKUPS),
+}
+# Keys derived from the ones above (averages, percentiles, rates): known, not added again.
+KV_TRANSFER_DERIVED = frozenset(
+    (
+        "p90 xfer time (ms)",
+        "avg post time (ms)",
+        "p90 post time (ms)",
+        "throughput (mb/s)",
+        "avg number of descriptors",
+        "load_size_sum",
+        "store_size_sum",
+        "stores_skipped",
+    )
+)
+
+
+class KvTransferTotals:
+    """What ``KV Transfer metrics`` lines added up to, by (quantity, direction)."""
+
+    __slots__ = ("lines", "totals", "unknown_keys")
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.totals: dict[tuple[str, str], float] = {}
+        self.unknown_keys = 0
+
+    def observe(self, values: dict[str, float]) -> None:
+        self.lines += 1
+        normal = {key.lower().removeprefix("vllm:kv_offload_"): value for key, value in values.items()}
+        totals = self.totals
+        for key, value in normal.items():
+            known = KV_TRANSFER_KEYS.get(key)
+            if known is None:
+                if key not in KV_TRANSFER_DERIVED:
+                    self.unknown_keys += 1
+                continue
+            quantity, direction, scale, per = known
+            amount = value * scale
+            if per is not None:
+                amount *= next((normal[name] for name in per if name in normal), 0.0)
+            totals[(quantity, direction)] = totals.get((quantity, direction), 0.0) + amount
+
+    def merge(self, later: KvTransferTotals) -> None:
+        self.lines += later.lines
+        self.unknown_keys += later.unknown_keys
+        for key, value in later.totals.items():
+            self.totals[key] = self.totals.get(key, 0.0) + value
 
 
 class Histogram:
@@ -246,6 +328,16 @@ class ServerStats:
         self.lookup_timeouts = 0
         self.lmcache_degraded = 0
         self.lmcache_info: tuple[str, str] | None = None  # (version, vllm version)
+        # LMCache's multiprocess server
+        self.prefetches = 0
+        self.prefetch_requested_keys = 0
+        self.prefetch_hit_keys: dict[str, int] = {}  # tier (l1, l2, unknown) -> keys
+        self.prefetch_duration = Histogram(TRANSFER_SECONDS_BUCKETS)
+        self.l1_used_bytes: float | None = None
+        self.l1_capacity_bytes: float | None = None
+        self.lmcache_server_starts = 0
+        # KV connectors (vLLM's KV Transfer metrics line)
+        self.kv_transfer = KvTransferTotals()
         # kvwatch canary requests: kept out of the numbers above, counted here.
         self.canary_requests = 0
         self.canary_lookups = 0
@@ -277,6 +369,8 @@ class ServerStats:
         self.kv_capacity_tokens: int | None = None
         self.kv_max_concurrency: float | None = None
         self.kv_blocks: dict[str, int] = {}
+        self.kv_cache_memory_bytes: float | None = None
+        self.startup_phases: dict[str, float] = {}  # phase -> seconds, of the last start
         self.errors: dict[str, int] = dict.fromkeys(SERVER_ERRORS, 0)
         # vllm bench: (family, labels) -> value
         self.bench: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -293,6 +387,11 @@ class ServerStats:
             ev.LmcacheInitialized: self._lmcache_initialized,
             ev.LmcacheDegraded: self._lmcache_degraded,
             ev.LmcacheLookupTimeout: self._lookup_timeout,
+            ev.LmcachePrefetch: self._prefetch,
+            ev.LmcacheL1Usage: self._l1_usage,
+            ev.LmcacheServerStarted: self._lmcache_server_started,
+            ev.KvTransferStats: self._kv_transfer,
+            ev.StartupPhase: self._startup_phase,
             ev.RequestReceived: self._received,
             ev.RequestFinished: self._finished,
             ev.RequestAborted: self._aborted,
@@ -399,6 +498,33 @@ class ServerStats:
 
     def _lookup_timeout(self, e: ev.LmcacheLookupTimeout) -> None:
         self.lookup_timeouts += 1
+
+    def _prefetch(self, e: ev.LmcachePrefetch) -> None:
+        if e.request_id is not None and CANARY_MARK in e.request_id:
+            return
+        self.prefetches += 1
+        if e.requested_keys is not None:
+            self.prefetch_requested_keys += e.requested_keys
+        hits = self.prefetch_hit_keys
+        if e.l1_keys is not None and e.l2_keys is not None:
+            hits["l1"] = hits.get("l1", 0) + e.l1_keys
+            hits["l2"] = hits.get("l2", 0) + e.l2_keys
+        else:
+            hits["unknown"] = hits.get("unknown", 0) + e.hit_keys
+        if e.ms is not None:
+            self.prefetch_duration.observe(e.ms / 1000.0)
+
+    def _l1_usage(self, e: ev.LmcacheL1Usage) -> None:
+        self.l1_used_bytes = e.used_gib * GIB
+        if e.total_gib is not None:
+            self.l1_capacity_bytes = e.total_gib * GIB
+
+    def _lmcache_server_started(self, e: ev.LmcacheServerStarted) -> None:
+        self.lmcache_server_starts += 1
+
+    def _kv_transfer(self, e: ev.KvTransferStats) -> None:
+        if e.values:
+            self.kv_transfer.observe(e.values)
 
     # -- vLLM engine stats ----------------------------------------------------------
 
@@ -507,6 +633,8 @@ class ServerStats:
 
     def _starting(self, e: ev.ServerStarting) -> None:
         self.note_time(e.stamp)
+        if self.state != "starting":
+            self.startup_phases = {}  # the phases of this start replace the last one's
         self._transition("starting")
         if e.version:
             self.version = e.version
@@ -533,6 +661,13 @@ class ServerStats:
 
     def _engine_initialized(self, e: ev.EngineInitialized) -> None:
         self.engine_init_seconds = e.seconds
+
+    def _startup_phase(self, e: ev.StartupPhase) -> None:
+        if e.phase == "kv_cache_memory":
+            if e.bytes is not None:
+                self.kv_cache_memory_bytes = e.bytes
+        elif e.seconds is not None:
+            self.startup_phases[e.phase] = e.seconds
 
     def _kv_capacity(self, e: ev.KvCacheCapacity) -> None:
         if e.tokens is not None:
@@ -631,8 +766,11 @@ class ServerStats:
         "canary_lookups",
         "canary_lookup_tokens",
         "canary_hit_tokens",
+        "prefetches",
+        "prefetch_requested_keys",
+        "lmcache_server_starts",
     )
-    _SUMMED_DICTS = ("skipped", "suspicious", "failures", "http", "errors")
+    _SUMMED_DICTS = ("skipped", "suspicious", "failures", "http", "errors", "prefetch_hit_keys")
     _LAST_VALUES = (
         "version",
         "model",
@@ -642,6 +780,9 @@ class ServerStats:
         "kv_capacity_tokens",
         "kv_max_concurrency",
         "lmcache_info",
+        "kv_cache_memory_bytes",
+        "l1_used_bytes",
+        "l1_capacity_bytes",
     )
 
     def merge(self, later: ServerStats) -> None:
@@ -652,8 +793,13 @@ class ServerStats:
             mine = getattr(self, name)
             for key, value in getattr(later, name).items():
                 mine[key] = mine.get(key, 0) + value
-        for name in ("hit_ratio", "store_duration", "retrieve_duration"):
+        for name in ("hit_ratio", "store_duration", "retrieve_duration", "prefetch_duration"):
             getattr(self, name).merge(getattr(later, name))
+        self.kv_transfer.merge(later.kv_transfer)
+        if "starting" in later.lifecycle:
+            self.startup_phases = dict(later.startup_phases)  # the later part saw a new start
+        else:
+            self.startup_phases.update(later.startup_phases)
         for name in self._LAST_VALUES:
             value = getattr(later, name)
             if value is not None:

@@ -337,6 +337,101 @@ def overview() -> db.Dashboard:
 
     d = d.with_panel(
         series(
+            "LMCache server: prefetch hits",
+            "short",
+            q(
+                f"sum by (server, tier) (rate(kvwatch_lmcache_prefetch_hit_keys_total{{{S}}}[$__rate_interval]))",
+                "{{server}} {{tier}} keys/s",
+            ),
+            q(rate("kvwatch_lmcache_prefetch_requested_keys_total"), "{{server}} keys asked for/s"),
+            q(rate("kvwatch_lmcache_prefetches_total"), "{{server}} prefetches with a hit/s"),
+            q(
+                f"sum by (server) (increase(kvwatch_lmcache_server_starts_total{{{S}}}[$__rate_interval]))",
+                "{{server}} server starts",
+            ),
+            description="LMCache's multiprocess server (lmcache server): keys it found in L1 (memory) and L2 "
+            "(storage); it logs nothing for a miss.  Keys are chunks per KV group and rank, not tokens.",
+            width=8,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "LMCache server: prefetch latency (p50, p99)",
+            "s",
+            *[
+                q(
+                    f"histogram_quantile({p}, sum by (le, server) "
+                    f"(rate(kvwatch_lmcache_prefetch_duration_seconds_bucket{{{S}}}[$__rate_interval])))",
+                    f"{{{{server}}}} p{int(p * 100)}",
+                )
+                for p in (0.5, 0.99)
+            ],
+            width=8,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "LMCache server: L1 memory",
+            "bytes",
+            q(f"kvwatch_lmcache_l1_used_bytes{{{S}}}", "{{server}} used"),
+            q(f"kvwatch_lmcache_l1_capacity_bytes{{{S}}}", "{{server}} size"),
+            description="Printed by the multiprocess server with --enable-extra-logging.",
+            width=8,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "KV connector throughput",
+            "Bps",
+            q(
+                f"sum by (server, direction) (rate(kvwatch_kv_transfer_bytes_total{{{S}}}[$__rate_interval]))",
+                "{{server}} {{direction}}",
+            ),
+            description="From vLLM's KV Transfer metrics line: load and store of the offloading connector, "
+            "transfer of NIXL.",
+            width=8,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "KV connector latency",
+            "s",
+            q(
+                f"sum by (server, direction) (rate(kvwatch_kv_transfer_seconds_total{{{S}}}[$__rate_interval]))"
+                f" / sum by (server, direction) "
+                f"(rate(kvwatch_kv_transfer_operations_total{{{S}}}[$__rate_interval]))",
+                "{{server}} {{direction}} per transfer",
+            ),
+            q(
+                f'sum by (server) (rate(kvwatch_kv_transfer_seconds_total{{{S}, direction="lookup"}}'
+                f"[$__rate_interval])) / {rate('kvwatch_kv_transfer_lookups_total')}",
+                "{{server}} LMCache MP lookup",
+            ),
+            width=8,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "KV connector operations",
+            "ops",
+            q(
+                f"sum by (server, direction) (rate(kvwatch_kv_transfer_operations_total{{{S}}}[$__rate_interval]))",
+                "{{server}} {{direction}}",
+            ),
+            q(
+                f"sum by (server, direction) (rate(kvwatch_kv_transfer_failures_total{{{S}}}[$__rate_interval]))",
+                "{{server}} {{direction}} failed",
+            ),
+            q(rate("kvwatch_kv_transfer_lookups_total"), "{{server}} LMCache MP lookups"),
+            q(rate("kvwatch_kv_transfer_lines_total"), "{{server}} report lines"),
+            q(rate("kvwatch_kv_transfer_unknown_keys_total"), "{{server}} unknown keys"),
+            description="Unknown keys: a connector or release kvwatch does not know yet.",
+            width=8,
+        )
+    )
+
+    d = d.with_panel(
+        series(
             "Canary",
             "short",
             q(f"kvwatch_canary_ok{{{S}}}", "{{server}} ok ({{reason}})"),
@@ -449,6 +544,8 @@ def overview() -> db.Dashboard:
             q(f"kvwatch_vllm_model_load_seconds{{{S}}}", "{{server}} model load s"),
             q(f"kvwatch_vllm_model_memory_bytes{{{S}}}", "{{server}} model bytes"),
             q(f"kvwatch_vllm_engine_init_seconds{{{S}}}", "{{server}} engine init s"),
+            q(f"kvwatch_vllm_startup_phase_seconds{{{S}}}", "{{server}} {{phase}} s"),
+            q(f"kvwatch_vllm_kv_cache_memory_bytes{{{S}}}", "{{server}} KV cache memory bytes"),
             q(f"kvwatch_vllm_kv_cache_capacity_tokens{{{S}}}", "{{server}} KV tokens"),
             q(f"kvwatch_vllm_kv_cache_max_concurrency{{{S}}}", "{{server}} max concurrency"),
             q(f"kvwatch_vllm_kv_cache_blocks{{{S}}}", "{{server}} {{device}} blocks"),

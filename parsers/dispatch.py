@@ -11,7 +11,9 @@ event, the sign that a release changed a format.
 Messages are only read where a header shows who wrote them (vLLM, LMCache,
 uvicorn, or a JSON record naming its logger); text quoted inside a message
 (a prompt, an exception) never starts a message, so it is never parsed.
-Header-less lines are ``vllm bench`` results and traceback final lines.
+Without a header at the start, a line is read if it is one whole known message
+(:mod:`parsers.messages`), or if a header stands after a prefix that does not
+show the header to be quoted text (:func:`parsers.envelope.find_header`).
 """
 
 from __future__ import annotations
@@ -19,13 +21,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from parsers import bench, lifecycle, lmcache, requests, vllm_stats
+from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
-    COMPOSE_PREFIX,
     CRI_RECORD,
     ISO_PREFIX,
     JOURNAL_ISO,
-    JOURNAL_SHORT,
     LMCACHE_HEADER,
     LMCACHE_OLD_HEADER,
     LMCACHE_OLD_STAMP,
@@ -33,24 +33,24 @@ from parsers.envelope import (
     STDLIB_HEADER,
     UVICORN_HEADER,
     VLLM_HEADER,
-    VLLM_HEADER_ANYWHERE,
-    is_vllm_process,
+    find_header,
+    is_foreign_process,
+    prefix_verdict,
     rank_of,
     strip_ansi,
+    trim_closing,
     unwrap_json,
 )
 from parsers.envelope import (
     has_residue as _has_residue,
 )
-from parsers.events import Event, SuspiciousLine
+from parsers.events import SuspiciousLine
+from parsers.messages import EXCEPTION_WORD_ENDS, Events, message_only
 from parsers.shapes import LineMatcher
 
-Events = tuple[Event, ...]
 NOTHING: Events = ()
 # Wrappers inside wrappers (a JSON record in a compose stream ...) are peeled at most this deep.
 _MAX_DEPTH = 4
-# An exception's final traceback line: ``torch.OutOfMemoryError: ...``.
-_EXCEPTION_WORD_ENDS = ("Error:", "Exception:", "Error")
 
 
 def _stats(line: str, start: int, stamp: str | None) -> Events | None:
@@ -87,6 +87,10 @@ def _spec_v0(line: str, start: int, stamp: str | None) -> Events | None:
     return NOTHING
 
 
+def _kv_transfer(line: str, start: int, stamp: str | None) -> Events | None:
+    return vllm_stats.parse_kv_transfer(line, start, stamp)
+
+
 VllmHandler = Callable[[str, int, "str | None"], "Events | None"]
 
 # First word of a vLLM message -> (parser, family named when it fails).
@@ -118,9 +122,13 @@ _VLLM_FAMILIES: dict[str, tuple[VllmHandler, str]] = {
     "Worker": (lifecycle.parse_died, "server_error"),
     "RayWorkerProc": (lifecycle.parse_died, "server_error"),
     "[shutdown]": (lifecycle.parse_shutdown, "server_shutdown"),
+    "KV": (_kv_transfer, "kv_transfer_stats"),
+    "Available": (lifecycle.parse_kv_memory, "startup_phase"),
+    "torch.compile": (lifecycle.parse_torch_compile, "startup_phase"),
+    "Graph": (lifecycle.parse_graph_capture, "startup_phase"),
 }
 # ``<DEV> KV cache size: N tokens``: the device label is the first word.
-for _device in ("GPU", "CPU", "XPU", "NPU", "HPU", "TPU", "MPS", "CUDA", "ROCM"):
+for _device in lifecycle.KV_DEVICES:
     _VLLM_FAMILIES[_device] = (lifecycle.parse_kv_size, "kv_cache_capacity")
 
 
@@ -130,7 +138,10 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
     word = line[start:space] if space != -1 else line[start:]
     entry = _VLLM_FAMILIES.get(word)
     if entry is None:
-        if word.endswith(_EXCEPTION_WORD_ENDS):
+        if word[:1] == "[" and word[-1:] == "]" and space != -1:
+            # A component's own tag inside the message (vllm-omni's ``[AsyncOmni] ``).
+            return vllm_message(line, space + 1, stamp, rank)
+        if word.endswith(EXCEPTION_WORD_ENDS):
             return lifecycle.parse_exception(line, start, stamp)
         if word.isdigit():
             entry = (vllm_stats.parse_aggregated, "engine_stats")
@@ -153,6 +164,9 @@ _LMCACHE_FAMILIES: dict[str, tuple[LmcacheHandler, str]] = {
     "LMCache": (lmcache.parse_initialized, "lmcache_initialized"),
     "Failed": (lmcache.parse_failed, "lmcache_degraded"),
     "Timeout": (lmcache.parse_timeout, "lmcache_lookup_timeout"),
+    "Prefetch": (lmcache.parse_prefetch, "lmcache_prefetch"),
+    "L1": (lmcache.parse_l1_usage, "lmcache_l1_usage"),
+    "Starting": (lmcache.parse_starting, "lmcache_server_started"),
 }
 
 
@@ -182,45 +196,6 @@ def uvicorn_message(line: str, start: int, stamp: str | None, rank: int | None =
     return result
 
 
-# Header-less lines: ``vllm bench`` output and exception lines, keyed by first word.
-BareHandler = Callable[[str, int], Events]
-_BARE: dict[str, BareHandler] = {
-    "Throughput:": bench.parse_throughput,
-    "Total": bench.parse_total,
-    "Avg": bench.parse_avg_latency,
-}
-for _word in (
-    "Successful",
-    "Failed",
-    "Maximum",
-    "Request",
-    "Benchmark",
-    "Output",
-    "Peak",
-    "Mean",
-    "Median",
-    "Std",
-    "Input",
-    "Acceptance",
-):
-    _BARE[_word] = bench.parse_serve
-
-
-def bare_line(line: str, start: int) -> Events:
-    space = line.find(" ", start)
-    word = line[start:space] if space != -1 else line[start:]
-    handler = _BARE.get(word)
-    if handler is not None:
-        return handler(line, start)
-    if word.endswith("%"):
-        return bench.parse_percentile_latency(line, start)
-    if word[:1] == "P" and word[1:2].isdigit():
-        return bench.parse_serve(line, start)
-    if word.endswith(_EXCEPTION_WORD_ENDS):
-        return lifecycle.parse_exception(line, start, None)
-    return NOTHING
-
-
 def _restamp(events: Events, stamp: str | None) -> Events:
     """A wrapper's full timestamp (year, time zone, sub-seconds) beats the inner line's."""
     if stamp:
@@ -245,7 +220,10 @@ _vllm_line = LineMatcher(VLLM_HEADER, (requests.ADDED,), vllm_message).parse
 _uvicorn_line = LineMatcher(UVICORN_HEADER, (requests.ACCESS,), uvicorn_message).parse
 _LEVEL_INITIALS = frozenset("IDWECT")
 
-# Process tags seen so far -> (written by vLLM?, tensor-parallel rank), or
+# Ray's ``... [repeated 2x across cluster]`` after a line it printed once for several processes.
+_RAY_REPEATED = re.compile(r" \[repeated \d+x across cluster\]$")
+
+# Process tags seen so far -> (another server's?, tensor-parallel rank), or
 # (None, None) for text that is no process tag.  Tags repeat on every line of a
 # process, so each is parsed once.
 _TAGS: dict[str, tuple[bool | None, int | None]] = {}
@@ -256,7 +234,7 @@ def _tag(tag: str) -> tuple[bool | None, int | None]:
     known = _TAGS.get(tag)
     if known is None:
         m = PROCESS_TAG.fullmatch(tag)
-        known = (None, None) if m is None else (is_vllm_process(m.group(1)), rank_of(m.group(1)))
+        known = (None, None) if m is None else (is_foreign_process(m.group(1)), rank_of(m.group(1)))
         if len(_TAGS) >= _TAGS_MAX:
             _TAGS.clear()
         _TAGS[tag] = known
@@ -271,6 +249,8 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
         line = line.rstrip("\r")
         if not line:
             return NOTHING
+    if line[-1] == "]" and line.endswith(" across cluster]"):
+        line = _RAY_REPEATED.sub("", line)  # Ray's log deduplication note
     if "\x1b" in line:
         if line[0] == "\x1b":
             # LMCache colours its header; its matcher takes the codes as they are.
@@ -300,11 +280,13 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:
     elif first == "(":
         close = line.find(") ", pos)
         if close != -1:
-            is_vllm, tag_rank = _tag(line[pos : close + 1])
-            if is_vllm:
-                return _dispatch(line, close + 2, depth, tag_rank) if close + 2 < len(line) else NOTHING
-            if is_vllm is False:
+            foreign, tag_rank = _tag(line[pos : close + 1])
+            if foreign:
                 return NOTHING  # another server's process (SGLang, ...) logs look-alikes
+            if foreign is not None:
+                if tag_rank is None:
+                    tag_rank = rank
+                return _dispatch(line, close + 2, depth, tag_rank) if close + 2 < len(line) else NOTHING
     # The rarer shapes below work on their own copy of the rest of the line.
     if pos:
         line = line[pos:]
@@ -322,18 +304,62 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:
 
 
 def _headerless(line: str, depth: int, rank: int | None) -> Events:
-    """No header at the start: colour residue, a wrapper, a bench result or an exception line."""
+    """No header at the start: colour residue, a whole message alone, a wrapper, or a header after a prefix."""
     if depth < _MAX_DEPTH and _has_residue(line):
         cleaned = strip_ansi(line)
         if cleaned != line:
             return parse_nested(cleaned, depth + 1, rank)
     if line[0] != "[":
-        result = bare_line(line, 0)
+        result = message_only(line, _message_start(line))
         if result:
             return result
     if depth < _MAX_DEPTH:
-        return _unwrap(line, depth, rank)
-    return NOTHING
+        events = _unwrap(line, depth, rank)
+        if events is not None:
+            return events
+    return _after_prefix(line, rank)
+
+
+def _message_start(line: str) -> int:
+    """Where a line's text begins after a paste's decoration (``> ``, ``▎ ``, a backtick, indentation)."""
+    start = 0
+    while start < len(line) and not line[start].isalnum():
+        if line[start] in "[({\"'":
+            return 0  # brackets and quotes open text that is not a bare message
+        start += 1
+    return start if start < len(line) else 0
+
+
+def _after_prefix(line: str, rank: int | None) -> Events:
+    """A header behind a prefix nobody told kvwatch about (a log tailer's, a collector's, a paste's)."""
+    found = find_header(line)
+    if found is None:
+        return NOTHING
+    prefix = line[: found.start]
+    accepted, tag_rank = prefix_verdict(prefix, found.kind)
+    if not accepted:
+        return NOTHING
+    if tag_rank is not None:
+        rank = tag_rank
+    text = trim_closing(line, prefix)
+    start = found.end
+    if start >= len(text):
+        return NOTHING
+    if found.kind == "vllm":
+        events = vllm_message(text, start, found.stamp)
+        if not events and ' - "' in text:
+            # uvicorn's access line through the same logging configuration
+            access = requests.ACCESS.parse(text, start, found.stamp)
+            return (access,) if access is not None else events
+        return events
+    if found.kind == "lmcache":
+        return lmcache_message(text, start, found.stamp, rank)
+    if found.kind == "lmcache_old":
+        return _old_lmcache(text, start, rank)
+    if found.kind == "access":
+        access = requests.ACCESS.parse(text, start, None)
+        return (access,) if access is not None else NOTHING
+    return uvicorn_message(text, start, None)
 
 
 def _by_logger(logger: str, line: str, start: int, stamp: str | None, rank: int | None) -> Events:
@@ -355,29 +381,31 @@ def _json(line: str, depth: int, rank: int | None) -> Events:
             return NOTHING
         if "\x1b" in text:
             text = strip_ansi(text)
-        return _by_logger(record.logger, text, 0, record.stamp, rank)
-    return _restamp(parse_nested(text, depth + 1, rank), record.stamp)
+        events = _by_logger(record.logger, text, 0, record.stamp, rank) if text else NOTHING
+    else:
+        events = _restamp(parse_nested(text, depth + 1, rank), record.stamp)
+    if record.trace_id is not None:
+        for event in events:
+            if hasattr(event, "trace_id"):
+                event.trace_id = record.trace_id
+                event.span_id = record.span_id
+    return events
 
 
-# Most specific first: a CRI record and a journal line also start with an ISO time.
-_PREFIXES = (CRI_RECORD, JOURNAL_ISO, ISO_PREFIX, JOURNAL_SHORT, COMPOSE_PREFIX)
-# Wrappers whose time is complete (year, offset, sub-seconds) and replaces the inner one.
+# Wrappers whose time is complete (year, offset, sub-seconds) and replaces the inner one;
+# most specific first: a CRI record and a journal line also start with an ISO time.
 _STAMPING = (CRI_RECORD, JOURNAL_ISO, ISO_PREFIX)
 
 
-def _unwrap(line: str, depth: int, rank: int | None) -> Events:
-    """Lines framed by another program, or carrying a VLLM_LOGGING_PREFIX before vLLM's header."""
-    for pattern in _PREFIXES:
+def _unwrap(line: str, depth: int, rank: int | None) -> Events | None:
+    """Lines framed by a program whose time beats the line's own; None when no such frame."""
+    if not line[:1].isdigit():
+        return None
+    for pattern in _STAMPING:
         m = pattern.match(line)
         if m is not None:
-            events = parse_nested(line[m.end() :], depth + 1, rank)
-            if pattern in _STAMPING:
-                return _restamp(events, m.group(1))
-            return events
-    m = _LOGGING_PREFIX.match(line)
-    if m is not None:
-        return vllm_message(line, m.end(), m.group(1))
-    return NOTHING
+            return _restamp(parse_nested(line[m.end() :], depth + 1, rank), m.group(1))
+    return None
 
 
 def _old_lmcache(line: str, start: int, rank: int | None) -> Events:
@@ -386,8 +414,3 @@ def _old_lmcache(line: str, start: int, rank: int | None) -> Events:
     if m is None:
         return lmcache_message(line, start, None, rank)
     return lmcache_message(line[: m.start()], start, f"{m.group(1)},{m.group(2)}", rank)
-
-
-# A short VLLM_LOGGING_PREFIX (one word, not ending in a colon like an
-# exception's name) before vLLM's header, with or without a >= 0.31 process tag.
-_LOGGING_PREFIX = re.compile(r"[^\s:](?:\S{0,38}[^\s:])? ?" + VLLM_HEADER_ANYWHERE.pattern)

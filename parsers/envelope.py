@@ -41,20 +41,18 @@ def has_residue(line: str) -> bool:
 # --- process tags -------------------------------------------------------------------
 
 # ``(APIServer pid=8076) ``, ``(EngineCore_DP0 pid=9)``, ``(VllmWorker rank=4 engine_index=0 pid=31778)``,
-# ``(Worker_PP0_TP1 pid=7)``.  Ray actors that run vLLM workers print the same shape.
-PROCESS_TAG = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*) pid=(\d+)\) ?")
-# Names vLLM gives its processes, and Ray actors that run vLLM (``_AsyncLLMEngine``,
-# ``RayWorkerWrapper``); anything else, such as SGLang's ``SGLangEngine``, is
-# another server whose look-alike lines are ignored.
-_VLLM_PROCESS = re.compile(
-    r"(?:_?(?:Async)?LLMEngine|MQLLMEngine|LLMRayActor|APIServer|ApiServer|EngineCore|VllmWorker|Worker"
-    r"|RayWorker|MainProcess|DPCoordinator|ray::RayWorker)|.*[Vv][Ll][Ll][Mm]"
-)
+# ``(Worker_PP0_TP1 pid=7)``, and the pid-less ``(EngineCore) `` some releases print.  Ray actors
+# and Ray Serve replicas (``(ServeReplica:app:Deployment pid=5)``) use the same shape.
+PROCESS_TAG = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=(\d+))?\) ?")
+# Other inference servers whose processes print look-alike lines (SGLang under Ray logs
+# vLLM-shaped stats lines; several servers share uvicorn's access line).
+_FOREIGN = re.compile(r"sglang|tensorrt|trt-?llm|text[-_]generation|llama[._-]?cpp|llama-server|ollama|\[GIN\]", re.I)
 _RANK = re.compile(r"(?:TP|rank=)(\d+)")
 
 
-def is_vllm_process(name: str) -> bool:
-    return _VLLM_PROCESS.match(name) is not None
+def is_foreign_process(name: str) -> bool:
+    """Whether a process tag or prefix names another inference server."""
+    return _FOREIGN.search(name) is not None
 
 
 def rank_of(process_name: str) -> int | None:
@@ -69,8 +67,6 @@ def rank_of(process_name: str) -> int | None:
 # Header patterns have exactly one group, the stamp (empty when the header has none).
 # (Hot patterns avoid \s/\S classes and alternations: ``re`` runs them markedly slower.)
 VLLM_HEADER = r"[A-Z]+ (\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,]\d+)? \[?[^\] ]+:\d+\] "
-# The same with a VLLM_LOGGING_PREFIX or a process tag of >= 0.31 in front of it.
-VLLM_HEADER_ANYWHERE = re.compile(r"(?:\([A-Za-z][\w.:-]*(?: [\w.=:-]+)* pid=\d+\) )?" + VLLM_HEADER)
 # Python's standard format used by programs that embed vLLM:
 # ``2025-07-08 17:24:00 - vllm.engine.metrics - INFO - ``.
 STDLIB_HEADER = re.compile(
@@ -88,6 +84,158 @@ LMCACHE_OLD_STAMP = re.compile(r" \[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})(?:\
 # uvicorn: ``INFO:     `` (the level name and colon padded to ten characters); no time.
 UVICORN_HEADER = r"[A-Z]+(): +"
 
+# --- a header after an unknown prefix -----------------------------------------------------
+#
+# Log pipelines put all kinds of text before a line: a Kubernetes tailer's pod and
+# container names, a collector's own time and level, a CI system's bracketed time,
+# a job runner's job name, a markdown quote or an HTML tag around a paste.  Rather
+# than knowing each, the header is looked for wherever it stands, and what comes
+# before it is accepted as a prefix unless it shows that the header is quoted
+# text (an open quote, or prose) or that another server wrote the line.
+
+_LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"
+# vLLM's header with the formats users configure: any level word (or a damaged or
+# missing one, before or after the time, bracketed or not), a year-less or full date,
+# sub-seconds, a zone, the file in brackets or not, the function name a logging
+# configuration may add (``- log() -``); or the level and the file without any time.
+_FILE = r"\[?[\w./-]+\.py:\d+\]?(?: -(?: [\w<>.]+\(\) -)?)? "
+_VLLM_ANY = re.compile(
+    r"(?:[A-Z]{1,8} )?((?:\d{4}-)?\d\d-\d\d(?:-\d{4})?[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) "
+    r"(?:\[?" + _LEVEL + r"\]?:? )?" + _FILE + r"|()\[?\b" + _LEVEL + r"\]?:? " + _FILE,
+    re.ASCII,
+)
+# LMCache's header, its stamp possibly lost; LMCache 0.1.x's ``INFO LMCache: ``.
+_LMCACHE_ANY = re.compile(
+    r"(?:\[(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?)\] )?LMCache " + _LEVEL + r": ?"
+    r"|()" + _LEVEL + r" LMCache: ",
+    re.ASCII,
+)
+# uvicorn's ``INFO:     `` only where what follows is one of its own messages: the
+# level word alone is too common to stand for a header.
+_UVICORN_ANY = re.compile(
+    r"()\b" + _LEVEL + r":  *(?=\S+ (?:\S+ )?- |Application startup complete|Uvicorn running on |Shutting down)",
+    re.ASCII,
+)
+
+
+# uvicorn's access line itself, where a logging configuration replaced uvicorn's header
+# (``2026-03-11 13:56:58,403 [INFO] 172.18.0.16:57368 - "GET /health HTTP/1.1" 200``):
+# accepted only when a level word in the prefix shows a log record.
+_ACCESS_ANY = re.compile(r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?- ["\u201c][A-Z]{3,7} /)')
+_LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
+
+
+class Header:
+    """A header found after a prefix: whose (``vllm``, ``lmcache``, ``lmcache_old``, ``uvicorn``,
+    ``access`` for a bare access line), where it starts, where the message starts, its stamp."""
+
+    __slots__ = ("end", "kind", "stamp", "start")
+
+    def __init__(self, kind: str, start: int, end: int, stamp: str | None) -> None:
+        self.kind = kind
+        self.start = start
+        self.end = end
+        self.stamp = stamp
+
+
+def _search(line: str, pos: int) -> Header | None:
+    """The leftmost header at or after ``pos`` (cheap substring tests first: most lines have none)."""
+    best: Header | None = None
+    if ".py:" in line:
+        m = _VLLM_ANY.search(line, pos)
+        if m is not None:
+            best = Header("vllm", m.start(), m.end(), m.group(1) or m.group(2) or None)
+    if "LMCache" in line:
+        m = _LMCACHE_ANY.search(line, pos)
+        if m is not None and (best is None or m.start() < best.start):
+            kind = "lmcache" if m.group(2) is None else "lmcache_old"
+            best = Header(kind, m.start(), m.end(), m.group(1) or None)
+    if ": " in line:
+        m = _UVICORN_ANY.search(line, pos)
+        if m is not None and (best is None or m.start() < best.start):
+            best = Header("uvicorn", m.start(), m.end(), None)
+    if best is None and " HTTP/" in line:
+        m = _ACCESS_ANY.search(line, pos)
+        if m is not None and m.start() > 0:
+            best = Header("access", m.start(), m.end(), None)
+    return best
+
+
+def find_header(line: str) -> Header | None:
+    """The header closest to the message: a wrapper's own header may stand before the real one
+    (``INFO wrapper.py:12 INFO 12-14 ... [loggers.py:118] ...``), so headers that directly
+    follow one another are skipped to the last."""
+    found = _search(line, 0)
+    while found is not None:
+        following = _search(line, found.end)
+        if following is None or following.start != found.end or following.end <= found.end:
+            return found
+        found = following
+    return None
+
+
+# Words that prefixes hold besides names and numbers: levels, streams, months, days.
+_LEVEL_WORDS = frozenset(
+    ("debug", "info", "notice", "warn", "warning", "error", "err", "crit", "critical", "alert", "emerg", "fatal")
+)
+_CALENDAR_WORDS = frozenset(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "mon", "tue", "wed")
+)
+_PREFIX_WORDS = _LEVEL_WORDS | _CALENDAR_WORDS | {"thu", "fri", "sat", "sun", "trace", "stdout", "stderr"}
+# SGLang's own header (``[2026-08-23 09:08:08 TP0] ``) right before a shared uvicorn line.
+_SGLANG_STAMP = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?: [A-Z]{2}\d+)*\] $", re.ASCII)
+_TAG_IN_PREFIX = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=\d+)?\)")
+MAX_PREFIX = 320
+
+
+def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
+    """Whether text before a header is a prefix (and the rank a process tag in it names).
+
+    Refused: an open quote (the header is quoted text), three words of prose in a row
+    ("My log says INFO: ..."), another server's name or process tag, SGLang's header
+    before a uvicorn line, or a prefix too long to be one."""
+    if not prefix:
+        return True, None
+    if len(prefix) > MAX_PREFIX:
+        return False, None
+    if prefix.count('"') % 2 or prefix.count("'") % 2 or prefix.count("“") != prefix.count("”"):
+        return False, None
+    if is_foreign_process(prefix):
+        return False, None
+    if kind in ("uvicorn", "access") and _SGLANG_STAMP.search(prefix):
+        return False, None
+    if kind == "access" and _LEVEL_IN_PREFIX.search(prefix) is None:
+        return False, None
+    run = 0
+    for token in prefix.split():
+        word = token.rstrip(":,.;!?")
+        if word.isalpha() and not word.isupper() and word.lower() not in _PREFIX_WORDS:
+            run += 1
+            if run == 3:
+                return False, None
+        else:
+            run = 0
+    rank = None
+    for m in _TAG_IN_PREFIX.finditer(prefix):
+        found = rank_of(m.group(1))
+        if found is not None:
+            rank = found
+    return True, rank
+
+
+# Closing marks a paste leaves after the message when its prefix opened them.
+_CLOSING = re.compile(r"(?:\s*(?:</[A-Za-z]+>|<br ?/?>|`+))+\s*$")
+
+
+def trim_closing(line: str, prefix: str) -> str:
+    """The line without closing backticks or HTML tags that mirror the prefix's opening ones."""
+    if ("`" in prefix or "<" in prefix) and line.endswith((">", "`")):
+        m = _CLOSING.search(line)
+        if m is not None:
+            return line[: m.start()]
+    return line
+
+
 # --- wrappers (other programs' framing around the original line) ----------------------
 
 # ``docker logs -t`` / ``kubectl logs --timestamps`` / journalctl -o short-iso(-precise).
@@ -98,34 +246,91 @@ CRI_RECORD = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d
 JOURNAL_ISO = re.compile(
     r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)) [^\s\[]+ [^\s\[:]+(?:\[\d+\])?: "
 )
-# journalctl -o short(-precise): ``Dec 14 16:18:24 host unit[123]: `` -- month names in
-# any locale (``déc.``, ``Dez``, ``12月``), so any non-blank word.
-JOURNAL_SHORT = re.compile(r"\S{1,12} {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)? \S+ [^\s\[:]+(?:\[\d+\])?: ")
-# docker compose: ``vllm-1  | `` (v1: ``vllm_1  | ``).
-COMPOSE_PREFIX = re.compile(r"[\w.-]+ +\| ")
 
-# Keys under which JSON log records carry the original text.
-_JSON_TEXT_KEYS = ("log", "MESSAGE", "message", "msg")
+# Keys under which JSON log records carry the original text (``body``: the
+# OpenTelemetry Logs Data Model, which vLLM and llm-d write as JSON lines).
+_JSON_TEXT_KEYS = ("log", "MESSAGE", "message", "msg", "body")
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 class JsonRecord:
-    """A JSON-wrapped line: the text inside, its time, and whether it is only part of a line."""
+    """A JSON-wrapped line: the text inside, its time, whether it is only part of a line,
+    the logger that wrote it, and the trace context an OpenTelemetry-shaped record carries."""
 
-    __slots__ = ("logger", "partial", "stamp", "text")
+    __slots__ = ("logger", "partial", "span_id", "stamp", "text", "trace_id")
 
-    def __init__(self, text: str, stamp: str | None, partial: bool, logger: str | None) -> None:
+    def __init__(
+        self,
+        text: str,
+        stamp: str | None,
+        partial: bool,
+        logger: str | None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+    ) -> None:
         self.text = text
         self.stamp = stamp
         self.partial = partial
         self.logger = logger
+        self.trace_id = trace_id
+        self.span_id = span_id
+
+
+def _epoch_stamp(value: object) -> str | None:
+    """``@<microseconds>`` for an epoch time given in seconds, ms, µs or ns (by its size)."""
+    if isinstance(value, str):
+        if not value.isdigit():
+            return None
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    for limit, to_micro in ((1e17, 1e-3), (1e14, 1.0), (1e11, 1e3)):
+        if value >= limit:
+            return f"@{int(value * to_micro)}"
+    return f"@{int(value * 1e6)}"
+
+
+def _hex_id(value: object, length: int) -> str | None:
+    if isinstance(value, str) and len(value) == length:
+        value = value.lower()
+        if _HEX_DIGITS.issuperset(value) and value.strip("0"):
+            return value
+    return None
+
+
+def _record_stamp(record: dict) -> str | None:
+    value = record.get("time") or record.get("timestamp")
+    if isinstance(value, str) and value[:4].isdigit():
+        return value if not value.isdigit() else _epoch_stamp(value)
+    if isinstance(value, int | float):
+        return _epoch_stamp(value)
+    value = record.get("__REALTIME_TIMESTAMP")
+    if isinstance(value, str) and value.isdigit():
+        return "@" + value
+    value = record.get("asctime")
+    return value if isinstance(value, str) else None
+
+
+def _record_logger(record: dict, key: str) -> str | None:
+    """The logger of a logging library's record; None for a wrapper around a whole line."""
+    if key in ("message", "msg"):
+        logger = record.get("name")
+    elif key == "body":
+        logger = record.get("logger") or record.get("name") or record.get("service.name")
+        if isinstance(logger, str) and not logger.startswith(("vllm", "lmcache", "uvicorn")):
+            logger = None  # another service's record, or a name that says nothing: read the body as a line
+    else:
+        return None
+    return logger if isinstance(logger, str) else None
 
 
 def unwrap_json(line: str) -> JsonRecord | None:
-    """Docker json-file, ``journalctl -o json`` and vLLM's JSON logging records.
+    """Docker json-file, ``journalctl -o json``, vLLM's JSON logging and OpenTelemetry-shaped records.
 
     ``logger`` is set for a logging library's record (vLLM's ``--logging-config
-    formatter json`` / ``VLLM_LOGGING_CONFIG_PATH``): its text is a bare message
-    without a header, and the logger name says whose it is.
+    formatter json`` / ``VLLM_LOGGING_CONFIG_PATH``, or an OpenTelemetry record naming
+    its logger or service): its text is a bare message without a header, and the
+    logger name says whose it is.
     """
     try:
         record = json.loads(line)
@@ -158,17 +363,8 @@ def unwrap_json(line: str) -> JsonRecord | None:
         else:
             partial = True
     text = text.rstrip("\r")
-    stamp = None
-    value = record.get("time") or record.get("timestamp")
-    if isinstance(value, str) and value[:4].isdigit():
-        stamp = value
-    else:
-        value = record.get("__REALTIME_TIMESTAMP")
-        if isinstance(value, str) and value.isdigit():
-            stamp = "@" + value
-        else:
-            value = record.get("asctime")
-            if isinstance(value, str):
-                stamp = value
-    logger = record.get("name") if key in ("message", "msg") else None
-    return JsonRecord(text, stamp, partial, logger if isinstance(logger, str) else None)
+    trace_id = span_id = None
+    if key == "body" or "trace_id" in record:
+        trace_id = _hex_id(record.get("trace_id"), 32)
+        span_id = _hex_id(record.get("span_id"), 16) if trace_id else None
+    return JsonRecord(text, _record_stamp(record), partial, _record_logger(record, key), trace_id, span_id)

@@ -73,6 +73,16 @@ class SpecDecodeStats(Event):
     per_position_acceptance_rate: list[float] | None = None
 
 
+@dataclass(slots=True)
+class KvTransferStats(Event):
+    """``KV Transfer metrics: <key>=<value>, ...``: one logging interval of a KV connector
+    (NIXL, vLLM's offloading connector, LMCache's MP connector), keys as printed."""
+
+    kind: ClassVar[str] = "kv_transfer_stats"
+    engine: int | None = None
+    values: dict[str, float] | None = None
+
+
 # --- LMCache --------------------------------------------------------------------
 
 
@@ -163,6 +173,39 @@ class LmcacheLookupTimeout(Event):
     rank: int | None = None
 
 
+@dataclass(slots=True)
+class LmcachePrefetch(Event):
+    """LMCache's multiprocess server found a request's prefix (``Prefetch request completed``;
+    printed only when something hit).  Counts are cache keys (chunks per KV group and rank),
+    not tokens; ``request_id`` is vLLM's id of the request (external_request_id)."""
+
+    kind: ClassVar[str] = "lmcache_prefetch"
+    request_id: str | None = None
+    hit_keys: int = 0
+    requested_keys: int | None = None
+    l1_keys: int | None = None
+    l2_keys: int | None = None
+    ms: float | None = None
+
+
+@dataclass(slots=True)
+class LmcacheL1Usage(Event):
+    """``L1 memory usage: U/T GiB (P%)`` of the multiprocess server (``--enable-extra-logging``)."""
+
+    kind: ClassVar[str] = "lmcache_l1_usage"
+    used_gib: float = 0.0
+    total_gib: float | None = None
+    ratio: float | None = None
+
+
+@dataclass(slots=True)
+class LmcacheServerStarted(Event):
+    """The multiprocess server's HTTP front end started (``Starting LMCache HTTP server on URL``)."""
+
+    kind: ClassVar[str] = "lmcache_server_started"
+    url: str | None = None
+
+
 # --- request lifecycle --------------------------------------------------------
 
 
@@ -174,12 +217,16 @@ class RequestReceived(Event):
     request_id: str = ""
     max_tokens: int | None = None
     prompt_tokens: int | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 @dataclass(slots=True)
 class RequestAdded(Event):
     kind: ClassVar[str] = "request_added"
     request_id: str = ""
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -288,6 +335,17 @@ class KvCacheCapacity(Event):
     device: str | None = None
 
 
+@dataclass(slots=True)
+class StartupPhase(Event):
+    """A start-up step vLLM times: ``phase`` is weights_loading, torch_compile, graph_capture,
+    engine_init (``seconds``) or kv_cache_memory (``bytes`` of the KV pool)."""
+
+    kind: ClassVar[str] = "startup_phase"
+    phase: str = ""
+    seconds: float | None = None
+    bytes: float | None = None
+
+
 SERVER_ERRORS = ("oom", "engine_dead", "cuda_error", "kv_cache_too_small", "other")
 
 
@@ -359,6 +417,7 @@ class SuspiciousLine(Event):
 EVENT_TYPES: tuple[type[Event], ...] = (
     EngineStats,
     SpecDecodeStats,
+    KvTransferStats,
     LmcacheLookup,
     LmcacheLookupPending,
     LmcacheStoreStart,
@@ -367,6 +426,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheInitialized,
     LmcacheDegraded,
     LmcacheLookupTimeout,
+    LmcachePrefetch,
+    LmcacheL1Usage,
+    LmcacheServerStarted,
     RequestReceived,
     RequestAdded,
     RequestFinished,
@@ -381,6 +443,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ModelLoaded,
     EngineInitialized,
     KvCacheCapacity,
+    StartupPhase,
     ServerError,
     ServerShutdown,
     BenchThroughput,

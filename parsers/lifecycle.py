@@ -23,6 +23,7 @@ from parsers.events import (
     ServerReady,
     ServerShutdown,
     ServerStarting,
+    StartupPhase,
 )
 
 _API_SERVER_VERSION = re.compile(r"vLLM API server version (\S+)")
@@ -33,16 +34,23 @@ _ENGINE_INIT = re.compile(
     r"Initializing an? (?:V1 )?LLM engine(?: \(v?([^)\s]+)\))? with config: model=(?:'([^']*)'|([^,]*))"
 )
 _TP_SIZE = re.compile(r"tensor_parallel_size=(\d+)")
-_MODEL_LOADING = re.compile(
+MODEL_LOADING = re.compile(
     r"(?:Model loading|Loading model weights) took ([\d.]+) Gi?B(?: memory)?(?: and ([\d.]+) s(?:econds)?)?"
 )
-_ENGINE_INIT_TIME = re.compile(r"init engine \([^)]*\) took ([\d.]+) s(?:econds)?")
-_KV_SIZE = re.compile(
+ENGINE_INIT_TIME = re.compile(r"init engine \([^)]*\) took ([\d.]+) s(?:econds)?(?: \(compilation: [\d.]+ s\))?")
+# Start-up steps vLLM times (users read them off the log after an upgrade).
+WEIGHTS_LOADING = re.compile(r"Loading weights took ([\d.]+) s(?:econds|ecs)?")
+TORCH_COMPILE = re.compile(r"torch\.compile takes ([\d.]+) s in total")
+GRAPH_CAPTURE = re.compile(r"Graph capturing finished in ([\d.]+) secs?(?:, took (-?[\d.]+) GiB)?\.?")
+KV_MEMORY = re.compile(r"Available KV cache memory: (-?[\d.]+) GiB")
+KV_SIZE = re.compile(
     r"(\w+) KV cache size: ([\d,]+) tokens(?:, Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x)?"
 )
-_MAX_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
+MAX_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
+# Device labels of ``<DEV> KV cache size`` (and of out-of-memory messages).
+KV_DEVICES = ("GPU", "CPU", "XPU", "NPU", "HPU", "TPU", "MPS", "CUDA", "ROCM")
 _BLOCKS = re.compile(r"# (\w+) blocks: (\d+)(?:, # CPU blocks: (\d+))?")
-_DIED = re.compile(r"(?:Engine core proc|Worker proc|RayWorkerProc) \S+ died unexpectedly")
+DIED = re.compile(r"(?:Engine core proc|Worker proc|RayWorkerProc) \S+ died unexpectedly")
 _EXCEPTION = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception))(?:: (.*))?$")
 
 
@@ -77,8 +85,11 @@ def parse_engine_init(line: str, start: int, stamp: str | None) -> tuple[Event, 
 
 
 def parse_model_loading(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
-    m = _MODEL_LOADING.match(line, start)
+    m = MODEL_LOADING.match(line, start)
     if m is None:
+        m = WEIGHTS_LOADING.match(line, start)
+        if m is not None:
+            return (StartupPhase(stamp, "weights_loading", float(m.group(1))),)
         if line.startswith("Model loading took", start):
             return None
         return ()
@@ -87,8 +98,29 @@ def parse_model_loading(line: str, start: int, stamp: str | None) -> tuple[Event
 
 
 def parse_init_engine(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
-    m = _ENGINE_INIT_TIME.match(line, start)
-    return (EngineInitialized(stamp, float(m.group(1))),) if m else ()
+    m = ENGINE_INIT_TIME.match(line, start)
+    if m is None:
+        return ()
+    seconds = float(m.group(1))
+    return (EngineInitialized(stamp, seconds), StartupPhase(stamp, "engine_init", seconds))
+
+
+def parse_torch_compile(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    m = TORCH_COMPILE.match(line, start)
+    return (StartupPhase(stamp, "torch_compile", float(m.group(1))),) if m else ()
+
+
+def parse_graph_capture(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    m = GRAPH_CAPTURE.match(line, start)
+    return (StartupPhase(stamp, "graph_capture", float(m.group(1))),) if m else ()
+
+
+def parse_kv_memory(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """``Available KV cache memory: X GiB`` (negative when the weights left no room)."""
+    m = KV_MEMORY.match(line, start)
+    if m is None:
+        return None if line.startswith("Available KV cache memory", start) else ()
+    return (StartupPhase(stamp, "kv_cache_memory", bytes=round(float(m.group(1)) * (1 << 30))),)
 
 
 def _int(text: str) -> int:
@@ -96,10 +128,15 @@ def _int(text: str) -> int:
 
 
 def parse_kv_size(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
-    """``GPU KV cache size: 251,920 tokens`` (any device label), with or without the concurrency part."""
-    m = _KV_SIZE.match(line, start)
+    """``GPU KV cache size: 251,920 tokens`` (any device label), with or without the concurrency part;
+    also ``NPU out of memory. ...`` logged without the exception's name."""
+    m = KV_SIZE.match(line, start)
     if m is None:
-        return None if " KV cache size:" in line[start : start + 24] else ()
+        if " KV cache size:" in line[start : start + 24]:
+            return None
+        if line.startswith(" out of memory", line.find(" ", start)):
+            return (ServerError(stamp, "oom"),)
+        return ()
     per_request = m.group(3)
     return (
         KvCacheCapacity(
@@ -113,7 +150,7 @@ def parse_kv_size(line: str, start: int, stamp: str | None) -> tuple[Event, ...]
 
 
 def parse_max_concurrency(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
-    m = _MAX_CONCURRENCY.match(line, start)
+    m = MAX_CONCURRENCY.match(line, start)
     if m is None:
         return None if line.startswith("Maximum concurrency for", start) else ()
     return (KvCacheCapacity(stamp, tokens_per_request=_int(m.group(1)), max_concurrency=float(m.group(2))),)
@@ -139,7 +176,7 @@ def parse_engine_core(line: str, start: int, stamp: str | None) -> tuple[Event, 
 
 
 def parse_died(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
-    if _DIED.match(line, start):
+    if DIED.match(line, start):
         return (ServerError(stamp, "engine_dead"),)
     return ()
 
@@ -152,7 +189,7 @@ def parse_shutdown(line: str, start: int, stamp: str | None) -> tuple[Event, ...
 
 # --- exception lines ------------------------------------------------------------------
 
-_OOM_TEXT = ("CUDA out of memory", "HIP out of memory", "XPU out of memory")
+_OOM_TEXT = ("CUDA out of memory", "HIP out of memory", "XPU out of memory", "NPU out of memory")
 _GPU_ERROR_TEXT = ("CUDA error", "HIP error", "CUDA driver error", "NCCL error", "RCCL error")
 _KV_TOO_SMALL_TEXT = (
     "KV cache is needed, which is larger than the available KV cache memory",
@@ -166,6 +203,8 @@ def classify_exception(exception: str, message: str) -> str | None:
     """The server error a traceback's last line names, or None when it names no fatal one."""
     if exception.endswith("OutOfMemoryError") or message.startswith(_OOM_TEXT):
         return "oom"
+    if message.startswith(_GPU_ERROR_TEXT) and "error: out of memory" in message[:40]:
+        return "oom"  # ``CUDA driver error: out of memory``, ``HIP error: out of memory``
     if exception.endswith("EngineDeadError"):
         return "engine_dead"
     if message.startswith(_GPU_ERROR_TEXT) or exception.endswith("AcceleratorError"):

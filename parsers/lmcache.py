@@ -14,10 +14,13 @@ from parsers.events import (
     Event,
     LmcacheDegraded,
     LmcacheInitialized,
+    LmcacheL1Usage,
     LmcacheLookup,
     LmcacheLookupPending,
     LmcacheLookupTimeout,
+    LmcachePrefetch,
     LmcacheRetrieve,
+    LmcacheServerStarted,
     LmcacheStore,
     LmcacheStoreStart,
 )
@@ -100,20 +103,46 @@ RETRIEVED = Shape(
     _build_retrieved,
 )
 
+# Whole-line shapes of the messages above, for lines that lost their header.
+LOOKUP_PENDING = (
+    r"Reqid: [^, ]+, Total tokens \d+, (?:Inference Engine computed tokens: \d+, )?LMCache hit tokens: None"
+)
+STORED_ANY = (
+    r"(?:\[req_id=[^\]]*\] )?Stored \d+ (?:out of (?:total )?\d+ tokens(?:\. size: [\d.]+ [gG][bB], "
+    r"(?:cost|total time) [\d.]+ m?s, throughput: [\d.]+ GB/s(?:; offload_time: [\d.]+ ms, put_time: [\d.]+ ms)?)?"
+    r"|(?:[A-Z]PU )?tokens in [\d.]+ seconds)"
+)
+RETRIEVED_ANY = (
+    r"(?:\[req_id=[^\]]*\] )?Retrieved \d+ (?:out of (?:\d+ required tokens \(from \d+ total tokens\)"
+    r"|(?:total )?\d+ out of total \d+ tokens)\.?(?: size: [\d.]+ [gG][bB], cost [\d.]+ ms, throughput: [\d.]+ GB/s)?"
+    r"|tokens(?: in [\d.]+ seconds)?)"
+)
 _REQID = re.compile(r"Reqid: ([^,\s]+), ")
 _LOOKUP_PART = re.compile(
     r"(Total tokens|Inference Engine computed tokens|LMCache hit tokens|(?:but )?need to load)"
     r":? (-?\d+|None)(?: < min_retrieve (\d+))?"
 )
-_STORED_MP = re.compile(r"(?:\[req_id=([^\]]*)\] )?Stored (\d+) tokens in ([\d.]+) seconds")
+# The MP server's store (``N XPU tokens`` on Intel GPUs; no request id).
+_STORED_MP = re.compile(r"(?:\[req_id=([^\]]*)\] )?Stored (\d+) (?:[A-Z]PU )?tokens in ([\d.]+) seconds")
+# Any other wording of the cache engine's store line, read field by field (older releases
+# said ``total time`` where they now say ``cost``).
+_STORED_ANY = re.compile(r"(?:\[req_id=([^\]]*)\] )?Stored (\d+) out of (?:total )?(\d+) tokens")
+_STORE_PART = re.compile(r"\b(size|cost|total time|time|throughput):? ([\d.]+) ?(GB/s|gb|GB|ms|s)\b")
 _STORED_OTHER = re.compile(r"(?:\[req_id=[^\]]*\] )?Stored \d+ Q tokens")
 _STORE_OLD = re.compile(r"Store (\d+) tokens takes: ([\d.]+) ms, throughput: ([\d.]+) GB/s")
 _RETRIEVED_MP = re.compile(r"(?:\[req_id=([^\]]*)\] )?Retrieved (\d+) tokens in ([\d.]+) seconds")
 # Layer-wise mode: the total after the last layer; LMCache's "(file:line:logger)" trailer may follow.
 _RETRIEVED_LAYERWISE = re.compile(r"(?:\[req_id=([^\]]*)\] )?Retrieved (\d+) tokens(?: \(| \x1b|$)")
-_STORING = re.compile(
+STORING = re.compile(
     r"Storing KV cache for (\d+) out of (\d+) tokens \(skip_leading_tokens=(\d+)\)(?: for request (\S+))?"
 )
+PREFETCH = re.compile(
+    r"Prefetch request completed(?: \([^)]*\))?: (\d+)/(\d+) (?:retained keys|prefix hits)"
+    r"(?: \((\d+) L1, (\d+) L2\))?(?: in ([\d.]+) ms)?(?: \(([^()]*)\))?"
+)
+_EXTERNAL_ID = re.compile(r"external_request_id=([^,\s)]+)")
+L1_USAGE = re.compile(r"L1 memory usage: ([\d.]+)/([\d.]+) GiB \(([\d.]+)%\)")
+_HTTP_SERVER = re.compile(r"Starting LMCache HTTP server on (\S+)")
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
 _TIMEOUT = re.compile(r"Timeout occurred for rank (\d+)")
 
@@ -183,7 +212,33 @@ def parse_stored(line: str, start: int, stamp: str | None, rank: int | None) -> 
         )
     if _STORED_OTHER.match(line, start):
         return ()
-    return None
+    return _parse_stored_parts(line, start, stamp, rank)
+
+
+def _parse_stored_parts(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    m = _STORED_ANY.match(line, start)
+    if m is None:
+        return None
+    parts: dict[str, float] = {}
+    for part in _STORE_PART.finditer(line, m.end()):
+        value = float(part.group(2))
+        label, unit = part.group(1), part.group(3)
+        if label in ("cost", "total time", "time"):
+            parts["ms"] = value * 1000.0 if unit == "s" else value
+        else:
+            parts[label] = value
+    return (
+        LmcacheStore(
+            stamp,
+            _request_id(m.group(1)),
+            int(m.group(2)),
+            int(m.group(3)),
+            parts.get("size"),
+            parts.get("ms"),
+            parts.get("throughput"),
+            rank=rank,
+        ),
+    )
 
 
 def parse_store_old(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
@@ -222,7 +277,7 @@ def parse_request_tagged(line: str, start: int, stamp: str | None, rank: int | N
 
 
 def parse_storing(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
-    m = _STORING.match(line, start)
+    m = STORING.match(line, start)
     if m is None:
         return None if line.startswith("Storing KV cache", start) else ()
     return (LmcacheStoreStart(stamp, m.group(4), int(m.group(1)), int(m.group(2)), int(m.group(3)), rank),)
@@ -247,3 +302,37 @@ def parse_timeout(line: str, start: int, stamp: str | None, rank: int | None) ->
     if m is None:
         return ()
     return (LmcacheLookupTimeout(stamp, int(m.group(1))),)
+
+
+def parse_prefetch(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """The MP server's ``Prefetch request completed (L1+L2): H/R retained keys (a L1, b L2) in T ms (...)``."""
+    m = PREFETCH.match(line, start)
+    if m is None:
+        return None if line.startswith("Prefetch request completed", start) else ()
+    ids = m.group(6)
+    external = _EXTERNAL_ID.search(ids) if ids else None
+    l1, l2, ms = m.group(3), m.group(4), m.group(5)
+    return (
+        LmcachePrefetch(
+            stamp,
+            external.group(1) if external else None,
+            int(m.group(1)),
+            int(m.group(2)),
+            int(l1) if l1 is not None else None,
+            int(l2) if l2 is not None else None,
+            float(ms) if ms is not None else None,
+        ),
+    )
+
+
+def parse_l1_usage(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    m = L1_USAGE.match(line, start)
+    if m is None:
+        return None if line.startswith("L1 memory usage", start) else ()
+    return (LmcacheL1Usage(stamp, float(m.group(1)), float(m.group(2)), round(float(m.group(3)) / 100.0, 6)),)
+
+
+def parse_starting(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """``Starting LMCache HTTP server on http://host:port`` (the MP server's front end)."""
+    m = _HTTP_SERVER.match(line, start)
+    return (LmcacheServerStarted(stamp, m.group(1)),) if m else ()

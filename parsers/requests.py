@@ -42,8 +42,9 @@ def _build_added(stamp: str | None, rank: int | None, g: tuple) -> RequestAdded:
 
 
 ADDED = Shape(r"Added request ([^ ]+)\.$", _build_added)
-_FINISHED = re.compile(r"Finished request (\S+)\.$")
-_ABORTED = re.compile(r"Aborted request(?:\(s\))? (\S+)\.$")
+FINISHED = re.compile(r"Finished request (\S+)\.$")
+# ``Aborted request X.``, ``Aborted request(s) X,Y.`` and vllm-omni's ``Aborted request(s) ['X', 'Y']``.
+ABORTED = re.compile(r"Aborted request(?:\(s\))? (?:(\S+)\.|\[([^\]]*)\])$")
 _REQUEST_OUTCOME = re.compile(r"Request (\S+) (aborted\.$|failed \((engine dead|bad request|input error)\))")
 _FAIL_REASONS = {"engine dead": "engine_dead", "bad request": "bad_request", "input error": "input_error"}
 
@@ -91,7 +92,7 @@ def parse_added(line: str, start: int, stamp: str | None) -> tuple[Event, ...] |
 
 
 def parse_finished(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
-    m = _FINISHED.match(line, start)
+    m = FINISHED.match(line, start)
     if m is None:
         return None if line.startswith("Finished request ", start) else ()
     return (RequestFinished(stamp, m.group(1)),)
@@ -137,10 +138,14 @@ def parse_generated(line: str, start: int, stamp: str | None) -> tuple[Event, ..
 
 
 def parse_aborted(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
-    m = _ABORTED.match(line, start)
+    m = ABORTED.match(line, start)
     if m is None:
         return None if line.startswith("Aborted request", start) else ()
-    return tuple(RequestAborted(stamp, rid) for rid in m.group(1).split(",") if rid)
+    if m.group(1) is not None:
+        ids = m.group(1).split(",")
+    else:
+        ids = [rid.strip().strip("'\"") for rid in m.group(2).split(",")]
+    return tuple(RequestAborted(stamp, rid) for rid in ids if rid)
 
 
 def parse_request_outcome(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
@@ -164,7 +169,12 @@ def _build_access(stamp: str | None, rank: int | None, g: tuple) -> HttpAccess:
     return HttpAccess(stamp, g[0], g[1], path, int(g[3]))
 
 
-ACCESS = Shape(r'([^ ]+) - "([A-Z]+) ([^ ]+) HTTP/[\d.]+" (\d\d\d)(?: |$)', _build_access)
+# uvicorn's ``client - "METHOD path HTTP/x" status``; a platform's extra field (a pid) may
+# stand between the client and the request, and a paste may turn the quotes typographic.
+ACCESS = Shape(
+    r'([^ ]+) (?:[^ "]+ )?- (?:[^ "]+ - )?["\u201c]([A-Z]+) ([^ ]+) HTTP/[\d.]+["\u201d] (\d\d\d)(?: |$)',
+    _build_access,
+)
 
 
 def parse_uvicorn(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
@@ -172,7 +182,7 @@ def parse_uvicorn(line: str, start: int, stamp: str | None) -> tuple[Event, ...]
     event = ACCESS.parse(line, start, stamp)
     if event is not None:
         return (event,)
-    return None if ' - "' in line else _uvicorn_lifecycle(line, start, stamp)
+    return None if (' - "' in line or " - \u201c" in line) else _uvicorn_lifecycle(line, start, stamp)
 
 
 def _uvicorn_lifecycle(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:

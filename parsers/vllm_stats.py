@@ -11,9 +11,10 @@ makes the whole line suspicious (returns None) rather than half-parsed.
 
 from __future__ import annotations
 
+import math
 import re
 
-from parsers.events import EngineStats, Event, KvCacheCapacity, SpecDecodeStats
+from parsers.events import EngineStats, Event, KvCacheCapacity, KvTransferStats, SpecDecodeStats
 
 ENGINE_PREFIX = re.compile(r"Engine (\d+): ")
 AGGREGATED_PREFIX = re.compile(r"(\d+) Engines Aggregated: ")
@@ -84,9 +85,18 @@ def _parts(text: str) -> list[tuple[str, str]]:
 
 
 def parse_stats(
-    line: str, start: int, stamp: str | None, engine: int | None = None, engines: int | None = None
+    line: str,
+    start: int,
+    stamp: str | None,
+    engine: int | None = None,
+    engines: int | None = None,
+    exact: bool = False,
 ) -> tuple[Event, ...] | None:
-    """The stats message starting at ``start`` (after any ``Engine NNN:`` prefix)."""
+    """The stats message starting at ``start`` (after any ``Engine NNN:`` prefix).
+
+    ``exact`` (a line without a header): every part must be a known label with its unit,
+    and running, waiting and a KV cache usage must all be there -- a whole stats line,
+    not a fragment or prose that happens to start like one."""
     text = line[start:].rstrip(" .")
     # v0.7.1-0.7.2 printed "Waiting: 0 reqs GPU KV cache usage: 7.9%" without a comma.
     text = text.replace(" reqs GPU KV", " reqs, GPU KV").replace(" | ", ", ")
@@ -95,6 +105,8 @@ def parse_stats(
     try:
         for label, value in _parts(text):
             known = _FIELDS.get(label)
+            if exact and not _has_unit(label, value):
+                return None
             if known is not None:
                 converted = known[1](value.strip())
                 if converted is not None:
@@ -110,9 +122,13 @@ def parse_stats(
                 values["kv_fetch_waiting"] = int(m.group(1))
                 values["kv_fetch_in_progress"] = int(m.group(2))
                 values["kv_fetch_completed"] = int(m.group(3))
+            elif exact:
+                return None
     except ValueError:
         return None
     if not values and not usage:
+        return None
+    if exact and not (usage and "running" in values and "waiting" in values):
         return None
     if "GPU" in usage:
         values["kv_cache_usage"] = usage["GPU"]
@@ -124,6 +140,48 @@ def parse_stats(
         values["kv_cache_usage"] = ratio
         values["kv_cache_device"] = device
     return (EngineStats(stamp, engine=engine, engines=engines, **values),)
+
+
+def _has_unit(label: str, value: str) -> bool:
+    """A part of a whole stats line: counts and rates carry their unit, ratios their percent sign."""
+    value = value.strip()
+    return value.endswith(("%", " tokens/s", " reqs")) or label in ("KV fetch", "Preemptions", "Corrupted")
+
+
+def parse_stats_line(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """A whole stats message standing alone (``%(message)s`` logging): ``[Engine NNN: ]<stats>``."""
+    m = ENGINE_PREFIX.match(line, start)
+    engine = int(m.group(1)) if m is not None else None
+    pos = m.end() if m is not None else start
+    if not line.startswith(_WHOLE_STATS_STARTS, pos):
+        return None  # a fragment of a wrapped line starts mid-way
+    return parse_stats(line, pos, stamp, engine=engine, exact=True)
+
+
+_KV_TRANSFER = "KV Transfer metrics: "
+_WHOLE_STATS_STARTS = ("Avg prompt throughput: ", "Throughput: ")
+
+
+def parse_kv_transfer(line: str, start: int, stamp: str | None, engine: int | None = None) -> tuple[Event, ...] | None:
+    """``KV Transfer metrics: <key>=<value>, ...``: keys as printed (they may hold spaces and parentheses)."""
+    if not line.startswith(_KV_TRANSFER, start):
+        return ()  # other messages starting with "KV"
+    values: dict[str, float] = {}
+    for part in line[start + len(_KV_TRANSFER) :].rstrip().split(", "):
+        key, sep, text = part.rpartition("=")
+        key = key.strip()
+        if not sep or not key:
+            return None
+        try:
+            number: float = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                return None
+        if math.isfinite(number):
+            values[key] = number
+    return (KvTransferStats(stamp, engine, values),)
 
 
 def parse_v0_prefix_rates(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
@@ -201,6 +259,8 @@ def parse_engine_prefixed(line: str, start: int, stamp: str | None) -> tuple[Eve
         return parse_stats(line, pos, stamp, engine=engine)
     if line.startswith("SpecDecoding metrics: ", pos):
         return parse_spec_decode(line, pos + 22, stamp, engine=engine)
+    if line.startswith(_KV_TRANSFER, pos):
+        return parse_kv_transfer(line, pos, stamp, engine=engine)
     if line.startswith("vllm cache_config_info", pos):
         return parse_cache_config(line, pos, stamp)
     # Iteration details, CUDA graph and MFU summaries share the prefix; not parsed.

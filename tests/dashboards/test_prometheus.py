@@ -29,17 +29,23 @@ LOGS = ("vllm-0.32.0-cpu-lmcache-0.5.6.log", "seed-rocm-mi325x.log", "vllm-0.32.
 FIXTURES = REPO / "tests" / "fixtures" / "lines"
 
 
+# Fixture files of framing variants (the same events behind wrappers, prefixes, or without a header).
+FRAMINGS = ("wrappers.json", "prefixes.json", "message_only.json")
+# Kinds whose every fixture line gives other series (another key, phase or direction).
+EVERY_LINE = {"kv_transfer_stats", "startup_phase"}
+
+
 def one_line_of_every_kind() -> list[str]:
     """The first fixture line of each event kind (plain lines, not wrapped ones)."""
     seen: set[str] = set()
     lines = []
     for path in sorted(FIXTURES.glob("*.json")):
-        if path.name == "wrappers.json":
+        if path.name in FRAMINGS:
             continue
         for case in json.loads(path.read_text(encoding="utf-8")):
             kinds = {event["kind"] for event in case.get("events", [])}
             # Every vllm bench line: each gives another series.
-            if (kinds - seen or path.name == "bench.json") and "\n" not in case["line"]:
+            if (kinds - seen or path.name == "bench.json" or kinds & EVERY_LINE) and "\n" not in case["line"]:
                 seen |= kinds
                 lines.append(case["line"])
     return lines

@@ -7,7 +7,18 @@ import pytest
 from parsers import LogStream, parse_line
 from tests.conftest import event_dict, line_cases
 
-FAMILIES = ("vllm_stats", "lmcache", "requests", "lifecycle", "bench", "wrappers", "negatives", "suspicious")
+FAMILIES = (
+    "vllm_stats",
+    "lmcache",
+    "requests",
+    "lifecycle",
+    "bench",
+    "wrappers",
+    "prefixes",
+    "message_only",
+    "negatives",
+    "suspicious",
+)
 CASES = [(family, case) for family in FAMILIES for case in line_cases(family)]
 
 

@@ -72,7 +72,7 @@ def test_promtool_accepts_the_exposition(exposition: str, tmp_path: Path) -> Non
 def test_readme_metrics_table_matches_the_catalogue() -> None:
     text = README.read_text(encoding="utf-8")
     section = text.split("## Metrics reference", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `(kvwatch_[a-z_]+)` \| (\w+) \| ([^|]*) \|", section, re.M)
+    rows = re.findall(r"^\| `(kvwatch_[a-z0-9_]+)` \| (\w+) \| ([^|]*) \|", section, re.M)
     documented = {name: (kind, labels.strip()) for name, kind, labels in rows}
     expected = {
         s.name: (s.type, ", ".join(f"`{label}`" for label in s.labels))

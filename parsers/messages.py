@@ -1,0 +1,136 @@
+"""Lines without any header: ``vllm bench`` results, exception lines, and whole known messages.
+
+A logging format of ``%(message)s``, or a shipper that strips headers, leaves
+only the message.  Such a line is read when the *whole* line is exactly one
+known message -- anchored at both ends, every field parsed -- so that a
+fragment of a hard-wrapped line, or prose that quotes the start of a message,
+gives nothing.  LMCache's ``(file.py:N:logger)`` trailer may follow its messages.
+Without a header a line that does not fit is not a ``suspicious_line``: nothing
+shows that vLLM or LMCache wrote it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from parsers import bench, lifecycle, lmcache, requests, vllm_stats
+from parsers.events import Event
+
+Events = tuple[Event, ...]
+NOTHING: Events = ()
+# An exception's final traceback line: ``torch.OutOfMemoryError: ...``.
+EXCEPTION_WORD_ENDS = ("Error:", "Exception:", "Error")
+# LMCache's ``(vllm_v1_adapter.py:1544:lmcache.integration.vllm.vllm_v1_adapter)`` after a message.
+_TRAILER = r"(?: \([\w.]+\.py:\d+:[\w.]+\))?"
+
+
+def _whole(pattern: str) -> re.Pattern[str]:
+    """A message pattern that must span the rest of the line (an LMCache trailer and a paste's
+    closing backtick allowed)."""
+    return re.compile("(?:" + pattern + r")[.;]?" + _TRAILER + r"\s*`?\s*$", re.ASCII)
+
+
+MessageParser = Callable[[str, int, "str | None"], "Events | None"]
+
+
+def _exact(shape: re.Pattern[str], parse: MessageParser) -> Callable[[str, int], Events]:
+    """``parse`` applied only when ``shape`` matches the whole rest of the line."""
+
+    def run(line: str, start: int) -> Events:
+        if shape.match(line, start) is None:
+            return NOTHING
+        return parse(line, start, None) or NOTHING
+
+    return run
+
+
+def _lmcache(parse: Callable[[str, int, str | None, int | None], Events | None]) -> MessageParser:
+    return lambda line, start, stamp: parse(line, start, stamp, None)
+
+
+def _stats(line: str, start: int) -> Events:
+    return vllm_stats.parse_stats_line(line, start, None) or NOTHING
+
+
+def _kv_transfer(line: str, start: int) -> Events:
+    return vllm_stats.parse_kv_transfer(line, start, None) or NOTHING
+
+
+def _first_of(*handlers: Callable[[str, int], Events]) -> Callable[[str, int], Events]:
+    def run(line: str, start: int) -> Events:
+        for handler in handlers:
+            events = handler(line, start)
+            if events:
+                return events
+        return NOTHING
+
+    return run
+
+
+_ENGINE_DIED = _exact(_whole(lifecycle.DIED.pattern + r"[^']*"), lifecycle.parse_died)
+_FATAL = _exact(_whole(r"EngineCore encountered a fatal error"), lifecycle.parse_engine_core)
+_KV_SIZE = _exact(_whole(lifecycle.KV_SIZE.pattern), lifecycle.parse_kv_size)
+_MAX_CONCURRENCY = _exact(_whole(lifecycle.MAX_CONCURRENCY.pattern), lifecycle.parse_max_concurrency)
+
+# First word of a message-only line -> its reader.
+_WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
+    "Engine": _first_of(_stats, _ENGINE_DIED),
+    "Avg": _first_of(bench.parse_avg_latency, _stats),
+    "Throughput:": bench.parse_throughput,
+    "Total": bench.parse_total,
+    "Reqid:": _first_of(
+        _exact(_whole(lmcache.LOOKUP.pattern), _lmcache(lmcache.parse_lookup)),
+        _exact(_whole(lmcache.LOOKUP_PENDING), _lmcache(lmcache.parse_lookup)),
+    ),
+    "Retrieved": _exact(_whole(lmcache.RETRIEVED_ANY), _lmcache(lmcache.parse_retrieved)),
+    "Stored": _exact(_whole(lmcache.STORED_ANY), _lmcache(lmcache.parse_stored)),
+    "Storing": _exact(_whole(lmcache.STORING.pattern), _lmcache(lmcache.parse_storing)),
+    "Prefetch": _exact(_whole(lmcache.PREFETCH.pattern), _lmcache(lmcache.parse_prefetch)),
+    "L1": _exact(_whole(lmcache.L1_USAGE.pattern), _lmcache(lmcache.parse_l1_usage)),
+    "EngineCore": _FATAL,
+    "Maximum": _first_of(_MAX_CONCURRENCY, bench.parse_serve),
+    "Available": _exact(_whole(lifecycle.KV_MEMORY.pattern), lifecycle.parse_kv_memory),
+    "Loading": _exact(_whole(lifecycle.WEIGHTS_LOADING.pattern), lifecycle.parse_model_loading),
+    "Model": _exact(_whole(lifecycle.MODEL_LOADING.pattern), lifecycle.parse_model_loading),
+    "torch.compile": _exact(_whole(lifecycle.TORCH_COMPILE.pattern), lifecycle.parse_torch_compile),
+    "Graph": _exact(_whole(lifecycle.GRAPH_CAPTURE.pattern), lifecycle.parse_graph_capture),
+    "init": _exact(_whole(lifecycle.ENGINE_INIT_TIME.pattern), lifecycle.parse_init_engine),
+    "KV": _kv_transfer,
+    "Added": _exact(_whole(requests.ADDED.pattern), requests.parse_added),
+    "Finished": _exact(_whole(requests.FINISHED.pattern), requests.parse_finished),
+    "Aborted": _exact(_whole(requests.ABORTED.pattern), requests.parse_aborted),
+}
+for _device in lifecycle.KV_DEVICES:
+    _WHOLE_MESSAGES[_device] = _KV_SIZE
+# ``vllm bench serve`` result lines, by first word.
+for _word in (
+    "Successful",
+    "Failed",
+    "Request",
+    "Benchmark",
+    "Output",
+    "Peak",
+    "Mean",
+    "Median",
+    "Std",
+    "Input",
+    "Acceptance",
+):
+    _WHOLE_MESSAGES[_word] = bench.parse_serve
+
+
+def message_only(line: str, start: int) -> Events:
+    """The events of a line that is one whole known message, a bench result or an exception line."""
+    space = line.find(" ", start)
+    word = line[start:space] if space != -1 else line[start:]
+    handler = _WHOLE_MESSAGES.get(word)
+    if handler is not None:
+        return handler(line, start)
+    if word.endswith("%"):
+        return bench.parse_percentile_latency(line, start)
+    if word[:1] == "P" and word[1:2].isdigit():
+        return bench.parse_serve(line, start)
+    if word.endswith(EXCEPTION_WORD_ENDS) and start == 0:
+        return lifecycle.parse_exception(line, start, None)
+    return NOTHING
