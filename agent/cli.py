@@ -50,10 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--format",
         "-f",
-        choices=("summary", "prometheus", "events"),
+        choices=("summary", "prometheus", "events", "unmatched"),
         default="summary",
         help="summary: a short report (default); prometheus: the metrics exposition after the whole "
-        "input; events: one JSON object per event",
+        "input; events: one JSON object per event; unmatched: the lines that look like vLLM, LMCache or "
+        "uvicorn lines but gave no event, by shape, masked for a bug report",
     )
     replay.add_argument(
         "--server",
@@ -455,6 +456,9 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"kvwatch: traces: {exc}", file=sys.stderr)
             return EXIT_USAGE
 
+    if args.format == "unmatched":
+        return _replay_unmatched(opened, args.max_line_length)
+
     replay = Replay(tz, args.max_line_length)
     out = sys.stdout
     builders = []
@@ -503,6 +507,22 @@ def _replay(args: argparse.Namespace) -> int:
         out.write(summary.render(servers))
     out.flush()
     return status
+
+
+def _replay_unmatched(opened: list, max_line: int) -> int:
+    from agent.replay import UnmatchedShapes
+
+    shapes = UnmatchedShapes()
+    for source in opened:
+        try:
+            _lines, error = shapes.read(source.stream, max_line)
+        finally:
+            source.close()
+        if error:
+            print(f"kvwatch: {source.name}: read stopped early: {error}", file=sys.stderr)
+    shapes.render(sys.stdout)
+    sys.stdout.flush()
+    return EXIT_OK
 
 
 def _replay_tracing(args: argparse.Namespace):

@@ -356,6 +356,10 @@ def request_attributes(request: OpenRequest, model: str | None) -> dict:
         a["lmcache.lookups_pending"] = request.pending_lookups
     if request.retrieves:
         a["lmcache.retrieved_tokens"] = _per_rank_max(request.retrieves, 2, 7)
+    if request.prefetches:
+        _when, hit_keys, requested_keys, _l1, _l2, _ms = request.prefetches[0]
+        a["lmcache.prefetch.hit_keys"] = hit_keys
+        _put(a, "lmcache.prefetch.requested_keys", requested_keys)
     if request.stores:
         a["lmcache.stored_tokens"] = _per_rank_max(request.stores, 2, 8)
     if request.access is not None:
@@ -427,6 +431,13 @@ def request_spans(
         _put(attributes, "vllm.prefix_cache.hit_tokens", computed)
         _put(attributes, "lmcache.min_retrieve_tokens", min_retrieve)
         child("lmcache.lookup", _ns(when), _ns(when), attributes)
+    for when, hit_keys, requested_keys, l1_keys, l2_keys, ms in request.prefetches:
+        attributes = {"lmcache.prefetch.hit_keys": hit_keys}
+        _put(attributes, "lmcache.prefetch.requested_keys", requested_keys)
+        _put(attributes, "lmcache.prefetch.l1_keys", l1_keys)
+        _put(attributes, "lmcache.prefetch.l2_keys", l2_keys)
+        end = _ns(when)
+        child("lmcache.prefetch", end - round((ms or 0.0) * 1e6), end, attributes)
     for when, cost, retrieved, required, total, size_gb, gbps, rank in request.retrieves:
         attributes = {"lmcache.retrieved_tokens": retrieved}
         _put(attributes, "lmcache.required_tokens", required)
@@ -456,11 +467,17 @@ def request_spans(
     for span in spans:  # a transfer that began before the first line, or a stamp cut to whole seconds
         start = min(start, span.start_time)
         end = max(end, span.end_time)
+    # Under the span the log record named, when OpenTelemetry-shaped logs carried one.
+    parent = (
+        SpanContext(trace_id, request.parent_span_id, is_remote=True, trace_flags=_SAMPLED)
+        if request.parent_span_id is not None
+        else None
+    )
     spans.append(
         ReadableSpan(
             ROOT_SPAN,
             root_context,
-            None,
+            parent,
             resource,
             request_attributes(request, model),
             tuple(_store_start_event(started) for started in request.store_starts),  # announced, never stored

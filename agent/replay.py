@@ -25,6 +25,7 @@ from agent.reading import DEFAULT_MAX_LINE, Input, LineReader
 from agent.stats import ServerStats
 from parsers import Clock, LogStream
 from parsers.events import Event, payload_fields
+from parsers.masking import looks_like_a_log_line, masked, shape
 from parsers.timestamps import isoformat
 
 # ``vllm.log``, ``vllm.log.1``, ``vllm.log.2.gz``, ``vllm.jsonl``: the log suffixes;
@@ -244,3 +245,42 @@ def event_writer(out: TextIO, file: str) -> Callable[[Event, int, Clock], None]:
         write("\n")
 
     return on_event
+
+
+class UnmatchedShapes:
+    """``--format unmatched``: the shapes of lines that look like vLLM, LMCache or uvicorn lines but
+    gave no event, counted, with one masked example each (nothing of a prompt or an id survives)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, str] = {}
+
+    def read(self, raw: BinaryIO, max_line: int) -> tuple[int, str | None]:
+        reader = LineReader(raw, max_line)
+        stream = LogStream(max_line)
+        for batch in reader.batches():
+            for line in batch:
+                if line is None:
+                    continue
+                events = stream.feed(line)
+                if all(event.kind == "suspicious_line" for event in events) and looks_like_a_log_line(line):
+                    self.note(line)
+        return reader.lines, reader.error
+
+    def note(self, line: str) -> None:
+        key = shape(line)
+        count = self.counts.get(key)
+        if count is None:
+            self.examples[key] = masked(line)
+            count = 0
+        self.counts[key] = count + 1
+
+    def render(self, out: TextIO) -> None:
+        total = sum(self.counts.values())
+        out.write(f"# {total} lines that look like vLLM, LMCache or uvicorn lines gave no event, ")
+        out.write(f"in {len(self.counts)} shapes (numbers as N; ids, quoted text and prompts masked)\n")
+        for key, count in sorted(self.counts.items(), key=lambda item: (-item[1], item[0])):
+            out.write(f"{count:>8}  {key}\n")
+            example = self.examples[key]
+            if example != key:
+                out.write(f"{'':>8}  e.g. {example}\n")

@@ -27,7 +27,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable
 
-from agent.stats import ServerStats
+from agent.stats import ServerStats, route_of
 from parsers import events as ev
 from parsers.requests import external_request_id, request_operation
 from parsers.timestamps import Clock
@@ -67,7 +67,9 @@ class OpenRequest:
         "operation",
         "outcome",
         "output_tokens",
+        "parent_span_id",
         "pending_lookups",
+        "prefetches",
         "prompt_tokens",
         "retrieves",
         "route",
@@ -100,6 +102,11 @@ class OpenRequest:
         self.store_starts: list[tuple] = []
         # (end, cost_seconds, retrieved, required, total, size_gb, gbps, rank)
         self.retrieves: list[tuple] = []
+        # (end, hit_keys, requested_keys, l1_keys, l2_keys, ms): LMCache's multiprocess server
+        self.prefetches: list[tuple] = []
+        # The span a log record named as the current one (OpenTelemetry-shaped logs):
+        # this request's trace joins the client's trace under it.
+        self.parent_span_id: int | None = None
         self.end: float | None = None
         self.outcome: str | None = None  # finished, aborted, cancelled, failed, responded, evicted
         self.end_matched: str | None = None  # "id" or "access" (matched by route, first in first out)
@@ -186,6 +193,7 @@ class TraceBuilder:
             ev.LmcacheStoreStart: self._store_start,
             ev.LmcacheStore: self._store,
             ev.LmcacheRetrieve: self._retrieve,
+            ev.LmcachePrefetch: self._prefetch,
             ev.RequestFinished: self._finished,
             ev.ResponseGenerated: self._generated,
             ev.RequestAborted: self._aborted,
@@ -312,7 +320,10 @@ class TraceBuilder:
         request.outcome = outcome
         request.end_matched = matched
         latest_child = max(
-            [s[0] for s in request.stores] + [r[0] for r in request.retrieves] + [lk[0] for lk in request.lookups],
+            [s[0] for s in request.stores]
+            + [r[0] for r in request.retrieves]
+            + [lk[0] for lk in request.lookups]
+            + [p[0] for p in request.prefetches],
             default=request.start,
         )
         request.end = max(when, request.start, latest_child)
@@ -371,9 +382,21 @@ class TraceBuilder:
                 request.max_tokens = e.max_tokens
             if e.prompt_tokens is not None:
                 request.prompt_tokens = e.prompt_tokens
+            self._join_trace(request, e.trace_id, e.span_id)
 
     def _added(self, e: ev.RequestAdded, when: float) -> None:
-        self._request(e.request_id, when, e.kind)
+        request = self._request(e.request_id, when, e.kind)
+        if request is not None:
+            self._join_trace(request, e.trace_id, e.span_id)
+
+    def _join_trace(self, request: OpenRequest, trace_id: str | None, span_id: str | None) -> None:
+        """Put the request under the trace its log record named (the client's distributed trace)."""
+        if trace_id is None:
+            return
+        request.trace_id = int(trace_id, 16)
+        request.sampled = self.sampled(request.trace_id)
+        if span_id is not None:
+            request.parent_span_id = int(span_id, 16)
 
     def _lookup(self, e: ev.LmcacheLookup, when: float) -> None:
         request = self._request(e.request_id, when, e.kind)
@@ -434,6 +457,13 @@ class TraceBuilder:
             (when, cost, e.retrieved_tokens, e.required_tokens, e.total_tokens, e.size_gb, e.throughput_gbps, e.rank)
         )
 
+    def _prefetch(self, e: ev.LmcachePrefetch, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is None:
+            return
+        self._scheduled(request)
+        request.prefetches.append((when, e.hit_keys, e.requested_keys, e.l1_keys, e.l2_keys, e.ms))
+
     def _finished(self, e: ev.RequestFinished, when: float) -> None:
         self.ids_end_requests = True
         self._end_by_id(e.request_id, when, "finished")
@@ -460,7 +490,7 @@ class TraceBuilder:
         self._end_by_id(e.request_id, when, "failed", e.reason)
 
     def _access(self, e: ev.HttpAccess, when: float) -> None:
-        route = e.path
+        route = route_of(e.path)  # the OpenAI route, also where a platform mounts it under a prefix
         held = self.held.get(route)
         if held:
             request = next(iter(held.values()))

@@ -223,6 +223,13 @@ _LEVEL_INITIALS = frozenset("IDWECT")
 # Ray's ``... [repeated 2x across cluster]`` after a line it printed once for several processes.
 _RAY_REPEATED = re.compile(r" \[repeated \d+x across cluster\]$")
 
+
+def _without_ray_note(line: str) -> str:
+    if line[-1] == "]" and line.endswith(" across cluster]"):
+        return _RAY_REPEATED.sub("", line)
+    return line
+
+
 # Process tags seen so far -> (another server's?, tensor-parallel rank), or
 # (None, None) for text that is no process tag.  Tags repeat on every line of a
 # process, so each is parsed once.
@@ -249,8 +256,7 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
         line = line.rstrip("\r")
         if not line:
             return NOTHING
-    if line[-1] == "]" and line.endswith(" across cluster]"):
-        line = _RAY_REPEATED.sub("", line)  # Ray's log deduplication note
+    line = _without_ray_note(line)
     if "\x1b" in line:
         if line[0] == "\x1b":
             # LMCache colours its header; its matcher takes the codes as they are.
@@ -341,7 +347,7 @@ def _after_prefix(line: str, rank: int | None) -> Events:
         return NOTHING
     if tag_rank is not None:
         rank = tag_rank
-    text = trim_closing(line, prefix)
+    text = _without_ray_note(trim_closing(line, prefix))
     start = found.end
     if start >= len(text):
         return NOTHING
@@ -356,9 +362,13 @@ def _after_prefix(line: str, rank: int | None) -> Events:
         return lmcache_message(text, start, found.stamp, rank)
     if found.kind == "lmcache_old":
         return _old_lmcache(text, start, rank)
+    if found.kind == "stdlib":
+        return _by_logger(found.logger or "", text, start, found.stamp, rank)
     if found.kind == "access":
         access = requests.ACCESS.parse(text, start, None)
         return (access,) if access is not None else NOTHING
+    if found.kind == "exception":
+        return lifecycle.parse_exception(text, start, None)
     return uvicorn_message(text, start, None)
 
 

@@ -113,7 +113,8 @@ _LMCACHE_ANY = re.compile(
 # uvicorn's ``INFO:     `` only where what follows is one of its own messages: the
 # level word alone is too common to stand for a header.
 _UVICORN_ANY = re.compile(
-    r"()\b" + _LEVEL + r":  *(?=\S+ (?:\S+ )?- |Application startup complete|Uvicorn running on |Shutting down)",
+    r"()\b" + _LEVEL + r":  *(?=\S+ (?:\S+ )?- |Application startup complete|Uvicorn running on |Shutting down"
+    r"|\[Errno \d+\] )",
     re.ASCII,
 )
 
@@ -122,20 +123,32 @@ _UVICORN_ANY = re.compile(
 # (``2026-03-11 13:56:58,403 [INFO] 172.18.0.16:57368 - "GET /health HTTP/1.1" 200``):
 # accepted only when a level word in the prefix shows a log record.
 _ACCESS_ANY = re.compile(r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?- ["\u201c][A-Z]{3,7} /)')
+# A traceback's final line (``torch.OutOfMemoryError: ...``) behind a prefix.
+_EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): )")
 _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
+
+
+# Python's standard format of programs that embed vLLM (``STDLIB_HEADER``), behind a prefix.
+_STDLIB_ANY = re.compile(
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d{3})?) - ((?:vllm|lmcache|uvicorn)[\w.]*) - " + _LEVEL + " - ",
+    re.ASCII,
+)
 
 
 class Header:
     """A header found after a prefix: whose (``vllm``, ``lmcache``, ``lmcache_old``, ``uvicorn``,
-    ``access`` for a bare access line), where it starts, where the message starts, its stamp."""
+    ``stdlib`` with the logger it names;
+    ``access`` for a bare access line, ``exception`` for a traceback's last line), where it
+    starts, where the message starts, its stamp."""
 
-    __slots__ = ("end", "kind", "stamp", "start")
+    __slots__ = ("end", "kind", "logger", "stamp", "start")
 
-    def __init__(self, kind: str, start: int, end: int, stamp: str | None) -> None:
+    def __init__(self, kind: str, start: int, end: int, stamp: str | None, logger: str | None = None) -> None:
         self.kind = kind
         self.start = start
         self.end = end
         self.stamp = stamp
+        self.logger = logger  # the logger a standard-format header names
 
 
 def _search(line: str, pos: int) -> Header | None:
@@ -145,6 +158,10 @@ def _search(line: str, pos: int) -> Header | None:
         m = _VLLM_ANY.search(line, pos)
         if m is not None:
             best = Header("vllm", m.start(), m.end(), m.group(1) or m.group(2) or None)
+    if " - " in line:
+        m = _STDLIB_ANY.search(line, pos)
+        if m is not None and (best is None or m.start() < best.start):
+            best = Header("stdlib", m.start(), m.end(), m.group(1), m.group(2))
     if "LMCache" in line:
         m = _LMCACHE_ANY.search(line, pos)
         if m is not None and (best is None or m.start() < best.start):
@@ -158,6 +175,10 @@ def _search(line: str, pos: int) -> Header | None:
         m = _ACCESS_ANY.search(line, pos)
         if m is not None and m.start() > 0:
             best = Header("access", m.start(), m.end(), None)
+    if best is None and ("Error: " in line or "Exception: " in line):
+        m = _EXCEPTION_ANY.search(line, pos)
+        if m is not None and m.start() > 0:
+            best = Header("exception", m.start(), m.end(), None)
     return best
 
 
@@ -182,10 +203,45 @@ _CALENDAR_WORDS = frozenset(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "mon", "tue", "wed")
 )
 _PREFIX_WORDS = _LEVEL_WORDS | _CALENDAR_WORDS | {"thu", "fri", "sat", "sun", "trace", "stdout", "stderr"}
+# Words that mark a sentence (a prefix made of names, times and levels has none of them).
+_FUNCTION_WORDS = frozenset(
+    ("a", "an", "the", "this", "that", "these", "my", "our", "your", "is", "are", "was", "were", "it", "i", "we")
+) | frozenset(("you", "says", "said", "of", "to", "in", "on", "for", "with", "what", "why", "how", "and", "or", "but"))
+_WORD_TAIL = re.compile(r"[A-Za-z]+$")
+
+
+def _is_prose(prefix: str) -> bool:
+    """Three words in a row, one of them a function word, or five words in a row: a sentence."""
+    run, function = 0, False
+    for token in prefix.split():
+        m = _WORD_TAIL.search(token.rstrip(":,.;!?"))
+        word = m.group(0) if m is not None else ""
+        if len(word) > 1 and not word.isupper() and word.lower() not in _PREFIX_WORDS:
+            run += 1
+            function = function or word.lower() in _FUNCTION_WORDS
+            if run >= 5 or (run >= 3 and function):
+                return True
+        elif word.lower() in _FUNCTION_WORDS:
+            run, function = run + 1, True
+        else:
+            run, function = 0, False
+    return False
+
+
 # SGLang's own header (``[2026-08-23 09:08:08 TP0] ``) right before a shared uvicorn line.
 _SGLANG_STAMP = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?: [A-Z]{2}\d+)*\] $", re.ASCII)
 _TAG_IN_PREFIX = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=\d+)?\)")
 MAX_PREFIX = 320
+
+
+def _looks_logged(prefix: str) -> bool:
+    """A log prefix carries a time, a pid, a pod's hash or a level word -- or is only decoration
+    (a quote mark, a backtick); a title or a sentence carries none of these."""
+    return (
+        any(c.isdigit() for c in prefix)
+        or _LEVEL_IN_PREFIX.search(prefix) is not None
+        or not any(c.isalnum() for c in prefix)
+    )
 
 
 def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
@@ -206,15 +262,10 @@ def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
         return False, None
     if kind == "access" and _LEVEL_IN_PREFIX.search(prefix) is None:
         return False, None
-    run = 0
-    for token in prefix.split():
-        word = token.rstrip(":,.;!?")
-        if word.isalpha() and not word.isupper() and word.lower() not in _PREFIX_WORDS:
-            run += 1
-            if run == 3:
-                return False, None
-        else:
-            run = 0
+    if kind == "exception" and not _looks_logged(prefix):
+        return False, None
+    if _is_prose(prefix):
+        return False, None
     rank = None
     for m in _TAG_IN_PREFIX.finditer(prefix):
         found = rank_of(m.group(1))
@@ -244,7 +295,7 @@ ISO_PREFIX = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d
 CRI_RECORD = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) (?:stdout|stderr) ([FP]) ")
 # journalctl -o short-iso(-precise): ``2025-12-14T16:18:24+0800 host unit[123]: ``.
 JOURNAL_ISO = re.compile(
-    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)) [^\s\[]+ [^\s\[:]+(?:\[\d+\])?: "
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)) [^\s\[(]+ [^\s\[:]+(?:\[\d+\])?: "
 )
 
 # Keys under which JSON log records carry the original text (``body``: the

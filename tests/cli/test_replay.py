@@ -264,3 +264,31 @@ def test_a_closed_pipe_ends_quietly() -> None:
     assert proc.returncode == 0
     assert len(out.splitlines()) == 1
     assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_unmatched_lists_unknown_shapes_masked_most_frequent_first(tmp_path: Path) -> None:
+    secret = "my secret prompt about the merger"
+    log = tmp_path / "vllm.log"
+    log.write_text(
+        # Three of one new message (a changed release), one another, read lines and noise.
+        "".join(
+            f"(APIServer pid=7) INFO 12-01 10:00:0{i} [scheduler.py:99] Scheduled {i + 10} requests in batch "
+            f"chatcmpl-9f{i}a7c3e1d2b4c5a6.\n"
+            for i in range(3)
+        )
+        + f"(APIServer pid=7) INFO 12-01 10:00:05 [serving.py:12] Rejected request: prompt: '{secret}', len 9\n"
+        + f'[2026-12-01 10:00:06,000] LMCache INFO: New thing happened to "{secret}" (x.py:1:lmcache.x)\n'
+        + "(APIServer pid=7) INFO 12-01 10:00:07 [async_llm.py:382] Added request chatcmpl-1.\n"
+        + "Traceback (most recent call last):\n"
+        + "just some text\n",
+        encoding="utf-8",
+    )
+    result = kvwatch("replay", "--format", "unmatched", str(log))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert secret not in out and "9fa7" not in out and "chatcmpl-9f" not in out
+    lines = out.splitlines()
+    assert lines[0].startswith("# 5 lines") and "in 3 shapes" in lines[0]
+    assert re.match(r"^\s+3  \(APIServer pid=N\) INFO N-N N:N:N \[scheduler\.py:N\] Scheduled N requests", lines[1])
+    assert "prompt: …" in out and "'…'" in out
+    assert "Added request" not in out and "Traceback" not in out and "just some text" not in out

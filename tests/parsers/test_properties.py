@@ -20,7 +20,7 @@ VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 CLOCK = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
 REAL = [
     c["line"]
-    for fam in ("vllm_stats", "lmcache", "requests", "lifecycle", "bench", "wrappers")
+    for fam in ("vllm_stats", "lmcache", "requests", "lifecycle", "bench", "wrappers", "prefixes", "message_only")
     for c in line_cases(fam)
 ]
 ALPHABET = st.characters(codec="utf-8", categories=None)
@@ -59,6 +59,17 @@ NOISE = st.sampled_from(
         "…",
         "é",
         "\ud7ff",
+        "KV Transfer metrics: ",
+        "Prefetch request completed (L1+L2): ",
+        "=",
+        "`",
+        "> ",
+        "<b>",
+        "</font>",
+        " - vllm.engine - INFO - ",
+        "RuntimeError: ",
+        " [repeated 2x across cluster]",
+        "(EngineCore) ",
     ]
 )
 
@@ -89,6 +100,12 @@ def test_mutated_real_lines_never_raise(line: str, edits: list[tuple[int, int, s
     stream = LogStream()
     check(stream.feed(line))
     check(stream.close())
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(NOISE, st.text(alphabet=ALPHABET, max_size=8)), max_size=8), st.sampled_from(REAL))
+def test_any_prefix_before_a_real_line_never_raises(pieces: list[str], line: str) -> None:
+    check(parse_line("".join(pieces) + line))
 
 
 @settings(max_examples=300)

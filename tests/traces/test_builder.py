@@ -429,3 +429,58 @@ def test_otlp_json_encoding_matches_the_sdks_protobuf_encoding() -> None:
                         span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
     parsed = Parse(json.dumps(document), ExportTraceServiceRequest())
     assert parsed == encode_spans(spans)
+
+
+def test_mp_server_prefetch_is_a_child_span_of_its_request() -> None:
+    # LMCache's multiprocess server names vLLM's engine-side id; the front end's id joins them.
+    run = Run().feed(
+        [
+            "(APIServer pid=1) INFO 09-01 09:50:45 [logger.py:49] Received request chatcmpl-8482be01b733726a: "
+            "params: SamplingParams(n=1, max_tokens=16), lora_request: None.",
+            "(APIServer pid=1) INFO 09-01 09:50:45 [async_llm.py:382] Added request "
+            "chatcmpl-8482be01b733726a-acfe0b55.",
+            "[2026-09-01 09:50:45,418] LMCache INFO: Prefetch request completed (L1+L2): 12/44 retained keys "
+            "(12 L1, 0 L2) in 0.6 ms (external_request_id=chatcmpl-8482be01b733726a-acfe0b55, "
+            "prefetch_request_id=-1) (storage_manager.py:726:lmcache.v1.distributed.storage_manager)",
+            "(APIServer pid=1) INFO 09-01 09:50:46 [loggers.py:271] Aborted request chatcmpl-8482be01b733726a.",
+        ]
+    )
+    [root] = run.roots()
+    [prefetch] = [s for s in run.children(root) if s.name == "lmcache.prefetch"]
+    assert prefetch.attributes["lmcache.prefetch.hit_keys"] == 12
+    assert prefetch.attributes["lmcache.prefetch.requested_keys"] == 44
+    assert prefetch.attributes["lmcache.prefetch.l1_keys"] == 12
+    assert prefetch.end_time - prefetch.start_time == 600_000  # 0.6 ms
+    assert root.attributes["lmcache.prefetch.hit_keys"] == 12
+
+
+def test_a_trace_id_in_the_log_puts_the_request_under_the_clients_trace() -> None:
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    record = {
+        "timestamp": "2026-09-01T10:00:00.123456Z",
+        "body": "Added request chatcmpl-a269fdcb7c6ce890-a8a65d16.",
+        "severity_text": "INFO",
+        "service.name": "vllm",
+        "trace_id": trace_id,
+        "span_id": span_id,
+    }
+    run = Run().feed(
+        [
+            json.dumps(record),
+            '(APIServer pid=1) INFO:     10.0.0.1:5000 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+            json.dumps(record | {"body": "Finished request chatcmpl-a269fdcb7c6ce890-a8a65d16.", "trace_id": "0" * 32}),
+        ]
+    )
+    [root] = run.roots()
+    assert f"{root.context.trace_id:032x}" == trace_id
+    assert root.parent is not None and root.parent.is_remote
+    assert f"{root.parent.span_id:016x}" == span_id
+    # A request without trace context is a root of its own.
+    plain = Run().feed(
+        [
+            "INFO 09-01 10:00:00 [async_llm.py:382] Added request chatcmpl-x-1a2b3c4d.",
+            "INFO 09-01 10:00:01 [async_llm.py:382] Finished request chatcmpl-x-1a2b3c4d.",
+        ]
+    )
+    [own] = plain.roots()
+    assert own.parent is None and f"{own.context.trace_id:032x}" != trace_id

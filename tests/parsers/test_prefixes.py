@@ -1,0 +1,119 @@
+"""Every fixture line gives the same events behind the prefixes and wrappers real log pipelines add,
+and every near-miss stays silent behind them.
+
+The prefixes are the shapes their tools print (each names where it comes from);
+none is special-cased by the parser, which looks for the header wherever it
+stands.  Wrappers that carry a full time of their own (docker logs -t, CRI,
+OpenTelemetry records) replace the line's stamp, so stamps are compared only
+where the wrapper has none.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from parsers import LogStream, parse_line
+from tests.conftest import event_dict, line_cases
+
+# (prefix, closing text, what prints it)
+PREFIXES = [
+    ("vllm-7d9f8b6c5-x2x7q vllm ", "", "stern's default template: pod and container names"),
+    ("vllm-0 vllm-server ", "", "stern on a StatefulSet pod"),
+    ("[vllm-7d9f8b6c5-x2x7q] ", "", "kubetail: the pod in brackets"),
+    ("[pod/vllm-0/vllm] ", "", "kubectl logs --prefix"),
+    ("vllm-1  | ", "", "docker compose"),
+    ("Dec 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "journalctl -o short"),
+    ("[2025-12-13T19:54:35Z] ", "", "Buildkite's bracketed time"),
+    ("2025-12-14 16:18:29.123 UTC ", "", "a log collector's time with a zone name"),
+    ("2025-12-14 16:18:29,123 INFO [worker] ", "", "a log aggregator's stamp, level and process kind"),
+    ("[16:18:29] [INFO] [serve-qwen3] ", "", "a job runner's time, level and job name"),
+    ("INFO     run_server.py:88 ", "", "a Python logging wrapper's level and caller path"),
+    ("INFO:root:", "", "Python's logging.basicConfig format around a re-logged line"),
+    ("(task, pid=7431) ", "", "SkyPilot's task tag"),
+    ("(ServeReplica:default:VLLMDeployment pid=4242) ", "", "a Ray Serve replica"),
+    ("(RayWorkerWrapper pid=4242, ip=10.0.0.2) ", "", "a Ray actor on another node"),
+    ("> ", "", "a markdown quote"),
+    ("`", "`", "inline code in markdown"),
+    ('<font color="#00cdcd"><b>', "</b></font>", "an HTML paste"),
+]
+# Wrappers whose own full time replaces the line's: (make the physical line, what writes it).
+STAMPING_WRAPPERS = [
+    (lambda line: "2025-12-14T08:18:29.123456789Z " + line, "docker logs -t / kubectl logs --timestamps"),
+    (lambda line: "2025-12-14T08:18:29.123456789Z stdout F " + line, "a containerd (CRI) record"),
+    (
+        lambda line: json.dumps({"log": line + "\n", "stream": "stdout", "time": "2025-12-14T08:18:29.123456789Z"}),
+        "Docker's json-file record",
+    ),
+    (
+        lambda line: json.dumps(
+            {"timestamp": "1765700309123456789", "severity_text": "INFO", "severity_number": 9, "body": line}
+        ),
+        "an OpenTelemetry Logs Data Model record of a collector that wrapped the text line",
+    ),
+]
+
+# Lines that start with a header (or a process tag before one): what a pipeline puts a prefix in front of.
+HEADER_FAMILIES = ("vllm_stats", "lmcache", "requests", "lifecycle", "prefixes")
+CASES = [case for family in HEADER_FAMILIES for case in line_cases(family) if case["events"]]
+NEAR_MISSES = line_cases("negatives")
+
+
+def without_stamps(events: list[dict]) -> list[dict]:
+    return [{k: v for k, v in event.items() if k != "stamp"} for event in events]
+
+
+def parse(line: str) -> list[dict]:
+    stream = LogStream()
+    return [event_dict(e) for e in list(stream.feed(line)) + list(stream.close())]
+
+
+@pytest.mark.parametrize(("prefix", "closing", "origin"), PREFIXES, ids=[p[2] for p in PREFIXES])
+def test_the_same_events_behind_a_prefix(prefix: str, closing: str, origin: str) -> None:
+    wrong = []
+    for case in CASES:
+        got = [event_dict(e) for e in parse_line(prefix + case["line"] + closing)]
+        if got != case["events"]:
+            wrong.append((case["source"], case["line"][:80], got))
+    assert not wrong, f"{len(wrong)} of {len(CASES)} lines read differently behind {origin}: {wrong[:3]}"
+
+
+@pytest.mark.parametrize(("wrap", "origin"), STAMPING_WRAPPERS, ids=[w[1] for w in STAMPING_WRAPPERS])
+def test_the_same_events_inside_a_wrapper(wrap, origin: str) -> None:
+    wrong = []
+    for case in CASES:
+        got = parse(wrap(case["line"]))
+        if without_stamps(got) != without_stamps(case["events"]) or any("stamp" not in e for e in got):
+            wrong.append((case["source"], case["line"][:80], got))
+    assert not wrong, f"{len(wrong)} of {len(CASES)} lines read differently in {origin}: {wrong[:3]}"
+
+
+@pytest.mark.parametrize(("prefix", "closing", "origin"), PREFIXES, ids=[p[2] for p in PREFIXES])
+def test_near_misses_stay_silent_behind_a_prefix(prefix: str, closing: str, origin: str) -> None:
+    loud = [case["line"][:80] for case in NEAR_MISSES if parse_line(prefix + case["line"] + closing)]
+    assert not loud, f"near-misses read behind {origin}: {loud}"
+
+
+@pytest.mark.parametrize(("wrap", "origin"), STAMPING_WRAPPERS, ids=[w[1] for w in STAMPING_WRAPPERS])
+def test_near_misses_stay_silent_inside_a_wrapper(wrap, origin: str) -> None:
+    loud = [case["line"][:80] for case in NEAR_MISSES if case["line"] and parse(wrap(case["line"]))]
+    assert not loud, f"near-misses read in {origin}: {loud}"
+
+
+def test_a_header_quoted_after_the_real_one_is_never_read() -> None:
+    # The real header is the first; what a prompt quotes after it stays the prompt's.
+    for prefix, closing, _origin in PREFIXES:
+        line = (
+            prefix + "INFO 02-13 11:33:33 [logger.py:49] Received request chatcmpl-1: prompt: 'INFO 02-13 "
+            "11:33:33 [async_llm.py:382] Added request chatcmpl-2.', params: SamplingParams(max_tokens=7)" + closing
+        )
+        assert [e.kind for e in parse_line(line)] == ["request_received"], prefix
+
+
+def test_a_bare_access_line_is_read_only_behind_a_level_word() -> None:
+    # Any uvicorn server prints this shape; a level word in front shows a log record of it.
+    bare = '127.0.0.1:50210 - "POST /v1/completions HTTP/1.1" 200 OK'
+    assert parse_line(bare) == ()
+    assert parse_line("vllm-0 vllm " + bare) == ()
+    assert [e.kind for e in parse_line("2026-03-11 13:56:58,403 [INFO] " + bare)] == ["http_access"]
