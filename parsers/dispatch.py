@@ -120,6 +120,7 @@ _VLLM_FAMILIES: dict[str, tuple[VllmHandler, str]] = {
     "#": (lifecycle.parse_blocks, "kv_cache_capacity"),
     "EngineCore": (lifecycle.parse_engine_core, "server_error"),
     "Worker": (lifecycle.parse_died, "server_error"),
+    "WorkerProc": (lifecycle.parse_worker_proc, "server_error"),
     "RayWorkerProc": (lifecycle.parse_died, "server_error"),
     "[shutdown]": (lifecycle.parse_shutdown, "server_shutdown"),
     "KV": (_kv_transfer, "kv_transfer_stats"),

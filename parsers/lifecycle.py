@@ -175,6 +175,13 @@ def parse_engine_core(line: str, start: int, stamp: str | None) -> tuple[Event, 
     return ()
 
 
+def parse_worker_proc(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    """``WorkerProc failed to start.``: a V1 worker process could not come up (the start fails)."""
+    if line.startswith("WorkerProc failed to start", start):
+        return (ServerError(stamp, "other"),)
+    return ()
+
+
 def parse_died(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     if DIED.match(line, start):
         return (ServerError(stamp, "engine_dead"),)

@@ -194,6 +194,7 @@ def print_report(report: dict) -> None:
 
 
 def own_benchmark(style: str, lines: int, rounds: int) -> dict:
+    CACHE.mkdir(parents=True, exist_ok=True)
     log = CACHE / f"replay-{style}-{lines}.log"
     truth_path = Path(str(log) + ".truth.json")
     wanted = {"version": VERSION, "seed": 1214, "lines": lines, "style": style}
