@@ -257,7 +257,8 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
         line = line.rstrip("\r")
         if not line:
             return NOTHING
-    line = _without_ray_note(line)
+    if line[-1] == "]" and line.endswith(" across cluster]"):
+        line = _without_ray_note(line)
     if "\x1b" in line:
         if line[0] == "\x1b":
             # LMCache colours its header; its matcher takes the codes as they are.
