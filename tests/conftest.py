@@ -1,4 +1,4 @@
-"""Shared helpers: where fixtures live, an event as the plain dict the fixtures use, kvwatch processes."""
+"""Fixtures every test may use: the sample logs, and kvwatch processes cleaned up after each test."""
 
 from __future__ import annotations
 
@@ -10,27 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from parsers.events import Event, payload_fields
-from tests.harness import Agent
-
-FIXTURES = Path(__file__).parent / "fixtures"
-SAMPLES = FIXTURES / "samples"
-
-
-def event_dict(event: Event) -> dict:
-    """kind, raw stamp when present, and every field that is not absent."""
-    record: dict[str, object] = {"kind": event.kind}
-    if event.stamp is not None:
-        record["stamp"] = event.stamp
-    for name in payload_fields(type(event)):
-        value = getattr(event, name)
-        if value is not None:
-            record[name] = value
-    return record
-
-
-def line_cases(family: str) -> list[dict]:
-    return json.loads((FIXTURES / "lines" / f"{family}.json").read_text(encoding="utf-8"))
+from tests.support.harness import Agent
+from tests.support.lines import SAMPLES
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.supervisor import open_raw_log  # noqa: E402
 from tests.benchmarks.gen_log import generate  # noqa: E402
-from tests.harness import Agent, free_port, wait_for  # noqa: E402
+from tests.support.harness import Agent, free_port, wait_for  # noqa: E402
 
 STATS = (
     "(APIServer pid=4242) INFO 12-14 16:18:29 [loggers.py:118] Engine 000: Avg prompt throughput: 149.1 tokens/s, "

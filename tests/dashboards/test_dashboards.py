@@ -9,34 +9,13 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from agent.metrics import SPECS
-from tests.harness import REPO
-
-DASHBOARDS = REPO / "dashboards"
-RULES = DASHBOARDS / "alerts.yml"
-RANGE_FUNCTIONS = re.compile(r"\b(rate|increase|deriv|irate|delta|avg_over_time|max_over_time)\(")
-METRIC = re.compile(r"\b((?:kvwatch|server):[a-z0-9_:]+|kvwatch_[a-z0-9_]+)")
+from tests.support.dashboards import METRIC, RANGE_FUNCTIONS, RULES, dashboards, panel_exprs, panels, rules
+from tests.support.harness import REPO
 
 # Exported series no panel shows, and why.  Empty today: every series is on a panel.
 UNPLOTTED: dict[str, str] = {}
-
-
-def dashboards() -> dict[str, dict]:
-    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
-
-
-def panels(dashboard: dict) -> list[dict]:
-    return [p for p in dashboard["panels"] if p["type"] != "row"]
-
-
-def panel_exprs() -> list[tuple[str, str]]:
-    return [(p["title"], t["expr"]) for d in dashboards().values() for p in panels(d) for t in p["targets"]]
-
-
-def rules() -> list[dict]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
 
 
 def promtool() -> str:

@@ -18,10 +18,10 @@ import time
 
 import pytest
 
-from tests.dashboards.test_dashboards import panel_exprs, rules
-from tests.harness import REPO, Agent, fake_server, free_port, wait_for
-from tests.otlp_receiver import HttpReceiver, tracing_env
-from tests.prometheus import Prometheus, prometheus_binary
+from tests.support.dashboards import panel_exprs, rules
+from tests.support.harness import REPO, Agent, fake_server, free_port, wait_for
+from tests.support.otlp_receiver import HttpReceiver, tracing_env
+from tests.support.prometheus import Prometheus, prometheus_binary
 
 SAMPLES = REPO / "tests" / "fixtures" / "samples"
 LOGS = ("vllm-0.32.0-cpu-lmcache-0.5.6.log", "seed-rocm-mi325x.log", "vllm-0.32.0-cpu-lmcache-0.5.6-degraded.log")
@@ -200,7 +200,7 @@ def test_the_alert_meant_to_fire_is_firing_in_prometheus(prometheus: Prometheus)
 
 
 def test_every_template_variable_finds_values(prometheus: Prometheus) -> None:
-    from tests.dashboards.test_dashboards import dashboards
+    from tests.support.dashboards import dashboards
 
     for dashboard in dashboards().values():
         for variable in dashboard["templating"]["list"]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_vllm_cpu import MODEL, PYTHON
-from tests.harness import REPO
+from tests.support.harness import REPO
+from tests.support.vllm_cpu import MODEL, PYTHON
 
 pytestmark = pytest.mark.slow
 

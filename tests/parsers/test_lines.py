@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from parsers import LogStream, parse_line
-from tests.conftest import event_dict, line_cases
+from tests.support.lines import event_dict, line_cases
 
 FAMILIES = (
     "vllm_stats",

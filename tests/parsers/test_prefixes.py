@@ -15,7 +15,7 @@ import json
 import pytest
 
 from parsers import LogStream, parse_line
-from tests.conftest import event_dict, line_cases
+from tests.support.lines import event_dict, line_cases
 
 # (prefix, closing text, what prints it)
 PREFIXES = [

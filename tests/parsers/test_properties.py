@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from agent.replay import event_record
 from parsers import Clock, LogStream, parse_line
 from parsers.events import Event
-from tests.conftest import line_cases
+from tests.support.lines import line_cases
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "parsers" / "schema" / "events.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

@@ -15,7 +15,7 @@ import pytest
 
 from agent.stats import ServerStats
 from parsers import Clock, LogStream
-from tests.conftest import SAMPLES
+from tests.support.lines import SAMPLES
 
 LOGS = sorted(p.name for p in SAMPLES.glob("*.log"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from parsers import LogStream
-from tests.conftest import event_dict
+from tests.support.lines import event_dict
 
 PROMPT = "x" * 40_000 + " max_tokens=5 Throughput: 9.00 requests/s, 1.00 tokens/s"
 LONG = (

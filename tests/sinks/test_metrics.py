@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.exposition import generate_latest
 
 from agent.metrics import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE, registry_for
-from tests.sinks.test_stats import all_fixture_lines, feed, fresh
+from tests.support.lines import all_fixture_lines, feed, fresh
 
 README = Path(__file__).parents[2] / "README.md"
 

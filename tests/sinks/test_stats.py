@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import pickle
-from datetime import UTC, datetime
 
 import pytest
 
 from agent.metrics import collect_families
 from agent.stats import ServerStats, route_of
-from parsers import Clock, LogStream, parse_line
 from parsers import events as ev
-from tests.conftest import SAMPLES, line_cases
-
-
-def feed(stats: ServerStats, lines: list[str]) -> ServerStats:
-    stream = LogStream()
-    for line in lines:
-        for event in stream.feed(line):
-            stats.observe(event)
-    for event in stream.close():
-        stats.observe(event)
-    return stats
-
-
-def fresh(name: str = "s") -> ServerStats:
-    return ServerStats(name, Clock(UTC, datetime(2026, 11, 30, tzinfo=UTC)))
+from parsers import parse_line
+from tests.support.lines import SAMPLES, all_fixture_lines, feed, fresh, line_cases
 
 
 def test_lookup_semantics() -> None:
@@ -94,15 +79,6 @@ def test_engine_labels() -> None:
     s = fresh()
     feed(s, [c["line"] for c in line_cases("vllm_stats")])
     assert set(s.engines) == {"0", "1", "all"}
-
-
-def all_fixture_lines() -> list[str]:
-    lines = []
-    for path in sorted(SAMPLES.glob("*.log")):
-        lines += path.read_text(encoding="utf-8").split("\n")
-    for family in ("vllm_stats", "lmcache", "requests", "lifecycle", "bench", "wrappers", "prefixes", "suspicious"):
-        lines += [c["line"] for c in line_cases(family)]
-    return lines
 
 
 def exposition(stats: ServerStats) -> dict:

@@ -16,7 +16,7 @@ import pytest
 
 from agent import tail as tail_module
 from agent.tail import PositionStore, Source, Tailer
-from tests.harness import wait_for
+from tests.support.harness import wait_for
 
 
 class Collected:

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from tests.benchmarks.gen_log import generate
-from tests.conftest import SAMPLES
+from tests.support.lines import SAMPLES
 
 ROOT = Path(__file__).parents[2]
 SCHEMA = json.loads((ROOT / "parsers" / "schema" / "events.schema.json").read_text())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).parents[1]
-FAKE = str(REPO / "tests" / "fakeserver.py")
+REPO = Path(__file__).parents[2]
+FAKE = str(REPO / "tests" / "support" / "fakeserver.py")
 
 
 def free_port() -> int:
@@ -107,7 +107,7 @@ class Agent:
 
 
 def fake_server(name: str, *args: str, port: int | None = None, **settings: str) -> str:
-    """A [[server]] table running tests/fakeserver.py."""
+    """A [[server]] table running tests/support/fakeserver.py."""
     argv = [sys.executable, FAKE, *args]
     extra = ""
     if port is not None:

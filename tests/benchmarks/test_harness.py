@@ -16,7 +16,7 @@ import pytest
 from tests.benchmarks.gen_log import generate
 from tests.benchmarks.run_replay_bench import check, mtail_command
 
-HERE = Path(__file__).parent / "benchmarks"
+HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module", params=["classic", "current"])

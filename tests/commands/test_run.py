@@ -1,4 +1,4 @@
-"""``kvwatch run`` end to end with real processes, files and signals (the servers are tests/fakeserver.py)."""
+"""``kvwatch run`` end to end with real processes, files and signals (the servers are tests/support/fakeserver.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 
 from agent.daemon import EXIT_HANDED_OVER
 from agent.supervisor import proc_start_time
-from tests.harness import FAKE, fake_server, free_port, wait_for
+from tests.support.harness import FAKE, fake_server, free_port, wait_for
 
 STATS = (
     "INFO 11-25 10:00:00 [loggers.py:1] Engine 000: Avg prompt throughput: 10.0 tokens/s, Avg generation throughput: "

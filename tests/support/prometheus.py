@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import free_port, wait_for
+from tests.support.harness import free_port, wait_for
 
 
 def prometheus_binary() -> str:

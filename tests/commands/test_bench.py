@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboards.test_push import TOKEN, FakeGrafana
-from tests.harness import REPO, Agent, wait_for
+from tests.support.harness import REPO, Agent, wait_for
+from tests.support.stand_ins import TOKEN, FakeGrafana
 
-FAKE = str(REPO / "tests" / "fakebench.py")
+FAKE = str(REPO / "tests" / "support" / "fakebench.py")
 
 
 def bench(history: Path, *command: str, extra: tuple[str, ...] = (), env=None) -> subprocess.CompletedProcess:

@@ -19,8 +19,8 @@ from agent.otel import Tracing
 from agent.stats import ServerStats
 from agent.traces import TraceBuilder
 from parsers import Clock, LogStream
-from tests.harness import REPO, Agent, wait_for
-from tests.otlp_receiver import GrpcReceiver, HttpReceiver, attributes, tracing_env
+from tests.support.harness import REPO, Agent, wait_for
+from tests.support.otlp_receiver import GrpcReceiver, HttpReceiver, attributes, tracing_env
 
 SAMPLE = REPO / "tests" / "fixtures" / "samples" / "vllm-0.32.0-cpu-lmcache-0.5.6.log"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -246,7 +246,7 @@ def test_the_agent_traces_a_followed_log_and_links_exemplars(tmp_path: Path) -> 
 
 
 def test_prometheus_stores_the_exemplars_and_they_name_sent_traces(tmp_path: Path) -> None:
-    from tests.prometheus import Prometheus, prometheus_binary
+    from tests.support.prometheus import Prometheus, prometheus_binary
 
     prometheus_binary()  # skip (or fail under CI) before starting anything
     receiver = HttpReceiver()

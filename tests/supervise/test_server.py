@@ -1,4 +1,4 @@
-"""The supervisor with real child processes (tests/fakeserver.py): start, crash, back off, stop, adopt."""
+"""The supervisor with real child processes (tests/support/fakeserver.py): start, crash, back off, stop, adopt."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 from agent.config import ServerConfig
 from agent.supervisor import Supervised, proc_start_time
 from parsers import events as ev
-from tests.harness import free_port
+from tests.support.harness import free_port
 
-FAKE = str(Path(__file__).parents[1] / "fakeserver.py")
+FAKE = str(Path(__file__).parents[1] / "support" / "fakeserver.py")
 
 
 def server(tmp_path: Path, *args: str, **kw) -> ServerConfig:

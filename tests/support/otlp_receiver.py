@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,16 +15,6 @@ def tracing_env(schedule_delay_ms: int = 100) -> dict[str, str]:
     """Environment overrides for a kvwatch under test: no OTEL_* of the caller's, and batches sent
     after ``schedule_delay_ms`` instead of the SDK's 5 s."""
     return {**{k: "" for k in os.environ if k.startswith("OTEL_")}, "OTEL_BSP_SCHEDULE_DELAY": str(schedule_delay_ms)}
-
-
-def json_reply(handler, status: int, body) -> None:
-    """Answer an http.server request with ``body`` as JSON."""
-    data = json.dumps(body).encode()
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
 
 
 class Received:

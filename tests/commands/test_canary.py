@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO, free_port
-from tests.otlp_receiver import json_reply
+from tests.support.harness import REPO, free_port
+from tests.support.stand_ins import json_reply
 
 STAMP = "2026-12-01 10:00:00,000"
 

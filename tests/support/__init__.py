@@ -1,0 +1,1 @@
+"""Helpers the tests share: stand-ins, fixtures, real receivers and processes."""

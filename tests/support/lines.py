@@ -1,0 +1,53 @@
+"""The fixture lines and samples, an event as the plain dict the fixtures use, and stats fed from lines."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.stats import ServerStats
+from parsers import Clock, LogStream
+from parsers.events import Event, payload_fields
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+SAMPLES = FIXTURES / "samples"
+
+
+def event_dict(event: Event) -> dict:
+    """kind, raw stamp when present, and every field that is not absent."""
+    record: dict[str, object] = {"kind": event.kind}
+    if event.stamp is not None:
+        record["stamp"] = event.stamp
+    for name in payload_fields(type(event)):
+        value = getattr(event, name)
+        if value is not None:
+            record[name] = value
+    return record
+
+
+def line_cases(family: str) -> list[dict]:
+    return json.loads((FIXTURES / "lines" / f"{family}.json").read_text(encoding="utf-8"))
+
+
+def feed(stats: ServerStats, lines: list[str]) -> ServerStats:
+    stream = LogStream()
+    for line in lines:
+        for event in stream.feed(line):
+            stats.observe(event)
+    for event in stream.close():
+        stats.observe(event)
+    return stats
+
+
+def fresh(name: str = "s") -> ServerStats:
+    return ServerStats(name, Clock(UTC, datetime(2026, 11, 30, tzinfo=UTC)))
+
+
+def all_fixture_lines() -> list[str]:
+    lines = []
+    for path in sorted(SAMPLES.glob("*.log")):
+        lines += path.read_text(encoding="utf-8").split("\n")
+    for family in ("vllm_stats", "lmcache", "requests", "lifecycle", "bench", "wrappers", "prefixes", "suspicious"):
+        lines += [c["line"] for c in line_cases(family)]
+    return lines
