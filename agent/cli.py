@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
-from agent.reading import DEFAULT_MAX_LINE, InputError, open_input
+from agent.sources.lines import DEFAULT_MAX_LINE, InputError, open_input
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad arguments or inputs, as argparse does
@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _canary(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from agent import canary, config
+    from agent import config
+    from agent.commands import canary
 
     url, log_path, chunk, api_key = args.url, args.log, args.chunk_size, os.environ.get("VLLM_API_KEY")
     if args.config:
@@ -267,7 +268,8 @@ def _canary(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from agent import bench, config
+    from agent import config
+    from agent.commands import bench
 
     history = Path(args.history_file) if args.history_file else None
     if history is None:
@@ -299,7 +301,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 1
     print(f"kvwatch: recorded {entry['mode'] or 'benchmark'} run in {history}: {len(entry['results'])} results")
     if args.grafana_url:
-        from agent import grafana
+        from agent.commands import dashboards as grafana
 
         text = f"vllm bench {entry['mode']} {entry['model']} ({bench.params_key(entry['params'])}): " + ", ".join(
             f"{k} {v:g}" for k, v in sorted(entry["results"].items())[:6]
@@ -330,7 +332,7 @@ def _grafana_token(path: str | None):
 
 
 def _dashboards_list(args: argparse.Namespace) -> int:
-    from agent import grafana
+    from agent.commands import dashboards as grafana
 
     for name, dashboard in grafana.dashboards():
         print(f"{name}\t{dashboard['uid']}\t{dashboard['title']}")
@@ -342,7 +344,7 @@ def _dashboards_list(args: argparse.Namespace) -> int:
 def _dashboards_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from agent import grafana
+    from agent.commands import dashboards as grafana
 
     try:
         written = grafana.export(Path(args.directory), args.datasource)
@@ -355,7 +357,7 @@ def _dashboards_export(args: argparse.Namespace) -> int:
 
 
 def _dashboards_push(args: argparse.Namespace) -> int:
-    from agent import grafana
+    from agent.commands import dashboards as grafana
 
     token = _grafana_token(args.token_file)
     if token is False:
@@ -401,7 +403,7 @@ def _setup_logging(level: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from agent import config
-    from agent.daemon import Daemon
+    from agent.commands.run import Daemon
 
     try:
         loaded = config.load(args.config)
@@ -423,8 +425,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     # Imported here so that --help and --version do not load prometheus_client and the parsers.
-    from agent import metrics, summary
-    from agent.replay import Replay, event_writer, server_name_for
+    from agent.commands.replay import Replay, event_writer, server_name_for
+    from agent.sinks import prometheus as metrics
+    from agent.sinks import summary
     from agent.timezones import resolve_timezone
 
     try:
@@ -510,7 +513,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _replay_unmatched(opened: list, max_line: int) -> int:
-    from agent.replay import UnmatchedShapes
+    from agent.commands.replay import UnmatchedShapes
 
     shapes = UnmatchedShapes()
     for source in opened:
@@ -526,7 +529,7 @@ def _replay_unmatched(opened: list, max_line: int) -> int:
 
 
 def _replay_tracing(args: argparse.Namespace):
-    from agent import otel
+    from agent.sinks import otlp as otel
 
     if args.traces_file:
         exporter = otel.OtlpJsonFileExporter(open(args.traces_file, "w", encoding="utf-8"))  # noqa: SIM115
@@ -539,7 +542,7 @@ def _replay_tracing(args: argparse.Namespace):
 def _trace_builder(tracing, stats, tz):
     from datetime import UTC, datetime
 
-    from agent.traces import TraceBuilder
+    from agent.sinks.traces import TraceBuilder
     from parsers import Clock
 
     # The replay gives each input its clock; the first event hands it over.

@@ -1,4 +1,4 @@
-"""One source's lines to events to stats: the live counterpart of :func:`agent.replay.read_into`.
+"""One source's lines to events to stats: the live counterpart of :func:`agent.commands.replay.read_into`.
 
 The tailer hands over lines already split and decoded (skipped ones as
 ``None``, counted in the same ``skipped`` dict the stats export); each goes
@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 
-from agent.stats import ServerStats
+from agent.sinks.stats import ServerStats
 from parsers import Clock, LogStream
 from parsers.events import Event
 

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from run_replay_bench import CACHE, SHARED, timed  # noqa: E402
 
-from agent.stats import ServerStats  # noqa: E402
-from agent.traces import TraceBuilder  # noqa: E402
+from agent.sinks.stats import ServerStats  # noqa: E402
+from agent.sinks.traces import TraceBuilder  # noqa: E402
 from parsers import events as ev  # noqa: E402
 from parsers.timestamps import Clock  # noqa: E402
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.daemon import EXIT_HANDED_OVER
-from agent.supervisor import proc_start_time
+from agent.commands.run import EXIT_HANDED_OVER
+from agent.supervise.server import proc_start_time
 from tests.support.harness import FAKE, fake_server, free_port, wait_for
 
 STATS = (

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.daemon import EXIT_HANDED_OVER
-from agent.supervisor import proc_start_time
+from agent.commands.run import EXIT_HANDED_OVER
+from agent.supervise.server import proc_start_time
 from tests.support.harness import REPO, free_port, wait_for
 from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
 from tests.support.vllm_cpu import MODEL, PYTHON, chat, vllm_metrics

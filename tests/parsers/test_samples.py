@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.stats import ServerStats
+from agent.sinks.stats import ServerStats
 from parsers import Clock, LogStream
 from tests.support.lines import SAMPLES
 

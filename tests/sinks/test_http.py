@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from agent.config import MetricsConfig
-from agent.serve import MetricsServer
+from agent.sinks.http import MetricsServer
 
 
 def serve(address: str) -> MetricsServer:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.exposition import generate_latest
 
-from agent.metrics import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE, registry_for
+from agent.sinks.prometheus import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE, registry_for
 from tests.support.lines import all_fixture_lines, feed, fresh
 
 README = Path(__file__).parents[2] / "README.md"

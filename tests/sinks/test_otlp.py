@@ -15,9 +15,9 @@ import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from agent.otel import Tracing
-from agent.stats import ServerStats
-from agent.traces import TraceBuilder
+from agent.sinks.otlp import Tracing
+from agent.sinks.stats import ServerStats
+from agent.sinks.traces import TraceBuilder
 from parsers import Clock, LogStream
 from tests.support.harness import REPO, Agent, wait_for
 from tests.support.otlp_receiver import GrpcReceiver, HttpReceiver, attributes, tracing_env

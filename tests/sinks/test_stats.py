@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from agent.metrics import collect_families
-from agent.stats import ServerStats, route_of
+from agent.sinks.prometheus import collect_families
+from agent.sinks.stats import ServerStats, route_of
 from parsers import events as ev
 from parsers import parse_line
 from tests.support.lines import SAMPLES, all_fixture_lines, feed, fresh, line_cases

@@ -14,10 +14,10 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 
-from agent.metrics import registry_for
-from agent.otel import Tracing
-from agent.stats import ServerStats
-from agent.traces import TraceBuilder
+from agent.sinks.otlp import Tracing
+from agent.sinks.prometheus import registry_for
+from agent.sinks.stats import ServerStats
+from agent.sinks.traces import TraceBuilder
 from parsers import Clock, LogStream
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
@@ -416,7 +416,7 @@ def test_otlp_json_encoding_matches_the_sdks_protobuf_encoding() -> None:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from agent.otel import otlp_json
+    from agent.sinks.otlp import otlp_json
 
     spans = Run().feed(sample_lines()).spans()
     document = otlp_json(spans)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import tail as tail_module
-from agent.tail import PositionStore, Source, Tailer
+from agent.sources import tail as tail_module
+from agent.sources.tail import PositionStore, Source, Tailer
 from tests.support.harness import wait_for
 
 
@@ -197,7 +197,7 @@ def test_permission_denied_is_reported_and_retried(tmp_path: Path) -> None:
     log.write_text("hidden\n")
     log.chmod(0o000)
     if os.access(log, os.R_OK):
-        pytest.skip("root reads a 0000 file; tests/agent/test_run.py covers this with an unprivileged kvwatch")
+        pytest.skip("root reads a 0000 file; tests/commands/test_run.py covers this with an unprivileged kvwatch")
     tailer, got = make_tailer(tmp_path, str(log))
     tailer.cycle()
     assert tailer.errors() == {"s": {str(log): "permission_denied"}}
@@ -452,7 +452,7 @@ def _watches(watcher) -> int:
 
 
 def test_while_lines_flow_no_inotify_watch_is_left(tmp_path: Path) -> None:
-    from agent.watch import DirectoryWatcher
+    from agent.sources.inotify import DirectoryWatcher
 
     wakes: list[bool] = []
     woke = threading.Event()

@@ -8,8 +8,8 @@ from pathlib import Path
 from prometheus_client.exposition import generate_latest
 
 from agent import config as configuration
-from agent.daemon import Daemon
-from agent.gpus import count_gpus
+from agent.commands.run import Daemon
+from agent.supervise.gpus import count_gpus
 
 
 def kfd_node(root: Path, number: int, simd_count: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import ServerConfig
-from agent.supervisor import Supervised, proc_start_time
+from agent.supervise.server import Supervised, proc_start_time
 from parsers import events as ev
 from tests.support.harness import free_port
 

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.stats import ServerStats
+from agent.sinks.stats import ServerStats
 from parsers import Clock, LogStream
 from parsers.events import Event, payload_fields
 

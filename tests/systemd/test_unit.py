@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.daemon import EXIT_HANDED_OVER
+from agent.commands.run import EXIT_HANDED_OVER
 
 REPO = Path(__file__).parents[2]
 UNIT = REPO / "systemd" / "kvwatch.service"

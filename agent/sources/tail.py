@@ -1,6 +1,6 @@
 """Follow log files as they grow: rotation, truncation, deletion, symlink switches, new files.
 
-One thread reads every followed file.  inotify (:mod:`agent.watch`) wakes it
+One thread reads every followed file.  inotify (:mod:`agent.sources.inotify`) wakes it
 the moment a watched directory changes; a poll every ``poll_interval`` covers
 what inotify cannot see (network filesystems, a watch that could not be set,
 a directory that does not exist yet).  Each cycle reads every open file to
@@ -42,8 +42,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.reading import LineSplitter
-from agent.watch import DirectoryWatcher
+from agent.sources.inotify import DirectoryWatcher
+from agent.sources.lines import LineSplitter
 
 log = logging.getLogger("kvwatch.tail")
 

@@ -3,7 +3,7 @@
 One exporter and one batch span processor serve every source.  A request's
 spans are built finished, as the SDK's ``ReadableSpan`` (their times come
 from the log, not from a clock running while they were open), with the trace
-id :class:`agent.traces.TraceBuilder` drew when the request was first seen --
+id :class:`agent.sinks.traces.TraceBuilder` drew when the request was first seen --
 exemplars point at it before the request ends -- and handed to the processor.
 Each (server, model) pair has its resource, since the server name and the
 model are resource attributes; the OTLP encoder groups spans by them.
@@ -42,8 +42,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from agent import __version__
 from agent.config import TracingConfig
-from agent.stats import CANARY_MARK, GIB
-from agent.traces import OpenRequest
+from agent.sinks.stats import CANARY_MARK, GIB
+from agent.sinks.traces import OpenRequest
 from parsers.requests import external_request_id
 
 PROTOCOLS = ("http/protobuf", "grpc")
@@ -265,7 +265,7 @@ class Tracing:
         return found
 
     def writer(self, server: str, model: Callable[[], str | None]) -> Callable[[OpenRequest], None]:
-        """The function a :class:`agent.traces.TraceBuilder` of ``server`` hands ended requests to."""
+        """The function a :class:`agent.sinks.traces.TraceBuilder` of ``server`` hands ended requests to."""
 
         def write(request: OpenRequest) -> None:
             if not request.sampled:

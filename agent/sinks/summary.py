@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from agent.stats import EngineStatsState, ServerStats
+from agent.sinks.stats import EngineStatsState, ServerStats
 
 
 def _n(value: float) -> str:

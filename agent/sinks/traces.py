@@ -18,7 +18,7 @@ end at their line and begin ``cost`` earlier.
 Memory is bounded: at most ``max_open`` requests are kept, and a request with
 no line for ``idle_timeout`` seconds is ended unfinished (the writer marks it
 so); both evictions are counted.  Nothing here imports OpenTelemetry: the
-writer (:mod:`agent.otel`) turns records into spans.
+writer (:mod:`agent.sinks.otlp`) turns records into spans.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable
 
-from agent.stats import ServerStats, route_of
+from agent.sinks.stats import ServerStats, route_of
 from parsers import events as ev
 from parsers.requests import external_request_id, request_operation
 from parsers.timestamps import Clock

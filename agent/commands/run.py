@@ -27,21 +27,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from agent import __version__
-from agent import bench as bench_history
 from agent import config as configuration
-from agent.canary import PeriodicCanary
+from agent.commands import bench as bench_history
+from agent.commands.canary import PeriodicCanary
 from agent.config import Config, ConfigError, FollowConfig, ServerConfig
-from agent.gpus import count_gpus
-from agent.journal import JournalSource
-from agent.metrics import SPECS, collect_families, trace_families
 from agent.pipeline import SourcePipeline
-from agent.sdnotify import Notifier
-from agent.serve import MetricsServer
-from agent.supervisor import STATES, Supervised
-from agent.tail import PositionStore, Source, Tailer
+from agent.sinks.http import MetricsServer
+from agent.sinks.prometheus import SPECS, collect_families, trace_families
+from agent.sinks.traces import TraceBuilder
+from agent.sources.journal import JournalSource
+from agent.sources.tail import PositionStore, Source, Tailer
+from agent.supervise.gpus import count_gpus
+from agent.supervise.sdnotify import Notifier
+from agent.supervise.server import STATES, Supervised
+from agent.supervise.versions import installed_versions
 from agent.timezones import resolve_timezone
-from agent.traces import TraceBuilder
-from agent.versions import installed_versions
 
 log = logging.getLogger("kvwatch")
 
@@ -98,7 +98,7 @@ class Daemon:
     def _tracing(config: Config):
         if not config.tracing.enabled:
             return None
-        from agent import otel
+        from agent.sinks import otlp as otel
 
         try:
             return otel.from_config(config.tracing)

@@ -1,4 +1,4 @@
-"""Prometheus view of :class:`agent.stats.ServerStats`, rendered at scrape time.
+"""Prometheus view of :class:`agent.sinks.stats.ServerStats`, rendered at scrape time.
 
 A custom collector turns the plain numbers into metric families only when
 someone asks (a scrape, or the end of a replay), so the per-line cost stays
@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Exemplar
 
-from agent.stats import ServerStats
+from agent.sinks.stats import ServerStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -668,7 +668,7 @@ def _kv_transfer_samples(family: Callable[[str], Metric], server: str, totals) -
 
 
 def trace_families(tracing, builders: Iterable) -> Iterator[Metric]:
-    """The :data:`TRACE_CATALOGUE` families of a :class:`agent.otel.Tracing` and its trace builders."""
+    """The :data:`TRACE_CATALOGUE` families of a :class:`agent.sinks.otlp.Tracing` and its trace builders."""
     fams = {spec.name: _family(spec.name) for spec in TRACE_CATALOGUE}
     for builder in builders:
         server = builder.stats.server

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import FollowConfig
-from agent.reading import LineSplitter
-from agent.tail import lower_thread_priority
+from agent.sources.lines import LineSplitter
+from agent.sources.tail import lower_thread_priority
 
 log = logging.getLogger("kvwatch.journal")
 RESTART_PAUSE = 5.0

@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from agent.stats import CANARY_MARK
+from agent.sinks.stats import CANARY_MARK
 from parsers import LogStream
 from parsers import events as ev
 

@@ -35,7 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from agent.config import ServerConfig
-from agent.tail import LOG_MODE
+from agent.sources.tail import LOG_MODE
 from parsers import events as ev
 
 log = logging.getLogger("kvwatch.supervisor")

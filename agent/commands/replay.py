@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import BinaryIO, TextIO
 
-from agent.reading import DEFAULT_MAX_LINE, Input, LineReader
-from agent.stats import ServerStats
+from agent.sinks.stats import ServerStats
+from agent.sources.lines import DEFAULT_MAX_LINE, Input, LineReader
 from parsers import Clock, LogStream
 from parsers.events import Event, payload_fields
 from parsers.masking import looks_like_a_log_line, masked, shape

@@ -2,8 +2,8 @@
 
 Plain Python ints, floats and dicts: updating them costs a few attribute
 operations per event, which keeps replay near the speed of a bare regex loop.
-Views render them on demand -- :mod:`agent.metrics` as Prometheus families at
-scrape time, :mod:`agent.summary` as a human report.  Nothing here knows of
+Views render them on demand -- :mod:`agent.sinks.prometheus` as Prometheus families at
+scrape time, :mod:`agent.sinks.summary` as a human report.  Nothing here knows of
 regexes or of Prometheus.
 """
 

@@ -1,0 +1,1 @@
+"""One module per kvwatch command; each adds its own subparser."""
