@@ -18,6 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+# LMCache's "GB" (``size: 0.0312 gb``) and vLLM's "GiB" are both 2**30 bytes.
+GIB = 1 << 30
+
 
 @dataclass(slots=True)
 class Event:

@@ -193,37 +193,3 @@ def _uvicorn_lifecycle(line: str, start: int, stamp: str | None) -> tuple[Event,
     if line.startswith("[Errno ", start) and "error while attempting to bind" in line:
         return (ServerError(stamp, "other", "OSError"),)
     return ()
-
-
-# --- request ids ----------------------------------------------------------------------
-
-_HEX = frozenset("0123456789abcdef")
-
-
-def external_request_id(request_id: str) -> str | None:
-    """The client-facing id an engine-internal id was made from, or None if it has no suffix.
-
-    From vLLM 0.14.0 the engine appends ``-<8 hex>`` to the front end's id
-    (``chatcmpl-<X>`` becomes ``chatcmpl-<X>-1a2b3c4d``); ``Received request``
-    logs the first, ``Added request`` and every LMCache line the second.
-    An id that merely ends in eight hex digits is indistinguishable, so callers
-    join on the result only when the shorter id is already known."""
-    if len(request_id) > 9 and request_id[-9] == "-" and _HEX.issuperset(request_id[-8:]):
-        return request_id[:-9]
-    return None
-
-
-# The OpenAI front end's id prefix -> (GenAI operation name, the route it serves).
-_ID_PREFIXES = (
-    ("chatcmpl-", "chat", "/v1/chat/completions"),
-    ("cmpl-", "text_completion", "/v1/completions"),
-    ("embd-", "embeddings", "/v1/embeddings"),
-)
-
-
-def request_operation(request_id: str) -> tuple[str, str] | None:
-    """``(operation, route)`` of a request, read from its id's prefix; None for other ids."""
-    for prefix, operation, route in _ID_PREFIXES:
-        if request_id.startswith(prefix):
-            return operation, route
-    return None

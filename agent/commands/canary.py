@@ -26,9 +26,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from agent.sinks.stats import CANARY_MARK
 from parsers import LogStream
 from parsers import events as ev
+from parsers.ids import CANARY_MARK, is_canary
 
 log = logging.getLogger("kvwatch")
 
@@ -37,10 +37,6 @@ DEFAULT_PROMPT = (
     "The cache should find this prompt again on the second request and on every one after it. "
 ) * 12
 DEFAULT_CHUNK = 256  # LMCache's default chunk_size
-
-
-def is_canary(request_id: str | None) -> bool:
-    return request_id is not None and CANARY_MARK in request_id
 
 
 def canary_key(request_id: str) -> str:

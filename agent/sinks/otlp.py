@@ -42,9 +42,9 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from agent import __version__
 from agent.config import TracingConfig
-from agent.sinks.stats import CANARY_MARK, GIB
 from agent.sinks.traces import OpenRequest
-from parsers.requests import external_request_id
+from parsers.events import GIB
+from parsers.ids import CANARY_MARK, external_request_id
 
 PROTOCOLS = ("http/protobuf", "grpc")
 PROVIDER = "vllm"  # gen_ai.provider.name: the conventions list no value for a self-hosted server

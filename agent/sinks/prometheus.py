@@ -5,12 +5,17 @@ someone asks (a scrape, or the end of a replay), so the per-line cost stays
 that of updating a few ints.  Every series carries a ``server`` label; stats
 series add ``engine``.  Names use the ``kvwatch_`` prefix so they never clash
 with vLLM's ``vllm:`` or LMCache's ``lmcache:`` series.
+
+Each metric is declared once, in :data:`CATALOGUE`: its name, type, labels and
+help, and how to read its samples from the stats.  Components of the running
+agent declare their own series the same way, beside the code that counts them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,419 +26,708 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Exemplar
 
-from agent.sinks.stats import ServerStats
+from agent.sinks.stats import EngineStatsState, Histogram, ServerStats
+
+# A sample: the values of the labels after ``server`` (or of all labels, for a series
+# without one), and the value (a number, or a Histogram).
+Sample = tuple[tuple[str, ...], Any]
+Samples = Callable[[Any, tuple[str, ...]], Iterable[Sample]]
 
 
 @dataclass(frozen=True, slots=True)
 class Spec:
+    """One metric: name, type (counter, gauge, histogram), labels, help, and where its samples come from."""
+
     name: str
-    type: str  # counter | gauge | histogram
+    type: str
     labels: tuple[str, ...]
     help: str
+    samples: Samples | None = None
+
+    def family(self) -> Metric:
+        if self.type == "histogram":
+            return HistogramMetricFamily(self.name, self.help, labels=self.labels)
+        return _FAMILY_TYPES[self.type](self.name, self.help, labels=self.labels)
 
 
-def _s(name: str, type_: str, labels: str, help_: str) -> Spec:
-    return Spec(name, type_, tuple(labels.split()) if labels else (), help_)
+_FAMILY_TYPES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
 
-_SERVER = "server"
-_ENGINE = "server engine"
+def _spec(type_: str, name: str, help_: str, samples: Samples | None, labels: str, per_server: bool) -> Spec:
+    names = (("server",) if per_server else ()) + tuple(labels.split())
+    return Spec(name, type_, names, help_, samples)
+
+
+def counter(name: str, help_: str, samples: Samples | None = None, labels: str = "", per_server: bool = True) -> Spec:
+    return _spec("counter", name, help_, samples, labels, per_server)
+
+
+def gauge(name: str, help_: str, samples: Samples | None = None, labels: str = "", per_server: bool = True) -> Spec:
+    return _spec("gauge", name, help_, samples, labels, per_server)
+
+
+def histogram(name: str, help_: str, samples: Samples | None = None, labels: str = "", per_server: bool = True) -> Spec:
+    return _spec("histogram", name, help_, samples, labels, per_server)
+
+
+# -- where samples come from -------------------------------------------------------------
+
+
+def value_of(attribute: str) -> Samples:
+    """A number of the stats (a counter always; a gauge once it has a value)."""
+
+    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+        value = getattr(s, attribute)
+        return [((), value)] if value is not None else []
+
+    return samples
+
+
+def keyed(attribute: str) -> Samples:
+    """A dict of the stats: its key (or key tuple) gives the labels after ``server``."""
+
+    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+        return [(key if isinstance(key, tuple) else (key,), v) for key, v in sorted(getattr(s, attribute).items())]
+
+    return samples
+
+
+def histogram_of(attribute: str, when: str | None = None) -> Samples:
+    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+        return [((), getattr(s, attribute))] if when is None or getattr(s, when) else []
+
+    return samples
+
+
+def per_engine(
+    value: Callable[[EngineStatsState], Any], when: Callable[[EngineStatsState], Any] | None = None
+) -> Samples:
+    """One sample per engine (the ``engine`` label) that has a value."""
+
+    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+        out = []
+        for engine, state in sorted(s.engines.items()):
+            if when is None or when(state):
+                v = value(state)
+                if v is not None:
+                    out.append(((engine,), v))
+        return out
+
+    return samples
+
+
+def engine_gauge(key: str) -> Samples:
+    """A value of the engine's last stats line."""
+    return per_engine(lambda state: state.gauges.get(key))
+
+
+def _has_spec(state: EngineStatsState) -> bool:
+    return bool(state.spec_accepted or state.spec_drafted or state.spec_gauges)
+
+
+# KV fetch stages of the stats line -> the ``stage`` label.
+_KV_FETCH_STAGES = (
+    ("waiting_to_start", "kv_fetch_waiting"),
+    ("in_progress", "kv_fetch_in_progress"),
+    ("completed_waiting", "kv_fetch_completed"),
+)
+
+
+def _kv_fetch(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+    return [
+        ((engine, stage), state.gauges[key])
+        for engine, state in sorted(s.engines.items())
+        for stage, key in _KV_FETCH_STAGES
+        if key in state.gauges
+    ]
+
+
+def _vllm_info(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+    return [((s.version or "", s.model or ""), 1)] if s.version or s.model else []
+
+
+def _lmcache_info(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+    return [(s.lmcache_info, 1)] if s.lmcache_info is not None else []
+
+
+def bench(family: str) -> Samples:
+    """The last ``vllm bench`` results of one family, labelled as the spec names them."""
+
+    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+        out = []
+        for (kind, named), value in sorted(s.bench.items()):
+            if kind == family:
+                by_name = dict(named)
+                out.append((tuple(by_name[label] for label in labels), value))
+        return out
+
+    return samples
+
+
+def kv_transfer(quantity: str) -> Samples:
+    """What KV Transfer metrics lines added up to: ``lines``, ``unknown_keys``, ``lookups``, or a
+    quantity by direction (``bytes``, ``seconds``, ``transfers``, ``failures``)."""
+
+    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+        totals = s.kv_transfer
+        if not totals.lines:
+            return []
+        if quantity in ("lines", "unknown_keys"):
+            return [((), getattr(totals, quantity))]
+        if quantity == "lookups":
+            return [((), v) for (q, _direction), v in sorted(totals.totals.items()) if q == "lookups"]
+        return [((direction,), v) for (q, direction), v in sorted(totals.totals.items()) if q == quantity]
+
+    return samples
+
 
 CATALOGUE: tuple[Spec, ...] = (
     # LMCache
-    _s(
+    counter(
         "kvwatch_lmcache_lookups_total",
-        "counter",
-        _SERVER,
         "LMCache lookup lines (a request is looked up again after a preemption or a retry).",
+        value_of("lookups"),
     ),
-    _s("kvwatch_lmcache_lookup_tokens_total", "counter", _SERVER, "Tokens looked up (Total tokens of each lookup)."),
-    _s(
+    counter(
+        "kvwatch_lmcache_lookup_tokens_total",
+        "Tokens looked up (Total tokens of each lookup).",
+        value_of("lookup_tokens"),
+    ),
+    counter(
         "kvwatch_canary_requests_total",
-        "counter",
-        _SERVER,
         "kvwatch canary requests the engine added (kept out of the request counters).",
+        value_of("canary_requests"),
     ),
-    _s(
+    counter(
         "kvwatch_canary_lookups_total",
-        "counter",
-        _SERVER,
         "LMCache lookups of kvwatch canary requests (kept out of the lookup counters and hit ratio).",
+        value_of("canary_lookups"),
     ),
-    _s("kvwatch_canary_lookup_tokens_total", "counter", _SERVER, "Tokens looked up for kvwatch canary requests."),
-    _s("kvwatch_canary_hit_tokens_total", "counter", _SERVER, "LMCache hit tokens of kvwatch canary requests."),
-    _s("kvwatch_lmcache_hit_tokens_total", "counter", _SERVER, "Tokens LMCache found (LMCache hit tokens)."),
-    _s(
+    counter(
+        "kvwatch_canary_lookup_tokens_total",
+        "Tokens looked up for kvwatch canary requests.",
+        value_of("canary_lookup_tokens"),
+    ),
+    counter(
+        "kvwatch_canary_hit_tokens_total",
+        "LMCache hit tokens of kvwatch canary requests.",
+        value_of("canary_hit_tokens"),
+    ),
+    counter("kvwatch_lmcache_hit_tokens_total", "Tokens LMCache found (LMCache hit tokens).", value_of("hit_tokens")),
+    counter(
         "kvwatch_lmcache_need_to_load_tokens_total",
-        "counter",
-        _SERVER,
         "Positive need-to-load values of lookups that were not skipped by min_retrieve.",
+        value_of("need_to_load_tokens"),
     ),
-    _s(
+    counter(
         "kvwatch_lmcache_engine_computed_tokens_total",
-        "counter",
-        _SERVER,
         "Tokens vLLM already had in its own prefix cache at lookup (Inference Engine computed tokens).",
+        value_of("engine_computed_tokens"),
     ),
-    _s(
+    counter(
         "kvwatch_lmcache_lookups_pending_total",
-        "counter",
-        _SERVER,
         "Lookups reported with hit tokens None (asynchronous lookup not finished).",
+        value_of("lookups_pending"),
     ),
-    _s(
+    counter(
         "kvwatch_lmcache_lookups_below_min_retrieve_total",
-        "counter",
-        _SERVER,
         "Lookups whose hit was below min_retrieve_tokens, so nothing was loaded.",
+        value_of("lookups_below_min_retrieve"),
     ),
-    _s(
+    histogram(
         "kvwatch_lmcache_lookup_hit_ratio",
-        "histogram",
-        _SERVER,
         "Hit tokens / total tokens of each lookup with total > 0.",
+        histogram_of("hit_ratio"),
     ),
-    _s("kvwatch_lmcache_lookup_timeouts_total", "counter", _SERVER, "Lookup RPC timeouts (no hit reported)."),
-    _s("kvwatch_lmcache_stores_total", "counter", _SERVER, "Store lines (one per tensor-parallel rank)."),
-    _s("kvwatch_lmcache_stored_tokens_total", "counter", _SERVER, "Tokens stored."),
-    _s("kvwatch_lmcache_stored_bytes_total", "counter", _SERVER, "Bytes of KV cache stored (LMCache's GB = 2^30)."),
-    _s("kvwatch_lmcache_store_duration_seconds", "histogram", _SERVER, "Time of each store (LMCache's cost)."),
-    _s("kvwatch_lmcache_store_starts_total", "counter", _SERVER, "Store operations issued (Storing KV cache for ...)."),
-    _s("kvwatch_lmcache_store_start_tokens_total", "counter", _SERVER, "Tokens selected for storing when issued."),
-    _s("kvwatch_lmcache_retrieves_total", "counter", _SERVER, "Retrieve lines (one per tensor-parallel rank)."),
-    _s("kvwatch_lmcache_retrieved_tokens_total", "counter", _SERVER, "Tokens retrieved."),
-    _s(
+    counter(
+        "kvwatch_lmcache_lookup_timeouts_total",
+        "Lookup RPC timeouts (no hit reported).",
+        value_of("lookup_timeouts"),
+    ),
+    counter("kvwatch_lmcache_stores_total", "Store lines (one per tensor-parallel rank).", value_of("stores")),
+    counter("kvwatch_lmcache_stored_tokens_total", "Tokens stored.", value_of("stored_tokens")),
+    counter(
+        "kvwatch_lmcache_stored_bytes_total",
+        "Bytes of KV cache stored (LMCache's GB = 2^30).",
+        value_of("stored_bytes"),
+    ),
+    histogram(
+        "kvwatch_lmcache_store_duration_seconds",
+        "Time of each store (LMCache's cost).",
+        histogram_of("store_duration"),
+    ),
+    counter(
+        "kvwatch_lmcache_store_starts_total",
+        "Store operations issued (Storing KV cache for ...).",
+        value_of("store_starts"),
+    ),
+    counter(
+        "kvwatch_lmcache_store_start_tokens_total",
+        "Tokens selected for storing when issued.",
+        value_of("store_start_tokens"),
+    ),
+    counter("kvwatch_lmcache_retrieves_total", "Retrieve lines (one per tensor-parallel rank).", value_of("retrieves")),
+    counter("kvwatch_lmcache_retrieved_tokens_total", "Tokens retrieved.", value_of("retrieved_tokens")),
+    counter(
         "kvwatch_lmcache_retrieve_requested_tokens_total",
-        "counter",
-        _SERVER,
         "Tokens asked for by retrieves (required tokens).",
+        value_of("retrieve_requested_tokens"),
     ),
-    _s("kvwatch_lmcache_retrieved_bytes_total", "counter", _SERVER, "Bytes of KV cache retrieved."),
-    _s("kvwatch_lmcache_retrieve_duration_seconds", "histogram", _SERVER, "Time of each retrieve."),
-    _s(
+    counter("kvwatch_lmcache_retrieved_bytes_total", "Bytes of KV cache retrieved.", value_of("retrieved_bytes")),
+    histogram("kvwatch_lmcache_retrieve_duration_seconds", "Time of each retrieve.", histogram_of("retrieve_duration")),
+    gauge(
         "kvwatch_lmcache_degraded",
-        "gauge",
-        _SERVER,
         "1 after LMCache reported it could not start its engine (degraded, recompute only) since the last start.",
+        value_of("lmcache_degraded"),
     ),
-    _s(
+    gauge(
         "kvwatch_lmcache_info",
-        "gauge",
-        "server version vllm_version",
         "LMCache version as its start-up line prints it.",
+        _lmcache_info,
+        labels="version vllm_version",
     ),
     # LMCache's multiprocess server
-    _s(
+    counter(
         "kvwatch_lmcache_prefetches_total",
-        "counter",
-        _SERVER,
         "Prefetches the multiprocess server completed with a hit (it logs none when nothing hit).",
+        value_of("prefetches"),
     ),
-    _s(
+    counter(
         "kvwatch_lmcache_prefetch_requested_keys_total",
-        "counter",
-        _SERVER,
         "Cache keys those prefetches asked for (keys are chunks per KV group and rank, not tokens).",
+        value_of("prefetch_requested_keys"),
     ),
-    _s(
+    counter(
         "kvwatch_lmcache_prefetch_hit_keys_total",
-        "counter",
-        "server tier",
         "Cache keys found, by tier: l1 (memory), l2 (loaded from storage), unknown (a release that prints no split).",
+        keyed("prefetch_hit_keys"),
+        labels="tier",
     ),
-    _s("kvwatch_lmcache_prefetch_duration_seconds", "histogram", _SERVER, "Time of each completed prefetch."),
-    _s("kvwatch_lmcache_l1_used_bytes", "gauge", _SERVER, "L1 memory in use (multiprocess server, extra logging)."),
-    _s("kvwatch_lmcache_l1_capacity_bytes", "gauge", _SERVER, "L1 memory size (multiprocess server, extra logging)."),
-    _s("kvwatch_lmcache_server_starts_total", "counter", _SERVER, "Starts of the multiprocess server's HTTP server."),
+    histogram(
+        "kvwatch_lmcache_prefetch_duration_seconds",
+        "Time of each completed prefetch.",
+        histogram_of("prefetch_duration", when="prefetches"),
+    ),
+    gauge(
+        "kvwatch_lmcache_l1_used_bytes",
+        "L1 memory in use (multiprocess server, extra logging).",
+        value_of("l1_used_bytes"),
+    ),
+    gauge(
+        "kvwatch_lmcache_l1_capacity_bytes",
+        "L1 memory size (multiprocess server, extra logging).",
+        value_of("l1_capacity_bytes"),
+    ),
+    counter(
+        "kvwatch_lmcache_server_starts_total",
+        "Starts of the multiprocess server's HTTP server.",
+        value_of("lmcache_server_starts"),
+    ),
     # KV connectors
-    _s(
+    counter(
         "kvwatch_kv_transfer_lines_total",
-        "counter",
-        _SERVER,
         "KV Transfer metrics lines (one per logging interval in which the connector moved data).",
+        kv_transfer("lines"),
     ),
-    _s(
+    counter(
         "kvwatch_kv_transfer_bytes_total",
-        "counter",
-        "server direction",
         "Bytes a KV connector moved: load (into the GPU), store (out of it), transfer (NIXL, between instances).",
+        kv_transfer("bytes"),
+        labels="direction",
     ),
-    _s(
+    counter(
         "kvwatch_kv_transfer_seconds_total",
-        "counter",
-        "server direction",
         "Time spent moving them (direction lookup: LMCache MP lookup latency, summed).",
+        kv_transfer("seconds"),
+        labels="direction",
     ),
-    _s("kvwatch_kv_transfer_operations_total", "counter", "server direction", "Transfers (load, store, transfer)."),
-    _s("kvwatch_kv_transfer_failures_total", "counter", "server direction", "Failed transfers (NIXL)."),
-    _s("kvwatch_kv_transfer_lookups_total", "counter", _SERVER, "Lookups LMCache's MP connector reported."),
-    _s(
+    counter(
+        "kvwatch_kv_transfer_operations_total",
+        "Transfers (load, store, transfer).",
+        kv_transfer("transfers"),
+        labels="direction",
+    ),
+    counter(
+        "kvwatch_kv_transfer_failures_total",
+        "Failed transfers (NIXL).",
+        kv_transfer("failures"),
+        labels="direction",
+    ),
+    counter("kvwatch_kv_transfer_lookups_total", "Lookups LMCache's MP connector reported.", kv_transfer("lookups")),
+    counter(
         "kvwatch_kv_transfer_unknown_keys_total",
-        "counter",
-        _SERVER,
         "Keys of KV Transfer metrics lines kvwatch does not know (a new connector or release); not exported as labels.",
+        kv_transfer("unknown_keys"),
     ),
     # vLLM engine stats
-    _s("kvwatch_vllm_stats_lines_total", "counter", _ENGINE, "Periodic stats lines."),
-    _s(
+    counter(
+        "kvwatch_vllm_stats_lines_total",
+        "Periodic stats lines.",
+        per_engine(lambda e: e.lines, when=lambda e: e.lines),
+        labels="engine",
+    ),
+    gauge(
         "kvwatch_vllm_stats_last_seen_timestamp_seconds",
-        "gauge",
-        _ENGINE,
         "Log time of the last stats line; vLLM stops printing stats when idle, so the gauges freeze.",
+        per_engine(lambda e: e.last_seen),
+        labels="engine",
     ),
-    _s(
+    gauge(
         "kvwatch_vllm_prompt_throughput_tokens_per_second",
-        "gauge",
-        _ENGINE,
         "Avg prompt throughput of the last stats line.",
+        engine_gauge("prompt_throughput"),
+        labels="engine",
     ),
-    _s(
+    gauge(
         "kvwatch_vllm_generation_throughput_tokens_per_second",
-        "gauge",
-        _ENGINE,
         "Avg generation throughput of the last stats line.",
+        engine_gauge("generation_throughput"),
+        labels="engine",
     ),
-    _s("kvwatch_vllm_throughput_tokens_per_second", "gauge", _ENGINE, "Throughput of the 2023 (v0.1) stats line."),
-    _s("kvwatch_vllm_requests_running", "gauge", _ENGINE, "Running requests."),
-    _s("kvwatch_vllm_requests_waiting", "gauge", _ENGINE, "Waiting (V0: pending) requests."),
-    _s("kvwatch_vllm_requests_swapped", "gauge", _ENGINE, "Swapped requests (V0 engine only)."),
-    _s("kvwatch_vllm_requests_deferred", "gauge", _ENGINE, "Waiting requests deferred by transient constraints."),
-    _s(
+    gauge(
+        "kvwatch_vllm_throughput_tokens_per_second",
+        "Throughput of the 2023 (v0.1) stats line.",
+        engine_gauge("throughput"),
+        labels="engine",
+    ),
+    gauge("kvwatch_vllm_requests_running", "Running requests.", engine_gauge("running"), labels="engine"),
+    gauge("kvwatch_vllm_requests_waiting", "Waiting (V0: pending) requests.", engine_gauge("waiting"), labels="engine"),
+    gauge(
+        "kvwatch_vllm_requests_swapped",
+        "Swapped requests (V0 engine only).",
+        engine_gauge("swapped"),
+        labels="engine",
+    ),
+    gauge(
+        "kvwatch_vllm_requests_deferred",
+        "Waiting requests deferred by transient constraints.",
+        engine_gauge("deferred"),
+        labels="engine",
+    ),
+    gauge(
         "kvwatch_vllm_requests_kv_fetch",
-        "gauge",
-        "server engine stage",
         "Waiting requests by asynchronous KV load stage (waiting_to_start, in_progress, completed_waiting).",
+        _kv_fetch,
+        labels="engine stage",
     ),
-    _s(
+    gauge(
         "kvwatch_vllm_kv_cache_usage_ratio",
-        "gauge",
-        _ENGINE,
         "KV cache usage of the engine's own pool (GPU, CPU, XPU ...).",
+        engine_gauge("kv_cache_usage"),
+        labels="engine",
     ),
-    _s("kvwatch_vllm_cpu_kv_cache_usage_ratio", "gauge", _ENGINE, "CPU swap-space KV usage (V0 engine only)."),
-    _s(
+    gauge(
+        "kvwatch_vllm_cpu_kv_cache_usage_ratio",
+        "CPU swap-space KV usage (V0 engine only).",
+        engine_gauge("cpu_kv_cache_usage"),
+        labels="engine",
+    ),
+    gauge(
         "kvwatch_vllm_prefix_cache_hit_ratio",
-        "gauge",
-        _ENGINE,
         "vLLM's prefix cache hit rate (last 1000 requests in V1, cumulative in V0).",
+        engine_gauge("prefix_cache_hit_rate"),
+        labels="engine",
     ),
-    _s("kvwatch_vllm_cpu_prefix_cache_hit_ratio", "gauge", _ENGINE, "V0's CPU prefix cache hit rate."),
-    _s(
+    gauge(
+        "kvwatch_vllm_cpu_prefix_cache_hit_ratio",
+        "V0's CPU prefix cache hit rate.",
+        engine_gauge("cpu_prefix_cache_hit_rate"),
+        labels="engine",
+    ),
+    gauge(
         "kvwatch_vllm_external_prefix_cache_hit_ratio",
-        "gauge",
-        _ENGINE,
         "Hit rate of the KV connector (LMCache) as vLLM reports it.",
+        engine_gauge("external_prefix_cache_hit_rate"),
+        labels="engine",
     ),
-    _s("kvwatch_vllm_mm_cache_hit_ratio", "gauge", _ENGINE, "Multimodal processor cache hit rate."),
-    _s("kvwatch_vllm_preemptions_total", "counter", _ENGINE, "Preemptions (sum of each interval's Preemptions)."),
-    _s("kvwatch_vllm_corrupted_requests_total", "counter", _ENGINE, "Requests with NaN logits (Corrupted)."),
-    _s("kvwatch_vllm_spec_decode_accepted_tokens_total", "counter", _ENGINE, "Speculative tokens accepted."),
-    _s("kvwatch_vllm_spec_decode_drafted_tokens_total", "counter", _ENGINE, "Speculative tokens drafted."),
-    _s("kvwatch_vllm_spec_decode_mean_acceptance_length", "gauge", _ENGINE, "Mean acceptance length, last interval."),
-    _s("kvwatch_vllm_spec_decode_draft_acceptance_ratio", "gauge", _ENGINE, "Draft acceptance rate, last interval."),
+    gauge(
+        "kvwatch_vllm_mm_cache_hit_ratio",
+        "Multimodal processor cache hit rate.",
+        engine_gauge("mm_cache_hit_rate"),
+        labels="engine",
+    ),
+    counter(
+        "kvwatch_vllm_preemptions_total",
+        "Preemptions (sum of each interval's Preemptions).",
+        per_engine(lambda e: e.preemptions, when=lambda e: e.lines),
+        labels="engine",
+    ),
+    counter(
+        "kvwatch_vllm_corrupted_requests_total",
+        "Requests with NaN logits (Corrupted).",
+        per_engine(lambda e: e.corrupted, when=lambda e: e.lines),
+        labels="engine",
+    ),
+    counter(
+        "kvwatch_vllm_spec_decode_accepted_tokens_total",
+        "Speculative tokens accepted.",
+        per_engine(lambda e: e.spec_accepted, when=_has_spec),
+        labels="engine",
+    ),
+    counter(
+        "kvwatch_vllm_spec_decode_drafted_tokens_total",
+        "Speculative tokens drafted.",
+        per_engine(lambda e: e.spec_drafted, when=_has_spec),
+        labels="engine",
+    ),
+    gauge(
+        "kvwatch_vllm_spec_decode_mean_acceptance_length",
+        "Mean acceptance length, last interval.",
+        per_engine(lambda e: e.spec_gauges.get("mean_acceptance_length")),
+        labels="engine",
+    ),
+    gauge(
+        "kvwatch_vllm_spec_decode_draft_acceptance_ratio",
+        "Draft acceptance rate, last interval.",
+        per_engine(lambda e: e.spec_gauges.get("draft_acceptance_rate")),
+        labels="engine",
+    ),
     # requests
-    _s("kvwatch_vllm_requests_received_total", "counter", _SERVER, "Received request lines (front end)."),
-    _s("kvwatch_vllm_requests_added_total", "counter", _SERVER, "Added request lines (engine)."),
-    _s("kvwatch_vllm_requests_finished_total", "counter", _SERVER, "Finished request lines (V0 engine)."),
-    _s("kvwatch_vllm_requests_aborted_total", "counter", _SERVER, "Aborted requests (one per id of an abort line)."),
-    _s("kvwatch_vllm_requests_cancelled_total", "counter", _SERVER, "Requests whose client went away."),
-    _s(
-        "kvwatch_vllm_request_failures_total",
-        "counter",
-        "server reason",
-        "Requests that failed (engine_dead, bad_request, input_error).",
+    counter("kvwatch_vllm_requests_received_total", "Received request lines (front end).", value_of("received")),
+    counter("kvwatch_vllm_requests_added_total", "Added request lines (engine).", value_of("added")),
+    counter("kvwatch_vllm_requests_finished_total", "Finished request lines (V0 engine).", value_of("finished")),
+    counter(
+        "kvwatch_vllm_requests_aborted_total",
+        "Aborted requests (one per id of an abort line).",
+        value_of("aborted"),
     ),
-    _s(
+    counter("kvwatch_vllm_requests_cancelled_total", "Requests whose client went away.", value_of("cancelled")),
+    counter(
+        "kvwatch_vllm_request_failures_total",
+        "Requests that failed (engine_dead, bad_request, input_error).",
+        keyed("failures"),
+        labels="reason",
+    ),
+    counter(
         "kvwatch_http_responses_total",
-        "counter",
-        "server method path status",
         'HTTP responses from uvicorn\'s access log; unknown paths are counted as path="other".',
+        keyed("http"),
+        labels="method path status",
     ),
     # server lifecycle
-    _s("kvwatch_vllm_server_starts_total", "counter", _SERVER, "Server starts seen in the log."),
-    _s("kvwatch_vllm_server_shutdowns_total", "counter", _SERVER, "Server shutdowns seen in the log."),
-    _s(
+    counter("kvwatch_vllm_server_starts_total", "Server starts seen in the log.", value_of("starts")),
+    counter("kvwatch_vllm_server_shutdowns_total", "Server shutdowns seen in the log.", value_of("shutdowns")),
+    gauge(
         "kvwatch_vllm_server_ready",
-        "gauge",
-        _SERVER,
         "1 once the log says the server is ready, 0 after a start or shutdown.",
+        value_of("ready"),
     ),
-    _s("kvwatch_vllm_info", "gauge", "server version model", "vLLM version and model from the start-up lines."),
-    _s("kvwatch_vllm_model_load_seconds", "gauge", _SERVER, "Model loading time of the last start."),
-    _s("kvwatch_vllm_model_memory_bytes", "gauge", _SERVER, "Memory the model weights took at the last start."),
-    _s(
-        "kvwatch_vllm_engine_init_seconds", "gauge", _SERVER, "Engine initialisation time (profile, KV cache, warm-up)."
+    gauge("kvwatch_vllm_info", "vLLM version and model from the start-up lines.", _vllm_info, labels="version model"),
+    gauge("kvwatch_vllm_model_load_seconds", "Model loading time of the last start.", value_of("model_load_seconds")),
+    gauge(
+        "kvwatch_vllm_model_memory_bytes",
+        "Memory the model weights took at the last start.",
+        value_of("model_memory_bytes"),
     ),
-    _s(
+    gauge(
+        "kvwatch_vllm_engine_init_seconds",
+        "Engine initialisation time (profile, KV cache, warm-up).",
+        value_of("engine_init_seconds"),
+    ),
+    gauge(
         "kvwatch_vllm_startup_phase_seconds",
-        "gauge",
-        "server phase",
         "Time of a start-up step of the last start: weights_loading, torch_compile, graph_capture, engine_init.",
+        keyed("startup_phases"),
+        labels="phase",
     ),
-    _s(
+    gauge(
         "kvwatch_vllm_kv_cache_memory_bytes",
-        "gauge",
-        _SERVER,
         "Memory left for the KV cache at the last start (Available KV cache memory; negative: none).",
+        value_of("kv_cache_memory_bytes"),
     ),
-    _s("kvwatch_vllm_kv_cache_capacity_tokens", "gauge", _SERVER, "KV cache size in tokens."),
-    _s(
+    gauge("kvwatch_vllm_kv_cache_capacity_tokens", "KV cache size in tokens.", value_of("kv_capacity_tokens")),
+    gauge(
         "kvwatch_vllm_kv_cache_max_concurrency",
-        "gauge",
-        _SERVER,
         "Maximum concurrency for max-model-len requests the KV cache allows.",
+        value_of("kv_max_concurrency"),
     ),
-    _s("kvwatch_vllm_kv_cache_blocks", "gauge", "server device", "KV cache blocks (device gpu or cpu)."),
-    _s(
+    gauge("kvwatch_vllm_kv_cache_blocks", "KV cache blocks (device gpu or cpu).", keyed("kv_blocks"), labels="device"),
+    counter(
         "kvwatch_vllm_errors_total",
-        "counter",
-        "server error",
         "Fatal error lines by kind: oom, engine_dead, cuda_error, kv_cache_too_small, other.",
+        keyed("errors"),
+        labels="error",
     ),
     # vllm bench
-    _s("kvwatch_bench_requests_per_second", "gauge", "server benchmark", "Last benchmark request throughput."),
-    _s(
+    gauge(
+        "kvwatch_bench_requests_per_second",
+        "Last benchmark request throughput.",
+        bench("requests_per_second"),
+        labels="benchmark",
+    ),
+    gauge(
         "kvwatch_bench_tokens_per_second",
-        "gauge",
-        "server benchmark tokens",
         "Last benchmark token throughput (tokens total or output).",
+        bench("tokens_per_second"),
+        labels="benchmark tokens",
     ),
-    _s(
+    gauge(
         "kvwatch_bench_tokens",
-        "gauge",
-        "server benchmark tokens",
         "Tokens processed by the last benchmark (prompt, output).",
+        bench("tokens"),
+        labels="benchmark tokens",
     ),
-    _s(
+    gauge(
         "kvwatch_bench_latency_seconds",
-        "gauge",
-        "server benchmark measure statistic",
         "Last benchmark latency statistics (mean, median, std, pN) of a measure (batch, ttft, tpot, itl, e2el).",
+        bench("latency_seconds"),
+        labels="benchmark measure statistic",
     ),
-    _s("kvwatch_bench_duration_seconds", "gauge", "server benchmark", "Duration of the last benchmark run."),
-    _s(
+    gauge(
+        "kvwatch_bench_duration_seconds",
+        "Duration of the last benchmark run.",
+        bench("duration_seconds"),
+        labels="benchmark",
+    ),
+    gauge(
         "kvwatch_bench_requests",
-        "gauge",
-        "server benchmark outcome",
         "Requests of the last benchmark (completed, failed).",
+        bench("requests"),
+        labels="benchmark outcome",
     ),
     # kvwatch itself
-    _s("kvwatch_lines_total", "counter", _SERVER, "Lines read."),
-    _s("kvwatch_lines_unparsed_total", "counter", _SERVER, "Lines read that gave no event (suspicious ones included)."),
-    _s(
-        "kvwatch_lines_suspicious_total",
-        "counter",
-        "server family",
-        "Lines with an intact vLLM/LMCache header that start like a known family but did not parse.",
+    counter("kvwatch_lines_total", "Lines read.", value_of("lines")),
+    counter(
+        "kvwatch_lines_unparsed_total",
+        "Lines read that gave no event (suspicious ones included).",
+        value_of("unparsed_lines"),
     ),
-    _s(
+    counter(
+        "kvwatch_lines_suspicious_total",
+        "Lines with an intact vLLM/LMCache header that start like a known family but did not parse.",
+        keyed("suspicious"),
+        labels="family",
+    ),
+    counter(
         "kvwatch_lines_skipped_total",
-        "counter",
-        "server reason",
         "Lines not parsed: invalid_utf8, nul, too_long, partial (an unterminated last line), split_too_long.",
+        keyed("skipped"),
+        labels="reason",
     ),
 )
 
+
+def _declared(name: str, type_: str, labels: str, help_: str) -> Spec:
+    return Spec(name, type_, tuple(labels.split()), help_)
+
+
+_SERVER = "server"
+
 # Series only the running agent has (supervision, tailing, the host): not in replay.
 AGENT_CATALOGUE: tuple[Spec, ...] = (
-    _s("kvwatch_build_info", "gauge", "version python_version", "Always 1; kvwatch's version."),
-    _s(
+    _declared("kvwatch_build_info", "gauge", "version python_version", "Always 1; kvwatch's version."),
+    _declared(
         "kvwatch_server_info",
         "gauge",
         "server vllm_version lmcache_version model",
         "Always 1; versions from the log or the server's installed packages, and the model.",
     ),
-    _s("kvwatch_server_up", "gauge", _SERVER, "1 while the supervised server's process runs."),
-    _s(
+    _declared("kvwatch_server_up", "gauge", _SERVER, "1 while the supervised server's process runs."),
+    _declared(
         "kvwatch_server_state",
         "gauge",
         "server state",
         "1 for the supervised server's current state: starting, running, unhealthy, stalled, backoff, "
         "crash_loop, stopping, stopped, exited.",
     ),
-    _s("kvwatch_server_restarts_total", "counter", _SERVER, "Times kvwatch started the server again."),
-    _s("kvwatch_server_last_exit_code", "gauge", _SERVER, "Exit code of the server's last exit (not by a signal)."),
-    _s("kvwatch_server_last_exit_signal", "gauge", _SERVER, "Signal that ended the server's last run."),
-    _s(
+    _declared("kvwatch_server_restarts_total", "counter", _SERVER, "Times kvwatch started the server again."),
+    _declared(
+        "kvwatch_server_last_exit_code",
+        "gauge",
+        _SERVER,
+        "Exit code of the server's last exit (not by a signal).",
+    ),
+    _declared("kvwatch_server_last_exit_signal", "gauge", _SERVER, "Signal that ended the server's last run."),
+    _declared(
         "kvwatch_server_last_error",
         "gauge",
         "server error",
         "Always 1; the last error seen: an error kind of its log (oom, engine_dead ...), stalled or start_failed.",
     ),
-    _s("kvwatch_server_uptime_seconds", "gauge", _SERVER, "Seconds since the running server process started."),
-    _s("kvwatch_server_health_up", "gauge", _SERVER, "1 when the last health probe got a 2xx answer."),
-    _s(
+    _declared("kvwatch_server_uptime_seconds", "gauge", _SERVER, "Seconds since the running server process started."),
+    _declared("kvwatch_server_health_up", "gauge", _SERVER, "1 when the last health probe got a 2xx answer."),
+    _declared(
         "kvwatch_server_health_probe_duration_seconds",
         "gauge",
         _SERVER,
         "Duration of the last health probe.",
     ),
-    _s(
+    _declared(
         "kvwatch_server_progress_age_seconds",
         "gauge",
         _SERVER,
         "Seconds since the log last showed inference moving (throughput, a request, an access line).",
     ),
-    _s(
+    _declared(
         "kvwatch_server_log_rotations_total",
         "counter",
         _SERVER,
         "Rotations of the server's raw log done by kvwatch.",
     ),
-    _s("kvwatch_gpus", "gauge", "vendor", "GPUs the host exposes, by vendor (vendor=none: 0 when none is seen)."),
-    _s("kvwatch_gpus_expected", "gauge", "", "GPUs the host should expose (agent.expected_gpus)."),
-    _s("kvwatch_gpus_missing", "gauge", "", "Expected GPUs the host does not expose (0 when all are visible)."),
-    _s("kvwatch_tail_offset_bytes", "gauge", "server path", "Bytes of the followed file read so far."),
-    _s("kvwatch_tail_size_bytes", "gauge", "server path", "Size of the followed file."),
-    _s(
+    _declared(
+        "kvwatch_gpus",
+        "gauge",
+        "vendor",
+        "GPUs the host exposes, by vendor (vendor=none: 0 when none is seen).",
+    ),
+    _declared("kvwatch_gpus_expected", "gauge", "", "GPUs the host should expose (agent.expected_gpus)."),
+    _declared(
+        "kvwatch_gpus_missing",
+        "gauge",
+        "",
+        "Expected GPUs the host does not expose (0 when all are visible).",
+    ),
+    _declared("kvwatch_tail_offset_bytes", "gauge", "server path", "Bytes of the followed file read so far."),
+    _declared("kvwatch_tail_size_bytes", "gauge", "server path", "Size of the followed file."),
+    _declared(
         "kvwatch_tail_rotations_total",
         "counter",
         "server path",
         "Times the path began naming another file (rename, delete, symlink switch).",
     ),
-    _s("kvwatch_tail_truncations_total", "counter", "server path", "Times the followed file was truncated."),
-    _s(
+    _declared("kvwatch_tail_truncations_total", "counter", "server path", "Times the followed file was truncated."),
+    _declared(
         "kvwatch_tail_lag_seconds",
         "gauge",
         "server path",
         "Time from the file's last modification to kvwatch reading it, at the last read.",
     ),
-    _s(
+    _declared(
         "kvwatch_tail_read_error",
         "gauge",
         "server path reason",
         "1 while a followed file cannot be read (permission_denied, read_error); retried.",
     ),
-    _s("kvwatch_journal_up", "gauge", _SERVER, "1 while journalctl follows the unit's journal."),
-    _s(
+    _declared("kvwatch_journal_up", "gauge", _SERVER, "1 while journalctl follows the unit's journal."),
+    _declared(
         "kvwatch_canary_ok",
         "gauge",
         "server reason",
         "1 when the last periodic canary found the repeated prompt from the second request on; reason: works, "
         "not_loaded, degraded, short_prompt, hash_seed, no_hits, no_answer, error.",
     ),
-    _s(
+    _declared(
         "kvwatch_canary_runs_total",
         "counter",
         "server result",
         "Periodic canary runs: ok, failed (the cache did not hit), error (it could not run).",
     ),
-    _s("kvwatch_canary_last_run_timestamp_seconds", "gauge", _SERVER, "When the last periodic canary ran."),
-    _s(
+    _declared("kvwatch_canary_last_run_timestamp_seconds", "gauge", _SERVER, "When the last periodic canary ran."),
+    _declared(
         "kvwatch_canary_last_hit_tokens",
         "gauge",
         _SERVER,
         "LMCache hit tokens of the last canary: the least of any request after the first.",
     ),
-    _s("kvwatch_canary_last_latency_seconds", "gauge", _SERVER, "Mean latency of the last canary's requests."),
-    _s(
+    _declared("kvwatch_canary_last_latency_seconds", "gauge", _SERVER, "Mean latency of the last canary's requests."),
+    _declared(
         "kvwatch_bench_last_result",
         "gauge",
         "benchmark model params result",
         "The last `kvwatch bench` run of each parameter set: one series per result (requests_per_second, "
         "avg_latency_seconds, mean_ttft_ms ...).",
     ),
-    _s(
+    _declared(
         "kvwatch_bench_last_run_timestamp_seconds",
         "gauge",
         "benchmark model params",
@@ -442,135 +736,63 @@ AGENT_CATALOGUE: tuple[Spec, ...] = (
 )
 # Series of the trace builder and exporter: present while tracing is on (run, or replay --traces).
 TRACE_CATALOGUE: tuple[Spec, ...] = (
-    _s("kvwatch_trace_open_requests", "gauge", _SERVER, "Requests begun and not yet ended in the open-request table."),
-    _s(
+    _declared(
+        "kvwatch_trace_open_requests",
+        "gauge",
+        _SERVER,
+        "Requests begun and not yet ended in the open-request table.",
+    ),
+    _declared(
         "kvwatch_trace_requests_total",
         "counter",
         "server outcome",
         "Requests ended into a trace: finished, aborted, cancelled, failed (by their id), responded (by an "
         "access line), evicted (end never seen).",
     ),
-    _s(
+    _declared(
         "kvwatch_trace_requests_evicted_total",
         "counter",
         "server reason",
         "Requests ended without their end: idle_timeout, table_full, server_restart, server_stopped, log_ended, "
         "agent_stopped.",
     ),
-    _s(
+    _declared(
         "kvwatch_trace_unmatched_ends_total",
         "counter",
         _SERVER,
         "End lines naming a request never seen (it began before kvwatch followed the log).",
     ),
-    _s("kvwatch_trace_spans_exported_total", "counter", "", "Spans the exporter delivered."),
-    _s(
+    _declared("kvwatch_trace_spans_exported_total", "counter", "", "Spans the exporter delivered."),
+    _declared(
         "kvwatch_trace_spans_dropped_total",
         "counter",
         "reason",
         "Spans lost: queue_full (the collector was slower than the log), export_failed (it refused or was down).",
     ),
 )
-SPECS: dict[str, Spec] = {spec.name: spec for spec in CATALOGUE + AGENT_CATALOGUE + TRACE_CATALOGUE}
-
-_FAMILY_TYPES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
-
-_ENGINE_GAUGES = (
-    ("kvwatch_vllm_prompt_throughput_tokens_per_second", "prompt_throughput"),
-    ("kvwatch_vllm_generation_throughput_tokens_per_second", "generation_throughput"),
-    ("kvwatch_vllm_throughput_tokens_per_second", "throughput"),
-    ("kvwatch_vllm_requests_running", "running"),
-    ("kvwatch_vllm_requests_waiting", "waiting"),
-    ("kvwatch_vllm_requests_swapped", "swapped"),
-    ("kvwatch_vllm_requests_deferred", "deferred"),
-    ("kvwatch_vllm_kv_cache_usage_ratio", "kv_cache_usage"),
-    ("kvwatch_vllm_cpu_kv_cache_usage_ratio", "cpu_kv_cache_usage"),
-    ("kvwatch_vllm_prefix_cache_hit_ratio", "prefix_cache_hit_rate"),
-    ("kvwatch_vllm_cpu_prefix_cache_hit_ratio", "cpu_prefix_cache_hit_rate"),
-    ("kvwatch_vllm_external_prefix_cache_hit_ratio", "external_prefix_cache_hit_rate"),
-    ("kvwatch_vllm_mm_cache_hit_ratio", "mm_cache_hit_rate"),
-)
-_KV_FETCH_STAGES = (
-    ("waiting_to_start", "kv_fetch_waiting"),
-    ("in_progress", "kv_fetch_in_progress"),
-    ("completed_waiting", "kv_fetch_completed"),
-)
-_SERVER_COUNTERS = (
-    ("kvwatch_lmcache_lookups_total", "lookups"),
-    ("kvwatch_lmcache_lookup_tokens_total", "lookup_tokens"),
-    ("kvwatch_canary_requests_total", "canary_requests"),
-    ("kvwatch_canary_lookups_total", "canary_lookups"),
-    ("kvwatch_canary_lookup_tokens_total", "canary_lookup_tokens"),
-    ("kvwatch_canary_hit_tokens_total", "canary_hit_tokens"),
-    ("kvwatch_lmcache_hit_tokens_total", "hit_tokens"),
-    ("kvwatch_lmcache_need_to_load_tokens_total", "need_to_load_tokens"),
-    ("kvwatch_lmcache_engine_computed_tokens_total", "engine_computed_tokens"),
-    ("kvwatch_lmcache_lookups_pending_total", "lookups_pending"),
-    ("kvwatch_lmcache_lookups_below_min_retrieve_total", "lookups_below_min_retrieve"),
-    ("kvwatch_lmcache_lookup_timeouts_total", "lookup_timeouts"),
-    ("kvwatch_lmcache_stores_total", "stores"),
-    ("kvwatch_lmcache_stored_tokens_total", "stored_tokens"),
-    ("kvwatch_lmcache_stored_bytes_total", "stored_bytes"),
-    ("kvwatch_lmcache_store_starts_total", "store_starts"),
-    ("kvwatch_lmcache_store_start_tokens_total", "store_start_tokens"),
-    ("kvwatch_lmcache_retrieves_total", "retrieves"),
-    ("kvwatch_lmcache_retrieved_tokens_total", "retrieved_tokens"),
-    ("kvwatch_lmcache_retrieve_requested_tokens_total", "retrieve_requested_tokens"),
-    ("kvwatch_lmcache_retrieved_bytes_total", "retrieved_bytes"),
-    ("kvwatch_vllm_requests_received_total", "received"),
-    ("kvwatch_vllm_requests_added_total", "added"),
-    ("kvwatch_vllm_requests_finished_total", "finished"),
-    ("kvwatch_vllm_requests_aborted_total", "aborted"),
-    ("kvwatch_vllm_requests_cancelled_total", "cancelled"),
-    ("kvwatch_vllm_server_starts_total", "starts"),
-    ("kvwatch_vllm_server_shutdowns_total", "shutdowns"),
-    ("kvwatch_lmcache_prefetches_total", "prefetches"),
-    ("kvwatch_lmcache_prefetch_requested_keys_total", "prefetch_requested_keys"),
-    ("kvwatch_lmcache_server_starts_total", "lmcache_server_starts"),
-    ("kvwatch_lines_total", "lines"),
-    ("kvwatch_lines_unparsed_total", "unparsed_lines"),
-)
-_SERVER_GAUGES = (
-    ("kvwatch_lmcache_degraded", "lmcache_degraded"),
-    ("kvwatch_vllm_server_ready", "ready"),
-    ("kvwatch_vllm_model_load_seconds", "model_load_seconds"),
-    ("kvwatch_vllm_model_memory_bytes", "model_memory_bytes"),
-    ("kvwatch_vllm_engine_init_seconds", "engine_init_seconds"),
-    ("kvwatch_vllm_kv_cache_capacity_tokens", "kv_capacity_tokens"),
-    ("kvwatch_vllm_kv_cache_max_concurrency", "kv_max_concurrency"),
-    ("kvwatch_vllm_kv_cache_memory_bytes", "kv_cache_memory_bytes"),
-    ("kvwatch_lmcache_l1_used_bytes", "l1_used_bytes"),
-    ("kvwatch_lmcache_l1_capacity_bytes", "l1_capacity_bytes"),
-)
-_SERVER_DICTS = (
-    # metric, attribute, label of the dict key
-    ("kvwatch_vllm_request_failures_total", "failures", "reason"),
-    ("kvwatch_vllm_kv_cache_blocks", "kv_blocks", "device"),
-    ("kvwatch_vllm_errors_total", "errors", "error"),
-    ("kvwatch_lines_suspicious_total", "suspicious", "family"),
-    ("kvwatch_lines_skipped_total", "skipped", "reason"),
-    ("kvwatch_lmcache_prefetch_hit_keys_total", "prefetch_hit_keys", "tier"),
-    ("kvwatch_vllm_startup_phase_seconds", "startup_phases", "phase"),
-)
-# KvTransferTotals quantity -> family (by direction).
-_KV_TRANSFER_FAMILIES = {
-    "bytes": "kvwatch_kv_transfer_bytes_total",
-    "seconds": "kvwatch_kv_transfer_seconds_total",
-    "transfers": "kvwatch_kv_transfer_operations_total",
-    "failures": "kvwatch_kv_transfer_failures_total",
-}
 
 
-def _family(name: str) -> Metric:
-    spec = SPECS[name]
-    if spec.type == "histogram":
-        return HistogramMetricFamily(name, spec.help, labels=spec.labels)
-    return _FAMILY_TYPES[spec.type](name, spec.help, labels=spec.labels)
+def families(specs: Iterable[Spec], sources: Iterable[tuple[list[str], Any]]) -> Iterator[Metric]:
+    """The families of ``specs`` that have samples in ``sources``: (label values every series of a
+    source starts with -- ``[server]``, or none --, the object its specs read)."""
+    sources = list(sources)
+    for spec in specs:
+        fam = None
+        for prefix, source in sources:
+            for labels, value in spec.samples(source, spec.labels[len(prefix) :]):
+                if fam is None:
+                    fam = spec.family()
+                if spec.type == "histogram":
+                    _add_histogram(fam, prefix + list(labels), value)
+                else:
+                    fam.add_metric(prefix + list(labels), value)
+        if fam is not None:
+            yield fam
 
 
-def _histogram(family: HistogramMetricFamily, labels: list[str], histogram) -> None:
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
     cumulative = histogram.cumulative()
-    bounds = [_le(bound) for bound in histogram.bounds] + ["+Inf"]
+    bounds = [repr(float(bound)) for bound in histogram.bounds] + ["+Inf"]
     exemplars = histogram.exemplars
     if exemplars is None:
         buckets = list(zip(bounds, cumulative, strict=True))
@@ -583,93 +805,17 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], histogram) -> N
     family.add_metric(labels, buckets, histogram.sum)
 
 
-def _le(bound: float) -> str:
-    return repr(float(bound))
+SPECS: dict[str, Spec] = {spec.name: spec for spec in CATALOGUE + AGENT_CATALOGUE + TRACE_CATALOGUE}
 
 
 def collect_families(servers: Iterable[ServerStats]) -> Iterator[Metric]:
     """Every family of :data:`CATALOGUE` that has samples for these servers."""
-    servers = list(servers)
-    families: dict[str, Metric] = {}
-
-    def family(name: str) -> Metric:
-        fam = families.get(name)
-        if fam is None:
-            fam = families[name] = _family(name)
-        return fam
-
-    for s in servers:
-        server = s.server
-        for name, attribute in _SERVER_COUNTERS:
-            family(name).add_metric([server], getattr(s, attribute))
-        for name, attribute in _SERVER_GAUGES:
-            value = getattr(s, attribute)
-            if value is not None:
-                family(name).add_metric([server], value)
-        for name, attribute, _label in _SERVER_DICTS:
-            for key, value in sorted(getattr(s, attribute).items()):
-                family(name).add_metric([server, key], value)
-        for (method, path, status), value in sorted(s.http.items()):
-            family("kvwatch_http_responses_total").add_metric([server, method, path, status], value)
-        _histogram(family("kvwatch_lmcache_lookup_hit_ratio"), [server], s.hit_ratio)
-        _histogram(family("kvwatch_lmcache_store_duration_seconds"), [server], s.store_duration)
-        _histogram(family("kvwatch_lmcache_retrieve_duration_seconds"), [server], s.retrieve_duration)
-        if s.prefetches:
-            _histogram(family("kvwatch_lmcache_prefetch_duration_seconds"), [server], s.prefetch_duration)
-        _kv_transfer_samples(family, server, s.kv_transfer)
-        if s.version or s.model:
-            family("kvwatch_vllm_info").add_metric([server, s.version or "", s.model or ""], 1)
-        if s.lmcache_info is not None:
-            family("kvwatch_lmcache_info").add_metric([server, *s.lmcache_info], 1)
-        for engine, state in sorted(s.engines.items()):
-            labels = [server, engine]
-            if state.lines:
-                family("kvwatch_vllm_stats_lines_total").add_metric(labels, state.lines)
-                family("kvwatch_vllm_preemptions_total").add_metric(labels, state.preemptions)
-                family("kvwatch_vllm_corrupted_requests_total").add_metric(labels, state.corrupted)
-            if state.last_seen is not None:
-                family("kvwatch_vllm_stats_last_seen_timestamp_seconds").add_metric(labels, state.last_seen)
-            for name, key in _ENGINE_GAUGES:
-                value = state.gauges.get(key)
-                if value is not None:
-                    family(name).add_metric(labels, value)
-            for stage, key in _KV_FETCH_STAGES:
-                value = state.gauges.get(key)
-                if value is not None:
-                    family("kvwatch_vllm_requests_kv_fetch").add_metric([server, engine, stage], value)
-            if state.spec_accepted or state.spec_drafted or state.spec_gauges:
-                family("kvwatch_vllm_spec_decode_accepted_tokens_total").add_metric(labels, state.spec_accepted)
-                family("kvwatch_vllm_spec_decode_drafted_tokens_total").add_metric(labels, state.spec_drafted)
-            for key, name in (
-                ("mean_acceptance_length", "kvwatch_vllm_spec_decode_mean_acceptance_length"),
-                ("draft_acceptance_rate", "kvwatch_vllm_spec_decode_draft_acceptance_ratio"),
-            ):
-                if key in state.spec_gauges:
-                    family(name).add_metric(labels, state.spec_gauges[key])
-        for (kind, labels), value in sorted(s.bench.items()):
-            fam = family("kvwatch_bench_" + kind)
-            by_name = dict(labels)
-            fam.add_metric([server] + [by_name[label] for label in SPECS["kvwatch_bench_" + kind].labels[1:]], value)
-    for spec in CATALOGUE:
-        if spec.name in families:
-            yield families[spec.name]
-
-
-def _kv_transfer_samples(family: Callable[[str], Metric], server: str, totals) -> None:
-    if not totals.lines:
-        return
-    family("kvwatch_kv_transfer_lines_total").add_metric([server], totals.lines)
-    family("kvwatch_kv_transfer_unknown_keys_total").add_metric([server], totals.unknown_keys)
-    for (quantity, direction), value in sorted(totals.totals.items()):
-        if quantity == "lookups":
-            family("kvwatch_kv_transfer_lookups_total").add_metric([server], value)
-        else:
-            family(_KV_TRANSFER_FAMILIES[quantity]).add_metric([server, direction], value)
+    return families(CATALOGUE, (([s.server], s) for s in servers))
 
 
 def trace_families(tracing, builders: Iterable) -> Iterator[Metric]:
     """The :data:`TRACE_CATALOGUE` families of a :class:`agent.sinks.otlp.Tracing` and its trace builders."""
-    fams = {spec.name: _family(spec.name) for spec in TRACE_CATALOGUE}
+    fams = {spec.name: spec.family() for spec in TRACE_CATALOGUE}
     for builder in builders:
         server = builder.stats.server
         fams["kvwatch_trace_open_requests"].add_metric([server], builder.open_requests)

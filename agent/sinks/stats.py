@@ -2,24 +2,29 @@
 
 Plain Python ints, floats and dicts: updating them costs a few attribute
 operations per event, which keeps replay near the speed of a bare regex loop.
-Views render them on demand -- :mod:`agent.sinks.prometheus` as Prometheus families at
-scrape time, :mod:`agent.sinks.summary` as a human report.  Nothing here knows of
-regexes or of Prometheus.
+Views render them on demand -- :mod:`agent.sinks.prometheus` as Prometheus
+families at scrape time, :mod:`agent.sinks.summary` as a human report.  Nothing
+here knows of regexes or of Prometheus; which values may become labels is
+:mod:`agent.sinks.labels`' to say.
+
+Each number is a dataclass field whose metadata says how two parts of one log,
+read in parallel, combine (``merge``): summed, the later one's, the larger, or
+merged by its own ``merge``.  So a number is declared once, in its field.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import ClassVar
+from typing import Any
 
+from agent.sinks.labels import BenchKey, bench_results, method_of, route_of
 from parsers import events as ev
-from parsers.events import SERVER_ERRORS
+from parsers.events import GIB, SERVER_ERRORS
+from parsers.ids import is_canary
 from parsers.timestamps import Clock
-
-# The request-id mark of ``kvwatch canary`` (agent/canary.py sends it).
-CANARY_MARK = "kvwatch-canary-"
 
 # Bucket upper bounds.  A hit ratio of exactly 0 (a miss) gets its own bucket.
 HIT_RATIO_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -41,71 +46,127 @@ TRANSFER_SECONDS_BUCKETS = (
     5.0,
     10.0,
 )
-GIB = 1 << 30  # LMCache's "GB" and vLLM's "GiB" are both 2**30 bytes
 
-# Routes vLLM serves; any other path is reported as "other" so that a scanner
-# probing random URLs cannot grow the label set.
-KNOWN_ROUTES = frozenset(
-    (
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/embeddings",
-        "/v1/models",
-        "/v1/responses",
-        "/v1/messages",
-        "/v1/messages/count_tokens",
-        "/v1/audio/transcriptions",
-        "/v1/audio/translations",
-        "/v1/score",
-        "/v1/rerank",
-        "/v2/rerank",
-        "/rerank",
-        "/score",
-        "/classify",
-        "/pooling",
-        "/invocations",
-        "/health",
-        "/metrics",
-        "/ping",
-        "/version",
-        "/load",
-        "/tokenize",
-        "/detokenize",
-        "/is_sleeping",
-        "/sleep",
-        "/wake_up",
-        "/reset_prefix_cache",
-        "/generative_scoring",
-        "/v1/chat/completions/batch",
-        "/v1/chat/completions/render",
-        "/v1/completions/render",
-        "/inference/v1/generate",
-        "/inference/v1/abort_requests",
-        "/server_info",
-        "/collective_rpc",
-        "/scale_elastic_ep",
-        "/is_scaling_elastic_ep",
-        "/openapi.json",
-        "/docs",
-        "/redoc",
-        "/get_tokenizer_info",
-    )
-)
-_ROUTE_PREFIXES = (("/v1/responses/", "/v1/responses/{response_id}"),)
-KNOWN_METHODS = frozenset(("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"))
+# How a field of two parts of one log combines (``merge_fields``).
+SUM, LAST, MAX, MIN, MERGE = "sum", "last", "max", "min", "merge"
 
 
-def route_of(path: str) -> str:
-    if path in KNOWN_ROUTES:
-        return path
-    for prefix, route in _ROUTE_PREFIXES:
-        if path.startswith(prefix):
-            return route
-    # OpenAI routes mounted under a platform's prefix (``/openai/v1/chat/completions``).
-    mounted = path.find("/v1/", 1)
-    if mounted != -1 and path[mounted:] in KNOWN_ROUTES:
-        return path[mounted:]
-    return "other"
+def counter() -> Any:
+    """A count or a sum: parts add up."""
+    return field(default=0, metadata={"merge": SUM})
+
+
+def counts() -> Any:
+    """Counts by key: parts add up key by key."""
+    return field(default_factory=dict, metadata={"merge": SUM})
+
+
+def last(default: Any = None) -> Any:
+    """A last value (or a dict of them): the later part's wins where it has one."""
+    if default is None:
+        return field(default=None, metadata={"merge": LAST})
+    return field(default_factory=default, metadata={"merge": LAST})
+
+
+def merged(factory: Callable[[], Any]) -> Any:
+    """An object with a ``merge`` of its own (a histogram, a table of engines)."""
+    return field(default_factory=factory, metadata={"merge": MERGE})
+
+
+def merge_fields(mine: Any, later: Any) -> None:
+    """Combine ``later`` (the part of the log that follows) into ``mine``, field by field."""
+    for f in fields(mine):
+        policy = f.metadata.get("merge")
+        if policy is None:
+            continue
+        ours, theirs = getattr(mine, f.name), getattr(later, f.name)
+        if policy == MERGE:
+            ours.merge(theirs)
+        elif isinstance(ours, dict):
+            _merge_dict(ours, theirs, policy)
+        elif policy == SUM:
+            setattr(mine, f.name, ours + theirs)
+        elif theirs is None:
+            continue
+        elif policy == LAST or ours is None or (policy == MAX and theirs > ours) or (policy == MIN and theirs < ours):
+            setattr(mine, f.name, theirs)
+
+
+def _merge_dict(ours: dict, theirs: dict, policy: str) -> None:
+    for key, value in theirs.items():
+        if policy == SUM:
+            ours[key] = ours.get(key, 0) + value
+        elif policy == LAST or key not in ours or (policy == MAX and value > ours[key]):
+            ours[key] = value
+
+
+class Histogram:
+    """Counts per bucket (not cumulative), a sum and a count; optionally an exemplar per bucket."""
+
+    __slots__ = ("bounds", "count", "counts", "exemplars", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+        # (trace id, value, unix time) of the latest traced observation per bucket
+        self.exemplars: list[tuple[str, float, float] | None] | None = None
+
+    def mark(self, value: float, trace_id: str, when: float) -> None:
+        """Name a trace as the exemplar of the bucket ``value`` falls in (observed separately)."""
+        if self.exemplars is None:
+            self.exemplars = [None] * len(self.counts)
+        self.exemplars[bisect_left(self.bounds, value)] = (trace_id, value, when)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def merge(self, other: Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.sum += other.sum
+        self.count += other.count
+        if other.exemplars is not None:
+            mine = self.exemplars or [None] * len(self.counts)
+            self.exemplars = [b if b is not None else a for a, b in zip(mine, other.exemplars, strict=True)]
+
+    def cumulative(self) -> list[int]:
+        out, running = [], 0
+        for n in self.counts:
+            running += n
+            out.append(running)
+        return out
+
+
+class Engines(dict):
+    """Engine label -> :class:`EngineStatsState`; parts merge engine by engine."""
+
+    def merge(self, later: Engines) -> None:
+        for label, state in later.items():
+            if label in self:
+                self[label].merge(state)
+            else:
+                self[label] = state
+
+
+@dataclass(eq=False)
+class EngineStatsState:
+    """The last values of one engine's stats line, and what accumulates from it."""
+
+    lines: int = counter()
+    last_seen: float | None = last()
+    gauges: dict[str, float] = last(dict)
+    preemptions: int = counter()
+    corrupted: int = counter()
+    spec_accepted: int = counter()
+    spec_drafted: int = counter()
+    spec_gauges: dict[str, float] = last(dict)
+    peaks: dict[str, float] = field(default_factory=dict, metadata={"merge": MAX})
+
+    def merge(self, later: EngineStatsState) -> None:
+        merge_fields(self, later)
 
 
 MIB = 1 << 20
@@ -186,87 +247,6 @@ class KvTransferTotals:
             self.totals[key] = self.totals.get(key, 0.0) + value
 
 
-class Histogram:
-    """Counts per bucket (not cumulative), a sum and a count; optionally an exemplar per bucket."""
-
-    __slots__ = ("bounds", "count", "counts", "exemplars", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-        self.count = 0
-        # (trace id, value, unix time) of the latest traced observation per bucket
-        self.exemplars: list[tuple[str, float, float] | None] | None = None
-
-    def mark(self, value: float, trace_id: str, when: float) -> None:
-        """Name a trace as the exemplar of the bucket ``value`` falls in (observed separately)."""
-        if self.exemplars is None:
-            self.exemplars = [None] * len(self.counts)
-        self.exemplars[bisect_left(self.bounds, value)] = (trace_id, value, when)
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def merge(self, other: Histogram) -> None:
-        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
-        self.sum += other.sum
-        self.count += other.count
-        if other.exemplars is not None:
-            mine = self.exemplars or [None] * len(self.counts)
-            self.exemplars = [b if b is not None else a for a, b in zip(mine, other.exemplars, strict=True)]
-
-    def cumulative(self) -> list[int]:
-        out, running = [], 0
-        for n in self.counts:
-            running += n
-            out.append(running)
-        return out
-
-
-class EngineStatsState:
-    """The last values of one engine's stats line, and what accumulates from it."""
-
-    __slots__ = (
-        "corrupted",
-        "gauges",
-        "last_seen",
-        "lines",
-        "peaks",
-        "preemptions",
-        "spec_accepted",
-        "spec_drafted",
-        "spec_gauges",
-    )
-
-    def __init__(self) -> None:
-        self.lines = 0
-        self.last_seen: float | None = None
-        self.gauges: dict[str, float] = {}
-        self.preemptions = 0
-        self.corrupted = 0
-        self.spec_accepted = 0
-        self.spec_drafted = 0
-        self.spec_gauges: dict[str, float] = {}
-        self.peaks: dict[str, float] = {}
-
-    def merge(self, later: EngineStatsState) -> None:
-        self.lines += later.lines
-        self.preemptions += later.preemptions
-        self.corrupted += later.corrupted
-        self.spec_accepted += later.spec_accepted
-        self.spec_drafted += later.spec_drafted
-        self.gauges.update(later.gauges)
-        self.spec_gauges.update(later.spec_gauges)
-        if later.last_seen is not None:
-            self.last_seen = later.last_seen
-        for key, value in later.peaks.items():
-            if value > self.peaks.get(key, -1.0):
-                self.peaks[key] = value
-
-
 # EngineStats field -> gauge kept for it.  The conditional V1 parts (printed
 # only when > 0) read as 0 when a line of that generation omits them.
 STATS_GAUGES = (
@@ -291,89 +271,90 @@ _ZERO_WHEN_ABSENT = ("deferred", "kv_fetch_waiting", "kv_fetch_in_progress", "kv
 _PEAKS = ("prompt_throughput", "generation_throughput", "running", "waiting", "kv_cache_usage")
 
 
+@dataclass(eq=False)
 class ServerStats:
     """Everything kvwatch counts for one server (the ``server`` label)."""
 
-    def __init__(self, server: str, clock: Clock | None = None, now: Callable[[], float] | None = None) -> None:
-        self.server = server
-        self.clock = clock
-        self._now = now
-        # lines (maintained by the reading loop)
-        self.lines = 0
-        self.parsed_lines = 0
-        self.skipped: dict[str, int] = {}
-        self.suspicious: dict[str, int] = {}
-        self.first_time: datetime | None = None
-        self.last_time: datetime | None = None
-        # LMCache
-        self.lookups = 0
-        self.lookup_tokens = 0
-        self.hit_tokens = 0
-        self.need_to_load_tokens = 0
-        self.engine_computed_tokens = 0
-        self.lookups_pending = 0
-        self.lookups_below_min_retrieve = 0
-        self.hit_ratio = Histogram(HIT_RATIO_BUCKETS)
-        self.stores = 0
-        self.stored_tokens = 0
-        self.stored_bytes = 0.0
-        self.store_duration = Histogram(TRANSFER_SECONDS_BUCKETS)
-        self.store_starts = 0
-        self.store_start_tokens = 0
-        self.retrieves = 0
-        self.retrieved_tokens = 0
-        self.retrieve_requested_tokens = 0
-        self.retrieved_bytes = 0.0
-        self.retrieve_duration = Histogram(TRANSFER_SECONDS_BUCKETS)
-        self.lookup_timeouts = 0
-        self.lmcache_degraded = 0
-        self.lmcache_info: tuple[str, str] | None = None  # (version, vllm version)
-        # LMCache's multiprocess server
-        self.prefetches = 0
-        self.prefetch_requested_keys = 0
-        self.prefetch_hit_keys: dict[str, int] = {}  # tier (l1, l2, unknown) -> keys
-        self.prefetch_duration = Histogram(TRANSFER_SECONDS_BUCKETS)
-        self.l1_used_bytes: float | None = None
-        self.l1_capacity_bytes: float | None = None
-        self.lmcache_server_starts = 0
-        # KV connectors (vLLM's KV Transfer metrics line)
-        self.kv_transfer = KvTransferTotals()
-        # kvwatch canary requests: kept out of the numbers above, counted here.
-        self.canary_requests = 0
-        self.canary_lookups = 0
-        self.canary_lookup_tokens = 0
-        self.canary_hit_tokens = 0
-        # vLLM engine
-        self.engines: dict[str, EngineStatsState] = {}
-        # requests
-        self.received = 0
-        self.added = 0
-        self.finished = 0
-        self.aborted = 0
-        self.cancelled = 0
-        self.failures: dict[str, int] = {}
-        self.http: dict[tuple[str, str, str], int] = {}
-        # server lifecycle
-        self.state = "unknown"
-        # The lifecycle transitions seen, in order (repeats folded): merging parts
-        # of one log read in parallel replays them to count starts exactly.
-        self.lifecycle: list[str] = []
-        self.starts = 0
-        self.shutdowns = 0
-        self.ready = 0
-        self.version: str | None = None
-        self.model: str | None = None
-        self.model_load_seconds: float | None = None
-        self.model_memory_bytes: float | None = None
-        self.engine_init_seconds: float | None = None
-        self.kv_capacity_tokens: int | None = None
-        self.kv_max_concurrency: float | None = None
-        self.kv_blocks: dict[str, int] = {}
-        self.kv_cache_memory_bytes: float | None = None
-        self.startup_phases: dict[str, float] = {}  # phase -> seconds, of the last start
-        self.errors: dict[str, int] = dict.fromkeys(SERVER_ERRORS, 0)
-        # vllm bench: (family, labels) -> value
-        self.bench: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    server: str
+    clock: Clock | None = None
+    now: Callable[[], float] | None = None  # the wall clock, for stamp-less stats lines
+    # lines (maintained by the reading loop)
+    lines: int = counter()
+    parsed_lines: int = counter()
+    skipped: dict[str, int] = counts()
+    suspicious: dict[str, int] = counts()
+    first_time: datetime | None = field(default=None, metadata={"merge": MIN})
+    last_time: datetime | None = field(default=None, metadata={"merge": MAX})
+    # LMCache
+    lookups: int = counter()
+    lookup_tokens: int = counter()
+    hit_tokens: int = counter()
+    need_to_load_tokens: int = counter()
+    engine_computed_tokens: int = counter()
+    lookups_pending: int = counter()
+    lookups_below_min_retrieve: int = counter()
+    hit_ratio: Histogram = merged(lambda: Histogram(HIT_RATIO_BUCKETS))
+    stores: int = counter()
+    stored_tokens: int = counter()
+    stored_bytes: float = counter()
+    store_duration: Histogram = merged(lambda: Histogram(TRANSFER_SECONDS_BUCKETS))
+    store_starts: int = counter()
+    store_start_tokens: int = counter()
+    retrieves: int = counter()
+    retrieved_tokens: int = counter()
+    retrieve_requested_tokens: int = counter()
+    retrieved_bytes: float = counter()
+    retrieve_duration: Histogram = merged(lambda: Histogram(TRANSFER_SECONDS_BUCKETS))
+    lookup_timeouts: int = counter()
+    lmcache_info: tuple[str, str] | None = last()  # (version, vllm version)
+    # LMCache's multiprocess server
+    prefetches: int = counter()
+    prefetch_requested_keys: int = counter()
+    prefetch_hit_keys: dict[str, int] = counts()  # tier (l1, l2, unknown) -> keys
+    prefetch_duration: Histogram = merged(lambda: Histogram(TRANSFER_SECONDS_BUCKETS))
+    l1_used_bytes: float | None = last()
+    l1_capacity_bytes: float | None = last()
+    lmcache_server_starts: int = counter()
+    # KV connectors (vLLM's KV Transfer metrics line)
+    kv_transfer: KvTransferTotals = merged(lambda: KvTransferTotals())
+    # kvwatch canary requests: kept out of the numbers above, counted here.
+    canary_requests: int = counter()
+    canary_lookups: int = counter()
+    canary_lookup_tokens: int = counter()
+    canary_hit_tokens: int = counter()
+    # vLLM engine
+    engines: Engines = merged(Engines)
+    # requests
+    received: int = counter()
+    added: int = counter()
+    finished: int = counter()
+    aborted: int = counter()
+    cancelled: int = counter()
+    failures: dict[str, int] = counts()
+    http: dict[tuple[str, str, str], int] = counts()
+    # server lifecycle: the transitions seen, in order (repeats folded); merging parts of
+    # one log read in parallel replays them to count starts exactly (``merge``).
+    lifecycle: list[str] = field(default_factory=list)
+    state: str = "unknown"
+    starts: int = 0
+    shutdowns: int = 0
+    ready: int = 0
+    lmcache_degraded: int = 0
+    version: str | None = last()
+    model: str | None = last()
+    model_load_seconds: float | None = last()
+    model_memory_bytes: float | None = last()
+    engine_init_seconds: float | None = last()
+    kv_capacity_tokens: int | None = last()
+    kv_max_concurrency: float | None = last()
+    kv_blocks: dict[str, int] = last(dict)
+    kv_cache_memory_bytes: float | None = last()
+    startup_phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds, of the last start
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVER_ERRORS, 0), metadata={"merge": SUM})
+    # vllm bench: (family, labels) -> value
+    bench: dict[BenchKey, float] = last(dict)
+
+    def __post_init__(self) -> None:
         self._handlers: dict[type, Callable] = {
             ev.LmcacheLookup: self._lookup,
             ev.HttpAccess: self._http,
@@ -405,10 +386,10 @@ class ServerStats:
             ev.EngineInitialized: self._engine_initialized,
             ev.KvCacheCapacity: self._kv_capacity,
             ev.ServerError: self._error,
-            ev.BenchThroughput: self._bench_throughput,
-            ev.BenchTokens: self._bench_tokens,
-            ev.BenchLatency: self._bench_latency,
-            ev.BenchServe: self._bench_serve,
+            ev.BenchThroughput: self._bench,
+            ev.BenchTokens: self._bench,
+            ev.BenchLatency: self._bench,
+            ev.BenchServe: self._bench,
             ev.SuspiciousLine: self._suspicious,
         }
 
@@ -438,7 +419,7 @@ class ServerStats:
     # -- LMCache ---------------------------------------------------------------------
 
     def _lookup(self, e: ev.LmcacheLookup) -> None:
-        if CANARY_MARK in e.request_id:
+        if is_canary(e.request_id):
             self.canary_lookups += 1
             self.canary_lookup_tokens += e.total_tokens
             self.canary_hit_tokens += e.hit_tokens
@@ -457,12 +438,12 @@ class ServerStats:
             self.hit_ratio.observe(e.hit_tokens / total)
 
     def _lookup_pending(self, e: ev.LmcacheLookupPending) -> None:
-        if CANARY_MARK in e.request_id:
+        if is_canary(e.request_id):
             return
         self.lookups_pending += 1
 
     def _store(self, e: ev.LmcacheStore) -> None:
-        if e.request_id is not None and CANARY_MARK in e.request_id:
+        if is_canary(e.request_id):
             return
         self.stores += 1
         self.stored_tokens += e.stored_tokens
@@ -472,7 +453,7 @@ class ServerStats:
             self.store_duration.observe(e.cost_ms / 1000.0)
 
     def _retrieve(self, e: ev.LmcacheRetrieve) -> None:
-        if e.request_id is not None and CANARY_MARK in e.request_id:
+        if is_canary(e.request_id):
             return
         self.retrieves += 1
         self.retrieved_tokens += e.retrieved_tokens
@@ -484,7 +465,7 @@ class ServerStats:
             self.retrieve_duration.observe(e.cost_ms / 1000.0)
 
     def _store_start(self, e: ev.LmcacheStoreStart) -> None:
-        if e.request_id is not None and CANARY_MARK in e.request_id:
+        if is_canary(e.request_id):
             return
         self.store_starts += 1
         self.store_start_tokens += e.tokens
@@ -500,7 +481,7 @@ class ServerStats:
         self.lookup_timeouts += 1
 
     def _prefetch(self, e: ev.LmcachePrefetch) -> None:
-        if e.request_id is not None and CANARY_MARK in e.request_id:
+        if is_canary(e.request_id):
             return
         self.prefetches += 1
         if e.requested_keys is not None:
@@ -546,8 +527,8 @@ class ServerStats:
         when = self.note_time(e.stamp)
         if when is not None:
             state.last_seen = when.timestamp()
-        elif self._now is not None:
-            state.last_seen = self._now()
+        elif self.now is not None:
+            state.last_seen = self.now()
         gauges = state.gauges
         is_v1 = e.running is not None and e.swapped is None
         for name in STATS_GAUGES:
@@ -577,12 +558,12 @@ class ServerStats:
     # -- requests ---------------------------------------------------------------------
 
     def _received(self, e: ev.RequestReceived) -> None:
-        if CANARY_MARK in e.request_id:
+        if is_canary(e.request_id):
             return
         self.received += 1
 
     def _added(self, e: ev.RequestAdded) -> None:
-        if CANARY_MARK in e.request_id:
+        if is_canary(e.request_id):
             self.canary_requests += 1
             return
         self.added += 1
@@ -600,8 +581,7 @@ class ServerStats:
         self.failures[e.reason] = self.failures.get(e.reason, 0) + 1
 
     def _http(self, e: ev.HttpAccess) -> None:
-        method = e.method if e.method in KNOWN_METHODS else "OTHER"
-        key = (method, route_of(e.path), str(e.status))
+        key = (method_of(e.method), route_of(e.path), str(e.status))
         self.http[key] = self.http.get(key, 0) + 1
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -685,136 +665,22 @@ class ServerStats:
 
     # -- vllm bench --------------------------------------------------------------------
 
-    def _set_bench(self, family: str, value: float, **labels: str) -> None:
-        self.bench[(family, tuple(sorted(labels.items())))] = value
-
-    def _bench_throughput(self, e: ev.BenchThroughput) -> None:
-        self._set_bench("requests_per_second", e.requests_per_second, benchmark="throughput")
-        if e.total_tokens_per_second is not None:
-            self._set_bench("tokens_per_second", e.total_tokens_per_second, benchmark="throughput", tokens="total")
-        if e.output_tokens_per_second is not None:
-            self._set_bench("tokens_per_second", e.output_tokens_per_second, benchmark="throughput", tokens="output")
-
-    def _bench_tokens(self, e: ev.BenchTokens) -> None:
-        if e.prompt_tokens is not None:
-            self._set_bench("tokens", e.prompt_tokens, benchmark="throughput", tokens="prompt")
-        if e.output_tokens is not None:
-            self._set_bench("tokens", e.output_tokens, benchmark="throughput", tokens="output")
-
-    def _bench_latency(self, e: ev.BenchLatency) -> None:
-        if e.avg_seconds is not None:
-            self._set_bench("latency_seconds", e.avg_seconds, benchmark="latency", measure="batch", statistic="mean")
-        elif e.percentile is not None and e.seconds is not None:
-            self._set_bench(
-                "latency_seconds", e.seconds, benchmark="latency", measure="batch", statistic=f"p{e.percentile:g}"
-            )
-
-    _SERVE_GAUGES: ClassVar[dict[str, tuple[str, dict[str, str]]]] = {
-        "request_throughput": ("requests_per_second", {}),
-        "output_throughput": ("tokens_per_second", {"tokens": "output"}),
-        "total_token_throughput": ("tokens_per_second", {"tokens": "total"}),
-        "total_input_tokens": ("tokens", {"tokens": "prompt"}),
-        "total_output_tokens": ("tokens", {"tokens": "output"}),
-        "duration": ("duration_seconds", {}),
-        "completed": ("requests", {"outcome": "completed"}),
-        "failed": ("requests", {"outcome": "failed"}),
-    }
-
-    def _bench_serve(self, e: ev.BenchServe) -> None:
-        known = self._SERVE_GAUGES.get(e.name)
-        if known is not None:
-            self._set_bench(known[0], e.value, benchmark="serve", **known[1])
-            return
-        statistic, _, rest = e.name.partition("_")
-        measure, _, unit = rest.partition("_")
-        if unit == "ms" and measure in ("ttft", "tpot", "itl", "e2el"):
-            self._set_bench(
-                "latency_seconds", e.value / 1000.0, benchmark="serve", measure=measure, statistic=statistic
-            )
+    def _bench(self, e: ev.Event) -> None:
+        for key, value in bench_results(e):
+            self.bench[key] = value
 
     def _suspicious(self, e: ev.SuspiciousLine) -> None:
         self.suspicious[e.family] = self.suspicious.get(e.family, 0) + 1
 
     # -- combining parts of one log read in parallel ---------------------------------
 
-    _SUMMED = (
-        "lines",
-        "parsed_lines",
-        "lookups",
-        "lookup_tokens",
-        "hit_tokens",
-        "need_to_load_tokens",
-        "engine_computed_tokens",
-        "lookups_pending",
-        "lookups_below_min_retrieve",
-        "stores",
-        "stored_tokens",
-        "stored_bytes",
-        "store_starts",
-        "store_start_tokens",
-        "retrieves",
-        "retrieved_tokens",
-        "retrieve_requested_tokens",
-        "retrieved_bytes",
-        "lookup_timeouts",
-        "received",
-        "added",
-        "finished",
-        "aborted",
-        "cancelled",
-        "canary_requests",
-        "canary_lookups",
-        "canary_lookup_tokens",
-        "canary_hit_tokens",
-        "prefetches",
-        "prefetch_requested_keys",
-        "lmcache_server_starts",
-    )
-    _SUMMED_DICTS = ("skipped", "suspicious", "failures", "http", "errors", "prefetch_hit_keys")
-    _LAST_VALUES = (
-        "version",
-        "model",
-        "model_load_seconds",
-        "model_memory_bytes",
-        "engine_init_seconds",
-        "kv_capacity_tokens",
-        "kv_max_concurrency",
-        "lmcache_info",
-        "kv_cache_memory_bytes",
-        "l1_used_bytes",
-        "l1_capacity_bytes",
-    )
-
     def merge(self, later: ServerStats) -> None:
         """Add the stats of the part of the same log that follows this one."""
-        for name in self._SUMMED:
-            setattr(self, name, getattr(self, name) + getattr(later, name))
-        for name in self._SUMMED_DICTS:
-            mine = getattr(self, name)
-            for key, value in getattr(later, name).items():
-                mine[key] = mine.get(key, 0) + value
-        for name in ("hit_ratio", "store_duration", "retrieve_duration", "prefetch_duration"):
-            getattr(self, name).merge(getattr(later, name))
-        self.kv_transfer.merge(later.kv_transfer)
+        merge_fields(self, later)
         if "starting" in later.lifecycle:
             self.startup_phases = dict(later.startup_phases)  # the later part saw a new start
         else:
             self.startup_phases.update(later.startup_phases)
-        for name in self._LAST_VALUES:
-            value = getattr(later, name)
-            if value is not None:
-                setattr(self, name, value)
-        self.kv_blocks.update(later.kv_blocks)
-        self.bench.update(later.bench)
-        for label, state in later.engines.items():
-            if label in self.engines:
-                self.engines[label].merge(state)
-            else:
-                self.engines[label] = state
-        if later.first_time is not None and (self.first_time is None or later.first_time < self.first_time):
-            self.first_time = later.first_time
-        if later.last_time is not None and (self.last_time is None or later.last_time > self.last_time):
-            self.last_time = later.last_time
         # Lifecycle counts follow state changes, and the later part began in an
         # unknown state: replay both parts' transitions as one sequence.
         sequence = self.lifecycle + later.lifecycle
@@ -825,7 +691,7 @@ class ServerStats:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for name in ("_handlers", "clock", "_now"):
+        for name in ("_handlers", "clock", "now"):
             state.pop(name, None)
         return state
 

@@ -27,9 +27,10 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable
 
-from agent.sinks.stats import ServerStats, route_of
+from agent.sinks.labels import route_of
+from agent.sinks.stats import ServerStats
 from parsers import events as ev
-from parsers.requests import external_request_id, request_operation
+from parsers.ids import external_request_id, request_operation
 from parsers.timestamps import Clock
 
 DEFAULT_MAX_OPEN = 20_000

@@ -6,8 +6,9 @@ import pickle
 
 import pytest
 
+from agent.sinks.labels import route_of
 from agent.sinks.prometheus import collect_families
-from agent.sinks.stats import ServerStats, route_of
+from agent.sinks.stats import ServerStats
 from parsers import events as ev
 from parsers import parse_line
 from tests.support.lines import SAMPLES, all_fixture_lines, feed, fresh, line_cases

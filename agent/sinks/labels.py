@@ -1,0 +1,138 @@
+"""What may become a label value: a bounded set, so that no log content can grow the series.
+
+A scanner probing random URLs, a client sending any method, a benchmark printing
+any statistic: each is folded into a known value here before it is counted.
+"""
+
+from __future__ import annotations
+
+from parsers import events as ev
+
+# Routes vLLM serves; any other path is reported as "other" so that a scanner
+# probing random URLs cannot grow the label set.
+KNOWN_ROUTES = frozenset(
+    (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/audio/transcriptions",
+        "/v1/audio/translations",
+        "/v1/score",
+        "/v1/rerank",
+        "/v2/rerank",
+        "/rerank",
+        "/score",
+        "/classify",
+        "/pooling",
+        "/invocations",
+        "/health",
+        "/metrics",
+        "/ping",
+        "/version",
+        "/load",
+        "/tokenize",
+        "/detokenize",
+        "/is_sleeping",
+        "/sleep",
+        "/wake_up",
+        "/reset_prefix_cache",
+        "/generative_scoring",
+        "/v1/chat/completions/batch",
+        "/v1/chat/completions/render",
+        "/v1/completions/render",
+        "/inference/v1/generate",
+        "/inference/v1/abort_requests",
+        "/server_info",
+        "/collective_rpc",
+        "/scale_elastic_ep",
+        "/is_scaling_elastic_ep",
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+        "/get_tokenizer_info",
+    )
+)
+_ROUTE_PREFIXES = (("/v1/responses/", "/v1/responses/{response_id}"),)
+KNOWN_METHODS = frozenset(("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"))
+
+
+def route_of(path: str) -> str:
+    if path in KNOWN_ROUTES:
+        return path
+    for prefix, route in _ROUTE_PREFIXES:
+        if path.startswith(prefix):
+            return route
+    # OpenAI routes mounted under a platform's prefix (``/openai/v1/chat/completions``).
+    mounted = path.find("/v1/", 1)
+    if mounted != -1 and path[mounted:] in KNOWN_ROUTES:
+        return path[mounted:]
+    return "other"
+
+
+def method_of(method: str) -> str:
+    return method if method in KNOWN_METHODS else "OTHER"
+
+
+# -- vllm bench results: the family and labels of each result line --------------------------
+
+BenchKey = tuple[str, tuple[tuple[str, str], ...]]  # (family, sorted labels)
+
+
+def _bench(family: str, **labels: str) -> BenchKey:
+    return family, tuple(sorted(labels.items()))
+
+
+# ``vllm bench serve`` result names (vLLM's own keys) -> (family, labels).
+_SERVE: dict[str, BenchKey] = {
+    "request_throughput": _bench("requests_per_second", benchmark="serve"),
+    "output_throughput": _bench("tokens_per_second", benchmark="serve", tokens="output"),
+    "total_token_throughput": _bench("tokens_per_second", benchmark="serve", tokens="total"),
+    "total_input_tokens": _bench("tokens", benchmark="serve", tokens="prompt"),
+    "total_output_tokens": _bench("tokens", benchmark="serve", tokens="output"),
+    "duration": _bench("duration_seconds", benchmark="serve"),
+    "completed": _bench("requests", benchmark="serve", outcome="completed"),
+    "failed": _bench("requests", benchmark="serve", outcome="failed"),
+}
+_SERVE_MEASURES = ("ttft", "tpot", "itl", "e2el")
+
+
+def bench_results(e: ev.Event) -> list[tuple[BenchKey, float]]:
+    """The (family and labels, value) of each number a ``vllm bench`` result line gives."""
+    if isinstance(e, ev.BenchThroughput):
+        out = [(_bench("requests_per_second", benchmark="throughput"), e.requests_per_second)]
+        if e.total_tokens_per_second is not None:
+            out.append((_bench("tokens_per_second", benchmark="throughput", tokens="total"), e.total_tokens_per_second))
+        if e.output_tokens_per_second is not None:
+            out.append(
+                (_bench("tokens_per_second", benchmark="throughput", tokens="output"), e.output_tokens_per_second)
+            )
+        return out
+    if isinstance(e, ev.BenchTokens):
+        out = []
+        if e.prompt_tokens is not None:
+            out.append((_bench("tokens", benchmark="throughput", tokens="prompt"), e.prompt_tokens))
+        if e.output_tokens is not None:
+            out.append((_bench("tokens", benchmark="throughput", tokens="output"), e.output_tokens))
+        return out
+    if isinstance(e, ev.BenchLatency):
+        if e.avg_seconds is not None:
+            key = _bench("latency_seconds", benchmark="latency", measure="batch", statistic="mean")
+            return [(key, e.avg_seconds)]
+        if e.percentile is not None and e.seconds is not None:
+            key = _bench("latency_seconds", benchmark="latency", measure="batch", statistic=f"p{e.percentile:g}")
+            return [(key, e.seconds)]
+        return []
+    if isinstance(e, ev.BenchServe):
+        known = _SERVE.get(e.name)
+        if known is not None:
+            return [(known, e.value)]
+        statistic, _, rest = e.name.partition("_")
+        measure, _, unit = rest.partition("_")
+        if unit == "ms" and measure in _SERVE_MEASURES:
+            key = _bench("latency_seconds", benchmark="serve", measure=measure, statistic=statistic)
+            return [(key, e.value / 1000.0)]
+    return []
