@@ -504,7 +504,10 @@ def _replay(args: argparse.Namespace) -> int:
     if args.format == "prometheus":
         from prometheus_client.exposition import generate_latest
 
-        extra = [metrics.TraceCollector(tracing, builders)] if tracing is not None else []
+        from agent.families import RenderedAtScrape
+        from agent.sinks.otlp import trace_families
+
+        extra = [RenderedAtScrape(lambda: trace_families(tracing, builders))] if tracing is not None else []
         out.write(generate_latest(metrics.registry_for(lambda: servers, *extra)).decode("utf-8"))
     elif args.format == "summary":
         out.write(summary.render(servers))

@@ -8,6 +8,7 @@ through the source's :class:`parsers.LogStream` and every event to its
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
@@ -18,14 +19,21 @@ from parsers.events import Event
 
 
 class SourcePipeline:
-    def __init__(self, name: str, timezone: tzinfo, max_line: int) -> None:
+    """``lock`` is held while a batch of lines reaches the sinks, so a scrape sees whole batches."""
+
+    def __init__(self, name: str, timezone: tzinfo, max_line: int, lock: threading.Lock | None = None) -> None:
         self.name = name
+        self.lock = lock or threading.Lock()
         self.stats = ServerStats(name, Clock(timezone, datetime.now(UTC)), now=time.time)
         self.stream = LogStream(max_line)
         self.listeners: list[Callable[[Event], None]] = []
         self.last_line: float | None = None  # wall clock of the last line read
 
     def feed(self, lines: list[str | None]) -> None:
+        with self.lock:
+            self._feed(lines)
+
+    def _feed(self, lines: list[str | None]) -> None:
         stats = self.stats
         observe = stats.observe
         feed = self.stream.feed

@@ -17,10 +17,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from prometheus_client.core import Metric
+
+from agent.families import families, gauge
 from parsers import LogStream
 from parsers import events as ev
 
@@ -175,6 +178,59 @@ def last_per_parameter_set(entries: list[dict]) -> dict[tuple[str, str, str], di
         if entry.get("exit_code") == 0 and entry["results"]:
             last[(entry.get("mode") or "", entry.get("model") or "", params_key(entry.get("params") or {}))] = entry
     return last
+
+
+class BenchHistory:
+    """The last run per parameter set of a history file, re-read only when the file changes.
+
+    A running ``kvwatch run`` serves them on ``/metrics``, so a dashboard
+    shows a benchmark's results beside the live numbers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[float, int] | None = None  # (mtime, size) of the file last read
+        self._last: dict[tuple[str, str, str], dict] = {}
+
+    def last_runs(self) -> dict[tuple[str, str, str], dict]:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return {}
+        seen = (stat.st_mtime, stat.st_size)
+        if seen != self._seen:
+            self._last = last_per_parameter_set(read_history(self.path))
+            self._seen = seen
+        return self._last
+
+    def families(self) -> Iterator[Metric]:
+        return families(SPECS, [(list(key), entry) for key, entry in self.last_runs().items()])
+
+
+def _run_time(entry: dict, labels: tuple[str, ...]) -> Iterable:
+    return [((), entry["time"])]
+
+
+def _run_results(entry: dict, labels: tuple[str, ...]) -> Iterable:
+    return [((result,), value) for result, value in sorted(entry["results"].items())]
+
+
+SPECS = (
+    gauge(
+        "kvwatch_bench_last_result",
+        "The last `kvwatch bench` run of each parameter set: one series per result (requests_per_second, "
+        "avg_latency_seconds, mean_ttft_ms ...).",
+        _run_results,
+        labels="benchmark model params result",
+        per_server=False,
+    ),
+    gauge(
+        "kvwatch_bench_last_run_timestamp_seconds",
+        "When the last `kvwatch bench` run of each parameter set began.",
+        _run_time,
+        labels="benchmark model params",
+        per_server=False,
+    ),
+)
 
 
 # The figure a table shows per mode, and whether more is better.

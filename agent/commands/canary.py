@@ -24,8 +24,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from prometheus_client.core import Metric
+
+from agent.families import computed, counter, families, gauge, keyed, value_of
 from parsers import LogStream
 from parsers import events as ev
 from parsers.ids import CANARY_MARK, is_canary
@@ -322,3 +326,45 @@ class PeriodicCanary:
                     log.warning("canary of %s failed: %s", self.name, result.verdict)
             self.last_time = time.time()
             self._stop.wait(server.canary_interval)
+
+    def families(self) -> Iterator[Metric]:
+        return families(SPECS, [([self.name], self)])
+
+
+def _verdict(canary: PeriodicCanary, labels: tuple[str, ...]) -> Iterable:
+    if canary.last_time is None:
+        return []
+    last = canary.last
+    reason = last.reason if last is not None else "error"
+    return [((reason,), 1 if last is not None and last.ok else 0)]
+
+
+def _of_last(attribute: str):
+    def value(canary: PeriodicCanary):
+        return getattr(canary.last, attribute) if canary.last is not None and canary.last_time is not None else None
+
+    return computed(value)
+
+
+SPECS = (
+    gauge(
+        "kvwatch_canary_ok",
+        "1 when the last periodic canary found the repeated prompt from the second request on; reason: works, "
+        "not_loaded, degraded, short_prompt, hash_seed, no_hits, no_answer, error.",
+        _verdict,
+        labels="reason",
+    ),
+    counter(
+        "kvwatch_canary_runs_total",
+        "Periodic canary runs: ok, failed (the cache did not hit), error (it could not run).",
+        keyed("runs"),
+        labels="result",
+    ),
+    gauge("kvwatch_canary_last_run_timestamp_seconds", "When the last periodic canary ran.", value_of("last_time")),
+    gauge(
+        "kvwatch_canary_last_hit_tokens",
+        "LMCache hit tokens of the last canary: the least of any request after the first.",
+        _of_last("hit_tokens"),
+    ),
+    gauge("kvwatch_canary_last_latency_seconds", "Mean latency of the last canary's requests.", _of_last("latency")),
+)

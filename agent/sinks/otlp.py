@@ -29,7 +29,7 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO
 
 from opentelemetry.sdk.resources import Resource
@@ -39,10 +39,12 @@ from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from prometheus_client.core import Metric
 
 from agent import __version__
 from agent.config import TracingConfig
-from agent.sinks.traces import OpenRequest
+from agent.families import computed, counter, families, keyed
+from agent.sinks.traces import OpenRequest, TraceBuilder, builder_families
 from parsers.events import GIB
 from parsers.ids import CANARY_MARK, external_request_id
 
@@ -286,6 +288,9 @@ class Tracing:
     def flush(self) -> bool:
         return self.processor.force_flush()
 
+    def families(self) -> Iterator[Metric]:
+        return families(SPECS, [([], self)])
+
     def shutdown(self, timeout: float = 5.0) -> None:
         """Send what is queued, waiting at most ``timeout`` for a slow or absent collector."""
         self.processor.shutdown(timeout)
@@ -425,10 +430,10 @@ def request_spans(
             )
         )
 
-    for attempt, (when, total, hit, need, computed, min_retrieve) in enumerate(request.lookups, 1):
+    for attempt, (when, total, hit, need, engine_computed, min_retrieve) in enumerate(request.lookups, 1):
         attributes = {"lmcache.total_tokens": total, "lmcache.hit_tokens": hit, "lmcache.attempt": attempt}
         _put(attributes, "lmcache.need_to_load", need)
-        _put(attributes, "vllm.prefix_cache.hit_tokens", computed)
+        _put(attributes, "vllm.prefix_cache.hit_tokens", engine_computed)
         _put(attributes, "lmcache.min_retrieve_tokens", min_retrieve)
         child("lmcache.lookup", _ns(when), _ns(when), attributes)
     for when, hit_keys, requested_keys, l1_keys, l2_keys, ms in request.prefetches:
@@ -496,3 +501,27 @@ def _store_start_event(started: tuple) -> Event:
     attributes = {"lmcache.tokens": tokens, "lmcache.total_tokens": total, "lmcache.skip_leading_tokens": skip}
     _put(attributes, "lmcache.rank", rank)
     return Event("lmcache.store_start", attributes, _ns(_when))
+
+
+# The exporter's series: present while tracing is on (run, or replay --traces).
+SPECS = (
+    counter(
+        "kvwatch_trace_spans_exported_total",
+        "Spans the exporter delivered.",
+        computed(lambda tracing: tracing.counts["exported"]),
+        per_server=False,
+    ),
+    counter(
+        "kvwatch_trace_spans_dropped_total",
+        "Spans lost: queue_full (the collector was slower than the log), export_failed (it refused or was down).",
+        keyed("dropped"),
+        labels="reason",
+        per_server=False,
+    ),
+)
+
+
+def trace_families(tracing: Tracing, builders: Iterable[TraceBuilder]) -> Iterator[Metric]:
+    """The series of a tracing pipeline: its builders' (one per source), then the exporter's."""
+    yield from builder_families(builders)
+    yield from tracing.families()

@@ -7,92 +7,35 @@ series add ``engine``.  Names use the ``kvwatch_`` prefix so they never clash
 with vLLM's ``vllm:`` or LMCache's ``lmcache:`` series.
 
 Each metric is declared once, in :data:`CATALOGUE`: its name, type, labels and
-help, and how to read its samples from the stats.  Components of the running
-agent declare their own series the same way, beside the code that counts them.
+help, and how to read its samples from the stats (see :mod:`agent.families`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
-from prometheus_client.samples import Exemplar
 
-from agent.sinks.stats import EngineStatsState, Histogram, ServerStats
-
-# A sample: the values of the labels after ``server`` (or of all labels, for a series
-# without one), and the value (a number, or a Histogram).
-Sample = tuple[tuple[str, ...], Any]
-Samples = Callable[[Any, tuple[str, ...]], Iterable[Sample]]
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    """One metric: name, type (counter, gauge, histogram), labels, help, and where its samples come from."""
-
-    name: str
-    type: str
-    labels: tuple[str, ...]
-    help: str
-    samples: Samples | None = None
-
-    def family(self) -> Metric:
-        if self.type == "histogram":
-            return HistogramMetricFamily(self.name, self.help, labels=self.labels)
-        return _FAMILY_TYPES[self.type](self.name, self.help, labels=self.labels)
-
-
-_FAMILY_TYPES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
-
-
-def _spec(type_: str, name: str, help_: str, samples: Samples | None, labels: str, per_server: bool) -> Spec:
-    names = (("server",) if per_server else ()) + tuple(labels.split())
-    return Spec(name, type_, names, help_, samples)
-
-
-def counter(name: str, help_: str, samples: Samples | None = None, labels: str = "", per_server: bool = True) -> Spec:
-    return _spec("counter", name, help_, samples, labels, per_server)
-
-
-def gauge(name: str, help_: str, samples: Samples | None = None, labels: str = "", per_server: bool = True) -> Spec:
-    return _spec("gauge", name, help_, samples, labels, per_server)
-
-
-def histogram(name: str, help_: str, samples: Samples | None = None, labels: str = "", per_server: bool = True) -> Spec:
-    return _spec("histogram", name, help_, samples, labels, per_server)
-
-
-# -- where samples come from -------------------------------------------------------------
-
-
-def value_of(attribute: str) -> Samples:
-    """A number of the stats (a counter always; a gauge once it has a value)."""
-
-    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
-        value = getattr(s, attribute)
-        return [((), value)] if value is not None else []
-
-    return samples
-
-
-def keyed(attribute: str) -> Samples:
-    """A dict of the stats: its key (or key tuple) gives the labels after ``server``."""
-
-    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
-        return [(key if isinstance(key, tuple) else (key,), v) for key, v in sorted(getattr(s, attribute).items())]
-
-    return samples
+from agent.families import (
+    RenderedAtScrape,
+    Sample,
+    Samples,
+    Spec,
+    counter,
+    families,
+    gauge,
+    histogram,
+    keyed,
+    value_of,
+)
+from agent.sinks.stats import EngineStatsState, ServerStats
 
 
 def histogram_of(attribute: str, when: str | None = None) -> Samples:
+    """A histogram of the stats (once ``when``, an attribute, is non-zero, if given)."""
+
     def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
         return [((), getattr(s, attribute))] if when is None or getattr(s, when) else []
 
@@ -607,259 +550,14 @@ CATALOGUE: tuple[Spec, ...] = (
 )
 
 
-def _declared(name: str, type_: str, labels: str, help_: str) -> Spec:
-    return Spec(name, type_, tuple(labels.split()), help_)
-
-
-_SERVER = "server"
-
-# Series only the running agent has (supervision, tailing, the host): not in replay.
-AGENT_CATALOGUE: tuple[Spec, ...] = (
-    _declared("kvwatch_build_info", "gauge", "version python_version", "Always 1; kvwatch's version."),
-    _declared(
-        "kvwatch_server_info",
-        "gauge",
-        "server vllm_version lmcache_version model",
-        "Always 1; versions from the log or the server's installed packages, and the model.",
-    ),
-    _declared("kvwatch_server_up", "gauge", _SERVER, "1 while the supervised server's process runs."),
-    _declared(
-        "kvwatch_server_state",
-        "gauge",
-        "server state",
-        "1 for the supervised server's current state: starting, running, unhealthy, stalled, backoff, "
-        "crash_loop, stopping, stopped, exited.",
-    ),
-    _declared("kvwatch_server_restarts_total", "counter", _SERVER, "Times kvwatch started the server again."),
-    _declared(
-        "kvwatch_server_last_exit_code",
-        "gauge",
-        _SERVER,
-        "Exit code of the server's last exit (not by a signal).",
-    ),
-    _declared("kvwatch_server_last_exit_signal", "gauge", _SERVER, "Signal that ended the server's last run."),
-    _declared(
-        "kvwatch_server_last_error",
-        "gauge",
-        "server error",
-        "Always 1; the last error seen: an error kind of its log (oom, engine_dead ...), stalled or start_failed.",
-    ),
-    _declared("kvwatch_server_uptime_seconds", "gauge", _SERVER, "Seconds since the running server process started."),
-    _declared("kvwatch_server_health_up", "gauge", _SERVER, "1 when the last health probe got a 2xx answer."),
-    _declared(
-        "kvwatch_server_health_probe_duration_seconds",
-        "gauge",
-        _SERVER,
-        "Duration of the last health probe.",
-    ),
-    _declared(
-        "kvwatch_server_progress_age_seconds",
-        "gauge",
-        _SERVER,
-        "Seconds since the log last showed inference moving (throughput, a request, an access line).",
-    ),
-    _declared(
-        "kvwatch_server_log_rotations_total",
-        "counter",
-        _SERVER,
-        "Rotations of the server's raw log done by kvwatch.",
-    ),
-    _declared(
-        "kvwatch_gpus",
-        "gauge",
-        "vendor",
-        "GPUs the host exposes, by vendor (vendor=none: 0 when none is seen).",
-    ),
-    _declared("kvwatch_gpus_expected", "gauge", "", "GPUs the host should expose (agent.expected_gpus)."),
-    _declared(
-        "kvwatch_gpus_missing",
-        "gauge",
-        "",
-        "Expected GPUs the host does not expose (0 when all are visible).",
-    ),
-    _declared("kvwatch_tail_offset_bytes", "gauge", "server path", "Bytes of the followed file read so far."),
-    _declared("kvwatch_tail_size_bytes", "gauge", "server path", "Size of the followed file."),
-    _declared(
-        "kvwatch_tail_rotations_total",
-        "counter",
-        "server path",
-        "Times the path began naming another file (rename, delete, symlink switch).",
-    ),
-    _declared("kvwatch_tail_truncations_total", "counter", "server path", "Times the followed file was truncated."),
-    _declared(
-        "kvwatch_tail_lag_seconds",
-        "gauge",
-        "server path",
-        "Time from the file's last modification to kvwatch reading it, at the last read.",
-    ),
-    _declared(
-        "kvwatch_tail_read_error",
-        "gauge",
-        "server path reason",
-        "1 while a followed file cannot be read (permission_denied, read_error); retried.",
-    ),
-    _declared("kvwatch_journal_up", "gauge", _SERVER, "1 while journalctl follows the unit's journal."),
-    _declared(
-        "kvwatch_canary_ok",
-        "gauge",
-        "server reason",
-        "1 when the last periodic canary found the repeated prompt from the second request on; reason: works, "
-        "not_loaded, degraded, short_prompt, hash_seed, no_hits, no_answer, error.",
-    ),
-    _declared(
-        "kvwatch_canary_runs_total",
-        "counter",
-        "server result",
-        "Periodic canary runs: ok, failed (the cache did not hit), error (it could not run).",
-    ),
-    _declared("kvwatch_canary_last_run_timestamp_seconds", "gauge", _SERVER, "When the last periodic canary ran."),
-    _declared(
-        "kvwatch_canary_last_hit_tokens",
-        "gauge",
-        _SERVER,
-        "LMCache hit tokens of the last canary: the least of any request after the first.",
-    ),
-    _declared("kvwatch_canary_last_latency_seconds", "gauge", _SERVER, "Mean latency of the last canary's requests."),
-    _declared(
-        "kvwatch_bench_last_result",
-        "gauge",
-        "benchmark model params result",
-        "The last `kvwatch bench` run of each parameter set: one series per result (requests_per_second, "
-        "avg_latency_seconds, mean_ttft_ms ...).",
-    ),
-    _declared(
-        "kvwatch_bench_last_run_timestamp_seconds",
-        "gauge",
-        "benchmark model params",
-        "When the last `kvwatch bench` run of each parameter set began.",
-    ),
-)
-# Series of the trace builder and exporter: present while tracing is on (run, or replay --traces).
-TRACE_CATALOGUE: tuple[Spec, ...] = (
-    _declared(
-        "kvwatch_trace_open_requests",
-        "gauge",
-        _SERVER,
-        "Requests begun and not yet ended in the open-request table.",
-    ),
-    _declared(
-        "kvwatch_trace_requests_total",
-        "counter",
-        "server outcome",
-        "Requests ended into a trace: finished, aborted, cancelled, failed (by their id), responded (by an "
-        "access line), evicted (end never seen).",
-    ),
-    _declared(
-        "kvwatch_trace_requests_evicted_total",
-        "counter",
-        "server reason",
-        "Requests ended without their end: idle_timeout, table_full, server_restart, server_stopped, log_ended, "
-        "agent_stopped.",
-    ),
-    _declared(
-        "kvwatch_trace_unmatched_ends_total",
-        "counter",
-        _SERVER,
-        "End lines naming a request never seen (it began before kvwatch followed the log).",
-    ),
-    _declared("kvwatch_trace_spans_exported_total", "counter", "", "Spans the exporter delivered."),
-    _declared(
-        "kvwatch_trace_spans_dropped_total",
-        "counter",
-        "reason",
-        "Spans lost: queue_full (the collector was slower than the log), export_failed (it refused or was down).",
-    ),
-)
-
-
-def families(specs: Iterable[Spec], sources: Iterable[tuple[list[str], Any]]) -> Iterator[Metric]:
-    """The families of ``specs`` that have samples in ``sources``: (label values every series of a
-    source starts with -- ``[server]``, or none --, the object its specs read)."""
-    sources = list(sources)
-    for spec in specs:
-        fam = None
-        for prefix, source in sources:
-            for labels, value in spec.samples(source, spec.labels[len(prefix) :]):
-                if fam is None:
-                    fam = spec.family()
-                if spec.type == "histogram":
-                    _add_histogram(fam, prefix + list(labels), value)
-                else:
-                    fam.add_metric(prefix + list(labels), value)
-        if fam is not None:
-            yield fam
-
-
-def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
-    cumulative = histogram.cumulative()
-    bounds = [repr(float(bound)) for bound in histogram.bounds] + ["+Inf"]
-    exemplars = histogram.exemplars
-    if exemplars is None:
-        buckets = list(zip(bounds, cumulative, strict=True))
-    else:
-        # Shown in the OpenMetrics exposition only; Grafana links the trace id to the trace.
-        buckets = [
-            (le, count) if mark is None else (le, count, Exemplar({"trace_id": mark[0]}, mark[1], mark[2]))
-            for le, count, mark in zip(bounds, cumulative, exemplars, strict=True)
-        ]
-    family.add_metric(labels, buckets, histogram.sum)
-
-
-SPECS: dict[str, Spec] = {spec.name: spec for spec in CATALOGUE + AGENT_CATALOGUE + TRACE_CATALOGUE}
-
-
 def collect_families(servers: Iterable[ServerStats]) -> Iterator[Metric]:
     """Every family of :data:`CATALOGUE` that has samples for these servers."""
     return families(CATALOGUE, (([s.server], s) for s in servers))
 
 
-def trace_families(tracing, builders: Iterable) -> Iterator[Metric]:
-    """The :data:`TRACE_CATALOGUE` families of a :class:`agent.sinks.otlp.Tracing` and its trace builders."""
-    fams = {spec.name: spec.family() for spec in TRACE_CATALOGUE}
-    for builder in builders:
-        server = builder.stats.server
-        fams["kvwatch_trace_open_requests"].add_metric([server], builder.open_requests)
-        for outcome, count in sorted(builder.ended_by.items()):
-            fams["kvwatch_trace_requests_total"].add_metric([server, outcome], count)
-        for reason, count in sorted(builder.evicted.items()):
-            fams["kvwatch_trace_requests_evicted_total"].add_metric([server, reason], count)
-        fams["kvwatch_trace_unmatched_ends_total"].add_metric([server], builder.unmatched_ends)
-    fams["kvwatch_trace_spans_exported_total"].add_metric([], tracing.counts["exported"])
-    for reason, count in sorted(tracing.dropped.items()):
-        fams["kvwatch_trace_spans_dropped_total"].add_metric([reason], count)
-    yield from fams.values()
-
-
-class StatsCollector(Collector):
-    """A prometheus-client collector over whatever servers ``source`` returns at scrape time."""
-
-    def __init__(self, source: Callable[[], Iterable[ServerStats]]) -> None:
-        self._source = source
-
-    def describe(self) -> list[Metric]:
-        return []  # families depend on what the log held; nothing to check in advance
-
-    def collect(self) -> Iterator[Metric]:
-        return collect_families(self._source())
-
-
-class TraceCollector(Collector):
-    """The :data:`TRACE_CATALOGUE` families of a tracing pipeline and its builders (replay --traces)."""
-
-    def __init__(self, tracing, builders: Iterable) -> None:
-        self._tracing = tracing
-        self._builders = builders
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        return trace_families(self._tracing, self._builders)
-
-
 def registry_for(source: Callable[[], Iterable[ServerStats]], *extra: Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(source))
+    registry.register(RenderedAtScrape(lambda: collect_families(source())))
     for collector in extra:
         registry.register(collector)
     return registry

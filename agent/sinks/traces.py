@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
+from prometheus_client.core import Metric
+
+from agent.families import counter, families, gauge, keyed, value_of
 from agent.sinks.labels import route_of
 from agent.sinks.stats import ServerStats
 from parsers import events as ev
@@ -258,6 +261,9 @@ class TraceBuilder:
     @property
     def open_requests(self) -> int:
         return len(self.open)
+
+    def families(self) -> Iterator[Metric]:
+        return families(SPECS, [([self.stats.server], self)])
 
     # -- time -----------------------------------------------------------------------
 
@@ -531,3 +537,36 @@ class TraceBuilder:
     def _server_shutdown(self, e: ev.ServerShutdown, when: float) -> None:
         for request in list(self.open.values()):
             self._evict(request, "server_stopped", when)
+
+
+# The builders' series: present while tracing is on (run, or replay --traces).
+SPECS = (
+    gauge(
+        "kvwatch_trace_open_requests",
+        "Requests begun and not yet ended in the open-request table.",
+        value_of("open_requests"),
+    ),
+    counter(
+        "kvwatch_trace_requests_total",
+        "Requests ended into a trace: finished, aborted, cancelled, failed (by their id), responded (by an "
+        "access line), evicted (end never seen).",
+        keyed("ended_by"),
+        labels="outcome",
+    ),
+    counter(
+        "kvwatch_trace_requests_evicted_total",
+        "Requests ended without their end: idle_timeout, table_full, server_restart, server_stopped, log_ended, "
+        "agent_stopped.",
+        keyed("evicted"),
+        labels="reason",
+    ),
+    counter(
+        "kvwatch_trace_unmatched_ends_total",
+        "End lines naming a request never seen (it began before kvwatch followed the log).",
+        value_of("unmatched_ends"),
+    ),
+)
+
+
+def builder_families(builders: Iterable[TraceBuilder]) -> Iterator[Metric]:
+    return families(SPECS, (([builder.stats.server], builder) for builder in builders))

@@ -1,1 +1,47 @@
-"""Where lines come from: files followed live, journald, replay inputs; bytes to lines."""
+"""Where lines come from: files followed live, journald, replay inputs; bytes to lines.
+
+Every live source hands its lines to one :data:`Deliver` function, decoded and
+in order, ``None`` standing for a line it skipped (and counted).  Where they go
+from there is the pipeline's business (:mod:`agent.pipeline`): a source never
+takes a sink's lock, so a scrape never waits on a disk read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from prometheus_client.core import Metric
+
+log = logging.getLogger("kvwatch.sources")
+
+Deliver = Callable[[str, list], None]  # (source name, lines) -- None stands for a skipped line
+
+
+class LineSource(Protocol):
+    """A live source: started once, stopped once, its own series rendered when scraped."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def families(self) -> Iterable[Metric]: ...
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Run the calling thread at ``nice``: reading logs must yield the CPU to the servers.
+
+    Linux keeps a nice value per thread, so only this thread is lowered; the
+    servers are started from the main thread and keep the priority kvwatch
+    itself was given.
+    """
+    if nice <= 0:
+        return
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(current, nice))
+    except OSError as exc:
+        log.debug("cannot lower the reading thread's priority: %s", exc)

@@ -14,26 +14,30 @@ import logging
 import os
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
+from prometheus_client.core import Metric
+
 from agent.config import FollowConfig
+from agent.families import families, flag, gauge
+from agent.sources import Deliver, lower_thread_priority
 from agent.sources.lines import LineSplitter
-from agent.sources.tail import lower_thread_priority
 
 log = logging.getLogger("kvwatch.journal")
 RESTART_PAUSE = 5.0
 
 
 class JournalSource:
+    """One ``[[follow]]`` of a systemd unit: journalctl run (and run again) in a thread of its own."""
+
     def __init__(
         self,
         follow: FollowConfig,
         state_dir: Path,
         max_line: int,
         skipped: dict[str, int],
-        deliver: Callable[[str, list], None],
-        lock: threading.Lock,
+        deliver: Deliver,
         journalctl: str = "journalctl",
         nice: int = 0,
     ) -> None:
@@ -42,7 +46,6 @@ class JournalSource:
         self.max_line = max_line
         self.skipped = skipped
         self.deliver = deliver
-        self.lock = lock
         self.journalctl = os.environ.get("KVWATCH_JOURNALCTL", journalctl)
         self.nice = nice
         self.process: subprocess.Popen | None = None
@@ -81,14 +84,12 @@ class JournalSource:
                 self._stop.wait(RESTART_PAUSE)
                 continue
             self.running = True
-            splitter = LineSplitter(self.max_line)
-            splitter.skipped = self.skipped
+            splitter = LineSplitter(self.max_line, self.skipped)
             assert self.process.stdout is not None
             for chunk in iter(lambda: self.process.stdout.read1(1 << 16), b""):
                 lines = splitter.feed(chunk)
                 if lines:
-                    with self.lock:
-                        self.deliver(self.follow.name, lines)
+                    self.deliver(self.follow.name, lines)
             self.running = False
             code = self.process.wait()
             if not self._stop.is_set():
@@ -105,3 +106,9 @@ class JournalSource:
                     RESTART_PAUSE,
                 )
                 self._stop.wait(RESTART_PAUSE)
+
+    def families(self) -> Iterator[Metric]:
+        return families(SPECS, [([self.follow.name], self)])
+
+
+SPECS = (gauge("kvwatch_journal_up", "1 while journalctl follows the unit's journal.", flag(lambda j: j.running)),)

@@ -119,24 +119,20 @@ def open_input(name: str) -> Input:
 class LineSplitter:
     """Turns byte chunks into decoded lines, keeping an unfinished last line for the next chunk.
 
-    ``None`` stands for a skipped line (counted in ``skipped`` by reason).  The
-    replay reader and the live tailer share it, so both skip the same lines.
+    ``None`` stands for a skipped line, counted by reason in ``skipped`` (a
+    dict of its own, or one shared with the source's stats).  The replay reader,
+    the live tailer and the journal share it, so all skip the same lines.
     """
 
-    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, skipped: dict[str, int] | None = None) -> None:
         self.max_line = max_line
         self.lines = 0
-        self.skipped: dict[str, int] = {}
+        self.skipped: dict[str, int] = {} if skipped is None else skipped
         self.rest = b""
         self._skipping = False  # inside a line longer than the limit
 
     def _skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an unfinished line held back."""
-        return len(self.rest)
 
     def feed(self, chunk: bytes) -> list[str | None]:
         """The complete lines ``chunk`` finishes, in order (without their ``\\n``)."""

@@ -15,35 +15,37 @@ its end, then looks at what its path names now:
                                                 the same way; a file that reappears is read from 0
 
 A file is known by its device and inode plus a fingerprint of its first
-bytes (an inode number is reused once a file is deleted).  Read positions are
+bytes (:mod:`agent.sources.positions`).  Read positions are
 saved in the state directory whenever reading pauses, every ``SAVE_INTERVAL``
 while it goes on, and at a stop, so a restarted kvwatch resumes where the last
 one stopped -- including in the renamed file it had not finished.  (After a
 SIGKILL under a steady stream, the lines of the last quarter second are read
 again.)
 
-Supervised servers' raw logs are rotated here too, because only the reader
-knows what has been read: see :meth:`TailedPath.rotate`.
+A supervised server's raw log is rotated from here, because only the reader
+knows what has been read: :meth:`TailedPath.rotate` calls
+:class:`agent.supervise.rawlog.RawLog` once the reader is close behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import errno
 import glob
-import hashlib
-import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from prometheus_client.core import Metric
+
+from agent.families import counter, families, gauge
+from agent.sources import Deliver, lower_thread_priority
 from agent.sources.inotify import DirectoryWatcher
 from agent.sources.lines import LineSplitter
+from agent.sources.positions import FINGERPRINT_BYTES, Position, PositionStore, fingerprint
+from agent.supervise.rawlog import RawLog
 
 log = logging.getLogger("kvwatch.tail")
 
@@ -52,47 +54,13 @@ MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file c
 ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
 BUSY_PAUSE = 0.002  # seconds between cycles while lines keep coming
 SAVE_INTERVAL = 0.25  # seconds between saves of the read positions while lines keep coming
-# A raw log past its size limit is rotated once at most this much of it is unread ...
-ROTATE_MAX_UNREAD = 4 << 20
-# ... or, if the reader cannot catch up, once it is this many times its limit.
-ROTATE_FORCE_FACTOR = 8
-FINGERPRINT_BYTES = 256
-LOG_MODE = 0o640  # raw logs hold prompts whenever vLLM logs them
-
-Deliver = Callable[[str, list], None]  # (source name, lines) -- None stands for a skipped line
-
-
-def lower_thread_priority(nice: int) -> None:
-    """Run the calling thread at ``nice``: reading logs must yield the CPU to the servers.
-
-    Linux keeps a nice value per thread, so only this thread is lowered; the
-    servers are started from the main thread and keep the priority kvwatch
-    itself was given.
-    """
-    if nice <= 0:
-        return
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(current, nice))
-    except OSError as exc:
-        log.debug("cannot lower the reading thread's priority: %s", exc)
 
 
 def _glob_magic(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-def fingerprint(fd: int, length: int = FINGERPRINT_BYTES) -> tuple[int, str]:
-    head = os.pread(fd, length, 0)
-    return len(head), hashlib.sha1(head).hexdigest()
-
-
-def _matches_fingerprint(fd: int, fp_len: int, fp: str) -> bool:
-    head = os.pread(fd, fp_len, 0)
-    return len(head) == fp_len and hashlib.sha1(head).hexdigest() == fp
-
-
-class _Open:
+class _OpenFile:
     """One open file being read: its identity, read offset and unfinished line."""
 
     __slots__ = ("dev", "fd", "head", "ino", "offset", "splitter")
@@ -146,36 +114,26 @@ class TailedPath:
     """A path followed for one source: the file it names now, and older ones being finished."""
 
     def __init__(
-        self,
-        source: str,
-        path: str,
-        max_line: int,
-        skipped: dict[str, int],
-        rotate_bytes: int | None = None,
-        backups: int = 0,
+        self, source: str, path: str, max_line: int, skipped: dict[str, int], raw_log: RawLog | None = None
     ) -> None:
         self.source = source
         self.path = path
         self.max_line = max_line
         self.skipped = skipped  # shared with the source's stats
-        self.rotate_bytes = rotate_bytes
-        self.backups = backups
-        self.current: _Open | None = None
-        self.draining: list[tuple[_Open, float]] = []
+        self.raw_log = raw_log  # a supervised server's log, rotated from here
+        self.current: _OpenFile | None = None
+        self.draining: list[tuple[_OpenFile, float]] = []
         self.stats = TailStats()
         self.error: str | None = None
         self.error_reason = "read_error"
-        self.saved: dict | None = None  # a saved position not yet applied
+        self.saved: Position | None = None  # a saved position not yet applied
         # The position the file will have once a rotation's collapse is done,
         # saved beside the current one so that a kill mid-rotation loses nothing.
-        self.after_rotation: dict | None = None
+        self.after_rotation: Position | None = None
         self.save_hook: Callable[[], None] | None = None
-        self.forced_rotation_reported = False
 
     def _splitter(self) -> LineSplitter:
-        splitter = LineSplitter(self.max_line)
-        splitter.skipped = self.skipped
-        return splitter
+        return LineSplitter(self.max_line, self.skipped)
 
     # -- opening ------------------------------------------------------------------
 
@@ -194,15 +152,14 @@ class TailedPath:
         saved, self.saved = self.saved, None
         if saved is not None:
             offset = self._resume(fd, st, saved)
-        self.current = _Open(fd, offset, self._splitter())
+        self.current = _OpenFile(fd, offset, self._splitter())
 
-    def _resume(self, fd: int, st: os.stat_result, saved: dict) -> int:
+    def _resume(self, fd: int, st: os.stat_result, saved: Position) -> int:
         """Where to start in ``fd`` given a saved position, finishing a rotated-away file first."""
-        candidates = [saved, *saved.get("alternatives", [])]
-        if (st.st_dev, st.st_ino) == (saved["dev"], saved["ino"]):
-            for position in candidates:
-                if _matches_fingerprint(fd, position["fp_len"], position["fp"]):
-                    return position["offset"] if position["offset"] <= st.st_size else 0
+        if (st.st_dev, st.st_ino) == (saved.dev, saved.ino):
+            for position in saved.candidates():
+                if position.same_file(fd):
+                    return position.offset if position.offset <= st.st_size else 0
             return 0  # same inode, other content: rewritten or a reused inode
         old = self._find_rotated(saved)
         if old is not None:
@@ -210,7 +167,7 @@ class TailedPath:
             self.stats.rotations += 1
         return 0
 
-    def _find_rotated(self, saved: dict) -> _Open | None:
+    def _find_rotated(self, saved: Position) -> _OpenFile | None:
         """The file the saved position was in, if it was renamed within the same directory."""
         directory = os.path.dirname(self.path) or "."
         try:
@@ -223,14 +180,14 @@ class TailedPath:
                 st = os.stat(candidate)
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) != (saved["dev"], saved["ino"]):
+            if (st.st_dev, st.st_ino) != (saved.dev, saved.ino):
                 continue
             try:
                 fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 return None
-            if _matches_fingerprint(fd, saved["fp_len"], saved["fp"]) and saved["offset"] <= st.st_size:
-                return _Open(fd, saved["offset"], self._splitter())
+            if saved.same_file(fd) and saved.offset <= st.st_size:
+                return _OpenFile(fd, saved.offset, self._splitter())
             os.close(fd)
         return None
 
@@ -292,32 +249,11 @@ class TailedPath:
             self.stats.size = max(st.st_size, self.current.offset)
             if total:
                 self.stats.lag_seconds = max(0.0, time.time() - st.st_mtime)
-            if self.rotate_bytes is not None and self._time_to_rotate(st.st_size):
+            if self.raw_log is not None and self.raw_log.due(self.current.offset, st.st_size):
                 self.rotate(deliver)
         return total
 
-    def _time_to_rotate(self, size: int) -> bool:
-        """Past the size limit, once caught up: see :meth:`rotate` for why the reader must be close behind."""
-        assert self.rotate_bytes is not None and self.current is not None
-        read = self.current.offset
-        if read < self.rotate_bytes:
-            return False
-        if size - read <= ROTATE_MAX_UNREAD:
-            return True
-        if size >= ROTATE_FORCE_FACTOR * self.rotate_bytes:
-            if not self.forced_rotation_reported:
-                log.warning(
-                    "%s: %d bytes not read yet, the log is %d times its size limit: rotating anyway "
-                    "(the server waits while the unread part is written to disk)",
-                    self.path,
-                    size - read,
-                    ROTATE_FORCE_FACTOR,
-                )
-                self.forced_rotation_reported = True
-            return True
-        return False
-
-    def _read(self, opened: _Open, deliver: Deliver) -> int:
+    def _read(self, opened: _OpenFile, deliver: Deliver) -> int:
         total = 0
         while total < MAX_READ_PER_CYCLE:
             try:
@@ -343,7 +279,7 @@ class TailedPath:
             self.draining.append((self.current, now + ROTATE_WAIT))
             self.current = None
 
-    def _finish(self, opened: _Open, deliver: Deliver) -> None:
+    def _finish(self, opened: _OpenFile, deliver: Deliver) -> None:
         self._read(opened, deliver)
         last = opened.splitter.finish()  # a line its writer never ended
         if last:
@@ -360,78 +296,42 @@ class TailedPath:
 
     # -- positions ----------------------------------------------------------------
 
-    def position(self) -> dict | None:
+    def position(self) -> Position | None:
         current = self.current
         if current is None:
             return None
-        fp_len, fp = fingerprint(current.fd)
-        if current.offset < fp_len:  # only the part read so far identifies the file
-            fp_len, fp = fingerprint(current.fd, current.offset)
-        position = {"dev": current.dev, "ino": current.ino, "offset": current.offset, "fp_len": fp_len, "fp": fp}
-        if self.after_rotation is not None:
-            position["alternatives"] = [self.after_rotation]
-        return position
+        # Only the part read so far identifies the file.
+        fp_len, fp = fingerprint(current.fd, min(FINGERPRINT_BYTES, current.offset))
+        alternatives = (self.after_rotation,) if self.after_rotation is not None else ()
+        return Position(current.dev, current.ino, current.offset, fp_len, fp, alternatives)
 
     # -- rotating a supervised server's raw log -----------------------------------
 
     def rotate(self, deliver: Deliver) -> None:
-        """Move what has been read of the raw log into ``path.1`` (older copies shift up).
+        """Move what has been read of the raw log into its backups (see :mod:`agent.supervise.rawlog`).
 
-        The server keeps its file descriptor, so the log cannot be renamed
-        away under it.  Instead the read prefix is copied out and then removed
-        from the front of the live file with ``fallocate(FALLOC_FL_COLLAPSE_RANGE)``,
-        which the kernel does atomically against the server's appends (ext4,
-        xfs): no line is lost and the server never notices.  The kernel first
-        writes what follows the cut to disk, holding the file's lock -- the
-        server's next write waits for it -- so a rotation happens only once the
-        reader is close behind the writer (``ROTATE_MAX_UNREAD``), when that
-        part is small; during a flood the log grows past its limit instead, up
-        to ``ROTATE_FORCE_FACTOR`` times it.  The range must be
-        whole filesystem blocks, so a line may be split between ``.1`` and the
-        live file.  Where the filesystem cannot collapse, the copy is followed by
-        a truncation, and a line written in the instant between the last read
-        and the truncation is lost (the warning says so).
-        """
-        current = self.current
-        if current is None:
+        Everything written so far is read first, and the position the file will
+        have after the cut is saved before the cut, so that neither a line nor a
+        kill in the middle makes a line read twice or lost."""
+        current, raw = self.current, self.raw_log
+        if current is None or raw is None:
             return
         self._read(current, deliver)  # everything up to now is read before anything moves
         try:
-            block = os.statvfs(self.path).f_bsize or 4096
-            cut = (current.offset // block) * block
+            cut = raw.cut(current.offset)
             if cut == 0:
                 return
-            self._shift_backups()
-            if self.backups > 0:
-                self._copy_prefix(current.fd, cut, f"{self.path}.1")
-            head = os.pread(current.fd, min(FINGERPRINT_BYTES, current.offset - cut), cut)
-            self.after_rotation = {
-                "dev": current.dev,
-                "ino": current.ino,
-                "offset": current.offset - cut,
-                "fp_len": len(head),
-                "fp": hashlib.sha1(head).hexdigest(),
-            }
+            raw.archive(current.fd, cut)
+            fp_len, fp = fingerprint(current.fd, min(FINGERPRINT_BYTES, current.offset - cut), cut)
+            self.after_rotation = Position(current.dev, current.ino, current.offset - cut, fp_len, fp)
             if self.save_hook is not None:
                 self.save_hook()
-            writer = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                if _collapse(writer, cut):
-                    current.restart(current.offset - cut, keep_partial=True)
-                else:
-                    # No collapse here: copy the rest read since the cut, then truncate.
-                    self._read(current, deliver)
-                    if self.backups > 0 and current.offset > cut:
-                        self._append_range(current.fd, cut, current.offset, f"{self.path}.1")
-                    os.ftruncate(writer, 0)
-                    current.restart(keep_partial=True)
-                    log.warning(
-                        "%s: this filesystem cannot collapse a file range; rotated by truncation, "
-                        "which can lose a line written during it",
-                        self.path,
-                    )
-            finally:
-                os.close(writer)
+            if raw.collapse(cut):
+                current.restart(current.offset - cut, keep_partial=True)
+            else:
+                self._read(current, deliver)  # the rest read since the cut goes to the backup too
+                raw.truncate(current.fd, cut, current.offset)
+                current.restart(keep_partial=True)
         except OSError as exc:
             log.warning("cannot rotate %s: %s", self.path, exc.strerror or exc)
             return
@@ -439,97 +339,6 @@ class TailedPath:
             self.after_rotation = None
         self.stats.log_rotations += 1
         self.stats.offset = current.offset
-
-    def _shift_backups(self) -> None:
-        if self.backups <= 0:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{self.path}.{self.backups}")
-        for number in range(self.backups - 1, 0, -1):
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(f"{self.path}.{number}", f"{self.path}.{number + 1}")
-
-    @staticmethod
-    def _copy_prefix(fd: int, length: int, target: str) -> None:
-        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, LOG_MODE)
-        try:
-            offset = 0
-            while offset < length:
-                chunk = os.pread(fd, min(READ_BLOCK, length - offset), offset)
-                if not chunk:
-                    break
-                os.write(out, chunk)
-                offset += len(chunk)
-        finally:
-            os.close(out)
-
-    @staticmethod
-    def _append_range(fd: int, start: int, end: int, target: str) -> None:
-        out = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        try:
-            os.write(out, os.pread(fd, end - start, start))
-        finally:
-            os.close(out)
-
-
-_FALLOC_FL_COLLAPSE_RANGE = 0x08
-_libc = None
-
-
-def _collapse(fd: int, length: int) -> bool:
-    """Remove the first ``length`` bytes of a file in place; False where unsupported."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    result = _libc.fallocate(fd, _FALLOC_FL_COLLAPSE_RANGE, ctypes.c_long(0), ctypes.c_long(length))
-    if result == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.EPERM):
-        return False
-    raise OSError(code, os.strerror(code))
-
-
-# -- positions on disk -----------------------------------------------------------------
-
-
-class PositionStore:
-    """Read positions by source and path, in one JSON file replaced atomically."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.positions: dict[str, dict[str, dict]] = {}
-        if path:
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    data = json.load(handle)
-                if isinstance(data, dict) and isinstance(data.get("positions"), dict):
-                    self.positions = data["positions"]
-            except FileNotFoundError:
-                pass
-            except (OSError, ValueError) as exc:
-                log.warning("ignoring unreadable positions file %s: %s", path, exc)
-        self._last: str | None = None
-
-    def get(self, source: str, path: str) -> dict | None:
-        return self.positions.get(source, {}).get(path)
-
-    def save(self, positions: dict[str, dict[str, dict]]) -> None:
-        if not self.path:
-            return
-        text = json.dumps({"version": 1, "positions": positions}, sort_keys=True)
-        if text == self._last:
-            return
-        tmp = f"{self.path}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            log.warning("cannot save read positions to %s: %s", self.path, exc)
-            return
-        self._last = text
-        self.positions = positions
 
 
 # -- the tailer -------------------------------------------------------------------------
@@ -558,7 +367,6 @@ class Tailer:
         poll_interval: float = 1.0,
         max_line: int = 4 * 1024 * 1024,
         use_inotify: bool = True,
-        lock: threading.Lock | None = None,
         nice: int = 0,
     ) -> None:
         self.deliver = deliver
@@ -567,7 +375,7 @@ class Tailer:
         self.nice = nice
         self.max_line = max_line
         self.use_inotify = use_inotify
-        self.lock = lock or threading.Lock()  # held while lines are delivered
+        self._requests_lock = threading.Lock()
         self.sources: dict[str, Source] = {}
         self.wake = threading.Event()
         self.rescan = True
@@ -593,7 +401,7 @@ class Tailer:
         if self._thread is None or not self._thread.is_alive():
             request()
         else:
-            with self.lock:
+            with self._requests_lock:
                 self._requests.append(request)
             self.wake.set()
 
@@ -660,7 +468,7 @@ class Tailer:
 
     def cycle(self) -> int:
         """Read every source once; returns the bytes read."""
-        with self.lock:
+        with self._requests_lock:
             requests, self._requests = self._requests, []
         for request in requests:
             request()
@@ -673,8 +481,7 @@ class Tailer:
             self._watch_all()
         for source in list(self.sources.values()):
             for tailed in list(source.paths.values()):
-                with self.lock:
-                    read += tailed.poll(self.deliver, now)
+                read += tailed.poll(self.deliver, now)
         self.cycles += 1
         if read:
             self._unsaved = True
@@ -691,9 +498,8 @@ class Tailer:
                     continue
                 if _glob_magic(pattern) and _is_rotated_copy(name, source.patterns):
                     continue
-                tailed = TailedPath(
-                    source.name, name, self.max_line, source.skipped, source.rotate_bytes, source.backups
-                )
+                raw_log = RawLog(name, source.rotate_bytes, source.backups) if source.rotate_bytes else None
+                tailed = TailedPath(source.name, name, self.max_line, source.skipped, raw_log)
                 tailed.saved = self.store.get(source.name, name)
                 tailed.save_hook = self.save_positions
                 source.paths[name] = tailed
@@ -704,7 +510,7 @@ class Tailer:
     def save_positions(self) -> None:
         self._unsaved = False
         self._saved_at = time.monotonic()
-        positions: dict[str, dict[str, dict]] = {}
+        positions: dict[str, dict[str, Position]] = {}
         for source in self.sources.values():
             entries = {}
             for path, tailed in source.paths.items():
@@ -760,16 +566,77 @@ class Tailer:
 
     def snapshot(self) -> dict[str, dict[str, TailStats]]:
         return {
-            name: {path: tailed.stats for path, tailed in source.paths.items()} for name, source in self.sources.items()
+            name: {path: tailed.stats for path, tailed in list(source.paths.items())}
+            for name, source in list(self.sources.items())
         }
 
     def errors(self) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
-        for name, source in self.sources.items():
-            for path, tailed in source.paths.items():
+        for name, source in list(self.sources.items()):
+            for path, tailed in list(source.paths.items()):
                 if tailed.error:
                     out.setdefault(name, {})[path] = tailed.error_reason
         return out
+
+    def families(self) -> Iterator[Metric]:
+        sources = list(self.sources.items())
+        paths = [([name, path], tailed) for name, source in sources for path, tailed in list(source.paths.items())]
+        yield from families(PATH_SPECS, paths)
+        yield from families(RAW_LOG_SPECS, (([name], source) for name, source in sources if source.rotate_bytes))
+
+
+def _stat(attribute: str):
+    """A number of the path's :class:`TailStats`."""
+
+    def samples(tailed: TailedPath, labels: tuple[str, ...]) -> Iterable:
+        value = getattr(tailed.stats, attribute)
+        return [] if value is None else [((), value)]
+
+    return samples
+
+
+def _read_error(tailed: TailedPath, labels: tuple[str, ...]) -> Iterable:
+    return [((tailed.error_reason,), 1)] if tailed.error else []
+
+
+def _log_rotations(source: Source, labels: tuple[str, ...]) -> Iterable:
+    return [((), sum(tailed.stats.log_rotations for tailed in list(source.paths.values())))]
+
+
+# Series of each followed path (labels server and path).
+PATH_SPECS = (
+    gauge("kvwatch_tail_offset_bytes", "Bytes of the followed file read so far.", _stat("offset"), labels="path"),
+    gauge("kvwatch_tail_size_bytes", "Size of the followed file.", _stat("size"), labels="path"),
+    counter(
+        "kvwatch_tail_rotations_total",
+        "Times the path began naming another file (rename, delete, symlink switch).",
+        _stat("rotations"),
+        labels="path",
+    ),
+    counter(
+        "kvwatch_tail_truncations_total", "Times the followed file was truncated.", _stat("truncations"), labels="path"
+    ),
+    gauge(
+        "kvwatch_tail_lag_seconds",
+        "Time from the file's last modification to kvwatch reading it, at the last read.",
+        _stat("lag_seconds"),
+        labels="path",
+    ),
+    gauge(
+        "kvwatch_tail_read_error",
+        "1 while a followed file cannot be read (permission_denied, read_error); retried.",
+        _read_error,
+        labels="path reason",
+    ),
+)
+# Series of a supervised server's raw log, which the reader rotates.
+RAW_LOG_SPECS = (
+    counter(
+        "kvwatch_server_log_rotations_total",
+        "Rotations of the server's raw log done by kvwatch.",
+        _log_rotations,
+    ),
+)
 
 
 def _fixed_prefix(directory: str) -> str:

@@ -10,7 +10,18 @@ only those whose PCI vendor in ``/sys/class/drm`` is AMD's where sysfs tells
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Iterable, Iterator
+
+from prometheus_client.core import Metric
+
+from agent.families import computed, families, gauge
+
+log = logging.getLogger("kvwatch.gpus")
+
+REFRESH = 60.0  # seconds between counts: a GPU that falls off the bus shows within a minute
 
 
 def count_gpus(root: str = "/") -> dict[str, int]:
@@ -70,3 +81,61 @@ def _count_kfd(path: str) -> int | None:
         except (OSError, ValueError):
             continue
     return gpus
+
+
+class HostGpus:
+    """The host's GPUs, counted again every ``REFRESH`` seconds, against how many it should have."""
+
+    def __init__(self, root: str = "/", expected: int | None = None) -> None:
+        self.root = root
+        self.expected = expected
+        self.by_vendor: dict[str, int] = {}
+        self.checked: float | None = None  # monotonic time of the last count
+        self.reported_missing: int | None = None
+
+    def refresh(self, now: float | None = None) -> None:
+        """Count again if the last count is older than ``REFRESH``; warn once per change of what is missing."""
+        now = time.monotonic() if now is None else now
+        if self.checked is not None and now - self.checked < REFRESH:
+            return
+        self.by_vendor = count_gpus(self.root)
+        self.checked = now
+        missing = self.missing()
+        if missing and missing != self.reported_missing:
+            log.warning("only %d of the %d expected GPUs are visible", sum(self.by_vendor.values()), self.expected)
+        self.reported_missing = missing
+
+    def missing(self) -> int | None:
+        return None if self.expected is None else max(0, self.expected - sum(self.by_vendor.values()))
+
+    def families(self) -> Iterator[Metric]:
+        return families(SPECS, [([], self)])
+
+
+def _by_vendor(gpus: HostGpus, labels: tuple[str, ...]) -> Iterable:
+    if not gpus.by_vendor:
+        return [(("none",), 0)]
+    return [((vendor,), count) for vendor, count in sorted(gpus.by_vendor.items())]
+
+
+SPECS = (
+    gauge(
+        "kvwatch_gpus",
+        "GPUs the host exposes, by vendor (vendor=none: 0 when none is seen).",
+        _by_vendor,
+        labels="vendor",
+        per_server=False,
+    ),
+    gauge(
+        "kvwatch_gpus_expected",
+        "GPUs the host should expose (agent.expected_gpus).",
+        computed(lambda gpus: gpus.expected),
+        per_server=False,
+    ),
+    gauge(
+        "kvwatch_gpus_missing",
+        "Expected GPUs the host does not expose (0 when all are visible).",
+        computed(HostGpus.missing),
+        per_server=False,
+    ),
+)

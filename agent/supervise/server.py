@@ -30,18 +30,20 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from prometheus_client.core import Metric
+
 from agent.config import ServerConfig
-from agent.sources.tail import LOG_MODE
+from agent.families import computed, counter, families, flag, gauge, value_of
+from agent.statedir import replace_file
+from agent.supervise.rawlog import open_raw_log
+from agent.supervise.states import DOWN, WAITING_TO_START, ServerState
 from parsers import events as ev
 
 log = logging.getLogger("kvwatch.supervisor")
 
-# The states a server can be in (the ``state`` label of kvwatch_server_state).
-STATES = ("starting", "running", "unhealthy", "stalled", "backoff", "crash_loop", "stopping", "stopped", "exited")
 # Requests that say nothing about whether inference moves.
 PROBE_PATHS = frozenset(("/health", "/ping", "/metrics", "/version", "/v1/models", "/load", "/is_sleeping"))
 UNHEALTHY_AFTER = 3  # failed probes in a row before a running server counts as unhealthy
@@ -73,15 +75,6 @@ def config_digest(server: ServerConfig) -> str:
         "log_file": str(server.log_file),
     }
     return hashlib.sha256(json.dumps(shaped, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def open_raw_log(path: Path) -> int:
-    """The server's stdout/stderr: appended to, created ``0640`` (it may hold prompts)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_MODE)
-    with contextlib.suppress(OSError):  # a file created before, under another umask
-        os.fchmod(fd, LOG_MODE)
-    return fd
 
 
 class HealthProbe:
@@ -127,7 +120,7 @@ class HealthProbe:
         self.checked_at = time.time()
 
 
-class Supervised:
+class SupervisedServer:
     """One ``[[server]]``: its process, state and history."""
 
     def __init__(self, config: ServerConfig, state_dir: Path, now: Callable[[], float] = time.monotonic) -> None:
@@ -136,7 +129,8 @@ class Supervised:
         self.digest = config_digest(config)
         self.record_path = state_dir / "servers" / f"{config.name}.json"
         self._now = now
-        self.state = "stopped"
+        self.state = ServerState.STOPPED
+        self.entered: dict[ServerState, int] = dict.fromkeys(ServerState, 0)  # times each state was entered
         self.process: subprocess.Popen | None = None
         self.pid: int | None = None
         self.pid_start: int | None = None
@@ -165,6 +159,14 @@ class Supervised:
 
     # -- life cycle -------------------------------------------------------------------
 
+    def _enter(self, state: ServerState) -> None:
+        """The one place the state changes: every change is logged and counted."""
+        if state == self.state:
+            return
+        log.debug("server %s: %s -> %s", self.name, self.state, state)
+        self.entered[state] += 1
+        self.state = state
+
     @property
     def alive(self) -> bool:
         if self.pid is None:
@@ -188,7 +190,7 @@ class Supervised:
         self.started_at = float(record.get("started_at", time.time()))
         self.started_mono = self._now() - max(0.0, time.time() - self.started_at)
         self.restarts = int(record.get("restarts", 0))
-        self.state = "starting"
+        self._enter(ServerState.STARTING)
         self.last_progress = self._now()
         self._start_probe()
         if record.get("digest") != self.digest:
@@ -238,7 +240,7 @@ class Supervised:
         self.started_at = time.time()
         self.started_mono = self._now()
         self.last_progress = self._now()
-        self.state = "starting"
+        self._enter(ServerState.STARTING)
         self._save_record()
         self._start_probe()
         log.info("server %s: started pid %d: %s", self.name, self.pid, " ".join(config.argv()))
@@ -268,7 +270,7 @@ class Supervised:
         if not self.alive:
             self._finish_stop()
             return
-        self.state = "stopping"
+        self._enter(ServerState.STOPPING)
         self.stop_deadline = self._now() + self.config.stop_timeout
         self._signal_group(signal.SIGTERM)
 
@@ -286,7 +288,7 @@ class Supervised:
     def _finish_stop(self) -> None:
         self._reap()
         self._stop_probe()
-        self.state = "stopped"
+        self._enter(ServerState.STOPPED)
         self.pid = None
         self.process = None
         self.stop_deadline = None
@@ -318,7 +320,7 @@ class Supervised:
 
     def tick(self) -> None:
         now = self._now()
-        if self.state == "stopping":
+        if self.state == ServerState.STOPPING:
             if not self.alive:
                 self._finish_stop_or_restart()
             elif self.stop_deadline is not None and now >= self.stop_deadline:
@@ -330,12 +332,12 @@ class Supervised:
                 self._signal_group(signal.SIGKILL)
                 self.stop_deadline = now + 5.0
             return
-        if self.state in ("backoff", "crash_loop"):
+        if self.state in WAITING_TO_START:
             if self.next_start is not None and now >= self.next_start:
                 self.restarts += 1
                 self.start()
             return
-        if self.state in ("stopped", "exited"):
+        if self.state in DOWN:
             return
         if not self.alive:
             code = None
@@ -374,18 +376,18 @@ class Supervised:
                 )
                 self.stall_reported = True
                 self.last_error = "stalled"
-            self.state = "stalled"
+            self._enter(ServerState.STALLED)
             if self.config.stall_restart:
                 log.warning("server %s: restarting the stalled engine (stall_restart = true)", self.name)
                 self.stop(reason="restart")
             return
         self.stall_reported = False
         if healthy:
-            self.state = "running"
+            self._enter(ServerState.RUNNING)
         elif probe is not None and self.ready_seen and probe.failures >= UNHEALTHY_AFTER:
-            self.state = "unhealthy"
+            self._enter(ServerState.UNHEALTHY)
         elif not self.ready_seen:
-            self.state = "starting"
+            self._enter(ServerState.STARTING)
 
     def _exited(self, code: int | None, sig: int | None) -> None:
         now = self._now()
@@ -405,7 +407,7 @@ class Supervised:
         policy = self.config.restart
         failed = sig is not None or code != 0
         if policy == "never" or (policy == "on-failure" and not failed):
-            self.state = "exited"
+            self._enter(ServerState.EXITED)
             return
         window = self.config.crash_loop_window
         self.exits.append(now)
@@ -416,7 +418,7 @@ class Supervised:
         delay *= random.uniform(0.5, 1.0)  # jitter: servers that failed together do not restart together
         self.next_start = now + delay
         if recent >= self.config.crash_loop_starts:
-            if self.state != "crash_loop":
+            if self.state != ServerState.CRASH_LOOP:
                 log.error(
                     "server %s: crash loop: %d exits in %.0f s (last: %s%s); next start in %.0f s",
                     self.name,
@@ -426,9 +428,9 @@ class Supervised:
                     f", last error {self.last_error}" if self.last_error else "",
                     delay,
                 )
-            self.state = "crash_loop"
+            self._enter(ServerState.CRASH_LOOP)
         else:
-            self.state = "backoff"
+            self._enter(ServerState.BACKOFF)
             log.info("server %s: restarting in %.1f s", self.name, delay)
 
     # -- what the log says --------------------------------------------------------------
@@ -466,9 +468,7 @@ class Supervised:
         }
         try:
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.record_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(record), encoding="utf-8")
-            os.replace(tmp, self.record_path)
+            replace_file(self.record_path, json.dumps(record))
         except OSError as exc:
             log.warning("server %s: cannot record its pid in %s: %s", self.name, self.record_path, exc)
 
@@ -490,9 +490,80 @@ class Supervised:
 
     def status_text(self) -> str:
         text = f"{self.name} {self.state}"
-        if self.state in ("backoff", "crash_loop") and self.last_error:
+        if self.state in WAITING_TO_START and self.last_error:
             text += f" ({self.last_error})"
         return text
 
-    def describe(self) -> dict:
-        return {"name": self.name, "state": self.state, "pid": self.pid, "config": asdict(self.config)}
+    def families(self) -> Iterator[Metric]:
+        return families(SPECS, [([self.name], self)])
+
+
+def _states(server: SupervisedServer, labels: tuple[str, ...]) -> Iterable:
+    return [((state.value,), 1 if server.state == state else 0) for state in ServerState]
+
+
+def _entered(server: SupervisedServer, labels: tuple[str, ...]) -> Iterable:
+    return [((state.value,), count) for state, count in server.entered.items()]
+
+
+def _last_error(server: SupervisedServer, labels: tuple[str, ...]) -> Iterable:
+    return [((server.last_error,), 1)] if server.last_error is not None else []
+
+
+def _probe_duration(server: SupervisedServer) -> float | None:
+    probe = server.probe
+    return None if probe is None or probe.ok is None else probe.duration or 0.0
+
+
+SPECS = (
+    gauge(
+        "kvwatch_server_up",
+        "1 while the supervised server's process runs.",
+        flag(lambda s: s.pid is not None and s.alive),
+    ),
+    gauge(
+        "kvwatch_server_state",
+        "1 for the supervised server's current state: starting, running, unhealthy, stalled, backoff, "
+        "crash_loop, stopping, stopped, exited.",
+        _states,
+        labels="state",
+    ),
+    counter(
+        "kvwatch_server_state_changes_total",
+        "Times the supervised server entered each state (a server that flaps between running and unhealthy, "
+        "or starts again and again, shows here).",
+        _entered,
+        labels="state",
+    ),
+    counter("kvwatch_server_restarts_total", "Times kvwatch started the server again.", value_of("restarts")),
+    gauge(
+        "kvwatch_server_last_exit_code",
+        "Exit code of the server's last exit (not by a signal).",
+        value_of("last_exit_code"),
+    ),
+    gauge("kvwatch_server_last_exit_signal", "Signal that ended the server's last run.", value_of("last_exit_signal")),
+    gauge(
+        "kvwatch_server_last_error",
+        "Always 1; the last error seen: an error kind of its log (oom, engine_dead ...), stalled or start_failed.",
+        _last_error,
+        labels="error",
+    ),
+    gauge(
+        "kvwatch_server_uptime_seconds",
+        "Seconds since the running server process started.",
+        computed(lambda s: s.uptime()),
+    ),
+    gauge(
+        "kvwatch_server_health_up",
+        "1 when the last health probe got a 2xx answer.",
+        flag(lambda s: s.probe.ok if s.probe is not None else None),
+    ),
+    gauge(
+        "kvwatch_server_health_probe_duration_seconds", "Duration of the last health probe.", computed(_probe_duration)
+    ),
+    gauge(
+        "kvwatch_server_progress_age_seconds",
+        "Seconds since the log last showed inference moving (throughput, a request, an access line).",
+        computed(lambda s: s.progress_age()),
+    ),
+)

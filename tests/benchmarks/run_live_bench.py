@@ -40,7 +40,7 @@ ROOT = HERE.parents[1]
 CACHE = ROOT / ".cache" / "bench"
 sys.path.insert(0, str(ROOT))
 
-from agent.supervise.server import open_raw_log  # noqa: E402
+from agent.supervise.rawlog import open_raw_log  # noqa: E402
 from tests.benchmarks.gen_log import generate  # noqa: E402
 from tests.support.harness import Agent, free_port, wait_for  # noqa: E402
 

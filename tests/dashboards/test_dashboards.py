@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from agent.sinks.prometheus import SPECS
+from agent.catalogue import SPECS
 from tests.support.dashboards import METRIC, RANGE_FUNCTIONS, RULES, dashboards, panel_exprs, panels, rules
 from tests.support.harness import REPO
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.exposition import generate_latest
 
-from agent.sinks.prometheus import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE, registry_for
+from agent.catalogue import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE
+from agent.sinks.prometheus import registry_for
 from tests.support.lines import all_fixture_lines, feed, fresh
 
 README = Path(__file__).parents[2] / "README.md"
@@ -79,3 +80,8 @@ def test_readme_metrics_table_matches_the_catalogue() -> None:
         for s in CATALOGUE + AGENT_CATALOGUE + TRACE_CATALOGUE
     }
     assert documented == expected
+
+
+def test_each_metric_is_declared_once() -> None:
+    names = [s.name for s in CATALOGUE + AGENT_CATALOGUE + TRACE_CATALOGUE]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []

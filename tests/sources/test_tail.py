@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from agent.sources import tail as tail_module
-from agent.sources.tail import PositionStore, Source, Tailer
+from agent.sources.positions import PositionStore
+from agent.sources.tail import Source, Tailer
+from agent.supervise import rawlog
 from tests.support.harness import wait_for
 
 
@@ -276,6 +278,16 @@ def test_a_corrupt_positions_file_is_ignored_not_fatal(tmp_path: Path) -> None:
     assert got.text == ["one"]
 
 
+def test_a_damaged_position_record_is_ignored_not_fatal(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("one\n")
+    damaged = {"version": 1, "positions": {"s": {str(log): {"dev": "x", "offset": 2}}}}
+    (tmp_path / "positions.json").write_text(json.dumps(damaged))
+    tailer, got = make_tailer(tmp_path, str(log))
+    tailer.cycle()
+    assert got.text == ["one"]
+
+
 # -- raw log rotation by kvwatch -----------------------------------------------------
 
 
@@ -316,7 +328,7 @@ def test_raw_log_rotation_waits_for_the_reader_to_catch_up(tmp_path: Path, monke
     """Rotating makes the kernel write the unread part to disk while the server waits: not while far behind."""
     monkeypatch.setattr(tail_module, "READ_BLOCK", 4096)
     monkeypatch.setattr(tail_module, "MAX_READ_PER_CYCLE", 8192)  # a reader that lags
-    monkeypatch.setattr(tail_module, "ROTATE_MAX_UNREAD", 4096)
+    monkeypatch.setattr(rawlog, "ROTATE_MAX_UNREAD", 4096)
     log = tmp_path / "server.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     tailer, got = make_tailer(tmp_path, str(log), rotate_bytes=16384, backups=2)
@@ -341,7 +353,7 @@ def test_raw_log_rotation_waits_for_the_reader_to_catch_up(tmp_path: Path, monke
 
 def test_raw_log_rotation_falls_back_to_truncation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Filesystems without FALLOC_FL_COLLAPSE_RANGE (tmpfs, NFS): simulated here, since this disk has it."""
-    monkeypatch.setattr(tail_module, "_collapse", lambda fd, length: False)
+    monkeypatch.setattr(rawlog, "_collapse", lambda fd, length: False)
     log = tmp_path / "server.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     tailer, got = make_tailer(tmp_path, str(log), rotate_bytes=8192, backups=1)

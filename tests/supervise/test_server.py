@@ -12,9 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.config import ServerConfig
-from agent.supervise.server import Supervised, proc_start_time
+from agent.families import RenderedAtScrape
+from agent.supervise.server import SupervisedServer, proc_start_time
+from agent.supervise.states import ServerState
 from parsers import events as ev
 from tests.support.harness import free_port
 
@@ -35,7 +38,7 @@ def server(tmp_path: Path, *args: str, **kw) -> ServerConfig:
     return ServerConfig(**defaults)
 
 
-def wait_for(check: Callable[[], bool], supervised: Supervised | None = None, timeout: float = 15.0) -> None:
+def wait_for(check: Callable[[], bool], supervised: SupervisedServer | None = None, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if supervised is not None:
@@ -48,7 +51,7 @@ def wait_for(check: Callable[[], bool], supervised: Supervised | None = None, ti
 
 @pytest.fixture
 def cleanup():
-    started: list[Supervised] = []
+    started: list[SupervisedServer] = []
     yield started
     for s in started:
         if s.pid is not None:
@@ -57,7 +60,7 @@ def cleanup():
 
 
 def test_start_writes_straight_to_a_0640_log_in_its_own_session(tmp_path: Path, cleanup) -> None:
-    s = Supervised(server(tmp_path, "--rate", "50"), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path, "--rate", "50"), tmp_path / "state")
     cleanup.append(s)
     s.start()
     log = tmp_path / "logs" / "fake.log"
@@ -79,7 +82,7 @@ def test_the_child_gets_kvwatch_environment_minus_systemd_sockets(tmp_path: Path
     config = server(
         tmp_path, "--rate", "5", env={"CUDA_VISIBLE_DEVICES": "3"}, secret_env={"HF_TOKEN": Secret(env="TOKEN_SOURCE")}
     )
-    s = Supervised(config, tmp_path / "state")
+    s = SupervisedServer(config, tmp_path / "state")
     cleanup.append(s)
     s.start()
     environ = Path(f"/proc/{s.pid}/environ").read_bytes().split(b"\0")
@@ -90,7 +93,7 @@ def test_the_child_gets_kvwatch_environment_minus_systemd_sockets(tmp_path: Path
 
 
 def test_a_crash_is_restarted_with_backoff_and_the_exit_is_recorded(tmp_path: Path, cleanup) -> None:
-    s = Supervised(server(tmp_path, "--exit-after", "0.2", "--exit-code", "3"), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path, "--exit-after", "0.2", "--exit-code", "3"), tmp_path / "state")
     cleanup.append(s)
     s.start()
     first = s.pid
@@ -101,7 +104,7 @@ def test_a_crash_is_restarted_with_backoff_and_the_exit_is_recorded(tmp_path: Pa
 
 def test_a_crash_loop_is_detected_and_named_with_the_last_error(tmp_path: Path, cleanup) -> None:
     config = server(tmp_path, "--exit-after", "0.05", "--oom", crash_loop_starts=3, crash_loop_window=60.0)
-    s = Supervised(config, tmp_path / "state")
+    s = SupervisedServer(config, tmp_path / "state")
     cleanup.append(s)
     # The daemon feeds the supervisor the events of the server's log; here they come from the log by hand.
     s.start()
@@ -112,8 +115,22 @@ def test_a_crash_loop_is_detected_and_named_with_the_last_error(tmp_path: Path, 
     assert "oom" in s.status_text()
 
 
+def test_every_state_change_is_counted_and_exported(tmp_path: Path, cleanup) -> None:
+    s = SupervisedServer(server(tmp_path, "--exit-after", "0.1", "--exit-code", "3"), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    wait_for(lambda: s.restarts >= 2, s)
+    assert s.entered[ServerState.STARTING] == s.restarts + 1
+    assert s.entered[ServerState.BACKOFF] >= 2 and s.entered[ServerState.RUNNING] == 0
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RenderedAtScrape(s.families))
+    text = generate_latest(registry).decode()
+    backoffs = s.entered[ServerState.BACKOFF]
+    assert f'kvwatch_server_state_changes_total{{server="fake",state="backoff"}} {float(backoffs)}' in text
+
+
 def test_clean_exit_is_not_restarted_on_failure_policy(tmp_path: Path, cleanup) -> None:
-    s = Supervised(server(tmp_path, "--exit-after", "0.1", "--exit-code", "0"), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path, "--exit-after", "0.1", "--exit-code", "0"), tmp_path / "state")
     cleanup.append(s)
     s.start()
     wait_for(lambda: s.state == "exited", s)
@@ -121,14 +138,16 @@ def test_clean_exit_is_not_restarted_on_failure_policy(tmp_path: Path, cleanup) 
 
 
 def test_restart_always_restarts_a_clean_exit(tmp_path: Path, cleanup) -> None:
-    s = Supervised(server(tmp_path, "--exit-after", "0.1", "--exit-code", "0", restart="always"), tmp_path / "state")
+    s = SupervisedServer(
+        server(tmp_path, "--exit-after", "0.1", "--exit-code", "0", restart="always"), tmp_path / "state"
+    )
     cleanup.append(s)
     s.start()
     wait_for(lambda: s.restarts >= 1, s)
 
 
 def test_stop_is_graceful(tmp_path: Path, cleanup) -> None:
-    s = Supervised(server(tmp_path, "--rate", "20"), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path, "--rate", "20"), tmp_path / "state")
     cleanup.append(s)
     s.start()
     pid = s.pid
@@ -142,7 +161,7 @@ def test_stop_is_graceful(tmp_path: Path, cleanup) -> None:
 
 
 def test_a_server_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Path, cleanup) -> None:
-    s = Supervised(server(tmp_path, "--ignore-term", stop_timeout=0.5), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path, "--ignore-term", stop_timeout=0.5), tmp_path / "state")
     cleanup.append(s)
     s.start()
     time.sleep(0.3)
@@ -176,7 +195,7 @@ def test_the_whole_process_group_is_stopped(tmp_path: Path, cleanup) -> None:
         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
         "time.sleep(60)\n"
     )
-    s = Supervised(server(tmp_path, command=(sys.executable, "-c", script)), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path, command=(sys.executable, "-c", script)), tmp_path / "state")
     cleanup.append(s)
     s.start()
     group = s.pid
@@ -188,12 +207,12 @@ def test_the_whole_process_group_is_stopped(tmp_path: Path, cleanup) -> None:
 
 def test_adoption_of_a_running_server(tmp_path: Path, cleanup) -> None:
     config = server(tmp_path, "--rate", "20")
-    first = Supervised(config, tmp_path / "state")
+    first = SupervisedServer(config, tmp_path / "state")
     cleanup.append(first)
     first.start()
     pid = first.pid
     first.hand_over()  # the old kvwatch exits, leaving it running
-    second = Supervised(config, tmp_path / "state")
+    second = SupervisedServer(config, tmp_path / "state")
     cleanup.append(second)
     assert second.adopt()
     assert second.pid == pid and second.adopted and second.alive
@@ -210,18 +229,18 @@ def test_a_recycled_pid_is_not_adopted(tmp_path: Path) -> None:
     record.parent.mkdir(parents=True)
     # Our own pid, with a start time that is not ours: a pid reused by another process.
     record.write_text(json.dumps({"pid": os.getpid(), "start_time": proc_start_time(os.getpid()) - 1}))
-    s = Supervised(server(tmp_path), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path), tmp_path / "state")
     assert not s.adopt()
     assert not record.exists()
 
 
 def test_changed_settings_restart_an_adopted_server(tmp_path: Path, cleanup) -> None:
-    first = Supervised(server(tmp_path, "--rate", "20"), tmp_path / "state")
+    first = SupervisedServer(server(tmp_path, "--rate", "20"), tmp_path / "state")
     cleanup.append(first)
     first.start()
     pid = first.pid
     first.hand_over()
-    second = Supervised(server(tmp_path, "--rate", "30"), tmp_path / "state")
+    second = SupervisedServer(server(tmp_path, "--rate", "30"), tmp_path / "state")
     cleanup.append(second)
     assert second.adopt()
     wait_for(lambda: second.pid not in (None, pid) and second.state in ("starting", "running"), second)
@@ -231,7 +250,7 @@ def test_changed_settings_restart_an_adopted_server(tmp_path: Path, cleanup) -> 
 def test_health_probe_makes_a_server_running_and_its_loss_unhealthy(tmp_path: Path, cleanup) -> None:
     port = free_port()
     config = server(tmp_path, "--port", str(port), health_url=f"http://127.0.0.1:{port}/health", health_interval=0.1)
-    s = Supervised(config, tmp_path / "state")
+    s = SupervisedServer(config, tmp_path / "state")
     cleanup.append(s)
     s.start()
     wait_for(lambda: s.state == "running", s)
@@ -241,7 +260,7 @@ def test_health_probe_makes_a_server_running_and_its_loss_unhealthy(tmp_path: Pa
 
 
 def test_a_stalled_engine_is_reported_and_not_restarted_by_default(tmp_path: Path, cleanup) -> None:
-    s = Supervised(server(tmp_path, "--stall", stall_after=1.0), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path, "--stall", stall_after=1.0), tmp_path / "state")
     cleanup.append(s)
     s.start()
     s.observe(ev.ServerReady(None))
@@ -254,7 +273,7 @@ def test_a_stalled_engine_is_reported_and_not_restarted_by_default(tmp_path: Pat
 
 
 def test_a_stalled_engine_is_restarted_when_configured(tmp_path: Path, cleanup) -> None:
-    s = Supervised(server(tmp_path, "--stall", stall_after=0.5, stall_restart=True), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path, "--stall", stall_after=0.5, stall_restart=True), tmp_path / "state")
     cleanup.append(s)
     s.start()
     first = s.pid
@@ -264,7 +283,7 @@ def test_a_stalled_engine_is_restarted_when_configured(tmp_path: Path, cleanup) 
 
 
 def test_a_missing_program_backs_off_instead_of_crashing(tmp_path: Path) -> None:
-    s = Supervised(server(tmp_path, command=("/nonexistent/vllm",)), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path, command=("/nonexistent/vllm",)), tmp_path / "state")
     s.start()
     assert s.state == "backoff"
     assert "cannot start /nonexistent/vllm" in (s.spawn_error or "")
@@ -274,6 +293,6 @@ def test_an_unreadable_secret_is_a_start_failure_that_names_its_source(tmp_path:
     from agent.config import Secret
 
     monkeypatch.delenv("NO_SUCH_VAR", raising=False)
-    s = Supervised(server(tmp_path, api_key=Secret(env="NO_SUCH_VAR")), tmp_path / "state")
+    s = SupervisedServer(server(tmp_path, api_key=Secret(env="NO_SUCH_VAR")), tmp_path / "state")
     s.start()
     assert s.state == "backoff" and "NO_SUCH_VAR" in (s.spawn_error or "")

@@ -1,0 +1,180 @@
+"""How kvwatch declares a metric: one :class:`Spec` per name, beside the code that counts it.
+
+A spec carries the metric's name, type, labels and help, and how to read its
+samples from the object that counts it (the stats of a source, a supervised
+server, the tailer ...).  :func:`families` turns specs and those objects into
+prometheus-client metric families at scrape time, so nothing is built per line.
+
+The specs of every component are gathered in :mod:`agent.catalogue`, which the
+docs and the dashboards are checked against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+
+# A sample: the values of the labels after those every series of a source starts
+# with (``server``, say), and the value (a number, or a histogram).
+Sample = tuple[tuple[str, ...], Any]
+Samples = Callable[[Any, tuple[str, ...]], Iterable[Sample]]
+
+
+class HistogramValue(Protocol):
+    """What a histogram sample holds (:class:`agent.sinks.stats.Histogram`)."""
+
+    bounds: tuple[float, ...]
+    sum: float
+    exemplars: list | None
+
+    def cumulative(self) -> list[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One metric: name, type (counter, gauge, histogram), labels, help, and where its samples come from."""
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
+    samples: Samples
+
+    def family(self) -> Metric:
+        if self.type == "histogram":
+            return HistogramMetricFamily(self.name, self.help, labels=self.labels)
+        if self.type == "counter":
+            return CounterMetricFamily(self.name, self.help, labels=self.labels)
+        return GaugeMetricFamily(self.name, self.help, labels=self.labels)
+
+
+def _spec(type_: str, name: str, help_: str, samples: Samples, labels: str, per_server: bool) -> Spec:
+    names = (("server",) if per_server else ()) + tuple(labels.split())
+    return Spec(name, type_, names, help_, samples)
+
+
+def counter(name: str, help_: str, samples: Samples, labels: str = "", per_server: bool = True) -> Spec:
+    return _spec("counter", name, help_, samples, labels, per_server)
+
+
+def gauge(name: str, help_: str, samples: Samples, labels: str = "", per_server: bool = True) -> Spec:
+    return _spec("gauge", name, help_, samples, labels, per_server)
+
+
+def histogram(name: str, help_: str, samples: Samples, labels: str = "", per_server: bool = True) -> Spec:
+    return _spec("histogram", name, help_, samples, labels, per_server)
+
+
+# -- where samples come from -------------------------------------------------------------
+
+
+def value_of(attribute: str) -> Samples:
+    """A number of the source (a counter always; a gauge once it is not None)."""
+
+    def samples(source: Any, labels: tuple[str, ...]) -> Iterable[Sample]:
+        value = getattr(source, attribute)
+        return [((), value)] if value is not None else []
+
+    return samples
+
+
+def keyed(attribute: str) -> Samples:
+    """A dict of the source: its key (or key tuple) gives the labels' values."""
+
+    def samples(source: Any, labels: tuple[str, ...]) -> Iterable[Sample]:
+        return [(key if isinstance(key, tuple) else (key,), v) for key, v in sorted(getattr(source, attribute).items())]
+
+    return samples
+
+
+def flag(test: Callable[[Any], bool | None]) -> Samples:
+    """1 or 0 as ``test`` says; no sample while it says None (nothing known yet)."""
+
+    def samples(source: Any, labels: tuple[str, ...]) -> Iterable[Sample]:
+        value = test(source)
+        return [] if value is None else [((), 1 if value else 0)]
+
+    return samples
+
+
+def computed(value: Callable[[Any], Any]) -> Samples:
+    """The value a function of the source returns, when it is not None."""
+
+    def samples(source: Any, labels: tuple[str, ...]) -> Iterable[Sample]:
+        result = value(source)
+        return [] if result is None else [((), result)]
+
+    return samples
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def families(specs: Iterable[Spec], sources: Iterable[tuple[list[str], Any]]) -> Iterator[Metric]:
+    """The families of ``specs`` that have samples in ``sources``: pairs of the label values every
+    series of a source starts with (``[server]``, or none) and the object its specs read."""
+    sources = list(sources)
+    for spec in specs:
+        family = None
+        for prefix, source in sources:
+            for labels, value in spec.samples(source, spec.labels[len(prefix) :]):
+                if family is None:
+                    family = spec.family()
+                if spec.type == "histogram":
+                    _add_histogram(family, prefix + list(labels), value)
+                else:
+                    family.add_metric(prefix + list(labels), value)
+        if family is not None:
+            yield family
+
+
+def merged(groups: Iterable[Iterable[Metric]]) -> list[Metric]:
+    """The families of every group, those of one name joined: each component renders its own
+    (one server's, one journal's), the exposition wants each name once."""
+    by_name: dict[str, Metric] = {}
+    for group in groups:
+        for family in group:
+            known = by_name.get(family.name)
+            if known is None:
+                by_name[family.name] = family
+            else:
+                known.samples.extend(family.samples)
+    return list(by_name.values())
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: HistogramValue) -> None:
+    cumulative = histogram.cumulative()
+    bounds = [repr(float(bound)) for bound in histogram.bounds] + ["+Inf"]
+    exemplars = histogram.exemplars
+    if exemplars is None:
+        buckets = list(zip(bounds, cumulative, strict=True))
+    else:
+        # Shown in the OpenMetrics exposition only; Grafana links the trace id to the trace.
+        buckets = [
+            (le, count) if mark is None else (le, count, Exemplar({"trace_id": mark[0]}, mark[1], mark[2]))
+            for le, count, mark in zip(bounds, cumulative, exemplars, strict=True)
+        ]
+    family.add_metric(labels, buckets, histogram.sum)
+
+
+class RenderedAtScrape(Collector):
+    """A prometheus-client collector over a function that renders families when scraped."""
+
+    def __init__(self, render: Callable[[], Iterable[Metric]]) -> None:
+        self._render = render
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on what was seen; nothing to check in advance
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(list(self._render()))

@@ -1,0 +1,121 @@
+"""Read positions: which file a path named, how far it was read, saved so a restart resumes there.
+
+A file is known by its device and inode plus a fingerprint of its first bytes
+(an inode number is reused once a file is deleted).  Every position of every
+source is kept in one JSON file, replaced whole at each save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from agent.statedir import replace_file
+
+log = logging.getLogger("kvwatch.tail")
+
+FINGERPRINT_BYTES = 256
+FORMAT_VERSION = 1
+
+
+def fingerprint(fd: int, length: int = FINGERPRINT_BYTES, offset: int = 0) -> tuple[int, str]:
+    """The length and digest of up to ``length`` bytes of ``fd`` from ``offset``."""
+    head = os.pread(fd, length, offset)
+    return len(head), hashlib.sha1(head).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where reading stopped in one file; ``alternatives`` are where it stops if a rotation in flight completes."""
+
+    dev: int
+    ino: int
+    offset: int
+    fp_len: int
+    fp: str
+    alternatives: tuple[Position, ...] = ()
+
+    def same_file(self, fd: int) -> bool:
+        """True when ``fd`` begins with the bytes this position's file began with."""
+        return fingerprint(fd, self.fp_len) == (self.fp_len, self.fp)
+
+    def candidates(self) -> tuple[Position, ...]:
+        return (self, *self.alternatives)
+
+    def to_json(self) -> dict:
+        record: dict = {"dev": self.dev, "ino": self.ino, "offset": self.offset, "fp_len": self.fp_len, "fp": self.fp}
+        if self.alternatives:
+            record["alternatives"] = [alternative.to_json() for alternative in self.alternatives]
+        return record
+
+    @classmethod
+    def from_json(cls, record: object) -> Position | None:
+        """The position a saved record holds; None for one that is not a position (a damaged file)."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            numbers = [record[key] for key in ("dev", "ino", "offset", "fp_len")]
+            fp = record["fp"]
+        except KeyError:
+            return None
+        if not all(isinstance(n, int) and n >= 0 for n in numbers) or not isinstance(fp, str):
+            return None
+        alternatives = tuple(filter(None, (cls.from_json(a) for a in record.get("alternatives") or ())))
+        return cls(*numbers, fp, alternatives)
+
+
+class PositionStore:
+    """Read positions by source and path, in one JSON file replaced atomically."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.positions: dict[str, dict[str, Position]] = {}
+        self._last: str | None = None
+        if path:
+            self.positions = _load(path)
+
+    def get(self, source: str, path: str) -> Position | None:
+        return self.positions.get(source, {}).get(path)
+
+    def save(self, positions: dict[str, dict[str, Position]]) -> None:
+        if not self.path:
+            return
+        records = {name: {path: p.to_json() for path, p in paths.items()} for name, paths in positions.items()}
+        text = json.dumps({"version": FORMAT_VERSION, "positions": records}, sort_keys=True)
+        if text == self._last:
+            return
+        try:
+            replace_file(self.path, text)
+        except OSError as exc:
+            log.warning("cannot save read positions to %s: %s", self.path, exc)
+            return
+        self._last = text
+        self.positions = positions
+
+
+def _load(path: str) -> dict[str, dict[str, Position]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable positions file %s: %s", path, exc)
+        return {}
+    saved = data.get("positions") if isinstance(data, dict) else None
+    if not isinstance(saved, dict):
+        return {}
+    positions: dict[str, dict[str, Position]] = {}
+    for source, paths in saved.items():
+        if not isinstance(paths, dict):
+            continue
+        for name, record in paths.items():
+            position = Position.from_json(record)
+            if position is None:
+                log.warning("ignoring a damaged read position in %s: %s %s", path, source, name)
+            else:
+                positions.setdefault(source, {})[name] = position
+    return positions
