@@ -1,21 +1,31 @@
-"""One source's lines to events to stats: the live counterpart of :func:`agent.commands.replay.read_into`.
+"""Where lines become events and reach the sinks: live (:class:`SourcePipeline`) and in replay (:func:`read_into`).
 
-The tailer hands over lines already split and decoded (skipped ones as
+These loops are the hot path of the whole program: per line they call the
+parser and, when there are events, the stats; nothing else.  They are written
+out once per use, side by side here, rather than one loop with switches,
+because a test per line costs more than the loop itself.
+
+Live, a source hands over lines already split and decoded (skipped ones as
 ``None``, counted in the same ``skipped`` dict the stats export); each goes
 through the source's :class:`parsers.LogStream` and every event to its
-:class:`ServerStats` and to whoever listens (the supervisor of that server).
+:class:`ServerStats` and to whoever listens (the supervisor of that server,
+the trace builder).
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
+from typing import BinaryIO
 
 from agent.sinks.stats import ServerStats
+from agent.sources.lines import LineReader
 from parsers import Clock, LogStream
 from parsers.events import Event
+from parsers.masking import looks_like_a_log_line
 
 
 class SourcePipeline:
@@ -52,3 +62,98 @@ class SourcePipeline:
         stats.lines += len(lines)
         stats.parsed_lines += parsed
         self.last_line = time.time()
+
+
+# -- replay ------------------------------------------------------------------------------
+
+
+def read_into(
+    stats: ServerStats,
+    raw: BinaryIO,
+    max_line: int,
+    limit: int | None = None,
+    on_event: Callable[[Event, int, Clock], None] | None = None,
+    track_time: bool = False,
+) -> tuple[int, str | None]:
+    """Parse a byte stream into ``stats``; returns (lines read, read error or None)."""
+    reader = LineReader(raw, max_line, limit)
+    stream = LogStream(max_line)
+    # The loop allocates only short-lived, acyclic objects that reference
+    # counting frees; the cyclic collector's frequent passes are pure overhead.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        if on_event is None and not track_time:
+            parsed, number = _count_loop(reader, stream.feed, stats.observe)
+        else:
+            parsed, number = _event_loop(reader, stream.feed, stats, on_event, track_time)
+    finally:
+        if collecting:
+            gc.enable()
+    for event in stream.close():
+        stats.observe(event)
+        if on_event is not None:
+            on_event(event, number, stats.clock)
+    stats.lines += reader.lines
+    stats.parsed_lines += parsed
+    for reason, count in reader.skipped.items():
+        stats.skipped[reason] = stats.skipped.get(reason, 0) + count
+    if stream.dropped:
+        stats.skipped["split_too_long"] = stats.skipped.get("split_too_long", 0) + stream.dropped
+    return reader.lines, reader.error
+
+
+def _count_loop(reader: LineReader, feed: Callable, observe: Callable) -> tuple[int, int]:
+    """The hot loop: parse every line, feed events to the stats.  Returns (lines with events, 0)."""
+    parsed = 0
+    for batch in reader.batches():
+        for line in batch:
+            if line is not None:
+                events = feed(line)
+                if events:
+                    parsed += 1
+                    for event in events:
+                        observe(event)
+    return parsed, 0
+
+
+def _event_loop(
+    reader: LineReader,
+    feed: Callable,
+    stats: ServerStats,
+    on_event: Callable[[Event, int, Clock], None] | None,
+    track_time: bool,
+) -> tuple[int, int]:
+    """As :func:`_count_loop`, also numbering lines and showing each event to ``on_event``."""
+    observe, note_time, clock = stats.observe, stats.note_time, stats.clock
+    parsed = 0
+    number = 0
+    for batch in reader.batches():
+        for line in batch:
+            number += 1
+            if line is not None:
+                events = feed(line)
+                if events:
+                    parsed += 1
+                    for event in events:
+                        observe(event)
+                        if track_time:
+                            note_time(event.stamp)
+                        if on_event is not None:
+                            on_event(event, number, clock)
+    return parsed, number
+
+
+def read_unmatched(raw: BinaryIO, max_line: int, note: Callable[[str], None]) -> tuple[int, str | None]:
+    """Show ``note`` every line that gave no event (or only a suspicious-line event) and looks
+    like a log line; returns (lines read, read error or None)."""
+    reader = LineReader(raw, max_line)
+    stream = LogStream(max_line)
+    for batch in reader.batches():
+        for line in batch:
+            if line is None:
+                continue
+            events = stream.feed(line)
+            if all(event.kind == "suspicious_line" for event in events) and looks_like_a_log_line(line):
+                note(line)
+    return reader.lines, reader.error

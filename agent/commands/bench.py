@@ -11,6 +11,7 @@ set on ``/metrics``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from typing import TextIO
 
 from prometheus_client.core import Metric
 
+from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, add_config_option, load_config
 from agent.families import families, gauge
 from parsers import LogStream
 from parsers import events as ev
@@ -260,3 +262,69 @@ def history_table(entries: list[dict]) -> str:
         if value is not None and entry.get("exit_code") == 0:
             previous[key] = entry
     return "\n".join(rows + lines[::-1])
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="run a vllm bench command, record its results, compare with earlier runs",
+        description="Run `vllm bench throughput|latency|serve ...` (after --), stream its output, and append its "
+        "results and parameters to the history in the state directory, where a running kvwatch shows the last "
+        "run of each parameter set on /metrics.  --history prints the history, newest first.",
+        usage="kvwatch bench [options] -- vllm bench MODE [ARGS...]\n       kvwatch bench --history [options]",
+    )
+    bench.add_argument("--history", action="store_true", help="print the recorded runs instead of running one")
+    add_config_option(bench, "use this configuration's agent.state_dir", default=False)
+    bench.add_argument("--history-file", metavar="FILE", help=f"default: STATE_DIR/{HISTORY}")
+    bench.add_argument("--grafana-url", metavar="URL", help="also mark the run as a Grafana annotation")
+    bench.add_argument("--token-file", metavar="FILE", help="Grafana API token (default $GRAFANA_TOKEN)")
+    bench.add_argument("command", nargs=argparse.REMAINDER, help="the benchmark command, after --")
+    bench.set_defaults(handler=main)
+
+
+def _history_path(args: argparse.Namespace) -> Path:
+    if args.history_file:
+        return Path(args.history_file)
+    from agent.config import DEFAULT_STATE_DIR
+
+    state_dir = load_config(args.config).agent.state_dir if args.config else Path(DEFAULT_STATE_DIR)
+    return state_dir / HISTORY
+
+
+def main(args: argparse.Namespace) -> int:
+    history = _history_path(args)
+    if args.history:
+        print(history_table(read_history(history)))
+        return EXIT_OK
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise CommandError("bench needs a command after --, e.g. kvwatch bench -- vllm bench latency ...")
+    token = None
+    if args.grafana_url:
+        from agent.commands.dashboards import grafana_token
+
+        token = grafana_token(args.token_file)  # read before the run: a bad file fails at once
+    try:
+        code, entry = run(command, history)
+    except BenchError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot record the run in {history}: {exc.strerror or exc}", EXIT_FAILED) from None
+    print(f"kvwatch: recorded {entry['mode'] or 'benchmark'} run in {history}: {len(entry['results'])} results")
+    if args.grafana_url:
+        _annotate(args.grafana_url, token, entry)
+    return code
+
+
+def _annotate(grafana_url: str, token: str | None, entry: dict) -> None:
+    from agent.commands import dashboards
+
+    results = ", ".join(f"{k} {v:g}" for k, v in sorted(entry["results"].items())[:6])
+    text = f"vllm bench {entry['mode']} {entry['model']} ({params_key(entry['params'])}): {results}"
+    try:
+        dashboards.annotate(grafana_url, token, text, ["kvwatch", "bench", entry["mode"] or "bench"], entry["time"])
+    except dashboards.PushError as exc:
+        print(f"kvwatch: annotation: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ alert on the hit ratio sees real traffic only.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -26,15 +27,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client.core import Metric
 
+from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, add_config_option, load_config, positive_int
 from agent.families import computed, counter, families, gauge, keyed, value_of
 from parsers import LogStream
 from parsers import events as ev
 from parsers.ids import CANARY_MARK, is_canary
 
-log = logging.getLogger("kvwatch")
+log = logging.getLogger("kvwatch.canary")
 
 DEFAULT_PROMPT = (
     "You are checking whether a key-value cache is working. Repeat this sentence back. "
@@ -291,7 +294,7 @@ class PeriodicCanary:
         self.runs = dict.fromkeys(("ok", "failed", "error"), 0)
         self.error: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"canary-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"kvwatch-canary {name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -368,3 +371,81 @@ SPECS = (
     ),
     gauge("kvwatch_canary_last_latency_seconds", "Mean latency of the last canary's requests.", _of_last("latency")),
 )
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    canary = commands.add_parser(
+        "canary",
+        help="send the same long prompt N times and check that LMCache finds it from the second on",
+        description="Send a long prompt N times (request ids kvwatch-canary-...), read each request's LMCache "
+        "lookup from the server's log, and report prompt tokens, LMCache hit tokens, vLLM prefix-cache hit and "
+        "latency.  Exit 0 when every request from the second on hits, 1 with the likely reason otherwise, 2 when "
+        "the canary cannot run.",
+    )
+    add_config_option(canary, "take URL, log, API key and chunk size from here", default=False)
+    canary.add_argument("--server", metavar="NAME", help="the [[server]] of --config (default: the only one)")
+    canary.add_argument("--url", metavar="URL", help="the server's base URL, e.g. http://127.0.0.1:8000")
+    canary.add_argument("--log", metavar="FILE", help="the server's log file (its raw log under kvwatch)")
+    canary.add_argument("--requests", "-n", type=positive_int, default=3, metavar="N", help="default 3")
+    canary.add_argument("--prompt-file", metavar="FILE", help="the prompt (default: a built-in one of ~400 tokens)")
+    canary.add_argument("--model", metavar="NAME", help="default: the first model the server lists")
+    canary.add_argument("--api-key-file", metavar="FILE", help="the server's API key (default: $VLLM_API_KEY)")
+    canary.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
+    canary.add_argument("--chunk-size", type=positive_int, metavar="TOKENS", help="LMCache's chunk size (default 256)")
+    canary.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="per request (default 120)")
+    canary.set_defaults(handler=main)
+
+
+def _target(args: argparse.Namespace) -> tuple[str | None, str | None, int | None, str | None]:
+    """URL, log, chunk size and API key: from the options, else from the configured server."""
+    url, log_path, chunk, api_key = args.url, args.log, args.chunk_size, os.environ.get("VLLM_API_KEY")
+    if args.config:
+        loaded = load_config(args.config)
+        servers = [s for s in loaded.servers if args.server in (None, s.name)]
+        if len(servers) != 1:
+            names = ", ".join(s.name for s in loaded.servers) or "none"
+            raise CommandError(f"name one --server of {args.config} (servers: {names})")
+        server = servers[0]
+        url = url or server.base_url()
+        log_path = log_path or str(server.log_file)
+        chunk = chunk or server.chunk_size()
+        if server.api_key is not None:
+            try:
+                api_key = server.api_key.read()
+            except (OSError, KeyError) as exc:
+                raise CommandError(f"api_key of {server.name}: {exc}") from None
+    return url, log_path, chunk, api_key
+
+
+def main(args: argparse.Namespace) -> int:
+    url, log_path, chunk, api_key = _target(args)
+    if not url or not log_path:
+        raise CommandError("canary needs --url and --log, or --config (and --server)")
+    prompt = DEFAULT_PROMPT
+    try:
+        if args.prompt_file:
+            prompt = Path(args.prompt_file).read_text(encoding="utf-8")
+        if args.api_key_file:
+            api_key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise CommandError(f"{exc.filename}: {exc.strerror}") from None
+    try:
+        result = run(
+            url,
+            log_path,
+            requests=args.requests,
+            prompt=prompt,
+            model=args.model,
+            api_key=api_key,
+            endpoint=args.endpoint,
+            chunk_size=chunk or DEFAULT_CHUNK,
+            timeout=args.timeout,
+        )
+    except CanaryError as exc:
+        raise CommandError(f"canary: {exc}") from None
+    print(result.table())
+    print(("ok: " if result.ok else "FAILED: ") + result.verdict)
+    return EXIT_OK if result.ok else EXIT_FAILED

@@ -9,15 +9,18 @@ the optional Prometheus datasource is updated in place when it exists.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
 from agent import __version__
+from agent.commands import EXIT_FAILED, EXIT_OK, CommandError
 
 FOLDER_UID = "kvwatch"
 DATASOURCE_UID = "kvwatch-prometheus"
@@ -188,3 +191,100 @@ def _ensure_datasource(api, datasource: dict) -> str:
     else:
         api.datasource.update_datasource_by_uid(datasource["uid"], datasource)
     return datasource["uid"]
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    boards = commands.add_parser(
+        "dashboards",
+        help="export the Grafana dashboards and Prometheus rules, or push them to Grafana",
+        description="The Grafana dashboards, the Prometheus rule file and the provisioning files kvwatch ships.",
+    )
+    actions = boards.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="name the shipped files")
+    listing.set_defaults(handler=list_files)
+    exporting = actions.add_parser(
+        "export",
+        help="write the dashboards, alerts.yml and provisioning files into DIR",
+        description="Write the dashboards (for file provisioning or manual import), alerts.yml and the "
+        "provisioning files into DIR.",
+    )
+    exporting.add_argument("directory", metavar="DIR")
+    exporting.add_argument(
+        "--datasource",
+        metavar="UID",
+        help="preset the dashboards' datasource variable to this Prometheus datasource uid (for a manual import)",
+    )
+    exporting.set_defaults(handler=export_files)
+    pushing = actions.add_parser(
+        "push",
+        help="upload the dashboards to Grafana through its HTTP API (idempotent)",
+        description="Create the folder if needed and save every dashboard under its fixed uid, overwriting the "
+        "previous version.  The token is read from --token-file or $GRAFANA_TOKEN (a service-account token with "
+        "the Editor role); user:password in the URL works too.",
+    )
+    pushing.add_argument("--grafana-url", required=True, metavar="URL", help="e.g. https://grafana.example:3000")
+    pushing.add_argument("--token-file", metavar="FILE", help="file holding the Grafana API token")
+    pushing.add_argument("--folder", default="kvwatch", metavar="TITLE", help="dashboard folder (default kvwatch)")
+    pushing.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="also create or update the 'kvwatch Prometheus' datasource for this URL and preset the dashboards to it",
+    )
+    pushing.add_argument(
+        "--trace-datasource",
+        metavar="UID",
+        help="with --prometheus-url: link exemplars (trace_id) to this Tempo or Jaeger datasource",
+    )
+    pushing.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default 10)")
+    pushing.set_defaults(handler=push_all)
+
+
+def grafana_token(path: str | None) -> str | None:
+    """The Grafana token from ``path``, else $GRAFANA_TOKEN (None: none given)."""
+    if not path:
+        return os.environ.get("GRAFANA_TOKEN") or None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    except OSError as exc:
+        raise CommandError(f"--token-file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise CommandError(f"--token-file {path} is empty")
+    return token
+
+
+def list_files(args: argparse.Namespace) -> int:
+    for name, dashboard in dashboards():
+        print(f"{name}\t{dashboard['uid']}\t{dashboard['title']}")
+    print("alerts.yml\tPrometheus recording and alerting rules")
+    print("provisioning/dashboards.yaml, provisioning/datasources.yaml\tGrafana provisioning")
+    return EXIT_OK
+
+
+def export_files(args: argparse.Namespace) -> int:
+    try:
+        written = export(Path(args.directory), args.datasource)
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.directory}: {exc.strerror or exc}", EXIT_FAILED) from None
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+def push_all(args: argparse.Namespace) -> int:
+    token = grafana_token(args.token_file)
+    if not args.grafana_url.startswith(("http://", "https://")):
+        raise CommandError(f"--grafana-url must be an http:// or https:// URL, got {args.grafana_url!r}")
+    try:
+        done = push(
+            args.grafana_url, token, args.folder, args.prometheus_url, args.trace_datasource, timeout=args.timeout
+        )
+    except PushError as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from None
+    for line in done:
+        print(line)
+    return EXIT_OK

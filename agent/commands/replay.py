@@ -2,31 +2,43 @@
 
 Each input is read in blocks, split into lines, parsed by a per-input
 :class:`parsers.LogStream`, and its events fed to the :class:`ServerStats` of
-its server.  The loop is the hot path of the whole program: it does nothing
-per line but call the parser and, when there are events, the stats.
+its server (:func:`agent.pipeline.read_into`).  A large plain file is read in
+slices by several processes whose stats are merged.
 """
 
 from __future__ import annotations
 
-import gc
+import argparse
 import itertools
-import json
-import math
 import multiprocessing
 import os
 import re
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import tzinfo
-from typing import BinaryIO, TextIO
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING
 
+from prometheus_client.exposition import generate_latest
+
+from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, positive_int
+from agent.config import TRACE_PROTOCOLS
+from agent.families import RenderedAtScrape
+from agent.pipeline import read_into, read_unmatched
+from agent.sinks import summary
+from agent.sinks.events_json import event_writer
+from agent.sinks.prometheus import registry_for
 from agent.sinks.stats import ServerStats
-from agent.sources.lines import DEFAULT_MAX_LINE, Input, LineReader
-from parsers import Clock, LogStream
-from parsers.events import Event, payload_fields
-from parsers.masking import looks_like_a_log_line, masked, shape
-from parsers.timestamps import isoformat
+from agent.sinks.unmatched import UnmatchedShapes
+from agent.sources.lines import DEFAULT_MAX_LINE, Input, InputError, open_input
+from agent.timezones import resolve_timezone
+from parsers import Clock
+from parsers.events import Event
+
+if TYPE_CHECKING:
+    from agent.sinks.otlp import Tracing
+    from agent.sinks.traces import TraceBuilder
 
 # ``vllm.log``, ``vllm.log.1``, ``vllm.log.2.gz``, ``vllm.jsonl``: the log suffixes;
 # dots elsewhere (``vllm-0.32.0.log``) belong to the name.
@@ -139,148 +151,195 @@ def _read_slice(
     return stats, lines, error
 
 
-def read_into(
-    stats: ServerStats,
-    raw: BinaryIO,
-    max_line: int,
-    limit: int | None = None,
-    on_event: Callable[[Event, int, Clock], None] | None = None,
-    track_time: bool = False,
-) -> tuple[int, str | None]:
-    """Parse a byte stream into ``stats``; returns (lines read, read error or None)."""
-    reader = LineReader(raw, max_line, limit)
-    stream = LogStream(max_line)
-    # The loop allocates only short-lived, acyclic objects that reference
-    # counting frees; the cyclic collector's frequent passes are pure overhead.
-    collecting = gc.isenabled()
-    gc.disable()
+# -- the command ----------------------------------------------------------------------------
+
+
+def _default_jobs() -> int:
     try:
-        if on_event is None and not track_time:
-            parsed, number = _count_loop(reader, stream.feed, stats.observe)
-        else:
-            parsed, number = _event_loop(reader, stream.feed, stats, on_event, track_time)
-    finally:
-        if collecting:
-            gc.enable()
-    for event in stream.close():
-        stats.observe(event)
-        if on_event is not None:
-            on_event(event, number, stats.clock)
-    stats.lines += reader.lines
-    stats.parsed_lines += parsed
-    for reason, count in reader.skipped.items():
-        stats.skipped[reason] = stats.skipped.get(reason, 0) + count
-    if stream.dropped:
-        stats.skipped["split_too_long"] = stats.skipped.get("split_too_long", 0) + stream.dropped
-    return reader.lines, reader.error
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
 
 
-def _count_loop(reader: LineReader, feed: Callable, observe: Callable) -> tuple[int, int]:
-    """The hot loop: parse every line, feed events to the stats.  Returns (lines with events, 0)."""
-    parsed = 0
-    for batch in reader.batches():
-        for line in batch:
-            if line is not None:
-                events = feed(line)
-                if events:
-                    parsed += 1
-                    for event in events:
-                        observe(event)
-    return parsed, 0
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    replay = commands.add_parser(
+        "replay",
+        help="parse old logs and print metrics, events or a summary",
+        description="Parse vLLM/LMCache logs (plain, .gz, or - for stdin) and print the result.",
+    )
+    replay.add_argument("inputs", nargs="+", metavar="FILE", help="log files, plain or gzip; - reads stdin")
+    replay.add_argument(
+        "--format",
+        "-f",
+        choices=("summary", "prometheus", "events", "unmatched"),
+        default="summary",
+        help="summary: a short report (default); prometheus: the metrics exposition after the whole "
+        "input; events: one JSON object per event; unmatched: the lines that look like vLLM, LMCache or "
+        "uvicorn lines but gave no event, by shape, masked for a bug report",
+    )
+    replay.add_argument(
+        "--server",
+        metavar="NAME",
+        help="the server label for every input (default: each file's name without log/rotation "
+        "suffixes; stdin: 'stdin')",
+    )
+    replay.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help="IANA zone of the server's local timestamps (default: this host's zone)",
+    )
+    replay.add_argument(
+        "--max-line-length",
+        type=positive_int,
+        default=DEFAULT_MAX_LINE,
+        metavar="CHARS",
+        help=f"skip (and count) longer lines (default {DEFAULT_MAX_LINE})",
+    )
+    replay.add_argument(
+        "--jobs",
+        "-j",
+        type=positive_int,
+        default=_default_jobs(),
+        metavar="N",
+        help="processes reading slices of a large plain file in parallel for the prometheus and "
+        "summary formats (default: the CPUs available, at most 8)",
+    )
+    traces = replay.add_argument_group(
+        "traces",
+        "one OpenTelemetry trace per request; the exporter also reads the standard OTEL_EXPORTER_OTLP_* "
+        "variables (endpoint, headers, protocol)",
+    )
+    traces.add_argument("--traces", action="store_true", help="export every request's trace over OTLP")
+    traces.add_argument(
+        "--traces-endpoint", metavar="URL", help="OTLP endpoint (implies --traces; default from OTEL_*, else localhost)"
+    )
+    traces.add_argument("--traces-protocol", choices=TRACE_PROTOCOLS, help="OTLP protocol (implies --traces)")
+    traces.add_argument(
+        "--traces-file",
+        metavar="FILE",
+        help="write the traces to FILE as OTLP JSON, one export request per line, instead of sending them",
+    )
+    replay.set_defaults(handler=main)
 
 
-def _event_loop(
-    reader: LineReader,
-    feed: Callable,
-    stats: ServerStats,
-    on_event: Callable[[Event, int, Clock], None] | None,
-    track_time: bool,
-) -> tuple[int, int]:
-    """As :func:`_count_loop`, also numbering lines and showing each event to ``on_event``."""
-    observe, note_time, clock = stats.observe, stats.note_time, stats.clock
-    parsed = 0
-    number = 0
-    for batch in reader.batches():
-        for line in batch:
-            number += 1
-            if line is not None:
-                events = feed(line)
-                if events:
-                    parsed += 1
-                    for event in events:
-                        observe(event)
-                        if track_time:
-                            note_time(event.stamp)
-                        if on_event is not None:
-                            on_event(event, number, clock)
-    return parsed, number
+def main(args: argparse.Namespace) -> int:
+    try:
+        timezone = resolve_timezone(args.timezone)
+    except ValueError as exc:
+        raise CommandError(f"--timezone: {exc}") from None
+    opened = _open_all(args.inputs)
+    wants_traces = args.traces or args.traces_endpoint or args.traces_protocol or args.traces_file
+    try:
+        tracing = _tracing(args) if wants_traces else None
+    except (ValueError, OSError) as exc:
+        for source in opened:
+            source.close()
+        raise CommandError(f"traces: {exc}") from None
+    if args.format == "unmatched":
+        return _unmatched(opened, args.max_line_length)
+
+    replay = Replay(timezone, args.max_line_length)
+    out = sys.stdout
+    builders = []
+    for source in opened:
+        server = args.server or server_name_for(source.name)
+        on_event = event_writer(out, source.name) if args.format == "events" else None
+        if tracing is not None:
+            builder = tracing.builder(replay.stats_for(server), Clock(timezone, datetime.now(UTC)))
+            builders.append(builder)
+            on_event = _traced(builder, on_event)
+        try:
+            result = replay.run(
+                source,
+                server,
+                on_event,
+                track_time=args.format == "summary",
+                jobs=args.jobs if on_event is None else 1,
+            )
+        finally:
+            source.close()
+        if result.error:
+            print(f"kvwatch: {source.name}: read stopped early: {result.error}", file=sys.stderr)
+
+    status = _finish_traces(tracing, builders) if tracing is not None else EXIT_OK
+    servers = list(replay.servers.values())
+    if args.format == "prometheus":
+        extra = []
+        if tracing is not None:
+            from agent.sinks.otlp import trace_families
+
+            extra.append(RenderedAtScrape(lambda: trace_families(tracing, builders)))
+        out.write(generate_latest(registry_for(lambda: servers, *extra)).decode("utf-8"))
+    elif args.format == "summary":
+        out.write(summary.render(servers))
+    out.flush()
+    return status
 
 
-_FIELDS_CACHE: dict[type, tuple[str, ...]] = {}
+def _open_all(names: list[str]) -> list[Input]:
+    """Every input opened first, so that a bad name fails before any output."""
+    opened: list[Input] = []
+    try:
+        for name in names:
+            opened.append(open_input(name))
+    except InputError as exc:
+        for source in opened:
+            source.close()
+        raise CommandError(str(exc)) from None
+    if sum(1 for source in opened if source.name == "-") > 1:
+        raise CommandError("stdin (-) given more than once")
+    return opened
 
 
-def event_record(event: Event, file: str, line: int, clock: Clock) -> dict:
-    """The JSON object of one event in the ``events`` format."""
-    record: dict[str, object] = {"line": line, "file": file, "kind": event.kind}
-    when = clock.resolve(event.stamp) if event.stamp else None
-    if when is not None:
-        record["time"] = isoformat(when)
-    names = _FIELDS_CACHE.get(type(event))
-    if names is None:
-        names = _FIELDS_CACHE[type(event)] = payload_fields(type(event))
-    for name in names:
-        value = getattr(event, name)
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            continue
-        record[name] = value
-    return record
+def _tracing(args: argparse.Namespace) -> Tracing:
+    # Imported only when asked for: OpenTelemetry's SDK takes longer to load than a small replay.
+    from agent.sinks.otlp import OtlpJsonFileExporter, Tracing, make_exporter
+
+    if args.traces_file:
+        exporter = OtlpJsonFileExporter(open(args.traces_file, "w", encoding="utf-8"))  # noqa: SIM115
+    else:
+        exporter = make_exporter(args.traces_protocol, args.traces_endpoint)
+    # A replay has all the time it needs: it waits for the exporter rather than drop spans.
+    return Tracing(exporter, wait_when_full=True)
 
 
-def event_writer(out: TextIO, file: str) -> Callable[[Event, int, Clock], None]:
-    write = out.write
-    dumps = json.dumps
+def _traced(builder: TraceBuilder, then: Callable[[Event, int, Clock], None] | None):
+    """Show each event to the trace builder (on the input's clock), then to ``then``."""
 
     def on_event(event: Event, line: int, clock: Clock) -> None:
-        write(dumps(event_record(event, file, line, clock)))
-        write("\n")
+        if builder.clock is not clock:
+            builder.clock = clock  # the replay gives each input its clock; the first event hands it over
+        builder.observe(event)
+        if then is not None:
+            then(event, line, clock)
 
     return on_event
 
 
-class UnmatchedShapes:
-    """``--format unmatched``: the shapes of lines that look like vLLM, LMCache or uvicorn lines but
-    gave no event, counted, with one masked example each (nothing of a prompt or an id survives)."""
+def _finish_traces(tracing: Tracing, builders: list[TraceBuilder]) -> int:
+    for builder in builders:
+        builder.close("log_ended")
+    tracing.shutdown(timeout=60.0)
+    lost = sum(tracing.dropped.values())
+    print(
+        f"kvwatch: traces: {sum(sum(b.ended_by.values()) for b in builders)} requests, "
+        f"{tracing.counts['exported']} spans sent, {lost} lost"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in tracing.dropped.items() if v)})" if lost else ""),
+        file=sys.stderr,
+    )
+    return EXIT_FAILED if lost else EXIT_OK
 
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.examples: dict[str, str] = {}
 
-    def read(self, raw: BinaryIO, max_line: int) -> tuple[int, str | None]:
-        reader = LineReader(raw, max_line)
-        stream = LogStream(max_line)
-        for batch in reader.batches():
-            for line in batch:
-                if line is None:
-                    continue
-                events = stream.feed(line)
-                if all(event.kind == "suspicious_line" for event in events) and looks_like_a_log_line(line):
-                    self.note(line)
-        return reader.lines, reader.error
-
-    def note(self, line: str) -> None:
-        key = shape(line)
-        count = self.counts.get(key)
-        if count is None:
-            self.examples[key] = masked(line)
-            count = 0
-        self.counts[key] = count + 1
-
-    def render(self, out: TextIO) -> None:
-        total = sum(self.counts.values())
-        out.write(f"# {total} lines that look like vLLM, LMCache or uvicorn lines gave no event, ")
-        out.write(f"in {len(self.counts)} shapes (numbers as N; ids, quoted text and prompts masked)\n")
-        for key, count in sorted(self.counts.items(), key=lambda item: (-item[1], item[0])):
-            out.write(f"{count:>8}  {key}\n")
-            example = self.examples[key]
-            if example != key:
-                out.write(f"{'':>8}  e.g. {example}\n")
+def _unmatched(opened: list[Input], max_line: int) -> int:
+    shapes = UnmatchedShapes()
+    for source in opened:
+        try:
+            _lines, error = read_unmatched(source.stream, max_line, shapes.note)
+        finally:
+            source.close()
+        if error:
+            print(f"kvwatch: {source.name}: read stopped early: {error}", file=sys.stderr)
+    shapes.render(sys.stdout)
+    sys.stdout.flush()
+    return EXIT_OK

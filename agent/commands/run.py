@@ -21,9 +21,12 @@ servers running for the next kvwatch to adopt).
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import platform
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -34,6 +37,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from agent import __version__
 from agent import config as configuration
+from agent.commands import EXIT_FAILED, CommandError, add_config_option, load_config
 from agent.commands.bench import HISTORY, BenchHistory
 from agent.commands.canary import PeriodicCanary
 from agent.config import Config, ConfigError, FollowConfig, ServerConfig
@@ -52,7 +56,7 @@ from agent.supervise.states import ServerState
 from agent.supervise.versions import installed_versions
 from agent.timezones import resolve_timezone
 
-log = logging.getLogger("kvwatch")
+log = logging.getLogger("kvwatch.run")
 
 TICK = 0.5
 # Exit status of a hand-over (EX_TEMPFAIL): the unit's RestartForceExitStatus=
@@ -171,12 +175,11 @@ class Daemon:
         managed = Managed(name, pipeline, model)
         if self.tracing is not None:
             stats = pipeline.stats
-            managed.trace = TraceBuilder(
+            managed.trace = self.tracing.builder(
                 stats,
                 stats.clock,
-                self.tracing.writer(name, lambda: stats.model or model),
+                model,
                 now=time.time,
-                sampled=self.tracing.sampled,
                 max_open=self.config.tracing.max_open_requests,
                 idle_timeout=self.config.tracing.idle_timeout,
             )
@@ -426,8 +429,40 @@ def _read_passwords(config: Config) -> dict[str, str]:
     return passwords
 
 
-def run(config_path: str) -> int:
-    """Load the configuration and run until told to stop; returns the exit status."""
-    config = configuration.load(config_path)
-    daemon = Daemon(config)
+# -- the command ----------------------------------------------------------------------------
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser(
+        "run",
+        help="supervise the configured servers, follow logs, serve /metrics",
+        description="Run the agent: start (or adopt) every [[server]], follow every [[follow]], serve /metrics. "
+        "SIGTERM/SIGINT stop the servers and exit; SIGHUP reloads the configuration; SIGUSR2 exits (status 75) "
+        "leaving the servers running for the next kvwatch to adopt.",
+    )
+    add_config_option(run)
+    run.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    setup_logging(config.agent.log_level)
+    try:
+        daemon = Daemon(config)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        where = f"{config.metrics.address or '*'}:{config.metrics.port}"
+        message = f"cannot serve metrics on {where} or use {config.agent.state_dir}: {exc}"
+        raise CommandError(message, EXIT_FAILED) from None
     return daemon.run()
+
+
+def setup_logging(level: str) -> None:
+    # Under systemd the journal adds time and unit; elsewhere the time helps.
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if os.environ.get("JOURNAL_STREAM")
+        else ("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr)

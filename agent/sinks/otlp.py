@@ -42,13 +42,20 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from prometheus_client.core import Metric
 
 from agent import __version__
-from agent.config import TracingConfig
+from agent.config import TRACE_PROTOCOLS, TracingConfig
 from agent.families import computed, counter, families, keyed
-from agent.sinks.traces import OpenRequest, TraceBuilder, builder_families
+from agent.sinks.stats import ServerStats
+from agent.sinks.traces import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_OPEN,
+    OpenRequest,
+    TraceBuilder,
+    builder_families,
+)
+from parsers import Clock
 from parsers.events import GIB
 from parsers.ids import CANARY_MARK, external_request_id
 
-PROTOCOLS = ("http/protobuf", "grpc")
 PROVIDER = "vllm"  # gen_ai.provider.name: the conventions list no value for a self-hosted server
 ROOT_SPAN = "vllm.request"
 
@@ -168,7 +175,7 @@ def make_exporter(
         except ImportError:
             raise ValueError("OTLP over gRPC needs the grpc extra: pip install 'kvwatch[grpc]'") from None
         return GrpcExporter(endpoint=endpoint, headers=dict(headers) if headers else None, timeout=timeout)
-    raise ValueError(f"unknown OTLP protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    raise ValueError(f"unknown OTLP protocol {protocol!r}; use one of {', '.join(TRACE_PROTOCOLS)}")
 
 
 class _CountingExporter(SpanExporter):
@@ -280,6 +287,27 @@ class Tracing:
                     self.processor.force_flush()
 
         return write
+
+    def builder(
+        self,
+        stats: ServerStats,
+        clock: Clock,
+        model: str | None = None,
+        now: Callable[[], float] | None = None,
+        max_open: int = DEFAULT_MAX_OPEN,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> TraceBuilder:
+        """The trace builder of one source, writing into this pipeline (``model``: the configured one,
+        until the log names it; ``now``: the wall clock when following a live log)."""
+        return TraceBuilder(
+            stats,
+            clock,
+            self.writer(stats.server, lambda: stats.model or model),
+            now=now,
+            sampled=self.sampled,
+            max_open=max_open,
+            idle_timeout=idle_timeout,
+        )
 
     @property
     def dropped(self) -> dict[str, int]:

@@ -12,9 +12,10 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client.core import Metric
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 log = logging.getLogger("kvwatch.sources")
 

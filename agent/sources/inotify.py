@@ -39,7 +39,7 @@ from collections.abc import Callable
 from watchdog.observers.inotify_c import InotifyConstants as In
 from watchdog.observers.inotify_c import inotify_add_watch, inotify_init, inotify_rm_watch
 
-log = logging.getLogger("kvwatch.watch")
+log = logging.getLogger("kvwatch.inotify")
 
 GROWTH = In.IN_MODIFY
 STRUCTURE = In.IN_CREATE | In.IN_DELETE | In.IN_MOVED_FROM | In.IN_MOVED_TO | In.IN_ATTRIB

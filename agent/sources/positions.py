@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from agent.statedir import replace_file
 
-log = logging.getLogger("kvwatch.tail")
+log = logging.getLogger("kvwatch.positions")
 
 FINGERPRINT_BYTES = 256
 FORMAT_VERSION = 1

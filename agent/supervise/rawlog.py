@@ -31,7 +31,7 @@ import logging
 import os
 from pathlib import Path
 
-log = logging.getLogger("kvwatch.tail")
+log = logging.getLogger("kvwatch.rawlog")
 
 LOG_MODE = 0o640  # raw logs hold prompts whenever vLLM logs them
 COPY_BLOCK = 1 << 20

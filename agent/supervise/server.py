@@ -42,7 +42,7 @@ from agent.supervise.rawlog import open_raw_log
 from agent.supervise.states import DOWN, WAITING_TO_START, ServerState
 from parsers import events as ev
 
-log = logging.getLogger("kvwatch.supervisor")
+log = logging.getLogger("kvwatch.server")
 
 # Requests that say nothing about whether inference moves.
 PROBE_PATHS = frozenset(("/health", "/ping", "/metrics", "/version", "/v1/models", "/load", "/is_sleeping"))

@@ -10,7 +10,7 @@ import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.commands.replay import event_record
+from agent.sinks.events_json import event_record
 from parsers import Clock, LogStream, parse_line
 from parsers.events import Event
 from tests.support.lines import line_cases
