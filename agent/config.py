@@ -1,8 +1,10 @@
 """``kvwatch.toml``: read, validate and resolve the agent's configuration.
 
-Every table and key is declared here with its type and default; anything
-else is an error that names the file, the key and the reason -- a misspelt
-key silently ignored is how a monitoring agent ends up watching nothing.
+Every table is a dataclass and every key one of its fields, declared once
+with its default and how it is read (:func:`setting`: a converter of the
+reader and its bounds); anything else is an error that names the file, the
+key and the reason -- a misspelt key silently ignored is how a monitoring
+agent ends up watching nothing.
 Relative paths are taken from the configuration file's directory, so a
 config can travel with the files it names.
 
@@ -20,8 +22,8 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,21 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # could ping kvwatch's watchdog or claim its sockets.
 CREDENTIALS = "$CREDENTIALS_DIRECTORY"
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+def setting(default: Any = MISSING, read: str = "", *bounds: Any, factory: Any = MISSING, **options: Any) -> Any:
+    """A key of the file: its default, and the reader's converter (``read``) with its bounds and options.
+
+    A field without ``read`` has rules of its own, written out in the reader."""
+    metadata = {"read": (read, bounds, options)} if read else {}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def keys_of(table: type) -> tuple[str, ...]:
+    """The keys a table of the file may hold: its dataclass's fields, in order."""
+    return tuple(f.name for f in fields(table))
 
 
 class ConfigError(Exception):
@@ -85,10 +102,12 @@ class Secret:
 
 @dataclass(frozen=True)
 class LmcacheConfig:
-    enabled: bool = False
-    connector: str = "LMCacheConnectorV1"
-    role: str = "kv_both"
-    config_file: Path | None = None
+    """``[server.lmcache]``: the KV connector vLLM is started with, and LMCache's settings."""
+
+    enabled: bool = False  # on when the table is given, unless it says enabled = false
+    connector: str = setting("LMCacheConnectorV1", "string")
+    role: str = setting("kv_both", "string", ("kv_both", "kv_producer", "kv_consumer"))
+    config_file: Path | None = setting(None, "file_path")
     settings: Mapping[str, str] = field(default_factory=dict)  # LMCACHE_<KEY> environment
 
     def environment(self) -> dict[str, str]:
@@ -109,34 +128,34 @@ class ServerConfig:
 
     name: str
     command: tuple[str, ...] | None = None
-    python: str = "python3"
+    python: str = setting("python3", "program")
     model: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    tensor_parallel_size: int = 1
+    host: str = setting("127.0.0.1", "string")
+    port: int = setting(8000, "integer", 1, 65535)
+    tensor_parallel_size: int = setting(1, "integer", 1, 1024)
     args: tuple[str, ...] = ()
-    api_key: Secret | None = None
+    api_key: Secret | None = setting(None, "secret")
     lmcache: LmcacheConfig = field(default_factory=LmcacheConfig)
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = setting(read="environment", factory=dict)
     secret_env: Mapping[str, Secret] = field(default_factory=dict)
-    working_dir: Path | None = None
-    log_file: Path = Path(DEFAULT_LOG_DIR) / "server.log"
-    log_max_bytes: int = 100 << 20
-    log_backups: int = 5
-    timezone: str | None = None
-    restart: str = "on-failure"
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
-    crash_loop_starts: int = 5
-    crash_loop_window: float = 600.0
-    stop_timeout: float = 60.0
+    working_dir: Path | None = setting(None, "file_path")
+    log_file: Path = Path(DEFAULT_LOG_DIR) / "server.log"  # default: agent.log_dir/NAME.log
+    log_max_bytes: int = setting(100 << 20, "size")
+    log_backups: int = setting(5, "integer", 0, 1000)
+    timezone: str | None = setting(None, "timezone")
+    restart: str = setting("on-failure", "string", RESTART_POLICIES)
+    backoff_initial: float = setting(1.0, "duration", 0.01)
+    backoff_max: float = setting(300.0, "duration", 0.01)
+    crash_loop_starts: int = setting(5, "integer", 2)
+    crash_loop_window: float = setting(600.0, "duration", 1)
+    stop_timeout: float = setting(60.0, "duration", 0.1)
     health_url: str | None = None
-    health_interval: float = 10.0
-    health_timeout: float = 5.0
-    stall_after: float = 300.0
-    stall_restart: bool = False
-    canary_interval: float | None = None  # periodic `kvwatch canary` while running; None: off
-    canary_requests: int = 3
+    health_interval: float = setting(10.0, "duration", 0.1)
+    health_timeout: float = setting(5.0, "duration", 0.1)
+    stall_after: float = setting(300.0, "duration", 1)
+    stall_restart: bool = setting(False, "boolean")
+    canary_interval: float | None = setting(None, "duration", 10)  # periodic `kvwatch canary`; None: off
+    canary_requests: int = setting(3, "integer", 2, 100)
 
     def argv(self) -> list[str]:
         """The exact command line the server is started with."""
@@ -194,8 +213,8 @@ class FollowConfig:
     name: str
     paths: tuple[str, ...] = ()
     journal_unit: str | None = None
-    timezone: str | None = None
-    start_at: str = "end"
+    timezone: str | None = setting(None, "timezone")
+    start_at: str = setting("end", "string", START_POSITIONS)
 
 
 @dataclass(frozen=True)
@@ -207,21 +226,25 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    address: str = "0.0.0.0"
-    port: int = DEFAULT_PORT
+    """``[metrics]``: where /metrics is served, and how it is protected."""
+
+    address: str = setting("0.0.0.0", "string", empty=True)
+    port: int = setting(DEFAULT_PORT, "integer", 0, 65535)
     tls: TlsConfig | None = None
     basic_auth: Mapping[str, Secret] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class AgentConfig:
-    state_dir: Path = Path(DEFAULT_STATE_DIR)
-    log_dir: Path = Path(DEFAULT_LOG_DIR)
-    log_level: str = "info"
-    expected_gpus: int | None = None
-    poll_interval: float = 1.0
-    max_line_length: int = 4 * 1024 * 1024
-    reader_nice: int = 10
+    """``[agent]``: kvwatch's own settings."""
+
+    state_dir: Path = setting(Path(DEFAULT_STATE_DIR), "file_path")
+    log_dir: Path = setting(Path(DEFAULT_LOG_DIR), "file_path")
+    log_level: str = setting("info", "string", ("debug", "info", "warning"))
+    expected_gpus: int | None = setting(None, "integer", 0)
+    poll_interval: float = setting(1.0, "duration", 0.01)
+    max_line_length: int = setting(4 * 1024 * 1024, "integer", 1024)
+    reader_nice: int = setting(10, "integer", 0, 19)
 
 
 TRACE_PROTOCOLS = ("http/protobuf", "grpc")
@@ -231,15 +254,15 @@ TRACE_PROTOCOLS = ("http/protobuf", "grpc")
 class TracingConfig:
     """``[tracing]``: one OpenTelemetry trace per request, over OTLP.  What is unset comes from ``OTEL_*``."""
 
-    enabled: bool = False
-    protocol: str | None = None
-    endpoint: str | None = None
+    enabled: bool = setting(False, "boolean")
+    protocol: str | None = setting(None, "string", TRACE_PROTOCOLS)
+    endpoint: str | None = setting(None, "url")
     headers: Mapping[str, str | Secret] = field(default_factory=dict)
-    timeout: float | None = None
-    sampling_ratio: float | None = None
-    max_open_requests: int = 20_000
-    idle_timeout: float = 900.0
-    max_queue_size: int = 2048
+    timeout: float | None = setting(None, "duration", 0.1)
+    sampling_ratio: float | None = setting(None, "ratio")
+    max_open_requests: int = setting(20_000, "integer", 1)
+    idle_timeout: float = setting(900.0, "duration", 1.0)
+    max_queue_size: int = setting(2048, "integer", 16)
 
     def resolved_headers(self) -> dict[str, str]:
         """Header values, secrets read (raises ``OSError``/``KeyError`` naming the source)."""
@@ -436,6 +459,17 @@ class _Reader:
             raise self.fail(key, f"must be letters, digits, '_', '.' or '-' (at most 63), got {text!r}")
         return text
 
+    def url(self, value: Any, key: str) -> str:
+        text = self.string(value, key)
+        if not text.startswith(("http://", "https://")):
+            raise self.fail(key, f"must be an http:// or https:// URL, got {text!r}")
+        return text
+
+    def ratio(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise self.fail(key, f"must be a number from 0 to 1, got {value!r}")
+        return float(value)
+
     def environment(self, value: Any, key: str) -> dict[str, str]:
         if not isinstance(value, dict):
             raise self.fail(key, f'must be a table of NAME = "value", got {_kind(value)}')
@@ -450,6 +484,16 @@ class _Reader:
 
     # -- tables ---------------------------------------------------------------------
 
+    def settings(self, table: type, value: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """The keys of ``value`` that ``table`` declares with a converter (:func:`setting`), converted."""
+        read = {}
+        for f in fields(table):
+            if f.name in value and "read" in f.metadata:
+                converter, bounds, options = f.metadata["read"]
+                key = f"{where}.{f.name}" if where else f.name
+                read[f.name] = getattr(self, converter)(value[f.name], key, *bounds, **options)
+        return read
+
     def config(self, data: Mapping[str, Any]) -> Config:
         self.table(dict(data), "", ("agent", "metrics", "server", "follow", "tracing"))
         agent = self.agent(data.get("agent", {}))
@@ -461,22 +505,7 @@ class _Reader:
         return Config(self.path, agent, metrics, servers, follows, tracing)
 
     def tracing(self, value: Any) -> TracingConfig:
-        t = self.table(
-            value,
-            "tracing",
-            (
-                "enabled",
-                "protocol",
-                "endpoint",
-                "headers",
-                "timeout",
-                "sampling_ratio",
-                "max_open_requests",
-                "idle_timeout",
-                "max_queue_size",
-            ),
-        )
-        d = TracingConfig()
+        t = self.table(value, "tracing", keys_of(TracingConfig))
         headers: dict[str, str | Secret] = {}
         if "headers" in t:
             if not isinstance(t["headers"], dict):
@@ -484,30 +513,7 @@ class _Reader:
             for name, item in t["headers"].items():
                 key = f"tracing.headers.{name}"
                 headers[name] = self.secret(item, key) if isinstance(item, dict) else self.string(item, key)
-        endpoint = None
-        if "endpoint" in t:
-            endpoint = self.string(t["endpoint"], "tracing.endpoint")
-            if not endpoint.startswith(("http://", "https://")):
-                raise self.fail("tracing.endpoint", f"must be an http:// or https:// URL, got {endpoint!r}")
-        ratio = None
-        if "sampling_ratio" in t:
-            ratio = t["sampling_ratio"]
-            if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 <= ratio <= 1.0:
-                raise self.fail("tracing.sampling_ratio", f"must be a number from 0 to 1, got {ratio!r}")
-            ratio = float(ratio)
-        return TracingConfig(
-            enabled=self.boolean(t.get("enabled", d.enabled), "tracing.enabled"),
-            protocol=self.string(t["protocol"], "tracing.protocol", TRACE_PROTOCOLS) if "protocol" in t else None,
-            endpoint=endpoint,
-            headers=headers,
-            timeout=self.duration(t["timeout"], "tracing.timeout", 0.1) if "timeout" in t else None,
-            sampling_ratio=ratio,
-            max_open_requests=self.integer(
-                t.get("max_open_requests", d.max_open_requests), "tracing.max_open_requests", 1
-            ),
-            idle_timeout=self.duration(t.get("idle_timeout", d.idle_timeout), "tracing.idle_timeout", 1.0),
-            max_queue_size=self.integer(t.get("max_queue_size", d.max_queue_size), "tracing.max_queue_size", 16),
-        )
+        return TracingConfig(headers=headers, **self.settings(TracingConfig, t, "tracing"))
 
     def array(self, data: Mapping[str, Any], key: str) -> list[Any]:
         value = data.get(key, [])
@@ -516,36 +522,14 @@ class _Reader:
         return value
 
     def agent(self, value: Any) -> AgentConfig:
-        t = self.table(
-            value,
-            "agent",
-            (
-                "state_dir",
-                "log_dir",
-                "log_level",
-                "expected_gpus",
-                "poll_interval",
-                "max_line_length",
-                "reader_nice",
-            ),
-        )
-        d = AgentConfig()
-        return AgentConfig(
-            state_dir=self.file_path(t["state_dir"], "agent.state_dir") if "state_dir" in t else d.state_dir,
-            log_dir=self.file_path(t["log_dir"], "agent.log_dir") if "log_dir" in t else d.log_dir,
-            log_level=self.string(t.get("log_level", d.log_level), "agent.log_level", ("debug", "info", "warning")),
-            expected_gpus=self.integer(t["expected_gpus"], "agent.expected_gpus", 0) if "expected_gpus" in t else None,
-            poll_interval=self.duration(t.get("poll_interval", d.poll_interval), "agent.poll_interval", 0.01),
-            max_line_length=self.integer(t.get("max_line_length", d.max_line_length), "agent.max_line_length", 1024),
-            reader_nice=self.integer(t.get("reader_nice", d.reader_nice), "agent.reader_nice", 0, 19),
-        )
+        t = self.table(value, "agent", keys_of(AgentConfig))
+        return AgentConfig(**self.settings(AgentConfig, t, "agent"))
 
     def metrics(self, value: Any) -> MetricsConfig:
-        t = self.table(value, "metrics", ("address", "port", "tls", "basic_auth"))
-        d = MetricsConfig()
+        t = self.table(value, "metrics", keys_of(MetricsConfig))
         tls = None
         if "tls" in t:
-            spec = self.table(t["tls"], "metrics.tls", ("cert_file", "key_file", "client_ca_file"))
+            spec = self.table(t["tls"], "metrics.tls", keys_of(TlsConfig))
             for needed in ("cert_file", "key_file"):
                 if needed not in spec:
                     raise self.fail(f"metrics.tls.{needed}", "missing (TLS needs both cert_file and key_file)")
@@ -562,65 +546,15 @@ class _Reader:
                 raise self.fail("metrics.basic_auth", 'must be a table of user = { file = "..." } or { env = "..." }')
             for user, spec in t["basic_auth"].items():
                 users[user] = self.secret(spec, f"metrics.basic_auth.{user}")
-        return MetricsConfig(
-            address=self.string(t.get("address", d.address), "metrics.address", empty=True),
-            port=self.integer(t.get("port", d.port), "metrics.port", 0, 65535),
-            tls=tls,
-            basic_auth=users,
-        )
-
-    _SERVER_KEYS = (
-        "name",
-        "command",
-        "python",
-        "model",
-        "host",
-        "port",
-        "tensor_parallel_size",
-        "args",
-        "api_key",
-        "lmcache",
-        "env",
-        "secret_env",
-        "working_dir",
-        "log_file",
-        "log_max_bytes",
-        "log_backups",
-        "timezone",
-        "restart",
-        "backoff_initial",
-        "backoff_max",
-        "crash_loop_starts",
-        "crash_loop_window",
-        "stop_timeout",
-        "health_url",
-        "health_interval",
-        "health_timeout",
-        "stall_after",
-        "stall_restart",
-        "canary_interval",
-        "canary_requests",
-    )
+        return MetricsConfig(tls=tls, basic_auth=users, **self.settings(MetricsConfig, t, "metrics"))
 
     def server(self, value: Any, where: str, agent: AgentConfig) -> ServerConfig:
-        t = self.table(value, where, self._SERVER_KEYS)
+        t = self.table(value, where, keys_of(ServerConfig))
         if "name" not in t:
             raise self.fail(f"{where}.name", "missing (every server needs a name: it is the server label)")
         name = self.name(t["name"], f"{where}.name")
-        d = ServerConfig(name)
         k = lambda key: f"{where}.{key}"  # noqa: E731 - a short local helper
-        command = self.strings(t["command"], k("command")) if "command" in t else None
-        if command is not None:
-            if not command:
-                raise self.fail(k("command"), "must not be empty")
-            for structured in ("model", "python", "tensor_parallel_size", "args", "lmcache"):
-                if structured in t and not (structured == "lmcache" and not self._lmcache_on(t[structured])):
-                    raise self.fail(
-                        k(structured), "cannot be combined with command (put it in the command, or drop command)"
-                    )
-            command = (self.program(command[0], k("command[0]")), *command[1:])
-        elif "model" not in t:
-            raise self.fail(k("model"), "missing (give model, or a literal command)")
+        command = self.command(t, where)
         lmcache = self.lmcache(t.get("lmcache", {}), k("lmcache"), t)
         args = self.strings(t.get("args", []), k("args"))
         if lmcache.enabled and any(a.split("=")[0] == "--kv-transfer-config" for a in args):
@@ -630,72 +564,68 @@ class _Reader:
                 k("command" if command is not None else "args"),
                 '--api-key on the command line shows in ps and logs; use api_key = { file = "..." } instead',
             )
-        model = t.get("model")
-        if model is not None:
-            model = self.string(model, k("model"))
-            if model.startswith(("./", "../")):
-                model = os.path.normpath(self.base / model)
-        backoff_initial = self.duration(t.get("backoff_initial", d.backoff_initial), k("backoff_initial"), 0.01)
-        backoff_max = self.duration(t.get("backoff_max", d.backoff_max), k("backoff_max"), 0.01)
-        if backoff_max < backoff_initial:
+        model = self.model(t["model"], k("model")) if "model" in t else None
+        secret_env = self.secret_env(t["secret_env"], k("secret_env")) if "secret_env" in t else {}
+        health_url = self.health_url(t["health_url"], k("health_url")) if "health_url" in t else None
+        plain = self.settings(ServerConfig, t, where)
+        backoff_initial = plain.get("backoff_initial", ServerConfig.backoff_initial)
+        if plain.get("backoff_max", ServerConfig.backoff_max) < backoff_initial:
             raise self.fail(k("backoff_max"), f"must be at least backoff_initial ({backoff_initial:g} s)")
-        secret_env = {}
-        if "secret_env" in t:
-            if not isinstance(t["secret_env"], dict):
-                raise self.fail(k("secret_env"), f"must be a table, got {_kind(t['secret_env'])}")
-            for var, spec in t["secret_env"].items():
-                if not _ENV_NAME.match(var):
-                    raise self.fail(f"{k('secret_env')}.{var}", "not an environment variable name")
-                secret_env[var] = self.secret(spec, f"{k('secret_env')}.{var}")
-        health_url = t.get("health_url")
-        if health_url is not None:
-            health_url = self.string(health_url, k("health_url"), empty=True)
-            if health_url and not health_url.startswith(("http://", "https://")):
-                raise self.fail(
-                    k("health_url"), f'must be an http(s) URL, or "" to turn probing off; got {health_url!r}'
-                )
         return ServerConfig(
             name=name,
             command=command,
-            python=self.program(t["python"], k("python")) if "python" in t else d.python,
             model=model,
-            host=self.string(t.get("host", d.host), k("host")),
-            port=self.integer(t.get("port", d.port), k("port"), 1, 65535),
-            tensor_parallel_size=self.integer(t.get("tensor_parallel_size", 1), k("tensor_parallel_size"), 1, 1024),
             args=args,
-            api_key=self.secret(t["api_key"], k("api_key")) if "api_key" in t else None,
             lmcache=lmcache,
-            env=self.environment(t.get("env", {}), k("env")),
             secret_env=secret_env,
-            working_dir=self.file_path(t["working_dir"], k("working_dir")) if "working_dir" in t else None,
             log_file=self.file_path(t["log_file"], k("log_file")) if "log_file" in t else agent.log_dir / f"{name}.log",
-            log_max_bytes=self.size(t.get("log_max_bytes", d.log_max_bytes), k("log_max_bytes")),
-            log_backups=self.integer(t.get("log_backups", d.log_backups), k("log_backups"), 0, 1000),
-            timezone=self.timezone(t["timezone"], k("timezone")) if "timezone" in t else None,
-            restart=self.string(t.get("restart", d.restart), k("restart"), RESTART_POLICIES),
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            crash_loop_starts=self.integer(t.get("crash_loop_starts", d.crash_loop_starts), k("crash_loop_starts"), 2),
-            crash_loop_window=self.duration(t.get("crash_loop_window", d.crash_loop_window), k("crash_loop_window"), 1),
-            stop_timeout=self.duration(t.get("stop_timeout", d.stop_timeout), k("stop_timeout"), 0.1),
             health_url=health_url,
-            health_interval=self.duration(t.get("health_interval", d.health_interval), k("health_interval"), 0.1),
-            health_timeout=self.duration(t.get("health_timeout", d.health_timeout), k("health_timeout"), 0.1),
-            stall_after=self.duration(t.get("stall_after", d.stall_after), k("stall_after"), 1),
-            stall_restart=self.boolean(t.get("stall_restart", d.stall_restart), k("stall_restart")),
-            canary_interval=self.duration(t["canary_interval"], k("canary_interval"), 10)
-            if "canary_interval" in t
-            else None,
-            canary_requests=self.integer(t.get("canary_requests", d.canary_requests), k("canary_requests"), 2, 100),
+            **plain,
         )
+
+    def command(self, t: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
+        """A literal command, which replaces the keys that build one; else model is required."""
+        if "command" not in t:
+            if "model" not in t:
+                raise self.fail(f"{where}.model", "missing (give model, or a literal command)")
+            return None
+        command = self.strings(t["command"], f"{where}.command")
+        if not command:
+            raise self.fail(f"{where}.command", "must not be empty")
+        for structured in ("model", "python", "tensor_parallel_size", "args", "lmcache"):
+            if structured in t and not (structured == "lmcache" and not self._lmcache_on(t[structured])):
+                raise self.fail(
+                    f"{where}.{structured}", "cannot be combined with command (put it in the command, or drop command)"
+                )
+        return (self.program(command[0], f"{where}.command[0]"), *command[1:])
+
+    def model(self, value: Any, key: str) -> str:
+        """A model name, or a local path (``./`` and ``../`` are relative to the config)."""
+        model = self.string(value, key)
+        return os.path.normpath(self.base / model) if model.startswith(("./", "../")) else model
+
+    def secret_env(self, value: Any, key: str) -> dict[str, Secret]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table, got {_kind(value)}")
+        secrets = {}
+        for var, spec in value.items():
+            if not _ENV_NAME.match(var):
+                raise self.fail(f"{key}.{var}", "not an environment variable name")
+            secrets[var] = self.secret(spec, f"{key}.{var}")
+        return secrets
+
+    def health_url(self, value: Any, key: str) -> str:
+        url = self.string(value, key, empty=True)
+        if url and not url.startswith(("http://", "https://")):
+            raise self.fail(key, f'must be an http(s) URL, or "" to turn probing off; got {url!r}')
+        return url
 
     @staticmethod
     def _lmcache_on(value: Any) -> bool:
         return isinstance(value, dict) and value.get("enabled", True) is True
 
     def lmcache(self, value: Any, where: str, server: Mapping[str, Any]) -> LmcacheConfig:
-        t = self.table(value, where, ("enabled", "connector", "role", "config_file", "settings"))
-        d = LmcacheConfig()
+        t = self.table(value, where, keys_of(LmcacheConfig))
         # A [server.lmcache] table turns the connector on unless it says enabled = false.
         enabled = self.boolean(t.get("enabled", bool(t) and "lmcache" in server), f"{where}.enabled")
         settings = {}
@@ -712,16 +642,10 @@ class _Reader:
                     settings[key] = str(item)
                 else:
                     raise self.fail(label, f"must be a string, number or boolean, got {_kind(item)}")
-        return LmcacheConfig(
-            enabled=enabled,
-            connector=self.string(t.get("connector", d.connector), f"{where}.connector"),
-            role=self.string(t.get("role", d.role), f"{where}.role", ("kv_both", "kv_producer", "kv_consumer")),
-            config_file=self.file_path(t["config_file"], f"{where}.config_file") if "config_file" in t else None,
-            settings=settings,
-        )
+        return LmcacheConfig(enabled=enabled, settings=settings, **self.settings(LmcacheConfig, t, where))
 
     def follow(self, value: Any, where: str) -> FollowConfig:
-        t = self.table(value, where, ("name", "paths", "journal_unit", "timezone", "start_at"))
+        t = self.table(value, where, keys_of(FollowConfig))
         if "name" not in t:
             raise self.fail(f"{where}.name", "missing (every follow needs a name: it is the server label)")
         name = self.name(t["name"], f"{where}.name")
@@ -735,11 +659,7 @@ class _Reader:
             expanded = os.path.expanduser(pattern)
             resolved.append(os.path.normpath(expanded if os.path.isabs(expanded) else self.base / expanded))
         return FollowConfig(
-            name=name,
-            paths=tuple(resolved),
-            journal_unit=unit,
-            timezone=self.timezone(t["timezone"], f"{where}.timezone") if "timezone" in t else None,
-            start_at=self.string(t.get("start_at", "end"), f"{where}.start_at", START_POSITIONS),
+            name=name, paths=tuple(resolved), journal_unit=unit, **self.settings(FollowConfig, t, where)
         )
 
     def check_unique(self, servers: tuple[ServerConfig, ...], follows: tuple[FollowConfig, ...]) -> None:
@@ -784,7 +704,7 @@ def _closest(key: str, known: tuple[str, ...]) -> str | None:
 # -- showing ----------------------------------------------------------------------------
 
 
-def render(config: Config, mask: Callable[[str], str] | None = None) -> str:
+def render(config: Config) -> str:
     """The resolved configuration, as ``kvwatch check`` prints it: secrets named, never read."""
     lines = [f"# {config.path}: valid", "", "[agent]"]
     a = config.agent

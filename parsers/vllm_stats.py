@@ -84,6 +84,30 @@ def _parts(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def _read_part(label: str, value: str, values: dict[str, object], usage: dict[str, float]) -> bool:
+    """Put one ``label: value`` part of a stats line into ``values`` or ``usage``; False for a label
+    this version does not know (kept out), ``ValueError`` for a known one that does not read."""
+    known = _FIELDS.get(label)
+    if known is not None:
+        converted = known[1](value.strip())
+        if converted is not None:
+            values[known[0]] = converted
+    elif label.endswith(_KV_USAGE):
+        ratio = _percent(value.strip())
+        if ratio is not None:
+            usage[label[: -len(_KV_USAGE)]] = ratio
+    elif label == "KV fetch":
+        m = _KV_FETCH.fullmatch(value)
+        if m is None:
+            raise ValueError(value)
+        values["kv_fetch_waiting"] = int(m.group(1))
+        values["kv_fetch_in_progress"] = int(m.group(2))
+        values["kv_fetch_completed"] = int(m.group(3))
+    else:
+        return False
+    return True
+
+
 def parse_stats(
     line: str,
     start: int,
@@ -104,25 +128,9 @@ def parse_stats(
     usage: dict[str, float] = {}
     try:
         for label, value in _parts(text):
-            known = _FIELDS.get(label)
             if exact and not _has_unit(label, value):
                 return None
-            if known is not None:
-                converted = known[1](value.strip())
-                if converted is not None:
-                    values[known[0]] = converted
-            elif label.endswith(_KV_USAGE):
-                ratio = _percent(value.strip())
-                if ratio is not None:
-                    usage[label[: -len(_KV_USAGE)]] = ratio
-            elif label == "KV fetch":
-                m = _KV_FETCH.fullmatch(value)
-                if m is None:
-                    raise ValueError(value)
-                values["kv_fetch_waiting"] = int(m.group(1))
-                values["kv_fetch_in_progress"] = int(m.group(2))
-                values["kv_fetch_completed"] = int(m.group(3))
-            elif exact:
+            if not _read_part(label, value, values, usage) and exact:
                 return None
     except ValueError:
         return None

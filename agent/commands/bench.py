@@ -89,23 +89,24 @@ def results_of(events: Iterable[ev.Event]) -> dict[str, float]:
     for e in events:
         if isinstance(e, ev.BenchThroughput):
             out["requests_per_second"] = e.requests_per_second
-            if e.total_tokens_per_second is not None:
-                out["total_tokens_per_second"] = e.total_tokens_per_second
-            if e.output_tokens_per_second is not None:
-                out["output_tokens_per_second"] = e.output_tokens_per_second
+            _put(out, "total_tokens_per_second", e.total_tokens_per_second)
+            _put(out, "output_tokens_per_second", e.output_tokens_per_second)
         elif isinstance(e, ev.BenchTokens):
-            if e.prompt_tokens is not None:
-                out["prompt_tokens"] = e.prompt_tokens
-            if e.output_tokens is not None:
-                out["output_tokens"] = e.output_tokens
+            _put(out, "prompt_tokens", e.prompt_tokens)
+            _put(out, "output_tokens", e.output_tokens)
         elif isinstance(e, ev.BenchLatency):
             if e.avg_seconds is not None:
                 out["avg_latency_seconds"] = e.avg_seconds
-            elif e.percentile is not None and e.seconds is not None:
-                out[f"p{e.percentile:g}_latency_seconds"] = e.seconds
+            elif e.percentile is not None:
+                _put(out, f"p{e.percentile:g}_latency_seconds", e.seconds)
         elif isinstance(e, ev.BenchServe):
             out[e.name] = e.value
     return out
+
+
+def _put(results: dict[str, float], name: str, value: float | None) -> None:
+    if value is not None:
+        results[name] = value
 
 
 def params_key(params: dict[str, str]) -> str:

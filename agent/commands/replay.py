@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from prometheus_client.exposition import generate_latest
 
@@ -241,12 +241,30 @@ def main(args: argparse.Namespace) -> int:
 
     replay = Replay(timezone, args.max_line_length)
     out = sys.stdout
+    builders = _read_all(replay, opened, args, tracing, out)
+    status = _finish_traces(tracing, builders) if tracing is not None else EXIT_OK
+    servers = list(replay.servers.values())
+    if args.format == "prometheus":
+        extra = []
+        if tracing is not None:
+            from agent.sinks.otlp import trace_families
+
+            extra.append(RenderedAtScrape(lambda: trace_families(tracing, builders)))
+        out.write(generate_latest(registry_for(lambda: servers, *extra)).decode("utf-8"))
+    elif args.format == "summary":
+        out.write(summary.render(servers))
+    out.flush()
+    return status
+
+
+def _read_all(replay: Replay, opened: list[Input], args: argparse.Namespace, tracing, out: TextIO) -> list:
+    """Read every input into the replay's stats (and traces, and the events output); returns the trace builders."""
     builders = []
     for source in opened:
         server = args.server or server_name_for(source.name)
         on_event = event_writer(out, source.name) if args.format == "events" else None
         if tracing is not None:
-            builder = tracing.builder(replay.stats_for(server), Clock(timezone, datetime.now(UTC)))
+            builder = tracing.builder(replay.stats_for(server), Clock(replay.timezone, datetime.now(UTC)))
             builders.append(builder)
             on_event = _traced(builder, on_event)
         try:
@@ -261,20 +279,7 @@ def main(args: argparse.Namespace) -> int:
             source.close()
         if result.error:
             print(f"kvwatch: {source.name}: read stopped early: {result.error}", file=sys.stderr)
-
-    status = _finish_traces(tracing, builders) if tracing is not None else EXIT_OK
-    servers = list(replay.servers.values())
-    if args.format == "prometheus":
-        extra = []
-        if tracing is not None:
-            from agent.sinks.otlp import trace_families
-
-            extra.append(RenderedAtScrape(lambda: trace_families(tracing, builders)))
-        out.write(generate_latest(registry_for(lambda: servers, *extra)).decode("utf-8"))
-    elif args.format == "summary":
-        out.write(summary.render(servers))
-    out.flush()
-    return status
+    return builders
 
 
 def _open_all(names: list[str]) -> list[Input]:

@@ -271,24 +271,36 @@ class Daemon:
         while True:
             self._wake.wait(TICK)
             self._wake.clear()
-            while self._signals:
-                sig = self._signals.pop(0)
-                if sig in (signal.SIGTERM, signal.SIGINT):
-                    return self.shutdown()
-                if sig == signal.SIGUSR2:
-                    return self.hand_over()
-                if sig == signal.SIGHUP:
-                    self.reload()
+            exit_status = self._handle_signals()
+            if exit_status is not None:
+                return exit_status
             self.tick()
             status = self.status()
             if status != last_status:
                 self.notifier.status(status)
                 last_status = status
-            interval = self.notifier.watchdog_interval
-            now = time.monotonic()
-            if interval is not None and now - last_ping >= interval and self.loops_alive():
-                self.notifier.watchdog()
-                last_ping = now
+            last_ping = self._ping_watchdog(last_ping)
+
+    def _handle_signals(self) -> int | None:
+        """Act on the signals queued since the last look; the exit status when one ends the agent."""
+        while self._signals:
+            sig = self._signals.pop(0)
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                return self.shutdown()
+            if sig == signal.SIGUSR2:
+                return self.hand_over()
+            if sig == signal.SIGHUP:
+                self.reload()
+        return None
+
+    def _ping_watchdog(self, last_ping: float) -> float:
+        """WATCHDOG=1 when it is due and both loops move; returns when it was last sent."""
+        interval = self.notifier.watchdog_interval
+        now = time.monotonic()
+        if interval is not None and now - last_ping >= interval and self.loops_alive():
+            self.notifier.watchdog()
+            return now
+        return last_ping
 
     def _on_signal(self, signum: int, _frame) -> None:
         self._signals.append(signum)
@@ -355,6 +367,15 @@ class Daemon:
             return
         if new.metrics != self.config.metrics or new.agent != self.config.agent or new.tracing != self.config.tracing:
             log.warning("reload: [agent], [metrics] and [tracing] changes take effect at the next start of kvwatch")
+        self._reload_servers(new)
+        self._reload_follows(new)
+        self.config = Config(
+            self.config.path, self.config.agent, self.config.metrics, new.servers, new.follows, self.config.tracing
+        )
+        log.info("reload: done")
+
+    def _reload_servers(self, new: Config) -> None:
+        """Stop the servers removed, start those added, restart only those whose settings changed."""
         old_servers = {s.name: s for s in self.config.servers}
         new_servers = {s.name: s for s in new.servers}
         for name in old_servers:
@@ -371,6 +392,8 @@ class Daemon:
                 supervised.reconfigure(server)
                 supervised.stop(reason="restart")
                 self._start_canary(self.managed[name], server)
+
+    def _reload_follows(self, new: Config) -> None:
         old_follows = {f.name: f for f in self.config.follows}
         new_follows = {f.name: f for f in new.follows}
         for name, follow in old_follows.items():
@@ -379,10 +402,6 @@ class Daemon:
         for name, follow in new_follows.items():
             if old_follows.get(name) != follow:
                 self.add_follow(follow)
-        self.config = Config(
-            self.config.path, self.config.agent, self.config.metrics, new.servers, new.follows, self.config.tracing
-        )
-        log.info("reload: done")
 
     def shutdown(self) -> int:
         self.notifier.stopping("stopping servers")

@@ -112,68 +112,83 @@ class _Server6(_Server):
         super().server_bind()
 
 
-def _handler(registry: CollectorRegistry, health: Callable[[], tuple[bool, str]], passwords: dict[str, str]):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = f"kvwatch/{__version__}"
-        timeout = CONNECTION_TIMEOUT  # an idle connection does not hold its thread for ever
+class _Handler(BaseHTTPRequestHandler):
+    """Serves /metrics, /healthz and a landing page; the subclass that :func:`_handler` makes holds what to serve."""
 
-        def log_message(self, format: str, *args) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
+    server_version = f"kvwatch/{__version__}"
+    timeout = CONNECTION_TIMEOUT  # an idle connection does not hold its thread for ever
+    registry: CollectorRegistry
+    passwords: dict[str, str]
 
-        def _authorized(self) -> bool:
-            if not passwords:
-                return True
-            header = self.headers.get("Authorization", "")
-            if not header.startswith("Basic "):
-                return False
-            try:
-                user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return False
-            expected = passwords.get(user)
-            # Compare against something even for an unknown user, so timing tells nothing.
-            ok = hmac.compare_digest(password.encode(), (expected if expected is not None else "\0").encode())
-            return ok and expected is not None
+    def health(self) -> tuple[bool, str]:
+        raise NotImplementedError
 
-        def _send(self, code: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (extra or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def log_message(self, format: str, *args) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
 
-        def do_HEAD(self) -> None:
-            self.do_GET()
+    def _authorized(self) -> bool:
+        if not self.passwords:
+            return True
+        header = self.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        expected = self.passwords.get(user)
+        # Compare against something even for an unknown user, so timing tells nothing.
+        ok = hmac.compare_digest(password.encode(), (expected if expected is not None else "\0").encode())
+        return ok and expected is not None
 
-        def do_GET(self) -> None:
-            if not self._authorized():
-                self._send(
-                    401, b"Unauthorized\n", "text/plain; charset=utf-8", {"WWW-Authenticate": 'Basic realm="kvwatch"'}
-                )
-                return
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                try:
-                    body = encoder(registry)
-                except Exception:  # a collector bug: say so rather than drop the connection
-                    log.exception("collecting metrics failed")
-                    self._send(500, b"collecting metrics failed; see kvwatch's log\n", "text/plain; charset=utf-8")
-                    return
-                extra = {}
-                if "gzip" in self.headers.get("Accept-Encoding", ""):
-                    body = gzip.compress(body, compresslevel=3)
-                    extra["Content-Encoding"] = "gzip"
-                self._send(200, body, content_type, extra)
-            elif path == "/healthz":
-                ok, text = health()
-                self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
-            elif path == "/":
-                self._send(200, LANDING.format(version=__version__).encode(), "text/html; charset=utf-8")
-            else:
-                self._send(404, b"Not found: try /metrics\n", "text/plain; charset=utf-8")
+    def _send(self, code: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-    return Handler
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        if not self._authorized():
+            self._send(
+                401, b"Unauthorized\n", "text/plain; charset=utf-8", {"WWW-Authenticate": 'Basic realm="kvwatch"'}
+            )
+            return
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._metrics()
+        elif path == "/healthz":
+            ok, text = self.health()
+            self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
+        elif path == "/":
+            self._send(200, LANDING.format(version=__version__).encode(), "text/html; charset=utf-8")
+        else:
+            self._send(404, b"Not found: try /metrics\n", "text/plain; charset=utf-8")
+
+    def _metrics(self) -> None:
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        try:
+            body = encoder(self.registry)
+        except Exception:  # a collector bug: say so rather than drop the connection
+            log.exception("collecting metrics failed")
+            self._send(500, b"collecting metrics failed; see kvwatch's log\n", "text/plain; charset=utf-8")
+            return
+        extra = {}
+        if "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=3)
+            extra["Content-Encoding"] = "gzip"
+        self._send(200, body, content_type, extra)
+
+
+def _handler(
+    registry: CollectorRegistry, health: Callable[[], tuple[bool, str]], passwords: dict[str, str]
+) -> type[_Handler]:
+    """The handler class of one endpoint: what it serves, and to whom."""
+    attributes = {"registry": registry, "passwords": passwords, "health": staticmethod(health)}
+    return type("Handler", (_Handler,), attributes)

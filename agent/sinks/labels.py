@@ -6,6 +6,9 @@ any statistic: each is folded into a known value here before it is counted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from parsers import events as ev
 
 # Routes vLLM serves; any other path is reported as "other" so that a scanner
@@ -102,37 +105,51 @@ _SERVE_MEASURES = ("ttft", "tpot", "itl", "e2el")
 
 def bench_results(e: ev.Event) -> list[tuple[BenchKey, float]]:
     """The (family and labels, value) of each number a ``vllm bench`` result line gives."""
-    if isinstance(e, ev.BenchThroughput):
-        out = [(_bench("requests_per_second", benchmark="throughput"), e.requests_per_second)]
-        if e.total_tokens_per_second is not None:
-            out.append((_bench("tokens_per_second", benchmark="throughput", tokens="total"), e.total_tokens_per_second))
-        if e.output_tokens_per_second is not None:
-            out.append(
-                (_bench("tokens_per_second", benchmark="throughput", tokens="output"), e.output_tokens_per_second)
-            )
-        return out
-    if isinstance(e, ev.BenchTokens):
-        out = []
-        if e.prompt_tokens is not None:
-            out.append((_bench("tokens", benchmark="throughput", tokens="prompt"), e.prompt_tokens))
-        if e.output_tokens is not None:
-            out.append((_bench("tokens", benchmark="throughput", tokens="output"), e.output_tokens))
-        return out
-    if isinstance(e, ev.BenchLatency):
-        if e.avg_seconds is not None:
-            key = _bench("latency_seconds", benchmark="latency", measure="batch", statistic="mean")
-            return [(key, e.avg_seconds)]
-        if e.percentile is not None and e.seconds is not None:
-            key = _bench("latency_seconds", benchmark="latency", measure="batch", statistic=f"p{e.percentile:g}")
-            return [(key, e.seconds)]
-        return []
-    if isinstance(e, ev.BenchServe):
-        known = _SERVE.get(e.name)
-        if known is not None:
-            return [(known, e.value)]
-        statistic, _, rest = e.name.partition("_")
-        measure, _, unit = rest.partition("_")
-        if unit == "ms" and measure in _SERVE_MEASURES:
-            key = _bench("latency_seconds", benchmark="serve", measure=measure, statistic=statistic)
-            return [(key, e.value / 1000.0)]
+    reader = _BENCH_READERS.get(type(e))
+    return reader(e) if reader is not None else []
+
+
+def _throughput(e: ev.BenchThroughput) -> list[tuple[BenchKey, float]]:
+    out = [(_bench("requests_per_second", benchmark="throughput"), e.requests_per_second)]
+    if e.total_tokens_per_second is not None:
+        out.append((_bench("tokens_per_second", benchmark="throughput", tokens="total"), e.total_tokens_per_second))
+    if e.output_tokens_per_second is not None:
+        out.append((_bench("tokens_per_second", benchmark="throughput", tokens="output"), e.output_tokens_per_second))
+    return out
+
+
+def _tokens(e: ev.BenchTokens) -> list[tuple[BenchKey, float]]:
+    out = []
+    if e.prompt_tokens is not None:
+        out.append((_bench("tokens", benchmark="throughput", tokens="prompt"), e.prompt_tokens))
+    if e.output_tokens is not None:
+        out.append((_bench("tokens", benchmark="throughput", tokens="output"), e.output_tokens))
+    return out
+
+
+def _latency(e: ev.BenchLatency) -> list[tuple[BenchKey, float]]:
+    if e.avg_seconds is not None:
+        return [(_bench("latency_seconds", benchmark="latency", measure="batch", statistic="mean"), e.avg_seconds)]
+    if e.percentile is not None and e.seconds is not None:
+        key = _bench("latency_seconds", benchmark="latency", measure="batch", statistic=f"p{e.percentile:g}")
+        return [(key, e.seconds)]
     return []
+
+
+def _serve(e: ev.BenchServe) -> list[tuple[BenchKey, float]]:
+    known = _SERVE.get(e.name)
+    if known is not None:
+        return [(known, e.value)]
+    statistic, _, rest = e.name.partition("_")
+    measure, _, unit = rest.partition("_")
+    if unit == "ms" and measure in _SERVE_MEASURES:
+        return [(_bench("latency_seconds", benchmark="serve", measure=measure, statistic=statistic), e.value / 1000.0)]
+    return []
+
+
+_BENCH_READERS: dict[type, Callable[[Any], list[tuple[BenchKey, float]]]] = {
+    ev.BenchThroughput: _throughput,
+    ev.BenchTokens: _tokens,
+    ev.BenchLatency: _latency,
+    ev.BenchServe: _serve,
+}

@@ -30,7 +30,7 @@ import random
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO
+from typing import IO, Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -48,7 +48,12 @@ from agent.sinks.stats import ServerStats
 from agent.sinks.traces import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_OPEN,
+    Access,
+    Lookup,
     OpenRequest,
+    Retrieve,
+    Store,
+    StoreStart,
     TraceBuilder,
     builder_families,
 )
@@ -348,63 +353,32 @@ def _put(attributes: dict, key: str, value) -> None:
         attributes[key] = value
 
 
-def _per_rank_max(pieces: list[tuple], tokens_at: int, rank_at: int) -> int:
-    """Tokens moved for the request: every tensor-parallel rank logs its own share of the same tokens."""
-    per_rank: dict[object, int] = {}
+def _per_rank_max(pieces: list[Store] | list[Retrieve], tokens: Callable[[Any], int]) -> int:
+    """The most tokens any one tensor-parallel rank moved (each rank logs its own share)."""
+    per_rank: dict[int | None, int] = {}
     for piece in pieces:
-        per_rank[piece[rank_at]] = per_rank.get(piece[rank_at], 0) + piece[tokens_at]
+        per_rank[piece.rank] = per_rank.get(piece.rank, 0) + tokens(piece)
     return max(per_rank.values(), default=0)
 
 
 def request_attributes(request: OpenRequest, model: str | None) -> dict:
+    """The root span's attributes: the GenAI conventions where they fit, then LMCache's, HTTP's, kvwatch's."""
     a: dict[str, object] = {gen_ai.GEN_AI_PROVIDER_NAME: PROVIDER}
     _put(a, gen_ai.GEN_AI_OPERATION_NAME, request.operation)
     _put(a, gen_ai.GEN_AI_REQUEST_MODEL, model)
     _put(a, gen_ai.GEN_AI_REQUEST_MAX_TOKENS, request.max_tokens)
-    external = request.id
-    internal = next((i for i in request.ids if external_request_id(i) is not None), None)
-    if internal is not None and external_request_id(internal) == request.id:
-        a["vllm.request.id"] = internal
-    elif external_request_id(request.id) is not None and len(request.ids) == 1:
-        a["vllm.request.id"] = request.id  # only the engine's id was seen
-        external = external_request_id(request.id) or request.id
-    a[gen_ai.GEN_AI_RESPONSE_ID] = external
+    _ids(a, request)
     first = request.lookups[0] if request.lookups else None
-    input_tokens = request.prompt_tokens if request.prompt_tokens is not None else (first[1] if first else None)
+    input_tokens = request.prompt_tokens if request.prompt_tokens is not None else (first.total if first else None)
     _put(a, gen_ai.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
     if first is not None:
-        _when, total, hit, need, computed, _min_retrieve = first
-        a[gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = hit
-        a["lmcache.hit_tokens"] = hit
-        a["lmcache.total_tokens"] = total
-        if total > 0:
-            a["lmcache.hit_ratio"] = hit / total
-        _put(a, "lmcache.need_to_load", need)
-        _put(a, "vllm.prefix_cache.hit_tokens", computed)
-        a["lmcache.lookups"] = len(request.lookups)
+        _first_lookup(a, first, len(request.lookups))
     _put(a, gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, request.output_tokens)
     if request.finish_reason is not None:
         a[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] = (request.finish_reason,)
-    if request.pending_lookups:
-        a["lmcache.lookups_pending"] = request.pending_lookups
-    if request.retrieves:
-        a["lmcache.retrieved_tokens"] = _per_rank_max(request.retrieves, 2, 7)
-    if request.prefetches:
-        _when, hit_keys, requested_keys, _l1, _l2, _ms = request.prefetches[0]
-        a["lmcache.prefetch.hit_keys"] = hit_keys
-        _put(a, "lmcache.prefetch.requested_keys", requested_keys)
-    if request.stores:
-        a["lmcache.stored_tokens"] = _per_rank_max(request.stores, 2, 8)
+    _lmcache_moves(a, request)
     if request.access is not None:
-        method, path, status, client = request.access
-        a["http.request.method"] = method
-        a["http.route"] = path
-        a["http.response.status_code"] = status
-        host, _, port = client.rpartition(":")
-        if host:
-            a["client.address"] = host.strip("[]")
-            if port.isdigit():
-                a["client.port"] = int(port)
+        _http(a, request.access)
     if CANARY_MARK in request.id:
         a["kvwatch.canary"] = True  # kvwatch canary's own request
     a["vllm.outcome"] = request.outcome or "unknown"
@@ -416,14 +390,63 @@ def request_attributes(request: OpenRequest, model: str | None) -> dict:
     return a
 
 
+def _ids(a: dict[str, object], request: OpenRequest) -> None:
+    """The client's id as the response id; vLLM's internal id beside it when the log showed it."""
+    external = request.id
+    internal = next((i for i in request.ids if external_request_id(i) is not None), None)
+    if internal is not None and external_request_id(internal) == request.id:
+        a["vllm.request.id"] = internal
+    elif external_request_id(request.id) is not None and len(request.ids) == 1:
+        a["vllm.request.id"] = request.id  # only the engine's id was seen
+        external = external_request_id(request.id) or request.id
+    a[gen_ai.GEN_AI_RESPONSE_ID] = external
+
+
+def _first_lookup(a: dict[str, object], first: Lookup, lookups: int) -> None:
+    """What LMCache found for the prompt (at the first lookup: later ones follow a preemption)."""
+    a[gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = first.hit
+    a["lmcache.hit_tokens"] = first.hit
+    a["lmcache.total_tokens"] = first.total
+    if first.total > 0:
+        a["lmcache.hit_ratio"] = first.hit / first.total
+    _put(a, "lmcache.need_to_load", first.need_to_load)
+    _put(a, "vllm.prefix_cache.hit_tokens", first.engine_computed)
+    a["lmcache.lookups"] = lookups
+
+
+def _lmcache_moves(a: dict[str, object], request: OpenRequest) -> None:
+    """KV moved for the request: pending lookups, retrieves, prefetches, stores."""
+    if request.pending_lookups:
+        a["lmcache.lookups_pending"] = request.pending_lookups
+    if request.retrieves:
+        a["lmcache.retrieved_tokens"] = _per_rank_max(request.retrieves, lambda r: r.retrieved)
+    if request.prefetches:
+        first_prefetch = request.prefetches[0]
+        a["lmcache.prefetch.hit_keys"] = first_prefetch.hit_keys
+        _put(a, "lmcache.prefetch.requested_keys", first_prefetch.requested_keys)
+    if request.stores:
+        a["lmcache.stored_tokens"] = _per_rank_max(request.stores, lambda s: s.stored)
+
+
+def _http(a: dict[str, object], access: Access) -> None:
+    a["http.request.method"] = access.method
+    a["http.route"] = access.path
+    a["http.response.status_code"] = access.status
+    host, _, port = access.client.rpartition(":")
+    if host:
+        a["client.address"] = host.strip("[]")
+        if port.isdigit():
+            a["client.port"] = int(port)
+
+
 def _status(request: OpenRequest) -> Status:
     if request.outcome in ("aborted", "cancelled", "failed"):
         return Status(
             StatusCode.ERROR,
             f"request {request.outcome}" + (f": {request.error_type}" if request.outcome == "failed" else ""),
         )
-    if request.access is not None and request.access[2] >= 500:
-        return Status(StatusCode.ERROR, f"HTTP {request.access[2]}")
+    if request.access is not None and request.access.status >= 500:
+        return Status(StatusCode.ERROR, f"HTTP {request.access.status}")
     return Status(StatusCode.UNSET)
 
 
@@ -492,7 +515,7 @@ def request_spans(
         begin = end - round(cost * 1e9)
         events: tuple = ()
         if started is not None:
-            begin = min(begin, _ns(started[0]))
+            begin = min(begin, _ns(started.when))
             events = (_store_start_event(started),)
         child("lmcache.store", begin, end, attributes, events)
     start = _ns(request.start)
@@ -524,11 +547,14 @@ def request_spans(
     return spans
 
 
-def _store_start_event(started: tuple) -> Event:
-    _when, tokens, total, skip, rank = started
-    attributes = {"lmcache.tokens": tokens, "lmcache.total_tokens": total, "lmcache.skip_leading_tokens": skip}
-    _put(attributes, "lmcache.rank", rank)
-    return Event("lmcache.store_start", attributes, _ns(_when))
+def _store_start_event(started: StoreStart) -> Event:
+    attributes = {
+        "lmcache.tokens": started.tokens,
+        "lmcache.total_tokens": started.total,
+        "lmcache.skip_leading_tokens": started.skip_leading,
+    }
+    _put(attributes, "lmcache.rank", started.rank)
+    return Event("lmcache.store_start", attributes, _ns(started.when))
 
 
 # The exporter's series: present while tracing is on (run, or replay --traces).

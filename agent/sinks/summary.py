@@ -31,68 +31,85 @@ def render(servers: Iterable[ServerStats]) -> str:
     out: list[str] = []
     for s in servers:
         out.append(f"server {s.server}")
-        skipped = sum(s.skipped.values())
-        suspicious = sum(s.suspicious.values())
-        out.append(
-            f"  lines        {s.lines:,} read, {s.parsed_lines - suspicious:,} parsed, "
-            f"{s.unparsed_lines - suspicious:,} other, {suspicious:,} suspicious, {skipped:,} skipped"
-            + (f" ({_counted(s.skipped)})" if skipped else "")
-        )
-        if suspicious:
-            out.append(
-                f"  suspicious   {_counted(s.suspicious)} -- a format this version does not parse; see --format events"
-            )
-        if s.first_time is not None and s.last_time is not None:
-            out.append(
-                f"  log time     {s.first_time.isoformat(timespec='seconds')} .. "
-                f"{s.last_time.isoformat(timespec='seconds')}"
-            )
-        server_bits = []
-        if s.version:
-            server_bits.append(f"vLLM {s.version}")
-        if s.lmcache_info:
-            server_bits.append(f"LMCache {s.lmcache_info[0]}")
-        if s.model:
-            server_bits.append(f"model {s.model}")
-        if s.starts:
-            server_bits.append(f"{s.starts} start(s)")
-        if s.shutdowns:
-            server_bits.append(f"{s.shutdowns} shutdown(s)")
-        if s.kv_capacity_tokens:
-            server_bits.append(f"KV capacity {s.kv_capacity_tokens:,} tokens")
-        if server_bits:
-            out.append("  server       " + ", ".join(server_bits))
-        http_by_class: dict[str, int] = {}
-        for (_method, _path, status), count in s.http.items():
-            key = status[0] + "xx"
-            http_by_class[key] = http_by_class.get(key, 0) + count
-        out.append(
-            f"  requests     received {s.received:,}, added {s.added:,}, finished {s.finished:,}, "
-            f"aborted {s.aborted:,}, cancelled {s.cancelled:,}; HTTP {_counted(http_by_class)}"
-        )
-        if s.lookups or s.stores or s.retrieves:
-            out.append(
-                f"  LMCache      {s.lookups:,} lookups, {s.hit_tokens:,} of {s.lookup_tokens:,} tokens hit "
-                f"({_pct(s.hit_tokens, s.lookup_tokens)}), need to load {s.need_to_load_tokens:,}; "
-                f"stored {s.stored_tokens:,} tokens in {s.stores:,} stores, "
-                f"retrieved {s.retrieved_tokens:,} in {s.retrieves:,}"
-                + (f"; {s.lookup_timeouts:,} lookup timeouts" if s.lookup_timeouts else "")
-                + ("; DEGRADED (LMCache engine failed to start)" if s.lmcache_degraded else "")
-            )
-        for engine, state in _engines(s):
-            g, p = state.gauges, state.peaks
-            prefix, external = g.get("prefix_cache_hit_rate"), g.get("external_prefix_cache_hit_rate")
-            out.append(
-                f"  engine {engine:<5} {state.lines:,} stats lines; prefix cache hit {_ratio(prefix)}"
-                f", external {_ratio(external)} (last); peak prompt "
-                f"{_n(p.get('prompt_throughput', 0))} tok/s, generation {_n(p.get('generation_throughput', 0))} tok/s, "
-                f"running {_n(p.get('running', 0))}, waiting {_n(p.get('waiting', 0))}, "
-                f"KV usage {_ratio(p.get('kv_cache_usage'))}"
-            )
+        out += _reading(s)
+        out += _server(s)
+        out.append(_requests(s))
+        out += _lmcache(s)
+        out += _engine_lines(s)
         out.append(f"  errors       {_counted(s.errors)}")
-        for line in _bench_lines(s.bench):
-            out.append("  " + line)
+        out += ["  " + line for line in _bench_lines(s.bench)]
     return "\n".join(out) + "\n"
+
+
+def _reading(s: ServerStats) -> list[str]:
+    """Lines read, parsed, skipped and suspicious; the span of log time."""
+    skipped = sum(s.skipped.values())
+    suspicious = sum(s.suspicious.values())
+    out = [
+        f"  lines        {s.lines:,} read, {s.parsed_lines - suspicious:,} parsed, "
+        f"{s.unparsed_lines - suspicious:,} other, {suspicious:,} suspicious, {skipped:,} skipped"
+        + (f" ({_counted(s.skipped)})" if skipped else "")
+    ]
+    if suspicious:
+        out.append(
+            f"  suspicious   {_counted(s.suspicious)} -- a format this version does not parse; see --format events"
+        )
+    if s.first_time is not None and s.last_time is not None:
+        first, last = s.first_time.isoformat(timespec="seconds"), s.last_time.isoformat(timespec="seconds")
+        out.append(f"  log time     {first} .. {last}")
+    return out
+
+
+def _server(s: ServerStats) -> list[str]:
+    bits = [
+        f"vLLM {s.version}" if s.version else "",
+        f"LMCache {s.lmcache_info[0]}" if s.lmcache_info else "",
+        f"model {s.model}" if s.model else "",
+        f"{s.starts} start(s)" if s.starts else "",
+        f"{s.shutdowns} shutdown(s)" if s.shutdowns else "",
+        f"KV capacity {s.kv_capacity_tokens:,} tokens" if s.kv_capacity_tokens else "",
+    ]
+    shown = [bit for bit in bits if bit]
+    return ["  server       " + ", ".join(shown)] if shown else []
+
+
+def _requests(s: ServerStats) -> str:
+    http_by_class: dict[str, int] = {}
+    for (_method, _path, status), count in s.http.items():
+        key = status[0] + "xx"
+        http_by_class[key] = http_by_class.get(key, 0) + count
+    return (
+        f"  requests     received {s.received:,}, added {s.added:,}, finished {s.finished:,}, "
+        f"aborted {s.aborted:,}, cancelled {s.cancelled:,}; HTTP {_counted(http_by_class)}"
+    )
+
+
+def _lmcache(s: ServerStats) -> list[str]:
+    if not (s.lookups or s.stores or s.retrieves):
+        return []
+    return [
+        f"  LMCache      {s.lookups:,} lookups, {s.hit_tokens:,} of {s.lookup_tokens:,} tokens hit "
+        f"({_pct(s.hit_tokens, s.lookup_tokens)}), need to load {s.need_to_load_tokens:,}; "
+        f"stored {s.stored_tokens:,} tokens in {s.stores:,} stores, "
+        f"retrieved {s.retrieved_tokens:,} in {s.retrieves:,}"
+        + (f"; {s.lookup_timeouts:,} lookup timeouts" if s.lookup_timeouts else "")
+        + ("; DEGRADED (LMCache engine failed to start)" if s.lmcache_degraded else "")
+    ]
+
+
+def _engine_lines(s: ServerStats) -> list[str]:
+    out = []
+    for engine, state in _engines(s):
+        g, p = state.gauges, state.peaks
+        prefix, external = g.get("prefix_cache_hit_rate"), g.get("external_prefix_cache_hit_rate")
+        out.append(
+            f"  engine {engine:<5} {state.lines:,} stats lines; prefix cache hit {_ratio(prefix)}"
+            f", external {_ratio(external)} (last); peak prompt "
+            f"{_n(p.get('prompt_throughput', 0))} tok/s, generation {_n(p.get('generation_throughput', 0))} tok/s, "
+            f"running {_n(p.get('running', 0))}, waiting {_n(p.get('waiting', 0))}, "
+            f"KV usage {_ratio(p.get('kv_cache_usage'))}"
+        )
+    return out
 
 
 _BENCH_UNITS = {

@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 from prometheus_client.core import Metric
 
@@ -51,8 +52,65 @@ HOLD = 2.0
 EVICTION_REASONS = ("idle_timeout", "table_full", "server_restart", "server_stopped", "log_ended", "agent_stopped")
 
 
+class Lookup(NamedTuple):
+    when: float
+    total: int
+    hit: int
+    need_to_load: int | None
+    engine_computed: int | None
+    min_retrieve: int | None
+
+
+class StoreStart(NamedTuple):
+    when: float
+    tokens: int
+    total: int | None
+    skip_leading: int | None
+    rank: int | None
+
+
+class Store(NamedTuple):
+    when: float  # its end
+    cost: float  # seconds
+    stored: int
+    total: int | None
+    size_gb: float | None
+    gbps: float | None
+    offload_ms: float | None
+    put_ms: float | None
+    rank: int | None
+    started: StoreStart | None
+
+
+class Retrieve(NamedTuple):
+    when: float  # its end
+    cost: float  # seconds
+    retrieved: int
+    required: int | None
+    total: int | None
+    size_gb: float | None
+    gbps: float | None
+    rank: int | None
+
+
+class Prefetch(NamedTuple):  # LMCache's multiprocess server
+    when: float  # its end
+    hit_keys: int
+    requested_keys: int | None
+    l1_keys: int | None
+    l2_keys: int | None
+    ms: float | None
+
+
+class Access(NamedTuple):
+    method: str
+    path: str
+    status: int
+    client: str
+
+
 class OpenRequest:
-    """What the log has said of one request so far.  Tuples, not objects, for the pieces."""
+    """What the log has said of one request so far; its pieces are small named tuples."""
 
     __slots__ = (
         "access",
@@ -97,17 +155,12 @@ class OpenRequest:
         self.operation, self.route = known if known is not None else (None, None)
         self.max_tokens: int | None = None
         self.prompt_tokens: int | None = None
-        # (time, total, hit, need_to_load, engine_computed, min_retrieve)
-        self.lookups: list[tuple] = []
+        self.lookups: list[Lookup] = []
         self.pending_lookups = 0
-        # (end, cost_seconds, stored, total, size_gb, gbps, offload_ms, put_ms, rank, store_start or None)
-        self.stores: list[tuple] = []
-        # (time, tokens, total, skip_leading, rank) not yet paired with a store
-        self.store_starts: list[tuple] = []
-        # (end, cost_seconds, retrieved, required, total, size_gb, gbps, rank)
-        self.retrieves: list[tuple] = []
-        # (end, hit_keys, requested_keys, l1_keys, l2_keys, ms): LMCache's multiprocess server
-        self.prefetches: list[tuple] = []
+        self.stores: list[Store] = []
+        self.store_starts: list[StoreStart] = []  # not yet paired with a store
+        self.retrieves: list[Retrieve] = []
+        self.prefetches: list[Prefetch] = []
         # The span a log record named as the current one (OpenTelemetry-shaped logs):
         # this request's trace joins the client's trace under it.
         self.parent_span_id: int | None = None
@@ -116,7 +169,7 @@ class OpenRequest:
         self.end_matched: str | None = None  # "id" or "access" (matched by route, first in first out)
         self.failure: str | None = None
         self.error_type: str | None = None
-        self.access: tuple[str, str, int, str] | None = None  # (method, path, status, client)
+        self.access: Access | None = None
         self.finish_reason: str | None = None
         self.output_tokens: int | None = None
         self.held_since: float | None = None
@@ -327,10 +380,10 @@ class TraceBuilder:
         request.outcome = outcome
         request.end_matched = matched
         latest_child = max(
-            [s[0] for s in request.stores]
-            + [r[0] for r in request.retrieves]
-            + [lk[0] for lk in request.lookups]
-            + [p[0] for p in request.prefetches],
+            [s.when for s in request.stores]
+            + [r.when for r in request.retrieves]
+            + [lk.when for lk in request.lookups]
+            + [p.when for p in request.prefetches],
             default=request.start,
         )
         request.end = max(when, request.start, latest_child)
@@ -411,7 +464,7 @@ class TraceBuilder:
             return
         self._scheduled(request)
         request.lookups.append(
-            (when, e.total_tokens, e.hit_tokens, e.need_to_load, e.engine_computed_tokens, e.min_retrieve_tokens)
+            Lookup(when, e.total_tokens, e.hit_tokens, e.need_to_load, e.engine_computed_tokens, e.min_retrieve_tokens)
         )
         if request.sampled and e.total_tokens > 0:
             # The stats already counted this lookup; give its bucket this trace as exemplar.
@@ -426,7 +479,7 @@ class TraceBuilder:
         request = self._request(e.request_id, when, e.kind)
         if request is not None:
             self._scheduled(request)
-            request.store_starts.append((when, e.tokens, e.total_tokens, e.skip_leading_tokens, e.rank))
+            request.store_starts.append(StoreStart(when, e.tokens, e.total_tokens, e.skip_leading_tokens, e.rank))
 
     def _store(self, e: ev.LmcacheStore, when: float) -> None:
         request = self._request(e.request_id, when, e.kind)
@@ -436,11 +489,11 @@ class TraceBuilder:
         cost = e.cost_ms / 1000.0 if e.cost_ms is not None else 0.0
         start = None
         for i, pending in enumerate(request.store_starts):  # the oldest of the same rank
-            if pending[4] == e.rank:
+            if pending.rank == e.rank:
                 start = request.store_starts.pop(i)
                 break
         request.stores.append(
-            (
+            Store(
                 when,
                 cost,
                 e.stored_tokens,
@@ -461,7 +514,9 @@ class TraceBuilder:
         self._scheduled(request)
         cost = e.cost_ms / 1000.0 if e.cost_ms is not None else 0.0
         request.retrieves.append(
-            (when, cost, e.retrieved_tokens, e.required_tokens, e.total_tokens, e.size_gb, e.throughput_gbps, e.rank)
+            Retrieve(
+                when, cost, e.retrieved_tokens, e.required_tokens, e.total_tokens, e.size_gb, e.throughput_gbps, e.rank
+            )
         )
 
     def _prefetch(self, e: ev.LmcachePrefetch, when: float) -> None:
@@ -469,7 +524,7 @@ class TraceBuilder:
         if request is None:
             return
         self._scheduled(request)
-        request.prefetches.append((when, e.hit_keys, e.requested_keys, e.l1_keys, e.l2_keys, e.ms))
+        request.prefetches.append(Prefetch(when, e.hit_keys, e.requested_keys, e.l1_keys, e.l2_keys, e.ms))
 
     def _finished(self, e: ev.RequestFinished, when: float) -> None:
         self.ids_end_requests = True
@@ -525,7 +580,7 @@ class TraceBuilder:
 
     @staticmethod
     def _attach(request: OpenRequest, e: ev.HttpAccess) -> None:
-        request.access = (e.method, e.path, e.status, e.client)
+        request.access = Access(e.method, e.path, e.status, e.client)
         if e.status >= 500 and request.error_type is None:
             request.error_type = str(e.status)
 

@@ -203,17 +203,7 @@ class TailedPath:
 
     def poll(self, deliver: Deliver, now: float) -> int:
         """Read what is new; follow rotation and truncation.  Returns the bytes read."""
-        total = 0
-        for opened, _deadline in self.draining:
-            total += self._read(opened, deliver)
-        if self.draining:
-            keep = []
-            for opened, deadline in self.draining:
-                if now >= deadline:
-                    self._finish(opened, deliver)
-                else:
-                    keep.append((opened, deadline))
-            self.draining = keep
+        total = self._drain(deliver, now)
         if self.current is None:
             self.open(start_at_end=False)  # appeared (again) since: all of it is new
             if self.current is None:
@@ -238,20 +228,37 @@ class TailedPath:
         except OSError as exc:
             self._report(exc)
             return total
-        current = self.current
-        if (st.st_dev, st.st_ino) != (current.dev, current.ino):
+        if (st.st_dev, st.st_ino) != (self.current.dev, self.current.ino):
             self._retire(now)
             self.open(start_at_end=False)
             if self.current is not None:
                 total += self._read(self.current, deliver)
         if self.current is not None:
-            self.stats.offset = self.current.offset
-            self.stats.size = max(st.st_size, self.current.offset)
-            if total:
-                self.stats.lag_seconds = max(0.0, time.time() - st.st_mtime)
-            if self.raw_log is not None and self.raw_log.due(self.current.offset, st.st_size):
-                self.rotate(deliver)
+            self._caught_up(st, total, deliver)
         return total
+
+    def _drain(self, deliver: Deliver, now: float) -> int:
+        """Read on in the files rotated away; close those whose time is up.  Returns the bytes read."""
+        total = 0
+        keep = []
+        for opened, deadline in self.draining:
+            total += self._read(opened, deliver)
+            if now >= deadline:
+                self._finish(opened, deliver)
+            else:
+                keep.append((opened, deadline))
+        self.draining = keep
+        return total
+
+    def _caught_up(self, st: os.stat_result, read: int, deliver: Deliver) -> None:
+        """Note where reading stands in the current file; rotate a raw log that is due."""
+        assert self.current is not None
+        self.stats.offset = self.current.offset
+        self.stats.size = max(st.st_size, self.current.offset)
+        if read:
+            self.stats.lag_seconds = max(0.0, time.time() - st.st_mtime)
+        if self.raw_log is not None and self.raw_log.due(self.current.offset, st.st_size):
+            self.rotate(deliver)
 
     def _read(self, opened: _OpenFile, deliver: Deliver) -> int:
         total = 0

@@ -21,10 +21,6 @@ class Notifier:
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.watchdog_interval = _watchdog_interval()
 
-    @property
-    def enabled(self) -> bool:
-        return self._socket is not None
-
     def send(self, **fields: str | int) -> bool:
         """Send ``KEY=value`` lines (e.g. ``READY=1``, ``STATUS=...``); False if nobody listens."""
         if self._socket is None or self.address is None:
