@@ -33,21 +33,22 @@ HERE = Path(__file__).resolve().parent
 OVERVIEW_UID = "kvwatch-overview"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 
-S = 'instance=~"$instance", server=~"$server"'  # the selector every query carries
-E = S + ', engine=~"$engine"'  # ... and stats series
+# The label selector of the chosen hosts and servers, which every query carries ...
+SERVERS = 'instance=~"$instance", server=~"$server"'
+ENGINES = SERVERS + ', engine=~"$engine"'  # ... and of the chosen engines, for stats series
 TOKENS_PER_SECOND = "suffix: tok/s"  # a Grafana custom unit
 
 
-def q(expr: str, legend: str = "{{server}}", exemplar: bool = False, ref: str = "A") -> prometheus.Dataquery:
-    query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)
+def query(expr: str, legend: str = "{{server}}", exemplar: bool = False, ref: str = "A") -> prometheus.Dataquery:
+    target = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)
     if exemplar:
-        query = query.exemplar(True)
-    return query
+        target = target.exemplar(True)
+    return target
 
 
 def _targets(panel, queries):
-    for i, query in enumerate(queries):
-        panel = panel.with_target(query.ref_id(chr(ord("A") + i)))
+    for i, target in enumerate(queries):
+        panel = panel.with_target(target.ref_id(chr(ord("A") + i)))
     return panel
 
 
@@ -88,10 +89,10 @@ def single(title: str, unit: str, *queries: prometheus.Dataquery, description: s
 
 def listing(title: str, unit: str, *queries: prometheus.Dataquery, description: str = "", width: int = 12):
     panel = table.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE).span(width).height(8)
-    return _targets(panel, [query.instant().format(PromQueryFormat.TABLE) for query in queries])
+    return _targets(panel, [target.instant().format(PromQueryFormat.TABLE) for target in queries])
 
 
-def rate(metric: str, selector: str = S, by: str = "server") -> str:
+def rate(metric: str, selector: str = SERVERS, by: str = "server") -> str:
     return f"sum by ({by}) (rate({metric}{{{selector}}}[$__rate_interval]))"
 
 
@@ -114,7 +115,7 @@ def variables() -> list:
         db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
         label("instance", "label_values(kvwatch_lines_total, instance)", "Host"),
         label("server", 'label_values(kvwatch_lines_total{instance=~"$instance"}, server)', "Server"),
-        label("engine", f"label_values(kvwatch_vllm_stats_lines_total{{{S}}}, engine)", "Engine"),
+        label("engine", f"label_values(kvwatch_vllm_stats_lines_total{{{SERVERS}}}, engine)", "Engine"),
     ]
 
 
@@ -132,17 +133,27 @@ def overview() -> db.Dashboard:
         .variables(variables())
     )
 
+    for row in (health_row, lmcache_row, engine_row, requests_row, benchmarks_row, kvwatch_row):
+        d = row(d)
+    return d
+
+
+def health_row(d: db.Dashboard) -> db.Dashboard:
+    """Is each server up, healthy, restarting or in error?"""
     d = d.with_row(db.Row("Health"))
     d = d.with_panel(
         single(
-            "Servers up", "short", q(f"sum(kvwatch_server_up{{{S}}})", "up"), description="Supervised servers running."
+            "Servers up",
+            "short",
+            query(f"sum(kvwatch_server_up{{{SERVERS}}})", "up"),
+            description="Supervised servers running.",
         )
     )
     d = d.with_panel(
         single(
             "Servers ready",
             "short",
-            q(f"sum(kvwatch_vllm_server_ready{{{S}}})", "ready"),
+            query(f"sum(kvwatch_vllm_server_ready{{{SERVERS}}})", "ready"),
             description="Servers whose log says they serve (supervised or followed).",
         )
     )
@@ -150,8 +161,8 @@ def overview() -> db.Dashboard:
         single(
             "GPUs visible / expected",
             "short",
-            q('sum by (instance) (kvwatch_gpus{instance=~"$instance"})', "{{instance}} visible"),
-            q('sum by (instance) (kvwatch_gpus_expected{instance=~"$instance"})', "{{instance}} expected"),
+            query('sum by (instance) (kvwatch_gpus{instance=~"$instance"})', "{{instance}} visible"),
+            query('sum by (instance) (kvwatch_gpus_expected{instance=~"$instance"})', "{{instance}} expected"),
             width=6,
         )
     )
@@ -159,7 +170,7 @@ def overview() -> db.Dashboard:
         single(
             "Restarts in range",
             "short",
-            q(f"sum by (server) (increase(kvwatch_server_restarts_total{{{S}}}[$__range]))"),
+            query(f"sum by (server) (increase(kvwatch_server_restarts_total{{{SERVERS}}}[$__range]))"),
             width=5,
         )
     )
@@ -167,7 +178,7 @@ def overview() -> db.Dashboard:
         single(
             "Errors in range",
             "short",
-            q(f"sum by (error) (increase(kvwatch_vllm_errors_total{{{S}}}[$__range])) > 0", "{{error}}"),
+            query(f"sum by (error) (increase(kvwatch_vllm_errors_total{{{SERVERS}}}[$__range])) > 0", "{{error}}"),
             description="OOM, engine dead, CUDA errors ... seen in the logs.",
             width=5,
         )
@@ -176,7 +187,7 @@ def overview() -> db.Dashboard:
         listing(
             "Server state",
             "short",
-            q(f"kvwatch_server_state{{{S}}} == 1", "{{server}} {{state}}"),
+            query(f"kvwatch_server_state{{{SERVERS}}} == 1", "{{server}} {{state}}"),
             description="starting, running, unhealthy, stalled, backoff, crash_loop, stopping, stopped, exited.",
         )
     )
@@ -184,14 +195,14 @@ def overview() -> db.Dashboard:
         listing(
             "Servers",
             "short",
-            q(f"kvwatch_server_info{{{S}}}", "{{server}} {{vllm_version}} {{lmcache_version}} {{model}}"),
-            q(f"kvwatch_vllm_info{{{S}}}", "{{server}} vLLM {{version}} {{model}}"),
-            q(f"kvwatch_lmcache_info{{{S}}}", "{{server}} LMCache {{version}}"),
-            q(f"kvwatch_server_uptime_seconds{{{S}}}", "{{server}} uptime s"),
-            q(f"kvwatch_server_health_up{{{S}}}", "{{server}} healthy"),
-            q(f"kvwatch_server_last_exit_code{{{S}}}", "{{server}} last exit code"),
-            q(f"kvwatch_server_last_exit_signal{{{S}}}", "{{server}} last exit signal"),
-            q(f"kvwatch_server_last_error{{{S}}}", "{{server}} last error {{error}}"),
+            query(f"kvwatch_server_info{{{SERVERS}}}", "{{server}} {{vllm_version}} {{lmcache_version}} {{model}}"),
+            query(f"kvwatch_vllm_info{{{SERVERS}}}", "{{server}} vLLM {{version}} {{model}}"),
+            query(f"kvwatch_lmcache_info{{{SERVERS}}}", "{{server}} LMCache {{version}}"),
+            query(f"kvwatch_server_uptime_seconds{{{SERVERS}}}", "{{server}} uptime s"),
+            query(f"kvwatch_server_health_up{{{SERVERS}}}", "{{server}} healthy"),
+            query(f"kvwatch_server_last_exit_code{{{SERVERS}}}", "{{server}} last exit code"),
+            query(f"kvwatch_server_last_exit_signal{{{SERVERS}}}", "{{server}} last exit signal"),
+            query(f"kvwatch_server_last_error{{{SERVERS}}}", "{{server}} last error {{error}}"),
             description="Versions and model (from the log, else the server's packages), uptime, how the last run "
             "ended.",
         )
@@ -200,7 +211,7 @@ def overview() -> db.Dashboard:
         series(
             "Health-probe latency",
             "s",
-            q(f"kvwatch_server_health_probe_duration_seconds{{{S}}}"),
+            query(f"kvwatch_server_health_probe_duration_seconds{{{SERVERS}}}"),
             description="Duration of the last /health probe.",
             width=6,
         )
@@ -209,7 +220,7 @@ def overview() -> db.Dashboard:
         series(
             "Seconds since inference moved",
             "s",
-            q(f"kvwatch_server_progress_age_seconds{{{S}}}"),
+            query(f"kvwatch_server_progress_age_seconds{{{SERVERS}}}"),
             description="A stall shows as a line that keeps rising while requests wait.",
             width=6,
         )
@@ -218,33 +229,37 @@ def overview() -> db.Dashboard:
         series(
             "Starts and shutdowns",
             "short",
-            q(
-                f"sum by (server) (increase(kvwatch_vllm_server_starts_total{{{S}}}[$__rate_interval]))",
+            query(
+                f"sum by (server) (increase(kvwatch_vllm_server_starts_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} starts",
             ),
-            q(
-                f"sum by (server) (increase(kvwatch_vllm_server_shutdowns_total{{{S}}}[$__rate_interval]))",
+            query(
+                f"sum by (server) (increase(kvwatch_vllm_server_shutdowns_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} shutdowns",
             ),
             description="Start banners and shutdowns the logs show (any supervisor's restarts, not only kvwatch's).",
             width=12,
         )
     )
+    return d
 
+
+def lmcache_row(d: db.Dashboard) -> db.Dashboard:
+    """What LMCache finds, loads, stores and retrieves."""
     d = d.with_row(db.Row("LMCache"))
     d = d.with_panel(
         series(
             "Hit tokens vs looked-up tokens",
             TOKENS_PER_SECOND,
-            q(rate("kvwatch_lmcache_hit_tokens_total"), "{{server}} hit"),
-            q(rate("kvwatch_lmcache_lookup_tokens_total"), "{{server}} looked up"),
+            query(rate("kvwatch_lmcache_hit_tokens_total"), "{{server}} hit"),
+            query(rate("kvwatch_lmcache_lookup_tokens_total"), "{{server}} looked up"),
         )
     )
     d = d.with_panel(
         series(
             "Hit ratio",
             "percentunit",
-            q(
+            query(
                 f"{rate('kvwatch_lmcache_hit_tokens_total')} / {rate('kvwatch_lmcache_lookup_tokens_total')}",
                 exemplar=True,
             ),
@@ -261,8 +276,8 @@ def overview() -> db.Dashboard:
         .height(8)
         .calculate(False)
         .with_target(
-            q(
-                f"sum by (le) (increase(kvwatch_lmcache_lookup_hit_ratio_bucket{{{S}}}[$__rate_interval]))",
+            query(
+                f"sum by (le) (increase(kvwatch_lmcache_lookup_hit_ratio_bucket{{{SERVERS}}}[$__rate_interval]))",
                 "{{le}}",
                 exemplar=True,
             ).format(PromQueryFormat.HEATMAP)
@@ -272,8 +287,8 @@ def overview() -> db.Dashboard:
         series(
             "Need-to-load tokens",
             TOKENS_PER_SECOND,
-            q(rate("kvwatch_lmcache_need_to_load_tokens_total")),
-            q(rate("kvwatch_lmcache_engine_computed_tokens_total"), "{{server}} in vLLM's prefix cache"),
+            query(rate("kvwatch_lmcache_need_to_load_tokens_total")),
+            query(rate("kvwatch_lmcache_engine_computed_tokens_total"), "{{server}} in vLLM's prefix cache"),
             description="Tokens LMCache had to load into vLLM, beside those vLLM already held.",
         )
     )
@@ -281,10 +296,10 @@ def overview() -> db.Dashboard:
         series(
             "Tokens stored and retrieved",
             TOKENS_PER_SECOND,
-            q(rate("kvwatch_lmcache_stored_tokens_total"), "{{server}} stored"),
-            q(rate("kvwatch_lmcache_store_start_tokens_total"), "{{server}} stores begun"),
-            q(rate("kvwatch_lmcache_retrieved_tokens_total"), "{{server}} retrieved"),
-            q(rate("kvwatch_lmcache_retrieve_requested_tokens_total"), "{{server}} retrieves asked for"),
+            query(rate("kvwatch_lmcache_stored_tokens_total"), "{{server}} stored"),
+            query(rate("kvwatch_lmcache_store_start_tokens_total"), "{{server}} stores begun"),
+            query(rate("kvwatch_lmcache_retrieved_tokens_total"), "{{server}} retrieved"),
+            query(rate("kvwatch_lmcache_retrieve_requested_tokens_total"), "{{server}} retrieves asked for"),
             description="Per tensor-parallel rank: each rank logs its own share.",
         )
     )
@@ -292,8 +307,8 @@ def overview() -> db.Dashboard:
         series(
             "Store and retrieve throughput",
             "Bps",
-            q(rate("kvwatch_lmcache_stored_bytes_total"), "{{server}} stored"),
-            q(rate("kvwatch_lmcache_retrieved_bytes_total"), "{{server}} retrieved"),
+            query(rate("kvwatch_lmcache_stored_bytes_total"), "{{server}} stored"),
+            query(rate("kvwatch_lmcache_retrieved_bytes_total"), "{{server}} retrieved"),
         )
     )
     d = d.with_panel(
@@ -301,9 +316,9 @@ def overview() -> db.Dashboard:
             "Store and retrieve latency (p50, p99)",
             "s",
             *[
-                q(
+                query(
                     f"histogram_quantile({p}, sum by (le, server) "
-                    f"(rate(kvwatch_lmcache_{kind}_duration_seconds_bucket{{{S}}}[$__rate_interval])))",
+                    f"(rate(kvwatch_lmcache_{kind}_duration_seconds_bucket{{{SERVERS}}}[$__rate_interval])))",
                     f"{{{{server}}}} {kind} p{int(p * 100)}",
                 )
                 for kind in ("store", "retrieve")
@@ -315,11 +330,11 @@ def overview() -> db.Dashboard:
         series(
             "Lookups, timeouts, degraded",
             "short",
-            q(rate("kvwatch_lmcache_lookups_total"), "{{server}} lookups/s"),
-            q(rate("kvwatch_lmcache_lookup_timeouts_total"), "{{server}} timeouts/s"),
-            q(rate("kvwatch_lmcache_lookups_pending_total"), "{{server}} pending/s"),
-            q(rate("kvwatch_lmcache_lookups_below_min_retrieve_total"), "{{server}} below min_retrieve/s"),
-            q(f"max by (server) (kvwatch_lmcache_degraded{{{S}}})", "{{server}} degraded"),
+            query(rate("kvwatch_lmcache_lookups_total"), "{{server}} lookups/s"),
+            query(rate("kvwatch_lmcache_lookup_timeouts_total"), "{{server}} timeouts/s"),
+            query(rate("kvwatch_lmcache_lookups_pending_total"), "{{server}} pending/s"),
+            query(rate("kvwatch_lmcache_lookups_below_min_retrieve_total"), "{{server}} below min_retrieve/s"),
+            query(f"max by (server) (kvwatch_lmcache_degraded{{{SERVERS}}})", "{{server}} degraded"),
             description="Degraded is 1 while LMCache runs without its engine (every lookup a miss).",
             width=12,
         )
@@ -328,9 +343,9 @@ def overview() -> db.Dashboard:
         series(
             "Stores begun and transfers",
             "ops",
-            q(rate("kvwatch_lmcache_stores_total"), "{{server}} stores/s"),
-            q(rate("kvwatch_lmcache_store_starts_total"), "{{server}} stores begun/s"),
-            q(rate("kvwatch_lmcache_retrieves_total"), "{{server}} retrieves/s"),
+            query(rate("kvwatch_lmcache_stores_total"), "{{server}} stores/s"),
+            query(rate("kvwatch_lmcache_store_starts_total"), "{{server}} stores begun/s"),
+            query(rate("kvwatch_lmcache_retrieves_total"), "{{server}} retrieves/s"),
             width=12,
         )
     )
@@ -339,14 +354,14 @@ def overview() -> db.Dashboard:
         series(
             "LMCache server: prefetch hits",
             "short",
-            q(
-                f"sum by (server, tier) (rate(kvwatch_lmcache_prefetch_hit_keys_total{{{S}}}[$__rate_interval]))",
+            query(
+                f"sum by (server, tier) (rate(kvwatch_lmcache_prefetch_hit_keys_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} {{tier}} keys/s",
             ),
-            q(rate("kvwatch_lmcache_prefetch_requested_keys_total"), "{{server}} keys asked for/s"),
-            q(rate("kvwatch_lmcache_prefetches_total"), "{{server}} prefetches with a hit/s"),
-            q(
-                f"sum by (server) (increase(kvwatch_lmcache_server_starts_total{{{S}}}[$__rate_interval]))",
+            query(rate("kvwatch_lmcache_prefetch_requested_keys_total"), "{{server}} keys asked for/s"),
+            query(rate("kvwatch_lmcache_prefetches_total"), "{{server}} prefetches with a hit/s"),
+            query(
+                f"sum by (server) (increase(kvwatch_lmcache_server_starts_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} server starts",
             ),
             description="LMCache's multiprocess server (lmcache server): keys it found in L1 (memory) and L2 "
@@ -359,9 +374,9 @@ def overview() -> db.Dashboard:
             "LMCache server: prefetch latency (p50, p99)",
             "s",
             *[
-                q(
+                query(
                     f"histogram_quantile({p}, sum by (le, server) "
-                    f"(rate(kvwatch_lmcache_prefetch_duration_seconds_bucket{{{S}}}[$__rate_interval])))",
+                    f"(rate(kvwatch_lmcache_prefetch_duration_seconds_bucket{{{SERVERS}}}[$__rate_interval])))",
                     f"{{{{server}}}} p{int(p * 100)}",
                 )
                 for p in (0.5, 0.99)
@@ -373,8 +388,8 @@ def overview() -> db.Dashboard:
         series(
             "LMCache server: L1 memory",
             "bytes",
-            q(f"kvwatch_lmcache_l1_used_bytes{{{S}}}", "{{server}} used"),
-            q(f"kvwatch_lmcache_l1_capacity_bytes{{{S}}}", "{{server}} size"),
+            query(f"kvwatch_lmcache_l1_used_bytes{{{SERVERS}}}", "{{server}} used"),
+            query(f"kvwatch_lmcache_l1_capacity_bytes{{{SERVERS}}}", "{{server}} size"),
             description="Printed by the multiprocess server with --enable-extra-logging.",
             width=8,
         )
@@ -383,8 +398,8 @@ def overview() -> db.Dashboard:
         series(
             "KV connector throughput",
             "Bps",
-            q(
-                f"sum by (server, direction) (rate(kvwatch_kv_transfer_bytes_total{{{S}}}[$__rate_interval]))",
+            query(
+                f"sum by (server, direction) (rate(kvwatch_kv_transfer_bytes_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} {{direction}}",
             ),
             description="From vLLM's KV Transfer metrics line: load and store of the offloading connector, "
@@ -396,14 +411,14 @@ def overview() -> db.Dashboard:
         series(
             "KV connector latency",
             "s",
-            q(
-                f"sum by (server, direction) (rate(kvwatch_kv_transfer_seconds_total{{{S}}}[$__rate_interval]))"
+            query(
+                f"sum by (server, direction) (rate(kvwatch_kv_transfer_seconds_total{{{SERVERS}}}[$__rate_interval]))"
                 f" / sum by (server, direction) "
-                f"(rate(kvwatch_kv_transfer_operations_total{{{S}}}[$__rate_interval]))",
+                f"(rate(kvwatch_kv_transfer_operations_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} {{direction}} per transfer",
             ),
-            q(
-                f'sum by (server) (rate(kvwatch_kv_transfer_seconds_total{{{S}, direction="lookup"}}'
+            query(
+                f'sum by (server) (rate(kvwatch_kv_transfer_seconds_total{{{SERVERS}, direction="lookup"}}'
                 f"[$__rate_interval])) / {rate('kvwatch_kv_transfer_lookups_total')}",
                 "{{server}} LMCache MP lookup",
             ),
@@ -414,17 +429,14 @@ def overview() -> db.Dashboard:
         series(
             "KV connector operations",
             "ops",
-            q(
-                f"sum by (server, direction) (rate(kvwatch_kv_transfer_operations_total{{{S}}}[$__rate_interval]))",
-                "{{server}} {{direction}}",
-            ),
-            q(
-                f"sum by (server, direction) (rate(kvwatch_kv_transfer_failures_total{{{S}}}[$__rate_interval]))",
+            query(rate("kvwatch_kv_transfer_operations_total", by="server, direction"), "{{server}} {{direction}}"),
+            query(
+                f"sum by (server, direction) (rate(kvwatch_kv_transfer_failures_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} {{direction}} failed",
             ),
-            q(rate("kvwatch_kv_transfer_lookups_total"), "{{server}} LMCache MP lookups"),
-            q(rate("kvwatch_kv_transfer_lines_total"), "{{server}} report lines"),
-            q(rate("kvwatch_kv_transfer_unknown_keys_total"), "{{server}} unknown keys"),
+            query(rate("kvwatch_kv_transfer_lookups_total"), "{{server}} LMCache MP lookups"),
+            query(rate("kvwatch_kv_transfer_lines_total"), "{{server}} report lines"),
+            query(rate("kvwatch_kv_transfer_unknown_keys_total"), "{{server}} unknown keys"),
             description="Unknown keys: a connector or release kvwatch does not know yet.",
             width=8,
         )
@@ -434,12 +446,15 @@ def overview() -> db.Dashboard:
         series(
             "Canary",
             "short",
-            q(f"kvwatch_canary_ok{{{S}}}", "{{server}} ok ({{reason}})"),
-            q(f"kvwatch_canary_last_hit_tokens{{{S}}}", "{{server}} hit tokens, last run"),
-            q(f"kvwatch_canary_last_latency_seconds{{{S}}}", "{{server}} latency s, last run"),
-            q(f"time() - kvwatch_canary_last_run_timestamp_seconds{{{S}}}", "{{server}} s since the last run"),
-            q(
-                f"sum by (server, result) (increase(kvwatch_canary_runs_total{{{S}}}[$__rate_interval]))",
+            query(f"kvwatch_canary_ok{{{SERVERS}}}", "{{server}} ok ({{reason}})"),
+            query(f"kvwatch_canary_last_hit_tokens{{{SERVERS}}}", "{{server}} hit tokens, last run"),
+            query(f"kvwatch_canary_last_latency_seconds{{{SERVERS}}}", "{{server}} latency s, last run"),
+            query(
+                f"time() - kvwatch_canary_last_run_timestamp_seconds{{{SERVERS}}}",
+                "{{server}} s since the last run",
+            ),
+            query(
+                f"sum by (server, result) (increase(kvwatch_canary_runs_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} runs: {{result}}",
             ),
             description="kvwatch's canary: the same long prompt sent again and again (canary_interval); its "
@@ -451,22 +466,29 @@ def overview() -> db.Dashboard:
         series(
             "Canary traffic",
             TOKENS_PER_SECOND,
-            q(rate("kvwatch_canary_hit_tokens_total"), "{{server}} hit"),
-            q(rate("kvwatch_canary_lookup_tokens_total"), "{{server}} looked up"),
-            q(rate("kvwatch_canary_lookups_total"), "{{server}} lookups/s"),
-            q(rate("kvwatch_canary_requests_total"), "{{server}} requests/s"),
+            query(rate("kvwatch_canary_hit_tokens_total"), "{{server}} hit"),
+            query(rate("kvwatch_canary_lookup_tokens_total"), "{{server}} looked up"),
+            query(rate("kvwatch_canary_lookups_total"), "{{server}} lookups/s"),
+            query(rate("kvwatch_canary_requests_total"), "{{server}} requests/s"),
             width=12,
         )
     )
+    return d
 
+
+def engine_row(d: db.Dashboard) -> db.Dashboard:
+    """vLLM's own view: throughput, queues, KV cache, prefix cache."""
     d = d.with_row(db.Row("vLLM engine"))
     d = d.with_panel(
         series(
             "Prompt and generation throughput",
             TOKENS_PER_SECOND,
-            q(f"kvwatch_vllm_prompt_throughput_tokens_per_second{{{E}}}", "{{server}}/{{engine}} prompt"),
-            q(f"kvwatch_vllm_generation_throughput_tokens_per_second{{{E}}}", "{{server}}/{{engine}} generation"),
-            q(f"kvwatch_vllm_throughput_tokens_per_second{{{E}}}", "{{server}}/{{engine}} (2023 line)"),
+            query(f"kvwatch_vllm_prompt_throughput_tokens_per_second{{{ENGINES}}}", "{{server}}/{{engine}} prompt"),
+            query(
+                f"kvwatch_vllm_generation_throughput_tokens_per_second{{{ENGINES}}}",
+                "{{server}}/{{engine}} generation",
+            ),
+            query(f"kvwatch_vllm_throughput_tokens_per_second{{{ENGINES}}}", "{{server}}/{{engine}} (2023 line)"),
             description="vLLM's own averages over its stats interval.",
         )
     )
@@ -474,29 +496,32 @@ def overview() -> db.Dashboard:
         series(
             "Requests running and waiting",
             "short",
-            q(f"kvwatch_vllm_requests_running{{{E}}}", "{{server}}/{{engine}} running"),
-            q(f"kvwatch_vllm_requests_waiting{{{E}}}", "{{server}}/{{engine}} waiting"),
-            q(f"kvwatch_vllm_requests_swapped{{{E}}}", "{{server}}/{{engine}} swapped (V0)"),
-            q(f"kvwatch_vllm_requests_deferred{{{E}}}", "{{server}}/{{engine}} deferred"),
-            q(f"kvwatch_vllm_requests_kv_fetch{{{E}}}", "{{server}}/{{engine}} KV fetch {{stage}}"),
+            query(f"kvwatch_vllm_requests_running{{{ENGINES}}}", "{{server}}/{{engine}} running"),
+            query(f"kvwatch_vllm_requests_waiting{{{ENGINES}}}", "{{server}}/{{engine}} waiting"),
+            query(f"kvwatch_vllm_requests_swapped{{{ENGINES}}}", "{{server}}/{{engine}} swapped (V0)"),
+            query(f"kvwatch_vllm_requests_deferred{{{ENGINES}}}", "{{server}}/{{engine}} deferred"),
+            query(f"kvwatch_vllm_requests_kv_fetch{{{ENGINES}}}", "{{server}}/{{engine}} KV fetch {{stage}}"),
         )
     )
     d = d.with_panel(
         series(
             "KV-cache usage",
             "percentunit",
-            q(f"kvwatch_vllm_kv_cache_usage_ratio{{{E}}}", "{{server}}/{{engine}}"),
-            q(f"kvwatch_vllm_cpu_kv_cache_usage_ratio{{{E}}}", "{{server}}/{{engine}} CPU swap (V0)"),
+            query(f"kvwatch_vllm_kv_cache_usage_ratio{{{ENGINES}}}", "{{server}}/{{engine}}"),
+            query(f"kvwatch_vllm_cpu_kv_cache_usage_ratio{{{ENGINES}}}", "{{server}}/{{engine}} CPU swap (V0)"),
         )
     )
     d = d.with_panel(
         series(
             "Prefix-cache hit ratios",
             "percentunit",
-            q(f"kvwatch_vllm_prefix_cache_hit_ratio{{{E}}}", "{{server}}/{{engine}} prefix cache"),
-            q(f"kvwatch_vllm_external_prefix_cache_hit_ratio{{{E}}}", "{{server}}/{{engine}} external (LMCache)"),
-            q(f"kvwatch_vllm_cpu_prefix_cache_hit_ratio{{{E}}}", "{{server}}/{{engine}} CPU (V0)"),
-            q(f"kvwatch_vllm_mm_cache_hit_ratio{{{E}}}", "{{server}}/{{engine}} multimodal"),
+            query(f"kvwatch_vllm_prefix_cache_hit_ratio{{{ENGINES}}}", "{{server}}/{{engine}} prefix cache"),
+            query(
+                f"kvwatch_vllm_external_prefix_cache_hit_ratio{{{ENGINES}}}",
+                "{{server}}/{{engine}} external (LMCache)",
+            ),
+            query(f"kvwatch_vllm_cpu_prefix_cache_hit_ratio{{{ENGINES}}}", "{{server}}/{{engine}} CPU (V0)"),
+            query(f"kvwatch_vllm_mm_cache_hit_ratio{{{ENGINES}}}", "{{server}}/{{engine}} multimodal"),
             description="vLLM's windowed rates; external is the connector's (LMCache's) share.",
             width=12,
         )
@@ -505,7 +530,7 @@ def overview() -> db.Dashboard:
         series(
             "Preemptions",
             "ops",
-            q(f"sum by (server) (rate(kvwatch_vllm_preemptions_total{{{E}}}[$__rate_interval]))"),
+            query(f"sum by (server) (rate(kvwatch_vllm_preemptions_total{{{ENGINES}}}[$__rate_interval]))"),
             width=6,
         )
     )
@@ -513,8 +538,11 @@ def overview() -> db.Dashboard:
         series(
             "Stats lines",
             "ops",
-            q(f"sum by (server) (rate(kvwatch_vllm_stats_lines_total{{{E}}}[$__rate_interval]))"),
-            q(f"time() - max by (server) (kvwatch_vllm_stats_last_seen_timestamp_seconds{{{E}}})", "{{server}} age s"),
+            query(f"sum by (server) (rate(kvwatch_vllm_stats_lines_total{{{ENGINES}}}[$__rate_interval]))"),
+            query(
+                f"time() - max by (server) (kvwatch_vllm_stats_last_seen_timestamp_seconds{{{ENGINES}}})",
+                "{{server}} age s",
+            ),
             description="vLLM prints none while idle: a gap here is an idle engine, not a broken kvwatch.",
             width=6,
         )
@@ -523,7 +551,7 @@ def overview() -> db.Dashboard:
         series(
             "Corrupted requests",
             "ops",
-            q(f"sum by (server) (rate(kvwatch_vllm_corrupted_requests_total{{{E}}}[$__rate_interval]))"),
+            query(f"sum by (server) (rate(kvwatch_vllm_corrupted_requests_total{{{ENGINES}}}[$__rate_interval]))"),
             description="Requests vLLM reported corrupted (NaN logits).",
             width=6,
         )
@@ -532,7 +560,10 @@ def overview() -> db.Dashboard:
         series(
             "Speculative decoding",
             "percentunit",
-            q(f"kvwatch_vllm_spec_decode_draft_acceptance_ratio{{{E}}}", "{{server}}/{{engine}} acceptance"),
+            query(
+                f"kvwatch_vllm_spec_decode_draft_acceptance_ratio{{{ENGINES}}}",
+                "{{server}}/{{engine}} acceptance",
+            ),
             description="Drafted tokens accepted; the mean acceptance length is in the table beside.",
             width=6,
         )
@@ -541,35 +572,42 @@ def overview() -> db.Dashboard:
         listing(
             "Model, KV capacity, speculative decoding",
             "short",
-            q(f"kvwatch_vllm_model_load_seconds{{{S}}}", "{{server}} model load s"),
-            q(f"kvwatch_vllm_model_memory_bytes{{{S}}}", "{{server}} model bytes"),
-            q(f"kvwatch_vllm_engine_init_seconds{{{S}}}", "{{server}} engine init s"),
-            q(f"kvwatch_vllm_startup_phase_seconds{{{S}}}", "{{server}} {{phase}} s"),
-            q(f"kvwatch_vllm_kv_cache_memory_bytes{{{S}}}", "{{server}} KV cache memory bytes"),
-            q(f"kvwatch_vllm_kv_cache_capacity_tokens{{{S}}}", "{{server}} KV tokens"),
-            q(f"kvwatch_vllm_kv_cache_max_concurrency{{{S}}}", "{{server}} max concurrency"),
-            q(f"kvwatch_vllm_kv_cache_blocks{{{S}}}", "{{server}} {{device}} blocks"),
-            q(f"kvwatch_vllm_spec_decode_mean_acceptance_length{{{E}}}", "{{server}} mean acceptance length"),
-            q(
-                f"sum by (server) (increase(kvwatch_vllm_spec_decode_accepted_tokens_total{{{E}}}[$__range]))",
+            query(f"kvwatch_vllm_model_load_seconds{{{SERVERS}}}", "{{server}} model load s"),
+            query(f"kvwatch_vllm_model_memory_bytes{{{SERVERS}}}", "{{server}} model bytes"),
+            query(f"kvwatch_vllm_engine_init_seconds{{{SERVERS}}}", "{{server}} engine init s"),
+            query(f"kvwatch_vllm_startup_phase_seconds{{{SERVERS}}}", "{{server}} {{phase}} s"),
+            query(f"kvwatch_vllm_kv_cache_memory_bytes{{{SERVERS}}}", "{{server}} KV cache memory bytes"),
+            query(f"kvwatch_vllm_kv_cache_capacity_tokens{{{SERVERS}}}", "{{server}} KV tokens"),
+            query(f"kvwatch_vllm_kv_cache_max_concurrency{{{SERVERS}}}", "{{server}} max concurrency"),
+            query(f"kvwatch_vllm_kv_cache_blocks{{{SERVERS}}}", "{{server}} {{device}} blocks"),
+            query(
+                f"kvwatch_vllm_spec_decode_mean_acceptance_length{{{ENGINES}}}",
+                "{{server}} mean acceptance length",
+            ),
+            query(
+                f"sum by (server) (increase(kvwatch_vllm_spec_decode_accepted_tokens_total{{{ENGINES}}}[$__range]))",
                 "{{server}} accepted tokens",
             ),
-            q(
-                f"sum by (server) (increase(kvwatch_vllm_spec_decode_drafted_tokens_total{{{E}}}[$__range]))",
+            query(
+                f"sum by (server) (increase(kvwatch_vllm_spec_decode_drafted_tokens_total{{{ENGINES}}}[$__range]))",
                 "{{server}} drafted tokens",
             ),
             description="What the start-up lines said, and speculative decoding's totals over the range.",
             width=24,
         )
     )
+    return d
 
+
+def requests_row(d: db.Dashboard) -> db.Dashboard:
+    """Requests by outcome, HTTP responses, latency."""
     d = d.with_row(db.Row("Requests"))
     d = d.with_panel(
         series(
             "HTTP responses by status",
             "reqps",
-            q(
-                f'sum by (status) (rate(kvwatch_http_responses_total{{{S}, path!~"/health|/metrics|/ping"}}'
+            query(
+                f'sum by (status) (rate(kvwatch_http_responses_total{{{SERVERS}, path!~"/health|/metrics|/ping"}}'
                 "[$__rate_interval]))",
                 "{{status}}",
             ),
@@ -579,25 +617,28 @@ def overview() -> db.Dashboard:
         series(
             "Request rate",
             "reqps",
-            q(rate("kvwatch_vllm_requests_added_total"), "{{server}} added"),
-            q(rate("kvwatch_vllm_requests_received_total"), "{{server}} received"),
-            q(rate("kvwatch_vllm_requests_finished_total"), "{{server}} finished"),
+            query(rate("kvwatch_vllm_requests_added_total"), "{{server}} added"),
+            query(rate("kvwatch_vllm_requests_received_total"), "{{server}} received"),
+            query(rate("kvwatch_vllm_requests_finished_total"), "{{server}} finished"),
         )
     )
     d = d.with_panel(
         series(
             "Aborted and failed",
             "reqps",
-            q(rate("kvwatch_vllm_requests_aborted_total"), "{{server}} aborted"),
-            q(rate("kvwatch_vllm_requests_cancelled_total"), "{{server}} cancelled (client gone)"),
-            q(rate("kvwatch_vllm_request_failures_total", by="server, reason"), "{{server}} failed: {{reason}}"),
+            query(rate("kvwatch_vllm_requests_aborted_total"), "{{server}} aborted"),
+            query(rate("kvwatch_vllm_requests_cancelled_total"), "{{server}} cancelled (client gone)"),
+            query(rate("kvwatch_vllm_request_failures_total", by="server, reason"), "{{server}} failed: {{reason}}"),
         )
     )
     d = d.with_panel(
         series(
             "Errors by kind",
             "short",
-            q(f"sum by (error) (increase(kvwatch_vllm_errors_total{{{S}}}[$__rate_interval]))", "{{error}}"),
+            query(
+                f"sum by (error) (increase(kvwatch_vllm_errors_total{{{SERVERS}}}[$__rate_interval]))",
+                "{{error}}",
+            ),
             width=12,
         )
     )
@@ -605,32 +646,38 @@ def overview() -> db.Dashboard:
         series(
             "Traced requests",
             "short",
-            q(f"sum by (server) (kvwatch_trace_open_requests{{{S}}})", "{{server}} open"),
-            q(rate("kvwatch_trace_requests_total", by="server, outcome"), "{{server}} ended/s: {{outcome}}"),
-            q(rate("kvwatch_trace_unmatched_ends_total"), "{{server}} ends of unseen requests/s"),
-            q(rate("kvwatch_trace_requests_evicted_total", by="server, reason"), "{{server}} evicted/s: {{reason}}"),
+            query(f"sum by (server) (kvwatch_trace_open_requests{{{SERVERS}}})", "{{server}} open"),
+            query(rate("kvwatch_trace_requests_total", by="server, outcome"), "{{server}} ended/s: {{outcome}}"),
+            query(rate("kvwatch_trace_unmatched_ends_total"), "{{server}} ends of unseen requests/s"),
+            query(
+                rate("kvwatch_trace_requests_evicted_total", by="server, reason"), "{{server}} evicted/s: {{reason}}"
+            ),
             description="Requests in the trace builder's table; evictions end a trace without its end.",
             width=12,
         )
     )
+    return d
 
+
+def benchmarks_row(d: db.Dashboard) -> db.Dashboard:
+    """The last `kvwatch bench` results."""
     d = d.with_row(db.Row("Benchmarks"))
     d = d.with_panel(
         listing(
             "Last vllm bench throughput",
             "short",
-            q(f"kvwatch_bench_requests_per_second{{{S}}}", "{{server}} {{benchmark}} req/s"),
-            q(f"kvwatch_bench_tokens_per_second{{{S}}}", "{{server}} {{benchmark}} {{tokens}} tok/s"),
-            q(f"kvwatch_bench_tokens{{{S}}}", "{{server}} {{benchmark}} {{tokens}} tokens"),
-            q(f"kvwatch_bench_requests{{{S}}}", "{{server}} {{benchmark}} {{outcome}} requests"),
-            q(f"kvwatch_bench_duration_seconds{{{S}}}", "{{server}} {{benchmark}} duration s"),
+            query(f"kvwatch_bench_requests_per_second{{{SERVERS}}}", "{{server}} {{benchmark}} req/s"),
+            query(f"kvwatch_bench_tokens_per_second{{{SERVERS}}}", "{{server}} {{benchmark}} {{tokens}} tok/s"),
+            query(f"kvwatch_bench_tokens{{{SERVERS}}}", "{{server}} {{benchmark}} {{tokens}} tokens"),
+            query(f"kvwatch_bench_requests{{{SERVERS}}}", "{{server}} {{benchmark}} {{outcome}} requests"),
+            query(f"kvwatch_bench_duration_seconds{{{SERVERS}}}", "{{server}} {{benchmark}} duration s"),
         )
     )
     d = d.with_panel(
         listing(
             "Last vllm bench latencies",
             "s",
-            q(f"kvwatch_bench_latency_seconds{{{S}}}", "{{benchmark}} {{measure}} {{statistic}}"),
+            query(f"kvwatch_bench_latency_seconds{{{SERVERS}}}", "{{benchmark}} {{measure}} {{statistic}}"),
         )
     )
 
@@ -638,11 +685,11 @@ def overview() -> db.Dashboard:
         listing(
             "Recorded runs (kvwatch bench), last per parameter set",
             "short",
-            q(
+            query(
                 'kvwatch_bench_last_result{instance=~"$instance"}',
                 "{{benchmark}} {{model}} {{params}} {{result}}",
             ),
-            q(
+            query(
                 'kvwatch_bench_last_run_timestamp_seconds{instance=~"$instance"} * 1000',
                 "{{benchmark}} {{model}} {{params}} when",
             ),
@@ -650,16 +697,20 @@ def overview() -> db.Dashboard:
             width=24,
         )
     )
+    return d
 
+
+def kvwatch_row(d: db.Dashboard) -> db.Dashboard:
+    """kvwatch's own reading: lines, suspicious lines, tailing, traces."""
     d = d.with_row(db.Row("kvwatch itself"))
-    d = d.with_panel(series("Lines read", "ops", q(rate("kvwatch_lines_total"))))
+    d = d.with_panel(series("Lines read", "ops", query(rate("kvwatch_lines_total"))))
     d = d.with_panel(
         series(
             "Unparsed, suspicious and skipped lines",
             "ops",
-            q(rate("kvwatch_lines_suspicious_total", by="server, family"), "{{server}} suspicious: {{family}}"),
-            q(rate("kvwatch_lines_skipped_total", by="server, reason"), "{{server}} skipped: {{reason}}"),
-            q(rate("kvwatch_lines_unparsed_total"), "{{server}} without an event"),
+            query(rate("kvwatch_lines_suspicious_total", by="server, family"), "{{server}} suspicious: {{family}}"),
+            query(rate("kvwatch_lines_skipped_total", by="server, reason"), "{{server}} skipped: {{reason}}"),
+            query(rate("kvwatch_lines_unparsed_total"), "{{server}} without an event"),
             description="Suspicious lines look like a known family but do not parse: a format change after an upgrade.",
         )
     )
@@ -667,7 +718,7 @@ def overview() -> db.Dashboard:
         series(
             "Parse lag and unread bytes",
             "s",
-            q(f"max by (server) (kvwatch_tail_lag_seconds{{{S}}})", "{{server}} lag"),
+            query(f"max by (server) (kvwatch_tail_lag_seconds{{{SERVERS}}})", "{{server}} lag"),
             description="Time from a followed file's last write to kvwatch having parsed it.",
         )
     )
@@ -675,8 +726,8 @@ def overview() -> db.Dashboard:
         series(
             "Unread bytes of followed files",
             "bytes",
-            q(
-                f"sum by (server) (kvwatch_tail_size_bytes{{{S}}} - kvwatch_tail_offset_bytes{{{S}}})",
+            query(
+                f"sum by (server) (kvwatch_tail_size_bytes{{{SERVERS}}} - kvwatch_tail_offset_bytes{{{SERVERS}}})",
                 "{{server}}",
             ),
             width=12,
@@ -686,19 +737,19 @@ def overview() -> db.Dashboard:
         series(
             "Rotations, truncations, journal",
             "short",
-            q(
-                f"sum by (server) (increase(kvwatch_tail_rotations_total{{{S}}}[$__rate_interval]))",
+            query(
+                f"sum by (server) (increase(kvwatch_tail_rotations_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} rotations",
             ),
-            q(
-                f"sum by (server) (increase(kvwatch_tail_truncations_total{{{S}}}[$__rate_interval]))",
+            query(
+                f"sum by (server) (increase(kvwatch_tail_truncations_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} truncations",
             ),
-            q(
-                f"sum by (server) (increase(kvwatch_server_log_rotations_total{{{S}}}[$__rate_interval]))",
+            query(
+                f"sum by (server) (increase(kvwatch_server_log_rotations_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} raw-log rotations by kvwatch",
             ),
-            q(f"kvwatch_journal_up{{{S}}}", "{{server}} journalctl up"),
+            query(f"kvwatch_journal_up{{{SERVERS}}}", "{{server}} journalctl up"),
             width=12,
         )
     )
@@ -706,7 +757,7 @@ def overview() -> db.Dashboard:
         listing(
             "kvwatch build",
             "short",
-            q('kvwatch_build_info{instance=~"$instance"}', "{{instance}} {{version}} {{python_version}}"),
+            query('kvwatch_build_info{instance=~"$instance"}', "{{instance}} {{version}} {{python_version}}"),
             width=12,
         )
     )
@@ -714,11 +765,11 @@ def overview() -> db.Dashboard:
         series(
             "Spans exported and lost",
             "ops",
-            q(
+            query(
                 'sum by (instance) (rate(kvwatch_trace_spans_exported_total{instance=~"$instance"}[$__rate_interval]))',
                 "{{instance}} exported",
             ),
-            q(
+            query(
                 'sum by (instance, reason) (rate(kvwatch_trace_spans_dropped_total{instance=~"$instance"}'
                 "[$__rate_interval]))",
                 "{{instance}} lost: {{reason}}",

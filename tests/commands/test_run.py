@@ -19,16 +19,7 @@ import pytest
 
 from agent.commands.run import EXIT_HANDED_OVER
 from agent.supervise.server import proc_start_time
-from tests.support.harness import FAKE, fake_server, free_port, wait_for
-
-STATS = (
-    "INFO 11-25 10:00:00 [loggers.py:1] Engine 000: Avg prompt throughput: 10.0 tokens/s, Avg generation throughput: "
-    "5.0 tokens/s, Running: 1 reqs, Waiting: 0 reqs, GPU KV cache usage: 1.0%, Prefix cache hit rate: 50.0%\n"
-)
-
-
-def stats_lines(agent, server: str) -> float:
-    return agent.value("kvwatch_vllm_stats_lines_total", server=server, engine="0") or 0.0
+from tests.support.harness import STATS, fake_server, free_port, stats_lines, wait_for
 
 
 def test_supervised_server_metrics_health_and_landing_page(agents) -> None:
@@ -167,7 +158,8 @@ def test_hand_over_leaves_servers_running_and_the_next_kvwatch_adopts_them(agent
     assert proc_start_time(record["pid"]) == record["start_time"], "the server must outlive the hand-over"
     time.sleep(0.5)
     again = agents(body).start()
-    assert "adopted running pid" in again.log()
+    # /healthz answers as soon as the port is bound; the adoption comes right after.
+    wait_for(lambda: "adopted running pid" in again.log(), what="the adoption")
     wait_for(lambda: stats_lines(again, "fake") > 0, what="lines read again after adoption")
     assert again.value("kvwatch_server_restarts_total", server="fake") == 0
     assert json.loads((again.directory / "state" / "servers" / "fake.json").read_text())["pid"] == record["pid"]
@@ -321,27 +313,3 @@ def test_permission_denied_is_reported_and_retried_by_an_unprivileged_kvwatch(ag
     log.chmod(0o644)
     wait_for(lambda: stats_lines(agent, "f") == 2, what="the lines once readable")
     assert agent.value("kvwatch_tail_read_error", server="f", path=str(log), reason="permission_denied") is None
-
-
-def test_journal_follow_runs_journalctl_with_a_cursor_file(agents, tmp_path: Path) -> None:
-    """No journald runs here, so a stand-in journalctl prints journal JSON records and its arguments."""
-    stand_in = tmp_path / "journalctl"
-    record = json.dumps({"MESSAGE": STATS.strip(), "_SYSTEMD_UNIT": "vllm.service", "__REALTIME_TIMESTAMP": "1"})
-    stand_in.write_text(
-        f"#!{sys.executable}\nimport sys, time\n"
-        f"open({str(tmp_path / 'args')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
-        f"for _ in range(5): print({record!r}, flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    stand_in.chmod(0o755)
-    agent = agents('[[follow]]\nname = "j"\njournal_unit = "vllm.service"\n', env={"KVWATCH_JOURNALCTL": str(stand_in)})
-    agent.start()
-    wait_for(lambda: stats_lines(agent, "j") == 5, what="the journal's records")
-    assert agent.value("kvwatch_journal_up", server="j") == 1
-    args = (tmp_path / "args").read_text()
-    assert "--follow" in args and "--output=json" in args and "--unit=vllm.service" in args
-    assert f"--cursor-file={tmp_path / 'state' / 'journal-j.cursor'}" in args and "--lines=0" in args
-
-
-def test_fake_server_is_importable() -> None:
-    assert Path(FAKE).exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from parsers.events import EVENT_TYPES, payload_fields
@@ -21,3 +22,16 @@ def test_one_branch_per_kind_with_the_same_fields() -> None:
         assert {"line", "file", "kind"} <= set(branch["required"])
         for name in payload_fields(cls):
             assert branch["properties"][name].get("description"), (cls.kind, name)
+
+
+def test_the_events_doc_names_every_kind_and_field() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "events.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| ((?:`[a-z0-9_]+`(?:, )?)+) \| (.*) \|$", text, re.M)
+    documented: dict[str, str] = {}
+    for kinds, fields in rows:
+        for kind in re.findall(r"`([a-z0-9_]+)`", kinds):
+            documented[kind] = fields
+    assert set(documented) == {cls.kind for cls in EVENT_TYPES}
+    for cls in EVENT_TYPES:
+        for name in payload_fields(cls):
+            assert f"`{name}`" in documented[cls.kind], (cls.kind, name)

@@ -17,6 +17,18 @@ REPO = Path(__file__).parents[2]
 FAKE = str(REPO / "tests" / "support" / "fakeserver.py")
 
 
+# One vLLM stats line, as every test agent can be fed it.
+STATS = (
+    "INFO 11-25 10:00:00 [loggers.py:1] Engine 000: Avg prompt throughput: 10.0 tokens/s, Avg generation throughput: "
+    "5.0 tokens/s, Running: 1 reqs, Waiting: 0 reqs, GPU KV cache usage: 1.0%, Prefix cache hit rate: 50.0%\n"
+)
+
+
+def stats_lines(agent: Agent, server: str) -> float:
+    """Stats lines of ``server``'s engine 0 counted so far (0 before the first)."""
+    return agent.value("kvwatch_vllm_stats_lines_total", server=server, engine="0") or 0.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

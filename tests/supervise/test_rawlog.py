@@ -1,0 +1,113 @@
+"""The supervised server's raw log rotated by the reader, with a real writer appending through O_APPEND."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.sources import tail as tail_module
+from agent.supervise import rawlog
+from tests.support.tailing import append, lines, make_tailer
+
+
+def test_raw_log_rotation_keeps_every_line_while_the_writer_appends(tmp_path: Path) -> None:
+    """A writer appends through its own O_APPEND descriptor (as a server does) while the log rotates."""
+    log = tmp_path / "server.log"
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    tailer, got = make_tailer(tmp_path, str(log), rotate_bytes=64 * 1024, backups=3)
+    total = 20000
+    done = threading.Event()
+
+    def write() -> None:
+        for i in range(total):
+            os.write(fd, f"line {i:08d} {'p' * 40}\n".encode())
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    while not done.is_set():
+        tailer.cycle()
+    writer.join()
+    tailer.cycle()
+    os.close(fd)
+    assert got.text == [f"line {i:08d} {'p' * 40}" for i in range(total)]
+    stats = tailer.snapshot()["s"][str(log)]
+    assert stats.log_rotations >= 3
+    assert os.path.getsize(log) < 64 * 1024 + 16 * 1024
+    backups = sorted(p.name for p in tmp_path.glob("server.log.*"))
+    assert backups == ["server.log.1", "server.log.2", "server.log.3"]
+    assert all((p.stat().st_mode & 0o777) == 0o640 for p in tmp_path.glob("server.log.*"))
+    # The archives and the live file, in order, are exactly the last part of what was written.
+    text = b"".join((tmp_path / name).read_bytes() for name in ("server.log.3", "server.log.2", "server.log.1"))
+    text += log.read_bytes()
+    assert text.endswith(f"line {total - 1:08d} {'p' * 40}\n".encode())
+
+
+def test_raw_log_rotation_waits_for_the_reader_to_catch_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rotating makes the kernel write the unread part to disk while the server waits: not while far behind."""
+    monkeypatch.setattr(tail_module, "READ_BLOCK", 4096)
+    monkeypatch.setattr(tail_module, "MAX_READ_PER_CYCLE", 8192)  # a reader that lags
+    monkeypatch.setattr(rawlog, "ROTATE_MAX_UNREAD", 4096)
+    log = tmp_path / "server.log"
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    tailer, got = make_tailer(tmp_path, str(log), rotate_bytes=16384, backups=2)
+    line = "x" * 99 + "\n"
+    os.write(fd, (line * 1000).encode())  # 100,000 bytes: behind, yet under 8 x the limit
+    rotations = []
+    for _ in range(14):
+        tailer.cycle()
+        rotations.append(tailer.snapshot()["s"][str(log)].log_rotations)
+    assert len(got.text) == 1000
+    assert rotations[-1] == 1 and rotations.count(0) >= 10, "one rotation, once caught up"
+    # A flood the reader cannot catch up with: past 8 x the limit it rotates anyway.
+    os.write(fd, (line * 2000).encode())
+    rotated_while_behind = False
+    while len(got.text) < 3000:
+        tailer.cycle()
+        rotated_while_behind |= tailer.snapshot()["s"][str(log)].log_rotations == 2 and len(got.text) < 2900
+    os.close(fd)
+    assert got.text == [line[:-1]] * 3000
+    assert rotated_while_behind
+
+
+def test_raw_log_rotation_falls_back_to_truncation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filesystems without FALLOC_FL_COLLAPSE_RANGE (tmpfs, NFS): simulated here, since this disk has it."""
+    monkeypatch.setattr(rawlog, "_collapse", lambda fd, length: False)
+    log = tmp_path / "server.log"
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    tailer, got = make_tailer(tmp_path, str(log), rotate_bytes=8192, backups=1)
+    for i in range(1000):
+        os.write(fd, f"line {i}\n".encode())
+        if i % 100 == 0:
+            tailer.cycle()
+    tailer.cycle()
+    os.close(fd)
+    assert got.text == [f"line {i}" for i in range(1000)]
+    assert tailer.snapshot()["s"][str(log)].log_rotations >= 1
+
+
+def test_a_kill_during_rotation_resumes_without_rereading(tmp_path: Path) -> None:
+    """The position after the collapse is saved before the collapse happens."""
+    log = tmp_path / "server.log"
+    log.write_text(lines("x", 2000))
+    tailer, got = make_tailer(tmp_path, str(log), rotate_bytes=1 << 30, backups=1)
+    tailer.cycle()
+    tailed = tailer.sources["s"].paths[str(log)]
+    saved_before_collapse = {}
+
+    def snapshot_positions() -> None:
+        tailer.save_positions()
+        saved_before_collapse.update(json.loads((tmp_path / "positions.json").read_text()))
+
+    tailed.save_hook = snapshot_positions
+    tailed.rotate(got)
+    # The process "dies" now: only what was saved before the collapse survives.
+    (tmp_path / "positions.json").write_text(json.dumps(saved_before_collapse))
+    append(log, "after the kill\n")
+    again, got_again = make_tailer(tmp_path, str(log), start_at_end=True)
+    again.cycle()
+    assert got_again.text == ["after the kill"]
