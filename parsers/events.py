@@ -15,11 +15,19 @@ percentages become ratios 0-1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import ClassVar
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Literal, NewType, get_args
 
 # LMCache's "GB" (``size: 0.0312 gb``) and vLLM's "GiB" are both 2**30 bytes.
 GIB = 1 << 30
+
+# What the events format promises (the JSON Schema's description).
+CONTRACT = (
+    "One line of `kvwatch replay --format events`. Additive contract: new kinds and optional fields may appear; "
+    "names never change. Absent fields are omitted; percentages are ratios 0-1; numbers are JSON numbers."
+)
+# A count that cannot be negative (the schema says ``minimum: 0``).
+NonNegativeInt = NewType("NonNegativeInt", int)
 
 
 @dataclass(slots=True)
@@ -36,27 +44,28 @@ class EngineStats(Event):
     """One periodic stats line of any engine generation (V0 2023 .. V1 today)."""
 
     kind: ClassVar[str] = "engine_stats"
-    engine: int | None = None
-    engines: int | None = None
-    prompt_throughput: float | None = None
-    generation_throughput: float | None = None
-    throughput: float | None = None
-    running: int | None = None
-    waiting: int | None = None
-    swapped: int | None = None
-    preempted: int | None = None
-    deferred: int | None = None
-    kv_cache_usage: float | None = None
-    kv_cache_device: str | None = None
-    cpu_kv_cache_usage: float | None = None
-    prefix_cache_hit_rate: float | None = None
-    cpu_prefix_cache_hit_rate: float | None = None
+    engine: int | None = None  #: engine index from the `Engine NNN:` prefix
+    engines: int | None = None  #: N of an `N Engines Aggregated:` line
+    prompt_throughput: float | None = None  #: Avg prompt throughput, tokens/s
+    generation_throughput: float | None = None  #: Avg generation throughput, tokens/s
+    throughput: float | None = None  #: the single Throughput of the 2023 (v0.1) line, tokens/s
+    running: int | None = None  #: running requests
+    waiting: int | None = None  #: waiting requests (V0: Pending)
+    swapped: int | None = None  #: swapped requests (V0)
+    preempted: int | None = None  #: Preemptions in the interval
+    deferred: int | None = None  #: Deferred requests
+    kv_cache_usage: float | None = None  #: KV cache usage of the engine's own pool, ratio 0-1
+    kv_cache_device: str | None = None  #: device label printed before `KV cache usage` (GPU, CPU, XPU ...)
+    cpu_kv_cache_usage: float | None = None  #: V0's CPU swap-space KV usage, ratio 0-1
+    prefix_cache_hit_rate: float | None = None  #: ratio 0-1
+    cpu_prefix_cache_hit_rate: float | None = None  #: V0's CPU prefix cache, ratio 0-1
+    #: KV connector (LMCache) hit rate as vLLM reports it, ratio 0-1
     external_prefix_cache_hit_rate: float | None = None
-    mm_cache_hit_rate: float | None = None
-    corrupted: int | None = None
-    kv_fetch_waiting: int | None = None
-    kv_fetch_in_progress: int | None = None
-    kv_fetch_completed: int | None = None
+    mm_cache_hit_rate: float | None = None  #: multimodal cache hit rate, ratio 0-1
+    corrupted: int | None = None  #: requests with NaN logits
+    kv_fetch_waiting: int | None = None  #: KV fetch: waiting to start
+    kv_fetch_in_progress: int | None = None  #: KV fetch: in progress
+    kv_fetch_completed: int | None = None  #: KV fetch: completed, waiting
 
 
 @dataclass(slots=True)
@@ -64,16 +73,16 @@ class SpecDecodeStats(Event):
     """Speculative decoding companion line (V1 ``SpecDecoding metrics:``, V0 ``Speculative metrics:``)."""
 
     kind: ClassVar[str] = "spec_decode_stats"
-    engine: int | None = None
-    mean_acceptance_length: float | None = None
-    accepted_throughput: float | None = None
-    drafted_throughput: float | None = None
-    accepted_tokens: int | None = None
-    drafted_tokens: int | None = None
-    emitted_tokens: int | None = None
-    draft_acceptance_rate: float | None = None
-    system_efficiency: float | None = None
-    per_position_acceptance_rate: list[float] | None = None
+    engine: int | None = None  #: engine index from the `Engine NNN:` prefix
+    mean_acceptance_length: float | None = None  #: tokens
+    accepted_throughput: float | None = None  #: tokens/s
+    drafted_throughput: float | None = None  #: tokens/s
+    accepted_tokens: int | None = None  #: tokens
+    drafted_tokens: int | None = None  #: tokens
+    emitted_tokens: int | None = None  #: tokens (V0)
+    draft_acceptance_rate: float | None = None  #: ratio 0-1
+    system_efficiency: float | None = None  #: ratio 0-1 (V0)
+    per_position_acceptance_rate: list[float] | None = None  #: ratios 0-1 by draft position
 
 
 @dataclass(slots=True)
@@ -82,8 +91,9 @@ class KvTransferStats(Event):
     (NIXL, vLLM's offloading connector, LMCache's MP connector), keys as printed."""
 
     kind: ClassVar[str] = "kv_transfer_stats"
-    engine: int | None = None
-    values: dict[str, float] | None = None
+    engine: int | None = None  #: the engine number, when the line names one
+    #: each key as printed and its number (non-finite values left out)
+    values: dict[str, float] = field(default_factory=dict)
 
 
 # --- LMCache --------------------------------------------------------------------
@@ -94,11 +104,12 @@ class LmcacheLookup(Event):
     """The scheduler-side lookup of one request (repeats on every scheduling attempt)."""
 
     kind: ClassVar[str] = "lmcache_lookup"
-    request_id: str = ""
-    total_tokens: int = 0
-    hit_tokens: int = 0
-    need_to_load: int | None = None
-    engine_computed_tokens: int | None = None
+    request_id: str = ""  #: the id as printed
+    total_tokens: int = 0  #: tokens
+    hit_tokens: int = 0  #: LMCache hit tokens
+    need_to_load: int | None = None  #: as printed; may be negative (LMCache < 0.3.14)
+    engine_computed_tokens: int | None = None  #: Inference Engine computed tokens (vLLM's own prefix cache)
+    #: set on the `but need to load ... < min_retrieve` variant: nothing was loaded
     min_retrieve_tokens: int | None = None
 
 
@@ -107,19 +118,21 @@ class LmcacheLookupPending(Event):
     """``LMCache hit tokens: None.``: an asynchronous lookup not finished yet; vLLM asks again."""
 
     kind: ClassVar[str] = "lmcache_lookup_pending"
-    request_id: str = ""
-    total_tokens: int = 0
-    engine_computed_tokens: int | None = None
+    request_id: str = ""  #: the id as printed
+    total_tokens: int = 0  #: tokens
+    engine_computed_tokens: int | None = None  #: Inference Engine computed tokens (vLLM's own prefix cache)
 
 
 @dataclass(slots=True)
 class LmcacheStoreStart(Event):
+    """``Storing KV cache for N out of M tokens``: a store issued (its ``Stored`` line follows when done)."""
+
     kind: ClassVar[str] = "lmcache_store_start"
-    request_id: str | None = None
-    tokens: int = 0
-    total_tokens: int = 0
-    skip_leading_tokens: int = 0
-    rank: int | None = None
+    request_id: str | None = None  #: the id as printed
+    tokens: int = 0  #: tokens to store
+    total_tokens: int = 0  #: tokens
+    skip_leading_tokens: int = 0  #: prefix already stored
+    rank: int | None = None  #: tensor-parallel rank, when the line names it
 
 
 @dataclass(slots=True)
@@ -127,15 +140,15 @@ class LmcacheStore(Event):
     """One store, once per tensor-parallel rank.  ``size_gb`` is LMCache's GB (2**30 bytes)."""
 
     kind: ClassVar[str] = "lmcache_store"
-    request_id: str | None = None
-    stored_tokens: int = 0
-    total_tokens: int | None = None
-    size_gb: float | None = None
-    cost_ms: float | None = None
-    throughput_gbps: float | None = None
-    offload_ms: float | None = None
-    put_ms: float | None = None
-    rank: int | None = None
+    request_id: str | None = None  #: the id as printed
+    stored_tokens: int = 0  #: tokens stored
+    total_tokens: int | None = None  #: tokens
+    size_gb: float | None = None  #: LMCache's GB (2^30 bytes)
+    cost_ms: float | None = None  #: milliseconds
+    throughput_gbps: float | None = None  #: LMCache's GB per second (not gigabits)
+    offload_ms: float | None = None  #: milliseconds
+    put_ms: float | None = None  #: milliseconds
+    rank: int | None = None  #: tensor-parallel rank, when the line names it
 
 
 @dataclass(slots=True)
@@ -143,22 +156,24 @@ class LmcacheRetrieve(Event):
     """One retrieve, once per tensor-parallel rank; ``throughput_gbps`` is GB per second."""
 
     kind: ClassVar[str] = "lmcache_retrieve"
-    request_id: str | None = None
-    retrieved_tokens: int = 0
-    required_tokens: int | None = None
-    total_tokens: int | None = None
-    size_gb: float | None = None
-    cost_ms: float | None = None
-    throughput_gbps: float | None = None
-    rank: int | None = None
+    request_id: str | None = None  #: the id as printed
+    retrieved_tokens: int = 0  #: tokens retrieved
+    required_tokens: int | None = None  #: tokens asked for
+    total_tokens: int | None = None  #: tokens
+    size_gb: float | None = None  #: LMCache's GB (2^30 bytes)
+    cost_ms: float | None = None  #: milliseconds
+    throughput_gbps: float | None = None  #: LMCache's GB per second (not gigabits)
+    rank: int | None = None  #: tensor-parallel rank, when the line names it
 
 
 @dataclass(slots=True)
 class LmcacheInitialized(Event):
+    """LMCache started: its version, and the vLLM it was built against."""
+
     kind: ClassVar[str] = "lmcache_initialized"
-    role: str | None = None
-    version: str | None = None
-    vllm_version: str | None = None
+    role: str | None = None  #: scheduler or worker
+    version: str | None = None  #: as printed
+    vllm_version: str | None = None  #: as printed
 
 
 @dataclass(slots=True)
@@ -173,7 +188,7 @@ class LmcacheLookupTimeout(Event):
     """A lookup RPC timed out (LMCache recreates its sockets and reports no hit)."""
 
     kind: ClassVar[str] = "lmcache_lookup_timeout"
-    rank: int | None = None
+    rank: int | None = None  #: tensor-parallel rank, when the line names it
 
 
 @dataclass(slots=True)
@@ -183,12 +198,12 @@ class LmcachePrefetch(Event):
     not tokens; ``request_id`` is vLLM's id of the request (external_request_id)."""
 
     kind: ClassVar[str] = "lmcache_prefetch"
-    request_id: str | None = None
-    hit_keys: int = 0
-    requested_keys: int | None = None
-    l1_keys: int | None = None
-    l2_keys: int | None = None
-    ms: float | None = None
+    request_id: str | None = None  #: vLLM's id of the request (external_request_id), when printed
+    hit_keys: int = 0  #: keys retained (found in L1 or L2)
+    requested_keys: int | None = None  #: keys the prefetch asked for
+    l1_keys: int | None = None  #: of the hits, keys found in L1 (memory)
+    l2_keys: int | None = None  #: of the hits, keys loaded from L2
+    ms: float | None = None  #: time the prefetch took, milliseconds
 
 
 @dataclass(slots=True)
@@ -196,9 +211,9 @@ class LmcacheL1Usage(Event):
     """``L1 memory usage: U/T GiB (P%)`` of the multiprocess server (``--enable-extra-logging``)."""
 
     kind: ClassVar[str] = "lmcache_l1_usage"
-    used_gib: float = 0.0
-    total_gib: float | None = None
-    ratio: float | None = None
+    used_gib: float = 0.0  #: L1 memory in use, GiB
+    total_gib: float | None = None  #: L1 memory size, GiB
+    ratio: float | None = None  #: used / total, 0-1
 
 
 @dataclass(slots=True)
@@ -206,7 +221,7 @@ class LmcacheServerStarted(Event):
     """The multiprocess server's HTTP front end started (``Starting LMCache HTTP server on URL``)."""
 
     kind: ClassVar[str] = "lmcache_server_started"
-    url: str | None = None
+    url: str | None = None  #: the address it listens on
 
 
 # --- request lifecycle --------------------------------------------------------
@@ -217,25 +232,31 @@ class RequestReceived(Event):
     """The front end accepted a request.  ``prompt_tokens`` is a count, never the text."""
 
     kind: ClassVar[str] = "request_received"
-    request_id: str = ""
-    max_tokens: int | None = None
-    prompt_tokens: int | None = None
+    request_id: str = ""  #: the id as printed
+    max_tokens: int | None = None  #: SamplingParams max_tokens
+    prompt_tokens: int | None = None  #: a count of prompt token ids, never the text
+    #: the W3C trace id of the log record that carried this line (OpenTelemetry-shaped JSON logs), 32 hex digits
     trace_id: str | None = None
-    span_id: str | None = None
+    span_id: str | None = None  #: the span id of that record, 16 hex digits
 
 
 @dataclass(slots=True)
 class RequestAdded(Event):
+    """The engine took a request (its id may carry the engine's suffix)."""
+
     kind: ClassVar[str] = "request_added"
-    request_id: str = ""
+    request_id: str = ""  #: the id as printed
+    #: the W3C trace id of the log record that carried this line (OpenTelemetry-shaped JSON logs), 32 hex digits
     trace_id: str | None = None
-    span_id: str | None = None
+    span_id: str | None = None  #: the span id of that record, 16 hex digits
 
 
 @dataclass(slots=True)
 class RequestFinished(Event):
+    """A request ended normally (V0's ``Finished request``)."""
+
     kind: ClassVar[str] = "request_finished"
-    request_id: str = ""
+    request_id: str = ""  #: the id as printed
 
 
 @dataclass(slots=True)
@@ -247,16 +268,20 @@ class ResponseGenerated(Event):
     ``output_tokens`` counts the listed token ids (lines from 0.28 list none)."""
 
     kind: ClassVar[str] = "response_generated"
-    request_id: str = ""
-    stream: str | None = None
-    finish_reason: str | None = None
-    output_tokens: int | None = None
+    request_id: str = ""  #: the client's id as printed (no engine suffix)
+    #: delta: one streamed piece; complete: a stream's last line; absent for a whole response
+    stream: Literal["delta", "complete"] | None = None
+    finish_reason: str | None = None  #: vLLM's finish reason (stop, length, abort ...); absent while a stream goes on
+    #: token ids the line lists (capped by --max-log-len; 0.28+ lines list none at INFO)
+    output_tokens: NonNegativeInt | None = None
 
 
 @dataclass(slots=True)
 class RequestAborted(Event):
+    """The engine aborted a request (one event per id of an abort line naming several)."""
+
     kind: ClassVar[str] = "request_aborted"
-    request_id: str = ""
+    request_id: str = ""  #: the id as printed
 
 
 @dataclass(slots=True)
@@ -264,7 +289,7 @@ class RequestCancelled(Event):
     """``Request X aborted.``: the client went away (logged after the engine-side abort)."""
 
     kind: ClassVar[str] = "request_cancelled"
-    request_id: str = ""
+    request_id: str = ""  #: the id as printed
 
 
 @dataclass(slots=True)
@@ -272,8 +297,8 @@ class RequestFailed(Event):
     """``Request X failed (reason)``; the reason is one of engine_dead, bad_request, input_error."""
 
     kind: ClassVar[str] = "request_failed"
-    request_id: str = ""
-    reason: str = ""
+    request_id: str = ""  #: the id as printed
+    reason: Literal["engine_dead", "bad_request", "input_error"] = ""  #: engine_dead, bad_request or input_error
 
 
 @dataclass(slots=True)
@@ -281,10 +306,10 @@ class HttpAccess(Event):
     """A uvicorn access line.  ``path`` is printed without its query string."""
 
     kind: ClassVar[str] = "http_access"
-    client: str = ""
-    method: str = ""
-    path: str = ""
-    status: int = 0
+    client: str = ""  #: address:port as uvicorn prints it
+    method: str = ""  #: HTTP method
+    path: str = ""  #: request path without its query string
+    status: int = 0  #: HTTP status code
 
 
 # --- server lifecycle -----------------------------------------------------------
@@ -292,9 +317,11 @@ class HttpAccess(Event):
 
 @dataclass(slots=True)
 class ServerStarting(Event):
+    """The OpenAI-compatible server starting: vLLM's version and the model."""
+
     kind: ClassVar[str] = "server_starting"
-    version: str | None = None
-    model: str | None = None
+    version: str | None = None  #: as printed
+    model: str | None = None  #: model name or path
 
 
 @dataclass(slots=True)
@@ -302,21 +329,25 @@ class EngineStarting(Event):
     """``Initializing ... LLM engine (vX) with config: model=...``."""
 
     kind: ClassVar[str] = "engine_starting"
-    version: str | None = None
-    model: str | None = None
-    tensor_parallel_size: int | None = None
+    version: str | None = None  #: as printed
+    model: str | None = None  #: model name or path
+    tensor_parallel_size: int | None = None  #: tensor parallel size
 
 
 @dataclass(slots=True)
 class ServerReady(Event):
+    """The server answers (``Application startup complete``, or its routes listed)."""
+
     kind: ClassVar[str] = "server_ready"
 
 
 @dataclass(slots=True)
 class ModelLoaded(Event):
+    """The model's weights are loaded: their memory and the time it took."""
+
     kind: ClassVar[str] = "model_loaded"
-    memory_gib: float | None = None
-    seconds: float | None = None
+    memory_gib: float | None = None  #: GiB
+    seconds: float | None = None  #: seconds
 
 
 @dataclass(slots=True)
@@ -324,18 +355,20 @@ class EngineInitialized(Event):
     """``init engine (profile, create kv cache, warmup model) took X s``: the engine is up."""
 
     kind: ClassVar[str] = "engine_initialized"
-    seconds: float | None = None
+    seconds: float | None = None  #: seconds
 
 
 @dataclass(slots=True)
 class KvCacheCapacity(Event):
+    """How much the KV cache holds: tokens, blocks, the most requests of full length at once."""
+
     kind: ClassVar[str] = "kv_cache_capacity"
-    tokens: int | None = None
-    tokens_per_request: int | None = None
-    max_concurrency: float | None = None
-    gpu_blocks: int | None = None
-    cpu_blocks: int | None = None
-    device: str | None = None
+    tokens: int | None = None  #: KV cache size, tokens
+    tokens_per_request: int | None = None  #: tokens
+    max_concurrency: float | None = None  #: requests
+    gpu_blocks: int | None = None  #: KV blocks of the engine's own pool (on `device`)
+    cpu_blocks: int | None = None  #: V0 CPU swap blocks
+    device: str | None = None  #: device label
 
 
 @dataclass(slots=True)
@@ -344,12 +377,14 @@ class StartupPhase(Event):
     engine_init (``seconds``) or kv_cache_memory (``bytes`` of the KV pool)."""
 
     kind: ClassVar[str] = "startup_phase"
-    phase: str = ""
-    seconds: float | None = None
+    phase: str = ""  #: weights_loading, torch_compile, graph_capture, engine_init or kv_cache_memory
+    seconds: float | None = None  #: how long the step took
+    #: bytes (kv_cache_memory: the memory left for the KV cache; negative when the model left none)
     bytes: float | None = None
 
 
-SERVER_ERRORS = ("oom", "engine_dead", "cuda_error", "kv_cache_too_small", "other")
+ServerErrorKind = Literal["oom", "engine_dead", "cuda_error", "kv_cache_too_small", "other"]
+SERVER_ERRORS: tuple[str, ...] = get_args(ServerErrorKind)
 
 
 @dataclass(slots=True)
@@ -357,12 +392,15 @@ class ServerError(Event):
     """A fatal error.  ``error`` is one of :data:`SERVER_ERRORS`; ``exception`` is a class name."""
 
     kind: ClassVar[str] = "server_error"
-    error: str = "other"
-    exception: str | None = None
+    #: oom, engine_dead, cuda_error, kv_cache_too_small or other
+    error: ServerErrorKind = "other"
+    exception: str | None = None  #: exception class name
 
 
 @dataclass(slots=True)
 class ServerShutdown(Event):
+    """The server shutting down."""
+
     kind: ClassVar[str] = "server_shutdown"
 
 
@@ -371,17 +409,21 @@ class ServerShutdown(Event):
 
 @dataclass(slots=True)
 class BenchThroughput(Event):
+    """``vllm bench throughput``'s result line."""
+
     kind: ClassVar[str] = "bench_throughput"
-    requests_per_second: float = 0.0
-    total_tokens_per_second: float | None = None
-    output_tokens_per_second: float | None = None
+    requests_per_second: float = 0.0  #: requests/s
+    total_tokens_per_second: float | None = None  #: tokens/s
+    output_tokens_per_second: float | None = None  #: tokens/s
 
 
 @dataclass(slots=True)
 class BenchTokens(Event):
+    """``vllm bench throughput``'s token totals."""
+
     kind: ClassVar[str] = "bench_tokens"
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
+    prompt_tokens: int | None = None  #: a count of prompt token ids, never the text
+    output_tokens: int | None = None  #: tokens
 
 
 @dataclass(slots=True)
@@ -389,9 +431,9 @@ class BenchLatency(Event):
     """``Avg latency`` (``avg_seconds``) or one ``N% percentile latency`` line."""
 
     kind: ClassVar[str] = "bench_latency"
-    avg_seconds: float | None = None
-    percentile: float | None = None
-    seconds: float | None = None
+    avg_seconds: float | None = None  #: seconds
+    percentile: float | None = None  #: as printed, e.g. 10
+    seconds: float | None = None  #: seconds
 
 
 @dataclass(slots=True)
@@ -399,8 +441,8 @@ class BenchServe(Event):
     """One result line of ``vllm bench serve``; ``name`` is vLLM's own result key (``mean_ttft_ms`` ...)."""
 
     kind: ClassVar[str] = "bench_serve"
-    name: str = ""
-    value: float = 0.0
+    name: str = ""  #: vLLM's own result key (mean_ttft_ms ...)
+    value: float = 0.0  #: as printed
 
 
 # --- self-observation --------------------------------------------------------------
@@ -414,7 +456,7 @@ class SuspiciousLine(Event):
     never carried (it may hold a prompt)."""
 
     kind: ClassVar[str] = "suspicious_line"
-    family: str = ""
+    family: str = ""  #: the event kind the line looked like
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

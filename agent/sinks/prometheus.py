@@ -30,7 +30,21 @@ from agent.families import (
     keyed,
     value_of,
 )
-from agent.sinks.stats import EngineStatsState, ServerStats
+from agent.sinks.stats import EngineStatsState, ServerStats, declare_count
+from parsers import events as ev
+
+
+def counted(event: type, amount: str | None = None, by: str | None = None) -> Samples:
+    """A count kept from events alone (see :mod:`agent.sinks.stats`): one per ``event``, or the sum of its
+    ``amount`` attribute; labelled by the value of its ``by`` attribute when given.  Always present."""
+    rule = declare_count(event, amount, by)
+
+    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+        if by is None:
+            return [((), s.counted.get(rule.key, 0))]
+        return sorted(((key[1],), v) for key, v in s.counted.items() if isinstance(key, tuple) and key[0] == rule.key)
+
+    return samples
 
 
 def histogram_of(attribute: str, when: str | None = None) -> Samples:
@@ -264,7 +278,7 @@ CATALOGUE: tuple[Spec, ...] = (
     counter(
         "kvwatch_lmcache_server_starts_total",
         "Starts of the multiprocess server's HTTP server.",
-        value_of("lmcache_server_starts"),
+        counted(ev.LmcacheServerStarted),
     ),
     # KV connectors
     counter(

@@ -10,6 +10,11 @@ here knows of regexes or of Prometheus; which values may become labels is
 Each number is a dataclass field whose metadata says how two parts of one log,
 read in parallel, combine (``merge``): summed, the later one's, the larger, or
 merged by its own ``merge``.  So a number is declared once, in its field.
+
+A count that needs nothing but its events (one per event, or the sum of one of
+their attributes, optionally by the value of another) is not a field at all:
+its metric declares it (:func:`agent.sinks.prometheus.counted`), and it is kept
+in :attr:`ServerStats.counted`.  Adding such a metric touches the catalogue only.
 """
 
 from __future__ import annotations
@@ -25,6 +30,30 @@ from parsers import events as ev
 from parsers.events import GIB, SERVER_ERRORS
 from parsers.ids import is_canary
 from parsers.timestamps import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A number kept from events alone: one per event, or the sum of ``amount``, by the value of ``by``."""
+
+    key: str
+    amount: str | None = None
+    by: str | None = None
+
+
+# Counts by event type, declared by their metrics.  Importing ``agent.sinks`` imports
+# the catalogue (see its ``__init__``), so they are known before any stats exist.
+COUNTS: dict[type, list[Count]] = {}
+
+
+def declare_count(event: type, amount: str | None = None, by: str | None = None) -> Count:
+    """Declare (once) a count of ``event`` kept in every :class:`ServerStats`; returns it."""
+    rule = Count(f"{event.kind}:{amount or 'events'}:{by or ''}", amount, by)
+    rules = COUNTS.setdefault(event, [])
+    if rule not in rules:
+        rules.append(rule)
+    return rule
+
 
 # Bucket upper bounds.  A hit ratio of exactly 0 (a miss) gets its own bucket.
 HIT_RATIO_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -314,7 +343,6 @@ class ServerStats:
     prefetch_duration: Histogram = merged(lambda: Histogram(TRANSFER_SECONDS_BUCKETS))
     l1_used_bytes: float | None = last()
     l1_capacity_bytes: float | None = last()
-    lmcache_server_starts: int = counter()
     # KV connectors (vLLM's KV Transfer metrics line)
     kv_transfer: KvTransferTotals = merged(lambda: KvTransferTotals())
     # kvwatch canary requests: kept out of the numbers above, counted here.
@@ -353,6 +381,8 @@ class ServerStats:
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVER_ERRORS, 0), metadata={"merge": SUM})
     # vllm bench: (family, labels) -> value
     bench: dict[BenchKey, float] = last(dict)
+    # Counts declared by their metrics (see COUNTS): key, or (key, label value) -> number.
+    counted: dict[Any, float] = counts()
 
     def __post_init__(self) -> None:
         self._handlers: dict[type, Callable] = {
@@ -370,7 +400,6 @@ class ServerStats:
             ev.LmcacheLookupTimeout: self._lookup_timeout,
             ev.LmcachePrefetch: self._prefetch,
             ev.LmcacheL1Usage: self._l1_usage,
-            ev.LmcacheServerStarted: self._lmcache_server_started,
             ev.KvTransferStats: self._kv_transfer,
             ev.StartupPhase: self._startup_phase,
             ev.RequestReceived: self._received,
@@ -392,6 +421,26 @@ class ServerStats:
             ev.BenchServe: self._bench,
             ev.SuspiciousLine: self._suspicious,
         }
+        for kind, rules in COUNTS.items():
+            self._handlers[kind] = self._counting(self._handlers.get(kind), tuple(rules))
+
+    def _counting(self, handler: Callable | None, rules: tuple[Count, ...]) -> Callable[[ev.Event], None]:
+        """``handler`` followed by the declared counts of its event type (a kvwatch canary request's left out)."""
+        counted = self.counted
+
+        def observe(e: ev.Event) -> None:
+            if handler is not None:
+                handler(e)
+            request_id = getattr(e, "request_id", None)
+            if request_id is not None and is_canary(request_id):
+                return
+            for rule in rules:
+                value = 1 if rule.amount is None else getattr(e, rule.amount)
+                if value is not None:
+                    key = rule.key if rule.by is None else (rule.key, str(getattr(e, rule.by)))
+                    counted[key] = counted.get(key, 0) + value
+
+        return observe
 
     # -- entry point ------------------------------------------------------------------
 
@@ -499,9 +548,6 @@ class ServerStats:
         self.l1_used_bytes = e.used_gib * GIB
         if e.total_gib is not None:
             self.l1_capacity_bytes = e.total_gib * GIB
-
-    def _lmcache_server_started(self, e: ev.LmcacheServerStarted) -> None:
-        self.lmcache_server_starts += 1
 
     def _kv_transfer(self, e: ev.KvTransferStats) -> None:
         if e.values:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from parsers.events import EVENT_TYPES, payload_fields
+from tests.support.harness import REPO
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "parsers" / "schema" / "events.schema.json").read_text())
 ENVELOPE = {"line", "file", "kind", "time"}
@@ -35,3 +38,8 @@ def test_the_events_doc_names_every_kind_and_field() -> None:
     for cls in EVENT_TYPES:
         for name in payload_fields(cls):
             assert f"`{name}`" in documented[cls.kind], (cls.kind, name)
+
+
+def test_the_schema_and_the_docs_table_are_what_the_event_classes_say() -> None:
+    result = subprocess.run([sys.executable, "-m", "parsers.schema_build", "--check"], cwd=REPO, capture_output=True)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()

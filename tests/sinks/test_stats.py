@@ -112,7 +112,7 @@ def test_parts_merged_in_order_equal_one_pass(corpus: str, parts: int) -> None:
     for key, value in a.items():
         if corpus == "mixed" and key[0].endswith("_timestamp_seconds"):
             # The mixed corpus jumps between years; a part starts without the
-            # year context of the lines before it (see README: Timestamps).
+            # year context of the lines before it (see docs/events.md, Timestamps).
             continue
         assert b[key] == pytest.approx(value, rel=1e-12), key
 
@@ -133,3 +133,25 @@ def test_unparsed_lines_are_what_gave_no_event() -> None:
             s.observe(event)
     s.lines = len(lines)
     assert s.unparsed_lines == 3 and s.suspicious == {"request_added": 1}
+
+
+def test_a_count_declared_by_its_metric_alone_is_kept_merged_and_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A metric that needs nothing but its events declares its count in the catalogue; no stats field."""
+    from agent.sinks import stats as stats_module
+    from agent.sinks.prometheus import counted
+
+    monkeypatch.setattr(stats_module, "COUNTS", {kind: list(rules) for kind, rules in stats_module.COUNTS.items()})
+    samples = counted(ev.RequestFailed, by="reason")
+    events = [
+        ev.RequestFailed(None, request_id="cmpl-1", reason="engine_dead"),
+        ev.RequestFailed(None, request_id="cmpl-2", reason="bad_request"),
+        ev.RequestFailed(None, request_id="kvwatch-canary-3", reason="bad_request"),  # kvwatch's own: left out
+        ev.RequestFailed(None, request_id="cmpl-4", reason="engine_dead"),
+    ]
+    whole, first, second = fresh(), fresh(), fresh()
+    for i, event in enumerate(events):
+        whole.observe(event)
+        (first if i < 2 else second).observe(event)
+    first.merge(pickle.loads(pickle.dumps(second)))
+    for stats in (whole, first):
+        assert list(samples(stats, ("reason",))) == [(("bad_request",), 1), (("engine_dead",), 2)]
