@@ -8,7 +8,7 @@
    a request holds while it runs) and none ends.  The table's allocations are
    measured with tracemalloc, beside a baseline measured in the same run: a
    dict holding just the 100,000 ids, the least any table keyed by request
-   could hold.  The bound this checks is documented in the README.
+   could hold.  The bound this checks is documented in docs/traces.md.
 
 2. Throughput.  The shared 2M-line log (``../shared/bench/gen_log.py``, or
    this folder's generator when the shared folder is absent) is replayed by
@@ -44,7 +44,7 @@ from agent.sinks.traces import TraceBuilder  # noqa: E402
 from parsers import events as ev  # noqa: E402
 from parsers.timestamps import Clock  # noqa: E402
 
-# The documented bound (README, "Traces"): bytes per open request.
+# The documented bound (docs/traces.md): bytes per open request.
 BYTES_PER_OPEN_REQUEST_BOUND = 1536
 
 RECEIVER = """
