@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import secrets
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +32,8 @@ from prometheus_client.core import Metric
 
 from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, add_config_option, load_config, positive_int
 from agent.families import computed, counter, families, gauge, keyed, value_of
+from agent.periodic import Periodic
+from agent.sources.lines import LineSplitter
 from parsers import LogStream
 from parsers import events as ev
 from parsers.ids import CANARY_MARK, is_canary
@@ -185,16 +186,16 @@ def _read_log(path: str, start: int, sent: list[CanaryRequest], expected: int, s
     deadline = time.monotonic() + settle
     offset = start
     stream = LogStream()
-    pending = b""
+    splitter = LineSplitter()  # as every reader of kvwatch splits: bad lines skipped, never guessed at
     while True:
         with open(path, "rb") as handle:
             handle.seek(offset)
             data = handle.read()
         offset += len(data)
-        pending += data
-        *lines, pending = pending.split(b"\n")
-        for raw in lines:
-            for event in stream.feed(raw.decode("utf-8", "replace")):
+        for line in splitter.feed(data):
+            if line is None:
+                continue
+            for event in stream.feed(line):
                 if isinstance(event, ev.LmcacheDegraded | ev.LmcacheLookupTimeout):
                     degraded = True
                 request_id = getattr(event, "request_id", None)
@@ -293,42 +294,40 @@ class PeriodicCanary:
         self.last_time: float | None = None
         self.runs = dict.fromkeys(("ok", "failed", "error"), 0)
         self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"kvwatch-canary {name}", daemon=True)
+        self._loop = Periodic(f"kvwatch-canary {name}", self._turn)
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            if not self.running():
-                self._stop.wait(1.0)
-                continue
-            server = self.settings
-            try:
-                api_key = server.api_key.read() if server.api_key is not None else None
-                result = run(
-                    server.base_url(),
-                    str(server.log_file),
-                    requests=server.canary_requests,
-                    api_key=api_key,
-                    chunk_size=server.chunk_size(),
-                )
-            except (CanaryError, OSError, KeyError) as exc:
-                self.runs["error"] += 1
-                self.error = str(exc)
-                self.last = None
-                log.warning("canary of %s could not run: %s", self.name, exc)
-            else:
-                self.runs["ok" if result.ok else "failed"] += 1
-                self.last, self.error = result, None
-                if not result.ok:
-                    log.warning("canary of %s failed: %s", self.name, result.verdict)
-            self.last_time = time.time()
-            self._stop.wait(server.canary_interval)
+    def _turn(self) -> float:
+        """One canary run, as soon as the server is running; returns the wait before the next."""
+        if not self.running():
+            return 1.0
+        server = self.settings
+        try:
+            api_key = server.api_key.read() if server.api_key is not None else None
+            result = run(
+                server.base_url(),
+                str(server.log_file),
+                requests=server.canary_requests,
+                api_key=api_key,
+                chunk_size=server.chunk_size(),
+            )
+        except (CanaryError, OSError, KeyError) as exc:
+            self.runs["error"] += 1
+            self.error = str(exc)
+            self.last = None
+            log.warning("canary of %s could not run: %s", self.name, exc)
+        else:
+            self.runs["ok" if result.ok else "failed"] += 1
+            self.last, self.error = result, None
+            if not result.ok:
+                log.warning("canary of %s failed: %s", self.name, result.verdict)
+        self.last_time = time.time()
+        return server.canary_interval
 
     def families(self) -> Iterator[Metric]:
         return families(SPECS, [([self.name], self)])

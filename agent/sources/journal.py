@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from prometheus_client.core import Metric
 
 from agent.config import FollowConfig
 from agent.families import families, flag, gauge
+from agent.periodic import Periodic
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.lines import LineSplitter
 
@@ -50,8 +50,7 @@ class JournalSource:
         self.nice = nice
         self.process: subprocess.Popen | None = None
         self.running = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"kvwatch-journal {follow.name}", daemon=True)
+        self._loop = Periodic(f"kvwatch-journal {follow.name}", self._turn)
 
     def command(self) -> list[str]:
         argv = [self.journalctl, "--follow", "--output=json", f"--unit={self.follow.journal_unit}"]
@@ -61,51 +60,48 @@ class JournalSource:
         return argv
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop()
         process = self.process
         if process is not None and process.poll() is None:
             process.terminate()  # journalctl writes its cursor file as it exits
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
-        self._thread.join(timeout=5)
+        self._loop.stop(wait=5)
 
-    def _run(self) -> None:
+    def _turn(self) -> float:
+        """Run journalctl and read it to its end; returns the pause before it is started again."""
         lower_thread_priority(self.nice)  # journalctl, started from here, inherits it too
-        while not self._stop.is_set():
-            try:
-                self.process = subprocess.Popen(
-                    self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
-                )
-            except OSError as exc:
-                log.warning("cannot run journalctl for %s: %s", self.follow.journal_unit, exc.strerror or exc)
-                self._stop.wait(RESTART_PAUSE)
-                continue
-            self.running = True
-            splitter = LineSplitter(self.max_line, self.skipped)
-            assert self.process.stdout is not None
-            for chunk in iter(lambda: self.process.stdout.read1(1 << 16), b""):
-                lines = splitter.feed(chunk)
-                if lines:
-                    self.deliver(self.follow.name, lines)
-            self.running = False
-            code = self.process.wait()
-            if not self._stop.is_set():
-                error = (
-                    (self.process.stderr.read() or b"").decode("utf-8", "replace").strip()
-                    if self.process.stderr
-                    else ""
-                )
-                log.warning(
-                    "journalctl for %s exited with %s%s; starting it again in %.0f s",
-                    self.follow.journal_unit,
-                    code,
-                    f": {error}" if error else "",
-                    RESTART_PAUSE,
-                )
-                self._stop.wait(RESTART_PAUSE)
+        try:
+            self.process = subprocess.Popen(
+                self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+            )
+        except OSError as exc:
+            log.warning("cannot run journalctl for %s: %s", self.follow.journal_unit, exc.strerror or exc)
+            return RESTART_PAUSE
+        self.running = True
+        splitter = LineSplitter(self.max_line, self.skipped)
+        assert self.process.stdout is not None
+        for chunk in iter(lambda: self.process.stdout.read1(1 << 16), b""):
+            lines = splitter.feed(chunk)
+            if lines:
+                self.deliver(self.follow.name, lines)
+        self.running = False
+        code = self.process.wait()
+        if not self._loop.stopping.is_set():
+            error = (
+                (self.process.stderr.read() or b"").decode("utf-8", "replace").strip() if self.process.stderr else ""
+            )
+            log.warning(
+                "journalctl for %s exited with %s%s; starting it again in %.0f s",
+                self.follow.journal_unit,
+                code,
+                f": {error}" if error else "",
+                RESTART_PAUSE,
+            )
+        return RESTART_PAUSE
 
     def families(self) -> Iterator[Metric]:
         return families(SPECS, [([self.follow.name], self)])

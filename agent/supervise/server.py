@@ -25,7 +25,6 @@ import os
 import random
 import signal
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +36,7 @@ from prometheus_client.core import Metric
 
 from agent.config import ServerConfig
 from agent.families import computed, counter, families, flag, gauge, value_of
+from agent.periodic import Periodic
 from agent.statedir import replace_file
 from agent.supervise.rawlog import open_raw_log
 from agent.supervise.states import DOWN, WAITING_TO_START, ServerState
@@ -89,19 +89,17 @@ class HealthProbe:
         self.duration: float | None = None
         self.failures = 0  # in a row
         self.checked_at: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"kvwatch-probe {url}", daemon=True)
+        self._loop = Periodic(f"kvwatch-probe {url}", self._turn)
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.check()
-            self._stop.wait(self.interval)
+    def _turn(self) -> float:
+        self.check()
+        return self.interval
 
     def check(self) -> None:
         began = time.monotonic()
