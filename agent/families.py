@@ -49,6 +49,8 @@ class Spec:
     labels: tuple[str, ...]
     help: str
     samples: Samples
+    doc: str = ""  # the docs' fuller meaning, when the help says less (Markdown)
+    native: str = ""  # the vLLM or LMCache metric (or log text) it relates to, for the docs (Markdown)
 
     def family(self) -> Metric:
         if self.type == "histogram":
@@ -58,21 +60,22 @@ class Spec:
         return GaugeMetricFamily(self.name, self.help, labels=self.labels)
 
 
-def _spec(type_: str, name: str, help_: str, samples: Samples, labels: str, per_server: bool) -> Spec:
+def _spec(type_: str, name: str, help_: str, samples: Samples, labels: str, per_server: bool, **docs: str) -> Spec:
     names = (("server",) if per_server else ()) + tuple(labels.split())
-    return Spec(name, type_, names, help_, samples)
+    return Spec(name, type_, names, help_, samples, **docs)
 
 
-def counter(name: str, help_: str, samples: Samples, labels: str = "", per_server: bool = True) -> Spec:
-    return _spec("counter", name, help_, samples, labels, per_server)
+def counter(name: str, help_: str, samples: Samples, labels: str = "", per_server: bool = True, **docs: str) -> Spec:
+    """A counter; ``doc`` and ``native`` (keywords) fill its row of the metrics reference."""
+    return _spec("counter", name, help_, samples, labels, per_server, **docs)
 
 
-def gauge(name: str, help_: str, samples: Samples, labels: str = "", per_server: bool = True) -> Spec:
-    return _spec("gauge", name, help_, samples, labels, per_server)
+def gauge(name: str, help_: str, samples: Samples, labels: str = "", per_server: bool = True, **docs: str) -> Spec:
+    return _spec("gauge", name, help_, samples, labels, per_server, **docs)
 
 
-def histogram(name: str, help_: str, samples: Samples, labels: str = "", per_server: bool = True) -> Spec:
-    return _spec("histogram", name, help_, samples, labels, per_server)
+def histogram(name: str, help_: str, samples: Samples, labels: str = "", per_server: bool = True, **docs: str) -> Spec:
+    return _spec("histogram", name, help_, samples, labels, per_server, **docs)
 
 
 # -- where samples come from -------------------------------------------------------------

@@ -19,7 +19,6 @@ show the header to be quoted text (:func:`parsers.envelope.find_header`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
@@ -44,7 +43,7 @@ from parsers.envelope import (
 from parsers.envelope import (
     has_residue as _has_residue,
 )
-from parsers.events import SuspiciousLine
+from parsers.events import LmcacheParser, SuspiciousLine, VllmParser
 from parsers.messages import EXCEPTION_WORD_ENDS, Events, message_only
 from parsers.shapes import LineMatcher
 
@@ -53,84 +52,13 @@ NOTHING: Events = ()
 _MAX_DEPTH = 4
 
 
-def _stats(line: str, start: int, stamp: str | None) -> Events | None:
-    return vllm_stats.parse_stats(line, start, stamp)
-
-
-def _avg(line: str, start: int, stamp: str | None) -> Events | None:
-    if line.startswith("Avg prompt throughput", start):
-        return vllm_stats.parse_stats(line, start, stamp)
-    return NOTHING
-
-
-def _engine(line: str, start: int, stamp: str | None) -> Events | None:
-    if line.startswith("Engine core proc", start):
-        return lifecycle.parse_died(line, start, stamp)
-    return vllm_stats.parse_engine_prefixed(line, start, stamp)
-
-
-def _prefix(line: str, start: int, stamp: str | None) -> Events | None:
-    if line.startswith("Prefix cache hit rate: GPU:", start):
-        return vllm_stats.parse_v0_prefix_rates(line, start, stamp)
-    return NOTHING
-
-
-def _spec_v1(line: str, start: int, stamp: str | None) -> Events | None:
-    if line.startswith("SpecDecoding metrics: ", start):
-        return vllm_stats.parse_spec_decode(line, start + 22, stamp)
-    return NOTHING
-
-
-def _spec_v0(line: str, start: int, stamp: str | None) -> Events | None:
-    if line.startswith("Speculative metrics: ", start):
-        return vllm_stats.parse_spec_decode(line, start + 21, stamp)
-    return NOTHING
-
-
-def _kv_transfer(line: str, start: int, stamp: str | None) -> Events | None:
-    return vllm_stats.parse_kv_transfer(line, start, stamp)
-
-
-VllmHandler = Callable[[str, int, "str | None"], "Events | None"]
-
-# First word of a vLLM message -> (parser, family named when it fails).
-_VLLM_FAMILIES: dict[str, tuple[VllmHandler, str]] = {
-    "Engine": (_engine, "engine_stats"),
-    "Avg": (_avg, "engine_stats"),
-    "Throughput:": (_stats, "engine_stats"),
-    "Running:": (_stats, "engine_stats"),
-    "RUNNING:": (_stats, "engine_stats"),
-    "Prefix": (_prefix, "engine_stats"),
-    "SpecDecoding": (_spec_v1, "spec_decode_stats"),
-    "Speculative": (_spec_v0, "spec_decode_stats"),
-    "Received": (requests.parse_received, "request_received"),
-    "Added": (requests.parse_added, "request_added"),
-    "Finished": (requests.parse_finished, "request_finished"),
-    "Generated": (requests.parse_generated, "response_generated"),
-    "Aborted": (requests.parse_aborted, "request_aborted"),
-    "Request": (requests.parse_request_outcome, "request_failed"),
-    "vLLM": (lifecycle.parse_vllm_version, "server_starting"),
-    "": (lifecycle.parse_logo, "server_starting"),
-    "Starting": (lifecycle.parse_starting, "server_ready"),
-    "Initializing": (lifecycle.parse_engine_init, "engine_starting"),
-    "init": (lifecycle.parse_init_engine, "engine_initialized"),
-    "Model": (lifecycle.parse_model_loading, "model_loaded"),
-    "Loading": (lifecycle.parse_model_loading, "model_loaded"),
-    "Maximum": (lifecycle.parse_max_concurrency, "kv_cache_capacity"),
-    "#": (lifecycle.parse_blocks, "kv_cache_capacity"),
-    "EngineCore": (lifecycle.parse_engine_core, "server_error"),
-    "Worker": (lifecycle.parse_died, "server_error"),
-    "WorkerProc": (lifecycle.parse_worker_proc, "server_error"),
-    "RayWorkerProc": (lifecycle.parse_died, "server_error"),
-    "[shutdown]": (lifecycle.parse_shutdown, "server_shutdown"),
-    "KV": (_kv_transfer, "kv_transfer_stats"),
-    "Available": (lifecycle.parse_kv_memory, "startup_phase"),
-    "torch.compile": (lifecycle.parse_torch_compile, "startup_phase"),
-    "Graph": (lifecycle.parse_graph_capture, "startup_phase"),
-}
-# ``<DEV> KV cache size: N tokens``: the device label is the first word.
-for _device in lifecycle.KV_DEVICES:
-    _VLLM_FAMILIES[_device] = (lifecycle.parse_kv_size, "kv_cache_capacity")
+# First word of a vLLM message -> (parser, family named when it fails): each family module declares its own.
+_VLLM_FAMILIES: dict[str, tuple[VllmParser, str]] = {}
+for _module in (vllm_stats, requests, lifecycle):
+    _taken = _VLLM_FAMILIES.keys() & _module.FIRST_WORDS.keys()
+    if _taken:  # one word, one family: a second claim would silently shadow the first
+        raise ImportError(f"{_module.__name__} claims first words another family has: {sorted(_taken)}")
+    _VLLM_FAMILIES.update(_module.FIRST_WORDS)
 
 
 def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = None) -> Events:
@@ -154,21 +82,7 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
     return result
 
 
-LmcacheHandler = Callable[[str, int, "str | None", "int | None"], "Events | None"]
-
-_LMCACHE_FAMILIES: dict[str, tuple[LmcacheHandler, str]] = {
-    "Reqid:": (lmcache.parse_lookup, "lmcache_lookup"),
-    "Stored": (lmcache.parse_stored, "lmcache_store"),
-    "Store": (lmcache.parse_store_old, "lmcache_store"),
-    "Retrieved": (lmcache.parse_retrieved, "lmcache_retrieve"),
-    "Storing": (lmcache.parse_storing, "lmcache_store_start"),
-    "LMCache": (lmcache.parse_initialized, "lmcache_initialized"),
-    "Failed": (lmcache.parse_failed, "lmcache_degraded"),
-    "Timeout": (lmcache.parse_timeout, "lmcache_lookup_timeout"),
-    "Prefetch": (lmcache.parse_prefetch, "lmcache_prefetch"),
-    "L1": (lmcache.parse_l1_usage, "lmcache_l1_usage"),
-    "Starting": (lmcache.parse_starting, "lmcache_server_started"),
-}
+_LMCACHE_FAMILIES: dict[str, tuple[LmcacheParser, str]] = lmcache.FIRST_WORDS
 
 
 def lmcache_message(line: str, start: int, stamp: str | None, rank: int | None) -> Events:

@@ -15,6 +15,7 @@ percentages become ratios 0-1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal, NewType, get_args
 
@@ -499,6 +500,13 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 )
 
 EVENT_KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in EVENT_TYPES}
+
+
+Events = tuple[Event, ...]
+# A family parser: a message from ``start`` to its events, ``()`` for a message it knows and
+# ignores, None for one that starts like the family but does not parse (a suspicious line).
+VllmParser = Callable[[str, int, str | None], Events | None]
+LmcacheParser = Callable[[str, int, str | None, int | None], Events | None]
 
 
 def payload_fields(cls: type[Event]) -> tuple[str, ...]:

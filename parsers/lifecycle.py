@@ -24,6 +24,7 @@ from parsers.events import (
     ServerShutdown,
     ServerStarting,
     StartupPhase,
+    VllmParser,
 )
 
 _API_SERVER_VERSION = re.compile(r"vLLM API server version (\S+)")
@@ -232,3 +233,27 @@ def parse_exception(line: str, start: int, stamp: str | None) -> tuple[Event, ..
     if error is None:
         return ()
     return (ServerError(stamp, error, m.group(1).rsplit(".", 1)[-1]),)
+
+
+# First word of a vLLM message -> (parser, the family a line that does not parse is suspected of).
+FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
+    "vLLM": (parse_vllm_version, "server_starting"),
+    "": (parse_logo, "server_starting"),
+    "Starting": (parse_starting, "server_ready"),
+    "Initializing": (parse_engine_init, "engine_starting"),
+    "init": (parse_init_engine, "engine_initialized"),
+    "Model": (parse_model_loading, "model_loaded"),
+    "Loading": (parse_model_loading, "model_loaded"),
+    "Maximum": (parse_max_concurrency, "kv_cache_capacity"),
+    "#": (parse_blocks, "kv_cache_capacity"),
+    "EngineCore": (parse_engine_core, "server_error"),
+    "Worker": (parse_died, "server_error"),
+    "WorkerProc": (parse_worker_proc, "server_error"),
+    "RayWorkerProc": (parse_died, "server_error"),
+    "[shutdown]": (parse_shutdown, "server_shutdown"),
+    "Available": (parse_kv_memory, "startup_phase"),
+    "torch.compile": (parse_torch_compile, "startup_phase"),
+    "Graph": (parse_graph_capture, "startup_phase"),
+    # ``<DEV> KV cache size: N tokens``: the device label is the first word.
+    **dict.fromkeys(KV_DEVICES, (parse_kv_size, "kv_cache_capacity")),
+}

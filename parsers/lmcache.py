@@ -18,6 +18,7 @@ from parsers.events import (
     LmcacheLookup,
     LmcacheLookupPending,
     LmcacheLookupTimeout,
+    LmcacheParser,
     LmcachePrefetch,
     LmcacheRetrieve,
     LmcacheServerStarted,
@@ -336,3 +337,19 @@ def parse_starting(line: str, start: int, stamp: str | None, rank: int | None) -
     """``Starting LMCache HTTP server on http://host:port`` (the MP server's front end)."""
     m = _HTTP_SERVER.match(line, start)
     return (LmcacheServerStarted(stamp, m.group(1)),) if m else ()
+
+
+# First word of an LMCache message -> (parser, the family a line that does not parse is suspected of).
+FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
+    "Reqid:": (parse_lookup, "lmcache_lookup"),
+    "Stored": (parse_stored, "lmcache_store"),
+    "Store": (parse_store_old, "lmcache_store"),
+    "Retrieved": (parse_retrieved, "lmcache_retrieve"),
+    "Storing": (parse_storing, "lmcache_store_start"),
+    "LMCache": (parse_initialized, "lmcache_initialized"),
+    "Failed": (parse_failed, "lmcache_degraded"),
+    "Timeout": (parse_timeout, "lmcache_lookup_timeout"),
+    "Prefetch": (parse_prefetch, "lmcache_prefetch"),
+    "L1": (parse_l1_usage, "lmcache_l1_usage"),
+    "Starting": (parse_starting, "lmcache_server_started"),
+}

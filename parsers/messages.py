@@ -15,9 +15,8 @@ import re
 from collections.abc import Callable
 
 from parsers import bench, lifecycle, lmcache, requests, vllm_stats
-from parsers.events import Event
+from parsers.events import Events
 
-Events = tuple[Event, ...]
 NOTHING: Events = ()
 # An exception's final traceback line: ``torch.OutOfMemoryError: ...``.
 EXCEPTION_WORD_ENDS = ("Error:", "Exception:", "Error")

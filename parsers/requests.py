@@ -23,6 +23,7 @@ from parsers.events import (
     ServerError,
     ServerReady,
     ServerShutdown,
+    VllmParser,
 )
 from parsers.shapes import Shape
 
@@ -193,3 +194,14 @@ def _uvicorn_lifecycle(line: str, start: int, stamp: str | None) -> tuple[Event,
     if line.startswith("[Errno ", start) and "error while attempting to bind" in line:
         return (ServerError(stamp, "other", "OSError"),)
     return ()
+
+
+# First word of a vLLM message -> (parser, the family a line that does not parse is suspected of).
+FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
+    "Received": (parse_received, "request_received"),
+    "Added": (parse_added, "request_added"),
+    "Finished": (parse_finished, "request_finished"),
+    "Generated": (parse_generated, "response_generated"),
+    "Aborted": (parse_aborted, "request_aborted"),
+    "Request": (parse_request_outcome, "request_failed"),
+}

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import re
 
-from parsers.events import EngineStats, Event, KvCacheCapacity, KvTransferStats, SpecDecodeStats
+from parsers import lifecycle
+from parsers.events import EngineStats, Event, KvCacheCapacity, KvTransferStats, SpecDecodeStats, VllmParser
 
 ENGINE_PREFIX = re.compile(r"Engine (\d+): ")
 AGGREGATED_PREFIX = re.compile(r"(\d+) Engines Aggregated: ")
@@ -284,3 +285,54 @@ def parse_aggregated(line: str, start: int, stamp: str | None) -> tuple[Event, .
     if m is not None:
         return (KvCacheCapacity(stamp, gpu_blocks=int(m.group(2))),)
     return ()
+
+
+# -- the first words of vLLM messages this module reads ------------------------------------
+
+
+def _stats(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    return parse_stats(line, start, stamp)
+
+
+def _avg(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    if line.startswith("Avg prompt throughput", start):
+        return parse_stats(line, start, stamp)
+    return ()
+
+
+def _engine(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    if line.startswith("Engine core proc", start):  # not a stats line: an engine that died
+        return lifecycle.parse_died(line, start, stamp)
+    return parse_engine_prefixed(line, start, stamp)
+
+
+def _prefix(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    if line.startswith("Prefix cache hit rate: GPU:", start):
+        return parse_v0_prefix_rates(line, start, stamp)
+    return ()
+
+
+def _spec_v1(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    if line.startswith("SpecDecoding metrics: ", start):
+        return parse_spec_decode(line, start + 22, stamp)
+    return ()
+
+
+def _spec_v0(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    if line.startswith("Speculative metrics: ", start):
+        return parse_spec_decode(line, start + 21, stamp)
+    return ()
+
+
+# First word of a vLLM message -> (parser, the family a line that does not parse is suspected of).
+FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
+    "Engine": (_engine, "engine_stats"),
+    "Avg": (_avg, "engine_stats"),
+    "Throughput:": (_stats, "engine_stats"),
+    "Running:": (_stats, "engine_stats"),
+    "RUNNING:": (_stats, "engine_stats"),
+    "Prefix": (_prefix, "engine_stats"),
+    "SpecDecoding": (_spec_v1, "spec_decode_stats"),
+    "Speculative": (_spec_v0, "spec_decode_stats"),
+    "KV": (parse_kv_transfer, "kv_transfer_stats"),
+}

@@ -225,6 +225,12 @@ SPECS = (
         _run_results,
         labels="benchmark model params result",
         per_server=False,
+        doc=(
+            "the last `kvwatch bench` run of each parameter set (read from the state directory's history): one "
+            "series per result (`requests_per_second`, `avg_latency_seconds`, `p99_latency_seconds`, "
+            "`request_throughput`, `mean_ttft_ms` …)"
+        ),
+        native="`vllm bench`'s own results",
     ),
     gauge(
         "kvwatch_bench_last_run_timestamp_seconds",
@@ -232,6 +238,7 @@ SPECS = (
         _run_time,
         labels="benchmark model params",
         per_server=False,
+        doc="when that run began",
     ),
 )
 

@@ -355,18 +355,31 @@ SPECS = (
         "not_loaded, degraded, short_prompt, hash_seed, no_hits, no_answer, error.",
         _verdict,
         labels="reason",
+        doc=(
+            "1 when the last periodic canary found the repeated prompt from the second request on; `reason`: "
+            "`works`, `not_loaded`, `degraded`, `short_prompt`, `hash_seed`, `no_hits`, `no_answer`, `error` (could "
+            "not run)"
+        ),
     ),
     counter(
         "kvwatch_canary_runs_total",
         "Periodic canary runs: ok, failed (the cache did not hit), error (it could not run).",
         keyed("runs"),
         labels="result",
+        doc="periodic canary runs: `ok`, `failed`, `error`",
     ),
-    gauge("kvwatch_canary_last_run_timestamp_seconds", "When the last periodic canary ran.", value_of("last_time")),
+    gauge(
+        "kvwatch_canary_last_run_timestamp_seconds",
+        "When the last periodic canary ran.",
+        value_of("last_time"),
+        doc="when the last canary ran",
+    ),
     gauge(
         "kvwatch_canary_last_hit_tokens",
         "LMCache hit tokens of the last canary: the least of any request after the first.",
         _of_last("hit_tokens"),
+        doc="LMCache hit tokens of the last canary (the least of any request after the first)",
+        native="`LMCache hit tokens` of the canary's lookups",
     ),
     gauge("kvwatch_canary_last_latency_seconds", "Mean latency of the last canary's requests.", _of_last("latency")),
 )

@@ -108,6 +108,8 @@ INFO_SPECS = (
         "Always 1; versions from the log or the server's installed packages, and the model.",
         _server_info,
         labels="vllm_version lmcache_version model",
+        doc="always 1; versions from the log, else from the packages installed beside the server's `python`; the model",
+        native="vLLM's `vllm:cache_config_info` / `model_name` label",
     ),
 )
 BUILD_SPECS = (

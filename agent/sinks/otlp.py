@@ -564,6 +564,7 @@ SPECS = (
         "Spans the exporter delivered.",
         computed(lambda tracing: tracing.counts["exported"]),
         per_server=False,
+        native="the Collector's `otelcol_receiver_accepted_spans`",
     ),
     counter(
         "kvwatch_trace_spans_dropped_total",
@@ -571,6 +572,11 @@ SPECS = (
         keyed("dropped"),
         labels="reason",
         per_server=False,
+        doc=(
+            "spans lost: `queue_full` (the collector was slower than the log), `export_failed` (refused, or down "
+            "past the exporter's retries)"
+        ),
+        native="the SDK's `otel.sdk.processor.span.processed` with `error.type`",
     ),
 )
 

@@ -144,110 +144,175 @@ CATALOGUE: tuple[Spec, ...] = (
         "kvwatch_lmcache_lookups_total",
         "LMCache lookup lines (a request is looked up again after a preemption or a retry).",
         value_of("lookups"),
+        doc="LMCache lookup lines; a preempted request is looked up again",
+        native="`lmcache:num_lookup_requests_total`",
     ),
     counter(
         "kvwatch_lmcache_lookup_tokens_total",
         "Tokens looked up (Total tokens of each lookup).",
         value_of("lookup_tokens"),
+        doc="tokens looked up (`Total tokens`)",
+        native="`lmcache:num_lookup_tokens_total`; `vllm:prompt_tokens_total` when each request is looked up once",
     ),
     counter(
         "kvwatch_canary_requests_total",
         "kvwatch canary requests the engine added (kept out of the request counters).",
         value_of("canary_requests"),
+        doc="`kvwatch canary` requests the engine added (not in `kvwatch_vllm_requests_added_total`)",
     ),
     counter(
         "kvwatch_canary_lookups_total",
         "LMCache lookups of kvwatch canary requests (kept out of the lookup counters and hit ratio).",
         value_of("canary_lookups"),
+        doc="LMCache lookups of canary requests (not in the lookup counters nor the hit-ratio histogram)",
     ),
     counter(
         "kvwatch_canary_lookup_tokens_total",
         "Tokens looked up for kvwatch canary requests.",
         value_of("canary_lookup_tokens"),
+        doc="tokens looked up for canary requests",
     ),
     counter(
         "kvwatch_canary_hit_tokens_total",
         "LMCache hit tokens of kvwatch canary requests.",
         value_of("canary_hit_tokens"),
+        doc="LMCache hit tokens of canary requests",
     ),
-    counter("kvwatch_lmcache_hit_tokens_total", "Tokens LMCache found (LMCache hit tokens).", value_of("hit_tokens")),
+    counter(
+        "kvwatch_lmcache_hit_tokens_total",
+        "Tokens LMCache found (LMCache hit tokens).",
+        value_of("hit_tokens"),
+        doc="`LMCache hit tokens`",
+        native="`lmcache:num_lookup_hits_total`",
+    ),
     counter(
         "kvwatch_lmcache_need_to_load_tokens_total",
         "Positive need-to-load values of lookups that were not skipped by min_retrieve.",
         value_of("need_to_load_tokens"),
+        doc="positive `need to load` values of lookups not skipped by `min_retrieve`",
+        native="`vllm:external_prefix_cache_hits_total` (vLLM ≥ 0.11.1)",
     ),
     counter(
         "kvwatch_lmcache_engine_computed_tokens_total",
         "Tokens vLLM already had in its own prefix cache at lookup (Inference Engine computed tokens).",
         value_of("engine_computed_tokens"),
+        doc="`Inference Engine computed tokens`: vLLM's own prefix-cache tokens at lookup",
+        native="`lmcache:num_vllm_hit_tokens_total`",
     ),
     counter(
         "kvwatch_lmcache_lookups_pending_total",
         "Lookups reported with hit tokens None (asynchronous lookup not finished).",
         value_of("lookups_pending"),
+        doc="lookups with `hit tokens: None` (asynchronous, asked again)",
     ),
     counter(
         "kvwatch_lmcache_lookups_below_min_retrieve_total",
         "Lookups whose hit was below min_retrieve_tokens, so nothing was loaded.",
         value_of("lookups_below_min_retrieve"),
+        doc="lookups whose hit was below `min_retrieve_tokens` (nothing loaded)",
     ),
     histogram(
         "kvwatch_lmcache_lookup_hit_ratio",
         "Hit tokens / total tokens of each lookup with total > 0.",
         histogram_of("hit_ratio"),
+        doc='hit / total tokens per lookup with total > 0; bucket `le="0"` counts misses',
+        native="`lmcache:request_cache_hit_rate`",
     ),
     counter(
         "kvwatch_lmcache_lookup_timeouts_total",
         "Lookup RPC timeouts (no hit reported).",
         value_of("lookup_timeouts"),
+        doc="lookup RPC timeouts (degraded LMCache)",
     ),
-    counter("kvwatch_lmcache_stores_total", "Store lines (one per tensor-parallel rank).", value_of("stores")),
-    counter("kvwatch_lmcache_stored_tokens_total", "Tokens stored.", value_of("stored_tokens")),
+    counter(
+        "kvwatch_lmcache_stores_total",
+        "Store lines (one per tensor-parallel rank).",
+        value_of("stores"),
+        doc="store lines, one per TP rank",
+        native="`lmcache:num_store_requests_total`",
+    ),
+    counter(
+        "kvwatch_lmcache_stored_tokens_total",
+        "Tokens stored.",
+        value_of("stored_tokens"),
+        native="`lmcache:num_stored_tokens_total`",
+    ),
     counter(
         "kvwatch_lmcache_stored_bytes_total",
         "Bytes of KV cache stored (LMCache's GB = 2^30).",
         value_of("stored_bytes"),
+        doc="bytes of KV cache stored",
     ),
     histogram(
         "kvwatch_lmcache_store_duration_seconds",
         "Time of each store (LMCache's cost).",
         histogram_of("store_duration"),
+        doc="store time (LMCache's cost)",
+        native="`lmcache:time_to_store`",
     ),
     counter(
         "kvwatch_lmcache_store_starts_total",
         "Store operations issued (Storing KV cache for ...).",
         value_of("store_starts"),
+        doc="stores issued (`Storing KV cache for …`)",
     ),
     counter(
         "kvwatch_lmcache_store_start_tokens_total",
         "Tokens selected for storing when issued.",
         value_of("store_start_tokens"),
     ),
-    counter("kvwatch_lmcache_retrieves_total", "Retrieve lines (one per tensor-parallel rank).", value_of("retrieves")),
-    counter("kvwatch_lmcache_retrieved_tokens_total", "Tokens retrieved.", value_of("retrieved_tokens")),
+    counter(
+        "kvwatch_lmcache_retrieves_total",
+        "Retrieve lines (one per tensor-parallel rank).",
+        value_of("retrieves"),
+        doc="retrieve lines, one per TP rank",
+        native="`lmcache:num_retrieve_requests_total`",
+    ),
+    counter(
+        "kvwatch_lmcache_retrieved_tokens_total",
+        "Tokens retrieved.",
+        value_of("retrieved_tokens"),
+        native="`lmcache:num_hit_tokens_total`",
+    ),
     counter(
         "kvwatch_lmcache_retrieve_requested_tokens_total",
         "Tokens asked for by retrieves (required tokens).",
         value_of("retrieve_requested_tokens"),
+        doc="tokens retrieves asked for (`required`)",
+        native="`lmcache:num_requested_tokens_total`",
     ),
     counter("kvwatch_lmcache_retrieved_bytes_total", "Bytes of KV cache retrieved.", value_of("retrieved_bytes")),
-    histogram("kvwatch_lmcache_retrieve_duration_seconds", "Time of each retrieve.", histogram_of("retrieve_duration")),
+    histogram(
+        "kvwatch_lmcache_retrieve_duration_seconds",
+        "Time of each retrieve.",
+        histogram_of("retrieve_duration"),
+        doc="retrieve time",
+        native="`lmcache:time_to_retrieve`",
+    ),
     gauge(
         "kvwatch_lmcache_degraded",
         "1 after LMCache reported it could not start its engine (degraded, recompute only) since the last start.",
         value_of("lmcache_degraded"),
+        doc="1 after LMCache said it could not start its engine (recompute only), until the next server start",
+        native="`lmcache:lmcache_is_healthy` (inverse)",
     ),
     gauge(
         "kvwatch_lmcache_info",
         "LMCache version as its start-up line prints it.",
         _lmcache_info,
         labels="version vllm_version",
+        doc="LMCache version from its start-up line",
     ),
     # LMCache's multiprocess server
     counter(
         "kvwatch_lmcache_prefetches_total",
         "Prefetches the multiprocess server completed with a hit (it logs none when nothing hit).",
         value_of("prefetches"),
+        doc=(
+            "prefetches LMCache's multiprocess server completed with a hit (`Prefetch request completed`; it logs "
+            "none for a miss)"
+        ),
+        native="`lmcache_mp:` prefetch counters on the server's own `/metrics`",
     ),
     counter(
         "kvwatch_lmcache_prefetch_requested_keys_total",
@@ -259,6 +324,8 @@ CATALOGUE: tuple[Spec, ...] = (
         "Cache keys found, by tier: l1 (memory), l2 (loaded from storage), unknown (a release that prints no split).",
         keyed("prefetch_hit_keys"),
         labels="tier",
+        doc="cache keys found: `l1` (memory), `l2` (loaded from storage), `unknown` (a release that prints no split)",
+        native="`lmcache_mp:` L1/L2 hit counters",
     ),
     histogram(
         "kvwatch_lmcache_prefetch_duration_seconds",
@@ -269,52 +336,79 @@ CATALOGUE: tuple[Spec, ...] = (
         "kvwatch_lmcache_l1_used_bytes",
         "L1 memory in use (multiprocess server, extra logging).",
         value_of("l1_used_bytes"),
+        doc="L1 memory in use (multiprocess server with `--enable-extra-logging`)",
+        native="`lmcache_mp:` L1 usage",
     ),
     gauge(
         "kvwatch_lmcache_l1_capacity_bytes",
         "L1 memory size (multiprocess server, extra logging).",
         value_of("l1_capacity_bytes"),
+        doc="L1 memory size (same line)",
     ),
     counter(
         "kvwatch_lmcache_server_starts_total",
         "Starts of the multiprocess server's HTTP server.",
         counted(ev.LmcacheServerStarted),
+        doc="starts of the multiprocess server's HTTP server (`Starting LMCache HTTP server on …`)",
     ),
     # KV connectors
     counter(
         "kvwatch_kv_transfer_lines_total",
         "KV Transfer metrics lines (one per logging interval in which the connector moved data).",
         kv_transfer("lines"),
+        doc="`KV Transfer metrics` lines (one per logging interval in which the KV connector reported)",
     ),
     counter(
         "kvwatch_kv_transfer_bytes_total",
         "Bytes a KV connector moved: load (into the GPU), store (out of it), transfer (NIXL, between instances).",
         kv_transfer("bytes"),
         labels="direction",
+        doc=(
+            "bytes the KV connector moved: `load` (offloaded KV back to the GPU), `store` (out of it), `transfer` "
+            "(NIXL, between instances: transfers × average MB)"
+        ),
+        native="`vllm:kv_offload_total_bytes`, `vllm:nixl_bytes_transferred`",
     ),
     counter(
         "kvwatch_kv_transfer_seconds_total",
         "Time spent moving them (direction lookup: LMCache MP lookup latency, summed).",
         kv_transfer("seconds"),
         labels="direction",
+        doc=(
+            'time spent on them; `direction="lookup"`: LMCache MP lookups (count × average latency), so '
+            "`rate(seconds)/rate(lookups)` is their mean latency"
+        ),
+        native="`vllm:kv_offload_total_time`, `vllm:nixl_xfer_time_seconds`, `vllm:lmcache_mp_lookup_duration_seconds`",
     ),
     counter(
         "kvwatch_kv_transfer_operations_total",
         "Transfers (load, store, transfer).",
         kv_transfer("transfers"),
         labels="direction",
+        doc="transfers (NIXL's successful transfers; the offloading connector's load and store counts)",
+        native="`vllm:nixl_xfer_time_seconds_count`",
     ),
     counter(
         "kvwatch_kv_transfer_failures_total",
         "Failed transfers (NIXL).",
         kv_transfer("failures"),
         labels="direction",
+        native="`vllm:nixl_num_failed_transfers`",
     ),
-    counter("kvwatch_kv_transfer_lookups_total", "Lookups LMCache's MP connector reported.", kv_transfer("lookups")),
+    counter(
+        "kvwatch_kv_transfer_lookups_total",
+        "Lookups LMCache's MP connector reported.",
+        kv_transfer("lookups"),
+        native="`vllm:lmcache_mp_lookup_duration_seconds_count`",
+    ),
     counter(
         "kvwatch_kv_transfer_unknown_keys_total",
         "Keys of KV Transfer metrics lines kvwatch does not know (a new connector or release); not exported as labels.",
         kv_transfer("unknown_keys"),
+        doc=(
+            "keys of `KV Transfer metrics` lines kvwatch does not know (a new connector or release): counted, never "
+            "labels"
+        ),
     ),
     # vLLM engine stats
     counter(
@@ -328,18 +422,29 @@ CATALOGUE: tuple[Spec, ...] = (
         "Log time of the last stats line; vLLM stops printing stats when idle, so the gauges freeze.",
         per_engine(lambda e: e.last_seen),
         labels="engine",
+        doc=(
+            "log time of the last stats line: vLLM stops printing stats when idle, so the gauges below freeze; this "
+            "tells stale from current"
+        ),
     ),
     gauge(
         "kvwatch_vllm_prompt_throughput_tokens_per_second",
         "Avg prompt throughput of the last stats line.",
         engine_gauge("prompt_throughput"),
         labels="engine",
+        doc="Avg prompt throughput",
+        native=(
+            "`rate(vllm:prompt_tokens_total)`; from 0.16.0 "
+            '`rate(vllm:prompt_tokens_by_source_total{source="local_compute"})`'
+        ),
     ),
     gauge(
         "kvwatch_vllm_generation_throughput_tokens_per_second",
         "Avg generation throughput of the last stats line.",
         engine_gauge("generation_throughput"),
         labels="engine",
+        doc="Avg generation throughput",
+        native="`rate(vllm:generation_tokens_total)`",
     ),
     gauge(
         "kvwatch_vllm_throughput_tokens_per_second",
@@ -347,85 +452,123 @@ CATALOGUE: tuple[Spec, ...] = (
         engine_gauge("throughput"),
         labels="engine",
     ),
-    gauge("kvwatch_vllm_requests_running", "Running requests.", engine_gauge("running"), labels="engine"),
-    gauge("kvwatch_vllm_requests_waiting", "Waiting (V0: pending) requests.", engine_gauge("waiting"), labels="engine"),
+    gauge(
+        "kvwatch_vllm_requests_running",
+        "Running requests.",
+        engine_gauge("running"),
+        labels="engine",
+        doc="Running",
+        native="`vllm:num_requests_running`",
+    ),
+    gauge(
+        "kvwatch_vllm_requests_waiting",
+        "Waiting (V0: pending) requests.",
+        engine_gauge("waiting"),
+        labels="engine",
+        doc="Waiting (V0: Pending)",
+        native="`vllm:num_requests_waiting`",
+    ),
     gauge(
         "kvwatch_vllm_requests_swapped",
         "Swapped requests (V0 engine only).",
         engine_gauge("swapped"),
         labels="engine",
+        doc="Swapped (V0)",
+        native="`vllm:num_requests_swapped`",
     ),
     gauge(
         "kvwatch_vllm_requests_deferred",
         "Waiting requests deferred by transient constraints.",
         engine_gauge("deferred"),
         labels="engine",
+        doc="Deferred (0 when a V1 line omits it)",
+        native='`vllm:num_requests_waiting_by_reason{reason="deferred"}`',
     ),
     gauge(
         "kvwatch_vllm_requests_kv_fetch",
         "Waiting requests by asynchronous KV load stage (waiting_to_start, in_progress, completed_waiting).",
         _kv_fetch,
         labels="engine stage",
+        doc="waiting requests by async KV load stage: `waiting_to_start`, `in_progress`, `completed_waiting`",
+        native="`vllm:num_requests_kv_fetch_by_stage`",
     ),
     gauge(
         "kvwatch_vllm_kv_cache_usage_ratio",
         "KV cache usage of the engine's own pool (GPU, CPU, XPU ...).",
         engine_gauge("kv_cache_usage"),
         labels="engine",
+        doc="KV cache usage of the engine's own pool",
+        native="`vllm:kv_cache_usage_perc` (`vllm:gpu_cache_usage_perc` before 0.9.2)",
     ),
     gauge(
         "kvwatch_vllm_cpu_kv_cache_usage_ratio",
         "CPU swap-space KV usage (V0 engine only).",
         engine_gauge("cpu_kv_cache_usage"),
         labels="engine",
+        doc="CPU swap-space KV usage (V0)",
+        native="`vllm:cpu_cache_usage_perc`",
     ),
     gauge(
         "kvwatch_vllm_prefix_cache_hit_ratio",
         "vLLM's prefix cache hit rate (last 1000 requests in V1, cumulative in V0).",
         engine_gauge("prefix_cache_hit_rate"),
         labels="engine",
+        doc="prefix-cache hit rate (last 1000 requests in V1, cumulative in V0)",
+        native="`vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total`",
     ),
     gauge(
         "kvwatch_vllm_cpu_prefix_cache_hit_ratio",
         "V0's CPU prefix cache hit rate.",
         engine_gauge("cpu_prefix_cache_hit_rate"),
         labels="engine",
+        doc="V0 CPU prefix-cache hit rate",
+        native="`vllm:cpu_prefix_cache_hit_rate`",
     ),
     gauge(
         "kvwatch_vllm_external_prefix_cache_hit_ratio",
         "Hit rate of the KV connector (LMCache) as vLLM reports it.",
         engine_gauge("external_prefix_cache_hit_rate"),
         labels="engine",
+        doc="the KV connector's (LMCache's) hit rate as vLLM reports it",
+        native="`vllm:external_prefix_cache_hits_total / vllm:external_prefix_cache_queries_total`",
     ),
     gauge(
         "kvwatch_vllm_mm_cache_hit_ratio",
         "Multimodal processor cache hit rate.",
         engine_gauge("mm_cache_hit_rate"),
         labels="engine",
+        doc="multimodal cache hit rate",
+        native="`vllm:mm_cache_hits_total / vllm:mm_cache_queries_total`",
     ),
     counter(
         "kvwatch_vllm_preemptions_total",
         "Preemptions (sum of each interval's Preemptions).",
         per_engine(lambda e: e.preemptions, when=lambda e: e.lines),
         labels="engine",
+        doc="sum of each interval's Preemptions",
+        native="`vllm:num_preemptions_total`",
     ),
     counter(
         "kvwatch_vllm_corrupted_requests_total",
         "Requests with NaN logits (Corrupted).",
         per_engine(lambda e: e.corrupted, when=lambda e: e.lines),
         labels="engine",
+        doc="sum of each interval's Corrupted",
+        native="`vllm:corrupted_requests_total`",
     ),
     counter(
         "kvwatch_vllm_spec_decode_accepted_tokens_total",
         "Speculative tokens accepted.",
         per_engine(lambda e: e.spec_accepted, when=_has_spec),
         labels="engine",
+        native="`vllm:spec_decode_num_accepted_tokens_total`",
     ),
     counter(
         "kvwatch_vllm_spec_decode_drafted_tokens_total",
         "Speculative tokens drafted.",
         per_engine(lambda e: e.spec_drafted, when=_has_spec),
         labels="engine",
+        native="`vllm:spec_decode_num_draft_tokens_total`",
     ),
     gauge(
         "kvwatch_vllm_spec_decode_mean_acceptance_length",
@@ -440,13 +583,32 @@ CATALOGUE: tuple[Spec, ...] = (
         labels="engine",
     ),
     # requests
-    counter("kvwatch_vllm_requests_received_total", "Received request lines (front end).", value_of("received")),
-    counter("kvwatch_vllm_requests_added_total", "Added request lines (engine).", value_of("added")),
-    counter("kvwatch_vllm_requests_finished_total", "Finished request lines (V0 engine).", value_of("finished")),
+    counter(
+        "kvwatch_vllm_requests_received_total",
+        "Received request lines (front end).",
+        value_of("received"),
+        doc="`Received request` lines (request logging on)",
+    ),
+    counter(
+        "kvwatch_vllm_requests_added_total",
+        "Added request lines (engine).",
+        value_of("added"),
+        doc="`Added request` lines",
+        native="`vllm:request_success_total` summed over reasons, once finished",
+    ),
+    counter(
+        "kvwatch_vllm_requests_finished_total",
+        "Finished request lines (V0 engine).",
+        value_of("finished"),
+        doc="`Finished request` lines (V0)",
+        native="`vllm:request_success_total`",
+    ),
     counter(
         "kvwatch_vllm_requests_aborted_total",
         "Aborted requests (one per id of an abort line).",
         value_of("aborted"),
+        doc="aborted requests, one per id",
+        native='`vllm:request_success_total{finished_reason="abort"}`',
     ),
     counter("kvwatch_vllm_requests_cancelled_total", "Requests whose client went away.", value_of("cancelled")),
     counter(
@@ -454,27 +616,49 @@ CATALOGUE: tuple[Spec, ...] = (
         "Requests that failed (engine_dead, bad_request, input_error).",
         keyed("failures"),
         labels="reason",
+        doc="failed requests: `engine_dead`, `bad_request`, `input_error`",
+        native='`vllm:request_success_total{finished_reason="error"}`',
     ),
     counter(
         "kvwatch_http_responses_total",
         'HTTP responses from uvicorn\'s access log; unknown paths are counted as path="other".',
         keyed("http"),
         labels="method path status",
+        doc="uvicorn access lines",
+        native="vLLM's `http_requests_total` (FastAPI instrumentator)",
     ),
     # server lifecycle
-    counter("kvwatch_vllm_server_starts_total", "Server starts seen in the log.", value_of("starts")),
+    counter(
+        "kvwatch_vllm_server_starts_total",
+        "Server starts seen in the log.",
+        value_of("starts"),
+        doc="server starts seen in the log (one per start, however many start lines)",
+    ),
     counter("kvwatch_vllm_server_shutdowns_total", "Server shutdowns seen in the log.", value_of("shutdowns")),
     gauge(
         "kvwatch_vllm_server_ready",
         "1 once the log says the server is ready, 0 after a start or shutdown.",
         value_of("ready"),
+        doc="1 once the log says the server is ready; 0 after a start or a shutdown",
     ),
-    gauge("kvwatch_vllm_info", "vLLM version and model from the start-up lines.", _vllm_info, labels="version model"),
-    gauge("kvwatch_vllm_model_load_seconds", "Model loading time of the last start.", value_of("model_load_seconds")),
+    gauge(
+        "kvwatch_vllm_info",
+        "vLLM version and model from the start-up lines.",
+        _vllm_info,
+        labels="version model",
+        native="`vllm:cache_config_info`",
+    ),
+    gauge(
+        "kvwatch_vllm_model_load_seconds",
+        "Model loading time of the last start.",
+        value_of("model_load_seconds"),
+        doc="model loading time at the last start",
+    ),
     gauge(
         "kvwatch_vllm_model_memory_bytes",
         "Memory the model weights took at the last start.",
         value_of("model_memory_bytes"),
+        doc="memory the weights took at the last start",
     ),
     gauge(
         "kvwatch_vllm_engine_init_seconds",
@@ -486,24 +670,44 @@ CATALOGUE: tuple[Spec, ...] = (
         "Time of a start-up step of the last start: weights_loading, torch_compile, graph_capture, engine_init.",
         keyed("startup_phases"),
         labels="phase",
+        doc=(
+            "a start-up step of the last start: `weights_loading`, `torch_compile`, `graph_capture`, `engine_init` — "
+            "a slow start after an upgrade shows which step grew"
+        ),
     ),
     gauge(
         "kvwatch_vllm_kv_cache_memory_bytes",
         "Memory left for the KV cache at the last start (Available KV cache memory; negative: none).",
         value_of("kv_cache_memory_bytes"),
+        doc=(
+            "memory left for the KV cache at the last start (`Available KV cache memory`; negative: none) — a "
+            "shrunken KV pool after an upgrade shows here"
+        ),
     ),
     gauge("kvwatch_vllm_kv_cache_capacity_tokens", "KV cache size in tokens.", value_of("kv_capacity_tokens")),
     gauge(
         "kvwatch_vllm_kv_cache_max_concurrency",
         "Maximum concurrency for max-model-len requests the KV cache allows.",
         value_of("kv_max_concurrency"),
+        doc="maximum concurrency for max-model-len requests",
     ),
-    gauge("kvwatch_vllm_kv_cache_blocks", "KV cache blocks (device gpu or cpu).", keyed("kv_blocks"), labels="device"),
+    gauge(
+        "kvwatch_vllm_kv_cache_blocks",
+        "KV cache blocks (device gpu or cpu).",
+        keyed("kv_blocks"),
+        labels="device",
+        doc="KV cache blocks (`gpu`: the engine's pool, `cpu`: V0 swap)",
+        native="`vllm:cache_config_info` (`num_gpu_blocks`)",
+    ),
     counter(
         "kvwatch_vllm_errors_total",
         "Fatal error lines by kind: oom, engine_dead, cuda_error, kv_cache_too_small, other.",
         keyed("errors"),
         labels="error",
+        doc=(
+            "fatal error lines: `oom` (CUDA or HIP), `engine_dead`, `cuda_error`, `kv_cache_too_small`, `other`; all "
+            "five are always exported, one crash may log several"
+        ),
     ),
     # vllm bench
     gauge(
@@ -511,36 +715,45 @@ CATALOGUE: tuple[Spec, ...] = (
         "Last benchmark request throughput.",
         bench("requests_per_second"),
         labels="benchmark",
+        doc="last `vllm bench` request throughput (`throughput`, `serve`)",
     ),
     gauge(
         "kvwatch_bench_tokens_per_second",
         "Last benchmark token throughput (tokens total or output).",
         bench("tokens_per_second"),
         labels="benchmark tokens",
+        doc="last benchmark token throughput (`total`, `output`)",
     ),
     gauge(
         "kvwatch_bench_tokens",
         "Tokens processed by the last benchmark (prompt, output).",
         bench("tokens"),
         labels="benchmark tokens",
+        doc="tokens of the last benchmark (`prompt`, `output`)",
     ),
     gauge(
         "kvwatch_bench_latency_seconds",
         "Last benchmark latency statistics (mean, median, std, pN) of a measure (batch, ttft, tpot, itl, e2el).",
         bench("latency_seconds"),
         labels="benchmark measure statistic",
+        doc=(
+            "last benchmark latency: `measure` `batch` (latency bench), `ttft`, `tpot`, `itl`, `e2el`; `statistic` "
+            "`mean`, `median`, `std`, `p10` …"
+        ),
     ),
     gauge(
         "kvwatch_bench_duration_seconds",
         "Duration of the last benchmark run.",
         bench("duration_seconds"),
         labels="benchmark",
+        doc="duration of the last `vllm bench serve`",
     ),
     gauge(
         "kvwatch_bench_requests",
         "Requests of the last benchmark (completed, failed).",
         bench("requests"),
         labels="benchmark outcome",
+        doc="requests of the last `vllm bench serve` (`completed`, `failed`)",
     ),
     # kvwatch itself
     counter("kvwatch_lines_total", "Lines read.", value_of("lines")),
@@ -560,6 +773,10 @@ CATALOGUE: tuple[Spec, ...] = (
         "Lines not parsed: invalid_utf8, nul, too_long, partial (an unterminated last line), split_too_long.",
         keyed("skipped"),
         labels="reason",
+        doc=(
+            "lines not parsed: `invalid_utf8`, `nul`, `too_long`, `partial` (an unterminated last line), "
+            "`split_too_long` (a Docker/CRI split line over the limit)"
+        ),
     ),
 )
 

@@ -600,6 +600,7 @@ SPECS = (
         "kvwatch_trace_open_requests",
         "Requests begun and not yet ended in the open-request table.",
         value_of("open_requests"),
+        native="vLLM's `vllm:num_requests_running` + `waiting`",
     ),
     counter(
         "kvwatch_trace_requests_total",
@@ -607,6 +608,11 @@ SPECS = (
         "access line), evicted (end never seen).",
         keyed("ended_by"),
         labels="outcome",
+        doc=(
+            "requests ended into a trace: `finished`, `aborted`, `cancelled`, `failed` (by id), `responded` (by an "
+            "access line), `evicted`"
+        ),
+        native="`vllm:request_success_total`",
     ),
     counter(
         "kvwatch_trace_requests_evicted_total",
@@ -614,6 +620,10 @@ SPECS = (
         "agent_stopped.",
         keyed("evicted"),
         labels="reason",
+        doc=(
+            "requests ended without their end: `idle_timeout`, `table_full`, `server_restart`, `server_stopped`, "
+            "`log_ended`, `agent_stopped`"
+        ),
     ),
     counter(
         "kvwatch_trace_unmatched_ends_total",

@@ -107,4 +107,11 @@ class JournalSource:
         return families(SPECS, [([self.follow.name], self)])
 
 
-SPECS = (gauge("kvwatch_journal_up", "1 while journalctl follows the unit's journal.", flag(lambda j: j.running)),)
+SPECS = (
+    gauge(
+        "kvwatch_journal_up",
+        "1 while journalctl follows the unit's journal.",
+        flag(lambda j: j.running),
+        doc="1 while `journalctl --follow` runs for a `journal_unit` follow",
+    ),
+)

@@ -612,28 +612,49 @@ def _log_rotations(source: Source, labels: tuple[str, ...]) -> Iterable:
 
 # Series of each followed path (labels server and path).
 PATH_SPECS = (
-    gauge("kvwatch_tail_offset_bytes", "Bytes of the followed file read so far.", _stat("offset"), labels="path"),
-    gauge("kvwatch_tail_size_bytes", "Size of the followed file.", _stat("size"), labels="path"),
+    gauge(
+        "kvwatch_tail_offset_bytes",
+        "Bytes of the followed file read so far.",
+        _stat("offset"),
+        labels="path",
+        native="mtail's read position",
+    ),
+    gauge(
+        "kvwatch_tail_size_bytes",
+        "Size of the followed file.",
+        _stat("size"),
+        labels="path",
+        doc="size of the followed file; size − offset is what is still unread",
+    ),
     counter(
         "kvwatch_tail_rotations_total",
         "Times the path began naming another file (rename, delete, symlink switch).",
         _stat("rotations"),
         labels="path",
+        doc="times the path began naming another file (rename rotation, delete and recreate, symlink switch)",
+        native="mtail's `log_rotations_total`",
     ),
     counter(
-        "kvwatch_tail_truncations_total", "Times the followed file was truncated.", _stat("truncations"), labels="path"
+        "kvwatch_tail_truncations_total",
+        "Times the followed file was truncated.",
+        _stat("truncations"),
+        labels="path",
+        doc="times the followed file was truncated (copytruncate)",
+        native="mtail's `log_truncates_total`",
     ),
     gauge(
         "kvwatch_tail_lag_seconds",
         "Time from the file's last modification to kvwatch reading it, at the last read.",
         _stat("lag_seconds"),
         labels="path",
+        doc="at the last read, time from the file's last modification to kvwatch having parsed it",
     ),
     gauge(
         "kvwatch_tail_read_error",
         "1 while a followed file cannot be read (permission_denied, read_error); retried.",
         _read_error,
         labels="path reason",
+        doc="1 while a followed file cannot be read (`permission_denied`, `read_error`); retried every poll",
     ),
 )
 # Series of a supervised server's raw log, which the reader rotates.

@@ -125,17 +125,24 @@ SPECS = (
         _by_vendor,
         labels="vendor",
         per_server=False,
+        doc="GPUs the host exposes (`nvidia`, `amd`; `none` = 0 when none is seen)",
+        native="dcgm-exporter / AMD device-metrics-exporter device counts",
     ),
     gauge(
         "kvwatch_gpus_expected",
         "GPUs the host should expose (agent.expected_gpus).",
         computed(lambda gpus: gpus.expected),
         per_server=False,
+        doc="`agent.expected_gpus`, when set",
     ),
     gauge(
         "kvwatch_gpus_missing",
         "Expected GPUs the host does not expose (0 when all are visible).",
         computed(HostGpus.missing),
         per_server=False,
+        doc=(
+            "expected GPUs not visible (0 when all are), when `agent.expected_gpus` is set: a host that came up with "
+            "4 of its 8 shows 4"
+        ),
     ),
 )

@@ -518,6 +518,7 @@ SPECS = (
         "kvwatch_server_up",
         "1 while the supervised server's process runs.",
         flag(lambda s: s.pid is not None and s.alive),
+        native="Prometheus' `up` of a vLLM scrape",
     ),
     gauge(
         "kvwatch_server_state",
@@ -525,6 +526,10 @@ SPECS = (
         "crash_loop, stopping, stopped, exited.",
         _states,
         labels="state",
+        doc=(
+            "1 for the current state: `starting`, `running`, `unhealthy`, `stalled`, `backoff`, `crash_loop`, "
+            "`stopping`, `stopped`, `exited`"
+        ),
     ),
     counter(
         "kvwatch_server_state_changes_total",
@@ -532,29 +537,52 @@ SPECS = (
         "or starts again and again, shows here).",
         _entered,
         labels="state",
+        doc=(
+            'times the server entered each state; `state="unhealthy"` counts a server that flaps between healthy and '
+            "not (alert `KvwatchServerFlapping`)"
+        ),
     ),
-    counter("kvwatch_server_restarts_total", "Times kvwatch started the server again.", value_of("restarts")),
+    counter(
+        "kvwatch_server_restarts_total",
+        "Times kvwatch started the server again.",
+        value_of("restarts"),
+        doc="times kvwatch started the server again (after an exit, a changed config, a stall restart)",
+    ),
     gauge(
         "kvwatch_server_last_exit_code",
         "Exit code of the server's last exit (not by a signal).",
         value_of("last_exit_code"),
+        doc="exit code of the last exit not caused by a signal",
     ),
-    gauge("kvwatch_server_last_exit_signal", "Signal that ended the server's last run.", value_of("last_exit_signal")),
+    gauge(
+        "kvwatch_server_last_exit_signal",
+        "Signal that ended the server's last run.",
+        value_of("last_exit_signal"),
+        doc="signal number that ended the last run (9 after an OOM kill)",
+    ),
     gauge(
         "kvwatch_server_last_error",
         "Always 1; the last error seen: an error kind of its log (oom, engine_dead ...), stalled or start_failed.",
         _last_error,
         labels="error",
+        doc=(
+            "always 1; the last error seen for the server: a `kvwatch_vllm_errors_total` kind from its log (`oom` "
+            "…), `stalled`, or `start_failed` (its program or log could not be opened, a secret could not be read); "
+            "kept across restarts until the next error"
+        ),
     ),
     gauge(
         "kvwatch_server_uptime_seconds",
         "Seconds since the running server process started.",
         computed(lambda s: s.uptime()),
+        doc="seconds since the running server process started (kept across an adoption)",
     ),
     gauge(
         "kvwatch_server_health_up",
         "1 when the last health probe got a 2xx answer.",
         flag(lambda s: s.probe.ok if s.probe is not None else None),
+        doc="1 when the last probe of `/health` answered 2xx",
+        native="vLLM's `/health`",
     ),
     gauge(
         "kvwatch_server_health_probe_duration_seconds", "Duration of the last health probe.", computed(_probe_duration)
@@ -563,5 +591,9 @@ SPECS = (
         "kvwatch_server_progress_age_seconds",
         "Seconds since the log last showed inference moving (throughput, a request, an access line).",
         computed(lambda s: s.progress_age()),
+        doc=(
+            "seconds since the log last showed inference moving (non-zero throughput, a request added or finished, "
+            "an access line other than probes)"
+        ),
     ),
 )

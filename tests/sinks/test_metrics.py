@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from prometheus_client.exposition import generate_latest
 
 from agent.catalogue import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE
 from agent.sinks.prometheus import registry_for
+from tests.support.harness import REPO
 from tests.support.lines import all_fixture_lines, feed, fresh
 
 METRICS_DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
@@ -84,3 +86,8 @@ def test_the_metrics_reference_matches_the_catalogue() -> None:
 def test_each_metric_is_declared_once() -> None:
     names = [s.name for s in CATALOGUE + AGENT_CATALOGUE + TRACE_CATALOGUE]
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def test_the_metrics_reference_is_written_from_the_code() -> None:
+    result = subprocess.run([sys.executable, "-m", "agent.catalogue", "--check"], cwd=REPO, capture_output=True)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
