@@ -19,6 +19,7 @@ they are.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -169,6 +170,10 @@ class ServerConfig:
             argv += ["--kv-transfer-config", self.lmcache.transfer_config()]
         return argv + list(self.args)
 
+    def shown_argv(self) -> list[str]:
+        """The command line as kvwatch shows it (``check``, its log): secret-looking values masked."""
+        return masked_argv(self.argv())
+
     def added_environment(self) -> dict[str, str | Secret]:
         """What kvwatch adds to its own environment for this server (secrets unread)."""
         env: dict[str, str | Secret] = {"PYTHONUNBUFFERED": "1"}
@@ -242,7 +247,7 @@ class AgentConfig:
     log_dir: Path = setting(Path(DEFAULT_LOG_DIR), "file_path")
     log_level: str = setting("info", "string", ("debug", "info", "warning"))
     expected_gpus: int | None = setting(None, "integer", 0)
-    poll_interval: float = setting(1.0, "duration", 0.01)
+    poll_interval: float = setting(1.0, "duration", 0.01, 60.0)
     max_line_length: int = setting(4 * 1024 * 1024, "integer", 1024)
     reader_nice: int = setting(10, "integer", 0, 19)
 
@@ -314,6 +319,14 @@ def load(path: str | os.PathLike) -> Config:
 def parse(data: Mapping[str, Any], path: str = "<config>") -> Config:
     reader = _Reader(path, Path(path).resolve().parent if path != "<config>" else Path.cwd())
     return reader.config(data)
+
+
+# The longest any duration may be: past it a setting is a mistake, and a loop that waits it is dead.
+MAX_DURATION = 30 * 86400.0
+
+
+def _seconds_text(seconds: float) -> str:
+    return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds:g} s"
 
 
 def _parse_duration(value: Any) -> float:
@@ -394,13 +407,17 @@ class _Reader:
             raise self.fail(key, f"must be true or false, got {_kind(value)}")
         return value
 
-    def duration(self, value: Any, key: str, minimum: float = 0.0) -> float:
+    def duration(self, value: Any, key: str, minimum: float = 0.0, maximum: float = MAX_DURATION) -> float:
         try:
             seconds = _parse_duration(value)
         except ValueError:
             raise self.fail(key, f'must be seconds or a duration such as "30s", "5m", got {value!r}') from None
+        if not math.isfinite(seconds):  # TOML has inf and nan; a loop waiting that long is a dead loop
+            raise self.fail(key, f"must be a finite number of seconds, got {value!r}")
         if seconds < minimum:
             raise self.fail(key, f"must be at least {minimum:g} s, got {value!r}")
+        if seconds > maximum:
+            raise self.fail(key, f"must be at most {_seconds_text(maximum)}, got {value!r}")
         return seconds
 
     def size(self, value: Any, key: str) -> int:
@@ -559,7 +576,7 @@ class _Reader:
         args = self.strings(t.get("args", []), k("args"))
         if lmcache.enabled and any(a.split("=")[0] == "--kv-transfer-config" for a in args):
             raise self.fail(k("args"), "--kv-transfer-config is set by [server.lmcache]; remove one of the two")
-        if "--api-key" in args or (command is not None and "--api-key" in command):
+        if _names_api_key(args) or (command is not None and _names_api_key(command)):
             raise self.fail(
                 k("command" if command is not None else "args"),
                 '--api-key on the command line shows in ps and logs; use api_key = { file = "..." } instead',
@@ -688,6 +705,37 @@ class _Reader:
             logs[server.log_file] = i
 
 
+# An option one of whose words says it holds a secret (``--api-key``, ``--hf-token``): its value is
+# never shown.  Whole words only: ``--max-num-batched-tokens`` and ``--tokenizer`` are not secrets.
+_SECRET_WORDS = frozenset(("key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials"))
+HIDDEN = "<hidden>"
+
+
+def _is_secret_option(arg: str) -> bool:
+    return arg.startswith("-") and not _SECRET_WORDS.isdisjoint(re.split(r"[-_]+", arg.lstrip("-").lower()))
+
+
+def masked_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the value of every secret-looking option (``--hf-token X``, ``--api-key=X``) masked."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in argv:
+        name, equals, _value = arg.partition("=")
+        if hide_next and not arg.startswith("-"):
+            shown.append(HIDDEN)
+        elif equals and _is_secret_option(name):
+            shown.append(f"{name}={HIDDEN}")
+        else:
+            shown.append(arg)
+        hide_next = not equals and _is_secret_option(arg)
+    return shown
+
+
+def _names_api_key(argv: tuple[str, ...]) -> bool:
+    """``--api-key KEY`` or ``--api-key=KEY``: a key on the command line shows in ps and in logs."""
+    return any(arg == "--api-key" or arg.startswith("--api-key=") for arg in argv)
+
+
 def _kind(value: Any) -> str:
     names: dict[type, str] = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
     names.update({list: "an array", dict: "a table"})
@@ -725,7 +773,7 @@ def render(config: Config) -> str:
     ]
     for server in config.servers:
         lines += ["", "[[server]]", f"name = {_q(server.name)}"]
-        lines.append(f"command = {json.dumps(server.argv())}")
+        lines.append(f"command = {json.dumps(server.shown_argv())}")
         lines.append("environment (added to kvwatch's own, without " + ", ".join(PRIVATE_ENV) + "):")
         for key, value in sorted(server.added_environment().items()):
             shown = value.describe() if isinstance(value, Secret) else value

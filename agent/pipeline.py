@@ -74,9 +74,11 @@ def read_into(
     limit: int | None = None,
     on_event: Callable[[Event, int, Clock], None] | None = None,
     track_time: bool = False,
+    live: bool = False,
 ) -> tuple[int, str | None]:
-    """Parse a byte stream into ``stats``; returns (lines read, read error or None)."""
-    reader = LineReader(raw, max_line, limit)
+    """Parse a byte stream into ``stats``; returns (lines read, read error or None).  ``live``: a pipe or
+    terminal, whose lines are parsed as they come."""
+    reader = LineReader(raw, max_line, limit, live)
     stream = LogStream(max_line)
     # The loop allocates only short-lived, acyclic objects that reference
     # counting frees; the cyclic collector's frequent passes are pure overhead.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,10 +32,40 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     yield make
     for agent in started:
         agent.kill()
-    # Servers a test left behind (hand-over tests leave them on purpose).
-    for record in tmp_path.rglob("servers/*.json"):
+        agent.kill_servers()  # hand-over tests leave servers running on purpose
+
+
+# -- no process outlives the suite ----------------------------------------------------------------
+# Every process a test starts inherits this mark in its environment; whatever still carries it when
+# the session ends was left behind (an orphaned server holds its port, or a GPU, for ever).
+_MARK = "KVWATCH_TEST_SESSION"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[_MARK] = uuid.uuid4().hex
+
+
+def _left_behind() -> list[tuple[int, str]]:
+    mark = f"{_MARK}={os.environ.get(_MARK, '')}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
         try:
-            pid = json.loads(record.read_text())["pid"]
-            os.killpg(pid, signal.SIGKILL)
-        except (OSError, ValueError, KeyError):
-            pass
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    left = _left_behind()
+    for pid, _command in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"processes the tests started are still running (now killed): {left}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -405,7 +405,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     canary.add_argument("--prompt-file", metavar="FILE", help="the prompt (default: a built-in one of ~400 tokens)")
     canary.add_argument("--model", metavar="NAME", help="default: the first model the server lists")
     canary.add_argument("--api-key-file", metavar="FILE", help="the server's API key (default: $VLLM_API_KEY)")
-    canary.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
+    canary.add_argument(
+        "--endpoint",
+        choices=("chat", "completions"),
+        default="chat",
+        help="the API the prompt goes to: /v1/chat/completions (default) or /v1/completions",
+    )
     canary.add_argument("--chunk-size", type=positive_int, metavar="TOKENS", help="LMCache's chunk size (default 256)")
     canary.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="per request (default 120)")
     canary.set_defaults(handler=main)

@@ -93,7 +93,9 @@ class Replay:
                 lines, error = self._run_parallel(source, server, parts, track_time)
                 return InputResult(source.name, server, lines, error)
         stats.clock = Clock(self.timezone, source.modified)
-        lines, error = read_into(stats, source.stream, self.max_line, on_event=on_event, track_time=track_time)
+        lines, error = read_into(
+            stats, source.stream, self.max_line, on_event=on_event, track_time=track_time, live=source.live
+        )
         return InputResult(source.name, server, lines, error)
 
     def _run_parallel(
@@ -241,6 +243,8 @@ def main(args: argparse.Namespace) -> int:
 
     replay = Replay(timezone, args.max_line_length)
     out = sys.stdout
+    if args.format == "events" and any(source.live for source in opened):
+        out.reconfigure(line_buffering=True)  # `tail -f log | kvwatch replay -f events -`: each event at once
     builders = _read_all(replay, opened, args, tracing, out)
     status = _finish_traces(tracing, builders) if tracing is not None else EXIT_OK
     servers = list(replay.servers.values())

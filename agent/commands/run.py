@@ -329,6 +329,8 @@ class Daemon:
 
     def loops_alive(self) -> bool:
         """True while the tail loop and the supervision loop both move: the watchdog's condition."""
+        if self.tailer.dead:
+            return False
         now = time.monotonic()
         limit = max(5.0, 3 * self.config.agent.poll_interval)
         return now - self.tailer.last_cycle < limit and now - self.last_tick < max(5.0, 10 * TICK)

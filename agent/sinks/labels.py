@@ -6,7 +6,8 @@ any statistic: each is folded into a known value here before it is counted.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
+from http import HTTPStatus
 from typing import Any
 
 from parsers import events as ev
@@ -80,6 +81,41 @@ def method_of(method: str) -> str:
     return method if method in KNOWN_METHODS else "OTHER"
 
 
+# Status codes HTTP defines; any other three digits fold into their class (``5xx``).
+KNOWN_STATUSES = frozenset(str(status.value) for status in HTTPStatus)
+
+
+def status_of(status: int) -> str:
+    text = str(status)
+    if text in KNOWN_STATUSES:
+        return text
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+# A host runs at most a few dozen engines; engine numbers past this many fold into "other".
+MAX_ENGINES = 64
+
+
+def engine_of(engine: int | None, aggregated: bool, known: Container[str], count: int) -> str:
+    """The ``engine`` label of a stats line: its number, ``all`` for an aggregate, ``0`` when it names
+    none; ``other`` for a new number once ``count`` engines are known."""
+    if engine is None:
+        return "all" if aggregated else "0"
+    label = str(engine)
+    return label if label in known or count < MAX_ENGINES else "other"
+
+
+# Statistics ``vllm bench`` prints (its --metric-percentiles choose among percentiles); others fold
+# into "other".
+BENCH_STATISTICS = frozenset(
+    ("mean", "median", "std", "min", "max", *(f"p{p}" for p in (1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9)))
+)
+
+
+def statistic_of(name: str) -> str:
+    return name if name in BENCH_STATISTICS else "other"
+
+
 # -- vllm bench results: the family and labels of each result line --------------------------
 
 BenchKey = tuple[str, tuple[tuple[str, str], ...]]  # (family, sorted labels)
@@ -131,7 +167,8 @@ def _latency(e: ev.BenchLatency) -> list[tuple[BenchKey, float]]:
     if e.avg_seconds is not None:
         return [(_bench("latency_seconds", benchmark="latency", measure="batch", statistic="mean"), e.avg_seconds)]
     if e.percentile is not None and e.seconds is not None:
-        key = _bench("latency_seconds", benchmark="latency", measure="batch", statistic=f"p{e.percentile:g}")
+        statistic = statistic_of(f"p{e.percentile:g}")
+        key = _bench("latency_seconds", benchmark="latency", measure="batch", statistic=statistic)
         return [(key, e.seconds)]
     return []
 
@@ -143,7 +180,8 @@ def _serve(e: ev.BenchServe) -> list[tuple[BenchKey, float]]:
     statistic, _, rest = e.name.partition("_")
     measure, _, unit = rest.partition("_")
     if unit == "ms" and measure in _SERVE_MEASURES:
-        return [(_bench("latency_seconds", benchmark="serve", measure=measure, statistic=statistic), e.value / 1000.0)]
+        key = _bench("latency_seconds", benchmark="serve", measure=measure, statistic=statistic_of(statistic))
+        return [(key, e.value / 1000.0)]
     return []
 
 

@@ -404,7 +404,9 @@ def _ids(a: dict[str, object], request: OpenRequest) -> None:
 
 def _first_lookup(a: dict[str, object], first: Lookup, lookups: int) -> None:
     """What LMCache found for the prompt (at the first lookup: later ones follow a preemption)."""
-    a[gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = first.hit
+    # Every input token the prefill did not compute, as vLLM's own usage reports cached_tokens: its
+    # prefix cache's and LMCache's together (LMCache's hit counts from the prompt's start too).
+    a[gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = max(first.hit, first.engine_computed or 0)
     a["lmcache.hit_tokens"] = first.hit
     a["lmcache.total_tokens"] = first.total
     if first.total > 0:

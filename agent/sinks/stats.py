@@ -19,13 +19,14 @@ in :attr:`ServerStats.counted`.  Adding such a metric touches the catalogue only
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from agent.sinks.labels import BenchKey, bench_results, method_of, route_of
+from agent.sinks.labels import MAX_ENGINES, BenchKey, bench_results, engine_of, method_of, route_of, status_of
 from parsers import events as ev
 from parsers.events import GIB, SERVER_ERRORS
 from parsers.ids import is_canary
@@ -54,6 +55,8 @@ def declare_count(event: type, amount: str | None = None, by: str | None = None)
         rules.append(rule)
     return rule
 
+
+log = logging.getLogger("kvwatch.stats")
 
 # Bucket upper bounds.  A hit ratio of exactly 0 (a miss) gets its own bucket.
 HIT_RATIO_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -556,15 +559,17 @@ class ServerStats:
     # -- vLLM engine stats ----------------------------------------------------------
 
     def engine(self, e: ev.EngineStats | ev.SpecDecodeStats) -> EngineStatsState:
-        if e.engine is not None:
-            label = str(e.engine)
-        elif getattr(e, "engines", None) is not None:
-            label = "all"
-        else:
-            label = "0"
-        state = self.engines.get(label)
+        engines = self.engines
+        label = engine_of(e.engine, getattr(e, "engines", None) is not None, engines, len(engines))
+        state = engines.get(label)
         if state is None:
-            state = self.engines[label] = EngineStatsState()
+            if label == "other":
+                log.warning(
+                    "%s: more than %d engine numbers in the log; the rest count as engine=other",
+                    self.server,
+                    MAX_ENGINES,
+                )
+            state = engines[label] = EngineStatsState()
         return state
 
     def _engine_stats(self, e: ev.EngineStats) -> None:
@@ -627,7 +632,7 @@ class ServerStats:
         self.failures[e.reason] = self.failures.get(e.reason, 0) + 1
 
     def _http(self, e: ev.HttpAccess) -> None:
-        key = (method_of(e.method), route_of(e.path), str(e.status))
+        key = (method_of(e.method), route_of(e.path), status_of(e.status))
         self.http[key] = self.http.get(key, 0) + 1
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ lines that follow stay true.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import zlib
 from collections.abc import Iterator
@@ -76,19 +77,36 @@ class InputError(Exception):
 class Input:
     """An opened input: its display name, byte stream and reference time for year-less stamps.
 
-    ``path`` is set for a plain (uncompressed) regular file, which can be read in slices.
+    ``path`` is set for a plain (uncompressed) regular file, which can be read in slices;
+    ``live`` for a pipe or a terminal, whose lines are handed on as they come.
     """
 
-    def __init__(self, name: str, stream: BinaryIO, modified: datetime, closer=None, path: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        stream: BinaryIO,
+        modified: datetime,
+        closer=None,
+        path: str | None = None,
+        live: bool = False,
+    ) -> None:
         self.name = name
         self.stream = stream
         self.modified = modified
         self._closer = closer
         self.path = path
+        self.live = live
 
     def close(self) -> None:
         if self._closer is not None:
             self._closer()
+
+
+def _is_regular(stream: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def open_input(name: str) -> Input:
@@ -96,9 +114,10 @@ def open_input(name: str) -> Input:
     if name == "-":
         stdin = sys.stdin.buffer
         now = datetime.now(UTC)
+        live = not _is_regular(stdin)
         if hasattr(stdin, "peek") and stdin.peek(2)[:2] == GZIP_MAGIC:
-            return Input("-", GzipStream(stdin), now)
-        return Input("-", stdin, now)
+            return Input("-", GzipStream(stdin), now, live=live)
+        return Input("-", stdin, now, live=live)
     try:
         if os.path.isdir(name):
             raise InputError(f"{name}: is a directory")
@@ -110,10 +129,10 @@ def open_input(name: str) -> Input:
     except OSError as exc:
         raise InputError(f"{name}: cannot open: {exc.strerror or exc}") from None
     modified = datetime.fromtimestamp(os.fstat(raw.fileno()).st_mtime, UTC)
+    plain = _is_regular(raw)  # else a named pipe, or a device
     if raw.peek(2)[:2] == GZIP_MAGIC:
-        return Input(name, GzipStream(raw), modified, raw.close)
-    plain = os.path.isfile(name)
-    return Input(name, raw, modified, raw.close, name if plain else None)
+        return Input(name, GzipStream(raw), modified, raw.close, live=not plain)
+    return Input(name, raw, modified, raw.close, name if plain else None, live=not plain)
 
 
 class LineSplitter:
@@ -209,8 +228,11 @@ class LineSplitter:
 class LineReader:
     """Splits a whole byte stream into lines; ``None`` stands for a skipped line."""
 
-    def __init__(self, stream: BinaryIO, max_line: int = DEFAULT_MAX_LINE, limit: int | None = None) -> None:
+    def __init__(
+        self, stream: BinaryIO, max_line: int = DEFAULT_MAX_LINE, limit: int | None = None, live: bool = False
+    ) -> None:
         self._stream = stream
+        self._live = live  # a pipe or terminal: take what has come rather than wait for a whole block
         self._splitter = LineSplitter(max_line)
         self._left = limit  # bytes still to read, for a slice of a file
         self.error: str | None = None
@@ -225,7 +247,7 @@ class LineReader:
 
     def batches(self) -> Iterator[list[str | None]]:
         """Lists of consecutive lines (without their ``\\n``), in order."""
-        read = self._stream.read
+        read = self._stream.read1 if self._live and hasattr(self._stream, "read1") else self._stream.read
         feed = self._splitter.feed
         while True:
             size = BLOCK if self._left is None else min(BLOCK, self._left)

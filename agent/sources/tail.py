@@ -293,6 +293,10 @@ class TailedPath:
             deliver(self.source, last)
         opened.close()
 
+    def gone(self) -> bool:
+        """True once the path names no file and nothing of it is left to read."""
+        return self.current is None and not self.draining and not os.path.lexists(self.path)
+
     def close(self) -> None:
         for opened, _deadline in self.draining:
             opened.close()
@@ -487,8 +491,12 @@ class Tailer:
                 self._expand(source, first=False)
             self._watch_all()
         for source in list(self.sources.values()):
-            for tailed in list(source.paths.values()):
+            for path, tailed in list(source.paths.items()):
                 read += tailed.poll(self.deliver, now)
+                if tailed.gone() and path not in source.patterns:
+                    # A file a glob found, deleted and read to its end: its series leave with it.
+                    tailed.close()
+                    del source.paths[path]
         self.cycles += 1
         if read:
             self._unsaved = True
@@ -570,6 +578,12 @@ class Tailer:
                 watcher.watch(directory)
 
     # -- views ------------------------------------------------------------------------
+
+    @property
+    def dead(self) -> bool:
+        """True when the reading thread has ended without being stopped (a bug): nothing is read any more."""
+        thread = self._thread
+        return thread is not None and not thread.is_alive() and not self._stop.is_set()
 
     def snapshot(self) -> dict[str, dict[str, TailStats]]:
         return {

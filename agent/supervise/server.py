@@ -241,7 +241,7 @@ class SupervisedServer:
         self._enter(ServerState.STARTING)
         self._save_record()
         self._start_probe()
-        log.info("server %s: started pid %d: %s", self.name, self.pid, " ".join(config.argv()))
+        log.info("server %s: started pid %d: %s", self.name, self.pid, " ".join(config.shown_argv()))
 
     def _start_failed(self, reason: str) -> None:
         log.error("server %s: %s", self.name, reason)

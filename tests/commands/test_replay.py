@@ -6,9 +6,11 @@ import gzip
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ import jsonschema
 import pytest
 
 from tests.benchmarks.gen_log import generate
+from tests.support.harness import STATS, as_nobody
 from tests.support.lines import SAMPLES
 
 ROOT = Path(__file__).parents[2]
@@ -136,30 +139,22 @@ def test_unreadable_inputs_exit_2_with_one_line(tmp_path: Path, name: str, messa
     assert result.stderr.decode() == f"kvwatch: {name}: {message}\n"
 
 
-def test_permission_denied_exits_2(tmp_path: Path) -> None:
+def test_permission_denied_exits_2(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     secret = tmp_path / "secret.log"
     shutil.copy(LMCACHE_LOG, secret)
     secret.chmod(0)
     if os.geteuid() != 0:
-        argv = [sys.executable, "-m", "agent", "replay", str(secret)]
-    elif shutil.which("setpriv"):
-        tmp_path.chmod(0o755)
-        argv = [
-            "setpriv",
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            sys.executable,
-            "-m",
-            "agent",
-            "replay",
-            str(secret),
-        ]
-    else:
-        pytest.skip("running as root without setpriv: cannot lose the right to read the file")
-    result = subprocess.run(argv, capture_output=True, cwd=ROOT, timeout=60)
+        prefix, env, cwd = [], {}, ROOT
+    else:  # root reads anything: drop to nobody, with a copy of kvwatch it can read
+        work = Path(tempfile.mkdtemp(prefix="kvwatch-perm-"))
+        request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+        prefix, env = as_nobody(work)
+        cwd = work
+        secret = work / "secret.log"
+        shutil.copy(LMCACHE_LOG, secret)
+        secret.chmod(0)
+    argv = [*prefix, sys.executable, "-m", "agent", "replay", str(secret)]
+    result = subprocess.run(argv, capture_output=True, cwd=cwd, env={**os.environ, **env}, timeout=60)
     assert result.returncode == 2
     assert result.stderr.decode() == f"kvwatch: {secret}: permission denied\n"
 
@@ -292,3 +287,24 @@ def test_unmatched_lists_unknown_shapes_masked_most_frequent_first(tmp_path: Pat
     assert re.match(r"^\s+3  \(APIServer pid=N\) INFO N-N N:N:N \[scheduler\.py:N\] Scheduled N requests", lines[1])
     assert "prompt: …" in out and "'…'" in out
     assert "Added request" not in out and "Traceback" not in out and "just some text" not in out
+
+
+def test_events_stream_from_a_pipe_as_the_lines_come() -> None:
+    """``tail -f server.log | kvwatch replay -f events -``: each event is printed before the input ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent", "replay", "-f", "events", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        for _ in range(2):  # the first line, then one more while the pipe stays open
+            process.stdin.write(STATS.encode())
+            process.stdin.flush()
+            assert select.select([process.stdout], [], [], 60)[0], "no event while the input is open"
+            assert json.loads(process.stdout.readline())["kind"] == "engine_stats"
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)
+    assert process.returncode == 0

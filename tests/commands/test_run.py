@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands.run import EXIT_HANDED_OVER
+from agent import config as configuration
+from agent.commands.run import EXIT_HANDED_OVER, Daemon
 from agent.supervise.server import proc_start_time
-from tests.support.harness import STATS, fake_server, free_port, stats_lines, wait_for
+from tests.support.harness import STATS, as_nobody, fake_server, free_port, stats_lines, wait_for
 
 
 def test_supervised_server_metrics_health_and_landing_page(agents) -> None:
@@ -287,11 +288,11 @@ def test_basic_auth_and_tls(agents, tmp_path: Path) -> None:
         assert fetch("prom", "hunter2") == 200
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
 def test_permission_denied_is_reported_and_retried_by_an_unprivileged_kvwatch(agents, request) -> None:
     # pytest's own temporary root is 0700; this kvwatch runs as nobody and must reach its config.
     tmp_path = Path(tempfile.mkdtemp(prefix="kvwatch-perm-"))
     request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
+    prefix, env = as_nobody(tmp_path / "kvwatch")
     tmp_path.chmod(0o777)
     log = tmp_path / "secret.log"
     log.write_text(STATS * 2)
@@ -301,7 +302,9 @@ def test_permission_denied_is_reported_and_retried_by_an_unprivileged_kvwatch(ag
     agent = agents(
         f'[[follow]]\nname = "f"\npaths = ["{log}"]\nstart_at = "beginning"\n',
         directory=tmp_path,
-        prefix=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+        prefix=prefix,
+        env=env,
+        cwd=tmp_path,
     )
     agent.config.chmod(0o644)
     agent.start()
@@ -313,3 +316,25 @@ def test_permission_denied_is_reported_and_retried_by_an_unprivileged_kvwatch(ag
     log.chmod(0o644)
     wait_for(lambda: stats_lines(agent, "f") == 2, what="the lines once readable")
     assert agent.value("kvwatch_tail_read_error", server="f", path=str(log), reason="permission_denied") is None
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death this test causes
+def test_a_reading_thread_that_died_makes_healthz_fail(tmp_path: Path) -> None:
+    """A tail thread that ends (here: a wait too long for the OS, as poll_interval = inf once caused)
+    must show on /healthz and stop the systemd watchdog, not leave a healthy-looking agent reading nothing."""
+    cfg = configuration.parse(
+        {
+            "agent": {"state_dir": str(tmp_path / "state"), "log_dir": str(tmp_path / "logs")},
+            "metrics": {"address": "127.0.0.1", "port": 0},
+        },
+        str(tmp_path / "kvwatch.toml"),
+    )
+    daemon = Daemon(cfg)
+    try:
+        assert daemon.health()[0]
+        daemon.tailer.poll_interval = float("inf")
+        daemon.tailer.start()
+        wait_for(lambda: daemon.tailer.dead, what="the reading thread to end")
+        assert daemon.health() == (False, "kvwatch's loops are not making progress")
+    finally:
+        daemon.http.httpd.server_close()

@@ -119,6 +119,16 @@ start_at = "beginning"
         (MINIMAL + 'api_key = "plain"\n', "server[0].api_key", "secrets are not written in the file"),
         (MINIMAL + 'api_key = { env = "A", file = "b" }\n', "server[0].api_key", "give exactly one of env or file"),
         (MINIMAL + 'args = ["--api-key", "x"]\n', "server[0].args", "--api-key on the command line"),
+        (MINIMAL + 'args = ["--api-key=x"]\n', "server[0].args", "--api-key on the command line"),
+        (
+            '[[server]]\nname = "c"\ncommand = ["vllm", "serve", "m", "--api-key=x"]\n',
+            "server[0].command",
+            "--api-key on the command line",
+        ),
+        ("[agent]\npoll_interval = inf\n", "agent.poll_interval", "must be a finite number of seconds"),
+        (MINIMAL + "stall_after = nan\n", "server[0].stall_after", "must be a finite number of seconds"),
+        ('[agent]\npoll_interval = "5m"\n', "agent.poll_interval", "must be at most 60 s"),
+        (MINIMAL + 'health_interval = "400d"\n', "server[0].health_interval", "must be at most 30 days"),
         (MINIMAL + 'timezone = "Mars/Olympus"\n', "server[0].timezone", "unknown time zone 'Mars/Olympus'"),
         (MINIMAL + 'log_max_bytes = "lots"\n', "server[0].log_max_bytes", "must be bytes or a size"),
         (MINIMAL + "backoff_initial = 10\nbackoff_max = 1\n", "server[0].backoff_max", "must be at least"),
@@ -184,6 +194,15 @@ prometheus = {{ file = "{key_file}" }}
     assert f"VLLM_API_KEY=<secret from file {key_file}>" in out
     assert "HF_TOKEN=<secret from $KVWATCH_TEST_TOKEN>" in out
     assert '"--model", "Qwen/Qwen3-8B"' in out
+
+
+def test_check_masks_the_value_of_every_secret_looking_option(tmp_path: Path) -> None:
+    args = 'args = ["--hf-token", "hf_in_args", "--tokenizer-token=tok_inline", "--max-num-batched-tokens", "2048"]\n'
+    result = kvwatch("check", "--config", str(write(tmp_path, MINIMAL + args)))
+    assert result.returncode == 0, result.stderr
+    assert "hf_in_args" not in result.stdout and "tok_inline" not in result.stdout
+    assert '"--hf-token", "<hidden>"' in result.stdout and '"--tokenizer-token=<hidden>"' in result.stdout
+    assert '"--max-num-batched-tokens", "2048"' in result.stdout  # a count of tokens is not a secret
 
 
 def test_check_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -149,6 +149,7 @@ def prometheus(tmp_path_factory) -> Prometheus:
         if prom is not None:
             prom.close()
         agent.kill()
+        agent.kill_servers()
         receiver.close()
 
 

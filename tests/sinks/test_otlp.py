@@ -56,7 +56,10 @@ def check_sample_traces(received) -> None:
         assert a["gen_ai.response.id"].startswith("chatcmpl-") and a["vllm.request.id"].startswith(
             a["gen_ai.response.id"]
         )
-    hits = sorted(attributes(s.attributes)["gen_ai.usage.cache_read.input_tokens"] for _, s in roots)
+    # Every cached input token (vLLM's prefix cache held 384 of each repeat), LMCache's 256 beside it.
+    cached = sorted(attributes(s.attributes)["gen_ai.usage.cache_read.input_tokens"] for _, s in roots)
+    assert cached == [0, 384, 384, 384, 384]
+    hits = sorted(attributes(s.attributes)["lmcache.hit_tokens"] for _, s in roots)
     assert hits == [0, 256, 256, 256, 256]
     first = min((s for _, s in roots), key=lambda s: s.start_time_unix_nano)
     assert first.start_time_unix_nano == 1795585255_000_000_000  # 2026-11-25 05:40:55 UTC, from the log

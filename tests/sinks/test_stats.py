@@ -155,3 +155,22 @@ def test_a_count_declared_by_its_metric_alone_is_kept_merged_and_rendered(monkey
     first.merge(pickle.loads(pickle.dumps(second)))
     for stats in (whole, first):
         assert list(samples(stats, ("reason",))) == [(("bad_request",), 1), (("engine_dead",), 2)]
+
+
+def test_label_values_stay_bounded_whatever_the_log_holds() -> None:
+    """Engine numbers, bench statistics and status codes come from the log: each is capped or folded."""
+    from agent.sinks.labels import MAX_ENGINES
+
+    s = fresh()
+    for engine in range(MAX_ENGINES * 3):
+        s.observe(ev.EngineStats(None, engine=engine, running=1, waiting=0))
+    for percentile in range(1, 1000):
+        s.observe(ev.BenchLatency(None, percentile=percentile / 10, seconds=1.0))
+    for status in range(100, 1000):
+        s.observe(ev.HttpAccess(None, client="127.0.0.1:1", method="GET", path="/v1/models", status=status))
+    assert len(s.engines) == MAX_ENGINES + 1 and s.engines["other"].lines == MAX_ENGINES * 2
+    statistics = {dict(labels)["statistic"] for (family, labels) in s.bench if family == "latency_seconds"}
+    assert statistics <= {"p1", "p5", "p10", "p25", "p50", "p75", "p90", "p95", "p99", "p99.9", "other"}
+    assert "other" in statistics
+    statuses = {status for (_method, _path, status) in s.http}
+    assert {"200", "404", "503", "5xx", "other"} <= statuses and len(statuses) < 90

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.sources import tail as tail_module
 from agent.sources.positions import PositionStore
 from agent.sources.tail import Source, Tailer
 from tests.support.tailing import Collected, append, lines, make_tailer
@@ -234,3 +235,31 @@ def test_a_directory_glob_follows_files_in_subdirectories_that_appear_later(tmp_
     tailer.cycle()
     assert sorted(got.text) == ["one 1", "zero 1", "zero 2"]
     assert set(tailer.snapshot()["s"]) == {str(tmp_path / "gpu0" / "vllm.log"), str(tmp_path / "gpu1" / "vllm.log")}
+
+
+def test_a_deleted_file_of_a_glob_leaves_the_tailer_once_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files a glob found come and go (one per pod, per day): their series must not pile up."""
+    monkeypatch.setattr(tail_module, "ROTATE_WAIT", 0.0)  # a deleted file is finished at the next look
+    for n in range(3):
+        append(tmp_path / f"app-{n}.log", f"line {n}\n")
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "app-*.log"))
+    tailer.cycle()
+    (tmp_path / "app-0.log").unlink()
+    (tmp_path / "app-1.log").unlink()
+    tailer.cycle()
+    tailer.cycle()
+    assert sorted(got.text) == ["line 0", "line 1", "line 2"]
+    assert set(tailer.snapshot()["s"]) == {str(tmp_path / "app-2.log")}
+
+
+def test_a_followed_path_named_in_full_is_kept_while_it_is_missing(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    append(log, "before\n")
+    tailer, got = make_tailer(tmp_path, str(log))
+    tailer.cycle()
+    log.unlink()
+    tailer.cycle()
+    append(log, "after\n")
+    tailer.cycle()
+    assert got.text == ["before", "after"]
+    assert set(tailer.snapshot()["s"]) == {str(log)}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).parents[2]
@@ -27,6 +32,45 @@ STATS = (
 def stats_lines(agent: Agent, server: str) -> float:
     """Stats lines of ``server``'s engine 0 counted so far (0 before the first)."""
     return agent.value("kvwatch_vllm_stats_lines_total", server=server, engine="0") or 0.0
+
+
+# Running kvwatch as nobody: the user id, and the command that switches to it.
+NOBODY = 65534
+AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+def as_nobody(directory: Path) -> tuple[list[str], dict[str, str]]:
+    """What runs ``python -m agent`` as an unprivileged user: (argv prefix, environment), or skips.
+
+    The checkout (and its .venv) may sit under a directory only root may enter, as /root is, so
+    kvwatch's code and the packages it imports are copied into ``directory`` (made world-readable)
+    and found through PYTHONPATH from there."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to switch to an unprivileged user")
+    import prometheus_client
+    import watchdog
+
+    code = directory / "code"
+    for package in ("agent", "parsers", "dashboards"):
+        shutil.copytree(REPO / package, code / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for module in (prometheus_client, watchdog):
+        source = Path(module.__path__[0])
+        shutil.copytree(source, code / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [directory, *directory.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    env = {"PYTHONPATH": str(code), "PYTHONDONTWRITEBYTECODE": "1"}
+    probe = subprocess.run(
+        [*AS_NOBODY, sys.executable, "-c", "import agent.cli"],
+        cwd=directory,
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"the Python interpreter cannot run as an unprivileged user here: {probe.stderr.decode()[-200:]}")
+    return AS_NOBODY, env
 
 
 def free_port() -> int:
@@ -52,7 +96,14 @@ def wait_for(check: Callable[[], object], timeout: float = 20.0, what: str = "co
 class Agent:
     """One kvwatch process on a config written into ``directory``."""
 
-    def __init__(self, directory: Path, body: str, env: dict | None = None, prefix: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        body: str,
+        env: dict | None = None,
+        prefix: list[str] | None = None,
+        cwd: Path = REPO,
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.config = directory / "kvwatch.toml"
@@ -61,6 +112,7 @@ class Agent:
             f'[metrics]\naddress = "127.0.0.1"\nport = {self.port}\n\n{body}'
         )
         self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
         self.prefix = prefix or []
         self.process: subprocess.Popen | None = None
         self.stderr = directory / "kvwatch.err"
@@ -69,7 +121,7 @@ class Agent:
         err = open(self.stderr, "ab")  # noqa: SIM115 - kept open by the child
         self.process = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "agent", "run", "--config", str(self.config)],
-            cwd=REPO,
+            cwd=self.cwd,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -116,6 +168,12 @@ class Agent:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def kill_servers(self) -> None:
+        """SIGKILL the process groups of the servers its state directory records (they outlive kvwatch)."""
+        for record in self.directory.rglob("servers/*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                os.killpg(json.loads(record.read_text())["pid"], signal.SIGKILL)
 
 
 def fake_server(name: str, *args: str, port: int | None = None, **settings: str) -> str:
