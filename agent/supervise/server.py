@@ -161,7 +161,10 @@ class SupervisedServer:
         """The one place the state changes: every change is logged and counted."""
         if state == self.state:
             return
-        log.debug("server %s: %s -> %s", self.name, self.state, state)
+        if state == ServerState.RUNNING and self.state == ServerState.STARTING and self.started_mono is not None:
+            log.info("server %s: ready after %.0f s", self.name, self._now() - self.started_mono)
+        else:
+            log.info("server %s: %s -> %s", self.name, self.state, state)
         self.entered[state] += 1
         self.state = state
 
@@ -188,6 +191,8 @@ class SupervisedServer:
         self.started_at = float(record.get("started_at", time.time()))
         self.started_mono = self._now() - max(0.0, time.time() - self.started_at)
         self.restarts = int(record.get("restarts", 0))
+        # Its ready line was read by the kvwatch before: without a probe nothing else would say so.
+        self.ready_seen = record.get("ready") is True
         self._enter(ServerState.STARTING)
         self.last_progress = self._now()
         self._start_probe()
@@ -439,7 +444,12 @@ class SupervisedServer:
         if kind is ev.ServerError:
             self.last_error = event.error
         elif kind is ev.ServerReady:
+            if not self.ready_seen and self.pid is not None:
+                self.ready_seen = True
+                self._save_record()  # so that a kvwatch that adopts the server knows it is ready
             self.ready_seen = True
+            if self.probe is not None:
+                self.probe.failures = 0  # probes that failed while the model loaded say nothing of health
         elif kind is ev.EngineStats:
             running = event.running or 0
             waiting = event.waiting or 0
@@ -463,6 +473,7 @@ class SupervisedServer:
             "digest": self.digest,
             "restarts": self.restarts,
             "command": self.config.argv()[0],
+            "ready": self.ready_seen,
         }
         try:
             self.record_path.parent.mkdir(parents=True, exist_ok=True)

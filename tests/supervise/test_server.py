@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.config import ServerConfig
 from agent.families import RenderedAtScrape
-from agent.supervise.server import SupervisedServer, proc_start_time
+from agent.supervise.server import UNHEALTHY_AFTER, SupervisedServer, proc_start_time
 from agent.supervise.states import ServerState
 from parsers import events as ev
 from tests.support.harness import free_port
@@ -90,6 +90,44 @@ def test_the_child_gets_kvwatch_environment_minus_systemd_sockets(tmp_path: Path
     assert b"HF_TOKEN=s3cr3t" in environ
     assert b"PYTHONUNBUFFERED=1" in environ
     assert not any(item.startswith(b"NOTIFY_SOCKET=") for item in environ)
+
+
+def test_probes_that_failed_while_the_model_loaded_do_not_make_a_ready_server_unhealthy(
+    tmp_path: Path, cleanup
+) -> None:
+    port = free_port()
+    config = server(
+        tmp_path,
+        "--load-seconds",
+        "3.5",
+        "--port",
+        str(port),
+        health_url=f"http://127.0.0.1:{port}/health",
+        health_interval=1.0,
+    )
+    s = SupervisedServer(config, tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    wait_for(lambda: s.probe is not None and s.probe.failures >= UNHEALTHY_AFTER, s)
+    wait_for(lambda: "startup complete" in config.log_file.read_text(), s)
+    s.observe(ev.ServerReady(None))  # what the daemon does when the log says so
+    wait_for(lambda: s.state == "running", s)
+    assert s.entered[ServerState.UNHEALTHY] == 0
+
+
+def test_an_adopted_server_without_a_probe_is_running_when_its_log_said_ready(tmp_path: Path, cleanup) -> None:
+    """The ready line was read by the kvwatch before; the one that adopts the server must not wait for it."""
+    config = server(tmp_path, "--rate", "5")  # health_url "": no probe
+    first = SupervisedServer(config, tmp_path / "state")
+    cleanup.append(first)
+    first.start()
+    first.observe(ev.ServerReady(None))
+    wait_for(lambda: first.state == "running", first)
+    first.hand_over()
+    second = SupervisedServer(config, tmp_path / "state")
+    cleanup.append(second)
+    assert second.adopt()
+    wait_for(lambda: second.state == "running", second)
 
 
 def test_a_crash_is_restarted_with_backoff_and_the_exit_is_recorded(tmp_path: Path, cleanup) -> None:

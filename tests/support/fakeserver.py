@@ -40,6 +40,9 @@ def main() -> int:
     parser.add_argument("--term-delay", type=float, default=0.0)
     parser.add_argument("--stall", action="store_true")
     parser.add_argument("--oom", action="store_true", help="log a CUDA OOM before exiting")
+    parser.add_argument(
+        "--load-seconds", type=float, default=0.0, help="answer /health 503 this long, as a loading model"
+    )
     args = parser.parse_args()
 
     stopping = threading.Event()
@@ -55,11 +58,15 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     say(f"INFO {stamp()} [api_server.py:1] vLLM API server version 0.32.0")
     say(f"(APIServer pid={os.getpid()}) INFO {stamp()} [api_server.py:2] args: fake")
+    loaded = threading.Event()
     if args.port:
 
         class Health(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self.send_response(200 if self.path == "/health" else 404)
+                if self.path == "/health":
+                    self.send_response(200 if loaded.is_set() else 503)
+                else:
+                    self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -68,6 +75,8 @@ def main() -> int:
 
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Health)
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    time.sleep(args.load_seconds)
+    loaded.set()
     say("INFO:     Application startup complete.")
     began = time.monotonic()
     printed = 0
