@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,7 +61,9 @@ def _left_behind() -> list[tuple[int, str]]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    left = _left_behind()
+    deadline = time.monotonic() + 3.0  # a child that ends with its killed parent gets a moment to notice
+    while (left := _left_behind()) and time.monotonic() < deadline:
+        time.sleep(0.1)
     for pid, _command in left:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)

@@ -14,10 +14,12 @@ def test_journal_follow_runs_journalctl_with_a_cursor_file(agents, tmp_path: Pat
     stand_in = tmp_path / "journalctl"
     record = json.dumps({"MESSAGE": STATS.strip(), "_SYSTEMD_UNIT": "vllm.service", "__REALTIME_TIMESTAMP": "1"})
     stand_in.write_text(
-        f"#!{sys.executable}\nimport sys, time\n"
+        f"#!{sys.executable}\nimport os, sys, time\n"
         f"open({str(tmp_path / 'args')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
         f"for _ in range(5): print({record!r}, flush=True)\n"
-        "time.sleep(60)\n"
+        # Follow on until kvwatch is gone (the test kills it), then end, as journalctl does on a closed pipe.
+        "parent = os.getppid()\n"
+        "while os.getppid() == parent: time.sleep(0.1)\n"
     )
     stand_in.chmod(0o755)
     agent = agents('[[follow]]\nname = "j"\njournal_unit = "vllm.service"\n', env={"KVWATCH_JOURNALCTL": str(stand_in)})
