@@ -444,10 +444,10 @@ class SupervisedServer:
         if kind is ev.ServerError:
             self.last_error = event.error
         elif kind is ev.ServerReady:
-            if not self.ready_seen and self.pid is not None:
-                self.ready_seen = True
-                self._save_record()  # so that a kvwatch that adopts the server knows it is ready
+            first = not self.ready_seen
             self.ready_seen = True
+            if first and self.pid is not None:
+                self._save_record()  # so that a kvwatch that adopts the server knows it is ready
             if self.probe is not None:
                 self.probe.failures = 0  # probes that failed while the model loaded say nothing of health
         elif kind is ev.EngineStats:
