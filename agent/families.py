@@ -21,8 +21,10 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import Collector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Exemplar
+from prometheus_client.samples import Sample as RenderedSample
 
 # A sample: the values of the labels after those every series of a source starts
 # with (``server``, say), and the value (a number, or a histogram).
@@ -130,11 +132,15 @@ def families(specs: Iterable[Spec], sources: Iterable[tuple[list[str], Any]]) ->
     for spec in specs:
         family = None
         for prefix, source in sources:
+            # Since when the source counts (unix time), if it says: its counters' created timestamp.
+            created = getattr(source, "created", None) if spec.type != "gauge" else None
             for labels, value in spec.samples(source, spec.labels[len(prefix) :]):
                 if family is None:
                     family = spec.family()
                 if spec.type == "histogram":
-                    _add_histogram(family, prefix + list(labels), value)
+                    _add_histogram(family, prefix + list(labels), value, created)
+                elif created is not None:
+                    family.add_metric(prefix + list(labels), value, created=created)
                 else:
                     family.add_metric(prefix + list(labels), value)
         if family is not None:
@@ -155,7 +161,9 @@ def merged(groups: Iterable[Iterable[Metric]]) -> list[Metric]:
     return list(by_name.values())
 
 
-def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: HistogramValue) -> None:
+def _add_histogram(
+    family: HistogramMetricFamily, labels: list[str], histogram: HistogramValue, created: float | None
+) -> None:
     cumulative = histogram.cumulative()
     bounds = [repr(float(bound)) for bound in histogram.bounds] + ["+Inf"]
     exemplars = histogram.exemplars
@@ -168,6 +176,38 @@ def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: 
             for le, count, mark in zip(bounds, cumulative, exemplars, strict=True)
         ]
     family.add_metric(labels, buckets, histogram.sum)
+    if created is not None:
+        names = dict(zip(family._labelnames, labels, strict=True))
+        family.samples.append(RenderedSample(f"{family.name}_created", names, created))
+
+
+def without_created(metrics: Iterable[Metric]) -> Iterator[Metric]:
+    """The families without their ``_created`` samples: the Prometheus text format (0.0.4) would show
+    each as a series of its own; only OpenMetrics gives them their meaning."""
+    for metric in metrics:
+        if metric.type in ("counter", "histogram"):
+            kept = [sample for sample in metric.samples if not sample.name.endswith("_created")]
+            if len(kept) != len(metric.samples):
+                metric.samples = kept
+        yield metric
+
+
+class _TextView:
+    """A registry as the Prometheus text format shows it: no ``_created`` series."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        return without_created(self.registry.collect())
+
+
+def exposition(registry: CollectorRegistry, accept: str = "") -> tuple[bytes, str]:
+    """The exposition a client's ``Accept`` header asks for: OpenMetrics (with created
+    timestamps and exemplars) or the Prometheus text format.  Returns (body, content type)."""
+    encoder, content_type = choose_encoder(accept)
+    view = registry if content_type.startswith("application/openmetrics-text") else _TextView(registry)
+    return encoder(view), content_type
 
 
 class RenderedAtScrape(Collector):

@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, TextIO
 
-from prometheus_client.exposition import generate_latest
-
 from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, positive_int
 from agent.config import TRACE_PROTOCOLS
-from agent.families import RenderedAtScrape
+from agent.families import RenderedAtScrape, exposition
 from agent.pipeline import read_into, read_unmatched
 from agent.sinks import summary
 from agent.sinks.events_json import event_writer
@@ -254,7 +252,7 @@ def main(args: argparse.Namespace) -> int:
             from agent.sinks.otlp import trace_families
 
             extra.append(RenderedAtScrape(lambda: trace_families(tracing, builders)))
-        out.write(generate_latest(registry_for(lambda: servers, *extra)).decode("utf-8"))
+        out.write(exposition(registry_for(lambda: servers, *extra))[0].decode("utf-8"))
     elif args.format == "summary":
         out.write(summary.render(servers))
     out.flush()

@@ -29,9 +29,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from prometheus_client import ProcessCollector
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
 
@@ -43,6 +44,7 @@ from agent.commands.canary import PeriodicCanary
 from agent.config import Config, ConfigError, FollowConfig, ServerConfig
 from agent.families import RenderedAtScrape, families, gauge, merged
 from agent.pipeline import SourcePipeline
+from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.http import MetricsServer
 from agent.sinks.prometheus import collect_families
 from agent.sinks.traces import TraceBuilder
@@ -96,19 +98,22 @@ class Managed:
 
 
 def _server_info(managed: Managed, labels: tuple[str, ...]) -> Iterable:
+    # One source per version, so the series never changes under a running server: the package
+    # installed beside the server's python when kvwatch can tell, else what the log says.
     stats = managed.pipeline.stats
-    vllm = stats.version or managed.versions.get("vllm", "")
-    lmcache = (stats.lmcache_info[0] if stats.lmcache_info else "") or managed.versions.get("lmcache", "")
+    vllm = managed.versions.get("vllm") or stats.version or ""
+    lmcache = managed.versions.get("lmcache") or (stats.lmcache_info[0] if stats.lmcache_info else "")
     return [((vllm, lmcache, stats.model or managed.model or ""), 1)]
 
 
 INFO_SPECS = (
     gauge(
         "kvwatch_server_info",
-        "Always 1; versions from the log or the server's installed packages, and the model.",
+        "Always 1; versions of the server's installed packages (else from its log), and the model.",
         _server_info,
         labels="vllm_version lmcache_version model",
-        doc="always 1; versions from the log, else from the packages installed beside the server's `python`; the model",
+        doc="always 1; versions of the packages installed beside the server's `python` (for a followed log or a "
+        "custom `command`, what the log says); the model",
         native="vLLM's `vllm:cache_config_info` / `model_name` label",
     ),
 )
@@ -146,6 +151,7 @@ class Daemon:
         )
         registry = CollectorRegistry(auto_describe=False)
         registry.register(RenderedAtScrape(self.families))
+        ProcessCollector(registry=registry)  # process_start_time_seconds: when kvwatch (re)started
         self.registry = registry
         self.http = MetricsServer(config.metrics, registry, self.health, _read_passwords(config))
 
@@ -204,6 +210,7 @@ class Daemon:
                 start_at_end=True,
                 rotate_bytes=server.log_max_bytes,
                 backups=server.log_backups,
+                **self._checkpointed(managed),
             )
         )
         if start and not supervised.adopt():
@@ -233,8 +240,31 @@ class Daemon:
             managed.journal.start()
         else:
             self.tailer.add(
-                Source(follow.name, follow.paths, managed.pipeline.stats.skipped, start_at_end=follow.start_at == "end")
+                Source(
+                    follow.name,
+                    follow.paths,
+                    managed.pipeline.stats.skipped,
+                    start_at_end=follow.start_at == "end",
+                    **self._checkpointed(managed),
+                )
             )
+
+    def _checkpointed(self, managed: Managed) -> dict[str, Callable]:
+        """How the tailer saves a source's numbers with its read positions, and gives them back."""
+        stats = managed.pipeline.stats
+
+        def save() -> dict:
+            with self.lock:
+                return stats_record(stats)
+
+        def restore(record: dict) -> None:
+            with self.lock:
+                left = restore_stats(stats, record)
+            if left:
+                log.warning("%s: counting afresh what the saved numbers lack: %s", managed.name, ", ".join(left))
+            log.info("%s: counters resumed from the last checkpoint of the read positions", managed.name)
+
+        return {"save_numbers": save, "restore_numbers": restore}
 
     def remove_source(self, name: str) -> None:
         """Forget a server or follow entirely: its series leave /metrics with it."""

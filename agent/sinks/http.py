@@ -19,11 +19,11 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from agent import __version__
 from agent.config import MetricsConfig
+from agent.families import exposition
 
 log = logging.getLogger("kvwatch.http")
 
@@ -172,9 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"Not found: try /metrics\n", "text/plain; charset=utf-8")
 
     def _metrics(self) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
         try:
-            body = encoder(self.registry)
+            body, content_type = exposition(self.registry, self.headers.get("Accept", ""))
         except Exception:  # a collector bug: say so rather than drop the connection
             log.exception("collecting metrics failed")
             self._send(500, b"collecting metrics failed; see kvwatch's log\n", "text/plain; charset=utf-8")

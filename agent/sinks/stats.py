@@ -20,6 +20,7 @@ in :attr:`ServerStats.counted`.  Adding such a metric touches the catalogue only
 from __future__ import annotations
 
 import logging
+import time
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -388,6 +389,9 @@ class ServerStats:
     counted: dict[Any, float] = counts()
 
     def __post_init__(self) -> None:
+        # Since when these numbers count (unix time): a counter's created timestamp.
+        # Kept across kvwatch restarts with the numbers themselves (agent.sinks.checkpoint).
+        self.created = (self.now or time.time)()
         self._handlers: dict[type, Callable] = {
             ev.LmcacheLookup: self._lookup,
             ev.HttpAccess: self._http,
@@ -728,6 +732,7 @@ class ServerStats:
     def merge(self, later: ServerStats) -> None:
         """Add the stats of the part of the same log that follows this one."""
         merge_fields(self, later)
+        self.created = min(self.created, later.created)
         if "starting" in later.lifecycle:
             self.startup_phases = dict(later.startup_phases)  # the later part saw a new start
         else:

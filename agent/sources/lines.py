@@ -150,6 +150,16 @@ class LineSplitter:
         self.rest = b""
         self._skipping = False  # inside a line longer than the limit
 
+    @property
+    def skipping(self) -> bool:
+        """True inside a line longer than the limit, until its end."""
+        return self._skipping
+
+    def skip_first_line(self) -> None:
+        """Begin inside a line too long to keep (a reader resumed mid-line): read past its end."""
+        self._skipping = True
+        self.rest = b""
+
     def _skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 

@@ -30,9 +30,11 @@ knows what has been read: :meth:`TailedPath.rotate` calls
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -93,6 +95,13 @@ class _OpenFile:
         self.head = b""
         self.note_head()
 
+    def position(self, seen: float = 0.0, **links: tuple[Position, ...]) -> Position:
+        """Where a reader must start again to miss nothing: before a line not yet ended.  Raises ``OSError``."""
+        skipping = self.splitter.skipping
+        offset = self.offset if skipping else self.offset - len(self.splitter.rest)
+        fp_len, fp = fingerprint(self.fd, min(FINGERPRINT_BYTES, offset))  # only what lies before identifies it
+        return Position(self.dev, self.ino, offset, fp_len, fp, seen=seen, skipping=skipping, **links)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
@@ -108,6 +117,16 @@ class TailStats:
     truncations: int = 0
     log_rotations: int = 0  # raw-log rotations kvwatch did itself
     lag_seconds: float | None = None
+
+    COUNTS = ("rotations", "truncations", "log_rotations")  # saved with the read positions
+
+    def counts(self) -> list[int]:
+        return [getattr(self, name) for name in self.COUNTS]
+
+    def restore(self, saved: object) -> None:
+        if isinstance(saved, list) and len(saved) == len(self.COUNTS) and all(isinstance(n, int) for n in saved):
+            for name, value in zip(self.COUNTS, saved, strict=True):
+                setattr(self, name, value)
 
 
 class TailedPath:
@@ -131,6 +150,7 @@ class TailedPath:
         # saved beside the current one so that a kill mid-rotation loses nothing.
         self.after_rotation: Position | None = None
         self.save_hook: Callable[[], None] | None = None
+        self.seen_at = 0.0  # unix time the path was last seen naming the current file
 
     def _splitter(self) -> LineSplitter:
         return LineSplitter(self.max_line, self.skipped)
@@ -146,16 +166,26 @@ class TailedPath:
         except OSError as exc:
             self._report(exc)
             return
-        self.error = None
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):  # not a log (yet): looked at again at the next poll
+            os.close(fd)
+            self._report(IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
+            return
+        self.error = None
         offset = st.st_size if start_at_end else 0
         saved, self.saved = self.saved, None
+        splitter = self._splitter()
         if saved is not None:
             offset = self._resume(fd, st, saved)
-        self.current = _OpenFile(fd, offset, self._splitter())
+            if saved.skipping and offset == saved.offset and offset:
+                splitter.skip_first_line()
+        self.current = _OpenFile(fd, offset, splitter)
+        self.seen_at = time.time()
 
     def _resume(self, fd: int, st: os.stat_result, saved: Position) -> int:
-        """Where to start in ``fd`` given a saved position, finishing a rotated-away file first."""
+        """Where to start in ``fd`` given a saved position, finishing the files rotated away first."""
+        for older in saved.draining:
+            self._drain_later(self._find_rotated(older))
         if (st.st_dev, st.st_ino) == (saved.dev, saved.ino):
             for position in saved.candidates():
                 if position.same_file(fd):
@@ -163,23 +193,34 @@ class TailedPath:
             return 0  # same inode, other content: rewritten or a reused inode
         old = self._find_rotated(saved)
         if old is not None:
-            self.draining.append((old, time.monotonic() + ROTATE_WAIT))
+            self._drain_later(old)
             self.stats.rotations += 1
+        self._find_generations_between(saved.seen, (st.st_dev, st.st_ino))
         return 0
 
-    def _find_rotated(self, saved: Position) -> _OpenFile | None:
-        """The file the saved position was in, if it was renamed within the same directory."""
+    def _drain_later(self, opened: _OpenFile | None) -> None:
+        if opened is not None:
+            self.draining.append((opened, time.monotonic() + ROTATE_WAIT))
+
+    def _siblings(self) -> Iterator[tuple[str, os.stat_result]]:
+        """The files beside the path (its rotated copies among them), with their status."""
         directory = os.path.dirname(self.path) or "."
         try:
             names = os.listdir(directory)
         except OSError:
-            return None
+            return
         for name in names:
             candidate = os.path.join(directory, name)
             try:
                 st = os.stat(candidate)
             except OSError:
                 continue
+            if stat.S_ISREG(st.st_mode):
+                yield candidate, st
+
+    def _find_rotated(self, saved: Position) -> _OpenFile | None:
+        """The file a saved position was in, if it was renamed within the same directory."""
+        for candidate, st in self._siblings():
             if (st.st_dev, st.st_ino) != (saved.dev, saved.ino):
                 continue
             try:
@@ -187,9 +228,35 @@ class TailedPath:
             except OSError:
                 return None
             if saved.same_file(fd) and saved.offset <= st.st_size:
-                return _OpenFile(fd, saved.offset, self._splitter())
+                splitter = self._splitter()
+                if saved.skipping and saved.offset:
+                    splitter.skip_first_line()
+                return _OpenFile(fd, saved.offset, splitter)
             os.close(fd)
         return None
+
+    def _find_generations_between(self, seen: float, current: tuple[int, int]) -> None:
+        """Queue, oldest first, the rotated copies of the path written since ``seen``: whole files
+        that were the path's for a while but never while it was looked at (two rotations between
+        two reads, or while kvwatch was down)."""
+        if not seen:
+            return
+        known = {(o.dev, o.ino) for o, _ in self.draining} | {current}
+        base = os.path.basename(self.path)
+        found = []
+        for candidate, st in self._siblings():
+            name = os.path.basename(candidate)
+            if (st.st_dev, st.st_ino) in known or not _is_rotated_name(name, base) or st.st_mtime <= seen:
+                continue
+            try:
+                fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            found.append((st.st_mtime_ns, candidate, _OpenFile(fd, 0, self._splitter())))
+        for _mtime, candidate, opened in sorted(found, key=lambda item: item[0]):
+            log.info("%s: reading %s, a rotated copy written since the last look", self.path, candidate)
+            self.stats.rotations += 1
+            self._drain_later(opened)
 
     def _report(self, exc: OSError) -> None:
         reason = "permission_denied" if isinstance(exc, PermissionError) else "read_error"
@@ -229,10 +296,15 @@ class TailedPath:
             self._report(exc)
             return total
         if (st.st_dev, st.st_ino) != (self.current.dev, self.current.ino):
+            seen = self.seen_at
             self._retire(now)
+            self._find_generations_between(seen, (st.st_dev, st.st_ino))
+            total += self._drain(deliver, now)  # the older files' lines before the new file's
             self.open(start_at_end=False)
             if self.current is not None:
                 total += self._read(self.current, deliver)
+        else:
+            self.seen_at = time.time()
         if self.current is not None:
             self._caught_up(st, total, deliver)
         return total
@@ -308,13 +380,14 @@ class TailedPath:
     # -- positions ----------------------------------------------------------------
 
     def position(self) -> Position | None:
+        """The saved form of where this path's reading stands: the current file, and those still being
+        finished.  Raises ``OSError``."""
+        older = tuple(opened.position() for opened, _deadline in self.draining)
         current = self.current
         if current is None:
-            return None
-        # Only the part read so far identifies the file.
-        fp_len, fp = fingerprint(current.fd, min(FINGERPRINT_BYTES, current.offset))
+            return None if not older else Position(*_identity(older[-1]), draining=older[:-1])
         alternatives = (self.after_rotation,) if self.after_rotation is not None else ()
-        return Position(current.dev, current.ino, current.offset, fp_len, fp, alternatives)
+        return current.position(self.seen_at, alternatives=alternatives, draining=older)
 
     # -- rotating a supervised server's raw log -----------------------------------
 
@@ -333,8 +406,10 @@ class TailedPath:
             if cut == 0:
                 return
             raw.archive(current.fd, cut)
-            fp_len, fp = fingerprint(current.fd, min(FINGERPRINT_BYTES, current.offset - cut), cut)
-            self.after_rotation = Position(current.dev, current.ino, current.offset - cut, fp_len, fp)
+            moved = current.position()  # where reading stands, before any unfinished line
+            offset = moved.offset - cut
+            fp_len, fp = fingerprint(current.fd, min(FINGERPRINT_BYTES, offset), cut)
+            self.after_rotation = Position(current.dev, current.ino, offset, fp_len, fp, skipping=moved.skipping)
             if self.save_hook is not None:
                 self.save_hook()
             if raw.collapse(cut):
@@ -366,6 +441,10 @@ class Source:
     rotate_bytes: int | None = None
     backups: int = 0
     paths: dict[str, TailedPath] = field(default_factory=dict)
+    # The numbers counted from the source's lines, saved with its positions and given back
+    # when it is added again (see agent.sources.positions): what they are is their owner's.
+    save_numbers: Callable[[], dict] | None = None
+    restore_numbers: Callable[[dict], None] | None = None
 
 
 class Tailer:
@@ -419,6 +498,10 @@ class Tailer:
     def _add(self, source: Source) -> None:
         self._remove(source.name)
         self.sources[source.name] = source
+        # Numbers and positions from the same save, applied together: they agree.
+        saved = self.store.counters.get(source.name)
+        if saved is not None and source.restore_numbers is not None and isinstance(saved.get("numbers"), dict):
+            source.restore_numbers(saved["numbers"])
         self._expand(source, first=True)
         self._watch_all()
 
@@ -516,6 +599,7 @@ class Tailer:
                 raw_log = RawLog(name, source.rotate_bytes, source.backups) if source.rotate_bytes else None
                 tailed = TailedPath(source.name, name, self.max_line, source.skipped, raw_log)
                 tailed.saved = self.store.get(source.name, name)
+                tailed.stats.restore((self.store.counters.get(source.name) or {}).get("tail", {}).get(name))
                 tailed.save_hook = self.save_positions
                 source.paths[name] = tailed
                 # Files present at the first look start at the end (their past is
@@ -523,9 +607,14 @@ class Tailer:
                 tailed.open(start_at_end=first and source.start_at_end)
 
     def save_positions(self) -> None:
+        """Save every path's position, and every source's numbers with them (one write).
+
+        Called in the reading thread between deliveries (or once it has stopped),
+        so the numbers count exactly the lines before the positions."""
         self._unsaved = False
         self._saved_at = time.monotonic()
         positions: dict[str, dict[str, Position]] = {}
+        counters: dict[str, dict] = {}
         for source in self.sources.values():
             entries = {}
             for path, tailed in source.paths.items():
@@ -539,7 +628,10 @@ class Tailer:
                     entries[path] = tailed.saved
             if entries:
                 positions[source.name] = entries
-        self.store.save(positions)
+            numbers = source.save_numbers() if source.save_numbers is not None else None
+            tail = {path: tailed.stats.counts() for path, tailed in source.paths.items()}
+            counters[source.name] = {"numbers": numbers, "tail": tail}
+        self.store.save(positions, counters)
 
     # -- inotify --------------------------------------------------------------------
 
@@ -689,6 +781,20 @@ def _fixed_prefix(directory: str) -> str:
             break
         fixed.append(part)
     return os.sep.join(fixed) or os.sep
+
+
+def _identity(position: Position) -> tuple:
+    """A position's own fields, without the files linked to it."""
+    return (position.dev, position.ino, position.offset, position.fp_len, position.fp)
+
+
+ROTATED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")  # compressed: not read live
+
+
+def _is_rotated_name(name: str, base: str) -> bool:
+    """``app.log.1`` or ``app.log-20261202`` beside ``app.log``, not yet compressed."""
+    after = name[len(base) : len(base) + 1]
+    return after in (".", "-") and name.startswith(base) and not name.endswith(ROTATED_SUFFIXES)
 
 
 def _is_rotated_copy(name: str, patterns: tuple[str, ...]) -> bool:

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client.exposition import generate_latest
 
 from agent.catalogue import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE
+from agent.families import exposition as render_exposition
 from agent.sinks.prometheus import registry_for
 from tests.support.harness import REPO
 from tests.support.lines import all_fixture_lines, feed, fresh
@@ -24,7 +24,7 @@ def exposition() -> str:
     stats = feed(fresh("demo"), all_fixture_lines())
     stats.lines = 1000
     stats.skipped = {"invalid_utf8": 1}
-    return generate_latest(registry_for(lambda: [stats])).decode()
+    return render_exposition(registry_for(lambda: [stats]))[0].decode()
 
 
 def families(text: str) -> dict[str, str]:
@@ -59,7 +59,7 @@ def test_stats_series_carry_the_engine(exposition: str) -> None:
 
 
 def test_errors_are_always_present_for_alerting(exposition: str) -> None:
-    empty = generate_latest(registry_for(lambda: [fresh("idle")])).decode()
+    empty = render_exposition(registry_for(lambda: [fresh("idle")]))[0].decode()
     for error in ("oom", "engine_dead", "cuda_error", "kv_cache_too_small", "other"):
         assert f'kvwatch_vllm_errors_total{{error="{error}",server="idle"}} 0.0' in empty
 

@@ -110,6 +110,8 @@ def test_parts_merged_in_order_equal_one_pass(corpus: str, parts: int) -> None:
     a, b = exposition(whole), exposition(merged)
     assert a.keys() == b.keys()
     for key, value in a.items():
+        if key[0].endswith("_created"):
+            continue  # when each ServerStats was made, not something of the log
         if corpus == "mixed" and key[0].endswith("_timestamp_seconds"):
             # The mixed corpus jumps between years; a part starts without the
             # year context of the lines before it (see docs/events.md, Timestamps).

@@ -263,3 +263,126 @@ def test_a_followed_path_named_in_full_is_kept_while_it_is_missing(tmp_path: Pat
     tailer.cycle()
     assert got.text == ["before", "after"]
     assert set(tailer.snapshot()["s"]) == {str(log)}
+
+
+def test_two_rotations_between_two_reads_lose_no_file(tmp_path: Path) -> None:
+    """a.log -> a.log.1 -> a.log.2 before kvwatch looks again (paused, or busy elsewhere):
+    the middle file was the path's only between two looks, and is read whole, in order."""
+    log = tmp_path / "a.log"
+    log.write_text(lines("first", 2))
+    tailer, got = make_tailer(tmp_path, str(log))
+    tailer.cycle()
+    append(log, lines("first", 1, 2))
+    os.rename(log, tmp_path / "a.log.1")
+    log.write_text(lines("middle", 3))
+    os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
+    os.rename(log, tmp_path / "a.log.1")
+    log.write_text(lines("last", 2))
+    tailer.cycle()
+    assert got.text == [
+        *(f"first {i}" for i in range(3)),
+        *(f"middle {i}" for i in range(3)),
+        *(f"last {i}" for i in range(2)),
+    ]
+    assert tailer.snapshot()["s"][str(log)].rotations == 2
+
+
+def test_older_rotated_copies_are_not_read_again(tmp_path: Path) -> None:
+    """Copies rotated before the last look (and compressed ones) are history, not new lines."""
+    (tmp_path / "a.log.3").write_text("ancient\n")
+    (tmp_path / "a.log.2.gz").write_bytes(b"\x1f\x8b not read")
+    log = tmp_path / "a.log"
+    log.write_text("one\n")
+    tailer, got = make_tailer(tmp_path, str(log))
+    tailer.cycle()
+    os.rename(log, tmp_path / "a.log.1")
+    log.write_text("two\n")
+    tailer.cycle()
+    assert got.text == ["one", "two"]
+
+
+def test_restart_after_two_rotations_while_down_reads_the_middle_file(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text(lines("first", 2))
+    tailer, _got = make_tailer(tmp_path, str(log))
+    tailer.cycle()
+    tailer.stop()
+    append(log, "first unread\n")
+    os.rename(log, tmp_path / "a.log.1")
+    log.write_text(lines("middle", 2))
+    os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
+    os.rename(log, tmp_path / "a.log.1")
+    log.write_text("last\n")
+    again, got_again = make_tailer(tmp_path, str(log), start_at_end=True)
+    again.cycle()
+    assert got_again.text == ["first unread", "middle 0", "middle 1", "last"]
+
+
+def test_restart_finishes_a_file_that_was_still_being_read_after_its_rotation(tmp_path: Path) -> None:
+    """Killed while the old file was still being finished: its position was saved with the new one's."""
+    log = tmp_path / "a.log"
+    writer = open(log, "a", encoding="utf-8")  # noqa: SIM115 - the writer outlives the rotation
+    writer.write("before\n")
+    writer.flush()
+    tailer, got = make_tailer(tmp_path, str(log))
+    tailer.cycle()
+    os.rename(log, tmp_path / "a.log.1")
+    log.write_text("new 0\n")
+    tailer.cycle()
+    tailer.save_positions()  # the state a kill would leave: the old file not yet finished
+    writer.write("late\n")  # its writer had not reopened yet
+    writer.close()
+    append(log, "new 1\n")
+    again, got_again = make_tailer(tmp_path, str(log), start_at_end=True)
+    again.cycle()
+    assert got.text == ["before", "new 0"]
+    assert got_again.text == ["late", "new 1"]
+
+
+def test_a_partial_line_at_a_restart_is_read_whole(tmp_path: Path) -> None:
+    """The saved position never passes the start of a line not yet ended."""
+    log = tmp_path / "a.log"
+    log.write_text("whole\nthe first half")
+    tailer, got = make_tailer(tmp_path, str(log))
+    tailer.cycle()
+    tailer.stop()
+    append(log, " and the second\n")
+    again, got_again = make_tailer(tmp_path, str(log), start_at_end=True)
+    again.cycle()
+    assert got.text == ["whole"]
+    assert got_again.text == ["the first half and the second"]
+
+
+def test_a_restart_inside_a_line_too_long_skips_to_its_end(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("x" * 300)  # longer than the limit, not yet ended
+    got = Collected()
+    skipped: dict[str, int] = {}
+    tailer = Tailer(got, PositionStore(str(tmp_path / "positions.json")), use_inotify=False, max_line=100)
+    tailer.add(Source("s", (str(log),), skipped, start_at_end=False))
+    tailer.cycle()
+    tailer.stop()
+    append(log, "y" * 50 + "\nnext\n")
+    again_got = Collected()
+    again = Tailer(again_got, PositionStore(str(tmp_path / "positions.json")), use_inotify=False, max_line=100)
+    again.add(Source("s", (str(log),), skipped, start_at_end=True))
+    again.cycle()
+    assert again_got.text == ["next"]
+    assert skipped == {"too_long": 1}
+
+
+def test_a_path_replaced_by_a_directory_and_back_reads_again_without_an_error(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("one\n")
+    tailer, got = make_tailer(tmp_path, str(log))
+    tailer.cycle()
+    log.unlink()
+    log.mkdir()
+    tailer.cycle()
+    tailer.cycle()
+    log.rmdir()
+    log.write_text("two\n")
+    tailer.cycle()
+    tailer.cycle()
+    assert got.text == ["one", "two"]
+    assert tailer.errors() == {}

@@ -1,0 +1,63 @@
+"""A server's stats saved as JSON and restored: every series the same, damage never fatal."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from agent.families import exposition
+from agent.sinks.checkpoint import restore_stats, stats_record
+from agent.sinks.prometheus import registry_for
+from agent.sinks.stats import HIT_RATIO_BUCKETS, Histogram, ServerStats
+from parsers import Clock
+from tests.support.lines import SAMPLES, feed
+
+
+def _fed() -> ServerStats:
+    stats = ServerStats("s", Clock(UTC, datetime(2026, 11, 25, tzinfo=UTC)))
+    for sample in sorted(SAMPLES.glob("*.log")):
+        feed(stats, sample.read_text(encoding="utf-8").splitlines())
+    return stats
+
+
+def _openmetrics(stats: ServerStats) -> str:
+    return exposition(registry_for(lambda: [stats]), "application/openmetrics-text; version=1.0.0")[0].decode()
+
+
+def test_a_restored_record_shows_every_series_as_before() -> None:
+    stats = _fed()
+    assert stats.lookups and stats.engines and stats.http, "the samples should exercise the stats"
+    record = json.loads(json.dumps(stats_record(stats)))  # through the file's text
+    restored = ServerStats("s")
+    assert restore_stats(restored, record) == []
+    assert _openmetrics(restored) == _openmetrics(stats)
+
+
+def test_counting_goes_on_in_the_restored_stats() -> None:
+    lines = (SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6.log").read_text(encoding="utf-8").splitlines()
+    half = len(lines) // 2
+    whole = feed(ServerStats("s"), lines)
+    first = feed(ServerStats("s"), lines[:half])
+    resumed = ServerStats("s")
+    restore_stats(resumed, json.loads(json.dumps(stats_record(first))))
+    feed(resumed, lines[half:])
+    resumed.created = whole.created
+    assert _openmetrics(resumed) == _openmetrics(whole)
+
+
+def test_a_damaged_record_leaves_fresh_numbers_and_says_which() -> None:
+    stats = _fed()
+    record = stats_record(stats)
+    record["fields"]["lookups"] = {"object": "os.system", "state": {}}  # never rebuilt
+    record["fields"]["http"] = "not a dict"
+    del record["fields"]["finished"]
+    other = Histogram((1.0, 2.0))
+    record["fields"]["hit_ratio"] = stats_record(ServerStats("x", hit_ratio=other))["fields"]["hit_ratio"]
+    restored = ServerStats("s")
+    left = restore_stats(restored, record)
+    assert sorted(left) == ["finished", "hit_ratio", "http", "lookups"]
+    assert restored.lookups == 0 and restored.finished == 0 and restored.http == {}
+    assert restored.hit_ratio.bounds == HIT_RATIO_BUCKETS
+    assert restored.hit_tokens == stats.hit_tokens
+    assert restore_stats(ServerStats("s"), {"format": 99}) != []
+    assert restore_stats(ServerStats("s"), "junk") != []
