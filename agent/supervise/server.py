@@ -66,6 +66,26 @@ def proc_start_time(pid: int) -> int | None:
         return None
 
 
+def _group_exists(group: int) -> bool:
+    """True while a process of the group runs (a zombie waiting for its parent does not count)."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return any(_member_running(entry, group) for entry in os.scandir("/proc") if entry.name.isdigit())
+
+
+def _member_running(entry: os.DirEntry, group: int) -> bool:
+    try:
+        with open(f"{entry.path}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+    except OSError:
+        return False
+    return len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z"  # state, ppid, pgrp
+
+
 def config_digest(server: ServerConfig) -> str:
     """A digest of the settings that shape the running process: a change means a restart."""
     shaped = {
@@ -149,6 +169,9 @@ class SupervisedServer:
         self.pending_requests = 0
         self.stall_reported = False
         self.spawn_error: str | None = None
+        # The process group of a server whose leader exited: what is left of it is ended too.
+        self.leftover_group: int | None = None
+        self.leftover_deadline: float | None = None
 
     def reconfigure(self, config: ServerConfig) -> None:
         """New settings, used from the next start (a reload stops the server for it)."""
@@ -208,6 +231,7 @@ class SupervisedServer:
     def start(self) -> None:
         config = self.config
         self.next_start = None
+        self._end_leftovers(signal.SIGKILL)  # nothing of the last run may hold its GPU or port
         self.ready_seen = False
         self.stall_reported = False
         try:
@@ -243,7 +267,8 @@ class SupervisedServer:
         self.started_at = time.time()
         self.started_mono = self._now()
         self.last_progress = self._now()
-        self._enter(ServerState.STARTING)
+        if self.state != ServerState.CRASH_LOOP:  # a crash loop lasts until the server has run long enough
+            self._enter(ServerState.STARTING)
         self._save_record()
         self._start_probe()
         log.info("server %s: started pid %d: %s", self.name, self.pid, " ".join(config.shown_argv()))
@@ -270,12 +295,19 @@ class SupervisedServer:
         """Begin a graceful stop: SIGTERM to the whole group; ``tick`` sends SIGKILL after the timeout."""
         self.stopping_for = reason
         self.next_start = None
-        if not self.alive:
+        if not self._group_alive():
             self._finish_stop()
             return
         self._enter(ServerState.STOPPING)
         self.stop_deadline = self._now() + self.config.stop_timeout
         self._signal_group(signal.SIGTERM)
+
+    def _group_alive(self) -> bool:
+        """True while the server or any process of its group runs (a child it forked, say)."""
+        if self.pid is None:
+            return False
+        self._reap()  # an exited leader not yet reaped still counts as a member
+        return self.alive or _group_exists(self.pid)
 
     def _signal_group(self, sig: int) -> None:
         if self.pid is None:
@@ -287,6 +319,18 @@ class SupervisedServer:
         except PermissionError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
+
+    def _end_leftovers(self, sig: int) -> None:
+        """Signal what is left of the group of a server whose leader exited; forget it once gone."""
+        group = self.leftover_group
+        if group is None:
+            return
+        if _group_exists(group):
+            log.warning("server %s: processes of its exited run are still there; sending %s", self.name, sig.name)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
+        if sig == signal.SIGKILL or not _group_exists(group):
+            self.leftover_group = self.leftover_deadline = None
 
     def _finish_stop(self) -> None:
         self._reap()
@@ -323,8 +367,10 @@ class SupervisedServer:
 
     def tick(self) -> None:
         now = self._now()
+        if self.leftover_deadline is not None and now >= self.leftover_deadline:
+            self._end_leftovers(signal.SIGKILL)
         if self.state == ServerState.STOPPING:
-            if not self.alive:
+            if not self._group_alive():
                 self._finish_stop_or_restart()
             elif self.stop_deadline is not None and now >= self.stop_deadline:
                 log.warning(
@@ -335,7 +381,7 @@ class SupervisedServer:
                 self._signal_group(signal.SIGKILL)
                 self.stop_deadline = now + 5.0
             return
-        if self.state in WAITING_TO_START:
+        if self.state in WAITING_TO_START and self.pid is None:
             if self.next_start is not None and now >= self.next_start:
                 self.restarts += 1
                 self.start()
@@ -360,6 +406,8 @@ class SupervisedServer:
             self.start()
 
     def _update_health(self, now: float) -> None:
+        if self.state == ServerState.CRASH_LOOP and self._recent_exits(now) >= self.config.crash_loop_starts:
+            return  # restarted from a crash loop: it stays one until its exits leave the window
         probe = self.probe
         healthy: bool | None = probe.ok if probe is not None else (True if self.ready_seen else None)
         if healthy:
@@ -394,6 +442,12 @@ class SupervisedServer:
 
     def _exited(self, code: int | None, sig: int | None) -> None:
         now = self._now()
+        if self.pid is not None and _group_exists(self.pid):
+            # What it forked outlives it (an engine process holding GPU memory): asked to end
+            # now, killed when its stop_timeout is up or at the next start, whichever is first.
+            self.leftover_group = self.pid
+            self.leftover_deadline = now + self.config.stop_timeout
+            self._end_leftovers(signal.SIGTERM)
         self.pid = None
         self.process = None
         self._forget()
@@ -412,11 +466,8 @@ class SupervisedServer:
         if policy == "never" or (policy == "on-failure" and not failed):
             self._enter(ServerState.EXITED)
             return
-        window = self.config.crash_loop_window
         self.exits.append(now)
-        while self.exits and now - self.exits[0] > window:
-            self.exits.popleft()
-        recent = len(self.exits)
+        recent = self._recent_exits(now)
         delay = min(self.config.backoff_max, self.config.backoff_initial * (2 ** max(0, recent - 1)))
         delay *= random.uniform(0.5, 1.0)  # jitter: servers that failed together do not restart together
         self.next_start = now + delay
@@ -426,7 +477,7 @@ class SupervisedServer:
                     "server %s: crash loop: %d exits in %.0f s (last: %s%s); next start in %.0f s",
                     self.name,
                     recent,
-                    window,
+                    self.config.crash_loop_window,
                     how,
                     f", last error {self.last_error}" if self.last_error else "",
                     delay,
@@ -435,6 +486,12 @@ class SupervisedServer:
         else:
             self._enter(ServerState.BACKOFF)
             log.info("server %s: restarting in %.1f s", self.name, delay)
+
+    def _recent_exits(self, now: float) -> int:
+        """Exits within the crash-loop window."""
+        while self.exits and now - self.exits[0] > self.config.crash_loop_window:
+            self.exits.popleft()
+        return len(self.exits)
 
     # -- what the log says --------------------------------------------------------------
 

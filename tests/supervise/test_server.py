@@ -334,3 +334,88 @@ def test_an_unreadable_secret_is_a_start_failure_that_names_its_source(tmp_path:
     s = SupervisedServer(server(tmp_path, api_key=Secret(env="NO_SUCH_VAR")), tmp_path / "state")
     s.start()
     assert s.state == "backoff" and "NO_SUCH_VAR" in (s.spawn_error or "")
+
+
+# A server that starts a child which ignores SIGTERM (an engine process stuck in a GPU call), writes
+# the child's pid to a file, and then either waits (until SIGTERM ends it) or exits at once.
+FORKING = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(600)"],
+    stdout=subprocess.PIPE)
+child.stdout.readline()  # it ignores SIGTERM from now on
+open(sys.argv[1], "w").write(str(child.pid))
+time.sleep(0.3)
+if sys.argv[2] == "exit":
+    sys.exit(1)
+time.sleep(600)
+"""
+
+
+def _child_pid(path: Path) -> int:
+    wait_for(lambda: path.exists() and path.read_text().strip() != "")
+    return int(path.read_text())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie whose parent (the test) does not reap it counts as gone
+    return (proc_start_time(pid) is None) or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+
+
+def test_stop_ends_the_whole_process_group_even_a_child_that_ignores_sigterm(tmp_path: Path, cleanup) -> None:
+    pid_file = tmp_path / "child.pid"
+    config = server(tmp_path, stop_timeout=0.5)
+    config = ServerConfig(**{**config.__dict__, "command": (sys.executable, "-c", FORKING, str(pid_file), "wait")})
+    s = SupervisedServer(config, tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    child = _child_pid(pid_file)
+    s.stop()
+    wait_for(lambda: s.state == "stopped", s)
+    wait_for(lambda: _gone(child))
+
+
+def test_a_server_that_exits_leaving_a_child_has_its_group_cleaned_before_the_restart(tmp_path: Path, cleanup) -> None:
+    pid_file = tmp_path / "child.pid"
+    config = server(tmp_path, stop_timeout=30.0, backoff_initial=0.5, backoff_max=0.5)
+    config = ServerConfig(**{**config.__dict__, "command": (sys.executable, "-c", FORKING, str(pid_file), "exit")})
+    s = SupervisedServer(config, tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    first_child = _child_pid(pid_file)
+    pid_file.unlink()
+    wait_for(lambda: s.restarts >= 1, s)  # the child ignored SIGTERM; the restart kills it first
+    wait_for(lambda: _gone(first_child))
+    assert not _gone(_child_pid(pid_file))  # the new run's child, which the cleanup fixture ends
+
+
+def test_stop_after_the_leader_exited_still_ends_its_children(tmp_path: Path, cleanup) -> None:
+    pid_file = tmp_path / "child.pid"
+    config = server(tmp_path, stop_timeout=0.5, restart="never")
+    config = ServerConfig(**{**config.__dict__, "command": (sys.executable, "-c", FORKING, str(pid_file), "exit")})
+    s = SupervisedServer(config, tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    child = _child_pid(pid_file)
+    wait_for(lambda: s.state == "exited", s)
+    wait_for(lambda: _gone(child), s)  # SIGKILL once its stop_timeout is up
+
+
+def test_a_crash_loop_stays_one_while_restarted_until_the_server_has_run_long_enough(tmp_path: Path, cleanup) -> None:
+    config = server(tmp_path, "--exit-after", "0.3", crash_loop_starts=2, crash_loop_window=60.0)
+    s = SupervisedServer(config, tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    wait_for(lambda: s.state == "crash_loop", s)
+    seen = set()
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        s.tick()
+        seen.add(s.state)
+        time.sleep(0.01)
+    assert s.restarts >= 2
+    assert seen == {ServerState.CRASH_LOOP}, seen
