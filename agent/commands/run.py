@@ -91,8 +91,9 @@ class Managed:
             self.canary = None
 
     def families(self) -> Iterator[Metric]:
+        """The series of what runs for this source (its stats and traces are rendered apart)."""
         yield from families(INFO_SPECS, [([self.name], self)])
-        for part in (self.server, self.journal, self.canary, self.trace):
+        for part in (self.server, self.journal, self.canary):
             if part is not None:
                 yield from part.families()
 
@@ -376,20 +377,26 @@ class Daemon:
         return "; ".join(s.status_text() for s in self.servers.values())
 
     def families(self) -> list[Metric]:
-        """Every series of /metrics: each source's stats and components, the tailer, the host, kvwatch itself."""
+        """Every series of /metrics: each source's stats and components, the tailer, the host, kvwatch itself.
+
+        What the reading thread changes is copied under the lock and rendered after it is
+        released, so a scrape never holds up the reading for longer than a copy."""
         with self.lock:
             managed = list(self.managed.values())
-            groups: list[Iterable[Metric]] = [
-                collect_families(m.pipeline.stats for m in managed),
-                *(m.families() for m in managed),
-                self.tailer.families(),
-                self.gpus.families(),
-                self.bench.families(),
-                families(BUILD_SPECS, [([], None)]),
-            ]
-            if self.tracing is not None:
-                groups.append(self.tracing.families())
-            return merged(groups)
+            snapshots = [m.pipeline.stats.snapshot() for m in managed]
+            traces = [list(m.trace.families()) for m in managed if m.trace is not None]
+        groups: list[Iterable[Metric]] = [
+            collect_families(snapshots),
+            *(m.families() for m in managed),
+            *traces,
+            self.tailer.families(),
+            self.gpus.families(),
+            self.bench.families(),
+            families(BUILD_SPECS, [([], None)]),
+        ]
+        if self.tracing is not None:
+            groups.append(self.tracing.families())
+        return merged(groups)
 
     # -- reload, stop, hand over ------------------------------------------------------
 

@@ -1,5 +1,15 @@
 """The HTTP endpoint: ``/metrics`` for Prometheus, ``/healthz`` for kvwatch itself, ``/`` a landing page.
 
+One event loop in one thread holds every connection, so neither many
+scrapers nor many idle or slow clients cost a thread each: at most
+``MAX_CONNECTIONS`` are open at once (one more is answered 503 and closed),
+a request's head must arrive whole within ``HEAD_TIMEOUT`` (a client that
+sends a byte now and then is cut off), and an idle keep-alive connection is
+closed after ``IDLE_TIMEOUT``.  The exposition is rendered in a worker
+thread; scrapes that arrive while one is being rendered get that same one,
+so a burst of scrapers costs one rendering.  ``/healthz`` is answered by the
+loop itself and never waits for a rendering.
+
 TLS and basic auth follow the idea of Prometheus' exporter web
 configuration: a certificate and key (optionally a client CA, which then
 requires client certificates), and users whose passwords come from files or
@@ -8,7 +18,9 @@ environment variables.  Passwords are compared in constant time.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import gzip
 import hmac
@@ -17,8 +29,9 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from agent import __version__
@@ -27,7 +40,12 @@ from agent.families import exposition
 
 log = logging.getLogger("kvwatch.http")
 
-CONNECTION_TIMEOUT = 30.0  # seconds a connection may sit idle (Prometheus' scrape timeout is 10 s)
+MAX_CONNECTIONS = 256  # open at once (Prometheus keeps one per target); each costs a few KiB, no thread
+BACKLOG = 128  # connections the kernel holds before kvwatch accepts them
+HEAD_TIMEOUT = 10.0  # seconds for a request's line and headers to arrive (Prometheus' scrape timeout is 10 s)
+IDLE_TIMEOUT = 30.0  # seconds an idle keep-alive connection stays open
+MAX_HEAD = 16 * 1024  # bytes of request line and headers
+TEXT = "text/plain; charset=utf-8"
 
 LANDING = """<!doctype html>
 <html><head><title>kvwatch</title></head>
@@ -38,8 +56,77 @@ LANDING = """<!doctype html>
 """
 
 
+class Request:
+    """What kvwatch reads of a request: method, path and headers (names in lower case)."""
+
+    __slots__ = ("headers", "method", "path", "version")
+
+    def __init__(self, method: str, path: str, version: str, headers: dict[str, str]) -> None:
+        self.method = method
+        self.path = path
+        self.version = version
+        self.headers = headers
+
+    @property
+    def keep_alive(self) -> bool:
+        connection = self.headers.get("connection", "").lower()
+        if self.version == "HTTP/1.0":
+            return connection == "keep-alive"
+        return connection != "close"
+
+
+class BadRequest(Exception):
+    """A request kvwatch answers with an error and then closes the connection."""
+
+    def __init__(self, status: HTTPStatus) -> None:
+        super().__init__(status.phrase)
+        self.status = status
+
+
+def parse_head(head: bytes) -> Request:
+    """A request's line and headers (up to the blank line); raises :class:`BadRequest`."""
+    try:
+        text = head.decode("latin-1")
+        line, *fields = text.split("\r\n")
+        method, target, version = line.split(" ")
+    except ValueError:
+        raise BadRequest(HTTPStatus.BAD_REQUEST) from None
+    if not version.startswith("HTTP/1."):
+        raise BadRequest(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED)
+    headers = {}
+    for field in fields:
+        if not field:
+            continue
+        name, colon, value = field.partition(":")
+        if not colon:
+            raise BadRequest(HTTPStatus.BAD_REQUEST)
+        headers[name.strip().lower()] = value.strip()
+    return Request(method, target.split("?", 1)[0], version, headers)
+
+
+class SharedRendering:
+    """Renders the exposition in a worker thread; requests that arrive during a rendering share it."""
+
+    def __init__(self, registry: CollectorRegistry, pool: concurrent.futures.Executor) -> None:
+        self.registry = registry
+        self.pool = pool
+        self._rendering: dict[str, asyncio.Future] = {}  # content type -> the rendering under way
+
+    async def body(self, accept: str) -> tuple[bytes, str]:
+        _encoder, content_type = choose_encoder(accept)
+        future = self._rendering.get(content_type)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self.pool, exposition, self.registry, accept)
+            self._rendering[content_type] = future
+            future.add_done_callback(lambda _done: self._rendering.pop(content_type, None))
+        return await asyncio.shield(future)
+
+
 class MetricsServer:
-    """Serves a registry until stopped; ``health`` returns (ok, text) for ``/healthz``."""
+    """Serves a registry until stopped; ``health`` returns (ok, text) for ``/healthz``.
+
+    The socket is bound at construction, so a port in use fails before any server starts."""
 
     def __init__(
         self,
@@ -49,87 +136,129 @@ class MetricsServer:
         passwords: dict[str, str] | None = None,
     ) -> None:
         self.config = config
-        handler = _handler(registry, health, passwords or {})
-        server_class = _Server6 if ":" in config.address else _Server
-        self.httpd = server_class((config.address, config.port), handler)
-        if config.tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(str(config.tls.cert_file), str(config.tls.key_file))
-            if config.tls.client_ca_file is not None:
-                context.load_verify_locations(cafile=str(config.tls.client_ca_file))
-                context.verify_mode = ssl.CERT_REQUIRED
-            self.httpd.tls = context
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="kvwatch-http", daemon=True)
+        self.health = health
+        self.passwords = passwords or {}
+        self.tls = _tls_context(config)
+        self.sock = _bind(config.address, config.port)
+        self.connections = 0
+        self.refused = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvwatch-render")
+        self.rendering = SharedRendering(registry, self._pool)
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(_quiet)
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kvwatch-http", daemon=True)
 
     @property
     def port(self) -> int:
-        return self.httpd.server_address[1]
+        return self.sock.getsockname()[1]
 
     def start(self) -> None:
         self._thread.start()
+        serving = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
+        self._server = serving.result(timeout=10)
+
+    async def _serve(self) -> asyncio.Server:
+        return await asyncio.start_server(
+            self._connection,
+            sock=self.sock,
+            ssl=self.tls,
+            ssl_handshake_timeout=HEAD_TIMEOUT if self.tls else None,
+            limit=MAX_HEAD,
+        )
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+        else:
+            self.sock.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
-class _Server(ThreadingHTTPServer):
-    """One thread per connection; with TLS, the handshake happens in that thread.
+    # -- one connection -----------------------------------------------------------------
 
-    Wrapping the listening socket instead would run every handshake in the
-    accept loop, where one client that connects and sends nothing would
-    stall every scrape.
-    """
-
-    daemon_threads = True
-    tls: ssl.SSLContext | None = None
-
-    def finish_request(self, request, client_address) -> None:
-        if self.tls is None:
-            super().finish_request(request, client_address)
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connections >= MAX_CONNECTIONS:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("more than %d connections open; refusing more (%d so far)", MAX_CONNECTIONS, self.refused)
+            await _respond(writer, "GET", HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections\n", TEXT, close=True)
+            await _close(writer)
             return
-        request.settimeout(CONNECTION_TIMEOUT)
+        self.connections += 1
         try:
-            wrapped = self.tls.wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError) as exc:
-            log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
-            return
-        try:
-            super().finish_request(wrapped, client_address)
+            await self._requests(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError, OSError):
+            pass  # the client went away, or was too slow: nothing to answer
         finally:
-            wrapped.close()
+            self.connections -= 1
+            await _close(writer)
 
+    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = True
+        while True:
+            # The first byte of a next request may take a while (keep-alive); once it
+            # has come, the whole head must follow within HEAD_TIMEOUT.
+            start = await asyncio.wait_for(reader.read(1), HEAD_TIMEOUT if first else IDLE_TIMEOUT)
+            if not start:
+                return
+            first = False
+            try:
+                head = start + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+                request = parse_head(head[:-4])
+            except asyncio.LimitOverrunError:
+                await _respond(writer, "GET", HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, b"", TEXT, close=True)
+                return
+            except BadRequest as exc:
+                await _respond(writer, "GET", exc.status, f"{exc.status.phrase}\n".encode(), TEXT, close=True)
+                return
+            if "content-length" in request.headers or "transfer-encoding" in request.headers:
+                await _respond(writer, request.method, HTTPStatus.BAD_REQUEST, b"no body expected\n", TEXT, close=True)
+                return
+            status, body, content_type, extra = await self._answer(request)
+            await _respond(writer, request.method, status, body, content_type, extra, close=not request.keep_alive)
+            if not request.keep_alive:
+                return
 
-class _Server6(_Server):
-    """An IPv6 address; ``::`` also accepts IPv4 clients (dual stack) where the host allows."""
+    async def _answer(self, request: Request) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
+        if request.method not in ("GET", "HEAD"):
+            return HTTPStatus.METHOD_NOT_ALLOWED, b"GET or HEAD only\n", TEXT, {"Allow": "GET, HEAD"}
+        if not self._authorized(request.headers.get("authorization", "")):
+            return HTTPStatus.UNAUTHORIZED, b"Unauthorized\n", TEXT, {"WWW-Authenticate": 'Basic realm="kvwatch"'}
+        if request.path == "/metrics":
+            return await self._metrics(request)
+        if request.path == "/healthz":
+            ok, text = self.health()
+            return (HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE), (text + "\n").encode(), TEXT, {}
+        if request.path == "/":
+            return HTTPStatus.OK, LANDING.format(version=__version__).encode(), "text/html; charset=utf-8", {}
+        return HTTPStatus.NOT_FOUND, b"Not found: try /metrics\n", TEXT, {}
 
-    address_family = socket.AF_INET6
+    async def _metrics(self, request: Request) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
+        try:
+            body, content_type = await self.rendering.body(request.headers.get("accept", ""))
+        except Exception:  # a collector bug: say so rather than drop the connection
+            log.exception("collecting metrics failed")
+            return HTTPStatus.INTERNAL_SERVER_ERROR, b"collecting metrics failed; see kvwatch's log\n", TEXT, {}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            body = await asyncio.get_running_loop().run_in_executor(self._pool, gzip.compress, body, 3)
+            return HTTPStatus.OK, body, content_type, {"Content-Encoding": "gzip"}
+        return HTTPStatus.OK, body, content_type, {}
 
-    def server_bind(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Serves /metrics, /healthz and a landing page; the subclass that :func:`_handler` makes holds what to serve."""
-
-    server_version = f"kvwatch/{__version__}"
-    timeout = CONNECTION_TIMEOUT  # an idle connection does not hold its thread for ever
-    registry: CollectorRegistry
-    passwords: dict[str, str]
-
-    def health(self) -> tuple[bool, str]:
-        raise NotImplementedError
-
-    def log_message(self, format: str, *args) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _authorized(self) -> bool:
+    def _authorized(self, header: str) -> bool:
         if not self.passwords:
             return True
-        header = self.headers.get("Authorization", "")
         if not header.startswith("Basic "):
             return False
         try:
@@ -141,53 +270,63 @@ class _Handler(BaseHTTPRequestHandler):
         ok = hmac.compare_digest(password.encode(), (expected if expected is not None else "\0").encode())
         return ok and expected is not None
 
-    def _send(self, code: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        if not self._authorized():
-            self._send(
-                401, b"Unauthorized\n", "text/plain; charset=utf-8", {"WWW-Authenticate": 'Basic realm="kvwatch"'}
-            )
-            return
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._metrics()
-        elif path == "/healthz":
-            ok, text = self.health()
-            self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
-        elif path == "/":
-            self._send(200, LANDING.format(version=__version__).encode(), "text/html; charset=utf-8")
-        else:
-            self._send(404, b"Not found: try /metrics\n", "text/plain; charset=utf-8")
-
-    def _metrics(self) -> None:
-        try:
-            body, content_type = exposition(self.registry, self.headers.get("Accept", ""))
-        except Exception:  # a collector bug: say so rather than drop the connection
-            log.exception("collecting metrics failed")
-            self._send(500, b"collecting metrics failed; see kvwatch's log\n", "text/plain; charset=utf-8")
-            return
-        extra = {}
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=3)
-            extra["Content-Encoding"] = "gzip"
-        self._send(200, body, content_type, extra)
+async def _respond(
+    writer: asyncio.StreamWriter,
+    method: str,
+    status: HTTPStatus,
+    body: bytes,
+    content_type: str,
+    extra: dict[str, str] | None = None,
+    close: bool = False,
+) -> None:
+    lines = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        f"Server: kvwatch/{__version__}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        *(f"{key}: {value}" for key, value in (extra or {}).items()),
+    ]
+    if close:
+        lines.append("Connection: close")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    if method != "HEAD":
+        writer.write(body)
+    await asyncio.wait_for(writer.drain(), IDLE_TIMEOUT)
 
 
-def _handler(
-    registry: CollectorRegistry, health: Callable[[], tuple[bool, str]], passwords: dict[str, str]
-) -> type[_Handler]:
-    """The handler class of one endpoint: what it serves, and to whom."""
-    attributes = {"registry": registry, "passwords": passwords, "health": staticmethod(health)}
-    return type("Handler", (_Handler,), attributes)
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+def _bind(address: str, port: int) -> socket.socket:
+    """The listening socket; ``::`` also takes IPv4 clients (dual stack) where the host allows."""
+    if ":" in address:
+        dual = address == "::" and socket.has_dualstack_ipv6()
+        return socket.create_server(
+            (address, port), family=socket.AF_INET6, backlog=BACKLOG, reuse_port=False, dualstack_ipv6=dual
+        )
+    return socket.create_server((address, port), backlog=BACKLOG)
+
+
+def _tls_context(config: MetricsConfig) -> ssl.SSLContext | None:
+    if config.tls is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(config.tls.cert_file), str(config.tls.key_file))
+    if config.tls.client_ca_file is not None:
+        context.load_verify_locations(cafile=str(config.tls.client_ca_file))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _quiet(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Failed handshakes and dropped clients are the client's business: debug level, not tracebacks."""
+    exc = context.get("exception")
+    if isinstance(exc, ConnectionError | ssl.SSLError | TimeoutError | OSError):
+        log.debug("connection: %s", exc)
+        return
+    loop.default_exception_handler(context)

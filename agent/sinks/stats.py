@@ -20,6 +20,7 @@ in :attr:`ServerStats.counted`.  Adding such a metric touches the catalogue only
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -744,6 +745,10 @@ class ServerStats:
         self.state, self.starts, self.shutdowns, self.ready, self.lmcache_degraded = "unknown", 0, 0, 0, 0
         for token in sequence:
             self._transition(token)
+
+    def snapshot(self) -> ServerStats:
+        """A copy to render from while this one counts on (its numbers, not its clock)."""
+        return pickle.loads(pickle.dumps(self, pickle.HIGHEST_PROTOCOL))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -338,4 +339,36 @@ def test_a_reading_thread_that_died_makes_healthz_fail(tmp_path: Path) -> None:
         wait_for(lambda: daemon.tailer.dead, what="the reading thread to end")
         assert daemon.health() == (False, "kvwatch's loops are not making progress")
     finally:
-        daemon.http.httpd.server_close()
+        daemon.http.stop()
+
+
+def test_a_slow_scrape_does_not_hold_up_the_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numbers are copied under the readers' lock and rendered after it is released."""
+    from agent.commands import run as run_module
+
+    cfg = configuration.parse(
+        {
+            "agent": {"state_dir": str(tmp_path / "state"), "log_dir": str(tmp_path / "logs")},
+            "metrics": {"address": "127.0.0.1", "port": 0},
+            "follow": [{"name": "f", "paths": [str(tmp_path / "a.log")]}],
+        },
+        str(tmp_path / "kvwatch.toml"),
+    )
+    daemon = Daemon(cfg)
+    daemon.add_follow(cfg.follows[0])
+    rendering = run_module.collect_families
+
+    def slow(stats):
+        time.sleep(2.0)
+        return rendering(stats)
+
+    monkeypatch.setattr(run_module, "collect_families", slow)
+    try:
+        scrape = threading.Thread(target=daemon.families)
+        scrape.start()
+        time.sleep(0.3)
+        assert daemon.lock.acquire(timeout=0.5), "the scrape holds the lock the reading thread needs"
+        daemon.lock.release()
+        scrape.join()
+    finally:
+        daemon.http.stop()

@@ -70,7 +70,7 @@ def test_fewer_gpus_than_expected_are_flagged_on_metrics(tmp_path: Path) -> None
         daemon.tick()
         text = generate_latest(daemon.registry).decode()
     finally:
-        daemon.http.httpd.server_close()
+        daemon.http.stop()
     assert 'kvwatch_gpus{vendor="amd"} 4.0' in text
     assert "kvwatch_gpus_expected 8.0" in text
     assert "kvwatch_gpus_missing 4.0" in text
