@@ -155,7 +155,13 @@ def test_hand_over_leaves_servers_running_and_the_next_kvwatch_adopts_them(agent
     body = fake_server("fake", "--rate", "20")
     agent = agents(body).start()
     wait_for(lambda: stats_lines(agent, "fake") > 5, what="the server's lines")
+    assert agent.value("kvwatch_vllm_server_ready", server="fake") == 1
     record = json.loads((agent.directory / "state" / "servers" / "fake.json").read_text())
+    metrics = agent.metrics()
+    before = {
+        "lines": metrics[("kvwatch_vllm_stats_lines_total", (("engine", "0"), ("server", "fake")))],
+        "info": [k for k in metrics if k[0] == "kvwatch_server_info"],
+    }
     agent.signal(signal.SIGUSR2)
     assert agent.wait() == EXIT_HANDED_OVER
     assert proc_start_time(record["pid"]) == record["start_time"], "the server must outlive the hand-over"
@@ -163,7 +169,12 @@ def test_hand_over_leaves_servers_running_and_the_next_kvwatch_adopts_them(agent
     again = agents(body).start()
     # /healthz answers as soon as the port is bound; the adoption comes right after.
     wait_for(lambda: "adopted running pid" in again.log(), what="the adoption")
-    wait_for(lambda: stats_lines(again, "fake") > 0, what="lines read again after adoption")
+    wait_for(lambda: stats_lines(again, "fake") > before["lines"], what="lines read again after adoption")
+    # What the server's start-up said, long before the saved position, is still known.
+    assert again.value("kvwatch_vllm_server_ready", server="fake") == 1
+    assert again.value("kvwatch_vllm_kv_cache_capacity_tokens", server="fake") == 65536
+    assert again.value("kvwatch_vllm_kv_cache_max_concurrency", server="fake") == 32
+    assert [k for k in again.metrics() if k[0] == "kvwatch_server_info"] == before["info"]
     assert again.value("kvwatch_server_restarts_total", server="fake") == 0
     assert json.loads((again.directory / "state" / "servers" / "fake.json").read_text())["pid"] == record["pid"]
     # Neither does a crash of kvwatch (SIGKILL) touch the server.

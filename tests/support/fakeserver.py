@@ -76,6 +76,10 @@ def main() -> int:
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Health)
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
     time.sleep(args.load_seconds)
+    say(
+        f"(EngineCore pid={os.getpid()}) INFO {stamp()} [kv_cache_utils.py:1] GPU KV cache size: 65,536 tokens, "
+        "Maximum concurrency for 2,048 tokens per request: 32.00x"
+    )
     loaded.set()
     say("INFO:     Application startup complete.")
     began = time.monotonic()
