@@ -1,11 +1,22 @@
-"""``kvwatch check``: validate a configuration and show what each server will be started with."""
+"""``kvwatch check``: validate a configuration and show what each server will be started with.
+
+Beyond the file itself it looks at what a start needs from the filesystem: the
+directories of the servers' raw logs and the state directory must exist or be
+creatable, and be writable, by the user running the check (run it as the
+service's user: ``sudo -u kvwatch kvwatch check``).  Otherwise a server would
+fail only when kvwatch starts it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
 import sys
+from pathlib import Path
 
-from agent.commands import EXIT_OK, add_config_option, load_config
+from agent.commands import EXIT_OK, EXIT_USAGE, add_config_option, load_config
+from agent.config import Config
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -13,7 +24,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "check",
         help="validate a configuration and show what each server will be started with",
         description="Validate the configuration; print it resolved, with each server's exact command line and "
-        "environment (secrets named, never shown).  Exit 2 on any problem.",
+        "environment (secrets named, never shown); check that the servers' log directories and the state "
+        "directory can be written by this user.  Exit 2 on any problem.",
     )
     add_config_option(check)
     check.set_defaults(handler=main)
@@ -22,5 +34,50 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from agent.config import render
 
-    sys.stdout.write(render(load_config(args.config)))
-    return EXIT_OK
+    config = load_config(args.config)
+    sys.stdout.write(render(config))
+    problems = filesystem_problems(config)
+    for problem in problems:
+        sys.stderr.write(f"kvwatch: {problem}\n")
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def filesystem_problems(config: Config) -> list[str]:
+    """One line (file, key, reason) per place kvwatch will need to write and cannot."""
+    places = [("agent.state_dir", config.agent.state_dir, True)]
+    for index, server in enumerate(config.servers):
+        key = "agent.log_dir" if server.log_file.parent == config.agent.log_dir else f"server[{index}].log_file"
+        places.append((key, server.log_file, False))
+    problems = []
+    for key, path, is_directory in dict.fromkeys(places):
+        reason = cannot_write(path, is_directory)
+        if reason:
+            problems.append(f"{config.path}: {key}: {reason}")
+    return problems
+
+
+def cannot_write(path: Path, is_directory: bool) -> str | None:
+    """Why this user could not create or write ``path`` (a file, or a directory to write in); None if it can."""
+    if not is_directory and path.exists():
+        if path.is_dir():
+            return f"{path} is a directory"
+        return None if os.access(path, os.W_OK) else f"cannot write {path} as {_user()}: permission denied"
+    directory = path if is_directory else path.parent
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot create {directory}: {existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if existing == directory:
+            return f"cannot write in {directory} as {_user()}: permission denied"
+        return f"cannot create {directory} as {_user()}: permission denied on {existing}"
+    return None
+
+
+def _user() -> str:
+    uid = os.geteuid()
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"

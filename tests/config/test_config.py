@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 
 from agent import config
 from agent.config import ConfigError
+from tests.support.harness import as_nobody
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = sorted((REPO / "examples").rglob("*.toml"))
@@ -277,3 +281,45 @@ def test_sampling_ratio_falls_back_to_the_standard_variables(monkeypatch) -> Non
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
     assert config.parse({"tracing": {"enabled": True}}).tracing.resolved_sampling_ratio() == 0.1
     assert config.parse({"tracing": {"sampling_ratio": 0.5}}).tracing.resolved_sampling_ratio() == 0.5
+
+
+def test_check_finds_a_log_dir_that_cannot_be_created(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    state = tmp_path / "state"
+    text = f'[agent]\nlog_dir = "{tmp_path / "a-file" / "logs"}"\nstate_dir = "{state}"\n' + MINIMAL
+    path = write(tmp_path, text)
+    result = kvwatch("check", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"kvwatch: {path}: agent.log_dir: cannot create {tmp_path / 'a-file' / 'logs'}: "
+        f"{tmp_path / 'a-file'} is not a directory"
+    )
+    assert '"--model", "Qwen/Qwen3-8B"' in result.stdout  # the resolved configuration is still shown
+
+
+def test_check_finds_a_log_dir_this_user_may_not_write(request: pytest.FixtureRequest) -> None:
+    # pytest's own temporary root is 0700: the unprivileged check must reach its config.
+    top = Path(tempfile.mkdtemp(prefix="kvwatch-check-"))
+    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
+    prefix, env = as_nobody(top / "kvwatch")
+    top.chmod(0o755)
+    logs = top / "logs"
+    logs.mkdir(mode=0o755)  # root's, not writable by nobody
+    state = top / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    path = top / "kvwatch.toml"
+    path.write_text(f'[agent]\nlog_dir = "{logs}"\nstate_dir = "{state}"\n' + MINIMAL)
+    path.chmod(0o644)
+    result = subprocess.run(
+        [*prefix, sys.executable, "-m", "agent", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=top,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: agent.log_dir: cannot write in {logs} as user nobody (uid 65534): permission denied" in (
+        result.stderr
+    )
+    assert "state_dir" not in result.stderr
