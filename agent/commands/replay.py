@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, positive_int
 from agent.config import TRACE_PROTOCOLS
@@ -29,7 +29,7 @@ from agent.sinks.events_json import event_writer
 from agent.sinks.prometheus import registry_for
 from agent.sinks.stats import ServerStats
 from agent.sinks.unmatched import UnmatchedShapes
-from agent.sources.lines import DEFAULT_MAX_LINE, Input, InputError, open_input
+from agent.sources.lines import BLOCK, DEFAULT_MAX_LINE, Input, InputError, open_input
 from agent.timezones import resolve_timezone
 from parsers import Clock
 from parsers.events import Event
@@ -132,13 +132,24 @@ def slices_of(source: Input, jobs: int) -> list[tuple[int, int]]:
             return [(0, size)]
         bounds = [0]
         for part in range(1, jobs):
-            raw.seek(size * part // jobs)
-            raw.readline()  # finish the line the cut fell into
-            cut = raw.tell()
-            if bounds[-1] < cut < size:
+            cut = _next_line_start(raw, max(size * part // jobs, bounds[-1]), size)
+            if cut >= size:
+                break
+            if bounds[-1] < cut:
                 bounds.append(cut)
     bounds.append(size)
     return list(itertools.pairwise(bounds))
+
+
+def _next_line_start(raw: BinaryIO, offset: int, size: int) -> int:
+    """Where the line after the one at ``offset`` begins (``size`` if none), found block by block:
+    the line a cut falls into may be gigabytes long and is never held whole."""
+    raw.seek(offset)
+    while block := raw.read(BLOCK):
+        newline = block.find(b"\n")
+        if newline != -1:
+            return raw.tell() - len(block) + newline + 1
+    return size
 
 
 def _read_slice(

@@ -28,46 +28,43 @@ class GzipStream:
 
     (``gzip.GzipFile.read`` drops the data of a call that meets a truncated
     end.)  Concatenated members -- rotated logs joined with ``cat`` -- are read
-    one after the other.  A problem is kept in ``error`` rather than raised.
+    one after the other.  Each read returns at most ``BLOCK`` bytes, however
+    much a compressed block inflates to (a gzip bomb of NULs inflates a
+    thousandfold), so memory stays bounded.  A problem is kept in ``error``
+    rather than raised.
     """
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._input = b""  # compressed bytes not yet inflated
         self._in_member = False
         self.error: str | None = None
 
     def read(self, size: int = -1) -> bytes:
         while self.error is None:
-            chunk = self._raw.read(BLOCK)
-            if not chunk:
-                if self._in_member:
-                    self.error = "gzip data cut short (the end of the file is missing)"
-                    return self._inflate.flush()
-                return b""
+            if self._inflate.eof:  # a member ended: what follows it begins the next
+                self._input = self._inflate.unused_data + self._input
+                self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+            if not self._input:
+                self._input = self._raw.read(BLOCK)
+                if not self._input:
+                    if self._in_member:
+                        self.error = "gzip data cut short (the end of the file is missing)"
+                        return self._inflate.flush()
+                    return b""
+            self._in_member = True
             try:
-                data = self._member(chunk)
+                data = self._inflate.decompress(self._input, BLOCK)
             except zlib.error as exc:
                 self.error = f"not valid gzip data: {exc}"
                 return b""
+            self._input = self._inflate.unconsumed_tail
+            if self._inflate.eof:
+                self._in_member = False
             if data:
                 return data
         return b""
-
-    def _member(self, chunk: bytes) -> bytes:
-        if self._inflate.eof:  # the previous member ended: a new one begins
-            self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        self._in_member = True
-        data = self._inflate.decompress(chunk)
-        while self._inflate.eof:
-            self._in_member = False
-            rest = self._inflate.unused_data
-            if not rest:
-                break
-            self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
-            self._in_member = True
-            data += self._inflate.decompress(rest)
-        return data
 
 
 class InputError(Exception):

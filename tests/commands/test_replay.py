@@ -308,3 +308,50 @@ def test_events_stream_from_a_pipe_as_the_lines_come() -> None:
         process.stdin.close()
         process.wait(timeout=60)
     assert process.returncode == 0
+
+
+def _peak_rss_mib(*args: str) -> tuple[int, float, bytes]:
+    """Run ``kvwatch`` and return (exit status, peak RSS of it and its workers in MiB, stdout)."""
+    with tempfile.TemporaryFile() as out:
+        argv = [sys.executable, "-m", "agent", *args]
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, cwd=ROOT)
+        _pid, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        return process.returncode, usage.ru_maxrss / 1024, out.read()
+
+
+def test_a_huge_line_where_a_parallel_slice_is_cut_is_never_held_whole(tmp_path: Path) -> None:
+    """A 512 MiB line (a sparse file's hole: NULs, no newline) between ordinary lines, read with --jobs."""
+    log = tmp_path / "huge.log"
+    with open(log, "wb") as handle:
+        handle.write(STATS.encode() * 3)
+        handle.truncate(handle.tell() + (512 << 20))  # a hole: no disk used
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"\n" + STATS.encode() * 2)
+    status, peak, out = _peak_rss_mib("replay", "-f", "prometheus", "--jobs", "4", str(log))
+    assert status == 0
+    text = out.decode()
+    assert 'kvwatch_vllm_stats_lines_total{engine="0",server="huge"} 5.0' in text
+    assert 'kvwatch_lines_skipped_total{reason="too_long",server="huge"} 1.0' in text
+    assert peak < 200, f"peak RSS {peak:.0f} MiB"
+
+
+def test_a_gzip_bomb_is_read_in_bounded_pieces(tmp_path: Path) -> None:
+    """1 MiB of gzip that inflates to 1 GiB of NULs: counted as one line too long, in bounded memory."""
+    bomb = tmp_path / "bomb.log.gz"
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = bytes(1 << 20)
+    with open(bomb, "wb") as handle:
+        handle.write(packer.compress(STATS.encode()))
+        for _ in range(1024):
+            handle.write(packer.compress(zeros))
+        handle.write(packer.compress(b"\n" + STATS.encode()))
+        handle.write(packer.flush())
+    assert bomb.stat().st_size < 2 << 20
+    status, peak, out = _peak_rss_mib("replay", "-f", "prometheus", str(bomb))
+    assert status == 0
+    text = out.decode()
+    assert 'kvwatch_vllm_stats_lines_total{engine="0",server="bomb"} 2.0' in text
+    assert 'kvwatch_lines_skipped_total{reason="too_long",server="bomb"} 1.0' in text
+    assert peak < 200, f"peak RSS {peak:.0f} MiB"
