@@ -20,6 +20,7 @@ DEBIAN_PACKAGES := prometheus mtail time
 .PHONY: run test bench bench-replay bench-live bench-traces lint generate system-deps demo-server clean
 
 $(INSTALLED): pyproject.toml
+	@echo "kvwatch: installing kvwatch and its test tools into $(VENV) (about a minute the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -57,7 +58,9 @@ test: $(INSTALLED) system-deps demo-server lint
 	$(PY) -m pytest
 
 run: $(INSTALLED) demo-server
-	@echo "kvwatch: metrics on http://127.0.0.1:10067/metrics; vLLM on http://127.0.0.1:8000 once loaded (about 30 s)."
+	@echo "kvwatch: metrics on http://127.0.0.1:10067/metrics; vLLM on http://127.0.0.1:8000 once loaded (about a minute on 2 cores;"
+	@echo "           kvwatch logs 'server tiny-llama: ready after N s')."
+	@echo "kvwatch: the server's raw log: .cache/demo/logs/tiny-llama.log; kvwatch itself: $(VENV)/bin/kvwatch"
 	@echo "kvwatch: send a request:  curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\"
 	@echo "           -d '{\"model\": \"tiny-llama\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'"
 	@echo "kvwatch: Ctrl-C stops kvwatch and the server."

