@@ -237,6 +237,7 @@ class Daemon:
                 managed.pipeline.stats.skipped,
                 self._deliver,
                 nice=self.config.agent.reader_nice,
+                **self._checkpointed(managed),
             )
             managed.journal.start()
         else:
@@ -251,7 +252,7 @@ class Daemon:
             )
 
     def _checkpointed(self, managed: Managed) -> dict[str, Callable]:
-        """How the tailer saves a source's numbers with its read positions, and gives them back."""
+        """How a source (the tailer, a journal) saves its numbers with its place in the log, and gets them back."""
         stats = managed.pipeline.stats
 
         def save() -> dict:

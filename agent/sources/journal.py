@@ -1,19 +1,26 @@
 """Follow a systemd unit's journal through ``journalctl --follow -o json``.
 
-journalctl keeps its place in a cursor file in the state directory, so a
-restarted kvwatch goes on after the last entry it was given.  Its output is
-kvwatch's own child's pipe (not a server's), read line by line into the same
-pipeline as a file; the JSON records are unwrapped by the parsers.  If
-journalctl exits, it is started again after a pause.
+Its output is kvwatch's own child's pipe (not a server's), read line by line
+into the same pipeline as a file; the JSON records are unwrapped by the
+parsers.  If journalctl exits, it is started again after a pause.
+
+kvwatch keeps its own place: the cursor of the last record handed on (every
+record carries ``__CURSOR``), saved with the source's numbers in one atomic
+write (``journal-NAME.json`` in the state directory) about once a second and
+at a stop, so a restarted kvwatch -- even after a SIGKILL -- resumes with
+``--after-cursor`` and counters that count exactly the records before it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client.core import Metric
@@ -23,9 +30,12 @@ from agent.families import families, flag, gauge
 from agent.periodic import Periodic
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.lines import LineSplitter
+from agent.statedir import replace_file
 
 log = logging.getLogger("kvwatch.journal")
 RESTART_PAUSE = 5.0
+SAVE_INTERVAL = 1.0  # seconds between saves of the cursor and numbers while records come
+CURSOR = re.compile(r'"__CURSOR"\s*:\s*"([^"]+)"')
 
 
 class JournalSource:
@@ -40,22 +50,50 @@ class JournalSource:
         deliver: Deliver,
         journalctl: str = "journalctl",
         nice: int = 0,
+        save_numbers: Callable[[], dict] | None = None,
+        restore_numbers: Callable[[dict], None] | None = None,
     ) -> None:
         self.follow = follow
-        self.cursor_file = state_dir / f"journal-{follow.name}.cursor"
+        self.checkpoint_file = state_dir / f"journal-{follow.name}.json"
         self.max_line = max_line
         self.skipped = skipped
         self.deliver = deliver
         self.journalctl = os.environ.get("KVWATCH_JOURNALCTL", journalctl)
         self.nice = nice
+        self.save_numbers = save_numbers
         self.process: subprocess.Popen | None = None
         self.running = False
+        self.cursor = self._resume(state_dir, restore_numbers)
+        self._saved_cursor = self.cursor
+        self._saved_at = 0.0
         self._loop = Periodic(f"kvwatch-journal {follow.name}", self._turn)
+
+    def _resume(self, state_dir: Path, restore_numbers: Callable[[dict], None] | None) -> str | None:
+        """The cursor to go on after, with the numbers saved beside it given back."""
+        try:
+            saved = json.loads(self.checkpoint_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            # journalctl's own cursor file, as kvwatch 0.1 kept it: its place, without numbers
+            legacy = state_dir / f"journal-{self.follow.name}.cursor"
+            with contextlib.suppress(OSError):
+                return legacy.read_text(encoding="utf-8").strip() or None
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the unreadable journal checkpoint %s: %s", self.checkpoint_file, exc)
+            return None
+        cursor = saved.get("cursor") if isinstance(saved, dict) else None
+        if not isinstance(cursor, str) or not cursor:
+            return None
+        numbers = saved.get("numbers")
+        if restore_numbers is not None and isinstance(numbers, dict):
+            restore_numbers(numbers)
+        return cursor
 
     def command(self) -> list[str]:
         argv = [self.journalctl, "--follow", "--output=json", f"--unit={self.follow.journal_unit}"]
-        argv.append(f"--cursor-file={self.cursor_file}")
-        if not self.cursor_file.exists():
+        if self.cursor:
+            argv.append(f"--after-cursor={self.cursor}")
+        else:
             argv.append("--lines=0" if self.follow.start_at == "end" else "--lines=all")
         return argv
 
@@ -66,10 +104,36 @@ class JournalSource:
         self._loop.stop()
         process = self.process
         if process is not None and process.poll() is None:
-            process.terminate()  # journalctl writes its cursor file as it exits
+            process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
         self._loop.stop(wait=5)
+        self.save()
+
+    def _delivered(self, lines: list[str | None]) -> None:
+        """Hand lines on, note the cursor of the last record among them, save now and then."""
+        self.deliver(self.follow.name, lines)
+        for line in reversed(lines):
+            if line is not None:
+                found = CURSOR.search(line)
+                if found is not None:
+                    self.cursor = found.group(1)
+                    break
+        if time.monotonic() - self._saved_at >= SAVE_INTERVAL:
+            self.save()
+
+    def save(self) -> None:
+        """Write the cursor and the numbers counted up to it, together (called where lines are delivered)."""
+        self._saved_at = time.monotonic()
+        if self.cursor is None or self.cursor == self._saved_cursor:
+            return  # nothing handed on since the last save
+        numbers = self.save_numbers() if self.save_numbers is not None else None
+        try:
+            replace_file(self.checkpoint_file, json.dumps({"cursor": self.cursor, "numbers": numbers}))
+        except OSError as exc:
+            log.warning("cannot save the journal position to %s: %s", self.checkpoint_file, exc)
+            return
+        self._saved_cursor = self.cursor
 
     def _turn(self) -> float:
         """Run journalctl and read it to its end; returns the pause before it is started again."""
@@ -87,7 +151,7 @@ class JournalSource:
         for chunk in iter(lambda: self.process.stdout.read1(1 << 16), b""):
             lines = splitter.feed(chunk)
             if lines:
-                self.deliver(self.follow.name, lines)
+                self._delivered(lines)
         self.running = False
         code = self.process.wait()
         if not self._loop.stopping.is_set():

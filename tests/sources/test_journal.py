@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from tests.support.harness import STATS, stats_lines, wait_for
 
 
-def test_journal_follow_runs_journalctl_with_a_cursor_file(agents, tmp_path: Path) -> None:
+def test_journal_follow_runs_journalctl_from_the_end_the_first_time(agents, tmp_path: Path) -> None:
     """No journald runs here, so a stand-in journalctl prints journal JSON records and its arguments."""
     stand_in = tmp_path / "journalctl"
     record = json.dumps({"MESSAGE": STATS.strip(), "_SYSTEMD_UNIT": "vllm.service", "__REALTIME_TIMESTAMP": "1"})
@@ -28,4 +29,56 @@ def test_journal_follow_runs_journalctl_with_a_cursor_file(agents, tmp_path: Pat
     assert agent.value("kvwatch_journal_up", server="j") == 1
     args = (tmp_path / "args").read_text()
     assert "--follow" in args and "--output=json" in args and "--unit=vllm.service" in args
-    assert f"--cursor-file={tmp_path / 'state' / 'journal-j.cursor'}" in args and "--lines=0" in args
+    assert "--lines=0" in args and "cursor" not in args
+
+
+# A journalctl stand-in over a file of records (one JSON object per line, each with its cursor): it
+# prints those after --after-cursor (or the last --lines), then follows the file, as journalctl does.
+JOURNALCTL = """
+import json, os, sys, time
+args = sys.argv[1:]
+open(os.environ["ARGS_LOG"], "a").write(" ".join(args) + "\\n")
+after = next((a.split("=", 1)[1] for a in args if a.startswith("--after-cursor=")), None)
+source = open(os.environ["RECORDS"])
+skipping = after is not None or "--lines=0" in args
+parent = os.getppid()
+while os.getppid() == parent:
+    line = source.readline()
+    if not line.endswith("\\n"):
+        source.seek(source.tell() - len(line))
+        time.sleep(0.02)
+        continue
+    if skipping:
+        skipping = after is not None and json.loads(line)["__CURSOR"] != after
+        continue
+    sys.stdout.write(line)
+    sys.stdout.flush()
+"""
+
+
+def test_a_journal_follow_counts_every_record_once_across_sigkills(agents, tmp_path: Path) -> None:
+    records = tmp_path / "records.jsonl"
+    records.write_text("")
+    stand_in = tmp_path / "journalctl"
+    stand_in.write_text(f"#!{sys.executable}\n{JOURNALCTL}")
+    stand_in.chmod(0o755)
+    env = {"KVWATCH_JOURNALCTL": str(stand_in), "RECORDS": str(records), "ARGS_LOG": str(tmp_path / "args")}
+    body = '[[follow]]\nname = "j"\njournal_unit = "vllm.service"\nstart_at = "beginning"\n'
+    agent = agents(body, env=env).start()
+    total = 0
+    with open(records, "a") as out:
+        for _round in range(4):
+            for _ in range(300):
+                total += 1
+                record = {"__CURSOR": f"s=x;i={total:x}", "MESSAGE": STATS.strip(), "_SYSTEMD_UNIT": "vllm.service"}
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+                if total % 50 == 0:
+                    time.sleep(0.05)
+            agent.process.kill()  # mid-stream, without a goodbye
+            agent.process.wait()
+            agent = agents(body, env=env).start()
+    wait_for(lambda: stats_lines(agent, "j") == total, what=f"the {total} records, each once")
+    time.sleep(1.0)
+    assert stats_lines(agent, "j") == total
+    assert "--after-cursor=s=x;i=" in (tmp_path / "args").read_text()
