@@ -142,6 +142,7 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
     assert "the LMCache connector is not loaded" in result.stdout
 
     # Hand over: kvwatch leaves, the server stays up and keeps serving.
+    added = agent.value("kvwatch_vllm_requests_added_total", server="tiny")
     agent.signal(signal.SIGUSR2)
     assert agent.wait() == EXIT_HANDED_OVER
     assert proc_start_time(record["pid"]) == record["start_time"]
@@ -154,13 +155,14 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
     assert again.value("kvwatch_server_restarts_total", server="tiny") == 0
     assert json.loads((tmp_path / "state" / "servers" / "tiny.json").read_text())["pid"] == record["pid"]
     chat(port, PROMPT)
-    # The request sent while no kvwatch ran is read too (positions were saved), then the new one.
+    # The counters go on from where the first kvwatch left them (saved with its read positions), and
+    # the request sent while no kvwatch ran is read too, then the new one: two more, no earlier one again.
     wait_for(
-        lambda: again.value("kvwatch_vllm_requests_added_total", server="tiny") == 2,
+        lambda: again.value("kvwatch_vllm_requests_added_total", server="tiny") == added + 2,
         what="the request of the gap and the one after the adoption, and no earlier one",
     )
     time.sleep(1)
-    assert again.value("kvwatch_vllm_requests_added_total", server="tiny") == 2
+    assert again.value("kvwatch_vllm_requests_added_total", server="tiny") == added + 2
 
     # SIGTERM: the server is stopped gracefully and kvwatch exits 0.
     again.signal(signal.SIGTERM)

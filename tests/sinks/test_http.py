@@ -109,7 +109,7 @@ def test_healthz_is_answered_while_a_slow_rendering_goes_on() -> None:
 
 
 def test_slow_clients_take_no_thread_each_are_cut_off_and_the_excess_is_refused(monkeypatch) -> None:
-    monkeypatch.setattr(http_module, "HEAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(http_module, "HEAD_TIMEOUT", 5.0)  # long enough to open them all on a busy machine
     server, _collector = slow_server(0.0)
     threads = threading.active_count()
     idle = []
@@ -118,19 +118,24 @@ def test_slow_clients_take_no_thread_each_are_cut_off_and_the_excess_is_refused(
             client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
             client.sendall(b"G")  # one byte, then nothing: a head that never ends
             idle.append(client)
-        time.sleep(0.3)
+        wait_until(lambda: server.refused >= 20)
         assert threading.active_count() <= threads + 1
-        assert server.refused >= 20
-        refused = idle[-1].recv(200)
-        assert refused.startswith(b"HTTP/1.1 503")
-        time.sleep(1.5)  # past HEAD_TIMEOUT: every slow client is cut off ...
+        assert idle[-1].recv(200).startswith(b"HTTP/1.1 503")
+        # Past HEAD_TIMEOUT every slow client is cut off ...
+        wait_until(lambda: server.connections == 0, timeout=15.0)
         assert all(client.recv(10) == b"" for client in idle[:5])
-        assert server.connections == 0
         assert get(server.port, "/metrics")[0] == 200  # ... and scrapes are served again
     finally:
         for client in idle:
             client.close()
         server.stop()
+
+
+def wait_until(check, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_malformed_requests_get_a_clear_status() -> None:

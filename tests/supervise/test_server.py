@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -352,9 +352,32 @@ time.sleep(600)
 """
 
 
-def _child_pid(path: Path) -> int:
-    wait_for(lambda: path.exists() and path.read_text().strip() != "")
-    return int(path.read_text())
+@pytest.fixture
+def forking(tmp_path: Path, cleanup) -> Iterator[Callable[..., tuple[SupervisedServer, Callable[[], int]]]]:
+    """A supervised FORKING server (``mode``: wait or exit) and what gives its current child's pid;
+    every child it started is killed at the end, whatever the test did."""
+    children: list[int] = []
+    pid_file = tmp_path / "child.pid"
+
+    def child() -> int:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+        pid = int(pid_file.read_text())
+        pid_file.unlink()
+        children.append(pid)
+        return pid
+
+    def make(mode: str, **kw) -> tuple[SupervisedServer, Callable[[], int]]:
+        config = server(tmp_path, **kw)
+        command = (sys.executable, "-c", FORKING, str(pid_file), mode)
+        s = SupervisedServer(ServerConfig(**{**config.__dict__, "command": command}), tmp_path / "state")
+        cleanup.append(s)
+        s.start()
+        return s, child
+
+    yield make
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _gone(pid: int) -> bool:
@@ -366,43 +389,27 @@ def _gone(pid: int) -> bool:
     return (proc_start_time(pid) is None) or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
 
 
-def test_stop_ends_the_whole_process_group_even_a_child_that_ignores_sigterm(tmp_path: Path, cleanup) -> None:
-    pid_file = tmp_path / "child.pid"
-    config = server(tmp_path, stop_timeout=0.5)
-    config = ServerConfig(**{**config.__dict__, "command": (sys.executable, "-c", FORKING, str(pid_file), "wait")})
-    s = SupervisedServer(config, tmp_path / "state")
-    cleanup.append(s)
-    s.start()
-    child = _child_pid(pid_file)
+def test_stop_ends_the_whole_process_group_even_a_child_that_ignores_sigterm(forking) -> None:
+    s, child = forking("wait", stop_timeout=0.5)
+    pid = child()
     s.stop()
     wait_for(lambda: s.state == "stopped", s)
-    wait_for(lambda: _gone(child))
+    wait_for(lambda: _gone(pid))
 
 
-def test_a_server_that_exits_leaving_a_child_has_its_group_cleaned_before_the_restart(tmp_path: Path, cleanup) -> None:
-    pid_file = tmp_path / "child.pid"
-    config = server(tmp_path, stop_timeout=30.0, backoff_initial=0.5, backoff_max=0.5)
-    config = ServerConfig(**{**config.__dict__, "command": (sys.executable, "-c", FORKING, str(pid_file), "exit")})
-    s = SupervisedServer(config, tmp_path / "state")
-    cleanup.append(s)
-    s.start()
-    first_child = _child_pid(pid_file)
-    pid_file.unlink()
+def test_a_server_that_exits_leaving_a_child_has_its_group_cleaned_before_the_restart(forking) -> None:
+    s, child = forking("exit", stop_timeout=30.0, backoff_initial=0.5, backoff_max=0.5)
+    first = child()
     wait_for(lambda: s.restarts >= 1, s)  # the child ignored SIGTERM; the restart kills it first
-    wait_for(lambda: _gone(first_child))
-    assert not _gone(_child_pid(pid_file))  # the new run's child, which the cleanup fixture ends
+    wait_for(lambda: _gone(first))
+    assert not _gone(child())  # the new run's child
 
 
-def test_stop_after_the_leader_exited_still_ends_its_children(tmp_path: Path, cleanup) -> None:
-    pid_file = tmp_path / "child.pid"
-    config = server(tmp_path, stop_timeout=0.5, restart="never")
-    config = ServerConfig(**{**config.__dict__, "command": (sys.executable, "-c", FORKING, str(pid_file), "exit")})
-    s = SupervisedServer(config, tmp_path / "state")
-    cleanup.append(s)
-    s.start()
-    child = _child_pid(pid_file)
+def test_stop_after_the_leader_exited_still_ends_its_children(forking) -> None:
+    s, child = forking("exit", stop_timeout=0.5, restart="never")
+    pid = child()
     wait_for(lambda: s.state == "exited", s)
-    wait_for(lambda: _gone(child), s)  # SIGKILL once its stop_timeout is up
+    wait_for(lambda: _gone(pid), s)  # SIGKILL once its stop_timeout is up
 
 
 def test_a_crash_loop_stays_one_while_restarted_until_the_server_has_run_long_enough(tmp_path: Path, cleanup) -> None:
