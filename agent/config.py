@@ -42,6 +42,7 @@ DEFAULT_LOG_DIR = "/var/log/kvwatch"
 VLLM_CLI = "vllm.entrypoints.cli.main"
 VLLM_API_SERVER = "vllm.entrypoints.openai.api_server"
 ENTRY_POINTS = ("auto", "serve", "api_server")
+LMCACHE_MODES = ("in_process", "mp")
 RESTART_POLICIES = ("on-failure", "always", "never")
 START_POSITIONS = ("end", "beginning")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -108,13 +109,27 @@ class Secret:
 
 @dataclass(frozen=True)
 class LmcacheConfig:
-    """``[server.lmcache]``: the KV connector vLLM is started with, and LMCache's settings."""
+    """``[server.lmcache]``: the KV connector vLLM is started with, and LMCache's settings.
+
+    ``mode = "in_process"``: LMCache runs inside vLLM (``LMCacheConnectorV1``), configured by
+    ``settings`` (its ``LMCACHE_*`` environment) or ``config_file``.  ``mode = "mp"``: an LMCache
+    server (``lmcache server``) holds the cache and vLLM reaches it through ``LMCacheMPConnector``
+    at ``mp_host``:``mp_port``; that server's own log, when ``server_log`` names it, is read as part
+    of this server."""
 
     enabled: bool = False  # on when the table is given, unless it says enabled = false
-    connector: str = setting("LMCacheConnectorV1", "string")
+    mode: str = setting("in_process", "string", LMCACHE_MODES)
+    connector: str | None = setting(None, "string")  # default: the mode's connector
     role: str = setting("kv_both", "string", ("kv_both", "kv_producer", "kv_consumer"))
     config_file: Path | None = setting(None, "file_path")
     settings: Mapping[str, str] = field(default_factory=dict)  # LMCACHE_<KEY> environment
+    mp_host: str = setting("127.0.0.1", "string")
+    mp_port: int = setting(5555, "integer", 1, 65535)
+    server_log: Path | None = setting(None, "file_path")
+
+    @property
+    def connector_name(self) -> str:
+        return self.connector or ("LMCacheMPConnector" if self.mode == "mp" else "LMCacheConnectorV1")
 
     def environment(self) -> dict[str, str]:
         if not self.enabled:
@@ -125,7 +140,13 @@ class LmcacheConfig:
         return env
 
     def transfer_config(self) -> str:
-        return json.dumps({"kv_connector": self.connector, "kv_role": self.role}, separators=(",", ":"))
+        config: dict[str, Any] = {"kv_connector": self.connector_name, "kv_role": self.role}
+        if self.mode == "mp":
+            config["kv_connector_extra_config"] = {
+                "lmcache.mp.host": f"tcp://{self.mp_host}",
+                "lmcache.mp.port": self.mp_port,
+            }
+        return json.dumps(config, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -668,7 +689,16 @@ class _Reader:
                     settings[key] = str(item)
                 else:
                     raise self.fail(label, f"must be a string, number or boolean, got {_kind(item)}")
-        return LmcacheConfig(enabled=enabled, settings=settings, **self.settings(LmcacheConfig, t, where))
+        lmcache = LmcacheConfig(enabled=enabled, settings=settings, **self.settings(LmcacheConfig, t, where))
+        if lmcache.mode == "mp":
+            for key in ("settings", "config_file"):
+                if key in t:
+                    reason = "configures LMCache inside vLLM; in mp mode, give LMCache's settings to the lmcache server"
+                    raise self.fail(f"{where}.{key}", reason)
+        elif any(key in t for key in ("mp_host", "mp_port", "server_log")):
+            key = next(key for key in ("mp_host", "mp_port", "server_log") if key in t)
+            raise self.fail(f"{where}.{key}", 'only with mode = "mp"')
+        return lmcache
 
     def follow(self, value: Any, where: str) -> FollowConfig:
         t = self.table(value, where, keys_of(FollowConfig))

@@ -203,12 +203,15 @@ class Daemon:
         managed.pipeline.listeners.append(supervised.observe)
         managed.server = supervised
         managed.versions = installed_versions(server.python if server.command is None else None)
+        # LMCache's multiprocess server logs what the connector does not: read as part of this server.
+        lmcache_log = (str(server.lmcache.server_log),) if server.lmcache.server_log is not None else ()
         self.tailer.add(
             Source(
                 server.name,
-                (str(server.log_file),),
+                (str(server.log_file), *lmcache_log),
                 managed.pipeline.stats.skipped,
                 start_at_end=True,
+                raw_log=str(server.log_file),
                 rotate_bytes=server.log_max_bytes,
                 backups=server.log_backups,
                 **self._checkpointed(managed),

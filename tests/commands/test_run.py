@@ -21,7 +21,7 @@ import pytest
 from agent import config as configuration
 from agent.commands.run import EXIT_HANDED_OVER, Daemon
 from agent.supervise.server import proc_start_time
-from tests.support.harness import STATS, as_nobody, fake_server, free_port, stats_lines, wait_for
+from tests.support.harness import FAKE, STATS, as_nobody, fake_server, free_port, stats_lines, wait_for
 
 
 def test_supervised_server_metrics_health_and_landing_page(agents) -> None:
@@ -383,3 +383,38 @@ def test_a_slow_scrape_does_not_hold_up_the_reading(tmp_path: Path, monkeypatch:
         scrape.join()
     finally:
         daemon.http.stop()
+
+
+PREFETCH = (
+    "[2026-12-02 06:49:45,619] LMCache INFO: Prefetch request completed (L1+L2): 11/11 retained keys (11 L1, 0 L2) "
+    "in 12.2 ms (external_request_id=chatcmpl-mp-{n}-b648c1bb, prefetch_request_id={n}) "
+    "(storage_manager.py:651:lmcache.v1.distributed.storage_manager)\n"
+)
+
+
+def test_an_mp_server_reads_its_lmcache_servers_log_as_its_own(agents, tmp_path: Path) -> None:
+    """[server.lmcache] mode = "mp": vLLM gets the MP connector, and the LMCache server's log counts under the
+    server's name.  The "python" here is a stand-in that runs tests/support/fakeserver.py whatever it is given."""
+    stand_in = tmp_path / "bin" / "python"
+    stand_in.parent.mkdir()
+    stand_in.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} --rate 5\n")
+    stand_in.chmod(0o755)
+    lmcache_log = tmp_path / "lmcache-server.log"
+    body = (
+        f'[[server]]\nname = "mp"\npython = "{stand_in}"\nmodel = "tiny"\nhealth_url = ""\nlog_max_bytes = "64KiB"\n'
+        f'[server.lmcache]\nmode = "mp"\nmp_port = 6555\nserver_log = "{lmcache_log}"\n'
+    )
+    agent = agents(body).start()
+    wait_for(lambda: stats_lines(agent, "mp") > 0, what="the server's own lines")
+    assert '"kv_connector":"LMCacheMPConnector"' in agent.log() and "tcp://127.0.0.1" in agent.log()
+    with open(lmcache_log, "a") as handle:  # LMCache's server, started beside it, writes its own log
+        for n in range(3):
+            handle.write(PREFETCH.format(n=n))
+    wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 3, what="the 3 prefetches")
+    assert agent.value("kvwatch_lmcache_prefetch_hit_keys_total", server="mp", tier="l1") == 33
+    # Only kvwatch's own raw log is rotated by kvwatch; the LMCache server's log is left to its owner.
+    with open(lmcache_log, "a") as handle:
+        handle.write(PREFETCH.format(n=9) * 1000)
+    wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 1003, what="1,000 more")
+    time.sleep(1)
+    assert not list(tmp_path.glob("lmcache-server.log.*"))

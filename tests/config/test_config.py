@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -356,3 +357,32 @@ def test_the_api_server_module_where_the_wheel_breaks_the_cli_or_when_told(tmp_p
     assert forced.argv()[2:4] == ["vllm.entrypoints.cli.main", "serve"]
     with pytest.raises(ConfigError, match=r"server\[0\]\.entry_point: must be one of auto, serve, api_server"):
         config.load(write(tmp_path, MINIMAL + 'entry_point = "vllm"\n'))
+
+
+def test_lmcache_mp_mode_starts_vllm_with_the_mp_connector(tmp_path: Path) -> None:
+    text = MINIMAL + '[server.lmcache]\nmode = "mp"\nmp_port = 6555\nserver_log = "lmcache.log"\n'
+    (server,) = config.load(write(tmp_path, text)).servers
+    transfer = json.loads(server.argv()[server.argv().index("--kv-transfer-config") + 1])
+    assert transfer == {
+        "kv_connector": "LMCacheMPConnector",
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": {"lmcache.mp.host": "tcp://127.0.0.1", "lmcache.mp.port": 6555},
+    }
+    assert server.lmcache.server_log == tmp_path / "lmcache.log"
+    assert not any(key.startswith("LMCACHE_") for key in server.added_environment())
+    (default,) = config.load(write(tmp_path, MINIMAL + "[server.lmcache]\n")).servers
+    assert json.loads(default.lmcache.transfer_config())["kv_connector"] == "LMCacheConnectorV1"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('mode = "mp"\nsettings = { chunk_size = 256 }', "server[0].lmcache.settings: configures LMCache inside vLLM"),
+        ('mode = "mp"\nconfig_file = "x.yaml"', "server[0].lmcache.config_file: configures LMCache inside vLLM"),
+        ("mp_port = 6555", 'server[0].lmcache.mp_port: only with mode = "mp"'),
+        ('mode = "remote"', "server[0].lmcache.mode: must be one of in_process, mp"),
+    ],
+)
+def test_lmcache_mode_mistakes_name_the_key(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.load(write(tmp_path, MINIMAL + "[server.lmcache]\n" + table + "\n"))
