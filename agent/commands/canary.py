@@ -60,16 +60,39 @@ class CanaryRequest:
     latency: float | None = None
     prompt_tokens: int | None = None
     error: str | None = None
-    lookups: list[ev.LmcacheLookup] = field(default_factory=list)
+    lookups: list[ev.LmcacheLookup] = field(default_factory=list)  # the in-process connector's
+    prefetches: list[ev.LmcachePrefetch] = field(default_factory=list)  # LMCache's multiprocess server's
     stored_tokens: int = 0
+    tokens_per_key: int = DEFAULT_CHUNK  # a multiprocess server's key: one chunk (one KV group, one rank)
+
+    @property
+    def looked_up(self) -> bool:
+        return bool(self.lookups or self.prefetches)
 
     @property
     def hit_tokens(self) -> int | None:
-        return self.lookups[0].hit_tokens if self.lookups else None
+        """What LMCache found: the lookup's hit tokens, or a prefetch's keys in tokens."""
+        if self.lookups:
+            return self.lookups[0].hit_tokens
+        return self.prefetches[0].hit_keys * self.tokens_per_key if self.prefetches else None
 
     @property
     def prefix_cache_tokens(self) -> int | None:
         return self.lookups[0].engine_computed_tokens if self.lookups else None
+
+
+@dataclass
+class LogFindings:
+    """What the logs said beside the canary's own requests."""
+
+    degraded: bool = False  # LMCache said it runs without a connector
+    mp_lookups: int = 0  # lookups LMCache's MP connector reported (vLLM's KV Transfer metrics lines)
+    mp_stored_tokens: int = 0  # tokens a multiprocess server stored (its lines name no request)
+
+    @property
+    def mp(self) -> bool:
+        """The multiprocess connector is at work: a miss there logs no line of its own."""
+        return bool(self.mp_lookups or self.mp_stored_tokens)
 
 
 @dataclass
@@ -136,7 +159,7 @@ def served_model(base_url: str, headers: dict, timeout: float) -> str:
 
 def run(
     base_url: str,
-    log_path: str,
+    log_paths: list[str],
     requests: int = 3,
     prompt: str = DEFAULT_PROMPT,
     model: str | None = None,
@@ -146,13 +169,16 @@ def run(
     timeout: float = 120.0,
     settle: float = 10.0,
 ) -> CanaryResult:
-    """Send the canary and judge it from the log at ``log_path`` (the server's raw log)."""
+    """Send the canary and judge it from the logs at ``log_paths`` (the server's raw log; in LMCache's
+    multiprocess mode, the LMCache server's log too)."""
     base_url = base_url.rstrip("/")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        start = os.path.getsize(log_path)
-    except OSError as exc:
-        raise CanaryError(f"cannot read the server's log {log_path}: {exc.strerror or exc}") from None
+    starts = {}
+    for path in log_paths:
+        try:
+            starts[path] = os.path.getsize(path)
+        except OSError as exc:
+            raise CanaryError(f"cannot read the server's log {path}: {exc.strerror or exc}") from None
     model = model or served_model(base_url, headers, timeout)
     run_id = secrets.token_hex(4)
     sent: list[CanaryRequest] = []
@@ -174,58 +200,83 @@ def run(
         except (OSError, ValueError) as exc:
             canary.error = str(exc)
         sent.append(canary)
-    degraded = _read_log(log_path, start, sent, requests, settle)
-    ok, reason, verdict = judge(sent, degraded, chunk_size)
-    return CanaryResult(sent, ok, verdict, reason, degraded)
+    for canary in sent:
+        canary.tokens_per_key = chunk_size
+    findings = _read_logs(starts, sent, settle)
+    ok, reason, verdict = judge(sent, findings, chunk_size)
+    return CanaryResult(sent, ok, verdict, reason, findings.degraded)
 
 
-def _read_log(path: str, start: int, sent: list[CanaryRequest], expected: int, settle: float) -> bool:
-    """Attach each request's lookup and store lines; True if LMCache said it runs degraded."""
-    by_id = {c.request_id: c for c in sent}
-    degraded = False
-    deadline = time.monotonic() + settle
-    offset = start
-    stream = LogStream()
-    splitter = LineSplitter()  # as every reader of kvwatch splits: bad lines skipped, never guessed at
-    while True:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
+class _LogReader:
+    """One log read on from an offset, split and parsed as every reader of kvwatch does."""
+
+    def __init__(self, path: str, start: int) -> None:
+        self.path = path
+        self.offset = start
+        self.splitter = LineSplitter()  # bad lines skipped, never guessed at
+        self.stream = LogStream()
+
+    def events(self) -> Iterator[ev.Event]:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
             data = handle.read()
-        offset += len(data)
-        for line in splitter.feed(data):
-            if line is None:
-                continue
-            for event in stream.feed(line):
-                if isinstance(event, ev.LmcacheDegraded | ev.LmcacheLookupTimeout):
-                    degraded = True
-                request_id = getattr(event, "request_id", None)
-                if not is_canary(request_id):
-                    continue
-                canary = by_id.get(canary_key(request_id))
-                if canary is None:
-                    continue
-                if isinstance(event, ev.LmcacheLookup):
-                    canary.lookups.append(event)
-                elif isinstance(event, ev.LmcacheStore):
-                    canary.stored_tokens += event.stored_tokens
+        self.offset += len(data)
+        for line in self.splitter.feed(data):
+            if line is not None:
+                yield from self.stream.feed(line)
+
+
+def _read_logs(starts: dict[str, int], sent: list[CanaryRequest], settle: float) -> LogFindings:
+    """Attach each request's lookup, prefetch and store lines, until every answered request has its
+    own (a multiprocess server's miss has none: then from the second request on) or ``settle`` ends."""
+    by_id = {c.request_id: c for c in sent}
+    findings = LogFindings()
+    readers = [_LogReader(path, start) for path, start in starts.items()]
+    deadline = time.monotonic() + settle
+    while True:
+        for reader in readers:
+            for event in reader.events():
+                _note(event, by_id, findings)
         answered = [c for c in sent if c.error is None]
-        if all(c.lookups for c in answered) or time.monotonic() >= deadline:
-            return degraded
+        done = all(c.lookups for c in answered) or (findings.mp and all(c.prefetches for c in answered[1:]))
+        if done or time.monotonic() >= deadline:
+            return findings
         time.sleep(0.2)
+
+
+def _note(event: ev.Event, by_id: dict[str, CanaryRequest], findings: LogFindings) -> None:
+    if isinstance(event, ev.LmcacheDegraded | ev.LmcacheLookupTimeout):
+        findings.degraded = True
+    elif isinstance(event, ev.KvTransferStats) and event.values:
+        findings.mp_lookups += int(event.values.get("LMCache MP lookup count", 0))
+    request_id = getattr(event, "request_id", None)
+    if request_id is None and isinstance(event, ev.LmcacheStore):
+        findings.mp_stored_tokens += event.stored_tokens  # the multiprocess server's "Stored N tokens in S seconds"
+    if not is_canary(request_id):
+        return
+    canary = by_id.get(canary_key(request_id))
+    if canary is None:
+        return
+    if isinstance(event, ev.LmcacheLookup):
+        canary.lookups.append(event)
+    elif isinstance(event, ev.LmcachePrefetch):
+        canary.prefetches.append(event)
+    elif isinstance(event, ev.LmcacheStore):
+        canary.stored_tokens += event.stored_tokens
 
 
 REASONS = ("works", "too_few", "no_answer", "degraded", "not_loaded", "short_prompt", "hash_seed", "no_hits")
 
 
-def judge(sent: list[CanaryRequest], degraded: bool, chunk_size: int) -> tuple[bool, str, str]:
+def judge(sent: list[CanaryRequest], findings: LogFindings, chunk_size: int) -> tuple[bool, str, str]:
     """(ok, a reason of :data:`REASONS`, the verdict in one or two sentences)."""
     answered = [c for c in sent if c.error is None]
     if len(sent) < 2:
         return False, "too_few", "send at least two requests: the first one fills the cache, the next ones find it"
     if not answered:
         return False, "no_answer", f"the server answered none of the canary's requests ({sent[0].error})"
-    looked_up = [c for c in answered if c.lookups]
-    if degraded and not any(c.hit_tokens for c in looked_up):
+    looked_up = [c for c in answered if c.looked_up]
+    if findings.degraded and not any(c.hit_tokens for c in looked_up):
         return (
             False,
             "degraded",
@@ -234,25 +285,25 @@ def judge(sent: list[CanaryRequest], degraded: bool, chunk_size: int) -> tuple[b
                 "connector found', and lookups time out), so every lookup is a miss"
             ),
         )
-    if not looked_up:
+    if not looked_up and not findings.mp:
         return (
             False,
             "not_loaded",
             (
                 "the LMCache connector is not loaded: no LMCache lookup line names the canary's requests (start vLLM "
                 'with --kv-transfer-config \'{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}\', and '
-                "keep LMCache's log level at INFO)"
+                "keep LMCache's log level at INFO; in multiprocess mode give the LMCache server's log too)"
             ),
         )
     later = answered[1:]
     if all(c.hit_tokens for c in later):
-        hits = ", ".join(str(c.hit_tokens) for c in later)
-        return (
-            True,
-            "works",
-            f"the cache works: LMCache found {hits} tokens of the repeated prompt from the second request on",
-        )
-    tokens = next((c.lookups[0].total_tokens for c in looked_up), None) or answered[0].prompt_tokens or 0
+        if any(c.prefetches for c in later):
+            keys = ", ".join(str(c.prefetches[0].hit_keys) for c in later)
+            found = f"LMCache's server found {keys} keys (chunks of {chunk_size} tokens)"
+        else:
+            found = "LMCache found " + ", ".join(str(c.hit_tokens) for c in later) + " tokens"
+        return True, "works", f"the cache works: {found} of the repeated prompt from the second request on"
+    tokens = next((c.lookups[0].total_tokens for c in looked_up if c.lookups), None) or answered[0].prompt_tokens or 0
     if tokens and tokens < chunk_size:
         return (
             False,
@@ -260,6 +311,16 @@ def judge(sent: list[CanaryRequest], degraded: bool, chunk_size: int) -> tuple[b
             (
                 f"the prompt ({tokens} tokens) is shorter than LMCache's chunk size ({chunk_size}): nothing is stored "
                 "whole, so nothing can hit; use a longer prompt (--prompt-file) or a smaller LMCACHE_CHUNK_SIZE"
+            ),
+        )
+    if findings.mp:
+        return (
+            False,
+            "no_hits",
+            (
+                "LMCache's multiprocess server found nothing of the repeated prompt (no 'Prefetch request completed' "
+                f"line for a later request{'; it stored the first' if findings.mp_stored_tokens else ''}): "
+                "is its L1 large enough (--l1-size-gb), and does vLLM reach it (lmcache.mp.host and port)?"
             ),
         )
     if answered[0].stored_tokens and not any(c.hit_tokens for c in later):
@@ -311,7 +372,7 @@ class PeriodicCanary:
             api_key = server.api_key.read() if server.api_key is not None else None
             result = run(
                 server.base_url(),
-                str(server.log_file),
+                server_logs(server),
                 requests=server.canary_requests,
                 api_key=api_key,
                 chunk_size=server.chunk_size(),
@@ -400,7 +461,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_config_option(canary, "take URL, log, API key and chunk size from here", default=False)
     canary.add_argument("--server", metavar="NAME", help="the [[server]] of --config (default: the only one)")
     canary.add_argument("--url", metavar="URL", help="the server's base URL, e.g. http://127.0.0.1:8000")
-    canary.add_argument("--log", metavar="FILE", help="the server's log file (its raw log under kvwatch)")
+    canary.add_argument(
+        "--log",
+        metavar="FILE",
+        action="append",
+        help="the server's log file (its raw log under kvwatch); again for the LMCache server's log in "
+        "multiprocess mode",
+    )
     canary.add_argument("--requests", "-n", type=positive_int, default=3, metavar="N", help="default 3")
     canary.add_argument("--prompt-file", metavar="FILE", help="the prompt (default: a built-in one of ~400 tokens)")
     canary.add_argument("--model", metavar="NAME", help="default: the first model the server lists")
@@ -416,9 +483,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     canary.set_defaults(handler=main)
 
 
-def _target(args: argparse.Namespace) -> tuple[str | None, str | None, int | None, str | None]:
-    """URL, log, chunk size and API key: from the options, else from the configured server."""
-    url, log_path, chunk, api_key = args.url, args.log, args.chunk_size, os.environ.get("VLLM_API_KEY")
+def server_logs(server) -> list[str]:
+    """The logs a configured server's LMCache lines are in: its raw log, and its LMCache server's."""
+    logs = [str(server.log_file)]
+    if server.lmcache.server_log is not None:
+        logs.append(str(server.lmcache.server_log))
+    return logs
+
+
+def _target(args: argparse.Namespace) -> tuple[str | None, list[str] | None, int | None, str | None]:
+    """URL, logs, chunk size and API key: from the options, else from the configured server."""
+    url, log_paths, chunk, api_key = args.url, args.log, args.chunk_size, os.environ.get("VLLM_API_KEY")
     if args.config:
         loaded = load_config(args.config)
         servers = [s for s in loaded.servers if args.server in (None, s.name)]
@@ -427,19 +502,19 @@ def _target(args: argparse.Namespace) -> tuple[str | None, str | None, int | Non
             raise CommandError(f"name one --server of {args.config} (servers: {names})")
         server = servers[0]
         url = url or server.base_url()
-        log_path = log_path or str(server.log_file)
+        log_paths = log_paths or server_logs(server)
         chunk = chunk or server.chunk_size()
         if server.api_key is not None:
             try:
                 api_key = server.api_key.read()
             except (OSError, KeyError) as exc:
                 raise CommandError(f"api_key of {server.name}: {exc}") from None
-    return url, log_path, chunk, api_key
+    return url, log_paths, chunk, api_key
 
 
 def main(args: argparse.Namespace) -> int:
-    url, log_path, chunk, api_key = _target(args)
-    if not url or not log_path:
+    url, log_paths, chunk, api_key = _target(args)
+    if not url or not log_paths:
         raise CommandError("canary needs --url and --log, or --config (and --server)")
     prompt = DEFAULT_PROMPT
     try:
@@ -452,7 +527,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         result = run(
             url,
-            log_path,
+            log_paths,
             requests=args.requests,
             prompt=prompt,
             model=args.model,

@@ -68,8 +68,11 @@ class StandIn:
                 prefix = "chatcmpl-" if self.path == "/v1/chat/completions" else "cmpl-"
                 external = prefix + self.headers["X-Request-Id"] + ("" if prefix == "chatcmpl-" else "-0")
                 lines = stand_in.behave(len(stand_in.seen), f"{external}-0a1b2c3d")
-                with open(stand_in.log, "a", encoding="utf-8") as out:
-                    out.write("".join(line + "\n" for line in lines))
+                # A pair of lists: vLLM's lines and LMCache's multiprocess server's (its own log).
+                vllm, lmcache = lines if isinstance(lines, tuple) else (lines, [])
+                for path, written in ((stand_in.log, vllm), (stand_in.log.with_name("lmcache.log"), lmcache)):
+                    with open(path, "a", encoding="utf-8") as out:
+                        out.write("".join(line + "\n" for line in written))
                 self._reply(200, {"id": external, "usage": {"prompt_tokens": 480}, "choices": [{"index": 0}]})
 
             def log_message(self, *args) -> None:
@@ -178,3 +181,54 @@ def test_the_completions_endpoint_works_too(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert {request["path"] for request in seen} == {"/v1/completions"}
     assert all("prompt" in request["body"] and "messages" not in request["body"] for request in seen)
+
+
+# LMCache's multiprocess mode: vLLM's connector logs its lookups per interval, the LMCache server the
+# prefetches (only of requests that hit) and its stores, in its own log.
+def mp_interval() -> str:
+    return (
+        "(APIServer pid=1) INFO 12-02 06:49:48 [metrics.py:103] KV Transfer metrics: LMCache MP lookup count=1, "
+        "LMCache MP lookup avg latency (ms)=9.027"
+    )
+
+
+def prefetch(rid: str, keys: int) -> str:
+    return (
+        f"[{STAMP}] LMCache INFO: Prefetch request completed (L1+L2): {keys}/{keys} retained keys ({keys} L1, 0 L2) "
+        f"in 3.8 ms (external_request_id={rid}, prefetch_request_id=2) "
+        "(storage_manager.py:651:lmcache.v1.distributed.storage_manager)"
+    )
+
+
+def mp_stored(tokens: int) -> str:
+    return (
+        f"[{STAMP}] LMCache INFO: Stored {tokens} tokens in 0.041 seconds "
+        "(engine_driven_transfer.py:447:lmcache.v1.multiprocess.modules.engine_driven_transfer)"
+    )
+
+
+def mp_works(n: int, rid: str) -> tuple[list[str], list[str]]:
+    return [mp_interval()], ([mp_stored(256)] if n == 1 else [prefetch(rid, 1)])
+
+
+def mp_misses(n: int, rid: str) -> tuple[list[str], list[str]]:
+    return [mp_interval()], ([mp_stored(256)] if n == 1 else [])
+
+
+def test_multiprocess_mode_passes_on_the_lmcache_servers_prefetches(tmp_path: Path) -> None:
+    lmcache_log = tmp_path / "lmcache.log"
+    lmcache_log.write_text(prefetch("chatcmpl-older-request-11111111", 9) + "\n")  # before the canary: ignored
+    result = run_canary(tmp_path, mp_works, "-n", "3", "--log", str(lmcache_log))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("kvwatch-canary-")]
+    assert [row.split()[2] for row in rows] == ["-", "256", "256"]  # a key is one 256-token chunk
+    assert "ok: the cache works: LMCache's server found 1, 1 keys (chunks of 256 tokens)" in result.stdout
+
+
+def test_multiprocess_mode_without_prefetches_is_a_miss_not_a_missing_connector(tmp_path: Path) -> None:
+    lmcache_log = tmp_path / "lmcache.log"
+    lmcache_log.write_text("")
+    result = run_canary(tmp_path, mp_misses, "-n", "2", "--log", str(lmcache_log))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "LMCache's multiprocess server found nothing of the repeated prompt" in result.stdout
+    assert "it stored the first" in result.stdout

@@ -16,13 +16,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.harness import free_port, wait_for
+from tests.support.harness import REPO, free_port, wait_for
 from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
 from tests.support.vllm_cpu import CACHE, MODEL, PYTHON, chat, vllm_metrics
 
@@ -136,5 +137,16 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         prefetched = [attributes(by_id[a["id"]].attributes).get("lmcache.prefetch.hit_keys") for a in answers]
         assert prefetched == [None, tokens // CHUNK, tokens // CHUNK]
         assert not [k for k in agent.metrics() if k[0] == "kvwatch_lines_suspicious_total"]
+        # The canary, on both logs: its verdict from the LMCache server's prefetches.
+        logs = ["--log", str(vllm_log), "--log", str(lmcache_log)]
+        canary = subprocess.run(
+            [sys.executable, "-m", "agent", "canary", "--url", f"http://127.0.0.1:{vllm_port}", *logs],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert canary.returncode == 0, canary.stdout + canary.stderr
+        assert "ok: the cache works: LMCache's server found" in canary.stdout
     finally:
         receiver.close()
