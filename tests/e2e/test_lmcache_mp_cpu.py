@@ -25,19 +25,14 @@ import pytest
 
 from tests.support.harness import REPO, free_port, wait_for
 from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
-from tests.support.vllm_cpu import CACHE, MODEL, PYTHON, chat, vllm_metrics
+from tests.support.vllm_cpu import CACHE, MODEL, PYTHON, chat, require_lmcache, vllm_metrics
 
-LMCACHE_READY = (CACHE / "vllm-cpu-venv").glob(".installed-lmcache-*")
 LMCACHE = CACHE / "vllm-cpu-venv" / "bin" / "lmcache"
 # About 3,000 tokens with the tiny model's tokenizer: eleven whole 256-token chunks.
 LONG_PROMPT = " ".join(f"word{i % 97} lorem ipsum" for i in range(400))
 CHUNK = 256
 
-if not any(LMCACHE_READY):
-    message = "lmcache is not installed in the server venv (examples/cpu-demo/setup-server.sh installs it)"
-    if os.environ.get("CI"):
-        raise RuntimeError(message + "; CI must run the end-to-end test")
-    pytest.skip(message, allow_module_level=True)
+require_lmcache()
 
 pytestmark = pytest.mark.slow
 
