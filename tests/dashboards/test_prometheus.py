@@ -24,7 +24,14 @@ from tests.support.otlp_receiver import HttpReceiver, tracing_env
 from tests.support.prometheus import Prometheus, prometheus_binary
 
 SAMPLES = REPO / "tests" / "fixtures" / "samples"
-LOGS = ("vllm-0.32.0-cpu-lmcache-0.5.6.log", "seed-rocm-mi325x.log", "vllm-0.32.0-cpu-lmcache-0.5.6-degraded.log")
+LOGS = (
+    "vllm-0.32.0-cpu-lmcache-0.5.6.log",
+    "seed-rocm-mi325x.log",
+    "vllm-0.32.0-cpu-lmcache-0.5.6-degraded.log",
+    # LMCache's multiprocess mode: vLLM's and the LMCache server's logs of one run.
+    "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log",
+    "lmcache-0.5.6-mp-server.log",
+)
 
 FIXTURES = REPO / "tests" / "fixtures" / "lines"
 
