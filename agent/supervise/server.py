@@ -306,7 +306,8 @@ class SupervisedServer:
         """True while the server or any process of its group runs (a child it forked, say)."""
         if self.pid is None:
             return False
-        self._reap()  # an exited leader not yet reaped still counts as a member
+        if self.process is not None:
+            self.process.poll()  # reaps an exited leader (a zombie still counts as a member); never waits
         return self.alive or _group_exists(self.pid)
 
     def _signal_group(self, sig: int) -> None:
