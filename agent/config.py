@@ -24,7 +24,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ DEFAULT_LOG_DIR = "/var/log/kvwatch"
 # next one) or the OpenAI API server module (every release; the only way where the CLI cannot run).
 VLLM_CLI = "vllm.entrypoints.cli.main"
 VLLM_API_SERVER = "vllm.entrypoints.openai.api_server"
+LMCACHE_CLI = "lmcache.cli.main"  # `lmcache server`: LMCache's multiprocess cache server
 ENTRY_POINTS = ("auto", "serve", "api_server")
 LMCACHE_MODES = ("in_process", "mp")
 RESTART_POLICIES = ("on-failure", "always", "never")
@@ -114,25 +115,39 @@ class LmcacheConfig:
     ``mode = "in_process"``: LMCache runs inside vLLM (``LMCacheConnectorV1``), configured by
     ``settings`` (its ``LMCACHE_*`` environment) or ``config_file``.  ``mode = "mp"``: an LMCache
     server (``lmcache server``) holds the cache and vLLM reaches it through ``LMCacheMPConnector``
-    at ``mp_host``:``mp_port``; that server's own log, when ``server_log`` names it, is read as part
-    of this server."""
+    at ``mp_host``:``mp_port``.  With ``launch`` (the default) kvwatch starts that server itself,
+    before vLLM, from ``command`` or from ``settings`` turned into its options, and supervises the
+    two as one unit; without, the server is someone else's (shared by several vLLM servers, say).
+    Its log is read as part of this server."""
 
     enabled: bool = False  # on when the table is given, unless it says enabled = false
     mode: str = setting("in_process", "string", LMCACHE_MODES)
     connector: str | None = setting(None, "string")  # default: the mode's connector
     role: str = setting("kv_both", "string", ("kv_both", "kv_producer", "kv_consumer"))
     config_file: Path | None = setting(None, "file_path")
-    settings: Mapping[str, str] = field(default_factory=dict)  # LMCACHE_<KEY> environment
+    # in_process: LMCACHE_<KEY> environment of vLLM; mp: --key options of the LMCache server
+    settings: Mapping[str, str] = field(default_factory=dict)
     mp_host: str = setting("127.0.0.1", "string")
     mp_port: int = setting(5555, "integer", 1, 65535)
+    http_port: int = setting(8080, "integer", 1, 65535)
+    launch: bool = setting(True, "boolean")
+    command: tuple[str, ...] | None = None  # a literal LMCache server command (mp, launch)
+    args: tuple[str, ...] = ()  # options added to the LMCache server's default command
+    env: Mapping[str, str] = setting(read="environment", factory=dict)
     server_log: Path | None = setting(None, "file_path")
 
     @property
     def connector_name(self) -> str:
         return self.connector or ("LMCacheMPConnector" if self.mode == "mp" else "LMCacheConnectorV1")
 
+    @property
+    def launched(self) -> bool:
+        """True when kvwatch starts and supervises an LMCache server for this vLLM server."""
+        return self.enabled and self.mode == "mp" and self.launch
+
     def environment(self) -> dict[str, str]:
-        if not self.enabled:
+        """What vLLM's environment gets for LMCache (in mp mode, LMCache's settings go to its server)."""
+        if not self.enabled or self.mode == "mp":
             return {}
         env = {f"LMCACHE_{key.upper()}": value for key, value in self.settings.items()}
         if self.config_file is not None:
@@ -147,6 +162,25 @@ class LmcacheConfig:
                 "lmcache.mp.port": self.mp_port,
             }
         return json.dumps(config, separators=(",", ":"))
+
+    def server_argv(self, python: str) -> list[str]:
+        """The LMCache server's command line: ``command``, else ``lmcache server`` of vLLM's python."""
+        if self.command is not None:
+            return list(self.command)
+        argv = [python, "-m", LMCACHE_CLI, "server", "--host", self.mp_host, "--port", str(self.mp_port)]
+        argv += ["--http-host", self.mp_host, "--http-port", str(self.http_port)]
+        for key, value in self.settings.items():
+            option = "--" + key.replace("_", "-")
+            if value == "True":
+                argv.append(option)
+            elif value != "False":
+                argv += [option, value]
+        return argv + list(self.args)
+
+    def health_url(self) -> str:
+        """The LMCache server's health check: 200 once its cache engine is up (503 before)."""
+        host = "127.0.0.1" if self.mp_host in ("0.0.0.0", "", "::", "*") else self.mp_host
+        return f"http://{host}:{self.http_port}/healthcheck"
 
 
 @dataclass(frozen=True)
@@ -239,6 +273,34 @@ class ServerConfig:
         if self.health_url is not None:
             return self.health_url or None  # "" turns probing off
         return f"{self.base_url()}/health"
+
+    def lmcache_log(self) -> Path | None:
+        """The LMCache server's log, read as part of this server (mp mode): written by kvwatch when it
+        launches that server (beside vLLM's log unless ``server_log`` says where), else ``server_log``."""
+        lmcache = self.lmcache
+        if lmcache.launched and lmcache.server_log is None:
+            return self.log_file.with_name(f"{self.log_file.stem}-lmcache{self.log_file.suffix}")
+        return lmcache.server_log if lmcache.enabled and lmcache.mode == "mp" else None
+
+    def lmcache_server(self) -> ServerConfig | None:
+        """The LMCache server kvwatch supervises beside vLLM (mp mode, ``launch``), as a process of its
+        own: vLLM's name, restart policy and timings, LMCache's command, environment, log and probe."""
+        lmcache = self.lmcache
+        if not lmcache.launched:
+            return None
+        return replace(
+            self,
+            command=tuple(lmcache.server_argv(self.python)),
+            args=(),
+            api_key=None,
+            lmcache=LmcacheConfig(),
+            env=lmcache.env,
+            secret_env={},
+            log_file=self.lmcache_log(),
+            health_url=lmcache.health_url(),
+            stall_restart=False,
+            canary_interval=None,
+        )
 
 
 @dataclass(frozen=True)
@@ -640,7 +702,7 @@ class _Reader:
         if not command:
             raise self.fail(f"{where}.command", "must not be empty")
         for structured in ("model", "python", "tensor_parallel_size", "args", "lmcache"):
-            if structured in t and not (structured == "lmcache" and not self._lmcache_on(t[structured])):
+            if structured in t and not (structured == "lmcache" and self._lmcache_beside(t[structured])):
                 raise self.fail(
                     f"{where}.{structured}", "cannot be combined with command (put it in the command, or drop command)"
                 )
@@ -668,8 +730,10 @@ class _Reader:
         return url
 
     @staticmethod
-    def _lmcache_on(value: Any) -> bool:
-        return isinstance(value, dict) and value.get("enabled", True) is True
+    def _lmcache_beside(value: Any) -> bool:
+        """A [server.lmcache] that goes with a literal vLLM command: off, or an LMCache server in mp
+        mode (the command carries the connector's settings itself)."""
+        return isinstance(value, dict) and (value.get("enabled", True) is not True or value.get("mode") == "mp")
 
     def lmcache(self, value: Any, where: str, server: Mapping[str, Any]) -> LmcacheConfig:
         t = self.table(value, where, keys_of(LmcacheConfig))
@@ -690,15 +754,37 @@ class _Reader:
                 else:
                     raise self.fail(label, f"must be a string, number or boolean, got {_kind(item)}")
         lmcache = LmcacheConfig(enabled=enabled, settings=settings, **self.settings(LmcacheConfig, t, where))
-        if lmcache.mode == "mp":
-            for key in ("settings", "config_file"):
-                if key in t:
-                    reason = "configures LMCache inside vLLM; in mp mode, give LMCache's settings to the lmcache server"
-                    raise self.fail(f"{where}.{key}", reason)
-        elif any(key in t for key in ("mp_host", "mp_port", "server_log")):
-            key = next(key for key in ("mp_host", "mp_port", "server_log") if key in t)
-            raise self.fail(f"{where}.{key}", 'only with mode = "mp"')
+        if "command" in t:
+            command = self.strings(t["command"], f"{where}.command")
+            if not command:
+                raise self.fail(f"{where}.command", "must not be empty")
+            lmcache = replace(lmcache, command=(self.program(command[0], f"{where}.command[0]"), *command[1:]))
+        if "args" in t:
+            lmcache = replace(lmcache, args=self.strings(t["args"], f"{where}.args"))
+        self._check_lmcache_keys(lmcache, t, where)
         return lmcache
+
+    def _check_lmcache_keys(self, lmcache: LmcacheConfig, t: Mapping[str, Any], where: str) -> None:
+        """Keys that belong to the other mode, or to a launched server only, are named as errors."""
+        if lmcache.mode == "mp":
+            if "config_file" in t:
+                reason = "configures LMCache inside vLLM; in mp mode, give LMCache's settings as settings"
+                raise self.fail(f"{where}.config_file", reason)
+            if not lmcache.launch:
+                for key in ("command", "args", "env", "settings"):
+                    if key in t:
+                        raise self.fail(
+                            f"{where}.{key}", "configures the LMCache server kvwatch launches; launch = false"
+                        )
+            if "command" in t:
+                for key in ("settings", "args"):
+                    if key in t:
+                        raise self.fail(f"{where}.{key}", "cannot be combined with command (put it in the command)")
+        else:
+            mp_only = ("mp_host", "mp_port", "http_port", "server_log", "launch", "command", "args", "env")
+            for key in mp_only:
+                if key in t:
+                    raise self.fail(f"{where}.{key}", 'only with mode = "mp"')
 
     def follow(self, value: Any, where: str) -> FollowConfig:
         t = self.table(value, where, keys_of(FollowConfig))
@@ -728,20 +814,28 @@ class _Reader:
                         f"{item.name!r} is already the name of {seen[item.name]} (names are labels)",
                     )
                 seen[item.name] = f"{kind}[{i}]"
-        ports: dict[int, int] = {}
-        logs: dict[Path, int] = {}
+        ports: dict[int, str] = {}
+        logs: dict[Path, str] = {}
         for i, server in enumerate(servers):
-            if server.command is None:
-                if server.port in ports:
-                    raise self.fail(
-                        f"server[{i}].port", f"{server.port} is also the port of server[{ports[server.port]}]"
-                    )
-                ports[server.port] = i
-            if server.log_file in logs:
-                raise self.fail(
-                    f"server[{i}].log_file", f"{server.log_file} is also the log of server[{logs[server.log_file]}]"
-                )
-            logs[server.log_file] = i
+            taken: list[tuple[str, int]] = [] if server.command is not None else [(f"server[{i}].port", server.port)]
+            written = [(f"server[{i}].log_file", server.log_file)]
+            if server.lmcache.launched and server.lmcache.command is None:
+                # A second LMCache server on the same ports would not start: share one with launch = false.
+                where = f"server[{i}].lmcache"
+                taken += [
+                    (f"{where}.mp_port", server.lmcache.mp_port),
+                    (f"{where}.http_port", server.lmcache.http_port),
+                ]
+            if server.lmcache.launched:
+                written.append((f"server[{i}].lmcache.server_log", server.lmcache_log()))
+            for key, port in taken:
+                if port in ports:
+                    raise self.fail(key, f"{port} is also the port of {ports[port]}")
+                ports[port] = key
+            for key, path in written:
+                if path in logs:
+                    raise self.fail(key, f"{path} is also the log of {logs[path]}")
+                logs[path] = key
 
 
 # An option one of whose words says it holds a secret (``--api-key``, ``--hf-token``): its value is
@@ -832,6 +926,7 @@ def render(config: Config) -> str:
             if server.canary_interval
             else "canary = off",
         ]
+        lines += _render_lmcache(server)
     tr = config.tracing
     lines += ["", "[tracing]", f"enabled = {'true' if tr.enabled else 'false'}"]
     if tr.enabled:
@@ -860,6 +955,29 @@ def render(config: Config) -> str:
         lines.append(f"timezone = {_q(follow.timezone or 'host')}")
         lines.append(f"start_at = {_q(follow.start_at)}")
     return "\n".join(lines) + "\n"
+
+
+def _render_lmcache(server: ServerConfig) -> list[str]:
+    lmcache = server.lmcache
+    if not lmcache.enabled:
+        return ["lmcache = off"]
+    lines = [f"lmcache = {_q(lmcache.mode)}  (connector {lmcache.connector_name})"]
+    if lmcache.mode != "mp":
+        return lines
+    lines.append(f"lmcache server = tcp://{lmcache.mp_host}:{lmcache.mp_port}, http port {lmcache.http_port}")
+    launched = server.lmcache_server()
+    if launched is None:
+        lines.append("lmcache server started by kvwatch = no (launch = false: it runs elsewhere)")
+    else:
+        lines += [
+            "lmcache server started by kvwatch = yes, before vLLM, stopped after it",
+            f"lmcache command = {json.dumps(launched.shown_argv())}",
+            f"lmcache health = {_q(launched.probe_url())}",
+        ]
+        lines += [f"  {key}={value}" for key, value in sorted(launched.env.items())]
+    log_file = server.lmcache_log()
+    lines.append(f"lmcache log_file = {_q(log_file) if log_file else 'not read (server_log not set)'}")
+    return lines
 
 
 def _q(value: object) -> str:

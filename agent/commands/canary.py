@@ -485,10 +485,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def server_logs(server) -> list[str]:
     """The logs a configured server's LMCache lines are in: its raw log, and its LMCache server's."""
-    logs = [str(server.log_file)]
-    if server.lmcache.server_log is not None:
-        logs.append(str(server.lmcache.server_log))
-    return logs
+    lmcache_log = server.lmcache_log()
+    return [str(server.log_file), *((str(lmcache_log),) if lmcache_log is not None else ())]
 
 
 def _target(args: argparse.Namespace) -> tuple[str | None, list[str] | None, int | None, str | None]:

@@ -53,8 +53,8 @@ from agent.sources.positions import PositionStore
 from agent.sources.tail import Source, Tailer
 from agent.supervise.gpus import HostGpus
 from agent.supervise.sdnotify import Notifier
-from agent.supervise.server import SupervisedServer
 from agent.supervise.states import ServerState
+from agent.supervise.unit import ServerUnit
 from agent.supervise.versions import installed_versions
 from agent.timezones import resolve_timezone
 
@@ -73,7 +73,7 @@ class Managed:
     name: str
     pipeline: SourcePipeline
     model: str | None = None  # the configured model, until the log names it
-    server: SupervisedServer | None = None
+    server: ServerUnit | None = None
     journal: JournalSource | None = None
     trace: TraceBuilder | None = None
     canary: PeriodicCanary | None = None
@@ -157,7 +157,7 @@ class Daemon:
         self.http = MetricsServer(config.metrics, registry, self.health, _read_passwords(config))
 
     @property
-    def servers(self) -> dict[str, SupervisedServer]:
+    def servers(self) -> dict[str, ServerUnit]:
         return {name: m.server for name, m in list(self.managed.items()) if m.server is not None}
 
     # -- wiring sources ------------------------------------------------------------
@@ -197,28 +197,30 @@ class Daemon:
             self.managed[name] = managed
         return managed
 
-    def add_server(self, server: ServerConfig, start: bool = True) -> SupervisedServer:
+    def add_server(self, server: ServerConfig, start: bool = True) -> ServerUnit:
         managed = self._managed(server.name, server.timezone, server.model)
-        supervised = SupervisedServer(server, self.config.agent.state_dir)
+        supervised = ServerUnit(server, self.config.agent.state_dir)
         managed.pipeline.listeners.append(supervised.observe)
         managed.server = supervised
         managed.versions = installed_versions(server.python if server.command is None else None)
-        # LMCache's multiprocess server logs what the connector does not: read as part of this server.
-        lmcache_log = (str(server.lmcache.server_log),) if server.lmcache.server_log is not None else ()
+        # LMCache's multiprocess server logs what the connector does not: read as part of this server,
+        # and rotated by kvwatch like vLLM's when kvwatch starts that server (it writes the log then).
+        lmcache_log = server.lmcache_log()
+        paths = (str(server.log_file), *((str(lmcache_log),) if lmcache_log else ()))
         self.tailer.add(
             Source(
                 server.name,
-                (str(server.log_file), *lmcache_log),
+                paths,
                 managed.pipeline.stats.skipped,
                 start_at_end=True,
-                raw_log=str(server.log_file),
+                raw_logs=paths if server.lmcache.launched else paths[:1],
                 rotate_bytes=server.log_max_bytes,
                 backups=server.log_backups,
                 **self._checkpointed(managed),
             )
         )
-        if start and not supervised.adopt():
-            supervised.start()
+        if start:
+            supervised.begin()
         self._start_canary(managed, server)
         return supervised
 
@@ -432,10 +434,8 @@ class Daemon:
                 log.info("reload: server %s added", name)
                 self.add_server(server)
             elif server != old_servers[name] and name in self.servers:
-                log.info("reload: server %s changed; restarting it", name)
-                supervised = self.servers[name]
-                supervised.reconfigure(server)
-                supervised.stop(reason="restart")
+                log.info("reload: server %s changed; restarting what the change concerns", name)
+                self.servers[name].reload(server)
                 self._start_canary(self.managed[name], server)
 
     def _reload_follows(self, new: Config) -> None:

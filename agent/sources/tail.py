@@ -438,9 +438,9 @@ class Source:
     patterns: tuple[str, ...]
     skipped: dict[str, int]
     start_at_end: bool = True
-    # A supervised server's raw log, which kvwatch writes (through the server) and so rotates itself
+    # A supervised server's raw logs, which kvwatch writes (through the server) and so rotates itself
     # at ``rotate_bytes``, keeping ``backups``; the source's other paths are others' to rotate.
-    raw_log: str | None = None
+    raw_logs: tuple[str, ...] = ()
     rotate_bytes: int | None = None
     backups: int = 0
     paths: dict[str, TailedPath] = field(default_factory=dict)
@@ -599,7 +599,7 @@ class Tailer:
                     continue
                 if _glob_magic(pattern) and _is_rotated_copy(name, source.patterns):
                     continue
-                rotated = source.rotate_bytes and name == source.raw_log
+                rotated = source.rotate_bytes and name in source.raw_logs
                 raw_log = RawLog(name, source.rotate_bytes, source.backups) if rotated else None
                 tailed = TailedPath(source.name, name, self.max_line, source.skipped, raw_log)
                 tailed.saved = self.store.get(source.name, name)

@@ -47,6 +47,8 @@ log = logging.getLogger("kvwatch.server")
 # Requests that say nothing about whether inference moves.
 PROBE_PATHS = frozenset(("/health", "/ping", "/metrics", "/version", "/v1/models", "/load", "/is_sleeping"))
 UNHEALTHY_AFTER = 3  # failed probes in a row before a running server counts as unhealthy
+VLLM = "vllm"
+LMCACHE = "lmcache"
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -141,11 +143,26 @@ class HealthProbe:
 class SupervisedServer:
     """One ``[[server]]``: its process, state and history."""
 
-    def __init__(self, config: ServerConfig, state_dir: Path, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        state_dir: Path,
+        now: Callable[[], float] = time.monotonic,
+        process: str = VLLM,
+        waits_for: Callable[[], list[int] | None] | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
+        self.process_kind = process  # the `process` label: vllm, or the lmcache server beside it
+        self.who = config.name if process == VLLM else f"{config.name} ({process} server)"  # in kvwatch's log
         self.digest = config_digest(config)
-        self.record_path = state_dir / "servers" / f"{config.name}.json"
+        suffix = "" if process == VLLM else f".{process}"
+        self.record_path = state_dir / "servers" / f"{config.name}{suffix}.json"
+        # What must be up before this process starts: a callable giving its identity (pid and start
+        # time) once it is, None until then.  The identity this process was started against is kept
+        # (``started_against``): a different one later means what it connected to is gone.
+        self.waits_for = waits_for
+        self.started_against: list[int] | None = None
         self._now = now
         self.state = ServerState.STOPPED
         self.entered: dict[ServerState, int] = dict.fromkeys(ServerState, 0)  # times each state was entered
@@ -185,9 +202,9 @@ class SupervisedServer:
         if state == self.state:
             return
         if state == ServerState.RUNNING and self.state == ServerState.STARTING and self.started_mono is not None:
-            log.info("server %s: ready after %.0f s", self.name, self._now() - self.started_mono)
+            log.info("server %s: ready after %.0f s", self.who, self._now() - self.started_mono)
         else:
-            log.info("server %s: %s -> %s", self.name, self.state, state)
+            log.info("server %s: %s -> %s", self.who, self.state, state)
         self.entered[state] += 1
         self.state = state
 
@@ -207,7 +224,7 @@ class SupervisedServer:
         except (OSError, ValueError, KeyError, TypeError):
             return False
         if proc_start_time(pid) != start:
-            log.info("server %s: recorded pid %d is gone (or now another process)", self.name, pid)
+            log.info("server %s: recorded pid %d is gone (or now another process)", self.who, pid)
             self._forget()
             return False
         self.pid, self.pid_start, self.adopted = pid, start, True
@@ -216,21 +233,32 @@ class SupervisedServer:
         self.restarts = int(record.get("restarts", 0))
         # Its ready line was read by the kvwatch before: without a probe nothing else would say so.
         self.ready_seen = record.get("ready") is True
+        against = record.get("started_against")
+        self.started_against = [int(n) for n in against] if isinstance(against, list) else None
         self._enter(ServerState.STARTING)
         self.last_progress = self._now()
         self._start_probe()
         if record.get("digest") != self.digest:
-            log.warning(
-                "server %s (pid %d): its settings changed while kvwatch was away; restarting it", self.name, pid
-            )
+            log.warning("server %s (pid %d): its settings changed while kvwatch was away; restarting it", self.who, pid)
             self.stop(reason="restart")
         else:
-            log.info("server %s: adopted running pid %d", self.name, pid)
+            log.info("server %s: adopted running pid %d", self.who, pid)
         return True
+
+    @property
+    def identity(self) -> list[int] | None:
+        """Pid and kernel start time of the running process: another one means another run."""
+        return [self.pid, self.pid_start or 0] if self.pid is not None and self.alive else None
 
     def start(self) -> None:
         config = self.config
         self.next_start = None
+        if self.waits_for is not None:
+            needed = self.waits_for()
+            if needed is None:
+                self._enter(ServerState.WAITING)  # started by ``tick`` once what it needs is up
+                return
+            self.started_against = needed
         self._end_leftovers(signal.SIGKILL)  # nothing of the last run may hold its GPU or port
         self.ready_seen = False
         self.stall_reported = False
@@ -271,10 +299,10 @@ class SupervisedServer:
             self._enter(ServerState.STARTING)
         self._save_record()
         self._start_probe()
-        log.info("server %s: started pid %d: %s", self.name, self.pid, " ".join(config.shown_argv()))
+        log.info("server %s: started pid %d: %s", self.who, self.pid, " ".join(config.shown_argv()))
 
     def _start_failed(self, reason: str) -> None:
-        log.error("server %s: %s", self.name, reason)
+        log.error("server %s: %s", self.who, reason)
         self.spawn_error = reason
         self.last_error = "start_failed"
         self._exited(None, None)
@@ -327,7 +355,7 @@ class SupervisedServer:
         if group is None:
             return
         if _group_exists(group):
-            log.warning("server %s: processes of its exited run are still there; sending %s", self.name, sig.name)
+            log.warning("server %s: processes of its exited run are still there; sending %s", self.who, sig.name)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, sig)
         if sig == signal.SIGKILL or not _group_exists(group):
@@ -376,11 +404,15 @@ class SupervisedServer:
             elif self.stop_deadline is not None and now >= self.stop_deadline:
                 log.warning(
                     "server %s: still running %.0f s after SIGTERM; sending SIGKILL",
-                    self.name,
+                    self.who,
                     self.config.stop_timeout,
                 )
                 self._signal_group(signal.SIGKILL)
                 self.stop_deadline = now + 5.0
+            return
+        if self.state == ServerState.WAITING:
+            if self.waits_for is None or self.waits_for() is not None:
+                self.start()
             return
         if self.state in WAITING_TO_START and self.pid is None:
             if self.next_start is not None and now >= self.next_start:
@@ -422,7 +454,7 @@ class SupervisedServer:
             if not self.stall_reported:
                 log.warning(
                     "server %s: %d requests waiting or running and no progress for %.0f s: engine stalled",
-                    self.name,
+                    self.who,
                     self.pending_requests,
                     now - self.last_progress,
                 )
@@ -430,7 +462,7 @@ class SupervisedServer:
                 self.last_error = "stalled"
             self._enter(ServerState.STALLED)
             if self.config.stall_restart:
-                log.warning("server %s: restarting the stalled engine (stall_restart = true)", self.name)
+                log.warning("server %s: restarting the stalled engine (stall_restart = true)", self.who)
                 self.stop(reason="restart")
             return
         self.stall_reported = False
@@ -457,7 +489,7 @@ class SupervisedServer:
         if self.spawn_error is None:
             log.warning(
                 "server %s: exited with %s after %.0f s%s",
-                self.name,
+                self.who,
                 how,
                 ran,
                 f" (last error in its log: {self.last_error})" if self.last_error else "",
@@ -476,7 +508,7 @@ class SupervisedServer:
             if self.state != ServerState.CRASH_LOOP:
                 log.error(
                     "server %s: crash loop: %d exits in %.0f s (last: %s%s); next start in %.0f s",
-                    self.name,
+                    self.who,
                     recent,
                     self.config.crash_loop_window,
                     how,
@@ -486,7 +518,7 @@ class SupervisedServer:
             self._enter(ServerState.CRASH_LOOP)
         else:
             self._enter(ServerState.BACKOFF)
-            log.info("server %s: restarting in %.1f s", self.name, delay)
+            log.info("server %s: restarting in %.1f s", self.who, delay)
 
     def _recent_exits(self, now: float) -> int:
         """Exits within the crash-loop window."""
@@ -532,12 +564,13 @@ class SupervisedServer:
             "restarts": self.restarts,
             "command": self.config.argv()[0],
             "ready": self.ready_seen,
+            "started_against": self.started_against,
         }
         try:
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
             replace_file(self.record_path, json.dumps(record))
         except OSError as exc:
-            log.warning("server %s: cannot record its pid in %s: %s", self.name, self.record_path, exc)
+            log.warning("server %s: cannot record its pid in %s: %s", self.who, self.record_path, exc)
 
     def _forget(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -551,7 +584,7 @@ class SupervisedServer:
         return max(0.0, self._now() - self.started_mono)
 
     def progress_age(self) -> float | None:
-        if self.last_progress is None or self.pid is None:
+        if self.last_progress is None or self.pid is None or self.process_kind != VLLM:
             return None
         return max(0.0, self._now() - self.last_progress)
 
@@ -562,7 +595,7 @@ class SupervisedServer:
         return text
 
     def families(self) -> Iterator[Metric]:
-        return families(SPECS, [([self.name], self)])
+        return families(SPECS, [([self.name, self.process_kind], self)])
 
 
 def _states(server: SupervisedServer, labels: tuple[str, ...]) -> Iterable:
@@ -585,19 +618,22 @@ def _probe_duration(server: SupervisedServer) -> float | None:
 SPECS = (
     gauge(
         "kvwatch_server_up",
-        "1 while the supervised server's process runs.",
+        "1 while the supervised process runs (vLLM, or the LMCache server beside it: label process).",
         flag(lambda s: s.pid is not None and s.alive),
         native="Prometheus' `up` of a vLLM scrape",
+        labels="process",
     ),
     gauge(
         "kvwatch_server_state",
-        "1 for the supervised server's current state: starting, running, unhealthy, stalled, backoff, "
+        "1 for the supervised process's current state: waiting, starting, running, unhealthy, stalled, backoff, "
         "crash_loop, stopping, stopped, exited.",
         _states,
-        labels="state",
+        labels="process state",
         doc=(
-            "1 for the current state: `starting`, `running`, `unhealthy`, `stalled`, `backoff`, `crash_loop`, "
-            "`stopping`, `stopped`, `exited`"
+            "1 for the current state: `waiting` (vLLM, until its LMCache server is healthy), `starting`, `running`, "
+            "`unhealthy`, `stalled`, `backoff`, `crash_loop`, `stopping`, `stopped`, `exited`; `process` is `vllm`, "
+            "or `lmcache` for the LMCache server kvwatch runs beside it (mp mode), as on every `kvwatch_server_*` "
+            "series"
         ),
     ),
     counter(
@@ -605,7 +641,7 @@ SPECS = (
         "Times the supervised server entered each state (a server that flaps between running and unhealthy, "
         "or starts again and again, shows here).",
         _entered,
-        labels="state",
+        labels="process state",
         doc=(
             'times the server entered each state; `state="unhealthy"` counts a server that flaps between healthy and '
             "not (alert `KvwatchServerFlapping`)"
@@ -616,24 +652,27 @@ SPECS = (
         "Times kvwatch started the server again.",
         value_of("restarts"),
         doc="times kvwatch started the server again (after an exit, a changed config, a stall restart)",
+        labels="process",
     ),
     gauge(
         "kvwatch_server_last_exit_code",
         "Exit code of the server's last exit (not by a signal).",
         value_of("last_exit_code"),
         doc="exit code of the last exit not caused by a signal",
+        labels="process",
     ),
     gauge(
         "kvwatch_server_last_exit_signal",
         "Signal that ended the server's last run.",
         value_of("last_exit_signal"),
         doc="signal number that ended the last run (9 after an OOM kill)",
+        labels="process",
     ),
     gauge(
         "kvwatch_server_last_error",
         "Always 1; the last error seen: an error kind of its log (oom, engine_dead ...), stalled or start_failed.",
         _last_error,
-        labels="error",
+        labels="process error",
         doc=(
             "always 1; the last error seen for the server: a `kvwatch_vllm_errors_total` kind from its log (`oom` "
             "…), `stalled`, or `start_failed` (its program or log could not be opened, a secret could not be read); "
@@ -645,16 +684,21 @@ SPECS = (
         "Seconds since the running server process started.",
         computed(lambda s: s.uptime()),
         doc="seconds since the running server process started (kept across an adoption)",
+        labels="process",
     ),
     gauge(
         "kvwatch_server_health_up",
         "1 when the last health probe got a 2xx answer.",
         flag(lambda s: s.probe.ok if s.probe is not None else None),
-        doc="1 when the last probe of `/health` answered 2xx",
-        native="vLLM's `/health`",
+        doc="1 when the last probe of `/health` (the LMCache server's: `/healthcheck`) answered 2xx",
+        native="vLLM's `/health`; LMCache's `/healthcheck`",
+        labels="process",
     ),
     gauge(
-        "kvwatch_server_health_probe_duration_seconds", "Duration of the last health probe.", computed(_probe_duration)
+        "kvwatch_server_health_probe_duration_seconds",
+        "Duration of the last health probe.",
+        computed(_probe_duration),
+        labels="process",
     ),
     gauge(
         "kvwatch_server_progress_age_seconds",
@@ -664,5 +708,6 @@ SPECS = (
             "seconds since the log last showed inference moving (non-zero throughput, a request added or finished, "
             "an access line other than probes)"
         ),
+        labels="process",
     ),
 )

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 
 class ServerState(StrEnum):
+    WAITING = "waiting"  # not started until what it needs runs (vLLM for its LMCache server)
     STARTING = "starting"  # started or adopted, not answering yet
     RUNNING = "running"  # healthy
     UNHEALTHY = "unhealthy"  # was ready, its health probe fails

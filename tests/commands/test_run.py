@@ -28,9 +28,11 @@ def test_supervised_server_metrics_health_and_landing_page(agents) -> None:
     port = free_port()
     agent = agents(fake_server("fake", "--lines", "40", "--rate", "100", port=port)).start()
     wait_for(lambda: stats_lines(agent, "fake") == 40, what="40 stats lines")
-    wait_for(lambda: agent.value("kvwatch_server_state", server="fake", state="running") == 1, what="running")
-    assert agent.value("kvwatch_server_up", server="fake") == 1
-    assert agent.value("kvwatch_server_health_up", server="fake") == 1
+    wait_for(
+        lambda: agent.value("kvwatch_server_state", process="vllm", server="fake", state="running") == 1, what="running"
+    )
+    assert agent.value("kvwatch_server_up", process="vllm", server="fake") == 1
+    assert agent.value("kvwatch_server_health_up", process="vllm", server="fake") == 1
     assert agent.value("kvwatch_vllm_prefix_cache_hit_ratio", server="fake", engine="0") == 0.5
     info = [k for k in agent.metrics() if k[0] == "kvwatch_server_info"]
     assert dict(info[0][1])["vllm_version"] == "0.32.0"
@@ -175,7 +177,7 @@ def test_hand_over_leaves_servers_running_and_the_next_kvwatch_adopts_them(agent
     assert again.value("kvwatch_vllm_kv_cache_capacity_tokens", server="fake") == 65536
     assert again.value("kvwatch_vllm_kv_cache_max_concurrency", server="fake") == 32
     assert [k for k in again.metrics() if k[0] == "kvwatch_server_info"] == before["info"]
-    assert again.value("kvwatch_server_restarts_total", server="fake") == 0
+    assert again.value("kvwatch_server_restarts_total", process="vllm", server="fake") == 0
     assert json.loads((again.directory / "state" / "servers" / "fake.json").read_text())["pid"] == record["pid"]
     # Neither does a crash of kvwatch (SIGKILL) touch the server.
     again.kill()
@@ -185,7 +187,9 @@ def test_hand_over_leaves_servers_running_and_the_next_kvwatch_adopts_them(agent
 def test_sighup_restarts_only_changed_servers_and_drops_removed_series(agents) -> None:
     keep, change, drop = (fake_server(n, "--rate", "10") for n in ("keep", "change", "drop"))
     agent = agents(keep + change + drop).start()
-    wait_for(lambda: all(agent.value("kvwatch_server_up", server=n) == 1 for n in ("keep", "change", "drop")))
+    wait_for(
+        lambda: all(agent.value("kvwatch_server_up", process="vllm", server=n) == 1 for n in ("keep", "change", "drop"))
+    )
     state = agent.directory / "state" / "servers"
     pid_of = {n: json.loads((state / f"{n}.json").read_text())["pid"] for n in ("keep", "change", "drop")}
     config = agent.config.read_text()
@@ -193,8 +197,11 @@ def test_sighup_restarts_only_changed_servers_and_drops_removed_series(agents) -
     config += fake_server("new", "--rate", "10")
     agent.config.write_text(config)
     agent.signal(signal.SIGHUP)
-    wait_for(lambda: agent.value("kvwatch_server_up", server="new") == 1, what="the added server")
-    wait_for(lambda: agent.value("kvwatch_server_up", server="drop") is None, what="the removed server's series")
+    wait_for(lambda: agent.value("kvwatch_server_up", process="vllm", server="new") == 1, what="the added server")
+    wait_for(
+        lambda: agent.value("kvwatch_server_up", process="vllm", server="drop") is None,
+        what="the removed server's series",
+    )
     wait_for(lambda: json.loads((state / "change.json").read_text())["pid"] != pid_of["change"], what="restart")
     assert json.loads((state / "keep.json").read_text())["pid"] == pid_of["keep"]
     assert proc_start_time(pid_of["drop"]) is None
@@ -207,15 +214,18 @@ def test_a_bad_reload_keeps_the_running_configuration(agents) -> None:
     agent.signal(signal.SIGHUP)
     wait_for(lambda: "keeping the running configuration" in agent.log(), what="the reload error")
     assert "bogus: unknown key" in agent.log()
-    assert agent.value("kvwatch_server_up", server="fake") == 1
+    assert agent.value("kvwatch_server_up", process="vllm", server="fake") == 1
 
 
 def test_crash_loop_is_visible_on_metrics(agents) -> None:
     agent = agents(fake_server("bad", "--exit-after", "0.05", "--oom", crash_loop_starts=3)).start()
-    wait_for(lambda: agent.value("kvwatch_server_state", server="bad", state="crash_loop") == 1, what="crash loop")
-    assert agent.value("kvwatch_server_last_exit_code", server="bad") == 1
+    wait_for(
+        lambda: agent.value("kvwatch_server_state", process="vllm", server="bad", state="crash_loop") == 1,
+        what="crash loop",
+    )
+    assert agent.value("kvwatch_server_last_exit_code", process="vllm", server="bad") == 1
     assert agent.value("kvwatch_vllm_errors_total", server="bad", error="oom") >= 1
-    assert agent.value("kvwatch_server_last_error", server="bad", error="oom") == 1
+    assert agent.value("kvwatch_server_last_error", process="vllm", server="bad", error="oom") == 1
     assert "crash loop" in agent.log() and "last error oom" in agent.log()
 
 
@@ -402,12 +412,12 @@ def test_an_mp_server_reads_its_lmcache_servers_log_as_its_own(agents, tmp_path:
     lmcache_log = tmp_path / "lmcache-server.log"
     body = (
         f'[[server]]\nname = "mp"\npython = "{stand_in}"\nmodel = "tiny"\nhealth_url = ""\nlog_max_bytes = "64KiB"\n'
-        f'[server.lmcache]\nmode = "mp"\nmp_port = 6555\nserver_log = "{lmcache_log}"\n'
+        f'[server.lmcache]\nmode = "mp"\nmp_port = 6555\nlaunch = false\nserver_log = "{lmcache_log}"\n'
     )
     agent = agents(body).start()
     wait_for(lambda: stats_lines(agent, "mp") > 0, what="the server's own lines")
     assert '"kv_connector":"LMCacheMPConnector"' in agent.log() and "tcp://127.0.0.1" in agent.log()
-    with open(lmcache_log, "a") as handle:  # LMCache's server, started beside it, writes its own log
+    with open(lmcache_log, "a") as handle:  # LMCache's server, run by someone else, writes its own log
         for n in range(3):
             handle.write(PREFETCH.format(n=n))
     wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 3, what="the 3 prefetches")
@@ -418,3 +428,47 @@ def test_an_mp_server_reads_its_lmcache_servers_log_as_its_own(agents, tmp_path:
     wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 1003, what="1,000 more")
     time.sleep(1)
     assert not list(tmp_path.glob("lmcache-server.log.*"))
+
+
+def test_an_mp_server_and_the_lmcache_server_kvwatch_launches_for_it(agents, tmp_path: Path) -> None:
+    """mode = "mp" with launch: kvwatch starts the LMCache server (a stand-in answering /healthcheck), then
+    vLLM; reads both logs as one server; a SIGKILLed kvwatch's successor adopts both; SIGTERM stops vLLM first."""
+    vllm_port, http_port = free_port(), free_port()
+    lmcache = [sys.executable, FAKE, "--port", str(http_port), "--health-path", "/healthcheck", "--load-seconds", "1"]
+    body = (
+        fake_server("mp", "--rate", "5", "--term-delay", "0.5", port=vllm_port)
+        + '[server.lmcache]\nmode = "mp"\n'
+        + f"http_port = {http_port}\ncommand = [{', '.join(json.dumps(a) for a in lmcache)}]\n"
+    )
+    agent = agents(body).start()
+    for process in ("lmcache", "vllm"):
+        wait_for(
+            lambda p=process: agent.value("kvwatch_server_state", process=p, server="mp", state="running") == 1,
+            what=f"{process} running",
+        )
+    state = agent.directory / "state" / "servers"
+    records = {
+        p: json.loads((state / f"mp{'.lmcache' if p == 'lmcache' else ''}.json").read_text())
+        for p in ("lmcache", "vllm")
+    }
+    assert records["vllm"]["started_at"] - records["lmcache"]["started_at"] >= 1.0  # after the health check
+    assert agent.value("kvwatch_server_state_changes_total", process="vllm", server="mp", state="waiting") == 1
+    # Both logs count under one server: the LMCache stand-in prints stats lines too.
+    lmcache_log = agent.directory / "logs" / "mp-lmcache.log"
+    wait_for(lambda: lmcache_log.stat().st_size > 0, what="the LMCache server's raw log")
+    agent.kill()  # SIGKILL: both processes stay, recorded
+    again = agents(body).start()
+    wait_for(lambda: again.log().count("adopted running pid") == 2, what="both adopted")
+    for process in ("lmcache", "vllm"):
+        wait_for(
+            lambda p=process: again.value("kvwatch_server_state", process=p, server="mp", state="running") == 1,
+            what=f"{process} running after the adoption",
+        )
+        assert again.value("kvwatch_server_restarts_total", process=process, server="mp") == 0
+    pids = {p: records[p]["pid"] for p in records}
+    assert all(proc_start_time(pid) == records[p]["start_time"] for p, pid in pids.items())
+    again.signal(signal.SIGTERM)
+    assert again.wait() == 0
+    log = again.log()
+    assert log.index("server mp: stopping -> stopped") < log.index("server mp (lmcache server): running -> stopping")
+    assert all(proc_start_time(pid) is None for pid in pids.values())

@@ -146,7 +146,22 @@ start_at = "beginning"
             "cannot be combined with command",
         ),
         (MINIMAL + MINIMAL, "server[1].name", "'qwen' is already the name of server[0]"),
-        (MINIMAL + '[[server]]\nname = "b"\nmodel = "m"\n', "server[1].port", "8000 is also the port of server[0]"),
+        (
+            MINIMAL + '[[server]]\nname = "b"\nmodel = "m"\n',
+            "server[1].port",
+            "8000 is also the port of server[0].port",
+        ),
+        (
+            MINIMAL + '[server.lmcache]\nmode = "mp"\n[[server]]\nname = "b"\nmodel = "m"\nport = 8001\n'
+            '[server.lmcache]\nmode = "mp"\n',
+            "server[1].lmcache.mp_port",
+            "5555 is also the port of server[0].lmcache.mp_port",
+        ),
+        (
+            MINIMAL + '[server.lmcache]\nmode = "mp"\nhttp_port = 8000\n',
+            "server[0].lmcache.http_port",
+            "8000 is also the port of server[0].port",
+        ),
         ('[[follow]]\nname = "f"\n', "follow[0]", "give either paths"),
         (
             MINIMAL + "[server.lmcache]\nsettings = { LMCACHE_CHUNK_SIZE = 256 }\n",
@@ -377,12 +392,60 @@ def test_lmcache_mp_mode_starts_vllm_with_the_mp_connector(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ('mode = "mp"\nsettings = { chunk_size = 256 }', "server[0].lmcache.settings: configures LMCache inside vLLM"),
         ('mode = "mp"\nconfig_file = "x.yaml"', "server[0].lmcache.config_file: configures LMCache inside vLLM"),
         ("mp_port = 6555", 'server[0].lmcache.mp_port: only with mode = "mp"'),
+        ("http_port = 8081", 'server[0].lmcache.http_port: only with mode = "mp"'),
+        ('mode = "mp"\nlaunch = false\nsettings = { chunk_size = 256 }', "server[0].lmcache.settings: configures the"),
+        ('mode = "mp"\ncommand = ["lmcache", "server"]\nargs = ["--x"]', "server[0].lmcache.args: cannot be combined"),
+        ('mode = "mp"\ncommand = []', "server[0].lmcache.command: must not be empty"),
+        ('mode = "mp"\nlaunch = "yes"', "server[0].lmcache.launch: must be"),
         ('mode = "remote"', "server[0].lmcache.mode: must be one of in_process, mp"),
     ],
 )
 def test_lmcache_mode_mistakes_name_the_key(tmp_path: Path, table: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         config.load(write(tmp_path, MINIMAL + "[server.lmcache]\n" + table + "\n"))
+
+
+def test_lmcache_mp_mode_launches_an_lmcache_server_from_the_settings(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        'python = "/venv/bin/python"\nlog_file = "logs/gpu0.log"\n'
+        '[server.lmcache]\nmode = "mp"\nmp_port = 6555\nhttp_port = 6580\nargs = ["--max-workers", "2"]\n'
+        "[server.lmcache.settings]\nchunk_size = 128\nl1_size_gb = 1.5\nenable_prefetch = true\nquiet = false\n"
+        '[server.lmcache.env]\nLMCACHE_LOG_LEVEL = "INFO"\n'
+    )
+    (server,) = config.load(write(tmp_path, text)).servers
+    launched = server.lmcache_server()
+    assert launched is not None and launched.name == server.name
+    assert launched.argv() == [
+        "/venv/bin/python", "-m", "lmcache.cli.main", "server", "--host", "127.0.0.1", "--port", "6555",
+        "--http-host", "127.0.0.1", "--http-port", "6580", "--chunk-size", "128", "--l1-size-gb", "1.5",
+        "--enable-prefetch", "--max-workers", "2",
+    ]  # fmt: skip
+    assert launched.probe_url() == "http://127.0.0.1:6580/healthcheck"
+    assert launched.log_file == tmp_path / "logs" / "gpu0-lmcache.log" == server.lmcache_log()
+    assert launched.added_environment()["LMCACHE_LOG_LEVEL"] == "INFO"
+    assert not any(key.startswith("LMCACHE_") for key in server.added_environment())  # vLLM's own stays clean
+    assert server.chunk_size() == 128
+    rendered = config.render(config.load(write(tmp_path, text)))
+    assert '"--kv-transfer-config"' in rendered and 'lmcache command = ["/venv/bin/python", "-m"' in rendered
+
+
+def test_lmcache_mp_mode_without_launch_only_reads_a_server_run_elsewhere(tmp_path: Path) -> None:
+    text = MINIMAL + '[server.lmcache]\nmode = "mp"\nlaunch = false\n'
+    (server,) = config.load(write(tmp_path, text)).servers
+    assert server.lmcache_server() is None and server.lmcache_log() is None
+    assert "--kv-transfer-config" in server.argv()
+    assert "launch = false" in config.render(config.load(write(tmp_path, text)))
+
+
+def test_a_literal_vllm_command_goes_with_an_lmcache_server_in_mp_mode(tmp_path: Path) -> None:
+    text = (
+        '[[server]]\nname = "a"\ncommand = ["/opt/vllm/bin/vllm", "serve", "m"]\n'
+        '[server.lmcache]\nmode = "mp"\ncommand = ["/opt/vllm/bin/lmcache", "server", "--port", "5555"]\n'
+    )
+    (server,) = config.load(write(tmp_path, text)).servers
+    assert server.argv() == ["/opt/vllm/bin/vllm", "serve", "m"]  # the command carries the connector itself
+    assert server.lmcache_server().argv() == ["/opt/vllm/bin/lmcache", "server", "--port", "5555"]
+    with pytest.raises(ConfigError, match=re.escape("server[0].lmcache: cannot be combined with command")):
+        config.load(write(tmp_path, text.replace('mode = "mp"\n', "")))

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 
 import pytest
 
 from tests.support.dashboards import panel_exprs, rules
-from tests.support.harness import REPO, Agent, fake_server, free_port, wait_for
+from tests.support.harness import FAKE, REPO, Agent, fake_server, free_port, wait_for
 from tests.support.otlp_receiver import HttpReceiver, tracing_env
 from tests.support.prometheus import Prometheus, prometheus_binary
 
@@ -108,8 +109,13 @@ def prometheus(tmp_path_factory) -> Prometheus:
     followed = directory / "followed.log"
     followed.write_text("")
     port = free_port()
+    # The stand-in runs in LMCache's mp mode with a stand-in LMCache server kvwatch launches beside it (quiet:
+    # its own lines would add to the server's), so that the LMCache server row has its process series.
+    http_port = free_port()
+    lmcache = [sys.executable, FAKE, "--quiet", "--port", str(http_port), "--health-path", "/healthcheck"]
     body = (
         fake_server("standin", "--rate", "2", port=port, canary_interval='"10s"')
+        + f'[server.lmcache]\nmode = "mp"\nhttp_port = {http_port}\ncommand = {json.dumps(lmcache)}\n\n'
         + f'[[follow]]\nname = "gpu0"\npaths = ["{followed}"]\ntimezone = "UTC"\nstart_at = "beginning"\n\n'
         + f'[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
     )
@@ -135,7 +141,9 @@ def prometheus(tmp_path_factory) -> Prometheus:
     agent.start()
     prom = None
     try:
-        wait_for(lambda: agent.value("kvwatch_server_up", server="standin") == 1, what="the stand-in to run")
+        wait_for(
+            lambda: agent.value("kvwatch_server_up", process="vllm", server="standin") == 1, what="the stand-in to run"
+        )
         prom = Prometheus(directory, [f"127.0.0.1:{agent.port}"], rule_files=[directory / "rules.yml"])
         # Lines arrive while Prometheus watches, so that rates see them.
         with open(followed, "a", encoding="utf-8") as out:

@@ -75,7 +75,7 @@ def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Pat
     try:
         agent = agents(body, env=env).start()
         wait_for(
-            lambda: agent.value("kvwatch_server_state", server="tiny-lmcache", state="running") == 1,
+            lambda: agent.value("kvwatch_server_state", process="vllm", server="tiny-lmcache", state="running") == 1,
             timeout=240,
             what="vLLM with LMCache to load and answer /health",
         )

@@ -13,6 +13,7 @@ Skipped only where the server environment is not installed and CI is not set.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -145,3 +146,63 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         assert "ok: the cache works: LMCache's server found" in canary.stdout
     finally:
         receiver.close()
+
+
+def test_kvwatch_runs_the_lmcache_server_and_vllm_as_one_unit(agents, tmp_path: Path) -> None:
+    """[server.lmcache] mode = "mp": kvwatch starts the real ``lmcache server`` first and vLLM once it is healthy;
+    the LMCache server SIGKILLed is restarted, then vLLM (whose connector does not reconnect), and the cache works
+    again; SIGTERM stops vLLM, then the LMCache server."""
+    zmq_port, http_port, vllm_port = free_port(), free_port(), free_port()
+    args = ["--enforce-eager", "--max-model-len", "4096", "--served-model-name", "tiny-llama"]
+    args += ["--enable-log-requests", "--no-enable-prefix-caching"]
+    body = (
+        f'[[server]]\nname = "mp"\npython = "{PYTHON}"\nmodel = "{MODEL}"\nport = {vllm_port}\n'
+        f"args = {args!r}\n".replace("'", '"')
+        + 'entry_point = "api_server"\nhealth_interval = "1s"\nstop_timeout = "30s"\nbackoff_initial = "1s"\n'
+        '[server.env]\nHF_HUB_OFFLINE = "1"\nVLLM_CPU_KVCACHE_SPACE = "1"\nVLLM_LOG_STATS_INTERVAL = "1"\n'
+        'PYTHONHASHSEED = "0"\n'
+        f'[server.lmcache]\nmode = "mp"\nmp_port = {zmq_port}\nhttp_port = {http_port}\n'
+        f'[server.lmcache.settings]\nchunk_size = {CHUNK}\nl1_size_gb = 1\neviction_policy = "LRU"\n'
+        'supported_transfer_mode = "auto"\n'
+    )
+    agent = agents(body).start()
+
+    def running(process: str) -> bool:
+        return agent.value("kvwatch_server_state", process=process, server="mp", state="running") == 1
+
+    wait_for(lambda: running("vllm"), timeout=400, what="vLLM running after its LMCache server")
+    log = agent.log()
+    assert log.index("server mp (lmcache server): ready after") < log.index("server mp: started pid")
+    records = agent.directory / "state" / "servers"
+    lmcache_pid = json.loads((records / "mp.lmcache.json").read_text())["pid"]
+    first = [chat(vllm_port, LONG_PROMPT, max_tokens=2, request_id=f"one-{n}") for n in range(2)]
+    tokens = first[0]["usage"]["prompt_tokens"]
+    wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 1, what="the first prefetch")
+    assert _lmcache_metrics(http_port)["lmcache_mp_lookup_hit_tokens_total"] == (tokens // CHUNK) * CHUNK
+
+    os.killpg(lmcache_pid, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            agent.value("kvwatch_server_restarts_total", process="lmcache", server="mp") == 1
+            and agent.value("kvwatch_server_restarts_total", process="vllm", server="mp") == 1
+            and running("lmcache")
+            and running("vllm")
+        ),
+        timeout=400,
+        what="the LMCache server, then vLLM, started again",
+    )
+    assert "whose LMCacheMPConnector does not reconnect" in agent.log()
+    again = [chat(vllm_port, LONG_PROMPT, max_tokens=2, request_id=f"two-{n}") for n in range(2)]
+    assert all(answer["choices"] for answer in again)
+    # The new LMCache server started empty: the first request stored, the second hit.
+    wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 2, what="a prefetch after it")
+    assert _lmcache_metrics(http_port)["lmcache_mp_lookup_hit_tokens_total"] == (tokens // CHUNK) * CHUNK
+
+    pids = [json.loads((records / name).read_text())["pid"] for name in ("mp.json", "mp.lmcache.json")]
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=120) == 0
+    log = agent.log()
+    assert log.rindex("server mp: stopping -> stopped") < log.rindex("server mp (lmcache server): running -> stopping")
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)

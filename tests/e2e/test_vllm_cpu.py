@@ -66,13 +66,13 @@ def test_kvwatch_run_supervises_a_real_vllm_and_agrees_with_it(agents, tmp_path:
 def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, receiver: HttpReceiver) -> None:
     agent = agents(body, env=env).start()
     wait_for(
-        lambda: agent.value("kvwatch_server_state", server="tiny", state="running") == 1,
+        lambda: agent.value("kvwatch_server_state", process="vllm", server="tiny", state="running") == 1,
         timeout=240,
         what="vLLM to load the tiny model and answer /health",
     )
     record = json.loads((tmp_path / "state" / "servers" / "tiny.json").read_text())
-    assert agent.value("kvwatch_server_up", server="tiny") == 1
-    assert agent.value("kvwatch_server_health_up", server="tiny") == 1
+    assert agent.value("kvwatch_server_up", process="vllm", server="tiny") == 1
+    assert agent.value("kvwatch_server_health_up", process="vllm", server="tiny") == 1
 
     sent = 5
     answers = [chat(port, PROMPT) for _ in range(sent)]
@@ -151,8 +151,10 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
     # The next kvwatch adopts it: same pid, no restart, and it reads on from where the first one stopped.
     again = agents(body, env=env).start()
     wait_for(lambda: "adopted running pid" in again.log(), what="the adoption")
-    wait_for(lambda: again.value("kvwatch_server_state", server="tiny", state="running") == 1, what="running")
-    assert again.value("kvwatch_server_restarts_total", server="tiny") == 0
+    wait_for(
+        lambda: again.value("kvwatch_server_state", process="vllm", server="tiny", state="running") == 1, what="running"
+    )
+    assert again.value("kvwatch_server_restarts_total", process="vllm", server="tiny") == 0
     assert json.loads((tmp_path / "state" / "servers" / "tiny.json").read_text())["pid"] == record["pid"]
     chat(port, PROMPT)
     # The counters go on from where the first kvwatch left them (saved with its read positions), and

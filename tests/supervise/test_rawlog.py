@@ -18,7 +18,7 @@ def test_raw_log_rotation_keeps_every_line_while_the_writer_appends(tmp_path: Pa
     """A writer appends through its own O_APPEND descriptor (as a server does) while the log rotates."""
     log = tmp_path / "server.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    tailer, got = make_tailer(tmp_path, str(log), raw_log=str(log), rotate_bytes=64 * 1024, backups=3)
+    tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=64 * 1024, backups=3)
     total = 20000
     done = threading.Event()
 
@@ -54,7 +54,7 @@ def test_raw_log_rotation_waits_for_the_reader_to_catch_up(tmp_path: Path, monke
     monkeypatch.setattr(rawlog, "ROTATE_MAX_UNREAD", 4096)
     log = tmp_path / "server.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    tailer, got = make_tailer(tmp_path, str(log), raw_log=str(log), rotate_bytes=16384, backups=2)
+    tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=16384, backups=2)
     line = "x" * 99 + "\n"
     os.write(fd, (line * 1000).encode())  # 100,000 bytes: behind, yet under 8 x the limit
     rotations = []
@@ -79,7 +79,7 @@ def test_raw_log_rotation_falls_back_to_truncation(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(rawlog, "_collapse", lambda fd, length: False)
     log = tmp_path / "server.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    tailer, got = make_tailer(tmp_path, str(log), raw_log=str(log), rotate_bytes=8192, backups=1)
+    tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=8192, backups=1)
     for i in range(1000):
         os.write(fd, f"line {i}\n".encode())
         if i % 100 == 0:
@@ -94,7 +94,7 @@ def test_a_kill_during_rotation_resumes_without_rereading(tmp_path: Path) -> Non
     """The position after the collapse is saved before the collapse happens."""
     log = tmp_path / "server.log"
     log.write_text(lines("x", 2000))
-    tailer, got = make_tailer(tmp_path, str(log), raw_log=str(log), rotate_bytes=1 << 30, backups=1)
+    tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=1 << 30, backups=1)
     tailer.cycle()
     tailed = tailer.sources["s"].paths[str(log)]
     saved_before_collapse = {}

@@ -164,7 +164,9 @@ def test_every_state_change_is_counted_and_exported(tmp_path: Path, cleanup) -> 
     registry.register(RenderedAtScrape(s.families))
     text = generate_latest(registry).decode()
     backoffs = s.entered[ServerState.BACKOFF]
-    assert f'kvwatch_server_state_changes_total{{server="fake",state="backoff"}} {float(backoffs)}' in text
+    assert (
+        f'kvwatch_server_state_changes_total{{process="vllm",server="fake",state="backoff"}} {float(backoffs)}' in text
+    )
 
 
 def test_clean_exit_is_not_restarted_on_failure_policy(tmp_path: Path, cleanup) -> None:

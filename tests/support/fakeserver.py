@@ -1,7 +1,7 @@
 """A stand-in for a vLLM server in supervision tests: a real process that behaves as told.
 
     python fakeserver.py [--port P] [--lines N] [--rate R] [--exit-after S] [--exit-code C]
-                         [--ignore-term] [--stall] [--oom] [--term-delay S]
+                         [--ignore-term] [--stall] [--oom] [--term-delay S] [--health-path PATH] [--quiet]
 
 It prints vLLM-format lines to stdout (the supervisor points it at the raw
 log): a start-up line, one stats line per tick, an access line per request,
@@ -24,7 +24,12 @@ def stamp() -> str:
     return time.strftime("%m-%d %H:%M:%S")
 
 
+QUIET = "--quiet" in sys.argv  # prints nothing: a stand-in whose lines do not matter (an LMCache server's)
+
+
 def say(text: str) -> None:
+    if QUIET:
+        return
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
@@ -32,6 +37,8 @@ def say(text: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int)
+    parser.add_argument("--health-path", default="/health", help="/healthcheck stands for an LMCache server")
+    parser.add_argument("--quiet", action="store_true", help="print nothing")
     parser.add_argument("--lines", type=int, default=0, help="stats lines to print (0: until stopped)")
     parser.add_argument("--rate", type=float, default=20.0, help="stats lines per second")
     parser.add_argument("--exit-after", type=float)
@@ -63,7 +70,7 @@ def main() -> int:
 
         class Health(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path == "/health":
+                if self.path == args.health_path:
                     self.send_response(200 if loaded.is_set() else 503)
                 else:
                     self.send_response(404)

@@ -1,0 +1,201 @@
+"""A ``[[server]]`` as one unit: vLLM and, in LMCache's multiprocess mode, the LMCache server it needs.
+
+In ``mp`` mode with ``launch`` (the default), vLLM's ``LMCacheMPConnector`` connects to a
+separate ``lmcache server`` process.  The two are supervised together:
+
+* the LMCache server starts first; vLLM starts once the LMCache server's health check answers
+  (vLLM waits in state ``waiting`` meanwhile);
+* on stop, vLLM stops first and the LMCache server after it has exited;
+* an LMCache server that exits is restarted with its own backoff.  vLLM cannot carry on without
+  it: with vLLM 0.32 and LMCache 0.5.6, requests hang while ``/health`` still answers 200, and a
+  restarted LMCache server is not reconnected (the engine dies minutes later).  So vLLM is
+  stopped as soon as its LMCache server is gone or was replaced, and started again once the new
+  one is healthy;
+* a reload that changes only the LMCache server's settings restarts both, in that order;
+* a kvwatch restart or hand-over adopts both; a vLLM whose recorded LMCache server is not the one
+  running any more is restarted.
+
+Without ``launch`` (an LMCache server run elsewhere, maybe shared by several vLLM servers) and
+in the in-process mode, the unit is vLLM alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from prometheus_client.core import Metric
+
+from agent.config import LmcacheConfig, ServerConfig
+from agent.supervise.server import LMCACHE, SupervisedServer, config_digest
+from agent.supervise.states import DOWN, ServerState
+from parsers import events as ev
+
+log = logging.getLogger("kvwatch.server")
+
+
+def vllm_settings(config: ServerConfig) -> ServerConfig:
+    """The settings that concern vLLM itself: the LMCache server's own keys taken out (and
+    in-process settings kept, since they are vLLM's environment)."""
+    lmcache = config.lmcache
+    if lmcache.mode != "mp":
+        return config
+    launched_only = replace(LmcacheConfig(), mode="mp", enabled=lmcache.enabled)
+    kept = replace(
+        lmcache,
+        settings=launched_only.settings,
+        command=None,
+        args=(),
+        env=launched_only.env,
+        http_port=launched_only.http_port,
+        server_log=None,
+    )
+    return replace(config, lmcache=kept)
+
+
+class ServerUnit:
+    """The processes of one ``[[server]]``, started, watched, restarted and stopped in order."""
+
+    def __init__(self, config: ServerConfig, state_dir: Path, now: Callable[[], float] = time.monotonic) -> None:
+        self.name = config.name
+        self.config = config
+        self._state_dir = state_dir
+        self._now = now
+        self.stopping_for: str | None = None  # "stop" | "remove" while the unit stops
+        self.lmcache_restart_pending = False  # restart the LMCache server once vLLM is down
+        self.retired: list[SupervisedServer] = []  # an LMCache server a reload took away, stopping
+        self.lmcache = self._lmcache_process(config)
+        self.vllm = SupervisedServer(config, state_dir, now, waits_for=self._lmcache_ready)
+
+    def _lmcache_process(self, config: ServerConfig) -> SupervisedServer | None:
+        launched = config.lmcache_server()
+        return SupervisedServer(launched, self._state_dir, self._now, process=LMCACHE) if launched else None
+
+    def _lmcache_ready(self) -> list[int] | None:
+        """The identity of the LMCache server vLLM may start against; None while vLLM must wait."""
+        lmcache = self.lmcache
+        if lmcache is None:
+            return []
+        if self.lmcache_restart_pending or lmcache.state != ServerState.RUNNING:
+            return None
+        return lmcache.identity
+
+    @property
+    def processes(self) -> list[SupervisedServer]:
+        return [self.vllm] if self.lmcache is None else [self.lmcache, self.vllm]
+
+    @property
+    def state(self) -> ServerState:
+        """vLLM's state, except while the unit stops (until every process has)."""
+        everything = [*self.processes, *self.retired]
+        if any(p.state == ServerState.STOPPING for p in everything):
+            return ServerState.STOPPING
+        if self.stopping_for is not None and any(p.state not in DOWN for p in everything):
+            return ServerState.STOPPING
+        return self.vllm.state
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Adopt what a previous kvwatch left running, start the rest (LMCache first)."""
+        if self.lmcache is not None and not self.lmcache.adopt():
+            self.lmcache.start()
+        if not self.vllm.adopt():
+            self.vllm.start()  # waits for the LMCache server when there is one
+
+    def stop(self, reason: str = "stop") -> None:
+        """vLLM first; the LMCache server once vLLM has exited (``tick``)."""
+        self.stopping_for = reason
+        self.lmcache_restart_pending = False
+        self.vllm.stop()
+        self._stop_lmcache_after_vllm()
+
+    def reload(self, config: ServerConfig) -> None:
+        """New settings: restart what they change (an LMCache server restarted takes vLLM with it)."""
+        old = self.config
+        self.config = config
+        vllm_changed = vllm_settings(config) != vllm_settings(old)
+        launched = config.lmcache_server()
+        lmcache_changed = (launched is None) != (self.lmcache is None) or (
+            launched is not None and self.lmcache is not None and config_digest(launched) != self.lmcache.digest
+        )
+        if lmcache_changed:
+            if self.lmcache is not None:
+                if launched is None:
+                    self.retired.append(self.lmcache)  # stopped once vLLM is down
+                    self.lmcache = None
+                else:
+                    self.lmcache.reconfigure(launched)
+                    self.lmcache_restart_pending = True
+            elif launched is not None:
+                self.lmcache = self._lmcache_process(config)
+                self.lmcache.start()
+            log.info("server %s: its LMCache server's settings changed; restarting vLLM, then it", self.name)
+        if vllm_changed or lmcache_changed:
+            self.vllm.reconfigure(config)
+            self.vllm.stop(reason="restart")
+        self.tick()
+
+    def hand_over(self) -> None:
+        for process in self.processes:
+            process.hand_over()
+
+    # -- the periodic check -------------------------------------------------------------
+
+    def tick(self) -> None:
+        lmcache = self.lmcache
+        if lmcache is not None:
+            lmcache.tick()
+            self._vllm_follows_lmcache(lmcache)
+        self.vllm.tick()
+        self._stop_lmcache_after_vllm()
+
+    def _vllm_follows_lmcache(self, lmcache: SupervisedServer) -> None:
+        """A vLLM connected to an LMCache server that is gone (or was replaced) is restarted."""
+        vllm = self.vllm
+        if vllm.pid is None or vllm.state == ServerState.STOPPING or self.stopping_for is not None:
+            return
+        if lmcache.identity is not None and lmcache.identity == vllm.started_against:
+            return  # the LMCache server vLLM connected to (also when both were adopted)
+        log.warning(
+            "server %s: its LMCache server %s; restarting vLLM, whose LMCacheMPConnector does not reconnect",
+            self.name,
+            "was replaced" if lmcache.identity is not None else "is gone",
+        )
+        vllm.stop(reason="restart")
+
+    def _stop_lmcache_after_vllm(self) -> None:
+        if self.vllm.pid is not None:
+            return
+        for process in list(self.retired):
+            if process.state not in DOWN and process.state != ServerState.STOPPING:
+                process.stop()
+            process.tick()
+            if process.state in DOWN:
+                self.retired.remove(process)
+        lmcache = self.lmcache
+        if lmcache is None or lmcache.state == ServerState.STOPPING:
+            return
+        if self.lmcache_restart_pending:
+            self.lmcache_restart_pending = False
+            lmcache.stop(reason="restart")
+        elif self.stopping_for is not None and lmcache.state not in DOWN:
+            lmcache.stop()
+
+    # -- what the log says, views ------------------------------------------------------
+
+    def observe(self, event: ev.Event) -> None:
+        self.vllm.observe(event)
+
+    def status_text(self) -> str:
+        text = self.vllm.status_text()
+        if self.lmcache is not None:
+            text += f", LMCache server {self.lmcache.state}"
+        return text
+
+    def families(self) -> Iterator[Metric]:
+        for process in self.processes:
+            yield from process.families()

@@ -1,0 +1,222 @@
+"""vLLM and its LMCache server (mp mode) supervised as one unit, with real child processes.
+
+Both processes are tests/support/fakeserver.py: the LMCache server's stand-in answers
+``/healthcheck`` as LMCache's HTTP server does (503 while its engine starts).  The real
+``lmcache server`` under kvwatch is in tests/e2e/test_lmcache_mp_cpu.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from agent.config import LmcacheConfig, ServerConfig
+from agent.families import RenderedAtScrape
+from agent.supervise.server import proc_start_time
+from agent.supervise.states import ServerState
+from agent.supervise.unit import ServerUnit
+from tests.support.harness import free_port
+
+FAKE = str(Path(__file__).parents[1] / "support" / "fakeserver.py")
+
+
+def unit_config(tmp_path: Path, lmcache_load: float = 0.0, vllm_term_delay: float = 0.0, **lmcache) -> ServerConfig:
+    vllm_port, http_port = free_port(), free_port()
+    lmcache_command = (sys.executable, FAKE, "--port", str(http_port), "--health-path", "/healthcheck")
+    lmcache_command += ("--load-seconds", str(lmcache_load), "--rate", "2")
+    settings = dict(enabled=True, mode="mp", command=lmcache_command, http_port=http_port)
+    settings.update(lmcache)
+    return ServerConfig(
+        name="gpu0",
+        command=(sys.executable, FAKE, "--port", str(vllm_port), "--rate", "2", "--term-delay", str(vllm_term_delay)),
+        log_file=tmp_path / "logs" / "gpu0.log",
+        health_url=f"http://127.0.0.1:{vllm_port}/health",
+        health_interval=0.1,
+        health_timeout=1.0,
+        backoff_initial=0.05,
+        backoff_max=0.2,
+        stop_timeout=5.0,
+        lmcache=LmcacheConfig(**settings),
+    )
+
+
+def run_until(unit: ServerUnit, check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        unit.tick()
+        if check():
+            return
+        time.sleep(0.02)
+    states = ", ".join(f"{p.who}: {p.state}" for p in unit.processes)
+    raise AssertionError(f"timed out waiting for {what} ({states})")
+
+
+def both_running(unit: ServerUnit) -> bool:
+    return all(p.state == ServerState.RUNNING for p in unit.processes)
+
+
+@pytest.fixture
+def units(tmp_path: Path) -> Iterator[Callable[..., ServerUnit]]:
+    made: list[ServerUnit] = []
+
+    def make(config: ServerConfig | None = None, **kw) -> ServerUnit:
+        unit = ServerUnit(config or unit_config(tmp_path, **kw), tmp_path / "state")
+        made.append(unit)
+        return unit
+
+    yield make
+    for unit in made:
+        for process in unit.processes:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_the_lmcache_server_starts_first_and_vllm_waits_until_it_is_healthy(units, tmp_path: Path) -> None:
+    unit = units(lmcache_load=1.5)
+    unit.begin()
+    lmcache, vllm = unit.lmcache, unit.vllm
+    assert lmcache.pid is not None and vllm.pid is None
+    assert vllm.state == ServerState.WAITING
+    run_until(unit, lambda: lmcache.state == ServerState.RUNNING, what="the LMCache server healthy")
+    healthy_at = time.monotonic()
+    assert vllm.state == ServerState.WAITING or vllm.started_mono >= healthy_at - 0.1
+    run_until(unit, lambda: both_running(unit), what="vLLM running")
+    assert vllm.started_against == lmcache.identity
+    assert vllm.started_mono - lmcache.started_mono >= 1.5  # not before the LMCache server answered
+    assert (tmp_path / "logs" / "gpu0-lmcache.log").stat().st_size > 0  # its own raw log, beside vLLM's
+    assert (tmp_path / "state" / "servers" / "gpu0.lmcache.json").exists()
+
+
+def test_on_stop_vllm_exits_before_its_lmcache_server(units) -> None:
+    unit = units(vllm_term_delay=1.0)
+    unit.begin()
+    run_until(unit, lambda: both_running(unit), what="both running")
+    vllm_pid, lmcache_pid = unit.vllm.pid, unit.lmcache.pid
+    exits: dict[str, float] = {}
+    unit.stop()
+
+    def watch() -> bool:
+        for name, pid in (("vllm", vllm_pid), ("lmcache", lmcache_pid)):
+            if name not in exits and proc_start_time(pid) is None:
+                exits[name] = time.monotonic()
+        return len(exits) == 2 and unit.state == ServerState.STOPPED
+
+    run_until(unit, watch, what="both stopped")
+    assert exits["vllm"] < exits["lmcache"]
+    assert exits["lmcache"] - exits["vllm"] < 3.0
+    assert unit.lmcache.state == unit.vllm.state == ServerState.STOPPED
+
+
+def test_a_crashed_lmcache_server_is_restarted_and_vllm_after_it(units) -> None:
+    unit = units()
+    unit.begin()
+    run_until(unit, lambda: both_running(unit), what="both running")
+    old_vllm, old_lmcache = unit.vllm.pid, unit.lmcache.pid
+    os.killpg(old_lmcache, signal.SIGKILL)
+    run_until(unit, lambda: unit.vllm.pid is None or unit.vllm.state == ServerState.STOPPING, what="vLLM stopped")
+    run_until(
+        unit,
+        lambda: both_running(unit) and unit.vllm.pid not in (None, old_vllm),
+        what="both running again",
+    )
+    assert unit.lmcache.pid != old_lmcache
+    assert unit.lmcache.last_exit_signal == signal.SIGKILL
+    assert unit.lmcache.restarts == 1 and unit.vllm.restarts == 1
+    assert unit.vllm.started_against == unit.lmcache.identity
+    assert unit.vllm.started_mono >= unit.lmcache.started_mono
+
+
+def test_a_new_kvwatch_adopts_both_and_starts_no_second_copy(units, tmp_path: Path) -> None:
+    config = unit_config(tmp_path)
+    first = units(config)
+    first.begin()
+    run_until(first, lambda: both_running(first), what="both running")
+    pids = (first.lmcache.pid, first.vllm.pid)
+    first.hand_over()  # as a kvwatch SIGKILLed leaves them: running, recorded
+    second = units(config)
+    second.begin()
+    assert (second.lmcache.pid, second.vllm.pid) == pids
+    assert second.lmcache.adopted and second.vllm.adopted
+    run_until(second, lambda: both_running(second), what="both adopted and running")
+    time.sleep(0.5)
+    second.tick()
+    assert (second.lmcache.pid, second.vllm.pid) == pids
+    assert second.vllm.restarts == second.lmcache.restarts == 0
+
+
+def test_a_vllm_whose_lmcache_server_died_while_kvwatch_was_away_is_restarted(units, tmp_path: Path) -> None:
+    config = unit_config(tmp_path)
+    first = units(config)
+    first.begin()
+    run_until(first, lambda: both_running(first), what="both running")
+    old_vllm, old_lmcache = first.vllm.pid, first.lmcache.pid
+    first.hand_over()
+    os.killpg(old_lmcache, signal.SIGKILL)
+    time.sleep(0.2)
+    second = units(config)
+    second.begin()
+    assert second.vllm.adopted and not second.lmcache.adopted
+    run_until(second, lambda: both_running(second) and second.vllm.pid != old_vllm, what="vLLM restarted")
+    assert proc_start_time(old_vllm) is None
+    assert second.vllm.started_against == second.lmcache.identity
+
+
+def test_a_reload_of_only_the_lmcache_settings_restarts_vllm_then_the_lmcache_server(units, tmp_path: Path) -> None:
+    config = unit_config(tmp_path)
+    unit = units(config)
+    unit.begin()
+    run_until(unit, lambda: both_running(unit), what="both running")
+    old_vllm, old_lmcache = unit.vllm.pid, unit.lmcache.pid
+    lmcache_command = (*config.lmcache.command, "--rate", "3")  # only the LMCache server's settings change
+    changed = replace(config, lmcache=replace(config.lmcache, command=lmcache_command))
+    exits: dict[str, float] = {}
+    starts: dict[str, float] = {}
+    unit.reload(changed)
+
+    def watch() -> bool:
+        for name, pid in (("vllm", old_vllm), ("lmcache", old_lmcache)):
+            if name not in exits and proc_start_time(pid) is None:
+                exits[name] = time.monotonic()
+        for name, process in (("vllm", unit.vllm), ("lmcache", unit.lmcache)):
+            if name not in starts and process.pid not in (None, old_vllm, old_lmcache):
+                starts[name] = time.monotonic()
+        return len(starts) == 2 and both_running(unit)
+
+    run_until(unit, watch, what="both restarted")
+    assert exits["vllm"] <= exits["lmcache"] <= starts["lmcache"] <= starts["vllm"]
+    assert unit.lmcache.config.command == lmcache_command
+
+
+def test_a_reload_that_changes_only_vllm_leaves_the_lmcache_server_running(units, tmp_path: Path) -> None:
+    config = unit_config(tmp_path)
+    unit = units(config)
+    unit.begin()
+    run_until(unit, lambda: both_running(unit), what="both running")
+    old_vllm, old_lmcache = unit.vllm.pid, unit.lmcache.pid
+    changed = replace(config, command=(*config.command, "--lines", "0"))
+    unit.reload(changed)
+    run_until(unit, lambda: both_running(unit) and unit.vllm.pid != old_vllm, what="vLLM restarted")
+    assert unit.lmcache.pid == old_lmcache and unit.lmcache.restarts == 0
+
+
+def test_the_lmcache_server_series_carry_the_process_label(units) -> None:
+    unit = units()
+    unit.begin()
+    run_until(unit, lambda: both_running(unit), what="both running")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RenderedAtScrape(unit.families))
+    text = generate_latest(registry).decode()
+    assert 'kvwatch_server_up{process="lmcache",server="gpu0"} 1.0' in text
+    assert 'kvwatch_server_up{process="vllm",server="gpu0"} 1.0' in text
+    assert 'kvwatch_server_state{process="lmcache",server="gpu0",state="running"} 1.0' in text
+    assert 'kvwatch_server_progress_age_seconds{process="lmcache"' not in text  # inference moves in vLLM only
