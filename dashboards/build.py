@@ -52,7 +52,19 @@ def _targets(panel, queries):
     return panel
 
 
-def series(title: str, unit: str, *queries: prometheus.Dataquery, description: str = "", width: int = 8):
+# What a panel of one LMCache mode shows for servers of the other, instead of "No data".
+IN_PROCESS_ONLY = 'none: no selected server runs LMCache in-process (mode = "in_process")'
+MP_ONLY = 'none: no selected server runs LMCache\'s multiprocess server (mode = "mp")'
+
+
+def series(
+    title: str,
+    unit: str,
+    *queries: prometheus.Dataquery,
+    description: str = "",
+    width: int = 8,
+    no_value: str = "",
+):
     panel = (
         timeseries.Panel()
         .title(title)
@@ -69,6 +81,8 @@ def series(title: str, unit: str, *queries: prometheus.Dataquery, description: s
             .placement(common.LegendPlacement.BOTTOM)
         )
     )
+    if no_value:
+        panel = panel.no_value(no_value)
     return _targets(panel, queries)
 
 
@@ -145,8 +159,8 @@ def health_row(d: db.Dashboard) -> db.Dashboard:
         single(
             "Servers up",
             "short",
-            query(f"sum(kvwatch_server_up{{{SERVERS}}})", "up"),
-            description="Supervised servers running.",
+            query(f'sum(kvwatch_server_up{{{SERVERS}, process!="lmcache"}})', "up"),
+            description="Supervised vLLM servers running (their LMCache servers: the LMCache server row).",
         )
     )
     d = d.with_panel(
@@ -245,14 +259,16 @@ def health_row(d: db.Dashboard) -> db.Dashboard:
 
 
 def lmcache_row(d: db.Dashboard) -> db.Dashboard:
-    """What LMCache finds, loads, stores and retrieves."""
-    d = d.with_row(db.Row("LMCache"))
+    """What LMCache finds, loads, stores and retrieves: a row for each mode, a panel of one mode saying so
+    (instead of "No data") where the selected servers run the other."""
+    d = d.with_row(db.Row("LMCache (in-process connector)"))
     d = d.with_panel(
         series(
             "Hit tokens vs looked-up tokens",
             TOKENS_PER_SECOND,
             query(rate("kvwatch_lmcache_hit_tokens_total"), "{{server}} hit"),
             query(rate("kvwatch_lmcache_lookup_tokens_total"), "{{server}} looked up"),
+            no_value=IN_PROCESS_ONLY,
         )
     )
     d = d.with_panel(
@@ -264,6 +280,7 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
                 exemplar=True,
             ),
             description="Hit tokens over looked-up tokens.",
+            no_value=IN_PROCESS_ONLY,
         )
     )
     d = d.with_panel(
@@ -275,6 +292,7 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
         .span(8)
         .height(8)
         .calculate(False)
+        .no_value(IN_PROCESS_ONLY)
         .with_target(
             query(
                 f"sum by (le) (increase(kvwatch_lmcache_lookup_hit_ratio_bucket{{{SERVERS}}}[$__rate_interval]))",
@@ -290,6 +308,7 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             query(rate("kvwatch_lmcache_need_to_load_tokens_total")),
             query(rate("kvwatch_lmcache_engine_computed_tokens_total"), "{{server}} in vLLM's prefix cache"),
             description="Tokens LMCache had to load into vLLM, beside those vLLM already held.",
+            no_value=IN_PROCESS_ONLY,
         )
     )
     d = d.with_panel(
@@ -301,6 +320,7 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             query(rate("kvwatch_lmcache_retrieved_tokens_total"), "{{server}} retrieved"),
             query(rate("kvwatch_lmcache_retrieve_requested_tokens_total"), "{{server}} retrieves asked for"),
             description="Per tensor-parallel rank: each rank logs its own share.",
+            no_value=IN_PROCESS_ONLY,
         )
     )
     d = d.with_panel(
@@ -309,6 +329,7 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             "Bps",
             query(rate("kvwatch_lmcache_stored_bytes_total"), "{{server}} stored"),
             query(rate("kvwatch_lmcache_retrieved_bytes_total"), "{{server}} retrieved"),
+            no_value=IN_PROCESS_ONLY,
         )
     )
     d = d.with_panel(
@@ -324,6 +345,7 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
                 for kind in ("store", "retrieve")
                 for p in (0.5, 0.99)
             ],
+            no_value=IN_PROCESS_ONLY,
         )
     )
     d = d.with_panel(
@@ -337,6 +359,7 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             query(f"max by (server) (kvwatch_lmcache_degraded{{{SERVERS}}})", "{{server}} degraded"),
             description="Degraded is 1 while LMCache runs without its engine (every lookup a miss).",
             width=12,
+            no_value=IN_PROCESS_ONLY,
         )
     )
     d = d.with_panel(
@@ -347,9 +370,28 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             query(rate("kvwatch_lmcache_store_starts_total"), "{{server}} stores begun/s"),
             query(rate("kvwatch_lmcache_retrieves_total"), "{{server}} retrieves/s"),
             width=12,
+            no_value=IN_PROCESS_ONLY,
         )
     )
 
+    d = d.with_row(db.Row("LMCache server (multiprocess mode)"))
+    d = d.with_panel(
+        series(
+            "LMCache server process",
+            "short",
+            query(f'kvwatch_server_up{{{SERVERS}, process="lmcache"}}', "{{server}} up"),
+            query(f'kvwatch_server_health_up{{{SERVERS}, process="lmcache"}}', "{{server}} healthy"),
+            query(
+                f'sum by (server) (increase(kvwatch_server_restarts_total{{{SERVERS}, process="lmcache"}}'
+                "[$__rate_interval]))",
+                "{{server}} restarts",
+            ),
+            description="The LMCache server kvwatch runs beside vLLM (launch = true): up, its /healthcheck, "
+            "restarts (each one restarts vLLM too: its connector does not reconnect).",
+            width=8,
+            no_value=MP_ONLY,
+        )
+    )
     d = d.with_panel(
         series(
             "LMCache server: prefetch hits",
@@ -367,6 +409,7 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             description="LMCache's multiprocess server (lmcache server): keys it found in L1 (memory) and L2 "
             "(storage); it logs nothing for a miss.  Keys are chunks per KV group and rank, not tokens.",
             width=8,
+            no_value=MP_ONLY,
         )
     )
     d = d.with_panel(
@@ -382,6 +425,7 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
                 for p in (0.5, 0.99)
             ],
             width=8,
+            no_value=MP_ONLY,
         )
     )
     d = d.with_panel(
@@ -392,6 +436,7 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             query(f"kvwatch_lmcache_l1_capacity_bytes{{{SERVERS}}}", "{{server}} size"),
             description="Printed by the multiprocess server with --enable-extra-logging.",
             width=8,
+            no_value=MP_ONLY,
         )
     )
     d = d.with_panel(

@@ -48,7 +48,15 @@ def test_stable_uids_units_and_rate_intervals() -> None:
     assert "kvwatch-overview" in uids and len(set(uids)) == len(uids)
     for dashboard in dashboards().values():
         titles = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-        assert titles == ["Health", "LMCache", "vLLM engine", "Requests", "Benchmarks", "kvwatch itself"]
+        assert titles == [
+            "Health",
+            "LMCache (in-process connector)",
+            "LMCache server (multiprocess mode)",
+            "vLLM engine",
+            "Requests",
+            "Benchmarks",
+            "kvwatch itself",
+        ]
         for panel in panels(dashboard):
             assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
             assert panel.get("description") is not None
