@@ -373,6 +373,8 @@ def request_attributes(request: OpenRequest, model: str | None) -> dict:
     _put(a, gen_ai.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
     if first is not None:
         _first_lookup(a, first, len(request.lookups))
+    elif request.mp_miss:
+        a["lmcache.hit_tokens"] = 0  # LMCache's multiprocess server was asked and logged no prefetch
     _put(a, gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, request.output_tokens)
     if request.finish_reason is not None:
         a[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] = (request.finish_reason,)

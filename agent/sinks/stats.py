@@ -206,7 +206,7 @@ class EngineStatsState:
 MIB = 1 << 20
 # The counts an interval's averages stand for: NIXL's transfers, LMCache MP's lookups.
 _TRANSFERS = ("num successful transfers", "num_successful_transfers")
-_LOOKUPS = ("lmcache mp lookup count",)
+MP_LOOKUP_KEYS = ("lmcache mp lookup count",)  # lower case, as the keys are compared
 # What the keys of a ``KV Transfer metrics`` line add to: key (lower case, vLLM's
 # ``vllm:kv_offload_`` prefix removed) -> (quantity, direction, scale, the count an
 # average is multiplied by, or None for a plain amount).
@@ -231,7 +231,7 @@ KV_TRANSFER_KEYS: dict[str, tuple[str, str, float, tuple[str, ...] | None]] = {
     "store_size_count": ("transfers", "store", 1.0, None),
     # LMCache's MP connector
     "lmcache mp lookup count": ("lookups", "lookup", 1.0, None),
-    "lmcache mp lookup avg latency (ms)": ("seconds", "lookup", 0.001, _LOOKUPS),
+    "lmcache mp lookup avg latency (ms)": ("seconds", "lookup", 0.001, MP_LOOKUP_KEYS),
 }
 # Keys derived from the ones above (averages, percentiles, rates): known, not added again.
 KV_TRANSFER_DERIVED = frozenset(

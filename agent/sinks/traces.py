@@ -32,7 +32,7 @@ from prometheus_client.core import Metric
 
 from agent.families import counter, families, gauge, keyed, value_of
 from agent.sinks.labels import route_of
-from agent.sinks.stats import ServerStats
+from agent.sinks.stats import MP_LOOKUP_KEYS, ServerStats
 from parsers import events as ev
 from parsers.ids import external_request_id, request_operation
 from parsers.timestamps import Clock
@@ -126,6 +126,7 @@ class OpenRequest:
         "last_activity",
         "lookups",
         "max_tokens",
+        "mp_miss",
         "operation",
         "outcome",
         "output_tokens",
@@ -161,6 +162,9 @@ class OpenRequest:
         self.store_starts: list[StoreStart] = []  # not yet paired with a store
         self.retrieves: list[Retrieve] = []
         self.prefetches: list[Prefetch] = []
+        # LMCache's multiprocess server found nothing for it: it finished with no prefetch line while
+        # vLLM's KV Transfer metrics lines showed its connector being asked (a miss logs nothing).
+        self.mp_miss = False
         # The span a log record named as the current one (OpenTelemetry-shaped logs):
         # this request's trace joins the client's trace under it.
         self.parent_span_id: int | None = None
@@ -232,6 +236,9 @@ class TraceBuilder:
         # on a server with LMCache, only those can have been answered.
         self.scheduled_by_route: dict[str, OrderedDict[str, OpenRequest]] = {}
         self.lmcache_seen = False
+        # vLLM's KV Transfer metrics have counted LMCache MP lookups since the server started: its MP
+        # connector is asked for every request the engine schedules.
+        self.mp_lookups_reported = False
         # Set once the log ends requests by their id (V0's Finished request, or logged
         # outputs): access lines then only lend their status, since a streamed
         # response's access line comes when its headers go out, not at its end.
@@ -259,6 +266,7 @@ class TraceBuilder:
             ev.HttpAccess: self._access,
             ev.ServerStarting: self._server_starting,
             ev.ServerShutdown: self._server_shutdown,
+            ev.KvTransferStats: self._kv_transfer,
         }
 
     # -- entry points ---------------------------------------------------------------
@@ -378,6 +386,12 @@ class TraceBuilder:
 
     def _end(self, request: OpenRequest, when: float, outcome: str, matched: str | None, hold: bool = False) -> None:
         request.outcome = outcome
+        request.mp_miss = (
+            outcome in ("finished", "responded")
+            and self.mp_lookups_reported
+            and not request.prefetches
+            and not request.lookups
+        )
         request.end_matched = matched
         latest_child = max(
             [s.when for s in request.stores]
@@ -425,8 +439,12 @@ class TraceBuilder:
             request.error_type = error_type
         self._end(request, when, outcome, "id", hold=request.access is None)
 
-    def _scheduled(self, request: OpenRequest) -> None:
-        self.lmcache_seen = True
+    def _scheduled(self, request: OpenRequest, every_request: bool = True) -> None:
+        """The engine has run the request.  ``every_request``: the line is one LMCache prints for every
+        request it runs (in-process lookups, stores), so an access line closes only requests it named;
+        the multiprocess server's prefetch line is printed only on a hit, so it does not."""
+        if every_request:
+            self.lmcache_seen = True
         if request.scheduled:
             return
         request.scheduled = True
@@ -523,7 +541,7 @@ class TraceBuilder:
         request = self._request(e.request_id, when, e.kind)
         if request is None:
             return
-        self._scheduled(request)
+        self._scheduled(request, every_request=False)
         request.prefetches.append(Prefetch(when, e.hit_keys, e.requested_keys, e.l1_keys, e.l2_keys, e.ms))
 
     def _finished(self, e: ev.RequestFinished, when: float) -> None:
@@ -584,7 +602,14 @@ class TraceBuilder:
         if e.status >= 500 and request.error_type is None:
             request.error_type = str(e.status)
 
+    def _kv_transfer(self, e: ev.KvTransferStats, when: float) -> None:
+        if not self.mp_lookups_reported:
+            self.mp_lookups_reported = any(
+                value > 0 and key.lower() in MP_LOOKUP_KEYS for key, value in e.values.items()
+            )
+
     def _server_starting(self, e: ev.ServerStarting, when: float) -> None:
+        self.mp_lookups_reported = False  # another run: its connector has not been seen asked yet
         # Requests of the previous run will never end.
         for request in list(self.open.values()):
             self._evict(request, "server_restart", when)

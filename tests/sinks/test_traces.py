@@ -486,3 +486,56 @@ def test_a_trace_id_in_the_log_puts_the_request_under_the_clients_trace() -> Non
     )
     [own] = plain.roots()
     assert own.parent is None and f"{own.context.trace_id:032x}" != trace_id
+
+
+def _mp_request(name: str, prefetch: bool = False, ends: bool = True) -> list[str]:
+    """One chat request of vLLM 0.32 with LMCache's MP connector, as its log and the LMCache server's show it
+    (tests/fixtures/samples/vllm-0.32.0-cpu-lmcache-0.5.6-mp.log); a prefetch line only when the server hit."""
+    lines = [
+        f"(APIServer pid=1) INFO 12-02 06:49:42 [request_logger.py:65] Received request chatcmpl-{name}: "
+        "params: SamplingParams(n=1, max_tokens=4), lora_request: None.",
+        f"(APIServer pid=1) INFO 12-02 06:49:42 [async_llm.py:578] Added request chatcmpl-{name}-b76bdc55.",
+    ]
+    if prefetch:
+        lines.append(
+            "[2026-12-02 06:49:42,418] LMCache INFO: Prefetch request completed (L1+L2): 11/11 retained keys "
+            f"(11 L1, 0 L2) in 0.6 ms (external_request_id=chatcmpl-{name}-b76bdc55, prefetch_request_id=-1) "
+            "(storage_manager.py:726:lmcache.v1.distributed.storage_manager)"
+        )
+    if ends:
+        lines.append('INFO:     127.0.0.1:46144 - "POST /v1/chat/completions HTTP/1.1" 200 OK')
+    return lines
+
+
+MP_LOOKUPS = (
+    "(APIServer pid=1) INFO 12-02 06:49:43 [metrics.py:103] KV Transfer metrics: LMCache MP lookup count=1, "
+    "LMCache MP lookup avg latency (ms)=15.553"
+)
+
+
+def test_an_mp_miss_says_zero_hit_tokens_only_once_vllm_showed_its_connector_asked() -> None:
+    run = Run().feed(
+        [
+            *_mp_request("before"),  # no KV Transfer metrics line yet: unknown, not a miss
+            MP_LOOKUPS,
+            *_mp_request("hit", prefetch=True),
+            *_mp_request("miss"),
+            *_mp_request("unfinished", ends=False),
+        ]
+    )
+    roots = {s.attributes["gen_ai.response.id"]: s for s in run.roots()}
+    assert set(roots) == {"chatcmpl-before", "chatcmpl-hit", "chatcmpl-miss"}  # the unfinished one is still open
+    assert roots["chatcmpl-miss"].attributes["lmcache.hit_tokens"] == 0
+    assert roots["chatcmpl-miss"].attributes["http.response.status_code"] == 200  # closed by its access line
+    assert "lmcache.hit_tokens" not in roots["chatcmpl-before"].attributes
+    assert "lmcache.hit_tokens" not in roots["chatcmpl-hit"].attributes
+    assert roots["chatcmpl-hit"].attributes["lmcache.prefetch.hit_keys"] == 11
+    [unfinished] = run.builder.open.values()
+    assert unfinished.id == "chatcmpl-unfinished"
+
+
+def test_without_vllms_kv_transfer_lines_an_mp_request_without_prefetch_is_not_called_a_miss() -> None:
+    run = Run().feed([*_mp_request("hit", prefetch=True), *_mp_request("quiet")])
+    roots = {s.attributes["gen_ai.response.id"]: s for s in run.roots()}
+    assert "lmcache.hit_tokens" not in roots["chatcmpl-quiet"].attributes
+    assert roots["chatcmpl-quiet"].attributes["http.response.status_code"] == 200
