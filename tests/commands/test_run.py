@@ -472,3 +472,46 @@ def test_an_mp_server_and_the_lmcache_server_kvwatch_launches_for_it(agents, tmp
     log = again.log()
     assert log.index("server mp: stopping -> stopped") < log.index("server mp (lmcache server): running -> stopping")
     assert all(proc_start_time(pid) is None for pid in pids.values())
+
+
+def test_a_reload_of_only_the_lmcache_settings_restarts_both_in_order(agents) -> None:
+    """SIGHUP with a changed [server.lmcache] command: vLLM stops, then the LMCache server, which starts again
+    before vLLM does; a reload that changes nothing leaves both alone."""
+    vllm_port, http_port = free_port(), free_port()
+    lmcache = [sys.executable, FAKE, "--quiet", "--port", str(http_port), "--health-path", "/healthcheck"]
+
+    def body(extra: list[str]) -> str:
+        command = ", ".join(json.dumps(a) for a in lmcache + extra)
+        return (
+            fake_server("mp", "--rate", "5", port=vllm_port)
+            + f'[server.lmcache]\nmode = "mp"\nhttp_port = {http_port}\ncommand = [{command}]\n'
+        )
+
+    agent = agents(body([])).start()
+    state = agent.directory / "state" / "servers"
+    running = lambda p: agent.value("kvwatch_server_state", process=p, server="mp", state="running") == 1  # noqa: E731
+    wait_for(lambda: running("lmcache") and running("vllm"), what="both running")
+    before = {n: json.loads((state / n).read_text())["pid"] for n in ("mp.json", "mp.lmcache.json")}
+    agent.signal(signal.SIGHUP)  # nothing changed
+    wait_for(lambda: "reload: done" in agent.log(), what="the first reload")
+    agent.config.write_text(agent.config.read_text().replace(body([]), body(["--rate", "3"])))
+    agent.signal(signal.SIGHUP)
+
+    def pids() -> dict[str, int]:
+        return {n: json.loads((state / n).read_text())["pid"] for n in ("mp.json", "mp.lmcache.json")}
+
+    wait_for(
+        lambda: all(p != before[n] for n, p in pids().items()) and running("lmcache") and running("vllm"),
+        what="both restarted",
+    )
+    log = agent.log()
+    log = log[log.index("reload: server mp changed") :]
+    order = [
+        "server mp: running -> stopping",
+        "server mp: stopping -> stopped",
+        "server mp (lmcache server): running -> stopping",
+        "server mp (lmcache server): started pid",
+        "server mp: waiting -> starting",
+    ]
+    assert [log.index(line) for line in order] == sorted(log.index(line) for line in order)
+    assert agent.value("kvwatch_server_restarts_total", process="lmcache", server="mp") == 1
