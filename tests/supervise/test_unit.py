@@ -64,6 +64,13 @@ def both_running(unit: ServerUnit) -> bool:
     return all(p.state == ServerState.RUNNING for p in unit.processes)
 
 
+def running(unit: ServerUnit) -> ServerUnit:
+    """The unit begun, once both of its processes run."""
+    unit.begin()
+    run_until(unit, lambda: both_running(unit), what="both running")
+    return unit
+
+
 @pytest.fixture
 def units(tmp_path: Path) -> Iterator[Callable[..., ServerUnit]]:
     made: list[ServerUnit] = []
@@ -98,9 +105,7 @@ def test_the_lmcache_server_starts_first_and_vllm_waits_until_it_is_healthy(unit
 
 
 def test_on_stop_vllm_exits_before_its_lmcache_server(units) -> None:
-    unit = units(vllm_term_delay=1.0)
-    unit.begin()
-    run_until(unit, lambda: both_running(unit), what="both running")
+    unit = running(units(vllm_term_delay=1.0))
     vllm_pid, lmcache_pid = unit.vllm.pid, unit.lmcache.pid
     exits: dict[str, float] = {}
     unit.stop()
@@ -118,9 +123,7 @@ def test_on_stop_vllm_exits_before_its_lmcache_server(units) -> None:
 
 
 def test_a_crashed_lmcache_server_is_restarted_and_vllm_after_it(units) -> None:
-    unit = units()
-    unit.begin()
-    run_until(unit, lambda: both_running(unit), what="both running")
+    unit = running(units())
     old_vllm, old_lmcache = unit.vllm.pid, unit.lmcache.pid
     os.killpg(old_lmcache, signal.SIGKILL)
     run_until(unit, lambda: unit.vllm.pid is None or unit.vllm.state == ServerState.STOPPING, what="vLLM stopped")
@@ -138,9 +141,7 @@ def test_a_crashed_lmcache_server_is_restarted_and_vllm_after_it(units) -> None:
 
 def test_a_new_kvwatch_adopts_both_and_starts_no_second_copy(units, tmp_path: Path) -> None:
     config = unit_config(tmp_path)
-    first = units(config)
-    first.begin()
-    run_until(first, lambda: both_running(first), what="both running")
+    first = running(units(config))
     pids = (first.lmcache.pid, first.vllm.pid)
     first.hand_over()  # as a kvwatch SIGKILLed leaves them: running, recorded
     second = units(config)
@@ -156,9 +157,7 @@ def test_a_new_kvwatch_adopts_both_and_starts_no_second_copy(units, tmp_path: Pa
 
 def test_a_vllm_whose_lmcache_server_died_while_kvwatch_was_away_is_restarted(units, tmp_path: Path) -> None:
     config = unit_config(tmp_path)
-    first = units(config)
-    first.begin()
-    run_until(first, lambda: both_running(first), what="both running")
+    first = running(units(config))
     old_vllm, old_lmcache = first.vllm.pid, first.lmcache.pid
     first.hand_over()
     os.killpg(old_lmcache, signal.SIGKILL)
@@ -173,9 +172,7 @@ def test_a_vllm_whose_lmcache_server_died_while_kvwatch_was_away_is_restarted(un
 
 def test_a_reload_of_only_the_lmcache_settings_restarts_vllm_then_the_lmcache_server(units, tmp_path: Path) -> None:
     config = unit_config(tmp_path)
-    unit = units(config)
-    unit.begin()
-    run_until(unit, lambda: both_running(unit), what="both running")
+    unit = running(units(config))
     old_vllm, old_lmcache = unit.vllm.pid, unit.lmcache.pid
     lmcache_command = (*config.lmcache.command, "--rate", "3")  # only the LMCache server's settings change
     changed = replace(config, lmcache=replace(config.lmcache, command=lmcache_command))
@@ -199,9 +196,7 @@ def test_a_reload_of_only_the_lmcache_settings_restarts_vllm_then_the_lmcache_se
 
 def test_a_reload_that_changes_only_vllm_leaves_the_lmcache_server_running(units, tmp_path: Path) -> None:
     config = unit_config(tmp_path)
-    unit = units(config)
-    unit.begin()
-    run_until(unit, lambda: both_running(unit), what="both running")
+    unit = running(units(config))
     old_vllm, old_lmcache = unit.vllm.pid, unit.lmcache.pid
     changed = replace(config, command=(*config.command, "--lines", "0"))
     unit.reload(changed)
@@ -210,9 +205,7 @@ def test_a_reload_that_changes_only_vllm_leaves_the_lmcache_server_running(units
 
 
 def test_the_lmcache_server_series_carry_the_process_label(units) -> None:
-    unit = units()
-    unit.begin()
-    run_until(unit, lambda: both_running(unit), what="both running")
+    unit = running(units())
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RenderedAtScrape(unit.families))
     text = generate_latest(registry).decode()
