@@ -140,7 +140,7 @@ class ServerUnit:
         self.tick()
 
     def hand_over(self) -> None:
-        for process in self.processes:
+        for process in [*self.processes, *self.retired]:
             process.hand_over()
 
     # -- the periodic check -------------------------------------------------------------
@@ -168,14 +168,15 @@ class ServerUnit:
         vllm.stop(reason="restart")
 
     def _stop_lmcache_after_vllm(self) -> None:
+        if self.vllm.state != ServerState.STOPPING:  # the vLLM that used a retired LMCache server is gone
+            for process in list(self.retired):
+                if process.state not in DOWN and process.state != ServerState.STOPPING:
+                    process.stop()
+                process.tick()
+                if process.state in DOWN:
+                    self.retired.remove(process)
         if self.vllm.pid is not None:
             return
-        for process in list(self.retired):
-            if process.state not in DOWN and process.state != ServerState.STOPPING:
-                process.stop()
-            process.tick()
-            if process.state in DOWN:
-                self.retired.remove(process)
         lmcache = self.lmcache
         if lmcache is None or lmcache.state == ServerState.STOPPING:
             return

@@ -213,3 +213,17 @@ def test_the_lmcache_server_series_carry_the_process_label(units) -> None:
     assert 'kvwatch_server_up{process="vllm",server="gpu0"} 1.0' in text
     assert 'kvwatch_server_state{process="lmcache",server="gpu0",state="running"} 1.0' in text
     assert 'kvwatch_server_progress_age_seconds{process="lmcache"' not in text  # inference moves in vLLM only
+
+
+def test_a_reload_to_the_in_process_mode_stops_the_lmcache_server_after_vllm(units, tmp_path: Path) -> None:
+    config = unit_config(tmp_path)
+    unit = running(units(config))
+    old_vllm, old_lmcache = unit.vllm.pid, unit.lmcache.pid
+    unit.reload(replace(config, lmcache=LmcacheConfig(enabled=False)))
+    assert unit.lmcache is None
+    run_until(
+        unit,
+        lambda: proc_start_time(old_lmcache) is None and unit.vllm.state == ServerState.RUNNING,
+        what="the LMCache server stopped and vLLM running again",
+    )
+    assert unit.vllm.pid != old_vllm and not unit.retired
