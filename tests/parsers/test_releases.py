@@ -1,0 +1,49 @@
+"""Every vLLM release ``make compat`` ran, offline: its kept raw log replayed gives the run's verdicts.
+
+``tests/fixtures/releases/<version>/`` holds the raw log of a real run of that release under
+``kvwatch run`` (idle stats lines thinned), vLLM's own ``/metrics`` at the end of that run and the
+workload's answers.  Replayed through the parsers and the stats here, each check of
+tests/compat/run_compat.py must come out as it did live: exact where it was exact (against vLLM's
+counters or the workload's known counts), the same number where the table explains a difference.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from agent.sinks.prometheus import registry_for
+from agent.sinks.stats import ServerStats
+from parsers import Clock, LogStream
+from tests.compat.run_compat import FIXTURES, checks, samples
+
+RELEASES = sorted(p.name for p in FIXTURES.glob("*") if (p / "server.log").exists())
+
+
+def replayed(path: Path) -> dict:
+    stats = ServerStats("compat", Clock(UTC, datetime(2026, 12, 1, tzinfo=UTC)))
+    stream = LogStream()
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            for event in stream.feed(line.rstrip("\n")):
+                stats.observe(event)
+    return samples(generate_latest(registry_for(lambda: [stats])).decode())
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_a_kept_release_log_replays_to_its_live_verdicts(version: str) -> None:
+    directory = FIXTURES / version
+    run = json.loads((directory / "workload.json").read_text(encoding="utf-8"))
+    native = samples((directory / "vllm-metrics.txt").read_text(encoding="utf-8"))
+    again = checks(replayed(directory / "server.log"), native, run["statuses"])
+    assert [(c["check"], c["kvwatch"], c["exact"]) for c in again] == [
+        (c["check"], c["kvwatch"], c["exact"]) for c in run["checks"]
+    ]
+
+
+def test_there_is_a_kept_log_of_at_least_one_release() -> None:
+    assert RELEASES, f"no release logs under {FIXTURES} (make compat keeps them)"
