@@ -29,7 +29,7 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
-from agent.config import LmcacheConfig, ServerConfig
+from agent.config import ServerConfig
 from agent.supervise.server import LMCACHE, SupervisedServer, config_digest
 from agent.supervise.states import DOWN, ServerState
 from parsers import events as ev
@@ -43,17 +43,8 @@ def vllm_settings(config: ServerConfig) -> ServerConfig:
     lmcache = config.lmcache
     if lmcache.mode != "mp":
         return config
-    launched_only = replace(LmcacheConfig(), mode="mp", enabled=lmcache.enabled)
-    kept = replace(
-        lmcache,
-        settings=launched_only.settings,
-        command=None,
-        args=(),
-        env=launched_only.env,
-        http_port=launched_only.http_port,
-        server_log=None,
-    )
-    return replace(config, lmcache=kept)
+    own = replace(lmcache, settings={}, command=None, args=(), env={}, http_port=0, server_log=None)
+    return replace(config, lmcache=own)
 
 
 class ServerUnit:
