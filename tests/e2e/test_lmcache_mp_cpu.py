@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.harness import REPO, free_port, wait_for
+from tests.support.harness import REPO, free_port, live_members, wait_for
 from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
 from tests.support.vllm_cpu import CACHE, MODEL, PYTHON, chat, require_lmcache, vllm_metrics
 
@@ -203,6 +203,5 @@ def test_kvwatch_runs_the_lmcache_server_and_vllm_as_one_unit(agents, tmp_path: 
     assert agent.wait(timeout=120) == 0
     log = agent.log()
     assert log.rindex("server mp: stopping -> stopped") < log.rindex("server mp (lmcache server): running -> stopping")
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.killpg(pid, 0)
+    # Nothing of either group runs on (a zombie left to a non-reaping init, as in some containers, does not run).
+    assert [live_members(pid) for pid in pids] == [[], []]

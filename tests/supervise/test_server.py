@@ -19,7 +19,7 @@ from agent.families import RenderedAtScrape
 from agent.supervise.server import UNHEALTHY_AFTER, SupervisedServer, proc_start_time
 from agent.supervise.states import ServerState
 from parsers import events as ev
-from tests.support.harness import free_port
+from tests.support.harness import free_port, live_members
 
 FAKE = str(Path(__file__).parents[1] / "support" / "fakeserver.py")
 
@@ -210,22 +210,6 @@ def test_a_server_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Pat
     wait_for(lambda: s.state == "stopped", s)
     assert time.monotonic() - began >= 0.5
     assert s.last_exit_signal == signal.SIGKILL
-
-
-def live_members(group: int) -> list[int]:
-    """Processes of a process group that have not exited (zombies waiting for a reaper do not count)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            data = Path(f"/proc/{entry}/stat").read_bytes()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        if int(fields[2]) == group and fields[0] != b"Z":
-            members.append(int(entry))
-    return members
 
 
 def test_the_whole_process_group_is_stopped(tmp_path: Path, cleanup) -> None:

@@ -73,6 +73,22 @@ def as_nobody(directory: Path) -> tuple[list[str], dict[str, str]]:
     return AS_NOBODY, env
 
 
+def live_members(group: int) -> list[int]:
+    """Processes of a process group that have not exited (zombies waiting for a reaper do not count)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            data = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        if int(fields[2]) == group and fields[0] != b"Z":
+            members.append(int(entry))
+    return members
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
