@@ -17,7 +17,8 @@ import re
 # ESC [ params m, plus the residue tools leave when they drop or escape the ESC
 # byte: caret notation (``^[[32m``), a literal ``ESC[`` or ``\x1b[``/``\033[``,
 # rsyslog's ``#033[``, and a bare ``[32;20m`` whose ESC was removed.
-_ANSI = re.compile(r"(?:\x1b|\^\[|ESC|#033|\\x1b|\\033|\\e|\\u001b)?\[[0-9;]*m")
+# A bare ``[m`` (reset) counts only when no name goes on after it: ``[model.py:555]`` is a file name.
+_ANSI = re.compile(r"(?:\x1b|\^\[|ESC|#033|\\x1b|\\033|\\e|\\u001b)\[[0-9;]*m|\[(?:[0-9;]+m|m(?![\w.]))")
 _ANSI_ESC_ONLY = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Every coloured span ends with a reset; its presence is the cheap trigger for
 # the residue forms.
