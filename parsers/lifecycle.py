@@ -44,6 +44,8 @@ WEIGHTS_LOADING = re.compile(r"Loading weights took ([\d.]+) s(?:econds|ecs)?")
 TORCH_COMPILE = re.compile(r"torch\.compile takes ([\d.]+) s in total")
 GRAPH_CAPTURE = re.compile(r"Graph capturing finished in ([\d.]+) secs?(?:, took (-?[\d.]+) GiB)?\.?")
 KV_MEMORY = re.compile(r"Available KV cache memory: (-?[\d.]+) GiB")
+# The CPU backend sizes its KV pool from VLLM_CPU_KVCACHE_SPACE: "(the pool/the node's memory) GiB".
+CPU_KV_MEMORY = re.compile(r"Explicitly set \(([\d.]+)/[\d.]+\) GiB for KV cache")
 KV_SIZE = re.compile(
     r"(\w+) KV cache size: ([\d,]+) tokens(?:, Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x)?"
 )
@@ -121,6 +123,14 @@ def parse_kv_memory(line: str, start: int, stamp: str | None) -> tuple[Event, ..
     m = KV_MEMORY.match(line, start)
     if m is None:
         return None if line.startswith("Available KV cache memory", start) else ()
+    return (StartupPhase(stamp, "kv_cache_memory", bytes=round(float(m.group(1)) * (1 << 30))),)
+
+
+def parse_cpu_kv_memory(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """``Explicitly set (1.0/21.59) GiB for KV cache on node 0.``: the CPU backend's KV pool."""
+    m = CPU_KV_MEMORY.match(line, start)
+    if m is None:
+        return None if line.startswith("Explicitly set (", start) else ()
     return (StartupPhase(stamp, "kv_cache_memory", bytes=round(float(m.group(1)) * (1 << 30))),)
 
 
@@ -252,6 +262,7 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "RayWorkerProc": (parse_died, "server_error"),
     "[shutdown]": (parse_shutdown, "server_shutdown"),
     "Available": (parse_kv_memory, "startup_phase"),
+    "Explicitly": (parse_cpu_kv_memory, "startup_phase"),
     "torch.compile": (parse_torch_compile, "startup_phase"),
     "Graph": (parse_graph_capture, "startup_phase"),
     # ``<DEV> KV cache size: N tokens``: the device label is the first word.

@@ -680,8 +680,9 @@ CATALOGUE: tuple[Spec, ...] = (
         "Memory left for the KV cache at the last start (Available KV cache memory; negative: none).",
         value_of("kv_cache_memory_bytes"),
         doc=(
-            "memory left for the KV cache at the last start (`Available KV cache memory`; negative: none) — a "
-            "shrunken KV pool after an upgrade shows here"
+            "memory left for the KV cache at the last start (`Available KV cache memory`; negative: none; the "
+            "CPU backend: the pool it was given, `Explicitly set (N/M) GiB for KV cache`) — a shrunken KV pool "
+            "after an upgrade shows here"
         ),
     ),
     gauge("kvwatch_vllm_kv_cache_capacity_tokens", "KV cache size in tokens.", value_of("kv_capacity_tokens")),
