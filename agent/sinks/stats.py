@@ -717,6 +717,10 @@ class ServerStats:
 
     def _error(self, e: ev.ServerError) -> None:
         self.note_time(e.stamp)
+        if e.error == "engine_dead" and self.state == "stopped":
+            # The engine going away once the server began its shutdown (vLLM 0.26 and later log an
+            # EngineDeadError traceback on every SIGTERM): the stop asked for it, no fault to count.
+            return
         self.errors[e.error] = self.errors.get(e.error, 0) + 1
 
     # -- vllm bench --------------------------------------------------------------------

@@ -532,7 +532,8 @@ class SupervisedServer:
         """Events from this server's log: errors, readiness, progress."""
         kind = type(event)
         if kind is ev.ServerError:
-            self.last_error = event.error
+            if not (event.error == "engine_dead" and self.state == ServerState.STOPPING):  # the stop we asked for
+                self.last_error = event.error
         elif kind is ev.ServerReady:
             first = not self.ready_seen
             self.ready_seen = True

@@ -49,6 +49,20 @@ def test_one_start_with_many_start_lines_counts_once() -> None:
     assert (s.starts, s.ready, s.lmcache_degraded, s.version) == (3, 0, 0, "0.33.0")
 
 
+def test_an_engine_dead_error_after_the_shutdown_began_is_the_stop_not_a_fault() -> None:
+    """vLLM 0.26 and later log an EngineDeadError traceback on every SIGTERM (tests/fixtures/releases/0.26.0)."""
+    s = fresh()
+    s.observe(ev.ServerStarting(None, "0.26.0"))
+    s.observe(ev.ServerError(None, "engine_dead", "EngineDeadError"))  # a crash while serving counts
+    s.observe(ev.ServerShutdown(None))
+    s.observe(ev.ServerError(None, "engine_dead", "EngineDeadError"))  # the stop's own traceback does not
+    s.observe(ev.ServerError(None, "oom", "OutOfMemoryError"))  # any other error still counts
+    assert (s.errors["engine_dead"], s.errors["oom"]) == (1, 1)
+    s.observe(ev.ServerStarting(None, "0.26.0"))
+    s.observe(ev.ServerError(None, "engine_dead", "EngineDeadError"))
+    assert (s.errors["engine_dead"], s.errors["oom"]) == (2, 1)
+
+
 def test_http_labels_stay_bounded() -> None:
     assert route_of("/v1/chat/completions") == "/v1/chat/completions"
     assert route_of("/v1/responses/resp_123") == "/v1/responses/{response_id}"
