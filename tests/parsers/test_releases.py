@@ -5,11 +5,13 @@
 workload's answers.  Replayed through the parsers and the stats here, each check of
 tests/compat/run_compat.py must come out as it did live: exact where it was exact (against vLLM's
 counters or the workload's known counts), the same number where the table explains a difference.
+Every shape of line such a log holds that gives no event is reviewed (tests/compat/reviewed.toml).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from prometheus_client import generate_latest
 from agent.sinks.prometheus import registry_for
 from agent.sinks.stats import ServerStats
 from parsers import Clock, LogStream
-from tests.compat.run_compat import FIXTURES, checks, samples
+from tests.compat.run_compat import FIXTURES, checks, reviewed_shapes, samples, unmatched_shapes, unreviewed
 
 RELEASES = sorted(p.name for p in FIXTURES.glob("*") if (p / "server.log").exists())
 
@@ -47,3 +49,16 @@ def test_a_kept_release_log_replays_to_its_live_verdicts(version: str) -> None:
 
 def test_there_is_a_kept_log_of_at_least_one_release() -> None:
     assert RELEASES, f"no release logs under {FIXTURES} (make compat keeps them)"
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_every_line_a_kept_release_log_leaves_unread_is_reviewed(version: str) -> None:
+    """A line kvwatch turns into no event is ignored on purpose, with the reason in reviewed.toml."""
+    assert unreviewed(unmatched_shapes(FIXTURES / version / "server.log"), reviewed_shapes()) == []
+
+
+def test_every_reviewed_shape_is_still_printed_by_a_kept_release() -> None:
+    """An entry no kept log needs (its lines are parsed now, say) goes, so the review stays current."""
+    shapes = {shape for version in RELEASES for shape in unmatched_shapes(FIXTURES / version / "server.log")}
+    unused = [e["pattern"] for e in reviewed_shapes() if not any(re.search(e["pattern"], s) for s in shapes)]
+    assert unused == []
