@@ -173,6 +173,8 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
             return NOTHING
     if line[-1] == "]" and line.endswith(" across cluster]"):
         line = _without_ray_note(line)
+        if not line:  # nothing but Ray's note
+            return NOTHING
     if "\x1b" in line:
         if line[0] == "\x1b":
             # LMCache colours its header; its matcher takes the codes as they are.
