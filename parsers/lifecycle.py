@@ -32,7 +32,7 @@ _SERVER_VERSION = re.compile(r"vLLM server version (\S+?),? serving model (.+)$"
 # The start-up logo (0.2x+): " ▄▄ ▄█ █     █     █ ▀▄▀ █  version 0.32.0"
 _LOGO_VERSION = re.compile(r"[ █▄▀▐▌]+ version (\S+)\s*$")
 _ENGINE_INIT = re.compile(
-    r"Initializing an? (?:V1 )?LLM engine(?: \(v?([^)\s]+)\))? with config: model=(?:'([^']*)'|([^,]*))"
+    r"Initializing an? (?:V\d )?LLM engine(?: \(v?([^)\s]+)\))? with config: model=(?:'([^']*)'|([^,]*))"
 )
 _TP_SIZE = re.compile(r"tensor_parallel_size=(\d+)")
 MODEL_LOADING = re.compile(
@@ -80,8 +80,8 @@ def parse_starting(line: str, start: int, stamp: str | None) -> tuple[Event, ...
 
 def parse_engine_init(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     m = _ENGINE_INIT.match(line, start)
-    if m is None:
-        return ()
+    if m is None:  # an engine start that no longer reads as one is format drift; other "Initializing ..." is not
+        return None if "LLM engine" in line[start : start + 40] else ()
     tp = _TP_SIZE.search(line, m.end())
     model = m.group(2) if m.group(2) is not None else m.group(3)
     return (EngineStarting(stamp, m.group(1), model, int(tp.group(1)) if tp else None),)
