@@ -6,7 +6,8 @@ lookup a miss, a 3-second lookup timeout per request).  The same module ships
 ``MockGPUConnector``, which LMCache's own tests use: it moves no KV bytes but
 lets lookups, stores and retrieves happen and be logged as they would on a
 GPU.  This start-up hook makes ``CreateGPUConnector`` return it **only when
-LMCache's device is the CPU**; on any other device the original runs.
+there is no GPU** (LMCache 0.4 and 0.5; 0.3 has neither the factory nor the
+mock); on any other device the original runs.
 
 It is loaded because ``examples/cpu-demo/kvwatch.toml`` puts this directory on
 the server's ``PYTHONPATH`` (Python imports ``sitecustomize`` at start-up in
@@ -25,13 +26,26 @@ import sys
 TARGET = "lmcache.v1.gpu_connector"
 
 
-def _patch(module) -> None:
-    original = module.CreateGPUConnector
+def _no_accelerator(module) -> bool:
+    """LMCache 0.5 names its device itself; 0.4 asks vLLM, which has no LMCache device on a CPU."""
+    kind = getattr(module, "torch_device_type", None)
+    if kind is not None:
+        return kind == "cpu"
+    import torch
 
-    def create_gpu_connector(config, metadata, engine, layout_hints=None):
-        if getattr(module, "torch_device_type", None) == "cpu":
+    xpu = getattr(torch, "xpu", None)
+    return not torch.cuda.is_available() and not (xpu is not None and xpu.is_available())
+
+
+def _patch(module) -> None:
+    original = getattr(module, "CreateGPUConnector", None)
+    if original is None or not hasattr(module, "MockGPUConnector"):
+        return  # LMCache 0.3 builds its CUDA connector itself: nothing here can stand in for it
+
+    def create_gpu_connector(config, metadata, engine, *more, **named):
+        if _no_accelerator(module):
             return module.MockGPUConnector(kv_shape=metadata.kv_shape)
-        return original(config, metadata, engine, layout_hints)
+        return original(config, metadata, engine, *more, **named)
 
     module.CreateGPUConnector = create_gpu_connector
 
