@@ -6,8 +6,8 @@ lookup a miss, a 3-second lookup timeout per request).  The same module ships
 ``MockGPUConnector``, which LMCache's own tests use: it moves no KV bytes but
 lets lookups, stores and retrieves happen and be logged as they would on a
 GPU.  This start-up hook makes ``CreateGPUConnector`` return it **only when
-there is no GPU** (LMCache 0.4 and 0.5; 0.3 has neither the factory nor the
-mock); on any other device the original runs.
+there is no GPU** (LMCache releases with that factory: late 0.3, 0.4, 0.5); on
+any other device the original runs.
 
 It is loaded because ``examples/cpu-demo/kvwatch.toml`` puts this directory on
 the server's ``PYTHONPATH`` (Python imports ``sitecustomize`` at start-up in
@@ -27,7 +27,7 @@ TARGET = "lmcache.v1.gpu_connector"
 
 
 def _no_accelerator(module) -> bool:
-    """LMCache 0.5 names its device itself; 0.4 asks vLLM, which has no LMCache device on a CPU."""
+    """LMCache 0.5 names its device itself; before, it asks vLLM, which has no LMCache device on a CPU."""
     kind = getattr(module, "torch_device_type", None)
     if kind is not None:
         return kind == "cpu"
@@ -40,7 +40,7 @@ def _no_accelerator(module) -> bool:
 def _patch(module) -> None:
     original = getattr(module, "CreateGPUConnector", None)
     if original is None or not hasattr(module, "MockGPUConnector"):
-        return  # LMCache 0.3 builds its CUDA connector itself: nothing here can stand in for it
+        return  # an LMCache without the factory (0.3.9, say) builds its CUDA connector itself: nothing to swap
 
     def create_gpu_connector(config, metadata, engine, *more, **named):
         if _no_accelerator(module):
