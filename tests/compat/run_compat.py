@@ -45,6 +45,8 @@ sys.path.insert(0, str(REPO))
 
 from agent.pipeline import read_unmatched  # noqa: E402
 from agent.sinks.unmatched import UnmatchedShapes  # noqa: E402
+from parsers import LogStream  # noqa: E402
+from parsers.masking import looks_like_a_log_line, shape  # noqa: E402
 from tests.support.harness import Agent, free_port, wait_for  # noqa: E402
 
 RELEASES = Path(__file__).with_name("releases.toml")
@@ -475,6 +477,62 @@ def verdict(result: dict) -> str:
 
 
 IDLE_STATS = re.compile(r"Avg prompt throughput: 0\.0 tokens/s, Avg generation throughput: 0\.0 tokens/s")
+BUSY_STATS_KEPT = 4  # stats lines of the workload kept (the idle ones after it carry the last values)
+RUN_WITHOUT_HEADER_KEPT = 12  # lines of one traceback or warning without a header of their own
+# vLLM's series the checks read (with the names older releases used).
+NATIVE_READ = (
+    "vllm:request_success",
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:gpu_cache_usage_perc",
+    "vllm:prefix_cache_hits",
+    "vllm:gpu_prefix_cache_hits",
+    "vllm:external_prefix_cache_hits",
+)
+
+
+def trimmed(lines: list[str]) -> list[str]:
+    """A release's raw log cut to what a regression test needs: every line that gives an event but the
+    workload's stats lines after the first few and runs of idle ones; of the lines that give none, the
+    first of each shape (a traceback or warning without headers: its first lines)."""
+    kept, stream, shapes = [], LogStream(), set()
+    busy, idle, headerless = 0, False, 0
+    for line in lines:
+        events = [e for e in stream.feed(line.rstrip("\n")) if e.kind != "suspicious_line"]
+        if any(e.kind == "engine_stats" for e in events):
+            headerless = 0
+            if IDLE_STATS.search(line):
+                if idle:
+                    continue
+                idle = True
+            else:
+                idle, busy = False, busy + 1
+                if busy > BUSY_STATS_KEPT:
+                    continue
+        elif events:
+            headerless = 0
+        elif looks_like_a_log_line(line):
+            headerless = 0
+            if shape(line) in shapes:
+                continue
+            shapes.add(shape(line))
+        else:
+            headerless += 1
+            if headerless > RUN_WITHOUT_HEADER_KEPT:
+                continue
+        kept.append(line)
+    return kept
+
+
+def native_kept(native_text: str) -> str:
+    """vLLM's /metrics cut to the series the checks read (their HELP and TYPE lines with them)."""
+    out = []
+    for line in native_text.splitlines():
+        name = line.split(" ")[2] if line.startswith("# ") else re.split(r"[{ ]", line, maxsplit=1)[0]
+        if name.removesuffix("_total") in NATIVE_READ:
+            out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def review(result: dict, kept_log: Path) -> None:
@@ -485,22 +543,12 @@ def review(result: dict, kept_log: Path) -> None:
 
 
 def keep_fixture(version: str, raw_log: Path, native_text: str, run: dict) -> None:
-    """The raw log with runs of idle stats lines cut to one, vLLM's /metrics, the run's checks."""
+    """The raw log trimmed, vLLM's /metrics of the same moment (the series checked), the run's checks."""
     target = FIXTURES / version
     target.mkdir(parents=True, exist_ok=True)
-    kept, idle = [], False
-    for line in raw_log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
-        if IDLE_STATS.search(line):
-            if idle:
-                continue
-            idle = True
-        elif "throughput" in line:
-            idle = False
-        kept.append(line)
-    (target / "server.log").write_text("".join(kept), encoding="utf-8")
-    # vLLM's own series, without histogram buckets (the checks read counters and gauges).
-    native = [line for line in native_text.splitlines() if "vllm:" in line and "_bucket{" not in line]
-    (target / "vllm-metrics.txt").write_text("\n".join(native) + "\n", encoding="utf-8")
+    lines = raw_log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    (target / "server.log").write_text("".join(trimmed(lines)), encoding="utf-8")
+    (target / "vllm-metrics.txt").write_text(native_kept(native_text), encoding="utf-8")
     (target / "workload.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
 
 
