@@ -556,17 +556,21 @@ def keep_fixture(version: str, raw_log: Path, native_text: str, run: dict) -> No
 
 
 def table(results: dict[str, dict]) -> str:
+    """The Markdown table, then the notes on how checks that agree were made (each once, with its rows)."""
     rows = ["| vLLM | LMCache | torch | run | result | what differs, and why |", "|---|---|---|---|---|---|"]
+    notes: dict[str, list[str]] = {}
     for version, result in results.items():
         differs = [
             f"{c['check']}: kvwatch {c['kvwatch']}, reference {c['reference']}"
             for c in result.get("checks", [])
             if not c["exact"]
         ]
-        explained = [f"{c['check']}: {c['note']}" for c in result.get("checks", []) if c["exact"] and c["note"]]
+        for c in result.get("checks", []):
+            if c["exact"] and c["note"]:
+                notes.setdefault(f"{c['check']}: {c['note']}", []).append(version)
         differs += result.get("replay_differences", [])
-        differs += [f"not reviewed yet: {shape}" for shape in result.get("unreviewed", [])]
-        note = "; ".join(differs + explained) or ("—" if result.get("checks") else result.get("status", ""))
+        differs += [f"not reviewed yet: `{shape}`" for shape in result.get("unreviewed", [])]
+        note = "; ".join(differs) or ("—" if result.get("checks") else result.get("status", ""))
         shapes = result.get("unmatched_shapes", 0)
         if shapes and not result.get("unreviewed"):
             note += f" ({shapes} shapes of lines that give no event, all reviewed)"
@@ -575,6 +579,10 @@ def table(results: dict[str, dict]) -> str:
             f"| {result.get('vllm', version)} | {result.get('lmcache') or '—'} | {result.get('torch', '')} "
             f"| {result.get('date', '')} | {status.split(':')[0]} | {note} |"
         )
+    rows.append("")
+    ran = [version for version, result in results.items() if result.get("checks")]
+    for text, versions in notes.items():
+        rows.append(f"- {text} ({'every release that ran' if versions == ran else ', '.join(versions)}).")
     return "\n".join(rows)
 
 
