@@ -191,6 +191,22 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
 def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # noqa: C901
     """The line from ``pos`` on (after a process tag, ``pos`` > 0: no copy is made)."""
     first = line[pos]
+    # Process tags, read past in a loop: processes that interleave their writes stack them.
+    while first == "(":
+        close = line.find(") ", pos)
+        if close == -1:
+            break
+        foreign, tag_rank = _tag(line[pos : close + 1])
+        if foreign:
+            return NOTHING  # another server's process (SGLang, ...) logs look-alikes
+        if foreign is None:
+            break  # not a tag
+        if tag_rank is not None:
+            rank = tag_rank
+        pos = close + 2
+        if pos >= len(line):
+            return NOTHING
+        first = line[pos]
     if first == "[":
         events = _lmcache_line(line, rank, pos)
         if events is not None:
@@ -202,16 +218,6 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
         events = _uvicorn_line(line, rank, pos)
         if events is not None:
             return events
-    elif first == "(":
-        close = line.find(") ", pos)
-        if close != -1:
-            foreign, tag_rank = _tag(line[pos : close + 1])
-            if foreign:
-                return NOTHING  # another server's process (SGLang, ...) logs look-alikes
-            if foreign is not None:
-                if tag_rank is None:
-                    tag_rank = rank
-                return _dispatch(line, close + 2, depth, tag_rank) if close + 2 < len(line) else NOTHING
     # The rarer shapes below work on their own copy of the rest of the line.
     if pos:
         line = line[pos:]

@@ -138,3 +138,14 @@ def test_parsing_is_pure(line: str) -> None:
 def test_arbitrary_decoded_bytes_never_raise(data: bytes) -> None:
     check(parse_line(data.decode("utf-8", errors="replace")))
     check(parse_line(data.decode("latin-1")))
+
+
+def test_thousands_of_stacked_process_tags_are_read_past_without_recursion() -> None:
+    """Processes interleaving their writes stack tags (``(EngineCore pid=1) (APIServer pid=2) INFO ...``);
+    a line of thousands of them (a hostile or corrupted log) is read like the line after them."""
+    line = (
+        "INFO 12-14 16:18:29 [loggers.py:118] Engine 000: Avg prompt throughput: 149.1 tokens/s, Avg generation "
+        "throughput: 3.0 tokens/s, Running: 0 reqs, Waiting: 0 reqs, GPU KV cache usage: 0.0%, Prefix cache hit "
+        "rate: 92.6%"
+    )
+    assert parse_line("(EngineCore pid=1) (APIServer pid=2) " * 3000 + line) == parse_line(line) != ()
