@@ -15,6 +15,7 @@ the trace builder).
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,22 @@ from agent.sources.lines import LineReader
 from parsers import Clock, LogStream
 from parsers.events import Event
 from parsers.masking import looks_like_a_log_line
+
+log = logging.getLogger(__name__)
+
+# kvwatch_lines_skipped_total's reason for a line a parser raised on.
+PARSER_ERROR = "parser_error"
+
+
+def note_parser_errors(stats: ServerStats, count: int) -> None:
+    """Count lines a parser raised on as skipped, and say so (never the line: it may hold a prompt)."""
+    stats.skipped[PARSER_ERROR] = stats.skipped.get(PARSER_ERROR, 0) + count
+    log.warning(
+        "%s: %d line(s) could not be parsed and were skipped (a kvwatch bug: please report it with "
+        "`kvwatch replay --format unmatched` of the log)",
+        stats.server,
+        count,
+    )
 
 
 class SourcePipeline:
@@ -61,6 +78,9 @@ class SourcePipeline:
                         listener(event)
         stats.lines += len(lines)
         stats.parsed_lines += parsed
+        if self.stream.failed:
+            note_parser_errors(stats, self.stream.failed)
+            self.stream.failed = 0
         self.last_line = time.time()
 
 
@@ -102,6 +122,8 @@ def read_into(
         stats.skipped[reason] = stats.skipped.get(reason, 0) + count
     if stream.dropped:
         stats.skipped["split_too_long"] = stats.skipped.get("split_too_long", 0) + stream.dropped
+    if stream.failed:
+        note_parser_errors(stats, stream.failed)
     return reader.lines, reader.error
 
 

@@ -21,7 +21,7 @@ _MAYBE_SPLIT = frozenset("{0123456789") | {""}
 
 
 class LogStream:
-    __slots__ = ("_pieces", "_size", "_skipping", "_stamp", "dropped", "max_joined")
+    __slots__ = ("_pieces", "_size", "_skipping", "_stamp", "dropped", "failed", "max_joined")
 
     def __init__(self, max_joined: int = DEFAULT_MAX_JOINED) -> None:
         self._pieces: list[str] = []
@@ -30,24 +30,32 @@ class LogStream:
         self._skipping = False  # inside an oversized split line, until its last piece
         self.max_joined = max_joined
         self.dropped = 0
+        self.failed = 0  # lines a parser raised on (a bug): skipped, counted by the caller
 
     def feed(self, line: str) -> Events:
-        """The events of one physical line (none while a split line is still incomplete)."""
-        first = line[:1]
-        if first not in _MAYBE_SPLIT and not self._pieces and not self._skipping:
-            return parse_nested(line, 0, None)
-        if first == "{" and '"log"' in line:
-            record = unwrap_json(line)
-            if record is not None and record.logger is None and (record.partial or self._pieces or self._skipping):
-                return self._piece(record.text, record.stamp, not record.partial)
-        elif first.isdigit() and (self._pieces or self._skipping or " P " in line[25:48]):
-            m = CRI_RECORD.match(line)
-            if m is not None:
-                return self._piece(line[m.end() :], m.group(1), m.group(2) == "F")
-        if self._pieces:
-            # The rest of a split line never came: parse what there is, then this line.
-            return self._flush() + parse_line(line)
-        return parse_line(line)
+        """The events of one physical line (none while a split line is still incomplete).
+
+        A line a parser raises on gives none and is counted in ``failed``: one bad line never
+        stops the reading of the ones after it."""
+        try:
+            first = line[:1]
+            if first not in _MAYBE_SPLIT and not self._pieces and not self._skipping:
+                return parse_nested(line, 0, None)
+            if first == "{" and '"log"' in line:
+                record = unwrap_json(line)
+                if record is not None and record.logger is None and (record.partial or self._pieces or self._skipping):
+                    return self._piece(record.text, record.stamp, not record.partial)
+            elif first.isdigit() and (self._pieces or self._skipping or " P " in line[25:48]):
+                m = CRI_RECORD.match(line)
+                if m is not None:
+                    return self._piece(line[m.end() :], m.group(1), m.group(2) == "F")
+            if self._pieces:
+                # The rest of a split line never came: parse what there is, then this line.
+                return self._flush() + parse_line(line)
+            return parse_line(line)
+        except Exception:
+            self.failed += 1
+            return ()
 
     def _piece(self, text: str, stamp: str | None, last: bool) -> Events:
         if self._skipping:

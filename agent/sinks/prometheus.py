@@ -771,12 +771,14 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_lines_skipped_total",
-        "Lines not parsed: invalid_utf8, nul, too_long, partial (an unterminated last line), split_too_long.",
+        "Lines not parsed: invalid_utf8, nul, too_long, partial (an unterminated last line), split_too_long, "
+        "parser_error.",
         keyed("skipped"),
         labels="reason",
         doc=(
             "lines not parsed: `invalid_utf8`, `nul`, `too_long`, `partial` (an unterminated last line), "
-            "`split_too_long` (a Docker/CRI split line over the limit)"
+            "`split_too_long` (a Docker/CRI split line over the limit), `parser_error` (a parser raised on it: "
+            "a kvwatch bug, logged; the lines after it are read)"
         ),
     ),
 )
