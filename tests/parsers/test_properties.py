@@ -149,3 +149,18 @@ def test_thousands_of_stacked_process_tags_are_read_past_without_recursion() -> 
         "rate: 92.6%"
     )
     assert parse_line("(EngineCore pid=1) (APIServer pid=2) " * 3000 + line) == parse_line(line) != ()
+
+
+def test_a_line_of_many_headers_in_a_row_is_searched_once(monkeypatch) -> None:
+    """A wrapper's header before the real one is skipped; each further header is looked for only where the
+    last one ends, so a line of thousands of them (hostile, or a corrupted log) is not searched again and
+    again from each one (that took seconds per 100 KB line)."""
+    import parsers.envelope as envelope
+
+    searches = []
+    search = envelope._search
+    monkeypatch.setattr(envelope, "_search", lambda line, pos: searches.append(pos) or search(line, pos))
+    for piece in ("LMCache INFO: ", "INFO 12-14 16:18:29 [x.py:1] ", "2025-12-14 16:18:29 - vllm.x - INFO - "):
+        searches.clear()
+        assert envelope.find_header("prefix " + piece * 2000) is not None
+        assert len(searches) == 1, piece
