@@ -17,7 +17,7 @@ from agent import __version__
 from agent.commands import EXIT_OK, CommandError
 
 # In the order ``kvwatch --help`` lists them.
-COMMANDS = ("replay", "run", "check", "canary", "bench", "dashboards")
+COMMANDS = ("replay", "run", "top", "check", "canary", "bench", "dashboards")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -1,0 +1,236 @@
+"""What ``kvwatch top`` shows of each server, read from kvwatch's own metrics exposition.
+
+``kvwatch top`` is a client of ``/metrics`` (of a running kvwatch, or of the
+registry it builds itself when it follows log files): one reading of the
+exposition is a :class:`Snapshot`; a :class:`Trend` keeps the last ones, for
+rates (requests per second, the LMCache hit ratio of the last interval) and the
+sparklines.  Nothing here knows how a line reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+# States of a supervised server that want the reader's eyes (see agent.supervise.states).
+TROUBLED_STATES = frozenset(("unhealthy", "stalled", "backoff", "crash_loop", "exited"))
+
+
+@dataclass
+class ServerStatus:
+    """One server at one reading.  Per-engine numbers are summed (KV usage: the fullest engine)."""
+
+    name: str
+    state: str | None = None  # the supervised vLLM's state; None for a server kvwatch only follows
+    lmcache_state: str | None = None  # the LMCache server's, in multiprocess mode
+    ready: bool | None = None  # what the log says (a followed server)
+    uptime_seconds: float | None = None
+    restarts: float = 0.0
+    model: str | None = None
+    version: str | None = None
+    lmcache_version: str | None = None
+    prompt_throughput: float | None = None  # tokens/s, as the last stats line said
+    generation_throughput: float | None = None
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_usage: float | None = None  # 0..1
+    prefix_cache_hit_ratio: float | None = None  # vLLM's windowed rate, 0..1
+    requests_added: float = 0.0
+    lmcache_lookups: float = 0.0
+    lmcache_lookup_tokens: float = 0.0
+    lmcache_hit_tokens: float = 0.0
+    lmcache_degraded: bool = False
+    errors: dict[str, float] = field(default_factory=dict)
+    suspicious_lines: float = 0.0
+    last_error: str | None = None
+    canary: str | None = None  # the last canary's verdict (its reason)
+    startup_phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def lmcache_hit_ratio(self) -> float | None:
+        """Since kvwatch started reading: LMCache hit tokens over the tokens looked up."""
+        return self.lmcache_hit_tokens / self.lmcache_lookup_tokens if self.lmcache_lookup_tokens else None
+
+    def conditions(self) -> list[str]:
+        """What the alert rules would fire on, as far as one reading tells."""
+        found = []
+        if self.state in TROUBLED_STATES:
+            found.append(self.state)
+        if self.lmcache_state in TROUBLED_STATES:
+            found.append(f"lmcache server {self.lmcache_state}")
+        found += [f"{kind} error" for kind, count in sorted(self.errors.items()) if count]
+        if self.lmcache_degraded:
+            found.append("LMCache degraded")
+        if self.suspicious_lines:
+            found.append("suspicious lines")
+        if self.canary not in (None, "works"):
+            found.append(f"canary: {self.canary}")
+        return found
+
+
+@dataclass
+class Snapshot:
+    """One reading of the exposition: every server, and the host's GPUs."""
+
+    servers: dict[str, ServerStatus]
+    gpus_missing: float = 0.0
+    kvwatch_version: str | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "kvwatch_version": self.kvwatch_version,
+            "gpus_missing": self.gpus_missing,
+            "servers": [
+                {**asdict(s), "lmcache_hit_ratio": s.lmcache_hit_ratio, "conditions": s.conditions()}
+                for s in self.servers.values()
+            ],
+        }
+
+
+def _add(value: float | None, more: float) -> float:
+    return more if value is None else value + more
+
+
+def read_snapshot(exposition: str) -> Snapshot:
+    """The snapshot the text of a ``/metrics`` reading describes."""
+    servers: dict[str, ServerStatus] = {}
+    snapshot = Snapshot(servers)
+
+    def server(labels: dict[str, str]) -> ServerStatus:
+        name = labels["server"]
+        found = servers.get(name)
+        if found is None:
+            found = servers[name] = ServerStatus(name)
+        return found
+
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            _take(sample.name, sample.labels, sample.value, snapshot, server)
+    return snapshot
+
+
+def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, server) -> None:  # noqa: C901
+    """One sample into the snapshot (a table of the series ``top`` reads)."""
+    if name == "kvwatch_build_info":
+        snapshot.kvwatch_version = labels.get("version")
+        return
+    if name == "kvwatch_gpus_missing":
+        snapshot.gpus_missing = value
+        return
+    if "server" not in labels or math.isnan(value):
+        return
+    s = server(labels)
+    lmcache_process = labels.get("process") == "lmcache"
+    if name == "kvwatch_server_state" and value == 1:
+        if lmcache_process:
+            s.lmcache_state = labels["state"]
+        else:
+            s.state = labels["state"]
+    elif name == "kvwatch_server_uptime_seconds" and not lmcache_process:
+        s.uptime_seconds = value
+    elif name == "kvwatch_server_restarts_total":
+        s.restarts += value
+    elif name == "kvwatch_server_last_error" and value == 1 and not lmcache_process:
+        s.last_error = labels.get("error")
+    elif name == "kvwatch_vllm_server_ready":
+        s.ready = value == 1
+    elif name == "kvwatch_vllm_info":
+        s.model, s.version = labels.get("model") or s.model, labels.get("version") or s.version
+    elif name == "kvwatch_lmcache_info":
+        s.lmcache_version = labels.get("version") or s.lmcache_version
+    elif name == "kvwatch_vllm_prompt_throughput_tokens_per_second":
+        s.prompt_throughput = _add(s.prompt_throughput, value)
+    elif name == "kvwatch_vllm_generation_throughput_tokens_per_second":
+        s.generation_throughput = _add(s.generation_throughput, value)
+    elif name == "kvwatch_vllm_requests_running":
+        s.running = _add(s.running, value)
+    elif name == "kvwatch_vllm_requests_waiting":
+        s.waiting = _add(s.waiting, value)
+    elif name == "kvwatch_vllm_kv_cache_usage_ratio":
+        s.kv_cache_usage = value if s.kv_cache_usage is None else max(s.kv_cache_usage, value)
+    elif name == "kvwatch_vllm_prefix_cache_hit_ratio":
+        s.prefix_cache_hit_ratio = value if s.prefix_cache_hit_ratio is None else max(s.prefix_cache_hit_ratio, value)
+    elif name == "kvwatch_vllm_requests_added_total":
+        s.requests_added = value
+    elif name == "kvwatch_lmcache_lookups_total":
+        s.lmcache_lookups = value
+    elif name == "kvwatch_lmcache_lookup_tokens_total":
+        s.lmcache_lookup_tokens = value
+    elif name == "kvwatch_lmcache_hit_tokens_total":
+        s.lmcache_hit_tokens = value
+    elif name == "kvwatch_lmcache_degraded":
+        s.lmcache_degraded = value == 1
+    elif name == "kvwatch_vllm_errors_total":
+        s.errors[labels.get("error", "other")] = value
+    elif name == "kvwatch_lines_suspicious_total":
+        s.suspicious_lines += value
+    elif name == "kvwatch_canary_ok" and value == 1:
+        s.canary = labels.get("reason")
+    elif name == "kvwatch_vllm_startup_phase_seconds":
+        s.startup_phases[labels.get("phase", "")] = value
+
+
+class Trend:
+    """The last readings (with their wall-clock times): rates between readings, and sparkline series."""
+
+    def __init__(self, keep: int = 120) -> None:
+        self.readings: deque[tuple[float, Snapshot]] = deque(maxlen=keep)
+
+    def add(self, when: float, snapshot: Snapshot) -> None:
+        self.readings.append((when, snapshot))
+
+    @property
+    def latest(self) -> Snapshot | None:
+        return self.readings[-1][1] if self.readings else None
+
+    def _pair(self, name: str) -> tuple[float, ServerStatus, ServerStatus] | None:
+        if len(self.readings) < 2:
+            return None
+        (before, old), (now, new) = self.readings[-2], self.readings[-1]
+        if name not in old.servers or name not in new.servers or now <= before:
+            return None
+        return now - before, old.servers[name], new.servers[name]
+
+    def requests_per_second(self, name: str) -> float | None:
+        pair = self._pair(name)
+        if pair is None:
+            return None
+        seconds, old, new = pair
+        return max(new.requests_added - old.requests_added, 0.0) / seconds
+
+    def recent_lmcache_hit_ratio(self, name: str) -> float | None:
+        """LMCache hit tokens over tokens looked up between the last two readings (None: no lookups)."""
+        pair = self._pair(name)
+        if pair is None:
+            return None
+        _, old, new = pair
+        looked_up = new.lmcache_lookup_tokens - old.lmcache_lookup_tokens
+        return (new.lmcache_hit_tokens - old.lmcache_hit_tokens) / looked_up if looked_up > 0 else None
+
+    def series(self, name: str, field_name: str) -> list[float | None]:
+        """A field of one server over the readings kept (None where it had no value)."""
+        return [getattr(s.servers.get(name), field_name, None) for _, s in self.readings]
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None], width: int = 24, top: float | None = None) -> str:
+    """The last ``width`` values as block characters (a gap where a value is missing)."""
+    shown = values[-width:]
+    known = [v for v in shown if v is not None]
+    if not known:
+        return ""
+    ceiling = top if top is not None else max(known)
+    out = []
+    for value in shown:
+        if value is None:
+            out.append(" ")
+        elif ceiling <= 0:
+            out.append(SPARK[0])
+        else:
+            out.append(SPARK[min(len(SPARK) - 1, int(value / ceiling * (len(SPARK) - 1) + 0.5))])
+    return "".join(out)

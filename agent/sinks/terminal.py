@@ -1,0 +1,214 @@
+"""``kvwatch top``'s screen: one table of the servers and their sparklines, drawn with ``rich``.
+
+``live`` redraws it every interval until ``q`` (or Ctrl-C); ``print_once`` prints
+one reading.  Colour follows ``rich``'s rules: none where ``NO_COLOR`` is set or
+the output is not a terminal.  On a narrow terminal the sparklines go first,
+then the less needed columns (``rich`` folds what is left).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import select
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from agent.sinks.status import Snapshot, Trend, sparkline
+
+WIDE = 150  # from here on, sparklines are shown
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{days}d{hours:02d}h" if days else (f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s")
+
+
+def _bar(ratio: float | None, width: int = 10) -> Text:
+    if ratio is None:
+        return Text("—")
+    filled = round(max(0.0, min(ratio, 1.0)) * width)
+    style = "red" if ratio >= 0.9 else ("yellow" if ratio >= 0.7 else "green")
+    return Text("█" * filled, style=style) + Text("░" * (width - filled), style="dim") + Text(f" {ratio * 100:.0f}%")
+
+
+def _state(server) -> Text:
+    state = server.state or ("ready" if server.ready else ("following" if server.ready is None else "not ready"))
+    style = {"running": "green", "ready": "green", "starting": "yellow", "waiting": "yellow"}.get(state, "red")
+    if state in ("following", "stopped"):
+        style = "dim"
+    text = Text(state, style=style)
+    if server.lmcache_state is not None:
+        text += Text(f" / lmcache {server.lmcache_state}", style="dim")
+    return text
+
+
+# (title, width it needs, justification, rank: the columns of the lowest ranks go first on a narrow screen)
+COLUMNS = (
+    ("server", 12, "left", 0),
+    ("state", 10, "left", 0),
+    ("up", 7, "right", 3),
+    ("restarts", 8, "right", 3),
+    ("req/s", 7, "right", 2),
+    ("prompt tok/s", 12, "right", 2),
+    ("gen tok/s", 10, "right", 2),
+    ("run", 5, "right", 1),
+    ("wait", 5, "right", 0),
+    ("KV cache", 16, "left", 0),
+    ("prefix hit", 10, "right", 1),
+    ("LMCache hit now / all", 21, "right", 0),
+    ("attention", 14, "left", 1),
+)
+
+
+def _columns(width: int) -> list[tuple[str, int, str, int]]:
+    """The columns that fit, dropping the least needed first."""
+    shown = list(COLUMNS)
+    for rank in (3, 2, 1):
+        if sum(c[1] + 3 for c in shown) <= width:
+            break
+        shown = [c for c in shown if c[3] != rank]
+    return shown
+
+
+def table(trend: Trend, width: int) -> Table:
+    """The servers of the latest reading, one row each (and a row of sparklines on a wide screen)."""
+    snapshot = trend.latest
+    columns = _columns(width)
+    grid = Table(expand=True, header_style="bold", pad_edge=False)
+    for title, least, justify, _ in columns:
+        grid.add_column(title, justify=justify, overflow="fold", min_width=min(least, 8))
+    if snapshot is None:
+        return grid
+    titles = [c[0] for c in columns]
+    for name, server in snapshot.servers.items():
+        cells = {
+            "server": Text(name, style="bold"),
+            "state": _state(server),
+            "up": _duration(server.uptime_seconds),
+            "restarts": _number(server.restarts, 0),
+            "req/s": _number(trend.requests_per_second(name), 2),
+            "prompt tok/s": _number(server.prompt_throughput),
+            "gen tok/s": _number(server.generation_throughput),
+            "run": _number(server.running, 0),
+            "wait": _number(server.waiting, 0),
+            "KV cache": _bar(server.kv_cache_usage),
+            "prefix hit": _ratio(server.prefix_cache_hit_ratio),
+            "LMCache hit now / all": f"{_ratio(trend.recent_lmcache_hit_ratio(name))} / "
+            f"{_ratio(server.lmcache_hit_ratio)}",
+            "attention": Text(", ".join(server.conditions()) or "—", style="red" if server.conditions() else "dim"),
+        }
+        grid.add_row(*(cells[t] for t in titles))
+        if width >= WIDE and len(titles) == len(COLUMNS):
+            about = f"{server.model or ''} {'vLLM ' + server.version if server.version else ''}"
+            sparks = {
+                "state": Text(about, style="dim"),
+                "prompt tok/s": Text(sparkline([_sum(a, b) for a, b in _pairs(trend, name)], 12), style="cyan"),
+                "wait": Text(sparkline(trend.series(name, "waiting"), 5), style="yellow"),
+                "KV cache": Text(sparkline(trend.series(name, "kv_cache_usage"), 16, top=1.0), style="magenta"),
+                "LMCache hit now / all": Text(sparkline(_hit_series(trend, name), 21, top=1.0), style="green"),
+            }
+            grid.add_row(*(sparks.get(t, "") for t in titles))
+    return grid
+
+
+def _sum(a: float | None, b: float | None) -> float | None:
+    return None if a is None and b is None else (a or 0.0) + (b or 0.0)
+
+
+def _pairs(trend: Trend, name: str) -> Iterator[tuple[float | None, float | None]]:
+    return zip(trend.series(name, "prompt_throughput"), trend.series(name, "generation_throughput"), strict=True)
+
+
+def _hit_series(trend: Trend, name: str) -> list[float | None]:
+    """The LMCache hit ratio between each two readings kept."""
+    readings = list(trend.readings)
+    out: list[float | None] = []
+    for (_, old), (_, new) in itertools.pairwise(readings):
+        a, b = old.servers.get(name), new.servers.get(name)
+        looked_up = (b.lmcache_lookup_tokens - a.lmcache_lookup_tokens) if a and b else 0
+        out.append((b.lmcache_hit_tokens - a.lmcache_hit_tokens) / looked_up if looked_up > 0 else None)
+    return out
+
+
+def screen(trend: Trend, width: int, note: str = "") -> Group:
+    snapshot: Snapshot | None = trend.latest
+    head = Text("kvwatch top", style="bold")
+    if snapshot is not None:
+        head += Text(f"  {len(snapshot.servers)} server(s)", style="dim")
+        if snapshot.gpus_missing:
+            head += Text(f"  {snapshot.gpus_missing:.0f} GPU(s) missing", style="bold red")
+    head += Text(f"  {time.strftime('%H:%M:%S')}  q quits", style="dim")
+    parts = [head, table(trend, width)]
+    if note:
+        parts.append(Text(note, style="red"))
+    return Group(*parts)
+
+
+def print_once(trend: Trend) -> None:
+    console = Console()
+    console.print(screen(trend, console.width))
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[Callable[[], str]]:
+    """Single key presses from the terminal (none when stdin is not one)."""
+    if not sys.stdin.isatty():
+        yield lambda: ""
+        return
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def read() -> str:
+        return os.read(fd, 1).decode(errors="replace") if select.select([fd], [], [], 0)[0] else ""
+
+    try:
+        yield read
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def live(trend: Trend, read: Callable[[], Snapshot], interval: float) -> None:
+    """Redraw every ``interval`` seconds until ``q``; a failed reading is shown, and the next one tried."""
+    console = Console()
+    note = ""
+    with _keys() as key, Live(console=console, auto_refresh=False, screen=console.is_terminal) as view:
+        next_reading = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_reading:
+                try:
+                    trend.add(time.time(), read())
+                    note = ""
+                except Exception as exc:  # kvwatch restarting, say: keep the last picture, say why
+                    note = str(exc)
+                view.update(screen(trend, console.width, note), refresh=True)
+                next_reading = now + interval
+            pressed = key()
+            if pressed in ("q", "Q"):
+                return
+            time.sleep(0.05)

@@ -1,0 +1,136 @@
+"""``kvwatch top``: the same numbers as /metrics and replay, from a running kvwatch or from log files;
+``q`` quits the live view in a real terminal (a pseudo-terminal); a kvwatch it cannot reach is said plainly."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.harness import REPO, STATS, wait_for
+
+RELEASE_LOG = REPO / "tests" / "fixtures" / "releases" / "0.32.0" / "server.log"
+LOOKUP = "[2025-12-14 16:18:24,320] LMCache INFO: Reqid: cmpl-{n}, Total tokens 600, LMCache hit tokens: {hit}, "
+LOOKUP += "need to load: {hit} (vllm_v1_adapter.py:1:lmcache.integration.vllm.vllm_v1_adapter)\n"
+
+
+def kvwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def replayed(path: Path) -> dict[str, float]:
+    """Sums of kvwatch replay's series by name, for the server of ``path``."""
+    text = kvwatch("replay", "-f", "prometheus", "--jobs", "1", str(path)).stdout
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[sample.name] = out.get(sample.name, 0.0) + sample.value
+    return out
+
+
+def test_top_following_a_log_shows_what_replay_counts() -> None:
+    done = kvwatch("top", "--log", str(RELEASE_LOG), "--json")
+    assert done.returncode == 0, done.stderr
+    (server,) = json.loads(done.stdout)["servers"]
+    again = replayed(RELEASE_LOG)
+    assert server["name"] == "server" and server["version"] == "0.32.0"
+    assert server["requests_added"] == again["kvwatch_vllm_requests_added_total"] == 8
+    assert server["running"] == again["kvwatch_vllm_requests_running"]
+    assert server["kv_cache_usage"] == again["kvwatch_vllm_kv_cache_usage_ratio"]
+    assert server["prefix_cache_hit_ratio"] == again["kvwatch_vllm_prefix_cache_hit_ratio"] > 0
+    assert server["state"] is None  # followed, not supervised
+    assert server["ready"] is False  # its log ends with the shutdown
+
+
+def test_top_reads_a_running_kvwatch_with_its_tls_and_basic_auth(agents, tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    password = tmp_path / "password"
+    password.write_text("hunter2\n")
+    log = tmp_path / "vllm-a.log"
+    log.write_text(STATS + LOOKUP.format(n=1, hit=0) + LOOKUP.format(n=2, hit=512))
+    agent = agents(
+        f'[metrics.tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+        f'[metrics.basic_auth]\nprom = {{ file = "{password}" }}\n\n'
+        f'[[follow]]\nname = "vllm-a"\npaths = ["{log}"]\nstart_at = "beginning"\n'
+    )
+    agent.start(wait=False)
+    wait_for(lambda: kvwatch("top", "--config", str(agent.config), "--json").returncode == 0, timeout=60)
+
+    def reading() -> dict:
+        return json.loads(kvwatch("top", "--config", str(agent.config), "--json").stdout)["servers"][0]
+
+    server = wait_for(lambda: (s := reading())["lmcache_lookups"] == 2 and s, what="both lookups read")
+    assert (server["name"], server["running"], server["lmcache_hit_tokens"]) == ("vllm-a", 1, 512)
+    assert server["lmcache_hit_ratio"] == 512 / 1200
+    assert server["prefix_cache_hit_ratio"] == 0.5
+    text = kvwatch("top", "--config", str(agent.config), "--once", env={"COLUMNS": "200"}).stdout
+    assert "vllm-a" in text and "42.7%" in text  # the LMCache hit ratio since start
+    refused = kvwatch("top", "--url", f"https://127.0.0.1:{agent.port}", "--once")
+    assert refused.returncode != 0 and "cannot reach kvwatch" in refused.stderr  # no CA given: TLS fails
+
+
+def test_an_unreachable_kvwatch_is_said_plainly(tmp_path: Path) -> None:
+    done = kvwatch("top", "--url", "http://127.0.0.1:9", "--once")
+    assert done.returncode != 0
+    assert "cannot reach kvwatch" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_q_quits_the_live_view_in_a_terminal(tmp_path: Path) -> None:
+    log = tmp_path / "live.log"
+    log.write_text(STATS)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: kvwatch top on the pseudo-terminal
+        os.chdir(REPO)
+        os.environ.update({"COLUMNS": "160", "LINES": "30", "TERM": "xterm"})
+        os.execv(sys.executable, [sys.executable, "-m", "agent", "top", "--log", str(log), "--interval", "0.2"])
+    shown = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"live" not in shown and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                shown += os.read(fd, 65536)
+        assert b"kvwatch top" in shown and b"live" in shown, shown[-500:]
+        with log.open("a") as handle:  # a line written now shows on a later redraw
+            handle.write(STATS.replace("Running: 1 reqs", "Running: 4321 reqs"))
+        deadline = time.monotonic() + 30
+        while b"4,321" not in shown and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                shown += os.read(fd, 65536)
+        assert b"4,321" in shown, shown[-500:]
+        os.write(fd, b"q")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                break
+            if select.select([fd], [], [], 0.2)[0]:
+                with contextlib.suppress(OSError):  # the terminal closes as the child exits
+                    shown += os.read(fd, 65536)
+        else:
+            raise AssertionError("kvwatch top did not quit on q")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)

@@ -1,0 +1,60 @@
+"""kvwatch top's model: a /metrics reading as per-server status, rates between readings, sparklines."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from agent.sinks.prometheus import registry_for
+from agent.sinks.status import Trend, read_snapshot, sparkline
+from tests.support.harness import STATS
+from tests.support.lines import feed, fresh
+
+LOOKUP = (
+    "[2025-12-14 16:18:24,320] LMCache INFO: Reqid: cmpl-{n}, Total tokens 1000, LMCache hit tokens: {hit}, "
+    "need to load: {hit} (vllm_v1_adapter.py:1:lmcache.integration.vllm.vllm_v1_adapter)"
+)
+
+
+def exposition(stats) -> str:
+    return generate_latest(registry_for(lambda: [stats])).decode()
+
+
+def test_a_reading_and_the_rates_between_two() -> None:
+    stats = fresh("a")
+    feed(stats, [STATS.strip(), LOOKUP.format(n=1, hit=0)])
+    trend = Trend()
+    trend.add(100.0, read_snapshot(exposition(stats)))
+    first = trend.latest.servers["a"]
+    assert (first.running, first.waiting, first.kv_cache_usage, first.prefix_cache_hit_ratio) == (1, 0, 0.01, 0.5)
+    assert first.lmcache_hit_ratio == 0.0 and trend.recent_lmcache_hit_ratio("a") is None  # one reading: no rate
+    feed(stats, [LOOKUP.format(n=2, hit=768), LOOKUP.format(n=3, hit=1000)])
+    trend.add(102.0, read_snapshot(exposition(stats)))
+    assert trend.recent_lmcache_hit_ratio("a") == 1768 / 2000
+    assert trend.latest.servers["a"].lmcache_hit_ratio == 1768 / 3000
+    assert trend.requests_per_second("a") == 0.0
+    assert trend.series("a", "running") == [1, 1]
+
+
+def test_conditions_are_what_the_alert_rules_fire_on() -> None:
+    text = (
+        'kvwatch_server_state{server="s",process="vllm",state="crash_loop"} 1\n'
+        'kvwatch_server_state{server="s",process="vllm",state="running"} 0\n'
+        'kvwatch_server_state{server="s",process="lmcache",state="running"} 1\n'
+        'kvwatch_vllm_errors_total{server="s",error="oom"} 2\n'
+        'kvwatch_vllm_errors_total{server="s",error="cuda_error"} 0\n'
+        'kvwatch_lines_suspicious_total{server="s",family="engine_stats"} 3\n'
+        'kvwatch_canary_ok{server="s",reason="nothing_hit"} 1\n'
+        "kvwatch_gpus_missing 1\n"
+    )
+    snapshot = read_snapshot(text)
+    server = snapshot.servers["s"]
+    assert (server.state, server.lmcache_state, snapshot.gpus_missing) == ("crash_loop", "running", 1)
+    assert server.conditions() == ["crash_loop", "oom error", "suspicious lines", "canary: nothing_hit"]
+    assert snapshot.as_dict()["servers"][0]["conditions"] == server.conditions()
+
+
+def test_sparklines() -> None:
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
+    assert sparkline([None, 0.5, 1.0], top=1.0) == " ▅█"
+    assert sparkline([None, None]) == "" and sparkline([0, 0]) == "▁▁"
+    assert len(sparkline(list(range(100)), width=10)) == 10
