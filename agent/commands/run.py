@@ -47,6 +47,7 @@ from agent.pipeline import SourcePipeline
 from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.http import MetricsServer
 from agent.sinks.prometheus import collect_families
+from agent.sinks.recent import DEFAULT_CHUNK, RecentRequests
 from agent.sinks.traces import TraceBuilder
 from agent.sources.journal import JournalSource
 from agent.sources.positions import PositionStore
@@ -75,7 +76,8 @@ class Managed:
     model: str | None = None  # the configured model, until the log names it
     server: ServerUnit | None = None
     journal: JournalSource | None = None
-    trace: TraceBuilder | None = None
+    trace: TraceBuilder | None = None  # joins each request's lines: for traces, and for ``recent``
+    recent: RecentRequests | None = None  # the last requests, for kvwatch top (/api/requests)
     canary: PeriodicCanary | None = None
     versions: dict[str, str] = field(default_factory=dict)  # vLLM and LMCache installed for the server
 
@@ -154,7 +156,14 @@ class Daemon:
         registry.register(RenderedAtScrape(self.families))
         ProcessCollector(registry=registry)  # process_start_time_seconds: when kvwatch (re)started
         self.registry = registry
-        self.http = MetricsServer(config.metrics, registry, self.health, _read_passwords(config))
+        self.http = MetricsServer(
+            config.metrics, registry, self.health, _read_passwords(config), requests=self.recent_requests
+        )
+
+    def recent_requests(self) -> dict[str, list[dict]]:
+        """``/api/requests``: each source's last requests, newest last."""
+        with self.lock:
+            return {name: m.recent.as_list() for name, m in self.managed.items() if m.recent is not None}
 
     @property
     def servers(self) -> dict[str, ServerUnit]:
@@ -179,26 +188,29 @@ class Daemon:
             reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             raise ConfigError(config.path, "tracing", f"cannot set up the trace exporter: {reason}") from None
 
-    def _managed(self, name: str, timezone: str | None, model: str | None = None) -> Managed:
+    def _managed(
+        self, name: str, timezone: str | None, model: str | None = None, chunk: int = DEFAULT_CHUNK
+    ) -> Managed:
         pipeline = SourcePipeline(name, resolve_timezone(timezone), self.config.agent.max_line_length, self.lock)
         managed = Managed(name, pipeline, model)
+        stats = pipeline.stats
+        managed.recent = RecentRequests(stats, chunk)
+        limits = {"max_open": self.config.tracing.max_open_requests, "idle_timeout": self.config.tracing.idle_timeout}
         if self.tracing is not None:
-            stats = pipeline.stats
             managed.trace = self.tracing.builder(
-                stats,
-                stats.clock,
-                model,
-                now=time.time,
-                max_open=self.config.tracing.max_open_requests,
-                idle_timeout=self.config.tracing.idle_timeout,
+                stats, stats.clock, model, now=time.time, also=managed.recent.add, **limits
             )
-            pipeline.listeners.append(managed.trace.observe)
+        else:  # the requests are joined for the recent-requests view only: no trace, no exemplar
+            managed.trace = TraceBuilder(
+                stats, stats.clock, managed.recent.add, now=time.time, sampled=lambda _trace_id: False, **limits
+            )
+        pipeline.listeners.append(managed.trace.observe)
         with self.lock:
             self.managed[name] = managed
         return managed
 
     def add_server(self, server: ServerConfig, start: bool = True) -> ServerUnit:
-        managed = self._managed(server.name, server.timezone, server.model)
+        managed = self._managed(server.name, server.timezone, server.model, server.chunk_size())
         supervised = ServerUnit(server, self.config.agent.state_dir)
         managed.pipeline.listeners.append(supervised.observe)
         managed.server = supervised
@@ -354,12 +366,11 @@ class Daemon:
         for name, supervised in list(self.servers.items()):
             if supervised.state == ServerState.STOPPED and supervised.stopping_for == "remove":
                 self.remove_source(name)
-        if self.tracing is not None:
-            wall = time.time()
-            with self.lock:
-                for managed in self.managed.values():
-                    if managed.trace is not None:
-                        managed.trace.expire(wall)
+        wall = time.time()
+        with self.lock:
+            for managed in self.managed.values():
+                if managed.trace is not None:
+                    managed.trace.expire(wall)
         now = time.monotonic()
         self.gpus.refresh(now)
         self.last_tick = now
@@ -390,7 +401,7 @@ class Daemon:
         with self.lock:
             managed = list(self.managed.values())
             snapshots = [m.pipeline.stats.snapshot() for m in managed]
-            traces = [list(m.trace.families()) for m in managed if m.trace is not None]
+            traces = [list(m.trace.families()) for m in managed if m.trace is not None and self.tracing is not None]
         groups: list[Iterable[Metric]] = [
             collect_families(snapshots),
             *(m.families() for m in managed),

@@ -21,9 +21,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.commands import EXIT_OK, CommandError, add_config_option, load_config
 from agent.config import DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from agent.sinks.status import Snapshot
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 
@@ -53,27 +57,40 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 # -- where the readings come from --------------------------------------------------------------
 
 
-def _fetcher(url: str, user: str | None, password: str | None, context: ssl.SSLContext | None) -> Callable[[], str]:
-    target = url.rstrip("/") + ("" if url.rstrip("/").endswith("/metrics") else "/metrics")
+Reading = Callable[[], "Snapshot"]
+
+
+def _fetcher(url: str, user: str | None, password: str | None, context: ssl.SSLContext | None) -> Reading:
+    from agent.sinks.status import read_snapshot
+
+    base = url.rstrip("/").removesuffix("/metrics")
     headers = {"Accept": "text/plain"}
     if user is not None:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
 
-    def fetch() -> str:
+    def get(path: str, missing_ok: bool = False) -> str | None:
+        target = base + path
         request = urllib.request.Request(target, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=10, context=context) as response:
                 return response.read().decode()
         except urllib.error.HTTPError as exc:
+            if missing_ok and exc.code == 404:
+                return None  # a kvwatch from before /api/requests
             raise CommandError(f"{target}: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise CommandError(f"{target}: cannot reach kvwatch ({reason}); is `kvwatch run` running?") from None
 
-    return fetch
+    def read():
+        metrics = get("/metrics") or ""
+        requests = get("/api/requests", missing_ok=True)
+        return read_snapshot(metrics, json.loads(requests)["servers"] if requests else None)
+
+    return read
 
 
-def _from_config(path: str) -> Callable[[], str]:
+def _from_config(path: str) -> Reading:
     config = load_config(path)
     metrics = config.metrics
     host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(metrics.address, metrics.address)
@@ -101,6 +118,8 @@ class _FollowedLogs:
 
         from agent.pipeline import SourcePipeline
         from agent.sinks.prometheus import registry_for
+        from agent.sinks.recent import RecentRequests
+        from agent.sinks.traces import TraceBuilder
         from agent.sources.positions import PositionStore
         from agent.sources.tail import Source, Tailer
 
@@ -113,6 +132,13 @@ class _FollowedLogs:
             # A file's name, or its folder's too where two files share one (vllm-a/server.log, vllm-b/server.log).
             name = stem if stems.count(stem) == 1 else f"{Path(path).resolve().parent.name}/{stem}"
             self.pipelines[name] = SourcePipeline(name, _local_zone() or UTC, 4 * 1024 * 1024)
+        self.recent = {}
+        for name, pipeline in self.pipelines.items():  # each request's lines joined, for the request rows
+            stats = pipeline.stats
+            self.recent[name] = RecentRequests(stats)
+            # Log time throughout (as a replay): what the files already hold is read first, then what comes.
+            builder = TraceBuilder(stats, stats.clock, self.recent[name].add, sampled=lambda _: False)
+            pipeline.listeners.append(builder.observe)
         self.tailer = Tailer(
             lambda source, lines: self.pipelines[source].feed(lines), PositionStore(None), poll_interval=0.25
         )
@@ -121,16 +147,20 @@ class _FollowedLogs:
         self.registry = registry_for(lambda: [p.stats for p in self.pipelines.values()])
         self.tailer.start()
 
-    def read(self) -> str:
+    def read(self):
         from prometheus_client import generate_latest
+
+        from agent.sinks.status import read_snapshot
 
         for pipeline in self.pipelines.values():
             pipeline.lock.acquire()
         try:
-            return generate_latest(self.registry).decode()
+            text = generate_latest(self.registry).decode()
+            requests = {name: recent.as_list() for name, recent in self.recent.items()}
         finally:
             for pipeline in self.pipelines.values():
                 pipeline.lock.release()
+        return read_snapshot(text, requests)
 
     def settle(self) -> None:
         """Wait until the files have been read to their current end (for --once)."""
@@ -155,31 +185,31 @@ def _local_zone():
 
 def main(args: argparse.Namespace) -> int:
     from agent.sinks import terminal
-    from agent.sinks.status import Trend, read_snapshot
+    from agent.sinks.status import Trend
 
     if args.interval <= 0:
         raise CommandError("--interval must be positive")
     followed = None
     if args.log:
         followed = _FollowedLogs(args.log)
-        fetch = followed.read
+        read = followed.read
     elif args.config:
-        fetch = _from_config(args.config)
+        read = _from_config(args.config)
     else:
-        fetch = _fetcher(args.url or DEFAULT_URL, args.user, os.environ.get("KVWATCH_PASSWORD"), None)
+        read = _fetcher(args.url or DEFAULT_URL, args.user, os.environ.get("KVWATCH_PASSWORD"), None)
     trend = Trend()
     try:
         if args.once or args.json:
             if followed is not None:
                 followed.settle()
-            trend.add(time.time(), read_snapshot(fetch()))
+            trend.add(time.time(), read())
             if args.json:
                 json.dump(trend.latest.as_dict(), sys.stdout, indent=1)
                 sys.stdout.write("\n")
             else:
                 terminal.print_once(trend)
             return EXIT_OK
-        terminal.live(trend, lambda: read_snapshot(fetch()), args.interval)
+        terminal.live(trend, read, args.interval)
         return EXIT_OK
     finally:
         if followed is not None:

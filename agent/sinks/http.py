@@ -1,4 +1,5 @@
-"""The HTTP endpoint: ``/metrics`` for Prometheus, ``/healthz`` for kvwatch itself, ``/`` a landing page.
+"""The HTTP endpoint: ``/metrics`` for Prometheus, ``/healthz`` for kvwatch itself, ``/api/requests`` (each
+server's last requests, for ``kvwatch top``), ``/`` a landing page.
 
 One event loop in one thread holds every connection, so neither many
 scrapers nor many idle or slow clients cost a thread each: at most
@@ -24,6 +25,7 @@ import concurrent.futures
 import contextlib
 import gzip
 import hmac
+import json
 import logging
 import socket
 import ssl
@@ -134,9 +136,11 @@ class MetricsServer:
         registry: CollectorRegistry,
         health: Callable[[], tuple[bool, str]],
         passwords: dict[str, str] | None = None,
+        requests: Callable[[], dict] | None = None,
     ) -> None:
         self.config = config
         self.health = health
+        self.requests = requests  # /api/requests: each server's last requests (kvwatch top)
         self.passwords = passwords or {}
         self.tls = _tls_context(config)
         self.sock = _bind(config.address, config.port)
@@ -241,6 +245,9 @@ class MetricsServer:
         if request.path == "/healthz":
             ok, text = self.health()
             return (HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE), (text + "\n").encode(), TEXT, {}
+        if request.path == "/api/requests" and self.requests is not None:
+            body = json.dumps({"servers": self.requests()}).encode()
+            return HTTPStatus.OK, body, "application/json", {"Cache-Control": "no-store"}
         if request.path == "/":
             return HTTPStatus.OK, LANDING.format(version=__version__).encode(), "text/html; charset=utf-8", {}
         return HTTPStatus.NOT_FOUND, b"Not found: try /metrics\n", TEXT, {}

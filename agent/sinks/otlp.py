@@ -301,13 +301,18 @@ class Tracing:
         now: Callable[[], float] | None = None,
         max_open: int = DEFAULT_MAX_OPEN,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        also: Callable[[OpenRequest], None] | None = None,
     ) -> TraceBuilder:
         """The trace builder of one source, writing into this pipeline (``model``: the configured one,
-        until the log names it; ``now``: the wall clock when following a live log)."""
+        until the log names it; ``now``: the wall clock when following a live log; ``also``: another
+        writer each ended request goes to, sampled or not)."""
+        write = self.writer(stats.server, lambda: stats.model or model)
+        if also is not None:
+            spans, write = write, lambda request: (also(request), spans(request))
         return TraceBuilder(
             stats,
             clock,
-            self.writer(stats.server, lambda: stats.model or model),
+            write,
             now=now,
             sampled=self.sampled,
             max_open=max_open,

@@ -78,13 +78,20 @@ class Snapshot:
     servers: dict[str, ServerStatus]
     gpus_missing: float = 0.0
     kvwatch_version: str | None = None
+    # Each server's last requests (agent.sinks.recent rows), newest last: /api/requests, not /metrics.
+    requests: dict[str, list[dict]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
             "kvwatch_version": self.kvwatch_version,
             "gpus_missing": self.gpus_missing,
             "servers": [
-                {**asdict(s), "lmcache_hit_ratio": s.lmcache_hit_ratio, "conditions": s.conditions()}
+                {
+                    **asdict(s),
+                    "lmcache_hit_ratio": s.lmcache_hit_ratio,
+                    "conditions": s.conditions(),
+                    "recent_requests": self.requests.get(s.name, []),
+                }
                 for s in self.servers.values()
             ],
         }
@@ -94,10 +101,10 @@ def _add(value: float | None, more: float) -> float:
     return more if value is None else value + more
 
 
-def read_snapshot(exposition: str) -> Snapshot:
-    """The snapshot the text of a ``/metrics`` reading describes."""
+def read_snapshot(exposition: str, requests: dict[str, list[dict]] | None = None) -> Snapshot:
+    """The snapshot the text of a ``/metrics`` reading describes (with ``/api/requests``' rows)."""
     servers: dict[str, ServerStatus] = {}
-    snapshot = Snapshot(servers)
+    snapshot = Snapshot(servers, requests=requests or {})
 
     def server(labels: dict[str, str]) -> ServerStatus:
         name = labels["server"]

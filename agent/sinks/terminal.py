@@ -151,6 +151,45 @@ def _hit_series(trend: Trend, name: str) -> list[float | None]:
     return out
 
 
+REQUEST_ROWS = 12  # the newest requests shown
+
+
+def _tokens(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def requests_table(snapshot: Snapshot, width: int, rows: int = REQUEST_ROWS) -> Table:
+    """The newest requests of every server, newest first: the seed's ``LMCache hit tokens: 256``, live."""
+    grid = Table(expand=True, header_style="bold", pad_edge=False, title="recent requests", title_justify="left")
+    columns = [("server", "left"), ("request", "left"), ("status", "left"), ("latency", "right")]
+    columns += [("prompt", "right"), ("LMCache hit", "right"), ("loaded", "right"), ("vLLM cached", "right")]
+    columns += [("why not all", "left")]
+    if width < 110:  # the request id and the loading detail go first
+        columns = [c for c in columns if c[0] not in ("request", "loaded", "vLLM cached")]
+    for title, justify in columns:
+        grid.add_column(title, justify=justify, overflow="fold")
+    newest = [(name, row) for name, listed in snapshot.requests.items() for row in listed[-rows:]]
+    titles = [c[0] for c in columns]
+    for name, row in newest[::-1][:rows]:
+        latency = row.get("latency_seconds")
+        status = row.get("status") or row.get("outcome") or "—"
+        cells = {
+            "server": name,
+            "request": row.get("id", ""),
+            "status": Text(str(status), style="red" if str(status)[:1] in ("4", "5") else ""),
+            "latency": "—" if latency is None else f"{latency:.2f} s",
+            "prompt": _tokens(row.get("prompt_tokens")),
+            "LMCache hit": Text(
+                _tokens(row.get("lmcache_hit_tokens")), style="green" if row.get("lmcache_hit_tokens") else ""
+            ),
+            "loaded": _tokens(row.get("loaded_from_lmcache")),
+            "vLLM cached": _tokens(row.get("vllm_cached_tokens")),
+            "why not all": Text(row.get("reason") or "—", style="yellow" if row.get("reason") else "dim"),
+        }
+        grid.add_row(*(cells[t] for t in titles))
+    return grid
+
+
 def screen(trend: Trend, width: int, note: str = "") -> Group:
     snapshot: Snapshot | None = trend.latest
     head = Text("kvwatch top", style="bold")
@@ -160,6 +199,8 @@ def screen(trend: Trend, width: int, note: str = "") -> Group:
             head += Text(f"  {snapshot.gpus_missing:.0f} GPU(s) missing", style="bold red")
     head += Text(f"  {time.strftime('%H:%M:%S')}  q quits", style="dim")
     parts = [head, table(trend, width)]
+    if snapshot is not None and any(snapshot.requests.values()):
+        parts.append(requests_table(snapshot, width))
     if note:
         parts.append(Text(note, style="red"))
     return Group(*parts)

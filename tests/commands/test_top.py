@@ -8,11 +8,15 @@ import json
 import os
 import pty
 import select
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.harness import REPO, STATS, wait_for
@@ -67,7 +71,11 @@ def test_top_reads_a_running_kvwatch_with_its_tls_and_basic_auth(agents, tmp_pat
     password = tmp_path / "password"
     password.write_text("hunter2\n")
     log = tmp_path / "vllm-a.log"
-    log.write_text(STATS + LOOKUP.format(n=1, hit=0) + LOOKUP.format(n=2, hit=512))
+    added = "(APIServer pid=1) INFO 12-14 16:18:24 [async_llm.py:1] Added request cmpl-{n}.\n"
+    access = '(APIServer pid=1) INFO:     127.0.0.1:5 - "POST /v1/completions HTTP/1.1" 200 OK\n'
+    log.write_text(
+        STATS + added.format(n=1) + LOOKUP.format(n=1, hit=0) + access + added.format(n=2) + LOOKUP.format(n=2, hit=512)
+    )
     agent = agents(
         f'[metrics.tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n'
         f'[metrics.basic_auth]\nprom = {{ file = "{password}" }}\n\n'
@@ -83,8 +91,15 @@ def test_top_reads_a_running_kvwatch_with_its_tls_and_basic_auth(agents, tmp_pat
     assert (server["name"], server["running"], server["lmcache_hit_tokens"]) == ("vllm-a", 1, 512)
     assert server["lmcache_hit_ratio"] == 512 / 1200
     assert server["prefix_cache_hit_ratio"] == 0.5
+    # /api/requests: the request that ended (its access line came), with why its hit fell short.
+    (row,) = server["recent_requests"]
+    assert (row["id"], row["status"], row["lmcache_hit_tokens"], row["reason"]) == ("cmpl-1", 200, 0, "not seen before")
     text = kvwatch("top", "--config", str(agent.config), "--once", env={"COLUMNS": "200"}).stdout
     assert "vllm-a" in text and "42.7%" in text  # the LMCache hit ratio since start
+    context = ssl.create_default_context(cafile=str(cert))
+    with pytest.raises(urllib.error.HTTPError) as denied:  # the requests are guarded as /metrics is
+        urllib.request.urlopen(f"https://127.0.0.1:{agent.port}/api/requests", context=context, timeout=10)
+    assert denied.value.code == 401
     refused = kvwatch("top", "--url", f"https://127.0.0.1:{agent.port}", "--once")
     assert refused.returncode != 0 and "cannot reach kvwatch" in refused.stderr  # no CA given: TLS fails
 

@@ -1,0 +1,100 @@
+"""The last requests of each server, one row each, with why its cache hit fell short.
+
+A writer of :class:`agent.sinks.traces.TraceBuilder` (which joins a request's
+lines whether or not traces are exported): each ended request becomes a row --
+its id, outcome and HTTP status, latency where the log gives both ends, prompt
+tokens, LMCache hit tokens, what was loaded from LMCache, what vLLM's own prefix
+cache already held -- and, for a miss or a partial hit, the reason the log can
+tell.  ``kvwatch top`` shows them; the daemon serves them at ``/api/requests``.
+Nothing of a prompt is kept: request ids and counts only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+
+from agent.sinks.stats import ServerStats
+from agent.sinks.traces import OpenRequest
+
+KEEP = 50
+DEFAULT_CHUNK = 256  # LMCache's default chunk size
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    id: str
+    outcome: str | None  # finished, responded, aborted, cancelled, failed, evicted
+    status: int | None  # the HTTP status, where the access line was matched
+    latency_seconds: float | None
+    prompt_tokens: int | None
+    lmcache_hit_tokens: int | None
+    loaded_from_lmcache: int | None  # LMCache's "need to load"
+    vllm_cached_tokens: int | None  # what vLLM's own prefix cache held (LMCache's "engine computed")
+    reason: str | None  # why the hit fell short; None for a full hit or where the log cannot tell
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def miss_reason(request: OpenRequest, stats: ServerStats, chunk: int = DEFAULT_CHUNK) -> str | None:
+    """Why the request's LMCache hit fell short, from what its lines and the server's say."""
+    if request.lookups:
+        last = request.lookups[-1]
+        whole = last.total // chunk * chunk  # LMCache keeps whole chunks only
+        if last.min_retrieve is not None:
+            return f"hit below min_retrieve ({last.min_retrieve} tokens): nothing loaded"
+        if last.hit > 0 and last.engine_computed is not None and last.engine_computed >= last.hit:
+            return "vLLM's own prefix cache already held it"
+        if whole == 0:
+            return f"prompt shorter than LMCache's chunk ({chunk} tokens)"
+        if last.hit >= whole:
+            return None
+        if last.hit == 0:
+            return "LMCache degraded" if stats.lmcache_degraded else "not seen before"
+        return f"partial: the first {last.hit} of {last.total} tokens seen before"
+    if request.prefetches:
+        last = request.prefetches[-1]
+        if last.requested_keys is None or last.hit_keys >= last.requested_keys:
+            return None
+        return f"partial: {last.hit_keys} of {last.requested_keys} keys"
+    if request.mp_miss:
+        return "not seen before"
+    if request.pending_lookups:
+        return "lookup pending or timed out"
+    if stats.lmcache_degraded:
+        return "LMCache degraded"
+    if stats.lookups == 0 and stats.prefetches == 0 and stats.lmcache_info is None:
+        return "LMCache connector not loaded"  # no LMCache line of any request, nor its start
+    return None
+
+
+class RecentRequests:
+    """The last :data:`KEEP` requests of one server, newest last."""
+
+    def __init__(self, stats: ServerStats, chunk: int = DEFAULT_CHUNK, keep: int = KEEP) -> None:
+        self.stats = stats
+        self.chunk = chunk
+        self.rows: deque[RequestRow] = deque(maxlen=keep)
+
+    def add(self, request: OpenRequest) -> None:
+        """A :class:`TraceBuilder` writer: one ended request."""
+        last = request.lookups[-1] if request.lookups else None
+        latency = request.end - request.start if request.end is not None and request.started_in_view else None
+        prompt = last.total if last is not None else request.prompt_tokens
+        self.rows.append(
+            RequestRow(
+                id=request.id,
+                outcome=request.outcome,
+                status=request.access.status if request.access is not None else None,
+                latency_seconds=round(latency, 3) if latency is not None else None,
+                prompt_tokens=prompt,
+                lmcache_hit_tokens=last.hit if last is not None else None,
+                loaded_from_lmcache=last.need_to_load if last is not None else None,
+                vllm_cached_tokens=last.engine_computed if last is not None else None,
+                reason=miss_reason(request, self.stats, self.chunk),
+            )
+        )
+
+    def as_list(self) -> list[dict]:
+        return [row.as_dict() for row in self.rows]

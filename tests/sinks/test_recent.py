@@ -1,0 +1,75 @@
+"""The last requests of a server (kvwatch top's rows) and the reason each hit fell short."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.sinks.recent import RecentRequests
+from agent.sinks.traces import TraceBuilder
+from parsers import LogStream
+from tests.support.lines import fresh
+
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
+
+
+def rows(lines: list[str], chunk: int = 256) -> list[dict]:
+    stats = fresh("demo")
+    recent = RecentRequests(stats, chunk)
+    builder = TraceBuilder(stats, stats.clock, recent.add, sampled=lambda _: False)
+    stream = LogStream()
+    for line in lines:
+        for event in stream.feed(line.rstrip("\n")):
+            stats.observe(event)
+            builder.observe(event)
+    builder.release_held(0.0, everything=True)
+    return recent.as_list()
+
+
+def lookup(rid: str, total: int, hit: int, need: int = 0, computed: int = 0, tail: str = "") -> str:
+    return (
+        f"[2026-11-25 05:40:56,500] LMCache INFO: Reqid: {rid}, Total tokens {total}, Inference Engine computed "
+        f"tokens: {computed}, LMCache hit tokens: {hit}, need to load: {need}{tail} "
+        "(vllm_v1_adapter.py:1476:lmcache.integration.vllm.x)"
+    )
+
+
+def one(*lines: str) -> dict:
+    added = "(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request chatcmpl-a-11111111."
+    access = 'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK'
+    (row,) = rows([added, *lines, access])
+    return row
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (lookup("chatcmpl-a-11111111", 600, 512, 512), None),  # every whole chunk found
+        (lookup("chatcmpl-a-11111111", 600, 0), "not seen before"),
+        (lookup("chatcmpl-a-11111111", 900, 256, 256), "partial: the first 256 of 900 tokens seen before"),
+        (lookup("chatcmpl-a-11111111", 600, 256, 0, 384), "vLLM's own prefix cache already held it"),
+        (lookup("chatcmpl-a-11111111", 100, 0), "prompt shorter than LMCache's chunk (256 tokens)"),
+    ],
+)
+def test_the_reason_a_hit_fell_short(line: str, reason: str | None) -> None:
+    row = one(line)
+    assert row["reason"] == reason
+    assert (row["id"], row["status"], row["outcome"]) == ("chatcmpl-a-11111111", 200, "responded")
+
+
+def test_a_lookup_that_never_finished_and_a_server_without_lmcache() -> None:
+    pending = "[2026-11-25 05:40:56,000] LMCache INFO: Reqid: chatcmpl-a-11111111, Total tokens 600, LMCache hit "
+    pending += "tokens: None. (vllm_v1_adapter.py:1:lmcache.integration.vllm.x)"
+    assert one(pending)["reason"] == "lookup pending or timed out"
+    assert one()["reason"] == "LMCache connector not loaded"
+
+
+def test_real_logs_rows_and_reasons() -> None:
+    """The seed's set-up, live: each request with LMCache's hit tokens; a degraded LMCache says so."""
+    served = rows((SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6.log").read_text().splitlines())
+    assert [r["lmcache_hit_tokens"] for r in served] == [0, 256, 256, 256, 256]
+    assert served[0]["reason"] == "not seen before" and served[0]["prompt_tokens"] == 493
+    assert all(r["status"] == 200 and r["latency_seconds"] is not None for r in served)
+    degraded = rows((SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6-degraded.log").read_text().splitlines())
+    assert degraded and {r["reason"] for r in degraded} == {"LMCache degraded"}
