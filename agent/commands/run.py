@@ -157,13 +157,27 @@ class Daemon:
         ProcessCollector(registry=registry)  # process_start_time_seconds: when kvwatch (re)started
         self.registry = registry
         self.http = MetricsServer(
-            config.metrics, registry, self.health, _read_passwords(config), requests=self.recent_requests
+            config.metrics,
+            registry,
+            self.health,
+            _read_passwords(config),
+            requests=self.recent_requests,
+            page=self.status_page,
         )
 
     def recent_requests(self) -> dict[str, list[dict]]:
         """``/api/requests``: each source's last requests, newest last."""
         with self.lock:
             return {name: m.recent.as_list() for name, m in self.managed.items() if m.recent is not None}
+
+    def status_page(self) -> str:
+        """``/``: the servers and their last requests, as ``kvwatch top`` shows them."""
+        from prometheus_client import generate_latest
+
+        from agent.sinks.page import render_page
+        from agent.sinks.status import read_snapshot
+
+        return render_page(read_snapshot(generate_latest(self.registry).decode(), self.recent_requests()))
 
     @property
     def servers(self) -> dict[str, ServerUnit]:
@@ -200,9 +214,12 @@ class Daemon:
             managed.trace = self.tracing.builder(
                 stats, stats.clock, model, now=time.time, also=managed.recent.add, **limits
             )
-        else:  # the requests are joined for the recent-requests view only: no trace, no exemplar
+        else:
+            # Joined for the recent-requests view only: no trace, no exemplar, and log time throughout (a
+            # stamp-less access line takes the latest time the log showed, so history read at start has
+            # latencies too).
             managed.trace = TraceBuilder(
-                stats, stats.clock, managed.recent.add, now=time.time, sampled=lambda _trace_id: False, **limits
+                stats, stats.clock, managed.recent.add, sampled=lambda _trace_id: False, **limits
             )
         pipeline.listeners.append(managed.trace.observe)
         with self.lock:

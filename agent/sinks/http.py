@@ -1,5 +1,5 @@
 """The HTTP endpoint: ``/metrics`` for Prometheus, ``/healthz`` for kvwatch itself, ``/api/requests`` (each
-server's last requests, for ``kvwatch top``), ``/`` a landing page.
+server's last requests, for ``kvwatch top``), ``/`` a status page.
 
 One event loop in one thread holds every connection, so neither many
 scrapers nor many idle or slow clients cost a thread each: at most
@@ -48,6 +48,7 @@ HEAD_TIMEOUT = 10.0  # seconds for a request's line and headers to arrive (Prome
 IDLE_TIMEOUT = 30.0  # seconds an idle keep-alive connection stays open
 MAX_HEAD = 16 * 1024  # bytes of request line and headers
 TEXT = "text/plain; charset=utf-8"
+HTML = "text/html; charset=utf-8"
 
 LANDING = """<!doctype html>
 <html><head><title>kvwatch</title></head>
@@ -137,10 +138,12 @@ class MetricsServer:
         health: Callable[[], tuple[bool, str]],
         passwords: dict[str, str] | None = None,
         requests: Callable[[], dict] | None = None,
+        page: Callable[[], str] | None = None,
     ) -> None:
         self.config = config
         self.health = health
         self.requests = requests  # /api/requests: each server's last requests (kvwatch top)
+        self.page = page  # /: the status page (a landing page without it)
         self.passwords = passwords or {}
         self.tls = _tls_context(config)
         self.sock = _bind(config.address, config.port)
@@ -249,7 +252,14 @@ class MetricsServer:
             body = json.dumps({"servers": self.requests()}).encode()
             return HTTPStatus.OK, body, "application/json", {"Cache-Control": "no-store"}
         if request.path == "/":
-            return HTTPStatus.OK, LANDING.format(version=__version__).encode(), "text/html; charset=utf-8", {}
+            if self.page is None:
+                return HTTPStatus.OK, LANDING.format(version=__version__).encode(), HTML, {}
+            try:  # rendered in a worker thread, as /metrics is
+                page = await asyncio.get_running_loop().run_in_executor(self._pool, self.page)
+            except Exception:
+                log.exception("rendering the status page failed")
+                return HTTPStatus.INTERNAL_SERVER_ERROR, b"rendering the page failed; see kvwatch's log\n", TEXT, {}
+            return HTTPStatus.OK, page.encode(), HTML, {"Cache-Control": "no-store"}
         return HTTPStatus.NOT_FOUND, b"Not found: try /metrics\n", TEXT, {}
 
     async def _metrics(self, request: Request) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
