@@ -446,7 +446,12 @@ def run_release(release: dict) -> dict:
             result["status"] = "does not start here: " + why_not_started(raw_log)
             return result
         result["ready_seconds"] = round(time.monotonic() - began)
-        statuses = workload(port)
+        try:
+            statuses = workload(port)
+        except (urllib.error.URLError, OSError):  # the server went down under the workload: its log says why
+            time.sleep(2)
+            result["status"] = "fails under the workload here: " + why_not_started(raw_log)
+            return result
         time.sleep(6)  # the stats lines of the last interval, and the idle one after
         native_text = fetch(f"http://127.0.0.1:{port}/metrics")
         # kvwatch's numbers once it has read what the log holds now: the replay reads that much too.

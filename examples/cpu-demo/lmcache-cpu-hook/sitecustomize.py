@@ -23,8 +23,6 @@ import importlib.machinery
 import os
 import sys
 
-TARGET = "lmcache.v1.gpu_connector"
-
 
 def _no_accelerator(module) -> bool:
     """LMCache 0.5 names its device itself; before, it asks vLLM, which has no LMCache device on a CPU."""
@@ -37,7 +35,7 @@ def _no_accelerator(module) -> bool:
     return not torch.cuda.is_available() and not (xpu is not None and xpu.is_available())
 
 
-def _patch(module) -> None:
+def _patch_connector(module) -> None:
     original = getattr(module, "CreateGPUConnector", None)
     if original is None or not hasattr(module, "MockGPUConnector"):
         return  # an LMCache without the factory (0.3.9, say) builds its CUDA connector itself: nothing to swap
@@ -50,11 +48,33 @@ def _patch(module) -> None:
     module.CreateGPUConnector = create_gpu_connector
 
 
+def _patch_device(module) -> None:
+    """LMCache 0.3 and 0.4 ask vLLM for the device before they build a connector (to count the GPUs of
+    the node): on a CPU, the CPU (one "device"), instead of ``Unsupported device platform``."""
+    original = getattr(module, "get_vllm_torch_dev", None)
+    if original is None:
+        return
+
+    def get_vllm_torch_dev():
+        import torch
+
+        if _no_accelerator(module):
+            return torch.cpu, "cpu"
+        return original()
+
+    module.get_vllm_torch_dev = get_vllm_torch_dev
+
+
+# Module -> what is done to it once it has run.
+PATCHES = {"lmcache.v1.gpu_connector": _patch_connector, "lmcache.integration.vllm.utils": _patch_device}
+
+
 class _PatchAfterImport(importlib.abc.MetaPathFinder):
-    """Finds ``lmcache.v1.gpu_connector`` the usual way and patches it once it has run."""
+    """Finds the modules of ``PATCHES`` the usual way and patches each once it has run."""
 
     def find_spec(self, name, path, target=None):
-        if name != TARGET:
+        patch = PATCHES.get(name)
+        if patch is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
@@ -63,7 +83,7 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run(module)
-            _patch(module)
+            patch(module)
 
         spec.loader.exec_module = exec_module
         return spec
