@@ -77,7 +77,7 @@ def _servers(snapshot: Snapshot) -> str:
             f'<td class="n">{_number(server.prompt_throughput)}</td>'
             f'<td class="n">{_number(server.generation_throughput)}</td>'
             f'<td class="n">{_number(server.running, 0)}</td><td class="n">{_number(server.waiting, 0)}</td>'
-            f"<td>{_bar(server.kv_cache_usage)}</td><td class=\"n\">{_ratio(server.prefix_cache_hit_ratio)}</td>"
+            f'<td>{_bar(server.kv_cache_usage)}</td><td class="n">{_ratio(server.prefix_cache_hit_ratio)}</td>'
             f'<td class="n">{_ratio(server.lmcache_hit_ratio)}</td><td>{_e(server.canary or "—")}</td>'
             f'<td class="{"bad" if conditions else "muted"}">{_e(", ".join(conditions) or "—")}</td></tr>'
         )
@@ -113,9 +113,7 @@ def _requests(snapshot: Snapshot) -> str:
 
 def render_page(snapshot: Snapshot) -> str:
     """The whole page for one reading."""
-    gpus = (
-        f' <span class="bad">{snapshot.gpus_missing:.0f} GPU(s) missing</span>' if snapshot.gpus_missing else ""
-    )
+    gpus = f' <span class="bad">{snapshot.gpus_missing:.0f} GPU(s) missing</span>' if snapshot.gpus_missing else ""
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
