@@ -151,6 +151,18 @@ def _hit_series(trend: Trend, name: str) -> list[float | None]:
     return out
 
 
+def _loading(server) -> bool:
+    """A supervised server still starting, or waiting for what it needs (its LMCache server)."""
+    return server.state in ("starting", "waiting")
+
+
+def startup_line(server) -> Text:
+    """``name starting: weights 2.2 s · torch.compile 7.4 s · ...``: the start-up steps vLLM has timed so far."""
+    phases = server.startup_phases.items()
+    steps = " · ".join(f"{phase.replace('_', ' ')} {seconds:,.1f} s" for phase, seconds in phases)
+    return Text(f"{server.name} {server.state}: ", style="yellow") + Text(steps or "no step timed yet", style="dim")
+
+
 REQUEST_ROWS = 12  # the newest requests shown
 
 
@@ -199,6 +211,8 @@ def screen(trend: Trend, width: int, note: str = "") -> Group:
             head += Text(f"  {snapshot.gpus_missing:.0f} GPU(s) missing", style="bold red")
     head += Text(f"  {time.strftime('%H:%M:%S')}  q quits", style="dim")
     parts = [head, table(trend, width)]
+    if snapshot is not None:
+        parts += [startup_line(server) for server in snapshot.servers.values() if _loading(server)]
     if snapshot is not None and any(snapshot.requests.values()):
         parts.append(requests_table(snapshot, width))
     if note:

@@ -58,3 +58,20 @@ def test_sparklines() -> None:
     assert sparkline([None, 0.5, 1.0], top=1.0) == " ▅█"
     assert sparkline([None, None]) == "" and sparkline([0, 0]) == "▁▁"
     assert len(sparkline(list(range(100)), width=10)) == 10
+
+
+def test_a_starting_server_shows_its_start_up_steps_so_far() -> None:
+    from rich.console import Console
+
+    from agent.sinks.terminal import screen
+
+    text = (
+        'kvwatch_server_state{server="s",process="vllm",state="starting"} 1\n'
+        'kvwatch_vllm_startup_phase_seconds{server="s",phase="weights_loading"} 2.2\n'
+        'kvwatch_vllm_startup_phase_seconds{server="s",phase="torch_compile"} 7.41\n'
+    )
+    trend = Trend()
+    trend.add(0.0, read_snapshot(text))
+    console = Console(width=100, record=True, color_system=None)
+    console.print(screen(trend, 100))
+    assert "s starting: weights loading 2.2 s · torch compile 7.4 s" in console.export_text()
