@@ -15,6 +15,7 @@ import select
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -170,9 +171,37 @@ def _tokens(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
-def requests_table(snapshot: Snapshot, width: int, rows: int = REQUEST_ROWS) -> Table:
-    """The newest requests of every server, newest first: the seed's ``LMCache hit tokens: 256``, live."""
-    grid = Table(expand=True, header_style="bold", pad_edge=False, title="recent requests", title_justify="left")
+# The orders the request list cycles through (key ``o``): a title and how a row sorts (largest first).
+ORDERS = (
+    ("newest", None),
+    ("slowest", lambda row: row.get("latency_seconds") or 0.0),
+    ("longest prompt", lambda row: row.get("prompt_tokens") or 0),
+    ("most LMCache hit", lambda row: row.get("lmcache_hit_tokens") or 0),
+)
+
+
+@dataclass
+class View:
+    """What the reader picked: one server (key ``s`` cycles; None: all) and the request order (key ``o``)."""
+
+    server: str | None = None
+    order: int = 0
+
+    def press(self, key: str, servers: list[str]) -> None:
+        if key == "s":
+            choices: list[str | None] = [None, *servers]
+            self.server = choices[(choices.index(self.server) + 1) % len(choices)] if self.server in choices else None
+        elif key == "o":
+            self.order = (self.order + 1) % len(ORDERS)
+
+
+def requests_table(snapshot: Snapshot, width: int, rows: int = REQUEST_ROWS, view: View | None = None) -> Table:
+    """The requests of every server (or the picked one), newest first or in the picked order: the seed's
+    ``LMCache hit tokens: 256``, live."""
+    view = view or View()
+    title, key = ORDERS[view.order]
+    caption = f"recent requests of {view.server or 'every server'}, {title} first (s: server, o: order)"
+    grid = Table(expand=True, header_style="bold", pad_edge=False, title=caption, title_justify="left")
     columns = [("server", "left"), ("request", "left"), ("status", "left"), ("latency", "right")]
     columns += [("prompt", "right"), ("LMCache hit", "right"), ("loaded", "right"), ("vLLM cached", "right")]
     columns += [("why not all", "left")]
@@ -180,9 +209,16 @@ def requests_table(snapshot: Snapshot, width: int, rows: int = REQUEST_ROWS) -> 
         columns = [c for c in columns if c[0] not in ("request", "loaded", "vLLM cached")]
     for title, justify in columns:
         grid.add_column(title, justify=justify, overflow="fold")
-    newest = [(name, row) for name, listed in snapshot.requests.items() for row in listed[-rows:]]
+    picked = [
+        (name, row)
+        for name, listed in snapshot.requests.items()
+        if view.server in (None, name)
+        for row in (listed if key is not None else listed[-rows:])
+    ][::-1]
+    if key is not None:
+        picked.sort(key=lambda item: key(item[1]), reverse=True)
     titles = [c[0] for c in columns]
-    for name, row in newest[::-1][:rows]:
+    for name, row in picked[:rows]:
         latency = row.get("latency_seconds")
         status = row.get("status") or row.get("outcome") or "—"
         cells = {
@@ -202,19 +238,19 @@ def requests_table(snapshot: Snapshot, width: int, rows: int = REQUEST_ROWS) -> 
     return grid
 
 
-def screen(trend: Trend, width: int, note: str = "") -> Group:
+def screen(trend: Trend, width: int, note: str = "", view: View | None = None) -> Group:
     snapshot: Snapshot | None = trend.latest
     head = Text("kvwatch top", style="bold")
     if snapshot is not None:
         head += Text(f"  {len(snapshot.servers)} server(s)", style="dim")
         if snapshot.gpus_missing:
             head += Text(f"  {snapshot.gpus_missing:.0f} GPU(s) missing", style="bold red")
-    head += Text(f"  {time.strftime('%H:%M:%S')}  q quits", style="dim")
+    head += Text(f"  {time.strftime('%H:%M:%S')}  q quits, s picks a server, o orders the requests", style="dim")
     parts = [head, table(trend, width)]
     if snapshot is not None:
         parts += [startup_line(server) for server in snapshot.servers.values() if _loading(server)]
     if snapshot is not None and any(snapshot.requests.values()):
-        parts.append(requests_table(snapshot, width))
+        parts.append(requests_table(snapshot, width, view=view))
     if note:
         parts.append(Text(note, style="red"))
     return Group(*parts)
@@ -251,19 +287,23 @@ def live(trend: Trend, read: Callable[[], Snapshot], interval: float) -> None:
     """Redraw every ``interval`` seconds until ``q``; a failed reading is shown, and the next one tried."""
     console = Console()
     note = ""
-    with _keys() as key, Live(console=console, auto_refresh=False, screen=console.is_terminal) as view:
+    picked = View()
+    with _keys() as key, Live(console=console, auto_refresh=False, screen=console.is_terminal) as shown:
         next_reading = 0.0
         while True:
             now = time.monotonic()
+            pressed = key()
+            if pressed in ("q", "Q"):
+                return
+            if pressed and trend.latest is not None:
+                picked.press(pressed.lower(), list(trend.latest.servers))
+                shown.update(screen(trend, console.width, note, picked), refresh=True)
             if now >= next_reading:
                 try:
                     trend.add(time.time(), read())
                     note = ""
                 except Exception as exc:  # kvwatch restarting, say: keep the last picture, say why
                     note = str(exc)
-                view.update(screen(trend, console.width, note), refresh=True)
+                shown.update(screen(trend, console.width, note, picked), refresh=True)
                 next_reading = now + interval
-            pressed = key()
-            if pressed in ("q", "Q"):
-                return
             time.sleep(0.05)

@@ -75,3 +75,30 @@ def test_a_starting_server_shows_its_start_up_steps_so_far() -> None:
     console = Console(width=100, record=True, color_system=None)
     console.print(screen(trend, 100))
     assert "s starting: weights loading 2.2 s · torch compile 7.4 s" in console.export_text()
+
+
+def test_the_request_list_for_one_server_and_in_another_order() -> None:
+    from rich.console import Console
+
+    from agent.sinks.status import Snapshot
+    from agent.sinks.terminal import ORDERS, View, requests_table
+
+    def row(rid: str, latency: float) -> dict:
+        return {"id": rid, "status": 200, "latency_seconds": latency, "prompt_tokens": 10, "lmcache_hit_tokens": 0}
+
+    snapshot = Snapshot({}, requests={"a": [row("req-a1", 0.5), row("req-a2", 3.0)], "b": [row("req-b1", 9.0)]})
+
+    def shown(view: View) -> list[str]:
+        console = Console(width=160, record=True, color_system=None)
+        console.print(requests_table(snapshot, 160, view=view))
+        return [word for word in console.export_text().split() if word.startswith("req-")]
+
+    view = View()
+    assert shown(view) == ["req-b1", "req-a2", "req-a1"]  # newest first (each server's newest last)
+    view.press("s", ["a", "b"])
+    assert (view.server, shown(view)) == ("a", ["req-a2", "req-a1"])
+    view.press("o", ["a", "b"])
+    view.press("s", ["a", "b"])
+    assert (ORDERS[view.order][0], view.server, shown(view)) == ("slowest", "b", ["req-b1"])
+    view.press("s", ["a", "b"])  # back to every server
+    assert shown(view) == ["req-b1", "req-a2", "req-a1"]
