@@ -11,7 +11,7 @@ import html
 import time
 
 from agent import __version__
-from agent.sinks.status import ServerStatus, Snapshot
+from agent.sinks.status import ServerStatus, Snapshot, number, percent
 
 REFRESH_SECONDS = 5
 REQUEST_ROWS = 20
@@ -35,14 +35,6 @@ def _e(value: object) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _number(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
-
-
-def _ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
-
-
 def _bar(ratio: float | None) -> str:
     if ratio is None:
         return "—"
@@ -52,7 +44,7 @@ def _bar(ratio: float | None) -> str:
 
 
 def _state(server: ServerStatus) -> str:
-    state = server.state or ("ready" if server.ready else ("following" if server.ready is None else "not ready"))
+    state = server.shown_state
     good = state in ("running", "ready", "following")
     text = f'<span class="{"ok" if good else "bad"}">{_e(state)}</span>'
     if server.lmcache_state is not None:
@@ -73,12 +65,12 @@ def _servers(snapshot: Snapshot) -> str:
         rows.append(
             f"<tr><td><b>{_e(server.name)}</b></td><td>{_state(server)}</td>"
             f'<td class="muted">{_e(server.model)} {_e(server.version)}</td>'
-            f'<td class="n">{uptime}</td><td class="n">{_number(server.restarts, 0)}</td>'
-            f'<td class="n">{_number(server.prompt_throughput)}</td>'
-            f'<td class="n">{_number(server.generation_throughput)}</td>'
-            f'<td class="n">{_number(server.running, 0)}</td><td class="n">{_number(server.waiting, 0)}</td>'
-            f'<td>{_bar(server.kv_cache_usage)}</td><td class="n">{_ratio(server.prefix_cache_hit_ratio)}</td>'
-            f'<td class="n">{_ratio(server.lmcache_hit_ratio)}</td><td>{_e(server.canary or "—")}</td>'
+            f'<td class="n">{uptime}</td><td class="n">{number(server.restarts, 0)}</td>'
+            f'<td class="n">{number(server.prompt_throughput)}</td>'
+            f'<td class="n">{number(server.generation_throughput)}</td>'
+            f'<td class="n">{number(server.running, 0)}</td><td class="n">{number(server.waiting, 0)}</td>'
+            f'<td>{_bar(server.kv_cache_usage)}</td><td class="n">{percent(server.prefix_cache_hit_ratio)}</td>'
+            f'<td class="n">{percent(server.lmcache_hit_ratio)}</td><td>{_e(server.canary or "—")}</td>'
             f'<td class="{"bad" if conditions else "muted"}">{_e(", ".join(conditions) or "—")}</td></tr>'
         )
     return f"<table>{head}{''.join(rows)}</table>"

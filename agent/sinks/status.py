@@ -50,6 +50,13 @@ class ServerStatus:
     startup_phases: dict[str, float] = field(default_factory=dict)
 
     @property
+    def shown_state(self) -> str:
+        """The supervised server's state; for a server kvwatch only reads, what its log says."""
+        if self.state is not None:
+            return self.state
+        return "following" if self.ready is None else ("ready" if self.ready else "not ready")
+
+    @property
     def lmcache_hit_ratio(self) -> float | None:
         """Since kvwatch started reading: LMCache hit tokens over the tokens looked up."""
         return self.lmcache_hit_tokens / self.lmcache_lookup_tokens if self.lmcache_lookup_tokens else None
@@ -220,6 +227,16 @@ class Trend:
     def series(self, name: str, field_name: str) -> list[float | None]:
         """A field of one server over the readings kept (None where it had no value)."""
         return [getattr(s.servers.get(name), field_name, None) for _, s in self.readings]
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    """A number as the views print it ("—": none)."""
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def percent(ratio: float | None) -> str:
+    """A ratio as a percentage with one decimal ("—": none)."""
+    return "—" if ratio is None else f"{ratio * 100:.1f}%"
 
 
 SPARK = "▁▂▃▄▅▆▇█"

@@ -22,17 +22,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agent.sinks.status import Snapshot, Trend, sparkline
+from agent.sinks.status import Snapshot, Trend, number, percent, sparkline
 
 WIDE = 150  # from here on, sparklines are shown
-
-
-def _number(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
-
-
-def _ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
 
 
 def _duration(seconds: float | None) -> str:
@@ -54,7 +46,7 @@ def _bar(ratio: float | None, width: int = 10) -> Text:
 
 
 def _state(server) -> Text:
-    state = server.state or ("ready" if server.ready else ("following" if server.ready is None else "not ready"))
+    state = server.shown_state
     style = {"running": "green", "ready": "green", "starting": "yellow", "waiting": "yellow"}.get(state, "red")
     if state in ("following", "stopped"):
         style = "dim"
@@ -107,16 +99,16 @@ def table(trend: Trend, width: int) -> Table:
             "server": Text(name, style="bold"),
             "state": _state(server),
             "up": _duration(server.uptime_seconds),
-            "restarts": _number(server.restarts, 0),
-            "req/s": _number(trend.requests_per_second(name), 2),
-            "prompt tok/s": _number(server.prompt_throughput),
-            "gen tok/s": _number(server.generation_throughput),
-            "run": _number(server.running, 0),
-            "wait": _number(server.waiting, 0),
+            "restarts": number(server.restarts, 0),
+            "req/s": number(trend.requests_per_second(name), 2),
+            "prompt tok/s": number(server.prompt_throughput),
+            "gen tok/s": number(server.generation_throughput),
+            "run": number(server.running, 0),
+            "wait": number(server.waiting, 0),
             "KV cache": _bar(server.kv_cache_usage),
-            "prefix hit": _ratio(server.prefix_cache_hit_ratio),
-            "LMCache hit now / all": f"{_ratio(trend.recent_lmcache_hit_ratio(name))} / "
-            f"{_ratio(server.lmcache_hit_ratio)}",
+            "prefix hit": percent(server.prefix_cache_hit_ratio),
+            "LMCache hit now / all": f"{percent(trend.recent_lmcache_hit_ratio(name))} / "
+            f"{percent(server.lmcache_hit_ratio)}",
             "attention": Text(", ".join(server.conditions()) or "—", style="red" if server.conditions() else "dim"),
         }
         grid.add_row(*(cells[t] for t in titles))

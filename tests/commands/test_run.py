@@ -21,7 +21,16 @@ import pytest
 from agent import config as configuration
 from agent.commands.run import EXIT_HANDED_OVER, Daemon
 from agent.supervise.server import proc_start_time
-from tests.support.harness import FAKE, STATS, as_nobody, fake_server, free_port, stats_lines, wait_for
+from tests.support.harness import (
+    FAKE,
+    STATS,
+    as_nobody,
+    fake_server,
+    free_port,
+    self_signed_certificate,
+    stats_lines,
+    wait_for,
+)
 
 
 def test_supervised_server_metrics_health_and_landing_page(agents) -> None:
@@ -268,12 +277,7 @@ def test_sd_notify_ready_status_watchdog_stopping(agents, tmp_path: Path) -> Non
 
 
 def test_basic_auth_and_tls(agents, tmp_path: Path) -> None:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    key, cert = self_signed_certificate(tmp_path)
     password = tmp_path / "password"
     password.write_text("hunter2\n")
     agent = agents(

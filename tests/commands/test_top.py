@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.harness import REPO, STATS, wait_for
+from tests.support.harness import REPO, STATS, self_signed_certificate, wait_for
 
 RELEASE_LOG = REPO / "tests" / "fixtures" / "releases" / "0.32.0" / "server.log"
 LOOKUP = "[2025-12-14 16:18:24,320] LMCache INFO: Reqid: cmpl-{n}, Total tokens 600, LMCache hit tokens: {hit}, "
@@ -62,12 +62,7 @@ def test_top_following_a_log_shows_what_replay_counts() -> None:
 
 
 def test_top_reads_a_running_kvwatch_with_its_tls_and_basic_auth(agents, tmp_path: Path) -> None:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    key, cert = self_signed_certificate(tmp_path)
     password = tmp_path / "password"
     password.write_text("hunter2\n")
     log = tmp_path / "vllm-a.log"

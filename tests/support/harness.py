@@ -89,6 +89,17 @@ def live_members(group: int) -> list[int]:
     return members
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A key and a certificate for 127.0.0.1 (openssl), valid for a day: (key, cert)."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
