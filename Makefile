@@ -18,7 +18,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run test bench bench-replay bench-live bench-traces bench-regex compat lint generate system-deps demo-server clean
+.PHONY: run run-retrieve test bench bench-replay bench-live bench-traces bench-regex compat lint generate system-deps demo-server clean
 
 $(INSTALLED): pyproject.toml
 	@echo "kvwatch: installing kvwatch and its test tools into $(VENV) (about a minute the first time)"
@@ -68,6 +68,11 @@ run: $(INSTALLED) demo-server
 	@echo "           -d '{\"model\": \"tiny-llama\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'"
 	@echo "kvwatch: Ctrl-C stops kvwatch and the server."
 	$(VENV)/bin/kvwatch run --config examples/cpu-demo/kvwatch.toml
+
+# The demo with vLLM's own prefix cache off, so that LMCache's hits are loaded (Retrieved lines).
+run-retrieve: $(INSTALLED) demo-server
+	@echo "kvwatch: as make run, with vLLM's prefix cache off: the second identical long prompt is loaded from LMCache"
+	$(VENV)/bin/kvwatch run --config examples/cpu-demo/kvwatch-retrieve.toml
 
 # kvwatch against real vLLM releases (tests/compat/releases.toml): long, resumable, not part of `make test`.
 compat: $(INSTALLED) demo-server

@@ -12,8 +12,10 @@ Skipped only where the server environment is not installed and CI is not set.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -43,14 +45,18 @@ def canary(config: Path, server: str) -> subprocess.CompletedProcess:
     )
 
 
+# The demo that shows LMCache loading (make run-retrieve): this test runs its server set-up.
+DEMO = tomllib.loads((REPO / "examples" / "cpu-demo" / "kvwatch-retrieve.toml").read_text())["server"][0]
+
+
 def lmcache_server(port: int) -> str:
+    settings = ", ".join(f"{key} = {json.dumps(value)}" for key, value in DEMO["lmcache"]["settings"].items())
     return f"""[[server]]
 name = "tiny-lmcache"
 python = "{PYTHON}"
 model = "{MODEL}"
 port = {port}
-args = ["--enforce-eager", "--max-model-len", "2048", "--served-model-name", "tiny-llama", "--enable-log-requests",
-        "--no-enable-prefix-caching"]
+args = {json.dumps(DEMO["args"])}
 health_interval = "1s"
 stop_timeout = "30s"
 canary_interval = "1h"          # one periodic canary, as soon as the server runs
@@ -60,10 +66,10 @@ HF_HUB_OFFLINE = "1"
 VLLM_CPU_KVCACHE_SPACE = "1"
 VLLM_LOG_STATS_INTERVAL = "1"
 PYTHONPATH = "{HOOK}"
-PYTHONHASHSEED = "0"
+PYTHONHASHSEED = "{DEMO["env"]["PYTHONHASHSEED"]}"
 
 [server.lmcache]
-settings = {{ chunk_size = 256, local_cpu = true, max_local_cpu_size = 1 }}
+settings = {{ {settings} }}
 """
 
 
