@@ -114,9 +114,12 @@ def params_key(params: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "model")
 
 
-def run(argv: Sequence[str], history: Path, out: TextIO = sys.stdout) -> tuple[int, dict]:
-    """Run the benchmark, stream its output to ``out``, append the run to ``history``."""
+def run(argv: Sequence[str], history: Path, out: TextIO = sys.stdout, window=None) -> tuple[int, dict]:
+    """Run the benchmark, stream its output to ``out``, append the run to ``history`` (with what the cache
+    did meanwhile, when ``window``, a :class:`agent.sinks.bench_cache.CacheWindow`, reads a running kvwatch)."""
     mode, params = parse_command(argv)
+    if window is not None:
+        window.start()
     started = time.time()
     stream = LogStream()
     events: list[ev.Event] = []
@@ -147,6 +150,8 @@ def run(argv: Sequence[str], history: Path, out: TextIO = sys.stdout) -> tuple[i
         "exit_code": code,
         "results": results_of(events),
     }
+    if window is not None:
+        entry["cache"] = window.stop()  # per server: deltas over the run ({} when kvwatch could not be read)
     history.parent.mkdir(parents=True, exist_ok=True)
     with open(history, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, sort_keys=True) + "\n")
@@ -253,7 +258,9 @@ HEADLINE = {
 
 def history_table(entries: list[dict]) -> str:
     """Newest first, with the change against the previous run of the same parameter set."""
-    rows = [f"{'when':19} {'mode':10} {'model':24} {'result':>26} {'change':>8}  parameters"]
+    rows = [
+        f"{'when':19} {'mode':10} {'model':24} {'result':>26} {'change':>8}  {'cache during the run':36}  parameters"
+    ]
     previous: dict[tuple[str, str, str], dict] = {}
     lines = []
     for entry in entries:
@@ -266,10 +273,24 @@ def history_table(entries: list[dict]) -> str:
             change = f"{(value / before['results'][name] - 1) * 100:+.1f}%"
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.get("time", 0)))
         shown = f"{name} {value:g}" if value is not None else f"exit {entry.get('exit_code')}, no result"
-        lines.append(f"{when:19} {key[0]:10} {key[1][-24:]:24} {shown:>26} {change:>8}  {key[2]}")
+        lines.append(
+            f"{when:19} {key[0]:10} {key[1][-24:]:24} {shown:>26} {change:>8}  {cache_summary(entry):36}  {key[2]}"
+        )
         if value is not None and entry.get("exit_code") == 0:
             previous[key] = entry
     return "\n".join(rows + lines[::-1])
+
+
+def cache_summary(entry: dict) -> str:
+    """``LMCache 41.5% of 2,468 tok, prefix 62.3%``: the run's cache numbers, summed over its servers."""
+    cache = entry.get("cache") or {}
+    if not cache:
+        return "—"
+    looked_up = sum(c.get("lmcache_lookup_tokens") or 0 for c in cache.values())
+    hit = sum(c.get("lmcache_hit_tokens") or 0 for c in cache.values())
+    rates = [c["prefix_cache_hit_rate"] for c in cache.values() if c.get("prefix_cache_hit_rate") is not None]
+    lmcache = f"LMCache {hit / looked_up * 100:.1f}% of {looked_up:,.0f} tok" if looked_up else "LMCache no lookup"
+    return lmcache + (f", prefix {max(rates) * 100:.1f}%" if rates else "")
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -287,6 +308,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--history", action="store_true", help="print the recorded runs instead of running one")
     add_config_option(bench, "use this configuration's agent.state_dir", default=False)
     bench.add_argument("--history-file", metavar="FILE", help=f"default: STATE_DIR/{HISTORY}")
+    bench.add_argument(
+        "--kvwatch-url",
+        metavar="URL",
+        help="the running kvwatch whose numbers give the run's cache deltas (default: the one --config names, "
+        "else http://127.0.0.1:10067; unreachable: the run is recorded without them)",
+    )
+    bench.add_argument("--server", metavar="NAME", help="record the cache deltas of this server only")
     bench.add_argument("--grafana-url", metavar="URL", help="also mark the run as a Grafana annotation")
     bench.add_argument("--token-file", metavar="FILE", help="Grafana API token (default $GRAFANA_TOKEN)")
     bench.add_argument("command", nargs=argparse.REMAINDER, help="the benchmark command, after --")
@@ -315,13 +343,21 @@ def main(args: argparse.Namespace) -> int:
         from agent.commands.dashboards import grafana_token
 
         token = grafana_token(args.token_file)  # read before the run: a bad file fails at once
+    from agent.commands.top import kvwatch_reader
+    from agent.sinks.bench_cache import CacheWindow
+
+    window = CacheWindow(kvwatch_reader(args.kvwatch_url, args.config), args.server)
     try:
-        code, entry = run(command, history)
+        code, entry = run(command, history, window=window)
     except BenchError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot record the run in {history}: {exc.strerror or exc}", EXIT_FAILED) from None
     print(f"kvwatch: recorded {entry['mode'] or 'benchmark'} run in {history}: {len(entry['results'])} results")
+    if entry.get("cache"):
+        print(f"kvwatch: the cache during the run: {cache_summary(entry)}")
+    else:
+        print(f"kvwatch: no cache numbers recorded (no running kvwatch read: {window.error or 'no server'})")
     if args.grafana_url:
         _annotate(args.grafana_url, token, entry)
     return code

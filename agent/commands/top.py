@@ -180,6 +180,13 @@ def _local_zone():
     return resolve_timezone(None)
 
 
+def kvwatch_reader(url: str | None, config: str | None, user: str | None = None) -> Reading:
+    """How to read a running kvwatch: at ``url``, else where ``config`` serves, else the default address."""
+    if url is None and config is not None:
+        return _from_config(config)
+    return _fetcher(url or DEFAULT_URL, user, os.environ.get("KVWATCH_PASSWORD"), None)
+
+
 # -- the command -------------------------------------------------------------------------------
 
 
@@ -193,10 +200,8 @@ def main(args: argparse.Namespace) -> int:
     if args.log:
         followed = _FollowedLogs(args.log)
         read = followed.read
-    elif args.config:
-        read = _from_config(args.config)
     else:
-        read = _fetcher(args.url or DEFAULT_URL, args.user, os.environ.get("KVWATCH_PASSWORD"), None)
+        read = kvwatch_reader(args.url, args.config, args.user)
     trend = Trend()
     try:
         if args.once or args.json:

@@ -38,6 +38,8 @@ class ServerStatus:
     waiting: float | None = None
     kv_cache_usage: float | None = None  # 0..1
     prefix_cache_hit_ratio: float | None = None  # vLLM's windowed rate, 0..1
+    external_prefix_cache_hit_ratio: float | None = None  # vLLM's windowed rate of KV-connector hits, 0..1
+    preemptions: float = 0.0
     requests_added: float = 0.0
     lmcache_lookups: float = 0.0
     lmcache_lookup_tokens: float = 0.0
@@ -167,6 +169,10 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
         s.kv_cache_usage = value if s.kv_cache_usage is None else max(s.kv_cache_usage, value)
     elif name == "kvwatch_vllm_prefix_cache_hit_ratio":
         s.prefix_cache_hit_ratio = value if s.prefix_cache_hit_ratio is None else max(s.prefix_cache_hit_ratio, value)
+    elif name == "kvwatch_vllm_external_prefix_cache_hit_ratio":
+        s.external_prefix_cache_hit_ratio = value
+    elif name == "kvwatch_vllm_preemptions_total":
+        s.preemptions += value
     elif name == "kvwatch_vllm_requests_added_total":
         s.requests_added = value
     elif name == "kvwatch_lmcache_lookups_total":

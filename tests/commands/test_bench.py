@@ -127,3 +127,46 @@ def test_a_running_kvwatch_shows_the_last_run_of_each_parameter_set(tmp_path: Pa
         assert agent.value("kvwatch_bench_last_run_timestamp_seconds", **labels) > 1.7e9
     finally:
         agent.kill()
+
+
+def test_the_cache_numbers_of_the_run_are_recorded_from_the_running_kvwatch(tmp_path: Path) -> None:
+    """The deltas of a real kvwatch's counters over the run (its server log here is written by the stand-in
+    benchmark, as a served benchmark's requests would make vLLM and LMCache write it)."""
+    log = tmp_path / "f.log"
+    log.write_text(  # traffic before the run: not the run's
+        "[2026-12-01 09:59:00,000] LMCache INFO: Reqid: cmpl-before, Total tokens 1000, LMCache hit tokens: 768, "
+        "need to load: 768 (vllm_v1_adapter.py:1:lmcache.integration.vllm.x)\n"
+    )
+    agent = Agent(tmp_path, f'[[follow]]\nname = "f"\npaths = ["{log}"]\nstart_at = "beginning"\n').start()
+    try:
+        wait_for(lambda: agent.value("kvwatch_lmcache_lookups_total", server="f") == 1, what="the earlier lookup")
+        before = {n: agent.value(f"kvwatch_lmcache_{n}_total", server="f") for n in ("lookup_tokens", "hit_tokens")}
+        history = tmp_path / "bench-history.jsonl"
+        command = fake("serve", "--server-log", str(log))
+        result = bench(history, *command, extra=("--kvwatch-url", agent.url(""), "--server", "f"))
+        assert result.returncode == 0, result.stderr
+        after = {n: agent.value(f"kvwatch_lmcache_{n}_total", server="f") for n in ("lookup_tokens", "hit_tokens")}
+        (entry,) = [json.loads(line) for line in history.read_text().splitlines()]
+        cache = entry["cache"]["f"]
+        assert cache["lmcache_lookups"] == 3
+        assert cache["lmcache_lookup_tokens"] == after["lookup_tokens"] - before["lookup_tokens"] == 1800
+        assert cache["lmcache_hit_tokens"] == after["hit_tokens"] - before["hit_tokens"] == 1024
+        assert cache["lmcache_hit_ratio"] == round(1024 / 1800, 4)
+        assert (cache["kv_cache_usage_peak"], cache["prefix_cache_hit_rate"]) == (0.3, 0.4)
+        assert "the cache during the run: LMCache 56.9% of 1,800 tok, prefix 40.0%" in result.stdout
+    finally:
+        agent.kill()
+    shown = subprocess.run(
+        [sys.executable, "-m", "agent", "bench", "--history", "--history-file", str(history)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "LMCache 56.9% of 1,800 tok, prefix 40.0%" in shown.stdout
+
+
+def test_without_a_running_kvwatch_the_run_is_recorded_without_cache_numbers(tmp_path: Path) -> None:
+    history = tmp_path / "bench-history.jsonl"
+    result = bench(history, *fake("latency"), extra=("--kvwatch-url", "http://127.0.0.1:9"))
+    assert result.returncode == 0, result.stderr
+    assert "no cache numbers recorded" in result.stdout and "cannot reach kvwatch" in result.stdout
+    (entry,) = [json.loads(line) for line in history.read_text().splitlines()]
+    assert entry["cache"] == {} and entry["results"]["avg_latency_seconds"] > 0

@@ -1,9 +1,13 @@
 """A stand-in for `vllm bench`: prints a run's progress and its result lines as vLLM 0.32 does.
 
-    python fakebench.py bench latency|throughput|serve [--scale X] [--exit-code C] [vllm bench flags...]
+    python fakebench.py bench latency|throughput|serve [--scale X] [--exit-code C] [--server-log FILE]
+        [vllm bench flags...]
 
 The result lines are the formats of vLLM's benchmark commands (see the
 parser fixtures); ``--scale`` multiplies the figures so that runs differ.
+``--server-log`` appends to FILE what a served benchmark's requests would make
+the server log (three LMCache lookups of 600 tokens, 0, 512 and 512 hit, and a
+stats line at 30% KV usage), then waits for a follower to read it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,19 @@ def main() -> int:
     code = int(argv[argv.index("--exit-code") + 1]) if "--exit-code" in argv else 0
     print(f"INFO 12-01 10:00:00 [__init__.py:1] running the {mode} benchmark with {argv}", flush=True)
     time.sleep(0.1)
+    if "--server-log" in argv:
+        with open(argv[argv.index("--server-log") + 1], "a", encoding="utf-8") as log:
+            for n, hit in enumerate((0, 512, 512)):
+                log.write(
+                    f"[2026-12-01 10:00:0{n},000] LMCache INFO: Reqid: cmpl-bench-{n}, Total tokens 600, LMCache hit "
+                    f"tokens: {hit}, need to load: {hit} (vllm_v1_adapter.py:1:lmcache.integration.vllm.x)\n"
+                )
+            log.write(
+                "INFO 12-01 10:00:04 [loggers.py:1] Engine 000: Avg prompt throughput: 10.0 tokens/s, Avg generation "
+                "throughput: 5.0 tokens/s, Running: 3 reqs, Waiting: 0 reqs, GPU KV cache usage: 30.0%, Prefix cache "
+                "hit rate: 40.0%\n"
+            )
+        time.sleep(1.5)
     if mode == "latency":
         print("Warmup iterations: 100%|##########| 1/1", flush=True)
         print(f"Avg latency: {1.475279240796808 * scale} seconds")
