@@ -108,6 +108,21 @@ def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Pat
         native = vllm_metrics(port)
         hits = agent.value("kvwatch_lmcache_hit_tokens_total", server="tiny-lmcache")
         assert hits == 256 * (sent - 1)  # one 256-token chunk, found from the second request on
+
+        # kvwatch top beside it: each request's row, the second on with its 256 LMCache hit tokens, loaded.
+        def rows() -> list[dict]:
+            top = subprocess.run(
+                [sys.executable, "-m", "agent", "top", "--config", str(agent.config), "--json"],
+                cwd=REPO, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            listed = json.loads(top.stdout)["servers"][0]["recent_requests"]
+            return [r for r in listed if r["id"].startswith("chatcmpl-kvwatch-e2e-")]
+
+        shown = wait_for(lambda: len(found := rows()) == sent and found, what="kvwatch top's row of each request")
+        assert [(r["lmcache_hit_tokens"], r["loaded_from_lmcache"]) for r in shown] == [(0, 0)] + [(256, 256)] * (
+            sent - 1
+        )
+        assert shown[0]["reason"] == "not seen before" and shown[1]["reason"] is None
         # The witness: what vLLM loaded through the connector, and what it was asked -- the
         # server's own traffic and the canary's, which kvwatch keeps apart, add up to vLLM's totals.
         assert hits + canary_hits == native["vllm:external_prefix_cache_hits_total"]
