@@ -1,4 +1,5 @@
-"""The status page at ``/``: ``kvwatch top``'s picture for a browser, rendered on the server.
+"""The status page at ``/``: ``kvwatch top``'s picture for a browser, rendered on the server -- the servers
+(their last canary among them), their last requests, and the last ``kvwatch bench`` run of each parameter set.
 
 One HTML document with its style inline and no script, image or font from
 anywhere (many GPU hosts reach no CDN); it reloads itself every few seconds.
@@ -103,6 +104,23 @@ def _requests(snapshot: Snapshot) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _benchmarks(snapshot: Snapshot) -> str:
+    if not snapshot.benchmarks:
+        return '<p class="muted">No <code>kvwatch bench</code> run recorded in this state directory.</p>'
+    rows = []
+    for (benchmark, model, params), run in sorted(
+        snapshot.benchmarks.items(), key=lambda item: -(item[1]["time"] or 0)
+    ):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["time"])) if run["time"] else "—"
+        results = ", ".join(f"{name} {value:g}" for name, value in sorted(run["results"].items())[:6])
+        rows.append(
+            f"<tr><td>{when}</td><td>{_e(benchmark)}</td><td>{_e(model)}</td><td>{_e(params)}</td>"
+            f"<td>{_e(results)}</td></tr>"
+        )
+    head = "<tr><th>run</th><th>benchmark</th><th>model</th><th>parameters</th><th>results</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
 def render_page(snapshot: Snapshot) -> str:
     """The whole page for one reading."""
     gpus = f' <span class="bad">{snapshot.gpus_missing:.0f} GPU(s) missing</span>' if snapshot.gpus_missing else ""
@@ -120,5 +138,6 @@ def render_page(snapshot: Snapshot) -> str:
         '<a href="api/requests">/api/requests</a></p>'
         f"<h2>Servers</h2>{_servers(snapshot)}"
         f"<h2>Recent requests</h2>{_requests(snapshot)}"
+        f"<h2>Last benchmarks</h2>{_benchmarks(snapshot)}"
         "</body></html>\n"
     )

@@ -89,11 +89,16 @@ class Snapshot:
     kvwatch_version: str | None = None
     # Each server's last requests (agent.sinks.recent rows), newest last: /api/requests, not /metrics.
     requests: dict[str, list[dict]] = field(default_factory=dict)
+    # The last `kvwatch bench` run of each parameter set: (benchmark, model, params) -> {"time", "results"}.
+    benchmarks: dict[tuple[str, str, str], dict] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
             "kvwatch_version": self.kvwatch_version,
             "gpus_missing": self.gpus_missing,
+            "benchmarks": [
+                {"benchmark": key[0], "model": key[1], "params": key[2], **run} for key, run in self.benchmarks.items()
+            ],
             "servers": [
                 {
                     **asdict(s),
@@ -135,6 +140,14 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
         return
     if name == "kvwatch_gpus_missing":
         snapshot.gpus_missing = value
+        return
+    if name in ("kvwatch_bench_last_result", "kvwatch_bench_last_run_timestamp_seconds"):
+        key = (labels.get("benchmark", ""), labels.get("model", ""), labels.get("params", ""))
+        run = snapshot.benchmarks.setdefault(key, {"time": None, "results": {}})
+        if name == "kvwatch_bench_last_result":
+            run["results"][labels.get("result", "")] = value
+        else:
+            run["time"] = value
         return
     if "server" not in labels or math.isnan(value):
         return

@@ -4,6 +4,7 @@ error, shows the numbers ``/metrics`` shows and the recent requests, and a scree
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +32,10 @@ def browser(*args: str) -> subprocess.CompletedProcess:
 def test_the_status_page_in_a_headless_browser(agents, tmp_path: Path) -> None:
     log = tmp_path / "tiny-llama.log"
     shutil.copy(SAMPLE, log)
+    (tmp_path / "state").mkdir()
+    run = {"time": 1764680000.0, "mode": "latency", "model": "tiny-llama", "params": {"batch_size": "2"}}
+    run |= {"exit_code": 0, "results": {"avg_latency_seconds": 0.25}, "cache": {}}
+    (tmp_path / "state" / "bench-history.jsonl").write_text(json.dumps(run) + "\n")  # a kvwatch bench run
     agent = agents(f'[[follow]]\nname = "tiny-llama"\npaths = ["{log}"]\nstart_at = "beginning"\n').start()
     wait_for(lambda: agent.value("kvwatch_lmcache_lookups_total", server="tiny-llama") == 5, what="five lookups")
     hits = agent.value("kvwatch_lmcache_hit_tokens_total", server="tiny-llama")
@@ -49,6 +54,7 @@ def test_the_status_page_in_a_headless_browser(agents, tmp_path: Path) -> None:
     assert f"{prefix * 100:.1f}%" in dom  # vLLM's prefix-cache hit rate of the last stats line
     assert dom.count("not seen before") == 1 and dom.count("vLLM's own prefix cache already held it") == 4
     assert "0.46 s" in dom  # the first request's latency, from its lines' own times (the log is old)
+    assert "avg_latency_seconds 0.25" in dom and "batch_size=2" in dom  # the last benchmark
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "status-page.png"
