@@ -146,3 +146,44 @@ def test_q_quits_the_live_view_in_a_terminal(tmp_path: Path) -> None:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+def test_the_live_view_says_when_kvwatch_goes_away_and_shows_it_again_when_it_is_back(agents, tmp_path: Path) -> None:
+    """A kvwatch restarting under ``kvwatch top --url``: the last picture stays with the reason; the next
+    reading after it is back shows the server again (no colour: NO_COLOR)."""
+    log = tmp_path / "back.log"
+    log.write_text(STATS)
+    agent = agents(f'[[follow]]\nname = "comeback"\npaths = ["{log}"]\nstart_at = "beginning"\n').start()
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(REPO)
+        os.environ.update({"COLUMNS": "160", "LINES": "30", "TERM": "xterm", "NO_COLOR": "1"})
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "agent", "top", "--url", agent.url(""), "--interval", "0.3"],
+        )
+    shown = bytearray()
+
+    def until(text: bytes, what: str) -> None:
+        deadline = time.monotonic() + 60
+        start = len(shown)
+        while text not in shown[start:] and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                shown.extend(os.read(fd, 65536))
+        assert text in shown[start:], f"{what}: {bytes(shown[-400:])!r}"
+
+    try:
+        until(b"comeback", "the server")
+        agent.kill()
+        until(b"cannot reach kvwatch", "the reason while kvwatch is away")
+        agent.start()
+        until(b"comeback", "the server again")
+        assert b"\x1b[3" not in shown  # no colour: NO_COLOR (cursor moves aside, no SGR colour codes)
+        os.write(fd, b"q")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
