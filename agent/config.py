@@ -342,6 +342,8 @@ class AgentConfig:
     poll_interval: float = setting(1.0, "duration", 0.01, 60.0)
     max_line_length: int = setting(4 * 1024 * 1024, "integer", 1024)
     reader_nice: int = setting(10, "integer", 0, 19)
+    # Requests kept per server for kvwatch top and /api/requests; 0: none, and no request joining at all.
+    recent_requests: int = setting(50, "integer", 0, 10_000)
 
 
 TRACE_PROTOCOLS = ("http/protobuf", "grpc")
@@ -897,6 +899,7 @@ def render(config: Config) -> str:
         f"poll_interval = {a.poll_interval:g}",
         f"max_line_length = {a.max_line_length}",
         f"reader_nice = {a.reader_nice}",
+        f"recent_requests = {a.recent_requests}",
         "",
         "[metrics]",
         f"address = {_q(config.metrics.address)}",

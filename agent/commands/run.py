@@ -208,20 +208,21 @@ class Daemon:
         pipeline = SourcePipeline(name, resolve_timezone(timezone), self.config.agent.max_line_length, self.lock)
         managed = Managed(name, pipeline, model)
         stats = pipeline.stats
-        managed.recent = RecentRequests(stats, chunk)
+        keep = self.config.agent.recent_requests
+        managed.recent = RecentRequests(stats, chunk, keep) if keep else None
         limits = {"max_open": self.config.tracing.max_open_requests, "idle_timeout": self.config.tracing.idle_timeout}
         if self.tracing is not None:
-            managed.trace = self.tracing.builder(
-                stats, stats.clock, model, now=time.time, also=managed.recent.add, **limits
-            )
-        else:
+            also = managed.recent.add if managed.recent is not None else None
+            managed.trace = self.tracing.builder(stats, stats.clock, model, now=time.time, also=also, **limits)
+        elif managed.recent is not None:
             # Joined for the recent-requests view only: no trace, no exemplar, and log time throughout (a
             # stamp-less access line takes the latest time the log showed, so history read at start has
             # latencies too).
             managed.trace = TraceBuilder(
                 stats, stats.clock, managed.recent.add, sampled=lambda _trace_id: False, **limits
             )
-        pipeline.listeners.append(managed.trace.observe)
+        if managed.trace is not None:
+            pipeline.listeners.append(managed.trace.observe)
         with self.lock:
             self.managed[name] = managed
         return managed

@@ -145,7 +145,12 @@ class _FollowedLogs:
         for (name, pipeline), path in zip(self.pipelines.items(), paths, strict=True):
             self.tailer.add(Source(name, (str(Path(path).resolve()),), pipeline.stats.skipped, start_at_end=False))
         self.registry = registry_for(lambda: [p.stats for p in self.pipelines.values()])
+        self.following = False
+
+    def follow(self) -> None:
+        """Keep reading in the tailer's own thread (the live view)."""
         self.tailer.start()
+        self.following = True
 
     def read(self):
         from prometheus_client import generate_latest
@@ -163,15 +168,13 @@ class _FollowedLogs:
         return read_snapshot(text, requests)
 
     def settle(self) -> None:
-        """Wait until the files have been read to their current end (for --once)."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            cycles = self.tailer.cycle()
-            if not cycles:
-                return
+        """Read the files to their current end, in this thread (--once, --json: no reading thread runs)."""
+        while self.tailer.cycle():
+            pass
 
     def stop(self) -> None:
-        self.tailer.stop()
+        if self.following:
+            self.tailer.stop()
 
 
 def _local_zone():
@@ -214,6 +217,8 @@ def main(args: argparse.Namespace) -> int:
             else:
                 terminal.print_once(trend)
             return EXIT_OK
+        if followed is not None:
+            followed.follow()
         terminal.live(trend, read, args.interval)
         return EXIT_OK
     finally:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from agent.sinks.stats import ServerStats
 from agent.sinks.traces import OpenRequest
 
-KEEP = 50
+KEEP = 50  # the default of [agent] recent_requests
 DEFAULT_CHUNK = 256  # LMCache's default chunk size
 
 

@@ -187,3 +187,16 @@ def test_the_live_view_says_when_kvwatch_goes_away_and_shows_it_again_when_it_is
             os.kill(pid, 9)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+def test_recent_requests_0_keeps_none_and_joins_nothing(agents, tmp_path: Path) -> None:
+    log = tmp_path / "quiet.log"
+    log.write_text(STATS)
+    agent = agents(f'[[follow]]\nname = "quiet"\npaths = ["{log}"]\nstart_at = "beginning"\n')
+    agent.config.write_text(agent.config.read_text().replace("[metrics]", "recent_requests = 0\n\n[metrics]", 1))
+    agent.start()
+    wait_for(lambda: agent.value("kvwatch_vllm_stats_lines_total", server="quiet", engine="0") == 1, what="the line")
+    status, body = agent.get("/api/requests")
+    assert (status, json.loads(body)) == (200, {"servers": {}})
+    checked = kvwatch("check", "--config", str(agent.config))
+    assert "recent_requests = 0" in checked.stdout, checked.stderr
