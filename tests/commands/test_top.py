@@ -107,45 +107,58 @@ def test_an_unreachable_kvwatch_is_said_plainly(tmp_path: Path) -> None:
     assert "cannot reach kvwatch" in done.stderr and "Traceback" not in done.stderr
 
 
+class Terminal:
+    """``kvwatch top ARGS`` on a pseudo-terminal of 160 x 30: what it has drawn so far, keys sent to it."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child
+            os.chdir(REPO)
+            os.environ.update({"COLUMNS": "160", "LINES": "30", "TERM": "xterm", **(env or {})})
+            os.execv(sys.executable, [sys.executable, "-m", "agent", "top", *args])
+        self.shown = bytearray()
+
+    def until(self, text: bytes, what: str, timeout: float = 60) -> None:
+        """Read the screen until ``text`` is drawn anew."""
+        deadline, start = time.monotonic() + timeout, len(self.shown)
+        while text not in self.shown[start:] and time.monotonic() < deadline:
+            if select.select([self.fd], [], [], 0.5)[0]:
+                self.shown.extend(os.read(self.fd, 65536))
+        assert text in self.shown[start:], f"{what}: {bytes(self.shown[-400:])!r}"
+
+    def quit(self) -> int:
+        """Press q; the exit status (the test fails if it does not quit within 30 s)."""
+        os.write(self.fd, b"q")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            finished, status = os.waitpid(self.pid, os.WNOHANG)
+            if finished:
+                return os.waitstatus_to_exitcode(status)
+            if select.select([self.fd], [], [], 0.2)[0]:
+                with contextlib.suppress(OSError):  # the terminal closes as the child exits
+                    self.shown.extend(os.read(self.fd, 65536))
+        raise AssertionError("kvwatch top did not quit on q")
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
 def test_q_quits_the_live_view_in_a_terminal(tmp_path: Path) -> None:
     log = tmp_path / "live.log"
     log.write_text(STATS)
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: kvwatch top on the pseudo-terminal
-        os.chdir(REPO)
-        os.environ.update({"COLUMNS": "160", "LINES": "30", "TERM": "xterm"})
-        os.execv(sys.executable, [sys.executable, "-m", "agent", "top", "--log", str(log), "--interval", "0.2"])
-    shown = b""
+    terminal = Terminal("--log", str(log), "--interval", "0.2")
     try:
-        deadline = time.monotonic() + 60
-        while b"live" not in shown and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.5)[0]:
-                shown += os.read(fd, 65536)
-        assert b"kvwatch top" in shown and b"live" in shown, shown[-500:]
+        terminal.until(b"live", "the server")
+        assert b"kvwatch top" in terminal.shown
         with log.open("a") as handle:  # a line written now shows on a later redraw
             handle.write(STATS.replace("Running: 1 reqs", "Running: 4321 reqs"))
-        deadline = time.monotonic() + 30
-        while b"4,321" not in shown and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.5)[0]:
-                shown += os.read(fd, 65536)
-        assert b"4,321" in shown, shown[-500:]
-        os.write(fd, b"q")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            finished, status = os.waitpid(pid, os.WNOHANG)
-            if finished:
-                break
-            if select.select([fd], [], [], 0.2)[0]:
-                with contextlib.suppress(OSError):  # the terminal closes as the child exits
-                    shown += os.read(fd, 65536)
-        else:
-            raise AssertionError("kvwatch top did not quit on q")
-        assert os.waitstatus_to_exitcode(status) == 0
+        terminal.until(b"4,321", "the new line's running requests", timeout=30)
+        assert terminal.quit() == 0
     finally:
-        with contextlib.suppress(ProcessLookupError, ChildProcessError):
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        os.close(fd)
+        terminal.close()
 
 
 def test_the_live_view_says_when_kvwatch_goes_away_and_shows_it_again_when_it_is_back(agents, tmp_path: Path) -> None:
@@ -154,39 +167,17 @@ def test_the_live_view_says_when_kvwatch_goes_away_and_shows_it_again_when_it_is
     log = tmp_path / "back.log"
     log.write_text(STATS)
     agent = agents(f'[[follow]]\nname = "comeback"\npaths = ["{log}"]\nstart_at = "beginning"\n').start()
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(REPO)
-        os.environ.update({"COLUMNS": "160", "LINES": "30", "TERM": "xterm", "NO_COLOR": "1"})
-        os.execv(
-            sys.executable,
-            [sys.executable, "-m", "agent", "top", "--url", agent.url(""), "--interval", "0.3"],
-        )
-    shown = bytearray()
-
-    def until(text: bytes, what: str) -> None:
-        deadline = time.monotonic() + 60
-        start = len(shown)
-        while text not in shown[start:] and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.5)[0]:
-                shown.extend(os.read(fd, 65536))
-        assert text in shown[start:], f"{what}: {bytes(shown[-400:])!r}"
-
+    terminal = Terminal("--url", agent.url(""), "--interval", "0.3", env={"NO_COLOR": "1"})
     try:
-        until(b"comeback", "the server")
+        terminal.until(b"comeback", "the server")
         agent.kill()
-        until(b"cannot reach kvwatch", "the reason while kvwatch is away")
+        terminal.until(b"cannot reach kvwatch", "the reason while kvwatch is away")
         agent.start()
-        until(b"comeback", "the server again")
-        assert b"\x1b[3" not in shown  # no colour: NO_COLOR (cursor moves aside, no SGR colour codes)
-        os.write(fd, b"q")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        terminal.until(b"comeback", "the server again")
+        assert b"\x1b[3" not in terminal.shown  # no colour: NO_COLOR (cursor moves aside, no SGR colour codes)
+        assert terminal.quit() == 0
     finally:
-        with contextlib.suppress(ProcessLookupError, ChildProcessError):
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        os.close(fd)
+        terminal.close()
 
 
 def test_recent_requests_0_keeps_none_and_joins_nothing(agents, tmp_path: Path) -> None:
