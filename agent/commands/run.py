@@ -387,7 +387,9 @@ class Daemon:
         wall = time.time()
         with self.lock:
             for managed in self.managed.values():
-                if managed.trace is not None:
+                # A joiner on log time (the recent requests alone) expires its idle requests on log time
+                # itself: the wall clock says nothing of a log whose time zone is not kvwatch's.
+                if managed.trace is not None and managed.trace.now is not None:
                     managed.trace.expire(wall)
         now = time.monotonic()
         self.gpus.refresh(now)
