@@ -16,11 +16,11 @@ its end, then looks at what its path names now:
 
 A file is known by its device and inode plus a fingerprint of its first
 bytes (:mod:`agent.sources.positions`).  Read positions are
-saved in the state directory whenever reading pauses, every ``SAVE_INTERVAL``
-while it goes on, and at a stop, so a restarted kvwatch resumes where the last
-one stopped -- including in the renamed file it had not finished.  (After a
-SIGKILL under a steady stream, the lines of the last quarter second are read
-again.)
+saved in the state directory at most every ``SAVE_INTERVAL`` while lines come
+(and on the first cycle after), and at a stop, so a restarted kvwatch resumes
+where the last one stopped -- including in the renamed file it had not
+finished.  (After a SIGKILL, the lines since the last save are read again, and
+counted once: the numbers are saved with the positions.)
 
 A supervised server's raw log is rotated from here, because only the reader
 knows what has been read: :meth:`TailedPath.rotate` calls
@@ -55,7 +55,7 @@ READ_BLOCK = 1 << 20
 MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file cannot starve the rest
 ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
 BUSY_PAUSE = 0.002  # seconds between cycles while lines keep coming
-SAVE_INTERVAL = 0.25  # seconds between saves of the read positions while lines keep coming
+SAVE_INTERVAL = 1.0  # seconds between saves of the read positions (and the numbers with them)
 
 
 def _glob_magic(text: str) -> bool:
@@ -586,8 +586,10 @@ class Tailer:
         self.cycles += 1
         if read:
             self._unsaved = True
-        # Positions are saved when the reading pauses, and every SAVE_INTERVAL while it goes on.
-        if self._unsaved and (not read or now - self._saved_at >= SAVE_INTERVAL):
+        # Positions are saved at most every SAVE_INTERVAL: a save writes every source's numbers too, and a
+        # server writing a line every few milliseconds pauses after each one (a save per pause cost more
+        # than the parsing).  After a SIGKILL the lines since the last save are read again, counted once.
+        if self._unsaved and now - self._saved_at >= SAVE_INTERVAL:
             self.save_positions()
         return read
 
