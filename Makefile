@@ -18,7 +18,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run run-retrieve test bench bench-replay bench-live bench-traces bench-regex compat lint generate system-deps demo-server clean
+.PHONY: run run-retrieve test bench bench-replay bench-live bench-traces bench-regex bench-scale compat lint generate system-deps demo-server clean
 
 $(INSTALLED): pyproject.toml
 	@echo "kvwatch: installing kvwatch and its test tools into $(VENV) (about a minute the first time)"
@@ -82,7 +82,7 @@ compat: $(INSTALLED) demo-server
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libtcmalloc-minimal4 >/dev/null; }
 	$(PY) tests/compat/run_compat.py
 
-bench: bench-replay bench-live bench-traces bench-regex
+bench: bench-replay bench-live bench-traces bench-regex bench-scale
 
 bench-replay: $(INSTALLED) system-deps
 	$(PY) tests/benchmarks/run_replay_bench.py
@@ -95,6 +95,9 @@ bench-traces: $(INSTALLED) system-deps
 
 bench-regex: $(INSTALLED)
 	$(PY) tests/benchmarks/run_regex_bench.py
+
+bench-scale: $(INSTALLED)
+	$(PY) tests/benchmarks/run_scale_bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis
