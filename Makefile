@@ -18,7 +18,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run run-retrieve test bench bench-replay bench-live bench-traces bench-regex bench-scale compat lint generate system-deps demo-server clean
+.PHONY: run run-retrieve demo-stack test bench bench-replay bench-live bench-traces bench-regex bench-scale compat lint generate system-deps demo-server clean
 
 $(INSTALLED): pyproject.toml
 	@echo "kvwatch: installing kvwatch and its test tools into $(VENV) (about a minute the first time)"
@@ -73,6 +73,10 @@ run: $(INSTALLED) demo-server
 run-retrieve: $(INSTALLED) demo-server
 	@echo "kvwatch: as make run, with vLLM's prefix cache off: the second identical long prompt is loaded from LMCache"
 	$(VENV)/bin/kvwatch run --config examples/cpu-demo/kvwatch-retrieve.toml
+
+# The CPU demo with a local Prometheus (Debian's) scraping it, kvwatch's rules loaded; Ctrl-C stops all.
+demo-stack: $(INSTALLED) system-deps demo-server
+	$(PY) examples/cpu-demo/demo_stack.py
 
 # kvwatch against real vLLM releases (tests/compat/releases.toml): long, resumable, not part of `make test`.
 compat: $(INSTALLED) demo-server
