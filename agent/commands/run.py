@@ -47,7 +47,7 @@ from agent.pipeline import SourcePipeline
 from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.http import MetricsServer
 from agent.sinks.prometheus import collect_families
-from agent.sinks.recent import DEFAULT_CHUNK, RecentRequests
+from agent.sinks.recent import DEFAULT_CHUNK, RecentRequests, joined
 from agent.sinks.traces import TraceBuilder
 from agent.sources.journal import JournalSource
 from agent.sources.positions import PositionStore
@@ -209,18 +209,13 @@ class Daemon:
         managed = Managed(name, pipeline, model)
         stats = pipeline.stats
         keep = self.config.agent.recent_requests
-        managed.recent = RecentRequests(stats, chunk, keep) if keep else None
         limits = {"max_open": self.config.tracing.max_open_requests, "idle_timeout": self.config.tracing.idle_timeout}
         if self.tracing is not None:
+            managed.recent = RecentRequests(stats, chunk, keep) if keep else None
             also = managed.recent.add if managed.recent is not None else None
             managed.trace = self.tracing.builder(stats, stats.clock, model, now=time.time, also=also, **limits)
-        elif managed.recent is not None:
-            # Joined for the recent-requests view only: no trace, no exemplar, and log time throughout (a
-            # stamp-less access line takes the latest time the log showed, so history read at start has
-            # latencies too).
-            managed.trace = TraceBuilder(
-                stats, stats.clock, managed.recent.add, sampled=lambda _trace_id: False, **limits
-            )
+        elif keep:
+            managed.recent, managed.trace = joined(stats, chunk, keep, **limits)
         if managed.trace is not None:
             pipeline.listeners.append(managed.trace.observe)
         with self.lock:

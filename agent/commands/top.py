@@ -118,8 +118,7 @@ class _FollowedLogs:
 
         from agent.pipeline import SourcePipeline
         from agent.sinks.prometheus import registry_for
-        from agent.sinks.recent import RecentRequests
-        from agent.sinks.traces import TraceBuilder
+        from agent.sinks.recent import joined
         from agent.sources.positions import PositionStore
         from agent.sources.tail import Source, Tailer
 
@@ -134,11 +133,8 @@ class _FollowedLogs:
             self.pipelines[name] = SourcePipeline(name, _local_zone() or UTC, 4 * 1024 * 1024)
         self.recent = {}
         for name, pipeline in self.pipelines.items():  # each request's lines joined, for the request rows
-            stats = pipeline.stats
-            self.recent[name] = RecentRequests(stats)
-            # Log time throughout (as a replay): what the files already hold is read first, then what comes.
-            builder = TraceBuilder(stats, stats.clock, self.recent[name].add, sampled=lambda _: False)
-            pipeline.listeners.append(builder.observe)
+            self.recent[name], joiner = joined(pipeline.stats)
+            pipeline.listeners.append(joiner.observe)
         self.tailer = Tailer(
             lambda source, lines: self.pipelines[source].feed(lines), PositionStore(None), poll_interval=0.25
         )

@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 
 from agent.sinks.stats import ServerStats
-from agent.sinks.traces import OpenRequest
+from agent.sinks.traces import OpenRequest, TraceBuilder
 
 KEEP = 50  # the default of [agent] recent_requests
 DEFAULT_CHUNK = 256  # LMCache's default chunk size
@@ -98,3 +98,13 @@ class RecentRequests:
 
     def as_list(self) -> list[dict]:
         return [row.as_dict() for row in self.rows]
+
+
+def joined(
+    stats: ServerStats, chunk: int = DEFAULT_CHUNK, keep: int = KEEP, **limits
+) -> tuple[RecentRequests, TraceBuilder]:
+    """The recent requests of a server and the joiner that feeds them, for a source without traces: no
+    exemplar, and log time throughout (a stamp-less access line takes the latest time the log showed, so
+    history read at start has latencies too, and idleness is not measured on another clock)."""
+    recent = RecentRequests(stats, chunk, keep)
+    return recent, TraceBuilder(stats, stats.clock, recent.add, sampled=lambda _trace_id: False, **limits)

@@ -9,6 +9,7 @@ sparklines.  Nothing here knows how a line reads.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -236,12 +237,17 @@ class Trend:
 
     def recent_lmcache_hit_ratio(self, name: str) -> float | None:
         """LMCache hit tokens over tokens looked up between the last two readings (None: no lookups)."""
-        pair = self._pair(name)
-        if pair is None:
-            return None
-        _, old, new = pair
-        looked_up = new.lmcache_lookup_tokens - old.lmcache_lookup_tokens
-        return (new.lmcache_hit_tokens - old.lmcache_hit_tokens) / looked_up if looked_up > 0 else None
+        series = self.lmcache_hit_ratio_series(name)
+        return series[-1] if series else None
+
+    def lmcache_hit_ratio_series(self, name: str) -> list[float | None]:
+        """The LMCache hit ratio between each two readings kept (None where nothing was looked up)."""
+        readings = [snapshot.servers.get(name) for _, snapshot in self.readings]
+        out: list[float | None] = []
+        for old, new in itertools.pairwise(readings):
+            looked_up = new.lmcache_lookup_tokens - old.lmcache_lookup_tokens if old and new else 0
+            out.append((new.lmcache_hit_tokens - old.lmcache_hit_tokens) / looked_up if looked_up > 0 else None)
+        return out
 
     def series(self, name: str, field_name: str) -> list[float | None]:
         """A field of one server over the readings kept (None where it had no value)."""

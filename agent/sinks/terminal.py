@@ -9,7 +9,6 @@ then the less needed columns (``rich`` folds what is left).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import select
 import sys
@@ -119,7 +118,9 @@ def table(trend: Trend, width: int) -> Table:
                 "prompt tok/s": Text(sparkline([_sum(a, b) for a, b in _pairs(trend, name)], 12), style="cyan"),
                 "wait": Text(sparkline(trend.series(name, "waiting"), 5), style="yellow"),
                 "KV cache": Text(sparkline(trend.series(name, "kv_cache_usage"), 16, top=1.0), style="magenta"),
-                "LMCache hit now / all": Text(sparkline(_hit_series(trend, name), 21, top=1.0), style="green"),
+                "LMCache hit now / all": Text(
+                    sparkline(trend.lmcache_hit_ratio_series(name), 21, top=1.0), style="green"
+                ),
             }
             grid.add_row(*(sparks.get(t, "") for t in titles))
     return grid
@@ -131,17 +132,6 @@ def _sum(a: float | None, b: float | None) -> float | None:
 
 def _pairs(trend: Trend, name: str) -> Iterator[tuple[float | None, float | None]]:
     return zip(trend.series(name, "prompt_throughput"), trend.series(name, "generation_throughput"), strict=True)
-
-
-def _hit_series(trend: Trend, name: str) -> list[float | None]:
-    """The LMCache hit ratio between each two readings kept."""
-    readings = list(trend.readings)
-    out: list[float | None] = []
-    for (_, old), (_, new) in itertools.pairwise(readings):
-        a, b = old.servers.get(name), new.servers.get(name)
-        looked_up = (b.lmcache_lookup_tokens - a.lmcache_lookup_tokens) if a and b else 0
-        out.append((b.lmcache_hit_tokens - a.lmcache_hit_tokens) / looked_up if looked_up > 0 else None)
-    return out
 
 
 def _loading(server) -> bool:
