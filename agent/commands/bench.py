@@ -41,6 +41,11 @@ PARAMETERS = {
     "--output-len": "output_len",
     "--random-input-len": "input_len",
     "--random-output-len": "output_len",
+    # The shared prefix of every prompt: what the prefix cache and LMCache can hit.
+    "--prefix-len": "prefix_len",
+    "--random-prefix-len": "prefix_len",
+    "--prefix-repetition-prefix-len": "prefix_len",
+    "--prefix-repetition-num-prefixes": "num_prefixes",
     "--batch-size": "batch_size",
     "--num-prompts": "num_prompts",
     "--max-num-seqs": "max_num_seqs",

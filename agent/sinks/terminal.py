@@ -3,12 +3,15 @@
 ``live`` redraws it every interval until ``q`` (or Ctrl-C); ``print_once`` prints
 one reading.  Colour follows ``rich``'s rules: none where ``NO_COLOR`` is set or
 the output is not a terminal.  On a narrow terminal the sparklines go first,
-then the less needed columns (``rich`` folds what is left).
+then the less needed columns, and below ``NARROW`` columns each server is one
+line of its key numbers; on a short one the request list keeps the rows that
+fit (one line each), and goes when none does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import select
 import sys
@@ -24,6 +27,7 @@ from rich.text import Text
 from agent.sinks.status import Snapshot, Trend, number, percent, sparkline
 
 WIDE = 150  # from here on, sparklines are shown
+NARROW = 64  # below this, a server is a line of text rather than a table row
 
 
 def _duration(seconds: float | None) -> str:
@@ -126,6 +130,20 @@ def table(trend: Trend, width: int) -> Table:
     return grid
 
 
+def server_lines(trend: Trend) -> Group:
+    """The narrow screen's servers: ``name state · wait 3 · KV 41% · LMCache 12% / 62.8% · attention``."""
+    snapshot = trend.latest
+    lines = []
+    for name, server in snapshot.servers.items() if snapshot is not None else ():
+        line = Text(name, style="bold") + " " + _state(server)
+        line += f" · wait {number(server.waiting, 0)} · KV {percent(server.kv_cache_usage)}"
+        line += f" · LMCache {percent(trend.recent_lmcache_hit_ratio(name))} / {percent(server.lmcache_hit_ratio)}"
+        if server.conditions():
+            line += Text(" · " + ", ".join(server.conditions()), style="red")
+        lines.append(line)
+    return Group(*lines)
+
+
 def _sum(a: float | None, b: float | None) -> float | None:
     return None if a is None and b is None else (a or 0.0) + (b or 0.0)
 
@@ -177,20 +195,38 @@ class View:
             self.order = (self.order + 1) % len(ORDERS)
 
 
-def requests_table(snapshot: Snapshot, width: int, rows: int = REQUEST_ROWS, view: View | None = None) -> Table:
+def requests_table(
+    snapshot: Snapshot, width: int, rows: int = REQUEST_ROWS, view: View | None = None, one_line: bool = False
+) -> Table:
     """The requests of every server (or the picked one), newest first or in the picked order: the seed's
-    ``LMCache hit tokens: 256``, live."""
+    ``LMCache hit tokens: 256``, live.  ``one_line``: a row never takes more than a line (what does not
+    fit is cut), as the live view counts its rows; else long cells fold (a printed snapshot keeps all)."""
     view = view or View()
     title, key = ORDERS[view.order]
     caption = f"recent requests of {view.server or 'every server'}, {title} first (s: server, o: order)"
+    if len(caption) > width:
+        caption = f"requests, {title} first"
     grid = Table(expand=True, header_style="bold", pad_edge=False, title=caption, title_justify="left")
     columns = [("server", "left"), ("request", "left"), ("status", "left"), ("latency", "right")]
     columns += [("prompt", "right"), ("LMCache hit", "right"), ("loaded", "right"), ("vLLM cached", "right")]
     columns += [("why not all", "left")]
     if width < 110:  # the request id and the loading detail go first
         columns = [c for c in columns if c[0] not in ("request", "loaded", "vLLM cached")]
+    if width < NARROW:  # then all but the outcome and the hit
+        columns = [c for c in columns if c[0] in ("status", "LMCache hit", "why not all")]
     for title, justify in columns:
-        grid.add_column(title, justify=justify, overflow="fold")
+        if not one_line:
+            grid.add_column(title, justify=justify, overflow="fold")
+            continue
+        last = title == "why not all"  # it takes what the others leave, and is cut to it
+        grid.add_column(
+            title,
+            justify=justify,
+            overflow="ellipsis",
+            no_wrap=True,
+            min_width=None if last else len(title),
+            ratio=last or None,
+        )
     picked = [
         (name, row)
         for name, listed in snapshot.requests.items()
@@ -220,22 +256,39 @@ def requests_table(snapshot: Snapshot, width: int, rows: int = REQUEST_ROWS, vie
     return grid
 
 
-def screen(trend: Trend, width: int, note: str = "", view: View | None = None) -> Group:
+HINT = "  q quits, s picks a server, o orders the requests"
+# The request list's lines besides its rows: caption, header (3 lines with its rules), bottom rule.
+REQUEST_CHROME = 5
+
+
+def screen(trend: Trend, width: int, note: str = "", view: View | None = None, height: int | None = None) -> Group:
+    """The whole picture for a ``width`` x ``height`` terminal (no height: every request row, for ``--once``)."""
     snapshot: Snapshot | None = trend.latest
     head = Text("kvwatch top", style="bold")
     if snapshot is not None:
         head += Text(f"  {len(snapshot.servers)} server(s)", style="dim")
         if snapshot.gpus_missing:
             head += Text(f"  {snapshot.gpus_missing:.0f} GPU(s) missing", style="bold red")
-    head += Text(f"  {time.strftime('%H:%M:%S')}  q quits, s picks a server, o orders the requests", style="dim")
-    parts = [head, table(trend, width)]
+    head += Text(f"  {time.strftime('%H:%M:%S')}", style="dim")
+    if len(head) + len(HINT) <= width:
+        head += Text(HINT, style="dim")
+    parts = [head, table(trend, width) if width >= NARROW else server_lines(trend)]
     if snapshot is not None:
         parts += [startup_line(server) for server in snapshot.servers.values() if _loading(server)]
-    if snapshot is not None and any(snapshot.requests.values()):
-        parts.append(requests_table(snapshot, width, view=view))
     if note:
         parts.append(Text(note, style="red"))
+    if snapshot is not None and any(snapshot.requests.values()):
+        rows = REQUEST_ROWS if height is None else min(REQUEST_ROWS, height - _lines(parts, width) - REQUEST_CHROME)
+        if rows > 0:
+            listed = requests_table(snapshot, width, rows, view, one_line=height is not None)
+            parts.insert(len(parts) - bool(note), listed)
     return Group(*parts)
+
+
+def _lines(parts: list, width: int) -> int:
+    """How many terminal lines ``parts`` take at ``width``."""
+    console = Console(width=width, color_system=None, file=io.StringIO())  # measures, prints nothing
+    return len(console.render_lines(Group(*parts), console.options.update(width=width), pad=False))
 
 
 def print_once(trend: Trend) -> None:
@@ -279,13 +332,13 @@ def live(trend: Trend, read: Callable[[], Snapshot], interval: float) -> None:
                 return
             if pressed and trend.latest is not None:
                 picked.press(pressed.lower(), list(trend.latest.servers))
-                shown.update(screen(trend, console.width, note, picked), refresh=True)
+                shown.update(screen(trend, console.width, note, picked, console.height), refresh=True)
             if now >= next_reading:
                 try:
                     trend.add(time.time(), read())
                     note = ""
                 except Exception as exc:  # kvwatch restarting, say: keep the last picture, say why
                     note = str(exc)
-                shown.update(screen(trend, console.width, note, picked), refresh=True)
+                shown.update(screen(trend, console.width, note, picked, console.height), refresh=True)
                 next_reading = now + interval
             time.sleep(0.05)

