@@ -825,7 +825,221 @@ def kvwatch_row(d: db.Dashboard) -> db.Dashboard:
     return d
 
 
-DASHBOARDS = {"kvwatch-overview.json": overview}
+# -- the fleet: many hosts at a glance ----------------------------------------------------------
+FLEET_UID = "kvwatch-fleet"
+HOSTS = 'job="kvwatch", instance=~"$instance"'  # Prometheus' own scrape health of each host's kvwatch
+
+
+def fleet() -> db.Dashboard:
+    """Many hosts: which report, which servers wait or fill up, whose cache hits less, where formats drift.
+
+    Every query reads series a central Prometheus has by remote write, or by federation of the
+    recording rules and the few series docs/dashboards.md lists."""
+    d = (
+        db.Dashboard("kvwatch / fleet")
+        .uid(FLEET_UID)
+        .description("Every host running kvwatch: up or down, servers by state, the busiest, cache hit ratios, "
+                     "format drift and canaries.")
+        .tags(["kvwatch", "vllm", "lmcache", "fleet"])
+        .editable()
+        .time("now-6h", "now")
+        .refresh("1m")
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .timezone("browser")
+        .variables(variables())
+        .link(
+            db.DashboardLink("kvwatch / vLLM + LMCache").type(model.DashboardLinkType.DASHBOARDS).tags(["kvwatch"])
+            .include_vars(True).keep_time(True)
+        )
+    )  # fmt: skip
+    for row in (fleet_hosts_row, fleet_servers_row, fleet_cache_row, fleet_drift_row):
+        d = row(d)
+    return d
+
+
+def fleet_hosts_row(d: db.Dashboard) -> db.Dashboard:
+    d = d.with_row(db.Row("Hosts"))
+    d = d.with_panel(
+        single(
+            "Hosts reporting",
+            "short",
+            query(f"count(up{{{HOSTS}}} == 1) or vector(0)", "up"),
+            description="kvwatch instances Prometheus scraped successfully at the last scrape.",
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Hosts down",
+            "short",
+            query(f"count(up{{{HOSTS}}} == 0) or vector(0)", "down"),
+            description="kvwatch instances whose last scrape failed (alert KvwatchDown after 5 minutes).",
+        )
+    )
+    d = d.with_panel(
+        listing(
+            "Hosts",
+            "short",
+            query(f"up{{{HOSTS}}}", "{{instance}} up"),
+            query('kvwatch_build_info{instance=~"$instance"}', "{{instance}} kvwatch {{version}}"),
+            description="Each host: scraped (1) or not (0), and the kvwatch version it runs.",
+            width=8,
+        )
+    )
+    d = d.with_panel(
+        listing(
+            "GPUs missing per host",
+            "short",
+            query(
+                'clamp_min(sum by (instance) (kvwatch_gpus_expected{instance=~"$instance"})'
+                ' - sum by (instance) (kvwatch_gpus{instance=~"$instance"}), 0)'
+                ' or sum by (instance) (kvwatch_gpus{instance=~"$instance"}) * 0',
+                "{{instance}}",
+            ),
+            description="agent.expected_gpus minus the GPUs the host shows (0 where none is expected).",
+            width=4,
+        )
+    )
+    d = d.with_panel(
+        listing(
+            "kvwatch versions",
+            "short",
+            query('count by (version) (kvwatch_build_info{instance=~"$instance"})', "{{version}}"),
+            description="How many hosts run each kvwatch version: an old one stands out.",
+            width=4,
+        )
+    )
+    return d
+
+
+def fleet_servers_row(d: db.Dashboard) -> db.Dashboard:
+    d = d.with_row(db.Row("Servers"))
+    d = d.with_panel(
+        listing(
+            "Servers by state",
+            "short",
+            query(f'count by (state) (kvwatch_server_state{{{SERVERS}, process="vllm"}} == 1)', "{{state}}"),
+            query(f"count(kvwatch_vllm_server_ready{{{SERVERS}}} == 1)", "serving (by its log)"),
+            query(f"count(kvwatch_vllm_server_ready{{{SERVERS}}} == 0)", "not serving (by its log)"),
+            description="Supervised servers by state (starting, running, stalled, crash_loop ...); and servers "
+            "whose log says they serve or not (no start seen, or shut down), supervised or followed.",
+            width=6,
+        )
+    )  # fmt: skip
+    d = d.with_panel(
+        listing(
+            "Most waiting requests",
+            "short",
+            query(f"topk(10, max by (instance, server) (kvwatch_vllm_requests_waiting{{{SERVERS}}}))",
+                  "{{instance}} {{server}}"),
+            description="The ten servers with the longest queues (last stats line).",
+            width=6,
+        )
+    )  # fmt: skip
+    d = d.with_panel(
+        listing(
+            "Fullest KV caches",
+            "percentunit",
+            query(f"topk(10, max by (instance, server) (kvwatch_vllm_kv_cache_usage_ratio{{{SERVERS}}}))",
+                  "{{instance}} {{server}}"),
+            description="The ten servers using most of their KV cache (last stats line).",
+            width=6,
+        )
+    )  # fmt: skip
+    d = d.with_panel(
+        listing(
+            "vLLM and LMCache versions",
+            "short",
+            query(f"count by (vllm_version, lmcache_version) (kvwatch_server_info{{{SERVERS}}})",
+                  "{{vllm_version}} {{lmcache_version}}"),
+            description="Servers per vLLM and LMCache version: hosts left on an old release stand out.",
+            width=6,
+        )
+    )  # fmt: skip
+    d = d.with_panel(
+        series(
+            "Generation throughput per host",
+            TOKENS_PER_SECOND,
+            query(
+                f"sum by (instance) (kvwatch_vllm_generation_throughput_tokens_per_second{{{SERVERS}}})",
+                "{{instance}}",
+            ),
+            description="Sum over the host's servers of the last stats line's generation throughput.",
+            width=24,
+        )
+    )
+    return d
+
+
+def fleet_cache_row(d: db.Dashboard) -> db.Dashboard:
+    d = d.with_row(db.Row("Cache and errors"))
+    d = d.with_panel(
+        series(
+            "LMCache hit ratio per host",
+            "percentunit",
+            query(
+                f"sum by (instance) (server:kvwatch_lmcache_hit_tokens:rate5m{{{SERVERS}}})"
+                f" / (sum by (instance) (server:kvwatch_lmcache_lookup_tokens:rate5m{{{SERVERS}}}) > 0)",
+                "{{instance}}",
+            ),
+            description="Hit tokens over looked-up tokens of the host's in-process LMCache connectors, over 5 "
+            "minutes (recording rules).",
+            no_value=IN_PROCESS_ONLY,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "LMCache (multiprocess) lookups that hit",
+            "percentunit",
+            query(f"server:kvwatch_lmcache_mp_hit_ratio:rate5m{{{SERVERS}}}", "{{instance}} {{server}}"),
+            description="Share of the MP connector's lookups that found something, per server (recording rule).",
+            no_value=MP_ONLY,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "HTTP 5xx ratio",
+            "percentunit",
+            query(f"server:kvwatch_http_server_error_ratio:rate5m{{{SERVERS}}}", "{{instance}} {{server}}"),
+            description="Share of API responses with a 5xx status, per server, over 5 minutes (recording rule).",
+        )
+    )
+    return d
+
+
+def fleet_drift_row(d: db.Dashboard) -> db.Dashboard:
+    d = d.with_row(db.Row("Format drift and canaries"))
+    d = d.with_panel(
+        listing(
+            "Suspicious lines per host (30 m)",
+            "short",
+            query(f"sum by (instance, family) (server:kvwatch_lines_suspicious:increase30m{{{SERVERS}}})",
+                  "{{instance}} {{family}}"),
+            description="Lines that start like a known family but do not parse: a format change after an upgrade "
+            "shows up host by host.",
+        )
+    )  # fmt: skip
+    d = d.with_panel(
+        single(
+            "Canaries failing",
+            "short",
+            query(f"count(kvwatch_canary_ok{{{SERVERS}}} == 0) or vector(0)", "failing"),
+            description="Servers whose last periodic canary did not hit (alert KvwatchCanaryFailing).",
+            width=4,
+        )
+    )
+    d = d.with_panel(
+        listing(
+            "Failing canaries",
+            "short",
+            query(f"kvwatch_canary_ok{{{SERVERS}}} == 0", "{{instance}} {{server}} {{reason}}"),
+            description="Each failing canary with its reason (not_loaded, degraded, short_prompt ...).",
+            width=4,
+        )
+    )
+    return d
+
+
+DASHBOARDS = {"kvwatch-overview.json": overview, "kvwatch-fleet.json": fleet}
 
 
 def render(builder: db.Dashboard) -> str:

@@ -45,10 +45,9 @@ def test_datasource_is_a_variable_never_a_fixed_uid() -> None:
 
 def test_stable_uids_units_and_rate_intervals() -> None:
     uids = [d["uid"] for d in dashboards().values()]
-    assert "kvwatch-overview" in uids and len(set(uids)) == len(uids)
-    for dashboard in dashboards().values():
-        titles = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-        assert titles == [
+    assert sorted(uids) == ["kvwatch-fleet", "kvwatch-overview"]
+    rows = {
+        "kvwatch-overview": [
             "Health",
             "LMCache (in-process connector)",
             "LMCache server (multiprocess mode)",
@@ -56,7 +55,12 @@ def test_stable_uids_units_and_rate_intervals() -> None:
             "Requests",
             "Benchmarks",
             "kvwatch itself",
-        ]
+        ],
+        "kvwatch-fleet": ["Hosts", "Servers", "Cache and errors", "Format drift and canaries"],
+    }
+    for dashboard in dashboards().values():
+        titles = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+        assert titles == rows[dashboard["uid"]]
         for panel in panels(dashboard):
             assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
             assert panel.get("description") is not None
@@ -65,7 +69,7 @@ def test_stable_uids_units_and_rate_intervals() -> None:
                 ranges = re.findall(r"\[([^\]]+)\]", expr)
                 if RANGE_FUNCTIONS.search(expr):
                     assert ranges and all(r in ("$__rate_interval", "$__range") for r in ranges), expr
-                host_wide = ("kvwatch_build_info", "kvwatch_gpus", "spans_", "kvwatch_bench_last_")
+                host_wide = ("kvwatch_build_info", "kvwatch_gpus", "spans_", "kvwatch_bench_last_", "up{job=")
                 if not any(name in expr for name in host_wide):
                     assert 'server=~"$server"' in expr, expr  # every server series follows the picker
 

@@ -26,18 +26,30 @@ from pathlib import Path
 import pytest
 
 from tests.benchmarks.gen_log import generate
+from tests.support.dashboards import dashboards, panels, substitute
 from tests.support.harness import REPO, Agent, wait_for
 from tests.support.prometheus import Prometheus, prometheus_binary
 
 HOSTS = ("gpu-a", "gpu-b", "gpu-c")
 LINES = 3000  # per host: a few hundred requests, every family present
 RULES = REPO / "dashboards" / "alerts.yml"
-# The counters a fleet total needs, federated beside the recording rules (a few series per server).
+# What the central Prometheus federates: the recording rules, the counters a fleet total needs and the
+# few gauges the fleet dashboard reads (a handful of series per server), as docs/dashboards.md lists.
 FEDERATED = (
     '{__name__=~"server:kvwatch_.*"}',
     '{__name__=~"kvwatch_lmcache_(lookups|lookup_tokens|hit_tokens)_total|kvwatch_vllm_requests_added_total"}',
     '{__name__=~"kvwatch_http_responses_total|kvwatch_build_info|kvwatch_server_info|up"}',
+    '{__name__=~"kvwatch_server_state|kvwatch_vllm_server_ready|kvwatch_vllm_requests_waiting"}',
+    '{__name__=~"kvwatch_vllm_kv_cache_usage_ratio|kvwatch_vllm_generation_throughput_tokens_per_second"}',
+    '{__name__=~"kvwatch_gpus|kvwatch_gpus_expected|kvwatch_canary_ok"}',
 )
+# Fleet dashboard panels without data here, and why.
+FLEET_EMPTY = {
+    "LMCache (multiprocess) lookups that hit": "no host runs LMCache's multiprocess mode",
+    "Failing canaries": "the hosts only follow logs: no canary runs",
+}
+# Append to one host's log: a stats line of a changed format (a suspicious line, "format drift").
+DRIFTED = "INFO 12-14 17:00:01 [loggers.py:1] Engine 000: Avg prompt throughput: n/a tokens/s, changed\n"
 
 
 @dataclass
@@ -82,6 +94,8 @@ def write_logs(hosts: list[Host], pieces: int = 6, pause: float = 2.0) -> None:
             with host.log.open("a", encoding="utf-8") as out:
                 out.writelines(lines[piece * size : (piece + 1) * size])
         time.sleep(pause)
+    with hosts[0].log.open("a", encoding="utf-8") as out:
+        out.write(DRIFTED)
 
 
 def per_host(prometheus: Prometheus, expr: str) -> dict[str, float]:
@@ -115,6 +129,31 @@ def check_exact_totals(central: Prometheus, hosts: list[Host]) -> None:
     assert sorted((s["metric"]["host"], s["metric"]["instance"]) for s in series) == [(h, f"{h}:10067") for h in HOSTS]
     # What a fleet needs to find an old kvwatch or an old vLLM: on every host.
     assert {s["metric"]["host"] for s in central.query("kvwatch_build_info")} == set(HOSTS)
+
+
+def check_fleet_dashboard(central: Prometheus, hosts: list[Host]) -> None:
+    """Every query of the fleet dashboard runs on the central Prometheus; each panel has data but the
+    listed ones; the busiest servers are each host's, the format drift is the drifted host's only."""
+    (fleet,) = [d for d in dashboards().values() if d["uid"] == "kvwatch-fleet"]
+    wait_for(lambda: central.query("server:kvwatch_lines_suspicious:increase30m"), timeout=60, what="the drifted host")
+    empty = []
+    for panel in panels(fleet):
+        answers = [central.query(substitute(target["expr"])) for target in panel["targets"]]
+        if not any(answers) and panel["title"] not in FLEET_EMPTY:
+            empty.append(panel["title"])
+        if panel["title"] in FLEET_EMPTY:
+            assert not any(answers), f"{panel['title']} has data: drop it from FLEET_EMPTY"
+    assert not empty, f"fleet panels without data: {empty}"
+    waiting = central.query(substitute(expr_of(fleet, "Most waiting requests")))
+    assert sorted(r["metric"]["instance"] for r in waiting) == [f"{h}:10067" for h in HOSTS]
+    drift = central.query(substitute(expr_of(fleet, "Suspicious lines per host (30 m)")))
+    assert [(r["metric"]["instance"], r["metric"]["family"]) for r in drift] == [(f"{HOSTS[0]}:10067", "engine_stats")]
+    assert [float(r["value"][1]) for r in central.query(substitute(expr_of(fleet, "Hosts reporting")))] == [3.0]
+
+
+def expr_of(dashboard: dict, title: str) -> str:
+    (panel,) = [p for p in panels(dashboard) if p["title"] == title]
+    return panel["targets"][0]["expr"]
 
 
 @pytest.fixture
@@ -158,6 +197,7 @@ def test_remote_write_from_agent_mode_prometheus_gives_exact_fleet_totals(hosts:
             )
         write_logs(hosts)
         check_exact_totals(central, hosts)
+        check_fleet_dashboard(central, hosts)
         # The recording rules evaluate on the central Prometheus, one series per host's server.
         ratio = "server:kvwatch_lmcache_hit_ratio:rate5m"
         wait_for(lambda: set(per_host(central, ratio)) == set(HOSTS), timeout=60, what="the hit ratio of each host")
@@ -230,6 +270,7 @@ def test_federation_of_the_recording_rules_and_totals(hosts: list[Host], tmp_pat
     try:
         write_logs(hosts)
         check_exact_totals(central, hosts)
+        check_fleet_dashboard(central, hosts)
         # Each recording rule's series arrives once per host, as the host's Prometheus computed it.
         for record in ("server:kvwatch_lmcache_hit_ratio:rate5m", "server:kvwatch_http_responses:rate5m"):
             wait_for(lambda r=record: set(per_host(central, r)) == set(HOSTS), timeout=60, what=f"{record} per host")

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.support.dashboards import panel_exprs, rules
+from tests.support.dashboards import panel_exprs, rules, substitute
 from tests.support.harness import FAKE, REPO, Agent, fake_server, free_port, wait_for
 from tests.support.otlp_receiver import HttpReceiver, tracing_env
 from tests.support.prometheus import Prometheus, prometheus_binary
@@ -78,21 +78,6 @@ FIRING = {
     "KvwatchSuspiciousLines": "the fixture lines hold a stats line of a changed format",
     "KvwatchCanaryFailing": "the stand-in's canary cannot run (it has no OpenAI API)",
 }
-
-SUBSTITUTIONS = {
-    "$instance": ".*",
-    "$server": ".*",
-    "$engine": ".*",
-    "$__rate_interval": "30s",
-    "$__range": "5m",
-}
-
-
-def substitute(expr: str) -> str:
-    for variable, value in SUBSTITUTIONS.items():
-        expr = expr.replace(variable, value)
-    return expr
-
 
 def allowed_empty(expr: str) -> str | None:
     for name, reason in EMPTY_ON_THIS_INPUT.items():

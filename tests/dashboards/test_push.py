@@ -56,14 +56,16 @@ def test_push_creates_the_folder_once_and_overwrites_by_uid(grafana: FakeGrafana
     folder_posts = [c for c in grafana.calls if c[:2] == ("POST", "/api/folders")]
     assert folder_posts == [("POST", "/api/folders", {"title": "kvwatch", "uid": "kvwatch"})]
     saves = [c[2] for c in grafana.calls if c[:2] == ("POST", "/api/dashboards/db")]
-    assert len(saves) == 2
+    assert len(saves) == 4  # both dashboards, twice
     for save in saves:
         assert save["overwrite"] is True and save["folderUid"] == "kvwatch"
         assert save["message"] == f"kvwatch {__version__}"
-        assert save["dashboard"] == shipped()  # as shipped: uid fixed, no id, datasource a variable
-    stored = grafana.dashboards["kvwatch-overview"]
-    assert stored["version"] == 2 and stored["folderUid"] == "kvwatch"
-    assert "kvwatch-overview" in result.stdout
+        # As shipped: uid fixed, no id, datasource a variable.
+        assert save["dashboard"] == shipped(save["dashboard"]["uid"] + ".json")
+    for uid in ("kvwatch-overview", "kvwatch-fleet"):
+        stored = grafana.dashboards[uid]
+        assert stored["version"] == 2 and stored["folderUid"] == "kvwatch"
+        assert uid in result.stdout
 
 
 def test_push_into_an_existing_folder_by_title(grafana: FakeGrafana, tmp_path: Path) -> None:
@@ -132,6 +134,7 @@ def test_export_writes_everything_and_presets_the_datasource(tmp_path: Path) -> 
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert names == [
         "alerts.yml",
+        "kvwatch-fleet.json",
         "kvwatch-overview.json",
         "provisioning/dashboards.yaml",
         "provisioning/datasources.yaml",
@@ -164,6 +167,7 @@ def test_the_files_ship_in_the_wheel_and_work_from_it(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in (
         "kvwatch-overview.json",
+        "kvwatch-fleet.json",
         "alerts.yml",
         "provisioning/dashboards.yaml",
         "provisioning/datasources.yaml",
