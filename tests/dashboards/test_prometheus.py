@@ -79,6 +79,7 @@ FIRING = {
     "KvwatchCanaryFailing": "the stand-in's canary cannot run (it has no OpenAI API)",
 }
 
+
 def allowed_empty(expr: str) -> str | None:
     for name, reason in EMPTY_ON_THIS_INPUT.items():
         if re.search(rf"\b{re.escape(name)}\b", expr):
