@@ -18,6 +18,7 @@ they are.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -315,6 +316,23 @@ class FollowConfig:
 
 
 @dataclass(frozen=True)
+class PodsConfig:
+    """``[[pods]]``: the logs of Kubernetes pods on this node, as the kubelet keeps them
+    (``LOG_DIR/NAMESPACE_POD_UID/CONTAINER/N.log``, CRI records); each picked container of each pod
+    is followed as a server named by ``name``, from the moment its directory appears until it goes."""
+
+    log_dir: str = "/var/log/pods"
+    # Shell-style patterns picking the pods' namespaces, names and containers.
+    namespace: str = setting("*", "string")
+    pod: str = setting("*", "string")
+    container: str = setting("*", "string")
+    # The server label: {namespace}, {pod} and {container} are the path's.
+    name: str = "{namespace}/{pod}/{container}"
+    start_at: str = setting("end", "string", START_POSITIONS)  # for the pods there at start; later ones: all
+    scan_interval: float = setting(5.0, "duration", 0.1)
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     cert_file: Path
     key_file: Path
@@ -386,6 +404,7 @@ class Config:
     servers: tuple[ServerConfig, ...] = ()
     follows: tuple[FollowConfig, ...] = ()
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    pods: tuple[PodsConfig, ...] = ()
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -606,14 +625,15 @@ class _Reader:
         return read
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        self.table(dict(data), "", ("agent", "metrics", "server", "follow", "tracing"))
+        self.table(dict(data), "", ("agent", "metrics", "server", "follow", "pods", "tracing"))
         agent = self.agent(data.get("agent", {}))
         metrics = self.metrics(data.get("metrics", {}))
         servers = tuple(self.server(item, f"server[{i}]", agent) for i, item in enumerate(self.array(data, "server")))
         follows = tuple(self.follow(item, f"follow[{i}]") for i, item in enumerate(self.array(data, "follow")))
         self.check_unique(servers, follows)
         tracing = self.tracing(data.get("tracing", {}))
-        return Config(self.path, agent, metrics, servers, follows, tracing)
+        pods = tuple(self.pods(item, f"pods[{i}]") for i, item in enumerate(self.array(data, "pods")))
+        return Config(self.path, agent, metrics, servers, follows, tracing, pods)
 
     def tracing(self, value: Any) -> TracingConfig:
         t = self.table(value, "tracing", keys_of(TracingConfig))
@@ -806,6 +826,33 @@ class _Reader:
             name=name, paths=tuple(resolved), journal_unit=unit, **self.settings(FollowConfig, t, where)
         )
 
+    def pods(self, value: Any, where: str) -> PodsConfig:
+        t = self.table(value, where, keys_of(PodsConfig))
+        read = self.settings(PodsConfig, t, where)
+        log_dir = PodsConfig.log_dir
+        if "log_dir" in t:
+            log_dir = os.path.expanduser(self.string(t["log_dir"], f"{where}.log_dir"))
+            log_dir = os.path.normpath(log_dir if os.path.isabs(log_dir) else self.base / log_dir)
+        name = PodsConfig.name
+        if "name" in t:
+            name = self.string(t["name"], f"{where}.name")
+            try:
+                name.format(namespace="n", pod="p", container="c")
+            except (KeyError, IndexError, ValueError) as exc:
+                reason = f"only {{namespace}}, {{pod}} and {{container}} may stand in it ({exc})"
+                raise self.fail(f"{where}.name", reason) from None
+        container = read.get("container", PodsConfig.container)
+        if "{container}" not in name and glob.has_magic(container):
+            raise self.fail(
+                f"{where}.name",
+                f"two containers of a pod would be one server: add {{container}} to it, or pick one container "
+                f"(container = {container!r} matches several)",
+            )
+        for key in ("namespace", "pod", "container"):
+            if "/" in read.get(key, ""):
+                raise self.fail(f"{where}.{key}", "a pattern of one path part: no '/'")
+        return PodsConfig(log_dir=log_dir, name=name, **read)
+
     def check_unique(self, servers: tuple[ServerConfig, ...], follows: tuple[FollowConfig, ...]) -> None:
         seen: dict[str, str] = {}
         for kind, items in (("server", servers), ("follow", follows)):
@@ -949,6 +996,10 @@ def render(config: Config) -> str:
             f"idle_timeout = {tr.idle_timeout:g}",
             f"max_queue_size = {tr.max_queue_size}",
         ]
+    for pods in config.pods:
+        lines += ["", "[[pods]]", f"log_dir = {_q(pods.log_dir)}"]
+        lines += [f"{key} = {_q(getattr(pods, key))}" for key in ("namespace", "pod", "container", "name", "start_at")]
+        lines.append(f"scan_interval = {pods.scan_interval:g}")
     for follow in config.follows:
         lines += ["", "[[follow]]", f"name = {_q(follow.name)}"]
         if follow.journal_unit:

@@ -41,7 +41,7 @@ from agent import config as configuration
 from agent.commands import EXIT_FAILED, CommandError, add_config_option, load_config
 from agent.commands.bench import HISTORY, BenchHistory
 from agent.commands.canary import PeriodicCanary
-from agent.config import Config, ConfigError, FollowConfig, ServerConfig
+from agent.config import Config, ConfigError, FollowConfig, PodsConfig, ServerConfig
 from agent.families import RenderedAtScrape, families, gauge, merged
 from agent.pipeline import SourcePipeline
 from agent.sinks.checkpoint import restore_stats, stats_record
@@ -50,6 +50,7 @@ from agent.sinks.prometheus import collect_families
 from agent.sinks.recent import DEFAULT_CHUNK, RecentRequests, joined
 from agent.sinks.traces import TraceBuilder
 from agent.sources.journal import JournalSource
+from agent.sources.pods import discover
 from agent.sources.positions import PositionStore
 from agent.sources.tail import Source, Tailer
 from agent.supervise.gpus import HostGpus
@@ -143,6 +144,11 @@ class Daemon:
         self.last_tick = time.monotonic()
         self._signals: list[int] = []
         self._wake = threading.Event()
+        # [[pods]]: the containers followed now (name -> as what), and how many scans each has been missing.
+        self.pods_followed: dict[str, FollowConfig] = {}
+        self._pods_missing: dict[str, int] = {}
+        self._pods_clashing: set[str] = set()  # said once each
+        self._next_pod_scan = 0.0
         state_dir = config.agent.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self.tailer = Tailer(
@@ -281,6 +287,37 @@ class Daemon:
                 )
             )
 
+    def sync_pods(self, first: bool = False) -> None:
+        """Follow the pods' containers that appeared since the last scan; forget those gone for two scans
+        (the second look lets the tailer read what was written just before a pod went)."""
+        found: dict[str, tuple[PodsConfig, tuple[str, ...]]] = {}
+        for pods in self.config.pods:
+            for name, patterns in discover(pods).items():
+                found.setdefault(name, (pods, patterns))  # the first table that picks a container names it
+        taken = {s.name for s in self.config.servers} | {f.name for f in self.config.follows}
+        for name, (pods, patterns) in found.items():
+            self._pods_missing.pop(name, None)
+            following = self.pods_followed.get(name)
+            if following is not None and following.paths == patterns:
+                continue
+            if name in taken:
+                if name not in self._pods_clashing:
+                    log.warning("pods: %s is the name of a [[server]] or [[follow]]: its container is not read", name)
+                    self._pods_clashing.add(name)
+                continue
+            if following is not None:  # the same name, another pod (a StatefulSet's pod made anew)
+                self.remove_source(name)
+            follow = FollowConfig(name, paths=patterns, start_at=pods.start_at if first else "beginning")
+            log.info("pods: following %s (%s)", name, ", ".join(patterns))
+            self.add_follow(follow)
+            self.pods_followed[name] = follow
+        for name in [n for n in self.pods_followed if n not in found]:
+            self._pods_missing[name] = self._pods_missing.get(name, 0) + 1
+            if self._pods_missing[name] >= 2:
+                log.info("pods: %s is gone; its series go with it", name)
+                self.remove_source(name)
+                del self.pods_followed[name], self._pods_missing[name]
+
     def _checkpointed(self, managed: Managed) -> dict[str, Callable]:
         """How a source (the tailer, a journal) saves its numbers with its place in the log, and gets them back."""
         stats = managed.pipeline.stats
@@ -320,6 +357,7 @@ class Daemon:
             self.add_server(server)
         for follow in self.config.follows:
             self.add_follow(follow)
+        self.sync_pods(first=True)
         self.tailer.start()
         log.info(
             "kvwatch %s: serving metrics on %s:%d; %d servers, %d follows",
@@ -387,6 +425,9 @@ class Daemon:
                 if managed.trace is not None and managed.trace.now is not None:
                     managed.trace.expire(wall)
         now = time.monotonic()
+        if self.config.pods and now >= self._next_pod_scan:
+            self.sync_pods()
+            self._next_pod_scan = now + min(p.scan_interval for p in self.config.pods)
         self.gpus.refresh(now)
         self.last_tick = now
 
@@ -443,8 +484,15 @@ class Daemon:
         self._reload_servers(new)
         self._reload_follows(new)
         self.config = Config(
-            self.config.path, self.config.agent, self.config.metrics, new.servers, new.follows, self.config.tracing
+            self.config.path,
+            self.config.agent,
+            self.config.metrics,
+            new.servers,
+            new.follows,
+            self.config.tracing,
+            new.pods,
         )
+        self._next_pod_scan = 0.0  # scan with the new [[pods]] at the next tick
         log.info("reload: done")
 
     def _reload_servers(self, new: Config) -> None:

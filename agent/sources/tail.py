@@ -58,10 +58,6 @@ BUSY_PAUSE = 0.002  # seconds between cycles while lines keep coming
 SAVE_INTERVAL = 1.0  # seconds between saves of the read positions (and the numbers with them)
 
 
-def _glob_magic(text: str) -> bool:
-    return any(ch in text for ch in "*?[")
-
-
 class _OpenFile:
     """One open file being read: its identity, read offset and unfinished line."""
 
@@ -595,11 +591,11 @@ class Tailer:
 
     def _expand(self, source: Source, first: bool) -> None:
         for pattern in source.patterns:
-            names = sorted(glob.glob(pattern)) if _glob_magic(pattern) else [pattern]
+            names = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
             for name in names:
                 if name in source.paths or (os.path.isdir(name)):
                     continue
-                if _glob_magic(pattern) and _is_rotated_copy(name, source.patterns):
+                if glob.has_magic(pattern) and _is_rotated_copy(name, source.patterns):
                     continue
                 rotated = source.rotate_bytes and name in source.raw_logs
                 raw_log = RawLog(name, source.rotate_bytes, source.backups) if rotated else None
@@ -665,7 +661,7 @@ class Tailer:
             directories = set()
             for pattern in source.patterns:
                 directory = os.path.dirname(pattern) or "."
-                if _glob_magic(directory):
+                if glob.has_magic(directory):
                     directories.add(_fixed_prefix(directory))  # new subdirectories appear here
                     directories.update(d for d in glob.glob(directory) if os.path.isdir(d))
                 else:
@@ -783,7 +779,7 @@ def _fixed_prefix(directory: str) -> str:
     """The part of a directory glob before its first wildcard: ``/a/*/b`` -> ``/a``."""
     fixed = []
     for part in directory.split(os.sep):
-        if _glob_magic(part):
+        if glob.has_magic(part):
             break
         fixed.append(part)
     return os.sep.join(fixed) or os.sep
