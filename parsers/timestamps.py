@@ -29,10 +29,13 @@ from datetime import UTC, datetime, timedelta, tzinfo
 _SKEW = timedelta(days=1)
 
 
+RECENT_STAMPS = 64  # stamps remembered by a clock; a burst of lines repeats a few
+
+
 class Clock:
     """Resolves one source's stamps, in order; keeps the year context between calls."""
 
-    __slots__ = ("_last", "_previous", "_reference", "_second", "tz")
+    __slots__ = ("_previous", "_recent", "_reference", "_second", "tz")
 
     def __init__(self, tz: tzinfo, reference: datetime) -> None:
         if reference.tzinfo is None:
@@ -40,23 +43,36 @@ class Clock:
         self.tz = tz
         self._reference = reference
         self._previous: datetime | None = None
-        # Lines come in bursts with the same stamp, or the same second: the last
-        # stamp resolved, and the last full-date second (``YYYY-MM-DD HH:MM:SS``).
-        self._last: tuple[str, datetime] | None = None
+        # Lines come in bursts with the same stamps (each writer of a log has its own format, and
+        # their lines interleave), or the same second: the stamps resolved lately, with their
+        # instants as datetimes and as POSIX seconds, and the last full-date second.
+        self._recent: dict[str, tuple[datetime, float]] = {}
         self._second: tuple[str, datetime] | None = None
 
     def resolve(self, stamp: str | None) -> datetime | None:
         """The instant a stamp names, or None for text that is not a timestamp."""
+        known = self._known(stamp)
+        return known[0] if known is not None else None
+
+    def seconds(self, stamp: str | None) -> float | None:
+        """:meth:`resolve` as POSIX seconds."""
+        known = self._known(stamp)
+        return known[1] if known is not None else None
+
+    def _known(self, stamp: str | None) -> tuple[datetime, float] | None:
         if not stamp:
             return None
-        last = self._last
-        if last is not None and last[0] == stamp:
-            self._previous = last[1]
-            return last[1]
+        known = self._recent.get(stamp)
+        if known is not None:
+            self._previous = known[0]
+            return known
         when = self._resolve(stamp)
-        if when is not None:
-            self._last = (stamp, when)
-        return when
+        if when is None:
+            return None
+        if len(self._recent) >= RECENT_STAMPS:
+            self._recent.clear()
+        known = self._recent[stamp] = (when, when.timestamp())
+        return known
 
     def _resolve(self, stamp: str) -> datetime | None:
         try:

@@ -37,7 +37,20 @@ class RequestRow:
         return asdict(self)
 
 
-def miss_reason(request: OpenRequest, stats: ServerStats, chunk: int = DEFAULT_CHUNK) -> str | None:
+@dataclass(frozen=True)
+class ServerSide:
+    """What of the server a miss reason needs, as it was when the request ended."""
+
+    degraded: bool  # LMCache running without its engine
+    connector_seen: bool  # any LMCache lookup, prefetch or start line so far
+
+    @classmethod
+    def of(cls, stats: ServerStats) -> ServerSide:
+        seen = stats.lookups > 0 or stats.prefetches > 0 or stats.lmcache_info is not None
+        return cls(bool(stats.lmcache_degraded), seen)
+
+
+def miss_reason(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_CHUNK) -> str | None:
     """Why the request's LMCache hit fell short, from what its lines and the server's say."""
     if request.lookups:
         last = request.lookups[-1]
@@ -51,7 +64,7 @@ def miss_reason(request: OpenRequest, stats: ServerStats, chunk: int = DEFAULT_C
         if last.hit >= whole:
             return None
         if last.hit == 0:
-            return "LMCache degraded" if stats.lmcache_degraded else "not seen before"
+            return "LMCache degraded" if server.degraded else "not seen before"
         return f"partial: the first {last.hit} of {last.total} tokens seen before"
     if request.prefetches:
         last = request.prefetches[-1]
@@ -62,42 +75,56 @@ def miss_reason(request: OpenRequest, stats: ServerStats, chunk: int = DEFAULT_C
         return "not seen before"
     if request.pending_lookups:
         return "lookup pending or timed out"
-    if stats.lmcache_degraded:
+    if server.degraded:
         return "LMCache degraded"
-    if stats.lookups == 0 and stats.prefetches == 0 and stats.lmcache_info is None:
+    if not server.connector_seen:
         return "LMCache connector not loaded"  # no LMCache line of any request, nor its start
     return None
 
 
+def row_of(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_CHUNK) -> RequestRow:
+    last = request.lookups[-1] if request.lookups else None
+    latency = request.end - request.start if request.end is not None and request.started_in_view else None
+    return RequestRow(
+        id=request.id,
+        outcome=request.outcome,
+        status=request.access.status if request.access is not None else None,
+        latency_seconds=round(latency, 3) if latency is not None else None,
+        prompt_tokens=last.total if last is not None else request.prompt_tokens,
+        lmcache_hit_tokens=last.hit if last is not None else None,
+        loaded_from_lmcache=last.need_to_load if last is not None else None,
+        vllm_cached_tokens=last.engine_computed if last is not None else None,
+        reason=miss_reason(request, server, chunk),
+    )
+
+
 class RecentRequests:
-    """The last :data:`KEEP` requests of one server, newest last."""
+    """The last :data:`KEEP` requests of one server, newest last.
+
+    Ended requests are kept as they are (with the server's side at their end) and made rows only
+    when asked for: requests end many times a second, the rows are read once a second at most."""
 
     def __init__(self, stats: ServerStats, chunk: int = DEFAULT_CHUNK, keep: int = KEEP) -> None:
         self.stats = stats
         self.chunk = chunk
-        self.rows: deque[RequestRow] = deque(maxlen=keep)
+        self.ended: deque[tuple[OpenRequest, ServerSide]] = deque(maxlen=keep)
+        self._side: ServerSide | None = None
+        self._side_of: tuple = ()
 
     def add(self, request: OpenRequest) -> None:
         """A :class:`TraceBuilder` writer: one ended request."""
-        last = request.lookups[-1] if request.lookups else None
-        latency = request.end - request.start if request.end is not None and request.started_in_view else None
-        prompt = last.total if last is not None else request.prompt_tokens
-        self.rows.append(
-            RequestRow(
-                id=request.id,
-                outcome=request.outcome,
-                status=request.access.status if request.access is not None else None,
-                latency_seconds=round(latency, 3) if latency is not None else None,
-                prompt_tokens=prompt,
-                lmcache_hit_tokens=last.hit if last is not None else None,
-                loaded_from_lmcache=last.need_to_load if last is not None else None,
-                vllm_cached_tokens=last.engine_computed if last is not None else None,
-                reason=miss_reason(request, self.stats, self.chunk),
-            )
-        )
+        stats = self.stats
+        # The server's side changes rarely: one record while it stays the same.
+        now = (stats.lmcache_degraded, stats.lookups > 0, stats.prefetches > 0, stats.lmcache_info is not None)
+        if now != self._side_of or self._side is None:
+            self._side, self._side_of = ServerSide.of(stats), now
+        self.ended.append((request, self._side))
+
+    def rows(self) -> list[RequestRow]:
+        return [row_of(request, side, self.chunk) for request, side in self.ended]
 
     def as_list(self) -> list[dict]:
-        return [row.as_dict() for row in self.rows]
+        return [row.as_dict() for row in self.rows()]
 
 
 def joined(

@@ -330,9 +330,8 @@ class TraceBuilder:
 
     def _time(self, stamp: str | None) -> float:
         if stamp:
-            when = self.clock.resolve(stamp)
-            if when is not None:
-                t = when.timestamp()
+            t = self.clock.seconds(stamp)
+            if t is not None:
                 if self.latest is None or t > self.latest:
                     self.latest = t
                 return t
@@ -393,14 +392,12 @@ class TraceBuilder:
             and not request.lookups
         )
         request.end_matched = matched
-        latest_child = max(
-            [s.when for s in request.stores]
-            + [r.when for r in request.retrieves]
-            + [lk.when for lk in request.lookups]
-            + [p.when for p in request.prefetches],
-            default=request.start,
-        )
-        request.end = max(when, request.start, latest_child)
+        end = max(when, request.start)
+        for children in (request.stores, request.retrieves, request.lookups, request.prefetches):
+            for child in children:
+                if child.when > end:
+                    end = child.when
+        request.end = end
         for request_id in request.ids:
             self.by_id.pop(request_id, None)
         self.open.pop(request.id, None)

@@ -127,13 +127,15 @@ def measure_freshness(log: Path, port: int, pattern: str, lines: int) -> list[fl
     return latencies
 
 
-def following_kvwatch(work: Path) -> tuple[Path, Agent]:
-    """An empty log file, and a kvwatch following it as server ``f``."""
+def following_kvwatch(work: Path, agent_settings: str = "") -> tuple[Path, Agent]:
+    """An empty log file, and a kvwatch following it as server ``f`` (``agent_settings``: more [agent] keys)."""
     log = work / "kvwatch.log"
     log.write_text("")
     directory = work / "kvwatch"
     directory.mkdir()
-    return log, Agent(directory, f'[[follow]]\nname = "f"\npaths = ["{log}"]\n').start()
+    agent = Agent(directory, f'[[follow]]\nname = "f"\npaths = ["{log}"]\n')
+    agent.config.write_text(agent.config.read_text().replace("[agent]\n", f"[agent]\n{agent_settings}", 1))
+    return log, agent.start()
 
 
 def freshness(args: argparse.Namespace, work: Path) -> dict:
@@ -318,13 +320,18 @@ def follow_under_load(pid: int, port: int, pattern: re.Pattern, log: Path, sourc
 
 def footprint(args: argparse.Namespace, work: Path) -> dict:
     source, _truth = source_log(20_000)
-    log, agent = following_kvwatch(work)
-    try:
-        kvwatch = follow_under_load(
-            agent.process.pid, agent.port, re.compile(r'kvwatch_lines_total\{server="f"\} (\S+)'), log, source, args
-        )
-    finally:
-        agent.kill()
+    lines = re.compile(r'kvwatch_lines_total\{server="f"\} (\S+)')
+    measured = {}
+    # As configured by default (the request joiner on, for kvwatch top's rows), and without the joiner.
+    for name, settings in (("kvwatch run", ""), ("no joiner", "recent_requests = 0\n")):
+        place = work / name.replace(" ", "-")
+        place.mkdir()
+        log, agent = following_kvwatch(place, settings)
+        try:
+            measured[name] = follow_under_load(agent.process.pid, agent.port, lines, log, source, args)
+        finally:
+            agent.kill()
+    kvwatch = measured["kvwatch run"]
     mtail = Mtail(work)
     try:
         peer = follow_under_load(
@@ -334,12 +341,12 @@ def footprint(args: argparse.Namespace, work: Path) -> dict:
         mtail.stop()
     print(f"\nfootprint: following {args.rate:.0f} lines/s for {args.seconds:.0f} s")
     print(f"  {'':12} {'CPU (1 core)':>13} {'idle RSS MiB':>13} {'peak RSS MiB':>13}")
-    for name, row in (("kvwatch run", kvwatch), ("mtail", peer)):
+    for name, row in (*measured.items(), ("mtail", peer)):
         print(f"  {name:12} {row['cpu_share']:>12.1%} {row['idle_rss_mib']:>13.1f} {row['peak_rss_mib']:>13.1f}")
     ok = kvwatch["cpu_share"] <= 0.25 and kvwatch["peak_rss_mib"] <= 80
     print(f"  kvwatch CPU / mtail CPU: {kvwatch['cpu_share'] / peer['cpu_share']:.2f}; targets (<= 25 %, <= 80 MB): "
           f"{'met' if ok else 'NOT met'}")  # fmt: skip
-    return {"kvwatch": kvwatch, "mtail": peer}
+    return {"kvwatch": kvwatch, "kvwatch_no_joiner": measured["no joiner"], "mtail": peer}
 
 
 BENCHMARKS = {"freshness": freshness, "overhead": overhead, "footprint": footprint}
