@@ -149,6 +149,7 @@ class Daemon:
         self._pods_missing: dict[str, int] = {}
         self._pods_clashing: set[str] = set()  # said once each
         self._next_pod_scan = 0.0
+        self.started = False
         state_dir = config.agent.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self.tailer = Tailer(
@@ -359,6 +360,7 @@ class Daemon:
             self.add_follow(follow)
         self.sync_pods(first=True)
         self.tailer.start()
+        self.started = True  # every source is in place: /healthz says so from now on
         log.info(
             "kvwatch %s: serving metrics on %s:%d; %d servers, %d follows",
             __version__,
@@ -440,6 +442,10 @@ class Daemon:
         return now - self.tailer.last_cycle < limit and now - self.last_tick < max(5.0, 10 * TICK)
 
     def health(self) -> tuple[bool, str]:
+        if not self.started:
+            # /metrics is served from the first moment; ready means the followed files are open (a line
+            # written after a 200 here is read, even with start_at = "end").
+            return False, "starting: servers and followed files being set up"
         if self.loops_alive():
             return True, "ok"
         return False, "kvwatch's loops are not making progress"

@@ -358,6 +358,8 @@ def test_a_reading_thread_that_died_makes_healthz_fail(tmp_path: Path) -> None:
     )
     daemon = Daemon(cfg)
     try:
+        assert daemon.health() == (False, "starting: servers and followed files being set up")
+        daemon.started = True  # as run() sets it once every source is in place
         assert daemon.health()[0]
         daemon.tailer.poll_interval = float("inf")
         daemon.tailer.start()

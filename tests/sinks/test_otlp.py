@@ -213,7 +213,9 @@ def traced_follow(tmp_path: Path, receiver: HttpReceiver) -> tuple[Agent, Path]:
     log = tmp_path / "vllm.log"
     log.write_text("")
     body = (
-        f'[[follow]]\nname = "gpu0"\npaths = ["{log}"]\ntimezone = "UTC"\n\n'
+        # From the beginning: the lines a test appends right after kvwatch answers /healthz may come
+        # before the tailer first opens the file (on a loaded machine), and must be read all the same.
+        f'[[follow]]\nname = "gpu0"\npaths = ["{log}"]\ntimezone = "UTC"\nstart_at = "beginning"\n\n'
         f'[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
     )
     return Agent(tmp_path, body, env=tracing_env()), log
