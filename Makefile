@@ -18,7 +18,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run run-retrieve demo-stack test bench bench-replay bench-live bench-traces bench-regex bench-scale compat lint generate system-deps demo-server clean
+.PHONY: run run-retrieve demo-stack test bench bench-replay bench-live bench-traces bench-regex bench-scale compat lint generate system-deps demo-server kube-schemas clean
 
 $(INSTALLED): pyproject.toml
 	@echo "kvwatch: installing kvwatch and its test tools into $(VENV) (about a minute the first time)"
@@ -38,6 +38,7 @@ system-deps:
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; \
@@ -49,6 +50,13 @@ system-deps:
 demo-server:
 	examples/cpu-demo/setup-server.sh
 
+# The Prometheus Operator's API schemas (npm), against which tests/deploy validates the Kubernetes recipe.
+KUBE_MODELS := .cache/kube-models
+kube-schemas: system-deps
+	@[ -d $(KUBE_MODELS)/node_modules/@kubernetes-models/prometheus-operator ] || { \
+	  mkdir -p $(KUBE_MODELS) && cp tests/deploy/package.json $(KUBE_MODELS)/ && \
+	  npm install --prefix $(KUBE_MODELS) --no-audit --no-fund --silent; }
+
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -58,7 +66,7 @@ generate: $(INSTALLED)
 	$(PY) -m agent.catalogue
 	$(PY) -m dashboards.build
 
-test: $(INSTALLED) system-deps demo-server lint
+test: $(INSTALLED) system-deps demo-server kube-schemas lint
 	$(PY) -m pytest
 
 run: $(INSTALLED) demo-server

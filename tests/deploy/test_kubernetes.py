@@ -1,13 +1,16 @@
 """The Kubernetes recipe (``deploy/kubernetes/``): every core manifest validates against the Kubernetes
 API schemas (``kubernetes-validate``, strict, the newest release it carries); the Prometheus Operator's
-kinds, for which it has no schema, are checked for what they must hold: the PrometheusRule's rules pass
-``promtool`` and are ``dashboards/alerts.yml``'s, the PodMonitor selects the DaemonSet's pods on a port
-they have.  The configuration in the ConfigMap is one kvwatch accepts, reading ``/var/log/pods`` as the
-DaemonSet mounts it.  (The image itself is not built here: no container runtime runs on this machine.)"""
+kinds validate against the operator's own API schemas (``@kubernetes-models/prometheus-operator`` from
+npm, run by node; ``make test`` installs it into ``.cache/kube-models``), and are checked for what they
+must hold: the PrometheusRule's rules pass ``promtool`` and are ``dashboards/alerts.yml``'s, the
+PodMonitor selects the DaemonSet's pods on a port they have.  The configuration in the ConfigMap is
+one kvwatch accepts, reading ``/var/log/pods`` as the DaemonSet mounts it.  (The image itself is not
+built here: no container runtime runs on this machine.)"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -50,6 +53,33 @@ def test_every_file_is_in_the_kustomization_and_every_core_manifest_validates() 
             continue
         kubernetes_validate.validate(document, version, strict=True)  # raises ValidationError
     assert kinds == {"ConfigMap", "DaemonSet", "PodMonitor", "PrometheusRule"}
+
+
+KUBE_MODELS = REPO / ".cache" / "kube-models"
+
+
+def operator_validation(objects: list[dict]) -> subprocess.CompletedProcess:
+    """The operator's kinds through tests/deploy/validate_crds.mjs, run beside the installed schemas."""
+    installed = KUBE_MODELS / "node_modules" / "@kubernetes-models" / "prometheus-operator"
+    if shutil.which("node") is None or not installed.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("node or the operator's schemas are missing: make test installs them (make kube-schemas)")
+        pytest.skip("node or the operator's schemas are missing (make kube-schemas installs them)")
+    script = KUBE_MODELS / "validate_crds.mjs"  # beside its node_modules, where node resolves the package
+    shutil.copyfile(Path(__file__).with_name("validate_crds.mjs"), script)
+    return subprocess.run(["node", str(script)], input=json.dumps(objects), capture_output=True, text=True, timeout=120)
+
+
+def test_the_operator_kinds_validate_against_the_operators_schemas() -> None:
+    objects = [d for d in documents() if d["kind"] in OPERATOR_KINDS]
+    checked = operator_validation(objects)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert sorted(checked.stdout.split("\n")[:-1]) == ["valid PodMonitor kvwatch", "valid PrometheusRule kvwatch"]
+    # And it can fail: a port given as a number where the schema wants the port's name.
+    broken = one("PodMonitor")
+    broken["spec"]["podMetricsEndpoints"][0]["port"] = 10067
+    rejected = operator_validation([broken])
+    assert rejected.returncode == 1 and "port must be string" in rejected.stdout, rejected.stdout
 
 
 def test_a_broken_manifest_is_caught() -> None:
