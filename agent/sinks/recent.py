@@ -108,17 +108,10 @@ class RecentRequests:
         self.stats = stats
         self.chunk = chunk
         self.ended: deque[tuple[OpenRequest, ServerSide]] = deque(maxlen=keep)
-        self._side: ServerSide | None = None
-        self._side_of: tuple = ()
 
     def add(self, request: OpenRequest) -> None:
         """A :class:`TraceBuilder` writer: one ended request."""
-        stats = self.stats
-        # The server's side changes rarely: one record while it stays the same.
-        now = (stats.lmcache_degraded, stats.lookups > 0, stats.prefetches > 0, stats.lmcache_info is not None)
-        if now != self._side_of or self._side is None:
-            self._side, self._side_of = ServerSide.of(stats), now
-        self.ended.append((request, self._side))
+        self.ended.append((request, ServerSide.of(self.stats)))
 
     def rows(self) -> list[RequestRow]:
         return [row_of(request, side, self.chunk) for request, side in self.ended]
