@@ -35,7 +35,7 @@ RECENT_STAMPS = 64  # stamps remembered by a clock; a burst of lines repeats a f
 class Clock:
     """Resolves one source's stamps, in order; keeps the year context between calls."""
 
-    __slots__ = ("_previous", "_recent", "_reference", "_second", "tz")
+    __slots__ = ("_previous", "_recent", "_reference", "_second", "_second_us", "tz")
 
     def __init__(self, tz: tzinfo, reference: datetime) -> None:
         if reference.tzinfo is None:
@@ -48,6 +48,7 @@ class Clock:
         # instants as datetimes and as POSIX seconds, and the last full-date second.
         self._recent: dict[str, tuple[datetime, float]] = {}
         self._second: tuple[str, datetime] | None = None
+        self._second_us: int | None = None  # that second as POSIX microseconds, once asked for
 
     def resolve(self, stamp: str | None) -> datetime | None:
         """The instant a stamp names, or None for text that is not a timestamp."""
@@ -56,6 +57,17 @@ class Clock:
 
     def seconds(self, stamp: str | None) -> float | None:
         """:meth:`resolve` as POSIX seconds."""
+        second = self._second
+        if second is not None and stamp is not None and len(stamp) == 23 and stamp.startswith(second[0]):
+            # LMCache's millisecond stamps are nearly all distinct, but a burst shares its second:
+            # no datetime for the rest.  Integer microseconds divided once, as datetime.timestamp()
+            # does, give the very same float.
+            milliseconds = stamp[20:]
+            if stamp[19] == "," and milliseconds.isdigit():
+                if self._second_us is None:
+                    self._second_us = round(second[1].timestamp()) * 1_000_000
+                self._previous = second[1]
+                return (self._second_us + int(milliseconds) * 1000) / 1_000_000
         known = self._known(stamp)
         return known[1] if known is not None else None
 
@@ -93,6 +105,7 @@ class Clock:
             second = self._second
             if second is None or second[0] != stamp[:19]:
                 second = self._second = (stamp[:19], self._full(stamp[:19]))
+                self._second_us = None
             return second[1] + timedelta(milliseconds=int(stamp[20:]))
         text = stamp.replace(",", ".")
         if text.endswith("Z"):

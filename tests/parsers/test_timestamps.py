@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from parsers.timestamps import Clock, isoformat
@@ -54,3 +55,35 @@ def test_text_that_is_no_timestamp_gives_none() -> None:
     clock = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
     for stamp in (None, "", "13-45 99:99:99", "not a time at all", "@notdigits", "2025-99-99 00:00:00,000"):
         assert clock.resolve(stamp) is None
+
+
+def test_seconds_are_the_resolved_instants_posix_seconds_whatever_the_order() -> None:
+    """``seconds`` has a short cut for LMCache's millisecond stamps: it must give exactly what resolving
+    the stamp gives, through DST changes, new seconds, other formats in between and bad milliseconds."""
+    berlin = ZoneInfo("Europe/Berlin")
+    rng = random.Random(20261202)
+    base = datetime(2025, 3, 30, 1, 59, 58, tzinfo=berlin)  # the spring-forward gap in the middle
+    stamps = []
+    for step in range(4000):
+        when = base + timedelta(milliseconds=step * rng.choice((1, 7, 250, 999)))
+        kind = rng.random()
+        if kind < 0.7:
+            stamps.append(when.strftime("%Y-%m-%d %H:%M:%S,") + f"{when.microsecond // 1000:03d}")
+        elif kind < 0.85:
+            stamps.append(when.strftime("%m-%d %H:%M:%S"))
+        elif kind < 0.95:
+            stamps.append(when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        else:
+            stamps.append(when.strftime("%Y-%m-%d %H:%M:%S,") + rng.choice(("12x", "+12", " 12")))
+    fast, slow = Clock(berlin, base), Clock(berlin, base)
+    for stamp in stamps:
+        resolved = slow.resolve(stamp)
+        assert fast.seconds(stamp) == (resolved.timestamp() if resolved is not None else None), stamp
+
+
+def test_a_millisecond_stamp_read_as_seconds_still_sets_the_year_context() -> None:
+    clock = Clock(UTC, datetime(2026, 6, 1, tzinfo=UTC))
+    assert clock.seconds("2024-12-31 23:59:59,100") is not None
+    assert clock.seconds("2026-06-01T00:00:00Z") is not None  # another writer, another year
+    assert clock.seconds("2024-12-31 23:59:59,200") is not None  # the same second as the first: the short cut
+    assert clock.resolve("12-31 23:59:59") == datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC)
