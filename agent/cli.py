@@ -13,11 +13,22 @@ import os
 import sys
 from collections.abc import Sequence
 
-from agent import __version__
+import agent
 from agent.commands import EXIT_OK, CommandError
 
 # In the order ``kvwatch --help`` lists them.
 COMMANDS = ("replay", "run", "top", "check", "canary", "bench", "dashboards")
+
+
+class _Version(argparse.Action):
+    """``--version``: the version looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args) -> None:
+        print(f"kvwatch {agent.__version__}")
+        parser.exit()
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -26,7 +37,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="kvwatch",
         description="Observe vLLM + LMCache servers: parse their logs into metrics.",
     )
-    parser.add_argument("--version", action="version", version=f"kvwatch {__version__}")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for name in COMMANDS:

