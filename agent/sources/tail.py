@@ -54,7 +54,13 @@ log = logging.getLogger("kvwatch.tail")
 READ_BLOCK = 1 << 20
 MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file cannot starve the rest
 ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
-BUSY_PAUSE = 0.002  # seconds between cycles while lines keep coming
+# Seconds between cycles while lines keep coming, so that a few writes gather.  A trickle
+# (a line now and then) is read 2 ms after it comes; a flow of more than FLOWING_RATE bytes
+# a second is read in 25 ms batches: each wake-up costs about what a few hundred lines do,
+# and at a busy server's rate waking per write took more CPU than the lines themselves.
+BUSY_PAUSE = 0.002
+FLOWING_PAUSE = 0.025
+FLOWING_RATE = 32 << 10
 SAVE_INTERVAL = 1.0  # seconds between saves of the read positions (and the numbers with them)
 
 
@@ -476,6 +482,7 @@ class Tailer:
         self._watcher: DirectoryWatcher | None = None
         self._unsaved = False
         self._saved_at = 0.0
+        self._last_read_at = 0.0  # when a cycle last read something
         self._requests: list[Callable[[], None]] = []
 
     # -- configuration (any thread) -------------------------------------------------
@@ -553,11 +560,17 @@ class Tailer:
                 # Lines are flowing and the watcher has gone quiet (see agent.watch):
                 # look again soon, after a pause that lets a few writes gather.
                 if read < MAX_READ_PER_CYCLE:
-                    self._stop.wait(BUSY_PAUSE)
+                    self._stop.wait(self._pause_after(read))
                 self.wake.set()
             elif watcher is not None and not watcher.armed:
                 watcher.arm()
                 self.wake.set()  # and one more look, for what came between the last read and the arming
+
+    def _pause_after(self, read: int) -> float:
+        """The pause before the next cycle, from the rate at which bytes have come since the last read."""
+        now = time.monotonic()
+        since, self._last_read_at = now - self._last_read_at, now
+        return FLOWING_PAUSE if read >= FLOWING_RATE * since else BUSY_PAUSE
 
     def cycle(self) -> int:
         """Read every source once; returns the bytes read."""
