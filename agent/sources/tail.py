@@ -55,12 +55,14 @@ READ_BLOCK = 1 << 20
 MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file cannot starve the rest
 ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
 # Seconds between cycles while lines keep coming, so that a few writes gather.  A trickle
-# (a line now and then) is read 2 ms after it comes; a flow of more than FLOWING_RATE bytes
-# a second is read in 25 ms batches: each wake-up costs about what a few hundred lines do,
-# and at a busy server's rate waking per write took more CPU than the lines themselves.
+# (a line now and then) is read 2 ms after it comes; a flow, once bytes come faster than
+# FLOWING_RATE a second and until they come slower than QUIET_RATE, in 25 ms batches: each
+# wake-up costs about what a few hundred lines do, and at a busy server's rate waking per
+# write took more CPU than the lines themselves.
 BUSY_PAUSE = 0.002
 FLOWING_PAUSE = 0.025
-FLOWING_RATE = 32 << 10
+FLOWING_RATE = 64 << 10
+QUIET_RATE = 16 << 10
 SAVE_INTERVAL = 1.0  # seconds between saves of the read positions (and the numbers with them)
 
 
@@ -483,6 +485,7 @@ class Tailer:
         self._unsaved = False
         self._saved_at = 0.0
         self._last_read_at = 0.0  # when a cycle last read something
+        self._flowing = False
         self._requests: list[Callable[[], None]] = []
 
     # -- configuration (any thread) -------------------------------------------------
@@ -569,8 +572,10 @@ class Tailer:
     def _pause_after(self, read: int) -> float:
         """The pause before the next cycle, from the rate at which bytes have come since the last read."""
         now = time.monotonic()
-        since, self._last_read_at = now - self._last_read_at, now
-        return FLOWING_PAUSE if read >= FLOWING_RATE * since else BUSY_PAUSE
+        rate = read / max(now - self._last_read_at, 1e-6)
+        self._last_read_at = now
+        self._flowing = rate > (QUIET_RATE if self._flowing else FLOWING_RATE)
+        return FLOWING_PAUSE if self._flowing else BUSY_PAUSE
 
     def cycle(self) -> int:
         """Read every source once; returns the bytes read."""

@@ -153,12 +153,15 @@ def test_the_pause_follows_the_rate_bytes_come_at(monkeypatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr(tail.time, "monotonic", lambda: clock[0])
     tailer = Tailer(lambda *_: None, PositionStore(None), use_inotify=False)
-    assert tailer._pause_after(200) == tail.BUSY_PAUSE  # the first line after a long quiet
-    clock[0] += 0.010
-    assert tailer._pause_after(200) == tail.BUSY_PAUSE  # a trickle: 20 kB/s
-    clock[0] += 0.004
-    assert tailer._pause_after(4000) == tail.FLOWING_PAUSE  # a flow: 1 MB/s
-    clock[0] += 0.030
-    assert tailer._pause_after(30_000) == tail.FLOWING_PAUSE
-    clock[0] += 0.500
-    assert tailer._pause_after(150) == tail.BUSY_PAUSE  # quiet again
+
+    def after(seconds: float, read: int) -> float:
+        clock[0] += seconds
+        return tailer._pause_after(read)
+
+    assert after(0.0, 200) == tail.BUSY_PAUSE  # the first line after a long quiet
+    assert after(0.010, 300) == tail.BUSY_PAUSE  # a trickle: 30 kB/s
+    assert after(0.004, 4000) == tail.FLOWING_PAUSE  # a flow: 1 MB/s
+    assert after(0.030, 30_000) == tail.FLOWING_PAUSE
+    assert after(0.030, 1_500) == tail.FLOWING_PAUSE  # slower, 50 kB/s: still a flow
+    assert after(0.500, 150) == tail.BUSY_PAUSE  # quiet again
+    assert after(0.010, 500) == tail.BUSY_PAUSE  # 50 kB/s does not start a flow
