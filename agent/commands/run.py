@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import ProcessCollector
 from prometheus_client.core import Metric
@@ -40,7 +41,6 @@ from agent import __version__
 from agent import config as configuration
 from agent.commands import EXIT_FAILED, CommandError, add_config_option, load_config
 from agent.commands.bench import HISTORY, BenchHistory
-from agent.commands.canary import PeriodicCanary
 from agent.config import Config, ConfigError, FollowConfig, PodsConfig, ServerConfig
 from agent.families import RenderedAtScrape, families, gauge, merged
 from agent.pipeline import SourcePipeline
@@ -59,6 +59,9 @@ from agent.supervise.states import ServerState
 from agent.supervise.unit import ServerUnit
 from agent.supervise.versions import installed_versions
 from agent.timezones import resolve_timezone
+
+if TYPE_CHECKING:
+    from agent.commands.canary import PeriodicCanary
 
 log = logging.getLogger("kvwatch.run")
 
@@ -261,6 +264,8 @@ class Daemon:
         managed.stop_canary()
         supervised = managed.server
         if server.canary_interval and supervised is not None:
+            from agent.commands.canary import PeriodicCanary  # loaded only where a canary is configured
+
             managed.canary = PeriodicCanary(server.name, server, lambda: supervised.state == ServerState.RUNNING)
             managed.canary.start()
 
