@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from agent.sinks.stats import ServerStats
 from agent.sinks.traces import OpenRequest, TraceBuilder
@@ -37,9 +38,8 @@ class RequestRow:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ServerSide:
-    """What of the server a miss reason needs, as it was when the request ended."""
+class ServerSide(NamedTuple):
+    """What of the server a miss reason needs, as it was when the request ended (made at every end)."""
 
     degraded: bool  # LMCache running without its engine
     connector_seen: bool  # any LMCache lookup, prefetch or start line so far

@@ -117,6 +117,7 @@ class OpenRequest:
         "end",
         "end_matched",
         "error_type",
+        "external",
         "failure",
         "finish_reason",
         "first_kind",
@@ -144,9 +145,12 @@ class OpenRequest:
         "trace_id",
     )
 
-    def __init__(self, request_id: str, trace_id: int, sampled: bool, start: float, first_kind: str) -> None:
+    def __init__(
+        self, request_id: str, trace_id: int, sampled: bool, start: float, first_kind: str, external: str | None
+    ) -> None:
         self.id = request_id
-        self.ids = [request_id]
+        self.ids = [request_id]  # every id it has shown: engine ids made from it are joined later
+        self.external = external  # the client id the first id was made from, if it is an engine id
         self.trace_id = trace_id
         self.sampled = sampled
         self.start = start
@@ -274,7 +278,14 @@ class TraceBuilder:
     def observe(self, event: ev.Event) -> None:
         handler = self._handlers.get(event.__class__)
         if handler is not None:
-            handler(event, self._time(event.stamp))
+            # The event's time (inline: this runs for every request line).
+            stamp = event.stamp
+            when = self.clock.seconds(stamp) if stamp else None
+            if when is None:
+                when = self._clock_now()
+            elif self.latest is None or when > self.latest:
+                self.latest = when
+            handler(event, when)
         if self.held_count and self.now is None and self.latest is not None:
             self.release_held(self.latest)
         if self.now is None:
@@ -328,15 +339,6 @@ class TraceBuilder:
 
     # -- time -----------------------------------------------------------------------
 
-    def _time(self, stamp: str | None) -> float:
-        if stamp:
-            t = self.clock.seconds(stamp)
-            if t is not None:
-                if self.latest is None or t > self.latest:
-                    self.latest = t
-                return t
-        return self._clock_now()
-
     def _clock_now(self) -> float:
         if self.now is not None:
             return self.now()
@@ -352,47 +354,60 @@ class TraceBuilder:
         if request is None:
             external = external_request_id(request_id)
             if external is not None:
-                request = self.by_id.get(external)
-                if request is not None:
-                    self.by_id[request_id] = request
-                    request.ids.append(request_id)
+                request = self._joined(request_id, external)
+        return request
+
+    def _joined(self, request_id: str, external: str) -> OpenRequest | None:
+        """The open request whose client id an engine id was made from, known by both ids from now on."""
+        request = self.by_id.get(external)
+        if request is not None:
+            self.by_id[request_id] = request
+            request.ids.append(request_id)
         return request
 
     def _request(self, request_id: str | None, when: float, kind: str) -> OpenRequest | None:
         """The open request of an id, opened now if new; None for ids already ended."""
         if not request_id:
             return None
-        request = self._find(request_id)
+        request = self.by_id.get(request_id)  # _find, inline: this runs for every request line
         if request is None:
-            if request_id in self.ended or (external_request_id(request_id) or "") in self.ended:
-                return None
-            if len(self.open) >= self.max_open:
-                oldest = next(iter(self.open.values()))
-                self._evict(oldest, "table_full", self._clock_now())
-            trace_id = self._rand.getrandbits(128) or 1
-            request = OpenRequest(request_id, trace_id, self.sampled(trace_id), when, kind)
-            request.last_activity = self._activity(when)
-            self.by_id[request_id] = request
-            self.open[request_id] = request
-            if request.route is not None:
-                self.by_route.setdefault(request.route, OrderedDict())[request_id] = request
-            return request
-        request.last_activity = self._activity(when)
+            external = external_request_id(request_id)
+            if external is not None:
+                request = self._joined(request_id, external)
+            if request is None:
+                return self._opened(request_id, external, when, kind)
+        request.last_activity = self.now() if self.now is not None else when
         self.open.move_to_end(request.id)
         if when < request.start:
             request.start = when
         return request
 
+    def _opened(self, request_id: str, external: str | None, when: float, kind: str) -> OpenRequest | None:
+        """A request seen for the first time, unless it (or the client id it was made from) ended lately."""
+        if request_id in self.ended or (external is not None and external in self.ended):
+            return None
+        if len(self.open) >= self.max_open:
+            oldest = next(iter(self.open.values()))
+            self._evict(oldest, "table_full", self._clock_now())
+        trace_id = self._rand.getrandbits(128) or 1
+        request = OpenRequest(request_id, trace_id, self.sampled(trace_id), when, kind, external)
+        request.last_activity = self._activity(when)
+        self.by_id[request_id] = request
+        self.open[request_id] = request
+        if request.route is not None:
+            self.by_route.setdefault(request.route, OrderedDict())[request_id] = request
+        return request
+
     def _end(self, request: OpenRequest, when: float, outcome: str, matched: str | None, hold: bool = False) -> None:
         request.outcome = outcome
         request.mp_miss = (
-            outcome in ("finished", "responded")
-            and self.mp_lookups_reported
+            self.mp_lookups_reported
+            and outcome in ("finished", "responded")
             and not request.prefetches
             and not request.lookups
         )
         request.end_matched = matched
-        end = max(when, request.start)
+        end = when if when > request.start else request.start
         for children in (request.stores, request.retrieves, request.lookups, request.prefetches):
             for child in children:
                 if child.when > end:
@@ -406,13 +421,14 @@ class TraceBuilder:
             scheduled = self.scheduled_by_route.get(request.route)
             if scheduled:
                 scheduled.pop(request.id, None)
-        for request_id in request.ids:
-            self.ended[request_id] = None
-            external = external_request_id(request_id)
-            if external is not None:
-                self.ended[external] = None  # "Request X aborted." names the client's id
-        while len(self.ended) > RECENTLY_ENDED:
-            self.ended.popitem(last=False)
+        ended = self.ended
+        ended[request.id] = None
+        if request.external is not None:
+            ended[request.external] = None  # "Request X aborted." names the client's id
+        for request_id in request.ids[1:]:  # engine ids joined later: their client ids are ids of its own
+            ended[request_id] = None
+        while len(ended) > RECENTLY_ENDED:
+            ended.popitem(last=False)
         self.ended_by[outcome] = self.ended_by.get(outcome, 0) + 1
         if hold and request.route is not None:
             request.held_since = self._activity(when)

@@ -214,6 +214,27 @@ def test_a_preempted_request_looked_up_twice_keeps_both_lookups() -> None:
     assert len(run.roots()) == 1 and run.builder.unmatched_ends == 0
 
 
+def test_late_lines_of_an_engine_id_joined_after_the_clients_start_no_second_trace() -> None:
+    # The front end names the client's id, the engine and LMCache its own (client id + "-<8 hex>"); a store
+    # LMCache logs after the access line ended the request belongs to it, under either id.
+    engine = "chatcmpl-late-5a5a5a5a"
+    lines = [
+        "(APIServer pid=1) INFO 11-25 05:40:55 [logger.py:49] Received request chatcmpl-late: params: "
+        "SamplingParams(max_tokens=8), prompt_token_ids: None.",
+        "(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request " + engine + ".",
+        lookup("2026-11-25 05:40:56,000", engine, 300, 0),
+        'INFO:     127.0.0.1:7 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+        f"[2026-11-25 05:40:57,000] LMCache INFO: [req_id={engine}] Stored 300 out of total 300 tokens. "
+        "size: 0.0367 gb, cost 2.0000 ms, throughput: 18.3500 GB/s",
+        lookup("2026-11-25 05:40:57,500", "chatcmpl-late", 300, 256),
+    ]
+    run = Run().feed(lines)
+    (root,) = run.roots()
+    assert root.attributes["gen_ai.response.id"] == "chatcmpl-late"
+    assert root.attributes["vllm.request.id"] == engine
+    assert run.builder.open_requests == 0
+
+
 def test_failed_requests_are_errors_with_their_reason() -> None:
     lines = [
         "(APIServer pid=1) INFO 11-20 09:00:00 [request_logger.py:65] Received request chatcmpl-f: "
