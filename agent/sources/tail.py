@@ -358,6 +358,8 @@ class TailedPath:
             lines = opened.splitter.feed(chunk)
             if lines:
                 deliver(self.source, lines)
+            if len(chunk) < READ_BLOCK:
+                break  # the end of the file as it was: what comes next is the next cycle's
         return total
 
     def _retire(self, now: float) -> None:
