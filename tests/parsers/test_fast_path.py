@@ -28,7 +28,7 @@ from parsers.envelope import LMCACHE_HEADER, UVICORN_HEADER, VLLM_HEADER
 from parsers.events import Event
 from parsers.shapes import LineMatcher
 from tests.benchmarks.gen_log import generate
-from tests.support.lines import FIXTURES, SAMPLES
+from tests.support.lines import FIXTURES, SAMPLES, edited, edits
 
 # The dispatcher's matchers, rebuilt without their shapes: header, then the first word only.
 GENERAL = {
@@ -150,14 +150,9 @@ PIECES = st.sampled_from(
 
 
 @settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from(REAL),
-    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 12), st.one_of(PIECES, st.text(max_size=4))), max_size=5),
-)
-def test_mutated_real_lines_give_the_same_events(line: str, edits: list[tuple[int, int, str]]) -> None:
-    for position, length, insert in edits:
-        position %= len(line) + 1
-        line = line[:position] + insert + line[position + length :]
+@given(st.sampled_from(REAL), edits(st.one_of(PIECES, st.text(max_size=4)), longest=12, most=5))
+def test_mutated_real_lines_give_the_same_events(line: str, changes: list[tuple[int, int, str]]) -> None:
+    line = edited(line, changes)
     fast, general = both(line)
     assert fast == general, line
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from agent.sinks.events_json import event_record
 from parsers import Clock, LogStream, parse_line
 from parsers.events import Event
-from tests.support.lines import line_cases
+from tests.support.lines import edited, edits, line_cases
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "parsers" / "schema" / "events.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -88,14 +88,9 @@ def test_random_text_never_raises(text: str) -> None:
 
 
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from(REAL),
-    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 20), st.one_of(NOISE, st.text(max_size=5))), max_size=6),
-)
-def test_mutated_real_lines_never_raise(line: str, edits: list[tuple[int, int, str]]) -> None:
-    for position, length, insert in edits:
-        position %= len(line) + 1
-        line = line[:position] + insert + line[position + length :]
+@given(st.sampled_from(REAL), edits(st.one_of(NOISE, st.text(max_size=5)), longest=20, most=6))
+def test_mutated_real_lines_never_raise(line: str, changes: list[tuple[int, int, str]]) -> None:
+    line = edited(line, changes)
     check(parse_line(line))
     stream = LogStream()
     check(stream.feed(line))

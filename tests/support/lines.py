@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hypothesis import strategies as st
+
 from agent.sinks.stats import ServerStats
 from parsers import Clock, LogStream
 from parsers.events import Event, payload_fields
@@ -51,3 +53,16 @@ def all_fixture_lines() -> list[str]:
     for family in ("vllm_stats", "lmcache", "requests", "lifecycle", "bench", "wrappers", "prefixes", "suspicious"):
         lines += [c["line"] for c in line_cases(family)]
     return lines
+
+
+def edits(inserts: st.SearchStrategy[str], longest: int, most: int) -> st.SearchStrategy:
+    """Lists of at most ``most`` edits (position, length cut up to ``longest``, text put in) for :func:`edited`."""
+    return st.lists(st.tuples(st.integers(0, 400), st.integers(0, longest), inserts), max_size=most)
+
+
+def edited(line: str, edits: list[tuple[int, int, str]]) -> str:
+    """``line`` with each (position, length, insert) edit applied in turn: a mutated real line."""
+    for position, length, insert in edits:
+        position %= len(line) + 1
+        line = line[:position] + insert + line[position + length :]
+    return line
