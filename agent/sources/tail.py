@@ -57,8 +57,8 @@ ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens
 # Seconds between cycles while lines keep coming, so that a few writes gather.  A trickle
 # (a line now and then) is read 2 ms after it comes; a flow, once bytes come faster than
 # FLOWING_RATE a second and until they come slower than QUIET_RATE, in 25 ms batches: each
-# wake-up costs about what a few hundred lines do, and at a busy server's rate waking per
-# write took more CPU than the lines themselves.
+# wake-up costs about what a hundred lines do (after a pause the parsing runs on cold CPU
+# caches), and at a busy server's rate waking per write took more CPU than the lines themselves.
 BUSY_PAUSE = 0.002
 # Not longer: a cycle reads a source's files one after the other, so lines of two files (vLLM's and
 # its LMCache server's) written within one pause reach the request joiner in file order, not in the
