@@ -22,6 +22,7 @@ servers running for the next kvwatch to adopt).
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import os
 import platform
@@ -48,7 +49,7 @@ from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.http import MetricsServer
 from agent.sinks.prometheus import collect_families
 from agent.sinks.recent import DEFAULT_CHUNK, RecentRequests, joined
-from agent.sinks.traces import TraceBuilder
+from agent.sinks.traces import LINGER, TraceBuilder
 from agent.sources.journal import JournalSource
 from agent.sources.pods import discover
 from agent.sources.positions import PositionStore
@@ -213,13 +214,23 @@ class Daemon:
             raise ConfigError(config.path, "tracing", f"cannot set up the trace exporter: {reason}") from None
 
     def _managed(
-        self, name: str, timezone: str | None, model: str | None = None, chunk: int = DEFAULT_CHUNK
+        self,
+        name: str,
+        timezone: str | None,
+        model: str | None = None,
+        chunk: int = DEFAULT_CHUNK,
+        several_files: bool = False,
     ) -> Managed:
         pipeline = SourcePipeline(name, resolve_timezone(timezone), self.config.agent.max_line_length, self.lock)
         managed = Managed(name, pipeline, model)
         stats = pipeline.stats
         keep = self.config.agent.recent_requests
-        limits = {"max_open": self.config.tracing.max_open_requests, "idle_timeout": self.config.tracing.idle_timeout}
+        limits = {
+            "max_open": self.config.tracing.max_open_requests,
+            "idle_timeout": self.config.tracing.idle_timeout,
+            # Lines of two files come in the order they were read: pieces of a request may follow its end.
+            "linger": LINGER if several_files else 0.0,
+        }
         if self.tracing is not None:
             managed.recent = RecentRequests(stats, chunk, keep) if keep else None
             also = managed.recent.add if managed.recent is not None else None
@@ -233,14 +244,16 @@ class Daemon:
         return managed
 
     def add_server(self, server: ServerConfig, start: bool = True) -> ServerUnit:
-        managed = self._managed(server.name, server.timezone, server.model, server.chunk_size())
+        lmcache_log = server.lmcache_log()
+        managed = self._managed(
+            server.name, server.timezone, server.model, server.chunk_size(), several_files=lmcache_log is not None
+        )
         supervised = ServerUnit(server, self.config.agent.state_dir)
         managed.pipeline.listeners.append(supervised.observe)
         managed.server = supervised
         managed.versions = installed_versions(server.python if server.command is None else None)
         # LMCache's multiprocess server logs what the connector does not: read as part of this server,
         # and rotated by kvwatch like vLLM's when kvwatch starts that server (it writes the log then).
-        lmcache_log = server.lmcache_log()
         paths = (str(server.log_file), *((str(lmcache_log),) if lmcache_log else ()))
         self.tailer.add(
             Source(
@@ -270,7 +283,10 @@ class Daemon:
             managed.canary.start()
 
     def add_follow(self, follow: FollowConfig) -> None:
-        managed = self._managed(follow.name, follow.timezone)
+        several_files = not follow.journal_unit and (
+            len(follow.paths) > 1 or any(glob.has_magic(path) for path in follow.paths)
+        )
+        managed = self._managed(follow.name, follow.timezone, several_files=several_files)
         if follow.journal_unit:
             managed.journal = JournalSource(
                 follow,

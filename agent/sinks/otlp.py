@@ -302,10 +302,11 @@ class Tracing:
         max_open: int = DEFAULT_MAX_OPEN,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         also: Callable[[OpenRequest], None] | None = None,
+        linger: float = 0.0,
     ) -> TraceBuilder:
         """The trace builder of one source, writing into this pipeline (``model``: the configured one,
         until the log names it; ``now``: the wall clock when following a live log; ``also``: another
-        writer each ended request goes to, sampled or not)."""
+        writer each ended request goes to, sampled or not; ``linger``: see :class:`TraceBuilder`)."""
         write = self.writer(stats.server, lambda: stats.model or model)
         if also is not None:
             spans, write = write, lambda request: (also(request), spans(request))
@@ -317,6 +318,7 @@ class Tracing:
             sampled=self.sampled,
             max_open=max_open,
             idle_timeout=idle_timeout,
+            linger=linger,
         )
 
     @property

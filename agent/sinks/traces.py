@@ -15,6 +15,12 @@ following a live log, and the latest time the log showed so far in a replay.
 Ends are never before the request's start or a child's end; LMCache transfers
 end at their line and begin ``cost`` earlier.
 
+Pieces from several files.  A source may read more than one file (LMCache's
+multiprocess server logs its prefetches in a file of its own); lines of two files
+reach the builder in the order they were read, not written.  With ``linger``, an
+ended request is written that many seconds later, and a piece of it read in
+between joins it.
+
 Memory is bounded: at most ``max_open`` requests are kept, and a request with
 no line for ``idle_timeout`` seconds is ended unfinished (the writer marks it
 so); both evictions are counted.  Nothing here imports OpenTelemetry: the
@@ -47,6 +53,10 @@ EXPIRE_EVERY = 1024
 # How long a request ended by its id waits for its access line (which follows at once
 # when there is one) before it is written without an HTTP status.
 HOLD = 2.0
+# How long an ended request of a source that reads several files (vLLM's log and its LMCache
+# server's) waits for pieces from the other files before it is written: a reading cycle reads
+# the files one after the other, so a piece written before the end can be read after it.
+LINGER = 1.0
 
 # Why a request was ended without its end being seen (the writer's attribute value).
 EVICTION_REASONS = ("idle_timeout", "table_full", "server_restart", "server_stopped", "log_ended", "agent_stopped")
@@ -116,12 +126,12 @@ class OpenRequest:
         "access",
         "end",
         "end_matched",
+        "ended_at",
         "error_type",
         "external",
         "failure",
         "finish_reason",
         "first_kind",
-        "held_since",
         "id",
         "ids",
         "last_activity",
@@ -180,7 +190,7 @@ class OpenRequest:
         self.access: Access | None = None
         self.finish_reason: str | None = None
         self.output_tokens: int | None = None
-        self.held_since: float | None = None
+        self.ended_at: float | None = None  # on the builder's clock: when it was ended
         self.scheduled = False  # LMCache looked it up or moved its KV: the engine has it
 
     @property
@@ -208,7 +218,8 @@ class TraceBuilder:
     ``now`` is the wall clock when following a live log (stamp-less lines take
     it; idle time is measured on it), None in a replay (log time throughout).
     ``sampled`` decides from a trace id whether the writer will keep the trace:
-    only sampled traces lend their id to exemplars."""
+    only sampled traces lend their id to exemplars.  ``linger``: seconds an ended request waits for
+    its pieces from the source's other files (0 for a source of one file, whose lines come in order)."""
 
     def __init__(
         self,
@@ -219,6 +230,7 @@ class TraceBuilder:
         sampled: Callable[[int], bool] = lambda trace_id: True,
         max_open: int = DEFAULT_MAX_OPEN,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        linger: float = 0.0,
     ) -> None:
         self.stats = stats
         self.clock = clock
@@ -227,6 +239,7 @@ class TraceBuilder:
         self.sampled = sampled
         self.max_open = max_open
         self.idle_timeout = idle_timeout
+        self.linger = linger
         self.by_id: dict[str, OpenRequest] = {}  # every id a request has shown
         self.open: OrderedDict[str, OpenRequest] = OrderedDict()  # by first id, least recently active first
         self.ended: OrderedDict[str, None] = OrderedDict()
@@ -235,6 +248,10 @@ class TraceBuilder:
         # up to HOLD seconds so that it can lend them its status.
         self.held: dict[str, OrderedDict[str, OpenRequest]] = {}
         self.held_count = 0
+        # Ended requests waiting ``linger`` for pieces read late from another file, ended first first,
+        # and every id they have shown (the client's too).
+        self.lingering: OrderedDict[str, OpenRequest] = OrderedDict()
+        self.late: dict[str, OpenRequest] = {}
         self.by_route: dict[str, OrderedDict[str, OpenRequest]] = {}  # open requests per route, first seen first
         # ... and those the engine has scheduled (LMCache looked them up or moved their KV):
         # on a server with LMCache, only those can have been answered.
@@ -286,7 +303,7 @@ class TraceBuilder:
             elif self.latest is None or when > self.latest:
                 self.latest = when
             handler(event, when)
-        if self.held_count and self.now is None and self.latest is not None:
+        if (self.held_count or self.lingering) and self.now is None and self.latest is not None:
             self.release_held(self.latest)
         if self.now is None:
             self._countdown -= 1
@@ -296,22 +313,63 @@ class TraceBuilder:
                     self.expire(self.latest)
 
     def release_held(self, now: float, everything: bool = False) -> None:
-        """Write the requests whose access line did not come within :data:`HOLD`."""
+        """Write the requests whose access line did not come within :data:`HOLD`, and those that have
+        waited ``linger`` for pieces from other files."""
         for queue in self.held.values():
             while queue:
                 request = next(iter(queue.values()))
-                if not everything and (request.held_since or 0.0) + HOLD > now:
+                if not everything and (request.ended_at or 0.0) + HOLD > now:
                     break
-                self._write_held(request)
+                self._write_held(request, now)
+        lingering = self.lingering
+        while lingering:
+            request = next(iter(lingering.values()))
+            if not everything and (request.ended_at or 0.0) + self.linger > now:
+                break
+            self._write(request)
 
-    def _write_held(self, request: OpenRequest) -> None:
+    def _write_held(self, request: OpenRequest, now: float) -> None:
         self.held[request.route].pop(request.id, None)
         self.held_count -= 1
+        self._hand_over(request, now)
+
+    def _hand_over(self, request: OpenRequest, now: float) -> None:
+        """An ended request to the writer, or to wait ``linger`` (from its end) for late pieces."""
+        if self.linger and (request.ended_at or 0.0) + self.linger > now:
+            self.lingering[request.id] = request
+            self._expect_late(request)
+        else:
+            self._write(request)
+
+    def _expect_late(self, request: OpenRequest) -> None:
+        late = self.late
+        for request_id in request.ids:
+            late[request_id] = request
+        if request.external is not None:
+            late[request.external] = request
+
+    def _write(self, request: OpenRequest) -> None:
+        """Hand an ended request to the writer, its end and children as they are now."""
+        self.lingering.pop(request.id, None)
+        late = self.late
+        if late:
+            for request_id in (*request.ids, request.external):
+                if late.get(request_id) is request:
+                    del late[request_id]
+        # It ends no earlier than its children: pieces may have joined since its end line.
+        end = request.end if request.end is not None else request.start
+        for children in (request.stores, request.retrieves, request.lookups, request.prefetches):
+            for child in children:
+                if child.when > end:
+                    end = child.when
+        request.end = end
+        if request.mp_miss and (request.prefetches or request.lookups):
+            request.mp_miss = False  # its prefetch came from the LMCache server's log after its end
         self.write(request)
 
     def expire(self, now: float) -> int:
         """End requests idle for longer than the timeout; returns how many."""
-        if self.held_count:
+        if self.held_count or self.lingering:
             self.release_held(now)
         cutoff = now - self.idle_timeout
         evicted = 0
@@ -384,6 +442,11 @@ class TraceBuilder:
 
     def _opened(self, request_id: str, external: str | None, when: float, kind: str) -> OpenRequest | None:
         """A request seen for the first time, unless it (or the client id it was made from) ended lately."""
+        if self.late:
+            # A piece of a request ended and not yet written, read after its end from another file.
+            late = self.late.get(request_id) or (self.late.get(external) if external is not None else None)
+            if late is not None:
+                return late
         if request_id in self.ended or (external is not None and external in self.ended):
             return None
         if len(self.open) >= self.max_open:
@@ -407,12 +470,8 @@ class TraceBuilder:
             and not request.lookups
         )
         request.end_matched = matched
-        end = when if when > request.start else request.start
-        for children in (request.stores, request.retrieves, request.lookups, request.prefetches):
-            for child in children:
-                if child.when > end:
-                    end = child.when
-        request.end = end
+        request.end = when if when > request.start else request.start  # and its children's, when written
+        request.ended_at = self._activity(when)
         for request_id in request.ids:
             self.by_id.pop(request_id, None)
         self.open.pop(request.id, None)
@@ -431,11 +490,12 @@ class TraceBuilder:
             ended.popitem(last=False)
         self.ended_by[outcome] = self.ended_by.get(outcome, 0) + 1
         if hold and request.route is not None:
-            request.held_since = self._activity(when)
             self.held.setdefault(request.route, OrderedDict())[request.id] = request
             self.held_count += 1
+            if self.linger:
+                self._expect_late(request)
         else:
-            self.write(request)
+            self._hand_over(request, request.ended_at)
 
     def _evict(self, request: OpenRequest, reason: str, when: float) -> None:
         self.evicted[reason] = self.evicted.get(reason, 0) + 1
@@ -458,7 +518,7 @@ class TraceBuilder:
         the multiprocess server's prefetch line is printed only on a hit, so it does not."""
         if every_request:
             self.lmcache_seen = True
-        if request.scheduled:
+        if request.scheduled or request.outcome is not None:  # not an ended request's late piece
             return
         request.scheduled = True
         if request.route is not None:
@@ -588,7 +648,7 @@ class TraceBuilder:
         if held:
             request = next(iter(held.values()))
             self._attach(request, e)
-            self._write_held(request)
+            self._write_held(request, self._activity(when))
             return
         queue = self.by_route.get(route)
         if not queue or 400 <= e.status < 500:

@@ -55,15 +55,18 @@ READ_BLOCK = 1 << 20
 MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file cannot starve the rest
 ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
 # Seconds between cycles while lines keep coming, so that a few writes gather.  A trickle
-# (a line now and then) is read 2 ms after it comes; a flow, once bytes come faster than
-# FLOWING_RATE a second and until they come slower than QUIET_RATE, in 25 ms batches: each
-# wake-up costs about what a hundred lines do (after a pause the parsing runs on cold CPU
-# caches), and at a busy server's rate waking per write took more CPU than the lines themselves.
+# (a line now and then) is read 2 ms after it comes.  A flow (once bytes come faster than
+# FLOWING_RATE a second, until they come slower than QUIET_RATE) is read in batches of about
+# FLOWING_BATCH bytes, at least MIN_ and at most MAX_FLOWING_PAUSE apart.  Each wake-up costs about
+# what a hundred lines do (after a pause the parsing runs on cold CPU caches), so at one busy
+# server's rate the number of batches, not the lines, set the cost; when many files flow, the
+# batches are large anyway and come sooner.  A cycle reads a source's files one after the other:
+# lines of two files written within one pause reach the request joiner in file order, which is
+# why it waits a moment (agent.sinks.traces.LINGER) for a request's pieces from another file.
 BUSY_PAUSE = 0.002
-# Not longer: a cycle reads a source's files one after the other, so lines of two files (vLLM's and
-# its LMCache server's) written within one pause reach the request joiner in file order, not in the
-# order written; 100 ms batches cost a third less CPU but lost LMCache prefetches of MP requests.
-FLOWING_PAUSE = 0.025
+FLOWING_BATCH = 128 << 10
+MIN_FLOWING_PAUSE = 0.025
+MAX_FLOWING_PAUSE = 0.1
 FLOWING_RATE = 64 << 10
 QUIET_RATE = 16 << 10
 SAVE_INTERVAL = 1.0  # seconds between saves of the read positions (and the numbers with them)
@@ -580,7 +583,9 @@ class Tailer:
         rate = read / max(now - self._last_read_at, 1e-6)
         self._last_read_at = now
         self._flowing = rate > (QUIET_RATE if self._flowing else FLOWING_RATE)
-        return FLOWING_PAUSE if self._flowing else BUSY_PAUSE
+        if not self._flowing:
+            return BUSY_PAUSE
+        return min(MAX_FLOWING_PAUSE, max(MIN_FLOWING_PAUSE, FLOWING_BATCH / rate))
 
     def cycle(self) -> int:
         """Read every source once; returns the bytes read."""

@@ -31,6 +31,7 @@ from tests.support.harness import (
     stats_lines,
     wait_for,
 )
+from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
 
 
 def test_supervised_server_metrics_health_and_landing_page(agents) -> None:
@@ -434,6 +435,53 @@ def test_an_mp_server_reads_its_lmcache_servers_log_as_its_own(agents, tmp_path:
     wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 1003, what="1,000 more")
     time.sleep(1)
     assert not list(tmp_path.glob("lmcache-server.log.*"))
+
+
+def test_a_prefetch_line_read_after_its_requests_access_line_joins_its_trace(agents, tmp_path: Path) -> None:
+    """Two files of one source: vLLM's log is read first, so the LMCache server's prefetch line, written before
+    the request's access line, reaches kvwatch after it; the request waits a moment for it."""
+    vllm_log, lmcache_log = tmp_path / "vllm.log", tmp_path / "lmcache.log"
+    vllm_log.touch()
+    lmcache_log.touch()
+    receiver = HttpReceiver()
+    body = (
+        f'[[follow]]\nname = "mp"\npaths = ["{vllm_log}", "{lmcache_log}"]\n'
+        f'\n[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
+    )
+    try:
+        agent = agents(body, env=tracing_env(50)).start()
+        wait_for(
+            lambda: all(
+                agent.value("kvwatch_tail_offset_bytes", server="mp", path=str(p)) == 0 for p in (vllm_log, lmcache_log)
+            ),
+            what="both files followed",
+        )
+        with open(vllm_log, "a") as handle:
+            for n in range(3):
+                handle.write(
+                    f"(APIServer pid=1) INFO 12-02 06:49:45 [logger.py:49] Received request chatcmpl-mp-{n}: "
+                    "params: SamplingParams(n=1, max_tokens=4), lora_request: None.\n"
+                    "(APIServer pid=1) INFO 12-02 06:49:45 [async_llm.py:578] Added request "
+                    f"chatcmpl-mp-{n}-b648c1bb.\n"
+                    'INFO:     127.0.0.1:46144 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n'
+                )
+        wait_for(lambda: agent.value("kvwatch_trace_open_requests", server="mp") == 0, what="the access lines read")
+        time.sleep(0.2)
+        with open(lmcache_log, "a") as handle:
+            for n in range(3):
+                handle.write(PREFETCH.format(n=n))
+        roots = wait_for(
+            lambda: [s for _, s in receiver.spans() if s.name == "vllm.request"] if len(receiver.spans()) >= 6 else [],
+            what="a trace per request",
+        )
+        hit_keys = {
+            attributes(s.attributes)["gen_ai.response.id"]: attributes(s.attributes).get("lmcache.prefetch.hit_keys")
+            for s in roots
+        }
+        assert hit_keys == {f"chatcmpl-mp-{n}": 11 for n in range(3)}
+        assert sorted(s.name for _, s in receiver.spans()) == ["lmcache.prefetch"] * 3 + ["vllm.request"] * 3
+    finally:
+        receiver.close()
 
 
 def test_an_mp_server_and_the_lmcache_server_kvwatch_launches_for_it(agents, tmp_path: Path) -> None:

@@ -560,3 +560,71 @@ def test_without_vllms_kv_transfer_lines_an_mp_request_without_prefetch_is_not_c
     roots = {s.attributes["gen_ai.response.id"]: s for s in run.roots()}
     assert "lmcache.hit_tokens" not in roots["chatcmpl-quiet"].attributes
     assert roots["chatcmpl-quiet"].attributes["http.response.status_code"] == 200
+
+
+def _ended_before_its_prefetch(name: str) -> list[str]:
+    """An MP request as a reading cycle may deliver it: vLLM's log (its access line) read before the LMCache
+    server's log, whose prefetch line was written first."""
+    lines = _mp_request(name, prefetch=True)
+    prefetch = lines.pop(2)
+    return [*lines, prefetch]
+
+
+def test_on_a_source_of_several_files_a_piece_read_after_its_requests_end_joins_it() -> None:
+    clock = [5000.0]
+    run = Run(now=lambda: clock[0], linger=1.0)
+    run.feed([MP_LOOKUPS, *_ended_before_its_prefetch("late")])
+    run.tracing.flush()
+    assert run.exporter.get_finished_spans() == ()  # still waiting for pieces from the other file
+    assert run.builder.open_requests == 0
+    clock[0] += 0.5
+    run.builder.expire(clock[0])
+    run.tracing.flush()
+    assert run.exporter.get_finished_spans() == ()
+    clock[0] += 0.6
+    run.builder.expire(clock[0])
+    run.tracing.flush()
+    [root] = [s for s in run.exporter.get_finished_spans() if s.name == "vllm.request"]
+    [prefetch] = [s for s in run.children(root) if s.name == "lmcache.prefetch"]
+    assert prefetch.attributes["lmcache.prefetch.hit_keys"] == 11
+    assert root.attributes["lmcache.prefetch.hit_keys"] == 11
+    assert "lmcache.hit_tokens" not in root.attributes  # a hit, not a miss said at its end
+    assert root.attributes["http.response.status_code"] == 200
+    assert root.end_time >= prefetch.end_time
+    assert run.builder.late == {} and not run.builder.lingering
+    # A later line of the written request starts nothing new.
+    run.feed(_ended_before_its_prefetch("late")[2:])
+    assert run.builder.open_requests == 0
+
+
+def test_on_a_source_of_one_file_a_piece_after_its_requests_end_is_not_joined() -> None:
+    # One file's lines come in the order written: what follows the end is not the request's.
+    run = Run().feed([MP_LOOKUPS, *_ended_before_its_prefetch("late")])
+    [root] = run.roots()
+    assert [s.name for s in run.children(root)] == []
+    assert root.attributes["lmcache.hit_tokens"] == 0  # a miss, as far as this log says
+    assert run.builder.open_requests == 0
+
+
+def test_lingering_requests_wait_on_log_time_in_a_replay() -> None:
+    # The samples' dates lie after this run's reference day (the year before, then): dates before it here.
+    lines = [
+        line.replace("12-02 ", "11-29 ").replace("2026-12-02 ", "2026-11-29 ")
+        for line in [
+            MP_LOOKUPS,
+            *_ended_before_its_prefetch("first"),
+            *_ended_before_its_prefetch("second"),
+        ]
+    ]
+    run = Run(linger=1.0).feed(lines)
+    assert list(run.builder.lingering) == ["chatcmpl-first", "chatcmpl-second"]
+    run.feed(
+        [
+            "(APIServer pid=1) INFO 11-29 06:49:44 [request_logger.py:65] Received request chatcmpl-next: "
+            "params: SamplingParams(n=1, max_tokens=4), lora_request: None."
+        ]
+    )
+    assert not run.builder.lingering  # the log's time went past their wait
+    roots = {s.attributes["gen_ai.response.id"]: s for s in run.roots()}
+    assert roots["chatcmpl-first"].attributes["lmcache.prefetch.hit_keys"] == 11
+    assert roots["chatcmpl-second"].attributes["lmcache.prefetch.hit_keys"] == 11
