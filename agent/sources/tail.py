@@ -91,11 +91,13 @@ class _OpenFile:
         if len(self.head) < FINGERPRINT_BYTES and self.offset > len(self.head):
             self.head = os.pread(self.fd, min(self.offset, FINGERPRINT_BYTES), 0)
 
-    def rewritten(self) -> bool:
-        """True when the file was truncated since it was read, even if it has grown past our offset again."""
-        if os.fstat(self.fd).st_size < self.offset:
+    def rewritten(self, size: int) -> bool:
+        """True when the file (now ``size`` bytes) was truncated since it was read, even if it has grown past
+        our offset again.  Its first bytes are looked at only when there is something new to read: a
+        rewrite is found before anything of it is read."""
+        if size < self.offset:
             return True
-        return bool(self.head) and os.pread(self.fd, len(self.head), 0) != self.head
+        return size > self.offset and bool(self.head) and os.pread(self.fd, len(self.head), 0) != self.head
 
     def restart(self, offset: int = 0, keep_partial: bool = False) -> None:
         """Read on from ``offset`` of content that moved; a partial line is kept when its writer goes on with it."""
@@ -288,7 +290,8 @@ class TailedPath:
         # Before reading on: a copytruncate may have been followed by enough
         # new lines to pass our offset, so the size alone cannot tell.
         try:
-            rewritten = self.current.rewritten()
+            size = os.fstat(self.current.fd).st_size
+            rewritten = self.current.rewritten(size)
         except OSError as exc:
             self._report(exc)
             return total
@@ -296,7 +299,7 @@ class TailedPath:
             self.stats.truncations += 1
             log.info("%s was truncated; reading it again from the start", self.path)
             self.current.restart()
-        total += self._read(self.current, deliver)
+        total += self._read(self.current, deliver, size)  # what comes meanwhile is the next cycle's
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -342,11 +345,17 @@ class TailedPath:
         if self.raw_log is not None and self.raw_log.due(self.current.offset, st.st_size):
             self.rotate(deliver)
 
-    def _read(self, opened: _OpenFile, deliver: Deliver) -> int:
+    def _read(self, opened: _OpenFile, deliver: Deliver, size: int | None = None) -> int:
+        """Read on to ``size`` (the file's size just seen), or to the end of the file as it is; returns the bytes
+        read.  Asking for the bytes known to be there keeps each read's buffer small: a buffer of READ_BLOCK
+        for a line or two cost more than the line (the allocator maps and unmaps it every time)."""
         total = 0
         while total < MAX_READ_PER_CYCLE:
+            want = READ_BLOCK if size is None else min(READ_BLOCK, size - opened.offset)
+            if want <= 0:
+                break
             try:
-                chunk = os.pread(opened.fd, READ_BLOCK, opened.offset)
+                chunk = os.pread(opened.fd, want, opened.offset)
             except OSError as exc:
                 self._report(exc)
                 break
@@ -359,7 +368,7 @@ class TailedPath:
             lines = opened.splitter.feed(chunk)
             if lines:
                 deliver(self.source, lines)
-            if len(chunk) < READ_BLOCK:
+            if len(chunk) < want:
                 break  # the end of the file as it was: what comes next is the next cycle's
         return total
 
