@@ -55,6 +55,8 @@ def restore_stats(stats: ServerStats, record: object) -> list[str]:
         except (KeyError, _Unreadable, TypeError, ValueError):
             left.append(f.name)
             continue
+        if isinstance(value, datetime):
+            value = value.timestamp()  # the span of log time, saved as datetimes before it was seconds
         if not _fits(fresh, value):
             left.append(f.name)
             continue

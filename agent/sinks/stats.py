@@ -25,7 +25,6 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from datetime import datetime
 from typing import Any
 
 from agent.sinks.labels import MAX_ENGINES, BenchKey, bench_results, engine_of, method_of, route_of, status_of
@@ -317,8 +316,10 @@ class ServerStats:
     parsed_lines: int = counter()
     skipped: dict[str, int] = counts()
     suspicious: dict[str, int] = counts()
-    first_time: datetime | None = field(default=None, metadata={"merge": MIN})
-    last_time: datetime | None = field(default=None, metadata={"merge": MAX})
+    # The span of log time seen, in POSIX seconds (LMCache's millisecond stamps are nearly all distinct:
+    # no datetime made per line).
+    first_time: float | None = field(default=None, metadata={"merge": MIN})
+    last_time: float | None = field(default=None, metadata={"merge": MAX})
     # LMCache
     lookups: int = counter()
     lookup_tokens: int = counter()
@@ -463,9 +464,9 @@ class ServerStats:
         skipped = sum(self.skipped.values())
         return self.lines - skipped - self.parsed_lines + sum(self.suspicious.values())
 
-    def note_time(self, stamp: str | None) -> datetime | None:
-        """Resolve a stamp and widen the span of log time seen; None if it cannot be resolved."""
-        when = self.clock.resolve(stamp) if (self.clock is not None and stamp) else None
+    def note_time(self, stamp: str | None) -> float | None:
+        """Resolve a stamp to POSIX seconds and widen the span of log time seen; None if it cannot be resolved."""
+        when = self.clock.seconds(stamp) if (self.clock is not None and stamp) else None
         if when is not None:
             if self.first_time is None or when < self.first_time:
                 self.first_time = when
@@ -582,7 +583,7 @@ class ServerStats:
         state.lines += 1
         when = self.note_time(e.stamp)
         if when is not None:
-            state.last_seen = when.timestamp()
+            state.last_seen = when
         elif self.now is not None:
             state.last_seen = self.now()
         gauges = state.gauges

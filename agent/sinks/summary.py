@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from agent.sinks.stats import EngineStatsState, ServerStats
 
@@ -55,7 +56,8 @@ def _reading(s: ServerStats) -> list[str]:
             f"  suspicious   {_counted(s.suspicious)} -- a format this version does not parse; see --format events"
         )
     if s.first_time is not None and s.last_time is not None:
-        first, last = s.first_time.isoformat(timespec="seconds"), s.last_time.isoformat(timespec="seconds")
+        tz = s.clock.tz if s.clock is not None else UTC  # the source's time zone, the stamps' own
+        first, last = (datetime.fromtimestamp(t, tz).isoformat(timespec="seconds") for t in (s.first_time, s.last_time))
         out.append(f"  log time     {first} .. {last}")
     return out
 

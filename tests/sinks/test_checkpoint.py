@@ -61,3 +61,16 @@ def test_a_damaged_record_leaves_fresh_numbers_and_says_which() -> None:
     assert restored.hit_tokens == stats.hit_tokens
     assert restore_stats(ServerStats("s"), {"format": 99}) != []
     assert restore_stats(ServerStats("s"), "junk") != []
+
+
+def test_a_span_of_log_time_saved_as_datetimes_comes_back_as_seconds() -> None:
+    stats = _fed()
+    assert stats.first_time is not None and stats.last_time is not None
+    record = json.loads(json.dumps(stats_record(stats)))
+    for name in ("first_time", "last_time"):  # as kvwatch saved them when they were datetimes
+        record["fields"][name] = {"datetime": datetime.fromtimestamp(getattr(stats, name), UTC).isoformat()}
+    restored = ServerStats("s", Clock(UTC, datetime(2026, 11, 25, tzinfo=UTC)))
+    assert restore_stats(restored, record) == []
+    assert (restored.first_time, restored.last_time) == (stats.first_time, stats.last_time)
+    restored.note_time("2030-01-01 00:00:00,000")  # and counting goes on with them
+    assert restored.last_time == datetime(2030, 1, 1, tzinfo=UTC).timestamp()
