@@ -444,9 +444,13 @@ class Daemon:
         with self.lock:
             for managed in self.managed.values():
                 # A joiner on log time (the recent requests alone) expires its idle requests on log time
-                # itself: the wall clock says nothing of a log whose time zone is not kvwatch's.
-                if managed.trace is not None and managed.trace.now is not None:
-                    managed.trace.expire(wall)
+                # itself: the wall clock says nothing of a log whose time zone is not kvwatch's.  What waits
+                # for pieces from another file waits on the reading's clock, in both.
+                trace = managed.trace
+                if trace is not None and trace.now is not None:
+                    trace.expire(wall)
+                elif trace is not None and trace.lingering:
+                    trace.release_lingering()
         now = time.monotonic()
         if self.config.pods and now >= self._next_pod_scan:
             self.sync_pods()

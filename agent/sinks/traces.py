@@ -19,7 +19,8 @@ Pieces from several files.  A source may read more than one file (LMCache's
 multiprocess server logs its prefetches in a file of its own); lines of two files
 reach the builder in the order they were read, not written.  With ``linger``, an
 ended request is written that many seconds later, and a piece of it read in
-between joins it.
+between joins it.  That wait is about reading, so it is measured on the reading's
+clock (monotonic), whatever time the builder keeps.
 
 Memory is bounded: at most ``max_open`` requests are kept, and a request with
 no line for ``idle_timeout`` seconds is ended unfinished (the writer marks it
@@ -30,6 +31,7 @@ writer (:mod:`agent.sinks.otlp`) turns records into spans.
 from __future__ import annotations
 
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
@@ -153,6 +155,7 @@ class OpenRequest:
         "store_starts",
         "stores",
         "trace_id",
+        "write_at",
     )
 
     def __init__(
@@ -191,6 +194,7 @@ class OpenRequest:
         self.finish_reason: str | None = None
         self.output_tokens: int | None = None
         self.ended_at: float | None = None  # on the builder's clock: when it was ended
+        self.write_at = 0.0  # on the reading's clock: when a lingering request is written
         self.scheduled = False  # LMCache looked it up or moved its KV: the engine has it
 
     @property
@@ -219,7 +223,8 @@ class TraceBuilder:
     it; idle time is measured on it), None in a replay (log time throughout).
     ``sampled`` decides from a trace id whether the writer will keep the trace:
     only sampled traces lend their id to exemplars.  ``linger``: seconds an ended request waits for
-    its pieces from the source's other files (0 for a source of one file, whose lines come in order)."""
+    its pieces from the source's other files (0 for a source of one file, whose lines come in order),
+    on ``read_clock``."""
 
     def __init__(
         self,
@@ -231,6 +236,7 @@ class TraceBuilder:
         max_open: int = DEFAULT_MAX_OPEN,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         linger: float = 0.0,
+        read_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stats = stats
         self.clock = clock
@@ -240,6 +246,7 @@ class TraceBuilder:
         self.max_open = max_open
         self.idle_timeout = idle_timeout
         self.linger = linger
+        self.read_clock = read_clock
         self.by_id: dict[str, OpenRequest] = {}  # every id a request has shown
         self.open: OrderedDict[str, OpenRequest] = OrderedDict()  # by first id, least recently active first
         self.ended: OrderedDict[str, None] = OrderedDict()
@@ -303,7 +310,7 @@ class TraceBuilder:
             elif self.latest is None or when > self.latest:
                 self.latest = when
             handler(event, when)
-        if (self.held_count or self.lingering) and self.now is None and self.latest is not None:
+        if self.held_count and self.now is None and self.latest is not None:
             self.release_held(self.latest)
         if self.now is None:
             self._countdown -= 1
@@ -313,29 +320,33 @@ class TraceBuilder:
                     self.expire(self.latest)
 
     def release_held(self, now: float, everything: bool = False) -> None:
-        """Write the requests whose access line did not come within :data:`HOLD`, and those that have
-        waited ``linger`` for pieces from other files."""
+        """Write the requests whose access line did not come within :data:`HOLD`."""
         for queue in self.held.values():
             while queue:
                 request = next(iter(queue.values()))
                 if not everything and (request.ended_at or 0.0) + HOLD > now:
                     break
-                self._write_held(request, now)
+                self._write_held(request, lingers=False)  # its pieces had those seconds to come
+
+    def release_lingering(self, everything: bool = False) -> None:
+        """Write the requests that have waited ``linger`` for pieces from other files."""
         lingering = self.lingering
+        now = self.read_clock()
         while lingering:
             request = next(iter(lingering.values()))
-            if not everything and (request.ended_at or 0.0) + self.linger > now:
+            if not everything and request.write_at > now:
                 break
             self._write(request)
 
-    def _write_held(self, request: OpenRequest, now: float) -> None:
+    def _write_held(self, request: OpenRequest, lingers: bool = True) -> None:
         self.held[request.route].pop(request.id, None)
         self.held_count -= 1
-        self._hand_over(request, now)
+        self._hand_over(request, lingers)
 
-    def _hand_over(self, request: OpenRequest, now: float) -> None:
-        """An ended request to the writer, or to wait ``linger`` (from its end) for late pieces."""
-        if self.linger and (request.ended_at or 0.0) + self.linger > now:
+    def _hand_over(self, request: OpenRequest, lingers: bool = True) -> None:
+        """An ended request to the writer, or first to wait ``linger`` for late pieces."""
+        if self.linger and lingers:
+            request.write_at = self.read_clock() + self.linger
             self.lingering[request.id] = request
             self._expect_late(request)
         else:
@@ -369,8 +380,10 @@ class TraceBuilder:
 
     def expire(self, now: float) -> int:
         """End requests idle for longer than the timeout; returns how many."""
-        if self.held_count or self.lingering:
+        if self.held_count:
             self.release_held(now)
+        if self.lingering:
+            self.release_lingering()
         cutoff = now - self.idle_timeout
         evicted = 0
         while self.open:
@@ -387,6 +400,7 @@ class TraceBuilder:
         for request in list(self.open.values()):
             self._evict(request, reason, when)
         self.release_held(when, everything=True)
+        self.release_lingering(everything=True)
 
     @property
     def open_requests(self) -> int:
@@ -495,7 +509,7 @@ class TraceBuilder:
             if self.linger:
                 self._expect_late(request)
         else:
-            self._hand_over(request, request.ended_at)
+            self._hand_over(request)
 
     def _evict(self, request: OpenRequest, reason: str, when: float) -> None:
         self.evicted[reason] = self.evicted.get(reason, 0) + 1
@@ -648,7 +662,7 @@ class TraceBuilder:
         if held:
             request = next(iter(held.values()))
             self._attach(request, e)
-            self._write_held(request, self._activity(when))
+            self._write_held(request)
             return
         queue = self.by_route.get(route)
         if not queue or 400 <= e.status < 500:

@@ -402,6 +402,10 @@ def test_a_slow_scrape_does_not_hold_up_the_reading(tmp_path: Path, monkeypatch:
         daemon.http.stop()
 
 
+MP_LOOKUPS = (
+    "(APIServer pid=1) INFO 12-02 06:49:44 [metrics.py:103] KV Transfer metrics: LMCache MP lookup count=3, "
+    "LMCache MP lookup avg latency (ms)=15.553\n"
+)
 PREFETCH = (
     "[2026-12-02 06:49:45,619] LMCache INFO: Prefetch request completed (L1+L2): 11/11 retained keys (11 L1, 0 L2) "
     "in 12.2 ms (external_request_id=chatcmpl-mp-{n}-b648c1bb, prefetch_request_id={n}) "
@@ -437,9 +441,34 @@ def test_an_mp_server_reads_its_lmcache_servers_log_as_its_own(agents, tmp_path:
     assert not list(tmp_path.glob("lmcache-server.log.*"))
 
 
+def _requests_then_their_prefetches(agent, vllm_log: Path, lmcache_log: Path, keys: int) -> None:
+    """Three MP requests as two files of one source may be read: vLLM's log (to each request's access line) read
+    before the LMCache server's, whose prefetch lines were written first."""
+    wait_for(
+        lambda: all(
+            agent.value("kvwatch_tail_offset_bytes", server="mp", path=str(p)) == 0 for p in (vllm_log, lmcache_log)
+        ),
+        what="both files followed",
+    )
+    with open(vllm_log, "a") as handle:
+        handle.write(MP_LOOKUPS)
+        for n in range(3):
+            handle.write(
+                f"(APIServer pid=1) INFO 12-02 06:49:45 [logger.py:49] Received request chatcmpl-mp-{n}: "
+                "params: SamplingParams(n=1, max_tokens=4), lora_request: None.\n"
+                "(APIServer pid=1) INFO 12-02 06:49:45 [async_llm.py:578] Added request "
+                f"chatcmpl-mp-{n}-b648c1bb.\n"
+                'INFO:     127.0.0.1:46144 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n'
+            )
+    wait_for(lambda: agent.value("kvwatch_lines_total", server="mp") == 10, what="vLLM's lines read")
+    time.sleep(0.2)
+    with open(lmcache_log, "a") as handle:
+        for n in range(3):
+            handle.write(PREFETCH.format(n=n).replace("11/11 retained", f"{keys}/11 retained"))
+
+
 def test_a_prefetch_line_read_after_its_requests_access_line_joins_its_trace(agents, tmp_path: Path) -> None:
-    """Two files of one source: vLLM's log is read first, so the LMCache server's prefetch line, written before
-    the request's access line, reaches kvwatch after it; the request waits a moment for it."""
+    """The request waits a moment for its pieces from the source's other file before its trace is written."""
     vllm_log, lmcache_log = tmp_path / "vllm.log", tmp_path / "lmcache.log"
     vllm_log.touch()
     lmcache_log.touch()
@@ -450,26 +479,7 @@ def test_a_prefetch_line_read_after_its_requests_access_line_joins_its_trace(age
     )
     try:
         agent = agents(body, env=tracing_env(50)).start()
-        wait_for(
-            lambda: all(
-                agent.value("kvwatch_tail_offset_bytes", server="mp", path=str(p)) == 0 for p in (vllm_log, lmcache_log)
-            ),
-            what="both files followed",
-        )
-        with open(vllm_log, "a") as handle:
-            for n in range(3):
-                handle.write(
-                    f"(APIServer pid=1) INFO 12-02 06:49:45 [logger.py:49] Received request chatcmpl-mp-{n}: "
-                    "params: SamplingParams(n=1, max_tokens=4), lora_request: None.\n"
-                    "(APIServer pid=1) INFO 12-02 06:49:45 [async_llm.py:578] Added request "
-                    f"chatcmpl-mp-{n}-b648c1bb.\n"
-                    'INFO:     127.0.0.1:46144 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n'
-                )
-        wait_for(lambda: agent.value("kvwatch_trace_open_requests", server="mp") == 0, what="the access lines read")
-        time.sleep(0.2)
-        with open(lmcache_log, "a") as handle:
-            for n in range(3):
-                handle.write(PREFETCH.format(n=n))
+        _requests_then_their_prefetches(agent, vllm_log, lmcache_log, keys=11)
         roots = wait_for(
             lambda: [s for _, s in receiver.spans() if s.name == "vllm.request"] if len(receiver.spans()) >= 6 else [],
             what="a trace per request",
@@ -482,6 +492,24 @@ def test_a_prefetch_line_read_after_its_requests_access_line_joins_its_trace(age
         assert sorted(s.name for _, s in receiver.spans()) == ["lmcache.prefetch"] * 3 + ["vllm.request"] * 3
     finally:
         receiver.close()
+
+
+def test_without_tracing_the_recent_requests_get_their_late_prefetches_too(agents, tmp_path: Path) -> None:
+    """The recent requests alone keep log time, but wait for late pieces on the reading's clock: they are shown
+    a moment after their end, not when the log next prints a stamp."""
+    vllm_log, lmcache_log = tmp_path / "vllm.log", tmp_path / "lmcache.log"
+    vllm_log.touch()
+    lmcache_log.touch()
+    agent = agents(f'[[follow]]\nname = "mp"\npaths = ["{vllm_log}", "{lmcache_log}"]\n').start()
+    _requests_then_their_prefetches(agent, vllm_log, lmcache_log, keys=5)
+
+    def rows() -> list:
+        status, body = agent.get("/api/requests")
+        return json.loads(body)["servers"].get("mp", []) if status == 200 else []
+
+    shown = wait_for(lambda: len(rows()) == 3 and rows(), what="the three requests shown")
+    # Without its prefetch each would be a miss ("not seen before": vLLM showed its connector asked).
+    assert [row["reason"] for row in shown] == ["partial: 5 of 11 keys"] * 3
 
 
 def test_an_mp_server_and_the_lmcache_server_kvwatch_launches_for_it(agents, tmp_path: Path) -> None:

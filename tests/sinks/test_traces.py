@@ -52,6 +52,7 @@ class Run:
     def spans(self) -> list[ReadableSpan]:
         # Requests ended by id wait a moment for their access line; the log has ended.
         self.builder.release_held(0.0, everything=True)
+        self.builder.release_lingering(everything=True)
         self.tracing.flush()
         return list(self.exporter.get_finished_spans())
 
@@ -572,7 +573,7 @@ def _ended_before_its_prefetch(name: str) -> list[str]:
 
 def test_on_a_source_of_several_files_a_piece_read_after_its_requests_end_joins_it() -> None:
     clock = [5000.0]
-    run = Run(now=lambda: clock[0], linger=1.0)
+    run = Run(now=lambda: clock[0], linger=1.0, read_clock=lambda: clock[0])
     run.feed([MP_LOOKUPS, *_ended_before_its_prefetch("late")])
     run.tracing.flush()
     assert run.exporter.get_finished_spans() == ()  # still waiting for pieces from the other file
@@ -606,25 +607,20 @@ def test_on_a_source_of_one_file_a_piece_after_its_requests_end_is_not_joined() 
     assert run.builder.open_requests == 0
 
 
-def test_lingering_requests_wait_on_log_time_in_a_replay() -> None:
-    # The samples' dates lie after this run's reference day (the year before, then): dates before it here.
-    lines = [
-        line.replace("12-02 ", "11-29 ").replace("2026-12-02 ", "2026-11-29 ")
-        for line in [
-            MP_LOOKUPS,
-            *_ended_before_its_prefetch("first"),
-            *_ended_before_its_prefetch("second"),
-        ]
-    ]
-    run = Run(linger=1.0).feed(lines)
-    assert list(run.builder.lingering) == ["chatcmpl-first", "chatcmpl-second"]
-    run.feed(
-        [
-            "(APIServer pid=1) INFO 11-29 06:49:44 [request_logger.py:65] Received request chatcmpl-next: "
-            "params: SamplingParams(n=1, max_tokens=4), lora_request: None."
-        ]
+def test_a_joiner_on_log_time_writes_lingering_requests_after_a_moment_of_reading() -> None:
+    # The recent requests alone keep log time; what waits for another file's pieces waits on the reading's
+    # clock, or a request would wait for the log's next stamped line, however late that came.
+    reading = [100.0]
+    run = Run(linger=1.0, read_clock=lambda: reading[0]).feed(
+        [MP_LOOKUPS, *_ended_before_its_prefetch("first"), *_ended_before_its_prefetch("second")]
     )
-    assert not run.builder.lingering  # the log's time went past their wait
-    roots = {s.attributes["gen_ai.response.id"]: s for s in run.roots()}
+    assert list(run.builder.lingering) == ["chatcmpl-first", "chatcmpl-second"]
+    run.builder.release_lingering()
+    assert len(run.builder.lingering) == 2
+    reading[0] += 1.0
+    run.builder.release_lingering()
+    assert not run.builder.lingering and not run.builder.late
+    run.tracing.flush()
+    roots = {s.attributes["gen_ai.response.id"]: s for s in run.exporter.get_finished_spans() if s.parent is None}
     assert roots["chatcmpl-first"].attributes["lmcache.prefetch.hit_keys"] == 11
     assert roots["chatcmpl-second"].attributes["lmcache.prefetch.hit_keys"] == 11
