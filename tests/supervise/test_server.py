@@ -85,6 +85,8 @@ def test_the_child_gets_kvwatch_environment_minus_systemd_sockets(tmp_path: Path
     s = SupervisedServer(config, tmp_path / "state")
     cleanup.append(s)
     s.start()
+    # Read once the child has run the server's program: until then (a loaded machine) its environ may read empty.
+    wait_for(lambda: b"PYTHONUNBUFFERED=1" in Path(f"/proc/{s.pid}/environ").read_bytes().split(b"\0"), s)
     environ = Path(f"/proc/{s.pid}/environ").read_bytes().split(b"\0")
     assert b"CUDA_VISIBLE_DEVICES=3" in environ
     assert b"HF_TOKEN=s3cr3t" in environ
