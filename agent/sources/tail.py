@@ -69,6 +69,9 @@ MIN_FLOWING_PAUSE = 0.025
 MAX_FLOWING_PAUSE = 0.1
 FLOWING_RATE = 64 << 10
 QUIET_RATE = 16 << 10
+# The rate is judged over this many seconds at least: two lines read a millisecond apart are no flow
+# (a 100 ms pause after them would keep the next line of a trickle waiting).
+RATE_WINDOW = 0.025
 SAVE_INTERVAL = 1.0  # seconds between saves of the read positions (and the numbers with them)
 
 
@@ -501,7 +504,10 @@ class Tailer:
         self._watcher: DirectoryWatcher | None = None
         self._unsaved = False
         self._saved_at = 0.0
-        self._last_read_at = 0.0  # when a cycle last read something
+        # The bytes read since _window_began: the rate is judged over RATE_WINDOW at least.
+        self._window_began = 0.0
+        self._window_bytes = 0
+        self._rate = 0.0
         self._flowing = False
         self._requests: list[Callable[[], None]] = []
 
@@ -589,12 +595,15 @@ class Tailer:
     def _pause_after(self, read: int) -> float:
         """The pause before the next cycle, from the rate at which bytes have come since the last read."""
         now = time.monotonic()
-        rate = read / max(now - self._last_read_at, 1e-6)
-        self._last_read_at = now
-        self._flowing = rate > (QUIET_RATE if self._flowing else FLOWING_RATE)
+        self._window_bytes += read
+        elapsed = now - self._window_began
+        if elapsed >= RATE_WINDOW:
+            self._rate = self._window_bytes / elapsed
+            self._flowing = self._rate > (QUIET_RATE if self._flowing else FLOWING_RATE)
+            self._window_began, self._window_bytes = now, 0
         if not self._flowing:
             return BUSY_PAUSE
-        return min(MAX_FLOWING_PAUSE, max(MIN_FLOWING_PAUSE, FLOWING_BATCH / rate))
+        return min(MAX_FLOWING_PAUSE, max(MIN_FLOWING_PAUSE, FLOWING_BATCH / self._rate))
 
     def cycle(self) -> int:
         """Read every source once; returns the bytes read."""

@@ -163,11 +163,15 @@ def test_the_pause_follows_the_rate_bytes_come_at(monkeypatch) -> None:
 
     assert after(0.0, 200) == tail.BUSY_PAUSE  # the first line after a long quiet
     assert after(0.010, 300) == tail.BUSY_PAUSE  # a trickle: 30 kB/s
+    assert after(0.001, 300) == tail.BUSY_PAUSE  # two lines a millisecond apart: no flow yet
+    assert after(0.020, 300) == tail.BUSY_PAUSE  # 900 bytes in 31 ms: still a trickle
     # A flow is read in batches of about FLOWING_BATCH bytes, 25 to 100 ms apart.
-    assert after(0.004, 4000) == tail.MAX_FLOWING_PAUSE  # a flow: 1 MB/s, 128 KiB in 131 ms
-    assert after(0.030, 30_000) == tail.MAX_FLOWING_PAUSE
-    assert after(0.030, 1_500) == tail.MAX_FLOWING_PAUSE  # slower, 50 kB/s: still a flow
+    assert after(0.004, 4000) == tail.BUSY_PAUSE  # 1 MB/s, but judged over RATE_WINDOW
+    assert after(0.022, 22_000) == tail.MAX_FLOWING_PAUSE  # a flow: 1 MB/s, 128 KiB in 131 ms
+    assert after(0.100, 100_000) == tail.MAX_FLOWING_PAUSE
+    assert after(0.100, 5_000) == tail.MAX_FLOWING_PAUSE  # slower, 50 kB/s: still a flow
     assert after(0.050, 200_000) == pytest.approx(tail.FLOWING_BATCH / 4e6)  # 4 MB/s: 33 ms
-    assert after(0.025, 500_000) == tail.MIN_FLOWING_PAUSE  # 20 MB/s
+    assert after(0.030, 600_000) == tail.MIN_FLOWING_PAUSE  # 20 MB/s
     assert after(0.500, 150) == tail.BUSY_PAUSE  # quiet again
-    assert after(0.010, 500) == tail.BUSY_PAUSE  # 50 kB/s does not start a flow
+    assert after(0.010, 500) == tail.BUSY_PAUSE
+    assert after(0.020, 1000) == tail.BUSY_PAUSE  # 50 kB/s does not start a flow
