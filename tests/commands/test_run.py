@@ -31,7 +31,7 @@ from tests.support.harness import (
     stats_lines,
     wait_for,
 )
-from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
+from tests.support.otlp_receiver import HttpReceiver, attributes, traced_follow, tracing_env
 
 
 def test_supervised_server_metrics_health_and_landing_page(agents) -> None:
@@ -473,12 +473,8 @@ def test_a_prefetch_line_read_after_its_requests_access_line_joins_its_trace(age
     vllm_log.touch()
     lmcache_log.touch()
     receiver = HttpReceiver()
-    body = (
-        f'[[follow]]\nname = "mp"\npaths = ["{vllm_log}", "{lmcache_log}"]\n'
-        f'\n[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
-    )
     try:
-        agent = agents(body, env=tracing_env(50)).start()
+        agent = agents(traced_follow("mp", [vllm_log, lmcache_log], receiver.endpoint), env=tracing_env(50)).start()
         _requests_then_their_prefetches(agent, vllm_log, lmcache_log, keys=11)
         roots = wait_for(
             lambda: [s for _, s in receiver.spans() if s.name == "vllm.request"] if len(receiver.spans()) >= 6 else [],

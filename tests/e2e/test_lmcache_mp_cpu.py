@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.harness import REPO, free_port, live_members, wait_for
-from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
+from tests.support.otlp_receiver import HttpReceiver, attributes, traced_follow, tracing_env
 from tests.support.vllm_cpu import CACHE, MODEL, PYTHON, chat, require_lmcache, vllm_metrics
 
 LMCACHE = CACHE / "vllm-cpu-venv" / "bin" / "lmcache"
@@ -95,10 +95,7 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
     argv = [str(PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL), *serve.split()]
     processes.append(_started([*argv, "--kv-transfer-config", transfer], vllm_log, env))
     receiver = HttpReceiver()
-    body = (
-        f'[[follow]]\nname = "mp"\npaths = ["{vllm_log}", "{lmcache_log}"]\nstart_at = "beginning"\n'
-        f'\n[tracing]\nenabled = true\nendpoint = "{receiver.endpoint}"\n'
-    )
+    body = traced_follow("mp", [vllm_log, lmcache_log], receiver.endpoint, start_at="beginning")
     try:
         agent = agents(body, env=tracing_env(200)).start()
         wait_for(lambda: _answers(f"http://127.0.0.1:{vllm_port}/health"), timeout=300, what="vLLM to load")

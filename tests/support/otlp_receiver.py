@@ -11,6 +11,14 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 
+def traced_follow(name: str, paths: list, endpoint: str, start_at: str | None = None) -> str:
+    """A kvwatch configuration following ``paths`` as one source, its traces sent to ``endpoint``."""
+    start = f'start_at = "{start_at}"\n' if start_at else ""
+    listed = ", ".join(f'"{path}"' for path in paths)
+    follow = f'[[follow]]\nname = "{name}"\npaths = [{listed}]\n{start}'
+    return follow + f'\n[tracing]\nenabled = true\nendpoint = "{endpoint}"\n'
+
+
 def tracing_env(schedule_delay_ms: int = 100) -> dict[str, str]:
     """Environment overrides for a kvwatch under test: no OTEL_* of the caller's, and batches sent
     after ``schedule_delay_ms`` instead of the SDK's 5 s."""
