@@ -90,8 +90,6 @@ def _encode(value: Any) -> Any:
         return {"engines": [[k, _encode(v)] for k, v in value.items()]}
     if isinstance(value, dict):
         return {"dict": [[_encode(k), _encode(v)] for k, v in value.items()]}
-    if isinstance(value, datetime):
-        return {"datetime": value.isoformat()}
     name = type(value).__name__
     if _OBJECTS.get(name) is type(value):
         return {"object": name, "state": {n: _encode(getattr(value, n)) for n in _attributes(type(value))}}
@@ -111,7 +109,7 @@ def _decode(data: Any) -> Any:
         return {_decode(k): _decode(v) for k, v in data["dict"]}
     if "engines" in data:
         return Engines((k, _decode(v)) for k, v in data["engines"])
-    if "datetime" in data:
+    if "datetime" in data:  # written by kvwatch before the span of log time was kept in seconds
         return datetime.fromisoformat(data["datetime"])
     cls = _OBJECTS.get(data.get("object"))
     if cls is None or not isinstance(data.get("state"), dict):
