@@ -283,25 +283,63 @@ class TailedPath:
 
     # -- reading ------------------------------------------------------------------
 
-    def poll(self, deliver: Deliver, now: float) -> int:
-        """Read what is new; follow rotation and truncation.  Returns the bytes read."""
-        total = self._drain(deliver, now)
-        if self.current is None:
+    def poll(self, deliver: Deliver, now: float, wall: float) -> int:
+        """Read what is new; follow rotation and truncation.  Returns the bytes read.
+
+        ``now`` is the cycle's monotonic time, ``wall`` its unix time."""
+        total = self._drain(deliver, now) if self.draining else 0
+        current = self.current
+        if current is None:
             self.open(start_at_end=False)  # appeared (again) since: all of it is new
             if self.current is None:
                 return total
-        # Before reading on: a copytruncate may have been followed by enough
-        # new lines to pass our offset, so the size alone cannot tell.
+        elif self.raw_log is None:
+            # The common case, one system call less: the path still names the open file, so its
+            # status is the file's.  (A raw log kvwatch rotates takes the long way: whether reading
+            # has caught up is judged after the read.)
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                st = None
+            if st is not None and st.st_ino == current.ino and st.st_dev == current.dev:
+                return total + self._read_on(current, st, deliver, wall)
+        return total + self._poll_moved(deliver, now, wall)
+
+    def _read_on(self, current: _OpenFile, st: os.stat_result, deliver: Deliver, wall: float) -> int:
+        """Read the open file, whose status the path has just given, up to its size."""
+        if not self._restart_if_rewritten(current, st.st_size):
+            return 0
+        read = self._read(current, deliver, st.st_size)
+        self.seen_at = wall
+        self._caught_up(st, read, deliver)
+        return read
+
+    def _restart_if_rewritten(self, current: _OpenFile, size: int) -> bool:
+        """Before reading on: start again from the top of a file truncated since it was read (a
+        copytruncate may have been followed by enough new lines to pass our offset, so the size
+        alone cannot tell).  False when the file cannot be looked at."""
         try:
-            size = os.fstat(self.current.fd).st_size
-            rewritten = self.current.rewritten(size)
+            rewritten = current.rewritten(size)
         except OSError as exc:
             self._report(exc)
-            return total
+            return False
         if rewritten:
             self.stats.truncations += 1
             log.info("%s was truncated; reading it again from the start", self.path)
-            self.current.restart()
+            current.restart()
+        return True
+
+    def _poll_moved(self, deliver: Deliver, now: float, wall: float) -> int:
+        """``poll`` when the path may name another file than the open one (or names none), and for raw logs."""
+        assert self.current is not None
+        total = 0
+        try:
+            size = os.fstat(self.current.fd).st_size
+        except OSError as exc:
+            self._report(exc)
+            return total
+        if not self._restart_if_rewritten(self.current, size):
+            return total
         total += self._read(self.current, deliver, size)  # what comes meanwhile is the next cycle's
         try:
             st = os.stat(self.path)
@@ -320,7 +358,7 @@ class TailedPath:
             if self.current is not None:
                 total += self._read(self.current, deliver)
         else:
-            self.seen_at = time.time()
+            self.seen_at = wall
         if self.current is not None:
             self._caught_up(st, total, deliver)
         return total
@@ -612,7 +650,7 @@ class Tailer:
         for request in requests:
             request()
         rescan, self.rescan = self.rescan, False
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         read = 0
         if rescan:
             for source in self.sources.values():
@@ -620,7 +658,7 @@ class Tailer:
             self._watch_all()
         for source in list(self.sources.values()):
             for path, tailed in list(source.paths.items()):
-                read += tailed.poll(self.deliver, now)
+                read += tailed.poll(self.deliver, now, wall)
                 if tailed.gone() and path not in source.patterns:
                     # A file a glob found, deleted and read to its end: its series leave with it.
                     tailed.close()
@@ -712,8 +750,7 @@ class Tailer:
                     directories.update(d for d in glob.glob(directory) if os.path.isdir(d))
                 else:
                     directories.add(directory)
-            for path in source.paths:
-                directories.add(os.path.dirname(os.path.realpath(path)))
+            directories.update(_real_directories(source.paths))
             for directory in directories:
                 watcher.watch(directory)
 
@@ -829,6 +866,26 @@ def _fixed_prefix(directory: str) -> str:
             break
         fixed.append(part)
     return os.sep.join(fixed) or os.sep
+
+
+def _real_directories(paths: Iterable[str]) -> set[str]:
+    """The directories the files at ``paths`` really are in, symlinks resolved.
+
+    ``realpath`` looks at every component of a path; for many files in one directory
+    (this runs once a second) the directory is resolved once, and a file alone only
+    when it is a symlink itself."""
+    resolved: dict[str, str] = {}
+    found = set()
+    for path in paths:
+        if os.path.islink(path):
+            found.add(os.path.dirname(os.path.realpath(path)))
+            continue
+        directory = os.path.dirname(path)
+        real = resolved.get(directory)
+        if real is None:
+            real = resolved[directory] = os.path.realpath(directory or ".")
+        found.add(real)
+    return found
 
 
 def _identity(position: Position) -> tuple:

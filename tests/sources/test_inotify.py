@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -175,3 +176,31 @@ def test_the_pause_follows_the_rate_bytes_come_at(monkeypatch) -> None:
     assert after(0.500, 150) == tail.BUSY_PAUSE  # quiet again
     assert after(0.010, 500) == tail.BUSY_PAUSE
     assert after(0.020, 1000) == tail.BUSY_PAUSE  # 50 kB/s does not start a flow
+
+
+def test_the_directories_watched_are_where_each_file_really_is(tmp_path: Path, monkeypatch) -> None:
+    """Resolved once per directory, a file alone when it is a symlink: the same as each file's realpath."""
+    from agent.sources.tail import _real_directories
+
+    real = tmp_path / "releases" / "v2"
+    real.mkdir(parents=True)
+    (real / "run.log").write_text("")
+    (tmp_path / "current").symlink_to(real)  # a directory link
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "engine.log").write_text("")
+    (real / "engine.log").symlink_to(other / "engine.log")  # a file link inside a linked directory
+    (real / "dangling.log").symlink_to(tmp_path / "nowhere" / "x.log")
+    monkeypatch.chdir(real)
+    paths = [
+        str(tmp_path / "current" / "run.log"),
+        str(tmp_path / "current" / "engine.log"),
+        str(tmp_path / "current" / "dangling.log"),
+        str(tmp_path / "current" / "not-yet.log"),
+        str(tmp_path / "releases" / "v2" / "run.log"),
+        "run.log",
+        "engine.log",
+    ]
+    expected = {os.path.dirname(os.path.realpath(path)) for path in paths}
+    assert _real_directories(paths) == expected
+    assert expected == {os.path.realpath(d) for d in (real, other, tmp_path / "nowhere")}
