@@ -84,18 +84,20 @@ def rss_kib(pid: int, key: str = "VmRSS") -> int:
 
 
 class Mtail:
-    """mtail following a new empty file, ``log``, on a free port (the peer baseline)."""
+    """mtail following a new empty file, ``log``, on a free port (the peer baseline); or, given
+    ``logs`` (a path or a glob), what they name."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, logs: str | None = None) -> None:
         self.log = log = directory / "mtail.log"
-        log.write_text("")
+        if logs is None:
+            log.write_text("")
         self.port = free_port()
         progs = directory / "progs"
         progs.mkdir(exist_ok=True)
         shutil.copy(HERE / "kvwatch.mtail", progs / "kvwatch.mtail")
         self.process = subprocess.Popen(
-            ["mtail", "--progs", str(progs), "--logs", str(log), "--address", "127.0.0.1", "--port", str(self.port),
-             "--logtostderr"],
+            ["mtail", "--progs", str(progs), "--logs", logs or str(log), "--address", "127.0.0.1",
+             "--port", str(self.port), "--logtostderr"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_for(lambda: scrape(self.port), what="mtail to serve /metrics")

@@ -11,8 +11,9 @@ second to one more followed file, until ``/metrics`` shows it: p50 and p99); in
 the second half, with no probe, kvwatch's CPU (share of one core, until every
 line is read); peak RSS throughout; and one scrape of ``/metrics`` at the end
 (median of 20, and its size).  Then the same total rate spread over 50 files of one server,
-against the same rate in one file, for what following many files costs.  Every
-line must be read: the run waits until kvwatch has counted them all.
+against the same rate in one file, for what following many files costs, and mtail
+following the same two sets of files (its CPU, the baseline).  Every line must be
+read: the run waits until kvwatch (and mtail) have counted them all.
 
 An 8-GPU host runs 8 servers; 32 stands for one server per GPU of four such hosts.
 """
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,7 +38,7 @@ CACHE = ROOT / ".cache" / "bench"
 sys.path.insert(0, str(ROOT))
 
 from tests.benchmarks.gen_log import generate  # noqa: E402
-from tests.benchmarks.run_live_bench import STATS, cpu_seconds, percentile, rss_kib, sample, scrape  # noqa: E402
+from tests.benchmarks.run_live_bench import STATS, Mtail, cpu_seconds, percentile, rss_kib, sample, scrape  # noqa: E402
 from tests.support.harness import Agent, wait_for  # noqa: E402
 
 WRITER = """
@@ -132,6 +134,48 @@ def one_setting(work: Path, files: int, servers: int, rate_per_file: float, seco
         agent.kill()
 
 
+MTAIL_LINES = re.compile(r"^mtail_lines_total(?:\{[^}]*\})? (\S+)", re.MULTILINE)
+
+
+def mtail_setting(work: Path, files: int, rate_per_file: float, seconds: float, source: Path) -> dict:
+    """The peer baseline: mtail following ``files`` files written as for kvwatch; its CPU in the second
+    half of the writing, until it has read every line (no probe: mtail is not asked for freshness here)."""
+    logs = work / "logs"
+    logs.mkdir(parents=True)
+    paths = [logs / f"s{n}.log" for n in range(files)]
+    for path in paths:
+        path.write_text("")
+    mtail = Mtail(work, str(logs / "*.log"))
+    try:
+        pid, port = mtail.process.pid, mtail.port
+        began = time.perf_counter()
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(source), str(rate_per_file), str(seconds)] + [str(p) for p in paths]
+        )
+        time.sleep(seconds / 2)
+        cpu_before, quiet_began = cpu_seconds(pid), time.perf_counter()
+        peak = 0
+        while writer.poll() is None:
+            peak = max(peak, rss_kib(pid))
+            time.sleep(0.5)
+        total = int(rate_per_file * seconds) * files
+        wait_for(
+            lambda: sum(float(v) for v in MTAIL_LINES.findall(scrape(port))) >= total,
+            timeout=300,
+            what="mtail to read every line",
+        )
+        elapsed = time.perf_counter() - quiet_began
+        return {
+            "files": files,
+            "lines_per_second": rate_per_file * files,
+            "cpu_share": (cpu_seconds(pid) - cpu_before) / elapsed,
+            "peak_rss_mib": max(peak, rss_kib(pid, "VmHWM")) / 1024,
+            "seconds": time.perf_counter() - began,
+        }
+    finally:
+        mtail.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", type=int, nargs="+", default=[1, 8, 32])
@@ -149,6 +193,10 @@ def main() -> int:
         spread = args.rate / args.many_files
         rows.append(one_setting(Path(tmp) / "one-file", 1, 1, args.rate, args.seconds, source))
         rows.append(one_setting(Path(tmp) / "many-files", args.many_files, 1, spread, args.seconds, source))
+        peers = []
+        if shutil.which("mtail") is not None:
+            peers.append(mtail_setting(Path(tmp) / "mtail-one-file", 1, args.rate, args.seconds, source))
+            peers.append(mtail_setting(Path(tmp) / "mtail-many-files", args.many_files, spread, args.seconds, source))
     print(f"\nkvwatch following N servers at {args.rate:.0f} lines/s each for {args.seconds:.0f} s (2-core machine)")
     head = ("files", "servers", "lines/s", "CPU", "CPU µs per line", "peak RSS MiB", "fresh p50 ms", "p99 ms")
     print("| " + " | ".join((*head, "scrape ms", "exposition KiB")) + " |")
@@ -163,8 +211,18 @@ def main() -> int:
     print(
         f"\n{args.many_files} files vs 1 file at the same total rate: CPU {many['cpu_share'] / one['cpu_share']:.2f}x"
     )
+    if peers:
+        mtail_one, mtail_many = peers
+        ratio = mtail_many["cpu_share"] / mtail_one["cpu_share"]
+        print(
+            f"mtail, same writers (it polls every 250 ms): 1 file {mtail_one['cpu_share']:.1%}, "
+            f"{args.many_files} files {mtail_many['cpu_share']:.1%} of a core ({ratio:.2f}x); "
+            f"peak RSS {mtail_one['peak_rss_mib']:.1f} / {mtail_many['peak_rss_mib']:.1f} MiB"
+        )
+    else:
+        print("mtail is missing (Debian package mtail; make bench installs it): no peer baseline")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        args.json.write_text(json.dumps({"kvwatch": rows, "mtail": peers}, indent=1) + "\n")
     return 0
 
 
