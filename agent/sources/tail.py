@@ -3,8 +3,9 @@
 One thread reads every followed file.  inotify (:mod:`agent.sources.inotify`) wakes it
 the moment a watched directory changes; a poll every ``poll_interval`` covers
 what inotify cannot see (network filesystems, a watch that could not be set,
-a directory that does not exist yet).  Each cycle reads every open file to
-its end, then looks at what its path names now:
+a directory that does not exist yet).  Each cycle looks at what each path
+names: while it is the open file, that file is read to the size just seen;
+otherwise the open file is read to its end first.  Then:
 
 * the same file, shorter than what was read  -> truncated (copytruncate): read again from 0
 * another file (rename rotation, symlink switch, delete-and-recreate)
