@@ -76,7 +76,10 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
             entry = (vllm_stats.parse_aggregated, "engine_stats")
         else:
             return NOTHING
-    result = entry[0](line, start, stamp)
+    try:
+        result = entry[0](line, start, stamp)
+    except ValueError:  # a number its pattern let through that is none ("1.2.3")
+        result = None
     if result is None:
         return (SuspiciousLine(stamp, entry[1]),)
     return result
@@ -92,20 +95,29 @@ def lmcache_message(line: str, start: int, stamp: str | None, rank: int | None) 
     entry = _LMCACHE_FAMILIES.get(word)
     if entry is None:
         if word.startswith("[req_id="):
-            result = lmcache.parse_request_tagged(line, start, stamp, rank)
+            try:
+                result = lmcache.parse_request_tagged(line, start, stamp, rank)
+            except ValueError:  # as in vllm_message
+                result = None
             if result is None:
                 family = "lmcache_retrieve" if "] Retrieved " in line[start : start + 200] else "lmcache_store"
                 return (SuspiciousLine(stamp, family),)
             return result
         return NOTHING
-    result = entry[0](line, start, stamp, rank)
+    try:
+        result = entry[0](line, start, stamp, rank)
+    except ValueError:  # as in vllm_message
+        result = None
     if result is None:
         return (SuspiciousLine(stamp, entry[1]),)
     return result
 
 
 def uvicorn_message(line: str, start: int, stamp: str | None, rank: int | None = None) -> Events:
-    result = requests.parse_uvicorn(line, start, stamp)
+    try:
+        result = requests.parse_uvicorn(line, start, stamp)
+    except ValueError:  # as in vllm_message
+        result = None
     if result is None:
         return (SuspiciousLine(stamp, "http_access"),)
     return result

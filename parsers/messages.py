@@ -124,12 +124,16 @@ def message_only(line: str, start: int) -> Events:
     space = line.find(" ", start)
     word = line[start:space] if space != -1 else line[start:]
     handler = _WHOLE_MESSAGES.get(word)
+    if handler is None:
+        if word.endswith("%"):
+            handler = bench.parse_percentile_latency
+        elif word[:1] == "P" and word[1:2].isdigit():
+            handler = bench.parse_serve
     if handler is not None:
-        return handler(line, start)
-    if word.endswith("%"):
-        return bench.parse_percentile_latency(line, start)
-    if word[:1] == "P" and word[1:2].isdigit():
-        return bench.parse_serve(line, start)
+        try:
+            return handler(line, start)
+        except ValueError:  # a number its pattern let through that is none ("1.2.3"): not that message
+            return NOTHING
     if word.endswith(EXCEPTION_WORD_ENDS) and start == 0:
         return lifecycle.parse_exception(line, start, None)
     return NOTHING

@@ -44,12 +44,13 @@ class LineMatcher:
     or from ``fallback(line, message start, stamp, rank)`` -- and None otherwise.
     """
 
-    __slots__ = ("_by_last", "_fallback", "_match", "_word")
+    __slots__ = ("_by_last", "_fallback", "_header", "_match", "_word")
 
     def __init__(self, header: str, shapes: Sequence[Shape], fallback: Fallback) -> None:
         alternatives = [shape.pattern for shape in shapes] + [r"([^ ]*)"]
         # ASCII classes: the fields are ASCII, and ``re`` tests them faster than Unicode ones.
         self._match = re.compile(header + "(?:" + "|".join(alternatives) + ")", re.ASCII).match
+        self._header = re.compile(header, re.ASCII).match
         # The last group a match sets tells which alternative matched.
         self._by_last: dict[int, tuple[int, int, Build]] = {}
         first = re.compile(header).groups + 1
@@ -67,6 +68,10 @@ class LineMatcher:
         groups = m.groups()
         entry = self._by_last.get(m.lastindex)
         stamp = groups[0] or None  # "" for a header without a time (uvicorn)
-        if entry is not None:
+        if entry is None:
+            return self._fallback(line, m.start(self._word), stamp, rank)
+        try:
             return (entry[2](stamp, rank, groups[entry[0] : entry[1]]),)
-        return self._fallback(line, m.start(self._word), stamp, rank)
+        except ValueError:
+            # A number the shape let through that is none ("1.2.3"): the family's own parser says what it is.
+            return self._fallback(line, self._header(line, pos).end(), stamp, rank)

@@ -114,6 +114,21 @@ def test_digits_outside_ascii_give_the_same_events() -> None:
     assert differing == []
 
 
+def test_a_decimal_that_is_no_number_gives_the_same_events_and_no_error() -> None:
+    """Patterns take a decimal as digits and dots: each decimal of a real line in turn made "1.2.3" must give
+    what the family's parser says of a line it cannot read (a suspicious line, or nothing), on both paths."""
+    differing, suspicious = [], 0
+    for line in REAL:
+        for number in re.finditer(r"\d+\.\d+", line):
+            variant = line[: number.start()] + "1.2.3" + line[number.end() :]
+            fast, general = both(variant)  # raised before, from float("1.2.3")
+            if fast != general:
+                differing.append((variant, fast, general))
+            suspicious += any(event.kind == "suspicious_line" for event in fast)
+    assert differing == []
+    assert suspicious > 20
+
+
 PIECES = st.sampled_from(
     [
         " ",
