@@ -52,10 +52,10 @@ STATS = (
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def scrape(port: int) -> str:
+def scrape(port: int, accept: str | None = None) -> str:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("GET", "/metrics")
+        connection.request("GET", "/metrics", headers={"Accept": accept} if accept else {})
         return connection.getresponse().read().decode()
     finally:
         connection.close()

@@ -10,7 +10,8 @@ in the first half, the freshness of a probe line (a stats line written once a
 second to one more followed file, until ``/metrics`` shows it: p50 and p99); in
 the second half, with no probe, kvwatch's CPU (share of one core, until every
 line is read); peak RSS throughout; and one scrape of ``/metrics`` at the end
-(median of 20, and its size).  Then the same total rate spread over 50 files of one server,
+(median of 20, and its size), in the Prometheus text format and in OpenMetrics (which
+Prometheus asks for).  Then the same total rate spread over 50 files of one server,
 against the same rate in one file, for what following many files costs, and mtail
 following the same two sets of files (its CPU, the baseline).  Every line must be
 read: the run waits until kvwatch (and mtail) have counted them all.
@@ -113,11 +114,14 @@ def one_setting(work: Path, files: int, servers: int, rate_per_file: float, seco
         elapsed = time.perf_counter() - quiet_began
         cpu = cpu_seconds(pid) - cpu_before
         read_quiet = lines_read(port) - read_before
-        scrapes = []
+        scrapes: dict[str | None, list[float]] = {None: [], PROMETHEUS_ACCEPT: []}
         for _ in range(20):
-            t = time.perf_counter()
-            text = scrape(port)
-            scrapes.append(time.perf_counter() - t)
+            for accept, times in scrapes.items():
+                t = time.perf_counter()
+                text = scrape(port, accept)
+                times.append(time.perf_counter() - t)
+                if accept is None:
+                    plain = text
         return {
             "files": files,
             "servers": servers,
@@ -127,13 +131,20 @@ def one_setting(work: Path, files: int, servers: int, rate_per_file: float, seco
             "peak_rss_mib": max(peak, rss_kib(pid, "VmHWM")) / 1024,
             "freshness_p50_ms": percentile(fresh, 0.5) * 1000,
             "freshness_p99_ms": percentile(fresh, 0.99) * 1000,
-            "scrape_ms": statistics.median(scrapes) * 1000,
-            "exposition_kib": len(text) / 1024,
+            "scrape_ms": statistics.median(scrapes[None]) * 1000,
+            "exposition_kib": len(plain) / 1024,
+            "openmetrics_scrape_ms": statistics.median(scrapes[PROMETHEUS_ACCEPT]) * 1000,
+            "openmetrics_kib": len(text) / 1024,
         }
     finally:
         agent.kill()
 
 
+# What Prometheus (2.x and 3.x, by default) asks a target for: OpenMetrics before the text format.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 MTAIL_LINES = re.compile(r"^mtail_lines_total(?:\{[^}]*\})? (\S+)", re.MULTILINE)
 
 
@@ -199,13 +210,15 @@ def main() -> int:
             peers.append(mtail_setting(Path(tmp) / "mtail-many-files", args.many_files, spread, args.seconds, source))
     print(f"\nkvwatch following N servers at {args.rate:.0f} lines/s each for {args.seconds:.0f} s (2-core machine)")
     head = ("files", "servers", "lines/s", "CPU", "CPU µs per line", "peak RSS MiB", "fresh p50 ms", "p99 ms")
-    print("| " + " | ".join((*head, "scrape ms", "exposition KiB")) + " |")
-    print("|" + "---|" * (len(head) + 2))
+    scrape_head = ("scrape ms", "KiB", "OpenMetrics scrape ms", "KiB")
+    print("| " + " | ".join((*head, *scrape_head)) + " |")
+    print("|" + "---|" * (len(head) + len(scrape_head)))
     for r in rows:
         print(
             f"| {r['files']} | {r['servers']} | {r['lines_per_second']:,.0f} | {r['cpu_share']:.1%} | "
             f"{r['cpu_us_per_line']:.1f} | {r['peak_rss_mib']:.1f} | {r['freshness_p50_ms']:.1f} | "
-            f"{r['freshness_p99_ms']:.1f} | {r['scrape_ms']:.1f} | {r['exposition_kib']:.0f} |"
+            f"{r['freshness_p99_ms']:.1f} | {r['scrape_ms']:.1f} | {r['exposition_kib']:.0f} | "
+            f"{r['openmetrics_scrape_ms']:.1f} | {r['openmetrics_kib']:.0f} |"
         )
     one, many = rows[-2], rows[-1]
     print(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.catalogue import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE
+from agent.families import _plain_names
 from agent.families import exposition as render_exposition
 from agent.sinks.prometheus import registry_for
 from tests.support.harness import REPO
@@ -91,3 +92,43 @@ def test_each_metric_is_declared_once() -> None:
 def test_the_metrics_reference_is_written_from_the_code() -> None:
     result = subprocess.run([sys.executable, "-m", "agent.catalogue", "--check"], cwd=REPO, capture_output=True)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+OPENMETRICS = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4"  # as Prometheus asks
+
+
+def test_openmetrics_is_written_byte_for_byte_as_prometheus_client_writes_it() -> None:
+    """kvwatch has its OpenMetrics written with names left unescaped (much faster in prometheus_client 0.23+);
+    for kvwatch's names that must change nothing."""
+    stats = feed(fresh("demo"), all_fixture_lines())
+    registry = registry_for(lambda: [stats])
+    body, content_type = render_exposition(registry, OPENMETRICS)
+    assert content_type.startswith("application/openmetrics-text")
+    assert body == openmetrics_as_written_by_prometheus_client(registry)
+    assert b"kvwatch_lmcache_hit_tokens_total{" in body and b"_created{" in body
+    assert _plain_names(list(registry.collect()))  # so it is written the faster way
+
+
+def test_openmetrics_with_a_name_an_escaping_would_change_is_written_as_asked() -> None:
+    """A colon is allowed in a metric name, but prometheus_client's "underscores" escaping of a series
+    turns it into an underscore: such a name takes the library's own way, whatever it writes."""
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import CollectorRegistry
+
+    class Odd:
+        def collect(self):
+            family = GaugeMetricFamily("kvwatch:recorded_ratio", "A recording rule's name.", labels=["server"])
+            family.add_metric(["demo"], 0.5)
+            yield family
+
+    registry = CollectorRegistry()
+    registry.register(Odd())
+    body, _ = render_exposition(registry, OPENMETRICS)
+    assert body == openmetrics_as_written_by_prometheus_client(registry)
+
+
+def openmetrics_as_written_by_prometheus_client(registry) -> bytes:
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, _ = choose_encoder(OPENMETRICS)
+    return encoder(registry)

@@ -14,6 +14,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 
+from agent.families import exposition
 from agent.sinks.otlp import Tracing
 from agent.sinks.prometheus import registry_for
 from agent.sinks.stats import ServerStats
@@ -335,7 +336,10 @@ def test_tensor_parallel_ranks_count_tokens_once() -> None:
 def test_hit_ratio_buckets_carry_sampled_trace_ids_as_exemplars() -> None:
     run = Run().feed(sample_lines())
     trace_ids = {f"{r.context.trace_id:032x}" for r in run.roots()}
-    text = openmetrics(registry_for(lambda: [run.stats])).decode()
+    registry = registry_for(lambda: [run.stats])
+    text = openmetrics(registry).decode()
+    # /metrics writes them byte for byte so (its OpenMetrics skips the library's per-character escaping).
+    assert exposition(registry, "application/openmetrics-text; version=1.0.0")[0] == text.encode()
     marked = [
         line for line in text.splitlines() if line.startswith("kvwatch_lmcache_lookup_hit_ratio_bucket") and "#" in line
     ]
