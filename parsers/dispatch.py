@@ -45,7 +45,7 @@ from parsers.envelope import (
 )
 from parsers.events import LmcacheParser, SuspiciousLine, VllmParser
 from parsers.messages import EXCEPTION_WORD_ENDS, Events, message_only
-from parsers.shapes import LineMatcher
+from parsers.shapes import NOT_A_NUMBER, LineMatcher
 
 NOTHING: Events = ()
 # Wrappers inside wrappers (a JSON record in a compose stream ...) are peeled at most this deep.
@@ -78,7 +78,7 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
             return NOTHING
     try:
         result = entry[0](line, start, stamp)
-    except ValueError:  # a number its pattern let through that is none ("1.2.3")
+    except NOT_A_NUMBER:
         result = None
     if result is None:
         return (SuspiciousLine(stamp, entry[1]),)
@@ -97,7 +97,7 @@ def lmcache_message(line: str, start: int, stamp: str | None, rank: int | None) 
         if word.startswith("[req_id="):
             try:
                 result = lmcache.parse_request_tagged(line, start, stamp, rank)
-            except ValueError:  # as in vllm_message
+            except NOT_A_NUMBER:
                 result = None
             if result is None:
                 family = "lmcache_retrieve" if "] Retrieved " in line[start : start + 200] else "lmcache_store"
@@ -106,7 +106,7 @@ def lmcache_message(line: str, start: int, stamp: str | None, rank: int | None) 
         return NOTHING
     try:
         result = entry[0](line, start, stamp, rank)
-    except ValueError:  # as in vllm_message
+    except NOT_A_NUMBER:
         result = None
     if result is None:
         return (SuspiciousLine(stamp, entry[1]),)
@@ -116,7 +116,7 @@ def lmcache_message(line: str, start: int, stamp: str | None, rank: int | None) 
 def uvicorn_message(line: str, start: int, stamp: str | None, rank: int | None = None) -> Events:
     try:
         result = requests.parse_uvicorn(line, start, stamp)
-    except ValueError:  # as in vllm_message
+    except NOT_A_NUMBER:
         result = None
     if result is None:
         return (SuspiciousLine(stamp, "http_access"),)

@@ -48,7 +48,7 @@ PROCESS_TAG = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=(\d+))?\
 # Other inference servers whose processes print look-alike lines (SGLang under Ray logs
 # vLLM-shaped stats lines; several servers share uvicorn's access line).
 _FOREIGN = re.compile(r"sglang|tensorrt|trt-?llm|text[-_]generation|llama[._-]?cpp|llama-server|ollama|\[GIN\]", re.I)
-_RANK = re.compile(r"(?:TP|rank=)(\d+)")
+_RANK = re.compile(r"(?:TP|rank=)(\d{1,9})(?!\d)")  # no rank has more digits (nor could int() read thousands)
 
 
 def is_foreign_process(name: str) -> bool:
@@ -350,13 +350,18 @@ class JsonRecord:
         self.span_id = span_id
 
 
+# No epoch time is this large, even in nanoseconds (the year 2286 is under 1e19).
+_EPOCH_LIMIT = 10**20
+
+
 def _epoch_stamp(value: object) -> str | None:
     """``@<microseconds>`` for an epoch time given in seconds, ms, µs or ns (by its size)."""
     if isinstance(value, str):
-        if not value.isdigit():
+        if not value.isdigit() or len(value) > 20:  # int() would not even read thousands of digits
             return None
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    # Written so that NaN fails too; an infinite time would make no integer.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < _EPOCH_LIMIT:
         return None
     for limit, to_micro in ((1e17, 1e-3), (1e14, 1.0), (1e11, 1e3)):
         if value >= limit:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from parsers import bench, lifecycle, lmcache, requests, vllm_stats
 from parsers.events import Events
+from parsers.shapes import NOT_A_NUMBER
 
 NOTHING: Events = ()
 # An exception's final traceback line: ``torch.OutOfMemoryError: ...``.
@@ -132,7 +133,7 @@ def message_only(line: str, start: int) -> Events:
     if handler is not None:
         try:
             return handler(line, start)
-        except ValueError:  # a number its pattern let through that is none ("1.2.3"): not that message
+        except NOT_A_NUMBER:  # not that message after all
             return NOTHING
     if word.endswith(EXCEPTION_WORD_ENDS) and start == 0:
         return lifecycle.parse_exception(line, start, None)

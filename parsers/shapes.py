@@ -17,6 +17,11 @@ from parsers.events import Event
 
 Build = Callable[[str | None, "int | None", tuple], Event]
 
+# What turning a field a pattern matched into a number can raise on a line that only looks right: a
+# decimal of digits and dots that is none ("1.2.3"), an integer of over 4,300 digits, an infinite size
+# made a byte count.  Such a line is not the message its pattern describes.
+NOT_A_NUMBER = (ValueError, ArithmeticError)
+
 
 class Shape:
     """A message regex (compiled with ASCII classes: fields are ASCII, and faster so) and its event builder."""
@@ -72,6 +77,6 @@ class LineMatcher:
             return self._fallback(line, m.start(self._word), stamp, rank)
         try:
             return (entry[2](stamp, rank, groups[entry[0] : entry[1]]),)
-        except ValueError:
-            # A number the shape let through that is none ("1.2.3"): the family's own parser says what it is.
+        except NOT_A_NUMBER:
+            # A number the shape let through that is none: the family's own parser says what the line is.
             return self._fallback(line, self._header(line, pos).end(), stamp, rank)

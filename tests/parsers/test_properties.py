@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -159,3 +160,23 @@ def test_a_line_of_many_headers_in_a_row_is_searched_once(monkeypatch) -> None:
         searches.clear()
         assert envelope.find_header("prefix " + piece * 2000) is not None
         assert len(searches) == 1, piece
+
+
+# Numbers a pattern can let through that no conversion takes: digits and dots that make no decimal, more
+# digits than int() reads (4,300), a float that overflows to infinity, one that is not a number.
+UNREADABLE_NUMBERS = ("1.2.3", "9" * 5000, "1e999", "nan")
+
+
+def test_a_number_no_conversion_takes_never_raises() -> None:
+    """Each number of every real line (JSON records' times among them) in turn made unreadable: no
+    parser may raise (such a line was counted as a kvwatch bug and dropped)."""
+    raised = []
+    for line in REAL:
+        for number in re.finditer(r"\d+(?:\.\d+)?", line):
+            for unreadable in UNREADABLE_NUMBERS:
+                variant = line[: number.start()] + unreadable + line[number.end() :]
+                try:
+                    parse_line(variant)
+                except Exception as exc:  # any exception is the failure reported
+                    raised.append((variant[:160], repr(exc)[:120]))
+    assert raised == []
