@@ -451,7 +451,8 @@ class BenchServe(Event):
 
 @dataclass(slots=True)
 class SuspiciousLine(Event):
-    """A line with an intact vLLM/LMCache header that starts like ``family`` but matched no parser.
+    """A line with an intact vLLM/LMCache header that starts like ``family`` but matched no parser
+    (or whose numbers do not read as numbers).
 
     The usual cause is a release that changed a format; the line text itself is
     never carried (it may hold a prompt)."""
