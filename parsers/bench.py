@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 
 from parsers.events import BenchLatency, BenchServe, BenchThroughput, BenchTokens, Event
+from parsers.shapes import INTEGER
 
 _THROUGHPUT = re.compile(
     r"Throughput: ([\d.]+) requests/s, ([\d.]+) (?:total )?tokens/s(?:, ([\d.]+) output tokens/s)?\s*$"
 )
-_TOTAL_TOKENS = re.compile(r"Total num (prompt|output) tokens: +(\d+)\s*$")
+_TOTAL_TOKENS = re.compile(rf"Total num (prompt|output) tokens: +({INTEGER})\s*$")
 _AVG_LATENCY = re.compile(r"Avg latency: ([\d.eE+-]+) seconds\s*$")
 _PERCENTILE_LATENCY = re.compile(r"([\d.]+)% percentile latency: ([\d.eE+-]+) seconds\s*$")
 _SERVE_LINE = re.compile(r"([A-Z][A-Za-z0-9 ()/.%-]*?): +(-?[\d.]+|inf|nan)\s*$")
@@ -71,6 +72,8 @@ def parse_percentile_latency(line: str, start: int) -> tuple[Event, ...]:
     if m is None:
         return ()
     percentile = float(m.group(1))
+    if not 0 <= percentile <= 100:
+        return ()
     return (
         BenchLatency(
             None,

@@ -26,6 +26,7 @@ from parsers.events import (
     StartupPhase,
     VllmParser,
 )
+from parsers.shapes import INTEGER, integer
 
 _API_SERVER_VERSION = re.compile(r"vLLM API server version (\S+)")
 _SERVER_VERSION = re.compile(r"vLLM server version (\S+?),? serving model (.+)$")
@@ -34,7 +35,7 @@ _LOGO_VERSION = re.compile(r"[ █▄▀▐▌]+ version (\S+)\s*$")
 _ENGINE_INIT = re.compile(
     r"Initializing an? (?:V\d )?LLM engine(?: \(v?([^)\s]+)\))? with config: model=(?:'([^']*)'|([^,]*))"
 )
-_TP_SIZE = re.compile(r"tensor_parallel_size=(\d+)")
+_TP_SIZE = re.compile(rf"tensor_parallel_size=({INTEGER})")
 MODEL_LOADING = re.compile(
     r"(?:Model loading|Loading model weights) took ([\d.]+) Gi?B(?: memory)?(?: and ([\d.]+) s(?:econds)?)?"
 )
@@ -52,7 +53,7 @@ KV_SIZE = re.compile(
 MAX_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
 # Device labels of ``<DEV> KV cache size`` (and of out-of-memory messages).
 KV_DEVICES = ("GPU", "CPU", "XPU", "NPU", "HPU", "TPU", "MPS", "CUDA", "ROCM")
-_BLOCKS = re.compile(r"# (\w+) blocks: (\d+)(?:, # CPU blocks: (\d+))?")
+_BLOCKS = re.compile(rf"# (\w+) blocks: ({INTEGER})(?:, # CPU blocks: ({INTEGER}))?")
 DIED = re.compile(r"(?:Engine core proc|Worker proc|RayWorkerProc) \S+ died unexpectedly")
 _EXCEPTION = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception))(?:: (.*))?$")
 
@@ -123,7 +124,7 @@ def parse_kv_memory(line: str, start: int, stamp: str | None) -> tuple[Event, ..
     m = KV_MEMORY.match(line, start)
     if m is None:
         return None if line.startswith("Available KV cache memory", start) else ()
-    return (StartupPhase(stamp, "kv_cache_memory", bytes=round(float(m.group(1)) * (1 << 30))),)
+    return (StartupPhase(stamp, "kv_cache_memory", bytes=integer(float(m.group(1)) * (1 << 30))),)
 
 
 def parse_cpu_kv_memory(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
@@ -131,11 +132,11 @@ def parse_cpu_kv_memory(line: str, start: int, stamp: str | None) -> tuple[Event
     m = CPU_KV_MEMORY.match(line, start)
     if m is None:
         return None if line.startswith("Explicitly set (", start) else ()
-    return (StartupPhase(stamp, "kv_cache_memory", bytes=round(float(m.group(1)) * (1 << 30))),)
+    return (StartupPhase(stamp, "kv_cache_memory", bytes=integer(float(m.group(1)) * (1 << 30))),)
 
 
 def _int(text: str) -> int:
-    return int(text.replace(",", ""))
+    return integer(text.replace(",", ""))
 
 
 def parse_kv_size(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:

@@ -25,7 +25,7 @@ from parsers.events import (
     LmcacheStore,
     LmcacheStoreStart,
 )
-from parsers.shapes import Shape
+from parsers.shapes import INTEGER, Shape
 
 
 # Builders run once per matching line: conversions are written inline (no helper calls).
@@ -44,8 +44,8 @@ def _build_lookup(stamp: str | None, rank: int | None, g: tuple) -> LmcacheLooku
 
 # The lookup line of 0.3.0-0.3.13 and >= 0.3.14 (computed tokens, the min_retrieve skip) in one pass.
 LOOKUP = Shape(
-    r"Reqid: ([^, ]+), Total tokens (\d+), (?:Inference Engine computed tokens: (\d+), )?"
-    r"LMCache hit tokens: (\d+), (?:but )?need to load: (-?\d+)(?: < min_retrieve (\d+))?",
+    rf"Reqid: ([^, ]+), Total tokens ({INTEGER}), (?:Inference Engine computed tokens: ({INTEGER}), )?"
+    rf"LMCache hit tokens: ({INTEGER}), (?:but )?need to load: (-?{INTEGER})(?: < min_retrieve ({INTEGER}))?",
     _build_lookup,
 )
 
@@ -72,7 +72,7 @@ def _build_stored(stamp: str | None, rank: int | None, g: tuple) -> LmcacheStore
 
 # cache_engine's store line, with LMCache >= 0.3.15's request tag; size/cost parts optional (0.3.0 DEBUG).
 STORED = Shape(
-    r"(?:\[req_id=([^\]]*)\] )?Stored (\d+) out of total (\d+) tokens\.?(?: size: ([\d.]+) [gG][bB], "
+    rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) out of total ({INTEGER}) tokens\.?(?: size: ([\d.]+) [gG][bB], "
     r"cost ([\d.]+) ms, throughput: ([\d.]+) GB/s(?:; offload_time: ([\d.]+) ms, put_time: ([\d.]+) ms)?)?",
     _build_stored,
 )
@@ -98,8 +98,9 @@ def _build_retrieved(stamp: str | None, rank: int | None, g: tuple) -> LmcacheRe
 # ``Retrieved R out of Q required tokens (from T total tokens)`` (0.3.7+) and the older
 # ``Retrieved R out of [total] Q out of total T tokens``.
 RETRIEVED = Shape(
-    r"(?:\[req_id=([^\]]*)\] )?Retrieved (\d+) out of (?:(\d+) required tokens \(from (\d+) total tokens\)|"
-    r"(?:total )?(\d+) out of total (\d+) tokens)\.?"
+    rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) out of "
+    rf"(?:({INTEGER}) required tokens \(from ({INTEGER}) total tokens\)|"
+    rf"(?:total )?({INTEGER}) out of total ({INTEGER}) tokens)\.?"
     r"(?: size: ([\d.]+) [gG][bB], cost ([\d.]+) ms, throughput: ([\d.]+) GB/s)?",
     _build_retrieved,
 )
@@ -121,31 +122,32 @@ RETRIEVED_ANY = (
 _REQID = re.compile(r"Reqid: ([^,\s]+), ")
 _LOOKUP_PART = re.compile(
     r"(Total tokens|Inference Engine computed tokens|LMCache hit tokens|(?:but )?need to load)"
-    r":? (-?\d+|None)(?: < min_retrieve (\d+))?"
+    rf":? (-?{INTEGER}|None)(?: < min_retrieve ({INTEGER}))?"
 )
 # The MP server's store (``N XPU tokens`` on Intel GPUs; no request id).
-_STORED_MP = re.compile(r"(?:\[req_id=([^\]]*)\] )?Stored (\d+) (?:[A-Z]PU )?tokens in ([\d.]+) seconds")
+_STORED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) (?:[A-Z]PU )?tokens in ([\d.]+) seconds")
 # Any other wording of the cache engine's store line, read field by field (older releases
 # said ``total time`` where they now say ``cost``).
-_STORED_ANY = re.compile(r"(?:\[req_id=([^\]]*)\] )?Stored (\d+) out of (?:total )?(\d+) tokens")
+_STORED_ANY = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) out of (?:total )?({INTEGER}) tokens")
 _STORE_PART = re.compile(r"\b(size|cost|total time|time|throughput):? ([\d.]+) ?(GB/s|gb|GB|ms|s)\b")
 _STORED_OTHER = re.compile(r"(?:\[req_id=[^\]]*\] )?Stored \d+ Q tokens")
-_STORE_OLD = re.compile(r"Store (\d+) tokens takes: ([\d.]+) ms, throughput: ([\d.]+) GB/s")
-_RETRIEVED_MP = re.compile(r"(?:\[req_id=([^\]]*)\] )?Retrieved (\d+) tokens in ([\d.]+) seconds")
+_STORE_OLD = re.compile(rf"Store ({INTEGER}) tokens takes: ([\d.]+) ms, throughput: ([\d.]+) GB/s")
+_RETRIEVED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens in ([\d.]+) seconds")
 # Layer-wise mode: the total after the last layer; LMCache's "(file:line:logger)" trailer may follow.
-_RETRIEVED_LAYERWISE = re.compile(r"(?:\[req_id=([^\]]*)\] )?Retrieved (\d+) tokens(?: \(| \x1b|$)")
+_RETRIEVED_LAYERWISE = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens(?: \(| \x1b|$)")
 STORING = re.compile(
-    r"Storing KV cache for (\d+) out of (\d+) tokens \(skip_leading_tokens=(\d+)\)(?: for request (\S+))?"
+    rf"Storing KV cache for ({INTEGER}) out of ({INTEGER}) tokens \(skip_leading_tokens=({INTEGER})\)"
+    r"(?: for request (\S+))?"
 )
 PREFETCH = re.compile(
-    r"Prefetch request completed(?: \([^)]*\))?: (\d+)/(\d+) (?:retained keys|prefix hits)"
-    r"(?: \((\d+) L1, (\d+) L2\))?(?: in ([\d.]+) ms)?(?: \(([^()]*)\))?"
+    rf"Prefetch request completed(?: \([^)]*\))?: ({INTEGER})/({INTEGER}) (?:retained keys|prefix hits)"
+    rf"(?: \(({INTEGER}) L1, ({INTEGER}) L2\))?(?: in ([\d.]+) ms)?(?: \(([^()]*)\))?"
 )
 _EXTERNAL_ID = re.compile(r"external_request_id=([^,\s)]+)")
 L1_USAGE = re.compile(r"L1 memory usage: ([\d.]+)/([\d.]+) GiB \(([\d.]+)%\)")
 _HTTP_SERVER = re.compile(r"Starting LMCache HTTP server on (\S+)")
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
-_TIMEOUT = re.compile(r"Timeout occurred for rank (\d+)")
+_TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
 
 
 def parse_lookup(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:

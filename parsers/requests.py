@@ -25,7 +25,7 @@ from parsers.events import (
     ServerShutdown,
     VllmParser,
 )
-from parsers.shapes import Shape
+from parsers.shapes import INTEGER, Shape
 
 _RECEIVED = re.compile(r"Received request (\S+?): ")
 # A Python repr string literal, or the other things vLLM prints as a prompt.
@@ -34,7 +34,7 @@ _PROMPT_VALUE = re.compile(
     re.DOTALL,
 )
 _QUOTED = re.compile(r"'[^'\\]*(?:\\.[^'\\]*)*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\"")
-_MAX_TOKENS = re.compile(r"\bmax_tokens=(\d+)")
+_MAX_TOKENS = re.compile(rf"\bmax_tokens=({INTEGER})")
 _TOKEN_IDS = re.compile(r"prompt[_ ]token[_ ]ids: (?:\[([^\]]*)\]|None)")
 
 

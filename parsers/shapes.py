@@ -21,6 +21,23 @@ Build = Callable[[str | None, "int | None", tuple], Event]
 # decimal of digits and dots that is none ("1.2.3"), an integer of over 4,300 digits, an infinite size
 # made a byte count.  Such a line is not the message its pattern describes.
 NOT_A_NUMBER = (ValueError, ArithmeticError)
+# An integer field of a message: a count, a size, an index.  No log means one of more than 18 digits,
+# and none such fits where numbers go (a metric's float, an OTLP int64): a longer run is no match.
+INTEGER = r"\d{1,18}(?!\d)"
+MAX_DIGITS = 18
+
+
+def integer(value: str | float) -> int:
+    """An integer field no pattern bounds: text split from a list of fields, or a number computed from
+    one (a size in GiB made bytes).  Past MAX_DIGITS digits it raises ValueError (OverflowError when infinite)."""
+    if isinstance(value, str):
+        if len(value.lstrip("+-")) > MAX_DIGITS:
+            raise ValueError(value)
+        return int(value)
+    number = round(value)
+    if len(str(abs(number))) > MAX_DIGITS:
+        raise ValueError(value)
+    return number
 
 
 class Shape:

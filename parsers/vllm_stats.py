@@ -16,17 +16,18 @@ import re
 
 from parsers import lifecycle
 from parsers.events import EngineStats, Event, KvCacheCapacity, KvTransferStats, SpecDecodeStats, VllmParser
+from parsers.shapes import INTEGER, integer
 
-ENGINE_PREFIX = re.compile(r"Engine (\d+): ")
-AGGREGATED_PREFIX = re.compile(r"(\d+) Engines Aggregated: ")
+ENGINE_PREFIX = re.compile(rf"Engine ({INTEGER}): ")
+AGGREGATED_PREFIX = re.compile(rf"({INTEGER}) Engines Aggregated: ")
 # What a stats message starts with, after any engine prefix.
 STATS_STARTS = ("Avg prompt throughput", "Running: ", "RUNNING: ", "Throughput: ")
-_CACHE_CONFIG = re.compile(r"vllm cache_config_info with initialization after num_gpu_blocks is: (\d+)")
+_CACHE_CONFIG = re.compile(rf"vllm cache_config_info with initialization after num_gpu_blocks is: ({INTEGER})")
 _AGGREGATED_CACHE_CONFIG = re.compile(
-    r"(\d+) Engines: vllm cache_config_info with initialization after num_gpu_blocks is: (\d+)"
+    rf"({INTEGER}) Engines: vllm cache_config_info with initialization after num_gpu_blocks is: ({INTEGER})"
 )
 _V0_PREFIX_RATES = re.compile(r"Prefix cache hit rate: GPU: (-?[\d.]+)%, CPU: (-?[\d.]+)%")
-_KV_FETCH = re.compile(r"(\d+) waiting to start, (\d+) in progress, (\d+) completed waiting")
+_KV_FETCH = re.compile(rf"({INTEGER}) waiting to start, ({INTEGER}) in progress, ({INTEGER}) completed waiting")
 
 
 def _percent(value: str) -> float | None:
@@ -49,7 +50,7 @@ def _count(value: str) -> int:
     number, _, unit = value.partition(" ")
     if unit not in ("reqs", "", "tokens"):
         raise ValueError(value)
-    return int(number)
+    return integer(number)
 
 
 # label -> (field, converter)
@@ -182,7 +183,7 @@ def parse_kv_transfer(line: str, start: int, stamp: str | None, engine: int | No
         if not sep or not key:
             return None
         try:
-            number: float = int(text)
+            number: float = integer(text)  # past its digits, a float (dropped when infinite)
         except ValueError:
             try:
                 number = float(text)
@@ -214,11 +215,11 @@ _SPEC_FIELDS = {
     "Drafted throughput": ("drafted_throughput", _rate),
     "Accepted": ("accepted_tokens", _count),
     "Drafted": ("drafted_tokens", _count),
-    "Number of accepted tokens": ("accepted_tokens", int),
-    "Number of draft tokens": ("drafted_tokens", int),
-    "Number of draft tokens tokens": ("drafted_tokens", int),
-    "Number of emitted tokens": ("emitted_tokens", int),
-    "Number of emitted tokens tokens": ("emitted_tokens", int),
+    "Number of accepted tokens": ("accepted_tokens", integer),
+    "Number of draft tokens": ("drafted_tokens", integer),
+    "Number of draft tokens tokens": ("drafted_tokens", integer),
+    "Number of emitted tokens": ("emitted_tokens", integer),
+    "Number of emitted tokens tokens": ("emitted_tokens", integer),
     "System efficiency": ("system_efficiency", float),
 }
 

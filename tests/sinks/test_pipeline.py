@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from datetime import UTC
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 import parsers.stream
 from agent.pipeline import PARSER_ERROR, SourcePipeline, read_into
 from tests.support.harness import STATS
-from tests.support.lines import fresh
+from tests.support.lines import all_fixture_lines, fresh
 
 POISON = "INFO 12-14 16:18:29 [x.py:1] a line this test makes a parser raise on"
 
@@ -47,3 +48,35 @@ def test_the_live_pipeline_reads_on_after_a_line_a_parser_raised_on(a_parser_bug
     pipeline.feed([STATS.rstrip("\n")])
     assert pipeline.stats.skipped == {PARSER_ERROR: 1}
     assert (pipeline.stats.lines, pipeline.stats.parsed_lines) == (4, 3)
+
+
+def test_numbers_too_large_for_any_metric_are_no_numbers_and_never_stop_the_reading() -> None:
+    """Each integer of every real line in turn made 25 and 400 digits long (no log means such a count; a
+    Prometheus float or an OTLP int64 cannot hold it): the line reads as unreadable for its family, the
+    lines after it are read, and /metrics renders in both formats."""
+    from agent.families import exposition
+    from agent.sinks.prometheus import registry_for
+    from parsers import LogStream
+    from parsers.shapes import MAX_DIGITS
+
+    lines = [line for line in all_fixture_lines() if re.search(r"\d", line)]
+    stream = LogStream()
+    for digits in (25, 400):
+        pipeline = SourcePipeline("s", UTC, 1 << 22)
+        variants = []
+        for line in lines:
+            for number in re.finditer(r"\d+", line):
+                variants.append(line[: number.start()] + "9" * digits + line[number.end() :])
+        for variant in variants:
+            for event in stream.feed(variant):
+                fields = [getattr(event, name) for name in event.__slots__ if hasattr(event, name)]
+                assert not any(isinstance(f, int) and len(str(abs(f))) > MAX_DIGITS for f in fields), variant
+        pipeline.feed([*variants, STATS.strip()])
+        assert pipeline.stats.lines == len(variants) + 1
+        assert PARSER_ERROR not in pipeline.stats.skipped
+        registry = registry_for(lambda p=pipeline: [p.stats])
+        for accept in ("", "application/openmetrics-text; version=1.0.0"):
+            text = exposition(registry, accept)[0].decode()
+            # The line after them all was read (its throughput is the last one).
+            assert 'kvwatch_vllm_prompt_throughput_tokens_per_second{engine="0",server="s"} 10.0' in text
+    assert stream.failed == 0
