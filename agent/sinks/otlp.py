@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import socket
@@ -356,8 +357,25 @@ def _ns(seconds: float) -> int:
 
 
 def _put(attributes: dict, key: str, value) -> None:
-    if value is not None:
+    """Set an attribute the log may not give; a float that is no finite number is not given either."""
+    if value is not None and (not isinstance(value, float) or math.isfinite(value)):
         attributes[key] = value
+
+
+# The longest transfer a span is drawn for: a cost beyond it (or not finite) is no duration.
+LONGEST_COST = 86_400.0
+
+
+def _cost_ns(seconds: float) -> int:
+    """A cost the log gives, in nanoseconds, or 0 when it is no duration a span can have."""
+    return round(seconds * 1e9) if 0.0 <= seconds <= LONGEST_COST else 0
+
+
+def _bytes(size_gb: float | None) -> int | None:
+    """A size in GB as bytes, when it fits OTLP's int64."""
+    if size_gb is None or not 0.0 <= size_gb < 2**63 / GIB:
+        return None
+    return int(size_gb * GIB)
 
 
 def _per_rank_max(pieces: list[Store] | list[Retrieve], tokens: Callable[[Any], int]) -> int:
@@ -446,7 +464,7 @@ def _http(a: dict[str, object], access: Access) -> None:
     host, _, port = access.client.rpartition(":")
     if host:
         a["client.address"] = host.strip("[]")
-        if port.isdigit():
+        if port.isdigit() and len(port) <= 5 and int(port) <= 65535:
             a["client.port"] = int(port)
 
 
@@ -504,26 +522,26 @@ def request_spans(
         _put(attributes, "lmcache.prefetch.l1_keys", l1_keys)
         _put(attributes, "lmcache.prefetch.l2_keys", l2_keys)
         end = _ns(when)
-        child("lmcache.prefetch", end - round((ms or 0.0) * 1e6), end, attributes)
+        child("lmcache.prefetch", end - _cost_ns((ms or 0.0) / 1000.0), end, attributes)
     for when, cost, retrieved, required, total, size_gb, gbps, rank in request.retrieves:
         attributes = {"lmcache.retrieved_tokens": retrieved}
         _put(attributes, "lmcache.required_tokens", required)
         _put(attributes, "lmcache.total_tokens", total)
-        _put(attributes, "lmcache.size_bytes", int(size_gb * GIB) if size_gb is not None else None)
+        _put(attributes, "lmcache.size_bytes", _bytes(size_gb))
         _put(attributes, "lmcache.throughput_gb_per_second", gbps)
         _put(attributes, "lmcache.rank", rank)
         end = _ns(when)
-        child("lmcache.retrieve", end - round(cost * 1e9), end, attributes)  # the cost is finer than the stamps
+        child("lmcache.retrieve", end - _cost_ns(cost), end, attributes)  # the cost is finer than the stamps
     for when, cost, stored, total, size_gb, gbps, offload_ms, put_ms, rank, started in request.stores:
         attributes = {"lmcache.stored_tokens": stored}
         _put(attributes, "lmcache.total_tokens", total)
-        _put(attributes, "lmcache.size_bytes", int(size_gb * GIB) if size_gb is not None else None)
+        _put(attributes, "lmcache.size_bytes", _bytes(size_gb))
         _put(attributes, "lmcache.throughput_gb_per_second", gbps)
         _put(attributes, "lmcache.offload_ms", offload_ms)
         _put(attributes, "lmcache.put_ms", put_ms)
         _put(attributes, "lmcache.rank", rank)
         end = _ns(when)
-        begin = end - round(cost * 1e9)
+        begin = end - _cost_ns(cost)
         events: tuple = ()
         if started is not None:
             begin = min(begin, _ns(started.when))

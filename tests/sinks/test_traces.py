@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -71,6 +72,26 @@ def sample_lines() -> list[str]:
 def ns(text: str, tz=UTC) -> int:
     when = datetime.fromisoformat(text)
     return int(when.replace(tzinfo=when.tzinfo or tz).timestamp() * 1_000_000) * 1000
+
+
+def test_numbers_no_span_can_carry_are_left_out_and_every_span_is_written(caplog: pytest.LogCaptureFixture) -> None:
+    """Costs, sizes and client ports far past what any transfer or socket has (a size of 10**400 GB is an
+    infinite float; a cost of years would start a span before 1970): the spans are written without them."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    huge = "9" * 400
+    lines = [re.sub(r"\b(cost |size: )[\d.]+", lambda m: m.group(1) + huge, line) for line in sample_lines()]
+    lines = [re.sub(r'(\d+\.\d+\.\d+\.\d+):\d+ - "', r"\1:" + "9" * 30 + ' - "', line) for line in lines]
+    assert sum(huge in line for line in lines) >= 3 and sum("9" * 30 + " - " in line for line in lines) >= 3
+    run = Run().feed(lines)
+    roots = run.roots()
+    assert len(roots) == 5
+    encode_spans(run.spans()).SerializeToString()
+    assert "Failed to encode" not in caplog.text  # the exporter's complaint about an attribute out of range
+    for span in run.spans():
+        assert "lmcache.size_bytes" not in span.attributes and "client.port" not in span.attributes
+        assert span.start_time > 0 and span.end_time >= span.start_time
+    assert all(root.attributes["client.address"] for root in roots)
 
 
 def test_real_vllm_lmcache_log_gives_one_trace_per_request() -> None:
