@@ -23,8 +23,8 @@ Build = Callable[[str | None, "int | None", tuple], Event]
 NOT_A_NUMBER = (ValueError, ArithmeticError)
 # An integer field of a message: a count, a size, an index.  No log means one of more than 18 digits,
 # and none such fits where numbers go (a metric's float, an OTLP int64): a longer run is no match.
-INTEGER = r"\d{1,18}(?!\d)"
 MAX_DIGITS = 18
+INTEGER = rf"\d{{1,{MAX_DIGITS}}}(?!\d)"
 
 
 def integer(value: str | float) -> int:
