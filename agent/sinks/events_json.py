@@ -30,10 +30,18 @@ def event_record(event: Event, file: str, line: int, clock: Clock) -> dict:
         names = _FIELDS_CACHE[type(event)] = payload_fields(type(event))
     for name in names:
         value = getattr(event, name)
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            continue
+        if value is None or not _finite(value):
+            continue  # JSON has no infinity: a number the log gave as one is left out, as an absent one is
         record[name] = value
     return record
+
+
+def _finite(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(math.isfinite(v) for v in value if isinstance(v, float))
+    return True
 
 
 def event_writer(out: TextIO, file: str) -> Callable[[Event, int, Clock], None]:

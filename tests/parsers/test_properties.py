@@ -169,14 +169,17 @@ UNREADABLE_NUMBERS = ("1.2.3", "9" * 5000, "1e999", "nan")
 
 def test_a_number_no_conversion_takes_never_raises() -> None:
     """Each number of every real line (JSON records' times among them) in turn made unreadable: no
-    parser may raise (such a line was counted as a kvwatch bug and dropped)."""
+    parser may raise (such a line was counted as a kvwatch bug and dropped), and every event's record
+    in the events format is strict JSON (no ``Infinity``)."""
     raised = []
     for line in REAL:
         for number in re.finditer(r"\d+(?:\.\d+)?", line):
             for unreadable in UNREADABLE_NUMBERS:
                 variant = line[: number.start()] + unreadable + line[number.end() :]
                 try:
-                    parse_line(variant)
+                    for event in parse_line(variant):
+                        record = event_record(event, "f", 1, CLOCK)
+                        json.dumps(record, allow_nan=False)
                 except Exception as exc:  # any exception is the failure reported
                     raised.append((variant[:160], repr(exc)[:120]))
     assert raised == []
