@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+from parsers.shapes import INTEGER
+
 # --- colour ---------------------------------------------------------------------
 
 # ESC [ params m, plus the residue tools leave when they drop or escape the ESC
@@ -48,7 +50,7 @@ PROCESS_TAG = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=(\d+))?\
 # Other inference servers whose processes print look-alike lines (SGLang under Ray logs
 # vLLM-shaped stats lines; several servers share uvicorn's access line).
 _FOREIGN = re.compile(r"sglang|tensorrt|trt-?llm|text[-_]generation|llama[._-]?cpp|llama-server|ollama|\[GIN\]", re.I)
-_RANK = re.compile(r"(?:TP|rank=)(\d{1,9})(?!\d)")  # no rank has more digits (nor could int() read thousands)
+_RANK = re.compile(rf"(?:TP|rank=)({INTEGER})")
 
 
 def is_foreign_process(name: str) -> bool:
