@@ -11,15 +11,15 @@ from __future__ import annotations
 import re
 
 from parsers.events import BenchLatency, BenchServe, BenchThroughput, BenchTokens, Event
-from parsers.shapes import INTEGER
+from parsers.shapes import DECIMAL, INTEGER, decimal
 
 _THROUGHPUT = re.compile(
-    r"Throughput: ([\d.]+) requests/s, ([\d.]+) (?:total )?tokens/s(?:, ([\d.]+) output tokens/s)?\s*$"
+    rf"Throughput: ({DECIMAL}) requests/s, ({DECIMAL}) (?:total )?tokens/s(?:, ({DECIMAL}) output tokens/s)?\s*$"
 )
 _TOTAL_TOKENS = re.compile(rf"Total num (prompt|output) tokens: +({INTEGER})\s*$")
 _AVG_LATENCY = re.compile(r"Avg latency: ([\d.eE+-]+) seconds\s*$")
-_PERCENTILE_LATENCY = re.compile(r"([\d.]+)% percentile latency: ([\d.eE+-]+) seconds\s*$")
-_SERVE_LINE = re.compile(r"([A-Z][A-Za-z0-9 ()/.%-]*?): +(-?[\d.]+|inf|nan)\s*$")
+_PERCENTILE_LATENCY = re.compile(rf"({DECIMAL})% percentile latency: ([\d.eE+-]+) seconds\s*$")
+_SERVE_LINE = re.compile(rf"([A-Z][A-Za-z0-9 ()/.%-]*?): +(-?{DECIMAL}|inf|nan)\s*$")
 _SERVE_STAT = re.compile(r"(Mean|Median|Std|P[\d.]+) (TTFT|TPOT|ITL|E2EL) \(ms\)")
 
 # vLLM's printed label -> the key it writes in its own result JSON.
@@ -64,7 +64,7 @@ def parse_total(line: str, start: int) -> tuple[Event, ...]:
 
 def parse_avg_latency(line: str, start: int) -> tuple[Event, ...]:
     m = _AVG_LATENCY.match(line, start)
-    return (BenchLatency(None, avg_seconds=float(m.group(1))),) if m else ()
+    return (BenchLatency(None, avg_seconds=decimal(m.group(1))),) if m else ()
 
 
 def parse_percentile_latency(line: str, start: int) -> tuple[Event, ...]:
@@ -78,7 +78,7 @@ def parse_percentile_latency(line: str, start: int) -> tuple[Event, ...]:
         BenchLatency(
             None,
             percentile=int(percentile) if percentile.is_integer() else percentile,
-            seconds=float(m.group(2)),
+            seconds=decimal(m.group(2)),
         ),
     )
 
@@ -87,13 +87,14 @@ def parse_serve(line: str, start: int) -> tuple[Event, ...]:
     m = _SERVE_LINE.match(line, start)
     if m is None:
         return ()
-    label, value = m.group(1), float(m.group(2))
+    label, text = m.group(1), m.group(2)
     key = _SERVE_KEYS.get(label)
     if key is None:
         stat = _SERVE_STAT.fullmatch(label)
         if stat is None:
             return ()
         key = f"{stat.group(1).lower()}_{stat.group(2).lower()}_ms"
-    if value != value:
+    if text == "nan":
         return ()
-    return (BenchServe(None, key, value),)
+    # vLLM prints "inf" for the request rate when none was set (all requests at once): no number.
+    return (BenchServe(None, key, float(text) if text != "inf" else None),)

@@ -443,7 +443,8 @@ class BenchServe(Event):
 
     kind: ClassVar[str] = "bench_serve"
     name: str = ""  #: vLLM's own result key (mean_ttft_ms ...)
-    value: float = 0.0  #: as printed
+    #: as printed; absent where vLLM printed ``inf`` (the configured request rate when none was set)
+    value: float | None = None
 
 
 # --- self-observation --------------------------------------------------------------

@@ -26,7 +26,7 @@ from parsers.events import (
     StartupPhase,
     VllmParser,
 )
-from parsers.shapes import INTEGER, integer
+from parsers.shapes import DECIMAL, INTEGER, integer
 
 _API_SERVER_VERSION = re.compile(r"vLLM API server version (\S+)")
 _SERVER_VERSION = re.compile(r"vLLM server version (\S+?),? serving model (.+)$")
@@ -37,20 +37,20 @@ _ENGINE_INIT = re.compile(
 )
 _TP_SIZE = re.compile(rf"tensor_parallel_size=({INTEGER})")
 MODEL_LOADING = re.compile(
-    r"(?:Model loading|Loading model weights) took ([\d.]+) Gi?B(?: memory)?(?: and ([\d.]+) s(?:econds)?)?"
+    rf"(?:Model loading|Loading model weights) took ({DECIMAL}) Gi?B(?: memory)?(?: and ({DECIMAL}) s(?:econds)?)?"
 )
-ENGINE_INIT_TIME = re.compile(r"init engine \([^)]*\) took ([\d.]+) s(?:econds)?(?: \(compilation: [\d.]+ s\))?")
+ENGINE_INIT_TIME = re.compile(rf"init engine \([^)]*\) took ({DECIMAL}) s(?:econds)?(?: \(compilation: [\d.]+ s\))?")
 # Start-up steps vLLM times (users read them off the log after an upgrade).
-WEIGHTS_LOADING = re.compile(r"Loading weights took ([\d.]+) s(?:econds|ecs)?")
-TORCH_COMPILE = re.compile(r"torch\.compile takes ([\d.]+) s in total")
-GRAPH_CAPTURE = re.compile(r"Graph capturing finished in ([\d.]+) secs?(?:, took (-?[\d.]+) GiB)?\.?")
-KV_MEMORY = re.compile(r"Available KV cache memory: (-?[\d.]+) GiB")
+WEIGHTS_LOADING = re.compile(rf"Loading weights took ({DECIMAL}) s(?:econds|ecs)?")
+TORCH_COMPILE = re.compile(rf"torch\.compile takes ({DECIMAL}) s in total")
+GRAPH_CAPTURE = re.compile(rf"Graph capturing finished in ({DECIMAL}) secs?(?:, took (-?{DECIMAL}) GiB)?\.?")
+KV_MEMORY = re.compile(rf"Available KV cache memory: (-?{DECIMAL}) GiB")
 # The CPU backend sizes its KV pool from VLLM_CPU_KVCACHE_SPACE: "(the pool/the node's memory) GiB".
-CPU_KV_MEMORY = re.compile(r"Explicitly set \(([\d.]+)/[\d.]+\) GiB for KV cache")
+CPU_KV_MEMORY = re.compile(rf"Explicitly set \(({DECIMAL})/[\d.]+\) GiB for KV cache")
 KV_SIZE = re.compile(
-    r"(\w+) KV cache size: ([\d,]+) tokens(?:, Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x)?"
+    rf"(\w+) KV cache size: ([\d,]+) tokens(?:, Maximum concurrency for ([\d,]+) tokens per request: ({DECIMAL})x)?"
 )
-MAX_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
+MAX_CONCURRENCY = re.compile(rf"Maximum concurrency for ([\d,]+) tokens per request: ({DECIMAL})x")
 # Device labels of ``<DEV> KV cache size`` (and of out-of-memory messages).
 KV_DEVICES = ("GPU", "CPU", "XPU", "NPU", "HPU", "TPU", "MPS", "CUDA", "ROCM")
 _BLOCKS = re.compile(rf"# (\w+) blocks: ({INTEGER})(?:, # CPU blocks: ({INTEGER}))?")

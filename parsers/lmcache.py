@@ -25,7 +25,7 @@ from parsers.events import (
     LmcacheStore,
     LmcacheStoreStart,
 )
-from parsers.shapes import INTEGER, Shape
+from parsers.shapes import DECIMAL, INTEGER, Shape
 
 
 # Builders run once per matching line: conversions are written inline (no helper calls).
@@ -72,8 +72,9 @@ def _build_stored(stamp: str | None, rank: int | None, g: tuple) -> LmcacheStore
 
 # cache_engine's store line, with LMCache >= 0.3.15's request tag; size/cost parts optional (0.3.0 DEBUG).
 STORED = Shape(
-    rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) out of total ({INTEGER}) tokens\.?(?: size: ([\d.]+) [gG][bB], "
-    r"cost ([\d.]+) ms, throughput: ([\d.]+) GB/s(?:; offload_time: ([\d.]+) ms, put_time: ([\d.]+) ms)?)?",
+    rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) out of total ({INTEGER}) tokens\.?(?: size: ({DECIMAL}) [gG][bB], "
+    rf"cost ({DECIMAL}) ms, throughput: ({DECIMAL}) GB/s"
+    rf"(?:; offload_time: ({DECIMAL}) ms, put_time: ({DECIMAL}) ms)?)?",
     _build_stored,
 )
 
@@ -101,7 +102,7 @@ RETRIEVED = Shape(
     rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) out of "
     rf"(?:({INTEGER}) required tokens \(from ({INTEGER}) total tokens\)|"
     rf"(?:total )?({INTEGER}) out of total ({INTEGER}) tokens)\.?"
-    r"(?: size: ([\d.]+) [gG][bB], cost ([\d.]+) ms, throughput: ([\d.]+) GB/s)?",
+    rf"(?: size: ({DECIMAL}) [gG][bB], cost ({DECIMAL}) ms, throughput: ({DECIMAL}) GB/s)?",
     _build_retrieved,
 )
 
@@ -125,14 +126,14 @@ _LOOKUP_PART = re.compile(
     rf":? (-?{INTEGER}|None)(?: < min_retrieve ({INTEGER}))?"
 )
 # The MP server's store (``N XPU tokens`` on Intel GPUs; no request id).
-_STORED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) (?:[A-Z]PU )?tokens in ([\d.]+) seconds")
+_STORED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) (?:[A-Z]PU )?tokens in ({DECIMAL}) seconds")
 # Any other wording of the cache engine's store line, read field by field (older releases
 # said ``total time`` where they now say ``cost``).
 _STORED_ANY = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) out of (?:total )?({INTEGER}) tokens")
-_STORE_PART = re.compile(r"\b(size|cost|total time|time|throughput):? ([\d.]+) ?(GB/s|gb|GB|ms|s)\b")
+_STORE_PART = re.compile(rf"\b(size|cost|total time|time|throughput):? ({DECIMAL}) ?(GB/s|gb|GB|ms|s)\b")
 _STORED_OTHER = re.compile(r"(?:\[req_id=[^\]]*\] )?Stored \d+ Q tokens")
-_STORE_OLD = re.compile(rf"Store ({INTEGER}) tokens takes: ([\d.]+) ms, throughput: ([\d.]+) GB/s")
-_RETRIEVED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens in ([\d.]+) seconds")
+_STORE_OLD = re.compile(rf"Store ({INTEGER}) tokens takes: ({DECIMAL}) ms, throughput: ({DECIMAL}) GB/s")
+_RETRIEVED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens in ({DECIMAL}) seconds")
 # Layer-wise mode: the total after the last layer; LMCache's "(file:line:logger)" trailer may follow.
 _RETRIEVED_LAYERWISE = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens(?: \(| \x1b|$)")
 STORING = re.compile(
@@ -141,10 +142,10 @@ STORING = re.compile(
 )
 PREFETCH = re.compile(
     rf"Prefetch request completed(?: \([^)]*\))?: ({INTEGER})/({INTEGER}) (?:retained keys|prefix hits)"
-    rf"(?: \(({INTEGER}) L1, ({INTEGER}) L2\))?(?: in ([\d.]+) ms)?(?: \(([^()]*)\))?"
+    rf"(?: \(({INTEGER}) L1, ({INTEGER}) L2\))?(?: in ({DECIMAL}) ms)?(?: \(([^()]*)\))?"
 )
 _EXTERNAL_ID = re.compile(r"external_request_id=([^,\s)]+)")
-L1_USAGE = re.compile(r"L1 memory usage: ([\d.]+)/([\d.]+) GiB \(([\d.]+)%\)")
+L1_USAGE = re.compile(rf"L1 memory usage: ({DECIMAL})/({DECIMAL}) GiB \(({DECIMAL})%\)")
 _HTTP_SERVER = re.compile(r"Starting LMCache HTTP server on (\S+)")
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
 _TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")

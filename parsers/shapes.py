@@ -10,6 +10,7 @@ of the message comes back for the table-driven family lookup.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -25,6 +26,10 @@ NOT_A_NUMBER = (ValueError, ArithmeticError)
 # and none such fits where numbers go (a metric's float, an OTLP int64): a longer run is no match.
 MAX_DIGITS = 18
 INTEGER = rf"\d{{1,{MAX_DIGITS}}}(?!\d)"
+# A decimal field: a size, a time, a rate.  At most 40 digits and dots, more than any measurement is
+# printed with and few enough that each reads as a finite float: a longer run reads as infinity, and one
+# infinite cost would stay in a metric's sum for good.
+DECIMAL = r"[\d.]{1,40}(?![\d.])"
 
 
 def integer(value: str | float) -> int:
@@ -37,6 +42,15 @@ def integer(value: str | float) -> int:
     number = round(value)
     if len(str(abs(number))) > MAX_DIGITS:
         raise ValueError(value)
+    return number
+
+
+def decimal(text: str) -> float:
+    """A decimal field no pattern bounds (text split from a list of fields): ValueError unless it is a
+    finite number (``inf``, ``nan`` and overlong digits are not a measurement)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(text)
     return number
 
 

@@ -16,7 +16,7 @@ import re
 
 from parsers import lifecycle
 from parsers.events import EngineStats, Event, KvCacheCapacity, KvTransferStats, SpecDecodeStats, VllmParser
-from parsers.shapes import INTEGER, integer
+from parsers.shapes import DECIMAL, INTEGER, decimal, integer
 
 ENGINE_PREFIX = re.compile(rf"Engine ({INTEGER}): ")
 AGGREGATED_PREFIX = re.compile(rf"({INTEGER}) Engines Aggregated: ")
@@ -26,7 +26,7 @@ _CACHE_CONFIG = re.compile(rf"vllm cache_config_info with initialization after n
 _AGGREGATED_CACHE_CONFIG = re.compile(
     rf"({INTEGER}) Engines: vllm cache_config_info with initialization after num_gpu_blocks is: ({INTEGER})"
 )
-_V0_PREFIX_RATES = re.compile(r"Prefix cache hit rate: GPU: (-?[\d.]+)%, CPU: (-?[\d.]+)%")
+_V0_PREFIX_RATES = re.compile(rf"Prefix cache hit rate: GPU: (-?{DECIMAL})%, CPU: (-?{DECIMAL})%")
 _KV_FETCH = re.compile(rf"({INTEGER}) waiting to start, ({INTEGER}) in progress, ({INTEGER}) completed waiting")
 
 
@@ -36,6 +36,8 @@ def _percent(value: str) -> float | None:
     number = float(value[:-1])
     if number != number:  # nan: the window had nothing to divide; no value to report
         return None
+    if not math.isfinite(number):
+        raise ValueError(value)
     return round(number / 100.0, 6)
 
 
@@ -43,7 +45,7 @@ def _rate(value: str) -> float:
     number, _, unit = value.partition(" ")
     if unit not in ("tokens/s", ""):
         raise ValueError(value)
-    return float(number)
+    return decimal(number)
 
 
 def _count(value: str) -> int:
@@ -210,7 +212,7 @@ def parse_v0_prefix_rates(line: str, start: int, stamp: str | None) -> tuple[Eve
 
 
 _SPEC_FIELDS = {
-    "Mean acceptance length": ("mean_acceptance_length", float),
+    "Mean acceptance length": ("mean_acceptance_length", decimal),
     "Accepted throughput": ("accepted_throughput", _rate),
     "Drafted throughput": ("drafted_throughput", _rate),
     "Accepted": ("accepted_tokens", _count),
@@ -220,13 +222,13 @@ _SPEC_FIELDS = {
     "Number of draft tokens tokens": ("drafted_tokens", integer),
     "Number of emitted tokens": ("emitted_tokens", integer),
     "Number of emitted tokens tokens": ("emitted_tokens", integer),
-    "System efficiency": ("system_efficiency", float),
+    "System efficiency": ("system_efficiency", decimal),
 }
 
 
 def _acceptance(value: str) -> float | None:
     # V1 prints a percentage, V0 a ratio with three decimals.
-    return _percent(value) if value.endswith("%") else float(value)
+    return _percent(value) if value.endswith("%") else decimal(value)
 
 
 def parse_spec_decode(line: str, start: int, stamp: str | None, engine: int | None = None) -> tuple[Event, ...] | None:
@@ -242,7 +244,7 @@ def parse_spec_decode(line: str, start: int, stamp: str | None, engine: int | No
                 if rate is not None:
                     values["draft_acceptance_rate"] = rate
             elif label == "Per-position acceptance rate":
-                values["per_position_acceptance_rate"] = [float(v) for v in value.split(", ")]
+                values["per_position_acceptance_rate"] = [decimal(v) for v in value.split(", ")]
     except ValueError:
         return None
     if not values:

@@ -105,7 +105,7 @@ def results_of(events: Iterable[ev.Event]) -> dict[str, float]:
             elif e.percentile is not None:
                 _put(out, f"p{e.percentile:g}_latency_seconds", e.seconds)
         elif isinstance(e, ev.BenchServe):
-            out[e.name] = e.value
+            _put(out, e.name, e.value)
     return out
 
 

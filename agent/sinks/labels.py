@@ -174,6 +174,8 @@ def _latency(e: ev.BenchLatency) -> list[tuple[BenchKey, float]]:
 
 
 def _serve(e: ev.BenchServe) -> list[tuple[BenchKey, float]]:
+    if e.value is None:
+        return []
     known = _SERVE.get(e.name)
     if known is not None:
         return [(known, e.value)]

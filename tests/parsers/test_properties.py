@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,8 +170,9 @@ UNREADABLE_NUMBERS = ("1.2.3", "9" * 5000, "1e999", "nan")
 
 def test_a_number_no_conversion_takes_never_raises() -> None:
     """Each number of every real line (JSON records' times among them) in turn made unreadable: no
-    parser may raise (such a line was counted as a kvwatch bug and dropped), and every event's record
-    in the events format is strict JSON (no ``Infinity``)."""
+    parser may raise (such a line was counted as a kvwatch bug and dropped), no event carries an
+    infinite number (one would stay in a metric's sum for good), and every event's record in the
+    events format is strict JSON (no ``Infinity``) that its schema takes (no required field left out)."""
     raised = []
     for line in REAL:
         for number in re.finditer(r"\d+(?:\.\d+)?", line):
@@ -178,8 +180,32 @@ def test_a_number_no_conversion_takes_never_raises() -> None:
                 variant = line[: number.start()] + unreadable + line[number.end() :]
                 try:
                     for event in parse_line(variant):
+                        assert all(math.isfinite(n) for n in _numbers(event)), event
                         record = event_record(event, "f", 1, CLOCK)
                         json.dumps(record, allow_nan=False)
+                        VALIDATOR.validate(record)
                 except Exception as exc:  # any exception is the failure reported
                     raised.append((variant[:160], repr(exc)[:120]))
     assert raised == []
+
+
+def _numbers(event: Event) -> list[float]:
+    """Every float an event carries, in lists and mappings too."""
+    out: list[float] = []
+    for name in event.__slots__:
+        value = getattr(event, name, None)
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else [value]
+        out.extend(v for v in values if isinstance(v, float))
+    return out
+
+
+def test_vllm_bench_serve_s_unset_request_rate_is_a_record_without_a_number() -> None:
+    """``vllm bench serve`` prints ``inf`` for the request rate when none was set: the event has no
+    value (JSON has no infinity), and its record is one the schema takes."""
+    (event,) = parse_line("Request rate configured (RPS):          inf")
+    assert (event.kind, event.name, event.value) == ("bench_serve", "request_rate", None)
+    record = event_record(event, "f", 1, CLOCK)
+    VALIDATOR.validate(record)
+    assert "value" not in record
+    (event,) = parse_line("Request rate configured (RPS):          10.00")
+    assert event.value == 10.0

@@ -80,3 +80,33 @@ def test_numbers_too_large_for_any_metric_are_no_numbers_and_never_stop_the_read
             # The line after them all was read (its throughput is the last one).
             assert 'kvwatch_vllm_prompt_throughput_tokens_per_second{engine="0",server="s"} 10.0' in text
     assert stream.failed == 0
+
+
+def test_a_decimal_too_long_to_be_finite_never_makes_a_metric_infinite() -> None:
+    """Each decimal of every real line in turn made 400 digits long (a float reads it as infinity):
+    no sample on /metrics becomes infinite -- one infinite cost stayed in a duration's sum for good --
+    and the line after them all is read."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from agent.families import exposition
+    from agent.sinks.prometheus import registry_for
+
+    lines = [line for line in all_fixture_lines() if re.search(r"\d\.\d", line)]
+    variants = [
+        line[: number.start()] + "9" * 400 + line[number.end() :]
+        for line in lines
+        for number in re.finditer(r"\d+\.\d+", line)
+    ]
+    pipeline = SourcePipeline("s", UTC, 1 << 22)
+    pipeline.feed([*variants, STATS.strip()])
+    assert pipeline.stats.lines == len(variants) + 1
+    assert PARSER_ERROR not in pipeline.stats.skipped
+    text = exposition(registry_for(lambda: [pipeline.stats]), "")[0].decode()
+    infinite = [
+        (sample.name, sample.labels)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.value in (float("inf"), float("-inf"))
+    ]
+    assert infinite == []
+    assert 'kvwatch_vllm_prompt_throughput_tokens_per_second{engine="0",server="s"} 10.0' in text
