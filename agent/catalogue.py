@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from agent import statedir
 from agent.commands import bench, canary, run
 from agent.families import Spec
 from agent.sinks import otlp, prometheus, traces
@@ -31,6 +32,7 @@ AGENT_CATALOGUE: tuple[Spec, ...] = (
     *journal.SPECS,
     *canary.SPECS,
     *bench.SPECS,
+    *statedir.STATE_SPECS,
 )
 # Present while tracing is on (run, or replay --traces).
 TRACE_CATALOGUE: tuple[Spec, ...] = (*traces.SPECS, *otlp.SPECS)

@@ -2,17 +2,110 @@
 
 A file is written beside its final name and renamed over it, so a kill at any
 moment leaves either the old content or the new, never a half-written file.
+
+A write that fails (a full disk, a directory made read-only) is retried at the
+next save; the failure is logged once, and again only when its reason changes,
+its end too (read positions are saved every second: a full disk must not fill
+the journal with a warning a second), and it is counted on /metrics
+(``STATE_SPECS``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import threading
+import weakref
+from collections.abc import Iterable
 from pathlib import Path
+from typing import ClassVar
+
+from agent.families import counter, families, gauge
+
+log = logging.getLogger("kvwatch.state")
 
 
 def replace_file(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically; raises ``OSError``."""
+    """Write ``text`` to ``path`` atomically; raises ``OSError`` (and leaves no temporary file)."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full disk leaves a part-written one
+        raise
+
+
+class StateFile:
+    """One file of the state directory: ``save`` replaces it, and keeps count of the writes that failed."""
+
+    _live: ClassVar[weakref.WeakSet[StateFile]] = weakref.WeakSet()
+    _live_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: str | Path, what: str) -> None:
+        self.path = str(path)
+        self.what = what  # for the log: "read positions", "the journal position", ...
+        self.failures = 0
+        self.failing: str | None = None  # why the last write failed; None once one succeeds
+        with StateFile._live_lock:
+            StateFile._live.add(self)
+
+    def save(self, text: str) -> bool:
+        """Replace the file with ``text``; False (logged, counted) when it cannot be written."""
+        try:
+            replace_file(self.path, text)
+        except OSError as exc:
+            self.failures += 1
+            reason = exc.strerror or str(exc) or exc.__class__.__name__
+            if reason != self.failing:
+                log.warning("cannot save %s to %s: %s (tried again at each save)", self.what, self.path, reason)
+            self.failing = reason
+            return False
+        if self.failing is not None:
+            log.info("%s saved to %s again", self.what, self.path)
+            self.failing = None
+        return True
+
+    @classmethod
+    def live(cls) -> list[StateFile]:
+        """The state files in use, for /metrics."""
+        with cls._live_lock:
+            return sorted(cls._live, key=lambda f: f.path)
+
+
+def _failures(file: StateFile, labels: tuple[str, ...]) -> Iterable:
+    return [((), file.failures)]
+
+
+def _failing(file: StateFile, labels: tuple[str, ...]) -> Iterable:
+    return [((), 1 if file.failing is not None else 0)]
+
+
+STATE_SPECS = (
+    counter(
+        "kvwatch_state_write_failures_total",
+        "Writes of a file in kvwatch's state directory that failed (full disk, no permission); retried.",
+        _failures,
+        labels="path",
+        per_server=False,
+        doc="writes of a file of the state directory (read positions, a journal position, a server record) that "
+        "failed (a full disk, a permission taken away); each is tried again at its next save, and a restart "
+        "before one succeeds starts from the last good save (the lines since are read again, counted once)",
+    ),
+    gauge(
+        "kvwatch_state_write_failing",
+        "1 while the last write of the file in kvwatch's state directory failed.",
+        _failing,
+        labels="path",
+        per_server=False,
+        doc="1 while the last write of the file failed (its reason is in kvwatch's log, once)",
+    ),
+)
+
+
+def state_families() -> Iterable:
+    """The series of the state files in use (label: path)."""
+    return families(STATE_SPECS, [([file.path], file) for file in StateFile.live()])

@@ -795,6 +795,13 @@ def kvwatch_row(d: db.Dashboard) -> db.Dashboard:
                 "{{server}} raw-log rotations by kvwatch",
             ),
             query(f"kvwatch_journal_up{{{SERVERS}}}", "{{server}} journalctl up"),
+            query(
+                'sum by (instance) (increase(kvwatch_state_write_failures_total{instance=~"$instance"}'
+                "[$__rate_interval]))",
+                "{{instance}} failed writes of the state directory",
+            ),
+            description="A failed write of the state directory (full disk, lost permission) is retried; "
+            "a restart meanwhile reads again what came since the last good save.",
             width=12,
         )
     )

@@ -54,6 +54,7 @@ from agent.sources.journal import JournalSource
 from agent.sources.pods import discover
 from agent.sources.positions import PositionStore
 from agent.sources.tail import Source, Tailer
+from agent.statedir import state_families
 from agent.supervise.gpus import HostGpus
 from agent.supervise.sdnotify import Notifier
 from agent.supervise.states import ServerState
@@ -497,6 +498,7 @@ class Daemon:
             self.gpus.families(),
             self.bench.families(),
             families(BUILD_SPECS, [([], None)]),
+            state_families(),
         ]
         if self.tracing is not None:
             groups.append(self.tracing.families())

@@ -30,7 +30,7 @@ from agent.families import families, flag, gauge
 from agent.periodic import Periodic
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.lines import LineSplitter
-from agent.statedir import replace_file
+from agent.statedir import StateFile
 
 log = logging.getLogger("kvwatch.journal")
 RESTART_PAUSE = 5.0
@@ -55,6 +55,7 @@ class JournalSource:
     ) -> None:
         self.follow = follow
         self.checkpoint_file = state_dir / f"journal-{follow.name}.json"
+        self._checkpoint = StateFile(self.checkpoint_file, "the journal position")
         self.max_line = max_line
         self.skipped = skipped
         self.deliver = deliver
@@ -128,12 +129,8 @@ class JournalSource:
         if self.cursor is None or self.cursor == self._saved_cursor:
             return  # nothing handed on since the last save
         numbers = self.save_numbers() if self.save_numbers is not None else None
-        try:
-            replace_file(self.checkpoint_file, json.dumps({"cursor": self.cursor, "numbers": numbers}))
-        except OSError as exc:
-            log.warning("cannot save the journal position to %s: %s", self.checkpoint_file, exc)
-            return
-        self._saved_cursor = self.cursor
+        if self._checkpoint.save(json.dumps({"cursor": self.cursor, "numbers": numbers})):
+            self._saved_cursor = self.cursor
 
     def _turn(self) -> float:
         """Run journalctl and read it to its end; returns the pause before it is started again."""

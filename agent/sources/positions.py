@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from agent.statedir import replace_file
+from agent.statedir import StateFile
 
 log = logging.getLogger("kvwatch.positions")
 
@@ -100,6 +100,7 @@ class PositionStore:
         self.positions: dict[str, dict[str, Position]] = {}
         self.counters: dict[str, dict] = {}
         self._last: str | None = None
+        self._file = StateFile(path, "read positions") if path else None
         if path:
             self.positions, self.counters = _load(path)
 
@@ -107,7 +108,7 @@ class PositionStore:
         return self.positions.get(source, {}).get(path)
 
     def save(self, positions: dict[str, dict[str, Position]], counters: dict[str, dict] | None = None) -> None:
-        if not self.path:
+        if self._file is None:
             return
         counters = counters or {}
         records = {name: {path: p.to_json() for path, p in paths.items()} for name, paths in positions.items()}
@@ -115,10 +116,7 @@ class PositionStore:
         text = json.dumps(data, sort_keys=True)
         if text == self._last:
             return
-        try:
-            replace_file(self.path, text)
-        except OSError as exc:
-            log.warning("cannot save read positions to %s: %s", self.path, exc)
+        if not self._file.save(text):
             return
         self._last = text
         self.positions = positions

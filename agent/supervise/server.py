@@ -37,7 +37,7 @@ from prometheus_client.core import Metric
 from agent.config import ServerConfig
 from agent.families import computed, counter, families, flag, gauge, value_of
 from agent.periodic import Periodic
-from agent.statedir import replace_file
+from agent.statedir import StateFile
 from agent.supervise.rawlog import open_raw_log
 from agent.supervise.states import DOWN, WAITING_TO_START, ServerState
 from parsers import events as ev
@@ -158,6 +158,7 @@ class SupervisedServer:
         self.digest = config_digest(config)
         suffix = "" if process == VLLM else f".{process}"
         self.record_path = state_dir / "servers" / f"{config.name}{suffix}.json"
+        self._record = StateFile(self.record_path, f"server {self.who}'s pid")
         # What must be up before this process starts: a callable giving its identity (pid and start
         # time) once it is, None until then.  The identity this process was started against is kept
         # (``started_against``): a different one later means what it connected to is gone.
@@ -567,11 +568,9 @@ class SupervisedServer:
             "ready": self.ready_seen,
             "started_against": self.started_against,
         }
-        try:
+        with contextlib.suppress(OSError):  # else the write fails, and says why
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
-            replace_file(self.record_path, json.dumps(record))
-        except OSError as exc:
-            log.warning("server %s: cannot record its pid in %s: %s", self.who, self.record_path, exc)
+        self._record.save(json.dumps(record))
 
     def _forget(self) -> None:
         with contextlib.suppress(FileNotFoundError):

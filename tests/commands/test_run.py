@@ -150,6 +150,38 @@ def test_sigkill_mid_file_then_restart_resumes_exactly(agents, tmp_path: Path) -
     assert stats_lines(again, "f") == 3000
 
 
+def test_a_state_file_kvwatch_cannot_write_is_one_warning_and_a_metric_and_the_reading_goes_on(
+    agents, tmp_path: Path
+) -> None:
+    """The read positions cannot be saved (a directory is in their way: the same failure as a full disk
+    at every save, for any user): kvwatch says so once, not at each of its saves a second, shows it on
+    /metrics, and reads on."""
+    log = tmp_path / "vllm.log"
+    log.write_text("")
+    blocked = tmp_path / "state" / "positions.json"
+    blocked.mkdir(parents=True)
+    (blocked / "in-the-way").write_text("")
+    agent = agents(f'[[follow]]\nname = "f"\npaths = ["{log}"]\n').start()
+    path = str(blocked)
+    for n in range(1, 4):
+        with open(log, "a") as handle:
+            handle.write(STATS)
+        wait_for(lambda n=n: agent.value("kvwatch_lines_total", server="f") == n, what=f"line {n} read")
+        wait_for(
+            lambda n=n: (agent.value("kvwatch_state_write_failures_total", path=path) or 0) >= n,
+            what=f"save {n} tried",
+        )
+        time.sleep(1.1)  # the positions are saved at most once a second
+    assert agent.value("kvwatch_state_write_failing", path=path) == 1
+    assert agent.log().count("cannot save read positions") == 1, agent.log()
+    shutil.rmtree(blocked)
+    with open(log, "a") as handle:
+        handle.write(STATS)
+    wait_for(lambda: agent.value("kvwatch_state_write_failing", path=path) == 0, what="a save that succeeds")
+    assert json.loads(blocked.read_text())["positions"]["f"][str(log)]["offset"] == 4 * len(STATS.encode())
+    assert "read positions saved to" in agent.log()
+
+
 def test_sigterm_stops_every_server_gracefully_and_exits_0(agents) -> None:
     agent = agents(fake_server("a", "--rate", "5") + fake_server("b", "--ignore-term", stop_timeout=0.5)).start()
     # Both have installed their signal handlers once they print.

@@ -69,7 +69,14 @@ def test_stable_uids_units_and_rate_intervals() -> None:
                 ranges = re.findall(r"\[([^\]]+)\]", expr)
                 if RANGE_FUNCTIONS.search(expr):
                     assert ranges and all(r in ("$__rate_interval", "$__range") for r in ranges), expr
-                host_wide = ("kvwatch_build_info", "kvwatch_gpus", "spans_", "kvwatch_bench_last_", "up{job=")
+                host_wide = (
+                    "kvwatch_build_info",
+                    "kvwatch_gpus",
+                    "spans_",
+                    "kvwatch_bench_last_",
+                    "kvwatch_state_",
+                    "up{job=",
+                )
                 if not any(name in expr for name in host_wide):
                     assert 'server=~"$server"' in expr, expr  # every server series follows the picker
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
+
+import pytest
 
 from tests.support.tailing import make_tailer
 
@@ -36,3 +39,43 @@ def test_a_damaged_position_record_is_ignored_not_fatal(tmp_path: Path) -> None:
     tailer, got = make_tailer(tmp_path, str(log))
     tailer.cycle()
     assert got.text == ["one"]
+
+
+def test_a_state_file_that_cannot_be_written_is_warned_about_once_counted_and_retried(tmp_path: Path, caplog) -> None:
+    """Read positions are saved every second: a full disk must give one warning, not one a second."""
+    from agent.statedir import StateFile, state_families
+
+    missing = tmp_path / "gone"  # its directory is missing: every write fails, the same way
+    file = StateFile(missing / "positions.json", "read positions")
+    with caplog.at_level(logging.INFO, logger="kvwatch.state"):
+        assert [file.save("{}") for _ in range(5)] == [False] * 5
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and str(missing / "positions.json") in warnings[0]
+        series = {(s.name, s.labels["path"]): s.value for f in state_families() for s in f.samples}
+        path = str(missing / "positions.json")
+        assert series[("kvwatch_state_write_failures_total", path)] == 5
+        assert series[("kvwatch_state_write_failing", path)] == 1
+        missing.mkdir()
+        assert file.save('{"a": 1}')
+        assert (missing / "positions.json").read_text() == '{"a": 1}'
+        assert any("saved to" in r.getMessage() and "again" in r.getMessage() for r in caplog.records)
+        series = {(s.name, s.labels["path"]): s.value for f in state_families() for s in f.samples}
+        assert series[("kvwatch_state_write_failing", path)] == 0
+        assert series[("kvwatch_state_write_failures_total", path)] == 5
+        # A new reason is worth a new warning.
+        (missing / "positions.json").unlink()
+        (missing / "positions.json").mkdir()
+        (missing / "positions.json" / "x").write_text("")
+        assert not file.save("{}")
+        assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
+
+
+def test_a_failed_replace_leaves_no_temporary_file(tmp_path: Path) -> None:
+    from agent.statedir import replace_file
+
+    target = tmp_path / "positions.json"
+    target.mkdir()  # a directory in the way: the temporary file is written, the rename fails
+    (target / "x").write_text("")
+    with pytest.raises(OSError):
+        replace_file(target, "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["positions.json"]
