@@ -238,7 +238,10 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
         if m is not None:
             return _old_lmcache(line, m.end(), rank)
     elif first == "{":
-        return _json(line, depth, rank)
+        events = _json(line, depth, rank)
+        if events is not None:
+            return events
+        # Not a JSON record: a label set before the header (Loki's ``logcli``: ``{app="vllm"} INFO ...``).
     elif first.isdigit() and line[10:11] == " ":
         m = STDLIB_HEADER.match(line)
         if m is not None:
@@ -317,10 +320,13 @@ def _by_logger(logger: str, line: str, start: int, stamp: str | None, rank: int 
     return vllm_message(line, start, stamp)
 
 
-def _json(line: str, depth: int, rank: int | None) -> Events:
-    record = unwrap_json(line) if depth < _MAX_DEPTH else None
-    if record is None:
+def _json(line: str, depth: int, rank: int | None) -> Events | None:
+    """The events of a JSON record's text; None when the line is no JSON record with a text."""
+    if depth >= _MAX_DEPTH:
         return NOTHING
+    record = unwrap_json(line)
+    if record is None:
+        return None
     text = record.text.rstrip("\r")
     if record.logger is not None:
         # A logging library's record: a bare message; the logger name says whose.

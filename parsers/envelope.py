@@ -324,8 +324,10 @@ JOURNAL_ISO = re.compile(
 )
 
 # Keys under which JSON log records carry the original text (``body``: the
-# OpenTelemetry Logs Data Model, which vLLM and llm-d write as JSON lines).
-_JSON_TEXT_KEYS = ("log", "MESSAGE", "message", "msg", "body")
+# OpenTelemetry Logs Data Model, which vLLM and llm-d write as JSON lines;
+# ``textPayload``: Google Cloud Logging's entries, as its exports write them;
+# ``line``: Grafana Loki's ``logcli --output jsonl``).
+_JSON_TEXT_KEYS = ("log", "MESSAGE", "message", "msg", "body", "textPayload", "line")
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
