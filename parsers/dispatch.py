@@ -23,6 +23,7 @@ import re
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
     CRI_RECORD,
+    FLUENTD_RECORD,
     ISO_PREFIX,
     JOURNAL_ISO,
     LMCACHE_HEADER,
@@ -347,7 +348,7 @@ def _json(line: str, depth: int, rank: int | None) -> Events | None:
 
 # Wrappers whose time is complete (year, offset, sub-seconds) and replaces the inner one;
 # most specific first: a CRI record and a journal line also start with an ISO time.
-_STAMPING = (CRI_RECORD, JOURNAL_ISO, ISO_PREFIX)
+_STAMPING = (CRI_RECORD, JOURNAL_ISO, FLUENTD_RECORD, ISO_PREFIX)
 
 
 def _unwrap(line: str, depth: int, rank: int | None) -> Events | None:

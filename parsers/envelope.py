@@ -316,6 +316,8 @@ def trim_closing(line: str, prefix: str) -> str:
 
 # ``docker logs -t`` / ``kubectl logs --timestamps`` / journalctl -o short-iso(-precise).
 ISO_PREFIX = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
+# Fluentd's file output: ``<time>\t<tag>\t<JSON record>``.
+FLUENTD_RECORD = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)\t[^\t]+\t(?=\{)")
 # containerd / CRI-O log files: ``<RFC3339Nano> stdout F <line>`` (``P`` = partial).
 CRI_RECORD = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) (?:stdout|stderr) ([FP]) ")
 # journalctl -o short-iso(-precise): ``2025-12-14T16:18:24+0800 host unit[123]: ``.
@@ -326,8 +328,9 @@ JOURNAL_ISO = re.compile(
 # Keys under which JSON log records carry the original text (``body``: the
 # OpenTelemetry Logs Data Model, which vLLM and llm-d write as JSON lines;
 # ``textPayload``: Google Cloud Logging's entries, as its exports write them;
-# ``line``: Grafana Loki's ``logcli --output jsonl``).
-_JSON_TEXT_KEYS = ("log", "MESSAGE", "message", "msg", "body", "textPayload", "line")
+# ``line``: Grafana Loki's ``logcli --output jsonl``; ``short_message``: GELF,
+# Graylog's format and a Docker log driver's; ``_raw``: Splunk's events).
+_JSON_TEXT_KEYS = ("log", "MESSAGE", "message", "msg", "body", "textPayload", "line", "short_message", "_raw")
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
@@ -382,7 +385,7 @@ def _hex_id(value: object, length: int) -> str | None:
 
 
 def _record_stamp(record: dict) -> str | None:
-    value = record.get("time") or record.get("timestamp")
+    value = record.get("time") or record.get("timestamp") or record.get("@timestamp") or record.get("_time")
     if isinstance(value, str) and value[:4].isdigit():
         return value if not value.isdigit() else _epoch_stamp(value)
     if isinstance(value, int | float):
@@ -405,6 +408,22 @@ def _record_logger(record: dict, key: str) -> str | None:
     else:
         return None
     return logger if isinstance(logger, str) else None
+
+
+_DOCKER_KEYS = frozenset(("log", "stream", "time", "attrs"))
+
+
+def _partial_log(record: dict, text: str) -> bool:
+    """Whether a ``log`` record holds only part of a line.
+
+    Docker's json-file ends each complete line with a newline: a record of its
+    keys without one is the first part of a line longer than its 16 KiB buffer.
+    A log shipper's record (Fluent Bit, Fluentd: the CRI parser's line, enriched
+    with other keys) has no newline; its ``logtag`` or ``_p`` says ``P`` for a part."""
+    tag = record.get("logtag", record.get("_p"))
+    if tag is not None:
+        return tag == "P"
+    return not text.endswith("\n") and _DOCKER_KEYS.issuperset(record)
 
 
 def unwrap_json(line: str) -> JsonRecord | None:
@@ -439,12 +458,9 @@ def unwrap_json(line: str) -> JsonRecord | None:
         return None
     partial = False
     if key == "log":
-        # Docker ends each complete line with a newline; a record without one is
-        # the first part of a line longer than its 16 KiB buffer.
+        partial = _partial_log(record, text)
         if text.endswith("\n"):
             text = text[:-1]
-        else:
-            partial = True
     text = text.rstrip("\r")
     trace_id = span_id = None
     if key == "body" or "trace_id" in record:

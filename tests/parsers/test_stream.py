@@ -58,6 +58,33 @@ def test_cri_partial_records_are_joined() -> None:
     ]
 
 
+def test_a_log_shipper_s_records_are_whole_lines_though_they_end_without_a_newline() -> None:
+    """Fluent Bit and Fluentd write the line a CRI parser took from a container log under ``log``, with
+    no newline and with keys Docker's records do not have: each record is a line of its own (they were
+    all joined into one, and nothing was counted)."""
+    added = "INFO 12-14 16:18:24 [async_llm.py:270] Added request chatcmpl-{}."
+    shapes = [
+        {"date": 1765700304.5, "log": added},  # Fluent Bit's json_lines output, its default date key
+        {"time": "2025-12-14T08:18:24.5Z", "stream": "stdout", "logtag": "F", "log": added},  # its cri parser
+        {"time": "2025-12-14T08:18:24.5Z", "stream": "stdout", "_p": "F", "log": added},  # newer releases
+        {"log": added, "stream": "stdout", "kubernetes": {"pod_name": "vllm-0"}},  # enriched by a filter
+    ]
+    for shape in shapes:
+        records = [json.dumps({**shape, "log": shape["log"].format(n)}) for n in range(3)]
+        stream = LogStream()
+        per_line = [[e.request_id for e in stream.feed(r)] for r in records]
+        assert per_line == [["chatcmpl-0"], ["chatcmpl-1"], ["chatcmpl-2"]], shape
+        assert stream.close() == ()
+
+
+def test_a_log_shipper_s_partial_records_are_joined() -> None:
+    head = {"time": "2025-12-14T08:18:24.1Z", "stream": "stdout", "logtag": "P", "log": "INFO 12-14 16:18:24 "}
+    tail = {"time": "2025-12-14T08:18:24.2Z", "stream": "stdout", "logtag": "F", "log": "[x.py:1] Added request r."}
+    assert feed_all(LogStream(), [json.dumps(head), json.dumps(tail)]) == [
+        {"kind": "request_added", "stamp": "2025-12-14T08:18:24.1Z", "request_id": "r"}
+    ]
+
+
 def test_a_split_line_that_never_ends_is_parsed_before_the_next_line() -> None:
     first = json.dumps(
         {"log": "INFO 12-14 16:18:24 [async_llm.py:270] Added request a.", "time": "2025-12-14T08:00:00Z"}
