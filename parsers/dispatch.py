@@ -40,6 +40,7 @@ from parsers.envelope import (
     strip_ansi,
     trim_closing,
     unwrap_json,
+    unwrap_logfmt,
 )
 from parsers.envelope import (
     has_residue as _has_residue,
@@ -264,6 +265,10 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         events = _unwrap(line, depth, rank)
         if events is not None:
             return events
+        if 'msg="' in line:
+            record = unwrap_logfmt(line)
+            if record is not None:
+                return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
     return _after_prefix(line, rank)
 
 

@@ -325,6 +325,26 @@ JOURNAL_ISO = re.compile(
     r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)) [^\s\[(]+ [^\s\[:]+(?:\[\d+\])?: "
 )
 
+# A Go program's record around a line it captured (logrus, slog's text handler, logfmt):
+# ``time="2026-12-03T05:00:00Z" level=info msg="<the line, quoted>"``.  Only ``key=value``
+# pairs may come before ``msg``: text that merely holds ``msg="`` is no such record.
+_LOGFMT_RECORD = re.compile(r'(?:[\w.-]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)\s+)*msg="((?:[^"\\]|\\.)*)"')
+_LOGFMT_TIME = re.compile(r'(?:^|\s)(?:time|ts)="?(\d{4}-\d\d-\d\dT[^"\s]+)"?')
+
+
+def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
+    """The line a logfmt record quotes under ``msg``, and the record's ``time``; None for other text."""
+    m = _LOGFMT_RECORD.match(line)
+    if m is None:
+        return None
+    try:
+        text = json.loads(f'"{m.group(1)}"')  # Go's quoting escapes as JSON's does
+    except ValueError:
+        return None
+    found = _LOGFMT_TIME.search(line, 0, m.start(1)) or _LOGFMT_TIME.search(line, m.end())
+    return text, found.group(1) if found is not None else None
+
+
 # Keys under which JSON log records carry the original text (``body``: the
 # OpenTelemetry Logs Data Model, which vLLM and llm-d write as JSON lines;
 # ``textPayload``: Google Cloud Logging's entries, as its exports write them;
