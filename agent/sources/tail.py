@@ -53,6 +53,9 @@ from agent.supervise.rawlog import RawLog
 log = logging.getLogger("kvwatch.tail")
 
 READ_BLOCK = 1 << 20
+# O_NONBLOCK: opening a named pipe blocks until a writer comes, and would stop the reading of every
+# file (the thread reads them all).  A regular file's reads ignore the flag.
+OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file cannot starve the rest
 ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
 # Seconds between cycles while lines keep coming, so that a few writes gather.  A trickle
@@ -176,16 +179,16 @@ class TailedPath:
     def open(self, start_at_end: bool) -> None:
         """Open the path (if it exists) at its saved position, or at its start or end."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, OPEN_FLAGS)
         except FileNotFoundError:
             return
         except OSError as exc:
             self._report(exc)
             return
         st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):  # not a log (yet): looked at again at the next poll
+        if not stat.S_ISREG(st.st_mode):  # not a log (yet): looked at again at the next poll
             os.close(fd)
-            self._report(IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
+            self._report_not_a_file(st.st_mode)
             return
         self.error = None
         offset = st.st_size if start_at_end else 0
@@ -240,7 +243,7 @@ class TailedPath:
             if (st.st_dev, st.st_ino) != (saved.dev, saved.ino):
                 continue
             try:
-                fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(candidate, OPEN_FLAGS)
             except OSError:
                 return None
             if saved.same_file(fd) and saved.offset <= st.st_size:
@@ -265,7 +268,7 @@ class TailedPath:
             if (st.st_dev, st.st_ino) in known or not _is_rotated_name(name, base) or st.st_mtime <= seen:
                 continue
             try:
-                fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(candidate, OPEN_FLAGS)
             except OSError:
                 continue
             found.append((st.st_mtime_ns, candidate, _OpenFile(fd, 0, self._splitter())))
@@ -276,9 +279,21 @@ class TailedPath:
 
     def _report(self, exc: OSError) -> None:
         reason = "permission_denied" if isinstance(exc, PermissionError) else "read_error"
-        message = f"{self.path}: {exc.strerror or exc}"
+        self._note_error(str(exc.strerror or exc), reason)
+
+    def _report_not_a_file(self, mode: int) -> None:
+        """A directory, named pipe, socket or device where a log file was expected: a pipe has no
+        size or position to follow (a server's output is followed as a file, or supervised)."""
+        if stat.S_ISDIR(mode):
+            self._note_error(os.strerror(errno.EISDIR), "read_error")  # not a log yet
+            return
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        self._note_error(f"{kind}, not a regular file", "not_a_file")
+
+    def _note_error(self, text: str, reason: str) -> None:
+        message = f"{self.path}: {text}"
         if self.error != message:  # once per new problem, not once per cycle
-            log.warning("cannot read %s (will retry): %s", self.path, exc.strerror or exc)
+            log.warning("cannot read %s (will retry): %s", self.path, text)
         self.error = message
         self.error_reason = reason
 
@@ -843,10 +858,11 @@ PATH_SPECS = (
     ),
     gauge(
         "kvwatch_tail_read_error",
-        "1 while a followed file cannot be read (permission_denied, read_error); retried.",
+        "1 while a followed file cannot be read (permission_denied, not_a_file, read_error); retried.",
         _read_error,
         labels="path reason",
-        doc="1 while a followed file cannot be read (`permission_denied`, `read_error`); retried every poll",
+        doc="1 while a followed file cannot be read (`permission_denied`; `not_a_file`: a named pipe, socket or "
+        "device, which has no position to follow; `read_error`); retried every poll",
     ),
 )
 # Series of a supervised server's raw log, which the reader rotates.

@@ -6,6 +6,7 @@ Each test drives :meth:`Tailer.cycle` by hand (no thread, no timing).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -385,4 +386,35 @@ def test_a_path_replaced_by_a_directory_and_back_reads_again_without_an_error(tm
     tailer.cycle()
     tailer.cycle()
     assert got.text == ["one", "two"]
+    assert tailer.errors() == {}
+
+
+def test_a_path_that_names_a_named_pipe_is_an_error_and_the_other_files_are_read(tmp_path: Path) -> None:
+    """Opening a named pipe without a writer blocks: the one reading thread stopped, and with it every
+    other file and /healthz.  A pipe, which has no size or position to follow, is a read error."""
+    pipe = tmp_path / "vllm.log"
+    os.mkfifo(pipe)
+    log = tmp_path / "b.log"
+    log.write_text("one\n")
+    made: list = []
+    done = threading.Event()
+
+    def first_reads() -> None:
+        made.extend(make_tailer(tmp_path, str(pipe), str(log)))  # the files present are opened here
+        made[0].cycle()
+        made[0].cycle()
+        done.set()
+
+    threading.Thread(target=first_reads, daemon=True).start()
+    if not done.wait(10):
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))  # release the blocked open, then fail
+        pytest.fail("the reading thread hung opening the named pipe")
+    tailer, got = made
+    assert got.text == ["one"]
+    assert tailer.errors() == {"s": {str(pipe): "not_a_file"}}
+    pipe.unlink()
+    pipe.write_text("now a file\n")
+    tailer.cycle()
+    tailer.cycle()
+    assert got.text == ["one", "now a file"]
     assert tailer.errors() == {}
