@@ -33,6 +33,7 @@ from parsers.envelope import (
     STDLIB_HEADER,
     UVICORN_HEADER,
     VLLM_HEADER,
+    JsonRecord,
     find_header,
     is_foreign_process,
     prefix_verdict,
@@ -333,6 +334,11 @@ def _json(line: str, depth: int, rank: int | None) -> Events | None:
     record = unwrap_json(line)
     if record is None:
         return None
+    return parse_record(record, depth, rank)
+
+
+def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) -> Events:
+    """The events of a JSON record's text (a record read ``depth`` wrappers deep)."""
     text = record.text.rstrip("\r")
     if record.logger is not None:
         # A logging library's record: a bare message; the logger name says whose.

@@ -10,7 +10,7 @@ parsing.  It holds no I/O; one instance per source.
 
 from __future__ import annotations
 
-from parsers.dispatch import Events, parse_line, parse_nested, parse_wrapped
+from parsers.dispatch import Events, parse_line, parse_nested, parse_record, parse_wrapped
 from parsers.envelope import CRI_RECORD, unwrap_json
 
 # A joined line longer than this is dropped (and counted by the caller through
@@ -43,8 +43,11 @@ class LogStream:
                 return parse_nested(line, 0, None)
             if first == "{" and '"log"' in line:
                 record = unwrap_json(line)
-                if record is not None and record.logger is None and (record.partial or self._pieces or self._skipping):
-                    return self._piece(record.text, record.stamp, not record.partial)
+                if record is not None:
+                    if record.logger is None and (record.partial or self._pieces or self._skipping):
+                        return self._piece(record.text, record.stamp, not record.partial)
+                    # Read once: a container's whole log is records like this one.
+                    return self._flush() + parse_record(record) if self._pieces else parse_record(record)
             elif first.isdigit() and (self._pieces or self._skipping or " P " in line[25:48]):
                 m = CRI_RECORD.match(line)
                 if m is not None:

@@ -106,3 +106,15 @@ def test_whole_json_records_pass_straight_through() -> None:
         {"log": "INFO 12-14 16:18:24 [async_llm.py:270] Added request c.\n", "time": "2025-12-14T08:00:00Z"}
     )
     assert [e["request_id"] for e in feed_all(LogStream(), [record, record])] == ["c", "c"]
+
+
+def test_a_docker_record_is_decoded_once(monkeypatch) -> None:
+    """A container's whole log is such records: the stream decodes each one once, not once to see
+    whether it is a piece and again to parse it."""
+    records = docker_records("INFO 12-14 16:18:24 [async_llm.py:270] Added request r.")
+    real, calls = json.loads, []
+    monkeypatch.setattr(json, "loads", lambda text, *a, **kw: calls.append(text) or real(text, *a, **kw))
+    stream = LogStream()
+    events = [e for record in records * 3 for e in stream.feed(record)]
+    assert [e.request_id for e in events] == ["r", "r", "r"]
+    assert len(calls) == 3
