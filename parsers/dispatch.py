@@ -22,15 +22,12 @@ import re
 
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
-    CRI_RECORD,
-    FLUENTD_RECORD,
-    ISO_PREFIX,
-    JOURNAL_ISO,
     LMCACHE_HEADER,
     LMCACHE_OLD_HEADER,
     LMCACHE_OLD_STAMP,
     PROCESS_TAG,
     STDLIB_HEADER,
+    TIMED_WRAPPER,
     UVICORN_HEADER,
     VLLM_HEADER,
     JsonRecord,
@@ -253,7 +250,12 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
 
 
 def _headerless(line: str, depth: int, rank: int | None) -> Events:
-    """No header at the start: colour residue, a whole message alone, a wrapper, or a header after a prefix."""
+    """No header at the start: a wrapper, colour residue, a whole message alone, or a header after a prefix."""
+    if depth < _MAX_DEPTH and line[0].isdigit():
+        # A wrapper's full time (CRI, journald, docker -t) first: no message starts with one.
+        events = _unwrap(line, depth, rank)
+        if events is not None:
+            return events
     if depth < _MAX_DEPTH and _has_residue(line):
         cleaned = strip_ansi(line)
         if cleaned != line:
@@ -262,14 +264,10 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         result = message_only(line, _message_start(line))
         if result:
             return result
-    if depth < _MAX_DEPTH:
-        events = _unwrap(line, depth, rank)
-        if events is not None:
-            return events
-        if 'msg="' in line:
-            record = unwrap_logfmt(line)
-            if record is not None:
-                return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
+    if depth < _MAX_DEPTH and 'msg="' in line:
+        record = unwrap_logfmt(line)
+        if record is not None:
+            return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
     return _after_prefix(line, rank)
 
 
@@ -357,20 +355,12 @@ def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) ->
     return events
 
 
-# Wrappers whose time is complete (year, offset, sub-seconds) and replaces the inner one;
-# most specific first: a CRI record and a journal line also start with an ISO time.
-_STAMPING = (CRI_RECORD, JOURNAL_ISO, FLUENTD_RECORD, ISO_PREFIX)
-
-
 def _unwrap(line: str, depth: int, rank: int | None) -> Events | None:
     """Lines framed by a program whose time beats the line's own; None when no such frame."""
-    if not line[:1].isdigit():
+    m = TIMED_WRAPPER.match(line)
+    if m is None:
         return None
-    for pattern in _STAMPING:
-        m = pattern.match(line)
-        if m is not None:
-            return _restamp(parse_nested(line[m.end() :], depth + 1, rank), m.group(1))
-    return None
+    return _restamp(parse_nested(line[m.end() :], depth + 1, rank), m.group(1))
 
 
 def _old_lmcache(line: str, start: int, rank: int | None) -> Events:

@@ -314,15 +314,15 @@ def trim_closing(line: str, prefix: str) -> str:
 
 # --- wrappers (other programs' framing around the original line) ----------------------
 
-# ``docker logs -t`` / ``kubectl logs --timestamps`` / journalctl -o short-iso(-precise).
-ISO_PREFIX = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
-# Fluentd's file output: ``<time>\t<tag>\t<JSON record>``.
-FLUENTD_RECORD = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)\t[^\t]+\t(?=\{)")
 # containerd / CRI-O log files: ``<RFC3339Nano> stdout F <line>`` (``P`` = partial).
 CRI_RECORD = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) (?:stdout|stderr) ([FP]) ")
-# journalctl -o short-iso(-precise): ``2025-12-14T16:18:24+0800 host unit[123]: ``.
-JOURNAL_ISO = re.compile(
-    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)) [^\s\[(]+ [^\s\[:]+(?:\[\d+\])?: "
+# Wrappers whose time is complete (year, offset, sub-seconds) and beats the line's own, in one pass:
+# a CRI record; journalctl -o short-iso(-precise) (``<time> host unit[123]: ``; the pid tells it
+# from a message-only line's ``Engine 000: ``); Fluentd's file output (``<time>\t<tag>\t`` before
+# its JSON record); ``docker logs -t`` / ``kubectl logs --timestamps`` (``<time> ``).
+TIMED_WRAPPER = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+    r"(?: (?:stdout|stderr) [FP] | [^\s\[(]+ [^\s\[:]+\[\d+\]: |\t[^\t]+\t(?=\{)| )"
 )
 
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):
