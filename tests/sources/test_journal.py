@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ def test_journal_follow_runs_journalctl_from_the_end_the_first_time(agents, tmp_
     record = json.dumps({"MESSAGE": STATS.strip(), "_SYSTEMD_UNIT": "vllm.service", "__REALTIME_TIMESTAMP": "1"})
     stand_in.write_text(
         f"#!{sys.executable}\nimport os, sys, time\n"
+        f"if sys.argv[1:] == ['--version']: sys.exit(print('systemd 252 (252.38-1~deb12u1)'))\n"
         f"open({str(tmp_path / 'args')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
         f"for _ in range(5): print({record!r}, flush=True)\n"
         # Follow on until kvwatch is gone (the test kills it), then end, as journalctl does on a closed pipe.
@@ -30,6 +32,18 @@ def test_journal_follow_runs_journalctl_from_the_end_the_first_time(agents, tmp_
     args = (tmp_path / "args").read_text()
     assert "--follow" in args and "--output=json" in args and "--unit=vllm.service" in args
     assert "--lines=0" in args and "cursor" not in args
+    assert "--output-fields=MESSAGE" in args  # systemd 236+: the message, not every field
+
+
+def test_a_journalctl_older_than_systemd_236_is_run_without_output_fields(tmp_path: Path) -> None:
+    from agent.sources.journal import _takes_output_fields
+
+    for shown, takes in (("systemd 219\n+PAM +AUDIT", False), ("systemd 236 (236)", True), ("", False)):
+        stand_in = tmp_path / f"journalctl-{takes}-{len(shown)}"
+        stand_in.write_text(f"#!/bin/sh\nprintf '%s' {shlex.quote(shown)}\n")
+        stand_in.chmod(0o755)
+        assert _takes_output_fields(str(stand_in)) is takes, shown
+    assert _takes_output_fields(str(tmp_path / "missing")) is False
 
 
 # A journalctl stand-in over a file of records (one JSON object per line, each with its cursor): it
@@ -37,6 +51,8 @@ def test_journal_follow_runs_journalctl_from_the_end_the_first_time(agents, tmp_
 JOURNALCTL = """
 import json, os, sys, time
 args = sys.argv[1:]
+if args == ["--version"]:
+    sys.exit(print("systemd 252 (252.38-1~deb12u1)"))
 open(os.environ["ARGS_LOG"], "a").write(" ".join(args) + "\\n")
 after = next((a.split("=", 1)[1] for a in args if a.startswith("--after-cursor=")), None)
 source = open(os.environ["RECORDS"])
