@@ -25,7 +25,7 @@ from parsers.events import (
     LmcacheStore,
     LmcacheStoreStart,
 )
-from parsers.shapes import DECIMAL, INTEGER, Shape
+from parsers.shapes import DECIMAL, INTEGER, Shape, decimal
 
 
 # Builders run once per matching line: conversions are written inline (no helper calls).
@@ -133,6 +133,12 @@ _STORED_ANY = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) out of (
 _STORE_PART = re.compile(rf"\b(size|cost|total time|time|throughput):? ({DECIMAL}) ?(GB/s|gb|GB|ms|s)\b")
 _STORED_OTHER = re.compile(r"(?:\[req_id=[^\]]*\] )?Stored \d+ Q tokens")
 _STORE_OLD = re.compile(rf"Store ({INTEGER}) tokens takes: ({DECIMAL}) ms, throughput: ({DECIMAL}) GB/s")
+# LMCache 0.1.x's cache engine, its time a bare float.  (Its store line counts chunks, not tokens; the
+# adapter's "Store skips S tokens and then stores N tokens" is not read: 0.2.x logs it beside its own
+# "Stored N out of total T tokens", which would count each store twice.)
+_RETRIEVED_CHUNKS = re.compile(
+    rf"Retrieved {INTEGER} chunks \(({INTEGER}) tokens in total\) -- ?elapsed time ?({DECIMAL}(?:[eE][+-]?\d{{1,3}})?)"
+)
 _RETRIEVED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens in ({DECIMAL}) seconds")
 # Layer-wise mode: the total after the last layer; LMCache's "(file:line:logger)" trailer may follow.
 _RETRIEVED_LAYERWISE = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens(?: \(| \x1b|$)")
@@ -265,6 +271,9 @@ def parse_retrieved(line: str, start: int, stamp: str | None, rank: int | None) 
     m = _RETRIEVED_LAYERWISE.match(line, start)
     if m is not None:
         return (LmcacheRetrieve(stamp, _request_id(m.group(1)), int(m.group(2)), rank=rank),)
+    m = _RETRIEVED_CHUNKS.match(line, start)
+    if m is not None:
+        return (LmcacheRetrieve(stamp, None, int(m.group(1)), cost_ms=decimal(m.group(2)) * 1000.0, rank=rank),)
     return None
 
 
