@@ -349,8 +349,9 @@ def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
 # OpenTelemetry Logs Data Model, which vLLM and llm-d write as JSON lines;
 # ``textPayload``: Google Cloud Logging's entries, as its exports write them;
 # ``line``: Grafana Loki's ``logcli --output jsonl``; ``short_message``: GELF,
-# Graylog's format and a Docker log driver's; ``_raw``: Splunk's events).
-_JSON_TEXT_KEYS = ("log", "MESSAGE", "message", "msg", "body", "textPayload", "line", "short_message", "_raw")
+# Graylog's format and a Docker log driver's; ``_raw``: Splunk's events; ``Log``: Azure
+# Container Apps' ``az containerapp logs show``).
+_JSON_TEXT_KEYS = ("log", "MESSAGE", "message", "msg", "body", "textPayload", "line", "short_message", "_raw", "Log")
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
@@ -405,7 +406,13 @@ def _hex_id(value: object, length: int) -> str | None:
 
 
 def _record_stamp(record: dict) -> str | None:
-    value = record.get("time") or record.get("timestamp") or record.get("@timestamp") or record.get("_time")
+    value = (
+        record.get("time")
+        or record.get("timestamp")
+        or record.get("@timestamp")
+        or record.get("_time")
+        or record.get("TimeStamp")
+    )
     if isinstance(value, str) and value[:4].isdigit():
         return value if not value.isdigit() else _epoch_stamp(value)
     if isinstance(value, int | float):
