@@ -40,18 +40,28 @@ def replace_file(path: str | Path, text: str) -> None:
 
 
 class StateFile:
-    """One file of the state directory: ``save`` replaces it, and keeps count of the writes that failed."""
+    """One file of the state directory: ``save`` replaces it, and keeps count of the writes that failed.
 
-    _live: ClassVar[weakref.WeakSet[StateFile]] = weakref.WeakSet()
+    Made with :meth:`at`: the owners of one path (a server's record before and after a reload) share
+    one object, so /metrics has one series per path and its count goes on."""
+
+    _live: ClassVar[weakref.WeakValueDictionary[str, StateFile]] = weakref.WeakValueDictionary()
     _live_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, path: str | Path, what: str) -> None:
-        self.path = str(path)
+    def __init__(self, path: str, what: str) -> None:
+        self.path = path
         self.what = what  # for the log: "read positions", "the journal position", ...
         self.failures = 0
         self.failing: str | None = None  # why the last write failed; None once one succeeds
-        with StateFile._live_lock:
-            StateFile._live.add(self)
+
+    @classmethod
+    def at(cls, path: str | Path, what: str) -> StateFile:
+        """The state file at ``path``: the one in use there, or a new one."""
+        with cls._live_lock:
+            file = cls._live.get(str(path))
+            if file is None:
+                file = cls._live[str(path)] = cls(str(path), what)
+            return file
 
     def save(self, text: str) -> bool:
         """Replace the file with ``text``; False (logged, counted) when it cannot be written."""
@@ -73,7 +83,7 @@ class StateFile:
     def live(cls) -> list[StateFile]:
         """The state files in use, for /metrics."""
         with cls._live_lock:
-            return sorted(cls._live, key=lambda f: f.path)
+            return [file for _path, file in sorted(cls._live.items(), key=lambda item: item[0])]
 
 
 def _failures(file: StateFile, labels: tuple[str, ...]) -> Iterable:

@@ -70,7 +70,7 @@ class JournalSource:
     ) -> None:
         self.follow = follow
         self.checkpoint_file = state_dir / f"journal-{follow.name}.json"
-        self._checkpoint = StateFile(self.checkpoint_file, "the journal position")
+        self._checkpoint = StateFile.at(self.checkpoint_file, "the journal position")
         self.max_line = max_line
         self.skipped = skipped
         self.deliver = deliver

@@ -100,7 +100,7 @@ class PositionStore:
         self.positions: dict[str, dict[str, Position]] = {}
         self.counters: dict[str, dict] = {}
         self._last: str | None = None
-        self._file = StateFile(path, "read positions") if path else None
+        self._file = StateFile.at(path, "read positions") if path else None
         if path:
             self.positions, self.counters = _load(path)
 

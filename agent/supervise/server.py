@@ -158,7 +158,7 @@ class SupervisedServer:
         self.digest = config_digest(config)
         suffix = "" if process == VLLM else f".{process}"
         self.record_path = state_dir / "servers" / f"{config.name}{suffix}.json"
-        self._record = StateFile(self.record_path, f"server {self.who}'s pid")
+        self._record = StateFile.at(self.record_path, f"server {self.who}'s pid")
         # What must be up before this process starts: a callable giving its identity (pid and start
         # time) once it is, None until then.  The identity this process was started against is kept
         # (``started_against``): a different one later means what it connected to is gone.

@@ -46,7 +46,7 @@ def test_a_state_file_that_cannot_be_written_is_warned_about_once_counted_and_re
     from agent.statedir import StateFile, state_families
 
     missing = tmp_path / "gone"  # its directory is missing: every write fails, the same way
-    file = StateFile(missing / "positions.json", "read positions")
+    file = StateFile.at(missing / "positions.json", "read positions")
     with caplog.at_level(logging.INFO, logger="kvwatch.state"):
         assert [file.save("{}") for _ in range(5)] == [False] * 5
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -79,3 +79,25 @@ def test_a_failed_replace_leaves_no_temporary_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         replace_file(target, "{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["positions.json"]
+
+
+def test_the_owners_of_one_state_file_share_it_and_its_one_series(tmp_path: Path) -> None:
+    """A server's record is written by the server object before a reload and by the one after it:
+    one series per path (two would make the scrape invalid), its count going on."""
+    import gc
+
+    from agent.statedir import StateFile, state_families
+
+    path = tmp_path / "gone" / "servers" / "a.json"
+    before, after = StateFile.at(path, "server a's pid"), StateFile.at(path, "server a's pid")
+    assert before is after
+    before.save("{}")
+    after.save("{}")
+    samples = [s for f in state_families() for s in f.samples if s.labels["path"] == str(path)]
+    assert [(s.name, s.value) for s in samples] == [
+        ("kvwatch_state_write_failures_total", 2),
+        ("kvwatch_state_write_failing", 1),
+    ]
+    del before, after
+    gc.collect()
+    assert not [s for f in state_families() for s in f.samples if s.labels["path"] == str(path)]
