@@ -168,8 +168,13 @@ def _event_loop(
     return parsed, number
 
 
+# Events that say a line's message was not read: it starts like a family and did not parse, or it is
+# only known to be a warning or an error.
+_UNREAD = frozenset(("suspicious_line", "log_problem"))
+
+
 def read_unmatched(raw: BinaryIO, max_line: int, note: Callable[[str], None]) -> tuple[int, str | None]:
-    """Show ``note`` every line that gave no event (or only a suspicious-line event) and looks
+    """Show ``note`` every line that gave no event (or only a suspicious-line or problem event) and looks
     like a log line; returns (lines read, read error or None)."""
     reader = LineReader(raw, max_line)
     stream = LogStream(max_line)
@@ -178,6 +183,6 @@ def read_unmatched(raw: BinaryIO, max_line: int, note: Callable[[str], None]) ->
             if line is None:
                 continue
             events = stream.feed(line)
-            if all(event.kind == "suspicious_line" for event in events) and looks_like_a_log_line(line):
+            if all(event.kind in _UNREAD for event in events) and looks_like_a_log_line(line):
                 note(line)
     return reader.lines, reader.error

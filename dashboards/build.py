@@ -689,6 +689,21 @@ def requests_row(d: db.Dashboard) -> db.Dashboard:
     )
     d = d.with_panel(
         series(
+            "Warnings and errors logged",
+            "short",
+            query(
+                f"sum by (producer, level) (increase(kvwatch_log_problem_lines_total{{{SERVERS}}}[$__rate_interval]))",
+                "{{producer}} {{level}}",
+            ),
+            description=(
+                "WARNING, ERROR and CRITICAL lines of vLLM, LMCache and uvicorn that no other panel counts "
+                "(each line of a traceback counts). LMCache errors mean stores or retrieves that did not happen."
+            ),
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        series(
             "Traced requests",
             "short",
             query(f"sum by (server) (kvwatch_trace_open_requests{{{SERVERS}}})", "{{server}} open"),

@@ -22,14 +22,21 @@ import re
 
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
+    CALL_SITE,
+    LEVEL_WORD,
     LMCACHE_HEADER,
     LMCACHE_OLD_HEADER,
     LMCACHE_OLD_STAMP,
+    LMCACHE_PROBLEM,
+    LMCACHE_SOURCE,
+    PROBLEM_LEVEL_NAMES,
     PROCESS_TAG,
     STDLIB_HEADER,
     TIMED_WRAPPER,
     UVICORN_HEADER,
     VLLM_HEADER,
+    VLLM_PROBLEM,
+    Header,
     JsonRecord,
     find_header,
     is_foreign_process,
@@ -43,7 +50,7 @@ from parsers.envelope import (
 from parsers.envelope import (
     has_residue as _has_residue,
 )
-from parsers.events import LmcacheParser, SuspiciousLine, VllmParser
+from parsers.events import LmcacheParser, LogProblem, SuspiciousLine, VllmParser
 from parsers.messages import EXCEPTION_WORD_ENDS, Events, message_only
 from parsers.shapes import NOT_A_NUMBER, LineMatcher
 
@@ -131,6 +138,66 @@ def _restamp(events: Events, stamp: str | None) -> Events:
     return events
 
 
+# --- warnings and errors: a line no parser reads, under a header whose level is a problem ---------
+
+# First letters of the levels that are no problem (INFO, DEBUG, TRACE): most lines stop at this test.
+_QUIET_INITIALS = frozenset("IDT")
+
+
+def _problem(level_word: str, producer: str, source: str | None, stamp: str | None) -> Events:
+    level = PROBLEM_LEVEL_NAMES.get(level_word)
+    return NOTHING if level is None else (LogProblem(stamp, producer, level, source),)  # type: ignore[arg-type]
+
+
+def _producer(logger: str) -> str:
+    """Whose a logger name is (vLLM's own are ``vllm.*``; an embedding program's count as vLLM's)."""
+    return "lmcache" if logger.startswith("lmcache") else "uvicorn" if logger.startswith("uvicorn") else "vllm"
+
+
+def _vllm_problem(line: str, pos: int) -> Events:
+    """vLLM's header at ``pos`` before a message that gave no event."""
+    m = VLLM_PROBLEM.match(line, pos)
+    return NOTHING if m is None else _problem(m.group(1), "vllm", m.group(3), m.group(2))
+
+
+def _lmcache_problem(line: str, pos: int) -> Events:
+    """LMCache's header at ``pos`` (colour codes and all) before a message that gave no event."""
+    level_at = line.find("] LMCache ", pos, pos + 64) + 10
+    if level_at == 9 or line[level_at : level_at + 1] in _QUIET_INITIALS:
+        return NOTHING
+    m = LMCACHE_PROBLEM.search(line, pos, level_at + 10)
+    if m is None:
+        return NOTHING
+    source = LMCACHE_SOURCE.search(line)
+    return _problem(m.group(2), "lmcache", source.group(1) if source else None, m.group(1))
+
+
+def _uvicorn_problem(line: str, pos: int) -> Events:
+    """uvicorn's ``WARNING:  `` at ``pos`` before a message that gave no event."""
+    return _problem(line[pos : line.find(":", pos)], "uvicorn", None, None)
+
+
+def _problem_after_prefix(text: str, found: Header) -> Events:
+    """A header found after a prefix, before a message that gave no event."""
+    level = LEVEL_WORD.search(text, found.start, found.end)
+    if level is None or found.kind not in _PRODUCERS:
+        return NOTHING
+    producer = _PRODUCERS[found.kind]
+    source = None
+    if found.kind == "vllm":
+        site = CALL_SITE.search(text, found.start, found.end)
+        source = site.group(1) if site else None
+    elif producer == "lmcache":
+        site = LMCACHE_SOURCE.search(text)
+        source = site.group(1) if site else None
+    elif found.kind == "stdlib" and found.logger:
+        producer, source = _producer(found.logger), found.logger
+    return _problem(level.group(1), producer, source, found.stamp)
+
+
+_PRODUCERS = {"vllm": "vllm", "lmcache": "lmcache", "lmcache_old": "lmcache", "stdlib": "vllm", "uvicorn": "uvicorn"}
+
+
 def parse_line(line: str) -> Events:
     """Every event one physical log line holds (usually none or one)."""
     return parse_nested(line, 0, None)
@@ -192,7 +259,7 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
             # LMCache colours its header; its matcher takes the codes as they are.
             events = _lmcache_line(line, rank)
             if events is not None:
-                return events
+                return events or _lmcache_problem(line, 0)
         line = strip_ansi(line)
         if not line:
             return NOTHING
@@ -222,14 +289,14 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
     if first == "[":
         events = _lmcache_line(line, rank, pos)
         if events is not None:
-            return events
+            return events or _lmcache_problem(line, pos)
     elif first in _LEVEL_INITIALS:
         events = _vllm_line(line, rank, pos)
         if events is not None:
-            return events
+            return events if events or first in _QUIET_INITIALS else _vllm_problem(line, pos)
         events = _uvicorn_line(line, rank, pos)
         if events is not None:
-            return events
+            return events if events or first in _QUIET_INITIALS else _uvicorn_problem(line, pos)
     # The rarer shapes below work on their own copy of the rest of the line.
     if pos:
         line = line[pos:]
@@ -245,7 +312,8 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
     elif first.isdigit() and line[10:11] == " ":
         m = STDLIB_HEADER.match(line)
         if m is not None:
-            return _by_logger(m.group(2), line, m.end(), m.group(1), rank)
+            events = _by_logger(m.group(2), line, m.end(), m.group(1), rank)
+            return events or _problem(m.group(3), _producer(m.group(2)), m.group(2), m.group(1))
     return _headerless(line, depth, rank)
 
 
@@ -293,9 +361,14 @@ def _after_prefix(line: str, rank: int | None) -> Events:
     if tag_rank is not None:
         rank = tag_rank
     text = _without_ray_note(trim_closing(line, prefix))
-    start = found.end
-    if start >= len(text):
+    if found.end >= len(text):
         return NOTHING
+    return _after_header(text, found, rank) or _problem_after_prefix(text, found)
+
+
+def _after_header(text: str, found: Header, rank: int | None) -> Events:
+    """The message after a header found behind a prefix."""
+    start = found.end
     if found.kind == "vllm":
         events = vllm_message(text, start, found.stamp)
         if not events and ' - "' in text:
@@ -345,6 +418,8 @@ def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) ->
         if "\x1b" in text:
             text = strip_ansi(text)
         events = _by_logger(record.logger, text, 0, record.stamp, rank) if text else NOTHING
+        if not events and record.level:
+            events = _problem(record.level.upper(), _producer(record.logger), record.logger, record.stamp)
     else:
         events = _restamp(parse_nested(text, depth + 1, rank), record.stamp)
     if record.trace_id is not None:
@@ -366,6 +441,10 @@ def _unwrap(line: str, depth: int, rank: int | None) -> Events | None:
 def _old_lmcache(line: str, start: int, rank: int | None) -> Events:
     """LMCache 0.1.x: ``INFO LMCache: <message> [2024-10-24 12:00:00,123.123]``."""
     m = LMCACHE_OLD_STAMP.search(line, start)
-    if m is None:
-        return lmcache_message(line, start, None, rank)
-    return lmcache_message(line[: m.start()], start, f"{m.group(1)},{m.group(2)}", rank)
+    stamp = None if m is None else f"{m.group(1)},{m.group(2)}"
+    events = lmcache_message(line if m is None else line[: m.start()], start, stamp, rank)
+    if events:
+        return events
+    site = LMCACHE_SOURCE.search(line[: m.start()] if m is not None else line)
+    level = line[:start].split()[-2]  # the word before ``LMCache: ``
+    return _problem(level, "lmcache", site.group(1) if site else None, stamp)

@@ -74,7 +74,7 @@ VLLM_HEADER = r"[A-Z]+ (\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,]\d+)? \[?[^\] ]+:\d+\] "
 # ``2025-07-08 17:24:00 - vllm.engine.metrics - INFO - ``.
 STDLIB_HEADER = re.compile(
     r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d{3})?) - ((?:vllm|lmcache|uvicorn)[\w.]*) - "
-    r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) - "
+    r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) - "
 )
 # LMCache >= 0.3: ``[2025-12-14 16:18:24,320] LMCache INFO: `` (the space after the
 # colon is lost when a copy drops the colour reset that stood there).
@@ -359,7 +359,7 @@ class JsonRecord:
     """A JSON-wrapped line: the text inside, its time, whether it is only part of a line,
     the logger that wrote it, and the trace context an OpenTelemetry-shaped record carries."""
 
-    __slots__ = ("logger", "partial", "span_id", "stamp", "text", "trace_id")
+    __slots__ = ("level", "logger", "partial", "span_id", "stamp", "text", "trace_id")
 
     def __init__(
         self,
@@ -369,6 +369,7 @@ class JsonRecord:
         logger: str | None,
         trace_id: str | None = None,
         span_id: str | None = None,
+        level: str | None = None,
     ) -> None:
         self.text = text
         self.stamp = stamp
@@ -376,6 +377,7 @@ class JsonRecord:
         self.logger = logger
         self.trace_id = trace_id
         self.span_id = span_id
+        self.level = level  # a logging library's record: its level name as written
 
 
 # No epoch time is this large, even in nanoseconds (the year 2286 is under 1e19).
@@ -493,4 +495,29 @@ def unwrap_json(line: str) -> JsonRecord | None:
     if key == "body" or "trace_id" in record:
         trace_id = _hex_id(record.get("trace_id"), 32)
         span_id = _hex_id(record.get("span_id"), 16) if trace_id else None
-    return JsonRecord(text, _record_stamp(record), partial, _record_logger(record, key), trace_id, span_id)
+    logger = _record_logger(record, key)
+    level = None
+    if logger is not None:
+        value = record.get("levelname") or record.get("level") or record.get("severity_text") or record.get("severity")
+        level = value if isinstance(value, str) else None
+    return JsonRecord(text, _record_stamp(record), partial, logger, trace_id, span_id, level)
+
+
+# --- warnings and errors -------------------------------------------------------------
+
+# A level word as a header prints it -> the level of a ``log_problem`` (INFO, DEBUG: None).
+PROBLEM_LEVEL_NAMES = {
+    "WARNING": "warning",
+    "WARN": "warning",
+    "ERROR": "error",
+    "CRITICAL": "critical",
+    "FATAL": "critical",
+}
+# vLLM's header at the start: the level, the stamp, the file and line.
+VLLM_PROBLEM = re.compile(r"([A-Z]+) (\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,]\d+)? \[?([^\] ]+:\d+)\] ")
+# LMCache's header (after colour codes are gone); its line ends with ``(file.py:N:logger)``.
+LMCACHE_PROBLEM = re.compile(r"\[(\d\d\d\d-[^\]]{18})\] LMCache ([A-Z]+):")
+LMCACHE_SOURCE = re.compile(r" \(([\w.-]+\.py:\d+):[\w.<>]*\)$")
+# A level word, or a call site, inside a header found after a prefix.
+LEVEL_WORD = re.compile(r"\b(WARNING|WARN|ERROR|CRITICAL|FATAL)\b")
+CALL_SITE = re.compile(r"([\w.-]+\.py:\d+)")

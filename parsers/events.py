@@ -447,6 +447,28 @@ class BenchServe(Event):
     value: float | None = None
 
 
+# --- warnings and errors -----------------------------------------------------------
+
+ProblemLevel = Literal["warning", "error", "critical"]
+PROBLEM_LEVELS: tuple[str, ...] = get_args(ProblemLevel)
+ProblemProducer = Literal["vllm", "lmcache", "uvicorn"]
+PROBLEM_PRODUCERS: tuple[str, ...] = get_args(ProblemProducer)
+
+
+@dataclass(slots=True)
+class LogProblem(Event):
+    """A WARNING, ERROR or CRITICAL line of vLLM, LMCache or uvicorn that gives no other event.
+
+    Each line of a message printed over several lines (a traceback under vLLM's
+    header) is one event.  The message text is never carried (it may hold a prompt)."""
+
+    kind: ClassVar[str] = "log_problem"
+    producer: ProblemProducer = "vllm"  #: whose header: vllm, lmcache or uvicorn
+    level: ProblemLevel = "warning"  #: warning, error or critical (a WARN or FATAL header counts as such)
+    #: where the header says the message comes from: ``file.py:line`` (vLLM, LMCache), or a logger name
+    source: str | None = None
+
+
 # --- self-observation --------------------------------------------------------------
 
 
@@ -498,6 +520,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     BenchTokens,
     BenchLatency,
     BenchServe,
+    LogProblem,
     SuspiciousLine,
 )
 

@@ -710,6 +710,17 @@ CATALOGUE: tuple[Spec, ...] = (
             "five are always exported, one crash may log several"
         ),
     ),
+    counter(
+        "kvwatch_log_problem_lines_total",
+        "Warning, error and critical lines of vLLM, LMCache and uvicorn that no other metric counts.",
+        keyed("problem_lines"),
+        labels="producer level",
+        doc=(
+            "lines under a `WARNING`, `ERROR` or `CRITICAL` header of `vllm`, `lmcache` or `uvicorn` that give no "
+            "other event (each line of a traceback under vLLM's header counts; the tracebacks of a shutdown do not); "
+            "all nine series are always exported"
+        ),
+    ),
     # vllm bench
     gauge(
         "kvwatch_bench_requests_per_second",
@@ -760,7 +771,7 @@ CATALOGUE: tuple[Spec, ...] = (
     counter("kvwatch_lines_total", "Lines read.", value_of("lines")),
     counter(
         "kvwatch_lines_unparsed_total",
-        "Lines read that gave no event (suspicious ones included).",
+        "Lines read whose message no parser read (suspicious and warning/error lines included).",
         value_of("unparsed_lines"),
     ),
     counter(

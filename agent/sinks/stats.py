@@ -19,6 +19,7 @@ in :attr:`ServerStats.counted`.  Adding such a metric touches the catalogue only
 
 from __future__ import annotations
 
+import itertools
 import logging
 import pickle
 import time
@@ -316,6 +317,7 @@ class ServerStats:
     parsed_lines: int = counter()
     skipped: dict[str, int] = counts()
     suspicious: dict[str, int] = counts()
+    problems_while_stopping: int = counter()  # problem lines after a shutdown began (not counted as problems)
     # The span of log time seen, in POSIX seconds (LMCache's millisecond stamps are nearly all distinct:
     # no datetime made per line).
     first_time: float | None = field(default=None, metadata={"merge": MIN})
@@ -385,6 +387,14 @@ class ServerStats:
     kv_cache_memory_bytes: float | None = last()
     startup_phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds, of the last start
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVER_ERRORS, 0), metadata={"merge": SUM})
+    # Warning, error and critical lines no parser reads, by (producer, level): every series from the start.
+    problems: dict[tuple[str, str], int] = field(
+        default_factory=lambda: dict.fromkeys(itertools.product(ev.PROBLEM_PRODUCERS, ev.PROBLEM_LEVELS), 0),
+        metadata={"merge": SUM},
+    )
+    # Those seen before any start, readiness or shutdown line: a part of a log read in parallel does not
+    # know yet whether its server was shutting down (see merge).
+    problems_unplaced: dict[tuple[str, str], int] = field(default_factory=dict)
     # vllm bench: (family, labels) -> value
     bench: dict[BenchKey, float] = last(dict)
     # Counts declared by their metrics (see COUNTS): key, or (key, label value) -> number.
@@ -429,6 +439,7 @@ class ServerStats:
             ev.BenchLatency: self._bench,
             ev.BenchServe: self._bench,
             ev.SuspiciousLine: self._suspicious,
+            ev.LogProblem: self._problem,
         }
         for kind, rules in COUNTS.items():
             self._handlers[kind] = self._counting(self._handlers.get(kind), tuple(rules))
@@ -460,9 +471,10 @@ class ServerStats:
 
     @property
     def unparsed_lines(self) -> int:
-        """Lines read and decoded that gave no event (suspicious lines included)."""
+        """Lines read and decoded whose message no parser read (suspicious and problem lines included)."""
         skipped = sum(self.skipped.values())
-        return self.lines - skipped - self.parsed_lines + sum(self.suspicious.values())
+        unread = sum(self.suspicious.values()) + sum(self.problem_lines.values()) + self.problems_while_stopping
+        return self.lines - skipped - self.parsed_lines + unread
 
     def note_time(self, stamp: str | None) -> float | None:
         """Resolve a stamp to POSIX seconds and widen the span of log time seen; None if it cannot be resolved."""
@@ -733,10 +745,35 @@ class ServerStats:
     def _suspicious(self, e: ev.SuspiciousLine) -> None:
         self.suspicious[e.family] = self.suspicious.get(e.family, 0) + 1
 
+    def _problem(self, e: ev.LogProblem) -> None:
+        if self.state == "stopped":
+            # Once the server began to shut down, the tracebacks of its processes going away (vLLM 0.26
+            # and later log one on every SIGTERM) are the stop asked for, not faults to count.
+            self.problems_while_stopping += 1
+            return
+        counts = self.problems if self.lifecycle else self.problems_unplaced
+        key = (e.producer, e.level)
+        counts[key] = counts.get(key, 0) + 1
+
+    @property
+    def problem_lines(self) -> dict[tuple[str, str], int]:
+        """Warning, error and critical lines counted, by (producer, level)."""
+        if not self.problems_unplaced:
+            return self.problems
+        return {key: count + self.problems_unplaced.get(key, 0) for key, count in self.problems.items()}
+
     # -- combining parts of one log read in parallel ---------------------------------
 
     def merge(self, later: ServerStats) -> None:
         """Add the stats of the part of the same log that follows this one."""
+        if later.problems_unplaced:
+            # Lines of the later part before its first transition: this part's end state says what they were.
+            if self.state == "stopped":
+                self.problems_while_stopping += sum(later.problems_unplaced.values())
+            else:
+                counts = self.problems if self.lifecycle else self.problems_unplaced
+                for key, count in later.problems_unplaced.items():
+                    counts[key] = counts.get(key, 0) + count
         merge_fields(self, later)
         self.created = min(self.created, later.created)
         if "starting" in later.lifecycle:

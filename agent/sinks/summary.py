@@ -38,6 +38,8 @@ def render(servers: Iterable[ServerStats]) -> str:
         out += _lmcache(s)
         out += _engine_lines(s)
         out.append(f"  errors       {_counted(s.errors)}")
+        logged = {f"{producer} {level}": count for (producer, level), count in s.problem_lines.items()}
+        out.append(f"  logged       {_counted(logged)} (warning and error lines that gave no other event)")
         out += ["  " + line for line in _bench_lines(s.bench)]
     return "\n".join(out) + "\n"
 
@@ -46,8 +48,10 @@ def _reading(s: ServerStats) -> list[str]:
     """Lines read, parsed, skipped and suspicious; the span of log time."""
     skipped = sum(s.skipped.values())
     suspicious = sum(s.suspicious.values())
+    # A warning or error line that only says its level counts as "other", like a line of no event.
+    only_level = sum(s.problem_lines.values()) + s.problems_while_stopping
     out = [
-        f"  lines        {s.lines:,} read, {s.parsed_lines - suspicious:,} parsed, "
+        f"  lines        {s.lines:,} read, {s.parsed_lines - suspicious - only_level:,} parsed, "
         f"{s.unparsed_lines - suspicious:,} other, {suspicious:,} suspicious, {skipped:,} skipped"
         + (f" ({_counted(s.skipped)})" if skipped else "")
     ]

@@ -18,6 +18,7 @@ FAMILIES = (
     "message_only",
     "negatives",
     "suspicious",
+    "problems",
 )
 CASES = [(family, case) for family in FAMILIES for case in line_cases(family)]
 
@@ -49,3 +50,5 @@ def test_negatives_and_suspicious_are_what_they_claim() -> None:
         assert case["events"] == [], case["source"]
     for case in line_cases("suspicious"):
         assert [e["kind"] for e in case["events"]] == ["suspicious_line"], case["source"]
+    for case in line_cases("problems"):
+        assert [e["kind"] for e in case["events"]] in (["log_problem"], []), case["source"]

@@ -63,6 +63,42 @@ def test_an_engine_dead_error_after_the_shutdown_began_is_the_stop_not_a_fault()
     assert (s.errors["engine_dead"], s.errors["oom"]) == (2, 1)
 
 
+PROBLEM_LOG = [
+    "WARNING 06-09 23:23:14 [rocm.py:28] Failed to import from amdsmi",  # before any start: counted
+    "INFO 06-09 23:23:15 [api_server.py:1] vLLM API server version 0.26.0",
+    "[2025-06-21 20:59:57,675] LMCache ERROR: Num retrieved tokens: 0 (vllm_v1_adapter.py:558:lmcache.x)",
+    "ERROR:    Exception in ASGI application",
+    "INFO:     Shutting down",
+    "(EngineCore_DP0 pid=5) ERROR 06-09 23:24:00 [core.py:712] Traceback (most recent call last):",  # the stop's
+    "(EngineCore_DP0 pid=5) ERROR 06-09 23:24:00 [core.py:712]   File core.py, line 1",  # the stop's
+    "INFO 06-09 23:25:00 [api_server.py:1] vLLM API server version 0.26.0",
+    "(EngineCore_DP0 pid=9) CRITICAL 06-09 23:26:00 [core.py:90] Engine core died",
+]
+
+
+def problem_samples(stats: ServerStats) -> dict:
+    return {key[1]: value for key, value in exposition(stats).items() if key[0] == "kvwatch_log_problem_lines_total"}
+
+
+def test_warning_and_error_lines_are_counted_by_producer_and_level_but_not_a_shutdown() -> None:
+    s = feed(fresh(), PROBLEM_LOG)
+    counted = {key: value for key, value in s.problem_lines.items() if value}
+    expected = {("vllm", "warning"): 1, ("lmcache", "error"): 1, ("uvicorn", "error"): 1, ("vllm", "critical"): 1}
+    assert counted == expected
+    assert s.problems_while_stopping == 2
+    assert len(problem_samples(s)) == 9  # every producer and level, zeros included
+
+
+@pytest.mark.parametrize("cut", range(1, len(PROBLEM_LOG)))
+def test_problem_lines_of_parts_merge_to_one_pass(cut: int) -> None:
+    # A part after the shutdown line does not know it was read while the server stopped.
+    whole = feed(fresh(), PROBLEM_LOG)
+    merged = feed(fresh(), PROBLEM_LOG[:cut])
+    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), PROBLEM_LOG[cut:]))))
+    assert problem_samples(merged) == problem_samples(whole)
+    assert merged.problems_while_stopping == whole.problems_while_stopping
+
+
 def test_http_labels_stay_bounded() -> None:
     assert route_of("/v1/chat/completions") == "/v1/chat/completions"
     assert route_of("/v1/responses/resp_123") == "/v1/responses/{response_id}"
