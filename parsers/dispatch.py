@@ -22,7 +22,6 @@ import re
 
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
-    CALL_SITE,
     LEVEL_WORD,
     LMCACHE_HEADER,
     LMCACHE_OLD_HEADER,
@@ -38,6 +37,7 @@ from parsers.envelope import (
     VLLM_PROBLEM,
     Header,
     JsonRecord,
+    call_site,
     find_header,
     is_foreign_process,
     prefix_verdict,
@@ -144,9 +144,17 @@ def _restamp(events: Events, stamp: str | None) -> Events:
 _QUIET_INITIALS = frozenset("IDT")
 
 
+# A call site or logger name longer than this is no name (a hostile or broken line): left out.
+_MAX_SOURCE = 200
+
+
 def _problem(level_word: str, producer: str, source: str | None, stamp: str | None) -> Events:
     level = PROBLEM_LEVEL_NAMES.get(level_word)
-    return NOTHING if level is None else (LogProblem(stamp, producer, level, source),)  # type: ignore[arg-type]
+    if level is None:
+        return NOTHING
+    if source is not None and len(source) > _MAX_SOURCE:
+        source = None
+    return (LogProblem(stamp, producer, level, source),)  # type: ignore[arg-type]
 
 
 def _producer(logger: str) -> str:
@@ -185,8 +193,7 @@ def _problem_after_prefix(text: str, found: Header) -> Events:
     producer = _PRODUCERS[found.kind]
     source = None
     if found.kind == "vllm":
-        site = CALL_SITE.search(text, found.start, found.end)
-        source = site.group(1) if site else None
+        source = call_site(text, found.start, found.end)
     elif producer == "lmcache":
         site = LMCACHE_SOURCE.search(text)
         source = site.group(1) if site else None

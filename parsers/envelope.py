@@ -518,6 +518,19 @@ VLLM_PROBLEM = re.compile(r"([A-Z]+) (\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,]\d+)? \[?(
 # LMCache's header (after colour codes are gone); its line ends with ``(file.py:N:logger)``.
 LMCACHE_PROBLEM = re.compile(r"\[(\d\d\d\d-[^\]]{18})\] LMCache ([A-Z]+):")
 LMCACHE_SOURCE = re.compile(r" \(([\w.-]+\.py:\d+):[\w.<>]*\)$")
-# A level word, or a call site, inside a header found after a prefix.
+# A level word inside a header found after a prefix.
 LEVEL_WORD = re.compile(r"\b(WARNING|WARN|ERROR|CRITICAL|FATAL)\b")
-CALL_SITE = re.compile(r"([\w.-]+\.py:\d+)")
+_PY_LINE = re.compile(r"\.py:\d+")
+_FILE_NAME_END = re.compile(r"[\w.-]{1,120}$")
+
+
+def call_site(text: str, start: int, end: int) -> str | None:
+    """``file.py:line`` in ``text[start:end]`` (a header), the file without its directories.
+
+    The ``.py:`` is looked for first and the name read backwards from it, a bounded
+    stretch: a name pattern tried at every letter of a long path would cost its square."""
+    m = _PY_LINE.search(text, start, end)
+    if m is None:
+        return None
+    name = _FILE_NAME_END.search(text, max(start, m.start() - 120), m.start())
+    return None if name is None else name.group() + m.group()
