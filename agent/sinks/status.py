@@ -48,6 +48,7 @@ class ServerStatus:
     lmcache_degraded: bool = False
     errors: dict[str, float] = field(default_factory=dict)
     suspicious_lines: float = 0.0
+    lmcache_error_lines: float = 0.0  # LMCache's error and critical lines (KvwatchLmcacheErrors)
     last_error: str | None = None
     canary: str | None = None  # the last canary's verdict (its reason)
     startup_phases: dict[str, float] = field(default_factory=dict)
@@ -74,6 +75,8 @@ class ServerStatus:
         found += [f"{kind} error" for kind, count in sorted(self.errors.items()) if count]
         if self.lmcache_degraded:
             found.append("LMCache degraded")
+        if self.lmcache_error_lines:
+            found.append("LMCache errors logged")
         if self.suspicious_lines:
             found.append("suspicious lines")
         if self.canary not in (None, "works"):
@@ -201,6 +204,9 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
         s.errors[labels.get("error", "other")] = value
     elif name == "kvwatch_lines_suspicious_total":
         s.suspicious_lines += value
+    elif name == "kvwatch_log_problem_lines_total":
+        if labels.get("producer") == "lmcache" and labels.get("level") in ("error", "critical"):
+            s.lmcache_error_lines += value
     elif name == "kvwatch_canary_ok" and value == 1:
         s.canary = labels.get("reason")
     elif name == "kvwatch_vllm_startup_phase_seconds":

@@ -43,13 +43,23 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
         'kvwatch_vllm_errors_total{server="s",error="oom"} 2\n'
         'kvwatch_vllm_errors_total{server="s",error="cuda_error"} 0\n'
         'kvwatch_lines_suspicious_total{server="s",family="engine_stats"} 3\n'
+        'kvwatch_log_problem_lines_total{server="s",producer="lmcache",level="critical"} 1\n'
+        'kvwatch_log_problem_lines_total{server="s",producer="vllm",level="error"} 4\n'
         'kvwatch_canary_ok{server="s",reason="nothing_hit"} 1\n'
+        'kvwatch_log_problem_lines_total{server="t",producer="lmcache",level="warning"} 9\n'
         "kvwatch_gpus_missing 1\n"
     )
     snapshot = read_snapshot(text)
     server = snapshot.servers["s"]
     assert (server.state, server.lmcache_state, snapshot.gpus_missing) == ("crash_loop", "running", 1)
-    assert server.conditions() == ["crash_loop", "oom error", "suspicious lines", "canary: nothing_hit"]
+    assert server.conditions() == [
+        "crash_loop",
+        "oom error",
+        "LMCache errors logged",
+        "suspicious lines",
+        "canary: nothing_hit",
+    ]
+    assert snapshot.servers["t"].conditions() == []  # warnings, and vLLM's error lines, are no condition
     assert snapshot.as_dict()["servers"][0]["conditions"] == server.conditions()
 
 
