@@ -4,12 +4,14 @@ Beyond the file itself it looks at what a start needs from the filesystem: the
 directories of the servers' raw logs and the state directory must exist or be
 creatable, and be writable, by the user running the check (run it as the
 service's user: ``sudo -u kvwatch kvwatch check``).  Otherwise a server would
-fail only when kvwatch starts it.
+fail only when kvwatch starts it.  A followed file (a path without a glob)
+that is there must be a file this user can read.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import pwd
 import sys
@@ -53,7 +55,21 @@ def filesystem_problems(config: Config) -> list[str]:
         reason = cannot_write(path, is_directory)
         if reason:
             problems.append(f"{config.path}: {key}: {reason}")
+    for index, follow in enumerate(config.follows):
+        for number, name in enumerate(follow.paths):
+            reason = None if glob.has_magic(name) else cannot_follow(Path(name))
+            if reason:
+                problems.append(f"{config.path}: follow[{index}].paths[{number}]: {reason}")
     return problems
+
+
+def cannot_follow(path: Path) -> str | None:
+    """Why this user could not read the file ``path`` names; None if it can, or if it is not there yet."""
+    if path.is_dir():
+        return f'{path} is a directory (follow the files in it with a glob, e.g. "{path / "*.log"}")'
+    if path.exists() and not os.access(path, os.R_OK):
+        return f"cannot read {path} as {_user()}: permission denied"
+    return None
 
 
 def cannot_write(path: Path, is_directory: bool) -> str | None:

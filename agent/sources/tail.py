@@ -31,7 +31,6 @@ knows what has been read: :meth:`TailedPath.rotate` calls
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import logging
 import os
@@ -285,7 +284,8 @@ class TailedPath:
         """A directory, named pipe, socket or device where a log file was expected: a pipe has no
         size or position to follow (a server's output is followed as a file, or supervised)."""
         if stat.S_ISDIR(mode):
-            self._note_error(os.strerror(errno.EISDIR), "read_error")  # not a log yet
+            text = f'a directory (follow the files in it with a glob, e.g. "{os.path.join(self.path, "*.log")}")'
+            self._note_error(text, "not_a_file")
             return
         kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         self._note_error(f"{kind}, not a regular file", "not_a_file")
@@ -693,8 +693,8 @@ class Tailer:
         for pattern in source.patterns:
             names = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
             for name in names:
-                if name in source.paths or (os.path.isdir(name)):
-                    continue
+                if name in source.paths or (glob.has_magic(pattern) and os.path.isdir(name)):
+                    continue  # a directory a glob finds is passed over; one named alone is reported
                 if glob.has_magic(pattern) and _is_rotated_copy(name, source.patterns):
                     continue
                 rotated = source.rotate_bytes and name in source.raw_logs
@@ -861,8 +861,8 @@ PATH_SPECS = (
         "1 while a followed file cannot be read (permission_denied, not_a_file, read_error); retried.",
         _read_error,
         labels="path reason",
-        doc="1 while a followed file cannot be read (`permission_denied`; `not_a_file`: a named pipe, socket or "
-        "device, which has no position to follow; `read_error`); retried every poll",
+        doc="1 while a followed file cannot be read (`permission_denied`; `not_a_file`: a directory, or a named "
+        "pipe, socket or device, which has no position to follow; `read_error`); retried every poll",
     ),
 )
 # Series of a supervised server's raw log, which the reader rotates.

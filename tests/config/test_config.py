@@ -313,7 +313,24 @@ def test_check_finds_a_log_dir_that_cannot_be_created(tmp_path: Path) -> None:
     assert '"--model", "Qwen/Qwen3-8B"' in result.stdout  # the resolved configuration is still shown
 
 
-def test_check_finds_a_log_dir_this_user_may_not_write(request: pytest.FixtureRequest) -> None:
+def test_check_finds_a_followed_path_that_is_a_directory(tmp_path: Path) -> None:
+    logs = tmp_path / "vllm"
+    logs.mkdir()
+    state = tmp_path / "state"
+    text = (
+        f'[agent]\nstate_dir = "{state}"\n\n[[follow]]\nname = "a"\npaths = ["{logs / "*.log"}", "{logs}"]\n'
+        f'\n[[follow]]\nname = "b"\npaths = ["{tmp_path / "not-there-yet.log"}"]\n'
+    )
+    path = write(tmp_path, text)
+    result = kvwatch("check", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f'kvwatch: {path}: follow[0].paths[1]: {logs} is a directory (follow the files in it with a glob, e.g. "'
+        f'{logs / "*.log"}")'
+    )
+
+
+def test_check_finds_what_this_user_may_not_write_or_read(request: pytest.FixtureRequest) -> None:
     # pytest's own temporary root is 0700: the unprivileged check must reach its config.
     top = Path(tempfile.mkdtemp(prefix="kvwatch-check-"))
     request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
@@ -324,8 +341,12 @@ def test_check_finds_a_log_dir_this_user_may_not_write(request: pytest.FixtureRe
     state = top / "state"
     state.mkdir()
     state.chmod(0o777)
+    secret = top / "other.log"  # a followed log the service's user may not read
+    secret.write_text("")
+    secret.chmod(0o600)
     path = top / "kvwatch.toml"
-    path.write_text(f'[agent]\nlog_dir = "{logs}"\nstate_dir = "{state}"\n' + MINIMAL)
+    follow = f'\n[[follow]]\nname = "other"\npaths = ["{secret}"]\n'
+    path.write_text(f'[agent]\nlog_dir = "{logs}"\nstate_dir = "{state}"\n' + MINIMAL + follow)
     path.chmod(0o644)
     result = subprocess.run(
         [*prefix, sys.executable, "-m", "agent", "check", "--config", str(path)],
@@ -339,6 +360,9 @@ def test_check_finds_a_log_dir_this_user_may_not_write(request: pytest.FixtureRe
         result.stderr
     )
     assert "state_dir" not in result.stderr
+    assert f"{path}: follow[0].paths[0]: cannot read {secret} as user nobody (uid 65534): permission denied" in (
+        result.stderr
+    )
 
 
 def _server_venv(root: Path, distribution: str) -> Path:

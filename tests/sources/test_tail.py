@@ -389,6 +389,21 @@ def test_a_path_replaced_by_a_directory_and_back_reads_again_without_an_error(tm
     assert tailer.errors() == {}
 
 
+def test_a_path_that_names_a_directory_is_an_error_and_a_glob_passes_directories_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``paths = ["/var/log/vllm"]`` for ``/var/log/vllm/*.log`` read nothing, and said nothing."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_text("one\n")
+    (logs / "old.d").mkdir()  # a glob's match that is a directory: not a followed path
+    tailer, got = make_tailer(tmp_path, str(logs), str(logs / "*"))
+    tailer.cycle()
+    assert got.text == ["one"]
+    assert tailer.errors() == {"s": {str(logs): "not_a_file"}}
+    assert f'follow the files in it with a glob, e.g. "{logs / "*.log"}"' in caplog.text
+
+
 def test_a_path_that_names_a_named_pipe_is_an_error_and_the_other_files_are_read(tmp_path: Path) -> None:
     """Opening a named pipe without a writer blocks: the one reading thread stopped, and with it every
     other file and /healthz.  A pipe, which has no size or position to follow, is a read error."""
