@@ -26,6 +26,7 @@ import glob
 import logging
 import os
 import platform
+import resource
 import signal
 import sys
 import threading
@@ -618,6 +619,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     setup_logging(config.agent.log_level)
+    raise_open_file_limit()
     try:
         daemon = Daemon(config)
     except ConfigError as exc:
@@ -627,6 +629,23 @@ def main(args: argparse.Namespace) -> int:
         message = f"cannot serve metrics on {where} or use {config.agent.state_dir}: {exc}"
         raise CommandError(message, EXIT_FAILED) from None
     return daemon.run()
+
+
+# Every followed file is held open, and a glob over a node's container logs can match thousands; at a
+# soft limit of 1,024 (a shell's usual) the files past it, and then /metrics' connections, failed.
+# Go daemons (mtail, node_exporter) raise the soft limit to the hard one as they start, and kvwatch's
+# systemd unit sets it: as high here, wherever kvwatch runs.
+OPEN_FILES_WANTED = 1 << 20
+
+
+def raise_open_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the limit of open files from %d to %d: %s", soft, wanted, exc)
 
 
 def setup_logging(level: str) -> None:

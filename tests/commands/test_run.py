@@ -378,6 +378,25 @@ def test_permission_denied_is_reported_and_retried_by_an_unprivileged_kvwatch(ag
     assert agent.value("kvwatch_tail_read_error", server="f", path=str(log), reason="permission_denied") is None
 
 
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
+def test_a_glob_over_more_files_than_the_soft_open_file_limit_is_read_whole(agents, tmp_path: Path) -> None:
+    """Each followed file is held open: started under a shell's low soft limit (here 64; 1,024 is
+    usual) kvwatch raises it to the hard one, as mtail and node_exporter do, and reads every file."""
+    logs = tmp_path / "containers"
+    logs.mkdir()
+    for n in range(150):
+        (logs / f"pod-{n}.log").write_text(STATS)
+    agent = agents(
+        f'[[follow]]\nname = "f"\npaths = ["{logs / "*.log"}"]\nstart_at = "beginning"\n',
+        prefix=["prlimit", "--nofile=64:4096", "--"],
+    )
+    agent.start()
+    wait_for(lambda: stats_lines(agent, "f") == 150, what="a stats line of every file")
+    read_errors = [key for key in agent.metrics() if key[0] == "kvwatch_tail_read_error"]
+    assert read_errors == []
+    assert agent.get("/metrics")[0] == 200 and "cannot read" not in agent.log()
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death this test causes
 def test_a_reading_thread_that_died_makes_healthz_fail(tmp_path: Path) -> None:
     """A tail thread that ends (here: a wait too long for the OS, as poll_interval = inf once caused)
