@@ -515,9 +515,10 @@ PROBLEM_LEVEL_NAMES = {
 }
 # vLLM's header at the start: the level, the stamp, the file and line.
 VLLM_PROBLEM = re.compile(r"([A-Z]+) (\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,]\d+)? \[?([^\] ]+:\d+)\] ")
-# LMCache's header (after colour codes are gone); its line ends with ``(file.py:N:logger)``.
+# LMCache's header (its colour codes before it); its line ends with ``(file.py:N:logger)``, in italics
+# where LMCache colours its lines (0.5 and later, even in files).
 LMCACHE_PROBLEM = re.compile(r"\[(\d\d\d\d-[^\]]{18})\] LMCache ([A-Z]+):")
-LMCACHE_SOURCE = re.compile(r" \(([\w.-]+\.py:\d+):[\w.<>]*\)$")
+LMCACHE_SOURCE = re.compile(r" (?:\x1b\[[0-9;]*m)?\(([\w.-]+\.py:\d+):[\w.<>]*\)(?:\x1b\[[0-9;]*m)?$")
 # A level word inside a header found after a prefix.
 LEVEL_WORD = re.compile(r"\b(WARNING|WARN|ERROR|CRITICAL|FATAL)\b")
 _PY_LINE = re.compile(r"\.py:\d+")
