@@ -1025,6 +1025,19 @@ def fleet_cache_row(d: db.Dashboard) -> db.Dashboard:
             description="Share of API responses with a 5xx status, per server, over 5 minutes (recording rule).",
         )
     )
+    d = d.with_panel(
+        listing(
+            "Error lines logged per host (30 m)",
+            "short",
+            query(
+                f"sum by (instance, producer) (server:kvwatch_log_error_lines:increase30m{{{SERVERS}}}) > 0",
+                "{{instance}} {{producer}}",
+            ),
+            description="ERROR and CRITICAL lines of vLLM, LMCache and uvicorn that no other panel counts (recording "
+            "rule): a host whose LMCache cannot reach its backend shows up here (alert KvwatchLmcacheErrors).",
+            width=24,
+        )
+    )
     return d
 
 

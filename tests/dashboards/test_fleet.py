@@ -50,6 +50,8 @@ FLEET_EMPTY = {
 }
 # Append to one host's log: a stats line of a changed format (a suspicious line, "format drift").
 DRIFTED = "INFO 12-14 17:00:01 [loggers.py:1] Engine 000: Avg prompt throughput: n/a tokens/s, changed\n"
+# And an error of its LMCache (the generated logs hold vLLM's errors, not LMCache's).
+LMCACHE_ERROR = "[2025-12-14 17:00:01,000] LMCache ERROR: Remote backend unreachable (remote.py:1:lmcache.x)\n"
 
 
 @dataclass
@@ -96,6 +98,7 @@ def write_logs(hosts: list[Host], pieces: int = 6, pause: float = 2.0) -> None:
         time.sleep(pause)
     with hosts[0].log.open("a", encoding="utf-8") as out:
         out.write(DRIFTED)
+        out.write(LMCACHE_ERROR)
 
 
 def per_host(prometheus: Prometheus, expr: str) -> dict[str, float]:
@@ -149,6 +152,10 @@ def check_fleet_dashboard(central: Prometheus, hosts: list[Host]) -> None:
     drift = central.query(substitute(expr_of(fleet, "Suspicious lines per host (30 m)")))
     assert [(r["metric"]["instance"], r["metric"]["family"]) for r in drift] == [(f"{HOSTS[0]}:10067", "engine_stats")]
     assert [float(r["value"][1]) for r in central.query(substitute(expr_of(fleet, "Hosts reporting")))] == [3.0]
+    logged = central.query(substitute(expr_of(fleet, "Error lines logged per host (30 m)")))
+    assert sorted(r["metric"]["instance"] for r in logged if r["metric"]["producer"] == "lmcache") == [
+        f"{HOSTS[0]}:10067"
+    ]
 
 
 def check_every_panel_runs(central: Prometheus) -> None:

@@ -70,6 +70,7 @@ EMPTY_ON_THIS_INPUT = {
     "kvwatch_tail_read_error": "every followed file is readable",
     "kvwatch_canary_last_hit_tokens": "the stand-in has no OpenAI API: its canary cannot run",
     "kvwatch_canary_last_latency_seconds": "the stand-in has no OpenAI API: its canary cannot run",
+    "server:kvwatch_log_error_lines": "the fixture lines' one error line comes after their shutdown line (not counted)",
 }
 # Alerts that must fire on this input, and the rest (quiet, hence empty).
 FIRING = {
