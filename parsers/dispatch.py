@@ -142,10 +142,10 @@ def _restamp(events: Events, stamp: str | None) -> Events:
 
 # First letters of the levels that are no problem (INFO, DEBUG, TRACE): most lines stop at this test.
 _QUIET_INITIALS = frozenset("IDT")
-
-
 # A call site or logger name longer than this is no name (a hostile or broken line): left out.
 _MAX_SOURCE = 200
+# Whose a header found after a prefix is (a standard-format header's logger name says it better).
+_PRODUCERS = {"vllm": "vllm", "lmcache": "lmcache", "lmcache_old": "lmcache", "stdlib": "vllm", "uvicorn": "uvicorn"}
 
 
 def _problem(level_word: str, producer: str, source: str | None, stamp: str | None) -> Events:
@@ -200,9 +200,6 @@ def _problem_after_prefix(text: str, found: Header) -> Events:
     elif found.kind == "stdlib" and found.logger:
         producer, source = _producer(found.logger), found.logger
     return _problem(level.group(1), producer, source, found.stamp)
-
-
-_PRODUCERS = {"vllm": "vllm", "lmcache": "lmcache", "lmcache_old": "lmcache", "stdlib": "vllm", "uvicorn": "uvicorn"}
 
 
 def parse_line(line: str) -> Events:
