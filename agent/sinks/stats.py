@@ -392,8 +392,8 @@ class ServerStats:
         default_factory=lambda: dict.fromkeys(itertools.product(ev.PROBLEM_PRODUCERS, ev.PROBLEM_LEVELS), 0),
         metadata={"merge": SUM},
     )
-    # Those seen before any start, readiness or shutdown line: a part of a log read in parallel does not
-    # know yet whether its server was shutting down (see merge).
+    # Those seen before the server's state is known (no start, readiness or shutdown line yet): a part of
+    # a log read in parallel does not know whether its server was shutting down (see merge).
     problems_unplaced: dict[tuple[str, str], int] = field(default_factory=dict)
     # vllm bench: (family, labels) -> value
     bench: dict[BenchKey, float] = last(dict)
@@ -751,7 +751,7 @@ class ServerStats:
             # and later log one on every SIGTERM) are the stop asked for, not faults to count.
             self.problems_while_stopping += 1
             return
-        counts = self.problems if self.lifecycle else self.problems_unplaced
+        counts = self.problems if self.state != "unknown" else self.problems_unplaced
         key = (e.producer, e.level)
         counts[key] = counts.get(key, 0) + 1
 
@@ -771,7 +771,7 @@ class ServerStats:
             if self.state == "stopped":
                 self.problems_while_stopping += sum(later.problems_unplaced.values())
             else:
-                counts = self.problems if self.lifecycle else self.problems_unplaced
+                counts = self.problems if self.state != "unknown" else self.problems_unplaced
                 for key, count in later.problems_unplaced.items():
                     counts[key] = counts.get(key, 0) + count
         merge_fields(self, later)
