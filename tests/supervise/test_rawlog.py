@@ -21,16 +21,23 @@ def test_raw_log_rotation_keeps_every_line_while_the_writer_appends(tmp_path: Pa
     tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=64 * 1024, backups=3)
     total = 20000
     done = threading.Event()
+    cycled = threading.Event()
 
     def write() -> None:
         for i in range(total):
             os.write(fd, f"line {i:08d} {'p' * 40}\n".encode())
+            if i % 1000 == 999:
+                # A pause, as a server's between bursts: the reader gets a turn even on a loaded machine
+                # (a writer done before the first cycle left one rotation to see, not three).
+                cycled.clear()
+                cycled.wait(10)
         done.set()
 
     writer = threading.Thread(target=write)
     writer.start()
     while not done.is_set():
         tailer.cycle()
+        cycled.set()
     writer.join()
     tailer.cycle()
     os.close(fd)
