@@ -27,7 +27,6 @@ from parsers.envelope import (
     LMCACHE_OLD_HEADER,
     LMCACHE_OLD_STAMP,
     LMCACHE_PROBLEM,
-    LMCACHE_SOURCE,
     PROBLEM_LEVEL_NAMES,
     PROCESS_TAG,
     STDLIB_HEADER,
@@ -40,6 +39,7 @@ from parsers.envelope import (
     call_site,
     find_header,
     is_foreign_process,
+    lmcache_call_site,
     prefix_verdict,
     rank_of,
     strip_ansi,
@@ -176,8 +176,7 @@ def _lmcache_problem(line: str, pos: int) -> Events:
     m = LMCACHE_PROBLEM.search(line, pos, level_at + 10)
     if m is None:
         return NOTHING
-    source = LMCACHE_SOURCE.search(line)
-    return _problem(m.group(2), "lmcache", source.group(1) if source else None, m.group(1))
+    return _problem(m.group(2), "lmcache", lmcache_call_site(line), m.group(1))
 
 
 def _uvicorn_problem(line: str, pos: int) -> Events:
@@ -195,8 +194,7 @@ def _problem_after_prefix(text: str, found: Header) -> Events:
     if found.kind == "vllm":
         source = call_site(text, found.start, found.end)
     elif producer == "lmcache":
-        site = LMCACHE_SOURCE.search(text)
-        source = site.group(1) if site else None
+        source = lmcache_call_site(text)
     elif found.kind == "stdlib" and found.logger:
         producer, source = _producer(found.logger), found.logger
     return _problem(level.group(1), producer, source, found.stamp)
@@ -449,6 +447,5 @@ def _old_lmcache(line: str, start: int, rank: int | None) -> Events:
     events = lmcache_message(line if m is None else line[: m.start()], start, stamp, rank)
     if events:
         return events
-    site = LMCACHE_SOURCE.search(line[: m.start()] if m is not None else line)
     level = line[:start].split()[-2]  # the word before ``LMCache: ``
-    return _problem(level, "lmcache", site.group(1) if site else None, stamp)
+    return _problem(level, "lmcache", lmcache_call_site(line if m is None else line[: m.start()]), stamp)

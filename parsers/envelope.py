@@ -518,7 +518,7 @@ VLLM_PROBLEM = re.compile(r"([A-Z]+) (\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,]\d+)? \[?(
 # LMCache's header (its colour codes before it); its line ends with ``(file.py:N:logger)``, in italics
 # where LMCache colours its lines (0.5 and later, even in files).
 LMCACHE_PROBLEM = re.compile(r"\[(\d\d\d\d-[^\]]{18})\] LMCache ([A-Z]+):")
-LMCACHE_SOURCE = re.compile(r" (?:\x1b\[[0-9;]*m)?\(([\w.-]+\.py:\d+):[\w.<>]*\)(?:\x1b\[[0-9;]*m)?$")
+_LMCACHE_SOURCE = re.compile(r" (?:\x1b\[[0-9;]*m)?\(([\w.-]+\.py:\d+):[\w.<>]*\)(?:\x1b\[[0-9;]*m)?$")
 # A level word inside a header found after a prefix.
 LEVEL_WORD = re.compile(r"\b(WARNING|WARN|ERROR|CRITICAL|FATAL)\b")
 _PY_LINE = re.compile(r"\.py:\d+")
@@ -535,3 +535,9 @@ def call_site(text: str, start: int, end: int) -> str | None:
         return None
     name = _FILE_NAME_END.search(text, max(start, m.start() - 120), m.start())
     return None if name is None else name.group() + m.group()
+
+
+def lmcache_call_site(text: str) -> str | None:
+    """``file.py:line`` of the ``(file.py:N:logger)`` an LMCache line ends with."""
+    m = _LMCACHE_SOURCE.search(text)
+    return None if m is None else m.group(1)
