@@ -18,7 +18,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: run run-retrieve demo-stack test bench bench-replay bench-live bench-traces bench-regex bench-scale compat lint generate system-deps demo-server kube-schemas clean
+.PHONY: bytecode run run-retrieve demo-stack test bench bench-replay bench-live bench-traces bench-regex bench-scale compat lint generate system-deps demo-server kube-schemas clean
 
 $(INSTALLED): pyproject.toml
 	@echo "kvwatch: installing kvwatch and its test tools into $(VENV) (about a minute the first time)"
@@ -57,6 +57,12 @@ kube-schemas: system-deps
 	  mkdir -p $(KUBE_MODELS) && cp tests/deploy/package.json $(KUBE_MODELS)/ && \
 	  npm install --prefix $(KUBE_MODELS) --no-audit --no-fund --silent; }
 
+# kvwatch's modules compiled ahead, as a pip install of a wheel does: every kvwatch process starts
+# sooner (its imports are read, not compiled) also where PYTHONDONTWRITEBYTECODE keeps Python from
+# writing them itself.  Only what changed is compiled again; a stale file is never used.
+bytecode: $(INSTALLED)
+	$(PY) -m compileall -q -j0 agent parsers dashboards
+
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -66,10 +72,10 @@ generate: $(INSTALLED)
 	$(PY) -m agent.catalogue
 	$(PY) -m dashboards.build
 
-test: $(INSTALLED) system-deps demo-server kube-schemas lint
+test: $(INSTALLED) bytecode system-deps demo-server kube-schemas lint
 	$(PY) -m pytest
 
-run: $(INSTALLED) demo-server
+run: $(INSTALLED) bytecode demo-server
 	@echo "kvwatch: metrics on http://127.0.0.1:10067/metrics; vLLM on http://127.0.0.1:8000 once loaded (about a minute on 2 cores;"
 	@echo "           kvwatch logs 'server tiny-llama: ready after N s')."
 	@echo "kvwatch: the server's raw log: .cache/demo/logs/tiny-llama.log; kvwatch itself: $(VENV)/bin/kvwatch"
@@ -97,19 +103,19 @@ compat: $(INSTALLED) demo-server
 
 bench: bench-replay bench-live bench-traces bench-regex bench-scale
 
-bench-replay: $(INSTALLED) system-deps
+bench-replay: $(INSTALLED) bytecode system-deps
 	$(PY) tests/benchmarks/run_replay_bench.py
 
-bench-live: $(INSTALLED) system-deps
+bench-live: $(INSTALLED) bytecode system-deps
 	$(PY) tests/benchmarks/run_live_bench.py
 
-bench-traces: $(INSTALLED) system-deps
+bench-traces: $(INSTALLED) bytecode system-deps
 	$(PY) tests/benchmarks/run_trace_bench.py
 
-bench-regex: $(INSTALLED)
+bench-regex: $(INSTALLED) bytecode
 	$(PY) tests/benchmarks/run_regex_bench.py
 
-bench-scale: $(INSTALLED)
+bench-scale: $(INSTALLED) bytecode
 	$(PY) tests/benchmarks/run_scale_bench.py
 
 clean:
