@@ -178,6 +178,30 @@ def test_the_pause_follows_the_rate_bytes_come_at(monkeypatch) -> None:
     assert after(0.020, 1000) == tail.BUSY_PAUSE  # 50 kB/s does not start a flow
 
 
+def test_a_flow_over_many_files_is_read_in_longer_batches(monkeypatch) -> None:
+    """Polling each file costs the same whatever it brings: with many files in a flow, cycles come less often."""
+    from agent.sources import tail
+
+    clock = [1000.0]
+    monkeypatch.setattr(tail.time, "monotonic", lambda: clock[0])
+    tailer = Tailer(lambda *_: None, PositionStore(None), use_inotify=False)
+
+    def after(seconds: float, read: int, files: int) -> float:
+        clock[0] += seconds
+        return tailer._pause_after(read, files)
+
+    after(0.0, 1, 1)
+    # 85 kB/s (a busy server's 500 lines a second) from one file, then the same from 10, 30 and 50 files.
+    assert after(0.100, 8_500, 1) == tail.MAX_FLOWING_PAUSE
+    assert after(0.100, 8_500, 10) == tail.MAX_FLOWING_PAUSE
+    assert after(0.100, 8_500, 30) == pytest.approx(30 * tail.PAUSE_PER_FILE)
+    assert after(0.150, 12_750, 50) == tail.MANY_FILES_MAX_PAUSE
+    assert after(0.250, 21_250, 500) == tail.MANY_FILES_MAX_PAUSE
+    # A fast flow is read in batches of FLOWING_BATCH bytes however many files bring it (32 servers).
+    assert after(0.050, 135_000, 32) == pytest.approx(tail.FLOWING_BATCH / 2.7e6)
+    assert after(0.050, 1_000_000, 50) == tail.MIN_FLOWING_PAUSE
+
+
 def test_the_directories_watched_are_where_each_file_really_is(tmp_path: Path, monkeypatch) -> None:
     """Resolved once per directory, a file alone when it is a symlink: the same as each file's realpath."""
     from agent.sources.tail import _real_directories
