@@ -85,12 +85,12 @@ run: $(INSTALLED) bytecode demo-server
 	$(VENV)/bin/kvwatch run --config examples/cpu-demo/kvwatch.toml
 
 # The demo with vLLM's own prefix cache off, so that LMCache's hits are loaded (Retrieved lines).
-run-retrieve: $(INSTALLED) demo-server
+run-retrieve: $(INSTALLED) bytecode demo-server
 	@echo "kvwatch: as make run, with vLLM's prefix cache off: the second identical long prompt is loaded from LMCache"
 	$(VENV)/bin/kvwatch run --config examples/cpu-demo/kvwatch-retrieve.toml
 
 # The CPU demo with a local Prometheus (Debian's) scraping it, kvwatch's rules loaded; Ctrl-C stops all.
-demo-stack: $(INSTALLED) system-deps demo-server
+demo-stack: $(INSTALLED) bytecode system-deps demo-server
 	$(PY) examples/cpu-demo/demo_stack.py
 
 # kvwatch against real vLLM releases (tests/compat/releases.toml): long, resumable, not part of `make test`.
