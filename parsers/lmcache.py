@@ -133,11 +133,13 @@ _STORED_ANY = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) out of (
 _STORE_PART = re.compile(rf"\b(size|cost|total time|time|throughput):? ({DECIMAL}) ?(GB/s|gb|GB|ms|s)\b")
 _STORED_OTHER = re.compile(r"(?:\[req_id=[^\]]*\] )?Stored \d+ Q tokens")
 _STORE_OLD = re.compile(rf"Store ({INTEGER}) tokens takes: ({DECIMAL}) ms, throughput: ({DECIMAL}) GB/s")
-# LMCache 0.1.x's cache engine, its time a bare float.  (Its store line counts chunks, not tokens; the
-# adapter's "Store skips S tokens and then stores N tokens" is not read: 0.2.x logs it beside its own
-# "Stored N out of total T tokens", which would count each store twice.)
+# LMCache 0.1.x's cache engine, its time a bare float; ``Retrieved 0 chunks`` alone when nothing was found,
+# and ``Retrived`` in v0.1.0-v0.1.2-alpha.  (Its store line counts chunks, not tokens; the adapter's "Store
+# skips S tokens and then stores N tokens" is not read: 0.2.x logs it beside its own "Stored N out of total
+# T tokens", which would count each store twice.)
 _RETRIEVED_CHUNKS = re.compile(
-    rf"Retrieved {INTEGER} chunks \(({INTEGER}) tokens in total\) -- ?elapsed time ?({DECIMAL}(?:[eE][+-]?\d{{1,3}})?)"
+    rf"Retrie?ved ({INTEGER}) chunks(?: \(({INTEGER}) tokens in total\) -- ?elapsed time ?"
+    rf"({DECIMAL}(?:[eE][+-]?\d{{1,3}})?))?"
 )
 _RETRIEVED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens in ({DECIMAL}) seconds")
 # Layer-wise mode: the total after the last layer; LMCache's "(file:line:logger)" trailer may follow.
@@ -272,8 +274,12 @@ def parse_retrieved(line: str, start: int, stamp: str | None, rank: int | None) 
     if m is not None:
         return (LmcacheRetrieve(stamp, _request_id(m.group(1)), int(m.group(2)), rank=rank),)
     m = _RETRIEVED_CHUNKS.match(line, start)
-    if m is not None:
-        return (LmcacheRetrieve(stamp, None, int(m.group(1)), cost_ms=decimal(m.group(2)) * 1000.0, rank=rank),)
+    if m is None:
+        return None
+    if m.group(2) is not None:
+        return (LmcacheRetrieve(stamp, None, int(m.group(2)), cost_ms=decimal(m.group(3)) * 1000.0, rank=rank),)
+    if m.group(1) == "0" and not line[m.end() :].strip():
+        return (LmcacheRetrieve(stamp, None, 0, rank=rank),)  # a retrieve that found nothing
     return None
 
 
@@ -357,6 +363,7 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Stored": (parse_stored, "lmcache_store"),
     "Store": (parse_store_old, "lmcache_store"),
     "Retrieved": (parse_retrieved, "lmcache_retrieve"),
+    "Retrived": (parse_retrieved, "lmcache_retrieve"),  # LMCache v0.1.0-v0.1.2-alpha's spelling
     "Storing": (parse_storing, "lmcache_store_start"),
     "LMCache": (parse_initialized, "lmcache_initialized"),
     "Failed": (parse_failed, "lmcache_degraded"),
