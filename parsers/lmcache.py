@@ -131,15 +131,17 @@ _STORED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) (?:[A-Z]P
 # said ``total time`` where they now say ``cost``).
 _STORED_ANY = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) out of (?:total )?({INTEGER}) tokens")
 _STORE_PART = re.compile(rf"\b(size|cost|total time|time|throughput):? ({DECIMAL}) ?(GB/s|gb|GB|ms|s)\b")
-_STORED_OTHER = re.compile(r"(?:\[req_id=[^\]]*\] )?Stored \d+ Q tokens")
+# Stores that are no request's KV cache: the MP server's Q store, CacheBlend's pre-computed documents.
+_STORED_OTHER = re.compile(r"(?:\[req_id=[^\]]*\] )?Stored (?:\d+ Q tokens|(?:final|pre-computed) doc with )")
 _STORE_OLD = re.compile(rf"Store ({INTEGER}) tokens takes: ({DECIMAL}) ms, throughput: ({DECIMAL}) GB/s")
-# LMCache 0.1.x's cache engine, its time a bare float; ``Retrieved 0 chunks`` alone when nothing was found,
-# and ``Retrived`` in v0.1.0-v0.1.2-alpha.  (Its store line counts chunks, not tokens; the adapter's "Store
-# skips S tokens and then stores N tokens" is not read: 0.2.x logs it beside its own "Stored N out of total
-# T tokens", which would count each store twice.)
+# The legacy (non-v1) cache engine of LMCache 0.1.x-0.3.x, its time a bare float; ``Retrieved 0 chunks``
+# alone when nothing was found, ``Retrived`` in v0.1.0-v0.1.2-alpha, the engine's running hit rate
+# between the two from 0.2.x.  (Its store line counts chunks, not tokens; the adapter's "Store skips S
+# tokens and then stores N tokens" is not read: 0.2.x logs it beside its own "Stored N out of total T
+# tokens", which would count each store twice.)
 _RETRIEVED_CHUNKS = re.compile(
-    rf"Retrie?ved ({INTEGER}) chunks(?: \(({INTEGER}) tokens in total\) -- ?elapsed time ?"
-    rf"({DECIMAL}(?:[eE][+-]?\d{{1,3}})?))?"
+    rf"Retrie?ved ({INTEGER}) chunks(?: \(({INTEGER}) tokens in total\) -- ?(?:hit rate {DECIMAL}% -- )?"
+    rf"elapsed time ?({DECIMAL}(?:[eE][+-]?\d{{1,3}})?))?"
 )
 _RETRIEVED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens in ({DECIMAL}) seconds")
 # Layer-wise mode: the total after the last layer; LMCache's "(file:line:logger)" trailer may follow.
@@ -154,6 +156,7 @@ PREFETCH = re.compile(
 )
 _EXTERNAL_ID = re.compile(r"external_request_id=([^,\s)]+)")
 L1_USAGE = re.compile(rf"L1 memory usage: ({DECIMAL})/({DECIMAL}) GiB \(({DECIMAL})%\)")
+_L1_WATERMARK = re.compile(rf"L1 memory usage {DECIMAL} (?:above|below) watermark {DECIMAL}; ")
 _HTTP_SERVER = re.compile(r"Starting LMCache HTTP server on (\S+)")
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
 _TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
@@ -275,10 +278,11 @@ def parse_retrieved(line: str, start: int, stamp: str | None, rank: int | None) 
         return (LmcacheRetrieve(stamp, _request_id(m.group(1)), int(m.group(2)), rank=rank),)
     m = _RETRIEVED_CHUNKS.match(line, start)
     if m is None:
-        return None
+        # CacheBlend's pre-computed chunks put in place: no request's cache hit.
+        return () if line.startswith("Retrieved pre-computed ", start) else None
     if m.group(2) is not None:
         return (LmcacheRetrieve(stamp, None, int(m.group(2)), cost_ms=decimal(m.group(3)) * 1000.0, rank=rank),)
-    if m.group(1) == "0" and not line[m.end() :].strip():
+    if m.group(1) == "0" and line[m.end() :].lstrip()[:1] in ("", "("):  # the message alone, or its call site
         return (LmcacheRetrieve(stamp, None, 0, rank=rank),)  # a retrieve that found nothing
     return None
 
@@ -347,6 +351,8 @@ def parse_prefetch(line: str, start: int, stamp: str | None, rank: int | None) -
 def parse_l1_usage(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
     m = L1_USAGE.match(line, start)
     if m is None:
+        if _L1_WATERMARK.match(line, start):
+            return ()  # the eviction loop's verdict (0.3.10+), a ratio against its watermark
         return None if line.startswith("L1 memory usage", start) else ()
     return (LmcacheL1Usage(stamp, float(m.group(1)), float(m.group(2)), round(float(m.group(3)) / 100.0, 6)),)
 
