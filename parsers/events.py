@@ -295,11 +295,13 @@ class RequestCancelled(Event):
 
 @dataclass(slots=True)
 class RequestFailed(Event):
-    """``Request X failed (reason)``; the reason is one of engine_dead, bad_request, input_error."""
+    """``Request X failed (reason)``, ``... failed due to <exception>.`` or ``... failed.``: the reason is one of
+    engine_dead, bad_request, input_error, or error (an unexpected exception in the request's handling)."""
 
     kind: ClassVar[str] = "request_failed"
     request_id: str = ""  #: the id as printed
-    reason: Literal["engine_dead", "bad_request", "input_error"] = ""  #: engine_dead, bad_request or input_error
+    #: engine_dead, bad_request, input_error or error
+    reason: Literal["engine_dead", "bad_request", "input_error", "error"] = ""
 
 
 @dataclass(slots=True)

@@ -46,8 +46,17 @@ ADDED = Shape(r"Added request ([^ ]+)\.$", _build_added)
 FINISHED = re.compile(r"Finished request (\S+)\.$")
 # ``Aborted request X.``, ``Aborted request(s) X,Y.`` and vllm-omni's ``Aborted request(s) ['X', 'Y']``.
 ABORTED = re.compile(r"Aborted request(?:\(s\))? (?:(\S+)\.|\[([^\]]*)\])$")
-_REQUEST_OUTCOME = re.compile(r"Request (\S+) (aborted\.$|failed \((engine dead|bad request|input error)\))")
-_FAIL_REASONS = {"engine dead": "engine_dead", "bad request": "bad_request", "input error": "input_error"}
+# Aborted, or failed: for a reason in parentheses, or for an unexpected exception (``failed due to
+# <exception>.`` from vLLM 0.20, ``failed.`` before and in the second handler).
+_REQUEST_OUTCOME = re.compile(
+    r"Request (\S+) (?:(aborted)\.$|failed(?: \((engine dead|bad request|input error)\)| due to |\.$))"
+)
+_FAIL_REASONS = {
+    "engine dead": "engine_dead",
+    "bad request": "bad_request",
+    "input error": "input_error",
+    None: "error",  # an unexpected exception
+}
 
 
 def parse_received(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
@@ -150,11 +159,12 @@ def parse_aborted(line: str, start: int, stamp: str | None) -> tuple[Event, ...]
 
 
 def parse_request_outcome(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
-    """``Request X aborted.`` / ``Request X failed (engine dead|bad request|input error)...``."""
+    """``Request X aborted.`` / ``Request X failed (engine dead|bad request|input error)...`` / ``Request X
+    failed due to ...`` / ``Request X failed.``."""
     m = _REQUEST_OUTCOME.match(line, start)
     if m is None:
-        return ()  # "Request X details: ..." and other known lines
-    if m.group(3) is None:
+        return ()  # "Request X details: ...", "Request X failed validation: ..." (then failed as a bad request)
+    if m.group(2) is not None:
         return (RequestCancelled(stamp, m.group(1)),)
     return (RequestFailed(stamp, m.group(1), _FAIL_REASONS[m.group(3)]),)
 

@@ -613,10 +613,10 @@ CATALOGUE: tuple[Spec, ...] = (
     counter("kvwatch_vllm_requests_cancelled_total", "Requests whose client went away.", value_of("cancelled")),
     counter(
         "kvwatch_vllm_request_failures_total",
-        "Requests that failed (engine_dead, bad_request, input_error).",
+        "Requests that failed (engine_dead, bad_request, input_error, error).",
         keyed("failures"),
         labels="reason",
-        doc="failed requests: `engine_dead`, `bad_request`, `input_error`",
+        doc="failed requests: `engine_dead`, `bad_request`, `input_error`, `error` (an unexpected exception)",
         native='`vllm:request_success_total{finished_reason="error"}`',
     ),
     counter(
