@@ -47,7 +47,7 @@ FINISHED = re.compile(r"Finished request (\S+)\.$")
 # ``Aborted request X.``, ``Aborted request(s) X,Y.`` and vllm-omni's ``Aborted request(s) ['X', 'Y']``.
 ABORTED = re.compile(r"Aborted request(?:\(s\))? (?:(\S+)\.|\[([^\]]*)\])$")
 # Aborted, or failed: for a reason in parentheses, or for an unexpected exception (``failed due to
-# <exception>.`` from vLLM 0.20, ``failed.`` before and in the second handler).
+# <exception>.`` from vLLM 0.20; ``failed.`` before 0.20, and still from the pooling requests' handler).
 _REQUEST_OUTCOME = re.compile(
     r"Request (\S+) (?:(aborted)\.$|failed(?: \((engine dead|bad request|input error)\)| due to |\.$))"
 )

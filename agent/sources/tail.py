@@ -73,7 +73,7 @@ MAX_FLOWING_PAUSE = 0.1
 # Each file read in a cycle costs a few system calls and a hand-over (about 25 µs live): when many
 # files each bring a line or two per cycle, that, not the lines, is the cost.  So the longest pause
 # grows by PAUSE_PER_FILE for every file a cycle read, up to MANY_FILES_MAX_PAUSE (mtail's poll
-# interval): from 20 files on, polling them costs about the same share of a core however many there are.
+# interval): from 20 to 50 files, polling them costs about the same share of a core.
 PAUSE_PER_FILE = 0.005
 MANY_FILES_MAX_PAUSE = 0.25
 FLOWING_RATE = 64 << 10
