@@ -47,8 +47,10 @@ GRAPH_CAPTURE = re.compile(rf"Graph capturing finished in ({DECIMAL}) secs?(?:, 
 KV_MEMORY = re.compile(rf"Available KV cache memory: (-?{DECIMAL}) GiB")
 # The CPU backend sizes its KV pool from VLLM_CPU_KVCACHE_SPACE: "(the pool/the node's memory) GiB".
 CPU_KV_MEMORY = re.compile(rf"Explicitly set \(({DECIMAL})/[\d.]+\) GiB for KV cache")
+# The label names the pools: ``GPU + host`` with vLLM 0.32+'s hierarchical sparse attention (HiSparse).
 KV_SIZE = re.compile(
-    rf"(\w+) KV cache size: ([\d,]+) tokens(?:, Maximum concurrency for ([\d,]+) tokens per request: ({DECIMAL})x)?"
+    rf"(\w+(?: \+ host)?) KV cache size: ([\d,]+) tokens"
+    rf"(?:, Maximum concurrency for ([\d,]+) tokens per request: ({DECIMAL})x)?"
 )
 MAX_CONCURRENCY = re.compile(rf"Maximum concurrency for ([\d,]+) tokens per request: ({DECIMAL})x")
 # Device labels of ``<DEV> KV cache size`` (and of out-of-memory messages).
@@ -144,7 +146,7 @@ def parse_kv_size(line: str, start: int, stamp: str | None) -> tuple[Event, ...]
     also ``NPU out of memory. ...`` logged without the exception's name."""
     m = KV_SIZE.match(line, start)
     if m is None:
-        if " KV cache size:" in line[start : start + 24]:
+        if " KV cache size:" in line[start : start + 32]:
             return None
         if line.startswith(" out of memory", line.find(" ", start)):
             return (ServerError(stamp, "oom"),)
