@@ -106,9 +106,11 @@ RETRIEVED = Shape(
     _build_retrieved,
 )
 
-# Whole-line shapes of the messages above, for lines that lost their header.
-LOOKUP_PENDING = (
-    r"Reqid: [^, ]+, Total tokens \d+, (?:Inference Engine computed tokens: \d+, )?LMCache hit tokens: None"
+# Whole-line shapes of the messages above, for lines that lost their header.  A lookup line may
+# carry more ``<name> tokens: N`` counts before the hit (as the part-by-part reader allows).
+LOOKUP_ANY = (
+    r"Reqid: [^, ]+, Total tokens \d+, (?:[A-Za-z][\w ]* tokens: \d+, )*LMCache hit tokens: "
+    r"(?:None|\d+, (?:but )?need to load: -?\d+(?: < min_retrieve \d+)?)"
 )
 STORED_ANY = (
     r"(?:\[req_id=[^\]]*\] )?Stored \d+ (?:out of (?:total )?\d+ tokens(?:\. size: [\d.]+ [gG][bB], "

@@ -79,10 +79,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Avg": _first_of(bench.parse_avg_latency, _stats),
     "Throughput:": bench.parse_throughput,
     "Total": bench.parse_total,
-    "Reqid:": _first_of(
-        _exact(_whole(lmcache.LOOKUP.pattern), _lmcache(lmcache.parse_lookup)),
-        _exact(_whole(lmcache.LOOKUP_PENDING), _lmcache(lmcache.parse_lookup)),
-    ),
+    "Reqid:": _exact(_whole(lmcache.LOOKUP_ANY), _lmcache(lmcache.parse_lookup)),
     "Retrieved": _exact(_whole(lmcache.RETRIEVED_ANY), _lmcache(lmcache.parse_retrieved)),
     "Stored": _exact(_whole(lmcache.STORED_ANY), _lmcache(lmcache.parse_stored)),
     "Storing": _exact(_whole(lmcache.STORING.pattern), _lmcache(lmcache.parse_storing)),
