@@ -469,22 +469,20 @@ def unwrap_json(line: str) -> JsonRecord | None:
         return None
     if not isinstance(record, dict):
         return None
-    text = None
-    key = None
-    for key in _JSON_TEXT_KEYS:
-        value = record.get(key)
-        if isinstance(value, str):
-            text = value
-            break
-        if key == "MESSAGE" and isinstance(value, list):
-            # journald gives a non-UTF-8 message as an array of byte values.
-            try:
-                text = bytes(value).decode("utf-8")
-            except (ValueError, TypeError):
-                return None
-            break
+    key, text = _record_text(record)
+    outer_stamp = None
     if text is None:
-        return None
+        # An export that nests the record one level down (Google Cloud Logging's ``jsonPayload``,
+        # Elasticsearch's ``_source``): the inner record's text, the outer record's time.
+        for inner in record.values():
+            if isinstance(inner, dict):
+                key, text = _record_text(inner)
+                if text is not None:
+                    outer_stamp = _record_stamp(record)
+                    record = inner
+                    break
+        if text is None:
+            return None
     partial = False
     if key == "log":
         partial = _partial_log(record, text)
@@ -500,7 +498,22 @@ def unwrap_json(line: str) -> JsonRecord | None:
     if logger is not None:
         value = record.get("levelname") or record.get("level") or record.get("severity_text") or record.get("severity")
         level = value if isinstance(value, str) else None
-    return JsonRecord(text, _record_stamp(record), partial, logger, trace_id, span_id, level)
+    return JsonRecord(text, outer_stamp or _record_stamp(record), partial, logger, trace_id, span_id, level)
+
+
+def _record_text(record: dict) -> tuple[str | None, str | None]:
+    """The key that holds a record's text, and the text (None, None without one)."""
+    for key in _JSON_TEXT_KEYS:
+        value = record.get(key)
+        if isinstance(value, str):
+            return key, value
+        if key == "MESSAGE" and isinstance(value, list):
+            # journald gives a non-UTF-8 message as an array of byte values.
+            try:
+                return key, bytes(value).decode("utf-8")
+            except (ValueError, TypeError):
+                return None, None
+    return None, None
 
 
 # --- warnings and errors -------------------------------------------------------------
