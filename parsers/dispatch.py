@@ -371,8 +371,11 @@ def _after_prefix(line: str, rank: int | None) -> Events:
 def _after_header(text: str, found: Header, rank: int | None) -> Events:
     """The message after a header found behind a prefix."""
     start = found.end
-    if found.kind == "vllm":
-        events = vllm_message(text, start, found.stamp)
+    if found.kind in ("vllm", "stdlib"):
+        if found.kind == "vllm":
+            events = vllm_message(text, start, found.stamp)
+        else:
+            events = _by_logger(found.logger or "", text, start, found.stamp, rank)
         if not events and ' - "' in text:
             # uvicorn's access line through the same logging configuration
             access = requests.ACCESS.parse(text, start, found.stamp)
@@ -382,8 +385,6 @@ def _after_header(text: str, found: Header, rank: int | None) -> Events:
         return lmcache_message(text, start, found.stamp, rank)
     if found.kind == "lmcache_old":
         return _old_lmcache(text, start, rank)
-    if found.kind == "stdlib":
-        return _by_logger(found.logger or "", text, start, found.stamp, rank)
     if found.kind == "access":
         access = requests.ACCESS.parse(text, start, None)
         return (access,) if access is not None else NOTHING

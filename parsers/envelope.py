@@ -131,11 +131,32 @@ _EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-
 _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
 
 
-# Python's standard format of programs that embed vLLM (``STDLIB_HEADER``), behind a prefix.
+# A header that names the logger, written by Python's logging under a format its user set
+# (programs that embed vLLM): ``logging.basicConfig``'s default ``LEVEL:name:``, the
+# ``asctime - name - LEVEL - `` of ``STDLIB_HEADER``, and the usual arrangements of an optional
+# time, the level and the name (either order, bracketed or not, between spaces, `` - `` or
+# `` | ``), the name followed by ``:``, `` - ``, `` | `` or its closing bracket.  Only vLLM's,
+# LMCache's and uvicorn's loggers count: the name says whose the message is.
+# (A bounded, possessive name: a long run of dotted words must not cost its square.)
+_NAMED_LOGGER = r"((?:vllm|lmcache|uvicorn)(?:\.\w{1,64}+){0,16}+)"
+_NAMED_LEVEL = "(" + _LEVEL + ")"
+_NAMED_SEP = r"\]?(?: - | \| |: | |:)\[?"
+# The level and the name, without the brackets before them: a search for this scans a line as
+# fast as its first letters can be told apart (no optional part before them).
+_NAMED_PAIR = (
+    "(?:" + _NAMED_LEVEL + _NAMED_SEP + _NAMED_LOGGER + "|" + _NAMED_LOGGER + _NAMED_SEP + _NAMED_LEVEL + ")"
+    r"\]?(?: - | \| |:|(?<=\]) ) *"  # uvicorn pads its level to ten characters
+)
+_NAMED_CORE = re.compile(_NAMED_PAIR, re.ASCII)
 _STDLIB_ANY = re.compile(
-    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d{3})?) - ((?:vllm|lmcache|uvicorn)[\w.]*) - " + _LEVEL + " - ",
+    r"(?:\[?(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)\]?(?: - | \| |,? ))?"
+    r"\[?" + _NAMED_PAIR,
     re.ASCII,
 )
+# How far before the level and the name a header's time and brackets can begin.
+_NAMED_STAMP_ROOM = 48
+# Places a level and a name meet that are looked at (a pod or container name may be the first).
+_NAMED_CANDIDATES = 4
 
 
 class Header:
@@ -154,6 +175,32 @@ class Header:
         self.logger = logger  # the logger a standard-format header names
 
 
+def _named_header(m: re.Match[str], start: int) -> Header | None:
+    """A ``stdlib`` header from a match of ``_STDLIB_ANY`` (time, then level and name either way round).
+
+    A name before the level, with no time before it, counts only at the start of the line: behind
+    a prefix it is a pod's or a container's name (``vllm-0 vllm INFO:     ...`` is uvicorn's line)."""
+    stamp, _level, logger, logger_first, _level_last = m.groups()
+    if logger_first is not None and stamp is None and start > 0:
+        return None
+    return Header("stdlib", start, m.end(), stamp, logger or logger_first)
+
+
+def _search_named(line: str, pos: int) -> Header | None:
+    """The leftmost header that names its logger, among the first few places a level and a name meet."""
+    for _ in range(_NAMED_CANDIDATES):
+        core = _NAMED_CORE.search(line, pos)
+        if core is None:
+            return None
+        # The whole header (its time, its brackets) ends with this level and name.
+        m = _STDLIB_ANY.search(line, max(pos, core.start() - _NAMED_STAMP_ROOM))
+        named = _named_header(m, m.start()) if m is not None else None
+        if named is not None:
+            return named
+        pos = core.start() + 1
+    return None
+
+
 def _search(line: str, pos: int) -> Header | None:
     """The leftmost header at or after ``pos`` (cheap substring tests first: most lines have none)."""
     best: Header | None = None
@@ -161,10 +208,10 @@ def _search(line: str, pos: int) -> Header | None:
         m = _VLLM_ANY.search(line, pos)
         if m is not None:
             best = Header("vllm", m.start(), m.end(), m.group(1) or m.group(2) or None)
-    if " - " in line:
-        m = _STDLIB_ANY.search(line, pos)
-        if m is not None and (best is None or m.start() < best.start):
-            best = Header("stdlib", m.start(), m.end(), m.group(1), m.group(2))
+    if "vllm" in line or "lmcache" in line or "uvicorn" in line:
+        named = _search_named(line, pos)
+        if named is not None and (best is None or named.start < best.start):
+            best = named
     if "LMCache" in line:
         m = _LMCACHE_ANY.search(line, pos)
         if m is not None and (best is None or m.start() < best.start):
@@ -191,8 +238,9 @@ def _header_at(line: str, pos: int) -> Header | None:
     if m is not None:
         return Header("vllm", pos, m.end(), m.group(1) or m.group(2) or None)
     m = _STDLIB_ANY.match(line, pos)
-    if m is not None:
-        return Header("stdlib", pos, m.end(), m.group(1), m.group(2))
+    named = _named_header(m, pos) if m is not None else None
+    if named is not None:
+        return named
     m = _LMCACHE_ANY.match(line, pos)
     if m is not None:
         return Header("lmcache" if m.group(2) is None else "lmcache_old", pos, m.end(), m.group(1) or None)

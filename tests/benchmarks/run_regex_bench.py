@@ -48,7 +48,17 @@ from parsers import LogStream  # noqa: E402
 
 HOSTILE_RUNS = ("a", " ", "0", "x-", "[", "(", ".", "=", ",", "a ", "0.", "A", ":", "/")
 # Header-like pieces: the parsers look for a header after any prefix.
-HEADER_RUNS = ("(APIServer pid=1) ", "INFO 12-14 16:18:29 ", "[x.py:1] ", "LMCache INFO: ", "\x1b[0m", '{"log": ')
+HEADER_RUNS = (
+    "(APIServer pid=1) ",
+    "INFO 12-14 16:18:29 ",
+    "[x.py:1] ",
+    "LMCache INFO: ",
+    "\x1b[0m",
+    '{"log": ',
+    "vllm.",  # a logger's name, as a header that names its logger holds it
+    "INFO vllm ",
+    "vllm.x - INFO - ",
+)
 
 
 def parser_patterns() -> list[tuple[object, str, re.Pattern]]:

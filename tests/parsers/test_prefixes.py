@@ -5,7 +5,8 @@ The prefixes are the shapes their tools print (each names where it comes from);
 none is special-cased by the parser, which looks for the header wherever it
 stands.  Wrappers that carry a full time of their own (docker logs -t, CRI,
 OpenTelemetry records) replace the line's stamp, so stamps are compared only
-where the wrapper has none.
+where the wrapper has none; a line without a time of its own may take the time
+a prefix shows just before its header (``[time] INFO:vllm.x:``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def test_the_same_events_behind_a_prefix(prefix: str, closing: str, origin: str)
     wrong = []
     for case in CASES:
         got = [event_dict(e) for e in parse_line(prefix + case["line"] + closing)]
-        if got != case["events"]:
+        stampless = not any("stamp" in e for e in case["events"])
+        if got != case["events"] and not (stampless and without_stamps(got) == case["events"]):
             wrong.append((case["source"], case["line"][:80], got))
     assert not wrong, f"{len(wrong)} of {len(CASES)} lines read differently behind {origin}: {wrong[:3]}"
 
