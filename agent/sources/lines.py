@@ -185,6 +185,12 @@ class LineSplitter:
                 out.extend(batch)
             else:
                 out = batch
+        if self.rest[:1] == b"\x00":
+            # A run of NUL bytes where a line begins is a hole, not text: what a writer without
+            # O_APPEND leaves when copytruncate empties its file under it, or a crash before the
+            # data reached the disk.  It is dropped as it comes (however long), and the line
+            # written after it is read.
+            self.rest = self.rest.lstrip(b"\x00")
         if len(self.rest) > self.max_line:
             self._skipping = True
             self.rest = b""
@@ -224,8 +230,10 @@ class LineSplitter:
 
     def _check(self, line: str) -> str | None:
         if "\x00" in line:
-            self._skip("nul")
-            return None
+            line = line.lstrip("\x00")  # a hole before the line (see ``feed``)
+            if "\x00" in line:
+                self._skip("nul")
+                return None
         if len(line) > self.max_line:
             self._skip("too_long")
             return None

@@ -84,6 +84,16 @@ RATE_WINDOW = 0.025
 SAVE_INTERVAL = 1.0  # seconds between saves of the read positions (and the numbers with them)
 
 
+def _data_start(fd: int) -> int:
+    """Where a rewritten file's data begins.  A writer without O_APPEND goes on at its old offset
+    after a copytruncate, leaving a hole of that size at the top (a sparse run of NUL bytes): the
+    file system knows where it ends, so it is never read.  0 where it cannot tell."""
+    try:
+        return os.lseek(fd, 0, os.SEEK_DATA)
+    except (OSError, AttributeError):  # no data yet (ENXIO), or no SEEK_DATA here
+        return 0
+
+
 class _OpenFile:
     """One open file being read: its identity, read offset and unfinished line."""
 
@@ -348,7 +358,7 @@ class TailedPath:
         if rewritten:
             self.stats.truncations += 1
             log.info("%s was truncated; reading it again from the start", self.path)
-            current.restart()
+            current.restart(_data_start(current.fd))
         return True
 
     def _poll_moved(self, deliver: Deliver, now: float, wall: float) -> int:

@@ -322,10 +322,11 @@ def _peak_rss_mib(*args: str) -> tuple[int, float, bytes]:
 
 
 def test_a_huge_line_where_a_parallel_slice_is_cut_is_never_held_whole(tmp_path: Path) -> None:
-    """A 512 MiB line (a sparse file's hole: NULs, no newline) between ordinary lines, read with --jobs."""
+    """A 512 MiB line (a letter, then a sparse file's hole: NULs, no newline) between ordinary lines, read
+    with --jobs.  (A hole where a line begins would be no line at all: dropped as it comes.)"""
     log = tmp_path / "huge.log"
     with open(log, "wb") as handle:
-        handle.write(STATS.encode() * 3)
+        handle.write(STATS.encode() * 3 + b"x")
         handle.truncate(handle.tell() + (512 << 20))  # a hole: no disk used
         handle.seek(0, os.SEEK_END)
         handle.write(b"\n" + STATS.encode() * 2)
@@ -338,10 +339,11 @@ def test_a_huge_line_where_a_parallel_slice_is_cut_is_never_held_whole(tmp_path:
 
 
 def test_a_gzip_bomb_is_read_in_bounded_pieces(tmp_path: Path) -> None:
-    """1 MiB of gzip that inflates to 1 GiB of NULs: counted as one line too long, in bounded memory."""
+    """1 MiB of gzip that inflates to a 1 GiB line of one byte: counted as one line too long, in bounded
+    memory.  (A run of NUL bytes would be no line at all: a hole, dropped as it comes.)"""
     bomb = tmp_path / "bomb.log.gz"
     packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
-    zeros = bytes(1 << 20)
+    zeros = b"x" * (1 << 20)
     with open(bomb, "wb") as handle:
         handle.write(packer.compress(STATS.encode()))
         for _ in range(1024):

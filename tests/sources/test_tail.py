@@ -106,6 +106,54 @@ def test_copytruncate_then_growth_past_the_old_offset_before_the_next_read(tmp_p
     assert tailer.snapshot()["s"][str(log)].truncations == 1
 
 
+def test_copytruncate_under_a_writer_without_o_append_reads_the_lines_after_the_hole(tmp_path: Path) -> None:
+    """A writer that did not open its file with O_APPEND (systemd's ``StandardOutput=file:``) goes on at
+    its old offset after a copytruncate: the file starts with a hole of NUL bytes, then its next lines.
+    The lines are read; the hole, where the file system knows where it ends, is not."""
+    log = tmp_path / "a.log"
+    log.write_text("")
+    tailer, got = make_tailer(tmp_path, str(log))
+    with open(log, "w") as writer:
+        writer.write(lines("a", 3))
+        writer.flush()
+        tailer.cycle()
+        writer.seek(64 << 20)  # as if 64 MiB had been written since, all of them copied away
+        with open(log, "r+") as rotator:
+            rotator.truncate(0)
+        writer.write(lines("b", 2))
+        writer.flush()
+        read = sum(tailer.cycle() for _ in range(8))
+    assert got.text == ["a 0", "a 1", "a 2", "b 0", "b 1"]
+    assert tailer.snapshot()["s"][str(log)].truncations == 1
+    descriptor = os.open(log, os.O_RDONLY)
+    try:
+        sparse = os.lseek(descriptor, 0, os.SEEK_DATA) > 0
+    finally:
+        os.close(descriptor)
+    if sparse:  # tmpfs, ext4, xfs, btrfs: the hole is stepped over
+        assert read < 1 << 20
+
+
+def test_a_hole_of_nul_bytes_before_a_line_is_dropped_and_the_line_read(tmp_path: Path) -> None:
+    """The same hole where the file system cannot step over it (written out, or in the middle of what is
+    read): dropped however long it is and in however many reads it comes; a NUL inside a line still
+    skips that line."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    got = Collected()
+    skipped: dict[str, int] = {}
+    tailer = Tailer(got, PositionStore(None), use_inotify=False, max_line=100)
+    tailer.add(Source("s", (str(log),), skipped, start_at_end=False))
+    with open(log, "ab") as handle:
+        handle.write(b"first\n" + b"\x00" * 300_000)
+    tailer.cycle()
+    with open(log, "ab") as handle:
+        handle.write(b"\x00" * 1000 + b"after the hole\nnul\x00inside\n\x00\x00also after\n")
+    tailer.cycle()
+    assert got.text == ["first", "after the hole", "also after"]
+    assert skipped == {"nul": 1}
+
+
 def test_delete_and_recreate(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_text("")
