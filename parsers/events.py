@@ -219,10 +219,11 @@ class LmcacheL1Usage(Event):
 
 @dataclass(slots=True)
 class LmcacheServerStarted(Event):
-    """The multiprocess server's HTTP front end started (``Starting LMCache HTTP server on URL``)."""
+    """The multiprocess server started (``LMCache ZMQ cache server is running on ADDRESS``, once per start
+    in every mode)."""
 
     kind: ClassVar[str] = "lmcache_server_started"
-    url: str | None = None  #: the address it listens on
+    url: str | None = None  #: the address its request server listens on
 
 
 # --- request lifecycle --------------------------------------------------------

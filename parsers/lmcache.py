@@ -159,7 +159,12 @@ PREFETCH = re.compile(
 _EXTERNAL_ID = re.compile(r"external_request_id=([^,\s)]+)")
 L1_USAGE = re.compile(rf"L1 memory usage: ({DECIMAL})/({DECIMAL}) GiB \(({DECIMAL})%\)")
 _L1_WATERMARK = re.compile(rf"L1 memory usage {DECIMAL} (?:above|below) watermark {DECIMAL}; ")
-_HTTP_SERVER = re.compile(r"Starting LMCache HTTP server on (\S+)")
+# The multiprocess server's request server, once per start whatever its front end (0.3.x to 0.5.x,
+# plain, HTTP or CacheBlend): ``LMCache ZMQ cache server is running on tcp://host:port``, from 0.5.6
+# the transport's name as configured (``zmq``, ``grpc``).  The gRPC transport's own ``LMCache gRPC
+# cache server is running on ...`` follows it and ``Starting LMCache HTTP server on URL`` precedes it
+# in HTTP mode: read as known, so that a start counts once.
+_SERVER_RUNNING = re.compile(r"LMCache (\S+) cache server is running on (\S+)")
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
 _TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
 
@@ -309,8 +314,13 @@ def parse_storing(line: str, start: int, stamp: str | None, rank: int | None) ->
 
 
 def parse_initialized(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """``LMCache initialized for role ...`` (in vLLM), ``LMCache <transport> cache server is running on
+    ADDRESS`` (the multiprocess server)."""
     m = _INITIALIZED.match(line, start)
     if m is None:
+        running = _SERVER_RUNNING.match(line, start)
+        if running is not None and running.group(1) != "gRPC":
+            return (LmcacheServerStarted(stamp, running.group(2)),)
         return ()
     role = m.group(1).rsplit(".", 1)[-1].lower()
     return (LmcacheInitialized(stamp, role, m.group(2), m.group(3)),)
@@ -359,12 +369,6 @@ def parse_l1_usage(line: str, start: int, stamp: str | None, rank: int | None) -
     return (LmcacheL1Usage(stamp, float(m.group(1)), float(m.group(2)), round(float(m.group(3)) / 100.0, 6)),)
 
 
-def parse_starting(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
-    """``Starting LMCache HTTP server on http://host:port`` (the MP server's front end)."""
-    m = _HTTP_SERVER.match(line, start)
-    return (LmcacheServerStarted(stamp, m.group(1)),) if m else ()
-
-
 # First word of an LMCache message -> (parser, the family a line that does not parse is suspected of).
 FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Reqid:": (parse_lookup, "lmcache_lookup"),
@@ -378,5 +382,4 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Timeout": (parse_timeout, "lmcache_lookup_timeout"),
     "Prefetch": (parse_prefetch, "lmcache_prefetch"),
     "L1": (parse_l1_usage, "lmcache_l1_usage"),
-    "Starting": (parse_starting, "lmcache_server_started"),
 }

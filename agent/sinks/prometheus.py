@@ -347,9 +347,10 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_lmcache_server_starts_total",
-        "Starts of the multiprocess server's HTTP server.",
+        "Starts of the multiprocess server.",
         counted(ev.LmcacheServerStarted),
-        doc="starts of the multiprocess server's HTTP server (`Starting LMCache HTTP server on …`)",
+        doc="starts of the multiprocess server (`LMCache ZMQ cache server is running on …`, once per start, "
+        "with an HTTP front end or without)",
     ),
     # KV connectors
     counter(
