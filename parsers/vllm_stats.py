@@ -171,6 +171,9 @@ def parse_stats_line(line: str, start: int, stamp: str | None) -> tuple[Event, .
 
 
 _KV_TRANSFER = "KV Transfer metrics: "
+# The same pairs inside an object's printed form (``KVTransferAggregatedStats(key=value, ...)``, as the
+# first proposal of these lines printed them).
+_REPR = re.compile(r"[A-Za-z_]\w*\((.*)\)", re.DOTALL)
 _WHOLE_STATS_STARTS = ("Avg prompt throughput: ", "Throughput: ")
 
 
@@ -178,8 +181,12 @@ def parse_kv_transfer(line: str, start: int, stamp: str | None, engine: int | No
     """``KV Transfer metrics: <key>=<value>, ...``: keys as printed (they may hold spaces and parentheses)."""
     if not line.startswith(_KV_TRANSFER, start):
         return ()  # other messages starting with "KV"
+    text = line[start + len(_KV_TRANSFER) :].rstrip()
+    wrapped = _REPR.fullmatch(text)
+    if wrapped is not None:
+        text = wrapped.group(1)
     values: dict[str, float] = {}
-    for part in line[start + len(_KV_TRANSFER) :].rstrip().split(", "):
+    for part in text.split(", "):
         key, sep, text = part.rpartition("=")
         key = key.strip()
         if not sep or not key:
