@@ -106,6 +106,17 @@ def test_copytruncate_then_growth_past_the_old_offset_before_the_next_read(tmp_p
     assert tailer.snapshot()["s"][str(log)].truncations == 1
 
 
+def _short_lines_tailer(tmp_path: Path) -> tuple[Path, Tailer, Collected, dict[str, int]]:
+    """An empty file followed from its start with a line limit of 100 bytes, and its skip counts."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    got = Collected()
+    skipped: dict[str, int] = {}
+    tailer = Tailer(got, PositionStore(None), use_inotify=False, max_line=100)
+    tailer.add(Source("s", (str(log),), skipped, start_at_end=False))
+    return log, tailer, got, skipped
+
+
 def test_copytruncate_under_a_writer_without_o_append_reads_the_lines_after_the_hole(tmp_path: Path) -> None:
     """A writer that did not open its file with O_APPEND (systemd's ``StandardOutput=file:``) goes on at
     its old offset after a copytruncate: the file starts with a hole of NUL bytes, then its next lines.
@@ -138,12 +149,7 @@ def test_a_hole_of_nul_bytes_before_a_line_is_dropped_and_the_line_read(tmp_path
     """The same hole where the file system cannot step over it (written out, or in the middle of what is
     read): dropped however long it is and in however many reads it comes; a NUL inside a line still
     skips that line."""
-    log = tmp_path / "a.log"
-    log.write_bytes(b"")
-    got = Collected()
-    skipped: dict[str, int] = {}
-    tailer = Tailer(got, PositionStore(None), use_inotify=False, max_line=100)
-    tailer.add(Source("s", (str(log),), skipped, start_at_end=False))
+    log, tailer, got, skipped = _short_lines_tailer(tmp_path)
     with open(log, "ab") as handle:
         handle.write(b"first\n" + b"\x00" * 300_000)
     tailer.cycle()
@@ -222,12 +228,7 @@ def test_permission_denied_is_reported_and_retried(tmp_path: Path) -> None:
 
 
 def test_invalid_utf8_nul_and_huge_lines_are_counted_and_skipped(tmp_path: Path) -> None:
-    log = tmp_path / "a.log"
-    log.write_bytes(b"")
-    got = Collected()
-    skipped: dict[str, int] = {}
-    tailer = Tailer(got, PositionStore(None), use_inotify=False, max_line=100)
-    tailer.add(Source("s", (str(log),), skipped, start_at_end=False))
+    log, tailer, got, skipped = _short_lines_tailer(tmp_path)
     with open(log, "ab") as handle:
         handle.write(b"good\n\xff\xfe bad\nnul\x00here\n" + b"y" * 5000 + b"\nafter\n")
     tailer.cycle()
