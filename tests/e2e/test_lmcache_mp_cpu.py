@@ -108,6 +108,8 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         hit_keys = agent.value("kvwatch_lmcache_prefetch_hit_keys_total", server="mp", tier="l1")
         assert hit_keys * CHUNK == lmcache["lmcache_mp_lookup_hit_tokens_total"] == 2 * (tokens // CHUNK) * CHUNK
         assert agent.value("kvwatch_lmcache_prefetch_hit_keys_total", server="mp", tier="l2") == 0
+        # One start of the LMCache server, counted from its request server's line (HTTP front end and all).
+        assert agent.value("kvwatch_lmcache_server_starts_total", server="mp") == 1
         # The connector's own count of lookups, through vLLM's KV Transfer metrics lines.
         wait_for(
             lambda: (
@@ -189,6 +191,10 @@ def test_kvwatch_runs_the_lmcache_server_and_vllm_as_one_unit(agents, tmp_path: 
         what="the LMCache server, then vLLM, started again",
     )
     assert "whose LMCacheMPConnector does not reconnect" in agent.log()
+    wait_for(
+        lambda: agent.value("kvwatch_lmcache_server_starts_total", server="mp") == 2,
+        what="both starts of the LMCache server in its log",
+    )
     again = [chat(vllm_port, LONG_PROMPT, max_tokens=2, request_id=f"two-{n}") for n in range(2)]
     assert all(answer["choices"] for answer in again)
     # The new LMCache server started empty: the first request stored, the second hit.
