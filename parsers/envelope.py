@@ -101,7 +101,8 @@ _LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"
 # missing one, before or after the time, bracketed or not), a year-less or full date,
 # sub-seconds, a zone, the file in brackets or not, the function name a logging
 # configuration may add (``- log() -``); or the level and the file without any time.
-_FILE = r"\[?[\w./-]+\.py:\d+\]?(?: -(?: [\w<>.]+\(\) -)?)? "
+# (``.rs``: vLLM's Rust front end writes the same header with its source files.)
+_FILE = r"\[?[\w./-]+\.(?:py|rs):\d+\]?(?: -(?: [\w<>.]+\(\) -)?)? "
 _VLLM_ANY = re.compile(
     r"(?:[A-Z]{1,8} )?((?:\d{4}-)?\d\d-\d\d(?:-\d{4})?[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) "
     r"(?:\[?" + _LEVEL + r"\]?:? )?" + _FILE + r"|()\[?\b" + _LEVEL + r"\]?:? " + _FILE,
@@ -204,7 +205,7 @@ def _search_named(line: str, pos: int) -> Header | None:
 def _search(line: str, pos: int) -> Header | None:
     """The leftmost header at or after ``pos`` (cheap substring tests first: most lines have none)."""
     best: Header | None = None
-    if ".py:" in line:
+    if ".py:" in line or ".rs:" in line:
         m = _VLLM_ANY.search(line, pos)
         if m is not None:
             best = Header("vllm", m.start(), m.end(), m.group(1) or m.group(2) or None)
@@ -582,7 +583,7 @@ LMCACHE_PROBLEM = re.compile(r"\[(\d\d\d\d-[^\]]{18})\] LMCache ([A-Z]+):")
 _LMCACHE_SOURCE = re.compile(r" (?:\x1b\[[0-9;]*m)?\(([\w.-]+\.py:\d+):[\w.<>]*\)(?:\x1b\[[0-9;]*m)?$")
 # A level word inside a header found after a prefix.
 LEVEL_WORD = re.compile(r"\b(WARNING|WARN|ERROR|CRITICAL|FATAL)\b")
-_PY_LINE = re.compile(r"\.py:\d+")
+_PY_LINE = re.compile(r"\.(?:py|rs):\d+")
 _FILE_NAME_END = re.compile(r"[\w.-]{1,120}$")
 
 

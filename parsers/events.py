@@ -307,10 +307,11 @@ class RequestFailed(Event):
 
 @dataclass(slots=True)
 class HttpAccess(Event):
-    """A uvicorn access line.  ``path`` is printed without its query string."""
+    """An HTTP access line: uvicorn's, or vLLM's Rust front end's (``http request method=... path=...
+    status=...``, no client address).  ``path`` is printed without its query string."""
 
     kind: ClassVar[str] = "http_access"
-    client: str = ""  #: address:port as uvicorn prints it
+    client: str = ""  #: address:port as uvicorn prints it ("" from the Rust front end)
     method: str = ""  #: HTTP method
     path: str = ""  #: request path without its query string
     status: int = 0  #: HTTP status code

@@ -81,6 +81,15 @@ def parse_starting(line: str, start: int, stamp: str | None) -> tuple[Event, ...
     return ()
 
 
+# vLLM's Rust front end (vllm-rs, ``VLLM_USE_RUST_FRONTEND=1``): ``starting OpenAI server bind_address=...``
+# (0.30), ``starting vLLM server model=...`` then ``OpenAI server is ready to accept requests ...`` (later).
+_RUST_READY = ("starting OpenAI server", "starting vLLM server", "OpenAI server is ready to accept requests")
+
+
+def parse_rust_ready(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    return (ServerReady(stamp),) if line.startswith(_RUST_READY, start) else ()
+
+
 def parse_engine_init(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     m = _ENGINE_INIT.match(line, start)
     if m is None:  # an engine start that no longer reads as one is format drift; other "Initializing ..." is not
@@ -253,6 +262,8 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "vLLM": (parse_vllm_version, "server_starting"),
     "": (parse_logo, "server_starting"),
     "Starting": (parse_starting, "server_ready"),
+    "starting": (parse_rust_ready, "server_ready"),
+    "OpenAI": (parse_rust_ready, "server_ready"),
     "Initializing": (parse_engine_init, "engine_starting"),
     "init": (parse_init_engine, "engine_initialized"),
     "Model": (parse_model_loading, "model_loaded"),

@@ -207,7 +207,28 @@ def _uvicorn_lifecycle(line: str, start: int, stamp: str | None) -> tuple[Event,
 
 
 # First word of a vLLM message -> (parser, the family a line that does not parse is suspected of).
+# vLLM's Rust front end (vllm-rs, ``VLLM_USE_RUST_FRONTEND=1``, from 0.30) logs each response as a
+# structured event under vLLM's header, without the client's address:
+# ``http request method=POST path=/v1/chat/completions version=HTTP/1.1 status=200``.
+_RUST_ACCESS = "http request "
+_RUST_ACCESS_FIELD = re.compile(r' (method|path|status)="?([^\s"]+)')
+
+
+def parse_rust_access(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    if not line.startswith(_RUST_ACCESS, start):
+        return ()
+    fields = dict(_RUST_ACCESS_FIELD.findall(line, start + len(_RUST_ACCESS) - 1))
+    method, path, status = fields.get("method"), fields.get("path"), fields.get("status")
+    if method is None or path is None or status is None or len(status) != 3 or not status.isdigit():
+        return None
+    query = path.find("?")
+    if query != -1:
+        path = path[:query]  # a query string can carry keys or user data
+    return (HttpAccess(stamp, "", method, path, int(status)),)
+
+
 FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
+    "http": (parse_rust_access, "http_access"),
     "Received": (parse_received, "request_received"),
     "Added": (parse_added, "request_added"),
     "Finished": (parse_finished, "request_finished"),

@@ -622,10 +622,11 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_http_responses_total",
-        'HTTP responses from uvicorn\'s access log; unknown paths are counted as path="other".',
+        "HTTP responses from the access log (uvicorn's, or vLLM's Rust front end's); unknown paths are "
+        'counted as path="other".',
         keyed("http"),
         labels="method path status",
-        doc="uvicorn access lines",
+        doc="access lines (uvicorn's, or vLLM's Rust front end's `http request …`)",
         native="vLLM's `http_requests_total` (FastAPI instrumentator)",
     ),
     # server lifecycle
