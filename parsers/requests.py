@@ -172,12 +172,13 @@ def parse_request_outcome(line: str, start: int, stamp: str | None) -> tuple[Eve
 # --- uvicorn --------------------------------------------------------------------------
 
 
-def _build_access(stamp: str | None, rank: int | None, g: tuple) -> HttpAccess:
-    path = g[2]
+def _without_query(path: str) -> str:
     query = path.find("?")
-    if query != -1:
-        path = path[:query]  # a query string can carry keys or user data
-    return HttpAccess(stamp, g[0], g[1], path, int(g[3]))
+    return path[:query] if query != -1 else path  # a query string can carry keys or user data
+
+
+def _build_access(stamp: str | None, rank: int | None, g: tuple) -> HttpAccess:
+    return HttpAccess(stamp, g[0], g[1], _without_query(g[2]), int(g[3]))
 
 
 # uvicorn's ``client - "METHOD path HTTP/x" status``; a platform's extra field (a pid) may
@@ -221,10 +222,7 @@ def parse_rust_access(line: str, start: int, stamp: str | None) -> tuple[Event, 
     method, path, status = fields.get("method"), fields.get("path"), fields.get("status")
     if method is None or path is None or status is None or len(status) != 3 or not status.isdigit():
         return None
-    query = path.find("?")
-    if query != -1:
-        path = path[:query]  # a query string can carry keys or user data
-    return (HttpAccess(stamp, "", method, path, int(status)),)
+    return (HttpAccess(stamp, "", method, _without_query(path), int(status)),)
 
 
 FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
