@@ -114,8 +114,11 @@ _OUTPUT_IDS = ", output_token_ids: "
 
 def parse_generated(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     """The front end's output line.  Only the id, the finish reason and the count of token ids are
-    read, the last two from the line's end, so nothing in the quoted output can pose as a field."""
-    if not line.startswith("Generated response ", start):
+    read, the last two from the line's end, so nothing in the quoted output can pose as a field.
+
+    vLLM's Rust front end logs the same line without the id (``Generated response: output: ...``,
+    ``Generated response (streaming delta): output: ...``): a known line with nothing to join it to."""
+    if not line.startswith("Generated response ", start) or line.startswith("(streaming ", start + 19):
         return ()
     begin = end = start + 19
     while end < len(line) and line[end] not in " :":
