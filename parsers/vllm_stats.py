@@ -43,7 +43,7 @@ def _percent(value: str) -> float | None:
 
 def _rate(value: str) -> float:
     number, _, unit = value.partition(" ")
-    if unit not in ("tokens/s", ""):
+    if unit not in ("tokens/s", "toks/s", ""):
         raise ValueError(value)
     return decimal(number)
 
@@ -55,10 +55,15 @@ def _count(value: str) -> int:
     return integer(number)
 
 
-# label -> (field, converter)
+# label -> (field, converter).  vLLM's Rust front end (vllm-rs) prints its own wording of the same line:
+# ``Avg prompt tput: 1.0 toks/s, Avg generation tput: 2.0 toks/s, Reqs Running: 1, Waiting: 0,
+# GPU KV cache used: 3.0%, Prefix cache hit rate: 4.0%`` (its llm/src/log_stats.rs).
 _FIELDS = {
     "Avg prompt throughput": ("prompt_throughput", _rate),
     "Avg generation throughput": ("generation_throughput", _rate),
+    "Avg prompt tput": ("prompt_throughput", _rate),
+    "Avg generation tput": ("generation_throughput", _rate),
+    "Reqs Running": ("running", _count),
     "Throughput": ("throughput", _rate),
     "Running": ("running", _count),
     "RUNNING": ("running", _count),
@@ -73,7 +78,7 @@ _FIELDS = {
     "External prefix cache hit rate": ("external_prefix_cache_hit_rate", _percent),
     "MM cache hit rate": ("mm_cache_hit_rate", _percent),
 }
-_KV_USAGE = " KV cache usage"
+_KV_USAGE = (" KV cache usage", " KV cache used")
 
 
 def _parts(text: str) -> list[tuple[str, str]]:
@@ -99,7 +104,7 @@ def _read_part(label: str, value: str, values: dict[str, object], usage: dict[st
     elif label.endswith(_KV_USAGE):
         ratio = _percent(value.strip())
         if ratio is not None:
-            usage[label[: -len(_KV_USAGE)]] = ratio
+            usage[label.rpartition(" KV cache ")[0]] = ratio
     elif label == "KV fetch":
         m = _KV_FETCH.fullmatch(value)
         if m is None:
@@ -154,10 +159,14 @@ def parse_stats(
     return (EngineStats(stamp, engine=engine, engines=engines, **values),)
 
 
+# Parts printed without a unit: the Rust front end's request counts among them.
+_UNITLESS = frozenset(("KV fetch", "Preemptions", "Corrupted", "Reqs Running", "Waiting"))
+
+
 def _has_unit(label: str, value: str) -> bool:
     """A part of a whole stats line: counts and rates carry their unit, ratios their percent sign."""
     value = value.strip()
-    return value.endswith(("%", " tokens/s", " reqs")) or label in ("KV fetch", "Preemptions", "Corrupted")
+    return value.endswith(("%", " tokens/s", " toks/s", " reqs")) or label in _UNITLESS
 
 
 def parse_stats_line(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
@@ -174,7 +183,7 @@ _KV_TRANSFER = "KV Transfer metrics: "
 # The same pairs inside an object's printed form (``KVTransferAggregatedStats(key=value, ...)``, as the
 # first proposal of these lines printed them).
 _REPR = re.compile(r"[A-Za-z_]\w*\((.*)\)", re.DOTALL)
-_WHOLE_STATS_STARTS = ("Avg prompt throughput: ", "Throughput: ")
+_WHOLE_STATS_STARTS = ("Avg prompt throughput: ", "Throughput: ", "Avg prompt tput: ")
 
 
 def parse_kv_transfer(line: str, start: int, stamp: str | None, engine: int | None = None) -> tuple[Event, ...] | None:
@@ -305,7 +314,7 @@ def _stats(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None
 
 
 def _avg(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
-    if line.startswith("Avg prompt throughput", start):
+    if line.startswith(("Avg prompt throughput", "Avg prompt tput"), start):
         return parse_stats(line, start, stamp)
     return ()
 
