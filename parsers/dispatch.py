@@ -39,12 +39,12 @@ from parsers.envelope import (
     call_site,
     find_header,
     is_foreign_process,
+    json_records,
     lmcache_call_site,
     prefix_verdict,
     rank_of,
     strip_ansi,
     trim_closing,
-    unwrap_json,
     unwrap_logfmt,
 )
 from parsers.envelope import (
@@ -405,10 +405,13 @@ def _json(line: str, depth: int, rank: int | None) -> Events | None:
     """The events of a JSON record's text; None when the line is no JSON record with a text."""
     if depth >= _MAX_DEPTH:
         return NOTHING
-    record = unwrap_json(line)
-    if record is None:
+    records = json_records(line)
+    if records is None:
         return None
-    return parse_record(record, depth, rank)
+    if len(records) == 1:
+        return parse_record(records[0], depth, rank)
+    # An OTLP/JSON export: many records in one line.
+    return tuple(event for record in records for event in parse_record(record, depth, rank))
 
 
 def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) -> Events:

@@ -512,12 +512,31 @@ def unwrap_json(line: str) -> JsonRecord | None:
     its logger or service): its text is a bare message without a header, and the
     logger name says whose it is.
     """
+    record = _json_object(line)
+    return None if record is None else _one_record(record)
+
+
+def json_records(line: str) -> list[JsonRecord] | None:
+    """Every record a JSON line holds: the one of :func:`unwrap_json`, or each log record of an
+    OTLP/JSON export; None for a line that holds none."""
+    record = _json_object(line)
+    if record is None:
+        return None
+    if "resourceLogs" in record:
+        return _otlp_records(record) or None
+    one = _one_record(record)
+    return None if one is None else [one]
+
+
+def _json_object(line: str) -> dict | None:
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(record, dict):
-        return None
+    return record if isinstance(record, dict) else None
+
+
+def _one_record(record: dict) -> JsonRecord | None:
     key, text = _record_text(record)
     outer_stamp = None
     if text is None:
@@ -548,6 +567,47 @@ def unwrap_json(line: str) -> JsonRecord | None:
         value = record.get("levelname") or record.get("level") or record.get("severity_text") or record.get("severity")
         level = value if isinstance(value, str) else None
     return JsonRecord(text, outer_stamp or _record_stamp(record), partial, logger, trace_id, span_id, level)
+
+
+def _otlp_records(export: dict) -> list[JsonRecord]:
+    """The log records of an OTLP/JSON export request (``resourceLogs`` -> ``scopeLogs`` ->
+    ``logRecords``): what the OpenTelemetry Collector's file exporter writes, one request a line.
+
+    A record's ``body.stringValue`` is the text.  Where the instrumentation scope names vLLM's,
+    LMCache's or uvicorn's logger (Python's OpenTelemetry logging handler names the scope after the
+    logger) the body is a bare message; otherwise (the collector's filelog receiver) a whole line."""
+    records: list[JsonRecord] = []
+    for resource in _objects(export.get("resourceLogs")):
+        for scope_logs in _objects(resource.get("scopeLogs")):
+            scope = scope_logs.get("scope")
+            name = scope.get("name") if isinstance(scope, dict) else None
+            logger = name if isinstance(name, str) and name.startswith(("vllm", "lmcache", "uvicorn")) else None
+            for log in _objects(scope_logs.get("logRecords")):
+                body = log.get("body")
+                text = body.get("stringValue") if isinstance(body, dict) else None
+                if not isinstance(text, str):
+                    continue
+                if text.endswith("\n"):
+                    text = text[:-1]
+                trace_id = _hex_id(log.get("traceId"), 32)
+                level = log.get("severityText") if logger is not None else None
+                records.append(
+                    JsonRecord(
+                        text.rstrip("\r"),
+                        _epoch_stamp(log.get("timeUnixNano")) or _epoch_stamp(log.get("observedTimeUnixNano")),
+                        False,
+                        logger,
+                        trace_id,
+                        _hex_id(log.get("spanId"), 16) if trace_id else None,
+                        level if isinstance(level, str) else None,
+                    )
+                )
+    return records
+
+
+def _objects(value: object) -> list[dict]:
+    """The objects of a JSON array (nothing for anything else)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _record_text(record: dict) -> tuple[str | None, str | None]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from parsers.envelope import LMCACHE_OLD_HEADER, find_header, strip_ansi, unwrap_json
+from parsers.envelope import LMCACHE_OLD_HEADER, JsonRecord, find_header, json_records, strip_ansi
 
 # Fields after which vLLM prints user text: everything from there on is dropped.
 _USER_TEXT = re.compile(r"(?:prompt|output|outputs|text|content|messages): .*$", re.IGNORECASE | re.DOTALL)
@@ -47,10 +47,16 @@ def looks_like_a_log_line(line: str) -> bool:
     or inside a JSON record -- whether or not its message was understood."""
     text = strip_ansi(line)
     if text.startswith("{"):
-        record = unwrap_json(text)
-        if record is None:
-            return False
-        if record.logger is not None:
-            return record.logger.startswith(("vllm", "lmcache", "uvicorn"))
-        text = record.text
+        records = json_records(text)
+        return records is not None and any(_record_looks_like_a_log_line(record) for record in records)
+    return _has_a_header(text)
+
+
+def _record_looks_like_a_log_line(record: JsonRecord) -> bool:
+    if record.logger is not None:
+        return record.logger.startswith(("vllm", "lmcache", "uvicorn"))
+    return _has_a_header(strip_ansi(record.text))
+
+
+def _has_a_header(text: str) -> bool:
     return find_header(text) is not None or LMCACHE_OLD_HEADER.search(text) is not None
