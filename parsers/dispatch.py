@@ -321,6 +321,10 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
 
 def _headerless(line: str, depth: int, rank: int | None) -> Events:
     """No header at the start: a wrapper, colour residue, a whole message alone, or a header after a prefix."""
+    if line[0] == "\ufeff":
+        # A byte order mark: the first line of a file a Windows tool wrote, or of each file joined with cat.
+        line = line.lstrip("\ufeff")
+        return parse_nested(line, depth, rank) if line else NOTHING
     if depth < _MAX_DEPTH and line[0].isdigit():
         # A wrapper's full time (CRI, journald, docker -t) first: no message starts with one.
         events = _unwrap(line, depth, rank)
