@@ -288,7 +288,8 @@ class RequestAborted(Event):
 
 @dataclass(slots=True)
 class RequestCancelled(Event):
-    """``Request X aborted.``: the client went away (logged after the engine-side abort)."""
+    """``Request X aborted.``: the client went away (logged after the engine-side abort); vLLM's Rust front
+    end's ``auto-aborting request due to dropped stream request_id=X``."""
 
     kind: ClassVar[str] = "request_cancelled"
     request_id: str = ""  #: the id as printed

@@ -210,7 +210,6 @@ def _uvicorn_lifecycle(line: str, start: int, stamp: str | None) -> tuple[Event,
     return ()
 
 
-# First word of a vLLM message -> (parser, the family a line that does not parse is suspected of).
 # vLLM's Rust front end (vllm-rs, ``VLLM_USE_RUST_FRONTEND=1``, from 0.30) logs each response as a
 # structured event under vLLM's header, without the client's address:
 # ``http request method=POST path=/v1/chat/completions version=HTTP/1.1 status=200``.
@@ -228,8 +227,24 @@ def parse_rust_access(line: str, start: int, stamp: str | None) -> tuple[Event, 
     return (HttpAccess(stamp, "", method, _without_query(path), int(status)),)
 
 
+# The Rust front end aborts the request of a client that went away (Python's ``Request X aborted.``):
+# ``auto-aborting request due to dropped stream request_id=chatcmpl-...``.  Its other auto-abort, for a
+# matched stop string, ends a request normally (and is logged at DEBUG).
+_RUST_DROPPED = "auto-aborting request due to dropped stream"
+_RUST_REQUEST_ID = re.compile(r' request_id="?([^\s"]+)')
+
+
+def parse_rust_auto_abort(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    if not line.startswith(_RUST_DROPPED, start):
+        return ()
+    m = _RUST_REQUEST_ID.search(line, start + len(_RUST_DROPPED))
+    return (RequestCancelled(stamp, m.group(1)),) if m is not None else None
+
+
+# First word of a vLLM message -> (parser, the family a line that does not parse is suspected of).
 FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "http": (parse_rust_access, "http_access"),
+    "auto-aborting": (parse_rust_auto_abort, "request_cancelled"),
     "Received": (parse_received, "request_received"),
     "Added": (parse_added, "request_added"),
     "Finished": (parse_finished, "request_finished"),
