@@ -101,11 +101,26 @@ _LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"
 # missing one, before or after the time, bracketed or not), a year-less or full date,
 # sub-seconds, a zone, the file in brackets or not, the function name a logging
 # configuration may add (``- log() -``); or the level and the file without any time.
-# (``.rs``: vLLM's Rust front end writes the same header with its source files.)
+# (``.rs``: vLLM's Rust front end writes the same header with its source files.)  A Rust
+# program that relays vLLM's output through its own tracing log puts its time, level
+# (padded to five letters) and module path before the file (NVIDIA Dynamo's
+# ``2025-05-07T23:02:56.237Z DEBUG dynamo_run::subprocess: [metrics.py:489] ``); the
+# module path is bounded and possessive, so a long run of ``a::a::`` is read once.
 _FILE = r"\[?[\w./-]+\.(?:py|rs):\d+\]?(?: -(?: [\w<>.]+\(\) -)?)? "
+_RUST_TARGET = r"(?:[A-Za-z_]\w{0,63}+(?:::\w{1,64}+){1,8}+: )?"
 _VLLM_ANY = re.compile(
-    r"(?:[A-Z]{1,8} )?((?:\d{4}-)?\d\d-\d\d(?:-\d{4})?[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) "
-    r"(?:\[?" + _LEVEL + r"\]?:? )?" + _FILE + r"|()\[?\b" + _LEVEL + r"\]?:? " + _FILE,
+    r"(?:[A-Z]{1,8} )?((?:\d{4}-)?\d\d-\d\d(?:-\d{4})?[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)  ?"
+    r"(?:\[?"
+    + _LEVEL
+    + r"\]?:? "
+    + _RUST_TARGET
+    + r")?"
+    + _FILE
+    + r"|()\[?\b"
+    + _LEVEL
+    + r"\]?:? "
+    + _RUST_TARGET
+    + _FILE,
     re.ASCII,
 )
 # LMCache's header, its stamp possibly lost; LMCache 0.1.x's ``INFO LMCache: ``.

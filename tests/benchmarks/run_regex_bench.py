@@ -58,6 +58,7 @@ HEADER_RUNS = (
     "vllm.",  # a logger's name, as a header that names its logger holds it
     "INFO vllm ",
     "vllm.x - INFO - ",
+    "DEBUG a::",  # a Rust program's module path, as a relayed vLLM header holds it
 )
 
 
