@@ -108,21 +108,12 @@ _LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"
 # module path is bounded and possessive, so a long run of ``a::a::`` is read once.
 _FILE = r"\[?[\w./-]+\.(?:py|rs):\d+\]?(?: -(?: [\w<>.]+\(\) -)?)? "
 _RUST_TARGET = r"(?:[A-Za-z_]\w{0,63}+(?:::\w{1,64}+){1,8}+: )?"
-_VLLM_ANY = re.compile(
+_TIMED_VLLM = (
     r"(?:[A-Z]{1,8} )?((?:\d{4}-)?\d\d-\d\d(?:-\d{4})?[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)  ?"
-    r"(?:\[?"
-    + _LEVEL
-    + r"\]?:? "
-    + _RUST_TARGET
-    + r")?"
-    + _FILE
-    + r"|()\[?\b"
-    + _LEVEL
-    + r"\]?:? "
-    + _RUST_TARGET
-    + _FILE,
-    re.ASCII,
+    rf"(?:\[?{_LEVEL}\]?:? {_RUST_TARGET})?{_FILE}"
 )
+_UNTIMED_VLLM = rf"()\[?\b{_LEVEL}\]?:? {_RUST_TARGET}{_FILE}"
+_VLLM_ANY = re.compile(_TIMED_VLLM + "|" + _UNTIMED_VLLM, re.ASCII)
 # LMCache's header, its stamp possibly lost; LMCache 0.1.x's ``INFO LMCache: ``.
 _LMCACHE_ANY = re.compile(
     r"(?:\[(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?)\] )?LMCache " + _LEVEL + r": ?"
