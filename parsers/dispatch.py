@@ -22,6 +22,7 @@ import re
 
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
+    ANY_RECORD_HEADER,
     LEVEL_WORD,
     LMCACHE_HEADER,
     LMCACHE_OLD_HEADER,
@@ -359,7 +360,7 @@ def _after_prefix(line: str, rank: int | None) -> Events:
     """A header behind a prefix nobody told kvwatch about (a log tailer's, a collector's, a paste's)."""
     found = find_header(line)
     if found is None:
-        return NOTHING
+        return _message_after_record_header(line)
     prefix = line[: found.start]
     accepted, tag_rank = prefix_verdict(prefix, found.kind)
     if not accepted:
@@ -370,6 +371,18 @@ def _after_prefix(line: str, rank: int | None) -> Events:
     if found.end >= len(text):
         return NOTHING
     return _after_header(text, found, rank) or _problem_after_prefix(text, found)
+
+
+def _message_after_record_header(line: str) -> Events:
+    """A whole known message after a log record's header that does not say who wrote it (a time, a
+    level, another logger's or a module's name), at the start or behind a prefix."""
+    record = ANY_RECORD_HEADER.search(line)
+    if record is None:
+        return NOTHING
+    prefix = line[: record.start()]
+    if not prefix_verdict(prefix, "record")[0]:
+        return NOTHING
+    return _restamp(message_only(trim_closing(line, prefix), record.end()), record.group(1))
 
 
 def _after_header(text: str, found: Header, rank: int | None) -> Events:

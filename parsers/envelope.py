@@ -380,6 +380,17 @@ TIMED_WRAPPER = re.compile(
     r"(?: (?:stdout|stderr) [FP] | [^\s\[(]+ [^\s\[:]+\[\d+\]: |\t[^\t]+\t(?=\{)| )"
 )
 
+# A log record's header whose logger name says nothing of who wrote it: an optional time, the level
+# (padded to five letters as Rust's tracing pads it), a logger or module name and a colon -- Python's
+# ``%(asctime)s %(levelname)s %(name)s: `` under another logger than vLLM's, NVIDIA Dynamo's formatter
+# for vLLM's main process (``2026-02-25T12:00:00.123456Z  INFO loggers.log: ``).  Only a whole known
+# message after it is read (see :mod:`parsers.messages`), wherever the header stands.
+ANY_RECORD_HEADER = re.compile(
+    r"(?:(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) +)?"
+    r"\b(?:TRACE|DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL) +[A-Za-z_][\w.:<>-]{0,127}: ",
+    re.ASCII,
+)
+
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):
 # ``time="2026-12-03T05:00:00Z" level=info msg="<the line, quoted>"``.  Only ``key=value``
 # pairs may come before ``msg``: text that merely holds ``msg="`` is no such record.
