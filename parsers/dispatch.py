@@ -382,7 +382,13 @@ def _message_after_record_header(line: str) -> Events:
     prefix = line[: record.start()]
     if not prefix_verdict(prefix, "record")[0]:
         return NOTHING
-    return _restamp(message_only(trim_closing(line, prefix), record.end()), record.group(1))
+    start = record.end()
+    if line.startswith("[", start):
+        # A component's tag before the message (NVIDIA Dynamo's ``[VllmWorker:1] ``).
+        close = line.find("] ", start, start + 80)
+        if close != -1:
+            start = close + 2
+    return _restamp(message_only(trim_closing(line, prefix), start), record.group(1))
 
 
 def _after_header(text: str, found: Header, rank: int | None) -> Events:
