@@ -402,12 +402,25 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             ),
             query(rate("kvwatch_lmcache_prefetch_requested_keys_total"), "{{server}} keys asked for/s"),
             query(rate("kvwatch_lmcache_prefetches_total"), "{{server}} prefetches with a hit/s"),
+            query(rate("kvwatch_lmcache_server_lookups_total"), "{{server}} lookups/s (hit-rate summaries)"),
             query(
                 f"sum by (server) (increase(kvwatch_lmcache_server_starts_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} server starts",
             ),
             description="LMCache's multiprocess server (lmcache server): keys it found in L1 (memory) and L2 "
             "(storage); it logs nothing for a miss.  Keys are chunks per KV group and rank, not tokens.",
+            width=8,
+            no_value=MP_ONLY,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "LMCache server: lookup hit ratio",
+            "percentunit",
+            query(f"kvwatch_lmcache_server_lookup_hit_ratio{{{SERVERS}}}", "{{server}} {{plane}}"),
+            description="The multiprocess server's own summary (at most one line every 30 s): the share of the "
+            "tokens its lookups asked for that were found, weighted by tokens, over the lookups since its previous "
+            "summary; non_prefix (outside the prefix) on a CacheBlend server.",
             width=8,
             no_value=MP_ONLY,
         )

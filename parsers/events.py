@@ -218,6 +218,20 @@ class LmcacheL1Usage(Event):
 
 
 @dataclass(slots=True)
+class LmcacheLookupSummary(Event):
+    """The multiprocess server's hit-rate summary (``lookup hit rate (over N lookup(s)): prefix=X%``, at
+    most one line every 30 s; LMCache/LMCache#5063, September 2026): the token-weighted share of the
+    tokens its lookups asked for that were found, over the lookups since its previous summary (lookups
+    that asked for nothing are left out).  A CacheBlend server adds the share found outside the prefix
+    (``non_prefix=Y%``)."""
+
+    kind: ClassVar[str] = "lmcache_lookup_summary"
+    lookups: NonNegativeInt = 0  #: lookups the line covers
+    prefix_hit_rate: float = 0.0  #: share of the requested tokens found as a cached prefix, 0-1
+    non_prefix_hit_rate: float | None = None  #: (CacheBlend) share found outside the prefix, 0-1
+
+
+@dataclass(slots=True)
 class LmcacheServerStarted(Event):
     """The multiprocess server started (``LMCache ZMQ cache server is running on ADDRESS``, once per start
     in every mode)."""
@@ -503,6 +517,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheLookupTimeout,
     LmcachePrefetch,
     LmcacheL1Usage,
+    LmcacheLookupSummary,
     LmcacheServerStarted,
     RequestReceived,
     RequestAdded,

@@ -17,6 +17,7 @@ from parsers.events import (
     LmcacheL1Usage,
     LmcacheLookup,
     LmcacheLookupPending,
+    LmcacheLookupSummary,
     LmcacheLookupTimeout,
     LmcacheParser,
     LmcachePrefetch,
@@ -369,6 +370,27 @@ def parse_l1_usage(line: str, start: int, stamp: str | None, rank: int | None) -
     return (LmcacheL1Usage(stamp, float(m.group(1)), float(m.group(2)), round(float(m.group(3)) / 100.0, 6)),)
 
 
+# The multiprocess server's hit-rate summary (LMCache/LMCache#5063), a CacheBlend server's with its second plane.
+LOOKUP_SUMMARY = re.compile(
+    rf"lookup hit rate \(over ({INTEGER}) lookup\(s\)\): prefix=({DECIMAL})%(?: non_prefix=({DECIMAL})%)?"
+)
+
+
+def parse_lookup_summary(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    m = LOOKUP_SUMMARY.match(line, start)
+    if m is None:
+        return None if line.startswith("lookup hit rate", start) else ()
+    non_prefix = m.group(3)
+    return (
+        LmcacheLookupSummary(
+            stamp,
+            int(m.group(1)),
+            round(decimal(m.group(2)) / 100.0, 6),
+            round(decimal(non_prefix) / 100.0, 6) if non_prefix is not None else None,
+        ),
+    )
+
+
 # First word of an LMCache message -> (parser, the family a line that does not parse is suspected of).
 FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Reqid:": (parse_lookup, "lmcache_lookup"),
@@ -382,4 +404,5 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Timeout": (parse_timeout, "lmcache_lookup_timeout"),
     "Prefetch": (parse_prefetch, "lmcache_prefetch"),
     "L1": (parse_l1_usage, "lmcache_l1_usage"),
+    "lookup": (parse_lookup_summary, "lmcache_lookup_summary"),
 }

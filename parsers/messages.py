@@ -85,6 +85,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Storing": _exact(_whole(lmcache.STORING.pattern), _lmcache(lmcache.parse_storing)),
     "Prefetch": _exact(_whole(lmcache.PREFETCH.pattern), _lmcache(lmcache.parse_prefetch)),
     "L1": _exact(_whole(lmcache.L1_USAGE.pattern), _lmcache(lmcache.parse_l1_usage)),
+    "lookup": _exact(_whole(lmcache.LOOKUP_SUMMARY.pattern), _lmcache(lmcache.parse_lookup_summary)),
     "EngineCore": _FATAL,
     "Maximum": _first_of(_MAX_CONCURRENCY, bench.parse_serve),
     "Available": _exact(_whole(lifecycle.KV_MEMORY.pattern), lifecycle.parse_kv_memory),

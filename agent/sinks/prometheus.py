@@ -346,6 +346,24 @@ CATALOGUE: tuple[Spec, ...] = (
         doc="L1 memory size (same line)",
     ),
     counter(
+        "kvwatch_lmcache_server_lookups_total",
+        "Lookups the multiprocess server's hit-rate summaries covered (lookups that asked for nothing left out).",
+        value_of("server_lookups"),
+        doc="lookups the multiprocess server's hit-rate summaries covered (`lookup hit rate (over N lookup(s))`, "
+        "at most one line every 30 s; lookups that asked for no tokens are left out)",
+        native="`lmcache_mp_lookup_requested_tokens_total` counts their tokens",
+    ),
+    gauge(
+        "kvwatch_lmcache_server_lookup_hit_ratio",
+        "Share of the tokens the multiprocess server's lookups asked for that were found, token-weighted, over the "
+        "lookups of its last summary: prefix, and non_prefix on a CacheBlend server.",
+        keyed("server_lookup_hit_ratio"),
+        labels="plane",
+        doc="share of the tokens its lookups asked for that were found (token-weighted, 0-1) over the lookups of the "
+        "server's last summary line: `prefix`, and `non_prefix` (outside the prefix) on a CacheBlend server",
+        native="`rate(lmcache_mp_lookup_hit_tokens_total) / rate(lmcache_mp_lookup_requested_tokens_total)`",
+    ),
+    counter(
         "kvwatch_lmcache_server_starts_total",
         "Starts of the multiprocess server.",
         counted(ev.LmcacheServerStarted),

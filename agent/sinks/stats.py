@@ -351,6 +351,8 @@ class ServerStats:
     prefetch_duration: Histogram = merged(lambda: Histogram(TRANSFER_SECONDS_BUCKETS))
     l1_used_bytes: float | None = last()
     l1_capacity_bytes: float | None = last()
+    server_lookups: int = counter()  # lookups the server's hit-rate summaries covered
+    server_lookup_hit_ratio: dict[str, float] = last(dict)  # plane (prefix, non_prefix) -> the last summary's
     # KV connectors (vLLM's KV Transfer metrics line)
     kv_transfer: KvTransferTotals = merged(lambda: KvTransferTotals())
     # kvwatch canary requests: kept out of the numbers above, counted here.
@@ -419,6 +421,7 @@ class ServerStats:
             ev.LmcacheLookupTimeout: self._lookup_timeout,
             ev.LmcachePrefetch: self._prefetch,
             ev.LmcacheL1Usage: self._l1_usage,
+            ev.LmcacheLookupSummary: self._lookup_summary,
             ev.KvTransferStats: self._kv_transfer,
             ev.StartupPhase: self._startup_phase,
             ev.RequestReceived: self._received,
@@ -569,6 +572,12 @@ class ServerStats:
         self.l1_used_bytes = e.used_gib * GIB
         if e.total_gib is not None:
             self.l1_capacity_bytes = e.total_gib * GIB
+
+    def _lookup_summary(self, e: ev.LmcacheLookupSummary) -> None:
+        self.server_lookups += e.lookups
+        self.server_lookup_hit_ratio["prefix"] = e.prefix_hit_rate
+        if e.non_prefix_hit_rate is not None:
+            self.server_lookup_hit_ratio["non_prefix"] = e.non_prefix_hit_rate
 
     def _kv_transfer(self, e: ev.KvTransferStats) -> None:
         if e.values:

@@ -226,3 +226,22 @@ def test_label_values_stay_bounded_whatever_the_log_holds() -> None:
     assert "other" in statistics
     statuses = {status for (_method, _path, status) in s.http}
     assert {"200", "404", "503", "5xx", "other"} <= statuses and len(statuses) < 90
+
+
+def test_the_multiprocess_servers_hit_rate_summaries_add_their_lookups_and_keep_the_last_ratio() -> None:
+    s = fresh()
+    for line in (
+        "[2026-09-11 10:00:30,512] LMCache INFO: lookup hit rate (over 41 lookup(s)): prefix=62.5%",
+        "[2026-09-11 10:01:00,512] LMCache INFO: lookup hit rate (over 9 lookup(s)): prefix=10.0% non_prefix=40.0%",
+        "[2026-09-11 10:01:30,512] LMCache INFO: lookup hit rate (over 2 lookup(s)): prefix=100.0%",
+    ):
+        for event in parse_line(line):
+            s.observe(event)
+    assert s.server_lookups == 52
+    # The last line of a plain server has no second plane: the CacheBlend value before it stays as it was.
+    assert s.server_lookup_hit_ratio == {"prefix": 1.0, "non_prefix": 0.4}
+    rendered = exposition(s)
+    assert rendered[("kvwatch_lmcache_server_lookups_total", (("server", "s"),))] == 52
+    ratio = "kvwatch_lmcache_server_lookup_hit_ratio"
+    assert rendered[(ratio, (("plane", "prefix"), ("server", "s")))] == 1.0
+    assert rendered[(ratio, (("plane", "non_prefix"), ("server", "s")))] == 0.4
