@@ -36,6 +36,7 @@ def render(servers: Iterable[ServerStats]) -> str:
         out += _server(s)
         out.append(_requests(s))
         out += _lmcache(s)
+        out += _lmcache_server(s)
         out += _engine_lines(s)
         out.append(f"  errors       {_counted(s.errors)}")
         logged = {f"{producer} {level}": count for (producer, level), count in s.problem_lines.items()}
@@ -101,6 +102,20 @@ def _lmcache(s: ServerStats) -> list[str]:
         + (f"; {s.lookup_timeouts:,} lookup timeouts" if s.lookup_timeouts else "")
         + ("; DEGRADED (LMCache engine failed to start)" if s.lmcache_degraded else "")
     ]
+
+
+def _lmcache_server(s: ServerStats) -> list[str]:
+    """LMCache's multiprocess server: its prefetches (keys, not tokens) and its own hit-rate summaries."""
+    if not (s.prefetches or s.server_lookups):
+        return []
+    found, asked = sum(s.prefetch_hit_keys.values()), s.prefetch_requested_keys
+    line = f"  LMCache MP   {s.prefetches:,} prefetches with a hit, {found:,} of {asked:,} keys found"
+    if s.server_lookups:
+        line += (
+            f"; {s.server_lookups:,} lookups in its hit-rate summaries, "
+            f"last {_ratio(s.server_lookup_hit_ratio.get('prefix'))} of the tokens asked for"
+        )
+    return [line]
 
 
 def _engine_lines(s: ServerStats) -> list[str]:

@@ -70,6 +70,23 @@ def test_summary_is_the_default(lmcache_copy: Path) -> None:
     assert "prefix cache hit 62.3%" in text
 
 
+def test_summary_shows_the_multiprocess_servers_prefetches_and_hit_rate_summaries(tmp_path: Path) -> None:
+    """The LMCache server's own log (lmcache 0.5.6, two prefetches with a hit) and, after it, the hit-rate
+    summary a later server prints: the summary's "LMCache MP" line has both."""
+    log = tmp_path / "lmcache-server.log"
+    summary = (
+        "[2026-09-11 10:00:30,512] LMCache INFO: lookup hit rate (over 41 lookup(s)): prefix=62.5% "
+        "(mp_server_logging.py:112:lmcache.v1.mp_observability.logging.mp_server)\n"
+    )
+    log.write_text((SAMPLES / "lmcache-0.5.6-mp-server.log").read_text(encoding="utf-8") + summary, encoding="utf-8")
+    result = kvwatch("replay", str(log))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "LMCache MP   2 prefetches with a hit, 22 of 22 keys found; 41 lookups in its hit-rate summaries, "
+        "last 62.5% of the tokens asked for"
+    ) in result.stdout.decode()
+
+
 def test_prometheus_format(lmcache_copy: Path) -> None:
     result = kvwatch("replay", "--format", "prometheus", str(lmcache_copy))
     assert result.returncode == 0, result.stderr
