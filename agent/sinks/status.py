@@ -46,6 +46,7 @@ class ServerStatus:
     lmcache_lookup_tokens: float = 0.0
     lmcache_hit_tokens: float = 0.0
     lmcache_degraded: bool = False
+    lmcache_server_hit_ratio: float | None = None  # the multiprocess server's last hit-rate summary (prefix), 0..1
     errors: dict[str, float] = field(default_factory=dict)
     suspicious_lines: float = 0.0
     lmcache_error_lines: float = 0.0  # LMCache's error and critical lines (KvwatchLmcacheErrors)
@@ -198,6 +199,9 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
         s.lmcache_lookup_tokens = value
     elif name == "kvwatch_lmcache_hit_tokens_total":
         s.lmcache_hit_tokens = value
+    elif name == "kvwatch_lmcache_server_lookup_hit_ratio":
+        if labels.get("plane") == "prefix":
+            s.lmcache_server_hit_ratio = value
     elif name == "kvwatch_lmcache_degraded":
         s.lmcache_degraded = value == 1
     elif name == "kvwatch_vllm_errors_total":
@@ -242,9 +246,13 @@ class Trend:
         return max(new.requests_added - old.requests_added, 0.0) / seconds
 
     def recent_lmcache_hit_ratio(self, name: str) -> float | None:
-        """LMCache hit tokens over tokens looked up between the last two readings (None: no lookups)."""
+        """LMCache hit tokens over tokens looked up between the last two readings; where vLLM's log holds
+        no lookup (LMCache's multiprocess mode), the server's last hit-rate summary (None: neither)."""
         series = self.lmcache_hit_ratio_series(name)
-        return series[-1] if series else None
+        if series and series[-1] is not None:
+            return series[-1]
+        server = self.latest.servers.get(name) if self.latest is not None else None
+        return server.lmcache_server_hit_ratio if server is not None else None
 
     def lmcache_hit_ratio_series(self, name: str) -> list[float | None]:
         """The LMCache hit ratio between each two readings kept (None where nothing was looked up)."""

@@ -35,6 +35,16 @@ def test_a_reading_and_the_rates_between_two() -> None:
     assert trend.series("a", "running") == [1, 1]
 
 
+def test_in_multiprocess_mode_the_recent_lmcache_hit_ratio_is_the_servers_last_summary() -> None:
+    stats = fresh("mp")
+    feed(stats, ["[2026-09-11 10:00:30,512] LMCache INFO: lookup hit rate (over 41 lookup(s)): prefix=62.5%"])
+    trend = Trend()
+    trend.add(100.0, read_snapshot(exposition(stats)))
+    assert trend.latest.servers["mp"].lmcache_server_hit_ratio == 0.625
+    assert trend.recent_lmcache_hit_ratio("mp") == 0.625  # one reading is enough: the server computed it
+    assert trend.latest.servers["mp"].lmcache_hit_ratio is None  # no in-process lookups: nothing since start
+
+
 def test_conditions_are_what_the_alert_rules_fire_on() -> None:
     text = (
         'kvwatch_server_state{server="s",process="vllm",state="crash_loop"} 1\n'
