@@ -109,7 +109,7 @@ class LmcacheLookup(Event):
     total_tokens: int = 0  #: tokens
     hit_tokens: int = 0  #: LMCache hit tokens
     need_to_load: int | None = None  #: as printed; may be negative (LMCache < 0.3.14)
-    engine_computed_tokens: int | None = None  #: Inference Engine computed tokens (vLLM's own prefix cache)
+    engine_computed_tokens: int | None = None  #: Inference (or vLLM) computed tokens: vLLM's own prefix cache
     #: set on the `but need to load ... < min_retrieve` variant: nothing was loaded
     min_retrieve_tokens: int | None = None
 
@@ -121,7 +121,7 @@ class LmcacheLookupPending(Event):
     kind: ClassVar[str] = "lmcache_lookup_pending"
     request_id: str = ""  #: the id as printed
     total_tokens: int = 0  #: tokens
-    engine_computed_tokens: int | None = None  #: Inference Engine computed tokens (vLLM's own prefix cache)
+    engine_computed_tokens: int | None = None  #: Inference (or vLLM) computed tokens: vLLM's own prefix cache
 
 
 @dataclass(slots=True)

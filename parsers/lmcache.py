@@ -125,7 +125,7 @@ RETRIEVED_ANY = (
 )
 _REQID = re.compile(r"Reqid: ([^,\s]+), ")
 _LOOKUP_PART = re.compile(
-    r"(Total tokens|Inference Engine computed tokens|LMCache hit tokens|(?:but )?need to load)"
+    r"(Total tokens|Inference Engine computed tokens|vLLM computed tokens|LMCache hit tokens|(?:but )?need to load)"
     rf":? (-?{INTEGER}|None)(?: < min_retrieve ({INTEGER}))?"
 )
 # The MP server's store (``N XPU tokens`` on Intel GPUs; no request id).
@@ -196,7 +196,8 @@ def _parse_lookup_parts(line: str, start: int, stamp: str | None) -> tuple[Event
     total, hit = values.get("Total tokens"), values.get("LMCache hit tokens")
     if total is None or total == "None" or hit is None:
         return None
-    computed = values.get("Inference Engine computed tokens")
+    # LMCache/LMCache#2550 and #2552 name vLLM's own computed tokens so.
+    computed = values.get("Inference Engine computed tokens", values.get("vLLM computed tokens"))
     computed_tokens = int(computed) if computed not in (None, "None") else None
     if hit == "None":
         return (LmcacheLookupPending(stamp, request_id, int(total), computed_tokens),)
