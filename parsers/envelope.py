@@ -595,14 +595,14 @@ def _otlp_records(export: dict) -> list[JsonRecord]:
     logger) the body is a bare message; otherwise (the collector's filelog receiver) a whole line."""
     records: list[JsonRecord] = []
     for resource in _objects(export.get("resourceLogs")):
-        for scope_logs in _objects(resource.get("scopeLogs")):
-            scope = scope_logs.get("scope")
+        # ``instrumentationLibraryLogs``: the name before OTLP 0.19 (collectors of 2022 and earlier).
+        for scope_logs in _objects(resource.get("scopeLogs", resource.get("instrumentationLibraryLogs"))):
+            scope = scope_logs.get("scope", scope_logs.get("instrumentationLibrary"))
             name = scope.get("name") if isinstance(scope, dict) else None
             logger = name if isinstance(name, str) and name.startswith(("vllm", "lmcache", "uvicorn")) else None
             for log in _objects(scope_logs.get("logRecords")):
-                body = log.get("body")
-                text = body.get("stringValue") if isinstance(body, dict) else None
-                if not isinstance(text, str):
+                text = _otlp_text(log.get("body"))
+                if text is None:
                     continue
                 if text.endswith("\n"):
                     text = text[:-1]
@@ -620,6 +620,27 @@ def _otlp_records(export: dict) -> list[JsonRecord]:
                     )
                 )
     return records
+
+
+def _otlp_text(body: object) -> str | None:
+    """A log record's text: its ``stringValue``, or the text key of a map a parser made of the line
+    (a filelog receiver's ``json_parser`` turns a Docker record into ``{"log": ..., "stream": ...}``)."""
+    if not isinstance(body, dict):
+        return None
+    text = body.get("stringValue")
+    if isinstance(text, str):
+        return text
+    pairs = body.get("kvlistValue")
+    values = {
+        pair["key"]: pair.get("value")
+        for pair in _objects(pairs.get("values") if isinstance(pairs, dict) else None)
+        if isinstance(pair.get("key"), str)
+    }
+    for key in _JSON_TEXT_KEYS:
+        value = values.get(key)
+        if isinstance(value, dict) and isinstance(value.get("stringValue"), str):
+            return value["stringValue"]
+    return None
 
 
 def _objects(value: object) -> list[dict]:
