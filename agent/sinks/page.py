@@ -53,6 +53,14 @@ def _state(server: ServerStatus) -> str:
     return text
 
 
+def _lmcache_hit(server: ServerStatus) -> str:
+    """Since kvwatch started reading; in LMCache's multiprocess mode (no lookup line in vLLM's log) the
+    LMCache server's last hit-rate summary, marked as such."""
+    if server.lmcache_hit_ratio is None and server.lmcache_server_hit_ratio is not None:
+        return f'{percent(server.lmcache_server_hit_ratio)} <span class="muted">(server, last)</span>'
+    return percent(server.lmcache_hit_ratio)
+
+
 def _servers(snapshot: Snapshot) -> str:
     head = (
         "<tr><th>server</th><th>state</th><th>model, vLLM</th><th>up</th><th>restarts</th><th>prompt tok/s</th>"
@@ -71,7 +79,7 @@ def _servers(snapshot: Snapshot) -> str:
             f'<td class="n">{number(server.generation_throughput)}</td>'
             f'<td class="n">{number(server.running, 0)}</td><td class="n">{number(server.waiting, 0)}</td>'
             f'<td>{_bar(server.kv_cache_usage)}</td><td class="n">{percent(server.prefix_cache_hit_ratio)}</td>'
-            f'<td class="n">{percent(server.lmcache_hit_ratio)}</td><td>{_e(server.canary or "—")}</td>'
+            f'<td class="n">{_lmcache_hit(server)}</td><td>{_e(server.canary or "—")}</td>'
             f'<td class="{"bad" if conditions else "muted"}">{_e(", ".join(conditions) or "—")}</td></tr>'
         )
     return f"<table>{head}{''.join(rows)}</table>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
+from agent.sinks.page import render_page
 from agent.sinks.prometheus import registry_for
 from agent.sinks.status import Trend, read_snapshot, sparkline
 from tests.support.harness import STATS
@@ -43,6 +44,8 @@ def test_in_multiprocess_mode_the_recent_lmcache_hit_ratio_is_the_servers_last_s
     assert trend.latest.servers["mp"].lmcache_server_hit_ratio == 0.625
     assert trend.recent_lmcache_hit_ratio("mp") == 0.625  # one reading is enough: the server computed it
     assert trend.latest.servers["mp"].lmcache_hit_ratio is None  # no in-process lookups: nothing since start
+    # The status page shows the server's summary in their place, marked as the server's last.
+    assert '62.5% <span class="muted">(server, last)</span>' in render_page(trend.latest)
 
 
 def test_conditions_are_what_the_alert_rules_fire_on() -> None:
