@@ -35,6 +35,7 @@ from parsers.envelope import (
     UVICORN_HEADER,
     VLLM_HEADER,
     VLLM_PROBLEM,
+    WATCHED_LOGGERS,
     Header,
     JsonRecord,
     call_site,
@@ -442,7 +443,7 @@ def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) ->
     text = record.text.rstrip("\r")
     if record.logger is not None:
         # A logging library's record: a bare message; the logger name says whose.
-        if not record.logger.startswith(("vllm", "lmcache", "uvicorn")):
+        if not record.logger.startswith(WATCHED_LOGGERS):
             return NOTHING
         if "\x1b" in text:
             text = strip_ansi(text)

@@ -97,6 +97,10 @@ UVICORN_HEADER = r"[A-Z]+(): +"
 # text (an open quote, or prose) or that another server wrote the line.
 
 _LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"
+# The loggers whose records kvwatch reads (a name that starts so: ``vllm.v1.metrics.loggers``).
+WATCHED_LOGGERS = ("vllm", "lmcache", "uvicorn")
+# A full time as log pipelines and logging formats write it: a date, sub-seconds, a zone.
+_FULL_TIME = r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"
 # vLLM's header with the formats users configure: any level word (or a damaged or
 # missing one, before or after the time, bracketed or not), a year-less or full date,
 # sub-seconds, a zone, the file in brackets or not, the function name a logging
@@ -156,7 +160,7 @@ _NAMED_PAIR = (
 )
 _NAMED_CORE = re.compile(_NAMED_PAIR, re.ASCII)
 _STDLIB_ANY = re.compile(
-    r"(?:\[?(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)\]?(?: - | \| |,? ))?"
+    r"(?:\[?(" + _FULL_TIME + r")\]?(?: - | \| |,? ))?"
     r"\[?" + _NAMED_PAIR,
     re.ASCII,
 )
@@ -386,7 +390,7 @@ TIMED_WRAPPER = re.compile(
 # for vLLM's main process (``2026-02-25T12:00:00.123456Z  INFO loggers.log: ``).  Only a whole known
 # message after it is read (see :mod:`parsers.messages`), wherever the header stands.
 ANY_RECORD_HEADER = re.compile(
-    r"(?:(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) +)?"
+    r"(?:(" + _FULL_TIME + r") +)?"
     r"\b(?:TRACE|DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL) +[A-Za-z_][\w.:<>-]{0,127}: ",
     re.ASCII,
 )
@@ -498,7 +502,7 @@ def _record_logger(record: dict, key: str) -> str | None:
         logger = record.get("name")
     elif key == "body":
         logger = record.get("logger") or record.get("name") or record.get("service.name")
-        if isinstance(logger, str) and not logger.startswith(("vllm", "lmcache", "uvicorn")):
+        if isinstance(logger, str) and not logger.startswith(WATCHED_LOGGERS):
             logger = None  # another service's record, or a name that says nothing: read the body as a line
     else:
         return None
@@ -599,7 +603,7 @@ def _otlp_records(export: dict) -> list[JsonRecord]:
         for scope_logs in _objects(resource.get("scopeLogs", resource.get("instrumentationLibraryLogs"))):
             scope = scope_logs.get("scope", scope_logs.get("instrumentationLibrary"))
             name = scope.get("name") if isinstance(scope, dict) else None
-            logger = name if isinstance(name, str) and name.startswith(("vllm", "lmcache", "uvicorn")) else None
+            logger = name if isinstance(name, str) and name.startswith(WATCHED_LOGGERS) else None
             for log in _objects(scope_logs.get("logRecords")):
                 text = _otlp_text(log.get("body"))
                 if text is None:

@@ -26,7 +26,7 @@ from parsers.events import (
     LmcacheStore,
     LmcacheStoreStart,
 )
-from parsers.shapes import DECIMAL, INTEGER, Shape, decimal
+from parsers.shapes import DECIMAL, INTEGER, Shape, decimal, ratio
 
 
 # Builders run once per matching line: conversions are written inline (no helper calls).
@@ -368,7 +368,7 @@ def parse_l1_usage(line: str, start: int, stamp: str | None, rank: int | None) -
         if _L1_WATERMARK.match(line, start):
             return ()  # the eviction loop's verdict (0.3.10+), a ratio against its watermark
         return None if line.startswith("L1 memory usage", start) else ()
-    return (LmcacheL1Usage(stamp, float(m.group(1)), float(m.group(2)), round(float(m.group(3)) / 100.0, 6)),)
+    return (LmcacheL1Usage(stamp, float(m.group(1)), float(m.group(2)), ratio(float(m.group(3)))),)
 
 
 # The multiprocess server's hit-rate summary (LMCache/LMCache#5063), a CacheBlend server's with its second plane.
@@ -386,8 +386,8 @@ def parse_lookup_summary(line: str, start: int, stamp: str | None, rank: int | N
         LmcacheLookupSummary(
             stamp,
             int(m.group(1)),
-            round(decimal(m.group(2)) / 100.0, 6),
-            round(decimal(non_prefix) / 100.0, 6) if non_prefix is not None else None,
+            ratio(decimal(m.group(2))),
+            ratio(decimal(non_prefix)) if non_prefix is not None else None,
         ),
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from parsers.envelope import LMCACHE_OLD_HEADER, JsonRecord, find_header, json_records, strip_ansi
+from parsers.envelope import LMCACHE_OLD_HEADER, WATCHED_LOGGERS, JsonRecord, find_header, json_records, strip_ansi
 
 # Fields after which vLLM prints user text: everything from there on is dropped.
 _USER_TEXT = re.compile(r"(?:prompt|output|outputs|text|content|messages): .*$", re.IGNORECASE | re.DOTALL)
@@ -54,7 +54,7 @@ def looks_like_a_log_line(line: str) -> bool:
 
 def _record_looks_like_a_log_line(record: JsonRecord) -> bool:
     if record.logger is not None:
-        return record.logger.startswith(("vllm", "lmcache", "uvicorn"))
+        return record.logger.startswith(WATCHED_LOGGERS)
     return _has_a_header(strip_ansi(record.text))
 
 

@@ -45,6 +45,11 @@ def integer(value: str | float) -> int:
     return number
 
 
+def ratio(percent: float) -> float:
+    """A percentage as the 0-1 ratio events carry, rounded so that 62.5 reads 0.625."""
+    return round(percent / 100.0, 6)
+
+
 def decimal(text: str) -> float:
     """A decimal field no pattern bounds (text split from a list of fields): ValueError unless it is a
     finite number (``inf``, ``nan`` and overlong digits are not a measurement)."""

@@ -16,7 +16,7 @@ import re
 
 from parsers import lifecycle
 from parsers.events import EngineStats, Event, KvCacheCapacity, KvTransferStats, SpecDecodeStats, VllmParser
-from parsers.shapes import DECIMAL, INTEGER, decimal, integer
+from parsers.shapes import DECIMAL, INTEGER, decimal, integer, ratio
 
 ENGINE_PREFIX = re.compile(rf"Engine ({INTEGER}): ")
 AGGREGATED_PREFIX = re.compile(rf"({INTEGER}) Engines Aggregated: ")
@@ -38,7 +38,7 @@ def _percent(value: str) -> float | None:
         return None
     if not math.isfinite(number):
         raise ValueError(value)
-    return round(number / 100.0, 6)
+    return ratio(number)
 
 
 def _rate(value: str) -> float:
@@ -221,8 +221,8 @@ def parse_v0_prefix_rates(line: str, start: int, stamp: str | None) -> tuple[Eve
     return (
         EngineStats(
             stamp,
-            prefix_cache_hit_rate=round(gpu / 100.0, 6) if gpu >= 0 else None,
-            cpu_prefix_cache_hit_rate=round(cpu / 100.0, 6) if cpu >= 0 else None,
+            prefix_cache_hit_rate=ratio(gpu) if gpu >= 0 else None,
+            cpu_prefix_cache_hit_rate=ratio(cpu) if cpu >= 0 else None,
         ),
     )
 
