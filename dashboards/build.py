@@ -709,7 +709,7 @@ def requests_row(d: db.Dashboard) -> db.Dashboard:
                 "{{producer}} {{level}}",
             ),
             description=(
-                "WARNING, ERROR and CRITICAL lines of vLLM, LMCache and uvicorn that no other panel counts "
+                "WARNING, ERROR and CRITICAL lines of vLLM, LMCache, uvicorn and PyTorch that no other panel counts "
                 "(each line of a traceback counts). LMCache errors mean stores or retrieves that did not happen."
             ),
             width=12,
@@ -1046,8 +1046,10 @@ def fleet_cache_row(d: db.Dashboard) -> db.Dashboard:
                 f"sum by (instance, producer) (server:kvwatch_log_error_lines:increase30m{{{SERVERS}}}) > 0",
                 "{{instance}} {{producer}}",
             ),
-            description="ERROR and CRITICAL lines of vLLM, LMCache and uvicorn that no other panel counts (recording "
-            "rule): a host whose LMCache cannot reach its backend shows up here (alert KvwatchLmcacheErrors).",
+            description="ERROR and CRITICAL lines of vLLM, LMCache, uvicorn and PyTorch that no other panel counts "
+            "(recording rule): a host whose LMCache cannot reach its backend shows up here (alert "
+            "KvwatchLmcacheErrors), one whose GPUs' processes timed out waiting for each other as `torch` (alert "
+            "KvwatchTorchErrors).",
             width=24,
         )
     )

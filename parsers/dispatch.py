@@ -46,6 +46,7 @@ from parsers.envelope import (
     prefix_verdict,
     rank_of,
     strip_ansi,
+    torch_problem,
     trim_closing,
     unwrap_logfmt,
 )
@@ -147,7 +148,14 @@ _QUIET_INITIALS = frozenset("IDT")
 # A call site or logger name longer than this is no name (a hostile or broken line): left out.
 _MAX_SOURCE = 200
 # Whose a header found after a prefix is (a standard-format header's logger name says it better).
-_PRODUCERS = {"vllm": "vllm", "lmcache": "lmcache", "lmcache_old": "lmcache", "stdlib": "vllm", "uvicorn": "uvicorn"}
+_PRODUCERS = {
+    "vllm": "vllm",
+    "lmcache": "lmcache",
+    "lmcache_old": "lmcache",
+    "stdlib": "vllm",
+    "uvicorn": "uvicorn",
+    "torch": "torch",
+}
 
 
 def _problem(level_word: str, producer: str, source: str | None, stamp: str | None) -> Events:
@@ -188,6 +196,9 @@ def _uvicorn_problem(line: str, pos: int) -> Events:
 
 def _problem_after_prefix(text: str, found: Header) -> Events:
     """A header found after a prefix, before a message that gave no event."""
+    if found.kind == "torch":
+        level_word, site = torch_problem(text, found.start)
+        return NOTHING if level_word is None else _problem(level_word, "torch", site, None)
     level = LEVEL_WORD.search(text, found.start, found.end)
     if level is None or found.kind not in _PRODUCERS:
         return NOTHING
@@ -414,6 +425,8 @@ def _after_header(text: str, found: Header, rank: int | None) -> Events:
         return (access,) if access is not None else NOTHING
     if found.kind == "exception":
         return lifecycle.parse_exception(text, start, None)
+    if found.kind == "torch":
+        return NOTHING  # only its level is read
     return uvicorn_message(text, start, None)
 
 

@@ -140,6 +140,17 @@ _ACCESS_ANY = re.compile(r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?-
 # A traceback's final line (``torch.OutOfMemoryError: ...``) behind a prefix.
 _EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): )")
 _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
+# PyTorch's C++ runtime (NCCL and Gloo process groups, the CUDA allocator, the TCP store) writes
+# into the server's output with its own header: its severity letter (Fatal, Error, Warning, Info,
+# Verbose), a time without a year (month not padded) and the file: ``[W227 10:54:51.986111855
+# ProcessGroupNCCL.cpp:1374] `` since torch 2.3, often behind the rank (``[rank0]:``);
+# ``[W socket.cpp:663] `` before; glog's ``W0227 10:54:51.986111 4242 socket.cpp:663] `` in
+# builds that log through glog.
+_TORCH_ANY = re.compile(
+    r"\[([FEWIV])(?:\d{3,4} \d\d:\d\d:\d\d\.\d{1,9})? ([\w.+-]{1,120}+:\d{1,7})\] "
+    r"|([FEWIV])\d{4} \d\d:\d\d:\d\d\.\d{6} +\d{1,10} ([\w.+-]{1,120}+:\d{1,7})\] ",
+    re.ASCII,
+)
 
 
 # A header that names the logger, written by Python's logging under a format its user set
@@ -172,7 +183,7 @@ _NAMED_CANDIDATES = 4
 
 class Header:
     """A header found after a prefix: whose (``vllm``, ``lmcache``, ``lmcache_old``, ``uvicorn``,
-    ``stdlib`` with the logger it names;
+    ``stdlib`` with the logger it names, ``torch`` for PyTorch's C++ runtime;
     ``access`` for a bare access line, ``exception`` for a traceback's last line), where it
     starts, where the message starts, its stamp."""
 
@@ -232,6 +243,10 @@ def _search(line: str, pos: int) -> Header | None:
         m = _UVICORN_ANY.search(line, pos)
         if m is not None and (best is None or m.start() < best.start):
             best = Header("uvicorn", m.start(), m.end(), None)
+    if "] " in line:
+        m = _TORCH_ANY.search(line, pos)
+        if m is not None and (best is None or m.start() < best.start):
+            best = Header("torch", m.start(), m.end(), None)
     if best is None and " HTTP/" in line:
         m = _ACCESS_ANY.search(line, pos)
         if m is not None and m.start() > 0:
@@ -683,6 +698,18 @@ VLLM_PROBLEM = re.compile(r"([A-Z]+) (\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,]\d+)? \[?(
 # where LMCache colours its lines (0.5 and later, even in files).
 LMCACHE_PROBLEM = re.compile(r"\[(\d\d\d\d-[^\]]{18})\] LMCache ([A-Z]+):")
 _LMCACHE_SOURCE = re.compile(r" (?:\x1b\[[0-9;]*m)?\(([\w.-]+\.py:\d+):[\w.<>]*\)(?:\x1b\[[0-9;]*m)?$")
+
+
+def torch_problem(text: str, start: int) -> tuple[str | None, str | None]:
+    """(level word, ``file:line``) of PyTorch's C++ header at ``start``; (None, None) for Info and Verbose."""
+    m = _TORCH_ANY.match(text, start)
+    if m is None:
+        return None, None
+    letter, source = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    return _TORCH_LEVEL_WORDS.get(letter), source
+
+
+_TORCH_LEVEL_WORDS = {"W": "WARNING", "E": "ERROR", "F": "FATAL"}
 # A level word inside a header found after a prefix.
 LEVEL_WORD = re.compile(r"\b(WARNING|WARN|ERROR|CRITICAL|FATAL)\b")
 _PY_LINE = re.compile(r"\.(?:py|rs):\d+")

@@ -470,21 +470,26 @@ class BenchServe(Event):
 
 ProblemLevel = Literal["warning", "error", "critical"]
 PROBLEM_LEVELS: tuple[str, ...] = get_args(ProblemLevel)
-ProblemProducer = Literal["vllm", "lmcache", "uvicorn"]
+ProblemProducer = Literal["vllm", "lmcache", "uvicorn", "torch"]
 PROBLEM_PRODUCERS: tuple[str, ...] = get_args(ProblemProducer)
 
 
 @dataclass(slots=True)
 class LogProblem(Event):
-    """A WARNING, ERROR or CRITICAL line of vLLM, LMCache or uvicorn that gives no other event.
+    """A WARNING, ERROR or CRITICAL line of vLLM, LMCache, uvicorn or PyTorch's C++ runtime that gives
+    no other event.
 
     Each line of a message printed over several lines (a traceback under vLLM's
-    header) is one event.  The message text is never carried (it may hold a prompt)."""
+    header) is one event.  The message text is never carried (it may hold a prompt).
+    PyTorch's own lines (``[rank0]:[E1203 10:00:00.123456789 ProcessGroupNCCL.cpp:616] ...``:
+    NCCL watchdog timeouts, process groups not torn down) come from its C++ runtime inside the
+    server's processes."""
 
     kind: ClassVar[str] = "log_problem"
-    producer: ProblemProducer = "vllm"  #: whose header: vllm, lmcache or uvicorn
+    producer: ProblemProducer = "vllm"  #: whose header: vllm, lmcache, uvicorn or torch
     level: ProblemLevel = "warning"  #: warning, error or critical (a WARN or FATAL header counts as such)
-    #: where the header says the message comes from: ``file.py:line`` (vLLM, LMCache), or a logger name
+    #: where the header says the message comes from: ``file.py:line`` (vLLM, LMCache, PyTorch's ``file.cpp:line``),
+    #: or a logger name
     source: str | None = None
 
 

@@ -732,13 +732,14 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_log_problem_lines_total",
-        "Warning, error and critical lines of vLLM, LMCache and uvicorn that no other metric counts.",
+        "Warning, error and critical lines of vLLM, LMCache, uvicorn and PyTorch that no other metric counts.",
         keyed("problem_lines"),
         labels="producer level",
         doc=(
-            "lines under a `WARNING`, `ERROR` or `CRITICAL` header of `vllm`, `lmcache` or `uvicorn` that give no "
-            "other event (each line of a traceback under vLLM's header counts; the tracebacks of a shutdown do not); "
-            "all nine series are always exported"
+            "lines under a `WARNING`, `ERROR` or `CRITICAL` header of `vllm`, `lmcache` or `uvicorn`, or a warning, "
+            "error or fatal header of PyTorch's C++ runtime (`torch`: NCCL watchdog timeouts and the like), that give "
+            "no other event (each line of a traceback under vLLM's header counts; the tracebacks of a shutdown do "
+            "not); all twelve series are always exported"
         ),
     ),
     # vllm bench

@@ -86,7 +86,7 @@ def test_warning_and_error_lines_are_counted_by_producer_and_level_but_not_a_shu
     expected = {("vllm", "warning"): 1, ("lmcache", "error"): 1, ("uvicorn", "error"): 1, ("vllm", "critical"): 1}
     assert counted == expected
     assert s.problems_while_stopping == 2
-    assert len(problem_samples(s)) == 9  # every producer and level, zeros included
+    assert len(problem_samples(s)) == 12  # every producer and level, zeros included
 
 
 @pytest.mark.parametrize("cut", range(1, len(PROBLEM_LOG)))
