@@ -319,6 +319,10 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
         m = LMCACHE_OLD_HEADER.match(line)
         if m is not None:
             return _old_lmcache(line, m.end(), rank)
+        if " -- " in line and line[-1] == "s":
+            events = requests.parse_ray_serve_access(line)
+            if events is not None:
+                return events
     elif first == "{":
         events = _json(line, depth, rank)
         if events is not None:
@@ -427,6 +431,8 @@ def _after_header(text: str, found: Header, rank: int | None) -> Events:
         return lifecycle.parse_exception(text, start, None)
     if found.kind == "torch":
         return NOTHING  # only its level is read
+    if found.kind == "ray_access":
+        return requests.parse_ray_serve_access(text, start) or NOTHING
     return uvicorn_message(text, start, None)
 
 

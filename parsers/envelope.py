@@ -140,6 +140,12 @@ _ACCESS_ANY = re.compile(r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?-
 # A traceback's final line (``torch.OutOfMemoryError: ...``) behind a prefix.
 _EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): )")
 _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
+# Ray Serve's access line of an HTTP request (:data:`parsers.requests.RAY_SERVE_ACCESS`), up to its path.
+_RAY_ACCESS_ANY = re.compile(
+    r"\b(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?!proxy )\S{1,256}+ \S{1,256}+ "
+    r"(?:\S{1,256}+ )?-- [A-Z]{3,7} /",
+    re.ASCII,
+)
 # PyTorch's C++ runtime (NCCL and Gloo process groups, the CUDA allocator, the TCP store) writes
 # into the server's output with its own header: its severity letter (Fatal, Error, Warning, Info,
 # Verbose), a time without a year (month not padded) and the file: ``[W227 10:54:51.986111855
@@ -183,7 +189,8 @@ _NAMED_CANDIDATES = 4
 
 class Header:
     """A header found after a prefix: whose (``vllm``, ``lmcache``, ``lmcache_old``, ``uvicorn``,
-    ``stdlib`` with the logger it names, ``torch`` for PyTorch's C++ runtime;
+    ``stdlib`` with the logger it names, ``torch`` for PyTorch's C++ runtime, ``ray_access`` for
+    Ray Serve's access line (the whole line is the message);
     ``access`` for a bare access line, ``exception`` for a traceback's last line), where it
     starts, where the message starts, its stamp."""
 
@@ -223,6 +230,20 @@ def _search_named(line: str, pos: int) -> Header | None:
     return None
 
 
+def _search_hosts(line: str, pos: int, best: Header | None) -> Header | None:
+    """``best``, or the leftmost header of what hosts vLLM if one starts before it: PyTorch's runtime,
+    Ray Serve's access line."""
+    if "] " in line:
+        m = _TORCH_ANY.search(line, pos)
+        if m is not None and (best is None or m.start() < best.start):
+            best = Header("torch", m.start(), m.end(), None)
+    if " -- " in line:
+        m = _RAY_ACCESS_ANY.search(line, pos)
+        if m is not None and (best is None or m.start() < best.start):
+            best = Header("ray_access", m.start(), m.start(), None)
+    return best
+
+
 def _search(line: str, pos: int) -> Header | None:
     """The leftmost header at or after ``pos`` (cheap substring tests first: most lines have none)."""
     best: Header | None = None
@@ -243,10 +264,7 @@ def _search(line: str, pos: int) -> Header | None:
         m = _UVICORN_ANY.search(line, pos)
         if m is not None and (best is None or m.start() < best.start):
             best = Header("uvicorn", m.start(), m.end(), None)
-    if "] " in line:
-        m = _TORCH_ANY.search(line, pos)
-        if m is not None and (best is None or m.start() < best.start):
-            best = Header("torch", m.start(), m.end(), None)
+    best = _search_hosts(line, pos, best)
     if best is None and " HTTP/" in line:
         m = _ACCESS_ANY.search(line, pos)
         if m is not None and m.start() > 0:

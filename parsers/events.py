@@ -322,11 +322,13 @@ class RequestFailed(Event):
 
 @dataclass(slots=True)
 class HttpAccess(Event):
-    """An HTTP access line: uvicorn's, or vLLM's Rust front end's (``http request method=... path=...
-    status=...``, no client address).  ``path`` is printed without its query string."""
+    """An HTTP access line: uvicorn's, vLLM's Rust front end's (``http request method=... path=...
+    status=...``, no client address), or Ray Serve's where vLLM runs under Ray Serve LLM (``... --
+    POST /v1/chat/completions 200 54.7ms``, no client address).  ``path`` is printed without its
+    query string."""
 
     kind: ClassVar[str] = "http_access"
-    client: str = ""  #: address:port as uvicorn prints it ("" from the Rust front end)
+    client: str = ""  #: address:port as uvicorn prints it ("" from the Rust front end and Ray Serve)
     method: str = ""  #: HTTP method
     path: str = ""  #: request path without its query string
     status: int = 0  #: HTTP status code

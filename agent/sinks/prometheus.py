@@ -640,11 +640,12 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_http_responses_total",
-        "HTTP responses from the access log (uvicorn's, or vLLM's Rust front end's); unknown paths are "
+        "HTTP responses from the access log (uvicorn's, vLLM's Rust front end's or Ray Serve's); unknown paths are "
         'counted as path="other".',
         keyed("http"),
         labels="method path status",
-        doc="access lines (uvicorn's, or vLLM's Rust front end's `http request …`)",
+        doc="access lines (uvicorn's, vLLM's Rust front end's `http request …`, or Ray Serve's `-- POST /v1/… 200 …ms` "
+        "where vLLM runs under Ray Serve LLM)",
         native="vLLM's `http_requests_total` (FastAPI instrumentator)",
     ),
     # server lifecycle
