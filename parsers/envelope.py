@@ -140,12 +140,14 @@ _ACCESS_ANY = re.compile(r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?-
 # A traceback's final line (``torch.OutOfMemoryError: ...``) behind a prefix.
 _EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): )")
 _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
-# Ray Serve's access line of an HTTP request (:data:`parsers.requests.RAY_SERVE_ACCESS`), up to its path.
-_RAY_ACCESS_ANY = re.compile(
-    r"\b(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?!proxy )\S{1,256}+ \S{1,256}+ "
-    r"(?:\S{1,256}+ )?-- [A-Z]{3,7} /",
-    re.ASCII,
+# Ray Serve's header of an access line (Ray 2.40 and later) up to the request's path: level, time,
+# deployment, replica, the request's id if any, ``-- `` and the method (the message is parsed by
+# :data:`parsers.requests.RAY_SERVE_ACCESS`).  Its proxy's header (component ``proxy``) is left out.
+RAY_SERVE_HEAD = (
+    r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?!proxy )\S{1,256}+ "
+    r"\S{1,256}+ (?:\S{1,256}+ )?-- ([A-Z]{3,7}) (?=/)"
 )
+_RAY_ACCESS_ANY = re.compile(r"\b" + RAY_SERVE_HEAD, re.ASCII)
 # PyTorch's C++ runtime (NCCL and Gloo process groups, the CUDA allocator, the TCP store) writes
 # into the server's output with its own header: its severity letter (Fatal, Error, Warning, Info,
 # Verbose), a time without a year (month not padded) and the file: ``[W227 10:54:51.986111855
@@ -717,6 +719,9 @@ VLLM_PROBLEM = re.compile(r"([A-Z]+) (\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,]\d+)? \[?(
 LMCACHE_PROBLEM = re.compile(r"\[(\d\d\d\d-[^\]]{18})\] LMCache ([A-Z]+):")
 _LMCACHE_SOURCE = re.compile(r" (?:\x1b\[[0-9;]*m)?\(([\w.-]+\.py:\d+):[\w.<>]*\)(?:\x1b\[[0-9;]*m)?$")
 
+# PyTorch's severity letters that are a problem (Info and Verbose are not).
+_TORCH_LEVEL_WORDS = {"W": "WARNING", "E": "ERROR", "F": "FATAL"}
+
 
 def torch_problem(text: str, start: int) -> tuple[str | None, str | None]:
     """(level word, ``file:line``) of PyTorch's C++ header at ``start``; (None, None) for Info and Verbose."""
@@ -727,7 +732,6 @@ def torch_problem(text: str, start: int) -> tuple[str | None, str | None]:
     return _TORCH_LEVEL_WORDS.get(letter), source
 
 
-_TORCH_LEVEL_WORDS = {"W": "WARNING", "E": "ERROR", "F": "FATAL"}
 # A level word inside a header found after a prefix.
 LEVEL_WORD = re.compile(r"\b(WARNING|WARN|ERROR|CRITICAL|FATAL)\b")
 _PY_LINE = re.compile(r"\.(?:py|rs):\d+")

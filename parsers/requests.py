@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from parsers.envelope import RAY_SERVE_HEAD
 from parsers.events import (
     Event,
     HttpAccess,
@@ -243,16 +244,11 @@ def parse_rust_auto_abort(line: str, start: int, stamp: str | None) -> tuple[Eve
 
 # Ray Serve's access line (Ray 2.40 and later), where vLLM runs under Ray Serve LLM and Ray's HTTP
 # proxy answers in uvicorn's place: ``INFO 2025-09-23 05:15:27,567 default_OpenAiIngress r9k0uop3
-# 57087c4e-... -- POST /v1/chat/completions 200 54.7ms`` -- level, time, deployment, replica, the
-# request's id, then the method, route, status and latency.  A call between deployments says
-# ``CALL method OK`` instead (no HTTP outcome).  The proxy logs every request once more (to its own
-# file, as component ``proxy``): only the replica's line is counted, so a request counts once when
-# both files are followed.
-RAY_SERVE_ACCESS = re.compile(
-    r"[A-Z]{4,8} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?!proxy )\S{1,256}+ \S{1,256}+ (?:\S{1,256}+ )?-- "
-    r"([A-Z]{3,7}) (/\S{0,4096}+) (\d{3}) \d{1,12}+(?:\.\d{1,6})?ms$",
-    re.ASCII,
-)
+# 57087c4e-... -- POST /v1/chat/completions 200 54.7ms`` -- Ray Serve's header, then the method,
+# route, status and latency.  A call between deployments says ``CALL method OK`` instead (no HTTP
+# outcome).  The proxy logs every request once more (to its own file, as component ``proxy``):
+# only the replica's line is counted, so a request counts once when both files are followed.
+RAY_SERVE_ACCESS = re.compile(RAY_SERVE_HEAD + r"(/\S{0,4096}+) (\d{3}) \d{1,12}+(?:\.\d{1,6})?ms$", re.ASCII)
 
 
 def parse_ray_serve_access(line: str, start: int = 0) -> tuple[Event, ...] | None:
