@@ -39,6 +39,8 @@ from parsers.envelope import (
     Header,
     JsonRecord,
     call_site,
+    csv_fields,
+    csv_prefix_logged,
     find_header,
     is_foreign_process,
     json_records,
@@ -359,7 +361,23 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         record = unwrap_logfmt(line)
         if record is not None:
             return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
-    return _after_prefix(line, rank)
+    events = _after_prefix(line, rank)
+    if not events and depth < _MAX_DEPTH and line[-1] == '"' and ',"' in line:
+        return _csv_row(line, depth, rank)
+    return events
+
+
+def _csv_row(line: str, depth: int, rank: int | None) -> Events:
+    """The events of the one field of a CSV row that holds a log line (a spreadsheet export)."""
+    fields = csv_fields(line)
+    if fields is None:
+        return NOTHING
+    for field, prefix in fields:
+        if field and field != line and csv_prefix_logged(prefix):
+            events = parse_nested(field, depth + 1, rank)
+            if events:
+                return events
+    return NOTHING
 
 
 def _message_start(line: str) -> int:

@@ -9,6 +9,7 @@ message means.  Everything here is a pure function of its input.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 
@@ -448,6 +449,31 @@ def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
         return None
     found = _LOGFMT_TIME.search(line, 0, m.start(1)) or _LOGFMT_TIME.search(line, m.end())
     return text, found.group(1) if found is not None else None
+
+
+# A row of a spreadsheet export (CloudWatch Logs Insights', Datadog's, Azure Log Analytics' "download as
+# CSV"): a time and other columns, the line itself a field quoted where it holds a comma or a quote
+# (``2025-12-14 16:00:00.123,"INFO 12-14 ... Running: 1 reqs, Waiting: 0 reqs, ..."``, inner quotes
+# doubled).  A field counts only where the fields before it look logged (a time, a level, a pid):
+# prose that quotes a line after a comma is no row.
+_CSV_MAX_FIELDS = 32
+
+
+def csv_fields(line: str) -> list[tuple[str, str]] | None:
+    """Each field of a CSV row holding a quoted field, with the fields before it joined (its prefix);
+    None when the line is no such row."""
+    try:
+        fields = next(csv.reader((line,)))
+    except csv.Error:
+        return None
+    if len(fields) < 2 or len(fields) > _CSV_MAX_FIELDS:
+        return None
+    return [(field, ",".join(fields[:i])) for i, field in enumerate(fields)]
+
+
+def csv_prefix_logged(prefix: str) -> bool:
+    """Whether the fields before a CSV row's field are a log export's columns (or there are none)."""
+    return not prefix or (_looks_logged(prefix) and not _is_prose(prefix))
 
 
 # Keys under which JSON log records carry the original text (``body``: the
