@@ -40,9 +40,9 @@ from parsers.envelope import (
     JsonRecord,
     call_site,
     csv_fields,
-    csv_prefix_logged,
     find_header,
     is_foreign_process,
+    is_log_column,
     json_records,
     lmcache_call_site,
     prefix_verdict,
@@ -372,8 +372,16 @@ def _csv_row(line: str, depth: int, rank: int | None) -> Events:
     fields = csv_fields(line)
     if fields is None:
         return NOTHING
-    for field, prefix in fields:
-        if field and field != line and csv_prefix_logged(prefix):
+    dated = False
+    for i, field in enumerate(fields):
+        if i:
+            column = fields[i - 1]
+            if not is_log_column(column):
+                return NOTHING  # the columns before a line's field are a log export's, or this is no row
+            dated = dated or any(c.isdigit() for c in column)
+            if not dated:
+                continue
+        if field and field != line:
             events = parse_nested(field, depth + 1, rank)
             if events:
                 return events

@@ -166,16 +166,29 @@ _TORCH_ANY = re.compile(
 # (programs that embed vLLM): ``logging.basicConfig``'s default ``LEVEL:name:``, the
 # ``asctime - name - LEVEL - `` of ``STDLIB_HEADER``, and the usual arrangements of an optional
 # time, the level and the name (either order, bracketed or not, between spaces, `` - `` or
-# `` | ``), the name followed by ``:``, `` - ``, `` | `` or its closing bracket.  Only vLLM's,
+# `` | ``, the level padded), the name followed by ``:``, `` - ``, `` | `` or its closing bracket.  Only vLLM's,
 # LMCache's and uvicorn's loggers count: the name says whose the message is.
 # (A bounded, possessive name: a long run of dotted words must not cost its square.)
 _NAMED_LOGGER = r"((?:vllm|lmcache|uvicorn)(?:\.\w{1,64}+){0,16}+)"
 _NAMED_LEVEL = "(" + _LEVEL + ")"
-_NAMED_SEP = r"\]?(?: - | \| |: | |:)\[?"
+_NAMED_SEP = r"\]?(?: - | {1,8}+\| |: | |:)\[?"
+# loguru's default format writes the function and the line after the name, where a program sends
+# the standard library's records through it: ``2025-12-14 16:00:00.123 | INFO     |
+# vllm.v1.engine.async_llm:add_request:578 - ``.
+_LOGURU_SITE = r"(?::[\w<>]{1,64}+:\d{1,7}+)?"
 # The level and the name, without the brackets before them: a search for this scans a line as
 # fast as its first letters can be told apart (no optional part before them).
 _NAMED_PAIR = (
-    "(?:" + _NAMED_LEVEL + _NAMED_SEP + _NAMED_LOGGER + "|" + _NAMED_LOGGER + _NAMED_SEP + _NAMED_LEVEL + ")"
+    "(?:"
+    + _NAMED_LEVEL
+    + _NAMED_SEP
+    + _NAMED_LOGGER
+    + _LOGURU_SITE
+    + "|"
+    + _NAMED_LOGGER
+    + _NAMED_SEP
+    + _NAMED_LEVEL
+    + ")"
     r"\]?(?: - | \| |:|(?<=\]) ) *"  # uvicorn pads its level to ten characters
 )
 _NAMED_CORE = re.compile(_NAMED_PAIR, re.ASCII)
@@ -454,26 +467,28 @@ def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
 # A row of a spreadsheet export (CloudWatch Logs Insights', Datadog's, Azure Log Analytics' "download as
 # CSV"): a time and other columns, the line itself a field quoted where it holds a comma or a quote
 # (``2025-12-14 16:00:00.123,"INFO 12-14 ... Running: 1 reqs, Waiting: 0 reqs, ..."``, inner quotes
-# doubled).  A field counts only where the fields before it look logged (a time, a level, a pid):
+# doubled).  A field counts only after columns a log export has -- single tokens (a host, a level, an
+# ISO time) or a time with its date, one of them with a digit --, or as the row's first field;
 # prose that quotes a line after a comma is no row.
 _CSV_MAX_FIELDS = 32
+_DATE_TIME_COLUMN = re.compile(
+    r"[\d/.-]{6,10} \d{1,2}:\d\d:\d\d(?:[.,]\d{1,9})?(?: ?[AP]M)?(?: ?(?:Z|UTC|GMT|[+-]\d\d:?\d\d))?", re.ASCII
+)
 
 
-def csv_fields(line: str) -> list[tuple[str, str]] | None:
-    """Each field of a CSV row holding a quoted field, with the fields before it joined (its prefix);
-    None when the line is no such row."""
+def csv_fields(line: str) -> list[str] | None:
+    """The fields of a CSV row; None when the line is none (or has too many fields to be one)."""
     try:
         fields = next(csv.reader((line,)))
     except csv.Error:
         return None
-    if len(fields) < 2 or len(fields) > _CSV_MAX_FIELDS:
-        return None
-    return [(field, ",".join(fields[:i])) for i, field in enumerate(fields)]
+    return fields if 2 <= len(fields) <= _CSV_MAX_FIELDS else None
 
 
-def csv_prefix_logged(prefix: str) -> bool:
-    """Whether the fields before a CSV row's field are a log export's columns (or there are none)."""
-    return not prefix or (_looks_logged(prefix) and not _is_prose(prefix))
+def is_log_column(column: str) -> bool:
+    """Whether a CSV column before a line's field is one a log export has: a token or a time."""
+    column = column.strip()
+    return " " not in column or _DATE_TIME_COLUMN.fullmatch(column) is not None
 
 
 # Keys under which JSON log records carry the original text (``body``: the
