@@ -219,6 +219,23 @@ def parse_shutdown(line: str, start: int, stamp: str | None) -> tuple[Event, ...
 
 # --- exception lines ------------------------------------------------------------------
 
+# ROCm's runtime when a GPU kernel touches memory it may not: written straight to the process's
+# stderr, no header, and the process aborts -- AMD's counterpart of CUDA's "an illegal memory
+# access was encountered": ``Memory access fault by GPU node-2 (Agent handle: 0x55d4c2a1c0b0) on
+# address 0x7f1c00000000. Reason: Page not present or supervisor privilege.`` (the reason may be on
+# the next line, or ``Unknown``).
+GPU_MEMORY_FAULT = re.compile(
+    r"Memory access fault by GPU node-\d{1,4} (?:\(Agent handle: 0x[0-9a-fA-F]{1,16}\) )?"
+    r"on address (?:0x[0-9a-fA-F.]{1,16}|\(nil\))\.?(?: Reason: [\w ]{1,80}\.?)?"
+)
+
+
+def parse_memory_fault(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    if GPU_MEMORY_FAULT.match(line, start) is None:
+        return ()
+    return (ServerError(stamp, "cuda_error"),)
+
+
 _OOM_TEXT = ("CUDA out of memory", "HIP out of memory", "XPU out of memory", "NPU out of memory")
 _GPU_ERROR_TEXT = ("CUDA error", "HIP error", "CUDA driver error", "NCCL error", "RCCL error")
 _KV_TOO_SMALL_TEXT = (

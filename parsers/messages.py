@@ -1,4 +1,5 @@
-"""Lines without any header: ``vllm bench`` results, exception lines, and whole known messages.
+"""Lines without any header: ``vllm bench`` results, exception lines, a GPU runtime's fatal fault, and
+whole known messages.
 
 A logging format of ``%(message)s``, or a shipper that strips headers, leaves
 only the message.  Such a line is read when the *whole* line is exactly one
@@ -87,6 +88,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "L1": _exact(_whole(lmcache.L1_USAGE.pattern), _lmcache(lmcache.parse_l1_usage)),
     "lookup": _exact(_whole(lmcache.LOOKUP_SUMMARY.pattern), _lmcache(lmcache.parse_lookup_summary)),
     "EngineCore": _FATAL,
+    "Memory": _exact(_whole(lifecycle.GPU_MEMORY_FAULT.pattern), lifecycle.parse_memory_fault),
     "Maximum": _first_of(_MAX_CONCURRENCY, bench.parse_serve),
     "Available": _exact(_whole(lifecycle.KV_MEMORY.pattern), lifecycle.parse_kv_memory),
     "Loading": _exact(_whole(lifecycle.WEIGHTS_LOADING.pattern), lifecycle.parse_model_loading),

@@ -727,7 +727,8 @@ CATALOGUE: tuple[Spec, ...] = (
         keyed("errors"),
         labels="error",
         doc=(
-            "fatal error lines: `oom` (CUDA or HIP), `engine_dead`, `cuda_error`, `kv_cache_too_small`, `other`; all "
+            "fatal error lines: `oom` (CUDA or HIP), `engine_dead`, `cuda_error` (a CUDA, HIP, NCCL or RCCL error, "
+            "ROCm's GPU memory access fault), `kv_cache_too_small`, `other`; all "
             "five are always exported, one crash may log several"
         ),
     ),
