@@ -236,6 +236,28 @@ def parse_memory_fault(line: str, start: int, stamp: str | None) -> tuple[Event,
     return (ServerError(stamp, "cuda_error"),)
 
 
+# ROCm's HIP runtime aborting the process on a GPU queue's error, in its own log format (the
+# source file padded, the line, a microsecond clock, the pid and thread in newer releases):
+# ``:0:rocdevice.cpp            :3020: 5875275709338d us: [pid:20536 tid:0x7fb428fff640] Callback:
+# Queue 0x7f4580c00000 aborting with error : HSA_STATUS_ERROR_EXCEPTION: An HSAIL operation
+# resulted in a hardware exception. code: 0x1016``; older: ``Device::callbackQueue aborting with
+# status: 0x100f``.
+HIP_ABORT = re.compile(
+    r"(?::\d{1,3}:)?rocdevice\.cpp {0,40}+(?::\d{1,6}: {0,4}+\d{1,20}d? us: {0,4}+)?"
+    r"(?:\[pid:\d{1,10} tid:0x[0-9a-fA-F]{1,16}\] {0,4}+)?"
+    r"(?:Callback: Queue 0x[0-9a-fA-F]{1,16} aborting with error : HSA_STATUS_ERROR_\w{1,64}"
+    r"|Device::callbackQueue aborting with status: 0x[0-9a-fA-F]{1,8})",
+    re.ASCII,
+)
+
+
+def parse_hip_abort(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    """The HIP runtime's abort on a GPU queue's error, at ``start``: a fatal GPU error."""
+    if HIP_ABORT.match(line, start) is None:
+        return ()
+    return (ServerError(stamp, "cuda_error"),)
+
+
 _OOM_TEXT = ("CUDA out of memory", "HIP out of memory", "XPU out of memory", "NPU out of memory")
 _GPU_ERROR_TEXT = ("CUDA error", "HIP error", "CUDA driver error", "NCCL error", "RCCL error")
 _KV_TOO_SMALL_TEXT = (

@@ -137,4 +137,6 @@ def message_only(line: str, start: int) -> Events:
             return NOTHING
     if word.endswith(EXCEPTION_WORD_ENDS) and start == 0:
         return lifecycle.parse_exception(line, start, None)
+    if "rocdevice.cpp" in word:
+        return lifecycle.parse_hip_abort(line, 0, None)
     return NOTHING

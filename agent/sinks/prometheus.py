@@ -728,7 +728,7 @@ CATALOGUE: tuple[Spec, ...] = (
         labels="error",
         doc=(
             "fatal error lines: `oom` (CUDA or HIP), `engine_dead`, `cuda_error` (a CUDA, HIP, NCCL or RCCL error, "
-            "ROCm's GPU memory access fault), `kv_cache_too_small`, `other`; all "
+            "ROCm's GPU memory access fault or HIP queue abort), `kv_cache_too_small`, `other`; all "
             "five are always exported, one crash may log several"
         ),
     ),
