@@ -154,10 +154,11 @@ _RAY_ACCESS_ANY = re.compile(r"\b" + RAY_SERVE_HEAD, re.ASCII)
 # Verbose), a time without a year (month not padded) and the file: ``[W227 10:54:51.986111855
 # ProcessGroupNCCL.cpp:1374] `` since torch 2.3, often behind the rank (``[rank0]:``);
 # ``[W socket.cpp:663] `` before; glog's ``W0227 10:54:51.986111 4242 socket.cpp:663] `` in
-# builds that log through glog.
+# builds that log through glog, and torch's Python side in that format (``W0714 23:06:54.603780
+# 140446678845248 torch/distributed/run.py:757] ``: the path's directories are dropped).
 _TORCH_ANY = re.compile(
     r"\[([FEWIV])(?:\d{3,4} \d\d:\d\d:\d\d\.\d{1,9})? ([\w.+-]{1,120}+:\d{1,7})\] "
-    r"|([FEWIV])\d{4} \d\d:\d\d:\d\d\.\d{6} +\d{1,10} ([\w.+-]{1,120}+:\d{1,7})\] ",
+    r"|([FEWIV])\d{4} \d\d:\d\d:\d\d\.\d{6} +\d{1,20} ([\w./+-]{1,160}+:\d{1,7})\] ",
     re.ASCII,
 )
 
@@ -770,7 +771,7 @@ def torch_problem(text: str, start: int) -> tuple[str | None, str | None]:
     if m is None:
         return None, None
     letter, source = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-    return _TORCH_LEVEL_WORDS.get(letter), source
+    return _TORCH_LEVEL_WORDS.get(letter), source.rpartition("/")[2]
 
 
 # A level word inside a header found after a prefix.
