@@ -69,7 +69,26 @@ def _first_of(*handlers: Callable[[str, int], Events]) -> Callable[[str, int], E
     return run
 
 
+def _spec_decode(line: str, start: int) -> Events:
+    if not line.startswith("SpecDecoding metrics: ", start):
+        return NOTHING
+    return vllm_stats.parse_spec_decode(line, start + 22, None) or NOTHING
+
+
 _ENGINE_DIED = _exact(_whole(lifecycle.DIED.pattern + r"[^']*"), lifecycle.parse_died)
+# ``Received request X: [prompt: ..., ]params: ..., lora_request: None.`` (the prompt and the parameters
+# are skipped unread; the line must end as vLLM ends it).
+_RECEIVED = _exact(
+    _whole(
+        r"Received request \S+: .*, lora_request: (?:None|LoRARequest\(.*\))"
+        r"(?:, prompt_adapter_request: (?:None|PromptAdapterRequest\(.*\)))?"
+    ),
+    requests.parse_received,
+)
+_REQUEST_OUTCOME = _exact(
+    _whole(r"Request \S+ (?:aborted|failed(?: \((?:engine dead|bad request|input error)\)| due to [\w.]+)?)"),
+    requests.parse_request_outcome,
+)
 _FATAL = _exact(_whole(r"EngineCore encountered a fatal error"), lifecycle.parse_engine_core)
 _KV_SIZE = _exact(_whole(lifecycle.KV_SIZE.pattern), lifecycle.parse_kv_size)
 _MAX_CONCURRENCY = _exact(_whole(lifecycle.MAX_CONCURRENCY.pattern), lifecycle.parse_max_concurrency)
@@ -98,16 +117,22 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "init": _exact(_whole(lifecycle.ENGINE_INIT_TIME.pattern), lifecycle.parse_init_engine),
     "KV": _kv_transfer,
     "Added": _exact(_whole(requests.ADDED.pattern), requests.parse_added),
+    "Received": _RECEIVED,
+    "SpecDecoding": _spec_decode,
+    "Application": _exact(_whole(r"Application startup complete"), requests.parse_uvicorn),
+    "Starting": _exact(_whole(r"Starting vLLM (?:API )?server(?: \d+)? on \S+"), lifecycle.parse_starting),
+    "vLLM": _exact(_whole(r"vLLM API server version \S+"), lifecycle.parse_vllm_version),
     "Finished": _exact(_whole(requests.FINISHED.pattern), requests.parse_finished),
     "Aborted": _exact(_whole(requests.ABORTED.pattern), requests.parse_aborted),
 }
 for _device in lifecycle.KV_DEVICES:
     _WHOLE_MESSAGES[_device] = _KV_SIZE
+# ``Request throughput ...`` of ``vllm bench serve``, or a request's outcome.
+_WHOLE_MESSAGES["Request"] = _first_of(bench.parse_serve, _REQUEST_OUTCOME)
 # ``vllm bench serve`` result lines, by first word.
 for _word in (
     "Successful",
     "Failed",
-    "Request",
     "Benchmark",
     "Output",
     "Peak",
