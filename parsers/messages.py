@@ -80,8 +80,8 @@ _ENGINE_DIED = _exact(_whole(lifecycle.DIED.pattern + r"[^']*"), lifecycle.parse
 # are skipped unread; the line must end as vLLM ends it).
 _RECEIVED = _exact(
     _whole(
-        r"Received request \S+: .*, lora_request: (?:None|LoRARequest\(.*\))"
-        r"(?:, prompt_adapter_request: (?:None|PromptAdapterRequest\(.*\)))?"
+        r"Received request \S+: .*, lora_request: (?:None|LoRARequest\([^()]*\))"
+        r"(?:, prompt_adapter_request: (?:None|PromptAdapterRequest\([^()]*\)))?"
     ),
     requests.parse_received,
 )
