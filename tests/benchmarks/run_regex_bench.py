@@ -59,6 +59,11 @@ HEADER_RUNS = (
     "INFO vllm ",
     "vllm.x - INFO - ",
     "DEBUG a::",  # a Rust program's module path, as a relayed vLLM header holds it
+    "[W1203 10:00:00.1 ",  # PyTorch's own header
+    "INFO 2025-12-14 16:00:00,123 a b -- ",  # Ray Serve's header
+    "| INFO     | vllm",  # loguru's header
+    '"a",',  # CSV fields
+    ", lora_request: LoRARequest(",  # the end of a request line read alone
 )
 
 
@@ -112,15 +117,20 @@ def throughput(patterns, logs: dict[str, list[str]], rounds: int) -> list[str]:
     return report
 
 
-# Where a hostile run can stand: a line of its own, after a vLLM header (and the start of a stats
-# line), after an LMCache header, after a process tag, inside a JSON record.
+# Where a hostile run can stand (what comes before it, what ends the line): a line of its own, after a
+# vLLM header (and the start of a stats line), after an LMCache header, after a process tag, inside a
+# JSON record; and inside lines read by how they end: a CSV row's quoted field, Ray Serve's access
+# line, a request line read without its header.
 PREFIXES = {
-    "bare": "",
-    "vLLM header": "INFO 12-14 16:18:29 [x.py:1] ",
-    "stats line": "INFO 12-14 16:18:29 [loggers.py:1] Engine 000: Avg prompt throughput: ",
-    "LMCache header": "[2025-12-14 16:18:24,320] LMCache INFO: Reqid: ",
-    "process tag": "(APIServer pid=1) INFO 12-14 16:18:29 [x.py:1] ",
-    "JSON record": '{"log": "',
+    "bare": ("", "\x00"),
+    "vLLM header": ("INFO 12-14 16:18:29 [x.py:1] ", "\x00"),
+    "stats line": ("INFO 12-14 16:18:29 [loggers.py:1] Engine 000: Avg prompt throughput: ", "\x00"),
+    "LMCache header": ("[2025-12-14 16:18:24,320] LMCache INFO: Reqid: ", "\x00"),
+    "process tag": ("(APIServer pid=1) INFO 12-14 16:18:29 [x.py:1] ", "\x00"),
+    "JSON record": ('{"log": "', "\x00"),
+    "CSV row": ('2025-12-14 16:00:00,"', '"'),
+    "Ray Serve line": ("INFO 2025-12-14 16:00:00,123 d r -- GET /", " 200 1.0ms"),
+    "request line alone": ("Received request x: ", ", lora_request: None."),
 }
 
 
@@ -133,13 +143,13 @@ def seconds_to_parse(line: str) -> float:
 def hostile(patterns, short: int, long: int) -> list[str]:
     """Whole hostile lines through the parsers: the slowest, with ``re`` at two lengths, and with ``regex``."""
     rows = []
-    for where, prefix in PREFIXES.items():
+    for where, (prefix, end) in PREFIXES.items():
         for piece in HOSTILE_RUNS + HEADER_RUNS:
             times = {}
             for engine in ("re", "regex"):
                 swap(patterns, engine)
                 for length in (short, long):
-                    times[engine, length] = seconds_to_parse(prefix + piece * (length // len(piece)) + "\x00")
+                    times[engine, length] = seconds_to_parse(prefix + piece * (length // len(piece)) + end)
             swap(patterns, "re")
             rows.append((times["re", long], where, piece, times))
     rows.sort(key=lambda row: row[0], reverse=True)
