@@ -150,14 +150,7 @@ _QUIET_INITIALS = frozenset("IDT")
 # A call site or logger name longer than this is no name (a hostile or broken line): left out.
 _MAX_SOURCE = 200
 # Whose a header found after a prefix is (a standard-format header's logger name says it better).
-_PRODUCERS = {
-    "vllm": "vllm",
-    "lmcache": "lmcache",
-    "lmcache_old": "lmcache",
-    "stdlib": "vllm",
-    "uvicorn": "uvicorn",
-    "torch": "torch",
-}
+_PRODUCERS = {"vllm": "vllm", "lmcache": "lmcache", "lmcache_old": "lmcache", "stdlib": "vllm", "uvicorn": "uvicorn"}
 
 
 def _problem(level_word: str, producer: str, source: str | None, stamp: str | None) -> Events:
@@ -322,6 +315,7 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
         if m is not None:
             return _old_lmcache(line, m.end(), rank)
         if " -- " in line and line[-1] == "s":
+            # Ray Serve's access line at the start (behind a prefix the header search finds it).
             events = requests.parse_ray_serve_access(line)
             if events is not None:
                 return events

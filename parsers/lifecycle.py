@@ -230,12 +230,6 @@ GPU_MEMORY_FAULT = re.compile(
 )
 
 
-def parse_memory_fault(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
-    if GPU_MEMORY_FAULT.match(line, start) is None:
-        return ()
-    return (ServerError(stamp, "cuda_error"),)
-
-
 # ROCm's HIP runtime aborting the process on a GPU queue's error, in its own log format (the
 # source file padded, the line, a microsecond clock, the pid and thread in newer releases):
 # ``:0:rocdevice.cpp            :3020: 5875275709338d us: [pid:20536 tid:0x7fb428fff640] Callback:
@@ -251,9 +245,9 @@ HIP_ABORT = re.compile(
 )
 
 
-def parse_hip_abort(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
-    """The HIP runtime's abort on a GPU queue's error, at ``start``: a fatal GPU error."""
-    if HIP_ABORT.match(line, start) is None:
+def parse_gpu_fault(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    """ROCm's memory access fault or the HIP runtime's queue abort at ``start``: a fatal GPU error."""
+    if GPU_MEMORY_FAULT.match(line, start) is None and HIP_ABORT.match(line, start) is None:
         return ()
     return (ServerError(stamp, "cuda_error"),)
 

@@ -70,9 +70,7 @@ def _first_of(*handlers: Callable[[str, int], Events]) -> Callable[[str, int], E
 
 
 def _spec_decode(line: str, start: int) -> Events:
-    if not line.startswith("SpecDecoding metrics: ", start):
-        return NOTHING
-    return vllm_stats.parse_spec_decode(line, start + 22, None) or NOTHING
+    return vllm_stats.parse_spec_decode_v1(line, start, None) or NOTHING
 
 
 _ENGINE_DIED = _exact(_whole(lifecycle.DIED.pattern + r"[^']*"), lifecycle.parse_died)
@@ -107,7 +105,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "L1": _exact(_whole(lmcache.L1_USAGE.pattern), _lmcache(lmcache.parse_l1_usage)),
     "lookup": _exact(_whole(lmcache.LOOKUP_SUMMARY.pattern), _lmcache(lmcache.parse_lookup_summary)),
     "EngineCore": _FATAL,
-    "Memory": _exact(_whole(lifecycle.GPU_MEMORY_FAULT.pattern), lifecycle.parse_memory_fault),
+    "Memory": _exact(_whole(lifecycle.GPU_MEMORY_FAULT.pattern), lifecycle.parse_gpu_fault),
     "Maximum": _first_of(_MAX_CONCURRENCY, bench.parse_serve),
     "Available": _exact(_whole(lifecycle.KV_MEMORY.pattern), lifecycle.parse_kv_memory),
     "Loading": _exact(_whole(lifecycle.WEIGHTS_LOADING.pattern), lifecycle.parse_model_loading),
@@ -163,5 +161,5 @@ def message_only(line: str, start: int) -> Events:
     if word.endswith(EXCEPTION_WORD_ENDS) and start == 0:
         return lifecycle.parse_exception(line, start, None)
     if "rocdevice.cpp" in word:
-        return lifecycle.parse_hip_abort(line, 0, None)
+        return lifecycle.parse_gpu_fault(line, 0, None)
     return NOTHING

@@ -331,7 +331,7 @@ def _prefix(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | Non
     return ()
 
 
-def _spec_v1(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+def parse_spec_decode_v1(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     if line.startswith("SpecDecoding metrics: ", start):
         return parse_spec_decode(line, start + 22, stamp)
     return ()
@@ -351,7 +351,7 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "Running:": (_stats, "engine_stats"),
     "RUNNING:": (_stats, "engine_stats"),
     "Prefix": (_prefix, "engine_stats"),
-    "SpecDecoding": (_spec_v1, "spec_decode_stats"),
+    "SpecDecoding": (parse_spec_decode_v1, "spec_decode_stats"),
     "Speculative": (_spec_v0, "spec_decode_stats"),
     "KV": (parse_kv_transfer, "kv_transfer_stats"),
 }
