@@ -62,6 +62,8 @@ from parsers.shapes import NOT_A_NUMBER, LineMatcher
 NOTHING: Events = ()
 # Wrappers inside wrappers (a JSON record in a compose stream ...) are peeled at most this deep.
 _MAX_DEPTH = 4
+# Last characters that are blanks: CR (a CRLF file), spaces and tabs, a no-break or ideographic space.
+_BLANK_ENDS = frozenset("\r \t\x0b\x0c\xa0\u3000")
 
 
 # First word of a vLLM message -> (parser, family named when it fails): each family module declares its own.
@@ -256,8 +258,9 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
     """``parse_line`` for a line found ``depth`` wrappers deep, behind a process tag of ``rank``."""
     if not line:
         return NOTHING
-    if line[-1] == "\r":
-        line = line.rstrip("\r")
+    if line[-1] in _BLANK_ENDS:
+        # A paste's or a terminal's trailing blanks (and CRLF's CR) end no message.
+        line = line.rstrip()
         if not line:
             return NOTHING
     if line[-1] == "]" and line.endswith(" across cluster]"):
@@ -270,7 +273,9 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
             events = _lmcache_line(line, rank)
             if events is not None:
                 return events or _lmcache_problem(line, 0)
-        line = strip_ansi(line)
+        line = strip_ansi(line).rstrip()
+        if line:
+            line = _without_ray_note(line)  # a colour's reset after the note or blanks hid them
         if not line:
             return NOTHING
     return _dispatch(line, 0, depth, rank)
@@ -479,7 +484,7 @@ def _json(line: str, depth: int, rank: int | None) -> Events | None:
 
 def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) -> Events:
     """The events of a JSON record's text (a record read ``depth`` wrappers deep)."""
-    text = record.text.rstrip("\r")
+    text = record.text.rstrip()
     if record.logger is not None:
         # A logging library's record: a bare message; the logger name says whose.
         if not record.logger.startswith(WATCHED_LOGGERS):

@@ -211,7 +211,7 @@ class Header:
     ``access`` for a bare access line, ``exception`` for a traceback's last line), where it
     starts, where the message starts, its stamp."""
 
-    __slots__ = ("end", "kind", "logger", "stamp", "start")
+    __slots__ = ("end", "kind", "level_after_name", "logger", "stamp", "start")
 
     def __init__(self, kind: str, start: int, end: int, stamp: str | None, logger: str | None = None) -> None:
         self.kind = kind
@@ -219,6 +219,8 @@ class Header:
         self.end = end
         self.stamp = stamp
         self.logger = logger  # the logger a standard-format header names
+        # Where the level stands in a header with a name before it and no time (``vllm | INFO:``), else 0.
+        self.level_after_name = 0
 
 
 def _named_header(m: re.Match[str], start: int) -> Header | None:
@@ -229,7 +231,10 @@ def _named_header(m: re.Match[str], start: int) -> Header | None:
     stamp, _level, logger, logger_first, _level_last = m.groups()
     if logger_first is not None and stamp is None and start > 0:
         return None
-    return Header("stdlib", start, m.end(), stamp, logger or logger_first)
+    header = Header("stdlib", start, m.end(), stamp, logger or logger_first)
+    if logger_first is not None and stamp is None:
+        header.level_after_name = m.start(5)
+    return header
 
 
 def _search_named(line: str, pos: int) -> Header | None:
@@ -321,6 +326,12 @@ def find_header(line: str) -> Header | None:
     follow one another are skipped to the last (each looked for only where the last one ends:
     a line of thousands of them costs what its length does)."""
     found = _search(line, 0)
+    if found is not None and found.level_after_name:
+        # A name and a level that begin a header of their own (``[vllm] INFO:vllm.x:``, ``vllm |
+        # INFO:     Application startup complete.``): the name is a container's or a service's.
+        own = _search(line, found.level_after_name)
+        if own is not None and own.start == found.level_after_name:
+            found = own
     while found is not None:
         following = _header_at(line, found.end)
         if following is None or following.start != found.end or following.end <= found.end:
@@ -368,13 +379,20 @@ _TAG_IN_PREFIX = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=\d+)?
 MAX_PREFIX = 320
 
 
+# A container's or a service's name as the tools that merge logs print it: ``[vllm] `` (npm's
+# concurrently), ``vllm  | `` (docker compose with a container name); lower case, as Kubernetes and
+# Compose names are (``[Bug] `` is an issue's title).
+_SOURCE_NAME = re.compile(r"\s*(?:\[[a-z0-9][a-z0-9._/-]*\]|[a-z0-9][a-z0-9._-]* +\|)\s*", re.ASCII)
+
+
 def _looks_logged(prefix: str) -> bool:
-    """A log prefix carries a time, a pid, a pod's hash or a level word -- or is only decoration
-    (a quote mark, a backtick); a title or a sentence carries none of these."""
+    """A log prefix carries a time, a pid, a pod's hash, a level word or a container's name -- or is
+    only decoration (a quote mark, a backtick); a title or a sentence carries none of these."""
     return (
         any(c.isdigit() for c in prefix)
         or _LEVEL_IN_PREFIX.search(prefix) is not None
         or not any(c.isalnum() for c in prefix)
+        or _SOURCE_NAME.fullmatch(prefix) is not None
     )
 
 
@@ -408,13 +426,14 @@ def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
     return True, rank
 
 
-# Closing marks a paste leaves after the message when its prefix opened them.
-_CLOSING = re.compile(r"(?:\s*(?:</[A-Za-z]+>|<br ?/?>|`+))+\s*$")
+# Closing marks a paste leaves after the message when its prefix opened them: backticks, HTML tags, the
+# end of a markdown table's cell.
+_CLOSING = re.compile(r"(?:\s*(?:</[A-Za-z]+>|<br ?/?>|`+|\|))+\s*$")
 
 
 def trim_closing(line: str, prefix: str) -> str:
-    """The line without closing backticks or HTML tags that mirror the prefix's opening ones."""
-    if ("`" in prefix or "<" in prefix) and line.endswith((">", "`")):
+    """The line without closing backticks, HTML tags or a table's bar that mirror the prefix's opening ones."""
+    if ("`" in prefix or "<" in prefix or prefix.lstrip().startswith("|")) and line.endswith((">", "`", "|")):
         m = _CLOSING.search(line)
         if m is not None:
             return line[: m.start()]

@@ -35,9 +35,20 @@ PREFIXES = [
     ("(task, pid=7431) ", "", "SkyPilot's task tag"),
     ("(ServeReplica:default:VLLMDeployment pid=4242) ", "", "a Ray Serve replica"),
     ("(RayWorkerWrapper pid=4242, ip=10.0.0.2) ", "", "a Ray actor on another node"),
+    ("[vllm] ", "", "npm's concurrently: the command's name in brackets"),
+    ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
     ("> ", "", "a markdown quote"),
+    ("| 2025-12-14 16:18:29 | ", " |", "a markdown table of times and lines"),
     ("`", "`", "inline code in markdown"),
     ('<font color="#00cdcd"><b>', "</b></font>", "an HTML paste"),
+]
+# What a terminal, an editor or a paste leaves after a line: (the text, where it comes from).
+ENDINGS = [
+    ("    ", "spaces a terminal pads a line with (a paste from its window)"),
+    ("\t", "a tab"),
+    ("\xa0", "a no-break space of a web page's copy"),
+    (" \x1b[0m", "a colour's reset after the text"),
+    ("\r", "a CRLF file's carriage return"),
 ]
 # Wrappers whose own full time replaces the line's: (make the physical line, what writes it).
 STAMPING_WRAPPERS = [
@@ -81,6 +92,23 @@ def test_the_same_events_behind_a_prefix(prefix: str, closing: str, origin: str)
     assert not wrong, f"{len(wrong)} of {len(CASES)} lines read differently behind {origin}: {wrong[:3]}"
 
 
+@pytest.mark.parametrize(("ending", "origin"), ENDINGS, ids=[e[1] for e in ENDINGS])
+def test_the_same_events_with_blanks_after_the_line(ending: str, origin: str) -> None:
+    cases = CASES + [case for family in ("message_only", "wrappers") for case in line_cases(family)]
+    wrong = [
+        (case["source"], case["line"][:80], got)
+        for case in cases
+        if (got := parse(case["line"] + ending)) != case["events"]
+    ]
+    assert not wrong, f"{len(wrong)} of {len(cases)} lines read differently followed by {origin}: {wrong[:3]}"
+
+
+@pytest.mark.parametrize(("ending", "origin"), ENDINGS, ids=[e[1] for e in ENDINGS])
+def test_near_misses_stay_silent_with_blanks_after_them(ending: str, origin: str) -> None:
+    loud = [case["line"][:80] for case in NEAR_MISSES if case["line"] and parse(case["line"] + ending)]
+    assert not loud, f"near-misses read followed by {origin}: {loud}"
+
+
 @pytest.mark.parametrize(("wrap", "origin"), STAMPING_WRAPPERS, ids=[w[1] for w in STAMPING_WRAPPERS])
 def test_the_same_events_inside_a_wrapper(wrap, origin: str) -> None:
     wrong = []
@@ -119,3 +147,14 @@ def test_a_bare_access_line_is_read_only_behind_a_level_word() -> None:
     assert parse_line(bare) == ()
     assert parse_line("vllm-0 vllm " + bare) == ()
     assert [e.kind for e in parse_line("2026-03-11 13:56:58,403 [INFO] " + bare)] == ["http_access"]
+
+
+def test_an_exception_behind_a_title_or_a_heading_is_not_read() -> None:
+    # A container's name in front is lower case, as Kubernetes and Compose names are.
+    for line in (
+        "[Bug] RuntimeError: CUDA error: an illegal memory access was encountered",
+        "[BUG] ValueError: No available memory for the cache blocks.",
+        "Update | RuntimeError: CUDA error: an illegal memory access was encountered",
+    ):
+        assert parse_line(line) == (), line
+    assert [e.kind for e in parse_line("[vllm] RuntimeError: CUDA error: an illegal memory access")] == ["server_error"]
