@@ -458,7 +458,7 @@ def _after_header(text: str, found: Header, rank: int | None) -> Events:
         return NOTHING  # only its level is read
     if found.kind == "ray_access":
         return requests.parse_ray_serve_access(text, start) or NOTHING
-    return uvicorn_message(text, start, None)
+    return uvicorn_message(text, start, found.stamp)
 
 
 def _by_logger(logger: str, line: str, start: int, stamp: str | None, rank: int | None) -> Events:

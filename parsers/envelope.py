@@ -22,7 +22,9 @@ from parsers.shapes import INTEGER
 # rsyslog's ``#033[``, and a bare ``[32;20m`` whose ESC was removed.
 # A bare ``[m`` (reset) counts only when no name goes on after it: ``[model.py:555]`` is a file name.
 _ANSI = re.compile(r"(?:\x1b|\^\[|ESC|#033|\\x1b|\\033|\\e|\\u001b)\[[0-9;]*m|\[(?:[0-9;]+m|m(?![\w.]))")
-_ANSI_ESC_ONLY = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# With the ESC byte: a CSI sequence (colour, cursor, erase), or a character set's choice (``tput sgr0``
+# writes ``ESC(B`` before its reset).
+_ANSI_ESC_ONLY = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]|[()][A-Z0-9])")
 # Every coloured span ends with a reset; its presence is the cheap trigger for
 # the residue forms.
 _RESETS = ("[0m", "[0;0m", "[m", "[39m", "[22m", "[23m")
@@ -219,7 +221,7 @@ class Header:
         self.end = end
         self.stamp = stamp
         self.logger = logger  # the logger a standard-format header names
-        # Where the level stands in a header with a name before it and no time (``vllm | INFO:``), else 0.
+        # Where the level stands in a header with a name before it (``vllm | INFO:``), else 0.
         self.level_after_name = 0
 
 
@@ -232,7 +234,7 @@ def _named_header(m: re.Match[str], start: int) -> Header | None:
     if logger_first is not None and stamp is None and start > 0:
         return None
     header = Header("stdlib", start, m.end(), stamp, logger or logger_first)
-    if logger_first is not None and stamp is None:
+    if logger_first is not None:
         header.level_after_name = m.start(5)
     return header
 
@@ -326,11 +328,12 @@ def find_header(line: str) -> Header | None:
     follow one another are skipped to the last (each looked for only where the last one ends:
     a line of thousands of them costs what its length does)."""
     found = _search(line, 0)
-    if found is not None and found.level_after_name:
+    if found is not None and found.level_after_name and not found.logger.startswith("uvicorn"):
         # A name and a level that begin a header of their own (``[vllm] INFO:vllm.x:``, ``vllm |
         # INFO:     Application startup complete.``): the name is a container's or a service's.
-        own = _search(line, found.level_after_name)
+        own = _header_at(line, found.level_after_name)
         if own is not None and own.start == found.level_after_name:
+            own.stamp = own.stamp or found.stamp
             found = own
     while found is not None:
         following = _header_at(line, found.end)
@@ -379,10 +382,15 @@ _TAG_IN_PREFIX = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=\d+)?
 MAX_PREFIX = 320
 
 
-# A container's or a service's name as the tools that merge logs print it: ``[vllm] `` (npm's
-# concurrently), ``vllm  | `` (docker compose with a container name); lower case, as Kubernetes and
-# Compose names are (``[Bug] `` is an issue's title).
-_SOURCE_NAME = re.compile(r"\s*(?:\[[a-z0-9][a-z0-9._/-]*\]|[a-z0-9][a-z0-9._-]* +\|)\s*", re.ASCII)
+# Where a line came from as the tools that merge logs print it: a container's or a command's name,
+# ``[vllm] `` (npm's concurrently), ``vllm  | `` (docker compose with a container name), lower case as
+# Kubernetes and Compose names are (``[Bug] `` is an issue's title); a log file's name (``grep -H``'s
+# ``vllm.log:``); or only HTML tags (``<pre>``, ``<td>``).
+_SOURCE_NAME = re.compile(
+    r"\s*(?:\[[a-z0-9][a-z0-9._/-]*\]|[a-z0-9][a-z0-9._-]* +\||[\w./~-]*\.(?:log|txt|out|err)(?:\.\d+)?:"
+    r"|(?:<[^<>]*>\s*)+)\s*",
+    re.ASCII,
+)
 
 
 def _looks_logged(prefix: str) -> bool:
@@ -427,17 +435,34 @@ def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
 
 
 # Closing marks a paste leaves after the message when its prefix opened them: backticks, HTML tags, the
-# end of a markdown table's cell.
-_CLOSING = re.compile(r"(?:\s*(?:</[A-Za-z]+>|<br ?/?>|`+|\|))+\s*$")
+# bar that ends a markdown table's row or a terminal panel's line (box drawing's light vertical).
+_CLOSING_TAG = re.compile(r"</[A-Za-z]+>|<br ?/?>")
+_BARS = ("|", "\u2502")
+_CLOSING_MARKS = "`|\u2502"
 
 
 def trim_closing(line: str, prefix: str) -> str:
-    """The line without closing backticks, HTML tags or a table's bar that mirror the prefix's opening ones."""
-    if ("`" in prefix or "<" in prefix or prefix.lstrip().startswith("|")) and line.endswith((">", "`", "|")):
-        m = _CLOSING.search(line)
-        if m is not None:
-            return line[: m.start()]
-    return line
+    """The line without closing backticks, HTML tags or a table's bar that mirror the prefix's opening ones.
+
+    Read from the end, one mark at a time: a regex anchored at the end would try again from every
+    earlier mark on a line of thousands of them."""
+    opened = "`" in prefix or "<" in prefix or prefix.lstrip().startswith(_BARS)
+    if not opened or not line.endswith((">", "`", *_BARS)):
+        return line
+    end = trimmed = len(line)
+    while end:
+        while end and line[end - 1].isspace():
+            end -= 1
+        if end and line[end - 1] in _CLOSING_MARKS:
+            end = trimmed = end - 1
+            continue
+        if end and line[end - 1] == ">":
+            start = line.rfind("<", 0, end)
+            if start != -1 and _CLOSING_TAG.fullmatch(line, start, end):
+                end = trimmed = start
+                continue
+        break
+    return line[:trimmed].rstrip()
 
 
 # --- wrappers (other programs' framing around the original line) ----------------------

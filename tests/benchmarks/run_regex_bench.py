@@ -64,6 +64,9 @@ HEADER_RUNS = (
     "| INFO     | vllm",  # loguru's header
     '"a",',  # CSV fields
     ", lora_request: LoRARequest(",  # the end of a request line read alone
+    " |",  # a markdown table's bar, read from a line's end
+    " `",  # a closing backtick
+    "</b>",  # a closing HTML tag
 )
 
 
@@ -120,7 +123,7 @@ def throughput(patterns, logs: dict[str, list[str]], rounds: int) -> list[str]:
 # Where a hostile run can stand (what comes before it, what ends the line): a line of its own, after a
 # vLLM header (and the start of a stats line), after an LMCache header, after a process tag, inside a
 # JSON record; and inside lines read by how they end: a CSV row's quoted field, Ray Serve's access
-# line, a request line read without its header.
+# line, a request line read without its header, a paste's closing marks (a table's bar, a backtick).
 PREFIXES = {
     "bare": ("", "\x00"),
     "vLLM header": ("INFO 12-14 16:18:29 [x.py:1] ", "\x00"),
@@ -131,6 +134,8 @@ PREFIXES = {
     "CSV row": ('2025-12-14 16:00:00,"', '"'),
     "Ray Serve line": ("INFO 2025-12-14 16:00:00,123 d r -- GET /", " 200 1.0ms"),
     "request line alone": ("Received request x: ", ", lora_request: None."),
+    "table row": ("| 2025-12-14 16:00:00 | INFO 12-14 16:18:29 [x.py:1] Added request a.", "x |"),
+    "inline code": ("`INFO 12-14 16:18:29 [x.py:1] Added request a.", "x`"),
 }
 
 

@@ -39,6 +39,10 @@ PREFIXES = [
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
     ("> ", "", "a markdown quote"),
     ("| 2025-12-14 16:18:29 | ", " |", "a markdown table of times and lines"),
+    ("\u2502 ", " \u2502", "a terminal panel's line (box drawing)"),
+    ("logs/vllm.log:", "", "grep -H over several log files: the file's name"),
+    ("<pre>", "</pre>", "an HTML page's preformatted text"),
+    ("\x1b(B\x1b[m", "", "tput sgr0's reset with its character set's choice, left by a script's colours"),
     ("`", "`", "inline code in markdown"),
     ('<font color="#00cdcd"><b>', "</b></font>", "an HTML paste"),
 ]
