@@ -83,14 +83,14 @@ _KV_USAGE = (" KV cache usage", " KV cache used")
 
 def _parts(text: str) -> list[tuple[str, str]]:
     """``a: 1, b: 2, 3`` -> [(a, 1), (b, "2, 3")]: a part without a label continues the previous one."""
-    out: list[tuple[str, str]] = []
+    labelled: list[tuple[str, list[str]]] = []
     for part in text.split(", "):
         label, sep, value = part.partition(": ")
         if sep:
-            out.append((label, value))
-        elif out:
-            out[-1] = (out[-1][0], out[-1][1] + ", " + part)
-    return out
+            labelled.append((label, [value]))
+        elif labelled:
+            labelled[-1][1].append(part)  # joined once at the end: a line of many stays linear
+    return [(label, ", ".join(pieces)) for label, pieces in labelled]
 
 
 def _read_part(label: str, value: str, values: dict[str, object], usage: dict[str, float]) -> bool:
