@@ -23,6 +23,7 @@ import re
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
     ANY_RECORD_HEADER,
+    GLUED_RECORD,
     LEVEL_WORD,
     LMCACHE_HEADER,
     LMCACHE_OLD_HEADER,
@@ -278,7 +279,38 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
             line = _without_ray_note(line)  # a colour's reset after the note or blanks hid them
         if not line:
             return NOTHING
-    return _dispatch(line, 0, depth, rank)
+    events = _dispatch(line, 0, depth, rank)
+    if not events or (len(events) == 1 and events[0].__class__ in _UNREAD):
+        # (Two events or more: a line already split, or a wrapper's many records.)
+        return _unglued(line, depth, rank, events)
+    return events
+
+
+# What a line gives when its message was not read: then it may hold records glued together.
+_UNREAD = (SuspiciousLine, LogProblem)
+# Characters that show a header is quoted or escaped text rather than a record glued on.
+_QUOTING = frozenset("'\"`\\")
+
+
+def _unglued(line: str, depth: int, rank: int | None, events: Events) -> Events:
+    """The events of each record in a line that holds several, their newlines lost (processes that
+    write one file unbuffered, a paste): ``... Prefix cache hit rate: 0.0%INFO 07-28 06:41:19 [...``;
+    ``events`` (what the whole line gave) where no second record is glued on."""
+    if line.count("] ") < 2:
+        return events  # a vLLM and an LMCache header each hold ``] ``: two records, two (most lines stop here)
+    starts = [
+        m.start()
+        for m in GLUED_RECORD.finditer(line, line.find("] ") + 2)  # after the first record's header
+        if not line[m.start() - 1].isspace() and line[m.start() - 1] not in _QUOTING
+    ]
+    if not starts:
+        return events
+    pieces = [line[begin:end] for begin, end in zip([0, *starts], [*starts, len(line)], strict=True)]
+    # The marks that close a paste's prefix (a backtick, a table's bar) end the last record.
+    found = find_header(pieces[0])
+    if found is not None and found.start:
+        pieces[-1] = trim_closing(pieces[-1], pieces[0][: found.start])
+    return tuple(event for piece in pieces if piece for event in _dispatch(piece, 0, depth, rank))
 
 
 # One branch per way a line can begin, kept in one function: a split would add a call to every line.

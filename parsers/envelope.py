@@ -121,6 +121,15 @@ _TIMED_VLLM = (
 )
 _UNTIMED_VLLM = rf"()\[?\b{_LEVEL}\]?:? {_RUST_TARGET}{_FILE}"
 _VLLM_ANY = re.compile(_TIMED_VLLM + "|" + _UNTIMED_VLLM, re.ASCII)
+# A record glued to the end of another, its newline lost (processes that write one file unbuffered, a
+# paste): a vLLM or LMCache header with its time, behind a process tag or not, right after a character
+# that ends text -- no blank, and no quote or backslash (a prompt quotes headers, escaped or not).
+GLUED_RECORD = re.compile(
+    r"(?<=[^\s'\"`\\])(?:\([^()\s]{1,64}(?: [\w=.,:-]{1,64}){0,4}\) )?"
+    r"(?:" + _LEVEL + r" \d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)? \[?[\w.-]{1,128}\.(?:py|rs):\d{1,7}\] "
+    r"|\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\] LMCache " + _LEVEL + r":)",
+    re.ASCII,
+)
 # LMCache's header, its stamp possibly lost; LMCache 0.1.x's ``INFO LMCache: ``.
 _LMCACHE_ANY = re.compile(
     r"(?:\[(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?)\] )?LMCache " + _LEVEL + r": ?"
