@@ -19,10 +19,12 @@ show the header to be quoted text (:func:`parsers.envelope.find_header`).
 from __future__ import annotations
 
 import re
+from itertools import islice
 
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
     ANY_RECORD_HEADER,
+    FULL_TIME,
     GLUED_RECORD,
     LEVEL_WORD,
     LMCACHE_HEADER,
@@ -44,6 +46,7 @@ from parsers.envelope import (
     find_header,
     is_foreign_process,
     is_log_column,
+    is_record_header,
     json_records,
     lmcache_call_site,
     prefix_verdict,
@@ -57,7 +60,7 @@ from parsers.envelope import (
     has_residue as _has_residue,
 )
 from parsers.events import LmcacheParser, LogProblem, SuspiciousLine, VllmParser
-from parsers.messages import EXCEPTION_WORD_ENDS, Events, message_only
+from parsers.messages import EXCEPTION_WORD_ENDS, MESSAGE_START, Events, message_only
 from parsers.shapes import NOT_A_NUMBER, LineMatcher
 
 NOTHING: Events = ()
@@ -280,14 +283,14 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
         if not line:
             return NOTHING
     events = _dispatch(line, 0, depth, rank)
-    if not events or (len(events) == 1 and events[0].__class__ in _UNREAD):
-        # (Two events or more: a line already split, or a wrapper's many records.)
-        return _unglued(line, depth, rank, events)
-    return events
+    if (events and events[0].__class__ not in _UNREAD) or line.count("] ") < 2:
+        # Read, or one record at most: a vLLM and an LMCache header each hold ``] ``.
+        return events
+    return _unglued(line, depth, rank, events)
 
 
 # What a line gives when its message was not read: then it may hold records glued together.
-_UNREAD = (SuspiciousLine, LogProblem)
+_UNREAD = frozenset((SuspiciousLine, LogProblem))
 # Characters that show a header is quoted or escaped text rather than a record glued on.
 _QUOTING = frozenset("'\"`\\")
 
@@ -296,8 +299,8 @@ def _unglued(line: str, depth: int, rank: int | None, events: Events) -> Events:
     """The events of each record in a line that holds several, their newlines lost (processes that
     write one file unbuffered, a paste): ``... Prefix cache hit rate: 0.0%INFO 07-28 06:41:19 [...``;
     ``events`` (what the whole line gave) where no second record is glued on."""
-    if line.count("] ") < 2:
-        return events  # a vLLM and an LMCache header each hold ``] ``: two records, two (most lines stop here)
+    if len(events) > 1:
+        return events  # a line already split (inside a wrapper), or a wrapper's many records
     starts = [
         m.start()
         for m in GLUED_RECORD.finditer(line, line.find("] ") + 2)  # after the first record's header
@@ -364,7 +367,7 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
     elif first.isdigit() and line[10:11] == " ":
         m = STDLIB_HEADER.match(line)
         if m is not None:
-            events = _by_logger(m.group(2), line, m.end(), m.group(1), rank)
+            events = _by_logger(m.group(2), line, m.end(), m.group(1), rank) or _rest_of_header(line, m.end())
             return events or _problem(m.group(3), _producer(m.group(2)), m.group(2), m.group(1))
     return _headerless(line, depth, rank)
 
@@ -433,7 +436,7 @@ def _after_prefix(line: str, rank: int | None) -> Events:
     """A header behind a prefix nobody told kvwatch about (a log tailer's, a collector's, a paste's)."""
     found = find_header(line)
     if found is None:
-        return _message_after_record_header(line)
+        return _message_after_record_header(line) or _message_after_any_header(line)
     prefix = line[: found.start]
     accepted, tag_rank = prefix_verdict(prefix, found.kind)
     if not accepted:
@@ -443,7 +446,7 @@ def _after_prefix(line: str, rank: int | None) -> Events:
     text = _without_ray_note(trim_closing(line, prefix))
     if found.end >= len(text):
         return NOTHING
-    return _after_header(text, found, rank) or _problem_after_prefix(text, found)
+    return _after_header(text, found, rank) or _rest_of_header(text, found.end) or _problem_after_prefix(text, found)
 
 
 def _message_after_record_header(line: str) -> Events:
@@ -462,6 +465,39 @@ def _message_after_record_header(line: str) -> Events:
         if close != -1:
             start = close + 2
     return _restamp(message_only(trim_closing(line, prefix), start), record.group(1))
+
+
+# Places a known message may begin that are looked at in a line (its header is before the first).
+_MESSAGE_CANDIDATES = 3
+_LEVEL_WORDS = ("INFO", "DEBUG", "WARN", "ERROR", "CRITICAL", "Info", "Debug", "Warn", "Error", "Critical")
+
+
+def _message_after_any_header(line: str) -> Events:
+    """A whole known message after the header of a logging format no pattern above describes
+    (``%(asctime)s %(levelname)-8s [%(name)s:%(lineno)d] %(message)s``, tab-separated fields, the level
+    after the logger's name ...): what stands before it must read as a header, level word included."""
+    if not any(word in line for word in _LEVEL_WORDS):
+        return NOTHING
+    for m in islice(MESSAGE_START.finditer(line), _MESSAGE_CANDIDATES):
+        head = line[: m.start()]
+        if prefix_verdict(head, "record")[0] and is_record_header(head):  # (a prefix's length is bounded)
+            events = message_only(trim_closing(line, head), m.start())
+            if events:
+                stamp = FULL_TIME.search(head)
+                return _restamp(events, stamp.group(0) if stamp is not None else None)
+    return NOTHING
+
+
+# What a message begins with where a header's pattern ended inside a longer header: a line number, a
+# separator or a bracket, a file and its line (``[vllm.x:578] ``, ``- INFO - async_llm.py:578 - ``).
+_HEADER_LEFT = re.compile(r"[\d:\]|)-]|[\w.-]+\.(?:py|rs):\d", re.ASCII)
+
+
+def _rest_of_header(line: str, start: int) -> Events:
+    """A whole known message further on where the message after a header begins with more header."""
+    if _HEADER_LEFT.match(line, start) is None:
+        return NOTHING
+    return _message_after_any_header(line)
 
 
 def _after_header(text: str, found: Header, rank: int | None) -> Events:

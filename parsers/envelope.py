@@ -498,6 +498,45 @@ ANY_RECORD_HEADER = re.compile(
     re.ASCII,
 )
 
+# Any logging format's header, as a list of what it may hold (``%(levelname)-8s [%(name)s:%(lineno)d]``,
+# ``[%(levelname)s] %(asctime)s %(name)s:``, tab-separated fields ...): dates and times, a level word,
+# vLLM's, LMCache's or uvicorn's logger name (with a function and a line), a file and its line,
+# ``key=value`` pairs (``pid=42``), names with a digit, a hyphen or an underscore (a host, a pod, a
+# thread), numbers; brackets, parentheses and separators between them -- and one plain word at most
+# (``root``, ``MainThread``).  Another program's dotted logger name (``kserve.trace``) is none of these:
+# a known message under it is that program's copy of vLLM's line.
+_HEADER_TOKEN = re.compile(r"[^\s\[\](){}|<>,;\-]+(?:-[^\s\[\](){}|<>,;\-]+)*")
+_HEADER_PIECE = re.compile(
+    r"[:.,TZ+/]*+\d[\d:.,TZ+/]*+"  # a date, a time, a number
+    r"|(?:vllm|lmcache|uvicorn)(?:[.:][\w<>]+)*"  # a watched logger's name, its function and line
+    r"|[\w.-]+\.(?:py|rs)(?::[\w<>]+)*"  # a file, its line
+    r"|\w+=\S+"  # key=value
+    r"|[A-Za-z]*+[\d_-][\w-]*+",  # a host's, a pod's or a thread's name
+    re.ASCII,
+)
+_HEADER_LEVELS = frozenset(("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE"))
+# The full time a header holds, if any (the record's stamp).
+FULL_TIME = re.compile(_FULL_TIME, re.ASCII)
+
+
+def is_record_header(text: str) -> bool:
+    """Whether ``text`` reads as a log record's header in some logging format: it holds a level word, and
+    besides it only what headers hold (see ``_HEADER_PIECE``) and one plain word at most."""
+    level = False
+    words = 0
+    for token in _HEADER_TOKEN.findall(text):
+        token = token.rstrip(":.")
+        if not token:
+            continue
+        if token.upper() in _HEADER_LEVELS and (token.isupper() or token.istitle()):
+            level = True
+        elif _HEADER_PIECE.fullmatch(token) is None:
+            words += 1
+            if words > 1 or not token.isalpha() or token.lower() in _FUNCTION_WORDS:
+                return False
+    return level
+
+
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):
 # ``time="2026-12-03T05:00:00Z" level=info msg="<the line, quoted>"``.  Only ``key=value``
 # pairs may come before ``msg``: text that merely holds ``msg="`` is no such record.

@@ -143,6 +143,12 @@ for _word in (
     _WHOLE_MESSAGES[_word] = bench.parse_serve
 
 
+# Where a whole known message may begin after another logging format's header: one of the first words
+# above, after a blank, a bracket, a colon or a bar.
+_FIRST_WORDS = "|".join(re.escape(word) for word in sorted(_WHOLE_MESSAGES, key=len, reverse=True))
+MESSAGE_START = re.compile(r"(?<=[\s\]):|>-])(?:" + _FIRST_WORDS + ")(?= )")
+
+
 def message_only(line: str, start: int) -> Events:
     """The events of a line that is one whole known message, a bench result or an exception line."""
     space = line.find(" ", start)

@@ -11,9 +11,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support.harness import Agent
 from tests.support.lines import SAMPLES
+
+# Property tests check what a parser gives, never how fast: on a loaded machine one example may take
+# longer than hypothesis' default 200 ms deadline (the benchmarks measure speed).
+settings.register_profile("kvwatch", deadline=None)
+settings.load_profile("kvwatch")
 
 
 @pytest.fixture

@@ -67,6 +67,8 @@ HEADER_RUNS = (
     " |",  # a markdown table's bar, read from a line's end
     " `",  # a closing backtick
     "</b>",  # a closing HTML tag
+    "Engine ",  # a known message's first word, looked for after any logging format's header
+    "\tINFO\t",  # a tab-separated header's level
 )
 
 

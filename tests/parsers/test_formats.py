@@ -1,0 +1,69 @@
+"""Whole known messages under the headers of logging formats no header pattern describes.
+
+Programs that embed vLLM, and operators who give vLLM a logging configuration of
+their own, print its records with their own header: the level after the logger's
+name, the name in brackets with the line, tab-separated fields.  Each whole known
+message (the message-only fixtures) gives the same events under each of these
+headers as alone; another program's logger before it, prose or a quote does not.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from parsers import parse_line
+from tests.support.lines import event_dict, line_cases
+
+TIME = "2026-12-03 10:00:00,123"
+# (header, what writes it)
+HEADERS = [
+    (f"INFO {TIME} vllm.v1.engine.async_llm ", "%(levelname)s %(asctime)s %(name)s"),
+    (f"{TIME} vllm.v1.engine.async_llm INFO ", "%(asctime)s %(name)s %(levelname)s"),
+    (f"{TIME} INFO     [vllm.v1.engine.async_llm] ", "%(asctime)s %(levelname)-8s [%(name)s]"),
+    (f"{TIME} INFO [vllm.v1.engine.async_llm:578] ", "%(asctime)s %(levelname)s [%(name)s:%(lineno)d]"),
+    (f"[INFO] {TIME} vllm.v1.engine.async_llm: ", "[%(levelname)s] %(asctime)s %(name)s:"),
+    (f"{TIME}\tINFO\tvllm.v1.engine.async_llm\t", "tab-separated fields"),
+    (f"[{TIME}][vllm.v1.engine.async_llm][INFO] - ", "[%(asctime)s][%(name)s][%(levelname)s] -"),
+    (f"{TIME} INFO (async_llm.py:578) ", "%(asctime)s %(levelname)s (%(filename)s:%(lineno)d)"),
+    (f"{TIME} INFO vllm.v1.engine.async_llm.add_request:578 - ", "%(name)s.%(funcName)s:%(lineno)d -"),
+    (f"{TIME} - vllm.v1.engine.async_llm - INFO - async_llm.py:578 - ", "the standard format with the file"),
+    (f"{TIME} INFO [MainThread] vllm.v1.engine.async_llm: ", "%(threadName)s before the name"),
+    (f"{TIME} [INFO] [pid 42] vllm.v1.engine.async_llm ", "the process id in brackets"),
+    (f"vllm-1  | {TIME} INFO     [vllm.v1.engine.async_llm] ", "such a header behind docker compose's prefix"),
+]
+# The messages alone (not those with a decoration, a header of their own or the GPU runtime's frame).
+MESSAGES = [
+    case
+    for case in line_cases("message_only")
+    if case["events"] and case["line"][:1].isalpha() and not case["line"].startswith("LMCache ")
+]
+
+
+def without_stamps(events: list[dict]) -> list[dict]:
+    return [{k: v for k, v in event.items() if k != "stamp"} for event in events]
+
+
+@pytest.mark.parametrize(("header", "origin"), HEADERS, ids=[h[1] for h in HEADERS])
+def test_a_whole_message_under_another_formats_header(header: str, origin: str) -> None:
+    wrong = []
+    for case in MESSAGES:
+        got = [event_dict(e) for e in parse_line(header + case["line"])]
+        if without_stamps(got) != without_stamps(case["events"]) or any(e.get("stamp") != TIME for e in got):
+            wrong.append((case["line"][:60], got))
+    assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently under {origin}: {wrong[:3]}"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"{TIME} INFO kserve.trace ",  # another program's copy of vLLM's line
+        f"{TIME} INFO myapp.server ",
+        "My INFO says ",  # prose
+        "Note that the INFO ",
+        f"{TIME} INFO said: '",  # a quote
+        f"{TIME} INFO MainThread root worker ",  # three plain words
+    ],
+)
+def test_no_message_under_what_is_no_header_of_vllms(header: str) -> None:
+    loud = [case["line"][:60] for case in MESSAGES if parse_line(header + case["line"])]
+    assert not loud, loud
