@@ -283,31 +283,41 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
         if not line:
             return NOTHING
     events = _dispatch(line, 0, depth, rank)
-    if (events and events[0].__class__ not in _UNREAD) or line.count("] ") < 2:
-        # Read, or one record at most: a vLLM and an LMCache header each hold ``] ``.
+    if events:
+        if type(events[0]) not in _UNREAD or len(events) > 1:
+            return events  # read; or a line already split (inside a wrapper), or a wrapper's many records
+    elif len(line) < _TWO_RECORDS:
         return events
-    return _unglued(line, depth, rank, events)
+    if line.count("] ") < 2:
+        return events  # one record at most: a vLLM and an LMCache header each hold ``] ``
+    glued = _unglued(line, depth, rank)
+    return events if glued is None else glued
 
 
-# What a line gives when its message was not read: then it may hold records glued together.
+# What a line gives when its message was not read.
 _UNREAD = frozenset((SuspiciousLine, LogProblem))
-# Characters that show a header is quoted or escaped text rather than a record glued on.
+# Shorter than this, a line nothing read holds no record after another that gives an event (two headers
+# take 60 characters; the shortest messages that count, 30).
+_TWO_RECORDS = 90
+# Characters that show a header is quoted or escaped text rather than a record glued on, and the quotes
+# of an HTML page's source.
 _QUOTING = frozenset("'\"`\\")
+_QUOTE_REFERENCES = ("&quot;", "&#34;", "&#39;", "&#x27;", "&apos;")
 
 
-def _unglued(line: str, depth: int, rank: int | None, events: Events) -> Events:
+def _unglued(line: str, depth: int, rank: int | None) -> Events | None:
     """The events of each record in a line that holds several, their newlines lost (processes that
     write one file unbuffered, a paste): ``... Prefix cache hit rate: 0.0%INFO 07-28 06:41:19 [...``;
-    ``events`` (what the whole line gave) where no second record is glued on."""
-    if len(events) > 1:
-        return events  # a line already split (inside a wrapper), or a wrapper's many records
+    None where no second record is glued on."""
     starts = [
         m.start()
         for m in GLUED_RECORD.finditer(line, line.find("] ") + 2)  # after the first record's header
-        if not line[m.start() - 1].isspace() and line[m.start() - 1] not in _QUOTING
+        if not line[m.start() - 1].isspace()
+        and line[m.start() - 1] not in _QUOTING
+        and not line.endswith(_QUOTE_REFERENCES, 0, m.start())
     ]
     if not starts:
-        return events
+        return None
     pieces = [line[begin:end] for begin, end in zip([0, *starts], [*starts, len(line)], strict=True)]
     # The marks that close a paste's prefix (a backtick, a table's bar) end the last record.
     found = find_header(pieces[0])
@@ -508,7 +518,7 @@ def _after_header(text: str, found: Header, rank: int | None) -> Events:
             events = vllm_message(text, start, found.stamp)
         else:
             events = _by_logger(found.logger or "", text, start, found.stamp, rank)
-        if not events and ' - "' in text:
+        if not events and requests.is_access_like(text):
             # uvicorn's access line through the same logging configuration
             access = requests.ACCESS.parse(text, start, found.stamp)
             return (access,) if access is not None else events

@@ -148,7 +148,9 @@ _UVICORN_ANY = re.compile(
 # uvicorn's access line itself, where a logging configuration replaced uvicorn's header
 # (``2026-03-11 13:56:58,403 [INFO] 172.18.0.16:57368 - "GET /health HTTP/1.1" 200``):
 # accepted only when a level word in the prefix shows a log record.
-_ACCESS_ANY = re.compile(r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?- ["\u201c][A-Z]{3,7} /)')
+_ACCESS_ANY = re.compile(
+    r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?- (?:["\u201c]|&quot;|&#34;|\\")[A-Z]{3,7} /)'
+)
 # A traceback's final line (``torch.OutOfMemoryError: ...``) behind a prefix.
 _EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): )")
 _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")

@@ -187,8 +187,13 @@ def _build_access(stamp: str | None, rank: int | None, g: tuple) -> HttpAccess:
 
 # uvicorn's ``client - "METHOD path HTTP/x" status``; a platform's extra field (a pid) may
 # stand between the client and the request, and a paste may turn the quotes typographic.
+# The quotes around the request: as uvicorn writes them, typographic ones of a word processor's paste,
+# an HTML page's character references, a JSON string's escapes (a record's text copied without its quotes).
+OPENING_QUOTES = ('"', "\u201c", "&quot;", "&#34;", '\\"')
+_OPEN = '(?:["\u201c]|&quot;|&#34;|\\\\")'
+_CLOSE = '(?:["\u201d]|&quot;|&#34;|\\\\")'
 ACCESS = Shape(
-    r'([^ ]+) (?:[^ "]+ )?- (?:[^ "]+ - )?["\u201c]([A-Z]+) ([^ ]+) HTTP/[\d.]+["\u201d] (\d\d\d)(?: |$)',
+    r'([^ ]+) (?:[^ "]+ )?- (?:[^ "]+ - )?' + _OPEN + r"([A-Z]+) ([^ ]+) HTTP/[\d.]+" + _CLOSE + r" (\d\d\d)(?: |$)",
     _build_access,
 )
 
@@ -198,7 +203,12 @@ def parse_uvicorn(line: str, start: int, stamp: str | None) -> tuple[Event, ...]
     event = ACCESS.parse(line, start, stamp)
     if event is not None:
         return (event,)
-    return None if (' - "' in line or " - \u201c" in line) else _uvicorn_lifecycle(line, start, stamp)
+    return None if is_access_like(line) else _uvicorn_lifecycle(line, start, stamp)
+
+
+def is_access_like(text: str) -> bool:
+    """Whether ``text`` holds `` - `` and an opening quote, as an access line does before its request."""
+    return " - " in text and any(" - " + quote in text for quote in OPENING_QUOTES)
 
 
 def _uvicorn_lifecycle(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
