@@ -479,7 +479,7 @@ def _message_after_record_header(line: str) -> Events:
 
 # Places a known message may begin that are looked at in a line (its header is before the first).
 _MESSAGE_CANDIDATES = 3
-_LEVEL_WORDS = ("INFO", "DEBUG", "WARN", "ERROR", "CRITICAL", "Info", "Debug", "Warn", "Error", "Critical")
+_LEVEL_WORDS = ("INFO", "DEBUG", "WARN", "ERROR", "CRITICAL", "nfo", "ebug", "arn", "rror", "ritical")
 
 
 def _message_after_any_header(line: str) -> Events:

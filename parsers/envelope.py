@@ -509,13 +509,14 @@ ANY_RECORD_HEADER = re.compile(
 # a known message under it is that program's copy of vLLM's line.
 _HEADER_TOKEN = re.compile(r"[^\s\[\](){}|<>,;\-]+(?:-[^\s\[\](){}|<>,;\-]+)*")
 _HEADER_PIECE = re.compile(
-    r"[:.,TZ+/]*+\d[\d:.,TZ+/]*+"  # a date, a time, a number
+    r"[:.,TZ+/-]*+\d[\d:.,TZ+/-]*+"  # a date, a time, a number
     r"|(?:vllm|lmcache|uvicorn)(?:[.:][\w<>]+)*"  # a watched logger's name, its function and line
     r"|[\w.-]+\.(?:py|rs)(?::[\w<>]+)*"  # a file, its line
     r"|\w+=\S+"  # key=value
     r"|[A-Za-z]*+[\d_-][\w-]*+",  # a host's, a pod's or a thread's name
     re.ASCII,
 )
+_TIME_OR_DATE = re.compile(r"\d[:/-]\d")
 _HEADER_LEVELS = frozenset(("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE"))
 # The full time a header holds, if any (the record's stamp).
 FULL_TIME = re.compile(_FULL_TIME, re.ASCII)
@@ -523,20 +524,25 @@ FULL_TIME = re.compile(_FULL_TIME, re.ASCII)
 
 def is_record_header(text: str) -> bool:
     """Whether ``text`` reads as a log record's header in some logging format: it holds a level word, and
-    besides it only what headers hold (see ``_HEADER_PIECE``) and one plain word at most."""
-    level = False
+    besides it only what headers hold (see ``_HEADER_PIECE``) and one plain word at most.  A level in
+    lower case (structlog's ``[info     ]``, a Go logger's ``info``) counts beside a time or a date
+    only: in prose "more info" is no header."""
+    level = capital = timed = False  # a level word; one not in lower case; a time or a date
     words = 0
     for token in _HEADER_TOKEN.findall(text):
         token = token.rstrip(":.")
         if not token:
             continue
-        if token.upper() in _HEADER_LEVELS and (token.isupper() or token.istitle()):
+        if token.upper() in _HEADER_LEVELS and (token.isupper() or token.istitle() or token.islower()):
             level = True
-        elif _HEADER_PIECE.fullmatch(token) is None:
+            capital = capital or not token.islower()
+        elif _HEADER_PIECE.fullmatch(token) is not None:
+            timed = timed or _TIME_OR_DATE.search(token) is not None
+        else:
             words += 1
             if words > 1 or not token.isalpha() or token.lower() in _FUNCTION_WORDS:
                 return False
-    return level
+    return level and (capital or timed)
 
 
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):

@@ -30,6 +30,8 @@ HEADERS = [
     (f"{TIME} INFO [MainThread] vllm.v1.engine.async_llm: ", "%(threadName)s before the name"),
     (f"{TIME} [INFO] [pid 42] vllm.v1.engine.async_llm ", "the process id in brackets"),
     (f"vllm-1  | {TIME} INFO     [vllm.v1.engine.async_llm] ", "such a header behind docker compose's prefix"),
+    (f"{TIME} [info     ] ", "structlog's console renderer: the level in lower case, padded in brackets"),
+    (f"{TIME}\tinfo\tvllm\t", "a Go logger's tab-separated fields, the level in lower case"),
 ]
 # The messages alone (not those with a decoration, a header of their own or the GPU runtime's frame).
 MESSAGES = [
@@ -62,6 +64,8 @@ def test_a_whole_message_under_another_formats_header(header: str, origin: str) 
         "Note that the INFO ",
         f"{TIME} INFO said: '",  # a quote
         f"{TIME} INFO MainThread root worker ",  # three plain words
+        "more info ",  # a level word in lower case without a time: prose
+        "debug info: ",
     ],
 )
 def test_no_message_under_what_is_no_header_of_vllms(header: str) -> None:
