@@ -84,7 +84,13 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
     space = line.find(" ", start)
     word = line[start:space] if space != -1 else line[start:]
     entry = _VLLM_FAMILIES.get(word)
-    if entry is None:
+    if entry is None or not word:
+        if not word or word[0] == "\t":
+            # More blanks after the header than one space: the logo's line begins so, and a logging
+            # format may pad or tab; any other message is read after them.
+            events = lifecycle.parse_logo(line, start, stamp)
+            after = len(line) - len(line[start:].lstrip(" \t"))
+            return events or (vllm_message(line, after, stamp, rank) if after < len(line) else NOTHING)
         if word[:1] == "[" and word[-1:] == "]" and space != -1:
             # A component's own tag inside the message (vllm-omni's ``[AsyncOmni] ``).
             return vllm_message(line, space + 1, stamp, rank)

@@ -40,6 +40,15 @@ MESSAGES = [
     if case["events"] and case["line"][:1].isalpha() and not case["line"].startswith("LMCache ")
 ]
 
+# vLLM's own messages (LMCache's come under LMCache's header, uvicorn's under uvicorn's, the ROCm
+# runtime's fault under none).
+VLLM_MESSAGES = [
+    case
+    for case in MESSAGES
+    if not any(e["kind"].startswith("lmcache") for e in case["events"])
+    and not case["line"].startswith(("Memory access fault", "Application startup complete"))
+]
+
 
 def without_stamps(events: list[dict]) -> list[dict]:
     return [{k: v for k, v in event.items() if k != "stamp"} for event in events]
@@ -71,3 +80,15 @@ def test_a_whole_message_under_another_formats_header(header: str, origin: str) 
 def test_no_message_under_what_is_no_header_of_vllms(header: str) -> None:
     loud = [case["line"][:60] for case in MESSAGES if parse_line(header + case["line"])]
     assert not loud, loud
+
+
+@pytest.mark.parametrize("blanks", ["  ", "   ", " \t"], ids=["two spaces", "three spaces", "a space and a tab"])
+def test_a_message_after_more_blanks_than_vllms_header_leaves(blanks: str) -> None:
+    # A logging format that pads the message, or a message that begins with a blank.
+    header = "(APIServer pid=1) INFO 12-03 10:00:00 [async_llm.py:578]"
+    wrong = []
+    for case in VLLM_MESSAGES:
+        got = [event_dict(e) for e in parse_line(header + blanks + case["line"])]
+        if without_stamps(got) != without_stamps(case["events"]):
+            wrong.append((case["line"][:60], got))
+    assert not wrong, f"{len(wrong)} of {len(VLLM_MESSAGES)} messages read differently: {wrong[:3]}"
