@@ -89,8 +89,8 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
             # More blanks after the header than one space: the logo's line begins so, and a logging
             # format may pad or tab; any other message is read after them.
             events = lifecycle.parse_logo(line, start, stamp)
-            after = len(line) - len(line[start:].lstrip(" \t"))
-            return events or (vllm_message(line, after, stamp, rank) if after < len(line) else NOTHING)
+            after = _after_blanks(line, start)
+            return events or (vllm_message(line, after, stamp, rank) if after is not None else NOTHING)
         if word[:1] == "[" and word[-1:] == "]" and space != -1:
             # A component's own tag inside the message (vllm-omni's ``[AsyncOmni] ``).
             return vllm_message(line, space + 1, stamp, rank)
@@ -112,12 +112,22 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
 _LMCACHE_FAMILIES: dict[str, tuple[LmcacheParser, str]] = lmcache.FIRST_WORDS
 
 
+def _after_blanks(line: str, start: int) -> int | None:
+    """Where the text after the spaces and tabs at ``start`` begins; None when nothing follows them."""
+    after = len(line) - len(line[start:].lstrip(" \t"))
+    return after if after < len(line) else None
+
+
 def lmcache_message(line: str, start: int, stamp: str | None, rank: int | None) -> Events:
     """An LMCache logger message beginning at ``start``."""
     space = line.find(" ", start)
     word = line[start:space] if space != -1 else line[start:]
     entry = _LMCACHE_FAMILIES.get(word)
     if entry is None:
+        if not word or word[0] == "\t":
+            # A message that begins with a blank (LMCache's ``INFO:  torch_dev=...``) or after a tab.
+            after = _after_blanks(line, start)
+            return lmcache_message(line, after, stamp, rank) if after is not None else NOTHING
         if word.startswith("[req_id="):
             try:
                 result = lmcache.parse_request_tagged(line, start, stamp, rank)

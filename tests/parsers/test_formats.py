@@ -92,3 +92,16 @@ def test_a_message_after_more_blanks_than_vllms_header_leaves(blanks: str) -> No
         if without_stamps(got) != without_stamps(case["events"]):
             wrong.append((case["line"][:60], got))
     assert not wrong, f"{len(wrong)} of {len(VLLM_MESSAGES)} messages read differently: {wrong[:3]}"
+
+
+@pytest.mark.parametrize("blanks", ["  ", " \t"], ids=["two spaces", "a space and a tab"])
+def test_an_lmcache_message_after_more_blanks_than_its_header_leaves(blanks: str) -> None:
+    # LMCache's messages that begin with a blank (``LMCache INFO:  torch_dev=...``) show the shape.
+    header = "[2026-12-03 10:00:00,123] LMCache INFO:"
+    cases = [case for case in MESSAGES if all(e["kind"].startswith("lmcache") for e in case["events"])]
+    wrong = []
+    for case in cases:
+        got = [event_dict(e) for e in parse_line(header + blanks + case["line"])]
+        if without_stamps(got) != without_stamps(case["events"]):
+            wrong.append((case["line"][:60], got))
+    assert cases and not wrong, f"{len(wrong)} of {len(cases)} messages read differently: {wrong[:3]}"
