@@ -414,7 +414,9 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         if cleaned != line:
             return parse_nested(cleaned, depth + 1, rank)
     if line[0] != "[":
-        result = message_only(line, _message_start(line))
+        start = _message_start(line)
+        # (A decoration before the message may close after it: inline code's backtick.)
+        result = message_only(trim_closing(line, line[:start]) if start else line, start)
         if result:
             return result
     if depth < _MAX_DEPTH and 'msg="' in line:

@@ -105,3 +105,17 @@ def test_an_lmcache_message_after_more_blanks_than_its_header_leaves(blanks: str
         if without_stamps(got) != without_stamps(case["events"]):
             wrong.append((case["line"][:60], got))
     assert cases and not wrong, f"{len(wrong)} of {len(cases)} messages read differently: {wrong[:3]}"
+
+
+@pytest.mark.parametrize(
+    ("opening", "closing"),
+    [("`", "`"), ("> ", ""), ("    ", ""), ("- ", ""), ("> `", "`")],
+    ids=["inline code", "a markdown quote", "an indented block", "a list item", "inline code in a quote"],
+)
+def test_a_whole_message_inside_a_pastes_decoration(opening: str, closing: str) -> None:
+    wrong = []
+    for case in MESSAGES:
+        got = [event_dict(e) for e in parse_line(opening + case["line"] + closing)]
+        if got != case["events"]:
+            wrong.append((case["line"][:60], got))
+    assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently: {wrong[:3]}"
