@@ -497,6 +497,7 @@ def _message_after_record_header(line: str) -> Events:
 
 # Places a known message may begin that are looked at in a line (its header is before the first).
 _MESSAGE_CANDIDATES = 3
+# Level words in upper case, and their endings (the word capitalised or in lower case): a cheap test.
 _LEVEL_WORDS = ("INFO", "DEBUG", "WARN", "ERROR", "CRITICAL", "nfo", "ebug", "arn", "rror", "ritical")
 
 

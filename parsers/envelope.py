@@ -148,8 +148,20 @@ _UVICORN_ANY = re.compile(
 # uvicorn's access line itself, where a logging configuration replaced uvicorn's header
 # (``2026-03-11 13:56:58,403 [INFO] 172.18.0.16:57368 - "GET /health HTTP/1.1" 200``):
 # accepted only when a level word in the prefix shows a log record.
+# The quotes around an access line's request: as uvicorn writes them, typographic ones of a word
+# processor's paste, an HTML page's character references, a JSON string's escapes (a record's text
+# copied without its own quotes).
+ACCESS_OPENING_QUOTES = ('"', "\u201c", "&quot;", "&#34;", '\\"')
+ACCESS_CLOSING_QUOTES = ('"', "\u201d", "&quot;", "&#34;", '\\"')
+
+
+def one_of(texts: tuple[str, ...]) -> str:
+    """A regex that matches any one of ``texts`` as they are."""
+    return "(?:" + "|".join(re.escape(text) for text in texts) + ")"
+
+
 _ACCESS_ANY = re.compile(
-    r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?- (?:["\u201c]|&quot;|&#34;|\\")[A-Z]{3,7} /)'
+    r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?- ' + one_of(ACCESS_OPENING_QUOTES) + "[A-Z]{3,7} /)"
 )
 # A traceback's final line (``torch.OutOfMemoryError: ...``) behind a prefix.
 _EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): )")

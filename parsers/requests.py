@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from parsers.envelope import RAY_SERVE_HEAD
+from parsers.envelope import ACCESS_CLOSING_QUOTES, ACCESS_OPENING_QUOTES, RAY_SERVE_HEAD, one_of
 from parsers.events import (
     Event,
     HttpAccess,
@@ -186,14 +186,14 @@ def _build_access(stamp: str | None, rank: int | None, g: tuple) -> HttpAccess:
 
 
 # uvicorn's ``client - "METHOD path HTTP/x" status``; a platform's extra field (a pid) may
-# stand between the client and the request, and a paste may turn the quotes typographic.
-# The quotes around the request: as uvicorn writes them, typographic ones of a word processor's paste,
-# an HTML page's character references, a JSON string's escapes (a record's text copied without its quotes).
-OPENING_QUOTES = ('"', "\u201c", "&quot;", "&#34;", '\\"')
-_OPEN = '(?:["\u201c]|&quot;|&#34;|\\\\")'
-_CLOSE = '(?:["\u201d]|&quot;|&#34;|\\\\")'
+# stand between the client and the request, and a paste may change the quotes (see
+# ``ACCESS_OPENING_QUOTES``).
 ACCESS = Shape(
-    r'([^ ]+) (?:[^ "]+ )?- (?:[^ "]+ - )?' + _OPEN + r"([A-Z]+) ([^ ]+) HTTP/[\d.]+" + _CLOSE + r" (\d\d\d)(?: |$)",
+    r'([^ ]+) (?:[^ "]+ )?- (?:[^ "]+ - )?'
+    + one_of(ACCESS_OPENING_QUOTES)
+    + r"([A-Z]+) ([^ ]+) HTTP/[\d.]+"
+    + one_of(ACCESS_CLOSING_QUOTES)
+    + r" (\d\d\d)(?: |$)",
     _build_access,
 )
 
@@ -208,7 +208,7 @@ def parse_uvicorn(line: str, start: int, stamp: str | None) -> tuple[Event, ...]
 
 def is_access_like(text: str) -> bool:
     """Whether ``text`` holds `` - `` and an opening quote, as an access line does before its request."""
-    return " - " in text and any(" - " + quote in text for quote in OPENING_QUOTES)
+    return " - " in text and any(" - " + quote in text for quote in ACCESS_OPENING_QUOTES)
 
 
 def _uvicorn_lifecycle(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
