@@ -157,6 +157,12 @@ def uvicorn_message(line: str, start: int, stamp: str | None, rank: int | None =
     return result
 
 
+def _level_colon_message(line: str, start: int, stamp: str | None, rank: int | None = None) -> Events:
+    """The message after uvicorn's ``INFO:     `` -- the header a ``%(levelname)s: %(message)s`` format
+    also writes, before any logger's message: a whole known one is read."""
+    return uvicorn_message(line, start, stamp, rank) or message_only(line, start)
+
+
 def _restamp(events: Events, stamp: str | None) -> Events:
     """A wrapper's full timestamp (year, time zone, sub-seconds) beats the inner line's."""
     if stamp:
@@ -243,7 +249,7 @@ def parse_wrapped(text: str, stamp: str | None) -> Events:
 # One regex per header type: the header, then the commonest messages, else the first word.
 _lmcache_line = LineMatcher(LMCACHE_HEADER, (lmcache.LOOKUP, lmcache.STORED, lmcache.RETRIEVED), lmcache_message).parse
 _vllm_line = LineMatcher(VLLM_HEADER, (requests.ADDED,), vllm_message).parse
-_uvicorn_line = LineMatcher(UVICORN_HEADER, (requests.ACCESS,), uvicorn_message).parse
+_uvicorn_line = LineMatcher(UVICORN_HEADER, (requests.ACCESS,), _level_colon_message).parse
 _LEVEL_INITIALS = frozenset("IDWECT")
 
 # Ray's ``... [repeated 2x across cluster]`` after a line it printed once for several processes.

@@ -119,3 +119,14 @@ def test_a_whole_message_inside_a_pastes_decoration(opening: str, closing: str) 
         if got != case["events"]:
             wrong.append((case["line"][:60], got))
     assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently: {wrong[:3]}"
+
+
+@pytest.mark.parametrize("header", ["INFO: ", "WARNING: "])
+def test_a_whole_message_after_a_level_and_a_colon(header: str) -> None:
+    # ``%(levelname)s: %(message)s`` writes uvicorn's header before any logger's message.
+    wrong = []
+    for case in MESSAGES:
+        got = [event_dict(e) for e in parse_line(header + case["line"])]
+        if without_stamps(got) != without_stamps(case["events"]):
+            wrong.append((case["line"][:60], got))
+    assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently: {wrong[:3]}"
