@@ -557,6 +557,8 @@ def _after_header(text: str, found: Header, rank: int | None) -> Events:
         return (access,) if access is not None else NOTHING
     if found.kind == "exception":
         return lifecycle.parse_exception(text, start, None)
+    if found.kind == "crash":
+        return message_only(text, start)
     if found.kind == "torch":
         return NOTHING  # only its level is read
     if found.kind == "ray_access":

@@ -163,6 +163,11 @@ def one_of(texts: tuple[str, ...]) -> str:
 _ACCESS_ANY = re.compile(
     r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?- ' + one_of(ACCESS_OPENING_QUOTES) + "[A-Z]{3,7} /)"
 )
+# A process's crash report behind a prefix (see :data:`parsers.lifecycle.CRASH`), up to its first word.
+_CRASH_ANY = re.compile(
+    r"(?:^|(?<=[\s|>\]\):`]))(?:\*\*\* |!{1,10} )?(?=Fatal Python error: |Segmentation fault|Segfault "
+    r"encountered|SIG(?:SEGV|ABRT|BUS|ILL|FPE) received at time=|terminate called after throwing )"
+)
 # A traceback's final line (``torch.OutOfMemoryError: ...``) behind a prefix.
 _EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): )")
 _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
@@ -233,7 +238,8 @@ class Header:
     """A header found after a prefix: whose (``vllm``, ``lmcache``, ``lmcache_old``, ``uvicorn``,
     ``stdlib`` with the logger it names, ``torch`` for PyTorch's C++ runtime, ``ray_access`` for
     Ray Serve's access line (the whole line is the message);
-    ``access`` for a bare access line, ``exception`` for a traceback's last line), where it
+    ``access`` for a bare access line, ``exception`` for a traceback's last line, ``crash`` for a
+    process's crash report), where it
     starts, where the message starts, its stamp."""
 
     __slots__ = ("end", "kind", "level_after_name", "logger", "stamp", "start")
@@ -320,6 +326,10 @@ def _search(line: str, pos: int) -> Header | None:
         m = _EXCEPTION_ANY.search(line, pos)
         if m is not None and m.start() > 0:
             best = Header("exception", m.start(), m.end(), None)
+    if best is None and ("fault" in line or "terminate called" in line or "received at time=" in line):
+        m = _CRASH_ANY.search(line, pos)
+        if m is not None and m.start() > 0:
+            best = Header("crash", m.start(), m.end(), None)
     return best
 
 
@@ -445,7 +455,7 @@ def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
         return False, None
     if kind == "access" and _LEVEL_IN_PREFIX.search(prefix) is None:
         return False, None
-    if kind == "exception" and not _looks_logged(prefix):
+    if kind in ("exception", "crash") and not _looks_logged(prefix):
         return False, None
     if _is_prose(prefix):
         return False, None

@@ -57,6 +57,19 @@ MAX_CONCURRENCY = re.compile(rf"Maximum concurrency for ([\d,]+) tokens per requ
 KV_DEVICES = ("GPU", "CPU", "XPU", "NPU", "HPU", "TPU", "MPS", "CUDA", "ROCM")
 _BLOCKS = re.compile(rf"# (\w+) blocks: ({INTEGER})(?:, # CPU blocks: ({INTEGER}))?")
 DIED = re.compile(r"(?:Engine core proc|Worker proc|RayWorkerProc) \S+ died unexpectedly")
+# A process of the server killed by a fatal signal or an uncaught C++ exception, as the runtimes print
+# it into the server's output: Python's fault handler (``Fatal Python error: Segmentation fault``), the
+# shell (``Segmentation fault (core dumped)``), PyTorch's handler (``!!!!!!! Segfault encountered
+# !!!!!!!``), abseil's (``*** SIGSEGV received at time=1733212800 on cpu 3 ***``; its SIGTERM is a stop),
+# C++'s terminate (``terminate called after throwing an instance of 'c10::Error'``: the class is the
+# exception).
+CRASH = re.compile(
+    r"Fatal Python error: (?:Segmentation fault|Aborted|Bus error|Floating point exception|Illegal instruction)"
+    r"|Segmentation fault(?: \(core dumped\))?"
+    r"|(?:!{1,10} )?Segfault encountered(?: !{1,10})?"
+    r"|(?:\*\*\* )?(?:SIGSEGV|SIGABRT|SIGBUS|SIGILL|SIGFPE) received at time=\d{1,20}(?: on cpu \d{1,5})? \*\*\*"
+    r"|terminate called after throwing an instance of '([\w:]{1,200})'"
+)
 _EXCEPTION = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception))(?:: (.*))?$")
 
 
@@ -203,6 +216,11 @@ def parse_worker_proc(line: str, start: int, stamp: str | None) -> tuple[Event, 
     if line.startswith("WorkerProc failed to start", start):
         return (ServerError(stamp, "other"),)
     return ()
+
+
+def parse_crash(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    m = CRASH.match(line, start)
+    return (ServerError(stamp, "other", m.group(1)),) if m is not None else ()
 
 
 def parse_died(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:

@@ -88,6 +88,7 @@ _REQUEST_OUTCOME = _exact(
     requests.parse_request_outcome,
 )
 _FATAL = _exact(_whole(r"EngineCore encountered a fatal error"), lifecycle.parse_engine_core)
+_CRASH = _exact(_whole(lifecycle.CRASH.pattern), lifecycle.parse_crash)
 _KV_SIZE = _exact(_whole(lifecycle.KV_SIZE.pattern), lifecycle.parse_kv_size)
 _MAX_CONCURRENCY = _exact(_whole(lifecycle.MAX_CONCURRENCY.pattern), lifecycle.parse_max_concurrency)
 
@@ -105,6 +106,10 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "L1": _exact(_whole(lmcache.L1_USAGE.pattern), _lmcache(lmcache.parse_l1_usage)),
     "lookup": _exact(_whole(lmcache.LOOKUP_SUMMARY.pattern), _lmcache(lmcache.parse_lookup_summary)),
     "EngineCore": _FATAL,
+    "Fatal": _CRASH,
+    "Segmentation": _CRASH,
+    "Segfault": _CRASH,
+    "terminate": _CRASH,
     "Memory": _exact(_whole(lifecycle.GPU_MEMORY_FAULT.pattern), lifecycle.parse_gpu_fault),
     "Maximum": _first_of(_MAX_CONCURRENCY, bench.parse_serve),
     "Available": _exact(_whole(lifecycle.KV_MEMORY.pattern), lifecycle.parse_kv_memory),
@@ -123,6 +128,9 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Finished": _exact(_whole(requests.FINISHED.pattern), requests.parse_finished),
     "Aborted": _exact(_whole(requests.ABORTED.pattern), requests.parse_aborted),
 }
+# abseil's ``*** SIGSEGV received at ...``: read from the signal's name, after the stars.
+for _signal in ("SIGSEGV", "SIGABRT", "SIGBUS", "SIGILL", "SIGFPE"):
+    _WHOLE_MESSAGES[_signal] = _CRASH
 for _device in lifecycle.KV_DEVICES:
     _WHOLE_MESSAGES[_device] = _KV_SIZE
 # ``Request throughput ...`` of ``vllm bench serve``, or a request's outcome.

@@ -728,7 +728,8 @@ CATALOGUE: tuple[Spec, ...] = (
         labels="error",
         doc=(
             "fatal error lines: `oom` (CUDA or HIP), `engine_dead`, `cuda_error` (a CUDA, HIP, NCCL or RCCL error, "
-            "ROCm's GPU memory access fault or HIP queue abort), `kv_cache_too_small`, `other`; all "
+            "ROCm's GPU memory access fault or HIP queue abort), `kv_cache_too_small`, `other` (any other fatal "
+            "exception, and a process's crash report: a segmentation fault, an uncaught C++ exception); all "
             "five are always exported, one crash may log several"
         ),
     ),
