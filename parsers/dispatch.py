@@ -47,6 +47,7 @@ from parsers.envelope import (
     is_foreign_process,
     is_log_column,
     is_record_header,
+    is_tool_prefix,
     json_records,
     lmcache_call_site,
     prefix_verdict,
@@ -510,12 +511,17 @@ _LEVEL_WORDS = ("INFO", "DEBUG", "WARN", "ERROR", "CRITICAL", "nfo", "ebug", "ar
 def _message_after_any_header(line: str) -> Events:
     """A whole known message after the header of a logging format no pattern above describes
     (``%(asctime)s %(levelname)-8s [%(name)s:%(lineno)d] %(message)s``, tab-separated fields, the level
-    after the logger's name ...): what stands before it must read as a header, level word included."""
-    if not any(word in line for word in _LEVEL_WORDS):
-        return NOTHING
-    for m in islice(MESSAGE_START.finditer(line), _MESSAGE_CANDIDATES):
+    after the logger's name ...) -- what stands before it reads as a header, level word included -- or
+    after a tool's prefix alone (a ``%(message)s`` format's line in ``docker compose logs``, stern,
+    journald): what stands before it holds only what prefixes hold, a time, a pid or a name among it."""
+    levelled = any(word in line for word in _LEVEL_WORDS)
+    for index, m in enumerate(islice(MESSAGE_START.finditer(line), _MESSAGE_CANDIDATES)):
         head = line[: m.start()]
-        if prefix_verdict(head, "record")[0] and is_record_header(head):  # (a prefix's length is bounded)
+        # (A prefix's length is bounded before its tokens are read; a tool's prefix ends at the first
+        # known word: a later one has part of a message before it.)
+        if prefix_verdict(head, "record")[0] and (
+            (levelled and is_record_header(head)) or (index == 0 and is_tool_prefix(head))
+        ):
             events = message_only(trim_closing(line, head), m.start())
             if events:
                 stamp = FULL_TIME.search(head)

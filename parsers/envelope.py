@@ -529,13 +529,14 @@ ANY_RECORD_HEADER = re.compile(
 # thread), numbers; brackets, parentheses and separators between them -- and one plain word at most
 # (``root``, ``MainThread``).  Another program's dotted logger name (``kserve.trace``) is none of these:
 # a known message under it is that program's copy of vLLM's line.
-_HEADER_TOKEN = re.compile(r"[^\s\[\](){}|<>,;\-]+(?:-[^\s\[\](){}|<>,;\-]+)*")
+_HEADER_TOKEN = re.compile(r"[^\s\[\](){}|<>,;:\-]+(?:-[^\s\[\](){}|<>,;:\-]+)*")
+_HTML_TAG = re.compile(r"<[^<>]{0,200}>")
 _HEADER_PIECE = re.compile(
     r"[:.,TZ+/-]*+\d[\d:.,TZ+/-]*+"  # a date, a time, a number
     r"|(?:vllm|lmcache|uvicorn)(?:[.:][\w<>]+)*"  # a watched logger's name, its function and line
     r"|[\w.-]+\.(?:py|rs)(?::[\w<>]+)*"  # a file, its line
     r"|\w+=\S+"  # key=value
-    r"|[A-Za-z]*+[\d_-][\w-]*+",  # a host's, a pod's or a thread's name
+    r"|[A-Za-z]*+[\d_/-][\w/-]*+",  # a host's, a pod's or a thread's name, ``pod/vllm-0/vllm``
     re.ASCII,
 )
 _TIME_OR_DATE = re.compile(r"\d[:/-]\d")
@@ -544,13 +545,16 @@ _HEADER_LEVELS = frozenset(("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITIC
 FULL_TIME = re.compile(_FULL_TIME, re.ASCII)
 
 
-def is_record_header(text: str) -> bool:
+def is_record_header(text: str, with_level: bool = True) -> bool:
     """Whether ``text`` reads as a log record's header in some logging format: it holds a level word, and
     besides it only what headers hold (see ``_HEADER_PIECE``) and one plain word at most.  A level in
     lower case (structlog's ``[info     ]``, a Go logger's ``info``) counts beside a time or a date
-    only: in prose "more info" is no header."""
+    only: in prose "more info" is no header.  With ``with_level=False``, whether it holds only such
+    pieces (a tool's prefix: a pod's and a container's names, a journal's time, host and unit)."""
     level = capital = timed = False  # a level word; one not in lower case; a time or a date
     words = 0
+    if "<" in text:
+        text = _HTML_TAG.sub(" ", text)  # an HTML paste's tags are no part of the header
     for token in _HEADER_TOKEN.findall(text):
         token = token.rstrip(":.")
         if not token:
@@ -564,7 +568,17 @@ def is_record_header(text: str) -> bool:
             words += 1
             if words > 1 or not token.isalpha() or token.lower() in _FUNCTION_WORDS:
                 return False
-    return level and (capital or timed)
+    return not with_level or (level and (capital or timed))
+
+
+def is_tool_prefix(text: str) -> bool:
+    """Whether ``text`` reads as what a tool that merges logs puts before a line (stern's pod and container,
+    journald's time, host and unit, docker compose's service): a digit (a time, a pid, a pod's hash), a
+    container's name or only decoration shows it, and it holds only what headers hold."""
+    shown = (
+        any(c.isdigit() for c in text) or not any(c.isalnum() for c in text) or _SOURCE_NAME.fullmatch(text) is not None
+    )
+    return shown and is_record_header(text, with_level=False)
 
 
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):

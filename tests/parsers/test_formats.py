@@ -130,3 +130,31 @@ def test_a_whole_message_after_a_level_and_a_colon(header: str) -> None:
         if without_stamps(got) != without_stamps(case["events"]):
             wrong.append((case["line"][:60], got))
     assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently: {wrong[:3]}"
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "vllm-7d9f8b6c5-x2x7q vllm ",  # stern
+        "vllm-1  | ",  # docker compose
+        "Dec 14 16:18:29 gpu-node-1 vllm[4242]: ",  # journalctl -o short
+        "[pod/vllm-0/vllm] ",  # kubectl logs --prefix
+        "2025-12-14T08:18:29.123Z ",  # a collector's time
+        "(task, pid=7431) ",  # SkyPilot
+        "[vllm] ",  # npm's concurrently
+    ],
+)
+def test_a_whole_message_behind_a_tools_prefix(prefix: str) -> None:
+    # A ``%(message)s`` format's line as the tools that merge logs show it.
+    wrong = []
+    for case in MESSAGES:
+        got = [event_dict(e) for e in parse_line(prefix + case["line"])]
+        if without_stamps(got) != without_stamps(case["events"]):
+            wrong.append((case["line"][:60], got))
+    assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently: {wrong[:3]}"
+
+
+@pytest.mark.parametrize("prefix", ["Note: ", "The log says ", "see ", "debug info: ", "Step 2 of the fix: "])
+def test_no_whole_message_behind_prose(prefix: str) -> None:
+    loud = [case["line"][:60] for case in MESSAGES if parse_line(prefix + case["line"])]
+    assert not loud, loud
