@@ -9,6 +9,8 @@ headers as alone; another program's logger before it, prose or a quote does not.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from parsers import parse_line
@@ -54,13 +56,28 @@ def without_stamps(events: list[dict]) -> list[dict]:
     return [{k: v for k, v in event.items() if k != "stamp"} for event in events]
 
 
+def same_but_stamps(got: list[dict], want: list[dict]) -> bool:
+    return without_stamps(got) == without_stamps(want)
+
+
+def read_differently(
+    cases: list[dict], make: Callable[[str], str], same: Callable[[list[dict], list[dict]], bool] = same_but_stamps
+) -> list[tuple[str, list[dict]]]:
+    """The cases whose line, made into ``make(line)``, gives events ``same`` does not take for theirs."""
+    wrong = []
+    for case in cases:
+        got = [event_dict(e) for e in parse_line(make(case["line"]))]
+        if not same(got, case["events"]):
+            wrong.append((case["line"][:60], got))
+    return wrong
+
+
 @pytest.mark.parametrize(("header", "origin"), HEADERS, ids=[h[1] for h in HEADERS])
 def test_a_whole_message_under_another_formats_header(header: str, origin: str) -> None:
-    wrong = []
-    for case in MESSAGES:
-        got = [event_dict(e) for e in parse_line(header + case["line"])]
-        if without_stamps(got) != without_stamps(case["events"]) or any(e.get("stamp") != TIME for e in got):
-            wrong.append((case["line"][:60], got))
+    def stamped(got: list[dict], want: list[dict]) -> bool:
+        return same_but_stamps(got, want) and all(e.get("stamp") == TIME for e in got)
+
+    wrong = read_differently(MESSAGES, lambda line: header + line, stamped)
     assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently under {origin}: {wrong[:3]}"
 
 
@@ -86,11 +103,7 @@ def test_no_message_under_what_is_no_header_of_vllms(header: str) -> None:
 def test_a_message_after_more_blanks_than_vllms_header_leaves(blanks: str) -> None:
     # A logging format that pads the message, or a message that begins with a blank.
     header = "(APIServer pid=1) INFO 12-03 10:00:00 [async_llm.py:578]"
-    wrong = []
-    for case in VLLM_MESSAGES:
-        got = [event_dict(e) for e in parse_line(header + blanks + case["line"])]
-        if without_stamps(got) != without_stamps(case["events"]):
-            wrong.append((case["line"][:60], got))
+    wrong = read_differently(VLLM_MESSAGES, lambda line: header + blanks + line)
     assert not wrong, f"{len(wrong)} of {len(VLLM_MESSAGES)} messages read differently: {wrong[:3]}"
 
 
@@ -99,11 +112,7 @@ def test_an_lmcache_message_after_more_blanks_than_its_header_leaves(blanks: str
     # LMCache's messages that begin with a blank (``LMCache INFO:  torch_dev=...``) show the shape.
     header = "[2026-12-03 10:00:00,123] LMCache INFO:"
     cases = [case for case in MESSAGES if all(e["kind"].startswith("lmcache") for e in case["events"])]
-    wrong = []
-    for case in cases:
-        got = [event_dict(e) for e in parse_line(header + blanks + case["line"])]
-        if without_stamps(got) != without_stamps(case["events"]):
-            wrong.append((case["line"][:60], got))
+    wrong = read_differently(cases, lambda line: header + blanks + line)
     assert cases and not wrong, f"{len(wrong)} of {len(cases)} messages read differently: {wrong[:3]}"
 
 
@@ -113,22 +122,14 @@ def test_an_lmcache_message_after_more_blanks_than_its_header_leaves(blanks: str
     ids=["inline code", "a markdown quote", "an indented block", "a list item", "inline code in a quote"],
 )
 def test_a_whole_message_inside_a_pastes_decoration(opening: str, closing: str) -> None:
-    wrong = []
-    for case in MESSAGES:
-        got = [event_dict(e) for e in parse_line(opening + case["line"] + closing)]
-        if got != case["events"]:
-            wrong.append((case["line"][:60], got))
+    wrong = read_differently(MESSAGES, lambda line: opening + line + closing, lambda got, want: got == want)
     assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently: {wrong[:3]}"
 
 
 @pytest.mark.parametrize("header", ["INFO: ", "WARNING: "])
 def test_a_whole_message_after_a_level_and_a_colon(header: str) -> None:
     # ``%(levelname)s: %(message)s`` writes uvicorn's header before any logger's message.
-    wrong = []
-    for case in MESSAGES:
-        got = [event_dict(e) for e in parse_line(header + case["line"])]
-        if without_stamps(got) != without_stamps(case["events"]):
-            wrong.append((case["line"][:60], got))
+    wrong = read_differently(MESSAGES, lambda line: header + line)
     assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently: {wrong[:3]}"
 
 
@@ -146,11 +147,7 @@ def test_a_whole_message_after_a_level_and_a_colon(header: str) -> None:
 )
 def test_a_whole_message_behind_a_tools_prefix(prefix: str) -> None:
     # A ``%(message)s`` format's line as the tools that merge logs show it.
-    wrong = []
-    for case in MESSAGES:
-        got = [event_dict(e) for e in parse_line(prefix + case["line"])]
-        if without_stamps(got) != without_stamps(case["events"]):
-            wrong.append((case["line"][:60], got))
+    wrong = read_differently(MESSAGES, lambda line: prefix + line)
     assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently: {wrong[:3]}"
 
 
