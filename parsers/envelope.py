@@ -13,6 +13,7 @@ import csv
 import json
 import re
 
+from parsers.lifecycle import CRASH_START
 from parsers.shapes import INTEGER
 
 # --- colour ---------------------------------------------------------------------
@@ -164,10 +165,7 @@ _ACCESS_ANY = re.compile(
     r'(?:^|(?<=[\s|]))()(?=[\w.:\[\]%-]*:\d+ (?:[^\s"]+ )?- ' + one_of(ACCESS_OPENING_QUOTES) + "[A-Z]{3,7} /)"
 )
 # A process's crash report behind a prefix (see :data:`parsers.lifecycle.CRASH`), up to its first word.
-_CRASH_ANY = re.compile(
-    r"(?:^|(?<=[\s|>\]\):`]))(?:\*\*\* |!{1,10} )?(?=Fatal Python error: |Segmentation fault|Segfault "
-    r"encountered|SIG(?:SEGV|ABRT|BUS|ILL|FPE) received at time=|terminate called after throwing )"
-)
+_CRASH_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))(?:\*\*\* |!{1,10} )?(?=" + CRASH_START + ")")
 # A traceback's final line (``torch.OutOfMemoryError: ...``) behind a prefix.
 _EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): )")
 _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
@@ -426,12 +424,13 @@ _SOURCE_NAME = re.compile(
 )
 
 
-def _looks_logged(prefix: str) -> bool:
-    """A log prefix carries a time, a pid, a pod's hash, a level word or a container's name -- or is
-    only decoration (a quote mark, a backtick); a title or a sentence carries none of these."""
+def _looks_logged(prefix: str, by_level: bool = True) -> bool:
+    """A log prefix carries a time, a pid, a pod's hash, a level word (unless not ``by_level``) or a
+    container's name -- or is only decoration (a quote mark, a backtick); a title or a sentence carries
+    none of these."""
     return (
         any(c.isdigit() for c in prefix)
-        or _LEVEL_IN_PREFIX.search(prefix) is not None
+        or (by_level and _LEVEL_IN_PREFIX.search(prefix) is not None)
         or not any(c.isalnum() for c in prefix)
         or _SOURCE_NAME.fullmatch(prefix) is not None
     )
@@ -575,10 +574,7 @@ def is_tool_prefix(text: str) -> bool:
     """Whether ``text`` reads as what a tool that merges logs puts before a line (stern's pod and container,
     journald's time, host and unit, docker compose's service): a digit (a time, a pid, a pod's hash), a
     container's name or only decoration shows it, and it holds only what headers hold."""
-    shown = (
-        any(c.isdigit() for c in text) or not any(c.isalnum() for c in text) or _SOURCE_NAME.fullmatch(text) is not None
-    )
-    return shown and is_record_header(text, with_level=False)
+    return _looks_logged(text, by_level=False) and is_record_header(text, with_level=False)
 
 
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):

@@ -63,11 +63,19 @@ DIED = re.compile(r"(?:Engine core proc|Worker proc|RayWorkerProc) \S+ died unex
 # !!!!!!!``), abseil's (``*** SIGSEGV received at time=1733212800 on cpu 3 ***``; its SIGTERM is a stop),
 # C++'s terminate (``terminate called after throwing an instance of 'c10::Error'``: the class is the
 # exception).
+FATAL_SIGNALS = ("SIGSEGV", "SIGABRT", "SIGBUS", "SIGILL", "SIGFPE")
+_FATAL_SIGNAL = "(?:" + "|".join(FATAL_SIGNALS) + ")"
+# How each report begins, after the stars or the exclamation marks some put first.
+CRASH_START = (
+    r"Fatal Python error: |Segmentation fault|Segfault encountered|"
+    + _FATAL_SIGNAL
+    + r" received at time=|terminate called after throwing "
+)
 CRASH = re.compile(
     r"Fatal Python error: (?:Segmentation fault|Aborted|Bus error|Floating point exception|Illegal instruction)"
     r"|Segmentation fault(?: \(core dumped\))?"
     r"|(?:!{1,10} )?Segfault encountered(?: !{1,10})?"
-    r"|(?:\*\*\* )?(?:SIGSEGV|SIGABRT|SIGBUS|SIGILL|SIGFPE) received at time=\d{1,20}(?: on cpu \d{1,5})? \*\*\*"
+    r"|(?:\*\*\* )?" + _FATAL_SIGNAL + r" received at time=\d{1,20}(?: on cpu \d{1,5})? \*\*\*"
     r"|terminate called after throwing an instance of '([\w:]{1,200})'"
 )
 _EXCEPTION = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception))(?:: (.*))?$")

@@ -129,7 +129,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Aborted": _exact(_whole(requests.ABORTED.pattern), requests.parse_aborted),
 }
 # abseil's ``*** SIGSEGV received at ...``: read from the signal's name, after the stars.
-for _signal in ("SIGSEGV", "SIGABRT", "SIGBUS", "SIGILL", "SIGFPE"):
+for _signal in lifecycle.FATAL_SIGNALS:
     _WHOLE_MESSAGES[_signal] = _CRASH
 for _device in lifecycle.KV_DEVICES:
     _WHOLE_MESSAGES[_device] = _KV_SIZE
