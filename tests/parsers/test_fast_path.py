@@ -34,7 +34,7 @@ from tests.support.lines import FIXTURES, SAMPLES, edited, edits
 GENERAL = {
     "_lmcache_line": LineMatcher(LMCACHE_HEADER, (), dispatch.lmcache_message).parse,
     "_vllm_line": LineMatcher(VLLM_HEADER, (), dispatch.vllm_message).parse,
-    "_uvicorn_line": LineMatcher(UVICORN_HEADER, (), dispatch.uvicorn_message).parse,
+    "_uvicorn_line": LineMatcher(UVICORN_HEADER, (), dispatch._level_colon_message).parse,
 }
 
 
