@@ -26,7 +26,7 @@ from parsers.events import (
     LmcacheStore,
     LmcacheStoreStart,
 )
-from parsers.shapes import DECIMAL, INTEGER, Shape, decimal, ratio
+from parsers.shapes import DECIMAL, INTEGER, Shape, decimal, opens_with, ratio
 
 
 # Builders run once per matching line: conversions are written inline (no helper calls).
@@ -124,6 +124,14 @@ RETRIEVED_ANY = (
     r"|tokens(?: in [\d.]+ seconds)?)"
 )
 _REQID = re.compile(r"Reqid: ([^,\s]+), ")
+# The labels after the first part (a line ending inside one was cut short).
+_LOOKUP_LABELS = (
+    "LMCache hit tokens: ",
+    "need to load: ",
+    "but need to load: ",
+    "Inference Engine computed tokens: ",
+    "vLLM computed tokens: ",
+)
 _LOOKUP_PART = re.compile(
     r"(Total tokens|Inference Engine computed tokens|vLLM computed tokens|LMCache hit tokens|(?:but )?need to load)"
     rf":? (-?{INTEGER}|None)(?: < min_retrieve ({INTEGER}))?"
@@ -188,11 +196,15 @@ def _parse_lookup_parts(line: str, start: int, stamp: str | None) -> tuple[Event
         return ()  # DEBUG: a load capped by max_tokens_per_load; the lookup line came before
     values: dict[str, str] = {}
     min_retrieve = None
+    end = 0
     for part in _LOOKUP_PART.finditer(rest):
         label = part.group(1)
         values[label.removeprefix("but ")] = part.group(2)
         if part.group(3) is not None:
             min_retrieve = int(part.group(3))
+        end = part.end()
+    if rest.startswith(",", end) and opens_with(rest, end + 2, _LOOKUP_LABELS):
+        return None  # the line ends inside a next part's label: cut short, a wrapped paste's first piece
     total, hit = values.get("Total tokens"), values.get("LMCache hit tokens")
     if total is None or total == "None" or hit is None:
         return None

@@ -26,7 +26,7 @@ from parsers.events import (
     ServerShutdown,
     VllmParser,
 )
-from parsers.shapes import INTEGER, Shape
+from parsers.shapes import INTEGER, Shape, opens_with
 
 _RECEIVED = re.compile(r"Received request (\S+?): ")
 # A Python repr string literal, or the other things vLLM prints as a prompt.
@@ -62,7 +62,8 @@ _FAIL_REASONS = {
 
 def parse_received(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     if not line.startswith("Received request ", start):
-        return ()  # e.g. "Received KeyboardInterrupt"
+        # "Received KeyboardInterrupt" is another message; "Received req" a cut one
+        return None if opens_with(line, start, ("Received request ",)) else ()
     m = _RECEIVED.match(line, start)
     if m is None:
         return None
@@ -98,14 +99,14 @@ def parse_received(line: str, start: int, stamp: str | None) -> tuple[Event, ...
 def parse_added(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     event = ADDED.parse(line, start, stamp)
     if event is None:
-        return None if line.startswith("Added request ", start) else ()
+        return None if opens_with(line, start, ("Added request ",)) else ()
     return (event,)
 
 
 def parse_finished(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     m = FINISHED.match(line, start)
     if m is None:
-        return None if line.startswith("Finished request ", start) else ()
+        return None if opens_with(line, start, ("Finished request ",)) else ()
     return (RequestFinished(stamp, m.group(1)),)
 
 
@@ -154,7 +155,7 @@ def parse_generated(line: str, start: int, stamp: str | None) -> tuple[Event, ..
 def parse_aborted(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     m = ABORTED.match(line, start)
     if m is None:
-        return None if line.startswith("Aborted request", start) else ()
+        return None if opens_with(line, start, ("Aborted request",)) else ()
     if m.group(1) is not None:
         ids = m.group(1).split(",")
     else:

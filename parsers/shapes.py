@@ -59,6 +59,17 @@ def decimal(text: str) -> float:
     return number
 
 
+def opens_with(line: str, start: int, openings: tuple[str, ...]) -> bool:
+    """Whether the message at ``start`` begins with one of a family's ``openings``, or ends inside one:
+    a record cut short (a paste wrapped at a terminal's width) is that family's suspicious line, not
+    some other message."""
+    rest = len(line) - start
+    return any(
+        line.startswith(opening, start) if rest >= len(opening) else opening.startswith(line[start:])
+        for opening in openings
+    )
+
+
 class Shape:
     """A message regex (compiled with ASCII classes: fields are ASCII, and faster so) and its event builder."""
 

@@ -16,7 +16,7 @@ import re
 
 from parsers import lifecycle
 from parsers.events import EngineStats, Event, KvCacheCapacity, KvTransferStats, SpecDecodeStats, VllmParser
-from parsers.shapes import DECIMAL, INTEGER, decimal, integer, ratio
+from parsers.shapes import DECIMAL, INTEGER, decimal, integer, opens_with, ratio
 
 ENGINE_PREFIX = re.compile(rf"Engine ({INTEGER}): ")
 AGGREGATED_PREFIX = re.compile(rf"({INTEGER}) Engines Aggregated: ")
@@ -135,6 +135,7 @@ def parse_stats(
     text = text.replace(" reqs GPU KV", " reqs, GPU KV").replace(" | ", ", ")
     values: dict[str, object] = {}
     usage: dict[str, float] = {}
+    label = value = ""
     try:
         for label, value in _parts(text):
             if exact and not _has_unit(label, value):
@@ -143,6 +144,8 @@ def parse_stats(
                 return None
     except ValueError:
         return None
+    if not _has_unit(label, value) and (label in _FIELDS or label.endswith(_KV_USAGE)):
+        return None  # the line ends inside its last number: cut short (a wrapped paste), the number too
     if not values and not usage:
         return None
     if exact and not (usage and "running" in values and "waiting" in values):
@@ -160,7 +163,7 @@ def parse_stats(
 
 
 # Parts printed without a unit: the Rust front end's request counts among them.
-_UNITLESS = frozenset(("KV fetch", "Preemptions", "Corrupted", "Reqs Running", "Waiting"))
+_UNITLESS = frozenset(("KV fetch", "Preemptions", "Corrupted", "Reqs Running", "Waiting", "RUNNING", "WAITING"))
 
 
 def _has_unit(label: str, value: str) -> bool:
@@ -184,6 +187,9 @@ _KV_TRANSFER = "KV Transfer metrics: "
 # first proposal of these lines printed them).
 _REPR = re.compile(r"[A-Za-z_]\w*\((.*)\)", re.DOTALL)
 _WHOLE_STATS_STARTS = ("Avg prompt throughput: ", "Throughput: ", "Avg prompt tput: ")
+_AVG_OPENINGS = ("Avg prompt throughput", "Avg prompt tput")
+# What may follow ``Engine NNN: `` in a message this module reads.
+_ENGINE_OPENINGS = (*STATS_STARTS, "SpecDecoding metrics: ", _KV_TRANSFER)
 
 
 def parse_kv_transfer(line: str, start: int, stamp: str | None, engine: int | None = None) -> tuple[Event, ...] | None:
@@ -291,6 +297,8 @@ def parse_engine_prefixed(line: str, start: int, stamp: str | None) -> tuple[Eve
         return parse_kv_transfer(line, pos, stamp, engine=engine)
     if line.startswith("vllm cache_config_info", pos):
         return parse_cache_config(line, pos, stamp)
+    if opens_with(line, pos, _ENGINE_OPENINGS):
+        return None
     # Iteration details, CUDA graph and MFU summaries share the prefix; not parsed.
     return ()
 
@@ -314,9 +322,9 @@ def _stats(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None
 
 
 def _avg(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
-    if line.startswith(("Avg prompt throughput", "Avg prompt tput"), start):
+    if line.startswith(_AVG_OPENINGS, start):
         return parse_stats(line, start, stamp)
-    return ()
+    return None if opens_with(line, start, _AVG_OPENINGS) else ()
 
 
 def _engine(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
