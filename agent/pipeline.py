@@ -76,6 +76,15 @@ class SourcePipeline:
                     observe(event)
                     for listener in listeners:
                         listener(event)
+        # A record held back in case the next line continues it (a wrapped paste) waits no longer than
+        # what has been written: a live line is counted as soon as it is read.
+        settled = self.stream.settle()
+        if settled:
+            parsed += 1
+            for event in settled:
+                observe(event)
+                for listener in listeners:
+                    listener(event)
         stats.lines += len(lines)
         stats.parsed_lines += parsed
         if self.stream.failed:
@@ -108,7 +117,7 @@ def read_into(
         if on_event is None and not track_time:
             parsed, number = _count_loop(reader, stream.feed, stats.observe)
         else:
-            parsed, number = _event_loop(reader, stream.feed, stats, on_event, track_time)
+            parsed, number = _event_loop(reader, stream, stats, on_event, track_time)
     finally:
         if collecting:
             gc.enable()
@@ -143,12 +152,13 @@ def _count_loop(reader: LineReader, feed: Callable, observe: Callable) -> tuple[
 
 def _event_loop(
     reader: LineReader,
-    feed: Callable,
+    stream: LogStream,
     stats: ServerStats,
     on_event: Callable[[Event, int, Clock], None] | None,
     track_time: bool,
 ) -> tuple[int, int]:
-    """As :func:`_count_loop`, also numbering lines and showing each event to ``on_event``."""
+    """As :func:`_count_loop`, also numbering lines and showing each event to ``on_event``: a record
+    the stream held back for a line that did not continue it ends on the line before."""
     observe, note_time, clock = stats.observe, stats.note_time, stats.clock
     parsed = 0
     number = 0
@@ -156,15 +166,17 @@ def _event_loop(
         for line in batch:
             number += 1
             if line is not None:
-                events = feed(line)
+                holding = stream.holding
+                events = stream.feed(line)
                 if events:
                     parsed += 1
-                    for event in events:
+                    late = stream.late if holding else 0
+                    for index, event in enumerate(events):
                         observe(event)
                         if track_time:
                             note_time(event.stamp)
                         if on_event is not None:
-                            on_event(event, number, clock)
+                            on_event(event, number - 1 if index < late else number, clock)
     return parsed, number
 
 

@@ -353,6 +353,24 @@ def _header_at(line: str, pos: int) -> Header | None:
     return None
 
 
+# How a record's first line begins, its header complete or not: a time or a level and a date.
+_RECORD_START = re.compile(
+    r"(?:\x1b\[[0-9;]*m)?(?:\[?\d{4}-\d\d-\d\d[ T]\d|(?:TRACE|DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL) +\d)"
+)
+# What follows a process tag at a record's start besides a blank (a tail in parentheses,
+# ``(file.py:1:logger)``, ends a line; ``(from 9 total tokens).`` goes on with a dot).
+_AFTER_TAG = frozenset("[\x1b0123456789")
+
+
+def begins_record(line: str) -> bool:
+    """Whether a line begins as a record does -- behind a process tag, with a time, a level and a date,
+    or a header of its own: never the rest of another record that a terminal wrapped."""
+    m = PROCESS_TAG.match(line) if line.startswith("(") else None
+    if m is not None and m.end() < len(line) and (line[m.end() - 1] == " " or line[m.end()] in _AFTER_TAG):
+        return True
+    return _RECORD_START.match(line) is not None or _header_at(line, 0) is not None
+
+
 def find_header(line: str) -> Header | None:
     """The header closest to the message: a wrapper's own header may stand before the real one
     (``INFO wrapper.py:12 INFO 12-14 ... [loggers.py:118] ...``), so headers that directly

@@ -6,41 +6,122 @@ Docker's json-file driver cuts a line longer than 16 KiB into records whose
 would lose its fields and a later piece could start with text that looks like
 a result line.  :class:`LogStream` joins the pieces back into one line before
 parsing.  It holds no I/O; one instance per source.
+
+A paste, or a copy from a terminal, wraps a long record at the terminal's width
+into lines that carry no mark of it.  A line that gives nothing, or only a
+``suspicious_line`` (a record cut short), may be such a record's first piece: the
+line after it is read with it when that line gives nothing alone (after a record
+cut short: at most a message without its header), is no longer than the first
+piece and begins no record of its own.  The record's events are given once a line
+does not continue it (or by :meth:`LogStream.settle`, for a reader that has
+nothing more for now); a ``suspicious_line`` is given only if no piece completes
+it.
 """
 
 from __future__ import annotations
 
 from parsers.dispatch import Events, parse_line, parse_nested, parse_record, parse_wrapped
-from parsers.envelope import CRI_RECORD, unwrap_json
+from parsers.envelope import CRI_RECORD, begins_record, unwrap_json
+from parsers.events import SuspiciousLine
 
 # A joined line longer than this is dropped (and counted by the caller through
 # ``dropped``): nothing useful is that long, and memory stays bounded.
 DEFAULT_MAX_JOINED = 4 * 1024 * 1024
 # First characters of a Docker json-file record or a CRI record (and the empty line).
 _MAYBE_SPLIT = frozenset("{0123456789") | {""}
+# A wrapped record is pieced together from at most this many lines (a stats line wrapped at 40 columns).
+_MAX_WRAPPED = 10
+# Shorter than this, a line is no terminal's width (pastes are wrapped at 60 to 250 columns).
+_MIN_WIDTH = 40
+
+
+def _read_whole(events: Events) -> bool:
+    """Whether a line's events read its record (rather than only saying it did not parse)."""
+    return bool(events) and (type(events[0]) is not SuspiciousLine or len(events) > 1)
+
+
+def _may_continue(line: str, alone: Events, text: str, held: Events, width: int) -> bool:
+    """Whether ``line`` (read alone: ``alone``) may be the next piece of the record ``text`` begins
+    (its first piece ``width`` long): no longer than that piece (one more: a copy that trimmed its last
+    blank), not begun as it is (the same writer's next record) nor with a header of its own, and giving
+    nothing alone -- or, after a record cut short, only what a message without its header gives."""
+    if len(line) > width + 1 or line[:8] == text[:8]:
+        return False
+    if alone and not (held and all(event.stamp is None for event in alone)):
+        return False
+    return not begins_record(line)
 
 
 class LogStream:
-    __slots__ = ("_pieces", "_size", "_skipping", "_stamp", "dropped", "failed", "max_joined")
+    __slots__ = (
+        "_held",
+        "_pieces",
+        "_size",
+        "_skipping",
+        "_stamp",
+        "_width",
+        "_wrapped",
+        "dropped",
+        "failed",
+        "late",
+        "max_joined",
+    )
 
     def __init__(self, max_joined: int = DEFAULT_MAX_JOINED) -> None:
         self._pieces: list[str] = []
         self._size = 0
         self._stamp: str | None = None
         self._skipping = False  # inside an oversized split line, until its last piece
+        self._wrapped = ""  # the lines of a record a terminal may have wrapped, joined
+        self._width = 0  # the length of the first of them
+        self._held: Events = ()  # what they gave so far, given when no line continues them
         self.max_joined = max_joined
         self.dropped = 0
         self.failed = 0  # lines a parser raised on (a bug): skipped, counted by the caller
+        # After a feed made while ``holding``: how many of the events it gave end on the line before.
+        self.late = 0
+
+    @property
+    def holding(self) -> bool:
+        """Whether a record a terminal may have wrapped is kept for the next line (see ``late``)."""
+        return bool(self._wrapped)
 
     def feed(self, line: str) -> Events:
-        """The events of one physical line (none while a split line is still incomplete).
+        """The events of one physical line (none while a split line is still incomplete, or while a
+        record the line may continue is not yet given).
 
         A line a parser raises on gives none and is counted in ``failed``: one bad line never
         stops the reading of the ones after it."""
+        first = line[:1]
+        if first in _MAYBE_SPLIT or self._pieces or self._skipping:
+            events = self._read(line, first)
+            if self._pieces or self._skipping or first == "{":
+                # A wrapper's record, whole or joined from its own pieces: no terminal's.
+                if not self._wrapped:
+                    return events
+                held = self.settle()
+                self.late = len(held)
+                return held + events
+        else:
+            try:
+                events = parse_nested(line, 0, None)
+            except Exception:
+                self.failed += 1
+                return self.settle()
+        # Read whole (``_read_whole``, spelt out on the hot path): the commonest case.
+        if events and (type(events[0]) is not SuspiciousLine or len(events) > 1):
+            if not self._wrapped:
+                return events
+            if not self._held:
+                self._wrapped, self.late = "", 0  # no piece of a record that gave nothing
+                return events
+        elif not self._wrapped:
+            return self._begin(line, events)
+        return self._continued(line, events)
+
+    def _read(self, line: str, first: str) -> Events:
+        """A line that may be a wrapper's record, or a piece of a line a wrapper split."""
         try:
-            first = line[:1]
-            if first not in _MAYBE_SPLIT and not self._pieces and not self._skipping:
-                return parse_nested(line, 0, None)
             if first == "{" and '"log"' in line:
                 record = unwrap_json(line)
                 if record is not None:
@@ -59,6 +140,53 @@ class LogStream:
         except Exception:
             self.failed += 1
             return ()
+
+    def _begin(self, line: str, events: Events) -> Events:
+        """A line that gave nothing, or only a ``suspicious_line``: kept as a wrapped record's first
+        piece (its events held back), or its events."""
+        if len(line) < _MIN_WIDTH or line[0].isspace():
+            return events  # no terminal is that narrow; a line that begins with a blank begins no record
+        self._wrapped, self._width, self._held = line, len(line), events
+        return ()
+
+    def _alone(self, line: str, events: Events) -> Events:
+        """A line that continues no record: its events, or none yet where it may begin one."""
+        return events if _read_whole(events) else self._begin(line, events)
+
+    def _continued(self, line: str, alone: Events) -> Events:
+        """``line`` (read alone: ``alone``) after a possible first piece: the next piece of its record,
+        or a line of its own (which may itself be the first piece of another)."""
+        text, held, width = self._wrapped, self._held, self._width
+        self._wrapped, self._held, self.late = "", (), len(held)
+        if not _may_continue(line, alone, text, held, width):
+            return held + self._alone(line, alone)
+        # A character-wrapped piece ends inside a word; a copy that trimmed a piece's last blank lost it.
+        for joined in (text + line, f"{text} {line}"):
+            try:
+                events = parse_line(joined)
+            except Exception:  # never counted: the line itself was read
+                events = ()
+            if _read_whole(events):
+                break
+        else:
+            if alone or len(line) < width - 1:
+                return held + self._alone(line, alone)  # the record ended before this line, or with it
+            # A whole piece that leaves the record cut short: a middle one of a record wrapped into more.
+            events, joined = held, text + line
+        self.late = 0  # the record's events end on this line
+        if len(line) >= width - 1 and len(joined) < _MAX_WRAPPED * width:
+            # A whole piece: more of the record may follow (optional last fields, the rest of a number).
+            self._wrapped, self._held = joined, events
+            return ()
+        return events
+
+    def settle(self) -> Events:
+        """What a record a terminal may have wrapped gave so far, held back in case the next line
+        continues it: for a reader that has no more lines for now (a live source at the end of what
+        was written)."""
+        held = self._held
+        self._wrapped, self._held = "", ()
+        return held
 
     def _piece(self, text: str, stamp: str | None, last: bool) -> Events:
         if self._skipping:
@@ -86,4 +214,4 @@ class LogStream:
 
     def close(self) -> Events:
         """End of input: whatever piece is still pending."""
-        return self._flush()
+        return self.settle() + self._flush()

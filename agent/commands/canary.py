@@ -224,6 +224,7 @@ class _LogReader:
         for line in self.splitter.feed(data):
             if line is not None:
                 yield from self.stream.feed(line)
+        yield from self.stream.settle()  # what is written so far is all there is for now
 
 
 def _read_logs(starts: dict[str, int], sent: list[CanaryRequest], settle: float) -> LogFindings:

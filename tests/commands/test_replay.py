@@ -20,7 +20,7 @@ import pytest
 
 from tests.benchmarks.gen_log import generate
 from tests.support.harness import STATS, as_nobody
-from tests.support.lines import SAMPLES
+from tests.support.lines import SAMPLES, WRAPPED_PASTE
 
 ROOT = Path(__file__).parents[2]
 SCHEMA = json.loads((ROOT / "parsers" / "schema" / "events.schema.json").read_text())
@@ -210,6 +210,29 @@ def test_junk_is_counted_and_skipped_never_raised(tmp_path: Path) -> None:
     assert metric(text, "kvwatch_lines_skipped_total", reason="partial") == 1
     events = [json.loads(x) for x in kvwatch("replay", "-f", "events", str(path)).stdout.decode().splitlines()]
     assert [(e["line"], e["request_id"]) for e in events] == [(1, "chatcmpl-1"), (7, "chatcmpl-3")]
+
+
+def test_a_record_a_terminal_wrapped_is_numbered_with_its_last_line(tmp_path: Path) -> None:
+    """A paste wrapped at a terminal's width (LMCache/LMCache#2061's): each record's event carries the
+    number of the line it ends on, also where it is given only when the next line does not continue it."""
+    path = tmp_path / "pasted.log"
+    path.write_text(WRAPPED_PASTE + "INFO 10-02 10:00:00 async_llm_engine.py:120] Finished request cmpl-1a2\n" + STATS)
+    result = kvwatch("replay", "-f", "events", str(path))
+    assert result.returncode == 0, result.stderr
+    got = [(e["line"], e["kind"]) for e in map(json.loads, result.stdout.decode().splitlines())]
+    assert got == [
+        (1, "server_ready"),
+        (4, "lmcache_lookup"),
+        (9, "lmcache_store_start"),
+        (12, "lmcache_store"),
+        (13, "http_access"),
+        (17, "engine_stats"),
+        (18, "suspicious_line"),  # cut short: its period lost, and no line after it continues it
+        (19, "engine_stats"),
+    ]
+    text = kvwatch("replay", "-f", "prometheus", str(path)).stdout.decode()
+    assert metric(text, "kvwatch_lmcache_lookups_total") == 1
+    assert metric(text, "kvwatch_lines_total") == 19
 
 
 def test_a_line_longer_than_the_limit_is_skipped_at_any_size(tmp_path: Path) -> None:

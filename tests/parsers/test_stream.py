@@ -1,11 +1,18 @@
-"""Lines that Docker and containerd split into pieces are joined before parsing."""
+"""Lines that Docker and containerd split into pieces, and records a terminal wrapped, are joined
+before parsing."""
 
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
+from pathlib import Path
 
-from parsers import LogStream
-from tests.support.lines import event_dict
+import pytest
+
+from parsers import LogStream, parse_line
+from tests.benchmarks.gen_log import generate
+from tests.support.lines import WRAPPED_PASTE, all_fixture_lines, event_dict, line_cases
 
 PROMPT = "x" * 40_000 + " max_tokens=5 Throughput: 9.00 requests/s, 1.00 tokens/s"
 LONG = (
@@ -118,3 +125,95 @@ def test_a_docker_record_is_decoded_once(monkeypatch) -> None:
     events = [e for record in records * 3 for e in stream.feed(record)]
     assert [e.request_id for e in events] == ["r", "r", "r"]
     assert len(calls) == 3
+
+
+# -- records a terminal wrapped ----------------------------------------------------------------------
+
+
+def whole_records(paste: str, width: int) -> list[str]:
+    """The paste's records as the server wrote them: each line of ``width`` characters continued."""
+    records: list[str] = []
+    continued = False
+    for line in paste.splitlines():
+        if continued:
+            records[-1] += line
+        else:
+            records.append(line)
+        continued = len(line) == width
+    return records
+
+
+def test_a_paste_wrapped_at_a_terminal_s_width_gives_each_record_s_events() -> None:
+    got = feed_all(LogStream(), WRAPPED_PASTE.splitlines())
+    assert got == feed_all(LogStream(), whole_records(WRAPPED_PASTE, 84))
+    assert [e["kind"] for e in got] == [
+        "server_ready",
+        "lmcache_lookup",
+        "lmcache_store_start",
+        "lmcache_store",
+        "http_access",
+        "engine_stats",
+    ]
+    assert got[1] == {
+        "kind": "lmcache_lookup",
+        "stamp": "2025-11-22 11:29:58,730",
+        "request_id": "cmpl-2dba466675be4983b71641cb7c06e0e1-0",
+        "total_tokens": 14,
+        "hit_tokens": 0,
+        "need_to_load": 0,
+    }
+    assert got[5]["prefix_cache_hit_rate"] == 0.0 and got[5]["running"] == 0
+
+
+def wrap(lines: list[str], width: int) -> list[str]:
+    return [line[i : i + width] for line in lines for i in range(0, max(len(line), 1), width)]
+
+
+@pytest.mark.parametrize("style", ["classic", "current"])
+def test_a_log_wrapped_at_any_width_gives_the_events_of_its_whole_lines(tmp_path: Path, style: str) -> None:
+    """The generator's log (interleaved requests, noise, tracebacks, prompts quoting log lines) wrapped
+    at each width: every family counts as often as in the whole lines.  Where a piece of an echoed
+    prompt begins with a quoted access line, that piece reads as one, as it did before: a ``Received
+    request`` line's first piece is read at once (its id is whole), so nothing is held back for it."""
+    log = tmp_path / "vllm.log"
+    generate(log, 1500, seed=7, style=style)
+    lines = log.read_text(encoding="utf-8").splitlines()
+    want = Counter(e["kind"] for e in feed_all(LogStream(), lines))
+    for width in (60, 80, 100, 120, 132, 160, 200):
+        got = Counter(e["kind"] for e in feed_all(LogStream(), wrap(lines, width)))
+        assert got.pop("http_access", 0) >= want["http_access"], width
+        assert got == {kind: n for kind, n in want.items() if kind != "http_access"}, width
+
+
+def test_lines_that_are_whole_are_never_read_together() -> None:
+    """Every fixture line (but those cut short on purpose) and every line of the kept logs, in their
+    order and shuffled: a stream gives exactly what each line gives alone."""
+    cut_short = {c["line"] for c in line_cases("suspicious") if "cut short" in c["source"]}
+    lines = [line for line in all_fixture_lines() if line not in cut_short]
+    lines += [c["line"] for c in line_cases("negatives")]
+    for seed in range(4):
+        order = lines[:]
+        if seed:
+            random.Random(seed).shuffle(order)
+        want = [event_dict(e) for line in order for e in parse_line(line)]
+        assert feed_all(LogStream(), order) == want, seed
+
+
+def test_a_record_cut_short_is_given_once_a_line_does_not_continue_it() -> None:
+    cut = "INFO 10-02 10:00:00 async_llm_engine.py:120] Finished request cmpl-1a2b"  # its period lost
+    added = "INFO 10-02 10:00:01 [async_llm.py:578] Added request cmpl-9."
+    stream = LogStream()
+    assert stream.feed(cut) == ()
+    assert [e.kind for e in stream.feed(added)] == ["suspicious_line", "request_added"]
+    # Held until the end of the input, or until its reader has nothing more for now.
+    assert stream.feed(cut) == ()
+    assert [e.kind for e in stream.settle()] == ["suspicious_line"]
+    assert stream.settle() == ()
+    assert stream.feed(cut) == ()
+    assert [e.kind for e in stream.close()] == ["suspicious_line"]
+    # The rest of it on the next line (shorter: the record's last piece): read whole at once.
+    assert stream.feed(cut) == ()
+    assert [event_dict(e) for e in stream.feed("c3d.")] == [
+        {"kind": "request_finished", "stamp": "10-02 10:00:00", "request_id": "cmpl-1a2bc3d"}
+    ]
+    assert stream.close() == ()

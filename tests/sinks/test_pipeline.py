@@ -110,3 +110,17 @@ def test_a_decimal_too_long_to_be_finite_never_makes_a_metric_infinite() -> None
     ]
     assert infinite == []
     assert 'kvwatch_vllm_prompt_throughput_tokens_per_second{engine="0",server="s"} 10.0' in text
+
+
+def test_a_live_record_cut_short_is_counted_with_the_batch_it_came_in() -> None:
+    """A stream holds back a record cut short in case the next line continues it (a wrapped paste);
+    a live reader does not wait for a next line that may never come."""
+    pipeline = SourcePipeline("live", UTC, 1 << 20)
+    pipeline.feed(["INFO 10-02 10:00:00 async_llm_engine.py:120] Finished request cmpl-1a2b"])
+    assert pipeline.stats.suspicious == {"request_finished": 1}
+    assert (pipeline.stats.lines, pipeline.stats.parsed_lines) == (1, 1)
+    # Within a batch the pieces of a wrapped record are read together.
+    pipeline.feed(["INFO 10-02 10:00:00 async_llm_engine.py:120] Finished request cmpl-1a2b", "c3d."])
+    assert pipeline.stats.suspicious == {"request_finished": 1}
+    assert pipeline.stats.finished == 1
+    assert (pipeline.stats.lines, pipeline.stats.parsed_lines) == (3, 2)

@@ -15,6 +15,28 @@ from parsers.events import Event, payload_fields
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 SAMPLES = FIXTURES / "samples"
 
+# LMCache/LMCache#2061 as its reporter pasted it: vLLM 0.11 with LMCache, copied from a terminal 84
+# columns wide, each record wrapped into lines that carry no mark of it.
+WRAPPED_PASTE = """\
+(APIServer pid=1) INFO:     Application startup complete.
+(EngineCore_DP0 pid=144) [2025-11-22 11:29:58,730] LMCache INFO: Reqid: cmpl-2dba46
+6675be4983b71641cb7c06e0e1-0, Total tokens 14, LMCache hit tokens: 0, need to load:
+ 0 (vllm_v1_adapter.py:1330:lmcache.integration.vllm.vllm_v1_adapter)
+(EngineCore_DP0 pid=144) [2025-11-22 11:29:58,734] LMCache INFO: Post-initializing
+LMCacheEngine (cache_engine.py:179:lmcache.v1.cache_engine)
+(EngineCore_DP0 pid=144) [2025-11-22 11:29:58,739] LMCache INFO: Storing KV cache f
+or 14 out of 14 tokens (skip_leading_tokens=0) for request cmpl-2dba466675be4983b71
+641cb7c06e0e1-0 (vllm_v1_adapter.py:1209:lmcache.integration.vllm.vllm_v1_adapter)
+(EngineCore_DP0 pid=144) [2025-11-22 11:29:58,779] LMCache INFO: Stored 14 out of t
+otal 14 tokens. size: 0.0015 gb, cost 40.1644 ms, throughput: 0.0372 GB/s; offload_
+time: 0.6422 ms, put_time: 39.5222 ms (cache_engine.py:303:lmcache.v1.cache_engine)
+(APIServer pid=1) INFO:     127.0.0.1:45404 - "POST /v1/completions HTTP/1.1" 200 O
+K
+(APIServer pid=1) INFO 11-22 11:30:04 [loggers.py:127] Engine 000: Avg prompt throu
+ghput: 1.3 tokens/s, Avg generation throughput: 0.9 tokens/s, Running: 0 reqs, Wait
+ing: 0 reqs, GPU KV cache usage: 0.0%, Prefix cache hit rate: 0.0%
+"""
+
 
 def event_dict(event: Event) -> dict:
     """kind, raw stamp when present, and every field that is not absent."""
