@@ -25,7 +25,7 @@ from typing import BinaryIO
 from agent.sinks.stats import ServerStats
 from agent.sources.lines import LineReader
 from parsers import Clock, LogStream
-from parsers.events import Event
+from parsers.events import Event, Events
 from parsers.masking import looks_like_a_log_line
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,8 @@ class SourcePipeline:
 
     def _feed(self, lines: list[str | None]) -> None:
         stats = self.stats
-        observe = stats.observe
         feed = self.stream.feed
-        listeners = self.listeners
+        deliver = self._deliver
         parsed = 0
         for line in lines:
             if line is None:
@@ -72,25 +71,26 @@ class SourcePipeline:
             events = feed(line)
             if events:
                 parsed += 1
-                for event in events:
-                    observe(event)
-                    for listener in listeners:
-                        listener(event)
+                deliver(events)
         # A record held back in case the next line continues it (a wrapped paste) waits no longer than
         # what has been written: a live line is counted as soon as it is read.
         settled = self.stream.settle()
         if settled:
             parsed += 1
-            for event in settled:
-                observe(event)
-                for listener in listeners:
-                    listener(event)
+            deliver(settled)
         stats.lines += len(lines)
         stats.parsed_lines += parsed
         if self.stream.failed:
             note_parser_errors(stats, self.stream.failed)
             self.stream.failed = 0
         self.last_line = time.time()
+
+    def _deliver(self, events: Events) -> None:
+        observe = self.stats.observe
+        for event in events:
+            observe(event)
+            for listener in self.listeners:
+                listener(event)
 
 
 # -- replay ------------------------------------------------------------------------------
