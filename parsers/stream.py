@@ -29,7 +29,7 @@ from parsers.events import SuspiciousLine
 DEFAULT_MAX_JOINED = 4 * 1024 * 1024
 # First characters of a Docker json-file record or a CRI record (and the empty line).
 _MAYBE_SPLIT = frozenset("{0123456789") | {""}
-# A wrapped record is pieced together from at most this many lines (a stats line wrapped at 40 columns).
+# A wrapped record is pieced together from at most this many lines' worth (a stats line wrapped at 40 columns).
 _MAX_WRAPPED = 10
 # Shorter than this, a line is no terminal's width (pastes are wrapped at 60 to 250 columns).
 _MIN_WIDTH = 40
@@ -97,17 +97,13 @@ class LogStream:
             events = self._read(line, first)
             if self._pieces or self._skipping or first == "{":
                 # A wrapper's record, whole or joined from its own pieces: no terminal's.
-                if not self._wrapped:
-                    return events
-                held = self.settle()
-                self.late = len(held)
-                return held + events
+                return self._release() + events if self._wrapped else events
         else:
             try:
                 events = parse_nested(line, 0, None)
             except Exception:
                 self.failed += 1
-                return self.settle()
+                return self._release()
         # Read whole (``_read_whole``, spelt out on the hot path): the commonest case.
         if events and (type(events[0]) is not SuspiciousLine or len(events) > 1):
             if not self._wrapped:
@@ -179,6 +175,12 @@ class LogStream:
             self._wrapped, self._held = joined, events
             return ()
         return events
+
+    def _release(self) -> Events:
+        """The record held back, given with a line that is no piece of it (it ends on the line before)."""
+        held = self.settle()
+        self.late = len(held)
+        return held
 
     def settle(self) -> Events:
         """What a record a terminal may have wrapped gave so far, held back in case the next line
