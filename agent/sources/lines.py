@@ -1,5 +1,9 @@
 """Bytes to lines: files, gzip files and stdin, read in large blocks.
 
+A file that begins with a UTF-16 byte order mark (what Windows PowerShell 5's
+``>`` writes, ``kubectl logs pod > vllm.log`` there) is read as UTF-16 and
+handed on as UTF-8.
+
 A line is what ends in ``\\n`` (a bare ``\\r`` does not end one).  Lines that
 cannot be parsed safely are counted and skipped, never raised: invalid UTF-8,
 NUL bytes, lines longer than the limit (a 10 MB line is read past without
@@ -10,6 +14,7 @@ lines that follow stay true.
 
 from __future__ import annotations
 
+import codecs
 import os
 import stat
 import sys
@@ -21,6 +26,7 @@ from typing import BinaryIO
 BLOCK = 1 << 20
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
+UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 class GzipStream:
@@ -65,6 +71,30 @@ class GzipStream:
             if data:
                 return data
         return b""
+
+
+class Utf16Stream:
+    """UTF-16 text (its byte order told by its mark) read as UTF-8 bytes.  A code unit that is no
+    character (a lone surrogate) stays one, so the line that holds it is skipped as invalid UTF-8."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._decode = codecs.getincrementaldecoder("utf-16")("surrogatepass").decode
+        self.error: str | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        return self._recoded(self._raw.read, size)
+
+    def read1(self, size: int = -1) -> bytes:
+        """What has come so far (a pipe's writer still writing), recoded."""
+        return self._recoded(getattr(self._raw, "read1", self._raw.read), size)
+
+    def _recoded(self, read, size: int) -> bytes:
+        while True:
+            data = read(size if size > 0 else BLOCK)
+            text = self._decode(data, final=not data)
+            if text or not data:  # half a character waits for its other half
+                return text.encode("utf-8", "surrogatepass")
 
 
 class InputError(Exception):
@@ -112,8 +142,11 @@ def open_input(name: str) -> Input:
         stdin = sys.stdin.buffer
         now = datetime.now(UTC)
         live = not _is_regular(stdin)
-        if hasattr(stdin, "peek") and stdin.peek(2)[:2] == GZIP_MAGIC:
+        first = stdin.peek(2)[:2] if hasattr(stdin, "peek") else b""
+        if first == GZIP_MAGIC:
             return Input("-", GzipStream(stdin), now, live=live)
+        if first in UTF16_MARKS:
+            return Input("-", Utf16Stream(stdin), now, live=live)
         return Input("-", stdin, now, live=live)
     try:
         if os.path.isdir(name):
@@ -127,8 +160,11 @@ def open_input(name: str) -> Input:
         raise InputError(f"{name}: cannot open: {exc.strerror or exc}") from None
     modified = datetime.fromtimestamp(os.fstat(raw.fileno()).st_mtime, UTC)
     plain = _is_regular(raw)  # else a named pipe, or a device
-    if raw.peek(2)[:2] == GZIP_MAGIC:
+    first = raw.peek(2)[:2]
+    if first == GZIP_MAGIC:
         return Input(name, GzipStream(raw), modified, raw.close, live=not plain)
+    if first in UTF16_MARKS:  # never read in slices: a slice's first byte may be half a character
+        return Input(name, Utf16Stream(raw), modified, raw.close, live=not plain)
     return Input(name, raw, modified, raw.close, name if plain else None, live=not plain)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import os
@@ -138,6 +139,29 @@ def test_stdin_and_gzip_give_the_same_numbers(lmcache_copy: Path, tmp_path: Path
     assert zipped_stdin == from_stdin
     events = kvwatch("replay", "-f", "events", "-", stdin=lmcache_copy.read_bytes()).stdout.decode()
     assert json.loads(events.splitlines()[0])["file"] == "-"
+
+
+def test_a_log_saved_as_utf_16_gives_the_numbers_of_its_utf_8_copy(lmcache_copy: Path, tmp_path: Path) -> None:
+    """Windows PowerShell 5's ``kubectl logs pod > vllm.log`` writes UTF-16 with a byte order mark
+    (little-endian, CRLF line ends); a big-endian copy and stdin are read the same way."""
+    text = lmcache_copy.read_text(encoding="utf-8")
+    little = tmp_path / "vllm.log"
+    little.write_bytes(codecs.BOM_UTF16_LE + text.replace("\n", "\r\n").encode("utf-16-le"))
+    plain = kvwatch("replay", "-f", "prometheus", str(lmcache_copy)).stdout.decode()
+    assert kvwatch("replay", "-f", "prometheus", str(little)).stdout.decode() == plain
+    big = tmp_path / "big-endian" / "vllm.log"
+    big.parent.mkdir()
+    big.write_bytes(codecs.BOM_UTF16_BE + text.encode("utf-16-be"))
+    assert kvwatch("replay", "-f", "prometheus", str(big)).stdout.decode() == plain
+    from_stdin = kvwatch("replay", "-f", "prometheus", "-", stdin=little.read_bytes()).stdout.decode()
+    assert from_stdin.replace('server="stdin"', 'server="vllm"') == plain
+    # A code unit that is no character (a lone surrogate) costs its line only.
+    broken = tmp_path / "broken" / "vllm.log"
+    broken.parent.mkdir()
+    broken.write_bytes(codecs.BOM_UTF16_LE + b"\x00\xd8x\x00\n\x00" + text.encode("utf-16-le"))
+    result = kvwatch("replay", "-f", "prometheus", str(broken)).stdout.decode()
+    assert metric(result, "kvwatch_lines_skipped_total", reason="invalid_utf8") == 1
+    assert metric(result, "kvwatch_lmcache_lookups_total") == metric(plain, "kvwatch_lmcache_lookups_total") == 5
 
 
 def test_several_files_one_server(tmp_path: Path) -> None:
