@@ -31,8 +31,10 @@ DEFAULT_MAX_JOINED = 4 * 1024 * 1024
 _MAYBE_SPLIT = frozenset("{0123456789") | {""}
 # A wrapped record is pieced together from at most this many lines' worth (a stats line wrapped at 40 columns).
 _MAX_WRAPPED = 10
-# Shorter than this, a line is no terminal's width (pastes are wrapped at 60 to 250 columns).
+# Shorter or longer than these, a line is no terminal's width (pastes are wrapped at 60 to 250 columns);
+# the bound also keeps what is held and read again small, whatever lines come.
 _MIN_WIDTH = 40
+_MAX_WIDTH = 4096
 
 
 def _read_whole(events: Events) -> bool:
@@ -140,8 +142,8 @@ class LogStream:
     def _begin(self, line: str, events: Events) -> Events:
         """A line that gave nothing, or only a ``suspicious_line``: kept as a wrapped record's first
         piece (its events held back), or its events."""
-        if len(line) < _MIN_WIDTH or line[0].isspace():
-            return events  # no terminal is that narrow; a line that begins with a blank begins no record
+        if not _MIN_WIDTH <= len(line) <= _MAX_WIDTH or line[0].isspace():
+            return events  # no terminal is that narrow or wide; a line that begins with a blank begins no record
         self._wrapped, self._width, self._held = line, len(line), events
         return ()
 

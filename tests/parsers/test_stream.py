@@ -217,3 +217,14 @@ def test_a_record_cut_short_is_given_once_a_line_does_not_continue_it() -> None:
         {"kind": "request_finished", "stamp": "10-02 10:00:00", "request_id": "cmpl-1a2bc3d"}
     ]
     assert stream.close() == ()
+
+
+def test_a_line_wider_than_any_terminal_is_never_kept_as_a_first_piece() -> None:
+    """A record a terminal wrapped begins with a line of the terminal's width; a longer line that gives
+    nothing (garbage, a stray JSON document) is read once, never again with the lines after it."""
+    stream = LogStream()
+    wide = "x" + "0123456789 abcdefghij " * 200  # 4,401 characters
+    assert stream.feed(wide) == () and not stream.holding
+    assert stream.feed(wide[:4000]) == () and stream.holding  # the width of a (very wide) terminal
+    cut = "INFO 10-02 10:00:00 async_llm_engine.py:120] Finished request " + "a" * 5000
+    assert [e.kind for e in stream.feed(cut[:-1] + " ")] == ["suspicious_line"] and not stream.holding
