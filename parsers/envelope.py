@@ -362,9 +362,28 @@ _RECORD_START = re.compile(
 _AFTER_TAG = frozenset("[\x1b0123456789")
 
 
+# What a record's first characters hold wherever a prefix put them, its header complete or not: a time,
+# a level with a date or a colon, a process tag with its pid (each looked for only where its text is).
+_DATE_MARK = re.compile(r"\d{4}-\d\d-\d\d[ T]\d")
+_LEVEL_MARK = re.compile(r"\b(?:TRACE|DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)(?: +\d|: )")
+_TAG_MARK = re.compile(r"\([^()]{1,64} pid=\d+\)")
+_LEVEL_TEXTS = ("INFO", "WARN", "ERROR", "DEBUG", "CRITICAL", "TRACE", "FATAL")
+
+
+def holds_record_mark(line: str) -> bool:
+    """Whether a line's first 160 characters hold a record's time, level or process tag (after any prefix)."""
+    head = line[:160]
+    return (
+        ("-" in head and _DATE_MARK.search(head) is not None)
+        or ("pid=" in head and _TAG_MARK.search(head) is not None)
+        or (any(text in head for text in _LEVEL_TEXTS) and _LEVEL_MARK.search(head) is not None)
+    )
+
+
 def begins_record(line: str) -> bool:
     """Whether a line begins as a record does -- behind a process tag, with a time, a level and a date,
     or a header of its own: never the rest of another record that a terminal wrapped."""
+    line = line[:512]  # a record's tags and header are all within its first characters
     m = PROCESS_TAG.match(line) if line.startswith("(") else None
     if m is not None and m.end() < len(line) and (line[m.end() - 1] == " " or line[m.end()] in _AFTER_TAG):
         return True

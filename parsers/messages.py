@@ -157,6 +157,13 @@ _FIRST_WORDS = "|".join(re.escape(word) for word in sorted(_WHOLE_MESSAGES, key=
 MESSAGE_START = re.compile(r"(?<=[\s\]):|>-])(?:" + _FIRST_WORDS + ")(?= )")
 
 
+def begins_with_message(line: str) -> bool:
+    """Whether a line's first word is the first word of a message read alone (a record without a header
+    may begin so)."""
+    space = line.find(" ")
+    return space > 0 and line[:space] in _WHOLE_MESSAGES
+
+
 def message_only(line: str, start: int) -> Events:
     """The events of a line that is one whole known message, a bench result or an exception line."""
     space = line.find(" ", start)

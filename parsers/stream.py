@@ -21,8 +21,9 @@ it.
 from __future__ import annotations
 
 from parsers.dispatch import Events, parse_line, parse_nested, parse_record, parse_wrapped
-from parsers.envelope import CRI_RECORD, begins_record, unwrap_json
+from parsers.envelope import CRI_RECORD, begins_record, holds_record_mark, unwrap_json
 from parsers.events import SuspiciousLine
+from parsers.messages import begins_with_message
 
 # A joined line longer than this is dropped (and counted by the caller through
 # ``dropped``): nothing useful is that long, and memory stays bounded.
@@ -42,15 +43,25 @@ def _read_whole(events: Events) -> bool:
     return bool(events) and (type(events[0]) is not SuspiciousLine or len(events) > 1)
 
 
+def _begins_a_record(line: str) -> bool:
+    """Whether a line that gave nothing begins as a record or a message alone does, its header complete
+    or not and behind a prefix or not: only such a line is read again with the lines after it (a flood of
+    garbage lines of one length is read once)."""
+    return holds_record_mark(line) or begins_with_message(line) or begins_record(line)
+
+
 def _may_continue(line: str, alone: Events, text: str, held: Events, width: int) -> bool:
     """Whether ``line`` (read alone: ``alone``) may be the next piece of the record ``text`` begins
     (its first piece ``width`` long): no longer than that piece (one more: a copy that trimmed its last
     blank), not begun as it is (the same writer's next record) nor with a header of its own, and giving
-    nothing alone -- or, after a record cut short, only what a message without its header gives."""
+    nothing alone -- or, after a record cut short, only what a message without its header gives; a first
+    piece that gave nothing must show signs of a record."""
     if len(line) > width + 1 or line[:8] == text[:8]:
         return False
     if alone and not (held and all(event.stamp is None for event in alone)):
         return False
+    if not held and not _begins_a_record(text):
+        return False  # a line that gave nothing and holds no sign of a record: not read again
     return not begins_record(line)
 
 

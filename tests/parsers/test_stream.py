@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import parsers.stream
 from parsers import LogStream, parse_line
 from tests.benchmarks.gen_log import generate
 from tests.support.lines import WRAPPED_PASTE, all_fixture_lines, event_dict, line_cases
@@ -228,3 +229,20 @@ def test_a_line_wider_than_any_terminal_is_never_kept_as_a_first_piece() -> None
     assert stream.feed(wide[:4000]) == () and stream.holding  # the width of a (very wide) terminal
     cut = "INFO 10-02 10:00:00 async_llm_engine.py:120] Finished request " + "a" * 5000
     assert [e.kind for e in stream.feed(cut[:-1] + " ")] == ["suspicious_line"] and not stream.holding
+
+
+def test_lines_that_show_no_sign_of_a_record_are_never_read_again_together(monkeypatch) -> None:
+    """Garbage lines of one length (a flood of random hex) each give nothing; none is read a second time
+    joined with the next, which would multiply what such a flood costs."""
+    read = []
+    real = parsers.stream.parse_line
+    monkeypatch.setattr(parsers.stream, "parse_line", lambda text: read.append(len(text)) or real(text))
+    rnd = random.Random(5)
+    garbage = ["".join(rnd.choice("0123456789abcdef") for _ in range(100)) for _ in range(50)]
+    stream = LogStream()
+    assert [stream.feed(line) for line in garbage] == [()] * 50
+    assert [n for n in read if n > 100] == []
+    # A first piece with the signs of a record is read again with the next line.
+    stream.feed("(APIServer pid=1) INFO 11-22 11:30:04 [loggers.py:127] Engine 000: Avg prompt throu")
+    stream.feed("ghput: 1.3 tokens/s, Running: 0 reqs, Waiting: 0 reqs, GPU KV cache usage: 0.0%")
+    assert [n for n in read if n > 100] != []
