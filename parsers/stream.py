@@ -15,7 +15,9 @@ cut short: at most a message without its header), is no longer than the first
 piece and begins no record of its own.  The record's events are given once a line
 does not continue it (or by :meth:`LogStream.settle`, for a reader that has
 nothing more for now); a ``suspicious_line`` is given only if no piece completes
-it.
+it.  Once a record was read so, the input is a wrapped paste, and any line may be
+a first piece: one read alone is read again with its next pieces when that gives
+events of the same kinds (with the fields its next pieces hold).
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def _read_whole(events: Events) -> bool:
     return bool(events) and (type(events[0]) is not SuspiciousLine or len(events) > 1)
 
 
+def _same_kinds(events: Events, held: Events) -> bool:
+    """Whether a record read with the next line gives the kinds of events its first piece gave alone
+    (their fields may differ: a store line's size and cost, a stats line's parts after a cut between two
+    of them, a number's digits after a cut inside it)."""
+    return len(events) == len(held) and all(type(a) is type(b) for a, b in zip(events, held, strict=True))
+
+
 def _begins_a_record(line: str) -> bool:
     """Whether a line that gave nothing begins as a record or a message alone does, its header complete
     or not and behind a prefix or not: only such a line is read again with the lines after it (a flood of
@@ -68,6 +77,7 @@ def _may_continue(line: str, alone: Events, text: str, held: Events, width: int)
 class LogStream:
     __slots__ = (
         "_held",
+        "_pasted",
         "_pieces",
         "_size",
         "_skipping",
@@ -88,6 +98,9 @@ class LogStream:
         self._wrapped = ""  # the lines of a record a terminal may have wrapped, joined
         self._width = 0  # the length of the first of them
         self._held: Events = ()  # what they gave so far, given when no line continues them
+        # A record was read from wrapped lines: this input is a wrapped paste, where a first piece may read
+        # as a whole message without the fields its next pieces hold.
+        self._pasted = False
         self.max_joined = max_joined
         self.dropped = 0
         self.failed = 0  # lines a parser raised on (a bug): skipped, counted by the caller
@@ -120,7 +133,7 @@ class LogStream:
         # Read whole (``_read_whole``, spelt out on the hot path): the commonest case.
         if events and (type(events[0]) is not SuspiciousLine or len(events) > 1):
             if not self._wrapped:
-                return events
+                return self._begin(line, events) if self._pasted else events
             if not self._held:
                 self._wrapped, self.late = "", 0  # no piece of a record that gave nothing
                 return events
@@ -151,8 +164,8 @@ class LogStream:
             return ()
 
     def _begin(self, line: str, events: Events) -> Events:
-        """A line that gave nothing, or only a ``suspicious_line``: kept as a wrapped record's first
-        piece (its events held back), or its events."""
+        """A line that gave nothing, or only a ``suspicious_line`` (in a wrapped paste: any line): kept
+        as a wrapped record's first piece (its events held back), or its events."""
         if not _MIN_WIDTH <= len(line) <= _MAX_WIDTH or line[0].isspace():
             return events  # no terminal is that narrow or wide; a line that begins with a blank begins no record
         self._wrapped, self._width, self._held = line, len(line), events
@@ -160,7 +173,7 @@ class LogStream:
 
     def _alone(self, line: str, events: Events) -> Events:
         """A line that continues no record: its events, or none yet where it may begin one."""
-        return events if _read_whole(events) else self._begin(line, events)
+        return self._begin(line, events) if self._pasted or not _read_whole(events) else events
 
     def _continued(self, line: str, alone: Events) -> Events:
         """``line`` (read alone: ``alone``) after a possible first piece: the next piece of its record,
@@ -175,7 +188,8 @@ class LogStream:
                 events = parse_line(joined)
             except Exception:  # never counted: the line itself was read
                 events = ()
-            if _read_whole(events):
+            if _read_whole(events) and (not _read_whole(held) or _same_kinds(events, held)):
+                self._pasted = True
                 break
         else:
             if alone or len(line) < width - 1:

@@ -249,7 +249,7 @@ def test_a_record_a_terminal_wrapped_is_numbered_with_its_last_line(tmp_path: Pa
         (4, "lmcache_lookup"),
         (9, "lmcache_store_start"),
         (12, "lmcache_store"),
-        (13, "http_access"),
+        (14, "http_access"),  # its reason phrase wrapped: "200 O" / "K"
         (17, "engine_stats"),
         (18, "suspicious_line"),  # cut short: its period lost, and no line after it continues it
         (19, "engine_stats"),

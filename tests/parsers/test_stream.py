@@ -13,7 +13,7 @@ import pytest
 import parsers.stream
 from parsers import LogStream, parse_line
 from tests.benchmarks.gen_log import generate
-from tests.support.lines import WRAPPED_PASTE, all_fixture_lines, event_dict, line_cases
+from tests.support.lines import PASTED_RECORDS, WRAPPED_PASTE, all_fixture_lines, event_dict, line_cases
 
 PROMPT = "x" * 40_000 + " max_tokens=5 Throughput: 9.00 requests/s, 1.00 tokens/s"
 LONG = (
@@ -131,22 +131,13 @@ def test_a_docker_record_is_decoded_once(monkeypatch) -> None:
 # -- records a terminal wrapped ----------------------------------------------------------------------
 
 
-def whole_records(paste: str, width: int) -> list[str]:
-    """The paste's records as the server wrote them: each line of ``width`` characters continued."""
-    records: list[str] = []
-    continued = False
-    for line in paste.splitlines():
-        if continued:
-            records[-1] += line
-        else:
-            records.append(line)
-        continued = len(line) == width
-    return records
+def wrap(lines: list[str], width: int) -> list[str]:
+    return [line[i : i + width] for line in lines for i in range(0, max(len(line), 1), width)]
 
 
 def test_a_paste_wrapped_at_a_terminal_s_width_gives_each_record_s_events() -> None:
     got = feed_all(LogStream(), WRAPPED_PASTE.splitlines())
-    assert got == feed_all(LogStream(), whole_records(WRAPPED_PASTE, 84))
+    assert got == feed_all(LogStream(), PASTED_RECORDS)
     assert [e["kind"] for e in got] == [
         "server_ready",
         "lmcache_lookup",
@@ -163,11 +154,16 @@ def test_a_paste_wrapped_at_a_terminal_s_width_gives_each_record_s_events() -> N
         "hit_tokens": 0,
         "need_to_load": 0,
     }
-    assert got[5]["prefix_cache_hit_rate"] == 0.0 and got[5]["running"] == 0
+    assert got[3]["put_ms"] == 39.5222 and got[5]["prefix_cache_hit_rate"] == 0.0 and got[5]["running"] == 0
 
 
-def wrap(lines: list[str], width: int) -> list[str]:
-    return [line[i : i + width] for line in lines for i in range(0, max(len(line), 1), width)]
+@pytest.mark.parametrize("width", range(60, 150, 10))
+def test_the_same_records_wrapped_at_another_width_give_the_same_events(width: int) -> None:
+    """Where the first wrapped record's first piece is cut short, the paste is known to be wrapped, and
+    a record whose first piece reads alone (the store line without its offload and put times) is read
+    with its next pieces too.  (Wider, the first records' first pieces read whole: a record read before
+    the paste shows it is wrapped keeps only the fields its first piece holds.)"""
+    assert feed_all(LogStream(), wrap(PASTED_RECORDS, width)) == feed_all(LogStream(), PASTED_RECORDS)
 
 
 @pytest.mark.parametrize("style", ["classic", "current"])

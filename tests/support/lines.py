@@ -15,8 +15,9 @@ from parsers.events import Event, payload_fields
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 SAMPLES = FIXTURES / "samples"
 
-# LMCache/LMCache#2061 as its reporter pasted it: vLLM 0.11 with LMCache, copied from a terminal 84
-# columns wide, each record wrapped into lines that carry no mark of it.
+# LMCache/LMCache#2061 as its reporter pasted it: vLLM 0.11 with LMCache, copied from a terminal that
+# wrapped each record at 83 characters into lines that carry no mark of it (a blank at a piece's end
+# trimmed: ``Post-initializing`` / ``LMCacheEngine``).
 WRAPPED_PASTE = """\
 (APIServer pid=1) INFO:     Application startup complete.
 (EngineCore_DP0 pid=144) [2025-11-22 11:29:58,730] LMCache INFO: Reqid: cmpl-2dba46
@@ -36,6 +37,17 @@ K
 ghput: 1.3 tokens/s, Avg generation throughput: 0.9 tokens/s, Running: 0 reqs, Wait
 ing: 0 reqs, GPU KV cache usage: 0.0%, Prefix cache hit rate: 0.0%
 """
+# The records of that paste as the server wrote them, each on one line.
+_PIECES = WRAPPED_PASTE.splitlines()
+PASTED_RECORDS = [
+    _PIECES[0],
+    "".join(_PIECES[1:4]),
+    _PIECES[4] + " " + _PIECES[5],
+    "".join(_PIECES[6:9]),
+    "".join(_PIECES[9:12]),
+    "".join(_PIECES[12:14]),
+    "".join(_PIECES[14:17]),
+]
 
 
 def event_dict(event: Event) -> dict:
