@@ -67,7 +67,7 @@ def _may_continue(line: str, alone: Events, text: str, held: Events, width: int)
     piece that gave nothing must show signs of a record."""
     if len(line) > width + 1 or line[:8] == text[:8]:
         return False
-    if alone and not (held and all(event.stamp is None for event in alone)):
+    if alone and (not held or _read_whole(held) or any(event.stamp is not None for event in alone)):
         return False
     if not held and not _begins_a_record(text):
         return False  # a line that gave nothing and holds no sign of a record: not read again

@@ -170,8 +170,8 @@ def test_the_same_records_wrapped_at_another_width_give_the_same_events(width: i
 def test_a_log_wrapped_at_any_width_gives_the_events_of_its_whole_lines(tmp_path: Path, style: str) -> None:
     """The generator's log (interleaved requests, noise, tracebacks, prompts quoting log lines) wrapped
     at each width: every family counts as often as in the whole lines.  Where a piece of an echoed
-    prompt begins with a quoted access line, that piece reads as one, as it did before: a ``Received
-    request`` line's first piece is read at once (its id is whole), so nothing is held back for it."""
+    prompt begins with a quoted access line, that piece reads as one: a message read alone continues
+    only a record cut short, and a ``Received request`` line's first piece reads whole (its id is)."""
     log = tmp_path / "vllm.log"
     generate(log, 1500, seed=7, style=style)
     lines = log.read_text(encoding="utf-8").splitlines()
@@ -242,3 +242,16 @@ def test_lines_that_show_no_sign_of_a_record_are_never_read_again_together(monke
     stream.feed("(APIServer pid=1) INFO 11-22 11:30:04 [loggers.py:127] Engine 000: Avg prompt throu")
     stream.feed("ghput: 1.3 tokens/s, Running: 0 reqs, Waiting: 0 reqs, GPU KV cache usage: 0.0%")
     assert [n for n in read if n > 100] != []
+
+
+def test_in_a_wrapped_paste_a_whole_message_after_a_record_read_whole_is_a_record_of_its_own() -> None:
+    stream = LogStream()
+    for line in WRAPPED_PASTE.splitlines():  # shows the input to be a wrapped paste
+        stream.feed(line)
+    lookup = (
+        "[2025-11-22 11:30:05,000] LMCache INFO: Reqid: chatcmpl-abc, Total tokens 40, LMCache hit tokens: 16, "
+        "need to load: 16"
+    )
+    store = "Stored 24 out of total 24 tokens. size: 0.0026 gb, cost 1.5 ms, throughput: 1.7 GB/s"  # %(message)s
+    events = [*stream.feed(lookup), *stream.feed(store), *stream.close()]
+    assert [e.kind for e in events][-2:] == ["lmcache_lookup", "lmcache_store"]
