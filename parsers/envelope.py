@@ -101,6 +101,10 @@ UVICORN_HEADER = r"[A-Z]+(): +"
 # text (an open quote, or prose) or that another server wrote the line.
 
 _LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"
+# Every level word a logging format's header may hold, and how a record's time begins.
+_ANY_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
+_ANY_LEVEL = "(?:" + "|".join(_ANY_LEVELS) + ")"
+_DATE_TIME = r"\d{4}-\d\d-\d\d[ T]\d"
 # The loggers whose records kvwatch reads (a name that starts so: ``vllm.v1.metrics.loggers``).
 WATCHED_LOGGERS = ("vllm", "lmcache", "uvicorn")
 # A full time as log pipelines and logging formats write it: a date, sub-seconds, a zone.
@@ -354,9 +358,7 @@ def _header_at(line: str, pos: int) -> Header | None:
 
 
 # How a record's first line begins, its header complete or not: a time or a level and a date.
-_RECORD_START = re.compile(
-    r"(?:\x1b\[[0-9;]*m)?(?:\[?\d{4}-\d\d-\d\d[ T]\d|(?:TRACE|DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL) +\d)"
-)
+_RECORD_START = re.compile(r"(?:\x1b\[[0-9;]*m)?(?:\[?" + _DATE_TIME + "|" + _ANY_LEVEL + r" +\d)")
 # What follows a process tag at a record's start besides a blank (a tail in parentheses,
 # ``(file.py:1:logger)``, ends a line; ``(from 9 total tokens).`` goes on with a dot).
 _AFTER_TAG = frozenset("[\x1b0123456789")
@@ -364,10 +366,9 @@ _AFTER_TAG = frozenset("[\x1b0123456789")
 
 # What a record's first characters hold wherever a prefix put them, its header complete or not: a time,
 # a level with a date or a colon, a process tag with its pid (each looked for only where its text is).
-_DATE_MARK = re.compile(r"\d{4}-\d\d-\d\d[ T]\d")
-_LEVEL_MARK = re.compile(r"\b(?:TRACE|DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)(?: +\d|: )")
+_DATE_MARK = re.compile(_DATE_TIME)
+_LEVEL_MARK = re.compile(r"\b" + _ANY_LEVEL + r"(?: +\d|: )")
 _TAG_MARK = re.compile(r"\([^()]{1,64} pid=\d+\)")
-_LEVEL_TEXTS = ("INFO", "WARN", "ERROR", "DEBUG", "CRITICAL", "TRACE", "FATAL")
 
 
 def holds_record_mark(line: str) -> bool:
@@ -376,7 +377,7 @@ def holds_record_mark(line: str) -> bool:
     return (
         ("-" in head and _DATE_MARK.search(head) is not None)
         or ("pid=" in head and _TAG_MARK.search(head) is not None)
-        or (any(text in head for text in _LEVEL_TEXTS) and _LEVEL_MARK.search(head) is not None)
+        or (any(level in head for level in _ANY_LEVELS) and _LEVEL_MARK.search(head) is not None)
     )
 
 
@@ -576,7 +577,7 @@ _HEADER_PIECE = re.compile(
     re.ASCII,
 )
 _TIME_OR_DATE = re.compile(r"\d[:/-]\d")
-_HEADER_LEVELS = frozenset(("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE"))
+_HEADER_LEVELS = frozenset(_ANY_LEVELS)
 # The full time a header holds, if any (the record's stamp).
 FULL_TIME = re.compile(_FULL_TIME, re.ASCII)
 

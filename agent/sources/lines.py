@@ -80,7 +80,6 @@ class Utf16Stream:
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._decode = codecs.getincrementaldecoder("utf-16")("surrogatepass").decode
-        self.error: str | None = None
 
     def read(self, size: int = -1) -> bytes:
         return self._recoded(self._raw.read, size)
