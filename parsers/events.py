@@ -395,11 +395,12 @@ class KvCacheCapacity(Event):
 
 @dataclass(slots=True)
 class StartupPhase(Event):
-    """A start-up step vLLM times: ``phase`` is weights_loading, torch_compile, graph_capture,
-    engine_init (``seconds``) or kv_cache_memory (``bytes`` of the KV pool)."""
+    """A start-up step vLLM times: ``phase`` is weights_loading, memory_profiling, torch_compile,
+    graph_capture, engine_init (``seconds``) or kv_cache_memory (``bytes`` of the KV pool)."""
 
     kind: ClassVar[str] = "startup_phase"
-    phase: str = ""  #: weights_loading, torch_compile, graph_capture, engine_init or kv_cache_memory
+    #: weights_loading, memory_profiling, torch_compile, graph_capture, engine_init or kv_cache_memory
+    phase: str = ""
     seconds: float | None = None  #: how long the step took
     #: bytes (kv_cache_memory: the memory left for the KV cache; negative when the model left none)
     bytes: float | None = None

@@ -45,6 +45,21 @@ WEIGHTS_LOADING = re.compile(rf"Loading weights took ({DECIMAL}) s(?:econds|ecs)
 TORCH_COMPILE = re.compile(rf"torch\.compile takes ({DECIMAL}) s in total")
 GRAPH_CAPTURE = re.compile(rf"Graph capturing finished in ({DECIMAL}) secs?(?:, took (-?{DECIMAL}) GiB)?\.?")
 KV_MEMORY = re.compile(rf"Available KV cache memory: (-?{DECIMAL}) GiB")
+# V0's worker (0.6.5 to 0.10) after its profiling run, a message of three lines (each with its own
+# header): ``Memory profiling takes 5.35 seconds``, ``the current vLLM instance can use ...``, and
+# ``model weights take 8.63GiB; non_torch_memory takes 0.09GiB; PyTorch activation peak memory takes
+# 1.16GiB; the rest of the memory reserved for KV Cache is 45.21GiB.`` (negative when the model left
+# none); 0.6.4 logged one line, ``Memory profiling results: total_gpu_memory=7.92GiB ...
+# kv_cache_size=5.99GiB gpu_memory_utilization=0.90``.  V1 logs the profiling time at DEBUG only:
+# ``Memory profiling takes 3.10 seconds. Total non KV cache memory: ...``.
+MEMORY_PROFILING_TIME = re.compile(rf"Memory profiling takes ({DECIMAL}) seconds")
+KV_RESERVED = re.compile(
+    rf"model weights take -?{DECIMAL}GiB;(?: [\w ]{{1,60}} takes -?{DECIMAL}GiB;){{0,6}}"
+    rf" the rest of the memory reserved for KV Cache is (-?{DECIMAL}) ?GiB"
+)
+KV_PROFILED = re.compile(
+    rf"Memory profiling results: (?:\w{{1,40}}=-?{DECIMAL}Gi[Bb] ){{0,8}}kv_cache_size=(-?{DECIMAL})GiB"
+)
 # The CPU backend sizes its KV pool from VLLM_CPU_KVCACHE_SPACE: "(the pool/the node's memory) GiB".
 CPU_KV_MEMORY = re.compile(rf"Explicitly set \(({DECIMAL})/[\d.]+\) GiB for KV cache")
 # The label names the pools: ``GPU + host`` with vLLM 0.32+'s hierarchical sparse attention (HiSparse).
@@ -156,6 +171,26 @@ def parse_kv_memory(line: str, start: int, stamp: str | None) -> tuple[Event, ..
     m = KV_MEMORY.match(line, start)
     if m is None:
         return None if line.startswith("Available KV cache memory", start) else ()
+    return (StartupPhase(stamp, "kv_cache_memory", bytes=integer(float(m.group(1)) * (1 << 30))),)
+
+
+def parse_memory_profiling(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """V0's ``Memory profiling takes X seconds`` (V1's at DEBUG) or 0.6.4's ``Memory profiling results:
+    ... kv_cache_size=X GiB ...``."""
+    m = MEMORY_PROFILING_TIME.match(line, start)
+    if m is not None:
+        return (StartupPhase(stamp, "memory_profiling", float(m.group(1))),)
+    m = KV_PROFILED.match(line, start)
+    if m is not None:
+        return (StartupPhase(stamp, "kv_cache_memory", bytes=integer(float(m.group(1)) * (1 << 30))),)
+    return None if line.startswith("Memory profiling", start) else ()
+
+
+def parse_kv_reserved(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """V0's ``model weights take ...; the rest of the memory reserved for KV Cache is X GiB.``"""
+    m = KV_RESERVED.match(line, start)
+    if m is None:
+        return None if line.startswith("model weights take", start) else ()
     return (StartupPhase(stamp, "kv_cache_memory", bytes=integer(float(m.group(1)) * (1 << 30))),)
 
 
@@ -335,6 +370,8 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "RayWorkerProc": (parse_died, "server_error"),
     "[shutdown]": (parse_shutdown, "server_shutdown"),
     "Available": (parse_kv_memory, "startup_phase"),
+    "Memory": (parse_memory_profiling, "startup_phase"),
+    "model": (parse_kv_reserved, "startup_phase"),
     "Explicitly": (parse_cpu_kv_memory, "startup_phase"),
     "torch.compile": (parse_torch_compile, "startup_phase"),
     "Graph": (parse_graph_capture, "startup_phase"),

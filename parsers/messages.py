@@ -90,6 +90,17 @@ _REQUEST_OUTCOME = _exact(
 _FATAL = _exact(_whole(r"EngineCore encountered a fatal error"), lifecycle.parse_engine_core)
 _CRASH = _exact(_whole(lifecycle.CRASH.pattern), lifecycle.parse_crash)
 _KV_SIZE = _exact(_whole(lifecycle.KV_SIZE.pattern), lifecycle.parse_kv_size)
+_GPU_FAULT = _exact(_whole(lifecycle.GPU_MEMORY_FAULT.pattern), lifecycle.parse_gpu_fault)
+# V0's profiling time (V1's DEBUG line goes on with the memory it measured), or 0.6.4's one line.
+_MEMORY_PROFILING = _exact(
+    _whole(
+        lifecycle.MEMORY_PROFILING_TIME.pattern
+        + r"(?:\. Total non KV cache memory: [^`]{1,400}GiB)?|"
+        + lifecycle.KV_PROFILED.pattern
+        + r"(?: gpu_memory_utilization=[\d.]{1,10})?"
+    ),
+    lifecycle.parse_memory_profiling,
+)
 _MAX_CONCURRENCY = _exact(_whole(lifecycle.MAX_CONCURRENCY.pattern), lifecycle.parse_max_concurrency)
 
 # First word of a message-only line -> its reader.
@@ -110,7 +121,8 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Segmentation": _CRASH,
     "Segfault": _CRASH,
     "terminate": _CRASH,
-    "Memory": _exact(_whole(lifecycle.GPU_MEMORY_FAULT.pattern), lifecycle.parse_gpu_fault),
+    "Memory": _first_of(_GPU_FAULT, _MEMORY_PROFILING),
+    "model": _exact(_whole(lifecycle.KV_RESERVED.pattern), lifecycle.parse_kv_reserved),
     "Maximum": _first_of(_MAX_CONCURRENCY, bench.parse_serve),
     "Available": _exact(_whole(lifecycle.KV_MEMORY.pattern), lifecycle.parse_kv_memory),
     "Loading": _exact(_whole(lifecycle.WEIGHTS_LOADING.pattern), lifecycle.parse_model_loading),

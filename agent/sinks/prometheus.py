@@ -688,11 +688,13 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     gauge(
         "kvwatch_vllm_startup_phase_seconds",
-        "Time of a start-up step of the last start: weights_loading, torch_compile, graph_capture, engine_init.",
+        "Time of a start-up step of the last start: weights_loading, memory_profiling, torch_compile, graph_capture, "
+        "engine_init.",
         keyed("startup_phases"),
         labels="phase",
         doc=(
-            "a start-up step of the last start: `weights_loading`, `torch_compile`, `graph_capture`, `engine_init` — "
+            "a start-up step of the last start: `weights_loading`, `memory_profiling` (V0), `torch_compile`, "
+            "`graph_capture`, `engine_init` — "
             "a slow start after an upgrade shows which step grew"
         ),
     ),
@@ -701,9 +703,9 @@ CATALOGUE: tuple[Spec, ...] = (
         "Memory left for the KV cache at the last start (Available KV cache memory; negative: none).",
         value_of("kv_cache_memory_bytes"),
         doc=(
-            "memory left for the KV cache at the last start (`Available KV cache memory`; negative: none; the "
-            "CPU backend: the pool it was given, `Explicitly set (N/M) GiB for KV cache`) — a shrunken KV pool "
-            "after an upgrade shows here"
+            "memory left for the KV cache at the last start (`Available KV cache memory`; V0: `the rest of the "
+            "memory reserved for KV Cache is`; negative: none; the CPU backend: the pool it was given, "
+            "`Explicitly set (N/M) GiB for KV cache`) — a shrunken KV pool after an upgrade shows here"
         ),
     ),
     gauge("kvwatch_vllm_kv_cache_capacity_tokens", "KV cache size in tokens.", value_of("kv_capacity_tokens")),
