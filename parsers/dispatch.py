@@ -24,6 +24,7 @@ from itertools import islice
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
     ANY_RECORD_HEADER,
+    FLUENTD_STDOUT,
     FULL_TIME,
     GLUED_RECORD,
     LEVEL_WORD,
@@ -44,6 +45,7 @@ from parsers.envelope import (
     call_site,
     csv_fields,
     find_header,
+    fluentd_stamp,
     is_foreign_process,
     is_log_column,
     is_record_header,
@@ -618,9 +620,12 @@ def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) ->
 def _unwrap(line: str, depth: int, rank: int | None) -> Events | None:
     """Lines framed by a program whose time beats the line's own; None when no such frame."""
     m = TIMED_WRAPPER.match(line)
-    if m is None:
-        return None
-    return _restamp(parse_nested(line[m.end() :], depth + 1, rank), m.group(1))
+    if m is not None:
+        return _restamp(parse_nested(line[m.end() :], depth + 1, rank), m.group(1))
+    m = FLUENTD_STDOUT.match(line)
+    if m is not None:
+        return _restamp(parse_nested(line[m.end() :], depth + 1, rank), fluentd_stamp(m))
+    return None
 
 
 def _old_lmcache(line: str, start: int, rank: int | None) -> Events:

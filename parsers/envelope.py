@@ -548,6 +548,18 @@ TIMED_WRAPPER = re.compile(
     r"(?: (?:stdout|stderr) [FP] | [^\s\[(]+ [^\s\[:]+\[\d+\]: |\t[^\t]+\t(?=\{)| )"
 )
 
+# Fluentd's stdout output (its own log, where a pipeline is debugged): ``<date> <time> <offset> <tag>:
+# <the record as JSON>``, the time as Fluentd's default ``%Y-%m-%d %H:%M:%S.%N %z`` prints it.
+FLUENTD_STDOUT = re.compile(
+    r"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d{1,9})?) ([+-]\d\d)(\d\d) [^\s:{}]{1,256}: (?=\{)", re.ASCII
+)
+
+
+def fluentd_stamp(m: re.Match[str]) -> str:
+    """The time of a Fluentd stdout record as ISO 8601 (an offset with its colon)."""
+    return f"{m.group(1)}T{m.group(2)}{m.group(3)}:{m.group(4)}"
+
+
 # A log record's header whose logger name says nothing of who wrote it: an optional time, the level
 # (padded to five letters as Rust's tracing pads it), a logger or module name and a colon -- Python's
 # ``%(asctime)s %(levelname)s %(name)s: `` under another logger than vLLM's, NVIDIA Dynamo's formatter
