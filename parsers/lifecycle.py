@@ -166,12 +166,17 @@ def parse_graph_capture(line: str, start: int, stamp: str | None) -> tuple[Event
     return (StartupPhase(stamp, "graph_capture", float(m.group(1))),) if m else ()
 
 
+def _kv_memory(stamp: str | None, gib: str) -> tuple[Event, ...]:
+    """The memory left for the KV cache, printed in GiB."""
+    return (StartupPhase(stamp, "kv_cache_memory", bytes=integer(float(gib) * (1 << 30))),)
+
+
 def parse_kv_memory(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     """``Available KV cache memory: X GiB`` (negative when the weights left no room)."""
     m = KV_MEMORY.match(line, start)
     if m is None:
         return None if line.startswith("Available KV cache memory", start) else ()
-    return (StartupPhase(stamp, "kv_cache_memory", bytes=integer(float(m.group(1)) * (1 << 30))),)
+    return _kv_memory(stamp, m.group(1))
 
 
 def parse_memory_profiling(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
@@ -182,7 +187,7 @@ def parse_memory_profiling(line: str, start: int, stamp: str | None) -> tuple[Ev
         return (StartupPhase(stamp, "memory_profiling", float(m.group(1))),)
     m = KV_PROFILED.match(line, start)
     if m is not None:
-        return (StartupPhase(stamp, "kv_cache_memory", bytes=integer(float(m.group(1)) * (1 << 30))),)
+        return _kv_memory(stamp, m.group(1))
     return None if line.startswith("Memory profiling", start) else ()
 
 
@@ -191,7 +196,7 @@ def parse_kv_reserved(line: str, start: int, stamp: str | None) -> tuple[Event, 
     m = KV_RESERVED.match(line, start)
     if m is None:
         return None if line.startswith("model weights take", start) else ()
-    return (StartupPhase(stamp, "kv_cache_memory", bytes=integer(float(m.group(1)) * (1 << 30))),)
+    return _kv_memory(stamp, m.group(1))
 
 
 def parse_cpu_kv_memory(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
@@ -199,7 +204,7 @@ def parse_cpu_kv_memory(line: str, start: int, stamp: str | None) -> tuple[Event
     m = CPU_KV_MEMORY.match(line, start)
     if m is None:
         return None if line.startswith("Explicitly set (", start) else ()
-    return (StartupPhase(stamp, "kv_cache_memory", bytes=integer(float(m.group(1)) * (1 << 30))),)
+    return _kv_memory(stamp, m.group(1))
 
 
 def _int(text: str) -> int:
