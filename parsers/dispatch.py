@@ -57,6 +57,7 @@ from parsers.envelope import (
     strip_ansi,
     torch_problem,
     trim_closing,
+    unwrap_fluent_bit,
     unwrap_logfmt,
 )
 from parsers.envelope import (
@@ -428,6 +429,10 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         result = message_only(trim_closing(line, line[:start]) if start else line, start)
         if result:
             return result
+    if depth < _MAX_DEPTH and line[0] == "[" and '"=>"' in line:
+        record = unwrap_fluent_bit(line)
+        if record is not None:
+            return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
     if depth < _MAX_DEPTH and 'msg="' in line:
         record = unwrap_logfmt(line)
         if record is not None:

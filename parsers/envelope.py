@@ -647,6 +647,29 @@ def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
     return text, found.group(1) if found is not None else None
 
 
+# Fluent Bit's stdout output (its default ``msgpack`` format, where a pipeline is debugged): ``[0] <tag>:
+# [<seconds>.<nanoseconds>, {<record>}]``, from 2.1 ``[0] <tag>: [[<seconds>.<nanoseconds>, {<metadata>}],
+# {<record>}]``.  The record is printed as ``{"key"=>"value", ...}`` with its strings as they are,
+# unescaped: a value's newline (Docker's, at the end of each line it kept) ends the physical line there.
+_FLUENT_BIT_RECORD = re.compile(r"\[\d{1,10}\] [^\s\[\]]{1,256}: \[\[?(\d{1,12})\.(\d{9}), ", re.ASCII)
+_FLUENT_BIT_TEXT = re.compile(r'[{ ]"(?:log|message|MESSAGE|msg)"=>"')
+# Where the value ends: the next key, or the end of the record (and of the line).
+_FLUENT_BIT_VALUE_END = re.compile(r'"(?:, "[^"]{1,128}"=>|\}\]$)')
+
+
+def unwrap_fluent_bit(line: str) -> tuple[str, str] | None:
+    """The line a Fluent Bit stdout record holds, and the record's time; None for other text."""
+    m = _FLUENT_BIT_RECORD.match(line)
+    if m is None:
+        return None
+    key = _FLUENT_BIT_TEXT.search(line, m.end() - 1)
+    if key is None:
+        return None
+    end = _FLUENT_BIT_VALUE_END.search(line, key.end())
+    text = line[key.end() : end.start() if end is not None else len(line)]
+    return text, f"@{int(m.group(1)) * 1_000_000 + int(m.group(2)) // 1000}"
+
+
 # A row of a spreadsheet export (CloudWatch Logs Insights', Datadog's, Azure Log Analytics' "download as
 # CSV"): a time and other columns, the line itself a field quoted where it holds a comma or a quote
 # (``2025-12-14 16:00:00.123,"INFO 12-14 ... Running: 1 reqs, Waiting: 0 reqs, ..."``, inner quotes
