@@ -34,6 +34,7 @@ import contextlib
 import glob
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -718,8 +719,8 @@ class Tailer:
             for name in names:
                 if name in source.paths or (glob.has_magic(pattern) and os.path.isdir(name)):
                     continue  # a directory a glob finds is passed over; one named alone is reported
-                if glob.has_magic(pattern) and _is_rotated_copy(name, source.patterns):
-                    continue
+                if glob.has_magic(pattern) and (name.endswith(ROTATED_SUFFIXES) or _is_rotated_copy(name)):
+                    continue  # compressed (not readable as it grows), or a copy already read as the file
                 rotated = source.rotate_bytes and name in source.raw_logs
                 raw_log = RawLog(name, source.rotate_bytes, source.backups) if rotated else None
                 tailed = TailedPath(source.name, name, self.max_line, source.skipped, raw_log)
@@ -942,9 +943,30 @@ def _is_rotated_name(name: str, base: str) -> bool:
     return after in (".", "-") and name.startswith(base) and not name.endswith(ROTATED_SUFFIXES)
 
 
-def _is_rotated_copy(name: str, patterns: tuple[str, ...]) -> bool:
-    """``app.log.1`` or ``app.log.2.gz`` beside a followed ``app.log``: already read as ``app.log``."""
-    base, _, suffix = name.rpartition(".")
-    if suffix == "gz":
-        base, _, suffix = base.rpartition(".")
-    return suffix.isdigit() and os.path.exists(base) and not any(name == p for p in patterns)
+# What a rotation adds to a log's name: a count after a dot (``app.log.1``: logrotate, Python's
+# RotatingFileHandler), or a date, possibly with a time or a count (``app.log-20261202``: logrotate's
+# ``dateext``, the default on RHEL and Fedora; ``app.log.2026-12-02_14-00-00``: Python's
+# TimedRotatingFileHandler; ``-2026120214``, ``-20261202-1733097600`` as a ``dateformat`` says).
+_ROTATION_COUNT = re.compile(r"\d{1,6}")
+_ROTATION_DATE = re.compile(r"\d{4}[-_.]?\d\d[-_.]?\d\d(?:[-_.T:]?\d{1,10}){0,4}")
+
+
+def _is_rotated_copy(name: str) -> bool:
+    """``app.log.1``, ``app.log-20261202`` or ``app.log.2.gz`` beside ``app.log``: a copy rotated from that
+    file, whose lines were read as ``app.log`` (a glob that matches both follows the file only)."""
+    stem = name
+    for suffix in ROTATED_SUFFIXES:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    for i in range(len(stem) - 1, 0, -1):
+        separator = stem[i]
+        if separator not in ".-_":
+            continue
+        rest = stem[i + 1 :]
+        marked = _ROTATION_DATE.fullmatch(rest) is not None or (
+            separator == "." and _ROTATION_COUNT.fullmatch(rest) is not None
+        )
+        if marked and os.path.isfile(stem[:i]):
+            return True
+    return False

@@ -211,6 +211,55 @@ def test_glob_skips_rotated_copies_of_a_followed_file(tmp_path: Path) -> None:
     assert got.text == ["live"]
 
 
+@pytest.mark.parametrize(
+    "rotated",
+    [
+        "a.log.1",
+        "a.log-20261204",  # logrotate's dateext, the default on RHEL and Fedora
+        "a.log-2026-12-04",  # dateext with dateformat -%Y-%m-%d
+        "a.log.2026-12-04_14-00-00",  # Python's TimedRotatingFileHandler
+    ],
+)
+def test_rename_to_a_rotated_name_under_a_glob_reads_each_line_once(tmp_path: Path, rotated: str) -> None:
+    """The renamed file is read to its end as ``a.log``; the glob that also matches its new name must not
+    follow it as a new file (a new file is read from its start: every line of the day again)."""
+    log = tmp_path / "a.log"
+    log.write_text("one\ntwo\n")
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "a.log*"), start_at_end=True)
+    tailer.cycle()
+    append(log, "three\n")
+    tailer.cycle()
+    os.rename(log, tmp_path / rotated)
+    log.write_text("four\n")
+    for _ in range(2):
+        tailer.rescan = True
+        tailer.cycle()
+    assert got.text == ["three", "four"]
+    assert list(tailer.snapshot()["s"]) == [str(log)]
+
+
+def test_a_glob_passes_compressed_files_over(tmp_path: Path) -> None:
+    """Copies compressed by any of logrotate's tools, with or without their file beside them, are no
+    text that grows: they are not followed (``kvwatch replay`` reads gzip'd ones)."""
+    (tmp_path / "a.log").write_text("live\n")
+    (tmp_path / "a.log.1.xz").write_bytes(b"\xfd7zXZ\x00 not read\n")
+    (tmp_path / "a.log-20261203.zst").write_bytes(b"\x28\xb5\x2f\xfd not read\n")
+    (tmp_path / "old.log.3.gz").write_bytes(b"\x1f\x8b not read\n")  # old.log itself is gone
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "*.log*"), start_at_end=False)
+    tailer.cycle()
+    assert got.text == ["live"]
+    assert list(tailer.snapshot()["s"]) == [str(tmp_path / "a.log")]
+
+
+def test_a_name_that_only_ends_like_a_count_is_another_file(tmp_path: Path) -> None:
+    """``vllm-1`` beside ``vllm`` (one server's log per pod, say) is no rotated copy: both are followed."""
+    (tmp_path / "vllm").write_text("zero\n")
+    (tmp_path / "vllm-1").write_text("one\n")
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "vllm*"), start_at_end=False)
+    tailer.cycle()
+    assert sorted(got.text) == ["one", "zero"]
+
+
 def test_permission_denied_is_reported_and_retried(tmp_path: Path) -> None:
     """(As root the file stays readable; tests/agent runs kvwatch as an unprivileged user for this.)"""
     log = tmp_path / "secret.log"
