@@ -952,21 +952,26 @@ _ROTATION_DATE = re.compile(r"\d{4}[-_.]?\d\d[-_.]?\d\d(?:[-_.T:]?\d{1,10}){0,4}
 
 
 def _is_rotated_copy(name: str) -> bool:
-    """``app.log.1``, ``app.log-20261202`` or ``app.log.2.gz`` beside ``app.log``: a copy rotated from that
-    file, whose lines were read as ``app.log`` (a glob that matches both follows the file only)."""
+    """``app.log.1``, ``app.log-20261202`` or ``app.log.2.gz`` beside ``app.log`` -- or, where the rotation
+    keeps the extension last (logrotate's ``extension .log``, loguru), ``app-20261202.log`` or ``app.1.log``:
+    a copy rotated from that file, whose lines were read as ``app.log`` (a glob that matches both follows
+    the file only)."""
     stem = name
     for suffix in ROTATED_SUFFIXES:
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break
-    for i in range(len(stem) - 1, 0, -1):
-        separator = stem[i]
-        if separator not in ".-_":
-            continue
-        rest = stem[i + 1 :]
-        marked = _ROTATION_DATE.fullmatch(rest) is not None or (
-            separator == "." and _ROTATION_COUNT.fullmatch(rest) is not None
-        )
-        if marked and os.path.isfile(stem[:i]):
-            return True
+    root, dot, extension = stem.rpartition(".")
+    kept_last = (root, dot + extension) if dot and extension.isalpha() else None
+    for text, after in ((stem, ""), *((kept_last,) if kept_last else ())):
+        for i in range(len(text) - 1, 0, -1):
+            separator = text[i]
+            if separator not in ".-_":
+                continue
+            rest = text[i + 1 :]
+            marked = _ROTATION_DATE.fullmatch(rest) is not None or (
+                separator == "." and _ROTATION_COUNT.fullmatch(rest) is not None
+            )
+            if marked and os.path.isfile(text[:i] + after):
+                return True
     return False

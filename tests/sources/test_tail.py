@@ -218,6 +218,9 @@ def test_glob_skips_rotated_copies_of_a_followed_file(tmp_path: Path) -> None:
         "a.log-20261204",  # logrotate's dateext, the default on RHEL and Fedora
         "a.log-2026-12-04",  # dateext with dateformat -%Y-%m-%d
         "a.log.2026-12-04_14-00-00",  # Python's TimedRotatingFileHandler
+        "a-20261204.log",  # dateext with logrotate's "extension .log": the extension stays last
+        "a.1.log",  # the same without dateext
+        "a.2026-12-04_14-00-00_123456.log",  # loguru
     ],
 )
 def test_rename_to_a_rotated_name_under_a_glob_reads_each_line_once(tmp_path: Path, rotated: str) -> None:
@@ -225,7 +228,7 @@ def test_rename_to_a_rotated_name_under_a_glob_reads_each_line_once(tmp_path: Pa
     follow it as a new file (a new file is read from its start: every line of the day again)."""
     log = tmp_path / "a.log"
     log.write_text("one\ntwo\n")
-    tailer, got = make_tailer(tmp_path, str(tmp_path / "a.log*"), start_at_end=True)
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "a*"), start_at_end=True)
     tailer.cycle()
     append(log, "three\n")
     tailer.cycle()
@@ -252,12 +255,13 @@ def test_a_glob_passes_compressed_files_over(tmp_path: Path) -> None:
 
 
 def test_a_name_that_only_ends_like_a_count_is_another_file(tmp_path: Path) -> None:
-    """``vllm-1`` beside ``vllm`` (one server's log per pod, say) is no rotated copy: both are followed."""
-    (tmp_path / "vllm").write_text("zero\n")
-    (tmp_path / "vllm-1").write_text("one\n")
+    """``vllm-1`` beside ``vllm`` and ``vllm-1.log`` beside ``vllm.log`` (one server's log per pod, say) are
+    no rotated copies: all are followed."""
+    for name in ("vllm", "vllm-1", "vllm.log", "vllm-1.log"):
+        (tmp_path / name).write_text(f"{name}\n")
     tailer, got = make_tailer(tmp_path, str(tmp_path / "vllm*"), start_at_end=False)
     tailer.cycle()
-    assert sorted(got.text) == ["one", "zero"]
+    assert sorted(got.text) == ["vllm", "vllm-1", "vllm-1.log", "vllm.log"]
 
 
 def test_permission_denied_is_reported_and_retried(tmp_path: Path) -> None:
