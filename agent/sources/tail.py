@@ -952,18 +952,12 @@ _ROTATION_DATE = re.compile(r"\d{4}[-_.]?\d\d[-_.]?\d\d(?:[-_.T:]?\d{1,10}){0,4}
 
 
 def _is_rotated_copy(name: str) -> bool:
-    """``app.log.1``, ``app.log-20261202`` or ``app.log.2.gz`` beside ``app.log`` -- or, where the rotation
-    keeps the extension last (logrotate's ``extension .log``, loguru), ``app-20261202.log`` or ``app.1.log``:
-    a copy rotated from that file, whose lines were read as ``app.log`` (a glob that matches both follows
-    the file only)."""
-    stem = name
-    for suffix in ROTATED_SUFFIXES:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    root, dot, extension = stem.rpartition(".")
+    """``app.log.1`` or ``app.log-20261202`` beside ``app.log`` -- or, where the rotation keeps the extension
+    last (logrotate's ``extension .log``, loguru), ``app-20261202.log`` or ``app.1.log``: a copy rotated from
+    that file, whose lines were read as ``app.log`` (a glob that matches both follows the file only)."""
+    root, dot, extension = name.rpartition(".")
     kept_last = (root, dot + extension) if dot and extension.isalpha() else None
-    for text, after in ((stem, ""), *((kept_last,) if kept_last else ())):
+    for text, after in ((name, ""), *((kept_last,) if kept_last else ())):
         for i in range(len(text) - 1, 0, -1):
             separator = text[i]
             if separator not in ".-_":
