@@ -6,6 +6,7 @@ Each test drives :meth:`Tailer.cycle` by hand (no thread, no timing).
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -239,6 +240,24 @@ def test_rename_to_a_rotated_name_under_a_glob_reads_each_line_once(tmp_path: Pa
         tailer.cycle()
     assert got.text == ["three", "four"]
     assert list(tailer.snapshot()["s"]) == [str(log)]
+
+
+def test_copytruncate_to_a_dated_name_under_a_glob_reads_each_line_once(tmp_path: Path) -> None:
+    """logrotate's ``copytruncate`` with ``dateext``: the copy is a new file the glob matches, holding lines
+    already read; the truncated file goes on from its start."""
+    log = tmp_path / "a.log"
+    log.write_text("one\ntwo\n")
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "a.log*"), start_at_end=True)
+    tailer.cycle()
+    append(log, "three\n")
+    tailer.cycle()
+    shutil.copy(log, tmp_path / "a.log-20261204")
+    os.truncate(log, 0)
+    append(log, "four\n")
+    for _ in range(2):
+        tailer.rescan = True
+        tailer.cycle()
+    assert got.text == ["three", "four"]
 
 
 def test_a_glob_passes_compressed_files_over(tmp_path: Path) -> None:
