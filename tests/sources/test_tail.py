@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,23 @@ def test_glob_skips_rotated_copies_of_a_followed_file(tmp_path: Path) -> None:
     assert got.text == ["live"]
 
 
+def _rotated_under_glob(tmp_path: Path, pattern: str, rotate: Callable[[Path], None]) -> tuple[Tailer, Collected]:
+    """``a.log`` followed through ``pattern`` from its end, one line read, ``rotate`` applied to it, a new line
+    written to ``a.log``, and two rescans of the glob."""
+    log = tmp_path / "a.log"
+    log.write_text("one\ntwo\n")
+    tailer, got = make_tailer(tmp_path, str(tmp_path / pattern), start_at_end=True)
+    tailer.cycle()
+    append(log, "three\n")
+    tailer.cycle()
+    rotate(log)
+    append(log, "four\n")
+    for _ in range(2):
+        tailer.rescan = True
+        tailer.cycle()
+    return tailer, got
+
+
 @pytest.mark.parametrize(
     "rotated",
     [
@@ -227,36 +245,20 @@ def test_glob_skips_rotated_copies_of_a_followed_file(tmp_path: Path) -> None:
 def test_rename_to_a_rotated_name_under_a_glob_reads_each_line_once(tmp_path: Path, rotated: str) -> None:
     """The renamed file is read to its end as ``a.log``; the glob that also matches its new name must not
     follow it as a new file (a new file is read from its start: every line of the day again)."""
-    log = tmp_path / "a.log"
-    log.write_text("one\ntwo\n")
-    tailer, got = make_tailer(tmp_path, str(tmp_path / "a*"), start_at_end=True)
-    tailer.cycle()
-    append(log, "three\n")
-    tailer.cycle()
-    os.rename(log, tmp_path / rotated)
-    log.write_text("four\n")
-    for _ in range(2):
-        tailer.rescan = True
-        tailer.cycle()
+    tailer, got = _rotated_under_glob(tmp_path, "a*", lambda log: os.rename(log, tmp_path / rotated))
     assert got.text == ["three", "four"]
-    assert list(tailer.snapshot()["s"]) == [str(log)]
+    assert list(tailer.snapshot()["s"]) == [str(tmp_path / "a.log")]
 
 
 def test_copytruncate_to_a_dated_name_under_a_glob_reads_each_line_once(tmp_path: Path) -> None:
     """logrotate's ``copytruncate`` with ``dateext``: the copy is a new file the glob matches, holding lines
     already read; the truncated file goes on from its start."""
-    log = tmp_path / "a.log"
-    log.write_text("one\ntwo\n")
-    tailer, got = make_tailer(tmp_path, str(tmp_path / "a.log*"), start_at_end=True)
-    tailer.cycle()
-    append(log, "three\n")
-    tailer.cycle()
-    shutil.copy(log, tmp_path / "a.log-20261204")
-    os.truncate(log, 0)
-    append(log, "four\n")
-    for _ in range(2):
-        tailer.rescan = True
-        tailer.cycle()
+
+    def copytruncate(log: Path) -> None:
+        shutil.copy(log, tmp_path / "a.log-20261204")
+        os.truncate(log, 0)
+
+    _tailer, got = _rotated_under_glob(tmp_path, "a.log*", copytruncate)
     assert got.text == ["three", "four"]
 
 
