@@ -955,9 +955,11 @@ def _is_rotated_copy(name: str) -> bool:
     """``app.log.1`` or ``app.log-20261202`` beside ``app.log`` -- or, where the rotation keeps the extension
     last (logrotate's ``extension .log``, loguru), ``app-20261202.log`` or ``app.1.log``: a copy rotated from
     that file, whose lines were read as ``app.log`` (a glob that matches both follows the file only)."""
+    candidates = [(name, "")]  # (the name to look in, the extension the rotated-from file ends with)
     root, dot, extension = name.rpartition(".")
-    kept_last = (root, dot + extension) if dot and extension.isalpha() else None
-    for text, after in ((name, ""), *((kept_last,) if kept_last else ())):
+    if dot and extension.isalpha():
+        candidates.append((root, dot + extension))
+    for text, after in candidates:
         for i in range(len(text) - 1, 0, -1):
             separator = text[i]
             if separator not in ".-_":
