@@ -186,6 +186,8 @@ class TailedPath:
         self.after_rotation: Position | None = None
         self.save_hook: Callable[[], None] | None = None
         self.seen_at = 0.0  # unix time the path was last seen naming the current file
+        # The source's paths, this one among them: a file two of them name is read by one.
+        self.siblings: dict[str, TailedPath] = {}
 
     def _splitter(self) -> LineSplitter:
         return LineSplitter(self.max_line, self.skipped)
@@ -207,6 +209,8 @@ class TailedPath:
             self._report_not_a_file(st.st_mode)
             return
         self.error = None
+        if self._read_elsewhere(fd, (st.st_dev, st.st_ino)):
+            return
         offset = st.st_size if start_at_end else 0
         saved, self.saved = self.saved, None
         splitter = self._splitter()
@@ -232,6 +236,50 @@ class TailedPath:
             self.stats.rotations += 1
         self._find_generations_between(saved.seen, (st.st_dev, st.st_ino))
         return 0
+
+    def _read_elsewhere(self, fd: int, identity: tuple[int, int]) -> bool:
+        """True (and ``fd`` closed) when a path of the source reads this file already: another name of it (a
+        link, a second match of a glob, its new name after a rename), or this path, which it left and came
+        back to.  A file that path has let go of (renamed away from it) is carried on here from where it was
+        read; one it still names stays its own."""
+        for other in self.siblings.values() or (self,):
+            if not other.holds(identity):
+                continue
+            os.close(fd)
+            opened = other.let_go(identity)
+            if opened is not None:
+                if other is not self:
+                    log.info("%s: reading on from where it was read as %s", self.path, other.path)
+                self.current, self.saved = opened, None
+                self.seen_at = time.time()
+            return True
+        return False
+
+    def holds(self, identity: tuple[int, int]) -> bool:
+        """True when the file of ``identity`` is open here: as the current file, or one being finished."""
+        current = self.current
+        if current is not None and (current.dev, current.ino) == identity:
+            return True
+        return any((opened.dev, opened.ino) == identity for opened, _deadline in self.draining)
+
+    def let_go(self, identity: tuple[int, int]) -> _OpenFile | None:
+        """The open file of ``identity``, given up to another path, once this path no longer names it."""
+        for index, (opened, _deadline) in enumerate(self.draining):
+            if (opened.dev, opened.ino) == identity:
+                del self.draining[index]
+                return opened
+        current = self.current
+        if current is None or (current.dev, current.ino) != identity:
+            return None
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == identity:
+                return None  # still ours
+        except OSError:
+            pass
+        self.current = None  # renamed away: the path opens what it names at the next poll
+        self.stats.rotations += 1
+        return current
 
     def _drain_later(self, opened: _OpenFile | None) -> None:
         if opened is not None:
@@ -714,6 +762,7 @@ class Tailer:
         return read
 
     def _expand(self, source: Source, first: bool) -> None:
+        found: list[TailedPath] = []
         for pattern in source.patterns:
             names = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
             for name in names:
@@ -727,10 +776,14 @@ class Tailer:
                 tailed.saved = self.store.get(source.name, name)
                 tailed.stats.restore((self.store.counters.get(source.name) or {}).get("tail", {}).get(name))
                 tailed.save_hook = self.save_positions
+                tailed.siblings = source.paths
                 source.paths[name] = tailed
-                # Files present at the first look start at the end (their past is
-                # history) unless a position was saved; files that appear later are new.
-                tailed.open(start_at_end=first and source.start_at_end)
+                found.append(tailed)
+        # Files present at the first look start at the end (their past is history) unless a position was
+        # saved; files that appear later are new.  Those with a saved position first: of two names of one
+        # file, the one it was read under goes on reading it.
+        for tailed in sorted(found, key=lambda tailed: tailed.saved is None):
+            tailed.open(start_at_end=first and source.start_at_end)
 
     def save_positions(self) -> None:
         """Save every path's position, and every source's numbers with them (one write).

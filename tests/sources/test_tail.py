@@ -275,6 +275,82 @@ def test_a_glob_passes_compressed_files_over(tmp_path: Path) -> None:
     assert list(tailer.snapshot()["s"]) == [str(tmp_path / "a.log")]
 
 
+@pytest.mark.parametrize("noticed_first", [False, True], ids=["found-by-the-glob-first", "noticed-by-its-path-first"])
+@pytest.mark.parametrize("renamed", ["old.log", "archive-a.log"])
+def test_a_rename_to_any_name_the_glob_matches_carries_on_where_it_was_read(
+    tmp_path: Path, renamed: str, noticed_first: bool
+) -> None:
+    """A rename by a tool or script of its own, to a name the glob matches but no rotated copy's name: the file
+    goes on being read under its new name from where it was, whether the glob finds the new name before or
+    after ``a.log`` notices it now names another file -- and what its writer adds through the old descriptor
+    is read once."""
+    log = tmp_path / "a.log"
+    log.write_text("one\n")
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "*.log"), start_at_end=True)
+    tailer.cycle()
+    with open(log, "a", encoding="utf-8") as writer:  # the server's descriptor, still open after the rename
+        writer.write("two\n")
+        writer.flush()
+        tailer.cycle()
+        os.rename(log, tmp_path / renamed)
+        writer.write("three\n")
+        writer.flush()
+        append(log, "four\n")  # the new a.log
+        if noticed_first:
+            tailer.rescan = False
+            tailer.cycle()
+        for _ in range(2):
+            tailer.rescan = True
+            tailer.cycle()
+        writer.write("five\n")
+    tailer.rescan = True
+    tailer.cycle()
+    assert sorted(got.text) == ["five", "four", "three", "two"]
+    assert sorted(tailer.snapshot()["s"]) == sorted([str(log), str(tmp_path / renamed)])
+
+
+def test_a_file_and_a_link_to_it_both_matched_by_the_glob_are_read_once(tmp_path: Path) -> None:
+    """``latest.log`` pointing at the day's file, both matched by ``*.log``: one file, read once.  When the
+    link moves on to a new file, the old file is carried on under its own name, and the new one read once."""
+    first, second, link = tmp_path / "vllm-1.log", tmp_path / "vllm-2.log", tmp_path / "latest.log"
+    first.write_text("one\n")
+    link.symlink_to(first.name)
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "*.log"))
+    tailer.cycle()
+    append(first, "two\n")
+    tailer.cycle()
+    assert got.text == ["one", "two"]
+    second.write_text("three\n")
+    switch = tmp_path / "switch"
+    switch.symlink_to(second.name)
+    os.replace(switch, link)
+    append(first, "two and a half\n")
+    for _ in range(2):
+        tailer.rescan = True
+        tailer.cycle()
+    append(second, "four\n")
+    append(first, "late\n")
+    tailer.cycle()
+    assert sorted(got.text) == ["four", "late", "one", "three", "two", "two and a half"]
+
+
+def test_a_hard_link_matched_by_the_glob_is_read_once_also_after_a_restart(tmp_path: Path) -> None:
+    """Two names of one file (a hard link): read once, and after a restart the name that read it goes on."""
+    log, other = tmp_path / "b.log", tmp_path / "a.log"
+    log.write_text("one\n")
+    os.link(log, other)
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "*.log"))
+    tailer.cycle()
+    append(log, "two\n")
+    tailer.cycle()
+    tailer.save_positions()
+    assert got.text == ["one", "two"]
+    append(log, "three\n")
+    again, got_again = make_tailer(tmp_path, str(tmp_path / "*.log"))
+    again.cycle()
+    assert got_again.text == ["three"]
+
+
 def test_a_name_that_only_ends_like_a_count_is_another_file(tmp_path: Path) -> None:
     """``vllm-1`` beside ``vllm`` and ``vllm-1.log`` beside ``vllm.log`` (one server's log per pod, say) are
     no rotated copies: all are followed."""
@@ -556,3 +632,18 @@ def test_a_path_that_names_a_named_pipe_is_an_error_and_the_other_files_are_read
     tailer.cycle()
     assert got.text == ["one", "now a file"]
     assert tailer.errors() == {}
+
+
+def test_a_file_renamed_away_and_back_is_read_on_not_again(tmp_path: Path) -> None:
+    """A tool that moves the log aside and back (the same file, not a copy): read on from where it was."""
+    log, aside = tmp_path / "a.log", tmp_path / "a.log.tmp"
+    log.write_text("one\n")
+    tailer, got = make_tailer(tmp_path, str(log))
+    tailer.cycle()
+    os.rename(log, aside)
+    append(aside, "two\n")
+    tailer.cycle()
+    os.rename(aside, log)
+    append(log, "three\n")
+    tailer.cycle()
+    assert got.text == ["one", "two", "three"]
