@@ -625,10 +625,18 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
-        where = f"{config.metrics.address or '*'}:{config.metrics.port}"
-        message = f"cannot serve metrics on {where} or use {config.agent.state_dir}: {exc}"
-        raise CommandError(message, EXIT_FAILED) from None
+        raise CommandError(_start_failure(config, exc), EXIT_FAILED) from None
     return daemon.run()
+
+
+def _start_failure(config: Config, exc: OSError) -> str:
+    """What could not be set up, and the setting that names it: a file's error carries its name, the
+    metrics socket's does not."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        return f"{config.path}: agent.state_dir: cannot use {exc.filename}: {reason}"
+    where = f"{config.metrics.address or '*'}:{config.metrics.port}"
+    return f"{config.path}: metrics.address, metrics.port: cannot serve metrics on {where}: {reason}"
 
 
 # Every followed file is held open, and a glob over a node's container logs can match thousands; at a

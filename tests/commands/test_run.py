@@ -281,7 +281,18 @@ def test_a_taken_port_fails_before_any_server_starts(agents, tmp_path: Path) -> 
         )
         agent.start(wait=False)
         assert agent.wait() == 1
-    assert "cannot serve metrics" in agent.log()
+    assert f"{agent.config}: metrics.address, metrics.port: cannot serve metrics on 127.0.0.1:" in agent.log()
+    assert "state" not in agent.log()  # the one thing that failed is named
+    assert not (tmp_path / "logs" / "fake.log").exists()
+
+
+def test_a_state_directory_that_cannot_be_made_fails_naming_its_setting(agents, tmp_path: Path) -> None:
+    agent = agents(fake_server("fake", "--rate", "10"))
+    (agent.directory / "state").write_text("a file where the directory should be\n")
+    agent.start(wait=False)
+    assert agent.wait() == 1
+    assert f"{agent.config}: agent.state_dir: cannot use " in agent.log()
+    assert "File exists" in agent.log() and "metrics" not in agent.log()
     assert not (tmp_path / "logs" / "fake.log").exists()
 
 
