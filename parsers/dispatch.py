@@ -102,6 +102,8 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
             return lifecycle.parse_exception(line, start, stamp)
         if word.isdigit():
             entry = (vllm_stats.parse_aggregated, "engine_stats")
+        elif word.startswith("Iteration("):  # a first word with the step's number in it
+            entry = (vllm_stats.parse_iteration, "engine_iteration")
         else:
             return NOTHING
     try:

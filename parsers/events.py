@@ -97,6 +97,27 @@ class KvTransferStats(Event):
     values: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class EngineIteration(Event):
+    """One engine step, logged with ``--enable-logging-iteration-details`` (vLLM 0.14 on):
+    ``[Engine NNN: ]Iteration(N): a context requests, b context tokens, c generation requests,
+    d generation tokens, iteration elapsed time: X ms[ (dummy)][, GPU KV cache usage: Y%][, encoder ...]``."""
+
+    kind: ClassVar[str] = "engine_iteration"
+    engine: int | None = None  #: engine index from the `Engine NNN:` prefix (where the front end logs the step)
+    index: NonNegativeInt = 0  #: the step's number, counted per engine core from 0
+    context_requests: NonNegativeInt = 0  #: requests still in prefill
+    context_tokens: NonNegativeInt = 0  #: prompt tokens computed in the step
+    generation_requests: NonNegativeInt = 0  #: requests decoding
+    generation_tokens: NonNegativeInt = 0  #: tokens decoded in the step
+    elapsed_ms: float = 0.0  #: ms the step took
+    dummy: bool = False  #: a data-parallel rank's dummy step (no requests of its own)
+    kv_cache_usage: float | None = None  #: KV cache usage after the step, ratio 0-1
+    kv_cache_device: str | None = None  #: device label printed before `KV cache usage` (GPU, CPU, XPU ...)
+    encoder_inputs: NonNegativeInt | None = None  #: multimodal encoder inputs scheduled
+    encoder_output_tokens: NonNegativeInt | None = None  #: embeddings those encoder inputs produce
+
+
 # --- LMCache --------------------------------------------------------------------
 
 
@@ -515,6 +536,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EngineStats,
     SpecDecodeStats,
     KvTransferStats,
+    EngineIteration,
     LmcacheLookup,
     LmcacheLookupPending,
     LmcacheStoreStart,

@@ -101,11 +101,15 @@ _MEMORY_PROFILING = _exact(
     ),
     lifecycle.parse_memory_profiling,
 )
+_ITERATION = _exact(_whole(vllm_stats.ITERATION.pattern), vllm_stats.parse_iteration)
+_ENGINE_ITERATION = _exact(
+    _whole(vllm_stats.ENGINE_PREFIX.pattern + vllm_stats.ITERATION.pattern), vllm_stats.parse_engine_prefixed
+)
 _MAX_CONCURRENCY = _exact(_whole(lifecycle.MAX_CONCURRENCY.pattern), lifecycle.parse_max_concurrency)
 
 # First word of a message-only line -> its reader.
 _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
-    "Engine": _first_of(_stats, _ENGINE_DIED),
+    "Engine": _first_of(_stats, _ENGINE_DIED, _ENGINE_ITERATION),
     "Avg": _first_of(bench.parse_avg_latency, _stats),
     "Throughput:": bench.parse_throughput,
     "Total": bench.parse_total,
@@ -165,8 +169,10 @@ for _word in (
 
 # Where a whole known message may begin after another logging format's header: one of the first words
 # above, after a blank, a bracket, a colon or a bar.
+# (An engine step's first word holds its number.)
+_ITERATION_WORD = r"Iteration\(\d{1,18}\):"
 _FIRST_WORDS = "|".join(re.escape(word) for word in sorted(_WHOLE_MESSAGES, key=len, reverse=True))
-MESSAGE_START = re.compile(r"(?<=[\s\]):|>-])(?:" + _FIRST_WORDS + ")(?= )")
+MESSAGE_START = re.compile(r"(?<=[\s\]):|>-])(?:" + _FIRST_WORDS + "|" + _ITERATION_WORD + ")(?= )")
 
 
 def begins_with_message(line: str) -> bool:
@@ -186,6 +192,8 @@ def message_only(line: str, start: int) -> Events:
             handler = bench.parse_percentile_latency
         elif word[:1] == "P" and word[1:2].isdigit():
             handler = bench.parse_serve
+        elif word.startswith("Iteration("):
+            handler = _ITERATION
     if handler is not None:
         try:
             return handler(line, start)

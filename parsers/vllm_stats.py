@@ -15,7 +15,16 @@ import math
 import re
 
 from parsers import lifecycle
-from parsers.events import EngineStats, Event, KvCacheCapacity, KvTransferStats, SpecDecodeStats, VllmParser
+from parsers.events import (
+    EngineIteration,
+    EngineStats,
+    Event,
+    KvCacheCapacity,
+    KvTransferStats,
+    SpecDecodeStats,
+    SuspiciousLine,
+    VllmParser,
+)
 from parsers.shapes import DECIMAL, INTEGER, decimal, integer, opens_with, ratio
 
 ENGINE_PREFIX = re.compile(rf"Engine ({INTEGER}): ")
@@ -27,6 +36,16 @@ _AGGREGATED_CACHE_CONFIG = re.compile(
     rf"({INTEGER}) Engines: vllm cache_config_info with initialization after num_gpu_blocks is: ({INTEGER})"
 )
 _V0_PREFIX_RATES = re.compile(rf"Prefix cache hit rate: GPU: (-?{DECIMAL})%, CPU: (-?{DECIMAL})%")
+# One engine step (``--enable-logging-iteration-details``): logged by the engine core from vLLM 0.14, a DP
+# rank's dummy step marked from mid-2026, then by the front end after ``Engine NNN: `` with the KV cache
+# usage (``GPU``, later the device's name) and, for multimodal steps, the encoder's inputs.
+ITERATION = re.compile(
+    rf"Iteration\(({INTEGER})\): ({INTEGER}) context requests, ({INTEGER}) context tokens, "
+    rf"({INTEGER}) generation requests, ({INTEGER}) generation tokens, iteration elapsed time: ({DECIMAL}) ms"
+    rf"( \(dummy\))?(?:, (?:(\w+) )?KV cache usage: ({DECIMAL})%)?"
+    rf"(?:, encoder inputs: ({INTEGER}), encoder output embeddings: ({INTEGER}))?",
+    re.ASCII,
+)
 _KV_FETCH = re.compile(rf"({INTEGER}) waiting to start, ({INTEGER}) in progress, ({INTEGER}) completed waiting")
 
 
@@ -189,7 +208,7 @@ _REPR = re.compile(r"[A-Za-z_]\w*\((.*)\)", re.DOTALL)
 _WHOLE_STATS_STARTS = ("Avg prompt throughput: ", "Throughput: ", "Avg prompt tput: ")
 _AVG_OPENINGS = ("Avg prompt throughput", "Avg prompt tput")
 # What may follow ``Engine NNN: `` in a message this module reads.
-_ENGINE_OPENINGS = (*STATS_STARTS, "SpecDecoding metrics: ", _KV_TRANSFER)
+_ENGINE_OPENINGS = (*STATS_STARTS, "SpecDecoding metrics: ", _KV_TRANSFER, "Iteration(")
 
 
 def parse_kv_transfer(line: str, start: int, stamp: str | None, engine: int | None = None) -> tuple[Event, ...] | None:
@@ -274,6 +293,33 @@ def parse_spec_decode(line: str, start: int, stamp: str | None, engine: int | No
     return (SpecDecodeStats(stamp, engine=engine, **values),)
 
 
+def parse_iteration(line: str, start: int, stamp: str | None, engine: int | None = None) -> tuple[Event, ...] | None:
+    """``Iteration(N): ...`` (after ``Engine NNN: `` where the front end logs it)."""
+    m = ITERATION.match(line, start)
+    if m is None:
+        return None
+    index, ctx_requests, ctx_tokens, gen_requests, gen_tokens, elapsed, dummy, device, usage, inputs, outputs = (
+        m.groups()
+    )
+    return (
+        EngineIteration(
+            stamp,
+            engine,
+            int(index),
+            int(ctx_requests),
+            int(ctx_tokens),
+            int(gen_requests),
+            int(gen_tokens),
+            decimal(elapsed),
+            dummy is not None,
+            ratio(decimal(usage)) if usage is not None else None,
+            device,
+            int(inputs) if inputs is not None else None,
+            int(outputs) if outputs is not None else None,
+        ),
+    )
+
+
 def parse_cache_config(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     """``vllm cache_config_info with initialization after num_gpu_blocks is: N``."""
     m = _CACHE_CONFIG.match(line, start)
@@ -297,9 +343,11 @@ def parse_engine_prefixed(line: str, start: int, stamp: str | None) -> tuple[Eve
         return parse_kv_transfer(line, pos, stamp, engine=engine)
     if line.startswith("vllm cache_config_info", pos):
         return parse_cache_config(line, pos, stamp)
+    if line.startswith("Iteration(", pos):  # a step line that does not parse is suspected of being one
+        return parse_iteration(line, pos, stamp, engine) or (SuspiciousLine(stamp, "engine_iteration"),)
     if opens_with(line, pos, _ENGINE_OPENINGS):
         return None
-    # Iteration details, CUDA graph and MFU summaries share the prefix; not parsed.
+    # CUDA graph and MFU summaries share the prefix; not parsed.
     return ()
 
 
