@@ -626,6 +626,47 @@ def engine_row(d: db.Dashboard) -> db.Dashboard:
             width=6,
         )
     )
+    steps = f"rate(kvwatch_vllm_iteration_seconds_bucket{{{ENGINES}}}[$__rate_interval])"
+    d = d.with_panel(
+        series(
+            "Engine step time",
+            "s",
+            query(f"histogram_quantile(0.5, sum by (server, le) ({steps}))", "{{server}} p50"),
+            query(f"histogram_quantile(0.99, sum by (server, le) ({steps}))", "{{server}} p99"),
+            description="One line per engine step, printed only with --enable-logging-iteration-details.",
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "Engine batch",
+            "short",
+            query(
+                f"sum by (server, phase) (rate(kvwatch_vllm_scheduled_requests_total{{{ENGINES}}}[$__rate_interval]))"
+                " / on (server) group_left sum by (server) "
+                f"(rate(kvwatch_vllm_iteration_seconds_count{{{ENGINES}}}[$__rate_interval]))",
+                "{{server}} {{phase}} requests per step",
+            ),
+            query(
+                f"sum by (server, phase) (rate(kvwatch_vllm_scheduled_tokens_total{{{ENGINES}}}[$__rate_interval]))",
+                "{{server}} {{phase}} tokens/s",
+            ),
+            query(
+                "histogram_quantile(0.5, sum by (server, le) "
+                f"(rate(kvwatch_vllm_iteration_tokens_bucket{{{ENGINES}}}[$__rate_interval])))",
+                "{{server}} tokens per step p50",
+            ),
+            query(
+                f"sum by (server) (rate(kvwatch_vllm_dummy_iterations_total{{{ENGINES}}}[$__rate_interval]))",
+                "{{server}} dummy steps/s",
+            ),
+            description=(
+                "Requests in a step (prefill and decode), the tokens steps computed, and a data-parallel rank's "
+                "dummy steps, from the step lines."
+            ),
+            width=12,
+        )
+    )
     d = d.with_panel(
         listing(
             "Model, KV capacity, speculative decoding",

@@ -78,6 +78,26 @@ def engine_gauge(key: str) -> Samples:
     return per_engine(lambda state: state.gauges.get(key))
 
 
+def per_engine_keyed(
+    value: Callable[[EngineStatsState], dict[str, Any]], when: Callable[[EngineStatsState], Any] | None = None
+) -> Samples:
+    """One sample per engine and key of a dict of the engine's (the ``engine`` label, then the key's)."""
+
+    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+        return [
+            ((engine, key), v)
+            for engine, state in sorted(s.engines.items())
+            if when is None or when(state)
+            for key, v in sorted(value(state).items())
+        ]
+
+    return samples
+
+
+def _has_iterations(state: EngineStatsState) -> bool:
+    return state.iteration_seconds.count > 0
+
+
 def _has_spec(state: EngineStatsState) -> bool:
     return bool(state.spec_accepted or state.spec_drafted or state.spec_gauges)
 
@@ -599,6 +619,51 @@ CATALOGUE: tuple[Spec, ...] = (
         "kvwatch_vllm_spec_decode_draft_acceptance_ratio",
         "Draft acceptance rate, last interval.",
         per_engine(lambda e: e.spec_gauges.get("draft_acceptance_rate")),
+        labels="engine",
+    ),
+    # engine steps (--enable-logging-iteration-details)
+    histogram(
+        "kvwatch_vllm_iteration_seconds",
+        "Time each engine step took (iteration details; a data-parallel rank's dummy steps left out).",
+        per_engine(lambda e: e.iteration_seconds, when=_has_iterations),
+        labels="engine",
+        doc=(
+            "time each engine step took, from `Iteration(N): ... iteration elapsed time: X ms` "
+            "(`--enable-logging-iteration-details`); dummy steps left out"
+        ),
+    ),
+    histogram(
+        "kvwatch_vllm_iteration_tokens",
+        "Tokens each engine step computed, context and generation (iteration details).",
+        per_engine(lambda e: e.iteration_tokens, when=_has_iterations),
+        labels="engine",
+        native="`vllm:iteration_tokens_total`",
+    ),
+    counter(
+        "kvwatch_vllm_scheduled_tokens_total",
+        "Tokens engine steps computed, by phase: context (prompt tokens prefilled), generation (decoded).",
+        per_engine_keyed(lambda e: e.iteration_scheduled_tokens, when=_has_iterations),
+        labels="engine phase",
+        doc="tokens engine steps computed: `context` (prompt tokens prefilled), `generation` (tokens decoded)",
+        native=(
+            "`vllm:prompt_tokens_total` less prefix-cache hits; `vllm:generation_tokens_total` less each request's "
+            "first token (its prefill step's)"
+        ),
+    ),
+    counter(
+        "kvwatch_vllm_scheduled_requests_total",
+        "Requests in engine steps, by phase, summed over steps (divided by the steps: the mean batch).",
+        per_engine_keyed(lambda e: e.iteration_scheduled_requests, when=_has_iterations),
+        labels="engine phase",
+        doc=(
+            "requests in engine steps by phase, summed over the steps: over `kvwatch_vllm_iteration_seconds_count`, "
+            "the mean batch"
+        ),
+    ),
+    counter(
+        "kvwatch_vllm_dummy_iterations_total",
+        "Dummy engine steps a data-parallel rank ran with no requests of its own.",
+        per_engine(lambda e: e.dummy_iterations, when=lambda e: e.dummy_iterations),
         labels="engine",
     ),
     # requests

@@ -80,6 +80,10 @@ TRANSFER_SECONDS_BUCKETS = (
     5.0,
     10.0,
 )
+# An engine step takes from a fraction of a millisecond to seconds: the same range.
+ITERATION_SECONDS_BUCKETS = TRANSFER_SECONDS_BUCKETS
+# Tokens of one engine step, as vLLM buckets its ``vllm:iteration_tokens_total``.
+ITERATION_TOKENS_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 # How a field of two parts of one log combines (``merge_fields``).
 SUM, LAST, MAX, MIN, MERGE = "sum", "last", "max", "min", "merge"
@@ -198,9 +202,20 @@ class EngineStatsState:
     spec_drafted: int = counter()
     spec_gauges: dict[str, float] = last(dict)
     peaks: dict[str, float] = field(default_factory=dict, metadata={"merge": MAX})
+    # Engine steps (iteration details): dummy steps are counted apart, not observed.
+    iteration_seconds: Histogram = merged(lambda: Histogram(ITERATION_SECONDS_BUCKETS))
+    iteration_tokens: Histogram = merged(lambda: Histogram(ITERATION_TOKENS_BUCKETS))
+    iteration_scheduled_tokens: dict[str, int] = counts()  # phase (context, generation) -> tokens
+    iteration_scheduled_requests: dict[str, int] = counts()  # phase -> requests, summed over steps
+    dummy_iterations: int = counter()
 
     def merge(self, later: EngineStatsState) -> None:
         merge_fields(self, later)
+
+    def set_gauge(self, name: str, value: float) -> None:
+        self.gauges[name] = value
+        if name in _PEAKS and value > self.peaks.get(name, -1.0):
+            self.peaks[name] = value
 
 
 MIB = 1 << 20
@@ -414,6 +429,7 @@ class ServerStats:
             ev.LmcacheRetrieve: self._retrieve,
             ev.EngineStats: self._engine_stats,
             ev.SpecDecodeStats: self._spec_decode,
+            ev.EngineIteration: self._iteration,
             ev.LmcacheLookupPending: self._lookup_pending,
             ev.LmcacheStoreStart: self._store_start,
             ev.LmcacheInitialized: self._lmcache_initialized,
@@ -585,7 +601,7 @@ class ServerStats:
 
     # -- vLLM engine stats ----------------------------------------------------------
 
-    def engine(self, e: ev.EngineStats | ev.SpecDecodeStats) -> EngineStatsState:
+    def engine(self, e: ev.EngineStats | ev.SpecDecodeStats | ev.EngineIteration) -> EngineStatsState:
         engines = self.engines
         label = engine_of(e.engine, getattr(e, "engines", None) is not None, engines, len(engines))
         state = engines.get(label)
@@ -607,16 +623,13 @@ class ServerStats:
             state.last_seen = when
         elif self.now is not None:
             state.last_seen = self.now()
-        gauges = state.gauges
         is_v1 = e.running is not None and e.swapped is None
         for name in STATS_GAUGES:
             value = getattr(e, name)
             if value is None and is_v1 and name in _ZERO_WHEN_ABSENT:
                 value = 0
             if value is not None:
-                gauges[name] = value
-                if name in _PEAKS and value > state.peaks.get(name, -1.0):
-                    state.peaks[name] = value
+                state.set_gauge(name, value)
         if e.preempted:
             state.preemptions += e.preempted
         if e.corrupted:
@@ -632,6 +645,21 @@ class ServerStats:
             state.spec_gauges["mean_acceptance_length"] = e.mean_acceptance_length
         if e.draft_acceptance_rate is not None:
             state.spec_gauges["draft_acceptance_rate"] = e.draft_acceptance_rate
+
+    def _iteration(self, e: ev.EngineIteration) -> None:
+        state = self.engine(e)
+        if e.kv_cache_usage is not None:
+            state.set_gauge("kv_cache_usage", e.kv_cache_usage)  # the stats line's gauge, between its lines
+        if e.dummy:
+            state.dummy_iterations += 1
+            return
+        state.iteration_seconds.observe(e.elapsed_ms / 1000.0)
+        state.iteration_tokens.observe(e.context_tokens + e.generation_tokens)
+        tokens, requests = state.iteration_scheduled_tokens, state.iteration_scheduled_requests
+        tokens["context"] = tokens.get("context", 0) + e.context_tokens
+        tokens["generation"] = tokens.get("generation", 0) + e.generation_tokens
+        requests["context"] = requests.get("context", 0) + e.context_requests
+        requests["generation"] = requests.get("generation", 0) + e.generation_requests
 
     # -- requests ---------------------------------------------------------------------
 

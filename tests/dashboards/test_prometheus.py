@@ -63,6 +63,7 @@ def one_line_of_every_kind() -> list[str]:
 EMPTY_ON_THIS_INPUT = {
     "kvwatch_vllm_cpu_prefix_cache_hit_ratio": "V0 engines only",
     "kvwatch_vllm_mm_cache_hit_ratio": "multimodal models only",
+    "kvwatch_vllm_dummy_iterations_total": "data-parallel ranks only: the one step line of its kind is no dummy",
     "kvwatch_server_last_exit_code": "the supervised stand-in has not exited",
     "kvwatch_server_last_exit_signal": "the supervised stand-in has not exited",
     "kvwatch_server_last_error": "no error in the stand-in's log",

@@ -45,7 +45,10 @@ name = "tiny"
 python = "{PYTHON}"
 model = "{MODEL}"
 port = {port}
-args = ["--enforce-eager", "--max-model-len", "2048", "--served-model-name", "tiny-llama", "--enable-log-requests"]
+args = [
+  "--enforce-eager", "--max-model-len", "2048", "--served-model-name", "tiny-llama", "--enable-log-requests",
+  "--enable-logging-iteration-details",
+]
 env = {{ HF_HUB_OFFLINE = "1", VLLM_CPU_KVCACHE_SPACE = "1", VLLM_LOG_STATS_INTERVAL = "1" }}
 health_interval = "1s"
 stop_timeout = "30s"
@@ -129,6 +132,16 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
         what=f"the {stats_in_log} stats lines of the raw log",
     )
     assert (raw_log.stat().st_mode & 0o777) == 0o640
+    # Every engine step of the raw log, and the tokens they decoded as vLLM counts them: each request's
+    # first token comes out of its prefill step, every other one out of a decode step.
+    steps_in_log = len(re.findall(r"\] Engine 000: Iteration\(\d+\): .* ms, ", raw_log.read_text(errors="replace")))
+    assert steps_in_log > 0
+    wait_for(
+        lambda: agent.value("kvwatch_vllm_iteration_seconds_count", server="tiny", engine="0") == steps_in_log,
+        what=f"the {steps_in_log} engine steps of the raw log",
+    )
+    decoded = agent.value("kvwatch_vllm_scheduled_tokens_total", server="tiny", engine="0", phase="generation")
+    assert decoded == vllm_metrics(port)["vllm:generation_tokens_total"] - sent
 
     # Without the LMCache connector the canary fails, and says why.
     result = subprocess.run(

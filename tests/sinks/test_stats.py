@@ -245,3 +245,38 @@ def test_the_multiprocess_servers_hit_rate_summaries_add_their_lookups_and_keep_
     ratio = "kvwatch_lmcache_server_lookup_hit_ratio"
     assert rendered[(ratio, (("plane", "prefix"), ("server", "s")))] == 1.0
     assert rendered[(ratio, (("plane", "non_prefix"), ("server", "s")))] == 0.4
+
+
+def test_engine_steps_are_timed_counted_by_phase_and_dummy_steps_kept_apart() -> None:
+    s = feed(
+        fresh(),
+        [
+            "(EngineCore_DP0 pid=9) INFO 12-22 21:44:40 [core.py:349] Iteration(515): 0 context requests, "
+            "0 context tokens, 20 generation requests, 20 generation tokens, iteration elapsed time: 10.99 ms",
+            "(EngineCore_DP0 pid=9) INFO 12-22 21:44:40 [core.py:349] Iteration(516): 2 context requests, "
+            "300 context tokens, 18 generation requests, 18 generation tokens, iteration elapsed time: 31.50 ms",
+            "(EngineCore_DP0 pid=9) INFO 12-22 21:44:40 [core.py:360] Iteration(517): 0 context requests, "
+            "0 context tokens, 0 generation requests, 0 generation tokens, iteration elapsed time: 0.41 ms (dummy)",
+            "(APIServer pid=1) INFO 12-22 21:44:41 [loggers.py:199] Engine 001: Iteration(8): 1 context requests, "
+            "73 context tokens, 0 generation requests, 0 generation tokens, iteration elapsed time: 3.62 ms, "
+            "GPU KV cache usage: 42.5%",
+        ],
+    )
+    m = exposition(s)
+
+    def value(name: str, **labels: str) -> float:
+        return m[(name, tuple(sorted({"server": "s", **labels}.items())))]
+
+    assert value("kvwatch_vllm_iteration_seconds_count", engine="0") == 2  # the dummy step is not timed
+    assert value("kvwatch_vllm_iteration_seconds_sum", engine="0") == pytest.approx(0.04249)
+    assert value("kvwatch_vllm_iteration_seconds_bucket", engine="0", le="0.025") == 1
+    assert value("kvwatch_vllm_iteration_tokens_bucket", engine="0", le="32.0") == 1
+    assert value("kvwatch_vllm_iteration_tokens_bucket", engine="0", le="512.0") == 2
+    assert value("kvwatch_vllm_scheduled_tokens_total", engine="0", phase="context") == 300
+    assert value("kvwatch_vllm_scheduled_tokens_total", engine="0", phase="generation") == 38
+    assert value("kvwatch_vllm_scheduled_requests_total", engine="0", phase="generation") == 38
+    assert value("kvwatch_vllm_dummy_iterations_total", engine="0") == 1
+    assert value("kvwatch_vllm_iteration_seconds_count", engine="1") == 1
+    # The front end's step line carries the KV cache usage the stats line reports every few seconds.
+    assert value("kvwatch_vllm_kv_cache_usage_ratio", engine="1") == 0.425
+    assert ("kvwatch_vllm_dummy_iterations_total", (("engine", "1"), ("server", "s"))) not in m
