@@ -679,6 +679,10 @@ def engine_row(d: db.Dashboard) -> db.Dashboard:
             query(f"kvwatch_vllm_kv_cache_capacity_tokens{{{SERVERS}}}", "{{server}} KV tokens"),
             query(f"kvwatch_vllm_kv_cache_max_concurrency{{{SERVERS}}}", "{{server}} max concurrency"),
             query(f"kvwatch_vllm_kv_cache_blocks{{{SERVERS}}}", "{{server}} {{device}} blocks"),
+            query(f"kvwatch_vllm_device_flops_per_second{{{ENGINES}}}", "{{server}}/{{engine}} FLOP/s per device"),
+            query(
+                f"kvwatch_vllm_device_memory_bytes_per_second{{{ENGINES}}}", "{{server}}/{{engine}} bytes/s per device"
+            ),
             query(
                 f"kvwatch_vllm_spec_decode_mean_acceptance_length{{{ENGINES}}}",
                 "{{server}} mean acceptance length",

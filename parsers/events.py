@@ -118,6 +118,17 @@ class EngineIteration(Event):
     encoder_output_tokens: NonNegativeInt | None = None  #: embeddings those encoder inputs produce
 
 
+@dataclass(slots=True)
+class EngineMfu(Event):
+    """``Engine NNN: MFU: X TF/s/GPU Y GB/s/GPU`` (``--enable-mfu-metrics``, vLLM 0.14 on; ``/device`` in
+    later releases): the FLOPs and memory traffic vLLM estimates each device achieved over the interval."""
+
+    kind: ClassVar[str] = "engine_mfu"
+    engine: int | None = None  #: engine index from the `Engine NNN:` prefix
+    tflops_per_device: float = 0.0  #: TF/s, 10^12 floating-point operations a second
+    gbps_per_device: float = 0.0  #: GB/s read and written, 10^9 bytes a second
+
+
 # --- LMCache --------------------------------------------------------------------
 
 
@@ -537,6 +548,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SpecDecodeStats,
     KvTransferStats,
     EngineIteration,
+    EngineMfu,
     LmcacheLookup,
     LmcacheLookupPending,
     LmcacheStoreStart,

@@ -17,6 +17,7 @@ import re
 from parsers import lifecycle
 from parsers.events import (
     EngineIteration,
+    EngineMfu,
     EngineStats,
     Event,
     KvCacheCapacity,
@@ -46,6 +47,8 @@ ITERATION = re.compile(
     rf"(?:, encoder inputs: ({INTEGER}), encoder output embeddings: ({INTEGER}))?",
     re.ASCII,
 )
+# The FLOPs and memory traffic vLLM estimates (``--enable-mfu-metrics``): per ``GPU``, later per ``device``.
+_MFU = re.compile(rf"MFU: ({DECIMAL}) TF/s/\w+ ({DECIMAL}) GB/s/\w+")
 _KV_FETCH = re.compile(rf"({INTEGER}) waiting to start, ({INTEGER}) in progress, ({INTEGER}) completed waiting")
 
 
@@ -320,6 +323,14 @@ def parse_iteration(line: str, start: int, stamp: str | None, engine: int | None
     )
 
 
+def parse_mfu(line: str, start: int, stamp: str | None, engine: int | None = None) -> tuple[Event, ...] | None:
+    """``MFU: X TF/s/GPU Y GB/s/GPU`` after ``Engine NNN: ``."""
+    m = _MFU.match(line, start)
+    if m is None:
+        return None
+    return (EngineMfu(stamp, engine, decimal(m.group(1)), decimal(m.group(2))),)
+
+
 def parse_cache_config(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     """``vllm cache_config_info with initialization after num_gpu_blocks is: N``."""
     m = _CACHE_CONFIG.match(line, start)
@@ -345,9 +356,11 @@ def parse_engine_prefixed(line: str, start: int, stamp: str | None) -> tuple[Eve
         return parse_cache_config(line, pos, stamp)
     if line.startswith("Iteration(", pos):  # a step line that does not parse is suspected of being one
         return parse_iteration(line, pos, stamp, engine) or (SuspiciousLine(stamp, "engine_iteration"),)
+    if line.startswith("MFU: ", pos):
+        return parse_mfu(line, pos, stamp, engine) or (SuspiciousLine(stamp, "engine_mfu"),)
     if opens_with(line, pos, _ENGINE_OPENINGS):
         return None
-    # CUDA graph and MFU summaries share the prefix; not parsed.
+    # The CUDA graph table and MFU details (a DEBUG line) share the prefix; not parsed.
     return ()
 
 

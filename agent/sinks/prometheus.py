@@ -621,6 +621,22 @@ CATALOGUE: tuple[Spec, ...] = (
         per_engine(lambda e: e.spec_gauges.get("draft_acceptance_rate")),
         labels="engine",
     ),
+    gauge(
+        "kvwatch_vllm_device_flops_per_second",
+        "Floating-point operations a second each device achieved, as vLLM estimates them (last interval).",
+        engine_gauge("flops_per_second"),
+        labels="engine",
+        doc="FLOP/s each device achieved as vLLM estimates them, last interval (`MFU:` line, `--enable-mfu-metrics`)",
+        native="`rate(vllm:estimated_flops_per_gpu_total)`",
+    ),
+    gauge(
+        "kvwatch_vllm_device_memory_bytes_per_second",
+        "Bytes a second each device read and wrote, as vLLM estimates them (last interval).",
+        engine_gauge("memory_bytes_per_second"),
+        labels="engine",
+        doc="bytes/s each device read and wrote as vLLM estimates them, last interval (`MFU:` line)",
+        native="`rate(vllm:estimated_read_bytes_per_gpu_total) + rate(vllm:estimated_write_bytes_per_gpu_total)`",
+    ),
     # engine steps (--enable-logging-iteration-details)
     histogram(
         "kvwatch_vllm_iteration_seconds",

@@ -430,6 +430,7 @@ class ServerStats:
             ev.EngineStats: self._engine_stats,
             ev.SpecDecodeStats: self._spec_decode,
             ev.EngineIteration: self._iteration,
+            ev.EngineMfu: self._mfu,
             ev.LmcacheLookupPending: self._lookup_pending,
             ev.LmcacheStoreStart: self._store_start,
             ev.LmcacheInitialized: self._lmcache_initialized,
@@ -601,7 +602,7 @@ class ServerStats:
 
     # -- vLLM engine stats ----------------------------------------------------------
 
-    def engine(self, e: ev.EngineStats | ev.SpecDecodeStats | ev.EngineIteration) -> EngineStatsState:
+    def engine(self, e: ev.EngineStats | ev.SpecDecodeStats | ev.EngineIteration | ev.EngineMfu) -> EngineStatsState:
         engines = self.engines
         label = engine_of(e.engine, getattr(e, "engines", None) is not None, engines, len(engines))
         state = engines.get(label)
@@ -660,6 +661,11 @@ class ServerStats:
         tokens["generation"] = tokens.get("generation", 0) + e.generation_tokens
         requests["context"] = requests.get("context", 0) + e.context_requests
         requests["generation"] = requests.get("generation", 0) + e.generation_requests
+
+    def _mfu(self, e: ev.EngineMfu) -> None:
+        gauges = self.engine(e).gauges
+        gauges["flops_per_second"] = e.tflops_per_device * 1e12
+        gauges["memory_bytes_per_second"] = e.gbps_per_device * 1e9
 
     # -- requests ---------------------------------------------------------------------
 

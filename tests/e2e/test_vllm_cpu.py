@@ -47,7 +47,7 @@ model = "{MODEL}"
 port = {port}
 args = [
   "--enforce-eager", "--max-model-len", "2048", "--served-model-name", "tiny-llama", "--enable-log-requests",
-  "--enable-logging-iteration-details",
+  "--enable-logging-iteration-details", "--enable-mfu-metrics",
 ]
 env = {{ HF_HUB_OFFLINE = "1", VLLM_CPU_KVCACHE_SPACE = "1", VLLM_LOG_STATS_INTERVAL = "1" }}
 health_interval = "1s"
@@ -142,6 +142,20 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
     )
     decoded = agent.value("kvwatch_vllm_scheduled_tokens_total", server="tiny", engine="0", phase="generation")
     assert decoded == vllm_metrics(port)["vllm:generation_tokens_total"] - sent
+    # What vLLM estimates its device did in the interval of its last MFU line, as that line printed it (the
+    # tiny model on a CPU: about nothing, to one decimal).
+    mfu = re.findall(r"\] Engine 000: MFU: ([\d.]+) TF/s/\w+ ([\d.]+) GB/s", raw_log.read_text(errors="replace"))
+    assert mfu, "vLLM printed its MFU line"
+    wait_for(
+        lambda: (
+            (
+                agent.value("kvwatch_vllm_device_flops_per_second", server="tiny", engine="0"),
+                agent.value("kvwatch_vllm_device_memory_bytes_per_second", server="tiny", engine="0"),
+            )
+            == (float(mfu[-1][0]) * 1e12, float(mfu[-1][1]) * 1e9)
+        ),
+        what="the last MFU line's figures",
+    )
 
     # Without the LMCache connector the canary fails, and says why.
     result = subprocess.run(

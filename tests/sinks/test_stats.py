@@ -280,3 +280,11 @@ def test_engine_steps_are_timed_counted_by_phase_and_dummy_steps_kept_apart() ->
     # The front end's step line carries the KV cache usage the stats line reports every few seconds.
     assert value("kvwatch_vllm_kv_cache_usage_ratio", engine="1") == 0.425
     assert ("kvwatch_vllm_dummy_iterations_total", (("engine", "1"), ("server", "s"))) not in m
+
+
+def test_the_mfu_line_gives_each_devices_estimated_flops_and_bytes_a_second() -> None:
+    s = feed(fresh(), ["INFO 12-15 17:38:18 [perf.py:1302] Engine 001: MFU: 6.6 TF/s/GPU 105.0 GB/s/GPU"])
+    m = exposition(s)
+    labels = (("engine", "1"), ("server", "s"))
+    assert m[("kvwatch_vllm_device_flops_per_second", labels)] == 6.6e12
+    assert m[("kvwatch_vllm_device_memory_bytes_per_second", labels)] == 105e9
