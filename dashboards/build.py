@@ -736,6 +736,23 @@ def requests_row(d: db.Dashboard) -> db.Dashboard:
     )
     d = d.with_panel(
         series(
+            "KV load failures",
+            "short",
+            query(
+                rate("kvwatch_vllm_kv_load_failures_total", by="server, policy"), "{{server}} requests/s: {{policy}}"
+            ),
+            query(
+                rate("kvwatch_vllm_kv_load_failed_tokens_total", by="server, policy"), "{{server}} tokens/s: {{policy}}"
+            ),
+            description=(
+                "KV the connector (LMCache ...) promised and could not load: computed again (recompute) or the "
+                "requests failed (fail), as vLLM's kv_load_failure_policy says."
+            ),
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        series(
             "Errors by kind",
             "short",
             query(

@@ -353,6 +353,20 @@ class RequestFailed(Event):
 
 
 @dataclass(slots=True)
+class KvLoadFailure(Event):
+    """The KV connector (LMCache, NIXL ...) could not load KV it had promised (vLLM 0.11 on): ``Recovered from KV
+    load failure: N request(s) rescheduled (T tokens affected).`` -- computed again --, or under
+    ``kv_load_failure_policy=fail`` ``Failing N request(s) due to KV load failure (failure_policy=fail, T tokens
+    affected). Request IDs: {...}``."""
+
+    kind: ClassVar[str] = "kv_load_failure"
+    requests: NonNegativeInt = 0  #: requests affected
+    tokens: NonNegativeInt | None = None  #: tokens affected (to compute again, or lost with the failed requests)
+    policy: Literal["recompute", "fail"] = "recompute"  #: what vLLM did: computed them again, or failed the requests
+    request_ids: list[str] | None = None  #: the failed requests' ids, as printed (policy fail)
+
+
+@dataclass(slots=True)
 class HttpAccess(Event):
     """An HTTP access line: uvicorn's, vLLM's Rust front end's (``http request method=... path=...
     status=...``, no client address), or Ray Serve's where vLLM runs under Ray Serve LLM (``... --
@@ -568,6 +582,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RequestAborted,
     RequestCancelled,
     RequestFailed,
+    KvLoadFailure,
     HttpAccess,
     ServerStarting,
     EngineStarting,

@@ -105,6 +105,8 @@ _ITERATION = _exact(_whole(vllm_stats.ITERATION.pattern), vllm_stats.parse_itera
 _ENGINE_ITERATION = _exact(
     _whole(vllm_stats.ENGINE_PREFIX.pattern + vllm_stats.ITERATION.pattern), vllm_stats.parse_engine_prefixed
 )
+_KV_LOAD_RECOVERED = _exact(_whole(requests.KV_LOAD_RECOVERED.pattern), requests.parse_kv_load_recovered)
+_KV_LOAD_FAILING = _exact(_whole(requests.KV_LOAD_FAILING.pattern + r"(?:\{[^{}]*\})?"), requests.parse_kv_load_failing)
 _MAX_CONCURRENCY = _exact(_whole(lifecycle.MAX_CONCURRENCY.pattern), lifecycle.parse_max_concurrency)
 
 # First word of a message-only line -> its reader.
@@ -143,6 +145,8 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "vLLM": _exact(_whole(r"vLLM API server version \S+"), lifecycle.parse_vllm_version),
     "Finished": _exact(_whole(requests.FINISHED.pattern), requests.parse_finished),
     "Aborted": _exact(_whole(requests.ABORTED.pattern), requests.parse_aborted),
+    "Recovered": _KV_LOAD_RECOVERED,
+    "Failing": _KV_LOAD_FAILING,
 }
 # abseil's ``*** SIGSEGV received at ...``: read from the signal's name, after the stars.
 for _signal in lifecycle.FATAL_SIGNALS:

@@ -14,6 +14,7 @@ from parsers.envelope import ACCESS_CLOSING_QUOTES, ACCESS_OPENING_QUOTES, RAY_S
 from parsers.events import (
     Event,
     HttpAccess,
+    KvLoadFailure,
     RequestAborted,
     RequestAdded,
     RequestCancelled,
@@ -174,6 +175,35 @@ def parse_request_outcome(line: str, start: int, stamp: str | None) -> tuple[Eve
     return (RequestFailed(stamp, m.group(1), _FAIL_REASONS[m.group(3)]),)
 
 
+# The scheduler's KV load failure lines (vLLM 0.11 on; the failing form from 0.13).  The ids of the failed
+# requests are printed as a Python set: only a bounded number of them is kept.
+KV_LOAD_RECOVERED = re.compile(
+    rf"Recovered from KV load failure: ({INTEGER}) request\(s\) rescheduled \(({INTEGER}) tokens affected\)"
+)
+KV_LOAD_FAILING = re.compile(
+    rf"Failing ({INTEGER}) request\(s\) due to KV load failure"
+    rf"(?: \(failure_policy=\w+, ({INTEGER}) tokens affected\))?\.?(?: Request IDs: )?"
+)
+_SET_MEMBER = re.compile(r"'([^'\s]{1,256})'")
+MAX_FAILED_IDS = 1024
+
+
+def parse_kv_load_recovered(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = KV_LOAD_RECOVERED.match(line, start)
+    if m is None:
+        return None if opens_with(line, start, ("Recovered from KV load failure: ",)) else ()
+    return (KvLoadFailure(stamp, int(m.group(1)), int(m.group(2)), "recompute"),)
+
+
+def parse_kv_load_failing(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = KV_LOAD_FAILING.match(line, start)
+    if m is None:
+        return None if "KV load failure" in line else ()
+    ids = [found.group(1) for _, found in zip(range(MAX_FAILED_IDS), _SET_MEMBER.finditer(line, m.end()), strict=False)]
+    tokens = int(m.group(2)) if m.group(2) is not None else None
+    return (KvLoadFailure(stamp, int(m.group(1)), tokens, "fail", ids or None),)
+
+
 # --- uvicorn --------------------------------------------------------------------------
 
 
@@ -280,4 +310,6 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "Generated": (parse_generated, "response_generated"),
     "Aborted": (parse_aborted, "request_aborted"),
     "Request": (parse_request_outcome, "request_failed"),
+    "Recovered": (parse_kv_load_recovered, "kv_load_failure"),
+    "Failing": (parse_kv_load_failing, "kv_load_failure"),
 }

@@ -720,6 +720,24 @@ CATALOGUE: tuple[Spec, ...] = (
         native='`vllm:request_success_total{finished_reason="error"}`',
     ),
     counter(
+        "kvwatch_vllm_kv_load_failures_total",
+        "Requests whose KV the connector could not load, by policy: recompute (computed again) or fail (failed).",
+        counted(ev.KvLoadFailure, "requests", by="policy"),
+        labels="policy",
+        doc=(
+            "requests whose KV the connector (LMCache, NIXL ...) could not load, by vLLM's `kv_load_failure_policy`: "
+            "`recompute` (`Recovered from KV load failure`: computed again), `fail` (`Failing N request(s) due to KV "
+            "load failure`)"
+        ),
+    ),
+    counter(
+        "kvwatch_vllm_kv_load_failed_tokens_total",
+        "Tokens of those requests whose KV could not be loaded, by policy.",
+        counted(ev.KvLoadFailure, "tokens", by="policy"),
+        labels="policy",
+        doc="tokens whose KV could not be loaded: computed again (`recompute`) or lost with the request (`fail`)",
+    ),
+    counter(
         "kvwatch_http_responses_total",
         "HTTP responses from the access log (uvicorn's, vLLM's Rust front end's or Ray Serve's); unknown paths are "
         'counted as path="other".',

@@ -295,6 +295,7 @@ class TraceBuilder:
             ev.ServerStarting: self._server_starting,
             ev.ServerShutdown: self._server_shutdown,
             ev.KvTransferStats: self._kv_transfer,
+            ev.KvLoadFailure: self._kv_load_failure,
         }
 
     # -- entry points ---------------------------------------------------------------
@@ -655,6 +656,10 @@ class TraceBuilder:
 
     def _failed(self, e: ev.RequestFailed, when: float) -> None:
         self._end_by_id(e.request_id, when, "failed", e.reason)
+
+    def _kv_load_failure(self, e: ev.KvLoadFailure, when: float) -> None:
+        for request_id in e.request_ids or ():  # failed under kv_load_failure_policy=fail; the others go on
+            self._end_by_id(request_id, when, "failed", "kv_load_failure")
 
     def _access(self, e: ev.HttpAccess, when: float) -> None:
         route = route_of(e.path)  # the OpenAI route, also where a platform mounts it under a prefix

@@ -268,6 +268,30 @@ def test_failed_requests_are_errors_with_their_reason() -> None:
     assert root.status.status_code is StatusCode.ERROR and root.attributes["error.type"] == "engine_dead"
 
 
+def test_requests_failed_for_want_of_their_kv_end_with_that_reason_and_rescheduled_ones_go_on() -> None:
+    lines = [
+        "(APIServer pid=1) INFO 11-20 09:00:00 [async_llm.py:552] Added request chatcmpl-a-1a2b3c4d.",
+        "(APIServer pid=1) INFO 11-20 09:00:00 [async_llm.py:552] Added request chatcmpl-b-5e6f7a8b.",
+        "(EngineCore_DP0 pid=2) WARNING 11-20 09:00:01 [scheduler.py:1531] Recovered from KV load failure: "
+        "1 request(s) rescheduled (256 tokens affected).",
+        "(EngineCore_DP0 pid=2) ERROR 11-20 09:00:02 [scheduler.py:1522] Failing 1 request(s) due to KV load failure "
+        "(failure_policy=fail, 512 tokens affected). Request IDs: {'chatcmpl-a-1a2b3c4d'}",
+    ]
+    run = Run().feed(lines)
+    assert run.builder.open_requests == 1  # b, rescheduled, goes on
+    (root,) = run.roots()
+    assert root.attributes["vllm.request.id"] == "chatcmpl-a-1a2b3c4d"
+    assert root.status.status_code is StatusCode.ERROR and root.attributes["error.type"] == "kv_load_failure"
+    text = exposition(registry_for(lambda: [run.stats]))[0].decode()
+    for line in (
+        'kvwatch_vllm_kv_load_failures_total{policy="recompute",server="demo"} 1.0',
+        'kvwatch_vllm_kv_load_failures_total{policy="fail",server="demo"} 1.0',
+        'kvwatch_vllm_kv_load_failed_tokens_total{policy="recompute",server="demo"} 256.0',
+        'kvwatch_vllm_kv_load_failed_tokens_total{policy="fail",server="demo"} 512.0',
+    ):
+        assert line in text.splitlines()
+
+
 def test_a_request_begun_before_kvwatch_looked_is_marked() -> None:
     lines = [
         # Its Received, Added and lookup lines came before the part of the log we read.
