@@ -353,6 +353,18 @@ class RequestFailed(Event):
 
 
 @dataclass(slots=True)
+class RequestPreempted(Event):
+    """V0's ``Sequence group X is preempted by PreemptionMode.RECOMPUTE mode because there is not enough KV cache
+    space. ... total_num_cumulative_preemption=N`` (0.4.3 to 0.10): printed for every 50th preemption, with the
+    server's count so far."""
+
+    kind: ClassVar[str] = "request_preempted"
+    request_id: str = ""  #: the id as printed
+    mode: Literal["recompute", "swap"] = "recompute"  #: its KV dropped to be computed again, or swapped to the CPU
+    cumulative: NonNegativeInt | None = None  #: preemptions since the server started, this one included
+
+
+@dataclass(slots=True)
 class KvLoadFailure(Event):
     """The KV connector (LMCache, NIXL ...) could not load KV it had promised (vLLM 0.11 on): ``Recovered from KV
     load failure: N request(s) rescheduled (T tokens affected).`` -- computed again --, or under
@@ -582,6 +594,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RequestAborted,
     RequestCancelled,
     RequestFailed,
+    RequestPreempted,
     KvLoadFailure,
     HttpAccess,
     ServerStarting,

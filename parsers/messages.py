@@ -146,6 +146,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Finished": _exact(_whole(requests.FINISHED.pattern), requests.parse_finished),
     "Aborted": _exact(_whole(requests.ABORTED.pattern), requests.parse_aborted),
     "Recovered": _KV_LOAD_RECOVERED,
+    "Sequence": _exact(_whole(requests.PREEMPTED.pattern), requests.parse_preempted),
     "Failing": _KV_LOAD_FAILING,
 }
 # abseil's ``*** SIGSEGV received at ...``: read from the signal's name, after the stars.

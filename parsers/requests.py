@@ -20,6 +20,7 @@ from parsers.events import (
     RequestCancelled,
     RequestFailed,
     RequestFinished,
+    RequestPreempted,
     RequestReceived,
     ResponseGenerated,
     ServerError,
@@ -175,6 +176,21 @@ def parse_request_outcome(line: str, start: int, stamp: str | None) -> tuple[Eve
     return (RequestFailed(stamp, m.group(1), _FAIL_REASONS[m.group(3)]),)
 
 
+# V0's scheduler, at every 50th preemption (0.4.3 to 0.10).
+PREEMPTED = re.compile(
+    r"Sequence group (\S+) is preempted by PreemptionMode\.(RECOMPUTE|SWAP) mode because there is not enough KV "
+    rf"cache space\.(?: [^=]{{0,300}}total_num_cumulative_preemption=({INTEGER}))?"
+)
+
+
+def parse_preempted(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = PREEMPTED.match(line, start)
+    if m is None:
+        return None if opens_with(line, start, ("Sequence group ",)) and " is preempted" in line else ()
+    cumulative = int(m.group(3)) if m.group(3) is not None else None
+    return (RequestPreempted(stamp, m.group(1), "recompute" if m.group(2) == "RECOMPUTE" else "swap", cumulative),)
+
+
 # The scheduler's KV load failure lines (vLLM 0.11 on; the failing form from 0.13).  The ids of the failed
 # requests are printed as a Python set: only a bounded number of them is kept.
 KV_LOAD_RECOVERED = re.compile(
@@ -311,5 +327,6 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "Aborted": (parse_aborted, "request_aborted"),
     "Request": (parse_request_outcome, "request_failed"),
     "Recovered": (parse_kv_load_recovered, "kv_load_failure"),
+    "Sequence": (parse_preempted, "request_preempted"),
     "Failing": (parse_kv_load_failing, "kv_load_failure"),
 }

@@ -15,16 +15,16 @@ its fresh value, and the restore says which.
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from datetime import datetime
 from typing import Any
 
-from agent.sinks.stats import Engines, EngineStatsState, Histogram, KvTransferTotals, ServerStats
+from agent.sinks.stats import Engines, EngineStatsState, Histogram, KvTransferTotals, RunningTotal, ServerStats
 
 FORMAT = 1
 _NOT_SAVED = frozenset(("server", "clock", "now"))
 # Classes a record may rebuild, by name: their attributes are saved one by one.
-_OBJECTS: dict[str, type] = {cls.__name__: cls for cls in (Histogram, KvTransferTotals, EngineStatsState)}
+_OBJECTS: dict[str, type] = {cls.__name__: cls for cls in (Histogram, KvTransferTotals, RunningTotal, EngineStatsState)}
 
 
 class _Unreadable(ValueError):
@@ -114,8 +114,15 @@ def _decode(data: Any) -> Any:
     cls = _OBJECTS.get(data.get("object"))
     if cls is None or not isinstance(data.get("state"), dict):
         raise _Unreadable(repr(data)[:40])
-    obj = cls.__new__(cls)
     state = data["state"]
+    if is_dataclass(cls):
+        # A record of an older kvwatch: a field added since keeps its fresh value, the others come back.
+        obj = cls()
+        for attribute in _attributes(cls):
+            if attribute in state:
+                setattr(obj, attribute, _decode(state[attribute]))
+        return obj
+    obj = cls.__new__(cls)
     for attribute in _attributes(cls):
         if attribute not in state:
             raise _Unreadable(f"{cls.__name__} without {attribute}")

@@ -581,10 +581,16 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_vllm_preemptions_total",
-        "Preemptions (sum of each interval's Preemptions).",
-        per_engine(lambda e: e.preemptions, when=lambda e: e.lines),
+        "Preemptions (V1: sum of each interval's Preemptions; V0: the count its preemption warning prints).",
+        per_engine(
+            lambda e: e.preemptions + e.cumulative_preemptions.total,
+            when=lambda e: e.lines or e.cumulative_preemptions.first is not None,
+        ),
         labels="engine",
-        doc="sum of each interval's Preemptions",
+        doc=(
+            "V1: sum of each interval's Preemptions; V0: the count since the server started its preemption "
+            "warning prints (`total_num_cumulative_preemption=N`, at every 50th), added up over restarts"
+        ),
         native="`vllm:num_preemptions_total`",
     ),
     counter(

@@ -189,6 +189,42 @@ class Engines(dict):
                 self[label] = state
 
 
+class RunningTotal:
+    """A count a log prints as its total so far, which starts again with the server (V0's preemption warning):
+    what the totals add up to over every run, exactly also when parts of one log are merged."""
+
+    __slots__ = ("first", "last", "since_first")
+
+    def __init__(self) -> None:
+        self.first: int | None = None  # the first total seen
+        self.last = 0  # the latest
+        self.since_first = 0  # what was added after the first
+
+    def observe(self, total: int) -> None:
+        if self.first is None:
+            self.first = total
+        else:
+            self.since_first += self._added(total)
+        self.last = total
+
+    def _added(self, total: int) -> int:
+        return total - self.last if total >= self.last else total  # lower: the server started again
+
+    @property
+    def total(self) -> int:
+        return (self.first or 0) + self.since_first
+
+    def merge(self, later: RunningTotal) -> None:
+        if later.first is None:
+            return
+        if self.first is None:
+            self.first = later.first
+        else:
+            self.since_first += self._added(later.first)
+        self.since_first += later.since_first
+        self.last = later.last
+
+
 @dataclass(eq=False)
 class EngineStatsState:
     """The last values of one engine's stats line, and what accumulates from it."""
@@ -208,6 +244,8 @@ class EngineStatsState:
     iteration_scheduled_tokens: dict[str, int] = counts()  # phase (context, generation) -> tokens
     iteration_scheduled_requests: dict[str, int] = counts()  # phase -> requests, summed over steps
     dummy_iterations: int = counter()
+    # V0's running count of preemptions, printed with every 50th.
+    cumulative_preemptions: RunningTotal = merged(lambda: RunningTotal())
 
     def merge(self, later: EngineStatsState) -> None:
         merge_fields(self, later)
@@ -431,6 +469,7 @@ class ServerStats:
             ev.SpecDecodeStats: self._spec_decode,
             ev.EngineIteration: self._iteration,
             ev.EngineMfu: self._mfu,
+            ev.RequestPreempted: self._preempted,
             ev.LmcacheLookupPending: self._lookup_pending,
             ev.LmcacheStoreStart: self._store_start,
             ev.LmcacheInitialized: self._lmcache_initialized,
@@ -602,9 +641,10 @@ class ServerStats:
 
     # -- vLLM engine stats ----------------------------------------------------------
 
-    def engine(self, e: ev.EngineStats | ev.SpecDecodeStats | ev.EngineIteration | ev.EngineMfu) -> EngineStatsState:
+    def engine(self, e: ev.Event) -> EngineStatsState:
+        """The state of the engine an event names (V0's one engine, ``0``, for an event that names none)."""
         engines = self.engines
-        label = engine_of(e.engine, getattr(e, "engines", None) is not None, engines, len(engines))
+        label = engine_of(getattr(e, "engine", None), getattr(e, "engines", None) is not None, engines, len(engines))
         state = engines.get(label)
         if state is None:
             if label == "other":
@@ -661,6 +701,10 @@ class ServerStats:
         tokens["generation"] = tokens.get("generation", 0) + e.generation_tokens
         requests["context"] = requests.get("context", 0) + e.context_requests
         requests["generation"] = requests.get("generation", 0) + e.generation_requests
+
+    def _preempted(self, e: ev.RequestPreempted) -> None:
+        if e.cumulative is not None:
+            self.engine(e).cumulative_preemptions.observe(e.cumulative)
 
     def _mfu(self, e: ev.EngineMfu) -> None:
         gauges = self.engine(e).gauges

@@ -74,3 +74,15 @@ def test_a_span_of_log_time_saved_as_datetimes_comes_back_as_seconds() -> None:
     assert (restored.first_time, restored.last_time) == (stats.first_time, stats.last_time)
     restored.note_time("2030-01-01 00:00:00,000")  # and counting goes on with them
     assert restored.last_time == datetime(2030, 1, 1, tzinfo=UTC).timestamp()
+
+
+def test_a_record_saved_before_an_engine_number_existed_brings_back_the_others() -> None:
+    """An upgraded kvwatch restores what the older one saved: an engine's numbers added since start fresh."""
+    stats = _fed()
+    record = json.loads(json.dumps(stats_record(stats)))
+    for _label, engine in record["fields"]["engines"]["engines"]:
+        for added in ("iteration_seconds", "cumulative_preemptions", "dummy_iterations"):
+            del engine["state"][added]
+    restored = ServerStats("s")
+    assert restore_stats(restored, record) == []
+    assert _openmetrics(restored) == _openmetrics(stats)

@@ -288,3 +288,23 @@ def test_the_mfu_line_gives_each_devices_estimated_flops_and_bytes_a_second() ->
     labels = (("engine", "1"), ("server", "s"))
     assert m[("kvwatch_vllm_device_flops_per_second", labels)] == 6.6e12
     assert m[("kvwatch_vllm_device_memory_bytes_per_second", labels)] == 105e9
+
+
+def _preempted(total: int) -> str:
+    return (
+        f"WARNING 11-05 14:02:31 scheduler.py:1481] Sequence group g{total} is preempted by PreemptionMode.RECOMPUTE "
+        "mode because there is not enough KV cache space. This can affect the end-to-end performance. Increase "
+        f"gpu_memory_utilization or tensor_parallel_size to provide more KV cache memory. "
+        f"total_num_cumulative_preemption={total}"
+    )
+
+
+@pytest.mark.parametrize("cut", range(1, 6))
+def test_v0_preemptions_are_the_running_count_its_warning_prints_across_restarts_and_parts(cut: int) -> None:
+    """V0 prints every 50th preemption with the count so far; a restart starts the count again."""
+    lines = [_preempted(n) for n in (1, 51, 101)] + [_preempted(n) for n in (1, 51)]  # 101, then 51 more
+    whole = feed(fresh(), lines)
+    merged = feed(fresh(), lines[:cut])
+    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), lines[cut:]))))
+    for stats in (whole, merged):
+        assert exposition(stats)[("kvwatch_vllm_preemptions_total", (("engine", "0"), ("server", "s")))] == 152
