@@ -250,8 +250,9 @@ class TailedPath:
             if opened is not None:
                 if other is not self:
                     log.info("%s: reading on from where it was read as %s", self.path, other.path)
-                self.current, self.saved = opened, None
+                self.current = opened
                 self.seen_at = time.time()
+            self.saved = None  # where this name once stood is not where the file's reading stands
             return True
         return False
 
