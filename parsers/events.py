@@ -99,7 +99,7 @@ class KvTransferStats(Event):
 
 @dataclass(slots=True)
 class EngineIteration(Event):
-    """One engine step, logged with ``--enable-logging-iteration-details`` (vLLM 0.14 on):
+    """One engine step, logged with ``--enable-logging-iteration-details`` (vLLM from January 2026):
     ``[Engine NNN: ]Iteration(N): a context requests, b context tokens, c generation requests,
     d generation tokens, iteration elapsed time: X ms[ (dummy)][, GPU KV cache usage: Y%][, encoder ...]``."""
 
@@ -366,8 +366,8 @@ class RequestPreempted(Event):
 
 @dataclass(slots=True)
 class KvLoadFailure(Event):
-    """The KV connector (LMCache, NIXL ...) could not load KV it had promised (vLLM 0.11 on): ``Recovered from KV
-    load failure: N request(s) rescheduled (T tokens affected).`` -- computed again --, or under
+    """The KV connector (LMCache, NIXL ...) could not load KV it had promised (vLLM from autumn 2025):
+    ``Recovered from KV load failure: N request(s) rescheduled (T tokens affected).`` -- computed again --, or under
     ``kv_load_failure_policy=fail`` ``Failing N request(s) due to KV load failure (failure_policy=fail, T tokens
     affected). Request IDs: {...}``."""
 

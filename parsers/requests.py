@@ -191,8 +191,8 @@ def parse_preempted(line: str, start: int, stamp: str | None) -> tuple[Event, ..
     return (RequestPreempted(stamp, m.group(1), "recompute" if m.group(2) == "RECOMPUTE" else "swap", cumulative),)
 
 
-# The scheduler's KV load failure lines (vLLM 0.11 on; the failing form from 0.13).  The ids of the failed
-# requests are printed as a Python set: only a bounded number of them is kept.
+# The scheduler's KV load failure lines (vLLM from autumn 2025; the failing form from December 2025).  The ids
+# of the failed requests are printed as a Python set: only a bounded number of them is kept.
 KV_LOAD_RECOVERED = re.compile(
     rf"Recovered from KV load failure: ({INTEGER}) request\(s\) rescheduled \(({INTEGER}) tokens affected\)"
 )

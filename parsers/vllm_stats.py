@@ -37,7 +37,7 @@ _AGGREGATED_CACHE_CONFIG = re.compile(
     rf"({INTEGER}) Engines: vllm cache_config_info with initialization after num_gpu_blocks is: ({INTEGER})"
 )
 _V0_PREFIX_RATES = re.compile(rf"Prefix cache hit rate: GPU: (-?{DECIMAL})%, CPU: (-?{DECIMAL})%")
-# One engine step (``--enable-logging-iteration-details``): logged by the engine core from vLLM 0.14, a DP
+# One engine step (``--enable-logging-iteration-details``): logged by the engine core from January 2026, a DP
 # rank's dummy step marked from mid-2026, then by the front end after ``Engine NNN: `` with the KV cache
 # usage (``GPU``, later the device's name) and, for multimodal steps, the encoder's inputs.
 ITERATION = re.compile(
