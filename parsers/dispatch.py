@@ -19,6 +19,7 @@ show the header to be quoted text (:func:`parsers.envelope.find_header`).
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from itertools import islice
 
 from parsers import lifecycle, lmcache, requests, vllm_stats
@@ -44,6 +45,8 @@ from parsers.envelope import (
     JsonRecord,
     call_site,
     csv_fields,
+    engine_core_in,
+    engine_of_process,
     find_header,
     fluentd_stamp,
     is_foreign_process,
@@ -63,7 +66,7 @@ from parsers.envelope import (
 from parsers.envelope import (
     has_residue as _has_residue,
 )
-from parsers.events import LmcacheParser, LogProblem, SuspiciousLine, VllmParser
+from parsers.events import EngineIteration, LmcacheParser, LogProblem, SuspiciousLine, VllmParser
 from parsers.messages import EXCEPTION_WORD_ENDS, MESSAGE_START, Events, message_only
 from parsers.shapes import NOT_A_NUMBER, LineMatcher
 
@@ -268,22 +271,34 @@ def _without_ray_note(line: str) -> str:
     return line
 
 
-# Process tags seen so far -> (another server's?, tensor-parallel rank), or
-# (None, None) for text that is no process tag.  Tags repeat on every line of a
-# process, so each is parsed once.
-_TAGS: dict[str, tuple[bool | None, int | None]] = {}
+# Process tags seen so far -> (another server's?, tensor-parallel rank, the engine of an engine core), or
+# (None, None, None) for text that is no process tag.  Tags repeat on every line of a process, so each is
+# parsed once.
+_TAGS: dict[str, tuple[bool | None, int | None, int | None]] = {}
 _TAGS_MAX = 4096
 
 
-def _tag(tag: str) -> tuple[bool | None, int | None]:
+def _tag(tag: str) -> tuple[bool | None, int | None, int | None]:
     known = _TAGS.get(tag)
     if known is None:
         m = PROCESS_TAG.fullmatch(tag)
-        known = (None, None) if m is None else (is_foreign_process(m.group(1)), rank_of(m.group(1)))
+        if m is None:
+            known = (None, None, None)
+        else:
+            name = m.group(1)
+            known = (is_foreign_process(name), rank_of(name), engine_of_process(name))
         if len(_TAGS) >= _TAGS_MAX:
             _TAGS.clear()
         _TAGS[tag] = known
     return known
+
+
+def _of_engine(events: Events, engine: int) -> Events:
+    """An engine core's step lines name no engine: the data-parallel rank of the process that logged them."""
+    return tuple(
+        replace(event, engine=engine) if type(event) is EngineIteration and event.engine is None else event
+        for event in events
+    )
 
 
 def parse_nested(line: str, depth: int, rank: int | None) -> Events:
@@ -358,18 +373,21 @@ def _unglued(line: str, depth: int, rank: int | None) -> Events | None:
 def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # noqa: C901
     """The line from ``pos`` on (after a process tag, ``pos`` > 0: no copy is made)."""
     first = line[pos]
+    engine = None
     # Process tags, read past in a loop: processes that interleave their writes stack them.
     while first == "(":
         close = line.find(") ", pos)
         if close == -1:
             break
-        foreign, tag_rank = _tag(line[pos : close + 1])
+        foreign, tag_rank, tag_engine = _tag(line[pos : close + 1])
         if foreign:
             return NOTHING  # another server's process (SGLang, ...) logs look-alikes
         if foreign is None:
             break  # not a tag
         if tag_rank is not None:
             rank = tag_rank
+        if tag_engine is not None:
+            engine = tag_engine
         pos = close + 2
         if pos >= len(line):
             return NOTHING
@@ -381,6 +399,8 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
     elif first in _LEVEL_INITIALS:
         events = _vllm_line(line, rank, pos)
         if events is not None:
+            if events and engine is not None:
+                return _of_engine(events, engine)
             return events if events or first in _QUIET_INITIALS else _vllm_problem(line, pos)
         events = _uvicorn_line(line, rank, pos)
         if events is not None:
@@ -490,7 +510,14 @@ def _after_prefix(line: str, rank: int | None) -> Events:
     text = _without_ray_note(trim_closing(line, prefix))
     if found.end >= len(text):
         return NOTHING
-    return _after_header(text, found, rank) or _rest_of_header(text, found.end) or _problem_after_prefix(text, found)
+    events = _after_header(text, found, rank) or _rest_of_header(text, found.end)
+    if not events:
+        return _problem_after_prefix(text, found)
+    if type(events[0]) is EngineIteration and events[0].engine is None:  # (the prefix is read for it alone)
+        engine = engine_core_in(prefix)
+        if engine is not None:
+            return _of_engine(events, engine)
+    return events
 
 
 def _message_after_record_header(line: str) -> Events:

@@ -68,6 +68,16 @@ def rank_of(process_name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+# The engine core of a data-parallel rank: ``EngineCore_DP1`` (``EngineCore_1`` in 2025's releases).
+_ENGINE_CORE = re.compile(rf"EngineCore_(?:DP)?({INTEGER})\b")
+
+
+def engine_of_process(process_name: str) -> int | None:
+    """The engine (data-parallel rank) whose engine core a tag names: vLLM's ``Engine NNN`` of that rank."""
+    m = _ENGINE_CORE.match(process_name)
+    return int(m.group(1)) if m else None
+
+
 # --- headers --------------------------------------------------------------------------
 
 # vLLM: ``INFO 12-14 16:18:29 [loggers.py:118] `` (>= 0.8.0) or ``INFO 05-10 02:37:55 scheduler.py:224] ``.
@@ -502,6 +512,16 @@ def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
         if found is not None:
             rank = found
     return True, rank
+
+
+def engine_core_in(prefix: str) -> int | None:
+    """The data-parallel rank of the engine core whose process tag a prefix ends with, if it holds one."""
+    engine = None
+    for m in _TAG_IN_PREFIX.finditer(prefix):
+        found = engine_of_process(m.group(1))
+        if found is not None:
+            engine = found
+    return engine
 
 
 # Closing marks a paste leaves after the message when its prefix opened them: backticks, HTML tags, the

@@ -104,7 +104,9 @@ class EngineIteration(Event):
     d generation tokens, iteration elapsed time: X ms[ (dummy)][, GPU KV cache usage: Y%][, encoder ...]``."""
 
     kind: ClassVar[str] = "engine_iteration"
-    engine: int | None = None  #: engine index from the `Engine NNN:` prefix (where the front end logs the step)
+    #: engine index from the `Engine NNN:` prefix where the front end logs the step, or the data-parallel rank of
+    #: the engine core that logged it (`EngineCore_DP1`)
+    engine: int | None = None
     index: NonNegativeInt = 0  #: the step's number, counted per engine core from 0
     context_requests: NonNegativeInt = 0  #: requests still in prefill
     context_tokens: NonNegativeInt = 0  #: prompt tokens computed in the step

@@ -257,6 +257,9 @@ def test_engine_steps_are_timed_counted_by_phase_and_dummy_steps_kept_apart() ->
             "300 context tokens, 18 generation requests, 18 generation tokens, iteration elapsed time: 31.50 ms",
             "(EngineCore_DP0 pid=9) INFO 12-22 21:44:40 [core.py:360] Iteration(517): 0 context requests, "
             "0 context tokens, 0 generation requests, 0 generation tokens, iteration elapsed time: 0.41 ms (dummy)",
+            # The engine core of data-parallel rank 2: its steps are engine 2's.
+            "(EngineCore_DP2 pid=11) INFO 12-22 21:44:40 [core.py:349] Iteration(40): 0 context requests, "
+            "0 context tokens, 5 generation requests, 5 generation tokens, iteration elapsed time: 7.00 ms",
             "(APIServer pid=1) INFO 12-22 21:44:41 [loggers.py:199] Engine 001: Iteration(8): 1 context requests, "
             "73 context tokens, 0 generation requests, 0 generation tokens, iteration elapsed time: 3.62 ms, "
             "GPU KV cache usage: 42.5%",
@@ -277,6 +280,7 @@ def test_engine_steps_are_timed_counted_by_phase_and_dummy_steps_kept_apart() ->
     assert value("kvwatch_vllm_scheduled_requests_total", engine="0", phase="generation") == 38
     assert value("kvwatch_vllm_dummy_iterations_total", engine="0") == 1
     assert value("kvwatch_vllm_iteration_seconds_count", engine="1") == 1
+    assert value("kvwatch_vllm_scheduled_tokens_total", engine="2", phase="generation") == 5
     # The front end's step line carries the KV cache usage the stats line reports every few seconds.
     assert value("kvwatch_vllm_kv_cache_usage_ratio", engine="1") == 0.425
     assert ("kvwatch_vllm_dummy_iterations_total", (("engine", "1"), ("server", "s"))) not in m
