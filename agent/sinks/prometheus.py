@@ -34,15 +34,18 @@ from agent.sinks.stats import EngineStatsState, ServerStats, declare_count
 from parsers import events as ev
 
 
-def counted(event: type, amount: str | None = None, by: str | None = None) -> Samples:
+def counted(event: type, amount: str | None = None, by: str | None = None, always: tuple[str, ...] = ()) -> Samples:
     """A count kept from events alone (see :mod:`agent.sinks.stats`): one per ``event``, or the sum of its
-    ``amount`` attribute; labelled by the value of its ``by`` attribute when given.  Always present."""
+    ``amount`` attribute; labelled by the value of its ``by`` attribute when given.  Always present, and with
+    ``by`` the values in ``always`` from the start (so that an alert's ``increase()`` sees the first one)."""
     rule = declare_count(event, amount, by)
 
     def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
         if by is None:
             return [((), s.counted.get(rule.key, 0))]
-        return sorted(((key[1],), v) for key, v in s.counted.items() if isinstance(key, tuple) and key[0] == rule.key)
+        values = dict.fromkeys(always, 0)
+        values.update((key[1], v) for key, v in s.counted.items() if isinstance(key, tuple) and key[0] == rule.key)
+        return sorted(((value,), count) for value, count in values.items())
 
     return samples
 
@@ -76,6 +79,10 @@ def per_engine(
 def engine_gauge(key: str) -> Samples:
     """A value of the engine's last stats line."""
     return per_engine(lambda state: state.gauges.get(key))
+
+
+# vLLM's kv_load_failure_policy values.
+KV_LOAD_POLICIES = ("recompute", "fail")
 
 
 def per_engine_keyed(
@@ -728,7 +735,7 @@ CATALOGUE: tuple[Spec, ...] = (
     counter(
         "kvwatch_vllm_kv_load_failures_total",
         "Requests whose KV the connector could not load, by policy: recompute (computed again) or fail (failed).",
-        counted(ev.KvLoadFailure, "requests", by="policy"),
+        counted(ev.KvLoadFailure, "requests", by="policy", always=KV_LOAD_POLICIES),
         labels="policy",
         doc=(
             "requests whose KV the connector (LMCache, NIXL ...) could not load, by vLLM's `kv_load_failure_policy`: "
@@ -739,7 +746,7 @@ CATALOGUE: tuple[Spec, ...] = (
     counter(
         "kvwatch_vllm_kv_load_failed_tokens_total",
         "Tokens of those requests whose KV could not be loaded, by policy.",
-        counted(ev.KvLoadFailure, "tokens", by="policy"),
+        counted(ev.KvLoadFailure, "tokens", by="policy", always=KV_LOAD_POLICIES),
         labels="policy",
         doc="tokens whose KV could not be loaded: computed again (`recompute`) or lost with the request (`fail`)",
     ),

@@ -79,6 +79,7 @@ FIRING = {
     "KvwatchOutOfMemory": "the fixture lines hold a CUDA out-of-memory error",
     "KvwatchSuspiciousLines": "the fixture lines hold a stats line of a changed format",
     "KvwatchCanaryFailing": "the stand-in's canary cannot run (it has no OpenAI API)",
+    "KvwatchKvLoadFailures": "the fixture lines hold a KV load failure (requests rescheduled)",
 }
 
 
