@@ -186,8 +186,9 @@ class TailedPath:
         self.after_rotation: Position | None = None
         self.save_hook: Callable[[], None] | None = None
         self.seen_at = 0.0  # unix time the path was last seen naming the current file
-        # The source's paths, this one among them: a file two of them name is read by one.
-        self.siblings: dict[str, TailedPath] = {}
+        # The source's open files, each with the path that reads it (shared by the source's paths): a file two
+        # of them name is read by one.  An entry may be stale; ``holds`` says whether it still stands.
+        self.held: dict[tuple[int, int], TailedPath] = {}
 
     def _splitter(self) -> LineSplitter:
         return LineSplitter(self.max_line, self.skipped)
@@ -219,6 +220,7 @@ class TailedPath:
             if saved.skipping and offset == saved.offset and offset:
                 splitter.skip_first_line()
         self.current = _OpenFile(fd, offset, splitter)
+        self._hold(self.current)
         self.seen_at = time.time()
 
     def _resume(self, fd: int, st: os.stat_result, saved: Position) -> int:
@@ -242,19 +244,30 @@ class TailedPath:
         link, a second match of a glob, its new name after a rename), or this path, which it left and came
         back to.  A file that path has let go of (renamed away from it) is carried on here from where it was
         read; one it still names stays its own."""
-        for other in self.siblings.values() or (self,):
-            if not other.holds(identity):
-                continue
-            os.close(fd)
-            opened = other.let_go(identity)
-            if opened is not None:
-                if other is not self:
-                    log.info("%s: reading on from where it was read as %s", self.path, other.path)
-                self.current = opened
-                self.seen_at = time.time()
-            self.saved = None  # where this name once stood is not where the file's reading stands
-            return True
-        return False
+        other = self.held.get(identity)
+        if other is None:
+            return False
+        if not other.holds(identity):
+            del self.held[identity]  # finished since
+            return False
+        os.close(fd)
+        opened = other.let_go(identity)
+        if opened is not None:
+            if other is not self:
+                log.info("%s: reading on from where it was read as %s", self.path, other.path)
+            self.current = opened
+            self._hold(opened)
+            self.seen_at = time.time()
+        self.saved = None  # where this name once stood is not where the file's reading stands
+        return True
+
+    def _hold(self, opened: _OpenFile) -> None:
+        self.held[(opened.dev, opened.ino)] = self
+
+    def _release(self, opened: _OpenFile) -> None:
+        identity = (opened.dev, opened.ino)
+        if self.held.get(identity) is self:
+            del self.held[identity]
 
     def holds(self, identity: tuple[int, int]) -> bool:
         """True when the file of ``identity`` is open here: as the current file, or one being finished."""
@@ -285,6 +298,7 @@ class TailedPath:
     def _drain_later(self, opened: _OpenFile | None) -> None:
         if opened is not None:
             self.draining.append((opened, time.monotonic() + ROTATE_WAIT))
+            self._hold(opened)
 
     def _siblings(self) -> Iterator[tuple[str, os.stat_result]]:
         """The files beside the path (its rotated copies among them), with their status."""
@@ -507,6 +521,7 @@ class TailedPath:
         last = opened.splitter.finish()  # a line its writer never ended
         if last:
             deliver(self.source, last)
+        self._release(opened)
         opened.close()
 
     def gone(self) -> bool:
@@ -515,9 +530,11 @@ class TailedPath:
 
     def close(self) -> None:
         for opened, _deadline in self.draining:
+            self._release(opened)
             opened.close()
         self.draining = []
         if self.current is not None:
+            self._release(self.current)
             self.current.close()
             self.current = None
 
@@ -588,6 +605,8 @@ class Source:
     rotate_bytes: int | None = None
     backups: int = 0
     paths: dict[str, TailedPath] = field(default_factory=dict)
+    # Every open file of the source's paths and the path that reads it (see TailedPath.held).
+    held: dict[tuple[int, int], TailedPath] = field(default_factory=dict)
     # The numbers counted from the source's lines, saved with its positions and given back
     # when it is added again (see agent.sources.positions): what they are is their owner's.
     save_numbers: Callable[[], dict] | None = None
@@ -777,7 +796,7 @@ class Tailer:
                 tailed.saved = self.store.get(source.name, name)
                 tailed.stats.restore((self.store.counters.get(source.name) or {}).get("tail", {}).get(name))
                 tailed.save_hook = self.save_positions
-                tailed.siblings = source.paths
+                tailed.held = source.held
                 source.paths[name] = tailed
                 found.append(tailed)
         # Files present at the first look start at the end (their past is history) unless a position was
