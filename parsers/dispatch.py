@@ -293,8 +293,13 @@ def _tag(tag: str) -> tuple[bool | None, int | None, int | None]:
     return known
 
 
+def _names_no_engine(events: Events) -> bool:
+    """An engine core's step line: it names no engine, the process that logged it does."""
+    return type(events[0]) is EngineIteration and events[0].engine is None
+
+
 def _of_engine(events: Events, engine: int) -> Events:
-    """An engine core's step lines name no engine: the data-parallel rank of the process that logged them."""
+    """The events of a step line given the engine (data-parallel rank) of the process that logged it."""
     return tuple(
         replace(event, engine=engine) if type(event) is EngineIteration and event.engine is None else event
         for event in events
@@ -399,7 +404,7 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
     elif first in _LEVEL_INITIALS:
         events = _vllm_line(line, rank, pos)
         if events is not None:
-            if events and engine is not None:
+            if engine is not None and events and _names_no_engine(events):
                 return _of_engine(events, engine)
             return events if events or first in _QUIET_INITIALS else _vllm_problem(line, pos)
         events = _uvicorn_line(line, rank, pos)
@@ -513,7 +518,7 @@ def _after_prefix(line: str, rank: int | None) -> Events:
     events = _after_header(text, found, rank) or _rest_of_header(text, found.end)
     if not events:
         return _problem_after_prefix(text, found)
-    if type(events[0]) is EngineIteration and events[0].engine is None:  # (the prefix is read for it alone)
+    if _names_no_engine(events):  # (the prefix is read for it alone)
         engine = engine_core_in(prefix)
         if engine is not None:
             return _of_engine(events, engine)
