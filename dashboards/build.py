@@ -668,6 +668,25 @@ def engine_row(d: db.Dashboard) -> db.Dashboard:
         )
     )
     d = d.with_panel(
+        series(
+            "Sleep mode and pauses",
+            "short",
+            query(f"max by (server, engine) (kvwatch_vllm_sleeping{{{ENGINES}}})", "{{server}}/{{engine}} asleep"),
+            query(f"max by (server, engine) (kvwatch_vllm_paused{{{ENGINES}}})", "{{server}}/{{engine}} paused"),
+            query(
+                f"sum by (server, transition) (increase(kvwatch_vllm_sleep_transitions_total{{{ENGINES}}}"
+                "[$__rate_interval]))",
+                "{{server}} {{transition}}",
+            ),
+            description=(
+                "1 while an engine is asleep (vLLM's sleep mode: weights and KV cache released, e.g. between "
+                "training steps) or its scheduler paused (/pause); an engine at rest is not stalled. Bars: "
+                "transitions. What sleeping left in use on each device is in the table below."
+            ),
+            width=24,
+        )
+    )
+    d = d.with_panel(
         listing(
             "Model, KV capacity, speculative decoding",
             "short",
@@ -682,6 +701,16 @@ def engine_row(d: db.Dashboard) -> db.Dashboard:
             query(f"kvwatch_vllm_device_flops_per_second{{{ENGINES}}}", "{{server}}/{{engine}} FLOP/s per device"),
             query(
                 f"kvwatch_vllm_device_memory_bytes_per_second{{{ENGINES}}}", "{{server}}/{{engine}} bytes/s per device"
+            ),
+            query(f"kvwatch_vllm_sleep_freed_bytes{{{SERVERS}}}", "{{server}} rank {{rank}} bytes sleep freed"),
+            query(
+                f"kvwatch_vllm_sleep_memory_in_use_bytes{{{SERVERS}}}", "{{server}} rank {{rank}} bytes in use asleep"
+            ),
+            query(
+                f"sum by (server, transition) (increase(kvwatch_vllm_sleep_transition_seconds_total{{{ENGINES}}}"
+                "[$__range])) / sum by (server, transition) (increase(kvwatch_vllm_sleep_transitions_total"
+                f"{{{ENGINES}}}[$__range]))",
+                "{{server}} {{transition}} mean s",
             ),
             query(
                 f"kvwatch_vllm_spec_decode_mean_acceptance_length{{{ENGINES}}}",

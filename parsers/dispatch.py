@@ -66,7 +66,16 @@ from parsers.envelope import (
 from parsers.envelope import (
     has_residue as _has_residue,
 )
-from parsers.events import EngineIteration, LmcacheParser, LogProblem, SuspiciousLine, VllmParser
+from parsers.events import (
+    EngineIteration,
+    EnginePause,
+    EngineSleep,
+    LmcacheParser,
+    LogProblem,
+    SleepMemory,
+    SuspiciousLine,
+    VllmParser,
+)
 from parsers.messages import EXCEPTION_WORD_ENDS, MESSAGE_START, Events, message_only
 from parsers.shapes import NOT_A_NUMBER, LineMatcher
 
@@ -293,17 +302,31 @@ def _tag(tag: str) -> tuple[bool | None, int | None, int | None]:
     return known
 
 
-def _names_no_engine(events: Events) -> bool:
-    """An engine core's step line: it names no engine, the process that logged it does."""
-    return type(events[0]) is EngineIteration and events[0].engine is None
+# Events whose line does not say which engine core or worker logged it: the process tag does.
+_ENGINE_FROM_TAG = (EngineIteration, EngineSleep, EnginePause)  # an engine core's step, sleep and pause lines
+_RANK_FROM_TAG = (SleepMemory,)  # a worker's sleep line
 
 
-def _of_engine(events: Events, engine: int) -> Events:
-    """The events of a step line given the engine (data-parallel rank) of the process that logged it."""
-    return tuple(
-        replace(event, engine=engine) if type(event) is EngineIteration and event.engine is None else event
-        for event in events
-    )
+def _named_by_tag(events: Events) -> bool:
+    """Whether the first event is one whose engine or worker the line leaves to its process tag."""
+    first = events[0]
+    kind = type(first)
+    if kind in _ENGINE_FROM_TAG:
+        return first.engine is None
+    return kind in _RANK_FROM_TAG and first.rank is None
+
+
+def _of_process(events: Events, engine: int | None, rank: int | None) -> Events:
+    """The events of such a line given the engine (data-parallel rank) or worker rank of the process that logged it."""
+    named = []
+    for event in events:
+        kind = type(event)
+        if engine is not None and kind in _ENGINE_FROM_TAG and event.engine is None:
+            event = replace(event, engine=engine)
+        elif rank is not None and kind in _RANK_FROM_TAG and event.rank is None:
+            event = replace(event, rank=rank)
+        named.append(event)
+    return tuple(named)
 
 
 def parse_nested(line: str, depth: int, rank: int | None) -> Events:
@@ -404,8 +427,8 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
     elif first in _LEVEL_INITIALS:
         events = _vllm_line(line, rank, pos)
         if events is not None:
-            if engine is not None and events and _names_no_engine(events):
-                return _of_engine(events, engine)
+            if (engine is not None or rank is not None) and events and _named_by_tag(events):
+                return _of_process(events, engine, rank)
             return events if events or first in _QUIET_INITIALS else _vllm_problem(line, pos)
         events = _uvicorn_line(line, rank, pos)
         if events is not None:
@@ -518,10 +541,10 @@ def _after_prefix(line: str, rank: int | None) -> Events:
     events = _after_header(text, found, rank) or _rest_of_header(text, found.end)
     if not events:
         return _problem_after_prefix(text, found)
-    if _names_no_engine(events):  # (the prefix is read for it alone)
+    if _named_by_tag(events):  # (the prefix is read for it alone)
         engine = engine_core_in(prefix)
-        if engine is not None:
-            return _of_engine(events, engine)
+        if engine is not None or rank is not None:
+            return _of_process(events, engine, rank)
     return events
 
 

@@ -466,6 +466,70 @@ class StartupPhase(Event):
     bytes: float | None = None
 
 
+SleepTransition = Literal["sleep", "wake_up", "discard"]
+SLEEP_TRANSITIONS: tuple[str, ...] = get_args(SleepTransition)
+
+
+@dataclass(slots=True)
+class EngineSleep(Event):
+    """vLLM's sleep mode (``--enable-sleep-mode``: the ``/sleep`` and ``/wake_up`` routes, ``LLM.sleep()``), as
+    its executor logs it (0.7.3 on): ``It took X seconds to fall asleep.`` (``transition`` sleep: the weights
+    offloaded or dropped, the KV cache dropped), ``It took X seconds to wake up[ tags T].`` (wake_up) and, from
+    2026, ``It took X seconds to discard tags T.`` (discard: the KV cache's memory released while the engine
+    is paused)."""
+
+    kind: ClassVar[str] = "engine_sleep"
+    #: the data-parallel rank of the engine core that logged it (`EngineCore_DP1`); none for a single engine
+    engine: int | None = None
+    transition: SleepTransition = "sleep"  #: sleep, wake_up or discard
+    seconds: float = 0.0  #: how long it took
+    #: the parts woken or discarded (`weights`, `kv_cache`) as the line lists them; absent for a sleep, and for a
+    #: wake-up that lists none (0.7.3 to 0.8.4, where every part wakes)
+    tags: list[str] | None = None
+
+
+PauseState = Literal["unpaused", "paused_new", "paused_all"]
+
+
+@dataclass(slots=True)
+class EnginePause(Event):
+    """``setting pause state to PAUSED_NEW`` (vLLM 0.32): the engine core's scheduler paused -- by ``/pause``
+    (weight updates between training steps) or on the way to sleep -- or ``UNPAUSED`` again."""
+
+    kind: ClassVar[str] = "engine_pause"
+    #: the data-parallel rank of the engine core that logged it (`EngineCore_DP1`); none for a single engine
+    engine: int | None = None
+    #: unpaused; paused_new (no request started, those running go on); paused_all (nothing scheduled)
+    state: PauseState = "unpaused"
+
+
+# What vLLM's sleep mode puts to sleep (its sleep tags), in the order they are reported.
+SLEEP_PARTS: tuple[str, ...] = ("weights", "kv_cache")
+
+
+def asleep_after(asleep: list[str] | None, event: EngineSleep) -> list[str]:
+    """The parts of an engine asleep after ``event``, given those asleep before it (None: not known)."""
+    if event.transition == "sleep":
+        return list(SLEEP_PARTS)
+    if event.transition == "discard":
+        return [part for part in SLEEP_PARTS if part in (asleep or ()) or part in (event.tags or ())]
+    # vLLM logs a wake-up only when something was asleep: a log read from a wake-up on had it all asleep.
+    # A wake-up that lists no tags, or lists the set that was asleep, wakes every part.
+    before = SLEEP_PARTS if asleep is None else asleep
+    return [part for part in before if event.tags and part not in event.tags]
+
+
+@dataclass(slots=True)
+class SleepMemory(Event):
+    """``Sleep mode freed X GiB memory, Y GiB memory is still in use.``: one worker's device once it fell
+    asleep (each worker logs its own)."""
+
+    kind: ClassVar[str] = "sleep_memory"
+    freed_bytes: NonNegativeInt = 0  #: device memory sleeping freed
+    in_use_bytes: NonNegativeInt = 0  #: device memory still in use (by anything on the device) while asleep
+    rank: int | None = None  #: the worker's tensor-parallel rank, from its process tag (`VllmWorker rank=1`)
+
+
 ServerErrorKind = Literal["oom", "engine_dead", "cuda_error", "kv_cache_too_small", "other"]
 SERVER_ERRORS: tuple[str, ...] = get_args(ServerErrorKind)
 
@@ -606,6 +670,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EngineInitialized,
     KvCacheCapacity,
     StartupPhase,
+    EngineSleep,
+    SleepMemory,
+    EnginePause,
     ServerError,
     ServerShutdown,
     BenchThroughput,

@@ -14,7 +14,10 @@ from __future__ import annotations
 import re
 
 from parsers.events import (
+    GIB,
     EngineInitialized,
+    EnginePause,
+    EngineSleep,
     EngineStarting,
     Event,
     KvCacheCapacity,
@@ -23,6 +26,7 @@ from parsers.events import (
     ServerReady,
     ServerShutdown,
     ServerStarting,
+    SleepMemory,
     StartupPhase,
     VllmParser,
 )
@@ -68,6 +72,20 @@ KV_SIZE = re.compile(
     rf"(?:, Maximum concurrency for ([\d,]+) tokens per request: ({DECIMAL})x)?"
 )
 MAX_CONCURRENCY = re.compile(rf"Maximum concurrency for ([\d,]+) tokens per request: ({DECIMAL})x")
+# vLLM's sleep mode, as its executor logs it (0.7.3 on): ``It took 0.744026 seconds to fall asleep.``,
+# ``It took 0.779162 seconds to wake up.`` (to 0.8.4), ``It took 1.2 seconds to wake up tags ['weights'].``
+# (the tags asked for, or the set that was asleep: ``{'weights', 'kv_cache'}``), and from 2026 ``It took
+# 0.01 seconds to discard tags {'kv_cache'}.`` (the KV cache's memory released while the engine is paused).
+SLEEP = re.compile(
+    rf"It took ({DECIMAL}) seconds to (fall asleep|wake up|discard)"
+    r"(?: tags (\[[^\[\]]{0,400}\]|\{[^{}]{0,400}\}))?"
+)
+_SLEEP_TRANSITIONS = {"fall asleep": "sleep", "wake up": "wake_up", "discard": "discard"}
+_QUOTED = re.compile(r"'([^']*)'")
+# Each worker once its device fell asleep (``%.2f`` GiB to 0.10, rounded to two places after).
+SLEEP_FREED = re.compile(rf"Sleep mode freed ({DECIMAL}) GiB memory, ({DECIMAL}) GiB memory is still in use")
+# The engine core's scheduler paused or going again (vLLM 0.32): ``setting pause state to PAUSED_NEW``.
+PAUSE = re.compile(r"setting pause state to (UNPAUSED|PAUSED_NEW|PAUSED_ALL)(?![\w])")
 # Device labels of ``<DEV> KV cache size`` (and of out-of-memory messages).
 KV_DEVICES = ("GPU", "CPU", "XPU", "NPU", "HPU", "TPU", "MPS", "CUDA", "ROCM")
 _BLOCKS = re.compile(rf"# (\w+) blocks: ({INTEGER})(?:, # CPU blocks: ({INTEGER}))?")
@@ -233,6 +251,33 @@ def parse_kv_size(line: str, start: int, stamp: str | None) -> tuple[Event, ...]
     )
 
 
+def parse_sleep(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = SLEEP.match(line, start)
+    if m is None:
+        if line.startswith("It took ", start) and any(word in line for word in _SLEEP_TRANSITIONS):
+            return None
+        return ()
+    transition = _SLEEP_TRANSITIONS[m.group(2)]
+    if m.group(3) is None and (transition == "discard" or line.startswith(" tags", m.end())):
+        return None  # tags cut short, or a discard without the tags it names
+    tags = _QUOTED.findall(m.group(3)) if m.group(3) is not None else None
+    return (EngineSleep(stamp, None, transition, float(m.group(1)), tags),)
+
+
+def parse_pause(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = PAUSE.match(line, start)
+    if m is None:
+        return None if line.startswith("setting pause state", start) else ()
+    return (EnginePause(stamp, None, m.group(1).lower()),)
+
+
+def parse_sleep_memory(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = SLEEP_FREED.match(line, start)
+    if m is None:
+        return None if line.startswith("Sleep mode freed", start) else ()
+    return (SleepMemory(stamp, integer(float(m.group(1)) * GIB), integer(float(m.group(2)) * GIB)),)
+
+
 def parse_max_concurrency(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     m = MAX_CONCURRENCY.match(line, start)
     if m is None:
@@ -380,6 +425,9 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "Explicitly": (parse_cpu_kv_memory, "startup_phase"),
     "torch.compile": (parse_torch_compile, "startup_phase"),
     "Graph": (parse_graph_capture, "startup_phase"),
+    "It": (parse_sleep, "engine_sleep"),
+    "Sleep": (parse_sleep_memory, "sleep_memory"),
+    "setting": (parse_pause, "engine_pause"),
     # ``<DEV> KV cache size: N tokens``: the device label is the first word.
     **dict.fromkeys(KV_DEVICES, (parse_kv_size, "kv_cache_capacity")),
 }

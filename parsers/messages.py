@@ -148,6 +148,9 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Recovered": _KV_LOAD_RECOVERED,
     "Sequence": _exact(_whole(requests.PREEMPTED.pattern), requests.parse_preempted),
     "Failing": _KV_LOAD_FAILING,
+    "It": _exact(_whole(lifecycle.SLEEP.pattern), lifecycle.parse_sleep),
+    "Sleep": _exact(_whole(lifecycle.SLEEP_FREED.pattern), lifecycle.parse_sleep_memory),
+    "setting": _exact(_whole(lifecycle.PAUSE.pattern), lifecycle.parse_pause),
 }
 # abseil's ``*** SIGSEGV received at ...``: read from the signal's name, after the stars.
 for _signal in lifecycle.FATAL_SIGNALS:

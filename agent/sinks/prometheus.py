@@ -105,6 +105,19 @@ def _has_iterations(state: EngineStatsState) -> bool:
     return state.iteration_seconds.count > 0
 
 
+def _sleeping(state: EngineStatsState) -> int | None:
+    return None if state.asleep is None else int(bool(state.asleep))
+
+
+def _sleep_memory(index: int) -> Samples:
+    """Bytes freed (0) or still in use (1) when each worker last fell asleep."""
+
+    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+        return [((rank,), values[index]) for rank, values in sorted(s.sleep_memory.items())]
+
+    return samples
+
+
 def _has_spec(state: EngineStatsState) -> bool:
     return bool(state.spec_accepted or state.spec_drafted or state.spec_gauges)
 
@@ -694,6 +707,66 @@ CATALOGUE: tuple[Spec, ...] = (
         "Dummy engine steps a data-parallel rank ran with no requests of its own.",
         per_engine(lambda e: e.dummy_iterations, when=lambda e: e.dummy_iterations),
         labels="engine",
+    ),
+    # sleep mode (--enable-sleep-mode)
+    gauge(
+        "kvwatch_vllm_sleeping",
+        "1 while the engine is asleep (sleep mode: its weights or KV cache released), 0 awake; once the log shows "
+        "sleep mode.",
+        per_engine(_sleeping),
+        labels="engine",
+        doc=(
+            "1 from `It took X seconds to fall asleep` (or `to discard tags`) until a wake-up that wakes every part "
+            "(`weights`, `kv_cache`), 0 awake; present once the log shows sleep mode, 0 again when the server starts "
+            "anew"
+        ),
+        native='`vllm:engine_sleep_state{sleep_state!="awake"}` (vLLM 0.32, with `VLLM_SERVER_DEV_MODE`)',
+    ),
+    gauge(
+        "kvwatch_vllm_paused",
+        "1 while the engine's scheduler is paused (/pause, or on the way to sleep), 0 going; once the log shows a "
+        "pause.",
+        per_engine(lambda e: None if e.paused is None else int(e.paused)),
+        labels="engine",
+        doc=(
+            "1 from `setting pause state to PAUSED_NEW` (or `PAUSED_ALL`: `/pause`, weight updates between "
+            "training steps, sleep) until `UNPAUSED`, 0 going (vLLM 0.32); present once the log shows a pause"
+        ),
+    ),
+    counter(
+        "kvwatch_vllm_sleep_transitions_total",
+        "Sleep-mode transitions: sleep (fell asleep), wake_up, discard (the KV cache's memory released).",
+        per_engine_keyed(lambda e: e.sleep_transitions, when=lambda e: e.sleep_transitions),
+        labels="engine transition",
+        native="`vllm:sleep_mode_operation_duration_seconds_count` (the front end's, which adds pausing the engine)",
+    ),
+    counter(
+        "kvwatch_vllm_sleep_transition_seconds_total",
+        "Seconds those transitions took (over kvwatch_vllm_sleep_transitions_total: the mean).",
+        per_engine_keyed(lambda e: e.sleep_transition_seconds, when=lambda e: e.sleep_transitions),
+        labels="engine transition",
+        doc="seconds the executor took for them, as its `It took X seconds to …` lines say",
+        native="`vllm:sleep_mode_operation_duration_seconds_sum`",
+    ),
+    gauge(
+        "kvwatch_vllm_sleep_freed_bytes",
+        "Device memory the worker's latest sleep freed.",
+        _sleep_memory(0),
+        labels="rank",
+        doc=(
+            "device memory the worker's latest sleep freed (`Sleep mode freed X GiB memory, …`), by tensor-parallel "
+            "rank from the worker's process tag (0 where it names none: an engine's only worker)"
+        ),
+    ),
+    gauge(
+        "kvwatch_vllm_sleep_memory_in_use_bytes",
+        "Device memory still in use after the worker's latest sleep (by anything on the device).",
+        _sleep_memory(1),
+        labels="rank",
+        doc=(
+            "device memory still in use once the worker fell asleep (`…, Y GiB memory is still in use`), by "
+            "anything on the device: what another workload cannot have"
+        ),
     ),
     # requests
     counter(

@@ -246,6 +246,11 @@ class EngineStatsState:
     dummy_iterations: int = counter()
     # V0's running count of preemptions, printed with every 50th.
     cumulative_preemptions: RunningTotal = merged(lambda: RunningTotal())
+    # Sleep mode: the parts asleep (None until the log shows sleep mode), and each transition's count and seconds.
+    asleep: list[str] | None = last()
+    paused: bool | None = last()  # the scheduler paused (None until the log shows a pause)
+    sleep_transitions: dict[str, int] = counts()
+    sleep_transition_seconds: dict[str, float] = counts()
 
     def merge(self, later: EngineStatsState) -> None:
         merge_fields(self, later)
@@ -440,6 +445,8 @@ class ServerStats:
     kv_max_concurrency: float | None = last()
     kv_blocks: dict[str, int] = last(dict)
     kv_cache_memory_bytes: float | None = last()
+    # Sleep mode: worker rank -> (bytes freed, bytes still in use) when it last fell asleep.
+    sleep_memory: dict[str, tuple[float, float]] = last(dict)
     startup_phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds, of the last start
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVER_ERRORS, 0), metadata={"merge": SUM})
     # Warning, error and critical lines no parser reads, by (producer, level): every series from the start.
@@ -450,6 +457,9 @@ class ServerStats:
     # Those seen before the server's state is known (no start, readiness or shutdown line yet): a part of
     # a log read in parallel does not know whether its server was shutting down (see merge).
     problems_unplaced: dict[tuple[str, str], int] = field(default_factory=dict)
+    # The engine_dead errors among ``errors`` seen before the server's state is known: in a part of a log read
+    # in parallel they may be the shutdown's own (see merge).
+    engine_dead_unplaced: int = 0
     # vllm bench: (family, labels) -> value
     bench: dict[BenchKey, float] = last(dict)
     # Counts declared by their metrics (see COUNTS): key, or (key, label value) -> number.
@@ -469,6 +479,9 @@ class ServerStats:
             ev.SpecDecodeStats: self._spec_decode,
             ev.EngineIteration: self._iteration,
             ev.EngineMfu: self._mfu,
+            ev.EngineSleep: self._sleep,
+            ev.SleepMemory: self._sleep_memory,
+            ev.EnginePause: self._pause,
             ev.RequestPreempted: self._preempted,
             ev.LmcacheLookupPending: self._lookup_pending,
             ev.LmcacheStoreStart: self._store_start,
@@ -706,6 +719,19 @@ class ServerStats:
         if e.cumulative is not None:
             self.engine(e).cumulative_preemptions.observe(e.cumulative)
 
+    def _sleep(self, e: ev.EngineSleep) -> None:
+        state = self.engine(e)
+        transition = e.transition
+        state.sleep_transitions[transition] = state.sleep_transitions.get(transition, 0) + 1
+        state.sleep_transition_seconds[transition] = state.sleep_transition_seconds.get(transition, 0.0) + e.seconds
+        state.asleep = ev.asleep_after(state.asleep, e)
+
+    def _pause(self, e: ev.EnginePause) -> None:
+        self.engine(e).paused = e.state != "unpaused"
+
+    def _sleep_memory(self, e: ev.SleepMemory) -> None:
+        self.sleep_memory[str(e.rank or 0)] = (e.freed_bytes, e.in_use_bytes)
+
     def _mfu(self, e: ev.EngineMfu) -> None:
         gauges = self.engine(e).gauges
         gauges["flops_per_second"] = e.tflops_per_device * 1e12
@@ -771,6 +797,7 @@ class ServerStats:
         self.note_time(e.stamp)
         if self.state != "starting":
             self.startup_phases = {}  # the phases of this start replace the last one's
+        self._at_work()
         self._transition("starting")
         if e.version:
             self.version = e.version
@@ -788,6 +815,15 @@ class ServerStats:
 
     def _shutdown(self, e: ev.ServerShutdown) -> None:
         self._transition("stopped")
+        self._at_work()
+
+    def _at_work(self) -> None:
+        """No engine asleep or paused: the server's processes ended (or start anew, awake and going)."""
+        for state in self.engines.values():
+            if state.asleep:
+                state.asleep = []
+            if state.paused:
+                state.paused = False
 
     def _model_loaded(self, e: ev.ModelLoaded) -> None:
         if e.seconds is not None:
@@ -822,6 +858,8 @@ class ServerStats:
             # EngineDeadError traceback on every SIGTERM): the stop asked for it, no fault to count.
             return
         self.errors[e.error] = self.errors.get(e.error, 0) + 1
+        if e.error == "engine_dead" and self.state == "unknown":
+            self.engine_dead_unplaced += 1
 
     # -- vllm bench --------------------------------------------------------------------
 
@@ -861,7 +899,13 @@ class ServerStats:
                 counts = self.problems if self.state != "unknown" else self.problems_unplaced
                 for key, count in later.problems_unplaced.items():
                     counts[key] = counts.get(key, 0) + count
+        stopped = self.state == "stopped"
+        if later.engine_dead_unplaced and self.state == "unknown":
+            self.engine_dead_unplaced += later.engine_dead_unplaced
         merge_fields(self, later)
+        if stopped:
+            # Its engine_dead errors before its first transition: the engine going away in the stop this part ended in.
+            self.errors["engine_dead"] -= later.engine_dead_unplaced
         self.created = min(self.created, later.created)
         if "starting" in later.lifecycle:
             self.startup_phases = dict(later.startup_phases)  # the later part saw a new start

@@ -186,6 +186,10 @@ class SupervisedServer:
         self.last_progress: float | None = None
         self.pending_requests = 0
         self.stall_reported = False
+        # Engines in sleep mode -> their parts asleep, and engines paused: an engine at rest schedules nothing
+        # and is not stalled.
+        self.asleep: dict[int | None, list[str]] = {}
+        self.paused: dict[int | None, bool] = {}
         self.spawn_error: str | None = None
         # The process group of a server whose leader exited: what is left of it is ended too.
         self.leftover_group: int | None = None
@@ -263,6 +267,7 @@ class SupervisedServer:
         self._end_leftovers(signal.SIGKILL)  # nothing of the last run may hold its GPU or port
         self.ready_seen = False
         self.stall_reported = False
+        self.asleep, self.paused = {}, {}
         try:
             env = config.environment()
         except (OSError, KeyError) as exc:
@@ -439,6 +444,11 @@ class SupervisedServer:
             self.restarts += 1
             self.start()
 
+    @property
+    def at_rest(self) -> bool:
+        """Whether an engine is asleep or paused (sleep mode, ``/pause``): its waiting requests wait for that."""
+        return any(self.asleep.values()) or any(self.paused.values())
+
     def _update_health(self, now: float) -> None:
         if self.state == ServerState.CRASH_LOOP and self._recent_exits(now) >= self.config.crash_loop_starts:
             return  # restarted from a crash loop: it stays one until its exits leave the window
@@ -448,6 +458,7 @@ class SupervisedServer:
             self.ready_seen = True
         stalled = (
             self.pending_requests > 0
+            and not self.at_rest
             and self.last_progress is not None
             and now - self.last_progress >= self.config.stall_after
         )
@@ -553,6 +564,12 @@ class SupervisedServer:
             if event.path not in PROBE_PATHS:  # kvwatch's own probes say nothing of the engine
                 self.last_progress = self._now()
         elif kind in (ev.RequestFinished, ev.RequestAdded, ev.RequestAborted):
+            self.last_progress = self._now()
+        elif kind is ev.EngineSleep:
+            self.asleep[event.engine] = ev.asleep_after(self.asleep.get(event.engine), event)
+            self.last_progress = self._now()  # the time asleep (or waking) is no stall
+        elif kind is ev.EnginePause:
+            self.paused[event.engine] = event.state != "unpaused"
             self.last_progress = self._now()
 
     # -- the state record -----------------------------------------------------------------

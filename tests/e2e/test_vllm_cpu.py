@@ -26,7 +26,7 @@ from agent.commands.run import EXIT_HANDED_OVER
 from agent.supervise.server import proc_start_time
 from tests.support.harness import REPO, free_port, wait_for
 from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
-from tests.support.vllm_cpu import MODEL, PYTHON, chat, vllm_metrics
+from tests.support.vllm_cpu import MODEL, PYTHON, chat, post, vllm_json, vllm_metrics
 
 PROMPT = "Describe how a key-value cache lets a language model skip recomputing attention for a shared prefix. " * 6
 
@@ -39,6 +39,12 @@ if not (PYTHON.exists() and (MODEL / ".built").exists()):
 pytestmark = pytest.mark.slow
 
 
+# VLLM_SERVER_DEV_MODE: vLLM's dev routes (/sleep, /wake_up) are served.
+SERVER_ENV = (
+    'HF_HUB_OFFLINE = "1", VLLM_CPU_KVCACHE_SPACE = "1", VLLM_LOG_STATS_INTERVAL = "1", VLLM_SERVER_DEV_MODE = "1"'
+)
+
+
 def server_table(port: int) -> str:
     return f"""[[server]]
 name = "tiny"
@@ -49,7 +55,7 @@ args = [
   "--enforce-eager", "--max-model-len", "2048", "--served-model-name", "tiny-llama", "--enable-log-requests",
   "--enable-logging-iteration-details", "--enable-mfu-metrics",
 ]
-env = {{ HF_HUB_OFFLINE = "1", VLLM_CPU_KVCACHE_SPACE = "1", VLLM_LOG_STATS_INTERVAL = "1" }}
+env = {{ {SERVER_ENV} }}
 health_interval = "1s"
 stop_timeout = "30s"
 """
@@ -156,6 +162,45 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
         ),
         what="the last MFU line's figures",
     )
+
+    # Sleep mode through vLLM's dev routes (a CPU worker frees nothing, its executor logs every transition):
+    # asleep and paused while vLLM says it sleeps, awake after a wake-up, the seconds as the log printed them.
+    post(port, "/sleep?level=1")
+    assert vllm_json(port, "/is_sleeping") == {"is_sleeping": True}
+    wait_for(
+        lambda: (
+            (
+                agent.value("kvwatch_vllm_sleeping", server="tiny", engine="0"),
+                agent.value("kvwatch_vllm_paused", server="tiny", engine="0"),
+            )
+            == (1, 1)
+        ),
+        what="the engine asleep and paused",
+    )
+    post(port, "/wake_up")
+    assert vllm_json(port, "/is_sleeping") == {"is_sleeping": False}
+    wait_for(
+        lambda: (
+            (
+                agent.value("kvwatch_vllm_sleeping", server="tiny", engine="0"),
+                agent.value("kvwatch_vllm_paused", server="tiny", engine="0"),
+            )
+            == (0, 0)
+        ),
+        what="the engine awake again",
+    )
+    text = raw_log.read_text(errors="replace")
+    for transition, words in (("sleep", "fall asleep"), ("wake_up", "wake up")):
+        took = [float(x) for x in re.findall(rf"\] It took ([\d.]+) seconds to {words}", text)]
+        assert len(took) == 1
+        count = agent.value("kvwatch_vllm_sleep_transitions_total", server="tiny", engine="0", transition=transition)
+        assert count == 1
+        seconds = agent.value(
+            "kvwatch_vllm_sleep_transition_seconds_total", server="tiny", engine="0", transition=transition
+        )
+        assert seconds == pytest.approx(took[0])
+    assert agent.value("kvwatch_server_state", process="vllm", server="tiny", state="running") == 1
+    assert chat(port, "awake?")["choices"]
 
     # Without the LMCache connector the canary fails, and says why.
     result = subprocess.run(

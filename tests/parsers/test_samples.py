@@ -109,3 +109,41 @@ def test_lmcache_mp_mode_the_server_and_vllm_logs_read_as_one() -> None:
     lookups = sum(int(n) for n in re.findall(r"LMCache MP lookup count=(\d+)", vllm))
     assert vllm_stats.kv_transfer.totals[("lookups", "lookup")] == lookups == 3
     assert vllm_stats.suspicious == {} and stats.suspicious == {}
+
+
+def test_sleep_mode_run_follows_the_engine_asleep_paused_and_awake() -> None:
+    """vLLM's dev routes on a real run: ``/sleep?level=1``, ``/wake_up?tags=weights``, ``/wake_up``,
+    ``/sleep?level=2``, ``/wake_up``, ``/pause``, ``/resume``, ``/sleep?level=1``, then SIGTERM.  What vLLM
+    answered each call (its own witness of the state) is what the stats must say after that call's lines."""
+    path = SAMPLES / "vllm-0.32.0-cpu-sleep.log"
+    text = path.read_text(encoding="utf-8")
+    # (the last line of a call, as vLLM logged it) -> (asleep, paused) vLLM reported after it
+    answers = {
+        "It took 0.000229 seconds to fall asleep.": (True, True),  # {"status":"sleeping","level":1}
+        "It took 0.000989 seconds to wake up tags ['weights'].": (True, True),  # {"status":"sleeping","tags":[..]}
+        "04:05:17 [scheduler.py:2756] setting pause state to UNPAUSED": (False, False),  # {"status":"awake"}
+        "It took 0.000266 seconds to fall asleep.": (True, True),
+        "04:05:20 [scheduler.py:2756] setting pause state to UNPAUSED": (False, False),
+        "04:05:20 [scheduler.py:2756] setting pause state to PAUSED_NEW": (False, True),  # {"status":"paused"}
+        "04:05:22 [scheduler.py:2756] setting pause state to UNPAUSED": (False, False),  # {"status":"resumed"}
+        "It took 0.000345 seconds to fall asleep.": (True, True),
+    }
+    stats = ServerStats(path.stem, Clock(UTC, datetime(2026, 12, 4, tzinfo=UTC)))
+    stream = LogStream()
+    seen = []
+    for line in text.splitlines():
+        for event in stream.feed(line):
+            stats.observe(event)
+        for end, (asleep, paused) in answers.items():
+            if line.endswith(end):
+                engine = stats.engines["0"]
+                assert (bool(engine.asleep), engine.paused) == (asleep, paused), line
+                seen.append(end)
+    assert seen == list(answers)
+    engine = stats.engines["0"]
+    falls = [float(s) for s in re.findall(r"It took ([\d.]+) seconds to fall asleep", text)]
+    wakes = [float(s) for s in re.findall(r"It took ([\d.]+) seconds to wake up", text)]
+    assert engine.sleep_transitions == {"sleep": len(falls), "wake_up": len(wakes)} == {"sleep": 3, "wake_up": 3}
+    assert engine.sleep_transition_seconds == pytest.approx({"sleep": sum(falls), "wake_up": sum(wakes)})
+    # Stopped while asleep: the processes are gone, nothing is asleep any more.
+    assert stats.state == "stopped" and engine.asleep == [] and engine.paused is False

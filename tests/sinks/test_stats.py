@@ -76,6 +76,25 @@ PROBLEM_LOG = [
 ]
 
 
+@pytest.mark.parametrize("before", ["shutdown", "running", "nothing"])
+def test_an_engine_dead_error_that_begins_a_part_is_placed_by_the_part_before(before: str) -> None:
+    """Read in parts, an engine_dead error before a part's first transition is the stop's when the part before
+    it ended in a shutdown, and a fault otherwise: the same as one pass."""
+    sample = (SAMPLES / "vllm-0.32.0-cpu-sleep.log").read_text(encoding="utf-8").split("\n")
+    starting = next(line for line in sample if "Starting vLLM server on" in line)
+    shutdown = next(line for line in sample if "[shutdown] API server: shutdown triggered" in line)
+    dead = next(line for line in sample if "EngineDeadError: EngineCore encountered" in line)
+    first = {"shutdown": [starting, shutdown], "running": [starting], "nothing": []}[before]
+    whole = feed(fresh(), [*first, dead])
+    merged = feed(fresh(), first)
+    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), [dead]))))
+    faults = {"shutdown": 0, "running": 1, "nothing": 1}[before]
+    assert whole.errors["engine_dead"] == merged.errors["engine_dead"] == faults
+    further = feed(fresh(), [starting, shutdown])  # a part before the two: it places them
+    further.merge(merged)
+    assert further.errors["engine_dead"] == (0 if before == "nothing" else faults)
+
+
 def problem_samples(stats: ServerStats) -> dict:
     return {key[1]: value for key, value in exposition(stats).items() if key[0] == "kvwatch_log_problem_lines_total"}
 

@@ -308,6 +308,44 @@ def test_a_stalled_engine_is_restarted_when_configured(tmp_path: Path, cleanup) 
     wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
 
 
+def test_an_engine_asleep_is_not_stalled_and_not_restarted(tmp_path: Path, cleanup) -> None:
+    """Sleep mode (vLLM's /sleep with mode=keep) keeps requests waiting and the engine still: no stall until it
+    wakes every part, and the wake-up starts the stall clock again."""
+    s = SupervisedServer(server(tmp_path, "--stall", stall_after=0.5, stall_restart=True), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    first = s.pid
+    s.observe(ev.ServerReady(None))
+    s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
+    s.observe(ev.EngineSleep(None, transition="sleep", seconds=0.5))
+    s.observe(ev.EngineSleep(None, transition="wake_up", seconds=0.2, tags=["weights"]))  # the KV cache sleeps on
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        s.tick()
+        assert s.state == "running" and s.restarts == 0 and s.pid == first
+        time.sleep(0.05)
+    s.observe(ev.EngineSleep(None, transition="wake_up", seconds=0.2, tags=["kv_cache"]))  # awake, and still stuck
+    wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
+
+
+def test_an_engine_paused_is_not_stalled_and_not_restarted(tmp_path: Path, cleanup) -> None:
+    """``/pause`` (weights updated between training steps) leaves requests waiting: no stall until it goes on."""
+    s = SupervisedServer(server(tmp_path, "--stall", stall_after=0.5, stall_restart=True), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    first = s.pid
+    s.observe(ev.ServerReady(None))
+    s.observe(ev.EnginePause(None, state="paused_new"))
+    s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        s.tick()
+        assert s.state == "running" and s.restarts == 0 and s.pid == first
+        time.sleep(0.05)
+    s.observe(ev.EnginePause(None, state="unpaused"))
+    wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
+
+
 def test_a_missing_program_backs_off_instead_of_crashing(tmp_path: Path) -> None:
     s = SupervisedServer(server(tmp_path, command=("/nonexistent/vllm",)), tmp_path / "state")
     s.start()

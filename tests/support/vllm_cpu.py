@@ -39,6 +39,18 @@ def chat(port: int, content: str, max_tokens: int = 8, request_id: str | None = 
         return json.loads(response.read())
 
 
+def post(port: int, path: str) -> dict:
+    """POST to one of vLLM's routes without a body (its dev routes: ``/sleep``, ``/wake_up``)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", b"", method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def vllm_json(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
 def vllm_metrics(port: int) -> dict[str, float]:
     """vLLM's own /metrics, summed over label sets per sample name."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
