@@ -48,6 +48,8 @@ def _state(server: ServerStatus) -> str:
     state = server.shown_state
     good = state in ("running", "ready", "following")
     text = f'<span class="{"ok" if good else "bad"}">{_e(state)}</span>'
+    if server.at_rest is not None:
+        text += f' <span class="muted">({server.at_rest})</span>'
     if server.lmcache_state is not None:
         text += f' <span class="muted">/ LMCache server {_e(server.lmcache_state)}</span>'
     return text

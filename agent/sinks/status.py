@@ -53,6 +53,13 @@ class ServerStatus:
     last_error: str | None = None
     canary: str | None = None  # the last canary's verdict (its reason)
     startup_phases: dict[str, float] = field(default_factory=dict)
+    asleep: bool = False  # an engine in vLLM's sleep mode
+    paused: bool = False  # an engine's scheduler paused (/pause)
+
+    @property
+    def at_rest(self) -> str | None:
+        """``asleep`` or ``paused`` while an engine is (why it does nothing), else None."""
+        return "asleep" if self.asleep else ("paused" if self.paused else None)
 
     @property
     def shown_state(self) -> str:
@@ -179,6 +186,10 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
         s.prompt_throughput = _add(s.prompt_throughput, value)
     elif name == "kvwatch_vllm_generation_throughput_tokens_per_second":
         s.generation_throughput = _add(s.generation_throughput, value)
+    elif name == "kvwatch_vllm_sleeping":
+        s.asleep = s.asleep or value == 1
+    elif name == "kvwatch_vllm_paused":
+        s.paused = s.paused or value == 1
     elif name == "kvwatch_vllm_requests_running":
         s.running = _add(s.running, value)
     elif name == "kvwatch_vllm_requests_waiting":

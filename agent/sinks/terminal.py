@@ -54,6 +54,8 @@ def _state(server) -> Text:
     if state in ("following", "stopped"):
         style = "dim"
     text = Text(state, style=style)
+    if server.at_rest is not None:
+        text += Text(f" ({server.at_rest})", style="cyan")
     if server.lmcache_state is not None:
         text += Text(f" / lmcache {server.lmcache_state}", style="dim")
     return text

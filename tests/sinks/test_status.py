@@ -100,6 +100,29 @@ def test_a_starting_server_shows_its_start_up_steps_so_far() -> None:
     assert "s starting: weights loading 2.2 s · torch compile 7.4 s" in console.export_text()
 
 
+def test_an_engine_asleep_or_paused_is_shown_beside_its_state() -> None:
+    from rich.console import Console
+
+    from agent.sinks.terminal import screen
+
+    stats = fresh("rl")
+    tag = "(EngineCore_DP0 pid=7) INFO 12-04 04:05:15 "
+    feed(stats, [tag + "[scheduler.py:2756] setting pause state to PAUSED_NEW"])
+    assert read_snapshot(exposition(stats)).servers["rl"].at_rest == "paused"
+    feed(stats, [tag + "[abstract.py:390] It took 0.000229 seconds to fall asleep."])
+    snapshot = read_snapshot(exposition(stats))
+    assert snapshot.servers["rl"].at_rest == "asleep"
+    assert '<span class="muted">(asleep)</span>' in render_page(snapshot)
+    trend = Trend()
+    trend.add(0.0, snapshot)
+    console = Console(width=160, record=True, color_system=None)
+    console.print(screen(trend, 160))
+    assert "not ready (asleep)" in console.export_text()  # a followed log without its start
+    feed(stats, [tag + "[abstract.py:408] It took 0.000950 seconds to wake up tags {'weights', 'kv_cache'}."])
+    feed(stats, [tag + "[scheduler.py:2756] setting pause state to UNPAUSED"])
+    assert read_snapshot(exposition(stats)).servers["rl"].at_rest is None
+
+
 def test_the_request_list_for_one_server_and_in_another_order() -> None:
     from rich.console import Console
 
