@@ -483,7 +483,8 @@ CATALOGUE: tuple[Spec, ...] = (
         labels="engine",
         doc=(
             "log time of the last stats line: vLLM stops printing stats when idle, so the gauges below freeze; this "
-            "tells stale from current"
+            "tells stale from current.  When the server starts anew they read 0 (the new process runs nothing and "
+            "its cache is empty) until its first stats line"
         ),
     ),
     gauge(

@@ -255,6 +255,12 @@ class EngineStatsState:
     def merge(self, later: EngineStatsState) -> None:
         merge_fields(self, later)
 
+    def idle(self) -> None:
+        """A process started anew: it runs nothing, holds no KV and has hit nothing yet.  vLLM prints no stats
+        line while idle, so the last run's values would otherwise stand until the first request."""
+        for name in self.gauges:
+            self.gauges[name] = 0.0
+
     def set_gauge(self, name: str, value: float) -> None:
         self.gauges[name] = value
         if name in _PEAKS and value > self.peaks.get(name, -1.0):
@@ -798,6 +804,8 @@ class ServerStats:
         if self.state != "starting":
             self.startup_phases = {}  # the phases of this start replace the last one's
         self._at_work()
+        for state in self.engines.values():
+            state.idle()
         self._transition("starting")
         if e.version:
             self.version = e.version
@@ -900,6 +908,9 @@ class ServerStats:
                 for key, count in later.problems_unplaced.items():
                     counts[key] = counts.get(key, 0) + count
         stopped = self.state == "stopped"
+        if "starting" in later.lifecycle:
+            for state in self.engines.values():  # the later part's start found them as one pass would leave them
+                state.idle()
         if later.engine_dead_unplaced and self.state == "unknown":
             self.engine_dead_unplaced += later.engine_dead_unplaced
         merge_fields(self, later)

@@ -268,6 +268,7 @@ class SupervisedServer:
         self.ready_seen = False
         self.stall_reported = False
         self.asleep, self.paused = {}, {}
+        self.pending_requests = 0  # the last run's, gone with it: the new process runs nothing yet
         try:
             env = config.environment()
         except (OSError, KeyError) as exc:

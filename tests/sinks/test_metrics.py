@@ -15,7 +15,7 @@ from agent.families import _plain_names
 from agent.families import exposition as render_exposition
 from agent.sinks.prometheus import registry_for
 from tests.support.harness import REPO
-from tests.support.lines import all_fixture_lines, feed, fresh
+from tests.support.lines import all_fixture_lines, feed, fresh, line_cases
 
 METRICS_DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
 
@@ -54,7 +54,10 @@ def test_names_labels_and_values(exposition: str) -> None:
         assert not any(v.startswith(("chatcmpl-", "cmpl-")) for v in labels.values()), line
 
 
-def test_stats_series_carry_the_engine(exposition: str) -> None:
+def test_stats_series_carry_the_engine() -> None:
+    # The stats lines alone: in the whole corpus a later start line finds every engine idle.
+    stats = feed(fresh("demo"), [c["line"] for c in line_cases("vllm_stats")])
+    exposition = render_exposition(registry_for(lambda: [stats]))[0].decode()
     assert 'kvwatch_vllm_requests_waiting{engine="1",server="demo"} 7.0' in exposition
     assert 'kvwatch_vllm_kv_cache_usage_ratio{engine="all",server="demo"} 0.612' in exposition
 

@@ -95,6 +95,34 @@ def test_an_engine_dead_error_that_begins_a_part_is_placed_by_the_part_before(be
     assert further.errors["engine_dead"] == (0 if before == "nothing" else faults)
 
 
+RUN_THEN_RESTART = [
+    "INFO 12-04 04:00:00 [loggers.py:1] Engine 000: Avg prompt throughput: 10.0 tokens/s, Avg generation throughput: "
+    "2.0 tokens/s, Running: 5 reqs, Waiting: 3 reqs, GPU KV cache usage: 43.0%, Prefix cache hit rate: 50.0%",
+    "INFO 12-04 04:00:00 [loggers.py:1] Engine 001: Avg prompt throughput: 1.0 tokens/s, Avg generation throughput: "
+    "2.0 tokens/s, Running: 1 reqs, Waiting: 0 reqs, GPU KV cache usage: 3.0%, Prefix cache hit rate: 5.0%",
+    "(APIServer pid=9) INFO 12-04 04:01:00 [api_server.py:1] vLLM API server version 0.32.0",
+    "(APIServer pid=9) INFO 12-04 04:01:30 [launcher.py:1] Starting vLLM API server 0 on http://0.0.0.0:8000",
+    "INFO 12-04 04:02:00 [loggers.py:1] Engine 001: Avg prompt throughput: 7.0 tokens/s, Avg generation throughput: "
+    "1.0 tokens/s, Running: 1 reqs, Waiting: 1 reqs, GPU KV cache usage: 1.0%, Prefix cache hit rate: 0.0%",
+]
+
+
+@pytest.mark.parametrize("cut", range(len(RUN_THEN_RESTART) + 1))
+def test_a_server_started_anew_runs_nothing_until_its_stats_say_otherwise(cut: int) -> None:
+    """vLLM prints no stats line while idle: after a restart the last run's queue, KV usage and throughput would
+    stand until the first request.  The same read in two parts cut anywhere."""
+    whole = feed(fresh(), RUN_THEN_RESTART)
+    merged = feed(fresh(), RUN_THEN_RESTART[:cut])
+    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), RUN_THEN_RESTART[cut:]))))
+    for stats in (whole, merged):
+        assert stats.engines["0"].gauges == dict.fromkeys(stats.engines["0"].gauges, 0.0)
+        assert (stats.engines["1"].gauges["running"], stats.engines["1"].gauges["waiting"]) == (1, 1)
+        assert stats.engines["1"].gauges["kv_cache_usage"] == 0.01
+    assert whole.engines["0"].peaks["running"] == 5  # the peak of the range stays
+    a, b = ({k: v for k, v in exposition(s).items() if not k[0].endswith("_created")} for s in (whole, merged))
+    assert a == b
+
+
 def problem_samples(stats: ServerStats) -> dict:
     return {key[1]: value for key, value in exposition(stats).items() if key[0] == "kvwatch_log_problem_lines_total"}
 

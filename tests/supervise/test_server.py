@@ -308,6 +308,26 @@ def test_a_stalled_engine_is_restarted_when_configured(tmp_path: Path, cleanup) 
     wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
 
 
+def test_requests_of_a_run_that_crashed_are_not_the_next_runs(tmp_path: Path, cleanup) -> None:
+    """A server killed with requests running and waiting starts again with none: vLLM prints no stats line while
+    idle, so the last run's queue must not make the new run look stalled (and restart it, again and again)."""
+    s = SupervisedServer(server(tmp_path, "--quiet", stall_after=1.0, stall_restart=True), tmp_path / "state")
+    cleanup.append(s)
+    s.start()
+    first = s.pid
+    s.observe(ev.ServerReady(None))
+    s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=2, waiting=3))
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
+    second = s.pid
+    s.observe(ev.ServerReady(None))
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        s.tick()
+        assert s.state == "running" and s.restarts == 1 and s.pid == second
+        time.sleep(0.05)
+
+
 def test_an_engine_asleep_is_not_stalled_and_not_restarted(tmp_path: Path, cleanup) -> None:
     """Sleep mode (vLLM's /sleep with mode=keep) keeps requests waiting and the engine still: no stall until it
     wakes every part, and the wake-up starts the stall clock again."""
