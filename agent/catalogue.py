@@ -24,6 +24,7 @@ CATALOGUE: tuple[Spec, ...] = prometheus.CATALOGUE
 # Only the running agent has these (supervision, tailing, the host).
 AGENT_CATALOGUE: tuple[Spec, ...] = (
     *run.BUILD_SPECS,
+    *run.RELOAD_SPECS,
     *run.INFO_SPECS,
     *server.SPECS,
     *tail.RAW_LOG_SPECS,

@@ -926,9 +926,17 @@ def kvwatch_row(d: db.Dashboard) -> db.Dashboard:
     )
     d = d.with_panel(
         listing(
-            "kvwatch build",
+            "kvwatch build and configuration",
             "short",
             query('kvwatch_build_info{instance=~"$instance"}', "{{instance}} {{version}} {{python_version}}"),
+            query(
+                'kvwatch_config_last_reload_successful{instance=~"$instance"}', "{{instance}} last reload applied (1)"
+            ),
+            query(
+                'time() - kvwatch_config_last_reload_success_timestamp_seconds{instance=~"$instance"}',
+                "{{instance}} s since the configuration was read",
+            ),
+            description="A reload (SIGHUP) whose file had an error is refused: 0 until a reload succeeds.",
             width=12,
         )
     )

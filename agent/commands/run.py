@@ -138,9 +138,31 @@ BUILD_SPECS = (
 )
 
 
+# Whether the configuration kvwatch runs is the file's (as Prometheus says of its own).
+RELOAD_SPECS = (
+    gauge(
+        "kvwatch_config_last_reload_successful",
+        "1 when the last reload (SIGHUP) read the configuration file, 0 when it was refused and the running one kept.",
+        lambda daemon, labels: [((), int(daemon.reload_ok))],
+        per_server=False,
+        doc="1 when the last reload (`SIGHUP`, `systemctl reload`) applied the configuration file, 0 when the file "
+        "was refused (its error is in kvwatch's log) and the running configuration kept; 1 at start",
+        native="Prometheus' own `prometheus_config_last_reload_successful`",
+    ),
+    gauge(
+        "kvwatch_config_last_reload_success_timestamp_seconds",
+        "When the configuration was last read successfully (start or reload), unix time.",
+        lambda daemon, labels: [((), daemon.reload_ok_at)],
+        per_server=False,
+    ),
+)
+
+
 class Daemon:
     def __init__(self, config: Config, gpu_root: str = "/") -> None:
         self.config = config
+        self.reload_ok = True  # the configuration in use is the file's
+        self.reload_ok_at = time.time()
         self.lock = threading.Lock()  # held while lines reach the sinks, and while a scrape reads them
         self.managed: dict[str, Managed] = {}
         self.tracing = self._tracing(config)
@@ -499,6 +521,7 @@ class Daemon:
             self.gpus.families(),
             self.bench.families(),
             families(BUILD_SPECS, [([], None)]),
+            families(RELOAD_SPECS, [([], self)]),
             state_families(),
         ]
         if self.tracing is not None:
@@ -512,6 +535,7 @@ class Daemon:
             new = configuration.load(self.config.path)
         except ConfigError as exc:
             log.error("reload: keeping the running configuration: %s", exc)
+            self.reload_ok = False
             return
         if new.metrics != self.config.metrics or new.agent != self.config.agent or new.tracing != self.config.tracing:
             log.warning("reload: [agent], [metrics] and [tracing] changes take effect at the next start of kvwatch")
@@ -527,6 +551,7 @@ class Daemon:
             new.pods,
         )
         self._next_pod_scan = 0.0  # scan with the new [[pods]] at the next tick
+        self.reload_ok, self.reload_ok_at = True, time.time()
         log.info("reload: done")
 
     def _reload_servers(self, new: Config) -> None:

@@ -257,6 +257,14 @@ def test_a_bad_reload_keeps_the_running_configuration(agents) -> None:
     wait_for(lambda: "keeping the running configuration" in agent.log(), what="the reload error")
     assert "bogus: unknown key" in agent.log()
     assert agent.value("kvwatch_server_up", process="vllm", server="fake") == 1
+    # Said on /metrics too, as Prometheus says it of itself, until a reload succeeds.
+    assert agent.value("kvwatch_config_last_reload_successful") == 0
+    loaded = agent.value("kvwatch_config_last_reload_success_timestamp_seconds")
+    assert 0 < loaded <= time.time()
+    agent.config.write_text(agent.config.read_text().replace("\nbogus = 1\n", ""))
+    agent.signal(signal.SIGHUP)
+    wait_for(lambda: agent.value("kvwatch_config_last_reload_successful") == 1, what="the good reload")
+    assert agent.value("kvwatch_config_last_reload_success_timestamp_seconds") > loaded
 
 
 def test_crash_loop_is_visible_on_metrics(agents) -> None:

@@ -75,6 +75,7 @@ def test_stable_uids_units_and_rate_intervals() -> None:
                     "spans_",
                     "kvwatch_bench_last_",
                     "kvwatch_state_",
+                    "kvwatch_config_",
                     "up{job=",
                 )
                 if not any(name in expr for name in host_wide):
