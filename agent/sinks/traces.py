@@ -701,7 +701,9 @@ class TraceBuilder:
             )
 
     def _server_starting(self, e: ev.ServerStarting, when: float) -> None:
-        self.mp_lookups_reported = False  # another run: its connector has not been seen asked yet
+        # Another run, perhaps with other settings: what the log showed of the last one (LMCache, its MP
+        # connector asked, ids that end requests) is learned again from this one's lines.
+        self.lmcache_seen = self.mp_lookups_reported = self.ids_end_requests = False
         # Requests of the previous run will never end.
         for request in list(self.open.values()):
             self._evict(request, "server_restart", when)

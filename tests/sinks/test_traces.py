@@ -355,6 +355,25 @@ def test_a_server_restart_ends_the_previous_runs_requests() -> None:
     assert root.attributes["kvwatch.incomplete"] == "server_restart"
 
 
+def test_a_server_restarted_without_lmcache_has_its_requests_ended_by_their_access_lines() -> None:
+    """What the log showed of one run (LMCache's lookups, ids that end requests) is not the next run's: restarted
+    without LMCache, an access line ends the request it answers (not, 15 minutes later, the idle timeout)."""
+    lines = [
+        "(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request chatcmpl-q1-11111111.",
+        lookup("2026-11-25 05:40:55,100", "chatcmpl-q1-11111111", 100, 0),
+        'INFO:     127.0.0.1:1 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+        "(APIServer pid=2) INFO 11-25 06:00:00 [api_server.py:1] vLLM API server version 0.32.0",
+        "(APIServer pid=2) INFO 11-25 06:01:00 [async_llm.py:578] Added request chatcmpl-q2-22222222.",
+        'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+    ]
+    run = Run().feed(lines)
+    assert run.builder.open_requests == 0
+    roots = {r.attributes["vllm.request.id"]: r for r in run.roots()}
+    assert roots["chatcmpl-q1-11111111"].attributes["client.port"] == 1
+    assert roots["chatcmpl-q2-22222222"].attributes["client.port"] == 2
+    assert "kvwatch.incomplete" not in roots["chatcmpl-q2-22222222"].attributes
+
+
 def test_server_time_zone_is_applied_to_year_less_stamps() -> None:
     tz = ZoneInfo("America/New_York")
     lines = [
