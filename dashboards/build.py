@@ -696,6 +696,7 @@ def engine_row(d: db.Dashboard) -> db.Dashboard:
             query(f"kvwatch_vllm_startup_phase_seconds{{{SERVERS}}}", "{{server}} {{phase}} s"),
             query(f"kvwatch_vllm_kv_cache_memory_bytes{{{SERVERS}}}", "{{server}} KV cache memory bytes"),
             query(f"kvwatch_vllm_kv_cache_capacity_tokens{{{SERVERS}}}", "{{server}} KV tokens"),
+            query(f"kvwatch_vllm_data_parallel_size{{{SERVERS}}}", "{{server}} engines (data-parallel size)"),
             query(f"kvwatch_vllm_kv_cache_max_concurrency{{{SERVERS}}}", "{{server}} max concurrency"),
             query(f"kvwatch_vllm_kv_cache_blocks{{{SERVERS}}}", "{{server}} {{device}} blocks"),
             query(f"kvwatch_vllm_device_flops_per_second{{{ENGINES}}}", "{{server}}/{{engine}} FLOP/s per device"),

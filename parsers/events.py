@@ -414,6 +414,7 @@ class EngineStarting(Event):
     version: str | None = None  #: as printed
     model: str | None = None  #: model name or path
     tensor_parallel_size: int | None = None  #: tensor parallel size
+    data_parallel_size: int | None = None  #: data parallel size: the engines (V1 from 0.8)
 
 
 @dataclass(slots=True)
@@ -486,6 +487,18 @@ class EngineSleep(Event):
     #: the parts woken or discarded (`weights`, `kv_cache`) as the line lists them; absent for a sleep, and for a
     #: wake-up that lists none (0.7.3 to 0.8.4, where every part wakes)
     tags: list[str] | None = None
+
+
+@dataclass(slots=True)
+class EnginesScaled(Event):
+    """Elastic expert parallelism (``--enable-elastic-ep``, vLLM from late 2025) changed the number of engines
+    (data-parallel ranks) while the server runs: ``[Elastic EP] Scale up completed, new data parallel size: N``
+    (``Scale down``), as the front end logs it, or ``DPCoordinator scaled up from A to B engines`` (``down``)."""
+
+    kind: ClassVar[str] = "engines_scaled"
+    direction: Literal["up", "down"] = "up"  #: up or down
+    engines: NonNegativeInt = 0  #: the new data-parallel size
+    engines_before: NonNegativeInt | None = None  #: the size before (the coordinator's line)
 
 
 PauseState = Literal["unpaused", "paused_new", "paused_all"]
@@ -673,6 +686,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EngineSleep,
     SleepMemory,
     EnginePause,
+    EnginesScaled,
     ServerError,
     ServerShutdown,
     BenchThroughput,

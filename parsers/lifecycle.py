@@ -18,6 +18,7 @@ from parsers.events import (
     EngineInitialized,
     EnginePause,
     EngineSleep,
+    EnginesScaled,
     EngineStarting,
     Event,
     KvCacheCapacity,
@@ -40,6 +41,7 @@ _ENGINE_INIT = re.compile(
     r"Initializing an? (?:V\d )?LLM engine(?: \(v?([^)\s]+)\))? with config: model=(?:'([^']*)'|([^,]*))"
 )
 _TP_SIZE = re.compile(rf"tensor_parallel_size=({INTEGER})")
+_DP_SIZE = re.compile(rf"\bdata_parallel_size=({INTEGER})")
 MODEL_LOADING = re.compile(
     rf"(?:Model loading|Loading model weights) took ({DECIMAL}) Gi?B(?: memory)?(?: and ({DECIMAL}) s(?:econds)?)?"
 )
@@ -86,6 +88,10 @@ _QUOTED = re.compile(r"'([^']*)'")
 SLEEP_FREED = re.compile(rf"Sleep mode freed ({DECIMAL}) GiB memory, ({DECIMAL}) GiB memory is still in use")
 # The engine core's scheduler paused or going again (vLLM 0.32): ``setting pause state to PAUSED_NEW``.
 PAUSE = re.compile(r"setting pause state to (UNPAUSED|PAUSED_NEW|PAUSED_ALL)(?![\w])")
+# Elastic EP: ``[Elastic EP] Scale down completed, new data parallel size: 2`` (the front end) and
+# ``DPCoordinator scaled down from 4 to 2 engines`` (the data-parallel coordinator).
+ELASTIC_SCALED = re.compile(rf"\[Elastic EP\] Scale (up|down) completed, new data parallel size: ({INTEGER})")
+COORDINATOR_SCALED = re.compile(rf"DPCoordinator scaled (up|down) from ({INTEGER}) to ({INTEGER}) engines")
 # Device labels of ``<DEV> KV cache size`` (and of out-of-memory messages).
 KV_DEVICES = ("GPU", "CPU", "XPU", "NPU", "HPU", "TPU", "MPS", "CUDA", "ROCM")
 _BLOCKS = re.compile(rf"# (\w+) blocks: ({INTEGER})(?:, # CPU blocks: ({INTEGER}))?")
@@ -149,8 +155,11 @@ def parse_engine_init(line: str, start: int, stamp: str | None) -> tuple[Event, 
     if m is None:  # an engine start that no longer reads as one is format drift; other "Initializing ..." is not
         return None if "LLM engine" in line[start : start + 40] else ()
     tp = _TP_SIZE.search(line, m.end())
+    dp = _DP_SIZE.search(line, m.end())
     model = m.group(2) if m.group(2) is not None else m.group(3)
-    return (EngineStarting(stamp, m.group(1), model, int(tp.group(1)) if tp else None),)
+    return (
+        EngineStarting(stamp, m.group(1), model, int(tp.group(1)) if tp else None, int(dp.group(1)) if dp else None),
+    )
 
 
 def parse_model_loading(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
@@ -269,6 +278,20 @@ def parse_pause(line: str, start: int, stamp: str | None) -> tuple[Event, ...] |
     if m is None:
         return None if line.startswith("setting pause state", start) else ()
     return (EnginePause(stamp, None, m.group(1).lower()),)
+
+
+def parse_elastic_scaled(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = ELASTIC_SCALED.match(line, start)
+    if m is None:
+        return None if line.startswith("[Elastic EP] Scale ", start) and "completed" in line else ()
+    return (EnginesScaled(stamp, m.group(1), int(m.group(2))),)
+
+
+def parse_coordinator_scaled(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = COORDINATOR_SCALED.match(line, start)
+    if m is None:
+        return None if line.startswith("DPCoordinator scaled ", start) else ()
+    return (EnginesScaled(stamp, m.group(1), int(m.group(3)), int(m.group(2))),)
 
 
 def parse_sleep_memory(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
@@ -428,6 +451,8 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "It": (parse_sleep, "engine_sleep"),
     "Sleep": (parse_sleep_memory, "sleep_memory"),
     "setting": (parse_pause, "engine_pause"),
+    "[Elastic": (parse_elastic_scaled, "engines_scaled"),
+    "DPCoordinator": (parse_coordinator_scaled, "engines_scaled"),
     # ``<DEV> KV cache size: N tokens``: the device label is the first word.
     **dict.fromkeys(KV_DEVICES, (parse_kv_size, "kv_cache_capacity")),
 }

@@ -151,6 +151,8 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "It": _exact(_whole(lifecycle.SLEEP.pattern), lifecycle.parse_sleep),
     "Sleep": _exact(_whole(lifecycle.SLEEP_FREED.pattern), lifecycle.parse_sleep_memory),
     "setting": _exact(_whole(lifecycle.PAUSE.pattern), lifecycle.parse_pause),
+    "[Elastic": _exact(_whole(lifecycle.ELASTIC_SCALED.pattern), lifecycle.parse_elastic_scaled),
+    "DPCoordinator": _exact(_whole(lifecycle.COORDINATOR_SCALED.pattern), lifecycle.parse_coordinator_scaled),
 }
 # abseil's ``*** SIGSEGV received at ...``: read from the signal's name, after the stars.
 for _signal in lifecycle.FATAL_SIGNALS:

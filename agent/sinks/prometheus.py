@@ -709,6 +709,17 @@ CATALOGUE: tuple[Spec, ...] = (
         per_engine(lambda e: e.dummy_iterations, when=lambda e: e.dummy_iterations),
         labels="engine",
     ),
+    gauge(
+        "kvwatch_vllm_data_parallel_size",
+        "Engines (data-parallel ranks) of the server: its start's configuration, then each elastic scaling's.",
+        value_of("data_parallel_size"),
+        doc=(
+            "engines (data-parallel ranks): `data_parallel_size=` of the engine's start-up configuration line, then "
+            "each elastic scaling's (`--enable-elastic-ep`: `[Elastic EP] Scale up completed, new data parallel size: "
+            "N`, `DPCoordinator scaled down from A to B engines`; `changes()` counts them).  The engines a scale-down "
+            "took away read 0 from then on"
+        ),
+    ),
     # sleep mode (--enable-sleep-mode)
     gauge(
         "kvwatch_vllm_sleeping",

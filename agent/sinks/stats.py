@@ -451,6 +451,10 @@ class ServerStats:
     kv_max_concurrency: float | None = last()
     kv_blocks: dict[str, int] = last(dict)
     kv_cache_memory_bytes: float | None = last()
+    # Elastic EP: the data-parallel size the last scaling left, and the smallest a scale-down of this part left
+    # (merging parts: the engines past it were idled by this part, whatever an earlier part last saw of them).
+    data_parallel_size: int | None = last()
+    scaled_down_to: int | None = field(default=None, metadata={"merge": MIN})
     # Sleep mode: worker rank -> (bytes freed, bytes still in use) when it last fell asleep.
     sleep_memory: dict[str, tuple[float, float]] = last(dict)
     startup_phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds, of the last start
@@ -488,6 +492,7 @@ class ServerStats:
             ev.EngineSleep: self._sleep,
             ev.SleepMemory: self._sleep_memory,
             ev.EnginePause: self._pause,
+            ev.EnginesScaled: self._scaled,
             ev.RequestPreempted: self._preempted,
             ev.LmcacheLookupPending: self._lookup_pending,
             ev.LmcacheStoreStart: self._store_start,
@@ -732,6 +737,19 @@ class ServerStats:
         state.sleep_transition_seconds[transition] = state.sleep_transition_seconds.get(transition, 0.0) + e.seconds
         state.asleep = ev.asleep_after(state.asleep, e)
 
+    def _scaled(self, e: ev.EnginesScaled) -> None:
+        self.data_parallel_size = e.engines
+        if e.direction == "down":
+            self._idle_from(e.engines)
+            if self.scaled_down_to is None or e.engines < self.scaled_down_to:
+                self.scaled_down_to = e.engines
+
+    def _idle_from(self, size: int) -> None:
+        """The engines a scale-down took away (rank ``size`` and up) run nothing any more."""
+        for label, state in self.engines.items():
+            if label.isdigit() and int(label) >= size:
+                state.idle()
+
     def _pause(self, e: ev.EnginePause) -> None:
         self.engine(e).paused = e.state != "unpaused"
 
@@ -813,6 +831,8 @@ class ServerStats:
             self.model = e.model
 
     def _engine_starting(self, e: ev.EngineStarting) -> None:
+        if e.data_parallel_size is not None:
+            self.data_parallel_size = e.data_parallel_size
         if e.version:
             self.version = e.version
         if e.model:
@@ -911,6 +931,8 @@ class ServerStats:
         if "starting" in later.lifecycle:
             for state in self.engines.values():  # the later part's start found them as one pass would leave them
                 state.idle()
+        elif later.scaled_down_to is not None:
+            self._idle_from(later.scaled_down_to)  # so did its scale-downs
         if later.engine_dead_unplaced and self.state == "unknown":
             self.engine_dead_unplaced += later.engine_dead_unplaced
         merge_fields(self, later)

@@ -123,6 +123,36 @@ def test_a_server_started_anew_runs_nothing_until_its_stats_say_otherwise(cut: i
     assert a == b
 
 
+def _engine_stats(engine: int, running: int) -> str:
+    return (
+        f"INFO 09-02 20:06:{engine:02d} [loggers.py:1] Engine {engine:03d}: Avg prompt throughput: 1.0 tokens/s, Avg "
+        f"generation throughput: 2.0 tokens/s, Running: {running} reqs, Waiting: 1 reqs, GPU KV cache usage: 3.0%"
+    )
+
+
+SCALED_DOWN = [
+    "(EngineCore_DP0 pid=5) INFO 09-02 20:00:00 [core.py:1] Initializing a V1 LLM engine (v0.32.0) with config: "
+    "model='m', tensor_parallel_size=2, pipeline_parallel_size=1, data_parallel_size=4",
+    *(_engine_stats(engine, 3) for engine in range(4)),
+    "(APIServer pid=1) INFO 09-02 20:07:00 [core_client.py:2078] [Elastic EP] Scale down completed, new data "
+    "parallel size: 2",
+    _engine_stats(1, 7),
+]
+
+
+@pytest.mark.parametrize("cut", range(len(SCALED_DOWN) + 1))
+def test_engines_an_elastic_scale_down_took_away_run_nothing_any_more(cut: int) -> None:
+    whole = feed(fresh(), SCALED_DOWN)
+    merged = feed(fresh(), SCALED_DOWN[:cut])
+    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), SCALED_DOWN[cut:]))))
+    for stats in (whole, merged):
+        running = {label: state.gauges["running"] for label, state in stats.engines.items()}
+        assert running == {"0": 3, "1": 7, "2": 0, "3": 0}
+        assert stats.data_parallel_size == 2
+    a, b = ({k: v for k, v in exposition(s).items() if not k[0].endswith("_created")} for s in (whole, merged))
+    assert a == b
+
+
 def problem_samples(stats: ServerStats) -> dict:
     return {key[1]: value for key, value in exposition(stats).items() if key[0] == "kvwatch_log_problem_lines_total"}
 
