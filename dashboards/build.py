@@ -725,6 +725,20 @@ def engine_row(d: db.Dashboard) -> db.Dashboard:
                 f"sum by (server) (increase(kvwatch_vllm_spec_decode_drafted_tokens_total{{{ENGINES}}}[$__range]))",
                 "{{server}} drafted tokens",
             ),
+            query(
+                f"sum by (server) (kvwatch_vllm_diffusion_committed_throughput_tokens_per_second{{{ENGINES}}})",
+                "{{server}} diffusion committed tokens/s",
+            ),
+            query(
+                f"sum by (server) (increase(kvwatch_vllm_diffusion_committed_tokens_total{{{ENGINES}}}[$__range])) / "
+                f"sum by (server) (increase(kvwatch_vllm_diffusion_denoising_steps_total{{{ENGINES}}}[$__range]))",
+                "{{server}} diffusion tokens per denoising step",
+            ),
+            query(
+                f"sum by (server) (increase(kvwatch_vllm_diffusion_canvas_positions_total{{{ENGINES}}}[$__range])) / "
+                f"sum by (server) (increase(kvwatch_vllm_diffusion_committed_tokens_total{{{ENGINES}}}[$__range]))",
+                "{{server}} diffusion denoising steps per canvas",
+            ),
             description="What the start-up lines said, and speculative decoding's totals over the range.",
             width=24,
         )

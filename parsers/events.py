@@ -87,6 +87,23 @@ class SpecDecodeStats(Event):
 
 
 @dataclass(slots=True)
+class DiffusionDecodeStats(Event):
+    """A diffusion language model's companion line (vLLM 0.32, which logs its denoising steps where
+    speculative decoding's line stands): ``DiffusionDecoding metrics: Committed token throughput: X tokens/s,
+    Mean denoising steps per canvas: M, Mean tokens committed per denoising step: T, Committed: C tokens,
+    Denoising steps: S, Canvas positions evaluated: P`` over the logging interval."""
+
+    kind: ClassVar[str] = "diffusion_decode_stats"
+    engine: int | None = None  #: engine index, when the line names one
+    committed_throughput: float = 0.0  #: tokens/s committed (final)
+    committed_tokens: NonNegativeInt = 0  #: tokens committed in the interval
+    denoising_steps: NonNegativeInt = 0  #: denoising steps run in the interval
+    canvas_positions: NonNegativeInt = 0  #: canvas positions the steps evaluated
+    mean_steps_per_canvas: float | None = None  #: as printed; absent where vLLM printed nan (nothing committed)
+    mean_committed_per_step: float | None = None  #: as printed; absent where vLLM printed nan (no step)
+
+
+@dataclass(slots=True)
 class KvTransferStats(Event):
     """``KV Transfer metrics: <key>=<value>, ...``: one logging interval of a KV connector
     (NIXL, vLLM's offloading connector, LMCache's MP connector), keys as printed."""
@@ -651,6 +668,7 @@ class SuspiciousLine(Event):
 EVENT_TYPES: tuple[type[Event], ...] = (
     EngineStats,
     SpecDecodeStats,
+    DiffusionDecodeStats,
     KvTransferStats,
     EngineIteration,
     EngineMfu,

@@ -140,6 +140,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Added": _exact(_whole(requests.ADDED.pattern), requests.parse_added),
     "Received": _RECEIVED,
     "SpecDecoding": _spec_decode,
+    "DiffusionDecoding": _exact(_whole(vllm_stats.DIFFUSION.pattern), vllm_stats.parse_diffusion),
     "Application": _exact(_whole(r"Application startup complete"), requests.parse_uvicorn),
     "Starting": _exact(_whole(r"Starting vLLM (?:API )?server(?: \d+)? on \S+"), lifecycle.parse_starting),
     "vLLM": _exact(_whole(r"vLLM API server version \S+"), lifecycle.parse_vllm_version),

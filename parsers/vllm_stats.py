@@ -16,6 +16,7 @@ import re
 
 from parsers import lifecycle
 from parsers.events import (
+    DiffusionDecodeStats,
     EngineIteration,
     EngineMfu,
     EngineStats,
@@ -400,6 +401,32 @@ def _prefix(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | Non
     return ()
 
 
+DIFFUSION = re.compile(
+    rf"DiffusionDecoding metrics: Committed token throughput: ({DECIMAL}) tokens/s, "
+    rf"Mean denoising steps per canvas: ({DECIMAL}|nan), Mean tokens committed per denoising step: ({DECIMAL}|nan), "
+    rf"Committed: ({INTEGER}) tokens, Denoising steps: ({INTEGER}), Canvas positions evaluated: ({INTEGER})"
+)
+
+
+def parse_diffusion(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    m = DIFFUSION.match(line, start)
+    if m is None:
+        return None if line.startswith("DiffusionDecoding metrics", start) else ()
+    throughput, steps_per_canvas, per_step, committed, steps, canvas = m.groups()
+    return (
+        DiffusionDecodeStats(
+            stamp,
+            None,
+            decimal(throughput),
+            int(committed),
+            int(steps),
+            int(canvas),
+            None if steps_per_canvas == "nan" else decimal(steps_per_canvas),
+            None if per_step == "nan" else decimal(per_step),
+        ),
+    )
+
+
 def parse_spec_decode_v1(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     if line.startswith("SpecDecoding metrics: ", start):
         return parse_spec_decode(line, start + 22, stamp)
@@ -422,5 +449,6 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "Prefix": (_prefix, "engine_stats"),
     "SpecDecoding": (parse_spec_decode_v1, "spec_decode_stats"),
     "Speculative": (_spec_v0, "spec_decode_stats"),
+    "DiffusionDecoding": (parse_diffusion, "diffusion_decode_stats"),
     "KV": (parse_kv_transfer, "kv_transfer_stats"),
 }

@@ -246,6 +246,8 @@ class EngineStatsState:
     dummy_iterations: int = counter()
     # V0's running count of preemptions, printed with every 50th.
     cumulative_preemptions: RunningTotal = merged(lambda: RunningTotal())
+    # A diffusion model's denoising (its companion line): committed_tokens, denoising_steps, canvas_positions.
+    diffusion: dict[str, int] = counts()
     # Sleep mode: the parts asleep (None until the log shows sleep mode), and each transition's count and seconds.
     asleep: list[str] | None = last()
     paused: bool | None = last()  # the scheduler paused (None until the log shows a pause)
@@ -488,6 +490,7 @@ class ServerStats:
             ev.EngineStats: self._engine_stats,
             ev.SpecDecodeStats: self._spec_decode,
             ev.EngineIteration: self._iteration,
+            ev.DiffusionDecodeStats: self._diffusion,
             ev.EngineMfu: self._mfu,
             ev.EngineSleep: self._sleep,
             ev.SleepMemory: self._sleep_memory,
@@ -710,6 +713,13 @@ class ServerStats:
             state.spec_gauges["mean_acceptance_length"] = e.mean_acceptance_length
         if e.draft_acceptance_rate is not None:
             state.spec_gauges["draft_acceptance_rate"] = e.draft_acceptance_rate
+
+    def _diffusion(self, e: ev.DiffusionDecodeStats) -> None:
+        state = self.engine(e)
+        state.set_gauge("committed_throughput", e.committed_throughput)
+        totals = state.diffusion
+        for name in ("committed_tokens", "denoising_steps", "canvas_positions"):
+            totals[name] = totals.get(name, 0) + getattr(e, name)
 
     def _iteration(self, e: ev.EngineIteration) -> None:
         state = self.engine(e)
