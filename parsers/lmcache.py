@@ -157,8 +157,9 @@ _RETRIEVED_CHUNKS = re.compile(
 _RETRIEVED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens in ({DECIMAL}) seconds")
 # Layer-wise mode: the total after the last layer; LMCache's "(file:line:logger)" trailer may follow.
 _RETRIEVED_LAYERWISE = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens(?: \(| \x1b|$)")
+# The first connector (LMCache 0.2, early 2025) printed no skip: it was the tokens not stored, ``M - N``.
 STORING = re.compile(
-    rf"Storing KV cache for ({INTEGER}) out of ({INTEGER}) tokens \(skip_leading_tokens=({INTEGER})\)"
+    rf"Storing KV cache for ({INTEGER}) out of ({INTEGER}) tokens(?: \(skip_leading_tokens=({INTEGER})\))?"
     r"(?: for request (\S+))?"
 )
 PREFETCH = re.compile(
@@ -324,7 +325,8 @@ def parse_storing(line: str, start: int, stamp: str | None, rank: int | None) ->
     m = STORING.match(line, start)
     if m is None:
         return None if line.startswith("Storing KV cache", start) else ()
-    return (LmcacheStoreStart(stamp, m.group(4), int(m.group(1)), int(m.group(2)), int(m.group(3)), rank),)
+    tokens, total, skip = int(m.group(1)), int(m.group(2)), m.group(3)
+    return (LmcacheStoreStart(stamp, m.group(4), tokens, total, int(skip) if skip else max(total - tokens, 0), rank),)
 
 
 def parse_initialized(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
