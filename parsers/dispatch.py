@@ -667,6 +667,9 @@ def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) ->
         if "\x1b" in text:
             text = strip_ansi(text)
         events = _by_logger(record.logger, text, 0, record.stamp, rank) if text else NOTHING
+        if not events and text:
+            # A whole line, header and all, under a service's name (a collector's file receiver's record).
+            events = _restamp(parse_nested(text, depth + 1, rank), record.stamp)
         if not events and record.level:
             events = _problem(record.level.upper(), _producer(record.logger), record.logger, record.stamp)
     else:

@@ -723,7 +723,21 @@ def is_log_column(column: str) -> bool:
 # ``line``: Grafana Loki's ``logcli --output jsonl``; ``short_message``: GELF,
 # Graylog's format and a Docker log driver's; ``_raw``: Splunk's events; ``Log``: Azure
 # Container Apps' ``az containerapp logs show``).
-_JSON_TEXT_KEYS = ("log", "MESSAGE", "message", "msg", "body", "textPayload", "line", "short_message", "_raw", "Log")
+# (``Body``: the OpenTelemetry Collector's ClickHouse table, exported; ``original``: Elastic's ``event.original``.)
+_JSON_TEXT_KEYS = (
+    "log",
+    "MESSAGE",
+    "message",
+    "msg",
+    "body",
+    "Body",
+    "textPayload",
+    "line",
+    "short_message",
+    "_raw",
+    "Log",
+    "original",
+)
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
@@ -786,6 +800,7 @@ def _record_stamp(record: dict) -> str | None:
         or record.get("@timestamp")
         or record.get("_time")
         or record.get("TimeStamp")
+        or record.get("Timestamp")
     )
     if isinstance(value, str) and value[:4].isdigit():
         return value if not value.isdigit() else _epoch_stamp(value)
@@ -802,8 +817,8 @@ def _record_logger(record: dict, key: str) -> str | None:
     """The logger of a logging library's record; None for a wrapper around a whole line."""
     if key in ("message", "msg"):
         logger = record.get("name")
-    elif key == "body":
-        logger = record.get("logger") or record.get("name") or record.get("service.name")
+    elif key in ("body", "Body"):
+        logger = record.get("logger") or record.get("name") or record.get("service.name") or record.get("ServiceName")
         if isinstance(logger, str) and not logger.startswith(WATCHED_LOGGERS):
             logger = None  # another service's record, or a name that says nothing: read the body as a line
     else:
