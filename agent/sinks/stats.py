@@ -938,6 +938,8 @@ class ServerStats:
                 for key, count in later.problems_unplaced.items():
                     counts[key] = counts.get(key, 0) + count
         stopped = self.state == "stopped"
+        if "starting" in later.lifecycle or "stopped" in later.lifecycle:
+            self._at_work()  # the later part's start or stop woke them, as one pass would
         if "starting" in later.lifecycle:
             for state in self.engines.values():  # the later part's start found them as one pass would leave them
                 state.idle()

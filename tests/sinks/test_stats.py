@@ -153,6 +153,18 @@ def test_engines_an_elastic_scale_down_took_away_run_nothing_any_more(cut: int) 
     assert a == b
 
 
+def test_a_sleep_mode_run_read_in_two_parts_cut_anywhere_is_one_pass() -> None:
+    """The real sleep-mode run: asleep, paused and awake again, stopped while asleep."""
+    lines = (SAMPLES / "vllm-0.32.0-cpu-sleep.log").read_text(encoding="utf-8").split("\n")
+    whole = feed(fresh(), lines)
+    expected = {k: v for k, v in exposition(whole).items() if not k[0].endswith("_created")}
+    for cut in range(len(lines) + 1):
+        merged = feed(fresh(), lines[:cut])
+        merged.merge(pickle.loads(pickle.dumps(feed(fresh(), lines[cut:]))))
+        got = {k: v for k, v in exposition(merged).items() if not k[0].endswith("_created")}
+        assert got == pytest.approx(expected, rel=1e-12), cut
+
+
 def problem_samples(stats: ServerStats) -> dict:
     return {key[1]: value for key, value in exposition(stats).items() if key[0] == "kvwatch_log_problem_lines_total"}
 
