@@ -165,30 +165,16 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
 
     # Sleep mode through vLLM's dev routes (a CPU worker frees nothing, its executor logs every transition):
     # asleep and paused while vLLM says it sleeps, awake after a wake-up, the seconds as the log printed them.
+    def asleep_and_paused() -> tuple:
+        names = ("kvwatch_vllm_sleeping", "kvwatch_vllm_paused")
+        return tuple(agent.value(name, server="tiny", engine="0") for name in names)
+
     post(port, "/sleep?level=1")
     assert vllm_json(port, "/is_sleeping") == {"is_sleeping": True}
-    wait_for(
-        lambda: (
-            (
-                agent.value("kvwatch_vllm_sleeping", server="tiny", engine="0"),
-                agent.value("kvwatch_vllm_paused", server="tiny", engine="0"),
-            )
-            == (1, 1)
-        ),
-        what="the engine asleep and paused",
-    )
+    wait_for(lambda: asleep_and_paused() == (1, 1), what="the engine asleep and paused")
     post(port, "/wake_up")
     assert vllm_json(port, "/is_sleeping") == {"is_sleeping": False}
-    wait_for(
-        lambda: (
-            (
-                agent.value("kvwatch_vllm_sleeping", server="tiny", engine="0"),
-                agent.value("kvwatch_vllm_paused", server="tiny", engine="0"),
-            )
-            == (0, 0)
-        ),
-        what="the engine awake again",
-    )
+    wait_for(lambda: asleep_and_paused() == (0, 0), what="the engine awake again")
     text = raw_log.read_text(errors="replace")
     for transition, words in (("sleep", "fall asleep"), ("wake_up", "wake up")):
         took = [float(x) for x in re.findall(rf"\] It took ([\d.]+) seconds to {words}", text)]

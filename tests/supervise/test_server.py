@@ -308,6 +308,16 @@ def test_a_stalled_engine_is_restarted_when_configured(tmp_path: Path, cleanup) 
     wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
 
 
+def stays_running(supervised: SupervisedServer, seconds: float) -> None:
+    """Tick for ``seconds``: the server is running all along (no stall, no restart)."""
+    pid, restarts = supervised.pid, supervised.restarts
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        supervised.tick()
+        assert (supervised.state, supervised.restarts, supervised.pid) == ("running", restarts, pid)
+        time.sleep(0.05)
+
+
 def test_requests_of_a_run_that_crashed_are_not_the_next_runs(tmp_path: Path, cleanup) -> None:
     """A server killed with requests running and waiting starts again with none: vLLM prints no stats line while
     idle, so the last run's queue must not make the new run look stalled (and restart it, again and again)."""
@@ -321,11 +331,8 @@ def test_requests_of_a_run_that_crashed_are_not_the_next_runs(tmp_path: Path, cl
     wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
     second = s.pid
     s.observe(ev.ServerReady(None))
-    deadline = time.monotonic() + 2.5
-    while time.monotonic() < deadline:
-        s.tick()
-        assert s.state == "running" and s.restarts == 1 and s.pid == second
-        time.sleep(0.05)
+    stays_running(s, 2.5)
+    assert s.restarts == 1 and s.pid == second
 
 
 def test_an_engine_asleep_is_not_stalled_and_not_restarted(tmp_path: Path, cleanup) -> None:
@@ -339,11 +346,8 @@ def test_an_engine_asleep_is_not_stalled_and_not_restarted(tmp_path: Path, clean
     s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
     s.observe(ev.EngineSleep(None, transition="sleep", seconds=0.5))
     s.observe(ev.EngineSleep(None, transition="wake_up", seconds=0.2, tags=["weights"]))  # the KV cache sleeps on
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:
-        s.tick()
-        assert s.state == "running" and s.restarts == 0 and s.pid == first
-        time.sleep(0.05)
+    stays_running(s, 1.5)
+    assert s.restarts == 0 and s.pid == first
     s.observe(ev.EngineSleep(None, transition="wake_up", seconds=0.2, tags=["kv_cache"]))  # awake, and still stuck
     wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
 
@@ -357,11 +361,8 @@ def test_an_engine_paused_is_not_stalled_and_not_restarted(tmp_path: Path, clean
     s.observe(ev.ServerReady(None))
     s.observe(ev.EnginePause(None, state="paused_new"))
     s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:
-        s.tick()
-        assert s.state == "running" and s.restarts == 0 and s.pid == first
-        time.sleep(0.05)
+    stays_running(s, 1.5)
+    assert s.restarts == 0 and s.pid == first
     s.observe(ev.EnginePause(None, state="unpaused"))
     wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
 
