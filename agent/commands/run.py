@@ -303,7 +303,8 @@ class Daemon:
         if server.canary_interval and supervised is not None:
             from agent.commands.canary import PeriodicCanary  # loaded only where a canary is configured
 
-            managed.canary = PeriodicCanary(server.name, server, lambda: supervised.state == ServerState.RUNNING)
+            # (not while an engine is asleep or paused: its requests would wait, and the canary fail, for nothing)
+            managed.canary = PeriodicCanary(server.name, server, lambda: supervised.serving)
             managed.canary.start()
 
     def add_follow(self, follow: FollowConfig) -> None:

@@ -446,6 +446,11 @@ class SupervisedServer:
             self.start()
 
     @property
+    def serving(self) -> bool:
+        """Running with no engine at rest: a request sent now would be answered (the periodic canary's cue)."""
+        return self.state == ServerState.RUNNING and not self.at_rest
+
+    @property
     def at_rest(self) -> bool:
         """Whether an engine is asleep or paused (sleep mode, ``/pause``): its waiting requests wait for that."""
         return any(self.asleep.values()) or any(self.paused.values())

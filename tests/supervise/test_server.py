@@ -348,7 +348,9 @@ def test_an_engine_asleep_is_not_stalled_and_not_restarted(tmp_path: Path, clean
     s.observe(ev.EngineSleep(None, transition="wake_up", seconds=0.2, tags=["weights"]))  # the KV cache sleeps on
     stays_running(s, 1.5)
     assert s.restarts == 0 and s.pid == first
+    assert not s.serving  # no canary request while the KV cache sleeps
     s.observe(ev.EngineSleep(None, transition="wake_up", seconds=0.2, tags=["kv_cache"]))  # awake, and still stuck
+    assert s.serving
     wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
 
 
