@@ -775,6 +775,7 @@ def requests_row(d: db.Dashboard) -> db.Dashboard:
             "reqps",
             query(rate("kvwatch_vllm_requests_aborted_total"), "{{server}} aborted"),
             query(rate("kvwatch_vllm_requests_cancelled_total"), "{{server}} cancelled (client gone)"),
+            query(rate("kvwatch_vllm_requests_aborted_at_shutdown_total"), "{{server}} aborted by a stop"),
             query(rate("kvwatch_vllm_request_failures_total", by="server, reason"), "{{server}} failed: {{reason}}"),
         )
     )

@@ -72,6 +72,7 @@ from parsers.events import (
     EngineSleep,
     LmcacheParser,
     LogProblem,
+    ShutdownAborted,
     SleepMemory,
     SuspiciousLine,
     VllmParser,
@@ -303,7 +304,8 @@ def _tag(tag: str) -> tuple[bool | None, int | None, int | None]:
 
 
 # Events whose line does not say which engine core or worker logged it: the process tag does.
-_ENGINE_FROM_TAG = (EngineIteration, EngineSleep, EnginePause)  # an engine core's step, sleep and pause lines
+# (an engine core's step, sleep, pause and shutdown lines)
+_ENGINE_FROM_TAG = (EngineIteration, EngineSleep, EnginePause, ShutdownAborted)
 _RANK_FROM_TAG = (SleepMemory,)  # a worker's sleep line
 
 

@@ -581,6 +581,17 @@ class ServerShutdown(Event):
     kind: ClassVar[str] = "server_shutdown"
 
 
+@dataclass(slots=True)
+class ShutdownAborted(Event):
+    """``[shutdown] EngineCore: aborting in-flight requests count=N``: a stop without a drain (vLLM's shutdown
+    timeout 0, its default) aborted the requests the engine still had."""
+
+    kind: ClassVar[str] = "shutdown_aborted"
+    #: the data-parallel rank of the engine core that logged it (`EngineCore_DP1`); none for a single engine
+    engine: int | None = None
+    requests: NonNegativeInt = 0  #: requests aborted
+
+
 # --- vllm bench -------------------------------------------------------------------
 
 
@@ -707,6 +718,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EnginesScaled,
     ServerError,
     ServerShutdown,
+    ShutdownAborted,
     BenchThroughput,
     BenchTokens,
     BenchLatency,

@@ -27,6 +27,7 @@ from parsers.events import (
     ServerReady,
     ServerShutdown,
     ServerStarting,
+    ShutdownAborted,
     SleepMemory,
     StartupPhase,
     VllmParser,
@@ -345,9 +346,15 @@ def parse_died(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     return ()
 
 
-def parse_shutdown(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+_SHUTDOWN_ABORTING = re.compile(rf"\[shutdown\] EngineCore: aborting in-flight requests count=({INTEGER})")
+
+
+def parse_shutdown(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     if line.startswith("[shutdown] API server: shutdown triggered", start):
         return (ServerShutdown(stamp),)
+    if line.startswith("[shutdown] EngineCore: aborting", start):
+        m = _SHUTDOWN_ABORTING.match(line, start)
+        return (ShutdownAborted(stamp, None, int(m.group(1))),) if m else None
     return ()
 
 

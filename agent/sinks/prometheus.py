@@ -839,6 +839,13 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter("kvwatch_vllm_requests_cancelled_total", "Requests whose client went away.", value_of("cancelled")),
     counter(
+        "kvwatch_vllm_requests_aborted_at_shutdown_total",
+        "Requests a stop aborted in flight (vLLM's shutdown without a drain).",
+        counted(ev.ShutdownAborted, "requests"),
+        doc="requests a stop aborted in flight (`[shutdown] EngineCore: aborting in-flight requests count=N`, "
+        "vLLM 0.32 with its default shutdown timeout of 0); a drain (`--shutdown-timeout`) lets them finish",
+    ),
+    counter(
         "kvwatch_vllm_request_failures_total",
         "Requests that failed (engine_dead, bad_request, input_error, error).",
         keyed("failures"),
