@@ -88,6 +88,11 @@ class ServerUnit:
             return ServerState.STOPPING
         return self.vllm.state
 
+    @property
+    def serving(self) -> bool:
+        """Running with no engine asleep or paused: a request sent now would be answered."""
+        return self.state == ServerState.RUNNING and self.vllm.serving
+
     # -- life cycle -------------------------------------------------------------------
 
     def begin(self) -> None:
