@@ -493,6 +493,10 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
                 "{{server}} {{direction}} failed",
             ),
             query(rate("kvwatch_kv_transfer_lookups_total"), "{{server}} LMCache MP lookups"),
+            query(rate("kvwatch_kv_transfer_expired_requests_total"), "{{server}} requests whose KV expired"),
+            query(
+                rate("kvwatch_kv_transfer_notifications_after_expiry_total"), "{{server}} notifications after expiry"
+            ),
             query(rate("kvwatch_kv_transfer_lines_total"), "{{server}} report lines"),
             query(rate("kvwatch_kv_transfer_unknown_keys_total"), "{{server}} unknown keys"),
             description="Unknown keys: a connector or release kvwatch does not know yet.",

@@ -449,10 +449,29 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_kv_transfer_failures_total",
-        "Failed transfers (NIXL).",
+        "Failed transfers (NIXL, Mooncake: transfer, receive; 3FS: load, store).",
         kv_transfer("failures"),
         labels="direction",
         native="`vllm:nixl_num_failed_transfers`",
+    ),
+    counter(
+        "kvwatch_kv_transfer_expired_requests_total",
+        "Requests whose KV expired before the other instance read it (NIXL, Mooncake: P/D disaggregation).",
+        kv_transfer("expired"),
+        labels="direction",
+        doc="requests whose KV blocks expired before the decode instance read them (`Num KV expired reqs` of NIXL "
+        "and Mooncake): the prefill side freed them, so the decode side computes them again; vLLM calls it a "
+        "signal for the autoscaler",
+        native="`vllm:nixl_num_kv_expired_reqs`",
+    ),
+    counter(
+        "kvwatch_kv_transfer_notifications_after_expiry_total",
+        "Transfer notifications that came after the KV expired (NIXL): the blocks may have been reused.",
+        kv_transfer("late_notifications"),
+        labels="direction",
+        doc="NIXL's `Num notifs after expiry`: a reader finished with KV blocks that had already expired (and "
+        "may have been reused)",
+        native="`vllm:nixl_num_notifications_after_expiry`",
     ),
     counter(
         "kvwatch_kv_transfer_lookups_total",

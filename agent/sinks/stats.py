@@ -295,6 +295,18 @@ KV_TRANSFER_KEYS: dict[str, tuple[str, str, float, tuple[str, ...] | None]] = {
     "store_bytes": ("bytes", "store", 1.0, None),
     "store_time": ("seconds", "store", 1.0, None),
     "store_size_count": ("transfers", "store", 1.0, None),
+    # NIXL and Mooncake (P/D disaggregation): a request whose KV expired before the other instance read it,
+    # a notification that came after (the blocks may have been reused), a receive that failed
+    "num kv expired reqs": ("expired", "transfer", 1.0, None),
+    "num notifs after expiry": ("late_notifications", "transfer", 1.0, None),
+    "num failed recvs": ("failures", "receive", 1.0, None),
+    # 3FS (HF3FSKVConnector): its saves and loads
+    "num save task success": ("transfers", "store", 1.0, None),
+    "num save task failed": ("failures", "store", 1.0, None),
+    "num load task success": ("transfers", "load", 1.0, None),
+    "num load task failed": ("failures", "load", 1.0, None),
+    "avg save duration (ms)": ("seconds", "store", 0.001, ("num save task success",)),
+    "avg load duration (ms)": ("seconds", "load", 0.001, ("num load task success",)),
     # LMCache's MP connector
     "lmcache mp lookup count": ("lookups", "lookup", 1.0, None),
     "lmcache mp lookup avg latency (ms)": ("seconds", "lookup", 0.001, MP_LOOKUP_KEYS),
@@ -310,6 +322,9 @@ KV_TRANSFER_DERIVED = frozenset(
         "load_size_sum",
         "store_size_sum",
         "stores_skipped",
+        "num transfers task",
+        "p90 save duration (ms)",
+        "p90 load duration (ms)",
     )
 )
 

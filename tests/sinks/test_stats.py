@@ -165,6 +165,34 @@ def test_a_sleep_mode_run_read_in_two_parts_cut_anywhere_is_one_pass() -> None:
         assert got == pytest.approx(expected, rel=1e-12), cut
 
 
+def test_kv_connectors_of_2026_add_up_by_quantity_and_direction() -> None:
+    """NIXL's and Mooncake's expiry and receive failures, and 3FS's saves and loads (vLLM 0.32's reduce())."""
+    tag = "(APIServer pid=1) INFO 12-04 05:00:00 [metrics.py:103] KV Transfer metrics: "
+    s = feed(
+        fresh(),
+        [
+            tag + "Num successful transfers=4, Avg xfer time (ms)=2.5, P90 xfer time (ms)=3.1, "
+            "Avg post time (ms)=0.2, P90 post time (ms)=0.3, Avg MB per transfer=8.0, Throughput (MB/s)=3200.0, "
+            "Avg number of descriptors=64.0, Num failed transfers=1, Num KV expired reqs=2, Num notifs after expiry=1",
+            tag + "Num successful transfers=0, Avg xfer time (ms)=0, P90 xfer time (ms)=0, Avg MB per transfer=0, "
+            "Throughput (MB/s)=0, Avg number of descriptors=0, Num failed transfers=0, Num failed recvs=3, "
+            "Num KV expired reqs=1",
+            tag + "Num transfers task=5, Num save task success=3, Num save task failed=1, Num load task success=1, "
+            "Num load task failed=0, Avg save duration (ms)=12.0, P90 save duration (ms)=20.0, "
+            "Avg load duration (ms)=30.0, P90 load duration (ms)=30.0",
+        ],
+    )
+    totals = s.kv_transfer.totals
+    assert totals[("expired", "transfer")] == 3 and totals[("late_notifications", "transfer")] == 1
+    assert (totals[("transfers", "transfer")], totals[("failures", "transfer")]) == (4, 1)
+    assert totals[("failures", "receive")] == 3
+    assert (totals[("transfers", "store")], totals[("failures", "store")]) == (3, 1)
+    assert (totals[("transfers", "load")], totals[("failures", "load")]) == (1, 0)
+    assert totals[("seconds", "store")] == pytest.approx(0.036) and totals[("seconds", "load")] == pytest.approx(0.03)
+    assert totals[("bytes", "transfer")] == 4 * 8 * (1 << 20)
+    assert s.kv_transfer.unknown_keys == 0
+
+
 def problem_samples(stats: ServerStats) -> dict:
     return {key[1]: value for key, value in exposition(stats).items() if key[0] == "kvwatch_log_problem_lines_total"}
 
