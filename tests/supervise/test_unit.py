@@ -24,6 +24,7 @@ from agent.families import RenderedAtScrape
 from agent.supervise.server import proc_start_time
 from agent.supervise.states import ServerState
 from agent.supervise.unit import ServerUnit
+from parsers import events as ev
 from tests.support.harness import free_port
 
 FAKE = str(Path(__file__).parents[1] / "support" / "fakeserver.py")
@@ -202,6 +203,19 @@ def test_a_reload_that_changes_only_vllm_leaves_the_lmcache_server_running(units
     unit.reload(changed)
     run_until(unit, lambda: both_running(unit) and unit.vllm.pid != old_vllm, what="vLLM restarted")
     assert unit.lmcache.pid == old_lmcache and unit.lmcache.restarts == 0
+
+
+def test_a_unit_whose_engine_is_asleep_or_paused_is_not_serving(units) -> None:
+    """What the periodic canary asks before it sends a request."""
+    unit = running(units())
+    assert unit.serving
+    unit.observe(ev.EngineSleep(None, transition="sleep", seconds=0.1))
+    assert not unit.serving
+    unit.observe(ev.EngineSleep(None, transition="wake_up", seconds=0.1))
+    unit.observe(ev.EnginePause(None, state="paused_all"))
+    assert not unit.serving
+    unit.observe(ev.EnginePause(None, state="unpaused"))
+    assert unit.serving
 
 
 def test_the_lmcache_server_series_carry_the_process_label(units) -> None:
