@@ -299,13 +299,19 @@ def test_a_stalled_engine_is_reported_and_not_restarted_by_default(tmp_path: Pat
 
 
 def test_a_stalled_engine_is_restarted_when_configured(tmp_path: Path, cleanup) -> None:
+    s = restarted_when_stalled(tmp_path, cleanup)
+    first = s.pid
+    s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
+    wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
+
+
+def restarted_when_stalled(tmp_path: Path, cleanup: list) -> SupervisedServer:
+    """A ready stand-in that reports waiting requests and no progress, restarted after 0.5 s of that."""
     s = SupervisedServer(server(tmp_path, "--stall", stall_after=0.5, stall_restart=True), tmp_path / "state")
     cleanup.append(s)
     s.start()
-    first = s.pid
     s.observe(ev.ServerReady(None))
-    s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
-    wait_for(lambda: s.restarts == 1 and s.pid not in (None, first), s)
+    return s
 
 
 def stays_running(supervised: SupervisedServer, seconds: float) -> None:
@@ -338,11 +344,8 @@ def test_requests_of_a_run_that_crashed_are_not_the_next_runs(tmp_path: Path, cl
 def test_an_engine_asleep_is_not_stalled_and_not_restarted(tmp_path: Path, cleanup) -> None:
     """Sleep mode (vLLM's /sleep with mode=keep) keeps requests waiting and the engine still: no stall until it
     wakes every part, and the wake-up starts the stall clock again."""
-    s = SupervisedServer(server(tmp_path, "--stall", stall_after=0.5, stall_restart=True), tmp_path / "state")
-    cleanup.append(s)
-    s.start()
+    s = restarted_when_stalled(tmp_path, cleanup)
     first = s.pid
-    s.observe(ev.ServerReady(None))
     s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
     s.observe(ev.EngineSleep(None, transition="sleep", seconds=0.5))
     s.observe(ev.EngineSleep(None, transition="wake_up", seconds=0.2, tags=["weights"]))  # the KV cache sleeps on
@@ -356,11 +359,8 @@ def test_an_engine_asleep_is_not_stalled_and_not_restarted(tmp_path: Path, clean
 
 def test_an_engine_paused_is_not_stalled_and_not_restarted(tmp_path: Path, cleanup) -> None:
     """``/pause`` (weights updated between training steps) leaves requests waiting: no stall until it goes on."""
-    s = SupervisedServer(server(tmp_path, "--stall", stall_after=0.5, stall_restart=True), tmp_path / "state")
-    cleanup.append(s)
-    s.start()
+    s = restarted_when_stalled(tmp_path, cleanup)
     first = s.pid
-    s.observe(ev.ServerReady(None))
     s.observe(ev.EnginePause(None, state="paused_new"))
     s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
     stays_running(s, 1.5)
