@@ -88,7 +88,7 @@ class SpecDecodeStats(Event):
 
 @dataclass(slots=True)
 class DiffusionDecodeStats(Event):
-    """A diffusion language model's companion line (vLLM 0.32, which logs its denoising steps where
+    """A diffusion language model's companion line (vLLM 0.32, merged in June 2026: its denoising steps, logged where
     speculative decoding's line stands): ``DiffusionDecoding metrics: Committed token throughput: X tokens/s,
     Mean denoising steps per canvas: M, Mean tokens committed per denoising step: T, Committed: C tokens,
     Denoising steps: S, Canvas positions evaluated: P`` over the logging interval."""
@@ -508,7 +508,7 @@ class EngineSleep(Event):
 
 @dataclass(slots=True)
 class EnginesScaled(Event):
-    """Elastic expert parallelism (``--enable-elastic-ep``, vLLM from late 2025) changed the number of engines
+    """Elastic expert parallelism (``--enable-elastic-ep``, merged into vLLM in July 2025) changed the number of engines
     (data-parallel ranks) while the server runs: ``[Elastic EP] Scale up completed, new data parallel size: N``
     (``Scale down``), as the front end logs it, or ``DPCoordinator scaled up from A to B engines`` (``down``)."""
 
