@@ -1074,8 +1074,11 @@ def fleet_servers_row(d: db.Dashboard) -> db.Dashboard:
             query(f'count by (state) (kvwatch_server_state{{{SERVERS}, process="vllm"}} == 1)', "{{state}}"),
             query(f"count(kvwatch_vllm_server_ready{{{SERVERS}}} == 1)", "serving (by its log)"),
             query(f"count(kvwatch_vllm_server_ready{{{SERVERS}}} == 0)", "not serving (by its log)"),
-            description="Supervised servers by state (starting, running, stalled, crash_loop ...); and servers "
-            "whose log says they serve or not (no start seen, or shut down), supervised or followed.",
+            query(f"count(max by (instance, server) (kvwatch_vllm_sleeping{{{SERVERS}}}) == 1)", "asleep"),
+            query(f"count(max by (instance, server) (kvwatch_vllm_paused{{{SERVERS}}}) == 1)", "paused"),
+            description="Supervised servers by state (starting, running, stalled, crash_loop ...); servers "
+            "whose log says they serve or not (no start seen, or shut down), supervised or followed; and servers "
+            "with an engine in vLLM's sleep mode or paused (between training steps: not serving, and not stalled).",
             width=6,
         )
     )  # fmt: skip

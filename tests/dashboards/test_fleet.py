@@ -41,7 +41,7 @@ FEDERATED = (
     '{__name__=~"kvwatch_http_responses_total|kvwatch_build_info|kvwatch_server_info|up"}',
     '{__name__=~"kvwatch_server_state|kvwatch_vllm_server_ready|kvwatch_vllm_requests_waiting"}',
     '{__name__=~"kvwatch_vllm_kv_cache_usage_ratio|kvwatch_vllm_generation_throughput_tokens_per_second"}',
-    '{__name__=~"kvwatch_gpus|kvwatch_gpus_expected|kvwatch_canary_ok"}',
+    '{__name__=~"kvwatch_gpus|kvwatch_gpus_expected|kvwatch_canary_ok|kvwatch_vllm_sleeping|kvwatch_vllm_paused"}',
 )
 # Fleet dashboard panels without data here, and why.
 FLEET_EMPTY = {
