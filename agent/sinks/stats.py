@@ -473,7 +473,7 @@ class ServerStats:
     data_parallel_size: int | None = last()
     scaled_down_to: int | None = field(default=None, metadata={"merge": MIN})
     # Sleep mode: worker rank -> (bytes freed, bytes still in use) when it last fell asleep.
-    sleep_memory: dict[str, tuple[float, float]] = last(dict)
+    sleep_memory: dict[str, tuple[int, int]] = last(dict)
     startup_phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds, of the last start
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVER_ERRORS, 0), metadata={"merge": SUM})
     # Warning, error and critical lines no parser reads, by (producer, level): every series from the start.
@@ -846,9 +846,7 @@ class ServerStats:
         self.note_time(e.stamp)
         if self.state != "starting":
             self.startup_phases = {}  # the phases of this start replace the last one's
-        self._at_work()
-        for state in self.engines.values():
-            state.idle()
+        self._started_anew()
         self._transition("starting")
         if e.version:
             self.version = e.version
@@ -869,6 +867,12 @@ class ServerStats:
     def _shutdown(self, e: ev.ServerShutdown) -> None:
         self._transition("stopped")
         self._at_work()
+
+    def _started_anew(self) -> None:
+        """A new run of the server: no engine asleep or paused, and none running anything yet."""
+        self._at_work()
+        for state in self.engines.values():
+            state.idle()
 
     def _at_work(self) -> None:
         """No engine asleep or paused: the server's processes ended (or start anew, awake and going)."""
@@ -944,30 +948,31 @@ class ServerStats:
 
     def merge(self, later: ServerStats) -> None:
         """Add the stats of the part of the same log that follows this one."""
+        ended_in = self.state  # the later part's lines before its first transition belong to this state
+        restarted = "starting" in later.lifecycle
         if later.problems_unplaced:
-            # Lines of the later part before its first transition: this part's end state says what they were.
-            if self.state == "stopped":
+            if ended_in == "stopped":
                 self.problems_while_stopping += sum(later.problems_unplaced.values())
             else:
-                counts = self.problems if self.state != "unknown" else self.problems_unplaced
+                counts = self.problems if ended_in != "unknown" else self.problems_unplaced
                 for key, count in later.problems_unplaced.items():
                     counts[key] = counts.get(key, 0) + count
-        stopped = self.state == "stopped"
-        if "starting" in later.lifecycle or "stopped" in later.lifecycle:
-            self._at_work()  # the later part's start or stop woke them, as one pass would
-        if "starting" in later.lifecycle:
-            for state in self.engines.values():  # the later part's start found them as one pass would leave them
-                state.idle()
-        elif later.scaled_down_to is not None:
-            self._idle_from(later.scaled_down_to)  # so did its scale-downs
-        if later.engine_dead_unplaced and self.state == "unknown":
+        if ended_in == "unknown":
             self.engine_dead_unplaced += later.engine_dead_unplaced
+        # What the later part's start, stop or scale-downs did to the engines this part knows, as one pass would.
+        if restarted:
+            self._started_anew()
+        else:
+            if "stopped" in later.lifecycle:
+                self._at_work()
+            if later.scaled_down_to is not None:
+                self._idle_from(later.scaled_down_to)
         merge_fields(self, later)
-        if stopped:
+        if ended_in == "stopped":
             # Its engine_dead errors before its first transition: the engine going away in the stop this part ended in.
             self.errors["engine_dead"] -= later.engine_dead_unplaced
         self.created = min(self.created, later.created)
-        if "starting" in later.lifecycle:
+        if restarted:
             self.startup_phases = dict(later.startup_phases)  # the later part saw a new start
         else:
             self.startup_phases.update(later.startup_phases)
