@@ -104,6 +104,14 @@ def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Pat
             what="the periodic canary to pass",
         )
         assert agent.value("kvwatch_canary_last_hit_tokens", server="tiny-lmcache") >= 256
+        # The canary reads the log on its own; the agent's pipeline may be a moment behind it.
+        wait_for(
+            lambda: (
+                agent.value("kvwatch_canary_requests_total", server="tiny-lmcache") == 3
+                and agent.value("kvwatch_canary_lookups_total", server="tiny-lmcache") == 3
+            ),
+            what="the canary's requests and lookups, counted apart",
+        )
         canary_hits = agent.value("kvwatch_canary_hit_tokens_total", server="tiny-lmcache")
         canary_tokens = agent.value("kvwatch_canary_lookup_tokens_total", server="tiny-lmcache")
         canary_requests = agent.value("kvwatch_canary_requests_total", server="tiny-lmcache")
@@ -140,7 +148,11 @@ def test_lmcache_hits_from_the_second_identical_request_on(agents, tmp_path: Pat
         assert hits + canary_hits == native["vllm:external_prefix_cache_hits_total"]
         lookup_tokens = agent.value("kvwatch_lmcache_lookup_tokens_total", server="tiny-lmcache")
         assert lookup_tokens + canary_tokens == native["vllm:prompt_tokens_total"]
-        assert agent.value("kvwatch_lmcache_retrieved_tokens_total", server="tiny-lmcache") == hits
+        # The retrieve line follows the lookup line in the log.
+        wait_for(
+            lambda: agent.value("kvwatch_lmcache_retrieved_tokens_total", server="tiny-lmcache") == hits,
+            what="the retrieved tokens of each hit",
+        )
         wait_for(
             lambda: agent.value("kvwatch_vllm_requests_added_total", server="tiny-lmcache") == sent,
             what="every request added",
