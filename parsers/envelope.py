@@ -297,10 +297,11 @@ def _search_named(line: str, pos: int) -> Header | None:
 
 def _search_hosts(line: str, pos: int, best: Header | None) -> Header | None:
     """``best``, or the leftmost header of what hosts vLLM if one starts before it: PyTorch's runtime,
-    Ray Serve's access line."""
-    if "] " in line:
+    Ray Serve's access line.  PyTorch's header counts only where no other header follows it: a glog
+    header before a whole vLLM line is a Go or C++ program's wrapper around the server's output."""
+    if best is None and "] " in line:
         m = _TORCH_ANY.search(line, pos)
-        if m is not None and (best is None or m.start() < best.start):
+        if m is not None:
             best = Header("torch", m.start(), m.end(), None)
     if " -- " in line:
         m = _RAY_ACCESS_ANY.search(line, pos)
