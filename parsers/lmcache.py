@@ -121,7 +121,7 @@ STORED_ANY = (
 RETRIEVED_ANY = (
     r"(?:\[req_id=[^\]]*\] )?Retrieved \d+ (?:out of (?:\d+ required tokens \(from \d+ total tokens\)"
     r"|(?:total )?\d+ out of total \d+ tokens)\.?(?: size: [\d.]+ [gG][bB], cost [\d.]+ ms, throughput: [\d.]+ GB/s)?"
-    r"|tokens(?: in [\d.]+ seconds)?)"
+    r"|(?:[A-Z]PU )?tokens(?: in [\d.]+ seconds)?)"
 )
 _REQID = re.compile(r"Reqid: ([^,\s]+), ")
 # The labels after the first part (a line ending inside one was cut short).
@@ -154,7 +154,10 @@ _RETRIEVED_CHUNKS = re.compile(
     rf"Retrie?ved ({INTEGER}) chunks(?: \(({INTEGER}) tokens in total\) -- ?(?:hit rate {DECIMAL}% -- )?"
     rf"elapsed time ?({DECIMAL}(?:[eE][+-]?\d{{1,3}})?))?"
 )
-_RETRIEVED_MP = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens in ({DECIMAL}) seconds")
+# The MP server's retrieve (``N XPU tokens`` on Intel GPUs, as its store).
+_RETRIEVED_MP = re.compile(
+    rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) (?:[A-Z]PU )?tokens in ({DECIMAL}) seconds"
+)
 # Layer-wise mode: the total after the last layer; LMCache's "(file:line:logger)" trailer may follow.
 _RETRIEVED_LAYERWISE = re.compile(rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) tokens(?: \(| \x1b|$)")
 # The first connector (LMCache 0.2, early 2025) printed no skip: it was the tokens not stored, ``M - N``.
