@@ -98,11 +98,15 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
         lambda: agent.value("kvwatch_vllm_requests_added_total", server="tiny") == sent,
         what="every Added request line",
     )
-    assert (
-        agent.value(
-            "kvwatch_http_responses_total", server="tiny", method="POST", path="/v1/chat/completions", status="200"
-        )
-        == sent
+    # Each request's access line follows its Added line in the log.
+    wait_for(
+        lambda: (
+            agent.value(
+                "kvwatch_http_responses_total", server="tiny", method="POST", path="/v1/chat/completions", status="200"
+            )
+            == sent
+        ),
+        what="every access line",
     )
     # Each request is one trace, named by the id vLLM answered with, timed by the log.
     roots = wait_for(
