@@ -13,7 +13,7 @@ import csv
 import json
 import re
 
-from parsers.lifecycle import CRASH_START
+from parsers.lifecycle import CRASH_START, USAGE_ERROR
 from parsers.shapes import INTEGER
 
 # --- colour ---------------------------------------------------------------------
@@ -180,6 +180,8 @@ _ACCESS_ANY = re.compile(
 )
 # A process's crash report behind a prefix (see :data:`parsers.lifecycle.CRASH`), up to its first word.
 _CRASH_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))(?:\*\*\* |!{1,10} )?(?=" + CRASH_START + ")")
+# Its command line refused (argparse's usage error) behind a prefix, up to the program's name.
+_USAGE_ERROR_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))(?=" + USAGE_ERROR.pattern + ")")
 # A traceback's final line (``torch.OutOfMemoryError: ...``) behind a prefix.
 _EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): )")
 _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
@@ -251,7 +253,7 @@ class Header:
     ``stdlib`` with the logger it names, ``torch`` for PyTorch's C++ runtime, ``ray_access`` for
     Ray Serve's access line (the whole line is the message);
     ``access`` for a bare access line, ``exception`` for a traceback's last line, ``crash`` for a
-    process's crash report), where it
+    process's crash report or its command line refused), where it
     starts, where the message starts, its stamp."""
 
     __slots__ = ("end", "kind", "level_after_name", "logger", "stamp", "start")
@@ -331,19 +333,29 @@ def _search(line: str, pos: int) -> Header | None:
         if m is not None and (best is None or m.start() < best.start):
             best = Header("uvicorn", m.start(), m.end(), None)
     best = _search_hosts(line, pos, best)
-    if best is None and " HTTP/" in line:
+    return best if best is not None else _search_headerless(line, pos)
+
+
+def _search_headerless(line: str, pos: int) -> Header | None:
+    """Where no header follows a prefix: a bare access line, a traceback's last line, a process's crash
+    report, or its command line refused (in that order)."""
+    if " HTTP/" in line:
         m = _ACCESS_ANY.search(line, pos)
         if m is not None and m.start() > 0:
-            best = Header("access", m.start(), m.end(), None)
-    if best is None and ("Error: " in line or "Exception: " in line):
+            return Header("access", m.start(), m.end(), None)
+    if "Error: " in line or "Exception: " in line:
         m = _EXCEPTION_ANY.search(line, pos)
         if m is not None and m.start() > 0:
-            best = Header("exception", m.start(), m.end(), None)
-    if best is None and ("fault" in line or "terminate called" in line or "received at time=" in line):
+            return Header("exception", m.start(), m.end(), None)
+    if "fault" in line or "terminate called" in line or "received at time=" in line:
         m = _CRASH_ANY.search(line, pos)
         if m is not None and m.start() > 0:
-            best = Header("crash", m.start(), m.end(), None)
-    return best
+            return Header("crash", m.start(), m.end(), None)
+    if ": error: " in line:
+        m = _USAGE_ERROR_ANY.search(line, pos)
+        if m is not None and m.start() > 0:
+            return Header("crash", m.start(), m.end(), None)
+    return None
 
 
 def _header_at(line: str, pos: int) -> Header | None:

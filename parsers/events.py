@@ -560,7 +560,7 @@ class SleepMemory(Event):
     rank: int | None = None  #: the worker's tensor-parallel rank, from its process tag (`VllmWorker rank=1`)
 
 
-ServerErrorKind = Literal["oom", "engine_dead", "cuda_error", "kv_cache_too_small", "other"]
+ServerErrorKind = Literal["oom", "engine_dead", "cuda_error", "kv_cache_too_small", "config_error", "other"]
 SERVER_ERRORS: tuple[str, ...] = get_args(ServerErrorKind)
 
 
@@ -569,7 +569,8 @@ class ServerError(Event):
     """A fatal error.  ``error`` is one of :data:`SERVER_ERRORS`; ``exception`` is a class name."""
 
     kind: ClassVar[str] = "server_error"
-    #: oom, engine_dead, cuda_error, kv_cache_too_small or other
+    #: oom, engine_dead, cuda_error, kv_cache_too_small, config_error (the server refused its command line,
+    #: its configuration or its model at start-up) or other
     error: ServerErrorKind = "other"
     exception: str | None = None  #: exception class name
 

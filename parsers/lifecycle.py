@@ -335,6 +335,21 @@ def parse_worker_proc(line: str, start: int, stamp: str | None) -> tuple[Event, 
     return ()
 
 
+# Python's argparse refusing a server's command line (vLLM's and LMCache's servers parse theirs with it): the
+# usage, then ``api_server.py: error: unrecognized arguments: --bogus`` or ``vllm serve: error: argument
+# --max-model-len: invalid int value: 'abc'``, and exit code 2.  Only argparse's own wordings count: other
+# programs (a compiler a JIT build runs) print ``name: error: ...`` too.
+USAGE_ERROR = re.compile(
+    r"[\w.+-]{1,64}(?: [\w.+-]{1,64}){0,2}: error: "
+    r"(?:unrecognized arguments: |argument [^\s:]{1,200}: |the following arguments are required: "
+    r"|one of the arguments |ambiguous option: )"
+)
+
+
+def parse_usage_error(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    return (ServerError(stamp, "config_error"),) if USAGE_ERROR.match(line, start) else ()
+
+
 def parse_crash(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     m = CRASH.match(line, start)
     return (ServerError(stamp, "other", m.group(1)),) if m is not None else ()
@@ -401,6 +416,20 @@ _KV_TOO_SMALL_TEXT = (
     "No available memory for the cache blocks",
 )
 _FAILED_START_TEXT = ("Engine core initialization failed", "Engine process failed to start")
+# The configuration refused at start-up: a config class's validation (pydantic's ``1 validation error for
+# ModelConfig``), or a model that cannot be found as named (Hugging Face Hub's errors, transformers' texts).
+_CONFIG_EXCEPTIONS = (
+    "HFValidationError",
+    "RepositoryNotFoundError",
+    "RevisionNotFoundError",
+    "GatedRepoError",
+    "LocalEntryNotFoundError",
+)
+_CONFIG_VALIDATION = re.compile(r"\d+ validation errors? for \w*Config\b")
+_MODEL_NOT_FOUND_TEXT = (
+    "is not a local folder and is not a valid model identifier",
+    "does not appear to have a file named",
+)
 
 
 def classify_exception(exception: str, message: str) -> str | None:
@@ -416,6 +445,12 @@ def classify_exception(exception: str, message: str) -> str | None:
     for text in _KV_TOO_SMALL_TEXT:
         if text in message:
             return "kv_cache_too_small"
+    if exception.endswith(_CONFIG_EXCEPTIONS) or (
+        exception.endswith("ValidationError") and _CONFIG_VALIDATION.match(message) is not None
+    ):
+        return "config_error"
+    if exception.endswith("OSError") and any(text in message for text in _MODEL_NOT_FOUND_TEXT):
+        return "config_error"
     if message.startswith(_FAILED_START_TEXT):
         return "other"
     return None

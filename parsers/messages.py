@@ -212,6 +212,8 @@ def message_only(line: str, start: int) -> Events:
             return NOTHING
     if word.endswith(EXCEPTION_WORD_ENDS) and start == 0:
         return lifecycle.parse_exception(line, start, None)
+    if ": error: " in line:
+        return lifecycle.parse_usage_error(line, start, None)
     if "rocdevice.cpp" in word:
         return lifecycle.parse_gpu_fault(line, 0, None)
     return NOTHING

@@ -279,6 +279,27 @@ def test_crash_loop_is_visible_on_metrics(agents) -> None:
     assert "crash loop" in agent.log() and "last error oom" in agent.log()
 
 
+def test_a_command_line_the_server_refuses_is_named_config_error(agents, tmp_path: Path) -> None:
+    # A real argparse refusing an unknown flag, as vLLM's api_server.py does: usage, error line, exit code 2.
+    program = tmp_path / "api_server.py"
+    program.write_text(
+        "import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--port')\nparser.parse_args()\n"
+    )
+    body = (
+        f'[[server]]\nname = "refused"\ncommand = ["{sys.executable}", "{program}", "--bogus-flag"]\n'
+        'health_url = ""\nbackoff_initial = 0.1\nbackoff_max = 0.5\ncrash_loop_starts = 3\n'
+    )
+    agent = agents(body).start()
+    wait_for(
+        lambda: agent.value("kvwatch_server_state", process="vllm", server="refused", state="crash_loop") == 1,
+        what="crash loop",
+    )
+    assert agent.value("kvwatch_server_last_exit_code", process="vllm", server="refused") == 2
+    assert agent.value("kvwatch_vllm_errors_total", server="refused", error="config_error") >= 1
+    assert agent.value("kvwatch_server_last_error", process="vllm", server="refused", error="config_error") == 1
+    assert "last error config_error" in agent.log()
+
+
 def test_a_taken_port_fails_before_any_server_starts(agents, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

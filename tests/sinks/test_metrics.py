@@ -64,7 +64,7 @@ def test_stats_series_carry_the_engine() -> None:
 
 def test_errors_are_always_present_for_alerting(exposition: str) -> None:
     empty = render_exposition(registry_for(lambda: [fresh("idle")]))[0].decode()
-    for error in ("oom", "engine_dead", "cuda_error", "kv_cache_too_small", "other"):
+    for error in ("oom", "engine_dead", "cuda_error", "kv_cache_too_small", "config_error", "other"):
         assert f'kvwatch_vllm_errors_total{{error="{error}",server="idle"}} 0.0' in empty
 
 
