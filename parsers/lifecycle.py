@@ -416,6 +416,10 @@ _KV_TOO_SMALL_TEXT = (
     "No available memory for the cache blocks",
 )
 _FAILED_START_TEXT = ("Engine core initialization failed", "Engine process failed to start")
+# No accelerator for the runtime to use (a container started without its GPUs): PyTorch's and vLLM's
+# words.  (PyTorch's ``Found no NVIDIA driver on your system`` is not one: vLLM's CPU workers print it
+# while they stop.)
+_NO_GPU_TEXT = ("No CUDA GPUs are available", "No HIP GPUs are available", "Failed to infer device type")
 # The configuration refused at start-up: a config class's validation (pydantic's ``1 validation error for
 # ModelConfig``), or a model that cannot be found as named (Hugging Face Hub's errors, transformers' texts).
 _CONFIG_EXCEPTIONS = (
@@ -440,7 +444,7 @@ def classify_exception(exception: str, message: str) -> str | None:
         return "oom"  # ``CUDA driver error: out of memory``, ``HIP error: out of memory``
     if exception.endswith("EngineDeadError"):
         return "engine_dead"
-    if message.startswith(_GPU_ERROR_TEXT) or exception.endswith("AcceleratorError"):
+    if message.startswith(_GPU_ERROR_TEXT + _NO_GPU_TEXT) or exception.endswith("AcceleratorError"):
         return "cuda_error"
     for text in _KV_TOO_SMALL_TEXT:
         if text in message:
@@ -453,6 +457,8 @@ def classify_exception(exception: str, message: str) -> str | None:
         return "config_error"
     if message.startswith(_FAILED_START_TEXT):
         return "other"
+    if exception.endswith("OSError") and "Address already in use" in message:
+        return "other"  # the server's port taken: vLLM binds its socket before uvicorn starts
     return None
 
 
