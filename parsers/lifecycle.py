@@ -457,8 +457,10 @@ def classify_exception(exception: str, message: str) -> str | None:
         return "config_error"
     if message.startswith(_FAILED_START_TEXT):
         return "other"
-    if exception.endswith("OSError") and "Address already in use" in message:
-        return "other"  # the server's port taken: vLLM binds its socket before uvicorn starts
+    if "Address already in use" in message:
+        # The server's port taken: vLLM binds its socket before uvicorn starts (OSError), LMCache's
+        # multiprocess server its ZMQ socket (ZMQError).
+        return "other"
     return None
 
 
