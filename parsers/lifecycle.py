@@ -421,8 +421,12 @@ _FAILED_START_TEXT = ("Engine core initialization failed", "Engine process faile
 # while they stop.)
 _NO_GPU_TEXT = ("No CUDA GPUs are available", "No HIP GPUs are available", "Failed to infer device type")
 # The configuration refused at start-up: a config class's validation (pydantic's ``1 validation error for
-# ModelConfig``), or a model that cannot be found as named (Hugging Face Hub's errors, transformers' texts).
+# ModelConfig``, or ``for VllmConfig`` naming an unknown KV connector), a model that cannot be found as named
+# (Hugging Face Hub's errors, transformers' texts), a module it needs missing or of another version (the
+# LMCache connector in a server environment without LMCache, or built for another vLLM).
 _CONFIG_EXCEPTIONS = (
+    "ModuleNotFoundError",
+    "ImportError",
     "HFValidationError",
     "RepositoryNotFoundError",
     "RevisionNotFoundError",

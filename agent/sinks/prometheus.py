@@ -984,9 +984,9 @@ CATALOGUE: tuple[Spec, ...] = (
             "fatal error lines: `oom` (CUDA or HIP), `engine_dead`, `cuda_error` (a CUDA, HIP, NCCL or RCCL error, "
             "ROCm's GPU memory access fault or HIP queue abort, no GPU to run on), `kv_cache_too_small`, "
             "`config_error` (the server refused its command line (argparse's usage error), a configuration class's "
-            "validation, or a model that cannot be found as named), `other` (any other fatal exception, and a "
-            "process's crash report: a segmentation fault, an uncaught C++ exception); all six are always exported, "
-            "one crash may log several"
+            "validation, a model that cannot be found as named, or a module it needs missing), `other` (any other "
+            "fatal exception, and a process's crash report: a segmentation fault, an uncaught C++ exception); all six "
+            "are always exported, one crash may log several"
         ),
     ),
     counter(
