@@ -409,6 +409,10 @@ def parse_gpu_fault(line: str, start: int, stamp: str | None) -> tuple[Event, ..
 
 
 _OOM_TEXT = ("CUDA out of memory", "HIP out of memory", "XPU out of memory", "NPU out of memory")
+# vLLM's start-up check: the device has less free memory than --gpu-memory-utilization asks for (often a
+# previous run's process still holding it), ``Free memory on device cuda:0 (10.5/79.1 GiB) on startup is
+# less than desired GPU memory utilization (0.9, 71.2 GiB)``; or weights other processes hold exceed it.
+_STARTUP_MEMORY_TEXT = ("Free memory on device", "Externally held weights on device")
 _GPU_ERROR_TEXT = ("CUDA error", "HIP error", "CUDA driver error", "NCCL error", "RCCL error")
 _KV_TOO_SMALL_TEXT = (
     "KV cache is needed, which is larger than the available KV cache memory",
@@ -446,6 +450,8 @@ def classify_exception(exception: str, message: str) -> str | None:
         return "oom"
     if message.startswith(_GPU_ERROR_TEXT) and "error: out of memory" in message[:40]:
         return "oom"  # ``CUDA driver error: out of memory``, ``HIP error: out of memory``
+    if message.startswith(_STARTUP_MEMORY_TEXT) and "GPU memory utilization" in message:
+        return "oom"
     if exception.endswith("EngineDeadError"):
         return "engine_dead"
     if message.startswith(_GPU_ERROR_TEXT + _NO_GPU_TEXT) or exception.endswith("AcceleratorError"):
