@@ -467,9 +467,10 @@ def classify_exception(exception: str, message: str) -> str | None:
         return "config_error"
     if message.startswith(_FAILED_START_TEXT):
         return "other"
-    if "Address already in use" in message:
-        # The server's port taken: vLLM binds its socket before uvicorn starts (OSError), LMCache's
-        # multiprocess server its ZMQ socket (ZMQError).
+    if "ddress already in use" in message or "EADDRINUSE" in message:
+        # A port taken: the server's (vLLM binds its socket before uvicorn starts: OSError), LMCache's
+        # multiprocess server's ZMQ socket (ZMQError), or torch.distributed's store of the workers
+        # (DistNetworkError; often a previous run's process still holding it).
         return "other"
     return None
 
