@@ -441,6 +441,10 @@ _CONFIG_VALIDATION = re.compile(r"\d+ validation errors? for \w*Config\b")
 _MODEL_NOT_FOUND_TEXT = (
     "is not a local folder and is not a valid model identifier",
     "does not appear to have a file named",
+    "Incorrect path_or_model_id",
+    "is not a valid git identifier (branch name, tag name or commit id)",
+    "You are trying to access a gated repo",
+    "We couldn't connect to '",  # offline, and not in the cache
 )
 
 
