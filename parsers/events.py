@@ -570,7 +570,7 @@ class ServerError(Event):
 
     kind: ClassVar[str] = "server_error"
     #: oom, engine_dead, cuda_error, kv_cache_too_small, config_error (the server refused its command line,
-    #: its configuration or its model at start-up) or other
+    #: configuration, model or environment at start-up) or other
     error: ServerErrorKind = "other"
     exception: str | None = None  #: exception class name
 
