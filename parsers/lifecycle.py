@@ -419,7 +419,13 @@ _KV_TOO_SMALL_TEXT = (
     "is larger than the maximum number of tokens that can be stored in KV cache",
     "No available memory for the cache blocks",
 )
-_FAILED_START_TEXT = ("Engine core initialization failed", "Engine process failed to start")
+# A start that failed, the cause said elsewhere or outside the server: vLLM's engine core, and the LMCache
+# MP connector finding no LMCache server (``Cannot reach the LMCache MP server at 'tcp://...' within 30s.``).
+_FAILED_START_TEXT = (
+    "Engine core initialization failed",
+    "Engine process failed to start",
+    "Cannot reach the LMCache MP server at ",
+)
 # No accelerator for the runtime to use (a container started without its GPUs): PyTorch's and vLLM's
 # words.  (PyTorch's ``Found no NVIDIA driver on your system`` is not one: vLLM's CPU workers print it
 # while they stop.)
