@@ -267,37 +267,36 @@ def test_a_bad_reload_keeps_the_running_configuration(agents) -> None:
     assert agent.value("kvwatch_config_last_reload_success_timestamp_seconds") > loaded
 
 
-def test_crash_loop_is_visible_on_metrics(agents) -> None:
-    agent = agents(fake_server("bad", "--exit-after", "0.05", "--oom", crash_loop_starts=3)).start()
-    wait_for(
-        lambda: agent.value("kvwatch_server_state", process="vllm", server="bad", state="crash_loop") == 1,
-        what="crash loop",
-    )
-    assert agent.value("kvwatch_server_last_exit_code", process="vllm", server="bad") == 1
-    assert agent.value("kvwatch_vllm_errors_total", server="bad", error="oom") >= 1
-    assert agent.value("kvwatch_server_last_error", process="vllm", server="bad", error="oom") == 1
-    assert "crash loop" in agent.log() and "last error oom" in agent.log()
-
-
-def test_a_command_line_the_server_refuses_is_named_config_error(agents, tmp_path: Path) -> None:
-    # A real argparse refusing an unknown flag, as vLLM's api_server.py does: usage, error line, exit code 2.
+def refusing_server(tmp_path: Path, name: str) -> str:
+    """A [[server]] whose program refuses its command line with a real argparse, as vLLM's api_server.py
+    does with an unknown flag: the usage, the error line, exit code 2."""
     program = tmp_path / "api_server.py"
     program.write_text(
         "import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--port')\nparser.parse_args()\n"
     )
-    body = (
-        f'[[server]]\nname = "refused"\ncommand = ["{sys.executable}", "{program}", "--bogus-flag"]\n'
+    return (
+        f'[[server]]\nname = "{name}"\ncommand = ["{sys.executable}", "{program}", "--bogus-flag"]\n'
         'health_url = ""\nbackoff_initial = 0.1\nbackoff_max = 0.5\ncrash_loop_starts = 3\n'
     )
+
+
+@pytest.mark.parametrize(("cause", "exit_code", "error"), [("oom", 1, "oom"), ("refused", 2, "config_error")])
+def test_crash_loop_is_visible_on_metrics_with_its_last_error(
+    agents, tmp_path: Path, cause: str, exit_code: int, error: str
+) -> None:
+    if cause == "oom":
+        body = fake_server("bad", "--exit-after", "0.05", "--oom", crash_loop_starts=3)
+    else:
+        body = refusing_server(tmp_path, "bad")
     agent = agents(body).start()
     wait_for(
-        lambda: agent.value("kvwatch_server_state", process="vllm", server="refused", state="crash_loop") == 1,
+        lambda: agent.value("kvwatch_server_state", process="vllm", server="bad", state="crash_loop") == 1,
         what="crash loop",
     )
-    assert agent.value("kvwatch_server_last_exit_code", process="vllm", server="refused") == 2
-    assert agent.value("kvwatch_vllm_errors_total", server="refused", error="config_error") >= 1
-    assert agent.value("kvwatch_server_last_error", process="vllm", server="refused", error="config_error") == 1
-    assert "last error config_error" in agent.log()
+    assert agent.value("kvwatch_server_last_exit_code", process="vllm", server="bad") == exit_code
+    assert agent.value("kvwatch_vllm_errors_total", server="bad", error=error) >= 1
+    assert agent.value("kvwatch_server_last_error", process="vllm", server="bad", error=error) == 1
+    assert "crash loop" in agent.log() and f"last error {error}" in agent.log()
 
 
 def test_a_taken_port_fails_before_any_server_starts(agents, tmp_path: Path) -> None:
