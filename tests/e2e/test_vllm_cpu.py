@@ -236,5 +236,33 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
     assert "sending SIGKILL" not in again.log()
 
 
+def test_a_vllm_that_refuses_its_configuration_crash_loops_with_config_error(agents) -> None:
+    # The real vLLM given a flag it does not know, then a --max-model-len above the model's: each exits
+    # before serving, and kvwatch names the cause instead of an exit code alone.
+    cases = {
+        "flag": ("--bogus-flag",),  # argparse's usage error, exit code 2
+        "length": ("--max-model-len", "999999"),  # ModelConfig's validation, exit code 1
+    }
+    body = ""
+    for name, args in cases.items():
+        listed = ", ".join(f'"{a}"' for a in ("--enforce-eager", *args))
+        body += (
+            f'[[server]]\nname = "{name}"\npython = "{PYTHON}"\nmodel = "{MODEL}"\nport = {free_port()}\n'
+            f'args = [{listed}]\nenv = {{ {SERVER_ENV} }}\nbackoff_initial = "0.5s"\nbackoff_max = "1s"\n'
+            "crash_loop_starts = 2\n\n"
+        )
+    agent = agents(body).start()
+    for name in cases:
+        wait_for(
+            lambda name=name: agent.value("kvwatch_server_state", process="vllm", server=name, state="crash_loop") == 1,
+            timeout=240,
+            what=f"the server {name} in a crash loop",
+        )
+        assert agent.value("kvwatch_server_last_error", process="vllm", server=name, error="config_error") == 1
+        assert agent.value("kvwatch_vllm_errors_total", server=name, error="config_error") >= 2
+    assert agent.value("kvwatch_server_last_exit_code", process="vllm", server="flag") == 2
+    assert agent.value("kvwatch_server_last_exit_code", process="vllm", server="length") == 1
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
