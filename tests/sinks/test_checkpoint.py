@@ -86,3 +86,16 @@ def test_a_record_saved_before_an_engine_number_existed_brings_back_the_others()
     restored = ServerStats("s")
     assert restore_stats(restored, record) == []
     assert _openmetrics(restored) == _openmetrics(stats)
+
+
+def test_a_record_saved_before_a_key_every_stats_has_brings_it_back_at_zero() -> None:
+    """An upgraded kvwatch exports what it always exports (every error kind) after an older one's record."""
+    stats = _fed()
+    stats.errors["oom"] = 2
+    record = json.loads(json.dumps(stats_record(stats)))
+    saved = record["fields"]["errors"]["dict"]
+    record["fields"]["errors"]["dict"] = [pair for pair in saved if pair[0] != "config_error"]  # as saved before it
+    restored = ServerStats("s")
+    assert restore_stats(restored, record) == []
+    assert restored.errors["config_error"] == 0 and restored.errors["oom"] == 2
+    assert _openmetrics(restored) == _openmetrics(stats)
