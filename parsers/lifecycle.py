@@ -444,6 +444,11 @@ _CONFIG_EXCEPTIONS = (
     "LocalEntryNotFoundError",
 )
 _CONFIG_VALIDATION = re.compile(r"\d+ validation errors? for \w*Config\b")
+# A model this vLLM does not run (raised bare before vLLM's configuration classes validated it): ``Model
+# architectures ['X'] are not supported for now.``, ``Model architecture X was supported in vLLM until vN``.
+_UNSUPPORTED_MODEL = re.compile(
+    r"Model architectures? .{1,400}?(?:are not supported for now|was supported in vLLM until|is not supported in-tree)"
+)
 _MODEL_NOT_FOUND_TEXT = (
     "is not a local folder and is not a valid model identifier",
     "does not appear to have a file named",
@@ -474,6 +479,8 @@ def classify_exception(exception: str, message: str) -> str | None:
     ):
         return "config_error"
     if exception.endswith("OSError") and any(text in message for text in _MODEL_NOT_FOUND_TEXT):
+        return "config_error"
+    if message.startswith("Model architecture") and _UNSUPPORTED_MODEL.match(message) is not None:
         return "config_error"
     if message.startswith(_FAILED_START_TEXT):
         return "other"
