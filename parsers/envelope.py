@@ -180,8 +180,10 @@ _ACCESS_ANY = re.compile(
 )
 # A process's crash report behind a prefix (see :data:`parsers.lifecycle.CRASH`), up to its first word.
 _CRASH_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))(?:\*\*\* |!{1,10} )?(?=" + CRASH_START + ")")
-# Its command line refused (argparse's usage error) behind a prefix, up to the program's name.
+# Its command line refused (argparse's usage error) behind a prefix, up to the program's name; the room
+# the program's name and argparse's words take after the prefix.
 _USAGE_ERROR_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))(?=" + USAGE_ERROR.pattern + ")")
+_USAGE_ERROR_ROOM = 512
 # A traceback's final line (``torch.OutOfMemoryError: ...``) behind a prefix.
 _EXCEPTION_ANY = re.compile(r"(?:^|(?<=[\s|>\]\):`]))()(?=(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): )")
 _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
@@ -352,7 +354,8 @@ def _search_headerless(line: str, pos: int) -> Header | None:
         if m is not None and m.start() > 0:
             return Header("crash", m.start(), m.end(), None)
     if ": error: " in line:
-        m = _USAGE_ERROR_ANY.search(line, pos)
+        # Looked for no further than a prefix may reach (a long line costs no scan of its whole length).
+        m = _USAGE_ERROR_ANY.search(line[: pos + MAX_PREFIX + _USAGE_ERROR_ROOM], pos)
         if m is not None and m.start() > 0:
             return Header("crash", m.start(), m.end(), None)
     return None
