@@ -81,6 +81,11 @@ def engine_gauge(key: str) -> Samples:
     return per_engine(lambda state: state.gauges.get(key))
 
 
+def diffusion_total(key: str) -> Samples:
+    """A diffusion model's running total (none for an engine that never logged its companion line)."""
+    return per_engine(lambda state: state.diffusion.get(key))
+
+
 # vLLM's kv_load_failure_policy values.
 KV_LOAD_POLICIES = ("recompute", "fail")
 
@@ -677,7 +682,7 @@ CATALOGUE: tuple[Spec, ...] = (
     counter(
         "kvwatch_vllm_diffusion_committed_tokens_total",
         "Tokens a diffusion model committed.",
-        per_engine(lambda e: e.diffusion.get("committed_tokens"), when=lambda e: e.diffusion),
+        diffusion_total("committed_tokens"),
         labels="engine",
         doc="tokens a diffusion language model committed (the sum of each interval's `Committed`)",
         native="`vllm:spec_decode_num_accepted_tokens_total`, which vLLM reuses for them",
@@ -685,14 +690,14 @@ CATALOGUE: tuple[Spec, ...] = (
     counter(
         "kvwatch_vllm_diffusion_denoising_steps_total",
         "Denoising steps a diffusion model ran (committed tokens over them: tokens per step).",
-        per_engine(lambda e: e.diffusion.get("denoising_steps"), when=lambda e: e.diffusion),
+        diffusion_total("denoising_steps"),
         labels="engine",
         native="`vllm:spec_decode_num_drafts_total`",
     ),
     counter(
         "kvwatch_vllm_diffusion_canvas_positions_total",
         "Canvas positions the denoising steps evaluated (over committed tokens: vLLM's mean steps per canvas).",
-        per_engine(lambda e: e.diffusion.get("canvas_positions"), when=lambda e: e.diffusion),
+        diffusion_total("canvas_positions"),
         labels="engine",
         native="`vllm:spec_decode_num_draft_tokens_total`",
     ),
