@@ -482,12 +482,10 @@ def classify_exception(exception: str, message: str) -> str | None:
         return "config_error"
     if message.startswith("Model architecture") and _UNSUPPORTED_MODEL.match(message) is not None:
         return "config_error"
-    if message.startswith(_FAILED_START_TEXT):
-        return "other"
-    if "ddress already in use" in message or "EADDRINUSE" in message:
-        # A port taken: the server's (vLLM binds its socket before uvicorn starts: OSError), LMCache's
-        # multiprocess server's ZMQ socket (ZMQError), or torch.distributed's store of the workers
-        # (DistNetworkError; often a previous run's process still holding it).
+    # A start that failed, or a port taken: the server's (vLLM binds its socket before uvicorn starts:
+    # OSError), LMCache's multiprocess server's ZMQ socket (ZMQError), or torch.distributed's store of the
+    # workers (DistNetworkError; often a previous run's process still holding it).
+    if message.startswith(_FAILED_START_TEXT) or "ddress already in use" in message or "EADDRINUSE" in message:
         return "other"
     return None
 
