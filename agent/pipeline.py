@@ -5,6 +5,15 @@ parser and, when there are events, the stats; nothing else.  They are written
 out once per use, side by side here, rather than one loop with switches,
 because a test per line costs more than the loop itself.
 
+Lines go through in chunks of :data:`CHUNK`: the parser reads a chunk's lines
+(:func:`parse_chunk`), then its events go to the sinks, each event to the stats
+first and then to the listeners, in the lines' order as before.  Each stage's
+code and data stay warm in the CPU's caches through a chunk, where line by line
+the parser, the stats and the request joiner evict each other's: measured in one
+process, parse and stats took about a tenth less time, and with the request
+joiner a fifth less (docs/benchmarks.md).  The parser is pure, so nothing it
+returns depends on what the sinks have seen.
+
 Live, a source hands over lines already split and decoded (skipped ones as
 ``None``, counted in the same ``skipped`` dict the stats export); each goes
 through the source's :class:`parsers.LogStream` and every event to its
@@ -18,7 +27,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, tzinfo
 from typing import BinaryIO
 
@@ -32,6 +41,32 @@ log = logging.getLogger(__name__)
 
 # kvwatch_lines_skipped_total's reason for a line a parser raised on.
 PARSER_ERROR = "parser_error"
+# Lines parsed before their events go to the sinks: enough to keep each stage's code warm, few enough
+# that a chunk's events stay small (a catching-up read brings thousands of lines at once).
+CHUNK = 256
+
+
+def chunks(lines: list[str | None]) -> Iterator[list[str | None]]:
+    """``lines`` in runs of at most :data:`CHUNK`."""
+    if len(lines) <= CHUNK:
+        yield lines
+        return
+    for start in range(0, len(lines), CHUNK):
+        yield lines[start : start + CHUNK]
+
+
+def parse_chunk(feed: Callable[[str], Events], lines: list[str | None]) -> tuple[int, list[Event]]:
+    """Every event of some lines, in order, and how many lines gave one (skipped lines are None)."""
+    events: list[Event] = []
+    extend = events.extend
+    parsed = 0
+    for line in lines:
+        if line is not None:
+            found = feed(line)
+            if found:
+                parsed += 1
+                extend(found)
+    return parsed, events
 
 
 def note_parser_errors(stats: ServerStats, count: int) -> None:
@@ -65,13 +100,10 @@ class SourcePipeline:
         feed = self.stream.feed
         deliver = self._deliver
         parsed = 0
-        for line in lines:
-            if line is None:
-                continue
-            events = feed(line)
-            if events:
-                parsed += 1
-                deliver(events)
+        for chunk in chunks(lines):
+            count, events = parse_chunk(feed, chunk)
+            parsed += count
+            deliver(events)
         # A record held back in case the next line continues it (a wrapped paste) waits no longer than
         # what has been written: a live line is counted as soon as it is read.
         settled = self.stream.settle()
@@ -85,7 +117,7 @@ class SourcePipeline:
             self.stream.failed = 0
         self.last_line = time.time()
 
-    def _deliver(self, events: Events) -> None:
+    def _deliver(self, events: Events | list[Event]) -> None:
         observe = self.stats.observe
         for event in events:
             observe(event)
@@ -140,13 +172,11 @@ def _count_loop(reader: LineReader, feed: Callable, observe: Callable) -> tuple[
     """The hot loop: parse every line, feed events to the stats.  Returns (lines with events, 0)."""
     parsed = 0
     for batch in reader.batches():
-        for line in batch:
-            if line is not None:
-                events = feed(line)
-                if events:
-                    parsed += 1
-                    for event in events:
-                        observe(event)
+        for chunk in chunks(batch):
+            count, events = parse_chunk(feed, chunk)
+            parsed += count
+            for event in events:
+                observe(event)
     return parsed, 0
 
 

@@ -124,3 +124,34 @@ def test_a_live_record_cut_short_is_counted_with_the_batch_it_came_in() -> None:
     assert pipeline.stats.suspicious == {"request_finished": 1}
     assert pipeline.stats.finished == 1
     assert (pipeline.stats.lines, pipeline.stats.parsed_lines) == (3, 2)
+
+
+def test_lines_parsed_a_chunk_at_a_time_reach_the_sinks_as_line_by_line() -> None:
+    """The live pipeline parses a chunk of lines before their events go to the sinks: every event still
+    reaches the stats and then each listener, in the lines' order, across chunk boundaries."""
+    from agent.pipeline import CHUNK
+    from parsers import LogStream
+
+    lines = [line for line in all_fixture_lines() if line]
+    assert len(lines) > 3 * CHUNK
+    stream = LogStream(1 << 20)
+    expected = [event for line in lines for event in stream.feed(line)] + list(stream.settle())
+
+    pipeline = SourcePipeline("s", UTC, 1 << 20)
+    observed: list = []
+    observe = pipeline.stats.observe
+
+    def counting(event) -> None:
+        observed.append(event)
+        observe(event)
+
+    pipeline.stats.observe = counting
+    heard: list = []
+    pipeline.listeners.append(lambda event: heard.append((event, len(observed), observed[-1] is event)))
+    pipeline.feed(lines[:10])  # a batch shorter than a chunk, then one of several chunks
+    pipeline.feed(lines[10:])
+    assert observed == expected
+    assert [event for event, _seen, _last in heard] == expected
+    # Each listener hears an event right after the stats observed it, not after the whole chunk.
+    assert [(seen, last) for _event, seen, last in heard] == [(n, True) for n in range(1, len(expected) + 1)]
+    assert pipeline.stats.lines == len(lines)
