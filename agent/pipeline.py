@@ -146,8 +146,8 @@ def read_into(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        if on_event is None and not track_time:
-            parsed, number = _count_loop(reader, stream.feed, stats.observe)
+        if on_event is None:
+            parsed, number = _count_loop(reader, stream.feed, stats.observe, stats.note_time if track_time else None)
         else:
             parsed, number = _event_loop(reader, stream, stats, on_event, track_time)
     finally:
@@ -168,15 +168,23 @@ def read_into(
     return reader.lines, reader.error
 
 
-def _count_loop(reader: LineReader, feed: Callable, observe: Callable) -> tuple[int, int]:
-    """The hot loop: parse every line, feed events to the stats.  Returns (lines with events, 0)."""
+def _count_loop(
+    reader: LineReader, feed: Callable, observe: Callable, note_time: Callable | None = None
+) -> tuple[int, int]:
+    """The hot loop: parse every line, feed events to the stats (and each event's stamp to
+    ``note_time``, for a summary's span of log time).  Returns (lines with events, 0)."""
     parsed = 0
     for batch in reader.batches():
         for chunk in chunks(batch):
             count, events = parse_chunk(feed, chunk)
             parsed += count
-            for event in events:
-                observe(event)
+            if note_time is None:
+                for event in events:
+                    observe(event)
+            else:
+                for event in events:
+                    observe(event)
+                    note_time(event.stamp)
     return parsed, 0
 
 
@@ -184,7 +192,7 @@ def _event_loop(
     reader: LineReader,
     stream: LogStream,
     stats: ServerStats,
-    on_event: Callable[[Event, int, Clock], None] | None,
+    on_event: Callable[[Event, int, Clock], None],
     track_time: bool,
 ) -> tuple[int, int]:
     """As :func:`_count_loop`, also numbering lines and showing each event to ``on_event``: a record
@@ -205,8 +213,7 @@ def _event_loop(
                         observe(event)
                         if track_time:
                             note_time(event.stamp)
-                        if on_event is not None:
-                            on_event(event, number - 1 if index < late else number, clock)
+                        on_event(event, number - 1 if index < late else number, clock)
     return parsed, number
 
 

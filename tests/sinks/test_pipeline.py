@@ -155,3 +155,21 @@ def test_lines_parsed_a_chunk_at_a_time_reach_the_sinks_as_line_by_line() -> Non
     # Each listener hears an event right after the stats observed it, not after the whole chunk.
     assert [(seen, last) for _event, seen, last in heard] == [(n, True) for n in range(1, len(expected) + 1)]
     assert pipeline.stats.lines == len(lines)
+
+
+def test_a_replay_read_a_chunk_at_a_time_counts_what_one_read_line_by_line_counts() -> None:
+    """The replay's chunked loop (metrics and a summary's span of log time) against the loop that numbers
+    every line for the events output: the same stats, the same first and last log time."""
+    from agent.pipeline import CHUNK
+    from agent.sinks.checkpoint import stats_record
+
+    lines = all_fixture_lines()
+    assert len(lines) > 3 * CHUNK
+    raw = "\n".join(lines).encode()
+    chunked, numbered = fresh(), fresh()
+    seen: list = []
+    assert read_into(chunked, io.BytesIO(raw), 1 << 20, track_time=True) == (len(lines), None)
+    read_into(numbered, io.BytesIO(raw), 1 << 20, track_time=True, on_event=lambda event, *_: seen.append(event))
+    assert seen and chunked.first_time is not None
+    assert (chunked.first_time, chunked.last_time) == (numbered.first_time, numbered.last_time)
+    assert {**stats_record(chunked), "created": 0} == {**stats_record(numbered), "created": 0}
