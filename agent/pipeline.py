@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, tzinfo
 from typing import BinaryIO
 
-from agent.sinks.stats import ServerStats
+from agent.sinks.stats import STATS_SINK, ServerStats
 from agent.sources.lines import LineReader
 from parsers import Clock, LogStream
 from parsers.events import Event, Events
@@ -80,6 +82,25 @@ def note_parser_errors(stats: ServerStats, count: int) -> None:
     )
 
 
+def note_sink_error(stats: ServerStats, sink: str) -> None:
+    """Count an event a sink raised on (the events after it still reach every sink), and say so the first
+    time for each sink, then in kvwatch_sink_errors_total only.  Called in an except clause.  The log names
+    the exception's type and where it was raised, never its message: that may quote the event's text."""
+    errors = stats.sink_errors
+    first = not errors.get(sink)
+    errors[sink] = errors.get(sink, 0) + 1
+    if first:
+        exc = sys.exc_info()[1]
+        log.error(
+            "%s: the %s sink raised %s on an event; it is skipped there and the events after it are read "
+            "(a kvwatch bug: please report it; later ones are counted in kvwatch_sink_errors_total)\n%s",
+            stats.server,
+            sink,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)).rstrip() if exc is not None else "",
+        )
+
+
 class SourcePipeline:
     """``lock`` is held while a batch of lines reaches the sinks, so a scrape sees whole batches."""
 
@@ -88,8 +109,13 @@ class SourcePipeline:
         self.lock = lock or threading.Lock()
         self.stats = ServerStats(name, Clock(timezone, datetime.now(UTC)), now=time.time)
         self.stream = LogStream(max_line)
-        self.listeners: list[Callable[[Event], None]] = []
+        self.listeners: list[tuple[str, Callable[[Event], None]]] = []
         self.last_line: float | None = None  # wall clock of the last line read
+
+    def listen(self, sink: str, listener: Callable[[Event], None]) -> None:
+        """Show ``listener`` every event after the stats; ``sink`` names it in kvwatch_sink_errors_total."""
+        self.listeners.append((sink, listener))
+        self.stats.sink_errors.setdefault(sink, 0)
 
     def feed(self, lines: list[str | None]) -> None:
         with self.lock:
@@ -118,11 +144,20 @@ class SourcePipeline:
         self.last_line = time.time()
 
     def _deliver(self, events: Events | list[Event]) -> None:
-        observe = self.stats.observe
+        # A sink's bug on one event loses neither that event for the other sinks nor the events after it.
+        # (A try costs nothing until it catches.)
+        stats = self.stats
+        observe = stats.observe
         for event in events:
-            observe(event)
-            for listener in self.listeners:
-                listener(event)
+            try:
+                observe(event)
+            except Exception:
+                note_sink_error(stats, STATS_SINK)
+            for sink, listener in self.listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    note_sink_error(stats, sink)
 
 
 # -- replay ------------------------------------------------------------------------------
@@ -147,14 +182,17 @@ def read_into(
     gc.disable()
     try:
         if on_event is None:
-            parsed, number = _count_loop(reader, stream.feed, stats.observe, stats.note_time if track_time else None)
+            parsed, number = _count_loop(reader, stream.feed, stats, track_time)
         else:
             parsed, number = _event_loop(reader, stream, stats, on_event, track_time)
     finally:
         if collecting:
             gc.enable()
     for event in stream.close():
-        stats.observe(event)
+        try:
+            stats.observe(event)
+        except Exception:
+            note_sink_error(stats, STATS_SINK)
         if on_event is not None:
             on_event(event, number, stats.clock)
     stats.lines += reader.lines
@@ -168,22 +206,21 @@ def read_into(
     return reader.lines, reader.error
 
 
-def _count_loop(
-    reader: LineReader, feed: Callable, observe: Callable, note_time: Callable | None = None
-) -> tuple[int, int]:
-    """The hot loop: parse every line, feed events to the stats (and each event's stamp to
-    ``note_time``, for a summary's span of log time).  Returns (lines with events, 0)."""
+def _count_loop(reader: LineReader, feed: Callable, stats: ServerStats, track_time: bool) -> tuple[int, int]:
+    """The hot loop: parse every line, feed events to the stats (and with ``track_time`` each event's
+    stamp to the span of log time a summary shows).  Returns (lines with events, 0)."""
+    observe, note_time = stats.observe, stats.note_time
     parsed = 0
     for batch in reader.batches():
         for chunk in chunks(batch):
             count, events = parse_chunk(feed, chunk)
             parsed += count
-            if note_time is None:
-                for event in events:
+            for event in events:
+                try:
                     observe(event)
-            else:
-                for event in events:
-                    observe(event)
+                except Exception:
+                    note_sink_error(stats, STATS_SINK)
+                if track_time:
                     note_time(event.stamp)
     return parsed, 0
 
@@ -210,7 +247,10 @@ def _event_loop(
                     parsed += 1
                     late = stream.late if holding else 0
                     for index, event in enumerate(events):
-                        observe(event)
+                        try:
+                            observe(event)
+                        except Exception:
+                            note_sink_error(stats, STATS_SINK)
                         if track_time:
                             note_time(event.stamp)
                         on_event(event, number - 1 if index < late else number, clock)

@@ -895,7 +895,9 @@ def kvwatch_row(d: db.Dashboard) -> db.Dashboard:
             query(rate("kvwatch_lines_suspicious_total", by="server, family"), "{{server}} suspicious: {{family}}"),
             query(rate("kvwatch_lines_skipped_total", by="server, reason"), "{{server}} skipped: {{reason}}"),
             query(rate("kvwatch_lines_unparsed_total"), "{{server}} without an event"),
-            description="Suspicious lines look like a known family but do not parse: a format change after an upgrade.",
+            query(rate("kvwatch_sink_errors_total", by="server, sink"), "{{server}} sink errors: {{sink}}"),
+            description="Suspicious lines look like a known family but do not parse: a format change after an upgrade. "
+            "Parser and sink errors are kvwatch bugs (logged with where they were raised): please report them.",
         )
     )
     d = d.with_panel(

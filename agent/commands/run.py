@@ -262,7 +262,7 @@ class Daemon:
         elif keep:
             managed.recent, managed.trace = joined(stats, chunk, keep, **limits)
         if managed.trace is not None:
-            pipeline.listeners.append(managed.trace.observe)
+            pipeline.listen("requests", managed.trace.observe)
         with self.lock:
             self.managed[name] = managed
         return managed
@@ -273,7 +273,7 @@ class Daemon:
             server.name, server.timezone, server.model, server.chunk_size(), several_files=lmcache_log is not None
         )
         supervised = ServerUnit(server, self.config.agent.state_dir)
-        managed.pipeline.listeners.append(supervised.observe)
+        managed.pipeline.listen("supervisor", supervised.observe)
         managed.server = supervised
         managed.versions = installed_versions(server.python if server.command is None else None)
         # LMCache's multiprocess server logs what the connector does not: read as part of this server,

@@ -134,7 +134,7 @@ class _FollowedLogs:
         self.recent = {}
         for name, pipeline in self.pipelines.items():  # each request's lines joined, for the request rows
             self.recent[name], joiner = joined(pipeline.stats)
-            pipeline.listeners.append(joiner.observe)
+            pipeline.listen("requests", joiner.observe)
         self.tailer = Tailer(
             lambda source, lines: self.pipelines[source].feed(lines), PositionStore(None), poll_interval=0.25
         )

@@ -1078,6 +1078,17 @@ CATALOGUE: tuple[Spec, ...] = (
             "a kvwatch bug, logged; the lines after it are read)"
         ),
     ),
+    counter(
+        "kvwatch_sink_errors_total",
+        "Events a sink raised on (a kvwatch bug, logged): stats, requests (the request joiner), supervisor.",
+        keyed("sink_errors"),
+        labels="sink",
+        doc=(
+            "events a sink raised on: `stats`, `requests` (the request joiner: traces and `kvwatch top`'s rows), "
+            "`supervisor` (a kvwatch bug, logged the first time with where it was raised; the event still reaches the "
+            "other sinks, and the events after it are read)"
+        ),
+    ),
 )
 
 

@@ -94,9 +94,9 @@ def counter() -> Any:
     return field(default=0, metadata={"merge": SUM})
 
 
-def counts() -> Any:
-    """Counts by key: parts add up key by key."""
-    return field(default_factory=dict, metadata={"merge": SUM})
+def counts(*keys: str) -> Any:
+    """Counts by key (``keys`` there from the start, at 0): parts add up key by key."""
+    return field(default_factory=lambda: dict.fromkeys(keys, 0), metadata={"merge": SUM})
 
 
 def last(default: Any = None) -> Any:
@@ -272,6 +272,8 @@ class EngineStatsState:
 MIB = 1 << 20
 # The counts an interval's averages stand for: NIXL's transfers, LMCache MP's lookups.
 _TRANSFERS = ("num successful transfers", "num_successful_transfers")
+# kvwatch_sink_errors_total's sink for these stats (the pipeline's listeners are named as they are added).
+STATS_SINK = "stats"
 MP_LOOKUP_KEYS = ("lmcache mp lookup count",)  # lower case, as the keys are compared
 # What the keys of a ``KV Transfer metrics`` line add to: key (lower case, vLLM's
 # ``vllm:kv_offload_`` prefix removed) -> (quantity, direction, scale, the count an
@@ -399,6 +401,7 @@ class ServerStats:
     skipped: dict[str, int] = counts()
     suspicious: dict[str, int] = counts()
     problems_while_stopping: int = counter()  # problem lines after a shutdown began (not counted as problems)
+    sink_errors: dict[str, int] = counts(STATS_SINK)  # events a sink raised on (a kvwatch bug), by sink
     # The span of log time seen, in POSIX seconds (LMCache's millisecond stamps are nearly all distinct:
     # no datetime made per line).
     first_time: float | None = field(default=None, metadata={"merge": MIN})

@@ -117,6 +117,38 @@ def test_followed_file_every_event_counted_exactly(agents, tmp_path: Path) -> No
     wait_for(lambda: stats_lines(agent, "l") == 7, what="lines after a symlink switch")
 
 
+def test_a_sink_bug_on_one_kind_of_event_loses_no_line_and_no_other_number(agents, tmp_path: Path) -> None:
+    """A bug in the request joiner raising on every ``Added request`` line (injected into the real kvwatch
+    process by a sitecustomize on PYTHONPATH: none is known): each is counted in kvwatch_sink_errors_total and
+    logged once with where it was raised, the stats still count those lines, and every line is read."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "from agent.sinks import traces\n\n\n"
+        "def _added(self, event, when):\n"
+        "    raise RuntimeError('an injected joiner bug on ' + event.request_id)\n\n\n"
+        "traces.TraceBuilder._added = _added\n"
+    )
+    log = tmp_path / "vllm.log"
+    log.write_text("")
+    python_path = os.pathsep.join(filter(None, (str(hook), os.environ.get("PYTHONPATH"))))
+    agent = agents(f'[[follow]]\nname = "f"\npaths = ["{log}"]\n', env={"PYTHONPATH": python_path}).start()
+    added = "INFO 11-25 10:00:0{n} [async_llm.py:252] Added request chatcmpl-{n}.\n"
+    with open(log, "a") as handle:
+        for n in range(6):
+            handle.write(added.format(n=n) + STATS)
+            handle.flush()
+    wait_for(lambda: agent.value("kvwatch_lines_total", server="f") == 12, what="every line")
+    assert agent.value("kvwatch_sink_errors_total", server="f", sink="requests") == 6
+    assert agent.value("kvwatch_sink_errors_total", server="f", sink="stats") == 0
+    assert agent.value("kvwatch_vllm_requests_added_total", server="f") == 6
+    assert stats_lines(agent, "f") == 6
+    log_text = agent.log()
+    assert log_text.count("the requests sink raised RuntimeError") == 1 and "sitecustomize.py" in log_text
+    assert "bug on chatcmpl-" not in log_text  # an exception's text may quote the event's: never logged
+    assert agent.process.poll() is None
+
+
 def test_sigkill_mid_file_then_restart_resumes_exactly(agents, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("")
