@@ -189,10 +189,7 @@ def read_into(
         if collecting:
             gc.enable()
     for event in stream.close():
-        try:
-            stats.observe(event)
-        except Exception:
-            note_sink_error(stats, STATS_SINK)
+        _observe(stats, event, track_time=False)
         if on_event is not None:
             on_event(event, number, stats.clock)
     stats.lines += reader.lines
@@ -204,6 +201,17 @@ def read_into(
     if stream.failed:
         note_parser_errors(stats, stream.failed)
     return reader.lines, reader.error
+
+
+def _observe(stats: ServerStats, event: Event, track_time: bool) -> None:
+    """One event to the stats (a stats bug on it counted, not raised), and with ``track_time`` its stamp to
+    the span of log time.  :func:`_count_loop` does the same inline: it runs for every event."""
+    try:
+        stats.observe(event)
+    except Exception:
+        note_sink_error(stats, STATS_SINK)
+    if track_time:
+        stats.note_time(event.stamp)
 
 
 def _count_loop(reader: LineReader, feed: Callable, stats: ServerStats, track_time: bool) -> tuple[int, int]:
@@ -234,7 +242,7 @@ def _event_loop(
 ) -> tuple[int, int]:
     """As :func:`_count_loop`, also numbering lines and showing each event to ``on_event``: a record
     the stream held back for a line that did not continue it ends on the line before."""
-    observe, note_time, clock = stats.observe, stats.note_time, stats.clock
+    clock = stats.clock
     parsed = 0
     number = 0
     for batch in reader.batches():
@@ -247,12 +255,7 @@ def _event_loop(
                     parsed += 1
                     late = stream.late if holding else 0
                     for index, event in enumerate(events):
-                        try:
-                            observe(event)
-                        except Exception:
-                            note_sink_error(stats, STATS_SINK)
-                        if track_time:
-                            note_time(event.stamp)
+                        _observe(stats, event, track_time)
                         on_event(event, number - 1 if index < late else number, clock)
     return parsed, number
 
