@@ -60,6 +60,8 @@ def _reading(s: ServerStats) -> list[str]:
         out.append(
             f"  suspicious   {_counted(s.suspicious)} -- a format this version does not parse; see --format events"
         )
+    if any(s.sink_errors.values()):
+        out.append(f"  sink errors  {_counted(s.sink_errors)} -- events a kvwatch bug skipped there (see its log)")
     if s.first_time is not None and s.last_time is not None:
         tz = s.clock.tz if s.clock is not None else UTC  # the source's time zone, the stamps' own
         first, last = (datetime.fromtimestamp(t, tz).isoformat(timespec="seconds") for t in (s.first_time, s.last_time))

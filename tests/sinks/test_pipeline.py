@@ -233,3 +233,7 @@ def test_a_replay_reads_on_after_an_event_the_stats_raised_on(monkeypatch, caplo
         assert read_into(stats, io.BytesIO((STATS * 3).encode()), 1 << 20, track_time=True) == (3, None)
     assert stats.sink_errors == {"stats": 1}
     assert stats.engines["0"].lines == 2 and stats.last_time is not None
+    from agent.sinks import summary
+
+    assert "  sink errors  stats 1 -- events a kvwatch bug skipped there" in summary.render([stats])
+    assert "sink errors" not in summary.render([fresh()])
