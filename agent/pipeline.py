@@ -1,9 +1,10 @@
 """Where lines become events and reach the sinks: live (:class:`SourcePipeline`) and in replay (:func:`read_into`).
 
-These loops are the hot path of the whole program: per line they call the
-parser and, when there are events, the stats; nothing else.  They are written
-out once per use, side by side here, rather than one loop with switches,
-because a test per line costs more than the loop itself.
+These loops are the hot path of the whole program: they call the parser for
+each line and hand its events to the stats (and, live, to the listeners);
+nothing else.  They are written out once per use, side by side here, rather
+than one loop with switches, because a test per line costs more than the loop
+itself.
 
 Lines go through in chunks of :data:`CHUNK`: the parser reads a chunk's lines
 (:func:`parse_chunk`), then its events go to the sinks, each event to the stats
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 import threading
 import time
 import traceback
@@ -82,22 +82,21 @@ def note_parser_errors(stats: ServerStats, count: int) -> None:
     )
 
 
-def note_sink_error(stats: ServerStats, sink: str) -> None:
-    """Count an event a sink raised on (the events after it still reach every sink), and say so the first
-    time for each sink, then in kvwatch_sink_errors_total only.  Called in an except clause.  The log names
-    the exception's type and where it was raised, never its message: that may quote the event's text."""
+def note_sink_error(stats: ServerStats, sink: str, exc: Exception) -> None:
+    """Count an event a sink raised ``exc`` on (the events after it still reach every sink), and say so the
+    first time for each sink, then in kvwatch_sink_errors_total only.  The log names the exception's type and
+    where it was raised, never its message: that may quote the event's text."""
     errors = stats.sink_errors
     first = not errors.get(sink)
     errors[sink] = errors.get(sink, 0) + 1
     if first:
-        exc = sys.exc_info()[1]
         log.error(
             "%s: the %s sink raised %s on an event; it is skipped there and the events after it are read "
             "(a kvwatch bug: please report it; later ones are counted in kvwatch_sink_errors_total)\n%s",
             stats.server,
             sink,
             type(exc).__name__,
-            "".join(traceback.format_tb(exc.__traceback__)).rstrip() if exc is not None else "",
+            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
         )
 
 
@@ -151,13 +150,13 @@ class SourcePipeline:
         for event in events:
             try:
                 observe(event)
-            except Exception:
-                note_sink_error(stats, STATS_SINK)
+            except Exception as exc:
+                note_sink_error(stats, STATS_SINK, exc)
             for sink, listener in self.listeners:
                 try:
                     listener(event)
-                except Exception:
-                    note_sink_error(stats, sink)
+                except Exception as exc:
+                    note_sink_error(stats, sink, exc)
 
 
 # -- replay ------------------------------------------------------------------------------
@@ -208,8 +207,8 @@ def _observe(stats: ServerStats, event: Event, track_time: bool) -> None:
     the span of log time.  :func:`_count_loop` does the same inline: it runs for every event."""
     try:
         stats.observe(event)
-    except Exception:
-        note_sink_error(stats, STATS_SINK)
+    except Exception as exc:
+        note_sink_error(stats, STATS_SINK, exc)
     if track_time:
         stats.note_time(event.stamp)
 
@@ -226,8 +225,8 @@ def _count_loop(reader: LineReader, feed: Callable, stats: ServerStats, track_ti
             for event in events:
                 try:
                     observe(event)
-                except Exception:
-                    note_sink_error(stats, STATS_SINK)
+                except Exception as exc:
+                    note_sink_error(stats, STATS_SINK, exc)
                 if track_time:
                     note_time(event.stamp)
     return parsed, 0

@@ -272,8 +272,6 @@ class EngineStatsState:
 MIB = 1 << 20
 # The counts an interval's averages stand for: NIXL's transfers, LMCache MP's lookups.
 _TRANSFERS = ("num successful transfers", "num_successful_transfers")
-# kvwatch_sink_errors_total's sink for these stats (the pipeline's listeners are named as they are added).
-STATS_SINK = "stats"
 MP_LOOKUP_KEYS = ("lmcache mp lookup count",)  # lower case, as the keys are compared
 # What the keys of a ``KV Transfer metrics`` line add to: key (lower case, vLLM's
 # ``vllm:kv_offload_`` prefix removed) -> (quantity, direction, scale, the count an
@@ -386,6 +384,10 @@ STATS_GAUGES = (
 )
 _ZERO_WHEN_ABSENT = ("deferred", "kv_fetch_waiting", "kv_fetch_in_progress", "kv_fetch_completed")
 _PEAKS = ("prompt_throughput", "generation_throughput", "running", "waiting", "kv_cache_usage")
+
+
+# kvwatch_sink_errors_total's sink for these stats (the pipeline's listeners are named as they are added).
+STATS_SINK = "stats"
 
 
 @dataclass(eq=False)
