@@ -163,7 +163,7 @@ def test_the_files_ship_in_the_wheel_and_work_from_it(tmp_path: Path) -> None:
         timeout=300,
     )
     assert built.returncode == 0, built.stderr
-    (wheel,) = tmp_path.glob("kvwatch-*.whl")
+    (wheel,) = tmp_path.glob(f"kvwatch-{__version__}-*.whl")  # the version pyproject.toml reads from the code
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in (
         "kvwatch-overview.json",
