@@ -21,6 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from agent import __version__
 from agent.config import load
 from tests.support.harness import REPO
 
@@ -147,3 +148,11 @@ def test_the_image_holds_every_package_kvwatch_installs() -> None:
     include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     copied = set(re.findall(r"^COPY (\w+) /src/\1$", (RECIPE / "Dockerfile").read_text(), re.MULTILINE))
     assert copied == {pattern.rstrip("*") for pattern in include}
+
+
+def test_the_daemonset_runs_the_image_of_this_version() -> None:
+    (container,) = one("DaemonSet")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"kvwatch:{__version__}"
+    # The build commands beside it and in the docs tag that same image.
+    for path in (RECIPE / "Dockerfile", RECIPE / "daemonset.yaml", REPO / "docs" / "running.md"):
+        assert set(re.findall(r"REGISTRY/kvwatch:(\S+)", path.read_text())) == {__version__}, path
