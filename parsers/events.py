@@ -284,11 +284,13 @@ class LmcacheLookupSummary(Event):
 
 @dataclass(slots=True)
 class LmcacheServerStarted(Event):
-    """The multiprocess server started (``LMCache ZMQ cache server is running on ADDRESS``, once per start
-    in every mode)."""
+    """The multiprocess server started: ``LMCache cache server is running...`` (``cache blend server`` on a
+    CacheBlend server), in every release; in releases after the first ones, ``LMCache ZMQ cache server is
+    running on ADDRESS`` just before it is one too.  Such a pair is one start
+    (``kvwatch_lmcache_server_starts_total``)."""
 
     kind: ClassVar[str] = "lmcache_server_started"
-    url: str | None = None  #: the address its request server listens on
+    url: str | None = None  #: the address its request server listens on (the line that names it)
 
 
 # --- request lifecycle --------------------------------------------------------

@@ -172,12 +172,15 @@ PREFETCH = re.compile(
 _EXTERNAL_ID = re.compile(r"external_request_id=([^,\s)]+)")
 L1_USAGE = re.compile(rf"L1 memory usage: ({DECIMAL})/({DECIMAL}) GiB \(({DECIMAL})%\)")
 _L1_WATERMARK = re.compile(rf"L1 memory usage {DECIMAL} (?:above|below) watermark {DECIMAL}; ")
-# The multiprocess server's request server, once per start whatever its front end (0.3.x to 0.5.x,
-# plain, HTTP or CacheBlend): ``LMCache ZMQ cache server is running on tcp://host:port``, from 0.5.6
-# the transport's name as configured (``zmq``, ``grpc``).  The gRPC transport's own ``LMCache gRPC
-# cache server is running on ...`` follows it and ``Starting LMCache HTTP server on URL`` precedes it
-# in HTTP mode: read as known, so that a start counts once.
+# The multiprocess server's start.  Its first releases (late 2025: LMCache 0.3.11's guide shows this
+# line alone) say ``LMCache cache server is running...`` once it runs; later ones first say where its
+# request server listens, ``LMCache ZMQ cache server is running on tcp://host:port`` (from 0.5.6 the
+# transport's name as configured: ``zmq``, ``grpc``), then that line (``LMCache cache blend server is
+# running...`` on a CacheBlend server).  Both lines are starts, the first with the address; the stats
+# count one start per pair.  The gRPC transport's own ``LMCache gRPC cache server is running on ...``
+# between them and ``Starting LMCache HTTP server on URL`` before them in HTTP mode are read as known.
 _SERVER_RUNNING = re.compile(r"LMCache (\S+) cache server is running on (\S+)")
+_SERVER_RUNS = re.compile(r"LMCache cache (?:blend )?server is running\.\.\.")
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
 _TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
 
@@ -333,13 +336,15 @@ def parse_storing(line: str, start: int, stamp: str | None, rank: int | None) ->
 
 
 def parse_initialized(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
-    """``LMCache initialized for role ...`` (in vLLM), ``LMCache <transport> cache server is running on
-    ADDRESS`` (the multiprocess server)."""
+    """``LMCache initialized for role ...`` (in vLLM); ``LMCache <transport> cache server is running on
+    ADDRESS`` and ``LMCache cache server is running...`` (the multiprocess server's start)."""
     m = _INITIALIZED.match(line, start)
     if m is None:
         running = _SERVER_RUNNING.match(line, start)
         if running is not None and running.group(1) != "gRPC":
             return (LmcacheServerStarted(stamp, running.group(2)),)
+        if _SERVER_RUNS.match(line, start):
+            return (LmcacheServerStarted(stamp),)
         return ()
     role = m.group(1).rsplit(".", 1)[-1].lower()
     return (LmcacheInitialized(stamp, role, m.group(2), m.group(3)),)

@@ -19,12 +19,22 @@ from dataclasses import fields, is_dataclass
 from datetime import datetime
 from typing import Any
 
-from agent.sinks.stats import Engines, EngineStatsState, Histogram, KvTransferTotals, RunningTotal, ServerStats
+from agent.sinks.stats import (
+    Engines,
+    EngineStatsState,
+    Histogram,
+    KvTransferTotals,
+    LmcacheServerStarts,
+    RunningTotal,
+    ServerStats,
+)
 
 FORMAT = 1
 _NOT_SAVED = frozenset(("server", "clock", "now"))
 # Classes a record may rebuild, by name: their attributes are saved one by one.
-_OBJECTS: dict[str, type] = {cls.__name__: cls for cls in (Histogram, KvTransferTotals, RunningTotal, EngineStatsState)}
+_OBJECTS: dict[str, type] = {
+    cls.__name__: cls for cls in (Histogram, KvTransferTotals, RunningTotal, LmcacheServerStarts, EngineStatsState)
+}
 
 
 class _Unreadable(ValueError):

@@ -411,9 +411,10 @@ CATALOGUE: tuple[Spec, ...] = (
     counter(
         "kvwatch_lmcache_server_starts_total",
         "Starts of the multiprocess server.",
-        counted(ev.LmcacheServerStarted),
-        doc="starts of the multiprocess server (`LMCache ZMQ cache server is running on …`, once per start, "
-        "with an HTTP front end or without)",
+        value_of("lmcache_server_starts"),
+        doc="starts of the multiprocess server (`LMCache cache server is running...`, after `LMCache ZMQ cache "
+        "server is running on …` in releases that name the address: one start per pair), with an HTTP front "
+        "end or without",
     ),
     # KV connectors
     counter(

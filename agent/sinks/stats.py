@@ -362,6 +362,46 @@ class KvTransferTotals:
             self.totals[key] = self.totals.get(key, 0.0) + value
 
 
+class LmcacheServerStarts:
+    """Starts of LMCache's multiprocess server, one per start however many lines say it.
+
+    Every release says ``LMCache cache server is running...``; later ones first say where it listens.
+    Both lines give a start event, the first with the address: a start without one that follows a start
+    with one (not yet followed) is that same start.  Parts of one log merge exactly: a part whose first
+    start has no address may continue the start the part before ended on."""
+
+    __slots__ = ("awaiting", "count", "leading", "seen")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.awaiting = False  # the last start named its address; its second line has not come yet
+        self.leading = False  # the first start seen has no address and followed none (it was counted)
+        self.seen = False
+
+    def observe(self, named: bool) -> None:
+        if named:
+            self.count += 1
+        elif self.awaiting:
+            self.awaiting = False
+            return
+        else:
+            self.count += 1
+            self.leading = self.leading or not self.seen
+        self.awaiting = named
+        self.seen = True
+
+    def merge(self, later: LmcacheServerStarts) -> None:
+        if not later.seen:
+            return
+        self.count += later.count
+        if self.awaiting and later.leading:
+            self.count -= 1  # the later part's first line ends the start this part ended on
+        if not self.seen:
+            self.leading = later.leading
+        self.awaiting = later.awaiting
+        self.seen = True
+
+
 # EngineStats field -> gauge kept for it.  The conditional V1 parts (printed
 # only when > 0) read as 0 when a line of that generation omits them.
 STATS_GAUGES = (
@@ -439,6 +479,7 @@ class ServerStats:
     l1_capacity_bytes: float | None = last()
     server_lookups: int = counter()  # lookups the server's hit-rate summaries covered
     server_lookup_hit_ratio: dict[str, float] = last(dict)  # plane (prefix, non_prefix) -> the last summary's
+    lmcache_starts: LmcacheServerStarts = merged(LmcacheServerStarts)
     # KV connectors (vLLM's KV Transfer metrics line)
     kv_transfer: KvTransferTotals = merged(lambda: KvTransferTotals())
     # kvwatch canary requests: kept out of the numbers above, counted here.
@@ -525,6 +566,7 @@ class ServerStats:
             ev.LmcachePrefetch: self._prefetch,
             ev.LmcacheL1Usage: self._l1_usage,
             ev.LmcacheLookupSummary: self._lookup_summary,
+            ev.LmcacheServerStarted: self._lmcache_started,
             ev.KvTransferStats: self._kv_transfer,
             ev.StartupPhase: self._startup_phase,
             ev.RequestReceived: self._received,
@@ -681,6 +723,13 @@ class ServerStats:
         self.server_lookup_hit_ratio["prefix"] = e.prefix_hit_rate
         if e.non_prefix_hit_rate is not None:
             self.server_lookup_hit_ratio["non_prefix"] = e.non_prefix_hit_rate
+
+    def _lmcache_started(self, e: ev.LmcacheServerStarted) -> None:
+        self.lmcache_starts.observe(e.url is not None)
+
+    @property
+    def lmcache_server_starts(self) -> int:
+        return self.lmcache_starts.count
 
     def _kv_transfer(self, e: ev.KvTransferStats) -> None:
         if e.values:

@@ -99,3 +99,15 @@ def test_a_record_saved_before_a_key_every_stats_has_brings_it_back_at_zero() ->
     assert restore_stats(restored, record) == []
     assert restored.errors["config_error"] == 0 and restored.errors["oom"] == 2
     assert _openmetrics(restored) == _openmetrics(stats)
+
+
+def test_a_start_of_the_lmcache_server_saved_between_its_two_lines_counts_once() -> None:
+    from tests.sinks.test_stats import START_COUNT, START_LOG
+
+    for cut in range(1, len(START_LOG)):
+        resumed = ServerStats("s")
+        assert (
+            restore_stats(resumed, json.loads(json.dumps(stats_record(feed(ServerStats("s"), START_LOG[:cut]))))) == []
+        )
+        feed(resumed, START_LOG[cut:])
+        assert resumed.lmcache_server_starts == START_COUNT, cut

@@ -429,3 +429,55 @@ def test_v0_preemptions_are_the_running_count_its_warning_prints_across_restarts
     merged.merge(pickle.loads(pickle.dumps(feed(fresh(), lines[cut:]))))
     for stats in (whole, merged):
         assert exposition(stats)[("kvwatch_vllm_preemptions_total", (("engine", "0"), ("server", "s")))] == 152
+
+
+# LMCache's multiprocess server: its first releases print only the second line of a start, later ones
+# the address line before it (LMCache/LMCache#4191's log; 0.3.11's guide for the first).
+_EARLY_START = "[2025-11-19 21:20:58,901] LMCache INFO: LMCache cache server is running... (server.py:483:__main__)"
+_ADDRESS = (
+    "[2026-07-22 16:17:{:02d},469] LMCache INFO: LMCache ZMQ cache server is running on tcp://127.0.0.1:5599 "
+    "(server.py:397:lmcache.v1.multiprocess.server)"
+)
+_RUNNING = (
+    "[2026-07-22 16:17:{:02d},475] LMCache INFO: LMCache cache server is running... "
+    "(server.py:412:lmcache.v1.multiprocess.server)"
+)
+_STORED = "[2026-07-22 16:18:{:02d},851] LMCache INFO: Stored 2048 tokens in 0.848 seconds (server.py:600:x)"
+# Two early starts, then an upgrade: four starts that name their address, one of which died before its
+# second line, and a gRPC transport's own line between the two lines of another.
+START_LOG = [
+    _EARLY_START,
+    _STORED.format(1),
+    _EARLY_START,
+    _ADDRESS.format(10),
+    _RUNNING.format(10),
+    _STORED.format(2),
+    _ADDRESS.format(20),
+    _ADDRESS.format(30),
+    "[2026-07-22 16:17:30,470] LMCache INFO: LMCache gRPC cache server is running on 0.0.0.0:5599 (server.py:295:x)",
+    _RUNNING.format(30),
+    _ADDRESS.format(40),
+    _RUNNING.format(40),
+    _STORED.format(3),
+]
+START_COUNT = 6
+
+
+def starts(stats: ServerStats) -> float:
+    return exposition(stats)[("kvwatch_lmcache_server_starts_total", (("server", "s"),))]
+
+
+def test_each_start_of_the_lmcache_server_counts_once_whichever_lines_say_it() -> None:
+    assert [len(parse_line(line)) for line in START_LOG] == [1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1]
+    assert starts(feed(fresh(), START_LOG)) == START_COUNT
+
+
+@pytest.mark.parametrize("cut", range(1, len(START_LOG)))
+def test_lmcache_server_starts_of_parts_merge_to_one_pass(cut: int) -> None:
+    merged = feed(fresh(), START_LOG[:cut])
+    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), START_LOG[cut:]))))
+    assert starts(merged) == START_COUNT
+    three = fresh()
+    for part in (START_LOG[:cut], START_LOG[cut : cut + 2], START_LOG[cut + 2 :]):
+        three.merge(pickle.loads(pickle.dumps(feed(fresh(), part))))
+    assert starts(three) == START_COUNT
