@@ -181,6 +181,7 @@ _L1_WATERMARK = re.compile(rf"L1 memory usage {DECIMAL} (?:above|below) watermar
 # between them and ``Starting LMCache HTTP server on URL`` before them in HTTP mode are read as known.
 _SERVER_RUNNING = re.compile(r"LMCache (\S+) cache server is running on (\S+)")
 _SERVER_RUNS = re.compile(r"LMCache cache (?:blend )?server is running\.\.\.")
+SERVER_START_ANY = rf"{_SERVER_RUNNING.pattern}|{_SERVER_RUNS.pattern}"  # either line, as the whole message
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
 _TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
 
