@@ -337,18 +337,22 @@ def parse_storing(line: str, start: int, stamp: str | None, rank: int | None) ->
 
 
 def parse_initialized(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
-    """``LMCache initialized for role ...`` (in vLLM); ``LMCache <transport> cache server is running on
-    ADDRESS`` and ``LMCache cache server is running...`` (the multiprocess server's start)."""
+    """``LMCache initialized for role ...`` (in vLLM), or the multiprocess server's start."""
     m = _INITIALIZED.match(line, start)
     if m is None:
-        running = _SERVER_RUNNING.match(line, start)
-        if running is not None and running.group(1) != "gRPC":
-            return (LmcacheServerStarted(stamp, running.group(2)),)
-        if _SERVER_RUNS.match(line, start):
-            return (LmcacheServerStarted(stamp),)
-        return ()
+        return parse_server_start(line, start, stamp, rank)
     role = m.group(1).rsplit(".", 1)[-1].lower()
     return (LmcacheInitialized(stamp, role, m.group(2), m.group(3)),)
+
+
+def parse_server_start(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """``LMCache <transport> cache server is running on ADDRESS`` and ``LMCache cache server is running...``."""
+    running = _SERVER_RUNNING.match(line, start)
+    if running is not None and running.group(1) != "gRPC":
+        return (LmcacheServerStarted(stamp, running.group(2)),)
+    if _SERVER_RUNS.match(line, start):
+        return (LmcacheServerStarted(stamp),)
+    return ()
 
 
 def parse_failed(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:

@@ -122,7 +122,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Prefetch": _exact(_whole(lmcache.PREFETCH.pattern), _lmcache(lmcache.parse_prefetch)),
     "L1": _exact(_whole(lmcache.L1_USAGE.pattern), _lmcache(lmcache.parse_l1_usage)),
     "lookup": _exact(_whole(lmcache.LOOKUP_SUMMARY.pattern), _lmcache(lmcache.parse_lookup_summary)),
-    "LMCache": _exact(_whole(lmcache.SERVER_START_ANY), _lmcache(lmcache.parse_initialized)),
+    "LMCache": _exact(_whole(lmcache.SERVER_START_ANY), _lmcache(lmcache.parse_server_start)),
     "EngineCore": _FATAL,
     "Fatal": _CRASH,
     "Segmentation": _CRASH,

@@ -370,36 +370,30 @@ class LmcacheServerStarts:
     with one (not yet followed) is that same start.  Parts of one log merge exactly: a part whose first
     start has no address may continue the start the part before ended on."""
 
-    __slots__ = ("awaiting", "count", "leading", "seen")
+    __slots__ = ("awaiting", "count", "leading")
 
     def __init__(self) -> None:
         self.count = 0
         self.awaiting = False  # the last start named its address; its second line has not come yet
-        self.leading = False  # the first start seen has no address and followed none (it was counted)
-        self.seen = False
+        self.leading = False  # the first start has no address and followed none (it was counted)
 
     def observe(self, named: bool) -> None:
-        if named:
-            self.count += 1
-        elif self.awaiting:
-            self.awaiting = False
+        if not named and self.awaiting:
+            self.awaiting = False  # the second line of the start just counted
             return
-        else:
-            self.count += 1
-            self.leading = self.leading or not self.seen
+        if not named and not self.count:
+            self.leading = True
+        self.count += 1
         self.awaiting = named
-        self.seen = True
 
     def merge(self, later: LmcacheServerStarts) -> None:
-        if not later.seen:
-            return
-        self.count += later.count
-        if self.awaiting and later.leading:
-            self.count -= 1  # the later part's first line ends the start this part ended on
-        if not self.seen:
+        if not later.count:
+            return  # no start in it
+        if not self.count:
             self.leading = later.leading
+        # The later part's first line may end the start this part ended on.
+        self.count += later.count - (self.awaiting and later.leading)
         self.awaiting = later.awaiting
-        self.seen = True
 
 
 # EngineStats field -> gauge kept for it.  The conditional V1 parts (printed
