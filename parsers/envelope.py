@@ -80,10 +80,11 @@ def engine_of_process(process_name: str) -> int | None:
 
 # --- headers --------------------------------------------------------------------------
 
-# vLLM: ``INFO 12-14 16:18:29 [loggers.py:118] `` (>= 0.8.0) or ``INFO 05-10 02:37:55 scheduler.py:224] ``.
+# vLLM: ``INFO 12-14 16:18:29 [loggers.py:118] `` (>= 0.8.0) or ``INFO 05-10 02:37:55 scheduler.py:224] ``;
+# a logging configuration that adds ``%(msecs)03d`` gives ``12-14 16:18:29.123``, kept in the stamp.
 # Header patterns have exactly one group, the stamp (empty when the header has none).
 # (Hot patterns avoid \s/\S classes and alternations: ``re`` runs them markedly slower.)
-VLLM_HEADER = r"[A-Z]+ (\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,]\d+)? \[?[^\] ]+:\d+\] "
+VLLM_HEADER = r"[A-Z]+ (\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)?) \[?[^\] ]+:\d+\] "
 # Python's standard format used by programs that embed vLLM:
 # ``2025-07-08 17:24:00 - vllm.engine.metrics - INFO - ``.
 STDLIB_HEADER = re.compile(
@@ -1011,7 +1012,7 @@ PROBLEM_LEVEL_NAMES = {
     "FATAL": "critical",
 }
 # vLLM's header at the start: the level, the stamp, the file and line.
-VLLM_PROBLEM = re.compile(r"([A-Z]+) (\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,]\d+)? \[?([^\] ]+:\d+)\] ")
+VLLM_PROBLEM = re.compile(r"([A-Z]+) (\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)?) \[?([^\] ]+:\d+)\] ")
 # LMCache's header (its colour codes before it); its line ends with ``(file.py:N:logger)``, in italics
 # where LMCache colours its lines (0.5 and later, even in files).
 LMCACHE_PROBLEM = re.compile(r"\[(\d\d\d\d-[^\]]{18})\] LMCache ([A-Z]+):")

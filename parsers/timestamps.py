@@ -3,8 +3,10 @@
 Shapes seen in the field:
 
 ==========================================  =====================================
-``12-14 16:18:29``                          vLLM: no year, no sub-seconds, the
-                                            server's local time
+``12-14 16:18:29``                          vLLM: no year, no sub-seconds (unless
+                                            a logging format adds them:
+                                            ``12-14 16:18:29.123``), the server's
+                                            local time
 ``2025-12-14 16:18:24,320``                 LMCache, Python's default ``asctime``
 ``2025-12-14T16:18:24.320123456Z``          docker, CRI, ``docker logs -t``,
                                             journalctl short-iso (offset optional)
@@ -30,6 +32,8 @@ _SKEW = timedelta(days=1)
 
 
 RECENT_STAMPS = 64  # stamps remembered by a clock; a burst of lines repeats a few
+# What separates a stamp's seconds from their fraction (``%(msecs)`` after a comma or a dot).
+_FRACTION_MARKS = (".", ",")
 
 
 class Clock:
@@ -90,6 +94,8 @@ class Clock:
         try:
             if len(stamp) == 14 and stamp[2] == "-":
                 when = self._without_year(stamp)
+            elif stamp[2:3] == "-" and stamp[14:15] in _FRACTION_MARKS:
+                when = self._without_year_fraction(stamp)
             elif stamp[0] == "@":
                 when = datetime.fromtimestamp(int(stamp[1:]) / 1e6, UTC)
             else:
@@ -121,6 +127,18 @@ class Clock:
         if when.tzinfo is None:
             when = when.replace(tzinfo=self.tz)
         return when
+
+    def _without_year_fraction(self, stamp: str) -> datetime | None:
+        """``MM-DD HH:MM:SS.fff`` (vLLM's header under a logging format that adds milliseconds): its second
+        resolved as a stamp of its own (and remembered: the lines of one second share it), then the fraction,
+        read to the microsecond as a wrapper's is."""
+        digits = stamp[15:]
+        if not (digits.isascii() and digits.isdigit()):
+            return None
+        second = self._known(stamp[:14])
+        if second is None:
+            return None
+        return second[0] + timedelta(microseconds=int(digits[:6].ljust(6, "0")))
 
     def _without_year(self, stamp: str) -> datetime:
         month, day = int(stamp[0:2]), int(stamp[3:5])

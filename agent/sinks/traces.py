@@ -9,7 +9,8 @@ uvicorn access line of its route, which carries no id.
 
 Times.  Every piece keeps the time its line printed, resolved by the source's
 :class:`parsers.Clock` in the server's time zone: vLLM's stamps have whole
-seconds and no year (the clock supplies the year), LMCache's milliseconds.
+seconds (unless a logging format adds milliseconds) and no year (the clock
+supplies the year), LMCache's milliseconds.
 A line without a stamp (uvicorn's access line) takes the time it was read when
 following a live log, and the latest time the log showed so far in a replay.
 Ends are never before the request's start or a child's end; LMCache transfers

@@ -51,9 +51,33 @@ def test_february_29th_only_in_a_leap_year() -> None:
     assert clock.resolve("02-29 12:00:00").year == 2024
 
 
+def test_a_vllm_stamp_with_milliseconds_keeps_them_and_takes_its_year_as_any_vllm_stamp() -> None:
+    """A logging format that adds ``%(msecs)03d`` after vLLM's time (with a dot, or a comma as asctime)."""
+    clock = Clock(TAIPEI, datetime(2026, 3, 1, tzinfo=UTC))
+    assert isoformat(clock.resolve("12-14 16:18:29.123")) == "2025-12-14T16:18:29.123+08:00"
+    assert clock.resolve("12-14 16:18:29,5") == datetime(2025, 12, 14, 16, 18, 29, 500000, tzinfo=TAIPEI)
+    # Finer than microseconds is cut there, as a wrapper's nanoseconds are.
+    assert clock.resolve("12-14 16:18:29.123456789").microsecond == 123456
+    assert clock.seconds("12-14 16:18:29.250") == clock.resolve("12-14 16:18:29").timestamp() + 0.25
+    # Across New Year the year follows the log, milliseconds or not.
+    assert clock.resolve("12-31 23:59:59.900").year == 2025
+    assert clock.resolve("01-01 00:00:00.100") == datetime(2026, 1, 1, 0, 0, 0, 100000, tzinfo=TAIPEI)
+
+
 def test_text_that_is_no_timestamp_gives_none() -> None:
     clock = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
-    for stamp in (None, "", "13-45 99:99:99", "not a time at all", "@notdigits", "2025-99-99 00:00:00,000"):
+    for stamp in (
+        None,
+        "",
+        "13-45 99:99:99",
+        "13-45 12:00:00.123",
+        "12-14 16:18:29.",
+        "12-14 16:18:29.12x",
+        "12-14 16:18:29.\u0661\u0662",  # digits, but not ASCII ones
+        "not a time at all",
+        "@notdigits",
+        "2025-99-99 00:00:00,000",
+    ):
         assert clock.resolve(stamp) is None
 
 
@@ -69,8 +93,10 @@ def test_seconds_are_the_resolved_instants_posix_seconds_whatever_the_order() ->
         kind = rng.random()
         if kind < 0.7:
             stamps.append(when.strftime("%Y-%m-%d %H:%M:%S,") + f"{when.microsecond // 1000:03d}")
-        elif kind < 0.85:
+        elif kind < 0.8:
             stamps.append(when.strftime("%m-%d %H:%M:%S"))
+        elif kind < 0.85:
+            stamps.append(when.strftime("%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d}")
         elif kind < 0.95:
             stamps.append(when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         else:
