@@ -785,6 +785,13 @@ class JsonRecord:
 
 # No epoch time is this large, even in nanoseconds (the year 2286 is under 1e19).
 _EPOCH_LIMIT = 10**20
+# Fluent Bit's JSON outputs name the record's time ``date`` (``json_date_key``): epoch seconds as a double by
+# default, or whole seconds or milliseconds, or ISO 8601 with its zone.  The name is common, so another record's
+# ``date`` counts only if it is such a time: a number from 2001 on (a day's digits, 20251214, are no time), or
+# an ISO time with a zone (Fluent Bit's ``java_sql_timestamp`` has none, and a time without one would be read in
+# the server's zone, not UTC).
+_EPOCH_FROM = 10**9
+_ZONED_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)", re.ASCII)
 
 
 def _epoch_stamp(value: object) -> str | None:
@@ -823,6 +830,13 @@ def _record_stamp(record: dict) -> str | None:
         return value if not value.isdigit() else _epoch_stamp(value)
     if isinstance(value, int | float):
         return _epoch_stamp(value)
+    value = record.get("date")
+    if isinstance(value, str) and _ZONED_TIME.fullmatch(value):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= _EPOCH_FROM:
+        stamp = _epoch_stamp(value)
+        if stamp is not None:
+            return stamp
     value = record.get("__REALTIME_TIMESTAMP")
     if isinstance(value, str) and value.isdigit():
         return "@" + value
