@@ -239,8 +239,8 @@ def _uvicorn_problem(line: str, pos: int) -> Events:
 def _problem_after_prefix(text: str, found: Header) -> Events:
     """A header found after a prefix, before a message that gave no event."""
     if found.kind == "torch":
-        level_word, site = torch_problem(text, found.start)
-        return NOTHING if level_word is None else _problem(level_word, "torch", site, None)
+        level_word, site, stamp = torch_problem(text, found.start)
+        return NOTHING if level_word is None else _problem(level_word, "torch", site, stamp)
     level = LEVEL_WORD.search(text, found.start, found.end)
     if level is None or found.kind not in _PRODUCERS:
         return NOTHING

@@ -204,8 +204,8 @@ _RAY_ACCESS_ANY = re.compile(r"\b" + RAY_SERVE_HEAD, re.ASCII)
 # builds that log through glog, and torch's Python side in that format (``W0714 23:06:54.603780
 # 140446678845248 torch/distributed/run.py:757] ``: the path's directories are dropped).
 _TORCH_ANY = re.compile(
-    r"\[([FEWIV])(?:\d{3,4} \d\d:\d\d:\d\d\.\d{1,9})? ([\w.+-]{1,120}+:\d{1,7})\] "
-    r"|([FEWIV])\d{4} \d\d:\d\d:\d\d\.\d{6} +\d{1,20} ([\w./+-]{1,160}+:\d{1,7})\] ",
+    r"\[([FEWIV])(\d{3,4} \d\d:\d\d:\d\d\.\d{1,9})? ([\w.+-]{1,120}+:\d{1,7})\] "
+    r"|([FEWIV])(\d{4} \d\d:\d\d:\d\d\.\d{6}) +\d{1,20} ([\w./+-]{1,160}+:\d{1,7})\] ",
     re.ASCII,
 )
 
@@ -1036,13 +1036,14 @@ _LMCACHE_SOURCE = re.compile(r" (?:\x1b\[[0-9;]*m)?\(([\w.-]+\.py:\d+):[\w.<>]*\
 _TORCH_LEVEL_WORDS = {"W": "WARNING", "E": "ERROR", "F": "FATAL"}
 
 
-def torch_problem(text: str, start: int) -> tuple[str | None, str | None]:
-    """(level word, ``file:line``) of PyTorch's C++ header at ``start``; (None, None) for Info and Verbose."""
+def torch_problem(text: str, start: int) -> tuple[str | None, str | None, str | None]:
+    """(level word, ``file:line``, stamp) of PyTorch's C++ header at ``start``; no level for Info and Verbose.
+    The stamp is the header's month and day (``1125``, or ``227`` unpadded) and time."""
     m = _TORCH_ANY.match(text, start)
     if m is None:
-        return None, None
-    letter, source = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-    return _TORCH_LEVEL_WORDS.get(letter), source.rpartition("/")[2]
+        return None, None, None
+    letter, stamp, source = m.group(1, 2, 3) if m.group(1) else m.group(4, 5, 6)
+    return _TORCH_LEVEL_WORDS.get(letter), source.rpartition("/")[2], stamp
 
 
 # A level word inside a header found after a prefix.

@@ -11,6 +11,8 @@ Shapes seen in the field:
 ``2025-12-14T16:18:24.320123456Z``          docker, CRI, ``docker logs -t``,
                                             journalctl short-iso (offset optional)
 ``@1702570704320123``                       journald's ``__REALTIME_TIMESTAMP`` (µs)
+``1125 05:32:21.411251777``                 PyTorch's C++ header (``[W1125 …]``):
+                                            month (not padded) and day, no year
 ==========================================  =====================================
 
 Local times are read in the time zone the caller names (the server's).  A
@@ -96,6 +98,8 @@ class Clock:
                 when = self._without_year(stamp)
             elif stamp[2:3] == "-" and stamp[14:15] in _FRACTION_MARKS:
                 when = self._without_year_fraction(stamp)
+            elif stamp[:3].isdigit() and " " in stamp[3:5]:
+                when = self._torch(stamp)
             elif stamp[0] == "@":
                 when = datetime.fromtimestamp(int(stamp[1:]) / 1e6, UTC)
             else:
@@ -139,6 +143,14 @@ class Clock:
         if second is None:
             return None
         return second[0] + timedelta(microseconds=int(digits[:6].ljust(6, "0")))
+
+    def _torch(self, stamp: str) -> datetime | None:
+        """PyTorch's C++ header's ``MDD HH:MM:SS.fff`` (the month not padded: ``227``, ``1125``; glog pads
+        it): read as vLLM's year-less stamp with its fraction."""
+        day, _, time_of_day = stamp.partition(" ")
+        if not (day.isascii() and day.isdigit() and len(day) <= 4):
+            return None
+        return self._without_year_fraction(f"{day[:-2]:0>2}-{day[-2:]} {time_of_day}")
 
     def _without_year(self, stamp: str) -> datetime:
         month, day = int(stamp[0:2]), int(stamp[3:5])

@@ -64,6 +64,16 @@ def test_a_vllm_stamp_with_milliseconds_keeps_them_and_takes_its_year_as_any_vll
     assert clock.resolve("01-01 00:00:00.100") == datetime(2026, 1, 1, 0, 0, 0, 100000, tzinfo=TAIPEI)
 
 
+def test_pytorchs_stamp_is_read_as_a_year_less_one_its_month_padded_or_not() -> None:
+    """``[W1125 05:40:38.380832896 utils.cpp:68]``, ``[W214 …]`` (February 14th), glog's ``W0714 …``."""
+    clock = Clock(TAIPEI, datetime(2026, 3, 1, tzinfo=UTC))
+    assert isoformat(clock.resolve("1125 05:40:38.380832896")) == "2025-11-25T05:40:38.380832+08:00"
+    assert clock.resolve("214 15:20:56.973624780") == datetime(2026, 2, 14, 15, 20, 56, 973624, tzinfo=TAIPEI)
+    assert clock.resolve("0227 10:54:51.986111") == datetime(2026, 2, 27, 10, 54, 51, 986111, tzinfo=TAIPEI)
+    for stamp in ("1325 05:32:21.4", "12345 05:32:21.4", "1125 05:32:21", "2025 12:00:00.1", "1125 05:32:21.4x"):
+        assert clock.resolve(stamp) is None, stamp
+
+
 def test_text_that_is_no_timestamp_gives_none() -> None:
     clock = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
     for stamp in (
