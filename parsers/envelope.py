@@ -84,7 +84,8 @@ def engine_of_process(process_name: str) -> int | None:
 # a logging configuration that adds ``%(msecs)03d`` gives ``12-14 16:18:29.123``, kept in the stamp.
 # Header patterns have exactly one group, the stamp (empty when the header has none).
 # (Hot patterns avoid \s/\S classes and alternations: ``re`` runs them markedly slower.)
-VLLM_HEADER = r"[A-Z]+ (\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)?) \[?[^\] ]+:\d+\] "
+VLLM_STAMP = r"\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)?"
+VLLM_HEADER = rf"[A-Z]+ ({VLLM_STAMP}) \[?[^\] ]+:\d+\] "
 # Python's standard format used by programs that embed vLLM:
 # ``2025-07-08 17:24:00 - vllm.engine.metrics - INFO - ``.
 STDLIB_HEADER = re.compile(
@@ -142,7 +143,7 @@ _VLLM_ANY = re.compile(_TIMED_VLLM + "|" + _UNTIMED_VLLM, re.ASCII)
 # that ends text -- no blank, and no quote or backslash (a prompt quotes headers, escaped or not).
 GLUED_RECORD = re.compile(
     r"(?<=[^\s'\"`\\])(?:\([^()\s]{1,64}(?: [\w=.,:-]{1,64}){0,4}\) )?"
-    r"(?:" + _LEVEL + r" \d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)? \[?[\w.-]{1,128}\.(?:py|rs):\d{1,7}\] "
+    r"(?:" + _LEVEL + " " + VLLM_STAMP + r" \[?[\w.-]{1,128}\.(?:py|rs):\d{1,7}\] "
     r"|\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\] LMCache " + _LEVEL + r":)",
     re.ASCII,
 )
@@ -1026,7 +1027,7 @@ PROBLEM_LEVEL_NAMES = {
     "FATAL": "critical",
 }
 # vLLM's header at the start: the level, the stamp, the file and line.
-VLLM_PROBLEM = re.compile(r"([A-Z]+) (\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)?) \[?([^\] ]+:\d+)\] ")
+VLLM_PROBLEM = re.compile(rf"([A-Z]+) ({VLLM_STAMP}) \[?([^\] ]+:\d+)\] ")
 # LMCache's header (its colour codes before it); its line ends with ``(file.py:N:logger)``, in italics
 # where LMCache colours its lines (0.5 and later, even in files).
 LMCACHE_PROBLEM = re.compile(r"\[(\d\d\d\d-[^\]]{18})\] LMCache ([A-Z]+):")

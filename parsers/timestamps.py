@@ -38,6 +38,11 @@ RECENT_STAMPS = 64  # stamps remembered by a clock; a burst of lines repeats a f
 _FRACTION_MARKS = (".", ",")
 
 
+def _microseconds(fraction: str) -> str:
+    """A stamp's fraction of a second as six digits: datetime holds no finer (docker prints nine)."""
+    return fraction[:6].ljust(6, "0")
+
+
 class Clock:
     """Resolves one source's stamps, in order; keeps the year context between calls."""
 
@@ -126,7 +131,7 @@ class Clock:
             end = dot + 1
             while end < len(text) and text[end].isdigit():
                 end += 1
-            text = text[: dot + 1] + text[dot + 1 : end][:6].ljust(6, "0") + text[end:]
+            text = text[: dot + 1] + _microseconds(text[dot + 1 : end]) + text[end:]
         when = datetime.fromisoformat(text)
         if when.tzinfo is None:
             when = when.replace(tzinfo=self.tz)
@@ -142,7 +147,7 @@ class Clock:
         second = self._known(stamp[:14])
         if second is None:
             return None
-        return second[0] + timedelta(microseconds=int(digits[:6].ljust(6, "0")))
+        return second[0] + timedelta(microseconds=int(_microseconds(digits)))
 
     def _torch(self, stamp: str) -> datetime | None:
         """PyTorch's C++ header's ``MDD HH:MM:SS.fff`` (the month not padded: ``227``, ``1125``; glog pads
