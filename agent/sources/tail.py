@@ -52,7 +52,9 @@ from agent.supervise.rawlog import RawLog
 
 log = logging.getLogger("kvwatch.tail")
 
-READ_BLOCK = 1 << 20
+# A flow's batch is read in pieces of at most this: each piece's bytes, text and lines are freed before
+# the next is read, and the parsers' code stays warm from one piece to the next.
+READ_BLOCK = 128 << 10
 # O_NONBLOCK: opening a named pipe blocks until a writer comes, and would stop the reading of every
 # file (the thread reads them all).  A regular file's reads ignore the flag.
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
@@ -61,26 +63,23 @@ ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens
 # Seconds between cycles while lines keep coming, so that a few writes gather.  A trickle
 # (a line now and then) is read 2 ms after it comes.  A flow (once bytes come faster than
 # FLOWING_RATE a second, until they come slower than QUIET_RATE) is read in batches of about
-# FLOWING_BATCH bytes, at least MIN_ and at most MAX_FLOWING_PAUSE apart.  Each wake-up costs about
-# what a hundred lines do (after a pause the parsing runs on cold CPU caches), so at one busy
-# server's rate the number of batches, not the lines, set the cost; when many files flow, the
-# batches are large anyway and come sooner.  A cycle reads a source's files one after the other:
-# lines of two files written within one pause reach the request joiner in file order, which is
-# why it waits a moment (agent.sinks.traces.LINGER) for a request's pieces from another file.
+# FLOWING_BATCH bytes, at least MIN_ and at most MAX_FLOWING_PAUSE (mtail's poll interval) apart.
+# Each wake-up costs about what a hundred lines do (after a pause the parsing runs on cold CPU
+# caches), so at one busy server's rate the number of batches, not the lines, set the cost; the same
+# holds for a flow over many files, each bringing a line or two per cycle, where polling the files
+# (a few system calls and a hand-over each) is the cost.  When the flow is fast the batches are
+# large anyway and come sooner.  A cycle reads a source's files one after the other: lines of two
+# files written within one pause reach the request joiner in file order, which is why it waits a
+# moment (agent.sinks.traces.LINGER, longer than the longest pause) for a request's pieces from
+# another file.
 BUSY_PAUSE = 0.002
-FLOWING_BATCH = 128 << 10
+FLOWING_BATCH = 256 << 10
 MIN_FLOWING_PAUSE = 0.025
-MAX_FLOWING_PAUSE = 0.1
-# Each file read in a cycle costs a few system calls and a hand-over (about 25 µs live): when many
-# files each bring a line or two per cycle, that, not the lines, is the cost.  So the longest pause
-# grows by PAUSE_PER_FILE for every file a cycle read, up to MANY_FILES_MAX_PAUSE (mtail's poll
-# interval): from 20 to 50 files, polling them costs about the same share of a core.
-PAUSE_PER_FILE = 0.005
-MANY_FILES_MAX_PAUSE = 0.25
+MAX_FLOWING_PAUSE = 0.25
 FLOWING_RATE = 64 << 10
 QUIET_RATE = 16 << 10
 # The rate is judged over this many seconds at least: two lines read a millisecond apart are no flow
-# (a 100 ms pause after them would keep the next line of a trickle waiting).
+# (a flow's pause after them would keep the next line of a trickle waiting).
 RATE_WINDOW = 0.025
 SAVE_INTERVAL = 1.0  # seconds between saves of the read positions (and the numbers with them)
 
@@ -636,7 +635,6 @@ class Tailer:
         self.wake = threading.Event()
         self.rescan = True
         self.cycles = 0
-        self.files_read = 0  # files the last cycle read bytes from
         self.last_cycle = time.monotonic()
         self.inotify_ok = False
         self._stop = threading.Event()
@@ -726,15 +724,14 @@ class Tailer:
                 # Lines are flowing and the watcher has gone quiet (see agent.watch):
                 # look again soon, after a pause that lets a few writes gather.
                 if read < MAX_READ_PER_CYCLE:
-                    self._stop.wait(self._pause_after(read, self.files_read))
+                    self._stop.wait(self._pause_after(read))
                 self.wake.set()
             elif watcher is not None and not watcher.armed:
                 watcher.arm()
                 self.wake.set()  # and one more look, for what came between the last read and the arming
 
-    def _pause_after(self, read: int, files: int = 1) -> float:
-        """The pause before the next cycle, from the rate at which bytes have come since the last read and
-        the number of ``files`` the last cycle read."""
+    def _pause_after(self, read: int) -> float:
+        """The pause before the next cycle, from the rate at which bytes have come since the last read."""
         now = time.monotonic()
         self._window_bytes += read
         elapsed = now - self._window_began
@@ -744,8 +741,7 @@ class Tailer:
             self._window_began, self._window_bytes = now, 0
         if not self._flowing:
             return BUSY_PAUSE
-        longest = min(MANY_FILES_MAX_PAUSE, max(MAX_FLOWING_PAUSE, files * PAUSE_PER_FILE))
-        return min(longest, max(MIN_FLOWING_PAUSE, FLOWING_BATCH / self._rate))
+        return min(MAX_FLOWING_PAUSE, max(MIN_FLOWING_PAUSE, FLOWING_BATCH / self._rate))
 
     def cycle(self) -> int:
         """Read every source once; returns the bytes read."""
@@ -755,23 +751,19 @@ class Tailer:
             request()
         rescan, self.rescan = self.rescan, False
         now, wall = time.monotonic(), time.time()
-        read = files_read = 0
+        read = 0
         if rescan:
             for source in self.sources.values():
                 self._expand(source, first=False)
             self._watch_all()
         for source in list(self.sources.values()):
             for path, tailed in list(source.paths.items()):
-                got = tailed.poll(self.deliver, now, wall)
-                if got:
-                    read += got
-                    files_read += 1
+                read += tailed.poll(self.deliver, now, wall)
                 if tailed.gone() and path not in source.patterns:
                     # A file a glob found, deleted and read to its end: its series leave with it.
                     tailed.close()
                     del source.paths[path]
         self.cycles += 1
-        self.files_read = files_read
         if read:
             self._unsaved = True
         # Positions are saved at most every SAVE_INTERVAL: a save writes every source's numbers too, and a
