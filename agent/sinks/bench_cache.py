@@ -5,16 +5,23 @@ the run, every second during it (for peaks) and after it, and records, per
 server, the LMCache lookups and tokens looked up and hit in that window, their
 hit ratio, vLLM's prefix-cache and external hit rates at the end, preemptions,
 and the KV-cache usage peak.  A reading that fails leaves the run without them.
+The reading after the run waits for the run's last lines to be read: a busy
+server's log is read in batches up to a quarter of a second apart.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from agent.sinks.status import ServerStatus, Snapshot
+from agent.sources.tail import MAX_FLOWING_PAUSE
 
 SAMPLE_SECONDS = 1.0
+# Between the run's end and the last reading: twice the longest pause between two reads of a busy log,
+# so the lines the server wrote while the benchmark ended are in the window.
+SETTLE_SECONDS = 2 * MAX_FLOWING_PAUSE
 
 
 def deltas(before: ServerStatus, after: ServerStatus, kv_peak: float | None) -> dict[str, float | None]:
@@ -77,6 +84,7 @@ class CacheWindow:
             self._thread.join()
         if self.before is None:
             return {}
+        time.sleep(SETTLE_SECONDS)
         after = self._reading()
         if after is None:
             return {}
