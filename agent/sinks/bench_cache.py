@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from agent.sinks.status import ServerStatus, Snapshot
-from agent.sources.tail import MAX_FLOWING_PAUSE
+from agent.sources.pacing import MAX_FLOWING_PAUSE
 
 SAMPLE_SECONDS = 1.0
 # Between the run's end and the last reading: twice the longest pause between two reads of a busy log,

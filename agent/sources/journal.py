@@ -1,8 +1,11 @@
 """Follow a systemd unit's journal through ``journalctl --follow -o json``.
 
-Its output is kvwatch's own child's pipe (not a server's), read line by line
-into the same pipeline as a file; the JSON records are unwrapped by the
-parsers.  If journalctl exits, it is started again after a pause.
+Its output is kvwatch's own child's pipe (not a server's), read into the same
+pipeline as a file; the JSON records are unwrapped by the parsers.  A following
+journalctl writes each record as it comes, so the pipe is read as a file is
+(:mod:`agent.sources.pacing`): a trickle at once, a flow in batches, the pipe
+widened to hold one (journalctl waits while it is full; the server never does).
+If journalctl exits, it is started again after a pause.
 
 kvwatch keeps its own place: the cursor of the last record handed on (every
 record carries ``__CURSOR``), saved with the source's numbers in one atomic
@@ -14,6 +17,7 @@ at a stop, so a restarted kvwatch -- even after a SIGKILL -- resumes with
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -30,10 +34,14 @@ from agent.families import families, flag, gauge
 from agent.periodic import Periodic
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.lines import LineSplitter
+from agent.sources.pacing import READ_BLOCK, FlowPacer
 from agent.statedir import StateFile
 
 log = logging.getLogger("kvwatch.journal")
 RESTART_PAUSE = 5.0
+# journalctl's pipe holds this much (Linux's default ceiling for a user, /proc/sys/fs/pipe-max-size):
+# a flow's batch, at up to 4 MB a second.
+PIPE_BYTES = 1 << 20
 SAVE_INTERVAL = 1.0  # seconds between saves of the cursor and numbers while records come
 CURSOR = re.compile(r'"__CURSOR"\s*:\s*"([^"]+)"')
 # journalctl --output-fields (systemd 236+): records of the message and what journalctl always adds
@@ -41,6 +49,16 @@ CURSOR = re.compile(r'"__CURSOR"\s*:\s*"([^"]+)"')
 # decode (12.5 against 5.3 us a record here).
 OUTPUT_FIELDS_SINCE = 236
 _VERSION = re.compile(r"systemd (\d+)")
+
+
+def _widen_pipe(fd: int) -> int:
+    """Make the pipe hold PIPE_BYTES where the system allows; returns what it holds."""
+    with contextlib.suppress(OSError):  # above pipe-max-size: the default 64 KiB, read in more wake-ups
+        return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    except OSError:
+        return 64 << 10  # cannot tell: Linux's default
 
 
 def _takes_output_fields(journalctl: str) -> bool:
@@ -163,12 +181,8 @@ class JournalSource:
             log.warning("cannot run journalctl for %s: %s", self.follow.journal_unit, exc.strerror or exc)
             return RESTART_PAUSE
         self.running = True
-        splitter = LineSplitter(self.max_line, self.skipped)
         assert self.process.stdout is not None
-        for chunk in iter(lambda: self.process.stdout.read1(1 << 16), b""):
-            lines = splitter.feed(chunk)
-            if lines:
-                self._delivered(lines)
+        self._read(self.process.stdout.fileno())
         self.running = False
         code = self.process.wait()
         if not self._loop.stopping.is_set():
@@ -183,6 +197,23 @@ class JournalSource:
                 RESTART_PAUSE,
             )
         return RESTART_PAUSE
+
+    def _read(self, fd: int) -> None:
+        """Read journalctl's output to its end: a batch in pieces of READ_BLOCK, then the pacer's pause."""
+        capacity = _widen_pipe(fd)
+        splitter = LineSplitter(self.max_line, self.skipped)
+        pacer = FlowPacer()
+        batch = 0
+        while chunk := os.read(fd, READ_BLOCK):
+            lines = splitter.feed(chunk)
+            if lines:
+                self._delivered(lines)
+            batch += len(chunk)
+            if len(chunk) < READ_BLOCK:  # the pipe is empty: what comes next is the next batch
+                pause = pacer.pause_after(batch)
+                if batch < capacity // 2:  # else the pipe filled while we waited: no more waiting
+                    self._loop.stopping.wait(pause)
+                batch = 0
 
     def families(self) -> Iterator[Metric]:
         return families(SPECS, [([self.follow.name], self)])

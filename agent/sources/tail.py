@@ -47,40 +47,21 @@ from agent.families import counter, families, gauge
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.inotify import DirectoryWatcher
 from agent.sources.lines import LineSplitter
+from agent.sources.pacing import READ_BLOCK, FlowPacer
 from agent.sources.positions import FINGERPRINT_BYTES, Position, PositionStore, fingerprint
 from agent.supervise.rawlog import RawLog
 
 log = logging.getLogger("kvwatch.tail")
 
-# A flow's batch is read in pieces of at most this: each piece's bytes, text and lines are freed before
-# the next is read, and the parsers' code stays warm from one piece to the next.
-READ_BLOCK = 128 << 10
 # O_NONBLOCK: opening a named pipe blocks until a writer comes, and would stop the reading of every
 # file (the thread reads them all).  A regular file's reads ignore the flag.
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file cannot starve the rest
 ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
-# Seconds between cycles while lines keep coming, so that a few writes gather.  A trickle
-# (a line now and then) is read 2 ms after it comes.  A flow (once bytes come faster than
-# FLOWING_RATE a second, until they come slower than QUIET_RATE) is read in batches of about
-# FLOWING_BATCH bytes, at least MIN_ and at most MAX_FLOWING_PAUSE (mtail's poll interval) apart.
-# Each wake-up costs about what a hundred lines do (after a pause the parsing runs on cold CPU
-# caches), so at one busy server's rate the number of batches, not the lines, set the cost; the same
-# holds for a flow over many files, each bringing a line or two per cycle, where polling the files
-# (a few system calls and a hand-over each) is the cost.  When the flow is fast the batches are
-# large anyway and come sooner.  A cycle reads a source's files one after the other: lines of two
+# A cycle reads a source's files one after the other (paced by agent.sources.pacing): lines of two
 # files written within one pause reach the request joiner in file order, which is why it waits a
 # moment (agent.sinks.traces.LINGER, longer than the longest pause) for a request's pieces from
 # another file.
-BUSY_PAUSE = 0.002
-FLOWING_BATCH = 256 << 10
-MIN_FLOWING_PAUSE = 0.025
-MAX_FLOWING_PAUSE = 0.25
-FLOWING_RATE = 64 << 10
-QUIET_RATE = 16 << 10
-# The rate is judged over this many seconds at least: two lines read a millisecond apart are no flow
-# (a flow's pause after them would keep the next line of a trickle waiting).
-RATE_WINDOW = 0.025
 SAVE_INTERVAL = 1.0  # seconds between saves of the read positions (and the numbers with them)
 
 
@@ -642,11 +623,7 @@ class Tailer:
         self._watcher: DirectoryWatcher | None = None
         self._unsaved = False
         self._saved_at = 0.0
-        # The bytes read since _window_began: the rate is judged over RATE_WINDOW at least.
-        self._window_began = 0.0
-        self._window_bytes = 0
-        self._rate = 0.0
-        self._flowing = False
+        self.pacer = FlowPacer()
         self._requests: list[Callable[[], None]] = []
 
     # -- configuration (any thread) -------------------------------------------------
@@ -724,24 +701,11 @@ class Tailer:
                 # Lines are flowing and the watcher has gone quiet (see agent.watch):
                 # look again soon, after a pause that lets a few writes gather.
                 if read < MAX_READ_PER_CYCLE:
-                    self._stop.wait(self._pause_after(read))
+                    self._stop.wait(self.pacer.pause_after(read))
                 self.wake.set()
             elif watcher is not None and not watcher.armed:
                 watcher.arm()
                 self.wake.set()  # and one more look, for what came between the last read and the arming
-
-    def _pause_after(self, read: int) -> float:
-        """The pause before the next cycle, from the rate at which bytes have come since the last read."""
-        now = time.monotonic()
-        self._window_bytes += read
-        elapsed = now - self._window_began
-        if elapsed >= RATE_WINDOW:
-            self._rate = self._window_bytes / elapsed
-            self._flowing = self._rate > (QUIET_RATE if self._flowing else FLOWING_RATE)
-            self._window_began, self._window_bytes = now, 0
-        if not self._flowing:
-            return BUSY_PAUSE
-        return min(MAX_FLOWING_PAUSE, max(MIN_FLOWING_PAUSE, FLOWING_BATCH / self._rate))
 
     def cycle(self) -> int:
         """Read every source once; returns the bytes read."""

@@ -7,7 +7,7 @@ import time
 from agent.sinks import bench_cache
 from agent.sinks.bench_cache import CacheWindow
 from agent.sinks.status import ServerStatus, Snapshot
-from agent.sources.tail import MAX_FLOWING_PAUSE
+from agent.sources.pacing import MAX_FLOWING_PAUSE
 
 
 class Readings:

@@ -7,8 +7,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from agent.sources.positions import PositionStore
 from agent.sources.tail import Source, Tailer
 from tests.support.harness import wait_for
@@ -149,34 +147,6 @@ def test_a_steady_flow_is_read_in_batches_not_once_per_write(tmp_path: Path) -> 
         assert cycles < 25 * elapsed, (cycles, elapsed)
     finally:
         tailer.stop()
-
-
-def test_the_pause_follows_the_rate_bytes_come_at(monkeypatch) -> None:
-    from agent.sources import tail
-
-    clock = [1000.0]
-    monkeypatch.setattr(tail.time, "monotonic", lambda: clock[0])
-    tailer = Tailer(lambda *_: None, PositionStore(None), use_inotify=False)
-
-    def after(seconds: float, read: int) -> float:
-        clock[0] += seconds
-        return tailer._pause_after(read)
-
-    assert after(0.0, 200) == tail.BUSY_PAUSE  # the first line after a long quiet
-    assert after(0.010, 300) == tail.BUSY_PAUSE  # a trickle: 30 kB/s
-    assert after(0.001, 300) == tail.BUSY_PAUSE  # two lines a millisecond apart: no flow yet
-    assert after(0.020, 300) == tail.BUSY_PAUSE  # 900 bytes in 31 ms: still a trickle
-    # A flow is read in batches of about FLOWING_BATCH bytes, 25 to 250 ms apart.
-    assert after(0.004, 4000) == tail.BUSY_PAUSE  # 1 MB/s, but judged over RATE_WINDOW
-    assert after(0.022, 22_000) == tail.MAX_FLOWING_PAUSE  # a flow: 1 MB/s, 256 KiB in 262 ms
-    assert after(0.250, 250_000) == tail.MAX_FLOWING_PAUSE
-    assert after(0.250, 12_500) == tail.MAX_FLOWING_PAUSE  # slower, 50 kB/s: still a flow
-    assert after(0.050, 200_000) == pytest.approx(tail.FLOWING_BATCH / 4e6)  # 4 MB/s: 66 ms
-    assert after(0.050, 135_000) == pytest.approx(tail.FLOWING_BATCH / 2.7e6)  # 32 busy servers: 97 ms
-    assert after(0.030, 600_000) == tail.MIN_FLOWING_PAUSE  # 20 MB/s
-    assert after(0.500, 150) == tail.BUSY_PAUSE  # quiet again
-    assert after(0.010, 500) == tail.BUSY_PAUSE
-    assert after(0.020, 1000) == tail.BUSY_PAUSE  # 50 kB/s does not start a flow
 
 
 def test_the_directories_watched_are_where_each_file_really_is(tmp_path: Path, monkeypatch) -> None:

