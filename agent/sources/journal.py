@@ -17,7 +17,6 @@ at a stop, so a restarted kvwatch -- even after a SIGKILL -- resumes with
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -34,14 +33,11 @@ from agent.families import families, flag, gauge
 from agent.periodic import Periodic
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.lines import LineSplitter
-from agent.sources.pacing import READ_BLOCK, FlowPacer
+from agent.sources.pacing import READ_BLOCK, FlowPacer, widen_pipe
 from agent.statedir import StateFile
 
 log = logging.getLogger("kvwatch.journal")
 RESTART_PAUSE = 5.0
-# journalctl's pipe holds this much (Linux's default ceiling for a user, /proc/sys/fs/pipe-max-size):
-# a flow's batch, at up to 4 MB a second.
-PIPE_BYTES = 1 << 20
 SAVE_INTERVAL = 1.0  # seconds between saves of the cursor and numbers while records come
 CURSOR = re.compile(r'"__CURSOR"\s*:\s*"([^"]+)"')
 # journalctl --output-fields (systemd 236+): records of the message and what journalctl always adds
@@ -49,16 +45,6 @@ CURSOR = re.compile(r'"__CURSOR"\s*:\s*"([^"]+)"')
 # decode (12.5 against 5.3 us a record here).
 OUTPUT_FIELDS_SINCE = 236
 _VERSION = re.compile(r"systemd (\d+)")
-
-
-def _widen_pipe(fd: int) -> int:
-    """Make the pipe hold PIPE_BYTES where the system allows; returns what it holds."""
-    with contextlib.suppress(OSError):  # above pipe-max-size: the default 64 KiB, read in more wake-ups
-        return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    try:
-        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
-    except OSError:
-        return 64 << 10  # cannot tell: Linux's default
 
 
 def _takes_output_fields(journalctl: str) -> bool:
@@ -200,7 +186,7 @@ class JournalSource:
 
     def _read(self, fd: int) -> None:
         """Read journalctl's output to its end: a batch in pieces of READ_BLOCK, then the pacer's pause."""
-        capacity = _widen_pipe(fd)
+        capacity = widen_pipe(fd)
         splitter = LineSplitter(self.max_line, self.skipped)
         pacer = FlowPacer()
         batch = 0

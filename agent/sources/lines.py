@@ -1,4 +1,5 @@
-"""Bytes to lines: files, gzip files and stdin, read in large blocks.
+"""Bytes to lines: files, gzip files and stdin, read in large blocks; a pipe or a
+terminal as its lines come, paced as a followed file is (:mod:`agent.sources.pacing`).
 
 A file that begins with a UTF-16 byte order mark (what Windows PowerShell 5's
 ``>`` writes, ``kubectl logs pod > vllm.log`` there) is read as UTF-16 and
@@ -18,10 +19,13 @@ import codecs
 import os
 import stat
 import sys
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO
+
+from agent.sources.pacing import DEFAULT_PIPE_BYTES, READ_BLOCK, FlowPacer, widen_pipe
 
 BLOCK = 1 << 20
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
@@ -297,19 +301,8 @@ class LineReader:
 
     def batches(self) -> Iterator[list[str | None]]:
         """Lists of consecutive lines (without their ``\\n``), in order."""
-        read = self._stream.read1 if self._live and hasattr(self._stream, "read1") else self._stream.read
         feed = self._splitter.feed
-        while True:
-            size = BLOCK if self._left is None else min(BLOCK, self._left)
-            try:
-                chunk = read(size) if size else b""
-            except (OSError, EOFError) as exc:  # a failing disk or network filesystem
-                self.error = str(exc) or exc.__class__.__name__
-                break
-            if not chunk:
-                break
-            if self._left is not None:
-                self._left -= len(chunk)
+        for chunk in self._live_chunks() if self._live else self._chunks():
             batch = feed(chunk)
             if batch:
                 yield batch
@@ -317,3 +310,50 @@ class LineReader:
         last = self._splitter.finish()
         if last:
             yield last
+
+    def _chunks(self) -> Iterator[bytes]:
+        """A file's bytes (or its slice's) in blocks of BLOCK."""
+        read = self._stream.read
+        while True:
+            size = BLOCK if self._left is None else min(BLOCK, self._left)
+            chunk = self._read(read, size) if size else b""
+            if not chunk:
+                return
+            if self._left is not None:
+                self._left -= len(chunk)
+            yield chunk
+
+    def _live_chunks(self) -> Iterator[bytes]:
+        """A pipe's or a terminal's bytes as they come: a trickle at once, a flow in batches
+        (:mod:`agent.sources.pacing`).  A writer that writes line by line would otherwise wake the
+        reading for every few lines; the pipe is widened to hold a batch, so it need not wait for us."""
+        read = getattr(self._stream, "read1", self._stream.read)
+        capacity = self._pipe_capacity()
+        pacer = FlowPacer()
+        batch = 0
+        while chunk := self._read(read, READ_BLOCK):
+            yield chunk  # its lines are read before the pause
+            batch += len(chunk)
+            if len(chunk) < READ_BLOCK:  # all that has come: what comes next is the next batch
+                pause = pacer.pause_after(batch)
+                if batch < capacity // 2:  # else the pipe filled while we read: no waiting
+                    time.sleep(pause)
+                batch = 0
+
+    def _pipe_capacity(self) -> int:
+        """What the pipe the stream reads holds, widened to a batch where it is a pipe."""
+        try:
+            fd = self._stream.fileno()
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return DEFAULT_PIPE_BYTES  # a terminal: a person types no flow
+        except (OSError, ValueError, AttributeError):  # a stream recoded from one (UTF-16, gzip)
+            return DEFAULT_PIPE_BYTES
+        return widen_pipe(fd)
+
+    def _read(self, read: Callable[[int], bytes], size: int) -> bytes:
+        """``read(size)``; on a failing disk or network filesystem the error is kept and the input ends."""
+        try:
+            return read(size)
+        except (OSError, EOFError) as exc:
+            self.error = str(exc) or exc.__class__.__name__
+            return b""

@@ -9,12 +9,16 @@ line now and then) is read 2 ms after it comes.  A flow (once bytes come
 faster than FLOWING_RATE a second, until they come slower than QUIET_RATE) is
 read in batches of about FLOWING_BATCH bytes, at least MIN_ and at most
 MAX_FLOWING_PAUSE (mtail's poll interval) apart; when the flow is fast the
-batches are large anyway and come sooner.  Files (:mod:`agent.sources.tail`)
-and journalctl's pipe (:mod:`agent.sources.journal`) are paced alike.
+batches are large anyway and come sooner.  Files (:mod:`agent.sources.tail`),
+journalctl's pipe (:mod:`agent.sources.journal`) and a pipe ``kvwatch replay -``
+reads (:mod:`agent.sources.lines`) are paced alike; a pipe is widened to hold a
+batch, so that its writer need not wait while kvwatch does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import time
 
 BUSY_PAUSE = 0.002
@@ -29,6 +33,20 @@ RATE_WINDOW = 0.025
 # A batch is read in pieces of at most this: each piece's bytes, text and lines are freed before the
 # next is read, and the parsers' code stays warm from one piece to the next.
 READ_BLOCK = 128 << 10
+# What a pipe read in batches is made to hold (Linux's default ceiling for a user,
+# /proc/sys/fs/pipe-max-size): a flow's batch, at up to 4 MB a second.
+PIPE_BYTES = 1 << 20
+DEFAULT_PIPE_BYTES = 64 << 10  # Linux's default
+
+
+def widen_pipe(fd: int) -> int:
+    """Make the pipe ``fd`` reads hold PIPE_BYTES where the system allows; returns what it holds."""
+    with contextlib.suppress(OSError):  # above pipe-max-size: the default, read in more wake-ups
+        return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    except OSError:
+        return DEFAULT_PIPE_BYTES  # cannot tell (no pipe: a terminal)
 
 
 class FlowPacer:

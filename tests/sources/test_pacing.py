@@ -1,10 +1,17 @@
-"""``agent.sources.pacing``: a trickle read at once, a flow in batches (files and journalctl's pipe alike)."""
+"""``agent.sources.pacing``: a trickle read at once, a flow in batches (files, journalctl's pipe and a pipe
+``kvwatch replay -`` reads alike)."""
 
 from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
 
 import pytest
 
 from agent.sources import pacing
+from agent.sources.lines import LineReader
 from agent.sources.pacing import FlowPacer
 
 
@@ -32,3 +39,39 @@ def test_the_pause_follows_the_rate_bytes_come_at(monkeypatch) -> None:
     assert after(0.500, 150) == pacing.BUSY_PAUSE  # quiet again
     assert after(0.010, 500) == pacing.BUSY_PAUSE
     assert after(0.020, 1000) == pacing.BUSY_PAUSE  # 50 kB/s does not start a flow
+
+
+def test_a_flow_down_a_pipe_is_read_in_batches_and_the_pipe_widened_to_hold_one() -> None:
+    """``kubectl logs -f pod | kvwatch replay -``: a writer that flushes every line, 5,000 a second for a
+    second.  Every line arrives, in order, in a few dozen batches rather than one per few lines."""
+    read_end, write_end = os.pipe()
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time\n"
+            "began, sent = time.monotonic(), 0\n"
+            "while sent < 5000:\n"
+            "    while sent < min(5000, int((time.monotonic() - began) * 5000)):\n"
+            "        sent += 1\n"
+            "        os.write(1, f'line {sent} '.encode() + b'x' * 180 + b'\\n')\n"
+            "    time.sleep(0.001)\n",
+        ],
+        stdout=write_end,
+    )
+    os.close(write_end)
+    batches: list[int] = []
+    lines: list[str | None] = []
+    with os.fdopen(read_end, "rb") as stream:
+        for batch in LineReader(stream, live=True).batches():
+            if not batches:
+                capacity = fcntl.fcntl(stream.fileno(), fcntl.F_GETPIPE_SZ)
+            batches.append(len(batch))
+            lines.extend(batch)
+    assert writer.wait(timeout=60) == 0
+    assert [line.split(" ", 2)[:2] for line in lines if line] == [["line", str(n)] for n in range(1, 5001)]
+    # Read as they came, it took 914 batches here; paced, 21.
+    assert len(batches) < 100, len(batches)
+    with open("/proc/sys/fs/pipe-max-size") as limit:
+        allowed = int(limit.read()) >= pacing.PIPE_BYTES or os.geteuid() == 0
+    assert capacity == (pacing.PIPE_BYTES if allowed else pacing.DEFAULT_PIPE_BYTES)
