@@ -17,6 +17,8 @@ from parsers.events import Event, payload_fields
 from parsers.timestamps import isoformat
 
 _FIELDS_CACHE: dict[type, tuple[str, ...]] = {}
+# What json.dumps writes a string as (its default, ensure_ascii).
+_text = json.encoder.encode_basestring_ascii
 
 
 def event_record(event: Event, file: str, line: int, clock: Clock) -> dict:
@@ -45,11 +47,51 @@ def _finite(value: object) -> bool:
 
 
 def event_writer(out: TextIO, file: str) -> Callable[[Event, int, Clock], None]:
+    """Write each event as one line: ``json.dumps(event_record(...))``, the same text, built without the dict
+    and the general encoder (half the cost of an event, which is most of what ``--format events`` costs)."""
     write = out.write
-    dumps = json.dumps
+    head = ", " + _text("file") + ": " + _text(file)
+    layouts: dict[type, tuple[str, tuple[tuple[str, str], ...]]] = {}
+    # The last stamp and its "time" member: the events of a burst share a stamp.
+    last_stamp: str | None = None
+    last_time = ""
 
     def on_event(event: Event, line: int, clock: Clock) -> None:
-        write(dumps(event_record(event, file, line, clock)))
-        write("\n")
+        nonlocal last_stamp, last_time
+        layout = layouts.get(type(event))
+        if layout is None:
+            layout = layouts[type(event)] = _layout(type(event))
+        stamp = event.stamp
+        if stamp != last_stamp:
+            resolved = clock.resolve(stamp) if stamp else None
+            last_time = f', "time": {_text(isoformat(resolved))}' if resolved is not None else ""
+            last_stamp = stamp
+        parts = ['{"line": ', str(line), head, layout[0], last_time]
+        for name, key in layout[1]:
+            value = getattr(event, name)
+            if value is not None:
+                member = _member(value)
+                if member is not None:
+                    parts.append(key)
+                    parts.append(member)
+        parts.append("}\n")
+        write("".join(parts))
 
     return on_event
+
+
+def _layout(cls: type[Event]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """An event class's ``"kind"`` member and, for each payload field, its name and the text before its value."""
+    return f", {_text('kind')}: {_text(cls.kind)}", tuple((name, f", {_text(name)}: ") for name in payload_fields(cls))
+
+
+def _member(value: object) -> str | None:
+    """A field's value as json.dumps writes it, or None where the record leaves it out (see ``event_record``)."""
+    kind = type(value)
+    if kind is str:
+        return _text(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        return float.__repr__(value) if math.isfinite(value) else None
+    return json.dumps(value) if _finite(value) else None
