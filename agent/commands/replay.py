@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 _LOG_SUFFIX = re.compile(r"\.(?:log|txt|out|err|json|jsonl)(?:\.\d+)?(?:\.(?:gz|gzip))?$|\.(?:gz|gzip)$")
 
 
+# Bytes of events gathered before a write to a file or pipe.
+EVENTS_BUFFER = 1 << 16
+
+
 def server_name_for(input_name: str) -> str:
     """The ``server`` label a replayed file gets by default: its name without log/rotation suffixes."""
     if input_name == "-":
@@ -253,9 +257,7 @@ def main(args: argparse.Namespace) -> int:
         return _unmatched(opened, args.max_line_length)
 
     replay = Replay(timezone, args.max_line_length)
-    out = sys.stdout
-    if args.format == "events" and any(source.live for source in opened):
-        out.reconfigure(line_buffering=True)  # `tail -f log | kvwatch replay -f events -`: each event at once
+    out = _events_output(any(source.live for source in opened)) if args.format == "events" else sys.stdout
     builders = _read_all(replay, opened, args, tracing, out)
     status = _finish_traces(tracing, builders) if tracing is not None else EXIT_OK
     servers = list(replay.servers.values())
@@ -270,6 +272,20 @@ def main(args: argparse.Namespace) -> int:
         out.write(summary.render(servers))
     out.flush()
     return status
+
+
+def _events_output(live: bool) -> TextIO:
+    """Standard output for the events: from a live input line by line (`tail -f log | kvwatch replay -f events
+    -`: each event at once); else in blocks, also where PYTHONUNBUFFERED (which container images often set)
+    would make each event a write of its own (a third of the time, through a pipe)."""
+    if live:
+        sys.stdout.reconfigure(line_buffering=True)
+        return sys.stdout
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (an embedding program's stream)
+        return sys.stdout
+    return open(fd, "w", encoding="utf-8", buffering=EVENTS_BUFFER, closefd=False)  # flushed at the end
 
 
 def _read_all(replay: Replay, opened: list[Input], args: argparse.Namespace, tracing, out: TextIO) -> list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import io
 import json
 import os
 import re
@@ -439,3 +440,26 @@ def test_version_is_the_installed_one_and_no_command_loads_the_package_metadata(
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, cwd=ROOT, timeout=60)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stderr.decode().strip().splitlines()[-2:] == [metadata.version("kvwatch"), "False"]
+
+
+def test_events_reach_a_pipe_in_blocks_also_where_python_writes_unbuffered(monkeypatch) -> None:
+    """PYTHONUNBUFFERED (container images often set it) makes standard output write each event alone: a
+    third of ``-f events``' time through a pipe.  Events of a file are written in blocks all the same;
+    those of a live input at once."""
+    from agent.commands import replay
+
+    read_end, write_end = os.pipe()
+    unbuffered = io.TextIOWrapper(io.FileIO(write_end, "w"), write_through=True)  # what -u gives
+    monkeypatch.setattr(sys, "stdout", unbuffered)
+    try:
+        out = replay._events_output(live=False)
+        out.write(STATS * 100)
+        assert select.select([read_end], [], [], 0)[0] == []  # nothing written yet
+        out.flush()
+        assert len(os.read(read_end, 1 << 20)) == len(STATS.encode()) * 100
+        out = replay._events_output(live=True)
+        out.write(STATS)
+        assert os.read(read_end, 1 << 20) == STATS.encode()  # at once
+    finally:
+        unbuffered.close()
+        os.close(read_end)
