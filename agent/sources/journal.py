@@ -24,6 +24,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 from prometheus_client.core import Metric
@@ -33,7 +34,7 @@ from agent.families import families, flag, gauge
 from agent.periodic import Periodic
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.lines import LineSplitter
-from agent.sources.pacing import READ_BLOCK, FlowPacer, widen_pipe
+from agent.sources.pacing import paced_reads, widen_pipe
 from agent.statedir import StateFile
 
 log = logging.getLogger("kvwatch.journal")
@@ -185,21 +186,12 @@ class JournalSource:
         return RESTART_PAUSE
 
     def _read(self, fd: int) -> None:
-        """Read journalctl's output to its end: a batch in pieces of READ_BLOCK, then the pacer's pause."""
-        capacity = widen_pipe(fd)
+        """Read journalctl's output to its end, paced: a trickle at once, a flow in batches."""
         splitter = LineSplitter(self.max_line, self.skipped)
-        pacer = FlowPacer()
-        batch = 0
-        while chunk := os.read(fd, READ_BLOCK):
+        for chunk in paced_reads(partial(os.read, fd), widen_pipe(fd), self._loop.stopping.wait):
             lines = splitter.feed(chunk)
             if lines:
                 self._delivered(lines)
-            batch += len(chunk)
-            if len(chunk) < READ_BLOCK:  # the pipe is empty: what comes next is the next batch
-                pause = pacer.pause_after(batch)
-                if batch < capacity // 2:  # else the pipe filled while we waited: no more waiting
-                    self._loop.stopping.wait(pause)
-                batch = 0
 
     def families(self) -> Iterator[Metric]:
         return families(SPECS, [([self.follow.name], self)])

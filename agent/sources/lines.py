@@ -23,9 +23,10 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import BinaryIO
 
-from agent.sources.pacing import DEFAULT_PIPE_BYTES, READ_BLOCK, FlowPacer, widen_pipe
+from agent.sources.pacing import DEFAULT_PIPE_BYTES, paced_reads, widen_pipe
 
 BLOCK = 1 << 20
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
@@ -328,27 +329,11 @@ class LineReader:
         (:mod:`agent.sources.pacing`).  A writer that writes line by line would otherwise wake the
         reading for every few lines; the pipe is widened to hold a batch, so it need not wait for us."""
         read = getattr(self._stream, "read1", self._stream.read)
-        capacity = self._pipe_capacity()
-        pacer = FlowPacer()
-        batch = 0
-        while chunk := self._read(read, READ_BLOCK):
-            yield chunk  # its lines are read before the pause
-            batch += len(chunk)
-            if len(chunk) < READ_BLOCK:  # all that has come: what comes next is the next batch
-                pause = pacer.pause_after(batch)
-                if batch < capacity // 2:  # else the pipe filled while we read: no waiting
-                    time.sleep(pause)
-                batch = 0
-
-    def _pipe_capacity(self) -> int:
-        """What the pipe the stream reads holds, widened to a batch where it is a pipe."""
         try:
-            fd = self._stream.fileno()
-            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-                return DEFAULT_PIPE_BYTES  # a terminal: a person types no flow
+            capacity = widen_pipe(self._stream.fileno())  # a terminal: the default (a person types no flow)
         except (OSError, ValueError, AttributeError):  # a stream recoded from one (UTF-16, gzip)
-            return DEFAULT_PIPE_BYTES
-        return widen_pipe(fd)
+            capacity = DEFAULT_PIPE_BYTES
+        return paced_reads(partial(self._read, read), capacity, time.sleep)
 
     def _read(self, read: Callable[[int], bytes], size: int) -> bytes:
         """``read(size)``; on a failing disk or network filesystem the error is kept and the input ends."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import time
+from collections.abc import Callable, Iterator
 
 BUSY_PAUSE = 0.002
 FLOWING_BATCH = 256 << 10
@@ -71,3 +72,19 @@ class FlowPacer:
         if not self._flowing:
             return BUSY_PAUSE
         return min(MAX_FLOWING_PAUSE, max(MIN_FLOWING_PAUSE, FLOWING_BATCH / self._rate))
+
+
+def paced_reads(read: Callable[[int], bytes], capacity: int, wait: Callable[[float], object]) -> Iterator[bytes]:
+    """What ``read`` gives, in pieces of READ_BLOCK at most, until it gives nothing: a pipe's bytes as they
+    come.  A read that took all that had come ends a batch, after which ``wait`` the pacer's pause, unless
+    the batch filled half of the pipe's ``capacity`` (its writer would wait for us)."""
+    pacer = FlowPacer()
+    batch = 0
+    while chunk := read(READ_BLOCK):
+        yield chunk  # its lines are read before the pause
+        batch += len(chunk)
+        if len(chunk) < READ_BLOCK:  # all that had come: what comes next is the next batch
+            pause = pacer.pause_after(batch)
+            if batch < capacity // 2:
+                wait(pause)
+            batch = 0
