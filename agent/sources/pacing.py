@@ -60,8 +60,10 @@ class FlowPacer:
         self._rate = 0.0
         self._flowing = False
 
-    def pause_after(self, read: int) -> float:
-        """Seconds to wait before reading again, ``read`` bytes having just been read."""
+    def pause_after(self, read: int, room: int | None = None) -> float:
+        """Seconds to wait before reading again, ``read`` bytes having just been read; with ``room``, no
+        longer than the flow takes to bring that many bytes (a pipe that cannot hold a batch: its writer
+        would wait once it is full)."""
         now = time.monotonic()
         self._window_bytes += read
         elapsed = now - self._window_began
@@ -71,20 +73,22 @@ class FlowPacer:
             self._window_began, self._window_bytes = now, 0
         if not self._flowing:
             return BUSY_PAUSE
-        return min(MAX_FLOWING_PAUSE, max(MIN_FLOWING_PAUSE, FLOWING_BATCH / self._rate))
+        pause = min(MAX_FLOWING_PAUSE, max(MIN_FLOWING_PAUSE, FLOWING_BATCH / self._rate))
+        return pause if room is None else min(pause, room / self._rate)
 
 
 def paced_reads(read: Callable[[int], bytes], capacity: int, wait: Callable[[float], object]) -> Iterator[bytes]:
     """What ``read`` gives, in pieces of READ_BLOCK at most, until it gives nothing: a pipe's bytes as they
-    come.  A read that took all that had come ends a batch, after which ``wait`` the pacer's pause, unless
-    the batch filled half of the pipe's ``capacity`` (its writer would wait for us)."""
+    come.  A read that took all that had come ends a batch, after which ``wait`` the pacer's pause, as long
+    as half of the pipe's ``capacity`` takes to fill, and none after a batch that filled that much: the
+    pipe's writer never waits for us while it has room."""
     pacer = FlowPacer()
     batch = 0
     while chunk := read(READ_BLOCK):
         yield chunk  # its lines are read before the pause
         batch += len(chunk)
         if len(chunk) < READ_BLOCK:  # all that had come: what comes next is the next batch
-            pause = pacer.pause_after(batch)
-            if batch < capacity // 2:
+            pause = pacer.pause_after(batch, room=capacity // 2)
+            if batch < capacity // 2:  # else the pipe may have filled: no waiting
                 wait(pause)
             batch = 0

@@ -7,6 +7,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -39,6 +40,56 @@ def test_the_pause_follows_the_rate_bytes_come_at(monkeypatch) -> None:
     assert after(0.500, 150) == pacing.BUSY_PAUSE  # quiet again
     assert after(0.010, 500) == pacing.BUSY_PAUSE
     assert after(0.020, 1000) == pacing.BUSY_PAUSE  # 50 kB/s does not start a flow
+
+
+def test_the_pause_ends_before_a_pipe_too_small_for_a_batch_fills(monkeypatch) -> None:
+    """A pipe that could not be widened (the user's pipes already hold pipe-user-pages-soft): the pause
+    lasts no longer than the flow takes to fill the room left, so the writer never waits for kvwatch."""
+    clock = [1000.0]
+    monkeypatch.setattr(pacing.time, "monotonic", lambda: clock[0])
+    pacer = FlowPacer()
+    for read in (200, 50_000, 250_000):  # 1 MB/s
+        clock[0] += read / 1e6
+        pause = pacer.pause_after(read, room=32 << 10)
+    assert pause == pytest.approx((32 << 10) / 1e6)  # 33 ms, not 250
+    clock[0] += 0.25
+    assert pacer.pause_after(250_000, room=pacing.PIPE_BYTES // 2) == pacing.MAX_FLOWING_PAUSE
+
+
+def test_a_writer_to_a_pipe_that_could_not_be_widened_never_waits_for_the_pauses(tmp_path) -> None:
+    """A server writing its log down a pipe kvwatch reads, 1 MB a second in 200-byte lines for 1.5 s, the
+    pipe left at Linux's default 64 KiB: its writes never wait out a pause (before the pause took the
+    room into account, they waited 2.9 s in all here, up to 250 ms a write)."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, pacing.DEFAULT_PIPE_BYTES)
+    report = tmp_path / "blocked"
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time\n"
+            "line, blocked, sent = b'x' * 199 + b'\\n', 0.0, 0\n"
+            "began = time.monotonic()\n"
+            "while sent < 7500:\n"
+            "    while sent < min(7500, int((time.monotonic() - began) * 5000)):\n"
+            "        before = time.monotonic()\n"
+            "        os.write(1, line)\n"
+            "        blocked += time.monotonic() - before\n"
+            "        sent += 1\n"
+            "    time.sleep(0.001)\n"
+            "open(sys.argv[1], 'w').write(str(blocked))\n",
+            str(report),
+        ],
+        stdout=write_end,
+    )
+    os.close(write_end)
+    read = 0
+    for chunk in pacing.paced_reads(lambda size: os.read(read_end, size), pacing.DEFAULT_PIPE_BYTES, time.sleep):
+        read += len(chunk)
+    os.close(read_end)
+    assert writer.wait(timeout=60) == 0
+    assert read == 7500 * 200
+    assert float(report.read_text()) < 0.5
 
 
 def test_a_flow_down_a_pipe_is_read_in_batches_and_the_pipe_widened_to_hold_one() -> None:
