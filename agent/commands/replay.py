@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     from agent.sinks.otlp import Tracing
     from agent.sinks.traces import TraceBuilder
 
-# ``vllm.log``, ``vllm.log.1``, ``vllm.log.2.gz``, ``vllm.jsonl``: the log suffixes;
+# ``vllm.log``, ``vllm.log.1``, ``vllm.log.2.gz``, ``vllm.jsonl``: the log suffixes, and a compressor's;
 # dots elsewhere (``vllm-0.32.0.log``) belong to the name.
-_LOG_SUFFIX = re.compile(r"\.(?:log|txt|out|err|json|jsonl)(?:\.\d+)?(?:\.(?:gz|gzip))?$|\.(?:gz|gzip)$")
+_COMPRESSED = r"\.(?:gz|gzip|bz2|xz|zst|zstd)"
+_LOG_SUFFIX = re.compile(rf"\.(?:log|txt|out|err|json|jsonl)(?:\.\d+)?(?:{_COMPRESSED})?$|{_COMPRESSED}$")
 
 
 # Bytes of events gathered before a write to a file or pipe.
@@ -183,9 +184,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     replay = commands.add_parser(
         "replay",
         help="parse old logs and print metrics, events or a summary",
-        description="Parse vLLM/LMCache logs (plain, .gz, or - for stdin) and print the result.",
+        description="Parse vLLM/LMCache logs (plain, gzip, bzip2, xz or zstd, or - for stdin) and print the result.",
     )
-    replay.add_argument("inputs", nargs="+", metavar="FILE", help="log files, plain or gzip; - reads stdin")
+    replay.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="FILE",
+        help="log files, plain or compressed (gzip, bzip2, xz, zstd); - reads stdin",
+    )
     replay.add_argument(
         "--format",
         "-f",

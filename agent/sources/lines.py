@@ -1,5 +1,9 @@
-"""Bytes to lines: files, gzip files and stdin, read in large blocks; a pipe or a
+"""Bytes to lines: files, compressed files and stdin, read in large blocks; a pipe or a
 terminal as its lines come, paced as a followed file is (:mod:`agent.sources.pacing`).
+
+A gzip, bzip2, xz or zstd stream (logrotate's ``compress`` with any of its
+``compresscmd``) is told by its first bytes, whatever its name, and decompressed
+as it is read.
 
 A file that begins with a UTF-16 byte order mark (what Windows PowerShell 5's
 ``>`` writes, ``kubectl logs pod > vllm.log`` there) is read as UTF-16 and
@@ -24,58 +28,175 @@ import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
-from typing import BinaryIO
+from types import ModuleType
+from typing import BinaryIO, NamedTuple, Protocol
 
 from agent.sources.pacing import DEFAULT_PIPE_BYTES, paced_reads, widen_pipe
 
 BLOCK = 1 << 20
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
-GZIP_MAGIC = b"\x1f\x8b"
 UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
-class GzipStream:
-    """Inflates gzip members as they arrive, so a file cut off mid-member still yields all it holds.
+class Codec(NamedTuple):
+    """A compression format a log may come in, told by its first bytes (as ``file`` tells it)."""
+
+    name: str
+    new: Callable[[], Decompressor]
+
+
+class Decompressor(Protocol):
+    """What :class:`DecompressedStream` asks of a decompressor: the interface of bz2's, lzma's and zstd's."""
+
+    eof: bool
+    unused_data: bytes
+    needs_input: bool
+
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
+
+
+class _Inflater:
+    """zlib's gzip decompressor behind the interface of the others (it hands back what it did not take
+    in ``unconsumed_tail`` where they keep it)."""
+
+    def __init__(self) -> None:
+        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+
+    @property
+    def eof(self) -> bool:
+        return self._inflate.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._inflate.unused_data
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._inflate.unconsumed_tail
+
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes:
+        return self._inflate.decompress(self._inflate.unconsumed_tail or data, max_length)
+
+    def flush(self) -> bytes:
+        """What it holds of a stream cut short."""
+        return self._inflate.flush()
+
+
+def zstd_module() -> ModuleType:
+    """Python's own zstd module (3.14 on), else its backport (a dependency of kvwatch before 3.14)."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]
+    return zstd
+
+
+# Each module is imported when a stream in its format is met (a followed log is never one).
+def _bzip2_decompressor() -> Decompressor:
+    import bz2
+
+    return bz2.BZ2Decompressor()
+
+
+def _xz_decompressor() -> Decompressor:
+    import lzma
+
+    return lzma.LZMADecompressor(lzma.FORMAT_XZ)
+
+
+def _zstd_decompressor() -> Decompressor:
+    return zstd_module().ZstdDecompressor()
+
+
+GZIP = Codec("gzip", _Inflater)
+BZIP2 = Codec("bzip2", _bzip2_decompressor)
+XZ = Codec("xz", _xz_decompressor)
+ZSTD = Codec("zstd", _zstd_decompressor)
+# Formats kvwatch does not unpack: how to hand it the log instead.
+UNPACK_FIRST = {
+    b"\x04\x22\x4d\x18": "lz4-compressed, which kvwatch does not unpack: `lz4 -dc FILE | kvwatch replay -`",
+    b"PK\x03\x04": "a zip archive, which kvwatch does not unpack: `unzip -p FILE | kvwatch replay -`",
+}
+MAGIC_BYTES = 10  # the longest opening a format is told by (bzip2's)
+
+
+def codec_of(opening: bytes) -> Codec | None:
+    """The compression a stream that begins with ``opening`` is in; None for plain text.  Raises
+    :class:`InputError` for one kvwatch does not unpack."""
+    if opening.startswith(b"\x1f\x8b"):
+        return GZIP
+    if opening.startswith(b"\xfd7zXZ\x00"):
+        return XZ
+    if opening.startswith(b"\x28\xb5\x2f\xfd"):
+        try:
+            zstd_module()
+        except ImportError:
+            raise InputError(
+                "zstd-compressed, and this Python has no zstd module (pip install backports.zstd); "
+                "or: `zstd -dc FILE | kvwatch replay -`"
+            ) from None
+        return ZSTD
+    # bzip2: "BZh", the block size, then the magic of a first block or of the end of an empty stream.
+    if opening[:3] == b"BZh" and opening[3:4].isdigit() and opening[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
+        return BZIP2
+    for magic, reason in UNPACK_FIRST.items():
+        if opening.startswith(magic):
+            raise InputError(reason)
+    return None
+
+
+class DecompressedStream:
+    """Decompresses a gzip, bzip2, xz or zstd stream as it is read, so that a file cut off mid-stream
+    still yields all it holds.
 
     (``gzip.GzipFile.read`` drops the data of a call that meets a truncated
-    end.)  Concatenated members -- rotated logs joined with ``cat`` -- are read
+    end.)  Concatenated streams -- rotated logs joined with ``cat`` -- are read
     one after the other.  Each read returns at most ``BLOCK`` bytes, however
-    much a compressed block inflates to (a gzip bomb of NULs inflates a
+    much a compressed block inflates to (a bomb of NULs inflates a
     thousandfold), so memory stays bounded.  A problem is kept in ``error``
     rather than raised.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, codec: Codec) -> None:
         self._raw = raw
-        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        self._input = b""  # compressed bytes not yet inflated
-        self._in_member = False
+        self._codec = codec
+        self._decompressor = codec.new()
+        self._input = b""  # compressed bytes not yet handed to the decompressor
+        self._in_stream = False
         self.error: str | None = None
 
     def read(self, size: int = -1) -> bytes:
+        codec = self._codec
         while self.error is None:
-            if self._inflate.eof:  # a member ended: what follows it begins the next
-                self._input = self._inflate.unused_data + self._input
-                self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
-            if not self._input:
-                self._input = self._raw.read(BLOCK)
+            decompressor = self._decompressor
+            if decompressor.eof:  # a stream ended: what follows it begins the next
+                self._input = decompressor.unused_data + self._input
+                decompressor = self._decompressor = codec.new()
+            data = b""
+            if decompressor.needs_input:
                 if not self._input:
-                    if self._in_member:
-                        self.error = "gzip data cut short (the end of the file is missing)"
-                        return self._inflate.flush()
-                    return b""
-            self._in_member = True
+                    self._input = self._raw.read(BLOCK)
+                    if not self._input:
+                        return self._end()
+                data, self._input = self._input, b""
+            self._in_stream = True
             try:
-                data = self._inflate.decompress(self._input, BLOCK)
-            except zlib.error as exc:
-                self.error = f"not valid gzip data: {exc}"
+                data = decompressor.decompress(data, BLOCK)
+            except Exception as exc:  # each module raises its own class on data not in its format
+                self.error = f"not valid {codec.name} data: {exc}"
                 return b""
-            self._input = self._inflate.unconsumed_tail
-            if self._inflate.eof:
-                self._in_member = False
+            if decompressor.eof:
+                self._in_stream = False
             if data:
                 return data
         return b""
+
+    def _end(self) -> bytes:
+        if not self._in_stream:
+            return b""
+        self.error = f"{self._codec.name} data cut short (the end of the file is missing)"
+        flush = getattr(self._decompressor, "flush", None)  # zlib may still hold some of it
+        return flush() if flush is not None else b""
 
 
 class Utf16Stream:
@@ -140,16 +261,25 @@ def _is_regular(stream: BinaryIO) -> bool:
         return False
 
 
+def _codec_of(name: str, opening: bytes) -> Codec | None:
+    try:
+        return codec_of(opening)
+    except InputError as exc:
+        reason = str(exc) if name == "-" else str(exc).replace("FILE", name)
+        raise InputError(f"{name}: {reason}") from None
+
+
 def open_input(name: str) -> Input:
-    """Open a path (plain or gzip, recognised by content) or ``-`` for stdin."""
+    """Open a path (plain or compressed, recognised by content) or ``-`` for stdin."""
     if name == "-":
         stdin = sys.stdin.buffer
         now = datetime.now(UTC)
         live = not _is_regular(stdin)
-        first = stdin.peek(2)[:2] if hasattr(stdin, "peek") else b""
-        if first == GZIP_MAGIC:
-            return Input("-", GzipStream(stdin), now, live=live)
-        if first in UTF16_MARKS:
+        opening = stdin.peek(MAGIC_BYTES)[:MAGIC_BYTES] if hasattr(stdin, "peek") else b""
+        codec = _codec_of("-", opening)
+        if codec is not None:
+            return Input("-", DecompressedStream(stdin, codec), now, live=live)
+        if opening[:2] in UTF16_MARKS:
             return Input("-", Utf16Stream(stdin), now, live=live)
         return Input("-", stdin, now, live=live)
     try:
@@ -164,10 +294,15 @@ def open_input(name: str) -> Input:
         raise InputError(f"{name}: cannot open: {exc.strerror or exc}") from None
     modified = datetime.fromtimestamp(os.fstat(raw.fileno()).st_mtime, UTC)
     plain = _is_regular(raw)  # else a named pipe, or a device
-    first = raw.peek(2)[:2]
-    if first == GZIP_MAGIC:
-        return Input(name, GzipStream(raw), modified, raw.close, live=not plain)
-    if first in UTF16_MARKS:  # never read in slices: a slice's first byte may be half a character
+    opening = raw.peek(MAGIC_BYTES)[:MAGIC_BYTES]
+    try:
+        codec = _codec_of(name, opening)
+    except InputError:
+        raw.close()
+        raise
+    if codec is not None:
+        return Input(name, DecompressedStream(raw, codec), modified, raw.close, live=not plain)
+    if opening[:2] in UTF16_MARKS:  # never read in slices: a slice's first byte may be half a character
         return Input(name, Utf16Stream(raw), modified, raw.close, live=not plain)
     return Input(name, raw, modified, raw.close, name if plain else None, live=not plain)
 

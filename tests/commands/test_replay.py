@@ -1,11 +1,13 @@
-"""``kvwatch replay`` run as a real process on real files, stdin, gzip and bad input."""
+"""``kvwatch replay`` run as a real process on real files, stdin, compressed files and bad input."""
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import gzip
 import io
 import json
+import lzma
 import os
 import re
 import select
@@ -20,6 +22,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from agent.sources.lines import InputError, codec_of, zstd_module
 from tests.benchmarks.gen_log import generate
 from tests.support.harness import STATS, as_nobody
 from tests.support.lines import SAMPLES, WRAPPED_PASTE
@@ -290,6 +293,101 @@ def test_concatenated_gzip_members_are_all_read(tmp_path: Path) -> None:
     )
 
 
+# What logrotate's ``compresscmd`` may be, each with its compressor and a decompressor of what a cut file holds.
+COMPRESSORS = {
+    "gz": (gzip.compress, lambda: zlib.decompressobj(zlib.MAX_WBITS | 16)),
+    "bz2": (bz2.compress, bz2.BZ2Decompressor),
+    "xz": (lzma.compress, lzma.LZMADecompressor),
+    "zst": (lambda data: zstd_module().compress(data), lambda: zstd_module().ZstdDecompressor()),
+}
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+def test_a_compressed_log_gives_the_numbers_of_the_plain_one(lmcache_copy: Path, tmp_path: Path, suffix: str) -> None:
+    compress, _ = COMPRESSORS[suffix]
+    packed = tmp_path / f"vllm.log.2.{suffix}"
+    packed.write_bytes(compress(lmcache_copy.read_bytes()))
+    os.utime(packed, (lmcache_copy.stat().st_mtime,) * 2)
+    plain = kvwatch("replay", "-f", "prometheus", str(lmcache_copy)).stdout.decode()
+    assert metric(plain, "kvwatch_lmcache_lookups_total") == 5
+    result = kvwatch("replay", "-f", "prometheus", str(packed))
+    assert result.returncode == 0 and result.stderr == b""
+    assert result.stdout.decode() == plain  # the server label "vllm" too: the compressor's suffix is no name
+    from_stdin = kvwatch("replay", "-f", "prometheus", "-", stdin=packed.read_bytes()).stdout.decode()
+    assert from_stdin == kvwatch("replay", "-f", "prometheus", "-", stdin=lmcache_copy.read_bytes()).stdout.decode()
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+def test_concatenated_compressed_logs_are_all_read(tmp_path: Path, suffix: str) -> None:
+    compress, _ = COMPRESSORS[suffix]
+    path = tmp_path / f"two.log.{suffix}"
+    path.write_bytes(compress(LMCACHE_LOG.read_bytes()) * 2)  # cat vllm.log.1.xz vllm.log.2.xz
+    text = kvwatch("replay", "-f", "prometheus", str(path)).stdout.decode()
+    assert metric(text, "kvwatch_lmcache_lookups_total") == 10
+
+
+@pytest.mark.parametrize("suffix", ["xz", "zst"])
+def test_a_cut_compressed_log_keeps_every_line_it_holds(tmp_path: Path, suffix: str) -> None:
+    compress, decompressor = COMPRESSORS[suffix]
+    log = tmp_path / "whole.log"
+    generate(log, 20_000, style="current")  # many of the compressor's blocks: half the file holds lines
+    packed = compress(log.read_bytes())
+    cut = packed[: len(packed) // 2]
+    path = tmp_path / f"cut.log.{suffix}"
+    path.write_bytes(cut)
+    held = decompressor().decompress(cut)  # what the cut file still holds
+    assert held.count(b"\n") > 100
+    result = kvwatch("replay", "-f", "prometheus", str(path))
+    assert result.returncode == 0
+    name = {"xz": "xz", "zst": "zstd"}[suffix]
+    assert f"read stopped early: {name} data cut short" in result.stderr.decode()
+    text = result.stdout.decode()
+    assert metric(text, "kvwatch_lines_total") == held.count(b"\n") + (not held.endswith(b"\n"))
+
+
+def test_data_that_is_not_what_its_opening_says_stops_the_read_with_a_reason(tmp_path: Path) -> None:
+    path = tmp_path / "vllm.log.xz"
+    path.write_bytes(b"\xfd7zXZ\x00" + b"not xz at all\n" * 10)
+    result = kvwatch("replay", str(path))
+    assert result.returncode == 0
+    assert "read stopped early: not valid xz data" in result.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("opening", "told"),
+    [(b"\x04\x22\x4d\x18", "lz4-compressed"), (b"PK\x03\x04", "a zip archive")],
+)
+def test_a_format_kvwatch_does_not_unpack_is_refused_with_what_to_do(tmp_path: Path, opening: bytes, told: str) -> None:
+    path = tmp_path / "vllm.log.packed"
+    path.write_bytes(opening + os.urandom(200))
+    result = kvwatch("replay", str(path))
+    assert result.returncode == 2 and result.stdout == b""
+    assert f"{path}: {told}" in result.stderr.decode()
+    assert "| kvwatch replay -" in result.stderr.decode()
+    from_stdin = kvwatch("replay", "-", stdin=path.read_bytes())
+    assert from_stdin.returncode == 2 and f"-: {told}" in from_stdin.stderr.decode()
+
+
+def test_zstd_without_a_zstd_module_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where neither Python's own module (3.14 on) nor its backport can be imported: a stand-in for such an
+    environment, since this one has the backport installed."""
+    import agent.sources.lines as lines
+
+    def missing() -> None:
+        raise ImportError("no zstd here")
+
+    monkeypatch.setattr(lines, "zstd_module", missing)
+    with pytest.raises(InputError, match=r"zstd-compressed, .*pip install backports\.zstd.*zstd -dc FILE"):
+        codec_of(b"\x28\xb5\x2f\xfd" + b"\x00" * 6)
+
+
+def test_a_log_that_begins_like_a_compressor_s_magic_is_read_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "vllm.log"
+    path.write_bytes(b"BZh9 is not bzip2\n" + LMCACHE_LOG.read_bytes())
+    text = kvwatch("replay", "-f", "prometheus", str(path)).stdout.decode()
+    assert metric(text, "kvwatch_lmcache_lookups_total") == 5
+
+
 def test_parallel_slices_give_the_numbers_of_one_pass(tmp_path: Path) -> None:
     log = tmp_path / "big.log"
     generate(log, 150_000, style="current")
@@ -415,6 +513,26 @@ def test_a_gzip_bomb_is_read_in_bounded_pieces(tmp_path: Path) -> None:
             handle.write(packer.compress(zeros))
         handle.write(packer.compress(b"\n" + STATS.encode()))
         handle.write(packer.flush())
+    assert bomb.stat().st_size < 2 << 20
+    status, peak, out = _peak_rss_mib("replay", "-f", "prometheus", str(bomb))
+    assert status == 0
+    text = out.decode()
+    assert 'kvwatch_vllm_stats_lines_total{engine="0",server="bomb"} 2.0' in text
+    assert 'kvwatch_lines_skipped_total{reason="too_long",server="bomb"} 1.0' in text
+    assert peak < 200, f"peak RSS {peak:.0f} MiB"
+
+
+def test_a_zstd_bomb_is_read_in_bounded_pieces(tmp_path: Path) -> None:
+    """As the gzip bomb, in the format whose decompressor keeps what it has not yet handed out."""
+    zstd = zstd_module()
+    bomb = tmp_path / "bomb.log.zst"
+    packer = zstd.ZstdCompressor()
+    zeros = b"x" * (1 << 20)
+    with open(bomb, "wb") as handle:
+        handle.write(packer.compress(STATS.encode()))
+        for _ in range(1024):
+            handle.write(packer.compress(zeros))
+        handle.write(packer.compress(b"\n" + STATS.encode(), packer.FLUSH_FRAME))
     assert bomb.stat().st_size < 2 << 20
     status, peak, out = _peak_rss_mib("replay", "-f", "prometheus", str(bomb))
     assert status == 0
