@@ -112,12 +112,17 @@ GZIP = Codec("gzip", _Inflater)
 BZIP2 = Codec("bzip2", _bzip2_decompressor)
 XZ = Codec("xz", _xz_decompressor)
 ZSTD = Codec("zstd", _zstd_decompressor)
-# Formats kvwatch does not unpack: how to hand it the log instead.
+# Files that hold a log kvwatch does not read directly: how to hand it the log instead.
 UNPACK_FIRST = {
     b"\x04\x22\x4d\x18": "lz4-compressed, which kvwatch does not unpack: `lz4 -dc FILE | kvwatch replay -`",
     b"PK\x03\x04": "a zip archive, which kvwatch does not unpack: `unzip -p FILE | kvwatch replay -`",
+    # A journal file copied off a host (/var/log/journal/<machine>/system.journal): journalctl reads it.
+    b"LPKSHHRH": "a systemd journal file, which kvwatch does not read directly: "
+    "`journalctl --file FILE -o json | kvwatch replay -`",
 }
-MAGIC_BYTES = 10  # the longest opening a format is told by (bzip2's)
+# Bytes looked at before reading: a compressor is told by its first ten at most, a tar archive by
+# "ustar" at 257.
+OPENING = 262
 
 
 def codec_of(opening: bytes) -> Codec | None:
@@ -163,9 +168,19 @@ class DecompressedStream:
         self._decompressor = codec.new()
         self._input = b""  # compressed bytes not yet handed to the decompressor
         self._in_stream = False
+        self._peeked = b""
         self.error: str | None = None
 
+    def peek(self) -> bytes:
+        """The first bytes it decompresses to, kept for the first read."""
+        if not self._peeked:
+            self._peeked = self.read()
+        return self._peeked
+
     def read(self, size: int = -1) -> bytes:
+        if self._peeked:
+            data, self._peeked = self._peeked, b""
+            return data
         codec = self._codec
         while self.error is None:
             decompressor = self._decompressor
@@ -273,15 +288,7 @@ def open_input(name: str) -> Input:
     """Open a path (plain or compressed, recognised by content) or ``-`` for stdin."""
     if name == "-":
         stdin = sys.stdin.buffer
-        now = datetime.now(UTC)
-        live = not _is_regular(stdin)
-        opening = stdin.peek(MAGIC_BYTES)[:MAGIC_BYTES] if hasattr(stdin, "peek") else b""
-        codec = _codec_of("-", opening)
-        if codec is not None:
-            return Input("-", DecompressedStream(stdin, codec), now, live=live)
-        if opening[:2] in UTF16_MARKS:
-            return Input("-", Utf16Stream(stdin), now, live=live)
-        return Input("-", stdin, now, live=live)
+        return Input("-", _reading(name, stdin), datetime.now(UTC), live=not _is_regular(stdin))
     try:
         if os.path.isdir(name):
             raise InputError(f"{name}: is a directory")
@@ -294,17 +301,39 @@ def open_input(name: str) -> Input:
         raise InputError(f"{name}: cannot open: {exc.strerror or exc}") from None
     modified = datetime.fromtimestamp(os.fstat(raw.fileno()).st_mtime, UTC)
     plain = _is_regular(raw)  # else a named pipe, or a device
-    opening = raw.peek(MAGIC_BYTES)[:MAGIC_BYTES]
     try:
-        codec = _codec_of(name, opening)
+        stream = _reading(name, raw)
     except InputError:
         raw.close()
         raise
+    # Only the bytes of a plain file are its lines, so only they can be read in slices (a slice's
+    # first byte may be half of a UTF-16 character).
+    path = name if plain and stream is raw else None
+    return Input(name, stream, modified, raw.close, path, live=not plain)
+
+
+def _reading(name: str, raw: BinaryIO) -> BinaryIO:
+    """What to read ``raw`` through, told by its first bytes: itself, a decompressor or a recoder."""
+    opening = raw.peek(OPENING)[:OPENING] if hasattr(raw, "peek") else b""
+    codec = _codec_of(name, opening)
     if codec is not None:
-        return Input(name, DecompressedStream(raw, codec), modified, raw.close, live=not plain)
-    if opening[:2] in UTF16_MARKS:  # never read in slices: a slice's first byte may be half a character
-        return Input(name, Utf16Stream(raw), modified, raw.close, live=not plain)
-    return Input(name, raw, modified, raw.close, name if plain else None, live=not plain)
+        stream = DecompressedStream(raw, codec)
+        _refuse_archive(name, stream.peek())  # logs.tar.gz
+        return stream
+    _refuse_archive(name, opening)
+    if opening[:2] in UTF16_MARKS:
+        return Utf16Stream(raw)
+    return raw
+
+
+def _refuse_archive(name: str, opening: bytes) -> None:
+    """A tar archive (a support bundle) holds many logs, and headers between them that are no lines."""
+    if opening[257:262] == b"ustar":
+        shown = "FILE" if name == "-" else name
+        raise InputError(
+            f"{name}: a tar archive, which kvwatch does not unpack: extract it (`tar -xf {shown}`) and replay "
+            f"its logs, or `tar -xOf {shown} | kvwatch replay -` for all of them as one log"
+        )
 
 
 class LineSplitter:

@@ -14,8 +14,11 @@ import select
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import zipfile
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -353,13 +356,43 @@ def test_data_that_is_not_what_its_opening_says_stops_the_read_with_a_reason(tmp
     assert "read stopped early: not valid xz data" in result.stderr.decode()
 
 
+def _zip_archive(path: Path) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(LMCACHE_LOG, "vllm.log")
+
+
+def _tar_archive(mode: str) -> Callable[[Path], None]:
+    """A support bundle: logs in a tar archive, compressed or not."""
+
+    def write(path: Path) -> None:
+        with tarfile.open(path, mode) as archive:
+            archive.add(LMCACHE_LOG, "logs/vllm.log")
+            archive.add(LMCACHE_LOG, "logs/vllm.log.1")
+
+    return write
+
+
+def _opening_only(opening: bytes) -> Callable[[Path], None]:
+    """A stand-in where no tool here writes the format (lz4, a journal file): its opening, then bytes."""
+    return lambda path: path.write_bytes(opening + os.urandom(200))
+
+
 @pytest.mark.parametrize(
-    ("opening", "told"),
-    [(b"\x04\x22\x4d\x18", "lz4-compressed"), (b"PK\x03\x04", "a zip archive")],
+    ("write", "told"),
+    [
+        (_zip_archive, "a zip archive"),
+        (_tar_archive("w"), "a tar archive"),
+        (_tar_archive("w:gz"), "a tar archive"),
+        (_tar_archive("w:xz"), "a tar archive"),
+        (_opening_only(b"\x04\x22\x4d\x18"), "lz4-compressed"),
+        (_opening_only(b"LPKSHHRH"), "a systemd journal file"),
+    ],
 )
-def test_a_format_kvwatch_does_not_unpack_is_refused_with_what_to_do(tmp_path: Path, opening: bytes, told: str) -> None:
+def test_a_format_kvwatch_does_not_unpack_is_refused_with_what_to_do(
+    tmp_path: Path, write: Callable[[Path], None], told: str
+) -> None:
     path = tmp_path / "vllm.log.packed"
-    path.write_bytes(opening + os.urandom(200))
+    write(path)
     result = kvwatch("replay", str(path))
     assert result.returncode == 2 and result.stdout == b""
     assert f"{path}: {told}" in result.stderr.decode()
