@@ -91,6 +91,9 @@ def zstd_module() -> ModuleType:
     return zstd
 
 
+XZ_MEMORY_LIMIT = 128 << 20
+
+
 # Each module is imported when a stream in its format is met (a followed log is never one).
 def _bzip2_decompressor() -> Decompressor:
     import bz2
@@ -101,7 +104,9 @@ def _bzip2_decompressor() -> Decompressor:
 def _xz_decompressor() -> Decompressor:
     import lzma
 
-    return lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    # xz's presets decompress in at most 65 MiB; a file may ask for 1.5 GiB (its dictionary), which the
+    # output fills.  (zstd's decoder refuses windows over 128 MiB by default; bzip2 needs under 4 MiB.)
+    return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMORY_LIMIT)
 
 
 def _zstd_decompressor() -> Decompressor:
@@ -198,7 +203,7 @@ class DecompressedStream:
             try:
                 data = decompressor.decompress(data, BLOCK)
             except Exception as exc:  # each module raises its own class on data not in its format
-                self.error = f"not valid {codec.name} data: {exc}"
+                self.error = f"cannot decompress its {codec.name} data: {exc}"
                 return b""
             if decompressor.eof:
                 self._in_stream = False

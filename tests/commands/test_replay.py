@@ -353,7 +353,7 @@ def test_data_that_is_not_what_its_opening_says_stops_the_read_with_a_reason(tmp
     path.write_bytes(b"\xfd7zXZ\x00" + b"not xz at all\n" * 10)
     result = kvwatch("replay", str(path))
     assert result.returncode == 0
-    assert "read stopped early: not valid xz data" in result.stderr.decode()
+    assert "read stopped early: cannot decompress its xz data" in result.stderr.decode()
 
 
 def _zip_archive(path: Path) -> None:
@@ -375,6 +375,22 @@ def _tar_archive(mode: str) -> Callable[[Path], None]:
 def _opening_only(opening: bytes) -> Callable[[Path], None]:
     """A stand-in where no tool here writes the format (lz4, a journal file): its opening, then bytes."""
     return lambda path: path.write_bytes(opening + os.urandom(200))
+
+
+def test_an_xz_file_that_needs_more_memory_than_its_presets_is_refused(tmp_path: Path) -> None:
+    """A 256 MiB dictionary (xz's presets use at most 64 MiB), which the output would fill.  Compressed in a
+    process of its own: the compressor's memory would stay in this one's, and in the peak RSS its children
+    inherit at their start."""
+    path = tmp_path / "vllm.log.xz"
+    compress = (
+        "import lzma, sys; filters = [{'id': lzma.FILTER_LZMA2, 'dict_size': 256 << 20}]; "
+        "sys.stdout.buffer.write(lzma.compress(sys.stdin.buffer.read(), format=lzma.FORMAT_XZ, filters=filters))"
+    )
+    packed = subprocess.run([sys.executable, "-c", compress], input=LMCACHE_LOG.read_bytes(), capture_output=True)
+    path.write_bytes(packed.stdout)
+    result = kvwatch("replay", str(path))
+    assert result.returncode == 0
+    assert "read stopped early: cannot decompress its xz data: Memory usage limit" in result.stderr.decode()
 
 
 @pytest.mark.parametrize(
