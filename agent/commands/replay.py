@@ -19,7 +19,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, positive_int
-from agent.config import TRACE_PROTOCOLS
+from agent.config import TRACE_PROTOCOLS, PodsConfig
 from agent.families import RenderedAtScrape, exposition
 from agent.pipeline import read_into, read_unmatched
 from agent.sinks import summary
@@ -28,6 +28,7 @@ from agent.sinks.prometheus import registry_for
 from agent.sinks.stats import ServerStats
 from agent.sinks.unmatched import UnmatchedShapes
 from agent.sources.lines import BLOCK, DEFAULT_MAX_LINE, Input, InputError, open_input
+from agent.sources.names import COMPRESSED_SUFFIXES, ROTATION_COUNT, ROTATION_DATE
 from agent.timezones import resolve_timezone
 from parsers import Clock
 from parsers.events import Event
@@ -36,10 +37,24 @@ if TYPE_CHECKING:
     from agent.sinks.otlp import Tracing
     from agent.sinks.traces import TraceBuilder
 
-# ``vllm.log``, ``vllm.log.1``, ``vllm.log.2.gz``, ``vllm.jsonl``: the log suffixes, and a compressor's;
-# dots elsewhere (``vllm-0.32.0.log``) belong to the name.
-_COMPRESSED = r"\.(?:gz|gzip|bz2|xz|zst|zstd)"
-_LOG_SUFFIX = re.compile(rf"\.(?:log|txt|out|err|json|jsonl)(?:\.\d+)?(?:{_COMPRESSED})?$|{_COMPRESSED}$")
+# ``vllm.log``, ``vllm.log.1``, ``vllm.log-20261204.xz``, ``vllm-20261204.log``, ``vllm.jsonl``: the log
+# suffixes, a rotation's and a compressor's; dots elsewhere (``vllm-0.32.0.log``) belong to the name.
+_EXTENSION = r"\.(?:log|txt|out|err|json|jsonl)"
+_DATE = rf"[-_.](?:{ROTATION_DATE.pattern})"
+_COMPRESSED = "|".join(re.escape(suffix) for suffix in COMPRESSED_SUFFIXES)
+_LOG_SUFFIX = re.compile(
+    rf"(?:{_EXTENSION}(?:\.{ROTATION_COUNT.pattern}|{_DATE})?|{_DATE}{_EXTENSION})?(?:{_COMPRESSED})?$"
+)
+# Where the kubelet (/var/log/pods, and its links in /var/log/containers) and OpenShift's must-gather keep a
+# container's log, the file is named by a restart count or ``current``: the path names the pod, and the
+# label is the one a [[pods]] table gives.
+_POD_LOG_PATHS = (
+    re.compile(r"/(?P<namespace>[^/_]+)_(?P<pod>[^/_]+)_[^/_]+/(?P<container>[^/]+)/\d+\.log[^/]*$"),
+    re.compile(r"/(?P<pod>[^/_]+)_(?P<namespace>[^/_]+)_(?P<container>[^/_]+)-[0-9a-f]{64}\.log[^/]*$"),
+    re.compile(r"/namespaces/(?P<namespace>[^/]+)/pods/(?P<pod>[^/]+)/(?P<container>[^/]+)/[^/]+/logs/[^/]+$"),
+)
+# Docker's json-file driver (/var/lib/docker/containers/ID/ID-json.log): the short id ``docker ps`` shows.
+_DOCKER_LOG = re.compile(r"(?:^|/)(?P<id>[0-9a-f]{12})[0-9a-f]{52}-json\.log[^/]*$")
 
 
 # Bytes of events gathered before a write to a file or pipe.
@@ -47,9 +62,18 @@ EVENTS_BUFFER = 1 << 16
 
 
 def server_name_for(input_name: str) -> str:
-    """The ``server`` label a replayed file gets by default: its name without log/rotation suffixes."""
+    """The ``server`` label a replayed file gets by default: its name without log, rotation and compression
+    suffixes, or what a container runtime's path says of it."""
     if input_name == "-":
         return "stdin"
+    path = os.path.abspath(input_name)
+    for layout in _POD_LOG_PATHS:
+        m = layout.search(path)
+        if m is not None:
+            return PodsConfig.name.format(**m.groupdict())
+    m = _DOCKER_LOG.search(path)
+    if m is not None:
+        return m.group("id")
     base = _LOG_SUFFIX.sub("", os.path.basename(input_name))
     return base or "replay"
 

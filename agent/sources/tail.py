@@ -34,7 +34,6 @@ import contextlib
 import glob
 import logging
 import os
-import re
 import stat
 import threading
 import time
@@ -47,6 +46,7 @@ from agent.families import counter, families, gauge
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.inotify import DirectoryWatcher
 from agent.sources.lines import LineSplitter
+from agent.sources.names import COMPRESSED_SUFFIXES, ROTATION_COUNT, ROTATION_DATE
 from agent.sources.pacing import READ_BLOCK, FlowPacer
 from agent.sources.positions import FINGERPRINT_BYTES, Position, PositionStore, fingerprint
 from agent.supervise.rawlog import RawLog
@@ -744,7 +744,7 @@ class Tailer:
             for name in names:
                 if name in source.paths or (glob.has_magic(pattern) and os.path.isdir(name)):
                     continue  # a directory a glob finds is passed over; one named alone is reported
-                if glob.has_magic(pattern) and (name.endswith(ROTATED_SUFFIXES) or _is_rotated_copy(name)):
+                if glob.has_magic(pattern) and (name.endswith(COMPRESSED_SUFFIXES) or _is_rotated_copy(name)):
                     continue  # compressed (not readable as it grows), or a copy already read as the file
                 rotated = source.rotate_bytes and name in source.raw_logs
                 raw_log = RawLog(name, source.rotate_bytes, source.backups) if rotated else None
@@ -963,21 +963,10 @@ def _identity(position: Position) -> tuple:
     return (position.dev, position.ino, position.offset, position.fp_len, position.fp)
 
 
-ROTATED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")  # compressed: not read live
-
-
 def _is_rotated_name(name: str, base: str) -> bool:
     """``app.log.1`` or ``app.log-20261202`` beside ``app.log``, not yet compressed."""
     after = name[len(base) : len(base) + 1]
-    return after in (".", "-") and name.startswith(base) and not name.endswith(ROTATED_SUFFIXES)
-
-
-# What a rotation adds to a log's name: a count after a dot (``app.log.1``: logrotate, Python's
-# RotatingFileHandler), or a date, possibly with a time or a count (``app.log-20261202``: logrotate's
-# ``dateext``, the default on RHEL and Fedora; ``app.log.2026-12-02_14-00-00``: Python's
-# TimedRotatingFileHandler; ``-2026120214``, ``-20261202-1733097600`` as a ``dateformat`` says).
-_ROTATION_COUNT = re.compile(r"\d{1,6}")
-_ROTATION_DATE = re.compile(r"\d{4}[-_.]?\d\d[-_.]?\d\d(?:[-_.T:]?\d{1,10}){0,4}")
+    return after in (".", "-") and name.startswith(base) and not name.endswith(COMPRESSED_SUFFIXES)
 
 
 def _is_rotated_copy(name: str) -> bool:
@@ -994,8 +983,8 @@ def _is_rotated_copy(name: str) -> bool:
             if separator not in ".-_":
                 continue
             rest = text[i + 1 :]
-            marked = _ROTATION_DATE.fullmatch(rest) is not None or (
-                separator == "." and _ROTATION_COUNT.fullmatch(rest) is not None
+            marked = ROTATION_DATE.fullmatch(rest) is not None or (
+                separator == "." and ROTATION_COUNT.fullmatch(rest) is not None
             )
             if marked and os.path.isfile(text[:i] + after):
                 return True

@@ -25,6 +25,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from agent.commands.replay import server_name_for
 from agent.sources.lines import InputError, codec_of, zstd_module
 from tests.benchmarks.gen_log import generate
 from tests.support.harness import STATS, as_nobody
@@ -146,6 +147,46 @@ def test_stdin_and_gzip_give_the_same_numbers(lmcache_copy: Path, tmp_path: Path
     assert zipped_stdin == from_stdin
     events = kvwatch("replay", "-f", "events", "-", stdin=lmcache_copy.read_bytes()).stdout.decode()
     assert json.loads(events.splitlines()[0])["file"] == "-"
+
+
+CONTAINER_ID = "0f1e2d3c4b5a" + "9" * 52
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("vllm.log", "vllm"),
+        ("logs/vllm.log.1", "vllm"),
+        ("vllm.log.2.gz", "vllm"),
+        ("vllm.log-20261204", "vllm"),  # logrotate's dateext
+        ("vllm.log-20261204.xz", "vllm"),
+        ("vllm.log.2026-12-04_14-00-00", "vllm"),  # Python's TimedRotatingFileHandler
+        ("vllm-20261204.log.zst", "vllm"),  # logrotate's "extension .log"
+        ("vllm-0.32.0.log", "vllm-0.32.0"),  # a version is part of the name
+        ("gpu0.jsonl", "gpu0"),
+        ("/var/log/pods/llm_vllm-0_7f0c5a8e-1111-2222-3333-444455556666/vllm/0.log", "llm/vllm-0/vllm"),
+        ("/var/log/pods/llm_vllm-0_7f0c5a8e-1111/vllm/2.log.20261204-101010.gz", "llm/vllm-0/vllm"),
+        (f"/var/log/containers/vllm-0_llm_vllm-{'a' * 64}.log", "llm/vllm-0/vllm"),
+        (
+            "/tmp/must-gather.local.5/quay-io-image/namespaces/llm/pods/vllm-0/vllm/vllm/logs/previous.log",
+            "llm/vllm-0/vllm",
+        ),
+        (f"/var/lib/docker/containers/{CONTAINER_ID}/{CONTAINER_ID}-json.log.1", "0f1e2d3c4b5a"),
+        ("-", "stdin"),
+    ],
+)
+def test_a_file_is_labelled_with_the_server_its_name_or_path_tells(name: str, label: str) -> None:
+    assert server_name_for(name) == label
+
+
+def test_a_pod_s_logs_under_the_kubelet_s_layout_are_one_server(tmp_path: Path) -> None:
+    """The kubelet names a container's log by its restart count: ``0.log``, ``1.log`` are one pod's."""
+    container = tmp_path / "var" / "log" / "pods" / "llm_vllm-0_7f0c5a8e-1111" / "vllm"
+    container.mkdir(parents=True)
+    shutil.copy(LMCACHE_LOG, container / "0.log")
+    (container / "1.log.20261204-101010.gz").write_bytes(gzip.compress(LMCACHE_LOG.read_bytes()))
+    text = kvwatch("replay", "-f", "prometheus", str(container / "0.log"), str(container / "1.log.20261204-101010.gz"))
+    assert metric(text.stdout.decode(), "kvwatch_lmcache_lookups_total", server="llm/vllm-0/vllm") == 10
 
 
 def test_a_log_saved_as_utf_16_gives_the_numbers_of_its_utf_8_copy(lmcache_copy: Path, tmp_path: Path) -> None:
