@@ -296,7 +296,7 @@ def open_input(name: str) -> Input:
         return Input("-", _reading(name, stdin), datetime.now(UTC), live=not _is_regular(stdin))
     try:
         if os.path.isdir(name):
-            raise InputError(f"{name}: is a directory")
+            raise InputError(f"{name}: is a directory (give the logs in it: {os.path.join(name, '*.log')})")
         raw = open(name, "rb")  # noqa: SIM115 - closed by Input.close
     except FileNotFoundError:
         raise InputError(f"{name}: no such file") from None

@@ -219,7 +219,7 @@ def test_several_files_one_server(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("missing.log", "no such file"), (".", "is a directory")],
+    [("missing.log", "no such file"), (".", "is a directory (give the logs in it: ./*.log)")],
 )
 def test_unreadable_inputs_exit_2_with_one_line(tmp_path: Path, name: str, message: str) -> None:
     result = kvwatch("replay", str(LMCACHE_LOG), name, cwd=tmp_path)
