@@ -27,8 +27,8 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-# promtool (package prometheus), mtail, GNU time, systemd-analyze, openssl and chromium (the status page's
-# browser test), when missing.
+# promtool (package prometheus), mtail, GNU time, systemd-analyze, openssl, chromium (the status page's
+# browser test), logrotate and the compressors it may be told to use (replay's test of rotated logs), when missing.
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
@@ -39,6 +39,10 @@ system-deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	[ -x /usr/sbin/logrotate ] || command -v logrotate >/dev/null || missing="$$missing logrotate"; \
+	command -v xz >/dev/null || missing="$$missing xz-utils"; \
+	command -v zstd >/dev/null || missing="$$missing zstd"; \
+	command -v bzip2 >/dev/null || missing="$$missing bzip2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; \

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -359,6 +360,47 @@ def test_a_compressed_log_gives_the_numbers_of_the_plain_one(lmcache_copy: Path,
     assert result.stdout.decode() == plain  # the server label "vllm" too: the compressor's suffix is no name
     from_stdin = kvwatch("replay", "-f", "prometheus", "-", stdin=packed.read_bytes()).stdout.decode()
     assert from_stdin == kvwatch("replay", "-f", "prometheus", "-", stdin=lmcache_copy.read_bytes()).stdout.decode()
+
+
+# logrotate's compresscmd -> the extension it is given.
+LOGROTATE_COMPRESSORS = {"gzip": ".gz", "bzip2": ".bz2", "xz": ".xz", "zstd": ".zst"}
+
+
+# logrotate is in /usr/sbin, which a user's PATH may leave out.
+LOGROTATE = shutil.which("logrotate", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+
+
+@pytest.mark.skipif(LOGROTATE is None, reason="logrotate is missing (make test installs it)")
+@pytest.mark.parametrize(("command", "naming"), [*((c, "numbered") for c in LOGROTATE_COMPRESSORS), ("xz", "dateext")])
+def test_a_log_rotated_and_compressed_by_logrotate_is_read_whole_as_one_server(
+    tmp_path: Path, command: str, naming: str
+) -> None:
+    """The real logrotate, with each compressor it may be told to use: the rotated copies and the live file
+    together are the one server's lines."""
+    compressor = shutil.which(command)
+    if compressor is None:
+        pytest.skip(f"{command} is missing (make test installs it)")
+    log = tmp_path / "vllm.log"
+    conf = tmp_path / "logrotate.conf"
+    # dateformat with seconds: two rotations a second apart get two names.
+    dated = "dateext\n    dateformat -%Y%m%d-%s\n" if naming == "dateext" else ""
+    conf.write_text(
+        f"{log} {{\n    rotate 10\n    compress\n    nodelaycompress\n    compresscmd {compressor}\n"
+        f"    compressext {LOGROTATE_COMPRESSORS[command]}\n    {dated}}}\n"
+    )
+    for rotation in range(2):
+        if rotation:
+            time.sleep(1.1)
+        shutil.copy(LMCACHE_LOG, log)
+        subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "state"), str(conf)], check=True, timeout=60)
+    shutil.copy(LMCACHE_LOG, log)  # written on after the rotations
+    files = sorted(tmp_path.glob("vllm.log*"))
+    rotated = [f for f in files if f != log]
+    assert len(rotated) == 2 and all(f.name.endswith(LOGROTATE_COMPRESSORS[command]) for f in rotated), files
+    result = kvwatch("replay", "-f", "prometheus", *map(str, files))
+    assert result.returncode == 0 and result.stderr == b""
+    assert metric(result.stdout.decode(), "kvwatch_lmcache_lookups_total", server="vllm") == 15
+    assert "server=" not in result.stdout.decode().replace('server="vllm"', "")
 
 
 @pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
