@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -647,3 +648,79 @@ def test_a_file_renamed_away_and_back_is_read_on_not_again(tmp_path: Path) -> No
     append(log, "three\n")
     tailer.cycle()
     assert got.text == ["one", "two", "three"]
+
+
+# logrotate is in /usr/sbin, which a user's PATH may leave out.
+LOGROTATE = shutil.which("logrotate", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+
+
+def _logrotate(tmp_path: Path, log: Path, options: str) -> None:
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(f"{log} {{\n    rotate 5\n{options}}}\n")
+    subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "state"), str(conf)], check=True, timeout=60)
+
+
+@pytest.mark.skipif(LOGROTATE is None, reason="logrotate is missing (make test installs it)")
+@pytest.mark.parametrize("compressor", ["gzip", "xz", "zstd"])
+def test_logrotate_create_with_delayed_compression_under_a_glob_reads_each_line_once(
+    tmp_path: Path, compressor: str
+) -> None:
+    """The real logrotate, twice, as Debian's configurations have it (``create``, ``compress``,
+    ``delaycompress``): the writer finishes the renamed file, then writes the new one; the glob also finds
+    the rotated copy (``a.log.1``) and the compressed ones (``a.log.2.gz``), none of which is read anew."""
+    if shutil.which(compressor) is None:
+        pytest.skip(f"{compressor} is missing (make test installs it)")
+    log = tmp_path / "a.log"
+    log.write_text("")
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "a.log*"))
+    options = f"    create\n    compress\n    delaycompress\n    compresscmd {shutil.which(compressor)}\n"
+    expected: list[str] = []
+    for rotation in range(3):
+        with open(log, "a", encoding="utf-8") as writer:  # the server's descriptor
+            writer.write(lines(f"r{rotation}", 3))
+            writer.flush()
+            expected += [f"r{rotation} {i}" for i in range(3)]
+            tailer.cycle()
+            _logrotate(tmp_path, log, options)
+            writer.write(lines(f"late{rotation}", 2))  # still to the renamed file, until it reopens
+            writer.flush()
+            expected += [f"late{rotation} {i}" for i in range(2)]
+            tailer.rescan = True
+            tailer.cycle()
+    append(log, "last\n")
+    tailer.rescan = True
+    tailer.cycle()
+    assert got.text == [*expected, "last"]
+    suffix = {"gzip": ".gz", "xz": ".xz", "zstd": ".zst"}[compressor]  # logrotate's own choice of extension
+    assert sorted(p.name for p in tmp_path.glob("a.log*")) == [
+        "a.log",
+        "a.log.1",
+        f"a.log.2{suffix}",
+        f"a.log.3{suffix}",
+    ]
+    assert list(tailer.snapshot()["s"]) == [str(log)]
+
+
+@pytest.mark.skipif(LOGROTATE is None, reason="logrotate is missing (make test installs it)")
+def test_logrotate_copytruncate_with_compression_under_a_glob_reads_each_line_once(tmp_path: Path) -> None:
+    """The real logrotate's ``copytruncate``: the writer never reopens; the copy, compressed at once, holds
+    lines already read, and the file goes on from its start."""
+    log = tmp_path / "a.log"
+    log.write_text("")
+    tailer, got = make_tailer(tmp_path, str(tmp_path / "a.log*"))
+    expected: list[str] = []
+    with open(log, "a", encoding="utf-8") as writer:  # opened once, in append mode, as a server's stdout is
+        for rotation in range(3):
+            writer.write(lines(f"r{rotation}", 3))
+            writer.flush()
+            expected += [f"r{rotation} {i}" for i in range(3)]
+            tailer.cycle()  # read before the copy: lines written between a copy and its truncation are lost
+            _logrotate(tmp_path, log, "    copytruncate\n    compress\n")
+            writer.write(lines(f"after{rotation}", 2))
+            writer.flush()
+            expected += [f"after{rotation} {i}" for i in range(2)]
+            tailer.rescan = True
+            tailer.cycle()
+    assert got.text == expected
+    assert sorted(p.name for p in tmp_path.glob("a.log*")) == ["a.log", "a.log.1.gz", "a.log.2.gz", "a.log.3.gz"]
+    assert tailer.snapshot()["s"][str(log)].truncations == 3
