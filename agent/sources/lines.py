@@ -117,27 +117,51 @@ GZIP = Codec("gzip", _Inflater)
 BZIP2 = Codec("bzip2", _bzip2_decompressor)
 XZ = Codec("xz", _xz_decompressor)
 ZSTD = Codec("zstd", _zstd_decompressor)
-# Files that hold a log kvwatch does not read directly: how to hand it the log instead.
+CODECS = {codec.name: codec for codec in (GZIP, BZIP2, XZ, ZSTD)}
+# Packed forms kvwatch does not read: how to hand it the log instead.
 UNPACK_FIRST = {
-    b"\x04\x22\x4d\x18": "lz4-compressed, which kvwatch does not unpack: `lz4 -dc FILE | kvwatch replay -`",
-    b"PK\x03\x04": "a zip archive, which kvwatch does not unpack: `unzip -p FILE | kvwatch replay -`",
-    # A journal file copied off a host (/var/log/journal/<machine>/system.journal): journalctl reads it.
-    b"LPKSHHRH": "a systemd journal file, which kvwatch does not read directly: "
-    "`journalctl --file FILE -o json | kvwatch replay -`",
+    "lz4": "lz4-compressed, which kvwatch does not unpack: `lz4 -dc FILE | kvwatch replay -`",
+    "zip": "a zip archive, which kvwatch does not unpack: `unzip -p FILE | kvwatch replay -`",
 }
+# A journal file copied off a host (/var/log/journal/<machine>/system.journal): journalctl reads it.
+JOURNAL_FILE = b"LPKSHHRH"
+JOURNAL_REASON = (
+    "a systemd journal file, which kvwatch does not read directly: `journalctl --file FILE -o json | kvwatch replay -`"
+)
+_OPENINGS = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+    (b"PK\x03\x04", "zip"),
+)
 # Bytes looked at before reading: a compressor is told by its first ten at most, a tar archive by
 # "ustar" at 257.
 OPENING = 262
 
 
+def packed_format(opening: bytes) -> str | None:
+    """The compression (or zip archive) a stream that begins with ``opening`` is in; None for text."""
+    for magic, name in _OPENINGS:
+        if opening.startswith(magic):
+            return name
+    # bzip2: "BZh", the block size, then the magic of a first block or of the end of an empty stream.
+    if opening[:3] == b"BZh" and opening[3:4].isdigit() and opening[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
+        return "bzip2"
+    return None
+
+
 def codec_of(opening: bytes) -> Codec | None:
-    """The compression a stream that begins with ``opening`` is in; None for plain text.  Raises
-    :class:`InputError` for one kvwatch does not unpack."""
-    if opening.startswith(b"\x1f\x8b"):
-        return GZIP
-    if opening.startswith(b"\xfd7zXZ\x00"):
-        return XZ
-    if opening.startswith(b"\x28\xb5\x2f\xfd"):
+    """How to decompress a stream that begins with ``opening``; None for plain text.  Raises
+    :class:`InputError` for a form kvwatch does not read."""
+    name = packed_format(opening)
+    if name is None:
+        if opening.startswith(JOURNAL_FILE):
+            raise InputError(JOURNAL_REASON)
+        return None
+    if name in UNPACK_FIRST:
+        raise InputError(UNPACK_FIRST[name])
+    if name == "zstd":
         try:
             zstd_module()
         except ImportError:
@@ -145,14 +169,7 @@ def codec_of(opening: bytes) -> Codec | None:
                 "zstd-compressed, and this Python has no zstd module (pip install backports.zstd); "
                 "or: `zstd -dc FILE | kvwatch replay -`"
             ) from None
-        return ZSTD
-    # bzip2: "BZh", the block size, then the magic of a first block or of the end of an empty stream.
-    if opening[:3] == b"BZh" and opening[3:4].isdigit() and opening[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
-        return BZIP2
-    for magic, reason in UNPACK_FIRST.items():
-        if opening.startswith(magic):
-            raise InputError(reason)
-    return None
+    return CODECS[name]
 
 
 class DecompressedStream:

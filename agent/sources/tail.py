@@ -45,7 +45,7 @@ from prometheus_client.core import Metric
 from agent.families import counter, families, gauge
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.inotify import DirectoryWatcher
-from agent.sources.lines import LineSplitter
+from agent.sources.lines import LineSplitter, packed_format
 from agent.sources.names import COMPRESSED_SUFFIXES, ROTATION_COUNT, ROTATION_DATE
 from agent.sources.pacing import READ_BLOCK, FlowPacer
 from agent.sources.positions import FINGERPRINT_BYTES, Position, PositionStore, fingerprint
@@ -53,6 +53,7 @@ from agent.supervise.rawlog import RawLog
 
 log = logging.getLogger("kvwatch.tail")
 
+PACKED_OPENING = 10  # the bytes that tell a compressed file (bzip2's opening is the longest)
 # O_NONBLOCK: opening a named pipe blocks until a writer comes, and would stop the reading of every
 # file (the thread reads them all).  A regular file's reads ignore the flag.
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
@@ -188,6 +189,11 @@ class TailedPath:
         if not stat.S_ISREG(st.st_mode):  # not a log (yet): looked at again at the next poll
             os.close(fd)
             self._report_not_a_file(st.st_mode)
+            return
+        packed = packed_format(os.pread(fd, PACKED_OPENING, 0))
+        if packed is not None:  # a rotated copy named alone (a glob passes them over): never written to
+            os.close(fd)
+            self._note_error(f"{packed} data, not a log being written: `kvwatch replay` reads it", "not_a_file")
             return
         self.error = None
         if self._read_elsewhere(fd, (st.st_dev, st.st_ino)):
@@ -914,8 +920,9 @@ PATH_SPECS = (
         "1 while a followed file cannot be read (permission_denied, not_a_file, read_error); retried.",
         _read_error,
         labels="path reason",
-        doc="1 while a followed file cannot be read (`permission_denied`; `not_a_file`: a directory, or a named "
-        "pipe, socket or device, which has no position to follow; `read_error`); retried every poll",
+        doc="1 while a followed file cannot be read (`permission_denied`; `not_a_file`: a directory, a named "
+        "pipe, socket or device, which has no position to follow, or a compressed file; `read_error`); retried "
+        "every poll",
     ),
 )
 # Series of a supervised server's raw log, which the reader rotates.

@@ -5,6 +5,9 @@ Each test drives :meth:`Tailer.cycle` by hand (no thread, no timing).
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import shutil
 import subprocess
@@ -632,6 +635,36 @@ def test_a_path_that_names_a_named_pipe_is_an_error_and_the_other_files_are_read
     tailer.cycle()
     tailer.cycle()
     assert got.text == ["one", "now a file"]
+    assert tailer.errors() == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "compress", "told"),
+    [
+        ("vllm.log.1.gz", gzip.compress, "gzip data"),
+        ("vllm.log.2.xz", lzma.compress, "xz data"),
+        ("vllm.log.3.bz2", bz2.compress, "bzip2 data"),
+    ],
+)
+def test_a_compressed_file_named_alone_is_an_error_not_lines_of_garbage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, compress: Callable[[bytes], bytes], told: str
+) -> None:
+    """A rotated copy named in ``paths`` (a glob passes them over) is never written to: its bytes are no
+    lines.  Reported as a file that cannot be followed; read once the path names a log again."""
+    packed = tmp_path / name
+    packed.write_bytes(compress(b"INFO 12-14 16:18:29 [x] one\n" * 100))
+    log = tmp_path / "b.log"
+    log.write_text("one\n")
+    tailer, got = make_tailer(tmp_path, str(packed), str(log))
+    tailer.cycle()
+    assert got.lines == ["one"]  # nothing of the compressed file, not even skipped lines (None)
+    assert tailer.errors() == {"s": {str(packed): "not_a_file"}}
+    assert f"{told}, not a log being written: `kvwatch replay` reads it" in caplog.text
+    packed.unlink()
+    packed.write_text("now a log\n")
+    tailer.cycle()
+    tailer.cycle()
+    assert got.text == ["one", "now a log"]
     assert tailer.errors() == {}
 
 
