@@ -135,8 +135,8 @@ _OPENINGS = (
     (b"\x04\x22\x4d\x18", "lz4"),
     (b"PK\x03\x04", "zip"),
 )
-# Bytes looked at before reading: a compressor is told by its first ten at most, a tar archive by
-# "ustar" at 257.
+PACKED_OPENING = 10  # the bytes that tell a packed form (bzip2's opening is the longest)
+# Bytes looked at before reading: a tar archive is told by "ustar" at 257.
 OPENING = 262
 
 

@@ -45,7 +45,7 @@ from prometheus_client.core import Metric
 from agent.families import counter, families, gauge
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.inotify import DirectoryWatcher
-from agent.sources.lines import LineSplitter, packed_format
+from agent.sources.lines import PACKED_OPENING, LineSplitter, packed_format
 from agent.sources.names import COMPRESSED_SUFFIXES, ROTATION_COUNT, ROTATION_DATE
 from agent.sources.pacing import READ_BLOCK, FlowPacer
 from agent.sources.positions import FINGERPRINT_BYTES, Position, PositionStore, fingerprint
@@ -53,7 +53,6 @@ from agent.supervise.rawlog import RawLog
 
 log = logging.getLogger("kvwatch.tail")
 
-PACKED_OPENING = 10  # the bytes that tell a compressed file (bzip2's opening is the longest)
 # O_NONBLOCK: opening a named pipe blocks until a writer comes, and would stop the reading of every
 # file (the thread reads them all).  A regular file's reads ignore the flag.
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
