@@ -31,6 +31,7 @@ from agent.sources.lines import InputError, codec_of, zstd_module
 from tests.benchmarks.gen_log import generate
 from tests.support.harness import STATS, as_nobody
 from tests.support.lines import SAMPLES, WRAPPED_PASTE
+from tests.support.logrotate import logrotate, needs_logrotate
 
 ROOT = Path(__file__).parents[2]
 SCHEMA = json.loads((ROOT / "parsers" / "schema" / "events.schema.json").read_text())
@@ -366,11 +367,7 @@ def test_a_compressed_log_gives_the_numbers_of_the_plain_one(lmcache_copy: Path,
 LOGROTATE_COMPRESSORS = {"gzip": ".gz", "bzip2": ".bz2", "xz": ".xz", "zstd": ".zst"}
 
 
-# logrotate is in /usr/sbin, which a user's PATH may leave out.
-LOGROTATE = shutil.which("logrotate", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-
-
-@pytest.mark.skipif(LOGROTATE is None, reason="logrotate is missing (make test installs it)")
+@needs_logrotate
 @pytest.mark.parametrize(("command", "naming"), [*((c, "numbered") for c in LOGROTATE_COMPRESSORS), ("xz", "dateext")])
 def test_a_log_rotated_and_compressed_by_logrotate_is_read_whole_as_one_server(
     tmp_path: Path, command: str, naming: str
@@ -381,18 +378,16 @@ def test_a_log_rotated_and_compressed_by_logrotate_is_read_whole_as_one_server(
     if compressor is None:
         pytest.skip(f"{command} is missing (make test installs it)")
     log = tmp_path / "vllm.log"
-    conf = tmp_path / "logrotate.conf"
     # dateformat with seconds: two rotations a second apart get two names.
-    dated = "dateext\n    dateformat -%Y%m%d-%s\n" if naming == "dateext" else ""
-    conf.write_text(
-        f"{log} {{\n    rotate 10\n    compress\n    nodelaycompress\n    compresscmd {compressor}\n"
-        f"    compressext {LOGROTATE_COMPRESSORS[command]}\n    {dated}}}\n"
+    dated = "dateext\ndateformat -%Y%m%d-%s" if naming == "dateext" else ""
+    options = (
+        f"compress\nnodelaycompress\ncompresscmd {compressor}\ncompressext {LOGROTATE_COMPRESSORS[command]}\n{dated}"
     )
     for rotation in range(2):
         if rotation:
             time.sleep(1.1)
         shutil.copy(LMCACHE_LOG, log)
-        subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "state"), str(conf)], check=True, timeout=60)
+        logrotate(log, options, tmp_path / "state")
     shutil.copy(LMCACHE_LOG, log)  # written on after the rotations
     files = sorted(tmp_path.glob("vllm.log*"))
     rotated = [f for f in files if f != log]

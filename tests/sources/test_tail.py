@@ -10,7 +10,6 @@ import gzip
 import lzma
 import os
 import shutil
-import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from agent.sources import tail as tail_module
 from agent.sources.positions import PositionStore
 from agent.sources.tail import Source, Tailer
+from tests.support.logrotate import logrotate, needs_logrotate
 from tests.support.tailing import Collected, append, lines, make_tailer
 
 
@@ -683,17 +683,7 @@ def test_a_file_renamed_away_and_back_is_read_on_not_again(tmp_path: Path) -> No
     assert got.text == ["one", "two", "three"]
 
 
-# logrotate is in /usr/sbin, which a user's PATH may leave out.
-LOGROTATE = shutil.which("logrotate", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-
-
-def _logrotate(tmp_path: Path, log: Path, options: str) -> None:
-    conf = tmp_path / "logrotate.conf"
-    conf.write_text(f"{log} {{\n    rotate 5\n{options}}}\n")
-    subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "state"), str(conf)], check=True, timeout=60)
-
-
-@pytest.mark.skipif(LOGROTATE is None, reason="logrotate is missing (make test installs it)")
+@needs_logrotate
 @pytest.mark.parametrize("compressor", ["gzip", "xz", "zstd"])
 def test_logrotate_create_with_delayed_compression_under_a_glob_reads_each_line_once(
     tmp_path: Path, compressor: str
@@ -706,7 +696,7 @@ def test_logrotate_create_with_delayed_compression_under_a_glob_reads_each_line_
     log = tmp_path / "a.log"
     log.write_text("")
     tailer, got = make_tailer(tmp_path, str(tmp_path / "a.log*"))
-    options = f"    create\n    compress\n    delaycompress\n    compresscmd {shutil.which(compressor)}\n"
+    options = f"create\ncompress\ndelaycompress\ncompresscmd {shutil.which(compressor)}"
     expected: list[str] = []
     for rotation in range(3):
         with open(log, "a", encoding="utf-8") as writer:  # the server's descriptor
@@ -714,7 +704,7 @@ def test_logrotate_create_with_delayed_compression_under_a_glob_reads_each_line_
             writer.flush()
             expected += [f"r{rotation} {i}" for i in range(3)]
             tailer.cycle()
-            _logrotate(tmp_path, log, options)
+            logrotate(log, options, tmp_path / "state")
             writer.write(lines(f"late{rotation}", 2))  # still to the renamed file, until it reopens
             writer.flush()
             expected += [f"late{rotation} {i}" for i in range(2)]
@@ -734,7 +724,7 @@ def test_logrotate_create_with_delayed_compression_under_a_glob_reads_each_line_
     assert list(tailer.snapshot()["s"]) == [str(log)]
 
 
-@pytest.mark.skipif(LOGROTATE is None, reason="logrotate is missing (make test installs it)")
+@needs_logrotate
 def test_logrotate_copytruncate_with_compression_under_a_glob_reads_each_line_once(tmp_path: Path) -> None:
     """The real logrotate's ``copytruncate``: the writer never reopens; the copy, compressed at once, holds
     lines already read, and the file goes on from its start."""
@@ -748,7 +738,7 @@ def test_logrotate_copytruncate_with_compression_under_a_glob_reads_each_line_on
             writer.flush()
             expected += [f"r{rotation} {i}" for i in range(3)]
             tailer.cycle()  # read before the copy: lines written between a copy and its truncation are lost
-            _logrotate(tmp_path, log, "    copytruncate\n    compress\n")
+            logrotate(log, "copytruncate\ncompress", tmp_path / "state")
             writer.write(lines(f"after{rotation}", 2))
             writer.flush()
             expected += [f"after{rotation} {i}" for i in range(2)]
