@@ -5,7 +5,8 @@ directories of the servers' raw logs and the state directory must exist or be
 creatable, and be writable, by the user running the check (run it as the
 service's user: ``sudo -u kvwatch kvwatch check``).  Otherwise a server would
 fail only when kvwatch starts it.  A followed file (a path without a glob)
-that is there must be a file this user can read.
+that is there must be a file this user can read, and a log (not a compressed
+copy of one).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from agent.commands import EXIT_OK, EXIT_USAGE, add_config_option, load_config
 from agent.config import Config
+from agent.sources.lines import PACKED_OPENING, packed_format
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -69,7 +71,19 @@ def cannot_follow(path: Path) -> str | None:
         return f'{path} is a directory (follow the files in it with a glob, e.g. "{path / "*.log"}")'
     if path.exists() and not os.access(path, os.R_OK):
         return f"cannot read {path} as {_user()}: permission denied"
+    packed = _packed(path)
+    if packed is not None:
+        return f"{path} is {packed} data, a copy no one writes to: follow its log, and `kvwatch replay` this one"
     return None
+
+
+def _packed(path: Path) -> str | None:
+    """The compression of the regular file ``path`` names, if it is compressed."""
+    try:
+        with open(path, "rb") as handle:
+            return packed_format(handle.read(PACKED_OPENING)) if path.is_file() else None
+    except OSError:
+        return None
 
 
 def cannot_write(path: Path, is_directory: bool) -> str | None:

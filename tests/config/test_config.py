@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -327,6 +328,19 @@ def test_check_finds_a_followed_path_that_is_a_directory(tmp_path: Path) -> None
     assert result.stderr.strip() == (
         f'kvwatch: {path}: follow[0].paths[1]: {logs} is a directory (follow the files in it with a glob, e.g. "'
         f'{logs / "*.log"}")'
+    )
+
+
+def test_check_finds_a_followed_path_that_names_a_compressed_copy(tmp_path: Path) -> None:
+    rotated = tmp_path / "vllm.log.2.gz"
+    rotated.write_bytes(gzip.compress(b"INFO 12-14 16:18:29 [x] one\n"))
+    text = f'[agent]\nstate_dir = "{tmp_path / "state"}"\n\n[[follow]]\nname = "a"\npaths = ["{rotated}"]\n'
+    path = write(tmp_path, text)
+    result = kvwatch("check", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"kvwatch: {path}: follow[0].paths[0]: {rotated} is gzip data, a copy no one writes to: follow its log, "
+        "and `kvwatch replay` this one"
     )
 
 
