@@ -5,8 +5,8 @@ directories of the servers' raw logs and the state directory must exist or be
 creatable, and be writable, by the user running the check (run it as the
 service's user: ``sudo -u kvwatch kvwatch check``).  Otherwise a server would
 fail only when kvwatch starts it.  A followed file (a path without a glob)
-that is there must be a file this user can read, and a log (not a compressed
-copy of one).
+that is there must be a regular file this user can read, and a log (not a
+compressed copy of one).
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ def cannot_follow(path: Path) -> str | None:
     """Why this user could not read the file ``path`` names; None if it can, or if it is not there yet."""
     if path.is_dir():
         return f'{path} is a directory (follow the files in it with a glob, e.g. "{path / "*.log"}")'
+    if path.exists() and not path.is_file():
+        # As the tailer says of it: no size or position to follow.
+        kind = "a named pipe" if path.is_fifo() else "a socket" if path.is_socket() else "a device"
+        return f"{path} is {kind}, not a regular file"
     if path.exists() and not os.access(path, os.R_OK):
         return f"cannot read {path} as {_user()}: permission denied"
     packed = _packed(path)
@@ -81,7 +85,7 @@ def _packed(path: Path) -> str | None:
     """The compression of the regular file ``path`` names, if it is compressed."""
     try:
         with open(path, "rb") as handle:
-            return packed_format(handle.read(PACKED_OPENING)) if path.is_file() else None
+            return packed_format(handle.read(PACKED_OPENING))
     except OSError:
         return None
 

@@ -344,6 +344,22 @@ def test_check_finds_a_followed_path_that_names_a_compressed_copy(tmp_path: Path
     )
 
 
+def test_check_finds_a_followed_path_that_names_a_named_pipe_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    pipe = tmp_path / "vllm.log"
+    os.mkfifo(pipe)
+    text = f'[agent]\nstate_dir = "{tmp_path / "state"}"\n\n[[follow]]\nname = "a"\npaths = ["{pipe}"]\n'
+    path = write(tmp_path, text)
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"kvwatch: {path}: follow[0].paths[0]: {pipe} is a named pipe, not a regular file"
+
+
 def test_check_finds_what_this_user_may_not_write_or_read(request: pytest.FixtureRequest) -> None:
     # pytest's own temporary root is 0700: the unprivileged check must reach its config.
     top = Path(tempfile.mkdtemp(prefix="kvwatch-check-"))
