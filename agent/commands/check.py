@@ -20,6 +20,7 @@ from pathlib import Path
 
 from agent.commands import EXIT_OK, EXIT_USAGE, add_config_option, load_config
 from agent.config import Config
+from agent.sources import special_file
 from agent.sources.lines import PACKED_OPENING, packed_format
 
 
@@ -70,9 +71,7 @@ def cannot_follow(path: Path) -> str | None:
     if path.is_dir():
         return f'{path} is a directory (follow the files in it with a glob, e.g. "{path / "*.log"}")'
     if path.exists() and not path.is_file():
-        # As the tailer says of it: no size or position to follow.
-        kind = "a named pipe" if path.is_fifo() else "a socket" if path.is_socket() else "a device"
-        return f"{path} is {kind}, not a regular file"
+        return f"{path} is {special_file(path.stat().st_mode)}, not a regular file"
     if path.exists() and not os.access(path, os.R_OK):
         return f"cannot read {path} as {_user()}: permission denied"
     packed = _packed(path)

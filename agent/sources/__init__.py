@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -46,3 +47,9 @@ def lower_thread_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(current, nice))
     except OSError as exc:
         log.debug("cannot lower the reading thread's priority: %s", exc)
+
+
+def special_file(mode: int) -> str:
+    """What a path that is no regular file nor directory names, from its ``st_mode``: it has no size or
+    position to follow."""
+    return "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"

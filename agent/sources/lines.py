@@ -113,11 +113,15 @@ def _zstd_decompressor() -> Decompressor:
     return zstd_module().ZstdDecompressor()
 
 
-GZIP = Codec("gzip", _Inflater)
-BZIP2 = Codec("bzip2", _bzip2_decompressor)
-XZ = Codec("xz", _xz_decompressor)
-ZSTD = Codec("zstd", _zstd_decompressor)
-CODECS = {codec.name: codec for codec in (GZIP, BZIP2, XZ, ZSTD)}
+CODECS = {
+    codec.name: codec
+    for codec in (
+        Codec("gzip", _Inflater),
+        Codec("bzip2", _bzip2_decompressor),
+        Codec("xz", _xz_decompressor),
+        Codec("zstd", _zstd_decompressor),
+    )
+}
 # Packed forms kvwatch does not read: how to hand it the log instead.
 UNPACK_FIRST = {
     "lz4": "lz4-compressed, which kvwatch does not unpack: `lz4 -dc FILE | kvwatch replay -`",
@@ -298,14 +302,6 @@ def _is_regular(stream: BinaryIO) -> bool:
         return False
 
 
-def _codec_of(name: str, opening: bytes) -> Codec | None:
-    try:
-        return codec_of(opening)
-    except InputError as exc:
-        reason = str(exc) if name == "-" else str(exc).replace("FILE", name)
-        raise InputError(f"{name}: {reason}") from None
-
-
 def open_input(name: str) -> Input:
     """Open a path (plain or compressed, recognised by content) or ``-`` for stdin."""
     if name == "-":
@@ -335,26 +331,34 @@ def open_input(name: str) -> Input:
 
 
 def _reading(name: str, raw: BinaryIO) -> BinaryIO:
-    """What to read ``raw`` through, told by its first bytes: itself, a decompressor or a recoder."""
+    """What to read ``raw`` through, told by its first bytes: itself, a decompressor or a recoder.  A form
+    kvwatch does not read is refused naming the input (``FILE`` in the reason's command, for stdin)."""
+    try:
+        return _stream_for(raw)
+    except InputError as exc:
+        reason = str(exc) if name == "-" else str(exc).replace("FILE", name)
+        raise InputError(f"{name}: {reason}") from None
+
+
+def _stream_for(raw: BinaryIO) -> BinaryIO:
     opening = raw.peek(OPENING)[:OPENING] if hasattr(raw, "peek") else b""
-    codec = _codec_of(name, opening)
+    codec = codec_of(opening)
     if codec is not None:
         stream = DecompressedStream(raw, codec)
-        _refuse_archive(name, stream.peek())  # logs.tar.gz
+        _refuse_archive(stream.peek())  # logs.tar.gz
         return stream
-    _refuse_archive(name, opening)
+    _refuse_archive(opening)
     if opening[:2] in UTF16_MARKS:
         return Utf16Stream(raw)
     return raw
 
 
-def _refuse_archive(name: str, opening: bytes) -> None:
+def _refuse_archive(opening: bytes) -> None:
     """A tar archive (a support bundle) holds many logs, and headers between them that are no lines."""
     if opening[257:262] == b"ustar":
-        shown = "FILE" if name == "-" else name
         raise InputError(
-            f"{name}: a tar archive, which kvwatch does not unpack: extract it (`tar -xf {shown}`) and replay "
-            f"its logs, or `tar -xOf {shown} | kvwatch replay -` for all of them as one log"
+            "a tar archive, which kvwatch does not unpack: extract it (`tar -xf FILE`) and replay its logs, or "
+            "`tar -xOf FILE | kvwatch replay -` for all of them as one log"
         )
 
 

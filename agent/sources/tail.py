@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import Metric
 
 from agent.families import counter, families, gauge
-from agent.sources import Deliver, lower_thread_priority
+from agent.sources import Deliver, lower_thread_priority, special_file
 from agent.sources.inotify import DirectoryWatcher
 from agent.sources.lines import PACKED_OPENING, LineSplitter, packed_format
 from agent.sources.names import COMPRESSED_SUFFIXES, ROTATION_COUNT, ROTATION_DATE
@@ -352,8 +352,7 @@ class TailedPath:
             text = f'a directory (follow the files in it with a glob, e.g. "{os.path.join(self.path, "*.log")}")'
             self._note_error(text, "not_a_file")
             return
-        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-        self._note_error(f"{kind}, not a regular file", "not_a_file")
+        self._note_error(f"{special_file(mode)}, not a regular file", "not_a_file")
 
     def _note_error(self, text: str, reason: str) -> None:
         message = f"{self.path}: {text}"
