@@ -740,7 +740,8 @@ def is_log_column(column: str) -> bool:
 # ``textPayload``: Google Cloud Logging's entries, as its exports write them;
 # ``line``: Grafana Loki's ``logcli --output jsonl``; ``short_message``: GELF,
 # Graylog's format and a Docker log driver's; ``_raw``: Splunk's events; ``Log``: Azure
-# Container Apps' ``az containerapp logs show``).
+# Container Apps' ``az containerapp logs show``; ``LogMessage`` and ``LogEntry``: Azure Monitor's
+# ``ContainerLogV2`` and ``ContainerLog`` rows, as a workspace's data export writes them).
 # (``Body``: the OpenTelemetry Collector's ClickHouse table, exported; ``original``: Elastic's ``event.original``.)
 _JSON_TEXT_KEYS = (
     "log",
@@ -754,6 +755,8 @@ _JSON_TEXT_KEYS = (
     "short_message",
     "_raw",
     "Log",
+    "LogMessage",
+    "LogEntry",
     "original",
 )
 _HEX_DIGITS = frozenset("0123456789abcdef")
@@ -826,6 +829,7 @@ def _record_stamp(record: dict) -> str | None:
         or record.get("_time")
         or record.get("TimeStamp")
         or record.get("Timestamp")
+        or record.get("TimeGenerated")  # Azure Monitor's rows (UTC)
     )
     if isinstance(value, str) and value[:4].isdigit():
         return value if not value.isdigit() else _epoch_stamp(value)
