@@ -490,7 +490,9 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         if record is not None:
             return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
     events = _after_prefix(line, rank)
-    if not events and depth < _MAX_DEPTH and line[-1] == '"' and ',"' in line:
+    if not events and depth < _MAX_DEPTH and (line[0] == '"' or (',"' in line and line[0] != "{")):
+        # A quoted field: the line's own, or a column's after it (a row's columns come in any order);
+        # a JSON object no record key matched is no row.
         return _csv_row(line, depth, rank)
     return events
 

@@ -713,10 +713,11 @@ def unwrap_fluent_bit(line: str) -> tuple[str, str] | None:
 # (``2025-12-14 16:00:00.123,"INFO 12-14 ... Running: 1 reqs, Waiting: 0 reqs, ..."``, inner quotes
 # doubled).  A field counts only after columns a log export has -- single tokens (a host, a level, an
 # ISO time) or a time with its date, one of them with a digit --, or as the row's first field;
-# prose that quotes a line after a comma is no row.
+# prose that quotes a line after a comma is no row.  A web page's US-locale time puts a comma after
+# the date (``"12/14/2025, 4:00:00.123 PM"``, what JavaScript's ``toLocaleString`` writes).
 _CSV_MAX_FIELDS = 32
 _DATE_TIME_COLUMN = re.compile(
-    r"[\d/.-]{6,10} \d{1,2}:\d\d:\d\d(?:[.,]\d{1,9})?(?: ?[AP]M)?(?: ?(?:Z|UTC|GMT|[+-]\d\d:?\d\d))?", re.ASCII
+    r"[\d/.-]{6,10},? \d{1,2}:\d\d:\d\d(?:[.,]\d{1,9})?(?: ?[AP]M)?(?: ?(?:Z|UTC|GMT|[+-]\d\d:?\d\d))?", re.ASCII
 )
 
 
