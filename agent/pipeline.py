@@ -25,16 +25,18 @@ the trace builder).
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, tzinfo
 from typing import BinaryIO
 
 from agent.sinks.stats import STATS_SINK, ServerStats
 from agent.sources.lines import LineReader
+from agent.sources.origins import origin_of
 from parsers import Clock, LogStream
 from parsers.events import Event, Events
 from parsers.masking import looks_like_a_log_line
@@ -170,36 +172,76 @@ def read_into(
     on_event: Callable[[Event, int, Clock], None] | None = None,
     track_time: bool = False,
     live: bool = False,
+    stats_of: Callable[[str], ServerStats] | None = None,
 ) -> tuple[int, str | None]:
     """Parse a byte stream into ``stats``; returns (lines read, read error or None).  ``live``: a pipe or
-    terminal, whose lines are parsed as they come."""
+    terminal, whose lines are parsed as they come.  With ``stats_of``, a log several containers wrote
+    (its first line behind a writer's name, :mod:`agent.sources.origins`) has each writer's lines read
+    into ``stats_of(name)``; lines behind no name, and skipped ones, into ``stats``."""
     reader = LineReader(raw, max_line, limit, live)
-    stream = LogStream(max_line)
+    batches = reader.batches()
+    if stats_of is not None:
+        first = next(batches, None)
+        batches = itertools.chain((first,) if first else (), batches)
+        if not first or first[0] is None or origin_of(first[0]) is None:
+            stats_of = None
+    route = _Route(stats, max_line, stats_of)
+    number = 0
     # The loop allocates only short-lived, acyclic objects that reference
     # counting frees; the cyclic collector's frequent passes are pure overhead.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        if on_event is None:
-            parsed, number = _count_loop(reader, stream.feed, stats, track_time)
+        if on_event is not None:
+            number = _event_loop(batches, route, on_event, track_time)
+        elif stats_of is not None:
+            _routed_loop(batches, route, track_time)
         else:
-            parsed, number = _event_loop(reader, stream, stats, on_event, track_time)
+            _count_loop(batches, route, track_time)
     finally:
         if collecting:
             gc.enable()
-    for event in stream.close():
-        _observe(stats, event, track_time=False)
-        if on_event is not None:
-            on_event(event, number, stats.clock)
-    stats.lines += reader.lines
-    stats.parsed_lines += parsed
+    route.close(number, on_event)
+    stats.lines += reader.lines - route.routed_lines
     for reason, count in reader.skipped.items():
         stats.skipped[reason] = stats.skipped.get(reason, 0) + count
-    if stream.dropped:
-        stats.skipped["split_too_long"] = stats.skipped.get("split_too_long", 0) + stream.dropped
-    if stream.failed:
-        note_parser_errors(stats, stream.failed)
     return reader.lines, reader.error
+
+
+class _Route:
+    """Where a read's lines go: a stream and stats for the input, and with ``stats_of`` one more of
+    each per writer of a multiplexed log."""
+
+    def __init__(self, stats: ServerStats, max_line: int, stats_of: Callable[[str], ServerStats] | None) -> None:
+        self.stats = stats
+        self.stream = LogStream(max_line)
+        self._max_line = max_line
+        self._stats_of = stats_of
+        self.routing = stats_of is not None
+        self._writers: dict[str | None, tuple[LogStream, ServerStats]] = {None: (self.stream, stats)}
+        self.routed_lines = 0  # lines counted in a writer's stats rather than the input's
+
+    def to(self, line: str | None) -> tuple[LogStream, ServerStats]:
+        """The stream and stats of the writer ``line`` names (the input's own without one)."""
+        writer = origin_of(line) if line is not None else None
+        found = self._writers.get(writer)
+        if found is None:
+            assert self._stats_of is not None and writer is not None
+            found = self._writers[writer] = (LogStream(self._max_line), self._stats_of(writer))
+        return found
+
+    def close(self, number: int, on_event: Callable[[Event, int, Clock], None] | None) -> None:
+        """What each stream still held, given to its stats (and ``on_event``, as of line ``number``), and
+        the lines each stream dropped or a parser raised on, counted."""
+        for stream, stats in self._writers.values():
+            for event in stream.close():
+                _observe(stats, event, track_time=False)
+                if on_event is not None:
+                    on_event(event, number, stats.clock)
+            if stream.dropped:
+                stats.skipped["split_too_long"] = stats.skipped.get("split_too_long", 0) + stream.dropped
+            if stream.failed:
+                note_parser_errors(stats, stream.failed)
 
 
 def _observe(stats: ServerStats, event: Event, track_time: bool) -> None:
@@ -213,12 +255,14 @@ def _observe(stats: ServerStats, event: Event, track_time: bool) -> None:
         stats.note_time(event.stamp)
 
 
-def _count_loop(reader: LineReader, feed: Callable, stats: ServerStats, track_time: bool) -> tuple[int, int]:
+def _count_loop(batches: Iterable[list[str | None]], route: _Route, track_time: bool) -> None:
     """The hot loop: parse every line, feed events to the stats (and with ``track_time`` each event's
-    stamp to the span of log time a summary shows).  Returns (lines with events, 0)."""
+    stamp to the span of log time a summary shows)."""
+    stats = route.stats
+    feed = route.stream.feed
     observe, note_time = stats.observe, stats.note_time
     parsed = 0
-    for batch in reader.batches():
+    for batch in batches:
         for chunk in chunks(batch):
             count, events = parse_chunk(feed, chunk)
             parsed += count
@@ -229,34 +273,61 @@ def _count_loop(reader: LineReader, feed: Callable, stats: ServerStats, track_ti
                     note_sink_error(stats, STATS_SINK, exc)
                 if track_time:
                     note_time(event.stamp)
-    return parsed, 0
+    stats.parsed_lines += parsed
+
+
+def _routed_loop(batches: Iterable[list[str | None]], route: _Route, track_time: bool) -> None:
+    """:func:`_count_loop` for a multiplexed log: each batch's lines parsed writer by writer, each writer's
+    in their order (what one writer's lines give never depends on another's)."""
+    for batch in batches:
+        by_writer: dict[tuple[LogStream, ServerStats], list[str | None]] = {}
+        for line in batch:
+            target = route.to(line)
+            lines = by_writer.get(target)
+            if lines is None:
+                by_writer[target] = [line]
+            else:
+                lines.append(line)
+        for (stream, stats), lines in by_writer.items():
+            if stats is not route.stats:
+                stats.lines += len(lines)
+                route.routed_lines += len(lines)
+            count, events = parse_chunk(stream.feed, lines)
+            stats.parsed_lines += count
+            for event in events:
+                _observe(stats, event, track_time)
 
 
 def _event_loop(
-    reader: LineReader,
-    stream: LogStream,
-    stats: ServerStats,
+    batches: Iterable[list[str | None]],
+    route: _Route,
     on_event: Callable[[Event, int, Clock], None],
     track_time: bool,
-) -> tuple[int, int]:
+) -> int:
     """As :func:`_count_loop`, also numbering lines and showing each event to ``on_event``: a record
-    the stream held back for a line that did not continue it ends on the line before."""
-    clock = stats.clock
-    parsed = 0
+    the stream held back for a line that did not continue it ends on the line before.  Returns the
+    number of lines."""
     number = 0
-    for batch in reader.batches():
+    routed = route.to if route.routing else None
+    stream, stats = route.stream, route.stats
+    for batch in batches:
         for line in batch:
             number += 1
+            if routed is not None:
+                stream, stats = routed(line)
+                if stats is not route.stats:
+                    stats.lines += 1
+                    route.routed_lines += 1
             if line is not None:
                 holding = stream.holding
                 events = stream.feed(line)
                 if events:
-                    parsed += 1
+                    stats.parsed_lines += 1
                     late = stream.late if holding else 0
                     for index, event in enumerate(events):
                         _observe(stats, event, track_time)
-                        on_event(event, number - 1 if index < late else number, clock)
-    return parsed, number
+                        on_event(event, number - 1 if index < late else number, stats.clock)
+    return number
 
 
 # Events that say a line's message was not read: it starts like a family and did not parse, or it is

@@ -107,30 +107,62 @@ class Replay:
         on_event: Callable[[Event, int, Clock], None] | None = None,
         track_time: bool = False,
         jobs: int = 1,
+        by_writer: bool = False,
     ) -> InputResult:
         """Read one input to its end.  ``on_event`` sees every event with its line number;
         ``track_time`` records the span of log time (for the summary).  With ``jobs`` > 1
-        a large plain file is read in slices by as many processes (not with ``on_event``)."""
+        a large plain file is read in slices by as many processes (not with ``on_event``).
+        With ``by_writer``, each writer of a log several containers wrote is a server of its own
+        (:mod:`agent.sources.origins`)."""
+        fresh = server not in self.servers
         stats = self.stats_for(server)
+        stats.clock = Clock(self.timezone, source.modified)
+        writers: list[str] = []
+
+        def stats_of(writer: str) -> ServerStats:
+            found = self.stats_for(writer)
+            found.clock = Clock(self.timezone, source.modified)
+            writers.append(writer)
+            return found
+
+        routing = stats_of if by_writer else None
         if jobs > 1 and on_event is None and source.path is not None:
             parts = slices_of(source, jobs)
             if len(parts) > 1:
-                lines, error = self._run_parallel(source, server, parts, track_time)
+                lines, error = self._run_parallel(source, server, parts, track_time, routing)
+                self._drop_if_unused(server, fresh, writers)
                 return InputResult(source.name, server, lines, error)
-        stats.clock = Clock(self.timezone, source.modified)
         lines, error = read_into(
-            stats, source.stream, self.max_line, on_event=on_event, track_time=track_time, live=source.live
+            stats,
+            source.stream,
+            self.max_line,
+            on_event=on_event,
+            track_time=track_time,
+            live=source.live,
+            stats_of=routing,
         )
+        self._drop_if_unused(server, fresh, writers)
         return InputResult(source.name, server, lines, error)
 
+    def _drop_if_unused(self, server: str, fresh: bool, writers: list[str]) -> None:
+        """An input whose every line went to its writers' servers is no server of its own."""
+        stats = self.servers[server]
+        if fresh and writers and server not in writers and not stats.lines and not stats.skipped:
+            del self.servers[server]
+
     def _run_parallel(
-        self, source: Input, server: str, parts: list[tuple[int, int]], track_time: bool
+        self,
+        source: Input,
+        server: str,
+        parts: list[tuple[int, int]],
+        track_time: bool,
+        stats_of: Callable[[str], ServerStats] | None,
     ) -> tuple[int, str | None]:
         # Loaded only for a file large enough to be read in parallel.
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        args = (source.path, server, self.timezone, source.modified, self.max_line, track_time)
+        args = (source.path, server, self.timezone, source.modified, self.max_line, track_time, stats_of is not None)
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:
             later = [pool.submit(_read_slice, *args, start, end) for start, end in parts[1:]]
@@ -138,11 +170,13 @@ class Replay:
             results = [_read_slice(*args, *parts[0])] + [future.result() for future in later]
         stats = self.stats_for(server)
         lines, error = 0, None
-        for part, part_lines, part_error in results:
+        for part, writers, part_lines, part_error in results:
             stats.merge(part)
+            for writer, writer_part in writers.items():
+                assert stats_of is not None
+                stats_of(writer).merge(writer_part)
             lines += part_lines
             error = error or part_error
-        stats.clock = Clock(self.timezone, source.modified)
         return lines, error
 
 
@@ -184,13 +218,30 @@ def _next_line_start(raw: BinaryIO, offset: int, size: int) -> int:
 
 
 def _read_slice(
-    path: str, server: str, timezone: tzinfo, modified, max_line: int, track_time: bool, start: int, end: int
-) -> tuple[ServerStats, int, str | None]:
+    path: str,
+    server: str,
+    timezone: tzinfo,
+    modified,
+    max_line: int,
+    track_time: bool,
+    by_writer: bool,
+    start: int,
+    end: int,
+) -> tuple[ServerStats, dict[str, ServerStats], int, str | None]:
+    """One slice's stats, and with ``by_writer`` those of each writer it names."""
     stats = ServerStats(server, Clock(timezone, modified))
+    writers: dict[str, ServerStats] = {}
+
+    def stats_of(writer: str) -> ServerStats:
+        found = writers[writer] = ServerStats(writer, Clock(timezone, modified))
+        return found
+
     with open(path, "rb") as raw:
         raw.seek(start)
-        lines, error = read_into(stats, raw, max_line, limit=end - start, track_time=track_time)
-    return stats, lines, error
+        lines, error = read_into(
+            stats, raw, max_line, limit=end - start, track_time=track_time, stats_of=stats_of if by_writer else None
+        )
+    return stats, writers, lines, error
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -335,6 +386,7 @@ def _read_all(replay: Replay, opened: list[Input], args: argparse.Namespace, tra
                 on_event,
                 track_time=args.format == "summary",
                 jobs=args.jobs if on_event is None else 1,
+                by_writer=args.server is None,
             )
         finally:
             source.close()

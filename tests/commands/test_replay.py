@@ -699,3 +699,85 @@ def test_events_reach_a_pipe_in_blocks_also_where_python_writes_unbuffered(monke
     finally:
         unbuffered.close()
         os.close(read_end)
+
+
+def _multiplexed(tmp_path: Path, prefixes: tuple[str, str], lines: int) -> tuple[Path, list[Path]]:
+    """Two generated logs interleaved line by line behind their writers' prefixes, as ``kubectl logs
+    --prefix`` or ``docker compose logs`` write them (one batch of the first, then of the second ...);
+    also each writer's lines alone, prefixed the same."""
+    logs = []
+    for index, prefix in enumerate(prefixes):
+        source = tmp_path / f"source-{index}.log"
+        generate(source, lines, seed=100 + index, style=("classic", "current")[index])
+        logs.append([prefix + line for line in source.read_text(encoding="utf-8").splitlines(keepends=True)])
+    alone = []
+    for index, prefixed in enumerate(logs):
+        alone.append(tmp_path / f"alone-{index}.log")
+        alone[-1].write_text("".join(prefixed), encoding="utf-8")
+    mixed = []
+    for start in range(0, max(map(len, logs)), 7):  # runs of 7 lines, as concurrent readers interleave them
+        for prefixed in logs:
+            mixed.extend(prefixed[start : start + 7])
+    combined = tmp_path / "all.log"
+    combined.write_text("".join(mixed), encoding="utf-8")
+    return combined, alone
+
+
+def _samples(exposition: str) -> dict[str, float]:
+    return dict(pair(line) for line in exposition.splitlines() if line and line[0] != "#")
+
+
+@pytest.mark.parametrize(
+    ("prefixes", "servers"),
+    [
+        (("[pod/vllm-0/vllm] ", "[pod/vllm-7d9f8-x2k4p/vllm] "), ("vllm-0/vllm", "vllm-7d9f8-x2k4p/vllm")),
+        (("vllm-a-1  | ", "\x1b[36mvllm-b-1  | \x1b[0m"), ("vllm-a-1", "vllm-b-1")),
+    ],
+    ids=["kubectl-prefix", "compose"],
+)
+def test_a_log_several_containers_wrote_gives_each_writer_as_a_server(
+    tmp_path: Path, prefixes: tuple[str, str], servers: tuple[str, str]
+) -> None:
+    combined, alone = _multiplexed(tmp_path, prefixes, 4_000)
+    both = _samples(kvwatch("replay", "-f", "prometheus", str(combined)).stdout.decode())
+    assert 'kvwatch_lines_total{server="all"}' not in both  # every line named its writer
+    for path, server in zip(alone, servers, strict=True):
+        single = _samples(kvwatch("replay", "-f", "prometheus", "--server", server, str(path)).stdout.decode())
+        mine = {key: value for key, value in both.items() if f'server="{server}"' in key}
+        assert mine == single
+        assert single[f'kvwatch_lines_total{{server="{server}"}}'] == 4_000
+    # --server names one server for the whole input, as before.
+    one = _samples(kvwatch("replay", "-f", "prometheus", "--server", "x", str(combined)).stdout.decode())
+    assert one['kvwatch_lines_total{server="x"}'] == 8_000
+
+
+def test_a_multiplexed_log_s_unnamed_lines_stay_with_the_input(tmp_path: Path) -> None:
+    path = tmp_path / "pods.log"
+    path.write_text(
+        "[pod/vllm-0/vllm] (APIServer pid=1) INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1.\n"
+        "error: container vllm in pod vllm-1 is waiting to start: ContainerCreating\n"
+        "[pod/vllm-1/vllm] (APIServer pid=1) INFO 12-14 16:00:01 [async_llm.py:578] Added request chatcmpl-2.\n"
+        "[pod/vllm-1/vllm] (APIServer pid=1) INFO 12-14 16:00:02 [async_llm.py:578] Added request chatcmpl-3.\n",
+        encoding="utf-8",
+    )
+    text = kvwatch("replay", "-f", "prometheus", str(path)).stdout.decode()
+    assert metric(text, "kvwatch_vllm_requests_added_total", server="vllm-0/vllm") == 1
+    assert metric(text, "kvwatch_vllm_requests_added_total", server="vllm-1/vllm") == 2
+    assert metric(text, "kvwatch_lines_total", server="pods") == 1  # kubectl's own line
+    # A log whose first line names no writer is read as one server, whatever its later lines say.
+    path.write_text("plain first line\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+    text = kvwatch("replay", "-f", "prometheus", str(path)).stdout.decode()
+    assert metric(text, "kvwatch_vllm_requests_added_total", server="pods") == 3
+
+
+def test_a_multiplexed_log_read_in_parallel_slices_gives_the_numbers_of_one_pass(tmp_path: Path) -> None:
+    combined, _ = _multiplexed(tmp_path, ("[pod/vllm-0/vllm] ", "[pod/vllm-1/vllm] "), 50_000)
+    assert combined.stat().st_size > 16 << 20  # read in slices
+    one = _samples(kvwatch("replay", "-f", "prometheus", "--jobs", "1", str(combined)).stdout.decode())
+    three = _samples(kvwatch("replay", "-f", "prometheus", "--jobs", "3", str(combined)).stdout.decode())
+    assert one.keys() == three.keys()
+    for key, value in one.items():
+        assert three[key] == pytest.approx(value, rel=1e-12), key
+    assert one['kvwatch_lines_total{server="vllm-1/vllm"}'] == 50_000
+    truth = json.loads((combined.parent / "source-0.log.truth.json").read_text())
+    assert one['kvwatch_lmcache_hit_tokens_total{server="vllm-0/vllm"}'] == truth["lmcache_hit_tokens"]

@@ -1,0 +1,43 @@
+"""Which writer a line of a multiplexed log names (kubectl logs --prefix, docker compose logs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.sources.origins import origin_of
+
+LINE = "(APIServer pid=1) INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
+
+
+@pytest.mark.parametrize(
+    ("line", "writer"),
+    [
+        (f"[pod/vllm-0/vllm] {LINE}", "vllm-0/vllm"),
+        (f"[pod/vllm-7d9f8b6c5-x2k4p/lmcache-server] {LINE}", "vllm-7d9f8b6c5-x2k4p/lmcache-server"),
+        (f"[pod/vllm.example-0/vllm] 2026-12-04T10:00:00.123456789Z {LINE}", "vllm.example-0/vllm"),
+        (f"vllm-1  | {LINE}", "vllm-1"),
+        (f"vllm_1 | {LINE}", "vllm_1"),  # Compose v1
+        (f"\x1b[36mvllm-gpu0-1  | \x1b[0m{LINE}", "vllm-gpu0-1"),  # on a terminal, in the service's colour
+        ("vllm-1  | ", "vllm-1"),  # a writer's empty line
+    ],
+)
+def test_a_writer_s_prefix_names_it(line: str, writer: str) -> None:
+    assert origin_of(line) == writer
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        LINE,
+        "[pod/Vllm_0/vllm] not a pod's name (upper case, underscore)",
+        "[pod/vllm-0] no container",
+        "INFO | a logging format's level before a bar",
+        "warning   | the same, padded and in lower case",
+        "| a | markdown | table |",
+        "2026-12-04 10:00:00.123 | INFO     | loguru's format",
+        "vllm-1 |no blank after the bar",
+        "word " * 40 + "| a bar far into a sentence",
+    ],
+)
+def test_other_lines_name_no_writer(line: str) -> None:
+    assert origin_of(line) is None
