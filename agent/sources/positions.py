@@ -107,20 +107,23 @@ class PositionStore:
     def get(self, source: str, path: str) -> Position | None:
         return self.positions.get(source, {}).get(path)
 
-    def save(self, positions: dict[str, dict[str, Position]], counters: dict[str, dict] | None = None) -> None:
+    def save(self, positions: dict[str, dict[str, Position]], counters: dict[str, dict] | None = None) -> bool:
+        """Write the positions and numbers (unless they are what the file holds); False when the write
+        failed (a full disk, a state directory gone): the caller tries again."""
         if self._file is None:
-            return
+            return True
         counters = counters or {}
         records = {name: {path: p.to_json() for path, p in paths.items()} for name, paths in positions.items()}
         data = {"version": FORMAT_VERSION, "positions": records, "counters": counters}
         text = json.dumps(data, sort_keys=True)
         if text == self._last:
-            return
+            return True
         if not self._file.save(text):
-            return
+            return False
         self._last = text
         self.positions = positions
         self.counters = counters
+        return True
 
 
 def _load(path: str) -> tuple[dict[str, dict[str, Position]], dict[str, dict]]:

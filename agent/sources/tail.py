@@ -769,8 +769,8 @@ class Tailer:
         """Save every path's position, and every source's numbers with them (one write).
 
         Called in the reading thread between deliveries (or once it has stopped),
-        so the numbers count exactly the lines before the positions."""
-        self._unsaved = False
+        so the numbers count exactly the lines before the positions.  A save that fails is tried again
+        at the next interval, lines or not: a freed disk then holds the positions read before it filled."""
         self._saved_at = time.monotonic()
         positions: dict[str, dict[str, Position]] = {}
         counters: dict[str, dict] = {}
@@ -790,7 +790,7 @@ class Tailer:
             numbers = source.save_numbers() if source.save_numbers is not None else None
             tail = {path: tailed.stats.counts() for path, tailed in source.paths.items()}
             counters[source.name] = {"numbers": numbers, "tail": tail}
-        self.store.save(positions, counters)
+        self._unsaved = not self.store.save(positions, counters)
 
     # -- inotify --------------------------------------------------------------------
 

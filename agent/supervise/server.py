@@ -436,6 +436,10 @@ class SupervisedServer:
             self._stop_probe()
             self._exited(self.last_exit_code, self.last_exit_signal)
             return
+        if self._record.failing is not None:
+            # The state directory could not be written (a full disk): the record a kvwatch started after
+            # this one adopts the server by, written once it can be.
+            self._save_record()
         self._update_health(now)
 
     def _finish_stop_or_restart(self) -> None:

@@ -70,6 +70,29 @@ def test_a_state_file_that_cannot_be_written_is_warned_about_once_counted_and_re
         assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
 
 
+def test_positions_a_save_could_not_write_are_saved_once_it_can_without_more_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk freed while the log is quiet: the positions read before are saved at the next interval
+    (and the state file stops failing), not only when the next line comes."""
+    import agent.sources.tail as tail
+
+    monkeypatch.setattr(tail, "SAVE_INTERVAL", 0.0)
+    blocked = tmp_path / "positions.json"
+    blocked.mkdir()  # a directory where the file goes: every write fails
+    (blocked / "x").write_text("")
+    log = tmp_path / "a.log"
+    log.write_text("one\ntwo\n")
+    tailer, got = make_tailer(tmp_path, str(log))
+    tailer.cycle()
+    assert got.text == ["one", "two"]
+    (blocked / "x").unlink()
+    blocked.rmdir()
+    tailer.cycle()  # nothing more to read
+    saved = json.loads(blocked.read_text())["positions"]["s"][str(log)]
+    assert saved["offset"] == len("one\ntwo\n")
+
+
 def test_a_failed_replace_leaves_no_temporary_file(tmp_path: Path) -> None:
     from agent.statedir import replace_file
 

@@ -250,6 +250,28 @@ def test_adoption_of_a_running_server(tmp_path: Path, cleanup) -> None:
     assert second.last_exit_code is None  # unknowable for a process that is not our child
 
 
+def test_a_server_record_the_state_directory_refused_is_written_once_it_can_be(tmp_path: Path, cleanup) -> None:
+    """A full disk when the server started, freed while it runs: its record is written at a later check, so
+    that a kvwatch started after this one adopts the server rather than starting a second one."""
+    state = tmp_path / "state"
+    blocked = state / "servers" / "fake.json"
+    blocked.mkdir(parents=True)  # a directory where the record goes: its writes fail
+    (blocked / "x").write_text("")
+    config = server(tmp_path, "--rate", "20")
+    first = SupervisedServer(config, state)
+    cleanup.append(first)
+    first.start()
+    assert first._record.failing is not None
+    (blocked / "x").unlink()
+    blocked.rmdir()
+    wait_for(lambda: blocked.is_file(), first)
+    assert json.loads(blocked.read_text())["pid"] == first.pid
+    first.hand_over()
+    second = SupervisedServer(config, state)
+    cleanup.append(second)
+    assert second.adopt() and second.pid == first.pid
+
+
 def test_a_recycled_pid_is_not_adopted(tmp_path: Path) -> None:
     record = tmp_path / "state" / "servers" / "fake.json"
     record.parent.mkdir(parents=True)
