@@ -15,12 +15,13 @@ import argparse
 import glob
 import os
 import pwd
+import stat
 import sys
 from pathlib import Path
 
 from agent.commands import EXIT_OK, EXIT_USAGE, add_config_option, load_config
 from agent.config import Config
-from agent.sources import special_file
+from agent.sources import special_file, unlistable
 from agent.sources.lines import PACKED_OPENING, packed_format
 
 
@@ -60,19 +61,39 @@ def filesystem_problems(config: Config) -> list[str]:
             problems.append(f"{config.path}: {key}: {reason}")
     for index, follow in enumerate(config.follows):
         for number, name in enumerate(follow.paths):
-            reason = None if glob.has_magic(name) else cannot_follow(Path(name))
+            reason = cannot_search(name) if glob.has_magic(name) else cannot_follow(Path(name))
             if reason:
                 problems.append(f"{config.path}: follow[{index}].paths[{number}]: {reason}")
     return problems
 
 
+def cannot_search(pattern: str) -> str | None:
+    """Why this user's globbing could not find the files ``pattern`` matches (its directory before the
+    first wildcard cannot be listed); None if it can, or if that directory is not there yet."""
+    directory = unlistable(pattern)
+    if directory is None:
+        return None
+    blocked = _blocked_ancestor(Path(directory))
+    if blocked is not None:
+        return f"cannot reach {directory} as {_user()}: permission denied on {blocked}: the glob would find nothing"
+    return f"cannot list {directory} as {_user()}: permission denied: the glob would find nothing"
+
+
 def cannot_follow(path: Path) -> str | None:
     """Why this user could not read the file ``path`` names; None if it can, or if it is not there yet."""
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None  # not there yet, or a link to a file not there yet: read once it is
+    except PermissionError:
+        return _denied(path)
+    except OSError as exc:  # a loop of symbolic links; a file where a directory of its path should be
+        return f"cannot look at {path}: {exc.strerror or exc}"
+    if stat.S_ISDIR(mode):
         return f'{path} is a directory (follow the files in it with a glob, e.g. "{path / "*.log"}")'
-    if path.exists() and not path.is_file():
-        return f"{path} is {special_file(path.stat().st_mode)}, not a regular file"
-    if path.exists() and not os.access(path, os.R_OK):
+    if not stat.S_ISREG(mode):
+        return f"{path} is {special_file(mode)}, not a regular file"
+    if not os.access(path, os.R_OK):
         return f"cannot read {path} as {_user()}: permission denied"
     packed = _packed(path)
     if packed is not None:
@@ -89,8 +110,26 @@ def _packed(path: Path) -> str | None:
         return None
 
 
+def _blocked_ancestor(path: Path) -> Path | None:
+    """The first directory above ``path`` this user may not enter, if any."""
+    return next((directory for directory in reversed(path.parents) if not os.access(directory, os.X_OK)), None)
+
+
+def _denied(path: Path) -> str:
+    """``path`` is behind a directory this user may not enter: which one."""
+    blocked = _blocked_ancestor(path)
+    return f"cannot reach {path} as {_user()}: permission denied" + (f" on {blocked}" if blocked else "")
+
+
 def cannot_write(path: Path, is_directory: bool) -> str | None:
     """Why this user could not create or write ``path`` (a file, or a directory to write in); None if it can."""
+    try:
+        return _cannot_write(path, is_directory)
+    except PermissionError:
+        return _denied(path)
+
+
+def _cannot_write(path: Path, is_directory: bool) -> str | None:
     if not is_directory and path.exists():
         if path.is_dir():
             return f"{path} is a directory"

@@ -8,6 +8,7 @@ takes a sink's lock, so a scrape never waits on a disk read.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import stat
@@ -53,3 +54,27 @@ def special_file(mode: int) -> str:
     """What a path that is no regular file nor directory names, from its ``st_mode``: it has no size or
     position to follow."""
     return "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def fixed_prefix(directory: str) -> str:
+    """The part of a directory glob before its first wildcard: ``/a/*/b`` -> ``/a``."""
+    fixed = []
+    for part in directory.split(os.sep):
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return os.sep.join(fixed) or os.sep
+
+
+def unlistable(pattern: str) -> str | None:
+    """The directory before a glob's first wildcard when this user cannot list it (or reach it): the glob
+    finds nothing there, whatever it holds.  None when it can, or when the directory is not there yet."""
+    directory = fixed_prefix(os.path.dirname(pattern))
+    try:
+        if not stat.S_ISDIR(os.stat(directory).st_mode):
+            return None
+    except PermissionError:
+        return directory
+    except OSError:
+        return None
+    return None if os.access(directory, os.R_OK | os.X_OK) else directory

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import Metric
 
 from agent.families import counter, families, gauge
-from agent.sources import Deliver, lower_thread_priority, special_file
+from agent.sources import Deliver, fixed_prefix, lower_thread_priority, special_file, unlistable
 from agent.sources.inotify import DirectoryWatcher
 from agent.sources.lines import PACKED_OPENING, LineSplitter, packed_format
 from agent.sources.names import COMPRESSED_SUFFIXES, ROTATION_COUNT, ROTATION_DATE
@@ -595,6 +595,8 @@ class Source:
     # when it is added again (see agent.sources.positions): what they are is their owner's.
     save_numbers: Callable[[], dict] | None = None
     restore_numbers: Callable[[dict], None] | None = None
+    # Globs whose directory this user cannot list: they find nothing, whatever it holds.
+    unlistable: set[str] = field(default_factory=set)
 
 
 class Tailer:
@@ -745,6 +747,8 @@ class Tailer:
         found: list[TailedPath] = []
         for pattern in source.patterns:
             names = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            if glob.has_magic(pattern):
+                _note_listing(source, pattern, unlistable(pattern) if not names else None)
             for name in names:
                 if name in source.paths or (glob.has_magic(pattern) and os.path.isdir(name)):
                     continue  # a directory a glob finds is passed over; one named alone is reported
@@ -819,7 +823,7 @@ class Tailer:
             for pattern in source.patterns:
                 directory = os.path.dirname(pattern) or "."
                 if glob.has_magic(directory):
-                    directories.add(_fixed_prefix(directory))  # new subdirectories appear here
+                    directories.add(fixed_prefix(directory))  # new subdirectories appear here
                     directories.update(d for d in glob.glob(directory) if os.path.isdir(d))
                 else:
                     directories.add(directory)
@@ -847,6 +851,8 @@ class Tailer:
             for path, tailed in list(source.paths.items()):
                 if tailed.error:
                     out.setdefault(name, {})[path] = tailed.error_reason
+            for pattern in list(source.unlistable):
+                out.setdefault(name, {})[pattern] = "permission_denied"
         return out
 
     def families(self) -> Iterator[Metric]:
@@ -854,6 +860,17 @@ class Tailer:
         paths = [([name, path], tailed) for name, source in sources for path, tailed in list(source.paths.items())]
         yield from families(PATH_SPECS, paths)
         yield from families(RAW_LOG_SPECS, (([name], source) for name, source in sources if source.rotate_bytes))
+        yield from families(GLOB_SPECS, [([name], source) for name, source in sources])
+
+
+def _note_listing(source: Source, pattern: str, directory: str | None) -> None:
+    """Keep (and say, once) whether a glob's directory can be listed (``directory``: the one that cannot)."""
+    if directory is not None and pattern not in source.unlistable:
+        log.warning("cannot list %s (will retry): permission denied: %s finds nothing there", directory, pattern)
+        source.unlistable.add(pattern)
+    elif directory is None and pattern in source.unlistable:
+        log.info("%s: its directory can be listed again", pattern)
+        source.unlistable.discard(pattern)
 
 
 def _stat(attribute: str):
@@ -923,6 +940,24 @@ PATH_SPECS = (
         "every poll",
     ),
 )
+
+
+def _unlistable_globs(source: Source, labels: tuple[str, ...]) -> Iterable:
+    return [((pattern,), 1) for pattern in list(source.unlistable)]
+
+
+# Series of a source's globs.
+GLOB_SPECS = (
+    gauge(
+        "kvwatch_tail_glob_unlistable",
+        "1 while the directory a followed glob looks in cannot be listed (permission denied): it finds nothing.",
+        _unlistable_globs,
+        labels="path",
+        doc="1 while the directory a followed glob (`path`) looks in -- its part before the first wildcard -- "
+        "cannot be listed or reached by kvwatch's user (permission denied): the glob finds nothing there, "
+        "whatever it holds; looked at again every poll",
+    ),
+)
 # Series of a supervised server's raw log, which the reader rotates.
 RAW_LOG_SPECS = (
     counter(
@@ -931,16 +966,6 @@ RAW_LOG_SPECS = (
         _log_rotations,
     ),
 )
-
-
-def _fixed_prefix(directory: str) -> str:
-    """The part of a directory glob before its first wildcard: ``/a/*/b`` -> ``/a``."""
-    fixed = []
-    for part in directory.split(os.sep):
-        if glob.has_magic(part):
-            break
-        fixed.append(part)
-    return os.sep.join(fixed) or os.sep
 
 
 def _real_directories(paths: Iterable[str]) -> set[str]:

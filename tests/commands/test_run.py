@@ -430,8 +430,13 @@ def test_permission_denied_is_reported_and_retried_by_an_unprivileged_kvwatch(ag
     log.chmod(0o600)
     (tmp_path / "state").mkdir(mode=0o777)
     (tmp_path / "logs").mkdir(mode=0o777)
+    private = tmp_path / "private"  # a directory kvwatch's user may not list: a glob there finds nothing
+    private.mkdir(mode=0o700)
+    (private / "vllm.log").write_text(STATS)
+    pattern = str(private / "*.log")
     agent = agents(
-        f'[[follow]]\nname = "f"\npaths = ["{log}"]\nstart_at = "beginning"\n',
+        f'[[follow]]\nname = "f"\npaths = ["{log}"]\nstart_at = "beginning"\n'
+        f'\n[[follow]]\nname = "g"\npaths = ["{pattern}"]\nstart_at = "beginning"\n',
         directory=tmp_path,
         prefix=prefix,
         env=env,
@@ -444,9 +449,14 @@ def test_permission_denied_is_reported_and_retried_by_an_unprivileged_kvwatch(ag
         what="the permission error on /metrics",
     )
     assert "cannot read" in agent.log() and "will retry" in agent.log()
+    wait_for(lambda: agent.value("kvwatch_tail_glob_unlistable", server="g", path=pattern) == 1, what="the glob's")
+    assert f"cannot list {private} (will retry): permission denied" in agent.log()
     log.chmod(0o644)
     wait_for(lambda: stats_lines(agent, "f") == 2, what="the lines once readable")
     assert agent.value("kvwatch_tail_read_error", server="f", path=str(log), reason="permission_denied") is None
+    private.chmod(0o755)
+    wait_for(lambda: stats_lines(agent, "g") == 1, what="the glob's file once its directory can be listed")
+    assert agent.value("kvwatch_tail_glob_unlistable", server="g", path=pattern) is None
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")

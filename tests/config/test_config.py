@@ -360,6 +360,20 @@ def test_check_finds_a_followed_path_that_names_a_named_pipe_without_waiting_for
     assert result.stderr.strip() == f"kvwatch: {path}: follow[0].paths[0]: {pipe} is a named pipe, not a regular file"
 
 
+def test_check_finds_a_followed_path_that_is_a_loop_of_symbolic_links(tmp_path: Path) -> None:
+    loop = tmp_path / "vllm.log"
+    loop.symlink_to("vllm.log")
+    dangling = tmp_path / "later.log"
+    dangling.symlink_to("not-written-yet.log")  # a link to a file not there yet is fine
+    text = f'[agent]\nstate_dir = "{tmp_path / "state"}"\n\n[[follow]]\nname = "a"\npaths = ["{loop}", "{dangling}"]\n'
+    path = write(tmp_path, text)
+    result = kvwatch("check", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"kvwatch: {path}: follow[0].paths[0]: cannot look at {loop}: Too many levels of symbolic links"
+    )
+
+
 def test_check_finds_what_this_user_may_not_write_or_read(request: pytest.FixtureRequest) -> None:
     # pytest's own temporary root is 0700: the unprivileged check must reach its config.
     top = Path(tempfile.mkdtemp(prefix="kvwatch-check-"))
@@ -374,8 +388,14 @@ def test_check_finds_what_this_user_may_not_write_or_read(request: pytest.Fixtur
     secret = top / "other.log"  # a followed log the service's user may not read
     secret.write_text("")
     secret.chmod(0o600)
+    private = top / "private"  # a directory the service's user may not enter (the vLLM user's, 0700)
+    private.mkdir(mode=0o700)
+    (private / "vllm.log").write_text("")
     path = top / "kvwatch.toml"
-    follow = f'\n[[follow]]\nname = "other"\npaths = ["{secret}"]\n'
+    follow = (
+        f'\n[[follow]]\nname = "other"\npaths = ["{secret}"]\n'
+        f'\n[[follow]]\nname = "private"\npaths = ["{private / "vllm.log"}", "{private / "*.log"}"]\n'
+    )
     path.write_text(f'[agent]\nlog_dir = "{logs}"\nstate_dir = "{state}"\n' + MINIMAL + follow)
     path.chmod(0o644)
     result = subprocess.run(
@@ -391,6 +411,30 @@ def test_check_finds_what_this_user_may_not_write_or_read(request: pytest.Fixtur
     )
     assert "state_dir" not in result.stderr
     assert f"{path}: follow[0].paths[0]: cannot read {secret} as user nobody (uid 65534): permission denied" in (
+        result.stderr
+    )
+    # Behind a directory it may not enter: named, not a traceback (nor "not there yet").
+    nobody = "user nobody (uid 65534)"
+    assert "Traceback" not in result.stderr
+    assert (
+        f"{path}: follow[1].paths[0]: cannot reach {private / 'vllm.log'} as {nobody}: permission denied on {private}"
+        in result.stderr
+    )
+    assert (
+        f"{path}: follow[1].paths[1]: cannot list {private} as {nobody}: permission denied: the glob would find "
+        "nothing" in result.stderr
+    )
+    # A state directory behind it too.
+    path.write_text(f'[agent]\nlog_dir = "{state}"\nstate_dir = "{private / "state"}"\n' + MINIMAL)
+    result = subprocess.run(
+        [*prefix, sys.executable, "-m", "agent", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=top,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{path}: agent.state_dir: cannot reach {private / 'state'} as {nobody}: permission denied on {private}" in (
         result.stderr
     )
 
