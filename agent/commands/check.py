@@ -64,6 +64,10 @@ def filesystem_problems(config: Config) -> list[str]:
             reason = cannot_search(name) if glob.has_magic(name) else cannot_follow(Path(name))
             if reason:
                 problems.append(f"{config.path}: follow[{index}].paths[{number}]: {reason}")
+    for index, pods in enumerate(config.pods):
+        reason = cannot_search(os.path.join(pods.log_dir, "*"))
+        if reason:
+            problems.append(f"{config.path}: pods[{index}].log_dir: {reason}")
     return problems
 
 
@@ -75,8 +79,8 @@ def cannot_search(pattern: str) -> str | None:
         return None
     blocked = _blocked_ancestor(Path(directory))
     if blocked is not None:
-        return f"cannot reach {directory} as {_user()}: permission denied on {blocked}: the glob would find nothing"
-    return f"cannot list {directory} as {_user()}: permission denied: the glob would find nothing"
+        return f"cannot reach {directory} as {_user()}: permission denied on {blocked}: nothing in it would be found"
+    return f"cannot list {directory} as {_user()}: permission denied: nothing in it would be found"
 
 
 def cannot_follow(path: Path) -> str | None:

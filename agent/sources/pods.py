@@ -12,10 +12,15 @@ agent follows what appears and forgets what goes (``agent.commands.run``).
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from dataclasses import dataclass
 
 from agent.config import PodsConfig
+
+log = logging.getLogger("kvwatch.pods")
+# Pod directories this user may not list, said once each (and once more when they can be).
+_DENIED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -31,8 +36,16 @@ def containers(log_dir: str) -> list[PodContainer]:
     found = []
     try:
         pods = sorted(os.scandir(log_dir), key=lambda e: e.name)
+    except PermissionError:
+        if log_dir not in _DENIED:
+            log.warning("pods: cannot list %s (will retry): permission denied: no pod is found", log_dir)
+            _DENIED.add(log_dir)
+        return []
     except OSError:
         return []
+    if log_dir in _DENIED:
+        log.info("pods: %s can be listed again", log_dir)
+        _DENIED.discard(log_dir)
     for entry in pods:
         parts = entry.name.split("_")
         if len(parts) != 3 or not all(parts) or not entry.is_dir():

@@ -395,6 +395,7 @@ def test_check_finds_what_this_user_may_not_write_or_read(request: pytest.Fixtur
     follow = (
         f'\n[[follow]]\nname = "other"\npaths = ["{secret}"]\n'
         f'\n[[follow]]\nname = "private"\npaths = ["{private / "vllm.log"}", "{private / "*.log"}"]\n'
+        f'\n[[pods]]\nlog_dir = "{private}"\n'
     )
     path.write_text(f'[agent]\nlog_dir = "{logs}"\nstate_dir = "{state}"\n' + MINIMAL + follow)
     path.chmod(0o644)
@@ -421,9 +422,10 @@ def test_check_finds_what_this_user_may_not_write_or_read(request: pytest.Fixtur
         in result.stderr
     )
     assert (
-        f"{path}: follow[1].paths[1]: cannot list {private} as {nobody}: permission denied: the glob would find "
-        "nothing" in result.stderr
+        f"{path}: follow[1].paths[1]: cannot list {private} as {nobody}: permission denied: nothing in it would be "
+        "found" in result.stderr
     )
+    assert f"{path}: pods[0].log_dir: cannot list {private} as {nobody}: permission denied" in result.stderr
     # A state directory behind it too.
     path.write_text(f'[agent]\nlog_dir = "{state}"\nstate_dir = "{private / "state"}"\n' + MINIMAL)
     result = subprocess.run(

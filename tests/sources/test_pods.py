@@ -122,3 +122,33 @@ def test_the_check_shows_the_pods_table_and_a_bad_one_is_named(tmp_path: Path) -
     )
     assert bad.returncode != 0
     assert f"{config}: pods[0].name: two containers of a pod would be one server" in bad.stderr
+
+
+def test_a_pods_directory_this_user_may_not_list_is_said_once_and_again_when_it_can_be(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """(A stand-in for the permission: these tests run as root, who lists any directory; an unprivileged
+    kvwatch check of the same directory is in tests/config/test_config.py.)"""
+    import logging
+    import os
+
+    from agent.sources import pods
+
+    listing = os.scandir
+    denied = {str(tmp_path)}
+
+    def scandir(path):
+        if str(path) in denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(pods.os, "scandir", scandir)
+    with caplog.at_level(logging.INFO, logger="kvwatch.pods"):
+        assert pods.containers(str(tmp_path)) == [] and pods.containers(str(tmp_path)) == []
+        denied.clear()
+        assert pods.containers(str(tmp_path)) == []
+    said = [record.getMessage() for record in caplog.records]
+    assert said == [
+        f"pods: cannot list {tmp_path} (will retry): permission denied: no pod is found",
+        f"pods: {tmp_path} can be listed again",
+    ]
