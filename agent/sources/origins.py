@@ -3,8 +3,15 @@
 ``kubectl logs -l app=vllm --prefix`` and ``docker compose logs`` interleave the
 lines of many pods or services in one stream, each behind its writer's name:
 ``[pod/NAME/CONTAINER] `` (kubectl), ``NAME  | `` (compose: the name padded to
-the longest one, in the service's colour on a terminal).  ``kvwatch replay``
-reads each writer's lines as a server of its own, as it would read their files.
+the longest one, in the service's colour on a terminal).  A log collector's
+records name their pod in fields: Fluent Bit's and Fluentd's Kubernetes
+metadata and Cloud Logging's resource labels (``pod_name``,
+``namespace_name``, ``container_name``), Vector's (``pod_namespace``), Azure
+Monitor's rows (``PodName``, ``PodNamespace``, ``ContainerName``), the
+OpenTelemetry Collector's resource attributes (``k8s.pod.name`` ...) and a
+Loki query's labels (``pod``, ``namespace``, ``container``).  ``kvwatch
+replay`` reads each writer's lines as a server of its own, as it would read
+their files.
 """
 
 from __future__ import annotations
@@ -19,9 +26,23 @@ _COMPOSE = re.compile(r"(?:\x1b\[[\d;]*m)?([A-Za-z0-9][\w.-]{0,127}) +\| (?:\x1b
 _LEVEL_WORDS = frozenset(("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"))
 
 
+def _field(keys: str) -> re.Pattern[str]:
+    """A JSON string field under one of ``keys`` whose value is a Kubernetes name."""
+    return re.compile(rf'"(?:{keys})" ?: ?"([a-z0-9][a-z0-9.-]{{0,252}})"', re.ASCII)
+
+
+# Each name's keys, the collectors' own before a query's bare label (a pod may carry a label ``pod`` too).
+_POD = (_field(r"pod_name|PodName|k8s\.pod\.name"), _field("pod"))
+_NAMESPACE = (_field(r"namespace_name|pod_namespace|PodNamespace|k8s\.namespace\.name"), _field("namespace"))
+_CONTAINER = (_field(r"container_name|ContainerName|k8s\.container\.name"), _field("container"))
+
+
 def origin_of(line: str) -> str | None:
-    """The writer's name a multiplexing tool put before ``line`` (``POD/CONTAINER``, or compose's
-    ``NAME``); None for a line without one."""
+    """The writer a multiplexing tool put before ``line`` (``POD/CONTAINER``, or compose's ``NAME``), or
+    a collector's record names (``NAMESPACE/POD/CONTAINER`` as far as it gives them, the label a
+    ``[[pods]]`` table gives); None for a line that names none."""
+    if line[:1] == "{":
+        return _record_origin(line)
     if line[:5] == "[pod/":
         m = _KUBECTL.match(line)
         return None if m is None else f"{m.group(1)}/{m.group(2)}"
@@ -31,3 +52,18 @@ def origin_of(line: str) -> str | None:
     if m is None or m.group(1).upper() in _LEVEL_WORDS:
         return None
     return m.group(1)
+
+
+def _record_origin(line: str) -> str | None:
+    pod = _found(_POD, line)
+    if pod is None:
+        return None
+    return "/".join(name for name in (_found(_NAMESPACE, line), pod, _found(_CONTAINER, line)) if name)
+
+
+def _found(fields: tuple[re.Pattern[str], ...], line: str) -> str | None:
+    for field in fields:
+        m = field.search(line)
+        if m is not None:
+            return m.group(1)
+    return None

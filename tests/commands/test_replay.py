@@ -701,26 +701,33 @@ def test_events_reach_a_pipe_in_blocks_also_where_python_writes_unbuffered(monke
         os.close(read_end)
 
 
-def _multiplexed(tmp_path: Path, prefixes: tuple[str, str], lines: int) -> tuple[Path, list[Path]]:
-    """Two generated logs interleaved line by line behind their writers' prefixes, as ``kubectl logs
-    --prefix`` or ``docker compose logs`` write them (one batch of the first, then of the second ...);
-    also each writer's lines alone, prefixed the same."""
+def _multiplexed(tmp_path: Path, frames: tuple, lines: int) -> tuple[Path, list[Path]]:
+    """Two generated logs interleaved line by line, each line in its writer's frame (a prefix as ``kubectl
+    logs --prefix`` or ``docker compose logs`` writes it, or a collector's record naming the pod), a run of
+    one writer's lines, then of the other's ...; also each writer's framed lines alone."""
     logs = []
-    for index, prefix in enumerate(prefixes):
+    for index, frame in enumerate(frames):
         source = tmp_path / f"source-{index}.log"
         generate(source, lines, seed=100 + index, style=("classic", "current")[index])
-        logs.append([prefix + line for line in source.read_text(encoding="utf-8").splitlines(keepends=True)])
+        framed = frame if callable(frame) else (lambda line, prefix=frame: f"{prefix}{line}\n")
+        logs.append([framed(line) for line in source.read_text(encoding="utf-8").splitlines()])
     alone = []
-    for index, prefixed in enumerate(logs):
+    for index, framed_lines in enumerate(logs):
         alone.append(tmp_path / f"alone-{index}.log")
-        alone[-1].write_text("".join(prefixed), encoding="utf-8")
+        alone[-1].write_text("".join(framed_lines), encoding="utf-8")
     mixed = []
     for start in range(0, max(map(len, logs)), 7):  # runs of 7 lines, as concurrent readers interleave them
-        for prefixed in logs:
-            mixed.extend(prefixed[start : start + 7])
+        for framed_lines in logs:
+            mixed.extend(framed_lines[start : start + 7])
     combined = tmp_path / "all.log"
     combined.write_text("".join(mixed), encoding="utf-8")
     return combined, alone
+
+
+def _fluent_bit(pod: str) -> Callable[[str], str]:
+    """A line as Fluent Bit's Kubernetes filter ships it: the line and its pod's metadata."""
+    metadata = {"pod_name": pod, "namespace_name": "inference", "labels": {"app": "vllm"}, "container_name": "vllm"}
+    return lambda line: json.dumps({"date": 1765728000.5, "log": line, "kubernetes": metadata}) + "\n"
 
 
 def _samples(exposition: str) -> dict[str, float]:
@@ -728,17 +735,18 @@ def _samples(exposition: str) -> dict[str, float]:
 
 
 @pytest.mark.parametrize(
-    ("prefixes", "servers"),
+    ("frames", "servers"),
     [
         (("[pod/vllm-0/vllm] ", "[pod/vllm-7d9f8-x2k4p/vllm] "), ("vllm-0/vllm", "vllm-7d9f8-x2k4p/vllm")),
         (("vllm-a-1  | ", "\x1b[36mvllm-b-1  | \x1b[0m"), ("vllm-a-1", "vllm-b-1")),
+        ((_fluent_bit("vllm-0"), _fluent_bit("vllm-1")), ("inference/vllm-0/vllm", "inference/vllm-1/vllm")),
     ],
-    ids=["kubectl-prefix", "compose"],
+    ids=["kubectl-prefix", "compose", "collector-records"],
 )
 def test_a_log_several_containers_wrote_gives_each_writer_as_a_server(
-    tmp_path: Path, prefixes: tuple[str, str], servers: tuple[str, str]
+    tmp_path: Path, frames: tuple, servers: tuple[str, str]
 ) -> None:
-    combined, alone = _multiplexed(tmp_path, prefixes, 4_000)
+    combined, alone = _multiplexed(tmp_path, frames, 4_000)
     both = _samples(kvwatch("replay", "-f", "prometheus", str(combined)).stdout.decode())
     assert 'kvwatch_lines_total{server="all"}' not in both  # every line named its writer
     for path, server in zip(alone, servers, strict=True):

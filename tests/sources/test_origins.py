@@ -19,6 +19,19 @@ LINE = "(APIServer pid=1) INFO 12-14 16:00:00 [async_llm.py:578] Added request c
         (f"vllm_1 | {LINE}", "vllm_1"),  # Compose v1
         (f"\x1b[36mvllm-gpu0-1  | \x1b[0m{LINE}", "vllm-gpu0-1"),  # on a terminal, in the service's colour
         ("vllm-1  | ", "vllm-1"),  # a writer's empty line
+        # A collector's records: Fluent Bit's Kubernetes metadata (a pod label named "pod" does not count).
+        (
+            '{"log":"INFO x","kubernetes":{"pod_name":"vllm-0","namespace_name":"ml","labels":{"pod":"x"},'
+            '"container_name":"vllm"}}',
+            "ml/vllm-0/vllm",
+        ),
+        # Cloud Logging's resource labels; Azure Monitor's row; a Loki query's labels; the OpenTelemetry
+        # Collector's resource attributes (its ClickHouse table); Vector's metadata.
+        ('{"textPayload":"x","resource":{"labels":{"pod_name":"vllm-1","namespace_name":"ml"}}}', "ml/vllm-1"),
+        ('{"PodName":"vllm-2","PodNamespace":"ml","ContainerName":"vllm","LogMessage":"x"}', "ml/vllm-2/vllm"),
+        ('{"labels":{"container":"vllm","namespace":"ml","pod":"vllm-3"},"line":"x"}', "ml/vllm-3/vllm"),
+        ('{"Body":"x","ResourceAttributes":{"k8s.pod.name":"vllm-4","k8s.container.name":"vllm"}}', "vllm-4/vllm"),
+        ('{"message":"x","kubernetes":{"pod_name":"vllm-5","pod_namespace":"ml"}}', "ml/vllm-5"),
     ],
 )
 def test_a_writer_s_prefix_names_it(line: str, writer: str) -> None:
@@ -37,6 +50,9 @@ def test_a_writer_s_prefix_names_it(line: str, writer: str) -> None:
         "2026-12-04 10:00:00.123 | INFO     | loguru's format",
         "vllm-1 |no blank after the bar",
         "word " * 40 + "| a bar far into a sentence",
+        '{"log":"INFO x\\n","stream":"stdout","time":"2025-12-14T16:00:00Z"}',  # Docker's record: no pod
+        '{"log":"{\\"pod\\":\\"vllm-0\\"}"}',  # "pod" quoted inside the text
+        '{"kubernetes":{"pod":{"name":"vllm-0"}}}',  # a pod object, not a name
     ],
 )
 def test_other_lines_name_no_writer(line: str) -> None:
