@@ -30,7 +30,7 @@ AGENT_CATALOGUE: tuple[Spec, ...] = (
     *tail.RAW_LOG_SPECS,
     *gpus.SPECS,
     *tail.PATH_SPECS,
-    *tail.GLOB_SPECS,
+    *tail.PATTERN_SPECS,
     *journal.SPECS,
     *canary.SPECS,
     *bench.SPECS,

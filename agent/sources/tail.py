@@ -597,6 +597,8 @@ class Source:
     restore_numbers: Callable[[dict], None] | None = None
     # Globs whose directory this user cannot list: they find nothing, whatever it holds.
     unlistable: set[str] = field(default_factory=set)
+    # How many files each path or glob names now (regular files a glob finds, but copies it passes over).
+    files: dict[str, int] = field(default_factory=dict)
 
 
 class Tailer:
@@ -746,13 +748,14 @@ class Tailer:
     def _expand(self, source: Source, first: bool) -> None:
         found: list[TailedPath] = []
         for pattern in source.patterns:
-            names = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-            if glob.has_magic(pattern):
+            magic = glob.has_magic(pattern)
+            names = sorted(glob.glob(pattern)) if magic else [pattern]
+            if magic:
                 _note_listing(source, pattern, unlistable(pattern) if not names else None)
             for name in names:
-                if name in source.paths or (glob.has_magic(pattern) and os.path.isdir(name)):
+                if name in source.paths or (magic and os.path.isdir(name)):
                     continue  # a directory a glob finds is passed over; one named alone is reported
-                if glob.has_magic(pattern) and (name.endswith(COMPRESSED_SUFFIXES) or _is_rotated_copy(name)):
+                if magic and (name.endswith(COMPRESSED_SUFFIXES) or _is_rotated_copy(name)):
                     continue  # compressed (not readable as it grows), or a copy already read as the file
                 rotated = source.rotate_bytes and name in source.raw_logs
                 raw_log = RawLog(name, source.rotate_bytes, source.backups) if rotated else None
@@ -763,6 +766,8 @@ class Tailer:
                 tailed.held = source.held
                 source.paths[name] = tailed
                 found.append(tailed)
+            followed = sum(1 for name in names if name in source.paths) if magic else int(os.path.isfile(pattern))
+            _note_files(source, pattern, followed, first)
         # Files present at the first look start at the end (their past is history) unless a position was
         # saved; files that appear later are new.  Those with a saved position first: of two names of one
         # file, the one it was read under goes on reading it.
@@ -860,7 +865,15 @@ class Tailer:
         paths = [([name, path], tailed) for name, source in sources for path, tailed in list(source.paths.items())]
         yield from families(PATH_SPECS, paths)
         yield from families(RAW_LOG_SPECS, (([name], source) for name, source in sources if source.rotate_bytes))
-        yield from families(GLOB_SPECS, [([name], source) for name, source in sources])
+        yield from families(PATTERN_SPECS, [([name], source) for name, source in sources])
+
+
+def _note_files(source: Source, pattern: str, followed: int, first: bool) -> None:
+    """Keep how many files a path or glob names now (said at the first look when none: a path that is
+    not there yet is read once it is, and a typo never is)."""
+    source.files[pattern] = followed
+    if first and not followed:
+        log.info("%s: %s names no file yet; it is read once one appears", source.name, pattern)
 
 
 def _note_listing(source: Source, pattern: str, directory: str | None) -> None:
@@ -946,8 +959,21 @@ def _unlistable_globs(source: Source, labels: tuple[str, ...]) -> Iterable:
     return [((pattern,), 1) for pattern in list(source.unlistable)]
 
 
-# Series of a source's globs.
-GLOB_SPECS = (
+def _files(source: Source, labels: tuple[str, ...]) -> Iterable:
+    return [((pattern,), count) for pattern, count in list(source.files.items())]
+
+
+# Series of a source's paths and globs as configured.
+PATTERN_SPECS = (
+    gauge(
+        "kvwatch_tail_files",
+        "Files a followed path or glob names now (0: none yet, or a typo).",
+        _files,
+        labels="path",
+        doc="files the followed path or glob (`path`, as configured) names now, looked at every poll: 1 or 0 "
+        "for a path, the files a glob finds for a glob (rotated and compressed copies it passes over not "
+        "counted); 0 for long is a path that is not there, or a typo",
+    ),
     gauge(
         "kvwatch_tail_glob_unlistable",
         "1 while the directory a followed glob looks in cannot be listed (permission denied): it finds nothing.",

@@ -279,6 +279,39 @@ def test_a_glob_passes_compressed_files_over(tmp_path: Path) -> None:
     assert list(tailer.snapshot()["s"]) == [str(tmp_path / "a.log")]
 
 
+def test_how_many_files_each_path_and_glob_names_is_kept_and_a_path_with_none_said_at_the_start(
+    tmp_path: Path, caplog
+) -> None:
+    import logging
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("a.log", "b.log", "a.log.1", "a.log.2.gz"):  # two logs, two copies the glob passes over
+        (logs / name).write_text("x\n")
+    (logs / "sub.log").mkdir()  # a directory it passes over too
+    typo = tmp_path / "vlm.log"
+    with caplog.at_level(logging.INFO, logger="kvwatch.tail"):
+        tailer, _ = make_tailer(tmp_path, str(logs / "*.log*"), str(typo), str(tmp_path / "empty" / "*.log"))
+        tailer.cycle()
+    assert tailer.sources["s"].files == {str(logs / "*.log*"): 2, str(typo): 0, str(tmp_path / "empty" / "*.log"): 0}
+    said = [record.getMessage() for record in caplog.records]
+    assert f"s: {typo} names no file yet; it is read once one appears" in said
+    assert not any(str(logs) in message for message in said)
+    typo.write_text("x\n")
+    (logs / "c.log").write_text("x\n")
+    tailer.rescan = True
+    tailer.cycle()
+    assert tailer.sources["s"].files[str(typo)] == 1
+    assert tailer.sources["s"].files[str(logs / "*.log*")] == 3
+    series = {
+        (sample.labels["path"], sample.value)
+        for family in tailer.families()
+        if family.name == "kvwatch_tail_files"
+        for sample in family.samples
+    }
+    assert (str(typo), 1) in series and (str(logs / "*.log*"), 3) in series
+
+
 @pytest.mark.parametrize("noticed_first", [False, True], ids=["found-by-the-glob-first", "noticed-by-its-path-first"])
 @pytest.mark.parametrize("renamed", ["old.log", "archive-a.log"])
 def test_a_rename_to_any_name_the_glob_matches_carries_on_where_it_was_read(
