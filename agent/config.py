@@ -26,7 +26,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from agent.supervise.versions import vllm_cli_works
@@ -630,7 +630,7 @@ class _Reader:
         metrics = self.metrics(data.get("metrics", {}))
         servers = tuple(self.server(item, f"server[{i}]", agent) for i, item in enumerate(self.array(data, "server")))
         follows = tuple(self.follow(item, f"follow[{i}]") for i, item in enumerate(self.array(data, "follow")))
-        self.check_unique(servers, follows)
+        self.check_unique(servers, follows, metrics)
         tracing = self.tracing(data.get("tracing", {}))
         pods = tuple(self.pods(item, f"pods[{i}]") for i, item in enumerate(self.array(data, "pods")))
         return Config(self.path, agent, metrics, servers, follows, tracing, pods)
@@ -853,7 +853,9 @@ class _Reader:
                 raise self.fail(f"{where}.{key}", "a pattern of one path part: no '/'")
         return PodsConfig(log_dir=log_dir, name=name, **read)
 
-    def check_unique(self, servers: tuple[ServerConfig, ...], follows: tuple[FollowConfig, ...]) -> None:
+    def check_unique(
+        self, servers: tuple[ServerConfig, ...], follows: tuple[FollowConfig, ...], metrics: MetricsConfig
+    ) -> None:
         seen: dict[str, str] = {}
         for kind, items in (("server", servers), ("follow", follows)):
             for i, item in enumerate(items):
@@ -880,11 +882,31 @@ class _Reader:
             for key, port in taken:
                 if port in ports:
                     raise self.fail(key, f"{port} is also the port of {ports[port]}")
+                if port == metrics.port and _addresses_overlap(metrics.address, server.host):
+                    raise self.fail(key, f"{port} is also metrics.port, where kvwatch serves /metrics")
                 ports[port] = key
             for key, path in written:
                 if path in logs:
                     raise self.fail(key, f"{path} is also the log of {logs[path]}")
                 logs[path] = key
+        self.check_not_followed(follows, logs)
+
+    def check_not_followed(self, follows: tuple[FollowConfig, ...], logs: dict[Path, str]) -> None:
+        """A server's own log followed again would count its lines twice, under two labels."""
+        for i, follow in enumerate(follows):
+            for j, pattern in enumerate(follow.paths):
+                for path, key in logs.items():
+                    if Path(pattern) == path or (glob.has_magic(pattern) and PurePath(path).match(pattern)):
+                        raise self.fail(
+                            f"follow[{i}].paths[{j}]",
+                            f"{pattern} names {path}, the log of {key}: its lines are read as that server's already",
+                        )
+
+
+def _addresses_overlap(first: str, second: str) -> bool:
+    """Whether two listen addresses take a port on a common interface (every address does, for a wildcard)."""
+    wildcards = ("", "0.0.0.0", "::")
+    return first in wildcards or second in wildcards or first == second
 
 
 # An option one of whose words says it holds a secret (``--api-key``, ``--hf-token``): its value is

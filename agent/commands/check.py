@@ -15,6 +15,7 @@ import argparse
 import glob
 import os
 import pwd
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -59,6 +60,13 @@ def filesystem_problems(config: Config) -> list[str]:
         reason = cannot_write(path, is_directory)
         if reason:
             problems.append(f"{config.path}: {key}: {reason}")
+    for index, server in enumerate(config.servers):
+        key, program = (f"server[{index}].python", server.python)
+        if server.command is not None:
+            key, program = (f"server[{index}].command", server.command[0])
+        reason = cannot_run(program)
+        if reason:
+            problems.append(f"{config.path}: {key}: {reason}")
     for index, follow in enumerate(config.follows):
         for number, name in enumerate(follow.paths):
             reason = cannot_search(name) if glob.has_magic(name) else cannot_follow(Path(name))
@@ -69,6 +77,21 @@ def filesystem_problems(config: Config) -> list[str]:
         if reason:
             problems.append(f"{config.path}: pods[{index}].log_dir: {reason}")
     return problems
+
+
+def cannot_run(program: str) -> str | None:
+    """Why this user could not run ``program`` (a path, or a name looked up on PATH); None if it can."""
+    if os.sep not in program:
+        return None if shutil.which(program) else f"{program}: not found on PATH ({os.environ.get('PATH', '')})"
+    path = Path(program)
+    try:
+        if not path.exists():
+            return f"{program}: no such file (is the server's environment installed there?)"
+    except PermissionError:
+        return _denied(path)
+    if path.is_dir() or not os.access(path, os.X_OK):
+        return f"{program}: not an executable file"
+    return None
 
 
 def cannot_search(pattern: str) -> str | None:

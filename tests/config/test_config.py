@@ -165,6 +165,23 @@ start_at = "beginning"
         ),
         ('[[follow]]\nname = "f"\n', "follow[0]", "give either paths"),
         (
+            "[metrics]\nport = 8000\n" + MINIMAL,
+            "server[0].port",
+            "8000 is also metrics.port, where kvwatch serves /metrics",
+        ),
+        (
+            '[agent]\nlog_dir = "/var/log/kvwatch"\n'
+            + MINIMAL
+            + '[[follow]]\nname = "f"\npaths = ["/var/log/kvwatch/*.log"]\n',
+            "follow[0].paths[0]",
+            "names /var/log/kvwatch/qwen.log, the log of server[0].log_file: its lines are read as that server's",
+        ),
+        (
+            MINIMAL + 'log_file = "/srv/qwen.log"\n[[follow]]\nname = "f"\npaths = ["/tmp/a.log", "/srv/qwen.log"]\n',
+            "follow[0].paths[1]",
+            "/srv/qwen.log names /srv/qwen.log, the log of server[0].log_file",
+        ),
+        (
             MINIMAL + "[server.lmcache]\nsettings = { LMCACHE_CHUNK_SIZE = 256 }\n",
             "server[0].lmcache.settings.LMCACHE_CHUNK_SIZE",
             "without its LMCACHE_ prefix",
@@ -185,6 +202,36 @@ def test_bad_configuration_names_file_key_and_reason(tmp_path: Path, text: str, 
     assert caught.value.path == str(path)
     assert caught.value.key == key
     assert reason in caught.value.reason
+
+
+def test_the_metrics_port_may_be_a_server_s_on_another_address_and_a_glob_may_pass_its_log_by(tmp_path: Path) -> None:
+    text = (
+        '[agent]\nlog_dir = "/var/log/kvwatch"\n[metrics]\naddress = "10.0.0.5"\nport = 8000\n'
+        + MINIMAL
+        + '[[follow]]\nname = "f"\npaths = ["/var/log/kvwatch/*/*.log", "/var/log/other/*.log"]\n'
+    )
+    loaded = config.load(write(tmp_path, text))
+    assert loaded.metrics.port == loaded.servers[0].port == 8000
+
+
+def test_check_finds_a_server_program_that_is_not_there(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    text = (
+        f'[agent]\nstate_dir = "{state}"\nlog_dir = "{tmp_path / "logs"}"\n'
+        f'[[server]]\nname = "a"\nmodel = "m"\npython = "{tmp_path / "venv" / "bin" / "python"}"\n'
+        f'[[server]]\nname = "b"\nport = 8001\ncommand = ["no-such-vllm-9", "serve", "m"]\n'
+        f'[[server]]\nname = "c"\nport = 8002\ncommand = ["{sys.executable}", "-m", "vllm"]\n'
+    )
+    path = write(tmp_path, text)
+    result = kvwatch("check", "--config", str(path))
+    assert result.returncode == 2
+    problems = result.stderr.strip().splitlines()
+    assert problems[0] == (
+        f"kvwatch: {path}: server[0].python: {tmp_path / 'venv' / 'bin' / 'python'}: no such file (is the "
+        "server's environment installed there?)"
+    )
+    assert problems[1].startswith(f"kvwatch: {path}: server[1].command: no-such-vllm-9: not found on PATH (")
+    assert len(problems) == 2
 
 
 def test_not_toml_and_missing_file(tmp_path: Path) -> None:
