@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 from agent.sinks.stats import STATS_SINK, ServerStats
 from agent.sources.lines import LineReader
-from agent.sources.origins import origin_of
+from agent.sources.origins import multiplexed, origin_of
 from parsers import Clock, LogStream
 from parsers.events import Event, Events
 from parsers.masking import looks_like_a_log_line
@@ -176,14 +176,14 @@ def read_into(
 ) -> tuple[int, str | None]:
     """Parse a byte stream into ``stats``; returns (lines read, read error or None).  ``live``: a pipe or
     terminal, whose lines are parsed as they come.  With ``stats_of``, a log several containers wrote
-    (its first line behind a writer's name, :mod:`agent.sources.origins`) has each writer's lines read
+    (told by its first lines, :func:`agent.sources.origins.multiplexed`) has each writer's lines read
     into ``stats_of(name)``; lines behind no name, and skipped ones, into ``stats``."""
     reader = LineReader(raw, max_line, limit, live)
     batches = reader.batches()
     if stats_of is not None:
         first = next(batches, None)
         batches = itertools.chain((first,) if first else (), batches)
-        if not first or first[0] is None or origin_of(first[0]) is None:
+        if not first or not multiplexed(first):
             stats_of = None
     route = _Route(stats, max_line, stats_of)
     number = 0

@@ -37,6 +37,18 @@ _NAMESPACE = (_field(r"namespace_name|pod_namespace|PodNamespace|k8s\.namespace\
 _CONTAINER = (_field(r"container_name|ContainerName|k8s\.container\.name"), _field("container"))
 
 
+# Lines looked at to tell a multiplexed log: enough to pass over a tool's own first lines (``docker compose
+# up``'s ``Attaching to vllm-1``, kubectl's ``error: ...``).
+_SAMPLE = 100
+
+
+def multiplexed(lines: list[str | None]) -> bool:
+    """Whether a log's first ``lines`` are those of several writers: most of the first ones name theirs."""
+    sample = [line for line in lines[: _SAMPLE * 2] if line][:_SAMPLE]
+    named = sum(1 for line in sample if origin_of(line) is not None)
+    return named > 0 and 2 * named > len(sample)
+
+
 def origin_of(line: str) -> str | None:
     """The writer a multiplexing tool put before ``line`` (``POD/CONTAINER``, or compose's ``NAME``), or
     a collector's record names (``NAMESPACE/POD/CONTAINER`` as far as it gives them, the label a

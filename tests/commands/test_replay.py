@@ -772,10 +772,26 @@ def test_a_multiplexed_log_s_unnamed_lines_stay_with_the_input(tmp_path: Path) -
     assert metric(text, "kvwatch_vllm_requests_added_total", server="vllm-0/vllm") == 1
     assert metric(text, "kvwatch_vllm_requests_added_total", server="vllm-1/vllm") == 2
     assert metric(text, "kvwatch_lines_total", server="pods") == 1  # kubectl's own line
-    # A log whose first line names no writer is read as one server, whatever its later lines say.
-    path.write_text("plain first line\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+    # Most of a log's first lines name no writer: it is read as one server, whatever a few lines say.
+    plain = "(APIServer pid=1) INFO 12-14 16:00:00 [loggers.py:118] Engine 000: Running: 0 reqs\n" * 4
+    path.write_text(plain + path.read_text(encoding="utf-8"), encoding="utf-8")
     text = kvwatch("replay", "-f", "prometheus", str(path)).stdout.decode()
     assert metric(text, "kvwatch_vllm_requests_added_total", server="pods") == 3
+
+
+def test_docker_compose_up_s_own_first_lines_do_not_hide_its_services(tmp_path: Path) -> None:
+    path = tmp_path / "up.log"
+    added = "(APIServer pid=1) INFO 12-14 16:00:0{} [async_llm.py:578] Added request chatcmpl-{}.\n"
+    path.write_text(
+        "Attaching to lmcache-1, vllm-a-1, vllm-b-1\n"
+        + "".join(f"vllm-a-1    | {added.format(i, i)}vllm-b-1    | {added.format(i, 10 + i)}" for i in range(3))
+        + "lmcache-1   | [2025-12-14 16:00:09,000] LMCache INFO: Starting LMCache server (server.py:1:lmcache)\n",
+        encoding="utf-8",
+    )
+    text = kvwatch("replay", "-f", "prometheus", str(path)).stdout.decode()
+    assert metric(text, "kvwatch_vllm_requests_added_total", server="vllm-a-1") == 3
+    assert metric(text, "kvwatch_vllm_requests_added_total", server="vllm-b-1") == 3
+    assert metric(text, "kvwatch_lines_total", server="up") == 1  # compose's own line
 
 
 def test_a_multiplexed_log_read_in_parallel_slices_gives_the_numbers_of_one_pass(tmp_path: Path) -> None:

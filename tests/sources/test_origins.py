@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.sources.origins import origin_of
+from agent.sources.origins import multiplexed, origin_of
 
 LINE = "(APIServer pid=1) INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
 
@@ -57,3 +57,11 @@ def test_a_writer_s_prefix_names_it(line: str, writer: str) -> None:
 )
 def test_other_lines_name_no_writer(line: str) -> None:
     assert origin_of(line) is None
+
+
+def test_a_log_is_multiplexed_when_most_of_its_first_lines_name_a_writer() -> None:
+    named = f"[pod/vllm-0/vllm] {LINE}"
+    assert multiplexed(["Attaching to vllm-1", None, "", named, named])  # a tool's own line first; skipped ones
+    assert not multiplexed([LINE, LINE, named])
+    assert not multiplexed([None, ""])
+    assert not multiplexed([LINE] * 150 + [named] * 100)  # the first hundred lines decide
