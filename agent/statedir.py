@@ -102,8 +102,8 @@ STATE_SPECS = (
         labels="path",
         per_server=False,
         doc="writes of a file of the state directory (read positions, a journal position, a server record) that "
-        "failed (a full disk, a permission taken away); each is tried again -- the read positions every second, "
-        "a running server's record at each check, a journal position with the next records read -- and a restart "
+        "failed (a full disk, a permission taken away); each is tried again -- the read positions and a journal "
+        "position every second, new lines or not, a running server's record at each check -- and a restart "
         "before one succeeds starts from the last good save (the lines since are read again, counted once)",
     ),
     gauge(

@@ -476,6 +476,9 @@ class Daemon:
                     trace.expire(wall)
                 elif trace is not None and trace.lingering:
                     trace.release_lingering()
+        for managed in list(self.managed.values()):
+            if managed.journal is not None:
+                managed.journal.retry_save()  # outside the lock: a save waits for a delivery to end
         now = time.monotonic()
         if self.config.pods and now >= self._next_pod_scan:
             self.sync_pods()

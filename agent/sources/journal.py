@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -87,6 +88,8 @@ class JournalSource:
         self.cursor = self._resume(state_dir, restore_numbers)
         self._saved_cursor = self.cursor
         self._saved_at = 0.0
+        # Held while lines are handed on and their cursor noted, and while the two are saved.
+        self._delivering = threading.Lock()
         self._loop = Periodic(f"kvwatch-journal {follow.name}", self._turn)
         self._output_fields: bool | None = None  # whether journalctl takes --output-fields; asked once
 
@@ -138,24 +141,33 @@ class JournalSource:
 
     def _delivered(self, lines: list[str | None]) -> None:
         """Hand lines on, note the cursor of the last record among them, save now and then."""
-        self.deliver(self.follow.name, lines)
-        for line in reversed(lines):
-            if line is not None:
-                found = CURSOR.search(line)
-                if found is not None:
-                    self.cursor = found.group(1)
-                    break
+        with self._delivering:
+            self.deliver(self.follow.name, lines)
+            for line in reversed(lines):
+                if line is not None:
+                    found = CURSOR.search(line)
+                    if found is not None:
+                        self.cursor = found.group(1)
+                        break
         if time.monotonic() - self._saved_at >= SAVE_INTERVAL:
             self.save()
 
     def save(self) -> None:
-        """Write the cursor and the numbers counted up to it, together (called where lines are delivered)."""
-        self._saved_at = time.monotonic()
-        if self.cursor is None or self.cursor == self._saved_cursor:
-            return  # nothing handed on since the last save
-        numbers = self.save_numbers() if self.save_numbers is not None else None
-        if self._checkpoint.save(json.dumps({"cursor": self.cursor, "numbers": numbers})):
-            self._saved_cursor = self.cursor
+        """Write the cursor and the numbers counted up to it, together: never while lines are handed on,
+        whose numbers would then be saved with the cursor before them."""
+        with self._delivering:
+            self._saved_at = time.monotonic()
+            if self.cursor is None or self.cursor == self._saved_cursor:
+                return  # nothing handed on since the last save
+            numbers = self.save_numbers() if self.save_numbers is not None else None
+            if self._checkpoint.save(json.dumps({"cursor": self.cursor, "numbers": numbers})):
+                self._saved_cursor = self.cursor
+
+    def retry_save(self) -> None:
+        """A save that failed, tried again at the next interval (from another thread: a quiet journal hands
+        on nothing that would): a freed disk then holds the place read before it filled."""
+        if self._checkpoint.failing is not None and time.monotonic() - self._saved_at >= SAVE_INTERVAL:
+            self.save()
 
     def _turn(self) -> float:
         """Run journalctl and read it to its end; returns the pause before it is started again."""

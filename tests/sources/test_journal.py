@@ -140,3 +140,46 @@ def test_a_flowing_journal_is_read_in_batches_not_once_per_record(tmp_path: Path
     # Read as they came, it took 1,199 and 1,381 hand-overs here; paced, 17.
     assert len(batches) < 100, len(batches)
     assert source.cursor == "s=x;i=1388"
+
+
+def test_a_journal_place_the_state_directory_refused_is_saved_once_it_can_be_while_the_journal_is_quiet(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """(journalctl is a stand-in: no journald runs here.)  Ten records come, then nothing: the save made with
+    them fails (a directory where the file goes), and is made once the way is clear, by the daemon's periodic
+    retry, without another record."""
+    import agent.sources.journal as journal
+    from agent.config import FollowConfig
+    from agent.sources.journal import JournalSource
+
+    monkeypatch.setattr(journal, "SAVE_INTERVAL", 0.0)
+    stand_in = tmp_path / "journalctl"
+    stand_in.write_text(
+        f"#!{sys.executable}\nimport json, os, sys, time\n"
+        "if sys.argv[1:] == ['--version']: sys.exit(print('systemd 252 (252.38-1~deb12u1)'))\n"
+        "for n in range(1, 11):\n"
+        "    record = {'__CURSOR': f's=x;i={n:x}', 'MESSAGE': f'line {n}', '_SYSTEMD_UNIT': 'vllm.service'}\n"
+        "    print(json.dumps(record), flush=True)\n"
+        "parent = os.getppid()\n"
+        "while os.getppid() == parent: time.sleep(0.1)\n"
+    )
+    stand_in.chmod(0o755)
+    blocked = tmp_path / "journal-j.json"
+    blocked.mkdir()
+    (blocked / "x").write_text("")
+    got: list[str] = []
+    follow = FollowConfig("j", journal_unit="vllm.service")
+    source = JournalSource(
+        follow, tmp_path, 1 << 20, {}, lambda name, lines: got.extend(lines), str(stand_in), save_numbers=lambda: {}
+    )
+    source.start()
+    try:
+        wait_for(lambda: source.cursor == "s=x;i=a", what="the ten records")
+        wait_for(lambda: source._checkpoint.failing is not None, what="the refused save")
+        (blocked / "x").unlink()
+        blocked.rmdir()
+        source.retry_save()
+        assert json.loads(blocked.read_text())["cursor"] == "s=x;i=a"
+        assert source._checkpoint.failing is None
+    finally:
+        source.stop()
