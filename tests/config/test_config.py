@@ -378,12 +378,18 @@ def test_check_finds_a_followed_path_that_is_a_directory(tmp_path: Path) -> None
     )
 
 
+def check_following(tmp_path: Path, *paths: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """``kvwatch check`` of a configuration that follows ``paths``: (its file, the result)."""
+    listed = ", ".join(f'"{path}"' for path in paths)
+    text = f'[agent]\nstate_dir = "{tmp_path / "state"}"\n\n[[follow]]\nname = "a"\npaths = [{listed}]\n'
+    path = write(tmp_path, text)
+    return path, kvwatch("check", "--config", str(path))
+
+
 def test_check_finds_a_followed_path_that_names_a_compressed_copy(tmp_path: Path) -> None:
     rotated = tmp_path / "vllm.log.2.gz"
     rotated.write_bytes(gzip.compress(b"INFO 12-14 16:18:29 [x] one\n"))
-    text = f'[agent]\nstate_dir = "{tmp_path / "state"}"\n\n[[follow]]\nname = "a"\npaths = ["{rotated}"]\n'
-    path = write(tmp_path, text)
-    result = kvwatch("check", "--config", str(path))
+    path, result = check_following(tmp_path, rotated)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"kvwatch: {path}: follow[0].paths[0]: {rotated} is gzip data, a copy no one writes to: follow its log, "
@@ -412,9 +418,7 @@ def test_check_finds_a_followed_path_that_is_a_loop_of_symbolic_links(tmp_path: 
     loop.symlink_to("vllm.log")
     dangling = tmp_path / "later.log"
     dangling.symlink_to("not-written-yet.log")  # a link to a file not there yet is fine
-    text = f'[agent]\nstate_dir = "{tmp_path / "state"}"\n\n[[follow]]\nname = "a"\npaths = ["{loop}", "{dangling}"]\n'
-    path = write(tmp_path, text)
-    result = kvwatch("check", "--config", str(path))
+    path, result = check_following(tmp_path, loop, dangling)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"kvwatch: {path}: follow[0].paths[0]: cannot look at {loop}: Too many levels of symbolic links"
@@ -446,13 +450,12 @@ def test_check_finds_what_this_user_may_not_write_or_read(request: pytest.Fixtur
     )
     path.write_text(f'[agent]\nlog_dir = "{logs}"\nstate_dir = "{state}"\n' + MINIMAL + follow)
     path.chmod(0o644)
-    result = subprocess.run(
-        [*prefix, sys.executable, "-m", "agent", "check", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=top,
-        env={**os.environ, **env},
-    )
+
+    def check() -> subprocess.CompletedProcess:
+        command = [*prefix, sys.executable, "-m", "agent", "check", "--config", str(path)]
+        return subprocess.run(command, capture_output=True, text=True, cwd=top, env={**os.environ, **env})
+
+    result = check()
     assert result.returncode == 2, result.stderr
     assert f"{path}: agent.log_dir: cannot write in {logs} as user nobody (uid 65534): permission denied" in (
         result.stderr
@@ -475,13 +478,7 @@ def test_check_finds_what_this_user_may_not_write_or_read(request: pytest.Fixtur
     assert f"{path}: pods[0].log_dir: cannot list {private} as {nobody}: permission denied" in result.stderr
     # A state directory behind it too.
     path.write_text(f'[agent]\nlog_dir = "{state}"\nstate_dir = "{private / "state"}"\n' + MINIMAL)
-    result = subprocess.run(
-        [*prefix, sys.executable, "-m", "agent", "check", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=top,
-        env={**os.environ, **env},
-    )
+    result = check()
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"{path}: agent.state_dir: cannot reach {private / 'state'} as {nobody}: permission denied on {private}" in (
         result.stderr
