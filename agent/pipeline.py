@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 # kvwatch_lines_skipped_total's reason for a line a parser raised on.
 PARSER_ERROR = "parser_error"
+# Writers of one multiplexed log read as servers of their own: more than a fleet's pods in one export, and few
+# enough that a log of made-up names (each line another) keeps its memory bounded (about 12 KiB a writer).
+MAX_WRITERS = 1000
 # Lines parsed before their events go to the sinks: enough to keep each stage's code warm, few enough
 # that a chunk's events stay small (a catching-up read brings thousands of lines at once).
 CHUNK = 256
@@ -220,13 +223,24 @@ class _Route:
         self.routing = stats_of is not None
         self._writers: dict[str | None, tuple[LogStream, ServerStats]] = {None: (self.stream, stats)}
         self.routed_lines = 0  # lines counted in a writer's stats rather than the input's
+        self.crowded = False  # a writer past MAX_WRITERS was met
 
     def to(self, line: str | None) -> tuple[LogStream, ServerStats]:
-        """The stream and stats of the writer ``line`` names (the input's own without one)."""
+        """The stream and stats of the writer ``line`` names (the input's own without one, or past
+        :data:`MAX_WRITERS`)."""
         writer = origin_of(line) if line is not None else None
         found = self._writers.get(writer)
         if found is None:
             assert self._stats_of is not None and writer is not None
+            if len(self._writers) > MAX_WRITERS:
+                if not self.crowded:
+                    log.warning(
+                        "%s: more than %d writers in one log: the lines of the others stay with it",
+                        self.stats.server,
+                        MAX_WRITERS,
+                    )
+                self.crowded = True
+                return self._writers[None]
             found = self._writers[writer] = (LogStream(self._max_line), self._stats_of(writer))
         return found
 

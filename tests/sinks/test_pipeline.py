@@ -237,3 +237,25 @@ def test_a_replay_reads_on_after_an_event_the_stats_raised_on(monkeypatch, caplo
 
     assert "  sink errors  stats 1 -- events a kvwatch bug skipped there" in summary.render([stats])
     assert "sink errors" not in summary.render([fresh()])
+
+
+def test_a_log_of_more_writers_than_the_limit_keeps_the_others_lines_with_the_input(monkeypatch, caplog) -> None:
+    """A multiplexed log whose every line names another writer (made-up names, a flood) makes at most
+    MAX_WRITERS servers: memory stays bounded, and no line is lost."""
+    import agent.pipeline
+
+    monkeypatch.setattr(agent.pipeline, "MAX_WRITERS", 3)
+    added = "(APIServer pid=1) INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-{}.\n"
+    raw = io.BytesIO("".join(f"[pod/p{n}/c] {added.format(n)}" for n in range(10)).encode())
+    stats, writers = fresh(), {}
+
+    def stats_of(name: str):
+        writers[name] = fresh(name)
+        return writers[name]
+
+    with caplog.at_level(logging.WARNING):
+        assert read_into(stats, raw, 1 << 20, stats_of=stats_of) == (10, None)
+    assert list(writers) == ["p0/c", "p1/c", "p2/c"]
+    assert [writer.added for writer in writers.values()] == [1, 1, 1]
+    assert (stats.lines, stats.added) == (7, 7)
+    assert caplog.text.count("more than 3 writers in one log") == 1
