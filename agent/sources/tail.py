@@ -597,7 +597,7 @@ class Source:
     restore_numbers: Callable[[dict], None] | None = None
     # Globs whose directory this user cannot list: they find nothing, whatever it holds.
     unlistable: set[str] = field(default_factory=set)
-    # How many files each path or glob names now (regular files a glob finds, but copies it passes over).
+    # How many files each path or glob names now (for a glob, less the directories and copies it passes over).
     files: dict[str, int] = field(default_factory=dict)
 
 
