@@ -43,6 +43,9 @@ from parsers.masking import looks_like_a_log_line
 
 log = logging.getLogger(__name__)
 
+# What a replay shows each event to: the event, the line it ends on, the clock of its input and the server it
+# counts toward (another than the input's own for a writer of a multiplexed log).
+OnEvent = Callable[[Event, int, Clock, str], None]
 # kvwatch_lines_skipped_total's reason for a line a parser raised on.
 PARSER_ERROR = "parser_error"
 # Writers of one multiplexed log read as servers of their own: more than a fleet's pods in one export, and few
@@ -172,7 +175,7 @@ def read_into(
     raw: BinaryIO,
     max_line: int,
     limit: int | None = None,
-    on_event: Callable[[Event, int, Clock], None] | None = None,
+    on_event: OnEvent | None = None,
     track_time: bool = False,
     live: bool = False,
     stats_of: Callable[[str], ServerStats] | None = None,
@@ -244,14 +247,14 @@ class _Route:
             found = self._writers[writer] = (LogStream(self._max_line), self._stats_of(writer))
         return found
 
-    def close(self, number: int, on_event: Callable[[Event, int, Clock], None] | None) -> None:
+    def close(self, number: int, on_event: OnEvent | None) -> None:
         """What each stream still held, given to its stats (and ``on_event``, as of line ``number``), and
         the lines each stream dropped or a parser raised on, counted."""
         for stream, stats in self._writers.values():
             for event in stream.close():
                 _observe(stats, event, track_time=False)
                 if on_event is not None:
-                    on_event(event, number, stats.clock)
+                    on_event(event, number, stats.clock, stats.server)
             if stream.dropped:
                 stats.skipped["split_too_long"] = stats.skipped.get("split_too_long", 0) + stream.dropped
             if stream.failed:
@@ -315,7 +318,7 @@ def _routed_loop(batches: Iterable[list[str | None]], route: _Route, track_time:
 def _event_loop(
     batches: Iterable[list[str | None]],
     route: _Route,
-    on_event: Callable[[Event, int, Clock], None],
+    on_event: OnEvent,
     track_time: bool,
 ) -> int:
     """As :func:`_count_loop`, also numbering lines and showing each event to ``on_event``: a record
@@ -340,7 +343,7 @@ def _event_loop(
                     late = stream.late if holding else 0
                     for index, event in enumerate(events):
                         _observe(stats, event, track_time)
-                        on_event(event, number - 1 if index < late else number, stats.clock)
+                        on_event(event, number - 1 if index < late else number, stats.clock, stats.server)
     return number
 
 

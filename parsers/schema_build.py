@@ -37,6 +37,11 @@ ENVELOPE = {
         "end a line)",
     },
     "file": {"type": "string", "description": "the input's name as given, - for stdin"},
+    "server": {
+        "type": "string",
+        "description": "the server the event counts toward, where it is not the input's own: a writer of a log "
+        "several pods or services wrote (kubectl logs --prefix, docker compose logs, a collector's export)",
+    },
     "time": {
         "type": "string",
         "format": "date-time",

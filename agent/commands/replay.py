@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, positive_int
 from agent.config import TRACE_PROTOCOLS, PodsConfig
 from agent.families import RenderedAtScrape, exposition
-from agent.pipeline import read_into, read_unmatched
+from agent.pipeline import OnEvent, read_into, read_unmatched
 from agent.sinks import summary
 from agent.sinks.events_json import event_writer
 from agent.sinks.prometheus import registry_for
@@ -104,7 +104,7 @@ class Replay:
         self,
         source: Input,
         server: str,
-        on_event: Callable[[Event, int, Clock], None] | None = None,
+        on_event: OnEvent | None = None,
         track_time: bool = False,
         jobs: int = 1,
         by_writer: bool = False,
@@ -374,7 +374,7 @@ def _read_all(replay: Replay, opened: list[Input], args: argparse.Namespace, tra
     builders = []
     for source in opened:
         server = args.server or server_name_for(source.name)
-        on_event = event_writer(out, source.name) if args.format == "events" else None
+        on_event = event_writer(out, source.name, server) if args.format == "events" else None
         if tracing is not None:
             builder = tracing.builder(replay.stats_for(server), Clock(replay.timezone, datetime.now(UTC)))
             builders.append(builder)
@@ -422,15 +422,15 @@ def _tracing(args: argparse.Namespace) -> Tracing:
     return Tracing(exporter, wait_when_full=True)
 
 
-def _traced(builder: TraceBuilder, then: Callable[[Event, int, Clock], None] | None):
+def _traced(builder: TraceBuilder, then: OnEvent | None):
     """Show each event to the trace builder (on the input's clock), then to ``then``."""
 
-    def on_event(event: Event, line: int, clock: Clock) -> None:
+    def on_event(event: Event, line: int, clock: Clock, server: str) -> None:
         if builder.clock is not clock:
             builder.clock = clock  # the replay gives each input its clock; the first event hands it over
         builder.observe(event)
         if then is not None:
-            then(event, line, clock)
+            then(event, line, clock, server)
 
     return on_event
 

@@ -21,9 +21,12 @@ _FIELDS_CACHE: dict[type, tuple[str, ...]] = {}
 _text = json.encoder.encode_basestring_ascii
 
 
-def event_record(event: Event, file: str, line: int, clock: Clock) -> dict:
-    """The JSON object of one event in the ``events`` format."""
-    record: dict[str, object] = {"line": line, "file": file, "kind": event.kind}
+def event_record(event: Event, file: str, line: int, clock: Clock, server: str | None = None) -> dict:
+    """The JSON object of one event in the ``events`` format (``server``: where it is not the input's own)."""
+    record: dict[str, object] = {"line": line, "file": file}
+    if server is not None:
+        record["server"] = server
+    record["kind"] = event.kind
     when = clock.resolve(event.stamp) if event.stamp else None
     if when is not None:
         record["time"] = isoformat(when)
@@ -46,18 +49,24 @@ def _finite(value: object) -> bool:
     return True
 
 
-def event_writer(out: TextIO, file: str) -> Callable[[Event, int, Clock], None]:
+def event_writer(out: TextIO, file: str, server: str) -> Callable[[Event, int, Clock, str], None]:
     """Write each event as one line: ``json.dumps(event_record(...))``, the same text, built without the dict
-    and the general encoder (half the cost of an event, which is most of what ``--format events`` costs)."""
+    and the general encoder (half the cost of an event, which is most of what ``--format events`` costs).
+    ``server`` is the input's own: an event that counts toward another (a writer of a multiplexed log)
+    names it."""
     write = out.write
     head = ", " + _text("file") + ": " + _text(file)
+    heads = {server: head}  # what follows the line number, by the server an event counts toward
     layouts: dict[type, tuple[str, tuple[tuple[str, str], ...]]] = {}
     # The last stamp and its "time" member: the events of a burst share a stamp.
     last_stamp: str | None = None
     last_time = ""
 
-    def on_event(event: Event, line: int, clock: Clock) -> None:
+    def on_event(event: Event, line: int, clock: Clock, counted: str) -> None:
         nonlocal last_stamp, last_time
+        start = heads.get(counted)
+        if start is None:
+            start = heads[counted] = head + ", " + _text("server") + ": " + _text(counted)
         layout = layouts.get(type(event))
         if layout is None:
             layout = layouts[type(event)] = _layout(type(event))
@@ -66,7 +75,7 @@ def event_writer(out: TextIO, file: str) -> Callable[[Event, int, Clock], None]:
             resolved = clock.resolve(stamp) if stamp else None
             last_time = f', "time": {_text(isoformat(resolved))}' if resolved is not None else ""
             last_stamp = stamp
-        parts = ['{"line": ', str(line), head, layout[0], last_time]
+        parts = ['{"line": ', str(line), start, layout[0], last_time]
         for name, key in layout[1]:
             value = getattr(event, name)
             if value is not None:

@@ -779,6 +779,25 @@ def test_a_multiplexed_log_s_unnamed_lines_stay_with_the_input(tmp_path: Path) -
     assert metric(text, "kvwatch_vllm_requests_added_total", server="pods") == 3
 
 
+def test_the_events_of_a_multiplexed_log_name_their_writer(tmp_path: Path) -> None:
+    path = tmp_path / "pods.log"
+    added = "(APIServer pid=1) INFO 12-14 16:00:0{} [async_llm.py:578] Added request chatcmpl-{}.\n"
+    path.write_text(
+        f"[pod/vllm-0/vllm] {added.format(0, 0)}error: a line of kubectl's own\n[pod/vllm-1/vllm] {added.format(1, 1)}",
+        encoding="utf-8",
+    )
+    records = [json.loads(line) for line in kvwatch("replay", "-f", "events", str(path)).stdout.decode().splitlines()]
+    for record in records:
+        jsonschema.validate(record, SCHEMA)
+    assert [(r["line"], r.get("server"), r["request_id"]) for r in records] == [
+        (1, "vllm-0/vllm", "chatcmpl-0"),
+        (3, "vllm-1/vllm", "chatcmpl-1"),
+    ]
+    # One server for the whole input: no event names another.
+    records = kvwatch("replay", "-f", "events", "--server", "x", str(path)).stdout.decode()
+    assert '"server"' not in records and records.count("request_added") == 2
+
+
 def test_docker_compose_up_s_own_first_lines_do_not_hide_its_services(tmp_path: Path) -> None:
     path = tmp_path / "up.log"
     added = "(APIServer pid=1) INFO 12-14 16:00:0{} [async_llm.py:578] Added request chatcmpl-{}.\n"

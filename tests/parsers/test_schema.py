@@ -12,7 +12,7 @@ from parsers.events import EVENT_TYPES, payload_fields
 from tests.support.harness import REPO
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "parsers" / "schema" / "events.schema.json").read_text())
-ENVELOPE = {"line", "file", "kind", "time"}
+ENVELOPE = {"line", "file", "server", "kind", "time"}
 
 
 def test_one_branch_per_kind_with_the_same_fields() -> None:

@@ -16,6 +16,7 @@ from tests.support.lines import FIXTURES, all_fixture_lines, edited, edits
 
 # A name to escape: quotes, a backslash, letters beyond ASCII.
 FILE = 'logs/"vllm" \\ größe.log'
+SERVER = "vllm"
 RELEASE_LOGS = sorted((FIXTURES / "releases").glob("*/server.log"))
 
 
@@ -23,14 +24,14 @@ def written_and_expected(lines: list[str]) -> tuple[list[str], list[str]]:
     """What the writer writes for the lines' events, and json.dumps of each event's record: the same
     clock state for both (a stamp without a year resolves by the stamps before it)."""
     out = io.StringIO()
-    write = event_writer(out, FILE)
+    write = event_writer(out, FILE, SERVER)
     written_clock = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
     record_clock = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
     stream = LogStream()
     expected = []
     for number, line in enumerate(lines, 1):
         for event in stream.feed(line):
-            write(event, number, written_clock)
+            write(event, number, written_clock, SERVER)
             expected.append(json.dumps(event_record(event, FILE, number, record_clock)))
     return out.getvalue().split("\n")[:-1], expected
 
@@ -70,13 +71,28 @@ def test_numbers_json_has_no_word_for_are_left_out_as_in_the_record() -> None:
         KvTransferStats("", engine=0, values={"Num successful transfers": 2.0, "é": 0.5}),
     ]
     out = io.StringIO()
-    write = event_writer(out, FILE)
+    write = event_writer(out, FILE, SERVER)
     clock = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
     for event in events:
-        write(event, 7, clock)
+        write(event, 7, clock, SERVER)
     written = out.getvalue().split("\n")[:-1]
     assert written == [json.dumps(event_record(event, FILE, 7, clock)) for event in events]
     assert "prompt_throughput" not in written[0] and '"generation_throughput": 1.5' in written[0]
     assert "per_position_acceptance_rate" not in written[1] and '"time": "2026-01-01T00:00:00+00:00"' in written[1]
     assert '"per_position_acceptance_rate": [0.5, 0.25]' in written[2] and '"time"' not in written[2]
     assert json.loads(written[3])["values"] == {"Num successful transfers": 2.0, "é": 0.5}
+
+
+def test_an_event_that_counts_toward_another_server_names_it_as_its_record_does() -> None:
+    """A writer of a multiplexed log: its events name their server; the input's own events do not."""
+    out = io.StringIO()
+    write = event_writer(out, FILE, SERVER)
+    clock = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
+    event = EngineStats("2026-01-01 00:00:00,000", prompt_throughput=2.5)
+    for counted in ("vllm", 'ns/"pod"-0/vllm', "vllm", 'ns/"pod"-0/vllm'):
+        write(event, 3, clock, counted)
+    written = out.getvalue().split("\n")[:-1]
+    own = json.dumps(event_record(event, FILE, 3, clock))
+    other = json.dumps(event_record(event, FILE, 3, clock, 'ns/"pod"-0/vllm'))
+    assert written == [own, other, own, other]
+    assert list(json.loads(other))[:4] == ["line", "file", "server", "kind"]
