@@ -44,8 +44,9 @@ from parsers.masking import looks_like_a_log_line
 log = logging.getLogger(__name__)
 
 # What a replay shows each event to: the event, the line it ends on, the clock of its input and the server it
-# counts toward (another than the input's own for a writer of a multiplexed log).
+# counts toward (a writer's, not the input's own, in a multiplexed log).
 OnEvent = Callable[[Event, int, Clock, str], None]
+
 # kvwatch_lines_skipped_total's reason for a line a parser raised on.
 PARSER_ERROR = "parser_error"
 # Writers of one multiplexed log read as servers of their own: more than a fleet's pods in one export, and few
