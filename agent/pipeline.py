@@ -224,10 +224,14 @@ class _Route:
         self.stream = LogStream(max_line)
         self._max_line = max_line
         self._stats_of = stats_of
-        self.routing = stats_of is not None
         self._writers: dict[str | None, tuple[LogStream, ServerStats]] = {None: (self.stream, stats)}
         self.routed_lines = 0  # lines counted in a writer's stats rather than the input's
         self.crowded = False  # a writer past MAX_WRITERS was met
+
+    @property
+    def routing(self) -> bool:
+        """Whether lines go to their writers (a multiplexed log)."""
+        return self._stats_of is not None
 
     def to(self, line: str | None) -> tuple[LogStream, ServerStats]:
         """The stream and stats of the writer ``line`` names (the input's own without one, or past

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from agent.config import PodsConfig
+
 # kubectl's ``[pod/%s/%s] ``: a pod's and a container's names (DNS labels, and the pod's may hold dots).
 _KUBECTL = re.compile(r"\[pod/([a-z0-9][a-z0-9.-]{0,252})/([a-z0-9][a-z0-9-]{0,62})\] ", re.ASCII)
 # compose's ``%-Ns | ``, coloured or not: a service's container name (``vllm-1``; ``vllm_1`` before Compose v2).
@@ -70,7 +72,10 @@ def _record_origin(line: str) -> str | None:
     pod = _found(_POD, line)
     if pod is None:
         return None
-    return "/".join(name for name in (_found(_NAMESPACE, line), pod, _found(_CONTAINER, line)) if name)
+    namespace, container = _found(_NAMESPACE, line), _found(_CONTAINER, line)
+    if namespace and container:
+        return PodsConfig.name.format(namespace=namespace, pod=pod, container=container)
+    return "/".join(name for name in (namespace, pod, container) if name)  # as much of that label as it gives
 
 
 def _found(fields: tuple[re.Pattern[str], ...], line: str) -> str | None:
