@@ -49,12 +49,14 @@ from parsers.envelope import (
     engine_of_process,
     find_header,
     fluentd_stamp,
+    framing_end,
     is_foreign_process,
     is_log_column,
     is_record_header,
     is_tool_prefix,
     json_records,
     lmcache_call_site,
+    prefix_time,
     prefix_verdict,
     rank_of,
     strip_ansi,
@@ -217,7 +219,10 @@ def _producer(logger: str) -> str:
 def _vllm_problem(line: str, pos: int) -> Events:
     """vLLM's header at ``pos`` before a message that gave no event."""
     m = VLLM_PROBLEM.match(line, pos)
-    return NOTHING if m is None else _problem(m.group(1), "vllm", m.group(3), m.group(2))
+    if m is None:
+        return NOTHING
+    site = m.group(3)  # the file without its directories (a DEBUG level's header shows vLLM's path)
+    return _problem(m.group(1), "vllm", site[site.rfind("/") + 1 :], m.group(2))
 
 
 def _lmcache_problem(line: str, pos: int) -> Events:
@@ -466,6 +471,12 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         # A byte order mark: the first line of a file a Windows tool wrote, or of each file joined with cat.
         line = line.lstrip("\ufeff")
         return parse_nested(line, depth, rank) if line else NOTHING
+    if depth < _MAX_DEPTH:
+        # A merged stream's writer (kubectl logs --prefix, compose, stern) or journald's short framing
+        # before the line: read past, without a search for a header.
+        end = framing_end(line)
+        if end:
+            return parse_nested(line[end:], depth + 1, rank)
     if depth < _MAX_DEPTH and line[0].isdigit():
         # A wrapper's full time (CRI, journald, docker -t) first: no message starts with one.
         events = _unwrap(line, depth, rank)
@@ -544,12 +555,13 @@ def _after_prefix(line: str, rank: int | None) -> Events:
         return NOTHING
     events = _after_header(text, found, rank) or _rest_of_header(text, found.end)
     if not events:
-        return _problem_after_prefix(text, found)
-    if _named_by_tag(events):  # (the prefix is read for it alone)
+        events = _problem_after_prefix(text, found)
+    elif _named_by_tag(events):  # (the prefix is read for it alone)
         engine = engine_core_in(prefix)
         if engine is not None or rank is not None:
-            return _of_process(events, engine, rank)
-    return events
+            events = _of_process(events, engine, rank)
+    # A tool's full time in the prefix beats the header's, as a wrapper's at the start of a line does.
+    return _restamp(events, prefix_time(prefix)) if events else events
 
 
 def _message_after_record_header(line: str) -> Events:

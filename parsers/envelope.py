@@ -532,6 +532,17 @@ def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
     return True, rank
 
 
+# A tool's own RFC 3339 time in a prefix (``kubectl logs --prefix --timestamps``, stern's ``--timestamps``
+# after the pod's and container's names): the time the line was written, with its date and zone.
+_PREFIX_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)) ", re.ASCII)
+
+
+def prefix_time(prefix: str) -> str | None:
+    """The full time a tool put in a prefix before a header, if it put one."""
+    m = _PREFIX_TIME.search(prefix)
+    return None if m is None else m.group(1)
+
+
 def engine_core_in(prefix: str) -> int | None:
     """The data-parallel rank of the engine core whose process tag a prefix ends with, if it holds one."""
     engine = None
@@ -663,6 +674,67 @@ def is_tool_prefix(text: str) -> bool:
     journald's time, host and unit, docker compose's service): a digit (a time, a pid, a pod's hash), a
     container's name or only decoration shows it, and it holds only what headers hold."""
     return _looks_logged(text, by_level=False) and is_record_header(text, with_level=False)
+
+
+# Multiplexing tools' prefixes, the names of the line's writer before each line of a merged stream.
+# kubectl's ``[pod/POD/CONTAINER] `` (``logs --prefix``: DNS names, the pod's may hold dots).
+# Compose's ``NAME  | `` (``docker compose logs``: the name padded to the longest, coloured on a terminal;
+# ``vllm_1`` before Compose v2), a name with a digit, a hyphen or an underscore as the names Compose gives
+# its containers have (``Update | RuntimeError: ...`` is a heading).
+# stern's ``POD CONTAINER `` and ``NAMESPACE POD CONTAINER `` (each name coloured on a terminal): names
+# that begin with a letter, as workloads' do (``12345 vllm INFO`` is a logging format's process id and
+# logger), a pod's name with a digit or a hyphen, as a controller's pods' names have (``more info Reqid:
+# ...`` is prose), and a message that begins as a log line does (a capital, a digit, a bracket, a blank, a
+# colour): a message's first word in lower case could be one more name.
+_KUBECTL_PREFIX = re.compile(r"\[pod/([a-z0-9][a-z0-9.-]{0,252})/([a-z0-9][a-z0-9-]{0,62})\] ", re.ASCII)
+_COMPOSE_PREFIX = re.compile(
+    r"(?:\x1b\[[\d;]*m)?((?=[A-Za-z.]*[\d_-])[A-Za-z0-9][\w.-]{0,127}) +\| (?:\x1b\[0m)?", re.ASCII
+)
+_NAME = r"(?:\x1b\[[\d;]*m)?({})(?:\x1b\[0m)? "
+_LABEL, _POD_NAME = r"[a-z][a-z0-9-]{0,62}", r"(?=[a-z.]*[0-9-])[a-z][a-z0-9.-]{0,252}"
+_MESSAGE_START = r"(?=[A-Z0-9\[({<\s\x1b]|$)"
+_STERN_PREFIX = re.compile(_NAME.format(_POD_NAME) + _NAME.format(_LABEL) + _MESSAGE_START, re.ASCII)
+_STERN_NAMESPACED_PREFIX = re.compile(
+    _NAME.format(_LABEL) + _NAME.format(_POD_NAME) + _NAME.format(_LABEL) + _MESSAGE_START, re.ASCII
+)
+# Words a logging format may put before `` | `` itself (``%(levelname)s | %(message)s``): no writer's names.
+_BAR_LEVELS = frozenset(("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"))
+
+
+def tool_prefix(line: str) -> tuple[int, tuple[str, ...]] | None:
+    """A multiplexing tool's prefix at the start of ``line``: where the writer's own line begins, and the
+    writer's names (kubectl's pod and container, compose's name, stern's namespace, pod and container as
+    far as it prints them); None for a line without one."""
+    first = line[:1]
+    if first == "[":
+        m = _KUBECTL_PREFIX.match(line) if line[:5] == "[pod/" else None
+        return None if m is None else (m.end(), m.groups())
+    if not (first.isalnum() or first == "\x1b"):
+        return None
+    if "| " in line[:160]:
+        m = _COMPOSE_PREFIX.match(line)
+        if m is not None and m.group(1).upper() not in _BAR_LEVELS:
+            return m.end(), m.groups()
+    m = _STERN_NAMESPACED_PREFIX.match(line) or _STERN_PREFIX.match(line)
+    return None if m is None else (m.end(), m.groups())
+
+
+# journalctl's default ``short`` output and a syslog file's lines (RFC 3164): ``Dec 14 16:18:29 host
+# ident[pid]: `` (``short-precise``: with microseconds); no year and no zone, so the line's own time stays.
+_JOURNAL_SHORT = re.compile(
+    r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d{1,6})? [^\s\[]{1,255} [^\s\[:]{1,255}(?:\[\d+\])?: ", re.ASCII
+)
+
+
+def framing_end(line: str) -> int:
+    """Where the line behind a merging tool's prefix (:func:`tool_prefix`) or journald's short framing
+    begins; 0 for a line without either."""
+    if line[:1].isupper():
+        m = _JOURNAL_SHORT.match(line)
+        if m is not None:
+            return m.end()
+    found = tool_prefix(line)
+    return 0 if found is None else found[0]
 
 
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):

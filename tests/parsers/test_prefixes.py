@@ -22,10 +22,12 @@ from tests.support.lines import event_dict, line_cases
 PREFIXES = [
     ("vllm-7d9f8b6c5-x2x7q vllm ", "", "stern's default template: pod and container names"),
     ("vllm-0 vllm-server ", "", "stern on a StatefulSet pod"),
+    ("\x1b[33mvllm-0\x1b[0m \x1b[34mvllm\x1b[0m ", "", "stern on a terminal: the names in their pod's colours"),
     ("[vllm-7d9f8b6c5-x2x7q] ", "", "kubetail: the pod in brackets"),
     ("[pod/vllm-0/vllm] ", "", "kubectl logs --prefix"),
     ("vllm-1  | ", "", "docker compose"),
     ("Dec 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "journalctl -o short"),
+    ("Dec  4 16:18:29.123456 gpu-node-1 python3: ", "", "journalctl -o short-precise, no pid, a day before the 10th"),
     ("[2025-12-13T19:54:35Z] ", "", "Buildkite's bracketed time"),
     ("2025-12-14 16:18:29.123 UTC ", "", "a log collector's time with a zone name"),
     ("2025-12-14 16:18:29,123 INFO [worker] ", "", "a log aggregator's stamp, level and process kind"),
@@ -58,6 +60,8 @@ ENDINGS = [
 STAMPING_WRAPPERS = [
     (lambda line: "2025-12-14T08:18:29.123456789Z " + line, "docker logs -t / kubectl logs --timestamps"),
     (lambda line: "2025-12-14T08:18:29.123456789Z stdout F " + line, "a containerd (CRI) record"),
+    (lambda line: "[pod/vllm-0/vllm] 2025-12-14T08:18:29.123456789Z " + line, "kubectl logs --prefix --timestamps"),
+    (lambda line: "vllm-0 vllm 2025-12-14T08:18:29.123456789Z " + line, "stern --timestamps"),
     (
         lambda line: json.dumps({"log": line + "\n", "stream": "stdout", "time": "2025-12-14T08:18:29.123456789Z"}),
         "Docker's json-file record",
@@ -94,6 +98,18 @@ def test_the_same_events_behind_a_prefix(prefix: str, closing: str, origin: str)
         if got != case["events"] and not (stampless and without_stamps(got) == case["events"]):
             wrong.append((case["source"], case["line"][:80], got))
     assert not wrong, f"{len(wrong)} of {len(CASES)} lines read differently behind {origin}: {wrong[:3]}"
+
+
+def test_the_same_events_behind_stern_s_namespace_pod_and_container() -> None:
+    # stern across namespaces: a line whose message begins with a word in lower case is left to the search
+    # for a header (its first word could be one more name), which a third name before it fails.
+    cases = [case for case in CASES if not case["line"][:1].islower()]
+    wrong = [
+        (case["source"], case["line"][:80], got)
+        for case in cases
+        if (got := [event_dict(e) for e in parse_line("inference vllm-0 vllm " + case["line"])]) != case["events"]
+    ]
+    assert not wrong, f"{len(wrong)} of {len(cases)} lines read differently: {wrong[:3]}"
 
 
 @pytest.mark.parametrize(("ending", "origin"), ENDINGS, ids=[e[1] for e in ENDINGS])

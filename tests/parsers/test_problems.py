@@ -24,6 +24,7 @@ def test_a_level_word_in_a_prefix_is_the_prefix_s_not_the_line_s() -> None:
 def test_the_call_site_is_the_file_without_its_directories() -> None:
     line = "vllm-0 vllm WARNING 12-03 07:10:00 [vllm/v1/engine/core.py:712] Odd"
     assert problems(line) == [("vllm", "warning", "core.py:712")]
+    assert problems(line.removeprefix("vllm-0 vllm ")) == [("vllm", "warning", "core.py:712")]  # at the start too
     assert call_site("[/opt/venv/lib/vllm/x-y.z.py:9]", 0, 31) == "x-y.z.py:9"
     assert call_site("[no file here]", 0, 14) is None
 
