@@ -3,13 +3,16 @@
 ``kubectl logs -l app=vllm --prefix`` and ``docker compose logs`` interleave the
 lines of many pods or services in one stream, each behind its writer's name:
 ``[pod/NAME/CONTAINER] `` (kubectl), ``NAME  | `` (compose: the name padded to
-the longest one, in the service's colour on a terminal).  A log collector's
+the longest one, in the service's colour on a terminal); stern prints
+``POD CONTAINER `` (``NAMESPACE POD CONTAINER `` when it follows several
+namespaces), each name in its pod's colour on a terminal.  A log collector's
 records name their pod in fields: Fluent Bit's and Fluentd's Kubernetes
 metadata and Cloud Logging's resource labels (``pod_name``,
 ``namespace_name``, ``container_name``), Vector's (``pod_namespace``), Azure
 Monitor's rows (``PodName``, ``PodNamespace``, ``ContainerName``), the
 OpenTelemetry Collector's resource attributes (``k8s.pod.name`` ...) and a
-Loki query's labels (``pod``, ``namespace``, ``container``).  ``kvwatch
+Loki query's labels (``pod``, ``namespace``, ``container``) and stern's JSON
+output (``podName``, ``containerName``, ``namespace``).  ``kvwatch
 replay`` reads each writer's lines as a server of its own, as it would read
 their files.
 """
@@ -19,13 +22,7 @@ from __future__ import annotations
 import re
 
 from agent.config import PodsConfig
-
-# kubectl's ``[pod/%s/%s] ``: a pod's and a container's names (DNS labels, and the pod's may hold dots).
-_KUBECTL = re.compile(r"\[pod/([a-z0-9][a-z0-9.-]{0,252})/([a-z0-9][a-z0-9-]{0,62})\] ", re.ASCII)
-# compose's ``%-Ns | ``, coloured or not: a service's container name (``vllm-1``; ``vllm_1`` before Compose v2).
-_COMPOSE = re.compile(r"(?:\x1b\[[\d;]*m)?([A-Za-z0-9][\w.-]{0,127}) +\| (?:\x1b\[0m)?", re.ASCII)
-# Words a logging format may put before `` | `` itself (``%(levelname)s | %(message)s``): no writer's names.
-_LEVEL_WORDS = frozenset(("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"))
+from parsers.envelope import tool_prefix
 
 
 def _field(keys: str) -> re.Pattern[str]:
@@ -34,9 +31,9 @@ def _field(keys: str) -> re.Pattern[str]:
 
 
 # Each name's keys, the collectors' own before a query's bare label (a pod may carry a label ``pod`` too).
-_POD = (_field(r"pod_name|PodName|k8s\.pod\.name"), _field("pod"))
+_POD = (_field(r"pod_name|PodName|podName|k8s\.pod\.name"), _field("pod"))
 _NAMESPACE = (_field(r"namespace_name|pod_namespace|PodNamespace|k8s\.namespace\.name"), _field("namespace"))
-_CONTAINER = (_field(r"container_name|ContainerName|k8s\.container\.name"), _field("container"))
+_CONTAINER = (_field(r"container_name|ContainerName|containerName|k8s\.container\.name"), _field("container"))
 
 
 # Lines looked at to tell a multiplexed log: enough to pass over a tool's own first lines (``docker compose
@@ -52,20 +49,19 @@ def multiplexed(lines: list[str | None]) -> bool:
 
 
 def origin_of(line: str) -> str | None:
-    """The writer a multiplexing tool put before ``line`` (``POD/CONTAINER``, or compose's ``NAME``), or
-    a collector's record names (``NAMESPACE/POD/CONTAINER`` as far as it gives them, the label a
-    ``[[pods]]`` table gives); None for a line that names none."""
+    """The writer a multiplexing tool put before ``line`` (``POD/CONTAINER``, compose's ``NAME``, stern's
+    ``NAMESPACE/POD/CONTAINER`` where it names the namespace), or a collector's record names
+    (``NAMESPACE/POD/CONTAINER`` as far as it gives them, the label a ``[[pods]]`` table gives); None for a
+    line that names none."""
     if line[:1] == "{":
         return _record_origin(line)
-    if line[:5] == "[pod/":
-        m = _KUBECTL.match(line)
-        return None if m is None else f"{m.group(1)}/{m.group(2)}"
-    if "| " not in line[:160]:
+    found = tool_prefix(line)
+    if found is None:
         return None
-    m = _COMPOSE.match(line)
-    if m is None or m.group(1).upper() in _LEVEL_WORDS:
-        return None
-    return m.group(1)
+    names = found[1]
+    if len(names) == 3:  # stern's namespace, pod and container
+        return PodsConfig.name.format(namespace=names[0], pod=names[1], container=names[2])
+    return "/".join(names)
 
 
 def _record_origin(line: str) -> str | None:

@@ -730,6 +730,12 @@ def _fluent_bit(pod: str) -> Callable[[str], str]:
     return lambda line: json.dumps({"date": 1765728000.5, "log": line, "kubernetes": metadata}) + "\n"
 
 
+def _stern_json(pod: str) -> Callable[[str], str]:
+    """A line as ``stern --output json`` prints it."""
+    names = {"nodeName": "gpu-node-1", "namespace": "inference", "podName": pod, "containerName": "vllm"}
+    return lambda line: json.dumps({"message": line, **names}) + "\n"
+
+
 def _samples(exposition: str) -> dict[str, float]:
     return dict(pair(line) for line in exposition.splitlines() if line and line[0] != "#")
 
@@ -740,8 +746,13 @@ def _samples(exposition: str) -> dict[str, float]:
         (("[pod/vllm-0/vllm] ", "[pod/vllm-7d9f8-x2k4p/vllm] "), ("vllm-0/vllm", "vllm-7d9f8-x2k4p/vllm")),
         (("vllm-a-1  | ", "\x1b[36mvllm-b-1  | \x1b[0m"), ("vllm-a-1", "vllm-b-1")),
         ((_fluent_bit("vllm-0"), _fluent_bit("vllm-1")), ("inference/vllm-0/vllm", "inference/vllm-1/vllm")),
+        (
+            ("vllm-7d9f8-x2k4p vllm ", "\x1b[33mml\x1b[0m \x1b[33mvllm-0\x1b[0m \x1b[34mvllm\x1b[0m "),
+            ("vllm-7d9f8-x2k4p/vllm", "ml/vllm-0/vllm"),
+        ),
+        ((_stern_json("vllm-0"), _stern_json("vllm-1")), ("inference/vllm-0/vllm", "inference/vllm-1/vllm")),
     ],
-    ids=["kubectl-prefix", "compose", "collector-records"],
+    ids=["kubectl-prefix", "compose", "collector-records", "stern", "stern-json"],
 )
 def test_a_log_several_containers_wrote_gives_each_writer_as_a_server(
     tmp_path: Path, frames: tuple, servers: tuple[str, str]

@@ -19,6 +19,19 @@ LINE = "(APIServer pid=1) INFO 12-14 16:00:00 [async_llm.py:578] Added request c
         (f"vllm_1 | {LINE}", "vllm_1"),  # Compose v1
         (f"\x1b[36mvllm-gpu0-1  | \x1b[0m{LINE}", "vllm-gpu0-1"),  # on a terminal, in the service's colour
         ("vllm-1  | ", "vllm-1"),  # a writer's empty line
+        # stern: POD CONTAINER, with the namespace first when it follows several; coloured on a terminal;
+        # with --timestamps; a traceback's indented line; the JSON of --output json and extjson.
+        (f"vllm-7d9f8b6c5-x2k4p vllm {LINE}", "vllm-7d9f8b6c5-x2k4p/vllm"),
+        (f"ml vllm.example-0 lmcache-server {LINE}", "ml/vllm.example-0/lmcache-server"),
+        (f"\x1b[36mml\x1b[0m \x1b[36mvllm-0\x1b[0m \x1b[32mvllm\x1b[0m {LINE}", "ml/vllm-0/vllm"),
+        (f"vllm-0 vllm 2026-12-04T10:00:00.123456789Z {LINE}", "vllm-0/vllm"),
+        ('vllm-0 vllm   File "/usr/lib/python3.12/asyncio/runners.py", line 195, in run', "vllm-0/vllm"),
+        ("vllm-0 vllm [2025-12-14 16:00:00,006] LMCache INFO: Reqid: chatcmpl-1, Total tokens 1", "vllm-0/vllm"),
+        (
+            '{"message":"x","nodeName":"gpu-1","namespace":"ml","podName":"vllm-0","containerName":"vllm"}',
+            "ml/vllm-0/vllm",
+        ),
+        ('{"pod": "vllm-0", "container": "vllm", "message": "x"}', "vllm-0/vllm"),
         # A collector's records: Fluent Bit's Kubernetes metadata (a pod label named "pod" does not count).
         (
             '{"log":"INFO x","kubernetes":{"pod_name":"vllm-0","namespace_name":"ml","labels":{"pod":"x"},'
@@ -53,6 +66,10 @@ def test_a_writer_s_prefix_names_it(line: str, writer: str) -> None:
         '{"log":"INFO x\\n","stream":"stdout","time":"2025-12-14T16:00:00Z"}',  # Docker's record: no pod
         '{"log":"{\\"pod\\":\\"vllm-0\\"}"}',  # "pod" quoted inside the text
         '{"kubernetes":{"pod":{"name":"vllm-0"}}}',  # a pod object, not a name
+        "vllm-0 vllm loading weights",  # stern's, but the message's first word could be a third name
+        "12345 vllm INFO a logging format's process id and logger",
+        "vllm.entrypoints INFO a logger's name",
+        "Vllm-0 vllm INFO names are in lower case",
     ],
 )
 def test_other_lines_name_no_writer(line: str) -> None:
