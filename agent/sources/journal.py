@@ -5,7 +5,10 @@ pipeline as a file; the JSON records are unwrapped by the parsers.  A following
 journalctl writes each record as it comes, so the pipe is read as a file is
 (:mod:`agent.sources.pacing`): a trickle at once, a flow in batches, the pipe
 widened to hold one (journalctl waits while it is full; the server never does).
-If journalctl exits, it is started again after a pause.
+If journalctl exits, it is started again after a pause.  What it says on its
+standard error is logged as it says it, not only when it exits: a following
+journalctl that may not read the system journal (kvwatch's user in neither
+``systemd-journal`` nor ``adm``) says so once and then follows nothing.
 
 kvwatch keeps its own place: the cursor of the last record handed on (every
 record carries ``__CURSOR``), saved with the source's numbers in one atomic
@@ -24,6 +27,7 @@ import re
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -47,6 +51,10 @@ CURSOR = re.compile(r'"__CURSOR"\s*:\s*"([^"]+)"')
 # decode (12.5 against 5.3 us a record here).
 OUTPUT_FIELDS_SINCE = 236
 _VERSION = re.compile(r"systemd (\d+)")
+# Lines of journalctl's standard error logged as it says them per run (a damaged journal may name every
+# file it skips), and how many of the last of the others the line that says it exited adds.
+STDERR_LOGGED = 10
+STDERR_KEPT = 3
 
 
 def _takes_output_fields(journalctl: str) -> bool:
@@ -180,14 +188,18 @@ class JournalSource:
             log.warning("cannot run journalctl for %s: %s", self.follow.journal_unit, exc.strerror or exc)
             return RESTART_PAUSE
         self.running = True
+        unlogged: deque[str] = deque(maxlen=STDERR_KEPT)
+        listener = threading.Thread(
+            target=self._report_stderr, args=(self.process, unlogged), name=f"kvwatch-journal-stderr {self.follow.name}"
+        )
+        listener.start()
         assert self.process.stdout is not None
         self._read(self.process.stdout.fileno())
         self.running = False
         code = self.process.wait()
+        listener.join(timeout=5)
         if not self._loop.stopping.is_set():
-            error = (
-                (self.process.stderr.read() or b"").decode("utf-8", "replace").strip() if self.process.stderr else ""
-            )
+            error = " / ".join(unlogged)
             log.warning(
                 "journalctl for %s exited with %s%s; starting it again in %.0f s",
                 self.follow.journal_unit,
@@ -196,6 +208,22 @@ class JournalSource:
                 RESTART_PAUSE,
             )
         return RESTART_PAUSE
+
+    def _report_stderr(self, process: subprocess.Popen, unlogged: deque[str]) -> None:
+        """Log what journalctl says on its standard error while it runs (its first lines; the last of the
+        others are kept in ``unlogged`` for the line that says it exited)."""
+        assert process.stderr is not None
+        logged = 0
+        for raw in process.stderr:
+            text = raw.decode("utf-8", "replace").strip()
+            if not text:
+                continue
+            if logged < STDERR_LOGGED:
+                if not self._loop.stopping.is_set():
+                    log.warning("journalctl for %s: %s", self.follow.journal_unit, text)
+                logged += 1
+            else:
+                unlogged.append(text)
 
     def _read(self, fd: int) -> None:
         """Read journalctl's output to its end, paced: a trickle at once, a flow in batches."""

@@ -183,3 +183,49 @@ def test_a_journal_place_the_state_directory_refused_is_saved_once_it_can_be_whi
         assert source._checkpoint.failing is None
     finally:
         source.stop()
+
+
+def test_what_a_following_journalctl_says_is_logged_while_it_follows(tmp_path: Path, caplog) -> None:
+    """(journalctl is a stand-in: no journald runs here.)  A journalctl that may not read the system journal
+    says so on its standard error and follows on, finding nothing: that is logged at once, not only when it
+    exits (it never does); past the first lines of a run, only the last reach the line that says it exited."""
+    from agent.config import FollowConfig
+    from agent.sources import journal
+    from agent.sources.journal import JournalSource
+
+    hint = "Hint: You are currently not seeing messages from other users and the system."
+    stand_in = tmp_path / "journalctl"
+    stand_in.write_text(
+        f"#!{sys.executable}\nimport os, sys, time\n"
+        "if sys.argv[1:] == ['--version']: sys.exit(print('systemd 252 (252.38-1~deb12u1)'))\n"
+        f"print({hint!r}, file=sys.stderr, flush=True)\n"
+        "print(\"      Users in groups 'adm', 'systemd-journal' can see all messages.\", file=sys.stderr)\n"
+        f"if os.path.exists({str(tmp_path / 'noisy')!r}):\n"
+        "    for n in range(40): print(f'Journal file {n}.journal is truncated, ignoring file.', file=sys.stderr)\n"
+        "    sys.exit(1)\n"
+        "parent = os.getppid()\n"
+        "while os.getppid() == parent: time.sleep(0.1)\n"
+    )
+    stand_in.chmod(0o755)
+    caplog.set_level("WARNING", logger="kvwatch.journal")
+    follow = FollowConfig("j", journal_unit="vllm.service")
+    source = JournalSource(follow, tmp_path, 1 << 20, {}, lambda name, lines: None, str(stand_in))
+    source.start()
+    try:
+        wait_for(lambda: hint in caplog.text, what="journalctl's hint in the log")
+        assert "can see all messages" in caplog.text
+        assert source.running  # it follows on
+    finally:
+        source.stop()
+    caplog.clear()
+    (tmp_path / "noisy").touch()
+    source = JournalSource(follow, tmp_path, 1 << 20, {}, lambda name, lines: None, str(stand_in))
+    source.start()
+    try:
+        wait_for(lambda: "exited with 1" in caplog.text, what="journalctl's exit in the log")
+    finally:
+        source.stop()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("journalctl for vllm.service: Journal")]
+    assert len(said) == journal.STDERR_LOGGED - 2  # its first lines each (the hint's two among them) ...
+    exit_line = next(r.getMessage() for r in caplog.records if "exited with 1" in r.getMessage())
+    assert "39.journal" in exit_line and "36.journal" not in exit_line  # ... and the last of the others
