@@ -68,6 +68,10 @@ def filesystem_problems(config: Config) -> list[str]:
         if reason:
             problems.append(f"{config.path}: {key}: {reason}")
     for index, follow in enumerate(config.follows):
+        if follow.journal_unit:
+            reason = cannot_read_journal(follow.journal_unit)
+            if reason:
+                problems.append(f"{config.path}: follow[{index}].journal_unit: {reason}")
         for number, name in enumerate(follow.paths):
             reason = cannot_search(name) if glob.has_magic(name) else cannot_follow(Path(name))
             if reason:
@@ -92,6 +96,19 @@ def cannot_run(program: str) -> str | None:
     if path.is_dir() or not os.access(path, os.X_OK):
         return f"{program}: not an executable file"
     return None
+
+
+def cannot_read_journal(unit: str) -> str | None:
+    """Why journalctl, run as this user, would follow nothing of ``unit``'s journal; None if it would."""
+    from agent.sources import journal  # (journalctl is asked only where a journal is followed)
+
+    reason = cannot_run(journal.program())
+    if reason:
+        return reason
+    said = journal.cannot_read(unit)
+    if said is None:
+        return None
+    return f"journalctl run as {_user()} shows none of the system journal ({said}): add it to systemd-journal"
 
 
 def cannot_search(pattern: str) -> str | None:

@@ -57,6 +57,33 @@ STDERR_LOGGED = 10
 STDERR_KEPT = 3
 
 
+# What journalctl says to a user that may read none of the system journal (systemd's own words): it then
+# shows that user only the user's own journal.
+_UNREADABLE = ("not seeing messages from other users", "insufficient permissions")
+
+
+def program(default: str = "journalctl") -> str:
+    """The journalctl kvwatch runs (``KVWATCH_JOURNALCTL`` names another, a test's stand-in)."""
+    return os.environ.get("KVWATCH_JOURNALCTL", default)
+
+
+def cannot_read(unit: str) -> str | None:
+    """What journalctl says when it would show this user nothing of ``unit``'s journal; None where it says
+    nothing of the kind (or cannot be asked)."""
+    try:
+        done = subprocess.run(
+            [program(), f"--unit={unit}", "--lines=0", "--no-pager"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    said = " ".join(done.stderr.split())
+    return said if any(words in said for words in _UNREADABLE) else None
+
+
 def _takes_output_fields(journalctl: str) -> bool:
     """Whether ``journalctl --version`` names systemd 236 or later (False when it cannot tell)."""
     try:
@@ -88,7 +115,7 @@ class JournalSource:
         self.max_line = max_line
         self.skipped = skipped
         self.deliver = deliver
-        self.journalctl = os.environ.get("KVWATCH_JOURNALCTL", journalctl)
+        self.journalctl = program(journalctl)
         self.nice = nice
         self.save_numbers = save_numbers
         self.process: subprocess.Popen | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -345,6 +346,36 @@ def test_sampling_ratio_falls_back_to_the_standard_variables(monkeypatch) -> Non
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
     assert config.parse({"tracing": {"enabled": True}}).tracing.resolved_sampling_ratio() == 0.1
     assert config.parse({"tracing": {"sampling_ratio": 0.5}}).tracing.resolved_sampling_ratio() == 0.5
+
+
+def test_check_finds_a_journal_this_user_may_not_read(tmp_path: Path) -> None:
+    """(journalctl is a stand-in saying what systemd's says to a user outside systemd-journal and adm: no
+    journald runs here to refuse one.)"""
+    path = write(tmp_path, '[[follow]]\nname = "j"\njournal_unit = "vllm.service"\n')
+    refused, silent = tmp_path / "refused", tmp_path / "silent"
+    refused.write_text(
+        "#!/bin/sh\n"
+        "echo 'Hint: You are currently not seeing messages from other users and the system.' >&2\n"
+        "echo \"      Users in groups 'adm', 'systemd-journal' can see all messages.\" >&2\n"
+        "echo '      Pass -q to turn off this notice.' >&2\n"
+        "echo '-- No entries --'\n"
+    )
+    silent.write_text("#!/bin/sh\necho '-- No entries --'\n")
+    refused.chmod(0o755)
+    silent.chmod(0o755)
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name} (uid {os.geteuid()})"
+    result = kvwatch("check", "--config", str(path), env={**os.environ, "KVWATCH_JOURNALCTL": str(refused)})
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"kvwatch: {path}: follow[0].journal_unit: journalctl run as {user} shows none of the system journal (Hint:"
+    )
+    assert result.stderr.rstrip().endswith("Pass -q to turn off this notice.): add it to systemd-journal")
+    result = kvwatch("check", "--config", str(path), env={**os.environ, "KVWATCH_JOURNALCTL": str(silent)})
+    assert result.returncode == 0, result.stderr
+    missing = str(tmp_path / "no-journalctl")
+    result = kvwatch("check", "--config", str(path), env={**os.environ, "KVWATCH_JOURNALCTL": missing})
+    assert result.returncode == 2
+    assert f"follow[0].journal_unit: {missing}: no such file" in result.stderr
 
 
 def test_check_finds_a_log_dir_that_cannot_be_created(tmp_path: Path) -> None:
