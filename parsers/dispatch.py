@@ -350,11 +350,9 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
         if not line:  # nothing but Ray's note
             return NOTHING
     if "\x1b" in line:
-        if line[0] == "\x1b":
-            # LMCache colours its header; its matcher takes the codes as they are.
-            events = _lmcache_line(line, rank)
-            if events is not None:
-                return events or _lmcache_problem(line, 0)
+        events = _read_coloured(line, depth, rank)
+        if events is not None:
+            return events
         line = strip_ansi(line).rstrip()
         if line:
             line = _without_ray_note(line)  # a colour's reset after the note or blanks hid them
@@ -370,6 +368,19 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
         return events  # one record at most: a vLLM and an LMCache header each hold ``] ``
     glued = _unglued(line, depth, rank)
     return events if glued is None else glued
+
+
+def _read_coloured(line: str, depth: int, rank: int | None) -> Events | None:
+    """A coloured line read with its colours: LMCache's coloured header (its matcher takes the codes as they
+    are), or a wrapper's full time before a coloured line (a Kubernetes node's CRI record: the line is read
+    as it would be alone, not stripped of its colours as a whole record); None for the others."""
+    if line[0] == "\x1b":
+        events = _lmcache_line(line, rank)
+        if events is not None:
+            return events or _lmcache_problem(line, 0)
+    elif depth < _MAX_DEPTH and line[0].isdigit():
+        return _unwrap(line, depth, rank)
+    return None
 
 
 # What a line gives when its message was not read.
@@ -471,17 +482,17 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         # A byte order mark: the first line of a file a Windows tool wrote, or of each file joined with cat.
         line = line.lstrip("\ufeff")
         return parse_nested(line, depth, rank) if line else NOTHING
+    if depth < _MAX_DEPTH and line[0].isdigit():
+        # A wrapper's full time (CRI, journald, docker -t) first: no message starts with one.
+        events = _unwrap(line, depth, rank)
+        if events is not None:
+            return events
     if depth < _MAX_DEPTH:
         # A merged stream's writer (kubectl logs --prefix, compose, stern) or journald's short framing
         # before the line: read past, without a search for a header.
         end = framing_end(line)
         if end:
             return parse_nested(line[end:], depth + 1, rank)
-    if depth < _MAX_DEPTH and line[0].isdigit():
-        # A wrapper's full time (CRI, journald, docker -t) first: no message starts with one.
-        events = _unwrap(line, depth, rank)
-        if events is not None:
-            return events
     if depth < _MAX_DEPTH and _has_residue(line):
         cleaned = strip_ansi(line)
         if cleaned != line:
