@@ -679,8 +679,9 @@ def is_tool_prefix(text: str) -> bool:
 # Multiplexing tools' prefixes, the names of the line's writer before each line of a merged stream.
 # kubectl's ``[pod/POD/CONTAINER] `` (``logs --prefix``: DNS names, the pod's may hold dots).
 # Compose's ``NAME  | `` (``docker compose logs``: the name padded to the longest, coloured on a terminal;
-# ``vllm_1`` before Compose v2), a name with a digit, a hyphen or an underscore as the names Compose gives
-# its containers have (``Update | RuntimeError: ...`` is a heading).
+# ``vllm_1`` before Compose v2; ``docker service logs``' ``NAME.1.TASK@NODE``), a name with a digit, a
+# hyphen or an underscore as the names Compose gives its containers have (``Update | RuntimeError: ...`` is
+# a heading).
 # stern's ``POD CONTAINER `` and ``NAMESPACE POD CONTAINER `` (each name coloured on a terminal): names
 # that begin with a letter, as workloads' do (``12345 vllm INFO`` is a logging format's process id and
 # logger), a pod's name with a digit or a hyphen, as a controller's pods' names have (``more info Reqid:
@@ -688,7 +689,7 @@ def is_tool_prefix(text: str) -> bool:
 # colour): a message's first word in lower case could be one more name.
 _KUBECTL_PREFIX = re.compile(r"\[pod/([a-z0-9][a-z0-9.-]{0,252})/([a-z0-9][a-z0-9-]{0,62})\] ", re.ASCII)
 _COMPOSE_PREFIX = re.compile(
-    r"(?:\x1b\[[\d;]*m)?((?=[A-Za-z.]*[\d_-])[A-Za-z0-9][\w.-]{0,127}) +\| (?:\x1b\[0m)?", re.ASCII
+    r"(?:\x1b\[[\d;]*m)?((?=[A-Za-z.]*[\d_-])[A-Za-z0-9][\w.@-]{0,127}) +\| (?:\x1b\[0m)?", re.ASCII
 )
 _NAME = r"(?:\x1b\[[\d;]*m)?({})(?:\x1b\[0m)? "
 _LABEL, _POD_NAME = r"[a-z][a-z0-9-]{0,62}", r"(?=[a-z.]*[0-9-])[a-z][a-z0-9.-]{0,252}"

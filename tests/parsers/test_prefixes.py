@@ -26,6 +26,7 @@ PREFIXES = [
     ("[vllm-7d9f8b6c5-x2x7q] ", "", "kubetail: the pod in brackets"),
     ("[pod/vllm-0/vllm] ", "", "kubectl logs --prefix"),
     ("vllm-1  | ", "", "docker compose"),
+    ("vllm.1.p0k3x2z9a8b7c6d5e4f3g2h1@gpu-node-1    | ", "", "docker service logs: a Swarm task on its node"),
     ("Dec 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "journalctl -o short"),
     ("Dec  4 16:18:29.123456 gpu-node-1 python3: ", "", "journalctl -o short-precise, no pid, a day before the 10th"),
     ("[2025-12-13T19:54:35Z] ", "", "Buildkite's bracketed time"),
