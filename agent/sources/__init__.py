@@ -78,3 +78,27 @@ def unlistable(pattern: str) -> str | None:
     except OSError:
         return None
     return None if os.access(directory, os.R_OK | os.X_OK) else directory
+
+
+# Directories of a discovering table ([[pods]], [[containers]]) this user may not list, said once each (and
+# once more when they can be).
+_DENIED: set[str] = set()
+
+
+def listed(directory: str, table: str, what: str) -> list[os.DirEntry]:
+    """The subdirectories of ``directory`` by name, where a ``table`` (pods, containers) finds each ``what``;
+    none when it cannot be listed (a permission refused is said in the log once, and once more when it is
+    lifted)."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except PermissionError:
+        if directory not in _DENIED:
+            log.warning("%s: cannot list %s (will retry): permission denied: no %s is found", table, directory, what)
+            _DENIED.add(directory)
+        return []
+    except OSError:
+        return []
+    if directory in _DENIED:
+        log.info("%s: %s can be listed again", table, directory)
+        _DENIED.discard(directory)
+    return [entry for entry in entries if entry.is_dir()]

@@ -12,15 +12,11 @@ agent follows what appears and forgets what goes (``agent.commands.run``).
 from __future__ import annotations
 
 import fnmatch
-import logging
 import os
 from dataclasses import dataclass
 
 from agent.config import PodsConfig
-
-log = logging.getLogger("kvwatch.pods")
-# Pod directories this user may not list, said once each (and once more when they can be).
-_DENIED: set[str] = set()
+from agent.sources import listed
 
 
 @dataclass(frozen=True)
@@ -34,21 +30,9 @@ class PodContainer:
 def containers(log_dir: str) -> list[PodContainer]:
     """Every container directory under ``log_dir`` (none when it cannot be read)."""
     found = []
-    try:
-        pods = sorted(os.scandir(log_dir), key=lambda e: e.name)
-    except PermissionError:
-        if log_dir not in _DENIED:
-            log.warning("pods: cannot list %s (will retry): permission denied: no pod is found", log_dir)
-            _DENIED.add(log_dir)
-        return []
-    except OSError:
-        return []
-    if log_dir in _DENIED:
-        log.info("pods: %s can be listed again", log_dir)
-        _DENIED.discard(log_dir)
-    for entry in pods:
+    for entry in listed(log_dir, "pods", "pod"):
         parts = entry.name.split("_")
-        if len(parts) != 3 or not all(parts) or not entry.is_dir():
+        if len(parts) != 3 or not all(parts):
             continue  # not a pod's directory
         try:
             inner = sorted(os.scandir(entry.path), key=lambda e: e.name)

@@ -143,7 +143,7 @@ def test_a_pods_directory_this_user_may_not_list_is_said_once_and_again_when_it_
         return listing(path)
 
     monkeypatch.setattr(pods.os, "scandir", scandir)
-    with caplog.at_level(logging.INFO, logger="kvwatch.pods"):
+    with caplog.at_level(logging.INFO, logger="kvwatch.sources"):
         assert pods.containers(str(tmp_path)) == [] and pods.containers(str(tmp_path)) == []
         denied.clear()
         assert pods.containers(str(tmp_path)) == []
