@@ -333,6 +333,23 @@ class PodsConfig:
 
 
 @dataclass(frozen=True)
+class ContainersConfig:
+    """``[[containers]]``: the logs of Docker containers on this host, as the engine keeps them
+    (``ROOT/ID/ID-json.log``, Docker's JSON records; the name, image and Compose labels in
+    ``ROOT/ID/config.v2.json``); each picked container is followed as a server named by ``name``, from the
+    moment its directory appears until it goes (``docker rm``)."""
+
+    root: str = "/var/lib/docker/containers"
+    # Shell-style patterns picking the containers by name (without Docker's leading "/") and image.
+    container: str = setting("*", "string")
+    image: str = setting("*", "string")
+    # The server label: {container}, {id} (its first 12 digits), {image}, {project} and {service} (Compose's).
+    name: str = "{container}"
+    start_at: str = setting("end", "string", START_POSITIONS)  # for the containers there at start; later ones: all
+    scan_interval: float = setting(5.0, "duration", 0.1)
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     cert_file: Path
     key_file: Path
@@ -405,6 +422,7 @@ class Config:
     follows: tuple[FollowConfig, ...] = ()
     tracing: TracingConfig = field(default_factory=TracingConfig)
     pods: tuple[PodsConfig, ...] = ()
+    containers: tuple[ContainersConfig, ...] = ()
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -625,7 +643,7 @@ class _Reader:
         return read
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        self.table(dict(data), "", ("agent", "metrics", "server", "follow", "pods", "tracing"))
+        self.table(dict(data), "", ("agent", "metrics", "server", "follow", "pods", "containers", "tracing"))
         agent = self.agent(data.get("agent", {}))
         metrics = self.metrics(data.get("metrics", {}))
         servers = tuple(self.server(item, f"server[{i}]", agent) for i, item in enumerate(self.array(data, "server")))
@@ -633,7 +651,10 @@ class _Reader:
         self.check_unique(servers, follows, metrics)
         tracing = self.tracing(data.get("tracing", {}))
         pods = tuple(self.pods(item, f"pods[{i}]") for i, item in enumerate(self.array(data, "pods")))
-        return Config(self.path, agent, metrics, servers, follows, tracing, pods)
+        containers = tuple(
+            self.containers(item, f"containers[{i}]") for i, item in enumerate(self.array(data, "containers"))
+        )
+        return Config(self.path, agent, metrics, servers, follows, tracing, pods, containers)
 
     def tracing(self, value: Any) -> TracingConfig:
         t = self.table(value, "tracing", keys_of(TracingConfig))
@@ -853,6 +874,30 @@ class _Reader:
                 raise self.fail(f"{where}.{key}", "a pattern of one path part: no '/'")
         return PodsConfig(log_dir=log_dir, name=name, **read)
 
+    def containers(self, value: Any, where: str) -> ContainersConfig:
+        t = self.table(value, where, keys_of(ContainersConfig))
+        read = self.settings(ContainersConfig, t, where)
+        root = ContainersConfig.root
+        if "root" in t:
+            root = os.path.expanduser(self.string(t["root"], f"{where}.root"))
+            root = os.path.normpath(root if os.path.isabs(root) else self.base / root)
+        name = ContainersConfig.name
+        if "name" in t:
+            name = self.string(t["name"], f"{where}.name")
+            try:
+                name.format(container="c", id="i", image="m", project="p", service="s")
+            except (KeyError, IndexError, ValueError) as exc:
+                reason = f"only {{container}}, {{id}}, {{image}}, {{project}} and {{service}} may stand in it ({exc})"
+                raise self.fail(f"{where}.name", reason) from None
+        container = read.get("container", ContainersConfig.container)
+        if "{container}" not in name and "{id}" not in name and glob.has_magic(container):
+            raise self.fail(
+                f"{where}.name",
+                f"two containers could be one server: add {{container}} or {{id}} to it, or pick one container "
+                f"(container = {container!r} matches several)",
+            )
+        return ContainersConfig(root=root, name=name, **read)
+
     def check_unique(
         self, servers: tuple[ServerConfig, ...], follows: tuple[FollowConfig, ...], metrics: MetricsConfig
     ) -> None:
@@ -1022,6 +1067,10 @@ def render(config: Config) -> str:
         lines += ["", "[[pods]]", f"log_dir = {_q(pods.log_dir)}"]
         lines += [f"{key} = {_q(getattr(pods, key))}" for key in ("namespace", "pod", "container", "name", "start_at")]
         lines.append(f"scan_interval = {pods.scan_interval:g}")
+    for table in config.containers:
+        lines += ["", "[[containers]]", f"root = {_q(table.root)}"]
+        lines += [f"{key} = {_q(getattr(table, key))}" for key in ("container", "image", "name", "start_at")]
+        lines.append(f"scan_interval = {table.scan_interval:g}")
     for follow in config.follows:
         lines += ["", "[[follow]]", f"name = {_q(follow.name)}"]
         if follow.journal_unit:

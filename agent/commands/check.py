@@ -76,10 +76,12 @@ def filesystem_problems(config: Config) -> list[str]:
             reason = cannot_search(name) if glob.has_magic(name) else cannot_follow(Path(name))
             if reason:
                 problems.append(f"{config.path}: follow[{index}].paths[{number}]: {reason}")
-    for index, pods in enumerate(config.pods):
-        reason = cannot_search(os.path.join(pods.log_dir, "*"))
+    searched = [(f"pods[{i}].log_dir", table.log_dir) for i, table in enumerate(config.pods)]
+    searched += [(f"containers[{i}].root", table.root) for i, table in enumerate(config.containers)]
+    for key, directory in searched:
+        reason = cannot_search(os.path.join(directory, "*"))
         if reason:
-            problems.append(f"{config.path}: pods[{index}].log_dir: {reason}")
+            problems.append(f"{config.path}: {key}: {reason}")
     return problems
 
 

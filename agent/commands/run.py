@@ -43,7 +43,7 @@ from agent import __version__
 from agent import config as configuration
 from agent.commands import EXIT_FAILED, CommandError, add_config_option, load_config
 from agent.commands.bench import HISTORY, BenchHistory
-from agent.config import Config, ConfigError, FollowConfig, PodsConfig, ServerConfig
+from agent.config import Config, ConfigError, FollowConfig, ServerConfig
 from agent.families import RenderedAtScrape, families, gauge, merged
 from agent.pipeline import SourcePipeline
 from agent.sinks.checkpoint import restore_stats, stats_record
@@ -51,8 +51,9 @@ from agent.sinks.http import MetricsServer
 from agent.sinks.prometheus import collect_families
 from agent.sinks.recent import DEFAULT_CHUNK, RecentRequests, joined
 from agent.sinks.traces import LINGER, TraceBuilder
+from agent.sources.containers import discover as discover_containers
 from agent.sources.journal import JournalSource
-from agent.sources.pods import discover
+from agent.sources.pods import discover as discover_pods
 from agent.sources.positions import PositionStore
 from agent.sources.tail import Source, Tailer
 from agent.statedir import state_families
@@ -172,11 +173,12 @@ class Daemon:
         self.last_tick = time.monotonic()
         self._signals: list[int] = []
         self._wake = threading.Event()
-        # [[pods]]: the containers followed now (name -> as what), and how many scans each has been missing.
-        self.pods_followed: dict[str, FollowConfig] = {}
-        self._pods_missing: dict[str, int] = {}
-        self._pods_clashing: set[str] = set()  # said once each
-        self._next_pod_scan = 0.0
+        # [[pods]] and [[containers]]: the logs followed now (name -> as what), and how many scans each has been
+        # missing.
+        self.discovered: dict[str, tuple[str, FollowConfig]] = {}  # name -> (the table's kind, as what)
+        self._discovered_missing: dict[str, int] = {}
+        self._discovered_clashing: set[str] = set()  # said once each
+        self._next_discovery = 0.0
         self.started = False
         state_dir = config.agent.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -334,36 +336,38 @@ class Daemon:
                 )
             )
 
-    def sync_pods(self, first: bool = False) -> None:
-        """Follow the pods' containers that appeared since the last scan; forget those gone for two scans
-        (the second look lets the tailer read what was written just before a pod went)."""
-        found: dict[str, tuple[PodsConfig, tuple[str, ...]]] = {}
-        for pods in self.config.pods:
-            for name, patterns in discover(pods).items():
-                found.setdefault(name, (pods, patterns))  # the first table that picks a container names it
+    def sync_discovered(self, first: bool = False) -> None:
+        """Follow the pods' and Docker containers' logs that appeared since the last scan; forget those gone for
+        two scans (the second look lets the tailer read what was written just before one went)."""
+        found: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # name -> (table, start_at, log files)
+        tables = [("pods", t, discover_pods) for t in self.config.pods]
+        tables += [("containers", t, discover_containers) for t in self.config.containers]
+        for kind, table, discover in tables:
+            for name, patterns in discover(table).items():
+                found.setdefault(name, (kind, table.start_at, patterns))  # the first table that picks one names it
         taken = {s.name for s in self.config.servers} | {f.name for f in self.config.follows}
-        for name, (pods, patterns) in found.items():
-            self._pods_missing.pop(name, None)
-            following = self.pods_followed.get(name)
-            if following is not None and following.paths == patterns:
+        for name, (kind, start_at, patterns) in found.items():
+            self._discovered_missing.pop(name, None)
+            following = self.discovered.get(name)
+            if following is not None and following[1].paths == patterns:
                 continue
             if name in taken:
-                if name not in self._pods_clashing:
-                    log.warning("pods: %s is the name of a [[server]] or [[follow]]: its container is not read", name)
-                    self._pods_clashing.add(name)
+                if name not in self._discovered_clashing:
+                    log.warning("%s: %s is the name of a [[server]] or [[follow]]: its log is not read", kind, name)
+                    self._discovered_clashing.add(name)
                 continue
-            if following is not None:  # the same name, another pod (a StatefulSet's pod made anew)
+            if following is not None:  # the same name, another pod or container (a StatefulSet's pod made anew)
                 self.remove_source(name)
-            follow = FollowConfig(name, paths=patterns, start_at=pods.start_at if first else "beginning")
-            log.info("pods: following %s (%s)", name, ", ".join(patterns))
+            follow = FollowConfig(name, paths=patterns, start_at=start_at if first else "beginning")
+            log.info("%s: following %s (%s)", kind, name, ", ".join(patterns))
             self.add_follow(follow)
-            self.pods_followed[name] = follow
-        for name in [n for n in self.pods_followed if n not in found]:
-            self._pods_missing[name] = self._pods_missing.get(name, 0) + 1
-            if self._pods_missing[name] >= 2:
-                log.info("pods: %s is gone; its series go with it", name)
+            self.discovered[name] = (kind, follow)
+        for name in [n for n in self.discovered if n not in found]:
+            self._discovered_missing[name] = self._discovered_missing.get(name, 0) + 1
+            if self._discovered_missing[name] >= 2:
+                log.info("%s: %s is gone; its series go with it", self.discovered[name][0], name)
                 self.remove_source(name)
-                del self.pods_followed[name], self._pods_missing[name]
+                del self.discovered[name], self._discovered_missing[name]
 
     def _checkpointed(self, managed: Managed) -> dict[str, Callable]:
         """How a source (the tailer, a journal) saves its numbers with its place in the log, and gets them back."""
@@ -404,7 +408,7 @@ class Daemon:
             self.add_server(server)
         for follow in self.config.follows:
             self.add_follow(follow)
-        self.sync_pods(first=True)
+        self.sync_discovered(first=True)
         self.tailer.start()
         self.started = True  # every source is in place: /healthz says so from now on
         log.info(
@@ -480,9 +484,10 @@ class Daemon:
             if managed.journal is not None:
                 managed.journal.retry_save()  # outside the lock: a save waits for a delivery to end
         now = time.monotonic()
-        if self.config.pods and now >= self._next_pod_scan:
-            self.sync_pods()
-            self._next_pod_scan = now + min(p.scan_interval for p in self.config.pods)
+        tables = (*self.config.pods, *self.config.containers)
+        if tables and now >= self._next_discovery:
+            self.sync_discovered()
+            self._next_discovery = now + min(t.scan_interval for t in tables)
         self.gpus.refresh(now)
         self.last_tick = now
 
@@ -553,8 +558,9 @@ class Daemon:
             new.follows,
             self.config.tracing,
             new.pods,
+            new.containers,
         )
-        self._next_pod_scan = 0.0  # scan with the new [[pods]] at the next tick
+        self._next_discovery = 0.0  # scan with the new [[pods]] and [[containers]] at the next tick
         self.reload_ok, self.reload_ok_at = True, time.time()
         log.info("reload: done")
 

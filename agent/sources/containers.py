@@ -1,0 +1,90 @@
+"""Docker containers on this host, found from the engine's own directory layout.
+
+Docker keeps each container in ``/var/lib/docker/containers/ID/``: its settings
+in ``config.v2.json`` (the name, the image, the labels Compose adds) and
+``hostconfig.json`` (the log driver) and, with the default ``json-file`` driver, its output in
+``ID-json.log`` as Docker's JSON records, which the parsers already unwrap (and
+rotated beside it as ``ID-json.log.1`` ..., which the tailer follows).
+:func:`discover` lists the containers a ``[[containers]]`` table picks and
+names each the server its lines belong to; the agent follows what appears and
+forgets what goes (``agent.commands.run``), as it does the pods of ``[[pods]]``.
+No Docker API is asked: kvwatch needs the right to read that directory, not
+the Docker socket's root-equivalent one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from agent.config import ContainersConfig
+from agent.sources import listed
+
+log = logging.getLogger("kvwatch.containers")
+# Containers whose log driver writes no file, said once each.
+_NO_FILE: set[str] = set()
+
+
+@dataclass(frozen=True)
+class DockerContainer:
+    id: str
+    name: str  # without Docker's leading "/"
+    image: str
+    project: str  # Compose's project and service labels ("" for a container Compose did not make)
+    service: str
+    log_file: str  # ROOT/ID/ID-json.log
+
+
+def containers(root: str) -> list[DockerContainer]:
+    """Every container under ``root`` whose settings can be read (none when ``root`` cannot be listed)."""
+    found = []
+    for entry in listed(root, "containers", "container"):
+        try:
+            settings = _read_json(os.path.join(entry.path, "config.v2.json"))
+            name = settings["Name"].lstrip("/")
+            config = settings.get("Config") or {}
+            labels = config.get("Labels") or {}
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            continue  # not a container's directory, being written or removed, or unreadable
+        try:
+            driver = (_read_json(os.path.join(entry.path, "hostconfig.json")).get("LogConfig") or {}).get("Type")
+        except (OSError, ValueError, AttributeError):
+            driver = None  # (the engine's default: json-file)
+        if driver not in (None, "", "json-file"):
+            if entry.name not in _NO_FILE:
+                log.warning("containers: %s logs through Docker's %s driver: no file to follow", name, driver)
+                _NO_FILE.add(entry.name)
+            continue
+        found.append(
+            DockerContainer(
+                entry.name,
+                name,
+                str(config.get("Image", "")),
+                str(labels.get("com.docker.compose.project", "")),
+                str(labels.get("com.docker.compose.service", "")),
+                os.path.join(entry.path, f"{entry.name}-json.log"),
+            )
+        )
+    return found
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def discover(config: ContainersConfig) -> dict[str, tuple[str, ...]]:
+    """Server name -> the log file of the container ``config`` picks that exists now (the first container
+    a name is made of, where a name format makes two containers one)."""
+    servers: dict[str, tuple[str, ...]] = {}
+    for found in containers(config.root):
+        if not (fnmatch.fnmatchcase(found.name, config.container) and fnmatch.fnmatchcase(found.image, config.image)):
+            continue
+        name = config.name.format(
+            container=found.name, id=found.id[:12], image=found.image, project=found.project, service=found.service
+        )
+        servers.setdefault(name, (found.log_file,))
+    return servers

@@ -1,0 +1,131 @@
+"""``[[containers]]``: Docker containers' logs, in a directory tree shaped like the engine's
+``/var/lib/docker/containers`` (``ID/config.v2.json`` with the name, image and Compose labels,
+``ID/hostconfig.json`` with the log driver, ``ID/ID-json.log`` in Docker's JSON records).  No Docker
+engine runs here: the tree is written as the engine writes it, and real kvwatch processes follow it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.sources.test_pods import counted, sample_lines
+from tests.support.harness import REPO, Agent, wait_for
+
+CONTAINERS = """[[containers]]
+root = "{root}"
+container = "vllm-*"
+image = "vllm/*"
+start_at = "beginning"
+scan_interval = "200ms"
+"""
+
+
+def json_records(lines: list[str]) -> str:
+    """``lines`` as Docker's json-file driver writes them."""
+    stamp = "2025-12-14T16:00:{:02d}.{:09d}Z"
+    return "".join(
+        json.dumps({"log": line + "\n", "stream": "stdout", "time": stamp.format(i % 60, i)}) + "\n"
+        for i, line in enumerate(lines)
+    )
+
+
+def container(root: Path, name: str, image: str, driver: str = "json-file", service: str = "") -> Path:
+    """A container's directory as the engine makes it at ``docker create``; returns its log file's path."""
+    container_id = hashlib.sha256(f"{name}-{len(list(root.glob('*')))}".encode()).hexdigest()
+    directory = root / container_id
+    directory.mkdir(parents=True)
+    labels = {"com.docker.compose.project": "inference", "com.docker.compose.service": service} if service else {}
+    settings = {
+        "ID": container_id,
+        "Name": f"/{name}",
+        "Config": {"Image": image, "Labels": labels},
+        "LogPath": str(directory / f"{container_id}-json.log"),
+        "State": {"Running": True},
+    }
+    (directory / "config.v2.json").write_text(json.dumps(settings))
+    (directory / "hostconfig.json").write_text(json.dumps({"LogConfig": {"Type": driver, "Config": {}}}))
+    return directory / f"{container_id}-json.log"
+
+
+def test_containers_appear_and_go_each_a_server_named_by_its_name(tmp_path: Path) -> None:
+    root = tmp_path / "containers"
+    lines = sample_lines()
+    lookups = counted(lines)["lmcache_lookup"]
+    first = container(root, "vllm-gpu0", "vllm/vllm-openai:v0.11.0")
+    first.write_text(json_records(lines))
+    # Not picked: another image under a matching name, a matching one logging to journald, a sidecar.
+    container(root, "vllm-exporter", "prom/node-exporter:v1.8.0").write_text(json_records(lines[:10]))
+    container(root, "vllm-gpu7", "vllm/vllm-openai:v0.11.0", driver="journald")
+    container(root, "grafana", "grafana/grafana:11.0.0").write_text(json_records(lines[:10]))
+    (root / "not-a-container").mkdir()  # a directory without the engine's settings is passed over
+
+    agent = Agent(tmp_path, CONTAINERS.format(root=root)).start()
+    try:
+        wait_for(
+            lambda: agent.value("kvwatch_lmcache_lookups_total", server="vllm-gpu0") == lookups,
+            what="the first container's lookups",
+        )
+        servers = {dict(labels).get("server") for name, labels in agent.metrics() if name == "kvwatch_lines_total"}
+        assert servers == {"vllm-gpu0"}
+        assert "containers: vllm-gpu7 logs through Docker's journald driver: no file to follow" in agent.log()
+
+        # A container started later is read from its first line.
+        later = lines[len(lines) // 2 :]
+        second = container(root, "vllm-gpu1", "vllm/vllm-openai:v0.11.0")
+        second.write_text(json_records(later))
+        half = counted(later)["lmcache_lookup"]
+        wait_for(
+            lambda: agent.value("kvwatch_lmcache_lookups_total", server="vllm-gpu1") == half,
+            what="the new container's lookups",
+        )
+
+        # docker rm of the first: its series go; then a container made anew under its name (compose up
+        # --force-recreate: a new id) is followed from its first line, its counters going on from the old
+        # one's under the same name (one series per name: no reset for Prometheus to see).
+        shutil.rmtree(first.parent)
+        wait_for(lambda: agent.value("kvwatch_lines_total", server="vllm-gpu0") is None, what="its series gone")
+        assert "containers: vllm-gpu0 is gone" in agent.log()
+        assert agent.value("kvwatch_lmcache_lookups_total", server="vllm-gpu1") == half
+        container(root, "vllm-gpu0", "vllm/vllm-openai:v0.11.0").write_text(json_records(later))
+        wait_for(
+            lambda: agent.value("kvwatch_lmcache_lookups_total", server="vllm-gpu0") == lookups + half,
+            what="the new container's lookups under the old name",
+        )
+    finally:
+        agent.kill()
+
+
+def test_a_name_made_of_compose_s_labels(tmp_path: Path) -> None:
+    from agent.config import ContainersConfig
+    from agent.sources.containers import discover
+
+    root = tmp_path / "containers"
+    log = container(root, "inference-vllm-1", "vllm/vllm-openai:v0.11.0", service="vllm")
+    table = ContainersConfig(root=str(root), name="{project}/{service}/{id}")
+    assert discover(table) == {f"inference/vllm/{log.parent.name[:12]}": (str(log),)}
+
+
+def test_the_check_shows_the_containers_table_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "kvwatch.toml"
+    config.write_text(CONTAINERS.format(root=tmp_path))
+    shown = subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "[[containers]]" in shown.stdout and 'name = "{container}"' in shown.stdout
+    config.write_text(CONTAINERS.format(root=tmp_path) + 'name = "{service}"\n')
+    bad = subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
+    )
+    assert bad.returncode == 2
+    assert f"{config}: containers[0].name: two containers could be one server" in bad.stderr
+    config.write_text(CONTAINERS.format(root=tmp_path) + 'name = "{pod}"\n')
+    bad = subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
+    )
+    assert bad.returncode == 2
+    assert f"{config}: containers[0].name: only {{container}}, {{id}}, {{image}}, {{project}} and" in bad.stderr
