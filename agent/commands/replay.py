@@ -53,7 +53,8 @@ _POD_LOG_PATHS = (
     re.compile(r"/(?P<pod>[^/_]+)_(?P<namespace>[^/_]+)_(?P<container>[^/_]+)-[0-9a-f]{64}\.log[^/]*$"),
     re.compile(r"/namespaces/(?P<namespace>[^/]+)/pods/(?P<pod>[^/]+)/(?P<container>[^/]+)/[^/]+/logs/[^/]+$"),
 )
-# Docker's json-file driver (/var/lib/docker/containers/ID/ID-json.log): the short id ``docker ps`` shows.
+# Docker's json-file driver (/var/lib/docker/containers/ID/ID-json.log): the container's name, as a
+# [[containers]] table labels it, where its settings are beside the log; else the short id ``docker ps`` shows.
 _DOCKER_LOG = re.compile(r"(?:^|/)(?P<id>[0-9a-f]{12})[0-9a-f]{52}-json\.log[^/]*$")
 
 
@@ -73,7 +74,9 @@ def server_name_for(input_name: str) -> str:
             return PodsConfig.name.format(**m.groupdict())
     m = _DOCKER_LOG.search(path)
     if m is not None:
-        return m.group("id")
+        from agent.sources.containers import name_of  # (only for a Docker log)
+
+        return name_of(os.path.dirname(path)) or m.group("id")
     base = _LOG_SUFFIX.sub("", os.path.basename(input_name))
     return base or "replay"
 

@@ -42,13 +42,11 @@ def containers(root: str) -> list[DockerContainer]:
     """Every container under ``root`` whose settings can be read (none when ``root`` cannot be listed)."""
     found = []
     for entry in listed(root, "containers", "container"):
-        try:
-            settings = _read_json(os.path.join(entry.path, "config.v2.json"))
-            name = settings["Name"].lstrip("/")
-            config = settings.get("Config") or {}
-            labels = config.get("Labels") or {}
-        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        settings = _settings(entry.path)
+        if settings is None:
             continue  # not a container's directory, being written or removed, or unreadable
+        name, config = settings
+        labels = config.get("Labels") or {}
         try:
             driver = (_read_json(os.path.join(entry.path, "hostconfig.json")).get("LogConfig") or {}).get("Type")
         except (OSError, ValueError, AttributeError):
@@ -69,6 +67,25 @@ def containers(root: str) -> list[DockerContainer]:
             )
         )
     return found
+
+
+def name_of(directory: str) -> str | None:
+    """The name Docker gave the container whose directory this is (without its leading ``/``); None where
+    the directory holds no container's settings."""
+    settings = _settings(directory)
+    return None if settings is None else settings[0]
+
+
+def _settings(directory: str) -> tuple[str, dict] | None:
+    """A container directory's name and ``Config`` (image, labels), from ``config.v2.json``."""
+    try:
+        settings = _read_json(os.path.join(directory, "config.v2.json"))
+        config = settings.get("Config") or {}
+        if not isinstance(config, dict):
+            return None
+        return settings["Name"].lstrip("/"), config
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return None
 
 
 def _read_json(path: str) -> dict:

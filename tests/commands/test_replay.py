@@ -181,6 +181,17 @@ def test_a_file_is_labelled_with_the_server_its_name_or_path_tells(name: str, la
     assert server_name_for(name) == label
 
 
+def test_a_docker_log_beside_its_container_s_settings_is_labelled_with_the_container_s_name(tmp_path: Path) -> None:
+    """As a [[containers]] table labels it (the engine's directory layout, written here as Docker writes it)."""
+    directory = tmp_path / "containers" / CONTAINER_ID
+    directory.mkdir(parents=True)
+    (directory / "config.v2.json").write_text(json.dumps({"ID": CONTAINER_ID, "Name": "/vllm-gpu3", "Config": {}}))
+    assert server_name_for(str(directory / f"{CONTAINER_ID}-json.log")) == "vllm-gpu3"
+    assert server_name_for(str(directory / f"{CONTAINER_ID}-json.log.2")) == "vllm-gpu3"
+    (directory / "config.v2.json").write_text("{")  # being written: the short id
+    assert server_name_for(str(directory / f"{CONTAINER_ID}-json.log")) == CONTAINER_ID[:12]
+
+
 def test_a_pod_s_logs_under_the_kubelet_s_layout_are_one_server(tmp_path: Path) -> None:
     """The kubelet names a container's log by its restart count: ``0.log``, ``1.log`` are one pod's."""
     container = tmp_path / "var" / "log" / "pods" / "llm_vllm-0_7f0c5a8e-1111" / "vllm"
