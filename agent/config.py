@@ -47,6 +47,9 @@ ENTRY_POINTS = ("auto", "serve", "api_server")
 LMCACHE_MODES = ("in_process", "mp")
 RESTART_POLICIES = ("on-failure", "always", "never")
 START_POSITIONS = ("end", "beginning")
+# A journalctl match: a journal field (capitals, digits and underscores, not beginning with a digit; a
+# trusted field as ``_SYSTEMD_UNIT`` begins with an underscore) and its value, or ``+`` (either side).
+_JOURNAL_MATCH = re.compile(r"\+|[A-Z_][A-Z0-9_]*=.+")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables systemd hands to kvwatch itself; a child that inherited them
@@ -306,13 +309,20 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class FollowConfig:
-    """Logs of a server kvwatch did not start: files/globs, or a systemd unit's journal."""
+    """Logs of a server kvwatch did not start: files/globs, or the journal's records of a systemd unit and/or
+    of journalctl matches (``CONTAINER_NAME=vllm``: a container logging through the journald driver)."""
 
     name: str
     paths: tuple[str, ...] = ()
     journal_unit: str | None = None
+    journal_match: tuple[str, ...] = ()
     timezone: str | None = setting(None, "timezone")
     start_at: str = setting("end", "string", START_POSITIONS)
+
+    @property
+    def journal(self) -> str | None:
+        """What of the journal is followed, for the log: the unit and the matches (None for files)."""
+        return " ".join(((self.journal_unit,) if self.journal_unit else ()) + self.journal_match) or None
 
 
 @dataclass(frozen=True)
@@ -836,15 +846,26 @@ class _Reader:
         name = self.name(t["name"], f"{where}.name")
         paths = self.strings(t["paths"], f"{where}.paths") if "paths" in t else ()
         unit = self.string(t["journal_unit"], f"{where}.journal_unit") if "journal_unit" in t else None
-        if bool(paths) == bool(unit):
-            raise self.fail(where, "give either paths (files or globs) or journal_unit, not both or neither")
+        matches = self.strings(t["journal_match"], f"{where}.journal_match") if "journal_match" in t else ()
+        for i, match in enumerate(matches):
+            if _JOURNAL_MATCH.fullmatch(match) is None:
+                reason = f"{match!r} is no journal match: FIELD=VALUE, the field in capitals (CONTAINER_NAME=vllm)"
+                raise self.fail(f"{where}.journal_match[{i}]", reason)
+        if bool(paths) == bool(unit or matches):
+            raise self.fail(
+                where, "give either paths (files or globs) or journal_unit and/or journal_match, not both or neither"
+            )
         resolved = []
         for i, pattern in enumerate(paths):
             self.string(pattern, f"{where}.paths[{i}]")
             expanded = os.path.expanduser(pattern)
             resolved.append(os.path.normpath(expanded if os.path.isabs(expanded) else self.base / expanded))
         return FollowConfig(
-            name=name, paths=tuple(resolved), journal_unit=unit, **self.settings(FollowConfig, t, where)
+            name=name,
+            paths=tuple(resolved),
+            journal_unit=unit,
+            journal_match=matches,
+            **self.settings(FollowConfig, t, where),
         )
 
     def pods(self, value: Any, where: str) -> PodsConfig:
@@ -1075,7 +1096,9 @@ def render(config: Config) -> str:
         lines += ["", "[[follow]]", f"name = {_q(follow.name)}"]
         if follow.journal_unit:
             lines.append(f"journal_unit = {_q(follow.journal_unit)}")
-        else:
+        if follow.journal_match:
+            lines.append(f"journal_match = {json.dumps(list(follow.journal_match))}")
+        if not follow.journal:
             lines.append(f"paths = {json.dumps(list(follow.paths))}")
         lines.append(f"timezone = {_q(follow.timezone or 'host')}")
         lines.append(f"start_at = {_q(follow.start_at)}")

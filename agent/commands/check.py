@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from agent.commands import EXIT_OK, EXIT_USAGE, add_config_option, load_config
-from agent.config import Config
+from agent.config import Config, FollowConfig
 from agent.sources import special_file, unlistable
 from agent.sources.lines import PACKED_OPENING, packed_format
 
@@ -68,10 +68,11 @@ def filesystem_problems(config: Config) -> list[str]:
         if reason:
             problems.append(f"{config.path}: {key}: {reason}")
     for index, follow in enumerate(config.follows):
-        if follow.journal_unit:
-            reason = cannot_read_journal(follow.journal_unit)
+        if follow.journal:
+            reason = cannot_read_journal(follow)
             if reason:
-                problems.append(f"{config.path}: follow[{index}].journal_unit: {reason}")
+                key = "journal_unit" if follow.journal_unit else "journal_match"
+                problems.append(f"{config.path}: follow[{index}].{key}: {reason}")
         for number, name in enumerate(follow.paths):
             reason = cannot_search(name) if glob.has_magic(name) else cannot_follow(Path(name))
             if reason:
@@ -100,14 +101,14 @@ def cannot_run(program: str) -> str | None:
     return None
 
 
-def cannot_read_journal(unit: str) -> str | None:
-    """Why journalctl, run as this user, would follow nothing of ``unit``'s journal; None if it would."""
+def cannot_read_journal(follow: FollowConfig) -> str | None:
+    """Why journalctl, run as this user, would follow none of the follow's journal records; None if it would."""
     from agent.sources import journal  # (journalctl is asked only where a journal is followed)
 
     reason = cannot_run(journal.program())
     if reason:
         return reason
-    said = journal.cannot_read(unit)
+    said = journal.cannot_read(follow)
     if said is None:
         return None
     return f"journalctl run as {_user()} shows none of the system journal ({said}): add it to systemd-journal"

@@ -310,11 +310,11 @@ class Daemon:
             managed.canary.start()
 
     def add_follow(self, follow: FollowConfig) -> None:
-        several_files = not follow.journal_unit and (
+        several_files = not follow.journal and (
             len(follow.paths) > 1 or any(glob.has_magic(path) for path in follow.paths)
         )
         managed = self._managed(follow.name, follow.timezone, several_files=several_files)
-        if follow.journal_unit:
+        if follow.journal:
             managed.journal = JournalSource(
                 follow,
                 self.config.agent.state_dir,

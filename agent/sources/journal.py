@@ -1,4 +1,4 @@
-"""Follow a systemd unit's journal through ``journalctl --follow -o json``.
+"""Follow a systemd unit's journal records, or those journalctl matches pick, through ``journalctl --follow``.
 
 Its output is kvwatch's own child's pipe (not a server's), read into the same
 pipeline as a file; the JSON records are unwrapped by the parsers.  A following
@@ -67,12 +67,17 @@ def program(default: str = "journalctl") -> str:
     return os.environ.get("KVWATCH_JOURNALCTL", default)
 
 
-def cannot_read(unit: str) -> str | None:
-    """What journalctl says when it would show this user nothing of ``unit``'s journal; None where it says
-    nothing of the kind (or cannot be asked)."""
+def _selection(follow: FollowConfig) -> list[str]:
+    """journalctl's arguments that pick a follow's records: its unit, its matches."""
+    return [*((f"--unit={follow.journal_unit}",) if follow.journal_unit else ()), *follow.journal_match]
+
+
+def cannot_read(follow: FollowConfig) -> str | None:
+    """What journalctl says when it would show this user nothing of the follow's journal records; None where
+    it says nothing of the kind (or cannot be asked)."""
     try:
         done = subprocess.run(
-            [program(), f"--unit={unit}", "--lines=0", "--no-pager"],
+            [program(), *_selection(follow), "--lines=0", "--no-pager"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -150,7 +155,7 @@ class JournalSource:
         return cursor
 
     def command(self) -> list[str]:
-        argv = [self.journalctl, "--follow", "--output=json", f"--unit={self.follow.journal_unit}"]
+        argv = [self.journalctl, "--follow", "--output=json", *_selection(self.follow)]
         if self._output_fields is None:
             self._output_fields = _takes_output_fields(self.journalctl)
         if self._output_fields:
@@ -212,7 +217,7 @@ class JournalSource:
                 self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
             )
         except OSError as exc:
-            log.warning("cannot run journalctl for %s: %s", self.follow.journal_unit, exc.strerror or exc)
+            log.warning("cannot run journalctl for %s: %s", self.follow.journal, exc.strerror or exc)
             return RESTART_PAUSE
         self.running = True
         unlogged: deque[str] = deque(maxlen=STDERR_KEPT)
@@ -229,7 +234,7 @@ class JournalSource:
             error = " / ".join(unlogged)
             log.warning(
                 "journalctl for %s exited with %s%s; starting it again in %.0f s",
-                self.follow.journal_unit,
+                self.follow.journal,
                 code,
                 f": {error}" if error else "",
                 RESTART_PAUSE,
@@ -247,7 +252,7 @@ class JournalSource:
                 continue
             if logged < STDERR_LOGGED:
                 if not self._loop.stopping.is_set():
-                    log.warning("journalctl for %s: %s", self.follow.journal_unit, text)
+                    log.warning("journalctl for %s: %s", self.follow.journal, text)
                 logged += 1
             else:
                 unlogged.append(text)
@@ -269,6 +274,6 @@ SPECS = (
         "kvwatch_journal_up",
         "1 while journalctl follows the unit's journal.",
         flag(lambda j: j.running),
-        doc="1 while `journalctl --follow` runs for a `journal_unit` follow",
+        doc="1 while `journalctl --follow` runs for a `journal_unit` or `journal_match` follow",
     ),
 )

@@ -348,6 +348,21 @@ def test_sampling_ratio_falls_back_to_the_standard_variables(monkeypatch) -> Non
     assert config.parse({"tracing": {"sampling_ratio": 0.5}}).tracing.resolved_sampling_ratio() == 0.5
 
 
+def test_a_journal_follow_takes_a_unit_and_or_journalctl_matches(tmp_path: Path) -> None:
+    follow = '[[follow]]\nname = "j"\n'
+    unit_and_match = 'journal_unit = "docker.service"\njournal_match = ["CONTAINER_NAME=vllm"]\n'
+    both = config.load(write(tmp_path, follow + unit_and_match))
+    assert both.follows[0].journal_unit == "docker.service"
+    assert both.follows[0].journal_match == ("CONTAINER_NAME=vllm",)
+    assert both.follows[0].journal == "docker.service CONTAINER_NAME=vllm"
+    path = write(tmp_path, follow + 'journal_match = ["container_name=vllm"]\n')
+    with pytest.raises(ConfigError, match=r"follow\[0\]\.journal_match\[0\]: 'container_name=vllm' is no journal"):
+        config.load(path)
+    path = write(tmp_path, follow + 'paths = ["/var/log/x.log"]\njournal_match = ["CONTAINER_NAME=vllm"]\n')
+    with pytest.raises(ConfigError, match=r"follow\[0\]: give either paths"):
+        config.load(path)
+
+
 def test_check_finds_a_journal_this_user_may_not_read(tmp_path: Path) -> None:
     """(journalctl is a stand-in saying what systemd's says to a user outside systemd-journal and adm: no
     journald runs here to refuse one.)"""

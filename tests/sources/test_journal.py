@@ -229,3 +229,26 @@ def test_what_a_following_journalctl_says_is_logged_while_it_follows(tmp_path: P
     assert len(said) == journal.STDERR_LOGGED - 2  # its first lines each (the hint's two among them) ...
     exit_line = next(r.getMessage() for r in caplog.records if "exited with 1" in r.getMessage())
     assert "39.journal" in exit_line and "36.journal" not in exit_line  # ... and the last of the others
+
+
+def test_a_container_logging_through_journald_is_followed_by_its_journal_match(agents, tmp_path: Path) -> None:
+    """(journalctl is a stand-in: no journald runs here.)  Docker's and Podman's journald drivers name each
+    record's container in CONTAINER_NAME: journalctl is given the match, and no unit."""
+    stand_in = tmp_path / "journalctl"
+    record = json.dumps({"MESSAGE": STATS.strip(), "CONTAINER_NAME": "vllm-gpu0", "__REALTIME_TIMESTAMP": "1"})
+    stand_in.write_text(
+        f"#!{sys.executable}\nimport os, sys, time\n"
+        f"if sys.argv[1:] == ['--version']: sys.exit(print('systemd 252 (252.38-1~deb12u1)'))\n"
+        f"open({str(tmp_path / 'args')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
+        f"for _ in range(3): print({record!r}, flush=True)\n"
+        "parent = os.getppid()\n"
+        "while os.getppid() == parent: time.sleep(0.1)\n"
+    )
+    stand_in.chmod(0o755)
+    config = '[[follow]]\nname = "gpu0"\njournal_match = ["CONTAINER_NAME=vllm-gpu0", "_TRANSPORT=journal"]\n'
+    agent = agents(config, env={"KVWATCH_JOURNALCTL": str(stand_in)})
+    agent.start()
+    wait_for(lambda: stats_lines(agent, "gpu0") == 3, what="the container's records")
+    args = (tmp_path / "args").read_text().split()
+    assert "CONTAINER_NAME=vllm-gpu0" in args and "_TRANSPORT=journal" in args
+    assert not any(arg.startswith("--unit") for arg in args)
