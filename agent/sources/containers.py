@@ -24,8 +24,10 @@ from agent.config import ContainersConfig
 from agent.sources import listed
 
 log = logging.getLogger("kvwatch.containers")
-# Containers whose log driver writes no file, said once each.
+# Containers whose log driver writes no file, said once each (forgotten past this many: a host running
+# short-lived containers makes new ones all the time).
 _NO_FILE: set[str] = set()
+_NO_FILE_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,9 @@ def containers(root: str) -> list[DockerContainer]:
         if settings is None:
             continue  # not a container's directory, being written or removed, or unreadable
         name, config = settings
-        labels = config.get("Labels") or {}
+        labels = config.get("Labels")
+        if not isinstance(labels, dict):
+            labels = {}
         try:
             driver = (_read_json(os.path.join(entry.path, "hostconfig.json")).get("LogConfig") or {}).get("Type")
         except (OSError, ValueError, AttributeError):
@@ -54,6 +58,8 @@ def containers(root: str) -> list[DockerContainer]:
         if driver not in (None, "", "json-file"):
             if entry.name not in _NO_FILE:
                 log.warning("containers: %s logs through Docker's %s driver: no file to follow", name, driver)
+                if len(_NO_FILE) >= _NO_FILE_KEPT:
+                    _NO_FILE.clear()
                 _NO_FILE.add(entry.name)
             continue
         found.append(
