@@ -43,10 +43,29 @@ def main(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     sys.stdout.write(render(config))
+    sys.stdout.writelines(f"{line}\n" for line in found_now(config))
     problems = filesystem_problems(config)
     for problem in problems:
         sys.stderr.write(f"kvwatch: {problem}\n")
     return EXIT_USAGE if problems else EXIT_OK
+
+
+def found_now(config: Config) -> list[str]:
+    """What each ``[[pods]]`` and ``[[containers]]`` table picks now (as comments): a pattern that picks
+    nothing shows before kvwatch runs."""
+    from agent.sources import containers, pods  # (the directories are scanned only where a table asks)
+
+    lines = []
+    for kind, tables, discover in (
+        ("pods", config.pods, pods.discover),
+        ("containers", config.containers, containers.discover),
+    ):
+        for index, table in enumerate(tables):
+            found = discover(table)
+            lines += [f"# {kind}[{index}] picks {name}: {', '.join(files)}" for name, files in found.items()]
+            if not found:
+                lines.append(f"# {kind}[{index}] picks nothing now (it will as they come)")
+    return lines
 
 
 def filesystem_problems(config: Config) -> list[str]:

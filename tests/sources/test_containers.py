@@ -117,6 +117,12 @@ def test_the_check_shows_the_containers_table_and_a_bad_one_is_named(tmp_path: P
     )
     assert shown.returncode == 0, shown.stderr
     assert "[[containers]]" in shown.stdout and 'name = "{container}"' in shown.stdout
+    assert "# containers[0] picks nothing now (it will as they come)" in shown.stdout
+    log = container(tmp_path, "vllm-gpu0", "vllm/vllm-openai:v0.11.0")
+    shown = subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
+    )
+    assert f"# containers[0] picks vllm-gpu0: {log}" in shown.stdout
     config.write_text(CONTAINERS.format(root=tmp_path) + 'name = "{service}"\n')
     bad = subprocess.run(
         [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
