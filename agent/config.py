@@ -855,34 +855,32 @@ class _Reader:
             raise self.fail(
                 where, "give either paths (files or globs) or journal_unit and/or journal_match, not both or neither"
             )
-        resolved = []
-        for i, pattern in enumerate(paths):
-            self.string(pattern, f"{where}.paths[{i}]")
-            expanded = os.path.expanduser(pattern)
-            resolved.append(os.path.normpath(expanded if os.path.isabs(expanded) else self.base / expanded))
+        resolved = tuple(str(self.file_path(pattern, f"{where}.paths[{i}]")) for i, pattern in enumerate(paths))
         return FollowConfig(
             name=name,
-            paths=tuple(resolved),
+            paths=resolved,
             journal_unit=unit,
             journal_match=matches,
             **self.settings(FollowConfig, t, where),
         )
 
+    def label_format(self, t: Mapping[str, Any], where: str, default: str, fields: tuple[str, ...]) -> str:
+        """A table's ``name``: the format of the server labels it makes, from ``fields`` alone."""
+        if "name" not in t:
+            return default
+        name = self.string(t["name"], f"{where}.name")
+        try:
+            name.format(**dict.fromkeys(fields, "x"))
+        except (KeyError, IndexError, ValueError) as exc:
+            shown = ", ".join(f"{{{field}}}" for field in fields[:-1]) + f" and {{{fields[-1]}}}"
+            raise self.fail(f"{where}.name", f"only {shown} may stand in it ({exc})") from None
+        return name
+
     def pods(self, value: Any, where: str) -> PodsConfig:
         t = self.table(value, where, keys_of(PodsConfig))
         read = self.settings(PodsConfig, t, where)
-        log_dir = PodsConfig.log_dir
-        if "log_dir" in t:
-            log_dir = os.path.expanduser(self.string(t["log_dir"], f"{where}.log_dir"))
-            log_dir = os.path.normpath(log_dir if os.path.isabs(log_dir) else self.base / log_dir)
-        name = PodsConfig.name
-        if "name" in t:
-            name = self.string(t["name"], f"{where}.name")
-            try:
-                name.format(namespace="n", pod="p", container="c")
-            except (KeyError, IndexError, ValueError) as exc:
-                reason = f"only {{namespace}}, {{pod}} and {{container}} may stand in it ({exc})"
-                raise self.fail(f"{where}.name", reason) from None
+        log_dir = str(self.file_path(t["log_dir"], f"{where}.log_dir")) if "log_dir" in t else PodsConfig.log_dir
+        name = self.label_format(t, where, PodsConfig.name, ("namespace", "pod", "container"))
         container = read.get("container", PodsConfig.container)
         if "{container}" not in name and glob.has_magic(container):
             raise self.fail(
@@ -898,18 +896,8 @@ class _Reader:
     def containers(self, value: Any, where: str) -> ContainersConfig:
         t = self.table(value, where, keys_of(ContainersConfig))
         read = self.settings(ContainersConfig, t, where)
-        root = ContainersConfig.root
-        if "root" in t:
-            root = os.path.expanduser(self.string(t["root"], f"{where}.root"))
-            root = os.path.normpath(root if os.path.isabs(root) else self.base / root)
-        name = ContainersConfig.name
-        if "name" in t:
-            name = self.string(t["name"], f"{where}.name")
-            try:
-                name.format(container="c", id="i", image="m", project="p", service="s")
-            except (KeyError, IndexError, ValueError) as exc:
-                reason = f"only {{container}}, {{id}}, {{image}}, {{project}} and {{service}} may stand in it ({exc})"
-                raise self.fail(f"{where}.name", reason) from None
+        root = str(self.file_path(t["root"], f"{where}.root")) if "root" in t else ContainersConfig.root
+        name = self.label_format(t, where, ContainersConfig.name, ("container", "id", "image", "project", "service"))
         container = read.get("container", ContainersConfig.container)
         if "{container}" not in name and "{id}" not in name and glob.has_magic(container):
             raise self.fail(

@@ -8,12 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.sources.test_pods import counted, sample_lines
-from tests.support.harness import REPO, Agent, wait_for
+from tests.support.harness import Agent, check, wait_for
 
 CONTAINERS = """[[containers]]
 root = "{root}"
@@ -69,8 +67,7 @@ def test_containers_appear_and_go_each_a_server_named_by_its_name(tmp_path: Path
             lambda: agent.value("kvwatch_lmcache_lookups_total", server="vllm-gpu0") == lookups,
             what="the first container's lookups",
         )
-        servers = {dict(labels).get("server") for name, labels in agent.metrics() if name == "kvwatch_lines_total"}
-        assert servers == {"vllm-gpu0"}
+        assert agent.servers() == {"vllm-gpu0"}
         assert "containers: vllm-gpu7 logs through Docker's journald driver: no file to follow" in agent.log()
 
         # A container started later is read from its first line.
@@ -112,26 +109,18 @@ def test_a_name_made_of_compose_s_labels(tmp_path: Path) -> None:
 def test_the_check_shows_the_containers_table_and_a_bad_one_is_named(tmp_path: Path) -> None:
     config = tmp_path / "kvwatch.toml"
     config.write_text(CONTAINERS.format(root=tmp_path))
-    shown = subprocess.run(
-        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
-    )
+    shown = check(config)
     assert shown.returncode == 0, shown.stderr
     assert "[[containers]]" in shown.stdout and 'name = "{container}"' in shown.stdout
     assert "# containers[0] picks nothing now (it will as they come)" in shown.stdout
     log = container(tmp_path, "vllm-gpu0", "vllm/vllm-openai:v0.11.0")
-    shown = subprocess.run(
-        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
-    )
+    shown = check(config)
     assert f"# containers[0] picks vllm-gpu0: {log}" in shown.stdout
     config.write_text(CONTAINERS.format(root=tmp_path) + 'name = "{service}"\n')
-    bad = subprocess.run(
-        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
-    )
+    bad = check(config)
     assert bad.returncode == 2
     assert f"{config}: containers[0].name: two containers could be one server" in bad.stderr
     config.write_text(CONTAINERS.format(root=tmp_path) + 'name = "{pod}"\n')
-    bad = subprocess.run(
-        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
-    )
+    bad = check(config)
     assert bad.returncode == 2
     assert f"{config}: containers[0].name: only {{container}}, {{id}}, {{image}}, {{project}} and" in bad.stderr

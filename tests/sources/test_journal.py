@@ -11,20 +11,27 @@ from pathlib import Path
 from tests.support.harness import STATS, stats_lines, wait_for
 
 
-def test_journal_follow_runs_journalctl_from_the_end_the_first_time(agents, tmp_path: Path) -> None:
-    """No journald runs here, so a stand-in journalctl prints journal JSON records and its arguments."""
+def printing_journalctl(tmp_path: Path, record: dict, count: int) -> Path:
+    """A stand-in journalctl (no journald runs here) that notes its arguments in ``args``, prints ``count``
+    copies of a journal JSON record, and follows on until kvwatch is gone (the test kills it), then ends,
+    as journalctl does on a closed pipe."""
     stand_in = tmp_path / "journalctl"
-    record = json.dumps({"MESSAGE": STATS.strip(), "_SYSTEMD_UNIT": "vllm.service", "__REALTIME_TIMESTAMP": "1"})
     stand_in.write_text(
         f"#!{sys.executable}\nimport os, sys, time\n"
         f"if sys.argv[1:] == ['--version']: sys.exit(print('systemd 252 (252.38-1~deb12u1)'))\n"
         f"open({str(tmp_path / 'args')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
-        f"for _ in range(5): print({record!r}, flush=True)\n"
-        # Follow on until kvwatch is gone (the test kills it), then end, as journalctl does on a closed pipe.
+        f"for _ in range({count}): print({json.dumps(record)!r}, flush=True)\n"
         "parent = os.getppid()\n"
         "while os.getppid() == parent: time.sleep(0.1)\n"
     )
     stand_in.chmod(0o755)
+    return stand_in
+
+
+def test_journal_follow_runs_journalctl_from_the_end_the_first_time(agents, tmp_path: Path) -> None:
+    """No journald runs here, so a stand-in journalctl prints journal JSON records and its arguments."""
+    record = {"MESSAGE": STATS.strip(), "_SYSTEMD_UNIT": "vllm.service", "__REALTIME_TIMESTAMP": "1"}
+    stand_in = printing_journalctl(tmp_path, record, 5)
     agent = agents('[[follow]]\nname = "j"\njournal_unit = "vllm.service"\n', env={"KVWATCH_JOURNALCTL": str(stand_in)})
     agent.start()
     wait_for(lambda: stats_lines(agent, "j") == 5, what="the journal's records")
@@ -234,17 +241,8 @@ def test_what_a_following_journalctl_says_is_logged_while_it_follows(tmp_path: P
 def test_a_container_logging_through_journald_is_followed_by_its_journal_match(agents, tmp_path: Path) -> None:
     """(journalctl is a stand-in: no journald runs here.)  Docker's and Podman's journald drivers name each
     record's container in CONTAINER_NAME: journalctl is given the match, and no unit."""
-    stand_in = tmp_path / "journalctl"
-    record = json.dumps({"MESSAGE": STATS.strip(), "CONTAINER_NAME": "vllm-gpu0", "__REALTIME_TIMESTAMP": "1"})
-    stand_in.write_text(
-        f"#!{sys.executable}\nimport os, sys, time\n"
-        f"if sys.argv[1:] == ['--version']: sys.exit(print('systemd 252 (252.38-1~deb12u1)'))\n"
-        f"open({str(tmp_path / 'args')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
-        f"for _ in range(3): print({record!r}, flush=True)\n"
-        "parent = os.getppid()\n"
-        "while os.getppid() == parent: time.sleep(0.1)\n"
-    )
-    stand_in.chmod(0o755)
+    record = {"MESSAGE": STATS.strip(), "CONTAINER_NAME": "vllm-gpu0", "__REALTIME_TIMESTAMP": "1"}
+    stand_in = printing_journalctl(tmp_path, record, 3)
     config = '[[follow]]\nname = "gpu0"\njournal_match = ["CONTAINER_NAME=vllm-gpu0", "_TRANSPORT=journal"]\n'
     agent = agents(config, env={"KVWATCH_JOURNALCTL": str(stand_in)})
     agent.start()

@@ -7,12 +7,10 @@ series with it.  Real kvwatch processes, real files."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from parsers import LogStream
-from tests.support.harness import REPO, Agent, wait_for
+from tests.support.harness import REPO, Agent, check, wait_for
 
 SAMPLE = REPO / "tests" / "fixtures" / "samples" / "vllm-0.32.0-cpu-lmcache-0.5.6.log"
 PIECE = 200  # containerd splits a line longer than its buffer; shorter here, so that the sample has splits
@@ -79,8 +77,7 @@ def test_pods_appear_restart_and_go_each_a_server_named_from_its_path(tmp_path: 
             lambda: agent.value("kvwatch_lmcache_lookups_total", server="llm/vllm-0") == lookups,
             what="the first pod's lookups",
         )
-        servers = {dict(labels).get("server") for name, labels in agent.metrics() if name == "kvwatch_lines_total"}
-        assert servers == {"llm/vllm-0"}  # neither the sidecar nor the other namespace's pod
+        assert agent.servers() == {"llm/vllm-0"}  # neither the sidecar nor the other namespace's pod
 
         # A pod that appears later is read from its first line.
         second = pod_dir(root, "llm", "vllm-1", "9d2f7a10-5b3c-4f1e-8e21-7c9d4b1a0f33", "vllm")
@@ -111,15 +108,11 @@ def test_pods_appear_restart_and_go_each_a_server_named_from_its_path(tmp_path: 
 def test_the_check_shows_the_pods_table_and_a_bad_one_is_named(tmp_path: Path) -> None:
     config = tmp_path / "kvwatch.toml"
     config.write_text(PODS.format(root=tmp_path))
-    shown = subprocess.run(
-        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
-    )
+    shown = check(config)
     assert shown.returncode == 0, shown.stderr
     assert "[[pods]]" in shown.stdout and 'name = "{namespace}/{pod}"' in shown.stdout
     config.write_text(PODS.format(root=tmp_path).replace('container = "vllm"', 'container = "*"'))
-    bad = subprocess.run(
-        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
-    )
+    bad = check(config)
     assert bad.returncode != 0
     assert f"{config}: pods[0].name: two containers of a pod would be one server" in bad.stderr
 

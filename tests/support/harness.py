@@ -100,6 +100,13 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     return key, cert
 
 
+def check(config: Path) -> subprocess.CompletedProcess:
+    """``kvwatch check`` of a configuration file, its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -179,6 +186,10 @@ class Agent:
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.metrics().get((name, tuple(sorted(labels.items()))))
+
+    def servers(self) -> set[str]:
+        """The ``server`` labels /metrics shows now (of the lines read)."""
+        return {dict(labels)["server"] for name, labels in self.metrics() if name == "kvwatch_lines_total"}
 
     def signal(self, sig: int) -> None:
         assert self.process is not None
