@@ -24,10 +24,10 @@ from agent.config import ContainersConfig
 from agent.sources import listed
 
 log = logging.getLogger("kvwatch.containers")
-# Containers whose log driver writes no file, said once each (forgotten past this many: a host running
-# short-lived containers makes new ones all the time).
-_NO_FILE: set[str] = set()
-_NO_FILE_KEPT = 4096
+# Containers whose log driver writes no file, or whose settings this user may not read, said once each
+# (forgotten past this many: a host running short-lived containers makes new ones all the time).
+_SAID: set[str] = set()
+_SAID_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,11 @@ def containers(root: str) -> list[DockerContainer]:
     for entry in listed(root, "containers", "container"):
         settings = _settings(entry.path)
         if settings is None:
-            continue  # not a container's directory, being written or removed, or unreadable
+            # Not a container's directory, being written or removed, or one this user may not read.
+            settings_file = os.path.join(entry.path, "config.v2.json")
+            if os.path.exists(settings_file) and not os.access(settings_file, os.R_OK):
+                _say_once(entry.name, "containers: cannot read %s (will retry): permission denied", settings_file)
+            continue
         name, config = settings
         labels = config.get("Labels")
         if not isinstance(labels, dict):
@@ -56,11 +60,7 @@ def containers(root: str) -> list[DockerContainer]:
         except (OSError, ValueError, AttributeError):
             driver = None  # (the engine's default: json-file)
         if driver not in (None, "", "json-file"):
-            if entry.name not in _NO_FILE:
-                log.warning("containers: %s logs through Docker's %s driver: no file to follow", name, driver)
-                if len(_NO_FILE) >= _NO_FILE_KEPT:
-                    _NO_FILE.clear()
-                _NO_FILE.add(entry.name)
+            _say_once(entry.name, "containers: %s logs through Docker's %s driver: no file to follow", name, driver)
             continue
         found.append(
             DockerContainer(
@@ -73,6 +73,15 @@ def containers(root: str) -> list[DockerContainer]:
             )
         )
     return found
+
+
+def _say_once(container_id: str, message: str, *args: str) -> None:
+    if container_id in _SAID:
+        return
+    log.warning(message, *args)
+    if len(_SAID) >= _SAID_KEPT:
+        _SAID.clear()
+    _SAID.add(container_id)
 
 
 def name_of(directory: str) -> str | None:

@@ -124,3 +124,29 @@ def test_the_check_shows_the_containers_table_and_a_bad_one_is_named(tmp_path: P
     bad = check(config)
     assert bad.returncode == 2
     assert f"{config}: containers[0].name: only {{container}}, {{id}}, {{image}}, {{project}} and" in bad.stderr
+
+
+def test_a_container_whose_settings_this_user_may_not_read_is_said_once(tmp_path: Path, monkeypatch, caplog) -> None:
+    """(A stand-in for the permission: these tests run as root, who reads any file; the engine writes
+    config.v2.json readable by root alone, so a kvwatch user without an ACL on it finds no container.)"""
+    import logging
+    import os
+
+    from agent.sources import containers
+
+    root = tmp_path / "containers"
+    log = container(root, "vllm-gpu0", "vllm/vllm-openai:v0.11.0")
+    settings = str(log.parent / "config.v2.json")
+    real_open, real_access = open, os.access
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path) == settings:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
+    monkeypatch.setattr(containers.os, "access", lambda path, mode: str(path) != settings and real_access(path, mode))
+    with caplog.at_level(logging.WARNING, logger="kvwatch.containers"):
+        assert containers.containers(str(root)) == [] and containers.containers(str(root)) == []
+    said = [record.getMessage() for record in caplog.records]
+    assert said == [f"containers: cannot read {settings} (will retry): permission denied"]
