@@ -28,6 +28,8 @@ log = logging.getLogger("kvwatch.containers")
 # (forgotten past this many: a host running short-lived containers makes new ones all the time).
 _SAID: set[str] = set()
 _SAID_KEPT = 4096
+# The container each directory's settings gave when last read, and which files (inode, time) they were.
+_KNOWN: dict[str, tuple[tuple[tuple[int, int], ...] | None, DockerContainer]] = {}
 
 
 @dataclass(frozen=True)
@@ -41,38 +43,62 @@ class DockerContainer:
 
 
 def containers(root: str) -> list[DockerContainer]:
-    """Every container under ``root`` whose settings can be read (none when ``root`` cannot be listed)."""
-    found = []
+    """Every container under ``root`` whose settings can be read (none when ``root`` cannot be listed).
+
+    A container's settings are read again only when the engine has written them anew (a scan every few
+    seconds of a host with a hundred containers would otherwise parse a megabyte of JSON each time); a
+    container they did not give is looked at again at every scan."""
+    found, seen = [], set()
     for entry in listed(root, "containers", "container"):
-        settings = _settings(entry.path)
-        if settings is None:
-            # Not a container's directory, being written or removed, or one this user may not read.
-            settings_file = os.path.join(entry.path, "config.v2.json")
-            if os.path.exists(settings_file) and not os.access(settings_file, os.R_OK):
-                _say_once(entry.name, "containers: cannot read %s (will retry): permission denied", settings_file)
-            continue
-        name, config = settings
-        labels = config.get("Labels")
-        if not isinstance(labels, dict):
-            labels = {}
+        seen.add(entry.path)
         try:
-            driver = (_read_json(os.path.join(entry.path, "hostconfig.json")).get("LogConfig") or {}).get("Type")
-        except (OSError, ValueError, AttributeError):
-            driver = None  # (the engine's default: json-file)
-        if driver not in (None, "", "json-file"):
-            _say_once(entry.name, "containers: %s logs through Docker's %s driver: no file to follow", name, driver)
-            continue
-        found.append(
-            DockerContainer(
-                entry.name,
-                name,
-                str(config.get("Image", "")),
-                str(labels.get("com.docker.compose.project", "")),
-                str(labels.get("com.docker.compose.service", "")),
-                os.path.join(entry.path, f"{entry.name}-json.log"),
-            )
-        )
+            written = tuple((st.st_ino, st.st_mtime_ns) for st in map(os.stat, _settings_files(entry.path)))
+        except OSError:
+            written = None
+        known = _KNOWN.get(entry.path)
+        if known is None or written is None or known[0] != written:
+            container = _container(entry)
+            if container is None:
+                _KNOWN.pop(entry.path, None)
+                continue
+            known = _KNOWN[entry.path] = (written, container)
+        found.append(known[1])
+    for path in [path for path in _KNOWN if os.path.dirname(path) == root and path not in seen]:
+        del _KNOWN[path]  # removed containers
     return found
+
+
+def _settings_files(directory: str) -> tuple[str, str]:
+    return os.path.join(directory, "config.v2.json"), os.path.join(directory, "hostconfig.json")
+
+
+def _container(entry: os.DirEntry) -> DockerContainer | None:
+    settings = _settings(entry.path)
+    if settings is None:
+        # Not a container's directory, being written or removed, or one this user may not read.
+        settings_file = os.path.join(entry.path, "config.v2.json")
+        if os.path.exists(settings_file) and not os.access(settings_file, os.R_OK):
+            _say_once(entry.name, "containers: cannot read %s (will retry): permission denied", settings_file)
+        return None
+    name, config = settings
+    labels = config.get("Labels")
+    if not isinstance(labels, dict):
+        labels = {}
+    try:
+        driver = (_read_json(os.path.join(entry.path, "hostconfig.json")).get("LogConfig") or {}).get("Type")
+    except (OSError, ValueError, AttributeError):
+        driver = None  # (the engine's default: json-file)
+    if driver not in (None, "", "json-file"):
+        _say_once(entry.name, "containers: %s logs through Docker's %s driver: no file to follow", name, driver)
+        return None
+    return DockerContainer(
+        entry.name,
+        name,
+        str(config.get("Image", "")),
+        str(labels.get("com.docker.compose.project", "")),
+        str(labels.get("com.docker.compose.service", "")),
+        os.path.join(entry.path, f"{entry.name}-json.log"),
+    )
 
 
 def _say_once(container_id: str, message: str, *args: str) -> None:

@@ -150,3 +150,26 @@ def test_a_container_whose_settings_this_user_may_not_read_is_said_once(tmp_path
         assert containers.containers(str(root)) == [] and containers.containers(str(root)) == []
     said = [record.getMessage() for record in caplog.records]
     assert said == [f"containers: cannot read {settings} (will retry): permission denied"]
+
+
+def test_settings_are_read_again_only_once_the_engine_writes_them_anew(tmp_path: Path, monkeypatch) -> None:
+    from agent.config import ContainersConfig
+    from agent.sources import containers
+
+    root = tmp_path / "containers"
+    log = container(root, "vllm-gpu0", "vllm/vllm-openai:v0.11.0")
+    reads = []
+    read_json = containers._read_json
+    monkeypatch.setattr(containers, "_read_json", lambda path: reads.append(path) or read_json(path))
+    table = ContainersConfig(root=str(root))
+    assert containers.discover(table) == {"vllm-gpu0": (str(log),)}
+    assert len(reads) == 2  # config.v2.json and hostconfig.json
+    assert containers.discover(table) == {"vllm-gpu0": (str(log),)}
+    assert len(reads) == 2  # nothing written since: nothing read
+    # docker rename: the engine writes config.v2.json anew (a new file renamed over the old one).
+    settings = log.parent / "config.v2.json"
+    renamed = json.loads(settings.read_text()) | {"Name": "/vllm-a"}
+    (log.parent / "config.v2.json.tmp").write_text(json.dumps(renamed))
+    (log.parent / "config.v2.json.tmp").replace(settings)
+    assert containers.discover(table) == {"vllm-a": (str(log),)}
+    assert len(reads) == 4
