@@ -16,7 +16,7 @@ from agent import statedir
 from agent.commands import bench, canary, run
 from agent.families import Spec
 from agent.sinks import otlp, prometheus, traces
-from agent.sources import journal, tail
+from agent.sources import containers, journal, tail
 from agent.supervise import gpus, server
 
 # From the log: the same in `kvwatch run` and `kvwatch replay`.
@@ -32,6 +32,7 @@ AGENT_CATALOGUE: tuple[Spec, ...] = (
     *tail.PATH_SPECS,
     *tail.PATTERN_SPECS,
     *journal.SPECS,
+    *containers.SPECS,
     *canary.SPECS,
     *bench.SPECS,
     *statedir.STATE_SPECS,

@@ -51,6 +51,7 @@ from agent.sinks.http import MetricsServer
 from agent.sinks.prometheus import collect_families
 from agent.sinks.recent import DEFAULT_CHUNK, RecentRequests, joined
 from agent.sinks.traces import LINGER, TraceBuilder
+from agent.sources import containers
 from agent.sources.containers import discover as discover_containers
 from agent.sources.journal import JournalSource
 from agent.sources.pods import discover as discover_pods
@@ -178,6 +179,7 @@ class Daemon:
         self.discovered: dict[str, tuple[str, FollowConfig]] = {}  # name -> (the table's kind, as what)
         self._discovered_missing: dict[str, int] = {}
         self._discovered_clashing: set[str] = set()  # said once each
+        self.containers_running: dict[str, bool] = {}  # [[containers]]' servers: whether each runs now
         self._next_discovery = 0.0
         self.started = False
         state_dir = config.agent.state_dir
@@ -368,6 +370,13 @@ class Daemon:
                 log.info("%s: %s is gone; its series go with it", self.discovered[name][0], name)
                 self.remove_source(name)
                 del self.discovered[name], self._discovered_missing[name]
+        running = {}
+        for table in self.config.containers:
+            for name, container in containers.picked(table).items():
+                running.setdefault(name, container.running)
+        self.containers_running = {
+            name: up for name, up in running.items() if self.discovered.get(name, ("",))[0] == "containers"
+        }
 
     def _checkpointed(self, managed: Managed) -> dict[str, Callable]:
         """How a source (the tailer, a journal) saves its numbers with its place in the log, and gets them back."""
@@ -531,6 +540,7 @@ class Daemon:
             self.bench.families(),
             families(BUILD_SPECS, [([], None)]),
             families(RELOAD_SPECS, [([], self)]),
+            families(containers.SPECS, [([name], up) for name, up in self.containers_running.items()]),
             state_families(),
         ]
         if self.tracing is not None:

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 
 from agent.config import ContainersConfig
+from agent.families import flag, gauge
 from agent.sources import listed
 
 log = logging.getLogger("kvwatch.containers")
@@ -40,6 +41,7 @@ class DockerContainer:
     project: str  # Compose's project and service labels ("" for a container Compose did not make)
     service: str
     log_file: str  # ROOT/ID/ID-json.log
+    running: bool  # the engine's State.Running: false once it stopped (its directory stays until docker rm)
 
 
 def containers(root: str) -> list[DockerContainer]:
@@ -80,7 +82,7 @@ def _container(entry: os.DirEntry) -> DockerContainer | None:
         if os.path.exists(settings_file) and not os.access(settings_file, os.R_OK):
             _say_once(entry.name, "containers: cannot read %s (will retry): permission denied", settings_file)
         return None
-    name, config = settings
+    name, config, state = settings
     labels = config.get("Labels")
     if not isinstance(labels, dict):
         labels = {}
@@ -98,6 +100,7 @@ def _container(entry: os.DirEntry) -> DockerContainer | None:
         str(labels.get("com.docker.compose.project", "")),
         str(labels.get("com.docker.compose.service", "")),
         os.path.join(entry.path, f"{entry.name}-json.log"),
+        state.get("Running") is True,
     )
 
 
@@ -117,14 +120,14 @@ def name_of(directory: str) -> str | None:
     return None if settings is None else settings[0]
 
 
-def _settings(directory: str) -> tuple[str, dict] | None:
-    """A container directory's name and ``Config`` (image, labels), from ``config.v2.json``."""
+def _settings(directory: str) -> tuple[str, dict, dict] | None:
+    """A container directory's name, ``Config`` (image, labels) and ``State``, from ``config.v2.json``."""
     try:
         settings = _read_json(os.path.join(directory, "config.v2.json"))
-        config = settings.get("Config") or {}
-        if not isinstance(config, dict):
+        config, state = settings.get("Config") or {}, settings.get("State") or {}
+        if not isinstance(config, dict) or not isinstance(state, dict):
             return None
-        return settings["Name"].lstrip("/"), config
+        return settings["Name"].lstrip("/"), config, state
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
 
@@ -137,12 +140,30 @@ def _read_json(path: str) -> dict:
 def discover(config: ContainersConfig) -> dict[str, tuple[str, ...]]:
     """Server name -> the log file of the container ``config`` picks that exists now (the first container
     a name is made of, where a name format makes two containers one)."""
-    servers: dict[str, tuple[str, ...]] = {}
+    return {name: (found.log_file,) for name, found in picked(config).items()}
+
+
+def picked(config: ContainersConfig) -> dict[str, DockerContainer]:
+    """Server name -> the container ``config`` picks under that name now."""
+    servers: dict[str, DockerContainer] = {}
     for found in containers(config.root):
         if not (fnmatch.fnmatchcase(found.name, config.container) and fnmatch.fnmatchcase(found.image, config.image)):
             continue
         name = config.name.format(
             container=found.name, id=found.id[:12], image=found.image, project=found.project, service=found.service
         )
-        servers.setdefault(name, (found.log_file,))
+        servers.setdefault(name, found)
     return servers
+
+
+# Each followed container's state, read with its settings at every scan (the source: True or False).
+SPECS = (
+    gauge(
+        "kvwatch_container_running",
+        "1 while the Docker container a [[containers]] table follows runs, 0 once it stopped.",
+        flag(lambda running: running),
+        doc="1 while the Docker container a `[[containers]]` table follows runs, 0 once it stopped: its other "
+        "series stay, with their last values, until `docker rm` takes its directory",
+        native="Docker's `State.Running` (`docker inspect`)",
+    ),
+)

@@ -79,6 +79,15 @@ def test_containers_appear_and_go_each_a_server_named_by_its_name(tmp_path: Path
             lambda: agent.value("kvwatch_lmcache_lookups_total", server="vllm-gpu1") == half,
             what="the new container's lookups",
         )
+        assert agent.value("kvwatch_container_running", server="vllm-gpu1") == 1
+
+        # docker stop: the engine writes the settings anew, State.Running false; the series stay.
+        settings = second.parent / "config.v2.json"
+        stopped = json.loads(settings.read_text()) | {"State": {"Running": False, "ExitCode": 137}}
+        (second.parent / "config.v2.json.tmp").write_text(json.dumps(stopped))
+        (second.parent / "config.v2.json.tmp").replace(settings)
+        wait_for(lambda: agent.value("kvwatch_container_running", server="vllm-gpu1") == 0, what="the stop")
+        assert agent.value("kvwatch_lmcache_lookups_total", server="vllm-gpu1") == half
 
         # docker rm of the first: its series go; then a container made anew under its name (compose up
         # --force-recreate: a new id) is followed from its first line, its counters going on from the old
