@@ -24,6 +24,7 @@ from itertools import islice
 
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
+    ANY_LEVELS,
     ANY_RECORD_HEADER,
     FLUENTD_STDOUT,
     FULL_TIME,
@@ -575,14 +576,10 @@ def _after_prefix(line: str, rank: int | None) -> Events:
     return _restamp(events, prefix_time(prefix)) if events else events
 
 
-# The level words of ``ANY_RECORD_HEADER`` (``WARN`` in ``WARNING`` too).
-_RECORD_LEVELS = ("INFO", "DEBUG", "WARN", "ERROR", "CRITICAL", "TRACE")
-
-
 def _message_after_record_header(line: str) -> Events:
     """A whole known message after a log record's header that does not say who wrote it (a time, a
     level, another logger's or a module's name), at the start or behind a prefix."""
-    if not any(level in line for level in _RECORD_LEVELS):
+    if not any(level in line for level in ANY_LEVELS):
         return NOTHING  # (the header's level word: a cheap test before the search of every place)
     record = ANY_RECORD_HEADER.search(line)
     if record is None:

@@ -114,8 +114,8 @@ UVICORN_HEADER = r"[A-Z]+(): +"
 
 _LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"
 # Every level word a logging format's header may hold, and how a record's time begins.
-_ANY_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
-_ANY_LEVEL = "(?:" + "|".join(_ANY_LEVELS) + ")"
+ANY_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
+_ANY_LEVEL = "(?:" + "|".join(ANY_LEVELS) + ")"
 _DATE_TIME = r"\d{4}-\d\d-\d\d[ T]\d"
 # The loggers whose records kvwatch reads (a name that starts so: ``vllm.v1.metrics.loggers``).
 WATCHED_LOGGERS = ("vllm", "lmcache", "uvicorn")
@@ -405,7 +405,7 @@ def holds_record_mark(line: str) -> bool:
     return (
         ("-" in head and _DATE_MARK.search(head) is not None)
         or ("pid=" in head and _TAG_MARK.search(head) is not None)
-        or (any(level in head for level in _ANY_LEVELS) and _LEVEL_MARK.search(head) is not None)
+        or (any(level in head for level in ANY_LEVELS) and _LEVEL_MARK.search(head) is not None)
     )
 
 
@@ -638,7 +638,7 @@ _HEADER_PIECE = re.compile(
     re.ASCII,
 )
 _TIME_OR_DATE = re.compile(r"\d[:/-]\d")
-_HEADER_LEVELS = frozenset(_ANY_LEVELS)
+_HEADER_LEVELS = frozenset(ANY_LEVELS)
 # The full time a header holds, if any (the record's stamp).
 FULL_TIME = re.compile(_FULL_TIME, re.ASCII)
 
@@ -698,8 +698,6 @@ _STERN_PREFIX = re.compile(_NAME.format(_POD_NAME) + _NAME.format(_LABEL) + _MES
 _STERN_NAMESPACED_PREFIX = re.compile(
     _NAME.format(_LABEL) + _NAME.format(_POD_NAME) + _NAME.format(_LABEL) + _MESSAGE_START, re.ASCII
 )
-# Words a logging format may put before `` | `` itself (``%(levelname)s | %(message)s``): no writer's names.
-_BAR_LEVELS = frozenset(("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"))
 
 
 def tool_prefix(line: str) -> tuple[int, tuple[str, ...]] | None:
@@ -714,7 +712,8 @@ def tool_prefix(line: str) -> tuple[int, tuple[str, ...]] | None:
         return None
     if "| " in line[:160]:
         m = _COMPOSE_PREFIX.match(line)
-        if m is not None and m.group(1).upper() not in _BAR_LEVELS:
+        # (A level word before `` | ``, ``%(levelname)s | %(message)s``, is a logging format's, no writer's name.)
+        if m is not None and m.group(1).upper() not in _HEADER_LEVELS:
             return m.end(), m.groups()
     m = _STERN_NAMESPACED_PREFIX.match(line) or _STERN_PREFIX.match(line)
     return None if m is None else (m.end(), m.groups())

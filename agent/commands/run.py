@@ -52,7 +52,6 @@ from agent.sinks.prometheus import collect_families
 from agent.sinks.recent import DEFAULT_CHUNK, RecentRequests, joined
 from agent.sinks.traces import LINGER, TraceBuilder
 from agent.sources import containers
-from agent.sources.containers import discover as discover_containers
 from agent.sources.journal import JournalSource
 from agent.sources.pods import discover as discover_pods
 from agent.sources.positions import PositionStore
@@ -341,12 +340,17 @@ class Daemon:
     def sync_discovered(self, first: bool = False) -> None:
         """Follow the pods' and Docker containers' logs that appeared since the last scan; forget those gone for
         two scans (the second look lets the tailer read what was written just before one went)."""
-        found: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # name -> (table, start_at, log files)
-        tables = [("pods", t, discover_pods) for t in self.config.pods]
-        tables += [("containers", t, discover_containers) for t in self.config.containers]
-        for kind, table, discover in tables:
-            for name, patterns in discover(table).items():
-                found.setdefault(name, (kind, table.start_at, patterns))  # the first table that picks one names it
+        # name -> (table, start_at, log files): the first table that picks one names it
+        found: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        running: dict[str, bool] = {}  # the containers' among them: whether each runs
+        for pods in self.config.pods:
+            for name, patterns in discover_pods(pods).items():
+                found.setdefault(name, ("pods", pods.start_at, patterns))
+        for table in self.config.containers:
+            for name, container in containers.picked(table).items():
+                if name not in found:
+                    found[name] = ("containers", table.start_at, (container.log_file,))
+                    running[name] = container.running
         taken = {s.name for s in self.config.servers} | {f.name for f in self.config.follows}
         for name, (kind, start_at, patterns) in found.items():
             self._discovered_missing.pop(name, None)
@@ -370,13 +374,7 @@ class Daemon:
                 log.info("%s: %s is gone; its series go with it", self.discovered[name][0], name)
                 self.remove_source(name)
                 del self.discovered[name], self._discovered_missing[name]
-        running = {}
-        for table in self.config.containers:
-            for name, container in containers.picked(table).items():
-                running.setdefault(name, container.running)
-        self.containers_running = {
-            name: up for name, up in running.items() if self.discovered.get(name, ("",))[0] == "containers"
-        }
+        self.containers_running = {name: up for name, up in running.items() if name in self.discovered}
 
     def _checkpointed(self, managed: Managed) -> dict[str, Callable]:
         """How a source (the tailer, a journal) saves its numbers with its place in the log, and gets them back."""
