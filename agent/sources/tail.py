@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 
-from agent.families import counter, families, gauge
+from agent.families import counter, families, gauge, keyed
 from agent.sources import Deliver, fixed_prefix, lower_thread_priority, special_file, unlistable
 from agent.sources.inotify import DirectoryWatcher
 from agent.sources.lines import PACKED_OPENING, LineSplitter, packed_format
@@ -959,16 +959,12 @@ def _unlistable_globs(source: Source, labels: tuple[str, ...]) -> Iterable:
     return [((pattern,), 1) for pattern in list(source.unlistable)]
 
 
-def _files(source: Source, labels: tuple[str, ...]) -> Iterable:
-    return [((pattern,), count) for pattern, count in list(source.files.items())]
-
-
 # Series of a source's paths and globs as configured.
 PATTERN_SPECS = (
     gauge(
         "kvwatch_tail_files",
         "Files a followed path or glob names now (0: none yet, or a typo).",
-        _files,
+        keyed("files"),
         labels="path",
         doc="files the followed path or glob (`path`, as configured) names now, looked at every poll: 1 or 0 "
         "for a path, the files a glob finds for a glob (rotated and compressed copies it passes over not "
