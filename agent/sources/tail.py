@@ -767,7 +767,8 @@ class Tailer:
                 source.paths[name] = tailed
                 found.append(tailed)
             followed = sum(1 for name in names if name in source.paths) if magic else int(os.path.isfile(pattern))
-            _note_files(source, pattern, followed, first)
+            # A path that is there but no file (a directory, a pipe) is said by its reader, with what it is.
+            _note_files(source, pattern, followed, first and (magic or not os.path.lexists(pattern)))
         # Files present at the first look start at the end (their past is history) unless a position was
         # saved; files that appear later are new.  Those with a saved position first: of two names of one
         # file, the one it was read under goes on reading it.

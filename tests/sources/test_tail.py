@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import logging
 import lzma
 import os
 import shutil
@@ -282,8 +283,6 @@ def test_a_glob_passes_compressed_files_over(tmp_path: Path) -> None:
 def test_how_many_files_each_path_and_glob_names_is_kept_and_a_path_with_none_said_at_the_start(
     tmp_path: Path, caplog
 ) -> None:
-    import logging
-
     logs = tmp_path / "logs"
     logs.mkdir()
     for name in ("a.log", "b.log", "a.log.1", "a.log.2.gz"):  # two logs, two copies the glob passes over
@@ -629,6 +628,7 @@ def test_a_path_that_names_a_directory_is_an_error_and_a_glob_passes_directories
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``paths = ["/var/log/vllm"]`` for ``/var/log/vllm/*.log`` read nothing, and said nothing."""
+    caplog.set_level(logging.INFO, logger="kvwatch.tail")
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "a.log").write_text("one\n")
@@ -638,6 +638,7 @@ def test_a_path_that_names_a_directory_is_an_error_and_a_glob_passes_directories
     assert got.text == ["one"]
     assert tailer.errors() == {"s": {str(logs): "not_a_file"}}
     assert f'follow the files in it with a glob, e.g. "{logs / "*.log"}"' in caplog.text
+    assert "names no file yet" not in caplog.text  # it names one that is there: a directory
 
 
 def test_a_path_that_names_a_named_pipe_is_an_error_and_the_other_files_are_read(tmp_path: Path) -> None:
