@@ -145,11 +145,13 @@ _STORE_PART = re.compile(rf"\b(size|cost|total time|time|throughput):? ({DECIMAL
 # Stores that are no request's KV cache: the MP server's Q store, CacheBlend's pre-computed documents.
 _STORED_OTHER = re.compile(r"(?:\[req_id=[^\]]*\] )?Stored (?:\d+ Q tokens|(?:final|pre-computed) doc with )")
 _STORE_OLD = re.compile(rf"Store ({INTEGER}) tokens takes: ({DECIMAL}) ms, throughput: ({DECIMAL}) GB/s")
+# The vLLM V0 adapter's (lmcache_vllm, LMCache 0.1.x-0.2.x) ``Store skips S tokens and then stores N
+# tokens``: a store issued, as V1's ``Storing KV cache for N out of S+N tokens`` is -- not a store: 0.2.x's
+# cache engine logs its own ``Stored N out of total T tokens`` after it.  ``stores 0 tokens`` issues none.
+_STORE_SKIPS = re.compile(rf"Store skips ({INTEGER}) tokens and then stores ({INTEGER}) tokens")
 # The legacy (non-v1) cache engine of LMCache 0.1.x-0.3.x, its time a bare float; ``Retrieved 0 chunks``
 # alone when nothing was found, ``Retrived`` in v0.1.0-v0.1.2-alpha, the engine's running hit rate
-# between the two from 0.2.x.  (Its store line counts chunks, not tokens; the adapter's "Store skips S
-# tokens and then stores N tokens" is not read: 0.2.x logs it beside its own "Stored N out of total T
-# tokens", which would count each store twice.)
+# between the two from 0.2.x.  (Its store line counts chunks, not tokens.)
 _RETRIEVED_CHUNKS = re.compile(
     rf"Retrie?ved ({INTEGER}) chunks(?: \(({INTEGER}) tokens in total\) -- ?(?:hit rate {DECIMAL}% -- )?"
     rf"elapsed time ?({DECIMAL}(?:[eE][+-]?\d{{1,3}})?))?"
@@ -286,7 +288,12 @@ def _parse_stored_parts(line: str, start: int, stamp: str | None, rank: int | No
 
 
 def parse_store_old(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
-    """LMCache 0.3.0's ``Store N tokens takes: X ms, throughput: Y GB/s; ...``."""
+    """LMCache 0.3.0's ``Store N tokens takes: X ms, throughput: Y GB/s; ...``, or the V0 adapter's
+    ``Store skips S tokens and then stores N tokens``."""
+    m = _STORE_SKIPS.match(line, start)
+    if m is not None:
+        skipped, tokens = int(m.group(1)), int(m.group(2))
+        return (LmcacheStoreStart(stamp, None, tokens, skipped + tokens, skipped, rank),) if tokens else ()
     return parse_stored(line, start, stamp, rank) or ()
 
 

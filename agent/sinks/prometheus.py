@@ -297,9 +297,9 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_lmcache_store_starts_total",
-        "Store operations issued (Storing KV cache for ...).",
+        "Store operations issued (Storing KV cache for ..., or V0's Store skips ... and then stores ...).",
         value_of("store_starts"),
-        doc="stores issued (`Storing KV cache for …`)",
+        doc="stores issued (`Storing KV cache for …`; the vLLM V0 adapter's `Store skips … and then stores …`)",
     ),
     counter(
         "kvwatch_lmcache_store_start_tokens_total",
