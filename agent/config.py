@@ -434,6 +434,16 @@ class Config:
     pods: tuple[PodsConfig, ...] = ()
     containers: tuple[ContainersConfig, ...] = ()
 
+    @property
+    def reads_nothing(self) -> bool:
+        """No server, followed log, pods or containers: kvwatch would serve its own metrics alone."""
+        return not (self.servers or self.follows or self.pods or self.containers)
+
+
+# What a start and ``kvwatch check`` say of a configuration that ``reads_nothing`` (valid: a packaged default
+# before it is edited, say -- but a server or log left out by mistake would otherwise pass unseen).
+NOTHING_TO_READ = "names no [[server]], [[follow]], [[pods]] or [[containers]] table: no log is read"
+
 
 # -- reading ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from agent.commands import EXIT_OK, EXIT_USAGE, add_config_option, load_config
-from agent.config import Config, FollowConfig
+from agent.config import NOTHING_TO_READ, Config, FollowConfig
 from agent.sources import special_file, unlistable
 from agent.sources.lines import PACKED_OPENING, packed_format
 
@@ -44,6 +44,8 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     sys.stdout.write(render(config))
     sys.stdout.writelines(f"{line}\n" for line in found_now(config))
+    if config.reads_nothing:
+        sys.stderr.write(f"kvwatch: warning: {config.path} {NOTHING_TO_READ}\n")
     problems = filesystem_problems(config)
     for problem in problems:
         sys.stderr.write(f"kvwatch: {problem}\n")

@@ -426,6 +426,8 @@ class Daemon:
             len(self.servers),
             len(self.config.follows),
         )
+        if self.config.reads_nothing:
+            log.warning("%s %s", self.config.path, configuration.NOTHING_TO_READ)
         self.notifier.ready(self.status())
         last_status = ""
         last_ping = 0.0
@@ -571,6 +573,8 @@ class Daemon:
         self._next_discovery = 0.0  # scan with the new [[pods]] and [[containers]] at the next tick
         self.reload_ok, self.reload_ok_at = True, time.time()
         log.info("reload: done")
+        if new.reads_nothing:
+            log.warning("reload: %s %s", new.path, configuration.NOTHING_TO_READ)
 
     def _reload_servers(self, new: Config) -> None:
         """Stop the servers removed, start those added, restart only those whose settings changed."""

@@ -299,6 +299,23 @@ def test_a_bad_reload_keeps_the_running_configuration(agents) -> None:
     assert agent.value("kvwatch_config_last_reload_success_timestamp_seconds") > loaded
 
 
+def test_a_configuration_that_reads_nothing_is_said_at_the_start_and_at_a_reload(agents, tmp_path: Path) -> None:
+    """Valid, and kvwatch serves its own metrics; but a server or log left out by mistake is said, not silent."""
+    agent = agents("").start()
+    said = f"{agent.config} {configuration.NOTHING_TO_READ}"
+    wait_for(lambda: said in agent.log(), what="the warning at the start")
+    log = tmp_path / "vllm.log"
+    log.write_text("")
+    empty = agent.config.read_text()
+    agent.config.write_text(empty + f'[[follow]]\nname = "f"\npaths = ["{log}"]\n')
+    agent.signal(signal.SIGHUP)
+    wait_for(lambda: agent.log().count("reload: done") == 1, what="the reload")
+    assert agent.log().count(said) == 1
+    agent.config.write_text(empty)
+    agent.signal(signal.SIGHUP)
+    wait_for(lambda: f"reload: {said}" in agent.log(), what="the warning at the reload")
+
+
 def refusing_server(tmp_path: Path, name: str) -> str:
     """A [[server]] whose program refuses its command line with a real argparse, as vLLM's api_server.py
     does with an unknown flag: the usage, the error line, exit code 2."""

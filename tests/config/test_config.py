@@ -424,6 +424,16 @@ def test_check_finds_a_followed_path_that_is_a_directory(tmp_path: Path) -> None
     )
 
 
+def test_check_warns_of_a_configuration_that_reads_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path, f'[agent]\nstate_dir = "{tmp_path / "state"}"\n')
+    result = kvwatch("check", "--config", str(path))
+    assert result.returncode == 0  # valid: a packaged default before it is edited
+    assert result.stderr == f"kvwatch: warning: {path} {config.NOTHING_TO_READ}\n"
+    assert config.NOTHING_TO_READ.startswith("names no [[server]], [[follow]], [[pods]] or [[containers]] table")
+    _, following = check_following(tmp_path, tmp_path / "vllm.log")
+    assert following.returncode == 0 and following.stderr == ""
+
+
 def check_following(tmp_path: Path, *paths: Path) -> tuple[Path, subprocess.CompletedProcess]:
     """``kvwatch check`` of a configuration that follows ``paths``: (its file, the result)."""
     listed = ", ".join(f'"{path}"' for path in paths)
