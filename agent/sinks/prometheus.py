@@ -916,9 +916,14 @@ CATALOGUE: tuple[Spec, ...] = (
     counter("kvwatch_vllm_server_shutdowns_total", "Server shutdowns seen in the log.", value_of("shutdowns")),
     gauge(
         "kvwatch_vllm_server_ready",
-        "1 once the log says the server is ready, 0 after a start or shutdown.",
+        "1 once the log says the server is ready (or, read from mid-run, shows it taking a request), 0 after a "
+        "start or shutdown.",
         value_of("ready"),
-        doc="1 once the log says the server is ready; 0 after a start or a shutdown",
+        doc=(
+            "1 once the log says the server is ready, or (a log first read while the server runs, without its start) "
+            "once it shows the server taking a request: an access line or an added request; 0 after a start or a "
+            "shutdown"
+        ),
     ),
     gauge(
         "kvwatch_vllm_info",

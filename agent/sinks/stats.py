@@ -842,6 +842,8 @@ class ServerStats:
         self.received += 1
 
     def _added(self, e: ev.RequestAdded) -> None:
+        if not self.ready:
+            self._taken()
         if is_canary(e.request_id):
             self.canary_requests += 1
             return
@@ -862,6 +864,8 @@ class ServerStats:
     def _http(self, e: ev.HttpAccess) -> None:
         key = (method_of(e.method), route_of(e.path), status_of(e.status))
         self.http[key] = self.http.get(key, 0) + 1
+        if not self.ready:
+            self._taken()
 
     # -- lifecycle ---------------------------------------------------------------------
     # One start logs several "starting" and "ready" lines (version banner, engine
@@ -889,6 +893,15 @@ class ServerStats:
             self.ready = 0
         elif token == "degraded":
             self.lmcache_degraded = 1
+        elif token == "serving" and self.state == "unknown":
+            self.ready = 1  # (the state stays unknown: no start or ready line was seen)
+
+    def _taken(self) -> None:
+        """A request the server took (its access line, or vLLM adding it): it answers, though the log read so
+        far showed no start -- kvwatch began reading it while the server ran.  Once a start, ready or shutdown
+        line was seen, those lines alone say."""
+        if self.state == "unknown":
+            self._transition("serving")
 
     def _starting(self, e: ev.ServerStarting) -> None:
         self.note_time(e.stamp)

@@ -49,6 +49,44 @@ def test_one_start_with_many_start_lines_counts_once() -> None:
     assert (s.starts, s.ready, s.lmcache_degraded, s.version) == (3, 0, 0, "0.33.0")
 
 
+# A log kvwatch began reading while the server ran: no start line, then requests; a stop, and lines after it.
+MID_RUN_LOG = [
+    "(APIServer pid=1) INFO 05-26 05:04:36 [loggers.py:271] Engine 000: Avg prompt throughput: 1268.9 tokens/s, Avg "
+    "generation throughput: 147.0 tokens/s, Running: 7 reqs, Waiting: 0 reqs, GPU KV cache usage: 0.8%, Prefix cache "
+    "hit rate: 19.8%",
+    '(APIServer pid=1) INFO:     172.31.0.1:37016 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+    "(APIServer pid=1) INFO 05-26 05:04:37 [async_llm.py:578] Added request chatcmpl-1.",
+    "(APIServer pid=1) INFO:     Shutting down",
+    '(APIServer pid=1) INFO:     172.31.0.1:37020 - "POST /v1/chat/completions HTTP/1.1" 503 Service Unavailable',
+    "(APIServer pid=1) INFO 05-26 05:04:41 [async_llm.py:578] Added request chatcmpl-2.",
+]
+
+
+def test_a_log_read_from_mid_run_is_ready_once_it_shows_a_request_taken() -> None:
+    """Read from where the server was running (kvwatch started after it), its start lines are never seen: an access
+    line or an added request shows it answers.  Once a start, ready or shutdown line is seen, those alone say."""
+    s = feed(fresh(), MID_RUN_LOG[:1])
+    assert (s.ready, s.state) == (0, "unknown")  # a stats line: the engine runs, the API server may not answer yet
+    for taken in MID_RUN_LOG[1:3]:  # the access line, or the added request, alone
+        alone = feed(fresh(), [taken])
+        assert (alone.ready, alone.state, alone.starts) == (1, "unknown", 0)
+    s = feed(fresh(), MID_RUN_LOG)
+    assert (s.ready, s.state, s.shutdowns) == (0, "stopped", 1)  # not ready again after its shutdown
+    s = feed(s, ["(APIServer pid=1) INFO 05-26 05:05:00 [api_server.py:1] vLLM API server version 0.26.0"])
+    assert (s.ready, s.starts) == (0, 1)
+    s = feed(s, ['(APIServer pid=1) INFO:     127.0.0.1:5 - "GET /health HTTP/1.1" 200 OK'])
+    assert s.ready == 0  # while starting, its ready line says (vLLM answers nothing before it)
+
+
+@pytest.mark.parametrize("cut", range(1, len(MID_RUN_LOG)))
+def test_readiness_shown_by_a_request_in_parts_merges_to_one_pass(cut: int) -> None:
+    for log in (MID_RUN_LOG, MID_RUN_LOG[:3]):
+        whole = feed(fresh(), log)
+        merged = feed(fresh(), log[:cut])
+        merged.merge(pickle.loads(pickle.dumps(feed(fresh(), log[cut:]))))
+        assert (merged.ready, merged.state, merged.shutdowns) == (whole.ready, whole.state, whole.shutdowns)
+
+
 def test_an_engine_dead_error_after_the_shutdown_began_is_the_stop_not_a_fault() -> None:
     """vLLM 0.26 and later log an EngineDeadError traceback on every SIGTERM (tests/fixtures/releases/0.26.0)."""
     s = fresh()
