@@ -926,6 +926,15 @@ CATALOGUE: tuple[Spec, ...] = (
         ),
     ),
     gauge(
+        "kvwatch_vllm_server_stopped",
+        "1 while the log says the server has shut down (its shutdown seen, no start since).",
+        value_of("stopped"),
+        doc=(
+            "1 while the log says the server has shut down: its shutdown seen and no start since (0 while it starts, "
+            "runs, or the log read so far showed neither)"
+        ),
+    ),
+    gauge(
         "kvwatch_vllm_info",
         "vLLM version and model from the start-up lines.",
         _vllm_info,

@@ -999,6 +999,11 @@ class ServerStats:
         counts[key] = counts.get(key, 0) + 1
 
     @property
+    def stopped(self) -> int:
+        """1 while the log's last start, ready or shutdown line was a shutdown."""
+        return int(self.state == "stopped")
+
+    @property
     def problem_lines(self) -> dict[tuple[str, str], int]:
         """Warning, error and critical lines counted, by (producer, level)."""
         if not self.problems_unplaced:

@@ -69,11 +69,11 @@ def test_a_log_read_from_mid_run_is_ready_once_it_shows_a_request_taken() -> Non
     assert (s.ready, s.state) == (0, "unknown")  # a stats line: the engine runs, the API server may not answer yet
     for taken in MID_RUN_LOG[1:3]:  # the access line, or the added request, alone
         alone = feed(fresh(), [taken])
-        assert (alone.ready, alone.state, alone.starts) == (1, "unknown", 0)
+        assert (alone.ready, alone.state, alone.starts, alone.stopped) == (1, "unknown", 0, 0)
     s = feed(fresh(), MID_RUN_LOG)
-    assert (s.ready, s.state, s.shutdowns) == (0, "stopped", 1)  # not ready again after its shutdown
+    assert (s.ready, s.state, s.shutdowns, s.stopped) == (0, "stopped", 1, 1)  # not ready again after its shutdown
     s = feed(s, ["(APIServer pid=1) INFO 05-26 05:05:00 [api_server.py:1] vLLM API server version 0.26.0"])
-    assert (s.ready, s.starts) == (0, 1)
+    assert (s.ready, s.starts, s.stopped) == (0, 1, 0)
     s = feed(s, ['(APIServer pid=1) INFO:     127.0.0.1:5 - "GET /health HTTP/1.1" 200 OK'])
     assert s.ready == 0  # while starting, its ready line says (vLLM answers nothing before it)
 
