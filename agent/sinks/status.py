@@ -28,6 +28,7 @@ class ServerStatus:
     state: str | None = None  # the supervised vLLM's state; None for a server kvwatch only follows
     lmcache_state: str | None = None  # the LMCache server's, in multiprocess mode
     ready: bool | None = None  # what the log says (a followed server)
+    stopped: bool = False  # the log's last lifecycle line was a shutdown
     uptime_seconds: float | None = None
     restarts: float = 0.0
     model: str | None = None
@@ -66,6 +67,8 @@ class ServerStatus:
         """The supervised server's state; for a server kvwatch only reads, what its log says."""
         if self.state is not None:
             return self.state
+        if self.stopped:
+            return "stopped"
         return "following" if self.ready is None else ("ready" if self.ready else "not ready")
 
     @property
@@ -178,6 +181,8 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
         s.last_error = labels.get("error")
     elif name == "kvwatch_vllm_server_ready":
         s.ready = value == 1
+    elif name == "kvwatch_vllm_server_stopped":
+        s.stopped = value == 1
     elif name == "kvwatch_vllm_info":
         s.model, s.version = labels.get("model") or s.model, labels.get("version") or s.version
     elif name == "kvwatch_lmcache_info":

@@ -123,6 +123,17 @@ def test_an_engine_asleep_or_paused_is_shown_beside_its_state() -> None:
     assert read_snapshot(exposition(stats)).servers["rl"].at_rest is None
 
 
+def test_a_followed_log_is_ready_once_it_shows_a_request_taken_and_stopped_after_its_shutdown() -> None:
+    stats = fresh("f")
+    assert read_snapshot(exposition(stats)).servers["f"].shown_state == "not ready"  # nothing read yet
+    feed(stats, ['(APIServer pid=1) INFO:     10.0.0.7:5 - "POST /v1/completions HTTP/1.1" 200 OK'])
+    assert read_snapshot(exposition(stats)).servers["f"].shown_state == "ready"  # read from mid-run
+    feed(stats, ["(APIServer pid=1) INFO:     Shutting down"])
+    assert read_snapshot(exposition(stats)).servers["f"].shown_state == "stopped"
+    feed(stats, ["(APIServer pid=1) INFO 05-26 05:05:00 [api_server.py:1] vLLM API server version 0.26.0"])
+    assert read_snapshot(exposition(stats)).servers["f"].shown_state == "not ready"  # starting again
+
+
 def test_the_request_list_for_one_server_and_in_another_order() -> None:
     from rich.console import Console
 
