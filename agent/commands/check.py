@@ -52,12 +52,29 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_USAGE if problems else EXIT_OK
 
 
+# Files a glob picks named by `kvwatch check`; past these, how many more.
+FILES_SHOWN = 8
+
+
 def found_now(config: Config) -> list[str]:
-    """What each ``[[pods]]`` and ``[[containers]]`` table picks now (as comments): a pattern that picks
-    nothing shows before kvwatch runs."""
+    """What each followed glob, ``[[pods]]`` and ``[[containers]]`` table picks now, and each followed path
+    that names no file yet (as comments): a typo shows before kvwatch runs."""
     from agent.sources import containers, pods  # (the directories are scanned only where a table asks)
+    from agent.sources.tail import glob_picks
 
     lines = []
+    for index, follow in enumerate(config.follows):
+        for number, pattern in enumerate(follow.paths):
+            place = f"# follow[{index}].paths[{number}]"
+            if not glob.has_magic(pattern):
+                if not os.path.lexists(pattern):
+                    lines.append(f"{place} names no file now (it is read once one appears)")
+                continue
+            picked = glob_picks(pattern)
+            shown = ", ".join(picked[:FILES_SHOWN]) + (
+                f" and {len(picked) - FILES_SHOWN} more" if picked[FILES_SHOWN:] else ""
+            )
+            lines.append(f"{place} picks {shown}" if picked else f"{place} picks no file now (it will as they come)")
     for kind, tables, discover in (
         ("pods", config.pods, pods.discover),
         ("containers", config.containers, containers.discover),

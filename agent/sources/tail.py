@@ -749,14 +749,12 @@ class Tailer:
         found: list[TailedPath] = []
         for pattern in source.patterns:
             magic = glob.has_magic(pattern)
-            names = sorted(glob.glob(pattern)) if magic else [pattern]
+            names = glob_picks(pattern) if magic else [pattern]  # (a directory named alone is reported)
             if magic:
                 _note_listing(source, pattern, unlistable(pattern) if not names else None)
             for name in names:
-                if name in source.paths or (magic and os.path.isdir(name)):
-                    continue  # a directory a glob finds is passed over; one named alone is reported
-                if magic and (name.endswith(COMPRESSED_SUFFIXES) or _is_rotated_copy(name)):
-                    continue  # compressed (not readable as it grows), or a copy already read as the file
+                if name in source.paths:
+                    continue
                 rotated = source.rotate_bytes and name in source.raw_logs
                 raw_log = RawLog(name, source.rotate_bytes, source.backups) if rotated else None
                 tailed = TailedPath(source.name, name, self.max_line, source.skipped, raw_log)
@@ -867,6 +865,16 @@ class Tailer:
         yield from families(PATH_SPECS, paths)
         yield from families(RAW_LOG_SPECS, (([name], source) for name, source in sources if source.rotate_bytes))
         yield from families(PATTERN_SPECS, [([name], source) for name, source in sources])
+
+
+def glob_picks(pattern: str) -> list[str]:
+    """The files a followed glob names now, in order: not a directory, a compressed copy (not readable as it
+    grows) or a rotated copy (read as its file)."""
+    return [
+        name
+        for name in sorted(glob.glob(pattern))
+        if not (os.path.isdir(name) or name.endswith(COMPRESSED_SUFFIXES) or _is_rotated_copy(name))
+    ]
 
 
 def _note_files(source: Source, pattern: str, followed: int, first: bool) -> None:

@@ -442,6 +442,29 @@ def check_following(tmp_path: Path, *paths: Path) -> tuple[Path, subprocess.Comp
     return path, kvwatch("check", "--config", str(path))
 
 
+def test_check_shows_what_each_followed_glob_picks_and_a_path_that_names_no_file_yet(tmp_path: Path) -> None:
+    """As the daemon will follow them: a glob passes directories, compressed and rotated copies over."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("gpu0.log", "gpu1.log", "gpu0.log.1", "gpu1.log.2.gz"):
+        (logs / name).write_text("x\n")
+    (logs / "old.log").mkdir()
+    many = tmp_path / "many"
+    many.mkdir()
+    for number in range(10):
+        (many / f"s{number}.log").write_text("x\n")
+    typo = tmp_path / "vlm.log"
+    _, result = check_following(tmp_path, logs / "*.log*", typo, tmp_path / "later" / "*.log", many / "*.log")
+    assert result.returncode == 0, result.stderr
+    shown = [line for line in result.stdout.splitlines() if line.startswith("# follow[")]
+    assert shown == [
+        f"# follow[0].paths[0] picks {logs / 'gpu0.log'}, {logs / 'gpu1.log'}",
+        "# follow[0].paths[1] names no file now (it is read once one appears)",
+        "# follow[0].paths[2] picks no file now (it will as they come)",
+        "# follow[0].paths[3] picks " + ", ".join(str(many / f"s{n}.log") for n in range(8)) + " and 2 more",
+    ]
+
+
 def test_check_finds_a_followed_path_that_names_a_compressed_copy(tmp_path: Path) -> None:
     rotated = tmp_path / "vllm.log.2.gz"
     rotated.write_bytes(gzip.compress(b"INFO 12-14 16:18:29 [x] one\n"))
