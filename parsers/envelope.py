@@ -900,6 +900,7 @@ def _record_stamp(record: dict) -> str | None:
         or record.get("timestamp")
         or record.get("@timestamp")
         or record.get("_time")
+        or record.get("ts")  # zap's and klog's JSON (epoch seconds or milliseconds), JSON-lines logfmt
         or record.get("TimeStamp")
         or record.get("Timestamp")
         or record.get("TimeGenerated")  # Azure Monitor's rows (UTC)
@@ -911,10 +912,13 @@ def _record_stamp(record: dict) -> str | None:
     value = record.get("date")
     if isinstance(value, str) and _ZONED_TIME.fullmatch(value):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= _EPOCH_FROM:
-        stamp = _epoch_stamp(value)
-        if stamp is not None:
-            return stamp
+    # Python logging's LogRecord.created (epoch seconds), as a formatter that dumps the record writes it: a
+    # name as common as ``date``, taken on the same terms.
+    for epoch in (value, record.get("created")):
+        if isinstance(epoch, int | float) and not isinstance(epoch, bool) and epoch >= _EPOCH_FROM:
+            stamp = _epoch_stamp(epoch)
+            if stamp is not None:
+                return stamp
     value = record.get("__REALTIME_TIMESTAMP")
     if isinstance(value, str) and value.isdigit():
         return "@" + value
