@@ -28,6 +28,7 @@ from agent.sinks.status import Snapshot, Trend, number, percent, sparkline
 
 WIDE = 150  # from here on, sparklines are shown
 NARROW = 64  # below this, a server is a line of text rather than a table row
+REPORT_WIDTH = 120  # --once into a file or pipe: the requests' every column, the servers' all but rates and uptime
 
 
 def _duration(seconds: float | None) -> str:
@@ -294,7 +295,11 @@ def _lines(parts: list, width: int) -> int:
 
 
 def print_once(trend: Trend) -> None:
+    """One reading as text.  Into a file or a pipe (a bug report) :data:`REPORT_WIDTH` columns wide rather than
+    the 80 assumed without a terminal, unless COLUMNS says otherwise."""
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=REPORT_WIDTH)
     console.print(screen(trend, console.width))
 
 

@@ -58,7 +58,18 @@ def test_top_following_a_log_shows_what_replay_counts() -> None:
     assert server["kv_cache_usage"] == again["kvwatch_vllm_kv_cache_usage_ratio"]
     assert server["prefix_cache_hit_ratio"] == again["kvwatch_vllm_prefix_cache_hit_ratio"] > 0
     assert server["state"] is None  # followed, not supervised
-    assert server["ready"] is False  # its log ends with the shutdown
+    assert server["ready"] is False and server["stopped"] is True  # its log ends with the shutdown
+
+
+def test_once_into_a_file_is_a_report_wider_than_a_terminal_s_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    report = kvwatch("top", "--log", str(RELEASE_LOG), "--once").stdout  # captured: no terminal
+    widths = {len(line) for line in report.splitlines()}
+    assert max(widths) == 120
+    assert "prefix hit" in report and "attention" in report and "vLLM cached" in report  # gone at 80 columns
+    assert "stopped" in report
+    narrow = kvwatch("top", "--log", str(RELEASE_LOG), "--once", env={"COLUMNS": "80"}).stdout
+    assert max(len(line) for line in narrow.splitlines()) == 80 and "prefix hit" not in narrow
 
 
 def test_top_reads_a_running_kvwatch_with_its_tls_and_basic_auth(agents, tmp_path: Path) -> None:
