@@ -76,9 +76,9 @@ def _settings_files(directory: str) -> tuple[str, str]:
 
 def _container(entry: os.DirEntry) -> DockerContainer | None:
     settings = _settings(entry.path)
+    settings_file, host_file = _settings_files(entry.path)
     if settings is None:
         # Not a container's directory, being written or removed, or one this user may not read.
-        settings_file = os.path.join(entry.path, "config.v2.json")
         if os.path.exists(settings_file) and not os.access(settings_file, os.R_OK):
             _say_once(entry.name, "containers: cannot read %s (will retry): permission denied", settings_file)
         return None
@@ -87,7 +87,7 @@ def _container(entry: os.DirEntry) -> DockerContainer | None:
     if not isinstance(labels, dict):
         labels = {}
     try:
-        driver = (_read_json(os.path.join(entry.path, "hostconfig.json")).get("LogConfig") or {}).get("Type")
+        driver = (_read_json(host_file).get("LogConfig") or {}).get("Type")
     except (OSError, ValueError, AttributeError):
         driver = None  # (the engine's default: json-file)
     if driver not in (None, "", "json-file"):
@@ -123,7 +123,7 @@ def name_of(directory: str) -> str | None:
 def _settings(directory: str) -> tuple[str, dict, dict] | None:
     """A container directory's name, ``Config`` (image, labels) and ``State``, from ``config.v2.json``."""
     try:
-        settings = _read_json(os.path.join(directory, "config.v2.json"))
+        settings = _read_json(_settings_files(directory)[0])
         config, state = settings.get("Config") or {}, settings.get("State") or {}
         if not isinstance(config, dict) or not isinstance(state, dict):
             return None
