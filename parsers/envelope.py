@@ -10,6 +10,7 @@ message means.  Everything here is a pure function of its input.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 
@@ -29,6 +30,7 @@ _ANSI_ESC_ONLY = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]|[()][A-Z0-9])")
 # Every coloured span ends with a reset; its presence is the cheap trigger for
 # the residue forms.
 _RESETS = ("[0m", "[0;0m", "[m", "[39m", "[22m", "[23m")
+_ANY_RESET = re.compile("|".join(re.escape(reset) for reset in _RESETS))
 
 
 def strip_ansi(line: str) -> str:
@@ -42,7 +44,7 @@ def strip_ansi(line: str) -> str:
 
 def has_residue(line: str) -> bool:
     """Whether a line shows the leftovers of colour codes whose ESC byte was lost or escaped."""
-    return any(reset in line for reset in _RESETS)
+    return _ANY_RESET.search(line) is not None
 
 
 # --- process tags -------------------------------------------------------------------
@@ -160,7 +162,8 @@ _UVICORN_ANY = re.compile(
     r"|\[Errno \d+\] )",
     re.ASCII,
 )
-
+# What uvicorn's header starts with (a cheap search that bounds where it may start).
+_LEVEL_COLON = re.compile(_LEVEL + ": ")
 
 # uvicorn's access line itself, where a logging configuration replaced uvicorn's header
 # (``2026-03-11 13:56:58,403 [INFO] 172.18.0.16:57368 - "GET /health HTTP/1.1" 200``):
@@ -248,6 +251,8 @@ _STDLIB_ANY = re.compile(
 )
 # How far before the level and the name a header's time and brackets can begin.
 _NAMED_STAMP_ROOM = 48
+# How far before a logger's name its level and their separator can begin (``CRITICAL        | vllm``).
+_LEVEL_BEFORE_NAME = len("CRITICAL") + len("]" + " " * 8 + "| " + "[")
 # Places a level and a name meet that are looked at (a pod or container name may be the first).
 _NAMED_CANDIDATES = 4
 
@@ -286,10 +291,18 @@ def _named_header(m: re.Match[str], start: int) -> Header | None:
     return header
 
 
-def _search_named(line: str, pos: int) -> Header | None:
-    """The leftmost header that names its logger, among the first few places a level and a name meet."""
+def _search_named(line: str, pos: int, before: int | None = None) -> Header | None:
+    """The leftmost header that names its logger, among the first few places a level and a name meet
+    (with ``before``: None where none of them starts before it)."""
+    names = [at for at in (line.find(name, pos) for name in WATCHED_LOGGERS) if at != -1]
+    if not names:
+        return None
+    # Levels and names meet no sooner than the first name allows, and the header's time and brackets
+    # stand at most _NAMED_STAMP_ROOM before them.
+    scan = max(pos, min(names) - _LEVEL_BEFORE_NAME)
+    last = None if before is None else before - 1 + _NAMED_STAMP_ROOM
     for _ in range(_NAMED_CANDIDATES):
-        core = _NAMED_CORE.search(line, pos)
+        core = _first(_NAMED_CORE, line, scan, last)
         if core is None:
             return None
         # The whole header (its time, its brackets) ends with this level and name.
@@ -297,7 +310,7 @@ def _search_named(line: str, pos: int) -> Header | None:
         named = _named_header(m, m.start()) if m is not None else None
         if named is not None:
             return named
-        pos = core.start() + 1
+        pos = scan = core.start() + 1
     return None
 
 
@@ -317,27 +330,62 @@ def _search_hosts(line: str, pos: int, best: Header | None) -> Header | None:
 
 
 def _search(line: str, pos: int) -> Header | None:
-    """The leftmost header at or after ``pos`` (cheap substring tests first: most lines have none)."""
+    """The leftmost header at or after ``pos``; where two start at one place, the first kind looked
+    for below (cheap substring tests first: most lines have none)."""
+    # LMCache's header is looked for first, cheaply (it holds a literal word), to bound where the others
+    # may start: each search that finds nothing would cost the whole rest of the line.
+    lmcache = _LMCACHE_ANY.search(line, pos) if "LMCache" in line else None
     best: Header | None = None
     if ".py:" in line or ".rs:" in line:
-        m = _VLLM_ANY.search(line, pos)
+        m = _first(_VLLM_ANY, line, pos, None if lmcache is None else lmcache.start())
         if m is not None:
             best = Header("vllm", m.start(), m.end(), m.group(1) or m.group(2) or None)
+    before = best.start if best is not None else None if lmcache is None else lmcache.start()
     if "vllm" in line or "lmcache" in line or "uvicorn" in line:
-        named = _search_named(line, pos)
+        named = _search_named(line, pos, before)
         if named is not None and (best is None or named.start < best.start):
             best = named
-    if "LMCache" in line:
-        m = _LMCACHE_ANY.search(line, pos)
-        if m is not None and (best is None or m.start() < best.start):
-            kind = "lmcache" if m.group(2) is None else "lmcache_old"
-            best = Header(kind, m.start(), m.end(), m.group(1) or None)
-    if ": " in line:
-        m = _UVICORN_ANY.search(line, pos)
+            before = best.start
+    if lmcache is not None and (best is None or lmcache.start() < best.start):
+        kind = "lmcache" if lmcache.group(2) is None else "lmcache_old"
+        best = Header(kind, lmcache.start(), lmcache.end(), lmcache.group(1) or None)
+        before = best.start
+    level = _LEVEL_COLON.search(line, pos) if ": " in line else None
+    if level is not None:
+        # (uvicorn's header starts with a level and its colon: no sooner than the first of them.)
+        m = _first(_UVICORN_ANY, line, level.start(), None if before is None else before - 1)
         if m is not None and (best is None or m.start() < best.start):
             best = Header("uvicorn", m.start(), m.end(), None)
     best = _search_hosts(line, pos, best)
     return best if best is not None else _search_headerless(line, pos)
+
+
+# The most places a bounded search tries in one call (each number of places up to it in powers of two
+# is a pattern of its own, made when first needed).
+_MOST_PLACES = 128
+_spanned: dict[tuple[re.Pattern[str], int], re.Pattern[str]] = {}
+
+
+def _first(pattern: re.Pattern[str], line: str, pos: int, last: int | None) -> re.Match[str] | None:
+    """``pattern.search(line, pos)``, or with ``last``: None where that match would start after ``last``.
+
+    Only the places up to ``last`` are tried: a search that finds nothing tries every place to the end of
+    the line, costly for a long line behind a prefix where an earlier header was already found.  (A
+    match that starts by ``last`` is the search's own: same place, same alternative, same groups.)"""
+    if last is None:
+        return pattern.search(line, pos)
+    while pos <= last:
+        places = min(_MOST_PLACES, 1 << ((last - pos + 1).bit_length() - 1))  # a power of two
+        ahead = _spanned.get((pattern, places))
+        if ahead is None:
+            # Up to places - 1 characters skipped lazily, then where the pattern matches: the leftmost.
+            ahead = re.compile(f"(?s:.{{0,{places - 1}}}?)(?={pattern.pattern})", pattern.flags)
+            _spanned[(pattern, places)] = ahead
+        m = ahead.match(line, pos)
+        if m is not None:
+            return pattern.match(line, m.end())
+        pos += places
+    return None
 
 
 def _search_headerless(line: str, pos: int) -> Header | None:
@@ -502,6 +550,8 @@ def _looks_logged(prefix: str, by_level: bool = True) -> bool:
     )
 
 
+# The prefixes of one log repeat line after line (a pod's name, a process tag): their verdicts are kept.
+@functools.lru_cache(maxsize=256)
 def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
     """Whether text before a header is a prefix (and the rank a process tag in it names).
 
@@ -537,12 +587,14 @@ def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
 _PREFIX_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)) ", re.ASCII)
 
 
+@functools.lru_cache(maxsize=256)
 def prefix_time(prefix: str) -> str | None:
     """The full time a tool put in a prefix before a header, if it put one."""
     m = _PREFIX_TIME.search(prefix)
     return None if m is None else m.group(1)
 
 
+@functools.lru_cache(maxsize=256)
 def engine_core_in(prefix: str) -> int | None:
     """The data-parallel rank of the engine core whose process tag a prefix ends with, if it holds one."""
     engine = None
