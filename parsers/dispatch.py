@@ -65,6 +65,7 @@ from parsers.envelope import (
     trim_closing,
     unwrap_fluent_bit,
     unwrap_logfmt,
+    unwrap_quoted,
 )
 from parsers.envelope import (
     has_residue as _has_residue,
@@ -88,6 +89,10 @@ NOTHING: Events = ()
 _MAX_DEPTH = 4
 # Last characters that are blanks: CR (a CRLF file), spaces and tabs, a no-break or ideographic space.
 _BLANK_ENDS = frozenset("\r \t\x0b\x0c\xa0\u3000")
+# Escaped line ends and blanks at the end of a line.
+_ESCAPED_ENDS = re.compile(r"(?:\\[rn]|[ \t])+\Z")
+# How a line that is a quoted string ends (a JSON array's or object's member with its comma).
+_QUOTES_AND_COMMA = frozenset("\"',")
 
 
 # First word of a vLLM message -> (parser, family named when it fails): each family module declares its own.
@@ -341,9 +346,8 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
     """``parse_line`` for a line found ``depth`` wrappers deep, behind a process tag of ``rank``."""
     if not line:
         return NOTHING
-    if line[-1] in _BLANK_ENDS:
-        # A paste's or a terminal's trailing blanks (and CRLF's CR) end no message.
-        line = line.rstrip()
+    if line[-1] in _BLANK_ENDS or line[-1] == "n":
+        line = _without_blank_end(line)
         if not line:
             return NOTHING
     if line[-1] == "]" and line.endswith(" across cluster]"):
@@ -354,7 +358,7 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
         events = _read_coloured(line, depth, rank)
         if events is not None:
             return events
-        line = strip_ansi(line).rstrip()
+        line = _without_blank_end(strip_ansi(line))
         if line:
             line = _without_ray_note(line)  # a colour's reset after the note or blanks hid them
         if not line:
@@ -369,6 +373,13 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
         return events  # one record at most: a vLLM and an LMCache header each hold ``] ``
     glued = _unglued(line, depth, rank)
     return events if glued is None else glued
+
+
+def _without_blank_end(line: str) -> str:
+    """A line without what ends no message: a paste's or a terminal's trailing blanks (and CRLF's CR), and
+    the escaped newline a JSON string's text copied as it is written ends with."""
+    line = line.rstrip()
+    return _ESCAPED_ENDS.sub("", line) if line.endswith("\\n") else line
 
 
 def _read_coloured(line: str, depth: int, rank: int | None) -> Events | None:
@@ -504,20 +515,33 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         result = message_only(trim_closing(line, line[:start]) if start else line, start)
         if result:
             return result
-    if depth < _MAX_DEPTH and line[0] == "[" and '"=>"' in line:
-        record = unwrap_fluent_bit(line)
-        if record is not None:
-            return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
-    if depth < _MAX_DEPTH and 'msg="' in line:
-        record = unwrap_logfmt(line)
-        if record is not None:
-            return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
+    record = _quoted_line(line) if depth < _MAX_DEPTH else None
+    if record is not None:
+        return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
     events = _after_prefix(line, rank)
     if not events and depth < _MAX_DEPTH and (line[0] == '"' or (',"' in line and line[0] != "{")):
         # A quoted field: the line's own, or a column's after it (a row's columns come in any order);
         # a JSON object no record key matched is no row.
         return _csv_row(line, depth, rank)
     return events
+
+
+def _quoted_line(line: str) -> tuple[str, str | None] | None:
+    """The line a record quotes whole -- Fluent Bit's stdout output, a logfmt record, a JSON or YAML string
+    -- and the record's time; None for other text."""
+    if line[0] == "[" and '"=>"' in line:
+        record = unwrap_fluent_bit(line)
+        if record is not None:
+            return record
+    if 'msg="' in line:
+        record = unwrap_logfmt(line)
+        if record is not None:
+            return record
+    if line[-1] in _QUOTES_AND_COMMA:
+        text = unwrap_quoted(line)
+        if text is not None:
+            return text, None
+    return None
 
 
 def _csv_row(line: str, depth: int, rank: int | None) -> Events:

@@ -809,6 +809,35 @@ def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
     return text, found.group(1) if found is not None else None
 
 
+# A line as a quoted string, alone or as the value of a record's text key on a line of its own: ``jq
+# .log`` without ``-r`` prints ``"INFO 12-14 ...\n"``; pretty-printed JSON (CloudWatch's ``aws logs
+# get-log-events``, ``gcloud logging read --format=json``, a search engine's hits) puts ``"message":
+# "INFO 12-14 ...",`` on a line; YAML (gcloud's default output) ``textPayload: 'INFO 12-14 ...'``.
+_JSON_STRING_LINE = re.compile(r'[ \t]*+(?:"(\w{1,64}+)" ?: ?)?("(?:[^"\\]|\\.)*+") ?,?')
+_YAML_STRING_LINE = re.compile(r"[ \t]*+(?:- )?(\w{1,64}+): (?:'((?:[^']|'')*+)'|(\"(?:[^\"\\]|\\.)*+\"))")
+
+
+def unwrap_quoted(line: str) -> str | None:
+    """The line a JSON or YAML string holds, where the whole line is that string or a text key's value
+    (:data:`_JSON_TEXT_KEYS`); None for other text."""
+    m = _JSON_STRING_LINE.fullmatch(line)
+    if m is not None:
+        key, quoted = m.group(1), m.group(2)
+    else:
+        m = _YAML_STRING_LINE.fullmatch(line)
+        if m is None:
+            return None
+        key, quoted = m.group(1), m.group(3)
+        if quoted is None:
+            return None if key not in _JSON_TEXT_KEYS else m.group(2).replace("''", "'")
+    if key is not None and key not in _JSON_TEXT_KEYS:
+        return None
+    try:
+        return json.loads(quoted)
+    except ValueError:  # an escape JSON does not have (YAML's ``\e``, a lone surrogate's half)
+        return None
+
+
 # Fluent Bit's stdout output (its default ``msgpack`` format, where a pipeline is debugged): ``[0] <tag>:
 # [<seconds>.<nanoseconds>, {<record>}]``, from 2.1 ``[0] <tag>: [[<seconds>.<nanoseconds>, {<metadata>}],
 # {<record>}]``.  The record is printed as ``{"key"=>"value", ...}`` with its strings as they are,
