@@ -457,14 +457,18 @@ def holds_record_mark(line: str) -> bool:
     )
 
 
-def begins_record(line: str) -> bool:
+def begins_record(line: str, named_first: bool = True) -> bool:
     """Whether a line begins as a record does -- behind a process tag, with a time, a level and a date,
-    or a header of its own: never the rest of another record that a terminal wrapped."""
+    or a header of its own (unless not ``named_first``, one that begins with its logger's name): never
+    the rest of another record that a terminal wrapped."""
     line = line[:512]  # a record's tags and header are all within its first characters
     m = PROCESS_TAG.match(line) if line.startswith("(") else None
     if m is not None and m.end() < len(line) and (line[m.end() - 1] == " " or line[m.end()] in _AFTER_TAG):
         return True
-    return _RECORD_START.match(line) is not None or _header_at(line, 0) is not None
+    if _RECORD_START.match(line) is not None:
+        return True
+    header = _header_at(line, 0)
+    return header is not None and (named_first or not header.level_after_name)
 
 
 def find_header(line: str) -> Header | None:
@@ -778,10 +782,28 @@ _JOURNAL_SHORT = re.compile(
 )
 
 
+# A name in brackets before a whole record: kubetail's pod, npm concurrently's command (``[vllm] ``,
+# ``[0] ``), a ``VLLM_LOGGING_PREFIX`` such as ``[node-3] ``.  Not a level word (``[INFO] ``), nor another
+# server's name.
+_BRACKETED_NAME = re.compile(r"\[([A-Za-z0-9][\w.@/-]{0,252})\] ", re.ASCII)
+
+
 def framing_end(line: str) -> int:
-    """Where the line behind a merging tool's prefix (:func:`tool_prefix`) or journald's short framing
-    begins; 0 for a line without either."""
-    if line[:1].isupper():
+    """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's short framing or a
+    bracketed name before a whole record begins; 0 for a line without any."""
+    first = line[:1]
+    if first == "[" and line[1:5] != "pod/":
+        m = _BRACKETED_NAME.match(line)
+        if (
+            m is not None
+            and m.group(1).upper() not in _HEADER_LEVELS
+            and not is_foreign_process(m.group(1))
+            # (A logger's name and a level right after it are a name with a level: read as a prefix is.)
+            and begins_record(line[m.end() :], named_first=False)
+        ):
+            return m.end()
+        return 0
+    if first.isupper():
         m = _JOURNAL_SHORT.match(line)
         if m is not None:
             return m.end()

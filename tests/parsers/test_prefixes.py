@@ -1,12 +1,14 @@
 """Every fixture line gives the same events behind the prefixes and wrappers real log pipelines add,
 and every near-miss stays silent behind them.
 
-The prefixes are the shapes their tools print (each names where it comes from);
-none is special-cased by the parser, which looks for the header wherever it
-stands.  Wrappers that carry a full time of their own (docker logs -t, CRI,
-OpenTelemetry records) replace the line's stamp, so stamps are compared only
-where the wrapper has none; a line without a time of its own may take the time
-a prefix shows just before its header (``[time] INFO:vllm.x:``).
+The prefixes are the shapes their tools print (each names where it comes from).
+The parser reads past the commonest where a line begins (kubectl's, compose's and
+stern's names, journald's framing, a name in brackets before a whole record) and
+looks for the header wherever it stands behind the others.  Wrappers that carry
+a full time of their own (docker logs -t, CRI, OpenTelemetry records) replace
+the line's stamp, so stamps are compared only where the wrapper has none; a line
+without a time of its own may take the time a prefix shows just before its header
+(``[time] INFO:vllm.x:``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import pytest
 
 from parsers import LogStream, parse_line
+from parsers.envelope import framing_end
 from tests.support.lines import event_dict, line_cases
 
 # (prefix, closing text, what prints it)
@@ -39,6 +42,9 @@ PREFIXES = [
     ("(ServeReplica:default:VLLMDeployment pid=4242) ", "", "a Ray Serve replica"),
     ("(RayWorkerWrapper pid=4242, ip=10.0.0.2) ", "", "a Ray actor on another node"),
     ("[vllm] ", "", "npm's concurrently: the command's name in brackets"),
+    ("[0] ", "", "npm's concurrently without names: the command's index"),
+    ("[node-3] ", "", "VLLM_LOGGING_PREFIX set to a node's name in brackets"),
+    ("[vllm-0] [node-3] ", "", "kubetail before a VLLM_LOGGING_PREFIX"),
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
     ("> ", "", "a markdown quote"),
     ("| 2025-12-14 16:18:29 | ", " |", "a markdown table of times and lines"),
@@ -179,3 +185,20 @@ def test_an_exception_behind_a_title_or_a_heading_is_not_read() -> None:
     ):
         assert parse_line(line) == (), line
     assert [e.kind for e in parse_line("[vllm] RuntimeError: CUDA error: an illegal memory access")] == ["server_error"]
+
+
+def test_a_name_in_brackets_is_read_past_only_before_a_whole_record() -> None:
+    record = "(APIServer pid=2) INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
+    assert framing_end("[node-3] " + record) == len("[node-3] ")
+    assert framing_end("[0] " + record) == len("[0] ")
+    # Behind these the header is looked for as behind any prefix (and read the same).
+    for line in (
+        "[node-3] Added request chatcmpl-1.",  # a message alone: no record begins
+        "[INFO] " + record,  # a level, not a name
+        "[vllm] lmcache INFO: Reqid: r-1, Total tokens 1, LMCache hit tokens: 0, need to load: 0",  # a logger's
+    ):
+        assert framing_end(line) == 0, line
+        assert parse_line(line) != (), line
+    # Another server's name: nothing, as behind any prefix.
+    assert framing_end("[sglang-0] " + record) == 0
+    assert parse_line("[sglang-0] " + record) == ()
