@@ -713,6 +713,18 @@ def _json(line: str, depth: int, rank: int | None) -> Events | None:
 
 def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) -> Events:
     """The events of a JSON record's text (a record read ``depth`` wrappers deep)."""
+    engine = None
+    if record.process is not None:
+        # The process the record names, as a process tag names it in text.
+        rank = rank_of(record.process) if rank_of(record.process) is not None else rank
+        engine = engine_of_process(record.process)
+    events = _record_events(record, depth, rank)
+    if events and (engine is not None or rank is not None) and _named_by_tag(events):
+        events = _of_process(events, engine, rank)
+    return events
+
+
+def _record_events(record: JsonRecord, depth: int, rank: int | None) -> Events:
     text = record.text.rstrip()
     if record.logger is not None:
         # A logging library's record: a bare message; the logger name says whose.

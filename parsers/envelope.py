@@ -940,9 +940,10 @@ _HEX_DIGITS = frozenset("0123456789abcdef")
 
 class JsonRecord:
     """A JSON-wrapped line: the text inside, its time, whether it is only part of a line,
-    the logger that wrote it, and the trace context an OpenTelemetry-shaped record carries."""
+    the logger that wrote it, the trace context an OpenTelemetry-shaped record carries, and the vLLM
+    process that logged it."""
 
-    __slots__ = ("level", "logger", "partial", "span_id", "stamp", "text", "trace_id")
+    __slots__ = ("level", "logger", "partial", "process", "span_id", "stamp", "text", "trace_id")
 
     def __init__(
         self,
@@ -961,6 +962,8 @@ class JsonRecord:
         self.trace_id = trace_id
         self.span_id = span_id
         self.level = level  # a logging library's record: its level name as written
+        # vLLM's name of the process (``EngineCore_DP1``, ``Worker_TP1``), what its process tag says in text.
+        self.process: str | None = None
 
 
 # No epoch time is this large, even in nanoseconds (the year 2286 is under 1e19).
@@ -1090,6 +1093,10 @@ def _json_object(line: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+# The longest process name taken from a record (vLLM's are short: ``Worker_DP0_TP1_EP1``).
+_MAX_PROCESS_NAME = 64
+
+
 def _one_record(record: dict) -> JsonRecord | None:
     key, text = _record_text(record)
     outer_stamp = None
@@ -1120,7 +1127,11 @@ def _one_record(record: dict) -> JsonRecord | None:
     if logger is not None:
         value = record.get("levelname") or record.get("level") or record.get("severity_text") or record.get("severity")
         level = value if isinstance(value, str) else None
-    return JsonRecord(text, outer_stamp or _record_stamp(record), partial, logger, trace_id, span_id, level)
+    found = JsonRecord(text, outer_stamp or _record_stamp(record), partial, logger, trace_id, span_id, level)
+    process = record.get("vllm_process_name")  # vLLM's own JSON formatter (``--logging-config.formatter json``)
+    if isinstance(process, str) and len(process) <= _MAX_PROCESS_NAME:
+        found.process = process
+    return found
 
 
 def _otlp_records(export: dict) -> list[JsonRecord]:
