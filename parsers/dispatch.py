@@ -369,8 +369,10 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
             return events  # read; or a line already split (inside a wrapper), or a wrapper's many records
     elif len(line) < _TWO_RECORDS:
         return events
-    if line.count("] ") < 2:
-        return events  # one record at most: a vLLM and an LMCache header each hold ``] ``
+    # One record at most: a vLLM and an LMCache header each hold ``] `` (as does a prefix in brackets, which
+    # was read past).
+    if line.count("] ", framing_end(line) if line[0] == "[" else 0) < 2:
+        return events
     glued = _unglued(line, depth, rank)
     return events if glued is None else glued
 
