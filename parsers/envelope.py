@@ -59,6 +59,7 @@ _FOREIGN = re.compile(r"sglang|tensorrt|trt-?llm|text[-_]generation|llama[._-]?c
 _RANK = re.compile(rf"(?:TP|rank=)({INTEGER})")
 
 
+@functools.lru_cache(maxsize=256)  # (the names before a log's lines repeat)
 def is_foreign_process(name: str) -> bool:
     """Whether a process tag or prefix names another inference server."""
     return _FOREIGN.search(name) is not None
