@@ -718,8 +718,8 @@ def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) ->
     engine = None
     if record.process is not None:
         # The process the record names, as a process tag names it in text.
-        rank = rank_of(record.process) if rank_of(record.process) is not None else rank
-        engine = engine_of_process(record.process)
+        named_rank, engine = rank_of(record.process), engine_of_process(record.process)
+        rank = named_rank if named_rank is not None else rank
     events = _record_events(record, depth, rank)
     if events and (engine is not None or rank is not None) and _named_by_tag(events):
         events = _of_process(events, engine, rank)
@@ -727,6 +727,7 @@ def parse_record(record: JsonRecord, depth: int = 0, rank: int | None = None) ->
 
 
 def _record_events(record: JsonRecord, depth: int, rank: int | None) -> Events:
+    """The events of the text a record holds: a whole line, or a bare message its logger names."""
     text = record.text.rstrip()
     if record.logger is not None:
         # A logging library's record: a bare message; the logger name says whose.
