@@ -101,7 +101,15 @@ _FIELDS = {
     "External prefix cache hit rate": ("external_prefix_cache_hit_rate", _percent),
     "MM cache hit rate": ("mm_cache_hit_rate", _percent),
 }
-_KV_USAGE = (" KV cache usage", " KV cache used")
+
+
+def _kv_usage_device(label: str) -> str | None:
+    """The device a KV cache usage's label names (``GPU``, ``XPU``, ``CPU`` ...; "" where it names none,
+    ``KV cache usage: 5.0%``), or None for another label."""
+    device, sep, rest = label.rpartition("KV cache ")
+    if not sep or rest not in ("usage", "used") or (device and device[-1] != " "):
+        return None
+    return device.rstrip()
 
 
 def _parts(text: str) -> list[tuple[str, str]]:
@@ -124,10 +132,10 @@ def _read_part(label: str, value: str, values: dict[str, object], usage: dict[st
         converted = known[1](value.strip())
         if converted is not None:
             values[known[0]] = converted
-    elif label.endswith(_KV_USAGE):
+    elif (device := _kv_usage_device(label)) is not None:
         ratio = _percent(value.strip())
         if ratio is not None:
-            usage[label.rpartition(" KV cache ")[0]] = ratio
+            usage[device] = ratio
     elif label == "KV fetch":
         m = _KV_FETCH.fullmatch(value)
         if m is None:
@@ -167,7 +175,7 @@ def parse_stats(
                 return None
     except ValueError:
         return None
-    if not _has_unit(label, value) and (label in _FIELDS or label.endswith(_KV_USAGE)):
+    if not _has_unit(label, value) and (label in _FIELDS or _kv_usage_device(label) is not None):
         return None  # the line ends inside its last number: cut short (a wrapped paste), the number too
     if not values and not usage:
         return None
@@ -181,7 +189,7 @@ def parse_stats(
     elif usage:
         device, ratio = next(iter(usage.items()))
         values["kv_cache_usage"] = ratio
-        values["kv_cache_device"] = device
+        values["kv_cache_device"] = device or None
     return (EngineStats(stamp, engine=engine, engines=engines, **values),)
 
 
