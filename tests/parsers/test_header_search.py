@@ -60,7 +60,6 @@ def plain_search() -> Iterator[None]:
         _LEVEL_BEFORE_NAME=10**9,  # a name's first place bounds nothing
         _LEVEL_COLON=re.compile(""),  # nor does a level's colon
     ):
-        envelope.prefix_verdict.cache_clear()
         yield
 
 
