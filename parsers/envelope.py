@@ -784,9 +784,9 @@ _JOURNAL_SHORT = re.compile(
 
 
 # A name in brackets before a whole record: kubetail's pod, npm concurrently's command (``[vllm] ``,
-# ``[0] ``), a ``VLLM_LOGGING_PREFIX`` such as ``[node-3] ``.  Not a level word (``[INFO] ``), nor another
-# server's name.
-_BRACKETED_NAME = re.compile(r"\[([A-Za-z0-9][\w.@/-]{0,252})\] ", re.ASCII)
+# ``[0] ``), a ``VLLM_LOGGING_PREFIX`` such as ``[node-3] `` (or ``[vLLM]``, without a blank: the variable's
+# text stands right before the level).  Not a level word (``[INFO] ``), nor another server's name.
+_BRACKETED_NAME = re.compile(r"\[([A-Za-z0-9][\w.@/-]{0,252})\] ?", re.ASCII)
 
 
 def framing_end(line: str) -> int:

@@ -44,6 +44,7 @@ PREFIXES = [
     ("[vllm] ", "", "npm's concurrently: the command's name in brackets"),
     ("[0] ", "", "npm's concurrently without names: the command's index"),
     ("[node-3] ", "", "VLLM_LOGGING_PREFIX set to a node's name in brackets"),
+    ("[vllm]", "", "VLLM_LOGGING_PREFIX set to a name in brackets without a blank after it"),
     ("[vllm-0] [node-3] ", "", "kubetail before a VLLM_LOGGING_PREFIX"),
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
     ("> ", "", "a markdown quote"),
@@ -191,6 +192,7 @@ def test_a_name_in_brackets_is_read_past_only_before_a_whole_record() -> None:
     record = "(APIServer pid=2) INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
     assert framing_end("[node-3] " + record) == len("[node-3] ")
     assert framing_end("[0] " + record) == len("[0] ")
+    assert framing_end("[vLLM]" + record) == len("[vLLM]")
     # Behind these the header is looked for as behind any prefix (and read the same).
     for line in (
         "[node-3] Added request chatcmpl-1.",  # a message alone: no record begins
