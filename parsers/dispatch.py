@@ -370,8 +370,8 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
     elif len(line) < _TWO_RECORDS:
         return events
     # One record at most: a vLLM and an LMCache header each hold ``] `` (as does a prefix in brackets, which
-    # was read past).
-    if line.count("] ", framing_end(line) if line[0] == "[" else 0) < 2:
+    # was read past: looked for only where the line holds two).
+    if line.count("] ") < 2 or (line[0] == "[" and line.count("] ", framing_end(line)) < 2):
         return events
     glued = _unglued(line, depth, rank)
     return events if glued is None else glued

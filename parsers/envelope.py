@@ -955,6 +955,7 @@ class JsonRecord:
         trace_id: str | None = None,
         span_id: str | None = None,
         level: str | None = None,
+        process: str | None = None,
     ) -> None:
         self.text = text
         self.stamp = stamp
@@ -963,8 +964,7 @@ class JsonRecord:
         self.trace_id = trace_id
         self.span_id = span_id
         self.level = level  # a logging library's record: its level name as written
-        # vLLM's name of the process (``EngineCore_DP1``, ``Worker_TP1``), what its process tag says in text.
-        self.process: str | None = None
+        self.process = process  # vLLM's name of the process (``EngineCore_DP1``): its process tag in text
 
 
 # No epoch time is this large, even in nanoseconds (the year 2286 is under 1e19).
@@ -1128,11 +1128,11 @@ def _one_record(record: dict) -> JsonRecord | None:
     if logger is not None:
         value = record.get("levelname") or record.get("level") or record.get("severity_text") or record.get("severity")
         level = value if isinstance(value, str) else None
-    found = JsonRecord(text, outer_stamp or _record_stamp(record), partial, logger, trace_id, span_id, level)
     process = record.get("vllm_process_name")  # vLLM's own JSON formatter (``--logging-config.formatter json``)
-    if isinstance(process, str) and len(process) <= _MAX_PROCESS_NAME:
-        found.process = process
-    return found
+    if not isinstance(process, str) or len(process) > _MAX_PROCESS_NAME:
+        process = None
+    stamp = outer_stamp or _record_stamp(record)
+    return JsonRecord(text, stamp, partial, logger, trace_id, span_id, level, process)
 
 
 def _otlp_records(export: dict) -> list[JsonRecord]:
