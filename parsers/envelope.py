@@ -787,6 +787,11 @@ _JOURNAL_SHORT = re.compile(
 # ``[0] ``), a ``VLLM_LOGGING_PREFIX`` such as ``[node-3] `` (or ``[vLLM]``, without a blank: the variable's
 # text stands right before the level).  Not a level word (``[INFO] ``), nor another server's name.
 _BRACKETED_NAME = re.compile(r"\[([A-Za-z0-9][\w.@/-]{0,252})\] ?", re.ASCII)
+# torchrun's writer before each line of a worker's output (``--tee``, ``--redirects``): its role and local
+# rank, ``[default0]:``, or what ``TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE`` makes of it from the role, the
+# local and the global rank (``[0]:``, ``[trainer1]:``); PyTorch's own rank tag (``[rank0]:``) has the same
+# shape.  The worker's line follows as it wrote it, any line: read past as a merging tool's name is.
+_TORCH_ELASTIC_PREFIX = re.compile(r"\[[A-Za-z_][\w-]{0,63}?\d{1,6}\]:|\[\d{1,6}\]:", re.ASCII)
 
 
 def framing_end(line: str) -> int:
@@ -794,6 +799,9 @@ def framing_end(line: str) -> int:
     bracketed name before a whole record begins; 0 for a line without any."""
     first = line[:1]
     if first == "[" and line[1:5] != "pod/":
+        m = _TORCH_ELASTIC_PREFIX.match(line)
+        if m is not None:
+            return m.end()
         m = _BRACKETED_NAME.match(line)
         if (
             m is not None

@@ -19,7 +19,7 @@ import pytest
 
 from parsers import LogStream, parse_line
 from parsers.envelope import framing_end
-from tests.support.lines import event_dict, line_cases
+from tests.support.lines import FIXTURES, event_dict, line_cases
 
 # (prefix, closing text, what prints it)
 PREFIXES = [
@@ -46,6 +46,8 @@ PREFIXES = [
     ("[node-3] ", "", "VLLM_LOGGING_PREFIX set to a node's name in brackets"),
     ("[vllm]", "", "VLLM_LOGGING_PREFIX set to a name in brackets without a blank after it"),
     ("[vllm-0] [node-3] ", "", "kubetail before a VLLM_LOGGING_PREFIX"),
+    ("[default0]:", "", "torchrun --tee: the worker's role and local rank"),
+    ("[3]:", "", "torchrun with TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[${rank}]:'"),
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
     ("> ", "", "a markdown quote"),
     ("| 2025-12-14 16:18:29 | ", " |", "a markdown table of times and lines"),
@@ -204,3 +206,30 @@ def test_a_name_in_brackets_is_read_past_only_before_a_whole_record() -> None:
     # Another server's name: nothing, as behind any prefix.
     assert framing_end("[sglang-0] " + record) == 0
     assert parse_line("[sglang-0] " + record) == ()
+
+
+# Every family of lines, as a worker torchrun started writes them: whole records, messages alone, wrapped
+# records, a benchmark's results.
+ALL_FAMILIES = sorted(path.stem for path in (FIXTURES / "lines").glob("*.json") if path.stem != "negatives")
+
+
+@pytest.mark.parametrize("prefix", ["[default0]:", "[trainer1]:", "[12]:", "[rank0]:", "[0]:[default1]:"])
+def test_torchrun_s_prefix_is_read_past_before_any_line(prefix: str) -> None:
+    wrong = [
+        (family, case["line"][:80])
+        for family in ALL_FAMILIES
+        for case in line_cases(family)
+        if [event_dict(e) for e in parse_line(prefix + case["line"])] != case["events"]
+    ]
+    assert not wrong, f"{len(wrong)} lines read differently behind {prefix}: {wrong[:3]}"
+    noisy = [case["line"][:80] for case in NEAR_MISSES if parse_line(prefix + case["line"])]
+    assert not noisy, noisy
+
+
+def test_torchrun_s_prefix_is_a_bracketed_name_with_a_number_and_a_colon() -> None:
+    line = "INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
+    for prefix in ("[default0]:", "[rank7]:", "[trainer_a12]:", "[0]:", "[123456]:"):
+        assert framing_end(prefix + line) == len(prefix), prefix
+    # Not the shape: no number before the bracket closes, no colon after it, a number too long for a rank.
+    for prefix in ("[Bug]:", "[default]:", "[default0] :", "[1234567]:", "[-1]:", "[ default0]:"):
+        assert framing_end(prefix + line) != len(prefix), prefix
