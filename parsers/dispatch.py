@@ -468,6 +468,17 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
     # The rarer shapes below work on their own copy of the rest of the line.
     if pos:
         line = line[pos:]
+    if engine is not None:
+        # An engine core's line whose header a prefix follows (``VLLM_LOGGING_PREFIX``): its process tag
+        # still names the engine.
+        events = _rarer_shapes(line, first, depth, rank)
+        return _of_process(events, engine, rank) if events and _named_by_tag(events) else events
+    return _rarer_shapes(line, first, depth, rank)
+
+
+def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events:
+    """``_dispatch`` for a line (or the rest of one after its process tags) that begins with no vLLM, LMCache
+    or uvicorn header."""
     if first in _LEVEL_INITIALS:
         m = LMCACHE_OLD_HEADER.match(line)
         if m is not None:
