@@ -794,9 +794,19 @@ _BRACKETED_NAME = re.compile(r"\[([A-Za-z0-9][\w.@/-]{0,252})\] ?", re.ASCII)
 _TORCH_ELASTIC_PREFIX = re.compile(r"\[[A-Za-z_][\w-]{0,63}?\d{1,6}\]:|\[\d{1,6}\]:", re.ASCII)
 
 
+# A one-word ``VLLM_LOGGING_PREFIX``, which vLLM's format puts right before the level of its header (after a
+# process tag): ``DECODER `` and ``PREFILLER `` of LMCache's disaggregated prefill example, ``rank0: ``.  A word
+# that begins with a letter, without a colon but at its end: no level word, no logger's name, no time.
+_WORD_BEFORE_VLLM_HEADER = re.compile(
+    rf"(?!(?i:{_ANY_LEVEL}\b|vllm|lmcache|uvicorn))[A-Za-z][\w.@/-]{{0,63}}+:? (?={_LEVEL} \d\d-\d\d \d\d:)",
+    re.ASCII,
+)
+
+
 def framing_end(line: str) -> int:
-    """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's short framing or a
-    bracketed name before a whole record begins; 0 for a line without any."""
+    """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's short framing, a
+    bracketed name before a whole record or a one-word prefix before vLLM's header begins; 0 for a line
+    without any."""
     first = line[:1]
     if first == "[" and line[1:5] != "pod/":
         m = _TORCH_ELASTIC_PREFIX.match(line)
@@ -817,7 +827,10 @@ def framing_end(line: str) -> int:
         if m is not None:
             return m.end()
     found = tool_prefix(line)
-    return 0 if found is None else found[0]
+    if found is not None:
+        return found[0]
+    m = _WORD_BEFORE_VLLM_HEADER.match(line) if first.isalpha() else None
+    return 0 if m is None or is_foreign_process(m.group()) else m.end()
 
 
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):

@@ -3,8 +3,10 @@ and every near-miss stays silent behind them.
 
 The prefixes are the shapes their tools print (each names where it comes from).
 The parser reads past the commonest where a line begins (kubectl's, compose's and
-stern's names, journald's framing, a name in brackets before a whole record) and
-looks for the header wherever it stands behind the others.  Wrappers that carry
+stern's names, journald's framing, a name in brackets before a whole record,
+torchrun's prefix, a one-word VLLM_LOGGING_PREFIX before vLLM's header) and
+looks for the header wherever it stands behind the others; where it reads past,
+it gives what the search behind any prefix gives.  Wrappers that carry
 a full time of their own (docker logs -t, CRI, OpenTelemetry records) replace
 the line's stamp, so stamps are compared only where the wrapper has none; a line
 without a time of its own may take the time a prefix shows just before its header
@@ -14,10 +16,14 @@ without a time of its own may take the time a prefix shows just before its heade
 from __future__ import annotations
 
 import json
+import re
+from unittest import mock
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from parsers import LogStream, parse_line
+from parsers import LogStream, envelope, parse_line
 from parsers.envelope import framing_end
 from tests.support.lines import FIXTURES, event_dict, line_cases
 
@@ -46,6 +52,7 @@ PREFIXES = [
     ("[node-3] ", "", "VLLM_LOGGING_PREFIX set to a node's name in brackets"),
     ("[vllm]", "", "VLLM_LOGGING_PREFIX set to a name in brackets without a blank after it"),
     ("[vllm-0] [node-3] ", "", "kubetail before a VLLM_LOGGING_PREFIX"),
+    ("rank0: ", "", "VLLM_LOGGING_PREFIX of one word and a colon"),
     ("[default0]:", "", "torchrun --tee: the worker's role and local rank"),
     ("[3]:", "", "torchrun with TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[${rank}]:'"),
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
@@ -233,3 +240,71 @@ def test_torchrun_s_prefix_is_a_bracketed_name_with_a_number_and_a_colon() -> No
     # Not the shape: no number before the bracket closes, no colon after it, a number too long for a rank.
     for prefix in ("[Bug]:", "[default]:", "[default0] :", "[1234567]:", "[-1]:", "[ default0]:"):
         assert framing_end(prefix + line) != len(prefix), prefix
+
+
+# One-word VLLM_LOGGING_PREFIX values published setups use, and words that only look like one.
+PREFIX_WORDS = ["DECODER", "PREFILLER", "rank0:", "node-3:", "gpu-7.example.com", "a/b@c", "Warn:", "vllm-0", "x"]
+NO_WORD = re.compile(r"(?!)")
+PROCESS_TAGS = re.compile(r"(?:\([^()]*\) )*")
+
+
+def without_the_word_rule(line: str) -> tuple:
+    """The events of the general path: the header looked for behind the word as behind any prefix."""
+    with mock.patch.object(envelope, "_WORD_BEFORE_VLLM_HEADER", NO_WORD):
+        return parse_line(line)
+
+
+def with_a_word(line: str, word: str) -> list[str]:
+    """The line with the word at its start, and after its process tags, where vLLM's format puts it."""
+    tags = PROCESS_TAGS.match(line)
+    lines = [f"{word} {line}"]
+    if tags is not None and tags.end():
+        lines.append(f"{line[: tags.end()]}{word} {line[tags.end() :]}")
+    return lines
+
+
+def test_the_word_rule_is_really_another_path() -> None:
+    line = "(EngineCore_DP1 pid=7) DECODER INFO 12-04 04:05:15 [abstract.py:390] It took 2.7 seconds to fall asleep."
+    assert framing_end(line[len("(EngineCore_DP1 pid=7) ") :]) == len("DECODER ")
+    with mock.patch.object(envelope, "_WORD_BEFORE_VLLM_HEADER", NO_WORD):
+        assert framing_end(line[len("(EngineCore_DP1 pid=7) ") :]) == 0
+    assert parse_line(line) == without_the_word_rule(line) != ()
+
+
+def test_a_word_before_vllm_s_header_is_read_past_with_the_events_of_the_general_path() -> None:
+    lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
+    differing = [
+        (prefixed, parse_line(prefixed), without_the_word_rule(prefixed))
+        for line in lines
+        for word in PREFIX_WORDS
+        for prefixed in with_a_word(line, word)
+        if parse_line(prefixed) != without_the_word_rule(prefixed)
+    ]
+    assert differing == []
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([case["line"] for family in ALL_FAMILIES for case in line_cases(family)]),
+    st.from_regex(r"[A-Za-z][\w.@/:-]{0,70}", fullmatch=True),
+)
+def test_random_words_before_a_line_give_the_events_of_the_general_path(line: str, word: str) -> None:
+    for prefixed in with_a_word(line, word):
+        assert parse_line(prefixed) == without_the_word_rule(prefixed), prefixed
+
+
+def test_what_is_read_past_as_a_one_word_prefix() -> None:
+    header = "INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
+    for word in ("DECODER ", "PREFILLER ", "rank0: ", "node-3: ", "host.example.com "):
+        assert framing_end(word + header) == len(word), word
+    # A level word, a logger's name, another server's name, a lower-case level after the word, no blank.
+    for line in (
+        "INFO " + header,
+        "Warning " + header,
+        "vllm.engine " + header,
+        "sglang-0 " + header,
+        "DECODER " + header.replace("INFO", "info", 1),
+        "DECODER" + header,
+        "node:3: " + header,
+    ):
+        assert framing_end(line) == 0, line
