@@ -778,9 +778,23 @@ def tool_prefix(line: str) -> tuple[int, tuple[str, ...]] | None:
 
 # journalctl's default ``short`` output and a syslog file's lines (RFC 3164): ``Dec 14 16:18:29 host
 # ident[pid]: `` (``short-precise``: with microseconds); no year and no zone, so the line's own time stays.
+# journalctl names the month in its user's language (``dic 18``, ``авг 18``, ``déc. 18``, ``12月 18``);
+# a word of prose is no month (``The 12 10:00:00 ...``).
 _JOURNAL_SHORT = re.compile(
-    r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d{1,6})? [^\s\[]{1,255} [^\s\[:]{1,255}(?:\[\d+\])?: ", re.ASCII
+    r"(?:([^\W\d_]{2,5})\.?|[ 1]?[0-9][月월]) [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})? "
+    r"[^\s\[]{1,255} [^\s\[:]{1,255}(?:\[[0-9]+\])?: "
 )
+
+
+def _journal_short_end(line: str) -> int:
+    """Where the line behind journald's short framing begins; 0 for a line without it."""
+    m = _JOURNAL_SHORT.match(line)
+    if m is None:
+        return 0
+    month = m.group(1)
+    if month is not None and month.isascii() and (len(month) < 3 or month.lower() in _FUNCTION_WORDS):
+        return 0
+    return m.end()
 
 
 # A name in brackets before a whole record: kubetail's pod, npm concurrently's command (``[vllm] ``,
@@ -822,10 +836,10 @@ def framing_end(line: str) -> int:
         ):
             return m.end()
         return 0
-    if first.isupper():
-        m = _JOURNAL_SHORT.match(line)
-        if m is not None:
-            return m.end()
+    if first.isalnum() or first == " ":
+        end = _journal_short_end(line)
+        if end:
+            return end
     found = tool_prefix(line)
     if found is not None:
         return found[0]

@@ -38,6 +38,8 @@ PREFIXES = [
     ("vllm.1.p0k3x2z9a8b7c6d5e4f3g2h1@gpu-node-1    | ", "", "docker service logs: a Swarm task on its node"),
     ("Dec 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "journalctl -o short"),
     ("Dec  4 16:18:29.123456 gpu-node-1 python3: ", "", "journalctl -o short-precise, no pid, a day before the 10th"),
+    ("авг 18 14:15:04 llm python3[28059]: ", "", "journalctl -o short in a Russian locale"),
+    ("12月 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "journalctl -o short in a Chinese locale"),
     ("[2025-12-13T19:54:35Z] ", "", "Buildkite's bracketed time"),
     ("2025-12-14 16:18:29.123 UTC ", "", "a log collector's time with a zone name"),
     ("2025-12-14 16:18:29,123 INFO [worker] ", "", "a log aggregator's stamp, level and process kind"),
@@ -308,3 +310,21 @@ def test_what_is_read_past_as_a_one_word_prefix() -> None:
         "node:3: " + header,
     ):
         assert framing_end(line) == 0, line
+
+
+def test_journald_s_framing_names_the_month_in_any_language() -> None:
+    line = "Reqid: r-1, Total tokens 32, LMCache hit tokens: 24, need to load: 8"
+    for framing in (
+        "Dec 14 16:18:29 gpu-node-1 vllm[4242]: ",
+        "dic 14 16:18:29 gpu-node-1 vllm[4242]: ",  # Spanish, Italian
+        "déc. 14 16:18:29 gpu-node-1 vllm[4242]: ",
+        "авг 18 14:15:04 llm python3[28059]: ",
+        "12月 14 16:18:29 gpu-node-1 vllm[4242]: ",
+        " 8月 14 16:18:29 gpu-node-1 vllm[4242]: ",  # Japanese pads the month
+        "12월 14 16:18:29.123456 gpu-node-1 vllm: ",
+    ):
+        assert framing_end(framing + line) == len(framing), framing
+        assert [e.kind for e in parse_line(framing + line)] == ["lmcache_lookup"], framing
+    # A word of prose where the month would stand is no journal's.
+    for framing in ("The 14 16:18:29 gpu-node-1 vllm[4242]: ", "at 14 16:18:29 gpu-node-1 vllm[4242]: "):
+        assert framing_end(framing + line) == 0, framing
