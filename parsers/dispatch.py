@@ -63,6 +63,7 @@ from parsers.envelope import (
     strip_ansi,
     torch_problem,
     trim_closing,
+    unlink_markdown,
     unwrap_fluent_bit,
     unwrap_logfmt,
     unwrap_quoted,
@@ -367,7 +368,20 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
     if events:
         if type(events[0]) not in _UNREAD or len(events) > 1:
             return events  # read; or a line already split (inside a wrapper), or a wrapper's many records
-    elif len(line) < _TWO_RECORDS:
+    elif len(line) < _TWO_RECORDS and "](" not in line:
+        return events
+    return _second_look(line, events, depth, rank)
+
+
+def _second_look(line: str, events: Events, depth: int, rank: int | None) -> Events:
+    """A line nothing read, or only as a problem or a suspicious line: what a paste's links hid, or the records
+    glued together in it."""
+    if "](" in line and depth < _MAX_DEPTH:
+        # A paste whose editor made links of what looks like a domain (``[[loggers.py:259](http://loggers.py:259/)]``).
+        unlinked = unlink_markdown(line)
+        if unlinked is not None:
+            return parse_nested(unlinked, depth + 1, rank) or events
+    if not events and len(line) < _TWO_RECORDS:
         return events
     # One record at most: a vLLM and an LMCache header each hold ``] `` (as does a prefix in brackets, which
     # was read past: looked for only where the line holds two).
@@ -512,6 +526,11 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         events = _unwrap(line, depth, rank)
         if events is not None:
             return events
+    if depth < _MAX_DEPTH and "](" in line:
+        # A paste whose editor made links of what looks like a domain, the header's call site among them.
+        unlinked = unlink_markdown(line)
+        if unlinked is not None:
+            return parse_nested(unlinked, depth + 1, rank)
     if depth < _MAX_DEPTH:
         # A merged stream's writer (kubectl logs --prefix, compose, stern) or journald's short framing
         # before the line: read past, without a search for a header.

@@ -896,6 +896,17 @@ def unwrap_quoted(line: str) -> str | None:
         return None
 
 
+# A markdown link where a paste's editor made one of text that looks like a domain name (a Python file's name
+# ends as Paraguay's domain does): ``[[loggers.py:259](http://loggers.py:259/)]``; the link's text stays.
+_MARKDOWN_LINK = re.compile(r"\[([^\[\]\n]{1,256})\]\((?:https?|mailto):[^()\s]{0,2048}\)")
+
+
+def unlink_markdown(line: str) -> str | None:
+    """The line with its markdown links replaced by their text; None for a line without one."""
+    unlinked = _MARKDOWN_LINK.sub(r"\1", line)
+    return unlinked if unlinked != line else None
+
+
 # Fluent Bit's stdout output (its default ``msgpack`` format, where a pipeline is debugged): ``[0] <tag>:
 # [<seconds>.<nanoseconds>, {<record>}]``, from 2.1 ``[0] <tag>: [[<seconds>.<nanoseconds>, {<metadata>}],
 # {<record>}]``.  The record is printed as ``{"key"=>"value", ...}`` with its strings as they are,

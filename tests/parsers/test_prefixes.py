@@ -328,3 +328,25 @@ def test_journald_s_framing_names_the_month_in_any_language() -> None:
     # A word of prose where the month would stand is no journal's.
     for framing in ("The 14 16:18:29 gpu-node-1 vllm[4242]: ", "at 14 16:18:29 gpu-node-1 vllm[4242]: "):
         assert framing_end(framing + line) == 0, framing
+
+
+CALL_SITE = re.compile(r"\[([\w.]+\.py:\d+)\]")
+
+
+def test_a_call_site_a_paste_made_a_link_of_gives_the_line_s_events() -> None:
+    # A rich editor makes a link of what looks like a domain name, a Python file's among them (its ending
+    # is Paraguay's domain): ``[[loggers.py:259](http://loggers.py:259/)]``.
+    cases = [case for family in ALL_FAMILIES for case in line_cases(family) if CALL_SITE.search(case["line"])]
+    wrong = []
+    for case in cases:
+        linked = CALL_SITE.sub(lambda m: f"[[{m.group(1)}](http://{m.group(1)}/)]", case["line"], count=1)
+        got = [event_dict(e) for e in parse_line(linked)]
+        if got != case["events"]:
+            wrong.append((linked[:100], got))
+    assert len(cases) > 200 and not wrong, wrong[:3]
+    # LMCache's call site after the message, its file made a link of.
+    line = (
+        "[2025-12-14 16:18:24,320] LMCache WARNING: Retrieval timed out "
+        "([cache_engine.py](http://cache_engine.py):1010:lmcache.v1.cache_engine)"
+    )
+    assert [(e.kind, e.source) for e in parse_line(line)] == [("log_problem", "cache_engine.py:1010")]
