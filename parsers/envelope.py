@@ -779,10 +779,13 @@ def tool_prefix(line: str) -> tuple[int, tuple[str, ...]] | None:
 # journalctl's default ``short`` output and a syslog file's lines (RFC 3164): ``Dec 14 16:18:29 host
 # ident[pid]: `` (``short-precise``: with microseconds); no year and no zone, so the line's own time stays.
 # journalctl names the month in its user's language (``dic 18``, ``авг 18``, ``déc. 18``, ``12月 18``);
-# a word of prose is no month (``The 12 10:00:00 ...``).
+# a word of prose is no month (``The 12 10:00:00 ...``).  ``short-full`` puts the weekday, the date and a
+# zone's abbreviation there (``Sat 2025-12-14 16:18:29 CET``): the abbreviation names no zone for sure,
+# so there too the line's own time stays.
 _JOURNAL_SHORT = re.compile(
-    r"(?:([^\W\d_]{2,5})\.?|[ 1]?[0-9][月월]) [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})? "
-    r"[^\s\[]{1,255} [^\s\[:]{1,255}(?:\[[0-9]+\])?: "
+    r"(?:(?:([^\W\d_]{2,5})\.?|[ 1]?[0-9][月월]) [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+    r"|[^\W\d_]{2,4}\.? [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})? [^\s]{1,8})"
+    r" [^\s\[]{1,255} [^\s\[:]{1,255}(?:\[[0-9]+\])?: "
 )
 
 

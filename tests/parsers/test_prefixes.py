@@ -39,6 +39,7 @@ PREFIXES = [
     ("Dec 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "journalctl -o short"),
     ("Dec  4 16:18:29.123456 gpu-node-1 python3: ", "", "journalctl -o short-precise, no pid, a day before the 10th"),
     ("авг 18 14:15:04 llm python3[28059]: ", "", "journalctl -o short in a Russian locale"),
+    ("Sat 2025-12-14 16:18:29 CET gpu-node-1 vllm[4242]: ", "", "journalctl -o short-full"),
     ("12月 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "journalctl -o short in a Chinese locale"),
     ("[2025-12-13T19:54:35Z] ", "", "Buildkite's bracketed time"),
     ("2025-12-14 16:18:29.123 UTC ", "", "a log collector's time with a zone name"),
@@ -322,6 +323,8 @@ def test_journald_s_framing_names_the_month_in_any_language() -> None:
         "12月 14 16:18:29 gpu-node-1 vllm[4242]: ",
         " 8月 14 16:18:29 gpu-node-1 vllm[4242]: ",  # Japanese pads the month
         "12월 14 16:18:29.123456 gpu-node-1 vllm: ",
+        "Sat 2025-12-14 16:18:29 CET gpu-node-1 vllm[4242]: ",  # short-full
+        "Sa 2025-12-14 16:18:29.123456 MEZ gpu-node-1 vllm[4242]: ",
     ):
         assert framing_end(framing + line) == len(framing), framing
         assert [e.kind for e in parse_line(framing + line)] == ["lmcache_lookup"], framing
