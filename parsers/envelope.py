@@ -788,9 +788,16 @@ _JOURNAL_SHORT = re.compile(
     r" [^\s\[]{1,255} [^\s\[:]{1,255}(?:\[[0-9]+\])?: "
 )
 
+# ``journalctl -o verbose`` and ``-o export`` print a record's fields one a line, the text as ``MESSAGE=``.
+_JOURNAL_MESSAGE_FIELD = re.compile(r"[ \t]{0,8}MESSAGE=")
+
 
 def _journal_short_end(line: str) -> int:
-    """Where the line behind journald's short framing begins; 0 for a line without it."""
+    """Where the line behind journald's short framing (or its record's message field) begins; 0 for a line
+    without it."""
+    m = _JOURNAL_MESSAGE_FIELD.match(line)
+    if m is not None:
+        return m.end()
     m = _JOURNAL_SHORT.match(line)
     if m is None:
         return 0

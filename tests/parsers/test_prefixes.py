@@ -40,6 +40,7 @@ PREFIXES = [
     ("Dec  4 16:18:29.123456 gpu-node-1 python3: ", "", "journalctl -o short-precise, no pid, a day before the 10th"),
     ("авг 18 14:15:04 llm python3[28059]: ", "", "journalctl -o short in a Russian locale"),
     ("Sat 2025-12-14 16:18:29 CET gpu-node-1 vllm[4242]: ", "", "journalctl -o short-full"),
+    ("    MESSAGE=", "", "journalctl -o verbose: the record's message field"),
     ("12月 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "journalctl -o short in a Chinese locale"),
     ("[2025-12-13T19:54:35Z] ", "", "Buildkite's bracketed time"),
     ("2025-12-14 16:18:29.123 UTC ", "", "a log collector's time with a zone name"),
@@ -328,6 +329,9 @@ def test_journald_s_framing_names_the_month_in_any_language() -> None:
     ):
         assert framing_end(framing + line) == len(framing), framing
         assert [e.kind for e in parse_line(framing + line)] == ["lmcache_lookup"], framing
+    # ``-o verbose`` and ``-o export``: the message a field of the record, alone on its line.
+    for field in ("    MESSAGE=", "MESSAGE="):
+        assert framing_end(field + line) == len(field), field
     # A word of prose where the month would stand is no journal's.
     for framing in ("The 14 16:18:29 gpu-node-1 vllm[4242]: ", "at 14 16:18:29 gpu-node-1 vllm[4242]: "):
         assert framing_end(framing + line) == 0, framing
