@@ -29,6 +29,7 @@ from parsers.envelope import (
     FLUENTD_STDOUT,
     FULL_TIME,
     GLUED_RECORD,
+    LEVEL_INITIALS,
     LEVEL_WORD,
     LMCACHE_HEADER,
     LMCACHE_OLD_HEADER,
@@ -281,7 +282,6 @@ def parse_wrapped(text: str, stamp: str | None) -> Events:
 _lmcache_line = LineMatcher(LMCACHE_HEADER, (lmcache.LOOKUP, lmcache.STORED, lmcache.RETRIEVED), lmcache_message).parse
 _vllm_line = LineMatcher(VLLM_HEADER, (requests.ADDED,), vllm_message).parse
 _uvicorn_line = LineMatcher(UVICORN_HEADER, (requests.ACCESS,), _level_colon_message).parse
-_LEVEL_INITIALS = frozenset("IDWECT")
 
 # Ray's ``... [repeated 2x across cluster]`` after a line it printed once for several processes.
 _RAY_REPEATED = re.compile(r" \[repeated \d+x across cluster\]$")
@@ -470,7 +470,7 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
         events = _lmcache_line(line, rank, pos)
         if events is not None:
             return events or _lmcache_problem(line, pos)
-    elif first in _LEVEL_INITIALS:
+    elif first in LEVEL_INITIALS:
         events = _vllm_line(line, rank, pos)
         if events is not None:
             if (engine is not None or rank is not None) and events and _named_by_tag(events):
@@ -493,7 +493,7 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
 def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events:
     """``_dispatch`` for a line (or the rest of one after its process tags) that begins with no vLLM, LMCache
     or uvicorn header."""
-    if first in _LEVEL_INITIALS:
+    if first in LEVEL_INITIALS:
         m = LMCACHE_OLD_HEADER.match(line)
         if m is not None:
             return _old_lmcache(line, m.end(), rank)

@@ -118,6 +118,8 @@ UVICORN_HEADER = r"[A-Z]+(): +"
 _LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"
 # Every level word a logging format's header may hold, and how a record's time begins.
 ANY_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
+# The first letters of the level words vLLM's, LMCache's and uvicorn's headers begin with.
+LEVEL_INITIALS = frozenset("IDWECT")
 _ANY_LEVEL = "(?:" + "|".join(ANY_LEVELS) + ")"
 _DATE_TIME = r"\d{4}-\d\d-\d\d[ T]\d"
 # The loggers whose records kvwatch reads (a name that starts so: ``vllm.v1.metrics.loggers``).
@@ -795,9 +797,14 @@ _JOURNAL_MESSAGE_FIELD = re.compile(r"[ \t]{0,8}MESSAGE=")
 def _journal_short_end(line: str) -> int:
     """Where the line behind journald's short framing (or its record's message field) begins; 0 for a line
     without it."""
-    m = _JOURNAL_MESSAGE_FIELD.match(line)
-    if m is not None:
-        return m.end()
+    if "MESSAGE=" in line[:16]:
+        m = _JOURNAL_MESSAGE_FIELD.match(line)
+        if m is not None:
+            return m.end()
+    # (The time's first colon stands 8 to 19 characters in, a blank three before it and a colon three after.)
+    colon = line.find(":", 8, 20)
+    if colon == -1 or line[colon - 3] != " " or line[colon + 3 : colon + 4] != ":":
+        return 0
     m = _JOURNAL_SHORT.match(line)
     if m is None:
         return 0
@@ -853,7 +860,11 @@ def framing_end(line: str) -> int:
     found = tool_prefix(line)
     if found is not None:
         return found[0]
-    m = _WORD_BEFORE_VLLM_HEADER.match(line) if first.isalpha() else None
+    # (A level's first letter after the word's blank, before the pattern is tried.)
+    blank = line.find(" ", 1, 66) if first.isalpha() else -1
+    if blank == -1 or line[blank + 1 : blank + 2] not in LEVEL_INITIALS:
+        return 0
+    m = _WORD_BEFORE_VLLM_HEADER.match(line)
     return 0 if m is None or is_foreign_process(m.group()) else m.end()
 
 
