@@ -41,8 +41,9 @@ _MAX_WIDTH = 4096
 
 
 def _read_whole(events: Events) -> bool:
-    """Whether a line's events read its record (rather than only saying it did not parse)."""
-    return bool(events) and (type(events[0]) is not SuspiciousLine or len(events) > 1)
+    """Whether a line's events read its record (rather than only saying it did not parse: records glued
+    together may each say so)."""
+    return any(type(event) is not SuspiciousLine for event in events)
 
 
 def _same_kinds(events: Events, held: Events) -> bool:
@@ -130,8 +131,8 @@ class LogStream:
             except Exception:
                 self.failed += 1
                 return self._release()
-        # Read whole (``_read_whole``, spelt out on the hot path): the commonest case.
-        if events and (type(events[0]) is not SuspiciousLine or len(events) > 1):
+        # Read whole (``_read_whole``, spelt out on the hot path for a line's first event): the commonest case.
+        if events and (type(events[0]) is not SuspiciousLine or (len(events) > 1 and _read_whole(events))):
             if not self._wrapped:
                 return self._begin(line, events) if self._pasted else events
             if not self._held:

@@ -255,3 +255,21 @@ def test_in_a_wrapped_paste_a_whole_message_after_a_record_read_whole_is_a_recor
     store = "Stored 24 out of total 24 tokens. size: 0.0026 gb, cost 1.5 ms, throughput: 1.7 GB/s"  # %(message)s
     events = [*stream.feed(lookup), *stream.feed(store), *stream.close()]
     assert [e.kind for e in events][-2:] == ["lmcache_lookup", "lmcache_store"]
+
+
+def test_a_record_glued_to_one_cut_short_is_read_with_the_rest_a_terminal_wrapped() -> None:
+    # tenstorrent/tt-inference-server#246: a stats record cut short, the next glued to it, and that one
+    # wrapped at the terminal's width.  The first stays a suspicious line; the second is read whole.
+    stats = (
+        "INFO 07-03 23:23:{} [metrics.py:536] Avg prompt throughput: 0.0 tokens/s, Avg generation throughput: "
+        "616.1 tokens/s, Running: 32 r"
+    )
+    rest = "eqs, Swapped: 0 reqs, Pending: 0 reqs, GPU KV cache usage: 17.6%, CPU KV cache usage: 0.0%."
+    lines = [stats.format("42"), rest, stats.format("53")[:-2] + "$" + stats.format("58"), rest]
+    got = feed_all(LogStream(), lines)
+    assert [(e["kind"], e["stamp"]) for e in got] == [
+        ("engine_stats", "07-03 23:23:42"),
+        ("suspicious_line", "07-03 23:23:53"),
+        ("engine_stats", "07-03 23:23:58"),
+    ]
+    assert got[2]["running"] == 32 and got[2]["kv_cache_usage"] == 0.176
