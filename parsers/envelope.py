@@ -825,13 +825,14 @@ _BRACKETED_NAME = re.compile(r"\[([A-Za-z0-9][\w.@/-]{0,252})\] ?", re.ASCII)
 _TORCH_ELASTIC_PREFIX = re.compile(r"\[[A-Za-z_][\w-]{0,63}?\d{1,6}\]:|\[\d{1,6}\]:", re.ASCII)
 
 
-# A one-word ``VLLM_LOGGING_PREFIX``, which vLLM's format puts right before the level of its header (after a
-# process tag): ``DECODER `` and ``PREFILLER `` of LMCache's disaggregated prefill example, ``rank0: ``.  A word
-# that begins with a letter, without a colon but at its end: no level word, no logger's name, no time.
-_WORD_BEFORE_VLLM_HEADER = re.compile(
-    rf"(?!(?i:{_ANY_LEVEL}\b|vllm|lmcache|uvicorn))[A-Za-z][\w.@/-]{{0,63}}+:? (?={_LEVEL} \d\d-\d\d \d\d:)",
-    re.ASCII,
-)
+# A word before a record: a one-word ``VLLM_LOGGING_PREFIX``, which vLLM's format puts right before the level
+# of its header (after a process tag): ``DECODER `` and ``PREFILLER `` of LMCache's disaggregated prefill
+# example, ``rank0: ``; or a host's name before a process tag or LMCache's header, as ``pdsh`` and ``clush``
+# print each line of many hosts (``gpu-node-1: ``).  A word that begins with a letter, without a colon but at
+# its end: no level word, no logger's name, no time.
+_WORD = rf"(?!(?i:{_ANY_LEVEL}\b|vllm|lmcache|uvicorn))[A-Za-z][\w.@/-]{{0,63}}+:? "
+_WORD_BEFORE_VLLM_HEADER = re.compile(rf"{_WORD}(?={_LEVEL} \d\d-\d\d \d\d:)", re.ASCII)
+_WORD_BEFORE_BRACKET = re.compile(rf"{_WORD}(?=[(\[])", re.ASCII)
 
 
 def framing_end(line: str) -> int:
@@ -860,11 +861,17 @@ def framing_end(line: str) -> int:
     found = tool_prefix(line)
     if found is not None:
         return found[0]
-    # (A level's first letter after the word's blank, before the pattern is tried.)
+    # (What follows the word's blank, a level's first letter or a tag's bracket, before a pattern is tried.)
     blank = line.find(" ", 1, 66) if first.isalpha() else -1
-    if blank == -1 or line[blank + 1 : blank + 2] not in LEVEL_INITIALS:
+    after = line[blank + 1 : blank + 2] if blank != -1 else ""
+    if after in LEVEL_INITIALS:
+        m = _WORD_BEFORE_VLLM_HEADER.match(line)
+    elif after == "(" or after == "[":
+        m = _WORD_BEFORE_BRACKET.match(line)
+        if m is not None and not begins_record(line[m.end() :]):
+            m = None
+    else:
         return 0
-    m = _WORD_BEFORE_VLLM_HEADER.match(line)
     return 0 if m is None or is_foreign_process(m.group()) else m.end()
 
 

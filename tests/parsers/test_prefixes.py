@@ -57,6 +57,7 @@ PREFIXES = [
     ("[vllm]", "", "VLLM_LOGGING_PREFIX set to a name in brackets without a blank after it"),
     ("[vllm-0] [node-3] ", "", "kubetail before a VLLM_LOGGING_PREFIX"),
     ("rank0: ", "", "VLLM_LOGGING_PREFIX of one word and a colon"),
+    ("gpu-node-1: ", "", "pdsh and clush: the host before each line"),
     ("[default0]:", "", "torchrun --tee: the worker's role and local rank"),
     ("[3]:", "", "torchrun with TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[${rank}]:'"),
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
@@ -248,13 +249,14 @@ def test_torchrun_s_prefix_is_a_bracketed_name_with_a_number_and_a_colon() -> No
 
 # One-word VLLM_LOGGING_PREFIX values published setups use, and words that only look like one.
 PREFIX_WORDS = ["DECODER", "PREFILLER", "rank0:", "node-3:", "gpu-7.example.com", "a/b@c", "Warn:", "vllm-0", "x"]
+PREFIX_WORDS += ["gpu-node-1:", "localhost:", "Traceback", "RuntimeError:", "Reqid:", "Engine", "sglang-0:"]
 NO_WORD = re.compile(r"(?!)")
 PROCESS_TAGS = re.compile(r"(?:\([^()]*\) )*")
 
 
 def without_the_word_rule(line: str) -> tuple:
     """The events of the general path: the header looked for behind the word as behind any prefix."""
-    with mock.patch.object(envelope, "_WORD_BEFORE_VLLM_HEADER", NO_WORD):
+    with mock.patch.multiple(envelope, _WORD_BEFORE_VLLM_HEADER=NO_WORD, _WORD_BEFORE_BRACKET=NO_WORD):
         return parse_line(line)
 
 
@@ -267,22 +269,45 @@ def with_a_word(line: str, word: str) -> list[str]:
     return lines
 
 
+def agrees(prefixed: str, line: str) -> bool:
+    """Whether a line with a word put in it gives what the general path gives (the header looked for behind
+    the word as behind any prefix) or what the line gives without the word, as behind any merging tool's
+    prefix: the two differ where the general path reads less (a JSON record or a message alone behind a
+    process tag, a header a paste damaged)."""
+    got = parse_line(prefixed)
+    return got == without_the_word_rule(prefixed) or got == parse_line(line)
+
+
 def test_the_word_rule_is_really_another_path() -> None:
     line = "(EngineCore_DP1 pid=7) DECODER INFO 12-04 04:05:15 [abstract.py:390] It took 2.7 seconds to fall asleep."
     assert framing_end(line[len("(EngineCore_DP1 pid=7) ") :]) == len("DECODER ")
-    with mock.patch.object(envelope, "_WORD_BEFORE_VLLM_HEADER", NO_WORD):
+    pdsh = "gpu-node-1: " + line.replace("DECODER ", "")
+    assert framing_end(pdsh) == len("gpu-node-1: ")
+    with mock.patch.multiple(envelope, _WORD_BEFORE_VLLM_HEADER=NO_WORD, _WORD_BEFORE_BRACKET=NO_WORD):
         assert framing_end(line[len("(EngineCore_DP1 pid=7) ") :]) == 0
+        assert framing_end(pdsh) == 0
     assert parse_line(line) == without_the_word_rule(line) != ()
+    assert parse_line(pdsh) == without_the_word_rule(pdsh) != ()
+    # Behind pdsh's host, a JSON record behind a process tag is read as alone (the search finds no header in it).
+    record = (
+        '(APIServer pid=7) {"asctime": "2026-01-20 09:15:00,123", "levelname": "INFO", '
+        '"name": "vllm.v1.engine.async_llm", "message": "Added request chatcmpl-1."}'
+    )
+    assert (
+        [e.kind for e in parse_line("gpu-node-1: " + record)]
+        == ["request_added"]
+        != [e.kind for e in without_the_word_rule("gpu-node-1: " + record)]
+    )
 
 
-def test_a_word_before_vllm_s_header_is_read_past_with_the_events_of_the_general_path() -> None:
+def test_a_word_before_a_record_is_read_past_with_the_events_the_line_gives() -> None:
     lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
     differing = [
         (prefixed, parse_line(prefixed), without_the_word_rule(prefixed))
         for line in lines
         for word in PREFIX_WORDS
         for prefixed in with_a_word(line, word)
-        if parse_line(prefixed) != without_the_word_rule(prefixed)
+        if not agrees(prefixed, line)
     ]
     assert differing == []
 
@@ -292,15 +317,20 @@ def test_a_word_before_vllm_s_header_is_read_past_with_the_events_of_the_general
     st.sampled_from([case["line"] for family in ALL_FAMILIES for case in line_cases(family)]),
     st.from_regex(r"[A-Za-z][\w.@/:-]{0,70}", fullmatch=True),
 )
-def test_random_words_before_a_line_give_the_events_of_the_general_path(line: str, word: str) -> None:
+def test_random_words_before_a_line_give_the_events_they_must(line: str, word: str) -> None:
     for prefixed in with_a_word(line, word):
-        assert parse_line(prefixed) == without_the_word_rule(prefixed), prefixed
+        assert agrees(prefixed, line), prefixed
 
 
 def test_what_is_read_past_as_a_one_word_prefix() -> None:
     header = "INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
     for word in ("DECODER ", "PREFILLER ", "rank0: ", "node-3: ", "host.example.com "):
         assert framing_end(word + header) == len(word), word
+    # pdsh's and clush's host before a process tag or LMCache's header.
+    assert framing_end("gpu-node-1: (APIServer pid=2) " + header) == len("gpu-node-1: ")
+    lmcache = "[2025-12-14 16:00:00,006] LMCache INFO: Reqid: r-1, Total tokens 9, LMCache hit tokens: 0"
+    assert framing_end("gpu-node-1: " + lmcache) == len("gpu-node-1: ")
+    assert framing_end("gpu-node-1: [see below] " + header) == 0  # a bracket that begins no record
     # A level word, a logger's name, another server's name, a lower-case level after the word, no blank.
     for line in (
         "INFO " + header,
