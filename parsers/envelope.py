@@ -836,9 +836,9 @@ _WORD_BEFORE_BRACKET = re.compile(rf"{_WORD}(?=[(\[])", re.ASCII)
 
 
 def framing_end(line: str) -> int:
-    """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's short framing, a
-    bracketed name before a whole record or a one-word prefix before vLLM's header begins; 0 for a line
-    without any."""
+    """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing, torchrun's
+    prefix, a bracketed name before a whole record or a word before a record (vLLM's header, a process tag,
+    LMCache's header) begins; 0 for a line without any."""
     first = line[:1]
     if first == "[" and line[1:5] != "pod/":
         m = _TORCH_ELASTIC_PREFIX.match(line)
