@@ -828,11 +828,11 @@ _TORCH_ELASTIC_PREFIX = re.compile(r"\[[A-Za-z_][\w-]{0,63}?\d{1,6}\]:|\[\d{1,6}
 # A word before a record: a one-word ``VLLM_LOGGING_PREFIX``, which vLLM's format puts right before the level
 # of its header (after a process tag): ``DECODER `` and ``PREFILLER `` of LMCache's disaggregated prefill
 # example, ``rank0: ``; or a host's name before a process tag or LMCache's header, as ``pdsh`` and ``clush``
-# print each line of many hosts (``gpu-node-1: ``).  A word that begins with a letter, without a colon but at
-# its end: no level word, no logger's name, no time.
+# print each line of many hosts (``gpu-node-1: ``, ``10.0.0.7: ``).  A word that begins with a letter, without a
+# colon but at its end (or an IPv4 address and a colon): no level word, no logger's name, no time.
 _WORD = rf"(?!(?i:{_ANY_LEVEL}\b|vllm|lmcache|uvicorn))[A-Za-z][\w.@/-]{{0,63}}+:? "
 _WORD_BEFORE_VLLM_HEADER = re.compile(rf"{_WORD}(?={_LEVEL} \d\d-\d\d \d\d:)", re.ASCII)
-_WORD_BEFORE_BRACKET = re.compile(rf"{_WORD}(?=[(\[])", re.ASCII)
+_WORD_BEFORE_BRACKET = re.compile(rf"(?:{_WORD}|(?:\d{{1,3}}\.){{3}}\d{{1,3}}: )(?=[(\[])", re.ASCII)
 
 
 def framing_end(line: str) -> int:
@@ -862,7 +862,7 @@ def framing_end(line: str) -> int:
     if found is not None:
         return found[0]
     # (What follows the word's blank, a level's first letter or a tag's bracket, before a pattern is tried.)
-    blank = line.find(" ", 1, 66) if first.isalpha() else -1
+    blank = line.find(" ", 1, 66) if first.isalnum() else -1
     after = line[blank + 1 : blank + 2] if blank != -1 else ""
     if after in LEVEL_INITIALS:
         m = _WORD_BEFORE_VLLM_HEADER.match(line)

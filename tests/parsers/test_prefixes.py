@@ -58,6 +58,7 @@ PREFIXES = [
     ("[vllm-0] [node-3] ", "", "kubetail before a VLLM_LOGGING_PREFIX"),
     ("rank0: ", "", "VLLM_LOGGING_PREFIX of one word and a colon"),
     ("gpu-node-1: ", "", "pdsh and clush: the host before each line"),
+    ("10.0.0.7: ", "", "pdsh and clush: the host's address before each line"),
     ("[default0]:", "", "torchrun --tee: the worker's role and local rank"),
     ("[3]:", "", "torchrun with TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[${rank}]:'"),
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
@@ -247,9 +248,18 @@ def test_torchrun_s_prefix_is_a_bracketed_name_with_a_number_and_a_colon() -> No
         assert framing_end(prefix + line) != len(prefix), prefix
 
 
-# One-word VLLM_LOGGING_PREFIX values published setups use, and words that only look like one.
+# One-word VLLM_LOGGING_PREFIX values published setups use, pdsh's hosts, and words that only look like one.
 PREFIX_WORDS = ["DECODER", "PREFILLER", "rank0:", "node-3:", "gpu-7.example.com", "a/b@c", "Warn:", "vllm-0", "x"]
-PREFIX_WORDS += ["gpu-node-1:", "localhost:", "Traceback", "RuntimeError:", "Reqid:", "Engine", "sglang-0:"]
+PREFIX_WORDS += [
+    "gpu-node-1:",
+    "localhost:",
+    "10.0.0.7:",
+    "Traceback",
+    "RuntimeError:",
+    "Reqid:",
+    "Engine",
+    "sglang-0:",
+]
 NO_WORD = re.compile(r"(?!)")
 PROCESS_TAGS = re.compile(r"(?:\([^()]*\) )*")
 
@@ -331,6 +341,8 @@ def test_what_is_read_past_as_a_one_word_prefix() -> None:
     lmcache = "[2025-12-14 16:00:00,006] LMCache INFO: Reqid: r-1, Total tokens 9, LMCache hit tokens: 0"
     assert framing_end("gpu-node-1: " + lmcache) == len("gpu-node-1: ")
     assert framing_end("gpu-node-1: [see below] " + header) == 0  # a bracket that begins no record
+    assert framing_end("10.0.0.7: (APIServer pid=2) " + header) == len("10.0.0.7: ")  # pdsh -w 10.0.0.[1-8]
+    assert framing_end("1.2.3: (APIServer pid=2) " + header) == 0
     # A level word, a logger's name, another server's name, a lower-case level after the word, no blank.
     for line in (
         "INFO " + header,
