@@ -376,11 +376,10 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
 def _second_look(line: str, events: Events, depth: int, rank: int | None) -> Events:
     """A line nothing read, or only as a problem or a suspicious line: what a paste's links hid, or the records
     glued together in it."""
-    if "](" in line and depth < _MAX_DEPTH:
-        # A paste whose editor made links of what looks like a domain (``[[loggers.py:259](http://loggers.py:259/)]``).
-        unlinked = unlink_markdown(line)
+    if "](" in line:
+        unlinked = _read_unlinked(line, depth, rank)
         if unlinked is not None:
-            return parse_nested(unlinked, depth + 1, rank) or events
+            return unlinked or events
     if not events and len(line) < _TWO_RECORDS:
         return events
     # One record at most: a vLLM and an LMCache header each hold ``] `` (as does a prefix in brackets, which
@@ -389,6 +388,13 @@ def _second_look(line: str, events: Events, depth: int, rank: int | None) -> Eve
         return events
     glued = _unglued(line, depth, rank)
     return events if glued is None else glued
+
+
+def _read_unlinked(line: str, depth: int, rank: int | None) -> Events | None:
+    """The events of a paste whose editor made links of what looks like a domain, the header's call site among
+    them (``[[loggers.py:259](http://loggers.py:259/)]``), read as the links' text; None for a line without."""
+    unlinked = unlink_markdown(line) if depth < _MAX_DEPTH else None
+    return None if unlinked is None else parse_nested(unlinked, depth + 1, rank)
 
 
 def _without_blank_end(line: str) -> str:
@@ -526,11 +532,10 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         events = _unwrap(line, depth, rank)
         if events is not None:
             return events
-    if depth < _MAX_DEPTH and "](" in line:
-        # A paste whose editor made links of what looks like a domain, the header's call site among them.
-        unlinked = unlink_markdown(line)
-        if unlinked is not None:
-            return parse_nested(unlinked, depth + 1, rank)
+    if "](" in line:
+        events = _read_unlinked(line, depth, rank)
+        if events is not None:
+            return events
     if depth < _MAX_DEPTH:
         # A merged stream's writer (kubectl logs --prefix, compose, stern) or journald's short framing
         # before the line: read past, without a search for a header.

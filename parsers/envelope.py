@@ -794,7 +794,7 @@ _JOURNAL_SHORT = re.compile(
 _JOURNAL_MESSAGE_FIELD = re.compile(r"[ \t]{0,8}MESSAGE=")
 
 
-def _journal_short_end(line: str) -> int:
+def _journal_framing_end(line: str) -> int:
     """Where the line behind journald's short framing (or its record's message field) begins; 0 for a line
     without it."""
     if "MESSAGE=" in line[:16]:
@@ -855,7 +855,7 @@ def framing_end(line: str) -> int:
             return m.end()
         return 0
     if first.isalnum() or first == " ":
-        end = _journal_short_end(line)
+        end = _journal_framing_end(line)
         if end:
             return end
     found = tool_prefix(line)
