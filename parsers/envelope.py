@@ -825,20 +825,31 @@ _BRACKETED_NAME = re.compile(r"\[([A-Za-z0-9][\w.@/-]{0,252})\] ?", re.ASCII)
 _TORCH_ELASTIC_PREFIX = re.compile(r"\[[A-Za-z_][\w-]{0,63}?\d{1,6}\]:|\[\d{1,6}\]:", re.ASCII)
 
 
-# A word before a record: a one-word ``VLLM_LOGGING_PREFIX``, which vLLM's format puts right before the level
-# of its header (after a process tag): ``DECODER `` and ``PREFILLER `` of LMCache's disaggregated prefill
-# example, ``rank0: ``; or a host's name before a process tag or LMCache's header, as ``pdsh`` and ``clush``
-# print each line of many hosts (``gpu-node-1: ``, ``10.0.0.7: ``).  A word that begins with a letter, without a
-# colon but at its end (or an IPv4 address and a colon): no level word, no logger's name, no time.
+# Words before a record: a ``VLLM_LOGGING_PREFIX``, which vLLM's format puts right before the level of its
+# header (after a process tag): ``DECODER `` and ``PREFILLER `` of LMCache's disaggregated prefill example,
+# ``rank0: ``, ``prefill node-3 ``; or a host's name before a line, as ``pdsh`` and ``clush`` print each line
+# of many hosts (``gpu-node-1: ``, ``10.0.0.7: ``), or a label of a few words (``gpu node-3: ``).  Words that
+# begin with a letter, without a colon but at their end (or an IPv4 address and a colon): no level word, no
+# logger's name, no time; a few of them, as a prefix has (a sentence that quotes a record after more is read
+# by the header search, which refuses it).  The record behind them begins with vLLM's or uvicorn's header, a
+# process tag or LMCache's header.
 _WORD = rf"(?!(?i:{_ANY_LEVEL}\b|vllm|lmcache|uvicorn))[A-Za-z][\w.@/-]{{0,63}}+:? "
-_WORD_BEFORE_VLLM_HEADER = re.compile(rf"{_WORD}(?={_LEVEL} \d\d-\d\d \d\d:)", re.ASCII)
-_WORD_BEFORE_BRACKET = re.compile(rf"(?:{_WORD}|(?:\d{{1,3}}\.){{3}}\d{{1,3}}: )(?=[(\[])", re.ASCII)
+_MAX_WORDS = 4
+_WORDS = rf"(?:(?:{_WORD}){{1,{_MAX_WORDS}}}|(?:\d{{1,3}}\.){{3}}\d{{1,3}}: )"
+_WORDS_BEFORE_LEVEL = re.compile(rf"{_WORDS}(?={_LEVEL}(?: \d\d-\d\d \d\d:|: ))", re.ASCII)
+_WORDS_BEFORE_BRACKET = re.compile(rf"{_WORDS}(?=[(\[])", re.ASCII)
+# Where the words' blanks are looked for: as far as the last word's may stand.
+_WORDS_SPAN = _MAX_WORDS * 66
+# What follows a word's blank where a record begins: the level word of vLLM's or uvicorn's header, or a tag's or
+# LMCache's header's bracket.
+_RECORD_AFTER_BLANK = re.compile(r" (?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[])")
+_BRACKET_AFTER_BLANK = re.compile(r" [(\[]")
 
 
 def framing_end(line: str) -> int:
     """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing, torchrun's
-    prefix, a bracketed name before a whole record or a word before a record (vLLM's header, a process tag,
-    LMCache's header) begins; 0 for a line without any."""
+    prefix, a bracketed name before a whole record or a few words before a record (vLLM's or uvicorn's header, a
+    process tag, LMCache's header) begins; 0 for a line without any."""
     first = line[:1]
     if first == "[" and line[1:5] != "pod/":
         m = _TORCH_ELASTIC_PREFIX.match(line)
@@ -861,18 +872,28 @@ def framing_end(line: str) -> int:
     found = tool_prefix(line)
     if found is not None:
         return found[0]
-    # (What follows the word's blank, a level's first letter or a tag's bracket, before a pattern is tried.)
-    blank = line.find(" ", 1, 66) if first.isalnum() else -1
-    after = line[blank + 1 : blank + 2] if blank != -1 else ""
-    if after in LEVEL_INITIALS:
-        m = _WORD_BEFORE_VLLM_HEADER.match(line)
-    elif after == "(" or after == "[":
-        m = _WORD_BEFORE_BRACKET.match(line)
-        if m is not None and not begins_record(line[m.end() :]):
-            m = None
-    else:
+    return _words_end(line) if first.isalnum() else 0
+
+
+def _words_end(line: str) -> int:
+    """Where the record behind a few words begins; 0 for a line without."""
+    # (A pattern is tried only where a blank is followed by what begins its record, a level word or a tag's
+    # bracket: most lines without such words are passed over by one search.)
+    found = _RECORD_AFTER_BLANK.search(line, 1, _WORDS_SPAN)
+    if found is None:
         return 0
-    return 0 if m is None or is_foreign_process(m.group()) else m.end()
+    m = _WORDS_BEFORE_LEVEL.match(line) if found.group(1) is not None else None
+    if m is None:
+        if found.group(1) is not None and _BRACKET_AFTER_BLANK.search(line, found.end(), _WORDS_SPAN) is None:
+            return 0
+        m = _WORDS_BEFORE_BRACKET.match(line)
+        if m is None or not begins_record(line[m.end() :]):
+            return 0
+    words = m.group()
+    # (A sentence before a record is refused as the header search refuses it: the record is quoted.)
+    if is_foreign_process(words) or (words.count(" ") > 2 and _is_prose(words)):
+        return 0
+    return m.end()
 
 
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):

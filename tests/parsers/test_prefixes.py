@@ -260,13 +260,16 @@ PREFIX_WORDS += [
     "Engine",
     "sglang-0:",
 ]
+# Prefixes of a few words (a label, a host and a unit), and sentences that only begin like one.
+PREFIX_PHRASES = ["gpu node-3:", "prefill node-3", "DECODER rank0:", "a b c d", "a b c d e", "The engine said:"]
+PREFIX_PHRASES += ["see the log of", "gpu-node-1: vllm", "node-3: sglang", "Warn: x", "x INFO", "rank 0:"]
 NO_WORD = re.compile(r"(?!)")
 PROCESS_TAGS = re.compile(r"(?:\([^()]*\) )*")
 
 
 def without_the_word_rule(line: str) -> tuple:
     """The events of the general path: the header looked for behind the word as behind any prefix."""
-    with mock.patch.multiple(envelope, _WORD_BEFORE_VLLM_HEADER=NO_WORD, _WORD_BEFORE_BRACKET=NO_WORD):
+    with mock.patch.multiple(envelope, _WORDS_BEFORE_LEVEL=NO_WORD, _WORDS_BEFORE_BRACKET=NO_WORD):
         return parse_line(line)
 
 
@@ -293,7 +296,7 @@ def test_the_word_rule_is_really_another_path() -> None:
     assert framing_end(line[len("(EngineCore_DP1 pid=7) ") :]) == len("DECODER ")
     pdsh = "gpu-node-1: " + line.replace("DECODER ", "")
     assert framing_end(pdsh) == len("gpu-node-1: ")
-    with mock.patch.multiple(envelope, _WORD_BEFORE_VLLM_HEADER=NO_WORD, _WORD_BEFORE_BRACKET=NO_WORD):
+    with mock.patch.multiple(envelope, _WORDS_BEFORE_LEVEL=NO_WORD, _WORDS_BEFORE_BRACKET=NO_WORD):
         assert framing_end(line[len("(EngineCore_DP1 pid=7) ") :]) == 0
         assert framing_end(pdsh) == 0
     assert parse_line(line) == without_the_word_rule(line) != ()
@@ -315,7 +318,7 @@ def test_a_word_before_a_record_is_read_past_with_the_events_the_line_gives() ->
     differing = [
         (prefixed, parse_line(prefixed), without_the_word_rule(prefixed))
         for line in lines
-        for word in PREFIX_WORDS
+        for word in [*PREFIX_WORDS, *PREFIX_PHRASES]
         for prefixed in with_a_word(line, word)
         if not agrees(prefixed, line)
     ]
@@ -332,7 +335,17 @@ def test_random_words_before_a_line_give_the_events_they_must(line: str, word: s
         assert agrees(prefixed, line), prefixed
 
 
-def test_what_is_read_past_as_a_one_word_prefix() -> None:
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([case["line"] for family in ALL_FAMILIES for case in line_cases(family)]),
+    st.lists(st.from_regex(r"[A-Za-z][\w.@/:-]{0,20}", fullmatch=True), min_size=2, max_size=6),
+)
+def test_a_few_random_words_before_a_line_give_the_events_they_must(line: str, words: list[str]) -> None:
+    for prefixed in with_a_word(line, " ".join(words)):
+        assert agrees(prefixed, line), prefixed
+
+
+def test_what_is_read_past_as_words_before_a_record() -> None:
     header = "INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
     for word in ("DECODER ", "PREFILLER ", "rank0: ", "node-3: ", "host.example.com "):
         assert framing_end(word + header) == len(word), word
@@ -343,6 +356,18 @@ def test_what_is_read_past_as_a_one_word_prefix() -> None:
     assert framing_end("gpu-node-1: [see below] " + header) == 0  # a bracket that begins no record
     assert framing_end("10.0.0.7: (APIServer pid=2) " + header) == len("10.0.0.7: ")  # pdsh -w 10.0.0.[1-8]
     assert framing_end("1.2.3: (APIServer pid=2) " + header) == 0
+    # A label of a few words, before any of those records and before uvicorn's header.
+    for words in ("gpu node-3: ", "prefill node-3 ", "DECODER rank0: ", "a b c d "):
+        assert framing_end(words + header) == len(words), words
+        assert framing_end(words + lmcache) == len(words), words
+    access = 'INFO:     127.0.0.1:39042 - "POST /v1/completions HTTP/1.1" 200 OK'
+    for words in ("gpu-node-1: ", "gpu node-3: ", "10.0.0.7: "):
+        assert framing_end(words + access) == len(words), words
+    # Five words (left to the header search); a sentence, which the header search refuses too.
+    assert framing_end("a b c d e " + header) == 0
+    for words in ("My log says ", "see the log of "):
+        assert framing_end(words + header) == 0, words
+        assert parse_line(words + header) == without_the_word_rule(words + header) == (), words
     # A level word, a logger's name, another server's name, a lower-case level after the word, no blank.
     for line in (
         "INFO " + header,
