@@ -827,23 +827,24 @@ _TORCH_ELASTIC_PREFIX = re.compile(r"\[[A-Za-z_][\w-]{0,63}?\d{1,6}\]:|\[\d{1,6}
 
 # Words before a record: a ``VLLM_LOGGING_PREFIX``, which vLLM's format puts right before the level of its
 # header (after a process tag): ``DECODER `` and ``PREFILLER `` of LMCache's disaggregated prefill example,
-# ``rank0: ``, ``prefill node-3 ``; or a host's name before a line, as ``pdsh`` and ``clush`` print each line
-# of many hosts (``gpu-node-1: ``, ``10.0.0.7: ``), or a label of a few words (``gpu node-3: ``).  Words that
-# begin with a letter, without a colon but at their end (or an IPv4 address and a colon): no level word, no
-# logger's name, no time; a few of them, as a prefix has (a sentence that quotes a record after more is read
-# by the header search, which refuses it).  The record behind them begins with vLLM's or uvicorn's header, a
-# process tag or LMCache's header.
-_WORD = rf"(?!(?i:{_ANY_LEVEL}\b|vllm|lmcache|uvicorn))[A-Za-z][\w.@/-]{{0,63}}+:? "
+# ``rank0: ``, ``prefill node-3 ``; a host's name before a line, as ``pdsh`` and ``clush`` print each line of
+# many hosts (``gpu-node-1: ``, ``10.0.0.7: ``); GNU parallel's ``--tag`` (its arguments and a tab); a label of
+# a few words (``gpu node-3: ``).  Words that begin with a letter, without a colon but at their end, each
+# followed by a blank or a tab (or an IPv4 address with a colon, or a tab, after it): no level word, no logger's
+# name, no time; a few of them, as a prefix has (a sentence that quotes a record after more is read by the
+# header search, which refuses it).  The record behind them begins with vLLM's or uvicorn's header, a process
+# tag or LMCache's header.
+_WORD = rf"(?!(?i:{_ANY_LEVEL}\b|vllm|lmcache|uvicorn))[A-Za-z][\w.@/-]{{0,63}}+:?[ \t]"
 _MAX_WORDS = 4
-_WORDS = rf"(?:(?:{_WORD}){{1,{_MAX_WORDS}}}|(?:\d{{1,3}}\.){{3}}\d{{1,3}}: )"
+_WORDS = rf"(?:(?:{_WORD}){{1,{_MAX_WORDS}}}|(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?::[ \t]|\t))"
 _WORDS_BEFORE_LEVEL = re.compile(rf"{_WORDS}(?={_LEVEL}(?: \d\d-\d\d \d\d:|: ))", re.ASCII)
 _WORDS_BEFORE_BRACKET = re.compile(rf"{_WORDS}(?=[(\[])", re.ASCII)
 # Where the words' blanks are looked for: as far as the last word's may stand.
 _WORDS_SPAN = _MAX_WORDS * 66
 # What follows a word's blank where a record begins: the level word of vLLM's or uvicorn's header, or a tag's or
 # LMCache's header's bracket.
-_RECORD_AFTER_BLANK = re.compile(r" (?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[])")
-_BRACKET_AFTER_BLANK = re.compile(r" [(\[]")
+_RECORD_AFTER_BLANK = re.compile(r"[ \t](?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[])")
+_BRACKET_AFTER_BLANK = re.compile(r"[ \t][(\[]")
 
 
 def framing_end(line: str) -> int:
@@ -891,7 +892,7 @@ def _words_end(line: str) -> int:
             return 0
     words = m.group()
     # (A sentence before a record is refused as the header search refuses it: the record is quoted.)
-    if is_foreign_process(words) or (words.count(" ") > 2 and _is_prose(words)):
+    if is_foreign_process(words) or (len(words.split()) > 2 and _is_prose(words)):
         return 0
     return m.end()
 

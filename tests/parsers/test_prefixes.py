@@ -325,6 +325,12 @@ def test_a_word_before_a_record_is_read_past_with_the_events_the_line_gives() ->
     assert differing == []
 
 
+def test_parallel_s_tag_before_a_record_is_read_past_with_the_events_the_line_gives() -> None:
+    lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
+    tags = ("gpu-node-1\t", "10.0.0.7\t", "node-3 gpu0\t", "x\t")
+    assert [(tag + line) for line in lines for tag in tags if not agrees(tag + line, line)] == []
+
+
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from([case["line"] for family in ALL_FAMILIES for case in line_cases(family)]),
@@ -363,6 +369,10 @@ def test_what_is_read_past_as_words_before_a_record() -> None:
     access = 'INFO:     127.0.0.1:39042 - "POST /v1/completions HTTP/1.1" 200 OK'
     for words in ("gpu-node-1: ", "gpu node-3: ", "10.0.0.7: "):
         assert framing_end(words + access) == len(words), words
+    # GNU parallel's --tag: the arguments and a tab.
+    for words in ("gpu-node-1\t", "10.0.0.7\t", "node-3 gpu0\t"):
+        for record in (header, lmcache, access):
+            assert framing_end(words + record) == len(words), words
     # Five words (left to the header search); a sentence, which the header search refuses too.
     assert framing_end("a b c d e " + header) == 0
     for words in ("My log says ", "see the log of "):
