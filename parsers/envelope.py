@@ -780,6 +780,7 @@ def tool_prefix(line: str) -> tuple[int, tuple[str, ...]] | None:
 
 # journalctl's default ``short`` output and a syslog file's lines (RFC 3164): ``Dec 14 16:18:29 host
 # ident[pid]: `` (``short-precise``: with microseconds); no year and no zone, so the line's own time stays.
+# The host is a host's name or address (``(APIServer)``, ``api_server.py:`` begin a record behind moreutils' ts).
 # journalctl names the month in its user's language (``dic 18``, ``авг 18``, ``déc. 18``, ``12月 18``);
 # a word of prose is no month (``The 12 10:00:00 ...``).  ``short-full`` puts the weekday, the date and a
 # zone's abbreviation there (``Sat 2025-12-14 16:18:29 CET``): the abbreviation names no zone for sure,
@@ -787,7 +788,7 @@ def tool_prefix(line: str) -> tuple[int, tuple[str, ...]] | None:
 _JOURNAL_SHORT = re.compile(
     r"(?:(?:([^\W\d_]{2,5})\.?|[ 1]?[0-9][月월]) [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
     r"|[^\W\d_]{2,4}\.? [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})? [^\s]{1,8})"
-    r" [^\s\[]{1,255} [^\s\[:]{1,255}(?:\[[0-9]+\])?: "
+    r" ([\w.:-]{0,254}[\w.-]) [^\s\[:]{1,255}(?:\[[0-9]+\])?: "
 )
 
 # ``journalctl -o verbose`` and ``-o export`` print a record's fields one a line, the text as ``MESSAGE=``.
@@ -811,7 +812,9 @@ def _journal_framing_end(line: str) -> int:
     month = m.group(1)
     if month is not None and month.isascii() and (len(month) < 3 or month.lower() in _FUNCTION_WORDS):
         return 0
-    return m.end()
+    # (A level word where the host stands begins a record behind another tool's time, moreutils' ts: ``Dec 14
+    # 16:18:29 DEBUG LMCache: ...``.)
+    return 0 if m.group(2) in _HEADER_LEVELS else m.end()
 
 
 # A name in brackets before a whole record: kubetail's pod, npm concurrently's command (``[vllm] ``,
@@ -842,15 +845,40 @@ _WORDS_BEFORE_BRACKET = re.compile(rf"{_WORDS}(?=[(\[])", re.ASCII)
 # Where the words' blanks are looked for: as far as the last word's may stand.
 _WORDS_SPAN = _MAX_WORDS * 66
 # What follows a word's blank where a record begins: the level word of vLLM's or uvicorn's header, or a tag's or
-# LMCache's header's bracket.
-_RECORD_AFTER_BLANK = re.compile(r"[ \t](?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[])")
-_BRACKET_AFTER_BLANK = re.compile(r"[ \t][(\[]")
+# LMCache's header's bracket.  (Two patterns each: one that begins with a literal blank is searched faster.)
+_RECORD_AFTER_BLANK = re.compile(r" (?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[])")
+_RECORD_AFTER_BLANK_OR_TAB = re.compile(r"[ \t](?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[])")
+_BRACKET_AFTER_BLANK = re.compile(r" [(\[]")
+_BRACKET_AFTER_BLANK_OR_TAB = re.compile(r"[ \t][(\[]")
+
+
+# The time a line-stamping tool puts before each line it passes on: moreutils' ``ts`` (``Dec 14 16:18:29 ``, with
+# ``%.S`` microseconds; ``-s`` and ``-i``, the time since the start or the last line, ``00:00:05 ``) and devscripts'
+# ``annotate-output`` (``16:18:29 O: ``, ``E: `` for standard error).  Read past only before a record that carries
+# its own time, or none: vLLM's header, uvicorn's, a process tag, LMCache's header (a logging format's time before
+# a level and a name is the record's own, its stamp).  Not a date and a time in brackets: SGLang's own header
+# before the uvicorn lines it shares.
+_STAMPING_TOOL_TIME = re.compile(
+    r"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d{1,6})?|\d\d:\d\d:\d\d(?:\.\d{1,6})?(?: [OEI]:)?) "
+    rf"(?={_LEVEL}(?: \d\d-\d\d \d\d:|: )|\(|\[\d)",
+    re.ASCII,
+)
+
+
+def _stamping_tool_end(line: str) -> int:
+    """Where the record behind a line-stamping tool's time begins; 0 for a line without one."""
+    # (The time's first colon stands 2 to 9 characters in, its second three after it.)
+    colon = line.find(":", 2, 10)
+    if colon == -1 or line[colon + 3 : colon + 4] != ":":
+        return 0
+    m = _STAMPING_TOOL_TIME.match(line)
+    return 0 if m is None or not begins_record(line[m.end() :]) else m.end()
 
 
 def framing_end(line: str) -> int:
-    """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing, torchrun's
-    prefix, a bracketed name before a whole record or a few words before a record (vLLM's or uvicorn's header, a
-    process tag, LMCache's header) begins; 0 for a line without any."""
+    """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing, a line-stamping
+    tool's time, torchrun's prefix, a bracketed name before a whole record or a few words before a record (vLLM's
+    or uvicorn's header, a process tag, LMCache's header) begins; 0 for a line without any."""
     first = line[:1]
     if first == "[" and line[1:5] != "pod/":
         m = _TORCH_ELASTIC_PREFIX.match(line)
@@ -867,7 +895,7 @@ def framing_end(line: str) -> int:
             return m.end()
         return 0
     if first.isalnum() or first == " ":
-        end = _journal_framing_end(line)
+        end = _journal_framing_end(line) or _stamping_tool_end(line)
         if end:
             return end
     found = tool_prefix(line)
@@ -880,12 +908,14 @@ def _words_end(line: str) -> int:
     """Where the record behind a few words begins; 0 for a line without."""
     # (A pattern is tried only where a blank is followed by what begins its record, a level word or a tag's
     # bracket: most lines without such words are passed over by one search.)
-    found = _RECORD_AFTER_BLANK.search(line, 1, _WORDS_SPAN)
+    tabbed = line.find("\t", 1, _WORDS_SPAN) != -1
+    found = (_RECORD_AFTER_BLANK_OR_TAB if tabbed else _RECORD_AFTER_BLANK).search(line, 1, _WORDS_SPAN)
     if found is None:
         return 0
     m = _WORDS_BEFORE_LEVEL.match(line) if found.group(1) is not None else None
     if m is None:
-        if found.group(1) is not None and _BRACKET_AFTER_BLANK.search(line, found.end(), _WORDS_SPAN) is None:
+        bracket = _BRACKET_AFTER_BLANK_OR_TAB if tabbed else _BRACKET_AFTER_BLANK
+        if found.group(1) is not None and bracket.search(line, found.end(), _WORDS_SPAN) is None:
             return 0
         m = _WORDS_BEFORE_BRACKET.match(line)
         if m is None or not begins_record(line[m.end() :]):
@@ -1005,7 +1035,7 @@ def csv_fields(line: str) -> list[str] | None:
 def is_log_column(column: str) -> bool:
     """Whether a CSV column before a line's field is one a log export has: a token or a time."""
     column = column.strip()
-    return " " not in column or _DATE_TIME_COLUMN.fullmatch(column) is not None
+    return (" " not in column and "\t" not in column) or _DATE_TIME_COLUMN.fullmatch(column) is not None
 
 
 # Keys under which JSON log records carry the original text (``body``: the

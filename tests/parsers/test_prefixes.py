@@ -4,7 +4,7 @@ and every near-miss stays silent behind them.
 The prefixes are the shapes their tools print (each names where it comes from).
 The parser reads past the commonest where a line begins (kubectl's, compose's and
 stern's names, journald's framing, a name in brackets before a whole record,
-torchrun's prefix, a one-word VLLM_LOGGING_PREFIX before vLLM's header) and
+torchrun's prefix, a few words or a line-stamping tool's time before a record) and
 looks for the header wherever it stands behind the others; where it reads past,
 it gives what the search behind any prefix gives.  Wrappers that carry
 a full time of their own (docker logs -t, CRI, OpenTelemetry records) replace
@@ -59,6 +59,10 @@ PREFIXES = [
     ("rank0: ", "", "VLLM_LOGGING_PREFIX of one word and a colon"),
     ("gpu-node-1: ", "", "pdsh and clush: the host before each line"),
     ("10.0.0.7: ", "", "pdsh and clush: the host's address before each line"),
+    ("gpu node-3: ", "", "a label of a few words"),
+    ("gpu-node-1\t", "", "GNU parallel --tag: the argument and a tab"),
+    ("00:00:05.123456 ", "", "ts -s with %.S: the time since the start"),
+    ("16:18:29 E: ", "", "devscripts' annotate-output: the time and the stream"),
     ("[default0]:", "", "torchrun --tee: the worker's role and local rank"),
     ("[3]:", "", "torchrun with TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[${rank}]:'"),
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
@@ -389,6 +393,60 @@ def test_what_is_read_past_as_words_before_a_record() -> None:
         "node:3: " + header,
     ):
         assert framing_end(line) == 0, line
+
+
+# What line-stamping tools put before each line: moreutils' ts (its default, with %.S, -s), annotate-output.
+TOOL_TIMES = ["Dec 14 16:18:29 ", "Dec  4 16:18:29.123456 ", "00:00:05 ", "16:18:29 O: ", "16:18:29 E: "]
+
+
+def without_the_time_rule(line: str) -> tuple:
+    with mock.patch.object(envelope, "_STAMPING_TOOL_TIME", NO_WORD):
+        return parse_line(line)
+
+
+def test_a_stamping_tool_s_time_before_a_record_is_read_past_with_the_events_the_line_gives() -> None:
+    lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
+    differing = [
+        (timed, parse_line(timed), without_the_time_rule(timed))
+        for line in lines
+        for stamp in TOOL_TIMES
+        if (got := parse_line(timed := stamp + line)) != without_the_time_rule(timed) and got != parse_line(line)
+    ]
+    assert differing == []
+
+
+def test_what_is_read_past_as_a_stamping_tool_s_time() -> None:
+    header = "INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
+    lmcache = "[2025-12-14 16:00:00,006] LMCache INFO: Reqid: r-1, Total tokens 9, LMCache hit tokens: 0"
+    access = 'INFO:     127.0.0.1:39042 - "POST /v1/completions HTTP/1.1" 200 OK'
+    for stamp in TOOL_TIMES:
+        for record in (header, "(APIServer pid=2) " + header, lmcache, access):
+            assert framing_end(stamp + record) == len(stamp), stamp + record
+        with mock.patch.object(envelope, "_STAMPING_TOOL_TIME", NO_WORD):
+            assert framing_end(stamp + header) == 0
+    # Not before a logging format's level and name (the time is the record's), a message alone, or a bracket
+    # that begins no record; not a date and a time in brackets (SGLang's header before a uvicorn line).
+    for line in (
+        "16:18:29 INFO vllm.entrypoints: Added request chatcmpl-1.",
+        "Dec 14 16:18:29 Added request chatcmpl-1.",
+        "16:18:29 [see below] " + header,
+        "[2026-08-23 09:08:08] " + access,
+        "2025-12-14 16:18:29 " + header,
+    ):
+        assert framing_end(line) == 0, line
+    assert parse_line("[2026-08-23 09:08:08] " + access) == ()
+
+
+def test_a_record_behind_ts_s_time_is_no_journal_s_host_and_unit() -> None:
+    # moreutils' ts writes the time journald's framing begins with: what follows is no host where a host's
+    # name cannot stand (a level word, a tag, a word with a colon).
+    for line, kinds in (
+        ("Dec 14 16:18:29 DEBUG LMCache: Store skips 0 tokens and then stores 74 tokens [2024-11-19 20:08:12,011]", 1),
+        ('Dec 14 16:18:29 (APIServer) INFO:     10.0.0.1:5140 - "POST /v1/completions HTTP/1.1" 200 OK', 1),
+        ("Dec 14 16:18:29 api_server.py: error: unrecognized arguments: --bogus-flag", 1),
+        ("Dec 14 16:18:29 gpu-node-1 vllm[4242]: INFO 12-14 16:18:29 [async_llm.py:578] Added request r-1.", 1),
+    ):
+        assert len(parse_line(line)) == kinds, line
 
 
 def test_journald_s_framing_names_the_month_in_any_language() -> None:
