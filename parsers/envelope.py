@@ -875,6 +875,20 @@ def _stamping_tool_end(line: str) -> int:
     return 0 if m is None or not begins_record(line[m.end() :]) else m.end()
 
 
+def _bracketed_name_end(line: str, second: bool = True) -> int:
+    """Where the record behind a name in brackets begins (and with ``second``, behind two: kubetail's pod before
+    a ``VLLM_LOGGING_PREFIX`` in brackets, ``[vllm-0] [node-3] ``, both read past at once); 0 for a line without."""
+    m = _BRACKETED_NAME.match(line)
+    if m is None or m.group(1).upper() in _HEADER_LEVELS or is_foreign_process(m.group(1)):
+        return 0
+    rest = line[m.end() :]
+    # (A logger's name and a level right after it are a name with a level: read as a prefix is.)
+    if begins_record(rest, named_first=False):
+        return m.end()
+    after_second = _bracketed_name_end(rest, False) if second and rest[:1] == "[" else 0
+    return m.end() + after_second if after_second else 0
+
+
 def framing_end(line: str) -> int:
     """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing, a line-stamping
     tool's time, torchrun's prefix, a bracketed name before a whole record or a few words before a record (vLLM's
@@ -884,16 +898,7 @@ def framing_end(line: str) -> int:
         m = _TORCH_ELASTIC_PREFIX.match(line)
         if m is not None:
             return m.end()
-        m = _BRACKETED_NAME.match(line)
-        if (
-            m is not None
-            and m.group(1).upper() not in _HEADER_LEVELS
-            and not is_foreign_process(m.group(1))
-            # (A logger's name and a level right after it are a name with a level: read as a prefix is.)
-            and begins_record(line[m.end() :], named_first=False)
-        ):
-            return m.end()
-        return 0
+        return _bracketed_name_end(line)
     if first.isalnum() or first == " ":
         end = _journal_framing_end(line) or _stamping_tool_end(line)
         if end:

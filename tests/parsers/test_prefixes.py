@@ -223,6 +223,26 @@ def test_a_name_in_brackets_is_read_past_only_before_a_whole_record() -> None:
     # Another server's name: nothing, as behind any prefix.
     assert framing_end("[sglang-0] " + record) == 0
     assert parse_line("[sglang-0] " + record) == ()
+    # Two names (kubetail's pod before a VLLM_LOGGING_PREFIX in brackets); three are left to the search, as are
+    # two before no record, or before another server's name.
+    assert framing_end("[vllm-0] [node-3] " + record) == len("[vllm-0] [node-3] ")
+    assert framing_end("[node-3] " + record) == len("[node-3] ")
+    for line in ("[a] [b] [c] " + record, "[a] [b] Added request chatcmpl-1.", "[a] [sglang-0] " + record):
+        assert framing_end(line) == 0, line
+
+
+def test_two_names_in_brackets_before_a_line_give_the_events_they_must() -> None:
+    # What the search behind any prefix gives, or what the line gives alone (as behind one name).
+    lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
+    cases = [(names + line, line) for line in lines for names in ("[vllm-0] [node-3] ", "[a] [b]")]
+    with mock.patch.object(envelope, "_BRACKETED_NAME", NO_WORD):
+        general = [parse_line(named) for named, _line in cases]
+    differing = [
+        named
+        for (named, line), found in zip(cases, general, strict=True)
+        if parse_line(named) not in (found, parse_line(line))
+    ]
+    assert differing == []
 
 
 # Every family of lines, as a worker torchrun started writes them: whole records, messages alone, wrapped
