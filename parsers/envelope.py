@@ -51,8 +51,9 @@ def has_residue(line: str) -> bool:
 
 # ``(APIServer pid=8076) ``, ``(EngineCore_DP0 pid=9)``, ``(VllmWorker rank=4 engine_index=0 pid=31778)``,
 # ``(Worker_PP0_TP1 pid=7)``, and the pid-less ``(EngineCore) `` some releases print.  Ray actors
-# and Ray Serve replicas (``(ServeReplica:app:Deployment pid=5)``) use the same shape.
-PROCESS_TAG = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=(\d+))?\) ?")
+# and Ray Serve replicas (``(ServeReplica:app:Deployment pid=5)``) use the same shape, with the node's address
+# after the pid for an actor on another node (``(RayWorkerWrapper pid=4242, ip=10.0.0.2)``, ``(raylet, ip=...)``).
+PROCESS_TAG = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=(\d+))?(?:, ip=[\w.:]+)?\) ?")
 # Other inference servers whose processes print look-alike lines (SGLang under Ray logs
 # vLLM-shaped stats lines; several servers share uvicorn's access line).
 _FOREIGN = re.compile(r"sglang|tensorrt|trt-?llm|text[-_]generation|llama[._-]?cpp|llama-server|ollama|\[GIN\]", re.I)

@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parsers import LogStream, envelope, parse_line
-from parsers.envelope import framing_end
+from parsers import LogStream, dispatch, envelope, parse_line
+from parsers.envelope import PROCESS_TAG, framing_end
 from tests.support.lines import FIXTURES, event_dict, line_cases
 
 # (prefix, closing text, what prints it)
@@ -243,6 +243,15 @@ def test_two_names_in_brackets_before_a_line_give_the_events_they_must() -> None
         if parse_line(named) not in (found, parse_line(line))
     ]
     assert differing == []
+
+
+def test_a_ray_actor_s_tag_on_another_node_is_read_as_a_process_tag() -> None:
+    for tag in ("(RayWorkerWrapper pid=4242, ip=10.0.0.2)", "(raylet, ip=10.0.0.2)", "(RayWorkerWrapper pid=4242)"):
+        assert PROCESS_TAG.fullmatch(tag), tag
+    # Read past where the line begins, as a local actor's tag is: no search for a header behind it.
+    line = "(RayWorkerWrapper pid=4242, ip=10.0.0.2) INFO 12-14 16:00:00 [async_llm.py:578] Added request r-1."
+    with mock.patch.object(dispatch, "_headerless", side_effect=AssertionError("searched")):
+        assert [e.kind for e in parse_line(line)] == ["request_added"]
 
 
 # Every family of lines, as a worker torchrun started writes them: whole records, messages alone, wrapped
