@@ -876,6 +876,13 @@ def _stamping_tool_end(line: str) -> int:
     return 0 if m is None or not begins_record(line[m.end() :]) else m.end()
 
 
+# SkyPilot's node before each line of a job's output (any line: a server's, a benchmark's): ``(task, pid=7431) ``
+# on one node (the task's name), ``(head, rank=0, pid=18260) ``, ``(worker1, rank=1, pid=13566, ip=10.0.0.3) ``
+# across nodes.  Its rank is the node's, not a worker's: no process tag.  (A tag with a name and a pid alone and
+# no comma, ``(setup pid=7, ip=...)`` among them, is a process tag.)
+_SKYPILOT_PREFIX = re.compile(r"\([A-Za-z_][\w.-]{0,63}(?:, (?:rank|pid|ip)=[\w.:]{1,64}){1,3}\) ", re.ASCII)
+
+
 def _bracketed_name_end(line: str, second: bool = True) -> int:
     """Where the record behind a name in brackets begins (and with ``second``, behind two: kubetail's pod before
     a ``VLLM_LOGGING_PREFIX`` in brackets, ``[vllm-0] [node-3] ``, both read past at once); 0 for a line without."""
@@ -892,9 +899,12 @@ def _bracketed_name_end(line: str, second: bool = True) -> int:
 
 def framing_end(line: str) -> int:
     """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing, a line-stamping
-    tool's time, torchrun's prefix, a bracketed name before a whole record or a few words before a record (vLLM's
-    or uvicorn's header, a process tag, LMCache's header) begins; 0 for a line without any."""
+    tool's time, torchrun's or SkyPilot's prefix, a bracketed name before a whole record or a few words before a
+    record (vLLM's or uvicorn's header, a process tag, LMCache's header) begins; 0 for a line without any."""
     first = line[:1]
+    if first == "(":
+        m = _SKYPILOT_PREFIX.match(line)
+        return 0 if m is None else m.end()
     if first == "[" and line[1:5] != "pod/":
         m = _TORCH_ELASTIC_PREFIX.match(line)
         if m is not None:

@@ -272,6 +272,41 @@ def test_torchrun_s_prefix_is_read_past_before_any_line(prefix: str) -> None:
     assert not noisy, noisy
 
 
+SKYPILOT_PREFIXES = [
+    "(task, pid=7431) ",
+    "(head, rank=0, pid=18260) ",
+    "(worker1, rank=1, pid=13566, ip=10.146.0.26) ",
+    "(worker1, rank=1, ip=10.0.0.3, pid=13566) ",
+    "(setup pid=7, ip=1.2.3.4) ",
+    "\x1b[36m(head, rank=0, pid=18260)\x1b[0m ",
+]
+
+
+@pytest.mark.parametrize("prefix", SKYPILOT_PREFIXES)
+def test_skypilot_s_node_is_read_past_before_any_line(prefix: str) -> None:
+    # (What `sky launch` puts before each line of a job on one node or several.)
+    wrong = [
+        (family, case["line"][:80])
+        for family in ALL_FAMILIES
+        for case in line_cases(family)
+        if [event_dict(e) for e in parse_line(prefix + case["line"])] != case["events"]
+    ]
+    assert not wrong, f"{len(wrong)} lines read differently behind {prefix}: {wrong[:3]}"
+    noisy = [case["line"][:80] for case in NEAR_MISSES if parse_line(prefix + case["line"])]
+    assert not noisy, noisy
+
+
+def test_skypilot_s_node_is_no_worker_s_process_tag() -> None:
+    # Its rank is the node's: an LMCache line behind it names no worker's rank.
+    line = (
+        "[2025-11-02 08:00:00,100] LMCache INFO: [req_id=cmpl-77-0] Retrieved 512 out of 512 required tokens "
+        "(from 700 total tokens). size: 0.0625 gb, cost 3.1000 ms, throughput: 20.1600 GB/s;"
+    )
+    assert framing_end("(worker1, rank=1, pid=13566) " + line) == len("(worker1, rank=1, pid=13566) ")
+    assert [e.rank for e in parse_line("(worker1, rank=1, pid=13566) " + line)] == [None]
+    assert [e.rank for e in parse_line("(VllmWorker rank=1 pid=13566) " + line)] == [1]
+
+
 def test_torchrun_s_prefix_is_a_bracketed_name_with_a_number_and_a_colon() -> None:
     line = "INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
     for prefix in ("[default0]:", "[rank7]:", "[trainer_a12]:", "[0]:", "[123456]:"):
