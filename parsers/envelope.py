@@ -437,8 +437,12 @@ def _header_at(line: str, pos: int) -> Header | None:
     return None
 
 
-# How a record's first line begins, its header complete or not: a time or a level and a date.
-_RECORD_START = re.compile(r"(?:\x1b\[[0-9;]*m)?(?:\[?" + _DATE_TIME + "|" + _ANY_LEVEL + r" +\d)")
+# How a record's first line begins, its header complete or not: a time, a level and a date, or uvicorn's level
+# and colon padded to ten characters before any message (``ERROR:    Exception in ASGI application``).
+_RECORD_START = re.compile(
+    r"(?:\x1b\[[0-9;]*m)?(?:\[?" + _DATE_TIME + "|" + _ANY_LEVEL + r" +\d"
+    r"|(?:INFO: {5}|DEBUG: {4}|ERROR: {4}|WARNING: {2}|CRITICAL: )\S)"
+)
 # What follows a process tag at a record's start besides a blank (a tail in parentheses,
 # ``(file.py:1:logger)``, ends a line; ``(from 9 total tokens).`` goes on with a dot).
 _AFTER_TAG = frozenset("[\x1b0123456789")

@@ -220,6 +220,10 @@ def test_a_name_in_brackets_is_read_past_only_before_a_whole_record() -> None:
     ):
         assert framing_end(line) == 0, line
         assert parse_line(line) != (), line
+    # uvicorn's header before any message (its level and colon padded to ten characters) begins a record too.
+    for line in ("ERROR:    Exception in ASGI application", "WARNING:  Invalid HTTP request received."):
+        assert [e.kind for e in parse_line("[vllm-0] " + line)] == [e.kind for e in parse_line(line)] == ["log_problem"]
+    assert framing_end("[note] ERROR: Exception in ASGI application") == 0
     # Another server's name: nothing, as behind any prefix.
     assert framing_end("[sglang-0] " + record) == 0
     assert parse_line("[sglang-0] " + record) == ()
