@@ -437,11 +437,12 @@ def _header_at(line: str, pos: int) -> Header | None:
     return None
 
 
-# How a record's first line begins, its header complete or not: a time, a level and a date, or uvicorn's level
-# and colon padded to ten characters before any message (``ERROR:    Exception in ASGI application``).
+# How a record's first line begins, its header complete or not: a time, a level and a date, uvicorn's level
+# and colon padded to ten characters before any message (``ERROR:    Exception in ASGI application``), or the
+# source file ROCm's HIP runtime begins its own lines with (``:0:rocdevice.cpp``).
 _RECORD_START = re.compile(
     r"(?:\x1b\[[0-9;]*m)?(?:\[?" + _DATE_TIME + "|" + _ANY_LEVEL + r" +\d"
-    r"|(?:INFO: {5}|DEBUG: {4}|ERROR: {4}|WARNING: {2}|CRITICAL: )\S)"
+    r"|(?:INFO: {5}|DEBUG: {4}|ERROR: {4}|WARNING: {2}|CRITICAL: )\S|:\d{1,3}:rocdevice\.cpp )"
 )
 # What follows a process tag at a record's start besides a blank (a tail in parentheses,
 # ``(file.py:1:logger)``, ends a line; ``(from 9 total tokens).`` goes on with a dot).
@@ -757,7 +758,7 @@ _COMPOSE_PREFIX = re.compile(
 )
 _NAME = r"(?:\x1b\[[\d;]*m)?({})(?:\x1b\[0m)? "
 _LABEL, _POD_NAME = r"[a-z][a-z0-9-]{0,62}", r"(?=[a-z.]*[0-9-])[a-z][a-z0-9.-]{0,252}"
-_MESSAGE_START = r"(?=[A-Z0-9\[({<\s\x1b]|$)"
+_MESSAGE_START = r"(?=[A-Z0-9\[({<\s\x1b]|:\d|$)"
 _STERN_PREFIX = re.compile(_NAME.format(_POD_NAME) + _NAME.format(_LABEL) + _MESSAGE_START, re.ASCII)
 _STERN_NAMESPACED_PREFIX = re.compile(
     _NAME.format(_LABEL) + _NAME.format(_POD_NAME) + _NAME.format(_LABEL) + _MESSAGE_START, re.ASCII
@@ -846,26 +847,27 @@ _WORD = rf"(?!(?i:{_ANY_LEVEL}\b|vllm|lmcache|uvicorn))[A-Za-z][\w.@/-]{{0,63}}+
 _MAX_WORDS = 4
 _WORDS = rf"(?:(?:{_WORD}){{1,{_MAX_WORDS}}}|(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?::[ \t]|\t))"
 _WORDS_BEFORE_LEVEL = re.compile(rf"{_WORDS}(?={_LEVEL}(?: \d\d-\d\d \d\d:|: ))", re.ASCII)
-_WORDS_BEFORE_BRACKET = re.compile(rf"{_WORDS}(?=[(\[])", re.ASCII)
+_WORDS_BEFORE_MARK = re.compile(rf"{_WORDS}(?=[(\[]|:\d)", re.ASCII)
 # Where the words' blanks are looked for: as far as the last word's may stand.
 _WORDS_SPAN = _MAX_WORDS * 66
-# What follows a word's blank where a record begins: the level word of vLLM's or uvicorn's header, or a tag's or
-# LMCache's header's bracket.  (Two patterns each: one that begins with a literal blank is searched faster.)
-_RECORD_AFTER_BLANK = re.compile(r" (?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[])")
-_RECORD_AFTER_BLANK_OR_TAB = re.compile(r"[ \t](?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[])")
-_BRACKET_AFTER_BLANK = re.compile(r" [(\[]")
-_BRACKET_AFTER_BLANK_OR_TAB = re.compile(r"[ \t][(\[]")
+# What follows a word's blank where a record begins: the level word of vLLM's or uvicorn's header, or a mark
+# another record begins with (a tag's or LMCache's header's bracket, the HIP runtime's ``:0:``).  (Two patterns
+# each: one that begins with a literal blank is searched faster.)
+_RECORD_AFTER_BLANK = re.compile(r" (?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[]|:\d)")
+_RECORD_AFTER_BLANK_OR_TAB = re.compile(r"[ \t](?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[]|:\d)")
+_MARK_AFTER_BLANK = re.compile(r" (?:[(\[]|:\d)")
+_MARK_AFTER_BLANK_OR_TAB = re.compile(r"[ \t](?:[(\[]|:\d)")
 
 
 # The time a line-stamping tool puts before each line it passes on: moreutils' ``ts`` (``Dec 14 16:18:29 ``, with
 # ``%.S`` microseconds; ``-s`` and ``-i``, the time since the start or the last line, ``00:00:05 ``) and devscripts'
 # ``annotate-output`` (``16:18:29 O: ``, ``E: `` for standard error).  Read past only before a record that carries
-# its own time, or none: vLLM's header, uvicorn's, a process tag, LMCache's header (a logging format's time before
-# a level and a name is the record's own, its stamp).  Not a date and a time in brackets: SGLang's own header
-# before the uvicorn lines it shares.
+# its own time, or none: vLLM's header, uvicorn's, a process tag, LMCache's header, the HIP runtime's line (a
+# logging format's time before a level and a name is the record's own, its stamp).  Not a date and a time in
+# brackets: SGLang's own header before the uvicorn lines it shares.
 _STAMPING_TOOL_TIME = re.compile(
     r"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d{1,6})?|\d\d:\d\d:\d\d(?:\.\d{1,6})?(?: [OEI]:)?) "
-    rf"(?={_LEVEL}(?: \d\d-\d\d \d\d:|: )|\(|\[\d)",
+    rf"(?={_LEVEL}(?: \d\d-\d\d \d\d:|: )|\(|\[\d|:\d)",
     re.ASCII,
 )
 
@@ -926,24 +928,26 @@ def framing_end(line: str) -> int:
 
 def _words_end(line: str) -> int:
     """Where the record behind a few words begins; 0 for a line without."""
-    # (A pattern is tried only where a blank is followed by what begins its record, a level word or a tag's
-    # bracket: most lines without such words are passed over by one search.)
+    # (A pattern is tried only where a blank is followed by what begins its record, a level word or a mark: most
+    # lines without such words are passed over by one search.)
     tabbed = line.find("\t", 1, _WORDS_SPAN) != -1
     found = (_RECORD_AFTER_BLANK_OR_TAB if tabbed else _RECORD_AFTER_BLANK).search(line, 1, _WORDS_SPAN)
     if found is None:
         return 0
     m = _WORDS_BEFORE_LEVEL.match(line) if found.group(1) is not None else None
     if m is None:
-        bracket = _BRACKET_AFTER_BLANK_OR_TAB if tabbed else _BRACKET_AFTER_BLANK
-        if found.group(1) is not None and bracket.search(line, found.end(), _WORDS_SPAN) is None:
+        mark = _MARK_AFTER_BLANK_OR_TAB if tabbed else _MARK_AFTER_BLANK
+        if found.group(1) is not None and mark.search(line, found.end(), _WORDS_SPAN) is None:
             return 0
-        m = _WORDS_BEFORE_BRACKET.match(line)
+        m = _WORDS_BEFORE_MARK.match(line)
         if m is None or not begins_record(line[m.end() :]):
             return 0
     words = m.group()
     # (A sentence before a record is refused as the header search refuses it: the record is quoted.)
     if is_foreign_process(words) or (len(words.split()) > 2 and _is_prose(words)):
         return 0
+    if line[m.end()] == ":" and (" " in words[:-1] or not words.endswith((": ", "\t"))):
+        return 0  # the HIP runtime's line begins with no header: only behind a host as pdsh and GNU parallel print it
     return m.end()
 
 

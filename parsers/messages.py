@@ -216,5 +216,5 @@ def message_only(line: str, start: int) -> Events:
     if ": error: " in line:
         return lifecycle.parse_usage_error(line, start, None)
     if "rocdevice.cpp" in word:
-        return lifecycle.parse_gpu_fault(line, 0, None)
+        return lifecycle.parse_gpu_fault(line, start, None)
     return NOTHING

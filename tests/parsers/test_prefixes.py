@@ -331,7 +331,7 @@ PROCESS_TAGS = re.compile(r"(?:\([^()]*\) )*")
 
 def without_the_word_rule(line: str) -> tuple:
     """The events of the general path: the header looked for behind the word as behind any prefix."""
-    with mock.patch.multiple(envelope, _WORDS_BEFORE_LEVEL=NO_WORD, _WORDS_BEFORE_BRACKET=NO_WORD):
+    with mock.patch.multiple(envelope, _WORDS_BEFORE_LEVEL=NO_WORD, _WORDS_BEFORE_MARK=NO_WORD):
         return parse_line(line)
 
 
@@ -358,7 +358,7 @@ def test_the_word_rule_is_really_another_path() -> None:
     assert framing_end(line[len("(EngineCore_DP1 pid=7) ") :]) == len("DECODER ")
     pdsh = "gpu-node-1: " + line.replace("DECODER ", "")
     assert framing_end(pdsh) == len("gpu-node-1: ")
-    with mock.patch.multiple(envelope, _WORDS_BEFORE_LEVEL=NO_WORD, _WORDS_BEFORE_BRACKET=NO_WORD):
+    with mock.patch.multiple(envelope, _WORDS_BEFORE_LEVEL=NO_WORD, _WORDS_BEFORE_MARK=NO_WORD):
         assert framing_end(line[len("(EngineCore_DP1 pid=7) ") :]) == 0
         assert framing_end(pdsh) == 0
     assert parse_line(line) == without_the_word_rule(line) != ()
@@ -505,6 +505,19 @@ def test_a_record_behind_ts_s_time_is_no_journal_s_host_and_unit() -> None:
         ("Dec 14 16:18:29 gpu-node-1 vllm[4242]: INFO 12-14 16:18:29 [async_llm.py:578] Added request r-1.", 1),
     ):
         assert len(parse_line(line)) == kinds, line
+
+
+def test_the_hip_runtime_s_abort_is_read_behind_a_prefix_that_tools_put_before_any_line() -> None:
+    # ROCm's HIP runtime writes its own line, no header, from any process: behind stern's, kubetail's, pdsh's,
+    # GNU parallel's, ts's prefix, a process tag or a paste's quote it is the GPU fault it is alone.
+    line = ":0:rocdevice.cpp            :2303: 768423197593 us: Device::callbackQueue aborting with status: 0x100f"
+    assert [e.kind for e in parse_line(line)] == ["server_error"]
+    prefixes = ["vllm-0 vllm ", "[vllm-0] ", "gpu-node-1: ", "10.0.0.7: ", "gpu-node-1\t", "Dec 14 16:18:29 ", "> "]
+    for prefix in [*prefixes, "(EngineCore_DP0 pid=300) ", "16:18:29 E: "]:
+        assert [e.kind for e in parse_line(prefix + line)] == ["server_error"], prefix
+    # Not behind words that may be a sentence's.
+    for prefix in ("I saw ", "gpu node-3: ", "x "):
+        assert parse_line(prefix + line) == (), prefix
 
 
 def test_journald_s_framing_names_the_month_in_any_language() -> None:
