@@ -794,7 +794,7 @@ def tool_prefix(line: str) -> tuple[int, tuple[str, ...]] | None:
 _JOURNAL_SHORT = re.compile(
     r"(?:(?:([^\W\d_]{2,5})\.?|[ 1]?[0-9][月월]) [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
     r"|[^\W\d_]{2,4}\.? [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})? [^\s]{1,8})"
-    r" ([\w.:-]{0,254}[\w.-]) [^\s\[:]{1,255}(?:\[[0-9]+\])?: "
+    r" ([\w.:-]{0,254}[\w.-]) ([^\s\[:]{1,255})(?:\[[0-9]+\])?: "
 )
 
 # ``journalctl -o verbose`` and ``-o export`` print a record's fields one a line, the text as ``MESSAGE=``.
@@ -818,9 +818,9 @@ def _journal_framing_end(line: str) -> int:
     month = m.group(1)
     if month is not None and month.isascii() and (len(month) < 3 or month.lower() in _FUNCTION_WORDS):
         return 0
-    # (A level word where the host stands begins a record behind another tool's time, moreutils' ts: ``Dec 14
-    # 16:18:29 DEBUG LMCache: ...``.)
-    return 0 if m.group(2) in _HEADER_LEVELS else m.end()
+    # (A level word where the host or the unit stands begins a record behind another tool's time, moreutils' ts:
+    # ``Dec 14 16:18:29 DEBUG LMCache: ...``, ``Dec 14 16:18:29 LMCache INFO: ...``.)
+    return 0 if m.group(2) in _HEADER_LEVELS or m.group(3) in _HEADER_LEVELS else m.end()
 
 
 # A name in brackets before a whole record: kubetail's pod, npm concurrently's command (``[vllm] ``,

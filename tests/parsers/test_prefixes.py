@@ -497,11 +497,12 @@ def test_what_is_read_past_as_a_stamping_tool_s_time() -> None:
 
 def test_a_record_behind_ts_s_time_is_no_journal_s_host_and_unit() -> None:
     # moreutils' ts writes the time journald's framing begins with: what follows is no host where a host's
-    # name cannot stand (a level word, a tag, a word with a colon).
+    # name cannot stand (a level word, a tag, a word with a colon), nor a unit where a level word stands.
     for line, kinds in (
         ("Dec 14 16:18:29 DEBUG LMCache: Store skips 0 tokens and then stores 74 tokens [2024-11-19 20:08:12,011]", 1),
         ('Dec 14 16:18:29 (APIServer) INFO:     10.0.0.1:5140 - "POST /v1/completions HTTP/1.1" 200 OK', 1),
         ("Dec 14 16:18:29 api_server.py: error: unrecognized arguments: --bogus-flag", 1),
+        ("Dec 14 16:18:29 LMCache INFO: Store 1792 tokens takes: 2.2906 ms, throughput: 98.1230 GB/s", 1),
         ("Dec 14 16:18:29 gpu-node-1 vllm[4242]: INFO 12-14 16:18:29 [async_llm.py:578] Added request r-1.", 1),
     ):
         assert len(parse_line(line)) == kinds, line
