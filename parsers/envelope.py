@@ -842,7 +842,7 @@ _TORCH_ELASTIC_PREFIX = re.compile(r"\[[A-Za-z_][\w-]{0,63}?\d{1,6}\]:|\[\d{1,6}
 # followed by a blank or a tab (or an IPv4 address with a colon, or a tab, after it): no level word, no logger's
 # name, no time; a few of them, as a prefix has (a sentence that quotes a record after more is read by the
 # header search, which refuses it).  The record behind them begins with vLLM's or uvicorn's header, a process
-# tag or LMCache's header.
+# tag or LMCache's header (or, behind a host's name alone, with the HIP runtime's ``:0:rocdevice.cpp``).
 _WORD = rf"(?!(?i:{_ANY_LEVEL}\b|vllm|lmcache|uvicorn))[A-Za-z][\w.@/-]{{0,63}}+:?[ \t]"
 _MAX_WORDS = 4
 _WORDS = rf"(?:(?:{_WORD}){{1,{_MAX_WORDS}}}|(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?::[ \t]|\t))"
@@ -884,8 +884,8 @@ def _stamping_tool_end(line: str) -> int:
 
 # SkyPilot's node before each line of a job's output (any line: a server's, a benchmark's): ``(task, pid=7431) ``
 # on one node (the task's name), ``(head, rank=0, pid=18260) ``, ``(worker1, rank=1, pid=13566, ip=10.0.0.3) ``
-# across nodes.  Its rank is the node's, not a worker's: no process tag.  (A tag with a name and a pid alone and
-# no comma, ``(setup pid=7, ip=...)`` among them, is a process tag.)
+# across nodes.  Its rank is the node's, not a worker's: no process tag.  (A name with no comma after it, as in
+# ``(setup pid=7, ip=...)``, begins a process tag.)
 _SKYPILOT_PREFIX = re.compile(r"\([A-Za-z_][\w.-]{0,63}(?:, (?:rank|pid|ip)=[\w.:]{1,64}){1,3}\) ", re.ASCII)
 
 
