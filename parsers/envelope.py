@@ -746,7 +746,8 @@ def is_tool_prefix(text: str) -> bool:
 # Compose's ``NAME  | `` (``docker compose logs``: the name padded to the longest, coloured on a terminal;
 # ``vllm_1`` before Compose v2; ``docker service logs``' ``NAME.1.TASK@NODE``), a name with a digit, a
 # hyphen or an underscore as the names Compose gives its containers have (``Update | RuntimeError: ...`` is
-# a heading).
+# a heading), or any name with two blanks or more before the bar, as Compose v2 pads every name, one a
+# ``container_name`` gave too (``vllm    | ``).
 # stern's ``POD CONTAINER `` and ``NAMESPACE POD CONTAINER `` (each name coloured on a terminal): names
 # that begin with a letter, as workloads' do (``12345 vllm INFO`` is a logging format's process id and
 # logger), a pod's name with a digit or a hyphen, as a controller's pods' names have (``more info Reqid:
@@ -754,7 +755,9 @@ def is_tool_prefix(text: str) -> bool:
 # colour): a message's first word in lower case could be one more name.
 _KUBECTL_PREFIX = re.compile(r"\[pod/([a-z0-9][a-z0-9.-]{0,252})/([a-z0-9][a-z0-9-]{0,62})\] ", re.ASCII)
 _COMPOSE_PREFIX = re.compile(
-    r"(?:\x1b\[[\d;]*m)?((?=[A-Za-z.]*[\d_-])[A-Za-z0-9][\w.@-]{0,127}) +\| (?:\x1b\[0m)?", re.ASCII
+    r"(?:\x1b\[[\d;]*m)?((?=[A-Za-z.]*[\d_-])[A-Za-z0-9][\w.@-]{0,127}(?= +\| )|[A-Za-z0-9][\w.@-]{0,127}(?=  +\| ))"
+    r" +\| (?:\x1b\[0m)?",
+    re.ASCII,
 )
 _NAME = r"(?:\x1b\[[\d;]*m)?({})(?:\x1b\[0m)? "
 _LABEL, _POD_NAME = r"[a-z][a-z0-9-]{0,62}", r"(?=[a-z.]*[0-9-])[a-z][a-z0-9.-]{0,252}"

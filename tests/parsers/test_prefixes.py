@@ -207,6 +207,17 @@ def test_an_exception_behind_a_title_or_a_heading_is_not_read() -> None:
     assert [e.kind for e in parse_line("[vllm] RuntimeError: CUDA error: an illegal memory access")] == ["server_error"]
 
 
+def test_compose_s_padded_name_is_read_past_whatever_the_name() -> None:
+    # Compose v2 pads every name (a container_name's too) with two blanks or more before its bar; any line follows.
+    for line in ("10% percentile latency: 1.47 seconds", "INFO 12-14 16:00:00 [async_llm.py:578] Added request r-1."):
+        for name in ("vllm  | ", "vllm    | ", "lmcache  | ", "vllm-1  | "):
+            assert framing_end(name + line) == len(name), name
+            assert parse_line(name + line) == parse_line(line) != (), name
+    # One blank (a heading, a table), or a level word (a logging format's ``%(levelname)-5s | ``): no name.
+    for line in ("Update | RuntimeError: CUDA error", "INFO  | Added request r-1.", "Note | Added request r-1."):
+        assert framing_end(line) == 0, line
+
+
 def test_a_name_in_brackets_is_read_past_only_before_a_whole_record() -> None:
     record = "(APIServer pid=2) INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
     assert framing_end("[node-3] " + record) == len("[node-3] ")
