@@ -181,10 +181,11 @@ for _word in (
 
 # Where a whole known message may begin after another logging format's header: one of the first words
 # above, after a blank, a bracket, a colon or a bar.
-# (An engine step's first word holds its number.)
-_ITERATION_WORD = r"Iteration\(\d{1,18}\):"
+# (An engine step's first word holds its number, as a benchmark's percentile does: ``10% percentile latency``,
+# ``P99 TTFT (ms):``.)
+_NUMBERED_WORDS = r"Iteration\(\d{1,18}\):|\d{1,3}%|P\d{1,3}(?:\.\d{1,3})?"
 _FIRST_WORDS = "|".join(re.escape(word) for word in sorted(_WHOLE_MESSAGES, key=len, reverse=True))
-MESSAGE_START = re.compile(r"(?<=[\s\]):|>-])(?:" + _FIRST_WORDS + "|" + _ITERATION_WORD + ")(?= )")
+MESSAGE_START = re.compile(r"(?<=[\s\]):|>-])(?:" + _FIRST_WORDS + "|" + _NUMBERED_WORDS + ")(?= )")
 
 
 def begins_with_message(line: str) -> bool:

@@ -532,6 +532,13 @@ def test_the_hip_runtime_s_abort_is_read_behind_a_prefix_that_tools_put_before_a
         assert parse_line(prefix + line) == (), prefix
 
 
+def test_a_benchmark_s_percentiles_are_read_behind_a_host_s_or_a_pod_s_name() -> None:
+    # `vllm bench latency` and `vllm bench serve` run over pdsh, in a pod kubetail follows, under ts.
+    for line in ("10% percentile latency: 1.4704144389019347 seconds", "P99 TTFT (ms):        18164.16"):
+        for prefix in ("gpu-node-1: ", "gpu node-3: ", "[vllm-0] ", "00:00:05 ", "gpu-node-1\t"):
+            assert parse_line(prefix + line) == parse_line(line) != (), prefix + line
+
+
 def test_journald_s_framing_names_the_month_in_any_language() -> None:
     line = "Reqid: r-1, Total tokens 32, LMCache hit tokens: 24, need to load: 8"
     for framing in (
