@@ -29,7 +29,6 @@ from parsers.envelope import (
     FLUENTD_STDOUT,
     FULL_TIME,
     GLUED_RECORD,
-    LEVEL_INITIALS,
     LEVEL_WORD,
     LMCACHE_HEADER,
     LMCACHE_OLD_HEADER,
@@ -87,6 +86,8 @@ from parsers.messages import EXCEPTION_WORD_ENDS, MESSAGE_START, Events, message
 from parsers.shapes import NOT_A_NUMBER, LineMatcher
 
 NOTHING: Events = ()
+# The first letters of the level words vLLM's, LMCache's and uvicorn's headers begin with.
+_LEVEL_INITIALS = frozenset("IDWECT")
 # Wrappers inside wrappers (a JSON record in a compose stream ...) are peeled at most this deep.
 _MAX_DEPTH = 4
 # Last characters that are blanks: CR (a CRLF file), spaces and tabs, a no-break or ideographic space.
@@ -476,7 +477,7 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
         events = _lmcache_line(line, rank, pos)
         if events is not None:
             return events or _lmcache_problem(line, pos)
-    elif first in LEVEL_INITIALS:
+    elif first in _LEVEL_INITIALS:
         events = _vllm_line(line, rank, pos)
         if events is not None:
             if (engine is not None or rank is not None) and events and _named_by_tag(events):
@@ -499,7 +500,7 @@ def _dispatch(line: str, pos: int, depth: int, rank: int | None) -> Events:  # n
 def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events:
     """``_dispatch`` for a line (or the rest of one after its process tags) that begins with no vLLM, LMCache
     or uvicorn header."""
-    if first in LEVEL_INITIALS:
+    if first in _LEVEL_INITIALS:
         m = LMCACHE_OLD_HEADER.match(line)
         if m is not None:
             return _old_lmcache(line, m.end(), rank)

@@ -119,8 +119,6 @@ UVICORN_HEADER = r"[A-Z]+(): +"
 _LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"
 # Every level word a logging format's header may hold, and how a record's time begins.
 ANY_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
-# The first letters of the level words vLLM's, LMCache's and uvicorn's headers begin with.
-LEVEL_INITIALS = frozenset("IDWECT")
 _ANY_LEVEL = "(?:" + "|".join(ANY_LEVELS) + ")"
 _DATE_TIME = r"\d{4}-\d\d-\d\d[ T]\d"
 # The loggers whose records kvwatch reads (a name that starts so: ``vllm.v1.metrics.loggers``).
@@ -849,17 +847,23 @@ _TORCH_ELASTIC_PREFIX = re.compile(r"\[[A-Za-z_][\w-]{0,63}?\d{1,6}\]:|\[\d{1,6}
 _WORD = rf"(?!(?i:{_ANY_LEVEL}\b|vllm|lmcache|uvicorn))[A-Za-z][\w.@/-]{{0,63}}+:?[ \t]"
 _MAX_WORDS = 4
 _WORDS = rf"(?:(?:{_WORD}){{1,{_MAX_WORDS}}}|(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?::[ \t]|\t))"
-_WORDS_BEFORE_LEVEL = re.compile(rf"{_WORDS}(?={_LEVEL}(?: \d\d-\d\d \d\d:|: ))", re.ASCII)
-_WORDS_BEFORE_MARK = re.compile(rf"{_WORDS}(?=[(\[]|:\d)", re.ASCII)
+# How the records behind a prefix begin: vLLM's header (its level and date) or uvicorn's (its level and colon);
+# or a mark another record begins with (a tag's or LMCache's header's bracket, the HIP runtime's ``:0:``).
+_LEVEL_HEADER = rf"{_LEVEL}(?: \d\d-\d\d \d\d:|: )"
+_MARK = r"[(\[]|:\d"
+_WORDS_BEFORE_LEVEL = re.compile(rf"{_WORDS}(?={_LEVEL_HEADER})", re.ASCII)
+_WORDS_BEFORE_MARK = re.compile(rf"{_WORDS}(?={_MARK})", re.ASCII)
 # Where the words' blanks are looked for: as far as the last word's may stand.
 _WORDS_SPAN = _MAX_WORDS * 66
-# What follows a word's blank where a record begins: the level word of vLLM's or uvicorn's header, or a mark
-# another record begins with (a tag's or LMCache's header's bracket, the HIP runtime's ``:0:``).  (Two patterns
-# each: one that begins with a literal blank is searched faster.)
-_RECORD_AFTER_BLANK = re.compile(r" (?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[]|:\d)")
-_RECORD_AFTER_BLANK_OR_TAB = re.compile(r"[ \t](?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|[(\[]|:\d)")
-_MARK_AFTER_BLANK = re.compile(r" (?:[(\[]|:\d)")
-_MARK_AFTER_BLANK_OR_TAB = re.compile(r"[ \t](?:[(\[]|:\d)")
+# What follows a word's blank where such a record may begin: a level word or a mark; after a blank, or with a
+# tab in the line, a blank or a tab (a pattern that begins with a literal blank is searched faster).
+_FOLLOWERS = {
+    separator: (
+        re.compile(rf"{separator}(?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|{_MARK})"),
+        re.compile(rf"{separator}(?:{_MARK})"),
+    )
+    for separator in (" ", "[ \t]")
+}
 
 
 # The time a line-stamping tool puts before each line it passes on: moreutils' ``ts`` (``Dec 14 16:18:29 ``, with
@@ -870,7 +874,7 @@ _MARK_AFTER_BLANK_OR_TAB = re.compile(r"[ \t](?:[(\[]|:\d)")
 # brackets: SGLang's own header before the uvicorn lines it shares.
 _STAMPING_TOOL_TIME = re.compile(
     r"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d{1,6})?|\d\d:\d\d:\d\d(?:\.\d{1,6})?(?: [OEI]:)?) "
-    rf"(?={_LEVEL}(?: \d\d-\d\d \d\d:|: )|\(|\[\d|:\d)",
+    rf"(?={_LEVEL_HEADER}|\(|\[\d|:\d)",
     re.ASCII,
 )
 
@@ -933,13 +937,12 @@ def _words_end(line: str) -> int:
     """Where the record behind a few words begins; 0 for a line without."""
     # (A pattern is tried only where a blank is followed by what begins its record, a level word or a mark: most
     # lines without such words are passed over by one search.)
-    tabbed = line.find("\t", 1, _WORDS_SPAN) != -1
-    found = (_RECORD_AFTER_BLANK_OR_TAB if tabbed else _RECORD_AFTER_BLANK).search(line, 1, _WORDS_SPAN)
+    record, mark = _FOLLOWERS["[ \t]" if line.find("\t", 1, _WORDS_SPAN) != -1 else " "]
+    found = record.search(line, 1, _WORDS_SPAN)
     if found is None:
         return 0
     m = _WORDS_BEFORE_LEVEL.match(line) if found.group(1) is not None else None
     if m is None:
-        mark = _MARK_AFTER_BLANK_OR_TAB if tabbed else _MARK_AFTER_BLANK
         if found.group(1) is not None and mark.search(line, found.end(), _WORDS_SPAN) is None:
             return 0
         m = _WORDS_BEFORE_MARK.match(line)
