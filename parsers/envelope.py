@@ -438,9 +438,10 @@ def _header_at(line: str, pos: int) -> Header | None:
 # How a record's first line begins, its header complete or not: a time, a level and a date, uvicorn's level
 # and colon padded to ten characters before any message (``ERROR:    Exception in ASGI application``), or the
 # source file ROCm's HIP runtime begins its own lines with (``:0:rocdevice.cpp``).
+_UVICORN_LEVEL = "(?:INFO: {5}|DEBUG: {4}|ERROR: {4}|WARNING: {2}|CRITICAL: )"
 _RECORD_START = re.compile(
     r"(?:\x1b\[[0-9;]*m)?(?:\[?" + _DATE_TIME + "|" + _ANY_LEVEL + r" +\d"
-    r"|(?:INFO: {5}|DEBUG: {4}|ERROR: {4}|WARNING: {2}|CRITICAL: )\S|:\d{1,3}:rocdevice\.cpp )"
+    r"|" + _UVICORN_LEVEL + r"\S|:\d{1,3}:rocdevice\.cpp )"
 )
 # What follows a process tag at a record's start besides a blank (a tail in parentheses,
 # ``(file.py:1:logger)``, ends a line; ``(from 9 total tokens).`` goes on with a dot).
@@ -910,10 +911,81 @@ def _bracketed_name_end(line: str, second: bool = True) -> int:
     return m.end() + after_second if after_second else 0
 
 
+# Another program's log record header before a whole record it re-logs: a collector's or an aggregator's time,
+# level and process kind (``2025-12-14 16:18:29,123 INFO [worker] ``), a job runner's (``[16:18:29] [INFO]
+# [serve-qwen3] ``), a Python logging wrapper's level and caller (``INFO     run_server.py:88 ``, ``INFO:root:``);
+# or a tool's times and names alone (a collector's time with a zone's name, ``2025-12-14 16:18:29.123 UTC ``,
+# Buildkite's ``[2025-12-13T19:54:35Z] ``, ``grep -H``'s file name).  The record begins with vLLM's or uvicorn's
+# header, a process tag or LMCache's header (its time in brackets, or its colour) after a blank, a colon or a
+# closing bracket, at the first of a few such places where a record begins at all.
+_WHOLE_RECORD = re.compile(rf"{_LEVEL} \d\d-\d\d \d\d:|{_UVICORN_LEVEL}\S|{LMCACHE_HEADER}", re.ASCII)
+_RECORD_AFTER = re.compile(rf"[ \t:\]](?=(\()[A-Za-z_]|{_WHOLE_RECORD.pattern})", re.ASCII)
+# How far in the record may begin, and how many places it may begin at are tried.
+_LOGGED_HEADER_SPAN = 160
+_LOGGED_HEADER_PLACES = 4
+# Marks whose prefix the header search reads for more than where the record begins: a process tag (its rank and
+# engine), a paste's opening marks (closed after the message: inline code, HTML, a table's or a panel's bar).
+_READ_PREFIX_MARKS = frozenset("(`<|\u2502")
+# (Bytes translate at a tenth of what a string's translation costs.)
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+
+
+def _logged_header_end(line: str) -> int:
+    """Where the record behind another program's header or a tool's times and names begins; 0 for a line
+    without."""
+    for place, m in enumerate(_RECORD_AFTER.finditer(line, 1, _LOGGED_HEADER_SPAN)):
+        end = m.end()
+        # (Where no process tag opens, the pattern matched the record's header already.)
+        if m.group(1) is None or _begins_whole_record(line, end):
+            # (A prefix's digits change line after line, its verdict does not: it is kept by its shape.)
+            verdict = _logged_header_verdict(line[:end].encode("utf-8", "surrogatepass").translate(_DIGITS_AS_ZERO))
+            if verdict is None:
+                # A watched logger's name beside a level is a header of its own (its time the stamp).
+                named = _search_named(line, 0, end)
+                verdict = named is None or named.start > end
+            return end if verdict else 0
+        if place + 1 == _LOGGED_HEADER_PLACES:
+            break
+    return 0
+
+
+def _begins_whole_record(line: str, start: int) -> bool:
+    """Whether a record begins at ``start`` whose header follows its process tags (text after a tag is read by the
+    header search as behind any prefix)."""
+    while line.startswith("(", start):
+        m = PROCESS_TAG.match(line, start)
+        if m is None or line[m.end() - 1] != " ":
+            return False
+        start = m.end()
+    return _WHOLE_RECORD.match(line, start) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _logged_header_verdict(shape: bytes) -> bool | None:
+    """Whether text before a record is what the header search reads past as a prefix: a header in some logging
+    format or a tool's prefix (what :func:`is_record_header` and :func:`is_tool_prefix` accept, or a source's
+    name), no sentence nor quote (:func:`prefix_verdict`), no RFC 3339 time that would be the line's stamp
+    (:func:`prefix_time`), and no SGLang header.  None where it is, unless a watched logger's header begins in
+    it: it names one of them, with a level word or a full time.  (``shape``: the text in UTF-8, its digits 0.)"""
+    prefix = shape.decode("utf-8", "surrogatepass")
+    if not _READ_PREFIX_MARKS.isdisjoint(prefix) or prefix_time(prefix) is not None:
+        return False
+    if not (is_record_header(prefix) or is_tool_prefix(prefix) or _SOURCE_NAME.fullmatch(prefix) is not None):
+        return False
+    if not prefix_verdict(prefix, "vllm")[0] or _SGLANG_STAMP.search(prefix) is not None:
+        return False
+    if any(name in prefix for name in WATCHED_LOGGERS) and (
+        _LEVEL_IN_PREFIX.search(prefix) is not None or FULL_TIME.search(prefix) is not None
+    ):
+        return None
+    return True
+
+
 def framing_end(line: str) -> int:
     """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing, a line-stamping
-    tool's time, torchrun's or SkyPilot's prefix, a bracketed name before a whole record or a few words before a
-    record (vLLM's or uvicorn's header, a process tag, LMCache's header) begins; 0 for a line without any."""
+    tool's time, torchrun's or SkyPilot's prefix, a bracketed name before a whole record, a few words before a
+    record (vLLM's or uvicorn's header, a process tag, LMCache's header) or another program's header before one
+    begins; 0 for a line without any."""
     first = line[:1]
     if first == "(":
         m = _SKYPILOT_PREFIX.match(line)
@@ -922,7 +994,7 @@ def framing_end(line: str) -> int:
         m = _TORCH_ELASTIC_PREFIX.match(line)
         if m is not None:
             return m.end()
-        return _bracketed_name_end(line)
+        return _bracketed_name_end(line) or _logged_header_end(line)
     if first.isalnum() or first == " ":
         end = _journal_framing_end(line) or _stamping_tool_end(line)
         if end:
@@ -930,7 +1002,7 @@ def framing_end(line: str) -> int:
     found = tool_prefix(line)
     if found is not None:
         return found[0]
-    return _words_end(line) if first.isalnum() else 0
+    return (_words_end(line) or _logged_header_end(line)) if first.isalnum() else 0
 
 
 def _words_end(line: str) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import AbstractContextManager
 from unittest import mock
 
 import pytest
@@ -105,6 +106,16 @@ STAMPING_WRAPPERS = [
 HEADER_FAMILIES = ("vllm_stats", "lmcache", "requests", "lifecycle", "prefixes")
 CASES = [case for family in HEADER_FAMILIES for case in line_cases(family) if case["events"]]
 NEAR_MISSES = line_cases("negatives")
+
+
+# A pattern that matches nothing: a rule that reads a prefix past, mocked with it, leaves the line to the search.
+NO_WORD = re.compile(r"(?!)")
+
+
+def rules_off(*patterns: str) -> AbstractContextManager:
+    """The rules whose patterns are named turned off, and the rule for another program's header (which would
+    read most of what they read): what is left is the general path, the search for a header behind any prefix."""
+    return mock.patch.multiple(envelope, _RECORD_AFTER=NO_WORD, **dict.fromkeys(patterns, NO_WORD))
 
 
 def without_stamps(events: list[dict]) -> list[dict]:
@@ -223,13 +234,14 @@ def test_a_name_in_brackets_is_read_past_only_before_a_whole_record() -> None:
     assert framing_end("[node-3] " + record) == len("[node-3] ")
     assert framing_end("[0] " + record) == len("[0] ")
     assert framing_end("[vLLM]" + record) == len("[vLLM]")
-    # Behind these the header is looked for as behind any prefix (and read the same).
+    # No name before a whole record (a level in brackets is another program's header, read past by its own rule):
+    # the line is read the same.
     for line in (
         "[node-3] Added request chatcmpl-1.",  # a message alone: no record begins
         "[INFO] " + record,  # a level, not a name
         "[vllm] lmcache INFO: Reqid: r-1, Total tokens 1, LMCache hit tokens: 0, need to load: 0",  # a logger's
     ):
-        assert framing_end(line) == 0, line
+        assert envelope._bracketed_name_end(line) == 0, line
         assert parse_line(line) != (), line
     # uvicorn's header before any message (its level and colon padded to ten characters) begins a record too.
     for line in ("ERROR:    Exception in ASGI application", "WARNING:  Invalid HTTP request received."):
@@ -250,7 +262,7 @@ def test_two_names_in_brackets_before_a_line_give_the_events_they_must() -> None
     # What the search behind any prefix gives, or what the line gives alone (as behind one name).
     lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
     cases = [(names + line, line) for line in lines for names in ("[vllm-0] [node-3] ", "[a] [b]")]
-    with mock.patch.object(envelope, "_BRACKETED_NAME", NO_WORD):
+    with rules_off("_BRACKETED_NAME"):
         general = [parse_line(named) for named, _line in cases]
     differing = [
         named
@@ -318,7 +330,8 @@ def test_torchrun_s_prefix_is_a_bracketed_name_with_a_number_and_a_colon() -> No
         assert framing_end(prefix + line) == len(prefix), prefix
     # Not the shape: no number before the bracket closes, no colon after it, a number too long for a rank.
     for prefix in ("[Bug]:", "[default]:", "[default0] :", "[1234567]:", "[-1]:", "[ default0]:"):
-        assert framing_end(prefix + line) != len(prefix), prefix
+        m = envelope._TORCH_ELASTIC_PREFIX.match(prefix + line)
+        assert m is None or m.end() != len(prefix), prefix
 
 
 # One-word VLLM_LOGGING_PREFIX values published setups use, pdsh's hosts, and words that only look like one.
@@ -336,13 +349,12 @@ PREFIX_WORDS += [
 # Prefixes of a few words (a label, a host and a unit), and sentences that only begin like one.
 PREFIX_PHRASES = ["gpu node-3:", "prefill node-3", "DECODER rank0:", "a b c d", "a b c d e", "The engine said:"]
 PREFIX_PHRASES += ["see the log of", "gpu-node-1: vllm", "node-3: sglang", "Warn: x", "x INFO", "rank 0:"]
-NO_WORD = re.compile(r"(?!)")
 PROCESS_TAGS = re.compile(r"(?:\([^()]*\) )*")
 
 
 def without_the_word_rule(line: str) -> tuple:
     """The events of the general path: the header looked for behind the word as behind any prefix."""
-    with mock.patch.multiple(envelope, _WORDS_BEFORE_LEVEL=NO_WORD, _WORDS_BEFORE_MARK=NO_WORD):
+    with rules_off("_WORDS_BEFORE_LEVEL", "_WORDS_BEFORE_MARK"):
         return parse_line(line)
 
 
@@ -369,7 +381,7 @@ def test_the_word_rule_is_really_another_path() -> None:
     assert framing_end(line[len("(EngineCore_DP1 pid=7) ") :]) == len("DECODER ")
     pdsh = "gpu-node-1: " + line.replace("DECODER ", "")
     assert framing_end(pdsh) == len("gpu-node-1: ")
-    with mock.patch.multiple(envelope, _WORDS_BEFORE_LEVEL=NO_WORD, _WORDS_BEFORE_MARK=NO_WORD):
+    with rules_off("_WORDS_BEFORE_LEVEL", "_WORDS_BEFORE_MARK"):
         assert framing_end(line[len("(EngineCore_DP1 pid=7) ") :]) == 0
         assert framing_end(pdsh) == 0
     assert parse_line(line) == without_the_word_rule(line) != ()
@@ -434,7 +446,7 @@ def test_what_is_read_past_as_words_before_a_record() -> None:
     assert framing_end("gpu-node-1: " + lmcache) == len("gpu-node-1: ")
     assert framing_end("gpu-node-1: [see below] " + header) == 0  # a bracket that begins no record
     assert framing_end("10.0.0.7: (APIServer pid=2) " + header) == len("10.0.0.7: ")  # pdsh -w 10.0.0.[1-8]
-    assert framing_end("1.2.3: (APIServer pid=2) " + header) == 0
+    assert envelope._words_end("1.2.3: (APIServer pid=2) " + header) == 0  # no address
     # A label of a few words, before any of those records and before uvicorn's header.
     for words in ("gpu node-3: ", "prefill node-3 ", "DECODER rank0: ", "a b c d "):
         assert framing_end(words + header) == len(words), words
@@ -447,11 +459,12 @@ def test_what_is_read_past_as_words_before_a_record() -> None:
         for record in (header, lmcache, access):
             assert framing_end(words + record) == len(words), words
     # Five words (left to the header search); a sentence, which the header search refuses too.
-    assert framing_end("a b c d e " + header) == 0
+    assert envelope._words_end("a b c d e " + header) == 0
     for words in ("My log says ", "see the log of "):
         assert framing_end(words + header) == 0, words
         assert parse_line(words + header) == without_the_word_rule(words + header) == (), words
-    # A level word, a logger's name, another server's name, a lower-case level after the word, no blank.
+    # A level word (another program's header, read past by its own rule), a logger's name, another server's name,
+    # a lower-case level after the word, no blank.
     for line in (
         "INFO " + header,
         "Warning " + header,
@@ -461,7 +474,7 @@ def test_what_is_read_past_as_words_before_a_record() -> None:
         "DECODER" + header,
         "node:3: " + header,
     ):
-        assert framing_end(line) == 0, line
+        assert envelope._words_end(line) == 0, line
 
 
 # What line-stamping tools put before each line: moreutils' ts (its default, with %.S, -s), annotate-output.
@@ -469,7 +482,7 @@ TOOL_TIMES = ["Dec 14 16:18:29 ", "Dec  4 16:18:29.123456 ", "00:00:05 ", "16:18
 
 
 def without_the_time_rule(line: str) -> tuple:
-    with mock.patch.object(envelope, "_STAMPING_TOOL_TIME", NO_WORD):
+    with rules_off("_STAMPING_TOOL_TIME"):
         return parse_line(line)
 
 
@@ -491,7 +504,7 @@ def test_what_is_read_past_as_a_stamping_tool_s_time() -> None:
     for stamp in TOOL_TIMES:
         for record in (header, "(APIServer pid=2) " + header, lmcache, access):
             assert framing_end(stamp + record) == len(stamp), stamp + record
-        with mock.patch.object(envelope, "_STAMPING_TOOL_TIME", NO_WORD):
+        with rules_off("_STAMPING_TOOL_TIME"):
             assert framing_end(stamp + header) == 0
     # Not before a logging format's level and name (the time is the record's), a message alone, or a bracket
     # that begins no record; not a date and a time in brackets (SGLang's header before a uvicorn line).
@@ -502,7 +515,8 @@ def test_what_is_read_past_as_a_stamping_tool_s_time() -> None:
         "[2026-08-23 09:08:08] " + access,
         "2025-12-14 16:18:29 " + header,
     ):
-        assert framing_end(line) == 0, line
+        assert envelope._stamping_tool_end(line) == 0, line
+    assert framing_end("[2026-08-23 09:08:08] " + access) == 0
     assert parse_line("[2026-08-23 09:08:08] " + access) == ()
 
 
@@ -582,3 +596,93 @@ def test_a_call_site_a_paste_made_a_link_of_gives_the_line_s_events() -> None:
         "([cache_engine.py](http://cache_engine.py):1010:lmcache.v1.cache_engine)"
     )
     assert [(e.kind, e.source) for e in parse_line(line)] == [("log_problem", "cache_engine.py:1010")]
+
+
+# Other programs' headers before the lines they re-log, and tools' times and names alone: a collector's or an
+# aggregator's time, level and process kind, a job runner's, Python logging wrappers', CI systems' times.
+LOGGED_HEADERS = [
+    "2025-12-14 16:18:29,123 INFO [worker] ",
+    "2026-03-11 13:56:58,403 [INFO] ",
+    "2025-12-14 16:18:29,123 - INFO - ",
+    "[16:18:29] [INFO] [serve-qwen3] ",
+    "INFO     run_server.py:88 ",
+    "INFO:root:",
+    "WARNING:root:",
+    "INFO  [main] ",
+    "2025-12-14 16:18:29.123 UTC ",
+    "[2025-12-13T19:54:35Z] ",
+    "2025/12/14 16:18:29 ",
+    "logs/vllm.log:",
+    "2025-12-14 16:18:29 INFO vllm ",
+]
+# Headers that name a watched logger (read past, or a header of their own the search finds).
+NAMED_HEADERS = ["2025-12-14 16:18:29 vllm ", "INFO vllm.x: ", "2025-12-14 16:18:29 vllm.engine DEBUG: "]
+
+
+def without_the_header_rule(line: str) -> tuple:
+    with rules_off():
+        return parse_line(line)
+
+
+def test_another_program_s_header_before_a_record_is_read_past_with_the_events_the_line_gives() -> None:
+    lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
+    differing = [
+        (headed, got, without_the_header_rule(headed))
+        for line in lines
+        for header in [*LOGGED_HEADERS, *NAMED_HEADERS]
+        if (got := parse_line(headed := header + line)) != without_the_header_rule(headed) and got != parse_line(line)
+    ]
+    assert differing == []
+
+
+# Pieces of the prefixes tools and logging formats write, and of the text that only looks like one.
+HEADER_PIECES = [
+    *("2025-12-14", "16:18:29", "16:18:29,123", "[16:18:29]", "[2025-12-14 16:18:29]", "UTC", "12345", "gpu-node-1"),
+    *("INFO", "info", "WARNING", "ERROR", "DEBUG", "W", "E", "[INFO]", "[worker]", "[job-1]", "[x y]", "root:"),
+    *("run_server.py:88", "vllm", "lmcache", "vllm.engine", "uvicorn.error", "sglang", "[sglang-0]", "level=info"),
+    *("-", "|", "`", "<b>", '"', "'", "(pid 5)", "(APIServer pid=1)", "the", "My", "says", "note:", "Engine"),
+]
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]),
+    st.lists(
+        st.tuples(st.sampled_from(HEADER_PIECES), st.sampled_from([" ", " ", ":", "  ", "\t", ": ", " - "])),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_random_headers_before_a_line_give_the_events_they_must(line: str, pieces: list[tuple[str, str]]) -> None:
+    headed = "".join(piece + separator for piece, separator in pieces) + line
+    assert parse_line(headed) in (without_the_header_rule(headed), parse_line(line)), headed
+
+
+def test_what_is_read_past_as_another_program_s_header() -> None:
+    header = "INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
+    lmcache = "[2025-12-14 16:00:00,006] LMCache INFO: Reqid: r-1, Total tokens 9, LMCache hit tokens: 0"
+    coloured = "\x1b[32;20m[2025-12-14 16:00:00,006] LMCache INFO:\x1b[0m Reqid: r-1, Total tokens 9"
+    access = 'INFO:     127.0.0.1:39042 - "POST /v1/completions HTTP/1.1" 200 OK'
+    for prefix in LOGGED_HEADERS:
+        for record in (header, "(APIServer pid=2) " + header, lmcache, coloured, access):
+            assert framing_end(prefix + record) == len(prefix), prefix + record
+        with rules_off():
+            assert framing_end(prefix + header) == 0, prefix
+    # Left to the search: a sentence, an open quote, SGLang's header before a uvicorn line, a tool's RFC 3339 time
+    # (the line's stamp), a watched logger's header of its own with its time (``vllm INFO:     `` is no uvicorn
+    # line), a process tag before no header, a level and a colon unpadded (no uvicorn header), a paste's marks
+    # (closed after the line).
+    for line in (
+        "I think the log said " + header,
+        'msg="' + header,
+        "[2026-08-23 09:08:08] " + access,
+        "[pod/vllm-0/vllm] 2025-12-14T08:18:29.123456789Z x " + header,
+        "2025-12-14 16:18:29 vllm " + access,
+        "INFO (APIServer pid=2) Added request chatcmpl-1.",
+        "INFO INFO: Added request chatcmpl-1.",
+        "| 2025-12-14 16:18:29 | " + header + " |",
+        "<b>INFO</b> " + header,
+    ):
+        assert envelope._logged_header_end(line) == 0, line
+    # The first place a record begins decides: text before it that no header is leaves the line to the search.
+    assert envelope._logged_header_end("2025-12-14 some words here (APIServer pid=2) " + header) == 0
