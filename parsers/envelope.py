@@ -919,7 +919,9 @@ def _bracketed_name_end(line: str, second: bool = True) -> int:
 # header, a process tag or LMCache's header (its time in brackets, or its colour) after a blank, a colon or a
 # closing bracket, at the first of a few such places where a record begins at all.
 _WHOLE_RECORD = re.compile(rf"{_LEVEL} \d\d-\d\d \d\d:|{_UVICORN_LEVEL}\S|{LMCACHE_HEADER}", re.ASCII)
-_RECORD_AFTER = re.compile(rf"[ \t:\]](?=(\()[A-Za-z_]|{_WHOLE_RECORD.pattern})", re.ASCII)
+_RECORD_AFTER = re.compile(
+    rf"[ \t:\]](?=(\()[A-Za-z_][^()]{{0,127}}\) (?:\(|{_WHOLE_RECORD.pattern})|{_WHOLE_RECORD.pattern})", re.ASCII
+)
 # How far in the record may begin, and how many places it may begin at are tried.
 _LOGGED_HEADER_SPAN = 160
 _LOGGED_HEADER_PLACES = 4
@@ -933,6 +935,18 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 def _logged_header_end(line: str) -> int:
     """Where the record behind another program's header or a tool's times and names begins; 0 for a line
     without."""
+    # Each such record holds a level word or LMCache's name after its time near its start: a line without is passed
+    # over at the cost of a few substring tests (most lines no rule reads past, messages alone among them, have none).
+    head = line[: _LOGGED_HEADER_SPAN + 64]
+    if not (
+        "INFO" in head
+        or "DEBUG" in head
+        or "WARN" in head
+        or "ERROR" in head
+        or "CRITICAL" in head
+        or "] LMCache " in head
+    ):
+        return 0
     for place, m in enumerate(_RECORD_AFTER.finditer(line, 1, _LOGGED_HEADER_SPAN)):
         end = m.end()
         # (Where no process tag opens, the pattern matched the record's header already.)
