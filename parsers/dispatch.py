@@ -547,7 +547,7 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         cleaned = strip_ansi(line)
         if cleaned != line:
             return parse_nested(cleaned, depth + 1, rank)
-    if line[0] != "[":
+    if line[0] != "[" or line.startswith("[req_id="):  # (LMCache's request tag begins a message)
         start = _message_start(line)
         # (A decoration before the message may close after it: inline code's backtick.)
         result = message_only(trim_closing(line, line[:start]) if start else line, start)

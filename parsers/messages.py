@@ -156,6 +156,8 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "[Elastic": _exact(_whole(lifecycle.ELASTIC_SCALED.pattern), lifecycle.parse_elastic_scaled),
     "DPCoordinator": _exact(_whole(lifecycle.COORDINATOR_SCALED.pattern), lifecycle.parse_coordinator_scaled),
 }
+# LMCache's messages that its request tag may stand before (``[req_id=X] Stored ...``).
+_REQUEST_TAGGED = {word: _WHOLE_MESSAGES[word] for word in ("Stored", "Retrieved")}
 # abseil's ``*** SIGSEGV received at ...``: read from the signal's name, after the stars.
 for _signal in lifecycle.FATAL_SIGNALS:
     _WHOLE_MESSAGES[_signal] = _CRASH
@@ -201,7 +203,12 @@ def message_only(line: str, start: int) -> Events:
     word = line[start:space] if space != -1 else line[start:]
     handler = _WHOLE_MESSAGES.get(word)
     if handler is None:
-        if word.endswith("%"):
+        if word.startswith("[req_id=") and space != -1:
+            # LMCache's request tag before its store and retrieve messages (``[req_id=X] Stored ...``): their
+            # patterns take it.
+            after = line.find(" ", space + 1)
+            handler = _REQUEST_TAGGED.get(line[space + 1 : after] if after != -1 else line[space + 1 :])
+        elif word.endswith("%"):
             handler = bench.parse_percentile_latency
         elif word[:1] == "P" and word[1:2].isdigit():
             handler = bench.parse_serve

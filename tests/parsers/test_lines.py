@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 
-from parsers import LogStream, parse_line
+from parsers import LogStream, dispatch, parse_line
 from tests.support.lines import event_dict, line_cases
 
 FAMILIES = (
@@ -52,3 +54,15 @@ def test_negatives_and_suspicious_are_what_they_claim() -> None:
         assert [e["kind"] for e in case["events"]] == ["suspicious_line"], case["source"]
     for case in line_cases("problems"):
         assert [e["kind"] for e in case["events"]] in (["log_problem"], []), case["source"]
+
+
+def test_lmcache_s_request_tag_begins_a_message_read_alone() -> None:
+    # ``[req_id=X] Stored ...`` without its header is a whole known message: read as one, not searched for a header
+    # (the search found it too, at several times the cost).
+    cases = [case for case in line_cases("message_only") if case["line"].startswith("[req_id=")]
+    assert cases
+    with mock.patch.object(dispatch, "_after_prefix", side_effect=AssertionError("searched")):
+        for case in cases:
+            assert [event_dict(e) for e in parse_line(case["line"])] == case["events"]
+    # Not a whole message: nothing, as before (the search finds no header either).
+    assert parse_line("[req_id=r-1] Stored the results somewhere else") == ()
