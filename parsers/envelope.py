@@ -752,14 +752,16 @@ def is_tool_prefix(text: str) -> bool:
 # logger), a pod's name with a digit or a hyphen, as a controller's pods' names have (``more info Reqid:
 # ...`` is prose), and a message that begins as a log line does (a capital, a digit, a bracket, a blank, a
 # colour): a message's first word in lower case could be one more name.
-_KUBECTL_PREFIX = re.compile(r"\[pod/([a-z0-9][a-z0-9.-]{0,252})/([a-z0-9][a-z0-9-]{0,62})\] ", re.ASCII)
+# (A name ends where a blank, a slash or a bracket follows, none of its characters: possessive, it is never tried
+# again shorter, which halves the cost of a stern line.)
+_KUBECTL_PREFIX = re.compile(r"\[pod/([a-z0-9][a-z0-9.-]{0,252}+)/([a-z0-9][a-z0-9-]{0,62}+)\] ", re.ASCII)
 _COMPOSE_PREFIX = re.compile(
-    r"(?:\x1b\[[\d;]*m)?((?=[A-Za-z.]*[\d_-])[A-Za-z0-9][\w.@-]{0,127}(?= +\| )|[A-Za-z0-9][\w.@-]{0,127}(?=  +\| ))"
+    r"(?:\x1b\[[\d;]*m)?((?=[A-Za-z.]*+[\d_-])[A-Za-z0-9][\w.@-]{0,127}+(?= +\| )|[A-Za-z0-9][\w.@-]{0,127}+(?=  +\| ))"
     r" +\| (?:\x1b\[0m)?",
     re.ASCII,
 )
 _NAME = r"(?:\x1b\[[\d;]*m)?({})(?:\x1b\[0m)? "
-_LABEL, _POD_NAME = r"[a-z][a-z0-9-]{0,62}", r"(?=[a-z.]*[0-9-])[a-z][a-z0-9.-]{0,252}"
+_LABEL, _POD_NAME = r"[a-z][a-z0-9-]{0,62}+", r"(?=[a-z.]*+[0-9-])[a-z][a-z0-9.-]{0,252}+"
 _MESSAGE_START = r"(?=[A-Z0-9\[({<\s\x1b]|:\d|$)"
 _STERN_PREFIX = re.compile(_NAME.format(_POD_NAME) + _NAME.format(_LABEL) + _MESSAGE_START, re.ASCII)
 _STERN_NAMESPACED_PREFIX = re.compile(
