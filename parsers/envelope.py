@@ -917,9 +917,10 @@ def _bracketed_name_end(line: str, second: bool = True) -> int:
 # level and process kind (``2025-12-14 16:18:29,123 INFO [worker] ``), a job runner's (``[16:18:29] [INFO]
 # [serve-qwen3] ``), a Python logging wrapper's level and caller (``INFO     run_server.py:88 ``, ``INFO:root:``);
 # or a tool's times and names alone (a collector's time with a zone's name, ``2025-12-14 16:18:29.123 UTC ``,
-# Buildkite's ``[2025-12-13T19:54:35Z] ``, ``grep -H``'s file name).  The record begins with vLLM's or uvicorn's
-# header, a process tag or LMCache's header (its time in brackets, or its colour) after a blank, a colon or a
-# closing bracket, at the first of a few such places where a record begins at all.
+# Buildkite's ``[2025-12-13T19:54:35Z] ``, ``grep -H``'s file name), or a paste's quote marks or indentation alone
+# (``> ``).  The record begins with vLLM's or uvicorn's header, a process tag or LMCache's header (its time in
+# brackets, or its colour) after a blank, a colon or a closing bracket, at the first of a few such places where a
+# record begins at all.
 _WHOLE_RECORD = re.compile(rf"{_LEVEL} \d\d-\d\d \d\d:|{_UVICORN_LEVEL}\S|{LMCACHE_HEADER}", re.ASCII)
 _RECORD_AFTER = re.compile(
     rf"[ \t:\]](?=(\()[A-Za-z_][^()]{{0,127}}\) (?:\(|{_WHOLE_RECORD.pattern})|{_WHOLE_RECORD.pattern})", re.ASCII
@@ -1018,7 +1019,7 @@ def framing_end(line: str) -> int:
     found = tool_prefix(line)
     if found is not None:
         return found[0]
-    return (_words_end(line) or _logged_header_end(line)) if first.isalnum() else 0
+    return (_words_end(line) if first.isalnum() else 0) or _logged_header_end(line)
 
 
 def _words_end(line: str) -> int:

@@ -599,7 +599,8 @@ def test_a_call_site_a_paste_made_a_link_of_gives_the_line_s_events() -> None:
 
 
 # Other programs' headers before the lines they re-log, and tools' times and names alone: a collector's or an
-# aggregator's time, level and process kind, a job runner's, Python logging wrappers', CI systems' times.
+# aggregator's time, level and process kind, a job runner's, Python logging wrappers', CI systems' times; a paste's
+# quote marks or indentation.
 LOGGED_HEADERS = [
     "2025-12-14 16:18:29,123 INFO [worker] ",
     "2026-03-11 13:56:58,403 [INFO] ",
@@ -614,6 +615,8 @@ LOGGED_HEADERS = [
     "2025/12/14 16:18:29 ",
     "logs/vllm.log:",
     "2025-12-14 16:18:29 INFO vllm ",
+    "> ",
+    "    ",
 ]
 # Headers that name a watched logger (read past, or a header of their own the search finds).
 NAMED_HEADERS = ["2025-12-14 16:18:29 vllm ", "INFO vllm.x: ", "2025-12-14 16:18:29 vllm.engine DEBUG: "]
@@ -641,6 +644,7 @@ HEADER_PIECES = [
     *("INFO", "info", "WARNING", "ERROR", "DEBUG", "W", "E", "[INFO]", "[worker]", "[job-1]", "[x y]", "root:"),
     *("run_server.py:88", "vllm", "lmcache", "vllm.engine", "uvicorn.error", "sglang", "[sglang-0]", "level=info"),
     *("-", "|", "`", "<b>", '"', "'", "(pid 5)", "(APIServer pid=1)", "the", "My", "says", "note:", "Engine"),
+    *(">", ">>", "...", "*", "{", "=>"),
 ]
 
 
