@@ -142,6 +142,8 @@ _TIMED_VLLM = (
 )
 _UNTIMED_VLLM = rf"()\[?\b{_LEVEL}\]?:? {_RUST_TARGET}{_FILE}"
 _VLLM_ANY = re.compile(_TIMED_VLLM + "|" + _UNTIMED_VLLM, re.ASCII)
+# The date and time the timed header holds: a cheap search, where no level word is, before the costly one.
+_VLLM_TIME = re.compile(r"\d\d-\d\d(?:-\d{4})?[ T]\d\d:\d\d:\d\d", re.ASCII)
 # A record glued to the end of another, its newline lost (processes that write one file unbuffered, a
 # paste): a vLLM or LMCache header with its time, behind a process tag or not, right after a character
 # that ends text -- no blank, and no quote or backslash (a prompt quotes headers, escaped or not).
@@ -338,12 +340,15 @@ def _search(line: str, pos: int) -> Header | None:
     # may start: each search that finds nothing would cost the whole rest of the line.
     lmcache = _LMCACHE_ANY.search(line, pos) if "LMCache" in line else None
     best: Header | None = None
-    if ".py:" in line or ".rs:" in line:
+    # Every other header holds a level word in capitals, or (vLLM's) a date and a time: a line without either, as
+    # most lines without a header are, is spared those searches of its whole length.
+    levelled = "INFO" in line or "DEBUG" in line or "WARN" in line or "ERROR" in line or "CRITICAL" in line
+    if (".py:" in line or ".rs:" in line) and (levelled or _VLLM_TIME.search(line, pos) is not None):
         m = _first(_VLLM_ANY, line, pos, None if lmcache is None else lmcache.start())
         if m is not None:
             best = Header("vllm", m.start(), m.end(), m.group(1) or m.group(2) or None)
     before = best.start if best is not None else None if lmcache is None else lmcache.start()
-    if "vllm" in line or "lmcache" in line or "uvicorn" in line:
+    if levelled and ("vllm" in line or "lmcache" in line or "uvicorn" in line):
         named = _search_named(line, pos, before)
         if named is not None and (best is None or named.start < best.start):
             best = named
@@ -352,7 +357,7 @@ def _search(line: str, pos: int) -> Header | None:
         kind = "lmcache" if lmcache.group(2) is None else "lmcache_old"
         best = Header(kind, lmcache.start(), lmcache.end(), lmcache.group(1) or None)
         before = best.start
-    level = _LEVEL_COLON.search(line, pos) if ": " in line else None
+    level = _LEVEL_COLON.search(line, pos) if levelled and ": " in line else None
     if level is not None:
         # (uvicorn's header starts with a level and its colon: no sooner than the first of them.)
         m = _first(_UVICORN_ANY, line, level.start(), None if before is None else before - 1)
