@@ -333,6 +333,11 @@ def _search_hosts(line: str, pos: int, best: Header | None) -> Header | None:
     return best
 
 
+def _holds_capital_level(text: str) -> bool:
+    """Whether ``text`` holds a level word in capitals (the headers' level words: a few substring tests)."""
+    return "INFO" in text or "DEBUG" in text or "WARN" in text or "ERROR" in text or "CRITICAL" in text
+
+
 def _search(line: str, pos: int) -> Header | None:
     """The leftmost header at or after ``pos``; where two start at one place, the first kind looked
     for below (cheap substring tests first: most lines have none)."""
@@ -342,7 +347,7 @@ def _search(line: str, pos: int) -> Header | None:
     best: Header | None = None
     # Every other header holds a level word in capitals, or (vLLM's) a date and a time: a line without either, as
     # most lines without a header are, is spared those searches of its whole length.
-    levelled = "INFO" in line or "DEBUG" in line or "WARN" in line or "ERROR" in line or "CRITICAL" in line
+    levelled = _holds_capital_level(line)
     if (".py:" in line or ".rs:" in line) and (levelled or _VLLM_TIME.search(line, pos) is not None):
         m = _first(_VLLM_ANY, line, pos, None if lmcache is None else lmcache.start())
         if m is not None:
@@ -946,14 +951,7 @@ def _logged_header_end(line: str) -> int:
     # Each such record holds a level word or LMCache's name after its time near its start: a line without is passed
     # over at the cost of a few substring tests (most lines no rule reads past, messages alone among them, have none).
     head = line[: _LOGGED_HEADER_SPAN + 64]
-    if not (
-        "INFO" in head
-        or "DEBUG" in head
-        or "WARN" in head
-        or "ERROR" in head
-        or "CRITICAL" in head
-        or "] LMCache " in head
-    ):
+    if not (_holds_capital_level(head) or "] LMCache " in head):
         return 0
     for place, m in enumerate(_RECORD_AFTER.finditer(line, 1, _LOGGED_HEADER_SPAN)):
         end = m.end()
