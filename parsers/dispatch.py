@@ -542,7 +542,8 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         # before the line: read past, without a search for a header.
         end = framing_end(line)
         if end:
-            return parse_nested(line[end:], depth + 1, rank)
+            # (A paste's marks before a record close after it: inline code's backtick, HTML's tags, a table's bar.)
+            return parse_nested(trim_closing(line, line[:end])[end:], depth + 1, rank)
     if depth < _MAX_DEPTH and _has_residue(line):
         cleaned = strip_ansi(line)
         if cleaned != line:

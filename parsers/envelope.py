@@ -927,20 +927,18 @@ def _bracketed_name_end(line: str, second: bool = True) -> int:
 # level and process kind (``2025-12-14 16:18:29,123 INFO [worker] ``), a job runner's (``[16:18:29] [INFO]
 # [serve-qwen3] ``), a Python logging wrapper's level and caller (``INFO     run_server.py:88 ``, ``INFO:root:``);
 # or a tool's times and names alone (a collector's time with a zone's name, ``2025-12-14 16:18:29.123 UTC ``,
-# Buildkite's ``[2025-12-13T19:54:35Z] ``, ``grep -H``'s file name), or a paste's quote marks or indentation alone
-# (``> ``).  The record begins with vLLM's or uvicorn's header, a process tag or LMCache's header (its time in
-# brackets, or its colour) after a blank, a colon or a closing bracket, at the first of a few such places where a
-# record begins at all.
+# Buildkite's ``[2025-12-13T19:54:35Z] ``, ``grep -H``'s file name), or a paste's marks alone (a quote's ``> ``,
+# indentation, HTML's tags, a markdown table's cells: what they open closes after the record, and is trimmed as
+# behind any prefix).  The record begins with vLLM's or uvicorn's header, a process tag or LMCache's header (its
+# time in brackets, or its colour) after a blank, a colon, a closing bracket or a tag's end, at the first of a few
+# such places where a record begins at all.
 _WHOLE_RECORD = re.compile(rf"{_LEVEL} \d\d-\d\d \d\d:|{_UVICORN_LEVEL}\S|{LMCACHE_HEADER}", re.ASCII)
 _RECORD_AFTER = re.compile(
-    rf"[ \t:\]](?=(\()[A-Za-z_][^()]{{0,127}}\) (?:\(|{_WHOLE_RECORD.pattern})|{_WHOLE_RECORD.pattern})", re.ASCII
+    rf"[ \t:\]>](?=(\()[A-Za-z_][^()]{{0,127}}\) (?:\(|{_WHOLE_RECORD.pattern})|{_WHOLE_RECORD.pattern})", re.ASCII
 )
 # How far in the record may begin, and how many places it may begin at are tried.
 _LOGGED_HEADER_SPAN = 160
 _LOGGED_HEADER_PLACES = 4
-# Marks whose prefix the header search reads for more than where the record begins: a process tag (its rank and
-# engine), a paste's opening marks (closed after the message: inline code, HTML, a table's or a panel's bar).
-_READ_PREFIX_MARKS = frozenset("(`<|\u2502")
 # (Bytes translate at a tenth of what a string's translation costs.)
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
@@ -984,11 +982,13 @@ def _begins_whole_record(line: str, start: int) -> bool:
 def _logged_header_verdict(shape: bytes) -> bool | None:
     """Whether text before a record is what the header search reads past as a prefix: a header in some logging
     format or a tool's prefix (what :func:`is_record_header` and :func:`is_tool_prefix` accept, or a source's
-    name), no sentence nor quote (:func:`prefix_verdict`), no RFC 3339 time that would be the line's stamp
-    (:func:`prefix_time`), and no SGLang header.  None where it is, unless a watched logger's header begins in
-    it: it names one of them, with a level word or a full time.  (``shape``: the text in UTF-8, its digits 0.)"""
+    name), no process tag, no sentence nor quote (:func:`prefix_verdict`), no RFC 3339 time that would be the
+    line's stamp (:func:`prefix_time`), and no SGLang header.  None where it is, unless a watched logger's header
+    begins in it: it names one of them, with a level word or a full time.  (``shape``: the text in UTF-8, its
+    digits 0.)"""
     prefix = shape.decode("utf-8", "surrogatepass")
-    if not _READ_PREFIX_MARKS.isdisjoint(prefix) or prefix_time(prefix) is not None:
+    # (A process tag in it the header search reads for its rank and engine, not only for where the record begins.)
+    if "(" in prefix or prefix_time(prefix) is not None:
         return False
     if not (is_record_header(prefix) or is_tool_prefix(prefix) or _SOURCE_NAME.fullmatch(prefix) is not None):
         return False

@@ -618,6 +618,13 @@ LOGGED_HEADERS = [
     "> ",
     "    ",
 ]
+# Pastes whose marks before a record close after it (the marks trimmed as behind any prefix): (prefix, closing).
+PASTES = [
+    ("| 2025-12-14 16:18:29 | ", " |"),
+    ("<pre>", "</pre>"),
+    ('<font color="#00cdcd"><b>', "</b></font>"),
+    ("<td>", "</td>"),
+]
 # Headers that name a watched logger (read past, or a header of their own the search finds).
 NAMED_HEADERS = ["2025-12-14 16:18:29 vllm ", "INFO vllm.x: ", "2025-12-14 16:18:29 vllm.engine DEBUG: "]
 
@@ -632,8 +639,9 @@ def test_another_program_s_header_before_a_record_is_read_past_with_the_events_t
     differing = [
         (headed, got, without_the_header_rule(headed))
         for line in lines
-        for header in [*LOGGED_HEADERS, *NAMED_HEADERS]
-        if (got := parse_line(headed := header + line)) != without_the_header_rule(headed) and got != parse_line(line)
+        for header, closing in [*((header, "") for header in [*LOGGED_HEADERS, *NAMED_HEADERS]), *PASTES]
+        if (got := parse_line(headed := header + line + closing)) != without_the_header_rule(headed)
+        and got != parse_line(line)
     ]
     assert differing == []
 
@@ -672,10 +680,12 @@ def test_what_is_read_past_as_another_program_s_header() -> None:
             assert framing_end(prefix + record) == len(prefix), prefix + record
         with rules_off():
             assert framing_end(prefix + header) == 0, prefix
+    for prefix, closing in PASTES:
+        assert framing_end(prefix + header + closing) == len(prefix), prefix
+        assert parse_line(prefix + header + closing) == parse_line(header), prefix
     # Left to the search: a sentence, an open quote, SGLang's header before a uvicorn line, a tool's RFC 3339 time
     # (the line's stamp), a watched logger's header of its own with its time (``vllm INFO:     `` is no uvicorn
-    # line), a process tag before no header, a level and a colon unpadded (no uvicorn header), a paste's marks
-    # (closed after the line).
+    # line), a process tag before no header, a level and a colon unpadded (no uvicorn header).
     for line in (
         "I think the log said " + header,
         'msg="' + header,
@@ -684,8 +694,6 @@ def test_what_is_read_past_as_another_program_s_header() -> None:
         "2025-12-14 16:18:29 vllm " + access,
         "INFO (APIServer pid=2) Added request chatcmpl-1.",
         "INFO INFO: Added request chatcmpl-1.",
-        "| 2025-12-14 16:18:29 | " + header + " |",
-        "<b>INFO</b> " + header,
     ):
         assert envelope._logged_header_end(line) == 0, line
     # The first place a record begins decides: text before it that no header is leaves the line to the search.
