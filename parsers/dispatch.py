@@ -26,6 +26,7 @@ from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
     ANY_LEVELS,
     ANY_RECORD_HEADER,
+    CLOSING_ENDS,
     FLUENTD_STDOUT,
     FULL_TIME,
     GLUED_RECORD,
@@ -542,8 +543,10 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         # before the line: read past, without a search for a header.
         end = framing_end(line)
         if end:
-            # (A paste's marks before a record close after it: inline code's backtick, HTML's tags, a table's bar.)
-            return parse_nested(trim_closing(line, line[:end])[end:], depth + 1, rank)
+            if line[-1] in CLOSING_ENDS:
+                # (A paste's marks before a record close after it: inline code's backtick, HTML's tags, a table's bar.)
+                line = trim_closing(line, line[:end])
+            return parse_nested(line[end:], depth + 1, rank)
     if depth < _MAX_DEPTH and _has_residue(line):
         cleaned = strip_ansi(line)
         if cleaned != line:

@@ -632,6 +632,8 @@ def engine_core_in(prefix: str) -> int | None:
 _CLOSING_TAG = re.compile(r"</[A-Za-z]+>|<br ?/?>")
 _BARS = ("|", "\u2502")
 _CLOSING_MARKS = "`|\u2502"
+# The last character of a line that closes such marks.
+CLOSING_ENDS = frozenset(">" + _CLOSING_MARKS)
 
 
 def trim_closing(line: str, prefix: str) -> str:
@@ -639,8 +641,8 @@ def trim_closing(line: str, prefix: str) -> str:
 
     Read from the end, one mark at a time: a regex anchored at the end would try again from every
     earlier mark on a line of thousands of them."""
-    opened = "`" in prefix or "<" in prefix or prefix.lstrip().startswith(_BARS)
-    if not opened or not line.endswith((">", "`", *_BARS)):
+    # (Most lines end with no mark: that is told first.)
+    if line[-1:] not in CLOSING_ENDS or not ("`" in prefix or "<" in prefix or prefix.lstrip().startswith(_BARS)):
         return line
     end = trimmed = len(line)
     while end:
@@ -928,13 +930,14 @@ def _bracketed_name_end(line: str, second: bool = True) -> int:
 # [serve-qwen3] ``), a Python logging wrapper's level and caller (``INFO     run_server.py:88 ``, ``INFO:root:``);
 # or a tool's times and names alone (a collector's time with a zone's name, ``2025-12-14 16:18:29.123 UTC ``,
 # Buildkite's ``[2025-12-13T19:54:35Z] ``, ``grep -H``'s file name), or a paste's marks alone (a quote's ``> ``,
-# indentation, HTML's tags, a markdown table's cells: what they open closes after the record, and is trimmed as
-# behind any prefix).  The record begins with vLLM's or uvicorn's header, a process tag or LMCache's header (its
-# time in brackets, or its colour) after a blank, a colon, a closing bracket or a tag's end, at the first of a few
-# such places where a record begins at all.
+# indentation, a list's bullet, HTML's tags, a markdown table's cells, inline code's backtick, a terminal panel's
+# bar: what they open closes after the record, and is trimmed as behind any prefix).  The record begins with
+# vLLM's or uvicorn's header, a process tag or LMCache's header (its time in brackets, or its colour) after a blank,
+# a colon, a closing bracket, a tag's end or a backtick, at the first of a few such places where a record begins
+# at all.
 _WHOLE_RECORD = re.compile(rf"{_LEVEL} \d\d-\d\d \d\d:|{_UVICORN_LEVEL}\S|{LMCACHE_HEADER}", re.ASCII)
 _RECORD_AFTER = re.compile(
-    rf"[ \t:\]>](?=(\()[A-Za-z_][^()]{{0,127}}\) (?:\(|{_WHOLE_RECORD.pattern})|{_WHOLE_RECORD.pattern})", re.ASCII
+    rf"[ \t:\]>`](?=(\()[A-Za-z_][^()]{{0,127}}\) (?:\(|{_WHOLE_RECORD.pattern})|{_WHOLE_RECORD.pattern})", re.ASCII
 )
 # How far in the record may begin, and how many places it may begin at are tried.
 _LOGGED_HEADER_SPAN = 160
@@ -951,7 +954,7 @@ def _logged_header_end(line: str) -> int:
     head = line[: _LOGGED_HEADER_SPAN + 64]
     if not (_holds_capital_level(head) or "] LMCache " in head):
         return 0
-    for place, m in enumerate(_RECORD_AFTER.finditer(line, 1, _LOGGED_HEADER_SPAN)):
+    for place, m in enumerate(_RECORD_AFTER.finditer(line, 0, _LOGGED_HEADER_SPAN)):
         end = m.end()
         # (Where no process tag opens, the pattern matched the record's header already.)
         if m.group(1) is None or _begins_whole_record(line, end):
@@ -990,7 +993,12 @@ def _logged_header_verdict(shape: bytes) -> bool | None:
     # (A process tag in it the header search reads for its rank and engine, not only for where the record begins.)
     if "(" in prefix or prefix_time(prefix) is not None:
         return False
-    if not (is_record_header(prefix) or is_tool_prefix(prefix) or _SOURCE_NAME.fullmatch(prefix) is not None):
+    if not (
+        is_record_header(prefix)
+        or is_tool_prefix(prefix)
+        or _SOURCE_NAME.fullmatch(prefix) is not None
+        or not any(c.isalnum() for c in prefix)  # a paste's decoration alone
+    ):
         return False
     if not prefix_verdict(prefix, "vllm")[0] or _SGLANG_STAMP.search(prefix) is not None:
         return False

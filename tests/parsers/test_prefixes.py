@@ -618,12 +618,15 @@ LOGGED_HEADERS = [
     "> ",
     "    ",
 ]
-# Pastes whose marks before a record close after it (the marks trimmed as behind any prefix): (prefix, closing).
+# Pastes' marks before a record, closed after it (trimmed as behind any prefix) or not: (prefix, closing).
 PASTES = [
     ("| 2025-12-14 16:18:29 | ", " |"),
     ("<pre>", "</pre>"),
     ('<font color="#00cdcd"><b>', "</b></font>"),
     ("<td>", "</td>"),
+    ("\u2502 ", " \u2502"),
+    ("`", "`"),
+    ("* ", ""),
 ]
 # Headers that name a watched logger (read past, or a header of their own the search finds).
 NAMED_HEADERS = ["2025-12-14 16:18:29 vllm ", "INFO vllm.x: ", "2025-12-14 16:18:29 vllm.engine DEBUG: "]
