@@ -659,9 +659,16 @@ HEADER_PIECES = [
 ]
 
 
+# (Not the damaged pastes that begin with a blank: after a level word and a colon, that blank would pad them into
+# uvicorn's header, a record of its own at a line's start, which the search behind a prefix reads otherwise.)
+UNPADDED_LINES = [
+    case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family) if case["line"][:1] != " "
+]
+
+
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.sampled_from([case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]),
+    st.sampled_from(UNPADDED_LINES),
     st.lists(
         st.tuples(st.sampled_from(HEADER_PIECES), st.sampled_from([" ", " ", ":", "  ", "\t", ": ", " - "])),
         min_size=1,
