@@ -864,7 +864,8 @@ _MAX_WORDS = 4
 _WORDS = rf"(?:(?:{_WORD}){{1,{_MAX_WORDS}}}|(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?::[ \t]|\t))"
 # How the records behind a prefix begin: vLLM's header (its level and date) or uvicorn's (its level and colon);
 # or a mark another record begins with (a tag's or LMCache's header's bracket, the HIP runtime's ``:0:``).
-_LEVEL_HEADER = rf"{_LEVEL}(?: \d\d-\d\d \d\d:|: )"
+_VLLM_LEVEL_DATE = rf"{_LEVEL} \d\d-\d\d \d\d:"
+_LEVEL_HEADER = rf"(?:{_VLLM_LEVEL_DATE}|{_LEVEL}: )"
 _MARK = r"[(\[]|:\d"
 _WORDS_BEFORE_LEVEL = re.compile(rf"{_WORDS}(?={_LEVEL_HEADER})", re.ASCII)
 _WORDS_BEFORE_MARK = re.compile(rf"{_WORDS}(?={_MARK})", re.ASCII)
@@ -874,7 +875,7 @@ _WORDS_SPAN = _MAX_WORDS * 66
 # tab in the line, a blank or a tab (a pattern that begins with a literal blank is searched faster).
 _FOLLOWERS = {
     separator: (
-        re.compile(rf"{separator}(?:(DEBUG|INFO|WARN|ERROR|CRITICAL)|{_MARK})"),
+        re.compile(rf"{separator}(?:({_LEVEL})|{_MARK})"),
         re.compile(rf"{separator}(?:{_MARK})"),
     )
     for separator in (" ", "[ \t]")
@@ -935,7 +936,7 @@ def _bracketed_name_end(line: str, second: bool = True) -> int:
 # vLLM's or uvicorn's header, a process tag or LMCache's header (its time in brackets, or its colour) after a blank,
 # a colon, a closing bracket, a tag's end or a backtick, at the first of a few such places where a record begins
 # at all.
-_WHOLE_RECORD = re.compile(rf"{_LEVEL} \d\d-\d\d \d\d:|{_UVICORN_LEVEL}\S|{LMCACHE_HEADER}", re.ASCII)
+_WHOLE_RECORD = re.compile(rf"{_VLLM_LEVEL_DATE}|{_UVICORN_LEVEL}\S|{LMCACHE_HEADER}", re.ASCII)
 _RECORD_AFTER = re.compile(
     rf"[ \t:\]>`](?=(\()[A-Za-z_][^()]{{0,127}}\) (?:\(|{_WHOLE_RECORD.pattern})|{_WHOLE_RECORD.pattern})", re.ASCII
 )
