@@ -44,10 +44,14 @@ class ServerSide(NamedTuple):
     degraded: bool  # LMCache running without its engine
     connector_seen: bool  # any LMCache lookup, prefetch or start line so far
 
-    @classmethod
-    def of(cls, stats: ServerStats) -> ServerSide:
+    @staticmethod
+    def of(stats: ServerStats) -> ServerSide:
         seen = stats.lookups > 0 or stats.prefetches > 0 or stats.lmcache_info is not None
-        return cls(bool(stats.lmcache_degraded), seen)
+        return _SIDES[bool(stats.lmcache_degraded)][seen]
+
+
+# Every ServerSide there is, by (degraded, connector_seen): made once, not at every request's end.
+_SIDES = tuple(tuple(ServerSide(degraded, seen) for seen in (False, True)) for degraded in (False, True))
 
 
 def miss_reason(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_CHUNK) -> str | None:
