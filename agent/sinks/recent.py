@@ -39,7 +39,7 @@ class RequestRow:
 
 
 class ServerSide(NamedTuple):
-    """What of the server a miss reason needs, as it was when the request ended (made at every end)."""
+    """What of the server a miss reason needs, as it was when the request ended (taken at every end)."""
 
     degraded: bool  # LMCache running without its engine
     connector_seen: bool  # any LMCache lookup, prefetch or start line so far
