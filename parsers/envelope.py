@@ -1293,14 +1293,23 @@ def _record_stamp(record: dict) -> str | None:
 def _record_logger(record: dict, key: str) -> str | None:
     """The logger of a logging library's record; None for a wrapper around a whole line."""
     if key in ("message", "msg"):
-        logger = record.get("name")
+        logger = record.get("name")  # Python logging's own attribute
+        if logger is None:
+            # A formatter that names it otherwise (zap's and structlog's ``logger``, a python-json-logger
+            # format renaming ``name``, Logstash's ``logger_name``): a name kvwatch watches, or none.
+            logger = _watched(record.get("logger") or record.get("logger_name"))
     elif key in ("body", "Body"):
         logger = record.get("logger") or record.get("name") or record.get("service.name") or record.get("ServiceName")
-        if isinstance(logger, str) and not logger.startswith(WATCHED_LOGGERS):
-            logger = None  # another service's record, or a name that says nothing: read the body as a line
+        # Another service's record, or a name that says nothing: the body is read as a line.
+        logger = _watched(logger)
     else:
         return None
     return logger if isinstance(logger, str) else None
+
+
+def _watched(logger: object) -> str | None:
+    """``logger`` where it names vLLM's, LMCache's or uvicorn's logger; None otherwise."""
+    return logger if isinstance(logger, str) and logger.startswith(WATCHED_LOGGERS) else None
 
 
 _DOCKER_KEYS = frozenset(("log", "stream", "time", "attrs"))
