@@ -3,6 +3,9 @@
 A file is written beside its final name and renamed over it, so a kill at any
 moment leaves either the old content or the new, never a half-written file.
 
+``kvwatch run`` holds the directory (:func:`hold`) for as long as it runs: a
+second one on it stops at its start.
+
 A write that fails (a full disk, a directory made read-only) is retried at the
 next save; the failure is logged once, and again only when its reason changes,
 its end too (read positions are saved every second: a full disk must not fill
@@ -13,6 +16,8 @@ the journal with a warning a second), and it is counted on /metrics
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import threading
@@ -24,6 +29,74 @@ from typing import ClassVar
 from agent.families import counter, families, gauge
 
 log = logging.getLogger("kvwatch.state")
+
+
+# The file that names the pid of the ``kvwatch run`` holding the state directory (see :func:`hold`).
+PID_FILE = "kvwatch.pid"
+# What a file system that cannot lock a directory answers (some network ones).
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EBADF)
+
+
+class StateDirInUse(Exception):
+    """Another process holds the state directory."""
+
+    def __init__(self, directory: Path, holder: int | None) -> None:
+        super().__init__(f"{directory} is in use by another kvwatch{f' (pid {holder})' if holder else ''}")
+        self.directory = directory
+        self.holder = holder
+
+
+class StateDirHold:
+    """The lock a :func:`hold` took: kept until :meth:`close` or the process's end."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def hold(directory: Path) -> StateDirHold:
+    """Lock ``directory`` for this process, or raise :class:`StateDirInUse` naming the pid that has it.
+
+    Two kvwatch on one state directory would each adopt the other's servers (and restart or stop them) and
+    write over each other's read positions.  The lock is the kernel's, on the directory itself (``flock``):
+    it goes with the process however it ends, a SIGKILL too; the servers kvwatch starts, which outlive it,
+    never hold it (the descriptor is not inherited); and it is taken also where kvwatch may not write the
+    directory (its files' writes then fail and are counted, as ever).  :data:`PID_FILE` names the holder
+    where it can be written."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateDirInUse(directory, _holder(directory)) from None
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in _NO_LOCKS:
+            raise
+        log.warning("%s cannot be locked (%s): nothing stops a second kvwatch from using it", directory, exc.strerror)
+        return StateDirHold(None)
+    with contextlib.suppress(OSError):
+        replace_file(directory / PID_FILE, f"{os.getpid()}\n")
+    return StateDirHold(fd)
+
+
+def _holder(directory: Path) -> int | None:
+    """The pid :data:`PID_FILE` names, where that process runs (a holder that could not write the file
+    leaves an earlier one's pid there)."""
+    try:
+        pid = int((directory / PID_FILE).read_text(encoding="utf-8")[:32])
+        if pid <= 0:  # no process's: 0 and -1 would ask of a group, or of every process
+            return None
+        os.kill(pid, 0)
+    except PermissionError:  # another user's: it runs
+        return pid
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def replace_file(path: str | Path, text: str) -> None:

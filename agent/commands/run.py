@@ -56,7 +56,7 @@ from agent.sources.journal import JournalSource
 from agent.sources.pods import discover as discover_pods
 from agent.sources.positions import PositionStore
 from agent.sources.tail import Source, Tailer
-from agent.statedir import state_families
+from agent.statedir import StateDirInUse, hold, state_families
 from agent.supervise.gpus import HostGpus
 from agent.supervise.sdnotify import Notifier
 from agent.supervise.states import ServerState
@@ -162,6 +162,9 @@ RELOAD_SPECS = (
 class Daemon:
     def __init__(self, config: Config, gpu_root: str = "/") -> None:
         self.config = config
+        state_dir = config.agent.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_hold = hold(state_dir)  # before anything of the directory is read: see statedir.hold
         self.reload_ok = True  # the configuration in use is the file's
         self.reload_ok_at = time.time()
         self.lock = threading.Lock()  # held while lines reach the sinks, and while a scrape reads them
@@ -181,8 +184,6 @@ class Daemon:
         self.containers_running: dict[str, bool] = {}  # [[containers]]' servers: whether each runs now
         self._next_discovery = 0.0
         self.started = False
-        state_dir = config.agent.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
         self.tailer = Tailer(
             self._deliver,
             PositionStore(str(state_dir / "positions.json")),
@@ -636,6 +637,7 @@ class Daemon:
             self.tracing.shutdown()
         self.http.stop()
         self.notifier.close()
+        self.state_hold.close()
 
 
 def _read_passwords(config: Config) -> dict[str, str]:
@@ -671,6 +673,12 @@ def main(args: argparse.Namespace) -> int:
         daemon = Daemon(config)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
+    except StateDirInUse as exc:
+        raise CommandError(
+            f"{config.path}: agent.state_dir: {exc}; two would adopt, restart and stop each other's servers: stop "
+            "that one, or give this one a state_dir of its own",
+            EXIT_FAILED,
+        ) from None
     except OSError as exc:
         raise CommandError(_start_failure(config, exc), EXIT_FAILED) from None
     return daemon.run()

@@ -258,6 +258,39 @@ def test_hand_over_leaves_servers_running_and_the_next_kvwatch_adopts_them(agent
     assert proc_start_time(record["pid"]) == record["start_time"]
 
 
+def test_a_second_kvwatch_on_the_same_state_directory_stops_at_its_start_and_leaves_the_servers_alone(
+    agents, tmp_path: Path
+) -> None:
+    body = fake_server("fake", "--rate", "20")
+    first = agents(body).start()
+    wait_for(lambda: stats_lines(first, "fake") > 5, what="the server's lines")
+    state = first.directory / "state"
+    record = json.loads((state / "servers" / "fake.json").read_text())
+    # The same servers on another port (an operator's `kvwatch run` beside the service), on the first's state.
+    (tmp_path / "second").mkdir()
+    second = agents(body, directory=tmp_path / "second")
+    second.config.write_text(
+        second.config.read_text()
+        .replace('state_dir = "state"', f'state_dir = "{state}"')
+        .replace('log_dir = "logs"', f'log_dir = "{first.directory / "logs"}"')
+    )
+    second.start(wait=False)
+    assert second.wait() == 1
+    assert f"{second.config}: agent.state_dir: {state} is in use by another kvwatch (pid {first.process.pid})" in (
+        second.log()
+    )
+    assert "adopted" not in second.log() and "restarting" not in second.log()
+    assert proc_start_time(record["pid"]) == record["start_time"], "the first's server must be left running"
+    lines = stats_lines(first, "fake")
+    wait_for(lambda: stats_lines(first, "fake") > lines, what="the first kvwatch reading on")
+    # The lock goes with its holder, even with a SIGKILL, and the server it started (which lives on) never
+    # held it: the next kvwatch starts and adopts that server.
+    first.kill()
+    second.start()
+    wait_for(lambda: "adopted running pid" in second.log(), what="the adoption")
+    assert json.loads((state / "servers" / "fake.json").read_text())["pid"] == record["pid"]
+
+
 def test_sighup_restarts_only_changed_servers_and_drops_removed_series(agents) -> None:
     keep, change, drop = (fake_server(n, "--rate", "10") for n in ("keep", "change", "drop"))
     agent = agents(keep + change + drop).start()

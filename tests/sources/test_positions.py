@@ -124,3 +124,16 @@ def test_the_owners_of_one_state_file_share_it_and_its_one_series(tmp_path: Path
     del before, after
     gc.collect()
     assert not [s for f in state_families() for s in f.samples if s.labels["path"] == str(path)]
+
+
+def test_a_state_directory_on_a_file_system_without_locks_is_used_with_a_warning(tmp_path: Path, caplog) -> None:
+    """A stand-in for such a file system (some network ones answer ENOLCK): none can be mounted here."""
+    import errno
+    from unittest import mock
+
+    from agent.statedir import hold
+
+    with mock.patch("fcntl.flock", side_effect=OSError(errno.ENOLCK, "No locks available")):
+        handle = hold(tmp_path)
+    handle.close()
+    assert "cannot be locked (No locks available): nothing stops a second kvwatch from using it" in caplog.text
