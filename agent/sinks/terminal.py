@@ -209,7 +209,11 @@ def requests_table(
     caption = f"recent requests of {view.server or 'every server'}, {title} first (s: server, o: order)"
     if len(caption) > width:
         caption = f"requests, {title} first"
-    grid = Table(expand=True, header_style="bold", pad_edge=False, title=caption, title_justify="left")
+    # Names and ids from the log are Text: a plain string would be read as rich's markup (``[/]`` in an id a
+    # client chose, or in a log file's name, would stop the view).
+    grid = Table(
+        expand=True, header_style="bold", pad_edge=False, title=Text(caption, style="table.title"), title_justify="left"
+    )
     columns = [("server", "left"), ("request", "left"), ("status", "left"), ("latency", "right")]
     columns += [("prompt", "right"), ("LMCache hit", "right"), ("loaded", "right"), ("vLLM cached", "right")]
     columns += [("why not all", "left")]
@@ -243,8 +247,8 @@ def requests_table(
         latency = row.get("latency_seconds")
         status = row.get("status") or row.get("outcome") or "—"
         cells = {
-            "server": name,
-            "request": row.get("id", ""),
+            "server": Text(name),
+            "request": Text(row.get("id") or ""),
             "status": Text(str(status), style="red" if str(status)[:1] in ("4", "5") else ""),
             "latency": "—" if latency is None else f"{latency:.2f} s",
             "prompt": _tokens(row.get("prompt_tokens")),

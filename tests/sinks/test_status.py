@@ -159,3 +159,22 @@ def test_the_request_list_for_one_server_and_in_another_order() -> None:
     assert (ORDERS[view.order][0], view.server, shown(view)) == ("slowest", "b", ["req-b1"])
     view.press("s", ["a", "b"])  # back to every server
     assert shown(view) == ["req-b1", "req-a2", "req-a1"]
+
+
+def test_request_ids_and_server_names_are_shown_as_they_are_never_read_as_markup() -> None:
+    """A request id is what a client sent (vLLM's ``--enable-request-id-headers``), a server's name may be a log
+    file's: rich's markup in either (``[/]`` closes nothing, and stopped the view) is shown as it is."""
+    from rich.console import Console
+
+    from agent.sinks.status import Snapshot
+    from agent.sinks.terminal import View, requests_table
+
+    row = {"id": "cmpl-[/]x[bold]", "status": 200, "latency_seconds": 1.0, "prompt_tokens": 10}
+    snapshot = Snapshot({}, requests={"vllm[/]": [row]})
+    view = View()
+    view.press("s", ["vllm[/]"])
+    console = Console(width=160, record=True, color_system=None)
+    console.print(requests_table(snapshot, 160, view=view))
+    shown = console.export_text()
+    assert "cmpl-[/]x[bold]" in shown and "recent requests of vllm[/]," in shown
+    assert shown.count("vllm[/]") == 2  # the caption and the row
