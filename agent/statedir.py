@@ -66,8 +66,12 @@ def hold(directory: Path) -> StateDirHold:
     it goes with the process however it ends, a SIGKILL too; the servers kvwatch starts, which outlive it,
     never hold it (the descriptor is not inherited); and it is taken also where kvwatch may not write the
     directory (its files' writes then fail and are counted, as ever).  :data:`PID_FILE` names the holder
-    where it can be written."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    where it can be written.  A directory that cannot be locked (a file system without locks, one this user
+    may write but not list) is used with a warning, unlocked."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except PermissionError as exc:  # a directory this user may enter and write but not list
+        return _unlocked(directory, exc)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -77,11 +81,15 @@ def hold(directory: Path) -> StateDirHold:
         os.close(fd)
         if exc.errno not in _NO_LOCKS:
             raise
-        log.warning("%s cannot be locked (%s): nothing stops a second kvwatch from using it", directory, exc.strerror)
-        return StateDirHold(None)
+        return _unlocked(directory, exc)
     with contextlib.suppress(OSError):
         replace_file(directory / PID_FILE, f"{os.getpid()}\n")
     return StateDirHold(fd)
+
+
+def _unlocked(directory: Path, exc: OSError) -> StateDirHold:
+    log.warning("%s cannot be locked (%s): nothing stops a second kvwatch from using it", directory, exc.strerror)
+    return StateDirHold(None)
 
 
 def _holder(directory: Path) -> int | None:

@@ -509,6 +509,30 @@ def test_permission_denied_is_reported_and_retried_by_an_unprivileged_kvwatch(ag
     assert agent.value("kvwatch_tail_glob_unlistable", server="g", path=pattern) is None
 
 
+def test_a_state_directory_kvwatch_may_write_but_not_list_is_used_with_a_warning(agents, request) -> None:
+    """A directory of mode 0733 owned by another user: kvwatch (here: nobody) may make and replace its
+    files but not open the directory itself, which is what the lock is taken on."""
+    # pytest's own temporary root is 0700; this kvwatch runs as nobody and must reach its config.
+    place = Path(tempfile.mkdtemp(prefix="kvwatch-lock-"))
+    request.addfinalizer(lambda: shutil.rmtree(place, ignore_errors=True))
+    prefix, env = as_nobody(place / "kvwatch")
+    place.chmod(0o777)
+    (place / "state").mkdir()
+    (place / "state").chmod(0o733)
+    (place / "logs").mkdir(mode=0o777)
+    log = place / "vllm.log"
+    log.write_text(STATS)
+    log.chmod(0o644)
+    agent = agents(
+        f'[[follow]]\nname = "f"\npaths = ["{log}"]\nstart_at = "beginning"\n', directory=place, prefix=prefix, env=env
+    )
+    agent.config.chmod(0o644)
+    agent.start()
+    wait_for(lambda: stats_lines(agent, "f") == 1, what="the line read")
+    assert f"{place / 'state'} cannot be locked (Permission denied)" in agent.log()
+    wait_for(lambda: (place / "state" / "positions.json").exists(), what="the read positions saved")
+
+
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
 def test_a_glob_over_more_files_than_the_soft_open_file_limit_is_read_whole(agents, tmp_path: Path) -> None:
     """Each followed file is held open: started under a shell's low soft limit (here 64; 1,024 is
