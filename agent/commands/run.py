@@ -59,6 +59,7 @@ from agent.sources.tail import Source, Tailer
 from agent.statedir import StateDirInUse, hold, state_families
 from agent.supervise.gpus import HostGpus
 from agent.supervise.sdnotify import Notifier
+from agent.supervise.server import left_running
 from agent.supervise.states import ServerState
 from agent.supervise.unit import ServerUnit
 from agent.supervise.versions import installed_versions
@@ -414,6 +415,7 @@ class Daemon:
         self.http.start()  # bound in __init__: a taken port fails before any server starts
         for server in self.config.servers:
             self.add_server(server)
+        self._say_left_running()
         for follow in self.config.follows:
             self.add_follow(follow)
         self.sync_discovered(first=True)
@@ -444,6 +446,20 @@ class Daemon:
                 self.notifier.status(status)
                 last_status = status
             last_ping = self._ping_watchdog(last_ping)
+
+    def _say_left_running(self) -> None:
+        """Servers an earlier kvwatch started (and left running through a crash or a hand-over) that no
+        [[server]] names any more: said, never stopped (a configuration given by mistake must not take a
+        host's servers down)."""
+        known = (process.record_path for unit in self.servers.values() for process in unit.processes)
+        for name, pid in left_running(self.config.agent.state_dir, known):
+            log.warning(
+                "server record %s: pid %d, started by an earlier kvwatch, runs but no [[server]] of %s names it: "
+                "left running (stop it, or name it in a [[server]] again for kvwatch to adopt it)",
+                name,
+                pid,
+                self.config.path,
+            )
 
     def _handle_signals(self) -> int | None:
         """Act on the signals queued since the last look; the exit status when one ends the agent."""

@@ -68,6 +68,26 @@ def proc_start_time(pid: int) -> int | None:
         return None
 
 
+def read_record(path: Path) -> tuple[dict, int, int] | None:
+    """A server record (what a kvwatch wrote of a server it started) with its pid and that pid's start
+    time; None for none, or one that cannot be read."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return record, int(record["pid"]), int(record["start_time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def left_running(state_dir: Path, known: Iterable[Path]) -> Iterator[tuple[str, int]]:
+    """(record name, pid) of each server an earlier kvwatch started that still runs, among the records
+    the ``known`` ones (the servers of the configuration in use) are not."""
+    known = set(known)
+    for path in sorted((state_dir / "servers").glob("*.json")):
+        found = read_record(path) if path not in known else None
+        if found is not None and proc_start_time(found[1]) == found[2]:
+            yield path.stem, found[1]
+
+
 def _group_exists(group: int) -> bool:
     """True while a process of the group runs (a zombie waiting for its parent does not count)."""
     try:
@@ -223,11 +243,10 @@ class SupervisedServer:
 
     def adopt(self) -> bool:
         """Take over a server a previous kvwatch started, if its record shows one still running."""
-        try:
-            record = json.loads(self.record_path.read_text(encoding="utf-8"))
-            pid, start = int(record["pid"]), int(record["start_time"])
-        except (OSError, ValueError, KeyError, TypeError):
+        found = read_record(self.record_path)
+        if found is None:
             return False
+        record, pid, start = found
         if proc_start_time(pid) != start:
             log.info("server %s: recorded pid %d is gone (or now another process)", self.who, pid)
             self._forget()

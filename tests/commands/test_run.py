@@ -258,6 +258,24 @@ def test_hand_over_leaves_servers_running_and_the_next_kvwatch_adopts_them(agent
     assert proc_start_time(record["pid"]) == record["start_time"]
 
 
+def test_a_server_an_earlier_kvwatch_left_running_that_no_server_names_now_is_said_and_left_running(agents) -> None:
+    agent = agents(fake_server("old", "--rate", "5")).start()
+    wait_for(lambda: stats_lines(agent, "old") > 0, what="the server's lines")
+    record = json.loads((agent.directory / "state" / "servers" / "old.json").read_text())
+    agent.signal(signal.SIGUSR2)
+    assert agent.wait() == EXIT_HANDED_OVER
+    # The configuration changed while no kvwatch ran: the server is named otherwise.
+    again = agents(fake_server("new", "--rate", "5")).start()
+    said = (
+        f"server record old: pid {record['pid']}, started by an earlier kvwatch, runs but no [[server]] of "
+        f"{again.config} names it: left running"
+    )
+    wait_for(lambda: said in again.log(), what="the server left running said")
+    wait_for(lambda: stats_lines(again, "new") > 0, what="the new server's lines")
+    assert "server record new" not in again.log()
+    assert proc_start_time(record["pid"]) == record["start_time"], "it is never stopped"
+
+
 def test_a_second_kvwatch_on_the_same_state_directory_stops_at_its_start_and_leaves_the_servers_alone(
     agents, tmp_path: Path
 ) -> None:
