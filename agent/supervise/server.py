@@ -81,9 +81,9 @@ def read_record(path: Path) -> tuple[dict, int, int] | None:
 def left_running(state_dir: Path, known: Iterable[Path]) -> Iterator[tuple[str, int]]:
     """(record name, pid) of each server an earlier kvwatch started that still runs, among the records
     the ``known`` ones (the servers of the configuration in use) are not."""
-    known = set(known)
+    ours = set(known)
     for path in sorted((state_dir / "servers").glob("*.json")):
-        found = read_record(path) if path not in known else None
+        found = read_record(path) if path not in ours else None
         if found is not None and proc_start_time(found[1]) == found[2]:
             yield path.stem, found[1]
 
