@@ -26,7 +26,7 @@ from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
     ANY_LEVELS,
     ANY_RECORD_HEADER,
-    CLOSING_ENDS,
+    CAPITAL_LEVEL_WORDS,
     FLUENTD_STDOUT,
     FULL_TIME,
     GLUED_RECORD,
@@ -543,10 +543,8 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         # before the line: read past, without a search for a header.
         end = framing_end(line)
         if end:
-            if line[-1] in CLOSING_ENDS:
-                # (A paste's marks before a record close after it: inline code's backtick, HTML's tags, a table's bar.)
-                line = trim_closing(line, line[:end])
-            return parse_nested(line[end:], depth + 1, rank)
+            # (A paste's marks before a record close after it: inline code's backtick, HTML's tags, a table's bar.)
+            return parse_nested(trim_closing(line, line[:end])[end:], depth + 1, rank)
     if depth < _MAX_DEPTH and _has_residue(line):
         cleaned = strip_ansi(line)
         if cleaned != line:
@@ -665,7 +663,7 @@ def _message_after_record_header(line: str) -> Events:
 # Places a known message may begin that are looked at in a line (its header is before the first).
 _MESSAGE_CANDIDATES = 3
 # Level words in upper case, and their endings (the word capitalised or in lower case): a cheap test.
-_LEVEL_WORDS = ("INFO", "DEBUG", "WARN", "ERROR", "CRITICAL", "nfo", "ebug", "arn", "rror", "ritical")
+_LEVEL_WORDS = (*CAPITAL_LEVEL_WORDS, "nfo", "ebug", "arn", "rror", "ritical")
 
 
 def _message_after_any_header(line: str) -> Events:
