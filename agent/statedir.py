@@ -42,8 +42,6 @@ class StateDirInUse(Exception):
 
     def __init__(self, directory: Path, holder: int | None) -> None:
         super().__init__(f"{directory} is in use by another kvwatch{f' (pid {holder})' if holder else ''}")
-        self.directory = directory
-        self.holder = holder
 
 
 class StateDirHold:

@@ -68,6 +68,10 @@ def proc_start_time(pid: int) -> int | None:
         return None
 
 
+# The state directory's folder of server records, one ``NAME.json`` (``NAME.lmcache.json``) a process.
+RECORDS = "servers"
+
+
 def read_record(path: Path) -> tuple[dict, int, int] | None:
     """A server record (what a kvwatch wrote of a server it started) with its pid and that pid's start
     time; None for none, or one that cannot be read."""
@@ -82,8 +86,10 @@ def left_running(state_dir: Path, known: Iterable[Path]) -> Iterator[tuple[str, 
     """(record name, pid) of each server an earlier kvwatch started that still runs, among the records
     the ``known`` ones (the servers of the configuration in use) are not."""
     ours = set(known)
-    for path in sorted((state_dir / "servers").glob("*.json")):
-        found = read_record(path) if path not in ours else None
+    for path in sorted((state_dir / RECORDS).glob("*.json")):
+        if path in ours:
+            continue
+        found = read_record(path)
         if found is not None and proc_start_time(found[1]) == found[2]:
             yield path.stem, found[1]
 
@@ -177,7 +183,7 @@ class SupervisedServer:
         self.who = config.name if process == VLLM else f"{config.name} ({process} server)"  # in kvwatch's log
         self.digest = config_digest(config)
         suffix = "" if process == VLLM else f".{process}"
-        self.record_path = state_dir / "servers" / f"{config.name}{suffix}.json"
+        self.record_path = state_dir / RECORDS / f"{config.name}{suffix}.json"
         self._record = StateFile.at(self.record_path, f"server {self.who}'s pid")
         # What must be up before this process starts: a callable giving its identity (pid and start
         # time) once it is, None until then.  The identity this process was started against is kept
