@@ -260,8 +260,7 @@ def test_a_name_in_brackets_is_read_past_only_before_a_whole_record() -> None:
 
 def test_two_names_in_brackets_before_a_line_give_the_events_they_must() -> None:
     # What the search behind any prefix gives, or what the line gives alone (as behind one name).
-    lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
-    cases = [(names + line, line) for line in lines for names in ("[vllm-0] [node-3] ", "[a] [b]")]
+    cases = [(names + line, line) for line in EVERY_LINE for names in ("[vllm-0] [node-3] ", "[a] [b]")]
     with rules_off("_BRACKETED_NAME"):
         general = [parse_line(named) for named, _line in cases]
     differing = [
@@ -284,6 +283,8 @@ def test_a_ray_actor_s_tag_on_another_node_is_read_as_a_process_tag() -> None:
 # Every family of lines, as a worker torchrun started writes them: whole records, messages alone, wrapped
 # records, a benchmark's results.
 ALL_FAMILIES = sorted(path.stem for path in (FIXTURES / "lines").glob("*.json") if path.stem != "negatives")
+# Every fixture line, the near-misses among them.
+EVERY_LINE = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
 
 
 # Prefixes put before every line a process writes, whatever it is: torchrun's worker (--tee, or what
@@ -399,10 +400,9 @@ def test_the_word_rule_is_really_another_path() -> None:
 
 
 def test_a_word_before_a_record_is_read_past_with_the_events_the_line_gives() -> None:
-    lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
     differing = [
         (prefixed, parse_line(prefixed), without_the_word_rule(prefixed))
-        for line in lines
+        for line in EVERY_LINE
         for word in [*PREFIX_WORDS, *PREFIX_PHRASES]
         for prefixed in with_a_word(line, word)
         if not agrees(prefixed, line)
@@ -411,9 +411,8 @@ def test_a_word_before_a_record_is_read_past_with_the_events_the_line_gives() ->
 
 
 def test_parallel_s_tag_before_a_record_is_read_past_with_the_events_the_line_gives() -> None:
-    lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
     tags = ("gpu-node-1\t", "10.0.0.7\t", "node-3 gpu0\t", "x\t")
-    assert [(tag + line) for line in lines for tag in tags if not agrees(tag + line, line)] == []
+    assert [(tag + line) for line in EVERY_LINE for tag in tags if not agrees(tag + line, line)] == []
 
 
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
@@ -487,10 +486,9 @@ def without_the_time_rule(line: str) -> tuple:
 
 
 def test_a_stamping_tool_s_time_before_a_record_is_read_past_with_the_events_the_line_gives() -> None:
-    lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
     differing = [
         (timed, parse_line(timed), without_the_time_rule(timed))
-        for line in lines
+        for line in EVERY_LINE
         for stamp in TOOL_TIMES
         if (got := parse_line(timed := stamp + line)) != without_the_time_rule(timed) and got != parse_line(line)
     ]
@@ -638,10 +636,9 @@ def without_the_header_rule(line: str) -> tuple:
 
 
 def test_another_program_s_header_before_a_record_is_read_past_with_the_events_the_line_gives() -> None:
-    lines = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family)]
     differing = [
         (headed, got, without_the_header_rule(headed))
-        for line in lines
+        for line in EVERY_LINE
         for header, closing in [*((header, "") for header in [*LOGGED_HEADERS, *NAMED_HEADERS]), *PASTES]
         if (got := parse_line(headed := header + line + closing)) != without_the_header_rule(headed)
         and got != parse_line(line)
@@ -661,9 +658,7 @@ HEADER_PIECES = [
 
 # (Not the damaged pastes that begin with a blank: after a level word and a colon, that blank would pad them into
 # uvicorn's header, a record of its own at a line's start, which the search behind a prefix reads otherwise.)
-UNPADDED_LINES = [
-    case["line"] for family in [*ALL_FAMILIES, "negatives"] for case in line_cases(family) if case["line"][:1] != " "
-]
+UNPADDED_LINES = [line for line in EVERY_LINE if line[:1] != " "]
 
 
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
