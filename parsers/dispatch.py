@@ -106,6 +106,8 @@ for _module in (vllm_stats, requests, lifecycle):
     if _taken:  # one word, one family: a second claim would silently shadow the first
         raise ImportError(f"{_module.__name__} claims first words another family has: {sorted(_taken)}")
     _VLLM_FAMILIES.update(_module.FIRST_WORDS)
+# The first words of the vLLM messages some family reads (a release's changed formats are reviewed by them).
+VLLM_FIRST_WORDS = frozenset(_VLLM_FAMILIES)
 
 
 def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = None) -> Events:
