@@ -36,6 +36,7 @@ _SKEW = timedelta(days=1)
 RECENT_STAMPS = 64  # stamps remembered by a clock; a burst of lines repeats a few
 # What separates a stamp's seconds from their fraction (``%(msecs)`` after a comma or a dot).
 _FRACTION_MARKS = (".", ",")
+_NOTHING_YET = object()  # what a clock has resolved before its first stamp
 
 
 def _microseconds(fraction: str) -> str:
@@ -46,7 +47,17 @@ def _microseconds(fraction: str) -> str:
 class Clock:
     """Resolves one source's stamps, in order; keeps the year context between calls."""
 
-    __slots__ = ("_previous", "_recent", "_reference", "_second", "_second_us", "tz")
+    __slots__ = (
+        "_last_previous",
+        "_last_seconds",
+        "_last_stamp",
+        "_previous",
+        "_recent",
+        "_reference",
+        "_second",
+        "_second_us",
+        "tz",
+    )
 
     def __init__(self, tz: tzinfo, reference: datetime) -> None:
         if reference.tzinfo is None:
@@ -60,6 +71,11 @@ class Clock:
         self._recent: dict[str, tuple[datetime, float]] = {}
         self._second: tuple[str, datetime] | None = None
         self._second_us: int | None = None  # that second as POSIX microseconds, once asked for
+        # The last stamp :meth:`seconds` resolved: each event's is asked for twice in a row (by the stats,
+        # then by the request joiner).
+        self._last_stamp: object = _NOTHING_YET
+        self._last_seconds = 0.0
+        self._last_previous: datetime | None = None
 
     def resolve(self, stamp: str | None) -> datetime | None:
         """The instant a stamp names, or None for text that is not a timestamp."""
@@ -68,6 +84,15 @@ class Clock:
 
     def seconds(self, stamp: str | None) -> float | None:
         """:meth:`resolve` as POSIX seconds."""
+        if stamp is self._last_stamp:
+            self._previous = self._last_previous  # as resolving it again leaves it
+            return self._last_seconds
+        when = self._seconds(stamp)
+        if when is not None:
+            self._last_stamp, self._last_seconds, self._last_previous = stamp, when, self._previous
+        return when
+
+    def _seconds(self, stamp: str | None) -> float | None:
         second = self._second
         if second is not None and stamp is not None and len(stamp) == 23 and stamp.startswith(second[0]):
             # LMCache's millisecond stamps are nearly all distinct, but a burst shares its second:

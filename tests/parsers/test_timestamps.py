@@ -123,3 +123,17 @@ def test_a_millisecond_stamp_read_as_seconds_still_sets_the_year_context() -> No
     assert clock.seconds("2026-06-01T00:00:00Z") is not None  # another writer, another year
     assert clock.seconds("2024-12-31 23:59:59,200") is not None  # the same second as the first: the short cut
     assert clock.resolve("12-31 23:59:59") == datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def test_a_stamp_asked_for_again_gives_its_answer_and_leaves_the_year_context_as_resolving_it_again_would() -> None:
+    """Each event's stamp is asked for twice in a row (the stats, then the request joiner): the second answer is
+    the first one kept, and the clock's year context must be left as resolving the stamp again leaves it, also
+    when another stamp was resolved in between (a year-less stamp then takes the year nearest that context)."""
+    for stamp in ("2025-06-01 12:00:00,250", "2025-06-01T12:00:00Z", "06-01 12:00:00"):
+        kept, afresh = Clock(UTC, datetime(2025, 6, 2, tzinfo=UTC)), Clock(UTC, datetime(2025, 6, 2, tzinfo=UTC))
+        first = kept.seconds(stamp)
+        assert first is not None and first == afresh.seconds(stamp)
+        for clock in (kept, afresh):
+            assert clock.resolve("2026-06-01 12:00:00") == datetime(2026, 6, 1, 12, tzinfo=UTC)  # another writer
+        assert kept.seconds(stamp) == afresh.seconds("".join(stamp)) == first  # the same string; an equal one
+        assert kept.resolve("03-01 00:00:00") == afresh.resolve("03-01 00:00:00") == datetime(2025, 3, 1, tzinfo=UTC)
