@@ -37,6 +37,7 @@ _PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[-+ #0]*\d*(?:\.\d+)?([sdifgrx%])|\{[
 _SAMPLES = {"s": "x", "r": "'x'", "d": "1", "i": "1", "x": "1", "f": "1.0", "g": "1", "%": "%"}
 
 Format = tuple[str, str]  # (level, message format)
+SETUP = ("vllm/logger.py", "vllm/logging_utils/")  # where vLLM's logger is set up: its header's format
 
 
 def wheel(version: str) -> Path:
@@ -91,6 +92,15 @@ def formats(archive: Path) -> dict[Format, str]:
     return found
 
 
+def logging_setup_changes(old: Path, new: Path) -> list[str]:
+    """The modules of vLLM's logging set-up (the header's format, its handlers) that differ between two wheels."""
+    texts = []
+    for archive in (old, new):
+        with zipfile.ZipFile(archive) as wheel_file:
+            texts.append({name: wheel_file.read(name) for name in wheel_file.namelist() if name.startswith(SETUP)})
+    return sorted(name for name in texts[0].keys() | texts[1].keys() if texts[0].get(name) != texts[1].get(name))
+
+
 def read_by_a_family(message: str) -> bool:
     """Whether a format's first word is one a vLLM family reads, or a placeholder that may print one."""
     first = message.split(" ", 1)[0]
@@ -127,8 +137,12 @@ def main() -> int:
     parser.add_argument("old", help="the vllm release last proven (make compat)")
     parser.add_argument("new", help="the vllm release to review")
     args = parser.parse_args()
-    rows = review(formats(wheel(args.old)), formats(wheel(args.new)))
-    print(f"vLLM {args.old} -> {args.new}: formats of the first words kvwatch reads, added (+) or removed (-)\n")
+    old, new = wheel(args.old), wheel(args.new)
+    changed = logging_setup_changes(old, new)
+    print(f"vLLM {args.old} -> {args.new}: the logging set-up ({', '.join(SETUP)}): "
+          f"{'changed in ' + ', '.join(changed) + ': review the header' if changed else 'unchanged'}\n")  # fmt: skip
+    rows = review(formats(old), formats(new))
+    print("The formats of the first words kvwatch reads, added (+) or removed (-):\n")
     print("| | module | format | kvwatch reads the added line as |")
     print("|---|---|---|---|")
     for sign, module, message, seen in rows:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from tests.compat.review_sources import formats, rendered, review, verdict
+from tests.compat.review_sources import formats, logging_setup_changes, rendered, review, verdict
 
 OLD_ENGINE = """
 import logging
@@ -59,3 +59,12 @@ def test_a_rendered_format_is_a_vllm_line_with_sample_values() -> None:
     line = rendered("info", "vllm/v1/engine/async_llm.py", "Aborted request(s) %s.")
     assert verdict(line) == "request_aborted"
     assert verdict(rendered("info", "vllm/x.py", "Some line %.2f%% of %(name)s")) == "no event"
+
+
+def test_a_change_of_the_logging_set_up_is_named(tmp_path: Path) -> None:
+    setup = {"vllm/logger.py": "_FORMAT = '%(levelname)s %(asctime)s [%(fileinfo)s:%(lineno)d] %(message)s'\n"}
+    old = _wheel(tmp_path / "old.whl", {**setup, "vllm/logging_utils/formatter.py": "A = 1\n"})
+    same = _wheel(tmp_path / "same.whl", {**setup, "vllm/logging_utils/formatter.py": "A = 1\n"})
+    new = _wheel(tmp_path / "new.whl", {**setup, "vllm/logging_utils/formatter.py": "A = 2\n", "vllm/other.py": ""})
+    assert logging_setup_changes(old, same) == []
+    assert logging_setup_changes(old, new) == ["vllm/logging_utils/formatter.py"]
