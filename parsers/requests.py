@@ -31,12 +31,6 @@ from parsers.events import (
 from parsers.shapes import INTEGER, Shape, opens_with
 
 _RECEIVED = re.compile(r"Received request (\S+?): ")
-# A Python repr string literal, or the other things vLLM prints as a prompt.
-_PROMPT_VALUE = re.compile(
-    r"prompt: (?:'[^'\\]*(?:\\.[^'\\]*)*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\"|None|\[[^\]]*\]), ",
-    re.DOTALL,
-)
-_QUOTED = re.compile(r"'[^'\\]*(?:\\.[^'\\]*)*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\"")
 _MAX_TOKENS = re.compile(rf"\bmax_tokens=({INTEGER})")
 _TOKEN_IDS = re.compile(r"prompt[_ ]token[_ ]ids: (?:\[([^\]]*)\]|None)")
 
@@ -62,6 +56,64 @@ _FAIL_REASONS = {
 }
 
 
+# The prompt and the parameters are user text of any length (a long context is a line of megabytes): the
+# ends of their quoted strings are found by searching for quotes, not character by character by a pattern.
+
+
+def _literal_end(line: str, start: int) -> int:
+    """Just after the end of the Python string literal whose opening quote is at ``start`` (a quote after an
+    odd run of backslashes is escaped); -1 for one a cut left open."""
+    quote = line[start]
+    at = start + 1
+    while True:
+        at = line.find(quote, at)
+        if at == -1:
+            return -1
+        escapes = at
+        while escapes - 1 > start and line[escapes - 1] == "\\":
+            escapes -= 1
+        if (at - escapes) % 2 == 0:
+            return at + 1
+        at += 1
+
+
+def _prompt_end(line: str, start: int) -> int:
+    """Just after the prompt vLLM printed at ``start``: a string literal, None or a list of token ids; -1 for
+    one cut short."""
+    first = line[start : start + 1]
+    if first in ("'", '"'):
+        return _literal_end(line, start)
+    if first == "[":
+        close = line.find("]", start)
+        return close + 1 if close != -1 else -1
+    return start + 4 if line.startswith("None", start) else -1
+
+
+def _unquoted(line: str, start: int) -> str:
+    """The line from ``start`` with each quoted string made ``_`` (parameters quote user text too: stop strings,
+    schemas), and without what follows a quote a cut left open."""
+    pieces = []
+    at = start
+    single, double = line.find("'", at), line.find('"', at)
+    while True:
+        # (Each kind of quote is looked for again only once passed: a line is searched once for each.)
+        if -1 < single < at:
+            single = line.find("'", at)
+        if -1 < double < at:
+            double = line.find('"', at)
+        quote = min(single, double) if single != -1 and double != -1 else max(single, double)
+        if quote == -1:
+            pieces.append(line[at:])
+            break
+        pieces.append(line[at:quote])
+        end = _literal_end(line, quote)
+        if end == -1:
+            break
+        pieces.append("_")
+        at = end
+    return "".join(pieces)
+
+
 def parse_received(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     if not line.startswith("Received request ", start):
         # "Received KeyboardInterrupt" is another message; "Received req" a cut one
@@ -72,16 +124,11 @@ def parse_received(line: str, start: int, stamp: str | None) -> tuple[Event, ...
     request_id = m.group(1)
     pos = m.end()
     if line.startswith("prompt: ", pos):
-        prompt = _PROMPT_VALUE.match(line, pos)
-        if prompt is None:  # cut short (split or truncated line): only the id is certain
+        end = _prompt_end(line, pos + len("prompt: "))
+        if end == -1 or not line.startswith(", ", end):  # cut short (split or truncated): only the id is certain
             return (RequestReceived(stamp, request_id),)
-        pos = prompt.end()
-    # Parameters may quote user text too (stop strings, schemas): search with
-    # every quoted string blanked out, and not past a quote left open by a cut.
-    rest = _QUOTED.sub("_", line[pos:])
-    open_quotes = [i for i in (rest.find("'"), rest.find('"')) if i != -1]
-    if open_quotes:
-        rest = rest[: min(open_quotes)]
+        pos = end + 2
+    rest = _unquoted(line, pos)
     max_tokens = _MAX_TOKENS.search(rest)
     ids = _TOKEN_IDS.search(rest)
     prompt_tokens = None

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from agent.sinks.events_json import event_record
 from parsers import Clock, LogStream, parse_line
 from parsers.events import Event
+from parsers.requests import parse_received
 from tests.support.lines import edited, edits, line_cases
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "parsers" / "schema" / "events.schema.json").read_text())
@@ -122,6 +123,68 @@ def test_a_line_quoted_in_a_prompt_gives_only_the_request(line: str) -> None:
     assert [(e.kind, e.request_id, e.max_tokens, e.prompt_tokens) for e in parse_line(quoted)] == [
         ("request_received", "chatcmpl-q", 8, 2)
     ]
+
+
+# How the request line's prompt and quoted parameters were skipped before their ends were searched for: Python's
+# string literals as patterns, the reference the search must agree with.
+_LITERALS = r"'[^'\\]*(?:\\.[^'\\]*)*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\""
+_REFERENCE_PROMPT = re.compile(rf"prompt: (?:{_LITERALS}|None|\[[^\]]*\]), ", re.DOTALL)
+_REFERENCE_QUOTED = re.compile(_LITERALS, re.DOTALL)
+_RECEIVED_PIECES = st.sampled_from(
+    ["prompt: ", "'", '"', "\\", "\\'", "None", "[", "]", ", ", "max_tokens=64", "max_tokens=", "7",
+     "prompt_token_ids: [1, 2]", "prompt_token_ids: ", "params: SamplingParams(", ")", "lora_request: None", " ", "x",
+     "é"]
+)  # fmt: skip
+
+
+def _reference_received(rest: str) -> tuple[int | None, int | None]:
+    """(max_tokens, prompt_tokens) of ``Received request X: <rest>`` read with the reference patterns."""
+    pos = 0
+    if rest.startswith("prompt: "):
+        prompt = _REFERENCE_PROMPT.match(rest)
+        if prompt is None:
+            return None, None
+        pos = prompt.end()
+    unquoted = _REFERENCE_QUOTED.sub("_", rest[pos:])
+    open_quotes = [i for i in (unquoted.find("'"), unquoted.find('"')) if i != -1]
+    if open_quotes:
+        unquoted = unquoted[: min(open_quotes)]
+    max_tokens = re.search(r"\bmax_tokens=(\d{1,18})(?!\d)", unquoted)
+    ids = re.search(r"prompt[_ ]token[_ ]ids: (?:\[([^\]]*)\]|None)", unquoted)
+    listed = ids.group(1).strip() if ids is not None and ids.group(1) is not None else None
+    return (
+        int(max_tokens.group(1)) if max_tokens else None,
+        (listed.count(",") + 1 if listed else 0) if listed is not None else None,
+    )
+
+
+@settings(max_examples=1500)
+@given(st.lists(_RECEIVED_PIECES, max_size=24))
+def test_a_request_lines_quoted_strings_are_skipped_as_pythons_literal_patterns_skip_them(pieces: list[str]) -> None:
+    rest = "".join(pieces)
+    events = parse_received("Received request chatcmpl-q: " + rest, 0, None)
+    assert [(e.max_tokens, e.prompt_tokens) for e in events] == [_reference_received(rest)], rest
+
+
+class _SearchesCounted(str):
+    """A line that counts the searches made in it, by what was looked for."""
+
+    def find(self, sub: str, *args: int) -> int:  # type: ignore[override]
+        self.searches[sub] = self.searches.get(sub, 0) + 1
+        return super().find(sub, *args)
+
+
+def test_a_request_line_of_many_quoted_strings_is_searched_once_for_each_kind_of_quote() -> None:
+    """A kind of quote the line does not hold is not looked for again at each string of the other kind (that
+    search to the line's end would make a long line's cost its square)."""
+    stops = ", ".join(["'x'"] * 2000)
+    line = _SearchesCounted(
+        f"Received request r: params: SamplingParams(stop=[{stops}], max_tokens=9), lora_request: None."
+    )
+    line.searches = {}
+    assert [(e.max_tokens, e.prompt_tokens) for e in parse_received(line, 0, None)] == [(9, None)]
+    assert line.searches['"'] == 1
+    assert line.searches["'"] <= 2 * 2000 + 1  # each string's opening and closing quote, and the search past the last
 
 
 @settings(max_examples=100)
