@@ -38,6 +38,7 @@ from parsers.envelope import (
     PROBLEM_LEVEL_NAMES,
     PROCESS_TAG,
     STDLIB_HEADER,
+    SYSLOG_RECORD,
     TIMED_WRAPPER,
     UVICORN_HEADER,
     VLLM_HEADER,
@@ -411,12 +412,13 @@ def _without_blank_end(line: str) -> str:
 def _read_coloured(line: str, depth: int, rank: int | None) -> Events | None:
     """A coloured line read with its colours: LMCache's coloured header (its matcher takes the codes as they
     are), or a wrapper's full time before a coloured line (a Kubernetes node's CRI record: the line is read
-    as it would be alone, not stripped of its colours as a whole record); None for the others."""
+    as it would be alone, not stripped of its colours as a whole record; a syslog relay's record too); None for
+    the others."""
     if line[0] == "\x1b":
         events = _lmcache_line(line, rank)
         if events is not None:
             return events or _lmcache_problem(line, 0)
-    elif depth < _MAX_DEPTH and line[0].isdigit():
+    elif depth < _MAX_DEPTH and (line[0].isdigit() or line[0] == "<"):
         return _unwrap(line, depth, rank)
     return None
 
@@ -531,8 +533,8 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         # A byte order mark: the first line of a file a Windows tool wrote, or of each file joined with cat.
         line = line.lstrip("\ufeff")
         return parse_nested(line, depth, rank) if line else NOTHING
-    if depth < _MAX_DEPTH and line[0].isdigit():
-        # A wrapper's full time (CRI, journald, docker -t) first: no message starts with one.
+    if depth < _MAX_DEPTH and (line[0].isdigit() or line[0] == "<"):
+        # A wrapper's full time (CRI, journald, docker -t) or a syslog record's priority first: no message starts so.
         events = _unwrap(line, depth, rank)
         if events is not None:
             return events
@@ -792,7 +794,10 @@ def _record_events(record: JsonRecord, depth: int, rank: int | None) -> Events:
 
 
 def _unwrap(line: str, depth: int, rank: int | None) -> Events | None:
-    """Lines framed by a program whose time beats the line's own; None when no such frame."""
+    """Lines framed by a program whose time beats the line's own, or by a syslog relay; None when no such frame."""
+    if line[0] == "<":
+        m = SYSLOG_RECORD.match(line)  # a record's priority, and RFC 5424's header after it (its time, if any)
+        return None if m is None else _restamp(parse_nested(line[m.end() :], depth + 1, rank), m.group(1))
     m = TIMED_WRAPPER.match(line)
     if m is not None:
         return _restamp(parse_nested(line[m.end() :], depth + 1, rank), m.group(1))

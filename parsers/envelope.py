@@ -680,6 +680,19 @@ TIMED_WRAPPER = re.compile(
     r"(?: (?:stdout|stderr) [FP] | [^\s\[(]+ [^\s\[:]+\[\d+\]: |\t[^\t]+\t(?=\{)| )"
 )
 
+# A syslog record as a relay writes it, its priority first.  RFC 5424's (rsyslog's RSYSLOG_SyslogProtocol23Format,
+# syslog-ng's ``syslog-protocol``): ``<14>1 <RFC 3339 time> <host> <app> <process id> <message id> <structured
+# data> ``, each a ``-`` when it has none, the structured data any number of ``[id name="value" ...]``: its time
+# (group 1, None for ``-``) beats the line's own.  Or RFC 3164's (rsyslog's forwarding formats): a time and a
+# host follow the priority as they follow nothing in a syslog file or journalctl's output.
+SYSLOG_RECORD = re.compile(
+    r"<\d{1,3}>(?:1 (?:(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d))|-)"
+    r" [!-~]{1,255} [!-~]{1,48} [!-~]{1,128} [!-~]{1,32}"
+    r' (?:-|(?:\[(?:[^\]"\\]++|"(?:[^"\\]++|\\.)*+")*+\])++) '
+    r"|(?=[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d |\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d))",
+    re.ASCII,
+)
+
 # Fluentd's stdout output (its own log, where a pipeline is debugged): ``<date> <time> <offset> <tag>:
 # <the record as JSON>``, the time as Fluentd's default ``%Y-%m-%d %H:%M:%S.%N %z`` prints it.
 FLUENTD_STDOUT = re.compile(

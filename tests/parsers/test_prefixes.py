@@ -38,6 +38,7 @@ PREFIXES = [
     ("vllm-1  | ", "", "docker compose"),
     ("vllm.1.p0k3x2z9a8b7c6d5e4f3g2h1@gpu-node-1    | ", "", "docker service logs: a Swarm task on its node"),
     ("Dec 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "journalctl -o short"),
+    ("<14>Dec 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "a syslog record (RFC 3164) with its priority"),
     ("Dec  4 16:18:29.123456 gpu-node-1 python3: ", "", "journalctl -o short-precise, no pid, a day before the 10th"),
     ("авг 18 14:15:04 llm python3[28059]: ", "", "journalctl -o short in a Russian locale"),
     ("Sat 2025-12-14 16:18:29 CET gpu-node-1 vllm[4242]: ", "", "journalctl -o short-full"),
@@ -90,6 +91,20 @@ STAMPING_WRAPPERS = [
     (lambda line: "2025-12-14T08:18:29.123456789Z stdout F " + line, "a containerd (CRI) record"),
     (lambda line: "[pod/vllm-0/vllm] 2025-12-14T08:18:29.123456789Z " + line, "kubectl logs --prefix --timestamps"),
     (lambda line: "vllm-0 vllm 2025-12-14T08:18:29.123456789Z " + line, "stern --timestamps"),
+    (
+        lambda line: "<14>1 2025-12-14T08:18:29.123456+00:00 gpu-node-1 vllm 4242 - - " + line,
+        "a syslog record (RFC 5424) as rsyslog's RSYSLOG_SyslogProtocol23Format writes it",
+    ),
+    (
+        lambda line: (
+            '<134>1 2025-12-14T08:18:29.123Z gpu-node-1.example.com python3 - vllm [meta sequenceId="7"] ' + line
+        ),
+        "a syslog record (RFC 5424) with structured data, no process id, a message id",
+    ),
+    (
+        lambda line: "<30>2025-12-14T08:18:29.123456+00:00 gpu-node-1 vllm[4242]: " + line,
+        "rsyslog's RSYSLOG_ForwardFormat: a priority, an RFC 3339 time, the host and the tag",
+    ),
     (
         lambda line: json.dumps({"log": line + "\n", "stream": "stdout", "time": "2025-12-14T08:18:29.123456789Z"}),
         "Docker's json-file record",
