@@ -1081,7 +1081,11 @@ def _words_end(line: str) -> int:
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):
 # ``time="2026-12-03T05:00:00Z" level=info msg="<the line, quoted>"``.  Only ``key=value``
 # pairs may come before ``msg``: text that merely holds ``msg="`` is no such record.
-_LOGFMT_RECORD = re.compile(r'(?:[\w.-]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)\s+)*msg="((?:[^"\\]|\\.)*)"')
+# (Each quoted value is read in runs of plain characters, possessively: a long line is not walked one character at
+# a time through an alternation.)
+_LOGFMT_RECORD = re.compile(
+    r'(?:[\w.-]++=(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"|[^\s"]*+)\s++)*msg="([^"\\]*+(?:\\.[^"\\]*+)*+)"'
+)
 _LOGFMT_TIME = re.compile(r'(?:^|\s)(?:time|ts)="?(\d{4}-\d\d-\d\dT[^"\s]+)"?')
 
 
@@ -1102,8 +1106,10 @@ def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
 # .log`` without ``-r`` prints ``"INFO 12-14 ...\n"``; pretty-printed JSON (CloudWatch's ``aws logs
 # get-log-events``, ``gcloud logging read --format=json``, a search engine's hits) puts ``"message":
 # "INFO 12-14 ...",`` on a line; YAML (gcloud's default output) ``textPayload: 'INFO 12-14 ...'``.
-_JSON_STRING_LINE = re.compile(r'[ \t]*+(?:"(\w{1,64}+)" ?: ?)?("(?:[^"\\]|\\.)*+") ?,?')
-_YAML_STRING_LINE = re.compile(r"[ \t]*+(?:- )?(\w{1,64}+): (?:'((?:[^']|'')*+)'|(\"(?:[^\"\\]|\\.)*+\"))")
+_JSON_STRING_LINE = re.compile(r'[ \t]*+(?:"(\w{1,64}+)" ?: ?)?("[^"\\]*+(?:\\.[^"\\]*+)*+") ?,?')
+_YAML_STRING_LINE = re.compile(
+    r"[ \t]*+(?:- )?(\w{1,64}+): (?:'([^']*+(?:''[^']*+)*+)'|(\"[^\"\\]*+(?:\\.[^\"\\]*+)*+\"))"
+)
 
 
 def unwrap_quoted(line: str) -> str | None:
