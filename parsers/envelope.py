@@ -13,6 +13,7 @@ import csv
 import functools
 import json
 import re
+from json.decoder import scanstring
 
 from parsers.lifecycle import CRASH_START, USAGE_ERROR
 from parsers.shapes import INTEGER
@@ -1354,6 +1355,27 @@ def _partial_log(record: dict, text: str) -> bool:
     return not text.endswith("\n") and _DOCKER_KEYS.issuperset(record)
 
 
+# Docker's json-file record of a whole line, as Docker writes every one (compact, its keys in this order): the
+# record a host's containers give most, read without building its object, into what reading it as any record
+# gives.  Any other record (more keys, a part of a long line, another order) is read as every JSON record is.
+_DOCKER_LINE_START = '{"log":"'
+_DOCKER_LINE_END = re.compile(r'"stream":"(?:stdout|stderr)","time":"(\d{4}-\d\d-\d\dT[^"\\]*)"\}')
+
+
+def _docker_line(line: str) -> JsonRecord | None:
+    """The record of Docker's json-file line of a whole line, as Docker writes it; None for any other text."""
+    if not line.startswith(_DOCKER_LINE_START):
+        return None
+    try:
+        text, end = scanstring(line, len(_DOCKER_LINE_START))
+    except ValueError:
+        return None
+    if not text.endswith("\n") or not line.startswith(",", end):
+        return None
+    m = _DOCKER_LINE_END.fullmatch(line, end + 1)
+    return None if m is None else JsonRecord(text[:-1].rstrip("\r"), m.group(1), False, None)
+
+
 def unwrap_json(line: str) -> JsonRecord | None:
     """Docker json-file, ``journalctl -o json``, vLLM's JSON logging and OpenTelemetry-shaped records.
 
@@ -1362,6 +1384,9 @@ def unwrap_json(line: str) -> JsonRecord | None:
     its logger or service): its text is a bare message without a header, and the
     logger name says whose it is.
     """
+    docker = _docker_line(line)
+    if docker is not None:
+        return docker
     record = _json_object(line)
     return None if record is None else _one_record(record)
 
@@ -1369,6 +1394,9 @@ def unwrap_json(line: str) -> JsonRecord | None:
 def json_records(line: str) -> list[JsonRecord] | None:
     """Every record a JSON line holds: the one of :func:`unwrap_json`, or each log record of an
     OTLP/JSON export; None for a line that holds none."""
+    docker = _docker_line(line)
+    if docker is not None:
+        return [docker]
     record = _json_object(line)
     if record is None:
         return None

@@ -106,8 +106,14 @@ STAMPING_WRAPPERS = [
         "rsyslog's RSYSLOG_ForwardFormat: a priority, an RFC 3339 time, the host and the tag",
     ),
     (
-        lambda line: json.dumps({"log": line + "\n", "stream": "stdout", "time": "2025-12-14T08:18:29.123456789Z"}),
-        "Docker's json-file record",
+        lambda line: json.dumps(
+            {"log": line + "\n", "stream": "stdout", "time": "2025-12-14T08:18:29.123456789Z"}, separators=(",", ":")
+        ),
+        "Docker's json-file record, as Docker writes it",
+    ),
+    (
+        lambda line: json.dumps({"log": line + "\r\n", "stream": "stderr", "time": "2025-12-14T08:18:29.123456789Z"}),
+        "Docker's json-file keys in a JSON record with blanks, of a CRLF line",
     ),
     (
         lambda line: json.dumps(

@@ -26,7 +26,8 @@ def docker_records(line: str, piece: int = 16384) -> list[str]:
     """What Docker's json-file driver writes for one long line: 16 KiB pieces, the last with its newline."""
     parts = [line[i : i + piece] for i in range(0, len(line), piece)]
     parts[-1] += "\n"
-    return [json.dumps({"log": p, "stream": "stdout", "time": "2025-12-14T08:18:24.000000001Z"}) for p in parts]
+    time = "2025-12-14T08:18:24.000000001Z"
+    return [json.dumps({"log": p, "stream": "stdout", "time": time}, separators=(",", ":")) for p in parts]
 
 
 def feed_all(stream: LogStream, lines: list[str]) -> list[dict]:
@@ -116,16 +117,17 @@ def test_whole_json_records_pass_straight_through() -> None:
     assert [e["request_id"] for e in feed_all(LogStream(), [record, record])] == ["c", "c"]
 
 
-def test_a_docker_record_is_decoded_once(monkeypatch) -> None:
-    """A container's whole log is such records: the stream decodes each one once, not once to see
-    whether it is a piece and again to parse it."""
-    records = docker_records("INFO 12-14 16:18:24 [async_llm.py:270] Added request r.")
+def test_a_json_record_is_decoded_once_and_dockers_own_without_building_its_object(monkeypatch) -> None:
+    """A container's whole log is such records: the stream decodes each one once, not once to see whether it
+    is a piece and again to parse it; a record as Docker writes it is read without building its object."""
+    line = "INFO 12-14 16:18:24 [async_llm.py:270] Added request r."
+    spaced = json.dumps({"log": line + "\n", "stream": "stdout", "time": "2025-12-14T08:18:24.000000001Z"})
     real, calls = json.loads, []
     monkeypatch.setattr(json, "loads", lambda text, *a, **kw: calls.append(text) or real(text, *a, **kw))
     stream = LogStream()
-    events = [e for record in records * 3 for e in stream.feed(record)]
-    assert [e.request_id for e in events] == ["r", "r", "r"]
-    assert len(calls) == 3
+    events = [e for record in [spaced] * 3 + docker_records(line) * 3 for e in stream.feed(record)]
+    assert [(e.request_id, e.stamp) for e in events] == [("r", "2025-12-14T08:18:24.000000001Z")] * 6
+    assert calls == [spaced] * 3
 
 
 # -- records a terminal wrapped ----------------------------------------------------------------------

@@ -26,7 +26,8 @@ def json_records(lines: list[str]) -> str:
     """``lines`` as Docker's json-file driver writes them."""
     stamp = "2025-12-14T16:00:{:02d}.{:09d}Z"
     return "".join(
-        json.dumps({"log": line + "\n", "stream": "stdout", "time": stamp.format(i % 60, i)}) + "\n"
+        json.dumps({"log": line + "\n", "stream": "stdout", "time": stamp.format(i % 60, i)}, separators=(",", ":"))
+        + "\n"
         for i, line in enumerate(lines)
     )
 
