@@ -152,7 +152,8 @@ class LogStream:
                         return self._piece(record.text, record.stamp, not record.partial)
                     # Read once: a container's whole log is records like this one.
                     return self._flush() + parse_record(record) if self._pieces else parse_record(record)
-            elif first.isdigit() and (self._pieces or self._skipping or " P " in line[25:48]):
+            elif first.isdigit():
+                # A containerd record, whole or a piece: its line read as any wrapped line is, at once.
                 m = CRI_RECORD.match(line)
                 if m is not None:
                     return self._piece(line[m.end() :], m.group(1), m.group(2) == "F")
@@ -222,6 +223,8 @@ class LogStream:
         if self._skipping:
             self._skipping = not last
             return ()
+        if last and not self._pieces and len(text) <= self.max_joined:
+            return parse_wrapped(text, stamp)  # a whole line in one record: nothing to join
         if not self._pieces:
             self._stamp = stamp
         self._pieces.append(text)
