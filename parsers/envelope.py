@@ -951,13 +951,15 @@ def _bracketed_name_end(line: str, second: bool = True) -> int:
 # level and process kind (``2025-12-14 16:18:29,123 INFO [worker] ``), a job runner's (``[16:18:29] [INFO]
 # [serve-qwen3] ``), a Python logging wrapper's level and caller (``INFO     run_server.py:88 ``, ``INFO:root:``);
 # or a tool's times and names alone (a collector's time with a zone's name, ``2025-12-14 16:18:29.123 UTC ``,
-# Buildkite's ``[2025-12-13T19:54:35Z] ``, ``grep -H``'s file name), or a paste's marks alone (a quote's ``> ``,
+# Buildkite's ``[2025-12-13T19:54:35Z] ``, ``ts '[%F %T]'``'s ``[2025-12-14 16:18:29] `` unless a uvicorn line follows
+# it, which makes it SGLang's header, ``grep -H``'s file name), or a paste's marks alone (a quote's ``> ``,
 # indentation, a list's bullet, HTML's tags, a markdown table's cells, inline code's backtick, a terminal panel's
 # bar: what they open closes after the record, and is trimmed as behind any prefix).  The record begins with
 # vLLM's or uvicorn's header, a process tag or LMCache's header (its time in brackets, or its colour) after a blank,
 # a colon, a closing bracket, a tag's end or a backtick, at the first of a few such places where a record begins
 # at all.
 _WHOLE_RECORD = re.compile(rf"{_VLLM_LEVEL_DATE}|{_UVICORN_LEVEL}\S|{LMCACHE_HEADER}", re.ASCII)
+_UVICORN_RECORD = re.compile(_UVICORN_LEVEL)
 _RECORD_AFTER = re.compile(
     rf"[ \t:\]>`](?=(\()[A-Za-z_][^()]{{0,127}}\) (?:\(|{_WHOLE_RECORD.pattern})|{_WHOLE_RECORD.pattern})", re.ASCII
 )
@@ -986,6 +988,8 @@ def _logged_header_end(line: str) -> int:
                 # A watched logger's name beside a level is a header of its own (its time the stamp).
                 named = _search_named(line, 0, end)
                 verdict = named is None or named.start > end
+            if verdict and _UVICORN_RECORD.match(line, end) and _SGLANG_STAMP.search(line, 0, end):
+                return 0  # SGLang's own header before a uvicorn line it shares: not vLLM's
             return end if verdict else 0
         if place + 1 == _LOGGED_HEADER_PLACES:
             break
@@ -1008,7 +1012,7 @@ def _logged_header_verdict(shape: bytes) -> bool | None:
     """Whether text before a record is what the header search reads past as a prefix: a header in some logging
     format or a tool's prefix (what :func:`is_record_header` and :func:`is_tool_prefix` accept, or a source's
     name), no process tag, no sentence nor quote (:func:`prefix_verdict`), no RFC 3339 time that would be the
-    line's stamp (:func:`prefix_time`), and no SGLang header.  None where it is, unless a watched logger's header
+    line's stamp (:func:`prefix_time`).  None where it is, unless a watched logger's header
     begins in it: it names one of them, with a level word or a full time.  (``shape``: the text in UTF-8, its
     digits 0.)"""
     prefix = shape.decode("utf-8", "surrogatepass")
@@ -1022,7 +1026,7 @@ def _logged_header_verdict(shape: bytes) -> bool | None:
         or not any(c.isalnum() for c in prefix)  # a paste's decoration alone
     ):
         return False
-    if not prefix_verdict(prefix, "vllm")[0] or _SGLANG_STAMP.search(prefix) is not None:
+    if not prefix_verdict(prefix, "vllm")[0]:
         return False
     if any(name in prefix for name in WATCHED_LOGGERS) and (
         _LEVEL_IN_PREFIX.search(prefix) is not None or FULL_TIME.search(prefix) is not None

@@ -722,5 +722,11 @@ def test_what_is_read_past_as_another_program_s_header() -> None:
         "INFO INFO: Added request chatcmpl-1.",
     ):
         assert envelope._logged_header_end(line) == 0, line
+    # A date and a time in brackets (``ts '[%F %T]'``, SGLang's header) before any other record: read past.
+    for stamp in ("[2026-08-23 09:08:08] ", "[2026-08-23 09:08:08 TP0] "):
+        for record in (header, "(APIServer pid=2) " + header, lmcache, coloured):
+            assert envelope._logged_header_end(stamp + record) == len(stamp), stamp + record
+        assert envelope._logged_header_end(stamp + access) == 0
+        assert parse_line(stamp + access) == ()
     # The first place a record begins decides: text before it that no header is leaves the line to the search.
     assert envelope._logged_header_end("2025-12-14 some words here (APIServer pid=2) " + header) == 0
