@@ -543,6 +543,10 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         if events is not None:
             return events
     if depth < _MAX_DEPTH:
+        # A logfmt record around a line (a Go program's): its keys begin no prefix the rules below read past.
+        record = unwrap_logfmt(line) if 'msg="' in line else None
+        if record is not None:
+            return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
         # A merged stream's writer (kubectl logs --prefix, compose, stern) or journald's short framing
         # before the line: read past, without a search for a header.
         end = framing_end(line)
@@ -571,14 +575,10 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
 
 
 def _quoted_line(line: str) -> tuple[str, str | None] | None:
-    """The line a record quotes whole -- Fluent Bit's stdout output, a logfmt record, a JSON or YAML string
-    -- and the record's time; None for other text."""
+    """The line a record quotes whole -- Fluent Bit's stdout output, a JSON or YAML string -- and the record's
+    time; None for other text."""
     if line[0] == "[" and '"=>"' in line:
         record = unwrap_fluent_bit(line)
-        if record is not None:
-            return record
-    if 'msg="' in line:
-        record = unwrap_logfmt(line)
         if record is not None:
             return record
     if line[-1] in _QUOTES_AND_COMMA:

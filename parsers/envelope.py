@@ -1094,14 +1094,51 @@ _LOGFMT_RECORD = re.compile(
 _LOGFMT_TIME = re.compile(r'(?:^|\s)(?:time|ts)="?(\d{4}-\d\d-\d\dT[^"\s]+)"?')
 
 
+# Go's quoting (``strconv.Quote``: logrus, slog) escapes as JSON's does but for what is not printable: a colour's
+# escape is ``\x1b``, a vertical tab ``\v``, a character beyond the BMP ``\U0001f600``.
+_GO_ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|([0-7]{3})|(.))", re.DOTALL)
+_GO_ESCAPED = {
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+}
+
+
+def _go_escape(m: re.Match[str]) -> str:
+    code = m.group(1) or m.group(2) or m.group(3)
+    if code is not None:
+        return chr(int(code, 16))  # (ValueError beyond Unicode)
+    if m.group(4) is not None:
+        return chr(int(m.group(4), 8))
+    return _GO_ESCAPED[m.group(5)]  # (KeyError for what Go never escapes)
+
+
+def _unquoted_go(body: str) -> str | None:
+    """The text a Go quoted string's body (between its quotes) stands for; None where it is none."""
+    try:
+        return json.loads(f'"{body}"')  # (the commonest case, at a C decoder's speed)
+    except ValueError:
+        pass
+    try:
+        return _GO_ESCAPE.sub(_go_escape, body)
+    except (KeyError, ValueError):
+        return None
+
+
 def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
     """The line a logfmt record quotes under ``msg``, and the record's ``time``; None for other text."""
     m = _LOGFMT_RECORD.match(line)
     if m is None:
         return None
-    try:
-        text = json.loads(f'"{m.group(1)}"')  # Go's quoting escapes as JSON's does
-    except ValueError:
+    text = _unquoted_go(m.group(1))
+    if text is None:
         return None
     found = _LOGFMT_TIME.search(line, 0, m.start(1)) or _LOGFMT_TIME.search(line, m.end())
     return text, found.group(1) if found is not None else None
