@@ -724,7 +724,10 @@ ANY_RECORD_HEADER = re.compile(
 # thread), numbers; brackets, parentheses and separators between them -- and one plain word at most
 # (``root``, ``MainThread``).  Another program's dotted logger name (``kserve.trace``) is none of these:
 # a known message under it is that program's copy of vLLM's line.
-_HEADER_TOKEN = re.compile(r"[^\s\[\](){}|<>,;:\-]+(?:-[^\s\[\](){}|<>,;:\-]+)*")
+# (A caller, ``module:function:line`` as loguru's default format and ``%(name)s:%(funcName)s:%(lineno)d`` write
+# it, is one token: its function is no word of prose, its module is read as any name.)
+_CALLER = r"[A-Za-z_][\w.]*:[A-Za-z_<][\w<>]*:\d+(?![\w.])"
+_HEADER_TOKEN = re.compile(_CALLER + r"|[^\s\[\](){}|<>,;:\-]+(?:-[^\s\[\](){}|<>,;:\-]+)*")
 _HTML_TAG = re.compile(r"<[^<>]{0,200}>")
 _HEADER_PIECE = re.compile(
     r"[:.,TZ+/-]*+\d[\d:.,TZ+/-]*+"  # a date, a time, a number
@@ -754,6 +757,8 @@ def is_record_header(text: str, with_level: bool = True) -> bool:
         token = token.rstrip(":.")
         if not token:
             continue
+        if ":" in token:
+            token = token.partition(":")[0]  # a caller's module
         if token.upper() in _HEADER_LEVELS and (token.isupper() or token.istitle() or token.islower()):
             level = True
             capital = capital or not token.islower()

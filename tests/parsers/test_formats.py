@@ -33,6 +33,7 @@ HEADERS = [
     (f"{TIME} [INFO] [pid 42] vllm.v1.engine.async_llm ", "the process id in brackets"),
     (f"vllm-1  | {TIME} INFO     [vllm.v1.engine.async_llm] ", "such a header behind docker compose's prefix"),
     (f"{TIME} [info     ] ", "structlog's console renderer: the level in lower case, padded in brackets"),
+    (f"{TIME} | INFO     | launcher:stream:42 - ", "loguru's default format: the module, function and line"),
     (f"{TIME}\tinfo\tvllm\t", "a Go logger's tab-separated fields, the level in lower case"),
 ]
 # The messages alone (not those with a decoration, a header of their own or the GPU runtime's frame).
@@ -86,6 +87,7 @@ def test_a_whole_message_under_another_formats_header(header: str, origin: str) 
     [
         f"{TIME} INFO kserve.trace ",  # another program's copy of vLLM's line
         f"{TIME} INFO myapp.server ",
+        f"{TIME} | INFO     | kserve.trace:log:12 - ",  # another program's module, with a function and a line
         "My INFO says ",  # prose
         "Note that the INFO ",
         f"{TIME} INFO said: '",  # a quote

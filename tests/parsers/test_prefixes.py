@@ -626,6 +626,7 @@ LOGGED_HEADERS = [
     "2025-12-14 16:18:29,123 - INFO - ",
     "[16:18:29] [INFO] [serve-qwen3] ",
     "INFO     run_server.py:88 ",
+    "2025-12-14 16:18:29.123 | INFO     | launcher:stream:42 - ",
     "INFO:root:",
     "WARNING:root:",
     "INFO  [main] ",
