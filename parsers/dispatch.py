@@ -58,6 +58,7 @@ from parsers.envelope import (
     is_record_header,
     is_tool_prefix,
     json_records,
+    label_set_end,
     lmcache_call_site,
     prefix_time,
     prefix_verdict,
@@ -518,7 +519,10 @@ def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events
         events = _json(line, depth, rank)
         if events is not None:
             return events
-        # Not a JSON record: a label set before the header (Loki's ``logcli``: ``{app="vllm"} INFO ...``).
+        # Not a JSON record: a stream's label set before the line (Loki's ``logcli``: ``{app="vllm"} INFO ...``).
+        end = label_set_end(line) if depth < _MAX_DEPTH else 0
+        if end:
+            return parse_nested(line[end:], depth + 1, rank)
     elif first.isdigit() and line[10:11] == " ":
         m = STDLIB_HEADER.match(line)
         if m is not None:

@@ -1137,6 +1137,18 @@ def _unquoted_go(body: str) -> str | None:
         return None
 
 
+# A log stream's label set before each of its lines, as Grafana Loki's ``logcli query`` prints it after the
+# entry's time (``--output default``): ``{app="vllm", pod="vllm-0"} ``, the values quoted as Go quotes them, the
+# set padded with blanks to the longest of the query's (``{} `` where every label is common to all streams).
+_LABEL_SET = re.compile(r'\{(?:[A-Za-z_]\w*+="[^"\\]*+(?:\\.[^"\\]*+)*+"(?:, (?=[A-Za-z_]))?+)*+\} ++', re.ASCII)
+
+
+def label_set_end(line: str) -> int:
+    """Where the line behind a stream's label set begins; 0 for a line without one."""
+    m = _LABEL_SET.match(line)
+    return 0 if m is None or m.end() == len(line) else m.end()
+
+
 def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
     """The line a logfmt record quotes under ``msg``, and the record's ``time``; None for other text."""
     m = _LOGFMT_RECORD.match(line)

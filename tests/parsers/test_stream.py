@@ -186,13 +186,18 @@ def test_a_log_wrapped_at_any_width_gives_the_events_of_its_whole_lines(tmp_path
 
 def test_lines_that_are_whole_are_never_read_together() -> None:
     """Every fixture line (but those cut short on purpose) and every line of the kept logs, in their
-    order and shuffled: a stream gives exactly what each line gives alone."""
+    order and shuffled: a stream gives exactly what each line gives alone.  (A record whose message is
+    empty, as the blank lines around vLLM's logo are, ends where a terminal may cut one after its header:
+    a message that a shuffle puts after it may be that record's next piece, and is left out of the
+    shuffles.)"""
     cut_short = {c["line"] for c in line_cases("suspicious") if "cut short" in c["source"]}
     lines = [line for line in all_fixture_lines() if line not in cut_short]
     lines += [c["line"] for c in line_cases("negatives")]
+    header_only = {line for line in lines if line.endswith("] ")}
     for seed in range(4):
         order = lines[:]
         if seed:
+            order = [line for line in order if line not in header_only]
             random.Random(seed).shuffle(order)
         want = [event_dict(e) for line in order for e in parse_line(line)]
         assert feed_all(LogStream(), order) == want, seed
