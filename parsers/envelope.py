@@ -1092,10 +1092,9 @@ def _words_end(line: str) -> int:
 # ``time="2026-12-03T05:00:00Z" level=info msg="<the line, quoted>"``.  Only ``key=value``
 # pairs may come before ``msg``: text that merely holds ``msg="`` is no such record.
 # (Each quoted value is read in runs of plain characters, possessively: a long line is not walked one character at
-# a time through an alternation.)
-_LOGFMT_RECORD = re.compile(
-    r'(?:[\w.-]++=(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"|[^\s"]*+)\s++)*msg="([^"\\]*+(?:\\.[^"\\]*+)*+)"'
-)
+# a time through an alternation.  The same for every double-quoted string with backslash escapes below.)
+_QUOTED_BODY = r'[^"\\]*+(?:\\.[^"\\]*+)*+'
+_LOGFMT_RECORD = re.compile(rf'(?:[\w.-]++=(?:"{_QUOTED_BODY}"|[^\s"]*+)\s++)*msg="({_QUOTED_BODY})"')
 _LOGFMT_TIME = re.compile(r'(?:^|\s)(?:time|ts)="?(\d{4}-\d\d-\d\dT[^"\s]+)"?')
 
 
@@ -1117,6 +1116,7 @@ _GO_ESCAPED = {
 
 
 def _go_escape(m: re.Match[str]) -> str:
+    """The character one escape of Go's quoting stands for."""
     code = m.group(1) or m.group(2) or m.group(3)
     if code is not None:
         return chr(int(code, 16))  # (ValueError beyond Unicode)
@@ -1140,7 +1140,7 @@ def _unquoted_go(body: str) -> str | None:
 # A log stream's label set before each of its lines, as Grafana Loki's ``logcli query`` prints it after the
 # entry's time (``--output default``): ``{app="vllm", pod="vllm-0"} ``, the values quoted as Go quotes them, the
 # set padded with blanks to the longest of the query's (``{} `` where every label is common to all streams).
-_LABEL_SET = re.compile(r'\{(?:[A-Za-z_]\w*+="[^"\\]*+(?:\\.[^"\\]*+)*+"(?:, (?=[A-Za-z_]))?+)*+\} ++', re.ASCII)
+_LABEL_SET = re.compile(rf'\{{(?:[A-Za-z_]\w*+="{_QUOTED_BODY}"(?:, (?=[A-Za-z_]))?+)*+\}} ++', re.ASCII)
 
 
 def label_set_end(line: str) -> int:
@@ -1165,10 +1165,8 @@ def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
 # .log`` without ``-r`` prints ``"INFO 12-14 ...\n"``; pretty-printed JSON (CloudWatch's ``aws logs
 # get-log-events``, ``gcloud logging read --format=json``, a search engine's hits) puts ``"message":
 # "INFO 12-14 ...",`` on a line; YAML (gcloud's default output) ``textPayload: 'INFO 12-14 ...'``.
-_JSON_STRING_LINE = re.compile(r'[ \t]*+(?:"(\w{1,64}+)" ?: ?)?("[^"\\]*+(?:\\.[^"\\]*+)*+") ?,?')
-_YAML_STRING_LINE = re.compile(
-    r"[ \t]*+(?:- )?(\w{1,64}+): (?:'([^']*+(?:''[^']*+)*+)'|(\"[^\"\\]*+(?:\\.[^\"\\]*+)*+\"))"
-)
+_JSON_STRING_LINE = re.compile(rf'[ \t]*+(?:"(\w{{1,64}}+)" ?: ?)?("{_QUOTED_BODY}") ?,?')
+_YAML_STRING_LINE = re.compile(rf"""[ \t]*+(?:- )?(\w{{1,64}}+): (?:'([^']*+(?:''[^']*+)*+)'|("{_QUOTED_BODY}"))""")
 
 
 def unwrap_quoted(line: str) -> str | None:
