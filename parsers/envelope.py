@@ -784,7 +784,8 @@ def is_tool_prefix(text: str) -> bool:
 # ``vllm_1`` before Compose v2; ``docker service logs``' ``NAME.1.TASK@NODE``), a name with a digit, a
 # hyphen or an underscore as the names Compose gives its containers have (``Update | RuntimeError: ...`` is
 # a heading), or any name with two blanks or more before the bar, as Compose v2 pads every name, one a
-# ``container_name`` gave too (``vllm    | ``).
+# ``container_name`` gave too (``vllm    | ``); and any name a Procfile runner's time comes before (Foreman's and
+# honcho's ``16:18:29 web.1  | ``, padded to the longest name, the time and name coloured on a terminal).
 # stern's ``POD CONTAINER `` and ``NAMESPACE POD CONTAINER `` (each name coloured on a terminal): names
 # that begin with a letter, as workloads' do (``12345 vllm INFO`` is a logging format's process id and
 # logger), a pod's name with a digit or a hyphen, as a controller's pods' names have (``more info Reqid:
@@ -794,8 +795,8 @@ def is_tool_prefix(text: str) -> bool:
 # again shorter, which halves the cost of a stern line.)
 _KUBECTL_PREFIX = re.compile(r"\[pod/([a-z0-9][a-z0-9.-]{0,252}+)/([a-z0-9][a-z0-9-]{0,62}+)\] ", re.ASCII)
 _COMPOSE_PREFIX = re.compile(
-    r"(?:\x1b\[[\d;]*m)?((?=[A-Za-z.]*+[\d_-])[A-Za-z0-9][\w.@-]{0,127}+(?= +\| )|[A-Za-z0-9][\w.@-]{0,127}+(?=  +\| ))"
-    r" +\| (?:\x1b\[0m)?",
+    r"(?:\x1b\[[\d;]*m)?(?:\d\d:\d\d:\d\d |(?=[A-Za-z.]*+[\d_-])|(?=[A-Za-z0-9][\w.@-]{0,127}+  ))"
+    r"([A-Za-z0-9][\w.@-]{0,127}+) +\| (?:\x1b\[0m)?",
     re.ASCII,
 )
 _NAME = r"(?:\x1b\[[\d;]*m)?({})(?:\x1b\[0m)? "

@@ -68,6 +68,8 @@ PREFIXES = [
     ("[default0]:", "", "torchrun --tee: the worker's role and local rank"),
     ("[3]:", "", "torchrun with TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[${rank}]:'"),
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
+    ("16:18:29 web.1  | ", "", "Foreman and honcho: the time and the Procfile process's name"),
+    ("\x1b[36m16:18:29 vllm.1 | \x1b[0m", "", "Foreman on a terminal: the time and the name coloured"),
     ("> ", "", "a markdown quote"),
     ("| 2025-12-14 16:18:29 | ", " |", "a markdown table of times and lines"),
     ("\u2502 ", " \u2502", "a terminal panel's line (box drawing)"),
@@ -242,7 +244,8 @@ def test_an_exception_behind_a_title_or_a_heading_is_not_read() -> None:
 def test_compose_s_padded_name_is_read_past_whatever_the_name() -> None:
     # Compose v2 pads every name (a container_name's too) with two blanks or more before its bar; any line follows.
     for line in ("10% percentile latency: 1.47 seconds", "INFO 12-14 16:00:00 [async_llm.py:578] Added request r-1."):
-        for name in ("vllm  | ", "vllm    | ", "lmcache  | ", "vllm-1  | "):
+        # (Foreman's and honcho's time first, before a Procfile process's name.)
+        for name in ("vllm  | ", "vllm    | ", "lmcache  | ", "vllm-1  | ", "16:18:29 web.1  | ", "16:18:29 vllm | "):
             assert framing_end(name + line) == len(name), name
             assert parse_line(name + line) == parse_line(line) != (), name
     # One blank (a heading, a table), or a level word (a logging format's ``%(levelname)-5s | ``): no name.
