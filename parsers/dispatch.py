@@ -63,12 +63,12 @@ from parsers.envelope import (
     prefix_time,
     prefix_verdict,
     rank_of,
+    record_around,
     strip_ansi,
     torch_problem,
     trim_closing,
     unlink_markdown,
     unwrap_fluent_bit,
-    unwrap_logfmt,
     unwrap_quoted,
 )
 from parsers.envelope import (
@@ -547,8 +547,8 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         if events is not None:
             return events
     if depth < _MAX_DEPTH:
-        # A logfmt record around a line (a Go program's): its keys begin no prefix the rules below read past.
-        record = unwrap_logfmt(line) if 'msg="' in line else None
+        # A record around a line that begins with no prefix the rules below read past (its end holds more).
+        record = record_around(line)
         if record is not None:
             return _restamp(parse_nested(record[0], depth + 1, rank), record[1])
         # A merged stream's writer (kubectl logs --prefix, compose, stern) or journald's short framing

@@ -1090,13 +1090,15 @@ def _words_end(line: str) -> int:
 
 
 # A Go program's record around a line it captured (logrus, slog's text handler, logfmt):
-# ``time="2026-12-03T05:00:00Z" level=info msg="<the line, quoted>"``.  Only ``key=value``
-# pairs may come before ``msg``: text that merely holds ``msg="`` is no such record.
+# ``time="2026-12-03T05:00:00Z" level=info msg="<the line, quoted>"``; and Vector's logfmt encoding of an event it
+# read, its keys in order, ``file=/var/log/vllm.log host=gpu-1 message="<the line>" source_type=file
+# timestamp=2026-12-03T05:00:00.123456789Z`` (only its quotes and backslashes escaped).  Only ``key=value`` pairs
+# may come before ``msg`` or ``message``: text that merely holds ``msg="`` is no such record.
 # (Each quoted value is read in runs of plain characters, possessively: a long line is not walked one character at
 # a time through an alternation.  The same for every double-quoted string with backslash escapes below.)
 _QUOTED_BODY = r'[^"\\]*+(?:\\.[^"\\]*+)*+'
-_LOGFMT_RECORD = re.compile(rf'(?:[\w.-]++=(?:"{_QUOTED_BODY}"|[^\s"]*+)\s++)*msg="({_QUOTED_BODY})"')
-_LOGFMT_TIME = re.compile(r'(?:^|\s)(?:time|ts)="?(\d{4}-\d\d-\d\dT[^"\s]+)"?')
+_LOGFMT_RECORD = re.compile(rf'(?:[\w.-]++=(?:"{_QUOTED_BODY}"|[^\s"]*+)\s++)*(?:msg|message)="({_QUOTED_BODY})"')
+_LOGFMT_TIME = re.compile(r'(?:^|\s)(?:time|ts|timestamp)="?(\d{4}-\d\d-\d\dT[^"\s]+)"?')
 
 
 # Go's quoting (``strconv.Quote``: logrus, slog) escapes as JSON's does but for what is not printable: a colour's
@@ -1151,7 +1153,7 @@ def label_set_end(line: str) -> int:
 
 
 def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
-    """The line a logfmt record quotes under ``msg``, and the record's ``time``; None for other text."""
+    """The line a logfmt record quotes under ``msg`` or ``message``, and the record's time; None for other text."""
     m = _LOGFMT_RECORD.match(line)
     if m is None:
         return None
@@ -1160,6 +1162,21 @@ def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
         return None
     found = _LOGFMT_TIME.search(line, 0, m.start(1)) or _LOGFMT_TIME.search(line, m.end())
     return text, found.group(1) if found is not None else None
+
+
+# The OpenTelemetry Collector's debug exporter at its ``detailed`` verbosity: each log record's body on a line of its
+# own, ``Body: Str(<the line>)``, the text as it is.
+_DEBUG_BODY = "Body: Str("
+
+
+def record_around(line: str) -> tuple[str, str | None] | None:
+    """The line a record holds whole and ends after -- a logfmt record's ``msg`` or ``message``, the OpenTelemetry
+    Collector's debug exporter's body -- and the record's time; None for other text."""
+    if 'msg="' in line or 'message="' in line:
+        return unwrap_logfmt(line)
+    if line.startswith(_DEBUG_BODY) and line[-1] == ")":
+        return line[len(_DEBUG_BODY) : -1], None
+    return None
 
 
 # A line as a quoted string, alone or as the value of a record's text key on a line of its own: ``jq
