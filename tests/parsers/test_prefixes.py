@@ -244,8 +244,11 @@ def test_an_exception_behind_a_title_or_a_heading_is_not_read() -> None:
 def test_compose_s_padded_name_is_read_past_whatever_the_name() -> None:
     # Compose v2 pads every name (a container_name's too) with two blanks or more before its bar; any line follows.
     for line in ("10% percentile latency: 1.47 seconds", "INFO 12-14 16:00:00 [async_llm.py:578] Added request r-1."):
-        # (Foreman's and honcho's time first, before a Procfile process's name.)
-        for name in ("vllm  | ", "vllm    | ", "lmcache  | ", "vllm-1  | ", "16:18:29 web.1  | ", "16:18:29 vllm | "):
+        # (Foreman's and honcho's time first, before a Procfile process's name; pm2's process id.)
+        for name in (
+            *("vllm  | ", "vllm    | ", "lmcache  | ", "vllm-1  | "),
+            *("16:18:29 web.1  | ", "16:18:29 vllm | ", "0|vllm     | ", "\x1b[32m0|vllm | \x1b[39m"),
+        ):
             assert framing_end(name + line) == len(name), name
             assert parse_line(name + line) == parse_line(line) != (), name
     # One blank (a heading, a table), or a level word (a logging format's ``%(levelname)-5s | ``): no name.
