@@ -90,6 +90,7 @@ ENDINGS = [
 # Wrappers whose own full time replaces the line's: (make the physical line, what writes it).
 STAMPING_WRAPPERS = [
     (lambda line: "2025-12-14T08:18:29.123456789Z " + line, "docker logs -t / kubectl logs --timestamps"),
+    (lambda line: "2025-12-14T08:18:29.123Z\t" + line, "an export's time column, a tab after it"),
     (lambda line: "2025-12-14T08:18:29.123456789Z stdout F " + line, "a containerd (CRI) record"),
     (lambda line: "[pod/vllm-0/vllm] 2025-12-14T08:18:29.123456789Z " + line, "kubectl logs --prefix --timestamps"),
     (lambda line: "vllm-0 vllm 2025-12-14T08:18:29.123456789Z " + line, "stern --timestamps"),
