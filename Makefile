@@ -18,7 +18,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := prometheus mtail time
 
-.PHONY: bytecode run run-retrieve demo-stack test bench bench-replay bench-live bench-traces bench-regex bench-scale compat lint generate system-deps demo-server kube-schemas clean
+.PHONY: bytecode run run-retrieve demo-stack test bench bench-replay bench-live bench-traces bench-regex bench-scale bench-wrappers compat lint generate system-deps demo-server kube-schemas clean
 
 $(INSTALLED): pyproject.toml
 	@echo "kvwatch: installing kvwatch and its test tools into $(VENV) (about a minute the first time)"
@@ -105,7 +105,7 @@ compat: $(INSTALLED) demo-server
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libtcmalloc-minimal4 >/dev/null; }
 	$(PY) tests/compat/run_compat.py
 
-bench: bench-replay bench-live bench-traces bench-regex bench-scale
+bench: bench-replay bench-live bench-traces bench-regex bench-scale bench-wrappers
 
 bench-replay: $(INSTALLED) bytecode system-deps
 	$(PY) tests/benchmarks/run_replay_bench.py
@@ -121,6 +121,9 @@ bench-regex: $(INSTALLED) bytecode
 
 bench-scale: $(INSTALLED) bytecode
 	$(PY) tests/benchmarks/run_scale_bench.py
+
+bench-wrappers: $(INSTALLED) bytecode
+	$(PY) tests/benchmarks/run_wrapper_bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

@@ -72,3 +72,14 @@ def test_trace_bench_memory_measure_counts_the_open_table() -> None:
     assert result["requests"] == 2000
     # The table holds ids, times and lookups: well above the ids alone, and below the documented bound.
     assert result["baseline_bytes_per_request"] < result["bytes_per_request"] <= result["bound_bytes_per_request"]
+
+
+def test_wrapper_bench_reads_each_wrapped_line_as_the_line_alone() -> None:
+    from tests.benchmarks.run_wrapper_bench import LINES, WRAPPERS, measure
+
+    rows = measure(rounds=1, number=1)
+    assert len(rows) == len(WRAPPERS) * len(LINES)
+    assert all(row["ratio"] == 1.0 for row in rows if row["wrapper"] == "bare")
+    # Only an access line behind a bracketed date and time reads otherwise: that is SGLang's header.
+    differing = [(row["wrapper"], row["line"]) for row in rows if not row["same_events"]]
+    assert differing == [("ts '[%F %T]'", "access")]
