@@ -31,6 +31,7 @@ CACHE = ROOT / ".cache" / "bench"
 sys.path.insert(0, str(ROOT))
 
 from parsers import parse_line  # noqa: E402
+from tests.support.quoting import go_quoted  # noqa: E402
 
 LINES = {
     "vllm": "(APIServer pid=383) INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-904844fa7f576854-"
@@ -46,22 +47,6 @@ TIME = "2025-12-14T08:18:29.123456789Z"
 
 def _json_string(text: str) -> str:
     return json.dumps(text, separators=(",", ":"))
-
-
-def _go_quoted(text: str) -> str:
-    """``text`` as Go's ``strconv.Quote`` writes it (logrus, slog)."""
-    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-    out = []
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif char in named:
-            out.append(named[char])
-        elif char.isprintable():
-            out.append(char)
-        else:
-            out.append(f"\\x{ord(char):02x}" if ord(char) < 0x80 else f"\\u{ord(char):04x}")
-    return '"' + "".join(out) + '"'
 
 
 def _escaped(text: str) -> str:
@@ -89,7 +74,7 @@ WRAPPERS: list[tuple[str, Callable[[str], str]]] = [
     ("Foreman / honcho", lambda line: f"16:18:29 web.1  | {line}"),
     ("pm2 logs", lambda line: f"0|vllm     | {line}"),
     ("logcli (Loki)", lambda line: f'2025-12-14T16:18:29Z {{app="vllm", pod="vllm-0"}} {line}'),
-    ("logfmt (logrus)", lambda line: f'time="2025-12-14T16:18:29Z" level=info msg={_go_quoted(line)}'),
+    ("logfmt (logrus)", lambda line: f'time="2025-12-14T16:18:29Z" level=info msg={go_quoted(line)}'),
     ("Vector logfmt", lambda line: f"host=gpu-node-1 message={_escaped(line)} source_type=file timestamp={TIME}"),
     ("collector debug exporter", lambda line: f"Body: Str({line})"),
     ("time column and tab", lambda line: f"2025-12-14T16:18:29.123Z\t{line}"),

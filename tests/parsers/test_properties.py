@@ -18,6 +18,7 @@ from parsers.envelope import unwrap_logfmt
 from parsers.events import Event
 from parsers.requests import parse_received
 from tests.support.lines import edited, edits, line_cases
+from tests.support.quoting import go_quoted
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "parsers" / "schema" / "events.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -275,31 +276,11 @@ def test_vllm_bench_serve_s_unset_request_rate_is_a_record_without_a_number() ->
     assert event.value == 10.0
 
 
-def _go_quoted(text: str) -> str:
-    """``text`` quoted as Go's ``strconv.Quote`` quotes it (what logrus and slog write for a value with blanks)."""
-    named = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
-    out = []
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif char in named:
-            out.append(named[char])
-        elif char.isprintable():
-            out.append(char)
-        elif ord(char) < 0x80:
-            out.append(f"\\x{ord(char):02x}")
-        elif ord(char) < 0x10000:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(f"\\U{ord(char):08x}")
-    return '"' + "".join(out) + '"'
-
-
 @settings(max_examples=400)
 @given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=80))
-def test_a_logfmt_record_s_message_is_the_text_go_quoted(text: str) -> None:
+def test_a_logfmt_record_s_message_is_the_textgo_quoted(text: str) -> None:
     # A colour's escape (``\x1b``), a vertical tab or a character beyond the BMP is no escape JSON knows.
-    record = f'time="2025-12-14T08:18:29Z" level=info msg={_go_quoted(text)} container=vllm'
+    record = f'time="2025-12-14T08:18:29Z" level=info msg={go_quoted(text)} container=vllm'
     assert unwrap_logfmt(record) == (text, "2025-12-14T08:18:29Z")
 
 
@@ -307,7 +288,7 @@ def test_a_logfmt_record_of_a_coloured_line_gives_its_events() -> None:
     coloured = "\x1b[32;20m[2025-12-14 16:18:24,320] LMCache INFO:\x1b[0m "
     coloured += "Reqid: r-1, Total tokens 9, LMCache hit tokens: 0 "
     coloured += "\x1b[3m(vllm_v1_adapter.py:1288:lmcache.integration.vllm.vllm_v1_adapter)\x1b[0m"
-    record = f'time="2025-12-14T08:18:29Z" level=info msg={_go_quoted(coloured)}'
+    record = f'time="2025-12-14T08:18:29Z" level=info msg={go_quoted(coloured)}'
     assert "\\x1b" in record
     events = parse_line(record)
     assert [type(event).__name__ for event in events] == ["LmcacheLookup"]
