@@ -31,6 +31,7 @@ CACHE = ROOT / ".cache" / "bench"
 sys.path.insert(0, str(ROOT))
 
 from parsers import parse_line  # noqa: E402
+from tests.support.lines import event_dict  # noqa: E402
 from tests.support.quoting import go_quoted  # noqa: E402
 
 LINES = {
@@ -84,16 +85,9 @@ WRAPPERS: list[tuple[str, Callable[[str], str]]] = [
 ]
 
 
-def events_of(line: str) -> list[tuple]:
+def events_of(line: str) -> list[dict]:
     """A line's events, their stamps aside."""
-    return [
-        (type(event).__name__, *(value for name, value in _fields(event) if name != "stamp"))
-        for event in parse_line(line)
-    ]
-
-
-def _fields(event) -> list[tuple[str, object]]:
-    return [(name, getattr(event, name)) for name in event.__slots__]
+    return [{key: value for key, value in event_dict(event).items() if key != "stamp"} for event in parse_line(line)]
 
 
 def time_one(line: str, number: int) -> float:
@@ -107,7 +101,6 @@ def time_one(line: str, number: int) -> float:
 def measure(rounds: int, number: int) -> list[dict]:
     """Every wrapper around every line: its median microseconds, ratio to the bare line's, same events."""
     cases = [(name, kind, make(line)) for name, make in WRAPPERS for kind, line in LINES.items()]
-    bare = {kind: line for kind, line in LINES.items()}
     times: dict[tuple[str, str], list[float]] = {(name, kind): [] for name, kind, _ in cases}
     for line in (wrapped for _, _, wrapped in cases):
         parse_line(line)  # warm: compiled patterns, caches
@@ -119,7 +112,7 @@ def measure(rounds: int, number: int) -> list[dict]:
     for name, kind, wrapped in cases:
         median = statistics.median(times[(name, kind)])
         base = statistics.median(times[("bare", kind)])
-        same = events_of(wrapped) == events_of(bare[kind])
+        same = events_of(wrapped) == events_of(LINES[kind])
         rows.append({"wrapper": name, "line": kind, "us": median, "ratio": median / base, "same_events": same})
     return rows
 

@@ -112,7 +112,7 @@ def read_by_a_family(message: str) -> bool:
 def rendered(level: str, module: str, message: str) -> str:
     """A format as the vLLM log line it prints, with sample values in its placeholders."""
     text = _PLACEHOLDER.sub(lambda m: _SAMPLES.get(m.group(1) or "s", "x"), message).replace("\n", " ")
-    word = {"exception": "ERROR", "warn": "WARNING"}.get(level, level.upper())
+    word = "ERROR" if level == "exception" else level.upper()
     return f"{word} 12-05 10:00:00 [{Path(module).name}:1] {text}"
 
 
@@ -125,11 +125,12 @@ def verdict(line: str) -> str:
 def review(old: dict[Format, str], new: dict[Format, str]) -> list[tuple[str, str, str, str]]:
     """(``+`` or ``-``, module, format, verdict) for the formats of the families one release added or removed."""
     rows = []
+    still_printed = {message for _, message in new}
     for call in sorted(new.keys() - old.keys(), key=lambda call: call[1]):
         if read_by_a_family(call[1]):
             rows.append(("+", new[call], call[1], verdict(rendered(call[0], new[call], call[1]))))
     for call in sorted(old.keys() - new.keys(), key=lambda call: call[1]):
-        if read_by_a_family(call[1]) and not any(message == call[1] for _, message in new):
+        if read_by_a_family(call[1]) and call[1] not in still_printed:
             rows.append(("-", old[call], call[1], "no longer printed"))
     return rows
 

@@ -278,7 +278,7 @@ def test_vllm_bench_serve_s_unset_request_rate_is_a_record_without_a_number() ->
 
 @settings(max_examples=400)
 @given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=80))
-def test_a_logfmt_record_s_message_is_the_textgo_quoted(text: str) -> None:
+def test_a_logfmt_record_s_message_is_the_text_go_quoted(text: str) -> None:
     # A colour's escape (``\x1b``), a vertical tab or a character beyond the BMP is no escape JSON knows.
     record = f'time="2025-12-14T08:18:29Z" level=info msg={go_quoted(text)} container=vllm'
     assert unwrap_logfmt(record) == (text, "2025-12-14T08:18:29Z")
