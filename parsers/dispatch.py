@@ -374,14 +374,21 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
     if events:
         if type(events[0]) not in _UNREAD or len(events) > 1:
             return events  # read; or a line already split (inside a wrapper), or a wrapper's many records
-    elif len(line) < _TWO_RECORDS and "](" not in line:
+    elif len(line) < _TWO_RECORDS and "](" not in line and _NO_BREAK_SPACE not in line:
         return events
     return _second_look(line, events, depth, rank)
 
 
+# What a web page's ``&nbsp;`` is copied as: where it stands for a space, no header or message matches.
+_NO_BREAK_SPACE = "\xa0"
+
+
 def _second_look(line: str, events: Events, depth: int, rank: int | None) -> Events:
-    """A line nothing read, or only as a problem or a suspicious line: what a paste's links hid, or the records
-    glued together in it."""
+    """A line nothing read, or only as a problem or a suspicious line: what a web page's no-break spaces or a
+    paste's links hid, or the records glued together in it."""
+    if _NO_BREAK_SPACE in line and depth < _MAX_DEPTH:
+        # A copy from a rendered page (its every space, or those it keeps a run of blanks with): read with spaces.
+        return parse_nested(line.replace(_NO_BREAK_SPACE, " "), depth + 1, rank) or events
     if "](" in line:
         unlinked = _read_unlinked(line, depth, rank)
         if unlinked is not None:

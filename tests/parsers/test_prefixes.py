@@ -738,3 +738,22 @@ def test_what_is_read_past_as_another_program_s_header() -> None:
         assert parse_line(stamp + access) == ()
     # The first place a record begins decides: text before it that no header is leaves the line to the search.
     assert envelope._logged_header_end("2025-12-14 some words here (APIServer pid=2) " + header) == 0
+
+
+def test_the_same_events_with_no_break_spaces_for_spaces() -> None:
+    """A copy from a web page whose every space is ``&nbsp;`` reads as the line with spaces; one whose page kept its
+    runs of blanks from collapsing (every other blank of a run a no-break space) too, but for a wrapper's time
+    before such a run: that time is not known as the wrapper's then (the line's own, if any, is kept)."""
+    cases = CASES + [case for family in ("message_only", "wrappers") for case in line_cases(family)]
+    wrong = []
+    for case in cases:
+        every = parse(case["line"].replace(" ", "\xa0"))
+        runs = parse(case["line"].replace("  ", "\xa0 "))
+        if every != case["events"] or without_stamps(runs) != without_stamps(case["events"]):
+            wrong.append((case["source"], case["line"][:80], every, runs))
+    assert not wrong, f"{len(wrong)} of {len(cases)} lines read differently when copied so: {wrong[:3]}"
+
+
+def test_near_misses_stay_silent_with_no_break_spaces_for_spaces() -> None:
+    loud = [case["line"][:80] for case in NEAR_MISSES if case["line"] and parse(case["line"].replace(" ", "\xa0"))]
+    assert not loud, f"near-misses read with no-break spaces: {loud}"
