@@ -374,21 +374,26 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
     if events:
         if type(events[0]) not in _UNREAD or len(events) > 1:
             return events  # read; or a line already split (inside a wrapper), or a wrapper's many records
-    elif len(line) < _TWO_RECORDS and "](" not in line and _NO_BREAK_SPACE not in line:
+    elif len(line) < _TWO_RECORDS and "](" not in line and line.isascii():
         return events
     return _second_look(line, events, depth, rank)
 
 
-# What a web page's ``&nbsp;`` is copied as: where it stands for a space, no header or message matches.
-_NO_BREAK_SPACE = "\xa0"
+# What a publishing tool makes of a line's ASCII: a web page's ``&nbsp;``, a blog's typographic quotes, dashes
+# and ellipsis.  Where they stand for it, no header or message matches.
+_TYPOGRAPHY = str.maketrans(
+    {"\xa0": " ", "\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"}
+    | {"\u2013": "-", "\u2014": "--", "\u2026": "..."}
+)
 
 
 def _second_look(line: str, events: Events, depth: int, rank: int | None) -> Events:
-    """A line nothing read, or only as a problem or a suspicious line: what a web page's no-break spaces or a
-    paste's links hid, or the records glued together in it."""
-    if _NO_BREAK_SPACE in line and depth < _MAX_DEPTH:
-        # A copy from a rendered page (its every space, or those it keeps a run of blanks with): read with spaces.
-        return parse_nested(line.replace(_NO_BREAK_SPACE, " "), depth + 1, rank) or events
+    """A line nothing read, or only as a problem or a suspicious line: what a page's typography or a paste's links
+    hid, or the records glued together in it."""
+    if not line.isascii() and depth < _MAX_DEPTH:
+        typed = line.translate(_TYPOGRAPHY)
+        if typed != line:  # a copy from a rendered page (no-break spaces, a blog's quotes): read as it was written
+            return parse_nested(typed, depth + 1, rank) or events
     if "](" in line:
         unlinked = _read_unlinked(line, depth, rank)
         if unlinked is not None:

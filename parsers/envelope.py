@@ -102,9 +102,10 @@ STDLIB_HEADER = re.compile(
 # LMCache colours this header even in files; the codes are allowed here so its
 # lines need no stripping (a message parser never looks past its own fields).
 LMCACHE_HEADER = r"(?:\x1b\[[0-9;]*m)?\[(\d\d\d\d-[^\]]{18})\] LMCache [A-Z]+:(?:\x1b\[0m)? ?"
-# LMCache 0.1.x: ``INFO LMCache: message [2024-10-24 12:00:00,123.123]``.
+# LMCache 0.1.x: ``INFO LMCache: message [2024-10-24 12:00:00,123.123]``, perhaps `` -- <path>`` after it (a
+# blog's typography makes its dashes one em dash).
 LMCACHE_OLD_HEADER = re.compile(r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) LMCache: ")
-LMCACHE_OLD_STAMP = re.compile(r" \[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})(?:\.\d+)?\](?: --.*)?$")
+LMCACHE_OLD_STAMP = re.compile(r" \[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})(?:\.\d+)?\](?: (?:--|\u2014).*)?$")
 # uvicorn: ``INFO:     `` (the level name and colon padded to ten characters); no time.
 UVICORN_HEADER = r"[A-Z]+(): +"
 

@@ -740,20 +740,53 @@ def test_what_is_read_past_as_another_program_s_header() -> None:
     assert envelope._logged_header_end("2025-12-14 some words here (APIServer pid=2) " + header) == 0
 
 
-def test_the_same_events_with_no_break_spaces_for_spaces() -> None:
-    """A copy from a web page whose every space is ``&nbsp;`` reads as the line with spaces; one whose page kept its
-    runs of blanks from collapsing (every other blank of a run a no-break space) too, but for a wrapper's time
-    before such a run: that time is not known as the wrapper's then (the line's own, if any, is kept)."""
+def _curly_quotes(line: str) -> str:
+    """The line's double quotes as a blog's typography sets them: opening and closing in turn."""
+    pieces = line.split('"')
+    return "".join(piece + ("\u201c" if i % 2 == 0 else "\u201d") for i, piece in enumerate(pieces[:-1])) + pieces[-1]
+
+
+# What a publishing tool makes of a line's ASCII: (the copy, where it comes from).
+TYPOGRAPHY = [
+    (lambda line: line.replace(" ", "\xa0"), "a web page's &nbsp; for every space"),
+    (lambda line: line.replace(" - ", " \u2013 "), "a blog's en dash for a hyphen between spaces"),
+    (lambda line: line.replace(" -- ", " \u2014 "), "a blog's em dash for two hyphens between spaces"),
+    (lambda line: line.replace("...", "\u2026"), "a blog's ellipsis for three dots"),
+    (_curly_quotes, "a blog's curly double quotes"),
+]
+
+
+@pytest.mark.parametrize(("copy", "origin"), TYPOGRAPHY, ids=[t[1] for t in TYPOGRAPHY])
+def test_the_same_events_in_a_rendered_page(copy, origin: str) -> None:
+    """A copy from a rendered web page reads as the line.  (A wrapper's own syntax -- a label set's quotes -- is
+    shown in a page's code, where no typography is applied: only the lines behind headers and messages alone.)"""
+    cases = CASES + line_cases("message_only") + (line_cases("wrappers") if copy is not _curly_quotes else [])
+    changed = [case for case in cases if copy(case["line"]) != case["line"]]
+    wrong = [
+        (case["source"], copy(case["line"])[:80], got)
+        for case in changed
+        if (got := parse(copy(case["line"]))) != case["events"]
+    ]
+    assert changed
+    assert not wrong, f"{len(wrong)} of {len(changed)} lines read differently as {origin}: {wrong[:3]}"
+
+
+def test_the_same_events_with_a_run_of_blanks_kept_by_no_break_spaces() -> None:
+    """A page that keeps a run of blanks from collapsing makes every other blank of it a no-break space: the
+    same events, but for a wrapper's time before such a run (not known as the wrapper's then: the line's own,
+    if any, is kept)."""
     cases = CASES + [case for family in ("message_only", "wrappers") for case in line_cases(family)]
-    wrong = []
-    for case in cases:
-        every = parse(case["line"].replace(" ", "\xa0"))
-        runs = parse(case["line"].replace("  ", "\xa0 "))
-        if every != case["events"] or without_stamps(runs) != without_stamps(case["events"]):
-            wrong.append((case["source"], case["line"][:80], every, runs))
-    assert not wrong, f"{len(wrong)} of {len(cases)} lines read differently when copied so: {wrong[:3]}"
+    changed = [case for case in cases if "  " in case["line"]]
+    wrong = [
+        (case["source"], case["line"][:80], got)
+        for case in changed
+        if without_stamps(got := parse(case["line"].replace("  ", "\xa0 "))) != without_stamps(case["events"])
+    ]
+    assert changed
+    assert not wrong, f"{len(wrong)} of {len(changed)} lines read differently: {wrong[:3]}"
 
 
-def test_near_misses_stay_silent_with_no_break_spaces_for_spaces() -> None:
-    loud = [case["line"][:80] for case in NEAR_MISSES if case["line"] and parse(case["line"].replace(" ", "\xa0"))]
-    assert not loud, f"near-misses read with no-break spaces: {loud}"
+@pytest.mark.parametrize(("copy", "origin"), TYPOGRAPHY, ids=[t[1] for t in TYPOGRAPHY])
+def test_near_misses_stay_silent_in_a_rendered_page(copy, origin: str) -> None:
+    loud = [case["line"][:80] for case in NEAR_MISSES if case["line"] and parse(copy(case["line"]))]
+    assert not loud, f"near-misses read as {origin}: {loud}"
