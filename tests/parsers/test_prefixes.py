@@ -91,6 +91,8 @@ ENDINGS = [
 STAMPING_WRAPPERS = [
     (lambda line: "2025-12-14T08:18:29.123456789Z " + line, "docker logs -t / kubectl logs --timestamps"),
     (lambda line: "2025-12-14T08:18:29.123Z\t" + line, "an export's time column, a tab after it"),
+    (lambda line: "2025-12-14T16:18:29: " + line, "pm2's --time: its log_date_format and a colon"),
+    (lambda line: "0|vllm     | 2025-12-14T16:18:29: " + line, "pm2 logs of a --time log: the process, then its time"),
     (lambda line: "2025-12-14T08:18:29.123456789Z stdout F " + line, "a containerd (CRI) record"),
     (lambda line: "[pod/vllm-0/vllm] 2025-12-14T08:18:29.123456789Z " + line, "kubectl logs --prefix --timestamps"),
     (lambda line: "vllm-0 vllm 2025-12-14T08:18:29.123456789Z " + line, "stern --timestamps"),
