@@ -788,7 +788,8 @@ def is_tool_prefix(text: str) -> bool:
 # a heading), or any name with two blanks or more before the bar, as Compose v2 pads every name, one a
 # ``container_name`` gave too (``vllm    | ``); and any name a Procfile runner's time comes before (Foreman's and
 # honcho's ``16:18:29 web.1  | ``, padded to the longest name, the time and name coloured on a terminal), or pm2's
-# process id (``pm2 logs``: ``0|vllm     | ``, the id part of the writer's name: one per instance).
+# process id (``pm2 logs``: ``0|vllm     | ``, the id part of the writer's name: one per instance; with
+# ``--timestamp``, its default time before it, ``2025-12-14-16:18:29 0|vllm     | ``).
 # stern's ``POD CONTAINER `` and ``NAMESPACE POD CONTAINER `` (each name coloured on a terminal): names
 # that begin with a letter, as workloads' do (``12345 vllm INFO`` is a logging format's process id and
 # logger), a pod's name with a digit or a hyphen, as a controller's pods' names have (``more info Reqid:
@@ -798,7 +799,8 @@ def is_tool_prefix(text: str) -> bool:
 # again shorter, which halves the cost of a stern line.)
 _KUBECTL_PREFIX = re.compile(r"\[pod/([a-z0-9][a-z0-9.-]{0,252}+)/([a-z0-9][a-z0-9-]{0,62}+)\] ", re.ASCII)
 _COMPOSE_PREFIX = re.compile(
-    r"(?:\x1b\[[\d;]*m)?(?:\d\d:\d\d:\d\d |(?=\d{1,6}\|)|(?=[A-Za-z.]*+[\d_-])|(?=[A-Za-z0-9][\w.@-]{0,127}+  ))"
+    r"(?:\x1b\[[\d;]*m)?(?:(?:\d{4}-\d\d-\d\d-)?\d\d:\d\d:\d\d |(?=\d{1,6}\|)|(?=[A-Za-z.]*+[\d_-])"
+    r"|(?=[A-Za-z0-9][\w.@-]{0,127}+  ))"
     r"((?:\d{1,6}\|)?[A-Za-z0-9][\w.@-]{0,127}+) +\| (?:\x1b\[[\d;]*m)?",
     re.ASCII,
 )

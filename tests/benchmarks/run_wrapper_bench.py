@@ -75,6 +75,7 @@ WRAPPERS: list[tuple[str, Callable[[str], str]]] = [
     ("Foreman / honcho", lambda line: f"16:18:29 web.1  | {line}"),
     ("pm2 logs", lambda line: f"0|vllm     | {line}"),
     ("pm2 --time", lambda line: f"2025-12-14T16:18:29: {line}"),
+    ("pm2 logs --timestamp", lambda line: f"2025-12-14-16:18:29 0|vllm     | {line}"),
     ("logcli (Loki)", lambda line: f'2025-12-14T16:18:29Z {{app="vllm", pod="vllm-0"}} {line}'),
     ("logfmt (logrus)", lambda line: f'time="2025-12-14T16:18:29Z" level=info msg={go_quoted(line)}'),
     ("Vector logfmt", lambda line: f"host=gpu-node-1 message={_escaped(line)} source_type=file timestamp={TIME}"),

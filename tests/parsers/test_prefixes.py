@@ -70,6 +70,7 @@ PREFIXES = [
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
     ("16:18:29 web.1  | ", "", "Foreman and honcho: the time and the Procfile process's name"),
     ("\x1b[36m16:18:29 vllm.1 | \x1b[0m", "", "Foreman on a terminal: the time and the name coloured"),
+    ("2025-12-14-16:18:29 0|vllm     | ", "", "pm2 logs --timestamp: its default time before the process"),
     ("> ", "", "a markdown quote"),
     ("| 2025-12-14 16:18:29 | ", " |", "a markdown table of times and lines"),
     ("\u2502 ", " \u2502", "a terminal panel's line (box drawing)"),

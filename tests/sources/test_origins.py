@@ -19,6 +19,7 @@ LINE = "(APIServer pid=1) INFO 12-14 16:00:00 [async_llm.py:578] Added request c
         (f"vllm_1 | {LINE}", "vllm_1"),  # Compose v1
         (f"16:18:29 web.1  | {LINE}", "web.1"),  # Foreman, honcho
         (f"0|vllm     | {LINE}", "0|vllm"),  # pm2: each instance its id
+        (f"2025-12-14-16:18:29 1|vllm     | {LINE}", "1|vllm"),  # pm2 logs --timestamp
         (
             f"vllm.2.p0k3x2z9a8b7c6d5e4f3g2h1@gpu-node-1    | {LINE}",
             "vllm.2.p0k3x2z9a8b7c6d5e4f3g2h1@gpu-node-1",
