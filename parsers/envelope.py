@@ -1174,9 +1174,22 @@ def unwrap_logfmt(line: str) -> tuple[str, str | None] | None:
 _DEBUG_BODY = "Body: Str("
 
 
+# ``pm2 logs --format``: ``[timestamp=<time> ]app=<name> id=<id> type=out|error message=<the line>`` (``app=pm2``, no
+# id, for pm2's own lines), the line as it is after ``message=``, unquoted.  The time is in ``--timestamp``'s format
+# (its default ``2025-12-14-16:18:29``): the record's when it gives the date and the time in that order.
+_PM2_FORMAT = re.compile(
+    r"(?:timestamp=(?:(\d{4}-\d\d-\d\d[-T ]\d\d:\d\d:\d\d(?:[.,]\d+)?) |[^=]{1,64}? ))?"
+    r"app=[^\s=]++ (?:id=\d++ )?(?:type=(?:out|error) )?message="
+)
+
+
 def record_around(line: str) -> tuple[str, str | None] | None:
-    """The line a record holds whole and ends after -- a logfmt record's ``msg`` or ``message``, the OpenTelemetry
-    Collector's debug exporter's body -- and the record's time; None for other text."""
+    """The line a record holds whole and ends after -- a logfmt record's ``msg`` or ``message``, pm2's formatted
+    output, the OpenTelemetry Collector's debug exporter's body -- and the record's time; None for other text."""
+    if line.startswith(("app=", "timestamp=")):
+        m = _PM2_FORMAT.match(line)
+        if m is not None:
+            return line[m.end() :], m.group(1)
     if 'msg="' in line or 'message="' in line:
         return unwrap_logfmt(line)
     if line.startswith(_DEBUG_BODY) and line[-1] == ")":

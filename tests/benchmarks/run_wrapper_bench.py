@@ -76,6 +76,7 @@ WRAPPERS: list[tuple[str, Callable[[str], str]]] = [
     ("pm2 logs", lambda line: f"0|vllm     | {line}"),
     ("pm2 --time", lambda line: f"2025-12-14T16:18:29: {line}"),
     ("pm2 logs --timestamp", lambda line: f"2025-12-14-16:18:29 0|vllm     | {line}"),
+    ("pm2 logs --format", lambda line: f"app=vllm id=0 type=out message={line}"),
     ("logcli (Loki)", lambda line: f'2025-12-14T16:18:29Z {{app="vllm", pod="vllm-0"}} {line}'),
     ("logfmt (logrus)", lambda line: f'time="2025-12-14T16:18:29Z" level=info msg={go_quoted(line)}'),
     ("Vector logfmt", lambda line: f"host=gpu-node-1 message={_escaped(line)} source_type=file timestamp={TIME}"),

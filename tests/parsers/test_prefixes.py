@@ -71,6 +71,7 @@ PREFIXES = [
     ("16:18:29 web.1  | ", "", "Foreman and honcho: the time and the Procfile process's name"),
     ("\x1b[36m16:18:29 vllm.1 | \x1b[0m", "", "Foreman on a terminal: the time and the name coloured"),
     ("2025-12-14-16:18:29 0|vllm     | ", "", "pm2 logs --timestamp: its default time before the process"),
+    ("app=vllm id=0 type=out message=", "", "pm2 logs --format: its fields, the line unquoted after message="),
     ("> ", "", "a markdown quote"),
     ("| 2025-12-14 16:18:29 | ", " |", "a markdown table of times and lines"),
     ("\u2502 ", " \u2502", "a terminal panel's line (box drawing)"),
@@ -94,6 +95,14 @@ STAMPING_WRAPPERS = [
     (lambda line: "2025-12-14T08:18:29.123Z\t" + line, "an export's time column, a tab after it"),
     (lambda line: "2025-12-14T16:18:29: " + line, "pm2's --time: its log_date_format and a colon"),
     (lambda line: "0|vllm     | 2025-12-14T16:18:29: " + line, "pm2 logs of a --time log: the process, then its time"),
+    (
+        lambda line: "timestamp=2025-12-14-16:18:29 app=vllm id=0 type=out message=" + line,
+        "pm2 logs --format --timestamp: its default time, the record's",
+    ),
+    (
+        lambda line: "timestamp=2025-12-14 16:18:29 app=vllm id=0 type=error message=" + line,
+        "pm2 logs --format --timestamp=FORMAT: a date and a time",
+    ),
     (lambda line: "2025-12-14T08:18:29.123456789Z stdout F " + line, "a containerd (CRI) record"),
     (lambda line: "[pod/vllm-0/vllm] 2025-12-14T08:18:29.123456789Z " + line, "kubectl logs --prefix --timestamps"),
     (lambda line: "vllm-0 vllm 2025-12-14T08:18:29.123456789Z " + line, "stern --timestamps"),
