@@ -1102,7 +1102,11 @@ def _words_end(line: str) -> int:
 # (Each quoted value is read in runs of plain characters, possessively: a long line is not walked one character at
 # a time through an alternation.  The same for every double-quoted string with backslash escapes below.)
 _QUOTED_BODY = r'[^"\\]*+(?:\\.[^"\\]*+)*+'
-_LOGFMT_RECORD = re.compile(rf'(?:[\w.-]++=(?:"{_QUOTED_BODY}"|[^\s"]*+)\s++)*(?:msg|message)="({_QUOTED_BODY})"')
+# (The keys before the text's are any but the text's own: a quoted text is scanned once, not taken as one more
+# key's value and given back.)
+_LOGFMT_RECORD = re.compile(
+    rf'(?:(?!(?:msg|message)=")[\w.-]++=(?:"{_QUOTED_BODY}"|[^\s"]*+)\s++)*(?:msg|message)="({_QUOTED_BODY})"'
+)
 _LOGFMT_TIME = re.compile(r'(?:^|\s)(?:time|ts|timestamp)="?(\d{4}-\d\d-\d\dT[^"\s]+)"?')
 
 
@@ -1135,10 +1139,13 @@ def _go_escape(m: re.Match[str]) -> str:
 
 def _unquoted_go(body: str) -> str | None:
     """The text a Go quoted string's body (between its quotes) stands for; None where it is none."""
-    try:
-        return json.loads(f'"{body}"')  # (the commonest case, at a C decoder's speed)
-    except ValueError:
-        pass
+    if "\\" not in body:
+        return body  # nothing escaped
+    if "\\x" not in body:  # (a colour's escape is no JSON: a coloured line is not tried as one)
+        try:
+            return json.loads(f'"{body}"')  # (the commonest case, at a C decoder's speed)
+        except ValueError:
+            pass
     try:
         return _GO_ESCAPE.sub(_go_escape, body)
     except (KeyError, ValueError):
