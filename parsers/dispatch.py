@@ -37,6 +37,7 @@ from parsers.envelope import (
     LMCACHE_PROBLEM,
     PROBLEM_LEVEL_NAMES,
     PROCESS_TAG,
+    RAY_SERVE_RECORD,
     STDLIB_HEADER,
     SYSLOG_RECORD,
     TIMED_WRAPPER,
@@ -522,11 +523,10 @@ def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events
         m = LMCACHE_OLD_HEADER.match(line)
         if m is not None:
             return _old_lmcache(line, m.end(), rank)
-        if " -- " in line and line[-1] == "s":
-            # Ray Serve's access line at the start (behind a prefix the header search finds it).
-            events = requests.parse_ray_serve_access(line)
-            if events is not None:
-                return events
+        if " -- " in line and RAY_SERVE_RECORD.match(line):
+            # Ray Serve's own record: its access line is read (behind a prefix the header search finds it); any
+            # other message is Ray's (a call between deployments, a replica's state), not looked into.
+            return requests.parse_ray_serve_access(line) or NOTHING
     elif first == "{":
         events = _json(line, depth, rank)
         if events is not None:
