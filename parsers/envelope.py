@@ -682,10 +682,12 @@ CRI_RECORD = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d
 # a CRI record; journalctl -o short-iso(-precise) (``<time> host unit[123]: ``; the pid tells it
 # from a message-only line's ``Engine 000: ``); Fluentd's file output (``<time>\t<tag>\t`` before
 # its JSON record); ``docker logs -t`` / ``kubectl logs --timestamps`` (``<time> ``), or an export's time column
-# (``<time>\t``); pm2's ``--time`` (``<time>: ``, its log_date_format, before each piece of output it writes).
+# (``<time>\t``, also with a blank between the date and the time, as Grafana's download of a logs panel as text
+# writes it, but for a word and a tab after it: ``<time>\tinfo\tvllm\t``, a Go logger's fields, another header);
+# pm2's ``--time`` (``<time>: ``, its log_date_format, before each piece of output it writes).
 TIMED_WRAPPER = re.compile(
-    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
-    r"(?: (?:stdout|stderr) [FP] | [^\s\[(]+ [^\s\[:]+\[\d+\]: |\t[^\t]+\t(?=\{)|:? |\t)"
+    r"(\d{4}-\d\d-\d\d(?:T| (?=\d\d:\d\d:\d\d(?:[.,]\d+)?\t(?![A-Za-z]++\t)))\d\d:\d\d:\d\d(?:[.,]\d+)?"
+    r"(?:Z|[+-]\d\d:?\d\d)?)(?: (?:stdout|stderr) [FP] | [^\s\[(]+ [^\s\[:]+\[\d+\]: |\t[^\t]+\t(?=\{)|:? |\t)"
 )
 
 # A syslog record as a relay writes it, its priority first.  RFC 5424's (rsyslog's RSYSLOG_SyslogProtocol23Format,

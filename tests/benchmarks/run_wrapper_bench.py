@@ -82,6 +82,7 @@ WRAPPERS: list[tuple[str, Callable[[str], str]]] = [
     ("Vector logfmt", lambda line: f"host=gpu-node-1 message={_escaped(line)} source_type=file timestamp={TIME}"),
     ("collector debug exporter", lambda line: f"Body: Str({line})"),
     ("time column and tab", lambda line: f"2025-12-14T16:18:29.123Z\t{line}"),
+    ("Grafana's text download", lambda line: f"2025-12-14 16:18:29.123\t{line}"),
     ("another program's header", lambda line: f"2025-12-14 16:18:29,123 INFO [worker] {line}"),
     ("loguru", lambda line: f"2025-12-14 16:18:29.123 | INFO     | launcher:stream:42 - {line}"),
     ("ts '[%F %T]'", lambda line: f"[2025-12-14 16:18:29] {line}"),

@@ -93,6 +93,7 @@ ENDINGS = [
 STAMPING_WRAPPERS = [
     (lambda line: "2025-12-14T08:18:29.123456789Z " + line, "docker logs -t / kubectl logs --timestamps"),
     (lambda line: "2025-12-14T08:18:29.123Z\t" + line, "an export's time column, a tab after it"),
+    (lambda line: "2025-12-14 16:18:29.123\t" + line, "Grafana's download of a logs panel as text: its time, a tab"),
     (lambda line: "2025-12-14T16:18:29: " + line, "pm2's --time: its log_date_format and a colon"),
     (lambda line: "0|vllm     | 2025-12-14T16:18:29: " + line, "pm2 logs of a --time log: the process, then its time"),
     (
