@@ -683,11 +683,13 @@ CRI_RECORD = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d
 # from a message-only line's ``Engine 000: ``); Fluentd's file output (``<time>\t<tag>\t`` before
 # its JSON record); ``docker logs -t`` / ``kubectl logs --timestamps`` (``<time> ``), or an export's time column
 # (``<time>\t``, also with a blank between the date and the time, as Grafana's download of a logs panel as text
-# writes it, but for a word and a tab after it: ``<time>\tinfo\tvllm\t``, a Go logger's fields, another header);
+# writes it, but for a word and a tab after it; after either, a level in lower case and a tab are a Go logger's
+# fields, ``<time>\tinfo\tvllm\t``: another program's header, whose message is read as one);
 # pm2's ``--time`` (``<time>: ``, its log_date_format, before each piece of output it writes).
 TIMED_WRAPPER = re.compile(
     r"(\d{4}-\d\d-\d\d(?:T| (?=\d\d:\d\d:\d\d(?:[.,]\d+)?\t(?![A-Za-z]++\t)))\d\d:\d\d:\d\d(?:[.,]\d+)?"
-    r"(?:Z|[+-]\d\d:?\d\d)?)(?: (?:stdout|stderr) [FP] | [^\s\[(]+ [^\s\[:]+\[\d+\]: |\t[^\t]+\t(?=\{)|:? |\t)"
+    r"(?:Z|[+-]\d\d:?\d\d)?)"
+    r"(?: (?:stdout|stderr) [FP] | [^\s\[(]+ [^\s\[:]+\[\d+\]: |\t[^\t]+\t(?=\{)|:? |\t(?![a-z]++\t))"
 )
 
 # A syslog record as a relay writes it, its priority first.  RFC 5424's (rsyslog's RSYSLOG_SyslogProtocol23Format,

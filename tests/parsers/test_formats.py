@@ -82,6 +82,17 @@ def test_a_whole_message_under_another_formats_header(header: str, origin: str) 
     assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently under {origin}: {wrong[:3]}"
 
 
+def test_a_whole_message_under_a_go_logger_s_fields_after_an_rfc_3339_time() -> None:
+    # zap's console encoder with an ISO 8601 time: its fields, not a time column before a line of its own.
+    time = "2026-12-03T10:00:00.123Z"
+
+    def stamped(got: list[dict], want: list[dict]) -> bool:
+        return same_but_stamps(got, want) and all(e.get("stamp") == time for e in got)
+
+    wrong = read_differently(MESSAGES, lambda line: f"{time}\tinfo\tvllm\t{line}", stamped)
+    assert not wrong, f"{len(wrong)} of {len(MESSAGES)} messages read differently: {wrong[:3]}"
+
+
 @pytest.mark.parametrize(
     "header",
     [
