@@ -201,16 +201,15 @@ _LEVEL_IN_PREFIX = re.compile(r"\b(?:" + _LEVEL + r"|info|warning|error)\b")
 # Ray Serve's header of an access line (Ray 2.40 and later) up to the request's path: level, time,
 # deployment, replica, the request's id if any, ``-- `` and the method (the message is parsed by
 # :data:`parsers.requests.RAY_SERVE_ACCESS`).  Its proxy's header (component ``proxy``) is left out.
+_RAY_SERVE_LEVEL, _RAY_SERVE_TIME = r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) ", r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
 RAY_SERVE_HEAD = (
-    r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?!proxy )\S{1,256}+ "
-    r"\S{1,256}+ (?:\S{1,256}+ )?-- ([A-Z]{3,7}) (?=/)"
+    rf"{_RAY_SERVE_LEVEL}({_RAY_SERVE_TIME}) (?!proxy )\S{{1,256}}+ \S{{1,256}}+ (?:\S{{1,256}}+ )?"
+    r"-- ([A-Z]{3,7}) (?=/)"
 )
 _RAY_ACCESS_ANY = re.compile(r"\b" + RAY_SERVE_HEAD, re.ASCII)
 # Ray Serve's own record (its ``ray.serve`` logger, Ray 2.40 and later): level, time, component and its id, the
 # request's id and route if any, then ``-- `` and the message.
-RAY_SERVE_RECORD = re.compile(
-    r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?:\S{1,256}+ ){2,4}?-- ", re.ASCII
-)
+RAY_SERVE_RECORD = re.compile(rf"{_RAY_SERVE_LEVEL}{_RAY_SERVE_TIME} (?:\S{{1,256}}+ ){{2,4}}?-- ", re.ASCII)
 # PyTorch's C++ runtime (NCCL and Gloo process groups, the CUDA allocator, the TCP store) writes
 # into the server's output with its own header: its severity letter (Fatal, Error, Warning, Info,
 # Verbose), a time without a year (month not padded) and the file: ``[W227 10:54:51.986111855
