@@ -25,7 +25,6 @@ from itertools import islice
 from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
     ANY_LEVELS,
-    ANY_RECORD_HEADER,
     CAPITAL_LEVEL_WORDS,
     FLUENTD_STDOUT,
     FULL_TIME,
@@ -47,6 +46,7 @@ from parsers.envelope import (
     WATCHED_LOGGERS,
     Header,
     JsonRecord,
+    any_record_header,
     call_site,
     csv_fields,
     engine_core_in,
@@ -665,19 +665,19 @@ def _message_after_record_header(line: str) -> Events:
     level, another logger's or a module's name), at the start or behind a prefix."""
     if not any(level in line for level in ANY_LEVELS):
         return NOTHING  # (the header's level word: a cheap test before the search of every place)
-    record = ANY_RECORD_HEADER.search(line)
+    record = any_record_header(line)
     if record is None:
         return NOTHING
-    prefix = line[: record.start()]
+    prefix = line[: record[0]]
     if not prefix_verdict(prefix, "record")[0]:
         return NOTHING
-    start = record.end()
+    start = record[1]
     if line.startswith("[", start):
         # A component's tag before the message (NVIDIA Dynamo's ``[VllmWorker:1] ``).
         close = line.find("] ", start, start + 80)
         if close != -1:
             start = close + 2
-    return _restamp(message_only(trim_closing(line, prefix), start), record.group(1))
+    return _restamp(message_only(trim_closing(line, prefix), start), record[2])
 
 
 # Places a known message may begin that are looked at in a line (its header is before the first).

@@ -585,6 +585,16 @@ def _looks_logged(prefix: str, by_level: bool = True) -> bool:
     )
 
 
+# (Bytes translate at a tenth of what a string's translation costs.)
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+
+
+def _shape_of(text: str) -> bytes:
+    """``text`` in UTF-8 with its digits 0: what a verdict on a prefix or a header depends on (its digits change
+    line after line -- a time, a line number --, and are read by their class only), the key it is kept under."""
+    return text.encode("utf-8", "surrogatepass").translate(_DIGITS_AS_ZERO)
+
+
 # The prefixes of one log repeat line after line (a pod's name, a process tag): their verdicts are kept.
 @functools.lru_cache(maxsize=256)
 def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
@@ -595,19 +605,7 @@ def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
     before a uvicorn line, or a prefix too long to be one."""
     if not prefix:
         return True, None
-    if len(prefix) > MAX_PREFIX:
-        return False, None
-    if prefix.count('"') % 2 or prefix.count("'") % 2 or prefix.count("“") != prefix.count("”"):
-        return False, None
-    if is_foreign_process(prefix):
-        return False, None
-    if kind in ("uvicorn", "access") and _SGLANG_STAMP.search(prefix):
-        return False, None
-    if kind == "access" and _LEVEL_IN_PREFIX.search(prefix) is None:
-        return False, None
-    if kind in ("exception", "crash") and not _looks_logged(prefix):
-        return False, None
-    if _is_prose(prefix):
+    if len(prefix) > MAX_PREFIX or not _prefix_shape_accepted(_shape_of(prefix), kind):
         return False, None
     rank = None
     for m in _TAG_IN_PREFIX.finditer(prefix):
@@ -615,6 +613,24 @@ def prefix_verdict(prefix: str, kind: str) -> tuple[bool, int | None]:
         if found is not None:
             rank = found
     return True, rank
+
+
+# (A prefix with a time is a new one on each line; its shape is not.)
+@functools.lru_cache(maxsize=256)
+def _prefix_shape_accepted(shape: bytes, kind: str) -> bool:
+    """:func:`prefix_verdict`'s verdict on a prefix of this shape (see :func:`_shape_of`), the rank aside."""
+    prefix = shape.decode("utf-8", "surrogatepass")
+    if prefix.count('"') % 2 or prefix.count("'") % 2 or prefix.count("“") != prefix.count("”"):
+        return False
+    if is_foreign_process(prefix):
+        return False
+    if kind in ("uvicorn", "access") and _SGLANG_STAMP.search(prefix):
+        return False
+    if kind == "access" and _LEVEL_IN_PREFIX.search(prefix) is None:
+        return False
+    if kind in ("exception", "crash") and not _looks_logged(prefix):
+        return False
+    return not _is_prose(prefix)
 
 
 # A tool's own RFC 3339 time in a prefix (``kubectl logs --prefix --timestamps``, stern's ``--timestamps``
@@ -721,11 +737,28 @@ def fluentd_stamp(m: re.Match[str]) -> str:
 # ``%(asctime)s %(levelname)s %(name)s: `` under another logger than vLLM's, NVIDIA Dynamo's formatter
 # for vLLM's main process (``2026-02-25T12:00:00.123456Z  INFO loggers.log: ``).  Only a whole known
 # message after it is read (see :mod:`parsers.messages`), wherever the header stands.
-ANY_RECORD_HEADER = re.compile(
-    r"(?:(" + _FULL_TIME + r") +)?"
-    r"\b(?:TRACE|DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL) +[A-Za-z_][\w.:<>-]{0,127}: ",
-    re.ASCII,
+# (The level and the name are looked for first, and the time then where it would end: one search of a line over
+# plain characters, where a time tried at every place cost four times as much.)
+_LEVEL_AND_NAME = re.compile(
+    r"\b(?:TRACE|DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL) +[A-Za-z_][\w.:<>-]{0,127}: ", re.ASCII
 )
+_TIME_AT_END = re.compile(r"(" + _FULL_TIME + r")\Z", re.ASCII)
+
+
+def any_record_header(line: str) -> tuple[int, int, str | None] | None:
+    """The first such header in ``line``: where it begins and ends, and its time if it has one."""
+    m = _LEVEL_AND_NAME.search(line)
+    if m is None:
+        return None
+    start = blanks = m.start()
+    while blanks and line[blanks - 1] == " ":
+        blanks -= 1
+    if blanks < start:
+        time = _TIME_AT_END.search(line, 0, blanks)
+        if time is not None:
+            return time.start(), m.end(), time.group(1)
+    return start, m.end(), None
+
 
 # Any logging format's header, as a list of what it may hold (``%(levelname)-8s [%(name)s:%(lineno)d]``,
 # ``[%(levelname)s] %(asctime)s %(name)s:``, tab-separated fields ...): dates and times, a level word,
@@ -759,6 +792,17 @@ def is_record_header(text: str, with_level: bool = True) -> bool:
     lower case (structlog's ``[info     ]``, a Go logger's ``info``) counts beside a time or a date
     only: in prose "more info" is no header.  With ``with_level=False``, whether it holds only such
     pieces (a tool's prefix: a pod's and a container's names, a journal's time, host and unit)."""
+    if len(text) > MAX_PREFIX:
+        return _is_record_header(text, with_level)
+    return _record_header_shape(_shape_of(text), with_level)
+
+
+@functools.lru_cache(maxsize=256)
+def _record_header_shape(shape: bytes, with_level: bool) -> bool:
+    return _is_record_header(shape.decode("utf-8", "surrogatepass"), with_level)
+
+
+def _is_record_header(text: str, with_level: bool) -> bool:
     level = capital = timed = False  # a level word; one not in lower case; a time or a date
     words = 0
     if "<" in text:
@@ -985,8 +1029,6 @@ _RECORD_AFTER = re.compile(
 # How far in the record may begin, and how many places it may begin at are tried.
 _LOGGED_HEADER_SPAN = 160
 _LOGGED_HEADER_PLACES = 4
-# (Bytes translate at a tenth of what a string's translation costs.)
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
 
 def _logged_header_end(line: str) -> int:
@@ -1002,7 +1044,7 @@ def _logged_header_end(line: str) -> int:
         # (Where no process tag opens, the pattern matched the record's header already.)
         if m.group(1) is None or _begins_whole_record(line, end):
             # (A prefix's digits change line after line, its verdict does not: it is kept by its shape.)
-            verdict = _logged_header_verdict(line[:end].encode("utf-8", "surrogatepass").translate(_DIGITS_AS_ZERO))
+            verdict = _logged_header_verdict(_shape_of(line[:end]))
             if verdict is None:
                 # A watched logger's name beside a level is a header of its own (its time the stamp).
                 named = _search_named(line, 0, end)

@@ -211,3 +211,77 @@ def test_a_bounded_search_is_the_search_up_to_its_last_place(pattern, line, pref
     expected = plain if plain is not None and plain.start() <= last else None
     found = envelope._first(pattern, line, pos, last)
     assert (found and (found.span(), found.groups())) == (expected and (expected.span(), expected.groups()))
+
+
+# A record header whose logger says nothing of who wrote it, as one search of a time, a level and a name (what
+# :func:`envelope.any_record_header` finds by looking for the level and the name first).
+ONE_SEARCH = re.compile(
+    r"(?:(" + envelope._FULL_TIME + r") +)?\b(?:TRACE|DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL) +"
+    r"[A-Za-z_][\w.:<>-]{0,127}: ",
+    re.ASCII,
+)
+RECORD_PIECES = st.sampled_from(
+    [
+        " ",
+        "  ",
+        "INFO ",
+        "WARN  ",
+        "TRACE",
+        "xINFO ",
+        "root: ",
+        "kserve.trace: ",
+        "a:b: ",
+        "2025-12-14 16:18:29,123 ",
+        "2025-12-14T16:18:29.123456Z",
+        "2025-12-14 16:18:29+01:00",
+        "12025-12-14 16:18:29",
+        ".123",
+        "1",
+        "-",
+        "T",
+    ]
+)
+
+
+def one_search(line: str) -> tuple[int, int, str | None] | None:
+    m = ONE_SEARCH.search(line)
+    return None if m is None else (m.start(), m.end(), m.group(1))
+
+
+def test_a_record_header_found_level_first_is_the_one_search_s_on_every_real_line() -> None:
+    lines = REAL + kept_log_lines()[::3]
+    found = [line for line in lines if one_search(line) is not None]
+    assert len(found) >= 10
+    timed = [line for line in found if one_search(line)[2] is not None]  # type: ignore[index]
+    assert timed
+    differing = [line for line in prefixed(lines) + lines if envelope.any_record_header(line) != one_search(line)]
+    assert differing == []
+
+
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(RECORD_PIECES, st.text(max_size=4)), max_size=12))
+def test_a_record_header_found_level_first_is_the_one_search_s_on_random_lines(pieces: list[str]) -> None:
+    line = "".join(pieces)
+    assert envelope.any_record_header(line) == one_search(line), line
+
+
+# Prefixes and headers whose digits vary as times and line numbers do, and text that reads otherwise.
+VERDICT_PIECES = st.sampled_from(
+    [
+        *(" ", "INFO ", "info", "[worker] ", "| ", " - ", "launcher:stream:42", "pid=7", "(VllmWorker TP1 pid=9) "),
+        *("2025-12-14 16:18:29,123 ", "12:00:00", "the log says ", "“", '"', "sglang ", "[2026-08-23 09:08:08 TP0] "),
+    ]
+)
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(VERDICT_PIECES, st.text(alphabet="0123456789٣ ab:-", max_size=6)), max_size=10))
+def test_a_verdict_kept_by_a_text_s_shape_is_the_verdict_on_the_text(pieces: list[str]) -> None:
+    # The verdicts on prefixes and headers are kept under the text with its digits 0: a digit's value must
+    # change none of them (a rank in a process tag is read from the text itself).
+    text = "".join(pieces)
+    for with_level in (True, False):
+        assert envelope.is_record_header(text, with_level) == envelope._is_record_header(text, with_level), text
+    for kind in ("vllm", "record", "access", "uvicorn", "crash"):
+        accepted = envelope._prefix_shape_accepted.__wrapped__(text.encode("utf-8", "surrogatepass"), kind)
+        assert envelope.prefix_verdict(text, kind)[0] == (not text or (len(text) <= envelope.MAX_PREFIX and accepted))
