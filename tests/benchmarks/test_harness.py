@@ -75,7 +75,7 @@ def test_trace_bench_memory_measure_counts_the_open_table() -> None:
 
 
 def test_wrapper_bench_reads_each_wrapped_line_as_the_line_alone() -> None:
-    from tests.benchmarks.run_wrapper_bench import LINES, WRAPPERS, measure
+    from tests.benchmarks.run_wrapper_bench import LINES, WRAPPERS, events_of, measure, timed_variants
 
     rows = measure(rounds=1, number=1)
     assert len(rows) == len(WRAPPERS) * len(LINES)
@@ -83,3 +83,8 @@ def test_wrapper_bench_reads_each_wrapped_line_as_the_line_alone() -> None:
     # Only an access line behind a bracketed date and time reads otherwise: that is SGLang's header.
     differing = [(row["wrapper"], row["line"]) for row in rows if not row["same_events"]]
     assert differing == [("ts '[%F %T]'", "access")]
+    # The lines timed, their times advanced, read as the line itself does.
+    for _, make in WRAPPERS:
+        for line in LINES.values():
+            variants = timed_variants(make(line))
+            assert [events_of(variants[i]) for i in (0, 61, -1)] == [events_of(make(line))] * 3
