@@ -54,7 +54,10 @@ def has_residue(line: str) -> bool:
 # ``(Worker_PP0_TP1 pid=7)``, and the pid-less ``(EngineCore) `` some releases print.  Ray actors
 # and Ray Serve replicas (``(ServeReplica:app:Deployment pid=5)``) use the same shape, with the node's address
 # after the pid for an actor on another node (``(RayWorkerWrapper pid=4242, ip=10.0.0.2)``, ``(raylet, ip=...)``).
-PROCESS_TAG = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=(\d+))?(?:, ip=[\w.:]+)?\) ?")
+# A Ray Serve LLM replica's deployment is named after its model (``(ServeReplica:default:meta-llama/Llama-3.1-8B:...
+# pid=5)``): a name may hold slashes.
+_TAG_NAME = r"[A-Za-z_][\w.:/-]*(?: [\w.=:-]+)*?"
+PROCESS_TAG = re.compile(rf"\(({_TAG_NAME})(?: pid=(\d+))?(?:, ip=[\w.:]+)?\) ?")
 # Other inference servers whose processes print look-alike lines (SGLang under Ray logs
 # vLLM-shaped stats lines; several servers share uvicorn's access line).
 _FOREIGN = re.compile(r"sglang|tensorrt|trt-?llm|text[-_]generation|llama[._-]?cpp|llama-server|ollama|\[GIN\]", re.I)
@@ -558,7 +561,7 @@ def _is_prose(prefix: str) -> bool:
 
 # SGLang's own header (``[2026-08-23 09:08:08 TP0] ``) right before a shared uvicorn line.
 _SGLANG_STAMP = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?: [A-Z]{2}\d+)*\] $", re.ASCII)
-_TAG_IN_PREFIX = re.compile(r"\(([A-Za-z_][\w.:-]*(?: [\w.=:-]+)*?)(?: pid=\d+)?\)")
+_TAG_IN_PREFIX = re.compile(rf"\(({_TAG_NAME})(?: pid=\d+)?\)")
 MAX_PREFIX = 320
 
 

@@ -52,6 +52,11 @@ PREFIXES = [
     ("INFO:root:", "", "Python's logging.basicConfig format around a re-logged line"),
     ("(task, pid=7431) ", "", "SkyPilot's task tag"),
     ("(ServeReplica:default:VLLMDeployment pid=4242) ", "", "a Ray Serve replica"),
+    (
+        "(ServeReplica:default:meta-llama/Llama-3.1-8B-Instruct:meta-llama--Llama-3_1-8B-Instruct pid=4242) ",
+        "",
+        "a Ray Serve LLM replica: its deployment named after its model, slash included",
+    ),
     ("(RayWorkerWrapper pid=4242, ip=10.0.0.2) ", "", "a Ray actor on another node"),
     ("[vllm] ", "", "npm's concurrently: the command's name in brackets"),
     ("[0] ", "", "npm's concurrently without names: the command's index"),
@@ -335,10 +340,12 @@ def test_ray_serve_s_own_records_are_read_without_a_search() -> None:
         "INFO 2025-09-23 05:15:27,570 proxy 10.0.0.1 57087c4e-c973-4811-97a6-4883fb4af2a6 -- POST /v1/chat/completions "
         "200 56.0ms": [],  # the proxy's line of the replica's request: counted there
     }
+    # (A Ray Serve LLM replica's deployment is named after its model: its tag holds a slash.)
+    tags = ["", "(ServeReplica:default:LLMServer pid=2211) ", "(ServeReplica:default:meta-llama/Llama-2-7b-hf pid=5) "]
     with mock.patch.object(dispatch, "_headerless", side_effect=AssertionError("searched")):
         for line, kinds in records.items():
-            assert [event.kind for event in parse_line(line)] == kinds, line
-            assert [event.kind for event in parse_line("(ServeReplica:default:LLMServer pid=2211) " + line)] == kinds
+            for tag in tags:
+                assert [event.kind for event in parse_line(tag + line)] == kinds, tag + line
 
 
 # Every family of lines, as a worker torchrun started writes them: whole records, messages alone, wrapped
