@@ -36,6 +36,7 @@ from parsers.envelope import (
     LMCACHE_PROBLEM,
     PROBLEM_LEVEL_NAMES,
     PROCESS_TAG,
+    RAY_SERVE_OLD_RECORD,
     RAY_SERVE_RECORD,
     STDLIB_HEADER,
     SYSLOG_RECORD,
@@ -47,6 +48,7 @@ from parsers.envelope import (
     Header,
     JsonRecord,
     any_record_header,
+    begins_record,
     call_site,
     csv_fields,
     engine_core_in,
@@ -523,10 +525,14 @@ def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events
         m = LMCACHE_OLD_HEADER.match(line)
         if m is not None:
             return _old_lmcache(line, m.end(), rank)
-        if " -- " in line and RAY_SERVE_RECORD.match(line):
-            # Ray Serve's own record: its access line is read (behind a prefix the header search finds it); any
-            # other message is Ray's (a call between deployments, a replica's state), not looked into.
-            return requests.parse_ray_serve_access(line) or NOTHING
+        # Ray Serve's own record: its access line is read (behind a prefix the header search finds it), and a
+        # line of the server's that Ray's logger carries; other messages are Ray's, not searched for a header.
+        ray = RAY_SERVE_RECORD.match(line) if " -- " in line else None
+        if ray is not None:
+            return requests.parse_ray_serve_access(line) or _ray_serve_message(line, ray, depth, rank)
+        ray = RAY_SERVE_OLD_RECORD.match(line) if " - " in line else None
+        if ray is not None:
+            return _ray_serve_message(line, ray, depth, rank)
     elif first == "{":
         events = _json(line, depth, rank)
         if events is not None:
@@ -541,6 +547,15 @@ def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events
             events = _by_logger(m.group(2), line, m.end(), m.group(1), rank) or _rest_of_header(line, m.end())
             return events or _problem(m.group(3), _producer(m.group(2)), m.group(2), m.group(1))
     return _headerless(line, depth, rank)
+
+
+def _ray_serve_message(line: str, record: re.Match[str], depth: int, rank: int | None) -> Events:
+    """The message of Ray Serve's own record: a whole record of vLLM's, LMCache's or uvicorn's (a replica's output
+    that Ray's logger carries, ``RAY_SERVE_LOG_TO_STDERR=0``) or a known message alone (its time the record's)."""
+    start = record.end()
+    if begins_record(line[start:]):
+        return parse_nested(line[start:], depth + 1, rank) if depth < _MAX_DEPTH else NOTHING
+    return _restamp(message_only(line, start), record.group(1))
 
 
 def _headerless(line: str, depth: int, rank: int | None) -> Events:

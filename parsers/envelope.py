@@ -210,9 +210,18 @@ RAY_SERVE_HEAD = (
     r"-- ([A-Z]{3,7}) (?=/)"
 )
 _RAY_ACCESS_ANY = re.compile(r"\b" + RAY_SERVE_HEAD, re.ASCII)
-# Ray Serve's own record (its ``ray.serve`` logger, Ray 2.40 and later): level, time, component and its id, the
-# request's id and route if any, then ``-- `` and the message.
-RAY_SERVE_RECORD = re.compile(rf"{_RAY_SERVE_LEVEL}{_RAY_SERVE_TIME} (?:\S{{1,256}}+ ){{2,4}}?-- ", re.ASCII)
+# Ray Serve's own record (its ``ray.serve`` logger, Ray 2.40 and later): level, time (group 1), component and its id,
+# the request's id and route if any, then ``-- `` and the message.
+RAY_SERVE_RECORD = re.compile(rf"{_RAY_SERVE_LEVEL}({_RAY_SERVE_TIME}) (?:\S{{1,256}}+ ){{2,4}}?-- ", re.ASCII)
+# Its record before Ray 2.40: the same level, time, component and id, then the request's id, route and application
+# where a request is served, the file and its line, `` - `` and the message (its access lines carry the method or
+# the handle's call without a route or a status of vLLM's routes: ``replica.py:750 - __CALL__ OK 60.4ms``).  A
+# word that names a watched logger is no component of Ray's (a logging format of vLLM's own with its name and file).
+RAY_SERVE_OLD_RECORD = re.compile(
+    rf"{_RAY_SERVE_LEVEL}({_RAY_SERVE_TIME}) (?:(?!vllm|lmcache|uvicorn)\S{{1,256}}+ ){{2,5}}?"
+    r"[\w.-]{1,256}?\.py:\d+ - ",
+    re.ASCII,
+)
 # PyTorch's C++ runtime (NCCL and Gloo process groups, the CUDA allocator, the TCP store) writes
 # into the server's output with its own header: its severity letter (Fatal, Error, Warning, Info,
 # Verbose), a time without a year (month not padded) and the file: ``[W227 10:54:51.986111855

@@ -339,6 +339,24 @@ def test_ray_serve_s_own_records_are_read_without_a_search() -> None:
         ],
         "INFO 2025-09-23 05:15:27,570 proxy 10.0.0.1 57087c4e-c973-4811-97a6-4883fb4af2a6 -- POST /v1/chat/completions "
         "200 56.0ms": [],  # the proxy's line of the replica's request: counted there
+        # Before Ray 2.40: the file and its line, then `` - `` (a call's outcome carries no HTTP status).
+        "INFO 2024-11-18 01:46:34,210 default_VLLMDeployment ujj4diu5 replica.py:893 - Started initializing "
+        "replica.": [],
+        "INFO 2023-12-18 10:24:37,018 default_Translator XmWEsH 92a2f0d6-1a2b /v1/chat/completions default "
+        "replica.py:750 - __CALL__ OK 60.4ms": [],
+        "WARNING 2023-03-10 09:14:57,187 controller 979 deployment_state.py:1506 - Replica D#DYFbUC of deployment D "
+        "failed health check, stopping it.": [],
+        # A line of the server's that Ray's logger carries (a replica's output redirected to it, or a print), and
+        # a known message alone: read as they would be alone.
+        "INFO 2025-08-29 18:02:41,815 default_LLMServer aw9v81k4 -- INFO 08-29 18:02:41 [loggers.py:123] Engine 000: "
+        "Avg prompt throughput: 0.0 tokens/s, Avg generation throughput: 34.3 tokens/s, Running: 1 reqs, Waiting: 0 "
+        "reqs, GPU KV cache usage: 1.6%, Prefix cache hit rate: 0.0%": ["engine_stats"],
+        "INFO 2025-08-29 18:02:41,815 default_LLMServer aw9v81k4 3d79a85d-ac51 -- [2025-08-11 09:41:13,200] LMCache "
+        "INFO: Reqid: chatcmpl-1, Total tokens 32, LMCache hit tokens: 24, need to load: 8 (vllm_v1_adapter.py:1:"
+        "lmcache.integration.vllm.vllm_v1_adapter)": ["lmcache_lookup"],
+        "INFO 2025-08-29 18:02:41,815 default_LLMServer aw9v81k4 -- Added request chatcmpl-1.": ["request_added"],
+        "INFO 2024-11-18 01:46:34,210 default_VLLMDeployment ujj4diu5 logging_utils.py:123 - INFO 11-18 01:46:34 "
+        "[async_llm.py:578] Added request chatcmpl-2.": ["request_added"],
     }
     # (A Ray Serve LLM replica's deployment is named after its model: its tag holds a slash.)
     tags = ["", "(ServeReplica:default:LLMServer pid=2211) ", "(ServeReplica:default:meta-llama/Llama-2-7b-hf pid=5) "]
