@@ -944,6 +944,9 @@ _BRACKETED_NAME = re.compile(r"\[([A-Za-z0-9][\w.@/-]{0,252})\] ?", re.ASCII)
 # local and the global rank (``[0]:``, ``[trainer1]:``); PyTorch's own rank tag (``[rank0]:``) has the same
 # shape.  The worker's line follows as it wrote it, any line: read past as a merging tool's name is.
 _TORCH_ELASTIC_PREFIX = re.compile(r"\[[A-Za-z_][\w-]{0,63}?\d{1,6}\]:|\[\d{1,6}\]:", re.ASCII)
+# Slurm's task number before each line of a job step's output (``srun --label``: ``0: ``, padded to the widest
+# number, `` 7: `` beside ``12: ``), any line after it.
+_SLURM_LABEL = re.compile(r" {0,6}\d{1,7}: ", re.ASCII)
 
 
 # Words before a record: a ``VLLM_LOGGING_PREFIX``, which vLLM's format puts right before the level of its
@@ -1110,7 +1113,7 @@ def _logged_header_verdict(shape: bytes) -> bool | None:
 
 def framing_end(line: str) -> int:
     """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing, a line-stamping
-    tool's time, torchrun's or SkyPilot's prefix, a bracketed name before a whole record, a few words before a
+    tool's time, torchrun's, Slurm's or SkyPilot's prefix, a bracketed name before a whole record, a few words before a
     record (vLLM's or uvicorn's header, a process tag, LMCache's header) or another program's header before one
     begins; 0 for a line without any."""
     first = line[:1]
@@ -1122,6 +1125,10 @@ def framing_end(line: str) -> int:
         if m is not None:
             return m.end()
         return _bracketed_name_end(line) or _logged_header_end(line)
+    if first.isdigit() or first == " ":
+        m = _SLURM_LABEL.match(line)
+        if m is not None:
+            return m.end()
     if first.isalnum() or first == " ":
         end = _journal_framing_end(line) or _stamping_tool_end(line)
         if end:

@@ -71,6 +71,8 @@ PREFIXES = [
     ("00:00:05.123456 ", "", "ts -s with %.S: the time since the start"),
     ("16:18:29 E: ", "", "devscripts' annotate-output: the time and the stream"),
     ("[default0]:", "", "torchrun --tee: the worker's role and local rank"),
+    ("0: ", "", "Slurm's srun --label: the task's number"),
+    (" 7: ", "", "srun --label in a step of ten tasks or more: the number padded"),
     ("[3]:", "", "torchrun with TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[${rank}]:'"),
     ("vllm    | ", "", "docker compose with a container_name: the name padded, no replica number"),
     ("16:18:29 web.1  | ", "", "Foreman and honcho: the time and the Procfile process's name"),
@@ -374,9 +376,9 @@ EVERY_LINE = [case["line"] for family in [*ALL_FAMILIES, "negatives"] for case i
 
 
 # Prefixes put before every line a process writes, whatever it is: torchrun's worker (--tee, or what
-# TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE makes), PyTorch's rank, and SkyPilot's node or task (on one node, across
-# several, on a terminal).
-PREFIXES_BEFORE_ANY_LINE = ["[default0]:", "[trainer1]:", "[12]:", "[rank0]:", "[0]:[default1]:"]
+# TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE makes), PyTorch's rank, Slurm's task (``srun --label``), and SkyPilot's node
+# or task (on one node, across several, on a terminal).
+PREFIXES_BEFORE_ANY_LINE = ["[default0]:", "[trainer1]:", "[12]:", "[rank0]:", "[0]:[default1]:", "0: ", " 7: ", "12: "]
 PREFIXES_BEFORE_ANY_LINE += [
     "(task, pid=7431) ",
     "(head, rank=0, pid=18260) ",
