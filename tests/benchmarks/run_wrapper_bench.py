@@ -76,6 +76,7 @@ WRAPPERS: list[tuple[str, Callable[[str], str]]] = [
     ("stern", lambda line: f"vllm-0 vllm {line}"),
     ("docker compose logs", lambda line: f"vllm-1  | {line}"),
     ("Foreman / honcho", lambda line: f"16:18:29 web.1  | {line}"),
+    ("srun --label (Slurm)", lambda line: f"0: {line}"),
     ("pm2 logs", lambda line: f"0|vllm     | {line}"),
     ("pm2 --time", lambda line: f"2025-12-14T16:18:29: {line}"),
     ("pm2 logs --timestamp", lambda line: f"2025-12-14-16:18:29 0|vllm     | {line}"),
