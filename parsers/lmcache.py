@@ -195,6 +195,17 @@ def parse_lookup(line: str, start: int, stamp: str | None, rank: int | None) -> 
     return _parse_lookup_parts(line, start, stamp)
 
 
+# LMCache-Ascend's lookup for hybrid models (a linear-attention state kept beside the KV cache): the lookup line
+# after these words (the hit its boundary, or 0 where nothing is loaded).
+HYBRID_LOOKUP = "Hybrid lookup: "
+
+
+def parse_hybrid_lookup(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    if not line.startswith(HYBRID_LOOKUP, start):
+        return ()  # another message that begins with the word
+    return parse_lookup(line, start + len(HYBRID_LOOKUP), stamp, rank)
+
+
 def _parse_lookup_parts(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
     """Any other arrangement of the same fields (variants such as a hybrid lookup), read part by part."""
     m = _REQID.match(line, start)
@@ -429,6 +440,7 @@ def parse_lookup_summary(line: str, start: int, stamp: str | None, rank: int | N
 # First word of an LMCache message -> (parser, the family a line that does not parse is suspected of).
 FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Reqid:": (parse_lookup, "lmcache_lookup"),
+    "Hybrid": (parse_hybrid_lookup, "lmcache_lookup"),
     "Stored": (parse_stored, "lmcache_store"),
     "Store": (parse_store_old, "lmcache_store"),
     "Retrieved": (parse_retrieved, "lmcache_retrieve"),

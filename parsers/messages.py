@@ -116,6 +116,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Throughput:": bench.parse_throughput,
     "Total": bench.parse_total,
     "Reqid:": _exact(_whole(lmcache.LOOKUP_ANY), _lmcache(lmcache.parse_lookup)),
+    "Hybrid": _exact(_whole(lmcache.HYBRID_LOOKUP + lmcache.LOOKUP_ANY), _lmcache(lmcache.parse_hybrid_lookup)),
     "Retrieved": _exact(_whole(lmcache.RETRIEVED_ANY), _lmcache(lmcache.parse_retrieved)),
     "Stored": _exact(_whole(lmcache.STORED_ANY), _lmcache(lmcache.parse_stored)),
     "Storing": _exact(_whole(lmcache.STORING.pattern), _lmcache(lmcache.parse_storing)),
