@@ -214,9 +214,10 @@ _RAY_ACCESS_ANY = re.compile(r"\b" + RAY_SERVE_HEAD, re.ASCII)
 # the request's id and route if any, then ``-- `` and the message.
 RAY_SERVE_RECORD = re.compile(rf"{_RAY_SERVE_LEVEL}({_RAY_SERVE_TIME}) (?:\S{{1,256}}+ ){{2,4}}?-- ", re.ASCII)
 # Its record before Ray 2.40: the same level, time, component and id, then the request's id, route and application
-# where a request is served, the file and its line, `` - `` and the message (its access lines carry the method or
-# the handle's call without a route or a status of vLLM's routes: ``replica.py:750 - __CALL__ OK 60.4ms``).  A
-# word that names a watched logger is no component of Ray's (a logging format of vLLM's own with its name and file).
+# where a request is served, the file and its line, `` - `` and the message.  A replica's line of a request is its
+# call's outcome (``replica.py:750 - __CALL__ OK 60.4ms``), no HTTP status; the proxy's (``proxy.py:1072 - POST 200
+# 65.6ms``) is not read, as Ray 2.40's is not.  A word that names a watched logger is no component of Ray's (a
+# logging format of vLLM's own with its name and file).
 RAY_SERVE_OLD_RECORD = re.compile(
     rf"{_RAY_SERVE_LEVEL}({_RAY_SERVE_TIME}) (?:(?!vllm|lmcache|uvicorn)\S{{1,256}}+ ){{2,5}}?"
     r"[\w.-]{1,256}?\.py:\d+ - ",
