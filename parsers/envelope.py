@@ -1137,7 +1137,9 @@ def framing_end(line: str) -> int:
     found = tool_prefix(line)
     if found is not None:
         return found[0]
-    return (_words_end(line) if first.isalnum() else 0) or _logged_header_end(line)
+    # (Words begin with a letter, an address with a number and its dot: a line that begins with a date has neither.)
+    words = first.isalpha() or (first.isdigit() and "." in line[1:4])
+    return (_words_end(line) if words else 0) or _logged_header_end(line)
 
 
 def _words_end(line: str) -> int:
