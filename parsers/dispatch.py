@@ -549,13 +549,27 @@ def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events
     return _headerless(line, depth, rank)
 
 
+# A call's outcome Ray Serve logs for each request in a replica (``CALL value OK 1.1ms``, before Ray 2.40 ``__CALL__
+# OK 60.4ms``) and its proxy's HTTP outcome (``POST /v1/chat/completions 200 56.0ms``, ``POST 200 65.6ms``): Ray's.
+_RAY_OUTCOME = re.compile(
+    r"(?:CALL \S{1,256}+|__CALL__|[A-Z]{3,7}(?: /\S{0,4096}+)?) \S{1,32}+ \d{1,12}+(?:\.\d+)?ms$", re.ASCII
+)
+
+
 def _ray_serve_message(line: str, record: re.Match[str], depth: int, rank: int | None) -> Events:
     """The message of Ray Serve's own record: a whole record of vLLM's, LMCache's or uvicorn's (a replica's output
-    that Ray's logger carries, ``RAY_SERVE_LOG_TO_STDERR=0``) or a known message alone (its time the record's)."""
+    that Ray's logger carries, ``RAY_SERVE_LOG_TO_STDERR=0``), a known message alone (its time the record's), or
+    what the line after any other prefix gives (a crash report, a traceback's last line); a request's outcome in
+    Ray's words gives nothing at once."""
     start = record.end()
+    if _RAY_OUTCOME.match(line, start):
+        return NOTHING
     if begins_record(line[start:]):
         return parse_nested(line[start:], depth + 1, rank) if depth < _MAX_DEPTH else NOTHING
-    return _restamp(message_only(line, start), record.group(1))
+    events = message_only(line, start)
+    if events:
+        return _restamp(events, record.group(1))
+    return _headerless(line, depth, rank)
 
 
 def _headerless(line: str, depth: int, rank: int | None) -> Events:

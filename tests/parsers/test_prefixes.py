@@ -328,26 +328,35 @@ def test_a_ray_actor_s_tag_on_another_node_is_read_as_a_process_tag() -> None:
         assert [e.kind for e in parse_line(line)] == ["request_added"]
 
 
-def test_ray_serve_s_own_records_are_read_without_a_search() -> None:
-    # Ray Serve's record header (its own logger's): its access line is read, any other message is Ray's, and no
-    # search for a header behind it is made (it cost 24 to 36 µs a line, a call between deployments per request).
+# Ray Serve's record headers: Ray 2.40's (`` -- ``) with and without a request's id and route, and the one before it
+# (the file and its line, then `` - ``), alone and behind a replica's tag (its deployment named after its model: a
+# slash in the tag).
+RAY_SERVE_HEADERS = [
+    "INFO 2025-08-29 18:02:41,815 default_LLMServer aw9v81k4 -- ",
+    "ERROR 2025-08-29 18:02:41,815 default_LLMServer aw9v81k4 3d79a85d-ac51 /v1/chat/completions -- ",
+    "INFO 2024-11-18 01:46:34,210 default_VLLMDeployment ujj4diu5 replica.py:893 - ",
+    "(ServeReplica:default:meta-llama/Llama-2-7b-hf pid=5) INFO 2023-12-18 10:24:37,018 default_Translator XmWEsH "
+    "92a2f0d6-1a2b /v1/chat/completions default replica.py:750 - ",
+]
+
+
+def test_ray_serve_s_per_request_records_are_read_without_a_search() -> None:
+    # Ray Serve logs a record for each request in each replica it passes (a call between deployments, the ingress'
+    # access line) and in its proxy: the access line is read, the rest are Ray's; no search for a header behind
+    # them is made (it cost 24 to 40 µs a line).
     records = {
         "INFO 2025-09-23 05:15:27,528 default_Child s5pl5nb1 57087c4e-c973-4811-97a6-4883fb4af2a6 -- CALL value OK "
         "1.1ms": [],
-        "WARNING 2026-08-14 11:59:22,925 controller 42382 -- Deployment 'LLMServer' in application 'default' has 1 "
-        "replicas that have taken more than 30s to initialize.": [],
         "ERROR 2026-08-14 12:00:01,002 default_OpenAiIngress kqnimn62 -- POST /v1/chat/completions 500 12.3ms": [
             "http_access"
         ],
         "INFO 2025-09-23 05:15:27,570 proxy 10.0.0.1 57087c4e-c973-4811-97a6-4883fb4af2a6 -- POST /v1/chat/completions "
         "200 56.0ms": [],  # the proxy's line of the replica's request: counted there
-        # Before Ray 2.40: the file and its line, then `` - `` (a call's outcome carries no HTTP status).
-        "INFO 2024-11-18 01:46:34,210 default_VLLMDeployment ujj4diu5 replica.py:893 - Started initializing "
-        "replica.": [],
+        # Before Ray 2.40 (a call's outcome carries no HTTP status; the proxy's is not counted either).
         "INFO 2023-12-18 10:24:37,018 default_Translator XmWEsH 92a2f0d6-1a2b /v1/chat/completions default "
         "replica.py:750 - __CALL__ OK 60.4ms": [],
-        "WARNING 2023-03-10 09:14:57,187 controller 979 deployment_state.py:1506 - Replica D#DYFbUC of deployment D "
-        "failed health check, stopping it.": [],
+        "INFO 2023-12-18 10:24:37,084 http_proxy 10.0.0.1 92a2f0d6-1a2b /v1/chat/completions default proxy.py:1072 - "
+        "POST 200 65.6ms": [],
         # A line of the server's that Ray's logger carries (a replica's output redirected to it, or a print), and
         # a known message alone: read as they would be alone.
         "INFO 2025-08-29 18:02:41,815 default_LLMServer aw9v81k4 -- INFO 08-29 18:02:41 [loggers.py:123] Engine 000: "
@@ -360,12 +369,41 @@ def test_ray_serve_s_own_records_are_read_without_a_search() -> None:
         "INFO 2024-11-18 01:46:34,210 default_VLLMDeployment ujj4diu5 logging_utils.py:123 - INFO 11-18 01:46:34 "
         "[async_llm.py:578] Added request chatcmpl-2.": ["request_added"],
     }
-    # (A Ray Serve LLM replica's deployment is named after its model: its tag holds a slash.)
     tags = ["", "(ServeReplica:default:LLMServer pid=2211) ", "(ServeReplica:default:meta-llama/Llama-2-7b-hf pid=5) "]
     with mock.patch.object(dispatch, "_headerless", side_effect=AssertionError("searched")):
         for line, kinds in records.items():
             for tag in tags:
                 assert [event.kind for event in parse_line(tag + line)] == kinds, tag + line
+
+
+def test_a_line_in_ray_serve_s_record_gives_what_the_general_path_gives() -> None:
+    # Ray Serve's records are known for speed only: any line in one (a replica's output its logger carries, a crash
+    # report, a traceback's last line, Ray's own notices) gives what the search for a header behind a prefix gives,
+    # or more (a request's id LMCache's tag names, the record's time for a message alone).
+    def general(line: str) -> list[dict]:
+        with mock.patch.multiple(dispatch, RAY_SERVE_RECORD=NO_WORD, RAY_SERVE_OLD_RECORD=NO_WORD):
+            return [event_dict(e) for e in parse_line(line)]
+
+    def kinds(events: list[dict]) -> list[tuple]:
+        return [(e["kind"], e.get("error"), e.get("exception")) for e in events]
+
+    lost = [
+        (headed, expected, got)
+        for header in RAY_SERVE_HEADERS
+        for line in EVERY_LINE
+        if (expected := general(headed := header + line))
+        and kinds(got := [event_dict(e) for e in parse_line(headed)]) != kinds(expected)
+    ]
+    assert lost == []
+    # Ray's own notices give nothing.
+    notices = [
+        "WARNING 2026-08-14 11:59:22,925 controller 42382 -- Deployment 'LLMServer' in application 'default' has 1 "
+        "replicas that have taken more than 30s to initialize.",
+        "INFO 2024-11-18 01:46:34,210 default_VLLMDeployment ujj4diu5 replica.py:893 - Started initializing replica.",
+        "WARNING 2023-03-10 09:14:57,187 controller 979 deployment_state.py:1506 - Replica D#DYFbUC of deployment D "
+        "failed health check, stopping it.",
+    ]
+    assert [parse_line(line) for line in notices] == [()] * len(notices)
 
 
 # Every family of lines, as a worker torchrun started writes them: whole records, messages alone, wrapped
