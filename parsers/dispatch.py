@@ -525,8 +525,8 @@ def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events
         m = LMCACHE_OLD_HEADER.match(line)
         if m is not None:
             return _old_lmcache(line, m.end(), rank)
-        # Ray Serve's own record: its access line is read (behind a prefix the header search finds it), and a
-        # line of the server's that Ray's logger carries; other messages are Ray's, not searched for a header.
+        # Ray Serve's own record (Ray 2.40's, or the one before it): its access line is read (behind a prefix the
+        # header search finds it), and its message as :func:`_ray_serve_message` says.
         ray = RAY_SERVE_RECORD.match(line) if " -- " in line else None
         if ray is not None:
             return requests.parse_ray_serve_access(line) or _ray_serve_message(line, ray, depth, rank)
@@ -564,8 +564,9 @@ def _ray_serve_message(line: str, record: re.Match[str], depth: int, rank: int |
     start = record.end()
     if _RAY_OUTCOME.match(line, start):
         return NOTHING
-    if begins_record(line[start:]):
-        return parse_nested(line[start:], depth + 1, rank) if depth < _MAX_DEPTH else NOTHING
+    message = line[start:]
+    if begins_record(message):
+        return parse_nested(message, depth + 1, rank) if depth < _MAX_DEPTH else NOTHING
     events = message_only(line, start)
     if events:
         return _restamp(events, record.group(1))

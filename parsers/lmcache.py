@@ -207,7 +207,7 @@ def parse_hybrid_lookup(line: str, start: int, stamp: str | None, rank: int | No
 
 
 def _parse_lookup_parts(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
-    """Any other arrangement of the same fields (variants such as a hybrid lookup), read part by part."""
+    """Any other arrangement of the same fields (another order, other counts before the hit), read part by part."""
     m = _REQID.match(line, start)
     if m is None:
         return None
