@@ -6,9 +6,10 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.harness import STATS, stats_lines, wait_for
+from tests.support.harness import STATS, Agent, stats_lines, wait_for
 
 
 def printing_journalctl(tmp_path: Path, record: dict, count: int) -> Path:
@@ -79,6 +80,11 @@ while os.getppid() == parent:
 """
 
 
+def counted_past(agent: Agent, count: int) -> Callable[[], bool]:
+    """Whether ``agent`` has counted more than ``count`` of the follow ``j``'s records."""
+    return lambda: stats_lines(agent, "j") > count
+
+
 def test_a_journal_follow_counts_every_record_once_across_sigkills(agents, tmp_path: Path) -> None:
     records = tmp_path / "records.jsonl"
     records.write_text("")
@@ -88,9 +94,10 @@ def test_a_journal_follow_counts_every_record_once_across_sigkills(agents, tmp_p
     env = {"KVWATCH_JOURNALCTL": str(stand_in), "RECORDS": str(records), "ARGS_LOG": str(tmp_path / "args")}
     body = '[[follow]]\nname = "j"\njournal_unit = "vllm.service"\nstart_at = "beginning"\n'
     agent = agents(body, env=env).start()
+    checkpoint = agent.directory / "state" / "journal-j.json"
     total = 0
     with open(records, "a") as out:
-        for _round in range(4):
+        for turn in range(4):
             for _ in range(300):
                 total += 1
                 record = {"__CURSOR": f"s=x;i={total:x}", "MESSAGE": STATS.strip(), "_SYSTEMD_UNIT": "vllm.service"}
@@ -98,6 +105,11 @@ def test_a_journal_follow_counts_every_record_once_across_sigkills(agents, tmp_p
                 out.flush()
                 if total % 50 == 0:
                     time.sleep(0.05)
+            # Each kvwatch reads some of this round's records before it is killed (on a loaded machine it may not
+            # have begun yet), and the first has saved its place: the kills then fall mid-stream, after a save.
+            wait_for(counted_past(agent, total - 300), what="some of this round's records")
+            if turn == 0:
+                wait_for(lambda: "s=x;i=" in checkpoint.read_text(), what="a saved place")
             agent.process.kill()  # mid-stream, without a goodbye
             agent.process.wait()
             agent = agents(body, env=env).start()
