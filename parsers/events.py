@@ -287,7 +287,8 @@ class LmcacheServerStarted(Event):
     """The multiprocess server started: ``LMCache cache server is running...`` (``cache blend server`` on a
     CacheBlend server), in every release; in releases after the first ones, ``LMCache ZMQ cache server is
     running on ADDRESS`` just before it is one too.  Such a pair is one start
-    (``kvwatch_lmcache_server_starts_total``)."""
+    (``kvwatch_lmcache_server_starts_total``).  The remote cache server several vLLM servers share (``python -m
+    lmcache.v1.server HOST PORT``) says ``Server started at HOST:PORT``: a start, its address ``lm://HOST:PORT``."""
 
     kind: ClassVar[str] = "lmcache_server_started"
     url: str | None = None  #: the address its request server listens on (the line that names it)

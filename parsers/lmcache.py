@@ -184,6 +184,9 @@ _L1_WATERMARK = re.compile(rf"L1 memory usage {DECIMAL} (?:above|below) watermar
 _SERVER_RUNNING = re.compile(r"LMCache (\S+) cache server is running on (\S+)")
 _SERVER_RUNS = re.compile(r"LMCache cache (?:blend )?server is running\.\.\.")
 SERVER_START_ANY = rf"{_SERVER_RUNNING.pattern}|{_SERVER_RUNS.pattern}"  # either line, as the whole message
+# The start of the remote cache server (``python -m lmcache.v1.server HOST PORT``, the ``lm://`` backend several
+# vLLM servers share): ``Server started at HOST:PORT``.  Only under LMCache's header: the words are any server's.
+_REMOTE_SERVER_STARTED = re.compile(r"Server started at (\S+:\d{1,5})(?!\S)")
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
 _TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
 
@@ -373,6 +376,14 @@ def parse_server_start(line: str, start: int, stamp: str | None, rank: int | Non
     return ()
 
 
+def parse_remote_server_start(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """``Server started at HOST:PORT``: the remote cache server's start, its address as ``remote_url`` names it."""
+    m = _REMOTE_SERVER_STARTED.match(line, start)
+    if m is None:
+        return None if line.startswith("Server started at", start) else ()
+    return (LmcacheServerStarted(stamp, f"lm://{m.group(1)}"),)
+
+
 def parse_failed(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
     if line.startswith("Failed to initialize LMCacheManager components", start):
         return (LmcacheDegraded(stamp),)
@@ -452,4 +463,5 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Prefetch": (parse_prefetch, "lmcache_prefetch"),
     "L1": (parse_l1_usage, "lmcache_l1_usage"),
     "lookup": (parse_lookup_summary, "lmcache_lookup_summary"),
+    "Server": (parse_remote_server_start, "lmcache_server_started"),
 }

@@ -410,11 +410,12 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_lmcache_server_starts_total",
-        "Starts of the multiprocess server.",
+        "Starts of LMCache's multiprocess server, or of its remote cache server.",
         value_of("lmcache_server_starts"),
         doc="starts of the multiprocess server (`LMCache cache server is running...`, after `LMCache ZMQ cache "
         "server is running on …` in releases that name the address: one start per pair), with an HTTP front "
-        "end or without",
+        "end or without; and of the remote cache server several vLLM servers share through `lm://` (`python -m "
+        "lmcache.v1.server HOST PORT`: `Server started at HOST:PORT`)",
     ),
     # KV connectors
     counter(

@@ -510,6 +510,14 @@ def test_each_start_of_the_lmcache_server_counts_once_whichever_lines_say_it() -
     assert starts(feed(fresh(), START_LOG)) == START_COUNT
 
 
+def test_each_start_of_the_remote_cache_server_counts_once() -> None:
+    """The ``lm://`` server says ``Server started at HOST:PORT`` once a start; its clients' connections are no start."""
+    started = "[2026-05-14 09:{:02d}:44,209] LMCache INFO: Server started at localhost:8100 (__main__.py:138:__main__)"
+    connected = "[2026-05-14 09:{:02d}:45,660] LMCache INFO: Connected by ('10.0.0.7', 41688) (__main__.py:142:x)"
+    log = [started.format(1), connected.format(1), connected.format(2), started.format(3), connected.format(3)]
+    assert starts(feed(fresh(), log)) == 2
+
+
 @pytest.mark.parametrize("cut", range(1, len(START_LOG)))
 def test_lmcache_server_starts_of_parts_merge_to_one_pass(cut: int) -> None:
     merged = feed(fresh(), START_LOG[:cut])
