@@ -186,7 +186,10 @@ _SERVER_RUNS = re.compile(r"LMCache cache (?:blend )?server is running\.\.\.")
 SERVER_START_ANY = rf"{_SERVER_RUNNING.pattern}|{_SERVER_RUNS.pattern}"  # either line, as the whole message
 # The start of the remote cache server (``python -m lmcache.v1.server HOST PORT``, the ``lm://`` backend several
 # vLLM servers share): ``Server started at HOST:PORT``.  Only under LMCache's header: the words are any server's.
+# The P2P server inside each vLLM server's engine says them too, before its socket's address as a tuple
+# (``Server started at ('0.0.0.0', 8200)``): no cache server's start.
 _REMOTE_SERVER_STARTED = re.compile(r"Server started at (\S+:\d{1,5})(?!\S)")
+_PEER_SERVER_STARTED = "Server started at ("
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
 _TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
 
@@ -380,7 +383,8 @@ def parse_remote_server_start(line: str, start: int, stamp: str | None, rank: in
     """``Server started at HOST:PORT``: the remote cache server's start, its address as ``remote_url`` names it."""
     m = _REMOTE_SERVER_STARTED.match(line, start)
     if m is None:
-        return None if line.startswith("Server started at", start) else ()
+        known = line.startswith(_PEER_SERVER_STARTED, start) or not line.startswith("Server started at", start)
+        return () if known else None
     return (LmcacheServerStarted(stamp, f"lm://{m.group(1)}"),)
 
 
