@@ -419,6 +419,19 @@ _KV_TOO_SMALL_TEXT = (
     "is larger than the maximum number of tokens that can be stored in KV cache",
     "No available memory for the cache blocks",
 )
+# The same refusals as the whole message, quoted without the exception's name: V0's ``The model's max seq len (N)
+# is larger than the maximum number of tokens that can be stored in KV cache (M).``, V1's ``To serve at least one
+# request with the model's max seq len (N), (X GiB KV cache is needed, which is larger than the available KV cache
+# memory (Y GiB).`` (``models's`` before 0.11) and ``No available memory for the cache blocks.``, each with its
+# advice after it, in any release's words, or without.
+KV_TOO_SMALL = re.compile(
+    r"(?:The model's max seq len ?\(\d{1,18}\) is larger than the maximum number of tokens that can be stored in KV "
+    r"cache \(\d{1,18}\)"
+    r"|To serve at least one request with the models?'s max seq len ?\(\d{1,18}\), \(?[\d.]{1,40} GiB KV cache is "
+    r"needed, which is larger than the available KV cache memory \(-?[\d.]{1,40} GiB\)"
+    r"|No available memory for the cache blocks)"
+    r"(?:\. .{0,800})?"
+)
 # A start that failed, the cause said elsewhere or outside the server: vLLM's engine core, and the LMCache
 # MP connector finding no LMCache server (``Cannot reach the LMCache MP server at 'tcp://...' within 30s.``).
 _FAILED_START_TEXT = (
@@ -490,6 +503,11 @@ def classify_exception(exception: str, message: str) -> str | None:
     return None
 
 
+def parse_kv_too_small(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    """vLLM's message that its KV cache cannot hold one request, alone: a start refused."""
+    return (ServerError(stamp, "kv_cache_too_small"),) if KV_TOO_SMALL.match(line, start) else ()
+
+
 def parse_exception(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     m = _EXCEPTION.match(line, start)
     if m is None:
@@ -529,6 +547,8 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "setting": (parse_pause, "engine_pause"),
     "[Elastic": (parse_elastic_scaled, "engines_scaled"),
     "DPCoordinator": (parse_coordinator_scaled, "engines_scaled"),
+    # The refusals of a KV cache too small for one request, as their message alone (common words: never suspicious).
+    **dict.fromkeys(("The", "To", "No"), (parse_kv_too_small, "server_error")),
     # ``<DEV> KV cache size: N tokens``: the device label is the first word.
     **dict.fromkeys(KV_DEVICES, (parse_kv_size, "kv_cache_capacity")),
 }

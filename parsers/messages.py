@@ -22,6 +22,8 @@ from parsers.shapes import NOT_A_NUMBER
 NOTHING: Events = ()
 # An exception's final traceback line: ``torch.OutOfMemoryError: ...``.
 EXCEPTION_WORD_ENDS = ("Error:", "Exception:", "Error")
+# How the first word of such a line with its message ends.
+_EXCEPTION_WORDS = ("Error:", "Exception:")
 # LMCache's ``(vllm_v1_adapter.py:1544:lmcache.integration.vllm.vllm_v1_adapter)`` after a message.
 _TRAILER = r"(?: \([\w.]+\.py:\d+:[\w.]+\))?"
 
@@ -108,6 +110,7 @@ _ENGINE_ITERATION = _exact(
 _KV_LOAD_RECOVERED = _exact(_whole(requests.KV_LOAD_RECOVERED.pattern), requests.parse_kv_load_recovered)
 _KV_LOAD_FAILING = _exact(_whole(requests.KV_LOAD_FAILING.pattern + r"(?:\{[^{}]*\})?"), requests.parse_kv_load_failing)
 _MAX_CONCURRENCY = _exact(_whole(lifecycle.MAX_CONCURRENCY.pattern), lifecycle.parse_max_concurrency)
+_KV_TOO_SMALL = _exact(_whole(lifecycle.KV_TOO_SMALL.pattern), lifecycle.parse_kv_too_small)
 
 # First word of a message-only line -> its reader.
 _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
@@ -156,6 +159,9 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "setting": _exact(_whole(lifecycle.PAUSE.pattern), lifecycle.parse_pause),
     "[Elastic": _exact(_whole(lifecycle.ELASTIC_SCALED.pattern), lifecycle.parse_elastic_scaled),
     "DPCoordinator": _exact(_whole(lifecycle.COORDINATOR_SCALED.pattern), lifecycle.parse_coordinator_scaled),
+    "The": _KV_TOO_SMALL,
+    "To": _KV_TOO_SMALL,
+    "No": _KV_TOO_SMALL,
 }
 # LMCache's messages that its request tag may stand before (``[req_id=X] Stored ...``).
 _REQUEST_TAGGED = {word: _WHOLE_MESSAGES[word] for word in ("Stored", "Retrieved")}
@@ -193,9 +199,9 @@ MESSAGE_START = re.compile(r"(?<=[\s\]):|>-])(?:" + _FIRST_WORDS + "|" + _NUMBER
 
 def begins_with_message(line: str) -> bool:
     """Whether a line's first word is the first word of a message read alone (a record without a header
-    may begin so)."""
+    may begin so), an exception's last line among them."""
     space = line.find(" ")
-    return space > 0 and line[:space] in _WHOLE_MESSAGES
+    return space > 0 and (line[:space] in _WHOLE_MESSAGES or line[:space].endswith(_EXCEPTION_WORDS))
 
 
 def message_only(line: str, start: int) -> Events:

@@ -203,6 +203,21 @@ def test_lines_that_are_whole_are_never_read_together() -> None:
         assert feed_all(LogStream(), order) == want, seed
 
 
+def test_an_exception_line_a_writer_wrapped_is_read_with_its_next_pieces() -> None:
+    """A traceback's last line hard-wrapped in a paste (vLLM's refusal to start with too small a KV cache): its
+    first piece names no error yet, so it is kept and read with the pieces after it, once."""
+    pieces = [
+        "ValueError: To serve at least one request with the models's max seq len",
+        "(32768), (5.0 GiB KV cache is needed, which is larger than the available",
+        "KV cache memory (0.53 GiB).",
+        "INFO 12-14 16:18:29 [async_llm.py:270] Added request r.",
+    ]
+    assert [(e["kind"], e.get("error")) for e in feed_all(LogStream(), pieces)] == [
+        ("server_error", "kv_cache_too_small"),
+        ("request_added", None),
+    ]
+
+
 def test_a_record_cut_short_is_given_once_a_line_does_not_continue_it() -> None:
     cut = "INFO 10-02 10:00:00 async_llm_engine.py:120] Finished request cmpl-1a2b"  # its period lost
     added = "INFO 10-02 10:00:01 [async_llm.py:578] Added request cmpl-9."
