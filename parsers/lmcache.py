@@ -188,8 +188,8 @@ SERVER_START_ANY = rf"{_SERVER_RUNNING.pattern}|{_SERVER_RUNS.pattern}"  # eithe
 # vLLM servers share): ``Server started at HOST:PORT``.  Only under LMCache's header: the words are any server's.
 # The P2P server inside each vLLM server's engine says them too, before its socket's address as a tuple
 # (``Server started at ('0.0.0.0', 8200)``): no cache server's start.
-_REMOTE_SERVER_STARTED = re.compile(r"Server started at (\S+:\d{1,5})(?!\S)")
-_PEER_SERVER_STARTED = "Server started at ("
+_SERVER_STARTED = "Server started at"
+_REMOTE_SERVER_STARTED = re.compile(_SERVER_STARTED + r" (\S+:\d{1,5})(?!\S)")
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
 _TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
 
@@ -383,8 +383,10 @@ def parse_remote_server_start(line: str, start: int, stamp: str | None, rank: in
     """``Server started at HOST:PORT``: the remote cache server's start, its address as ``remote_url`` names it."""
     m = _REMOTE_SERVER_STARTED.match(line, start)
     if m is None:
-        known = line.startswith(_PEER_SERVER_STARTED, start) or not line.startswith("Server started at", start)
-        return () if known else None
+        # Another message that begins with the word, or the P2P server's address: no start either way.
+        if not line.startswith(_SERVER_STARTED, start) or line.startswith(" (", start + len(_SERVER_STARTED)):
+            return ()
+        return None
     return (LmcacheServerStarted(stamp, f"lm://{m.group(1)}"),)
 
 

@@ -20,10 +20,10 @@ from parsers.events import Events
 from parsers.shapes import NOT_A_NUMBER
 
 NOTHING: Events = ()
-# An exception's final traceback line: ``torch.OutOfMemoryError: ...``.
-EXCEPTION_WORD_ENDS = ("Error:", "Exception:", "Error")
-# How the first word of such a line with its message ends.
+# How the first word of an exception's final traceback line ends, with its message (``torch.OutOfMemoryError: ...``),
+# or without.
 _EXCEPTION_WORDS = ("Error:", "Exception:")
+EXCEPTION_WORD_ENDS = (*_EXCEPTION_WORDS, "Error")
 # LMCache's ``(vllm_v1_adapter.py:1544:lmcache.integration.vllm.vllm_v1_adapter)`` after a message.
 _TRAILER = r"(?: \([\w.]+\.py:\d+:[\w.]+\))?"
 
