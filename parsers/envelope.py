@@ -482,6 +482,7 @@ _RECORD_START = re.compile(
 # What follows a process tag at a record's start besides a blank (a tail in parentheses,
 # ``(file.py:1:logger)``, ends a line; ``(from 9 total tokens).`` goes on with a dot).
 _AFTER_TAG = frozenset("[\x1b0123456789")
+_LEADING_COLOUR = re.compile(r"(?:\x1b\[[0-9;]*m)*")
 
 
 # What a record's first characters hold wherever a prefix put them, its header complete or not: a time,
@@ -506,7 +507,9 @@ def begins_record(line: str, named_first: bool = True) -> bool:
     or a header of its own (unless not ``named_first``, one that begins with its logger's name): never
     the rest of another record that a terminal wrapped."""
     line = line[:512]  # a record's tags and header are all within its first characters
-    m = PROCESS_TAG.match(line) if line.startswith("(") else None
+    # (vLLM colours its process tag on a terminal.)
+    tag = _LEADING_COLOUR.match(line).end() if line.startswith("\x1b[") else 0
+    m = PROCESS_TAG.match(line, tag) if line.startswith("(", tag) else None
     if m is not None and m.end() < len(line) and (line[m.end() - 1] == " " or line[m.end()] in _AFTER_TAG):
         return True
     if _RECORD_START.match(line) is not None:

@@ -8,19 +8,26 @@ a result line.  :class:`LogStream` joins the pieces back into one line before
 parsing.  It holds no I/O; one instance per source.
 
 A paste, or a copy from a terminal, wraps a long record at the terminal's width
-into lines that carry no mark of it.  A line that gives nothing, or only a
+into lines that carry no mark of it; a writer that wraps at words (``textwrap``,
+``fmt``, an editor's or a mail program's hard wrap) breaks it at the last blank
+that fits and drops that blank.  A line that gives nothing, or only a
 ``suspicious_line`` (a record cut short), may be such a record's first piece: the
 line after it is read with it when that line gives nothing alone (after a record
-cut short: at most a message without its header), is no longer than the first
-piece and begins no record of its own.  The record's events are given once a line
-does not continue it (or by :meth:`LogStream.settle`, for a reader that has
-nothing more for now); a ``suspicious_line`` is given only if no piece completes
-it.  Once a record was read so, the input is a wrapped paste, and any line may be
-a first piece: one read alone is read again with its next pieces when that gives
-events of the same kinds (with the fields its next pieces hold).
+cut short: at most a message without its header), begins no record of its own and
+fits the wrap: no longer than the first piece, or, wrapped at words, no longer than
+some width at which no piece before it could have taken its first word.  Of the
+ways to join them (as they are, or at a blank) the one that reads the record with
+the most fields wins.  The record's events are given once a line does not continue
+it (or by :meth:`LogStream.settle`, for a reader that has nothing more for now); a
+``suspicious_line`` is given only if no piece completes it.  Once a record was read
+so, the input is a wrapped paste, and any line may be a first piece: one read alone
+is read again with its next pieces when that gives events of the same kinds (with
+the fields its next pieces hold; joined at a blank, only with fields it lacked).
 """
 
 from __future__ import annotations
+
+from dataclasses import fields
 
 from parsers.dispatch import Events, parse_line, parse_nested, parse_record, parse_wrapped
 from parsers.envelope import CRI_RECORD, begins_record, holds_record_mark, unwrap_json
@@ -46,11 +53,41 @@ def _read_whole(events: Events) -> bool:
     return any(type(event) is not SuspiciousLine for event in events)
 
 
+def _cut_short(events: Events) -> bool:
+    """Whether a line's events say only that it is a record cut short."""
+    return bool(events) and not _read_whole(events)
+
+
 def _same_kinds(events: Events, held: Events) -> bool:
     """Whether a record read with the next line gives the kinds of events its first piece gave alone
     (their fields may differ: a store line's size and cost, a stats line's parts after a cut between two
     of them, a number's digits after a cut inside it)."""
     return len(events) == len(held) and all(type(a) is type(b) for a, b in zip(events, held, strict=True))
+
+
+def _fields_read(events: Events) -> int:
+    """How many fields of a line's events hold a value."""
+    return sum(getattr(event, f.name) is not None for event in events for f in fields(event))
+
+
+def _best_join(joins: list[str], held: Events) -> tuple[str, Events, list[str]]:
+    """Of a record's pieces joined in each way a writer may have wrapped them, the join that reads the record
+    whole (or, where its first piece read alone, as events of the same kinds) with the most fields (``""``, ``()``
+    if none does), and the joins that read as a record cut short."""
+    best: tuple[str, Events] = ("", ())
+    most, cut = -1, []
+    for joined in joins:
+        try:
+            events = parse_line(joined)
+        except Exception:  # never counted: the line itself was read
+            continue
+        if _read_whole(events) and (not _read_whole(held) or _same_kinds(events, held)):
+            count = _fields_read(events) if len(joins) > 1 else 0
+            if count > most:
+                best, most = (joined, events), count
+        elif events:
+            cut.append(joined)
+    return *best, cut
 
 
 def _begins_a_record(line: str) -> bool:
@@ -60,13 +97,24 @@ def _begins_a_record(line: str) -> bool:
     return holds_record_mark(line) or begins_with_message(line) or begins_record(line)
 
 
-def _may_continue(line: str, alone: Events, text: str, held: Events, width: int) -> bool:
-    """Whether ``line`` (read alone: ``alone``) may be the next piece of the record ``text`` begins
-    (its first piece ``width`` long): no longer than that piece (one more: a copy that trimmed its last
-    blank), not begun as it is (the same writer's next record) nor with a header of its own, and giving
-    nothing alone -- or, after a record cut short, only what a message without its header gives; a first
-    piece that gave nothing must show signs of a record."""
-    if len(line) > width + 1 or line[:8] == text[:8]:
+def _room_after(line: str, last: int, room: int) -> int:
+    """The widest column a writer that wraps at words may have wrapped at, if ``line`` is its next piece
+    after one ``last`` long: that piece could not take ``line``'s first word (nor could the earlier ones
+    theirs, which left ``room``).  0 for a line that begins with a blank, which such a writer drops."""
+    blank = line.find(" ")
+    if blank == 0:
+        return 0
+    return min(room, last + (len(line) if blank == -1 else blank))
+
+
+def _may_continue(line: str, alone: Events, text: str, held: Events, fits: bool) -> bool:
+    """Whether ``line`` (read alone: ``alone``) may be the next piece of the record ``text`` begins:
+    it ``fits`` the wrap (no longer than the first piece, one more for a copy that trimmed its last
+    blank, or within the room wrapping at words leaves), is not begun as the record is (the same
+    writer's next record) nor with a header of its own, and gives nothing alone -- or, after a record
+    cut short, only what a message without its header gives; a first piece that gave nothing must show
+    signs of a record."""
+    if not fits or line[:8] == text[:8]:
         return False
     if alone and (not held or _read_whole(held) or any(event.stamp is not None for event in alone)):
         return False
@@ -78,12 +126,16 @@ def _may_continue(line: str, alone: Events, text: str, held: Events, width: int)
 class LogStream:
     __slots__ = (
         "_held",
+        "_last",
         "_pasted",
         "_pieces",
+        "_room",
         "_size",
         "_skipping",
+        "_spaced",
         "_stamp",
         "_width",
+        "_words",
         "_wrapped",
         "dropped",
         "failed",
@@ -97,7 +149,13 @@ class LogStream:
         self._stamp: str | None = None
         self._skipping = False  # inside an oversized split line, until its last piece
         self._wrapped = ""  # the lines of a record a terminal may have wrapped, joined
-        self._width = 0  # the length of the first of them
+        self._width = 0  # the length of the longest of them (the first, wrapped at a terminal's width)
+        self._last = 0  # the length of the last of them
+        # Joined as a writer that wraps at words wrote them (at the blanks it dropped), while their lengths allow it:
+        # the widest column it may have wrapped them at leaves room for each one's first word on no piece before.
+        self._words = ""
+        self._room = 0
+        self._spaced = False  # no terminal wrapped them (``_wrapped`` is ``_words``)
         self._held: Events = ()  # what they gave so far, given when no line continues them
         # A record was read from wrapped lines: this input is a wrapped paste, where a first piece may read
         # as a whole message without the fields its next pieces hold.
@@ -137,7 +195,7 @@ class LogStream:
                 return self._begin(line, events) if self._pasted else events
             if not self._held:
                 self._wrapped, self.late = "", 0  # no piece of a record that gave nothing
-                return events
+                return self._begin(line, events) if self._pasted else events
         elif not self._wrapped:
             return self._begin(line, events)
         return self._continued(line, events)
@@ -170,7 +228,8 @@ class LogStream:
         as a wrapped record's first piece (its events held back), or its events."""
         if not _MIN_WIDTH <= len(line) <= _MAX_WIDTH or line[0].isspace():
             return events  # no terminal is that narrow or wide; a line that begins with a blank begins no record
-        self._wrapped, self._width, self._held = line, len(line), events
+        self._wrapped, self._width, self._last, self._held = line, len(line), len(line), events
+        self._words, self._room, self._spaced = line, _MAX_WIDTH, False
         return ()
 
     def _alone(self, line: str, events: Events) -> Events:
@@ -180,28 +239,38 @@ class LogStream:
     def _continued(self, line: str, alone: Events) -> Events:
         """``line`` (read alone: ``alone``) after a possible first piece: the next piece of its record,
         or a line of its own (which may itself be the first piece of another)."""
-        text, held, width = self._wrapped, self._held, self._width
-        self._wrapped, self._held, self.late = "", (), len(held)
-        if not _may_continue(line, alone, text, held, width):
+        text, words, held, width, last = self._wrapped, self._words, self._held, self._width, self._last
+        self._wrapped, self._words, self._held, self.late = "", "", (), len(held)
+        room = _room_after(line, last, self._room)
+        # A terminal's piece (a whole one or the last), or the next piece of a record wrapped at words.
+        by_chars = not self._spaced and len(line) <= width + 1
+        by_words = bool(words) and max(width, len(line)) <= room
+        if not _may_continue(line, alone, text, held, by_chars or by_words):
             return held + self._alone(line, alone)
-        # A character-wrapped piece ends inside a word; a copy that trimmed a piece's last blank lost it.
-        for joined in (text + line, f"{text} {line}"):
-            try:
-                events = parse_line(joined)
-            except Exception:  # never counted: the line itself was read
-                events = ()
-            if _read_whole(events) and (not _read_whole(held) or _same_kinds(events, held)):
-                self._pasted = True
-                break
+        # A terminal's piece ends inside a word, or, where a copy trimmed the last blank of the piece before
+        # (shorter than a whole one), lost that blank; a writer that wraps at words dropped the blank between.
+        by_terminal = text + line if by_chars else ""
+        trimmed = f"{text} {line}" if by_chars and last < max(width, len(line)) else ""
+        by_blank = f"{words} {line}" if by_words else ""
+        joined, events, cut = _best_join([j for j in dict.fromkeys((by_terminal, trimmed, by_blank)) if j], held)
+        whole = by_chars and len(line) >= width - 1  # a piece of a terminal's width: more may follow
+        at_blank = bool(events) and joined != by_terminal
+        if at_blank and _read_whole(held) and _fields_read(events) <= _fields_read(held):
+            joined, events = "", ()  # joined at a blank, a record read whole continues only with fields it lacked
+        if events:
+            self._pasted = True
+            words = joined if joined == by_blank else ""  # read as wrapped at words: any piece may be followed
         else:
-            if alone or len(line) < width - 1:
+            # Wrapped at words, any piece may be a middle one: taken as such only while the record reads as cut short.
+            if alone or not (whole or (by_words and (by_blank in cut or _cut_short(held)))):
                 return held + self._alone(line, alone)  # the record ended before this line, or with it
-            # A whole piece that leaves the record cut short: a middle one of a record wrapped into more.
-            events, joined = held, text + line
+            # Neither ends the record: a middle piece, of a terminal's width or of a record wrapped at words.
+            events, joined, words = held, text + line if whole else by_blank, by_blank
         self.late = 0  # the record's events end on this line
-        if len(line) >= width - 1 and len(joined) < _MAX_WRAPPED * width:
-            # A whole piece: more of the record may follow (optional last fields, the rest of a number).
-            self._wrapped, self._held = joined, events
+        if (whole or words) and len(joined) < _MAX_WRAPPED * width:
+            # More of the record may follow (optional last fields, the rest of a number).
+            self._wrapped, self._words, self._held, self._spaced = joined, words, events, not whole
+            self._width, self._last, self._room = max(width, len(line)), len(line), room
             return ()
         return events
 

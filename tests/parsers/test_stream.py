@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 import parsers.stream
 from parsers import LogStream, parse_line
+from parsers.envelope import begins_record
 from tests.benchmarks.gen_log import generate
 from tests.support.lines import PASTED_RECORDS, WRAPPED_PASTE, all_fixture_lines, event_dict, line_cases
 
@@ -216,6 +218,73 @@ def test_an_exception_line_a_writer_wrapped_is_read_with_its_next_pieces() -> No
         ("server_error", "kv_cache_too_small"),
         ("request_added", None),
     ]
+
+
+def wrap_at_words(lines: list[str], width: int) -> list[str]:
+    """What ``textwrap`` (as ``fmt``, an editor's or a mail program's hard wrap) makes of each line: broken at the
+    last blank that fits, the blank dropped."""
+    return [piece for line in lines for piece in (textwrap.wrap(line, width, break_on_hyphens=False) or [""])]
+
+
+WRAPPED_AT_WORDS = [
+    # The second piece is longer than the first: "tokens/s," did not fit after it.
+    "(APIServer pid=3646) INFO 05-19 10:13:11 [loggers.py:271] Engine 000: Avg prompt throughput: 0.0 tokens/s, "
+    "Avg generation throughput: 1055.3 tokens/s, Running: 18 reqs, Waiting: 43 reqs, GPU KV cache usage: 95.9%, "
+    "Prefix cache hit rate: 0.0%",
+    "[2025-06-21 20:59:57,672] LMCache INFO: Reqid: chatcmpl-ec5a3a80c13548ca89dd8e6241abc343, Total tokens 263, "
+    "LMCache hit tokens: 256, need to load: 256 (vllm_v1_adapter.py:812:lmcache.integration.vllm.vllm_v1_adapter)",
+    "(APIServer pid=1) INFO 05-07 04:56:17 [metrics.py:101] SpecDecoding metrics: Mean acceptance length: 2.63, "
+    "Accepted throughput: 76.80 tokens/s, Drafted throughput: 235.49 tokens/s, Accepted: 768 tokens, Drafted: 2355 "
+    "tokens, Per-position acceptance rate: 0.726, 0.467, 0.240, 0.134, 0.064, Avg Draft acceptance rate: 32.6%",
+    "INFO 12-14 16:18:29 [async_llm.py:270] Added request chatcmpl-17b89d98.",
+]
+
+
+@pytest.mark.parametrize("width", [60, 72, 80, 100])
+def test_records_wrapped_at_words_give_the_events_of_their_whole_lines(width: int) -> None:
+    """Pieces of a record a writer wrapped at words are joined at the blanks it dropped, whatever their lengths
+    (each no longer than some width at which no piece before it could have taken its first word), every field
+    read as in the whole line."""
+    assert feed_all(LogStream(), wrap_at_words(WRAPPED_AT_WORDS, width)) == feed_all(LogStream(), WRAPPED_AT_WORDS)
+
+
+@pytest.mark.parametrize("style", ["classic", "current"])
+def test_a_log_wrapped_at_words_at_any_width_gives_the_events_of_its_whole_lines(tmp_path: Path, style: str) -> None:
+    """The generator's log wrapped at words at each width: every family counts as often as in the whole lines.  A
+    piece of an echoed prompt that begins with a quoted store or access line reads as one (as where a terminal
+    wrapped the log)."""
+    log = tmp_path / "vllm.log"
+    generate(log, 1500, seed=7, style=style)
+    lines = log.read_text(encoding="utf-8").splitlines()
+    want = Counter(e["kind"] for e in feed_all(LogStream(), lines))
+    for width in (60, 72, 80, 100, 120, 132, 160, 200):
+        got = Counter(e["kind"] for e in feed_all(LogStream(), wrap_at_words(lines, width)))
+        for quoted in ("http_access", "lmcache_store"):
+            assert got.pop(quoted, 0) >= want[quoted], (width, quoted)
+        assert got == {kind: n for kind, n in want.items() if kind not in ("http_access", "lmcache_store")}, width
+
+
+def test_a_record_read_whole_is_continued_at_a_blank_only_by_fields_it_lacked() -> None:
+    """In a wrapped paste, a line that reads whole alone may be a first piece; the line after it, joined at a blank,
+    continues it only where that adds fields (an exception's message reads whole with anything after it)."""
+    stream = LogStream()
+    for line in WRAPPED_PASTE.splitlines():  # shows the input to be a wrapped paste
+        stream.feed(line)
+    stream.close()
+    exported = '"2025-12-14T16:00:00.123Z","gpu-1","INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-14."'
+    events = feed_all(stream, ["OSError: [Errno 98] Address already in use", exported[:60], exported[60:]])
+    assert [e["kind"] for e in events] == ["server_error", "request_added"]
+
+
+def test_a_record_behind_a_coloured_process_tag_is_no_piece_of_the_line_before() -> None:
+    """vLLM colours its process tag on a terminal: a line that begins so begins a record, never the next piece of
+    a line before it (vLLM 0.11.0's start, wrapped at 80 columns)."""
+    tagged = "\x1b[1;36m(APIServer pid=1014)\x1b[0;0m INFO 12-02 09:28:34 [api_server.py:1839] vLLM API server "
+    tagged += "version 0.11.0"
+    assert begins_record(tagged[:80]) and begins_record(tagged.replace("\x1b[1;36m", "").replace("\x1b[0;0m", ""))
+    assert not begins_record("\x1b[1;36mversion 0.11.0")
+    lines = ["INFO 12-02 09:28:32 [__init__.py:216] Automatically detected platform cpu.", tagged[:80], tagged[80:]]
+    assert feed_all(LogStream(), lines) == [{"kind": "server_starting", "stamp": "12-02 09:28:34", "version": "0.11.0"}]
 
 
 def test_a_record_cut_short_is_given_once_a_line_does_not_continue_it() -> None:
