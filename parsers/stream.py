@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from parsers.dispatch import Events, parse_line, parse_nested, parse_record, parse_wrapped
-from parsers.envelope import CRI_RECORD, begins_record, holds_record_mark, unwrap_json
+from parsers.envelope import CRI_RECORD, begins_record, find_header, holds_record_mark, strip_ansi, unwrap_json
 from parsers.events import SuspiciousLine
 from parsers.messages import begins_with_message
 
@@ -41,6 +41,8 @@ DEFAULT_MAX_JOINED = 4 * 1024 * 1024
 _MAYBE_SPLIT = frozenset("{0123456789") | {""}
 # A wrapped record is pieced together from at most this many lines' worth (a stats line wrapped at 40 columns).
 _MAX_WRAPPED = 10
+# ``LogStream._room`` while the record kept is its first piece alone.
+_FIRST_PIECE = -1
 # Shorter or longer than these, a line is no terminal's width (pastes are wrapped at 60 to 250 columns);
 # the bound also keeps what is held and read again small, whatever lines come.
 _MIN_WIDTH = 40
@@ -70,24 +72,22 @@ def _fields_read(events: Events) -> int:
     return sum(getattr(event, f.name) is not None for event in events for f in fields(event))
 
 
-def _best_join(joins: list[str], held: Events) -> tuple[str, Events, list[str]]:
-    """Of a record's pieces joined in each way a writer may have wrapped them, the join that reads the record
-    whole (or, where its first piece read alone, as events of the same kinds) with the most fields (``""``, ``()``
-    if none does), and the joins that read as a record cut short."""
-    best: tuple[str, Events] = ("", ())
-    most, cut = -1, []
+def _read_joins(joins: list[str], held: Events) -> tuple[dict[str, Events], list[str]]:
+    """A record's pieces joined in each way a writer may have wrapped them: the joins that read the record whole
+    (or, where its first piece read alone, as events of the same kinds), with their events, and those that read as
+    a record cut short."""
+    reads: dict[str, Events] = {}
+    cut = []
     for joined in joins:
         try:
             events = parse_line(joined)
         except Exception:  # never counted: the line itself was read
             continue
         if _read_whole(events) and (not _read_whole(held) or _same_kinds(events, held)):
-            count = _fields_read(events) if len(joins) > 1 else 0
-            if count > most:
-                best, most = (joined, events), count
+            reads[joined] = events
         elif events:
             cut.append(joined)
-    return *best, cut
+    return reads, cut
 
 
 def _begins_a_record(line: str) -> bool:
@@ -97,13 +97,35 @@ def _begins_a_record(line: str) -> bool:
     return holds_record_mark(line) or begins_with_message(line) or begins_record(line)
 
 
+# The last characters of a header (before a colour's end): a call site's bracket, a level's colon, a separator.
+_HEADER_ENDS = frozenset("]:-|>")
+_COLOUR_END = "\x1b[0m"
+
+
+def _header_alone(text: str) -> bool:
+    """Whether a line is a record's header and nothing after it (a writer that wraps at words broke the record
+    after its header, and dropped the blank there)."""
+    end = text.rstrip()
+    if end.endswith(_COLOUR_END):
+        end = end[: -len(_COLOUR_END)]
+    if end[-1:] not in _HEADER_ENDS:
+        return False  # (told first: a line that gave nothing before a message alone is common)
+    header = find_header(text + " ")
+    return header is not None and not strip_ansi(text[header.end :]).strip()
+
+
+# A piece wrapped at words begins with a word, never with a mark that closes or follows the word before it.
+_NO_WORD_START = frozenset(" ])},.;:!?%")
+
+
 def _room_after(line: str, last: int, room: int) -> int:
     """The widest column a writer that wraps at words may have wrapped at, if ``line`` is its next piece
     after one ``last`` long: that piece could not take ``line``'s first word (nor could the earlier ones
-    theirs, which left ``room``).  0 for a line that begins with a blank, which such a writer drops."""
-    blank = line.find(" ")
-    if blank == 0:
+    theirs, which left ``room``).  0 for a line that begins with a blank (such a writer drops it) or with a
+    mark that ends the word before it."""
+    if line[:1] in _NO_WORD_START:
         return 0
+    blank = line.find(" ")
     return min(room, last + (len(line) if blank == -1 else blank))
 
 
@@ -112,11 +134,13 @@ def _may_continue(line: str, alone: Events, text: str, held: Events, fits: bool)
     it ``fits`` the wrap (no longer than the first piece, one more for a copy that trimmed its last
     blank, or within the room wrapping at words leaves), is not begun as the record is (the same
     writer's next record) nor with a header of its own, and gives nothing alone -- or, after a record
-    cut short, only what a message without its header gives; a first piece that gave nothing must show
-    signs of a record."""
+    cut short or a header alone, only what a message without its header gives; a first piece that gave
+    nothing must show signs of a record."""
     if not fits or line[:8] == text[:8]:
         return False
-    if alone and (not held or _read_whole(held) or any(event.stamp is not None for event in alone)):
+    if alone and (
+        any(event.stamp is not None for event in alone) or (_read_whole(held) if held else not _header_alone(text))
+    ):
         return False
     if not held and not _begins_a_record(text):
         return False  # a line that gave nothing and holds no sign of a record: not read again
@@ -150,11 +174,12 @@ class LogStream:
         self._skipping = False  # inside an oversized split line, until its last piece
         self._wrapped = ""  # the lines of a record a terminal may have wrapped, joined
         self._width = 0  # the length of the longest of them (the first, wrapped at a terminal's width)
-        self._last = 0  # the length of the last of them
+        self._last = 0  # the length of the last of them, once they are two or more
         # Joined as a writer that wraps at words wrote them (at the blanks it dropped), while their lengths allow it:
         # the widest column it may have wrapped them at leaves room for each one's first word on no piece before.
+        # (A first piece alone is all of these at once, and is told by ``_room`` < 0: set once per line kept.)
         self._words = ""
-        self._room = 0
+        self._room = _FIRST_PIECE
         self._spaced = False  # no terminal wrapped them (``_wrapped`` is ``_words``)
         self._held: Events = ()  # what they gave so far, given when no line continues them
         # A record was read from wrapped lines: this input is a wrapped paste, where a first piece may read
@@ -193,7 +218,7 @@ class LogStream:
         if events and (type(events[0]) is not SuspiciousLine or (len(events) > 1 and _read_whole(events))):
             if not self._wrapped:
                 return self._begin(line, events) if self._pasted else events
-            if not self._held:
+            if not self._held and (events[0].stamp is not None or not _header_alone(self._wrapped)):
                 self._wrapped, self.late = "", 0  # no piece of a record that gave nothing
                 return self._begin(line, events) if self._pasted else events
         elif not self._wrapped:
@@ -228,8 +253,7 @@ class LogStream:
         as a wrapped record's first piece (its events held back), or its events."""
         if not _MIN_WIDTH <= len(line) <= _MAX_WIDTH or line[0].isspace():
             return events  # no terminal is that narrow or wide; a line that begins with a blank begins no record
-        self._wrapped, self._width, self._last, self._held = line, len(line), len(line), events
-        self._words, self._room, self._spaced = line, _MAX_WIDTH, False
+        self._wrapped, self._width, self._held, self._room = line, len(line), events, _FIRST_PIECE
         return ()
 
     def _alone(self, line: str, events: Events) -> Events:
@@ -239,11 +263,15 @@ class LogStream:
     def _continued(self, line: str, alone: Events) -> Events:
         """``line`` (read alone: ``alone``) after a possible first piece: the next piece of its record,
         or a line of its own (which may itself be the first piece of another)."""
-        text, words, held, width, last = self._wrapped, self._words, self._held, self._width, self._last
+        text, held, width = self._wrapped, self._held, self._width
+        if self._room == _FIRST_PIECE:
+            words, last, room, spaced = text, width, _MAX_WIDTH, False
+        else:
+            words, last, room, spaced = self._words, self._last, self._room, self._spaced
         self._wrapped, self._words, self._held, self.late = "", "", (), len(held)
-        room = _room_after(line, last, self._room)
+        room = _room_after(line, last, room)
         # A terminal's piece (a whole one or the last), or the next piece of a record wrapped at words.
-        by_chars = not self._spaced and len(line) <= width + 1
+        by_chars = not spaced and len(line) <= width + 1
         by_words = bool(words) and max(width, len(line)) <= room
         if not _may_continue(line, alone, text, held, by_chars or by_words):
             return held + self._alone(line, alone)
@@ -252,14 +280,17 @@ class LogStream:
         by_terminal = text + line if by_chars else ""
         trimmed = f"{text} {line}" if by_chars and last < max(width, len(line)) else ""
         by_blank = f"{words} {line}" if by_words else ""
-        joined, events, cut = _best_join([j for j in dict.fromkeys((by_terminal, trimmed, by_blank)) if j], held)
+        reads, cut = _read_joins([j for j in dict.fromkeys((by_terminal, trimmed, by_blank)) if j], held)
+        # The join with the most fields (the first of them: as they are, then at a blank).
+        joined, events = max(reads.items(), key=lambda read: _fields_read(read[1]), default=("", ()))
         whole = by_chars and len(line) >= width - 1  # a piece of a terminal's width: more may follow
         at_blank = bool(events) and joined != by_terminal
         if at_blank and _read_whole(held) and _fields_read(events) <= _fields_read(held):
             joined, events = "", ()  # joined at a blank, a record read whole continues only with fields it lacked
         if events:
             self._pasted = True
-            words = joined if joined == by_blank else ""  # read as wrapped at words: any piece may be followed
+            # Read as wrapped at words (or the same so), any piece may be followed.
+            words = by_blank if by_blank and reads.get(by_blank) == events else ""
         else:
             # Wrapped at words, any piece may be a middle one: taken as such only while the record reads as cut short.
             if alone or not (whole or (by_words and (by_blank in cut or _cut_short(held)))):

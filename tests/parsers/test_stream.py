@@ -236,6 +236,10 @@ WRAPPED_AT_WORDS = [
     "(APIServer pid=1) INFO 05-07 04:56:17 [metrics.py:101] SpecDecoding metrics: Mean acceptance length: 2.63, "
     "Accepted throughput: 76.80 tokens/s, Drafted throughput: 235.49 tokens/s, Accepted: 768 tokens, Drafted: 2355 "
     "tokens, Per-position acceptance rate: 0.726, 0.467, 0.240, 0.134, 0.064, Avg Draft acceptance rate: 32.6%",
+    # Wrapped right after its header (LMCache 0.5.6 colours it), then inside its optional last fields.
+    "\x1b[32;20m[2025-12-14 16:00:00,069] LMCache INFO:\x1b[0m [req_id=chatcmpl-ae2eb1547f150524-881ed162] Stored 96 "
+    "out of total 96 tokens. size: 0.0117 GB, cost 0.7027 ms, throughput: 16.6667 GB/s; offload_time: 0.5856 ms, "
+    "put_time: 0.1171 ms \x1b[3m(cache_engine.py:588:lmcache.v1.cache_engine)\x1b[0m",
     "INFO 12-14 16:18:29 [async_llm.py:270] Added request chatcmpl-17b89d98.",
 ]
 
@@ -274,6 +278,21 @@ def test_a_record_read_whole_is_continued_at_a_blank_only_by_fields_it_lacked() 
     exported = '"2025-12-14T16:00:00.123Z","gpu-1","INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-14."'
     events = feed_all(stream, ["OSError: [Errno 98] Address already in use", exported[:60], exported[60:]])
     assert [e["kind"] for e in events] == ["server_error", "request_added"]
+
+
+def test_a_piece_that_begins_with_a_closing_mark_is_no_piece_wrapped_at_words() -> None:
+    """A writer that wraps at words begins each piece with a word: a piece that begins with ``]`` is a terminal's,
+    joined as it is (vLLM 0.24.0's EngineDeadError wrapped at 60 columns, in a paste known to be wrapped)."""
+    stream = LogStream()
+    for line in WRAPPED_PASTE.splitlines():
+        stream.feed(line)
+    stream.close()
+    dead = (
+        "(APIServer pid=11327) ERROR 12-02 14:34:50 [async_llm.py:704] vllm.v1.engine.exceptions.EngineDeadError: "
+        "EngineCore encountered an issue. See stack trace (above) for the root cause."
+    )
+    events = feed_all(stream, [dead[i : i + 60] for i in range(0, len(dead), 60)])
+    assert [(e["kind"], e.get("error")) for e in events] == [("server_error", "engine_dead")]
 
 
 def test_a_record_behind_a_coloured_process_tag_is_no_piece_of_the_line_before() -> None:
