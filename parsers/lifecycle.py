@@ -432,6 +432,8 @@ KV_TOO_SMALL = re.compile(
     r"|No available memory for the cache blocks)"
     r"(?:\. .{0,800})?"
 )
+# Their first words (common ones: never a suspicious line).
+KV_TOO_SMALL_WORDS = ("The", "To", "No")
 # A start that failed, the cause said elsewhere or outside the server: vLLM's engine core, and the LMCache
 # MP connector finding no LMCache server (``Cannot reach the LMCache MP server at 'tcp://...' within 30s.``).
 _FAILED_START_TEXT = (
@@ -547,8 +549,8 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "setting": (parse_pause, "engine_pause"),
     "[Elastic": (parse_elastic_scaled, "engines_scaled"),
     "DPCoordinator": (parse_coordinator_scaled, "engines_scaled"),
-    # The refusals of a KV cache too small for one request, as their message alone (common words: never suspicious).
-    **dict.fromkeys(("The", "To", "No"), (parse_kv_too_small, "server_error")),
+    # The refusals of a KV cache too small for one request, as their message alone.
+    **dict.fromkeys(KV_TOO_SMALL_WORDS, (parse_kv_too_small, "server_error")),
     # ``<DEV> KV cache size: N tokens``: the device label is the first word.
     **dict.fromkeys(KV_DEVICES, (parse_kv_size, "kv_cache_capacity")),
 }

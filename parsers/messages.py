@@ -159,9 +159,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "setting": _exact(_whole(lifecycle.PAUSE.pattern), lifecycle.parse_pause),
     "[Elastic": _exact(_whole(lifecycle.ELASTIC_SCALED.pattern), lifecycle.parse_elastic_scaled),
     "DPCoordinator": _exact(_whole(lifecycle.COORDINATOR_SCALED.pattern), lifecycle.parse_coordinator_scaled),
-    "The": _KV_TOO_SMALL,
-    "To": _KV_TOO_SMALL,
-    "No": _KV_TOO_SMALL,
+    **dict.fromkeys(lifecycle.KV_TOO_SMALL_WORDS, _KV_TOO_SMALL),
 }
 # LMCache's messages that its request tag may stand before (``[req_id=X] Stored ...``).
 _REQUEST_TAGGED = {word: _WHOLE_MESSAGES[word] for word in ("Stored", "Retrieved")}
