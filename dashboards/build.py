@@ -184,7 +184,12 @@ def health_row(d: db.Dashboard) -> db.Dashboard:
         single(
             "Restarts in range",
             "short",
-            query(f"sum by (server) (increase(kvwatch_server_restarts_total{{{SERVERS}}}[$__range]))"),
+            query(f"sum by (server) (increase(kvwatch_server_restarts_total{{{SERVERS}}}[$__range]))", "{{server}}"),
+            query(
+                f"sum by (server) (increase(kvwatch_service_restarts_total{{{SERVERS}}}[$__range]))",
+                "{{server}} (systemd)",
+            ),
+            description="kvwatch's restarts of the servers it runs; systemd's of a followed server's unit.",
             width=5,
         )
     )
@@ -193,7 +198,21 @@ def health_row(d: db.Dashboard) -> db.Dashboard:
             "Errors in range",
             "short",
             query(f"sum by (error) (increase(kvwatch_vllm_errors_total{{{SERVERS}}}[$__range])) > 0", "{{error}}"),
-            description="OOM, engine dead, CUDA errors ... seen in the logs.",
+            query(
+                f"sum by (how) (increase(kvwatch_service_exits_total{{{SERVERS}}}[$__range])) > 0",
+                "main process {{how}} (systemd)",
+            ),
+            query(
+                f"sum by (result) (increase(kvwatch_service_failures_total{{{SERVERS}}}[$__range])) > 0",
+                "unit failed: {{result}} (systemd)",
+            ),
+            query(f"sum(increase(kvwatch_service_oom_kills_total{{{SERVERS}}}[$__range])) > 0", "OOM-killed processes"),
+            query(
+                f"sum(increase(kvwatch_service_start_limit_hits_total{{{SERVERS}}}[$__range])) > 0",
+                "systemd gave up restarting",
+            ),
+            description="OOM, engine dead, CUDA errors ... seen in the logs; for a followed unit, how systemd saw its "
+            "processes end (host memory's OOM killer among them).",
             width=5,
         )
     )
@@ -216,6 +235,8 @@ def health_row(d: db.Dashboard) -> db.Dashboard:
             query(f"kvwatch_server_health_up{{{SERVERS}}}", "{{server}} healthy"),
             query(f"kvwatch_server_last_exit_code{{{SERVERS}}}", "{{server}} last exit code"),
             query(f"kvwatch_server_last_exit_signal{{{SERVERS}}}", "{{server}} last exit signal"),
+            query(f"kvwatch_service_last_exit_code{{{SERVERS}}}", "{{server}} last exit code (systemd)"),
+            query(f"kvwatch_service_last_exit_signal{{{SERVERS}}}", "{{server}} last exit signal (systemd)"),
             query(f"kvwatch_server_last_error{{{SERVERS}}}", "{{server}} last error {{error}}"),
             description="Versions and model (from the log, else the server's packages), uptime, how the last run "
             "ended.",

@@ -904,13 +904,14 @@ def tool_prefix(line: str) -> tuple[int, tuple[str, ...]] | None:
 # ident[pid]: `` (``short-precise``: with microseconds); no year and no zone, so the line's own time stays.
 # The host is a host's name or address (``(APIServer)``, ``api_server.py:`` begin a record behind moreutils' ts).
 # journalctl names the month in its user's language (``dic 18``, ``авг 18``, ``déc. 18``, ``12月 18``);
-# a word of prose is no month (``The 12 10:00:00 ...``).  ``short-full`` puts the weekday, the date and a
+# a word of prose is no month (``The 12 10:00:00 ...``).  ``--no-hostname`` leaves the host out (the identifier
+# then has its process id: ``Dec 14 16:18:29 systemd[1]: ``).  ``short-full`` puts the weekday, the date and a
 # zone's abbreviation there (``Sat 2025-12-14 16:18:29 CET``): the abbreviation names no zone for sure,
 # so there too the line's own time stays.
 _JOURNAL_SHORT = re.compile(
     r"(?:(?:([^\W\d_]{2,5})\.?|[ 1]?[0-9][月월]) [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
     r"|[^\W\d_]{2,4}\.? [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})? [^\s]{1,8})"
-    r" ([\w.:-]{0,254}[\w.-]) ([^\s\[:]{1,255})(?:\[[0-9]+\])?: "
+    r" (?:([\w.:-]{0,254}[\w.-]) ([^\s\[:]{1,255})(?:\[[0-9]+\])?|([^\s\[:]{1,255})\[[0-9]+\]): "
 )
 
 # ``journalctl -o verbose`` and ``-o export`` print a record's fields one a line, the text as ``MESSAGE=``.
@@ -936,7 +937,7 @@ def _journal_framing_end(line: str) -> int:
         return 0
     # (A level word where the host or the unit stands begins a record behind another tool's time, moreutils' ts:
     # ``Dec 14 16:18:29 DEBUG LMCache: ...``, ``Dec 14 16:18:29 LMCache INFO: ...``.)
-    return 0 if m.group(2) in _HEADER_LEVELS or m.group(3) in _HEADER_LEVELS else m.end()
+    return 0 if not _HEADER_LEVELS.isdisjoint(m.group(2, 3, 4)) else m.end()
 
 
 # A name in brackets before a whole record: kubetail's pod, npm concurrently's command (``[vllm] ``,

@@ -596,6 +596,76 @@ class ShutdownAborted(Event):
     requests: NonNegativeInt = 0  #: requests aborted
 
 
+# --- the service manager -----------------------------------------------------------
+# systemd's own lines about the server's unit, in the unit's journal (``journalctl -u vllm`` shows them beside
+# the server's): how its processes ended and what systemd did next.  A server killed by the kernel's OOM killer
+# or a signal writes nothing more of its own; these lines are all that tells it.
+
+ServiceExit = Literal["exited", "killed", "dumped"]
+SERVICE_EXITS: tuple[str, ...] = get_args(ServiceExit)
+# systemd's results of a unit that failed (``Failed with result 'R'``), as it names them.
+ServiceResult = Literal[
+    "exit-code", "signal", "core-dump", "oom-kill", "timeout", "watchdog", "start-limit-hit", "resources", "other"
+]
+SERVICE_RESULTS: tuple[str, ...] = get_args(ServiceResult)
+
+
+@dataclass(slots=True)
+class ServiceExited(Event):
+    """``UNIT: Main process exited, code=exited, status=1/FAILURE``: systemd saw the unit's main process end
+    (``code=killed`` by a signal, ``code=dumped`` by one that dumped core: ``status=9/KILL``).  systemd logs a
+    clean exit at debug level only."""
+
+    kind: ClassVar[str] = "service_exited"
+    unit: str = ""  #: the systemd unit (`vllm.service`)
+    how: ServiceExit = "exited"  #: exited (an exit code), killed (a signal) or dumped (a signal, core dumped)
+    exit_code: int | None = None  #: the exit code, when it exited
+    signal: int | None = None  #: the signal's number, when one ended it
+
+
+@dataclass(slots=True)
+class ServiceFailed(Event):
+    """``UNIT: Failed with result 'R'.``: systemd put the unit in its failed state (after an exit it counts as a
+    failure, a start that timed out, its watchdog, or when it gave up restarting it)."""
+
+    kind: ClassVar[str] = "service_failed"
+    unit: str = ""  #: the systemd unit
+    #: systemd's result: exit-code, signal, core-dump, oom-kill, timeout, watchdog, start-limit-hit, resources;
+    #: other for a word kvwatch does not know
+    result: ServiceResult = "other"
+
+
+@dataclass(slots=True)
+class ServiceRestartScheduled(Event):
+    """``UNIT: Scheduled restart job, restart counter is at N.``: systemd restarts the unit (``Restart=``)."""
+
+    kind: ClassVar[str] = "service_restart_scheduled"
+    unit: str = ""  #: the systemd unit
+    restart_count: NonNegativeInt = 0  #: systemd's restart counter (NRestarts) as printed
+
+
+@dataclass(slots=True)
+class ServiceOomKill(Event):
+    """``UNIT: A process of this unit has been killed by the OOM killer.`` (the kernel's), or ``UNIT:
+    systemd-oomd killed N process(es) in this unit.``: host memory ran out, not a device's.  The main process
+    or only one of the server's processes (an engine core, a worker) may be the one killed."""
+
+    kind: ClassVar[str] = "service_oom_kill"
+    unit: str = ""  #: the systemd unit
+    killer: Literal["kernel", "systemd-oomd"] = "kernel"  #: the kernel's OOM killer or systemd-oomd
+    processes: NonNegativeInt = 1  #: processes killed (systemd-oomd says how many; the kernel's line is one)
+
+
+@dataclass(slots=True)
+class ServiceStartLimitHit(Event):
+    """``UNIT: Start request repeated too quickly.``: the unit was (re)started more often than its start limit
+    allows (``StartLimitBurst=`` within ``StartLimitIntervalSec=``); systemd gave up and it stays down until
+    ``systemctl reset-failed`` and a start."""
+
+    kind: ClassVar[str] = "service_start_limit_hit"
+    unit: str = ""  #: the systemd unit
+
+
 # --- vllm bench -------------------------------------------------------------------
 
 
@@ -723,6 +793,11 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ServerError,
     ServerShutdown,
     ShutdownAborted,
+    ServiceExited,
+    ServiceFailed,
+    ServiceRestartScheduled,
+    ServiceOomKill,
+    ServiceStartLimitHit,
     BenchThroughput,
     BenchTokens,
     BenchLatency,

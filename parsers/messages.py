@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from parsers import bench, lifecycle, lmcache, requests, vllm_stats
+from parsers import bench, lifecycle, lmcache, requests, service, vllm_stats
 from parsers.events import Events
 from parsers.shapes import NOT_A_NUMBER
 
@@ -111,6 +111,8 @@ _KV_LOAD_RECOVERED = _exact(_whole(requests.KV_LOAD_RECOVERED.pattern), requests
 _KV_LOAD_FAILING = _exact(_whole(requests.KV_LOAD_FAILING.pattern + r"(?:\{[^{}]*\})?"), requests.parse_kv_load_failing)
 _MAX_CONCURRENCY = _exact(_whole(lifecycle.MAX_CONCURRENCY.pattern), lifecycle.parse_max_concurrency)
 _KV_TOO_SMALL = _exact(_whole(lifecycle.KV_TOO_SMALL.pattern), lifecycle.parse_kv_too_small)
+# systemd's lines about the unit, whose first word is the unit's name (``vllm.service:``).
+_SERVICE = _exact(_whole(service.LINE.pattern), service.parse)
 
 # First word of a message-only line -> its reader.
 _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
@@ -199,7 +201,10 @@ def begins_with_message(line: str) -> bool:
     """Whether a line's first word is the first word of a message read alone (a record without a header
     may begin so), an exception's last line among them."""
     space = line.find(" ")
-    return space > 0 and (line[:space] in _WHOLE_MESSAGES or line[:space].endswith(_EXCEPTION_WORDS))
+    if space <= 0:
+        return False
+    word = line[:space]
+    return word in _WHOLE_MESSAGES or word.endswith(_EXCEPTION_WORDS) or word.endswith(service.UNIT_ENDS)
 
 
 def message_only(line: str, start: int) -> Events:
@@ -219,6 +224,8 @@ def message_only(line: str, start: int) -> Events:
             handler = bench.parse_serve
         elif word.startswith("Iteration("):
             handler = _ITERATION
+        elif word.endswith(service.UNIT_ENDS):
+            handler = _SERVICE
     if handler is not None:
         try:
             return handler(line, start)

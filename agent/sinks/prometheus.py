@@ -914,7 +914,13 @@ CATALOGUE: tuple[Spec, ...] = (
         value_of("starts"),
         doc="server starts seen in the log (one per start, however many start lines)",
     ),
-    counter("kvwatch_vllm_server_shutdowns_total", "Server shutdowns seen in the log.", value_of("shutdowns")),
+    counter(
+        "kvwatch_vllm_server_shutdowns_total",
+        "Server shutdowns seen in the log (its own shutdown, or systemd's word that its main process ended).",
+        value_of("shutdowns"),
+        doc="server shutdowns seen in the log: its own shutdown lines, or systemd's `Main process exited` in the "
+        "unit's journal (an OOM kill or a signal leaves no line of the server's)",
+    ),
     gauge(
         "kvwatch_vllm_server_ready",
         "1 once the log says the server is ready (or, read from mid-run, shows it taking a request), 0 after a "
@@ -931,9 +937,68 @@ CATALOGUE: tuple[Spec, ...] = (
         "1 while the log says the server has shut down (its shutdown seen, no start since).",
         value_of("stopped"),
         doc=(
-            "1 while the log says the server has shut down: its shutdown seen and no start since (0 while it starts, "
-            "runs, or the log read so far showed neither)"
+            "1 while the log says the server has shut down: its shutdown (or systemd's `Main process exited`) seen "
+            "and no start since (0 while it starts, runs, or the log read so far showed neither)"
         ),
+    ),
+    # the service manager: systemd's lines about the server's unit, in the unit's journal
+    counter(
+        "kvwatch_service_exits_total",
+        "Ends of the unit's main process systemd logged, by how: exited (an exit code), killed or dumped (a signal).",
+        counted(ev.ServiceExited, by="how", always=ev.SERVICE_EXITS),
+        labels="how",
+        doc="ends of the server's main process that systemd logged in the unit's journal (`vllm.service: Main process "
+        "exited, code=killed, status=9/KILL`), by `how`: `exited` (an exit code), `killed` (a signal), `dumped` (a "
+        "signal, core dumped); systemd logs a clean exit at debug level only, so these are the unclean ones",
+    ),
+    gauge(
+        "kvwatch_service_last_exit_code",
+        "Exit code of the last exit systemd logged of the unit's main process (not ended by a signal).",
+        value_of("service_exit_code"),
+        doc="exit code of the last exit of the server's main process that systemd logged and no signal caused "
+        "(203: systemd could not execute the command)",
+    ),
+    gauge(
+        "kvwatch_service_last_exit_signal",
+        "Signal number that ended the unit's main process last, as systemd logged it (9 after an OOM kill).",
+        value_of("service_exit_signal"),
+        doc="signal number that last ended the server's main process, as systemd logged it (9 after an OOM kill)",
+    ),
+    counter(
+        "kvwatch_service_failures_total",
+        "Times systemd put the unit in its failed state, by its result (exit-code, signal, core-dump, oom-kill, "
+        "timeout, watchdog, start-limit-hit, resources, other).",
+        counted(ev.ServiceFailed, by="result", always=ev.SERVICE_RESULTS),
+        labels="result",
+        doc="times systemd put the server's unit in its failed state (`Failed with result 'oom-kill'`), by systemd's "
+        "`result`: `exit-code`, `signal`, `core-dump`, `oom-kill`, `timeout` (a start or stop that took too long), "
+        "`watchdog`, `start-limit-hit`, `resources`, `other` (all exported from the start)",
+        native='node_exporter\'s `node_systemd_unit_state{state="failed"}`',
+    ),
+    counter(
+        "kvwatch_service_restarts_total",
+        "Restarts of the unit systemd scheduled (Restart=).",
+        counted(ev.ServiceRestartScheduled),
+        doc="restarts of the server's unit that systemd scheduled (`Scheduled restart job, restart counter is at N`, "
+        "its `Restart=` setting)",
+        native="node_exporter's `node_systemd_service_restart_total` (systemd's `NRestarts`)",
+    ),
+    counter(
+        "kvwatch_service_oom_kills_total",
+        "Processes of the unit the kernel's OOM killer or systemd-oomd killed (host memory, not a device's).",
+        counted(ev.ServiceOomKill, "processes"),
+        doc="processes of the server's unit that the kernel's OOM killer (`A process of this unit has been killed by "
+        "the OOM killer`) or systemd-oomd (`systemd-oomd killed N process(es) in this unit`) killed: host memory ran "
+        'out, not a GPU\'s (that is `kvwatch_vllm_errors_total{error="oom"}`); an engine core or a worker may be the '
+        "one killed, and the server dies with it",
+    ),
+    counter(
+        "kvwatch_service_start_limit_hits_total",
+        "Times systemd gave up restarting the unit (Start request repeated too quickly).",
+        counted(ev.ServiceStartLimitHit),
+        doc="times systemd gave up (re)starting the server's unit (`Start request repeated too quickly`: more starts "
+        "than `StartLimitBurst=` within `StartLimitIntervalSec=`); it stays down until `systemctl reset-failed` and a "
+        "start",
     ),
     gauge(
         "kvwatch_vllm_info",

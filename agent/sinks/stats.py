@@ -508,6 +508,9 @@ class ServerStats:
     kv_max_concurrency: float | None = last()
     kv_blocks: dict[str, int] = last(dict)
     kv_cache_memory_bytes: float | None = last()
+    # How the server's main process last ended, as systemd logged it in the unit's journal.
+    service_exit_code: int | None = last()
+    service_exit_signal: int | None = last()
     # Elastic EP: the data-parallel size the last scaling left, and the smallest a scale-down of this part left
     # (merging parts: the engines past it were idled by this part, whatever an earlier part last saw of them).
     data_parallel_size: int | None = last()
@@ -572,6 +575,7 @@ class ServerStats:
             ev.EngineStarting: self._engine_starting,
             ev.ServerReady: self._ready,
             ev.ServerShutdown: self._shutdown,
+            ev.ServiceExited: self._service_exited,
             ev.ModelLoaded: self._model_loaded,
             ev.EngineInitialized: self._engine_initialized,
             ev.KvCacheCapacity: self._kv_capacity,
@@ -925,9 +929,18 @@ class ServerStats:
     def _ready(self, e: ev.ServerReady) -> None:
         self._transition("ready")
 
-    def _shutdown(self, e: ev.ServerShutdown) -> None:
+    def _shutdown(self, e: ev.ServerShutdown | ev.ServiceExited) -> None:
         self._transition("stopped")
         self._at_work()
+
+    def _service_exited(self, e: ev.ServiceExited) -> None:
+        if e.exit_code is not None:
+            self.service_exit_code = e.exit_code
+        if e.signal is not None:
+            self.service_exit_signal = e.signal
+        # The server's processes are gone, whether or not it logged its shutdown (an OOM kill or a signal leaves
+        # no line of its own).
+        self._shutdown(e)
 
     def _started_anew(self) -> None:
         """A new run of the server: no engine asleep or paused, and none running anything yet."""

@@ -295,6 +295,7 @@ class TraceBuilder:
             ev.HttpAccess: self._access,
             ev.ServerStarting: self._server_starting,
             ev.ServerShutdown: self._server_shutdown,
+            ev.ServiceExited: self._server_shutdown,
             ev.KvTransferStats: self._kv_transfer,
             ev.KvLoadFailure: self._kv_load_failure,
         }
@@ -709,7 +710,7 @@ class TraceBuilder:
         for request in list(self.open.values()):
             self._evict(request, "server_restart", when)
 
-    def _server_shutdown(self, e: ev.ServerShutdown, when: float) -> None:
+    def _server_shutdown(self, e: ev.ServerShutdown | ev.ServiceExited, when: float) -> None:
         for request in list(self.open.values()):
             self._evict(request, "server_stopped", when)
 

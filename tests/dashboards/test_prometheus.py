@@ -39,15 +39,16 @@ FIXTURES = REPO / "tests" / "fixtures" / "lines"
 
 # Fixture files of framing variants (the same events behind wrappers, prefixes, or without a header).
 FRAMINGS = ("wrappers.json", "prefixes.json", "message_only.json")
-# Kinds whose every fixture line gives other series (another key, phase or direction).
-EVERY_LINE = {"kv_transfer_stats", "startup_phase"}
+# Kinds whose every fixture line gives other series (another key, phase, direction, or way a process ended).
+EVERY_LINE = {"kv_transfer_stats", "startup_phase", "service_exited"}
 
 
 def one_line_of_every_kind() -> list[str]:
-    """The first fixture line of each event kind (plain lines, not wrapped ones)."""
+    """The first fixture line of each event kind (plain lines, not wrapped ones).  systemd's lines about the unit come
+    first: the end of the server's process they tell ends its engines' sleep and pause, which panels show."""
     seen: set[str] = set()
     lines = []
-    for path in sorted(FIXTURES.glob("*.json")):
+    for path in sorted(FIXTURES.glob("*.json"), key=lambda path: path.name != "service.json"):
         if path.name in FRAMINGS:
             continue
         for case in json.loads(path.read_text(encoding="utf-8")):
@@ -80,6 +81,7 @@ FIRING = {
     "KvwatchSuspiciousLines": "the fixture lines hold a stats line of a changed format",
     "KvwatchCanaryFailing": "the stand-in's canary cannot run (it has no OpenAI API)",
     "KvwatchKvLoadFailures": "the fixture lines hold a KV load failure (requests rescheduled)",
+    "KvwatchHostOutOfMemory": "the fixture lines hold systemd's word of a process of the unit the OOM killer killed",
 }
 
 

@@ -14,6 +14,7 @@ FAMILIES = (
     "lmcache",
     "requests",
     "lifecycle",
+    "service",
     "bench",
     "wrappers",
     "prefixes",

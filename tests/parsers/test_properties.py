@@ -25,7 +25,17 @@ VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 CLOCK = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
 REAL = [
     c["line"]
-    for fam in ("vllm_stats", "lmcache", "requests", "lifecycle", "bench", "wrappers", "prefixes", "message_only")
+    for fam in (
+        "vllm_stats",
+        "lmcache",
+        "requests",
+        "lifecycle",
+        "service",
+        "bench",
+        "wrappers",
+        "prefixes",
+        "message_only",
+    )
     for c in line_cases(fam)
 ]
 ALPHABET = st.characters(codec="utf-8", categories=None)

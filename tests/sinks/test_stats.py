@@ -101,6 +101,59 @@ def test_an_engine_dead_error_after_the_shutdown_began_is_the_stop_not_a_fault()
     assert (s.errors["engine_dead"], s.errors["oom"]) == (2, 1)
 
 
+# A followed unit's journal (``journalctl -u vllm``): the server ready, the kernel's OOM killer takes its engine core
+# (no line of vLLM's says so), systemd restarts it, the next run crashes with an exit code, then systemd gives up.
+UNIT_JOURNAL = [
+    "Dec 14 16:18:29 gpu-1 vllm[4242]: (APIServer pid=4242) INFO 12-14 16:18:29 [api_server.py:1] vLLM API server "
+    "version 0.32.0",
+    "Dec 14 16:18:40 gpu-1 vllm[4242]: (APIServer pid=4242) INFO:     Application startup complete.",
+    "Dec 14 17:13:12 gpu-1 systemd[1]: vllm.service: A process of this unit has been killed by the OOM killer.",
+    "Dec 14 17:13:12 gpu-1 systemd[1]: vllm.service: Main process exited, code=killed, status=9/KILL",
+    "Dec 14 17:13:12 gpu-1 systemd[1]: vllm.service: Failed with result 'oom-kill'.",
+    "Dec 14 17:13:17 gpu-1 systemd[1]: vllm.service: Scheduled restart job, restart counter is at 1.",
+    "Dec 14 17:13:20 gpu-1 vllm[5000]: (APIServer pid=5000) INFO 12-14 17:13:20 [api_server.py:1] vLLM API server "
+    "version 0.32.0",
+    "Dec 14 17:13:21 gpu-1 systemd[1]: vllm.service: Main process exited, code=exited, status=1/FAILURE",
+    "Dec 14 17:13:21 gpu-1 systemd[1]: vllm.service: Failed with result 'exit-code'.",
+    "Dec 14 17:13:26 gpu-1 systemd[1]: vllm.service: Start request repeated too quickly.",
+]
+
+
+def test_a_unit_s_journal_tells_how_the_server_ended_and_what_systemd_did() -> None:
+    s = feed(fresh(), UNIT_JOURNAL[:2])
+    assert (s.ready, s.stopped) == (1, 0)
+    s = feed(s, UNIT_JOURNAL[2:4])  # an OOM kill: the server wrote nothing, systemd's words stop it
+    assert (s.ready, s.stopped, s.shutdowns, s.service_exit_signal, s.service_exit_code) == (0, 1, 1, 9, None)
+    s = feed(s, UNIT_JOURNAL[4:])
+    assert (s.starts, s.shutdowns, s.stopped, s.service_exit_code, s.service_exit_signal) == (2, 2, 1, 1, 9)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in collect_families([s])
+        for sample in family.samples
+        if sample.name.startswith("kvwatch_service_")
+    }
+    server = (("server", "s"),)
+    assert samples[("kvwatch_service_exits_total", (("how", "killed"), *server))] == 1
+    assert samples[("kvwatch_service_exits_total", (("how", "exited"), *server))] == 1
+    assert samples[("kvwatch_service_exits_total", (("how", "dumped"), *server))] == 0
+    assert samples[("kvwatch_service_failures_total", (("result", "oom-kill"), *server))] == 1
+    assert samples[("kvwatch_service_failures_total", (("result", "exit-code"), *server))] == 1
+    assert samples[("kvwatch_service_restarts_total", server)] == 1
+    assert samples[("kvwatch_service_oom_kills_total", server)] == 1
+    assert samples[("kvwatch_service_start_limit_hits_total", server)] == 1
+    assert samples[("kvwatch_service_last_exit_code", server)] == 1
+    assert samples[("kvwatch_service_last_exit_signal", server)] == 9
+
+
+@pytest.mark.parametrize("cut", range(1, len(UNIT_JOURNAL)))
+def test_a_unit_s_journal_read_in_parts_merges_to_one_pass(cut: int) -> None:
+    whole = feed(fresh(), UNIT_JOURNAL)
+    merged = feed(fresh(), UNIT_JOURNAL[:cut])
+    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), UNIT_JOURNAL[cut:]))))
+    for name in ("starts", "shutdowns", "ready", "state", "counted", "service_exit_code", "service_exit_signal"):
+        assert getattr(merged, name) == getattr(whole, name), name
+
+
 PROBLEM_LOG = [
     "WARNING 06-09 23:23:14 [rocm.py:28] Failed to import from amdsmi",  # before any start: counted
     "INFO 06-09 23:23:15 [api_server.py:1] vLLM API server version 0.26.0",

@@ -355,6 +355,19 @@ def test_a_server_restart_ends_the_previous_runs_requests() -> None:
     assert root.attributes["kvwatch.incomplete"] == "server_restart"
 
 
+def test_the_end_of_the_server_s_process_systemd_logged_ends_its_requests() -> None:
+    """An OOM kill leaves no line of the server's: systemd's word that its main process ended ends the requests
+    it had."""
+    lines = [
+        lookup("2026-01-01 00:00:00,000", "chatcmpl-x-12345678", 10, 0),
+        "Jan 01 00:00:05 gpu-1 systemd[1]: vllm.service: Main process exited, code=killed, status=9/KILL",
+    ]
+    run = Run().feed(lines)
+    assert run.builder.open_requests == 0 and run.builder.evicted["server_stopped"] == 1
+    (root,) = run.roots()
+    assert root.attributes["kvwatch.incomplete"] == "server_stopped"
+
+
 def test_a_server_restarted_without_lmcache_has_its_requests_ended_by_their_access_lines() -> None:
     """What the log showed of one run (LMCache's lookups, ids that end requests) is not the next run's: restarted
     without LMCache, an access line ends the request it answers (not, 15 minutes later, the idle timeout)."""

@@ -84,7 +84,18 @@ def all_fixture_lines() -> list[str]:
     lines = []
     for path in sorted(SAMPLES.glob("*.log")):
         lines += path.read_text(encoding="utf-8").split("\n")
-    for family in ("vllm_stats", "lmcache", "requests", "lifecycle", "bench", "wrappers", "prefixes", "suspicious"):
+    families = (
+        "vllm_stats",
+        "lmcache",
+        "requests",
+        "lifecycle",
+        "service",
+        "bench",
+        "wrappers",
+        "prefixes",
+        "suspicious",
+    )
+    for family in families:
         lines += [c["line"] for c in line_cases(family)]
     return lines
 
