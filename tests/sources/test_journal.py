@@ -12,16 +12,17 @@ from pathlib import Path
 from tests.support.harness import STATS, Agent, stats_lines, wait_for
 
 
-def printing_journalctl(tmp_path: Path, record: dict, count: int) -> Path:
+def printing_journalctl(tmp_path: Path, record: dict | list[dict], count: int = 1) -> Path:
     """A stand-in journalctl (no journald runs here) that notes its arguments in ``args``, prints ``count``
-    copies of a journal JSON record, and follows on until kvwatch is gone (the test kills it), then ends,
-    as journalctl does on a closed pipe."""
+    copies of a journal JSON record (or of each of a list of them), and follows on until kvwatch is gone (the
+    test kills it), then ends, as journalctl does on a closed pipe."""
+    records = "\n".join(json.dumps(one) for one in (record if isinstance(record, list) else [record]))
     stand_in = tmp_path / "journalctl"
     stand_in.write_text(
         f"#!{sys.executable}\nimport os, sys, time\n"
         f"if sys.argv[1:] == ['--version']: sys.exit(print('systemd 252 (252.38-1~deb12u1)'))\n"
         f"open({str(tmp_path / 'args')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
-        f"for _ in range({count}): print({json.dumps(record)!r}, flush=True)\n"
+        f"for _ in range({count}): print({records!r}, flush=True)\n"
         "parent = os.getppid()\n"
         "while os.getppid() == parent: time.sleep(0.1)\n"
     )
@@ -41,6 +42,31 @@ def test_journal_follow_runs_journalctl_from_the_end_the_first_time(agents, tmp_
     assert "--follow" in args and "--output=json" in args and "--unit=vllm.service" in args
     assert "--lines=0" in args and "cursor" not in args
     assert "--output-fields=MESSAGE" in args  # systemd 236+: the message, not every field
+
+
+def test_systemd_s_records_about_the_unit_tell_how_the_server_ended(agents, tmp_path: Path) -> None:
+    """(journalctl is a stand-in: no journald runs here.)  A unit's journal holds systemd's own records about
+    it beside the server's: the kernel's OOM killer took the server, systemd logged how its main process ended
+    and restarted it; the server itself wrote nothing of it."""
+    messages = [
+        STATS.strip(),
+        "INFO:     Application startup complete.",
+        "vllm.service: A process of this unit has been killed by the OOM killer.",
+        "vllm.service: Main process exited, code=killed, status=9/KILL",
+        "vllm.service: Failed with result 'oom-kill'.",
+        "vllm.service: Scheduled restart job, restart counter is at 1.",
+    ]
+    records = [{"MESSAGE": message, "__REALTIME_TIMESTAMP": "1765700309123456"} for message in messages]
+    stand_in = printing_journalctl(tmp_path, records)
+    agent = agents('[[follow]]\nname = "j"\njournal_unit = "vllm.service"\n', env={"KVWATCH_JOURNALCTL": str(stand_in)})
+    agent.start()
+    wait_for(lambda: agent.value("kvwatch_service_restarts_total", server="j") == 1, what="systemd's restart")
+    assert agent.value("kvwatch_service_oom_kills_total", server="j") == 1
+    assert agent.value("kvwatch_service_exits_total", server="j", how="killed") == 1
+    assert agent.value("kvwatch_service_failures_total", server="j", result="oom-kill") == 1
+    assert agent.value("kvwatch_service_last_exit_signal", server="j") == 9
+    assert agent.value("kvwatch_vllm_server_stopped", server="j") == 1
+    assert agent.value("kvwatch_vllm_server_ready", server="j") == 0
 
 
 def test_a_journalctl_older_than_systemd_236_is_run_without_output_fields(tmp_path: Path) -> None:
