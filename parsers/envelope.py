@@ -908,11 +908,18 @@ def tool_prefix(line: str) -> tuple[int, tuple[str, ...]] | None:
 # then has its process id: ``Dec 14 16:18:29 systemd[1]: ``).  ``short-full`` puts the weekday, the date and a
 # zone's abbreviation there (``Sat 2025-12-14 16:18:29 CET``): the abbreviation names no zone for sure,
 # so there too the line's own time stays.
+_JOURNAL_SOURCE = (
+    r" (?:(?P<host>[\w.:-]{0,254}[\w.-]) (?P<ident>[^\s\[:]{1,255})(?:\[[0-9]+\])?"
+    r"|(?P<ident_alone>[^\s\[:]{1,255})\[[0-9]+\]): "
+)
 _JOURNAL_SHORT = re.compile(
     r"(?:(?:([^\W\d_]{2,5})\.?|[ 1]?[0-9][月월]) [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
     r"|[^\W\d_]{2,4}\.? [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})? [^\s]{1,8})"
-    r" (?:([\w.:-]{0,254}[\w.-]) ([^\s\[:]{1,255})(?:\[[0-9]+\])?|([^\s\[:]{1,255})\[[0-9]+\]): "
+    + _JOURNAL_SOURCE
 )
+# ``short-monotonic``'s seconds since boot in brackets (``[ 1234.567890] host ident[pid]: ``, a console's lines
+# without the host) and ``short-unix``'s seconds since the epoch (``1765700309.123456 host ident[pid]: ``).
+_JOURNAL_NUMBERED = re.compile(r"(?:\[ {0,12}[0-9]{1,12}\.[0-9]{6}\]|[0-9]{10}\.[0-9]{6})" + _JOURNAL_SOURCE)
 
 # ``journalctl -o verbose`` and ``-o export`` print a record's fields one a line, the text as ``MESSAGE=``.
 _JOURNAL_MESSAGE_FIELD = re.compile(r"[ \t]{0,8}MESSAGE=")
@@ -925,6 +932,9 @@ def _journal_framing_end(line: str) -> int:
         m = _JOURNAL_MESSAGE_FIELD.match(line)
         if m is not None:
             return m.end()
+    if line[:1] == "[" or line[10:11] == ".":
+        m = _JOURNAL_NUMBERED.match(line)
+        return 0 if m is None else _journal_source_end(m)
     # (The time's first colon stands 8 to 19 characters in, a blank three before it and a colon three after.)
     colon = line.find(":", 8, 20)
     if colon == -1 or line[colon - 3] != " " or line[colon + 3 : colon + 4] != ":":
@@ -935,9 +945,14 @@ def _journal_framing_end(line: str) -> int:
     month = m.group(1)
     if month is not None and month.isascii() and (len(month) < 3 or month.lower() in _FUNCTION_WORDS):
         return 0
-    # (A level word where the host or the unit stands begins a record behind another tool's time, moreutils' ts:
-    # ``Dec 14 16:18:29 DEBUG LMCache: ...``, ``Dec 14 16:18:29 LMCache INFO: ...``.)
-    return 0 if not _HEADER_LEVELS.isdisjoint(m.group(2, 3, 4)) else m.end()
+    return _journal_source_end(m)
+
+
+def _journal_source_end(m: re.Match[str]) -> int:
+    """The end of journald's framing a pattern matched, 0 where a level word stands for the host or the identifier:
+    that begins a record behind another tool's time, moreutils' ts (``Dec 14 16:18:29 DEBUG LMCache: ...``,
+    ``Dec 14 16:18:29 LMCache INFO: ...``)."""
+    return 0 if not _HEADER_LEVELS.isdisjoint(m.group("host", "ident", "ident_alone")) else m.end()
 
 
 # A name in brackets before a whole record: kubetail's pod, npm concurrently's command (``[vllm] ``,
@@ -1129,7 +1144,7 @@ def framing_end(line: str) -> int:
         m = _TORCH_ELASTIC_PREFIX.match(line)
         if m is not None:
             return m.end()
-        return _bracketed_name_end(line) or _logged_header_end(line)
+        return _bracketed_name_end(line) or _journal_framing_end(line) or _logged_header_end(line)
     if first.isdigit() or first == " ":
         m = _SLURM_LABEL.match(line)
         if m is not None:

@@ -42,6 +42,10 @@ PREFIXES = [
     ("Dec  4 16:18:29.123456 gpu-node-1 python3: ", "", "journalctl -o short-precise, no pid, a day before the 10th"),
     ("авг 18 14:15:04 llm python3[28059]: ", "", "journalctl -o short in a Russian locale"),
     ("Sat 2025-12-14 16:18:29 CET gpu-node-1 vllm[4242]: ", "", "journalctl -o short-full"),
+    ("Dec 14 16:18:29 vllm[4242]: ", "", "journalctl --no-hostname"),
+    ("[ 1234.567890] gpu-node-1 vllm[4242]: ", "", "journalctl -o short-monotonic"),
+    ("[  301.123456] vllm[4242]: ", "", "a console's journal lines, seconds since boot and no host"),
+    ("1765700309.123456 gpu-node-1 vllm[4242]: ", "", "journalctl -o short-unix"),
     ("    MESSAGE=", "", "journalctl -o verbose: the record's message field"),
     ("12月 14 16:18:29 gpu-node-1 vllm[4242]: ", "", "journalctl -o short in a Chinese locale"),
     ("[2025-12-13T19:54:35Z] ", "", "Buildkite's bracketed time"),
@@ -698,6 +702,20 @@ def test_journald_s_framing_names_the_month_in_any_language() -> None:
     # A word of prose where the month would stand is no journal's.
     for framing in ("The 14 16:18:29 gpu-node-1 vllm[4242]: ", "at 14 16:18:29 gpu-node-1 vllm[4242]: "):
         assert framing_end(framing + line) == 0, framing
+
+
+def test_journald_s_other_framings_are_read_past_before_a_message_alone() -> None:
+    line = "vllm.service: Main process exited, code=killed, status=9/KILL"
+    for framing in (
+        "Dec 14 16:18:29 systemd[1]: ",  # --no-hostname: the identifier keeps its process id
+        "[ 1234.567890] gpu-node-1 systemd[1]: ",  # short-monotonic
+        "[    5.123456] systemd[1]: ",  # a console's lines: seconds since boot, no host
+        "1765700309.123456 gpu-node-1 systemd[1]: ",  # short-unix
+    ):
+        assert framing_end(framing + line) == len(framing), framing
+        assert [e.kind for e in parse_line(framing + line)] == ["service_exited"], framing
+    # Without its process id a word after the time is a host's or a tool's, not an identifier alone.
+    assert framing_end("Dec 14 16:18:29 systemd: " + line) == 0
 
 
 CALL_SITE = re.compile(r"\[([\w.]+\.py:\d+)\]")
