@@ -86,6 +86,14 @@ def series(
     return _targets(panel, queries)
 
 
+def increase_in_range(metric: str, by: str = "") -> str:
+    """The increase of a counter over the dashboard's range, counting whole a series that began within it: a unit
+    systemd's lines name for the first time (in a syslog file) has a series from its first line on."""
+    selected = f"{metric}{{{SERVERS}}}"
+    grouping = f"sum by ({by}) " if by else "sum "
+    return f"{grouping}((increase({selected}[$__range]) > 0) or ({selected} > 0 unless {selected} offset $__range)) > 0"
+
+
 def single(title: str, unit: str, *queries: prometheus.Dataquery, description: str = "", width: int = 4):
     panel = (
         stat.Panel()
@@ -185,10 +193,7 @@ def health_row(d: db.Dashboard) -> db.Dashboard:
             "Restarts in range",
             "short",
             query(f"sum by (server) (increase(kvwatch_server_restarts_total{{{SERVERS}}}[$__range]))", "{{server}}"),
-            query(
-                f"sum by (server) (increase(kvwatch_service_restarts_total{{{SERVERS}}}[$__range]))",
-                "{{server}} (systemd)",
-            ),
+            query(increase_in_range("kvwatch_service_restarts_total", "server, unit"), "{{server}} {{unit}} (systemd)"),
             description="kvwatch's restarts of the servers it runs; systemd's of a followed server's unit.",
             width=5,
         )
@@ -198,21 +203,15 @@ def health_row(d: db.Dashboard) -> db.Dashboard:
             "Errors in range",
             "short",
             query(f"sum by (error) (increase(kvwatch_vllm_errors_total{{{SERVERS}}}[$__range])) > 0", "{{error}}"),
+            query(increase_in_range("kvwatch_service_exits_total", "unit, how"), "{{unit}}: main process {{how}}"),
+            query(increase_in_range("kvwatch_service_failures_total", "unit, result"), "{{unit}} failed: {{result}}"),
+            query(increase_in_range("kvwatch_service_oom_kills_total", "unit"), "{{unit}}: OOM-killed processes"),
             query(
-                f"sum by (how) (increase(kvwatch_service_exits_total{{{SERVERS}}}[$__range])) > 0",
-                "main process {{how}} (systemd)",
+                increase_in_range("kvwatch_service_start_limit_hits_total", "unit"),
+                "{{unit}}: systemd gave up restarting",
             ),
-            query(
-                f"sum by (result) (increase(kvwatch_service_failures_total{{{SERVERS}}}[$__range])) > 0",
-                "unit failed: {{result}} (systemd)",
-            ),
-            query(f"sum(increase(kvwatch_service_oom_kills_total{{{SERVERS}}}[$__range])) > 0", "OOM-killed processes"),
-            query(
-                f"sum(increase(kvwatch_service_start_limit_hits_total{{{SERVERS}}}[$__range])) > 0",
-                "systemd gave up restarting",
-            ),
-            description="OOM, engine dead, CUDA errors ... seen in the logs; for a followed unit, how systemd saw its "
-            "processes end (host memory's OOM killer among them).",
+            description="OOM, engine dead, CUDA errors ... seen in the logs; and how systemd saw units' processes end "
+            "(host memory's OOM killer among them), where a followed log holds its lines.",
             width=5,
         )
     )
@@ -235,8 +234,8 @@ def health_row(d: db.Dashboard) -> db.Dashboard:
             query(f"kvwatch_server_health_up{{{SERVERS}}}", "{{server}} healthy"),
             query(f"kvwatch_server_last_exit_code{{{SERVERS}}}", "{{server}} last exit code"),
             query(f"kvwatch_server_last_exit_signal{{{SERVERS}}}", "{{server}} last exit signal"),
-            query(f"kvwatch_service_last_exit_code{{{SERVERS}}}", "{{server}} last exit code (systemd)"),
-            query(f"kvwatch_service_last_exit_signal{{{SERVERS}}}", "{{server}} last exit signal (systemd)"),
+            query(f"kvwatch_service_last_exit_code{{{SERVERS}}}", "{{server}} {{unit}} last exit code (systemd)"),
+            query(f"kvwatch_service_last_exit_signal{{{SERVERS}}}", "{{server}} {{unit}} last exit signal (systemd)"),
             query(f"kvwatch_server_last_error{{{SERVERS}}}", "{{server}} last error {{error}}"),
             description="Versions and model (from the log, else the server's packages), uptime, how the last run "
             "ended.",

@@ -52,7 +52,7 @@ from agent.sinks.prometheus import collect_families
 from agent.sinks.recent import DEFAULT_CHUNK, RecentRequests, joined
 from agent.sinks.traces import LINGER, TraceBuilder
 from agent.sources import containers
-from agent.sources.journal import JournalSource
+from agent.sources.journal import JournalSource, followed_unit
 from agent.sources.pods import discover as discover_pods
 from agent.sources.positions import PositionStore
 from agent.sources.tail import Source, Tailer
@@ -317,6 +317,8 @@ class Daemon:
             len(follow.paths) > 1 or any(glob.has_magic(path) for path in follow.paths)
         )
         managed = self._managed(follow.name, follow.timezone, several_files=several_files)
+        # systemd's lines in a unit's journal are about that unit: the end of its main process stops the server.
+        managed.pipeline.stats.service_unit = followed_unit(follow)
         if follow.journal:
             managed.journal = JournalSource(
                 follow,

@@ -30,7 +30,7 @@ from agent.sinks.stats import (
 )
 
 FORMAT = 1
-_NOT_SAVED = frozenset(("server", "clock", "now"))
+_NOT_SAVED = frozenset(("server", "clock", "now", "service_unit"))  # (the unit is configuration, not a number)
 # Classes a record may rebuild, by name: their attributes are saved one by one.
 _OBJECTS: dict[str, type] = {
     cls.__name__: cls for cls in (Histogram, KvTransferTotals, RunningTotal, LmcacheServerStarts, EngineStatsState)

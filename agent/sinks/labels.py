@@ -105,6 +105,17 @@ def engine_of(engine: int | None, aggregated: bool, known: Container[str], count
     return label if label in known or count < MAX_ENGINES else "other"
 
 
+# systemd units whose lines a log names: a host runs a few hundred; a syslog file could name any number (a
+# line may be forged), so past this many a new one folds into "other".
+MAX_UNITS = 128
+
+
+def unit_of(unit: str, known: Container[str], count: int) -> str:
+    """The ``unit`` label of systemd's line about ``unit``: its name, or ``other`` for a new one once ``count``
+    units are known."""
+    return unit if unit in known or count < MAX_UNITS else "other"
+
+
 # Statistics ``vllm bench`` prints (its --metric-percentiles choose among percentiles); others fold
 # into "other".
 BENCH_STATISTICS = frozenset(

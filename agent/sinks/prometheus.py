@@ -12,6 +12,7 @@ help, and how to read its samples from the stats (see :mod:`agent.families`).
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -84,6 +85,22 @@ def engine_gauge(key: str) -> Samples:
 def diffusion_total(key: str) -> Samples:
     """A diffusion model's running total (none for an engine that never logged its companion line)."""
     return per_engine(lambda state: state.diffusion.get(key))
+
+
+def per_unit(attribute: str, kinds: tuple[str, ...] = (), counts: bool = True) -> Samples:
+    """A dict of systemd's numbers by unit (the ``unit`` label), or by unit and kind (``kinds``: the second label's
+    values).  A count of the server's own unit, where it is known by name, is there from the start at 0, so that
+    an alert's ``increase()`` sees its first one; any other unit's once a line named the unit."""
+
+    def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
+        values = dict(getattr(s, attribute))
+        own = s.service_unit
+        if counts and own is not None and not glob.has_magic(own):
+            for key in [(own, kind) for kind in kinds] if kinds else [own]:
+                values.setdefault(key, 0)
+        return [(key if isinstance(key, tuple) else (key,), v) for key, v in sorted(values.items())]
+
+    return samples
 
 
 # vLLM's kv_load_failure_policy values.
@@ -918,8 +935,8 @@ CATALOGUE: tuple[Spec, ...] = (
         "kvwatch_vllm_server_shutdowns_total",
         "Server shutdowns seen in the log (its own shutdown, or systemd's word that its main process ended).",
         value_of("shutdowns"),
-        doc="server shutdowns seen in the log: its own shutdown lines, or systemd's `Main process exited` in the "
-        "unit's journal (an OOM kill or a signal leaves no line of the server's)",
+        doc="server shutdowns seen in the log: its own shutdown lines, or systemd's `Main process exited` of the unit "
+        "a `journal_unit` follow reads (an OOM kill or a signal leaves no line of the server's)",
     ),
     gauge(
         "kvwatch_vllm_server_ready",
@@ -937,67 +954,74 @@ CATALOGUE: tuple[Spec, ...] = (
         "1 while the log says the server has shut down (its shutdown seen, no start since).",
         value_of("stopped"),
         doc=(
-            "1 while the log says the server has shut down: its shutdown (or systemd's `Main process exited`) seen "
-            "and no start since (0 while it starts, runs, or the log read so far showed neither)"
+            "1 while the log says the server has shut down: its shutdown (or systemd's `Main process exited` of its "
+            "followed unit) seen and no start since (0 while it starts, runs, or the log read so far showed neither)"
         ),
     ),
-    # the service manager: systemd's lines about the server's unit, in the unit's journal
+    # the service manager: systemd's lines about units, by unit (a unit's journal names its own, a syslog file every
+    # unit's); the server's own unit (a journal_unit follow's) is exported from the start
     counter(
         "kvwatch_service_exits_total",
-        "Ends of the unit's main process systemd logged, by how: exited (an exit code), killed or dumped (a signal).",
-        counted(ev.ServiceExited, by="how", always=ev.SERVICE_EXITS),
-        labels="how",
-        doc="ends of the server's main process that systemd logged in the unit's journal (`vllm.service: Main process "
-        "exited, code=killed, status=9/KILL`), by `how`: `exited` (an exit code), `killed` (a signal), `dumped` (a "
-        "signal, core dumped); systemd logs a clean exit at debug level only, so these are the unclean ones",
+        "Ends of a unit's main process systemd logged, by how: exited (an exit code), killed or dumped (a signal).",
+        per_unit("service_exits", ev.SERVICE_EXITS),
+        labels="unit how",
+        doc="ends of a unit's main process that systemd logged (`vllm.service: Main process exited, code=killed, "
+        "status=9/KILL`), by `how`: `exited` (an exit code), `killed` (a signal), `dumped` (a signal, core dumped); "
+        "systemd logs a clean exit at debug level only, so these are the unclean ones; the end of the main process "
+        "of the unit a `journal_unit` follow names is its server's shutdown",
     ),
     gauge(
         "kvwatch_service_last_exit_code",
-        "Exit code of the last exit systemd logged of the unit's main process (not ended by a signal).",
-        value_of("service_exit_code"),
-        doc="exit code of the last exit of the server's main process that systemd logged and no signal caused "
-        "(203: systemd could not execute the command)",
+        "Exit code of the last exit systemd logged of a unit's main process (not ended by a signal).",
+        per_unit("service_exit_codes", counts=False),
+        labels="unit",
+        doc="exit code of the last exit of a unit's main process that systemd logged and no signal caused (203: "
+        "systemd could not execute the command)",
     ),
     gauge(
         "kvwatch_service_last_exit_signal",
-        "Signal number that ended the unit's main process last, as systemd logged it (9 after an OOM kill).",
-        value_of("service_exit_signal"),
-        doc="signal number that last ended the server's main process, as systemd logged it (9 after an OOM kill)",
+        "Signal number that last ended a unit's main process, as systemd logged it (9 after an OOM kill).",
+        per_unit("service_exit_signals", counts=False),
+        labels="unit",
+        doc="signal number that last ended a unit's main process, as systemd logged it (9 after an OOM kill)",
     ),
     counter(
         "kvwatch_service_failures_total",
-        "Times systemd put the unit in its failed state, by its result (exit-code, signal, core-dump, oom-kill, "
+        "Times systemd put a unit in its failed state, by its result (exit-code, signal, core-dump, oom-kill, "
         "timeout, watchdog, start-limit-hit, resources, other).",
-        counted(ev.ServiceFailed, by="result", always=ev.SERVICE_RESULTS),
-        labels="result",
-        doc="times systemd put the server's unit in its failed state (`Failed with result 'oom-kill'`), by systemd's "
-        "`result`: `exit-code`, `signal`, `core-dump`, `oom-kill`, `timeout` (a start or stop that took too long), "
-        "`watchdog`, `start-limit-hit`, `resources`, `other` (all exported from the start)",
+        per_unit("service_failures", ev.SERVICE_RESULTS),
+        labels="unit result",
+        doc="times systemd put a unit in its failed state (`Failed with result 'oom-kill'`), by systemd's `result`: "
+        "`exit-code`, `signal`, `core-dump`, `oom-kill`, `timeout` (a start or stop that took too long), `watchdog`, "
+        "`start-limit-hit`, `resources`, `other`",
         native='node_exporter\'s `node_systemd_unit_state{state="failed"}`',
     ),
     counter(
         "kvwatch_service_restarts_total",
-        "Restarts of the unit systemd scheduled (Restart=).",
-        counted(ev.ServiceRestartScheduled),
-        doc="restarts of the server's unit that systemd scheduled (`Scheduled restart job, restart counter is at N`, "
-        "its `Restart=` setting)",
+        "Restarts of a unit systemd scheduled (Restart=).",
+        per_unit("service_restarts"),
+        labels="unit",
+        doc="restarts of a unit that systemd scheduled (`Scheduled restart job, restart counter is at N`, its "
+        "`Restart=` setting)",
         native="node_exporter's `node_systemd_service_restart_total` (systemd's `NRestarts`)",
     ),
     counter(
         "kvwatch_service_oom_kills_total",
-        "Processes of the unit the kernel's OOM killer or systemd-oomd killed (host memory, not a device's).",
-        counted(ev.ServiceOomKill, "processes"),
-        doc="processes of the server's unit that the kernel's OOM killer (`A process of this unit has been killed by "
-        "the OOM killer`) or systemd-oomd (`systemd-oomd killed N process(es) in this unit`) killed: host memory ran "
-        'out, not a GPU\'s (that is `kvwatch_vllm_errors_total{error="oom"}`); an engine core or a worker may be the '
-        "one killed, and the server dies with it",
+        "Processes of a unit the kernel's OOM killer or systemd-oomd killed (host memory, not a device's).",
+        per_unit("service_oom_kills"),
+        labels="unit",
+        doc="processes of a unit that the kernel's OOM killer (`A process of this unit has been killed by the OOM "
+        "killer`) or systemd-oomd (`systemd-oomd killed N process(es) in this unit`) killed: host memory ran out, "
+        "not a GPU's (that is `kvwatch_vllm_errors_total{error=\"oom\"}`); of a server's unit, an engine core or a "
+        "worker may be the one killed, and the server dies with it",
     ),
     counter(
         "kvwatch_service_start_limit_hits_total",
-        "Times systemd gave up restarting the unit (Start request repeated too quickly).",
-        counted(ev.ServiceStartLimitHit),
-        doc="times systemd gave up (re)starting the server's unit (`Start request repeated too quickly`: more starts "
-        "than `StartLimitBurst=` within `StartLimitIntervalSec=`); it stays down until `systemctl reset-failed` and a "
+        "Times systemd gave up restarting a unit (Start request repeated too quickly).",
+        per_unit("service_start_limit_hits"),
+        labels="unit",
+        doc="times systemd gave up (re)starting a unit (`Start request repeated too quickly`: more starts than "
+        "`StartLimitBurst=` within `StartLimitIntervalSec=`); it stays down until `systemctl reset-failed` and a "
         "start",
     ),
     gauge(

@@ -19,6 +19,7 @@ in :attr:`ServerStats.counted`.  Adding such a metric touches the catalogue only
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import logging
 import pickle
@@ -28,7 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from agent.sinks.labels import MAX_ENGINES, BenchKey, bench_results, engine_of, method_of, route_of, status_of
+from agent.sinks.labels import (
+    MAX_ENGINES,
+    BenchKey,
+    bench_results,
+    engine_of,
+    method_of,
+    route_of,
+    status_of,
+    unit_of,
+)
 from parsers import events as ev
 from parsers.events import GIB, SERVER_ERRORS
 from parsers.ids import is_canary
@@ -508,9 +518,18 @@ class ServerStats:
     kv_max_concurrency: float | None = last()
     kv_blocks: dict[str, int] = last(dict)
     kv_cache_memory_bytes: float | None = last()
-    # How the server's main process last ended, as systemd logged it in the unit's journal.
-    service_exit_code: int | None = last()
-    service_exit_signal: int | None = last()
+    # systemd's lines about units, by unit: a unit's journal names its own, a syslog file every unit's.
+    # The unit that runs this server, where kvwatch knows it (a journal_unit follow: a name or a glob); only its
+    # main process's end stops the server.
+    service_unit: str | None = None
+    service_exits: dict[tuple[str, str], int] = counts()  # (unit, how) -> ends of its main process
+    service_failures: dict[tuple[str, str], int] = counts()  # (unit, result) -> failed results
+    service_restarts: dict[str, int] = counts()
+    service_oom_kills: dict[str, int] = counts()  # processes killed
+    service_start_limit_hits: dict[str, int] = counts()
+    service_exit_codes: dict[str, int] = last(dict)  # unit -> its main process's last exit code
+    service_exit_signals: dict[str, int] = last(dict)  # unit -> the signal that last ended it
+    service_lines: dict[str, int] = counts()  # unit -> systemd's lines about it (its keys: the units labelled)
     # Elastic EP: the data-parallel size the last scaling left, and the smallest a scale-down of this part left
     # (merging parts: the engines past it were idled by this part, whatever an earlier part last saw of them).
     data_parallel_size: int | None = last()
@@ -576,6 +595,10 @@ class ServerStats:
             ev.ServerReady: self._ready,
             ev.ServerShutdown: self._shutdown,
             ev.ServiceExited: self._service_exited,
+            ev.ServiceFailed: self._service_failed,
+            ev.ServiceRestartScheduled: self._service_restart,
+            ev.ServiceOomKill: self._service_oom_kill,
+            ev.ServiceStartLimitHit: self._service_start_limit,
             ev.ModelLoaded: self._model_loaded,
             ev.EngineInitialized: self._engine_initialized,
             ev.KvCacheCapacity: self._kv_capacity,
@@ -933,14 +956,46 @@ class ServerStats:
         self._transition("stopped")
         self._at_work()
 
+    # -- the service manager (systemd) -------------------------------------------------
+
+    def runs_in(self, unit: str) -> bool:
+        """Whether ``unit`` is the one that runs this server (known for a journal_unit follow only)."""
+        return self.service_unit is not None and fnmatch.fnmatchcase(unit, self.service_unit)
+
+    def _unit(self, unit: str) -> str:
+        """The label of a unit systemd's line names (counted)."""
+        label = unit_of(unit, self.service_lines, len(self.service_lines))
+        self.service_lines[label] = self.service_lines.get(label, 0) + 1
+        return label
+
     def _service_exited(self, e: ev.ServiceExited) -> None:
+        unit = self._unit(e.unit)
+        key = (unit, e.how)
+        self.service_exits[key] = self.service_exits.get(key, 0) + 1
         if e.exit_code is not None:
-            self.service_exit_code = e.exit_code
+            self.service_exit_codes[unit] = e.exit_code
         if e.signal is not None:
-            self.service_exit_signal = e.signal
-        # The server's processes are gone, whether or not it logged its shutdown (an OOM kill or a signal leaves
-        # no line of its own).
-        self._shutdown(e)
+            self.service_exit_signals[unit] = e.signal
+        if self.runs_in(e.unit):
+            # The server's processes are gone, whether or not it logged its shutdown (an OOM kill or a signal
+            # leaves no line of its own).
+            self._shutdown(e)
+
+    def _service_failed(self, e: ev.ServiceFailed) -> None:
+        key = (self._unit(e.unit), e.result)
+        self.service_failures[key] = self.service_failures.get(key, 0) + 1
+
+    def _service_restart(self, e: ev.ServiceRestartScheduled) -> None:
+        unit = self._unit(e.unit)
+        self.service_restarts[unit] = self.service_restarts.get(unit, 0) + 1
+
+    def _service_oom_kill(self, e: ev.ServiceOomKill) -> None:
+        unit = self._unit(e.unit)
+        self.service_oom_kills[unit] = self.service_oom_kills.get(unit, 0) + e.processes
+
+    def _service_start_limit(self, e: ev.ServiceStartLimitHit) -> None:
+        unit = self._unit(e.unit)
+        self.service_start_limit_hits[unit] = self.service_start_limit_hits.get(unit, 0) + 1
 
     def _started_anew(self) -> None:
         """A new run of the server: no engine asleep or paused, and none running anything yet."""

@@ -175,7 +175,7 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
             s.state = labels["state"]
     elif name == "kvwatch_server_uptime_seconds" and not lmcache_process:
         s.uptime_seconds = value
-    elif name in ("kvwatch_server_restarts_total", "kvwatch_service_restarts_total"):
+    elif name == "kvwatch_server_restarts_total":
         s.restarts += value
     elif name == "kvwatch_server_last_error" and value == 1 and not lmcache_process:
         s.last_error = labels.get("error")

@@ -295,7 +295,7 @@ class TraceBuilder:
             ev.HttpAccess: self._access,
             ev.ServerStarting: self._server_starting,
             ev.ServerShutdown: self._server_shutdown,
-            ev.ServiceExited: self._server_shutdown,
+            ev.ServiceExited: self._service_exited,
             ev.KvTransferStats: self._kv_transfer,
             ev.KvLoadFailure: self._kv_load_failure,
         }
@@ -713,6 +713,10 @@ class TraceBuilder:
     def _server_shutdown(self, e: ev.ServerShutdown | ev.ServiceExited, when: float) -> None:
         for request in list(self.open.values()):
             self._evict(request, "server_stopped", when)
+
+    def _service_exited(self, e: ev.ServiceExited, when: float) -> None:
+        if self.stats.runs_in(e.unit):  # (another unit's end, in a syslog file, is not the server's)
+            self._server_shutdown(e, when)
 
 
 # The builders' series: present while tracing is on (run, or replay --traces).

@@ -72,6 +72,18 @@ def _selection(follow: FollowConfig) -> list[str]:
     return [*((f"--unit={follow.journal_unit}",) if follow.journal_unit else ()), *follow.journal_match]
 
 
+# The suffixes of systemd's unit types: a unit named without one is a service, as journalctl --unit reads it.
+_UNIT_TYPES = (".service", ".socket", ".target", ".mount", ".automount", ".swap", ".path", ".timer", ".slice", ".scope")
+
+
+def followed_unit(follow: FollowConfig) -> str | None:
+    """The unit (or the glob of units) a ``journal_unit`` follow reads, named as systemd names it in its lines."""
+    unit = follow.journal_unit
+    if not unit:
+        return None
+    return unit if unit.endswith(_UNIT_TYPES) else unit + ".service"
+
+
 def cannot_read(follow: FollowConfig) -> str | None:
     """What journalctl says when it would show this user nothing of the follow's journal records; None where
     it says nothing of the kind (or cannot be asked)."""

@@ -44,11 +44,10 @@ EVERY_LINE = {"kv_transfer_stats", "startup_phase", "service_exited"}
 
 
 def one_line_of_every_kind() -> list[str]:
-    """The first fixture line of each event kind (plain lines, not wrapped ones).  systemd's lines about the unit come
-    first: the end of the server's process they tell ends its engines' sleep and pause, which panels show."""
+    """The first fixture line of each event kind (plain lines, not wrapped ones)."""
     seen: set[str] = set()
     lines = []
-    for path in sorted(FIXTURES.glob("*.json"), key=lambda path: path.name != "service.json"):
+    for path in sorted(FIXTURES.glob("*.json")):
         if path.name in FRAMINGS:
             continue
         for case in json.loads(path.read_text(encoding="utf-8")):

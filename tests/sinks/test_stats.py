@@ -119,38 +119,82 @@ UNIT_JOURNAL = [
 ]
 
 
-def test_a_unit_s_journal_tells_how_the_server_ended_and_what_systemd_did() -> None:
-    s = feed(fresh(), UNIT_JOURNAL[:2])
-    assert (s.ready, s.stopped) == (1, 0)
-    s = feed(s, UNIT_JOURNAL[2:4])  # an OOM kill: the server wrote nothing, systemd's words stop it
-    assert (s.ready, s.stopped, s.shutdowns, s.service_exit_signal, s.service_exit_code) == (0, 1, 1, 9, None)
-    s = feed(s, UNIT_JOURNAL[4:])
-    assert (s.starts, s.shutdowns, s.stopped, s.service_exit_code, s.service_exit_signal) == (2, 2, 1, 1, 9)
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+def service_samples(s: ServerStats) -> dict[tuple[str, tuple], float]:
+    return {
+        (sample.name, tuple(sorted((k, v) for k, v in sample.labels.items() if k != "server"))): sample.value
         for family in collect_families([s])
         for sample in family.samples
-        if sample.name.startswith("kvwatch_service_")
+        if sample.name.startswith("kvwatch_service_") and not sample.name.endswith("_created")
     }
-    server = (("server", "s"),)
-    assert samples[("kvwatch_service_exits_total", (("how", "killed"), *server))] == 1
-    assert samples[("kvwatch_service_exits_total", (("how", "exited"), *server))] == 1
-    assert samples[("kvwatch_service_exits_total", (("how", "dumped"), *server))] == 0
-    assert samples[("kvwatch_service_failures_total", (("result", "oom-kill"), *server))] == 1
-    assert samples[("kvwatch_service_failures_total", (("result", "exit-code"), *server))] == 1
-    assert samples[("kvwatch_service_restarts_total", server)] == 1
-    assert samples[("kvwatch_service_oom_kills_total", server)] == 1
-    assert samples[("kvwatch_service_start_limit_hits_total", server)] == 1
-    assert samples[("kvwatch_service_last_exit_code", server)] == 1
-    assert samples[("kvwatch_service_last_exit_signal", server)] == 9
+
+
+def of_unit(unit: str = "vllm.service") -> ServerStats:
+    """Stats of a server whose unit's journal is read (a journal_unit follow)."""
+    s = fresh()
+    s.service_unit = unit
+    return s
+
+
+def test_a_unit_s_journal_tells_how_the_server_ended_and_what_systemd_did() -> None:
+    s = feed(of_unit(), UNIT_JOURNAL[:2])
+    assert (s.ready, s.stopped) == (1, 0)
+    unit = (("unit", "vllm.service"),)
+    before = service_samples(s)  # the server's own unit is there from the start
+    assert before[("kvwatch_service_restarts_total", unit)] == before[("kvwatch_service_oom_kills_total", unit)] == 0
+    s = feed(s, UNIT_JOURNAL[2:4])  # an OOM kill: the server wrote nothing, systemd's words stop it
+    assert (s.ready, s.stopped, s.shutdowns, s.service_exit_signals, s.service_exit_codes) == (0, 1, 1, unit_of(9), {})
+    s = feed(s, UNIT_JOURNAL[4:])
+    assert (s.starts, s.shutdowns, s.stopped) == (2, 2, 1)
+    samples = service_samples(s)
+    assert samples[("kvwatch_service_exits_total", (("how", "killed"), *unit))] == 1
+    assert samples[("kvwatch_service_exits_total", (("how", "exited"), *unit))] == 1
+    assert samples[("kvwatch_service_exits_total", (("how", "dumped"), *unit))] == 0
+    assert samples[("kvwatch_service_failures_total", (("result", "oom-kill"), *unit))] == 1
+    assert samples[("kvwatch_service_failures_total", (("result", "exit-code"), *unit))] == 1
+    assert samples[("kvwatch_service_restarts_total", unit)] == 1
+    assert samples[("kvwatch_service_oom_kills_total", unit)] == 1
+    assert samples[("kvwatch_service_start_limit_hits_total", unit)] == 1
+    assert samples[("kvwatch_service_last_exit_code", unit)] == 1
+    assert samples[("kvwatch_service_last_exit_signal", unit)] == 9
+
+
+def unit_of(signal: int) -> dict[str, int]:
+    return {"vllm.service": signal}
+
+
+def test_another_unit_s_end_in_a_syslog_file_is_counted_as_its_own_and_stops_no_server() -> None:
+    """A syslog file holds every unit's lines: systemd's about another unit are that unit's numbers; the server
+    stops only with its own unit's main process (and none is known for a file)."""
+    other = (
+        "Dec 14 17:13:12 gpu-1 systemd[1]: fwupd-refresh.service: Main process exited, code=exited, status=1/FAILURE"
+    )
+    for s in (feed(of_unit(), [*UNIT_JOURNAL[:2], other]), feed(fresh(), UNIT_JOURNAL[:4])):
+        assert (s.ready, s.stopped, s.shutdowns) == (1, 0, 0)
+    s = feed(of_unit(), [*UNIT_JOURNAL[:2], other])
+    samples = service_samples(s)
+    assert samples[("kvwatch_service_exits_total", (("how", "exited"), ("unit", "fwupd-refresh.service")))] == 1
+    assert samples[("kvwatch_service_exits_total", (("how", "exited"), ("unit", "vllm.service")))] == 0
+    assert samples[("kvwatch_service_last_exit_code", (("unit", "fwupd-refresh.service"),))] == 1
+    s = feed(of_unit("vllm@*.service"), ["vllm@gpu0.service: Main process exited, code=killed, status=9/KILL"])
+    assert s.stopped == 1  # a glob of units names the server's
+
+
+def test_units_past_the_most_a_host_runs_fold_into_one_label() -> None:
+    from agent.sinks.labels import MAX_UNITS
+
+    lines = [f"unit-{i}.service: Scheduled restart job, restart counter is at 1." for i in range(MAX_UNITS + 5)]
+    s = feed(fresh(), lines)
+    assert len(s.service_restarts) == MAX_UNITS + 1 and s.service_restarts["other"] == 5
+    assert s.service_restarts["unit-0.service"] == 1
 
 
 @pytest.mark.parametrize("cut", range(1, len(UNIT_JOURNAL)))
 def test_a_unit_s_journal_read_in_parts_merges_to_one_pass(cut: int) -> None:
-    whole = feed(fresh(), UNIT_JOURNAL)
-    merged = feed(fresh(), UNIT_JOURNAL[:cut])
-    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), UNIT_JOURNAL[cut:]))))
-    for name in ("starts", "shutdowns", "ready", "state", "counted", "service_exit_code", "service_exit_signal"):
+    whole = feed(of_unit(), UNIT_JOURNAL)
+    merged = feed(of_unit(), UNIT_JOURNAL[:cut])
+    merged.merge(pickle.loads(pickle.dumps(feed(of_unit(), UNIT_JOURNAL[cut:]))))
+    assert service_samples(merged) == service_samples(whole)
+    for name in ("starts", "shutdowns", "ready", "state"):
         assert getattr(merged, name) == getattr(whole, name), name
 
 

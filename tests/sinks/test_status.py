@@ -134,16 +134,6 @@ def test_a_followed_log_is_ready_once_it_shows_a_request_taken_and_stopped_after
     assert read_snapshot(exposition(stats)).servers["f"].shown_state == "not ready"  # starting again
 
 
-def test_a_followed_unit_s_restarts_by_systemd_are_its_restarts_and_its_process_s_end_a_stop() -> None:
-    stats = fresh("u")
-    feed(stats, ['(APIServer pid=1) INFO:     10.0.0.7:5 - "POST /v1/completions HTTP/1.1" 200 OK'])
-    feed(stats, ["Dec 14 17:13:12 gpu-1 systemd[1]: vllm.service: Main process exited, code=killed, status=9/KILL"])
-    server = read_snapshot(exposition(stats)).servers["u"]
-    assert (server.shown_state, server.restarts) == ("stopped", 0)
-    feed(stats, ["Dec 14 17:13:17 gpu-1 systemd[1]: vllm.service: Scheduled restart job, restart counter is at 1."])
-    assert read_snapshot(exposition(stats)).servers["u"].restarts == 1
-
-
 def test_the_request_list_for_one_server_and_in_another_order() -> None:
     from rich.console import Console
 

@@ -360,9 +360,14 @@ def test_the_end_of_the_server_s_process_systemd_logged_ends_its_requests() -> N
     it had."""
     lines = [
         lookup("2026-01-01 00:00:00,000", "chatcmpl-x-12345678", 10, 0),
+        "Jan 01 00:00:04 gpu-1 systemd[1]: fwupd.service: Main process exited, code=killed, status=9/KILL",
         "Jan 01 00:00:05 gpu-1 systemd[1]: vllm.service: Main process exited, code=killed, status=9/KILL",
     ]
-    run = Run().feed(lines)
+    run = Run()
+    run.stats.service_unit = "vllm.service"  # (a journal_unit follow of it)
+    run.feed(lines[:2])
+    assert run.builder.open_requests == 1  # another unit's end is not the server's
+    run.feed(lines[2:])
     assert run.builder.open_requests == 0 and run.builder.evicted["server_stopped"] == 1
     (root,) = run.roots()
     assert root.attributes["kvwatch.incomplete"] == "server_stopped"

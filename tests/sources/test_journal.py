@@ -60,11 +60,12 @@ def test_systemd_s_records_about_the_unit_tell_how_the_server_ended(agents, tmp_
     stand_in = printing_journalctl(tmp_path, records)
     agent = agents('[[follow]]\nname = "j"\njournal_unit = "vllm.service"\n', env={"KVWATCH_JOURNALCTL": str(stand_in)})
     agent.start()
-    wait_for(lambda: agent.value("kvwatch_service_restarts_total", server="j") == 1, what="systemd's restart")
-    assert agent.value("kvwatch_service_oom_kills_total", server="j") == 1
-    assert agent.value("kvwatch_service_exits_total", server="j", how="killed") == 1
-    assert agent.value("kvwatch_service_failures_total", server="j", result="oom-kill") == 1
-    assert agent.value("kvwatch_service_last_exit_signal", server="j") == 9
+    unit = "vllm.service"
+    wait_for(lambda: agent.value("kvwatch_service_restarts_total", server="j", unit=unit) == 1, what="the restart")
+    assert agent.value("kvwatch_service_oom_kills_total", server="j", unit=unit) == 1
+    assert agent.value("kvwatch_service_exits_total", server="j", unit=unit, how="killed") == 1
+    assert agent.value("kvwatch_service_failures_total", server="j", unit=unit, result="oom-kill") == 1
+    assert agent.value("kvwatch_service_last_exit_signal", server="j", unit=unit) == 9
     assert agent.value("kvwatch_vllm_server_stopped", server="j") == 1
     assert agent.value("kvwatch_vllm_server_ready", server="j") == 0
 
