@@ -7,22 +7,9 @@ from unittest import mock
 import pytest
 
 from parsers import LogStream, dispatch, parse_line
-from tests.support.lines import event_dict, line_cases
+from tests.support.lines import RECORD_FAMILIES, event_dict, line_cases
 
-FAMILIES = (
-    "vllm_stats",
-    "lmcache",
-    "requests",
-    "lifecycle",
-    "service",
-    "bench",
-    "wrappers",
-    "prefixes",
-    "message_only",
-    "negatives",
-    "suspicious",
-    "problems",
-)
+FAMILIES = (*RECORD_FAMILIES, "message_only", "negatives", "suspicious", "problems")
 CASES = [(family, case) for family in FAMILIES for case in line_cases(family)]
 
 

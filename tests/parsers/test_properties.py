@@ -17,27 +17,13 @@ from parsers import Clock, LogStream, parse_line
 from parsers.envelope import unwrap_logfmt
 from parsers.events import Event
 from parsers.requests import parse_received
-from tests.support.lines import edited, edits, line_cases
+from tests.support.lines import RECORD_FAMILIES, edited, edits, line_cases
 from tests.support.quoting import go_quoted
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "parsers" / "schema" / "events.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 CLOCK = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
-REAL = [
-    c["line"]
-    for fam in (
-        "vllm_stats",
-        "lmcache",
-        "requests",
-        "lifecycle",
-        "service",
-        "bench",
-        "wrappers",
-        "prefixes",
-        "message_only",
-    )
-    for c in line_cases(fam)
-]
+REAL = [c["line"] for fam in (*RECORD_FAMILIES, "message_only") for c in line_cases(fam)]
 ALPHABET = st.characters(codec="utf-8", categories=None)
 NOISE = st.sampled_from(
     [

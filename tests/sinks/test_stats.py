@@ -14,6 +14,13 @@ from parsers import parse_line
 from tests.support.lines import SAMPLES, all_fixture_lines, feed, fresh, line_cases
 
 
+def read_in_two(lines: list[str], cut: int, start=fresh) -> ServerStats:
+    """The stats of ``lines`` read in two parts cut at ``cut`` and merged, as a parallel replay reads a log."""
+    merged = feed(start(), lines[:cut])
+    merged.merge(pickle.loads(pickle.dumps(feed(start(), lines[cut:]))))
+    return merged
+
+
 def test_lookup_semantics() -> None:
     s = fresh()
     s.observe(ev.LmcacheLookup(None, "a", 497, 256, -240))  # negative: vLLM already had more; nothing to load
@@ -82,8 +89,7 @@ def test_a_log_read_from_mid_run_is_ready_once_it_shows_a_request_taken() -> Non
 def test_readiness_shown_by_a_request_in_parts_merges_to_one_pass(cut: int) -> None:
     for log in (MID_RUN_LOG, MID_RUN_LOG[:3]):
         whole = feed(fresh(), log)
-        merged = feed(fresh(), log[:cut])
-        merged.merge(pickle.loads(pickle.dumps(feed(fresh(), log[cut:]))))
+        merged = read_in_two(log, cut)
         assert (merged.ready, merged.state, merged.shutdowns) == (whole.ready, whole.state, whole.shutdowns)
 
 
@@ -191,8 +197,7 @@ def test_units_past_the_most_a_host_runs_fold_into_one_label() -> None:
 @pytest.mark.parametrize("cut", range(1, len(UNIT_JOURNAL)))
 def test_a_unit_s_journal_read_in_parts_merges_to_one_pass(cut: int) -> None:
     whole = feed(of_unit(), UNIT_JOURNAL)
-    merged = feed(of_unit(), UNIT_JOURNAL[:cut])
-    merged.merge(pickle.loads(pickle.dumps(feed(of_unit(), UNIT_JOURNAL[cut:]))))
+    merged = read_in_two(UNIT_JOURNAL, cut, of_unit)
     assert service_samples(merged) == service_samples(whole)
     for name in ("starts", "shutdowns", "ready", "state"):
         assert getattr(merged, name) == getattr(whole, name), name
@@ -247,8 +252,7 @@ def test_a_server_started_anew_runs_nothing_until_its_stats_say_otherwise(cut: i
     """vLLM prints no stats line while idle: after a restart the last run's queue, KV usage and throughput would
     stand until the first request.  The same read in two parts cut anywhere."""
     whole = feed(fresh(), RUN_THEN_RESTART)
-    merged = feed(fresh(), RUN_THEN_RESTART[:cut])
-    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), RUN_THEN_RESTART[cut:]))))
+    merged = read_in_two(RUN_THEN_RESTART, cut)
     for stats in (whole, merged):
         assert stats.engines["0"].gauges == dict.fromkeys(stats.engines["0"].gauges, 0.0)
         assert (stats.engines["1"].gauges["running"], stats.engines["1"].gauges["waiting"]) == (1, 1)
@@ -278,8 +282,7 @@ SCALED_DOWN = [
 @pytest.mark.parametrize("cut", range(len(SCALED_DOWN) + 1))
 def test_engines_an_elastic_scale_down_took_away_run_nothing_any_more(cut: int) -> None:
     whole = feed(fresh(), SCALED_DOWN)
-    merged = feed(fresh(), SCALED_DOWN[:cut])
-    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), SCALED_DOWN[cut:]))))
+    merged = read_in_two(SCALED_DOWN, cut)
     for stats in (whole, merged):
         running = {label: state.gauges["running"] for label, state in stats.engines.items()}
         assert running == {"0": 3, "1": 7, "2": 0, "3": 0}
@@ -294,8 +297,7 @@ def test_a_sleep_mode_run_read_in_two_parts_cut_anywhere_is_one_pass() -> None:
     whole = feed(fresh(), lines)
     expected = {k: v for k, v in exposition(whole).items() if not k[0].endswith("_created")}
     for cut in range(len(lines) + 1):
-        merged = feed(fresh(), lines[:cut])
-        merged.merge(pickle.loads(pickle.dumps(feed(fresh(), lines[cut:]))))
+        merged = read_in_two(lines, cut)
         got = {k: v for k, v in exposition(merged).items() if not k[0].endswith("_created")}
         assert got == pytest.approx(expected, rel=1e-12), cut
 
@@ -345,8 +347,7 @@ def test_warning_and_error_lines_are_counted_by_producer_and_level_but_not_a_shu
 def test_problem_lines_of_parts_merge_to_one_pass(cut: int) -> None:
     # A part after the shutdown line does not know it was read while the server stopped.
     whole = feed(fresh(), PROBLEM_LOG)
-    merged = feed(fresh(), PROBLEM_LOG[:cut])
-    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), PROBLEM_LOG[cut:]))))
+    merged = read_in_two(PROBLEM_LOG, cut)
     assert problem_samples(merged) == problem_samples(whole)
     assert merged.problems_while_stopping == whole.problems_while_stopping
 
@@ -560,8 +561,7 @@ def test_v0_preemptions_are_the_running_count_its_warning_prints_across_restarts
     """V0 prints every 50th preemption with the count so far; a restart starts the count again."""
     lines = [_preempted(n) for n in (1, 51, 101)] + [_preempted(n) for n in (1, 51)]  # 101, then 51 more
     whole = feed(fresh(), lines)
-    merged = feed(fresh(), lines[:cut])
-    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), lines[cut:]))))
+    merged = read_in_two(lines, cut)
     for stats in (whole, merged):
         assert exposition(stats)[("kvwatch_vllm_preemptions_total", (("engine", "0"), ("server", "s")))] == 152
 
@@ -617,8 +617,7 @@ def test_each_start_of_the_remote_cache_server_counts_once() -> None:
 
 @pytest.mark.parametrize("cut", range(1, len(START_LOG)))
 def test_lmcache_server_starts_of_parts_merge_to_one_pass(cut: int) -> None:
-    merged = feed(fresh(), START_LOG[:cut])
-    merged.merge(pickle.loads(pickle.dumps(feed(fresh(), START_LOG[cut:]))))
+    merged = read_in_two(START_LOG, cut)
     assert starts(merged) == START_COUNT
     three = fresh()
     for part in (START_LOG[:cut], START_LOG[cut : cut + 2], START_LOG[cut + 2 :]):

@@ -80,22 +80,15 @@ def fresh(name: str = "s") -> ServerStats:
     return ServerStats(name, Clock(UTC, datetime(2026, 11, 30, tzinfo=UTC)))
 
 
+# The fixture files of records that give events: headers' families, systemd's lines, benchmarks, framings.
+RECORD_FAMILIES = ("vllm_stats", "lmcache", "requests", "lifecycle", "service", "bench", "wrappers", "prefixes")
+
+
 def all_fixture_lines() -> list[str]:
     lines = []
     for path in sorted(SAMPLES.glob("*.log")):
         lines += path.read_text(encoding="utf-8").split("\n")
-    families = (
-        "vllm_stats",
-        "lmcache",
-        "requests",
-        "lifecycle",
-        "service",
-        "bench",
-        "wrappers",
-        "prefixes",
-        "suspicious",
-    )
-    for family in families:
+    for family in (*RECORD_FAMILIES, "suspicious"):
         lines += [c["line"] for c in line_cases(family)]
     return lines
 
