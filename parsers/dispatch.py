@@ -56,6 +56,7 @@ from parsers.envelope import (
     find_header,
     fluentd_stamp,
     framing_end,
+    framing_stamp,
     is_foreign_process,
     is_log_column,
     is_record_header,
@@ -597,8 +598,7 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         # before the line: read past, without a search for a header.
         end = framing_end(line)
         if end:
-            # (A paste's marks before a record close after it: inline code's backtick, HTML's tags, a table's bar.)
-            return parse_nested(trim_closing(line, line[:end])[end:], depth + 1, rank)
+            return _behind_framing(line, end, depth, rank)
     if depth < _MAX_DEPTH and _has_residue(line):
         cleaned = strip_ansi(line)
         if cleaned != line:
@@ -617,6 +617,19 @@ def _headerless(line: str, depth: int, rank: int | None) -> Events:
         # A quoted field: the line's own, or a column's after it (a row's columns come in any order);
         # a JSON object no record key matched is no row.
         return _csv_row(line, depth, rank)
+    return events
+
+
+def _behind_framing(line: str, end: int, depth: int, rank: int | None) -> Events:
+    """The events of the line behind a framing that ends at ``end``: a record's own time stays, a message alone
+    (systemd's about a unit, say) takes the framing's."""
+    framing = line[:end]
+    # (A paste's marks before a record close after it: inline code's backtick, HTML's tags, a table's bar.)
+    events = parse_nested(trim_closing(line, framing)[end:], depth + 1, rank)
+    if events and events[0].stamp is None:
+        stamp = framing_stamp(framing)
+        for event in events:
+            event.stamp = stamp
     return events
 
 

@@ -9,6 +9,7 @@ message means.  Everything here is a pure function of its input.
 
 from __future__ import annotations
 
+import calendar
 import csv
 import functools
 import json
@@ -946,6 +947,28 @@ def _journal_framing_end(line: str) -> int:
     if month is not None and month.isascii() and (len(month) < 3 or month.lower() in _FUNCTION_WORDS):
         return 0
     return _journal_source_end(m)
+
+
+# The time journald's short framing (and syslog's, and moreutils' ts) shows, the month named in English: ``Dec 14
+# 16:18:29`` (``short-precise``: with microseconds); and short-unix's seconds since the epoch.
+_FRAMING_TIME = re.compile(
+    r"([A-Z][a-z]{2}) ([ 0-9][0-9]) ([0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?) |([0-9]{10})\.([0-9]{6}) "
+)
+_MONTHS = {name: f"{number:02}" for number, name in enumerate(calendar.month_abbr) if name}
+
+
+def framing_stamp(framing: str) -> str | None:
+    """The time a line's framing shows as a stamp the clock reads -- journald's (syslog's, ts') month and day as
+    vLLM's ``MM-DD HH:MM:SS``, short-unix's seconds as journald's microseconds (``@…``) -- for a message alone
+    behind it, which has no time of its own; None where it shows none the clock can place (seconds since boot, a
+    month in another language)."""
+    m = _FRAMING_TIME.match(framing)
+    if m is None:
+        return None
+    if m.group(4) is not None:
+        return f"@{m.group(4)}{m.group(5)}"
+    month = _MONTHS.get(m.group(1))
+    return None if month is None else f"{month}-{m.group(2).replace(' ', '0')} {m.group(3)}"
 
 
 def _journal_source_end(m: re.Match[str]) -> int:

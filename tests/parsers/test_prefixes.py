@@ -15,6 +15,7 @@ without a time of its own may take the time a prefix shows just before its heade
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from contextlib import AbstractContextManager
@@ -615,12 +616,18 @@ def without_the_time_rule(line: str) -> tuple:
         return parse_line(line)
 
 
+def timed_by(events: tuple, stamp: str | None) -> tuple:
+    """``events`` with ``stamp`` where they have no time of their own: a message alone behind a tool's time."""
+    return tuple(event if event.stamp is not None else dataclasses.replace(event, stamp=stamp) for event in events)
+
+
 def test_a_stamping_tool_s_time_before_a_record_is_read_past_with_the_events_the_line_gives() -> None:
     differing = [
-        (timed, parse_line(timed), without_the_time_rule(timed))
+        (timed, got, without_the_time_rule(timed))
         for line in EVERY_LINE
         for stamp in TOOL_TIMES
-        if (got := parse_line(timed := stamp + line)) != without_the_time_rule(timed) and got != parse_line(line)
+        if (got := parse_line(timed := stamp + line)) != without_the_time_rule(timed)
+        and got not in (parse_line(line), timed_by(parse_line(line), envelope.framing_stamp(stamp)))
     ]
     assert differing == []
 
@@ -716,6 +723,20 @@ def test_journald_s_other_framings_are_read_past_before_a_message_alone() -> Non
         assert [e.kind for e in parse_line(framing + line)] == ["service_exited"], framing
     # Without its process id a word after the time is a host's or a tool's, not an identifier alone.
     assert framing_end("Dec 14 16:18:29 systemd: " + line) == 0
+
+
+def test_a_message_alone_behind_journald_s_framing_takes_its_time_and_a_record_keeps_its_own() -> None:
+    message = "vllm.service: Main process exited, code=killed, status=9/KILL"
+    for framing, stamp in (
+        ("Dec 14 16:18:29 gpu-node-1 systemd[1]: ", "12-14 16:18:29"),  # the clock finds its year as for vLLM's
+        ("Dec  4 16:18:29.123456 gpu-node-1 systemd[1]: ", "12-04 16:18:29.123456"),
+        ("1765700309.123456 gpu-node-1 systemd[1]: ", "@1765700309123456"),
+        ("[ 1234.567890] gpu-node-1 systemd[1]: ", None),  # seconds since boot: no time of day
+        ("déc. 14 16:18:29 gpu-node-1 systemd[1]: ", None),  # the month's name in another language
+    ):
+        assert [e.stamp for e in parse_line(framing + message)] == [stamp], framing
+    record = "Dec 14 16:18:29 gpu-node-1 vllm[4242]: INFO 12-14 16:18:27 [async_llm.py:578] Added request chatcmpl-1."
+    assert [e.stamp for e in parse_line(record)] == ["12-14 16:18:27"]
 
 
 CALL_SITE = re.compile(r"\[([\w.]+\.py:\d+)\]")
