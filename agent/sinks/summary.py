@@ -39,10 +39,34 @@ def render(servers: Iterable[ServerStats]) -> str:
         out += _lmcache_server(s)
         out += _engine_lines(s)
         out.append(f"  errors       {_counted(s.errors)}")
+        out += _service_lines(s)
         logged = {f"{producer} {level}": count for (producer, level), count in s.problem_lines.items()}
         out.append(f"  logged       {_counted(logged)} (warning and error lines that gave no other event)")
         out += ["  " + line for line in _bench_lines(s.bench)]
     return "\n".join(out) + "\n"
+
+
+def _service_lines(s: ServerStats) -> list[str]:
+    """What systemd's lines said of each unit they name (a unit's journal: the server's own)."""
+    out = []
+    for unit in sorted(s.service_lines):
+        ended = {how: n for (name, how), n in s.service_exits.items() if name == unit}
+        failed = {result: n for (name, result), n in s.service_failures.items() if name == unit}
+        parts = [f"main process {_counted(ended)}" if any(ended.values()) else ""]
+        if unit in s.service_exit_codes:
+            parts.append(f"last exit code {s.service_exit_codes[unit]}")
+        if unit in s.service_exit_signals:
+            parts.append(f"last signal {s.service_exit_signals[unit]}")
+        parts.append(f"failed {_counted(failed)}" if any(failed.values()) else "")
+        for label, counts in (
+            ("OOM-killed processes", s.service_oom_kills),
+            ("restarts", s.service_restarts),
+            ("start limit hit", s.service_start_limit_hits),
+        ):
+            if counts.get(unit):
+                parts.append(f"{label} {counts[unit]:,}")
+        out.append(f"  systemd      {unit}: " + "; ".join(part for part in parts if part))
+    return out
 
 
 def _reading(s: ServerStats) -> list[str]:

@@ -81,6 +81,33 @@ def test_summary_is_the_default(lmcache_copy: Path) -> None:
     assert "prefix cache hit 62.3%" in text
 
 
+def test_summary_and_events_of_a_unit_s_journal_show_what_systemd_said_of_the_unit(tmp_path: Path) -> None:
+    """``journalctl -u vllm > vllm.log``: systemd's lines about the unit, beside the server's, in its short framing
+    (a message alone there takes the framing's time)."""
+    log = tmp_path / "vllm.log"
+    log.write_text(
+        "Dec 14 17:13:12 gpu-1 systemd[1]: vllm.service: A process of this unit has been killed by the OOM killer.\n"
+        "Dec 14 17:13:12 gpu-1 systemd[1]: vllm.service: Main process exited, code=killed, status=9/KILL\n"
+        "Dec 14 17:13:12 gpu-1 systemd[1]: vllm.service: Failed with result 'oom-kill'.\n"
+        "Dec 14 17:13:17 gpu-1 systemd[1]: vllm.service: Scheduled restart job, restart counter is at 1.\n",
+        encoding="utf-8",
+    )
+    result = kvwatch("replay", "--timezone", "UTC", str(log))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "systemd      vllm.service: main process killed 1; last signal 9; failed oom-kill 1; OOM-killed processes 1; "
+        "restarts 1"
+    ) in result.stdout.decode()
+    result = kvwatch("replay", "--timezone", "UTC", "-f", "events", str(log))
+    events = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [(e["kind"], e["unit"], e["time"][5:19]) for e in events] == [
+        ("service_oom_kill", "vllm.service", "12-14T17:13:12"),
+        ("service_exited", "vllm.service", "12-14T17:13:12"),
+        ("service_failed", "vllm.service", "12-14T17:13:12"),
+        ("service_restart_scheduled", "vllm.service", "12-14T17:13:17"),
+    ]
+
+
 def test_summary_shows_the_multiprocess_servers_prefetches_and_hit_rate_summaries(tmp_path: Path) -> None:
     """The LMCache server's own log (lmcache 0.5.6, two prefetches with a hit) and, after it, the hit-rate
     summary a later server prints: the summary's "LMCache MP" line has both."""
