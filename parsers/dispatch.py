@@ -626,11 +626,7 @@ def _behind_framing(line: str, end: int, depth: int, rank: int | None) -> Events
     framing = line[:end]
     # (A paste's marks before a record close after it: inline code's backtick, HTML's tags, a table's bar.)
     events = parse_nested(trim_closing(line, framing)[end:], depth + 1, rank)
-    if events and events[0].stamp is None:
-        stamp = framing_stamp(framing)
-        for event in events:
-            event.stamp = stamp
-    return events
+    return _restamp(events, framing_stamp(framing)) if events and events[0].stamp is None else events
 
 
 def _quoted_line(line: str) -> tuple[str, str | None] | None:

@@ -1,4 +1,4 @@
-"""The service manager's lines about the server's unit: systemd's, in the unit's journal.
+"""The service manager's lines about a unit: systemd's, in the unit's journal (or a syslog file, with every unit's).
 
 ``journalctl -u vllm`` (and kvwatch's ``journal_unit`` follow) shows, beside the
 server's own lines, what systemd says of the unit: how its main process ended
@@ -8,7 +8,8 @@ it restarts it (with its restart counter), and that it gave up restarting it.
 A server the OOM killer or a signal ended writes nothing more itself, so these
 lines are the only record of such an end.  Each is a message alone behind the
 journal's framing: ``UNIT: `` and the words systemd has used since version
-235 (2017).
+235 (2017).  Which unit runs which server the parser does not know: each event
+names its unit.
 """
 
 from __future__ import annotations
