@@ -70,6 +70,16 @@ def test_systemd_s_records_about_the_unit_tell_how_the_server_ended(agents, tmp_
     assert agent.value("kvwatch_vllm_server_ready", server="j") == 0
 
 
+def test_the_unit_a_journal_follow_reads_is_named_as_systemd_names_it() -> None:
+    from agent.config import FollowConfig
+    from agent.sources.journal import followed_unit
+
+    for given, named in (("vllm", "vllm.service"), ("vllm.service", "vllm.service"), ("vllm@*", "vllm@*.service")):
+        assert followed_unit(FollowConfig("j", journal_unit=given)) == named
+    assert followed_unit(FollowConfig("j", journal_unit="run-u7.scope")) == "run-u7.scope"
+    assert followed_unit(FollowConfig("j", journal_match=("CONTAINER_NAME=vllm",))) is None
+
+
 def test_a_journalctl_older_than_systemd_236_is_run_without_output_fields(tmp_path: Path) -> None:
     from agent.sources.journal import _takes_output_fields
 
