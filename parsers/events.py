@@ -597,9 +597,9 @@ class ShutdownAborted(Event):
 
 
 # --- the service manager -----------------------------------------------------------
-# systemd's own lines about the server's unit, in the unit's journal (``journalctl -u vllm`` shows them beside
-# the server's): how its processes ended and what systemd did next.  A server killed by the kernel's OOM killer
-# or a signal writes nothing more of its own; these lines are all that tells it.
+# systemd's own lines about a unit, in its journal (``journalctl -u vllm`` shows them beside the server's) or a
+# syslog file (every unit's): how its processes ended and what systemd did next.  A server killed by the kernel's
+# OOM killer or a signal writes nothing more of its own; these lines are all that tells it.
 
 ServiceExit = Literal["exited", "killed", "dumped"]
 SERVICE_EXITS: tuple[str, ...] = get_args(ServiceExit)

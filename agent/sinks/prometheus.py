@@ -87,15 +87,15 @@ def diffusion_total(key: str) -> Samples:
     return per_engine(lambda state: state.diffusion.get(key))
 
 
-def per_unit(attribute: str, kinds: tuple[str, ...] = (), counts: bool = True) -> Samples:
-    """A dict of systemd's numbers by unit (the ``unit`` label), or by unit and kind (``kinds``: the second label's
-    values).  A count of the server's own unit, where it is known by name, is there from the start at 0, so that
-    an alert's ``increase()`` sees its first one; any other unit's once a line named the unit."""
+def per_unit(attribute: str, kinds: tuple[str, ...] = ()) -> Samples:
+    """A dict of systemd's counts by unit (the ``unit`` label), or by unit and kind (``kinds``: the second label's
+    values).  The server's own unit, where it is known by name, is there from the start at 0, so that an alert's
+    ``increase()`` sees its first one; any other unit once a line named it."""
 
     def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
         values = dict(getattr(s, attribute))
         own = s.service_unit
-        if counts and own is not None and not glob.has_magic(own):
+        if own is not None and not glob.has_magic(own):
             for key in [(own, kind) for kind in kinds] if kinds else [own]:
                 values.setdefault(key, 0)
         return [(key if isinstance(key, tuple) else (key,), v) for key, v in sorted(values.items())]
@@ -973,7 +973,7 @@ CATALOGUE: tuple[Spec, ...] = (
     gauge(
         "kvwatch_service_last_exit_code",
         "Exit code of the last exit systemd logged of a unit's main process (not ended by a signal).",
-        per_unit("service_exit_codes", counts=False),
+        keyed("service_exit_codes"),
         labels="unit",
         doc="exit code of the last exit of a unit's main process that systemd logged and no signal caused (203: "
         "systemd could not execute the command)",
@@ -981,7 +981,7 @@ CATALOGUE: tuple[Spec, ...] = (
     gauge(
         "kvwatch_service_last_exit_signal",
         "Signal number that last ended a unit's main process, as systemd logged it (9 after an OOM kill).",
-        per_unit("service_exit_signals", counts=False),
+        keyed("service_exit_signals"),
         labels="unit",
         doc="signal number that last ended a unit's main process, as systemd logged it (9 after an OOM kill)",
     ),
