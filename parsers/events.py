@@ -477,7 +477,8 @@ class KvCacheCapacity(Event):
 @dataclass(slots=True)
 class StartupPhase(Event):
     """A start-up step vLLM times: ``phase`` is weights_loading, memory_profiling, torch_compile,
-    graph_capture, engine_init (``seconds``) or kv_cache_memory (``bytes`` of the KV pool)."""
+    graph_capture, engine_init (``seconds``) or kv_cache_memory (``bytes`` of the KV pool).  From 0.3x
+    vLLM times the compile and the profiling run of each compiled part (``part``) apart."""
 
     kind: ClassVar[str] = "startup_phase"
     #: weights_loading, memory_profiling, torch_compile, graph_capture, engine_init or kv_cache_memory
@@ -485,6 +486,8 @@ class StartupPhase(Event):
     seconds: float | None = None  #: how long the step took
     #: bytes (kv_cache_memory: the memory left for the KV cache; negative when the model left none)
     bytes: float | None = None
+    #: the compiled part vLLM 0.3x names (``backbone``, ``eagle_head``, an encoder): each part's steps add up
+    part: str | None = None
 
 
 SleepTransition = Literal["sleep", "wake_up", "discard"]

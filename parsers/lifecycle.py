@@ -49,7 +49,25 @@ MODEL_LOADING = re.compile(
 ENGINE_INIT_TIME = re.compile(rf"init engine \([^)]*\) took ({DECIMAL}) s(?:econds)?(?: \(compilation: [\d.]+ s\))?")
 # Start-up steps vLLM times (users read them off the log after an upgrade).
 WEIGHTS_LOADING = re.compile(rf"Loading weights took ({DECIMAL}) s(?:econds|ecs)?")
-TORCH_COMPILE = re.compile(rf"torch\.compile takes ({DECIMAL}) s in total")
+# vLLM's compile monitor: ``torch.compile takes X s in total`` (0.6.5 on; ``graph compilation takes`` in
+# 0.6.4), ``took`` in the 2026 releases.  Without an AOT compile, 0.3x times the compile and the first
+# profiling run together: ``torch.compile and initial profiling/warmup run together took X s in total``.
+TORCH_COMPILE = re.compile(
+    rf"(?:torch\.compile(?: and initial profiling/warmup run together)?|graph compilation) t(?:akes|ook) ({DECIMAL})"
+    r" s in total"
+)
+# The profiling forward pass that sizes the KV cache, timed apart from the compile (2026 releases).
+PROFILING_RUN = re.compile(rf"Initial profiling/warmup run took ({DECIMAL}) s")
+# A KV pool of the size ``--kv-cache-memory-bytes`` set, with no memory profiling: ``Initial free memory
+# X GiB, reserved Y GiB memory for KV Cache as specified by kv_cache_memory_bytes config and skipped ...``.
+KV_PINNED = re.compile(
+    rf"Initial free memory {DECIMAL} GiB, reserved ({DECIMAL}) GiB memory for KV Cache as specified by"
+    r" kv_cache_memory_bytes"
+)
+# 0.3x names the compiled part first: ``[monitor.py:62] [backbone] torch.compile took ...``, ``[eagle_head]``,
+# an encoder's class name; each part's steps are timed apart.  Only right after the header's source: a
+# tool's prefix before a message alone (``[vllm] ``) or a logger's name in brackets is no part.
+_PART_TAG = re.compile(r":\d{1,6}\] \[([\w-]{1,80})\] \Z")
 GRAPH_CAPTURE = re.compile(rf"Graph capturing finished in ({DECIMAL}) secs?(?:, took (-?{DECIMAL}) GiB)?\.?")
 KV_MEMORY = re.compile(rf"Available KV cache memory: (-?{DECIMAL}) GiB")
 # V0's worker (0.6.5 to 0.10) after its profiling run, a message of three lines (each with its own
@@ -184,9 +202,28 @@ def parse_init_engine(line: str, start: int, stamp: str | None) -> tuple[Event, 
     return (EngineInitialized(stamp, seconds), StartupPhase(stamp, "engine_init", seconds))
 
 
+def _compiled_part(line: str, start: int) -> str | None:
+    """The compiled part a 0.3x step names in brackets just before its message (``[backbone] ``)."""
+    if not line.startswith("] ", start - 2):
+        return None
+    m = _PART_TAG.search(line, max(0, start - 92), start)
+    return m.group(1) if m else None
+
+
 def parse_torch_compile(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     m = TORCH_COMPILE.match(line, start)
-    return (StartupPhase(stamp, "torch_compile", float(m.group(1))),) if m else ()
+    if m is None:
+        return ()
+    return (StartupPhase(stamp, "torch_compile", float(m.group(1)), part=_compiled_part(line, start)),)
+
+
+def parse_initial(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    """The profiling run's time, or the KV pool ``--kv-cache-memory-bytes`` set (both 2026)."""
+    m = PROFILING_RUN.match(line, start)
+    if m is not None:
+        return (StartupPhase(stamp, "memory_profiling", float(m.group(1)), part=_compiled_part(line, start)),)
+    m = KV_PINNED.match(line, start)
+    return _kv_memory(stamp, m.group(1)) if m else ()
 
 
 def parse_graph_capture(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
@@ -543,6 +580,8 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "model": (parse_kv_reserved, "startup_phase"),
     "Explicitly": (parse_cpu_kv_memory, "startup_phase"),
     "torch.compile": (parse_torch_compile, "startup_phase"),
+    "graph": (parse_torch_compile, "startup_phase"),
+    "Initial": (parse_initial, "startup_phase"),
     "Graph": (parse_graph_capture, "startup_phase"),
     "It": (parse_sleep, "engine_sleep"),
     "Sleep": (parse_sleep_memory, "sleep_memory"),

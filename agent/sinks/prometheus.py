@@ -1055,8 +1055,9 @@ CATALOGUE: tuple[Spec, ...] = (
         keyed("startup_phases"),
         labels="phase",
         doc=(
-            "a start-up step of the last start: `weights_loading`, `memory_profiling` (V0), `torch_compile`, "
-            "`graph_capture`, `engine_init` — "
+            "a start-up step of the last start: `weights_loading`, `memory_profiling` (V0's, and the 2026 "
+            "releases' `Initial profiling/warmup run`), `torch_compile`, `graph_capture`, `engine_init`; where "
+            "vLLM names the compiled parts (`[backbone]`, `[eagle_head]`), their times added up — "
             "a slow start after an upgrade shows which step grew"
         ),
     ),
@@ -1067,7 +1068,8 @@ CATALOGUE: tuple[Spec, ...] = (
         doc=(
             "memory left for the KV cache at the last start (`Available KV cache memory`; V0: `the rest of the "
             "memory reserved for KV Cache is`; negative: none; the CPU backend: the pool it was given, "
-            "`Explicitly set (N/M) GiB for KV cache`) — a shrunken KV pool after an upgrade shows here"
+            "`Explicitly set (N/M) GiB for KV cache`; a pool `--kv-cache-memory-bytes` set: its size) — a "
+            "shrunken KV pool after an upgrade shows here"
         ),
     ),
     gauge("kvwatch_vllm_kv_cache_capacity_tokens", "KV cache size in tokens.", value_of("kv_capacity_tokens")),

@@ -536,7 +536,8 @@ class ServerStats:
     scaled_down_to: int | None = field(default=None, metadata={"merge": MIN})
     # Sleep mode: worker rank -> (bytes freed, bytes still in use) when it last fell asleep.
     sleep_memory: dict[str, tuple[int, int]] = last(dict)
-    startup_phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds, of the last start
+    # (phase, the compiled part vLLM named or "") -> seconds, of the last start
+    startup_steps: dict[tuple[str, str], float] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVER_ERRORS, 0), metadata={"merge": SUM})
     # Warning, error and critical lines no parser reads, by (producer, level): every series from the start.
     problems: dict[tuple[str, str], int] = field(
@@ -637,6 +638,14 @@ class ServerStats:
         handler = self._handlers.get(event.__class__)
         if handler is not None:
             handler(event)
+
+    @property
+    def startup_phases(self) -> dict[str, float]:
+        """Seconds of each start-up step of the last start: the compiled parts' steps added up."""
+        phases: dict[str, float] = {}
+        for (phase, _part), seconds in self.startup_steps.items():
+            phases[phase] = phases.get(phase, 0.0) + seconds
+        return phases
 
     @property
     def unparsed_lines(self) -> int:
@@ -933,7 +942,7 @@ class ServerStats:
     def _starting(self, e: ev.ServerStarting) -> None:
         self.note_time(e.stamp)
         if self.state != "starting":
-            self.startup_phases = {}  # the phases of this start replace the last one's
+            self.startup_steps = {}  # the steps of this start replace the last one's
         self._started_anew()
         self._transition("starting")
         if e.version:
@@ -1025,7 +1034,7 @@ class ServerStats:
             if e.bytes is not None:
                 self.kv_cache_memory_bytes = e.bytes
         elif e.seconds is not None:
-            self.startup_phases[e.phase] = e.seconds
+            self.startup_steps[(e.phase, e.part or "")] = e.seconds
 
     def _kv_capacity(self, e: ev.KvCacheCapacity) -> None:
         if e.tokens is not None:
@@ -1107,9 +1116,9 @@ class ServerStats:
             self.errors["engine_dead"] -= later.engine_dead_unplaced
         self.created = min(self.created, later.created)
         if restarted:
-            self.startup_phases = dict(later.startup_phases)  # the later part saw a new start
+            self.startup_steps = dict(later.startup_steps)  # the later part saw a new start
         else:
-            self.startup_phases.update(later.startup_phases)
+            self.startup_steps.update(later.startup_steps)
         # Lifecycle counts follow state changes, and the later part began in an
         # unknown state: replay both parts' transitions as one sequence.
         sequence = self.lifecycle + later.lifecycle

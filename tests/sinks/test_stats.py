@@ -302,6 +302,41 @@ def test_a_sleep_mode_run_read_in_two_parts_cut_anywhere_is_one_pass() -> None:
         assert got == pytest.approx(expected, rel=1e-12), cut
 
 
+# A 0.3x start compiling two parts, each timed apart on two workers (both report their part alike), then a
+# second start whose one part replaces the steps of the first.
+COMPILED_PARTS_LOG = [
+    "(APIServer pid=1) INFO 11-25 05:32:00 [api_server.py:1] vLLM API server version 0.32.0",
+    "(Worker_TP0 pid=8) INFO 11-25 05:32:21 [default_loader.py:501] Loading weights took 1.50 seconds",
+    "(Worker_TP0 pid=8) INFO 11-25 05:32:40 [monitor.py:62] [backbone] torch.compile took 20.00 s in total",
+    "(Worker_TP1 pid=9) INFO 11-25 05:32:40 [monitor.py:62] [backbone] torch.compile took 20.00 s in total",
+    "(Worker_TP0 pid=8) INFO 11-25 05:32:41 [monitor.py:91] [backbone] Initial profiling/warmup run took 0.75 s",
+    "(Worker_TP0 pid=8) INFO 11-25 05:32:43 [monitor.py:62] [eagle_head] torch.compile took 2.50 s in total",
+    "(Worker_TP1 pid=9) INFO 11-25 05:32:43 [monitor.py:62] [eagle_head] torch.compile took 2.50 s in total",
+    "(Worker_TP0 pid=8) INFO 11-25 05:32:43 [monitor.py:91] [eagle_head] Initial profiling/warmup run took 0.25 s",
+    "(APIServer pid=1) INFO:     Application startup complete.",
+    "(APIServer pid=1) INFO:     Shutting down",
+    "(APIServer pid=2) INFO 11-25 06:00:00 [api_server.py:1] vLLM API server version 0.32.0",
+    "(Worker_TP0 pid=18) INFO 11-25 06:00:30 [monitor.py:62] [backbone] torch.compile took 4.00 s in total",
+]
+
+
+def phases(stats: ServerStats) -> dict[str, float]:
+    samples = exposition(stats).items()
+    return {dict(labels)["phase"]: v for (name, labels), v in samples if name == "kvwatch_vllm_startup_phase_seconds"}
+
+
+@pytest.mark.parametrize("lines", [COMPILED_PARTS_LOG[:-3], COMPILED_PARTS_LOG], ids=["first start", "second"])
+def test_the_compiled_parts_steps_add_up_and_a_new_start_replaces_them(lines: list[str]) -> None:
+    expected = (
+        {"weights_loading": 1.5, "torch_compile": 22.5, "memory_profiling": 1.0}
+        if len(lines) < len(COMPILED_PARTS_LOG)
+        else {"torch_compile": 4.0}
+    )
+    assert phases(feed(fresh(), lines)) == expected
+    for cut in range(len(lines) + 1):
+        assert phases(read_in_two(lines, cut)) == expected, cut
+
+
 def test_kv_connectors_of_2026_add_up_by_quantity_and_direction() -> None:
     """NIXL's and Mooncake's expiry and receive failures, and 3FS's saves and loads (vLLM 0.32's reduce())."""
     tag = "(APIServer pid=1) INFO 12-04 05:00:00 [metrics.py:103] KV Transfer metrics: "
