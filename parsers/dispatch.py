@@ -82,6 +82,7 @@ from parsers.events import (
     EngineIteration,
     EnginePause,
     EngineSleep,
+    EngineStall,
     LmcacheParser,
     LogProblem,
     ShutdownAborted,
@@ -327,7 +328,7 @@ def _tag(tag: str) -> tuple[bool | None, int | None, int | None]:
 
 # Events whose line does not say which engine core or worker logged it: the process tag does.
 # (an engine core's step, sleep, pause and shutdown lines)
-_ENGINE_FROM_TAG = (EngineIteration, EngineSleep, EnginePause, ShutdownAborted)
+_ENGINE_FROM_TAG = (EngineIteration, EngineSleep, EnginePause, EngineStall, ShutdownAborted)
 _RANK_FROM_TAG = (SleepMemory,)  # a worker's sleep line
 
 

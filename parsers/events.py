@@ -539,6 +539,22 @@ class EnginePause(Event):
     state: PauseState = "unpaused"
 
 
+@dataclass(slots=True)
+class EngineStall(Event):
+    """``No available shared memory broadcast block found in N seconds. This typically happens when some processes
+    are hanging or doing some time-consuming work ...`` (0.5 and 0.6: ``No available block found in N second.``):
+    one of vLLM's processes waited N seconds more for another through their shared-memory queue -- a worker
+    that hangs (a collective operation that never completes, a peer gone) or, at start-up, a long compile or
+    quantization.  One line for every N seconds of a wait (``VLLM_RINGBUFFER_WARNING_INTERVAL``, 60 by
+    default); 0.5 and 0.6 also logged the waits of idle workers."""
+
+    kind: ClassVar[str] = "engine_stall"
+    #: the data-parallel rank of the engine core that logged it (`EngineCore_DP1`); none for a single engine or
+    #: another process
+    engine: int | None = None
+    seconds: float | None = None  #: how much longer the process waited
+
+
 # What vLLM's sleep mode puts to sleep (its sleep tags), in the order they are reported.
 SLEEP_PARTS: tuple[str, ...] = ("weights", "kv_cache")
 
@@ -792,6 +808,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EngineSleep,
     SleepMemory,
     EnginePause,
+    EngineStall,
     EnginesScaled,
     ServerError,
     ServerShutdown,

@@ -19,6 +19,7 @@ from parsers.events import (
     EnginePause,
     EngineSleep,
     EnginesScaled,
+    EngineStall,
     EngineStarting,
     Event,
     KvCacheCapacity,
@@ -471,6 +472,11 @@ KV_TOO_SMALL = re.compile(
 )
 # Their first words (common ones: never a suspicious line).
 KV_TOO_SMALL_WORDS = ("The", "To", "No")
+# A process of vLLM waiting on another through their shared-memory queue, once every N seconds of a wait.
+STALL = re.compile(
+    rf"No available (?:shared memory broadcast )?block found in ({INTEGER}) seconds?(?:\.|$)"
+    r"(?: This typically happens when some processes are hanging or doing some time-consuming work \([^()]{0,200}\)\.)?"
+)
 # A start that failed, the cause said elsewhere or outside the server: vLLM's engine core, and the LMCache
 # MP connector finding no LMCache server (``Cannot reach the LMCache MP server at 'tcp://...' within 30s.``).
 _FAILED_START_TEXT = (
@@ -547,6 +553,14 @@ def parse_kv_too_small(line: str, start: int, stamp: str | None) -> tuple[Event,
     return (ServerError(stamp, "kv_cache_too_small"),) if KV_TOO_SMALL.match(line, start) else ()
 
 
+def parse_no_available(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    """``No available ...``: memory for the KV cache (a start refused), or a block of the processes' queue."""
+    m = STALL.match(line, start)
+    if m is not None:
+        return (EngineStall(stamp, None, float(m.group(1))),)
+    return parse_kv_too_small(line, start, stamp)
+
+
 def parse_exception(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     m = _EXCEPTION.match(line, start)
     if m is None:
@@ -590,6 +604,7 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "DPCoordinator": (parse_coordinator_scaled, "engines_scaled"),
     # The refusals of a KV cache too small for one request, as their message alone.
     **dict.fromkeys(KV_TOO_SMALL_WORDS, (parse_kv_too_small, "server_error")),
+    "No": (parse_no_available, "server_error"),
     # ``<DEV> KV cache size: N tokens``: the device label is the first word.
     **dict.fromkeys(KV_DEVICES, (parse_kv_size, "kv_cache_capacity")),
 }

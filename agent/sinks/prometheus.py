@@ -792,6 +792,18 @@ CATALOGUE: tuple[Spec, ...] = (
             "took away read 0 from then on"
         ),
     ),
+    counter(
+        "kvwatch_vllm_engine_stall_seconds_total",
+        "Seconds vLLM's processes reported waiting on each other (No available shared memory broadcast block "
+        "found in N seconds).",
+        counted(ev.EngineStall, "seconds"),
+        doc=(
+            "seconds vLLM's processes reported waiting on each other through their shared-memory queue (`No "
+            "available shared memory broadcast block found in N seconds`, a line for every N seconds of one wait): "
+            "with requests in flight a worker that hangs, at start-up a long compile; 0.5 and 0.6 also reported "
+            "idle workers' waits"
+        ),
+    ),
     # sleep mode (--enable-sleep-mode)
     gauge(
         "kvwatch_vllm_sleeping",
