@@ -203,6 +203,24 @@ class LmcacheStore(Event):
     rank: int | None = None  #: tensor-parallel rank, when the line names it
 
 
+StoreSkipReason = Literal["memory_pressure", "unhealthy"]
+STORE_SKIP_REASONS: tuple[str, ...] = get_args(StoreSkipReason)
+
+
+@dataclass(slots=True)
+class LmcacheStoreSkipped(Event):
+    """LMCache stored less than vLLM handed it, and what it did not store cannot hit later: its local CPU memory
+    was full (``memory_pressure``: ``Local cpu memory under pressure so choosing to store only N total chunks of
+    KV cache.`` and ``... choosing to not store the KV cache.``; before mid-2025 ``Failed to allocate memory for
+    the KV cache.``) or its engine was marked unhealthy (``unhealthy``: ``LMCache is unhealthy, skipping store
+    operation``)."""
+
+    kind: ClassVar[str] = "lmcache_store_skipped"
+    reason: StoreSkipReason = "memory_pressure"  #: memory_pressure or unhealthy
+    stored_chunks: int | None = None  #: the chunks it stored all the same, where the line says (N of "store only N")
+    rank: int | None = None  #: tensor-parallel rank, when the line names it
+
+
 @dataclass(slots=True)
 class LmcacheRetrieve(Event):
     """One retrieve, once per tensor-parallel rank; ``throughput_gbps`` is GB per second."""
@@ -780,6 +798,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheLookupPending,
     LmcacheStoreStart,
     LmcacheStore,
+    LmcacheStoreSkipped,
     LmcacheRetrieve,
     LmcacheInitialized,
     LmcacheDegraded,

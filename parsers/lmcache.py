@@ -24,6 +24,7 @@ from parsers.events import (
     LmcacheRetrieve,
     LmcacheServerStarted,
     LmcacheStore,
+    LmcacheStoreSkipped,
     LmcacheStoreStart,
 )
 from parsers.shapes import DECIMAL, INTEGER, Shape, decimal, opens_with, ratio
@@ -192,6 +193,15 @@ _SERVER_STARTED = "Server started at"
 _REMOTE_SERVER_STARTED = re.compile(_SERVER_STARTED + r" (\S+:\d{1,5})(?!\S)")
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
 _TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
+# A store cut short because LMCache's local CPU memory is full (0.3.4 on; ``store only`` is followed by two
+# blanks), before mid-2025 ``Failed to allocate memory for the KV cache.`` (``The KV cache will not be stored.``
+# on the next line); or skipped because its health check failed.
+MEMORY_PRESSURE = re.compile(
+    rf"Local cpu memory under pressure so choosing to (?:store only +({INTEGER}) total chunks of KV cache"
+    r"|not store the KV cache)\."
+)
+_ALLOCATION_FAILED = "Failed to allocate memory for the KV cache"
+_UNHEALTHY_STORE = "LMCache is unhealthy, skipping store operation"
 
 
 def parse_lookup(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
@@ -361,9 +371,12 @@ def parse_storing(line: str, start: int, stamp: str | None, rank: int | None) ->
 
 
 def parse_initialized(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
-    """``LMCache initialized for role ...`` (in vLLM), or the multiprocess server's start."""
+    """``LMCache initialized for role ...`` (in vLLM), the multiprocess server's start, or a store its failed
+    health check skipped."""
     m = _INITIALIZED.match(line, start)
     if m is None:
+        if line.startswith(_UNHEALTHY_STORE, start):
+            return (LmcacheStoreSkipped(stamp, "unhealthy", rank=rank),)
         return parse_server_start(line, start, stamp, rank)
     role = m.group(1).rsplit(".", 1)[-1].lower()
     return (LmcacheInitialized(stamp, role, m.group(2), m.group(3)),)
@@ -393,7 +406,18 @@ def parse_remote_server_start(line: str, start: int, stamp: str | None, rank: in
 def parse_failed(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
     if line.startswith("Failed to initialize LMCacheManager components", start):
         return (LmcacheDegraded(stamp),)
+    if line.startswith(_ALLOCATION_FAILED, start):
+        return (LmcacheStoreSkipped(stamp, "memory_pressure", rank=rank),)
     return ()
+
+
+def parse_memory_pressure(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """``Local cpu memory under pressure so choosing to store only N total chunks of KV cache.``"""
+    m = MEMORY_PRESSURE.match(line, start)
+    if m is None:  # LMCache's other words on its memory (the backend's own, a benchmark generator's): no store
+        return ()
+    chunks = m.group(1)
+    return (LmcacheStoreSkipped(stamp, "memory_pressure", int(chunks) if chunks is not None else None, rank),)
 
 
 def parse_timeout(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
@@ -465,6 +489,7 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Storing": (parse_storing, "lmcache_store_start"),
     "LMCache": (parse_initialized, "lmcache_initialized"),
     "Failed": (parse_failed, "lmcache_degraded"),
+    "Local": (parse_memory_pressure, "lmcache_store_skipped"),
     "Timeout": (parse_timeout, "lmcache_lookup_timeout"),
     "Prefetch": (parse_prefetch, "lmcache_prefetch"),
     "L1": (parse_l1_usage, "lmcache_l1_usage"),

@@ -127,6 +127,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Storing": _exact(_whole(lmcache.STORING.pattern), _lmcache(lmcache.parse_storing)),
     "Prefetch": _exact(_whole(lmcache.PREFETCH.pattern), _lmcache(lmcache.parse_prefetch)),
     "L1": _exact(_whole(lmcache.L1_USAGE.pattern), _lmcache(lmcache.parse_l1_usage)),
+    "Local": _exact(_whole(lmcache.MEMORY_PRESSURE.pattern), _lmcache(lmcache.parse_memory_pressure)),
     "lookup": _exact(_whole(lmcache.LOOKUP_SUMMARY.pattern), _lmcache(lmcache.parse_lookup_summary)),
     "LMCache": _exact(_whole(lmcache.SERVER_START_ANY), _lmcache(lmcache.parse_server_start)),
     "EngineCore": _FATAL,

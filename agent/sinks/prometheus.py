@@ -294,6 +294,19 @@ CATALOGUE: tuple[Spec, ...] = (
         native="`lmcache:num_store_requests_total`",
     ),
     counter(
+        "kvwatch_lmcache_stores_skipped_total",
+        "Stores LMCache cut short or skipped: memory_pressure (its local CPU memory full), unhealthy.",
+        counted(ev.LmcacheStoreSkipped, by="reason", always=ev.STORE_SKIP_REASONS),
+        labels="reason",
+        doc=(
+            "stores LMCache cut short or skipped (one per line, each tensor-parallel rank its own): "
+            "`memory_pressure` (`Local cpu memory under pressure so choosing to store only N total chunks`, "
+            "earlier `Failed to allocate memory for the KV cache`: its local CPU memory full, "
+            "`max_local_cpu_size` too small for the working set), `unhealthy` (`LMCache is unhealthy, skipping "
+            "store operation`); what was not stored cannot hit later"
+        ),
+    ),
+    counter(
         "kvwatch_lmcache_stored_tokens_total",
         "Tokens stored.",
         value_of("stored_tokens"),
