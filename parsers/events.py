@@ -262,6 +262,19 @@ class LmcacheLookupTimeout(Event):
 
 
 @dataclass(slots=True)
+class LmcacheLoadFailed(Event):
+    """``Request X failed to load N tokens across M blocks``: LMCache retrieved less of a request's KV than its
+    lookup had promised (after its errors ``The number of retrieved tokens is less than the expected number of
+    tokens!``); vLLM computes those tokens again, or fails the request under ``kv_load_failure_policy=fail``."""
+
+    kind: ClassVar[str] = "lmcache_load_failed"
+    request_id: str | None = None  #: the id as printed
+    tokens: NonNegativeInt = 0  #: tokens it failed to load
+    blocks: NonNegativeInt | None = None  #: vLLM KV blocks those tokens were to fill
+    rank: int | None = None  #: tensor-parallel rank, when the line names it
+
+
+@dataclass(slots=True)
 class LmcachePrefetch(Event):
     """LMCache's multiprocess server found a request's prefix (``Prefetch request completed``;
     printed only when something hit).  Counts are cache keys (chunks per KV group and rank),
@@ -803,6 +816,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheInitialized,
     LmcacheDegraded,
     LmcacheLookupTimeout,
+    LmcacheLoadFailed,
     LmcachePrefetch,
     LmcacheL1Usage,
     LmcacheLookupSummary,

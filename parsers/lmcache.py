@@ -15,6 +15,7 @@ from parsers.events import (
     LmcacheDegraded,
     LmcacheInitialized,
     LmcacheL1Usage,
+    LmcacheLoadFailed,
     LmcacheLookup,
     LmcacheLookupPending,
     LmcacheLookupSummary,
@@ -201,6 +202,8 @@ MEMORY_PRESSURE = re.compile(
     r"|not store the KV cache)\."
 )
 _ALLOCATION_FAILED = "Failed to allocate memory for the KV cache"
+# A request whose KV LMCache loaded only in part (its adapter, 0.3.x on).
+LOAD_FAILED = re.compile(rf"Request (\S{{1,256}}) failed to load ({INTEGER}) tokens across ({INTEGER}) blocks")
 _UNHEALTHY_STORE = "LMCache is unhealthy, skipping store operation"
 
 
@@ -420,6 +423,14 @@ def parse_memory_pressure(line: str, start: int, stamp: str | None, rank: int | 
     return (LmcacheStoreSkipped(stamp, "memory_pressure", int(chunks) if chunks is not None else None, rank),)
 
 
+def parse_load_failed(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """``Request X failed to load N tokens across M blocks``; LMCache's other words on a request give nothing."""
+    m = LOAD_FAILED.match(line, start)
+    if m is None:
+        return ()
+    return (LmcacheLoadFailed(stamp, m.group(1), int(m.group(2)), int(m.group(3)), rank),)
+
+
 def parse_timeout(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
     m = _TIMEOUT.match(line, start)
     if m is None:
@@ -490,6 +501,7 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "LMCache": (parse_initialized, "lmcache_initialized"),
     "Failed": (parse_failed, "lmcache_degraded"),
     "Local": (parse_memory_pressure, "lmcache_store_skipped"),
+    "Request": (parse_load_failed, "lmcache_load_failed"),
     "Timeout": (parse_timeout, "lmcache_lookup_timeout"),
     "Prefetch": (parse_prefetch, "lmcache_prefetch"),
     "L1": (parse_l1_usage, "lmcache_l1_usage"),

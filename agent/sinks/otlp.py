@@ -449,6 +449,8 @@ def _lmcache_moves(a: dict[str, object], request: OpenRequest) -> None:
         a["lmcache.lookups_pending"] = request.pending_lookups
     if request.retrieves:
         a["lmcache.retrieved_tokens"] = _per_rank_max(request.retrieves, lambda r: r.retrieved)
+    if request.load_failed_tokens:
+        a["lmcache.load_failed_tokens"] = request.load_failed_tokens
     if request.prefetches:
         first_prefetch = request.prefetches[0]
         a["lmcache.prefetch.hit_keys"] = first_prefetch.hit_keys

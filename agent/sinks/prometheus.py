@@ -294,6 +294,22 @@ CATALOGUE: tuple[Spec, ...] = (
         native="`lmcache:num_store_requests_total`",
     ),
     counter(
+        "kvwatch_lmcache_load_failures_total",
+        "Loads LMCache completed only in part (Request X failed to load N tokens across M blocks).",
+        counted(ev.LmcacheLoadFailed),
+        doc=(
+            "loads of a request's KV that LMCache completed only in part (`Request X failed to load N tokens "
+            "across M blocks`, one per tensor-parallel rank): the hit it promised was not delivered; vLLM from "
+            "autumn 2025 reports the same failures itself (`kvwatch_vllm_kv_load_failures_total`)"
+        ),
+    ),
+    counter(
+        "kvwatch_lmcache_load_failed_tokens_total",
+        "Tokens LMCache failed to load (vLLM computes them again, or fails the request).",
+        counted(ev.LmcacheLoadFailed, "tokens"),
+        doc="tokens of those loads that LMCache did not load: vLLM computes them again (or fails the request)",
+    ),
+    counter(
         "kvwatch_lmcache_stores_skipped_total",
         "Stores LMCache cut short or skipped: memory_pressure (its local CPU memory full), unhealthy.",
         counted(ev.LmcacheStoreSkipped, by="reason", always=ev.STORE_SKIP_REASONS),

@@ -56,6 +56,8 @@ _SIDES = tuple(tuple(ServerSide(degraded, seen) for seen in (False, True)) for d
 
 def miss_reason(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_CHUNK) -> str | None:
     """Why the request's LMCache hit fell short, from what its lines and the server's say."""
+    if request.load_failed_tokens:
+        return f"LMCache failed to load {request.load_failed_tokens} tokens of its hit"
     if request.lookups:
         last = request.lookups[-1]
         whole = last.total // chunk * chunk  # LMCache keeps whole chunks only

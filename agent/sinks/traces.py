@@ -138,6 +138,7 @@ class OpenRequest:
         "id",
         "ids",
         "last_activity",
+        "load_failed_tokens",
         "lookups",
         "max_tokens",
         "mp_miss",
@@ -180,6 +181,7 @@ class OpenRequest:
         self.store_starts: list[StoreStart] = []  # not yet paired with a store
         self.retrieves: list[Retrieve] = []
         self.prefetches: list[Prefetch] = []
+        self.load_failed_tokens = 0  # of the hit LMCache promised, what it failed to load (the most one rank said)
         # LMCache's multiprocess server found nothing for it: it finished with no prefetch line while
         # vLLM's KV Transfer metrics lines showed its connector being asked (a miss logs nothing).
         self.mp_miss = False
@@ -287,6 +289,7 @@ class TraceBuilder:
             ev.LmcacheStore: self._store,
             ev.LmcacheRetrieve: self._retrieve,
             ev.LmcachePrefetch: self._prefetch,
+            ev.LmcacheLoadFailed: self._load_failed,
             ev.RequestFinished: self._finished,
             ev.ResponseGenerated: self._generated,
             ev.RequestAborted: self._aborted,
@@ -633,6 +636,11 @@ class TraceBuilder:
             return
         self._scheduled(request, every_request=False)
         request.prefetches.append(Prefetch(when, e.hit_keys, e.requested_keys, e.l1_keys, e.l2_keys, e.ms))
+
+    def _load_failed(self, e: ev.LmcacheLoadFailed, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is not None:
+            request.load_failed_tokens = max(request.load_failed_tokens, e.tokens)  # each rank says it
 
     def _finished(self, e: ev.RequestFinished, when: float) -> None:
         self.ids_end_requests = True

@@ -58,6 +58,15 @@ def test_the_reason_a_hit_fell_short(line: str, reason: str | None) -> None:
     assert (row["id"], row["status"], row["outcome"]) == ("chatcmpl-a-11111111", 200, "responded")
 
 
+def test_a_hit_lmcache_failed_to_load_says_how_much_of_it() -> None:
+    failed = (
+        "(Worker_TP{rank} pid=9) [2026-01-27 01:40:09,403] LMCache WARNING: Request chatcmpl-a-11111111 failed to "
+        "load 256 tokens across 16 blocks (vllm_v1_adapter.py:1125:lmcache.integration.vllm.vllm_v1_adapter)"
+    )
+    row = one(lookup("chatcmpl-a-11111111", 600, 512, 512), failed.format(rank=0), failed.format(rank=1))
+    assert row["reason"] == "LMCache failed to load 256 tokens of its hit"
+
+
 def test_a_lookup_that_never_finished_and_a_server_without_lmcache() -> None:
     pending = "[2026-11-25 05:40:56,000] LMCache INFO: Reqid: chatcmpl-a-11111111, Total tokens 600, LMCache hit "
     pending += "tokens: None. (vllm_v1_adapter.py:1:lmcache.integration.vllm.x)"

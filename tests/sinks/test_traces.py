@@ -415,6 +415,22 @@ def test_tensor_parallel_ranks_count_tokens_once() -> None:
     assert sorted(s.attributes["lmcache.rank"] for s in run.children(root)) == [0, 1]
 
 
+def test_a_load_lmcache_completed_in_part_is_on_the_request_once() -> None:
+    lines = [
+        "(EngineCore_DP0 pid=7) [2026-01-27 01:40:09,300] LMCache INFO: Reqid: chatcmpl-a45f, Total tokens 11095, "
+        "LMCache hit tokens: 4096, need to load: 2048 (vllm_v1_adapter.py:1550:lmcache.integration.vllm.x)",
+        *(
+            f"(Worker_TP{rank} pid=8{rank}) [2026-01-27 01:40:09,403] LMCache WARNING: Request chatcmpl-a45f failed to "
+            "load 256 tokens across 16 blocks (vllm_v1_adapter.py:1125:lmcache.integration.vllm.vllm_v1_adapter)"
+            for rank in (0, 1)
+        ),
+        "(APIServer pid=6) INFO 01-27 01:40:11 [loggers.py:1] Finished request chatcmpl-a45f.",
+    ]
+    (root,) = Run().feed(lines).roots()
+    assert root.attributes["lmcache.load_failed_tokens"] == 256
+    assert root.attributes["lmcache.hit_tokens"] == 4096
+
+
 def test_hit_ratio_buckets_carry_sampled_trace_ids_as_exemplars() -> None:
     run = Run().feed(sample_lines())
     trace_ids = {f"{r.context.trace_id:032x}" for r in run.roots()}
