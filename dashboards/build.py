@@ -389,6 +389,14 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             query(rate("kvwatch_lmcache_stores_total"), "{{server}} stores/s"),
             query(rate("kvwatch_lmcache_store_starts_total"), "{{server}} stores begun/s"),
             query(rate("kvwatch_lmcache_retrieves_total"), "{{server}} retrieves/s"),
+            query(
+                rate("kvwatch_lmcache_stores_skipped_total", by="server, reason"), "{{server}} cut short/s: {{reason}}"
+            ),
+            query(rate("kvwatch_lmcache_load_failures_total"), "{{server}} loads failed/s"),
+            description=(
+                "Stores cut short or skipped: memory_pressure (LMCache's local CPU memory full; what it did not "
+                "store cannot hit), unhealthy (its health check failed); loads completed only in part."
+            ),
             width=12,
             no_value=IN_PROCESS_ONLY,
         )
@@ -693,10 +701,14 @@ def engine_row(d: db.Dashboard) -> db.Dashboard:
     )
     d = d.with_panel(
         series(
-            "Sleep mode and pauses",
+            "Sleep mode, pauses and waits",
             "short",
             query(f"max by (server, engine) (kvwatch_vllm_sleeping{{{ENGINES}}})", "{{server}}/{{engine}} asleep"),
             query(f"max by (server, engine) (kvwatch_vllm_paused{{{ENGINES}}})", "{{server}}/{{engine}} paused"),
+            query(
+                f"sum by (server) (increase(kvwatch_vllm_engine_stall_seconds_total{{{SERVERS}}}[$__rate_interval]))",
+                "{{server}} seconds its processes waited on each other",
+            ),
             query(
                 f"sum by (server, transition) (increase(kvwatch_vllm_sleep_transitions_total{{{ENGINES}}}"
                 "[$__rate_interval]))",
@@ -705,7 +717,9 @@ def engine_row(d: db.Dashboard) -> db.Dashboard:
             description=(
                 "1 while an engine is asleep (vLLM's sleep mode: weights and KV cache released, e.g. between "
                 "training steps) or its scheduler paused (/pause); an engine at rest is not stalled. Bars: "
-                "transitions. What sleeping left in use on each device is in the table below."
+                "transitions, and the seconds vLLM's processes reported waiting on each other (No available shared "
+                "memory broadcast block found: with requests in flight, a hang). What sleeping left in use on each "
+                "device is in the table below."
             ),
             width=24,
         )
@@ -813,9 +827,11 @@ def requests_row(d: db.Dashboard) -> db.Dashboard:
             query(
                 rate("kvwatch_vllm_kv_load_failed_tokens_total", by="server, policy"), "{{server}} tokens/s: {{policy}}"
             ),
+            query(rate("kvwatch_lmcache_load_failed_tokens_total"), "{{server}} tokens/s LMCache failed to load"),
             description=(
                 "KV the connector (LMCache ...) promised and could not load: computed again (recompute) or the "
-                "requests failed (fail), as vLLM's kv_load_failure_policy says."
+                "requests failed (fail), as vLLM's kv_load_failure_policy says; and as LMCache's adapter reports "
+                "it (Request X failed to load N tokens, each tensor-parallel rank its own)."
             ),
             width=12,
         )
