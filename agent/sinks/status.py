@@ -51,6 +51,7 @@ class ServerStatus:
     errors: dict[str, float] = field(default_factory=dict)
     suspicious_lines: float = 0.0
     lmcache_error_lines: float = 0.0  # LMCache's error and critical lines (KvwatchLmcacheErrors)
+    lmcache_memory_full: float = 0.0  # stores LMCache cut short for want of memory (KvwatchLmcacheMemoryFull)
     last_error: str | None = None
     canary: str | None = None  # the last canary's verdict (its reason)
     startup_phases: dict[str, float] = field(default_factory=dict)
@@ -88,6 +89,8 @@ class ServerStatus:
             found.append("LMCache degraded")
         if self.lmcache_error_lines:
             found.append("LMCache errors logged")
+        if self.lmcache_memory_full:
+            found.append("LMCache memory full")
         if self.suspicious_lines:
             found.append("suspicious lines")
         if self.canary not in (None, "works"):
@@ -227,6 +230,9 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
     elif name == "kvwatch_log_problem_lines_total":
         if labels.get("producer") == "lmcache" and labels.get("level") in ("error", "critical"):
             s.lmcache_error_lines += value
+    elif name == "kvwatch_lmcache_stores_skipped_total":
+        if labels.get("reason") == "memory_pressure":
+            s.lmcache_memory_full += value
     elif name == "kvwatch_canary_ok" and value == 1:
         s.canary = labels.get("reason")
     elif name == "kvwatch_vllm_startup_phase_seconds":

@@ -58,6 +58,9 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
         'kvwatch_lines_suspicious_total{server="s",family="engine_stats"} 3\n'
         'kvwatch_log_problem_lines_total{server="s",producer="lmcache",level="critical"} 1\n'
         'kvwatch_log_problem_lines_total{server="s",producer="vllm",level="error"} 4\n'
+        'kvwatch_lmcache_stores_skipped_total{server="s",reason="memory_pressure"} 5\n'
+        'kvwatch_lmcache_stores_skipped_total{server="t",reason="memory_pressure"} 0\n'
+        'kvwatch_lmcache_stores_skipped_total{server="t",reason="unhealthy"} 2\n'
         'kvwatch_canary_ok{server="s",reason="nothing_hit"} 1\n'
         'kvwatch_log_problem_lines_total{server="t",producer="lmcache",level="warning"} 9\n'
         "kvwatch_gpus_missing 1\n"
@@ -69,6 +72,7 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
         "crash_loop",
         "oom error",
         "LMCache errors logged",
+        "LMCache memory full",
         "suspicious lines",
         "canary: nothing_hit",
     ]
