@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from agent.sinks.stats import EngineStatsState, ServerStats
+from agent.sinks.stats import EngineStatsState, ServerStats, declare_count
+from parsers import events as ev
+
+# Counts their metrics keep from events alone (declared with the same words as there).
+_STALL_SECONDS = declare_count(ev.EngineStall, "seconds").key
+_LOAD_FAILURES = declare_count(ev.LmcacheLoadFailed).key
+_LOAD_FAILED_TOKENS = declare_count(ev.LmcacheLoadFailed, "tokens").key
+_STORES_SKIPPED = declare_count(ev.LmcacheStoreSkipped, by="reason").key
 
 
 def _n(value: float) -> str:
@@ -39,6 +46,9 @@ def render(servers: Iterable[ServerStats]) -> str:
         out += _lmcache_server(s)
         out += _engine_lines(s)
         out.append(f"  errors       {_counted(s.errors)}")
+        stalled = s.counted.get(_STALL_SECONDS, 0)
+        if stalled:
+            out.append(f"  waits        vLLM's processes waited on each other {_n(stalled)} s")
         out += _service_lines(s)
         logged = {f"{producer} {level}": count for (producer, level), count in s.problem_lines.items()}
         out.append(f"  logged       {_counted(logged)} (warning and error lines that gave no other event)")
@@ -127,7 +137,18 @@ def _lmcache(s: ServerStats) -> list[str]:
         f"retrieved {s.retrieved_tokens:,} in {s.retrieves:,}"
         + (f"; {s.lookup_timeouts:,} lookup timeouts" if s.lookup_timeouts else "")
         + ("; DEGRADED (LMCache engine failed to start)" if s.lmcache_degraded else "")
+        + _lmcache_shortfalls(s)
     ]
+
+
+def _lmcache_shortfalls(s: ServerStats) -> str:
+    """Stores LMCache cut short and loads it completed only in part."""
+    skipped = {key[1]: int(n) for key, n in s.counted.items() if isinstance(key, tuple) and key[0] == _STORES_SKIPPED}
+    failures = s.counted.get(_LOAD_FAILURES, 0)
+    text = f"; stores cut short: {_counted(skipped)}" if any(skipped.values()) else ""
+    if failures:
+        text += f"; {failures:,.0f} loads failed ({s.counted.get(_LOAD_FAILED_TOKENS, 0):,.0f} tokens)"
+    return text
 
 
 def _lmcache_server(s: ServerStats) -> list[str]:

@@ -108,6 +108,32 @@ def test_summary_and_events_of_a_unit_s_journal_show_what_systemd_said_of_the_un
     ]
 
 
+def test_summary_says_what_lmcache_failed_to_store_or_load_and_how_long_vllm_s_processes_waited(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "vllm.log"
+    tail = "(cache_engine.py:380:lmcache.v1.cache_engine)"
+    log.write_text(
+        "(EngineCore_DP0 pid=7) [2026-01-27 01:40:09,300] LMCache INFO: Reqid: chatcmpl-a, Total tokens 600, LMCache "
+        "hit tokens: 512, need to load: 512 (vllm_v1_adapter.py:1550:lmcache.integration.vllm.x)\n"
+        "(EngineCore_DP0 pid=7) [2026-01-27 01:40:09,403] LMCache WARNING: Request chatcmpl-a failed to load 256 "
+        "tokens across 16 blocks (vllm_v1_adapter.py:1125:lmcache.integration.vllm.vllm_v1_adapter)\n"
+        + 2
+        * "(EngineCore_DP0 pid=7) [2026-01-27 01:40:09,923] LMCache WARNING: Local cpu memory under pressure so "
+        f"choosing to store only  0 total chunks of KV cache. {tail}\n"
+        + 3
+        * "(EngineCore_DP0 pid=7) INFO 01-27 01:41:41 [shm_broadcast.py:542] No available shared memory broadcast "
+        "block found in 60 seconds. This typically happens when some processes are hanging or doing some "
+        "time-consuming work (e.g. compilation, weight/kv cache quantization).\n",
+        encoding="utf-8",
+    )
+    result = kvwatch("replay", str(log))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert "; stores cut short: memory_pressure 2; 1 loads failed (256 tokens)" in text
+    assert "waits        vLLM's processes waited on each other 180 s" in text
+
+
 def test_summary_shows_the_multiprocess_servers_prefetches_and_hit_rate_summaries(tmp_path: Path) -> None:
     """The LMCache server's own log (lmcache 0.5.6, two prefetches with a hit) and, after it, the hit-rate
     summary a later server prints: the summary's "LMCache MP" line has both."""
