@@ -142,7 +142,6 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Loading": _exact(_whole(lifecycle.WEIGHTS_LOADING.pattern), lifecycle.parse_model_loading),
     "Model": _exact(_whole(lifecycle.MODEL_LOADING.pattern), lifecycle.parse_model_loading),
     "torch.compile": _exact(_whole(lifecycle.TORCH_COMPILE.pattern), lifecycle.parse_torch_compile),
-    "graph": _exact(_whole(lifecycle.TORCH_COMPILE.pattern), lifecycle.parse_torch_compile),
     "Initial": _exact(
         _whole(lifecycle.PROFILING_RUN.pattern + "|" + lifecycle.KV_PINNED.pattern + r"[^`]{0,400}"),
         lifecycle.parse_initial,
