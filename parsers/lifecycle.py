@@ -604,7 +604,7 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "DPCoordinator": (parse_coordinator_scaled, "engines_scaled"),
     # The refusals of a KV cache too small for one request, as their message alone.
     **dict.fromkeys(KV_TOO_SMALL_WORDS, (parse_kv_too_small, "server_error")),
-    "No": (parse_no_available, "server_error"),
+    "No": (parse_no_available, "server_error"),  # ``No available ...``: that refusal, or the processes' queue
     # ``<DEV> KV cache size: N tokens``: the device label is the first word.
     **dict.fromkeys(KV_DEVICES, (parse_kv_size, "kv_cache_capacity")),
 }

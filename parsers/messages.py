@@ -167,6 +167,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "[Elastic": _exact(_whole(lifecycle.ELASTIC_SCALED.pattern), lifecycle.parse_elastic_scaled),
     "DPCoordinator": _exact(_whole(lifecycle.COORDINATOR_SCALED.pattern), lifecycle.parse_coordinator_scaled),
     **dict.fromkeys(lifecycle.KV_TOO_SMALL_WORDS, _KV_TOO_SMALL),
+    # ``No available ...``: the refusal above, or a block of vLLM's processes' queue.
     "No": _exact(_whole(lifecycle.KV_TOO_SMALL.pattern + "|" + lifecycle.STALL.pattern), lifecycle.parse_no_available),
 }
 # LMCache's messages that its request tag may stand before (``[req_id=X] Stored ...``).
