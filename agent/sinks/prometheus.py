@@ -43,9 +43,9 @@ def counted(event: type, amount: str | None = None, by: str | None = None, alway
 
     def samples(s: ServerStats, labels: tuple[str, ...]) -> Iterable[Sample]:
         if by is None:
-            return [((), s.counted.get(rule.key, 0))]
+            return [((), s.count_of(rule))]
         values = dict.fromkeys(always, 0)
-        values.update((key[1], v) for key, v in s.counted.items() if isinstance(key, tuple) and key[0] == rule.key)
+        values.update(s.counts_by(rule))
         return sorted(((value,), count) for value, count in values.items())
 
     return samples

@@ -639,6 +639,14 @@ class ServerStats:
         if handler is not None:
             handler(event)
 
+    def count_of(self, rule: Count) -> float:
+        """A declared count without ``by``: its total so far."""
+        return self.counted.get(rule.key, 0)
+
+    def counts_by(self, rule: Count) -> dict[str, float]:
+        """A declared count with ``by``: its total for each value seen so far."""
+        return {key[1]: v for key, v in self.counted.items() if isinstance(key, tuple) and key[0] == rule.key}
+
     @property
     def startup_phases(self) -> dict[str, float]:
         """Seconds of each start-up step of the last start: the compiled parts' steps added up."""

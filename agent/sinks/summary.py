@@ -9,10 +9,10 @@ from agent.sinks.stats import EngineStatsState, ServerStats, declare_count
 from parsers import events as ev
 
 # Counts their metrics keep from events alone (declared with the same words as there).
-_STALL_SECONDS = declare_count(ev.EngineStall, "seconds").key
-_LOAD_FAILURES = declare_count(ev.LmcacheLoadFailed).key
-_LOAD_FAILED_TOKENS = declare_count(ev.LmcacheLoadFailed, "tokens").key
-_STORES_SKIPPED = declare_count(ev.LmcacheStoreSkipped, by="reason").key
+_STALL_SECONDS = declare_count(ev.EngineStall, "seconds")
+_LOAD_FAILURES = declare_count(ev.LmcacheLoadFailed)
+_LOAD_FAILED_TOKENS = declare_count(ev.LmcacheLoadFailed, "tokens")
+_STORES_SKIPPED = declare_count(ev.LmcacheStoreSkipped, by="reason")
 
 
 def _n(value: float) -> str:
@@ -46,7 +46,7 @@ def render(servers: Iterable[ServerStats]) -> str:
         out += _lmcache_server(s)
         out += _engine_lines(s)
         out.append(f"  errors       {_counted(s.errors)}")
-        stalled = s.counted.get(_STALL_SECONDS, 0)
+        stalled = s.count_of(_STALL_SECONDS)
         if stalled:
             out.append(f"  waits        vLLM's processes waited on each other {_n(stalled)} s")
         out += _service_lines(s)
@@ -143,11 +143,11 @@ def _lmcache(s: ServerStats) -> list[str]:
 
 def _lmcache_shortfalls(s: ServerStats) -> str:
     """Stores LMCache cut short and loads it completed only in part."""
-    skipped = {key[1]: int(n) for key, n in s.counted.items() if isinstance(key, tuple) and key[0] == _STORES_SKIPPED}
-    failures = s.counted.get(_LOAD_FAILURES, 0)
+    skipped = {reason: int(n) for reason, n in s.counts_by(_STORES_SKIPPED).items()}
+    failures = s.count_of(_LOAD_FAILURES)
     text = f"; stores cut short: {_counted(skipped)}" if any(skipped.values()) else ""
     if failures:
-        text += f"; {failures:,.0f} loads failed ({s.counted.get(_LOAD_FAILED_TOKENS, 0):,.0f} tokens)"
+        text += f"; {failures:,.0f} loads failed ({s.count_of(_LOAD_FAILED_TOKENS):,.0f} tokens)"
     return text
 
 
