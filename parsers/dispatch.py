@@ -547,6 +547,11 @@ def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events
         m = STDLIB_HEADER.match(line)
         if m is not None:
             events = _by_logger(m.group(2), line, m.end(), m.group(1), rank) or _rest_of_header(line, m.end())
+            if not events:
+                # A launcher that logs the server's output through Python's logging under the server's name.
+                events = _carried_record(line, m.end(), depth, rank)
+                if events is not None:
+                    return events
             return events or _problem(m.group(3), _producer(m.group(2)), m.group(2), m.group(1))
     return _headerless(line, depth, rank)
 
@@ -566,13 +571,22 @@ def _ray_serve_message(line: str, record: re.Match[str], depth: int, rank: int |
     start = record.end()
     if _RAY_OUTCOME.match(line, start):
         return NOTHING
-    message = line[start:]
-    if begins_record(message):
-        return parse_nested(message, depth + 1, rank) if depth < _MAX_DEPTH else NOTHING
+    events = _carried_record(line, start, depth, rank)
+    if events is not None:
+        return events
     events = message_only(line, start)
     if events:
         return _restamp(events, record.group(1))
     return _headerless(line, depth, rank)
+
+
+def _carried_record(line: str, start: int, depth: int, rank: int | None) -> Events | None:
+    """The events of a whole record another logger's record carries as its message from ``start`` on (its own
+    time kept); None where the message begins no record."""
+    message = line[start:]
+    if not begins_record(message):
+        return None
+    return parse_nested(message, depth + 1, rank) if depth < _MAX_DEPTH else NOTHING
 
 
 def _headerless(line: str, depth: int, rank: int | None) -> Events:

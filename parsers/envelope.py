@@ -533,8 +533,14 @@ def find_header(line: str) -> Header | None:
             own.stamp = own.stamp or found.stamp
             found = own
     while found is not None:
-        following = _header_at(line, found.end)
-        if following is None or following.start != found.end or following.end <= found.end:
+        at = found.end
+        if line.startswith("(", at):
+            # A process tag between a wrapper's header and the record's (a launcher logging a server's
+            # output through Python's logging: ``... - vllm - INFO - (APIServer pid=1) INFO 12-14 ...``).
+            tag = PROCESS_TAG.match(line, at)
+            at = at if tag is None else tag.end()
+        following = _header_at(line, at)
+        if following is None or following.start != at or following.end <= at:
             return found
         found = following
     return None
