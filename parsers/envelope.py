@@ -653,7 +653,8 @@ def _prefix_shape_accepted(shape: bytes, kind: str) -> bool:
         return False
     if kind in ("exception", "crash") and not _looks_logged(prefix):
         return False
-    return not _is_prose(prefix)
+    # (A process tag is no word of a sentence: ``INFO in launcher: (APIServer pid=1) `` is Flask's header and a tag.)
+    return not _is_prose(_TAG_IN_PREFIX.sub(" ", prefix))
 
 
 # A tool's own RFC 3339 time in a prefix (``kubectl logs --prefix --timestamps``, stern's ``--timestamps``
