@@ -798,7 +798,10 @@ def _after_header(text: str, found: Header, rank: int | None) -> Events:
     if found.kind == "crash":
         return message_only(text, start)
     if found.kind == "torch":
-        return NOTHING  # only its level is read
+        # PyTorch's own messages give only their level; a program relaying the server's output through glog or
+        # klog puts its header before a message read alone too (a traceback's last line, a crash report).
+        events = message_only(text, start) or lifecycle.parse_exception(text, start, None)
+        return _restamp(events, torch_problem(text, found.start)[2]) if events else NOTHING
     if found.kind == "ray_access":
         return requests.parse_ray_serve_access(text, start) or NOTHING
     return uvicorn_message(text, start, found.stamp)
