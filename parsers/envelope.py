@@ -956,6 +956,22 @@ def _journal_framing_end(line: str) -> int:
     return _journal_source_end(m)
 
 
+# The longest name read before journald's framing (a log stream's: CloudWatch allows 512 characters).
+_FRAMED_NAME_MAX = 512
+
+
+def _named_journal_framing_end(line: str) -> int:
+    """Where the line behind one name and journald's framing begins (``aws logs tail``'s log stream before a syslog
+    file's line, ``i-0abc123 Dec 14 16:18:29 host vllm[4242]: ``); 0 for a line without them."""
+    if line[0] == " ":
+        return 0
+    space = line.find(" ", 1, _FRAMED_NAME_MAX + 1)
+    if space == -1 or ":" in line[:space] or "*" in line[:space]:  # (a log stream's name has neither)
+        return 0
+    end = _journal_framing_end(line[space + 1 :])
+    return space + 1 + end if end else 0
+
+
 # The time journald's short framing (and syslog's, and moreutils' ts) shows, the month named in English: ``Dec 14
 # 16:18:29`` (``short-precise``: with microseconds); and short-unix's seconds since the epoch.
 _FRAMING_TIME = re.compile(
@@ -971,7 +987,11 @@ def framing_stamp(framing: str) -> str | None:
     month in another language)."""
     m = _FRAMING_TIME.match(framing)
     if m is None:
-        return None
+        # (Behind a name: a log stream's before a syslog file's line.)
+        space = framing.find(" ")
+        m = _FRAMING_TIME.match(framing, space + 1) if space != -1 else None
+        if m is None:
+            return None
     if m.group(4) is not None:
         return f"@{m.group(4)}{m.group(5)}"
     month = _MONTHS.get(m.group(1))
@@ -1180,7 +1200,7 @@ def framing_end(line: str) -> int:
         if m is not None:
             return m.end()
     if first.isalnum() or first == " ":
-        end = _journal_framing_end(line) or _stamping_tool_end(line)
+        end = _journal_framing_end(line) or _stamping_tool_end(line) or _named_journal_framing_end(line)
         if end:
             return end
     found = tool_prefix(line)

@@ -725,6 +725,25 @@ def test_journald_s_other_framings_are_read_past_before_a_message_alone() -> Non
     assert framing_end("Dec 14 16:18:29 systemd: " + line) == 0
 
 
+def test_journald_s_framing_behind_a_log_stream_s_name_is_read_past() -> None:
+    # A syslog file shipped to CloudWatch Logs, read back with ``aws logs tail``: its time (a wrapper's, read past
+    # first) and the log stream's name before each line.
+    message = "vllm.service: Main process exited, code=killed, status=9/KILL"
+    framing = "Dec 14 16:18:29 gpu-node-1 systemd[1]: "
+    for stream in ("i-0a1b2c3d4e5f67890 ", "AllTraffic/i-0a1b2c3d4e5f67890 ", "ecs/vllm/0123abcd "):
+        assert framing_end(stream + framing + message) == len(stream + framing), stream
+        assert [(e.kind, e.stamp) for e in parse_line(stream + framing + message)] == [
+            ("service_exited", "12-14 16:18:29")
+        ]
+        tailed = "2025-12-14T16:18:29.053000+00:00 " + stream + framing + message
+        assert [(e.kind, e.stamp) for e in parse_line(tailed)] == [
+            ("service_exited", "2025-12-14T16:18:29.053000+00:00")
+        ]
+    # Two words, or prose, before the framing are no log stream's name.
+    for words in ("my log ", "see: "):
+        assert framing_end(words + framing + message) == 0, words
+
+
 def test_a_message_alone_behind_journald_s_framing_takes_its_time_and_a_record_keeps_its_own() -> None:
     message = "vllm.service: Main process exited, code=killed, status=9/KILL"
     for framing, stamp in (
