@@ -431,12 +431,15 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             query(rate("kvwatch_lmcache_prefetch_requested_keys_total"), "{{server}} keys asked for/s"),
             query(rate("kvwatch_lmcache_prefetches_total"), "{{server}} prefetches with a hit/s"),
             query(rate("kvwatch_lmcache_server_lookups_total"), "{{server}} lookups/s (hit-rate summaries)"),
+            query(rate("kvwatch_lmcache_mp_lookups_total", by="server, result"), "{{server}} lookups {{result}}/s"),
+            query(rate("kvwatch_lmcache_mp_lookup_found_chunks_total"), "{{server}} chunks found/s"),
             query(
                 f"sum by (server) (increase(kvwatch_lmcache_server_starts_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} server starts",
             ),
             description="LMCache's multiprocess server (lmcache server): keys it found in L1 (memory) and L2 "
-            "(storage); it logs nothing for a miss.  Keys are chunks per KV group and rank, not tokens.",
+            "(storage); at INFO it logs nothing for a miss, at DEBUG every lookup's end, hit or miss, and the "
+            "chunks it found.  Keys are chunks per KV group and rank, not tokens.",
             width=8,
             no_value=MP_ONLY,
         )

@@ -289,6 +289,26 @@ class LmcachePrefetch(Event):
     ms: float | None = None  #: time the prefetch took, milliseconds
 
 
+MpLookupResult = Literal["hit", "miss"]
+MP_LOOKUP_RESULTS: tuple[str, ...] = get_args(MpLookupResult)
+
+
+@dataclass(slots=True)
+class LmcacheMpLookup(Event):
+    """LMCache's multiprocess server ended a request's lookup (DEBUG ``MP lookup/prefetch end: session=<id>
+    found_count=N``, LMCache 0.3.15 on): the one line of that server that says so for a miss too
+    (``found_chunks`` 0).  The hit is counted in chunks of the server's chunk size, over the whole model."""
+
+    kind: ClassVar[str] = "lmcache_mp_lookup"
+    request_id: str = ""  #: vLLM's id of the request (the server's session)
+    found_chunks: int = 0  #: chunks of the prompt's prefix found (L1 or L2); 0 for a miss
+
+    @property
+    def result(self) -> MpLookupResult:
+        """``hit`` or ``miss``: whether the lookup found any of the prefix."""
+        return "hit" if self.found_chunks else "miss"
+
+
 @dataclass(slots=True)
 class LmcacheL1Usage(Event):
     """``L1 memory usage: U/T GiB (P%)`` of the multiprocess server (``--enable-extra-logging``)."""
@@ -818,6 +838,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheLookupTimeout,
     LmcacheLoadFailed,
     LmcachePrefetch,
+    LmcacheMpLookup,
     LmcacheL1Usage,
     LmcacheLookupSummary,
     LmcacheServerStarted,

@@ -20,6 +20,7 @@ from parsers.events import (
     LmcacheLookupPending,
     LmcacheLookupSummary,
     LmcacheLookupTimeout,
+    LmcacheMpLookup,
     LmcacheParser,
     LmcachePrefetch,
     LmcacheRetrieve,
@@ -459,6 +460,19 @@ def parse_prefetch(line: str, start: int, stamp: str | None, rank: int | None) -
     )
 
 
+# The multiprocess server's event log at DEBUG (LMCache 0.3.15 on): a lookup's end names the request (its session).
+MP_LOOKUP_END = re.compile(rf"MP lookup/prefetch end: session=(\S+) found_count=({INTEGER})(?: \(| \x1b|$)")
+
+
+def parse_mp_event(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """``MP lookup/prefetch end: session=<id> found_count=N``; the server's other ``MP ...`` events (a store's or
+    a retrieve's start and end) give nothing."""
+    m = MP_LOOKUP_END.match(line, start)
+    if m is None:
+        return None if line.startswith("MP lookup/prefetch end", start) else ()
+    return (LmcacheMpLookup(stamp, m.group(1), int(m.group(2))),)
+
+
 def parse_l1_usage(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
     m = L1_USAGE.match(line, start)
     if m is None:
@@ -504,6 +518,7 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Request": (parse_load_failed, "lmcache_load_failed"),
     "Timeout": (parse_timeout, "lmcache_lookup_timeout"),
     "Prefetch": (parse_prefetch, "lmcache_prefetch"),
+    "MP": (parse_mp_event, "lmcache_mp_lookup"),
     "L1": (parse_l1_usage, "lmcache_l1_usage"),
     "lookup": (parse_lookup_summary, "lmcache_lookup_summary"),
     "Server": (parse_remote_server_start, "lmcache_server_started"),

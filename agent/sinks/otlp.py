@@ -451,6 +451,7 @@ def _lmcache_moves(a: dict[str, object], request: OpenRequest) -> None:
         a["lmcache.retrieved_tokens"] = _per_rank_max(request.retrieves, lambda r: r.retrieved)
     if request.load_failed_tokens:
         a["lmcache.load_failed_tokens"] = request.load_failed_tokens
+    _put(a, "lmcache.mp.found_chunks", request.mp_found_chunks)
     if request.prefetches:
         first_prefetch = request.prefetches[0]
         a["lmcache.prefetch.hit_keys"] = first_prefetch.hit_keys

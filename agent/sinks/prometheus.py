@@ -423,6 +423,22 @@ CATALOGUE: tuple[Spec, ...] = (
         "Time of each completed prefetch.",
         histogram_of("prefetch_duration", when="prefetches"),
     ),
+    counter(
+        "kvwatch_lmcache_mp_lookups_total",
+        "Lookups the multiprocess server ended, by result: hit, miss (its DEBUG MP lookup/prefetch end lines).",
+        counted(ev.LmcacheMpLookup, by="result", always=ev.MP_LOOKUP_RESULTS),
+        labels="result",
+        doc=(
+            "lookups LMCache's multiprocess server ended, `hit` or `miss` (`MP lookup/prefetch end: session=<id> "
+            "found_count=N`, logged at DEBUG with `LMCACHE_LOG_LEVEL=DEBUG`): the one line that counts a miss too"
+        ),
+        native="`lmcache_mp:` lookup counters on the server's own `/metrics`",
+    ),
+    counter(
+        "kvwatch_lmcache_mp_lookup_found_chunks_total",
+        "Chunks of the prompts' prefixes those lookups found (a chunk is the server's chunk size in tokens).",
+        counted(ev.LmcacheMpLookup, "found_chunks"),
+    ),
     gauge(
         "kvwatch_lmcache_l1_used_bytes",
         "L1 memory in use (multiprocess server, extra logging).",

@@ -13,6 +13,7 @@ _STALL_SECONDS = declare_count(ev.EngineStall, "seconds")
 _LOAD_FAILURES = declare_count(ev.LmcacheLoadFailed)
 _LOAD_FAILED_TOKENS = declare_count(ev.LmcacheLoadFailed, "tokens")
 _STORES_SKIPPED = declare_count(ev.LmcacheStoreSkipped, by="reason")
+_MP_LOOKUPS = declare_count(ev.LmcacheMpLookup, by="result")
 
 
 def _n(value: float) -> str:
@@ -152,11 +153,15 @@ def _lmcache_shortfalls(s: ServerStats) -> str:
 
 
 def _lmcache_server(s: ServerStats) -> list[str]:
-    """LMCache's multiprocess server: its prefetches (keys, not tokens) and its own hit-rate summaries."""
-    if not (s.prefetches or s.server_lookups):
+    """LMCache's multiprocess server: its prefetches (keys, not tokens), its lookups' ends (DEBUG) and its own
+    hit-rate summaries."""
+    lookups = {result: int(n) for result, n in s.counts_by(_MP_LOOKUPS).items()}
+    if not (s.prefetches or s.server_lookups or lookups):
         return []
     found, asked = sum(s.prefetch_hit_keys.values()), s.prefetch_requested_keys
     line = f"  LMCache MP   {s.prefetches:,} prefetches with a hit, {found:,} of {asked:,} keys found"
+    if lookups:
+        line += f"; lookups ended: {_counted(lookups)}"
     if s.server_lookups:
         line += (
             f"; {s.server_lookups:,} lookups in its hit-rate summaries, "

@@ -141,6 +141,7 @@ class OpenRequest:
         "load_failed_tokens",
         "lookups",
         "max_tokens",
+        "mp_found_chunks",
         "mp_miss",
         "operation",
         "outcome",
@@ -183,8 +184,10 @@ class OpenRequest:
         self.prefetches: list[Prefetch] = []
         self.load_failed_tokens = 0  # of the hit LMCache promised, what it failed to load (the most one rank said)
         # LMCache's multiprocess server found nothing for it: it finished with no prefetch line while
-        # vLLM's KV Transfer metrics lines showed its connector being asked (a miss logs nothing).
+        # vLLM's KV Transfer metrics lines showed its connector being asked (a miss logs nothing at INFO),
+        # or the server's lookup end (DEBUG) said it found no chunk.
         self.mp_miss = False
+        self.mp_found_chunks: int | None = None  # what the server's lookup found, where it logged its end (DEBUG)
         # The span a log record named as the current one (OpenTelemetry-shaped logs):
         # this request's trace joins the client's trace under it.
         self.parent_span_id: int | None = None
@@ -217,6 +220,12 @@ class OpenRequest:
 
 
 Writer = Callable[[OpenRequest], None]
+
+
+def _no_lmcache_hit(request: OpenRequest) -> bool:
+    """A request that completed with no LMCache lookup or prefetch line joined to it: where LMCache's
+    multiprocess server was asked for it, it found nothing (that server logs no miss at INFO)."""
+    return request.outcome in ("finished", "responded") and not request.prefetches and not request.lookups
 
 
 class TraceBuilder:
@@ -290,6 +299,7 @@ class TraceBuilder:
             ev.LmcacheRetrieve: self._retrieve,
             ev.LmcachePrefetch: self._prefetch,
             ev.LmcacheLoadFailed: self._load_failed,
+            ev.LmcacheMpLookup: self._mp_lookup,
             ev.RequestFinished: self._finished,
             ev.ResponseGenerated: self._generated,
             ev.RequestAborted: self._aborted,
@@ -380,8 +390,8 @@ class TraceBuilder:
                 if child.when > end:
                     end = child.when
         request.end = end
-        if request.mp_miss and (request.prefetches or request.lookups):
-            request.mp_miss = False  # its prefetch came from the LMCache server's log after its end
+        # The LMCache server's log (another file) may have said since its end that it hit (a prefetch) or missed.
+        request.mp_miss = (request.mp_miss or request.mp_found_chunks == 0) and _no_lmcache_hit(request)
         self.write(request)
 
     def expire(self, now: float) -> int:
@@ -483,12 +493,7 @@ class TraceBuilder:
 
     def _end(self, request: OpenRequest, when: float, outcome: str, matched: str | None, hold: bool = False) -> None:
         request.outcome = outcome
-        request.mp_miss = (
-            self.mp_lookups_reported
-            and outcome in ("finished", "responded")
-            and not request.prefetches
-            and not request.lookups
-        )
+        request.mp_miss = (self.mp_lookups_reported or request.mp_found_chunks == 0) and _no_lmcache_hit(request)
         request.end_matched = matched
         request.end = when if when > request.start else request.start  # and its children's, when written
         request.ended_at = self._activity(when)
@@ -636,6 +641,11 @@ class TraceBuilder:
             return
         self._scheduled(request, every_request=False)
         request.prefetches.append(Prefetch(when, e.hit_keys, e.requested_keys, e.l1_keys, e.l2_keys, e.ms))
+
+    def _mp_lookup(self, e: ev.LmcacheMpLookup, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is not None:
+            request.mp_found_chunks = e.found_chunks
 
     def _load_failed(self, e: ev.LmcacheLoadFailed, when: float) -> None:
         request = self._request(e.request_id, when, e.kind)

@@ -136,19 +136,29 @@ def test_summary_says_what_lmcache_failed_to_store_or_load_and_how_long_vllm_s_p
 
 def test_summary_shows_the_multiprocess_servers_prefetches_and_hit_rate_summaries(tmp_path: Path) -> None:
     """The LMCache server's own log (lmcache 0.5.6, two prefetches with a hit) and, after it, the hit-rate
-    summary a later server prints: the summary's "LMCache MP" line has both."""
+    summary a later server prints and three lookups' ends at DEBUG: the summary's "LMCache MP" line has them all."""
     log = tmp_path / "lmcache-server.log"
     summary = (
         "[2026-09-11 10:00:30,512] LMCache INFO: lookup hit rate (over 41 lookup(s)): prefix=62.5% "
         "(mp_server_logging.py:112:lmcache.v1.mp_observability.logging.mp_server)\n"
     )
-    log.write_text((SAMPLES / "lmcache-0.5.6-mp-server.log").read_text(encoding="utf-8") + summary, encoding="utf-8")
+    ends = "".join(
+        f"[2026-09-11 10:00:3{n},100] LMCache DEBUG: MP lookup/prefetch end: session=chatcmpl-{n} found_count={found} "
+        "(mp_server.py:74:lmcache.v1.mp_observability.subscribers.logging.mp_server)\n"
+        for n, found in enumerate((0, 11, 11))
+    )
+    sample = (SAMPLES / "lmcache-0.5.6-mp-server.log").read_text(encoding="utf-8")
+    log.write_text(sample + summary + ends, encoding="utf-8")
     result = kvwatch("replay", str(log))
     assert result.returncode == 0, result.stderr
     assert (
-        "LMCache MP   2 prefetches with a hit, 22 of 22 keys found; 41 lookups in its hit-rate summaries, "
-        "last 62.5% of the tokens asked for"
+        "LMCache MP   2 prefetches with a hit, 22 of 22 keys found; lookups ended: hit 2, miss 1; 41 lookups in its "
+        "hit-rate summaries, last 62.5% of the tokens asked for"
     ) in result.stdout.decode()
+    text = kvwatch("replay", "-f", "prometheus", str(log)).stdout.decode()
+    assert metric(text, "kvwatch_lmcache_mp_lookups_total", result="miss") == 1
+    assert metric(text, "kvwatch_lmcache_mp_lookups_total", result="hit") == 2
+    assert metric(text, "kvwatch_lmcache_mp_lookup_found_chunks_total") == 22
 
 
 def test_prometheus_format(lmcache_copy: Path) -> None:

@@ -6,7 +6,8 @@ server must allow (``--supported-transfer-mode auto``; its default, ``lmcache_dr
 connector's registration fail with "No handler registered for operation
 register_kv_cache_engine_driven_context").  The test starts both processes itself and kvwatch
 follows both logs as one server (one ``[[follow]]`` of two paths); the witnesses are LMCache's
-own ``/metrics`` (``lmcache_mp_*``) and vLLM's of the same run.
+own ``/metrics`` (``lmcache_mp_*``) and vLLM's of the same run.  The first test's LMCache server logs at
+DEBUG (``LMCACHE_LOG_LEVEL=DEBUG``), as a user looking into misses runs it: every lookup's end, a miss too.
 
 Skipped only where the server environment is not installed and CI is not set.
 """
@@ -76,7 +77,8 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
     lmcache_log, vllm_log = tmp_path / "lmcache.log", tmp_path / "vllm.log"
     server = f"server --host 127.0.0.1 --port {zmq_port} --http-host 127.0.0.1 --http-port {http_port}"
     server += f" --chunk-size {CHUNK} --l1-size-gb 1 --eviction-policy LRU --supported-transfer-mode auto"
-    processes.append(_started([str(LMCACHE), *server.split()], lmcache_log))
+    debug = {**os.environ, "LMCACHE_LOG_LEVEL": "DEBUG"}
+    processes.append(_started([str(LMCACHE), *server.split()], lmcache_log, debug))
     wait_for(lambda: _answers(f"http://127.0.0.1:{http_port}/metrics"), timeout=120, what="the LMCache server")
     transfer = (
         '{"kv_connector":"LMCacheMPConnector","kv_role":"kv_both","kv_connector_extra_config":'
@@ -108,6 +110,19 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         hit_keys = agent.value("kvwatch_lmcache_prefetch_hit_keys_total", server="mp", tier="l1")
         assert hit_keys * CHUNK == lmcache["lmcache_mp_lookup_hit_tokens_total"] == 2 * (tokens // CHUNK) * CHUNK
         assert agent.value("kvwatch_lmcache_prefetch_hit_keys_total", server="mp", tier="l2") == 0
+        # At DEBUG the server logs every lookup's end: the first request's miss too, as its own count has it.
+        wait_for(
+            lambda: (
+                (
+                    agent.value("kvwatch_lmcache_mp_lookups_total", server="mp", result="miss"),
+                    agent.value("kvwatch_lmcache_mp_lookups_total", server="mp", result="hit"),
+                )
+                == (1, 2)
+            ),
+            what="the three lookups' ends, one miss and two hits",
+        )
+        assert lmcache["lmcache_mp_lookups_requests_total"] == 3
+        assert agent.value("kvwatch_lmcache_mp_lookup_found_chunks_total", server="mp") == 2 * (tokens // CHUNK)
         # One start of the LMCache server, though its log says it in two lines (the address, then "running...").
         assert agent.value("kvwatch_lmcache_server_starts_total", server="mp") == 1
         # The connector's own count of lookups, through vLLM's KV Transfer metrics lines.
@@ -131,6 +146,9 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         assert set(by_id) == {answer["id"] for answer in answers}
         prefetched = [attributes(by_id[a["id"]].attributes).get("lmcache.prefetch.hit_keys") for a in answers]
         assert prefetched == [None, tokens // CHUNK, tokens // CHUNK]
+        found = [attributes(by_id[a["id"]].attributes).get("lmcache.mp.found_chunks") for a in answers]
+        assert found == [0, tokens // CHUNK, tokens // CHUNK]
+        assert attributes(by_id[answers[0]["id"]].attributes)["lmcache.hit_tokens"] == 0  # the miss, told by its line
         assert not [k for k in agent.metrics() if k[0] == "kvwatch_lines_suspicious_total"]
         # The canary, on both logs: its verdict from the LMCache server's prefetches.
         logs = ["--log", str(vllm_log), "--log", str(lmcache_log)]

@@ -665,6 +665,37 @@ def test_without_vllms_kv_transfer_lines_an_mp_request_without_prefetch_is_not_c
     assert roots["chatcmpl-quiet"].attributes["http.response.status_code"] == 200
 
 
+def _mp_lookup_end(name: str, found: int) -> str:
+    """The LMCache server's DEBUG line at the end of a request's lookup (LMCache 0.5.6's format)."""
+    return (
+        "\x1b[1m[2026-12-02 06:49:42,417] LMCache DEBUG:\x1b[0m MP lookup/prefetch end: "
+        f"session=chatcmpl-{name}-b76bdc55 found_count={found} "
+        "\x1b[3m(mp_server.py:73:lmcache.v1.mp_observability.subscribers.logging.mp_server)\x1b[0m"
+    )
+
+
+def test_the_mp_servers_debug_lookup_end_tells_a_miss_without_vllms_kv_transfer_lines() -> None:
+    lines = [*_mp_request("miss"), *_mp_request("hit", prefetch=True)]
+    lines.insert(2, _mp_lookup_end("miss", 0))
+    lines.insert(6, _mp_lookup_end("hit", 11))
+    roots = {s.attributes["gen_ai.response.id"]: s for s in Run().feed(lines).roots()}
+    assert roots["chatcmpl-miss"].attributes["lmcache.hit_tokens"] == 0
+    assert roots["chatcmpl-miss"].attributes["lmcache.mp.found_chunks"] == 0
+    assert roots["chatcmpl-hit"].attributes["lmcache.mp.found_chunks"] == 11
+    assert "lmcache.hit_tokens" not in roots["chatcmpl-hit"].attributes  # its prefetch says what it found
+
+
+def test_an_mp_lookups_end_read_after_its_requests_end_still_tells_the_miss() -> None:
+    clock = [5000.0]
+    run = Run(now=lambda: clock[0], linger=1.0, read_clock=lambda: clock[0])
+    run.feed([*_mp_request("late"), _mp_lookup_end("late", 0)])  # the LMCache server's log read second
+    clock[0] += 1.1
+    run.builder.expire(clock[0])
+    [root] = run.roots()
+    assert root.attributes["lmcache.hit_tokens"] == 0
+    assert root.attributes["lmcache.mp.found_chunks"] == 0
+
+
 def _ended_before_its_prefetch(name: str) -> list[str]:
     """An MP request as a reading cycle may deliver it: vLLM's log (its access line) read before the LMCache
     server's log, whose prefetch line was written first."""
