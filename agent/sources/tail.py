@@ -547,11 +547,11 @@ class TailedPath:
             return
         self._read(current, deliver)  # everything up to now is read before anything moves
         try:
-            cut = raw.cut(current.offset)
+            moved = current.position()  # where reading stands, before any unfinished line
+            cut = raw.cut(moved.offset)  # (a line begun before a block's end and not ended stays whole)
             if cut == 0:
                 return
             raw.archive(current.fd, cut)
-            moved = current.position()  # where reading stands, before any unfinished line
             offset = moved.offset - cut
             fp_len, fp = fingerprint(current.fd, min(FINGERPRINT_BYTES, offset), cut)
             self.after_rotation = Position(current.dev, current.ino, offset, fp_len, fp, skipping=moved.skipping)
@@ -564,10 +564,11 @@ class TailedPath:
                 raw.truncate(current.fd, cut, current.offset)
                 current.restart(keep_partial=True)
         except OSError as exc:
-            log.warning("cannot rotate %s: %s", self.path, exc.strerror or exc)
+            raw.failed(exc)
             return
         finally:
             self.after_rotation = None
+        raw.succeeded()
         self.stats.log_rotations += 1
         self.stats.offset = current.offset
 

@@ -8,6 +8,11 @@ the front of the live file with ``fallocate(FALLOC_FL_COLLAPSE_RANGE)``, which
 the kernel does atomically against the server's appends (ext4, xfs): no line
 is lost and the server never notices.
 
+Where the filesystem has no room for the copy (``ENOSPC``, a quota), the part already read is
+removed from the live file all the same, without its copy: the server's next lines need the room
+more than lines already read do.  A rotation that fails for another reason is tried again a minute
+later, not at every read, and said once until one succeeds.
+
 Only the reader knows what has been read, so the reader decides when and calls
 :class:`RawLog` (:meth:`agent.sources.tail.TailedPath.rotate`).  The kernel
 first writes what follows the cut to disk, holding the file's lock -- the
@@ -29,6 +34,7 @@ import ctypes.util
 import errno
 import logging
 import os
+import time
 from pathlib import Path
 
 log = logging.getLogger("kvwatch.rawlog")
@@ -39,6 +45,11 @@ COPY_BLOCK = 1 << 20
 ROTATE_MAX_UNREAD = 4 << 20
 # ... or, if the reader cannot catch up, once it is this many times its limit.
 ROTATE_FORCE_FACTOR = 8
+# A rotation that failed is tried again after this many seconds.
+RETRY_SECONDS = 60.0
+# A filesystem without room for the copy of what was read; said at most this often.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+NO_ROOM_REPORT_SECONDS = 600.0
 
 
 def open_raw_log(path: Path) -> int:
@@ -58,10 +69,16 @@ class RawLog:
         self.max_bytes = max_bytes
         self.backups = backups
         self.forced_rotation_reported = False
+        self.retry_at = 0.0  # (monotonic) no rotation before then: the last one failed
+        self.failure_reported: str | None = None  # the failure said last, until a rotation succeeds
+        self.no_room_reported_at: float | None = None  # (monotonic)
+        self.truncation_reported = False
 
     def due(self, read: int, size: int) -> bool:
         """Past the size limit, once the reader (at ``read``) is close behind the writer (at ``size``)."""
         if read < self.max_bytes:
+            return False
+        if self.retry_at and time.monotonic() < self.retry_at:
             return False
         if size - read <= ROTATE_MAX_UNREAD:
             return True
@@ -78,13 +95,28 @@ class RawLog:
             return True
         return False
 
+    def failed(self, exc: OSError) -> None:
+        """A rotation failed: said once (until one succeeds), tried again in :data:`RETRY_SECONDS`."""
+        reason = exc.strerror or str(exc)
+        if reason != self.failure_reported:
+            log.warning("cannot rotate %s: %s (tried again every %.0f s)", self.path, reason, RETRY_SECONDS)
+            self.failure_reported = reason
+        self.retry_at = time.monotonic() + RETRY_SECONDS
+
+    def succeeded(self) -> None:
+        if self.failure_reported is not None:
+            log.info("%s: rotated again", self.path)
+        self.failure_reported = None
+        self.retry_at = 0.0
+
     def cut(self, read: int) -> int:
         """How much of the front to move out: what was read, in whole filesystem blocks (0: nothing yet)."""
         block = os.statvfs(self.path).f_bsize or 4096
         return (read // block) * block
 
     def archive(self, fd: int, cut: int) -> None:
-        """Shift the older copies up and copy the first ``cut`` bytes of ``fd`` into ``path.1``."""
+        """Shift the older copies up and copy the first ``cut`` bytes of ``fd`` into ``path.1`` (no copy where
+        its filesystem has no room for it)."""
         if self.backups <= 0:
             return
         with contextlib.suppress(FileNotFoundError):
@@ -92,17 +124,39 @@ class RawLog:
         for number in range(self.backups - 1, 0, -1):
             with contextlib.suppress(FileNotFoundError):
                 os.rename(f"{self.path}.{number}", f"{self.path}.{number + 1}")
-        out = os.open(f"{self.path}.1", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, LOG_MODE)
+        if not self._copy(fd, 0, cut, os.O_CREAT | os.O_TRUNC):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}.1")  # (a part of a copy is no copy, and it holds room)
+
+    def _copy(self, fd: int, start: int, end: int, flags: int) -> bool:
+        """Bytes ``start`` to ``end`` of ``fd`` into ``path.1`` (opened with ``flags`` more); False where the
+        filesystem had no room for them."""
         try:
-            offset = 0
-            while offset < cut:
-                chunk = os.pread(fd, min(COPY_BLOCK, cut - offset), offset)
-                if not chunk:
-                    break
-                os.write(out, chunk)
-                offset += len(chunk)
-        finally:
-            os.close(out)
+            out = os.open(f"{self.path}.1", os.O_WRONLY | os.O_CLOEXEC | flags, LOG_MODE)
+            try:
+                offset = start
+                while offset < end:
+                    chunk = os.pread(fd, min(COPY_BLOCK, end - offset), offset)
+                    if not chunk:
+                        break
+                    os.write(out, chunk)
+                    offset += len(chunk)
+            finally:
+                os.close(out)
+        except OSError as exc:
+            if exc.errno not in _NO_ROOM:
+                raise
+            now = time.monotonic()
+            if self.no_room_reported_at is None or now - self.no_room_reported_at >= NO_ROOM_REPORT_SECONDS:
+                log.warning(
+                    "%s: no room for a copy of the part already read (%s): that part is removed from the log "
+                    "without one, so that the server can go on writing",
+                    self.path,
+                    exc.strerror,
+                )
+                self.no_room_reported_at = now
+            return False
+        return True
 
     def collapse(self, cut: int) -> bool:
         """Remove the first ``cut`` bytes of the live file in place; False where the filesystem cannot."""
@@ -114,18 +168,16 @@ class RawLog:
 
     def truncate(self, fd: int, cut: int, read: int) -> None:
         """The fallback to :meth:`collapse`: archive what was read since the cut, then empty the file."""
-        if self.backups > 0 and read > cut:
-            out = os.open(f"{self.path}.1", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            try:
-                os.write(out, os.pread(fd, read - cut, cut))
-            finally:
-                os.close(out)
+        if self.backups > 0 and read > cut and os.path.exists(f"{self.path}.1"):
+            self._copy(fd, cut, read, os.O_APPEND)
         os.truncate(self.path, 0)
-        log.warning(
-            "%s: this filesystem cannot collapse a file range; rotated by truncation, "
-            "which can lose a line written during it",
-            self.path,
-        )
+        if not self.truncation_reported:
+            log.warning(
+                "%s: this filesystem cannot collapse a file range; rotated by truncation, "
+                "which can lose a line written during it",
+                self.path,
+            )
+            self.truncation_reported = True
 
 
 _FALLOC_FL_COLLAPSE_RANGE = 0x08

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -118,3 +119,86 @@ def test_a_kill_during_rotation_resumes_without_rereading(tmp_path: Path) -> Non
     again, got_again = make_tailer(tmp_path, str(log), start_at_end=True)
     again.cycle()
     assert got_again.text == ["after the kill"]
+
+
+def test_without_room_for_the_copy_the_read_part_is_still_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk: the copy of the part read fails with ENOSPC (written to /dev/full, which fails every write
+    so, as a full filesystem does); the live log is cut all the same, so that the server's next lines have room."""
+    real_open = os.open
+
+    def full_copies(path, flags, mode=0o777):
+        return real_open("/dev/full", os.O_WRONLY) if str(path).endswith(".1") else real_open(path, flags, mode)
+
+    monkeypatch.setattr(rawlog.os, "open", full_copies)
+    log = tmp_path / "server.log"
+    fd = real_open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=8192, backups=2)
+    for i in range(3000):
+        os.write(fd, f"line {i:05d}\n".encode())
+        if i % 100 == 99:
+            tailer.cycle()
+    tailer.cycle()
+    os.close(fd)
+    assert got.text == [f"line {i:05d}" for i in range(3000)]
+    assert tailer.snapshot()["s"][str(log)].log_rotations >= 3
+    assert os.path.getsize(log) < 8192 + 4096
+    assert not list(tmp_path.glob("server.log.*"))  # no copy, not even a part of one
+    said = [r for r in caplog.records if "no room for a copy" in r.getMessage()]
+    assert len(said) == 1  # said once, not at every rotation
+
+
+def test_a_rotation_that_fails_is_said_once_and_tried_again_a_minute_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="kvwatch.rawlog")
+    clock = [1000.0]
+    monkeypatch.setattr(rawlog.time, "monotonic", lambda: clock[0])
+    attempts = []
+    real_archive = rawlog.RawLog.archive
+
+    def refused(self, fd: int, cut: int) -> None:
+        attempts.append(clock[0])
+        if clock[0] < 1100.0:
+            raise PermissionError(13, "Permission denied")
+        real_archive(self, fd, cut)
+
+    monkeypatch.setattr(rawlog.RawLog, "archive", refused)
+    log = tmp_path / "server.log"
+    tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=4096, backups=1)
+    for i in range(50):
+        append(log, lines(f"burst {i}", 100))
+        tailer.cycle()
+    assert attempts == [1000.0]  # not at every read
+    assert [r.getMessage() for r in caplog.records if "cannot rotate" in r.getMessage()] == [
+        f"cannot rotate {log}: Permission denied (tried again every 60 s)"
+    ]
+    clock[0] += rawlog.RETRY_SECONDS
+    append(log, lines("later", 10))
+    tailer.cycle()
+    assert attempts == [1000.0, 1060.0] and len(caplog.records) == 1  # the same failure is not said again
+    clock[0] = 1200.0
+    append(log, lines("later still", 10))
+    tailer.cycle()
+    assert tailer.snapshot()["s"][str(log)].log_rotations == 1
+    assert "rotated again" in caplog.records[-1].getMessage()
+    assert len(got.text) == 50 * 100 + 20
+
+
+def test_a_line_begun_before_a_block_s_end_and_not_yet_ended_is_not_cut(tmp_path: Path) -> None:
+    """Reading may stop inside a line that began before the last whole block read: the cut stays before it."""
+    log = tmp_path / "server.log"
+    block = os.statvfs(tmp_path).f_bsize or 4096
+    whole = "x" * 99 + "\n"
+    head = whole * ((3 * block - 50) // 100)
+    head += "y" * (3 * block - 50 - len(head) - 1) + "\n"  # complete lines up to 50 bytes before a block's end
+    log.write_text(head + "z" * 120)  # then a line not ended yet, across the block's end
+    tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=block, backups=1)
+    tailer.cycle()
+    assert tailer.snapshot()["s"][str(log)].log_rotations == 1
+    assert (tmp_path / "server.log.1").stat().st_size == 2 * block  # the whole blocks before the line's start
+    append(log, "z" * 10 + "\nnext\n")
+    tailer.cycle()
+    assert got.text[-2:] == ["z" * 130, "next"]
+    assert len(got.text) == head.count("\n") + 2
