@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -61,6 +62,8 @@ from agent.sinks.traces import (
 from parsers import Clock
 from parsers.events import GIB
 from parsers.ids import CANARY_MARK, external_request_id
+
+log = logging.getLogger("kvwatch.otlp")
 
 PROVIDER = "vllm"  # gen_ai.provider.name: the conventions list no value for a self-hosted server
 ROOT_SPAN = "vllm.request"
@@ -184,22 +187,63 @@ def make_exporter(
     raise ValueError(f"unknown OTLP protocol {protocol!r}; use one of {', '.join(TRACE_PROTOCOLS)}")
 
 
+class _OutageWords(logging.Filter):
+    """An exporter's own warnings and errors while exports fail: those of the first failed export are said (they
+    hold the reason: refused, unreachable, timed out), those of the next ones held back until an export works --
+    a collector down for a day would otherwise write a line or two every batch (the spans lost are counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING or not self.quiet
+
+
 class _CountingExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, counts: dict[str, int]) -> None:
         self.inner = inner
         self.counts = counts
+        self.lost_before: int | None = None  # while exports fail: the spans lost before they began to fail
+        self.outage_words = _OutageWords()
+        # The exporter's module and those of its bases log its failures (gRPC's base class retries).
+        self.exporter_loggers = [
+            logging.getLogger(module)
+            for module in {cls.__module__ for cls in type(inner).__mro__ if cls.__module__.startswith("opentelemetry")}
+        ]
+        for logger in self.exporter_loggers:
+            logger.addFilter(self.outage_words)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             result = self.inner.export(spans)
         except Exception:  # an exporter's bug loses the batch, not the agent
             result = SpanExportResult.FAILURE
-        key = "exported" if result is SpanExportResult.SUCCESS else "export_failed"
-        self.counts[key] += len(spans)
+        exported = result is SpanExportResult.SUCCESS
+        self._outage(exported)
+        self.counts["exported" if exported else "export_failed"] += len(spans)
         return result
+
+    def _outage(self, exported: bool) -> None:
+        """Say when exports begin to fail and when they work again, once each."""
+        if not exported and self.lost_before is None:
+            self.lost_before = self.counts["export_failed"]
+            log.warning(
+                "traces cannot be exported: their spans are dropped and counted "
+                '(kvwatch_trace_spans_dropped_total{reason="export_failed"}); said again once an export works'
+            )
+            self.outage_words.quiet = True
+        elif exported and self.lost_before is not None:
+            log.info(
+                "traces are exported again (%d spans lost meanwhile)", self.counts["export_failed"] - self.lost_before
+            )
+            self.lost_before = None
+            self.outage_words.quiet = False
 
     def shutdown(self) -> None:
         self.inner.shutdown()
+        for logger in self.exporter_loggers:
+            logger.removeFilter(self.outage_words)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)

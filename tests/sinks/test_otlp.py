@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from agent.sinks.otlp import Tracing
+from agent.sinks.otlp import Tracing, make_exporter
 from agent.sinks.stats import ServerStats
 from agent.sinks.traces import TraceBuilder
 from parsers import Clock, LogStream
@@ -186,6 +187,38 @@ def test_a_live_agent_drops_and_counts_rather_than_wait() -> None:
     assert tracing.dropped["queue_full"] >= 100 - 16 - 4
     stuck.release.set()
     tracing.shutdown()
+
+
+def test_a_collector_down_is_said_once_and_its_return_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The real OTLP/HTTP exporter against a collector that refuses (400, not retried), then accepts: the exporter's
+    own words on the first failed export pass, the next failures' are held back, and kvwatch says when exports
+    fail and when they work again (a collector down for a day wrote a line or two every batch)."""
+    caplog.set_level(logging.INFO)
+    receiver = HttpReceiver(status=400)
+    tracing = Tracing(make_exporter("http/protobuf", receiver.endpoint, timeout=2), max_export_batch_size=2)
+    try:
+        for _ in range(4):
+            _feed(tracing, [piece for block in _many_requests(2) for piece in block.split("\n")])
+            assert tracing.flush()
+        assert tracing.dropped["export_failed"] == 8
+        theirs = [r for r in caplog.records if r.name.startswith("opentelemetry.exporter")]
+        ours = [r.getMessage() for r in caplog.records if r.name == "kvwatch.otlp"]
+        assert len(theirs) == 1 and "400" in theirs[0].getMessage()  # the reason, once
+        assert len(ours) == 1 and ours[0].startswith("traces cannot be exported")
+        receiver.status = 200
+        _feed(tracing, [piece for block in _many_requests(2) for piece in block.split("\n")])
+        assert tracing.flush()
+        assert [r.getMessage() for r in caplog.records if r.name == "kvwatch.otlp"][1:] == [
+            "traces are exported again (8 spans lost meanwhile)"
+        ]
+        receiver.status = 400  # a new outage is said again
+        _feed(tracing, [piece for block in _many_requests(2) for piece in block.split("\n")])
+        assert tracing.flush()
+        assert len([r for r in caplog.records if r.name.startswith("opentelemetry.exporter")]) == 2
+        assert len([r for r in caplog.records if r.name == "kvwatch.otlp"]) == 3
+    finally:
+        tracing.shutdown()
+        receiver.close()
 
 
 def test_a_replay_waits_rather_than_drop() -> None:
