@@ -144,6 +144,9 @@ class JournalSource:
         self._delivering = threading.Lock()
         self._loop = Periodic(f"kvwatch-journal {follow.name}", self._turn)
         self._output_fields: bool | None = None  # whether journalctl takes --output-fields; asked once
+        # Why journalctl last failed to run or follow, as said; until it hands on a record, the same failure
+        # (and what journalctl says on its standard error) is not said again every RESTART_PAUSE.
+        self._failure_said: str | None = None
 
     def _resume(self, state_dir: Path, restore_numbers: Callable[[dict], None] | None) -> str | None:
         """The cursor to go on after, with the numbers saved beside it given back."""
@@ -193,6 +196,9 @@ class JournalSource:
 
     def _delivered(self, lines: list[str | None]) -> None:
         """Hand lines on, note the cursor of the last record among them, save now and then."""
+        if self._failure_said is not None:
+            log.info("journalctl for %s follows again", self.follow.journal)
+            self._failure_said = None
         with self._delivering:
             self.deliver(self.follow.name, lines)
             for line in reversed(lines):
@@ -229,12 +235,11 @@ class JournalSource:
                 self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
             )
         except OSError as exc:
-            log.warning("cannot run journalctl for %s: %s", self.follow.journal, exc.strerror or exc)
-            return RESTART_PAUSE
+            return self._failed(f"cannot run journalctl for {self.follow.journal}: {exc.strerror or exc}")
         self.running = True
-        unlogged: deque[str] = deque(maxlen=STDERR_KEPT)
+        last: deque[str] = deque(maxlen=STDERR_KEPT)
         listener = threading.Thread(
-            target=self._report_stderr, args=(self.process, unlogged), name=f"kvwatch-journal-stderr {self.follow.name}"
+            target=self._report_stderr, args=(self.process, last), name=f"kvwatch-journal-stderr {self.follow.name}"
         )
         listener.start()
         assert self.process.stdout is not None
@@ -243,31 +248,31 @@ class JournalSource:
         code = self.process.wait()
         listener.join(timeout=5)
         if not self._loop.stopping.is_set():
-            error = " / ".join(unlogged)
-            log.warning(
-                "journalctl for %s exited with %s%s; starting it again in %.0f s",
-                self.follow.journal,
-                code,
-                f": {error}" if error else "",
-                RESTART_PAUSE,
-            )
+            said = f": {' / '.join(last)}" if last else ""
+            return self._failed(f"journalctl for {self.follow.journal} exited with {code}{said}")
         return RESTART_PAUSE
 
-    def _report_stderr(self, process: subprocess.Popen, unlogged: deque[str]) -> None:
-        """Log what journalctl says on its standard error while it runs (its first lines; the last of the
-        others are kept in ``unlogged`` for the line that says it exited)."""
+    def _failed(self, why: str) -> float:
+        """Say why journalctl does not follow (a failure said before, not again); the pause before the next try."""
+        if why != self._failure_said:
+            log.warning("%s; starting it again every %.0f s (said again if that changes)", why, RESTART_PAUSE)
+            self._failure_said = why
+        return RESTART_PAUSE
+
+    def _report_stderr(self, process: subprocess.Popen, last: deque[str]) -> None:
+        """Log what journalctl says on its standard error while it runs (its first lines, unless a failure to
+        follow was said and nothing followed since); its last lines are kept in ``last`` for the line that says
+        it exited."""
         assert process.stderr is not None
         logged = 0
         for raw in process.stderr:
             text = raw.decode("utf-8", "replace").strip()
             if not text:
                 continue
-            if logged < STDERR_LOGGED:
-                if not self._loop.stopping.is_set():
-                    log.warning("journalctl for %s: %s", self.follow.journal, text)
+            last.append(text)
+            if logged < STDERR_LOGGED and self._failure_said is None and not self._loop.stopping.is_set():
+                log.warning("journalctl for %s: %s", self.follow.journal, text)
                 logged += 1
-            else:
-                unlogged.append(text)
 
     def _read(self, fd: int) -> None:
         """Read journalctl's output to its end, paced: a trickle at once, a flow in batches."""

@@ -287,6 +287,53 @@ def test_what_a_following_journalctl_says_is_logged_while_it_follows(tmp_path: P
     assert "39.journal" in exit_line and "36.journal" not in exit_line  # ... and the last of the others
 
 
+def test_a_journalctl_that_fails_again_and_again_is_said_once_until_it_follows(
+    tmp_path: Path, caplog, monkeypatch
+) -> None:
+    """(journalctl is a stand-in: no journald runs here.)  A journalctl that exits at once with an error, run
+    again every pause: its failure is said once, not at every run; once it hands on a record that is said, and
+    a failure after it is said again."""
+    from agent.config import FollowConfig
+    from agent.sources import journal
+    from agent.sources.journal import JournalSource
+
+    monkeypatch.setattr(journal, "RESTART_PAUSE", 0.05)
+    runs, works = tmp_path / "runs", tmp_path / "works"
+    record = json.dumps({"MESSAGE": STATS.format(n=1).rstrip("\n"), "__CURSOR": "s=1", "__REALTIME_TIMESTAMP": "1"})
+    stand_in = tmp_path / "journalctl"
+    stand_in.write_text(
+        f"#!{sys.executable}\nimport os, sys, time\n"
+        "if sys.argv[1:] == ['--version']: sys.exit(print('systemd 252 (252.38-1~deb12u1)'))\n"
+        f"open({str(runs)!r}, 'a').write('.')\n"
+        f"if os.path.exists({str(works)!r}):\n"
+        f"    print({record!r}, flush=True)\n"
+        "    sys.exit(0)\n"
+        "print('Failed to add match: Invalid argument', file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    stand_in.chmod(0o755)
+    caplog.set_level("INFO", logger="kvwatch.journal")
+    got: list[str] = []
+    follow = FollowConfig("j", journal_unit="vllm.service")
+    source = JournalSource(follow, tmp_path, 1 << 20, {}, lambda name, lines: got.extend(lines), str(stand_in))
+    source.start()
+    try:
+        wait_for(lambda: runs.exists() and len(runs.read_text()) >= 10, what="ten runs of journalctl")
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 2, said  # what it said on its standard error at its first run, and its exit
+        assert said[1].startswith("journalctl for vllm.service exited with 1: Failed to add match")
+        works.touch()
+        wait_for(lambda: got, what="a record handed on")
+        works.unlink()
+        wait_for(lambda: len(caplog.records) >= 4, what="the next failure said")
+    finally:
+        source.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert said[2] == "journalctl for vllm.service follows again"
+    assert said[3].startswith("journalctl for vllm.service exited with 0")  # (it ended after its record)
+    assert len([m for m in said if "exited with 1" in m]) <= 2
+
+
 def test_a_container_logging_through_journald_is_followed_by_its_journal_match(agents, tmp_path: Path) -> None:
     """(journalctl is a stand-in: no journald runs here.)  Docker's and Podman's journald drivers name each
     record's container in CONTAINER_NAME: journalctl is given the match, and no unit."""
