@@ -81,14 +81,19 @@ def parse_chunk(feed: Callable[[str], Events], lines: list[str | None]) -> tuple
 
 
 def note_parser_errors(stats: ServerStats, count: int) -> None:
-    """Count lines a parser raised on as skipped, and say so (never the line: it may hold a prompt)."""
+    """Count lines a parser raised on as skipped, and say so the first time (never the line: it may hold a
+    prompt), then in kvwatch_lines_skipped_total only: a line of one shape logged every second would otherwise
+    write a warning every second."""
+    first = not stats.skipped.get(PARSER_ERROR)
     stats.skipped[PARSER_ERROR] = stats.skipped.get(PARSER_ERROR, 0) + count
-    log.warning(
-        "%s: %d line(s) could not be parsed and were skipped (a kvwatch bug: please report it with "
-        "`kvwatch replay --format unmatched` of the log)",
-        stats.server,
-        count,
-    )
+    if first:
+        log.warning(
+            "%s: %d line(s) could not be parsed and were skipped (a kvwatch bug: please report it with "
+            "`kvwatch replay --format unmatched` of the log; later ones are counted in kvwatch_lines_skipped_total"
+            '{reason="parser_error"})',
+            stats.server,
+            count,
+        )
 
 
 def note_sink_error(stats: ServerStats, sink: str, exc: Exception) -> None:

@@ -42,12 +42,16 @@ def test_replay_skips_and_counts_the_line_a_parser_raised_on(a_parser_bug, caplo
     assert "1 line(s) could not be parsed" in caplog.text and POISON not in caplog.text
 
 
-def test_the_live_pipeline_reads_on_after_a_line_a_parser_raised_on(a_parser_bug) -> None:
+def test_the_live_pipeline_reads_on_after_a_line_a_parser_raised_on(a_parser_bug, caplog) -> None:
     pipeline = SourcePipeline("live", UTC, 1 << 20)
-    pipeline.feed([STATS.rstrip("\n"), POISON, STATS.rstrip("\n")])
-    pipeline.feed([STATS.rstrip("\n")])
-    assert pipeline.stats.skipped == {PARSER_ERROR: 1}
-    assert (pipeline.stats.lines, pipeline.stats.parsed_lines) == (4, 3)
+    with caplog.at_level(logging.WARNING):
+        pipeline.feed([STATS.rstrip("\n"), POISON, STATS.rstrip("\n")])
+        pipeline.feed([STATS.rstrip("\n")])
+        for _ in range(5):  # the same line again and again: said once, counted every time
+            pipeline.feed([POISON])
+    assert pipeline.stats.skipped == {PARSER_ERROR: 6}
+    assert (pipeline.stats.lines, pipeline.stats.parsed_lines) == (9, 3)
+    assert caplog.text.count("could not be parsed") == 1
 
 
 def test_numbers_too_large_for_any_metric_are_no_numbers_and_never_stop_the_reading() -> None:
