@@ -1182,10 +1182,10 @@ def _logged_header_verdict(shape: bytes) -> bool | None:
 
 
 def framing_end(line: str) -> int:
-    """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing, a line-stamping
-    tool's time, torchrun's, Slurm's or SkyPilot's prefix, a bracketed name before a whole record, a few words before a
-    record (vLLM's or uvicorn's header, a process tag, LMCache's header) or another program's header before one
-    begins; 0 for a line without any."""
+    """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing (also behind a log
+    stream's name), a line-stamping tool's time, torchrun's, Slurm's or SkyPilot's prefix, a bracketed name before a
+    whole record, a few words before a record (vLLM's or uvicorn's header, a process tag, LMCache's header) or
+    another program's header before one begins; 0 for a line without any."""
     first = line[:1]
     if first == "(":
         m = _SKYPILOT_PREFIX.match(line)
