@@ -82,18 +82,24 @@ def test_raw_log_rotation_waits_for_the_reader_to_catch_up(tmp_path: Path, monke
     assert rotated_while_behind
 
 
+def _write_while_reading(fd: int, tailer, lines: list[str], every: int = 100) -> None:
+    """Each line appended through ``fd`` (as a server writes), the tailer reading after every ``every`` of them
+    and at the end; ``fd`` is closed."""
+    for i, line in enumerate(lines):
+        os.write(fd, f"{line}\n".encode())
+        if i % every == every - 1:
+            tailer.cycle()
+    tailer.cycle()
+    os.close(fd)
+
+
 def test_raw_log_rotation_falls_back_to_truncation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Filesystems without FALLOC_FL_COLLAPSE_RANGE (tmpfs, NFS): simulated here, since this disk has it."""
     monkeypatch.setattr(rawlog, "_collapse", lambda fd, length: False)
     log = tmp_path / "server.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=8192, backups=1)
-    for i in range(1000):
-        os.write(fd, f"line {i}\n".encode())
-        if i % 100 == 0:
-            tailer.cycle()
-    tailer.cycle()
-    os.close(fd)
+    _write_while_reading(fd, tailer, [f"line {i}" for i in range(1000)])
     assert got.text == [f"line {i}" for i in range(1000)]
     assert tailer.snapshot()["s"][str(log)].log_rotations >= 1
 
@@ -135,12 +141,7 @@ def test_without_room_for_the_copy_the_read_part_is_still_removed(
     log = tmp_path / "server.log"
     fd = real_open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=8192, backups=2)
-    for i in range(3000):
-        os.write(fd, f"line {i:05d}\n".encode())
-        if i % 100 == 99:
-            tailer.cycle()
-    tailer.cycle()
-    os.close(fd)
+    _write_while_reading(fd, tailer, [f"line {i:05d}" for i in range(3000)])
     assert got.text == [f"line {i:05d}" for i in range(3000)]
     assert tailer.snapshot()["s"][str(log)].log_rotations >= 3
     assert os.path.getsize(log) < 8192 + 4096
