@@ -79,6 +79,8 @@ def miss_reason(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_C
         return f"partial: {last.hit_keys} of {last.requested_keys} keys"
     if request.mp_miss:
         return "not seen before"
+    if request.mp_found_chunks:
+        return None  # the multiprocess server found a prefix (its lookup's end says no more of the prompt)
     if request.pending_lookups:
         return "lookup pending or timed out"
     if server.degraded:
@@ -86,6 +88,11 @@ def miss_reason(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_C
     if not server.connector_seen:
         return "LMCache connector not loaded"  # no LMCache line of any request, nor its start
     return None
+
+
+def _mp_hit_tokens(request: OpenRequest, chunk: int) -> int | None:
+    """LMCache's multiprocess server's hit in tokens, where its lookup's end said it (DEBUG): chunks found."""
+    return request.mp_found_chunks * chunk if request.mp_found_chunks is not None else None
 
 
 def row_of(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_CHUNK) -> RequestRow:
@@ -97,7 +104,7 @@ def row_of(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_CHUNK)
         status=request.access.status if request.access is not None else None,
         latency_seconds=round(latency, 3) if latency is not None else None,
         prompt_tokens=last.total if last is not None else request.prompt_tokens,
-        lmcache_hit_tokens=last.hit if last is not None else None,
+        lmcache_hit_tokens=last.hit if last is not None else _mp_hit_tokens(request, chunk),
         loaded_from_lmcache=last.need_to_load if last is not None else None,
         vllm_cached_tokens=last.engine_computed if last is not None else None,
         reason=miss_reason(request, server, chunk),

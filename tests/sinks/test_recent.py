@@ -35,10 +35,10 @@ def lookup(rid: str, total: int, hit: int, need: int = 0, computed: int = 0, tai
     )
 
 
-def one(*lines: str) -> dict:
+def one(*lines: str, chunk: int = 256) -> dict:
     added = "(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request chatcmpl-a-11111111."
     access = 'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK'
-    (row,) = rows([added, *lines, access])
+    (row,) = rows([added, *lines, access], chunk)
     return row
 
 
@@ -72,6 +72,21 @@ def test_a_lookup_that_never_finished_and_a_server_without_lmcache() -> None:
     pending += "tokens: None. (vllm_v1_adapter.py:1:lmcache.integration.vllm.x)"
     assert one(pending)["reason"] == "lookup pending or timed out"
     assert one()["reason"] == "LMCache connector not loaded"
+
+
+def test_the_multiprocess_servers_lookup_end_gives_the_hit_and_the_miss() -> None:
+    """LMCache's MP server at DEBUG: its lookup's end names the request and the chunks found (0: a miss)."""
+
+    def end(found: int) -> str:
+        return (
+            "[2026-12-06 14:07:34,441] LMCache DEBUG: MP lookup/prefetch end: session=chatcmpl-a-11111111 "
+            f"found_count={found} (mp_server.py:73:lmcache.v1.mp_observability.subscribers.logging.mp_server)"
+        )
+
+    hit, miss = one(end(11)), one(end(0))
+    assert (hit["lmcache_hit_tokens"], hit["reason"]) == (11 * 256, None)
+    assert (miss["lmcache_hit_tokens"], miss["reason"]) == (0, "not seen before")
+    assert one(end(3), chunk=1024)["lmcache_hit_tokens"] == 3 * 1024  # the server's chunk size
 
 
 def test_real_logs_rows_and_reasons() -> None:
