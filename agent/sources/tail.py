@@ -155,6 +155,7 @@ class TailedPath:
         self.max_line = max_line
         self.skipped = skipped  # shared with the source's stats
         self.raw_log = raw_log  # a supervised server's log, rotated from here
+        self.raw_log_deleted = False  # its file deleted while the server writes to it (said once)
         self.current: _OpenFile | None = None
         self.draining: list[tuple[_OpenFile, float]] = []
         self.stats = TailStats()
@@ -424,11 +425,18 @@ class TailedPath:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._retire(now)
-            return total
+            if self.raw_log is None:
+                self._retire(now)
+                return total
+            st = self._raw_log_deleted()
+            if st is None:
+                return total
         except OSError as exc:
             self._report(exc)
             return total
+        if self.raw_log_deleted and (st.st_dev, st.st_ino) != (self.current.dev, self.current.ino):
+            log.info("%s: a new file again (the server started again)", self.path)
+            self.raw_log_deleted = False
         if (st.st_dev, st.st_ino) != (self.current.dev, self.current.ino):
             seen = self.seen_at
             self._retire(now)
@@ -493,6 +501,24 @@ class TailedPath:
                 break  # the end of the file as it was: what comes next is the next cycle's
         return total
 
+    def _raw_log_deleted(self) -> os.stat_result | None:
+        """A supervised server's raw log deleted while the server writes to it (a clean-up of the log directory):
+        the server writes on into the deleted file, which only this reader can still read and keep small, so it is
+        read on (and rotated through the open descriptor) until the server's next start opens a new one."""
+        assert self.current is not None
+        if not self.raw_log_deleted:
+            log.warning(
+                "%s was deleted while its server writes to it: reading on from the deleted file, whose space is "
+                "freed when the server starts again (and a new file is made)",
+                self.path,
+            )
+            self.raw_log_deleted = True
+        try:
+            return os.fstat(self.current.fd)
+        except OSError as exc:
+            self._report(exc)
+            return None
+
     def _retire(self, now: float) -> None:
         """The path no longer names the open file: finish it over the next few seconds."""
         if self.current is not None:
@@ -548,7 +574,7 @@ class TailedPath:
         self._read(current, deliver)  # everything up to now is read before anything moves
         try:
             moved = current.position()  # where reading stands, before any unfinished line
-            cut = raw.cut(moved.offset)  # (a line begun before a block's end and not ended stays whole)
+            cut = raw.cut(current.fd, moved.offset)  # (a line begun before a block's end and not ended stays whole)
             if cut == 0:
                 return
             raw.archive(current.fd, cut)
@@ -557,7 +583,7 @@ class TailedPath:
             self.after_rotation = Position(current.dev, current.ino, offset, fp_len, fp, skipping=moved.skipping)
             if self.save_hook is not None:
                 self.save_hook()
-            if raw.collapse(cut):
+            if raw.collapse(current.fd, cut):
                 current.restart(current.offset - cut, keep_partial=True)
             else:
                 self._read(current, deliver)  # the rest read since the cut goes to the backup too

@@ -11,7 +11,9 @@ is lost and the server never notices.
 Where the filesystem has no room for the copy (``ENOSPC``, a quota), the part already read is
 removed from the live file all the same, without its copy: the server's next lines need the room
 more than lines already read do.  A rotation that fails for another reason is tried again a minute
-later, not at every read, and said once until one succeeds.
+later, not at every read, and said once until one succeeds.  The live file is cut through the
+reader's own descriptor, so a raw log deleted under its server (which writes on into the deleted
+file) is kept small all the same.
 
 Only the reader knows what has been read, so the reader decides when and calls
 :class:`RawLog` (:meth:`agent.sources.tail.TailedPath.rotate`).  The kernel
@@ -109,9 +111,9 @@ class RawLog:
         self.failure_reported = None
         self.retry_at = 0.0
 
-    def cut(self, read: int) -> int:
-        """How much of the front to move out: what was read, in whole filesystem blocks (0: nothing yet)."""
-        block = os.statvfs(self.path).f_bsize or 4096
+    def cut(self, fd: int, read: int) -> int:
+        """How much of the front of ``fd`` to move out: what was read, in whole filesystem blocks (0: nothing yet)."""
+        block = os.fstatvfs(fd).f_bsize or 4096
         return (read // block) * block
 
     def archive(self, fd: int, cut: int) -> None:
@@ -158,9 +160,10 @@ class RawLog:
             return False
         return True
 
-    def collapse(self, cut: int) -> bool:
-        """Remove the first ``cut`` bytes of the live file in place; False where the filesystem cannot."""
-        writer = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+    def collapse(self, fd: int, cut: int) -> bool:
+        """Remove the first ``cut`` bytes of the live file (the one ``fd`` reads) in place; False where the
+        filesystem cannot."""
+        writer = _writer_of(fd)
         try:
             return _collapse(writer, cut)
         finally:
@@ -170,7 +173,11 @@ class RawLog:
         """The fallback to :meth:`collapse`: archive what was read since the cut, then empty the file."""
         if self.backups > 0 and read > cut and os.path.exists(f"{self.path}.1"):
             self._copy(fd, cut, read, os.O_APPEND)
-        os.truncate(self.path, 0)
+        writer = _writer_of(fd)
+        try:
+            os.ftruncate(writer, 0)
+        finally:
+            os.close(writer)
         if not self.truncation_reported:
             log.warning(
                 "%s: this filesystem cannot collapse a file range; rotated by truncation, "
@@ -178,6 +185,12 @@ class RawLog:
                 self.path,
             )
             self.truncation_reported = True
+
+
+def _writer_of(fd: int) -> int:
+    """A descriptor that writes the file ``fd`` reads, opened through ``/proc``: also a file deleted since (the
+    server writes on into it), which its path no longer names."""
+    return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC)
 
 
 _FALLOC_FL_COLLAPSE_RANGE = 0x08

@@ -203,3 +203,35 @@ def test_a_line_begun_before_a_block_s_end_and_not_yet_ended_is_not_cut(tmp_path
     tailer.cycle()
     assert got.text[-2:] == ["z" * 130, "next"]
     assert len(got.text) == head.count("\n") + 2
+
+
+def test_a_raw_log_deleted_under_its_server_is_read_on_and_kept_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clean-up of the log directory deletes the raw log while the server writes to it: the server writes on
+    into the deleted file, which only kvwatch can still read and keep small; its next start makes a new one."""
+    monkeypatch.setattr(tail_module, "ROTATE_WAIT", 0.0)  # (a followed file renamed away is finished at once)
+    log = tmp_path / "server.log"
+    fd = rawlog.open_raw_log(log)
+    tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=8192, backups=1)
+    written = [f"line {i:05d}" for i in range(3000)]
+    for i, line in enumerate(written):
+        os.write(fd, f"{line}\n".encode())
+        if i == 499:
+            tailer.cycle()
+            log.unlink()
+        if i % 100 == 99:
+            tailer.cycle()
+    tailer.cycle()
+    assert got.text == written  # nothing lost
+    assert os.fstat(fd).st_size < 8192 + 4096  # the deleted file rotated all the same
+    assert tailer.snapshot()["s"][str(log)].log_rotations >= 3
+    assert (tmp_path / "server.log.1").exists()
+    assert len([r for r in caplog.records if "was deleted while its server writes to it" in r.getMessage()]) == 1
+    os.close(fd)  # the server starts again: a new file
+    fd = rawlog.open_raw_log(log)
+    os.write(fd, b"after the start\n")
+    os.close(fd)
+    tailer.cycle()
+    assert got.text[-1] == "after the start"
+    assert len(got.text) == len(written) + 1
