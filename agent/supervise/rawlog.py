@@ -163,7 +163,7 @@ class RawLog:
     def collapse(self, fd: int, cut: int) -> bool:
         """Remove the first ``cut`` bytes of the live file (the one ``fd`` reads) in place; False where the
         filesystem cannot."""
-        writer = _writer_of(fd)
+        writer = _writer_of(fd, self.path)
         try:
             return _collapse(writer, cut)
         finally:
@@ -173,7 +173,7 @@ class RawLog:
         """The fallback to :meth:`collapse`: archive what was read since the cut, then empty the file."""
         if self.backups > 0 and read > cut and os.path.exists(f"{self.path}.1"):
             self._copy(fd, cut, read, os.O_APPEND)
-        writer = _writer_of(fd)
+        writer = _writer_of(fd, self.path)
         try:
             os.ftruncate(writer, 0)
         finally:
@@ -187,10 +187,13 @@ class RawLog:
             self.truncation_reported = True
 
 
-def _writer_of(fd: int) -> int:
+def _writer_of(fd: int, path: str) -> int:
     """A descriptor that writes the file ``fd`` reads, opened through ``/proc``: also a file deleted since (the
-    server writes on into it), which its path no longer names."""
-    return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC)
+    server writes on into it), which ``path`` no longer names.  Without ``/proc`` (a chroot), through ``path``."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
 
 
 _FALLOC_FL_COLLAPSE_RANGE = 0x08
