@@ -97,7 +97,7 @@ NOTHING: Events = ()
 # The first letters of the level words vLLM's, LMCache's and uvicorn's headers begin with.
 _LEVEL_INITIALS = frozenset("IDWECT")
 # Wrappers inside wrappers (a JSON record in a compose stream ...) are peeled at most this deep.
-_MAX_DEPTH = 4
+_MAX_DEPTH = 5
 # Last characters that are blanks: CR (a CRLF file), spaces and tabs, a no-break or ideographic space.
 _BLANK_ENDS = frozenset("\r \t\x0b\x0c\xa0\u3000")
 # Escaped line ends and blanks at the end of a line.

@@ -956,18 +956,21 @@ def _journal_framing_end(line: str) -> int:
     return _journal_source_end(m)
 
 
-# The longest name read before journald's framing (a log stream's: CloudWatch allows 512 characters).
+# The longest name read before journald's framing or a JSON record (a log stream's: CloudWatch allows 512 characters).
 _FRAMED_NAME_MAX = 512
 
 
-def _named_journal_framing_end(line: str) -> int:
-    """Where the line behind one name and journald's framing begins (``aws logs tail``'s log stream before a syslog
-    file's line, ``i-0abc123 Dec 14 16:18:29 host vllm[4242]: ``); 0 for a line without them."""
+def _named_framing_end(line: str) -> int:
+    """Where the line behind one name begins, before journald's framing or a JSON record (``aws logs tail``'s log
+    stream: ``i-0abc123 Dec 14 16:18:29 host vllm[4242]: `` from a syslog file, ``ecs/vllm/0a1b2c {"asctime": ...``
+    from a JSON logging configuration); 0 for a line without them."""
     if line[0] == " ":
         return 0
     space = line.find(" ", 1, _FRAMED_NAME_MAX + 1)
     if space == -1 or ":" in line[:space] or "*" in line[:space]:  # (a log stream's name has neither)
         return 0
+    if line.startswith("{", space + 1):
+        return space + 1 if line.endswith("}") else 0
     end = _journal_framing_end(line[space + 1 :])
     return space + 1 + end if end else 0
 
@@ -1183,9 +1186,9 @@ def _logged_header_verdict(shape: bytes) -> bool | None:
 
 def framing_end(line: str) -> int:
     """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing (also behind a log
-    stream's name), a line-stamping tool's time, torchrun's, Slurm's or SkyPilot's prefix, a bracketed name before a
-    whole record, a few words before a record (vLLM's or uvicorn's header, a process tag, LMCache's header) or
-    another program's header before one begins; 0 for a line without any."""
+    stream's name, as a JSON record is), a line-stamping tool's time, torchrun's, Slurm's or SkyPilot's prefix, a
+    bracketed name before a whole record, a few words before a record (vLLM's or uvicorn's header, a process tag,
+    LMCache's header) or another program's header before one begins; 0 for a line without any."""
     first = line[:1]
     if first == "(":
         m = _SKYPILOT_PREFIX.match(line)
@@ -1200,7 +1203,7 @@ def framing_end(line: str) -> int:
         if m is not None:
             return m.end()
     if first.isalnum() or first == " ":
-        end = _journal_framing_end(line) or _stamping_tool_end(line) or _named_journal_framing_end(line)
+        end = _journal_framing_end(line) or _stamping_tool_end(line) or _named_framing_end(line)
         if end:
             return end
     found = tool_prefix(line)

@@ -742,6 +742,12 @@ def test_journald_s_framing_behind_a_log_stream_s_name_is_read_past() -> None:
     # Two words, or prose, before the framing are no log stream's name.
     for words in ("my log ", "see: "):
         assert framing_end(words + framing + message) == 0, words
+    # A JSON logging configuration's record behind the stream's name.
+    record = '{"asctime": "2025-12-14 16:18:29,053", "levelname": "ERROR", "name": "vllm.entrypoints", "message": "x"}'
+    assert framing_end("ecs/vllm/0a1b2c " + record) == len("ecs/vllm/0a1b2c ")
+    assert [e.kind for e in parse_line("2025-12-14T16:18:29.053000+00:00 ecs/vllm/0a1b2c " + record)] == ["log_problem"]
+    assert framing_end("ecs/vllm/0a1b2c " + record[:-1]) == 0  # no whole record
+    assert framing_end("my log " + record) == 0
 
 
 def test_a_message_alone_behind_journald_s_framing_takes_its_time_and_a_record_keeps_its_own() -> None:
