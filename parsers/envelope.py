@@ -963,7 +963,8 @@ _FRAMED_NAME_MAX = 512
 def _named_framing_end(line: str) -> int:
     """Where the line behind one name begins, before journald's framing or a JSON record (``aws logs tail``'s log
     stream: ``i-0abc123 Dec 14 16:18:29 host vllm[4242]: `` from a syslog file, ``ecs/vllm/0a1b2c {"asctime": ...``
-    from a JSON logging configuration); 0 for a line without them."""
+    from a JSON logging configuration), or a stream's name with a slash before any record; 0 for a line without
+    them."""
     if line[0] == " ":
         return 0
     space = line.find(" ", 1, _FRAMED_NAME_MAX + 1)
@@ -971,8 +972,13 @@ def _named_framing_end(line: str) -> int:
         return 0
     if line.startswith("{", space + 1):
         return space + 1 if line.endswith("}") else 0
-    end = _journal_framing_end(line[space + 1 :])
-    return space + 1 + end if end else 0
+    rest = line[space + 1 :]
+    end = _journal_framing_end(rest)
+    if end:
+        return space + 1 + end
+    # A stream's name with a slash (ECS's ``prefix/container/task``, SageMaker's ``AllTraffic/i-0abc``), which no
+    # logger's name has, before any record: also one whose name begins as a logger's would (``vllm/vllm/0a1b``).
+    return space + 1 if "/" in line[:space] and begins_record(rest) else 0
 
 
 # The time journald's short framing (and syslog's, and moreutils' ts) shows, the month named in English: ``Dec 14

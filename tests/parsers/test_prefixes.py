@@ -748,6 +748,11 @@ def test_journald_s_framing_behind_a_log_stream_s_name_is_read_past() -> None:
     assert [e.kind for e in parse_line("2025-12-14T16:18:29.053000+00:00 ecs/vllm/0a1b2c " + record)] == ["log_problem"]
     assert framing_end("ecs/vllm/0a1b2c " + record[:-1]) == 0  # no whole record
     assert framing_end("my log " + record) == 0
+    # A stream's name with a slash before any record, also one that begins as vLLM's logger's name would.
+    header = "(APIServer pid=1) INFO 12-14 16:18:29 [async_llm.py:578] Added request chatcmpl-1."
+    for stream in ("vllm/vllm/0a1b2c ", "AllTraffic/i-0a1b2c3d4e5f67890 "):
+        assert framing_end(stream + header) == len(stream), stream
+    assert framing_end("vllm/vllm/0a1b2c Added request chatcmpl-1.") == 0  # a message alone: no record begins
 
 
 def test_a_message_alone_behind_journald_s_framing_takes_its_time_and_a_record_keeps_its_own() -> None:
