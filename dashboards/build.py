@@ -327,7 +327,9 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             TOKENS_PER_SECOND,
             query(rate("kvwatch_lmcache_need_to_load_tokens_total")),
             query(rate("kvwatch_lmcache_engine_computed_tokens_total"), "{{server}} in vLLM's prefix cache"),
-            description="Tokens LMCache had to load into vLLM, beside those vLLM already held.",
+            query(rate("kvwatch_lmcache_resume_load_tokens_total"), "{{server}} for preempted requests resumed"),
+            description="Tokens LMCache had to load into vLLM, beside those vLLM already held; and (its "
+            "multiprocess connector) what it loaded for preempted requests as they resumed.",
             no_value=IN_PROCESS_ONLY,
         )
     )
@@ -624,6 +626,11 @@ def engine_row(d: db.Dashboard) -> db.Dashboard:
             "Preemptions",
             "ops",
             query(f"sum by (server) (rate(kvwatch_vllm_preemptions_total{{{ENGINES}}}[$__rate_interval]))"),
+            query(rate("kvwatch_vllm_preempted_requests_total", by="server"), "{{server}} named by LMCache"),
+            query(rate("kvwatch_vllm_resumed_requests_total", by="server"), "{{server}} resumed"),
+            query(rate("kvwatch_lmcache_resume_loads_total", by="server"), "{{server}} resumed from LMCache"),
+            description="The stats line's count; LMCache's multiprocess connector names each preempted request "
+            "(vLLM 0.32's stats line omits them) and each resume it loaded KV for.",
             width=6,
         )
     )

@@ -310,6 +310,19 @@ class LmcacheMpLookup(Event):
 
 
 @dataclass(slots=True)
+class LmcacheResumeLoad(Event):
+    """LMCache's multiprocess connector's lookup for a preempted request the scheduler is about to resume
+    (``<resume-load> req=X apc=A lmcache=L load=N``, 2026; logged only when LMCache has some of it, and again
+    at every scheduling attempt until the request runs)."""
+
+    kind: ClassVar[str] = "lmcache_resume_load"
+    request_id: str = ""  #: the id as printed (the engine's)
+    engine_computed_tokens: int = 0  #: tokens vLLM's own prefix cache holds (apc)
+    hit_tokens: int = 0  #: tokens LMCache has, the prompt and the output so far alike
+    need_to_load: int = 0  #: what LMCache is to load beyond vLLM's own, as printed
+
+
+@dataclass(slots=True)
 class LmcacheL1Usage(Event):
     """``L1 memory usage: U/T GiB (P%)`` of the multiprocess server (``--enable-extra-logging``)."""
 
@@ -429,12 +442,22 @@ class RequestFailed(Event):
 class RequestPreempted(Event):
     """V0's ``Sequence group X is preempted by PreemptionMode.RECOMPUTE mode because there is not enough KV cache
     space. ... total_num_cumulative_preemption=N`` (0.4.3 to 0.10): printed for every 50th preemption, with the
-    server's count so far."""
+    server's count so far.  Or LMCache's multiprocess connector's ``<preempted> by preempted requests: {'X', ...}``
+    (2026): one event per request preempted in a step (a step that also resumed one logs only the resume)."""
 
     kind: ClassVar[str] = "request_preempted"
     request_id: str = ""  #: the id as printed
     mode: Literal["recompute", "swap"] = "recompute"  #: its KV dropped to be computed again, or swapped to the CPU
     cumulative: NonNegativeInt | None = None  #: preemptions since the server started, this one included
+
+
+@dataclass(slots=True)
+class RequestResumed(Event):
+    """LMCache's multiprocess connector's ``<preempted> by resumed requests: {'X', ...}`` (2026): one event per
+    preempted request the scheduler resumed in a step (vLLM itself logs no resume)."""
+
+    kind: ClassVar[str] = "request_resumed"
+    request_id: str = ""  #: the id as printed (the engine's)
 
 
 @dataclass(slots=True)
@@ -839,6 +862,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheLoadFailed,
     LmcachePrefetch,
     LmcacheMpLookup,
+    LmcacheResumeLoad,
     LmcacheL1Usage,
     LmcacheLookupSummary,
     LmcacheServerStarted,
@@ -850,6 +874,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RequestCancelled,
     RequestFailed,
     RequestPreempted,
+    RequestResumed,
     KvLoadFailure,
     HttpAccess,
     ServerStarting,

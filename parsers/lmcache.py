@@ -23,13 +23,16 @@ from parsers.events import (
     LmcacheMpLookup,
     LmcacheParser,
     LmcachePrefetch,
+    LmcacheResumeLoad,
     LmcacheRetrieve,
     LmcacheServerStarted,
     LmcacheStore,
     LmcacheStoreSkipped,
     LmcacheStoreStart,
+    RequestPreempted,
+    RequestResumed,
 )
-from parsers.shapes import DECIMAL, INTEGER, Shape, decimal, opens_with, ratio
+from parsers.shapes import DECIMAL, INTEGER, Shape, decimal, opens_with, ratio, set_members
 
 
 # Builders run once per matching line: conversions are written inline (no helper calls).
@@ -473,6 +476,35 @@ def parse_mp_event(line: str, start: int, stamp: str | None, rank: int | None) -
     return (LmcacheMpLookup(stamp, m.group(1), int(m.group(2))),)
 
 
+# The multiprocess connector in vLLM on a preemption (2026): a step's preempted or resumed requests (a Python
+# set), and the lookup of a preempted request about to resume.
+PREEMPTION = re.compile(r"<preempted> by (preempted|resumed) requests: (?=[{\[])")
+RESUME_LOAD = re.compile(
+    rf"<resume-load> req=(\S{{1,256}}) apc=({INTEGER}) lmcache=({INTEGER}) load=({INTEGER})(?: \(| \x1b|$)"
+)
+
+
+def parse_preemption(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """``<preempted> by preempted requests: {'X', ...}`` or ``... by resumed requests: ...``: one event per id."""
+    m = PREEMPTION.match(line, start)
+    if m is None:
+        return None if line.startswith("<preempted> by ", start) else ()
+    ids = set_members(line, m.end())
+    if not ids:
+        return None
+    if m.group(1) == "preempted":
+        return tuple(RequestPreempted(stamp, request_id, "recompute") for request_id in ids)
+    return tuple(RequestResumed(stamp, request_id) for request_id in ids)
+
+
+def parse_resume_load(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """``<resume-load> req=X apc=A lmcache=L load=N``."""
+    m = RESUME_LOAD.match(line, start)
+    if m is None:
+        return None if line.startswith("<resume-load> ", start) else ()
+    return (LmcacheResumeLoad(stamp, m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))),)
+
+
 def parse_l1_usage(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
     m = L1_USAGE.match(line, start)
     if m is None:
@@ -522,4 +554,6 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "L1": (parse_l1_usage, "lmcache_l1_usage"),
     "lookup": (parse_lookup_summary, "lmcache_lookup_summary"),
     "Server": (parse_remote_server_start, "lmcache_server_started"),
+    "<preempted>": (parse_preemption, "request_preempted"),
+    "<resume-load>": (parse_resume_load, "lmcache_resume_load"),
 }

@@ -28,7 +28,7 @@ from parsers.events import (
     ServerShutdown,
     VllmParser,
 )
-from parsers.shapes import INTEGER, Shape, opens_with
+from parsers.shapes import INTEGER, Shape, opens_with, set_members
 
 _RECEIVED = re.compile(r"Received request (\S+?): ")
 _MAX_TOKENS = re.compile(rf"\bmax_tokens=({INTEGER})")
@@ -247,8 +247,6 @@ KV_LOAD_FAILING = re.compile(
     rf"Failing ({INTEGER}) request\(s\) due to KV load failure"
     rf"(?: \(failure_policy=\w+, ({INTEGER}) tokens affected\))?\.?(?: Request IDs: )?"
 )
-_SET_MEMBER = re.compile(r"'([^'\s]{1,256})'")
-MAX_FAILED_IDS = 1024
 
 
 def parse_kv_load_recovered(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
@@ -262,7 +260,7 @@ def parse_kv_load_failing(line: str, start: int, stamp: str | None) -> tuple[Eve
     m = KV_LOAD_FAILING.match(line, start)
     if m is None:
         return None if "KV load failure" in line else ()
-    ids = [found.group(1) for _, found in zip(range(MAX_FAILED_IDS), _SET_MEMBER.finditer(line, m.end()), strict=False)]
+    ids = set_members(line, m.end())
     tokens = int(m.group(2)) if m.group(2) is not None else None
     return (KvLoadFailure(stamp, int(m.group(1)), tokens, "fail", ids or None),)
 

@@ -70,6 +70,16 @@ def opens_with(line: str, start: int, openings: tuple[str, ...]) -> bool:
     )
 
 
+# A member of a set of ids as Python prints it (``{'a', 'b'}``); a line names at most MAX_SET_MEMBERS of them.
+_SET_MEMBER = re.compile(r"'([^'\s]{1,256})'")
+MAX_SET_MEMBERS = 1024
+
+
+def set_members(line: str, start: int) -> list[str]:
+    """The quoted ids of a Python set (or list) printed at or after ``start``, at most MAX_SET_MEMBERS."""
+    return [found.group(1) for _, found in zip(range(MAX_SET_MEMBERS), _SET_MEMBER.finditer(line, start), strict=False)]
+
+
 class Shape:
     """A message regex (compiled with ASCII classes: fields are ASCII, and faster so) and its event builder."""
 

@@ -25,6 +25,7 @@ from agent.sinks.stats import (
     Histogram,
     KvTransferTotals,
     LmcacheServerStarts,
+    ResumeLoads,
     RunningTotal,
     ServerStats,
 )
@@ -33,7 +34,8 @@ FORMAT = 1
 _NOT_SAVED = frozenset(("server", "clock", "now", "service_unit"))  # (the unit is configuration, not a number)
 # Classes a record may rebuild, by name: their attributes are saved one by one.
 _OBJECTS: dict[str, type] = {
-    cls.__name__: cls for cls in (Histogram, KvTransferTotals, RunningTotal, LmcacheServerStarts, EngineStatsState)
+    cls.__name__: cls
+    for cls in (Histogram, KvTransferTotals, RunningTotal, LmcacheServerStarts, ResumeLoads, EngineStatsState)
 }
 
 

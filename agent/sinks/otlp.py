@@ -448,6 +448,8 @@ def request_attributes(request: OpenRequest, model: str | None) -> dict:
     if request.finish_reason is not None:
         a[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] = (request.finish_reason,)
     _lmcache_moves(a, request)
+    if request.preemptions:
+        a["vllm.preemptions"] = len(request.preemptions)
     if request.access is not None:
         _http(a, request.access)
     if CANARY_MARK in request.id:
@@ -594,6 +596,15 @@ def request_spans(
             begin = min(begin, _ns(started.when))
             events = (_store_start_event(started),)
         child("lmcache.store", begin, end, attributes, events)
+    for preempted, resumed, load in request.preemptions:
+        # From its preemption to its resume: the time it waited, its KV dropped.
+        attributes = {"vllm.resumed": resumed is not None}
+        if load is not None:
+            attributes["lmcache.hit_tokens"] = load.hit
+            attributes["lmcache.need_to_load"] = load.need_to_load
+            attributes["vllm.prefix_cache.hit_tokens"] = load.engine_computed
+        begin = _ns(preempted if preempted is not None else resumed)  # one of the two is known
+        child("vllm.preemption", begin, _ns(resumed) if resumed is not None else begin, attributes)
     start = _ns(request.start)
     end = _ns(request.end if request.end is not None else request.start)
     for span in spans:  # a transfer that began before the first line, or a stamp cut to whole seconds

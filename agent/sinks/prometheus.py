@@ -24,6 +24,7 @@ from agent.families import (
     Sample,
     Samples,
     Spec,
+    computed,
     counter,
     families,
     gauge,
@@ -439,6 +440,23 @@ CATALOGUE: tuple[Spec, ...] = (
         "Chunks of the prompts' prefixes those lookups found (a chunk is the server's chunk size in tokens).",
         counted(ev.LmcacheMpLookup, "found_chunks"),
     ),
+    counter(
+        "kvwatch_lmcache_resume_loads_total",
+        "Preempted requests resumed with KV LMCache loaded for them (multiprocess connector).",
+        computed(lambda s: s.resume_loads.loads),
+        doc=(
+            "preempted requests resumed with KV that LMCache loaded rather than vLLM computing it again: the "
+            "resumes (`<preempted> by resumed requests`) that a `<resume-load> req=... lmcache=N load=N` line of "
+            "LMCache's multiprocess connector preceded (a resume without one was computed again)"
+        ),
+    ),
+    counter(
+        "kvwatch_lmcache_resume_load_tokens_total",
+        "Tokens LMCache was to load for those resumes (the load of each one's last resume-load line).",
+        computed(lambda s: s.resume_loads.tokens),
+        doc="tokens LMCache was to load for those resumes, as its last `<resume-load>` line before each resume "
+        "printed them (`load=`, beyond vLLM's own prefix cache)",
+    ),
     gauge(
         "kvwatch_lmcache_l1_used_bytes",
         "L1 memory in use (multiprocess server, extra logging).",
@@ -701,6 +719,25 @@ CATALOGUE: tuple[Spec, ...] = (
             "warning prints (`total_num_cumulative_preemption=N`, at every 50th), added up over restarts"
         ),
         native="`vllm:num_preemptions_total`",
+    ),
+    counter(
+        "kvwatch_vllm_preempted_requests_total",
+        "Requests named preempted one by one (LMCache's multiprocess connector's <preempted> lines).",
+        value_of("preempted"),
+        doc=(
+            "requests a line names as preempted, one by one: LMCache's multiprocess connector's `<preempted> by "
+            "preempted requests: {...}` (2026), the one count of preemptions in a vLLM log whose stats line omits "
+            "them (0.32's never prints its Preemptions part); a step that also resumed a request logs only the "
+            "resume, so this can fall short of vLLM's own count"
+        ),
+        native="`vllm:num_preemptions_total`",
+    ),
+    counter(
+        "kvwatch_vllm_resumed_requests_total",
+        "Preempted requests resumed (LMCache's multiprocess connector's <preempted> by resumed requests lines).",
+        counted(ev.RequestResumed),
+        doc="preempted requests the scheduler resumed, one by one (`<preempted> by resumed requests: {...}` of "
+        "LMCache's multiprocess connector, 2026; vLLM logs no resume)",
     ),
     counter(
         "kvwatch_vllm_corrupted_requests_total",

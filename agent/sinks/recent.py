@@ -33,6 +33,7 @@ class RequestRow:
     loaded_from_lmcache: int | None  # LMCache's "need to load"
     vllm_cached_tokens: int | None  # what vLLM's own prefix cache held (LMCache's "engine computed")
     reason: str | None  # why the hit fell short; None for a full hit or where the log cannot tell
+    preemptions: int = 0  # how often LMCache's multiprocess connector saw it preempted
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +109,7 @@ def row_of(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_CHUNK)
         loaded_from_lmcache=last.need_to_load if last is not None else None,
         vllm_cached_tokens=last.engine_computed if last is not None else None,
         reason=miss_reason(request, server, chunk),
+        preemptions=len(request.preemptions),
     )
 
 

@@ -406,6 +406,50 @@ class LmcacheServerStarts:
         self.awaiting = later.awaiting
 
 
+class ResumeLoads:
+    """Preempted requests resumed with KV LMCache loaded for them (its multiprocess connector): the last
+    ``<resume-load>`` line of a request before its resume says what was loaded; that line repeats at every
+    scheduling attempt, so only the resume counts it.  Parts of one log merge exactly: a resume whose load line
+    is in the part before is paired at the merge."""
+
+    __slots__ = ("loads", "pending", "tokens", "unpaired")
+
+    # Requests with a load line and no resume yet, and resumes with no load line before them, kept at most.
+    KEPT = 4096
+
+    def __init__(self) -> None:
+        self.loads = 0
+        self.tokens = 0
+        self.pending: dict[str, int] = {}  # request id -> tokens its last load line was to load
+        self.unpaired: list[str] = []  # resumes of this part with no load line before them
+
+    def observe_load(self, request_id: str, tokens: int) -> None:
+        pending = self.pending
+        pending.pop(request_id, None)
+        if len(pending) >= self.KEPT:
+            del pending[next(iter(pending))]  # the oldest: a request aborted while it waited
+        pending[request_id] = tokens
+
+    def observe_resume(self, request_id: str) -> None:
+        tokens = self.pending.pop(request_id, None)
+        if tokens is not None:
+            self.loads += 1
+            self.tokens += tokens
+        elif len(self.unpaired) < self.KEPT:
+            self.unpaired.append(request_id)  # recomputed (LMCache had none of it), or its load line came before
+
+    def merge(self, later: ResumeLoads) -> None:
+        for request_id in later.unpaired:
+            tokens = self.pending.pop(request_id, None)
+            if tokens is not None:
+                self.loads += 1
+                self.tokens += tokens
+        self.loads += later.loads
+        self.tokens += later.tokens
+        for request_id, tokens in later.pending.items():
+            self.observe_load(request_id, tokens)
+
+
 # EngineStats field -> gauge kept for it.  The conditional V1 parts (printed
 # only when > 0) read as 0 when a line of that generation omits them.
 STATS_GAUGES = (
@@ -484,6 +528,8 @@ class ServerStats:
     server_lookups: int = counter()  # lookups the server's hit-rate summaries covered
     server_lookup_hit_ratio: dict[str, float] = last(dict)  # plane (prefix, non_prefix) -> the last summary's
     lmcache_starts: LmcacheServerStarts = merged(LmcacheServerStarts)
+    # LMCache's multiprocess connector in vLLM: preempted requests resumed with KV it loaded
+    resume_loads: ResumeLoads = merged(ResumeLoads)
     # KV connectors (vLLM's KV Transfer metrics line)
     kv_transfer: KvTransferTotals = merged(lambda: KvTransferTotals())
     # kvwatch canary requests: kept out of the numbers above, counted here.
@@ -499,6 +545,9 @@ class ServerStats:
     finished: int = counter()
     aborted: int = counter()
     cancelled: int = counter()
+    # requests a line names one by one as preempted (LMCache's multiprocess connector; V0's warning, which
+    # names every 50th with a running count, is counted per engine instead)
+    preempted: int = counter()
     failures: dict[str, int] = counts()
     http: dict[tuple[str, str, str], int] = counts()
     # server lifecycle: the transitions seen, in order (repeats folded); merging parts of
@@ -575,6 +624,8 @@ class ServerStats:
             ev.EnginePause: self._pause,
             ev.EnginesScaled: self._scaled,
             ev.RequestPreempted: self._preempted,
+            ev.RequestResumed: self._resumed,
+            ev.LmcacheResumeLoad: self._resume_load,
             ev.LmcacheLookupPending: self._lookup_pending,
             ev.LmcacheStoreStart: self._store_start,
             ev.LmcacheInitialized: self._lmcache_initialized,
@@ -846,6 +897,15 @@ class ServerStats:
     def _preempted(self, e: ev.RequestPreempted) -> None:
         if e.cumulative is not None:
             self.engine(e).cumulative_preemptions.observe(e.cumulative)
+        elif not is_canary(e.request_id):
+            self.preempted += 1
+
+    def _resumed(self, e: ev.RequestResumed) -> None:
+        if not is_canary(e.request_id):
+            self.resume_loads.observe_resume(e.request_id)
+
+    def _resume_load(self, e: ev.LmcacheResumeLoad) -> None:
+        self.resume_loads.observe_load(e.request_id, e.need_to_load)
 
     def _sleep(self, e: ev.EngineSleep) -> None:
         state = self.engine(e)

@@ -14,6 +14,7 @@ _LOAD_FAILURES = declare_count(ev.LmcacheLoadFailed)
 _LOAD_FAILED_TOKENS = declare_count(ev.LmcacheLoadFailed, "tokens")
 _STORES_SKIPPED = declare_count(ev.LmcacheStoreSkipped, by="reason")
 _MP_LOOKUPS = declare_count(ev.LmcacheMpLookup, by="result")
+_RESUMED = declare_count(ev.RequestResumed)
 
 
 def _n(value: float) -> str:
@@ -122,10 +123,18 @@ def _requests(s: ServerStats) -> str:
     for (_method, _path, status), count in s.http.items():
         key = status[0] + "xx"
         http_by_class[key] = http_by_class.get(key, 0) + count
-    return (
+    line = (
         f"  requests     received {s.received:,}, added {s.added:,}, finished {s.finished:,}, "
         f"aborted {s.aborted:,}, cancelled {s.cancelled:,}; HTTP {_counted(http_by_class)}"
     )
+    resumed = int(s.count_of(_RESUMED))
+    if s.preempted or resumed:
+        loads = s.resume_loads
+        line += (
+            f"; preempted {s.preempted:,}, resumed {resumed:,} "
+            f"({loads.loads:,} with LMCache loading {loads.tokens:,} tokens)"
+        )
+    return line
 
 
 def _lmcache(s: ServerStats) -> list[str]:

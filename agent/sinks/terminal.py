@@ -250,7 +250,7 @@ def requests_table(
             "server": Text(name),
             "request": Text(row.get("id") or ""),
             "status": Text(str(status), style="red" if str(status)[:1] in ("4", "5") else ""),
-            "latency": "—" if latency is None else f"{latency:.2f} s",
+            "latency": _latency(latency, row.get("preemptions") or 0),
             "prompt": _tokens(row.get("prompt_tokens")),
             "LMCache hit": Text(
                 _tokens(row.get("lmcache_hit_tokens")), style="green" if row.get("lmcache_hit_tokens") else ""
@@ -261,6 +261,12 @@ def requests_table(
         }
         grid.add_row(*(cells[t] for t in titles))
     return grid
+
+
+def _latency(seconds: float | None, preemptions: int) -> str:
+    """The request's latency, and how often it was preempted meanwhile (which explains a long one)."""
+    shown = "—" if seconds is None else f"{seconds:.2f} s"
+    return f"{shown}, preempted {preemptions}×" if preemptions else shown
 
 
 HINT = "  q quits, s picks a server, o orders the requests"

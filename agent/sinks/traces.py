@@ -115,6 +115,18 @@ class Prefetch(NamedTuple):  # LMCache's multiprocess server
     ms: float | None
 
 
+class ResumeLoad(NamedTuple):  # LMCache's multiprocess connector, for a preempted request about to resume
+    hit: int
+    need_to_load: int
+    engine_computed: int
+
+
+class Preemption(NamedTuple):
+    when: float | None  # preempted (None: only its resume was logged, the step having resumed another request)
+    resumed: float | None  # None while it waits
+    load: ResumeLoad | None  # what LMCache was to load at the resume (None: computed again, or not told)
+
+
 class Access(NamedTuple):
     method: str
     path: str
@@ -148,8 +160,10 @@ class OpenRequest:
         "output_tokens",
         "parent_span_id",
         "pending_lookups",
+        "preemptions",
         "prefetches",
         "prompt_tokens",
+        "resume_load",
         "retrieves",
         "route",
         "sampled",
@@ -188,6 +202,8 @@ class OpenRequest:
         # or the server's lookup end (DEBUG) said it found no chunk.
         self.mp_miss = False
         self.mp_found_chunks: int | None = None  # what the server's lookup found, where it logged its end (DEBUG)
+        self.preemptions: list[Preemption] = []
+        self.resume_load: ResumeLoad | None = None  # the last resume-load line since the last preemption
         # The span a log record named as the current one (OpenTelemetry-shaped logs):
         # this request's trace joins the client's trace under it.
         self.parent_span_id: int | None = None
@@ -211,6 +227,11 @@ class OpenRequest:
     def started_in_view(self) -> bool:
         """False when the first line seen was not the request's first (it began before kvwatch looked)."""
         return self.first_kind in ("request_received", "request_added", "lmcache_lookup", "lmcache_lookup_pending")
+
+    @property
+    def waits_preempted(self) -> bool:
+        """Preempted and not resumed since: it cannot have been answered."""
+        return bool(self.preemptions) and self.preemptions[-1].resumed is None
 
     def add_output(self, tokens: int | None, finish_reason: str | None) -> None:
         if tokens is not None:
@@ -300,6 +321,9 @@ class TraceBuilder:
             ev.LmcachePrefetch: self._prefetch,
             ev.LmcacheLoadFailed: self._load_failed,
             ev.LmcacheMpLookup: self._mp_lookup,
+            ev.RequestPreempted: self._preempted,
+            ev.LmcacheResumeLoad: self._resume_load,
+            ev.RequestResumed: self._resumed,
             ev.RequestFinished: self._finished,
             ev.ResponseGenerated: self._generated,
             ev.RequestAborted: self._aborted,
@@ -647,6 +671,30 @@ class TraceBuilder:
         if request is not None:
             request.mp_found_chunks = e.found_chunks
 
+    def _preempted(self, e: ev.RequestPreempted, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is not None:
+            self._scheduled(request, every_request=False)  # it ran
+            request.preemptions.append(Preemption(when, None, None))
+            request.resume_load = None
+
+    def _resume_load(self, e: ev.LmcacheResumeLoad, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is not None:
+            request.resume_load = ResumeLoad(e.hit_tokens, e.need_to_load, e.engine_computed_tokens)
+
+    def _resumed(self, e: ev.RequestResumed, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is None:
+            return
+        self._scheduled(request, every_request=False)
+        preemptions = request.preemptions
+        if preemptions and preemptions[-1].resumed is None:
+            preemptions[-1] = preemptions[-1]._replace(resumed=when, load=request.resume_load)
+        else:
+            preemptions.append(Preemption(None, when, request.resume_load))
+        request.resume_load = None
+
     def _load_failed(self, e: ev.LmcacheLoadFailed, when: float) -> None:
         request = self._request(e.request_id, when, e.kind)
         if request is not None:
@@ -704,7 +752,11 @@ class TraceBuilder:
             queue = self.scheduled_by_route.get(route)
             if not queue:
                 return  # nothing of ours has run yet: it answers a request begun before we looked
-        oldest = next(iter(queue.values()))  # first seen, first answered: the line names no request
+        # First seen, first answered (the line names no request), unless it waits preempted.
+        candidates = iter(queue.values())
+        oldest = next(candidates)
+        if oldest.waits_preempted:
+            oldest = next((request for request in candidates if not request.waits_preempted), oldest)
         self._attach(oldest, e)
         self._end(oldest, when, "responded", "access")
 

@@ -201,3 +201,18 @@ def test_recent_requests_0_keeps_none_and_joins_nothing(agents, tmp_path: Path) 
     assert (status, json.loads(body)) == (200, {"servers": {}})
     checked = kvwatch("check", "--config", str(agent.config))
     assert "recent_requests = 0" in checked.stdout, checked.stderr
+
+
+def test_a_preempted_requests_latency_says_how_often(tmp_path: Path) -> None:
+    log = tmp_path / "vllm.log"
+    connector = "[2026-12-06 16:03:{}] LMCache WARNING: <preempted> by {} requests: {{'cmpl-a-0-97333607'}} (x.py:1:x)"
+    log.write_text(
+        "(APIServer pid=1) INFO 12-06 16:03:07 [async_llm.py:578] Added request cmpl-a-0-97333607.\n"
+        + connector.format("12,875", "preempted")
+        + "\n"
+        + connector.format("20,072", "resumed")
+        + "\n"
+        + 'INFO:     127.0.0.1:1 - "POST /v1/completions HTTP/1.1" 200 OK\n'
+    )
+    report = kvwatch("top", "--log", str(log), "--once", env={"COLUMNS": "160"}).stdout
+    assert "preempted 1×" in report, report

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ LMCACHE = CACHE / "vllm-cpu-venv" / "bin" / "lmcache"
 # About 3,000 tokens with the tiny model's tokenizer: eleven whole 256-token chunks.
 LONG_PROMPT = " ".join(f"word{i % 97} lorem ipsum" for i in range(400))
 CHUNK = 256
+KV_BLOCKS = 40  # of 128 tokens
 
 require_lmcache()
 
@@ -94,6 +96,8 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
     }
     serve = f"--host 127.0.0.1 --port {vllm_port} --enforce-eager --max-model-len 4096"
     serve += " --served-model-name tiny-llama --enable-log-requests --no-enable-prefix-caching"
+    # A KV pool of 5,120 tokens: room for one long prompt at a time, too little for two long generations.
+    serve += f" --num-gpu-blocks-override {KV_BLOCKS}"
     argv = [str(PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL), *serve.split()]
     processes.append(_started([*argv, "--kv-transfer-config", transfer], vllm_log, env))
     receiver = HttpReceiver()
@@ -161,8 +165,56 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         )
         assert canary.returncode == 0, canary.stdout + canary.stderr
         assert "ok: the cache works: LMCache's server found" in canary.stdout
+        _preemptions_resume_from_lmcache(agent, receiver, vllm_port)
     finally:
         receiver.close()
+
+
+def _preemptions_resume_from_lmcache(agent, receiver: HttpReceiver, vllm_port: int) -> None:
+    """Three long generations at once in a pool too small for two: vLLM preempts one, and LMCache's connector
+    reloads its prompt's KV when it resumes (``<preempted> ...`` and ``<resume-load> ...``).  vLLM 0.32's stats
+    line never prints its Preemptions part, so these lines are the log's one count of them."""
+    before = vllm_metrics(vllm_port)
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda n: _completion(vllm_port, n), range(3)))
+    native = vllm_metrics(vllm_port)
+    preempted = native["vllm:num_preemptions_total"] - before.get("vllm:num_preemptions_total", 0)
+    assert preempted >= 1
+    # Every preempted request resumed (all three finished); a step that also resumed one logs only the resume.
+    wait_for(
+        lambda: agent.value("kvwatch_vllm_resumed_requests_total", server="mp") == preempted,
+        what="a resume per preemption",
+    )
+    assert 1 <= agent.value("kvwatch_vllm_preempted_requests_total", server="mp") <= preempted
+    # LMCache held each one's prompt (stored after its prefill): every resume loaded whole chunks from it.
+    assert agent.value("kvwatch_lmcache_resume_loads_total", server="mp") == preempted
+    loaded = agent.value("kvwatch_lmcache_resume_load_tokens_total", server="mp")
+    assert loaded >= preempted * CHUNK and loaded % CHUNK == 0
+    # vLLM 0.32's stats line resets its count before printing it: kvwatch's count from it stays 0.
+    assert agent.value("kvwatch_vllm_preemptions_total", server="mp", engine="0") == 0
+
+    def preemption_spans() -> list | None:
+        found = [span for _, span in receiver.spans() if span.name == "vllm.preemption"]
+        return found if len(found) == preempted else None
+
+    spans = wait_for(preemption_spans, timeout=60, what="a span per preemption in the traces")
+    for span in spans:
+        told = attributes(span.attributes)
+        assert told["vllm.resumed"] is True and told["lmcache.need_to_load"] % CHUNK == 0
+        assert span.end_time_unix_nano >= span.start_time_unix_nano
+
+
+def _completion(port: int, n: int) -> dict:
+    """A ~1,870-token prompt generating 1,500 tokens (EOS ignored): 27 of the pool's 40 blocks at its end."""
+    prompt = " ".join(f"word{(i + 7 * n) % 97} lorem ipsum" for i in range(250))
+    body = {"model": "tiny-llama", "prompt": prompt, "max_tokens": 1500, "ignore_eos": True}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/completions",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", "X-Request-Id": f"long-{n}"},
+    )
+    with urllib.request.urlopen(request, timeout=600) as response:
+        return json.loads(response.read())
 
 
 def test_kvwatch_runs_the_lmcache_server_and_vllm_as_one_unit(agents, tmp_path: Path) -> None:

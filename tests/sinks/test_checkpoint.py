@@ -10,7 +10,7 @@ from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.prometheus import registry_for
 from agent.sinks.stats import HIT_RATIO_BUCKETS, Histogram, ServerStats
 from parsers import Clock
-from tests.support.lines import SAMPLES, feed
+from tests.support.lines import PREEMPTION_LOG, SAMPLES, feed
 
 
 def _fed() -> ServerStats:
@@ -111,3 +111,15 @@ def test_a_start_of_the_lmcache_server_saved_between_its_two_lines_counts_once()
         )
         feed(resumed, START_LOG[cut:])
         assert resumed.lmcache_server_starts == START_COUNT, cut
+
+
+def test_a_resume_after_the_restart_counts_the_load_logged_before_it() -> None:
+    """A preempted request's resume-load line saved with the numbers; its resume read after kvwatch restarted."""
+    before, after = PREEMPTION_LOG[:-1], PREEMPTION_LOG[-1:]
+    whole = feed(ServerStats("s"), PREEMPTION_LOG)
+    resumed = ServerStats("s")
+    assert restore_stats(resumed, json.loads(json.dumps(stats_record(feed(ServerStats("s"), before))))) == []
+    feed(resumed, after)
+    resumed.created = whole.created
+    assert whole.resume_loads.loads == 2
+    assert _openmetrics(resumed) == _openmetrics(whole)

