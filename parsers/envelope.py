@@ -17,6 +17,7 @@ import re
 from json.decoder import scanstring
 
 from parsers.lifecycle import CRASH_START, USAGE_ERROR
+from parsers.service import UNIT_ENDS, UNIT_NAME_MAX
 from parsers.shapes import INTEGER
 
 # --- colour ---------------------------------------------------------------------
@@ -976,6 +977,12 @@ def _named_framing_end(line: str) -> int:
     end = _journal_framing_end(rest)
     if end:
         return space + 1 + end
+    # systemd's line about a unit without journald's framing (a journal shipped as ``journalctl -o cat`` writes it)
+    # behind a name a machine gave (an instance's id, a host's, a task's path: a digit or a slash), not a word.
+    unit_end = rest.find(": ", 0, UNIT_NAME_MAX)
+    if unit_end != -1 and rest.endswith(UNIT_ENDS, 0, unit_end + 1) and " " not in rest[:unit_end]:
+        name = line[:space]
+        return space + 1 if "/" in name or any(c.isdigit() for c in name) else 0
     # A stream's name with a slash (ECS's ``prefix/container/task``, SageMaker's ``AllTraffic/i-0abc``), which no
     # logger's name has, before any record: also one whose name begins as a logger's would (``vllm/vllm/0a1b``).
     return space + 1 if "/" in line[:space] and begins_record(rest) else 0

@@ -30,6 +30,7 @@ from parsers.shapes import INTEGER
 # The unit types whose processes a server runs in: a service, or a scope (``systemd-run --scope``).
 UNIT_ENDS = (".service:", ".scope:")
 # A unit's name: letters, digits and ``:-_.\\@`` (a template's instance after ``@``), at most 256 characters.
+UNIT_NAME_MAX = 256
 _UNIT = r"([\w:.\\@-]{1,250}\.(?:service|scope))"
 LINE = re.compile(
     _UNIT + r": (?:"

@@ -742,6 +742,15 @@ def test_journald_s_framing_behind_a_log_stream_s_name_is_read_past() -> None:
     # Two words, or prose, before the framing are no log stream's name.
     for words in ("my log ", "see: "):
         assert framing_end(words + framing + message) == 0, words
+    # A journal shipped without its framing (``journalctl -o cat``): systemd's message alone behind the name.
+    for stream in ("i-0a1b2c3d4e5f67890 ", "ecs/vllm/0123abcd "):
+        assert framing_end(stream + message) == len(stream), stream
+        tailed = "2025-12-14T16:18:29.053000+00:00 " + stream + message
+        assert [(e.kind, e.stamp) for e in parse_line(tailed)] == [
+            ("service_exited", "2025-12-14T16:18:29.053000+00:00")
+        ]
+    for words in ("i-0a1b2c3d4e5f67890 the ", "my "):  # prose before it, not a machine's name
+        assert framing_end(words + message) == 0, words
     # A JSON logging configuration's record behind the stream's name.
     record = '{"asctime": "2025-12-14 16:18:29,053", "levelname": "ERROR", "name": "vllm.entrypoints", "message": "x"}'
     assert framing_end("ecs/vllm/0a1b2c " + record) == len("ecs/vllm/0a1b2c ")
