@@ -498,10 +498,10 @@ def _lmcache_moves(a: dict[str, object], request: OpenRequest) -> None:
     if request.load_failed_tokens:
         a["lmcache.load_failed_tokens"] = request.load_failed_tokens
     _put(a, "lmcache.mp.found_chunks", request.mp_found_chunks)
-    if request.prefetches:
-        first_prefetch = request.prefetches[0]
-        a["lmcache.prefetch.hit_keys"] = first_prefetch.hit_keys
-        _put(a, "lmcache.prefetch.requested_keys", first_prefetch.requested_keys)
+    prefetch = request.prompt_prefetch
+    if prefetch is not None:
+        a["lmcache.prefetch.hit_keys"] = prefetch.hit_keys
+        _put(a, "lmcache.prefetch.requested_keys", prefetch.requested_keys)
     if request.stores:
         a["lmcache.stored_tokens"] = _per_rank_max(request.stores, lambda s: s.stored)
 

@@ -73,11 +73,11 @@ def miss_reason(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_C
         if last.hit == 0:
             return "LMCache degraded" if server.degraded else "not seen before"
         return f"partial: the first {last.hit} of {last.total} tokens seen before"
-    if request.prefetches:
-        last = request.prefetches[-1]
-        if last.requested_keys is None or last.hit_keys >= last.requested_keys:
+    prefetch = request.prompt_prefetch
+    if prefetch is not None:
+        if prefetch.requested_keys is None or prefetch.hit_keys >= prefetch.requested_keys:
             return None
-        return f"partial: {last.hit_keys} of {last.requested_keys} keys"
+        return f"partial: {prefetch.hit_keys} of {prefetch.requested_keys} keys"
     if request.mp_miss:
         return "not seen before"
     if request.mp_found_chunks:

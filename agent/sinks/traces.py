@@ -229,6 +229,20 @@ class OpenRequest:
         return self.first_kind in ("request_received", "request_added", "lmcache_lookup", "lmcache_lookup_pending")
 
     @property
+    def prompt_prefetch(self) -> Prefetch | None:
+        """The multiprocess server's prefetch for the prompt: the first, unless it came after a preemption (a
+        resume's, which looks up the output so far too: the prompt's own lookup found nothing)."""
+        if not self.prefetches:
+            return None
+        first = self.prefetches[0]
+        if self.preemptions:
+            preempted = self.preemptions[0]
+            at = preempted.when if preempted.when is not None else preempted.resumed
+            if at is not None and first.when > at:
+                return None
+        return first
+
+    @property
     def waits_preempted(self) -> bool:
         """Preempted and not resumed since: it cannot have been answered."""
         return bool(self.preemptions) and self.preemptions[-1].resumed is None
@@ -246,7 +260,7 @@ Writer = Callable[[OpenRequest], None]
 def _no_lmcache_hit(request: OpenRequest) -> bool:
     """A request that completed with no LMCache lookup or prefetch line joined to it: where LMCache's
     multiprocess server was asked for it, it found nothing (that server logs no miss at INFO)."""
-    return request.outcome in ("finished", "responded") and not request.prefetches and not request.lookups
+    return request.outcome in ("finished", "responded") and request.prompt_prefetch is None and not request.lookups
 
 
 class TraceBuilder:
@@ -668,7 +682,7 @@ class TraceBuilder:
 
     def _mp_lookup(self, e: ev.LmcacheMpLookup, when: float) -> None:
         request = self._request(e.request_id, when, e.kind)
-        if request is not None:
+        if request is not None and request.mp_found_chunks is None:  # the prompt's (a resume looks up again)
             request.mp_found_chunks = e.found_chunks
 
     def _preempted(self, e: ev.RequestPreempted, when: float) -> None:

@@ -9,7 +9,7 @@ import pytest
 from agent.sinks.recent import RecentRequests
 from agent.sinks.traces import TraceBuilder
 from parsers import LogStream
-from tests.support.lines import fresh
+from tests.support.lines import fresh, mp_connector_line
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
 
@@ -102,10 +102,8 @@ def test_real_logs_rows_and_reasons() -> None:
 def test_a_row_says_how_often_its_request_was_preempted() -> None:
     """LMCache's multiprocess connector names the request it saw preempted and resumed (lmcache 0.5.6's lines)."""
 
-    def connector(message: str) -> str:
-        return f"[2026-12-06 16:03:12,875] LMCache WARNING: {message} (lmcache_mp_connector.py:219:x)"
-
-    preempted = connector("<preempted> by preempted requests: {'chatcmpl-a-11111111'}")
-    resumed = connector("<preempted> by resumed requests: {'chatcmpl-a-11111111'}")
+    stamp = "2026-12-06 16:03:12,875"
+    preempted = mp_connector_line(stamp, "<preempted> by preempted requests: {'chatcmpl-a-11111111'}")
+    resumed = mp_connector_line(stamp, "<preempted> by resumed requests: {'chatcmpl-a-11111111'}")
     assert one(preempted, resumed, preempted, resumed)["preemptions"] == 2
     assert one(lookup("chatcmpl-a-11111111", 600, 512, 512))["preemptions"] == 0

