@@ -838,10 +838,12 @@ def requests_row(d: db.Dashboard) -> db.Dashboard:
                 rate("kvwatch_vllm_kv_load_failed_tokens_total", by="server, policy"), "{{server}} tokens/s: {{policy}}"
             ),
             query(rate("kvwatch_lmcache_load_failed_tokens_total"), "{{server}} tokens/s LMCache failed to load"),
+            query(rate("kvwatch_lmcache_loads_bypassed_total"), "{{server}} requests/s LMCache bypassed"),
             description=(
                 "KV the connector (LMCache ...) promised and could not load: computed again (recompute) or the "
                 "requests failed (fail), as vLLM's kv_load_failure_policy says; and as LMCache's adapter reports "
-                "it (Request X failed to load N tokens, each tensor-parallel rank its own)."
+                "it (Request X failed to load N tokens, each tensor-parallel rank its own; its multiprocess "
+                "connector: requests it bypassed after a failed load)."
             ),
             width=12,
         )

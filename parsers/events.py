@@ -275,6 +275,15 @@ class LmcacheLoadFailed(Event):
 
 
 @dataclass(slots=True)
+class LmcacheLoadBypassed(Event):
+    """LMCache's multiprocess connector gave up a request's load that failed (``Bypassing LMCache for request X
+    after a failed async KV load; the prompt will be recomputed locally.``, 2026): vLLM computes it all again."""
+
+    kind: ClassVar[str] = "lmcache_load_bypassed"
+    request_id: str = ""  #: the id as printed (the engine's)
+
+
+@dataclass(slots=True)
 class LmcachePrefetch(Event):
     """LMCache's multiprocess server found a request's prefix (``Prefetch request completed``;
     printed only when something hit).  Counts are cache keys (chunks per KV group and rank),
@@ -860,6 +869,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheDegraded,
     LmcacheLookupTimeout,
     LmcacheLoadFailed,
+    LmcacheLoadBypassed,
     LmcachePrefetch,
     LmcacheMpLookup,
     LmcacheResumeLoad,

@@ -15,6 +15,7 @@ from parsers.events import (
     LmcacheDegraded,
     LmcacheInitialized,
     LmcacheL1Usage,
+    LmcacheLoadBypassed,
     LmcacheLoadFailed,
     LmcacheLookup,
     LmcacheLookupPending,
@@ -497,6 +498,18 @@ def parse_preemption(line: str, start: int, stamp: str | None, rank: int | None)
     return tuple(RequestResumed(stamp, request_id) for request_id in ids)
 
 
+# The multiprocess connector giving up a failed asynchronous load: the request is computed again.
+LOAD_BYPASSED = re.compile(r"Bypassing LMCache for request (\S{1,256}) after a failed async KV load")
+
+
+def parse_bypassing(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """``Bypassing LMCache for request X after a failed async KV load; the prompt will be recomputed locally.``"""
+    m = LOAD_BYPASSED.match(line, start)
+    if m is None:
+        return None if line.startswith("Bypassing LMCache for request ", start) else ()
+    return (LmcacheLoadBypassed(stamp, m.group(1)),)
+
+
 def parse_resume_load(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
     """``<resume-load> req=X apc=A lmcache=L load=N``."""
     m = RESUME_LOAD.match(line, start)
@@ -556,4 +569,5 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Server": (parse_remote_server_start, "lmcache_server_started"),
     "<preempted>": (parse_preemption, "request_preempted"),
     "<resume-load>": (parse_resume_load, "lmcache_resume_load"),
+    "Bypassing": (parse_bypassing, "lmcache_load_bypassed"),
 }

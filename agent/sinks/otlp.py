@@ -497,6 +497,8 @@ def _lmcache_moves(a: dict[str, object], request: OpenRequest) -> None:
         a["lmcache.retrieved_tokens"] = _per_rank_max(request.retrieves, lambda r: r.retrieved)
     if request.load_failed_tokens:
         a["lmcache.load_failed_tokens"] = request.load_failed_tokens
+    if request.load_bypassed:
+        a["lmcache.load_bypassed"] = True
     _put(a, "lmcache.mp.found_chunks", request.mp_found_chunks)
     prefetch = request.prompt_prefetch
     if prefetch is not None:

@@ -311,6 +311,16 @@ CATALOGUE: tuple[Spec, ...] = (
         doc="tokens of those loads that LMCache did not load: vLLM computes them again (or fails the request)",
     ),
     counter(
+        "kvwatch_lmcache_loads_bypassed_total",
+        "Requests computed again after a failed asynchronous load (LMCache's multiprocess connector).",
+        counted(ev.LmcacheLoadBypassed),
+        doc=(
+            "requests whose asynchronous load from LMCache failed, so that its multiprocess connector bypassed "
+            "LMCache and vLLM computed the whole prompt again (`Bypassing LMCache for request X after a failed "
+            "async KV load`); vLLM reports the same failures itself (`kvwatch_vllm_kv_load_failures_total`)"
+        ),
+    ),
+    counter(
         "kvwatch_lmcache_stores_skipped_total",
         "Stores LMCache cut short or skipped: memory_pressure (its local CPU memory full), unhealthy.",
         counted(ev.LmcacheStoreSkipped, by="reason", always=ev.STORE_SKIP_REASONS),

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 from agent.sinks.stats import ServerStats
-from agent.sinks.traces import OpenRequest, TraceBuilder
+from agent.sinks.traces import Lookup, OpenRequest, TraceBuilder
 
 KEEP = 50  # the default of [agent] recent_requests
 DEFAULT_CHUNK = 256  # LMCache's default chunk size
@@ -59,20 +59,10 @@ def miss_reason(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_C
     """Why the request's LMCache hit fell short, from what its lines and the server's say."""
     if request.load_failed_tokens:
         return f"LMCache failed to load {request.load_failed_tokens} tokens of its hit"
+    if request.load_bypassed:
+        return "LMCache failed to load its hit: computed again"
     if request.lookups:
-        last = request.lookups[-1]
-        whole = last.total // chunk * chunk  # LMCache keeps whole chunks only
-        if last.min_retrieve is not None:
-            return f"hit below min_retrieve ({last.min_retrieve} tokens): nothing loaded"
-        if last.hit > 0 and last.engine_computed is not None and last.engine_computed >= last.hit:
-            return "vLLM's own prefix cache already held it"
-        if whole == 0:
-            return f"prompt shorter than LMCache's chunk ({chunk} tokens)"
-        if last.hit >= whole:
-            return None
-        if last.hit == 0:
-            return "LMCache degraded" if server.degraded else "not seen before"
-        return f"partial: the first {last.hit} of {last.total} tokens seen before"
+        return _lookup_reason(request.lookups[-1], server, chunk)
     prefetch = request.prompt_prefetch
     if prefetch is not None:
         if prefetch.requested_keys is None or prefetch.hit_keys >= prefetch.requested_keys:
@@ -89,6 +79,22 @@ def miss_reason(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_C
     if not server.connector_seen:
         return "LMCache connector not loaded"  # no LMCache line of any request, nor its start
     return None
+
+
+def _lookup_reason(last: Lookup, server: ServerSide, chunk: int) -> str | None:
+    """Why the hit of an in-process lookup (the request's last) fell short."""
+    whole = last.total // chunk * chunk  # LMCache keeps whole chunks only
+    if last.min_retrieve is not None:
+        return f"hit below min_retrieve ({last.min_retrieve} tokens): nothing loaded"
+    if last.hit > 0 and last.engine_computed is not None and last.engine_computed >= last.hit:
+        return "vLLM's own prefix cache already held it"
+    if whole == 0:
+        return f"prompt shorter than LMCache's chunk ({chunk} tokens)"
+    if last.hit >= whole:
+        return None
+    if last.hit == 0:
+        return "LMCache degraded" if server.degraded else "not seen before"
+    return f"partial: the first {last.hit} of {last.total} tokens seen before"
 
 
 def _mp_hit_tokens(request: OpenRequest, chunk: int) -> int | None:

@@ -12,6 +12,7 @@ from parsers import events as ev
 _STALL_SECONDS = declare_count(ev.EngineStall, "seconds")
 _LOAD_FAILURES = declare_count(ev.LmcacheLoadFailed)
 _LOAD_FAILED_TOKENS = declare_count(ev.LmcacheLoadFailed, "tokens")
+_LOADS_BYPASSED = declare_count(ev.LmcacheLoadBypassed)
 _STORES_SKIPPED = declare_count(ev.LmcacheStoreSkipped, by="reason")
 _MP_LOOKUPS = declare_count(ev.LmcacheMpLookup, by="result")
 _RESUMED = declare_count(ev.RequestResumed)
@@ -158,6 +159,9 @@ def _lmcache_shortfalls(s: ServerStats) -> str:
     text = f"; stores cut short: {_counted(skipped)}" if any(skipped.values()) else ""
     if failures:
         text += f"; {failures:,.0f} loads failed ({s.count_of(_LOAD_FAILED_TOKENS):,.0f} tokens)"
+    bypassed = s.count_of(_LOADS_BYPASSED)
+    if bypassed:
+        text += f"; {bypassed:,.0f} failed loads bypassed (computed again)"
     return text
 
 

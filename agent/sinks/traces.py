@@ -150,6 +150,7 @@ class OpenRequest:
         "id",
         "ids",
         "last_activity",
+        "load_bypassed",
         "load_failed_tokens",
         "lookups",
         "max_tokens",
@@ -197,6 +198,7 @@ class OpenRequest:
         self.retrieves: list[Retrieve] = []
         self.prefetches: list[Prefetch] = []
         self.load_failed_tokens = 0  # of the hit LMCache promised, what it failed to load (the most one rank said)
+        self.load_bypassed = False  # its load failed and LMCache's multiprocess connector gave it up
         # LMCache's multiprocess server found nothing for it: it finished with no prefetch line while
         # vLLM's KV Transfer metrics lines showed its connector being asked (a miss logs nothing at INFO),
         # or the server's lookup end (DEBUG) said it found no chunk.
@@ -334,6 +336,7 @@ class TraceBuilder:
             ev.LmcacheRetrieve: self._retrieve,
             ev.LmcachePrefetch: self._prefetch,
             ev.LmcacheLoadFailed: self._load_failed,
+            ev.LmcacheLoadBypassed: self._load_bypassed,
             ev.LmcacheMpLookup: self._mp_lookup,
             ev.RequestPreempted: self._preempted,
             ev.LmcacheResumeLoad: self._resume_load,
@@ -713,6 +716,11 @@ class TraceBuilder:
         request = self._request(e.request_id, when, e.kind)
         if request is not None:
             request.load_failed_tokens = max(request.load_failed_tokens, e.tokens)  # each rank says it
+
+    def _load_bypassed(self, e: ev.LmcacheLoadBypassed, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)
+        if request is not None:
+            request.load_bypassed = True
 
     def _finished(self, e: ev.RequestFinished, when: float) -> None:
         self.ids_end_requests = True

@@ -107,3 +107,12 @@ def test_a_row_says_how_often_its_request_was_preempted() -> None:
     resumed = mp_connector_line(stamp, "<preempted> by resumed requests: {'chatcmpl-a-11111111'}")
     assert one(preempted, resumed, preempted, resumed)["preemptions"] == 2
     assert one(lookup("chatcmpl-a-11111111", 600, 512, 512))["preemptions"] == 0
+
+
+def test_a_load_the_multiprocess_connector_gave_up_is_the_reason() -> None:
+    bypassed = mp_connector_line(
+        "2026-12-06 16:03:20,337",
+        "Bypassing LMCache for request chatcmpl-a-11111111 after a failed async KV load; "
+        "the prompt will be recomputed locally.",
+    )
+    assert one(bypassed)["reason"] == "LMCache failed to load its hit: computed again"

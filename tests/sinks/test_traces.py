@@ -827,3 +827,17 @@ def test_a_resumes_lookup_and_prefetch_are_not_the_prompts() -> None:
     assert "lmcache.prefetch.hit_keys" not in root.attributes
     assert [s.name for s in run.children(root)].count("lmcache.prefetch") == 1  # the resume's, as a child
     assert root.attributes["vllm.preemptions"] == 1
+
+
+def test_a_load_the_multiprocess_connector_gave_up_is_on_the_trace() -> None:
+    name = "b"
+    request = _mp_request(name, prefetch=True)
+    bypassed = mp_connector_line(
+        "2026-12-02 06:49:43,000",
+        f"Bypassing LMCache for request chatcmpl-{name}-b76bdc55 after a failed async KV load; "
+        "the prompt will be recomputed locally.",
+    )
+    [root] = Run().feed([*request[:-1], bypassed, request[-1]]).roots()
+    assert root.attributes["lmcache.load_bypassed"] is True
+    [plain] = Run().feed(_mp_request("c", prefetch=True)).roots()
+    assert "lmcache.load_bypassed" not in plain.attributes
