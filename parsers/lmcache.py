@@ -498,6 +498,14 @@ def parse_preemption(line: str, start: int, stamp: str | None, rank: int | None)
     return tuple(RequestResumed(stamp, request_id) for request_id in ids)
 
 
+def parse_resume_load(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """``<resume-load> req=X apc=A lmcache=L load=N``."""
+    m = RESUME_LOAD.match(line, start)
+    if m is None:
+        return None if line.startswith("<resume-load> ", start) else ()
+    return (LmcacheResumeLoad(stamp, m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))),)
+
+
 # The multiprocess connector giving up a failed asynchronous load: the request is computed again.
 LOAD_BYPASSED = re.compile(r"Bypassing LMCache for request (\S{1,256}) after a failed async KV load")
 
@@ -508,14 +516,6 @@ def parse_bypassing(line: str, start: int, stamp: str | None, rank: int | None) 
     if m is None:
         return None if line.startswith("Bypassing LMCache for request ", start) else ()
     return (LmcacheLoadBypassed(stamp, m.group(1)),)
-
-
-def parse_resume_load(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
-    """``<resume-load> req=X apc=A lmcache=L load=N``."""
-    m = RESUME_LOAD.match(line, start)
-    if m is None:
-        return None if line.startswith("<resume-load> ", start) else ()
-    return (LmcacheResumeLoad(stamp, m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))),)
 
 
 def parse_l1_usage(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
