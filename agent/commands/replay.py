@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import re
 import sys
@@ -374,13 +375,14 @@ def _events_output(live: bool) -> TextIO:
 
 def _read_all(replay: Replay, opened: list[Input], args: argparse.Namespace, tracing, out: TextIO) -> list:
     """Read every input into the replay's stats (and traces, and the events output); returns the trace builders."""
-    builders = []
-    for source in opened:
-        server = args.server or server_name_for(source.name)
+    builders: dict[str, TraceBuilder] = {}
+    servers = [args.server or server_name_for(source.name) for source in opened]
+    for source, server in zip(opened, servers, strict=True):
         on_event = event_writer(out, source.name, server) if args.format == "events" else None
         if tracing is not None:
-            builder = tracing.builder(replay.stats_for(server), Clock(replay.timezone, datetime.now(UTC)))
-            builders.append(builder)
+            builder = builders.get(server)
+            if builder is None:
+                builder = builders[server] = _builder(tracing, replay, server, servers.count(server) > 1)
             on_event = _traced(builder, on_event)
         try:
             result = replay.run(
@@ -395,7 +397,18 @@ def _read_all(replay: Replay, opened: list[Input], args: argparse.Namespace, tra
             source.close()
         if result.error:
             print(f"kvwatch: {source.name}: read stopped early: {result.error}", file=sys.stderr)
-    return builders
+    return list(builders.values())
+
+
+def _builder(tracing: Tracing, replay: Replay, server: str, several_inputs: bool) -> TraceBuilder:
+    """The trace builder of one server.  A server read from several inputs (vLLM's log and its LMCache server's,
+    or a log and its rotated part) has one: its ended requests wait until every input is read for the pieces a
+    later one holds, and none is ended for idleness meanwhile (each input's times begin again); both tables
+    stay bounded by the builder's ``max_open``."""
+    clock = Clock(replay.timezone, datetime.now(UTC))
+    if not several_inputs:
+        return tracing.builder(replay.stats_for(server), clock)
+    return tracing.builder(replay.stats_for(server), clock, linger=math.inf, idle_timeout=math.inf)
 
 
 def _open_all(names: list[str]) -> list[Input]:

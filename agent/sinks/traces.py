@@ -404,8 +404,11 @@ class TraceBuilder:
         """An ended request to the writer, or first to wait ``linger`` for late pieces."""
         if self.linger and lingers:
             request.write_at = self.read_clock() + self.linger
-            self.lingering[request.id] = request
+            lingering = self.lingering
+            lingering[request.id] = request
             self._expect_late(request)
+            if len(lingering) > self.max_open:  # bounded as the open table is: the oldest goes now
+                self._write(next(iter(lingering.values())))
         else:
             self._write(request)
 

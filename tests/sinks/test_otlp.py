@@ -141,6 +141,34 @@ def test_traces_file_is_otlp_json(tmp_path: Path) -> None:
     assert {s["parentSpanId"] for s in spans if s["name"] != "vllm.request"} <= {s["spanId"] for s in roots}
 
 
+def _roots(traces: Path) -> list[dict]:
+    roots = []
+    for line in traces.read_text().splitlines():
+        for resource_spans in json.loads(line)["resourceSpans"]:
+            for scope_spans in resource_spans["scopeSpans"]:
+                roots += [span for span in scope_spans["spans"] if span["name"] == "vllm.request"]
+    return roots
+
+
+def test_a_server_replayed_from_vllms_log_and_its_lmcache_servers_has_one_trace_per_request(tmp_path: Path) -> None:
+    """LMCache's multiprocess mode: vLLM's log, then the LMCache server's (the real pair of one run), read as one
+    server: each request's prefetch, in the second file, joins the request the first file ended."""
+    samples = SAMPLE.parent
+    logs = [str(samples / "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log"), str(samples / "lmcache-0.5.6-mp-server.log")]
+    out = tmp_path / "traces.jsonl"
+    result = replay("--server", "mp", "--traces-file", str(out), *logs)
+    assert result.returncode == 0, result.stderr
+    roots = _roots(out)
+    told = [{a["key"]: next(iter(a["value"].values())) for a in root["attributes"]} for root in roots]
+    assert sorted(t["gen_ai.response.id"] for t in told) == [f"chatcmpl-req-{n}" for n in ("one", "three", "two")]
+    assert {t["vllm.outcome"] for t in told} == {"responded"}
+    assert sorted(t.get("lmcache.prefetch.hit_keys", "0") for t in told) == ["0", "11", "11"]
+    # Each file a server of its own: nothing to join, each writes at once.
+    apart = tmp_path / "apart.jsonl"
+    assert replay("--traces-file", str(apart), *logs).returncode == 0
+    assert len(_roots(apart)) == 5
+
+
 class _Stuck(SpanExporter):
     """An exporter that does not return until told: a collector slower than the log."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -758,6 +759,14 @@ def test_a_joiner_on_log_time_writes_lingering_requests_after_a_moment_of_readin
     roots = {s.attributes["gen_ai.response.id"]: s for s in run.exporter.get_finished_spans() if s.parent is None}
     assert roots["chatcmpl-first"].attributes["lmcache.prefetch.hit_keys"] == 11
     assert roots["chatcmpl-second"].attributes["lmcache.prefetch.hit_keys"] == 11
+
+
+def test_requests_waiting_for_late_pieces_are_as_many_as_the_open_table_holds_at_most() -> None:
+    # A replay of several inputs of one server keeps ended requests until the last input is read.
+    run = Run(linger=math.inf, max_open=2).feed([line for name in ("a", "b", "c") for line in _mp_request(name)])
+    assert list(run.builder.lingering) == ["chatcmpl-b", "chatcmpl-c"]
+    run.tracing.flush()
+    assert [s.attributes["gen_ai.response.id"] for s in run.exporter.get_finished_spans()] == ["chatcmpl-a"]
 
 
 def test_a_preemption_is_a_child_span_from_preemption_to_resume_with_lmcaches_load() -> None:
