@@ -431,19 +431,22 @@ class ResumeLoads:
         pending[request_id] = tokens
 
     def observe_resume(self, request_id: str) -> None:
-        tokens = self.pending.pop(request_id, None)
-        if tokens is not None:
-            self.loads += 1
-            self.tokens += tokens
-        elif len(self.unpaired) < self.KEPT:
+        if not self._paired(request_id) and len(self.unpaired) < self.KEPT:
             self.unpaired.append(request_id)  # recomputed (LMCache had none of it), or its load line came before
 
+    def _paired(self, request_id: str) -> bool:
+        """Count the resume of ``request_id`` with its pending load, if it has one."""
+        tokens = self.pending.pop(request_id, None)
+        if tokens is None:
+            return False
+        self.loads += 1
+        self.tokens += tokens
+        return True
+
     def merge(self, later: ResumeLoads) -> None:
+        """``later``'s numbers added (parts are merged in their order in the log)."""
         for request_id in later.unpaired:
-            tokens = self.pending.pop(request_id, None)
-            if tokens is not None:
-                self.loads += 1
-                self.tokens += tokens
+            self._paired(request_id)
         self.loads += later.loads
         self.tokens += later.tokens
         for request_id, tokens in later.pending.items():
@@ -905,7 +908,8 @@ class ServerStats:
             self.resume_loads.observe_resume(e.request_id)
 
     def _resume_load(self, e: ev.LmcacheResumeLoad) -> None:
-        self.resume_loads.observe_load(e.request_id, e.need_to_load)
+        if not is_canary(e.request_id):
+            self.resume_loads.observe_load(e.request_id, e.need_to_load)
 
     def _sleep(self, e: ev.EngineSleep) -> None:
         state = self.engine(e)
