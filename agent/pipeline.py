@@ -55,6 +55,9 @@ MAX_WRITERS = 1000
 # Lines parsed before their events go to the sinks: enough to keep each stage's code warm, few enough
 # that a chunk's events stay small (a catching-up read brings thousands of lines at once).
 CHUNK = 256
+# Files whose lines one live source keeps apart (each its own stream), more than a server's logs and few enough
+# that a glob of many files keeps its memory bounded.
+MAX_STREAMS = 64
 
 
 def chunks(lines: list[str | None]) -> Iterator[list[str | None]]:
@@ -117,11 +120,22 @@ def note_sink_error(stats: ServerStats, sink: str, exc: Exception) -> None:
 class SourcePipeline:
     """``lock`` is held while a batch of lines reaches the sinks, so a scrape sees whole batches."""
 
-    def __init__(self, name: str, timezone: tzinfo, max_line: int, lock: threading.Lock | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        timezone: tzinfo,
+        max_line: int,
+        lock: threading.Lock | None = None,
+        lmcache_server_logs: Iterable[str] = (),
+    ) -> None:
         self.name = name
         self.lock = lock or threading.Lock()
         self.stats = ServerStats(name, Clock(timezone, datetime.now(UTC)), now=time.time)
-        self.stream = LogStream(max_line)
+        self.max_line = max_line
+        # One stream per file the lines come from (a record held for its next piece is never joined with another
+        # file's line); the files an LMCache server writes are known to be its (``LogStream.own_events``).
+        self.streams: dict[str, LogStream] = {}
+        self.lmcache_server_logs = frozenset(lmcache_server_logs)
         self.listeners: list[tuple[str, Callable[[Event], None]]] = []
         self.last_line: float | None = None  # wall clock of the last line read
 
@@ -130,30 +144,43 @@ class SourcePipeline:
         self.listeners.append((sink, listener))
         self.stats.sink_errors.setdefault(sink, 0)
 
-    def feed(self, lines: list[str | None]) -> None:
+    def feed(self, lines: list[str | None], origin: str = "") -> None:
+        """Lines read from ``origin`` (a file's path; "" for a source of one stream)."""
         with self.lock:
-            self._feed(lines)
+            self._feed(lines, origin)
 
-    def _feed(self, lines: list[str | None]) -> None:
+    def _stream(self, origin: str) -> LogStream:
+        streams = self.streams
+        stream = streams.pop(origin, None)
+        if stream is None:
+            if len(streams) >= MAX_STREAMS:  # a glob's files come and go: the one read longest ago goes
+                idle = streams.pop(next(iter(streams)))
+                self._deliver(idle.own_events(idle.close()))
+            stream = LogStream(self.max_line, lmcache_server=origin in self.lmcache_server_logs)
+        streams[origin] = stream  # (the last read last)
+        return stream
+
+    def _feed(self, lines: list[str | None], origin: str) -> None:
         stats = self.stats
-        feed = self.stream.feed
+        stream = self._stream(origin)
+        feed = stream.feed
         deliver = self._deliver
         parsed = 0
         for chunk in chunks(lines):
             count, events = parse_chunk(feed, chunk)
             parsed += count
-            deliver(events)
+            deliver(stream.own_events(events))
         # A record held back in case the next line continues it (a wrapped paste) waits no longer than
         # what has been written: a live line is counted as soon as it is read.
-        settled = self.stream.settle()
+        settled = stream.settle()
         if settled:
             parsed += 1
-            deliver(settled)
+            deliver(stream.own_events(settled))
         stats.lines += len(lines)
         stats.parsed_lines += parsed
-        if self.stream.failed:
-            note_parser_errors(stats, self.stream.failed)
-            self.stream.failed = 0
+        if stream.failed:
+            note_parser_errors(stats, stream.failed)
+            stream.failed = 0
         self.last_line = time.time()
 
     def _deliver(self, events: Events | list[Event]) -> None:

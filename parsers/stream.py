@@ -23,15 +23,24 @@ it (or by :meth:`LogStream.settle`, for a reader that has nothing more for now);
 so, the input is a wrapped paste, and any line may be a first piece: one read alone
 is read again with its next pieces when that gives events of the same kinds (with
 the fields its next pieces hold; joined at a blank, only with fields it lacked).
+
+A stream may also be told whose log it is where that changes what a line means.
+LMCache's multiprocess server serves HTTP through uvicorn as vLLM does, and its
+uvicorn lines read alike; in its own log they are its HTTP server's (the health
+checks of it, the scrapes of its ``/metrics``, its start and stop), none of vLLM's,
+though that log is read as part of vLLM's server.  :meth:`LogStream.own_events`
+takes them out of the events of a stream its reader knows to be such a log (a line
+alone does not tell, so a stream is never taken for one by its lines).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
 
 from parsers.dispatch import Events, parse_line, parse_nested, parse_record, parse_wrapped
 from parsers.envelope import CRI_RECORD, begins_record, find_header, holds_record_mark, strip_ansi, unwrap_json
-from parsers.events import SuspiciousLine
+from parsers.events import Event, HttpAccess, ServerReady, ServerShutdown, SuspiciousLine
 from parsers.messages import begins_with_message
 
 # A joined line longer than this is dropped (and counted by the caller through
@@ -47,6 +56,8 @@ _FIRST_PIECE = -1
 # the bound also keeps what is held and read again small, whatever lines come.
 _MIN_WIDTH = 40
 _MAX_WIDTH = 4096
+# What uvicorn's lines give: in an LMCache server's log, its HTTP server's (none of vLLM's).
+_HTTP_SERVER_KINDS = frozenset((HttpAccess, ServerReady, ServerShutdown))
 
 
 def _read_whole(events: Events) -> bool:
@@ -164,10 +175,11 @@ class LogStream:
         "dropped",
         "failed",
         "late",
+        "lmcache_server",
         "max_joined",
     )
 
-    def __init__(self, max_joined: int = DEFAULT_MAX_JOINED) -> None:
+    def __init__(self, max_joined: int = DEFAULT_MAX_JOINED, lmcache_server: bool = False) -> None:
         self._pieces: list[str] = []
         self._size = 0
         self._stamp: str | None = None
@@ -190,6 +202,15 @@ class LogStream:
         self.failed = 0  # lines a parser raised on (a bug): skipped, counted by the caller
         # After a feed made while ``holding``: how many of the events it gave end on the line before.
         self.late = 0
+        # The reader knows this to be an LMCache server's own log (see :meth:`own_events`).
+        self.lmcache_server = lmcache_server
+
+    def own_events(self, events: Sequence[Event]) -> Sequence[Event]:
+        """Of some events this stream gave, in order, those of the server it is read for: all of them, but in an
+        LMCache server's own log (``lmcache_server``) none of what its HTTP server's uvicorn lines give."""
+        if not self.lmcache_server:
+            return events
+        return tuple(event for event in events if type(event) not in _HTTP_SERVER_KINDS)
 
     @property
     def holding(self) -> bool:

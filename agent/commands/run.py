@@ -225,10 +225,10 @@ class Daemon:
 
     # -- wiring sources ------------------------------------------------------------
 
-    def _deliver(self, source: str, lines: list) -> None:
+    def _deliver(self, source: str, lines: list, origin: str) -> None:
         managed = self.managed.get(source)
         if managed is not None:
-            managed.pipeline.feed(lines)
+            managed.pipeline.feed(lines, origin)
 
     @staticmethod
     def _tracing(config: Config):
@@ -249,8 +249,11 @@ class Daemon:
         model: str | None = None,
         chunk: int = DEFAULT_CHUNK,
         several_files: bool = False,
+        lmcache_server_logs: tuple[str, ...] = (),
     ) -> Managed:
-        pipeline = SourcePipeline(name, resolve_timezone(timezone), self.config.agent.max_line_length, self.lock)
+        pipeline = SourcePipeline(
+            name, resolve_timezone(timezone), self.config.agent.max_line_length, self.lock, lmcache_server_logs
+        )
         managed = Managed(name, pipeline, model)
         stats = pipeline.stats
         keep = self.config.agent.recent_requests
@@ -275,7 +278,12 @@ class Daemon:
     def add_server(self, server: ServerConfig, start: bool = True) -> ServerUnit:
         lmcache_log = server.lmcache_log()
         managed = self._managed(
-            server.name, server.timezone, server.model, server.chunk_size(), several_files=lmcache_log is not None
+            server.name,
+            server.timezone,
+            server.model,
+            server.chunk_size(),
+            several_files=lmcache_log is not None,
+            lmcache_server_logs=(str(lmcache_log),) if lmcache_log else (),
         )
         supervised = ServerUnit(server, self.config.agent.state_dir)
         managed.pipeline.listen("supervisor", supervised.observe)

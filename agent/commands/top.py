@@ -136,7 +136,9 @@ class _FollowedLogs:
             self.recent[name], joiner = joined(pipeline.stats)
             pipeline.listen("requests", joiner.observe)
         self.tailer = Tailer(
-            lambda source, lines: self.pipelines[source].feed(lines), PositionStore(None), poll_interval=0.25
+            lambda source, lines, origin: self.pipelines[source].feed(lines, origin),
+            PositionStore(None),
+            poll_interval=0.25,
         )
         for (name, pipeline), path in zip(self.pipelines.items(), paths, strict=True):
             self.tailer.add(Source(name, (str(Path(path).resolve()),), pipeline.stats.skipped, start_at_end=False))

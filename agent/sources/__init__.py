@@ -1,7 +1,8 @@
 """Where lines come from: files followed live, journald, replay inputs; bytes to lines.
 
 Every live source hands its lines to one :data:`Deliver` function, decoded and
-in order, ``None`` standing for a line it skipped (and counted).  Where they go
+in order, ``None`` standing for a line it skipped (and counted), with the file
+they were read from (each file's lines are parsed as a stream of their own).  Where they go
 from there is the pipeline's business (:mod:`agent.pipeline`): a source never
 takes a sink's lock, so a scrape never waits on a disk read.
 """
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kvwatch.sources")
 
-Deliver = Callable[[str, list], None]  # (source name, lines) -- None stands for a skipped line
+# (source name, lines, the file's path or "" for a source of one stream) -- None stands for a skipped line
+Deliver = Callable[[str, list, str], None]
 
 
 class LineSource(Protocol):

@@ -496,7 +496,7 @@ class TailedPath:
                 opened.note_head()
             lines = opened.splitter.feed(chunk)
             if lines:
-                deliver(self.source, lines)
+                deliver(self.source, lines, self.path)
             if len(chunk) < want:
                 break  # the end of the file as it was: what comes next is the next cycle's
         return total
@@ -530,7 +530,7 @@ class TailedPath:
         self._read(opened, deliver)
         last = opened.splitter.finish()  # a line its writer never ended
         if last:
-            deliver(self.source, last)
+            deliver(self.source, last, self.path)
         self._release(opened)
         opened.close()
 

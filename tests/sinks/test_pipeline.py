@@ -263,3 +263,79 @@ def test_a_log_of_more_writers_than_the_limit_keeps_the_others_lines_with_the_in
     assert [writer.added for writer in writers.values()] == [1, 1, 1]
     assert (stats.lines, stats.added) == (7, 7)
     assert caplog.text.count("more than 3 writers in one log") == 1
+
+
+# LMCache 0.5.6's multiprocess server's own log as `lmcache server` writes it (its HTTP server is uvicorn):
+# its start, kvwatch's health check of it, a scrape of its /metrics, a store, its stop.
+LMCACHE_SERVER_LOG = [
+    "\x1b[32;20m[2026-12-02 06:47:56,192] LMCache INFO:\x1b[0m LMCache cache server is running... "
+    "\x1b[3m(server.py:511:lmcache.v1.multiprocess.server)\x1b[0m",
+    "INFO:     Application startup complete.",
+    'INFO:     127.0.0.1:60220 - "GET /healthcheck HTTP/1.1" 200 OK',
+    'INFO:     127.0.0.1:60240 - "GET /metrics HTTP/1.1" 200 OK',
+    "\x1b[32;20m[2026-12-02 06:49:42,481] LMCache INFO:\x1b[0m Stored 2048 tokens in 0.041 seconds "
+    "\x1b[3m(engine_driven_transfer.py:471:lmcache.v1.multiprocess.modules.engine_driven_transfer)\x1b[0m",
+    "INFO:     Shutting down",
+]
+VLLM_LOG = [
+    "(APIServer pid=1) INFO 12-02 06:48:50 [api_server.py:1000] vLLM API server version 0.32.0",
+    "(APIServer pid=1) INFO:     Application startup complete.",
+    '(APIServer pid=1) INFO:     127.0.0.1:46144 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+]
+
+
+@pytest.mark.parametrize("told", [True, False])
+def test_an_lmcache_servers_own_http_lines_are_none_of_vllms(told: bool) -> None:
+    """A server kvwatch starts in LMCache's multiprocess mode is read from two files, vLLM's and its LMCache
+    server's.  The LMCache server's uvicorn lines (its start and stop, the health checks of it, the scrapes of
+    its /metrics) are its own HTTP server's: told which file that is, vLLM's numbers and listeners (its
+    supervisor, the trace builder) get none of them, and its LMCache lines count as before.  Not told (the
+    control), they are taken for vLLM's."""
+    server_log = "/var/log/kvwatch/gpu0-lmcache.log"
+    pipeline = SourcePipeline("gpu0", UTC, 1 << 20, lmcache_server_logs=(server_log,) if told else ())
+    heard: list = []
+    pipeline.listen("supervisor", heard.append)
+    pipeline.feed(VLLM_LOG, "/var/log/kvwatch/gpu0.log")
+    pipeline.feed(LMCACHE_SERVER_LOG, server_log)
+    stats = pipeline.stats
+    routes = {route for (_method, route, _status) in stats.http}
+    kinds = [event.kind for event in heard]
+    assert stats.stores == 1 and stats.lmcache_server_starts == 1
+    if told:
+        assert routes == {"/v1/chat/completions"}
+        assert (stats.state, stats.ready, stats.shutdowns) == ("ready", 1, 0)
+        assert kinds.count("http_access") == 1 and kinds.count("server_ready") == 1
+    else:
+        assert routes == {"/v1/chat/completions", "/metrics", "other"}
+        assert (stats.state, stats.shutdowns) == ("stopped", 1)
+    assert stats.lines == len(VLLM_LOG) + len(LMCACHE_SERVER_LOG)
+
+
+def test_each_file_of_a_source_is_its_own_stream() -> None:
+    """Two files of one source read in turns: a containerd record's first piece in one is joined with its last
+    piece in the same file, never with the other file's line read between them."""
+    pipeline = SourcePipeline("pods", UTC, 1 << 20)
+    heard: list = []
+    pipeline.listen("test", heard.append)
+    cut = 'INFO:     127.0.0.1:46144 - "POST /v1/chat'
+    pipeline.feed([f"2026-12-02T06:49:42.000000000Z stdout P {cut}"], "a.log")
+    pipeline.feed(["2026-12-02T06:49:42.100000000Z stdout F INFO:     Shutting down"], "b.log")
+    pipeline.feed(['2026-12-02T06:49:42.200000000Z stdout F /completions HTTP/1.1" 200 OK'], "a.log")
+    assert [event.kind for event in heard] == ["server_shutdown", "http_access"]
+    assert heard[1].path == "/v1/chat/completions"
+
+
+def test_the_streams_of_a_glob_whose_files_come_and_go_stay_bounded() -> None:
+    """One stream per file, at most MAX_STREAMS of them: the one read longest ago goes, and a piece it still held
+    is read as it is rather than lost."""
+    from agent.pipeline import MAX_STREAMS
+
+    pipeline = SourcePipeline("glob", UTC, 1 << 20)
+    heard: list = []
+    pipeline.listen("test", heard.append)
+    pipeline.feed(["2026-12-02T06:49:42.000000000Z stdout P INFO:     Shutting down"], "first.log")
+    for n in range(MAX_STREAMS):
+        pipeline.feed([VLLM_LOG[2]], f"{n}.log")
+    assert len(pipeline.streams) == MAX_STREAMS and "first.log" not in pipeline.streams
+    assert [event.kind for event in heard].count("server_shutdown") == 1
+    assert pipeline.stats.lines == MAX_STREAMS + 1

@@ -16,7 +16,7 @@ class Collected:
         self.lines: list[str | None] = []
         self.arrived = threading.Event()
 
-    def __call__(self, source: str, lines: list) -> None:
+    def __call__(self, source: str, lines: list, origin: str) -> None:
         self.lines.extend(lines)
         self.arrived.set()
 
