@@ -464,15 +464,15 @@ def request_attributes(request: OpenRequest, model: str | None) -> dict:
 
 
 def _ids(a: dict[str, object], request: OpenRequest) -> None:
-    """The client's id as the response id; vLLM's internal id beside it when the log showed it."""
-    external = request.id
+    """The client's id as the response id; vLLM's internal id beside it when the log showed it (alone, or with the
+    client's id it was made from, whichever came first)."""
     internal = next((i for i in request.ids if external_request_id(i) is not None), None)
-    if internal is not None and external_request_id(internal) == request.id:
+    client = external_request_id(internal) if internal is not None else None
+    if client is not None and (client in request.ids or len(request.ids) == 1):
         a["vllm.request.id"] = internal
-    elif external_request_id(request.id) is not None and len(request.ids) == 1:
-        a["vllm.request.id"] = request.id  # only the engine's id was seen
-        external = external_request_id(request.id) or request.id
-    a[gen_ai.GEN_AI_RESPONSE_ID] = external
+        a[gen_ai.GEN_AI_RESPONSE_ID] = client
+    else:
+        a[gen_ai.GEN_AI_RESPONSE_ID] = request.id
 
 
 def _first_lookup(a: dict[str, object], first: Lookup, lookups: int) -> None:

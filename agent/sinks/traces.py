@@ -127,6 +127,20 @@ class Preemption(NamedTuple):
     load: ResumeLoad | None  # what LMCache was to load at the resume (None: computed again, or not told)
 
 
+def _in_start_order(queue: OrderedDict[str, OpenRequest], last: OpenRequest) -> None:
+    """Keep a route's queue, whose access lines are matched first in first out, in the order its requests began:
+    ``last`` was just put at its end, and only a request read from another file before its earlier lines (the LMCache
+    server's log read before vLLM's) began later than it."""
+    if len(queue) < 2:
+        return
+    before = reversed(queue.values())
+    next(before)
+    if next(before).start <= last.start:
+        return
+    for request in [request for request in queue.values() if request.start > last.start]:
+        queue.move_to_end(request.id)
+
+
 class Access(NamedTuple):
     method: str
     path: str
@@ -297,6 +311,9 @@ class TraceBuilder:
         self.linger = linger
         self.read_clock = read_clock
         self.by_id: dict[str, OpenRequest] = {}  # every id a request has shown
+        # Open requests first seen by an engine id, by the client id it was made from: read later (another file's
+        # line, the LMCache server's log read before vLLM's), that id's own lines join them.
+        self.by_client_id: dict[str, OpenRequest] = {}
         self.open: OrderedDict[str, OpenRequest] = OrderedDict()  # by first id, least recently active first
         self.ended: OrderedDict[str, None] = OrderedDict()
         # Requests ended by their id whose access line has yet to come, per route: that
@@ -523,6 +540,13 @@ class TraceBuilder:
                 return late
         if request_id in self.ended or (external is not None and external in self.ended):
             return None
+        if external is None and self.by_client_id:
+            request = self.by_client_id.pop(request_id, None)
+            if request is not None:
+                self.by_id[request_id] = request
+                request.ids.append(request_id)
+                request.start = min(request.start, when)
+                return request
         if len(self.open) >= self.max_open:
             oldest = next(iter(self.open.values()))
             self._evict(oldest, "table_full", self._clock_now())
@@ -531,8 +555,12 @@ class TraceBuilder:
         request.last_activity = self._activity(when)
         self.by_id[request_id] = request
         self.open[request_id] = request
+        if external is not None:
+            self.by_client_id[external] = request
         if request.route is not None:
-            self.by_route.setdefault(request.route, OrderedDict())[request_id] = request
+            queue = self.by_route.setdefault(request.route, OrderedDict())
+            queue[request_id] = request
+            _in_start_order(queue, request)
         return request
 
     def _end(self, request: OpenRequest, when: float, outcome: str, matched: str | None, hold: bool = False) -> None:
@@ -543,6 +571,8 @@ class TraceBuilder:
         request.ended_at = self._activity(when)
         for request_id in request.ids:
             self.by_id.pop(request_id, None)
+        if request.external is not None and self.by_client_id.get(request.external) is request:
+            del self.by_client_id[request.external]
         self.open.pop(request.id, None)
         if request.route is not None:
             self.by_route[request.route].pop(request.id, None)
@@ -801,13 +831,17 @@ class TraceBuilder:
         # Another run, perhaps with other settings: what the log showed of the last one (LMCache, its MP
         # connector asked, ids that end requests) is learned again from this one's lines.
         self.lmcache_seen = self.mp_lookups_reported = self.ids_end_requests = False
-        # Requests of the previous run will never end.
-        for request in list(self.open.values()):
-            self._evict(request, "server_restart", when)
+        self._end_run("server_restart", when)
 
     def _server_shutdown(self, e: ev.ServerShutdown | ev.ServiceExited, when: float) -> None:
+        self._end_run("server_stopped", when)
+
+    def _end_run(self, reason: str, when: float) -> None:
+        """Requests of a run that ended at ``when`` will never end.  One begun later is another run's: read from
+        another file before this line (the LMCache server's log given before vLLM's), it goes on."""
         for request in list(self.open.values()):
-            self._evict(request, "server_stopped", when)
+            if request.start <= when:
+                self._evict(request, reason, when)
 
     def _service_exited(self, e: ev.ServiceExited, when: float) -> None:
         if self.stats.runs_in(e.unit):  # (another unit's end, in a syslog file, is not the server's)

@@ -698,6 +698,39 @@ def test_an_mp_lookups_end_read_after_its_requests_end_still_tells_the_miss() ->
     assert root.attributes["lmcache.mp.found_chunks"] == 0
 
 
+def test_the_lmcache_servers_log_read_before_vllms_joins_each_request_by_its_client_id() -> None:
+    """``kvwatch replay --server S lmcache.log vllm.log``: the LMCache server's prefetch names a request by its engine
+    id before vLLM's log, read second, names it by the client's id, and vLLM's start (earlier in time than the
+    prefetch) ends no request begun after it: one trace per request, its prefetch on it."""
+    lmcache_server, vllm = [], []
+    for port, (name, prefetch) in enumerate((("one", False), ("two", True), ("three", True))):
+        lines = [line.replace(":46144 ", f":{port} ") for line in _mp_request(name, prefetch=prefetch)]
+        lmcache_server += [line for line in lines if "LMCache" in line]
+        vllm += [line for line in lines if "LMCache" not in line]
+    start = "(APIServer pid=1) INFO 12-02 06:40:00 [api_server.py:1000] vLLM API server version 0.32.0"
+    ends = [line for line in vllm if "POST" in line]
+    begins = [line for line in vllm if "POST" not in line]
+    run = Run(linger=math.inf, idle_timeout=math.inf).feed([*lmcache_server, start, *begins, *ends])
+    run.builder.close()
+    roots = {s.attributes["gen_ai.response.id"]: s.attributes for s in run.roots()}
+    assert set(roots) == {"chatcmpl-one", "chatcmpl-two", "chatcmpl-three"}
+    assert roots["chatcmpl-two"]["vllm.request.id"] == "chatcmpl-two-b76bdc55"
+    assert roots["chatcmpl-two"]["lmcache.prefetch.hit_keys"] == 11
+    assert roots["chatcmpl-two"]["gen_ai.request.max_tokens"] == 4  # from vLLM's line with the client's id
+    # The access lines, which name no request, answer the requests in the order vLLM received them.
+    assert [roots[f"chatcmpl-{name}"]["client.port"] for name in ("one", "two", "three")] == [0, 1, 2]
+    assert {attributes["vllm.outcome"] for attributes in roots.values()} == {"responded"}
+
+
+def test_a_restart_ends_the_requests_begun_before_it_and_not_those_after() -> None:
+    restart = "(APIServer pid=2) INFO 12-02 06:49:42 [api_server.py:1000] vLLM API server version 0.32.0"
+    before = _mp_request("before", ends=False)
+    after = [line.replace("06:49:42", "06:49:50") for line in _mp_request("after", ends=False)]
+    run = Run(linger=math.inf).feed([*before, *after, restart])
+    assert [request.id for request in run.builder.open.values()] == ["chatcmpl-after"]
+    assert run.builder.evicted["server_restart"] == 1
+
+
 def _ended_before_its_prefetch(name: str) -> list[str]:
     """An MP request as a reading cycle may deliver it: vLLM's log (its access line) read before the LMCache
     server's log, whose prefetch line was written first."""
