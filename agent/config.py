@@ -314,6 +314,9 @@ class FollowConfig:
 
     name: str
     paths: tuple[str, ...] = ()
+    # The server's LMCache multiprocess server's own log (a file), read with ``paths`` as part of this server: its
+    # HTTP server's uvicorn lines are then none of vLLM's.
+    lmcache_server_log: str | None = None
     journal_unit: str | None = None
     journal_match: tuple[str, ...] = ()
     timezone: str | None = setting(None, "timezone")
@@ -323,6 +326,13 @@ class FollowConfig:
     def journal(self) -> str | None:
         """What of the journal is followed, for the log: the unit and the matches (None for files)."""
         return " ".join(((self.journal_unit,) if self.journal_unit else ()) + self.journal_match) or None
+
+    def placed_paths(self) -> list[tuple[str, str]]:
+        """Every path and glob read, each with its key in the table: ``paths[N]``, then ``lmcache_server_log``."""
+        placed = [(f"paths[{number}]", pattern) for number, pattern in enumerate(self.paths)]
+        if self.lmcache_server_log is not None and self.lmcache_server_log not in self.paths:
+            placed.append(("lmcache_server_log", self.lmcache_server_log))
+        return placed
 
 
 @dataclass(frozen=True)
@@ -866,9 +876,18 @@ class _Reader:
                 where, "give either paths (files or globs) or journal_unit and/or journal_match, not both or neither"
             )
         resolved = tuple(str(self.file_path(pattern, f"{where}.paths[{i}]")) for i, pattern in enumerate(paths))
+        server_log = None
+        if "lmcache_server_log" in t:
+            key = f"{where}.lmcache_server_log"
+            if not paths:
+                raise self.fail(key, "goes with paths: the LMCache server's log is read beside vLLM's files")
+            server_log = str(self.file_path(t["lmcache_server_log"], key))
+            if glob.has_magic(server_log):
+                raise self.fail(key, f"{server_log!r} is a glob: name the LMCache server's one log file")
         return FollowConfig(
             name=name,
             paths=resolved,
+            lmcache_server_log=server_log,
             journal_unit=unit,
             journal_match=matches,
             **self.settings(FollowConfig, t, where),
@@ -958,11 +977,11 @@ class _Reader:
     def check_not_followed(self, follows: tuple[FollowConfig, ...], logs: dict[Path, str]) -> None:
         """A server's own log followed again would count its lines twice, under two labels."""
         for i, follow in enumerate(follows):
-            for j, pattern in enumerate(follow.paths):
+            for place, pattern in follow.placed_paths():
                 for path, key in logs.items():
                     if Path(pattern) == path or (glob.has_magic(pattern) and PurePath(path).match(pattern)):
                         raise self.fail(
-                            f"follow[{i}].paths[{j}]",
+                            f"follow[{i}].{place}",
                             f"{pattern} names {path}, the log of {key}: its lines are read as that server's already",
                         )
 
@@ -1098,6 +1117,8 @@ def render(config: Config) -> str:
             lines.append(f"journal_match = {json.dumps(list(follow.journal_match))}")
         if not follow.journal:
             lines.append(f"paths = {json.dumps(list(follow.paths))}")
+        if follow.lmcache_server_log:
+            lines.append(f"lmcache_server_log = {_q(follow.lmcache_server_log)}")
         lines.append(f"timezone = {_q(follow.timezone or 'host')}")
         lines.append(f"start_at = {_q(follow.start_at)}")
     return "\n".join(lines) + "\n"

@@ -212,11 +212,13 @@ def read_into(
     track_time: bool = False,
     live: bool = False,
     stats_of: Callable[[str], ServerStats] | None = None,
+    lmcache_server: bool = False,
 ) -> tuple[int, str | None]:
     """Parse a byte stream into ``stats``; returns (lines read, read error or None).  ``live``: a pipe or
     terminal, whose lines are parsed as they come.  With ``stats_of``, a log several containers wrote
     (told by its first lines, :func:`agent.sources.origins.multiplexed`) has each writer's lines read
-    into ``stats_of(name)``; lines behind no name, and skipped ones, into ``stats``."""
+    into ``stats_of(name)``; lines behind no name, and skipped ones, into ``stats``.  ``lmcache_server``: the
+    stream is an LMCache server's own log (:meth:`parsers.LogStream.own_events`)."""
     reader = LineReader(raw, max_line, limit, live)
     batches = reader.batches()
     if stats_of is not None:
@@ -224,7 +226,7 @@ def read_into(
         batches = itertools.chain((first,) if first else (), batches)
         if not first or not multiplexed(first):
             stats_of = None
-    route = _Route(stats, max_line, stats_of)
+    route = _Route(stats, LogStream(max_line, lmcache_server=lmcache_server), max_line, stats_of)
     number = 0
     # The loop allocates only short-lived, acyclic objects that reference
     # counting frees; the cyclic collector's frequent passes are pure overhead.
@@ -251,9 +253,11 @@ class _Route:
     """Where a read's lines go: a stream and stats for the input, and with ``stats_of`` one more of
     each per writer of a multiplexed log."""
 
-    def __init__(self, stats: ServerStats, max_line: int, stats_of: Callable[[str], ServerStats] | None) -> None:
+    def __init__(
+        self, stats: ServerStats, stream: LogStream, max_line: int, stats_of: Callable[[str], ServerStats] | None
+    ) -> None:
         self.stats = stats
-        self.stream = LogStream(max_line)
+        self.stream = stream
         self._max_line = max_line
         self._stats_of = stats_of
         self._writers: dict[str | None, tuple[LogStream, ServerStats]] = {None: (self.stream, stats)}
@@ -288,7 +292,7 @@ class _Route:
         """What each stream still held, given to its stats (and ``on_event``, as of line ``number``), and
         the lines each stream dropped or a parser raised on, counted."""
         for stream, stats in self._writers.values():
-            for event in stream.close():
+            for event in stream.own_events(stream.close()):
                 _observe(stats, event, track_time=False)
                 if on_event is not None:
                     on_event(event, number, stats.clock, stats.server)
@@ -312,14 +316,16 @@ def _observe(stats: ServerStats, event: Event, track_time: bool) -> None:
 def _count_loop(batches: Iterable[list[str | None]], route: _Route, track_time: bool) -> None:
     """The hot loop: parse every line, feed events to the stats (and with ``track_time`` each event's
     stamp to the span of log time a summary shows)."""
-    stats = route.stats
-    feed = route.stream.feed
+    stats, stream = route.stats, route.stream
+    feed = stream.feed
     observe, note_time = stats.observe, stats.note_time
     parsed = 0
     for batch in batches:
         for chunk in chunks(batch):
             count, events = parse_chunk(feed, chunk)
             parsed += count
+            if stream.lmcache_server:
+                events = stream.own_events(events)
             for event in events:
                 try:
                     observe(event)
@@ -378,6 +384,9 @@ def _event_loop(
                 if events:
                     stats.parsed_lines += 1
                     late = stream.late if holding else 0
+                    if stream.lmcache_server:  # (what ends on the line before kept apart)
+                        held = stream.own_events(events[:late])
+                        events, late = (*held, *stream.own_events(events[late:])), len(held)
                     for index, event in enumerate(events):
                         _observe(stats, event, track_time)
                         on_event(event, number - 1 if index < late else number, stats.clock, stats.server)

@@ -64,8 +64,8 @@ def found_now(config: Config) -> list[str]:
 
     lines = []
     for index, follow in enumerate(config.follows):
-        for number, pattern in enumerate(follow.paths):
-            place = f"# follow[{index}].paths[{number}]"
+        for key, pattern in follow.placed_paths():
+            place = f"# follow[{index}].{key}"
             if not glob.has_magic(pattern):
                 if not os.path.lexists(pattern):
                     lines.append(f"{place} names no file now (it is read once one appears)")
@@ -111,10 +111,10 @@ def filesystem_problems(config: Config) -> list[str]:
             if reason:
                 key = "journal_unit" if follow.journal_unit else "journal_match"
                 problems.append(f"{config.path}: follow[{index}].{key}: {reason}")
-        for number, name in enumerate(follow.paths):
+        for key, name in follow.placed_paths():
             reason = cannot_search(name) if glob.has_magic(name) else cannot_follow(Path(name))
             if reason:
-                problems.append(f"{config.path}: follow[{index}].paths[{number}]: {reason}")
+                problems.append(f"{config.path}: follow[{index}].{key}: {reason}")
     searched = [(f"pods[{i}].log_dir", table.log_dir) for i, table in enumerate(config.pods)]
     searched += [(f"containers[{i}].root", table.root) for i, table in enumerate(config.containers)]
     for key, directory in searched:

@@ -112,6 +112,7 @@ class Replay:
         track_time: bool = False,
         jobs: int = 1,
         by_writer: bool = False,
+        lmcache_server: bool = False,
     ) -> InputResult:
         """Read one input to its end.  ``on_event`` sees every event with its line number;
         ``track_time`` records the span of log time (for the summary).  With ``jobs`` > 1
@@ -129,11 +130,11 @@ class Replay:
             writers.append(writer)
             return found
 
-        routing = stats_of if by_writer else None
+        routing = stats_of if by_writer and not lmcache_server else None
         if jobs > 1 and on_event is None and source.path is not None:
             parts = slices_of(source, jobs)
             if len(parts) > 1:
-                lines, error = self._run_parallel(source, server, parts, track_time, routing)
+                lines, error = self._run_parallel(source, server, parts, track_time, routing, lmcache_server)
                 self._drop_if_unused(server, fresh, writers)
                 return InputResult(source.name, server, lines, error)
         lines, error = read_into(
@@ -144,6 +145,7 @@ class Replay:
             track_time=track_time,
             live=source.live,
             stats_of=routing,
+            lmcache_server=lmcache_server,
         )
         self._drop_if_unused(server, fresh, writers)
         return InputResult(source.name, server, lines, error)
@@ -161,12 +163,14 @@ class Replay:
         parts: list[tuple[int, int]],
         track_time: bool,
         stats_of: Callable[[str], ServerStats] | None,
+        lmcache_server: bool,
     ) -> tuple[int, str | None]:
         # Loaded only for a file large enough to be read in parallel.
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         args = (source.path, server, self.timezone, source.modified, self.max_line, track_time, stats_of is not None)
+        args += (lmcache_server,)
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:
             later = [pool.submit(_read_slice, *args, start, end) for start, end in parts[1:]]
@@ -229,6 +233,7 @@ def _read_slice(
     max_line: int,
     track_time: bool,
     by_writer: bool,
+    lmcache_server: bool,
     start: int,
     end: int,
 ) -> tuple[ServerStats, dict[str, ServerStats], int, str | None]:
@@ -243,7 +248,13 @@ def _read_slice(
     with open(path, "rb") as raw:
         raw.seek(start)
         lines, error = read_into(
-            stats, raw, max_line, limit=end - start, track_time=track_time, stats_of=stats_of if by_writer else None
+            stats,
+            raw,
+            max_line,
+            limit=end - start,
+            track_time=track_time,
+            stats_of=stats_of if by_writer else None,
+            lmcache_server=lmcache_server,
         )
     return stats, writers, lines, error
 
@@ -285,6 +296,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="the server label for every input (default: each file's name without log/rotation "
         "suffixes; stdin: 'stdin')",
+    )
+    replay.add_argument(
+        "--lmcache-server-log",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an LMCache multiprocess server's own log, read after the FILEs as part of the first one's server "
+        "(or --server's): its HTTP server's uvicorn lines (health checks, /metrics scrapes, its shutdown) count as "
+        "none of vLLM's, which they would as a FILE",
     )
     replay.add_argument(
         "--timezone",
@@ -330,7 +350,7 @@ def main(args: argparse.Namespace) -> int:
         timezone = resolve_timezone(args.timezone)
     except ValueError as exc:
         raise CommandError(f"--timezone: {exc}") from None
-    opened = _open_all(args.inputs)
+    opened = _open_all([*args.inputs, *args.lmcache_server_log])
     wants_traces = args.traces or args.traces_endpoint or args.traces_protocol or args.traces_file
     try:
         tracing = _tracing(args) if wants_traces else None
@@ -376,8 +396,9 @@ def _events_output(live: bool) -> TextIO:
 def _read_all(replay: Replay, opened: list[Input], args: argparse.Namespace, tracing, out: TextIO) -> list:
     """Read every input into the replay's stats (and traces, and the events output); returns the trace builders."""
     builders: dict[str, TraceBuilder] = {}
-    servers = [args.server or server_name_for(source.name) for source in opened]
-    for source, server in zip(opened, servers, strict=True):
+    own = [args.server or server_name_for(source.name) for source in opened[: len(args.inputs)]]
+    servers = own + [own[0]] * len(args.lmcache_server_log)  # an LMCache server's log: the first input's server's
+    for number, (source, server) in enumerate(zip(opened, servers, strict=True)):
         on_event = event_writer(out, source.name, server) if args.format == "events" else None
         if tracing is not None:
             builder = builders.get(server)
@@ -392,6 +413,7 @@ def _read_all(replay: Replay, opened: list[Input], args: argparse.Namespace, tra
                 track_time=args.format == "summary",
                 jobs=args.jobs if on_event is None else 1,
                 by_writer=args.server is None,
+                lmcache_server=number >= len(args.inputs),
             )
         finally:
             source.close()

@@ -321,10 +321,12 @@ class Daemon:
             managed.canary.start()
 
     def add_follow(self, follow: FollowConfig) -> None:
-        several_files = not follow.journal and (
-            len(follow.paths) > 1 or any(glob.has_magic(path) for path in follow.paths)
+        files = tuple(pattern for _key, pattern in follow.placed_paths())
+        several_files = len(files) > 1 or any(glob.has_magic(path) for path in files)
+        server_log = (follow.lmcache_server_log,) if follow.lmcache_server_log else ()
+        managed = self._managed(
+            follow.name, follow.timezone, several_files=several_files, lmcache_server_logs=server_log
         )
-        managed = self._managed(follow.name, follow.timezone, several_files=several_files)
         # systemd's lines in a unit's journal are about that unit: the end of its main process stops the server.
         managed.pipeline.stats.service_unit = followed_unit(follow)
         if follow.journal:
@@ -342,7 +344,7 @@ class Daemon:
             self.tailer.add(
                 Source(
                     follow.name,
-                    follow.paths,
+                    files,
                     managed.pipeline.stats.skipped,
                     start_at_end=follow.start_at == "end",
                     **self._checkpointed(managed),

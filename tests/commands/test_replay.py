@@ -200,6 +200,50 @@ def test_events_format_follows_the_schema_with_true_line_numbers(lmcache_copy: P
     assert all("prompt" not in r for r in records)
 
 
+MP_VLLM_LOG = SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log"
+MP_SERVER_LOG = SAMPLES / "lmcache-0.5.6-mp-server.log"
+
+
+def test_an_lmcache_servers_log_named_so_counts_none_of_its_http_servers_lines_as_vllms() -> None:
+    """The real MP run's two logs: the LMCache server's own uvicorn lines (its start, a scrape of its /metrics, its
+    shutdown) are vLLM's when its log is one more FILE (the control), and none of vLLM's given as
+    --lmcache-server-log, which is read as part of the first FILE's server."""
+    as_file = kvwatch("replay", "--server", "mp", str(MP_VLLM_LOG), str(MP_SERVER_LOG)).stdout.decode()
+    named = kvwatch("replay", str(MP_VLLM_LOG), "--lmcache-server-log", str(MP_SERVER_LOG))
+    assert named.returncode == 0, named.stderr
+    text = named.stdout.decode()
+    assert "2 shutdown(s)" in as_file and "HTTP 2xx 4" in as_file
+    assert "server vllm-0.32.0-cpu-lmcache-0.5.6-mp\n" in text and text.count("\nserver ") == 0
+    assert "1 shutdown(s)" in text and "HTTP 2xx 3" in text
+    assert "2 prefetches with a hit, 22 of 22 keys found" in text  # its LMCache lines count as before
+    events = kvwatch("replay", "-f", "events", str(MP_VLLM_LOG), "--lmcache-server-log", str(MP_SERVER_LOG))
+    read = [json.loads(line) for line in events.stdout.decode().splitlines()]
+    kinds = {event["kind"] for event in read if event["file"] == str(MP_SERVER_LOG)}
+    assert {"lmcache_server_started", "lmcache_store", "lmcache_prefetch"} <= kinds
+    assert not kinds & {"http_access", "server_ready", "server_shutdown"}
+
+
+def test_an_lmcache_servers_log_read_in_slices_counts_none_of_its_http_servers_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same in each slice of a large log read by several processes (the threshold lowered to make it large)."""
+    from agent.commands import replay as command
+    from agent.sources.lines import open_input
+
+    log = tmp_path / "lmcache-server.log"
+    log.write_text(MP_SERVER_LOG.read_text(encoding="utf-8") * 40, encoding="utf-8")
+    monkeypatch.setattr(command, "PARALLEL_MIN_BYTES", 1)
+    replay = command.Replay(UTC)
+    source = open_input(str(log))
+    try:
+        assert len(command.slices_of(source, 2)) == 2
+        replay.run(source, "mp", jobs=2, lmcache_server=True)
+    finally:
+        source.close()
+    stats = replay.servers["mp"]
+    assert stats.http == {} and stats.shutdowns == 0 and stats.prefetches == 80
+
+
 def test_stdin_and_gzip_give_the_same_numbers(lmcache_copy: Path, tmp_path: Path) -> None:
     packed = tmp_path / "vllm.log.1.gz"
     packed.write_bytes(gzip.compress(lmcache_copy.read_bytes()))

@@ -363,6 +363,26 @@ def test_a_journal_follow_takes_a_unit_and_or_journalctl_matches(tmp_path: Path)
         config.load(path)
 
 
+def test_a_file_follow_names_its_lmcache_servers_log(tmp_path: Path) -> None:
+    follow = '[[follow]]\nname = "gpu0"\npaths = ["/var/log/vllm.log"]\n'
+    loaded = config.load(write(tmp_path, follow + 'lmcache_server_log = "/var/log/lmcache-server.log"\n'))
+    assert loaded.follows[0].placed_paths() == [
+        ("paths[0]", "/var/log/vllm.log"),
+        ("lmcache_server_log", "/var/log/lmcache-server.log"),
+    ]
+    assert 'lmcache_server_log = "/var/log/lmcache-server.log"' in config.render(loaded)
+    also_listed = config.load(
+        write(tmp_path, follow.replace('"]', '", "/var/log/l.log"]') + 'lmcache_server_log = "/var/log/l.log"\n')
+    )
+    assert [key for key, _path in also_listed.follows[0].placed_paths()] == ["paths[0]", "paths[1]"]
+    path = write(tmp_path, follow + 'lmcache_server_log = "/var/log/lmcache-*.log"\n')
+    with pytest.raises(ConfigError, match=r"follow\[0\]\.lmcache_server_log: '/var/log/lmcache-\*\.log' is a glob"):
+        config.load(path)
+    path = write(tmp_path, '[[follow]]\nname = "j"\njournal_unit = "vllm.service"\nlmcache_server_log = "/l.log"\n')
+    with pytest.raises(ConfigError, match=r"follow\[0\]\.lmcache_server_log: goes with paths"):
+        config.load(path)
+
+
 def test_check_finds_a_journal_this_user_may_not_read(tmp_path: Path) -> None:
     """(journalctl is a stand-in saying what systemd's says to a user outside systemd-journal and adm: no
     journald runs here to refuse one.)"""
