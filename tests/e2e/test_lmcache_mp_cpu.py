@@ -101,10 +101,11 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
     argv = [str(PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL), *serve.split()]
     processes.append(_started([*argv, "--kv-transfer-config", transfer], vllm_log, env))
     receiver = HttpReceiver()
-    body = traced_follow("mp", [vllm_log, lmcache_log], receiver.endpoint, start_at="beginning")
+    body = traced_follow("mp", [vllm_log], receiver.endpoint, start_at="beginning", lmcache_server_log=lmcache_log)
     try:
         agent = agents(body, env=tracing_env(200)).start()
         wait_for(lambda: _answers(f"http://127.0.0.1:{vllm_port}/health"), timeout=300, what="vLLM to load")
+        assert _answers(f"http://127.0.0.1:{http_port}/healthcheck")  # the LMCache server's, logged by its uvicorn
         answers = [chat(vllm_port, LONG_PROMPT, max_tokens=4, request_id=f"mp-{n}") for n in range(3)]
         tokens = answers[0]["usage"]["prompt_tokens"]
         assert tokens > 4 * CHUNK
@@ -154,6 +155,12 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         assert found == [0, tokens // CHUNK, tokens // CHUNK]
         assert attributes(by_id[answers[0]["id"]].attributes)["lmcache.hit_tokens"] == 0  # the miss, told by its line
         assert not [k for k in agent.metrics() if k[0] == "kvwatch_lines_suspicious_total"]
+        # The LMCache server's own HTTP lines (its start, the health check of it above, read before the lookups'
+        # ends) are none of vLLM's, which was sent no request of another path and has not stopped.
+        responses = [dict(labels) for name, labels in agent.metrics() if name == "kvwatch_http_responses_total"]
+        assert responses and not [labels for labels in responses if labels["path"] == "other"]
+        assert agent.value("kvwatch_vllm_server_ready", server="mp") == 1
+        assert agent.value("kvwatch_vllm_server_shutdowns_total", server="mp") == 0
         # The canary, on both logs: its verdict from the LMCache server's prefetches.
         logs = ["--log", str(vllm_log), "--log", str(lmcache_log)]
         canary = subprocess.run(

@@ -11,9 +11,14 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 
-def traced_follow(name: str, paths: list, endpoint: str, start_at: str | None = None) -> str:
-    """A kvwatch configuration following ``paths`` as one source, its traces sent to ``endpoint``."""
+def traced_follow(
+    name: str, paths: list, endpoint: str, start_at: str | None = None, lmcache_server_log: object = None
+) -> str:
+    """A kvwatch configuration following ``paths`` (and an LMCache server's log) as one source, its traces sent to
+    ``endpoint``."""
     start = f'start_at = "{start_at}"\n' if start_at else ""
+    if lmcache_server_log is not None:
+        start += f'lmcache_server_log = "{lmcache_server_log}"\n'
     listed = ", ".join(f'"{path}"' for path in paths)
     follow = f'[[follow]]\nname = "{name}"\npaths = [{listed}]\n{start}'
     return follow + f'\n[tracing]\nenabled = true\nendpoint = "{endpoint}"\n'
