@@ -137,6 +137,7 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
                 == lmcache["lmcache_mp_lookups_requests_total"]
                 == 3
             ),
+            timeout=60,  # (vLLM prints them with a stats line: a loaded machine's may come late)
             what="the three lookups in vLLM's KV Transfer metrics lines",
         )
         native = vllm_metrics(vllm_port)
