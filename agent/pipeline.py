@@ -55,6 +55,10 @@ MAX_WRITERS = 1000
 # Lines parsed before their events go to the sinks: enough to keep each stage's code warm, few enough
 # that a chunk's events stay small (a catching-up read brings thousands of lines at once).
 CHUNK = 256
+# Whose events a listener is shown (``SourcePipeline.listen``): every file's, as the stats see them (an LMCache
+# server's HTTP lines left out); or, for a supervisor, those of the files its process writes: vLLM's (every file but
+# an LMCache server's) or an LMCache server's.
+EVERY_FILE, VLLM_FILES, LMCACHE_SERVER_FILES = "every file", "vllm's files", "the lmcache server's files"
 # Files whose lines one live source keeps apart (each its own stream), more than a server's logs and few enough
 # that a glob of many files keeps its memory bounded.
 MAX_STREAMS = 64
@@ -136,12 +140,20 @@ class SourcePipeline:
         # file's line); the files an LMCache server writes are known to be its (``LogStream.own_events``).
         self.streams: dict[str, LogStream] = {}
         self.lmcache_server_logs = frozenset(lmcache_server_logs)
-        self.listeners: list[tuple[str, Callable[[Event], None]]] = []
+        self.listeners: list[tuple[str, Callable[[Event], None], str]] = []
+        # (sink, listener) shown the events of vLLM's files, of an LMCache server's, and that process's own.
+        self._of_vllm_file: list[tuple[str, Callable[[Event], None]]] = []
+        self._of_lmcache_file: list[tuple[str, Callable[[Event], None]]] = []
+        self._lmcache_process: list[tuple[str, Callable[[Event], None]]] = []
         self.last_line: float | None = None  # wall clock of the last line read
 
-    def listen(self, sink: str, listener: Callable[[Event], None]) -> None:
-        """Show ``listener`` every event after the stats; ``sink`` names it in kvwatch_sink_errors_total."""
-        self.listeners.append((sink, listener))
+    def listen(self, sink: str, listener: Callable[[Event], None], files: str = EVERY_FILE) -> None:
+        """Show ``listener`` every event of ``files`` (after the stats); ``sink`` names it in
+        kvwatch_sink_errors_total."""
+        self.listeners.append((sink, listener, files))
+        self._of_vllm_file = [(s, f) for s, f, of in self.listeners if of in (EVERY_FILE, VLLM_FILES)]
+        self._of_lmcache_file = [(s, f) for s, f, of in self.listeners if of == EVERY_FILE]
+        self._lmcache_process = [(s, f) for s, f, of in self.listeners if of == LMCACHE_SERVER_FILES]
         self.stats.sink_errors.setdefault(sink, 0)
 
     def feed(self, lines: list[str | None], origin: str = "") -> None:
@@ -155,7 +167,7 @@ class SourcePipeline:
         if stream is None:
             if len(streams) >= MAX_STREAMS:  # a glob's files come and go: the one read longest ago goes
                 idle = streams.pop(next(iter(streams)))
-                self._deliver(idle.own_events(idle.close()))
+                self._deliver(idle.close(), idle)
             stream = LogStream(self.max_line, lmcache_server=origin in self.lmcache_server_logs)
         streams[origin] = stream  # (the last read last)
         return stream
@@ -169,13 +181,13 @@ class SourcePipeline:
         for chunk in chunks(lines):
             count, events = parse_chunk(feed, chunk)
             parsed += count
-            deliver(stream.own_events(events))
+            deliver(events, stream)
         # A record held back in case the next line continues it (a wrapped paste) waits no longer than
         # what has been written: a live line is counted as soon as it is read.
         settled = stream.settle()
         if settled:
             parsed += 1
-            deliver(stream.own_events(settled))
+            deliver(settled, stream)
         stats.lines += len(lines)
         stats.parsed_lines += parsed
         if stream.failed:
@@ -183,21 +195,33 @@ class SourcePipeline:
             stream.failed = 0
         self.last_line = time.time()
 
-    def _deliver(self, events: Events | list[Event]) -> None:
+    def _deliver(self, events: Events | list[Event], stream: LogStream) -> None:
         # A sink's bug on one event loses neither that event for the other sinks nor the events after it.
         # (A try costs nothing until it catches.)
         stats = self.stats
         observe = stats.observe
+        listeners = self._of_vllm_file
+        if stream.lmcache_server:
+            self._show(self._lmcache_process, events)
+            events, listeners = stream.own_events(events), self._of_lmcache_file
         for event in events:
             try:
                 observe(event)
             except Exception as exc:
                 note_sink_error(stats, STATS_SINK, exc)
-            for sink, listener in self.listeners:
+            for sink, listener in listeners:
                 try:
                     listener(event)
                 except Exception as exc:
                     note_sink_error(stats, sink, exc)
+
+    def _show(self, listeners: list[tuple[str, Callable[[Event], None]]], events: Events | list[Event]) -> None:
+        for event in events:
+            for sink, listener in listeners:
+                try:
+                    listener(event)
+                except Exception as exc:
+                    note_sink_error(self.stats, sink, exc)
 
 
 # -- replay ------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from agent.commands import EXIT_FAILED, CommandError, add_config_option, load_co
 from agent.commands.bench import HISTORY, BenchHistory
 from agent.config import Config, ConfigError, FollowConfig, ServerConfig
 from agent.families import RenderedAtScrape, families, gauge, merged
-from agent.pipeline import SourcePipeline
+from agent.pipeline import LMCACHE_SERVER_FILES, VLLM_FILES, SourcePipeline
 from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.http import MetricsServer
 from agent.sinks.prometheus import collect_families
@@ -286,7 +286,9 @@ class Daemon:
             lmcache_server_logs=(str(lmcache_log),) if lmcache_log else (),
         )
         supervised = ServerUnit(server, self.config.agent.state_dir)
-        managed.pipeline.listen("supervisor", supervised.observe)
+        # Each process is told what its own log says (an error of the LMCache server's is its, not vLLM's).
+        managed.pipeline.listen("supervisor", supervised.observe, VLLM_FILES)
+        managed.pipeline.listen("supervisor", supervised.observe_lmcache, LMCACHE_SERVER_FILES)
         managed.server = supervised
         managed.versions = installed_versions(server.python if server.command is None else None)
         # LMCache's multiprocess server logs what the connector does not: read as part of this server,

@@ -185,7 +185,13 @@ class ServerUnit:
     # -- what the log says, views ------------------------------------------------------
 
     def observe(self, event: ev.Event) -> None:
+        """An event of vLLM's log."""
         self.vllm.observe(event)
+
+    def observe_lmcache(self, event: ev.Event) -> None:
+        """An event of its LMCache server's log: that process's errors and readiness."""
+        if self.lmcache is not None:
+            self.lmcache.observe(event)
 
     def status_text(self) -> str:
         text = self.vllm.status_text()

@@ -659,14 +659,18 @@ def test_an_mp_server_reads_its_lmcache_servers_log_as_its_own(agents, tmp_path:
     with open(lmcache_log, "a") as handle:  # LMCache's server, run by someone else, writes its own log
         for n in range(3):
             handle.write(PREFETCH.format(n=n))
-            # Its HTTP server's lines (uvicorn's, as vLLM's are): health checks of it, its stop.
+            # Its HTTP server's lines (uvicorn's, as vLLM's are): health checks of it, its stop; then its crash.
             handle.write('INFO:     127.0.0.1:60220 - "GET /healthcheck HTTP/1.1" 200 OK\n')
         handle.write("INFO:     Shutting down\n")
+        handle.write("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.\n")
     wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 3, what="the 3 prefetches")
     assert agent.value("kvwatch_lmcache_prefetch_hit_keys_total", server="mp", tier="l1") == 33
     # ... are none of vLLM's: no response of its, no shutdown.
     assert agent.value("kvwatch_http_responses_total", server="mp", method="GET", path="other", status="200") is None
     assert agent.value("kvwatch_vllm_server_shutdowns_total", server="mp") == 0
+    # Its crash is counted for the server, and is no error of vLLM's own process.
+    wait_for(lambda: agent.value("kvwatch_vllm_errors_total", server="mp", error="oom") == 1, what="the crash")
+    assert agent.value("kvwatch_server_last_error", server="mp", process="vllm", error="oom") is None
     # Only kvwatch's own raw log is rotated by kvwatch; the LMCache server's log is left to its owner.
     with open(lmcache_log, "a") as handle:
         handle.write(PREFETCH.format(n=9) * 1000)

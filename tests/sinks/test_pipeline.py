@@ -311,6 +311,30 @@ def test_an_lmcache_servers_own_http_lines_are_none_of_vllms(told: bool) -> None
     assert stats.lines == len(VLLM_LOG) + len(LMCACHE_SERVER_LOG)
 
 
+def test_each_process_is_shown_its_own_files_events() -> None:
+    """A supervisor listens to its process's files: vLLM's to every file but the LMCache server's, the LMCache
+    server's to that file's every event (its HTTP server's lines and its errors too); the trace builder and the
+    stats to every file's, the LMCache server's HTTP lines left out."""
+    from agent.pipeline import LMCACHE_SERVER_FILES, VLLM_FILES
+
+    server_log = "/var/log/kvwatch/gpu0-lmcache.log"
+    pipeline = SourcePipeline("gpu0", UTC, 1 << 20, lmcache_server_logs=(server_log,))
+    heard: dict[str, list[str]] = {"vllm": [], "lmcache": [], "every": []}
+    pipeline.listen("supervisor", lambda event: heard["vllm"].append(event.kind), VLLM_FILES)
+    pipeline.listen("supervisor", lambda event: heard["lmcache"].append(event.kind), LMCACHE_SERVER_FILES)
+    pipeline.listen("requests", lambda event: heard["every"].append(event.kind))
+    crash = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB."
+    pipeline.feed(VLLM_LOG, "/var/log/kvwatch/gpu0.log")
+    pipeline.feed([*LMCACHE_SERVER_LOG, crash], server_log)
+    assert heard["vllm"] == ["server_starting", "server_ready", "http_access"]
+    assert heard["lmcache"] == [
+        *("lmcache_server_started", "server_ready", "http_access", "http_access", "lmcache_store"),
+        *("server_shutdown", "server_error"),
+    ]
+    assert heard["every"] == [*heard["vllm"], "lmcache_server_started", "lmcache_store", "server_error"]
+    assert pipeline.stats.errors["oom"] == 1  # (counted for the server, as before)
+
+
 def test_each_file_of_a_source_is_its_own_stream() -> None:
     """Two files of one source read in turns: a containerd record's first piece in one is joined with its last
     piece in the same file, never with the other file's line read between them."""

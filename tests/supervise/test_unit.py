@@ -241,3 +241,14 @@ def test_a_reload_to_the_in_process_mode_stops_the_lmcache_server_after_vllm(uni
         what="the LMCache server stopped and vLLM running again",
     )
     assert unit.vllm.pid != old_vllm and not unit.retired
+
+
+def test_what_the_lmcache_servers_log_tells_is_that_processs(units) -> None:
+    """An error in the LMCache server's log is its last error, not vLLM's (the pipeline shows each process the
+    events of its own files: tests/sinks/test_pipeline.py)."""
+    unit = units()
+    unit.observe_lmcache(ev.ServerError(None, "oom", "OutOfMemoryError"))
+    assert unit.lmcache is not None and unit.lmcache.last_error == "oom"
+    assert unit.vllm.last_error is None
+    unit.observe(ev.ServerError(None, "cuda_error", "AcceleratorError"))
+    assert (unit.vllm.last_error, unit.lmcache.last_error) == ("cuda_error", "oom")
