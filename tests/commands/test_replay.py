@@ -718,15 +718,24 @@ def test_events_stream_from_a_pipe_as_the_lines_come() -> None:
     assert process.returncode == 0
 
 
+# Runs a command and writes its peak RSS (KiB; of it and its workers) to a file.  A small process of its own
+# starts it: a process started from this one (the test runner, hundreds of MiB into a suite) would count this
+# one's resident pages as its own, which Linux carries into the peak RSS of the program it then executes.
+_PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "status = subprocess.call(sys.argv[2:])\n"
+    "with open(sys.argv[1], 'w') as report: report.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(status)\n"
+)
+
+
 def _peak_rss_mib(*args: str) -> tuple[int, float, bytes]:
     """Run ``kvwatch`` and return (exit status, peak RSS of it and its workers in MiB, stdout)."""
-    with tempfile.TemporaryFile() as out:
-        argv = [sys.executable, "-m", "agent", *args]
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, cwd=ROOT)
-        _pid, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r") as report:
+        argv = [sys.executable, "-c", _PEAK_RSS, report.name, sys.executable, "-m", "agent", *args]
+        status = subprocess.run(argv, stdout=out, stderr=subprocess.DEVNULL, cwd=ROOT, timeout=300).returncode
         out.seek(0)
-        return process.returncode, usage.ru_maxrss / 1024, out.read()
+        return status, int(report.read()) / 1024, out.read()
 
 
 def test_a_huge_line_where_a_parallel_slice_is_cut_is_never_held_whole(tmp_path: Path) -> None:
@@ -794,6 +803,32 @@ def test_version_is_the_installed_one_and_no_command_loads_the_package_metadata(
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, cwd=ROOT, timeout=60)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stderr.decode().strip().splitlines()[-2:] == [metadata.version("kvwatch"), "False"]
+
+
+def test_a_summary_or_the_events_load_no_prometheus_client() -> None:
+    """The client library (8 MiB of a replay's 28 with it) is loaded only where metrics are written; the
+    summary reads the same counts without it."""
+    samples = ROOT / "tests" / "fixtures" / "samples"
+    logs = [str(samples / "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log"), "--lmcache-server-log"]
+    logs.append(str(samples / "lmcache-0.5.6-mp-server.log"))
+    probe = (
+        "import contextlib, io, json, sys; from agent.cli import main\n"
+        "for fmt in ('summary', 'events', 'prometheus', 'summary'):\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out): main(['replay', '-f', fmt, *sys.argv[1:]])\n"
+        "    print(json.dumps([fmt, 'prometheus_client' in sys.modules, out.getvalue()]), file=sys.stderr)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe, *logs], capture_output=True, cwd=ROOT, timeout=60)
+    assert run.returncode == 0, run.stderr
+    shown = [json.loads(line) for line in run.stderr.decode().splitlines()]
+    assert [(fmt, loaded) for fmt, loaded, _ in shown] == [
+        ("summary", False),
+        ("events", False),
+        ("prometheus", True),
+        ("summary", True),
+    ]
+    # The MP lookups are a count its metric declares: the summary shows it all the same.
+    assert shown[0][2] == shown[3][2] and "2 prefetches with a hit, 22 of 22 keys found" in shown[0][2]
 
 
 def test_events_reach_a_pipe_in_blocks_also_where_python_writes_unbuffered(monkeypatch) -> None:
