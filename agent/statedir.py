@@ -26,7 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
 
-from agent.families import counter, families, gauge
+from agent.exposition import families
+from agent.families import counter, gauge
 
 log = logging.getLogger("kvwatch.state")
 

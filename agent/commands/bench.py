@@ -25,7 +25,8 @@ from typing import TextIO
 from prometheus_client.core import Metric
 
 from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, add_config_option, load_config
-from agent.families import families, gauge
+from agent.exposition import families
+from agent.families import gauge
 from parsers import LogStream
 from parsers import events as ev
 

@@ -31,7 +31,8 @@ from pathlib import Path
 from prometheus_client.core import Metric
 
 from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, add_config_option, load_config, positive_int
-from agent.families import computed, counter, families, gauge, keyed, value_of
+from agent.exposition import families
+from agent.families import computed, counter, gauge, keyed, value_of
 from agent.periodic import Periodic
 from agent.sources.lines import LineSplitter
 from parsers import LogStream

@@ -21,11 +21,9 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, positive_int
 from agent.config import TRACE_PROTOCOLS, PodsConfig
-from agent.families import RenderedAtScrape, exposition
 from agent.pipeline import OnEvent, read_into, read_unmatched
 from agent.sinks import summary
 from agent.sinks.events_json import event_writer
-from agent.sinks.prometheus import registry_for
 from agent.sinks.stats import ServerStats
 from agent.sinks.unmatched import UnmatchedShapes
 from agent.sources.lines import BLOCK, DEFAULT_MAX_LINE, Input, InputError, open_input
@@ -367,6 +365,10 @@ def main(args: argparse.Namespace) -> int:
     status = _finish_traces(tracing, builders) if tracing is not None else EXIT_OK
     servers = list(replay.servers.values())
     if args.format == "prometheus":
+        # The client library is loaded only for this output (a summary needs none of it).
+        from agent.exposition import RenderedAtScrape, exposition
+        from agent.sinks.prometheus import registry_for
+
         extra = []
         if tracing is not None:
             from agent.sinks.otlp import trace_families

@@ -44,7 +44,8 @@ from agent import config as configuration
 from agent.commands import EXIT_FAILED, CommandError, add_config_option, load_config
 from agent.commands.bench import HISTORY, BenchHistory
 from agent.config import Config, ConfigError, FollowConfig, ServerConfig
-from agent.families import RenderedAtScrape, families, gauge, merged
+from agent.exposition import RenderedAtScrape, families, merged
+from agent.families import gauge
 from agent.pipeline import LMCACHE_SERVER_FILES, VLLM_FILES, SourcePipeline
 from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.http import MetricsServer

@@ -38,7 +38,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from agent import __version__
 from agent.config import MetricsConfig
-from agent.families import exposition
+from agent.exposition import exposition
 
 log = logging.getLogger("kvwatch.http")
 

@@ -45,7 +45,8 @@ from prometheus_client.core import Metric
 
 from agent import __version__
 from agent.config import TRACE_PROTOCOLS, TracingConfig
-from agent.families import computed, counter, families, keyed
+from agent.exposition import families
+from agent.families import computed, counter, keyed
 from agent.sinks.stats import ServerStats
 from agent.sinks.traces import (
     DEFAULT_IDLE_TIMEOUT,

@@ -14,26 +14,15 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector, CollectorRegistry
-
-from agent.families import (
-    RenderedAtScrape,
-    Sample,
-    Samples,
-    Spec,
-    computed,
-    counter,
-    families,
-    gauge,
-    histogram,
-    keyed,
-    value_of,
-)
+from agent.families import Sample, Samples, Spec, computed, counter, gauge, histogram, keyed, value_of
 from agent.sinks.stats import EngineStatsState, ServerStats, declare_count
 from parsers import events as ev
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector, CollectorRegistry
 
 
 def counted(event: type, amount: str | None = None, by: str | None = None, always: tuple[str, ...] = ()) -> Samples:
@@ -1303,12 +1292,21 @@ CATALOGUE: tuple[Spec, ...] = (
 )
 
 
+# The catalogue is imported with the stats (``agent.sinks``), the client library only where metrics are rendered.
+
+
 def collect_families(servers: Iterable[ServerStats]) -> Iterator[Metric]:
     """Every family of :data:`CATALOGUE` that has samples for these servers."""
+    from agent.exposition import families
+
     return families(CATALOGUE, (([s.server], s) for s in servers))
 
 
 def registry_for(source: Callable[[], Iterable[ServerStats]], *extra: Collector) -> CollectorRegistry:
+    from prometheus_client.registry import CollectorRegistry
+
+    from agent.exposition import RenderedAtScrape
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RenderedAtScrape(lambda: collect_families(source())))
     for collector in extra:

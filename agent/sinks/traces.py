@@ -39,7 +39,8 @@ from typing import NamedTuple
 
 from prometheus_client.core import Metric
 
-from agent.families import counter, families, gauge, keyed, value_of
+from agent.exposition import families
+from agent.families import counter, gauge, keyed, value_of
 from agent.sinks.labels import route_of
 from agent.sinks.stats import MP_LOOKUP_KEYS, ServerStats
 from parsers import events as ev

@@ -35,7 +35,8 @@ from pathlib import Path
 from prometheus_client.core import Metric
 
 from agent.config import FollowConfig
-from agent.families import families, flag, gauge
+from agent.exposition import families
+from agent.families import flag, gauge
 from agent.periodic import Periodic
 from agent.sources import Deliver, lower_thread_priority
 from agent.sources.lines import LineSplitter

@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 
-from agent.families import counter, families, gauge, keyed
+from agent.exposition import families
+from agent.families import counter, gauge, keyed
 from agent.sources import Deliver, fixed_prefix, lower_thread_priority, special_file, unlistable
 from agent.sources.inotify import DirectoryWatcher
 from agent.sources.lines import PACKED_OPENING, LineSplitter, packed_format

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import Metric
 
-from agent.families import computed, families, gauge
+from agent.exposition import families
+from agent.families import computed, gauge
 
 log = logging.getLogger("kvwatch.gpus")
 

@@ -35,7 +35,8 @@ from pathlib import Path
 from prometheus_client.core import Metric
 
 from agent.config import ServerConfig
-from agent.families import computed, counter, families, flag, gauge, value_of
+from agent.exposition import families
+from agent.families import computed, counter, flag, gauge, value_of
 from agent.periodic import Periodic
 from agent.statedir import StateFile
 from agent.supervise.rawlog import open_raw_log

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from agent.families import exposition
+from agent.exposition import exposition
 from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.prometheus import registry_for
 from agent.sinks.stats import HIT_RATIO_BUCKETS, Histogram, ServerStats

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.catalogue import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE
-from agent.families import _plain_names
-from agent.families import exposition as render_exposition
+from agent.exposition import _plain_names
+from agent.exposition import exposition as render_exposition
 from agent.sinks.prometheus import registry_for
 from tests.support.harness import REPO
 from tests.support.lines import all_fixture_lines, feed, fresh, line_cases

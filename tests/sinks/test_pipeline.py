@@ -58,7 +58,7 @@ def test_numbers_too_large_for_any_metric_are_no_numbers_and_never_stop_the_read
     """Each integer of every real line in turn made 25 and 400 digits long (no log means such a count; a
     Prometheus float or an OTLP int64 cannot hold it): the line reads as unreadable for its family, the
     lines after it are read, and /metrics renders in both formats."""
-    from agent.families import exposition
+    from agent.exposition import exposition
     from agent.sinks.prometheus import registry_for
     from parsers import LogStream
     from parsers.shapes import MAX_DIGITS
@@ -92,7 +92,7 @@ def test_a_decimal_too_long_to_be_finite_never_makes_a_metric_infinite() -> None
     and the line after them all is read."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from agent.families import exposition
+    from agent.exposition import exposition
     from agent.sinks.prometheus import registry_for
 
     lines = [line for line in all_fixture_lines() if re.search(r"\d\.\d", line)]

@@ -16,7 +16,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 
-from agent.families import exposition
+from agent.exposition import exposition
 from agent.sinks.otlp import Tracing
 from agent.sinks.prometheus import registry_for
 from agent.sinks.stats import ServerStats

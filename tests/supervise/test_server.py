@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.config import ServerConfig
-from agent.families import RenderedAtScrape
+from agent.exposition import RenderedAtScrape
 from agent.supervise.server import UNHEALTHY_AFTER, SupervisedServer, proc_start_time
 from agent.supervise.states import ServerState
 from parsers import events as ev

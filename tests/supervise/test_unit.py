@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.config import LmcacheConfig, ServerConfig
-from agent.families import RenderedAtScrape
+from agent.exposition import RenderedAtScrape
 from agent.supervise.server import proc_start_time
 from agent.supervise.states import ServerState
 from agent.supervise.unit import ServerUnit
