@@ -669,7 +669,7 @@ def _csv_row(line: str, depth: int, rank: int | None) -> Events:
             column = fields[i - 1]
             if not is_log_column(column):
                 return NOTHING  # the columns before a line's field are a log export's, or this is no row
-            dated = dated or any(c.isdigit() for c in column)
+            dated = dated or any(map(str.isdigit, column))
             if not dated:
                 continue
         if field and field != line:

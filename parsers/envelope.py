@@ -602,9 +602,9 @@ def _looks_logged(prefix: str, by_level: bool = True) -> bool:
     container's name -- or is only decoration (a quote mark, a backtick); a title or a sentence carries
     none of these."""
     return (
-        any(c.isdigit() for c in prefix)
+        any(map(str.isdigit, prefix))
         or (by_level and _LEVEL_IN_PREFIX.search(prefix) is not None)
-        or not any(c.isalnum() for c in prefix)
+        or not any(map(str.isalnum, prefix))
         or _SOURCE_NAME.fullmatch(prefix) is not None
     )
 
@@ -982,7 +982,7 @@ def _named_framing_end(line: str) -> int:
     unit_end = rest.find(": ", 0, UNIT_NAME_MAX)
     if unit_end != -1 and rest.endswith(UNIT_ENDS, 0, unit_end + 1) and " " not in rest[:unit_end]:
         name = line[:space]
-        return space + 1 if "/" in name or any(c.isdigit() for c in name) else 0
+        return space + 1 if "/" in name or any(map(str.isdigit, name)) else 0
     # A stream's name with a slash (ECS's ``prefix/container/task``, SageMaker's ``AllTraffic/i-0abc``), which no
     # logger's name has, before any record: also one whose name begins as a logger's would (``vllm/vllm/0a1b``).
     return space + 1 if "/" in line[:space] and begins_record(rest) else 0
@@ -1185,7 +1185,7 @@ def _logged_header_verdict(shape: bytes) -> bool | None:
         is_record_header(prefix)
         or is_tool_prefix(prefix)
         or _SOURCE_NAME.fullmatch(prefix) is not None
-        or not any(c.isalnum() for c in prefix)  # a paste's decoration alone
+        or not any(map(str.isalnum, prefix))  # a paste's decoration alone
     ):
         return False
     if not prefix_verdict(prefix, "vllm")[0]:

@@ -285,6 +285,11 @@ class LogStream:
         """``line`` (read alone: ``alone``) after a possible first piece: the next piece of its record,
         or a line of its own (which may itself be the first piece of another)."""
         text, held, width = self._wrapped, self._held, self._width
+        if line[:8] == text[:8]:
+            # Begun as the record is: the same writer's next record, no piece of it (``_may_continue``, told first:
+            # most lines that give nothing come after another such line of their writer).
+            self._wrapped, self._words, self._held, self.late = "", "", (), len(held)
+            return held + self._alone(line, alone)
         if self._room == _FIRST_PIECE:
             words, last, room, spaced = text, width, _MAX_WIDTH, False
         else:

@@ -306,6 +306,24 @@ def test_a_record_behind_a_coloured_process_tag_is_no_piece_of_the_line_before()
     assert feed_all(LogStream(), lines) == [{"kind": "server_starting", "stamp": "12-02 09:28:34", "version": "0.11.0"}]
 
 
+def test_a_piece_that_begins_as_its_record_did_is_its_piece_unless_eight_characters_agree() -> None:
+    """The same writer's next record begins with the same characters (its header, its process tag); a piece of a
+    wrapped record may begin with the same first one ((from ...) after a tagged LMCache line) and is still read
+    with it.  Lines that give nothing, one after another, are told apart by those eight characters first."""
+    retrieve = (
+        "(EngineCore_DP0 pid=494270) [2025-09-30 01:12:36,502] LMCache INFO: Retrieved 8 out of 24 required tokens "
+        "(from 32 total tokens). size: 0.0011 gb, cost 0.55 ms, throughput: 1.98 GB/s;"
+    )
+    cut = retrieve.index("(from")
+    events = feed_all(LogStream(), [retrieve[:cut], retrieve[cut:]])
+    assert [(e["kind"], e.get("total_tokens")) for e in events] == [("lmcache_retrieve", 32)]
+    quiet = "(EngineCore_DP0 pid=2947) DEBUG 12-14 16:49:59 [core.py:690] EngineCore loop active, 27 requests."
+    stream = LogStream()
+    assert [stream.feed(quiet) for _ in range(3)] == [(), (), ()] and stream.holding
+    assert [e.kind for e in stream.feed(retrieve)] == ["lmcache_retrieve"] and not stream.holding
+    assert stream.close() == ()
+
+
 def test_a_record_cut_short_is_given_once_a_line_does_not_continue_it() -> None:
     cut = "INFO 10-02 10:00:00 async_llm_engine.py:120] Finished request cmpl-1a2b"  # its period lost
     added = "INFO 10-02 10:00:01 [async_llm.py:578] Added request cmpl-9."
