@@ -838,6 +838,8 @@ def _is_record_header(text: str, with_level: bool) -> bool:
             continue
         if ":" in token:
             token = token.partition(":")[0]  # a caller's module
+        if not any(map(str.isalnum, token)):
+            continue  # decoration between the pieces (a quote's bar, an arrow, a bullet): no word
         if token.upper() in _HEADER_LEVELS and (token.isupper() or token.istitle() or token.islower()):
             level = True
             capital = capital or not token.islower()
