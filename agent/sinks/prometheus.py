@@ -1292,9 +1292,8 @@ CATALOGUE: tuple[Spec, ...] = (
 )
 
 
-# The catalogue is imported with the stats (``agent.sinks``), the client library only where metrics are rendered.
-
-
+# The catalogue is imported with the stats (``agent.sinks``), the client library only where metrics are rendered:
+# a replay's summary never loads it.
 def collect_families(servers: Iterable[ServerStats]) -> Iterator[Metric]:
     """Every family of :data:`CATALOGUE` that has samples for these servers."""
     from agent.exposition import families
