@@ -854,8 +854,11 @@ def _is_record_header(text: str, with_level: bool) -> bool:
 
 def is_tool_prefix(text: str) -> bool:
     """Whether ``text`` reads as what a tool that merges logs puts before a line (stern's pod and container,
-    journald's time, host and unit, docker compose's service): a digit (a time, a pid, a pod's hash), a
-    container's name or only decoration shows it, and it holds only what headers hold."""
+    journald's time, host and unit, docker compose's service, ``grep -H``'s file): a digit (a time, a pid, a
+    pod's hash), a container's name or only decoration shows it, and it holds only what headers hold -- or it
+    is one source's name alone (a file's path ``grep -H`` prints, which no header holds)."""
+    if _SOURCE_NAME.fullmatch(text) is not None:
+        return True
     return _looks_logged(text, by_level=False) and is_record_header(text, with_level=False)
 
 
