@@ -30,7 +30,7 @@ from agent.commands.replay import server_name_for
 from agent.sources.lines import InputError, codec_of, zstd_module
 from tests.benchmarks.gen_log import generate
 from tests.support.harness import STATS, as_nobody
-from tests.support.lines import SAMPLES, WRAPPED_PASTE
+from tests.support.lines import SAMPLES, WRAPPED_PASTE, line_cases
 from tests.support.logrotate import logrotate, needs_logrotate
 
 ROOT = Path(__file__).parents[2]
@@ -805,12 +805,15 @@ def test_version_is_the_installed_one_and_no_command_loads_the_package_metadata(
     assert loaded.stderr.decode().strip().splitlines()[-2:] == [metadata.version("kvwatch"), "False"]
 
 
-def test_a_summary_or_the_events_load_no_prometheus_client() -> None:
+def test_a_summary_or_the_events_load_no_prometheus_client(tmp_path: Path) -> None:
     """The client library (8 MiB of a replay's 28 with it) is loaded only where metrics are written; the
     summary reads the same counts without it."""
     samples = ROOT / "tests" / "fixtures" / "samples"
-    logs = [str(samples / "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log"), "--lmcache-server-log"]
-    logs.append(str(samples / "lmcache-0.5.6-mp-server.log"))
+    # The LMCache server's log of a real run, and two of its lookups' ends at DEBUG (recorded on another run).
+    server_log = tmp_path / "lmcache-server.log"
+    ends = [case["line"] for case in line_cases("lmcache") if "MP lookup/prefetch end: session=" in case["line"]]
+    server_log.write_text((samples / "lmcache-0.5.6-mp-server.log").read_text() + "\n".join(ends[:2]) + "\n")
+    logs = [str(samples / "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log"), "--lmcache-server-log", str(server_log)]
     probe = (
         "import contextlib, io, json, sys; from agent.cli import main\n"
         "for fmt in ('summary', 'events', 'prometheus', 'summary'):\n"
@@ -827,8 +830,8 @@ def test_a_summary_or_the_events_load_no_prometheus_client() -> None:
         ("prometheus", True),
         ("summary", True),
     ]
-    # The MP lookups are a count its metric declares: the summary shows it all the same.
-    assert shown[0][2] == shown[3][2] and "2 prefetches with a hit, 22 of 22 keys found" in shown[0][2]
+    # The lookups' ends are a count their metric declares (kept from events alone): the summary shows it all the same.
+    assert shown[0][2] == shown[3][2] and "lookups ended: hit 1, miss 1" in shown[0][2]
 
 
 def test_events_reach_a_pipe_in_blocks_also_where_python_writes_unbuffered(monkeypatch) -> None:
