@@ -167,8 +167,17 @@ class Replay:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        args = (source.path, server, self.timezone, source.modified, self.max_line, track_time, stats_of is not None)
-        args += (lmcache_server,)
+        by_writer = stats_of is not None
+        args = (
+            source.path,
+            server,
+            self.timezone,
+            source.modified,
+            self.max_line,
+            track_time,
+            by_writer,
+            lmcache_server,
+        )
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:
             later = [pool.submit(_read_slice, *args, start, end) for start, end in parts[1:]]
