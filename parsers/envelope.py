@@ -1202,12 +1202,31 @@ def _logged_header_verdict(shape: bytes) -> bool | None:
     return True
 
 
+# A file's name before each line, as ``grep -H`` (and ``rg``, ``zgrep``, ``grep -r``) prints its matches over many
+# files: ``vllm.log:``, ``/var/log/pods/ns_vllm-0_uid/vllm/0.log:`` before a CRI record, a Docker container's
+# ``<id>-json.log:`` before its JSON record, ``/var/log/syslog:`` before journald's framing; with ``-n`` the line's
+# number after it (``vllm.log:42:``, a context line's ``vllm.log-42-``).  A log file's name ends in a log's
+# extension (a rotation's number, a compression's after it); a name without one counts in a path (``/var/log/syslog``,
+# ``logs/current``) before a line that does not begin with a blank (``/usr/bin/vllm: error: ...`` is the
+# program's own line).  Source files (``x.py:12:``, a warning's place) have neither.
+_GREP_FILE = re.compile(
+    r"(?:[\w.@~+-]*/)*+(?:[\w.@~+-]*\.(?:log|txt|out|err|jsonl|ndjson)(?:\.\d{1,4})?(?:\.gz)?(?::\d{1,12}:|-\d{1,12}-|:)"
+    r"|(?<=/)[\w@~+-]++(?::\d{1,12}:|-\d{1,12}-|:)(?! ))",
+    re.ASCII,
+)
+
+
 def framing_end(line: str) -> int:
-    """Where the line behind a merging tool's prefix (:func:`tool_prefix`), journald's framing (also behind a log
-    stream's name, as a JSON record is), a line-stamping tool's time, torchrun's, Slurm's or SkyPilot's prefix, a
-    bracketed name before a whole record, a few words before a record (vLLM's or uvicorn's header, a process tag,
-    LMCache's header) or another program's header before one begins; 0 for a line without any."""
+    """Where the line behind a file's name as grep prints it, a merging tool's prefix (:func:`tool_prefix`),
+    journald's framing (also behind a log stream's name, as a JSON record is), a line-stamping tool's time,
+    torchrun's, Slurm's or SkyPilot's prefix, a bracketed name before a whole record, a few words before a record
+    (vLLM's or uvicorn's header, a process tag, LMCache's header) or another program's header before one begins; 0
+    for a line without any."""
     first = line[:1]
+    if first.isalnum() or first in "/.~":
+        m = _GREP_FILE.match(line)
+        if m is not None and m.end() < len(line):
+            return m.end()
     if first == "(":
         m = _SKYPILOT_PREFIX.match(line)
         return 0 if m is None else m.end()

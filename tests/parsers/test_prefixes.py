@@ -880,6 +880,35 @@ def test_random_headers_before_a_line_give_the_events_they_must(line: str, piece
     assert parse_line(headed) in (without_the_header_rule(headed), parse_line(line)), headed
 
 
+def test_a_file_s_name_as_grep_prints_it_is_read_past_before_any_line() -> None:
+    added = "INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
+    lookup = "Reqid: r-1, Total tokens 9, LMCache hit tokens: 0, need to load: 0"
+    lines = (
+        added,
+        lookup,
+        "vllm-0 vllm " + lookup,  # stern's names
+        "2025-12-14T08:18:29.123456789Z stdout F " + lookup,  # a CRI record
+        '{"log":"' + added + '\\n","stream":"stderr","time":"2025-12-14T08:18:29.1Z"}',  # Docker's json-file
+        "Dec 14 16:00:00 gpu-1 vllm[42]: " + lookup,  # journald's framing
+    )
+    names = ("vllm.log:", "logs/vllm.log.1:", "/var/log/pods/ns_vllm-0_u/vllm/0.log:", "a-json.log:", "x.log.2.gz:")
+    numbered = ("vllm.log:1203:", "vllm.log-1203-", "/var/log/syslog:", "logs/current:", "/var/log/syslog:12:")
+    for name in names + numbered:
+        for line in lines:
+            assert framing_end(name + line) == len(name), name + line
+            assert parse_line(name + line) == parse_line(line), name + line
+    # Not a log file's name: a source file's place (a warning's), a downloaded file's progress, a program's own
+    # line after its path, a word; and a name with no line after it.
+    for line in (
+        "/opt/venv/lib/python3.11/site-packages/torch/cuda/__init__.py:654: UserWarning: " + lookup,
+        "config.json: 100%|##########| 1.2k/1.2k [00:00<00:00, 4.1MB/s]",
+        "/usr/bin/vllm: " + lookup,
+        "server:" + lookup,
+    ):
+        assert envelope._GREP_FILE.match(line) is None, line
+    assert framing_end("vllm.log:") == 0
+
+
 def test_what_is_read_past_as_another_program_s_header() -> None:
     header = "INFO 12-14 16:00:00 [async_llm.py:578] Added request chatcmpl-1."
     lmcache = "[2025-12-14 16:00:00,006] LMCache INFO: Reqid: r-1, Total tokens 9, LMCache hit tokens: 0"
@@ -888,7 +917,7 @@ def test_what_is_read_past_as_another_program_s_header() -> None:
     for prefix in LOGGED_HEADERS:
         for record in (header, "(APIServer pid=2) " + header, lmcache, coloured, access):
             assert framing_end(prefix + record) == len(prefix), prefix + record
-        with rules_off():
+        with rules_off("_GREP_FILE"):
             assert framing_end(prefix + header) == 0, prefix
     for prefix, closing in PASTES:
         assert framing_end(prefix + header + closing) == len(prefix), prefix
