@@ -35,11 +35,12 @@ from datetime import UTC, datetime, tzinfo
 from typing import BinaryIO
 
 from agent.sinks.stats import STATS_SINK, ServerStats
-from agent.sources.lines import LineReader
+from agent.sources.lines import BLOCK, LineReader
 from agent.sources.origins import multiplexed, origin_of
 from parsers import Clock, LogStream
 from parsers.events import Event, Events
 from parsers.masking import looks_like_a_log_line
+from parsers.stream import shows_lmcache_server
 
 log = logging.getLogger(__name__)
 
@@ -236,19 +237,22 @@ def read_into(
     track_time: bool = False,
     live: bool = False,
     stats_of: Callable[[str], ServerStats] | None = None,
-    lmcache_server: bool = False,
+    lmcache_server: bool | None = False,
 ) -> tuple[int, str | None]:
     """Parse a byte stream into ``stats``; returns (lines read, read error or None).  ``live``: a pipe or
     terminal, whose lines are parsed as they come.  With ``stats_of``, a log several containers wrote
     (told by its first lines, :func:`agent.sources.origins.multiplexed`) has each writer's lines read
     into ``stats_of(name)``; lines behind no name, and skipped ones, into ``stats``.  ``lmcache_server``: the
-    stream is an LMCache server's own log (:meth:`parsers.LogStream.own_events`)."""
+    stream is an LMCache server's own log (:meth:`parsers.LogStream.own_events`); None: whether it is, told by
+    its first lines (:func:`is_lmcache_server_log`) unless ``live``."""
     reader = LineReader(raw, max_line, limit, live)
     batches = reader.batches()
-    if stats_of is not None:
+    if stats_of is not None or lmcache_server is None:
         first = next(batches, None)
         batches = itertools.chain((first,) if first else (), batches)
-        if not first or not multiplexed(first):
+        if lmcache_server is None:  # (a pipe's first batch is what has come so far: not told by it)
+            lmcache_server = not live and bool(first) and is_lmcache_server_log(first, max_line)
+        if not first or lmcache_server or not multiplexed(first):
             stats_of = None
     route = _Route(stats, LogStream(max_line, lmcache_server=lmcache_server), max_line, stats_of)
     number = 0
@@ -271,6 +275,21 @@ def read_into(
     for reason, count in reader.skipped.items():
         stats.skipped[reason] = stats.skipped.get(reason, 0) + count
     return reader.lines, reader.error
+
+
+def is_lmcache_server_log(first: list[str | None], max_line: int) -> bool:
+    """Whether a log's ``first`` lines are those of an LMCache multiprocess server's own log
+    (:func:`parsers.stream.shows_lmcache_server`)."""
+    stream = LogStream(max_line)
+    return shows_lmcache_server(event for line in first if line is not None for event in stream.feed(line))
+
+
+def head_is_lmcache_server_log(path: str, max_line: int) -> bool:
+    """Whether the plain file at ``path`` is an LMCache server's own log, told by its first block of lines (before
+    it is read in slices, which begin in its middle)."""
+    with open(path, "rb") as raw:
+        first = next(LineReader(raw, max_line, BLOCK).batches(), None)
+    return bool(first) and is_lmcache_server_log(first, max_line)
 
 
 class _Route:

@@ -30,17 +30,27 @@ uvicorn lines read alike; in its own log they are its HTTP server's (the health
 checks of it, the scrapes of its ``/metrics``, its start and stop), none of vLLM's,
 though that log is read as part of vLLM's server.  :meth:`LogStream.own_events`
 takes them out of the events of a stream its reader knows to be such a log (a line
-alone does not tell, so a stream is never taken for one by its lines).
+alone does not tell, so a stream is never taken for one by its lines; a log's first
+lines may, :func:`shows_lmcache_server`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import fields
 
 from parsers.dispatch import Events, parse_line, parse_nested, parse_record, parse_wrapped
 from parsers.envelope import CRI_RECORD, begins_record, find_header, holds_record_mark, strip_ansi, unwrap_json
-from parsers.events import Event, HttpAccess, ServerReady, ServerShutdown, SuspiciousLine
+from parsers.events import (
+    Event,
+    HttpAccess,
+    LmcacheServerStarted,
+    LogProblem,
+    ServerError,
+    ServerReady,
+    ServerShutdown,
+    SuspiciousLine,
+)
 from parsers.messages import begins_with_message
 
 # A joined line longer than this is dropped (and counted by the caller through
@@ -58,6 +68,24 @@ _MIN_WIDTH = 40
 _MAX_WIDTH = 4096
 # What uvicorn's lines give: in an LMCache server's log, its HTTP server's (none of vLLM's).
 _HTTP_SERVER_KINDS = frozenset((HttpAccess, ServerReady, ServerShutdown))
+# What an LMCache server's own log gives besides its cache's events (``lmcache_*``): its HTTP server's, its
+# problems, its crash.
+_LMCACHE_SERVER_LOG_KINDS = _HTTP_SERVER_KINDS | {LogProblem, SuspiciousLine, ServerError}
+
+
+def shows_lmcache_server(events: Iterable[Event]) -> bool:
+    """Whether the events of a log's first lines show it to be an LMCache multiprocess server's own: its start
+    among them, and nothing else than such a log gives (a vLLM server's log, an LMCache server's with vLLM's
+    output in it after its start, give vLLM's events at once).  A reader not told whose log it reads may take
+    it for one so (a line alone does not tell)."""
+    started = False
+    for event in events:
+        kind = type(event)
+        if kind is LmcacheServerStarted:
+            started = True
+        elif kind not in _LMCACHE_SERVER_LOG_KINDS and not event.kind.startswith("lmcache_"):
+            return False
+    return started
 
 
 def _read_whole(events: Events) -> bool:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from agent.commands import EXIT_FAILED, EXIT_OK, CommandError, positive_int
 from agent.config import TRACE_PROTOCOLS, PodsConfig
-from agent.pipeline import OnEvent, read_into, read_unmatched
+from agent.pipeline import OnEvent, head_is_lmcache_server_log, read_into, read_unmatched
 from agent.sinks import summary
 from agent.sinks.events_json import event_writer
 from agent.sinks.stats import ServerStats
@@ -110,13 +110,14 @@ class Replay:
         track_time: bool = False,
         jobs: int = 1,
         by_writer: bool = False,
-        lmcache_server: bool = False,
+        lmcache_server: bool | None = False,
     ) -> InputResult:
         """Read one input to its end.  ``on_event`` sees every event with its line number;
         ``track_time`` records the span of log time (for the summary).  With ``jobs`` > 1
         a large plain file is read in slices by as many processes (not with ``on_event``).
         With ``by_writer``, each writer of a log several containers wrote is a server of its own
-        (:mod:`agent.sources.origins`)."""
+        (:mod:`agent.sources.origins`).  ``lmcache_server``: the input is an LMCache server's own log; None: told
+        by its first lines."""
         fresh = server not in self.servers
         stats = self.stats_for(server)
         stats.clock = Clock(self.timezone, source.modified)
@@ -132,6 +133,8 @@ class Replay:
         if jobs > 1 and on_event is None and source.path is not None:
             parts = slices_of(source, jobs)
             if len(parts) > 1:
+                if lmcache_server is None:  # (each slice but the first begins in the middle)
+                    lmcache_server = head_is_lmcache_server_log(source.path, self.max_line)
                 lines, error = self._run_parallel(source, server, parts, track_time, routing, lmcache_server)
                 self._drop_if_unused(server, fresh, writers)
                 return InputResult(source.name, server, lines, error)
@@ -311,7 +314,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="an LMCache multiprocess server's own log, read after the FILEs as part of the first one's server "
         "(or --server's): its HTTP server's uvicorn lines (health checks, /metrics scrapes, its shutdown) count as "
-        "none of vLLM's, which they would as a FILE",
+        "none of vLLM's; a FILE whose first lines show such a server's start and none of vLLM's is read so too",
     )
     replay.add_argument(
         "--timezone",
@@ -424,7 +427,8 @@ def _read_all(replay: Replay, opened: list[Input], args: argparse.Namespace, tra
                 track_time=args.format == "summary",
                 jobs=args.jobs if on_event is None else 1,
                 by_writer=args.server is None,
-                lmcache_server=number >= len(args.inputs),
+                # (A FILE may be an LMCache server's log too, told by its first lines.)
+                lmcache_server=True if number >= len(args.inputs) else None,
             )
         finally:
             source.close()

@@ -206,13 +206,10 @@ MP_SERVER_LOG = SAMPLES / "lmcache-0.5.6-mp-server.log"
 
 def test_an_lmcache_servers_log_named_so_counts_none_of_its_http_servers_lines_as_vllms() -> None:
     """The real MP run's two logs: the LMCache server's own uvicorn lines (its start, a scrape of its /metrics, its
-    shutdown) are vLLM's when its log is one more FILE (the control), and none of vLLM's given as
-    --lmcache-server-log, which is read as part of the first FILE's server."""
-    as_file = kvwatch("replay", "--server", "mp", str(MP_VLLM_LOG), str(MP_SERVER_LOG)).stdout.decode()
+    shutdown) are none of vLLM's given as --lmcache-server-log, which is read as part of the first FILE's server."""
     named = kvwatch("replay", str(MP_VLLM_LOG), "--lmcache-server-log", str(MP_SERVER_LOG))
     assert named.returncode == 0, named.stderr
     text = named.stdout.decode()
-    assert "2 shutdown(s)" in as_file and "HTTP 2xx 4" in as_file
     assert "server vllm-0.32.0-cpu-lmcache-0.5.6-mp\n" in text and text.count("\nserver ") == 0
     assert "1 shutdown(s)" in text and "HTTP 2xx 3" in text
     assert "2 prefetches with a hit, 22 of 22 keys found" in text  # its LMCache lines count as before
@@ -223,10 +220,35 @@ def test_an_lmcache_servers_log_named_so_counts_none_of_its_http_servers_lines_a
     assert not kinds & {"http_access", "server_ready", "server_shutdown"}
 
 
+def test_an_lmcache_servers_log_given_as_a_file_is_told_by_its_first_lines(tmp_path: Path) -> None:
+    """The same log as one more FILE, before vLLM's or after it, plain or compressed, or alone: its first lines show
+    the LMCache server's start and nothing of vLLM's, and its HTTP server's lines count as none of vLLM's (its
+    shutdown ends nothing of vLLM's).  Both logs in one file (vLLM's lines in its first block) are read as before:
+    each uvicorn line is vLLM's."""
+    after = kvwatch("replay", "--server", "mp", str(MP_VLLM_LOG), str(MP_SERVER_LOG)).stdout.decode()
+    before = kvwatch("replay", "--server", "mp", str(MP_SERVER_LOG), str(MP_VLLM_LOG)).stdout.decode()
+    packed = tmp_path / "lmcache-server.log.gz"
+    packed.write_bytes(gzip.compress(MP_SERVER_LOG.read_bytes()))
+    zipped = kvwatch("replay", "--server", "mp", str(MP_VLLM_LOG), str(packed)).stdout.decode()
+    for text in (after, before, zipped):
+        assert "1 shutdown(s)" in text and "HTTP 2xx 3" in text, text
+        assert "2 prefetches with a hit, 22 of 22 keys found" in text
+    alone = kvwatch("replay", "-f", "events", str(MP_SERVER_LOG)).stdout.decode()
+    kinds = {json.loads(line)["kind"] for line in alone.splitlines()}
+    assert {"lmcache_server_started", "lmcache_store", "lmcache_prefetch"} <= kinds
+    assert not kinds & {"http_access", "server_ready", "server_shutdown"}
+    both = tmp_path / "both.log"
+    both.write_bytes(MP_SERVER_LOG.read_bytes() + MP_VLLM_LOG.read_bytes())
+    text = kvwatch("replay", str(both)).stdout.decode()
+    assert "2 shutdown(s)" in text and "HTTP 2xx 4" in text, text
+
+
+@pytest.mark.parametrize("told", [True, None])
 def test_an_lmcache_servers_log_read_in_slices_counts_none_of_its_http_servers_lines(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, told: bool | None
 ) -> None:
-    """The same in each slice of a large log read by several processes (the threshold lowered to make it large)."""
+    """The same in each slice of a large log read by several processes (the threshold lowered to make it large),
+    named so or told by its first block of lines (which the slices after the first do not hold)."""
     from agent.commands import replay as command
     from agent.sources.lines import open_input
 
@@ -237,7 +259,7 @@ def test_an_lmcache_servers_log_read_in_slices_counts_none_of_its_http_servers_l
     source = open_input(str(log))
     try:
         assert len(command.slices_of(source, 2)) == 2
-        replay.run(source, "mp", jobs=2, lmcache_server=True)
+        replay.run(source, "mp", jobs=2, lmcache_server=told)
     finally:
         source.close()
     stats = replay.servers["mp"]

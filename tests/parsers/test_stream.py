@@ -401,3 +401,23 @@ def test_a_record_glued_to_one_cut_short_is_read_with_the_rest_a_terminal_wrappe
         ("engine_stats", "07-03 23:23:58"),
     ]
     assert got[2]["running"] == 32 and got[2]["kv_cache_usage"] == 0.176
+
+
+def test_a_log_whose_first_lines_show_an_lmcache_server_s_start_and_nothing_of_vllm_s_is_its_own() -> None:
+    samples = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
+
+    def head(name: str, lines: int = 1000) -> list:
+        stream = LogStream()
+        text = (samples / name).read_text(encoding="utf-8").splitlines()[:lines]
+        return [event for line in text for event in stream.feed(line)]
+
+    server = head("lmcache-0.5.6-mp-server.log")
+    assert parsers.stream.shows_lmcache_server(server)
+    assert not parsers.stream.shows_lmcache_server(head("lmcache-0.5.6-mp-server.log", 60))  # before its start
+    for name in ("vllm-0.32.0-cpu-lmcache-0.5.6-mp.log", "vllm-0.32.0-cpu-lmcache-0.5.6.log", "vllm-0.32.0-cpu.log"):
+        assert not parsers.stream.shows_lmcache_server(head(name)), name
+        assert not parsers.stream.shows_lmcache_server(server + head(name)), name  # both servers' output
+    # The remote cache server several vLLM servers share: its start alone.
+    started = parse_line("[2026-12-02 06:47:56,192] LMCache INFO: Server started at 0.0.0.0:65432 (server.py:1:x)")
+    assert [event.kind for event in started] == ["lmcache_server_started"]
+    assert parsers.stream.shows_lmcache_server(started) and not parsers.stream.shows_lmcache_server([])
