@@ -1214,6 +1214,8 @@ _GREP_FILE = re.compile(
     r"|(?<=/)[\w@~+-]++(?::\d{1,12}:|-\d{1,12}-|:)(?! ))",
     re.ASCII,
 )
+# The longest path read so (Linux's PATH_MAX, and the line number after it): a long line is not scanned further.
+_GREP_FILE_MAX = 4096 + 16
 
 
 def framing_end(line: str) -> int:
@@ -1224,7 +1226,7 @@ def framing_end(line: str) -> int:
     for a line without any."""
     first = line[:1]
     if first.isalnum() or first in "/.~":
-        m = _GREP_FILE.match(line)
+        m = _GREP_FILE.match(line, 0, _GREP_FILE_MAX)
         if m is not None and m.end() < len(line):
             return m.end()
     if first == "(":
