@@ -18,7 +18,7 @@ from json.decoder import scanstring
 
 from parsers.lifecycle import CRASH_START, USAGE_ERROR
 from parsers.service import UNIT_ENDS, UNIT_NAME_MAX
-from parsers.shapes import INTEGER
+from parsers.shapes import INTEGER, one_of
 
 # --- colour ---------------------------------------------------------------------
 
@@ -184,11 +184,6 @@ _LEVEL_COLON = re.compile(_LEVEL + ": ")
 # copied without its own quotes).
 ACCESS_OPENING_QUOTES = ('"', "\u201c", "&quot;", "&#34;", '\\"')
 ACCESS_CLOSING_QUOTES = ('"', "\u201d", "&quot;", "&#34;", '\\"')
-
-
-def one_of(texts: tuple[str, ...]) -> str:
-    """A regex that matches any one of ``texts`` as they are."""
-    return "(?:" + "|".join(re.escape(text) for text in texts) + ")"
 
 
 _ACCESS_ANY = re.compile(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from parsers import bench, lifecycle, lmcache, requests, service, vllm_stats
 from parsers.events import Events
-from parsers.shapes import NOT_A_NUMBER
+from parsers.shapes import NOT_A_NUMBER, one_of
 
 NOTHING: Events = ()
 # How the first word of an exception's final traceback line ends, with its message (``torch.OutOfMemoryError: ...``),
@@ -206,8 +206,9 @@ for _word in (
 # (An engine step's first word holds its number, as a benchmark's percentile does: ``10% percentile latency``,
 # ``P99 TTFT (ms):``.)
 _NUMBERED_WORDS = r"Iteration\(\d{1,18}\):|\d{1,3}%|P\d{1,3}(?:\.\d{1,3})?"
-_FIRST_WORDS = "|".join(re.escape(word) for word in sorted(_WHOLE_MESSAGES, key=len, reverse=True))
-MESSAGE_START = re.compile(r"(?<=[\s\]):|>-])(?:" + _FIRST_WORDS + "|" + _NUMBERED_WORDS + ")(?= )")
+MESSAGE_START = re.compile(
+    r"(?<=[\s\]):|>-])(?:" + one_of(sorted(_WHOLE_MESSAGES, key=len, reverse=True)) + "|" + _NUMBERED_WORDS + ")(?= )"
+)
 
 
 def begins_with_message(line: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from parsers.envelope import ACCESS_CLOSING_QUOTES, ACCESS_OPENING_QUOTES, RAY_SERVE_HEAD, one_of
+from parsers.envelope import ACCESS_CLOSING_QUOTES, ACCESS_OPENING_QUOTES, RAY_SERVE_HEAD
 from parsers.events import (
     Event,
     HttpAccess,
@@ -28,7 +28,7 @@ from parsers.events import (
     ServerShutdown,
     VllmParser,
 )
-from parsers.shapes import INTEGER, Shape, opens_with, set_members
+from parsers.shapes import INTEGER, Shape, one_of, opens_with, set_members
 
 _RECEIVED = re.compile(r"Received request (\S+?): ")
 _MAX_TOKENS = re.compile(rf"\bmax_tokens=({INTEGER})")

@@ -59,6 +59,17 @@ def decimal(text: str) -> float:
     return number
 
 
+def one_of(texts: Sequence[str]) -> str:
+    """A regex that matches any one of ``texts`` (none empty) as they are, the first that does in their order.
+    (One branch per first character, each holding the rest of the texts that begin with it: ``re`` tries every
+    branch of an alternation in turn wherever a search looks, and a long list of words makes that slow.  At one
+    place only the texts of one first character can match, so the grouping matches what the list would.)"""
+    rests: dict[str, list[str]] = {}
+    for text in texts:
+        rests.setdefault(text[0], []).append(re.escape(text[1:]))
+    return "(?:" + "|".join(re.escape(first) + "(?:" + "|".join(rest) + ")" for first, rest in rests.items()) + ")"
+
+
 def opens_with(line: str, start: int, openings: tuple[str, ...]) -> bool:
     """Whether the message at ``start`` begins with one of a family's ``openings``, or ends inside one:
     a record cut short (a paste wrapped at a terminal's width) is that family's suspicious line, not
