@@ -17,6 +17,7 @@ from parsers import Clock, LogStream, parse_line
 from parsers.envelope import unwrap_logfmt
 from parsers.events import Event
 from parsers.requests import parse_received
+from parsers.shapes import one_of
 from tests.support.lines import RECORD_FAMILIES, edited, edits, line_cases
 from tests.support.quoting import go_quoted
 
@@ -289,3 +290,16 @@ def test_a_logfmt_record_of_a_coloured_line_gives_its_events() -> None:
     events = parse_line(record)
     assert [type(event).__name__ for event in events] == ["LmcacheLookup"]
     assert events[0].stamp == "2025-12-14T08:18:29Z"
+
+
+_TEXT = st.text(alphabet="ab.|(*\\ ", min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(_TEXT, min_size=1, max_size=8), haystack=st.lists(_TEXT, max_size=8))
+def test_one_of_matches_what_the_plain_alternation_of_its_texts_matches(texts: list[str], haystack: list[str]) -> None:
+    """Grouped by first character, the texts' alternation finds the very matches the list in its order does."""
+    plain = re.compile("(?:" + "|".join(map(re.escape, texts)) + ")")
+    grouped = re.compile(one_of(texts))
+    line = " ".join(haystack) + "".join(texts)
+    assert [m.span() for m in grouped.finditer(line)] == [m.span() for m in plain.finditer(line)]
