@@ -797,7 +797,8 @@ _HEADER_PIECE = re.compile(
     r"|(?:vllm|lmcache|uvicorn)(?:[.:][\w<>]+)*"  # a watched logger's name, its function and line
     r"|[\w.-]+\.(?:py|rs)(?::[\w<>]+)*"  # a file, its line
     r"|\w+=\S+"  # key=value
-    r"|[A-Za-z]*+[\d_/-][\w/-]*+",  # a host's, a pod's or a thread's name, ``pod/vllm-0/vllm``
+    r"|[A-Za-z]*+[\d_/-][\w/-]*+"  # a host's, a pod's or a thread's name, ``pod/vllm-0/vllm``
+    r"|@[0-9a-f]{24}",  # a TAI64N label (daemontools' and runit's ``multilog t``, s6-log's ``t``)
     re.ASCII,
 )
 _TIME_OR_DATE = re.compile(r"\d[:/-]\d")
