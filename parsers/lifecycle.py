@@ -429,10 +429,10 @@ GPU_MEMORY_FAULT = re.compile(
 # ``:0:rocdevice.cpp            :3020: 5875275709338d us: [pid:20536 tid:0x7fb428fff640] Callback:
 # Queue 0x7f4580c00000 aborting with error : HSA_STATUS_ERROR_EXCEPTION: An HSAIL operation
 # resulted in a hardware exception. code: 0x1016``; older: ``Device::callbackQueue aborting with
-# status: 0x100f``.
+# status: 0x100f``.  (The line is padded to four digits, ``:354 :``; later releases write ``tid: 0x...``.)
 HIP_ABORT = re.compile(
-    r"(?::?\d{1,3}:)?rocdevice\.cpp {0,40}+(?::\d{1,6}: {0,4}+\d{1,20}d? us: {0,4}+)?"
-    r"(?:\[pid:\d{1,10} tid:0x[0-9a-fA-F]{1,16}\] {0,4}+)?"
+    r"(?::?\d{1,3}:)?rocdevice\.cpp {0,40}+(?::\d{1,6} {0,4}+: {0,4}+\d{1,20}d? us: {0,4}+)?"
+    r"(?:\[pid:\d{1,10} {1,4}+tid: ?0x[0-9a-fA-F]{1,16}\] {0,4}+)?"
     r"(?:Callback: Queue 0x[0-9a-fA-F]{1,16} aborting with error : HSA_STATUS_ERROR_\w{1,64}"
     r"|Device::callbackQueue aborting with status: 0x[0-9a-fA-F]{1,8})",
     re.ASCII,
