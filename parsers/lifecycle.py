@@ -439,9 +439,21 @@ HIP_ABORT = re.compile(
 )
 
 
+# ROCm's runtime when the GPU stops answering (its watchdog reset the device): every process using it gets
+# ``HW Exception by GPU node-1 (Agent handle: 0x563e71f098b0) reason :GPU Hang`` on stderr and aborts.
+GPU_HANG = re.compile(
+    r"HW Exception by GPU node-\d{1,4} (?:\(Agent handle: 0x[0-9a-fA-F]{1,16}\) )?reason ?: ?[\w ().,:/-]{1,120}"
+)
+
+
 def parse_gpu_fault(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
-    """ROCm's memory access fault or the HIP runtime's queue abort at ``start``: a fatal GPU error."""
-    if GPU_MEMORY_FAULT.match(line, start) is None and HIP_ABORT.match(line, start) is None:
+    """ROCm's memory access fault, its GPU hang or the HIP runtime's queue abort at ``start``: a fatal GPU
+    error."""
+    if (
+        GPU_MEMORY_FAULT.match(line, start) is None
+        and HIP_ABORT.match(line, start) is None
+        and GPU_HANG.match(line, start) is None
+    ):
         return ()
     return (ServerError(stamp, "cuda_error"),)
 

@@ -99,6 +99,7 @@ _FATAL = _exact(_whole(r"EngineCore encountered a fatal error"), lifecycle.parse
 _CRASH = _exact(_whole(lifecycle.CRASH.pattern), lifecycle.parse_crash)
 _KV_SIZE = _exact(_whole(lifecycle.KV_SIZE.pattern), lifecycle.parse_kv_size)
 _GPU_FAULT = _exact(_whole(lifecycle.GPU_MEMORY_FAULT.pattern), lifecycle.parse_gpu_fault)
+_GPU_HANG = _exact(_whole(lifecycle.GPU_HANG.pattern), lifecycle.parse_gpu_fault)
 # V0's profiling time (V1's DEBUG line goes on with the memory it measured), or 0.6.4's one line.
 _MEMORY_PROFILING = _exact(
     _whole(
@@ -142,6 +143,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Segfault": _CRASH,
     "terminate": _CRASH,
     "Memory": _first_of(_GPU_FAULT, _MEMORY_PROFILING),
+    "HW": _GPU_HANG,
     "model": _exact(_whole(lifecycle.KV_RESERVED.pattern), lifecycle.parse_kv_reserved),
     "Maximum": _first_of(_MAX_CONCURRENCY, bench.parse_serve),
     "Available": _exact(_whole(lifecycle.KV_MEMORY.pattern), lifecycle.parse_kv_memory),

@@ -44,12 +44,12 @@ MESSAGES = [
 ]
 
 # vLLM's own messages (LMCache's come under LMCache's header, uvicorn's under uvicorn's, the ROCm
-# runtime's fault under none).
+# runtime's fault and GPU hang under none).
 VLLM_MESSAGES = [
     case
     for case in MESSAGES
     if not any(e["kind"].startswith("lmcache") for e in case["events"])
-    and not case["line"].startswith(("Memory access fault", "Application startup complete"))
+    and not case["line"].startswith(("Memory access fault", "HW Exception by GPU", "Application startup complete"))
 ]
 
 
