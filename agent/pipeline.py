@@ -244,14 +244,18 @@ def read_into(
     (told by its first lines, :func:`agent.sources.origins.multiplexed`) has each writer's lines read
     into ``stats_of(name)``; lines behind no name, and skipped ones, into ``stats``.  ``lmcache_server``: the
     stream is an LMCache server's own log (:meth:`parsers.LogStream.own_events`); None: whether it is, told by
-    its first lines (:func:`is_lmcache_server_log`) unless ``live``."""
+    its first lines (:func:`is_lmcache_server_log`; a pipe's only where no event is written as it comes)."""
     reader = LineReader(raw, max_line, limit, live)
     batches = reader.batches()
     if stats_of is not None or lmcache_server is None:
         first = next(batches, None)
+        if lmcache_server is None and live and on_event is None and first:
+            # A pipe's first batch is what has come so far: its first lines are gathered as a file's first block
+            # holds them (nothing is written before the end; an events output is not held back, nor told).
+            first = _gathered(first, batches)
         batches = itertools.chain((first,) if first else (), batches)
-        if lmcache_server is None:  # (a pipe's first batch is what has come so far: not told by it)
-            lmcache_server = not live and bool(first) and is_lmcache_server_log(first, max_line)
+        if lmcache_server is None:
+            lmcache_server = (not live or on_event is None) and bool(first) and is_lmcache_server_log(first, max_line)
         if not first or lmcache_server or not multiplexed(first):
             stats_of = None
     route = _Route(stats, LogStream(max_line, lmcache_server=lmcache_server), max_line, stats_of)
@@ -275,6 +279,21 @@ def read_into(
     for reason, count in reader.skipped.items():
         stats.skipped[reason] = stats.skipped.get(reason, 0) + count
     return reader.lines, reader.error
+
+
+# Lines of a pipe gathered before its log is told by them (about what a file's first block holds).
+HEAD_LINES = 1000
+
+
+def _gathered(first: list[str | None], batches: Iterator[list[str | None]]) -> list[str | None]:
+    """``first`` and the batches after it up to :data:`HEAD_LINES` lines (or the input's end), as one batch."""
+    head = list(first)
+    while len(head) < HEAD_LINES:
+        batch = next(batches, None)
+        if batch is None:
+            break
+        head.extend(batch)
+    return head
 
 
 def is_lmcache_server_log(first: list[str | None], max_line: int) -> bool:

@@ -221,10 +221,10 @@ def test_an_lmcache_servers_log_named_so_counts_none_of_its_http_servers_lines_a
 
 
 def test_an_lmcache_servers_log_given_as_a_file_is_told_by_its_first_lines(tmp_path: Path) -> None:
-    """The same log as one more FILE, before vLLM's or after it, plain or compressed, or alone: its first lines show
-    the LMCache server's start and nothing of vLLM's, and its HTTP server's lines count as none of vLLM's (its
-    shutdown ends nothing of vLLM's).  Both logs in one file (vLLM's lines in its first block) are read as before:
-    each uvicorn line is vLLM's."""
+    """The same log as one more FILE, before vLLM's or after it, plain or compressed, alone or on a pipe: its first
+    lines show the LMCache server's start and nothing of vLLM's, and its HTTP server's lines count as none of
+    vLLM's (its shutdown ends nothing of vLLM's).  Both logs in one file (vLLM's lines in its first block) are read
+    as before: each uvicorn line is vLLM's."""
     after = kvwatch("replay", "--server", "mp", str(MP_VLLM_LOG), str(MP_SERVER_LOG)).stdout.decode()
     before = kvwatch("replay", "--server", "mp", str(MP_SERVER_LOG), str(MP_VLLM_LOG)).stdout.decode()
     packed = tmp_path / "lmcache-server.log.gz"
@@ -233,6 +233,9 @@ def test_an_lmcache_servers_log_given_as_a_file_is_told_by_its_first_lines(tmp_p
     for text in (after, before, zipped):
         assert "1 shutdown(s)" in text and "HTTP 2xx 3" in text, text
         assert "2 prefetches with a hit, 22 of 22 keys found" in text
+    # On a pipe, its first lines as a file's first block holds them (they come in small batches).
+    piped = kvwatch("replay", "-f", "prometheus", "-", stdin=MP_SERVER_LOG.read_bytes()).stdout.decode()
+    assert "kvwatch_http_responses_total{" not in piped and "kvwatch_lmcache_prefetches_total" in piped
     alone = kvwatch("replay", "-f", "events", str(MP_SERVER_LOG)).stdout.decode()
     kinds = {json.loads(line)["kind"] for line in alone.splitlines()}
     assert {"lmcache_server_started", "lmcache_store", "lmcache_prefetch"} <= kinds
