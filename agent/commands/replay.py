@@ -314,7 +314,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="an LMCache multiprocess server's own log, read after the FILEs as part of the first one's server "
         "(or --server's): its HTTP server's uvicorn lines (health checks, /metrics scrapes, its shutdown) count as "
-        "none of vLLM's; a FILE whose first lines show such a server's start and none of vLLM's is read so too",
+        "none of vLLM's; a FILE whose first lines show such a server's start and none of vLLM's is read as one too "
+        "(a server of its own unless --server names one)",
     )
     replay.add_argument(
         "--timezone",
