@@ -248,14 +248,14 @@ def read_into(
     reader = LineReader(raw, max_line, limit, live)
     batches = reader.batches()
     if stats_of is not None or lmcache_server is None:
-        first = next(batches, None)
-        if lmcache_server is None and live and on_event is None and first:
-            # A pipe's first batch is what has come so far: its first lines are gathered as a file's first block
-            # holds them (nothing is written before the end; an events output is not held back, nor told).
-            first = _gathered(first, batches)
+        first = next(batches, None) or []
+        # Told by its first lines unless events are written as they come from a pipe (they are not held back).
+        told = lmcache_server is None and (not live or on_event is None)
+        if told and live:
+            first = _gathered(first, batches)  # (a pipe's first batch is what has come so far)
         batches = itertools.chain((first,) if first else (), batches)
         if lmcache_server is None:
-            lmcache_server = (not live or on_event is None) and bool(first) and is_lmcache_server_log(first, max_line)
+            lmcache_server = told and is_lmcache_server_log(first, max_line)
         if not first or lmcache_server or not multiplexed(first):
             stats_of = None
     route = _Route(stats, LogStream(max_line, lmcache_server=lmcache_server), max_line, stats_of)
@@ -308,7 +308,7 @@ def head_is_lmcache_server_log(path: str, max_line: int) -> bool:
     it is read in slices, which begin in its middle)."""
     with open(path, "rb") as raw:
         first = next(LineReader(raw, max_line, BLOCK).batches(), None)
-    return bool(first) and is_lmcache_server_log(first, max_line)
+    return is_lmcache_server_log(first or [], max_line)
 
 
 class _Route:
