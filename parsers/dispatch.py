@@ -589,8 +589,30 @@ def _carried_record(line: str, start: int, depth: int, rank: int | None) -> Even
     return parse_nested(message, depth + 1, rank) if depth < _MAX_DEPTH else NOTHING
 
 
+# The lines Python's traceback module writes around an exception's frames, which hold no record: its first line,
+# each frame's place, the marks under a frame's code (3.11 on), the words between chained exceptions.  (The frame's
+# code and the exception's last line are read as any line is: the last may name a fatal error.)  A traceback is
+# common and long, and these lines would otherwise be searched for every prefix and message they could hide.
+# (A file's name holds no bracket, quote or comma, so no record or message can be in it.)
+_TRACEBACK_SCAFFOLDING = re.compile(
+    r'[ \t]*+(?:File "[\w./\\:<>@+~ -]*+", line \d++(?:, in [\w<>.]++)?'
+    r"|Traceback \(most recent call last\):"
+    r"|[~^]++"
+    r"|During handling of the above exception, another exception occurred:"
+    r"|The above exception was the direct cause of the following exception:)[ \t]*+",
+    re.ASCII,
+)
+
+
 def _headerless(line: str, depth: int, rank: int | None) -> Events:
-    """No header at the start: a wrapper, colour residue, a whole message alone, or a header after a prefix."""
+    """No header at the start: a traceback's scaffolding, or what :func:`_read_headerless` reads."""
+    if _TRACEBACK_SCAFFOLDING.fullmatch(line) is not None:
+        return NOTHING
+    return _read_headerless(line, depth, rank)
+
+
+def _read_headerless(line: str, depth: int, rank: int | None) -> Events:
+    """A wrapper, colour residue, a whole message alone, or a header after a prefix."""
     if line[0] == "\ufeff":
         # A byte order mark: the first line of a file a Windows tool wrote, or of each file joined with cat.
         line = line.lstrip("\ufeff")

@@ -5,8 +5,11 @@ the commonest messages (LMCache's lookup, store and retrieve, vLLM's ``Added
 request``, uvicorn's access line) and otherwise hands the message's first word
 to the family table (:class:`parsers.shapes.LineMatcher`).  The general path is
 the same header followed by the first word alone, so every message goes to its
-family's own parser.  Both must agree on every line: every fixture line, every
-kept log (samples, the compatibility runs' server logs, a generated log), and
+family's own parser.  A line without a header that is a traceback's scaffolding
+(its first line, a frame's place, the marks under a frame's code) gives nothing
+at once; on the general path it is searched for prefixes and messages as any
+such line is.  Both must agree on every line: every fixture line, every kept
+log (samples, the compatibility runs' server logs, a generated log), and
 random, mutated and prefixed lines.
 """
 
@@ -40,7 +43,7 @@ GENERAL = {
 
 @contextmanager
 def general_path() -> Iterator[None]:
-    with mock.patch.multiple(dispatch, **GENERAL):
+    with mock.patch.multiple(dispatch, **GENERAL, _TRACEBACK_SCAFFOLDING=re.compile("(?!)")):
         yield
 
 
@@ -64,6 +67,17 @@ def kept_log_lines() -> list[str]:
 
 
 REAL = fixture_lines()
+
+
+def test_a_traceback_s_scaffolding_takes_the_general_path_only_there() -> None:
+    frame = '  File "/usr/lib/python3.12/site-packages/vllm/v1/engine/core.py", line 712, in step'
+    headerless = mock.Mock(wraps=dispatch._headerless)
+    with mock.patch.object(dispatch, "_headerless", headerless), mock.patch.object(dispatch, "framing_end") as framing:
+        assert parse_line(frame) == ()
+        framing.assert_not_called()
+        with general_path():
+            parse_line(frame)
+        framing.assert_called()
 
 
 def test_the_general_path_is_really_another_path() -> None:
@@ -185,3 +199,47 @@ def test_random_lines_after_each_header_give_the_same_events(pieces: list[str]) 
     ):
         fast, general = both(header + message)
         assert fast == general, header + message
+
+
+# What a traceback's scaffolding may hold, and text that makes a line no scaffolding (a record, a message, a quote).
+FILE_NAME_PIECES = st.sampled_from(
+    ["/usr/lib/python3.12/", "site-packages/", "vllm/", "core.py", "<frozen runpy>", "C:\\Python\\", " ", "-", "~"]
+)
+NO_SCAFFOLDING = st.sampled_from(
+    [
+        "INFO 12-14 16:18:24 [core.py:1] ",
+        "Added request chatcmpl-1.",
+        "Reqid: r-1, Total tokens 10, LMCache hit tokens: 0, need to load: 0",
+        '"',
+        "] ",
+        ", ",
+        "\x1b[0m",
+        "é",
+    ]
+)
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["", "  ", "    ", "\t", "(EngineCore_DP0 pid=7) ", "(APIServer pid=1)   "]),
+    st.sampled_from(["frame", "first", "marks", "chained", "cause"]),
+    st.lists(st.one_of(FILE_NAME_PIECES, NO_SCAFFOLDING), max_size=6),
+    st.sampled_from(["generate", "<module>", "<lambda>", "step_with_batch_queue", ""]),
+    st.lists(st.one_of(NO_SCAFFOLDING, st.text(max_size=3)), max_size=2),
+)
+def test_lines_of_a_traceback_give_the_same_events(
+    indent: str, kind: str, name: list[str], function: str, after: list[str]
+) -> None:
+    line = (
+        indent
+        + {
+            "frame": f'File "{"".join(name)}", line 712' + (f", in {function}" if function else ""),
+            "first": "Traceback (most recent call last):",
+            "marks": "~~~~^^^^^^" if function else "^^^^^^^^",
+            "chained": "During handling of the above exception, another exception occurred:",
+            "cause": "The above exception was the direct cause of the following exception:",
+        }[kind]
+    )
+    line += "".join(after)
+    fast, general = both(line)
+    assert fast == general, line
