@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
 import threading
 import time
 import traceback
@@ -40,7 +41,7 @@ from agent.sources.origins import multiplexed, origin_of
 from parsers import Clock, LogStream
 from parsers.events import Event, Events
 from parsers.masking import looks_like_a_log_line
-from parsers.stream import shows_lmcache_server
+from parsers.stream import lmcache_server_shown
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,11 @@ EVERY_FILE, VLLM_FILES, LMCACHE_SERVER_FILES = "every file", "vllm's files", "th
 # Files whose lines one live source keeps apart (each its own stream), more than a server's logs and few enough
 # that a glob of many files keeps its memory bounded.
 MAX_STREAMS = 64
+# Files whose first lines' verdict is kept (whether each is an LMCache server's own log): a glob's files come and go.
+MAX_TOLD_FILES = 4096
+# Lines of a pipe gathered before its log is told by them (about what a file's first block holds); as many of a
+# followed file's first lines tell it, while its first block is not yet written whole.
+HEAD_LINES = 1000
 
 
 def chunks(lines: list[str | None]) -> Iterator[list[str | None]]:
@@ -132,6 +138,7 @@ class SourcePipeline:
         max_line: int,
         lock: threading.Lock | None = None,
         lmcache_server_logs: Iterable[str] = (),
+        tell_lmcache_server: bool = False,
     ) -> None:
         self.name = name
         self.lock = lock or threading.Lock()
@@ -141,6 +148,14 @@ class SourcePipeline:
         # file's line); the files an LMCache server writes are known to be its (``LogStream.own_events``).
         self.streams: dict[str, LogStream] = {}
         self.lmcache_server_logs = frozenset(lmcache_server_logs)
+        # Whether the other files are told to be an LMCache server's own log by their first lines (a followed
+        # glob or list of files may hold one), and for each file whose first lines told nothing yet (a file
+        # just begun: the server's banner and settings come before its start), how many more of them may tell.
+        self.tell_lmcache_server = tell_lmcache_server
+        self._untold: dict[str, int] = {}
+        # What the first lines told of each file (kept past its stream: a glob of more files than MAX_STREAMS read
+        # in turns makes a file's stream anew at each turn).
+        self._told_files: dict[str, bool] = {}
         self.listeners: list[tuple[str, Callable[[Event], None], str]] = []
         # (sink, listener) shown the events of vLLM's files, of an LMCache server's, and that process's own.
         self._of_vllm_file: list[tuple[str, Callable[[Event], None]]] = []
@@ -167,21 +182,65 @@ class SourcePipeline:
         stream = streams.pop(origin, None)
         if stream is None:
             if len(streams) >= MAX_STREAMS:  # a glob's files come and go: the one read longest ago goes
-                idle = streams.pop(next(iter(streams)))
+                idle_origin = next(iter(streams))
+                idle = streams.pop(idle_origin)
+                self._untold.pop(idle_origin, None)
                 self._deliver(idle.close(), idle)
-            stream = LogStream(self.max_line, lmcache_server=origin in self.lmcache_server_logs)
+            stream = LogStream(self.max_line, lmcache_server=self._told(origin))
         streams[origin] = stream  # (the last read last)
         return stream
+
+    def _told(self, origin: str) -> bool:
+        """Whether the file ``origin`` is an LMCache server's own log: named so, or, where files are told by their
+        first lines, shown so by its first block (read from its start, wherever the reading resumes); while that
+        block is not yet written whole, the lines read after it may still tell (:meth:`_tell`)."""
+        if origin in self.lmcache_server_logs:
+            return True
+        if not self.tell_lmcache_server or not origin:
+            return False
+        told = self._told_files.get(origin)
+        if told is not None:
+            return told
+        try:
+            shown, lines, whole = head_shown(origin, self.max_line)
+        except OSError:  # gone or unreadable since it was read: its lines tell
+            shown, lines, whole = None, 0, False
+        if not whole and shown is not False:
+            self._untold[origin] = HEAD_LINES - lines
+        else:
+            self._remember(origin, shown is True)
+        return shown is True
+
+    def _remember(self, origin: str, told: bool) -> None:
+        if len(self._told_files) >= MAX_TOLD_FILES:
+            self._told_files.clear()
+        self._told_files[origin] = told
+
+    def _tell(self, origin: str, stream: LogStream, lines: int, events: list[Event]) -> None:
+        """Tell from the events of ``lines`` more of the first lines of ``origin`` whether it is an LMCache server's
+        own log (before they reach the sinks): its start makes it one, an event of another's log none."""
+        shown = lmcache_server_shown(events)
+        if shown is not None:
+            stream.lmcache_server = shown
+        left = self._untold[origin] - lines
+        if shown is False or left <= 0:
+            del self._untold[origin]
+            self._remember(origin, stream.lmcache_server)
+        else:
+            self._untold[origin] = left
 
     def _feed(self, lines: list[str | None], origin: str) -> None:
         stats = self.stats
         stream = self._stream(origin)
         feed = stream.feed
         deliver = self._deliver
+        untold = self._untold
         parsed = 0
         for chunk in chunks(lines):
             count, events = parse_chunk(feed, chunk)
             parsed += count
+            if untold and origin in untold:
+                self._tell(origin, stream, len(chunk), events)
             deliver(events, stream)
         # A record held back in case the next line continues it (a wrapped paste) waits no longer than
         # what has been written: a live line is counted as soon as it is read.
@@ -281,10 +340,6 @@ def read_into(
     return reader.lines, reader.error
 
 
-# Lines of a pipe gathered before its log is told by them (about what a file's first block holds).
-HEAD_LINES = 1000
-
-
 def _gathered(first: list[str | None], batches: Iterator[list[str | None]]) -> list[str | None]:
     """``first`` and the batches after it up to :data:`HEAD_LINES` lines (or the input's end), as one batch."""
     head = list(first)
@@ -296,19 +351,32 @@ def _gathered(first: list[str | None], batches: Iterator[list[str | None]]) -> l
     return head
 
 
-def is_lmcache_server_log(first: list[str | None], max_line: int) -> bool:
-    """Whether a log's ``first`` lines are those of an LMCache multiprocess server's own log
-    (:func:`parsers.stream.shows_lmcache_server`)."""
+def shown_by(first: list[str | None], max_line: int) -> bool | None:
+    """What a log's ``first`` lines show of whether it is an LMCache multiprocess server's own
+    (:func:`parsers.stream.lmcache_server_shown`)."""
     stream = LogStream(max_line)
-    return shows_lmcache_server(event for line in first if line is not None for event in stream.feed(line))
+    return lmcache_server_shown(event for line in first if line is not None for event in stream.feed(line))
+
+
+def is_lmcache_server_log(first: list[str | None], max_line: int) -> bool:
+    """Whether a log's ``first`` lines are those of an LMCache multiprocess server's own log."""
+    return shown_by(first, max_line) is True
+
+
+def head_shown(path: str, max_line: int) -> tuple[bool | None, int, bool]:
+    """What the first block of lines of the plain file at ``path`` shows of whether it is an LMCache server's own
+    log (:func:`shown_by`), how many lines that block holds, and whether it is whole (the file goes on after it:
+    no later line is of its first block)."""
+    with open(path, "rb") as raw:
+        whole = os.fstat(raw.fileno()).st_size > BLOCK
+        first = next(LineReader(raw, max_line, BLOCK).batches(), None) or []
+    return shown_by(first, max_line), len(first), whole
 
 
 def head_is_lmcache_server_log(path: str, max_line: int) -> bool:
     """Whether the plain file at ``path`` is an LMCache server's own log, told by its first block of lines (before
     it is read in slices, which begin in its middle)."""
-    with open(path, "rb") as raw:
-        first = next(LineReader(raw, max_line, BLOCK).batches(), None)
-    return is_lmcache_server_log(first or [], max_line)
+    return head_shown(path, max_line)[0] is True
 
 
 class _Route:

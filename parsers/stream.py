@@ -31,7 +31,7 @@ checks of it, the scrapes of its ``/metrics``, its start and stop), none of vLLM
 though that log is read as part of vLLM's server.  :meth:`LogStream.own_events`
 takes them out of the events of a stream its reader knows to be such a log (a line
 alone does not tell, so a stream is never taken for one by its lines; a log's first
-lines may, :func:`shows_lmcache_server`).
+lines may, :func:`lmcache_server_shown`).
 """
 
 from __future__ import annotations
@@ -73,11 +73,12 @@ _HTTP_SERVER_KINDS = frozenset((HttpAccess, ServerReady, ServerShutdown))
 _LMCACHE_SERVER_LOG_KINDS = _HTTP_SERVER_KINDS | {LogProblem, SuspiciousLine, ServerError}
 
 
-def shows_lmcache_server(events: Iterable[Event]) -> bool:
-    """Whether the events of a log's first lines show it to be an LMCache multiprocess server's own: its start
-    among them, and nothing else than such a log gives (a vLLM server's log, an LMCache server's with vLLM's
-    output in it after its start, give vLLM's events at once).  A reader not told whose log it reads may take
-    it for one so (a line alone does not tell)."""
+def lmcache_server_shown(events: Iterable[Event]) -> bool | None:
+    """What the events of a log's first lines show of whose log it is: True for an LMCache multiprocess server's
+    own (its start among them, and nothing else than such a log gives), False for another's (a vLLM server's log,
+    an LMCache server's with vLLM's output in it after its start, give vLLM's events at once), None where they
+    show neither (no start, nothing else: a log begun with the server's banner and settings, or no line yet).
+    A reader not told whose log it reads may take it for one so (a line alone does not tell)."""
     started = False
     for event in events:
         kind = type(event)
@@ -85,7 +86,7 @@ def shows_lmcache_server(events: Iterable[Event]) -> bool:
             started = True
         elif kind not in _LMCACHE_SERVER_LOG_KINDS and not event.kind.startswith("lmcache_"):
             return False
-    return started
+    return True if started else None
 
 
 def _read_whole(events: Events) -> bool:

@@ -251,9 +251,15 @@ class Daemon:
         chunk: int = DEFAULT_CHUNK,
         several_files: bool = False,
         lmcache_server_logs: tuple[str, ...] = (),
+        tell_lmcache_server: bool = True,
     ) -> Managed:
         pipeline = SourcePipeline(
-            name, resolve_timezone(timezone), self.config.agent.max_line_length, self.lock, lmcache_server_logs
+            name,
+            resolve_timezone(timezone),
+            self.config.agent.max_line_length,
+            self.lock,
+            lmcache_server_logs,
+            tell_lmcache_server=tell_lmcache_server,
         )
         managed = Managed(name, pipeline, model)
         stats = pipeline.stats
@@ -285,6 +291,7 @@ class Daemon:
             server.chunk_size(),
             several_files=lmcache_log is not None,
             lmcache_server_logs=(str(lmcache_log),) if lmcache_log else (),
+            tell_lmcache_server=False,  # (its files are known: it writes them)
         )
         supervised = ServerUnit(server, self.config.agent.state_dir)
         # Each process is told what its own log says (an error of the LMCache server's is its, not vLLM's).

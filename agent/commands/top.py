@@ -130,7 +130,7 @@ class _FollowedLogs:
         for path, stem in zip(paths, stems, strict=True):
             # A file's name, or its folder's too where two files share one (vllm-a/server.log, vllm-b/server.log).
             name = stem if stems.count(stem) == 1 else f"{Path(path).resolve().parent.name}/{stem}"
-            self.pipelines[name] = SourcePipeline(name, _local_zone() or UTC, 4 * 1024 * 1024)
+            self.pipelines[name] = SourcePipeline(name, _local_zone() or UTC, 4 * 1024 * 1024, tell_lmcache_server=True)
         self.recent = {}
         for name, pipeline in self.pipelines.items():  # each request's lines joined, for the request rows
             self.recent[name], joiner = joined(pipeline.stats)

@@ -679,22 +679,33 @@ def test_an_mp_server_reads_its_lmcache_servers_log_as_its_own(agents, tmp_path:
     assert not list(tmp_path.glob("lmcache-server.log.*"))
 
 
-def test_a_follow_reads_the_lmcache_servers_log_it_names_as_that_servers(agents, tmp_path: Path) -> None:
-    """A [[follow]] of a vLLM kvwatch did not start and of its LMCache server's log (``lmcache_server_log``): the
-    LMCache server's prefetches count under the follow's name, its HTTP server's lines as none of vLLM's."""
+@pytest.mark.parametrize("named", [True, False])
+def test_a_follow_reads_the_lmcache_servers_log_it_names_or_lists_as_that_servers(
+    agents, tmp_path: Path, named: bool
+) -> None:
+    """A [[follow]] of a vLLM kvwatch did not start and of its LMCache server's log, named so
+    (``lmcache_server_log``) or one more of its ``paths`` (told by its first lines): the LMCache server's
+    prefetches count under the follow's name, its HTTP server's lines as none of vLLM's."""
     vllm_log, lmcache_log = tmp_path / "vllm.log", tmp_path / "lmcache-server.log"
     vllm_log.write_text("")
     lmcache_log.write_text("")
-    body = f'[[follow]]\nname = "mp"\npaths = ["{vllm_log}"]\nlmcache_server_log = "{lmcache_log}"\n'
+    if named:
+        body = f'[[follow]]\nname = "mp"\npaths = ["{vllm_log}"]\nlmcache_server_log = "{lmcache_log}"\n'
+    else:
+        body = f'[[follow]]\nname = "mp"\npaths = ["{vllm_log}", "{lmcache_log}"]\n'
     agent = agents(body).start()
     with open(vllm_log, "a") as handle:
         handle.write('(APIServer pid=1) INFO:     127.0.0.1:46144 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
     with open(lmcache_log, "a") as handle:
+        handle.write(
+            "[2026-12-02 06:47:56,192] LMCache INFO: LMCache cache server is running... "
+            "(server.py:511:lmcache.v1.multiprocess.server)\n"
+        )
         handle.write('INFO:     127.0.0.1:60220 - "GET /healthcheck HTTP/1.1" 200 OK\n')
         handle.write(PREFETCH.format(n=1))
         handle.write("INFO:     Shutting down\n")
     wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 1, what="the prefetch")
-    wait_for(lambda: agent.value("kvwatch_lines_total", server="mp") == 4, what="every line")
+    wait_for(lambda: agent.value("kvwatch_lines_total", server="mp") == 5, what="every line")
     path = "/v1/chat/completions"
     assert agent.value("kvwatch_http_responses_total", server="mp", method="POST", path=path, status="200") == 1
     assert agent.value("kvwatch_http_responses_total", server="mp", method="GET", path="other", status="200") is None

@@ -411,13 +411,14 @@ def test_a_log_whose_first_lines_show_an_lmcache_server_s_start_and_nothing_of_v
         text = (samples / name).read_text(encoding="utf-8").splitlines()[:lines]
         return [event for line in text for event in stream.feed(line)]
 
+    shown = parsers.stream.lmcache_server_shown
     server = head("lmcache-0.5.6-mp-server.log")
-    assert parsers.stream.shows_lmcache_server(server)
-    assert not parsers.stream.shows_lmcache_server(head("lmcache-0.5.6-mp-server.log", 60))  # before its start
+    assert shown(server) is True
+    assert shown(head("lmcache-0.5.6-mp-server.log", 60)) is None  # its banner and settings: before its start
     for name in ("vllm-0.32.0-cpu-lmcache-0.5.6-mp.log", "vllm-0.32.0-cpu-lmcache-0.5.6.log", "vllm-0.32.0-cpu.log"):
-        assert not parsers.stream.shows_lmcache_server(head(name)), name
-        assert not parsers.stream.shows_lmcache_server(server + head(name)), name  # both servers' output
+        assert shown(head(name)) is False, name
+        assert shown(server + head(name)) is False, name  # both servers' output
     # The remote cache server several vLLM servers share: its start alone.
     started = parse_line("[2026-12-02 06:47:56,192] LMCache INFO: Server started at 0.0.0.0:65432 (server.py:1:x)")
     assert [event.kind for event in started] == ["lmcache_server_started"]
-    assert parsers.stream.shows_lmcache_server(started) and not parsers.stream.shows_lmcache_server([])
+    assert shown(started) is True and shown([]) is None

@@ -7,13 +7,14 @@ import io
 import logging
 import re
 from datetime import UTC
+from pathlib import Path
 
 import pytest
 
 import parsers.stream
 from agent.pipeline import PARSER_ERROR, SourcePipeline, read_into
 from tests.support.harness import STATS
-from tests.support.lines import all_fixture_lines, fresh
+from tests.support.lines import SAMPLES, all_fixture_lines, fresh
 
 POISON = "INFO 12-14 16:18:29 [x.py:1] a line this test makes a parser raise on"
 
@@ -309,6 +310,100 @@ def test_an_lmcache_servers_own_http_lines_are_none_of_vllms(told: bool) -> None
         assert routes == {"/v1/chat/completions", "/metrics", "other"}
         assert (stats.state, stats.shutdowns) == ("stopped", 1)
     assert stats.lines == len(VLLM_LOG) + len(LMCACHE_SERVER_LOG)
+
+
+def _lmcache_server_numbers(stats) -> tuple:
+    """What an LMCache server's uvicorn lines change when they are taken for vLLM's."""
+    return {route for (_method, route, _status) in stats.http}, stats.shutdowns
+
+
+def _numbers(stats) -> tuple:
+    return (*_lmcache_server_numbers(stats), stats.state, stats.ready, stats.lmcache_server_starts, stats.prefetches)
+
+
+@pytest.mark.parametrize("tell", [True, False])
+def test_a_file_of_a_followed_list_is_told_to_be_an_lmcache_servers_own_log_by_its_first_lines(
+    tmp_path: Path, tell: bool
+) -> None:
+    """A [[follow]] may list an LMCache multiprocess server's log among its files without naming it so: the
+    file's first block, read from its start, tells (not told, the control: its uvicorn lines are vLLM's)."""
+    vllm_log, server_log = tmp_path / "vllm.log", tmp_path / "lmcache-server.log"
+    vllm_log.write_text("\n".join(VLLM_LOG) + "\n")
+    server_log.write_text("\n".join(LMCACHE_SERVER_LOG) + "\n")
+    pipeline = SourcePipeline("mp", UTC, 1 << 20, tell_lmcache_server=tell)
+    pipeline.feed(VLLM_LOG, str(vllm_log))
+    pipeline.feed(LMCACHE_SERVER_LOG, str(server_log))
+    assert pipeline.stats.stores == 1
+    if tell:
+        assert _lmcache_server_numbers(pipeline.stats) == ({"/v1/chat/completions"}, 0)
+    else:
+        assert _lmcache_server_numbers(pipeline.stats) == ({"/v1/chat/completions", "/metrics", "other"}, 1)
+
+
+def test_a_followed_lmcache_servers_log_is_told_wherever_its_reading_resumes(tmp_path: Path) -> None:
+    """Its reading resumed after its start line (a saved position): the file's first lines still tell."""
+    server_log = tmp_path / "lmcache-server.log"
+    server_log.write_text("\n".join(LMCACHE_SERVER_LOG) + "\n")
+    pipeline = SourcePipeline("mp", UTC, 1 << 20, tell_lmcache_server=True)
+    pipeline.feed(LMCACHE_SERVER_LOG[2:], str(server_log))
+    assert _lmcache_server_numbers(pipeline.stats) == (set(), 0)
+
+
+def test_a_followed_lmcache_servers_log_begun_before_its_start_is_told_by_the_lines_read_after(tmp_path: Path) -> None:
+    """Read while the server is still starting, its log holds its banner and settings only (the real sample's
+    first 60 lines tell nothing either way): its start line, read later, tells, before that batch's lines count."""
+    sample = (SAMPLES / "lmcache-0.5.6-mp-server.log").read_text(encoding="utf-8").splitlines()
+    server_log = tmp_path / "lmcache-server.log"
+    server_log.write_text("\n".join(sample[:60]) + "\n")
+    pipeline = SourcePipeline("mp", UTC, 1 << 20, tell_lmcache_server=True)
+    pipeline.feed(sample[:60], str(server_log))
+    assert pipeline.streams[str(server_log)].lmcache_server is False  # not yet
+    with open(server_log, "a", encoding="utf-8") as handle:
+        handle.write("\n".join(sample[60:]) + "\n")
+    pipeline.feed(sample[60:], str(server_log))
+    named = SourcePipeline("mp", UTC, 1 << 20, lmcache_server_logs=(str(server_log),))
+    named.feed(sample, str(server_log))
+    assert _numbers(pipeline.stats) == _numbers(named.stats)
+    assert _lmcache_server_numbers(pipeline.stats) == (set(), 0) and pipeline.stats.prefetches == 2
+
+
+def test_a_vllm_log_that_later_shows_an_lmcache_servers_start_stays_vllms(tmp_path: Path) -> None:
+    """vLLM's lines tell at once: an LMCache server's output later in the same file (both servers writing one
+    file) does not make its uvicorn lines any less vLLM's; and a file gone before it was looked at is read."""
+    log = tmp_path / "both.log"
+    log.write_text("")
+    pipeline = SourcePipeline("both", UTC, 1 << 20, tell_lmcache_server=True)
+    pipeline.feed(VLLM_LOG[:1], str(log))
+    pipeline.feed(LMCACHE_SERVER_LOG, str(log))
+    assert _lmcache_server_numbers(pipeline.stats) == ({"/metrics", "other"}, 1)
+    pipeline.feed(VLLM_LOG, str(tmp_path / "gone.log"))
+    assert "/v1/chat/completions" in _lmcache_server_numbers(pipeline.stats)[0]
+    assert pipeline.stats.lines == 1 + len(LMCACHE_SERVER_LOG) + len(VLLM_LOG)
+
+
+def test_the_first_lines_of_a_globs_files_read_in_turns_are_read_once(tmp_path: Path, monkeypatch) -> None:
+    """More files than streams, read in turns: each file's stream is made anew at each turn, its first lines are
+    looked at once."""
+    import agent.pipeline
+    from agent.pipeline import MAX_STREAMS
+
+    looked: list[str] = []
+    head_shown = agent.pipeline.head_shown
+
+    def counted(path: str, max_line: int):
+        looked.append(path)
+        return head_shown(path, max_line)
+
+    monkeypatch.setattr(agent.pipeline, "head_shown", counted)
+    files = [tmp_path / f"{n}.log" for n in range(MAX_STREAMS + 2)]
+    for path in files:
+        path.write_text("x" * (agent.pipeline.BLOCK + 1))  # (its first block whole: nothing after it tells)
+    pipeline = SourcePipeline("glob", UTC, 1 << 20, tell_lmcache_server=True)
+    for _turn in range(3):
+        for path in files:
+            pipeline.feed(VLLM_LOG[2:], str(path))
+    assert sorted(looked) == sorted(str(path) for path in files)
+    assert len(pipeline.streams) == MAX_STREAMS
 
 
 def test_each_process_is_shown_its_own_files_events() -> None:
