@@ -69,12 +69,15 @@ def found_now(config: Config) -> list[str]:
             if not glob.has_magic(pattern):
                 if not os.path.lexists(pattern):
                     lines.append(f"{place} names no file now (it is read once one appears)")
+                elif key != "lmcache_server_log":
+                    lines += lmcache_server_logs_shown(place, [pattern], config.agent.max_line_length)
                 continue
             picked = glob_picks(pattern)
             shown = ", ".join(picked[:FILES_SHOWN]) + (
                 f" and {len(picked) - FILES_SHOWN} more" if picked[FILES_SHOWN:] else ""
             )
             lines.append(f"{place} picks {shown}" if picked else f"{place} picks no file now (it will as they come)")
+            lines += lmcache_server_logs_shown(place, picked[:FILES_SHOWN], config.agent.max_line_length)
     for kind, tables, discover in (
         ("pods", config.pods, pods.discover),
         ("containers", config.containers, containers.discover),
@@ -84,6 +87,25 @@ def found_now(config: Config) -> list[str]:
             lines += [f"# {kind}[{index}] picks {name}: {', '.join(files)}" for name, files in found.items()]
             if not found:
                 lines.append(f"# {kind}[{index}] picks nothing now (it will as they come)")
+    return lines
+
+
+def lmcache_server_logs_shown(place: str, paths: list[str], max_line: int) -> list[str]:
+    """A comment for each of ``paths`` whose first lines show an LMCache multiprocess server's own log (the daemon
+    tells it so and counts its HTTP server's lines as none of vLLM's)."""
+    from agent.pipeline import head_is_lmcache_server_log  # (the parsers are loaded only where a follow asks)
+
+    lines = []
+    for path in paths:
+        try:
+            told = os.path.isfile(path) and head_is_lmcache_server_log(path, max_line)
+        except OSError:
+            continue  # (a file it cannot read is a problem of its own, named above)
+        if told:
+            lines.append(
+                f"{place}: {path} is an LMCache server's own log, by its first lines: its HTTP server's lines count "
+                "as none of vLLM's"
+            )
     return lines
 
 
