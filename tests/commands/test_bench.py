@@ -10,18 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.harness import REPO, Agent, wait_for
+from tests.support.harness import REPO, Agent, kvwatch, wait_for
 from tests.support.stand_ins import TOKEN, FakeGrafana
 
 FAKE = str(REPO / "tests" / "support" / "fakebench.py")
 
 
 def bench(history: Path, *command: str, extra: tuple[str, ...] = (), env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "bench", "--history-file", str(history), *extra, "--", *command],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    return kvwatch(
+        "bench",
+        "--history-file",
+        str(history),
+        *extra,
+        "--",
+        *command,
         timeout=120,
         env=env,
     )
@@ -71,12 +73,7 @@ def test_history_newest_first_with_the_change_against_the_same_parameters(tmp_pa
     assert bench(history, *fake("throughput", *args)).returncode == 0
     assert bench(history, *fake("throughput", "--num-prompts", "10")).returncode == 0  # another parameter set
     assert bench(history, *fake("throughput", *args, "--scale", "1.1")).returncode == 0
-    table = subprocess.run(
-        [sys.executable, "-m", "agent", "bench", "--history", "--history-file", str(history)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    ).stdout.splitlines()
+    table = kvwatch("bench", "--history", "--history-file", str(history)).stdout.splitlines()
     assert len(table) == 4 and table[0].startswith("when")
     assert "requests_per_second 37.55" in table[1] and "+10.0%" in table[1]  # newest, against the first
     assert "num_prompts=10" in table[2] and "%" not in table[2]  # first of its parameter set
@@ -156,10 +153,7 @@ def test_the_cache_numbers_of_the_run_are_recorded_from_the_running_kvwatch(tmp_
         assert "the cache during the run: LMCache 56.9% of 1,800 tok, prefix 40.0%" in result.stdout
     finally:
         agent.kill()
-    shown = subprocess.run(
-        [sys.executable, "-m", "agent", "bench", "--history", "--history-file", str(history)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    shown = kvwatch("bench", "--history", "--history-file", str(history), timeout=60)
     assert "LMCache 56.9% of 1,800 tok, prefix 40.0%" in shown.stdout
 
 

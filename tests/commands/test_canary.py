@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.harness import REPO, free_port
+from tests.support.harness import free_port, kvwatch
 from tests.support.stand_ins import json_reply
 
 STAMP = "2026-12-01 10:00:00,000"
@@ -96,13 +95,7 @@ def run_canary(
     if seen is not None:
         stand_in.seen = seen
     try:
-        return subprocess.run(
-            [sys.executable, "-m", "agent", "canary", "--url", stand_in.url, "--log", str(log), *extra],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return kvwatch("canary", "--url", stand_in.url, "--log", str(log), *extra, timeout=120)
     finally:
         stand_in.close()
 
@@ -159,19 +152,13 @@ def test_an_unreachable_server_cannot_run_the_canary(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     log.write_text("")
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "canary", "--url", f"http://127.0.0.1:{free_port()}", "--log", str(log)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = kvwatch("canary", "--url", f"http://127.0.0.1:{free_port()}", "--log", str(log), timeout=60)
     assert result.returncode == 2 and "cannot reach the server" in result.stderr
     assert time.monotonic() - started < 30
 
 
 def test_canary_needs_a_server_and_its_log(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "agent", "canary"], cwd=REPO, capture_output=True, text=True)
+    result = kvwatch("canary")
     assert result.returncode == 2 and "needs --url and --log" in result.stderr
 
 

@@ -23,30 +23,24 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import jsonschema
 import pytest
 
 from agent.commands.replay import server_name_for
 from agent.sources.lines import InputError, codec_of, zstd_module
 from tests.benchmarks.gen_log import generate
 from tests.support.harness import STATS, as_nobody
+from tests.support.harness import kvwatch as run_kvwatch
 from tests.support.lines import SAMPLES, WRAPPED_PASTE, line_cases
 from tests.support.logrotate import logrotate, needs_logrotate
+from tests.support.schema import validate_record
 
 ROOT = Path(__file__).parents[2]
-SCHEMA = json.loads((ROOT / "parsers" / "schema" / "events.schema.json").read_text())
 LMCACHE_LOG = SAMPLES / "vllm-0.32.0-cpu-lmcache-0.5.6.log"
 
 
 def kvwatch(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        input=stdin,
-        capture_output=True,
-        cwd=cwd or ROOT,
-        timeout=300,
-        env={**os.environ, "TZ": "UTC"},
-    )
+    """``kvwatch ARGS`` in UTC, its output as bytes."""
+    return run_kvwatch(*args, stdin=stdin, cwd=cwd, text=False, env={**os.environ, "TZ": "UTC"})
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -184,7 +178,7 @@ def test_events_format_follows_the_schema_with_true_line_numbers(lmcache_copy: P
     records = [json.loads(line) for line in result.stdout.decode().splitlines()]
     raw = lmcache_copy.read_text(encoding="utf-8").split("\n")
     for record in records:
-        jsonschema.validate(record, SCHEMA)
+        validate_record(record)
         assert record["file"] == str(lmcache_copy)
         if "request_id" in record:
             assert record["request_id"] in raw[record["line"] - 1]
@@ -980,7 +974,7 @@ def test_the_events_of_a_multiplexed_log_name_their_writer(tmp_path: Path) -> No
     )
     records = [json.loads(line) for line in kvwatch("replay", "-f", "events", str(path)).stdout.decode().splitlines()]
     for record in records:
-        jsonschema.validate(record, SCHEMA)
+        validate_record(record)
     assert [(r["line"], r.get("server"), r["request_id"]) for r in records] == [
         (1, "vllm-0/vllm", "chatcmpl-0"),
         (3, "vllm-1/vllm", "chatcmpl-1"),

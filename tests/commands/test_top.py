@@ -19,27 +19,21 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.harness import REPO, STATS, self_signed_certificate, wait_for
+from tests.support.harness import REPO, STATS, kvwatch, self_signed_certificate, wait_for
 
 RELEASE_LOG = REPO / "tests" / "fixtures" / "releases" / "0.32.0" / "server.log"
 LOOKUP = "[2025-12-14 16:18:24,320] LMCache INFO: Reqid: cmpl-{n}, Total tokens 600, LMCache hit tokens: {hit}, "
 LOOKUP += "need to load: {hit} (vllm_v1_adapter.py:1:lmcache.integration.vllm.vllm_v1_adapter)\n"
 
 
-def kvwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+def command(*args: str, **more_env: str) -> subprocess.CompletedProcess:
+    """``kvwatch ARGS`` with ``more_env`` in its environment."""
+    return kvwatch(*args, env={**os.environ, **more_env}, timeout=120)
 
 
 def replayed(path: Path) -> dict[str, float]:
     """Sums of kvwatch replay's series by name, for the server of ``path``."""
-    text = kvwatch("replay", "-f", "prometheus", "--jobs", "1", str(path)).stdout
+    text = command("replay", "-f", "prometheus", "--jobs", "1", str(path)).stdout
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -48,7 +42,7 @@ def replayed(path: Path) -> dict[str, float]:
 
 
 def test_top_following_a_log_shows_what_replay_counts() -> None:
-    done = kvwatch("top", "--log", str(RELEASE_LOG), "--json")
+    done = command("top", "--log", str(RELEASE_LOG), "--json")
     assert done.returncode == 0, done.stderr
     (server,) = json.loads(done.stdout)["servers"]
     again = replayed(RELEASE_LOG)
@@ -63,12 +57,12 @@ def test_top_following_a_log_shows_what_replay_counts() -> None:
 
 def test_once_into_a_file_is_a_report_wider_than_a_terminal_s_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLUMNS", raising=False)
-    report = kvwatch("top", "--log", str(RELEASE_LOG), "--once").stdout  # captured: no terminal
+    report = command("top", "--log", str(RELEASE_LOG), "--once").stdout  # captured: no terminal
     widths = {len(line) for line in report.splitlines()}
     assert max(widths) == 120
     assert "prefix hit" in report and "attention" in report and "vLLM cached" in report  # gone at 80 columns
     assert "stopped" in report
-    narrow = kvwatch("top", "--log", str(RELEASE_LOG), "--once", env={"COLUMNS": "80"}).stdout
+    narrow = command("top", "--log", str(RELEASE_LOG), "--once", COLUMNS="80").stdout
     assert max(len(line) for line in narrow.splitlines()) == 80 and "prefix hit" not in narrow
 
 
@@ -88,10 +82,10 @@ def test_top_reads_a_running_kvwatch_with_its_tls_and_basic_auth(agents, tmp_pat
         f'[[follow]]\nname = "vllm-a"\npaths = ["{log}"]\nstart_at = "beginning"\n'
     )
     agent.start(wait=False)
-    wait_for(lambda: kvwatch("top", "--config", str(agent.config), "--json").returncode == 0, timeout=60)
+    wait_for(lambda: command("top", "--config", str(agent.config), "--json").returncode == 0, timeout=60)
 
     def reading() -> dict:
-        return json.loads(kvwatch("top", "--config", str(agent.config), "--json").stdout)["servers"][0]
+        return json.loads(command("top", "--config", str(agent.config), "--json").stdout)["servers"][0]
 
     server = wait_for(lambda: (s := reading())["lmcache_lookups"] == 2 and s, what="both lookups read")
     assert (server["name"], server["running"], server["lmcache_hit_tokens"]) == ("vllm-a", 1, 512)
@@ -101,18 +95,18 @@ def test_top_reads_a_running_kvwatch_with_its_tls_and_basic_auth(agents, tmp_pat
     # cmpl-2 has not ended: no row yet, though its lines are a year old (idleness is measured in log time).
     (row,) = server["recent_requests"]
     assert (row["id"], row["status"], row["lmcache_hit_tokens"], row["reason"]) == ("cmpl-1", 200, 0, "not seen before")
-    text = kvwatch("top", "--config", str(agent.config), "--once", env={"COLUMNS": "200"}).stdout
+    text = command("top", "--config", str(agent.config), "--once", COLUMNS="200").stdout
     assert "vllm-a" in text and "42.7%" in text  # the LMCache hit ratio since start
     context = ssl.create_default_context(cafile=str(cert))
     with pytest.raises(urllib.error.HTTPError) as denied:  # the requests are guarded as /metrics is
         urllib.request.urlopen(f"https://127.0.0.1:{agent.port}/api/requests", context=context, timeout=10)
     assert denied.value.code == 401
-    refused = kvwatch("top", "--url", f"https://127.0.0.1:{agent.port}", "--once")
+    refused = command("top", "--url", f"https://127.0.0.1:{agent.port}", "--once")
     assert refused.returncode != 0 and "cannot reach kvwatch" in refused.stderr  # no CA given: TLS fails
 
 
 def test_an_unreachable_kvwatch_is_said_plainly(tmp_path: Path) -> None:
-    done = kvwatch("top", "--url", "http://127.0.0.1:9", "--once")
+    done = command("top", "--url", "http://127.0.0.1:9", "--once")
     assert done.returncode != 0
     assert "cannot reach kvwatch" in done.stderr and "Traceback" not in done.stderr
 
@@ -199,7 +193,7 @@ def test_recent_requests_0_keeps_none_and_joins_nothing(agents, tmp_path: Path) 
     wait_for(lambda: agent.value("kvwatch_vllm_stats_lines_total", server="quiet", engine="0") == 1, what="the line")
     status, body = agent.get("/api/requests")
     assert (status, json.loads(body)) == (200, {"servers": {}})
-    checked = kvwatch("check", "--config", str(agent.config))
+    checked = command("check", "--config", str(agent.config))
     assert "recent_requests = 0" in checked.stdout, checked.stderr
 
 
@@ -214,5 +208,5 @@ def test_a_preempted_requests_latency_says_how_often(tmp_path: Path) -> None:
         + "\n"
         + 'INFO:     127.0.0.1:1 - "POST /v1/completions HTTP/1.1" 200 OK\n'
     )
-    report = kvwatch("top", "--log", str(log), "--once", env={"COLUMNS": "160"}).stdout
+    report = command("top", "--log", str(log), "--once", COLUMNS="160").stdout
     assert "preempted 1×" in report, report

@@ -18,7 +18,7 @@ import pytest
 
 from agent import config
 from agent.config import ConfigError
-from tests.support.harness import as_nobody
+from tests.support.harness import as_nobody, kvwatch
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = sorted((REPO / "examples").rglob("*.toml"))
@@ -28,10 +28,6 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "kvwatch.toml"
     path.write_text(text)
     return path
-
-
-def kvwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, cwd=REPO, env=env)
 
 
 MINIMAL = """
@@ -520,13 +516,7 @@ def test_check_finds_a_followed_path_that_names_a_named_pipe_without_waiting_for
     os.mkfifo(pipe)
     text = f'[agent]\nstate_dir = "{tmp_path / "state"}"\n\n[[follow]]\nname = "a"\npaths = ["{pipe}"]\n'
     path = write(tmp_path, text)
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "check", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=30,
-    )
+    result = kvwatch("check", "--config", str(path), timeout=30)
     assert result.returncode == 2
     assert result.stderr.strip() == f"kvwatch: {path}: follow[0].paths[0]: {pipe} is a named pipe, not a regular file"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
-from tests.support.harness import REPO, free_port
+from tests.support.harness import REPO, free_port, kvwatch
 from tests.support.stand_ins import TOKEN, FakeGrafana
 
 
@@ -28,15 +28,8 @@ def grafana():
     fake.close()
 
 
-def kvwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "dashboards", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+def dashboards(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return kvwatch("dashboards", *args, env=env, timeout=60)
 
 
 def token_file(tmp_path: Path, token: str = TOKEN) -> str:
@@ -51,7 +44,7 @@ def shipped(name: str = "kvwatch-overview.json") -> dict:
 
 def test_push_creates_the_folder_once_and_overwrites_by_uid(grafana: FakeGrafana, tmp_path: Path) -> None:
     for _ in range(2):
-        result = kvwatch("push", "--grafana-url", grafana.url, "--token-file", token_file(tmp_path))
+        result = dashboards("push", "--grafana-url", grafana.url, "--token-file", token_file(tmp_path))
         assert result.returncode == 0, result.stderr
     folder_posts = [c for c in grafana.calls if c[:2] == ("POST", "/api/folders")]
     assert folder_posts == [("POST", "/api/folders", {"title": "kvwatch", "uid": "kvwatch"})]
@@ -69,7 +62,7 @@ def test_push_creates_the_folder_once_and_overwrites_by_uid(grafana: FakeGrafana
 
 
 def test_push_into_an_existing_folder_by_title(grafana: FakeGrafana, tmp_path: Path) -> None:
-    result = kvwatch(
+    result = dashboards(
         "push", "--grafana-url", grafana.url, "--token-file", token_file(tmp_path), "--folder", "Other team"
     )
     assert result.returncode == 0, result.stderr
@@ -80,8 +73,8 @@ def test_push_into_an_existing_folder_by_title(grafana: FakeGrafana, tmp_path: P
 def test_push_with_the_datasource_creates_then_updates_it(grafana: FakeGrafana, tmp_path: Path) -> None:
     args = ["push", "--grafana-url", grafana.url, "--token-file", token_file(tmp_path)]
     args += ["--prometheus-url", "http://prometheus:9090", "--trace-datasource", "tempo"]
-    assert kvwatch(*args).returncode == 0
-    assert kvwatch(*args).returncode == 0
+    assert dashboards(*args).returncode == 0
+    assert dashboards(*args).returncode == 0
     methods = [c[0] for c in grafana.calls if c[1].startswith("/api/datasources")]
     assert methods == ["GET", "POST", "GET", "PUT"]
     datasource = grafana.datasources["kvwatch-prometheus"]
@@ -92,7 +85,7 @@ def test_push_with_the_datasource_creates_then_updates_it(grafana: FakeGrafana, 
 
 
 def test_a_bad_token_is_named(grafana: FakeGrafana, tmp_path: Path) -> None:
-    result = kvwatch("push", "--grafana-url", grafana.url, "--token-file", token_file(tmp_path, "wrong"))
+    result = dashboards("push", "--grafana-url", grafana.url, "--token-file", token_file(tmp_path, "wrong"))
     assert result.returncode == 1
     assert "refused the credentials (401)" in result.stderr and "wrong" not in result.stderr
 
@@ -100,7 +93,7 @@ def test_a_bad_token_is_named(grafana: FakeGrafana, tmp_path: Path) -> None:
 def test_a_token_without_write_permission_is_named(tmp_path: Path) -> None:
     readonly = FakeGrafana(writable=False)
     try:
-        result = kvwatch("push", "--grafana-url", readonly.url, "--token-file", token_file(tmp_path))
+        result = dashboards("push", "--grafana-url", readonly.url, "--token-file", token_file(tmp_path))
     finally:
         readonly.close()
     assert result.returncode == 1
@@ -109,13 +102,13 @@ def test_a_token_without_write_permission_is_named(tmp_path: Path) -> None:
 
 def test_an_unreachable_grafana_is_named(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    result = kvwatch("push", "--grafana-url", url, "--token-file", token_file(tmp_path), "--timeout", "3")
+    result = dashboards("push", "--grafana-url", url, "--token-file", token_file(tmp_path), "--timeout", "3")
     assert result.returncode == 1
     assert f"cannot reach Grafana at {url}" in result.stderr
 
 
 def test_a_missing_token_file_is_a_usage_error(grafana: FakeGrafana, tmp_path: Path) -> None:
-    result = kvwatch("push", "--grafana-url", grafana.url, "--token-file", str(tmp_path / "nope"))
+    result = dashboards("push", "--grafana-url", grafana.url, "--token-file", str(tmp_path / "nope"))
     assert result.returncode == 2 and "--token-file" in result.stderr
     assert not grafana.calls
 
@@ -123,12 +116,12 @@ def test_a_missing_token_file_is_a_usage_error(grafana: FakeGrafana, tmp_path: P
 def test_the_token_can_come_from_the_environment(grafana: FakeGrafana) -> None:
     import os
 
-    result = kvwatch("push", "--grafana-url", grafana.url, env={**os.environ, "GRAFANA_TOKEN": TOKEN})
+    result = dashboards("push", "--grafana-url", grafana.url, env={**os.environ, "GRAFANA_TOKEN": TOKEN})
     assert result.returncode == 0, result.stderr
 
 
 def test_export_writes_everything_and_presets_the_datasource(tmp_path: Path) -> None:
-    result = kvwatch("export", str(tmp_path / "out"), "--datasource", "P1809F7CD0C75ACF3")
+    result = dashboards("export", str(tmp_path / "out"), "--datasource", "P1809F7CD0C75ACF3")
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())

@@ -6,9 +6,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 
-import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +18,8 @@ from parsers.requests import parse_received
 from parsers.shapes import one_of
 from tests.support.lines import RECORD_FAMILIES, edited, edits, line_cases
 from tests.support.quoting import go_quoted
+from tests.support.schema import validate_record
 
-SCHEMA = json.loads((Path(__file__).parents[2] / "parsers" / "schema" / "events.schema.json").read_text())
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 CLOCK = Clock(UTC, datetime(2026, 1, 1, tzinfo=UTC))
 REAL = [c["line"] for fam in (*RECORD_FAMILIES, "message_only") for c in line_cases(fam)]
 ALPHABET = st.characters(codec="utf-8", categories=None)
@@ -80,7 +77,7 @@ def check(events: tuple[Event, ...]) -> None:
     assert isinstance(events, tuple)
     for event in events:
         assert isinstance(event, Event)
-        VALIDATOR.validate(event_record(event, "f", 1, CLOCK))
+        validate_record(event_record(event, "f", 1, CLOCK))
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
@@ -245,7 +242,7 @@ def test_a_number_no_conversion_takes_never_raises() -> None:
                         assert all(math.isfinite(n) for n in _numbers(event)), event
                         record = event_record(event, "f", 1, CLOCK)
                         json.dumps(record, allow_nan=False)
-                        VALIDATOR.validate(record)
+                        validate_record(record)
                 except Exception as exc:  # any exception is the failure reported
                     raised.append((variant[:160], repr(exc)[:120]))
     assert raised == []
@@ -267,7 +264,7 @@ def test_vllm_bench_serve_s_unset_request_rate_is_a_record_without_a_number() ->
     (event,) = parse_line("Request rate configured (RPS):          inf")
     assert (event.kind, event.name, event.value) == ("bench_serve", "request_rate", None)
     record = event_record(event, "f", 1, CLOCK)
-    VALIDATOR.validate(record)
+    validate_record(record)
     assert "value" not in record
     (event,) = parse_line("Request rate configured (RPS):          10.00")
     assert event.value == 10.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -10,8 +9,8 @@ from pathlib import Path
 
 from parsers.events import EVENT_TYPES, payload_fields
 from tests.support.harness import REPO
+from tests.support.schema import SCHEMA
 
-SCHEMA = json.loads((Path(__file__).parents[2] / "parsers" / "schema" / "events.schema.json").read_text())
 ENVELOPE = {"line", "file", "server", "kind", "time"}
 
 

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +19,7 @@ from agent.sinks.otlp import Tracing, make_exporter
 from agent.sinks.stats import ServerStats
 from agent.sinks.traces import TraceBuilder
 from parsers import Clock, LogStream
-from tests.support.harness import REPO, Agent, wait_for
+from tests.support.harness import REPO, Agent, kvwatch, wait_for
 from tests.support.otlp_receiver import GrpcReceiver, HttpReceiver, attributes, tracing_env
 
 SAMPLE = REPO / "tests" / "fixtures" / "samples" / "vllm-0.32.0-cpu-lmcache-0.5.6.log"
@@ -28,14 +27,7 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
 
 
 def replay(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "replay", *args],
-        cwd=REPO,
-        env={**ENV, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return kvwatch("replay", *args, env={**ENV, **(env or {})}, timeout=120)
 
 
 def check_sample_traces(received) -> None:
@@ -347,8 +339,6 @@ def test_prometheus_stores_the_exemplars_and_they_name_sent_traces(tmp_path: Pat
 def test_bad_tracing_settings_are_named(tmp_path: Path, body: str, reason: str) -> None:
     config = tmp_path / "k.toml"
     config.write_text(f"[tracing]\nenabled = true\n{body}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "check", "--config", str(config)], cwd=REPO, capture_output=True, text=True
-    )
+    result = kvwatch("check", "--config", str(config))
     assert result.returncode == 2
     assert "tracing." in result.stderr and reason in result.stderr

@@ -100,11 +100,30 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     return key, cert
 
 
+def kvwatch(
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    cwd: Path | None = None,
+    text: bool = True,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """``kvwatch ARGS`` as a user runs it from a checkout (this interpreter, the repository's code), its output
+    captured (as text unless told otherwise).  ``env``: its whole environment (None: this process's)."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        input=stdin,
+        capture_output=True,
+        text=text,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=timeout,
+    )
+
+
 def check(config: Path) -> subprocess.CompletedProcess:
     """``kvwatch check`` of a configuration file, its output as text."""
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO
-    )
+    return kvwatch("check", "--config", str(config))
 
 
 def free_port() -> int:
