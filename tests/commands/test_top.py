@@ -55,6 +55,19 @@ def test_top_following_a_log_shows_what_replay_counts() -> None:
     assert server["ready"] is False and server["stopped"] is True  # its log ends with the shutdown
 
 
+def test_top_following_an_lmcache_servers_log_tells_it_by_its_first_lines() -> None:
+    """The real log of LMCache's multiprocess server: its uvicorn lines (its start, a scrape, its ``Shutting down``)
+    are its HTTP server's, none of a vLLM's, as ``kvwatch replay`` of the file has them."""
+    log = REPO / "tests" / "fixtures" / "samples" / "lmcache-0.5.6-mp-server.log"
+    done = command("top", "--log", str(log), "--json")
+    assert done.returncode == 0, done.stderr
+    (server,) = json.loads(done.stdout)["servers"]
+    again = replayed(log)
+    assert (server["ready"], server["stopped"]) == (False, False)
+    assert again["kvwatch_vllm_server_ready"] == again["kvwatch_vllm_server_shutdowns_total"] == 0
+    assert again["kvwatch_lmcache_prefetches_total"] == 2
+
+
 def test_once_into_a_file_is_a_report_wider_than_a_terminal_s_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLUMNS", raising=False)
     report = command("top", "--log", str(RELEASE_LOG), "--once").stdout  # captured: no terminal
