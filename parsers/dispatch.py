@@ -524,10 +524,11 @@ def _rarer_shapes(line: str, first: str, depth: int, rank: int | None) -> Events
     """``_dispatch`` for a line (or the rest of one after its process tags) that begins with no vLLM, LMCache
     or uvicorn header."""
     if first in _LEVEL_INITIALS:
-        if line[-1] == "]" and VLLM_PROBLEM.fullmatch(line + " ") is not None:
+        header = line + " " if line[-1] == "]" else ""
+        if header and VLLM_PROBLEM.fullmatch(header) is not None:
             # vLLM's header and nothing after it (its blank dropped): a blank line of a message printed over several
             # lines, each under the header (a traceback's before a chained exception, the start's banner).
-            return _vllm_problem(line + " ", 0)
+            return _vllm_problem(header, 0)
         m = LMCACHE_OLD_HEADER.match(line)
         if m is not None:
             return _old_lmcache(line, m.end(), rank)

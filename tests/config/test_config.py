@@ -19,6 +19,7 @@ import pytest
 from agent import config
 from agent.config import ConfigError
 from tests.support.harness import as_nobody, kvwatch
+from tests.support.lines import SAMPLES
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = sorted((REPO / "examples").rglob("*.toml"))
@@ -484,11 +485,10 @@ def test_check_shows_what_each_followed_glob_picks_and_a_path_that_names_no_file
 def test_check_shows_a_followed_file_that_is_an_lmcache_servers_own_log(tmp_path: Path) -> None:
     """The real sample of LMCache's multiprocess server's log, listed among a follow's paths and picked by a
     glob: its first lines show it, and the daemon will count its HTTP server's lines as none of vLLM's."""
-    samples = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
     logs = tmp_path / "logs"
     logs.mkdir()
     for name in ("lmcache-0.5.6-mp-server.log", "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log"):
-        shutil.copy(samples / name, logs / name)
+        shutil.copy(SAMPLES / name, logs / name)
     server_log = logs / "lmcache-0.5.6-mp-server.log"
     _, result = check_following(tmp_path, logs / "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log", server_log, logs / "*.log")
     assert result.returncode == 0, result.stderr
