@@ -303,7 +303,7 @@ def read_into(
     (told by its first lines, :func:`agent.sources.origins.multiplexed`) has each writer's lines read
     into ``stats_of(name)``; lines behind no name, and skipped ones, into ``stats``.  ``lmcache_server``: the
     stream is an LMCache server's own log (:meth:`parsers.LogStream.own_events`); None: whether it is, told by
-    its first lines (:func:`is_lmcache_server_log`; a pipe's only where no event is written as it comes)."""
+    its first lines (:func:`shown_by`; a pipe's only where no event is written as it comes)."""
     reader = LineReader(raw, max_line, limit, live)
     batches = reader.batches()
     if stats_of is not None or lmcache_server is None:
@@ -314,7 +314,7 @@ def read_into(
             first = _gathered(first, batches)  # (a pipe's first batch is what has come so far)
         batches = itertools.chain((first,) if first else (), batches)
         if lmcache_server is None:
-            lmcache_server = told and is_lmcache_server_log(first, max_line)
+            lmcache_server = told and shown_by(first, max_line) is True
         if not first or lmcache_server or not multiplexed(first):
             stats_of = None
     route = _Route(stats, LogStream(max_line, lmcache_server=lmcache_server), max_line, stats_of)
@@ -356,11 +356,6 @@ def shown_by(first: list[str | None], max_line: int) -> bool | None:
     (:func:`parsers.stream.lmcache_server_shown`)."""
     stream = LogStream(max_line)
     return lmcache_server_shown(event for line in first if line is not None for event in stream.feed(line))
-
-
-def is_lmcache_server_log(first: list[str | None], max_line: int) -> bool:
-    """Whether a log's ``first`` lines are those of an LMCache multiprocess server's own log."""
-    return shown_by(first, max_line) is True
 
 
 def head_shown(path: str, max_line: int) -> tuple[bool | None, int, bool]:

@@ -598,7 +598,7 @@ def _carried_record(line: str, start: int, depth: int, rank: int | None) -> Even
 # each frame's place, the marks under a frame's code (3.11 on), the words between chained exceptions.  (The frame's
 # code and the exception's last line are read as any line is: the last may name a fatal error.)  A traceback is
 # common and long, and these lines would otherwise be searched for every prefix and message they could hide.
-# (A file's name holds no bracket, quote or comma, so no record or message can be in it.)
+# (A file's name is taken without brackets, quotes or commas: a record or a known message cannot hide in it.)
 _TRACEBACK_SCAFFOLDING = re.compile(
     r'[ \t]*+(?:File "[\w./\\:<>@+~ -]*+", line \d++(?:, in [\w<>.]++)?'
     r"|Traceback \(most recent call last\):"
