@@ -255,10 +255,14 @@ class LmcacheDegraded(Event):
 
 @dataclass(slots=True)
 class LmcacheLookupTimeout(Event):
-    """A lookup RPC timed out (LMCache recreates its sockets and reports no hit)."""
+    """LMCache gave up on a lookup and reports no hit, so vLLM computes the prompt: its lookup RPC timed out
+    (``Timeout occurred for rank N``: it recreates its sockets), or its asynchronous lookup client waited
+    longer than its ``lookup_timeout_ms`` for one request (``Request X is still waiting for async lookup``)."""
 
     kind: ClassVar[str] = "lmcache_lookup_timeout"
     rank: int | None = None  #: tensor-parallel rank, when the line names it
+    request_id: str | None = None  #: the request whose lookup was given up on, when the line names it
+    timeout_seconds: int | None = None  #: the lookup timeout as the line gives it, whole seconds
 
 
 @dataclass(slots=True)

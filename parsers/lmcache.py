@@ -198,7 +198,7 @@ SERVER_START_ANY = rf"{_SERVER_RUNNING.pattern}|{_SERVER_RUNS.pattern}"  # eithe
 _SERVER_STARTED = "Server started at"
 _REMOTE_SERVER_STARTED = re.compile(_SERVER_STARTED + r" (\S+:\d{1,5})(?!\S)")
 _INITIALIZED = re.compile(r"LMCache initialized for role (\S+) with version (\S+?),? vllm version (\S+?),")
-_TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
+RPC_TIMEOUT = re.compile(rf"Timeout occurred for rank ({INTEGER})")
 # A store cut short because LMCache's local CPU memory is full (0.3.4 on; ``store only`` is followed by two
 # blanks), before mid-2025 ``Failed to allocate memory for the KV cache.`` (``The KV cache will not be stored.``
 # on the next line); or skipped because its health check failed.
@@ -209,6 +209,10 @@ MEMORY_PRESSURE = re.compile(
 _ALLOCATION_FAILED = "Failed to allocate memory for the KV cache"
 # A request whose KV LMCache loaded only in part (its adapter, 0.3.x on).
 LOAD_FAILED = re.compile(rf"Request (\S{{1,256}}) failed to load ({INTEGER}) tokens across ({INTEGER}) blocks")
+# A request whose lookup the asynchronous lookup client gave up on after its ``lookup_timeout_ms`` (printed in
+# whole seconds): it returns no hit tokens and vLLM computes the prompt.
+ASYNC_LOOKUP_TIMEOUT = re.compile(rf"Request (\S{{1,256}}) is still waiting for async lookup after ({INTEGER}) seconds")
+ASYNC_LOOKUP_GIVEN_UP = ", returning 0 lmcache cached tokens so vllm can recompute"  # the rest of that line
 _UNHEALTHY_STORE = "LMCache is unhealthy, skipping store operation"
 
 
@@ -428,16 +432,20 @@ def parse_memory_pressure(line: str, start: int, stamp: str | None, rank: int | 
     return (LmcacheStoreSkipped(stamp, "memory_pressure", int(chunks) if chunks is not None else None, rank),)
 
 
-def parse_load_failed(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
-    """``Request X failed to load N tokens across M blocks``; LMCache's other words on a request give nothing."""
+def parse_request(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """``Request X failed to load N tokens across M blocks`` or ``Request X is still waiting for async lookup
+    after N seconds``; LMCache's other words on a request give nothing."""
     m = LOAD_FAILED.match(line, start)
-    if m is None:
-        return ()
-    return (LmcacheLoadFailed(stamp, m.group(1), int(m.group(2)), int(m.group(3)), rank),)
+    if m is not None:
+        return (LmcacheLoadFailed(stamp, m.group(1), int(m.group(2)), int(m.group(3)), rank),)
+    m = ASYNC_LOOKUP_TIMEOUT.match(line, start)
+    if m is not None:
+        return (LmcacheLookupTimeout(stamp, rank, m.group(1), int(m.group(2))),)
+    return ()
 
 
 def parse_timeout(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
-    m = _TIMEOUT.match(line, start)
+    m = RPC_TIMEOUT.match(line, start)
     if m is None:
         return ()
     return (LmcacheLookupTimeout(stamp, int(m.group(1))),)
@@ -560,7 +568,7 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "LMCache": (parse_initialized, "lmcache_initialized"),
     "Failed": (parse_failed, "lmcache_degraded"),
     "Local": (parse_memory_pressure, "lmcache_store_skipped"),
-    "Request": (parse_load_failed, "lmcache_load_failed"),
+    "Request": (parse_request, "lmcache_load_failed"),
     "Timeout": (parse_timeout, "lmcache_lookup_timeout"),
     "Prefetch": (parse_prefetch, "lmcache_prefetch"),
     "MP": (parse_mp_event, "lmcache_mp_lookup"),

@@ -95,6 +95,11 @@ _REQUEST_OUTCOME = _exact(
     _whole(r"Request \S+ (?:aborted|failed(?: \((?:engine dead|bad request|input error)\)| due to [\w.]+)?)"),
     requests.parse_request_outcome,
 )
+# LMCache's words on one request: a load it completed in part, a lookup it gave up on.
+_LMCACHE_REQUEST = _exact(
+    _whole(lmcache.LOAD_FAILED.pattern + "|" + lmcache.ASYNC_LOOKUP_TIMEOUT.pattern + lmcache.ASYNC_LOOKUP_GIVEN_UP),
+    _lmcache(lmcache.parse_request),
+)
 _FATAL = _exact(_whole(r"EngineCore encountered a fatal error"), lifecycle.parse_engine_core)
 _CRASH = _exact(_whole(lifecycle.CRASH.pattern), lifecycle.parse_crash)
 _KV_SIZE = _exact(_whole(lifecycle.KV_SIZE.pattern), lifecycle.parse_kv_size)
@@ -137,6 +142,10 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "Local": _exact(_whole(lmcache.MEMORY_PRESSURE.pattern), _lmcache(lmcache.parse_memory_pressure)),
     "lookup": _exact(_whole(lmcache.LOOKUP_SUMMARY.pattern), _lmcache(lmcache.parse_lookup_summary)),
     "LMCache": _exact(_whole(lmcache.SERVER_START_ANY), _lmcache(lmcache.parse_server_start)),
+    "Timeout": _exact(
+        _whole(lmcache.RPC_TIMEOUT.pattern + r", recreating all sockets\. Error: [^`]{0,400}"),
+        _lmcache(lmcache.parse_timeout),
+    ),
     "EngineCore": _FATAL,
     "Fatal": _CRASH,
     "Segmentation": _CRASH,
@@ -185,8 +194,8 @@ for _signal in lifecycle.FATAL_SIGNALS:
     _WHOLE_MESSAGES[_signal] = _CRASH
 for _device in lifecycle.KV_DEVICES:
     _WHOLE_MESSAGES[_device] = _KV_SIZE
-# ``Request throughput ...`` of ``vllm bench serve``, or a request's outcome.
-_WHOLE_MESSAGES["Request"] = _first_of(bench.parse_serve, _REQUEST_OUTCOME)
+# ``Request throughput ...`` of ``vllm bench serve``, a request's outcome, or LMCache's words on a request.
+_WHOLE_MESSAGES["Request"] = _first_of(bench.parse_serve, _REQUEST_OUTCOME, _LMCACHE_REQUEST)
 # ``vllm bench serve`` result lines, by first word.
 for _word in (
     "Successful",

@@ -64,6 +64,7 @@ class CanaryRequest:
     lookups: list[ev.LmcacheLookup] = field(default_factory=list)  # the in-process connector's
     prefetches: list[ev.LmcachePrefetch] = field(default_factory=list)  # LMCache's multiprocess server's
     stored_tokens: int = 0
+    lookup_given_up_after: int | None = None  # LMCache's asynchronous lookup gave up after these seconds
     tokens_per_key: int = DEFAULT_CHUNK  # a multiprocess server's key: one chunk (one KV group, one rank)
 
     @property
@@ -247,8 +248,10 @@ def _read_logs(starts: dict[str, int], sent: list[CanaryRequest], settle: float)
 
 
 def _note(event: ev.Event, by_id: dict[str, CanaryRequest], findings: LogFindings) -> None:
-    if isinstance(event, ev.LmcacheDegraded | ev.LmcacheLookupTimeout):
-        findings.degraded = True
+    if isinstance(event, ev.LmcacheDegraded) or (
+        isinstance(event, ev.LmcacheLookupTimeout) and event.request_id is None
+    ):
+        findings.degraded = True  # its start failed, or a lookup RPC timed out: no request's own lookup
     elif isinstance(event, ev.KvTransferStats) and event.values:
         findings.mp_lookups += int(event.values.get("LMCache MP lookup count", 0))
     request_id = getattr(event, "request_id", None)
@@ -265,9 +268,21 @@ def _note(event: ev.Event, by_id: dict[str, CanaryRequest], findings: LogFinding
         canary.prefetches.append(event)
     elif isinstance(event, ev.LmcacheStore):
         canary.stored_tokens += event.stored_tokens
+    elif isinstance(event, ev.LmcacheLookupTimeout):
+        canary.lookup_given_up_after = event.timeout_seconds
 
 
-REASONS = ("works", "too_few", "no_answer", "degraded", "not_loaded", "short_prompt", "hash_seed", "no_hits")
+REASONS = (
+    "works",
+    "too_few",
+    "no_answer",
+    "degraded",
+    "not_loaded",
+    "lookup_timeout",
+    "short_prompt",
+    "hash_seed",
+    "no_hits",
+)
 
 
 def judge(sent: list[CanaryRequest], findings: LogFindings, chunk_size: int) -> tuple[bool, str, str]:
@@ -305,6 +320,17 @@ def judge(sent: list[CanaryRequest], findings: LogFindings, chunk_size: int) -> 
         else:
             found = "LMCache found " + ", ".join(str(c.hit_tokens) for c in later) + " tokens"
         return True, "works", f"the cache works: {found} of the repeated prompt from the second request on"
+    given_up = [c for c in later if c.lookup_given_up_after is not None and not c.hit_tokens]
+    if given_up:
+        return (
+            False,
+            "lookup_timeout",
+            (
+                f"LMCache gave up on the lookup of {len(given_up)} of the {len(later)} later requests after "
+                f"{given_up[0].lookup_given_up_after} s (its lookup_timeout_ms) and reported no hit, so vLLM computed "
+                "the prompt: is its storage backend slow or unreachable, or lookup_timeout_ms too short for it?"
+            ),
+        )
     tokens = next((c.lookups[0].total_tokens for c in looked_up if c.lookups), None) or answered[0].prompt_tokens or 0
     if tokens and tokens < chunk_size:
         return (
@@ -415,13 +441,13 @@ SPECS = (
     gauge(
         "kvwatch_canary_ok",
         "1 when the last periodic canary found the repeated prompt from the second request on; reason: works, "
-        "not_loaded, degraded, short_prompt, hash_seed, no_hits, no_answer, error.",
+        "not_loaded, degraded, lookup_timeout, short_prompt, hash_seed, no_hits, no_answer, error.",
         _verdict,
         labels="reason",
         doc=(
             "1 when the last periodic canary found the repeated prompt from the second request on; `reason`: "
-            "`works`, `not_loaded`, `degraded`, `short_prompt`, `hash_seed`, `no_hits`, `no_answer`, `error` (could "
-            "not run)"
+            "`works`, `not_loaded`, `degraded`, `lookup_timeout` (LMCache gave up on a later request's lookup), "
+            "`short_prompt`, `hash_seed`, `no_hits`, `no_answer`, `error` (could not run)"
         ),
     ),
     counter(

@@ -500,6 +500,8 @@ def _lmcache_moves(a: dict[str, object], request: OpenRequest) -> None:
         a["lmcache.load_failed_tokens"] = request.load_failed_tokens
     if request.load_bypassed:
         a["lmcache.load_bypassed"] = True
+    if request.lookup_timed_out:
+        a["lmcache.lookup_timed_out"] = True
     _put(a, "lmcache.mp.found_chunks", request.mp_found_chunks)
     prefetch = request.prompt_prefetch
     if prefetch is not None:

@@ -272,9 +272,11 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_lmcache_lookup_timeouts_total",
-        "Lookup RPC timeouts (no hit reported).",
+        "Lookups LMCache gave up on, reporting no hit: an RPC timeout, or one request's asynchronous lookup.",
         value_of("lookup_timeouts"),
-        doc="lookup RPC timeouts (degraded LMCache)",
+        doc="lookups LMCache gave up on and reported no hit for, so vLLM computed the prompt: a lookup RPC's "
+        "timeout (`Timeout occurred for rank N`, one per rank) or a request's asynchronous lookup past its "
+        "`lookup_timeout_ms` (`Request X is still waiting for async lookup after N seconds`)",
     ),
     counter(
         "kvwatch_lmcache_stores_total",

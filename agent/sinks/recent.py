@@ -61,6 +61,8 @@ def miss_reason(request: OpenRequest, server: ServerSide, chunk: int = DEFAULT_C
         return f"LMCache failed to load {request.load_failed_tokens} tokens of its hit"
     if request.load_bypassed:
         return "LMCache failed to load its hit: computed again"
+    if request.lookup_timed_out:
+        return "LMCache's lookup timed out: computed again"
     if request.lookups:
         return _lookup_reason(request.lookups[-1], server, chunk)
     prefetch = request.prompt_prefetch

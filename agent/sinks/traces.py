@@ -167,6 +167,7 @@ class OpenRequest:
         "last_activity",
         "load_bypassed",
         "load_failed_tokens",
+        "lookup_timed_out",
         "lookups",
         "max_tokens",
         "mp_found_chunks",
@@ -214,6 +215,7 @@ class OpenRequest:
         self.prefetches: list[Prefetch] = []
         self.load_failed_tokens = 0  # of the hit LMCache promised, what it failed to load (the most one rank said)
         self.load_bypassed = False  # its load failed and LMCache's multiprocess connector gave it up
+        self.lookup_timed_out = False  # LMCache gave up on its lookup and reported no hit
         # LMCache's multiprocess server found nothing for it: it finished with no prefetch line while
         # vLLM's KV Transfer metrics lines showed its connector being asked (a miss logs nothing at INFO),
         # or the server's lookup end (DEBUG) said it found no chunk.
@@ -355,6 +357,7 @@ class TraceBuilder:
             ev.LmcachePrefetch: self._prefetch,
             ev.LmcacheLoadFailed: self._load_failed,
             ev.LmcacheLoadBypassed: self._load_bypassed,
+            ev.LmcacheLookupTimeout: self._lookup_timeout,
             ev.LmcacheMpLookup: self._mp_lookup,
             ev.RequestPreempted: self._preempted,
             ev.LmcacheResumeLoad: self._resume_load,
@@ -755,6 +758,11 @@ class TraceBuilder:
         request = self._request(e.request_id, when, e.kind)
         if request is not None:
             request.load_bypassed = True
+
+    def _lookup_timeout(self, e: ev.LmcacheLookupTimeout, when: float) -> None:
+        request = self._request(e.request_id, when, e.kind)  # none for an RPC's timeout: it names no request
+        if request is not None:
+            request.lookup_timed_out = True
 
     def _finished(self, e: ev.RequestFinished, when: float) -> None:
         self.ids_end_requests = True

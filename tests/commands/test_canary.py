@@ -126,13 +126,26 @@ def test_a_working_cache_passes_with_a_row_per_request(tmp_path: Path) -> None:
             ],
             "LMCache runs degraded",
         ),
+        (
+            lambda n, rid: (
+                [lookup(rid, 480, 0), stored(rid, 256)]
+                if n == 1
+                else [
+                    f"[{STAMP}] LMCache WARNING: Request {rid} is still waiting for async lookup after 3 seconds, "
+                    "returning 0 lmcache cached tokens so vllm can recompute "
+                    "(lmcache_async_lookup_client.py:178:lmcache.v1.lookup_client.lmcache_async_lookup_client)",
+                    lookup(rid, 480, 0),
+                ]
+            ),
+            "LMCache gave up on the lookup of 1 of the 1 later requests after 3 s",
+        ),
         (lambda n, rid: [lookup(rid, 120, 0)], "shorter than LMCache's chunk size (256)"),
         (
             lambda n, rid: [lookup(rid, 480, 0)] + ([stored(rid, 256)] if n == 1 else []),
             "hash tokens differently (start the server with PYTHONHASHSEED=0)",
         ),
     ],
-    ids=["no-connector", "degraded", "prompt-under-chunk", "hash-seed"],
+    ids=["no-connector", "degraded", "lookup-timeout", "prompt-under-chunk", "hash-seed"],
 )
 def test_each_failure_is_explained(tmp_path: Path, behave, explanation: str) -> None:
     result = run_canary(tmp_path, behave, "-n", "2")

@@ -67,6 +67,17 @@ def test_a_hit_lmcache_failed_to_load_says_how_much_of_it() -> None:
     assert row["reason"] == "LMCache failed to load 256 tokens of its hit"
 
 
+def test_a_lookup_lmcache_gave_up_on_is_the_reason_not_a_miss() -> None:
+    """After its asynchronous lookup's timeout LMCache reports 0 hit tokens: that is no prompt it never saw."""
+    timed_out = (
+        "[2026-11-25 05:40:56,400] LMCache WARNING: Request chatcmpl-a-11111111 is still waiting for async lookup "
+        "after 3 seconds, returning 0 lmcache cached tokens so vllm can recompute "
+        "(lmcache_async_lookup_client.py:178:lmcache.v1.lookup_client.lmcache_async_lookup_client)"
+    )
+    row = one(timed_out, lookup("chatcmpl-a-11111111", 600, 0))
+    assert (row["lmcache_hit_tokens"], row["reason"]) == (0, "LMCache's lookup timed out: computed again")
+
+
 def test_a_lookup_that_never_finished_and_a_server_without_lmcache() -> None:
     pending = "[2026-11-25 05:40:56,000] LMCache INFO: Reqid: chatcmpl-a-11111111, Total tokens 600, LMCache hit "
     pending += "tokens: None. (vllm_v1_adapter.py:1:lmcache.integration.vllm.x)"

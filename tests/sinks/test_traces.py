@@ -433,6 +433,26 @@ def test_a_load_lmcache_completed_in_part_is_on_the_request_once() -> None:
     assert root.attributes["lmcache.hit_tokens"] == 4096
 
 
+def test_a_lookup_lmcache_gave_up_on_is_on_the_request() -> None:
+    """LMCache's asynchronous lookup client past its lookup_timeout_ms: it says so, then the lookup line says 0."""
+    timed_out = (
+        "(EngineCore_DP0 pid=7) [2026-01-27 01:40:12,300] LMCache WARNING: Request chatcmpl-a45f is still waiting "
+        "for async lookup after 3 seconds, returning 0 lmcache cached tokens so vllm can recompute "
+        "(lmcache_async_lookup_client.py:178:lmcache.v1.lookup_client.lmcache_async_lookup_client)"
+    )
+    lines = [
+        "(APIServer pid=6) INFO 01-27 01:40:09 [async_llm.py:578] Added request chatcmpl-a45f.",
+        timed_out,
+        "(EngineCore_DP0 pid=7) " + lookup("2026-01-27 01:40:12,301", "chatcmpl-a45f", 11095, 0),
+        "(APIServer pid=6) INFO 01-27 01:40:15 [loggers.py:1] Finished request chatcmpl-a45f.",
+    ]
+    (root,) = Run().feed(lines).roots()
+    assert root.attributes["lmcache.lookup_timed_out"] is True
+    assert root.attributes["lmcache.hit_tokens"] == 0
+    (plain,) = Run().feed([lines[0], *lines[2:]]).roots()
+    assert "lmcache.lookup_timed_out" not in plain.attributes
+
+
 def test_hit_ratio_buckets_carry_sampled_trace_ids_as_exemplars() -> None:
     run = Run().feed(sample_lines())
     trace_ids = {f"{r.context.trace_id:032x}" for r in run.roots()}
