@@ -186,16 +186,16 @@ class SourcePipeline:
                 idle = streams.pop(idle_origin)
                 self._untold.pop(idle_origin, None)
                 self._deliver(idle.close(), idle)
-            stream = LogStream(self.max_line, lmcache_server=self._told(origin))
+            stream = LogStream(self.max_line, lmcache_server=origin in self.lmcache_server_logs)
+            if not stream.lmcache_server and self._told(origin):
+                stream.show_lmcache_server(True)
         streams[origin] = stream  # (the last read last)
         return stream
 
     def _told(self, origin: str) -> bool:
-        """Whether the file ``origin`` is an LMCache server's own log: named so, or, where files are told by their
-        first lines, shown so by its first block (read from its start, wherever the reading resumes); while that
+        """Whether the file ``origin`` not named an LMCache server's own log is one, where files are told by their
+        first lines: shown so by its first block (read from its start, wherever the reading resumes); while that
         block is not yet written whole, the lines read after it may still tell (:meth:`_tell`)."""
-        if origin in self.lmcache_server_logs:
-            return True
         if not self.tell_lmcache_server or not origin:
             return False
         told = self._told_files.get(origin)
@@ -221,7 +221,7 @@ class SourcePipeline:
         own log (before they reach the sinks): its start makes it one, an event of another's log none."""
         shown = lmcache_server_shown(events)
         if shown is not None:
-            stream.lmcache_server = shown
+            stream.show_lmcache_server(shown)
         left = self._untold[origin] - lines
         if shown is False or left <= 0:
             del self._untold[origin]
@@ -250,6 +250,8 @@ class SourcePipeline:
             deliver(settled, stream)
         stats.lines += len(lines)
         stats.parsed_lines += parsed
+        if not stream.lmcache_server and self._told_files.get(origin):
+            self._remember(origin, False)  # vLLM's output began in it since its first lines told
         if stream.failed:
             note_parser_errors(stats, stream.failed)
             stream.failed = 0
@@ -263,7 +265,9 @@ class SourcePipeline:
         listeners = self._of_vllm_file
         if stream.lmcache_server:
             self._show(self._lmcache_process, events)
-            events, listeners = stream.own_events(events), self._of_lmcache_file
+            events = stream.own_events(events)
+            if stream.lmcache_server:  # (not where vLLM's output began in it)
+                listeners = self._of_lmcache_file
         for event in events:
             try:
                 observe(event)
@@ -303,21 +307,25 @@ def read_into(
     (told by its first lines, :func:`agent.sources.origins.multiplexed`) has each writer's lines read
     into ``stats_of(name)``; lines behind no name, and skipped ones, into ``stats``.  ``lmcache_server``: the
     stream is an LMCache server's own log (:meth:`parsers.LogStream.own_events`); None: whether it is, told by
-    its first lines (:func:`shown_by`; a pipe's only where no event is written as it comes)."""
+    its first lines (:func:`shown_by`; a pipe's whose events are written as they come, line by line)."""
     reader = LineReader(raw, max_line, limit, live)
     batches = reader.batches()
+    stream = LogStream(max_line, lmcache_server=lmcache_server is True)
+    # Lines of a pipe whose events are written as they come that may still tell whose log it is (one by one).
+    telling = HEAD_LINES if lmcache_server is None and live and on_event is not None else 0
     if stats_of is not None or lmcache_server is None:
         first = next(batches, None) or []
-        # Told by its first lines unless events are written as they come from a pipe (they are not held back).
-        told = lmcache_server is None and (not live or on_event is None)
+        told = lmcache_server is None and not telling
         if told and live:
             first = _gathered(first, batches)  # (a pipe's first batch is what has come so far)
         batches = itertools.chain((first,) if first else (), batches)
-        if lmcache_server is None:
-            lmcache_server = told and shown_by(first, max_line) is True
-        if not first or lmcache_server or not multiplexed(first):
+        if told and shown_by(first, max_line) is True:
+            stream.show_lmcache_server(True)
+        if not first or stream.lmcache_server or not multiplexed(first):
             stats_of = None
-    route = _Route(stats, LogStream(max_line, lmcache_server=lmcache_server), max_line, stats_of)
+        elif telling:
+            telling = 0  # (a log several writers wrote: no LMCache server's own)
+    route = _Route(stats, stream, max_line, stats_of)
     number = 0
     # The loop allocates only short-lived, acyclic objects that reference
     # counting frees; the cyclic collector's frequent passes are pure overhead.
@@ -325,7 +333,7 @@ def read_into(
     gc.disable()
     try:
         if on_event is not None:
-            number = _event_loop(batches, route, on_event, track_time)
+            number = _event_loop(batches, route, on_event, track_time, telling)
         elif stats_of is not None:
             _routed_loop(batches, route, track_time)
         else:
@@ -338,6 +346,16 @@ def read_into(
     for reason, count in reader.skipped.items():
         stats.skipped[reason] = stats.skipped.get(reason, 0) + count
     return reader.lines, reader.error
+
+
+def _tell(stream: LogStream, events: Events, left: int) -> int:
+    """One more of a log's first lines (its ``events``) told whether it is an LMCache server's own; returns how many
+    more may tell (0 once one did).  Its start tells before anything of vLLM's, and its uvicorn lines follow it."""
+    shown = lmcache_server_shown(events)
+    if shown is None:
+        return left - 1
+    stream.show_lmcache_server(shown)
+    return 0
 
 
 def _gathered(first: list[str | None], batches: Iterator[list[str | None]]) -> list[str | None]:
@@ -488,10 +506,11 @@ def _event_loop(
     route: _Route,
     on_event: OnEvent,
     track_time: bool,
+    telling: int = 0,
 ) -> int:
     """As :func:`_count_loop`, also numbering lines and showing each event to ``on_event``: a record
-    the stream held back for a line that did not continue it ends on the line before.  Returns the
-    number of lines."""
+    the stream held back for a line that did not continue it ends on the line before.  The first ``telling``
+    lines tell, one by one, whether the input is an LMCache server's own log.  Returns the number of lines."""
     number = 0
     routed = route.to if route.routing else None
     stream, stats = route.stream, route.stats
@@ -506,6 +525,8 @@ def _event_loop(
             if line is not None:
                 holding = stream.holding
                 events = stream.feed(line)
+                if telling:
+                    telling = _tell(stream, events, telling)
                 if events:
                     stats.parsed_lines += 1
                     late = stream.late if holding else 0

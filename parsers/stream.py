@@ -31,7 +31,7 @@ checks of it, the scrapes of its ``/metrics``, its start and stop), none of vLLM
 though that log is read as part of vLLM's server.  :meth:`LogStream.own_events`
 takes them out of the events of a stream its reader knows to be such a log (a line
 alone does not tell, so a stream is never taken for one by its lines; a log's first
-lines may, :func:`lmcache_server_shown`).
+lines may, :func:`lmcache_server_shown`, until vLLM's own output shows in it).
 """
 
 from __future__ import annotations
@@ -42,13 +42,38 @@ from dataclasses import fields
 from parsers.dispatch import Events, parse_line, parse_nested, parse_record, parse_wrapped
 from parsers.envelope import CRI_RECORD, begins_record, find_header, holds_record_mark, strip_ansi, unwrap_json
 from parsers.events import (
+    DiffusionDecodeStats,
+    EngineInitialized,
+    EngineIteration,
+    EngineMfu,
+    EnginePause,
+    EngineSleep,
+    EnginesScaled,
+    EngineStall,
+    EngineStarting,
+    EngineStats,
     Event,
     HttpAccess,
+    KvCacheCapacity,
+    KvLoadFailure,
+    KvTransferStats,
     LmcacheServerStarted,
     LogProblem,
+    ModelLoaded,
+    RequestAborted,
+    RequestAdded,
+    RequestCancelled,
+    RequestFailed,
+    RequestFinished,
+    RequestReceived,
+    ResponseGenerated,
     ServerError,
     ServerReady,
     ServerShutdown,
+    ServerStarting,
+    SleepMemory,
+    SpecDecodeStats,
+    StartupPhase,
     SuspiciousLine,
 )
 from parsers.messages import begins_with_message
@@ -71,6 +96,37 @@ _HTTP_SERVER_KINDS = frozenset((HttpAccess, ServerReady, ServerShutdown))
 # What an LMCache server's own log gives besides its cache's events (``lmcache_*``): its HTTP server's, its
 # problems, its crash.
 _LMCACHE_SERVER_LOG_KINDS = _HTTP_SERVER_KINDS | {LogProblem, SuspiciousLine, ServerError}
+# What only vLLM's own processes write: its engine's and its API server's start, statistics and requests.  In a
+# log its first lines showed to be an LMCache server's, one of these shows vLLM's output begun in it since.
+_VLLM_OUTPUT_KINDS = frozenset(
+    (
+        EngineStats,
+        SpecDecodeStats,
+        DiffusionDecodeStats,
+        KvTransferStats,
+        EngineIteration,
+        EngineMfu,
+        RequestReceived,
+        RequestAdded,
+        RequestFinished,
+        ResponseGenerated,
+        RequestAborted,
+        RequestCancelled,
+        RequestFailed,
+        KvLoadFailure,
+        ServerStarting,
+        EngineStarting,
+        ModelLoaded,
+        EngineInitialized,
+        KvCacheCapacity,
+        StartupPhase,
+        EngineSleep,
+        EnginesScaled,
+        EnginePause,
+        EngineStall,
+        SleepMemory,
+    )
+)
 
 
 def lmcache_server_shown(events: Iterable[Event]) -> bool | None:
@@ -87,6 +143,10 @@ def lmcache_server_shown(events: Iterable[Event]) -> bool | None:
         elif kind not in _LMCACHE_SERVER_LOG_KINDS and not event.kind.startswith("lmcache_"):
             return False
     return True if started else None
+
+
+def _without_http_server(events: Sequence[Event]) -> tuple[Event, ...]:
+    return tuple(event for event in events if type(event) not in _HTTP_SERVER_KINDS)
 
 
 def _read_whole(events: Events) -> bool:
@@ -198,6 +258,7 @@ class LogStream:
         "_skipping",
         "_spaced",
         "_stamp",
+        "_until_vllm",
         "_width",
         "_words",
         "_wrapped",
@@ -231,15 +292,28 @@ class LogStream:
         self.failed = 0  # lines a parser raised on (a bug): skipped, counted by the caller
         # After a feed made while ``holding``: how many of the events it gave end on the line before.
         self.late = 0
-        # The reader knows this to be an LMCache server's own log (see :meth:`own_events`).
+        # The reader knows this to be an LMCache server's own log (see :meth:`own_events`): named so, or shown so by
+        # the log's first lines, and then only until vLLM's own output shows in it (``_until_vllm``).
         self.lmcache_server = lmcache_server
+        self._until_vllm = False
+
+    def show_lmcache_server(self, shown: bool) -> None:
+        """What the log's first lines showed of whether it is an LMCache server's own (:func:`lmcache_server_shown`):
+        one is read so until vLLM's own output shows in it (both servers writing one file, vLLM's output begun after
+        the lines that told), and from there on as any log (its uvicorn lines may be vLLM's)."""
+        self.lmcache_server = self._until_vllm = shown
 
     def own_events(self, events: Sequence[Event]) -> Sequence[Event]:
         """Of some events this stream gave, in order, those of the server it is read for: all of them, but in an
         LMCache server's own log (``lmcache_server``) none of what its HTTP server's uvicorn lines give."""
         if not self.lmcache_server:
             return events
-        return tuple(event for event in events if type(event) not in _HTTP_SERVER_KINDS)
+        if self._until_vllm:
+            for index, event in enumerate(events):
+                if type(event) in _VLLM_OUTPUT_KINDS:
+                    self.lmcache_server = self._until_vllm = False
+                    return (*_without_http_server(events[:index]), *events[index:])
+        return _without_http_server(events)
 
     @property
     def holding(self) -> bool:

@@ -132,10 +132,13 @@ class Replay:
         routing = stats_of if by_writer and not lmcache_server else None
         if jobs > 1 and on_event is None and source.path is not None:
             parts = slices_of(source, jobs)
-            if len(parts) > 1:
-                if lmcache_server is None:  # (each slice but the first begins in the middle)
-                    lmcache_server = head_is_lmcache_server_log(source.path, self.max_line)
-                lines, error = self._run_parallel(source, server, parts, track_time, routing, lmcache_server)
+            # The slices after the first begin in the middle: the file's first lines tell for them.  Where those show
+            # an LMCache server's log, it is one only until vLLM's output shows in it, which a later slice cannot
+            # know: such a log (a small one) is read whole.
+            if len(parts) > 1 and (
+                lmcache_server is not None or not head_is_lmcache_server_log(source.path, self.max_line)
+            ):
+                lines, error = self._run_parallel(source, server, parts, track_time, routing, bool(lmcache_server))
                 self._drop_if_unused(server, fresh, writers)
                 return InputResult(source.name, server, lines, error)
         lines, error = read_into(

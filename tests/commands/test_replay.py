@@ -240,12 +240,51 @@ def test_an_lmcache_servers_log_given_as_a_file_is_told_by_its_first_lines(tmp_p
     assert "2 shutdown(s)" in text and "HTTP 2xx 4" in text, text
 
 
+def test_an_lmcache_servers_log_in_which_vllms_output_begins_after_its_first_block_counts_vllms_from_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both servers writing one file, vLLM's output begun after the first block (which told an LMCache server's log):
+    the server's uvicorn lines before it count as none of vLLM's, and vLLM's own after it count, as with the two logs
+    apart; read by one process or offered to several, as one events stream."""
+    from agent.commands import replay as command
+    from agent.sources.lines import BLOCK, open_input
+
+    both = tmp_path / "both.log"
+    copies = BLOCK // len(MP_SERVER_LOG.read_bytes()) + 1
+    both.write_bytes(MP_SERVER_LOG.read_bytes() * copies + MP_VLLM_LOG.read_bytes())
+    text = kvwatch("replay", "--server", "mp", str(both)).stdout.decode()
+    assert "1 shutdown(s)" in text and "HTTP 2xx 3" in text, text
+    assert f"{2 * copies} prefetches with a hit" in text
+    events = kvwatch("replay", "-f", "events", str(both)).stdout.decode()
+    assert sum(json.loads(line)["kind"] == "http_access" for line in events.splitlines()) == 3
+    monkeypatch.setattr(command, "PARALLEL_MIN_BYTES", 1)
+    replay = command.Replay(UTC)
+    source = open_input(str(both))
+    try:
+        assert len(command.slices_of(source, 2)) == 2
+        replay.run(source, "mp", jobs=2, lmcache_server=None)
+    finally:
+        source.close()
+    assert sum(replay.servers["mp"].http.values()) == 3 and replay.servers["mp"].shutdowns == 1
+
+
+def test_an_lmcache_servers_log_on_a_pipe_whose_events_are_written_as_they_come_is_told_by_its_first_lines() -> None:
+    """Its first lines tell one by one (nothing is held back): its start comes before its HTTP server's lines."""
+    piped = kvwatch("replay", "-f", "events", "-", stdin=MP_SERVER_LOG.read_bytes()).stdout.decode()
+    kinds = {json.loads(line)["kind"] for line in piped.splitlines()}
+    assert {"lmcache_server_started", "lmcache_store", "lmcache_prefetch"} <= kinds
+    assert not kinds & {"http_access", "server_ready", "server_shutdown"}
+    vllm = kvwatch("replay", "-f", "events", "-", stdin=MP_VLLM_LOG.read_bytes()).stdout.decode()
+    assert sum(json.loads(line)["kind"] == "http_access" for line in vllm.splitlines()) == 3
+
+
 @pytest.mark.parametrize("told", [True, None])
 def test_an_lmcache_servers_log_read_in_slices_counts_none_of_its_http_servers_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, told: bool | None
 ) -> None:
     """The same in each slice of a large log read by several processes (the threshold lowered to make it large),
-    named so or told by its first block of lines (which the slices after the first do not hold)."""
+    named so; told so by its first block of lines (which the slices after the first do not hold), it is read whole
+    (it stays one only until vLLM's output shows in it, which a later slice could not know)."""
     from agent.commands import replay as command
     from agent.sources.lines import open_input
 

@@ -422,3 +422,23 @@ def test_a_log_whose_first_lines_show_an_lmcache_server_s_start_and_nothing_of_v
     started = parse_line("[2026-12-02 06:47:56,192] LMCache INFO: Server started at 0.0.0.0:65432 (server.py:1:x)")
     assert [event.kind for event in started] == ["lmcache_server_started"]
     assert shown(started) is True and shown([]) is None
+
+
+def test_an_lmcache_servers_log_shown_so_by_its_first_lines_is_so_until_vllms_output_shows_in_it() -> None:
+    """Both servers writing one file, vLLM's output begun after the lines that told: from vLLM's first event on, its
+    uvicorn lines are no longer taken out (they may be vLLM's).  A log named an LMCache server's stays one."""
+    samples = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
+    server = (samples / "lmcache-0.5.6-mp-server.log").read_text(encoding="utf-8").splitlines()
+    vllm = (samples / "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log").read_text(encoding="utf-8").splitlines()
+
+    def own_kinds(stream: LogStream, lines: list[str]) -> Counter:
+        return Counter(event.kind for line in lines for event in stream.own_events(stream.feed(line)))
+
+    alone = Counter(event.kind for line in vllm for event in LogStream().feed(line))
+    shown = LogStream()
+    shown.show_lmcache_server(True)
+    assert own_kinds(shown, server)["http_access"] == 0 and shown.lmcache_server
+    assert own_kinds(shown, vllm) == alone and not shown.lmcache_server
+    named = LogStream(lmcache_server=True)
+    assert own_kinds(named, server)["http_access"] == 0
+    assert own_kinds(named, vllm)["http_access"] == 0 < alone["http_access"] and named.lmcache_server

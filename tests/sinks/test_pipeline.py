@@ -13,6 +13,7 @@ import pytest
 
 import parsers.stream
 from agent.pipeline import PARSER_ERROR, SourcePipeline, read_into
+from agent.sources.lines import BLOCK
 from tests.support.harness import STATS
 from tests.support.lines import SAMPLES, all_fixture_lines, fresh
 
@@ -379,6 +380,33 @@ def test_a_vllm_log_that_later_shows_an_lmcache_servers_start_stays_vllms(tmp_pa
     pipeline.feed(VLLM_LOG, str(tmp_path / "gone.log"))
     assert "/v1/chat/completions" in _lmcache_server_numbers(pipeline.stats)[0]
     assert pipeline.stats.lines == 1 + len(LMCACHE_SERVER_LOG) + len(VLLM_LOG)
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_an_lmcache_servers_log_in_which_vllms_output_begins_later_is_read_as_any_from_there(
+    tmp_path: Path, named: bool
+) -> None:
+    """Told by its first lines, an LMCache server's log is so until vLLM's own output shows in it (both servers
+    writing one file): the server's uvicorn lines before it count as none of vLLM's, vLLM's own after it count, and
+    the file is read as any log at its next stream (a glob's turn).  Named so (the control), it stays the server's."""
+    log = tmp_path / "both.log"
+    # Its first block whole (past the lines read after it that may still tell): the server's stores fill it.
+    server_lines = LMCACHE_SERVER_LOG[:-1] + LMCACHE_SERVER_LOG[4:5] * 1000 + LMCACHE_SERVER_LOG[-1:]
+    log.write_text("\n".join(server_lines) + "\n")
+    assert log.stat().st_size > BLOCK
+    if named:
+        pipeline = SourcePipeline("both", UTC, 1 << 20, lmcache_server_logs=(str(log),))
+    else:
+        pipeline = SourcePipeline("both", UTC, 1 << 20, tell_lmcache_server=True)
+    pipeline.feed(server_lines, str(log))
+    assert _lmcache_server_numbers(pipeline.stats) == (set(), 0) and pipeline.stats.stores == 1001
+    pipeline.feed(VLLM_LOG, str(log))
+    assert _lmcache_server_numbers(pipeline.stats) == ((set() if named else {"/v1/chat/completions"}), 0)
+    assert pipeline.stats.ready == (0 if named else 1)
+    pipeline.streams.clear()  # (as when a glob's files are read in turns)
+    pipeline.feed(VLLM_LOG[2:], str(log))
+    assert len(pipeline.stats.http) == (0 if named else 1)
+    assert sum(pipeline.stats.http.values()) == (0 if named else 2)
 
 
 def test_the_first_lines_of_a_globs_files_read_in_turns_are_read_once(tmp_path: Path, monkeypatch) -> None:
