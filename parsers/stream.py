@@ -57,6 +57,10 @@ from parsers.events import (
     KvCacheCapacity,
     KvLoadFailure,
     KvTransferStats,
+    LmcacheL1Usage,
+    LmcacheLookupSummary,
+    LmcacheMpLookup,
+    LmcachePrefetch,
     LmcacheServerStarted,
     LogProblem,
     ModelLoaded,
@@ -96,6 +100,11 @@ _HTTP_SERVER_KINDS = frozenset((HttpAccess, ServerReady, ServerShutdown))
 # What an LMCache server's own log gives besides its cache's events (``lmcache_*``): its HTTP server's, its
 # problems, its crash.
 _LMCACHE_SERVER_LOG_KINDS = _HTTP_SERVER_KINDS | {LogProblem, SuspiciousLine, ServerError}
+# What only an LMCache server writes: its start, and the multiprocess server's prefetches, lookups' ends (DEBUG),
+# hit-rate summaries and L1 usage, which show its log where its start is gone (a copy another tool rotated).
+_LMCACHE_SERVER_ONLY_KINDS = frozenset(
+    (LmcacheServerStarted, LmcachePrefetch, LmcacheMpLookup, LmcacheLookupSummary, LmcacheL1Usage)
+)
 # What only vLLM's own processes write: its engine's and its API server's start, statistics and requests.  In a
 # log its first lines showed to be an LMCache server's, one of these shows vLLM's output begun in it since.
 _VLLM_OUTPUT_KINDS = frozenset(
@@ -131,18 +140,19 @@ _VLLM_OUTPUT_KINDS = frozenset(
 
 def lmcache_server_shown(events: Iterable[Event]) -> bool | None:
     """What the events of a log's first lines show of whose log it is: True for an LMCache multiprocess server's
-    own (its start among them, and nothing else than such a log gives), False for another's (a vLLM server's log,
-    an LMCache server's with vLLM's output in it after its start, give vLLM's events at once), None where they
-    show neither (no start, nothing else: a log begun with the server's banner and settings, or no line yet).
-    A reader not told whose log it reads may take it for one so (a line alone does not tell)."""
-    started = False
+    own (its start or a line only such a server writes among them, and nothing else than such a log gives), False
+    for another's (a vLLM server's log, an LMCache server's with vLLM's output in it, give vLLM's events at once),
+    None where they show neither (nothing only that server writes, nothing else: a log begun with the server's
+    banner and settings, an idle server's health checks, or no line yet).  A reader not told whose log it reads
+    may take it for one so (a line alone does not tell)."""
+    shown = False
     for event in events:
         kind = type(event)
-        if kind is LmcacheServerStarted:
-            started = True
+        if kind in _LMCACHE_SERVER_ONLY_KINDS:
+            shown = True
         elif kind not in _LMCACHE_SERVER_LOG_KINDS and not event.kind.startswith("lmcache_"):
             return False
-    return True if started else None
+    return True if shown else None
 
 
 def _without_http_server(events: Sequence[Event]) -> tuple[Event, ...]:

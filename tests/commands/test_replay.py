@@ -268,6 +268,15 @@ def test_an_lmcache_servers_log_in_which_vllms_output_begins_after_its_first_blo
     assert sum(replay.servers["mp"].http.values()) == 3 and replay.servers["mp"].shutdowns == 1
 
 
+def test_an_lmcache_servers_log_whose_start_is_gone_is_told_by_what_only_that_server_writes(tmp_path: Path) -> None:
+    """A copy another tool rotated, beginning after the server's start: its prefetches tell, as its start would."""
+    rotated = tmp_path / "lmcache-server.log.1"
+    rotated.write_text("".join(MP_SERVER_LOG.read_text(encoding="utf-8").splitlines(keepends=True)[62:]))
+    text = kvwatch("replay", "--server", "mp", str(MP_VLLM_LOG), str(rotated)).stdout.decode()
+    assert "1 shutdown(s)" in text and "HTTP 2xx 3" in text, text
+    assert "2 prefetches with a hit, 22 of 22 keys found" in text
+
+
 def test_an_lmcache_servers_log_on_a_pipe_whose_events_are_written_as_they_come_is_told_by_its_first_lines() -> None:
     """Its first lines tell one by one (nothing is held back): its start comes before its HTTP server's lines."""
     piped = kvwatch("replay", "-f", "events", "-", stdin=MP_SERVER_LOG.read_bytes()).stdout.decode()

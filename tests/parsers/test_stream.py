@@ -415,6 +415,10 @@ def test_a_log_whose_first_lines_show_an_lmcache_server_s_start_and_nothing_of_v
     server = head("lmcache-0.5.6-mp-server.log")
     assert shown(server) is True
     assert shown(head("lmcache-0.5.6-mp-server.log", 60)) is None  # its banner and settings: before its start
+    rotated = (samples / "lmcache-0.5.6-mp-server.log").read_text(encoding="utf-8").splitlines()[62:]
+    assert shown(LogStream().feed(rotated[0]) + LogStream().feed(rotated[2])) is None  # its HTTP server's alone
+    stream = LogStream()
+    assert shown([event for line in rotated for event in stream.feed(line)]) is True  # its start gone: its prefetches
     for name in ("vllm-0.32.0-cpu-lmcache-0.5.6-mp.log", "vllm-0.32.0-cpu-lmcache-0.5.6.log", "vllm-0.32.0-cpu.log"):
         assert shown(head(name)) is False, name
         assert shown(server + head(name)) is False, name  # both servers' output

@@ -368,6 +368,21 @@ def test_a_followed_lmcache_servers_log_begun_before_its_start_is_told_by_the_li
     assert _lmcache_server_numbers(pipeline.stats) == (set(), 0) and pipeline.stats.prefetches == 2
 
 
+def test_a_followed_lmcache_servers_log_whose_start_is_gone_is_told_by_what_only_that_server_writes(
+    tmp_path: Path,
+) -> None:
+    """A copy another tool rotated begins after the server's start: its prefetches tell (the real sample's lines)."""
+    sample = (SAMPLES / "lmcache-0.5.6-mp-server.log").read_text(encoding="utf-8").splitlines()[62:]
+    server_log = tmp_path / "lmcache-server.log.1"
+    server_log.write_text("\n".join(sample) + "\n")
+    pipeline = SourcePipeline("mp", UTC, 1 << 20, tell_lmcache_server=True)
+    pipeline.feed(sample, str(server_log))
+    named = SourcePipeline("mp", UTC, 1 << 20, lmcache_server_logs=(str(server_log),))
+    named.feed(sample, str(server_log))
+    assert _numbers(pipeline.stats) == _numbers(named.stats)
+    assert _lmcache_server_numbers(pipeline.stats) == (set(), 0) and pipeline.stats.prefetches == 2
+
+
 def test_a_vllm_log_that_later_shows_an_lmcache_servers_start_stays_vllms(tmp_path: Path) -> None:
     """vLLM's lines tell at once: an LMCache server's output later in the same file (both servers writing one
     file) does not make its uvicorn lines any less vLLM's; and a file gone before it was looked at is read."""
