@@ -378,8 +378,16 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             query(rate("kvwatch_lmcache_lookup_timeouts_total"), "{{server}} timeouts/s"),
             query(rate("kvwatch_lmcache_lookups_pending_total"), "{{server}} pending/s"),
             query(rate("kvwatch_lmcache_lookups_below_min_retrieve_total"), "{{server}} below min_retrieve/s"),
+            query(
+                rate("kvwatch_lmcache_unhealthy_skips_total", by="server, operation"),
+                "{{server}} {{operation}}s skipped unhealthy/s",
+            ),
             query(f"max by (server) (kvwatch_lmcache_degraded{{{SERVERS}}})", "{{server}} degraded"),
-            description="Degraded is 1 while LMCache runs without its engine (every lookup a miss).",
+            query(f"max by (server) (kvwatch_lmcache_unhealthy{{{SERVERS}}})", "{{server}} unhealthy"),
+            description=(
+                "Degraded is 1 while LMCache runs without its engine (every lookup a miss); unhealthy while its "
+                "health monitor holds it so (lookups, loads and stores skipped)."
+            ),
             width=12,
             no_value=IN_PROCESS_ONLY,
         )

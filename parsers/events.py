@@ -213,7 +213,7 @@ class LmcacheStoreSkipped(Event):
     was full (``memory_pressure``: ``Local cpu memory under pressure so choosing to store only N total chunks of
     KV cache.`` and ``... choosing to not store the KV cache.``; before mid-2025 ``Failed to allocate memory for
     the KV cache.``) or its engine was marked unhealthy (``unhealthy``: ``LMCache is unhealthy, skipping store
-    operation``)."""
+    operation``, or ``store_layer`` for a layer-wise store)."""
 
     kind: ClassVar[str] = "lmcache_store_skipped"
     reason: StoreSkipReason = "memory_pressure"  #: memory_pressure or unhealthy
@@ -251,6 +251,42 @@ class LmcacheDegraded(Event):
     """LMCache could not start its engine and runs without caching (recompute)."""
 
     kind: ClassVar[str] = "lmcache_degraded"
+
+
+@dataclass(slots=True)
+class LmcacheHealth(Event):
+    """LMCache's health monitor (its periodic checks of a remote backend) changed its verdict: unhealthy
+    (``HealthMonitor: System unhealthy, entering degraded mode``: until it recovers LMCache skips its lookups,
+    which report no hit, its loads and its stores) or recovered (``System recovered, restoring normal operations``)."""
+
+    kind: ClassVar[str] = "lmcache_health"
+    healthy: bool = True  #: false: entering degraded mode; true: recovered
+
+
+@dataclass(slots=True)
+class LmcacheBackendBypass(Event):
+    """LMCache's storage manager bypassed one of its storage backends, or stopped doing so: ``StorageManager:
+    Backend X is now bypassed`` (a failed health check's ``LOCAL_CPU`` fallback, or its bypass API: the backend is
+    skipped for lookups, loads and stores) and ``... bypass removed, restored to normal operation``."""
+
+    kind: ClassVar[str] = "lmcache_backend_bypass"
+    backend: str = ""  #: the backend's name as LMCache gives it (RemoteBackend, LocalDiskBackend ...)
+    bypassed: bool = True  #: true: bypassed from now on; false: restored
+
+
+UnhealthySkipOperation = Literal["lookup", "retrieve"]
+UNHEALTHY_SKIP_OPERATIONS: tuple[str, ...] = get_args(UnhealthySkipOperation)
+
+
+@dataclass(slots=True)
+class LmcacheUnhealthySkip(Event):
+    """LMCache skipped a lookup (``LMCache is unhealthy, skipping lookup operation``: it reports no hit) or a load
+    (``... skipping retrieve operation``, ``retrieve_layer`` for a layer-wise one: vLLM computes those tokens)
+    while its health monitor held it unhealthy.  (A store it skipped so is ``lmcache_store_skipped``.)"""
+
+    kind: ClassVar[str] = "lmcache_unhealthy_skip"
+    operation: UnhealthySkipOperation = "lookup"  #: lookup or retrieve
+    rank: int | None = None  #: tensor-parallel rank, when the line names it
 
 
 @dataclass(slots=True)
@@ -871,6 +907,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheRetrieve,
     LmcacheInitialized,
     LmcacheDegraded,
+    LmcacheHealth,
+    LmcacheBackendBypass,
+    LmcacheUnhealthySkip,
     LmcacheLookupTimeout,
     LmcacheLoadFailed,
     LmcacheLoadBypassed,

@@ -12,7 +12,9 @@ import re
 
 from parsers.events import (
     Event,
+    LmcacheBackendBypass,
     LmcacheDegraded,
+    LmcacheHealth,
     LmcacheInitialized,
     LmcacheL1Usage,
     LmcacheLoadBypassed,
@@ -30,6 +32,7 @@ from parsers.events import (
     LmcacheStore,
     LmcacheStoreSkipped,
     LmcacheStoreStart,
+    LmcacheUnhealthySkip,
     RequestPreempted,
     RequestResumed,
 )
@@ -213,7 +216,14 @@ LOAD_FAILED = re.compile(rf"Request (\S{{1,256}}) failed to load ({INTEGER}) tok
 # whole seconds): it returns no hit tokens and vLLM computes the prompt.
 ASYNC_LOOKUP_TIMEOUT = re.compile(rf"Request (\S{{1,256}}) is still waiting for async lookup after ({INTEGER}) seconds")
 ASYNC_LOOKUP_GIVEN_UP = ", returning 0 lmcache cached tokens so vllm can recompute"  # the rest of that line
-_UNHEALTHY_STORE = "LMCache is unhealthy, skipping store operation"
+# What LMCache skips while its health monitor holds it unhealthy: a store (layer-wise: store_layer), a load
+# (retrieve_layer), a lookup.
+UNHEALTHY_SKIP = re.compile(r"LMCache is unhealthy, skipping (store|retrieve|lookup)(?:_layer)? operation")
+# Its health monitor's verdict, and a storage backend its storage manager bypasses (or restores).
+HEALTH = re.compile(r"HealthMonitor: System (unhealthy, entering degraded mode|recovered, restoring normal operations)")
+BACKEND_BYPASS = re.compile(
+    r"StorageManager: Backend (\S{1,128}) (is now bypassed|bypass removed, restored to normal operation)"
+)
 
 
 def parse_lookup(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
@@ -383,12 +393,13 @@ def parse_storing(line: str, start: int, stamp: str | None, rank: int | None) ->
 
 
 def parse_initialized(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
-    """``LMCache initialized for role ...`` (in vLLM), the multiprocess server's start, or a store its failed
-    health check skipped."""
+    """``LMCache initialized for role ...`` (in vLLM), the multiprocess server's start, or what it skipped while
+    unhealthy."""
     m = _INITIALIZED.match(line, start)
     if m is None:
-        if line.startswith(_UNHEALTHY_STORE, start):
-            return (LmcacheStoreSkipped(stamp, "unhealthy", rank=rank),)
+        skipped = UNHEALTHY_SKIP.match(line, start)
+        if skipped is not None:
+            return _skipped_while_unhealthy(skipped.group(1), stamp, rank)
         return parse_server_start(line, start, stamp, rank)
     role = m.group(1).rsplit(".", 1)[-1].lower()
     return (LmcacheInitialized(stamp, role, m.group(2), m.group(3)),)
@@ -430,6 +441,36 @@ def parse_memory_pressure(line: str, start: int, stamp: str | None, rank: int | 
         return ()
     chunks = m.group(1)
     return (LmcacheStoreSkipped(stamp, "memory_pressure", int(chunks) if chunks is not None else None, rank),)
+
+
+def parse_unhealthy_skip(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """``LMCache is unhealthy, skipping <operation> operation``."""
+    m = UNHEALTHY_SKIP.match(line, start)
+    return _skipped_while_unhealthy(m.group(1), stamp, rank) if m is not None else ()
+
+
+def _skipped_while_unhealthy(operation: str, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """A store LMCache skipped while unhealthy, or a load or lookup."""
+    if operation == "store":
+        return (LmcacheStoreSkipped(stamp, "unhealthy", rank=rank),)
+    return (LmcacheUnhealthySkip(stamp, "retrieve" if operation == "retrieve" else "lookup", rank),)
+
+
+def parse_health(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """``HealthMonitor: System unhealthy, entering degraded mode`` or ``... recovered, restoring normal
+    operations``; its other words give nothing."""
+    m = HEALTH.match(line, start)
+    if m is None:
+        return ()
+    return (LmcacheHealth(stamp, m.group(1).startswith("recovered")),)
+
+
+def parse_backend_bypass(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """``StorageManager: Backend X is now bypassed`` or ``... bypass removed, restored to normal operation``."""
+    m = BACKEND_BYPASS.match(line, start)
+    if m is None:
+        return ()
+    return (LmcacheBackendBypass(stamp, m.group(1), m.group(2) == "is now bypassed"),)
 
 
 def parse_request(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
@@ -570,6 +611,8 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Local": (parse_memory_pressure, "lmcache_store_skipped"),
     "Request": (parse_request, "lmcache_load_failed"),
     "Timeout": (parse_timeout, "lmcache_lookup_timeout"),
+    "HealthMonitor:": (parse_health, "lmcache_health"),
+    "StorageManager:": (parse_backend_bypass, "lmcache_backend_bypass"),
     "Prefetch": (parse_prefetch, "lmcache_prefetch"),
     "MP": (parse_mp_event, "lmcache_mp_lookup"),
     "L1": (parse_l1_usage, "lmcache_l1_usage"),

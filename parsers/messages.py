@@ -141,7 +141,12 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "L1": _exact(_whole(lmcache.L1_USAGE.pattern), _lmcache(lmcache.parse_l1_usage)),
     "Local": _exact(_whole(lmcache.MEMORY_PRESSURE.pattern), _lmcache(lmcache.parse_memory_pressure)),
     "lookup": _exact(_whole(lmcache.LOOKUP_SUMMARY.pattern), _lmcache(lmcache.parse_lookup_summary)),
-    "LMCache": _exact(_whole(lmcache.SERVER_START_ANY), _lmcache(lmcache.parse_server_start)),
+    "LMCache": _first_of(
+        _exact(_whole(lmcache.SERVER_START_ANY), _lmcache(lmcache.parse_server_start)),
+        _exact(_whole(lmcache.UNHEALTHY_SKIP.pattern), _lmcache(lmcache.parse_unhealthy_skip)),
+    ),
+    "HealthMonitor:": _exact(_whole(lmcache.HEALTH.pattern), _lmcache(lmcache.parse_health)),
+    "StorageManager:": _exact(_whole(lmcache.BACKEND_BYPASS.pattern), _lmcache(lmcache.parse_backend_bypass)),
     "Timeout": _exact(
         _whole(lmcache.RPC_TIMEOUT.pattern + r", recreating all sockets\. Error: [^`]{0,400}"),
         _lmcache(lmcache.parse_timeout),

@@ -88,6 +88,7 @@ class LogFindings:
     """What the logs said beside the canary's own requests."""
 
     degraded: bool = False  # LMCache said it runs without a connector
+    unhealthy: bool = False  # its health monitor held it unhealthy (its degraded mode: lookups skipped)
     mp_lookups: int = 0  # lookups LMCache's MP connector reported (vLLM's KV Transfer metrics lines)
     mp_stored_tokens: int = 0  # tokens a multiprocess server stored (its lines name no request)
 
@@ -252,6 +253,8 @@ def _note(event: ev.Event, by_id: dict[str, CanaryRequest], findings: LogFinding
         isinstance(event, ev.LmcacheLookupTimeout) and event.request_id is None
     ):
         findings.degraded = True  # its start failed, or a lookup RPC timed out: no request's own lookup
+    elif isinstance(event, ev.LmcacheUnhealthySkip) or (isinstance(event, ev.LmcacheHealth) and not event.healthy):
+        findings.unhealthy = True
     elif isinstance(event, ev.KvTransferStats) and event.values:
         findings.mp_lookups += int(event.values.get("LMCache MP lookup count", 0))
     request_id = getattr(event, "request_id", None)
@@ -293,6 +296,15 @@ def judge(sent: list[CanaryRequest], findings: LogFindings, chunk_size: int) -> 
     if not answered:
         return False, "no_answer", f"the server answered none of the canary's requests ({sent[0].error})"
     looked_up = [c for c in answered if c.looked_up]
+    if findings.unhealthy and not any(c.hit_tokens for c in looked_up):
+        return (
+            False,
+            "degraded",
+            (
+                "LMCache's health monitor holds it unhealthy (its degraded mode: 'HealthMonitor: System unhealthy'): "
+                "it skips lookups, loads and stores until its remote backend passes its health checks again"
+            ),
+        )
     if findings.degraded and not any(c.hit_tokens for c in looked_up):
         return (
             False,

@@ -16,7 +16,7 @@ import glob
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from agent.families import Sample, Samples, Spec, computed, counter, gauge, histogram, keyed, value_of
+from agent.families import Sample, Samples, Spec, computed, counter, flag, gauge, histogram, keyed, value_of
 from agent.sinks.stats import EngineStatsState, ServerStats, declare_count
 from parsers import events as ev
 
@@ -321,7 +321,7 @@ CATALOGUE: tuple[Spec, ...] = (
             "`memory_pressure` (`Local cpu memory under pressure so choosing to store only N total chunks`, "
             "earlier `Failed to allocate memory for the KV cache`: its local CPU memory full, "
             "`max_local_cpu_size` too small for the working set), `unhealthy` (`LMCache is unhealthy, skipping "
-            "store operation`); what was not stored cannot hit later"
+            "store operation`, or `store_layer`); what was not stored cannot hit later"
         ),
     ),
     counter(
@@ -388,6 +388,41 @@ CATALOGUE: tuple[Spec, ...] = (
         value_of("lmcache_degraded"),
         doc="1 after LMCache said it could not start its engine (recompute only), until the next server start",
         native="`lmcache:lmcache_is_healthy` (inverse)",
+    ),
+    gauge(
+        "kvwatch_lmcache_unhealthy",
+        "1 while LMCache's health monitor holds it unhealthy (degraded mode: its lookups, loads and stores skipped).",
+        flag(lambda s: bool(s.lmcache_unhealthy)),
+        doc=(
+            "1 from LMCache's `HealthMonitor: System unhealthy, entering degraded mode` (a remote backend failing its "
+            "health checks) until `System recovered, restoring normal operations` or the server's next start: "
+            "meanwhile LMCache skips its lookups (each a miss), loads and stores"
+        ),
+        native="`lmcache:lmcache_is_healthy` (inverse)",
+    ),
+    gauge(
+        "kvwatch_lmcache_backend_bypassed",
+        "1 while LMCache's storage manager bypasses a storage backend, 0 once it restored it.",
+        keyed("lmcache_bypassed_backends"),
+        labels="backend",
+        doc=(
+            "1 while LMCache's storage manager bypasses the storage `backend` (`StorageManager: Backend X is now "
+            "bypassed`: its health check failed and LMCache fell back to its local CPU memory, or its bypass API "
+            "said so), 0 once restored (`... bypass removed`) or the server started anew; none before a backend "
+            "was bypassed.  What that backend held does not hit meanwhile"
+        ),
+    ),
+    counter(
+        "kvwatch_lmcache_unhealthy_skips_total",
+        "Lookups and loads LMCache skipped while unhealthy: lookup (reported as no hit), retrieve.",
+        counted(ev.LmcacheUnhealthySkip, by="operation", always=ev.UNHEALTHY_SKIP_OPERATIONS),
+        labels="operation",
+        doc=(
+            "lookups and loads LMCache skipped while its health monitor held it unhealthy (`LMCache is unhealthy, "
+            "skipping lookup operation`: the lookup reports no hit; `... retrieve operation` or `retrieve_layer`: "
+            "vLLM computes those tokens); the stores it skipped so are "
+            '`kvwatch_lmcache_stores_skipped_total{reason="unhealthy"}`'
+        ),
     ),
     gauge(
         "kvwatch_lmcache_info",

@@ -42,13 +42,13 @@ class RequestRow:
 class ServerSide(NamedTuple):
     """What of the server a miss reason needs, as it was when the request ended (taken at every end)."""
 
-    degraded: bool  # LMCache running without its engine
+    degraded: bool  # LMCache running without its engine, or its health monitor holding it unhealthy
     connector_seen: bool  # any LMCache lookup, prefetch or start line so far
 
     @staticmethod
     def of(stats: ServerStats) -> ServerSide:
         seen = stats.lookups > 0 or stats.prefetches > 0 or stats.lmcache_info is not None
-        return _SIDES[bool(stats.lmcache_degraded)][seen]
+        return _SIDES[bool(stats.lmcache_degraded or stats.lmcache_unhealthy)][seen]
 
 
 # Every ServerSide there is, by (degraded, connector_seen): made once, not at every request's end.

@@ -479,6 +479,8 @@ _PEAKS = ("prompt_throughput", "generation_throughput", "running", "waiting", "k
 
 # kvwatch_sink_errors_total's sink for these stats (the pipeline's listeners are named as they are added).
 STATS_SINK = "stats"
+# Storage backends whose bypass is kept (LMCache names a handful; a log of made-up names stays bounded).
+MAX_BACKENDS = 32
 
 
 @dataclass(eq=False)
@@ -521,6 +523,10 @@ class ServerStats:
     retrieve_duration: Histogram = merged(lambda: Histogram(TRANSFER_SECONDS_BUCKETS))
     lookup_timeouts: int = counter()
     lmcache_info: tuple[str, str] | None = last()  # (version, vllm version)
+    # LMCache's health monitor: 1 while it holds LMCache unhealthy, 0 after it recovered or the server started anew
+    # (None: neither seen); the storage backends its storage manager bypassed (1) or restored (0).
+    lmcache_unhealthy: int | None = last()
+    lmcache_bypassed_backends: dict[str, int] = last(dict)
     # LMCache's multiprocess server
     prefetches: int = counter()
     prefetch_requested_keys: int = counter()
@@ -633,6 +639,8 @@ class ServerStats:
             ev.LmcacheStoreStart: self._store_start,
             ev.LmcacheInitialized: self._lmcache_initialized,
             ev.LmcacheDegraded: self._lmcache_degraded,
+            ev.LmcacheHealth: self._lmcache_health,
+            ev.LmcacheBackendBypass: self._backend_bypass,
             ev.LmcacheLookupTimeout: self._lookup_timeout,
             ev.LmcachePrefetch: self._prefetch,
             ev.LmcacheL1Usage: self._l1_usage,
@@ -786,6 +794,14 @@ class ServerStats:
 
     def _lmcache_degraded(self, e: ev.LmcacheDegraded) -> None:
         self._transition("degraded")
+
+    def _lmcache_health(self, e: ev.LmcacheHealth) -> None:
+        self.lmcache_unhealthy = 0 if e.healthy else 1
+
+    def _backend_bypass(self, e: ev.LmcacheBackendBypass) -> None:
+        backends = self.lmcache_bypassed_backends
+        if e.backend in backends or len(backends) < MAX_BACKENDS:
+            backends[e.backend] = 1 if e.bypassed else 0
 
     def _lookup_timeout(self, e: ev.LmcacheLookupTimeout) -> None:
         self.lookup_timeouts += 1
@@ -1079,10 +1095,15 @@ class ServerStats:
         self.service_start_limit_hits[unit] = self.service_start_limit_hits.get(unit, 0) + 1
 
     def _started_anew(self) -> None:
-        """A new run of the server: no engine asleep or paused, and none running anything yet."""
+        """A new run of the server: no engine asleep or paused, and none running anything yet; its LMCache starts
+        healthy, bypassing no backend."""
         self._at_work()
         for state in self.engines.values():
             state.idle()
+        self.lmcache_unhealthy = 0
+        backends = self.lmcache_bypassed_backends
+        for backend in backends:
+            backends[backend] = 0
 
     def _at_work(self) -> None:
         """No engine asleep or paused: the server's processes ended (or start anew, awake and going)."""

@@ -47,6 +47,8 @@ class ServerStatus:
     lmcache_lookup_tokens: float = 0.0
     lmcache_hit_tokens: float = 0.0
     lmcache_degraded: bool = False
+    lmcache_unhealthy: bool = False  # its health monitor's degraded mode
+    lmcache_bypassed_backends: list[str] = field(default_factory=list)
     lmcache_server_hit_ratio: float | None = None  # the multiprocess server's last hit-rate summary (prefix), 0..1
     errors: dict[str, float] = field(default_factory=dict)
     suspicious_lines: float = 0.0
@@ -87,6 +89,9 @@ class ServerStatus:
         found += [f"{kind} error" for kind, count in sorted(self.errors.items()) if count]
         if self.lmcache_degraded:
             found.append("LMCache degraded")
+        if self.lmcache_unhealthy:
+            found.append("LMCache unhealthy")
+        found += [f"LMCache bypassing {backend}" for backend in sorted(self.lmcache_bypassed_backends)]
         if self.lmcache_error_lines:
             found.append("LMCache errors logged")
         if self.lmcache_memory_full:
@@ -223,6 +228,11 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
             s.lmcache_server_hit_ratio = value
     elif name == "kvwatch_lmcache_degraded":
         s.lmcache_degraded = value == 1
+    elif name == "kvwatch_lmcache_unhealthy":
+        s.lmcache_unhealthy = value == 1
+    elif name == "kvwatch_lmcache_backend_bypassed":
+        if value == 1:
+            s.lmcache_bypassed_backends.append(labels.get("backend", ""))
     elif name == "kvwatch_vllm_errors_total":
         s.errors[labels.get("error", "other")] = value
     elif name == "kvwatch_lines_suspicious_total":

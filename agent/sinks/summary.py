@@ -14,6 +14,7 @@ _LOAD_FAILURES = declare_count(ev.LmcacheLoadFailed)
 _LOAD_FAILED_TOKENS = declare_count(ev.LmcacheLoadFailed, "tokens")
 _LOADS_BYPASSED = declare_count(ev.LmcacheLoadBypassed)
 _STORES_SKIPPED = declare_count(ev.LmcacheStoreSkipped, by="reason")
+_UNHEALTHY_SKIPS = declare_count(ev.LmcacheUnhealthySkip, by="operation")
 _MP_LOOKUPS = declare_count(ev.LmcacheMpLookup, by="result")
 _RESUMED = declare_count(ev.RequestResumed)
 
@@ -148,12 +149,16 @@ def _lmcache(s: ServerStats) -> list[str]:
         f"retrieved {s.retrieved_tokens:,} in {s.retrieves:,}"
         + (f"; {s.lookup_timeouts:,} lookup timeouts" if s.lookup_timeouts else "")
         + ("; DEGRADED (LMCache engine failed to start)" if s.lmcache_degraded else "")
+        + ("; UNHEALTHY at the end (its health monitor's degraded mode)" if s.lmcache_unhealthy else "")
+        + "".join(
+            f"; bypassing {backend} at the end" for backend, on in sorted(s.lmcache_bypassed_backends.items()) if on
+        )
         + _lmcache_shortfalls(s)
     ]
 
 
 def _lmcache_shortfalls(s: ServerStats) -> str:
-    """Stores LMCache cut short and loads it completed only in part."""
+    """Stores LMCache cut short, loads it completed only in part, what it skipped while unhealthy."""
     skipped = {reason: int(n) for reason, n in s.counts_by(_STORES_SKIPPED).items()}
     failures = s.count_of(_LOAD_FAILURES)
     text = f"; stores cut short: {_counted(skipped)}" if any(skipped.values()) else ""
@@ -162,6 +167,9 @@ def _lmcache_shortfalls(s: ServerStats) -> str:
     bypassed = s.count_of(_LOADS_BYPASSED)
     if bypassed:
         text += f"; {bypassed:,.0f} failed loads bypassed (computed again)"
+    unhealthy = {operation: int(n) for operation, n in s.counts_by(_UNHEALTHY_SKIPS).items()}
+    if any(unhealthy.values()):
+        text += f"; skipped while unhealthy: {_counted(unhealthy)}"
     return text
 
 

@@ -139,13 +139,23 @@ def test_a_working_cache_passes_with_a_row_per_request(tmp_path: Path) -> None:
             ),
             "LMCache gave up on the lookup of 1 of the 1 later requests after 3 s",
         ),
+        (
+            lambda n, rid: [
+                f"[{STAMP}] LMCache WARNING: HealthMonitor: System unhealthy, entering degraded mode "
+                "(base.py:281:lmcache.v1.health_monitor.base)",
+                f"[{STAMP}] LMCache WARNING: LMCache is unhealthy, skipping lookup operation "
+                "(cache_engine.py:1193:lmcache.v1.cache_engine)",
+                lookup(rid, 480, 0),
+            ],
+            "LMCache's health monitor holds it unhealthy",
+        ),
         (lambda n, rid: [lookup(rid, 120, 0)], "shorter than LMCache's chunk size (256)"),
         (
             lambda n, rid: [lookup(rid, 480, 0)] + ([stored(rid, 256)] if n == 1 else []),
             "hash tokens differently (start the server with PYTHONHASHSEED=0)",
         ),
     ],
-    ids=["no-connector", "degraded", "lookup-timeout", "prompt-under-chunk", "hash-seed"],
+    ids=["no-connector", "degraded", "lookup-timeout", "unhealthy", "prompt-under-chunk", "hash-seed"],
 )
 def test_each_failure_is_explained(tmp_path: Path, behave, explanation: str) -> None:
     result = run_canary(tmp_path, behave, "-n", "2")

@@ -118,13 +118,22 @@ def test_summary_says_what_lmcache_failed_to_store_or_load_and_how_long_vllm_s_p
         + 3
         * "(EngineCore_DP0 pid=7) INFO 01-27 01:41:41 [shm_broadcast.py:542] No available shared memory broadcast "
         "block found in 60 seconds. This typically happens when some processes are hanging or doing some "
-        "time-consuming work (e.g. compilation, weight/kv cache quantization).\n",
+        "time-consuming work (e.g. compilation, weight/kv cache quantization).\n"
+        "(EngineCore_DP0 pid=7) [2026-01-27 01:42:00,000] LMCache INFO: StorageManager: Backend RemoteBackend is now "
+        "bypassed (storage_manager.py:899:lmcache.v1.storage_backend.storage_manager)\n"
+        "(EngineCore_DP0 pid=7) [2026-01-27 01:42:00,001] LMCache WARNING: HealthMonitor: System unhealthy, entering "
+        "degraded mode (base.py:281:lmcache.v1.health_monitor.base)\n"
+        + 2
+        * f"(EngineCore_DP0 pid=7) [2026-01-27 01:42:01,000] LMCache WARNING: LMCache is unhealthy, skipping lookup "
+        f"operation {tail}\n",
         encoding="utf-8",
     )
     result = kvwatch("replay", str(log))
     assert result.returncode == 0, result.stderr
     text = result.stdout.decode()
     assert "; stores cut short: memory_pressure 2; 1 loads failed (256 tokens)" in text
+    assert "; skipped while unhealthy: lookup 2" in text
+    assert "; UNHEALTHY at the end (its health monitor's degraded mode); bypassing RemoteBackend at the end" in text
     assert "waits        vLLM's processes waited on each other 180 s" in text
 
 

@@ -78,6 +78,20 @@ def test_a_lookup_lmcache_gave_up_on_is_the_reason_not_a_miss() -> None:
     assert (row["lmcache_hit_tokens"], row["reason"]) == (0, "LMCache's lookup timed out: computed again")
 
 
+def test_a_miss_while_lmcache_is_unhealthy_is_its_degraded_mode_not_a_prompt_never_seen() -> None:
+    """Its health monitor's degraded mode: LMCache skips the lookup, which reports no hit."""
+    unhealthy = (
+        "[2026-11-25 05:40:56,400] LMCache WARNING: HealthMonitor: System unhealthy, entering degraded mode "
+        "(base.py:281:lmcache.v1.health_monitor.base)"
+    )
+    recovered = unhealthy.replace("WARNING", "INFO").replace(
+        "unhealthy, entering degraded mode", "recovered, restoring normal operations"
+    )
+    miss = lookup("chatcmpl-a-11111111", 600, 0)
+    assert one(unhealthy, miss)["reason"] == "LMCache degraded"
+    assert one(unhealthy, recovered, miss)["reason"] == "not seen before"
+
+
 def test_a_lookup_that_never_finished_and_a_server_without_lmcache() -> None:
     pending = "[2026-11-25 05:40:56,000] LMCache INFO: Reqid: chatcmpl-a-11111111, Total tokens 600, LMCache hit "
     pending += "tokens: None. (vllm_v1_adapter.py:1:lmcache.integration.vllm.x)"

@@ -682,3 +682,82 @@ def test_a_resume_counts_the_load_of_its_last_resume_load_line_once() -> None:
 @pytest.mark.parametrize("cut", range(1, len(PREEMPTION_LOG)))
 def test_preemptions_and_resume_loads_of_parts_merge_to_one_pass(cut: int) -> None:
     assert preemption_numbers(read_in_two(PREEMPTION_LOG, cut)) == (2, 3, 2, 1792 + 2048)
+
+
+def _lmcache_line(level: str, message: str, where: str = "x.py:1:lmcache.v1.x") -> str:
+    return f"[2026-11-25 05:41:02,118] LMCache {level}: {message} ({where})"
+
+
+# LMCache's health monitor through a run and a restart: unhealthy (a backend bypassed, its lookups and a load
+# skipped), recovered, unhealthy again, the server started anew (healthy, nothing bypassed), a second backend.
+HEALTH_LOG = [
+    "(APIServer pid=1) INFO 11-25 05:32:00 [api_server.py:1] vLLM API server version 0.32.0",
+    _lmcache_line("INFO", "StorageManager: Backend RemoteBackend is now bypassed"),
+    _lmcache_line("WARNING", "HealthMonitor: System unhealthy, entering degraded mode"),
+    _lmcache_line("WARNING", "LMCache is unhealthy, skipping lookup operation"),
+    _lmcache_line("WARNING", "LMCache is unhealthy, skipping lookup operation"),
+    _lmcache_line("WARNING", "LMCache is unhealthy, skipping retrieve_layer operation"),
+    _lmcache_line("WARNING", "LMCache is unhealthy, skipping store operation"),
+    _lmcache_line("INFO", "HealthMonitor: System recovered, restoring normal operations"),
+    _lmcache_line("INFO", "StorageManager: Backend RemoteBackend bypass removed, restored to normal operation"),
+    _lmcache_line("WARNING", "HealthMonitor: System unhealthy, entering degraded mode"),
+    _lmcache_line("INFO", "StorageManager: Backend RemoteBackend is now bypassed"),
+    "(APIServer pid=2) INFO 11-25 06:00:00 [api_server.py:1] vLLM API server version 0.32.0",
+    _lmcache_line("INFO", "StorageManager: Backend LocalDiskBackend is now bypassed"),
+]
+
+
+def _lmcache_health(stats: ServerStats) -> dict:
+    samples = exposition(stats)
+    return {
+        "unhealthy": samples[("kvwatch_lmcache_unhealthy", (("server", "s"),))],
+        "bypassed": {
+            dict(labels)["backend"]: v
+            for (name, labels), v in samples.items()
+            if name == "kvwatch_lmcache_backend_bypassed"
+        },
+        "skipped": {
+            dict(labels)["operation"]: v
+            for (name, labels), v in samples.items()
+            if name == "kvwatch_lmcache_unhealthy_skips_total"
+        },
+        "stores": samples[("kvwatch_lmcache_stores_skipped_total", (("reason", "unhealthy"), ("server", "s")))],
+    }
+
+
+@pytest.mark.parametrize(
+    ("upto", "unhealthy", "bypassed"),
+    [
+        (4, 1, {"RemoteBackend": 1}),
+        (8, 0, {"RemoteBackend": 1}),  # recovered
+        (10, 1, {"RemoteBackend": 0}),  # unhealthy again, the backend restored
+        (11, 1, {"RemoteBackend": 1}),
+        (12, 0, {"RemoteBackend": 0}),  # started anew
+        (13, 0, {"RemoteBackend": 0, "LocalDiskBackend": 1}),
+    ],
+)
+def test_lmcache_health_and_bypassed_backends_follow_the_log_and_a_restart(
+    upto: int, unhealthy: int, bypassed: dict
+) -> None:
+    got = _lmcache_health(feed(fresh(), HEALTH_LOG[:upto]))
+    assert (got["unhealthy"], got["bypassed"]) == (unhealthy, bypassed)
+    assert got["skipped"] == ({"lookup": 1, "retrieve": 0} if upto == 4 else {"lookup": 2, "retrieve": 1})
+    assert got["stores"] == (0 if upto == 4 else 1)
+
+
+def test_lmcache_health_is_exported_from_the_start() -> None:
+    assert _lmcache_health(fresh()) == {
+        "unhealthy": 0,
+        "bypassed": {},
+        "skipped": {"lookup": 0, "retrieve": 0},
+        "stores": 0,
+    }
+
+
+@pytest.mark.parametrize("upto", range(1, len(HEALTH_LOG) + 1))
+def test_lmcache_health_of_parts_merges_to_one_pass(upto: int) -> None:
+    """Every beginning of the log, cut anywhere."""
+    lines = HEALTH_LOG[:upto]
+    whole = _lmcache_health(feed(fresh(), lines))
+    for cut in range(upto + 1):
+        assert _lmcache_health(read_in_two(lines, cut)) == whole, cut

@@ -64,6 +64,11 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
         'kvwatch_canary_ok{server="s",reason="nothing_hit"} 1\n'
         'kvwatch_log_problem_lines_total{server="t",producer="lmcache",level="warning"} 9\n'
         "kvwatch_gpus_missing 1\n"
+        'kvwatch_lmcache_unhealthy{server="s"} 1\n'
+        'kvwatch_lmcache_unhealthy{server="t"} 0\n'
+        'kvwatch_lmcache_backend_bypassed{server="s",backend="RemoteBackend"} 1\n'
+        'kvwatch_lmcache_backend_bypassed{server="s",backend="LocalDiskBackend"} 0\n'
+        'kvwatch_lmcache_backend_bypassed{server="t",backend="RemoteBackend"} 0\n'
     )
     snapshot = read_snapshot(text)
     server = snapshot.servers["s"]
@@ -71,6 +76,8 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
     assert server.conditions() == [
         "crash_loop",
         "oom error",
+        "LMCache unhealthy",
+        "LMCache bypassing RemoteBackend",
         "LMCache errors logged",
         "LMCache memory full",
         "suspicious lines",
