@@ -348,7 +348,7 @@ def read_into(
     return reader.lines, reader.error
 
 
-def _tell(stream: LogStream, events: Events, left: int) -> int:
+def _tell_by_line(stream: LogStream, events: Events, left: int) -> int:
     """One more of a log's first lines (its ``events``) told whether it is an LMCache server's own; returns how many
     more may tell (0 once one did).  Its start tells before anything of vLLM's, and its uvicorn lines follow it."""
     shown = lmcache_server_shown(events)
@@ -526,7 +526,7 @@ def _event_loop(
                 holding = stream.holding
                 events = stream.feed(line)
                 if telling:
-                    telling = _tell(stream, events, telling)
+                    telling = _tell_by_line(stream, events, telling)
                 if events:
                     stats.parsed_lines += 1
                     late = stream.late if holding else 0

@@ -213,7 +213,8 @@ class LmcacheStoreSkipped(Event):
     was full (``memory_pressure``: ``Local cpu memory under pressure so choosing to store only N total chunks of
     KV cache.`` and ``... choosing to not store the KV cache.``; before mid-2025 ``Failed to allocate memory for
     the KV cache.``) or its engine was marked unhealthy (``unhealthy``: ``LMCache is unhealthy, skipping store
-    operation``, or ``store_layer`` for a layer-wise store)."""
+    operation``, or ``store_layer`` for a layer-wise store; in multiprocess mode the connector's ``Dropping store for
+    request X while the server is unhealthy``)."""
 
     kind: ClassVar[str] = "lmcache_store_skipped"
     reason: StoreSkipReason = "memory_pressure"  #: memory_pressure or unhealthy
@@ -257,7 +258,9 @@ class LmcacheDegraded(Event):
 class LmcacheHealth(Event):
     """LMCache's health monitor (its periodic checks of a remote backend) changed its verdict: unhealthy
     (``HealthMonitor: System unhealthy, entering degraded mode``: until it recovers LMCache skips its lookups,
-    which report no hit, its loads and its stores) or recovered (``System recovered, restoring normal operations``)."""
+    which report no hit, its loads and its stores) or recovered (``System recovered, restoring normal operations``).
+    In multiprocess mode, the connector in vLLM on its LMCache server (its heartbeats): ``LMCache server is unhealthy
+    — entering degraded mode`` and ``LMCache server is healthy again — resuming normal operation``."""
 
     kind: ClassVar[str] = "lmcache_health"
     healthy: bool = True  #: false: entering degraded mode; true: recovered
@@ -292,8 +295,10 @@ class LmcacheUnhealthySkip(Event):
 @dataclass(slots=True)
 class LmcacheLookupTimeout(Event):
     """LMCache gave up on a lookup and reports no hit, so vLLM computes the prompt: its lookup RPC timed out
-    (``Timeout occurred for rank N``: it recreates its sockets), or its asynchronous lookup client waited
-    longer than its ``lookup_timeout_ms`` for one request (``Request X is still waiting for async lookup``)."""
+    (``Timeout occurred for rank N``: it recreates its sockets), its asynchronous lookup client waited
+    longer than its ``lookup_timeout_ms`` for one request (``Request X is still waiting for async lookup``), or the
+    multiprocess connector's lookup or prefetch query to its server did (``LOOKUP to URL timed out after Ns.``,
+    ``QUERY_PREFETCH_STATUS to URL timed out.``: it marks the server unhealthy)."""
 
     kind: ClassVar[str] = "lmcache_lookup_timeout"
     rank: int | None = None  #: tensor-parallel rank, when the line names it

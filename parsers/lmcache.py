@@ -221,6 +221,16 @@ ASYNC_LOOKUP_GIVEN_UP = ", returning 0 lmcache cached tokens so vllm can recompu
 UNHEALTHY_SKIP = re.compile(r"LMCache is unhealthy, skipping (store|retrieve|lookup)(?:_layer)? operation")
 # Its health monitor's verdict, and a storage backend its storage manager bypasses (or restores).
 HEALTH = re.compile(r"HealthMonitor: System (unhealthy, entering degraded mode|recovered, restoring normal operations)")
+# In multiprocess mode the connector in vLLM keeps its own verdict on the LMCache server (its heartbeats, a lookup
+# or a prefetch's status query that timed out: each lookup a miss meanwhile, each store dropped), in 2026's words
+# (its dash is an em dash; a page's typography read back makes it two hyphens).
+MP_SERVER_HEALTH = re.compile(
+    r"LMCache server is (unhealthy|healthy again) (?:\u2014|--) (?:entering degraded|resuming normal)"
+)
+MP_LOOKUP_TIMEOUT = re.compile(
+    r"(?:LOOKUP to \S{1,256} timed out after [\d.]{1,12}s\.|QUERY_PREFETCH_STATUS to \S{1,256} timed out\.) Marking"
+)
+MP_STORE_DROPPED = re.compile(r"Dropping store for request \S{1,256} while the server is unhealthy")
 BACKEND_BYPASS = re.compile(
     r"StorageManager: Backend (\S{1,128}) (is now bypassed|bypass removed, restored to normal operation)"
 )
@@ -400,6 +410,9 @@ def parse_initialized(line: str, start: int, stamp: str | None, rank: int | None
         skipped = UNHEALTHY_SKIP.match(line, start)
         if skipped is not None:
             return _skipped_while_unhealthy(skipped.group(1), stamp, rank)
+        health = MP_SERVER_HEALTH.match(line, start)
+        if health is not None:
+            return (LmcacheHealth(stamp, health.group(1) == "healthy again"),)
         return parse_server_start(line, start, stamp, rank)
     role = m.group(1).rsplit(".", 1)[-1].lower()
     return (LmcacheInitialized(stamp, role, m.group(2), m.group(3)),)
@@ -463,6 +476,17 @@ def parse_health(line: str, start: int, stamp: str | None, rank: int | None) -> 
     if m is None:
         return ()
     return (LmcacheHealth(stamp, m.group(1).startswith("recovered")),)
+
+
+def parse_mp_lookup_timeout(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """The multiprocess connector's ``LOOKUP to URL timed out after Ns. Marking server as unhealthy.`` and
+    ``QUERY_PREFETCH_STATUS to URL timed out. Marking unhealthy.``: a lookup given up on, reported as no hit."""
+    return (LmcacheLookupTimeout(stamp, rank),) if MP_LOOKUP_TIMEOUT.match(line, start) else ()
+
+
+def parse_mp_store_dropped(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """The multiprocess connector's ``Dropping store for request X while the server is unhealthy; ...``."""
+    return (LmcacheStoreSkipped(stamp, "unhealthy", rank=rank),) if MP_STORE_DROPPED.match(line, start) else ()
 
 
 def parse_backend_bypass(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
@@ -613,6 +637,9 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Timeout": (parse_timeout, "lmcache_lookup_timeout"),
     "HealthMonitor:": (parse_health, "lmcache_health"),
     "StorageManager:": (parse_backend_bypass, "lmcache_backend_bypass"),
+    "LOOKUP": (parse_mp_lookup_timeout, "lmcache_lookup_timeout"),
+    "QUERY_PREFETCH_STATUS": (parse_mp_lookup_timeout, "lmcache_lookup_timeout"),
+    "Dropping": (parse_mp_store_dropped, "lmcache_store_skipped"),
     "Prefetch": (parse_prefetch, "lmcache_prefetch"),
     "MP": (parse_mp_event, "lmcache_mp_lookup"),
     "L1": (parse_l1_usage, "lmcache_l1_usage"),

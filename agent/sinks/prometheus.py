@@ -275,8 +275,10 @@ CATALOGUE: tuple[Spec, ...] = (
         "Lookups LMCache gave up on, reporting no hit: an RPC timeout, or one request's asynchronous lookup.",
         value_of("lookup_timeouts"),
         doc="lookups LMCache gave up on and reported no hit for, so vLLM computed the prompt: a lookup RPC's "
-        "timeout (`Timeout occurred for rank N`, one per rank) or a request's asynchronous lookup past its "
-        "`lookup_timeout_ms` (`Request X is still waiting for async lookup after N seconds`)",
+        "timeout (`Timeout occurred for rank N`, one per rank), a request's asynchronous lookup past its "
+        "`lookup_timeout_ms` (`Request X is still waiting for async lookup after N seconds`), or in multiprocess "
+        "mode a lookup or prefetch query to the LMCache server (`LOOKUP to URL timed out`, "
+        "`QUERY_PREFETCH_STATUS to URL timed out`)",
     ),
     counter(
         "kvwatch_lmcache_stores_total",
@@ -395,8 +397,9 @@ CATALOGUE: tuple[Spec, ...] = (
         flag(lambda s: bool(s.lmcache_unhealthy)),
         doc=(
             "1 from LMCache's `HealthMonitor: System unhealthy, entering degraded mode` (a remote backend failing its "
-            "health checks) until `System recovered, restoring normal operations` or the server's next start: "
-            "meanwhile LMCache skips its lookups (each a miss), loads and stores"
+            "health checks; in multiprocess mode the connector's `LMCache server is unhealthy — entering degraded "
+            "mode`) until it recovers (`System recovered, restoring normal operations`, `LMCache server is healthy "
+            "again`) or the server's next start: meanwhile LMCache skips its lookups (each a miss), loads and stores"
         ),
         native="`lmcache:lmcache_is_healthy` (inverse)",
     ),

@@ -761,3 +761,11 @@ def test_lmcache_health_of_parts_merges_to_one_pass(upto: int) -> None:
     whole = _lmcache_health(feed(fresh(), lines))
     for cut in range(upto + 1):
         assert _lmcache_health(read_in_two(lines, cut)) == whole, cut
+
+
+def test_the_multiprocess_connectors_word_on_its_lmcache_server_is_lmcache_unhealthy_or_not() -> None:
+    where = "vllm_multi_process_adapter.py:614:lmcache.integration.vllm.vllm_multi_process_adapter"
+    unhealthy = _lmcache_line("WARNING", "LMCache server is unhealthy — entering degraded mode", where)
+    healthy = _lmcache_line("WARNING", "LMCache server is healthy again — resuming normal operation", where)
+    assert _lmcache_health(feed(fresh(), [unhealthy]))["unhealthy"] == 1
+    assert _lmcache_health(feed(fresh(), [unhealthy, healthy]))["unhealthy"] == 0
