@@ -42,42 +42,18 @@ from dataclasses import fields
 from parsers.dispatch import Events, parse_line, parse_nested, parse_record, parse_wrapped
 from parsers.envelope import CRI_RECORD, begins_record, find_header, holds_record_mark, strip_ansi, unwrap_json
 from parsers.events import (
-    DiffusionDecodeStats,
-    EngineInitialized,
-    EngineIteration,
-    EngineMfu,
-    EnginePause,
-    EngineSleep,
-    EnginesScaled,
-    EngineStall,
-    EngineStarting,
-    EngineStats,
+    EVENT_TYPES,
     Event,
     HttpAccess,
-    KvCacheCapacity,
-    KvLoadFailure,
-    KvTransferStats,
     LmcacheL1Usage,
     LmcacheLookupSummary,
     LmcacheMpLookup,
     LmcachePrefetch,
     LmcacheServerStarted,
     LogProblem,
-    ModelLoaded,
-    RequestAborted,
-    RequestAdded,
-    RequestCancelled,
-    RequestFailed,
-    RequestFinished,
-    RequestReceived,
-    ResponseGenerated,
     ServerError,
     ServerReady,
     ServerShutdown,
-    ServerStarting,
-    SleepMemory,
-    SpecDecodeStats,
-    StartupPhase,
     SuspiciousLine,
 )
 from parsers.messages import begins_with_message
@@ -105,36 +81,13 @@ _LMCACHE_SERVER_LOG_KINDS = _HTTP_SERVER_KINDS | {LogProblem, SuspiciousLine, Se
 _LMCACHE_SERVER_ONLY_KINDS = frozenset(
     (LmcacheServerStarted, LmcachePrefetch, LmcacheMpLookup, LmcacheLookupSummary, LmcacheL1Usage)
 )
-# What only vLLM's own processes write: its engine's and its API server's start, statistics and requests.  In a
-# log its first lines showed to be an LMCache server's, one of these shows vLLM's output begun in it since.
+# What only vLLM's own processes write (its engine's and API server's start, statistics and requests): none of
+# LMCache's events, of what uvicorn's lines give, of a problem or crash any process may log, of systemd's or of
+# ``vllm bench``'s.  In a log its first lines showed to be an LMCache server's, one shows vLLM's output begun since.
 _VLLM_OUTPUT_KINDS = frozenset(
-    (
-        EngineStats,
-        SpecDecodeStats,
-        DiffusionDecodeStats,
-        KvTransferStats,
-        EngineIteration,
-        EngineMfu,
-        RequestReceived,
-        RequestAdded,
-        RequestFinished,
-        ResponseGenerated,
-        RequestAborted,
-        RequestCancelled,
-        RequestFailed,
-        KvLoadFailure,
-        ServerStarting,
-        EngineStarting,
-        ModelLoaded,
-        EngineInitialized,
-        KvCacheCapacity,
-        StartupPhase,
-        EngineSleep,
-        EnginesScaled,
-        EnginePause,
-        EngineStall,
-        SleepMemory,
-    )
+    cls
+    for cls in EVENT_TYPES
+    if cls not in _LMCACHE_SERVER_LOG_KINDS and not cls.kind.startswith(("lmcache_", "service_", "bench_"))
 )
 
 

@@ -255,8 +255,7 @@ def test_an_lmcache_servers_log_in_which_vllms_output_begins_after_its_first_blo
     """Both servers writing one file, vLLM's output begun after the first block (which told an LMCache server's log):
     the server's uvicorn lines before it count as none of vLLM's, and vLLM's own after it count, as with the two logs
     apart; read by one process or offered to several, as one events stream."""
-    from agent.commands import replay as command
-    from agent.sources.lines import BLOCK, open_input
+    from agent.sources.lines import BLOCK
 
     both = tmp_path / "both.log"
     copies = BLOCK // len(MP_SERVER_LOG.read_bytes()) + 1
@@ -266,15 +265,8 @@ def test_an_lmcache_servers_log_in_which_vllms_output_begins_after_its_first_blo
     assert f"{2 * copies} prefetches with a hit" in text
     events = kvwatch("replay", "-f", "events", str(both)).stdout.decode()
     assert sum(json.loads(line)["kind"] == "http_access" for line in events.splitlines()) == 3
-    monkeypatch.setattr(command, "PARALLEL_MIN_BYTES", 1)
-    replay = command.Replay(UTC)
-    source = open_input(str(both))
-    try:
-        assert len(command.slices_of(source, 2)) == 2
-        replay.run(source, "mp", jobs=2, lmcache_server=None)
-    finally:
-        source.close()
-    assert sum(replay.servers["mp"].http.values()) == 3 and replay.servers["mp"].shutdowns == 1
+    stats = _offered_to_two_processes(both, None, monkeypatch)
+    assert sum(stats.http.values()) == 3 and stats.shutdowns == 1
 
 
 def test_an_lmcache_servers_log_whose_start_is_gone_is_told_by_what_only_that_server_writes(tmp_path: Path) -> None:
@@ -303,11 +295,17 @@ def test_an_lmcache_servers_log_read_in_slices_counts_none_of_its_http_servers_l
     """The same in each slice of a large log read by several processes (the threshold lowered to make it large),
     named so; told so by its first block of lines (which the slices after the first do not hold), it is read whole
     (it stays one only until vLLM's output shows in it, which a later slice could not know)."""
+    log = tmp_path / "lmcache-server.log"
+    log.write_text(MP_SERVER_LOG.read_text(encoding="utf-8") * 40, encoding="utf-8")
+    stats = _offered_to_two_processes(log, told, monkeypatch)
+    assert stats.http == {} and stats.shutdowns == 0 and stats.prefetches == 80
+
+
+def _offered_to_two_processes(log: Path, told: bool | None, monkeypatch: pytest.MonkeyPatch):
+    """The stats of ``log`` replayed with two jobs as server ``mp``, made large enough to be read in two slices."""
     from agent.commands import replay as command
     from agent.sources.lines import open_input
 
-    log = tmp_path / "lmcache-server.log"
-    log.write_text(MP_SERVER_LOG.read_text(encoding="utf-8") * 40, encoding="utf-8")
     monkeypatch.setattr(command, "PARALLEL_MIN_BYTES", 1)
     replay = command.Replay(UTC)
     source = open_input(str(log))
@@ -316,8 +314,7 @@ def test_an_lmcache_servers_log_read_in_slices_counts_none_of_its_http_servers_l
         replay.run(source, "mp", jobs=2, lmcache_server=told)
     finally:
         source.close()
-    stats = replay.servers["mp"]
-    assert stats.http == {} and stats.shutdowns == 0 and stats.prefetches == 80
+    return replay.servers["mp"]
 
 
 def test_stdin_and_gzip_give_the_same_numbers(lmcache_copy: Path, tmp_path: Path) -> None:
