@@ -246,6 +246,12 @@ def test_remote_write_from_agent_mode_prometheus_gives_exact_fleet_totals(hosts:
         last = 'sum by (host) (last_over_time(kvwatch_lmcache_hit_tokens_total{server="vllm"}[10m]))'
         assert per_host(central, last) == expected
     finally:
+        # Each agent first, while the central Prometheus still takes what it flushes as it stops (with it gone,
+        # each waited out its stop's timeout: a minute for the three).
+        for host in hosts:
+            if host.prometheus is not None:
+                host.prometheus.close()
+                host.prometheus = None
         central.close()
 
 
