@@ -222,8 +222,8 @@ UNHEALTHY_SKIP = re.compile(r"LMCache is unhealthy, skipping (store|retrieve|loo
 # Its health monitor's verdict, and a storage backend its storage manager bypasses (or restores).
 HEALTH = re.compile(r"HealthMonitor: System (unhealthy, entering degraded mode|recovered, restoring normal operations)")
 # In multiprocess mode the connector in vLLM keeps its own verdict on the LMCache server (its heartbeats, a lookup
-# or a prefetch's status query that timed out: each lookup a miss meanwhile, each store dropped), in 2026's words
-# (its dash is an em dash; a page's typography read back makes it two hyphens).
+# or a prefetch's status query that timed out: each lookup a miss meanwhile, each store dropped), in LMCache
+# 0.5.6's words (its dash is an em dash; a page's typography read back makes it two hyphens).
 MP_SERVER_HEALTH = re.compile(
     r"LMCache server is (unhealthy|healthy again) (?:\u2014|--) (?:entering degraded|resuming normal)"
 )
