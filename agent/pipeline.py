@@ -30,12 +30,11 @@ import logging
 import os
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, tzinfo
 from typing import BinaryIO
 
-from agent.sinks.stats import STATS_SINK, ServerStats
+from agent.sinks.stats import STATS_SINK, ServerStats, note_sink_error
 from agent.sources.lines import BLOCK, LineReader
 from agent.sources.origins import multiplexed, origin_of
 from parsers import Clock, LogStream
@@ -107,24 +106,6 @@ def note_parser_errors(stats: ServerStats, count: int) -> None:
             '{reason="parser_error"})',
             stats.server,
             count,
-        )
-
-
-def note_sink_error(stats: ServerStats, sink: str, exc: Exception) -> None:
-    """Count an event a sink raised ``exc`` on (the events after it still reach every sink), and say so the
-    first time for each sink, then in kvwatch_sink_errors_total only.  The log names the exception's type and
-    where it was raised, never its message: that may quote the event's text."""
-    errors = stats.sink_errors
-    first = not errors.get(sink)
-    errors[sink] = errors.get(sink, 0) + 1
-    if first:
-        log.error(
-            "%s: the %s sink raised %s on an event; it is skipped there and the events after it are read "
-            "(a kvwatch bug: please report it; later ones are counted in kvwatch_sink_errors_total)\n%s",
-            stats.server,
-            sink,
-            type(exc).__name__,
-            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
         )
 
 

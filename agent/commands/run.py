@@ -50,7 +50,7 @@ from agent.pipeline import LMCACHE_SERVER_FILES, VLLM_FILES, SourcePipeline
 from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.http import MetricsServer
 from agent.sinks.prometheus import collect_families
-from agent.sinks.recent import DEFAULT_CHUNK, RecentRequests, joined
+from agent.sinks.recent import DEFAULT_CHUNK, JoinedOnDemand, RecentRequests
 from agent.sinks.traces import LINGER, TraceBuilder
 from agent.sources import containers
 from agent.sources.journal import JournalSource, followed_unit
@@ -86,8 +86,9 @@ class Managed:
     model: str | None = None  # the configured model, until the log names it
     server: ServerUnit | None = None
     journal: JournalSource | None = None
-    trace: TraceBuilder | None = None  # joins each request's lines: for traces, and for ``recent``
-    recent: RecentRequests | None = None  # the last requests, for kvwatch top (/api/requests)
+    trace: TraceBuilder | None = None  # joins each request's lines into traces (and ``recent``'s rows)
+    # The last requests, for kvwatch top (/api/requests): fed by ``trace``, or joined while someone reads them.
+    recent: RecentRequests | JoinedOnDemand | None = None
     canary: PeriodicCanary | None = None
     versions: dict[str, str] = field(default_factory=dict)  # vLLM and LMCache installed for the server
 
@@ -274,10 +275,10 @@ class Daemon:
             managed.recent = RecentRequests(stats, chunk, keep) if keep else None
             also = managed.recent.add if managed.recent is not None else None
             managed.trace = self.tracing.builder(stats, stats.clock, model, now=time.time, also=also, **limits)
-        elif keep:
-            managed.recent, managed.trace = joined(stats, chunk, keep, **limits)
-        if managed.trace is not None:
             pipeline.listen("requests", managed.trace.observe)
+        elif keep:
+            managed.recent = JoinedOnDemand(stats, chunk, keep, **limits)
+            pipeline.listen("requests", managed.recent.observe)
         with self.lock:
             self.managed[name] = managed
         return managed
@@ -523,11 +524,10 @@ class Daemon:
                 # A joiner on log time (the recent requests alone) expires its idle requests on log time
                 # itself: the wall clock says nothing of a log whose time zone is not kvwatch's.  What waits
                 # for pieces from another file waits on the reading's clock, in both.
-                trace = managed.trace
-                if trace is not None and trace.now is not None:
-                    trace.expire(wall)
-                elif trace is not None and trace.lingering:
-                    trace.release_lingering()
+                if managed.trace is not None:
+                    managed.trace.expire(wall)
+                elif isinstance(managed.recent, JoinedOnDemand):
+                    managed.recent.tick()
         for managed in list(self.managed.values()):
             if managed.journal is not None:
                 managed.journal.retry_save()  # outside the lock: a save waits for a delivery to end

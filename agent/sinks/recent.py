@@ -11,15 +11,28 @@ Nothing of a prompt is kept: request ids and counts only.
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
-from agent.sinks.stats import ServerStats
-from agent.sinks.traces import Lookup, OpenRequest, TraceBuilder
+from agent.sinks.stats import ServerStats, note_sink_error
+from agent.sinks.traces import JOINED_KINDS, Lookup, OpenRequest, TraceBuilder
+from parsers.events import Event
 
 KEEP = 50  # the default of [agent] recent_requests
 DEFAULT_CHUNK = 256  # LMCache's default chunk size
+# Of a server whose rows no one reads, the request events kept to join them from at the next ask: a request
+# logs about six (its start, LMCache's lookup, store or load, its access line), and the last rows' requests
+# began a few hundred requests before them on a busy server (as many as it runs at once).  An event and its
+# entry take about 350 bytes: 8,192 of them 2.8 MiB, the most 22 MiB (for 2,048 rows or more).
+EVENTS_PER_ROW = 32
+MIN_WINDOW = 8192
+MAX_WINDOW = 65_536
+# Rows no one asked for this long: joining stops until the next ask (kvwatch top and the status page ask every
+# second or two while open).
+IDLE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -131,16 +144,21 @@ class RecentRequests:
         self.stats = stats
         self.chunk = chunk
         self.ended: deque[tuple[OpenRequest, ServerSide]] = deque(maxlen=keep)
+        self.side: ServerSide | None = None  # the server's side as it was, while events kept are joined late
 
     def add(self, request: OpenRequest) -> None:
         """A :class:`TraceBuilder` writer: one ended request."""
-        self.ended.append((request, ServerSide.of(self.stats)))
+        self.ended.append((request, self.side if self.side is not None else ServerSide.of(self.stats)))
 
     def rows(self) -> list[RequestRow]:
         return [row_of(request, side, self.chunk) for request, side in self.ended]
 
     def as_list(self) -> list[dict]:
         return [row.as_dict() for row in self.rows()]
+
+
+def _never(_trace_id: int) -> bool:
+    return False  # no traces are written: no exemplar takes a trace id
 
 
 def joined(
@@ -150,4 +168,89 @@ def joined(
     exemplar, and log time throughout (a stamp-less access line takes the latest time the log showed, so
     history read at start has latencies too, and idleness is not measured on another clock)."""
     recent = RecentRequests(stats, chunk, keep)
-    return recent, TraceBuilder(stats, stats.clock, recent.add, sampled=lambda _trace_id: False, **limits)
+    return recent, TraceBuilder(stats, stats.clock, recent.add, sampled=_never, **limits)
+
+
+class JoinedOnDemand:
+    """The recent requests of a server without traces, joined only while someone reads them.
+
+    Joining every request's lines costs about as much as parsing them, and only ``kvwatch top``, the status
+    page and ``/api/requests`` read the rows.  So the server's last request events are kept (with the server's
+    side and the time each was read), and the first ask joins them with a fresh joiner, which then takes each
+    new event as it comes until no one has asked for :data:`IDLE_SECONDS`.  The rows are those joining all
+    along gives for every request whose events are all among the kept ones (a request begun before them is
+    shown as one begun before kvwatch looked)."""
+
+    def __init__(
+        self,
+        stats: ServerStats,
+        chunk: int = DEFAULT_CHUNK,
+        keep: int = KEEP,
+        clock: Callable[[], float] = time.monotonic,
+        **limits,
+    ) -> None:
+        self.stats = stats
+        self.chunk = chunk
+        self.keep = keep
+        self.limits = limits
+        self.clock = clock
+        # The read time matters only where a request waits for pieces from the source's other files.
+        self.lingers = bool(limits.get("linger"))
+        self.window: deque[tuple[Event, ServerSide, float]] = deque(
+            maxlen=min(MAX_WINDOW, max(MIN_WINDOW, EVENTS_PER_ROW * keep))
+        )
+        self.recent: RecentRequests | None = None
+        self.joiner: TraceBuilder | None = None
+        self.asked_at = 0.0
+        self._replayed_at: float | None = None  # the read time of the kept event being joined late
+
+    def observe(self, event: Event) -> None:
+        """A pipeline listener: keep a request's event, and join it while someone reads the rows."""
+        if event.__class__ not in JOINED_KINDS:
+            return
+        self.window.append((event, ServerSide.of(self.stats), self.clock() if self.lingers else 0.0))
+        if self.joiner is not None:
+            self.joiner.observe(event)
+
+    def tick(self) -> None:
+        """Each second or so: write the requests done waiting for late pieces; stop joining once no one reads."""
+        joiner = self.joiner
+        if joiner is None:
+            return
+        if self.clock() - self.asked_at > IDLE_SECONDS:
+            self.recent = self.joiner = None
+        elif joiner.lingering:
+            joiner.release_lingering()
+
+    def rows(self) -> list[RequestRow]:
+        return self._asked().rows()
+
+    def as_list(self) -> list[dict]:
+        return self._asked().as_list()
+
+    def _asked(self) -> RecentRequests:
+        self.asked_at = self.clock()
+        if self.recent is None:
+            self.recent, self.joiner = self._join_kept()
+        return self.recent
+
+    def _join_kept(self) -> tuple[RecentRequests, TraceBuilder]:
+        recent = RecentRequests(self.stats, self.chunk, self.keep)
+        joiner = TraceBuilder(
+            self.stats, self.stats.clock, recent.add, sampled=_never, read_clock=self._read_clock, **self.limits
+        )
+        try:
+            for event, side, read_at in self.window:
+                recent.side, self._replayed_at = side, read_at
+                if joiner.lingering:  # what was done waiting for late pieces when this was read
+                    joiner.release_lingering()
+                try:
+                    joiner.observe(event)
+                except Exception as exc:  # as the pipeline does: the event is skipped, the others joined
+                    note_sink_error(self.stats, "requests", exc)
+        finally:
+            recent.side = self._replayed_at = None
+        return recent, joiner
+
+    def _read_clock(self) -> float:
+        return self._replayed_at if self._replayed_at is not None else self.clock()

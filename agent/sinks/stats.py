@@ -24,6 +24,7 @@ import itertools
 import logging
 import pickle
 import time
+import traceback
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -481,6 +482,24 @@ _PEAKS = ("prompt_throughput", "generation_throughput", "running", "waiting", "k
 STATS_SINK = "stats"
 # Storage backends whose bypass is kept (LMCache names a handful; a log of made-up names stays bounded).
 MAX_BACKENDS = 32
+
+
+def note_sink_error(stats: ServerStats, sink: str, exc: Exception) -> None:
+    """Count an event a sink raised ``exc`` on (the events after it still reach every sink), and say so the
+    first time for each sink, then in kvwatch_sink_errors_total only.  The log names the exception's type and
+    where it was raised, never its message: that may quote the event's text."""
+    errors = stats.sink_errors
+    first = not errors.get(sink)
+    errors[sink] = errors.get(sink, 0) + 1
+    if first:
+        log.error(
+            "%s: the %s sink raised %s on an event; it is skipped there and the events after it are read "
+            "(a kvwatch bug: please report it; later ones are counted in kvwatch_sink_errors_total)\n%s",
+            stats.server,
+            sink,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+        )
 
 
 @dataclass(eq=False)

@@ -66,6 +66,39 @@ LINGER = 1.0
 EVICTION_REASONS = ("idle_timeout", "table_full", "server_restart", "server_stopped", "log_ended", "agent_stopped")
 
 
+# Each kind of event a request's trace is joined from, and the TraceBuilder method that takes it.
+_HANDLERS: dict[type, str] = {
+    ev.RequestReceived: "_received",
+    ev.RequestAdded: "_added",
+    ev.LmcacheLookup: "_lookup",
+    ev.LmcacheLookupPending: "_lookup_pending",
+    ev.LmcacheStoreStart: "_store_start",
+    ev.LmcacheStore: "_store",
+    ev.LmcacheRetrieve: "_retrieve",
+    ev.LmcachePrefetch: "_prefetch",
+    ev.LmcacheLoadFailed: "_load_failed",
+    ev.LmcacheLoadBypassed: "_load_bypassed",
+    ev.LmcacheLookupTimeout: "_lookup_timeout",
+    ev.LmcacheMpLookup: "_mp_lookup",
+    ev.RequestPreempted: "_preempted",
+    ev.LmcacheResumeLoad: "_resume_load",
+    ev.RequestResumed: "_resumed",
+    ev.RequestFinished: "_finished",
+    ev.ResponseGenerated: "_generated",
+    ev.RequestAborted: "_aborted",
+    ev.RequestCancelled: "_cancelled",
+    ev.RequestFailed: "_failed",
+    ev.HttpAccess: "_access",
+    ev.ServerStarting: "_server_starting",
+    ev.ServerShutdown: "_server_shutdown",
+    ev.ServiceExited: "_service_exited",
+    ev.KvTransferStats: "_kv_transfer",
+    ev.KvLoadFailure: "_kv_load_failure",
+}
+# The kinds of event the joiner reads (it skips every other kind).
+JOINED_KINDS = frozenset(_HANDLERS)
+
+
 class Lookup(NamedTuple):
     when: float
     total: int
@@ -346,34 +379,7 @@ class TraceBuilder:
         self.unmatched_ends = 0
         self._countdown = EXPIRE_EVERY
         self._rand = random.Random()
-        self._handlers: dict[type, Callable] = {
-            ev.RequestReceived: self._received,
-            ev.RequestAdded: self._added,
-            ev.LmcacheLookup: self._lookup,
-            ev.LmcacheLookupPending: self._lookup_pending,
-            ev.LmcacheStoreStart: self._store_start,
-            ev.LmcacheStore: self._store,
-            ev.LmcacheRetrieve: self._retrieve,
-            ev.LmcachePrefetch: self._prefetch,
-            ev.LmcacheLoadFailed: self._load_failed,
-            ev.LmcacheLoadBypassed: self._load_bypassed,
-            ev.LmcacheLookupTimeout: self._lookup_timeout,
-            ev.LmcacheMpLookup: self._mp_lookup,
-            ev.RequestPreempted: self._preempted,
-            ev.LmcacheResumeLoad: self._resume_load,
-            ev.RequestResumed: self._resumed,
-            ev.RequestFinished: self._finished,
-            ev.ResponseGenerated: self._generated,
-            ev.RequestAborted: self._aborted,
-            ev.RequestCancelled: self._cancelled,
-            ev.RequestFailed: self._failed,
-            ev.HttpAccess: self._access,
-            ev.ServerStarting: self._server_starting,
-            ev.ServerShutdown: self._server_shutdown,
-            ev.ServiceExited: self._service_exited,
-            ev.KvTransferStats: self._kv_transfer,
-            ev.KvLoadFailure: self._kv_load_failure,
-        }
+        self._handlers: dict[type, Callable] = {kind: getattr(self, name) for kind, name in _HANDLERS.items()}
 
     # -- entry points ---------------------------------------------------------------
 

@@ -14,7 +14,9 @@ overhead   A supervised child writes ``--gigabytes`` of real-format log lines as
            and every stats line must be on ``/metrics``, exactly.
            Target: no slower than the baseline, within noise.
 footprint  kvwatch following a file written at ``--rate`` lines/s for ``--seconds``: CPU (share
-           of one core) and peak RSS, beside mtail following the same writer.  Targets:
+           of one core) and peak RSS, beside mtail following the same writer; kvwatch as
+           configured by default, with its recent requests asked for every second (as
+           ``kvwatch top`` does: their lines are joined only then), and without them.  Targets:
            <= 25 % of one core, <= 80 MB.
 
 Logs are made by ``gen_log.py`` (vLLM 0.32 / LMCache 0.5.6 formats) under ``.cache/bench``.
@@ -52,10 +54,10 @@ STATS = (
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def scrape(port: int, accept: str | None = None) -> str:
+def scrape(port: int, accept: str | None = None, path: str = "/metrics") -> str:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("GET", "/metrics", headers={"Accept": accept} if accept else {})
+        connection.request("GET", path, headers={"Accept": accept} if accept else {})
         return connection.getresponse().read().decode()
     finally:
         connection.close()
@@ -296,7 +298,11 @@ def overhead(args: argparse.Namespace, work: Path) -> dict:
 # -- footprint ----------------------------------------------------------------------------
 
 
-def follow_under_load(pid: int, port: int, pattern: re.Pattern, log: Path, source: Path, args) -> dict:
+def follow_under_load(
+    pid: int, port: int, pattern: re.Pattern, log: Path, source: Path, args, watched: bool = False
+) -> dict:
+    """CPU and memory of the process ``pid`` following ``log`` while a writer fills it; ``watched``: the
+    recent requests asked for every second meanwhile, as ``kvwatch top`` does."""
     lines = int(args.rate * args.seconds)
     cpu_before = cpu_seconds(pid)
     idle_rss = rss_kib(pid)
@@ -305,9 +311,13 @@ def follow_under_load(pid: int, port: int, pattern: re.Pattern, log: Path, sourc
     )
     began = time.perf_counter()
     peak = 0
+    asked = 0.0
     while writer.poll() is None:
         peak = max(peak, rss_kib(pid))
-        time.sleep(0.5)
+        if watched and time.perf_counter() - asked >= 1.0:
+            asked = time.perf_counter()
+            scrape(port, path="/api/requests")
+        time.sleep(0.25 if watched else 0.5)
     wait_for(lambda: sample(scrape(port), pattern) == lines, timeout=120, what="every line read")
     elapsed = time.perf_counter() - began
     used = cpu_seconds(pid) - cpu_before
@@ -324,13 +334,18 @@ def footprint(args: argparse.Namespace, work: Path) -> dict:
     source, _truth = source_log(20_000)
     lines = re.compile(r'kvwatch_lines_total\{server="f"\} (\S+)')
     measured = {}
-    # As configured by default (the request joiner on, for kvwatch top's rows), and without the joiner.
-    for name, settings in (("kvwatch run", ""), ("no joiner", "recent_requests = 0\n")):
+    # As configured by default (requests joined for kvwatch top's rows only while someone reads them), with
+    # someone reading them all along, and without the recent requests.
+    for name, settings, watched in (
+        ("kvwatch run", "", False),
+        ("watched", "", True),
+        ("no joiner", "recent_requests = 0\n", False),
+    ):
         place = work / name.replace(" ", "-")
         place.mkdir()
         log, agent = following_kvwatch(place, settings)
         try:
-            measured[name] = follow_under_load(agent.process.pid, agent.port, lines, log, source, args)
+            measured[name] = follow_under_load(agent.process.pid, agent.port, lines, log, source, args, watched)
         finally:
             agent.kill()
     kvwatch = measured["kvwatch run"]
@@ -348,7 +363,10 @@ def footprint(args: argparse.Namespace, work: Path) -> dict:
     ok = kvwatch["cpu_share"] <= 0.25 and kvwatch["peak_rss_mib"] <= 80
     print(f"  kvwatch CPU / mtail CPU: {kvwatch['cpu_share'] / peer['cpu_share']:.2f}; targets (<= 25 %, <= 80 MB): "
           f"{'met' if ok else 'NOT met'}")  # fmt: skip
-    return {"kvwatch": kvwatch, "kvwatch_no_joiner": measured["no joiner"], "mtail": peer}
+    watched = measured["watched"]
+    print(f"  watched (the recent requests asked every second) / mtail CPU: "
+          f"{watched['cpu_share'] / peer['cpu_share']:.2f}")  # fmt: skip
+    return {"kvwatch": kvwatch, "kvwatch_watched": watched, "kvwatch_no_joiner": measured["no joiner"], "mtail": peer}
 
 
 BENCHMARKS = {"freshness": freshness, "overhead": overhead, "footprint": footprint}

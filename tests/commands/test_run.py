@@ -120,7 +120,9 @@ def test_followed_file_every_event_counted_exactly(agents, tmp_path: Path) -> No
 def test_a_sink_bug_on_one_kind_of_event_loses_no_line_and_no_other_number(agents, tmp_path: Path) -> None:
     """A bug in the request joiner raising on every ``Added request`` line (injected into the real kvwatch
     process by a sitecustomize on PYTHONPATH: none is known): each is counted in kvwatch_sink_errors_total and
-    logged once with where it was raised, the stats still count those lines, and every line is read."""
+    logged once with where it was raised, the stats still count those lines, and every line is read.  (The
+    joiner runs once the recent requests are asked for: the lines before are joined then, those after as
+    they come.)"""
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
@@ -138,6 +140,11 @@ def test_a_sink_bug_on_one_kind_of_event_loses_no_line_and_no_other_number(agent
         for n in range(6):
             handle.write(added.format(n=n) + STATS)
             handle.flush()
+            if n == 2:
+                wait_for(lambda: agent.value("kvwatch_lines_total", server="f") == 6, what="the first lines")
+                assert agent.value("kvwatch_sink_errors_total", server="f", sink="requests") == 0  # none joined
+                assert agent.get("/api/requests")[0] == 200
+                assert agent.value("kvwatch_sink_errors_total", server="f", sink="requests") == 3
     wait_for(lambda: agent.value("kvwatch_lines_total", server="f") == 12, what="every line")
     assert agent.value("kvwatch_sink_errors_total", server="f", sink="requests") == 6
     assert agent.value("kvwatch_sink_errors_total", server="f", sink="stats") == 0

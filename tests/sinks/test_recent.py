@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.sinks.recent import RecentRequests
+from agent.sinks.recent import IDLE_SECONDS, MIN_WINDOW, JoinedOnDemand, RecentRequests, joined
 from agent.sinks.traces import TraceBuilder
 from parsers import LogStream
+from parsers.events import Event
+from tests.benchmarks.gen_log import generate
 from tests.support.lines import fresh, mp_connector_line
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
@@ -141,3 +143,168 @@ def test_a_load_the_multiprocess_connector_gave_up_is_the_reason() -> None:
         "the prompt will be recomputed locally.",
     )
     assert one(bypassed)["reason"] == "LMCache failed to load its hit: computed again"
+
+
+# -- joined on demand ---------------------------------------------------------------
+
+
+class Ticking:
+    """A reading clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def events_of(lines: list[str]) -> list[Event]:
+    stream = LogStream()
+    return [event for line in lines for event in stream.feed(line)]
+
+
+def eager_and_on_demand(events: list[Event], ask_at: set[int], keep: int = 50, **limits) -> tuple[list, list]:
+    """The rows a joiner fed every event gives at the end, and those of one joined on demand, asked after the
+    events numbered in ``ask_at`` and at the end (each with its own stats, fed the same events)."""
+    eager_stats, lazy_stats = fresh("demo"), fresh("demo")
+    recent, joiner = joined(eager_stats, keep=keep, **limits)
+    on_demand = JoinedOnDemand(lazy_stats, keep=keep, **limits)
+    for number, event in enumerate(events):
+        for stats, observe in ((eager_stats, joiner.observe), (lazy_stats, on_demand.observe)):
+            stats.observe(event)
+            observe(event)
+        if number in ask_at:
+            on_demand.as_list()
+    joiner.release_held(0.0, everything=True)
+    on_demand.as_list()
+    assert on_demand.joiner is not None
+    on_demand.joiner.release_held(0.0, everything=True)
+    return recent.as_list(), on_demand.as_list()
+
+
+@pytest.mark.parametrize("style", ["classic", "current"])
+def test_rows_joined_at_the_first_ask_are_those_of_a_joiner_fed_every_line(tmp_path: Path, style: str) -> None:
+    """A busy generated log (requests overlap, some aborted): asked first at the end, in the middle, or twice."""
+    log = tmp_path / "gen.log"
+    generate(log, 6000, style=style)
+    events = events_of(log.read_text().splitlines())
+    middle = len(events) // 2
+    for ask_at in (set(), {middle}, {100, middle}):
+        eager, on_demand = eager_and_on_demand(events, ask_at)
+        assert len(eager) == 50
+        assert on_demand == eager, ask_at
+
+
+def test_rows_of_the_real_logs_are_the_same_joined_on_demand() -> None:
+    for path in sorted(SAMPLES.glob("*.log")):
+        events = events_of(path.read_text().splitlines())
+        eager, on_demand = eager_and_on_demand(events, set())
+        assert on_demand == eager, path.name
+
+
+def test_nothing_is_joined_before_an_ask_and_joining_stops_when_no_one_asks() -> None:
+    clock = Ticking()
+    stats = fresh("demo")
+    on_demand = JoinedOnDemand(stats, clock=clock)
+    assert on_demand.window.maxlen == MIN_WINDOW
+    requests = [
+        "(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request chatcmpl-{n}-11111111.",
+        'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+    ]
+
+    def serve(first: int, count: int) -> None:
+        for event in events_of([line.format(n=n) for n in range(first, first + count) for line in requests]):
+            stats.observe(event)
+            on_demand.observe(event)
+
+    serve(0, 3)
+    assert on_demand.joiner is None and len(on_demand.window) == 6
+    assert [row["id"] for row in on_demand.as_list()] == [f"chatcmpl-{n}-11111111" for n in range(3)]
+    clock.now += IDLE_SECONDS - 1
+    on_demand.tick()
+    serve(3, 1)  # joined as it comes
+    assert len(on_demand.joiner.open) == 0 and len(on_demand.recent.ended) == 4
+    clock.now += IDLE_SECONDS + 1
+    on_demand.tick()
+    assert on_demand.joiner is None and on_demand.recent is None
+    serve(4, 2)
+    assert len(on_demand.as_list()) == 6  # joined again from what was kept
+
+
+def test_a_row_joined_late_keeps_the_servers_side_at_its_end() -> None:
+    """LMCache turned unhealthy after the first request's miss: that miss was a prompt not seen before, the
+    second's is LMCache's degraded mode, though both are joined after it recovered."""
+    unhealthy = (
+        "[2026-11-25 05:40:57,400] LMCache WARNING: HealthMonitor: System unhealthy, entering degraded mode "
+        "(base.py:281:lmcache.v1.health_monitor.base)"
+    )
+    recovered = unhealthy.replace("WARNING", "INFO").replace(
+        "unhealthy, entering degraded mode", "recovered, restoring normal operations"
+    )
+    lines = []
+    for n, before in ((1, ""), (2, unhealthy)):
+        rid = f"chatcmpl-{n}-11111111"
+        lines += [before] if before else []
+        lines += [
+            f"(APIServer pid=1) INFO 11-25 05:40:5{n} [async_llm.py:578] Added request {rid}.",
+            lookup(rid, 600, 0),
+            'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+        ]
+    eager, on_demand = eager_and_on_demand(events_of([*lines, recovered]), set())
+    assert [row["reason"] for row in on_demand] == ["not seen before", "LMCache degraded"]
+    assert on_demand == eager
+
+
+def test_a_late_piece_joins_as_it_did_when_read_within_the_wait() -> None:
+    """A source of two files: a request's prefetch line read after its access line joins it if read within
+    the wait for late pieces, on the reading's clock as it was, though the rows are asked much later."""
+    clock = Ticking()
+    stats = fresh("mp")
+    on_demand = JoinedOnDemand(stats, clock=clock, linger=1.0)
+
+    def read(line: str, after: float) -> None:
+        clock.now += after
+        for event in events_of([line]):
+            stats.observe(event)
+            on_demand.observe(event)
+
+    for n, late_by in ((1, 0.5), (2, 1.5)):
+        rid = f"chatcmpl-{n}-11111111"
+        read(f"(APIServer pid=1) INFO 11-25 05:40:5{n} [async_llm.py:578] Added request {rid}.", 0.1)
+        read('INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK', 0.1)
+        read(
+            f"[2026-11-25 05:40:5{n},900] LMCache INFO: Prefetch request completed (L1+L2): 5/11 retained keys "
+            f"(5 L1, 0 L2) in 0.5 ms (external_request_id={rid}, prefetch_request_id=-1) "
+            "(storage_manager.py:726:lmcache.v1.distributed.storage_manager)",
+            late_by,
+        )
+    clock.now += 30.0
+    on_demand.as_list()
+    clock.now += 2.0
+    on_demand.tick()  # the last request's wait for late pieces ends
+    reasons = {row["id"]: row["reason"] for row in on_demand.as_list()}
+    assert reasons["chatcmpl-1-11111111"] == "partial: 5 of 11 keys"
+    assert reasons["chatcmpl-2-11111111"] != "partial: 5 of 11 keys"  # read after the wait: not joined
+
+
+def test_a_request_whose_first_lines_are_no_longer_kept_is_joined_from_those_that_are(monkeypatch) -> None:
+    """Only the last request events are kept: a request's row is made of those of its lines still kept."""
+    monkeypatch.setattr("agent.sinks.recent.MIN_WINDOW", 2)
+    stats = fresh("demo")
+    on_demand = JoinedOnDemand(stats, keep=1)
+    assert on_demand.window.maxlen == 32  # (EVENTS_PER_ROW per row kept, at least MIN_WINDOW)
+    rid = "chatcmpl-a-11111111"
+    health = 'INFO:     127.0.0.1:3 - "GET /health HTTP/1.1" 200 OK'  # a joined kind that opens no request
+    lines = [
+        f"(APIServer pid=1) INFO 11-25 05:40:50 [async_llm.py:578] Added request {rid}.",
+        *[health] * 40,
+        lookup(rid, 600, 512, 512).replace("05:40:56,500", "05:40:54,000"),
+        'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+    ]
+    for event in events_of(lines):
+        stats.observe(event)
+        on_demand.observe(event)
+    (row,) = on_demand.as_list()
+    assert (row["id"], row["status"], row["prompt_tokens"], row["lmcache_hit_tokens"]) == (rid, 200, 600, 512)
+    eager, _ = eager_and_on_demand(events_of(lines), set(), keep=1)
+    assert eager[0]["id"] == rid and eager[0]["latency_seconds"] > row["latency_seconds"]  # (its start not kept)
