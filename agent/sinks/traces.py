@@ -175,6 +175,14 @@ def _in_start_order(queue: OrderedDict[str, OpenRequest], last: OpenRequest) -> 
         queue.move_to_end(request.id)
 
 
+def _queue(queues: dict[str, OrderedDict[str, OpenRequest]], route: str) -> OrderedDict[str, OpenRequest]:
+    """A route's queue of requests, made the first time (``setdefault`` would make one at every call)."""
+    queue = queues.get(route)
+    if queue is None:
+        queue = queues[route] = OrderedDict()
+    return queue
+
+
 class Access(NamedTuple):
     method: str
     path: str
@@ -568,7 +576,7 @@ class TraceBuilder:
         if external is not None:
             self.by_client_id[external] = request
         if request.route is not None:
-            queue = self.by_route.setdefault(request.route, OrderedDict())
+            queue = _queue(self.by_route, request.route)
             queue[request_id] = request
             _in_start_order(queue, request)
         return request
@@ -593,13 +601,14 @@ class TraceBuilder:
         ended[request.id] = None
         if request.external is not None:
             ended[request.external] = None  # "Request X aborted." names the client's id
-        for request_id in request.ids[1:]:  # engine ids joined later: their client ids are ids of its own
-            ended[request_id] = None
+        if len(request.ids) > 1:  # engine ids joined later: their client ids are ids of its own
+            for request_id in request.ids[1:]:
+                ended[request_id] = None
         while len(ended) > RECENTLY_ENDED:
             ended.popitem(last=False)
         self.ended_by[outcome] = self.ended_by.get(outcome, 0) + 1
         if hold and request.route is not None:
-            self.held.setdefault(request.route, OrderedDict())[request.id] = request
+            _queue(self.held, request.route)[request.id] = request
             self.held_count += 1
             if self.linger:
                 self._expect_late(request)
@@ -631,7 +640,7 @@ class TraceBuilder:
             return
         request.scheduled = True
         if request.route is not None:
-            self.scheduled_by_route.setdefault(request.route, OrderedDict())[request.id] = request
+            _queue(self.scheduled_by_route, request.route)[request.id] = request
 
     # -- handlers ---------------------------------------------------------------------
 
