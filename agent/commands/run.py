@@ -50,7 +50,7 @@ from agent.pipeline import LMCACHE_SERVER_FILES, VLLM_FILES, SourcePipeline
 from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.http import MetricsServer
 from agent.sinks.prometheus import collect_families
-from agent.sinks.recent import DEFAULT_CHUNK, JoinedOnDemand, RecentRequests
+from agent.sinks.recent import DEFAULT_CHUNK, JoinedOnDemand, KeptEvents, RecentRequests
 from agent.sinks.traces import LINGER, TraceBuilder
 from agent.sources import containers
 from agent.sources.journal import JournalSource, followed_unit
@@ -173,6 +173,8 @@ class Daemon:
         self.lock = threading.Lock()  # held while lines reach the sinks, and while a scrape reads them
         self.managed: dict[str, Managed] = {}
         self.tracing = self._tracing(config)
+        # Without traces, every server's last request events, kept to join its rows from when they are asked for.
+        self.kept_events = KeptEvents(config.agent.recent_requests)
         self.gpus = HostGpus(gpu_root, config.agent.expected_gpus)
         self.bench = BenchHistory(config.agent.state_dir / HISTORY)
         self.notifier = Notifier()
@@ -277,7 +279,7 @@ class Daemon:
             managed.trace = self.tracing.builder(stats, stats.clock, model, now=time.time, also=also, **limits)
             pipeline.listen("requests", managed.trace.observe)
         elif keep:
-            managed.recent = JoinedOnDemand(stats, chunk, keep, **limits)
+            managed.recent = JoinedOnDemand(stats, chunk, keep, self.kept_events, **limits)
             pipeline.listen("requests", managed.recent.observe)
         with self.lock:
             self.managed[name] = managed

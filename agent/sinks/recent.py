@@ -23,10 +23,11 @@ from parsers.events import Event
 
 KEEP = 50  # the default of [agent] recent_requests
 DEFAULT_CHUNK = 256  # LMCache's default chunk size
-# Of a server whose rows no one reads, the request events kept to join them from at the next ask: a request
+# The request events kept for the servers whose rows no one reads, to join them from at the next ask: a request
 # logs about six (its start, LMCache's lookup, store or load, its access line), and the last rows' requests
-# began a few hundred requests before them on a busy server (as many as it runs at once).  An event and its
-# entry take about 350 bytes: 8,192 of them 2.8 MiB, the most 22 MiB (for 2,048 rows or more).
+# began a few hundred requests before them on a busy server (as many as it runs at once).  One window holds every
+# server's, so that its memory does not grow with their number.  An event and its entry take about 350 bytes:
+# 8,192 of them 2.8 MiB, the most 22 MiB (for 2,048 rows or more).
 EVENTS_PER_ROW = 32
 MIN_WINDOW = 8192
 MAX_WINDOW = 65_536
@@ -171,21 +172,33 @@ def joined(
     return recent, TraceBuilder(stats, stats.clock, recent.add, sampled=_never, **limits)
 
 
+class KeptEvents:
+    """The last request events of the servers whose rows are joined on demand, with each one's server (the
+    :class:`JoinedOnDemand` that kept it), its side at the time and when it was read: one window for all, so
+    that a busy server keeps more of it and the memory is bounded whatever the number of servers."""
+
+    def __init__(self, keep: int = KEEP) -> None:
+        self.entries: deque[tuple[JoinedOnDemand, Event, ServerSide, float]] = deque(
+            maxlen=min(MAX_WINDOW, max(MIN_WINDOW, EVENTS_PER_ROW * keep))
+        )
+
+
 class JoinedOnDemand:
     """The recent requests of a server without traces, joined only while someone reads them.
 
     Joining every request's lines costs about as much as parsing them, and only ``kvwatch top``, the status
-    page and ``/api/requests`` read the rows.  So the server's last request events are kept (with the server's
-    side and the time each was read), and the first ask joins them with a fresh joiner, which then takes each
-    new event as it comes until no one has asked for :data:`IDLE_SECONDS`.  The rows are those joining all
-    along gives for every request whose events are all among the kept ones (a request begun before them is
-    shown as one begun before kvwatch looked)."""
+    page and ``/api/requests`` read the rows.  So the server's request events are kept (with the server's side
+    and the time each was read) in a window of the last ones of every server, and the first ask joins this
+    server's with a fresh joiner, which then takes each new event as it comes until no one has asked for
+    :data:`IDLE_SECONDS`.  The rows are those joining all along gives for every request whose events are all
+    among the kept ones (a request begun before them is shown as one begun before kvwatch looked)."""
 
     def __init__(
         self,
         stats: ServerStats,
         chunk: int = DEFAULT_CHUNK,
         keep: int = KEEP,
+        kept: KeptEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
         **limits,
     ) -> None:
@@ -196,9 +209,7 @@ class JoinedOnDemand:
         self.clock = clock
         # The read time matters only where a request waits for pieces from the source's other files.
         self.lingers = bool(limits.get("linger"))
-        self.window: deque[tuple[Event, ServerSide, float]] = deque(
-            maxlen=min(MAX_WINDOW, max(MIN_WINDOW, EVENTS_PER_ROW * keep))
-        )
+        self.kept = kept if kept is not None else KeptEvents(keep)
         self.recent: RecentRequests | None = None
         self.joiner: TraceBuilder | None = None
         self.asked_at = 0.0
@@ -208,7 +219,7 @@ class JoinedOnDemand:
         """A pipeline listener: keep a request's event, and join it while someone reads the rows."""
         if event.__class__ not in JOINED_KINDS:
             return
-        self.window.append((event, ServerSide.of(self.stats), self.clock() if self.lingers else 0.0))
+        self.kept.entries.append((self, event, ServerSide.of(self.stats), self.clock() if self.lingers else 0.0))
         if self.joiner is not None:
             self.joiner.observe(event)
 
@@ -240,7 +251,9 @@ class JoinedOnDemand:
             self.stats, self.stats.clock, recent.add, sampled=_never, read_clock=self._read_clock, **self.limits
         )
         try:
-            for event, side, read_at in self.window:
+            for server, event, side, read_at in self.kept.entries:
+                if server is not self:
+                    continue
                 recent.side, self._replayed_at = side, read_at
                 if joiner.lingering:  # what was done waiting for late pieces when this was read
                     joiner.release_lingering()

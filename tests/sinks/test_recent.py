@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sinks.recent import IDLE_SECONDS, MIN_WINDOW, JoinedOnDemand, RecentRequests, joined
+from agent.sinks.recent import IDLE_SECONDS, MIN_WINDOW, JoinedOnDemand, KeptEvents, RecentRequests, joined
 from agent.sinks.traces import TraceBuilder
 from parsers import LogStream
 from parsers.events import Event
@@ -206,7 +206,7 @@ def test_nothing_is_joined_before_an_ask_and_joining_stops_when_no_one_asks() ->
     clock = Ticking()
     stats = fresh("demo")
     on_demand = JoinedOnDemand(stats, clock=clock)
-    assert on_demand.window.maxlen == MIN_WINDOW
+    assert on_demand.kept.entries.maxlen == MIN_WINDOW
     requests = [
         "(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request chatcmpl-{n}-11111111.",
         'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
@@ -218,7 +218,7 @@ def test_nothing_is_joined_before_an_ask_and_joining_stops_when_no_one_asks() ->
             on_demand.observe(event)
 
     serve(0, 3)
-    assert on_demand.joiner is None and len(on_demand.window) == 6
+    assert on_demand.joiner is None and len(on_demand.kept.entries) == 6
     assert [row["id"] for row in on_demand.as_list()] == [f"chatcmpl-{n}-11111111" for n in range(3)]
     clock.now += IDLE_SECONDS - 1
     on_demand.tick()
@@ -292,7 +292,7 @@ def test_a_request_whose_first_lines_are_no_longer_kept_is_joined_from_those_tha
     monkeypatch.setattr("agent.sinks.recent.MIN_WINDOW", 2)
     stats = fresh("demo")
     on_demand = JoinedOnDemand(stats, keep=1)
-    assert on_demand.window.maxlen == 32  # (EVENTS_PER_ROW per row kept, at least MIN_WINDOW)
+    assert on_demand.kept.entries.maxlen == 32  # (EVENTS_PER_ROW per row kept, at least MIN_WINDOW)
     rid = "chatcmpl-a-11111111"
     health = 'INFO:     127.0.0.1:3 - "GET /health HTTP/1.1" 200 OK'  # a joined kind that opens no request
     lines = [
@@ -308,3 +308,37 @@ def test_a_request_whose_first_lines_are_no_longer_kept_is_joined_from_those_tha
     assert (row["id"], row["status"], row["prompt_tokens"], row["lmcache_hit_tokens"]) == (rid, 200, 600, 512)
     eager, _ = eager_and_on_demand(events_of(lines), set(), keep=1)
     assert eager[0]["id"] == rid and eager[0]["latency_seconds"] > row["latency_seconds"]  # (its start not kept)
+
+
+def test_servers_keep_their_events_in_one_window_and_each_joins_its_own(monkeypatch) -> None:
+    """The window's memory does not grow with the number of servers: a busy one takes more of it."""
+    monkeypatch.setattr("agent.sinks.recent.MIN_WINDOW", 2)
+    kept = KeptEvents(keep=1)
+    quiet, busy = fresh("quiet"), fresh("busy")
+    servers = {stats.server: (stats, JoinedOnDemand(stats, keep=1, kept=kept)) for stats in (quiet, busy)}
+
+    def serve(name: str, n: int) -> None:
+        stats, on_demand = servers[name]
+        request = [
+            f"(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request chatcmpl-{name}-{n}.",
+            'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+        ]
+        for event in events_of(request):
+            stats.observe(event)
+            on_demand.observe(event)
+
+    serve("quiet", 0)
+    serve("busy", 0)
+    assert [row["id"] for row in servers["busy"][1].as_list()] == ["chatcmpl-busy-0"]  # its own, not the other's
+    for n in range(1, 15):
+        serve("busy", n)
+    assert len(kept.entries) == 32 and servers["busy"][1].as_list()[0]["id"] == "chatcmpl-busy-14"
+    # The quiet server's request is still kept (2 of the 32): asked now, it is joined.
+    assert [row["id"] for row in servers["quiet"][1].as_list()] == ["chatcmpl-quiet-0"]
+    quiet2 = fresh("quiet2")
+    late = JoinedOnDemand(quiet2, keep=1, kept=kept)
+    servers["quiet2"] = (quiet2, late)
+    serve("quiet2", 0)
+    for n in range(15, 31):
+        serve("busy", n)  # the busy server's 32 events push the other's out of the window
+    assert late.as_list() == [] and len(kept.entries) == 32
