@@ -50,7 +50,7 @@ from agent.pipeline import LMCACHE_SERVER_FILES, VLLM_FILES, SourcePipeline
 from agent.sinks.checkpoint import restore_stats, stats_record
 from agent.sinks.http import MetricsServer
 from agent.sinks.prometheus import collect_families
-from agent.sinks.recent import DEFAULT_CHUNK, JoinedOnDemand, KeptEvents, RecentRequests
+from agent.sinks.recent import DEFAULT_CHUNK, REQUESTS_SINK, JoinedOnDemand, KeptEvents, RecentRequests
 from agent.sinks.traces import LINGER, TraceBuilder
 from agent.sources import containers
 from agent.sources.journal import JournalSource, followed_unit
@@ -277,10 +277,10 @@ class Daemon:
             managed.recent = RecentRequests(stats, chunk, keep) if keep else None
             also = managed.recent.add if managed.recent is not None else None
             managed.trace = self.tracing.builder(stats, stats.clock, model, now=time.time, also=also, **limits)
-            pipeline.listen("requests", managed.trace.observe)
+            pipeline.listen(REQUESTS_SINK, managed.trace.observe)
         elif keep:
             managed.recent = JoinedOnDemand(stats, chunk, keep, self.kept_events, **limits)
-            pipeline.listen("requests", managed.recent.observe)
+            pipeline.listen(REQUESTS_SINK, managed.recent.observe)
         with self.lock:
             self.managed[name] = managed
         return managed

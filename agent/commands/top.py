@@ -118,7 +118,7 @@ class _FollowedLogs:
 
         from agent.pipeline import SourcePipeline
         from agent.sinks.prometheus import registry_for
-        from agent.sinks.recent import joined
+        from agent.sinks.recent import REQUESTS_SINK, joined
         from agent.sources.positions import PositionStore
         from agent.sources.tail import Source, Tailer
 
@@ -134,7 +134,7 @@ class _FollowedLogs:
         self.recent = {}
         for name, pipeline in self.pipelines.items():  # each request's lines joined, for the request rows
             self.recent[name], joiner = joined(pipeline.stats)
-            pipeline.listen("requests", joiner.observe)
+            pipeline.listen(REQUESTS_SINK, joiner.observe)
         self.tailer = Tailer(
             lambda source, lines, origin: self.pipelines[source].feed(lines, origin),
             PositionStore(None),

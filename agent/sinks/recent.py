@@ -22,6 +22,7 @@ from agent.sinks.traces import JOINED_KINDS, Lookup, OpenRequest, TraceBuilder
 from parsers.events import Event
 
 KEEP = 50  # the default of [agent] recent_requests
+REQUESTS_SINK = "requests"  # the request joiner's name in kvwatch_sink_errors_total
 DEFAULT_CHUNK = 256  # LMCache's default chunk size
 # The request events kept for the servers whose rows no one reads, to join them from at the next ask: a request
 # logs about six (its start, LMCache's lookup, store or load, its access line), and the last rows' requests
@@ -260,7 +261,7 @@ class JoinedOnDemand:
                 try:
                     joiner.observe(event)
                 except Exception as exc:  # as the pipeline does: the event is skipped, the others joined
-                    note_sink_error(self.stats, "requests", exc)
+                    note_sink_error(self.stats, REQUESTS_SINK, exc)
         finally:
             recent.side = self._replayed_at = None
         return recent, joiner
