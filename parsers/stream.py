@@ -81,6 +81,11 @@ _LMCACHE_SERVER_LOG_KINDS = _HTTP_SERVER_KINDS | {LogProblem, SuspiciousLine, Se
 _LMCACHE_SERVER_ONLY_KINDS = frozenset(
     (LmcacheServerStarted, LmcachePrefetch, LmcacheMpLookup, LmcacheLookupSummary, LmcacheL1Usage)
 )
+# Routes only an LMCache multiprocess server's HTTP API serves (vLLM's health check is ``/health``, and it has
+# none of these): answered, they show its log where nothing else does -- an idle server's log rotated after its
+# start holds its health checks alone.
+_LMCACHE_SERVER_ROUTES = ("/healthcheck", "/quota")
+_LMCACHE_SERVER_ROUTE_PREFIXES = ("/quota/", "/cache/", "/reconfigure/")
 # What only vLLM's own processes write (its engine's and API server's start, statistics and requests): none of
 # LMCache's events, of what uvicorn's lines give, of a problem or crash any process may log, of systemd's or of
 # ``vllm bench``'s.  In a log its first lines showed to be an LMCache server's, one shows vLLM's output begun since.
@@ -96,16 +101,24 @@ def lmcache_server_shown(events: Iterable[Event]) -> bool | None:
     own (its start or a line only such a server writes among them, and nothing else than such a log gives), False
     for another's (a vLLM server's log, an LMCache server's with vLLM's output in it, give vLLM's events at once),
     None where they show neither (nothing only that server writes, nothing else: a log begun with the server's
-    banner and settings, an idle server's health checks, or no line yet).  A reader not told whose log it reads
+    banner and settings, or no line yet).  A reader not told whose log it reads
     may take it for one so (a line alone does not tell)."""
     shown = False
     for event in events:
         kind = type(event)
-        if kind in _LMCACHE_SERVER_ONLY_KINDS:
+        if kind in _LMCACHE_SERVER_ONLY_KINDS or (kind is HttpAccess and _lmcache_server_route(event)):
             shown = True
         elif kind not in _LMCACHE_SERVER_LOG_KINDS and not event.kind.startswith("lmcache_"):
             return False
     return True if shown else None
+
+
+def _lmcache_server_route(access: HttpAccess) -> bool:
+    """Whether an access line is an LMCache multiprocess server's answer to its own API."""
+    if not 200 <= access.status < 300:
+        return False  # (vLLM answers 404 to a probe of the wrong server's health check)
+    route = access.path.partition("?")[0]
+    return route in _LMCACHE_SERVER_ROUTES or route.startswith(_LMCACHE_SERVER_ROUTE_PREFIXES)
 
 
 def _without_http_server(events: Sequence[Event]) -> tuple[Event, ...]:

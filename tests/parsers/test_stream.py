@@ -422,6 +422,17 @@ def test_a_log_whose_first_lines_show_an_lmcache_server_s_start_and_nothing_of_v
     for name in ("vllm-0.32.0-cpu-lmcache-0.5.6-mp.log", "vllm-0.32.0-cpu-lmcache-0.5.6.log", "vllm-0.32.0-cpu.log"):
         assert shown(head(name)) is False, name
         assert shown(server + head(name)) is False, name  # both servers' output
+
+    # An idle server's log rotated after its start: the answers of its own API (vLLM's health check is /health,
+    # and vLLM answers 404 to a probe of LMCache's).
+    def access(path: str, status: str = "200 OK") -> list:
+        return list(LogStream().feed(f'INFO:     127.0.0.1:40312 - "GET {path} HTTP/1.1" {status}'))
+
+    assert shown(access("/healthcheck") + access("/metrics")) is True
+    assert shown(access("/quota/tenant-a") + access("/cache/prefetches/chatcmpl-1")) is True
+    for other in (access("/health"), access("/metrics"), access("/healthcheck", "404 Not Found"), access("/status")):
+        assert shown(other) is None
+    assert shown(access("/healthcheck") + head("vllm-0.32.0-cpu.log")) is False  # vLLM's output: another's
     # The remote cache server several vLLM servers share: its start alone.
     started = parse_line("[2026-12-02 06:47:56,192] LMCache INFO: Server started at 0.0.0.0:65432 (server.py:1:x)")
     assert [event.kind for event in started] == ["lmcache_server_started"]

@@ -383,6 +383,22 @@ def test_a_followed_lmcache_servers_log_whose_start_is_gone_is_told_by_what_only
     assert _lmcache_server_numbers(pipeline.stats) == (set(), 0) and pipeline.stats.prefetches == 2
 
 
+def test_an_idle_lmcache_servers_log_whose_start_is_gone_is_told_by_the_health_checks_it_answered(
+    tmp_path: Path,
+) -> None:
+    """An idle server's log another tool rotated after its start: its health checks and the scrapes of it."""
+    lines = [
+        f'INFO:     127.0.0.1:{port} - "GET {path} HTTP/1.1" 200 OK'
+        for port in range(40000, 40010)
+        for path in ("/healthcheck", "/metrics")
+    ]
+    server_log = tmp_path / "lmcache-server.log.1"
+    server_log.write_text("\n".join(lines) + "\n")
+    pipeline = SourcePipeline("mp", UTC, 1 << 20, tell_lmcache_server=True)
+    pipeline.feed(lines, str(server_log))
+    assert _lmcache_server_numbers(pipeline.stats) == (set(), 0)
+
+
 def test_a_vllm_log_that_later_shows_an_lmcache_servers_start_stays_vllms(tmp_path: Path) -> None:
     """vLLM's lines tell at once: an LMCache server's output later in the same file (both servers writing one
     file) does not make its uvicorn lines any less vLLM's; and a file gone before it was looked at is read."""
