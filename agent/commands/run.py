@@ -44,7 +44,7 @@ from agent import config as configuration
 from agent.commands import EXIT_FAILED, CommandError, add_config_option, load_config
 from agent.commands.bench import HISTORY, BenchHistory
 from agent.config import Config, ConfigError, FollowConfig, ServerConfig
-from agent.exposition import RenderedAtScrape, families, merged
+from agent.exposition import RenderedAtScrape, exposition, families, merged
 from agent.families import gauge
 from agent.pipeline import LMCACHE_SERVER_FILES, VLLM_FILES, SourcePipeline
 from agent.sinks.checkpoint import restore_stats, stats_record
@@ -216,12 +216,10 @@ class Daemon:
 
     def status_page(self) -> str:
         """``/``: the servers and their last requests, as ``kvwatch top`` shows them."""
-        from prometheus_client import generate_latest
-
         from agent.sinks.page import render_page
         from agent.sinks.status import read_snapshot
 
-        return render_page(read_snapshot(generate_latest(self.registry).decode(), self.recent_requests()))
+        return render_page(read_snapshot(exposition(self.registry)[0].decode(), self.recent_requests()))
 
     @property
     def servers(self) -> dict[str, ServerUnit]:

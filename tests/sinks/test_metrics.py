@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.catalogue import AGENT_CATALOGUE, CATALOGUE, SPECS, TRACE_CATALOGUE
-from agent.exposition import _plain_names
 from agent.exposition import exposition as render_exposition
+from agent.exposition import written
 from agent.sinks.prometheus import registry_for
 from tests.support.harness import REPO
 from tests.support.lines import all_fixture_lines, feed, fresh, line_cases
@@ -100,38 +102,134 @@ def test_the_metrics_reference_is_written_from_the_code() -> None:
 OPENMETRICS = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4"  # as Prometheus asks
 
 
-def test_openmetrics_is_written_byte_for_byte_as_prometheus_client_writes_it() -> None:
-    """kvwatch has its OpenMetrics written with names left unescaped (much faster in prometheus_client 0.23+);
-    for kvwatch's names that must change nothing."""
-    stats = feed(fresh("demo"), all_fixture_lines())
-    registry = registry_for(lambda: [stats])
-    body, content_type = render_exposition(registry, OPENMETRICS)
-    assert content_type.startswith("application/openmetrics-text")
-    assert body == openmetrics_as_written_by_prometheus_client(registry)
-    assert b"kvwatch_lmcache_hit_tokens_total{" in body and b"_created{" in body
-    assert _plain_names(list(registry.collect()))  # so it is written the faster way
+# What scrapers ask for: Prometheus (OpenMetrics first), an Accept with the escaping named (Prometheus 3
+# with UTF-8 names allowed), and none (curl: the text format 0.0.4).
+ACCEPTS = (
+    OPENMETRICS,
+    "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8",
+    "text/plain; version=1.0.0; escaping=allow-utf-8",
+    "text/plain; version=0.0.4",
+    "",
+)
 
 
-def test_openmetrics_with_a_name_an_escaping_would_change_is_written_as_asked() -> None:
-    """A colon is allowed in a metric name, but prometheus_client's "underscores" escaping of a series
-    turns it into an underscore: such a name takes the library's own way, whatever it writes."""
-    from prometheus_client.core import GaugeMetricFamily
-    from prometheus_client.registry import CollectorRegistry
-
-    class Odd:
-        def collect(self):
-            family = GaugeMetricFamily("kvwatch:recorded_ratio", "A recording rule's name.", labels=["server"])
-            family.add_metric(["demo"], 0.5)
-            yield family
-
-    registry = CollectorRegistry()
-    registry.register(Odd())
-    body, _ = render_exposition(registry, OPENMETRICS)
-    assert body == openmetrics_as_written_by_prometheus_client(registry)
-
-
-def openmetrics_as_written_by_prometheus_client(registry) -> bytes:
+def as_prometheus_client_writes_it(registry, accept: str) -> bytes:
+    """The exposition as the library's own encoder writes it (the text format without ``_created``)."""
     from prometheus_client.exposition import choose_encoder
 
-    encoder, _ = choose_encoder(OPENMETRICS)
-    return encoder(registry)
+    from agent.exposition import without_created
+
+    encoder, content_type = choose_encoder(accept)
+    metrics = list(registry.collect())
+    if not content_type.startswith("application/openmetrics-text"):
+        metrics = list(without_created(metrics))
+
+    class Collected:
+        def collect(self):
+            return metrics
+
+    return encoder(Collected())
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_the_exposition_is_written_byte_for_byte_as_prometheus_client_writes_it(accept: str) -> None:
+    """kvwatch writes its exposition itself (the library's encoder takes three times as long); every series
+    of every fixture line, with exemplars, comes out as the library would write it."""
+    stats = feed(fresh("demo"), all_fixture_lines())
+    stats.hit_ratio.mark(0.25, "0af7651916cd43dd8448eb211c80319c", 1764460800.125)
+    registry = registry_for(lambda: [stats])
+    metrics = list(registry.collect())
+    openmetrics = accept.startswith("application/openmetrics-text")
+    body, content_type = render_exposition(registry, accept)
+    assert content_type.startswith("application/openmetrics-text") == openmetrics
+    assert written(metrics, openmetrics) == body  # the faster way was taken
+    assert body == as_prometheus_client_writes_it(registry, accept)
+    assert b"kvwatch_lmcache_hit_tokens_total{" in body and (b"_created{" in body) == openmetrics
+    assert (b'# {trace_id="0af7651916cd43dd8448eb211c80319c"} 0.25 1764460800.125' in body) == openmetrics
+
+
+LABEL_VALUES = st.text(alphabet=st.sampled_from('ab_\\"\n{}=,é#😀 '), max_size=6)
+NUMBERS = st.one_of(
+    st.integers(min_value=-(2**60), max_value=2**60),
+    st.sampled_from([0, 1, 999_999, 1_000_000, 2**53 - 1, 2**53, 2**53 + 1, -(2**53), -(2**53) - 1, True, False]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([-0.0, 999_999.9999999999, 1e6, 1e16, 1.7966344091514518e09, 1e-7, 5e-324]),
+)
+
+
+@given(
+    series=st.lists(st.tuples(LABEL_VALUES, LABEL_VALUES, NUMBERS), max_size=6),
+    bucket_counts=st.lists(st.integers(min_value=0, max_value=10**7), min_size=1, max_size=4),
+    created=st.one_of(st.none(), NUMBERS.filter(lambda n: not isinstance(n, bool))),
+    timestamp=st.one_of(st.none(), st.floats(min_value=0, max_value=2e9)),
+    exemplar_value=NUMBERS.filter(lambda n: not isinstance(n, bool)),
+    help_text=st.text(alphabet=st.sampled_from('ab \\"\n'), max_size=8),
+)
+@settings(max_examples=300, deadline=None)
+def test_random_values_are_written_as_prometheus_client_writes_them(
+    series, bucket_counts, created, timestamp, exemplar_value, help_text
+) -> None:
+    """Label values to escape, numbers at every edge of the shorter ways of writing them (integers past
+    2**53, a million, infinities, NaN, negative zero), timestamps, exemplars: both formats equal."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+    from prometheus_client.registry import CollectorRegistry
+    from prometheus_client.samples import Exemplar
+
+    class Random:
+        def collect(self):
+            counter = CounterMetricFamily("kvwatch_random", help_text, labels=["server", "kind"])
+            gauge = GaugeMetricFamily("kvwatch_random_level", help_text, labels=["server", "kind"])
+            for server, kind, value in series:
+                counter.add_metric([server, kind], value, created=created, timestamp=timestamp)
+                gauge.add_metric([server, kind], value, timestamp=timestamp)
+            histogram = HistogramMetricFamily("kvwatch_random_seconds", help_text, labels=["server"])
+            cumulative = [sum(bucket_counts[: i + 1]) for i in range(len(bucket_counts))]
+            exemplar = Exemplar({"trace_id": 'ab"c'}, exemplar_value, timestamp)
+            buckets = [(repr(0.5 * (i + 1)), count) for i, count in enumerate(cumulative[:-1])]
+            histogram.add_metric(["a\nb"], [*buckets, ("+Inf", cumulative[-1], exemplar)], exemplar_value)
+            yield from (counter, gauge, histogram)
+
+    registry = CollectorRegistry()
+    registry.register(Random())
+    for accept in ACCEPTS:
+        openmetrics = accept.startswith("application/openmetrics-text")
+        body = written(list(registry.collect()), openmetrics)
+        assert body is not None
+        assert body == as_prometheus_client_writes_it(registry, accept)
+
+
+class Odd:
+    """Families kvwatch writes none of: the library writes them (and the exposition they are in) its own way."""
+
+    def __init__(self, family) -> None:
+        self.family = family
+
+    def collect(self):
+        yield self.family
+
+
+def odd_families():
+    from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, SummaryMetricFamily
+
+    # A colon is allowed in a metric name, but the "underscores" escaping of a series turns it into an underscore.
+    colon = GaugeMetricFamily("kvwatch:recorded_ratio", "A recording rule's name.", labels=["server"])
+    colon.add_metric(["demo"], 0.5)
+    dotted_label = GaugeMetricFamily("kvwatch_level", "A label name an escaping changes.", labels=["gpu.index"])
+    dotted_label.add_metric(["0"], 1)
+    info = InfoMetricFamily("kvwatch_odd", "An info family.", value={"version": "1"})
+    summary = SummaryMetricFamily("kvwatch_odd_seconds", "A summary.", count_value=2, sum_value=0.5)
+    return [colon, dotted_label, info, summary]
+
+
+@pytest.mark.parametrize("family", odd_families(), ids=lambda family: family.name)
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_a_family_written_otherwise_leaves_the_exposition_to_prometheus_client(family, accept: str) -> None:
+    from prometheus_client.registry import CollectorRegistry
+
+    stats = feed(fresh("demo"), all_fixture_lines()[:200])
+    registry = CollectorRegistry()
+    registry.register(registry_for(lambda: [stats]))
+    registry.register(Odd(family))
+    openmetrics = accept.startswith("application/openmetrics-text")
+    assert written(list(registry.collect()), openmetrics) is None
+    assert render_exposition(registry, accept)[0] == as_prometheus_client_writes_it(registry, accept)
