@@ -61,13 +61,14 @@ def families(specs: Iterable[Spec], sources: Iterable[tuple[list[str], Any]]) ->
                 if family is None:
                     family = _new_family(spec)
                     name, samples = family.name, family.samples  # a counter's without "_total"
+                    shown, created_name = (name + "_total" if kind == "counter" else name), name + "_created"
                 names = dict(zip(label_names, (*prefix, *labels), strict=True))
                 if kind == "histogram":
                     _add_histogram(samples, name, names, value, created)
                     continue
-                samples.append(RenderedSample(name + "_total" if kind == "counter" else name, names, value))
+                samples.append(RenderedSample(shown, names, value))
                 if created is not None:
-                    samples.append(RenderedSample(name + "_created", names, created))
+                    samples.append(RenderedSample(created_name, names, created))
         if family is not None:
             yield family
 
