@@ -1240,8 +1240,15 @@ class ServerStats:
             self._transition(token)
 
     def snapshot(self) -> ServerStats:
-        """A copy to render from while this one counts on (its numbers, not its clock)."""
-        return pickle.loads(pickle.dumps(self, pickle.HIGHEST_PROTOCOL))
+        """A copy to render from while this one counts on: its numbers, neither its clock nor its handlers.
+
+        A copy observes nothing, and without the handlers (methods bound to it) it holds no reference
+        cycle: it is freed as soon as it is rendered, not by the next full pass of the garbage collector."""
+        copy = ServerStats.__new__(ServerStats)
+        copy.__dict__.update(pickle.loads(pickle.dumps(self.__getstate__(), pickle.HIGHEST_PROTOCOL)))
+        copy.clock = copy.now = None
+        copy._handlers = {}
+        return copy
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

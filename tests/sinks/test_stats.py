@@ -769,3 +769,26 @@ def test_the_multiprocess_connectors_word_on_its_lmcache_server_is_lmcache_unhea
     healthy = _lmcache_line("WARNING", "LMCache server is healthy again — resuming normal operation", where)
     assert _lmcache_health(feed(fresh(), [unhealthy]))["unhealthy"] == 1
     assert _lmcache_health(feed(fresh(), [unhealthy, healthy]))["unhealthy"] == 0
+
+
+def test_a_snapshot_renders_as_its_stats_and_goes_as_soon_as_it_is_dropped() -> None:
+    """A scrape renders copies of the servers' stats; a copy holding a reference cycle (the handlers bound to it)
+    stayed until the garbage collector's next full pass, 11 MiB more at 32 servers scraped every second."""
+    import gc
+    import weakref
+
+    from agent.exposition import exposition
+    from agent.sinks.prometheus import registry_for
+
+    stats = feed(fresh("s"), all_fixture_lines())
+    copy = stats.snapshot()
+    assert exposition(registry_for(lambda c=copy: [c]))[0] == exposition(registry_for(lambda: [stats]))[0]
+    feed(stats, ["INFO 12-14 16:18:29 [async_llm.py:1] Added request chatcmpl-later."])
+    assert stats.added == copy.added + 1  # the copy counts on no more
+    gc.disable()
+    try:
+        dropped = weakref.ref(copy)
+        del copy
+        assert dropped() is None
+    finally:
+        gc.enable()
