@@ -751,6 +751,7 @@ YOUNG_OBJECTS = 10_000
 
 def tune_collector() -> None:
     """The garbage collector set for a long-running reader (see YOUNG_OBJECTS)."""
+    gc.collect()  # start-up's garbage first: what is frozen is never freed
     gc.freeze()  # what start-up made lives as long as kvwatch: no full collection looks at it again
     gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
 
