@@ -150,7 +150,7 @@ _EXACT_INT = 2**53  # below it an integer's float prints as the integer and ".0"
 
 
 def written(metrics: list[Metric], openmetrics: bool) -> bytes | None:
-    """The families as prometheus-client's encoder writes them, byte for byte, in a third of its time.
+    """The families as prometheus-client's encoder writes them, byte for byte, in under half its time.
 
     The encoder spends about 5 µs a sample (escaping each name one call at a time, a regular
     expression a label name): 25 ms of a scrape at 32 servers.  Names made of letters, digits and
