@@ -447,9 +447,15 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
                 f"sum by (server) (increase(kvwatch_lmcache_server_starts_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} server starts",
             ),
+            query(
+                "sum by (server, change) "
+                f"(increase(kvwatch_lmcache_engine_registrations_total{{{SERVERS}}}[$__rate_interval]))",
+                "{{server}} vLLM workers {{change}}",
+            ),
             description="LMCache's multiprocess server (lmcache server): keys it found in L1 (memory) and L2 "
             "(storage); at INFO it logs nothing for a miss, at DEBUG every lookup's end, hit or miss, and the "
-            "chunks it found.  Keys are chunks per KV group and rank, not tokens.",
+            "chunks it found.  Keys are chunks per KV group and rank, not tokens.  Its starts, and the vLLM workers "
+            "that registered their KV cache with it or left it (one per tensor-parallel worker).",
             width=8,
             no_value=MP_ONLY,
         )

@@ -412,6 +412,28 @@ class LmcacheServerStarted(Event):
     url: str | None = None  #: the address its request server listens on (the line that names it)
 
 
+EngineRegistrationChange = Literal["registered", "unregistered"]
+ENGINE_REGISTRATION_CHANGES: tuple[str, ...] = get_args(EngineRegistrationChange)
+
+
+@dataclass(slots=True)
+class LmcacheEngineRegistration(Event):
+    """A vLLM worker's KV cache joined LMCache's multiprocess server, or left it: ``Registered KV cache for GPU ID
+    N with L layers`` and ``Unregistered KV cache for GPU ID N`` (a GPU worker), ``Registered non-GPU context for
+    instance N (model=M, world_size=W)`` (later releases add the number of layer groups) and ``Unregistered
+    non-CUDA context for instance ID N`` (a worker whose KV cache the server reaches through shared memory: the CPU,
+    another accelerator).  Each worker of a tensor-parallel engine registers on its own; a vLLM that stops
+    unregisters, one that crashes says nothing."""
+
+    kind: ClassVar[str] = "lmcache_engine_registration"
+    change: EngineRegistrationChange = "registered"  #: registered or unregistered
+    instance: str = ""  #: the worker's id with the server (an integer LMCache chooses: a process id, a random id)
+    gpu: bool = True  #: false: a worker reached through shared memory (the non-GPU context)
+    layers: NonNegativeInt | None = None  #: layers of the KV cache (a GPU worker's registration)
+    model: str | None = None  #: the model, where the line names it (a non-GPU worker's registration)
+    world_size: NonNegativeInt | None = None  #: the engine's workers, where the line says
+
+
 # --- request lifecycle --------------------------------------------------------
 
 
@@ -924,6 +946,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheL1Usage,
     LmcacheLookupSummary,
     LmcacheServerStarted,
+    LmcacheEngineRegistration,
     RequestReceived,
     RequestAdded,
     RequestFinished,

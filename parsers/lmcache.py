@@ -14,6 +14,7 @@ from parsers.events import (
     Event,
     LmcacheBackendBypass,
     LmcacheDegraded,
+    LmcacheEngineRegistration,
     LmcacheHealth,
     LmcacheInitialized,
     LmcacheL1Usage,
@@ -439,6 +440,43 @@ def parse_remote_server_start(line: str, start: int, stamp: str | None, rank: in
     return (LmcacheServerStarted(stamp, f"lm://{m.group(1)}"),)
 
 
+# A vLLM worker's KV cache joining the multiprocess server or leaving it.  The worker's id is an identifier (a
+# random 64-bit number on the non-GPU path), kept as text: no number to count with.
+_GPU_REGISTERED = re.compile(rf"Registered KV cache for GPU ID (\d+) with ({INTEGER}) layers")
+_CONTEXT_REGISTERED = re.compile(
+    rf"Registered non-GPU context for instance (\d+) \(model=(.*?), world_size=({INTEGER})(?:, \w+=\d+)*\)"
+)
+_GPU_UNREGISTERED = re.compile(r"Unregistered KV cache for GPU ID (\d+)(?!\d)")
+_CONTEXT_UNREGISTERED = re.compile(r"Unregistered non-CUDA context for instance ID (\d+)(?!\d)")
+_REGISTRATION_STARTS = (
+    "Registered KV cache for GPU ID",
+    "Registered non-GPU context for instance",
+    "Unregistered KV cache for GPU ID",
+    "Unregistered non-CUDA context for instance ID",
+)
+
+
+def parse_registration(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """The multiprocess server's ``Registered ...`` and ``Unregistered ...`` of a vLLM worker's KV cache."""
+    if line.startswith("R", start):
+        m = _GPU_REGISTERED.match(line, start)
+        if m is not None:
+            return (LmcacheEngineRegistration(stamp, "registered", m.group(1), True, int(m.group(2))),)
+        m = _CONTEXT_REGISTERED.match(line, start)
+        if m is not None:
+            instance, model, world_size = m.group(1), m.group(2), int(m.group(3))
+            return (LmcacheEngineRegistration(stamp, "registered", instance, False, None, model, world_size),)
+    else:
+        m = _GPU_UNREGISTERED.match(line, start)
+        if m is not None:
+            return (LmcacheEngineRegistration(stamp, "unregistered", m.group(1), True),)
+        m = _CONTEXT_UNREGISTERED.match(line, start)
+        if m is not None:
+            return (LmcacheEngineRegistration(stamp, "unregistered", m.group(1), False),)
+    # Another message that begins with the word gives nothing; one of these four that does not read, a suspect.
+    return None if line.startswith(_REGISTRATION_STARTS, start) else ()
+
+
 def parse_failed(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
     if line.startswith("Failed to initialize LMCacheManager components", start):
         return (LmcacheDegraded(stamp),)
@@ -645,6 +683,8 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "L1": (parse_l1_usage, "lmcache_l1_usage"),
     "lookup": (parse_lookup_summary, "lmcache_lookup_summary"),
     "Server": (parse_remote_server_start, "lmcache_server_started"),
+    "Registered": (parse_registration, "lmcache_engine_registration"),
+    "Unregistered": (parse_registration, "lmcache_engine_registration"),
     "<preempted>": (parse_preemption, "request_preempted"),
     "<resume-load>": (parse_resume_load, "lmcache_resume_load"),
     "Bypassing": (parse_bypassing, "lmcache_load_bypassed"),

@@ -45,6 +45,7 @@ from parsers.events import (
     EVENT_TYPES,
     Event,
     HttpAccess,
+    LmcacheEngineRegistration,
     LmcacheL1Usage,
     LmcacheLookupSummary,
     LmcacheMpLookup,
@@ -77,9 +78,17 @@ _HTTP_SERVER_KINDS = frozenset((HttpAccess, ServerReady, ServerShutdown))
 # problems, its crash.
 _LMCACHE_SERVER_LOG_KINDS = _HTTP_SERVER_KINDS | {LogProblem, SuspiciousLine, ServerError}
 # What only an LMCache server writes: its start, and the multiprocess server's prefetches, lookups' ends (DEBUG),
-# hit-rate summaries and L1 usage, which show its log where its start is gone (a copy another tool rotated).
+# hit-rate summaries, L1 usage and vLLM workers' registrations, which show its log where its start is gone (a copy
+# another tool rotated).
 _LMCACHE_SERVER_ONLY_KINDS = frozenset(
-    (LmcacheServerStarted, LmcachePrefetch, LmcacheMpLookup, LmcacheLookupSummary, LmcacheL1Usage)
+    (
+        LmcacheServerStarted,
+        LmcachePrefetch,
+        LmcacheMpLookup,
+        LmcacheLookupSummary,
+        LmcacheL1Usage,
+        LmcacheEngineRegistration,
+    )
 )
 # Routes only an LMCache multiprocess server's HTTP API serves (vLLM's health check is ``/health``, and it has
 # none of these): answered, they show its log where nothing else does -- an idle server's log rotated after its

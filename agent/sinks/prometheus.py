@@ -536,6 +536,16 @@ CATALOGUE: tuple[Spec, ...] = (
         "end or without; and of the remote cache server several vLLM servers share through `lm://` (`python -m "
         "lmcache.v1.server HOST PORT`: `Server started at HOST:PORT`)",
     ),
+    counter(
+        "kvwatch_lmcache_engine_registrations_total",
+        "vLLM workers' KV caches registered with LMCache's multiprocess server, and unregistered from it.",
+        counted(ev.LmcacheEngineRegistration, by="change", always=ev.ENGINE_REGISTRATION_CHANGES),
+        labels="change",
+        doc="vLLM workers whose KV cache joined the multiprocess server (`registered`: `Registered KV cache for GPU "
+        "ID N with L layers`, `Registered non-GPU context for instance N (…)`; one per tensor-parallel worker, at "
+        "each start of vLLM) or left it (`unregistered`: `Unregistered KV cache for GPU ID N`, `Unregistered "
+        "non-CUDA context for instance ID N`; a vLLM that crashes says nothing); read from the server's own log",
+    ),
     # KV connectors
     counter(
         "kvwatch_kv_transfer_lines_total",

@@ -130,6 +130,8 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         assert agent.value("kvwatch_lmcache_mp_lookup_found_chunks_total", server="mp") == 2 * (tokens // CHUNK)
         # One start of the LMCache server, though its log says it in two lines (the address, then "running...").
         assert agent.value("kvwatch_lmcache_server_starts_total", server="mp") == 1
+        # vLLM's one (CPU) worker registered its KV cache with it as vLLM started, as its log says.
+        assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="registered") == 1
         # The connector's own count of lookups, through vLLM's KV Transfer metrics lines.
         wait_for(
             lambda: (
@@ -275,6 +277,9 @@ def test_kvwatch_runs_the_lmcache_server_and_vllm_as_one_unit(agents, tmp_path: 
     )
     again = [chat(vllm_port, LONG_PROMPT, max_tokens=2, request_id=f"two-{n}") for n in range(2)]
     assert all(answer["choices"] for answer in again)
+    # vLLM's worker registered with each of the two LMCache servers (the first died without its leaving).
+    assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="registered") == 2
+    assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="unregistered") == 0
     # The new LMCache server started empty: the first request stored, the second hit.
     wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 2, what="a prefetch after it")
     assert _lmcache_metrics(http_port)["lmcache_mp_lookup_hit_tokens_total"] == (tokens // CHUNK) * CHUNK

@@ -437,6 +437,12 @@ def test_a_log_whose_first_lines_show_an_lmcache_server_s_start_and_nothing_of_v
     started = parse_line("[2026-12-02 06:47:56,192] LMCache INFO: Server started at 0.0.0.0:65432 (server.py:1:x)")
     assert [event.kind for event in started] == ["lmcache_server_started"]
     assert shown(started) is True and shown([]) is None
+    # A copy rotated while vLLM's workers registered with it: their registrations (which only that server logs).
+    registered = parse_line(
+        "[2026-09-01 09:47:54,797] LMCache INFO: Registered KV cache for GPU ID 48213 with 64 layers (server.py:1:x)"
+    )
+    assert [event.kind for event in registered] == ["lmcache_engine_registration"]
+    assert shown([*registered, *access("/metrics")]) is True
 
 
 def test_an_lmcache_servers_log_shown_so_by_its_first_lines_is_so_until_vllms_output_shows_in_it() -> None:

@@ -792,3 +792,18 @@ def test_a_snapshot_renders_as_its_stats_and_goes_as_soon_as_it_is_dropped() -> 
         assert dropped() is None
     finally:
         gc.enable()
+
+
+def test_vllm_workers_registering_with_the_lmcache_server_are_counted() -> None:
+    """The multiprocess server's own log: the CPU worker of vLLM registered as vLLM started, left as it stopped."""
+    lines = (SAMPLES / "lmcache-0.5.6-mp-server.log").read_text(encoding="utf-8").splitlines()
+    (family,) = [
+        f for f in collect_families([feed(fresh(), lines)]) if f.name == "kvwatch_lmcache_engine_registrations"
+    ]
+    totals = {s.labels["change"]: s.value for s in family.samples if s.name.endswith("_total")}
+    assert totals == {"registered": 1, "unregistered": 1}
+    (family,) = [f for f in collect_families([fresh()]) if f.name == "kvwatch_lmcache_engine_registrations"]
+    assert {s.labels["change"]: s.value for s in family.samples if s.name.endswith("_total")} == {
+        "registered": 0,
+        "unregistered": 0,
+    }  # there from the start, for rules that compare with zero
