@@ -262,7 +262,7 @@ def _labels_text(labels: dict[str, str], plain: set[str]) -> str | None:
 
 
 def _number(value: float) -> str:
-    """As ``floatToGoString`` writes it: the common cases (an integer, a finite float) without its calls."""
+    """As ``floatToGoString`` writes it; an integer or a float below a million (no exponent) without its calls."""
     kind = type(value)
     if kind is int and -_EXACT_INT < value < 1_000_000:
         return f"{value}.0"
