@@ -455,7 +455,8 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
             description="LMCache's multiprocess server (lmcache server): keys it found in L1 (memory) and L2 "
             "(storage); at INFO it logs nothing for a miss, at DEBUG every lookup's end, hit or miss, and the "
             "chunks it found.  Keys are chunks per KV group and rank, not tokens.  Its starts, and the vLLM workers "
-            "that registered their KV cache with it or left it (one per tensor-parallel worker).",
+            "that registered their KV cache with it, left it, or were reaped by it for their silence (one per "
+            "tensor-parallel worker).",
             width=8,
             no_value=MP_ONLY,
         )

@@ -412,7 +412,7 @@ class LmcacheServerStarted(Event):
     url: str | None = None  #: the address its request server listens on (the line that names it)
 
 
-EngineRegistrationChange = Literal["registered", "unregistered"]
+EngineRegistrationChange = Literal["registered", "unregistered", "reaped"]
 ENGINE_REGISTRATION_CHANGES: tuple[str, ...] = get_args(EngineRegistrationChange)
 
 
@@ -423,15 +423,21 @@ class LmcacheEngineRegistration(Event):
     instance N (model=M, world_size=W)`` (later releases add the number of layer groups) and ``Unregistered
     non-CUDA context for instance ID N`` (a worker whose KV cache the server reaches through shared memory: the CPU,
     another accelerator).  Each worker of a tensor-parallel engine registers on its own; a vLLM that stops
-    unregisters, one that crashes says nothing."""
+    unregisters, one that crashes says nothing.  The server's reaper drops a worker that went silent (2026 on:
+    ``Reaped GPU instance N: silent for S s (pinged=True)``, ``Reaped non-GPU instance N: …``): a crashed or hung
+    worker, or one that never ran a request within the registration grace; it registers again when it comes back."""
 
     kind: ClassVar[str] = "lmcache_engine_registration"
-    change: EngineRegistrationChange = "registered"  #: registered or unregistered
+    change: EngineRegistrationChange = "registered"  #: registered, unregistered, or reaped (dropped for its silence)
     instance: str = ""  #: the worker's id with the server (an integer LMCache chooses: a process id, a random id)
     gpu: bool = True  #: false: a worker reached through shared memory (the non-GPU context)
     layers: NonNegativeInt | None = None  #: layers of the KV cache (a GPU worker's registration)
     model: str | None = None  #: the model, where the line names it (a non-GPU worker's registration)
     world_size: NonNegativeInt | None = None  #: the engine's workers, where the line says
+    silent_seconds: float | None = None  #: how long the worker had said nothing to the server (a reap)
+    #: whether the worker had ever pinged the server (a reap): false for one that never ran a request since it
+    #: registered, dropped after the longer registration grace
+    pinged: bool | None = None
 
 
 # --- request lifecycle --------------------------------------------------------

@@ -448,17 +448,30 @@ _CONTEXT_REGISTERED = re.compile(
 )
 _GPU_UNREGISTERED = re.compile(r"Unregistered KV cache for GPU ID (\d+)(?!\d)")
 _CONTEXT_UNREGISTERED = re.compile(r"Unregistered non-CUDA context for instance ID (\d+)(?!\d)")
+# The server's reaper dropping a worker that went silent (its KV cache's or its shared-memory context; a Q ring's reap
+# is the same worker's second registration, and stays a warning).
+_REAPED = re.compile(rf"Reaped (GPU|non-GPU) instance (\d+): silent for ({DECIMAL})s \(pinged=(True|False)\)")
 _REGISTRATION_STARTS = (
     "Registered KV cache for GPU ID",
     "Registered non-GPU context for instance",
     "Unregistered KV cache for GPU ID",
     "Unregistered non-CUDA context for instance ID",
+    "Reaped GPU instance",
+    "Reaped non-GPU instance",
 )
 
 
 def parse_registration(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
-    """The multiprocess server's ``Registered ...`` and ``Unregistered ...`` of a vLLM worker's KV cache."""
-    if line.startswith("R", start):
+    """The multiprocess server's ``Registered ...``, ``Unregistered ...`` and ``Reaped ...`` of a vLLM worker's KV
+    cache."""
+    if line.startswith("Rea", start):
+        m = _REAPED.match(line, start)
+        if m is not None:
+            gpu, instance, silent, pinged = m.groups()
+            reaped = LmcacheEngineRegistration(stamp, "reaped", instance, gpu == "GPU")
+            reaped.silent_seconds, reaped.pinged = float(silent), pinged == "True"
+            return (reaped,)
+    elif line.startswith("R", start):
         m = _GPU_REGISTERED.match(line, start)
         if m is not None:
             return (LmcacheEngineRegistration(stamp, "registered", m.group(1), True, int(m.group(2))),)
@@ -685,6 +698,7 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Server": (parse_remote_server_start, "lmcache_server_started"),
     "Registered": (parse_registration, "lmcache_engine_registration"),
     "Unregistered": (parse_registration, "lmcache_engine_registration"),
+    "Reaped": (parse_registration, "lmcache_engine_registration"),
     "<preempted>": (parse_preemption, "request_preempted"),
     "<resume-load>": (parse_resume_load, "lmcache_resume_load"),
     "Bypassing": (parse_bypassing, "lmcache_load_bypassed"),

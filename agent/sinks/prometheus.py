@@ -538,13 +538,16 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     counter(
         "kvwatch_lmcache_engine_registrations_total",
-        "vLLM workers' KV caches registered with LMCache's multiprocess server, and unregistered from it.",
+        "vLLM workers' KV caches registered with LMCache's multiprocess server, unregistered from it, or reaped.",
         counted(ev.LmcacheEngineRegistration, by="change", always=ev.ENGINE_REGISTRATION_CHANGES),
         labels="change",
         doc="vLLM workers whose KV cache joined the multiprocess server (`registered`: `Registered KV cache for GPU "
         "ID N with L layers`, `Registered non-GPU context for instance N (…)`; one per tensor-parallel worker, at "
         "each start of vLLM) or left it (`unregistered`: `Unregistered KV cache for GPU ID N`, `Unregistered "
-        "non-CUDA context for instance ID N`; a vLLM that crashes says nothing); read from the server's own log",
+        "non-CUDA context for instance ID N`; a vLLM that crashes says nothing), or dropped by the server's reaper "
+        "for their silence (`reaped`: `Reaped GPU instance N: silent for S s (pinged=…)`, `Reaped non-GPU instance "
+        "N: …`; a crashed or hung worker after the reap timeout, 120 s by default, or one that never ran a request "
+        "after the registration grace, an hour); read from the server's own log",
     ),
     # KV connectors
     counter(

@@ -801,9 +801,27 @@ def test_vllm_workers_registering_with_the_lmcache_server_are_counted() -> None:
         f for f in collect_families([feed(fresh(), lines)]) if f.name == "kvwatch_lmcache_engine_registrations"
     ]
     totals = {s.labels["change"]: s.value for s in family.samples if s.name.endswith("_total")}
-    assert totals == {"registered": 1, "unregistered": 1}
+    assert totals == {"registered": 1, "unregistered": 1, "reaped": 0}
     (family,) = [f for f in collect_families([fresh()]) if f.name == "kvwatch_lmcache_engine_registrations"]
     assert {s.labels["change"]: s.value for s in family.samples if s.name.endswith("_total")} == {
         "registered": 0,
         "unregistered": 0,
+        "reaped": 0,
     }  # there from the start, for rules that compare with zero
+
+
+def test_workers_the_lmcache_server_reaped_are_counted_apart() -> None:
+    """The server's reaper drops a crashed worker and one that never ran a request; the Q ring's reap (the same
+    worker's second registration) and a worker registering again while registered count for nothing."""
+    stamp = "[2026-09-02 10:11:12,345] LMCache"
+    lines = [
+        f"{stamp} INFO: Registered KV cache for GPU ID 48213 with 64 layers (gpu_transfer.py:420:lmcache.v1.x)",
+        f"{stamp} INFO: Instance 48213 already registered; refreshing liveness (gpu_transfer.py:350:lmcache.v1.x)",
+        f"{stamp} WARNING: Reaped GPU instance 48213: silent for 131.2s (pinged=True) (gpu.py:301:lmcache.x)",
+        f"{stamp} WARNING: Reaped Q ring for instance 48213: silent for 131.2s (pinged=True) (q.py:190:lmcache.x)",
+        f"{stamp} WARNING: Reaped non-GPU instance 17: silent for 3600.4s (pinged=False) (shm.py:288:lmcache.x)",
+    ]
+    stats = feed(fresh(), lines)
+    (family,) = [f for f in collect_families([stats]) if f.name == "kvwatch_lmcache_engine_registrations"]
+    totals = {s.labels["change"]: s.value for s in family.samples if s.name.endswith("_total")}
+    assert totals == {"registered": 1, "unregistered": 0, "reaped": 2}
