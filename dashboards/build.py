@@ -452,11 +452,15 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
                 f"(increase(kvwatch_lmcache_engine_registrations_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} vLLM workers {{change}}",
             ),
+            query(
+                f"sum by (server) (kvwatch_lmcache_engines_registered{{{SERVERS}}})",
+                "{{server}} vLLM workers registered now",
+            ),
             description="LMCache's multiprocess server (lmcache server): keys it found in L1 (memory) and L2 "
             "(storage); at INFO it logs nothing for a miss, at DEBUG every lookup's end, hit or miss, and the "
             "chunks it found.  Keys are chunks per KV group and rank, not tokens.  Its starts, and the vLLM workers "
             "that registered their KV cache with it, left it, or were reaped by it for their silence (one per "
-            "tensor-parallel worker).",
+            "tensor-parallel worker), and how many it holds now.",
             width=8,
             no_value=MP_ONLY,
         )

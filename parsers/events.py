@@ -412,6 +412,10 @@ class LmcacheServerStarted(Event):
     url: str | None = None  #: the address its request server listens on (the line that names it)
 
 
+# The scheme of the remote cache server's address (``remote_url = "lm://HOST:PORT"``): a start with it is that
+# server's, not the multiprocess server's.
+REMOTE_SERVER_SCHEME = "lm://"
+
 EngineRegistrationChange = Literal["registered", "unregistered", "reaped"]
 ENGINE_REGISTRATION_CHANGES: tuple[str, ...] = get_args(EngineRegistrationChange)
 

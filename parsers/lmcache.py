@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from parsers.events import (
+    REMOTE_SERVER_SCHEME,
     Event,
     LmcacheBackendBypass,
     LmcacheDegraded,
@@ -437,7 +438,7 @@ def parse_remote_server_start(line: str, start: int, stamp: str | None, rank: in
         if not line.startswith(_SERVER_STARTED, start) or line.startswith(" (", start + len(_SERVER_STARTED)):
             return ()
         return None
-    return (LmcacheServerStarted(stamp, f"lm://{m.group(1)}"),)
+    return (LmcacheServerStarted(stamp, REMOTE_SERVER_SCHEME + m.group(1)),)
 
 
 # A vLLM worker's KV cache joining the multiprocess server or leaving it.  The worker's id is an identifier (a

@@ -25,6 +25,7 @@ from agent.sinks.stats import (
     Histogram,
     KvTransferTotals,
     LmcacheServerStarts,
+    LmcacheWorkers,
     ResumeLoads,
     RunningTotal,
     ServerStats,
@@ -35,7 +36,15 @@ _NOT_SAVED = frozenset(("server", "clock", "now", "service_unit"))  # (the unit 
 # Classes a record may rebuild, by name: their attributes are saved one by one.
 _OBJECTS: dict[str, type] = {
     cls.__name__: cls
-    for cls in (Histogram, KvTransferTotals, RunningTotal, LmcacheServerStarts, ResumeLoads, EngineStatsState)
+    for cls in (
+        Histogram,
+        KvTransferTotals,
+        RunningTotal,
+        LmcacheServerStarts,
+        LmcacheWorkers,
+        ResumeLoads,
+        EngineStatsState,
+    )
 }
 
 

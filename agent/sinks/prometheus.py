@@ -549,6 +549,18 @@ CATALOGUE: tuple[Spec, ...] = (
         "N: …`; a crashed or hung worker after the reap timeout, 120 s by default, or one that never ran a request "
         "after the registration grace, an hour); read from the server's own log",
     ),
+    gauge(
+        "kvwatch_lmcache_engines_registered",
+        "vLLM workers LMCache's multiprocess server holds now, as its log since its start says.",
+        computed(lambda s: s.lmcache_workers.count),
+        doc="the vLLM workers whose KV cache is registered with the multiprocess server now: registered since its "
+        "last start (`registered` above) and neither unregistered nor reaped since; one per tensor-parallel worker. "
+        "A crashed vLLM's worker stays until the server's reaper drops it, and a worker reaped while its vLLM runs on "
+        "is not registered again: its stores and loads are refused, and the cache is not used for it.  Exported once "
+        "the server's start was read (kvwatch read its log from that start on: supervised, or a followed log read "
+        "from its beginning); read from the server's own log",
+        native="none (the server's HTTP API lists them: `GET /status`)",
+    ),
     # KV connectors
     counter(
         "kvwatch_kv_transfer_lines_total",

@@ -407,6 +407,59 @@ class LmcacheServerStarts:
         self.awaiting = later.awaiting
 
 
+class LmcacheWorkers:
+    """The vLLM workers LMCache's multiprocess server holds now, by its log: each worker registered since the server's
+    last start and neither unregistered nor reaped since (a crashed vLLM says nothing, and its worker stays until
+    the server's reaper drops it).  Known only once that start was read (``since_start``): workers registered before
+    the log read are not in it.  Parts of one log merge exactly: a later part that read a start stands alone; one
+    that did not takes away the workers that left in it and adds those that registered."""
+
+    __slots__ = ("left", "registered", "since_start")
+
+    # Workers kept at most (a server holds a few per vLLM on its host; a bound, whatever a log holds).
+    KEPT = 4096
+
+    def __init__(self) -> None:
+        self.registered: dict[str, None] = {}  # the workers' ids, in the order they registered
+        self.left: dict[str, None] = {}  # workers that left in this part (for the merge with the part before)
+        self.since_start = False
+
+    def start(self) -> None:
+        self.registered.clear()
+        self.left.clear()
+        self.since_start = True
+
+    def change(self, instance: str, registered: bool) -> None:
+        if registered:
+            _kept_add(self.registered, instance, self.KEPT)
+        else:
+            self.registered.pop(instance, None)
+            _kept_add(self.left, instance, self.KEPT)
+
+    @property
+    def count(self) -> int | None:
+        """How many workers the server holds now; None before its start was read."""
+        return len(self.registered) if self.since_start else None
+
+    def merge(self, later: LmcacheWorkers) -> None:
+        if later.since_start:
+            self.registered, self.left, self.since_start = dict(later.registered), dict(later.left), True
+            return
+        for instance in later.left:
+            self.registered.pop(instance, None)
+            _kept_add(self.left, instance, self.KEPT)
+        for instance in later.registered:
+            _kept_add(self.registered, instance, self.KEPT)
+
+
+def _kept_add(kept: dict[str, None], key: str, most: int) -> None:
+    """``key`` added last to an ordered set of at most ``most`` keys (the oldest goes)."""
+    kept.pop(key, None)
+    if len(kept) >= most:
+        del kept[next(iter(kept))]
+    kept[key] = None
+
+
 class ResumeLoads:
     """Preempted requests resumed with KV LMCache loaded for them (its multiprocess connector): the last
     ``<resume-load>`` line of a request before its resume says what was loaded; that line repeats at every
@@ -556,6 +609,7 @@ class ServerStats:
     server_lookups: int = counter()  # lookups the server's hit-rate summaries covered
     server_lookup_hit_ratio: dict[str, float] = last(dict)  # plane (prefix, non_prefix) -> the last summary's
     lmcache_starts: LmcacheServerStarts = merged(LmcacheServerStarts)
+    lmcache_workers: LmcacheWorkers = merged(LmcacheWorkers)
     # LMCache's multiprocess connector in vLLM: preempted requests resumed with KV it loaded
     resume_loads: ResumeLoads = merged(ResumeLoads)
     # KV connectors (vLLM's KV Transfer metrics line)
@@ -665,6 +719,7 @@ class ServerStats:
             ev.LmcacheL1Usage: self._l1_usage,
             ev.LmcacheLookupSummary: self._lookup_summary,
             ev.LmcacheServerStarted: self._lmcache_started,
+            ev.LmcacheEngineRegistration: self._registration,
             ev.KvTransferStats: self._kv_transfer,
             ev.StartupPhase: self._startup_phase,
             ev.RequestReceived: self._received,
@@ -853,6 +908,11 @@ class ServerStats:
 
     def _lmcache_started(self, e: ev.LmcacheServerStarted) -> None:
         self.lmcache_starts.observe(e.url is not None)
+        if not (e.url or "").startswith(ev.REMOTE_SERVER_SCHEME):  # the multiprocess server's, not the remote one's
+            self.lmcache_workers.start()
+
+    def _registration(self, e: ev.LmcacheEngineRegistration) -> None:
+        self.lmcache_workers.change(e.instance, e.change == "registered")
 
     @property
     def lmcache_server_starts(self) -> int:

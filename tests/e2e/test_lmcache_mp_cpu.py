@@ -136,6 +136,7 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         assert agent.value("kvwatch_lmcache_server_starts_total", server="mp") == 1
         # vLLM's one (CPU) worker registered its KV cache with it as vLLM started, as its log says.
         assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="registered") == 1
+        assert agent.value("kvwatch_lmcache_engines_registered", server="mp") == 1
         # The connector's own count of lookups, through vLLM's KV Transfer metrics lines.
         wait_for(
             lambda: (
@@ -197,6 +198,7 @@ def _dead_worker_reaped(agent, vllm: subprocess.Popen, lmcache_log: Path) -> Non
     )
     assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="registered") == 1
     assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="unregistered") == 0
+    assert agent.value("kvwatch_lmcache_engines_registered", server="mp") == 0  # the server holds no worker now
     lines = lmcache_log.read_text(encoding="utf-8", errors="replace").splitlines()
     (reaped,) = [e for line in lines for e in parse_line(line) if e.kind == "lmcache_engine_registration"][1:]
     assert (reaped.change, reaped.gpu, reaped.pinged) == ("reaped", False, True)
@@ -303,6 +305,7 @@ def test_kvwatch_runs_the_lmcache_server_and_vllm_as_one_unit(agents, tmp_path: 
     # vLLM's worker registered with each of the two LMCache servers (the first died without its leaving).
     assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="registered") == 2
     assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="unregistered") == 0
+    assert agent.value("kvwatch_lmcache_engines_registered", server="mp") == 1  # the new server's one worker
     # The new LMCache server started empty: the first request stored, the second hit.
     wait_for(lambda: agent.value("kvwatch_lmcache_prefetches_total", server="mp") == 2, what="a prefetch after it")
     assert _lmcache_metrics(http_port)["lmcache_mp_lookup_hit_tokens_total"] == (tokens // CHUNK) * CHUNK

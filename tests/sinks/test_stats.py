@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -825,3 +826,56 @@ def test_workers_the_lmcache_server_reaped_are_counted_apart() -> None:
     (family,) = [f for f in collect_families([stats]) if f.name == "kvwatch_lmcache_engine_registrations"]
     totals = {s.labels["change"]: s.value for s in family.samples if s.name.endswith("_total")}
     assert totals == {"registered": 1, "unregistered": 0, "reaped": 2}
+
+
+_MP = "[2026-09-02 10:{:02d}:12,345] LMCache {}"
+WORKERS_LOG = [
+    _MP.format(0, "INFO: Registered KV cache for GPU ID 7 with 64 layers (x.py:1:lmcache.x)"),  # before the start read
+    _MP.format(1, "INFO: LMCache ZMQ cache server is running on tcp://0.0.0.0:5555 (server.py:1:lmcache.x)"),
+    _MP.format(1, "INFO: LMCache cache server is running... (server.py:2:lmcache.x)"),
+    _MP.format(2, "INFO: Registered KV cache for GPU ID 41 with 64 layers (x.py:1:lmcache.x)"),
+    _MP.format(2, "INFO: Registered KV cache for GPU ID 42 with 64 layers (x.py:1:lmcache.x)"),
+    _MP.format(3, "INFO: Instance 42 already registered; refreshing liveness (x.py:2:lmcache.x)"),
+    _MP.format(4, "INFO: Unregistered KV cache for GPU ID 41 (x.py:3:lmcache.x)"),
+    _MP.format(5, "INFO: Registered KV cache for GPU ID 43 with 64 layers (x.py:1:lmcache.x)"),
+    _MP.format(6, "WARNING: Reaped GPU instance 42: silent for 131.2s (pinged=True) (x.py:4:lmcache.x)"),
+    _MP.format(7, "INFO: Registered KV cache for GPU ID 41 with 64 layers (x.py:1:lmcache.x)"),
+]
+WORKERS_NOW = 2  # 43 and 41 again
+
+
+def workers(stats: ServerStats) -> float | None:
+    return exposition(stats).get(("kvwatch_lmcache_engines_registered", (("server", "s"),)))
+
+
+def test_the_workers_the_lmcache_server_holds_are_counted_from_its_start() -> None:
+    """Known once the server's start was read (a worker registered before it in the log read is not counted, and
+    before any start nothing is said); a worker unregistered or reaped leaves, a refreshed one stays one."""
+    assert workers(feed(fresh(), WORKERS_LOG[:1])) is None
+    assert workers(feed(fresh(), WORKERS_LOG)) == WORKERS_NOW
+    # The server's next start: it holds no worker until vLLM's register again.
+    again = feed(fresh(), [*WORKERS_LOG, *WORKERS_LOG[1:3]])
+    assert workers(again) == 0
+    # The remote cache server's start (its log is another server's): no worker count from it.
+    remote = "[2026-05-14 09:01:44,209] LMCache INFO: Server started at localhost:8100 (__main__.py:138:__main__)"
+    assert workers(feed(fresh(), [remote, WORKERS_LOG[3]])) is None
+
+
+@pytest.mark.parametrize("cut", range(1, len(WORKERS_LOG)))
+def test_the_workers_of_parts_merge_to_one_pass(cut: int) -> None:
+    assert workers(read_in_two(WORKERS_LOG, cut)) == WORKERS_NOW
+    three = fresh()
+    for part in (WORKERS_LOG[:cut], WORKERS_LOG[cut : cut + 2], WORKERS_LOG[cut + 2 :]):
+        three.merge(pickle.loads(pickle.dumps(feed(fresh(), part))))
+    assert workers(three) == WORKERS_NOW
+
+
+def test_the_workers_are_saved_with_the_numbers_and_come_back() -> None:
+    from agent.sinks.checkpoint import restore_stats, stats_record
+
+    saved = json.loads(json.dumps(stats_record(feed(fresh(), WORKERS_LOG))))
+    restored = fresh()
+    assert restore_stats(restored, saved) == []
+    assert workers(restored) == WORKERS_NOW
+    # Read on after the restart: the worker 43 leaves.
+    assert workers(feed(restored, [_MP.format(8, "INFO: Unregistered KV cache for GPU ID 43 (x.py:3:lmcache.x)")])) == 1
