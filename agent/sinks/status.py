@@ -50,6 +50,7 @@ class ServerStatus:
     lmcache_unhealthy: bool = False  # its health monitor's degraded mode
     lmcache_bypassed_backends: list[str] = field(default_factory=list)
     lmcache_server_hit_ratio: float | None = None  # the multiprocess server's last hit-rate summary (prefix), 0..1
+    lmcache_workers: float | None = None  # vLLM workers the multiprocess server holds now (once its start was read)
     errors: dict[str, float] = field(default_factory=dict)
     suspicious_lines: float = 0.0
     lmcache_error_lines: float = 0.0  # LMCache's error and critical lines (KvwatchLmcacheErrors)
@@ -96,6 +97,8 @@ class ServerStatus:
             found.append("LMCache errors logged")
         if self.lmcache_memory_full:
             found.append("LMCache memory full")
+        if self.lmcache_workers == 0 and self.prompt_throughput:
+            found.append("LMCache holds no worker")  # (KvwatchLmcacheNoWorkers: vLLM computes prompts meanwhile)
         if self.suspicious_lines:
             found.append("suspicious lines")
         if self.canary not in (None, "works"):
@@ -226,6 +229,8 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
     elif name == "kvwatch_lmcache_server_lookup_hit_ratio":
         if labels.get("plane") == "prefix":
             s.lmcache_server_hit_ratio = value
+    elif name == "kvwatch_lmcache_engines_registered":
+        s.lmcache_workers = value
     elif name == "kvwatch_lmcache_degraded":
         s.lmcache_degraded = value == 1
     elif name == "kvwatch_lmcache_unhealthy":

@@ -69,6 +69,10 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
         'kvwatch_lmcache_backend_bypassed{server="s",backend="RemoteBackend"} 1\n'
         'kvwatch_lmcache_backend_bypassed{server="s",backend="LocalDiskBackend"} 0\n'
         'kvwatch_lmcache_backend_bypassed{server="t",backend="RemoteBackend"} 0\n'
+        'kvwatch_lmcache_engines_registered{server="s"} 0\n'
+        'kvwatch_vllm_prompt_throughput_tokens_per_second{server="s",engine="0"} 812.5\n'
+        'kvwatch_lmcache_engines_registered{server="t"} 0\n'
+        'kvwatch_vllm_prompt_throughput_tokens_per_second{server="t",engine="0"} 0.0\n'
     )
     snapshot = read_snapshot(text)
     server = snapshot.servers["s"]
@@ -80,10 +84,12 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
         "LMCache bypassing RemoteBackend",
         "LMCache errors logged",
         "LMCache memory full",
+        "LMCache holds no worker",
         "suspicious lines",
         "canary: nothing_hit",
     ]
-    assert snapshot.servers["t"].conditions() == []  # warnings, and vLLM's error lines, are no condition
+    # Warnings, vLLM's error lines, and no worker while vLLM computes no prompt, are no condition.
+    assert snapshot.servers["t"].conditions() == []
     assert snapshot.as_dict()["servers"][0]["conditions"] == server.conditions()
 
 
