@@ -429,7 +429,8 @@ class LmcacheEngineRegistration(Event):
     another accelerator).  Each worker of a tensor-parallel engine registers on its own; a vLLM that stops
     unregisters, one that crashes says nothing.  The server's reaper drops a worker that went silent (2026 on:
     ``Reaped GPU instance N: silent for S s (pinged=True)``, ``Reaped non-GPU instance N: …``): a crashed or hung
-    worker, or one that never ran a request within the registration grace; it registers again when it comes back."""
+    worker, or one that never ran a request within the registration grace.  A vLLM started again registers anew; a
+    worker reaped while its vLLM runs on is not registered again until its connector loses the server and finds it."""
 
     kind: ClassVar[str] = "lmcache_engine_registration"
     change: EngineRegistrationChange = "registered"  #: registered, unregistered, or reaped (dropped for its silence)

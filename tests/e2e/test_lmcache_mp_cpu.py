@@ -202,7 +202,7 @@ def _dead_worker_reaped(agent, vllm: subprocess.Popen, lmcache_log: Path) -> Non
     lines = lmcache_log.read_text(encoding="utf-8", errors="replace").splitlines()
     (reaped,) = [e for line in lines for e in parse_line(line) if e.kind == "lmcache_engine_registration"][1:]
     assert (reaped.change, reaped.gpu, reaped.pinged) == ("reaped", False, True)
-    assert reaped.silent_seconds is not None and reaped.silent_seconds > REAP_SECONDS
+    assert reaped.silent_seconds is not None and reaped.silent_seconds >= REAP_SECONDS  # (printed to a tenth)
 
 
 def _preemptions_resume_from_lmcache(agent, receiver: HttpReceiver, vllm_port: int) -> None:
