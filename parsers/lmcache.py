@@ -469,9 +469,10 @@ def parse_registration(line: str, start: int, stamp: str | None, rank: int | Non
         m = _REAPED.match(line, start)
         if m is not None:
             gpu, instance, silent, pinged = m.groups()
-            reaped = LmcacheEngineRegistration(stamp, "reaped", instance, gpu == "GPU")
-            reaped.silent_seconds, reaped.pinged = float(silent), pinged == "True"
-            return (reaped,)
+            change = LmcacheEngineRegistration(
+                stamp, "reaped", instance, gpu == "GPU", silent_seconds=float(silent), pinged=pinged == "True"
+            )
+            return (change,)
     elif line.startswith("R", start):
         m = _GPU_REGISTERED.match(line, start)
         if m is not None:
@@ -487,7 +488,7 @@ def parse_registration(line: str, start: int, stamp: str | None, rank: int | Non
         m = _CONTEXT_UNREGISTERED.match(line, start)
         if m is not None:
             return (LmcacheEngineRegistration(stamp, "unregistered", m.group(1), False),)
-    # Another message that begins with the word gives nothing; one of these four that does not read, a suspect.
+    # Another message that begins with the word gives nothing; one of these messages that does not read, a suspect.
     return None if line.startswith(_REGISTRATION_STARTS, start) else ()
 
 

@@ -431,10 +431,10 @@ class LmcacheWorkers:
 
     def change(self, instance: str, registered: bool) -> None:
         if registered:
-            _kept_add(self.registered, instance, self.KEPT)
+            _kept_last(self.registered, instance, None, self.KEPT)
         else:
             self.registered.pop(instance, None)
-            _kept_add(self.left, instance, self.KEPT)
+            _kept_last(self.left, instance, None, self.KEPT)
 
     @property
     def count(self) -> int | None:
@@ -447,17 +447,17 @@ class LmcacheWorkers:
             return
         for instance in later.left:
             self.registered.pop(instance, None)
-            _kept_add(self.left, instance, self.KEPT)
+            _kept_last(self.left, instance, None, self.KEPT)
         for instance in later.registered:
-            _kept_add(self.registered, instance, self.KEPT)
+            _kept_last(self.registered, instance, None, self.KEPT)
 
 
-def _kept_add(kept: dict[str, None], key: str, most: int) -> None:
-    """``key`` added last to an ordered set of at most ``most`` keys (the oldest goes)."""
+def _kept_last(kept: dict[str, Any], key: str, value: Any, most: int) -> None:
+    """``key`` put last in a dict kept in order of arrival, at most ``most`` keys long (the oldest goes)."""
     kept.pop(key, None)
     if len(kept) >= most:
         del kept[next(iter(kept))]
-    kept[key] = None
+    kept[key] = value
 
 
 class ResumeLoads:
@@ -478,11 +478,7 @@ class ResumeLoads:
         self.unpaired: list[str] = []  # resumes of this part with no load line before them
 
     def observe_load(self, request_id: str, tokens: int) -> None:
-        pending = self.pending
-        pending.pop(request_id, None)
-        if len(pending) >= self.KEPT:
-            del pending[next(iter(pending))]  # the oldest: a request aborted while it waited
-        pending[request_id] = tokens
+        _kept_last(self.pending, request_id, tokens, self.KEPT)  # (the oldest that goes: a request aborted meanwhile)
 
     def observe_resume(self, request_id: str) -> None:
         if not self._paired(request_id) and len(self.unpaired) < self.KEPT:
