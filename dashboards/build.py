@@ -456,11 +456,17 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
                 f"sum by (server) (kvwatch_lmcache_engines_registered{{{SERVERS}}})",
                 "{{server}} vLLM workers registered now",
             ),
+            query(
+                "sum by (server, operation) "
+                f"(increase(kvwatch_lmcache_unregistered_worker_requests_total{{{SERVERS}}}[$__rate_interval]))",
+                "{{server}} {{operation}} of a worker it does not hold",
+            ),
             description="LMCache's multiprocess server (lmcache server): keys it found in L1 (memory) and L2 "
             "(storage); at INFO it logs nothing for a miss, at DEBUG every lookup's end, hit or miss, and the "
             "chunks it found.  Keys are chunks per KV group and rank, not tokens.  Its starts, and the vLLM workers "
             "that registered their KV cache with it, left it, or were reaped by it for their silence (one per "
-            "tensor-parallel worker), and how many it holds now.",
+            "tensor-parallel worker), how many it holds now, and the lookups, stores and loads of workers it does "
+            "not hold (reaped while their vLLM ran on).",
             width=8,
             no_value=MP_ONLY,
         )

@@ -90,7 +90,7 @@ from parsers.events import (
     SuspiciousLine,
     VllmParser,
 )
-from parsers.messages import EXCEPTION_WORD_ENDS, MESSAGE_START, Events, message_only
+from parsers.messages import EXCEPTION_WORD_ENDS, MESSAGE_START, Events, exception_events, message_only
 from parsers.shapes import NOT_A_NUMBER, LineMatcher
 
 NOTHING: Events = ()
@@ -133,7 +133,7 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
             # A component's own tag inside the message (vllm-omni's ``[AsyncOmni] ``).
             return vllm_message(line, space + 1, stamp, rank)
         if word.endswith(EXCEPTION_WORD_ENDS):
-            return lifecycle.parse_exception(line, start, stamp)
+            return exception_events(line, start, stamp)
         if word.isdigit():
             entry = (vllm_stats.parse_aggregated, "engine_stats")
         elif word.startswith("Iteration("):  # a first word with the step's number in it
@@ -821,13 +821,13 @@ def _after_header(text: str, found: Header, rank: int | None) -> Events:
         access = requests.ACCESS.parse(text, start, None)
         return (access,) if access is not None else NOTHING
     if found.kind == "exception":
-        return lifecycle.parse_exception(text, start, None)
+        return exception_events(text, start, None)
     if found.kind == "crash":
         return message_only(text, start)
     if found.kind == "torch":
         # PyTorch's own messages give only their level; a program relaying the server's output through glog or
         # klog puts its header before a message read alone too (a traceback's last line, a crash report).
-        events = message_only(text, start) or lifecycle.parse_exception(text, start, None)
+        events = message_only(text, start) or exception_events(text, start, None)
         return _restamp(events, torch_problem(text, found.start)[2]) if events else NOTHING
     if found.kind == "ray_access":
         return requests.parse_ray_serve_access(text, start) or NOTHING

@@ -445,6 +445,29 @@ class LmcacheEngineRegistration(Event):
     pinged: bool | None = None
 
 
+UnregisteredWorkerOperation = Literal["lookup", "store", "retrieve", "transfer"]
+UNREGISTERED_WORKER_OPERATIONS: tuple[str, ...] = get_args(UnregisteredWorkerOperation)
+
+
+@dataclass(slots=True)
+class LmcacheUnregisteredWorker(Event):
+    """LMCache's multiprocess server was asked to look up, store or load for a vLLM worker it does not hold: its
+    reaper dropped the worker (``lmcache_engine_registration``, ``reaped``), or the server started again since the
+    worker registered; a worker that runs on does not register again.  A lookup: ``No GPU context found for model M
+    with world size W during lookup!`` (no hit).  A store or a load: LMCache 0.5.6 on a GPU refuses it with ``Rejecting
+    STORE for unregistered GPU instance ID N`` (``RETRIEVE``: a load; vLLM computes what it would have loaded); its
+    handler's exception elsewhere (``ValueError: No GPU context registered for instance ID N``; on the shared-memory
+    path ``non-GPU context not registered (or reaped) for instance ID N``; early 2026 ``AssertionError: KV cache not
+    registered for GPU ID N``), which the server does not answer: the request waits for ever."""
+
+    kind: ClassVar[str] = "lmcache_unregistered_worker"
+    #: lookup, store, retrieve (a load), or transfer (a store or a load: an exception's line does not say which)
+    operation: UnregisteredWorkerOperation = "transfer"
+    instance: str | None = None  #: the worker's id with the server (a store or a load)
+    model: str | None = None  #: the model the lookup was for
+    world_size: NonNegativeInt | None = None  #: the engine's workers, as the lookup says
+
+
 # --- request lifecycle --------------------------------------------------------
 
 
@@ -958,6 +981,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheLookupSummary,
     LmcacheServerStarted,
     LmcacheEngineRegistration,
+    LmcacheUnregisteredWorker,
     RequestReceived,
     RequestAdded,
     RequestFinished,

@@ -35,6 +35,7 @@ from parsers.events import (
     LmcacheStoreSkipped,
     LmcacheStoreStart,
     LmcacheUnhealthySkip,
+    LmcacheUnregisteredWorker,
     RequestPreempted,
     RequestResumed,
 )
@@ -492,6 +493,40 @@ def parse_registration(line: str, start: int, stamp: str | None, rank: int | Non
     return None if line.startswith(_REGISTRATION_STARTS, start) else ()
 
 
+# The multiprocess server asked by a worker it does not hold: a lookup for a model none of its workers serves, a
+# store or a load refused (LMCache 0.5.6 on a GPU), or the exception a store's or a load's handler raised before.
+UNREGISTERED_LOOKUP = re.compile(rf"No GPU context found for model (.+?) with world size ({INTEGER}) during lookup!")
+UNREGISTERED_REFUSAL = re.compile(r"Rejecting (STORE|RETRIEVE) for unregistered GPU instance ID (\d+)(?!\d)")
+_REFUSAL_STARTS = ("Rejecting STORE for unregistered", "Rejecting RETRIEVE for unregistered")
+UNREGISTERED_EXCEPTION = re.compile(
+    r"(?:ValueError|AssertionError|RuntimeError): (?:No GPU context registered for instance ID|"
+    r"non-GPU context not registered \(or reaped\) for instance ID|KV cache not registered for GPU ID) (\d+)(?!\d)"
+)
+
+
+def parse_unregistered_lookup(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """``No GPU context found for model M with world size W during lookup!``; LMCache's other words that begin
+    with ``No`` give nothing."""
+    m = UNREGISTERED_LOOKUP.match(line, start)
+    if m is not None:
+        return (LmcacheUnregisteredWorker(stamp, "lookup", model=m.group(1), world_size=int(m.group(2))),)
+    return None if line.startswith("No GPU context found for model", start) else ()
+
+
+def parse_unregistered_refusal(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...] | None:
+    """``Rejecting STORE for unregistered GPU instance ID N`` and ``Rejecting RETRIEVE ...``."""
+    m = UNREGISTERED_REFUSAL.match(line, start)
+    if m is None:
+        return None if line.startswith(_REFUSAL_STARTS, start) else ()
+    return (LmcacheUnregisteredWorker(stamp, "store" if m.group(1) == "STORE" else "retrieve", m.group(2)),)
+
+
+def parse_unregistered_exception(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
+    """The last line of the traceback the server logs when a store's or a load's handler finds no such worker."""
+    m = UNREGISTERED_EXCEPTION.match(line, start)
+    return (LmcacheUnregisteredWorker(stamp, "transfer", m.group(1)),) if m is not None else ()
+
+
 def parse_failed(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
     if line.startswith("Failed to initialize LMCacheManager components", start):
         return (LmcacheDegraded(stamp),)
@@ -701,6 +736,8 @@ FIRST_WORDS: dict[str, tuple[LmcacheParser, str]] = {
     "Registered": (parse_registration, "lmcache_engine_registration"),
     "Unregistered": (parse_registration, "lmcache_engine_registration"),
     "Reaped": (parse_registration, "lmcache_engine_registration"),
+    "Rejecting": (parse_unregistered_refusal, "lmcache_unregistered_worker"),
+    "No": (parse_unregistered_lookup, "lmcache_unregistered_worker"),
     "<preempted>": (parse_preemption, "request_preempted"),
     "<resume-load>": (parse_resume_load, "lmcache_resume_load"),
     "Bypassing": (parse_bypassing, "lmcache_load_bypassed"),

@@ -190,8 +190,20 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "DPCoordinator": _exact(_whole(lifecycle.COORDINATOR_SCALED.pattern), lifecycle.parse_coordinator_scaled),
     **dict.fromkeys(lifecycle.KV_TOO_SMALL_WORDS, _KV_TOO_SMALL),
     # ``No available ...``: the refusal above, or a block of vLLM's processes' queue.
-    "No": _exact(_whole(lifecycle.KV_TOO_SMALL.pattern + "|" + lifecycle.STALL.pattern), lifecycle.parse_no_available),
+    "No": _first_of(
+        _exact(_whole(lifecycle.KV_TOO_SMALL.pattern + "|" + lifecycle.STALL.pattern), lifecycle.parse_no_available),
+        _exact(_whole(lmcache.UNREGISTERED_LOOKUP.pattern), _lmcache(lmcache.parse_unregistered_lookup)),
+    ),
+    "Rejecting": _exact(_whole(lmcache.UNREGISTERED_REFUSAL.pattern), _lmcache(lmcache.parse_unregistered_refusal)),
 }
+
+
+def exception_events(line: str, start: int, stamp: str | None) -> Events:
+    """A traceback's last line: LMCache's multiprocess server raising for a worker it does not hold, else an
+    exception that tells an error (``torch.OutOfMemoryError: ...``)."""
+    return lmcache.parse_unregistered_exception(line, start, stamp) or lifecycle.parse_exception(line, start, stamp)
+
+
 # LMCache's messages that its request tag may stand before (``[req_id=X] Stored ...``).
 _REQUEST_TAGGED = {word: _WHOLE_MESSAGES[word] for word in ("Stored", "Retrieved")}
 # abseil's ``*** SIGSEGV received at ...``: read from the signal's name, after the stars.
@@ -262,7 +274,7 @@ def message_only(line: str, start: int) -> Events:
         except NOT_A_NUMBER:  # not that message after all
             return NOTHING
     if word.endswith(EXCEPTION_WORD_ENDS) and start == 0:
-        return lifecycle.parse_exception(line, start, None)
+        return exception_events(line, start, None)
     if ": error: " in line:
         return lifecycle.parse_usage_error(line, start, None)
     if "rocdevice.cpp" in word:

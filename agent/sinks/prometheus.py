@@ -561,6 +561,20 @@ CATALOGUE: tuple[Spec, ...] = (
         "from its beginning); read from the server's own log",
         native="none (the server's HTTP API lists them: `GET /status`)",
     ),
+    counter(
+        "kvwatch_lmcache_unregistered_worker_requests_total",
+        "Lookups, stores and loads LMCache's multiprocess server was asked for by vLLM workers it does not hold.",
+        counted(ev.LmcacheUnregisteredWorker, by="operation", always=ev.UNREGISTERED_WORKER_OPERATIONS),
+        labels="operation",
+        doc="requests of a vLLM worker the multiprocess server does not hold (reaped, or registered with the server "
+        "before it started again): `lookup` (`No GPU context found for model M with world size W during lookup!`: no "
+        "hit), `store` and `retrieve` (LMCache 0.5.6 on a GPU: `Rejecting STORE for unregistered GPU instance ID N`, "
+        "`Rejecting RETRIEVE …`: nothing stored, nothing loaded), `transfer` (a store or a load whose handler raised "
+        "`No GPU context registered for instance ID N`, `non-GPU context not registered (or reaped) for instance ID "
+        "N` or `KV cache not registered for GPU ID N`: the server does not answer it and the request waits for "
+        "ever); read from the server's own log",
+        native="none",
+    ),
     # KV connectors
     counter(
         "kvwatch_kv_transfer_lines_total",

@@ -51,6 +51,8 @@ class ServerStatus:
     lmcache_bypassed_backends: list[str] = field(default_factory=list)
     lmcache_server_hit_ratio: float | None = None  # the multiprocess server's last hit-rate summary (prefix), 0..1
     lmcache_workers: float | None = None  # vLLM workers the multiprocess server holds now (once its start was read)
+    # requests of workers the multiprocess server does not hold (KvwatchLmcacheUnregisteredWorker)
+    lmcache_unregistered_requests: float = 0.0
     errors: dict[str, float] = field(default_factory=dict)
     suspicious_lines: float = 0.0
     lmcache_error_lines: float = 0.0  # LMCache's error and critical lines (KvwatchLmcacheErrors)
@@ -99,6 +101,8 @@ class ServerStatus:
             found.append("LMCache memory full")
         if self.lmcache_workers == 0 and self.prompt_throughput:
             found.append("LMCache holds no worker")  # (KvwatchLmcacheNoWorkers: vLLM computes prompts meanwhile)
+        if self.lmcache_unregistered_requests:
+            found.append("LMCache asked by a worker it does not hold")
         if self.suspicious_lines:
             found.append("suspicious lines")
         if self.canary not in (None, "works"):
@@ -231,6 +235,8 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
             s.lmcache_server_hit_ratio = value
     elif name == "kvwatch_lmcache_engines_registered":
         s.lmcache_workers = value
+    elif name == "kvwatch_lmcache_unregistered_worker_requests_total":
+        s.lmcache_unregistered_requests += value
     elif name == "kvwatch_lmcache_degraded":
         s.lmcache_degraded = value == 1
     elif name == "kvwatch_lmcache_unhealthy":

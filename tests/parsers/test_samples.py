@@ -46,8 +46,10 @@ def test_counts_match_the_raw_text(name: str) -> None:
     stored = re.findall(r"\bStored (\d+) (?:out of|tokens in)", text)
     assert stats.stores == len(stored)
     assert stats.stored_tokens == sum(int(n) for n in stored)
-    assert stats.retrieves == text.count("] Retrieved ")
-    assert stats.retrieved_tokens == sum(int(n) for n in re.findall(r"\] Retrieved (\d+) out of", text))
+    # "Retrieved N out of M required tokens", the MP server's "Retrieved N tokens in S seconds"
+    retrieved = re.findall(r"\bRetrieved (\d+) (?:out of|tokens in)", text)
+    assert stats.retrieves == len(retrieved)
+    assert stats.retrieved_tokens == sum(int(n) for n in retrieved)
     assert stats.added == text.count("] Added request ")
     assert stats.received == text.count("] Received request ")
     assert sum(stats.http.values()) == len(re.findall(r'^INFO: +\S+ - "', text, re.M))

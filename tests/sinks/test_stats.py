@@ -828,6 +828,25 @@ def test_workers_the_lmcache_server_reaped_are_counted_apart() -> None:
     assert totals == {"registered": 1, "unregistered": 0, "reaped": 2}
 
 
+def test_requests_of_workers_the_lmcache_server_does_not_hold_are_counted() -> None:
+    """The real server asked by the worker it had reaped (vLLM stopped past the reap timeout, then resumed): its
+    lookup found no worker of the model, its store raised; the traceback's other lines and the handler's error
+    line count for nothing here, and the worker's registration and reap are counted as before."""
+    lines = (SAMPLES / "lmcache-0.5.6-mp-unregistered-worker.log").read_text(encoding="utf-8").splitlines()
+    families = {f.name: f for f in collect_families([feed(fresh(), lines)])}
+    family = families["kvwatch_lmcache_unregistered_worker_requests"]
+    totals = {s.labels["operation"]: s.value for s in family.samples if s.name.endswith("_total")}
+    assert totals == {"lookup": 1, "store": 0, "retrieve": 0, "transfer": 1}
+    family = families["kvwatch_lmcache_engine_registrations"]
+    assert {s.labels["change"]: s.value for s in family.samples if s.name.endswith("_total")} == {
+        "registered": 1,
+        "unregistered": 0,
+        "reaped": 1,
+    }
+    (family,) = [f for f in collect_families([fresh()]) if f.name == "kvwatch_lmcache_unregistered_worker_requests"]
+    assert {s.value for s in family.samples if s.name.endswith("_total")} == {0}  # every operation, from the start
+
+
 _MP = "[2026-09-02 10:{:02d}:12,345] LMCache {}"
 WORKERS_LOG = [
     _MP.format(0, "INFO: Registered KV cache for GPU ID 7 with 64 layers (x.py:1:lmcache.x)"),  # before the start read

@@ -73,6 +73,9 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
         'kvwatch_vllm_prompt_throughput_tokens_per_second{server="s",engine="0"} 812.5\n'
         'kvwatch_lmcache_engines_registered{server="t"} 0\n'
         'kvwatch_vllm_prompt_throughput_tokens_per_second{server="t",engine="0"} 0.0\n'
+        'kvwatch_lmcache_unregistered_worker_requests_total{server="s",operation="lookup"} 3\n'
+        'kvwatch_lmcache_unregistered_worker_requests_total{server="s",operation="transfer"} 1\n'
+        'kvwatch_lmcache_unregistered_worker_requests_total{server="t",operation="lookup"} 0\n'
     )
     snapshot = read_snapshot(text)
     server = snapshot.servers["s"]
@@ -85,6 +88,7 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
         "LMCache errors logged",
         "LMCache memory full",
         "LMCache holds no worker",
+        "LMCache asked by a worker it does not hold",
         "suspicious lines",
         "canary: nothing_hit",
     ]
