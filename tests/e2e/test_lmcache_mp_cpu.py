@@ -14,11 +14,13 @@ Skipped only where the server environment is not installed and CI is not set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -181,21 +183,25 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         assert canary.returncode == 0, canary.stdout + canary.stderr
         assert "ok: the cache works: LMCache's server found" in canary.stdout
         _preemptions_resume_from_lmcache(agent, receiver, vllm_port)
-        _dead_worker_reaped(agent, processes[1], lmcache_log)
+        _stopped_worker_reaped_then_unknown(agent, processes[1], vllm_port, lmcache_log)
     finally:
         receiver.close()
 
 
-def _dead_worker_reaped(agent, vllm: subprocess.Popen, lmcache_log: Path) -> None:
-    """vLLM killed without a word to its LMCache server: the server's reaper drops the worker once it has said
-    nothing for the reap timeout (its heartbeat pinged every 10 s until then), and its log says so."""
-    os.killpg(vllm.pid, signal.SIGKILL)
-    vllm.wait()
-    wait_for(
-        lambda: agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="reaped") == 1,
-        timeout=REAP_SECONDS * 3,
-        what="the killed worker reaped by the LMCache server",
-    )
+def _stopped_worker_reaped_then_unknown(agent, vllm: subprocess.Popen, vllm_port: int, lmcache_log: Path) -> None:
+    """vLLM stopped (SIGSTOP) says nothing to its LMCache server: the server's reaper drops the worker once it has
+    been silent for the reap timeout (its heartbeat pinged every 10 s until then), and its log says so.  vLLM
+    resumed does not register again (LMCache 0.5.6): the next request's lookup finds no worker of the model and its
+    store raises in the server, which never answers it -- the request hangs, as LMCache/LMCache#4715 reports."""
+    os.killpg(vllm.pid, signal.SIGSTOP)
+    try:
+        wait_for(
+            lambda: agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="reaped") == 1,
+            timeout=REAP_SECONDS * 3,
+            what="the stopped worker reaped by the LMCache server",
+        )
+    finally:
+        os.killpg(vllm.pid, signal.SIGCONT)
     assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="registered") == 1
     assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="unregistered") == 0
     assert agent.value("kvwatch_lmcache_engines_registered", server="mp") == 0  # the server holds no worker now
@@ -203,6 +209,27 @@ def _dead_worker_reaped(agent, vllm: subprocess.Popen, lmcache_log: Path) -> Non
     (reaped,) = [e for line in lines for e in parse_line(line) if e.kind == "lmcache_engine_registration"][1:]
     assert (reaped.change, reaped.gpu, reaped.pinged) == ("reaped", False, True)
     assert reaped.silent_seconds is not None and reaped.silent_seconds >= REAP_SECONDS  # (printed to a tenth)
+
+    def unanswered() -> None:
+        with contextlib.suppress(OSError):  # never answered: it times out, or vLLM is killed below with it open
+            chat(vllm_port, LONG_PROMPT + " again", max_tokens=2, request_id="after-reap")
+
+    threading.Thread(target=unanswered, daemon=True).start()
+
+    def unregistered(operation: str) -> float:
+        return agent.value("kvwatch_lmcache_unregistered_worker_requests_total", server="mp", operation=operation)
+
+    wait_for(
+        lambda: unregistered("lookup") >= 1 and unregistered("transfer") >= 1,
+        timeout=120,
+        what="the lookup and the store of the worker the server no longer holds",
+    )
+    text = lmcache_log.read_text(encoding="utf-8", errors="replace")
+    assert unregistered("lookup") == text.count("during lookup!")
+    assert unregistered("transfer") == text.count("non-GPU context not registered (or reaped) for instance ID")
+    assert unregistered("store") == unregistered("retrieve") == 0  # (a GPU worker's refusals, LMCache 0.5.6)
+    os.killpg(vllm.pid, signal.SIGKILL)
+    vllm.wait()
 
 
 def _preemptions_resume_from_lmcache(agent, receiver: HttpReceiver, vllm_port: int) -> None:
