@@ -660,6 +660,7 @@ class Tailer:
         self._unsaved = False
         self._saved_at = 0.0
         self.pacer = FlowPacer()
+        self.listings = GlobListings()
         self._requests: list[Callable[[], None]] = []
 
     # -- configuration (any thread) -------------------------------------------------
@@ -691,6 +692,7 @@ class Tailer:
     def _remove(self, name: str) -> None:
         source = self.sources.pop(name, None)
         if source is not None:
+            self.listings.forget(source.patterns)
             for tailed in source.paths.values():
                 tailed.close()
 
@@ -777,7 +779,7 @@ class Tailer:
         found: list[TailedPath] = []
         for pattern in source.patterns:
             magic = glob.has_magic(pattern)
-            names = glob_picks(pattern) if magic else [pattern]  # (a directory named alone is reported)
+            names = self.listings.picks(pattern) if magic else [pattern]  # (a directory named alone is reported)
             if magic:
                 _note_listing(source, pattern, unlistable(pattern) if not names else None)
             for name in names:
@@ -903,6 +905,56 @@ def glob_picks(pattern: str) -> list[str]:
         for name in sorted(glob.glob(pattern))
         if not (os.path.isdir(name) or name.endswith(COMPRESSED_SUFFIXES) or _is_rotated_copy(name))
     ]
+
+
+# How much older than a listing its directory's last change must be for the listing to stand until the directory
+# changes again: where a file system keeps coarse times, a change in the same tick as the listing leaves them as
+# they were.
+SETTLED_NS = 2_000_000_000
+# A listing is made again after this long all the same: some network and FUSE file systems (object-store mounts)
+# keep a directory's times as they were whatever its entries do.
+KEPT_FOR = 10.0
+
+
+class GlobListings:
+    """The files each glob names, listed again only when its directory changed.
+
+    The files ``/var/log/vllm/*.log`` names change only with an entry of that directory (a file created, removed,
+    renamed, a directory or a symlink made in its place), which moves the directory's modification time (its
+    change time too, with its permissions): one ``stat`` of it tells whether the last listing still holds, for
+    ``KEPT_FOR`` at most.  A rescan lists each glob once a second, and at 50 files a listing (each name checked for
+    a directory and a rotated copy) costs about 0.6 ms.  A glob with a wildcard among its directories is listed
+    every time."""
+
+    def __init__(self) -> None:
+        # pattern -> (its directory's device, inode and times, when it was listed (monotonic), the names)
+        self._kept: dict[str, tuple[tuple[int, int, int, int], float, list[str]]] = {}
+
+    def picks(self, pattern: str) -> list[str]:
+        directory = os.path.dirname(pattern) or "."
+        if glob.has_magic(directory):
+            return glob_picks(pattern)
+        try:
+            st = os.stat(directory)
+        except OSError:
+            self._kept.pop(pattern, None)
+            return glob_picks(pattern)
+        state = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        kept = self._kept.get(pattern)
+        now = time.monotonic()
+        if kept is not None and kept[0] == state and now - kept[1] < KEPT_FOR:
+            return list(kept[2])
+        listed_at = time.time_ns()
+        names = glob_picks(pattern)
+        if listed_at - max(st.st_mtime_ns, st.st_ctime_ns) >= SETTLED_NS:
+            self._kept[pattern] = (state, now, names)
+        else:
+            self._kept.pop(pattern, None)
+        return list(names)
+
+    def forget(self, patterns: Iterable[str]) -> None:
+        for pattern in patterns:
+            self._kept.pop(pattern, None)
 
 
 def _note_files(source: Source, pattern: str, followed: int, first: bool) -> None:

@@ -12,6 +12,7 @@ import lzma
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -781,3 +782,149 @@ def test_logrotate_copytruncate_with_compression_under_a_glob_reads_each_line_on
     assert got.text == expected
     assert sorted(p.name for p in tmp_path.glob("a.log*")) == ["a.log", "a.log.1.gz", "a.log.2.gz", "a.log.3.gz"]
     assert tailer.snapshot()["s"][str(log)].truncations == 3
+
+
+# -- a glob's listing, kept until its directory changes ------------------------------------------------------------
+
+
+@pytest.fixture
+def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The globs listed (each call of ``glob_picks``), with a listing kept once its directory's last change is 50 ms
+    older than it (2 s in use: the tests wait out the shorter time)."""
+    listed: list[str] = []
+    picks = tail_module.glob_picks
+
+    def counted(pattern: str) -> list[str]:
+        listed.append(pattern)
+        return picks(pattern)
+
+    monkeypatch.setattr(tail_module, "glob_picks", counted)
+    monkeypatch.setattr(tail_module, "SETTLED_NS", 50_000_000)
+    return listed
+
+
+def _directory(tmp_path: Path) -> Path:
+    """The logs' own directory (the positions are saved beside it: each save would change it)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    return logs
+
+
+def _settle() -> None:
+    time.sleep(0.1)  # the directory's last change is older than SETTLED_NS when it is listed next
+
+
+def _rescan(tailer: Tailer) -> None:
+    tailer.rescan = True
+    tailer.cycle()
+
+
+def test_a_file_created_in_a_directory_listed_before_is_found(tmp_path: Path, listings: list[str]) -> None:
+    logs = _directory(tmp_path)
+    append(logs / "a.log", "a1\n")
+    tailer, got = make_tailer(tmp_path, str(logs / "*.log"))
+    _settle()
+    _rescan(tailer)  # listed, and kept: the directory had not changed for a while
+    before = len(listings)
+    _rescan(tailer)
+    _rescan(tailer)
+    assert len(listings) == before  # nothing changed: not listed again
+    append(logs / "b.log", "b1\n")
+    _rescan(tailer)
+    assert len(listings) == before + 1
+    assert sorted(got.text) == ["a1", "b1"]
+
+
+def test_a_file_removed_or_renamed_to_a_rotated_name_leaves_a_listed_directory(
+    tmp_path: Path, listings: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tail_module, "ROTATE_WAIT", 0.0)  # a file gone is finished at the next look
+    logs = _directory(tmp_path)
+    for name in ("a.log", "b.log", "c.log"):
+        append(logs / name, f"{name}\n")
+    tailer, got = make_tailer(tmp_path, str(logs / "*.log"))
+    _settle()
+    _rescan(tailer)
+    (logs / "a.log").unlink()
+    (logs / "b.log").rename(logs / "b.log.1")
+    _rescan(tailer)
+    _rescan(tailer)
+    assert set(tailer.snapshot()["s"]) == {str(logs / "c.log")}
+    assert sorted(got.text) == ["a.log", "b.log", "c.log"]
+
+
+def test_a_permission_change_of_a_listed_directory_lists_it_again(tmp_path: Path, listings: list[str]) -> None:
+    """chmod moves the directory's change time, not its modification time: a directory this user may no longer
+    list is said so at the next rescan."""
+    logs = _directory(tmp_path)
+    append(logs / "a.log", "")
+    tailer, _ = make_tailer(tmp_path, str(logs / "*.log"))
+    _settle()
+    _rescan(tailer)
+    before = len(listings)
+    _rescan(tailer)
+    logs.chmod(0o700)
+    _rescan(tailer)
+    assert len(listings) == before + 1
+
+
+def test_a_directory_listed_right_after_it_changed_is_listed_at_every_rescan(
+    tmp_path: Path, listings: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a file system keeps coarse times, a file created in the same tick as a listing leaves the directory's
+    times as they were: a listing is kept only when the directory had not changed for a while before it."""
+    monkeypatch.setattr(tail_module, "SETTLED_NS", 3600 * 10**9)
+    logs = _directory(tmp_path)
+    append(logs / "a.log", "")
+    tailer, _ = make_tailer(tmp_path, str(logs / "*.log"))
+    before = len(listings)
+    for _ in range(3):
+        _rescan(tailer)
+    assert len(listings) == before + 3
+
+
+def test_a_file_created_in_a_subdirectory_a_wildcard_matched_is_found(tmp_path: Path, listings: list[str]) -> None:
+    """A glob with a wildcard among its directories is listed at every rescan: a file created in one of them
+    changes none of the directories before the wildcard."""
+    logs = _directory(tmp_path)
+    (logs / "gpu0").mkdir()
+    (logs / "gpu1").mkdir()
+    append(logs / "gpu0" / "vllm.log", "zero\n")
+    tailer, got = make_tailer(tmp_path, str(logs / "gpu*" / "vllm.log"))
+    _settle()
+    _rescan(tailer)
+    append(logs / "gpu1" / "vllm.log", "one\n")
+    _rescan(tailer)
+    assert sorted(got.text) == ["one", "zero"]
+
+
+def test_a_file_created_where_the_directory_keeps_its_times_is_found_within_a_while(
+    tmp_path: Path, listings: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some network and FUSE file systems keep a directory's times whatever its entries do (here: its status as it
+    was before the file came): a kept listing is made again after KEPT_FOR all the same."""
+    monkeypatch.setattr(tail_module, "KEPT_FOR", 0.2)
+    logs = _directory(tmp_path)
+    append(logs / "a.log", "a1\n")
+    tailer, got = make_tailer(tmp_path, str(logs / "*.log"))
+    _settle()
+    frozen = os.stat(logs)
+    _rescan(tailer)
+    before = len(listings)
+    (logs / "b.log").write_text("b1\n")
+    monkeypatch.setattr(tail_module.os, "stat", _times_kept(frozen, logs))
+    _rescan(tailer)
+    assert len(listings) == before and sorted(got.text) == ["a1"]  # the listing kept: b.log not seen yet
+    time.sleep(0.3)
+    _rescan(tailer)
+    assert sorted(got.text) == ["a1", "b1"]
+
+
+def _times_kept(frozen: os.stat_result, directory: Path) -> Callable[..., os.stat_result]:
+    """``os.stat`` that gives ``directory`` the times it had (its change time too, which no call can set back)."""
+    real = os.stat
+
+    def stat(path: str | os.PathLike, *args: object, **kwargs: object) -> os.stat_result:
+        return frozen if os.fspath(path) == str(directory) else real(path, *args, **kwargs)
+
+    return stat
