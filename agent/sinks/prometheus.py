@@ -556,9 +556,9 @@ CATALOGUE: tuple[Spec, ...] = (
         doc="the vLLM workers whose KV cache is registered with the multiprocess server now: registered since its "
         "last start (`registered` above) and neither unregistered nor reaped since; one per tensor-parallel worker. "
         "A crashed vLLM's worker stays until the server's reaper drops it, and a worker reaped while its vLLM runs on "
-        "is not registered again: its stores and loads are refused, and the cache is not used for it.  Exported once "
-        "the server's start was read (kvwatch read its log from that start on: supervised, or a followed log read "
-        "from its beginning); read from the server's own log",
+        "is not registered again: its lookups, stores and loads are refused (below), and the cache is not used for "
+        "it.  Exported once the server's start was read (kvwatch read its log from that start on: supervised, or a "
+        "followed log read from its beginning); read from the server's own log",
         native="none (the server's HTTP API lists them: `GET /status`)",
     ),
     counter(
