@@ -429,7 +429,7 @@ class LmcacheEngineRegistration(Event):
     another accelerator).  Each worker of a tensor-parallel engine registers on its own; a vLLM that stops
     unregisters, one that crashes says nothing.  The server's reaper drops a worker that went silent (2026 on:
     ``Reaped GPU instance N: silent for S s (pinged=True)``, ``Reaped non-GPU instance N: …``): a crashed or hung
-    worker, or one that never ran a request within the registration grace.  A vLLM started again registers anew; a
+    worker, or one that stored or loaded nothing within the registration grace.  A vLLM started again registers anew; a
     worker reaped while its vLLM runs on is not registered again until its connector loses the server and finds it."""
 
     kind: ClassVar[str] = "lmcache_engine_registration"
@@ -440,8 +440,9 @@ class LmcacheEngineRegistration(Event):
     model: str | None = None  #: the model, where the line names it (a non-GPU worker's registration)
     world_size: NonNegativeInt | None = None  #: the engine's workers, where the line says
     silent_seconds: float | None = None  #: how long the worker had said nothing to the server (a reap)
-    #: whether the worker had ever pinged the server (a reap): false for one that never ran a request since it
-    #: registered, dropped after the longer registration grace
+    #: whether the worker had ever pinged the server (a reap): false for one that stored and loaded nothing since it
+    #: registered (its connector's heartbeat starts with its first store or load), dropped after the longer
+    #: registration grace
     pinged: bool | None = None
 
 

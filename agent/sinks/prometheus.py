@@ -546,8 +546,8 @@ CATALOGUE: tuple[Spec, ...] = (
         "each start of vLLM) or left it (`unregistered`: `Unregistered KV cache for GPU ID N`, `Unregistered "
         "non-CUDA context for instance ID N`; a vLLM that crashes says nothing), or dropped by the server's reaper "
         "for their silence (`reaped`: `Reaped GPU instance N: silent for S s (pinged=…)`, `Reaped non-GPU instance "
-        "N: …`; a crashed or hung worker after the reap timeout, 120 s by default, or one that never ran a request "
-        "after the registration grace, an hour); read from the server's own log",
+        "N: …`; a crashed or hung worker after the reap timeout, 120 s by default, or one that stored and loaded "
+        "nothing within the registration grace, an hour); read from the server's own log",
     ),
     gauge(
         "kvwatch_lmcache_engines_registered",
