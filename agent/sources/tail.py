@@ -37,8 +37,9 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from prometheus_client.core import Metric
 
@@ -660,7 +661,7 @@ class Tailer:
         self._unsaved = False
         self._saved_at = 0.0
         self.pacer = FlowPacer()
-        self.listings = GlobListings()
+        self.readings = DirectoryReadings()
         self._requests: list[Callable[[], None]] = []
 
     # -- configuration (any thread) -------------------------------------------------
@@ -692,7 +693,7 @@ class Tailer:
     def _remove(self, name: str) -> None:
         source = self.sources.pop(name, None)
         if source is not None:
-            self.listings.forget(source.patterns)
+            self.readings.forget((*source.patterns, (REAL_DIRECTORIES, source.name)))
             for tailed in source.paths.values():
                 tailed.close()
 
@@ -779,7 +780,7 @@ class Tailer:
         found: list[TailedPath] = []
         for pattern in source.patterns:
             magic = glob.has_magic(pattern)
-            names = self.listings.picks(pattern) if magic else [pattern]  # (a directory named alone is reported)
+            names = self.readings.picks(pattern) if magic else [pattern]  # (a directory named alone is reported)
             if magic:
                 _note_listing(source, pattern, unlistable(pattern) if not names else None)
             for name in names:
@@ -861,7 +862,7 @@ class Tailer:
                     directories.update(d for d in glob.glob(directory) if os.path.isdir(d))
                 else:
                     directories.add(directory)
-            directories.update(_real_directories(source.paths))
+            directories.update(self.readings.real_directories(source.name, source.paths))
             for directory in directories:
                 watcher.watch(directory)
 
@@ -907,54 +908,72 @@ def glob_picks(pattern: str) -> list[str]:
     ]
 
 
-# How much older than a listing its directory's last change must be for the listing to stand until the directory
-# changes again: where a file system keeps coarse times, a change in the same tick as the listing leaves them as
+# How much older than a reading its directories' last change must be for the reading to stand until one of them
+# changes again: where a file system keeps coarse times, a change in the same tick as the reading leaves them as
 # they were.
 SETTLED_NS = 2_000_000_000
-# A listing is made again after this long all the same: some network and FUSE file systems (object-store mounts)
+# A reading is made again after this long all the same: some network and FUSE file systems (object-store mounts)
 # keep a directory's times as they were whatever its entries do.
 KEPT_FOR = 10.0
+T = TypeVar("T")
+# The key of a source's real directories among the readings (a glob's listing is kept under the glob).
+REAL_DIRECTORIES = "real directories"
 
 
-class GlobListings:
-    """The files each glob names, listed again only when its directory changed.
+class DirectoryReadings:
+    """What is read from directories' entries (the files a glob names, where followed files really are), read
+    again only when one of those directories changed.
 
     The files ``/var/log/vllm/*.log`` names change only with an entry of that directory (a file created, removed,
     renamed, a directory or a symlink made in its place), which moves the directory's modification time (its
-    change time too, with its permissions): one ``stat`` of it tells whether the last listing still holds, for
-    ``KEPT_FOR`` at most.  A rescan lists each glob once a second, and at 50 files a listing (each name checked for
-    a directory and a rotated copy) costs about 0.6 ms.  A glob with a wildcard among its directories is listed
-    every time."""
+    change time too, with its permissions; a directory whose path resolves elsewhere is another inode): one
+    ``stat`` of each tells whether the last reading still holds, for ``KEPT_FOR`` at most.  A rescan reads them
+    once a second; at 50 files a glob's listing (each name checked for a directory and a rotated copy) costs
+    about 0.6 ms, the followed files' real directories (each checked for a symlink) 0.3 ms."""
 
     def __init__(self) -> None:
-        # pattern -> (its directory's device, inode and times, when it was listed (monotonic), the names)
-        self._kept: dict[str, tuple[tuple[int, int, int, int], float, list[str]]] = {}
+        # key -> (what the reading depended on, when it was made (monotonic), what it read)
+        self._kept: dict[object, tuple[tuple, float, Any]] = {}
+
+    def read(self, key: object, directories: Iterable[str], reading: Callable[[], T], also: Hashable = None) -> T:
+        """``reading()``, or what it gave last for ``key`` while ``directories`` (and ``also``) are as they were."""
+        try:
+            found = [os.stat(directory) for directory in directories]
+        except OSError:
+            self._kept.pop(key, None)
+            return reading()
+        state = (also, *((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) for st in found))
+        kept = self._kept.get(key)
+        now = time.monotonic()
+        if kept is not None and kept[0] == state and now - kept[1] < KEPT_FOR:
+            return kept[2]
+        read_at = time.time_ns()
+        value = reading()
+        if all(read_at - max(st.st_mtime_ns, st.st_ctime_ns) >= SETTLED_NS for st in found):
+            self._kept[key] = (state, now, value)
+        else:
+            self._kept.pop(key, None)
+        return value
 
     def picks(self, pattern: str) -> list[str]:
+        """The files a glob names now (see :func:`glob_picks`); one with a wildcard among its directories is
+        listed every time."""
         directory = os.path.dirname(pattern) or "."
         if glob.has_magic(directory):
             return glob_picks(pattern)
-        try:
-            st = os.stat(directory)
-        except OSError:
-            self._kept.pop(pattern, None)
-            return glob_picks(pattern)
-        state = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
-        kept = self._kept.get(pattern)
-        now = time.monotonic()
-        if kept is not None and kept[0] == state and now - kept[1] < KEPT_FOR:
-            return list(kept[2])
-        listed_at = time.time_ns()
-        names = glob_picks(pattern)
-        if listed_at - max(st.st_mtime_ns, st.st_ctime_ns) >= SETTLED_NS:
-            self._kept[pattern] = (state, now, names)
-        else:
-            self._kept.pop(pattern, None)
-        return list(names)
+        return list(self.read(pattern, (directory,), lambda: tuple(glob_picks(pattern))))
 
-    def forget(self, patterns: Iterable[str]) -> None:
-        for pattern in patterns:
-            self._kept.pop(pattern, None)
+    def real_directories(self, name: str, paths: Iterable[str]) -> frozenset[str]:
+        """The directories a source's followed files really are in (see :func:`_real_directories`)."""
+        followed = tuple(paths)
+        directories = sorted({os.path.dirname(path) or "." for path in followed})
+        return self.read(
+            (REAL_DIRECTORIES, name), directories, lambda: frozenset(_real_directories(followed)), also=followed
+        )
+
+    def forget(self, keys: Iterable[object]) -> None:
+        for key in keys:
+            self._kept.pop(key, None)
 
 
 def _note_files(source: Source, pattern: str, followed: int, first: bool) -> None:

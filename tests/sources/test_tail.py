@@ -928,3 +928,34 @@ def _times_kept(frozen: os.stat_result, directory: Path) -> Callable[..., os.sta
         return frozen if os.fspath(path) == str(directory) else real(path, *args, **kwargs)
 
     return stat
+
+
+def test_a_followed_file_replaced_by_a_link_elsewhere_moves_its_real_directory(
+    tmp_path: Path, listings: list[str]
+) -> None:
+    """Where the followed files really are (the directories inotify watches) is read again when their directory
+    changes (the link made in a file's place), when the paths change, and when the directory's path resolves to
+    another one (a directory symlink switched)."""
+    logs, elsewhere, other = _directory(tmp_path), tmp_path / "elsewhere", tmp_path / "other"
+    elsewhere.mkdir()
+    other.mkdir()
+    append(logs / "a.log", "")
+    append(elsewhere / "a.log", "")
+    readings = tail_module.DirectoryReadings()
+    _settle()
+    assert readings.real_directories("s", [str(logs / "a.log")]) == {str(logs)}
+    (logs / "a.log").unlink()
+    (logs / "a.log").symlink_to(elsewhere / "a.log")
+    assert readings.real_directories("s", [str(logs / "a.log")]) == {str(elsewhere)}
+    (logs / "b.log").symlink_to(other / "b.log")
+    _settle()
+    readings.real_directories("s", [str(logs / "a.log")])
+    # b.log was there all along: the paths followed changed, not the directory
+    assert readings.real_directories("s", [str(logs / "a.log"), str(logs / "b.log")]) == {str(elsewhere), str(other)}
+    current = tmp_path / "current"
+    current.symlink_to(logs)
+    _settle()
+    assert readings.real_directories("t", [str(current / "d.log")]) == {str(logs)}
+    current.unlink()
+    current.symlink_to(other)
+    assert readings.real_directories("t", [str(current / "d.log")]) == {str(other)}
