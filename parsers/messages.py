@@ -189,20 +189,14 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "[Elastic": _exact(_whole(lifecycle.ELASTIC_SCALED.pattern), lifecycle.parse_elastic_scaled),
     "DPCoordinator": _exact(_whole(lifecycle.COORDINATOR_SCALED.pattern), lifecycle.parse_coordinator_scaled),
     **dict.fromkeys(lifecycle.KV_TOO_SMALL_WORDS, _KV_TOO_SMALL),
-    # ``No available ...``: the refusal above, or a block of vLLM's processes' queue.
+    # ``No available ...`` (the refusal above, or a block of vLLM's processes' queue), or LMCache's lookup for a
+    # model none of its multiprocess server's workers serves.
     "No": _first_of(
         _exact(_whole(lifecycle.KV_TOO_SMALL.pattern + "|" + lifecycle.STALL.pattern), lifecycle.parse_no_available),
         _exact(_whole(lmcache.UNREGISTERED_LOOKUP.pattern), _lmcache(lmcache.parse_unregistered_lookup)),
     ),
     "Rejecting": _exact(_whole(lmcache.UNREGISTERED_REFUSAL.pattern), _lmcache(lmcache.parse_unregistered_refusal)),
 }
-
-
-def exception_events(line: str, start: int, stamp: str | None) -> Events:
-    """A traceback's last line: LMCache's multiprocess server raising for a worker it does not hold, else an
-    exception that tells an error (``torch.OutOfMemoryError: ...``)."""
-    return lmcache.parse_unregistered_exception(line, start, stamp) or lifecycle.parse_exception(line, start, stamp)
-
 
 # LMCache's messages that its request tag may stand before (``[req_id=X] Stored ...``).
 _REQUEST_TAGGED = {word: _WHOLE_MESSAGES[word] for word in ("Stored", "Retrieved")}
@@ -247,6 +241,12 @@ def begins_with_message(line: str) -> bool:
         return False
     word = line[:space]
     return word in _WHOLE_MESSAGES or word.endswith(_EXCEPTION_WORDS) or word.endswith(service.UNIT_ENDS)
+
+
+def exception_events(line: str, start: int, stamp: str | None) -> Events:
+    """A traceback's last line: LMCache's multiprocess server raising for a worker it does not hold, else an
+    exception that tells an error (``torch.OutOfMemoryError: ...``)."""
+    return lmcache.parse_unregistered_exception(line, start, stamp) or lifecycle.parse_exception(line, start, stamp)
 
 
 def message_only(line: str, start: int) -> Events:
