@@ -139,6 +139,8 @@ class LmcacheConfig:
     args: tuple[str, ...] = ()  # options added to the LMCache server's default command
     env: Mapping[str, str] = setting(read="environment", factory=dict)
     server_log: Path | None = setting(None, "file_path")
+    # Restart vLLM when the launched LMCache server is asked for a worker of it that it no longer holds.
+    unregistered_restart: bool = setting(False, "boolean")
 
     @property
     def connector_name(self) -> str:
@@ -849,12 +851,16 @@ class _Reader:
                         raise self.fail(
                             f"{where}.{key}", "configures the LMCache server kvwatch launches; launch = false"
                         )
+                if "unregistered_restart" in t:
+                    reason = "needs the LMCache server kvwatch launches (with launch = false it may serve other vLLMs)"
+                    raise self.fail(f"{where}.unregistered_restart", reason)
             if "command" in t:
                 for key in ("settings", "args"):
                     if key in t:
                         raise self.fail(f"{where}.{key}", "cannot be combined with command (put it in the command)")
         else:
             mp_only = ("mp_host", "mp_port", "http_port", "server_log", "launch", "command", "args", "env")
+            mp_only += ("unregistered_restart",)
             for key in mp_only:
                 if key in t:
                     raise self.fail(f"{where}.{key}", 'only with mode = "mp"')
@@ -1140,6 +1146,8 @@ def _render_lmcache(server: ServerConfig) -> list[str]:
             "lmcache server started by kvwatch = yes, before vLLM, stopped after it",
             f"lmcache command = {json.dumps(launched.shown_argv())}",
             f"lmcache health = {_q(launched.probe_url())}",
+            "vLLM restarted when the server is asked for a worker it no longer holds = "
+            + ("yes" if lmcache.unregistered_restart else "no (reported only; unregistered_restart = false)"),
         ]
         lines += [f"  {key}={value}" for key, value in sorted(launched.env.items())]
     log_file = server.lmcache_log()

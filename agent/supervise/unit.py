@@ -13,7 +13,11 @@ separate ``lmcache server`` process.  The two are supervised together:
   one is healthy;
 * a reload that changes only the LMCache server's settings restarts both, in that order;
 * a kvwatch restart or hand-over adopts both; a vLLM whose recorded LMCache server is not the one
-  running any more is restarted.
+  running any more is restarted;
+* a worker of vLLM that the LMCache server dropped (its reaper, after the worker went silent) is
+  not registered again while vLLM runs on: the server then refuses or never answers its requests.
+  When the server says it was asked for such a worker, vLLM is restarted with
+  ``lmcache.unregistered_restart``; otherwise it is reported, once per run of vLLM.
 
 Without ``launch`` (an LMCache server run elsewhere, maybe shared by several vLLM servers) and
 in the in-process mode, the unit is vLLM alone.
@@ -58,6 +62,10 @@ class ServerUnit:
         self.stopping_for: str | None = None  # "stop" | "remove" while the unit stops
         self.lmcache_restart_pending = False  # restart the LMCache server once vLLM is down
         self.retired: list[SupervisedServer] = []  # an LMCache server a reload took away, stopping
+        # What the LMCache server was last asked for a worker it does not hold (read from its log by the reading
+        # thread, acted on by ``tick``), and the run of vLLM already told of (by its start time).
+        self.worker_lost: str | None = None
+        self._worker_lost_told: float | None = None
         self.lmcache = self._lmcache_process(config)
         self.vllm = SupervisedServer(config, state_dir, now, waits_for=self._lmcache_ready)
 
@@ -146,6 +154,7 @@ class ServerUnit:
         if lmcache is not None:
             lmcache.tick()
             self._vllm_follows_lmcache(lmcache)
+            self._vllm_registers_again()
         self.vllm.tick()
         self._stop_lmcache_after_vllm()
 
@@ -162,6 +171,28 @@ class ServerUnit:
             "was replaced" if lmcache.identity is not None else "is gone",
         )
         vllm.stop(reason="restart")
+
+    def _vllm_registers_again(self) -> None:
+        """A vLLM whose worker the LMCache server no longer holds: restarted (its connector registers at the start
+        only), or reported.  Only a vLLM that has been ready: what a run before it left in the log is no news."""
+        operation, self.worker_lost = self.worker_lost, None
+        vllm = self.vllm
+        if operation is None or vllm.pid is None or not vllm.ready_seen or self.stopping_for is not None:
+            return
+        if vllm.state == ServerState.STOPPING:
+            return
+        what = f"its LMCache server was asked ({operation}) for a worker of vLLM it no longer holds (reaped)"
+        if self.config.lmcache.unregistered_restart:
+            log.warning("server %s: %s; restarting vLLM, which registers at its start only", self.name, what)
+            vllm.stop(reason="restart")
+        elif self._worker_lost_told != vllm.started_mono:
+            self._worker_lost_told = vllm.started_mono
+            log.warning(
+                "server %s: %s; its requests are refused or hang until vLLM is restarted "
+                "(lmcache.unregistered_restart = true does that)",
+                self.name,
+                what,
+            )
 
     def _stop_lmcache_after_vllm(self) -> None:
         if self.vllm.state != ServerState.STOPPING:  # the vLLM that used a retired LMCache server is gone
@@ -189,9 +220,12 @@ class ServerUnit:
         self.vllm.observe(event)
 
     def observe_lmcache(self, event: ev.Event) -> None:
-        """An event of its LMCache server's log: that process's errors and readiness."""
+        """An event of its LMCache server's log: that process's errors and readiness, and whether it was asked for a
+        worker of vLLM it no longer holds."""
         if self.lmcache is not None:
             self.lmcache.observe(event)
+            if type(event) is ev.LmcacheUnregisteredWorker:
+                self.worker_lost = event.operation
 
     def status_text(self) -> str:
         text = self.vllm.status_text()

@@ -651,6 +651,12 @@ def test_lmcache_mp_mode_starts_vllm_with_the_mp_connector(tmp_path: Path) -> No
         ('mode = "mp"\ncommand = ["lmcache", "server"]\nargs = ["--x"]', "server[0].lmcache.args: cannot be combined"),
         ('mode = "mp"\ncommand = []', "server[0].lmcache.command: must not be empty"),
         ('mode = "mp"\nlaunch = "yes"', "server[0].lmcache.launch: must be"),
+        ("unregistered_restart = true", 'server[0].lmcache.unregistered_restart: only with mode = "mp"'),
+        (
+            'mode = "mp"\nlaunch = false\nunregistered_restart = true',
+            "server[0].lmcache.unregistered_restart: needs the LMCache server kvwatch launches",
+        ),
+        ('mode = "mp"\nunregistered_restart = 1', "server[0].lmcache.unregistered_restart: must be"),
         ('mode = "remote"', "server[0].lmcache.mode: must be one of in_process, mp"),
     ],
 )
@@ -681,6 +687,11 @@ def test_lmcache_mp_mode_launches_an_lmcache_server_from_the_settings(tmp_path: 
     assert server.chunk_size() == 128
     rendered = config.render(config.load(write(tmp_path, text)))
     assert '"--kv-transfer-config"' in rendered and 'lmcache command = ["/venv/bin/python", "-m"' in rendered
+    assert "worker it no longer holds = no (reported only" in rendered
+    assert not server.lmcache.unregistered_restart
+    restarting = text.replace('mode = "mp"\n', 'mode = "mp"\nunregistered_restart = true\n')
+    assert config.load(write(tmp_path, restarting)).servers[0].lmcache.unregistered_restart
+    assert "worker it no longer holds = yes" in config.render(config.load(write(tmp_path, restarting)))
 
 
 def test_lmcache_mp_mode_without_launch_only_reads_a_server_run_elsewhere(tmp_path: Path) -> None:

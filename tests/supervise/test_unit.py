@@ -252,3 +252,36 @@ def test_what_the_lmcache_servers_log_tells_is_that_processs(units) -> None:
     assert unit.vllm.last_error is None
     unit.observe(ev.ServerError(None, "cuda_error", "AcceleratorError"))
     assert (unit.vllm.last_error, unit.lmcache.last_error) == ("cuda_error", "oom")
+
+
+def test_a_vllm_whose_worker_the_lmcache_server_no_longer_holds_is_restarted(units) -> None:
+    """With ``unregistered_restart``: the server's log says it was asked for a worker it reaped (the real servers'
+    lines: tests/e2e/test_lmcache_mp_cpu.py); vLLM alone starts again, against the same LMCache server, once."""
+    unit = running(units(unregistered_restart=True))
+    old_vllm, lmcache_pid = unit.vllm.pid, unit.lmcache.pid
+    unit.observe_lmcache(ev.LmcacheUnregisteredWorker(None, "lookup", model="m", world_size=1))
+    run_until(unit, lambda: unit.vllm.pid != old_vllm, what="vLLM stopped")
+    # What the stopped run's requests left in the log, read after: no second restart.
+    unit.observe_lmcache(ev.LmcacheUnregisteredWorker(None, "transfer", instance="7"))
+    run_until(unit, lambda: both_running(unit) and unit.vllm.pid is not None, what="vLLM running again")
+    time.sleep(0.3)
+    unit.tick()
+    assert unit.vllm.restarts == 1 and unit.vllm.state == ServerState.RUNNING
+    assert unit.lmcache.pid == lmcache_pid and unit.lmcache.restarts == 0
+    assert unit.vllm.started_against == unit.lmcache.identity
+
+
+def test_a_worker_the_lmcache_server_no_longer_holds_is_reported_once_a_run(units, caplog) -> None:
+    """Without ``unregistered_restart``: vLLM runs on, and the log says what to do, once for the run, not once for
+    every refused request; the same words in vLLM's own log are not the LMCache server's."""
+    unit = running(units())
+    pid = unit.vllm.pid
+    unit.observe(ev.LmcacheUnregisteredWorker(None, "lookup"))
+    unit.tick()
+    assert not [r for r in caplog.records if "no longer holds" in r.getMessage()]
+    for operation in ("lookup", "retrieve", "store"):
+        unit.observe_lmcache(ev.LmcacheUnregisteredWorker(None, operation, instance="3"))
+        unit.tick()
+    told = [r.getMessage() for r in caplog.records if "no longer holds" in r.getMessage()]
+    assert len(told) == 1 and "(lookup)" in told[0] and "unregistered_restart = true" in told[0]
+    assert unit.vllm.pid == pid and unit.vllm.restarts == 0 and unit.vllm.state == ServerState.RUNNING
