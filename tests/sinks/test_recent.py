@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sinks.recent import IDLE_SECONDS, MIN_WINDOW, JoinedOnDemand, KeptEvents, RecentRequests, joined
+from agent.sinks.recent import IDLE_SECONDS, JOIN_BATCH, MIN_WINDOW, JoinedOnDemand, KeptEvents, RecentRequests, joined
 from agent.sinks.traces import TraceBuilder
 from parsers import LogStream
 from parsers.events import Event
@@ -222,13 +222,17 @@ def test_nothing_is_joined_before_an_ask_and_joining_stops_when_no_one_asks() ->
     assert [row["id"] for row in on_demand.as_list()] == [f"chatcmpl-{n}-11111111" for n in range(3)]
     clock.now += IDLE_SECONDS - 1
     on_demand.tick()
-    serve(3, 1)  # joined as it comes
+    serve(3, 1)  # kept for the next batch: joined at the next tick (or ask)
+    assert len(on_demand.recent.ended) == 3
+    on_demand.tick()
     assert len(on_demand.joiner.open) == 0 and len(on_demand.recent.ended) == 4
+    serve(4, JOIN_BATCH // 2)  # a batch's worth of events: joined as the last of them comes
+    assert len(on_demand.joiner.open) == 0 and len(on_demand.recent.ended) == 50
     clock.now += IDLE_SECONDS + 1
     on_demand.tick()
     assert on_demand.joiner is None and on_demand.recent is None
-    serve(4, 2)
-    assert len(on_demand.as_list()) == 6  # joined again from what was kept
+    serve(4 + JOIN_BATCH // 2, 2)
+    assert len(on_demand.as_list()) == 50  # joined again from what was kept
 
 
 def test_a_row_joined_late_keeps_the_servers_side_at_its_end() -> None:
