@@ -461,12 +461,18 @@ def lmcache_row(d: db.Dashboard) -> db.Dashboard:
                 f"(increase(kvwatch_lmcache_unregistered_worker_requests_total{{{SERVERS}}}[$__rate_interval]))",
                 "{{server}} {{operation}} of a worker it does not hold",
             ),
+            query(
+                "sum by (server, operation) "
+                f"(increase(kvwatch_lmcache_key_failures_total{{{SERVERS}}}[$__rate_interval]))",
+                "{{server}} {{operation}} failures",
+            ),
             description="LMCache's multiprocess server (lmcache server): keys it found in L1 (memory) and L2 "
             "(storage); at INFO it logs nothing for a miss, at DEBUG every lookup's end, hit or miss, and the "
             "chunks it found.  Keys are chunks per KV group and rank, not tokens.  Its starts, and the vLLM workers "
             "that registered their KV cache with it, left it, or were reaped by it for their silence (one per "
-            "tensor-parallel worker), how many it holds now, and the lookups, stores and loads of workers it does "
-            "not hold (reaped while their vLLM ran on).",
+            "tensor-parallel worker), how many it holds now, the lookups, stores and loads of workers it does "
+            "not hold (reaped while their vLLM ran on), and its prefetches that found no room in L1 and store "
+            "tasks to L2 that failed.",
             width=8,
             no_value=MP_ONLY,
         )

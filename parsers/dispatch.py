@@ -163,6 +163,8 @@ def lmcache_message(line: str, start: int, stamp: str | None, rank: int | None) 
     space = line.find(" ", start)
     word = line[start:space] if space != -1 else line[start:]
     entry = _LMCACHE_FAMILIES.get(word)
+    if entry is None and word.startswith(lmcache.PREFETCH_TAG):  # a first word with the prefetch's number in it
+        entry = (lmcache.parse_prefetch_out_of_memory, "lmcache_keys_failed")
     if entry is None:
         if not word or word[0] == "\t":
             # A message that begins with a blank (LMCache's ``INFO:  torch_dev=...``) or after a tab.

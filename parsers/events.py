@@ -469,6 +469,26 @@ class LmcacheUnregisteredWorker(Event):
     world_size: NonNegativeInt | None = None  #: the engine's workers, as the lookup says
 
 
+KeysFailedOperation = Literal["prefetch", "l2_store"]
+KEYS_FAILED_OPERATIONS: tuple[str, ...] = get_args(KeysFailedOperation)
+
+
+@dataclass(slots=True)
+class LmcacheKeysFailed(Event):
+    """LMCache's multiprocess server could not move some cache keys (chunks per KV group and rank) between its
+    tiers.  ``prefetch``: a prefetch from L2 found no room in L1 for them (``prefetch:N: K L1 reservations failed
+    with out-of-memory; L1 may be under memory pressure``): those keys are not loaded, vLLM computes their tokens
+    again; an L1 that stays full (its eviction stopped, as LMCache/LMCache#4817 found) fails every such prefetch.
+    ``l2_store``: a store task to an L2 adapter failed (``Store task N to adapter A failed for keys: [...]``): the
+    keys are not kept in L2, and an adapter that leaves them visible to lookups serves corrupt KV later
+    (LMCache/LMCache#4991)."""
+
+    kind: ClassVar[str] = "lmcache_keys_failed"
+    operation: KeysFailedOperation = "prefetch"  #: prefetch (L2 into L1) or l2_store
+    keys: NonNegativeInt | None = None  #: keys that failed, where the line says (a store's list counted when whole)
+    adapter: NonNegativeInt | None = None  #: the L2 adapter's index (a store)
+
+
 # --- request lifecycle --------------------------------------------------------
 
 
@@ -983,6 +1003,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheServerStarted,
     LmcacheEngineRegistration,
     LmcacheUnregisteredWorker,
+    LmcacheKeysFailed,
     RequestReceived,
     RequestAdded,
     RequestFinished,

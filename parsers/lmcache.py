@@ -18,6 +18,7 @@ from parsers.events import (
     LmcacheEngineRegistration,
     LmcacheHealth,
     LmcacheInitialized,
+    LmcacheKeysFailed,
     LmcacheL1Usage,
     LmcacheLoadBypassed,
     LmcacheLoadFailed,
@@ -350,8 +351,10 @@ def _parse_stored_parts(line: str, start: int, stamp: str | None, rank: int | No
 
 
 def parse_store_old(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
-    """LMCache 0.3.0's ``Store N tokens takes: X ms, throughput: Y GB/s; ...``, or the V0 adapter's
-    ``Store skips S tokens and then stores N tokens``."""
+    """LMCache 0.3.0's ``Store N tokens takes: X ms, throughput: Y GB/s; ...``, the V0 adapter's ``Store skips S
+    tokens and then stores N tokens``, or the multiprocess server's store task to an L2 adapter that failed."""
+    if line.startswith("Store task ", start):
+        return _l2_store_failed(line, start, stamp) or ()
     m = _STORE_SKIPS.match(line, start)
     if m is not None:
         skipped, tokens = int(m.group(1)), int(m.group(2))
@@ -525,6 +528,32 @@ def parse_unregistered_exception(line: str, start: int, stamp: str | None) -> tu
     """The last line of the traceback the server logs when a store's or a load's handler finds no such worker."""
     m = UNREGISTERED_EXCEPTION.match(line, start)
     return (LmcacheUnregisteredWorker(stamp, "transfer", m.group(1)),) if m is not None else ()
+
+
+# What the multiprocess server could not move between its tiers: a prefetch's L1 reservations (the tag is the
+# prefetch request's, ``prefetch:N``), and an L2 adapter's store task (its keys' list may run long, or be cut).
+PREFETCH_TAG = "prefetch:"
+PREFETCH_OUT_OF_MEMORY = re.compile(
+    rf"prefetch:\d+: ({INTEGER}) L1 reservations failed with out-of-memory(?:; L1 may be under memory pressure)?"
+)
+L2_STORE_FAILED = re.compile(rf"Store task \d+ to adapter ({INTEGER}) failed for keys:(?: (\[.*\]))?")
+_KEY_REPR = "ObjectKey("
+
+
+def parse_prefetch_out_of_memory(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
+    """``prefetch:N: K L1 reservations failed with out-of-memory; L1 may be under memory pressure``."""
+    m = PREFETCH_OUT_OF_MEMORY.match(line, start)
+    return (LmcacheKeysFailed(stamp, "prefetch", int(m.group(1))),) if m is not None else ()
+
+
+def _l2_store_failed(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    """``Store task N to adapter A failed for keys: [ObjectKey(...), ...]``; None for other ``Store task`` words."""
+    m = L2_STORE_FAILED.match(line, start)
+    if m is None:
+        return None
+    listed = m.group(2)  # the keys' list where it is whole (a user's copy may elide it: ``failed for keys: ....``)
+    keys = listed.count(_KEY_REPR) if listed is not None else None
+    return (LmcacheKeysFailed(stamp, "l2_store", keys, int(m.group(1))),)
 
 
 def parse_failed(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:

@@ -196,7 +196,13 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
         _exact(_whole(lmcache.UNREGISTERED_LOOKUP.pattern), _lmcache(lmcache.parse_unregistered_lookup)),
     ),
     "Rejecting": _exact(_whole(lmcache.UNREGISTERED_REFUSAL.pattern), _lmcache(lmcache.parse_unregistered_refusal)),
+    # LMCache's multiprocess server: a store task to an L2 adapter that failed (its keys' list may run long).
+    "Store": _exact(_whole(lmcache.L2_STORE_FAILED.pattern + r"[^`]*"), _lmcache(lmcache.parse_store_old)),
 }
+# LMCache's multiprocess server: a prefetch that found no room in L1 (``prefetch:N: ...``: its number in the word).
+_PREFETCH_OUT_OF_MEMORY = _exact(
+    _whole(lmcache.PREFETCH_OUT_OF_MEMORY.pattern), _lmcache(lmcache.parse_prefetch_out_of_memory)
+)
 
 # LMCache's messages that its request tag may stand before (``[req_id=X] Stored ...``).
 _REQUEST_TAGGED = {word: _WHOLE_MESSAGES[word] for word in ("Stored", "Retrieved")}
@@ -226,8 +232,8 @@ for _word in (
 # Where a whole known message may begin after another logging format's header: one of the first words
 # above, after a blank, a bracket, a colon or a bar.
 # (An engine step's first word holds its number, as a benchmark's percentile does: ``10% percentile latency``,
-# ``P99 TTFT (ms):``.)
-_NUMBERED_WORDS = r"Iteration\(\d{1,18}\):|\d{1,3}%|P\d{1,3}(?:\.\d{1,3})?"
+# ``P99 TTFT (ms):``, and LMCache's prefetch tag: ``prefetch:12:``.)
+_NUMBERED_WORDS = r"Iteration\(\d{1,18}\):|\d{1,3}%|P\d{1,3}(?:\.\d{1,3})?|prefetch:\d{1,18}:"
 MESSAGE_START = re.compile(
     r"(?<=[\s\]):|>-])(?:" + one_of(sorted(_WHOLE_MESSAGES, key=len, reverse=True)) + "|" + _NUMBERED_WORDS + ")(?= )"
 )
@@ -240,7 +246,9 @@ def begins_with_message(line: str) -> bool:
     if space <= 0:
         return False
     word = line[:space]
-    return word in _WHOLE_MESSAGES or word.endswith(_EXCEPTION_WORDS) or word.endswith(service.UNIT_ENDS)
+    if word in _WHOLE_MESSAGES or word.startswith(lmcache.PREFETCH_TAG):
+        return True
+    return word.endswith(_EXCEPTION_WORDS) or word.endswith(service.UNIT_ENDS)
 
 
 def exception_events(line: str, start: int, stamp: str | None) -> Events:
@@ -266,6 +274,8 @@ def message_only(line: str, start: int) -> Events:
             handler = bench.parse_serve
         elif word.startswith("Iteration("):
             handler = _ITERATION
+        elif word.startswith(lmcache.PREFETCH_TAG):
+            handler = _PREFETCH_OUT_OF_MEMORY
         elif word.endswith(service.UNIT_ENDS):
             handler = _SERVICE
     if handler is not None:

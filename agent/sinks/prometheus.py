@@ -575,6 +575,19 @@ CATALOGUE: tuple[Spec, ...] = (
         "ever); read from the server's own log",
         native="none",
     ),
+    counter(
+        "kvwatch_lmcache_key_failures_total",
+        "Prefetches and L2 store tasks of LMCache's multiprocess server that failed for some of their keys.",
+        counted(ev.LmcacheKeysFailed, by="operation", always=ev.KEYS_FAILED_OPERATIONS),
+        labels="operation",
+        doc="lines of LMCache's multiprocess server saying it could not move keys between its tiers: `prefetch` "
+        "(`prefetch:N: K L1 reservations failed with out-of-memory; L1 may be under memory pressure`: keys not loaded "
+        "from L2 for want of room in L1, their tokens computed again; an L1 whose eviction stopped fails every one), "
+        "`l2_store` (`Store task N to adapter A failed for keys: [...]`: keys not kept in L2; with an adapter that "
+        "leaves them visible to lookups, later loads of them serve corrupt KV, LMCache/LMCache#4991); read from the "
+        "server's own log",
+        native="LMCache's `L2_PREFETCH_FAILED` and `L2_STORE_COMPLETED` events (its OpenTelemetry metrics)",
+    ),
     # KV connectors
     counter(
         "kvwatch_kv_transfer_lines_total",

@@ -847,6 +847,28 @@ def test_requests_of_workers_the_lmcache_server_does_not_hold_are_counted() -> N
     assert {s.value for s in family.samples if s.name.endswith("_total")} == {0}  # every operation, from the start
 
 
+def test_keys_the_lmcache_server_failed_to_move_are_counted_by_operation() -> None:
+    """A failed L2 store task counts once whatever its keys (its list elided or whole), a prefetch short of L1 room
+    once; both operations are there from the start, and the warnings they are count as no other problem."""
+    lines = [
+        "[2026-09-15 06:24:51,595] LMCache WARNING: Store task 1 to adapter 0 failed for keys: ....",
+        "[2026-09-15 06:24:52,001] LMCache WARNING: Store task 2 to adapter 0 failed for keys: [ObjectKey(a), "
+        "ObjectKey(b)] (store_controller.py:791:lmcache.v1.distributed.storage_controllers.store_controller)",
+        "[2026-09-15 06:24:53,118] LMCache WARNING: prefetch:9: 44 L1 reservations failed with out-of-memory; L1 may "
+        "be under memory pressure (prefetch_controller.py:278:lmcache.v1.distributed.storage_controllers.x)",
+    ]
+    families = {f.name: f for f in collect_families([feed(fresh(), lines)])}
+    family = families["kvwatch_lmcache_key_failures"]
+    assert {s.labels["operation"]: s.value for s in family.samples if s.name.endswith("_total")} == {
+        "l2_store": 2,
+        "prefetch": 1,
+    }
+    problems = families["kvwatch_log_problem_lines"]
+    assert sum(s.value for s in problems.samples if s.name.endswith("_total")) == 0
+    (family,) = [f for f in collect_families([fresh()]) if f.name == "kvwatch_lmcache_key_failures"]
+    assert {s.value for s in family.samples if s.name.endswith("_total")} == {0}
+
+
 _MP = "[2026-09-02 10:{:02d}:12,345] LMCache {}"
 WORKERS_LOG = [
     _MP.format(0, "INFO: Registered KV cache for GPU ID 7 with 64 layers (x.py:1:lmcache.x)"),  # before the start read
