@@ -869,6 +869,15 @@ def test_keys_the_lmcache_server_failed_to_move_are_counted_by_operation() -> No
     assert {s.value for s in family.samples if s.name.endswith("_total")} == {0}
 
 
+def test_a_real_failed_l2_store_names_the_keys_the_adapter_failed_on() -> None:
+    """The real server's file-system L2 adapter with its directory gone: one store task failed, for the six keys
+    the adapter logged an error on (each key's repr holds arbitrary bytes of its hash, opening brackets among them)."""
+    text = (SAMPLES / "lmcache-0.5.6-mp-l2-store-failed.log").read_text(encoding="utf-8")
+    events = [e for line in text.splitlines() for e in parse_line(line) if e.kind == "lmcache_keys_failed"]
+    assert [(e.operation, e.keys, e.adapter) for e in events] == [("l2_store", text.count("failed to store"), 0)]
+    assert text.count("failed to store") == 6
+
+
 _MP = "[2026-09-02 10:{:02d}:12,345] LMCache {}"
 WORKERS_LOG = [
     _MP.format(0, "INFO: Registered KV cache for GPU ID 7 with 64 layers (x.py:1:lmcache.x)"),  # before the start read
