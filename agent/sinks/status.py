@@ -53,6 +53,8 @@ class ServerStatus:
     lmcache_workers: float | None = None  # vLLM workers the multiprocess server holds now (once its start was read)
     # requests of workers the multiprocess server does not hold (KvwatchLmcacheUnregisteredWorker)
     lmcache_unregistered_requests: float = 0.0
+    # keys the multiprocess server failed to move, by operation (KvwatchLmcacheKeyFailures)
+    lmcache_key_failures: dict[str, float] = field(default_factory=dict)
     errors: dict[str, float] = field(default_factory=dict)
     suspicious_lines: float = 0.0
     lmcache_error_lines: float = 0.0  # LMCache's error and critical lines (KvwatchLmcacheErrors)
@@ -103,6 +105,7 @@ class ServerStatus:
             found.append("LMCache holds no worker")  # (KvwatchLmcacheNoWorkers: vLLM computes prompts meanwhile)
         if self.lmcache_unregistered_requests:
             found.append("LMCache asked by a worker it does not hold")
+        found += [f"LMCache {operation} failures" for operation, n in sorted(self.lmcache_key_failures.items()) if n]
         if self.suspicious_lines:
             found.append("suspicious lines")
         if self.canary not in (None, "works"):
@@ -237,6 +240,8 @@ def _take(name: str, labels: dict[str, str], value: float, snapshot: Snapshot, s
         s.lmcache_workers = value
     elif name == "kvwatch_lmcache_unregistered_worker_requests_total":
         s.lmcache_unregistered_requests += value
+    elif name == "kvwatch_lmcache_key_failures_total":
+        s.lmcache_key_failures[labels.get("operation", "")] = value
     elif name == "kvwatch_lmcache_degraded":
         s.lmcache_degraded = value == 1
     elif name == "kvwatch_lmcache_unhealthy":

@@ -76,6 +76,9 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
         'kvwatch_lmcache_unregistered_worker_requests_total{server="s",operation="lookup"} 3\n'
         'kvwatch_lmcache_unregistered_worker_requests_total{server="s",operation="transfer"} 1\n'
         'kvwatch_lmcache_unregistered_worker_requests_total{server="t",operation="lookup"} 0\n'
+        'kvwatch_lmcache_key_failures_total{server="s",operation="l2_store"} 2\n'
+        'kvwatch_lmcache_key_failures_total{server="s",operation="prefetch"} 0\n'
+        'kvwatch_lmcache_key_failures_total{server="t",operation="prefetch"} 0\n'
     )
     snapshot = read_snapshot(text)
     server = snapshot.servers["s"]
@@ -89,6 +92,7 @@ def test_conditions_are_what_the_alert_rules_fire_on() -> None:
         "LMCache memory full",
         "LMCache holds no worker",
         "LMCache asked by a worker it does not hold",
+        "LMCache l2_store failures",
         "suspicious lines",
         "canary: nothing_hit",
     ]
