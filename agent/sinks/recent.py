@@ -37,7 +37,8 @@ MAX_WINDOW = 65_536
 IDLE_SECONDS = 60.0
 # While someone reads the rows, a server's new request events are joined this many at a time (and at each ask
 # and tick): one event at a time, between the parsing and the stats of each line, the joiner's code runs on cold
-# caches, and cost about a third more (measured on the generator's current-style log).
+# caches: the joining and keeping cost about a seventh more (3.5 against 3.0 µs a line of the generator's
+# current-style log, in one process: docs/benchmarks.md).
 JOIN_BATCH = 256
 
 
