@@ -16,8 +16,10 @@ separate ``lmcache server`` process.  The two are supervised together:
   running any more is restarted;
 * a worker of vLLM that the LMCache server dropped (its reaper, after the worker went silent) is
   not registered again while vLLM runs on: the server then refuses or never answers its requests.
-  When the server says it was asked for such a worker, vLLM is restarted with
-  ``lmcache.unregistered_restart``; otherwise it is reported, once per run of vLLM.
+  When the server says it was asked for such a worker, or reaped a worker this run of vLLM
+  registered that had been pinging it (so vLLM hung or was paused past the reap timeout, not
+  merely idle), vLLM is restarted with ``lmcache.unregistered_restart``; otherwise it is
+  reported, once per run of vLLM.
 
 Without ``launch`` (an LMCache server run elsewhere, maybe shared by several vLLM servers) and
 in the in-process mode, the unit is vLLM alone.
@@ -62,10 +64,13 @@ class ServerUnit:
         self.stopping_for: str | None = None  # "stop" | "remove" while the unit stops
         self.lmcache_restart_pending = False  # restart the LMCache server once vLLM is down
         self.retired: list[SupervisedServer] = []  # an LMCache server a reload took away, stopping
-        # What the LMCache server was last asked for a worker it does not hold (read from its log by the reading
+        # What the LMCache server last said of a worker of vLLM it no longer holds (read from its log by the reading
         # thread, acted on by ``tick``), and the run of vLLM already told of (by its start time).
         self.worker_lost: str | None = None
         self._worker_lost_told: float | None = None
+        # The workers the running vLLM registered with the server (their instance ids), and that run's start.
+        self._workers: set[str] = set()
+        self._workers_of: float | None = None
         self.lmcache = self._lmcache_process(config)
         self.vllm = SupervisedServer(config, state_dir, now, waits_for=self._lmcache_ready)
 
@@ -175,13 +180,15 @@ class ServerUnit:
     def _vllm_registers_again(self) -> None:
         """A vLLM whose worker the LMCache server no longer holds: restarted (its connector registers at the start
         only), or reported.  Only a vLLM that has been ready: what a run before it left in the log is no news."""
-        operation, self.worker_lost = self.worker_lost, None
+        what, self.worker_lost = self.worker_lost, None
         vllm = self.vllm
-        if operation is None or vllm.pid is None or not vllm.ready_seen or self.stopping_for is not None:
+        if self._workers_of != vllm.started_mono:  # a new run registers its own workers
+            self._workers_of = vllm.started_mono
+            self._workers.clear()
+        if what is None or vllm.pid is None or not vllm.ready_seen or self.stopping_for is not None:
             return
         if vllm.state == ServerState.STOPPING:
             return
-        what = f"its LMCache server was asked ({operation}) for a worker of vLLM it no longer holds (reaped)"
         if self.config.lmcache.unregistered_restart:
             log.warning("server %s: %s; restarting vLLM, which registers at its start only", self.name, what)
             vllm.stop(reason="restart")
@@ -220,12 +227,24 @@ class ServerUnit:
         self.vllm.observe(event)
 
     def observe_lmcache(self, event: ev.Event) -> None:
-        """An event of its LMCache server's log: that process's errors and readiness, and whether it was asked for a
-        worker of vLLM it no longer holds."""
-        if self.lmcache is not None:
-            self.lmcache.observe(event)
-            if type(event) is ev.LmcacheUnregisteredWorker:
-                self.worker_lost = event.operation
+        """An event of its LMCache server's log: that process's errors and readiness, the workers of vLLM it holds,
+        and whether it lost one of them."""
+        if self.lmcache is None:
+            return
+        self.lmcache.observe(event)
+        kind = type(event)
+        if kind is ev.LmcacheUnregisteredWorker:
+            self.worker_lost = (
+                f"its LMCache server was asked ({event.operation}) for a worker of vLLM it no longer holds"
+            )
+        elif kind is ev.LmcacheEngineRegistration:
+            if event.change == "registered":
+                self._workers.add(event.instance)
+            elif event.change == "reaped" and event.pinged and event.instance in self._workers:
+                # It had pinged, then went silent past the reap timeout: vLLM hung or was paused (not idle).
+                self.worker_lost = f"its LMCache server reaped worker {event.instance} of vLLM after it went silent"
+            else:
+                self._workers.discard(event.instance)
 
     def status_text(self) -> str:
         text = self.vllm.status_text()

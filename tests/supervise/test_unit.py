@@ -285,3 +285,38 @@ def test_a_worker_the_lmcache_server_no_longer_holds_is_reported_once_a_run(unit
     told = [r.getMessage() for r in caplog.records if "no longer holds" in r.getMessage()]
     assert len(told) == 1 and "(lookup)" in told[0] and "unregistered_restart = true" in told[0]
     assert unit.vllm.pid == pid and unit.vllm.restarts == 0 and unit.vllm.state == ServerState.RUNNING
+
+
+def test_a_vllm_whose_pinging_worker_was_reaped_is_restarted_before_a_request_hangs(units) -> None:
+    """A worker this run of vLLM registered, reaped after it had pinged (vLLM paused or hung past the reap timeout):
+    restarted with ``unregistered_restart``, before any request of it is refused.  A worker reaped that never
+    pinged (an idle vLLM's: the connector's heartbeat starts with its first store or load) is left to the next
+    request, and a worker of another run (its vLLM gone without unregistering) is no news."""
+    unit = running(units(unregistered_restart=True))
+    first = unit.vllm.pid
+    registered = ev.LmcacheEngineRegistration(None, "registered", "41", gpu=False, model="m", world_size=1)
+    unit.observe_lmcache(registered)
+    unit.observe_lmcache(
+        ev.LmcacheEngineRegistration(None, "reaped", "41", gpu=False, silent_seconds=31.2, pinged=False)
+    )
+    unit.observe_lmcache(
+        ev.LmcacheEngineRegistration(None, "reaped", "77", gpu=False, silent_seconds=36.0, pinged=True)
+    )
+    stays = time.monotonic() + 0.5
+    while time.monotonic() < stays:
+        unit.tick()
+        assert unit.vllm.pid == first and unit.vllm.restarts == 0
+        time.sleep(0.02)
+    unit.observe_lmcache(registered)  # registered again (a new registration of the same worker)
+    unit.observe_lmcache(
+        ev.LmcacheEngineRegistration(None, "reaped", "41", gpu=False, silent_seconds=31.9, pinged=True)
+    )
+    run_until(unit, lambda: unit.vllm.restarts == 1 and both_running(unit), what="vLLM restarted and running")
+    assert unit.vllm.pid != first and unit.lmcache.restarts == 0
+    # The run before's worker reaped after the restart: not this run's.
+    unit.observe_lmcache(
+        ev.LmcacheEngineRegistration(None, "reaped", "41", gpu=False, silent_seconds=40.0, pinged=True)
+    )
+    time.sleep(0.3)
+    unit.tick()
+    assert unit.vllm.restarts == 1 and unit.vllm.state == ServerState.RUNNING
