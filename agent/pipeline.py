@@ -142,6 +142,7 @@ class SourcePipeline:
         self._of_vllm_file: list[tuple[str, Callable[[Event], None]]] = []
         self._of_lmcache_file: list[tuple[str, Callable[[Event], None]]] = []
         self._lmcache_process: list[tuple[str, Callable[[Event], None]]] = []
+        self._after_feed: list[tuple[str, Callable[[], None]]] = []  # (sink, what it finishes after each feed)
         self.last_line: float | None = None  # wall clock of the last line read
 
     def listen(self, sink: str, listener: Callable[[Event], None], files: str = EVERY_FILE) -> None:
@@ -152,6 +153,11 @@ class SourcePipeline:
         self._of_lmcache_file = [(s, f) for s, f, of in self.listeners if of == EVERY_FILE]
         self._lmcache_process = [(s, f) for s, f, of in self.listeners if of == LMCACHE_SERVER_FILES]
         self.stats.sink_errors.setdefault(sink, 0)
+
+    def after_each_feed(self, sink: str, finish: Callable[[], None]) -> None:
+        """Call ``finish`` after each feed's events have reached the listeners, under the same lock (a sink that
+        takes its events in batches ends its batch there, so a scrape sees what the lines read so far gave)."""
+        self._after_feed.append((sink, finish))
 
     def feed(self, lines: list[str | None], origin: str = "") -> None:
         """Lines read from ``origin`` (a file's path; "" for a source of one stream)."""
@@ -236,6 +242,11 @@ class SourcePipeline:
         if stream.failed:
             note_parser_errors(stats, stream.failed)
             stream.failed = 0
+        for sink, finish in self._after_feed:
+            try:
+                finish()
+            except Exception as exc:  # as a listener's: counted, and the reading goes on
+                note_sink_error(stats, sink, exc)
         self.last_line = time.time()
 
     def _deliver(self, events: Events | list[Event], stream: LogStream) -> None:

@@ -280,6 +280,7 @@ class Daemon:
         elif keep:
             managed.recent = JoinedOnDemand(stats, chunk, keep, self.kept_events, **limits)
             pipeline.listen(REQUESTS_SINK, managed.recent.observe)
+            pipeline.after_each_feed(REQUESTS_SINK, managed.recent.join_unjoined)
         with self.lock:
             self.managed[name] = managed
         return managed

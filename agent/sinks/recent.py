@@ -35,8 +35,9 @@ MAX_WINDOW = 65_536
 # Rows no one asked for this long: joining stops until the next ask (kvwatch top and the status page ask every
 # second or two while open).
 IDLE_SECONDS = 60.0
-# While someone reads the rows, a server's new request events are joined this many at a time (and at each ask
-# and tick): one event at a time, between the parsing and the stats of each line, the joiner's code runs on cold
+# While someone reads the rows, a server's new request events are joined once the lines read with them have
+# reached every sink (:meth:`JoinedOnDemand.join_unjoined`, at the end of each delivery), at most this many at a
+# time: one event at a time, between the parsing and the stats of each line, the joiner's code runs on cold
 # caches: the joining and keeping cost about a seventh more (3.5 against 3.0 µs a line of the generator's
 # current-style log, in one process: docs/benchmarks.md).
 JOIN_BATCH = 256
@@ -234,7 +235,7 @@ class JoinedOnDemand:
             unjoined = self._unjoined
             unjoined.append(entry)
             if len(unjoined) >= JOIN_BATCH:
-                self._join_unjoined()
+                self.join_unjoined()
 
     def tick(self) -> None:
         """Each second or so: join what came, write the requests done waiting for late pieces; stop joining once
@@ -246,7 +247,7 @@ class JoinedOnDemand:
             self.recent = self.joiner = None
             self._unjoined = []
             return
-        self._join_unjoined()
+        self.join_unjoined()
         if joiner.lingering:
             joiner.release_lingering()
 
@@ -261,7 +262,7 @@ class JoinedOnDemand:
         if self.recent is None:
             self.recent, self.joiner = self._join_kept()
         else:
-            self._join_unjoined()
+            self.join_unjoined()
         return self.recent
 
     def _join_kept(self) -> tuple[RecentRequests, TraceBuilder]:
@@ -272,7 +273,8 @@ class JoinedOnDemand:
         self._join(recent, joiner, [entry for entry in self.kept.entries if entry[0] is self])
         return recent, joiner
 
-    def _join_unjoined(self) -> None:
+    def join_unjoined(self) -> None:
+        """Join the events kept since the last batch (the pipeline calls it after each delivery of lines)."""
         unjoined, self._unjoined = self._unjoined, []
         if unjoined and self.recent is not None and self.joiner is not None:
             self._join(self.recent, self.joiner, unjoined)

@@ -13,6 +13,7 @@ import pytest
 
 import parsers.stream
 from agent.pipeline import PARSER_ERROR, SourcePipeline, read_into
+from agent.sinks.recent import REQUESTS_SINK, JoinedOnDemand
 from agent.sources.lines import BLOCK
 from tests.support.harness import STATS
 from tests.support.lines import SAMPLES, all_fixture_lines, fresh
@@ -219,6 +220,32 @@ def test_a_sink_that_raises_on_an_event_loses_nothing_else(caplog) -> None:
     stats_error, joiner_error = sorted(logged, key=lambda message: "stats sink" not in message)
     assert "the stats sink raised ValueError" in stats_error and "in stats_observe" in stats_error
     assert "the requests sink raised KeyError" in joiner_error and "in joiner" in joiner_error
+
+
+def test_rows_someone_reads_are_joined_as_each_delivery_of_lines_ends() -> None:
+    """A watched server's request events joined in batches, the batch ended with each feed (under the lock a scrape
+    takes): its rows and its joiner's errors are those of every line read so far, with no tick between; a bug in
+    what ends a batch is counted as that sink's and the reading goes on."""
+    pipeline = SourcePipeline("live", UTC, 1 << 20)
+    recent = JoinedOnDemand(pipeline.stats)
+    pipeline.listen(REQUESTS_SINK, recent.observe)
+    pipeline.after_each_feed(REQUESTS_SINK, recent.join_unjoined)
+    request = (
+        "(APIServer pid=1) INFO 11-25 05:40:55 [async_llm.py:578] Added request chatcmpl-{n}-11111111.",
+        'INFO:     127.0.0.1:2 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+    )
+    pipeline.feed([line.format(n=0) for line in request])
+    assert recent.as_list()[0]["id"] == "chatcmpl-0-11111111"  # the first ask joins what was kept
+    pipeline.feed([line.format(n=1) for line in request])
+    assert recent.recent is not None and len(recent.recent.ended) == 2  # joined as the feed ended: no ask, no tick
+
+    def broken() -> None:
+        raise RuntimeError("a bug in ending a batch")
+
+    pipeline.after_each_feed(REQUESTS_SINK, broken)
+    pipeline.feed([line.format(n=2) for line in request])
+    assert len(recent.recent.ended) == 3 and pipeline.stats.sink_errors[REQUESTS_SINK] == 1
+    assert pipeline.stats.lines == 6
 
 
 def test_a_replay_reads_on_after_an_event_the_stats_raised_on(monkeypatch, caplog) -> None:
