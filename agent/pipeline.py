@@ -24,6 +24,7 @@ the trace builder).
 
 from __future__ import annotations
 
+import enum
 import gc
 import itertools
 import logging
@@ -68,6 +69,16 @@ MAX_TOLD_FILES = 4096
 # Lines of a pipe gathered before its log is told by them (about what a file's first block holds); as many of a
 # followed file's first lines tell it, while its first block is not yet written whole.
 HEAD_LINES = 1000
+
+
+class Told(enum.Enum):
+    """What a file's first lines told of whose log it is (kept past its stream)."""
+
+    OTHER = "other"  # vLLM's, or any other's
+    LMCACHE_SERVER = "lmcache server"  # an LMCache server's own
+    # An LMCache server's own in which vLLM's output has begun since (both servers write it): the answers of that
+    # server's own API are still its.
+    BOTH = "both"
 
 
 def chunks(lines: list[str | None]) -> Iterator[list[str | None]]:
@@ -136,7 +147,7 @@ class SourcePipeline:
         self._untold: dict[str, int] = {}
         # What the first lines told of each file (kept past its stream: a glob of more files than MAX_STREAMS read
         # in turns makes a file's stream anew at each turn).
-        self._told_files: dict[str, bool] = {}
+        self._told_files: dict[str, Told] = {}
         self.listeners: list[tuple[str, Callable[[Event], None], str]] = []
         # (sink, listener) shown the events of vLLM's files, of an LMCache server's, and that process's own.
         self._of_vllm_file: list[tuple[str, Callable[[Event], None]]] = []
@@ -174,17 +185,21 @@ class SourcePipeline:
                 self._untold.pop(idle_origin, None)
                 self._deliver(idle.close(), idle)
             stream = LogStream(self.max_line, lmcache_server=origin in self.lmcache_server_logs)
-            if not stream.lmcache_server and self._told(origin):
-                stream.show_lmcache_server(True)
+            if not stream.lmcache_server:
+                told = self._told(origin)
+                if told is Told.LMCACHE_SERVER:
+                    stream.show_lmcache_server(True)
+                elif told is Told.BOTH:
+                    stream.show_vllm_begun()
         streams[origin] = stream  # (the last read last)
         return stream
 
-    def _told(self, origin: str) -> bool:
+    def _told(self, origin: str) -> Told:
         """Whether the file ``origin`` not named an LMCache server's own log is one, where files are told by their
         first lines: shown so by its first block (read from its start, wherever the reading resumes); while that
         block is not yet written whole, the lines read after it may still tell (:meth:`_tell`)."""
         if not self.tell_lmcache_server or not origin:
-            return False
+            return Told.OTHER
         told = self._told_files.get(origin)
         if told is not None:
             return told
@@ -192,13 +207,14 @@ class SourcePipeline:
             shown, lines, whole = head_shown(origin, self.max_line)
         except OSError:  # gone or unreadable since it was read: its lines tell
             shown, lines, whole = None, 0, False
+        told = Told.LMCACHE_SERVER if shown is True else Told.OTHER
         if not whole and shown is not False:
             self._untold[origin] = HEAD_LINES - lines
         else:
-            self._remember(origin, shown is True)
-        return shown is True
+            self._remember(origin, told)
+        return told
 
-    def _remember(self, origin: str, told: bool) -> None:
+    def _remember(self, origin: str, told: Told) -> None:
         if len(self._told_files) >= MAX_TOLD_FILES:
             self._told_files.clear()
         self._told_files[origin] = told
@@ -212,7 +228,7 @@ class SourcePipeline:
         left = self._untold[origin] - lines
         if shown is False or left <= 0:
             del self._untold[origin]
-            self._remember(origin, stream.lmcache_server)
+            self._remember(origin, Told.LMCACHE_SERVER if stream.lmcache_server else Told.OTHER)
         else:
             self._untold[origin] = left
 
@@ -237,8 +253,8 @@ class SourcePipeline:
             deliver(settled, stream)
         stats.lines += len(lines)
         stats.parsed_lines += parsed
-        if not stream.lmcache_server and self._told_files.get(origin):
-            self._remember(origin, False)  # vLLM's output began in it since its first lines told
+        if stream.lmcache_server_api and self._told_files.get(origin) is Told.LMCACHE_SERVER:
+            self._remember(origin, Told.BOTH)  # vLLM's output began in it since its first lines told
         if stream.failed:
             note_parser_errors(stats, stream.failed)
             stream.failed = 0
@@ -260,6 +276,8 @@ class SourcePipeline:
             events = stream.own_events(events)
             if stream.lmcache_server:  # (not where vLLM's output began in it)
                 listeners = self._of_lmcache_file
+        elif stream.lmcache_server_api:
+            events = stream.own_events(events)
         for event in events:
             try:
                 observe(event)
@@ -459,7 +477,7 @@ def _count_loop(batches: Iterable[list[str | None]], route: _Route, track_time: 
         for chunk in chunks(batch):
             count, events = parse_chunk(feed, chunk)
             parsed += count
-            if stream.lmcache_server:
+            if stream.lmcache_server or stream.lmcache_server_api:
                 events = stream.own_events(events)
             for event in events:
                 try:
@@ -522,7 +540,7 @@ def _event_loop(
                 if events:
                     stats.parsed_lines += 1
                     late = stream.late if holding else 0
-                    if stream.lmcache_server:  # (what ends on the line before kept apart)
+                    if stream.lmcache_server or stream.lmcache_server_api:  # (what ends on the line before apart)
                         held = stream.own_events(events[:late])
                         events, late = (*held, *stream.own_events(events[late:])), len(held)
                     for index, event in enumerate(events):

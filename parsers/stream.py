@@ -31,7 +31,9 @@ checks of it, the scrapes of its ``/metrics``, its start and stop), none of vLLM
 though that log is read as part of vLLM's server.  :meth:`LogStream.own_events`
 takes them out of the events of a stream its reader knows to be such a log (a line
 alone does not tell, so a stream is never taken for one by its lines; a log's first
-lines may, :func:`lmcache_server_shown`, until vLLM's own output shows in it).
+lines may, :func:`lmcache_server_shown`, until vLLM's own output shows in it).  Once
+vLLM's output shows in such a log (both servers write one file), only the access
+lines to the LMCache server's own API, which vLLM does not serve, are taken out.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ _LMCACHE_SERVER_ONLY_KINDS = frozenset(
 )
 # Routes only an LMCache multiprocess server's HTTP API serves (vLLM's health check is ``/health``, and it has
 # none of these): answered, they show its log where nothing else does -- an idle server's log rotated after its
-# start holds its health checks alone.
+# start holds its health checks alone -- and, in a log both servers write, which access lines are that server's.
 _LMCACHE_SERVER_ROUTES = ("/healthcheck", "/quota")
 _LMCACHE_SERVER_ROUTE_PREFIXES = ("/quota/", "/cache/", "/reconfigure/")
 # What only vLLM's own processes write (its engine's and API server's start, statistics and requests): none of
@@ -132,6 +134,16 @@ def _lmcache_server_route(access: HttpAccess) -> bool:
 
 def _without_http_server(events: Sequence[Event]) -> tuple[Event, ...]:
     return tuple(event for event in events if type(event) not in _HTTP_SERVER_KINDS)
+
+
+def _without_lmcache_server_api(events: Sequence[Event]) -> Sequence[Event]:
+    """Of a log both servers write, the events but the LMCache server's answers to its own API."""
+    for event in events:
+        if type(event) is HttpAccess and _lmcache_server_route(event):
+            break
+    else:
+        return events  # (nearly always: no copy)
+    return tuple(event for event in events if not (type(event) is HttpAccess and _lmcache_server_route(event)))
 
 
 def _read_whole(events: Events) -> bool:
@@ -251,6 +263,7 @@ class LogStream:
         "failed",
         "late",
         "lmcache_server",
+        "lmcache_server_api",
         "max_joined",
     )
 
@@ -281,23 +294,36 @@ class LogStream:
         # the log's first lines, and then only until vLLM's own output shows in it (``_until_vllm``).
         self.lmcache_server = lmcache_server
         self._until_vllm = False
+        # A log shown so by its first lines in which vLLM's output has begun since (both servers write it): the
+        # answers of the LMCache server's own API, which vLLM does not serve, are still taken out.
+        self.lmcache_server_api = False
 
     def show_lmcache_server(self, shown: bool) -> None:
         """What the log's first lines showed of whether it is an LMCache server's own (:func:`lmcache_server_shown`):
         one is read so until vLLM's own output shows in it (both servers writing one file, vLLM's output begun after
-        the lines that told), and from there on as any log (its uvicorn lines may be vLLM's)."""
+        the lines that told), and from there on as any log but for the access lines to the LMCache server's own API
+        (its other uvicorn lines may be vLLM's)."""
         self.lmcache_server = self._until_vllm = shown
+        self.lmcache_server_api = False
+
+    def show_vllm_begun(self) -> None:
+        """Read on as a log shown to be an LMCache server's own in which vLLM's output has begun since (a reader that
+        remembers the file it reads anew): only the answers of that server's own API are its."""
+        self.lmcache_server = self._until_vllm = False
+        self.lmcache_server_api = True
 
     def own_events(self, events: Sequence[Event]) -> Sequence[Event]:
         """Of some events this stream gave, in order, those of the server it is read for: all of them, but in an
-        LMCache server's own log (``lmcache_server``) none of what its HTTP server's uvicorn lines give."""
+        LMCache server's own log (``lmcache_server``) none of what its HTTP server's uvicorn lines give, and in one
+        its first lines told to be such a log, once vLLM's output has begun in it, none of the access lines to the
+        LMCache server's own API (its other uvicorn lines may be vLLM's)."""
         if not self.lmcache_server:
-            return events
+            return _without_lmcache_server_api(events) if self.lmcache_server_api else events
         if self._until_vllm:
             for index, event in enumerate(events):
                 if type(event) in _VLLM_OUTPUT_KINDS:
-                    self.lmcache_server = self._until_vllm = False
-                    return (*_without_http_server(events[:index]), *events[index:])
+                    self.show_vllm_begun()
+                    return (*_without_http_server(events[:index]), *_without_lmcache_server_api(events[index:]))
         return _without_http_server(events)
 
     @property

@@ -253,13 +253,15 @@ def test_an_lmcache_servers_log_in_which_vllms_output_begins_after_its_first_blo
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both servers writing one file, vLLM's output begun after the first block (which told an LMCache server's log):
-    the server's uvicorn lines before it count as none of vLLM's, and vLLM's own after it count, as with the two logs
-    apart; read by one process or offered to several, as one events stream."""
+    the server's uvicorn lines before it count as none of vLLM's, and vLLM's own after it count but for the health
+    checks of the LMCache server, as with the two logs apart; read by one process or offered to several, as one
+    events stream."""
     from agent.sources.lines import BLOCK
 
     both = tmp_path / "both.log"
     copies = BLOCK // len(MP_SERVER_LOG.read_bytes()) + 1
-    both.write_bytes(MP_SERVER_LOG.read_bytes() * copies + MP_VLLM_LOG.read_bytes())
+    health_check = b'INFO:     127.0.0.1:60220 - "GET /healthcheck HTTP/1.1" 200 OK\n'
+    both.write_bytes(MP_SERVER_LOG.read_bytes() * copies + MP_VLLM_LOG.read_bytes() + health_check * 2)
     text = kvwatch("replay", "--server", "mp", str(both)).stdout.decode()
     assert "1 shutdown(s)" in text and "HTTP 2xx 3" in text, text
     assert f"{2 * copies} prefetches with a hit" in text

@@ -447,7 +447,8 @@ def test_a_log_whose_first_lines_show_an_lmcache_server_s_start_and_nothing_of_v
 
 def test_an_lmcache_servers_log_shown_so_by_its_first_lines_is_so_until_vllms_output_shows_in_it() -> None:
     """Both servers writing one file, vLLM's output begun after the lines that told: from vLLM's first event on, its
-    uvicorn lines are no longer taken out (they may be vLLM's).  A log named an LMCache server's stays one."""
+    uvicorn lines are no longer taken out (they may be vLLM's), but for the answers of the LMCache server's own API,
+    which vLLM does not serve.  A log named an LMCache server's stays one."""
     samples = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
     server = (samples / "lmcache-0.5.6-mp-server.log").read_text(encoding="utf-8").splitlines()
     vllm = (samples / "vllm-0.32.0-cpu-lmcache-0.5.6-mp.log").read_text(encoding="utf-8").splitlines()
@@ -463,3 +464,31 @@ def test_an_lmcache_servers_log_shown_so_by_its_first_lines_is_so_until_vllms_ou
     named = LogStream(lmcache_server=True)
     assert own_kinds(named, server)["http_access"] == 0
     assert own_kinds(named, vllm)["http_access"] == 0 < alone["http_access"] and named.lmcache_server
+
+    def access(path: str, status: str = "200 OK", method: str = "GET") -> str:
+        return f'INFO:     127.0.0.1:40312 - "{method} {path} HTTP/1.1" {status}'
+
+    theirs = [access("/healthcheck"), access("/cache/objects"), access("/quota/tenant-a", method="PUT")]
+    either = [access("/metrics"), access("/health"), access("/v1/chat/completions", method="POST")]
+    vllms = [access("/healthcheck", "404 Not Found"), access("/status")]  # (vLLM answers a misdirected probe)
+
+    def paths(stream: LogStream, lines: list[str]) -> list[str]:
+        return [event.path for line in lines for event in stream.own_events(stream.feed(line))]
+
+    everything = [*theirs, *either, *vllms]
+    assert paths(shown, everything) == ["/metrics", "/health", "/v1/chat/completions", "/healthcheck", "/status"]
+    assert paths(named, everything) == []
+    assert paths(LogStream(), theirs) == ["/healthcheck", "/cache/objects", "/quota/tenant-a"]  # never told
+    # vLLM's first event among the events of one delivery: the server's uvicorn lines before it are its own, and of
+    # those after it, the answers of its API.
+    both = LogStream()
+    both.show_lmcache_server(True)
+    events = [event for line in [either[0], *vllm, *theirs, *either[1:]] for event in both.feed(line)]
+    assert events[0].kind == "http_access" and events[1].kind != "http_access"  # (/metrics, then vLLM's first)
+    api = {"/healthcheck", "/cache/objects", "/quota/tenant-a"}
+    own = list(both.own_events(events))
+    assert own == [event for event in events[1:] if getattr(event, "path", "") not in api]
+    assert [event.path for event in own[-2:]] == ["/health", "/v1/chat/completions"]
+    # Told again (the file read anew), it is the server's until vLLM's output shows again.
+    both.show_lmcache_server(True)
+    assert paths(both, either) == []

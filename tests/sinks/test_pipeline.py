@@ -445,8 +445,9 @@ def test_an_lmcache_servers_log_in_which_vllms_output_begins_later_is_read_as_an
     tmp_path: Path, named: bool
 ) -> None:
     """Told by its first lines, an LMCache server's log is so until vLLM's own output shows in it (both servers
-    writing one file): the server's uvicorn lines before it count as none of vLLM's, vLLM's own after it count, and
-    the file is read as any log at its next stream (a glob's turn).  Named so (the control), it stays the server's."""
+    writing one file): the server's uvicorn lines before it count as none of vLLM's, vLLM's own after it count but
+    for the health checks of the LMCache server (its own API's answers), and at its next stream (a glob's turn) the
+    file is the server's again until vLLM's output shows.  Named so (the control), it stays the server's."""
     log = tmp_path / "both.log"
     # Its first block whole (past the lines read after it that may still tell): the server's stores fill it.
     server_lines = LMCACHE_SERVER_LOG[:-1] + LMCACHE_SERVER_LOG[4:5] * 1000 + LMCACHE_SERVER_LOG[-1:]
@@ -458,13 +459,16 @@ def test_an_lmcache_servers_log_in_which_vllms_output_begins_later_is_read_as_an
         pipeline = SourcePipeline("both", UTC, 1 << 20, tell_lmcache_server=True)
     pipeline.feed(server_lines, str(log))
     assert _lmcache_server_numbers(pipeline.stats) == (set(), 0) and pipeline.stats.stores == 1001
-    pipeline.feed(VLLM_LOG, str(log))
+    health_check = LMCACHE_SERVER_LOG[2]
+    assert "/healthcheck" in health_check
+    pipeline.feed([*VLLM_LOG, health_check], str(log))
     assert _lmcache_server_numbers(pipeline.stats) == ((set() if named else {"/v1/chat/completions"}), 0)
     assert pipeline.stats.ready == (0 if named else 1)
+    pipeline.feed([health_check, VLLM_LOG[2]], str(log))
     pipeline.streams.clear()  # (as when a glob's files are read in turns)
-    pipeline.feed(VLLM_LOG[2:], str(log))
+    pipeline.feed([health_check, *VLLM_LOG[2:], health_check], str(log))
     assert len(pipeline.stats.http) == (0 if named else 1)
-    assert sum(pipeline.stats.http.values()) == (0 if named else 2)
+    assert sum(pipeline.stats.http.values()) == (0 if named else 3)
 
 
 def test_the_first_lines_of_a_globs_files_read_in_turns_are_read_once(tmp_path: Path, monkeypatch) -> None:
