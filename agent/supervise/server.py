@@ -191,6 +191,9 @@ class SupervisedServer:
         # (``started_against``): a different one later means what it connected to is gone.
         self.waits_for = waits_for
         self.started_against: list[int] | None = None
+        # The workers of this run an LMCache multiprocess server holds (vLLM's, in mp mode), as its log said:
+        # kept in the record, so that a kvwatch that adopts the server knows them without the lines read before.
+        self.workers: set[str] = set()
         self._now = now
         self.state = ServerState.STOPPED
         self.entered: dict[ServerState, int] = dict.fromkeys(ServerState, 0)  # times each state was entered
@@ -266,6 +269,8 @@ class SupervisedServer:
         self.ready_seen = record.get("ready") is True
         against = record.get("started_against")
         self.started_against = [int(n) for n in against] if isinstance(against, list) else None
+        workers = record.get("workers")
+        self.workers = {str(worker) for worker in workers} if isinstance(workers, list) else set()
         self._enter(ServerState.STARTING)
         self.last_progress = self._now()
         self._start_probe()
@@ -328,6 +333,7 @@ class SupervisedServer:
         self.started_at = time.time()
         self.started_mono = self._now()
         self.last_progress = self._now()
+        self.workers = set()  # a new run registers its own
         if self.state != ServerState.CRASH_LOOP:  # a crash loop lasts until the server has run long enough
             self._enter(ServerState.STARTING)
         self._save_record()
@@ -608,6 +614,17 @@ class SupervisedServer:
             self.paused[event.engine] = event.state != "unpaused"
             self.last_progress = self._now()
 
+    def note_worker(self, instance: str, held: bool) -> None:
+        """A worker of this run the LMCache server now holds (registered) or no longer holds."""
+        if (instance in self.workers) == held:
+            return
+        if held:
+            self.workers.add(instance)
+        else:
+            self.workers.discard(instance)
+        if self.pid is not None:
+            self._save_record()
+
     # -- the state record -----------------------------------------------------------------
 
     def _save_record(self) -> None:
@@ -620,6 +637,7 @@ class SupervisedServer:
             "command": self.config.argv()[0],
             "ready": self.ready_seen,
             "started_against": self.started_against,
+            "workers": sorted(self.workers),
         }
         with contextlib.suppress(OSError):  # else the write fails, and says why
             self.record_path.parent.mkdir(parents=True, exist_ok=True)

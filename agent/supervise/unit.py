@@ -19,7 +19,8 @@ separate ``lmcache server`` process.  The two are supervised together:
   When the server says it was asked for such a worker, or reaped a worker this run of vLLM
   registered that had been pinging it (so vLLM hung or was paused past the reap timeout, not
   merely idle), vLLM is restarted with ``lmcache.unregistered_restart``; otherwise it is
-  reported, once per run of vLLM.
+  reported, once per run of vLLM.  The workers a run registered are kept in vLLM's record, so a
+  kvwatch that adopts it knows them.
 
 Without ``launch`` (an LMCache server run elsewhere, maybe shared by several vLLM servers) and
 in the in-process mode, the unit is vLLM alone.
@@ -68,9 +69,6 @@ class ServerUnit:
         # thread, acted on by ``tick``), and the run of vLLM already told of (by its start time).
         self.worker_lost: str | None = None
         self._worker_lost_told: float | None = None
-        # The workers the running vLLM registered with the server (their instance ids), and that run's start.
-        self._workers: set[str] = set()
-        self._workers_of: float | None = None
         self.lmcache = self._lmcache_process(config)
         self.vllm = SupervisedServer(config, state_dir, now, waits_for=self._lmcache_ready)
 
@@ -182,9 +180,6 @@ class ServerUnit:
         only), or reported.  Only a vLLM that has been ready: what a run before it left in the log is no news."""
         what, self.worker_lost = self.worker_lost, None
         vllm = self.vllm
-        if self._workers_of != vllm.started_mono:  # a new run registers its own workers
-            self._workers_of = vllm.started_mono
-            self._workers.clear()
         if what is None or vllm.pid is None or not vllm.ready_seen or self.stopping_for is not None:
             return
         if vllm.state == ServerState.STOPPING:
@@ -239,12 +234,12 @@ class ServerUnit:
             )
         elif kind is ev.LmcacheEngineRegistration:
             if event.change == "registered":
-                self._workers.add(event.instance)
-            elif event.change == "reaped" and event.pinged and event.instance in self._workers:
+                self.vllm.note_worker(event.instance, held=True)
+            elif event.change == "reaped" and event.pinged and event.instance in self.vllm.workers:
                 # It had pinged, then went silent past the reap timeout: vLLM hung or was paused (not idle).
                 self.worker_lost = f"its LMCache server reaped worker {event.instance} of vLLM after it went silent"
             else:
-                self._workers.discard(event.instance)
+                self.vllm.note_worker(event.instance, held=False)
 
     def status_text(self) -> str:
         text = self.vllm.status_text()

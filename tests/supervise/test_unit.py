@@ -320,3 +320,25 @@ def test_a_vllm_whose_pinging_worker_was_reaped_is_restarted_before_a_request_ha
     time.sleep(0.3)
     unit.tick()
     assert unit.vllm.restarts == 1 and unit.vllm.state == ServerState.RUNNING
+
+
+def test_a_kvwatch_that_adopts_vllm_knows_the_workers_it_registered(units, tmp_path: Path) -> None:
+    """The workers a run of vLLM registered are kept in its record: a kvwatch that adopts it (and reads the LMCache
+    server's log on from where the one before stopped) acts on the reap of one of them at once, not at the next
+    request refused; a new run of vLLM starts with none."""
+    config = unit_config(tmp_path, unregistered_restart=True)
+    first = running(units(config))
+    vllm_pid = first.vllm.pid
+    first.observe_lmcache(ev.LmcacheEngineRegistration(None, "registered", "41", gpu=False, model="m", world_size=1))
+    first.observe_lmcache(ev.LmcacheEngineRegistration(None, "registered", "42", gpu=False, model="m", world_size=1))
+    first.observe_lmcache(ev.LmcacheEngineRegistration(None, "unregistered", "42", gpu=False))
+    first.hand_over()
+    second = units(config)
+    second.begin()
+    assert second.vllm.adopted and second.vllm.pid == vllm_pid and second.vllm.workers == {"41"}
+    run_until(second, lambda: both_running(second), what="both adopted and running")
+    second.observe_lmcache(
+        ev.LmcacheEngineRegistration(None, "reaped", "41", gpu=False, silent_seconds=31.2, pinged=True)
+    )
+    run_until(second, lambda: second.vllm.restarts == 1 and both_running(second), what="vLLM restarted")
+    assert second.vllm.pid != vllm_pid and second.vllm.workers == set()
