@@ -139,7 +139,7 @@ class LmcacheConfig:
     args: tuple[str, ...] = ()  # options added to the LMCache server's default command
     env: Mapping[str, str] = setting(read="environment", factory=dict)
     server_log: Path | None = setting(None, "file_path")
-    # Restart vLLM when the launched LMCache server is asked for a worker of it that it no longer holds.
+    # Restart vLLM when its LMCache server no longer holds a worker of it (a server run elsewhere: its server_log read).
     unregistered_restart: bool = setting(False, "boolean")
 
     @property
@@ -851,8 +851,8 @@ class _Reader:
                         raise self.fail(
                             f"{where}.{key}", "configures the LMCache server kvwatch launches; launch = false"
                         )
-                if "unregistered_restart" in t:
-                    reason = "needs the LMCache server kvwatch launches (with launch = false it may serve other vLLMs)"
+                if lmcache.unregistered_restart and lmcache.server_log is None:
+                    reason = "with launch = false, needs server_log: the LMCache server's log, where its reaps are read"
                     raise self.fail(f"{where}.unregistered_restart", reason)
             if "command" in t:
                 for key in ("settings", "args"):
@@ -1139,15 +1139,19 @@ def _render_lmcache(server: ServerConfig) -> list[str]:
         return lines
     lines.append(f"lmcache server = tcp://{lmcache.mp_host}:{lmcache.mp_port}, http port {lmcache.http_port}")
     launched = server.lmcache_server()
+    restart = "vLLM restarted when the server is asked for a worker it no longer holds = " + (
+        "yes" if lmcache.unregistered_restart else "no (reported only; unregistered_restart = false)"
+    )
     if launched is None:
         lines.append("lmcache server started by kvwatch = no (launch = false: it runs elsewhere)")
+        if lmcache.server_log is not None:
+            lines.append(restart + " (vLLM's own workers, by the ids its log gives them)")
     else:
         lines += [
             "lmcache server started by kvwatch = yes, before vLLM, stopped after it",
             f"lmcache command = {json.dumps(launched.shown_argv())}",
             f"lmcache health = {_q(launched.probe_url())}",
-            "vLLM restarted when the server is asked for a worker it no longer holds = "
-            + ("yes" if lmcache.unregistered_restart else "no (reported only; unregistered_restart = false)"),
+            restart,
         ]
         lines += [f"  {key}={value}" for key, value in sorted(launched.env.items())]
     log_file = server.lmcache_log()

@@ -446,6 +446,19 @@ class LmcacheEngineRegistration(Event):
     pinged: bool | None = None
 
 
+@dataclass(slots=True)
+class LmcacheWorkerAdapter(Event):
+    """A vLLM worker made its LMCache multiprocess connector, with the id the server knows it by: ``LMCache MP worker
+    adapter created with instance_id=N`` (vLLM's own log, one line a worker at each start; LMCache 0.5.5 on, a random
+    63-bit number, so that the workers of several vLLM servers one LMCache server serves are told apart).  The
+    server's log names the worker by that id when it registers it, drops it or is asked for it
+    (``lmcache_engine_registration``, ``lmcache_unregistered_worker``): kvwatch knows from it which of those are its
+    vLLM's."""
+
+    kind: ClassVar[str] = "lmcache_worker_adapter"
+    instance: str = ""  #: the worker's id with the server
+
+
 UnregisteredWorkerOperation = Literal["lookup", "store", "retrieve", "transfer"]
 UNREGISTERED_WORKER_OPERATIONS: tuple[str, ...] = get_args(UnregisteredWorkerOperation)
 
@@ -1002,6 +1015,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LmcacheLookupSummary,
     LmcacheServerStarted,
     LmcacheEngineRegistration,
+    LmcacheWorkerAdapter,
     LmcacheUnregisteredWorker,
     LmcacheKeysFailed,
     RequestReceived,

@@ -37,6 +37,7 @@ from parsers.events import (
     LmcacheStoreStart,
     LmcacheUnhealthySkip,
     LmcacheUnregisteredWorker,
+    LmcacheWorkerAdapter,
     RequestPreempted,
     RequestResumed,
 )
@@ -222,6 +223,8 @@ ASYNC_LOOKUP_TIMEOUT = re.compile(rf"Request (\S{{1,256}}) is still waiting for 
 ASYNC_LOOKUP_GIVEN_UP = ", returning 0 lmcache cached tokens so vllm can recompute"  # the rest of that line
 # What LMCache skips while its health monitor holds it unhealthy: a store (layer-wise: store_layer), a load
 # (retrieve_layer), a lookup.
+# A vLLM worker's multiprocess connector, and the id the server knows the worker by (LMCache 0.5.5 on).
+WORKER_ADAPTER = re.compile(r"LMCache MP worker adapter created with instance_id=(\d+)\b")
 UNHEALTHY_SKIP = re.compile(r"LMCache is unhealthy, skipping (store|retrieve|lookup)(?:_layer)? operation")
 # Its health monitor's verdict, and a storage backend its storage manager bypasses (or restores).
 HEALTH = re.compile(r"HealthMonitor: System (unhealthy, entering degraded mode|recovered, restoring normal operations)")
@@ -409,10 +412,13 @@ def parse_storing(line: str, start: int, stamp: str | None, rank: int | None) ->
 
 
 def parse_initialized(line: str, start: int, stamp: str | None, rank: int | None) -> tuple[Event, ...]:
-    """``LMCache initialized for role ...`` (in vLLM), the multiprocess server's start, or what it skipped while
-    unhealthy."""
+    """``LMCache initialized for role ...`` (in vLLM), a worker's multiprocess connector made (in vLLM), the
+    multiprocess server's start, or what it skipped while unhealthy."""
     m = _INITIALIZED.match(line, start)
     if m is None:
+        adapter = WORKER_ADAPTER.match(line, start)
+        if adapter is not None:
+            return (LmcacheWorkerAdapter(stamp, adapter.group(1)),)
         skipped = UNHEALTHY_SKIP.match(line, start)
         if skipped is not None:
             return _skipped_while_unhealthy(skipped.group(1), stamp, rank)

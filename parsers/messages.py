@@ -144,6 +144,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
     "LMCache": _first_of(
         _exact(_whole(lmcache.SERVER_START_ANY), _lmcache(lmcache.parse_server_start)),
         _exact(_whole(lmcache.UNHEALTHY_SKIP.pattern), _lmcache(lmcache.parse_unhealthy_skip)),
+        _exact(_whole(lmcache.WORKER_ADAPTER.pattern), _lmcache(lmcache.parse_initialized)),
     ),
     "HealthMonitor:": _exact(_whole(lmcache.HEALTH.pattern), _lmcache(lmcache.parse_health)),
     "StorageManager:": _exact(_whole(lmcache.BACKEND_BYPASS.pattern), _lmcache(lmcache.parse_backend_bypass)),

@@ -19,11 +19,13 @@ separate ``lmcache server`` process.  The two are supervised together:
   When the server says it was asked for such a worker, or reaped a worker this run of vLLM
   registered that had been pinging it (so vLLM hung or was paused past the reap timeout, not
   merely idle), vLLM is restarted with ``lmcache.unregistered_restart``; otherwise it is
-  reported, once per run of vLLM.  The workers a run registered are kept in vLLM's record, so a
-  kvwatch that adopts it knows them.
+  reported, once per run of vLLM.  A run's workers are known by the ids its connector logs
+  (``lmcache_worker_adapter``) and, from a server kvwatch launched, by the server's registrations;
+  an LMCache server run elsewhere whose log is read (``server_log``) is watched the same way for
+  vLLM's own workers.  They are kept in vLLM's record, so a kvwatch that adopts it knows them.
 
 Without ``launch`` (an LMCache server run elsewhere, maybe shared by several vLLM servers) and
-in the in-process mode, the unit is vLLM alone.
+in the in-process mode, the unit's processes are vLLM alone.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ class ServerUnit:
         if lmcache is not None:
             lmcache.tick()
             self._vllm_follows_lmcache(lmcache)
-            self._vllm_registers_again()
+        self._vllm_registers_again()
         self.vllm.tick()
         self._stop_lmcache_after_vllm()
 
@@ -218,23 +220,28 @@ class ServerUnit:
     # -- what the log says, views ------------------------------------------------------
 
     def observe(self, event: ev.Event) -> None:
-        """An event of vLLM's log."""
+        """An event of vLLM's log (a worker's multiprocess connector says the id its LMCache server knows it by)."""
         self.vllm.observe(event)
+        if type(event) is ev.LmcacheWorkerAdapter:
+            self.vllm.note_worker(event.instance, held=True)
 
     def observe_lmcache(self, event: ev.Event) -> None:
         """An event of its LMCache server's log: that process's errors and readiness, the workers of vLLM it holds,
-        and whether it lost one of them."""
-        if self.lmcache is None:
-            return
-        self.lmcache.observe(event)
+        and whether it lost one of them.  A server kvwatch did not launch (``launch = false``, its ``server_log``
+        read) may serve other vLLM servers too: there a worker is vLLM's only by the id vLLM's log gave it."""
+        launched = self.lmcache is not None
+        if self.lmcache is not None:
+            self.lmcache.observe(event)
         kind = type(event)
         if kind is ev.LmcacheUnregisteredWorker:
-            self.worker_lost = (
-                f"its LMCache server was asked ({event.operation}) for a worker of vLLM it no longer holds"
-            )
+            if launched or event.instance in self.vllm.workers:
+                self.worker_lost = (
+                    f"its LMCache server was asked ({event.operation}) for a worker of vLLM it no longer holds"
+                )
         elif kind is ev.LmcacheEngineRegistration:
             if event.change == "registered":
-                self.vllm.note_worker(event.instance, held=True)
+                if launched:  # (a shared server registers other vLLMs' workers too)
+                    self.vllm.note_worker(event.instance, held=True)
             elif event.change == "reaped" and event.pinged and event.instance in self.vllm.workers:
                 # It had pinged, then went silent past the reap timeout: vLLM hung or was paused (not idle).
                 self.worker_lost = f"its LMCache server reaped worker {event.instance} of vLLM after it went silent"

@@ -654,7 +654,7 @@ def test_lmcache_mp_mode_starts_vllm_with_the_mp_connector(tmp_path: Path) -> No
         ("unregistered_restart = true", 'server[0].lmcache.unregistered_restart: only with mode = "mp"'),
         (
             'mode = "mp"\nlaunch = false\nunregistered_restart = true',
-            "server[0].lmcache.unregistered_restart: needs the LMCache server kvwatch launches",
+            "server[0].lmcache.unregistered_restart: with launch = false, needs server_log",
         ),
         ('mode = "mp"\nunregistered_restart = 1', "server[0].lmcache.unregistered_restart: must be"),
         ('mode = "remote"', "server[0].lmcache.mode: must be one of in_process, mp"),
@@ -699,7 +699,13 @@ def test_lmcache_mp_mode_without_launch_only_reads_a_server_run_elsewhere(tmp_pa
     (server,) = config.load(write(tmp_path, text)).servers
     assert server.lmcache_server() is None and server.lmcache_log() is None
     assert "--kv-transfer-config" in server.argv()
-    assert "launch = false" in config.render(config.load(write(tmp_path, text)))
+    rendered = config.render(config.load(write(tmp_path, text)))
+    assert "launch = false" in rendered and "worker it no longer holds" not in rendered
+    # Its log read, vLLM is restarted for its own workers the server no longer holds (the ids vLLM's log gives).
+    read = text + 'server_log = "/var/log/lmcache/server.log"\nunregistered_restart = true\n'
+    (server,) = config.load(write(tmp_path, read)).servers
+    assert server.lmcache.unregistered_restart and server.lmcache_log() == Path("/var/log/lmcache/server.log")
+    assert "worker it no longer holds = yes (vLLM's own workers" in config.render(config.load(write(tmp_path, read)))
 
 
 def test_a_literal_vllm_command_goes_with_an_lmcache_server_in_mp_mode(tmp_path: Path) -> None:

@@ -54,6 +54,12 @@ def _started(argv: list[str], log: Path, env: dict[str, str] | None = None) -> s
         )
 
 
+def _events_of(log: Path, kind: str) -> list:
+    """The events of ``kind`` the lines of ``log`` give."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [event for line in lines for event in parse_line(line) if event.kind == kind]
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -140,6 +146,11 @@ def test_mp_mode_prefetch_hits_match_the_lmcache_servers_own_counts(agents, tmp_
         # vLLM's one (CPU) worker registered its KV cache with it as vLLM started, as its log says.
         assert agent.value("kvwatch_lmcache_engine_registrations_total", server="mp", change="registered") == 1
         assert agent.value("kvwatch_lmcache_engines_registered", server="mp") == 1
+        # The id vLLM's worker connector logs is the one the server registered that worker under: how a supervisor
+        # tells its vLLM's workers on a server several vLLM servers share.
+        made = _events_of(vllm_log, "lmcache_worker_adapter")
+        registered = [e for e in _events_of(lmcache_log, "lmcache_engine_registration") if e.change == "registered"]
+        assert len(made) == 1 and [e.instance for e in made] == [e.instance for e in registered]
 
         # The connector's own count of lookups, through vLLM's KV Transfer metrics lines, as many as those lines say:
         # three, or fewer where the requests fell in one stats interval (vLLM 0.32 then printed one line of 2).

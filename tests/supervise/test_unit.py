@@ -342,3 +342,40 @@ def test_a_kvwatch_that_adopts_vllm_knows_the_workers_it_registered(units, tmp_p
     )
     run_until(second, lambda: second.vllm.restarts == 1 and both_running(second), what="vLLM restarted")
     assert second.vllm.pid != vllm_pid and second.vllm.workers == set()
+
+
+def test_a_vllm_of_a_shared_lmcache_server_is_restarted_for_its_own_workers_only(units, tmp_path: Path) -> None:
+    """An LMCache server run elsewhere (``launch = false``) may serve other vLLM servers: its log registers, reaps
+    and is asked for their workers too.  vLLM's own are known by the ids its log gives them (``LMCache MP worker
+    adapter created with instance_id=N``): a reap of one of them that had pinged, or a store refused for it, restarts
+    vLLM; the same of another vLLM's worker, or a lookup the server cannot place (it names no worker), does not."""
+    config = unit_config(tmp_path, launch=False, server_log=tmp_path / "lmcache.log", unregistered_restart=True)
+    unit = running(units(config))
+    assert unit.lmcache is None and unit.processes == [unit.vllm]
+    first = unit.vllm.pid
+    unit.observe(ev.LmcacheWorkerAdapter(None, "41"))
+    unit.observe_lmcache(ev.LmcacheEngineRegistration(None, "registered", "41", gpu=False, model="m", world_size=1))
+    unit.observe_lmcache(ev.LmcacheEngineRegistration(None, "registered", "77", gpu=False, model="m", world_size=1))
+    assert unit.vllm.workers == {"41"}  # the other vLLM's registration is not ours
+    for others in (
+        ev.LmcacheEngineRegistration(None, "reaped", "77", gpu=False, silent_seconds=36.0, pinged=True),
+        ev.LmcacheUnregisteredWorker(None, "store", "77"),
+        ev.LmcacheUnregisteredWorker(None, "lookup", model="m", world_size=1),
+    ):
+        unit.observe_lmcache(others)
+    stays = time.monotonic() + 0.5
+    while time.monotonic() < stays:
+        unit.tick()
+        assert unit.vllm.pid == first and unit.vllm.restarts == 0
+        time.sleep(0.02)
+    unit.observe_lmcache(
+        ev.LmcacheEngineRegistration(None, "reaped", "41", gpu=False, silent_seconds=31.2, pinged=True)
+    )
+    run_until(unit, lambda: unit.vllm.restarts == 1 and both_running(unit), what="vLLM restarted and running")
+    assert unit.vllm.pid != first and unit.vllm.workers == set()
+    # The new run's worker, refused a store: restarted again.
+    unit.observe(ev.LmcacheWorkerAdapter(None, "42"))
+    second = unit.vllm.pid
+    unit.observe_lmcache(ev.LmcacheUnregisteredWorker(None, "store", "42"))
+    run_until(unit, lambda: unit.vllm.restarts == 2 and both_running(unit), what="vLLM restarted again")
+    assert unit.vllm.pid != second
