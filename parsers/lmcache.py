@@ -221,10 +221,10 @@ LOAD_FAILED = re.compile(rf"Request (\S{{1,256}}) failed to load ({INTEGER}) tok
 # whole seconds): it returns no hit tokens and vLLM computes the prompt.
 ASYNC_LOOKUP_TIMEOUT = re.compile(rf"Request (\S{{1,256}}) is still waiting for async lookup after ({INTEGER}) seconds")
 ASYNC_LOOKUP_GIVEN_UP = ", returning 0 lmcache cached tokens so vllm can recompute"  # the rest of that line
-# What LMCache skips while its health monitor holds it unhealthy: a store (layer-wise: store_layer), a load
-# (retrieve_layer), a lookup.
 # A vLLM worker's multiprocess connector, and the id the server knows the worker by (LMCache 0.5.5 on).
 WORKER_ADAPTER = re.compile(r"LMCache MP worker adapter created with instance_id=(\d+)\b")
+# What LMCache skips while its health monitor holds it unhealthy: a store (layer-wise: store_layer), a load
+# (retrieve_layer), a lookup.
 UNHEALTHY_SKIP = re.compile(r"LMCache is unhealthy, skipping (store|retrieve|lookup)(?:_layer)? operation")
 # Its health monitor's verdict, and a storage backend its storage manager bypasses (or restores).
 HEALTH = re.compile(r"HealthMonitor: System (unhealthy, entering degraded mode|recovered, restoring normal operations)")

@@ -229,9 +229,10 @@ class ServerUnit:
         """An event of its LMCache server's log: that process's errors and readiness, the workers of vLLM it holds,
         and whether it lost one of them.  A server kvwatch did not launch (``launch = false``, its ``server_log``
         read) may serve other vLLM servers too: there a worker is vLLM's only by the id vLLM's log gave it."""
-        launched = self.lmcache is not None
-        if self.lmcache is not None:
-            self.lmcache.observe(event)
+        lmcache = self.lmcache
+        launched = lmcache is not None
+        if lmcache is not None:
+            lmcache.observe(event)
         kind = type(event)
         if kind is ev.LmcacheUnregisteredWorker:
             if launched or event.instance in self.vllm.workers:
