@@ -25,6 +25,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -194,6 +195,8 @@ class SupervisedServer:
         # The workers of this run an LMCache multiprocess server holds (vLLM's, in mp mode), as its log said:
         # kept in the record, so that a kvwatch that adopts the server knows them without the lines read before.
         self.workers: set[str] = set()
+        # The record is written from the reading thread too (what the log says), and from the supervising one.
+        self._record_lock = threading.Lock()
         self._now = now
         self.state = ServerState.STOPPED
         self.entered: dict[ServerState, int] = dict.fromkeys(ServerState, 0)  # times each state was entered
@@ -616,32 +619,34 @@ class SupervisedServer:
 
     def note_worker(self, instance: str, held: bool) -> None:
         """A worker of this run the LMCache server now holds (registered) or no longer holds."""
-        if (instance in self.workers) == held:
-            return
-        if held:
-            self.workers.add(instance)
-        else:
-            self.workers.discard(instance)
+        with self._record_lock:
+            if (instance in self.workers) == held:
+                return
+            if held:
+                self.workers.add(instance)
+            else:
+                self.workers.discard(instance)
         if self.pid is not None:
             self._save_record()
 
     # -- the state record -----------------------------------------------------------------
 
     def _save_record(self) -> None:
-        record = {
-            "pid": self.pid,
-            "start_time": self.pid_start,
-            "started_at": self.started_at,
-            "digest": self.digest,
-            "restarts": self.restarts,
-            "command": self.config.argv()[0],
-            "ready": self.ready_seen,
-            "started_against": self.started_against,
-            "workers": sorted(self.workers),
-        }
-        with contextlib.suppress(OSError):  # else the write fails, and says why
-            self.record_path.parent.mkdir(parents=True, exist_ok=True)
-        self._record.save(json.dumps(record))
+        with self._record_lock:  # the last save holds what every save before it knew
+            record = {
+                "pid": self.pid,
+                "start_time": self.pid_start,
+                "started_at": self.started_at,
+                "digest": self.digest,
+                "restarts": self.restarts,
+                "command": self.config.argv()[0],
+                "ready": self.ready_seen,
+                "started_against": self.started_against,
+                "workers": sorted(self.workers),
+            }
+            with contextlib.suppress(OSError):  # else the write fails, and says why
+                self.record_path.parent.mkdir(parents=True, exist_ok=True)
+            self._record.save(json.dumps(record))
 
     def _forget(self) -> None:
         with contextlib.suppress(FileNotFoundError):
