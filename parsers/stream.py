@@ -92,11 +92,29 @@ _LMCACHE_SERVER_ONLY_KINDS = frozenset(
         LmcacheEngineRegistration,
     )
 )
-# Routes only an LMCache multiprocess server's HTTP API serves (vLLM's health check is ``/health``, and it has
-# none of these): answered, they show its log where nothing else does -- an idle server's log rotated after its
-# start holds its health checks alone -- and, in a log both servers write, which access lines are that server's.
-_LMCACHE_SERVER_ROUTES = ("/healthcheck", "/quota")
-_LMCACHE_SERVER_ROUTE_PREFIXES = ("/quota/", "/cache/", "/reconfigure/")
+# Routes only an LMCache multiprocess server's HTTP API serves (LMCache 0.5.6's: vLLM's health check is ``/health``,
+# and it has none of these; the ``/``, ``/version`` and ``/metrics`` both serve are left out): answered, they show
+# its log where nothing else does -- an idle server's log rotated after its start holds its health checks alone --
+# and, in a log both servers write, which access lines are that server's.  (LMCache's API server inside vLLM serves
+# some of them too, but logs no access lines.)
+_LMCACHE_SERVER_ROUTES = frozenset(
+    (
+        "/healthcheck",
+        "/status",
+        "/quota",
+        "/config",
+        "/lmc_version",
+        "/commit_id",
+        "/env",
+        "/loglevel",
+        "/threads",
+        "/periodic-threads",
+        "/periodic-threads-health",
+        "/run_script",
+        "/metrics/reset",
+    )
+)
+_LMCACHE_SERVER_ROUTE_PREFIXES = ("/quota/", "/cache/", "/reconfigure/", "/config/", "/periodic-threads/")
 # What only vLLM's own processes write (its engine's and API server's start, statistics and requests): none of
 # LMCache's events, of what uvicorn's lines give, of a problem or crash any process may log, of systemd's or of
 # ``vllm bench``'s.  In a log its first lines showed to be an LMCache server's, one shows vLLM's output begun since.

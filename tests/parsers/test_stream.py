@@ -430,7 +430,14 @@ def test_a_log_whose_first_lines_show_an_lmcache_server_s_start_and_nothing_of_v
 
     assert shown(access("/healthcheck") + access("/metrics")) is True
     assert shown(access("/quota/tenant-a") + access("/cache/prefetches/chatcmpl-1")) is True
-    for other in (access("/health"), access("/metrics"), access("/healthcheck", "404 Not Found"), access("/status")):
+    assert shown(access("/status")) is True and shown(access("/config/adapters")) is True  # LMCache 0.5.6's API
+    for other in (
+        access("/health"),
+        access("/metrics"),
+        access("/version"),  # (both serve it)
+        access("/healthcheck", "404 Not Found"),
+        access("/status", "404 Not Found"),
+    ):
         assert shown(other) is None
     assert shown(access("/healthcheck") + head("vllm-0.32.0-cpu.log")) is False  # vLLM's output: another's
     # The remote cache server several vLLM servers share: its start alone.
@@ -468,9 +475,15 @@ def test_an_lmcache_servers_log_shown_so_by_its_first_lines_is_so_until_vllms_ou
     def access(path: str, status: str = "200 OK", method: str = "GET") -> str:
         return f'INFO:     127.0.0.1:40312 - "{method} {path} HTTP/1.1" {status}'
 
-    theirs = [access("/healthcheck"), access("/cache/objects"), access("/quota/tenant-a", method="PUT")]
+    theirs = [
+        access("/healthcheck"),
+        access("/cache/objects"),
+        access("/quota/tenant-a", method="PUT"),
+        access("/status"),
+        access("/metrics/reset", method="POST"),
+    ]
     either = [access("/metrics"), access("/health"), access("/v1/chat/completions", method="POST")]
-    vllms = [access("/healthcheck", "404 Not Found"), access("/status")]  # (vLLM answers a misdirected probe)
+    vllms = [access("/healthcheck", "404 Not Found"), access("/status", "404 Not Found")]  # (a misdirected probe)
 
     def paths(stream: LogStream, lines: list[str]) -> list[str]:
         return [event.path for line in lines for event in stream.own_events(stream.feed(line))]
@@ -478,14 +491,20 @@ def test_an_lmcache_servers_log_shown_so_by_its_first_lines_is_so_until_vllms_ou
     everything = [*theirs, *either, *vllms]
     assert paths(shown, everything) == ["/metrics", "/health", "/v1/chat/completions", "/healthcheck", "/status"]
     assert paths(named, everything) == []
-    assert paths(LogStream(), theirs) == ["/healthcheck", "/cache/objects", "/quota/tenant-a"]  # never told
+    assert paths(LogStream(), theirs) == [
+        "/healthcheck",
+        "/cache/objects",
+        "/quota/tenant-a",
+        "/status",
+        "/metrics/reset",
+    ]  # never told
     # vLLM's first event among the events of one delivery: the server's uvicorn lines before it are its own, and of
     # those after it, the answers of its API.
     both = LogStream()
     both.show_lmcache_server(True)
     events = [event for line in [either[0], *vllm, *theirs, *either[1:]] for event in both.feed(line)]
     assert events[0].kind == "http_access" and events[1].kind != "http_access"  # (/metrics, then vLLM's first)
-    api = {"/healthcheck", "/cache/objects", "/quota/tenant-a"}
+    api = {"/healthcheck", "/cache/objects", "/quota/tenant-a", "/status", "/metrics/reset"}
     own = list(both.own_events(events))
     assert own == [event for event in events[1:] if getattr(event, "path", "") not in api]
     assert [event.path for event in own[-2:]] == ["/health", "/v1/chat/completions"]
