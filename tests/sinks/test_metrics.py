@@ -198,6 +198,66 @@ def test_random_values_are_written_as_prometheus_client_writes_them(
         assert body == as_prometheus_client_writes_it(registry, accept)
 
 
+@given(
+    scrapes=st.lists(
+        st.dictionaries(st.tuples(LABEL_VALUES, LABEL_VALUES), st.integers(min_value=0, max_value=10**6), max_size=5),
+        min_size=1,
+        max_size=4,
+    ),
+    observed=st.lists(st.floats(min_value=0, max_value=2), max_size=5),
+)
+@settings(max_examples=200, deadline=None)
+def test_label_sets_kept_from_one_scrape_to_the_next_are_written_as_prometheus_client_writes_them(
+    scrapes, observed
+) -> None:
+    """The label sets of kvwatch's own series (and of their histograms' buckets) are made once and kept while
+    scrapes show them: through series that come, stay and go from one scrape to the next, with values to
+    escape, every scrape in every format is what the library writes of the same series made its own way, and
+    a set the last scrape did not show is not kept."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+    from prometheus_client.registry import CollectorRegistry
+
+    from agent.exposition import RenderedAtScrape, _label_sets, families
+    from agent.families import counter, histogram, keyed
+    from agent.sinks.stats import Histogram
+
+    server = "a\\b"
+
+    class Source:
+        def __init__(self) -> None:
+            self.by_pair: dict = {}
+            self.latency = Histogram((0.5, 1.0))
+
+    class Expected:
+        def collect(self):
+            kept = CounterMetricFamily("kvwatch_kept", "Kept label sets.", labels=["server", "model", "kind"])
+            for pair, value in sorted(source.by_pair.items()):
+                kept.add_metric([server, *pair], value)
+            seconds = HistogramMetricFamily("kvwatch_kept_seconds", "Kept buckets.", labels=["server"])
+            cumulative = source.latency.cumulative()
+            buckets = [("0.5", cumulative[0]), ("1.0", cumulative[1]), ("+Inf", cumulative[2])]
+            seconds.add_metric([server], buckets, source.latency.sum)
+            yield from (kept, seconds) if kept.samples else (seconds,)  # (kvwatch writes no empty family)
+
+    specs = (
+        counter("kvwatch_kept", "Kept label sets.", keyed("by_pair"), labels="model kind"),
+        histogram("kvwatch_kept_seconds", "Kept buckets.", lambda source, _labels: [((), source.latency)]),
+    )
+    source = Source()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RenderedAtScrape(lambda: families(specs, [([server], source)])))
+    expected = CollectorRegistry(auto_describe=False)
+    expected.register(Expected())
+    for value in observed:
+        source.latency.observe(value)
+    for by_pair in scrapes:
+        source.by_pair = by_pair
+        for accept in ACCEPTS:
+            assert render_exposition(registry, accept)[0] == as_prometheus_client_writes_it(expected, accept)
+        shown = {values for _names, values in _label_sets._previous}
+        assert shown == {(server, *pair) for pair in by_pair} | {(server,)}
+
+
 class Odd:
     """Families kvwatch writes none of: the library writes them (and the exposition they are in) its own way."""
 
