@@ -12,10 +12,11 @@ from typing import Any
 
 from parsers import events as ev
 
-# Routes vLLM serves; any other path is reported as "other" so that a scanner
-# probing random URLs cannot grow the label set.
+# Routes vLLM serves (those of its API server's routers in 0.32, and older names); any other path is reported
+# as "other" so that a scanner probing random URLs cannot grow the label set.
 KNOWN_ROUTES = frozenset(
     (
+        # OpenAI, Anthropic and Cohere APIs
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/embeddings",
@@ -25,51 +26,89 @@ KNOWN_ROUTES = frozenset(
         "/v1/messages/count_tokens",
         "/v1/audio/transcriptions",
         "/v1/audio/translations",
+        "/v1/realtime",
         "/v1/score",
         "/v1/rerank",
         "/v2/rerank",
+        "/v2/embed",
+        "/cohere/v2/chat",
+        "/cohere/v2/chat/render",
         "/rerank",
         "/score",
         "/classify",
         "/pooling",
         "/invocations",
+        "/generative_scoring",
+        "/v1/systemone",
+        "/v1/load_lora_adapter",
+        "/v1/unload_lora_adapter",
+        # rendering without generating, and disaggregated serving's token-in, token-out API
+        "/v1/chat/completions/batch",
+        "/v1/chat/completions/render",
+        "/v1/chat/completions/derender",
+        "/v1/completions/render",
+        "/v1/completions/derender",
+        "/v1/messages/render",
+        "/v1/responses/render",
+        "/inference/v1/generate",
+        "/inference/v1/abort_requests",
+        "/abort_requests",
+        # health, readiness (the data-parallel supervisor's too) and what the server is
         "/health",
+        "/ready",
+        "/readyz",
         "/metrics",
         "/ping",
         "/version",
         "/load",
+        "/server_info",
+        "/kv_event_sources",
         "/tokenize",
         "/detokenize",
+        "/tokenizer_info",
+        "/get_tokenizer_info",
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+        # operating it: sleep, caches, profiling, scaling, fault tolerance, weight updates of RL training
         "/is_sleeping",
         "/sleep",
         "/wake_up",
         "/reset_prefix_cache",
-        "/generative_scoring",
-        "/v1/chat/completions/batch",
-        "/v1/chat/completions/render",
-        "/v1/completions/render",
-        "/inference/v1/generate",
-        "/inference/v1/abort_requests",
-        "/server_info",
+        "/reset_mm_cache",
+        "/reset_encoder_cache",
+        "/release_kv_cache_memory",
+        "/start_profile",
+        "/stop_profile",
         "/collective_rpc",
         "/scale_elastic_ep",
         "/is_scaling_elastic_ep",
-        "/openapi.json",
-        "/docs",
-        "/redoc",
-        "/get_tokenizer_info",
+        "/fault_tolerance/apply",
+        "/fault_tolerance/status",
+        "/pause",
+        "/resume",
+        "/is_paused",
+        "/get_world_size",
+        "/init_weight_transfer_engine",
+        "/shutdown_weight_transfer_engine",
+        "/start_weight_update",
+        "/start_draft_weight_update",
+        "/update_weights",
+        "/finish_weight_update",
+        "/update_weight_version",
+        "/weight_checker",
+        "/weight_info",
     )
 )
-_ROUTE_PREFIXES = (("/v1/responses/", "/v1/responses/{response_id}"),)
+_RESPONSE = "/v1/responses/"
 KNOWN_METHODS = frozenset(("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"))
 
 
 def route_of(path: str) -> str:
     if path in KNOWN_ROUTES:
         return path
-    for prefix, route in _ROUTE_PREFIXES:
-        if path.startswith(prefix):
-            return route
+    if path.startswith(_RESPONSE):  # a stored response, by its id: fetched, deleted or cancelled
+        return "/v1/responses/{response_id}/cancel" if path.endswith("/cancel") else "/v1/responses/{response_id}"
     # OpenAI routes mounted under a platform's prefix (``/openai/v1/chat/completions``).
     mounted = path.find("/v1/", 1)
     if mounted != -1 and path[mounted:] in KNOWN_ROUTES:

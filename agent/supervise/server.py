@@ -46,8 +46,27 @@ from parsers import events as ev
 
 log = logging.getLogger("kvwatch.server")
 
-# Requests that say nothing about whether inference moves.
-PROBE_PATHS = frozenset(("/health", "/ping", "/metrics", "/version", "/v1/models", "/load", "/is_sleeping"))
+# Requests that say nothing about whether inference moves: health and readiness probes, scrapes, questions about
+# the server.
+PROBE_PATHS = frozenset(
+    (
+        "/health",
+        "/ready",
+        "/readyz",
+        "/ping",
+        "/metrics",
+        "/version",
+        "/v1/models",
+        "/load",
+        "/is_sleeping",
+        "/is_paused",
+        "/server_info",
+        "/tokenizer_info",
+        "/get_tokenizer_info",
+        "/kv_event_sources",
+        "/fault_tolerance/status",
+    )
+)
 UNHEALTHY_AFTER = 3  # failed probes in a row before a running server counts as unhealthy
 VLLM = "vllm"
 LMCACHE = "lmcache"

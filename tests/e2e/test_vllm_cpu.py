@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from agent.commands.run import EXIT_HANDED_OVER
+from agent.sinks.labels import route_of
 from agent.supervise.server import proc_start_time
 from tests.support.harness import REPO, free_port, wait_for
 from tests.support.otlp_receiver import HttpReceiver, attributes, tracing_env
@@ -82,6 +83,10 @@ def run_the_workflow(agents, tmp_path: Path, port: int, body: str, env: dict, re
     record = json.loads((tmp_path / "state" / "servers" / "tiny.json").read_text())
     assert agent.value("kvwatch_server_up", process="vllm", server="tiny") == 1
     assert agent.value("kvwatch_server_health_up", process="vllm", server="tiny") == 1
+    # Every route this vLLM serves (its dev routes too) is a `path` label of its own, none folded into "other".
+    routes = vllm_json(port, "/openapi.json")["paths"]
+    assert len(routes) > 20 and "/v1/chat/completions" in routes
+    assert [route for route in routes if route_of(re.sub(r"\{[^}/]+\}", "id-1", route)) == "other"] == []
 
     sent = 5
     answers = [chat(port, PROMPT) for _ in range(sent)]

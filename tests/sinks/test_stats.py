@@ -395,6 +395,11 @@ def test_problem_lines_of_parts_merge_to_one_pass(cut: int) -> None:
 def test_http_labels_stay_bounded() -> None:
     assert route_of("/v1/chat/completions") == "/v1/chat/completions"
     assert route_of("/v1/responses/resp_123") == "/v1/responses/{response_id}"
+    assert route_of("/v1/responses/resp_123/cancel") == "/v1/responses/{response_id}/cancel"
+    assert route_of("/v1/responses/render") == "/v1/responses/render"  # (vLLM 0.32: no response's id)
+    for served in ("/v1/load_lora_adapter", "/v2/embed", "/cohere/v2/chat", "/readyz", "/start_profile"):
+        assert route_of(served) == served  # routes of vLLM 0.32's API server
+    assert route_of("/openai/v1/chat/completions") == "/v1/chat/completions"  # mounted under a platform's prefix
     assert route_of("/wp-admin/setup.php") == "other"
     s = fresh()
     for method, path in (("GET", "/etc/passwd"), ("PROPFIND", "/"), ("POST", "/v1/completions")):

@@ -313,8 +313,14 @@ def test_a_stalled_engine_is_reported_and_not_restarted_by_default(tmp_path: Pat
     s.start()
     s.observe(ev.ServerReady(None))
     s.observe(ev.EngineStats(None, prompt_throughput=0.0, generation_throughput=0.0, running=0, waiting=3))
-    s.observe(ev.HttpAccess(None, method="GET", path="/health", status=200))  # probes are not progress
-    wait_for(lambda: s.state == "stalled", s, timeout=5)
+
+    def probed() -> bool:
+        # Probes all along, kvwatch's and a Kubernetes readiness probe's, and questions about the server: no progress.
+        for path in ("/health", "/readyz", "/server_info", "/v1/models"):
+            s.observe(ev.HttpAccess(None, method="GET", path=path, status=200))
+        return s.state == "stalled"
+
+    wait_for(probed, s, timeout=5)
     assert s.last_error == "stalled" and s.restarts == 0
     s.observe(ev.EngineStats(None, prompt_throughput=5.0, generation_throughput=1.0, running=1, waiting=0))
     wait_for(lambda: s.state == "running", s)
