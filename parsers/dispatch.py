@@ -812,7 +812,7 @@ def _after_header(text: str, found: Header, rank: int | None) -> Events:
             events = _by_logger(found.logger or "", text, start, found.stamp, rank)
         if not events and requests.is_access_like(text):
             # uvicorn's access line through the same logging configuration
-            access = requests.ACCESS.parse(text, start, found.stamp)
+            access = requests.parse_access(text, start, found.stamp)
             return (access,) if access is not None else events
         return events
     if found.kind == "lmcache":
@@ -820,7 +820,7 @@ def _after_header(text: str, found: Header, rank: int | None) -> Events:
     if found.kind == "lmcache_old":
         return _old_lmcache(text, start, rank)
     if found.kind == "access":
-        access = requests.ACCESS.parse(text, start, None)
+        access = requests.parse_access(text, start, None)
         return (access,) if access is not None else NOTHING
     if found.kind == "exception":
         return exception_events(text, start, None)

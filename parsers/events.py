@@ -622,7 +622,9 @@ class KvLoadFailure(Event):
 class HttpAccess(Event):
     """An HTTP access line: uvicorn's, vLLM's Rust front end's (``http request method=... path=...
     status=...``, no client address), or Ray Serve's where vLLM runs under Ray Serve LLM (``... --
-    POST /v1/chat/completions 200 54.7ms``, no client address).  ``path`` is printed without its
+    POST /v1/chat/completions 200 54.7ms``, no client address).  uvicorn's line for a WebSocket's opening
+    handshake (``"WebSocket /v1/realtime" [accepted]``, vLLM's realtime API) is one too: a GET answered 101
+    (Switching Protocols) when accepted, else the status it was refused with.  ``path`` is printed without its
     query string."""
 
     kind: ClassVar[str] = "http_access"

@@ -290,9 +290,31 @@ ACCESS = Shape(
 )
 
 
+def _build_websocket(stamp: str | None, rank: int | None, g: tuple) -> HttpAccess:
+    return HttpAccess(stamp, g[0], "GET", _without_query(g[1]), int(g[2]) if g[2] is not None else 101)
+
+
+# uvicorn's line for a WebSocket's opening handshake (a GET): ``client - "WebSocket path" [accepted]`` (answered
+# 101, Switching Protocols), or the status it was refused with (403, or the one the application answered).  vLLM
+# serves its realtime API so (``/v1/realtime``, 0.16 on).
+WEBSOCKET = Shape(
+    r'([^ ]+) (?:[^ "]+ )?- (?:[^ "]+ - )?'
+    + one_of(ACCESS_OPENING_QUOTES)
+    + r"WebSocket ([^ ]+)"
+    + one_of(ACCESS_CLOSING_QUOTES)
+    + r" (?:\[accepted\]|(\d\d\d))(?: |$)",
+    _build_websocket,
+)
+
+
+def parse_access(line: str, start: int, stamp: str | None) -> HttpAccess | None:
+    """uvicorn's access line at ``start``, or its line for a WebSocket's handshake; None for neither."""
+    return ACCESS.parse(line, start, stamp) or WEBSOCKET.parse(line, start, stamp)
+
+
 def parse_uvicorn(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
-    """A uvicorn message (after ``INFO:     ``): an access line or server lifecycle."""
-    event = ACCESS.parse(line, start, stamp)
+    """A uvicorn message (after ``INFO:     ``): an access line (a WebSocket's handshake too) or server lifecycle."""
+    event = parse_access(line, start, stamp)
     if event is not None:
         return (event,)
     return None if is_access_like(line) else _uvicorn_lifecycle(line, start, stamp)

@@ -1106,7 +1106,8 @@ CATALOGUE: tuple[Spec, ...] = (
         keyed("http"),
         labels="method path status",
         doc="access lines (uvicorn's, vLLM's Rust front end's `http request …`, or Ray Serve's `-- POST /v1/… 200 …ms` "
-        "where vLLM runs under Ray Serve LLM)",
+        "where vLLM runs under Ray Serve LLM); a WebSocket's handshake (vLLM's `/v1/realtime`) counts as a `GET` "
+        "answered `101` when accepted",
         native="vLLM's `http_requests_total` (FastAPI instrumentator)",
     ),
     # server lifecycle
