@@ -366,6 +366,24 @@ def parse_engine_core(line: str, start: int, stamp: str | None) -> tuple[Event, 
     return ()
 
 
+# vLLM 0.32's data-parallel supervisor (``--dp-supervisor``) runs the DP servers as its children and health-checks
+# them: once they were ready, one that exited or stopped answering ``/health`` brings the whole server down.  Its
+# words for that, and for the signal that stops it (its other lines give nothing).
+DP_SUPERVISOR_DOWN = re.compile(rf"DPSupervisor (?:probe )?found ({INTEGER}) (?:exited|unhealthy) DP Servers\.")
+DP_SUPERVISOR_STOP = re.compile(r"DPSupervisor received SIG[A-Z]{2,8}, shutting down\.")
+
+
+_DP_SUPERVISOR_VERDICTS = ("DPSupervisor found ", "DPSupervisor probe found ", "DPSupervisor received ")
+
+
+def parse_dp_supervisor(line: str, start: int, stamp: str | None) -> tuple[Event, ...] | None:
+    if DP_SUPERVISOR_DOWN.match(line, start):
+        return (ServerError(stamp, "engine_dead"),)
+    if DP_SUPERVISOR_STOP.match(line, start):
+        return (ServerShutdown(stamp),)
+    return None if line.startswith(_DP_SUPERVISOR_VERDICTS, start) else ()
+
+
 def parse_worker_proc(line: str, start: int, stamp: str | None) -> tuple[Event, ...]:
     """``WorkerProc failed to start.``: a V1 worker process could not come up (the start fails)."""
     if line.startswith("WorkerProc failed to start", start):
@@ -614,6 +632,7 @@ FIRST_WORDS: dict[str, tuple[VllmParser, str]] = {
     "setting": (parse_pause, "engine_pause"),
     "[Elastic": (parse_elastic_scaled, "engines_scaled"),
     "DPCoordinator": (parse_coordinator_scaled, "engines_scaled"),
+    "DPSupervisor": (parse_dp_supervisor, "server_error"),
     # The refusals of a KV cache too small for one request, as their message alone.
     **dict.fromkeys(KV_TOO_SMALL_WORDS, (parse_kv_too_small, "server_error")),
     "No": (parse_no_available, "server_error"),  # ``No available ...``: that refusal, or the processes' queue

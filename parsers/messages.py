@@ -101,6 +101,10 @@ _LMCACHE_REQUEST = _exact(
     _lmcache(lmcache.parse_request),
 )
 _FATAL = _exact(_whole(r"EngineCore encountered a fatal error"), lifecycle.parse_engine_core)
+_DP_SUPERVISOR = _exact(
+    _whole(lifecycle.DP_SUPERVISOR_DOWN.pattern + "|" + lifecycle.DP_SUPERVISOR_STOP.pattern),
+    lifecycle.parse_dp_supervisor,
+)
 _CRASH = _exact(_whole(lifecycle.CRASH.pattern), lifecycle.parse_crash)
 _KV_SIZE = _exact(_whole(lifecycle.KV_SIZE.pattern), lifecycle.parse_kv_size)
 _GPU_FAULT = _exact(_whole(lifecycle.GPU_MEMORY_FAULT.pattern), lifecycle.parse_gpu_fault)
@@ -153,6 +157,7 @@ _WHOLE_MESSAGES: dict[str, Callable[[str, int], Events]] = {
         _lmcache(lmcache.parse_timeout),
     ),
     "EngineCore": _FATAL,
+    "DPSupervisor": _DP_SUPERVISOR,
     "Fatal": _CRASH,
     "Segmentation": _CRASH,
     "Segfault": _CRASH,
