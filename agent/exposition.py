@@ -116,7 +116,7 @@ def families(specs: Iterable[Spec], sources: Iterable[tuple[list[str], Any]]) ->
                     family = _new_family(spec)
                     name, samples = family.name, family.samples  # a counter's without "_total"
                     shown, created_name = (name + "_total" if kind == "counter" else name), name + "_created"
-                names = label_set(label_names, prefix + labels)
+                names = label_set(label_names, prefix + tuple(labels))
                 if kind == "histogram":
                     _add_histogram(samples, name, names, value, created)
                     continue
