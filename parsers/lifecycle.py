@@ -366,9 +366,10 @@ def parse_engine_core(line: str, start: int, stamp: str | None) -> tuple[Event, 
     return ()
 
 
-# vLLM 0.32's data-parallel supervisor (``--dp-supervisor``) runs the DP servers as its children and health-checks
-# them: once they were ready, one that exited or stopped answering ``/health`` brings the whole server down.  Its
-# words for that, and for the signal that stops it (its other lines give nothing).
+# vLLM 0.32's data-parallel supervisor (``--data-parallel-multi-port-external-lb``: an API server per local DP rank,
+# each on its own port) runs the DP servers as its children and health-checks them: once they were ready, one that
+# exited or stopped answering ``/health`` brings the whole server down.  Its words for that, and for the signal
+# that stops it (its other lines give nothing).
 DP_SUPERVISOR_DOWN = re.compile(rf"DPSupervisor (?:probe )?found ({INTEGER}) (?:exited|unhealthy) DP Servers\.")
 DP_SUPERVISOR_STOP = re.compile(r"DPSupervisor received SIG[A-Z]{2,8}, shutting down\.")
 
