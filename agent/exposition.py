@@ -228,7 +228,8 @@ class _Writer:
         self.openmetrics = openmetrics
         self.out: list[str] = []
         self.plain: set[str] = set()  # names seen to need no escaping
-        self.labels_text: dict[int, str] = {}  # id of a labels dict -> its text: series share one (see families)
+        # id of a labels dict that is no LabelSet (another collector's) -> its text, for this scrape's series sharing it
+        self.labels_text: dict[int, str | None] = {}
 
     def family(self, metric: Metric) -> bool:
         name, kind, plain = metric.name, metric.type, self.plain

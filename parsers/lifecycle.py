@@ -372,8 +372,6 @@ def parse_engine_core(line: str, start: int, stamp: str | None) -> tuple[Event, 
 # that stops it (its other lines give nothing).
 DP_SUPERVISOR_DOWN = re.compile(rf"DPSupervisor (?:probe )?found ({INTEGER}) (?:exited|unhealthy) DP Servers\.")
 DP_SUPERVISOR_STOP = re.compile(r"DPSupervisor received SIG[A-Z]{2,8}, shutting down\.")
-
-
 _DP_SUPERVISOR_VERDICTS = ("DPSupervisor found ", "DPSupervisor probe found ", "DPSupervisor received ")
 
 
