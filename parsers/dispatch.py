@@ -19,6 +19,7 @@ show the header to be quoted text (:func:`parsers.envelope.find_header`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from itertools import islice
 
@@ -50,6 +51,7 @@ from parsers.envelope import (
     any_record_header,
     begins_record,
     call_site,
+    context_fields_end,
     csv_fields,
     engine_core_in,
     engine_of_process,
@@ -70,6 +72,7 @@ from parsers.envelope import (
     record_around,
     strip_ansi,
     torch_problem,
+    trace_context,
     trim_closing,
     unlink_markdown,
     unwrap_fluent_bit,
@@ -94,6 +97,8 @@ from parsers.messages import EXCEPTION_WORD_ENDS, MESSAGE_START, Events, excepti
 from parsers.shapes import NOT_A_NUMBER, LineMatcher
 
 NOTHING: Events = ()
+# A reader of one producer's message that begins at a place in a line: (line, start, stamp, rank) -> events.
+MessageReader = Callable[[str, int, "str | None", "int | None"], Events]
 # The first letters of the level words vLLM's, LMCache's and uvicorn's headers begin with.
 _LEVEL_INITIALS = frozenset("IDWECT")
 # Wrappers inside wrappers (a JSON record in a compose stream ...) are peeled at most this deep.
@@ -129,9 +134,9 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
             events = lifecycle.parse_logo(line, start, stamp)
             after = _after_blanks(line, start)
             return events or (vllm_message(line, after, stamp, rank) if after is not None else NOTHING)
-        if word[:1] == "[" and word[-1:] == "]" and space != -1:
-            # A component's own tag inside the message (vllm-omni's ``[AsyncOmni] ``).
-            return vllm_message(line, space + 1, stamp, rank)
+        if word[0] == "[":
+            # Fields a logging format puts before the message, a component's tag (see ``context_fields_end``).
+            return _after_fields(vllm_message, line, start, stamp, rank)
         if word.endswith(EXCEPTION_WORD_ENDS):
             return exception_events(line, start, stamp)
         if word.isdigit():
@@ -139,7 +144,7 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
         elif word.startswith("Iteration("):  # a first word with the step's number in it
             entry = (vllm_stats.parse_iteration, "engine_iteration")
         else:
-            return NOTHING
+            return _access_message(line, start, stamp)
     try:
         result = entry[0](line, start, stamp)
     except NOT_A_NUMBER:
@@ -179,6 +184,8 @@ def lmcache_message(line: str, start: int, stamp: str | None, rank: int | None) 
                 family = "lmcache_retrieve" if "] Retrieved " in line[start : start + 200] else "lmcache_store"
                 return (SuspiciousLine(stamp, family),)
             return result
+        if word[0] == "[":
+            return _after_fields(lmcache_message, line, start, stamp, rank)
         return NOTHING
     try:
         result = entry[0](line, start, stamp, rank)
@@ -194,9 +201,41 @@ def uvicorn_message(line: str, start: int, stamp: str | None, rank: int | None =
         result = requests.parse_uvicorn(line, start, stamp)
     except NOT_A_NUMBER:
         result = None
+    if not result and line.startswith("[", start):
+        # Fields a logging format puts before the message (uvicorn's own may begin so: ``[Errno 98] ...``).
+        fielded = _after_fields(uvicorn_message, line, start, stamp, rank)
+        if fielded:
+            return fielded
     if result is None:
         return (SuspiciousLine(stamp, "http_access"),)
     return result
+
+
+def _after_fields(read: MessageReader, line: str, start: int, stamp: str | None, rank: int | None) -> Events:
+    """``read``'s events of the message after the fields at ``start``, in the trace those fields name."""
+    after = context_fields_end(line, start)
+    if after == start or after >= len(line):
+        return NOTHING
+    events = read(line, after, stamp, rank)
+    return _in_trace(events, *trace_context(line[start:after])) if events else events
+
+
+def _in_trace(events: Events, trace_id: str | None, span_id: str | None) -> Events:
+    """The events, those of a request in the trace its log record names (when it names one)."""
+    if trace_id is not None:
+        for event in events:
+            if hasattr(event, "trace_id"):
+                event.trace_id = trace_id
+                event.span_id = span_id
+    return events
+
+
+def _access_message(line: str, start: int, stamp: str | None) -> Events:
+    """uvicorn's access line under another logger's header (a logging configuration shared by both)."""
+    if not requests.is_access_like(line):
+        return NOTHING
+    access = requests.parse_access(line, start, stamp)
+    return NOTHING if access is None else (access,)
 
 
 def _level_colon_message(line: str, start: int, stamp: str | None, rank: int | None = None) -> Events:
@@ -785,8 +824,9 @@ def _message_after_any_header(line: str) -> Events:
         ):
             events = message_only(trim_closing(line, head), m.start())
             if events:
-                stamp = FULL_TIME.search(head)
-                return _restamp(events, stamp.group(0) if stamp is not None else None)
+                # The time nearest the message is the record's own (a tool's bracketed time may come before it).
+                times = FULL_TIME.findall(head)
+                return _restamp(events, times[-1] if times else None)
     return NOTHING
 
 
@@ -805,16 +845,10 @@ def _rest_of_header(line: str, start: int) -> Events:
 def _after_header(text: str, found: Header, rank: int | None) -> Events:
     """The message after a header found behind a prefix."""
     start = found.end
-    if found.kind in ("vllm", "stdlib"):
-        if found.kind == "vllm":
-            events = vllm_message(text, start, found.stamp)
-        else:
-            events = _by_logger(found.logger or "", text, start, found.stamp, rank)
-        if not events and requests.is_access_like(text):
-            # uvicorn's access line through the same logging configuration
-            access = requests.parse_access(text, start, found.stamp)
-            return (access,) if access is not None else events
-        return events
+    if found.kind == "vllm":
+        return vllm_message(text, start, found.stamp)
+    if found.kind == "stdlib":
+        return _by_logger(found.logger or "", text, start, found.stamp, rank)
     if found.kind == "lmcache":
         return lmcache_message(text, start, found.stamp, rank)
     if found.kind == "lmcache_old":
@@ -887,12 +921,7 @@ def _record_events(record: JsonRecord, depth: int, rank: int | None) -> Events:
             events = _problem(record.level.upper(), _producer(record.logger), record.logger, record.stamp)
     else:
         events = _restamp(parse_nested(text, depth + 1, rank), record.stamp)
-    if record.trace_id is not None:
-        for event in events:
-            if hasattr(event, "trace_id"):
-                event.trace_id = record.trace_id
-                event.span_id = record.span_id
-    return events
+    return _in_trace(events, record.trace_id, record.span_id)
 
 
 def _unwrap(line: str, depth: int, rank: int | None) -> Events | None:

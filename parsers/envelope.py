@@ -709,6 +709,39 @@ def trim_closing(line: str, prefix: str) -> str:
     return line[:trimmed].rstrip()
 
 
+# --- fields between a header and its message ----------------------------------------------
+#
+# A logging format may put more fields in brackets after the header it shares with others: the call site
+# after the logger's name, OpenTelemetry's log correlation (its logging instrumentation's default format,
+# ``%(asctime)s %(levelname)s [%(name)s] [%(filename)s:%(lineno)d] [trace_id=%(otelTraceID)s span_id=...
+# resource.service.name=... trace_sampled=...] - %(message)s``, or vLLM's own format with ``[trace_id=...
+# span_id=...]`` added), a component's tag (vllm-omni's ``[AsyncOmni]``).  They are read past, and a
+# separator after them.  A field holds no bracket or quote (a message that quotes a list is no field), and
+# LMCache's request tag (``[req_id=...]``) begins a message: it is none.
+_CONTEXT_FIELDS = re.compile(r"(?:\[(?!req_id=)[^\[\]\"'\n]{0,256}+\]:? ++)++(?:[-|] ++)?")
+_TRACE_FIELD = re.compile(r"\btrace_id=(\w{1,64}+)")
+_SPAN_FIELD = re.compile(r"\bspan_id=(\w{1,64}+)")
+
+
+def context_fields_end(line: str, start: int) -> int:
+    """Where the message begins after the bracketed fields at ``start``; ``start`` where none stands there."""
+    m = _CONTEXT_FIELDS.match(line, start)
+    return start if m is None else m.end()
+
+
+def trace_context(fields: str) -> tuple[str | None, str | None]:
+    """The W3C trace and span ids that context fields name (None where they name none, or OpenTelemetry's ``0``
+    for a record logged outside a span)."""
+    if "trace_id=" not in fields:
+        return None, None
+    m = _TRACE_FIELD.search(fields)
+    trace_id = _hex_id(m.group(1), 32) if m is not None else None
+    if trace_id is None:
+        return None, None
+    m = _SPAN_FIELD.search(fields)
+    return trace_id, _hex_id(m.group(1), 16) if m is not None else None
+
+
 # --- wrappers (other programs' framing around the original line) ----------------------
 
 # containerd / CRI-O log files: ``<RFC3339Nano> stdout F <line>`` (``P`` = partial).
@@ -796,7 +829,7 @@ _HEADER_PIECE = re.compile(
     r"[:.,TZ+/-]*+\d[\d:.,TZ+/-]*+"  # a date, a time, a number
     r"|(?:vllm|lmcache|uvicorn)(?:[.:][\w<>]+)*"  # a watched logger's name, its function and line
     r"|[\w.-]+\.(?:py|rs)(?::[\w<>]+)*"  # a file, its line
-    r"|\w+=\S+"  # key=value
+    r"|\w[\w.]*=\S*"  # key=value (OpenTelemetry's ``resource.service.name=``, its value empty when unset)
     r"|[A-Za-z]*+[\d_/-][\w/-]*+"  # a host's, a pod's or a thread's name, ``pod/vllm-0/vllm``
     r"|@[0-9a-f]{24}",  # a TAI64N label (daemontools' and runit's ``multilog t``, s6-log's ``t``)
     re.ASCII,

@@ -513,7 +513,7 @@ class RequestReceived(Event):
     request_id: str = ""  #: the id as printed
     max_tokens: int | None = None  #: SamplingParams max_tokens
     prompt_tokens: int | None = None  #: a count of prompt token ids, never the text
-    #: the W3C trace id of the log record that carried this line (OpenTelemetry-shaped JSON logs), 32 hex digits
+    #: the W3C trace id the log record that carried this line names (OpenTelemetry-shaped JSON, or text fields), 32 hex
     trace_id: str | None = None
     span_id: str | None = None  #: the span id of that record, 16 hex digits
 
@@ -524,7 +524,7 @@ class RequestAdded(Event):
 
     kind: ClassVar[str] = "request_added"
     request_id: str = ""  #: the id as printed
-    #: the W3C trace id of the log record that carried this line (OpenTelemetry-shaped JSON logs), 32 hex digits
+    #: the W3C trace id the log record that carried this line names (OpenTelemetry-shaped JSON, or text fields), 32 hex
     trace_id: str | None = None
     span_id: str | None = None  #: the span id of that record, 16 hex digits
 

@@ -995,3 +995,22 @@ def test_the_same_events_with_a_run_of_blanks_kept_by_no_break_spaces() -> None:
 def test_near_misses_stay_silent_in_a_rendered_page(copy, origin: str) -> None:
     loud = [case["line"][:80] for case in NEAR_MISSES if case["line"] and parse(copy(case["line"]))]
     assert not loud, f"near-misses read as {origin}: {loud}"
+
+
+def test_a_known_message_under_another_logger_s_name_in_opentelemetry_s_format_keeps_its_record_s_time() -> None:
+    """OpenTelemetry's logging instrumentation's default format under a logger that is not vLLM's (a program that
+    runs vLLM with ``VLLM_CONFIGURE_LOGGING=0`` and logs through the root logger): a whole known message after its
+    fields is read, its time the record's own, also where a tool put its bracketed time before the record."""
+    record = (
+        "2026-12-07 10:00:10,123 INFO [root] [loggers.py:259] [trace_id=0 span_id=0 resource.service.name= "
+        "trace_sampled=False] - Engine 000: Avg prompt throughput: 81.2 tokens/s, Avg generation throughput: 12.4 "
+        "tokens/s, Running: 2 reqs, Waiting: 0 reqs, GPU KV cache usage: 1.3%, Prefix cache hit rate: 46.2%"
+    )
+    for line in (record, "[2025-12-13T19:54:35Z] " + record):
+        (stats,) = parse_line(line)
+        assert (stats.kind, stats.stamp, stats.running, stats.prefix_cache_hit_rate) == (
+            "engine_stats",
+            "2026-12-07 10:00:10,123",
+            2,
+            0.462,
+        ), line
