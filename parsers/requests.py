@@ -277,11 +277,14 @@ def _build_access(stamp: str | None, rank: int | None, g: tuple) -> HttpAccess:
     return HttpAccess(stamp, g[0], g[1], _without_query(g[2]), int(g[3]))
 
 
+# The client (an address and port as uvicorn writes it: at most an IPv6 address's length and some; longer is no
+# client, and would carry its length into a trace's attributes), and the fields a platform may put after it.
+_CLIENT_AND_FIELDS = r'([^ ]{1,256}+) (?:[^ "]{1,256}+ )?- (?:[^ "]{1,256}+ - )?'
 # uvicorn's ``client - "METHOD path HTTP/x" status``; a platform's extra field (a pid) may
 # stand between the client and the request, and a paste may change the quotes (see
 # ``ACCESS_OPENING_QUOTES``).
 ACCESS = Shape(
-    r'([^ ]+) (?:[^ "]+ )?- (?:[^ "]+ - )?'
+    _CLIENT_AND_FIELDS
     + one_of(ACCESS_OPENING_QUOTES)
     + r"([A-Z]+) ([^ ]+) HTTP/[\d.]+"
     + one_of(ACCESS_CLOSING_QUOTES)
@@ -298,7 +301,7 @@ def _build_websocket(stamp: str | None, rank: int | None, g: tuple) -> HttpAcces
 # 101, Switching Protocols), or the status it was refused with (403, or the one the application answered).  vLLM
 # serves its realtime API so (``/v1/realtime``, 0.16 on).
 WEBSOCKET = Shape(
-    r'([^ ]+) (?:[^ "]+ )?- (?:[^ "]+ - )?'
+    _CLIENT_AND_FIELDS
     + one_of(ACCESS_OPENING_QUOTES)
     + r"WebSocket ([^ ]+)"
     + one_of(ACCESS_CLOSING_QUOTES)
