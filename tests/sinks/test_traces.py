@@ -634,6 +634,23 @@ def test_a_trace_id_in_the_log_puts_the_request_under_the_clients_trace() -> Non
     assert own.parent is None and f"{own.context.trace_id:032x}" != trace_id
 
 
+def test_a_trace_id_in_a_text_log_s_fields_puts_the_request_under_the_clients_trace() -> None:
+    """OpenTelemetry's logging instrumentation's default format prints the ids in brackets before the message."""
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    fields = f"[trace_id={trace_id} span_id={span_id} resource.service.name=vllm trace_sampled=True]"
+    run = Run().feed(
+        [
+            f"2026-09-01 10:00:00,123 INFO [vllm.v1.engine.async_llm] [async_llm.py:382] {fields} - "
+            "Added request chatcmpl-a269fdcb7c6ce890-a8a65d16.",
+            "2026-09-01 10:00:00,420 INFO [uvicorn.access] [httptools_impl.py:476] [trace_id=0 span_id=0 resource"
+            '.service.name=vllm trace_sampled=False] - 10.0.0.1:5000 - "POST /v1/chat/completions HTTP/1.1" 200',
+        ]
+    )
+    [root] = run.roots()
+    assert f"{root.context.trace_id:032x}" == trace_id
+    assert root.parent is not None and f"{root.parent.span_id:016x}" == span_id
+
+
 def _mp_request(name: str, prefetch: bool = False, ends: bool = True) -> list[str]:
     """One chat request of vLLM 0.32 with LMCache's MP connector, as its log and the LMCache server's show it
     (tests/fixtures/samples/vllm-0.32.0-cpu-lmcache-0.5.6-mp.log); a prefetch line only when the server hit."""
