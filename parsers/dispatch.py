@@ -134,7 +134,7 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
             events = lifecycle.parse_logo(line, start, stamp)
             after = _after_blanks(line, start)
             return events or (vllm_message(line, after, stamp, rank) if after is not None else NOTHING)
-        if word[0] == "[":
+        if word[0] == "[" and not word.startswith("[req_id="):
             # Fields a logging format puts before the message, a component's tag (see ``context_fields_end``).
             return _after_fields(vllm_message, line, start, stamp, rank)
         if word.endswith(EXCEPTION_WORD_ENDS):
@@ -144,7 +144,7 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
         elif word.startswith("Iteration("):  # a first word with the step's number in it
             entry = (vllm_stats.parse_iteration, "engine_iteration")
         else:
-            return _access_message(line, start, stamp)
+            return _shared_format_message(line, start, word, stamp)
     try:
         result = entry[0](line, start, stamp)
     except NOT_A_NUMBER:
@@ -230,8 +230,12 @@ def _in_trace(events: Events, trace_id: str | None, span_id: str | None) -> Even
     return events
 
 
-def _access_message(line: str, start: int, stamp: str | None) -> Events:
-    """uvicorn's access line under another logger's header (a logging configuration shared by both)."""
+def _shared_format_message(line: str, start: int, word: str, stamp: str | None) -> Events:
+    """Another logger's message under vLLM's header, where a logging configuration gives every logger the format
+    it gives vLLM's (``%(levelname)s %(asctime)s [%(filename)s:%(lineno)d] %(message)s``): uvicorn's access line,
+    or one whole known message of LMCache's (``word`` is the message's first)."""
+    if word in _LMCACHE_FAMILIES or word.startswith(("[req_id=", lmcache.PREFETCH_TAG)):
+        return _restamp(message_only(line, start), stamp)
     if not requests.is_access_like(line):
         return NOTHING
     access = requests.parse_access(line, start, stamp)
