@@ -27,6 +27,7 @@ from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
     ANY_LEVELS,
     CAPITAL_LEVEL_WORDS,
+    CONTEXT_FIELDS,
     FLUENTD_STDOUT,
     FULL_TIME,
     GLUED_RECORD,
@@ -51,6 +52,7 @@ from parsers.envelope import (
     any_record_header,
     begins_record,
     call_site,
+    context_fields,
     context_fields_end,
     csv_fields,
     engine_core_in,
@@ -120,6 +122,8 @@ for _module in (vllm_stats, requests, lifecycle):
     _VLLM_FAMILIES.update(_module.FIRST_WORDS)
 # The first words of the vLLM messages some family reads (a release's changed formats are reviewed by them).
 VLLM_FIRST_WORDS = frozenset(_VLLM_FAMILIES)
+# Fields before a vLLM message: a family's own tag (``[shutdown] ...``) is the message's first word, no field.
+_VLLM_FIELDS = context_fields(word for word in _VLLM_FAMILIES if word.startswith("["))
 
 
 def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = None) -> Events:
@@ -136,7 +140,7 @@ def vllm_message(line: str, start: int, stamp: str | None, rank: int | None = No
             return events or (vllm_message(line, after, stamp, rank) if after is not None else NOTHING)
         if word[0] == "[" and not word.startswith("[req_id="):
             # Fields a logging format puts before the message, a component's tag (see ``context_fields_end``).
-            return _after_fields(vllm_message, line, start, stamp, rank)
+            return _after_fields(vllm_message, line, start, stamp, rank, _VLLM_FIELDS)
         if word.endswith(EXCEPTION_WORD_ENDS):
             return exception_events(line, start, stamp)
         if word.isdigit():
@@ -211,9 +215,16 @@ def uvicorn_message(line: str, start: int, stamp: str | None, rank: int | None =
     return result
 
 
-def _after_fields(read: MessageReader, line: str, start: int, stamp: str | None, rank: int | None) -> Events:
-    """``read``'s events of the message after the fields at ``start``, in the trace those fields name."""
-    after = context_fields_end(line, start)
+def _after_fields(
+    read: MessageReader,
+    line: str,
+    start: int,
+    stamp: str | None,
+    rank: int | None,
+    fields: re.Pattern[str] = CONTEXT_FIELDS,
+) -> Events:
+    """``read``'s events of the message after the ``fields`` at ``start``, in the trace those fields name."""
+    after = context_fields_end(line, start, fields)
     if after == start or after >= len(line):
         return NOTHING
     events = read(line, after, stamp, rank)

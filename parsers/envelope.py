@@ -14,6 +14,7 @@ import csv
 import functools
 import json
 import re
+from collections.abc import Iterable
 from json.decoder import scanstring
 
 from parsers.lifecycle import CRASH_START, USAGE_ERROR
@@ -717,15 +718,23 @@ def trim_closing(line: str, prefix: str) -> str:
 # resource.service.name=... trace_sampled=...] - %(message)s``, or vLLM's own format with ``[trace_id=...
 # span_id=...]`` added), a component's tag (vllm-omni's ``[AsyncOmni]``).  They are read past, and a
 # separator after them.  A field holds no bracket or quote (a message that quotes a list is no field), and
-# LMCache's request tag (``[req_id=...]``) begins a message: it is none.
-_CONTEXT_FIELDS = re.compile(r"(?:\[(?!req_id=)[^\[\]\"'\n]{0,256}+\]:? ++)++(?:[-|] ++)?")
+# LMCache's request tag (``[req_id=...]``) begins a message: it is none, nor is any tag a known message begins with.
+
+
+def context_fields(message_tags: Iterable[str] = ()) -> re.Pattern[str]:
+    """The pattern of such fields, none of which begins as one of ``message_tags`` (``[shutdown]``) does."""
+    openings = "|".join(re.escape(opening) for opening in ("req_id=", *(tag[1:] for tag in message_tags)))
+    return re.compile(r"(?:\[(?!" + openings + r")[^\[\]\"'\n]{0,256}+\]:? ++)++(?:[-|] ++)?")
+
+
+CONTEXT_FIELDS = context_fields()
 _TRACE_FIELD = re.compile(r"\btrace_id=(\w{1,64}+)")
 _SPAN_FIELD = re.compile(r"\bspan_id=(\w{1,64}+)")
 
 
-def context_fields_end(line: str, start: int) -> int:
-    """Where the message begins after the bracketed fields at ``start``; ``start`` where none stands there."""
-    m = _CONTEXT_FIELDS.match(line, start)
+def context_fields_end(line: str, start: int, fields: re.Pattern[str] = CONTEXT_FIELDS) -> int:
+    """Where the message begins after the bracketed ``fields`` at ``start``; ``start`` where none stands there."""
+    m = fields.match(line, start)
     return start if m is None else m.end()
 
 
