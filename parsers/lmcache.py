@@ -86,11 +86,18 @@ def _build_stored(stamp: str | None, rank: int | None, g: tuple) -> LmcacheStore
     )
 
 
-# cache_engine's store line, with LMCache >= 0.3.15's request tag; size/cost parts optional (0.3.0 DEBUG).
+# What a store or a retrieve measured: size, cost (``total time`` in older releases) and throughput -- each on its
+# own, as a guide or a paste that abridged the line keeps some of them (LMCache writes all three, or none in 0.3.0's
+# DEBUG line).
+_MEASURED = (
+    rf"(?: size: ({DECIMAL}) [gG][bB],?)?(?: (?:cost|total time) ({DECIMAL}) ms,?)?(?: throughput: ({DECIMAL}) GB/s)?"
+)
+_MEASURED_ANY = r"(?: size: [\d.]+ [gG][bB],?)?(?: (?:cost|total time) [\d.]+ m?s,?)?(?: throughput: [\d.]+ GB/s)?"
+
+# cache_engine's store line, with LMCache >= 0.3.15's request tag.
 STORED = Shape(
-    rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) out of total ({INTEGER}) tokens\.?(?: size: ({DECIMAL}) [gG][bB], "
-    rf"cost ({DECIMAL}) ms, throughput: ({DECIMAL}) GB/s"
-    rf"(?:; offload_time: ({DECIMAL}) ms, put_time: ({DECIMAL}) ms)?)?",
+    rf"(?:\[req_id=([^\]]*)\] )?Stored ({INTEGER}) out of total ({INTEGER}) tokens\.?{_MEASURED}"
+    rf"(?:; offload_time: ({DECIMAL}) ms, put_time: ({DECIMAL}) ms)?",
     _build_stored,
 )
 
@@ -104,7 +111,7 @@ def _build_retrieved(stamp: str | None, rank: int | None, g: tuple) -> LmcacheRe
         request_id if request_id != "unspecified" else None,
         int(g[1]),
         int(required),
-        int(total),
+        int(total) if total is not None else None,
         float(size) if size is not None else None,
         float(cost) if cost is not None else None,
         float(rate) if rate is not None else None,
@@ -113,12 +120,12 @@ def _build_retrieved(stamp: str | None, rank: int | None, g: tuple) -> LmcacheRe
 
 
 # ``Retrieved R out of Q required tokens (from T total tokens)`` (0.3.7+) and the older
-# ``Retrieved R out of [total] Q out of total T tokens``.
+# ``Retrieved R out of [total] Q out of total T tokens``; a guide's abridged ``... required tokens.`` (its period
+# tells it from a piece of a wrapped line, which the next piece completes).
 RETRIEVED = Shape(
     rf"(?:\[req_id=([^\]]*)\] )?Retrieved ({INTEGER}) out of "
-    rf"(?:({INTEGER}) required tokens \(from ({INTEGER}) total tokens\)|"
-    rf"(?:total )?({INTEGER}) out of total ({INTEGER}) tokens)\.?"
-    rf"(?: size: ({DECIMAL}) [gG][bB], cost ({DECIMAL}) ms, throughput: ({DECIMAL}) GB/s)?",
+    rf"(?:({INTEGER}) required tokens(?: \(from ({INTEGER}) total tokens\)|(?=\.))|"
+    rf"(?:total )?({INTEGER}) out of total ({INTEGER}) tokens)\.?{_MEASURED}",
     _build_retrieved,
 )
 
@@ -129,14 +136,13 @@ LOOKUP_ANY = (
     r"(?:None|\d+, (?:but )?need to load: -?\d+(?: < min_retrieve \d+)?)"
 )
 STORED_ANY = (
-    r"(?:\[req_id=[^\]]*\] )?Stored \d+ (?:out of (?:total )?\d+ tokens(?:\. size: [\d.]+ [gG][bB], "
-    r"(?:cost|total time) [\d.]+ m?s, throughput: [\d.]+ GB/s(?:; offload_time: [\d.]+ ms, put_time: [\d.]+ ms)?)?"
-    r"|(?:[A-Z]PU )?tokens in [\d.]+ seconds)"
+    r"(?:\[req_id=[^\]]*\] )?Stored \d+ (?:out of (?:total )?\d+ tokens\.?"
+    + _MEASURED_ANY
+    + r"(?:; offload_time: [\d.]+ ms, put_time: [\d.]+ ms)?|(?:[A-Z]PU )?tokens in [\d.]+ seconds)"
 )
 RETRIEVED_ANY = (
-    r"(?:\[req_id=[^\]]*\] )?Retrieved \d+ (?:out of (?:\d+ required tokens \(from \d+ total tokens\)"
-    r"|(?:total )?\d+ out of total \d+ tokens)\.?(?: size: [\d.]+ [gG][bB], cost [\d.]+ ms, throughput: [\d.]+ GB/s)?"
-    r"|(?:[A-Z]PU )?tokens(?: in [\d.]+ seconds)?)"
+    r"(?:\[req_id=[^\]]*\] )?Retrieved \d+ (?:out of (?:\d+ required tokens(?: \(from \d+ total tokens\)|(?=\.))"
+    r"|(?:total )?\d+ out of total \d+ tokens)\.?" + _MEASURED_ANY + r"|(?:[A-Z]PU )?tokens(?: in [\d.]+ seconds)?)"
 )
 _REQID = re.compile(r"Reqid: ([^,\s]+), ")
 # The labels after the first part (a line ending inside one was cut short).
