@@ -27,6 +27,7 @@ from parsers import lifecycle, lmcache, requests, vllm_stats
 from parsers.envelope import (
     ANY_LEVELS,
     CAPITAL_LEVEL_WORDS,
+    CLOSING_ENDS,
     CONTEXT_FIELDS,
     FLUENTD_STDOUT,
     FULL_TIME,
@@ -75,6 +76,7 @@ from parsers.envelope import (
     strip_ansi,
     torch_problem,
     trace_context,
+    trailing_fields,
     trim_closing,
     unlink_markdown,
     unwrap_fluent_bit,
@@ -418,17 +420,20 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
         line = _without_blank_end(line)
         if not line:
             return NOTHING
-    if line[-1] == "]" and line.endswith(" across cluster]"):
-        line = _without_ray_note(line)
-        if not line:  # nothing but Ray's note
-            return NOTHING
+    if line[-1] == "]" or line[-1] in CLOSING_ENDS:
+        line, events = _bracketed_end(line, depth, rank)
+        if events is not None:
+            return events
     if "\x1b" in line:
         events = _read_coloured(line, depth, rank)
         if events is not None:
             return events
         line = _without_blank_end(strip_ansi(line))
         if line:
-            line = _without_ray_note(line)  # a colour's reset after the note or blanks hid them
+            # A colour's reset after the note, the fields or blanks hid them.
+            line, events = _bracketed_end(line, depth, rank)
+            if events is not None:
+                return events
         if not line:
             return NOTHING
     events = _dispatch(line, 0, depth, rank)
@@ -438,6 +443,22 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
     elif len(line) < _TWO_RECORDS and "](" not in line and line.isascii():
         return events
     return _second_look(line, events, depth, rank)
+
+
+def _bracketed_end(line: str, depth: int, rank: int | None) -> tuple[str, Events | None]:
+    """A line that ends with a bracket: the line to read on, Ray's note after it taken off (nothing where the note is
+    all it holds); or the events of its message, read without the fields a logging format puts after it
+    (OpenTelemetry's ids)."""
+    if line.endswith(" across cluster]"):
+        line = _without_ray_note(line)
+        return line, None if line else NOTHING
+    if "=" in line:
+        fields = trailing_fields(line)
+        if fields is not None:
+            start, end = fields
+            events = parse_nested(line[:start] + line[end:], depth, rank)  # (a paste's closing marks kept)
+            return line, _in_trace(events, *trace_context(line[start:end]))
+    return line, None
 
 
 # What a publishing tool makes of a line's ASCII: a web page's ``&nbsp;``, a blog's typographic quotes, dashes

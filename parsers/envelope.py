@@ -683,7 +683,7 @@ _CLOSING_TAG = re.compile(r"</[A-Za-z]+>|<br ?/?>")
 _BARS = ("|", "\u2502")
 _CLOSING_MARKS = "`|\u2502"
 # The last character of a line that closes such marks.
-_CLOSING_ENDS = frozenset(">" + _CLOSING_MARKS)
+CLOSING_ENDS = frozenset(">" + _CLOSING_MARKS)
 
 
 def trim_closing(line: str, prefix: str) -> str:
@@ -692,7 +692,7 @@ def trim_closing(line: str, prefix: str) -> str:
     Read from the end, one mark at a time: a regex anchored at the end would try again from every
     earlier mark on a line of thousands of them."""
     # (Most lines end with no mark: that is told first.)
-    if line[-1:] not in _CLOSING_ENDS or not ("`" in prefix or "<" in prefix or prefix.lstrip().startswith(_BARS)):
+    if line[-1:] not in CLOSING_ENDS or not ("`" in prefix or "<" in prefix or prefix.lstrip().startswith(_BARS)):
         return line
     end = trimmed = len(line)
     while end:
@@ -736,6 +736,35 @@ def context_fields_end(line: str, start: int, fields: re.Pattern[str] = CONTEXT_
     """Where the message begins after the bracketed ``fields`` at ``start``; ``start`` where none stands there."""
     m = fields.match(line, start)
     return start if m is None else m.end()
+
+
+# The same kind of fields after the message, ``key=value`` pairs in brackets at the end of the line: formats that
+# print OpenTelemetry's ids last (``%(message)s [trace_id=%(otelTraceID)s span_id=%(otelSpanID)s]``, as public
+# examples of its log correlation do).  Only such pairs: a message's own ending in brackets is no field, nor is
+# LMCache's request tag (a line a writer wrapped right after it ends so).
+_TRAILING_FIELDS = re.compile(
+    r" \[(?!req_id=)[\w.]{1,64}+=[^\s\[\]\"']{0,128}+(?: ++[\w.]{1,64}+=[^\s\[\]\"']{0,128}+)*+\] *+"
+)
+
+
+# What may follow them: the closing marks of a paste (see ``trim_closing``), read once the fields are out.
+_PASTE_CLOSING = re.compile(r"(?:\s|[" + _CLOSING_MARKS + "]|" + _CLOSING_TAG.pattern + ")*+")
+
+
+def trailing_fields(line: str) -> tuple[int, int] | None:
+    """Where the ``key=value`` fields in brackets after the message of ``line`` begin (at the blank before their
+    first bracket; more blanks before it are left to the message, whose reader drops them) and end (before a paste's
+    closing marks); None where the message is followed by none, or where nothing else is in the line."""
+    close = line.rfind("]")
+    if close == -1 or _PASTE_CLOSING.fullmatch(line, close + 1) is None:
+        return None
+    start = end = close + 1
+    while True:
+        at = line.rfind(" [", 0, start)
+        if at == -1 or _TRAILING_FIELDS.fullmatch(line, at, start) is None:
+            break
+        start = at
+    return (start, end) if 0 < start < end else None
 
 
 def trace_context(fields: str) -> tuple[str | None, str | None]:
@@ -871,7 +900,7 @@ def _is_record_header(text: str, with_level: bool) -> bool:
     if "<" in text:
         text = _HTML_TAG.sub(" ", text)  # an HTML paste's tags are no part of the header
     for token in _HEADER_TOKEN.findall(text):
-        token = token.rstrip(":.")
+        token = token.strip("`").rstrip(":.")  # (a paste's inline code opens before the header)
         if not token:
             continue
         if ":" in token:
