@@ -1626,6 +1626,38 @@ def _epoch_stamp(value: object) -> str | None:
     return f"@{int(value * 1e6)}"
 
 
+# Where a JSON record keeps the W3C trace and span ids of the call that logged it: OpenTelemetry's log data model
+# (``trace_id``), its Python logging instrumentation's record attributes as a JSON formatter writes them
+# (``otelTraceID``), camel case (``traceId``), Elastic's ECS (``trace.id``, or ``{"trace": {"id": ...}}``), Google Cloud
+# Logging (``logging.googleapis.com/trace``: ``projects/<project>/traces/<id>``).
+_TRACE_KEYS = (
+    ("trace_id", "span_id"),
+    ("otelTraceID", "otelSpanID"),
+    ("traceId", "spanId"),
+    ("trace.id", "span.id"),
+    ("trace", "span"),
+    ("logging.googleapis.com/trace", "logging.googleapis.com/spanId"),
+)
+
+
+def _record_trace(record: dict) -> tuple[str | None, str | None]:
+    """The trace and span ids a JSON record names (None, None where it names no trace)."""
+    for trace_key, span_key in _TRACE_KEYS:
+        trace_id = _hex_id(_trace_value(record.get(trace_key)), 32)
+        if trace_id is not None:
+            return trace_id, _hex_id(_trace_value(record.get(span_key)), 16)
+    return None, None
+
+
+def _trace_value(value: object) -> object:
+    """An id as a record's key holds it: itself, ECS's object's ``id``, or the last part of Cloud Logging's path."""
+    if isinstance(value, dict):
+        return value.get("id")
+    if isinstance(value, str) and "/" in value:
+        return value.rpartition("/")[2]
+    return value
+
+
 def _hex_id(value: object, length: int) -> str | None:
     if isinstance(value, str) and len(value) == length:
         value = value.lower()
@@ -1788,10 +1820,7 @@ def _one_record(record: dict) -> JsonRecord | None:
         if text.endswith("\n"):
             text = text[:-1]
     text = text.rstrip("\r")
-    trace_id = span_id = None
-    if key == "body" or "trace_id" in record:
-        trace_id = _hex_id(record.get("trace_id"), 32)
-        span_id = _hex_id(record.get("span_id"), 16) if trace_id else None
+    trace_id, span_id = _record_trace(record)
     logger = _record_logger(record, key)
     level = None
     if logger is not None:
