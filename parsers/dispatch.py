@@ -446,17 +446,18 @@ def parse_nested(line: str, depth: int, rank: int | None) -> Events:
 
 
 def _bracketed_end(line: str, depth: int, rank: int | None) -> tuple[str, Events | None]:
-    """A line that ends with a bracket: the line to read on, Ray's note after it taken off (nothing where the note is
-    all it holds); or the events of its message, read without the fields a logging format puts after it
-    (OpenTelemetry's ids)."""
+    """A line that ends with a bracket (or a paste's closing mark): the line to read on, Ray's note after it taken
+    off (nothing where the note is all it holds); or the events of its message, read without the fields a logging
+    format puts after it (OpenTelemetry's ids) -- a level deeper, as a wrapper's line is: a line of fields and
+    closing marks in turn is not taken apart without end."""
     if line.endswith(" across cluster]"):
         line = _without_ray_note(line)
         return line, None if line else NOTHING
-    if "=" in line:
+    if "=" in line and depth < _MAX_DEPTH:
         fields = trailing_fields(line)
         if fields is not None:
             start, end = fields
-            events = parse_nested(line[:start] + line[end:], depth, rank)  # (a paste's closing marks kept)
+            events = parse_nested(line[:start] + line[end:], depth + 1, rank)  # (a paste's closing marks kept)
             return line, _in_trace(events, *trace_context(line[start:end]))
     return line, None
 

@@ -207,6 +207,19 @@ def test_thousands_of_stacked_process_tags_are_read_past_without_recursion() -> 
     assert parse_line("(EngineCore pid=1) (APIServer pid=2) " * 3000 + line) == parse_line(line) != ()
 
 
+def test_thousands_of_fields_after_a_message_are_read_past_without_recursion() -> None:
+    """Fields a logging format puts after the message, each followed by what a paste closes with (a hostile or
+    corrupted log): taken out a few levels deep at most, never one recursion each."""
+    stats = (
+        "INFO 12-14 16:18:29 [loggers.py:118] Engine 000: Avg prompt throughput: 149.1 tokens/s, Avg generation "
+        "throughput: 3.0 tokens/s, Running: 0 reqs, Waiting: 0 reqs, GPU KV cache usage: 0.0%, Prefix cache hit "
+        "rate: 92.6%"
+    )
+    assert parse_line(stats + " [trace_id=0 span_id=0]" * 3000) == parse_line(stats) != ()
+    # Past the few levels, what is left after the message is no part of a stats line.
+    assert [event.kind for event in parse_line(stats + " [trace_id=0] |" * 3000)] == ["suspicious_line"]
+
+
 def test_a_line_of_many_headers_in_a_row_is_searched_once(monkeypatch) -> None:
     """A wrapper's header before the real one is skipped; each further header is looked for only where the
     last one ends, so a line of thousands of them (hostile, or a corrupted log) is not searched again and
