@@ -172,8 +172,20 @@ class SourcePipeline:
 
     def feed(self, lines: list[str | None], origin: str = "") -> None:
         """Lines read from ``origin`` (a file's path; "" for a source of one stream)."""
+        self.feed_files([(lines, origin)])
+
+    def feed_files(self, files: list[tuple[list[str | None], str]]) -> None:
+        """The lines of one or more files (``(lines, origin)`` each), in one hold of the lock: the sinks end their
+        batch once, after the last file's (a flow over many files brings a line or two of each per read)."""
         with self.lock:
-            self._feed(lines, origin)
+            for lines, origin in files:
+                self._feed(lines, origin)
+            for sink, finish in self._after_feed:
+                try:
+                    finish()
+                except Exception as exc:  # as a listener's: counted, and the reading goes on
+                    note_sink_error(self.stats, sink, exc)
+            self.last_line = time.time()
 
     def _stream(self, origin: str) -> LogStream:
         streams = self.streams
@@ -258,12 +270,6 @@ class SourcePipeline:
         if stream.failed:
             note_parser_errors(stats, stream.failed)
             stream.failed = 0
-        for sink, finish in self._after_feed:
-            try:
-                finish()
-            except Exception as exc:  # as a listener's: counted, and the reading goes on
-                note_sink_error(stats, sink, exc)
-        self.last_line = time.time()
 
     def _deliver(self, events: Events | list[Event], stream: LogStream) -> None:
         # A sink's bug on one event loses neither that event for the other sinks nor the events after it.

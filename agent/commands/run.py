@@ -228,10 +228,10 @@ class Daemon:
 
     # -- wiring sources ------------------------------------------------------------
 
-    def _deliver(self, source: str, lines: list, origin: str) -> None:
+    def _deliver(self, source: str, files: list[tuple[list, str]]) -> None:
         managed = self.managed.get(source)
         if managed is not None:
-            managed.pipeline.feed(lines, origin)
+            managed.pipeline.feed_files(files)
 
     @staticmethod
     def _tracing(config: Config):

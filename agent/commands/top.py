@@ -136,7 +136,7 @@ class _FollowedLogs:
             self.recent[name], joiner = joined(pipeline.stats)
             pipeline.listen(REQUESTS_SINK, joiner.observe)
         self.tailer = Tailer(
-            lambda source, lines, origin: self.pipelines[source].feed(lines, origin),
+            lambda source, files: self.pipelines[source].feed_files(files),
             PositionStore(None),
             poll_interval=0.25,
         )

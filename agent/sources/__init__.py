@@ -2,7 +2,8 @@
 
 Every live source hands its lines to one :data:`Deliver` function, decoded and
 in order, ``None`` standing for a line it skipped (and counted), with the file
-they were read from (each file's lines are parsed as a stream of their own).  Where they go
+they were read from (each file's lines are parsed as a stream of their own); the
+tailer hands over the lines of all the files one cycle read together.  Where they go
 from there is the pipeline's business (:mod:`agent.pipeline`): a source never
 takes a sink's lock, so a scrape never waits on a disk read.
 """
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kvwatch.sources")
 
-# (source name, lines, the file's path or "" for a source of one stream) -- None stands for a skipped line
-Deliver = Callable[[str, list, str], None]
+# (source name, [(lines, the file's path or "" for a source of one stream), ...]): each file's lines in the order
+# read, None standing for a skipped line
+Deliver = Callable[[str, list[tuple[list, str]]], None]
 
 
 class LineSource(Protocol):

@@ -201,7 +201,7 @@ class JournalSource:
             log.info("journalctl for %s follows again", self.follow.journal)
             self._failure_said = None
         with self._delivering:
-            self.deliver(self.follow.name, lines, "")
+            self.deliver(self.follow.name, [(lines, "")])
             for line in reversed(lines):
                 if line is not None:
                     found = CURSOR.search(line)

@@ -60,6 +60,9 @@ log = logging.getLogger("kvwatch.tail")
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 MAX_READ_PER_CYCLE = 16 << 20  # then the next cycle goes on, so one busy file cannot starve the rest
 ROTATE_WAIT = 5.0  # seconds a rotated-away file is still read (a writer reopens late)
+# A cycle's lines are handed over together (see HandOver), at the latest once they hold this many bytes: the
+# memory a flood's lines take while they wait stays about one read's.
+HAND_OVER_BYTES = READ_BLOCK
 # A cycle reads a source's files one after the other (paced by agent.sources.pacing): lines of two
 # files written within one pause reach the request joiner in file order, which is why it waits a
 # moment (agent.sinks.traces.LINGER, longer than the longest pause) for a request's pieces from
@@ -122,6 +125,42 @@ class _OpenFile:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+class HandOver:
+    """The lines one cycle reads, by source and file in the order read, until they go to ``deliver`` together.
+
+    A flow spread over many files brings a line or two of each per cycle.  Handed over one file at a time,
+    each file's lines cost a hold of the pipeline's lock and the sinks' end of a batch, and were parsed on
+    caches the reads in between had cooled; read first and parsed one after the other, a line of 50 such files
+    costs about a sixth less (docs/benchmarks.md, "Many servers, many files")."""
+
+    __slots__ = ("_bytes", "_deliver", "_sources")
+
+    def __init__(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._sources: dict[str, list[tuple[list, str]]] = {}
+        self._bytes = 0
+
+    def add(self, source: str, path: str, lines: list, size: int) -> None:
+        """``lines`` read from ``path`` (``size`` bytes of it); handed over at once when the cycle's lines are
+        many."""
+        files = self._sources.get(source)
+        if files is None:
+            self._sources[source] = [(lines, path)]
+        else:
+            files.append((lines, path))
+        self._bytes += size
+        if self._bytes >= HAND_OVER_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand over every line read so far (before positions are saved: the numbers then count them)."""
+        if not self._sources:
+            return
+        sources, self._sources, self._bytes = self._sources, {}, 0
+        for source, files in sources.items():
+            self._deliver(source, files)
 
 
 @dataclass
@@ -366,11 +405,11 @@ class TailedPath:
 
     # -- reading ------------------------------------------------------------------
 
-    def poll(self, deliver: Deliver, now: float, wall: float) -> int:
+    def poll(self, hand_over: HandOver, now: float, wall: float) -> int:
         """Read what is new; follow rotation and truncation.  Returns the bytes read.
 
         ``now`` is the cycle's monotonic time, ``wall`` its unix time."""
-        total = self._drain(deliver, now) if self.draining else 0
+        total = self._drain(hand_over, now) if self.draining else 0
         current = self.current
         if current is None:
             self.open(start_at_end=False)  # appeared (again) since: all of it is new
@@ -385,16 +424,16 @@ class TailedPath:
             except OSError:
                 st = None
             if st is not None and st.st_ino == current.ino and st.st_dev == current.dev:
-                return total + self._read_on(current, st, deliver, wall)
-        return total + self._poll_moved(deliver, now, wall)
+                return total + self._read_on(current, st, hand_over, wall)
+        return total + self._poll_moved(hand_over, now, wall)
 
-    def _read_on(self, current: _OpenFile, st: os.stat_result, deliver: Deliver, wall: float) -> int:
+    def _read_on(self, current: _OpenFile, st: os.stat_result, hand_over: HandOver, wall: float) -> int:
         """Read the open file, whose status the path has just given, up to its size."""
         if not self._restart_if_rewritten(current, st.st_size):
             return 0
-        read = self._read(current, deliver, st.st_size)
+        read = self._read(current, hand_over, st.st_size)
         self.seen_at = wall
-        self._caught_up(st, read, deliver)
+        self._caught_up(st, read, hand_over)
         return read
 
     def _restart_if_rewritten(self, current: _OpenFile, size: int) -> bool:
@@ -412,7 +451,7 @@ class TailedPath:
             current.restart(_data_start(current.fd))
         return True
 
-    def _poll_moved(self, deliver: Deliver, now: float, wall: float) -> int:
+    def _poll_moved(self, hand_over: HandOver, now: float, wall: float) -> int:
         """``poll`` when the path may name another file than the open one (or names none), and for raw logs."""
         assert self.current is not None
         total = 0
@@ -423,7 +462,7 @@ class TailedPath:
             return total
         if not self._restart_if_rewritten(self.current, size):
             return total
-        total += self._read(self.current, deliver, size)  # what comes meanwhile is the next cycle's
+        total += self._read(self.current, hand_over, size)  # what comes meanwhile is the next cycle's
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -443,30 +482,30 @@ class TailedPath:
             seen = self.seen_at
             self._retire(now)
             self._find_generations_between(seen, (st.st_dev, st.st_ino))
-            total += self._drain(deliver, now)  # the older files' lines before the new file's
+            total += self._drain(hand_over, now)  # the older files' lines before the new file's
             self.open(start_at_end=False)
             if self.current is not None:
-                total += self._read(self.current, deliver)
+                total += self._read(self.current, hand_over)
         else:
             self.seen_at = wall
         if self.current is not None:
-            self._caught_up(st, total, deliver)
+            self._caught_up(st, total, hand_over)
         return total
 
-    def _drain(self, deliver: Deliver, now: float) -> int:
+    def _drain(self, hand_over: HandOver, now: float) -> int:
         """Read on in the files rotated away; close those whose time is up.  Returns the bytes read."""
         total = 0
         keep = []
         for opened, deadline in self.draining:
-            total += self._read(opened, deliver)
+            total += self._read(opened, hand_over)
             if now >= deadline:
-                self._finish(opened, deliver)
+                self._finish(opened, hand_over)
             else:
                 keep.append((opened, deadline))
         self.draining = keep
         return total
 
-    def _caught_up(self, st: os.stat_result, read: int, deliver: Deliver) -> None:
+    def _caught_up(self, st: os.stat_result, read: int, hand_over: HandOver) -> None:
         """Note where reading stands in the current file; rotate a raw log that is due."""
         assert self.current is not None
         self.stats.offset = self.current.offset
@@ -474,9 +513,9 @@ class TailedPath:
         if read:
             self.stats.lag_seconds = max(0.0, time.time() - st.st_mtime)
         if self.raw_log is not None and self.raw_log.due(self.current.offset, st.st_size):
-            self.rotate(deliver)
+            self.rotate(hand_over)
 
-    def _read(self, opened: _OpenFile, deliver: Deliver, size: int | None = None) -> int:
+    def _read(self, opened: _OpenFile, hand_over: HandOver, size: int | None = None) -> int:
         """Read on to ``size`` (the file's size just seen), or to the end of the file as it is; returns the bytes
         read.  Asking for the bytes known to be there keeps each read's buffer small: a buffer of READ_BLOCK
         for a line or two cost more than the line (the allocator maps and unmaps it every time)."""
@@ -498,7 +537,7 @@ class TailedPath:
                 opened.note_head()
             lines = opened.splitter.feed(chunk)
             if lines:
-                deliver(self.source, lines, self.path)
+                hand_over.add(self.source, self.path, lines, len(chunk))
             if len(chunk) < want:
                 break  # the end of the file as it was: what comes next is the next cycle's
         return total
@@ -528,11 +567,11 @@ class TailedPath:
             self.draining.append((self.current, now + ROTATE_WAIT))
             self.current = None
 
-    def _finish(self, opened: _OpenFile, deliver: Deliver) -> None:
-        self._read(opened, deliver)
+    def _finish(self, opened: _OpenFile, hand_over: HandOver) -> None:
+        self._read(opened, hand_over)
         last = opened.splitter.finish()  # a line its writer never ended
         if last:
-            deliver(self.source, last, self.path)
+            hand_over.add(self.source, self.path, last, 0)
         self._release(opened)
         opened.close()
 
@@ -564,7 +603,7 @@ class TailedPath:
 
     # -- rotating a supervised server's raw log -----------------------------------
 
-    def rotate(self, deliver: Deliver) -> None:
+    def rotate(self, hand_over: HandOver) -> None:
         """Move what has been read of the raw log into its backups (see :mod:`agent.supervise.rawlog`).
 
         Everything written so far is read first, and the position the file will
@@ -573,7 +612,7 @@ class TailedPath:
         current, raw = self.current, self.raw_log
         if current is None or raw is None:
             return
-        self._read(current, deliver)  # everything up to now is read before anything moves
+        self._read(current, hand_over)  # everything up to now is read before anything moves
         try:
             moved = current.position()  # where reading stands, before any unfinished line
             cut = raw.cut(current.fd, moved.offset)  # (a line begun before a block's end and not ended stays whole)
@@ -588,7 +627,7 @@ class TailedPath:
             if raw.collapse(current.fd, cut):
                 current.restart(current.offset - cut, keep_partial=True)
             else:
-                self._read(current, deliver)  # the rest read since the cut goes to the backup too
+                self._read(current, hand_over)  # the rest read since the cut goes to the backup too
                 raw.truncate(current.fd, cut, current.offset)
                 current.restart(keep_partial=True)
         except OSError as exc:
@@ -642,7 +681,7 @@ class Tailer:
         use_inotify: bool = True,
         nice: int = 0,
     ) -> None:
-        self.deliver = deliver
+        self.hand_over = HandOver(deliver)
         self.store = positions
         self.poll_interval = poll_interval
         self.nice = nice
@@ -759,13 +798,16 @@ class Tailer:
             for source in self.sources.values():
                 self._expand(source, first=False)
             self._watch_all()
-        for source in list(self.sources.values()):
-            for path, tailed in list(source.paths.items()):
-                read += tailed.poll(self.deliver, now, wall)
-                if tailed.gone() and path not in source.patterns:
-                    # A file a glob found, deleted and read to its end: its series leave with it.
-                    tailed.close()
-                    del source.paths[path]
+        try:
+            for source in list(self.sources.values()):
+                for path, tailed in list(source.paths.items()):
+                    read += tailed.poll(self.hand_over, now, wall)
+                    if tailed.gone() and path not in source.patterns:
+                        # A file a glob found, deleted and read to its end: its series leave with it.
+                        tailed.close()
+                        del source.paths[path]
+        finally:
+            self.hand_over.flush()  # (what was read before a failure too: its files' offsets have moved past it)
         self.cycles += 1
         if read:
             self._unsaved = True
@@ -810,6 +852,7 @@ class Tailer:
         Called in the reading thread between deliveries (or once it has stopped),
         so the numbers count exactly the lines before the positions.  A save that fails is tried again
         at the next interval, lines or not: a freed disk then holds the positions read before it filled."""
+        self.hand_over.flush()  # (a raw log's rotation saves in the middle of a cycle)
         self._saved_at = time.monotonic()
         positions: dict[str, dict[str, Position]] = {}
         counters: dict[str, dict] = {}

@@ -181,7 +181,8 @@ def test_a_flowing_journal_is_read_in_batches_not_once_per_record(tmp_path: Path
     batches: list[int] = []
     lines: list[str] = []
 
-    def deliver(name: str, got: list[str | None], origin: str) -> None:
+    def deliver(name: str, files: list[tuple[list[str | None], str]]) -> None:
+        [(got, _origin)] = files
         batches.append(len(got))
         lines.extend(line for line in got if line is not None)
 
@@ -230,7 +231,7 @@ def test_a_journal_place_the_state_directory_refused_is_saved_once_it_can_be_whi
         tmp_path,
         1 << 20,
         {},
-        lambda name, lines, origin: got.extend(lines),
+        lambda name, files: got.extend(files[0][0]),
         str(stand_in),
         save_numbers=lambda: {},
     )
@@ -271,7 +272,7 @@ def test_what_a_following_journalctl_says_is_logged_while_it_follows(tmp_path: P
     stand_in.chmod(0o755)
     caplog.set_level("WARNING", logger="kvwatch.journal")
     follow = FollowConfig("j", journal_unit="vllm.service")
-    source = JournalSource(follow, tmp_path, 1 << 20, {}, lambda name, lines, origin: None, str(stand_in))
+    source = JournalSource(follow, tmp_path, 1 << 20, {}, lambda name, files: None, str(stand_in))
     source.start()
     try:
         wait_for(lambda: hint in caplog.text, what="journalctl's hint in the log")
@@ -281,7 +282,7 @@ def test_what_a_following_journalctl_says_is_logged_while_it_follows(tmp_path: P
         source.stop()
     caplog.clear()
     (tmp_path / "noisy").touch()
-    source = JournalSource(follow, tmp_path, 1 << 20, {}, lambda name, lines, origin: None, str(stand_in))
+    source = JournalSource(follow, tmp_path, 1 << 20, {}, lambda name, files: None, str(stand_in))
     source.start()
     try:
         wait_for(lambda: "exited with 1" in caplog.text, what="journalctl's exit in the log")
@@ -321,7 +322,7 @@ def test_a_journalctl_that_fails_again_and_again_is_said_once_until_it_follows(
     caplog.set_level("INFO", logger="kvwatch.journal")
     got: list[str] = []
     follow = FollowConfig("j", journal_unit="vllm.service")
-    source = JournalSource(follow, tmp_path, 1 << 20, {}, lambda name, lines, origin: got.extend(lines), str(stand_in))
+    source = JournalSource(follow, tmp_path, 1 << 20, {}, lambda name, files: got.extend(files[0][0]), str(stand_in))
     source.start()
     try:
         wait_for(lambda: runs.exists() and len(runs.read_text()) >= 10, what="ten runs of journalctl")

@@ -114,6 +114,44 @@ def test_copytruncate_then_growth_past_the_old_offset_before_the_next_read(tmp_p
     assert tailer.snapshot()["s"][str(log)].truncations == 1
 
 
+def test_growth_of_many_files_in_one_cycle_is_handed_over_at_once(tmp_path: Path) -> None:
+    """A line or two in each of many files: one hand-over per source and cycle, each file's lines with its path,
+    in the order read."""
+    handed: list[tuple[str, list[tuple[list, str]]]] = []
+    tailer = Tailer(lambda source, files: handed.append((source, files)), PositionStore(None), use_inotify=False)
+    logs = {name: [tmp_path / f"{name}{n}.log" for n in range(3)] for name in ("a", "b")}
+    for name, paths in logs.items():
+        for path in paths:
+            path.write_text("")
+        tailer.add(Source(name, tuple(str(p) for p in paths), {}, start_at_end=False))
+    tailer.cycle()
+    for paths in logs.values():
+        for path in paths:
+            append(path, f"{path.name} 1\n{path.name} 2\n")
+    tailer.cycle()
+    assert handed == [(name, [([f"{p.name} 1", f"{p.name} 2"], str(p)) for p in paths]) for name, paths in logs.items()]
+    tailer.cycle()
+    assert len(handed) == 2  # nothing new: nothing handed over
+
+
+def test_growth_of_more_than_a_hand_over_is_handed_over_in_pieces(tmp_path: Path, monkeypatch) -> None:
+    """What one cycle reads waits for the hand-over at most HAND_OVER_BYTES at a time: a flood's lines never all
+    wait at once."""
+    monkeypatch.setattr(tail_module, "HAND_OVER_BYTES", 4096)
+    monkeypatch.setattr(tail_module, "READ_BLOCK", 1024)
+    handed: list[list[tuple[list, str]]] = []
+    tailer = Tailer(lambda source, files: handed.append(files), PositionStore(None), use_inotify=False)
+    log = tmp_path / "a.log"
+    log.write_text(lines("x", 3000))  # about 19 KiB
+    tailer.add(Source("s", (str(log),), {}, start_at_end=False))
+    tailer.cycle()
+    assert [line for files in handed for lines_read, _ in files for line in lines_read] == [
+        f"x {i}" for i in range(3000)
+    ]
+    assert len(handed) >= 4
+    assert all(sum(len(line) + 1 for lines_read, _ in files for line in lines_read) < 4096 + 1024 for files in handed)
+
+
 def _short_lines_tailer(tmp_path: Path) -> tuple[Path, Tailer, Collected, dict[str, int]]:
     """An empty file followed from its start with a line limit of 100 bytes, and its skip counts."""
     log = tmp_path / "a.log"

@@ -108,7 +108,7 @@ def test_a_kill_during_rotation_resumes_without_rereading(tmp_path: Path) -> Non
     """The position after the collapse is saved before the collapse happens."""
     log = tmp_path / "server.log"
     log.write_text(lines("x", 2000))
-    tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=1 << 30, backups=1)
+    tailer, _got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=1 << 30, backups=1)
     tailer.cycle()
     tailed = tailer.sources["s"].paths[str(log)]
     saved_before_collapse = {}
@@ -118,13 +118,36 @@ def test_a_kill_during_rotation_resumes_without_rereading(tmp_path: Path) -> Non
         saved_before_collapse.update(json.loads((tmp_path / "positions.json").read_text()))
 
     tailed.save_hook = snapshot_positions
-    tailed.rotate(got)
+    tailed.rotate(tailer.hand_over)
     # The process "dies" now: only what was saved before the collapse survives.
     (tmp_path / "positions.json").write_text(json.dumps(saved_before_collapse))
     append(log, "after the kill\n")
     again, got_again = make_tailer(tmp_path, str(log), start_at_end=True)
     again.cycle()
     assert got_again.text == ["after the kill"]
+
+
+def test_the_numbers_saved_during_a_rotation_count_the_lines_read_before_it(tmp_path: Path) -> None:
+    """A rotation saves the positions in the middle of a cycle, while the lines the cycle read wait to be handed
+    over with those of the cycle's other files: they are handed over first, so the numbers saved with the
+    positions count them (else a kill after the save would lose them from the counts for good)."""
+    log = tmp_path / "server.log"
+    log.write_text(lines("x", 2000))
+    tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=4096, backups=1)
+    tailer.sources["s"].save_numbers = lambda: {"lines": len(got.lines)}
+    tailed = tailer.sources["s"].paths[str(log)]
+    saved_in_rotation = {}
+
+    def snapshot_positions() -> None:
+        tailer.save_positions()
+        saved_in_rotation.update(json.loads((tmp_path / "positions.json").read_text()))
+
+    tailed.save_hook = snapshot_positions
+    tailer.cycle()
+    assert tailer.snapshot()["s"][str(log)].log_rotations == 1
+    assert saved_in_rotation["counters"]["s"]["numbers"] == {"lines": 2000}
+    # ... the lines before the position saved (the position the cut is about to make is its alternative).
+    assert saved_in_rotation["positions"]["s"][str(log)]["offset"] == len(lines("x", 2000))
 
 
 def test_without_room_for_the_copy_the_read_part_is_still_removed(

@@ -16,8 +16,9 @@ class Collected:
         self.lines: list[str | None] = []
         self.arrived = threading.Event()
 
-    def __call__(self, source: str, lines: list, origin: str) -> None:
-        self.lines.extend(lines)
+    def __call__(self, source: str, files: list[tuple[list, str]]) -> None:
+        for lines, _origin in files:
+            self.lines.extend(lines)
         self.arrived.set()
 
     @property
