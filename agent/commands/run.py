@@ -22,6 +22,7 @@ servers running for the next kvwatch to adopt).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import glob
 import logging
@@ -180,6 +181,7 @@ class Daemon:
         self.bench = BenchHistory(config.agent.state_dir / HISTORY)
         self.notifier = Notifier()
         self.last_tick = time.monotonic()
+        self._trimmed_at = 0.0  # when freed memory was last given back (see TRIM_INTERVAL)
         self._signals: list[int] = []
         self._wake = threading.Event()
         # [[pods]] and [[containers]]: the logs followed now (name -> as what), and how many scans each has been
@@ -447,6 +449,8 @@ class Daemon:
         self.tailer.start()
         self.started = True  # every source is in place: /healthz says so from now on
         tune_collector()
+        give_back_memory()  # what compiling the parsers' patterns left (about 1.5 MiB)
+        self._trimmed_at = time.monotonic()
         log.info(
             "kvwatch %s: serving metrics on %s:%d; %d servers, %d follows",
             __version__,
@@ -540,6 +544,9 @@ class Daemon:
             self.sync_discovered()
             self._next_discovery = now + min(t.scan_interval for t in tables)
         self.gpus.refresh(now)
+        if now - self._trimmed_at >= TRIM_INTERVAL:
+            give_back_memory()
+            self._trimmed_at = now
         self.last_tick = now
 
     def loops_alive(self) -> bool:
@@ -748,6 +755,29 @@ OPEN_FILES_WANTED = 1 << 20
 # young collections by the hundred, and a full collection of the whole heap every few scrapes (30 ms at 32
 # servers, as long as the scrape itself).  Nearly all of them are freed by their counts, never by the collector.
 YOUNG_OBJECTS = 10_000
+
+
+# Freed memory the C allocator holds inside its heap (start-up's compiling, a flood's reads leave such holes) is
+# given back to the system this often: glibc's malloc_trim takes a few hundred microseconds at most.
+TRIM_INTERVAL = 10.0
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # a C library without it (musl)
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
+
+
+def give_back_memory() -> bool:
+    """Give the pages the C allocator holds freed back to the system; False where the C library cannot."""
+    if MALLOC_TRIM is None:
+        return False
+    MALLOC_TRIM(0)
+    return True
 
 
 def tune_collector() -> None:

@@ -23,6 +23,7 @@ from agent.commands.run import EXIT_HANDED_OVER, Daemon
 from agent.supervise.server import proc_start_time
 from tests.support.harness import (
     FAKE,
+    REPO,
     STATS,
     as_nobody,
     fake_server,
@@ -871,3 +872,31 @@ def test_a_reload_of_only_the_lmcache_settings_restarts_both_in_order(agents) ->
     ]
     assert [log.index(line) for line in order] == sorted(log.index(line) for line in order)
     assert agent.value("kvwatch_server_restarts_total", process="lmcache", server="mp") == 1
+
+
+FREED_IN_THE_MIDDLE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from agent.commands.run import give_back_memory
+
+def rss_kib():
+    with open("/proc/self/status") as status:
+        return int(status.read().split("VmRSS:")[1].split()[0])
+
+blocks = [bytes(4096) for _ in range(8000)]  # 32 MiB in the C heap (each above pymalloc's sizes)
+kept = blocks[::100]  # one in a hundred stays: the rest are holes below the heap's top
+del blocks
+before = rss_kib()
+print(give_back_memory(), before - rss_kib())
+"""
+
+
+def test_freed_memory_inside_the_heap_is_given_back() -> None:
+    """What the C allocator keeps of freed memory between blocks still in use (start-up's compiling, a flood's
+    reads) goes back to the system (glibc: this machine's C library)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FREED_IN_THE_MIDDLE, str(REPO)], capture_output=True, text=True, check=True
+    )
+    trimmed, freed_kib = done.stdout.split()
+    assert trimmed == "True"
+    assert int(freed_kib) > 16 * 1024, done.stdout
