@@ -160,7 +160,10 @@ class HandOver:
             return
         sources, self._sources, self._bytes = self._sources, {}, 0
         for source, files in sources.items():
-            self._deliver(source, files)
+            try:
+                self._deliver(source, files)
+            except Exception:  # a bug in one source's pipeline must not lose the other sources' lines
+                log.exception("handing over the lines of %s failed", source)
 
 
 @dataclass

@@ -134,6 +134,28 @@ def test_growth_of_many_files_in_one_cycle_is_handed_over_at_once(tmp_path: Path
     assert len(handed) == 2  # nothing new: nothing handed over
 
 
+def test_growth_of_two_sources_reaches_the_second_when_the_first_fails(tmp_path: Path, caplog) -> None:
+    """A bug in one source's pipeline (its hand-over raises) loses nothing of another source read in that cycle."""
+    got: list[str] = []
+
+    def deliver(source: str, files: list[tuple[list, str]]) -> None:
+        if source == "a":
+            raise RuntimeError("a bug")
+        got.extend(line for lines_read, _ in files for line in lines_read)
+
+    tailer = Tailer(deliver, PositionStore(None), use_inotify=False)
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.log").write_text("")
+        tailer.add(Source(name, (str(tmp_path / f"{name}.log"),), {}, start_at_end=False))
+    tailer.cycle()
+    append(tmp_path / "a.log", "a 1\n")
+    append(tmp_path / "b.log", "b 1\n")
+    with caplog.at_level(logging.ERROR, logger="kvwatch.tail"):
+        tailer.cycle()
+    assert got == ["b 1"]
+    assert "handing over the lines of a failed" in caplog.text
+
+
 def test_growth_of_more_than_a_hand_over_is_handed_over_in_pieces(tmp_path: Path, monkeypatch) -> None:
     """What one cycle reads waits for the hand-over at most HAND_OVER_BYTES at a time: a flood's lines never all
     wait at once."""
