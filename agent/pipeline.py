@@ -179,7 +179,10 @@ class SourcePipeline:
         batch once, after the last file's (a flow over many files brings a line or two of each per read)."""
         with self.lock:
             for lines, origin in files:
-                self._feed(lines, origin)
+                try:
+                    self._feed(lines, origin)
+                except Exception:  # a bug on one file's lines must not lose the other files'
+                    log.exception("%s: the lines read from %s were lost", self.name, origin or "its stream")
             for sink, finish in self._after_feed:
                 try:
                     finish()

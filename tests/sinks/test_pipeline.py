@@ -57,6 +57,29 @@ def test_the_live_pipeline_reads_on_after_a_line_a_parser_raised_on(a_parser_bug
     assert caplog.text.count("could not be parsed") == 1
 
 
+def test_the_files_read_in_one_cycle_reach_the_sinks_when_one_of_them_fails(monkeypatch, caplog) -> None:
+    """The lines of several files handed over together: a bug on one file's (here its stream cannot be made) loses
+    only those, said in kvwatch's log; the other files' are read and the sinks' batch is ended."""
+    pipeline = SourcePipeline("live", UTC, 1 << 20)
+    ended = []
+    pipeline.after_each_feed("test", lambda: ended.append(pipeline.stats.lines))
+    real = pipeline._stream
+
+    def stream(origin: str):
+        if origin == "bad.log":
+            raise RuntimeError("a bug")
+        return real(origin)
+
+    monkeypatch.setattr(pipeline, "_stream", stream)
+    with caplog.at_level(logging.ERROR):
+        pipeline.feed_files(
+            [([STATS.rstrip("\n")], "a.log"), ([STATS.rstrip("\n")], "bad.log"), ([STATS.rstrip("\n")], "b.log")]
+        )
+    assert (pipeline.stats.lines, pipeline.stats.parsed_lines) == (2, 2)
+    assert ended == [2]
+    assert "live: the lines read from bad.log were lost" in caplog.text
+
+
 def test_numbers_too_large_for_any_metric_are_no_numbers_and_never_stop_the_reading() -> None:
     """Each integer of every real line in turn made 25 and 400 digits long (no log means such a count; a
     Prometheus float or an OTLP int64 cannot hold it): the line reads as unreadable for its family, the
