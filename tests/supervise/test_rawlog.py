@@ -104,6 +104,18 @@ def test_raw_log_rotation_falls_back_to_truncation(tmp_path: Path, monkeypatch: 
     assert tailer.snapshot()["s"][str(log)].log_rotations >= 1
 
 
+def _saved_in_rotation(tailer, log: str, positions: Path) -> dict:
+    """What the save a rotation of ``log`` makes (before it cuts) writes to ``positions``: filled in when it is made."""
+    saved: dict = {}
+
+    def snapshot_positions() -> None:
+        tailer.save_positions()
+        saved.update(json.loads(positions.read_text()))
+
+    tailer.sources["s"].paths[log].save_hook = snapshot_positions
+    return saved
+
+
 def test_a_kill_during_rotation_resumes_without_rereading(tmp_path: Path) -> None:
     """The position after the collapse is saved before the collapse happens."""
     log = tmp_path / "server.log"
@@ -111,13 +123,7 @@ def test_a_kill_during_rotation_resumes_without_rereading(tmp_path: Path) -> Non
     tailer, _got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=1 << 30, backups=1)
     tailer.cycle()
     tailed = tailer.sources["s"].paths[str(log)]
-    saved_before_collapse = {}
-
-    def snapshot_positions() -> None:
-        tailer.save_positions()
-        saved_before_collapse.update(json.loads((tmp_path / "positions.json").read_text()))
-
-    tailed.save_hook = snapshot_positions
+    saved_before_collapse = _saved_in_rotation(tailer, str(log), tmp_path / "positions.json")
     tailed.rotate(tailer.hand_over)
     # The process "dies" now: only what was saved before the collapse survives.
     (tmp_path / "positions.json").write_text(json.dumps(saved_before_collapse))
@@ -135,14 +141,7 @@ def test_the_numbers_saved_during_a_rotation_count_the_lines_read_before_it(tmp_
     log.write_text(lines("x", 2000))
     tailer, got = make_tailer(tmp_path, str(log), raw_logs=(str(log),), rotate_bytes=4096, backups=1)
     tailer.sources["s"].save_numbers = lambda: {"lines": len(got.lines)}
-    tailed = tailer.sources["s"].paths[str(log)]
-    saved_in_rotation = {}
-
-    def snapshot_positions() -> None:
-        tailer.save_positions()
-        saved_in_rotation.update(json.loads((tmp_path / "positions.json").read_text()))
-
-    tailed.save_hook = snapshot_positions
+    saved_in_rotation = _saved_in_rotation(tailer, str(log), tmp_path / "positions.json")
     tailer.cycle()
     assert tailer.snapshot()["s"][str(log)].log_rotations == 1
     assert saved_in_rotation["counters"]["s"]["numbers"] == {"lines": 2000}
