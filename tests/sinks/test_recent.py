@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from agent.sinks.recent import IDLE_SECONDS, JOIN_BATCH, MIN_WINDOW, JoinedOnDemand, KeptEvents, RecentRequests, joined
+from agent.sinks.recent import (
+    IDLE_SECONDS,
+    JOIN_BATCH,
+    MIN_WINDOW,
+    JoinedOnDemand,
+    KeptEvents,
+    RecentRequests,
+    RequestRow,
+    joined,
+)
 from agent.sinks.traces import TraceBuilder
 from parsers import LogStream
 from parsers.events import Event
@@ -346,3 +356,17 @@ def test_servers_keep_their_events_in_one_window_and_each_joins_its_own(monkeypa
     for n in range(15, 31):
         serve("busy", n)  # the busy server's 32 events push the other's out of the window
     assert late.as_list() == [] and len(kept.entries) == 32
+
+
+# The types a row's fields are annotated with: plain values, which a row's dict may hold as they are.
+ROW_VALUE_TYPES = ("str", "str | None", "int | None", "float | None", "int")
+
+
+def test_a_row_as_a_dict_is_what_dataclasses_makes_of_it() -> None:
+    """The rows' dicts (``/api/requests``, the status page, ``kvwatch top``) are copies of their fields, made fast:
+    the same keys, in the same order, and values as ``dataclasses.asdict`` gives (a field that held an object
+    would need its deep copy: this fails then)."""
+    values = {f.name: f"value of {f.name}" for f in dataclasses.fields(RequestRow)}
+    row = RequestRow(**values)
+    assert list(row.as_dict().items()) == list(dataclasses.asdict(row).items()) == list(values.items())
+    assert all(f.type in ROW_VALUE_TYPES for f in dataclasses.fields(RequestRow)), "a row's field holds an object"
