@@ -133,7 +133,7 @@ class HandOver:
     A flow spread over many files brings a line or two of each per cycle.  Handed over one file at a time,
     each file's lines cost a hold of the pipeline's lock and the sinks' end of a batch, and were parsed on
     caches the reads in between had cooled; read first and parsed one after the other, a line of 50 such files
-    costs about a sixth less (docs/benchmarks.md, "Many servers, many files")."""
+    costs a sixth to a quarter less (docs/benchmarks.md, "Many servers, many files")."""
 
     __slots__ = ("_bytes", "_deliver", "_sources")
 
